@@ -1,0 +1,1 @@
+"""Identity keys, contact cards, end-to-end sealing, acknowledgements and key files."""

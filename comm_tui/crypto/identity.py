@@ -1,0 +1,109 @@
+"""Identities: one Ed25519 key pair per user, and the 160-bit address derived from it.
+
+The address is BLAKE2b-160 of the Ed25519 public key, so nobody can pick an
+address without holding a key that hashes to it. The X25519 form of the same key
+pair is used for every encryption, so a user has exactly one secret to protect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from nacl.bindings import crypto_sign_ed25519_pk_to_curve25519
+from nacl.encoding import RawEncoder
+from nacl.exceptions import CryptoError
+from nacl.hash import blake2b
+from nacl.public import PrivateKey, PublicKey
+from nacl.signing import SigningKey, VerifyKey
+
+from comm_tui.errors import KeyFileError
+
+ADDRESS_BYTES = 20
+PUBLIC_KEY_BYTES = 32
+SEED_BYTES = 32
+
+
+def address_of(public_key: bytes) -> bytes:
+    """The 20-byte network address of an Ed25519 public key."""
+    return blake2b(public_key, digest_size=ADDRESS_BYTES, encoder=RawEncoder)
+
+
+def address_hex(address: bytes) -> str:
+    """Addresses are shown as 40 lowercase hex characters, as in the seed."""
+    return address.hex()
+
+
+@dataclass(frozen=True)
+class PublicIdentity:
+    """Someone else's identity as we know it: their Ed25519 public key."""
+
+    key: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.key) != PUBLIC_KEY_BYTES:
+            raise ValueError("an Ed25519 public key is 32 bytes")
+
+    @cached_property
+    def address(self) -> bytes:
+        return address_of(self.key)
+
+    @cached_property
+    def verify_key(self) -> VerifyKey:
+        return VerifyKey(self.key)
+
+    @cached_property
+    def box_key(self) -> PublicKey:
+        """The X25519 public key used to encrypt to this identity.
+
+        Raises ValueError for bytes that are not a valid curve point, which is
+        how a forged or random key from the network is rejected.
+        """
+        try:
+            return PublicKey(crypto_sign_ed25519_pk_to_curve25519(self.key))
+        except (CryptoError, RuntimeError) as exc:
+            raise ValueError("not a valid Ed25519 public key") from exc
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Our own key pair. Never logged, never printed: ``repr`` shows the address only."""
+
+    signing_key: SigningKey = field(repr=False)
+
+    @classmethod
+    def generate(cls) -> Identity:
+        return cls(SigningKey.generate())
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> Identity:
+        if len(seed) != SEED_BYTES:
+            raise KeyFileError("identity seed must be 32 bytes")
+        return cls(SigningKey(seed))
+
+    @property
+    def seed(self) -> bytes:
+        return bytes(self.signing_key)
+
+    @cached_property
+    def public(self) -> PublicIdentity:
+        return PublicIdentity(bytes(self.signing_key.verify_key))
+
+    @property
+    def key(self) -> bytes:
+        return self.public.key
+
+    @property
+    def address(self) -> bytes:
+        return self.public.address
+
+    @cached_property
+    def box_key(self) -> PrivateKey:
+        return self.signing_key.to_curve25519_private_key()
+
+    def sign(self, data: bytes) -> bytes:
+        """A detached 64-byte Ed25519 signature."""
+        return self.signing_key.sign(data).signature
+
+    def __repr__(self) -> str:
+        return f"Identity(address={self.address.hex()})"

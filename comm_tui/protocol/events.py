@@ -1,0 +1,57 @@
+"""What the protocol core reports to whoever drives it, as small named types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from comm_tui.crypto.identity import PublicIdentity
+
+
+@dataclass(frozen=True)
+class TextReceived:
+    """A whole text (all its parts) arrived from an authenticated sender."""
+
+    text_id: bytes
+    sender: PublicIdentity
+    text: str
+    sent_ms: int
+
+
+@dataclass(frozen=True)
+class TextStateChanged:
+    """An outgoing text moved to ``sent``, ``delivered`` or ``expired``."""
+
+    text_id: bytes
+    recipient: bytes  # 20-byte address
+    state: str
+
+
+@dataclass(frozen=True)
+class PeerAdded:
+    key: bytes
+    endpoint: tuple[str, int]
+
+
+@dataclass(frozen=True)
+class PeerRemoved:
+    key: bytes
+
+
+@dataclass(frozen=True)
+class StoreChanged:
+    """Relay-store entries to persist (``put``: key -> serialized entry) or forget.
+
+    The adapter writes these in one transaction before it transmits, so whatever
+    the network was told we hold (a receipt, an ack) is on disk first.
+    """
+
+    put: dict[bytes, tuple[bytes, int]]  # key -> (blob, expires_ms)
+    delete: frozenset[bytes]
+
+
+@dataclass(frozen=True)
+class DatagramRejected:
+    reason: str
+
+
+Event = TextReceived | TextStateChanged | PeerAdded | PeerRemoved | StoreChanged | DatagramRejected

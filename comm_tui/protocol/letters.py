@@ -1,0 +1,154 @@
+"""Texts as letters: splitting, fixed-size padding and reassembly.
+
+A text is cut into parts that each travel as their own sealed message with its
+own id and ack, so relays only ever handle small, uniform items and never have to
+reassemble anything. Every letter is padded to exactly LETTER_BYTES, so every
+message a relay sees has the same size whatever it says.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from google.protobuf.message import DecodeError
+
+from comm_tui.protocol import wire_pb2 as pb
+
+MAX_TEXT_BYTES = 64 * 1024
+# Chosen so that a boxed, sealed, padded letter fits one 1,200-byte datagram
+# (tests/test_letters.py checks the worst case).
+LETTER_BYTES = 944
+CHUNK_BYTES = 896
+MAX_PARTS = -(-MAX_TEXT_BYTES // CHUNK_BYTES)
+TEXT_ID_BYTES = 16
+# Half-received texts are forgotten after this long, and bounded in number.
+REASSEMBLY_TIMEOUT_S = 3600.0
+REASSEMBLY_MAX_TEXTS = 256
+REASSEMBLY_MAX_TEXTS_PER_SENDER = 16
+
+
+class LetterError(ValueError):
+    """A letter that opened correctly but does not make sense."""
+
+
+def split_text(text: str) -> list[bytes]:
+    data = text.encode("utf-8")
+    if len(data) > MAX_TEXT_BYTES:
+        raise ValueError(f"text is {len(data)} bytes; the limit is {MAX_TEXT_BYTES}")
+    if not data:
+        return [b""]
+    return [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)]
+
+
+def encode_letter(text_id: bytes, part: int, parts: int, sent_ms: int, chunk: bytes) -> bytes:
+    """A letter as a 2-byte length, its protobuf, and zeros up to exactly LETTER_BYTES."""
+    letter = pb.Letter(text_id=text_id, part=part, parts=parts, sent_ms=sent_ms, chunk=chunk)
+    body = letter.SerializeToString()
+    if len(body) + 2 > LETTER_BYTES:
+        raise ValueError("letter chunk too large")
+    return len(body).to_bytes(2, "big") + body + bytes(LETTER_BYTES - 2 - len(body))
+
+
+def decode_letter(data: bytes) -> pb.Letter:
+    if len(data) != LETTER_BYTES:
+        raise LetterError("letter has the wrong size")
+    size = int.from_bytes(data[:2], "big")
+    if size > LETTER_BYTES - 2 or any(data[2 + size :]):
+        raise LetterError("letter padding is malformed")
+    try:
+        letter = pb.Letter.FromString(data[2 : 2 + size])
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise LetterError("malformed letter") from exc
+    if (
+        len(letter.text_id) != TEXT_ID_BYTES
+        or not 1 <= letter.parts <= MAX_PARTS
+        or letter.part >= letter.parts
+        or len(letter.chunk) > CHUNK_BYTES
+    ):
+        raise LetterError("letter fields out of range")
+    return letter
+
+
+@dataclass
+class _Partial:
+    parts: int
+    sent_ms: int
+    started: float
+    chunks: dict[int, bytes] = field(default_factory=dict)
+    tags: dict[int, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Completed:
+    text_id: bytes
+    text: str
+    sent_ms: int
+    tags: tuple[object, ...]  # what the caller attached to each part, in part order
+
+
+class Reassembler:
+    """Collects the parts of texts, bounded in count and age.
+
+    Keyed by (sender key, text id) so one sender cannot complete or corrupt
+    another's text. A flood of half-finished texts evicts the oldest ones, and
+    each sender has its own cap, so it cannot crowd out everyone else.
+    """
+
+    def __init__(self) -> None:
+        self._partials: OrderedDict[tuple[bytes, bytes], _Partial] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._partials)
+
+    def add(
+        self, sender_key: bytes, letter: pb.Letter, now: float, tag: object = None
+    ) -> Completed | None:
+        """Add one part; ``tag`` (e.g. the part's message id) comes back on completion."""
+        self.expire(now)
+        key = (sender_key, letter.text_id)
+        partial = self._partials.get(key)
+        if partial is None:
+            if letter.parts == 1:
+                return self._finish(letter.text_id, [letter.chunk], letter.sent_ms, (tag,))
+            self._make_room(sender_key)
+            partial = self._partials[key] = _Partial(letter.parts, letter.sent_ms, now)
+        elif partial.parts != letter.parts:
+            raise LetterError("part count changed within one text")
+        partial.chunks[letter.part] = letter.chunk
+        partial.tags[letter.part] = tag
+        if len(partial.chunks) < partial.parts:
+            return None
+        del self._partials[key]
+        order = range(partial.parts)
+        return self._finish(
+            letter.text_id,
+            [partial.chunks[i] for i in order],
+            partial.sent_ms,
+            tuple(partial.tags[i] for i in order),
+        )
+
+    def expire(self, now: float) -> None:
+        while self._partials:
+            key, oldest = next(iter(self._partials.items()))
+            if now - oldest.started < REASSEMBLY_TIMEOUT_S:
+                break
+            del self._partials[key]
+
+    def _make_room(self, sender_key: bytes) -> None:
+        own = [k for k in self._partials if k[0] == sender_key]
+        if len(own) >= REASSEMBLY_MAX_TEXTS_PER_SENDER:
+            del self._partials[own[0]]
+        while len(self._partials) >= REASSEMBLY_MAX_TEXTS:
+            self._partials.popitem(last=False)
+
+    @staticmethod
+    def _finish(
+        text_id: bytes, chunks: list[bytes], sent_ms: int, tags: tuple[object, ...]
+    ) -> Completed:
+        data = b"".join(chunks)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise LetterError("text is not UTF-8") from exc
+        return Completed(text_id, text, sent_ms, tags)

@@ -1,0 +1,97 @@
+"""Iterative FIND_NODE lookups over disjoint paths (S/Kademlia).
+
+A lookup keeps ``paths`` independent shortlists. A node queried by one path is
+never queried by another, so an adversary who answers one path with its own
+friends cannot capture the others. The node drives it: it asks which queries to
+send, reports answers and timeouts, and reads the result when ``done``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from comm_tui.protocol.routing import Endpoint
+
+LOOKUP_MAX_QUERIES = 64
+
+
+@dataclass(frozen=True)
+class Candidate:
+    key: bytes
+    address: bytes
+    endpoint: Endpoint
+
+
+@dataclass
+class _Path:
+    shortlist: dict[bytes, Candidate] = field(default_factory=dict)
+    in_flight: int = 0
+
+
+class Lookup:
+    def __init__(
+        self,
+        target: bytes,
+        seeds: list[Candidate],
+        *,
+        k: int,
+        alpha: int,
+        paths: int,
+    ) -> None:
+        self.target = target
+        self.k = k
+        self.alpha = alpha
+        self._target_int = int.from_bytes(target, "big")
+        self._paths = [_Path() for _ in range(max(1, min(paths, len(seeds))))]
+        for i, seed in enumerate(sorted(seeds, key=self._distance)):
+            self._paths[i % len(self._paths)].shortlist[seed.address] = seed
+        self._queried: set[bytes] = set()
+        self._failed: set[bytes] = set()
+        self.responded: dict[bytes, Candidate] = {}
+        self.queries_sent = 0
+
+    def _distance(self, candidate: Candidate) -> int:
+        return int.from_bytes(candidate.address, "big") ^ self._target_int
+
+    def next_queries(self) -> list[tuple[int, Candidate]]:
+        """Queries to send now: up to ``alpha`` in flight per path, closest first."""
+        out: list[tuple[int, Candidate]] = []
+        for index, path in enumerate(self._paths):
+            for candidate in self._frontier(path):
+                if path.in_flight >= self.alpha or self.queries_sent >= LOOKUP_MAX_QUERIES:
+                    break
+                if candidate.address in self._queried:
+                    continue
+                self._queried.add(candidate.address)
+                path.in_flight += 1
+                self.queries_sent += 1
+                out.append((index, candidate))
+        return out
+
+    def _frontier(self, path: _Path) -> list[Candidate]:
+        alive = [c for c in path.shortlist.values() if c.address not in self._failed]
+        return sorted(alive, key=self._distance)[: self.k]
+
+    def on_response(self, path_index: int, source: Candidate, nodes: list[Candidate]) -> None:
+        path = self._paths[path_index]
+        path.in_flight -= 1
+        self.responded[source.address] = source
+        for node in nodes:
+            if node.address not in self._queried:
+                path.shortlist.setdefault(node.address, node)
+
+    def on_timeout(self, path_index: int, source: Candidate) -> None:
+        self._paths[path_index].in_flight -= 1
+        self._failed.add(source.address)
+
+    @property
+    def done(self) -> bool:
+        if self.queries_sent >= LOOKUP_MAX_QUERIES:
+            return all(p.in_flight == 0 for p in self._paths)
+        return all(
+            path.in_flight == 0 and all(c.address in self._queried for c in self._frontier(path))
+            for path in self._paths
+        )
+
+    def result(self) -> list[Candidate]:
+        return sorted(self.responded.values(), key=self._distance)[: self.k]

@@ -1,0 +1,792 @@
+"""The node state machine: routing, relaying, delivery and acknowledgement.
+
+Its whole face to the outside world, in the shape of aioquic's connection:
+
+- ``receive_datagram(data, addr, now)``: feed it what arrived;
+- ``datagrams_to_send()``: take what it wants sent;
+- ``get_timer()`` / ``handle_timer(now)``: when it next wants to wake up;
+- ``next_event()``: what happened (``comm_tui.protocol.events``);
+- ``send_text(recipient, text, now)``, ``bootstrap(endpoint, now)``, ``restore(...)``.
+
+Relaying follows the seed: a message travels toward its recipient's neighbourhood,
+every relay stores it and re-relays it with exponential backoff until the
+recipient's signed ack arrives or it expires. On top of that (DESIGN.md section 5):
+
+- relays track which nodes already hold an item (receipts), so a re-relay only
+  goes to nodes that still lack it;
+- a relay far from the target forwards to a few nodes closer than itself; one in
+  the target's neighbourhood replicates to the whole neighbourhood; the fan-out
+  widens with every retry, so a dropping relay only delays a message;
+- a node that joins is handed what waits for it at once (push on insert, and
+  its own ``Fetch`` after the join lookup), instead of at the next backoff tick.
+
+``policy="flood"`` switches all of that off and re-sends to the k nearest on every
+tick: the seed's rule as written, kept as the benchmark baseline.
+"""
+
+from __future__ import annotations
+
+import heapq
+import ipaddress
+import random
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from comm_tui.crypto.ack import ack_is_well_formed, sign_ack, verify_ack
+from comm_tui.crypto.identity import ADDRESS_BYTES, Identity, PublicIdentity, address_of
+from comm_tui.crypto.seal import SealError, Sealer, message_id
+from comm_tui.protocol import wire_pb2 as pb
+from comm_tui.protocol.codec import CHALLENGE_BYTES, MAX_CLOCK_SKEW_S, Codec, Rejected
+from comm_tui.protocol.events import (
+    Event,
+    PeerAdded,
+    PeerRemoved,
+    StoreChanged,
+    TextReceived,
+    TextStateChanged,
+)
+from comm_tui.protocol.letters import (
+    TEXT_ID_BYTES,
+    LetterError,
+    Reassembler,
+    decode_letter,
+    encode_letter,
+    split_text,
+)
+from comm_tui.protocol.lookup import Candidate, Lookup
+from comm_tui.protocol.ratelimit import RateLimiter, TokenBucket
+from comm_tui.protocol.relay_store import Entry, Kind, QuotaExceeded, RelayStore, entry_key
+from comm_tui.protocol.routing import Endpoint, NodeEntry, RoutingTable, distance
+from comm_tui.protocol.stats import NodeStats
+
+DEFAULT_TTL_S = 7 * 24 * 3600.0
+MAX_TTL_S = 7 * 24 * 3600.0
+MAX_HOPS = 64
+QUERY_TIMEOUT_S = 2.0
+RECEIPT_TIMEOUT_S = 2.0
+MAINTENANCE_INTERVAL_S = 1.0
+HOUSEKEEPING_INTERVAL_S = 30.0
+REBOOTSTRAP_INTERVAL_S = 15.0
+PENDING_QUERIES_MAX = 1024
+FETCH_ITEMS_MAX = 512
+FIND_NODE_ANSWER_NODES = 8
+
+Policy = Literal["ours", "flood"]
+NodeState = Literal["no peers", "bootstrapping", "online"]
+
+
+@dataclass
+class NodeConfig:
+    """Tunables. Defaults are what a real node runs with; tests shrink timings."""
+
+    k: int = 8
+    alpha: int = 3
+    lookup_paths: int = 2
+    sender_fanout: int = 4
+    transit_fanout: int = 2
+    policy: Policy = "ours"
+    ttl_s: float = DEFAULT_TTL_S
+    backoff_base_s: float = 2.0
+    backoff_max_s: float = 3600.0
+    max_relay_attempts: int = 16
+    refresh_interval_s: float = 900.0
+    ip_prefix_limit: int = 2
+    # Per peer endpoint: datagrams; per peer address: new items to store.
+    datagram_rate_per_s: float = 500.0
+    datagram_burst: float = 1000.0
+    store_rate_per_s: float = 100.0
+    store_burst: float = 300.0
+    # Whole node: datagrams from keys we have no Box for yet (each costs a key agreement).
+    new_key_rate_per_s: float = 2000.0
+    new_key_burst: float = 4000.0
+    store_total_bytes: int = 64 * 1024 * 1024
+    store_per_target_bytes: int = 2 * 1024 * 1024
+    store_per_peer_bytes: int = 4 * 1024 * 1024
+
+
+@dataclass
+class _Query:
+    """An outstanding request we expect an authenticated answer to."""
+
+    kind: Literal["find_node", "ping"]
+    peer_key: bytes
+    endpoint: Endpoint
+    deadline: float
+    lookup: Lookup | None = None
+    path: int = 0
+    candidate: Candidate | None = None
+    confirm_endpoint: bool = False
+
+
+@dataclass
+class _Outgoing:
+    """An outgoing text as the outbox sees it: its parts and how far they got."""
+
+    recipient: bytes
+    parts: set[bytes]
+    delivered: set[bytes] = field(default_factory=set)
+    sent: bool = False
+
+
+def _ms(now: float) -> int:
+    return int(now * 1000)
+
+
+def node_info(key: bytes, endpoint: Endpoint) -> pb.NodeInfo:
+    return pb.NodeInfo(key=key, ip=ipaddress.ip_address(endpoint[0]).packed, port=endpoint[1])
+
+
+def parse_node_info(info: pb.NodeInfo) -> Candidate | None:
+    """A candidate from a NODES answer, or None when any field is out of shape."""
+    if len(info.key) != 32 or len(info.ip) not in (4, 16) or not 0 < info.port < 65536:
+        return None
+    return Candidate(info.key, address_of(info.key), (str(ipaddress.ip_address(info.ip)), info.port))
+
+
+class Node:
+    def __init__(
+        self,
+        identity: Identity,
+        now: float,
+        *,
+        config: NodeConfig | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.identity = identity
+        self.address = identity.address
+        self.config = config or NodeConfig()
+        self.rng = rng or random.Random()
+        self.codec = Codec(identity, self.rng)
+        self.sealer = Sealer(identity)
+        self.table = RoutingTable(
+            self.address, k=self.config.k, ip_prefix_limit=self.config.ip_prefix_limit
+        )
+        self.store = RelayStore(
+            total_bytes=self.config.store_total_bytes,
+            per_target_bytes=self.config.store_per_target_bytes,
+            per_peer_bytes=self.config.store_per_peer_bytes,
+        )
+        self.stats = NodeStats()
+        self.reassembler = Reassembler()
+        self.bootstrap_endpoints: list[Endpoint] = []
+        self.joined = False
+        self._outbox: list[tuple[bytes, Endpoint]] = []
+        self._events: deque[Event] = deque()
+        self._queries: dict[bytes, _Query] = {}
+        self._hellos: dict[bytes, tuple[Endpoint, float]] = {}
+        self._awaiting_receipt: dict[tuple[bytes, bytes], float] = {}
+        self._schedule: list[tuple[float, bytes]] = []
+        self._outgoing: dict[bytes, _Outgoing] = {}
+        self._datagram_limit = RateLimiter(self.config.datagram_rate_per_s, self.config.datagram_burst)
+        self._store_limit = RateLimiter(self.config.store_rate_per_s, self.config.store_burst)
+        self._new_keys = TokenBucket(
+            self.config.new_key_rate_per_s, self.config.new_key_burst, self.config.new_key_burst, now
+        )
+        self._next_maintenance = now + MAINTENANCE_INTERVAL_S
+        self._next_housekeeping = now + HOUSEKEEPING_INTERVAL_S
+        self._next_rebootstrap = now + REBOOTSTRAP_INTERVAL_S
+
+    # ------------------------------------------------------------------ driver API
+
+    @property
+    def state(self) -> NodeState:
+        if len(self.table) == 0:
+            return "bootstrapping" if self._hellos else "no peers"
+        return "online" if self.joined else "bootstrapping"
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float:
+        timer = self._next_maintenance
+        if self._schedule:
+            timer = min(timer, self._schedule[0][0])
+        return timer
+
+    def restore(self, blobs: Iterable[bytes], now: float) -> int:
+        """Load persisted relay-store entries; returns how many were damaged and skipped."""
+        damaged = 0
+        now_ms = _ms(now)
+        for blob in blobs:
+            try:
+                entry = Entry.deserialize(blob)
+            except ValueError:
+                damaged += 1
+                continue
+            if entry.expires_ms <= now_ms:
+                continue
+            self.store.add(entry, enforce_quota=False)
+            if entry.own_text_id:
+                self._track_own(entry)
+            self._reschedule(entry, min(entry.next_at, now) if entry.attempts else now)
+        # Parts missing from a restored outbox were acknowledged before the restart.
+        for out in self._outgoing.values():
+            present = {e.item_id for e in self._own_entries() if e.own_text_id and out is self._outgoing.get(e.own_text_id)}
+            out.sent = out.sent or bool(present) and all(
+                self.store.get(Kind.MESSAGE, pid) is not None
+                and bool(self.store.get(Kind.MESSAGE, pid).holders)  # type: ignore[union-attr]
+                for pid in present
+            )
+        self.store.dirty.clear()
+        return damaged
+
+    def bootstrap(self, endpoint: Endpoint, now: float) -> None:
+        """Contact a node we only know by host and port."""
+        if endpoint not in self.bootstrap_endpoints:
+            self.bootstrap_endpoints.append(endpoint)
+        self._send_hello(endpoint, now)
+
+    def add_known_peer(self, key: bytes, endpoint: Endpoint, now: float) -> None:
+        """Ping a node remembered from an earlier run; it joins the table if it answers."""
+        if key != self.identity.key:
+            self._ping(key, endpoint, now)
+
+    def send_text(
+        self, recipient: PublicIdentity, text: str, now: float, *, text_id: bytes | None = None
+    ) -> bytes:
+        """Queue a text to ``recipient``; returns its id. Raises ValueError if too long."""
+        chunks = split_text(text)
+        text_id = text_id or self.rng.randbytes(TEXT_ID_BYTES)
+        expires_ms = _ms(now + self.config.ttl_s)
+        sent_ms = _ms(now)
+        out = self._outgoing[text_id] = _Outgoing(recipient.address, set())
+        for part, chunk in enumerate(chunks):
+            letter = encode_letter(text_id, part, len(chunks), sent_ms, chunk)
+            sealed = self.sealer.seal(recipient, letter)
+            msg = pb.Message(recipient=recipient.address, expires_ms=expires_ms, sealed=sealed)
+            item_id = message_id(recipient.address, expires_ms, sealed)
+            entry = Entry(
+                Kind.MESSAGE,
+                item_id,
+                recipient.address,
+                expires_ms,
+                msg,
+                stored_at=now,
+                own_text_id=text_id,
+                own_part=part,
+                own_parts=len(chunks),
+            )
+            self.store.add(entry, enforce_quota=False)
+            out.parts.add(item_id)
+            self._relay(entry, now)
+        self._flush_store()
+        return text_id
+
+    def handle_timer(self, now: float) -> None:
+        while self._schedule and self._schedule[0][0] <= now:
+            due, key = heapq.heappop(self._schedule)
+            entry = self.store._entries.get(key)
+            if entry is None or entry.next_at != due or entry.settled:
+                continue
+            if entry.attempts < self.config.max_relay_attempts or entry.own_text_id:
+                self._relay(entry, now)
+        if now >= self._next_maintenance:
+            self._next_maintenance = now + MAINTENANCE_INTERVAL_S
+            self._expire_queries(now)
+        if now >= self._next_housekeeping:
+            self._next_housekeeping = now + HOUSEKEEPING_INTERVAL_S
+            self._housekeeping(now)
+        if now >= self._next_rebootstrap:
+            self._next_rebootstrap = now + REBOOTSTRAP_INTERVAL_S
+            if len(self.table) == 0:
+                for endpoint in self.bootstrap_endpoints:
+                    self._send_hello(endpoint, now)
+        self._flush_store()
+
+    def receive_datagram(self, data: bytes, addr: Endpoint, now: float) -> None:
+        self.stats.datagrams_in += 1
+        self.stats.bytes_in += len(data)
+        if not self._datagram_limit.allow(addr, now):
+            self.stats.reject("rate_limited")
+            return
+        try:
+            self._receive(data, addr, now)
+        except Rejected as rejected:
+            self.stats.reject(rejected.reason)
+        self._flush_store()
+
+    def lookup(self, target: bytes, now: float) -> None:
+        """Start an iterative lookup (used for joining and bucket refresh)."""
+        seeds = [Candidate(n.key, n.address, n.endpoint) for n in self.table.closest(target, self.config.k)]
+        if not seeds:
+            return
+        lookup = Lookup(
+            target, seeds, k=self.config.k, alpha=self.config.alpha, paths=self.config.lookup_paths
+        )
+        self._advance_lookup(lookup, now)
+
+    # ------------------------------------------------------------------ receive path
+
+    def _receive(self, data: bytes, addr: Endpoint, now: float) -> None:
+        key = _peek_sender_key(data)
+        if key is not None and not self.codec.knows(key) and not self._new_keys.take(now):
+            raise Rejected("new_key_rate")
+        decoded = self.codec.decode(data, now)
+        sender = decoded.sender
+        if decoded.hello is not None:
+            self._answer_hello(sender.key, decoded.hello, addr, now)
+            return
+        frame = decoded.frame
+        assert frame is not None
+        self._observe(sender, addr, now)
+        body = frame.WhichOneof("body")
+        if body == "ping":
+            self._on_ping(sender, frame.ping, addr, now)
+        elif body == "pong":
+            self._on_pong(sender, frame.pong, addr, now)
+        elif body == "find_node":
+            self._on_find_node(sender, frame.find_node, addr, now)
+        elif body == "nodes":
+            self._on_nodes(sender, frame.nodes, now)
+        elif body == "message":
+            self._on_message(sender, frame.message, addr, now)
+        elif body == "ack":
+            self._on_ack(sender, frame.ack, addr, now)
+        elif body == "receipt":
+            self._on_receipt(sender, frame.receipt, now)
+        elif body == "fetch":
+            self._on_fetch(sender, addr, now)
+
+    def _observe(self, sender: PublicIdentity, addr: Endpoint, now: float) -> None:
+        observation = self.table.observe(sender.key, sender.address, addr, now)
+        if observation.added:
+            self.stats.peers_added += 1
+            self._events.append(PeerAdded(sender.key, addr))
+            self._push_waiting(sender.address, sender.key, addr, now)
+            if len(self.table) == 1:
+                # First peer: start joining, and send whatever the outbox holds.
+                self.lookup(self.address, now)
+                for entry in self._own_entries():
+                    if not entry.holders:
+                        self._relay(entry, now)
+        if observation.ping is not None:
+            self._ping(observation.ping.key, observation.ping.endpoint, now)
+        if observation.endpoint_changed:
+            self._ping(sender.key, addr, now, confirm_endpoint=True)
+
+    def _answer_hello(self, key: bytes, hello: pb.Hello, addr: Endpoint, now: float) -> None:
+        pong = pb.Frame(pong=pb.Pong(challenge=hello.challenge))
+        self._send_frame(key, addr, pong, now)
+
+    def _on_ping(self, sender: PublicIdentity, ping: pb.Ping, addr: Endpoint, now: float) -> None:
+        if len(ping.challenge) != CHALLENGE_BYTES:
+            raise Rejected("malformed")
+        self._send_frame(sender.key, addr, pb.Frame(pong=pb.Pong(challenge=ping.challenge)), now)
+
+    def _on_pong(self, sender: PublicIdentity, pong: pb.Pong, addr: Endpoint, now: float) -> None:
+        hello = self._hellos.pop(pong.challenge, None)
+        if hello is not None:
+            return  # a bootstrap node answered; _observe already took it in
+        query = self._queries.get(pong.challenge)
+        if query is None or query.kind != "ping" or query.peer_key != sender.key:
+            raise Rejected("unsolicited")
+        del self._queries[pong.challenge]
+        if query.confirm_endpoint and query.endpoint == addr:
+            self.table.confirm_endpoint(sender.address, addr, now)
+            self.table.observe(sender.key, sender.address, addr, now)
+
+    def _on_find_node(
+        self, sender: PublicIdentity, find: pb.FindNode, addr: Endpoint, now: float
+    ) -> None:
+        if len(find.target) != ADDRESS_BYTES or len(find.query_id) != CHALLENGE_BYTES:
+            raise Rejected("malformed")
+        nodes = self.table.closest(find.target, FIND_NODE_ANSWER_NODES, exclude=(sender.address,))
+        answer = pb.Nodes(query_id=find.query_id, nodes=[node_info(n.key, n.endpoint) for n in nodes])
+        self._send_frame(sender.key, addr, pb.Frame(nodes=answer), now)
+
+    def _on_nodes(self, sender: PublicIdentity, nodes: pb.Nodes, now: float) -> None:
+        query = self._queries.get(nodes.query_id)
+        if query is None or query.kind != "find_node" or query.peer_key != sender.key:
+            raise Rejected("unsolicited")
+        del self._queries[nodes.query_id]
+        if len(nodes.nodes) > FIND_NODE_ANSWER_NODES * 2:
+            raise Rejected("malformed")
+        found = [c for c in map(parse_node_info, nodes.nodes) if c is not None]
+        found = [c for c in found if c.key != self.identity.key]
+        assert query.lookup is not None and query.candidate is not None
+        query.lookup.on_response(query.path, query.candidate, found)
+        self._advance_lookup(query.lookup, now)
+
+    def _on_receipt(self, sender: PublicIdentity, receipt: pb.Receipt, now: float) -> None:
+        if len(receipt.ids) > FETCH_ITEMS_MAX:
+            raise Rejected("malformed")
+        for key in receipt.ids:
+            entry = self.store._entries.get(key)
+            if entry is None:
+                continue
+            self._awaiting_receipt.pop((sender.address, key), None)
+            self._add_holder(entry, sender.address, now)
+
+    def _on_fetch(self, sender: PublicIdentity, addr: Endpoint, now: float) -> None:
+        self._push_waiting(sender.address, sender.key, addr, now)
+
+    # ------------------------------------------------------------------ messages
+
+    def _on_message(
+        self, sender: PublicIdentity, msg: pb.Message, addr: Endpoint, now: float
+    ) -> None:
+        now_ms = _ms(now)
+        if len(msg.recipient) != ADDRESS_BYTES or msg.hops > MAX_HOPS:
+            raise Rejected("malformed")
+        if len(msg.sealed) != SEALED_BYTES:
+            raise Rejected("bad_size")
+        if msg.expires_ms <= now_ms:
+            raise Rejected("expired")
+        if msg.expires_ms > now_ms + int((MAX_TTL_S + MAX_CLOCK_SKEW_S) * 1000):
+            raise Rejected("ttl_too_long")
+        item_id = message_id(msg.recipient, msg.expires_ms, msg.sealed)
+        ack_entry = self.store.get(Kind.ACK, item_id + msg.recipient)
+        if ack_entry is not None:
+            # Already acknowledged: answer this copy with the ack instead of relaying it.
+            self.stats.acks_answered += 1
+            self._send_frame(sender.key, addr, pb.Frame(ack=ack_entry.wire), now)
+            return
+        if msg.recipient == self.address:
+            self._on_message_for_me(sender, msg, item_id, addr, now)
+            return
+        existing = self.store.get(Kind.MESSAGE, item_id)
+        if existing is not None:
+            self.stats.duplicates += 1
+            self._add_holder(existing, sender.address, now)
+            self._send_receipt(sender.key, addr, [existing.key], now)
+            return
+        if not self._store_limit.allow(sender.address, now):
+            raise Rejected("store_rate")
+        entry = Entry(
+            Kind.MESSAGE,
+            item_id,
+            msg.recipient,
+            msg.expires_ms,
+            msg,
+            stored_at=now,
+            holders={sender.address},
+            origin=sender.address,
+        )
+        try:
+            self.store.add(entry)
+        except QuotaExceeded as exc:
+            raise Rejected(exc.reason) from exc
+        self.stats.stored += 1
+        self.stats.hops_seen_total += msg.hops
+        self._send_receipt(sender.key, addr, [entry.key], now)
+        self._relay(entry, now)
+
+    def _on_message_for_me(
+        self, sender: PublicIdentity, msg: pb.Message, item_id: bytes, addr: Endpoint, now: float
+    ) -> None:
+        try:
+            author, letter_bytes = self.sealer.open(msg.sealed)
+            letter = decode_letter(letter_bytes)
+        except (SealError, LetterError) as exc:
+            raise Rejected("bad_seal") from exc
+        tag = (item_id, msg.expires_ms, sender.key, addr, msg.hops)
+        try:
+            done = self.reassembler.add(author.key, letter, now, tag)
+        except LetterError as exc:
+            raise Rejected("bad_letter") from exc
+        if done is None:
+            return
+        self.stats.texts_received += 1
+        self._events.append(TextReceived(done.text_id, author, done.text, done.sent_ms))
+        for part_tag in done.tags:
+            part_id, expires_ms, peer_key, peer_addr, hops = part_tag  # type: ignore[misc]
+            self.stats.hops_delivered.append(hops + 1)
+            ack = sign_ack(self.identity, part_id, author.address, expires_ms)
+            entry = Entry(
+                Kind.ACK,
+                part_id + self.address,
+                author.address,
+                expires_ms,
+                ack,
+                stored_at=now,
+                holders={peer_key and address_of(peer_key)},
+            )
+            self.store.add(entry, enforce_quota=False)
+            self._send_frame(peer_key, peer_addr, pb.Frame(ack=ack), now)
+            self._relay(entry, now)
+
+    # ------------------------------------------------------------------ acks
+
+    def _on_ack(self, sender: PublicIdentity, ack: pb.Ack, addr: Endpoint, now: float) -> None:
+        if not ack_is_well_formed(ack):
+            raise Rejected("malformed")
+        recipient = address_of(ack.recipient_key)
+        key = entry_key(Kind.ACK, ack.message_id + recipient)
+        existing = self.store._entries.get(key)
+        if existing is not None:
+            self._add_holder(existing, sender.address, now)
+            self._send_receipt(sender.key, addr, [key], now)
+            return
+        now_ms = _ms(now)
+        if ack.expires_ms <= now_ms:
+            raise Rejected("expired")
+        if ack.expires_ms > now_ms + int((MAX_TTL_S + MAX_CLOCK_SKEW_S) * 1000):
+            raise Rejected("ttl_too_long")
+        message = self.store.get(Kind.MESSAGE, ack.message_id)
+        if message is not None and message.target != recipient:
+            raise Rejected("forged_ack")
+        if not self._store_limit.allow(sender.address, now):
+            raise Rejected("store_rate")
+        if not verify_ack(ack):
+            raise Rejected("bad_ack")
+        self.stats.acks_seen += 1
+        entry = Entry(
+            Kind.ACK,
+            ack.message_id + recipient,
+            ack.destination,
+            ack.expires_ms,
+            ack,
+            stored_at=now,
+            holders={sender.address},
+            origin=sender.address,
+            # A relay that held the message keeps the ack only to answer later copies;
+            # carrying it to the sender is the job of the path the recipient sent it on.
+            settled=ack.destination == self.address or message is not None,
+        )
+        own = message is not None and bool(message.own_text_id)
+        try:
+            self.store.add(entry, enforce_quota=not own and ack.destination != self.address)
+        except QuotaExceeded as exc:
+            raise Rejected(exc.reason) from exc
+        if message is not None:
+            self.store.remove(message)
+            if message.own_text_id:
+                self._part_delivered(message)
+        self._send_receipt(sender.key, addr, [key], now)
+        if not entry.settled:
+            self._relay(entry, now)
+
+    # ------------------------------------------------------------------ relaying
+
+    def _relay(self, entry: Entry, now: float) -> None:
+        """Send an item to the nodes that should hold it next, and schedule the retry."""
+        for node in self._next_hops(entry):
+            self._send_item(entry, node.key, node.endpoint, now)
+        entry.attempts += 1
+        delay = min(
+            self.config.backoff_max_s, self.config.backoff_base_s * 2 ** (entry.attempts - 1)
+        )
+        self._reschedule(entry, now + delay)
+
+    def _reschedule(self, entry: Entry, when: float) -> None:
+        entry.next_at = when
+        heapq.heappush(self._schedule, (when, entry.key))
+        self.store.touch(entry)
+
+    def _next_hops(self, entry: Entry) -> list[NodeEntry]:
+        k = self.config.k
+        closest = self.table.closest(entry.target, k)
+        if self.config.policy == "flood":
+            return [n for n in closest if n.address != entry.origin]
+        if entry.own_text_id or (entry.kind is Kind.ACK and not entry.origin):
+            fanout = self.config.sender_fanout
+        elif self.table.is_among_closest(self.address, entry.target, k):
+            fanout = k  # we are in the target's neighbourhood: replicate across it
+        else:
+            own_distance = distance(self.address, entry.target)
+            closer = [n for n in closest if n.address_int ^ int.from_bytes(entry.target, "big") < own_distance]
+            closest = closer or closest
+            fanout = self.config.transit_fanout
+        # Each retry widens the fan-out, so a relay that silently drops only delays.
+        fanout = min(k, fanout + entry.attempts)
+        targeted = [n for n in closest[:fanout] if n.address not in entry.holders]
+        direct = self.table.get(entry.target)
+        if direct is not None and direct.address not in entry.holders and direct not in targeted:
+            targeted.insert(0, direct)
+        return targeted
+
+    def _send_item(self, entry: Entry, key: bytes, endpoint: Endpoint, now: float) -> None:
+        if isinstance(entry.wire, pb.Message):
+            msg = pb.Message()
+            msg.CopyFrom(entry.wire)
+            msg.hops = 0 if entry.own_text_id else entry.wire.hops + 1
+            frame = pb.Frame(message=msg)
+            self.stats.messages_relayed += 0 if entry.own_text_id else 1
+        else:
+            frame = pb.Frame(ack=entry.wire)
+            self.stats.acks_relayed += 1
+        self._send_frame(key, endpoint, frame, now)
+        if self.config.policy == "ours":
+            self._awaiting_receipt[(address_of(key), entry.key)] = now + RECEIPT_TIMEOUT_S
+
+    def _add_holder(self, entry: Entry, holder: bytes, now: float) -> None:
+        if holder in entry.holders:
+            return
+        entry.holders.add(holder)
+        if entry.kind is Kind.ACK and holder == entry.target:
+            entry.settled = True
+        self.store.touch(entry)
+        if entry.own_text_id:
+            out = self._outgoing.get(entry.own_text_id)
+            if out is not None and not out.sent:
+                pending = [
+                    pid
+                    for pid in out.parts - out.delivered
+                    if not (e := self.store.get(Kind.MESSAGE, pid)) or not e.holders
+                ]
+                if not pending:
+                    out.sent = True
+                    self._events.append(TextStateChanged(entry.own_text_id, out.recipient, "sent"))
+
+    def _push_waiting(self, address: bytes, key: bytes, endpoint: Endpoint, now: float) -> None:
+        """Hand a node that (re)joined everything we hold for it."""
+        waiting = [e for e in self.store.for_target(address) if not e.settled]
+        for entry in waiting[:FETCH_ITEMS_MAX]:
+            if address not in entry.holders:
+                self.stats.pushed_on_join += 1
+                self._send_item(entry, key, endpoint, now)
+
+    # ------------------------------------------------------------------ outbox
+
+    def _own_entries(self) -> list[Entry]:
+        return [e for e in self.store if e.own_text_id and e.kind is Kind.MESSAGE]
+
+    def _track_own(self, entry: Entry) -> None:
+        out = self._outgoing.get(entry.own_text_id)
+        if out is None:
+            out = self._outgoing[entry.own_text_id] = _Outgoing(entry.target, set())
+        out.parts.add(entry.item_id)
+
+    def _part_delivered(self, message: Entry) -> None:
+        out = self._outgoing.get(message.own_text_id)
+        if out is None:
+            return
+        out.delivered.add(message.item_id)
+        remaining = [e for e in self._own_entries() if e.own_text_id == message.own_text_id]
+        if not remaining:
+            del self._outgoing[message.own_text_id]
+            self.stats.texts_delivered += 1
+            self._events.append(TextStateChanged(message.own_text_id, out.recipient, "delivered"))
+
+    # ------------------------------------------------------------------ queries and lookups
+
+    def _send_hello(self, endpoint: Endpoint, now: float) -> None:
+        challenge = self.rng.randbytes(CHALLENGE_BYTES)
+        self._hellos[challenge] = (endpoint, now + QUERY_TIMEOUT_S)
+        # Padded to the size of its boxed answer so a spoofed hello cannot amplify.
+        self._emit(self.codec.encode_hello(challenge, padding_bytes=40), endpoint)
+
+    def _ping(self, key: bytes, endpoint: Endpoint, now: float, *, confirm_endpoint: bool = False) -> None:
+        if len(self._queries) >= PENDING_QUERIES_MAX:
+            return
+        challenge = self.rng.randbytes(CHALLENGE_BYTES)
+        self._queries[challenge] = _Query(
+            "ping", key, endpoint, now + QUERY_TIMEOUT_S, confirm_endpoint=confirm_endpoint
+        )
+        try:
+            self._send_frame(key, endpoint, pb.Frame(ping=pb.Ping(challenge=challenge)), now)
+        except ValueError:
+            del self._queries[challenge]
+
+    def _advance_lookup(self, lookup: Lookup, now: float) -> None:
+        for path, candidate in lookup.next_queries():
+            if len(self._queries) >= PENDING_QUERIES_MAX:
+                lookup.on_timeout(path, candidate)
+                continue
+            query_id = self.rng.randbytes(CHALLENGE_BYTES)
+            self._queries[query_id] = _Query(
+                "find_node",
+                candidate.key,
+                candidate.endpoint,
+                now + QUERY_TIMEOUT_S,
+                lookup=lookup,
+                path=path,
+                candidate=candidate,
+            )
+            frame = pb.Frame(find_node=pb.FindNode(query_id=query_id, target=lookup.target))
+            self._send_frame(candidate.key, candidate.endpoint, frame, now)
+        if lookup.done:
+            self._lookup_finished(lookup, now)
+
+    def _lookup_finished(self, lookup: Lookup, now: float) -> None:
+        if lookup.target != self.address or self.joined and lookup.queries_sent == 0:
+            return
+        first_join = not self.joined
+        self.joined = True
+        # Joined: ask our neighbourhood for whatever waits for us.
+        for candidate in lookup.result():
+            self._send_frame(candidate.key, candidate.endpoint, pb.Frame(fetch=pb.Fetch()), now)
+        if first_join:
+            # The self-lookup only fills the buckets near us; refresh every bucket once so
+            # we also know the far half of the network (Kademlia paper, section 2.3).
+            for target in self.table.buckets_needing_refresh(now, 0.0, self.rng):
+                self.lookup(target, now)
+
+    def _expire_queries(self, now: float) -> None:
+        for query_id, query in list(self._queries.items()):
+            if query.deadline > now:
+                continue
+            del self._queries[query_id]
+            removed = self.table.record_failure(address_of(query.peer_key), now)
+            if removed is not None:
+                self._events.append(PeerRemoved(removed.key))
+            if query.lookup is not None and query.candidate is not None:
+                query.lookup.on_timeout(query.path, query.candidate)
+                self._advance_lookup(query.lookup, now)
+        for challenge, (_, deadline) in list(self._hellos.items()):
+            if deadline <= now:
+                del self._hellos[challenge]
+        for pair, deadline in list(self._awaiting_receipt.items()):
+            if deadline <= now:
+                del self._awaiting_receipt[pair]
+                removed = self.table.record_failure(pair[0], now)
+                if removed is not None:
+                    self._events.append(PeerRemoved(removed.key))
+
+    def _housekeeping(self, now: float) -> None:
+        for entry in self.store.expire(_ms(now)):
+            self.stats.expired += 1
+            out = self._outgoing.pop(entry.own_text_id, None) if entry.own_text_id else None
+            if out is not None:
+                self._events.append(TextStateChanged(entry.own_text_id, out.recipient, "expired"))
+        self.reassembler.expire(now)
+        if len(self.table):
+            for target in self.table.buckets_needing_refresh(now, self.config.refresh_interval_s, self.rng):
+                self.lookup(target, now)
+
+    # ------------------------------------------------------------------ output
+
+    def _send_receipt(self, key: bytes, endpoint: Endpoint, ids: list[bytes], now: float) -> None:
+        if self.config.policy == "ours":
+            self._send_frame(key, endpoint, pb.Frame(receipt=pb.Receipt(ids=ids)), now)
+
+    def _send_frame(self, key: bytes, endpoint: Endpoint, frame: pb.Frame, now: float) -> None:
+        self.stats.sent_by_kind[frame.WhichOneof("body") or ""] += 1
+        self._emit(self.codec.encode_frame(key, frame, now), endpoint)
+
+    def _emit(self, data: bytes, endpoint: Endpoint) -> None:
+        self.stats.datagrams_out += 1
+        self.stats.bytes_out += len(data)
+        self._outbox.append((data, endpoint))
+
+    def _flush_store(self) -> None:
+        if self.store.dirty or self.store.deleted:
+            put, deleted = self.store.take_changes()
+            self._events.append(StoreChanged(put, deleted))
+
+
+def _peek_sender_key(data: bytes) -> bytes | None:
+    """The sender key of a packet without a full parse, to charge the new-key budget.
+
+    Field 2 (sender_key) follows the 2-byte version field in every packet we
+    write; anything else gets a full parse and is judged there.
+    """
+    if len(data) > 36 and data[0] == 0x08 and data[2] == 0x12 and data[3] == 32:
+        return data[4:36]
+    return None
+
+
+def _sealed_size() -> int:
+    """Every sealed payload has this exact size (fixed letter size + fixed overheads)."""
+    probe = Identity.from_seed(bytes(32))
+    sealer = Sealer(probe)
+    return len(sealer.seal(probe.public, encode_letter(bytes(TEXT_ID_BYTES), 0, 1, 0, b"")))
+
+
+SEALED_BYTES = _sealed_size()

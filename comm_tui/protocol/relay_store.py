@@ -1,0 +1,216 @@
+"""The relay store: messages and acks this node holds for others (and its own outbox).
+
+Entries are keyed by kind and message id. Each remembers which nodes are known to
+hold it (they sent it to us or sent a receipt), so re-relaying only goes to nodes
+that still lack it. Quotas bound the store in total, per target address and per
+peer that handed items to us, so one flooding peer cannot push out anyone else:
+once over quota, new items are refused, stored ones are never evicted early.
+
+Changes are collected as dirty keys that the node turns into a ``StoreChanged``
+event; the adapter persists them so a restarted relay still holds what it took.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from google.protobuf.message import DecodeError
+
+from comm_tui.crypto.seal import message_id
+from comm_tui.protocol import wire_pb2 as pb
+
+STORE_TOTAL_BYTES = 64 * 1024 * 1024
+STORE_PER_TARGET_BYTES = 2 * 1024 * 1024
+STORE_PER_PEER_BYTES = 4 * 1024 * 1024
+# Bookkeeping a stored item costs beyond its wire bytes (a rough Python overhead).
+ENTRY_OVERHEAD_BYTES = 256
+
+
+class Kind(enum.IntEnum):
+    MESSAGE = 1
+    ACK = 2
+
+
+def entry_key(kind: Kind, item_id: bytes) -> bytes:
+    return bytes([kind]) + item_id
+
+
+@dataclass
+class Entry:
+    """One stored item with its relay schedule."""
+
+    kind: Kind
+    item_id: bytes
+    target: bytes  # address the item travels toward
+    expires_ms: int
+    wire: pb.Message | pb.Ack
+    stored_at: float
+    attempts: int = 0
+    next_at: float = 0.0
+    holders: set[bytes] = field(default_factory=set)
+    settled: bool = False  # acks only: the destination itself holds it
+    own_text_id: bytes = b""
+    own_part: int = 0
+    own_parts: int = 0
+    origin: bytes = b""  # address of the peer that handed it to us (quota accounting)
+
+    @property
+    def key(self) -> bytes:
+        return entry_key(self.kind, self.item_id)
+
+    @property
+    def size(self) -> int:
+        return self.wire.ByteSize() + ENTRY_OVERHEAD_BYTES
+
+    def serialize(self) -> bytes:
+        record = pb.StoreEntry(
+            attempts=self.attempts,
+            next_at=self.next_at,
+            holders=sorted(self.holders),
+            settled=self.settled,
+            own_text_id=self.own_text_id,
+            own_part=self.own_part,
+            own_parts=self.own_parts,
+            stored_at=self.stored_at,
+        )
+        if isinstance(self.wire, pb.Message):
+            record.message.CopyFrom(self.wire)
+        else:
+            record.ack.CopyFrom(self.wire)
+        return record.SerializeToString()
+
+    @classmethod
+    def deserialize(cls, blob: bytes) -> Entry:
+        """Rebuild an entry from disk; raises ValueError for a damaged record."""
+        try:
+            record = pb.StoreEntry.FromString(blob)
+        except (DecodeError, RuntimeError) as exc:
+            raise ValueError("damaged relay-store entry") from exc
+        which = record.WhichOneof("item")
+        common = {
+            "attempts": record.attempts,
+            "next_at": record.next_at,
+            "holders": set(record.holders),
+            "settled": record.settled,
+            "own_text_id": record.own_text_id,
+            "own_part": record.own_part,
+            "own_parts": record.own_parts,
+            "stored_at": record.stored_at,
+        }
+        if which == "message":
+            msg = record.message
+            item_id = message_id(msg.recipient, msg.expires_ms, msg.sealed)
+            return cls(Kind.MESSAGE, item_id, msg.recipient, msg.expires_ms, msg, **common)  # type: ignore[arg-type]
+        if which == "ack":
+            ack = record.ack
+            return cls(Kind.ACK, ack.message_id, ack.destination, ack.expires_ms, ack, **common)  # type: ignore[arg-type]
+        raise ValueError("damaged relay-store entry")
+
+
+class QuotaExceeded(Exception):
+    """The store refuses a new item; ``reason`` names the statistics counter."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class RelayStore:
+    def __init__(
+        self,
+        *,
+        total_bytes: int = STORE_TOTAL_BYTES,
+        per_target_bytes: int = STORE_PER_TARGET_BYTES,
+        per_peer_bytes: int = STORE_PER_PEER_BYTES,
+    ) -> None:
+        self.total_limit = total_bytes
+        self.per_target_limit = per_target_bytes
+        self.per_peer_limit = per_peer_bytes
+        self._entries: dict[bytes, Entry] = {}
+        self._by_target: defaultdict[bytes, set[bytes]] = defaultdict(set)
+        self._target_bytes: defaultdict[bytes, int] = defaultdict(int)
+        self._peer_bytes: defaultdict[bytes, int] = defaultdict(int)
+        self.total_bytes = 0
+        self.dirty: set[bytes] = set()
+        self.deleted: set[bytes] = set()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(list(self._entries.values()))
+
+    def get(self, kind: Kind, item_id: bytes) -> Entry | None:
+        return self._entries.get(entry_key(kind, item_id))
+
+    def for_target(self, target: bytes) -> list[Entry]:
+        return [self._entries[k] for k in self._by_target.get(target, ())]
+
+    def add(self, entry: Entry, *, enforce_quota: bool = True) -> None:
+        """Store a new entry, or raise QuotaExceeded.
+
+        Our own outgoing messages and acks we sign are stored without quota:
+        they are what the user asked for and are bounded by the outbox itself.
+        """
+        size = entry.size
+        if enforce_quota:
+            if self.total_bytes + size > self.total_limit:
+                raise QuotaExceeded("store_full")
+            if self._target_bytes[entry.target] + size > self.per_target_limit:
+                raise QuotaExceeded("target_quota")
+            if entry.origin and self._peer_bytes[entry.origin] + size > self.per_peer_limit:
+                raise QuotaExceeded("peer_quota")
+        key = entry.key
+        if key in self._entries:
+            self.remove(self._entries[key])
+        self._entries[key] = entry
+        self._by_target[entry.target].add(key)
+        self._target_bytes[entry.target] += size
+        if entry.origin:
+            self._peer_bytes[entry.origin] += size
+        self.total_bytes += size
+        self.touch(entry)
+
+    def touch(self, entry: Entry) -> None:
+        """Mark an entry as changed so the next StoreChanged persists it."""
+        self.dirty.add(entry.key)
+        self.deleted.discard(entry.key)
+
+    def remove(self, entry: Entry) -> None:
+        key = entry.key
+        if self._entries.pop(key, None) is None:
+            return
+        size = entry.size
+        keys = self._by_target[entry.target]
+        keys.discard(key)
+        if not keys:
+            del self._by_target[entry.target]
+        self._target_bytes[entry.target] -= size
+        if self._target_bytes[entry.target] <= 0:
+            del self._target_bytes[entry.target]
+        if entry.origin:
+            self._peer_bytes[entry.origin] -= size
+            if self._peer_bytes[entry.origin] <= 0:
+                del self._peer_bytes[entry.origin]
+        self.total_bytes -= size
+        self.dirty.discard(key)
+        self.deleted.add(key)
+
+    def expire(self, now_ms: int) -> list[Entry]:
+        gone = [e for e in self._entries.values() if e.expires_ms <= now_ms]
+        for entry in gone:
+            self.remove(entry)
+        return gone
+
+    def take_changes(self) -> tuple[dict[bytes, tuple[bytes, int]], frozenset[bytes]]:
+        put = {
+            key: (self._entries[key].serialize(), self._entries[key].expires_ms)
+            for key in self.dirty
+        }
+        deleted = frozenset(self.deleted)
+        self.dirty.clear()
+        self.deleted.clear()
+        return put, deleted

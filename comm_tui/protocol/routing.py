@@ -1,0 +1,378 @@
+"""The Kademlia routing table: which nodes we know, kept so lookups converge and stay honest.
+
+Why it is shaped the way it is:
+
+- Buckets split around our own address (Kademlia paper, section 2.4), so we know many nodes
+  near us and few far away, and every lookup hop at least halves the distance to its target.
+- A responsive old node is never evicted for a newcomer. Nodes that have been up for long
+  tend to stay up, and it means flooding the network with fresh nodes cannot push honest
+  ones out of our table. Newcomers wait in a small per-bucket replacement cache.
+- A node that stops answering is dropped only when a replacement can take its place; until
+  then it is marked bad and left out of lookups, so a short outage of our own link does not
+  empty the table (the paper's section 4.1 advice).
+- At most a few nodes per IPv4 /24 or IPv6 /64 in any bucket, so one network cannot fill our
+  view of a region of the address space (an eclipse attack). Loopback is exempt so that many
+  nodes can run on one machine.
+- An endpoint change is never applied on the strength of one datagram: whoever replays a
+  peer's authenticated datagram from another address would otherwise redirect that peer. The
+  caller challenges the new endpoint and then calls ``confirm_endpoint``.
+
+Sans-IO: time comes in as ``now`` (seconds) and randomness as a ``random.Random``.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import random
+from collections.abc import Collection, Iterable, Iterator
+from dataclasses import dataclass, field
+
+K = 8
+ADDRESS_BYTES = 20
+ADDRESS_BITS = ADDRESS_BYTES * 8
+IPV4_PREFIX_BITS = 24
+IPV6_PREFIX_BITS = 64
+IP_PREFIX_CACHE_HOSTS = 4096
+NEVER: float = float("-inf")
+
+Endpoint = tuple[str, int]
+
+
+def distance(a: bytes, b: bytes) -> int:
+    """XOR distance between two addresses of the same length, as an unsigned integer."""
+    if len(a) != len(b):
+        raise ValueError(f"cannot compare addresses of {len(a)} and {len(b)} bytes")
+    return int.from_bytes(a, "big") ^ int.from_bytes(b, "big")
+
+
+def common_prefix_length(a: bytes, b: bytes) -> int:
+    """How many leading bits ``a`` and ``b`` share (their full bit length if they are equal)."""
+    return len(a) * 8 - distance(a, b).bit_length()
+
+
+@dataclass
+class NodeEntry:
+    """A node we know: its key, address, where it speaks from, and how it has behaved."""
+
+    key: bytes  # 32-byte Ed25519 public key (opaque here)
+    address: bytes  # 20-byte address
+    endpoint: Endpoint
+    first_seen: float
+    last_seen: float
+    failures: int = 0  # consecutive unanswered queries
+    # The address as an integer, so sorting by XOR distance does no byte conversion.
+    address_int: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.address_int = int.from_bytes(self.address, "big")
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What ``RoutingTable.observe`` did, and what it asks the caller to do next."""
+
+    added: bool = False  # newly inserted into a bucket
+    # The bucket is full: ping this least-recently-seen, questionable node. The newcomer
+    # waits in the replacement cache and takes its place if it keeps failing.
+    ping: NodeEntry | None = None
+    # A known node spoke from a new endpoint. Nothing was updated: the caller must challenge
+    # the new endpoint and then call ``confirm_endpoint``.
+    endpoint_changed: bool = False
+    evicted: NodeEntry | None = None  # a bad node the newcomer replaced
+
+
+@dataclass
+class _Bucket:
+    touched_at: float  # last time a node in it was observed or inserted, or it was refreshed
+    nodes: dict[bytes, NodeEntry] = field(default_factory=dict)  # least recently seen first
+    replacements: dict[bytes, NodeEntry] = field(default_factory=dict)  # least recent first
+
+
+@functools.lru_cache(maxsize=IP_PREFIX_CACHE_HOSTS)
+def _ip_prefix(host: str) -> str | None:
+    """The network a host shares with its neighbours for the per-bucket limit.
+
+    ``None`` for loopback (exempt). A host that is not an IP address is its own prefix.
+    """
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return f"host:{host}"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return None
+    prefix_bits = IPV4_PREFIX_BITS if ip.version == 4 else IPV6_PREFIX_BITS
+    return str(ipaddress.ip_network(f"{ip}/{prefix_bits}", strict=False))
+
+
+def _check_address(address: bytes) -> None:
+    if len(address) != ADDRESS_BYTES:
+        raise ValueError(f"an address is {ADDRESS_BYTES} bytes, not {len(address)}")
+
+
+class RoutingTable:
+    """k-buckets that split around ``own_address``, with liveness and eclipse rules."""
+
+    def __init__(
+        self,
+        own_address: bytes,
+        *,
+        k: int = K,
+        ip_prefix_limit: int = 2,
+        good_interval_s: float = 900.0,
+        max_failures: int = 3,
+    ) -> None:
+        _check_address(own_address)
+        if k < 1 or ip_prefix_limit < 1 or max_failures < 1:
+            raise ValueError("k, ip_prefix_limit and max_failures must be at least 1")
+        self.own_address = own_address
+        self.k = k
+        self.ip_prefix_limit = ip_prefix_limit
+        self.good_interval_s = good_interval_s
+        self.max_failures = max_failures
+        self._own_int = int.from_bytes(own_address, "big")
+        # Bucket i < n-1 holds nodes whose common prefix with us is exactly i bits; the last
+        # bucket holds everything closer, our own address included.
+        self._buckets: list[_Bucket] = [_Bucket(touched_at=NEVER)]
+        self._entries: dict[bytes, NodeEntry] = {}
+
+    def observe(self, key: bytes, address: bytes, endpoint: Endpoint, now: float) -> Observation:
+        """Record an authenticated datagram from a node: refresh it, or try to insert it."""
+        _check_address(address)
+        if address == self.own_address:
+            return Observation()
+        entry = self._entries.get(address)
+        if entry is None:
+            bucket = self._bucket_for(int.from_bytes(address, "big"))
+            cached = bucket.replacements.pop(address, None)
+            first_seen = now if cached is None else cached.first_seen
+            return self._insert(NodeEntry(key, address, endpoint, first_seen, now), now)
+        if entry.endpoint != endpoint:
+            return Observation(endpoint_changed=True)
+        self._refresh(entry, now)
+        return Observation()
+
+    def confirm_endpoint(self, address: bytes, endpoint: Endpoint, now: float) -> bool:
+        """Move a known node to ``endpoint`` once it answered a challenge sent there.
+
+        Returns False, changing nothing, if the node is unknown or the move would put more
+        than ``ip_prefix_limit`` nodes of one network in its bucket.
+        """
+        entry = self._entries.get(address)
+        if entry is None:
+            return False
+        bucket = self._bucket_for(entry.address_int)
+        prefix = _ip_prefix(endpoint[0])
+        others = (e for e in bucket.nodes.values() if e is not entry)
+        if prefix is not None and self._count_prefix(others, prefix) >= self.ip_prefix_limit:
+            return False
+        entry.endpoint = endpoint
+        self._refresh(entry, now)
+        return True
+
+    def record_failure(self, address: bytes, now: float) -> NodeEntry | None:
+        """Count an unanswered query; drop the node once it is bad and someone can replace it.
+
+        The freshest admissible node in the bucket's replacement cache takes its place.
+        Returns the removed entry, if any. A bad node without a replacement stays (out of
+        ``closest()``) until it answers again or a newcomer replaces it.
+        """
+        entry = self._entries.get(address)
+        if entry is None:
+            return None
+        entry.failures += 1
+        if entry.failures < self.max_failures:
+            return None
+        bucket = self._bucket_for(entry.address_int)
+        replacement = self._freshest_admissible(bucket, leaving=entry)
+        if replacement is None:
+            return None
+        self._detach(bucket, entry)
+        del bucket.replacements[replacement.address]
+        self._attach(bucket, replacement)
+        # The replacement may have been heard from before the bucket's other nodes.
+        bucket.nodes = dict(sorted(bucket.nodes.items(), key=lambda item: item[1].last_seen))
+        bucket.touched_at = now
+        return entry
+
+    def remove(self, address: bytes) -> NodeEntry | None:
+        """Forget a node entirely (table and replacement cache); returns its table entry.
+
+        Nobody is promoted: cached nodes enter the freed slot when they are next heard from.
+        """
+        bucket = self._bucket_for(int.from_bytes(address, "big"))
+        bucket.replacements.pop(address, None)
+        entry = self._entries.get(address)
+        if entry is not None:
+            self._detach(bucket, entry)
+        return entry
+
+    def get(self, address: bytes) -> NodeEntry | None:
+        return self._entries.get(address)
+
+    def closest(
+        self, target: bytes, count: int = K, *, exclude: Collection[bytes] = ()
+    ) -> list[NodeEntry]:
+        """The ``count`` usable (not bad) nodes nearest to ``target``, nearest first."""
+        target_int = int.from_bytes(target, "big")
+        excluded = exclude if isinstance(exclude, set | frozenset) else frozenset(exclude)
+        candidates = [
+            entry
+            for entry in self._entries.values()
+            if entry.failures < self.max_failures and entry.address not in excluded
+        ]
+        candidates.sort(key=lambda entry: entry.address_int ^ target_int)
+        return candidates[:count]
+
+    def is_among_closest(self, address: bytes, target: bytes, count: int = K) -> bool:
+        """Would ``address`` rank within the ``count`` nearest to ``target`` that we know?
+
+        The candidates are our usable nodes and ourselves. Distinct addresses are never at
+        the same distance from a target, so the rank is unambiguous.
+        """
+        target_int = int.from_bytes(target, "big")
+        address_distance = int.from_bytes(address, "big") ^ target_int
+        closer = sum(
+            1
+            for entry in self._entries.values()
+            if entry.failures < self.max_failures
+            and entry.address_int ^ target_int < address_distance
+        )
+        if self._own_int ^ target_int < address_distance:  # never true when we are `address`
+            closer += 1
+        return closer < count
+
+    def buckets_needing_refresh(
+        self, now: float, refresh_interval_s: float, rng: random.Random
+    ) -> list[bytes]:
+        """A random lookup target inside each bucket left untouched for ``refresh_interval_s``.
+
+        Each such bucket counts as refreshed at ``now``.
+        """
+        targets: list[bytes] = []
+        last = len(self._buckets) - 1
+        for depth, bucket in enumerate(self._buckets):
+            if now - bucket.touched_at < refresh_interval_s:
+                continue
+            bucket.touched_at = now
+            # Bucket `depth` shares exactly `depth` leading bits with us, so its next bit is
+            # the opposite of ours; the last bucket shares at least `depth` bits.
+            fixed_bits = depth if depth == last else depth + 1
+            free_bits = ADDRESS_BITS - fixed_bits
+            prefix = self._own_int >> free_bits
+            if depth != last:
+                prefix ^= 1
+            target_int = (prefix << free_bits) | rng.getrandbits(free_bits)
+            targets.append(target_int.to_bytes(ADDRESS_BYTES, "big"))
+        return targets
+
+    def bucket_fill(self) -> list[tuple[int, int]]:
+        """(bucket depth, node count) for each bucket, farthest first."""
+        return [(depth, len(bucket.nodes)) for depth, bucket in enumerate(self._buckets)]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[NodeEntry]:
+        # A snapshot, so the caller may remove nodes while iterating.
+        return iter(list(self._entries.values()))
+
+    def __contains__(self, address: object) -> bool:
+        return address in self._entries
+
+    def _bucket_for(self, address_int: int) -> _Bucket:
+        prefix_length = ADDRESS_BITS - (address_int ^ self._own_int).bit_length()
+        return self._buckets[min(prefix_length, len(self._buckets) - 1)]
+
+    def _insert(self, newcomer: NodeEntry, now: float) -> Observation:
+        bucket = self._bucket_for(newcomer.address_int)
+        # This stops by 160 buckets: the last one then holds only the address that differs
+        # from ours in the final bit, which cannot be a newcomer once it is in the table.
+        while len(bucket.nodes) >= self.k and bucket is self._buckets[-1]:
+            self._split_last()
+            bucket = self._bucket_for(newcomer.address_int)
+
+        victim: NodeEntry | None = None
+        prefix = _ip_prefix(newcomer.endpoint[0])
+        if prefix is not None:
+            same_network = [
+                entry for entry in bucket.nodes.values() if _ip_prefix(entry.endpoint[0]) == prefix
+            ]
+            if len(same_network) >= self.ip_prefix_limit:
+                # The one way in for this network is taking the place of its own bad node.
+                victim = self._least_recent_bad(same_network)
+                if victim is None:
+                    return Observation()
+        if victim is None and len(bucket.nodes) >= self.k:
+            victim = self._least_recent_bad(bucket.nodes.values())
+            if victim is None:
+                self._cache(bucket, newcomer)
+                oldest = next(iter(bucket.nodes.values()))
+                questionable = now - oldest.last_seen > self.good_interval_s
+                return Observation(ping=oldest if questionable else None)
+        if victim is not None:
+            self._detach(bucket, victim)
+        self._attach(bucket, newcomer)
+        bucket.touched_at = now
+        return Observation(added=True, evicted=victim)
+
+    def _split_last(self) -> None:
+        old = self._buckets.pop()
+        far, near = _Bucket(old.touched_at), _Bucket(old.touched_at)
+        self._buckets += [far, near]
+        # Iterating in order keeps both halves ordered by recency. The last bucket has no
+        # replacement cache to share out: while it can split, nobody waits to enter it.
+        for address, entry in old.nodes.items():
+            self._bucket_for(entry.address_int).nodes[address] = entry
+
+    def _refresh(self, entry: NodeEntry, now: float) -> None:
+        entry.last_seen = now
+        entry.failures = 0
+        bucket = self._bucket_for(entry.address_int)
+        del bucket.nodes[entry.address]
+        bucket.nodes[entry.address] = entry
+        bucket.touched_at = now
+
+    def _attach(self, bucket: _Bucket, entry: NodeEntry) -> None:
+        bucket.nodes[entry.address] = entry
+        self._entries[entry.address] = entry
+
+    def _detach(self, bucket: _Bucket, entry: NodeEntry) -> None:
+        del bucket.nodes[entry.address]
+        del self._entries[entry.address]
+
+    def _cache(self, bucket: _Bucket, newcomer: NodeEntry) -> None:
+        """Keep ``newcomer`` as the freshest replacement, bounded per network and to k."""
+        cache = bucket.replacements
+        cache.pop(newcomer.address, None)
+        prefix = _ip_prefix(newcomer.endpoint[0])
+        if prefix is not None:
+            same_network = [
+                address
+                for address, entry in cache.items()
+                if _ip_prefix(entry.endpoint[0]) == prefix
+            ]
+            for address in same_network[: max(0, len(same_network) - self.ip_prefix_limit + 1)]:
+                del cache[address]
+        cache[newcomer.address] = newcomer
+        while len(cache) > self.k:
+            del cache[next(iter(cache))]
+
+    def _freshest_admissible(self, bucket: _Bucket, *, leaving: NodeEntry) -> NodeEntry | None:
+        """The most recently heard replacement that fits the prefix limit once ``leaving`` goes."""
+        staying = [entry for entry in bucket.nodes.values() if entry is not leaving]
+        for candidate in reversed(bucket.replacements.values()):
+            prefix = _ip_prefix(candidate.endpoint[0])
+            if prefix is None or self._count_prefix(staying, prefix) < self.ip_prefix_limit:
+                return candidate
+        return None
+
+    def _least_recent_bad(self, entries: Iterable[NodeEntry]) -> NodeEntry | None:
+        bad = [entry for entry in entries if entry.failures >= self.max_failures]
+        return min(bad, key=lambda entry: entry.last_seen, default=None)
+
+    @staticmethod
+    def _count_prefix(entries: Iterable[NodeEntry], prefix: str) -> int:
+        return sum(1 for entry in entries if _ip_prefix(entry.endpoint[0]) == prefix)

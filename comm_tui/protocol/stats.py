@@ -1,0 +1,36 @@
+"""Counters a node keeps about itself, for the status panel, logs and benchmarks."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class NodeStats:
+    datagrams_in: int = 0
+    datagrams_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    peers_added: int = 0
+    stored: int = 0  # items accepted into the relay store for others
+    duplicates: int = 0
+    messages_relayed: int = 0
+    acks_relayed: int = 0
+    acks_seen: int = 0  # valid acks verified
+    acks_answered: int = 0  # copies of acknowledged messages answered with the ack
+    expired: int = 0
+    pushed_on_join: int = 0
+    texts_received: int = 0
+    texts_delivered: int = 0
+    hops_seen_total: int = 0
+    hops_delivered: list[int] = field(default_factory=list)
+    rejected: Counter[str] = field(default_factory=Counter)
+    sent_by_kind: Counter[str] = field(default_factory=Counter)
+
+    def reject(self, reason: str) -> None:
+        self.rejected[reason] += 1
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())

@@ -1,0 +1,169 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Packet(_message.Message):
+    __slots__ = ("version", "sender_key", "hello", "boxed")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SENDER_KEY_FIELD_NUMBER: _ClassVar[int]
+    HELLO_FIELD_NUMBER: _ClassVar[int]
+    BOXED_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    sender_key: bytes
+    hello: Hello
+    boxed: bytes
+    def __init__(self, version: _Optional[int] = ..., sender_key: _Optional[bytes] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., boxed: _Optional[bytes] = ...) -> None: ...
+
+class Hello(_message.Message):
+    __slots__ = ("challenge", "padding")
+    CHALLENGE_FIELD_NUMBER: _ClassVar[int]
+    PADDING_FIELD_NUMBER: _ClassVar[int]
+    challenge: bytes
+    padding: bytes
+    def __init__(self, challenge: _Optional[bytes] = ..., padding: _Optional[bytes] = ...) -> None: ...
+
+class Frame(_message.Message):
+    __slots__ = ("ping", "pong", "find_node", "nodes", "message", "ack", "receipt", "fetch")
+    PING_FIELD_NUMBER: _ClassVar[int]
+    PONG_FIELD_NUMBER: _ClassVar[int]
+    FIND_NODE_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ACK_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    FETCH_FIELD_NUMBER: _ClassVar[int]
+    ping: Ping
+    pong: Pong
+    find_node: FindNode
+    nodes: Nodes
+    message: Message
+    ack: Ack
+    receipt: Receipt
+    fetch: Fetch
+    def __init__(self, ping: _Optional[_Union[Ping, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., find_node: _Optional[_Union[FindNode, _Mapping]] = ..., nodes: _Optional[_Union[Nodes, _Mapping]] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., receipt: _Optional[_Union[Receipt, _Mapping]] = ..., fetch: _Optional[_Union[Fetch, _Mapping]] = ...) -> None: ...
+
+class Ping(_message.Message):
+    __slots__ = ("challenge",)
+    CHALLENGE_FIELD_NUMBER: _ClassVar[int]
+    challenge: bytes
+    def __init__(self, challenge: _Optional[bytes] = ...) -> None: ...
+
+class Pong(_message.Message):
+    __slots__ = ("challenge", "observed")
+    CHALLENGE_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_FIELD_NUMBER: _ClassVar[int]
+    challenge: bytes
+    observed: NodeInfo
+    def __init__(self, challenge: _Optional[bytes] = ..., observed: _Optional[_Union[NodeInfo, _Mapping]] = ...) -> None: ...
+
+class FindNode(_message.Message):
+    __slots__ = ("query_id", "target")
+    QUERY_ID_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    query_id: bytes
+    target: bytes
+    def __init__(self, query_id: _Optional[bytes] = ..., target: _Optional[bytes] = ...) -> None: ...
+
+class NodeInfo(_message.Message):
+    __slots__ = ("key", "ip", "port")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    IP_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    ip: bytes
+    port: int
+    def __init__(self, key: _Optional[bytes] = ..., ip: _Optional[bytes] = ..., port: _Optional[int] = ...) -> None: ...
+
+class Nodes(_message.Message):
+    __slots__ = ("query_id", "nodes")
+    QUERY_ID_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    query_id: bytes
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeInfo]
+    def __init__(self, query_id: _Optional[bytes] = ..., nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ...) -> None: ...
+
+class Message(_message.Message):
+    __slots__ = ("recipient", "expires_ms", "sealed", "hops")
+    RECIPIENT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_MS_FIELD_NUMBER: _ClassVar[int]
+    SEALED_FIELD_NUMBER: _ClassVar[int]
+    HOPS_FIELD_NUMBER: _ClassVar[int]
+    recipient: bytes
+    expires_ms: int
+    sealed: bytes
+    hops: int
+    def __init__(self, recipient: _Optional[bytes] = ..., expires_ms: _Optional[int] = ..., sealed: _Optional[bytes] = ..., hops: _Optional[int] = ...) -> None: ...
+
+class Ack(_message.Message):
+    __slots__ = ("message_id", "recipient_key", "destination", "expires_ms", "signature")
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_KEY_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_MS_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    message_id: bytes
+    recipient_key: bytes
+    destination: bytes
+    expires_ms: int
+    signature: bytes
+    def __init__(self, message_id: _Optional[bytes] = ..., recipient_key: _Optional[bytes] = ..., destination: _Optional[bytes] = ..., expires_ms: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class Receipt(_message.Message):
+    __slots__ = ("ids",)
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, ids: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class Fetch(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Sealed(_message.Message):
+    __slots__ = ("sender_key", "boxed")
+    SENDER_KEY_FIELD_NUMBER: _ClassVar[int]
+    BOXED_FIELD_NUMBER: _ClassVar[int]
+    sender_key: bytes
+    boxed: bytes
+    def __init__(self, sender_key: _Optional[bytes] = ..., boxed: _Optional[bytes] = ...) -> None: ...
+
+class Letter(_message.Message):
+    __slots__ = ("text_id", "part", "parts", "sent_ms", "chunk")
+    TEXT_ID_FIELD_NUMBER: _ClassVar[int]
+    PART_FIELD_NUMBER: _ClassVar[int]
+    PARTS_FIELD_NUMBER: _ClassVar[int]
+    SENT_MS_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    text_id: bytes
+    part: int
+    parts: int
+    sent_ms: int
+    chunk: bytes
+    def __init__(self, text_id: _Optional[bytes] = ..., part: _Optional[int] = ..., parts: _Optional[int] = ..., sent_ms: _Optional[int] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class StoreEntry(_message.Message):
+    __slots__ = ("message", "ack", "attempts", "next_at", "holders", "settled", "own_text_id", "own_part", "own_parts", "stored_at")
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ACK_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_AT_FIELD_NUMBER: _ClassVar[int]
+    HOLDERS_FIELD_NUMBER: _ClassVar[int]
+    SETTLED_FIELD_NUMBER: _ClassVar[int]
+    OWN_TEXT_ID_FIELD_NUMBER: _ClassVar[int]
+    OWN_PART_FIELD_NUMBER: _ClassVar[int]
+    OWN_PARTS_FIELD_NUMBER: _ClassVar[int]
+    STORED_AT_FIELD_NUMBER: _ClassVar[int]
+    message: Message
+    ack: Ack
+    attempts: int
+    next_at: float
+    holders: _containers.RepeatedScalarFieldContainer[bytes]
+    settled: bool
+    own_text_id: bytes
+    own_part: int
+    own_parts: int
+    stored_at: float
+    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., attempts: _Optional[int] = ..., next_at: _Optional[float] = ..., holders: _Optional[_Iterable[bytes]] = ..., settled: _Optional[bool] = ..., own_text_id: _Optional[bytes] = ..., own_part: _Optional[int] = ..., own_parts: _Optional[int] = ..., stored_at: _Optional[float] = ...) -> None: ...

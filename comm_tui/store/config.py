@@ -1,0 +1,210 @@
+"""A profile's settings file (TOML): listen address, bootstrap nodes, nickname, LAN discovery.
+
+The file is meant to be edited by hand as well as by the app, so reading it names the file
+and the exact problem, and unknown keys are refused rather than silently ignored (a typo
+would otherwise look like a setting that does nothing). Writing goes through a temporary
+file and ``os.replace`` so a crash never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import re
+import tempfile
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from comm_tui.errors import StorageError, UserError
+
+DEFAULT_LISTEN_HOST = "0.0.0.0"
+MAX_PORT = 65535
+MAX_HOSTNAME_CHARS = 253
+
+_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+_TOML_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+}
+
+
+@dataclass
+class Config:
+    """The settings of one profile; a missing file means all defaults."""
+
+    listen: str | None = None
+    bootstrap: list[str] = field(default_factory=list)
+    nickname: str | None = None
+    lan_discovery: bool = True
+
+
+def load_config(path: Path) -> Config:
+    """Read ``path``; raise :class:`UserError` naming the file if it cannot be used."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return Config()
+    except OSError as err:
+        raise StorageError(f"cannot read config file {path}: {err.strerror}") from err
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise UserError(f"config file {path} is not UTF-8 text: {err.reason}") from err
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"config file {path} is not valid TOML: {err}") from err
+
+    config = Config()
+    for key, value in data.items():
+        if key == "listen":
+            config.listen = _string(path, key, value)
+            _check_endpoint(path, key, config.listen, allow_port_zero=True)
+        elif key == "bootstrap":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise UserError(f"config file {path}: 'bootstrap' must be a list of strings")
+            for endpoint in value:
+                _check_endpoint(path, key, endpoint, allow_port_zero=False)
+            config.bootstrap = list(value)
+        elif key == "nickname":
+            config.nickname = _string(path, key, value)
+        elif key == "lan_discovery":
+            if not isinstance(value, bool):
+                raise UserError(f"config file {path}: 'lan_discovery' must be true or false")
+            config.lan_discovery = value
+        else:
+            known = "listen, bootstrap, nickname, lan_discovery"
+            raise UserError(f"config file {path}: unknown setting {key!r} (known: {known})")
+    return config
+
+
+def save_config(path: Path, config: Config) -> None:
+    """Write ``config`` to ``path`` atomically: readers see the old file or the new one."""
+    lines = ["# comm-tui profile settings"]
+    if config.listen is not None:
+        lines.append(f"listen = {_toml_string(config.listen)}")
+    lines.append(f"bootstrap = [{', '.join(_toml_string(b) for b in config.bootstrap)}]")
+    if config.nickname is not None:
+        lines.append(f"nickname = {_toml_string(config.nickname)}")
+    lines.append(f"lan_discovery = {'true' if config.lan_discovery else 'false'}")
+    try:
+        content = ("\n".join(lines) + "\n").encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise UserError(f"cannot save config file {path}: the text has {err.reason}") from err
+    try:
+        _write_atomically(path, content)
+    except OSError as err:
+        raise StorageError(f"cannot write config file {path}: {err.strerror or err}") from err
+
+
+def parse_endpoint(
+    text: str, default_host: str = DEFAULT_LISTEN_HOST, *, allow_port_zero: bool = False
+) -> tuple[str, int]:
+    """Parse ``HOST:PORT``, ``:PORT``, ``PORT`` or ``[IPv6]:PORT`` into ``(host, port)``.
+
+    IPv6 hosts come back without brackets. Port 0 ("any free port") only makes sense for
+    listening, so it is refused unless ``allow_port_zero``.
+    """
+    spec = text.strip()
+    if spec.startswith("["):
+        host, bracket, rest = spec[1:].partition("]")
+        if not bracket:
+            raise _bad_endpoint(text, "missing ']' after the IPv6 address")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise _bad_endpoint(text, f"{host!r} is not an IPv6 address") from None
+        if not rest.startswith(":"):
+            raise _bad_endpoint(text, "missing port after ']', like [::1]:7000")
+        port_text = rest[1:]
+    elif spec.count(":") > 1:
+        raise _bad_endpoint(text, "put an IPv6 address in brackets, like [::1]:7000")
+    elif ":" in spec:
+        host, _, port_text = spec.partition(":")
+        if not host:
+            host = default_host
+        else:
+            _check_host(text, host)
+    elif spec.isdecimal():
+        host, port_text = default_host, spec
+    else:
+        raise _bad_endpoint(text, "missing port, use HOST:PORT or PORT")
+    return host, _port(text, port_text, allow_port_zero)
+
+
+def _string(path: Path, key: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise UserError(f"config file {path}: {key!r} must be a string")
+    return value
+
+
+def _check_endpoint(path: Path, key: str, endpoint: str, *, allow_port_zero: bool) -> None:
+    try:
+        parse_endpoint(endpoint, allow_port_zero=allow_port_zero)
+    except UserError as err:
+        raise UserError(f"config file {path}: {key!r}: {err}") from err
+
+
+def _check_host(text: str, host: str) -> None:
+    labels = host.rstrip(".").split(".")
+    if all(label.isdecimal() for label in labels):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise _bad_endpoint(text, f"{host!r} is not an IPv4 address") from None
+    elif len(host) > MAX_HOSTNAME_CHARS or not _HOSTNAME.fullmatch(host):
+        raise _bad_endpoint(text, f"{host!r} is not a host name or IP address")
+
+
+def _port(text: str, port_text: str, allow_port_zero: bool) -> int:
+    if not port_text:
+        raise _bad_endpoint(text, "missing port")
+    if not (port_text.isascii() and port_text.isdecimal()):
+        raise _bad_endpoint(text, f"port {port_text!r} is not a number")
+    port = int(port_text)
+    lowest = 0 if allow_port_zero else 1
+    if not lowest <= port <= MAX_PORT:
+        raise _bad_endpoint(text, f"port must be between {lowest} and {MAX_PORT}")
+    return port
+
+
+def _bad_endpoint(text: str, reason: str) -> UserError:
+    return UserError(f"invalid address {text!r}: {reason}")
+
+
+def _toml_string(text: str) -> str:
+    """Quote ``text`` as a TOML basic string."""
+    out = []
+    for char in text:
+        if char in _TOML_ESCAPES:
+            out.append(_TOML_ESCAPES[char])
+        elif char < " " or char == "\x7f":
+            out.append(f"\\u{ord(char):04X}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def _write_atomically(path: Path, content: bytes) -> None:
+    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as temp:
+            temp.write(content)
+            temp.flush()
+            os.fsync(temp.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp_name)
+        raise
+    # Make the rename itself durable.
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,591 @@
+"""The profile's SQLite database: contacts, history and outbox, relay store, known peers.
+
+This is the only module that opens SQLite. The database runs in WAL mode so that read-only
+commands can read while a node writes, with ``synchronous=FULL`` so that a message shown as
+sent or received survives a power cut. Transactions are explicit (``isolation_level=None``):
+every public write method runs in :meth:`Database.transaction`, and one called inside an open
+transaction joins it through a savepoint, so it is atomic on its own and as part of a larger
+change. SQLite's errors leave this module as :class:`StorageError` with one line for the user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import unicodedata
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self
+
+from comm_tui.errors import StorageError, UserError
+
+BUSY_TIMEOUT_MS = 5000
+DATABASE_FILE_MODE = 0o600
+CONTACT_NAME_MAX_CHARS = 64
+MAX_SAVED_PEERS = 200
+DEFAULT_HISTORY_PAGE = 100
+DEFAULT_LOADED_PEERS = 64
+
+OutgoingState = Literal["queued", "sent", "delivered", "expired"]
+OUTGOING_STATES: tuple[OutgoingState, ...] = ("queued", "sent", "delivered", "expired")
+INCOMING_STATE = "received"
+
+# The states each outgoing state may be reached from: the outbox only moves forwards.
+_FORWARD_FROM: dict[str, tuple[str, ...]] = {
+    "sent": ("queued",),
+    "delivered": ("queued", "sent"),
+    "expired": ("queued", "sent"),
+}
+# Characters that would break a name shown on one line.
+_FORBIDDEN_NAME_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+
+# Each entry brings the schema from version i to i + 1 (PRAGMA user_version); append only.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE contacts (
+            name TEXT PRIMARY KEY COLLATE NOCASE,
+            folded TEXT NOT NULL UNIQUE,
+            key BLOB NOT NULL UNIQUE CHECK (length(key) = 32),
+            address BLOB NOT NULL UNIQUE CHECK (length(address) = 20),
+            added_at REAL NOT NULL
+        )""",
+        """CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            text_id BLOB NOT NULL,
+            peer_address BLOB NOT NULL,
+            peer_key BLOB,
+            direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+            text TEXT NOT NULL,
+            state TEXT NOT NULL
+                CHECK (state IN ('queued', 'sent', 'delivered', 'expired', 'received')),
+            sent_ms INTEGER,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            read INTEGER NOT NULL DEFAULT 0,
+            UNIQUE (direction, peer_address, text_id)
+        )""",
+        "CREATE INDEX messages_by_peer ON messages (peer_address, id)",
+        "CREATE INDEX messages_by_text_id ON messages (text_id)",
+        """CREATE INDEX messages_unread ON messages (peer_address)
+            WHERE direction = 'in' AND read = 0""",
+        """CREATE TABLE relay_items (
+            key BLOB PRIMARY KEY,
+            blob BLOB NOT NULL,
+            expires_ms INTEGER NOT NULL
+        )""",
+        "CREATE INDEX relay_items_by_expiry ON relay_items (expires_ms)",
+        """CREATE TABLE peers (
+            key BLOB PRIMARY KEY,
+            host TEXT NOT NULL,
+            port INTEGER NOT NULL,
+            last_seen REAL NOT NULL
+        )""",
+        "CREATE INDEX peers_by_last_seen ON peers (last_seen)",
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+_HISTORY_COLUMNS = (
+    "id, text_id, peer_address, peer_key, direction, text, state, sent_ms, "
+    "created_at, updated_at, read"
+)
+
+
+@dataclass(frozen=True)
+class Contact:
+    name: str
+    key: bytes
+    address: bytes
+    added_at: float
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """One message in a conversation; ``direction`` is ``"in"`` or ``"out"``."""
+
+    id: int
+    text_id: bytes
+    peer_address: bytes
+    peer_key: bytes | None
+    direction: str
+    text: str
+    state: str
+    sent_ms: int | None
+    created_at: float
+    updated_at: float
+    read: bool
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A peer in the conversation list; ``name`` is None for a sender who is not a contact."""
+
+    peer_address: bytes
+    peer_key: bytes | None
+    name: str | None
+    last_text: str | None
+    last_time: float | None
+    unread: int
+
+
+class Database:
+    """An open profile database; use :meth:`open`, and close it (or use ``with``)."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
+        self.path = path
+        self._conn = connection
+        self._depth = 0
+
+    @classmethod
+    def open(cls, path: Path) -> Database:
+        """Open or create the database at ``path`` and bring its schema up to date.
+
+        A file that is not a readable SQLite database is reported and left as it was: it is
+        only read before the first write.
+        """
+        try:
+            # Create it private; SQLite gives its -wal and -shm files the same mode.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, DATABASE_FILE_MODE))
+            conn = sqlite3.connect(path, isolation_level=None)
+        except (OSError, sqlite3.Error) as err:
+            raise StorageError(f"cannot open database {path}: {_reason(err)}") from err
+        try:
+            version = _probe(path, conn)
+            db = cls(path, conn)
+            with _mapped_errors(path):
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if mode != "wal":
+                    raise StorageError(f"database {path} cannot use write-ahead logging")
+                conn.execute("PRAGMA synchronous = FULL")
+                conn.execute("PRAGMA foreign_keys = ON")
+            db._migrate(version)
+        except BaseException:
+            conn.close()
+            raise
+        return db
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Run the block atomically: all its writes are committed, or none on an exception.
+
+        Nested use joins the outer transaction; the inner block is rolled back alone (to a
+        savepoint) if it raises, and its writes are committed with the outer one.
+        """
+        rollback: tuple[str, ...]
+        with _mapped_errors(self.path):
+            if self._depth == 0:
+                begin, commit, rollback = "BEGIN IMMEDIATE", "COMMIT", ("ROLLBACK",)
+            else:
+                savepoint = f"nested_{self._depth}"
+                begin, commit = f"SAVEPOINT {savepoint}", f"RELEASE {savepoint}"
+                rollback = (f"ROLLBACK TO {savepoint}", f"RELEASE {savepoint}")
+            self._conn.execute(begin)
+            self._depth += 1
+            try:
+                yield
+                self._conn.execute(commit)
+            except BaseException:
+                # The original error says more than a failed rollback would.
+                with contextlib.suppress(sqlite3.Error):
+                    for statement in rollback:
+                        self._conn.execute(statement)
+                raise
+            finally:
+                self._depth -= 1
+
+    # contacts
+
+    def add_contact(self, name: str, key: bytes, address: bytes, now: float) -> Contact:
+        """Save a contact; :class:`UserError` if the name or the key is already saved."""
+        name = _contact_name(name)
+        with self.transaction():
+            self._check_name_free(name)
+            row = self._one("SELECT name FROM contacts WHERE key = ? OR address = ?", key, address)
+            if row is not None:
+                raise UserError(f"this key is already saved as contact '{row[0]}'")
+            self._conn.execute(
+                "INSERT INTO contacts (name, folded, key, address, added_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (name, name.casefold(), key, address, now),
+            )
+        return Contact(name, key, address, now)
+
+    def remove_contact(self, name: str) -> None:
+        """Forget a contact (its history stays); :class:`UserError` if there is none."""
+        with self.transaction():
+            contact = self.contact_by_name(name)
+            if contact is None:
+                raise UserError(f"no contact named {name!r}")
+            self._conn.execute("DELETE FROM contacts WHERE key = ?", (contact.key,))
+
+    def rename_contact(self, old: str, new: str) -> Contact:
+        """Give a contact another name (a change of case alone is allowed)."""
+        new = _contact_name(new)
+        with self.transaction():
+            contact = self.contact_by_name(old)
+            if contact is None:
+                raise UserError(f"no contact named {old!r}")
+            if new.casefold() != contact.name.casefold():
+                self._check_name_free(new)
+            self._conn.execute(
+                "UPDATE contacts SET name = ?, folded = ? WHERE key = ?",
+                (new, new.casefold(), contact.key),
+            )
+        return Contact(new, contact.key, contact.address, contact.added_at)
+
+    def contacts(self) -> list[Contact]:
+        """All contacts, sorted by name regardless of case."""
+        rows = self._all("SELECT name, key, address, added_at FROM contacts ORDER BY folded")
+        return [Contact(*row) for row in rows]
+
+    def contact_by_name(self, name: str) -> Contact | None:
+        try:
+            folded = _contact_name(name).casefold()
+        except UserError:
+            return None  # no contact can have a name that is not allowed
+        row = self._one(
+            "SELECT name, key, address, added_at FROM contacts WHERE folded = ?", folded
+        )
+        return None if row is None else Contact(*row)
+
+    def contact_by_address(self, address: bytes) -> Contact | None:
+        row = self._one(
+            "SELECT name, key, address, added_at FROM contacts WHERE address = ?", address
+        )
+        return None if row is None else Contact(*row)
+
+    def _check_name_free(self, name: str) -> None:
+        row = self._one("SELECT name FROM contacts WHERE folded = ?", name.casefold())
+        if row is not None:
+            raise UserError(f"a contact named '{row[0]}' already exists")
+
+    # messages
+
+    def add_outgoing(
+        self,
+        text_id: bytes,
+        peer_key: bytes,
+        peer_address: bytes,
+        text: str,
+        now: float,
+        state: OutgoingState = "queued",
+    ) -> HistoryRow:
+        """Record a message the user sent; ``sent_ms`` is ``now`` in milliseconds."""
+        with self.transaction():
+            row = self._one(
+                "INSERT INTO messages (text_id, peer_address, peer_key, direction, text, state,"
+                " sent_ms, created_at, updated_at, read) VALUES (?, ?, ?, 'out', ?, ?, ?, ?, ?, 1)"
+                f" RETURNING {_HISTORY_COLUMNS}",
+                text_id,
+                peer_address,
+                peer_key,
+                text,
+                state,
+                round(now * 1000),
+                now,
+                now,
+            )
+        assert row is not None  # RETURNING of a successful insert
+        return _history_row(row)
+
+    def set_outgoing_state(
+        self, text_id: bytes, state: OutgoingState, now: float
+    ) -> HistoryRow | None:
+        """Move an outgoing message forwards to ``state``.
+
+        Returns the updated row, or None if there is no such message or the move would go
+        backwards (``delivered`` is final; ``expired`` only follows ``queued`` or ``sent``;
+        ``sent`` only follows ``queued``), so None means nothing changed.
+        """
+        sources = _FORWARD_FROM.get(state)
+        if sources is None:
+            raise ValueError(f"an outgoing message cannot be moved to {state!r}")
+        marks = ", ".join("?" * len(sources))
+        with self.transaction():
+            row = self._one(
+                "UPDATE messages SET state = ?, updated_at = ?"
+                f" WHERE direction = 'out' AND text_id = ? AND state IN ({marks})"
+                f" RETURNING {_HISTORY_COLUMNS}",
+                state,
+                now,
+                text_id,
+                *sources,
+            )
+        return None if row is None else _history_row(row)
+
+    def add_incoming(
+        self,
+        text_id: bytes,
+        sender_key: bytes,
+        sender_address: bytes,
+        text: str,
+        sent_ms: int,
+        now: float,
+    ) -> HistoryRow | None:
+        """Record a received message, or return None if it was already recorded."""
+        with self.transaction():
+            row = self._one(
+                "INSERT INTO messages (text_id, peer_address, peer_key, direction, text, state,"
+                " sent_ms, created_at, updated_at, read) VALUES (?, ?, ?, 'in', ?, ?, ?, ?, ?, 0)"
+                f" ON CONFLICT DO NOTHING RETURNING {_HISTORY_COLUMNS}",
+                text_id,
+                sender_address,
+                sender_key,
+                text,
+                INCOMING_STATE,
+                sent_ms,
+                now,
+                now,
+            )
+        return None if row is None else _history_row(row)
+
+    def history(
+        self, peer_address: bytes, limit: int = DEFAULT_HISTORY_PAGE, before_id: int | None = None
+    ) -> list[HistoryRow]:
+        """The newest ``limit`` messages with a peer older than ``before_id``, oldest first.
+
+        Pass the first row's id as ``before_id`` to load the page before it.
+        """
+        params: tuple[bytes | int, ...]
+        if before_id is None:
+            where, params = "peer_address = ?", (peer_address, limit)
+        else:
+            where, params = "peer_address = ? AND id < ?", (peer_address, before_id, limit)
+        # Newest first through the (peer_address, id) index, then turned round for display.
+        rows = self._all(
+            f"SELECT * FROM (SELECT {_HISTORY_COLUMNS} FROM messages"
+            f" WHERE {where} ORDER BY id DESC LIMIT ?) ORDER BY id",
+            *params,
+        )
+        return [_history_row(row) for row in rows]
+
+    def history_count(self, peer_address: bytes) -> int:
+        return int(
+            self._one("SELECT count(*) FROM messages WHERE peer_address = ?", peer_address)[0]
+        )
+
+    def conversations(self) -> list[Conversation]:
+        """Every peer with messages or a contact entry, most recent activity first.
+
+        A contact without messages is placed by when it was added.
+        """
+        rows = self._all(
+            """WITH latest AS (
+                SELECT peer_address, max(id) AS last_id FROM messages GROUP BY peer_address
+            ), unread AS (
+                SELECT peer_address, count(*) AS n FROM messages
+                WHERE direction = 'in' AND read = 0 GROUP BY peer_address
+            ), peers AS (
+                SELECT peer_address FROM latest UNION SELECT address FROM contacts
+            )
+            SELECT p.peer_address, coalesce(c.key, m.peer_key), c.name, m.text, m.created_at,
+                coalesce(u.n, 0)
+            FROM peers AS p
+            LEFT JOIN latest AS l ON l.peer_address = p.peer_address
+            LEFT JOIN messages AS m ON m.id = l.last_id
+            LEFT JOIN contacts AS c ON c.address = p.peer_address
+            LEFT JOIN unread AS u ON u.peer_address = p.peer_address
+            ORDER BY coalesce(m.created_at, c.added_at) DESC, p.peer_address"""
+        )
+        return [Conversation(*row) for row in rows]
+
+    def mark_read(self, peer_address: bytes) -> None:
+        with self.transaction():
+            self._conn.execute(
+                "UPDATE messages SET read = 1"
+                " WHERE peer_address = ? AND direction = 'in' AND read = 0",
+                (peer_address,),
+            )
+
+    def outgoing_in_states(self, states: Iterable[OutgoingState]) -> list[HistoryRow]:
+        """Outgoing messages in any of ``states``, oldest first (the outbox on startup)."""
+        wanted = tuple(states)
+        marks = ", ".join("?" * len(wanted))
+        rows = self._all(
+            f"SELECT {_HISTORY_COLUMNS} FROM messages"
+            f" WHERE direction = 'out' AND state IN ({marks}) ORDER BY id",
+            *wanted,
+        )
+        return [_history_row(row) for row in rows]
+
+    # relay store
+
+    def apply_store_changes(
+        self, put: dict[bytes, tuple[bytes, int]], delete: Iterable[bytes]
+    ) -> None:
+        """Persist the relay store's changes in one transaction; a key in both is deleted."""
+        with self.transaction():
+            self._conn.executemany(
+                "INSERT INTO relay_items (key, blob, expires_ms) VALUES (?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET blob = excluded.blob,"
+                " expires_ms = excluded.expires_ms",
+                ((key, blob, expires_ms) for key, (blob, expires_ms) in put.items()),
+            )
+            self._conn.executemany(
+                "DELETE FROM relay_items WHERE key = ?", ((key,) for key in delete)
+            )
+
+    def load_relay_items(self, now_ms: int) -> list[tuple[bytes, bytes]]:
+        """Drop the expired relay items, then return the rest as ``(key, blob)``."""
+        with self.transaction():
+            self._conn.execute("DELETE FROM relay_items WHERE expires_ms <= ?", (now_ms,))
+            rows = self._all("SELECT key, blob FROM relay_items ORDER BY key")
+        return [(key, blob) for key, blob in rows]
+
+    def relay_item_count(self) -> int:
+        return int(self._one("SELECT count(*) FROM relay_items")[0])
+
+    # known peers
+
+    def save_peers(self, peers: Iterable[tuple[bytes, str, int, float]]) -> None:
+        """Remember peers as ``(key, host, port, last_seen)``, keeping the most recent ones."""
+        with self.transaction():
+            self._conn.executemany(
+                "INSERT INTO peers (key, host, port, last_seen) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET host = excluded.host, port = excluded.port,"
+                " last_seen = excluded.last_seen",
+                peers,
+            )
+            self._conn.execute(
+                "DELETE FROM peers WHERE key NOT IN"
+                " (SELECT key FROM peers ORDER BY last_seen DESC LIMIT ?)",
+                (MAX_SAVED_PEERS,),
+            )
+
+    def load_peers(self, limit: int = DEFAULT_LOADED_PEERS) -> list[tuple[bytes, str, int, float]]:
+        """The most recently seen peers, newest first."""
+        rows = self._all(
+            "SELECT key, host, port, last_seen FROM peers ORDER BY last_seen DESC LIMIT ?", limit
+        )
+        return [(key, host, port, last_seen) for key, host, port, last_seen in rows]
+
+    # meta
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._one("SELECT value FROM meta WHERE key = ?", key)
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction():
+            self._conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    # plumbing
+
+    def _one(self, sql: str, *params: Any) -> Any:
+        # fetchall, not fetchone: a statement left half-stepped would hold up COMMIT.
+        rows = self._all(sql, *params)
+        return rows[0] if rows else None
+
+    def _all(self, sql: str, *params: Any) -> list[Any]:
+        with _mapped_errors(self.path):
+            return self._conn.execute(sql, params).fetchall()
+
+    def _migrate(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"database {self.path} was written by a newer comm-tui "
+                f"(schema {version}, this version knows {SCHEMA_VERSION})"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with self.transaction():
+                # Another process may have migrated while this one waited for the lock.
+                if self._one("PRAGMA user_version")[0] >= target:
+                    continue
+                for statement in _MIGRATIONS[target - 1]:
+                    self._conn.execute(statement)
+                self._conn.execute(f"PRAGMA user_version = {target}")
+
+
+def _probe(path: Path, conn: sqlite3.Connection) -> int:
+    """Read the schema version, touching nothing; a damaged file fails here."""
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError as err:
+        raise StorageError(f"cannot open database {path}: {err}") from err
+    except sqlite3.DatabaseError as err:
+        raise StorageError(f"database {path} is damaged: {err}; it was not modified") from err
+    return version
+
+
+@contextlib.contextmanager
+def _mapped_errors(path: Path) -> Iterator[None]:
+    """Turn SQLite's failures into one line for the user; let programming errors through."""
+    try:
+        yield
+    except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError):
+        raise
+    except sqlite3.OperationalError as err:
+        raise StorageError(f"cannot use database {path}: {err}") from err
+    except sqlite3.DatabaseError as err:
+        raise StorageError(f"database {path} is damaged: {err}") from err
+
+
+def _reason(err: OSError | sqlite3.Error) -> str:
+    if isinstance(err, OSError):
+        return err.strerror or str(err)
+    return str(err)
+
+
+def _contact_name(name: str) -> str:
+    """Normalize a contact name, or raise :class:`UserError` if it is not allowed."""
+    name = unicodedata.normalize("NFC", name.strip())
+    if not 1 <= len(name) <= CONTACT_NAME_MAX_CHARS or any(
+        unicodedata.category(char) in _FORBIDDEN_NAME_CATEGORIES for char in name
+    ):
+        raise UserError(
+            f"a contact name must be 1 to {CONTACT_NAME_MAX_CHARS} characters on one line"
+        )
+    return name
+
+
+def _history_row(row: tuple[Any, ...]) -> HistoryRow:
+    (
+        id_,
+        text_id,
+        peer_address,
+        peer_key,
+        direction,
+        text,
+        state,
+        sent_ms,
+        created,
+        updated,
+        read,
+    ) = row
+    return HistoryRow(
+        id_,
+        text_id,
+        peer_address,
+        peer_key,
+        direction,
+        text,
+        state,
+        sent_ms,
+        created,
+        updated,
+        bool(read),
+    )
