@@ -105,7 +105,9 @@ class Codec:
     def encode_frame(self, peer_key: bytes, frame: pb.Frame, now: float) -> bytes:
         nonce = int(now * 1000).to_bytes(8, "big") + self._rng.randbytes(16)
         boxed = self.box(peer_key).encrypt(frame.SerializeToString(), nonce)
-        packet = pb.Packet(version=PROTOCOL_VERSION, sender_key=self.identity.key, boxed=bytes(boxed))
+        packet = pb.Packet(
+            version=PROTOCOL_VERSION, sender_key=self.identity.key, boxed=bytes(boxed)
+        )
         data = packet.SerializeToString()
         if len(data) > MAX_DATAGRAM_BYTES:
             raise ValueError(f"datagram of {len(data)} bytes exceeds {MAX_DATAGRAM_BYTES}")

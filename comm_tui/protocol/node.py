@@ -36,7 +36,7 @@ from typing import Literal
 
 from comm_tui.crypto.ack import ack_is_well_formed, sign_ack, verify_ack
 from comm_tui.crypto.identity import ADDRESS_BYTES, Identity, PublicIdentity, address_of
-from comm_tui.crypto.seal import SealError, Sealer, message_id
+from comm_tui.crypto.seal import Sealer, SealError, message_id
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import CHALLENGE_BYTES, MAX_CLOCK_SKEW_S, Codec, Rejected
 from comm_tui.protocol.events import (
@@ -142,7 +142,9 @@ def parse_node_info(info: pb.NodeInfo) -> Candidate | None:
     """A candidate from a NODES answer, or None when any field is out of shape."""
     if len(info.key) != 32 or len(info.ip) not in (4, 16) or not 0 < info.port < 65536:
         return None
-    return Candidate(info.key, address_of(info.key), (str(ipaddress.ip_address(info.ip)), info.port))
+    return Candidate(
+        info.key, address_of(info.key), (str(ipaddress.ip_address(info.ip)), info.port)
+    )
 
 
 class Node:
@@ -179,10 +181,15 @@ class Node:
         self._awaiting_receipt: dict[tuple[bytes, bytes], float] = {}
         self._schedule: list[tuple[float, bytes]] = []
         self._outgoing: dict[bytes, _Outgoing] = {}
-        self._datagram_limit = RateLimiter(self.config.datagram_rate_per_s, self.config.datagram_burst)
+        self._datagram_limit = RateLimiter(
+            self.config.datagram_rate_per_s, self.config.datagram_burst
+        )
         self._store_limit = RateLimiter(self.config.store_rate_per_s, self.config.store_burst)
         self._new_keys = TokenBucket(
-            self.config.new_key_rate_per_s, self.config.new_key_burst, self.config.new_key_burst, now
+            self.config.new_key_rate_per_s,
+            self.config.new_key_burst,
+            self.config.new_key_burst,
+            now,
         )
         self._next_maintenance = now + MAINTENANCE_INTERVAL_S
         self._next_housekeeping = now + HOUSEKEEPING_INTERVAL_S
@@ -227,14 +234,25 @@ class Node:
             self._reschedule(entry, min(entry.next_at, now) if entry.attempts else now)
         # Parts missing from a restored outbox were acknowledged before the restart.
         for out in self._outgoing.values():
-            present = {e.item_id for e in self._own_entries() if e.own_text_id and out is self._outgoing.get(e.own_text_id)}
-            out.sent = out.sent or bool(present) and all(
-                self.store.get(Kind.MESSAGE, pid) is not None
-                and bool(self.store.get(Kind.MESSAGE, pid).holders)  # type: ignore[union-attr]
-                for pid in present
+            present = {
+                e.item_id
+                for e in self._own_entries()
+                if e.own_text_id and out is self._outgoing.get(e.own_text_id)
+            }
+            out.sent = out.sent or (
+                bool(present)
+                and all(
+                    self.store.get(Kind.MESSAGE, pid) is not None
+                    and bool(self.store.get(Kind.MESSAGE, pid).holders)  # type: ignore[union-attr]
+                    for pid in present
+                )
             )
         self.store.dirty.clear()
         return damaged
+
+    def outgoing_text_ids(self) -> set[bytes]:
+        """Texts this node is still trying to deliver."""
+        return set(self._outgoing)
 
     def bootstrap(self, endpoint: Endpoint, now: float) -> None:
         """Contact a node we only know by host and port."""
@@ -313,7 +331,10 @@ class Node:
 
     def lookup(self, target: bytes, now: float) -> None:
         """Start an iterative lookup (used for joining and bucket refresh)."""
-        seeds = [Candidate(n.key, n.address, n.endpoint) for n in self.table.closest(target, self.config.k)]
+        seeds = [
+            Candidate(n.key, n.address, n.endpoint)
+            for n in self.table.closest(target, self.config.k)
+        ]
         if not seeds:
             return
         lookup = Lookup(
@@ -397,7 +418,9 @@ class Node:
         if len(find.target) != ADDRESS_BYTES or len(find.query_id) != CHALLENGE_BYTES:
             raise Rejected("malformed")
         nodes = self.table.closest(find.target, FIND_NODE_ANSWER_NODES, exclude=(sender.address,))
-        answer = pb.Nodes(query_id=find.query_id, nodes=[node_info(n.key, n.endpoint) for n in nodes])
+        answer = pb.Nodes(
+            query_id=find.query_id, nodes=[node_info(n.key, n.endpoint) for n in nodes]
+        )
         self._send_frame(sender.key, addr, pb.Frame(nodes=answer), now)
 
     def _on_nodes(self, sender: PublicIdentity, nodes: pb.Nodes, now: float) -> None:
@@ -590,7 +613,11 @@ class Node:
             fanout = k  # we are in the target's neighbourhood: replicate across it
         else:
             own_distance = distance(self.address, entry.target)
-            closer = [n for n in closest if n.address_int ^ int.from_bytes(entry.target, "big") < own_distance]
+            closer = [
+                n
+                for n in closest
+                if n.address_int ^ int.from_bytes(entry.target, "big") < own_distance
+            ]
             closest = closer or closest
             fanout = self.config.transit_fanout
         # Each retry widens the fan-out, so a relay that silently drops only delays.
@@ -672,7 +699,9 @@ class Node:
         # Padded to the size of its boxed answer so a spoofed hello cannot amplify.
         self._emit(self.codec.encode_hello(challenge, padding_bytes=40), endpoint)
 
-    def _ping(self, key: bytes, endpoint: Endpoint, now: float, *, confirm_endpoint: bool = False) -> None:
+    def _ping(
+        self, key: bytes, endpoint: Endpoint, now: float, *, confirm_endpoint: bool = False
+    ) -> None:
         if len(self._queries) >= PENDING_QUERIES_MAX:
             return
         challenge = self.rng.randbytes(CHALLENGE_BYTES)
@@ -705,7 +734,7 @@ class Node:
             self._lookup_finished(lookup, now)
 
     def _lookup_finished(self, lookup: Lookup, now: float) -> None:
-        if lookup.target != self.address or self.joined and lookup.queries_sent == 0:
+        if lookup.target != self.address or (self.joined and lookup.queries_sent == 0):
             return
         first_join = not self.joined
         self.joined = True
@@ -747,7 +776,9 @@ class Node:
                 self._events.append(TextStateChanged(entry.own_text_id, out.recipient, "expired"))
         self.reassembler.expire(now)
         if len(self.table):
-            for target in self.table.buckets_needing_refresh(now, self.config.refresh_interval_s, self.rng):
+            for target in self.table.buckets_needing_refresh(
+                now, self.config.refresh_interval_s, self.rng
+            ):
                 self.lookup(target, now)
 
     # ------------------------------------------------------------------ output

@@ -1,0 +1,201 @@
+"""A node running on a profile: the core, its UDP socket, its database, its discovery.
+
+The TUI, ``comm-tui node`` and ``comm-tui send`` all run exactly this. It owns the
+order of durable steps: a text is written to history *and* its sealed parts to the
+relay store in one transaction before anything is transmitted; a received text
+and the acks that answer it are committed together before the acks go out. So a
+crash at any moment loses nothing the user was shown, and repeats nothing the
+user would notice (duplicates are dropped by message id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from comm_tui.crypto.identity import Identity, PublicIdentity
+from comm_tui.net.discovery import LocalDirectory
+from comm_tui.net.udp import NodeProtocol, open_udp
+from comm_tui.protocol.events import (
+    Event,
+    PeerAdded,
+    PeerRemoved,
+    StoreChanged,
+    TextReceived,
+    TextStateChanged,
+)
+from comm_tui.protocol.node import Node, NodeConfig
+from comm_tui.protocol.routing import Endpoint
+from comm_tui.store.db import Database, HistoryRow
+
+PEER_SAVE_INTERVAL_S = 60.0
+DISCOVERY_INTERVAL_S = 10.0
+
+
+@dataclass(frozen=True)
+class IncomingText:
+    row: HistoryRow
+
+
+@dataclass(frozen=True)
+class OutgoingUpdated:
+    row: HistoryRow
+
+
+@dataclass(frozen=True)
+class PeersChanged:
+    count: int
+
+
+ServiceEvent = IncomingText | OutgoingUpdated | PeersChanged
+Listener = Callable[[ServiceEvent], None]
+
+
+class NodeService:
+    def __init__(
+        self,
+        identity: Identity,
+        db: Database,
+        *,
+        listen: Endpoint,
+        bootstrap: list[Endpoint] | None = None,
+        discovery: LocalDirectory | None = None,
+        config: NodeConfig | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.identity = identity
+        self.db = db
+        self.listen = listen
+        self.bootstrap_endpoints = list(bootstrap or [])
+        self.discovery = discovery
+        self.clock = clock
+        self.node = Node(identity, clock(), config=config)
+        self.protocol: NodeProtocol | None = None
+        self.bound: Endpoint | None = None
+        self.damaged_entries = 0
+        self._listeners: list[Listener] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    async def start(self) -> Endpoint:
+        now = self.clock()
+        self.damaged_entries = self.node.restore(
+            (blob for _, blob in self.db.load_relay_items(int(now * 1000))), now
+        )
+        self._settle_lost_outgoing()
+        self.protocol, self.bound = await open_udp(self.node, self.listen, self._on_events)
+        for key, host, port, _ in self.db.load_peers():
+            self.node.add_known_peer(key, (host, port), now)
+        for endpoint in self.bootstrap_endpoints:
+            self.node.bootstrap(endpoint, now)
+        if self.discovery is not None:
+            self.discovery.announce(self.identity.key, self.bound)
+            self._tasks.append(asyncio.create_task(self._discover_forever()))
+        self._tasks.append(asyncio.create_task(self._save_peers_forever()))
+        self.protocol.pump()
+        return self.bound
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        self._tasks.clear()
+        if self.discovery is not None:
+            self.discovery.withdraw()
+        self._save_peers()
+        if self.protocol is not None:
+            self.protocol.pump()
+            self.protocol.close()
+            self.protocol = None
+
+    def send_text(self, recipient: PublicIdentity, text: str) -> HistoryRow:
+        """Record and queue a text in one transaction, then transmit.
+
+        Raises ValueError if the text is too long (nothing is written then).
+        """
+        now = self.clock()
+        text_id = self.node.rng.randbytes(16)
+        with self.db.transaction():
+            row = self.db.add_outgoing(text_id, recipient.key, recipient.address, text, now)
+            self.node.send_text(recipient, text, now, text_id=text_id)
+            self._persist(self._drain())
+        if self.protocol is not None:
+            self.protocol.pump()
+        return row
+
+    def _drain(self) -> list[Event]:
+        events: list[Event] = []
+        while (event := self.node.next_event()) is not None:
+            events.append(event)
+        return events
+
+    def _on_events(self, events: list[Event]) -> None:
+        with self.db.transaction():
+            self._persist(events)
+
+    def _persist(self, events: list[Event]) -> None:
+        """Write events to the database (inside the caller's transaction), then notify."""
+        now = self.clock()
+        notices: list[ServiceEvent] = []
+        for event in events:
+            if isinstance(event, StoreChanged):
+                self.db.apply_store_changes(event.put, event.delete)
+            elif isinstance(event, TextReceived):
+                row = self.db.add_incoming(
+                    event.text_id,
+                    event.sender.key,
+                    event.sender.address,
+                    event.text,
+                    event.sent_ms,
+                    now,
+                )
+                if row is not None:
+                    notices.append(IncomingText(row))
+            elif isinstance(event, TextStateChanged):
+                changed = self.db.set_outgoing_state(event.text_id, event.state, now)  # type: ignore[arg-type]
+                if changed is not None:
+                    notices.append(OutgoingUpdated(changed))
+            elif isinstance(event, PeerAdded | PeerRemoved):
+                notices.append(PeersChanged(len(self.node.table)))
+        for notice in notices:
+            for listener in self._listeners:
+                listener(notice)
+
+    def _settle_lost_outgoing(self) -> None:
+        """Texts the outbox shows as pending but the relay store no longer holds expired."""
+        pending = self.node.outgoing_text_ids()
+        now = self.clock()
+        with self.db.transaction():
+            for row in self.db.outgoing_in_states(("queued", "sent")):
+                if row.text_id not in pending:
+                    self.db.set_outgoing_state(row.text_id, "expired", now)
+
+    def _save_peers(self) -> None:
+        now = self.clock()
+        self.db.save_peers((n.key, n.endpoint[0], n.endpoint[1], now) for n in self.node.table)
+
+    async def _save_peers_forever(self) -> None:
+        while True:
+            await asyncio.sleep(PEER_SAVE_INTERVAL_S)
+            self._save_peers()
+
+    async def _discover_forever(self) -> None:
+        assert self.discovery is not None
+        known: set[bytes] = set()
+        while True:
+            now = self.clock()
+            for key, endpoint in self.discovery.peers(self.identity.key):
+                if key not in known or len(self.node.table) == 0:
+                    known.add(key)
+                    self.node.add_known_peer(key, endpoint, now)
+            if self.protocol is not None:
+                self.protocol.pump()
+            await asyncio.sleep(DISCOVERY_INTERVAL_S)

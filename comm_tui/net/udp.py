@@ -1,0 +1,103 @@
+"""The asyncio UDP adapter: the only place where the protocol core meets a socket.
+
+Shaped like aioquic's ``asyncio/protocol.py``: on every datagram or timer it feeds
+the core with the wall-clock time, hands the core's events to a callback (which
+persists them), and only then transmits what the core wants sent, so nothing is
+announced to the network before it is on disk. One ``call_at`` timer is re-armed
+after each step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import time
+from collections.abc import Callable
+from typing import cast
+
+from comm_tui.errors import UserError
+from comm_tui.protocol.events import Event
+from comm_tui.protocol.node import Node
+from comm_tui.protocol.routing import Endpoint
+
+EventSink = Callable[[list[Event]], None]
+
+
+class NodeProtocol(asyncio.DatagramProtocol):
+    def __init__(
+        self, node: Node, on_events: EventSink, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.node = node
+        self.on_events = on_events
+        self.clock = clock
+        self.transport: asyncio.DatagramTransport | None = None
+        self.send_errors = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+        self.pump()
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        host, port = str(addr[0]), int(addr[1])  # type: ignore[call-overload]
+        self.node.receive_datagram(data, (host, port), self.clock())
+        self.pump()
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors (a peer's port closed) arrive here; liveness handles the peer.
+        self.send_errors += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self.transport = None
+
+    def pump(self) -> None:
+        """Persist what happened, then send, then re-arm the one timer."""
+        events: list[Event] = []
+        while (event := self.node.next_event()) is not None:
+            events.append(event)
+        if events:
+            self.on_events(events)
+        if self.transport is None:
+            return
+        for data, endpoint in self.node.datagrams_to_send():
+            try:
+                self.transport.sendto(data, endpoint)
+            except OSError:
+                self.send_errors += 1
+        if self._timer is not None:
+            self._timer.cancel()
+        delay = max(0.0, self.node.get_timer() - self.clock())
+        self._timer = self._loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.node.handle_timer(self.clock())
+        self.pump()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def open_udp(
+    node: Node, listen: Endpoint, on_events: EventSink
+) -> tuple[NodeProtocol, Endpoint]:
+    """Bind ``listen`` and start driving ``node``; a clear UserError if the port is taken."""
+    loop = asyncio.get_running_loop()
+    try:
+        transport, protocol = await loop.create_datagram_endpoint(
+            lambda: NodeProtocol(node, on_events), local_addr=listen
+        )
+    except OSError as exc:
+        host, port = listen
+        if exc.errno == errno.EADDRINUSE:
+            raise UserError(f"cannot listen on {host}:{port}: the port is already in use") from exc
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    sockname = transport.get_extra_info("sockname")
+    return protocol, (str(sockname[0]), int(sockname[1]))
