@@ -11,6 +11,7 @@ user would notice (duplicates are dropped by message id).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,12 +83,13 @@ class NodeService:
         self._listeners.append(listener)
 
     async def start(self) -> Endpoint:
+        # Bind first: a port in use must fail before anything is loaded or changed.
+        self.protocol, self.bound = await open_udp(self.node, self.listen, self._on_events)
         now = self.clock()
         self.damaged_entries = self.node.restore(
             (blob for _, blob in self.db.load_relay_items(int(now * 1000))), now
         )
         self._settle_lost_outgoing()
-        self.protocol, self.bound = await open_udp(self.node, self.listen, self._on_events)
         for key, host, port, _ in self.db.load_peers():
             self.node.add_known_peer(key, (host, port), now)
         for endpoint in self.bootstrap_endpoints:
@@ -103,10 +105,8 @@ class NodeService:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
-            except asyncio.CancelledError:
-                pass
         self._tasks.clear()
         if self.discovery is not None:
             self.discovery.withdraw()

@@ -1,0 +1,161 @@
+"""Opening a profile: its directories, identity, database, config and lock.
+
+Every entry point (the app, ``node``, ``send``, the read-only commands) opens a
+profile through here, so they agree on where things live, which commands take the
+profile lock, and how listen and bootstrap flags are merged into the config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from comm_tui.crypto.identity import Identity
+from comm_tui.crypto.keyfile import PassphraseRequired, load_or_create_identity, read_identity_file
+from comm_tui.net.discovery import LocalDirectory
+from comm_tui.net.service import NodeService
+from comm_tui.protocol.node import NodeConfig
+from comm_tui.protocol.routing import Endpoint
+from comm_tui.store.config import Config, load_config, parse_endpoint, save_config
+from comm_tui.store.db import Database
+from comm_tui.store.lock import ProfileLock
+from comm_tui.store.paths import ProfilePaths, ensure_dirs, profile_paths
+
+DEFAULT_PORT = 7400
+PassphrasePrompt = Callable[[], bytes]
+
+
+@dataclass
+class Profile:
+    paths: ProfilePaths
+    identity: Identity
+    db: Database
+    config: Config
+    created: bool
+    lock: ProfileLock | None = None
+    _closed: bool = field(default=False, repr=False)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.db.close()
+        if self.lock is not None:
+            self.lock.release()
+
+    def __enter__(self) -> Profile:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def open_profile(
+    profile: str = "default",
+    data_dir: Path | None = None,
+    *,
+    lock_as: str | None = None,
+    passphrase: PassphrasePrompt | None = None,
+) -> Profile:
+    """Open (creating on first use) a profile; ``lock_as`` takes the node lock.
+
+    Raises UserError subclasses with one line for the user: a locked profile, an
+    unwritable directory, a damaged database, a wrong passphrase.
+    """
+    paths = profile_paths(profile, data_dir)
+    ensure_dirs(paths)
+    lock = None
+    if lock_as is not None:
+        lock = ProfileLock(paths, lock_as)
+        lock.acquire()
+    try:
+        config = load_config(paths.config_file)
+        try:
+            identity, created = load_or_create_identity(paths.identity_file)
+        except PassphraseRequired:
+            if passphrase is None:
+                raise
+            identity, created = read_identity_file(paths.identity_file, passphrase()), False
+        db = Database.open(paths.database)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    return Profile(paths, identity, db, config, created, lock)
+
+
+def network_settings(
+    profile: Profile, listen: str | None, bootstrap: list[str] | None
+) -> tuple[Endpoint, list[Endpoint], bool]:
+    """Merge flags with the config and remember the flags for the next run.
+
+    Returns (listen, bootstrap, listen_is_default). Flags win over the config, and
+    given flags are saved, so a second run needs none.
+    """
+    changed = False
+    if listen is not None:
+        parse_endpoint(listen, allow_port_zero=True)
+        if profile.config.listen != listen:
+            profile.config.listen = listen
+            changed = True
+    if bootstrap:
+        for text in bootstrap:
+            parse_endpoint(text)
+        merged = list(dict.fromkeys([*bootstrap, *profile.config.bootstrap]))
+        if merged != profile.config.bootstrap:
+            profile.config.bootstrap = merged
+            changed = True
+    if changed:
+        save_config(profile.paths.config_file, profile.config)
+    chosen = profile.config.listen
+    endpoint = (
+        parse_endpoint(chosen, allow_port_zero=True) if chosen else ("0.0.0.0", DEFAULT_PORT)
+    )
+    return endpoint, [parse_endpoint(b) for b in profile.config.bootstrap], chosen is None
+
+
+def make_service(
+    profile: Profile,
+    listen: str | None = None,
+    bootstrap: list[str] | None = None,
+    *,
+    config: NodeConfig | None = None,
+) -> tuple[NodeService, bool]:
+    """A NodeService for this profile; the flag says the listen address is the default.
+
+    With the default address the caller should fall back to any free port if the
+    default port is taken (see ``start_service``).
+    """
+    endpoint, bootstrap_endpoints, default = network_settings(profile, listen, bootstrap)
+    discovery = LocalDirectory(profile.paths.runtime_dir) if profile.config.lan_discovery else None
+    service = NodeService(
+        profile.identity,
+        profile.db,
+        listen=endpoint,
+        bootstrap=bootstrap_endpoints,
+        discovery=discovery,
+        config=config,
+    )
+    return service, default
+
+
+async def start_service(
+    profile: Profile,
+    listen: str | None = None,
+    bootstrap: list[str] | None = None,
+    *,
+    config: NodeConfig | None = None,
+) -> NodeService:
+    """Create and start the profile's node, falling back from the default port if taken."""
+    from comm_tui.errors import UserError
+
+    service, default = make_service(profile, listen, bootstrap, config=config)
+    try:
+        await service.start()
+    except UserError:
+        if not default:
+            raise
+        service.listen = (service.listen[0], 0)
+        await service.start()
+    return service
