@@ -13,7 +13,7 @@ import asyncio
 import errno
 import time
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 from comm_tui.errors import UserError
 from comm_tui.protocol.events import Event
@@ -39,9 +39,8 @@ class NodeProtocol(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)
         self.pump()
 
-    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        host, port = str(addr[0]), int(addr[1])  # type: ignore[call-overload]
-        self.node.receive_datagram(data, (host, port), self.clock())
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self.node.receive_datagram(data, (str(addr[0]), int(addr[1])), self.clock())
         self.pump()
 
     def error_received(self, exc: Exception) -> None:

@@ -17,7 +17,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
+from nacl.encoding import RawEncoder
 from nacl.exceptions import CryptoError
+from nacl.hash import blake2b
 from nacl.public import Box
 
 from comm_tui.crypto.identity import PUBLIC_KEY_BYTES, Identity, PublicIdentity
@@ -32,6 +34,8 @@ MAX_CLOCK_SKEW_S = 600.0
 # A peer's datagrams older than its newest by more than this are refused as replays.
 REPLAY_WINDOW_S = 120.0
 BOX_CACHE_PEERS = 4096
+# Binds both Ed25519 keys into the per-peer key; see Codec.box.
+_LINK_KEY_DOMAIN = b"comm-tui link key v1\x00"
 REPLAY_CACHE_PEERS = 4096
 
 
@@ -93,7 +97,16 @@ class Codec:
         if box is not None:
             self._boxes.move_to_end(key)
             return box
-        box = Box(self.identity.box_key, PublicIdentity(key).box_key)
+        # The Ed25519 -> X25519 map is two-to-one (a key and its negation, which differ
+        # only in the sign bit, share an X25519 key), so the bare X25519 Box would accept
+        # a datagram whose sender key had that bit flipped, from a sender nobody holds the
+        # key of. Hashing both Ed25519 keys into the shared key authenticates the exact key.
+        shared = Box(self.identity.box_key, PublicIdentity(key).box_key).shared_key()
+        low, high = sorted((self.identity.key, key))
+        link_key = blake2b(
+            _LINK_KEY_DOMAIN + low + high, key=shared, digest_size=32, encoder=RawEncoder
+        )
+        box = Box.decode(link_key)
         self._boxes[key] = box
         if len(self._boxes) > BOX_CACHE_PEERS:
             self._boxes.popitem(last=False)

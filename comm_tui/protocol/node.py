@@ -31,7 +31,7 @@ import ipaddress
 import random
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from typing import Literal
 
 from comm_tui.crypto.ack import ack_is_well_formed, sign_ack, verify_ack
@@ -85,6 +85,9 @@ class NodeConfig:
     alpha: int = 3
     lookup_paths: int = 2
     sender_fanout: int = 4
+    # Copies kept in a target's neighbourhood (Kademlia stores at k; fewer, with
+    # retries that widen, already survives churn in the simulator; see bench/).
+    replicas: int = 5
     transit_fanout: int = 2
     policy: Policy = "ours"
     ttl_s: float = DEFAULT_TTL_S
@@ -118,6 +121,17 @@ class _Query:
     path: int = 0
     candidate: Candidate | None = None
     confirm_endpoint: bool = False
+
+
+@dataclass(frozen=True)
+class _PartTag:
+    """What we remember of each received part until its whole text is there."""
+
+    item_id: bytes
+    expires_ms: int
+    peer_key: bytes  # the node that handed it to us gets the ack first
+    peer_endpoint: Endpoint
+    hops: int
 
 
 @dataclass
@@ -232,21 +246,11 @@ class Node:
             if entry.own_text_id:
                 self._track_own(entry)
             self._reschedule(entry, min(entry.next_at, now) if entry.attempts else now)
-        # Parts missing from a restored outbox were acknowledged before the restart.
+        # Parts missing from a restored outbox were acknowledged before the restart;
+        # a text counts as sent again once every remaining part has a holder.
         for out in self._outgoing.values():
-            present = {
-                e.item_id
-                for e in self._own_entries()
-                if e.own_text_id and out is self._outgoing.get(e.own_text_id)
-            }
-            out.sent = out.sent or (
-                bool(present)
-                and all(
-                    self.store.get(Kind.MESSAGE, pid) is not None
-                    and bool(self.store.get(Kind.MESSAGE, pid).holders)  # type: ignore[union-attr]
-                    for pid in present
-                )
-            )
+            parts = [self.store.get(Kind.MESSAGE, pid) for pid in out.parts]
+            out.sent = all(part is not None and part.holders for part in parts)
         self.store.dirty.clear()
         return damaged
 
@@ -468,7 +472,7 @@ class Node:
         if ack_entry is not None:
             # Already acknowledged: answer this copy with the ack instead of relaying it.
             self.stats.acks_answered += 1
-            self._send_frame(sender.key, addr, pb.Frame(ack=ack_entry.wire), now)
+            self._send_item(ack_entry, sender.key, addr, now)
             return
         if msg.recipient == self.address:
             self._on_message_for_me(sender, msg, item_id, addr, now)
@@ -508,7 +512,7 @@ class Node:
             letter = decode_letter(letter_bytes)
         except (SealError, LetterError) as exc:
             raise Rejected("bad_seal") from exc
-        tag = (item_id, msg.expires_ms, sender.key, addr, msg.hops)
+        tag = _PartTag(item_id, msg.expires_ms, sender.key, addr, msg.hops)
         try:
             done = self.reassembler.add(author.key, letter, now, tag)
         except LetterError as exc:
@@ -517,8 +521,9 @@ class Node:
             return
         self.stats.texts_received += 1
         self._events.append(TextReceived(done.text_id, author, done.text, done.sent_ms))
-        for part_tag in done.tags:
-            part_id, expires_ms, peer_key, peer_addr, hops = part_tag  # type: ignore[misc]
+        for tag_object in done.tags:
+            assert isinstance(tag_object, _PartTag)
+            part_id, expires_ms, peer_key, peer_addr, hops = astuple(tag_object)
             self.stats.hops_delivered.append(hops + 1)
             ack = sign_ack(self.identity, part_id, author.address, expires_ms)
             entry = Entry(
@@ -554,6 +559,8 @@ class Node:
         message = self.store.get(Kind.MESSAGE, ack.message_id)
         if message is not None and message.target != recipient:
             raise Rejected("forged_ack")
+        # The recipient answers a message with its ack, not a receipt.
+        self._awaiting_receipt.pop((sender.address, entry_key(Kind.MESSAGE, ack.message_id)), None)
         if not self._store_limit.allow(sender.address, now):
             raise Rejected("store_rate")
         if not verify_ack(ack):
@@ -603,25 +610,46 @@ class Node:
         self.store.touch(entry)
 
     def _next_hops(self, entry: Entry) -> list[NodeEntry]:
+        """Who should get this item now (``ours``), or the k nearest (``flood``).
+
+        - The sender of a text re-sends with a wider fan-out on every retry until
+          the ack comes: a first hop that takes the text and drops it only delays
+          it, and a holder that has seen the ack answers with it.
+        - A relay in the target's neighbourhood replicates to the whole
+          neighbourhood, the target itself included when it is online.
+        - A relay further away forwards to a few nodes closer than itself, and
+          stops once a closer node holds the item: the item made progress.
+        """
         k = self.config.k
         closest = self.table.closest(entry.target, k)
         if self.config.policy == "flood":
             return [n for n in closest if n.address != entry.origin]
-        if entry.own_text_id or (entry.kind is Kind.ACK and not entry.origin):
-            fanout = self.config.sender_fanout
-        elif self.table.is_among_closest(self.address, entry.target, k):
-            fanout = k  # we are in the target's neighbourhood: replicate across it
+        target_int = int.from_bytes(entry.target, "big")
+        if entry.own_text_id:
+            # Holders are asked again on a retry: one that has seen the ack answers
+            # with it, one that dropped the text is bypassed by the wider fan-out.
+            return closest[: min(k, self.config.sender_fanout + entry.attempts)]
+        if self.table.is_among_closest(self.address, entry.target, k):
+            origin_int = int.from_bytes(entry.origin, "big") if entry.origin else None
+            if (
+                entry.attempts == 0
+                and origin_int is not None
+                and (origin_int ^ target_int < distance(self.address, entry.target))
+            ):
+                # A closer neighbour replicated this to us and handed it to the target
+                # itself; we only keep a replica until our first retry.
+                return []
+            fanout = self.config.replicas
         else:
             own_distance = distance(self.address, entry.target)
-            closer = [
-                n
-                for n in closest
-                if n.address_int ^ int.from_bytes(entry.target, "big") < own_distance
-            ]
+            if any(int.from_bytes(h, "big") ^ target_int < own_distance for h in entry.holders):
+                return []
+            closer = [n for n in closest if n.address_int ^ target_int < own_distance]
             closest = closer or closest
-            fanout = self.config.transit_fanout
-        # Each retry widens the fan-out, so a relay that silently drops only delays.
-        fanout = min(k, fanout + entry.attempts)
+            # Acks we signed start wide; they need no more: a sender that re-sends its
+            # message gets the ack back from any node that holds it.
+            first = self.config.sender_fanout if not entry.origin else self.config.transit_fanout
+            fanout = min(k, first + entry.attempts)
         targeted = [n for n in closest[:fanout] if n.address not in entry.holders]
         direct = self.table.get(entry.target)
         if direct is not None and direct.address not in entry.holders and direct not in targeted:

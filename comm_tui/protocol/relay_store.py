@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
 
+from comm_tui.crypto.ack import ack_is_well_formed
+from comm_tui.crypto.identity import ADDRESS_BYTES, address_of
 from comm_tui.crypto.seal import message_id
 from comm_tui.protocol import wire_pb2 as pb
 
@@ -102,11 +104,17 @@ class Entry:
         }
         if which == "message":
             msg = record.message
+            if len(msg.recipient) != ADDRESS_BYTES or not msg.sealed:
+                raise ValueError("damaged relay-store entry")
             item_id = message_id(msg.recipient, msg.expires_ms, msg.sealed)
             return cls(Kind.MESSAGE, item_id, msg.recipient, msg.expires_ms, msg, **common)  # type: ignore[arg-type]
         if which == "ack":
             ack = record.ack
-            return cls(Kind.ACK, ack.message_id, ack.destination, ack.expires_ms, ack, **common)  # type: ignore[arg-type]
+            if not ack_is_well_formed(ack):
+                raise ValueError("damaged relay-store entry")
+            # Acks are keyed by message id and recipient address, as the node stores them.
+            item_id = ack.message_id + address_of(ack.recipient_key)
+            return cls(Kind.ACK, item_id, ack.destination, ack.expires_ms, ack, **common)  # type: ignore[arg-type]
         raise ValueError("damaged relay-store entry")
 
 
@@ -159,9 +167,10 @@ class RelayStore:
         if enforce_quota:
             if self.total_bytes + size > self.total_limit:
                 raise QuotaExceeded("store_full")
-            if self._target_bytes[entry.target] + size > self.per_target_limit:
+            # .get, not [], so a refused item leaves no zero-valued key behind.
+            if self._target_bytes.get(entry.target, 0) + size > self.per_target_limit:
                 raise QuotaExceeded("target_quota")
-            if entry.origin and self._peer_bytes[entry.origin] + size > self.per_peer_limit:
+            if entry.origin and self._peer_bytes.get(entry.origin, 0) + size > self.per_peer_limit:
                 raise QuotaExceeded("peer_quota")
         key = entry.key
         if key in self._entries:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
+
+HOPS_KEPT = 10_000
 
 
 @dataclass
@@ -24,7 +26,8 @@ class NodeStats:
     texts_received: int = 0
     texts_delivered: int = 0
     hops_seen_total: int = 0
-    hops_delivered: list[int] = field(default_factory=list)
+    # Hops of the most recent parts delivered to us (bounded: a node runs for months).
+    hops_delivered: deque[int] = field(default_factory=lambda: deque(maxlen=HOPS_KEPT))
     rejected: Counter[str] = field(default_factory=Counter)
     sent_by_kind: Counter[str] = field(default_factory=Counter)
 
