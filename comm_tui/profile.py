@@ -86,12 +86,13 @@ def open_profile(
 
 
 def network_settings(
-    profile: Profile, listen: str | None, bootstrap: list[str] | None
+    profile: Profile, listen: str | None, bootstrap: list[str] | None, *, save: bool = True
 ) -> tuple[Endpoint, list[Endpoint], bool]:
     """Merge flags with the config and remember the flags for the next run.
 
     Returns (listen, bootstrap, listen_is_default). Flags win over the config, and
-    given flags are saved, so a second run needs none.
+    given flags are saved (unless ``save`` is false: ``start_service`` saves them only
+    once the port is bound, so a refused start writes nothing), so a second run needs none.
     """
     changed = False
     if listen is not None:
@@ -106,12 +107,10 @@ def network_settings(
         if merged != profile.config.bootstrap:
             profile.config.bootstrap = merged
             changed = True
-    if changed:
+    if changed and save:
         save_config(profile.paths.config_file, profile.config)
     chosen = profile.config.listen
-    endpoint = (
-        parse_endpoint(chosen, allow_port_zero=True) if chosen else ("0.0.0.0", DEFAULT_PORT)
-    )
+    endpoint = parse_endpoint(chosen, allow_port_zero=True) if chosen else ("0.0.0.0", DEFAULT_PORT)
     return endpoint, [parse_endpoint(b) for b in profile.config.bootstrap], chosen is None
 
 
@@ -121,13 +120,14 @@ def make_service(
     bootstrap: list[str] | None = None,
     *,
     config: NodeConfig | None = None,
+    save: bool = True,
 ) -> tuple[NodeService, bool]:
     """A NodeService for this profile; the flag says the listen address is the default.
 
     With the default address the caller should fall back to any free port if the
     default port is taken (see ``start_service``).
     """
-    endpoint, bootstrap_endpoints, default = network_settings(profile, listen, bootstrap)
+    endpoint, bootstrap_endpoints, default = network_settings(profile, listen, bootstrap, save=save)
     discovery = LocalDirectory(profile.paths.runtime_dir) if profile.config.lan_discovery else None
     service = NodeService(
         profile.identity,
@@ -150,7 +150,7 @@ async def start_service(
     """Create and start the profile's node, falling back from the default port if taken."""
     from comm_tui.errors import UserError
 
-    service, default = make_service(profile, listen, bootstrap, config=config)
+    service, default = make_service(profile, listen, bootstrap, config=config, save=False)
     try:
         await service.start()
     except UserError:
@@ -158,4 +158,10 @@ async def start_service(
             raise
         service.listen = (service.listen[0], 0)
         await service.start()
+    if listen is not None or bootstrap:
+        try:
+            save_config(profile.paths.config_file, profile.config)
+        except BaseException:
+            await service.stop()
+            raise
     return service
