@@ -86,10 +86,15 @@ class NodeService:
         # Bind first: a port in use must fail before anything is loaded or changed.
         self.protocol, self.bound = await open_udp(self.node, self.listen, self._on_events)
         now = self.clock()
-        self.damaged_entries = self.node.restore(
-            (blob for _, blob in self.db.load_relay_items(int(now * 1000))), now
-        )
-        self._settle_lost_outgoing()
+        try:
+            self.damaged_entries = self.node.restore(
+                (blob for _, blob in self.db.load_relay_items(int(now * 1000))), now
+            )
+            self._settle_lost_outgoing()
+        except BaseException:
+            self.protocol.close()
+            self.protocol = None
+            raise
         for key, host, port, _ in self.db.load_peers():
             self.node.add_known_peer(key, (host, port), now)
         for endpoint in self.bootstrap_endpoints:
