@@ -316,7 +316,7 @@ class Node:
             self._housekeeping(now)
         if now >= self._next_rebootstrap:
             self._next_rebootstrap = now + REBOOTSTRAP_INTERVAL_S
-            if len(self.table) == 0:
+            if not self.table.closest(self.address, 1):  # empty, or every node failing
                 for endpoint in self.bootstrap_endpoints:
                     self._send_hello(endpoint, now)
         self._flush_store()
@@ -518,6 +518,9 @@ class Node:
         except LetterError as exc:
             raise Rejected("bad_letter") from exc
         if done is None:
+            # Not acknowledged until the whole text is here (and on disk), but the
+            # sender learns this part arrived, so it does not count us as failing.
+            self._send_receipt(sender.key, addr, [entry_key(Kind.MESSAGE, item_id)], now)
             return
         self.stats.texts_received += 1
         self._events.append(TextReceived(done.text_id, author, done.text, done.sent_ms))
@@ -628,7 +631,11 @@ class Node:
         if entry.own_text_id:
             # Holders are asked again on a retry: one that has seen the ack answers
             # with it, one that dropped the text is bypassed by the wider fan-out.
-            return closest[: min(k, self.config.sender_fanout + entry.attempts)]
+            hops = closest[: min(k, self.config.sender_fanout + entry.attempts)]
+            direct = self.table.get(entry.target)
+            if direct is not None and direct not in hops:
+                hops.insert(0, direct)  # even if it looked dead: it is whom we write to
+            return hops
         if self.table.is_among_closest(self.address, entry.target, k):
             origin_int = int.from_bytes(entry.origin, "big") if entry.origin else None
             if (

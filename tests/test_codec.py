@@ -1,0 +1,253 @@
+"""Tests for the datagram codec: round trips, and strict rejection of anything else.
+
+Covers boxed frames and hellos, wrong version, oversized and truncated datagrams,
+every single-bit flip of a real datagram, a wrong key, replays, stale timestamps
+and a datagram claiming our own key. Decoding must only ever raise ``Rejected``.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from comm_tui.crypto.identity import Identity
+from comm_tui.protocol import wire_pb2 as pb
+from comm_tui.protocol.codec import (
+    CHALLENGE_BYTES,
+    MAX_CLOCK_SKEW_S,
+    MAX_DATAGRAM_BYTES,
+    PROTOCOL_VERSION,
+    REPLAY_WINDOW_S,
+    Codec,
+    Rejected,
+)
+
+NOW = 1_800_000_000.0
+
+
+def codec(seed: int) -> Codec:
+    return Codec(Identity.from_seed(bytes([seed]) * 32), random.Random(seed))
+
+
+@pytest.fixture
+def alice() -> Codec:
+    return codec(1)
+
+
+@pytest.fixture
+def bob() -> Codec:
+    return codec(2)
+
+
+def ping_frame(challenge: bytes = b"c" * CHALLENGE_BYTES) -> pb.Frame:
+    return pb.Frame(ping=pb.Ping(challenge=challenge))
+
+
+def reason(decoder: Codec, data: bytes, now: float = NOW) -> str:
+    with pytest.raises(Rejected) as info:
+        decoder.decode(data, now)
+    return info.value.reason
+
+
+def test_boxed_frame_round_trip(alice: Codec, bob: Codec) -> None:
+    frame = pb.Frame(find_node=pb.FindNode(query_id=b"q" * 16, target=b"t" * 20))
+    data = alice.encode_frame(bob.identity.key, frame, NOW)
+    decoded = bob.decode(data, NOW)
+    assert decoded.sender.key == alice.identity.key
+    assert decoded.hello is None
+    assert decoded.frame == frame
+
+
+def test_boxed_frame_hides_its_content(alice: Codec, bob: Codec) -> None:
+    frame = pb.Frame(find_node=pb.FindNode(query_id=b"q" * 16, target=b"SECRET-TARGET-ADDR!!"))
+    data = alice.encode_frame(bob.identity.key, frame, NOW)
+    assert b"SECRET-TARGET-ADDR!!" not in data
+
+
+def test_hello_round_trip(alice: Codec, bob: Codec) -> None:
+    challenge = bytes(range(CHALLENGE_BYTES))
+    data = alice.encode_hello(challenge, padding_bytes=40)
+    decoded = bob.decode(data, NOW)
+    assert decoded.sender.key == alice.identity.key
+    assert decoded.frame is None
+    assert decoded.hello is not None
+    assert decoded.hello.challenge == challenge
+
+
+def test_hello_with_wrong_challenge_size_is_malformed(alice: Codec, bob: Codec) -> None:
+    assert reason(bob, alice.encode_hello(b"short")) == "malformed"
+
+
+def test_many_frames_from_one_peer_all_accepted(alice: Codec, bob: Codec) -> None:
+    for i in range(200):
+        data = alice.encode_frame(bob.identity.key, ping_frame(), NOW + i * 0.01)
+        assert bob.decode(data, NOW + i * 0.01).frame is not None
+
+
+def test_wrong_version_is_rejected(alice: Codec, bob: Codec) -> None:
+    data = alice.encode_frame(bob.identity.key, ping_frame(), NOW)
+    packet = pb.Packet.FromString(data)
+    packet.version = PROTOCOL_VERSION + 1
+    assert reason(bob, packet.SerializeToString()) == "wrong_version"
+    packet.version = 0
+    assert reason(bob, packet.SerializeToString()) == "wrong_version"
+
+
+def test_oversized_datagram_is_rejected_before_parsing(alice: Codec, bob: Codec) -> None:
+    data = alice.encode_frame(bob.identity.key, ping_frame(), NOW)
+    packet = pb.Packet.FromString(data)
+    packet.hello.padding = bytes(MAX_DATAGRAM_BYTES)
+    assert reason(bob, packet.SerializeToString()) == "oversized"
+    assert reason(bob, bytes(MAX_DATAGRAM_BYTES + 1)) == "oversized"
+
+
+def test_encoder_refuses_to_build_an_oversized_datagram(alice: Codec, bob: Codec) -> None:
+    frame = pb.Frame(receipt=pb.Receipt(ids=[bytes(33)] * 40))
+    with pytest.raises(ValueError, match="exceeds"):
+        alice.encode_frame(bob.identity.key, frame, NOW)
+
+
+def test_every_truncation_is_rejected(alice: Codec, bob: Codec) -> None:
+    data = alice.encode_frame(bob.identity.key, ping_frame(), NOW)
+    for cut in range(len(data)):
+        with pytest.raises(Rejected):
+            bob.decode(data[:cut], NOW)
+
+
+def test_every_bit_flip_of_a_boxed_datagram_is_rejected(alice: Codec, bob: Codec) -> None:
+    data = alice.encode_frame(bob.identity.key, ping_frame(), NOW)
+    reasons: set[str] = set()
+    for position in range(len(data)):
+        for bit in (0, 7):
+            flipped = bytearray(data)
+            flipped[position] ^= 1 << bit
+            with pytest.raises(Rejected) as info:
+                bob.decode(bytes(flipped), NOW)
+            reasons.add(info.value.reason)
+    # The untouched original still decodes: no flip poisoned the replay window.
+    assert bob.decode(data, NOW).frame is not None
+    assert reasons <= {"malformed", "wrong_version", "bad_key", "bad_auth", "stale", "own_key"}
+
+
+def test_every_byte_flip_of_a_hello_is_rejected_or_still_a_hello(alice: Codec, bob: Codec) -> None:
+    # A hello authenticates nothing, so a flip in its padding may still parse; what
+    # matters is that nothing but Rejected ever comes out.
+    data = alice.encode_hello(b"c" * CHALLENGE_BYTES, padding_bytes=40)
+    for position in range(len(data)):
+        flipped = bytearray(data)
+        flipped[position] ^= 0xFF
+        try:
+            decoded = bob.decode(bytes(flipped), NOW)
+        except Rejected:
+            continue
+        assert decoded.hello is not None and decoded.frame is None
+
+
+def test_frame_boxed_for_someone_else_fails_authentication(alice: Codec, bob: Codec) -> None:
+    carol = codec(3)
+    data = alice.encode_frame(carol.identity.key, ping_frame(), NOW)
+    assert reason(bob, data) == "bad_auth"
+
+
+def test_sender_key_swapped_for_another_fails_authentication(alice: Codec, bob: Codec) -> None:
+    carol = codec(3)
+    packet = pb.Packet.FromString(alice.encode_frame(bob.identity.key, ping_frame(), NOW))
+    packet.sender_key = carol.identity.key
+    assert reason(bob, packet.SerializeToString()) == "bad_auth"
+
+
+def test_sender_key_that_is_not_a_curve_point_is_bad_key(alice: Codec, bob: Codec) -> None:
+    packet = pb.Packet.FromString(alice.encode_frame(bob.identity.key, ping_frame(), NOW))
+    for bad in (bytes(32), b"\x01" + bytes(31)):  # the identity point has small order
+        packet.sender_key = bad
+        assert reason(bob, packet.SerializeToString()) == "bad_key"
+
+
+def test_sender_key_of_wrong_length_is_malformed(alice: Codec, bob: Codec) -> None:
+    packet = pb.Packet.FromString(alice.encode_frame(bob.identity.key, ping_frame(), NOW))
+    packet.sender_key = packet.sender_key[:31]
+    assert reason(bob, packet.SerializeToString()) == "malformed"
+
+
+def test_packet_without_body_is_malformed(alice: Codec, bob: Codec) -> None:
+    packet = pb.Packet(version=PROTOCOL_VERSION, sender_key=alice.identity.key)
+    assert reason(bob, packet.SerializeToString()) == "malformed"
+
+
+def test_empty_frame_is_malformed(alice: Codec, bob: Codec) -> None:
+    assert reason(bob, alice.encode_frame(bob.identity.key, pb.Frame(), NOW)) == "malformed"
+
+
+def test_replay_of_the_same_datagram_is_rejected(alice: Codec, bob: Codec) -> None:
+    data = alice.encode_frame(bob.identity.key, ping_frame(), NOW)
+    bob.decode(data, NOW)
+    assert reason(bob, data, NOW + 1) == "replay"
+    assert reason(bob, data, NOW + 1) == "replay"
+
+
+def test_replay_is_rejected_after_many_newer_datagrams(alice: Codec, bob: Codec) -> None:
+    first = alice.encode_frame(bob.identity.key, ping_frame(), NOW)
+    bob.decode(first, NOW)
+    for i in range(1, 100):  # enough to trigger pruning of the nonce set
+        bob.decode(alice.encode_frame(bob.identity.key, ping_frame(), NOW + i), NOW + i)
+    assert reason(bob, first, NOW + 100) == "replay"
+
+
+def test_datagram_older_than_the_replay_window_is_rejected(alice: Codec, bob: Codec) -> None:
+    old = alice.encode_frame(bob.identity.key, ping_frame(), NOW)
+    newer = alice.encode_frame(bob.identity.key, ping_frame(), NOW + REPLAY_WINDOW_S + 1)
+    bob.decode(newer, NOW + REPLAY_WINDOW_S + 1)
+    # Never seen, within the clock skew, but too far behind the newest from that peer.
+    assert reason(bob, old, NOW + REPLAY_WINDOW_S + 1) == "replay"
+
+
+def test_reordered_datagrams_within_the_window_are_accepted(alice: Codec, bob: Codec) -> None:
+    early = alice.encode_frame(bob.identity.key, ping_frame(), NOW)
+    late = alice.encode_frame(bob.identity.key, ping_frame(), NOW + 5)
+    bob.decode(late, NOW + 5)
+    assert bob.decode(early, NOW + 5).frame is not None
+
+
+def test_a_failed_datagram_does_not_spend_its_nonce(alice: Codec, bob: Codec) -> None:
+    data = alice.encode_frame(bob.identity.key, ping_frame(), NOW)
+    assert reason(bob, data, NOW + MAX_CLOCK_SKEW_S + 1) == "stale"
+    assert bob.decode(data, NOW).frame is not None
+
+
+@pytest.mark.parametrize("offset_s", [MAX_CLOCK_SKEW_S + 1, -(MAX_CLOCK_SKEW_S + 1), 1e6])
+def test_stale_or_future_timestamps_are_rejected(alice: Codec, bob: Codec, offset_s: float) -> None:
+    data = alice.encode_frame(bob.identity.key, ping_frame(), NOW + offset_s)
+    assert reason(bob, data, NOW) == "stale"
+
+
+@pytest.mark.parametrize("offset_s", [MAX_CLOCK_SKEW_S - 1, -(MAX_CLOCK_SKEW_S - 1)])
+def test_timestamps_within_the_skew_are_accepted(alice: Codec, bob: Codec, offset_s: float) -> None:
+    data = alice.encode_frame(bob.identity.key, ping_frame(), NOW + offset_s)
+    assert bob.decode(data, NOW).frame is not None
+
+
+def test_datagram_claiming_our_own_key_is_rejected(alice: Codec, bob: Codec) -> None:
+    packet = pb.Packet.FromString(alice.encode_frame(bob.identity.key, ping_frame(), NOW))
+    packet.sender_key = bob.identity.key
+    assert reason(bob, packet.SerializeToString()) == "own_key"
+    assert reason(bob, bob.encode_hello(b"c" * CHALLENGE_BYTES)) == "own_key"
+
+
+def test_random_garbage_is_rejected() -> None:
+    bob = codec(2)
+    rng = random.Random(5)
+    for _ in range(300):
+        data = rng.randbytes(rng.randrange(0, MAX_DATAGRAM_BYTES + 50))
+        with pytest.raises(Rejected):
+            bob.decode(data, NOW)
+
+
+def test_sender_key_with_its_sign_bit_flipped_is_not_accepted(alice: Codec, bob: Codec) -> None:
+    # An Ed25519 key and its negation share one X25519 key; a codec that only used the
+    # X25519 Box accepted this datagram as coming from a key nobody holds (regression).
+    packet = pb.Packet.FromString(alice.encode_frame(bob.identity.key, ping_frame(), NOW))
+    negated = bytearray(packet.sender_key)
+    negated[31] ^= 0x80
+    packet.sender_key = bytes(negated)
+    assert reason(bob, packet.SerializeToString()) in {"bad_auth", "bad_key"}

@@ -1,0 +1,293 @@
+"""Property-based fuzzing of the receive path (bounded, for the normal test run).
+
+Random bytes, truncations and mutations of real datagrams of every frame kind go
+to ``Node.receive_datagram``; mutated frames are also boxed validly so they get past
+authentication into the frame handlers. The letter decoder, the message opener,
+the ack verifier and the store-entry decoder get the same treatment. Nothing may
+raise, and every datagram must be counted (in ``datagrams_in``, and by reason in
+``stats.rejected`` when dropped).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import random
+from dataclasses import dataclass
+from functools import cache
+
+from google.protobuf.message import DecodeError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from comm_tui.crypto.ack import sign_ack, verify_ack
+from comm_tui.crypto.identity import Identity
+from comm_tui.crypto.seal import Sealer, SealError
+from comm_tui.protocol import wire_pb2 as pb
+from comm_tui.protocol.codec import PROTOCOL_VERSION
+from comm_tui.protocol.letters import LETTER_BYTES, LetterError, decode_letter, encode_letter
+from comm_tui.protocol.node import Node, NodeConfig, node_info
+from comm_tui.protocol.relay_store import Entry, Kind
+from comm_tui.protocol.routing import Endpoint
+
+T0 = 1_800_000_000.0
+EXAMPLES = 300
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+A_ENDPOINT: Endpoint = ("10.1.0.1", 4000)
+B_ENDPOINT: Endpoint = ("10.2.0.1", 4000)
+
+NONCES = itertools.count(1)
+# Inputs tried, per property (read by whoever wants the total; nothing is printed).
+TRIED: dict[str, int] = {}
+
+
+def tried(name: str) -> None:
+    TRIED[name] = TRIED.get(name, 0) + 1
+
+
+@dataclass
+class Rig:
+    a: Node
+    b: Node
+    datagrams: dict[str, bytes]  # one real datagram from A to B per frame kind
+    frames: dict[str, bytes]  # the serialized frames inside them
+    sealed: bytes
+    letter: bytes
+    store_blobs: list[bytes]
+
+
+def generous() -> NodeConfig:
+    # No rate limit gets in the way: every input must reach the decoder.
+    return NodeConfig(
+        datagram_burst=1e12, store_burst=1e12, new_key_burst=1e12, store_rate_per_s=1e9
+    )
+
+
+def connect(a: Node, b: Node) -> None:
+    a.bootstrap(B_ENDPOINT, T0)
+    nodes = {A_ENDPOINT: a, B_ENDPOINT: b}
+    for _ in range(50):
+        moved = False
+        for source, node in nodes.items():
+            for data, dest in node.datagrams_to_send():
+                moved = True
+                nodes[dest].receive_datagram(data, source, T0)
+        if not moved:
+            return
+
+
+@cache
+def rig() -> Rig:
+    a = Node(Identity.from_seed(b"\x01" * 32), T0, config=generous(), rng=random.Random(1))
+    b = Node(Identity.from_seed(b"\x02" * 32), T0, config=generous(), rng=random.Random(2))
+    connect(a, b)
+    assert b.address in a.table and a.address in b.table
+    a.send_text(b.identity.public, "fuzz me", T0)
+    a.datagrams_to_send()
+    (own,) = [e for e in a.store if e.kind is Kind.MESSAGE]
+    assert isinstance(own.wire, pb.Message)
+    ack = sign_ack(b.identity, own.item_id, a.address, own.expires_ms)
+    frames = {
+        "ping": pb.Frame(ping=pb.Ping(challenge=b"p" * 16)),
+        "pong": pb.Frame(
+            pong=pb.Pong(challenge=b"q" * 16, observed=node_info(b"k" * 32, B_ENDPOINT))
+        ),
+        "find_node": pb.Frame(find_node=pb.FindNode(query_id=b"f" * 16, target=b"t" * 20)),
+        "nodes": pb.Frame(
+            nodes=pb.Nodes(
+                query_id=b"n" * 16,
+                nodes=[node_info(bytes([i]) * 32, (f"10.9.{i}.1", 4000)) for i in range(8)],
+            )
+        ),
+        "message": pb.Frame(message=own.wire),
+        "ack": pb.Frame(ack=ack),
+        "receipt": pb.Frame(receipt=pb.Receipt(ids=[own.key, b"x" * 33])),
+        "fetch": pb.Frame(fetch=pb.Fetch()),
+    }
+    datagrams = {
+        kind: a.codec.encode_frame(b.identity.key, frame, T0) for kind, frame in frames.items()
+    }
+    datagrams["hello"] = a.codec.encode_hello(b"h" * 16, padding_bytes=40)
+    letter = encode_letter(b"i" * 16, 1, 3, 12345, "ünï".encode())
+    blobs = [e.serialize() for e in a.store]
+    return Rig(
+        a,
+        b,
+        datagrams,
+        {k: f.SerializeToString() for k, f in frames.items()},
+        own.wire.sealed,
+        letter,
+        blobs,
+    )
+
+
+def feed(data: bytes, now: float = T0) -> None:
+    """Give B one datagram; it must not raise and must count it."""
+    b = rig().b
+    before_in, before_rejected = b.stats.datagrams_in, b.stats.rejected_total
+    b.receive_datagram(data, A_ENDPOINT, now)
+    assert b.stats.datagrams_in == before_in + 1
+    assert b.stats.rejected_total in (before_rejected, before_rejected + 1)
+    b.datagrams_to_send()
+    while b.next_event() is not None:
+        pass
+
+
+def box_raw(plaintext: bytes, now: float) -> bytes:
+    """A correctly authenticated packet from A to B carrying any plaintext at all.
+
+    Each gets a fresh nonce, so none is refused as a replay before its frame is read.
+    """
+    r = rig()
+    nonce = int(now * 1000).to_bytes(8, "big") + next(NONCES).to_bytes(16, "big")
+    boxed = r.a.codec.box(r.b.identity.key).encrypt(plaintext, nonce)
+    packet = pb.Packet(version=PROTOCOL_VERSION, sender_key=r.a.identity.key, boxed=bytes(boxed))
+    return packet.SerializeToString()
+
+
+KINDS = sorted(
+    ["hello", "ping", "pong", "find_node", "nodes", "message", "ack", "receipt", "fetch"]
+)
+FRAME_KINDS = [k for k in KINDS if k != "hello"]
+
+
+@st.composite
+def mutated(draw: st.DrawFn, original: bytes) -> bytes:
+    data = bytearray(original)
+    for _ in range(draw(st.integers(1, 6))):
+        op = draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate", "dup"]))
+        pos = draw(st.integers(0, max(0, len(data) - 1)))
+        if op == "flip" and data:
+            data[pos] ^= 1 << draw(st.integers(0, 7))
+        elif op == "set" and data:
+            data[pos] = draw(st.integers(0, 255))
+        elif op == "insert":
+            data[pos:pos] = draw(st.binary(min_size=1, max_size=8))
+        elif op == "delete" and data:
+            del data[pos : pos + draw(st.integers(1, 8))]
+        elif op == "truncate":
+            del data[pos:]
+        elif op == "dup":
+            data[pos:pos] = data[pos : pos + draw(st.integers(1, 16))]
+    return bytes(data)
+
+
+# ---------------------------------------------------------------- outer layer
+
+
+def test_real_datagrams_are_accepted_once_then_counted_as_replays() -> None:
+    r = rig()
+    replays_before = r.b.stats.rejected["replay"]
+    fresh = {
+        kind: r.a.codec.encode_frame(r.b.identity.key, pb.Frame.FromString(frame), T0 + 1)
+        for kind, frame in r.frames.items()
+    }
+    for data in fresh.values():
+        feed(data, T0 + 1)
+    for data in fresh.values():
+        feed(data, T0 + 1)
+    assert r.b.stats.rejected["replay"] == replays_before + len(fresh)
+
+
+@FUZZ
+@given(st.binary(max_size=1400))
+def test_random_bytes(data: bytes) -> None:
+    tried("random_bytes")
+    feed(data)
+
+
+@FUZZ
+@given(st.sampled_from(KINDS), st.data())
+def test_truncations_of_real_datagrams(kind: str, data: st.DataObject) -> None:
+    tried("truncations")
+    original = rig().datagrams[kind]
+    feed(original[: data.draw(st.integers(0, len(original) - 1))])
+
+
+@FUZZ
+@given(st.sampled_from(KINDS), st.data())
+def test_mutations_of_real_datagrams(kind: str, data: st.DataObject) -> None:
+    tried("mutations")
+    feed(data.draw(mutated(rig().datagrams[kind])))
+
+
+# ---------------------------------------------------------------- inside the box
+
+
+@FUZZ
+@given(st.sampled_from(FRAME_KINDS), st.data())
+def test_mutated_frames_in_valid_boxes(kind: str, data: st.DataObject) -> None:
+    tried("boxed_mutations")
+    plaintext = data.draw(mutated(rig().frames[kind]))
+    feed(box_raw(plaintext, T0 + 2), T0 + 2)
+
+
+@FUZZ
+@given(st.binary(max_size=1100))
+def test_random_plaintext_in_valid_boxes(plaintext: bytes) -> None:
+    tried("boxed_random")
+    feed(box_raw(plaintext, T0 + 3), T0 + 3)
+
+
+@FUZZ
+@given(st.data())
+def test_messages_with_mutated_seals(data: st.DataObject) -> None:
+    tried("sealed_mutations")
+    r = rig()
+    msg = pb.Message.FromString(
+        pb.Frame.FromString(r.frames["message"]).message.SerializeToString()
+    )
+    msg.sealed = data.draw(mutated(r.sealed))
+    msg.hops = data.draw(st.integers(0, 2**32 - 1))
+    feed(box_raw(pb.Frame(message=msg).SerializeToString(), T0 + 4), T0 + 4)
+
+
+# ---------------------------------------------------------------- components
+
+
+@FUZZ
+@given(st.data())
+def test_opener_and_letter_decoder(data: st.DataObject) -> None:
+    tried("opener")
+    r = rig()
+    sealer = Sealer(r.b.identity)
+    sealed = data.draw(st.one_of(mutated(r.sealed), st.binary(max_size=1200)))
+    try:
+        _, letter = sealer.open(sealed)
+    except SealError:
+        letter = data.draw(st.one_of(mutated(r.letter), st.binary(max_size=LETTER_BYTES + 2)))
+    with contextlib.suppress(LetterError):
+        decode_letter(letter)
+
+
+@FUZZ
+@given(st.data())
+def test_ack_verifier(data: st.DataObject) -> None:
+    tried("acks")
+    r = rig()
+    blob = data.draw(mutated(pb.Frame.FromString(r.frames["ack"]).ack.SerializeToString()))
+    try:
+        ack = pb.Ack.FromString(blob)
+    except DecodeError:
+        return
+    original = pb.Frame.FromString(r.frames["ack"]).ack
+
+    def signed(a: pb.Ack) -> tuple[bytes, bytes, bytes, int, bytes]:
+        return (a.message_id, a.recipient_key, a.destination, a.expires_ms, a.signature)
+
+    if signed(ack) != signed(original):
+        assert not verify_ack(ack)
+
+
+@FUZZ
+@given(st.data())
+def test_store_entry_decoder(data: st.DataObject) -> None:
+    tried("store_entries")
+    r = rig()
+    blob = data.draw(st.one_of(mutated(data.draw(st.sampled_from(r.store_blobs))), st.binary()))
+    with contextlib.suppress(ValueError):
+        Entry.deserialize(blob)

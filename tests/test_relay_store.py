@@ -1,0 +1,241 @@
+"""Tests for the relay store: quotas that refuse (never evict), expiry, change
+tracking, and the serialize/deserialize round trip of persisted entries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+
+from comm_tui.crypto.ack import sign_ack
+from comm_tui.crypto.identity import Identity, address_of
+from comm_tui.crypto.seal import message_id
+from comm_tui.protocol import wire_pb2 as pb
+from comm_tui.protocol.relay_store import (
+    ENTRY_OVERHEAD_BYTES,
+    Entry,
+    Kind,
+    QuotaExceeded,
+    RelayStore,
+    entry_key,
+)
+
+NOW = 1_800_000_000.0
+NOW_MS = int(NOW * 1000)
+SEALED = 1000
+
+
+def message_entry(
+    n: int, *, target: bytes = b"T" * 20, origin: bytes = b"", expires_ms: int = NOW_MS + 60_000
+) -> Entry:
+    sealed = n.to_bytes(4, "big") * (SEALED // 4)
+    msg = pb.Message(recipient=target, expires_ms=expires_ms, sealed=sealed)
+    return Entry(
+        Kind.MESSAGE,
+        message_id(target, expires_ms, sealed),
+        target,
+        expires_ms,
+        msg,
+        stored_at=NOW,
+        holders={origin} if origin else set(),
+        origin=origin,
+    )
+
+
+ENTRY_SIZE = message_entry(0).size
+
+
+def ack_entry(recipient: Identity, mid: bytes, destination: bytes) -> Entry:
+    ack = sign_ack(recipient, mid, destination, NOW_MS + 60_000)
+    return Entry(Kind.ACK, mid + recipient.address, destination, ack.expires_ms, ack, stored_at=NOW)
+
+
+def test_entry_size_counts_bookkeeping() -> None:
+    assert ENTRY_SIZE > SEALED + ENTRY_OVERHEAD_BYTES
+
+
+def test_add_get_remove_and_target_index() -> None:
+    store = RelayStore()
+    a, b = message_entry(1), message_entry(2, target=b"U" * 20)
+    store.add(a)
+    store.add(b)
+    assert len(store) == 2
+    assert store.get(Kind.MESSAGE, a.item_id) is a
+    assert store.for_target(b"T" * 20) == [a]
+    assert store.total_bytes == a.size + b.size
+    store.remove(a)
+    store.remove(a)  # twice is harmless
+    assert store.get(Kind.MESSAGE, a.item_id) is None
+    assert store.for_target(b"T" * 20) == []
+    assert store.total_bytes == b.size
+
+
+def test_total_quota_refuses_new_items_and_keeps_old_ones() -> None:
+    store = RelayStore(total_bytes=ENTRY_SIZE * 3, per_target_bytes=10**9, per_peer_bytes=10**9)
+    kept = [message_entry(i, target=bytes([i]) * 20, origin=bytes([i]) * 20) for i in range(3)]
+    for entry in kept:
+        store.add(entry)
+    with pytest.raises(QuotaExceeded) as info:
+        store.add(message_entry(9, target=b"\x09" * 20, origin=b"\x09" * 20))
+    assert info.value.reason == "store_full"
+    assert [store.get(Kind.MESSAGE, e.item_id) for e in kept] == kept
+    assert store.total_bytes <= store.total_limit
+
+
+def test_per_target_quota() -> None:
+    store = RelayStore(total_bytes=10**9, per_target_bytes=ENTRY_SIZE * 2, per_peer_bytes=10**9)
+    store.add(message_entry(1, origin=b"a" * 20))
+    store.add(message_entry(2, origin=b"b" * 20))
+    with pytest.raises(QuotaExceeded) as info:
+        store.add(message_entry(3, origin=b"c" * 20))
+    assert info.value.reason == "target_quota"
+    store.add(message_entry(4, target=b"V" * 20, origin=b"c" * 20))  # other targets still fit
+
+
+def test_per_peer_quota_stops_a_flood_without_hurting_others() -> None:
+    store = RelayStore(
+        total_bytes=ENTRY_SIZE * 20, per_target_bytes=10**9, per_peer_bytes=ENTRY_SIZE * 5
+    )
+    honest = message_entry(10_000, origin=b"h" * 20)
+    store.add(honest)
+    refused = 0
+    for i in range(1000):
+        try:
+            store.add(message_entry(i, target=i.to_bytes(20, "big"), origin=b"f" * 20))
+        except QuotaExceeded as exc:
+            assert exc.reason == "peer_quota"
+            refused += 1
+    assert refused == 995
+    assert store.get(Kind.MESSAGE, honest.item_id) is honest
+    store.add(message_entry(10_001, origin=b"g" * 20))  # another peer still gets room
+    assert store.total_bytes <= store.total_limit
+
+
+def test_refused_items_leave_no_bookkeeping_behind() -> None:
+    """A flood of refused items to ever new targets must not grow the store's memory."""
+    store = RelayStore(total_bytes=10**9, per_target_bytes=10**9, per_peer_bytes=ENTRY_SIZE)
+    store.add(message_entry(0, origin=b"f" * 20))
+    for i in range(1, 500):
+        with pytest.raises(QuotaExceeded):
+            store.add(message_entry(i, target=i.to_bytes(20, "big"), origin=b"f" * 20))
+    assert len(store._target_bytes) == 1
+    assert len(store._peer_bytes) == 1
+    assert len(store._by_target) == 1
+
+
+def test_own_items_bypass_the_quota() -> None:
+    store = RelayStore(total_bytes=ENTRY_SIZE, per_target_bytes=ENTRY_SIZE, per_peer_bytes=10**9)
+    store.add(message_entry(1, origin=b"x" * 20))
+    with pytest.raises(QuotaExceeded):
+        store.add(message_entry(2, origin=b"y" * 20))
+    store.add(message_entry(3), enforce_quota=False)
+    assert len(store) == 2
+
+
+def test_accounting_returns_to_zero_after_removal() -> None:
+    store = RelayStore()
+    entries = [
+        message_entry(i, target=bytes([i % 3]) * 20, origin=bytes([i % 2]) * 20) for i in range(10)
+    ]
+    for entry in entries:
+        store.add(entry)
+    store.add(entries[0])  # re-adding the same key replaces it
+    assert len(store) == 10
+    for entry in entries:
+        store.remove(entry)
+    assert store.total_bytes == 0
+    assert not store._target_bytes and not store._peer_bytes and not store._by_target
+
+
+def test_expiry_removes_only_what_is_due() -> None:
+    store = RelayStore()
+    soon = message_entry(1, expires_ms=NOW_MS + 1000)
+    later = message_entry(2, expires_ms=NOW_MS + 5000)
+    store.add(soon)
+    store.add(later)
+    assert store.expire(NOW_MS + 999) == []
+    assert store.expire(NOW_MS + 1000) == [soon]
+    assert len(store) == 1
+    assert store.expire(NOW_MS + 10_000) == [later]
+    assert store.total_bytes == 0
+
+
+def test_take_changes_reports_puts_and_deletes_once() -> None:
+    store = RelayStore()
+    a, b = message_entry(1), message_entry(2)
+    store.add(a)
+    store.add(b)
+    put, deleted = store.take_changes()
+    assert set(put) == {a.key, b.key}
+    assert put[a.key] == (a.serialize(), a.expires_ms)
+    assert deleted == frozenset()
+    assert store.take_changes() == ({}, frozenset())
+    store.remove(a)
+    b.attempts = 3
+    store.touch(b)
+    put, deleted = store.take_changes()
+    assert set(put) == {b.key}
+    assert deleted == frozenset({a.key})
+
+
+def test_message_entry_round_trip() -> None:
+    entry = message_entry(7, origin=b"o" * 20)
+    entry.attempts = 5
+    entry.next_at = NOW + 31.5
+    entry.holders = {b"h" * 20, b"i" * 20}
+    entry.own_text_id = b"x" * 16
+    entry.own_part = 3
+    entry.own_parts = 4
+    back = Entry.deserialize(entry.serialize())
+    assert back.key == entry.key
+    assert back.kind is Kind.MESSAGE
+    assert back.target == entry.target
+    assert back.expires_ms == entry.expires_ms
+    assert back.wire == entry.wire
+    assert (back.attempts, back.next_at, back.holders) == (5, NOW + 31.5, entry.holders)
+    assert (back.own_text_id, back.own_part, back.own_parts) == (b"x" * 16, 3, 4)
+    assert back.stored_at == NOW
+    assert back.size == entry.size
+
+
+def test_ack_entry_round_trip_keeps_its_key() -> None:
+    """A restored ack must keep the key the node stores it under (id + recipient address)."""
+    recipient = Identity.from_seed(b"\x07" * 32)
+    mid = message_entry(1).item_id
+    entry = ack_entry(recipient, mid, b"D" * 20)
+    entry.settled = True
+    back = Entry.deserialize(entry.serialize())
+    assert back.kind is Kind.ACK
+    assert back.key == entry.key == entry_key(Kind.ACK, mid + address_of(recipient.key))
+    assert back.target == b"D" * 20
+    assert back.settled
+    assert back.wire == entry.wire
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        b"",
+        b"\xff",
+        b"\xff" * 40,
+        pb.StoreEntry(attempts=3).SerializeToString(),  # no item
+        pb.StoreEntry(message=pb.Message(recipient=b"short")).SerializeToString(),
+        pb.StoreEntry(ack=pb.Ack(message_id=b"m" * 32)).SerializeToString(),
+    ],
+)
+def test_damaged_blobs_raise_value_error(blob: bytes) -> None:
+    with pytest.raises(ValueError):
+        Entry.deserialize(blob)
+
+
+def test_truncated_and_flipped_blobs_raise_only_value_error() -> None:
+    blob = message_entry(3, origin=b"o" * 20).serialize()
+    for cut in range(len(blob)):
+        with contextlib.suppress(ValueError):
+            Entry.deserialize(blob[:cut])
+    for position in range(0, len(blob), 7):
+        flipped = bytearray(blob)
+        flipped[position] ^= 0xFF
+        with contextlib.suppress(ValueError):
+            Entry.deserialize(bytes(flipped))
