@@ -69,6 +69,8 @@ RECEIPT_TIMEOUT_S = 2.0
 MAINTENANCE_INTERVAL_S = 1.0
 HOUSEKEEPING_INTERVAL_S = 30.0
 REBOOTSTRAP_INTERVAL_S = 15.0
+# A timer that fires this much later than asked means the node was asleep.
+SLEEP_GAP_S = 30.0
 PENDING_QUERIES_MAX = 1024
 FETCH_ITEMS_MAX = 512
 FIND_NODE_ANSWER_NODES = 8
@@ -309,6 +311,10 @@ class Node:
             if entry.attempts < self.config.max_relay_attempts or entry.own_text_id:
                 self._relay(entry, now)
         if now >= self._next_maintenance:
+            if now - self._next_maintenance > SLEEP_GAP_S and len(self.table):
+                # We were asleep (a closed laptop, a stopped process): the network moved
+                # on, so look ourselves up again, which ends in a Fetch of what waits.
+                self.lookup(self.address, now)
             self._next_maintenance = now + MAINTENANCE_INTERVAL_S
             self._expire_queries(now)
         if now >= self._next_housekeeping:

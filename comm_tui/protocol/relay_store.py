@@ -138,7 +138,9 @@ class RelayStore:
         self.per_target_limit = per_target_bytes
         self.per_peer_limit = per_peer_bytes
         self._entries: dict[bytes, Entry] = {}
-        self._by_target: defaultdict[bytes, set[bytes]] = defaultdict(set)
+        # Dicts as ordered sets: iteration order must not depend on hash seeds, so a
+        # simulation with a fixed seed replays exactly.
+        self._by_target: defaultdict[bytes, dict[bytes, None]] = defaultdict(dict)
         self._target_bytes: defaultdict[bytes, int] = defaultdict(int)
         self._peer_bytes: defaultdict[bytes, int] = defaultdict(int)
         self.total_bytes = 0
@@ -176,7 +178,7 @@ class RelayStore:
         if key in self._entries:
             self.remove(self._entries[key])
         self._entries[key] = entry
-        self._by_target[entry.target].add(key)
+        self._by_target[entry.target][key] = None
         self._target_bytes[entry.target] += size
         if entry.origin:
             self._peer_bytes[entry.origin] += size
@@ -194,7 +196,7 @@ class RelayStore:
             return
         size = entry.size
         keys = self._by_target[entry.target]
-        keys.discard(key)
+        keys.pop(key, None)
         if not keys:
             del self._by_target[entry.target]
         self._target_bytes[entry.target] -= size
