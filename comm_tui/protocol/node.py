@@ -305,7 +305,7 @@ class Node:
     def handle_timer(self, now: float) -> None:
         while self._schedule and self._schedule[0][0] <= now:
             due, key = heapq.heappop(self._schedule)
-            entry = self.store._entries.get(key)
+            entry = self.store.by_key(key)
             if entry is None or entry.next_at != due or entry.settled:
                 continue
             if entry.attempts < self.config.max_relay_attempts or entry.own_text_id:
@@ -450,7 +450,7 @@ class Node:
         if len(receipt.ids) > FETCH_ITEMS_MAX:
             raise Rejected("malformed")
         for key in receipt.ids:
-            entry = self.store._entries.get(key)
+            entry = self.store.by_key(key)
             if entry is None:
                 continue
             self._awaiting_receipt.pop((sender.address, key), None)
@@ -555,7 +555,7 @@ class Node:
             raise Rejected("malformed")
         recipient = address_of(ack.recipient_key)
         key = entry_key(Kind.ACK, ack.message_id + recipient)
-        existing = self.store._entries.get(key)
+        existing = self.store.by_key(key)
         if existing is not None:
             self._add_holder(existing, sender.address, now)
             self._send_receipt(sender.key, addr, [key], now)

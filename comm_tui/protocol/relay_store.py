@@ -156,6 +156,10 @@ class RelayStore:
     def get(self, kind: Kind, item_id: bytes) -> Entry | None:
         return self._entries.get(entry_key(kind, item_id))
 
+    def by_key(self, key: bytes) -> Entry | None:
+        """An entry by its store key (as receipts and the schedule name it)."""
+        return self._entries.get(key)
+
     def for_target(self, target: bytes) -> list[Entry]:
         return [self._entries[k] for k in self._by_target.get(target, ())]
 
