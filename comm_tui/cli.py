@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import getpass
 import json
+import logging
 import os
 import re
 import signal
@@ -39,6 +40,7 @@ from comm_tui.crypto.keyfile import (
     write_identity_file,
 )
 from comm_tui.errors import KeyFileError, UserError
+from comm_tui.logs import file_logger
 from comm_tui.net.service import IncomingText, NodeService, OutgoingUpdated, ServiceEvent
 from comm_tui.profile import Profile, open_profile, start_service
 from comm_tui.protocol.letters import MAX_TEXT_BYTES
@@ -533,8 +535,13 @@ def _install_stop_signals(on_signal: Callable[[], None]) -> Callable[[], None]:
     return remove
 
 
+_node_log: logging.Logger | None = None
+
+
 def _log(line: str) -> None:
     print(f"{_now_text()} {line}", flush=True)
+    if _node_log is not None:
+        _node_log.info(line)
 
 
 def _event_logger(db: Database) -> Callable[[ServiceEvent], None]:
@@ -565,6 +572,8 @@ def _stats_line(service: NodeService) -> str:
 
 
 async def _run_node(profile: Profile, g: _Globals) -> int:
+    global _node_log
+    _node_log = file_logger(profile.paths, "node")
     stop = asyncio.Event()
     remove_signals = _install_stop_signals(stop.set)
     try:
