@@ -1,0 +1,454 @@
+"""The comm-tui Textual app: layout, bindings, and the wiring between node and widgets.
+
+The node runs in this app's own asyncio loop (NodeService is asyncio-native) inside
+one long-lived worker. Its events arrive as :class:`NodeEvent` messages; every
+figure in the status panel comes from a snapshot taken once a second.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, OptionList
+
+from comm_tui.app.demo import DemoNetwork
+from comm_tui.app.format import one_line, short_address
+from comm_tui.app.messages import (
+    ConversationOpened,
+    NodeEvent,
+    NodeStarted,
+    RequestAnswered,
+    SendRequested,
+)
+from comm_tui.app.screens.contact_dialogs import AddContactScreen, ConfirmScreen, RenameScreen
+from comm_tui.app.screens.first_run import NicknameScreen
+from comm_tui.app.screens.identity_dialogs import (
+    CardScreen,
+    ExportScreen,
+    ImportResult,
+    ImportScreen,
+)
+from comm_tui.app.status import endpoint_text, offline_snapshot, take_snapshot
+from comm_tui.app.widgets.contact_list import ContactEntry, ContactList
+from comm_tui.app.widgets.conversation import ConversationView
+from comm_tui.app.widgets.status_panel import StatusPanel
+from comm_tui.crypto.card import encode_card
+from comm_tui.crypto.identity import PublicIdentity
+from comm_tui.errors import UserError
+from comm_tui.net.service import (
+    IncomingText,
+    NodeService,
+    OutgoingUpdated,
+    PeersChanged,
+    ServiceEvent,
+)
+from comm_tui.profile import Profile, start_service
+from comm_tui.store.config import save_config
+
+STATUS_REFRESH_S = 1.0
+IGNORED_META_KEY = "app.ignored_requests"
+NOTIFY_PREVIEW_CHARS = 60
+
+
+class CommApp(App[int]):
+    """Contacts on the left, the conversation in the middle, the network on the right."""
+
+    TITLE = "comm-tui"
+    CSS_PATH = "app.tcss"
+    BINDINGS = [
+        Binding("ctrl+n", "add_contact", "Add contact"),
+        Binding("ctrl+s", "toggle_status", "Status panel"),
+        Binding("ctrl+y", "copy_card", "Copy card"),
+        Binding("ctrl+g", "show_card", "Card QR"),
+        Binding("ctrl+o", "export_identity", "Export id"),
+        Binding("ctrl+l", "import_identity", "Import id", show=False),
+        Binding("escape", "focus_contacts", "Contacts", show=False),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+
+    def __init__(
+        self,
+        profile: Profile,
+        *,
+        listen: str | None = None,
+        bootstrap: list[str] | None = None,
+        demo: bool = False,
+    ) -> None:
+        super().__init__()
+        self.profile = profile
+        self.listen = listen
+        self.bootstrap = list(bootstrap or [])
+        self.demo = demo
+        self.service: NodeService | None = None
+        self.demo_network: DemoNetwork | None = None
+        self.card = encode_card(profile.identity.public)
+
+    # ------------------------------------------------------------------ layout
+
+    def compose(self) -> ComposeResult:
+        yield Header(icon="✉")
+        with Horizontal(id="main"):
+            yield ContactList(id="contacts")
+            yield ConversationView(self.profile.db, id="conversation")
+            yield StatusPanel(id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.theme = "textual-dark"
+        self._update_subtitle()
+        self.refresh_contacts()
+        self.query_one(StatusPanel).snapshot = offline_snapshot(self.profile.identity, time.time())
+        self.query_one(ContactList).focus()
+        self.set_interval(STATUS_REFRESH_S, self._tick)
+        self._run_node()
+        if self.profile.created:
+            self.push_screen(NicknameScreen(self.profile.identity.address.hex()), self._named)
+
+    async def on_unmount(self) -> None:
+        await self.stop_node()
+
+    # ------------------------------------------------------------------ the node
+
+    @work(exclusive=True, group="node", exit_on_error=False)
+    async def _run_node(self) -> None:
+        try:
+            if self.demo:
+                self.demo_network = DemoNetwork()
+                endpoints = await self.demo_network.start()
+                service = NodeService(
+                    self.profile.identity,
+                    self.profile.db,
+                    listen=("127.0.0.1", 0),
+                    bootstrap=endpoints,
+                )
+                await service.start()
+            else:
+                service = await start_service(self.profile, self.listen, self.bootstrap)
+        except (UserError, OSError) as err:
+            self.notify(f"The node did not start: {err}", severity="error", timeout=30)
+            return
+
+        def forward(event: ServiceEvent) -> None:
+            self.post_message(NodeEvent(event))
+
+        service.subscribe(forward)
+        self.service = service
+        if self.demo_network is not None:
+            self.demo_network.greet(self.profile.identity.public)
+        self.post_message(NodeStarted(endpoint_text(service.bound)))
+
+    async def stop_node(self) -> None:
+        service, self.service = self.service, None
+        if service is not None:
+            await service.stop()
+        demo, self.demo_network = self.demo_network, None
+        if demo is not None:
+            await demo.stop()
+
+    def _tick(self) -> None:
+        if self.service is not None:
+            self.query_one(StatusPanel).snapshot = take_snapshot(self.service, time.time())
+        self._update_subtitle()
+
+    def _update_subtitle(self) -> None:
+        who = self.profile.config.nickname or short_address(self.profile.identity.address)
+        if self.service is None:
+            state = "starting"
+        else:
+            state = self.service.node.state
+            peers = len(self.service.node.table)
+            if peers:
+                state += f", {peers} peer{'s' * (peers != 1)}"
+        self.sub_title = f"{who} · {state}" + (" · demo network" if self.demo else "")
+
+    @on(NodeStarted)
+    def _node_started(self, event: NodeStarted) -> None:
+        self._tick()
+
+    @on(NodeEvent)
+    def _node_event(self, message: NodeEvent) -> None:
+        if not self.screen_stack:  # the app is closing; the database has the event
+            return
+        event = message.event
+        conversation = self.query_one(ConversationView)
+        if isinstance(event, IncomingText):
+            row = event.row
+            if conversation.peer_address == row.peer_address:
+                conversation.add_row(row)
+                self.profile.db.mark_read(row.peer_address)
+            self.refresh_contacts()
+            if conversation.peer_address != row.peer_address:
+                entry = self.query_one(ContactList).entry(row.peer_address)
+                if entry is not None:
+                    title = "Message request" if entry.is_request else entry.title
+                    self.notify(one_line(row.text, NOTIFY_PREVIEW_CHARS), title=title)
+        elif isinstance(event, OutgoingUpdated):
+            conversation.update_row(event.row)
+        elif isinstance(event, PeersChanged):
+            self._update_subtitle()
+
+    # ------------------------------------------------------------------ contacts
+
+    def _ignored(self) -> dict[str, float]:
+        raw = self.profile.db.get_meta(IGNORED_META_KEY)
+        try:
+            value = json.loads(raw) if raw else {}
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def _ignore(self, peer_address: bytes) -> None:
+        ignored = self._ignored()
+        ignored[peer_address.hex()] = time.time()
+        self.profile.db.set_meta(IGNORED_META_KEY, json.dumps(ignored))
+
+    def contact_entries(self) -> list[ContactEntry]:
+        """Contacts and requests; an ignored request returns only with a newer message."""
+        ignored = self._ignored()
+        entries = []
+        for c in self.profile.db.conversations():
+            if c.name is None:
+                when = ignored.get(c.peer_address.hex())
+                if when is not None and (c.last_time or 0) <= when:
+                    continue
+            entries.append(
+                ContactEntry(c.peer_address, c.peer_key, c.name, c.last_text, c.last_time, c.unread)
+            )
+        return entries
+
+    def refresh_contacts(self) -> None:
+        entries = self.contact_entries()
+        self.query_one(ContactList).set_entries(entries)
+        conversation = self.query_one(ConversationView)
+        if conversation.peer_address is not None:
+            current = next(
+                (e for e in entries if e.peer_address == conversation.peer_address), None
+            )
+            if current is not None:
+                conversation.set_peer(current)
+        self.refresh_bindings()
+
+    def _target(self) -> ContactEntry | None:
+        """The contact an action is about: the open conversation if it has focus, else the list."""
+        conversation = self.query_one(ConversationView)
+        if conversation.peer is not None and conversation.has_focus_within:
+            return self.query_one(ContactList).entry(conversation.peer.peer_address)
+        return self.query_one(ContactList).highlighted_entry
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("rename_contact", "remove_contact", "accept_request", "ignore_request"):
+            if len(self.screen_stack) != 1:  # a dialog is open, or the app is closing
+                return True
+            target = self._target()
+            wants_request = action in ("accept_request", "ignore_request")
+            return target is not None and target.is_request == wants_request
+        return True
+
+    @on(OptionList.OptionHighlighted, "#contacts")
+    def _highlighted(self) -> None:
+        if self.screen_stack:  # not while the app closes
+            self.refresh_bindings()
+
+    @on(ConversationOpened)
+    async def _open(self, event: ConversationOpened) -> None:
+        entry = self.query_one(ContactList).entry(event.peer_address)
+        if entry is None:
+            return
+        conversation = self.query_one(ConversationView)
+        await conversation.open(entry)
+        if entry.unread:
+            self.profile.db.mark_read(entry.peer_address)
+            self.refresh_contacts()
+        if event.focus_input:
+            conversation.focus_input()
+        self.refresh_bindings()
+
+    @on(SendRequested)
+    def _send(self, event: SendRequested) -> None:
+        contact = self.profile.db.contact_by_address(event.peer_address)
+        if contact is None:
+            self.notify("Add this sender as a contact to reply.", severity="warning")
+            return
+        if self.service is None:
+            self.notify("The node is still starting; try again in a moment.", severity="warning")
+            self.query_one("#message-input", Input).value = event.text
+            return
+        try:
+            row = self.service.send_text(PublicIdentity(contact.key), event.text)
+        except (ValueError, UserError) as err:
+            self.notify(str(err), title="Not sent", severity="error")
+            return
+        self.query_one(ConversationView).add_row(row)
+        self.refresh_contacts()
+
+    @on(RequestAnswered)
+    def _answered(self, event: RequestAnswered) -> None:
+        entry = self.query_one(ContactList).entry(event.peer_address)
+        if entry is not None:
+            self._accept(entry) if event.accept else self._ignore_entry(entry)
+
+    def _save_contact(self, name: str, identity: PublicIdentity) -> None:
+        self.profile.db.add_contact(name, identity.key, identity.address, time.time())
+
+    def _contact_added(self, name: str | None) -> None:
+        if name is None:
+            return
+        self.refresh_contacts()
+        contact = self.profile.db.contact_by_name(name)
+        if contact is not None:
+            self.query_one(ContactList).select_address(contact.address)
+            self.post_message(ConversationOpened(contact.address))
+        self.notify(f"{name} added to your contacts.")
+
+    def action_add_contact(self) -> None:
+        self.push_screen(AddContactScreen(self._save_contact), self._contact_added)
+
+    def _accept(self, entry: ContactEntry) -> None:
+        if entry.peer_key is None:
+            return
+        card = encode_card(PublicIdentity(entry.peer_key))
+        screen = AddContactScreen(self._save_contact, card=card, title="Accept message request")
+        self.push_screen(screen, self._contact_added)
+
+    def action_accept_request(self) -> None:
+        entry = self._target()
+        if entry is not None and entry.is_request:
+            self._accept(entry)
+
+    def _ignore_entry(self, entry: ContactEntry) -> None:
+        self._ignore(entry.peer_address)
+        self._close_if_open(entry.peer_address)
+        self.refresh_contacts()
+        self.notify("Request ignored. It comes back if they write again.")
+
+    def action_ignore_request(self) -> None:
+        entry = self._target()
+        if entry is not None and entry.is_request:
+            self._ignore_entry(entry)
+
+    def _close_if_open(self, peer_address: bytes) -> None:
+        conversation = self.query_one(ConversationView)
+        if conversation.peer_address == peer_address:
+            self.run_worker(conversation.close(), group="ui")
+            self.query_one(ContactList).focus()
+
+    def action_rename_contact(self) -> None:
+        entry = self._target()
+        if entry is None or entry.name is None:
+            return
+        old = entry.name
+
+        def rename(new: str) -> None:
+            self.profile.db.rename_contact(old, new)
+
+        def renamed(new: str | None) -> None:
+            if new is not None:
+                self.refresh_contacts()
+
+        self.push_screen(RenameScreen(old, rename), renamed)
+
+    def action_remove_contact(self) -> None:
+        entry = self._target()
+        if entry is None or entry.name is None:
+            return
+        name = entry.name
+
+        def answered(yes: bool | None) -> None:
+            if not yes:
+                return
+            try:
+                self.profile.db.remove_contact(name)
+            except UserError as err:
+                self.notify(str(err), severity="error")
+                return
+            # Their history stays on disk; do not bring them back as a request.
+            self._ignore(entry.peer_address)
+            self._close_if_open(entry.peer_address)
+            self.refresh_contacts()
+            self.notify(f"{name} removed.")
+
+        question = (
+            f"Remove {name} from your contacts?\n"
+            "The conversation is kept; a new message from them shows as a request."
+        )
+        self.push_screen(ConfirmScreen(question, yes="Remove"), answered)
+
+    def action_focus_contacts(self) -> None:
+        self.query_one(ContactList).focus()
+
+    # ------------------------------------------------------------------ identity
+
+    def _named(self, name: str | None) -> None:
+        if name is None:
+            return
+        self.profile.config.nickname = name
+        try:
+            save_config(self.profile.paths.config_file, self.profile.config)
+        except UserError as err:
+            self.notify(str(err), severity="error")
+            return
+        self._update_subtitle()
+        self.notify(f"Hello, {name}! Share your card (ctrl+g) so people can add you.")
+
+    def action_toggle_status(self) -> None:
+        panel = self.query_one(StatusPanel)
+        panel.display = not panel.display
+
+    def action_copy_card(self) -> None:
+        self.copy_to_clipboard(self.card)
+        self.notify("Your card is on the clipboard.", title="Copied")
+
+    def action_show_card(self) -> None:
+        self.push_screen(CardScreen(self.card, self.profile.identity.address.hex()))
+
+    def action_export_identity(self) -> None:
+        default = Path.home() / f"comm-tui-{short_address(self.profile.identity.address)}.key"
+
+        def exported(path: Path | None) -> None:
+            if path is not None:
+                self.notify(f"Identity exported to {path}", title="Exported")
+
+        self.push_screen(ExportScreen(self.profile.identity, default), exported)
+
+    def action_import_identity(self) -> None:
+        def imported(result: ImportResult | None) -> None:
+            if result is None:
+                return
+            backup = f" The old one is saved as {result.backup}." if result.backup else ""
+            self.notify(
+                f"Identity {result.address_hex[:8]}… imported.{backup} Restart comm-tui to use it.",
+                title="Restart needed",
+                severity="warning",
+                timeout=60,
+            )
+
+        self.push_screen(
+            ImportScreen(self.profile.paths.identity_file, self.profile.identity), imported
+        )
+
+    # ------------------------------------------------------------------ palette
+
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        commands = [
+            ("Add contact", "Add someone by their card", self.action_add_contact),
+            ("Rename contact", "Rename the selected contact", self.action_rename_contact),
+            ("Remove contact", "Remove the selected contact", self.action_remove_contact),
+            ("Accept request", "Add the selected sender as a contact", self.action_accept_request),
+            ("Ignore request", "Hide the selected message request", self.action_ignore_request),
+            ("Toggle status panel", "Show or hide the network panel", self.action_toggle_status),
+            ("Copy my card", "Put your contact card on the clipboard", self.action_copy_card),
+            ("Show my card", "Your card as text and QR code", self.action_show_card),
+            ("Export identity", "Save your key to a passphrase file", self.action_export_identity),
+            ("Import identity", "Replace your key from a file", self.action_import_identity),
+        ]
+        for title, help_text, callback in commands:
+            yield SystemCommand(title, help_text, callback)

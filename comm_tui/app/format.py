@@ -1,0 +1,73 @@
+"""How times, addresses and delivery states look on screen, in one place."""
+
+from __future__ import annotations
+
+import time
+
+# Compact delivery marks: one or two cells, readable without colour.
+STATE_MARKS: dict[str, str] = {
+    "queued": "◷",
+    "sent": "✓",
+    "delivered": "✓✓",
+    "expired": "✗",
+    "received": "",
+}
+STATE_HELP: dict[str, str] = {
+    "queued": "queued: no peer has taken it yet",
+    "sent": "sent: handed to the network",
+    "delivered": "delivered: the recipient acknowledged it",
+    "expired": "expired: it was never delivered",
+}
+SHORT_ADDRESS_CHARS = 8
+
+
+def short_address(address: bytes) -> str:
+    """The first hex digits of an address, enough to tell people apart on screen."""
+    return address.hex()[:SHORT_ADDRESS_CHARS]
+
+
+def message_time(when: float, now: float | None = None) -> str:
+    """``14:03`` for today, ``05 Mar 14:03`` before that."""
+    local = time.localtime(when)
+    today = time.localtime(time.time() if now is None else now)
+    if local[:3] == today[:3]:
+        return time.strftime("%H:%M", local)
+    return time.strftime("%d %b %H:%M", local)
+
+
+def list_time(when: float, now: float | None = None) -> str:
+    """``14:03`` for today, ``05 Mar`` this year, ``2024-03-05`` before."""
+    local = time.localtime(when)
+    today = time.localtime(time.time() if now is None else now)
+    if local[:3] == today[:3]:
+        return time.strftime("%H:%M", local)
+    if local.tm_year == today.tm_year:
+        return time.strftime("%d %b", local)
+    return time.strftime("%Y-%m-%d", local)
+
+
+def ago(seconds: float) -> str:
+    """``3s``, ``4m``, ``2h``, ``5d``: how long ago, in at most four characters."""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 86400:
+        return f"{seconds / 3600:.0f}h"
+    return f"{seconds / 86400:.0f}d"
+
+
+def size(count: float) -> str:
+    """A byte count in B, KiB, MiB or GiB with at most one decimal."""
+    for unit in ("B", "KiB", "MiB"):
+        if count < 1024:
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} GiB"
+
+
+def one_line(text: str, limit: int = 40) -> str:
+    """A preview of a text on one line, cut with an ellipsis."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

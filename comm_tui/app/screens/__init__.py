@@ -1,0 +1,1 @@
+"""The app's modal dialogs, grouped by what they are about."""

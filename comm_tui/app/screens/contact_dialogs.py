@@ -1,0 +1,171 @@
+"""Dialogs about contacts: add (with the card checked as it is typed), rename, confirm."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
+
+from comm_tui.crypto.card import decode_card
+from comm_tui.crypto.identity import PublicIdentity
+from comm_tui.errors import CardError, UserError
+
+CARD_HINT = "A card starts with comm1 and is 65 characters; spaces and dashes are ignored."
+
+
+def card_problem(text: str) -> str | None:
+    """Why ``text`` is not a valid card, or None if it is one."""
+    if not text.strip():
+        return "paste the card your contact shared with you"
+    try:
+        decode_card(text)
+    except CardError as err:
+        return str(err)
+    return None
+
+
+class AddContactScreen(ModalScreen[str | None]):
+    """Takes a name and a card; ``save`` stores it or raises UserError, shown in the dialog."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(
+        self,
+        save: Callable[[str, PublicIdentity], None],
+        *,
+        card: str = "",
+        title: str = "Add a contact",
+    ) -> None:
+        super().__init__()
+        self.save = save
+        self.initial_card = card
+        self.title_text = title
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog", id="add-contact"):
+            yield Static(self.title_text, classes="dialog-title")
+            yield Label("Name")
+            yield Input(placeholder="what to call them", id="name", max_length=64)
+            yield Label("Card")
+            yield Input(placeholder="comm1…", id="card", value=self.initial_card)
+            yield Static(CARD_HINT, id="card-status", classes="dialog-hint")
+            yield Static("", id="error", classes="dialog-error")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Add", id="add", variant="primary", disabled=True)
+                yield Button("Cancel", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#name", Input).focus()
+        self._check()
+
+    @on(Input.Changed)
+    def _check(self) -> None:
+        name = self.query_one("#name", Input).value.strip()
+        card = self.query_one("#card", Input).value
+        problem = card_problem(card)
+        status = self.query_one("#card-status", Static)
+        if problem is None:
+            status.update("✓ valid card")
+            status.set_classes("dialog-ok")
+        else:
+            status.update(problem if card.strip() else CARD_HINT)
+            status.set_classes("dialog-error" if card.strip() else "dialog-hint")
+        self.query_one("#card", Input).set_class(
+            problem is not None and bool(card.strip()), "-invalid"
+        )
+        self.query_one("#error", Static).update("")
+        self.query_one("#add", Button).disabled = problem is not None or not name
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "name":
+            self.query_one("#card", Input).focus()
+        else:
+            self._add()
+
+    @on(Button.Pressed, "#add")
+    def _add(self) -> None:
+        name = self.query_one("#name", Input).value
+        card = self.query_one("#card", Input).value
+        try:
+            identity = decode_card(card)
+            self.save(name, identity)
+        except UserError as err:
+            self.query_one("#error", Static).update(str(err))
+            return
+        self.dismiss(name.strip())
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class RenameScreen(ModalScreen[str | None]):
+    """Asks for a new name; ``rename`` applies it or raises UserError, shown in the dialog."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, old: str, rename: Callable[[str], None]) -> None:
+        super().__init__()
+        self.old = old
+        self.rename = rename
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(f"Rename {self.old}", classes="dialog-title")
+            yield Input(value=self.old, id="new-name", max_length=64)
+            yield Static("", id="error", classes="dialog-error")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Rename", id="rename", variant="primary")
+                yield Button("Cancel", id="cancel")
+
+    @on(Button.Pressed, "#rename")
+    @on(Input.Submitted)
+    def _rename(self) -> None:
+        new = self.query_one("#new-name", Input).value
+        try:
+            self.rename(new)
+        except UserError as err:
+            self.query_one("#error", Static).update(str(err))
+            return
+        self.dismiss(new.strip())
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """A yes/no question; No is focused so that Enter does no harm."""
+
+    BINDINGS = [
+        Binding("escape,n", "answer(False)", "No"),
+        Binding("y", "answer(True)", "Yes"),
+    ]
+
+    def __init__(self, question: str, yes: str = "Yes") -> None:
+        super().__init__()
+        self.question = question
+        self.yes = yes
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(self.question, classes="dialog-text")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(self.yes, id="yes", variant="error")
+                yield Button("No", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)

@@ -1,0 +1,251 @@
+"""Dialogs about our own identity: show the card as a QR code, export and import the key.
+
+Argon2id is slow on purpose (about a second, 256 MiB), so export and import run it
+in a thread worker and the dialog stays responsive meanwhile.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Checkbox, Input, Label, LoadingIndicator, Static
+
+from comm_tui.app.widgets.qr import QRCode
+from comm_tui.crypto.identity import Identity
+from comm_tui.crypto.keyfile import (
+    KdfStrength,
+    read_identity_file,
+    replace_identity,
+    write_identity_file,
+)
+from comm_tui.errors import UserError
+
+FAST_KDF_ENV = "COMM_TUI_TEST_FAST_KDF"
+MIN_PASSPHRASE_CHARS = 8
+
+
+def kdf_strength() -> KdfStrength:
+    """MODERATE for real keys; MIN when tests ask for it through the environment."""
+    return KdfStrength.MIN if os.environ.get(FAST_KDF_ENV) == "1" else KdfStrength.MODERATE
+
+
+class CardScreen(ModalScreen[None]):
+    """Our card as text and as a QR code, with a copy button."""
+
+    BINDINGS = [
+        Binding("escape", "dismiss", "Close"),
+        Binding("ctrl+y,c", "app.copy_card", "Copy card"),
+    ]
+
+    def __init__(self, card: str, address_hex: str) -> None:
+        super().__init__()
+        self.card = card
+        self.address_hex = address_hex
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog", id="card-dialog"):
+            yield Static("My contact card", classes="dialog-title")
+            yield QRCode(self.card, id="card-qr")
+            yield Static(self.card, id="card-text", classes="dialog-text")
+            yield Static(f"address {self.address_hex}", classes="dialog-hint")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Copy card", id="copy", variant="primary")
+                yield Button("Close", id="close")
+
+    @on(Button.Pressed, "#copy")
+    async def _copy(self) -> None:
+        await self.app.run_action("copy_card")
+
+    @on(Button.Pressed, "#close")
+    def _close(self) -> None:
+        self.dismiss(None)
+
+
+class _KeyDialog(ModalScreen[Path | None]):
+    """Shared behaviour: an error line, a busy indicator, buttons disabled while working."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def show_error(self, text: str) -> None:
+        self.query_one("#error", Static).update(text)
+
+    def set_busy(self, busy: bool) -> None:
+        self.query_one(LoadingIndicator).display = busy
+        for button in self.query(Button):
+            button.disabled = busy
+
+    def action_cancel(self) -> None:
+        if not self.query_one(LoadingIndicator).display:
+            self.dismiss(None)
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel(self) -> None:
+        self.action_cancel()
+
+
+class ExportScreen(_KeyDialog):
+    """Writes our identity to a passphrase-protected file; returns its path."""
+
+    def __init__(self, identity: Identity, default_path: Path) -> None:
+        super().__init__()
+        self.identity = identity
+        self.default_path = default_path
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog", id="export-dialog"):
+            yield Static("Export my identity", classes="dialog-title")
+            yield Static(
+                "Anyone with this file and its passphrase can read your messages and\n"
+                "write as you. Keep both apart and safe.",
+                classes="dialog-text",
+            )
+            yield Label("File")
+            yield Input(str(self.default_path), id="path")
+            yield Label(f"Passphrase (at least {MIN_PASSPHRASE_CHARS} characters)")
+            yield Input(password=True, id="passphrase")
+            yield Label("Passphrase again")
+            yield Input(password=True, id="passphrase2")
+            yield Static("", id="error", classes="dialog-error")
+            yield LoadingIndicator()
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Export", id="export", variant="primary")
+                yield Button("Cancel", id="cancel")
+
+    def on_mount(self) -> None:
+        self.set_busy(False)
+        self.query_one("#passphrase", Input).focus()
+
+    @on(Input.Submitted)
+    def _next(self, event: Input.Submitted) -> None:
+        if event.input.id == "passphrase2":
+            self._export()
+        else:
+            self.focus_next()
+
+    @on(Button.Pressed, "#export")
+    def _export(self) -> None:
+        path = Path(self.query_one("#path", Input).value.strip()).expanduser()
+        first = self.query_one("#passphrase", Input).value
+        second = self.query_one("#passphrase2", Input).value
+        if not str(path) or path == Path():
+            self.show_error("choose a file to write")
+        elif path.exists():
+            self.show_error(f"{path} exists; choose a new file name")
+        elif len(first) < MIN_PASSPHRASE_CHARS:
+            self.show_error(f"the passphrase must have at least {MIN_PASSPHRASE_CHARS} characters")
+        elif first != second:
+            self.show_error("the two passphrases differ")
+        else:
+            self.show_error("")
+            self.set_busy(True)
+            self._write(path, first.encode("utf-8"))
+
+    @work(thread=True, exclusive=True)
+    def _write(self, path: Path, passphrase: bytes) -> None:
+        try:
+            write_identity_file(path, self.identity, passphrase, kdf_strength())
+        except UserError as err:
+            self.app.call_from_thread(self._failed, str(err))
+        else:
+            self.app.call_from_thread(self.dismiss, path)
+
+    def _failed(self, text: str) -> None:
+        self.set_busy(False)
+        self.show_error(text)
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    address_hex: str
+    backup: Path | None
+
+
+class ImportScreen(ModalScreen[ImportResult | None]):
+    """Reads a key file and, once confirmed, makes it this profile's identity."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, identity_file: Path, current: Identity) -> None:
+        super().__init__()
+        self.identity_file = identity_file
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog", id="import-dialog"):
+            yield Static("Import an identity", classes="dialog-title")
+            yield Static(
+                "This replaces the identity of this profile. The current one is kept\n"
+                "as a backup file beside it. Restart comm-tui afterwards.",
+                classes="dialog-text",
+            )
+            yield Label("Key file")
+            yield Input(placeholder="path of an exported key file", id="path")
+            yield Label("Passphrase (empty if the file has none)")
+            yield Input(password=True, id="passphrase")
+            yield Checkbox("Replace my current identity (a backup is kept)", id="confirm")
+            yield Static("", id="error", classes="dialog-error")
+            yield LoadingIndicator()
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Import", id="import", variant="error")
+                yield Button("Cancel", id="cancel")
+
+    def on_mount(self) -> None:
+        self.set_busy(False)
+        self.query_one("#path", Input).focus()
+
+    def show_error(self, text: str) -> None:
+        self.query_one("#error", Static).update(text)
+
+    def set_busy(self, busy: bool) -> None:
+        self.query_one(LoadingIndicator).display = busy
+        for button in self.query(Button):
+            button.disabled = busy
+
+    def action_cancel(self) -> None:
+        if not self.query_one(LoadingIndicator).display:
+            self.dismiss(None)
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel(self) -> None:
+        self.action_cancel()
+
+    @on(Input.Submitted)
+    def _next(self, event: Input.Submitted) -> None:
+        self.focus_next()
+
+    @on(Button.Pressed, "#import")
+    def _import(self) -> None:
+        path = Path(self.query_one("#path", Input).value.strip()).expanduser()
+        passphrase = self.query_one("#passphrase", Input).value
+        if not self.query_one("#path", Input).value.strip():
+            self.show_error("enter the path of the key file")
+        elif not self.query_one("#confirm", Checkbox).value:
+            self.show_error("tick the box to confirm that your identity is replaced")
+        else:
+            self.show_error("")
+            self.set_busy(True)
+            self._read(path, passphrase.encode("utf-8") if passphrase else None)
+
+    @work(thread=True, exclusive=True)
+    def _read(self, path: Path, passphrase: bytes | None) -> None:
+        try:
+            identity = read_identity_file(path, passphrase)
+            if identity.address == self.current.address:
+                raise UserError("that key file holds the identity this profile already has")
+            backup = replace_identity(self.identity_file, identity)
+        except UserError as err:
+            self.app.call_from_thread(self._failed, str(err))
+        else:
+            result = ImportResult(identity.address.hex(), backup)
+            self.app.call_from_thread(self.dismiss, result)
+
+    def _failed(self, text: str) -> None:
+        self.set_busy(False)
+        self.show_error(text)

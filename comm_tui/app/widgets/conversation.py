@@ -1,0 +1,231 @@
+"""The conversation pane: a lazily loaded history and the input that sends.
+
+Only the newest page of history is mounted when a conversation opens; scrolling
+to the top loads the page before it (``history(before_id=...)``), so a
+conversation with 100,000 messages opens as fast as one with ten.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.content import Content
+from textual.message import Message
+from textual.widgets import Button, Input, Static
+
+from comm_tui.app.format import STATE_HELP, STATE_MARKS, message_time, short_address
+from comm_tui.app.messages import RequestAnswered, SendRequested
+from comm_tui.app.widgets.contact_list import ContactEntry
+from comm_tui.store.db import DEFAULT_HISTORY_PAGE, HistoryRow
+
+NO_CONVERSATION = "Pick a contact on the left (arrows, Enter) or add one with ctrl+n."
+# Load the previous page when the view is this close to the top, in lines.
+LOAD_OLDER_MARGIN_LINES = 2
+
+
+class HistorySource(Protocol):
+    def history(
+        self, peer_address: bytes, limit: int = ..., before_id: int | None = ...
+    ) -> list[HistoryRow]: ...
+
+
+class MessageRow(Horizontal):
+    """One message: time and delivery mark on the left, the wrapped text on the right."""
+
+    def __init__(self, row: HistoryRow) -> None:
+        super().__init__(classes="-out" if row.direction == "out" else "-in")
+        self.row = row
+
+    def compose(self) -> ComposeResult:
+        yield Static(self._meta(), classes="meta")
+        yield Static(Content(self.row.text), classes="body")
+
+    def _meta(self) -> Content:
+        mark = STATE_MARKS.get(self.row.state, "")
+        style = {"delivered": "$text-success", "expired": "$text-error"}.get(
+            self.row.state, "$text-muted"
+        )
+        return Content.assemble(
+            (message_time(self.row.created_at), "$text-muted"), " ", (mark, style)
+        )
+
+    def on_mount(self) -> None:
+        self.query_one(".meta", Static).tooltip = STATE_HELP.get(self.row.state)
+
+    def update_row(self, row: HistoryRow) -> None:
+        self.row = row
+        meta = self.query_one(".meta", Static)
+        meta.update(self._meta())
+        meta.tooltip = STATE_HELP.get(row.state)
+        self.set_class(row.state == "expired", "-expired")
+
+
+class MessageLog(VerticalScroll, can_focus=True):
+    """The scrolling history; tells its parent when the top is reached."""
+
+    BINDINGS = [
+        Binding("home", "scroll_home", "Oldest", show=False),
+        Binding("end", "scroll_end", "Newest", show=False),
+    ]
+
+    class NearTop(Message):
+        """The user scrolled to the top: time to load older messages."""
+
+    def on_mount(self) -> None:
+        self.anchor()
+        self.watch(self, "scroll_y", self._scrolled, init=False)
+
+    def _scrolled(self, scroll_y: float) -> None:
+        if scroll_y <= LOAD_OLDER_MARGIN_LINES and self.max_scroll_y > 0:
+            self.post_message(self.NearTop())
+
+
+class RequestBar(Horizontal):
+    """Shown above a conversation with someone who is not a contact yet."""
+
+    def compose(self) -> ComposeResult:
+        yield Static("Not in your contacts. Accept to reply.", classes="request-text")
+        yield Button("Accept", id="accept", variant="success")
+        yield Button("Ignore", id="ignore", variant="default")
+
+
+class ConversationView(Vertical):
+    """Title, request bar, history and input for the open conversation."""
+
+    def __init__(self, source: HistorySource, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.source = source
+        self.peer: ContactEntry | None = None
+        self._rows: dict[int, MessageRow] = {}
+        self._oldest_id: int | None = None
+        self._has_older = False
+        self._loading = False
+
+    def compose(self) -> ComposeResult:
+        yield Static(NO_CONVERSATION, id="conversation-title")
+        yield RequestBar(id="request-bar")
+        yield MessageLog(id="message-log")
+        yield Input(
+            placeholder="Write a message; Enter sends",
+            id="message-input",
+            disabled=True,
+            max_length=60_000,
+        )
+
+    def on_mount(self) -> None:
+        self.query_one(RequestBar).display = False
+
+    @property
+    def peer_address(self) -> bytes | None:
+        return None if self.peer is None else self.peer.peer_address
+
+    async def open(self, peer: ContactEntry) -> None:
+        """Show the conversation with ``peer``: its newest page of history."""
+        same = self.peer is not None and self.peer.peer_address == peer.peer_address
+        self.set_peer(peer)
+        if same:
+            return
+        log = self.query_one(MessageLog)
+        await log.remove_children()
+        self._rows.clear()
+        rows = self.source.history(peer.peer_address, DEFAULT_HISTORY_PAGE)
+        self._has_older = len(rows) == DEFAULT_HISTORY_PAGE
+        self._oldest_id = rows[0].id if rows else None
+        widgets = [MessageRow(row) for row in rows]
+        self._rows = {w.row.id: w for w in widgets}
+        await log.mount_all(widgets)
+        log.anchor()
+
+    def set_peer(self, peer: ContactEntry) -> None:
+        """Update the title and request bar (after a rename or an accept)."""
+        self.peer = peer
+        title = Content.assemble(
+            (peer.title, "bold"), "  ", (peer.peer_address.hex(), "$text-muted")
+        )
+        self.query_one("#conversation-title", Static).update(title)
+        self.query_one(RequestBar).display = peer.is_request
+        message_input = self.query_one("#message-input", Input)
+        message_input.disabled = peer.is_request
+        message_input.placeholder = (
+            "Accept the request to reply"
+            if peer.is_request
+            else f"Message {peer.title} ({short_address(peer.peer_address)}); Enter sends"
+        )
+
+    async def close(self) -> None:
+        self.peer = None
+        self._rows.clear()
+        await self.query_one(MessageLog).remove_children()
+        self.query_one("#conversation-title", Static).update(NO_CONVERSATION)
+        self.query_one(RequestBar).display = False
+        self.query_one("#message-input", Input).disabled = True
+
+    def focus_input(self) -> None:
+        message_input = self.query_one("#message-input", Input)
+        if not message_input.disabled:
+            message_input.focus()
+
+    def add_row(self, row: HistoryRow) -> None:
+        """Append a new message of the open conversation."""
+        if row.peer_address != self.peer_address or row.id in self._rows:
+            return
+        widget = MessageRow(row)
+        self._rows[row.id] = widget
+        self.query_one(MessageLog).mount(widget)
+
+    def update_row(self, row: HistoryRow) -> None:
+        widget = self._rows.get(row.id)
+        if widget is not None:
+            widget.update_row(row)
+
+    def row_widget(self, row_id: int) -> MessageRow | None:
+        return self._rows.get(row_id)
+
+    @on(MessageLog.NearTop)
+    async def _load_older(self, event: MessageLog.NearTop) -> None:
+        event.stop()
+        if self._loading or not self._has_older or self.peer is None:
+            return
+        self._loading = True
+        try:
+            rows = self.source.history(
+                self.peer.peer_address, DEFAULT_HISTORY_PAGE, before_id=self._oldest_id
+            )
+            self._has_older = len(rows) == DEFAULT_HISTORY_PAGE
+            if not rows:
+                return
+            self._oldest_id = rows[0].id
+            log = self.query_one(MessageLog)
+            height_before = log.virtual_size.height
+            widgets = [MessageRow(row) for row in rows]
+            self._rows.update({w.row.id: w for w in widgets})
+            first = log.children[0] if log.children else None
+            await log.mount_all(widgets, before=first)
+
+            def keep_place() -> None:
+                # Keep the message the user was reading where it was on screen.
+                added = log.virtual_size.height - height_before
+                log.scroll_to(y=log.scroll_y + added, animate=False, immediate=True)
+
+            log.call_after_refresh(keep_place)
+        finally:
+            self._loading = False
+
+    @on(Input.Submitted, "#message-input")
+    def _submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        text = event.value.strip()
+        if not text or self.peer is None:
+            return
+        event.input.clear()
+        self.post_message(SendRequested(self.peer.peer_address, text))
+
+    @on(Button.Pressed, "#accept, #ignore")
+    def _answered(self, event: Button.Pressed) -> None:
+        event.stop()
+        if self.peer is not None:
+            self.post_message(RequestAnswered(self.peer.peer_address, event.button.id == "accept"))

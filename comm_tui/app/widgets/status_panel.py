@@ -1,0 +1,128 @@
+"""The network-status panel: who we are, how the node is doing, and traffic over time."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.content import Content
+from textual.reactive import reactive
+from textual.widgets import Sparkline, Static
+
+from comm_tui.app.format import ago, short_address, size
+from comm_tui.app.status import StatusSnapshot
+from comm_tui.app.widgets.qr import QRCode
+
+TRAFFIC_HISTORY_SAMPLES = 60
+STATE_STYLES = {"online": "bold $text-success", "no peers": "bold $text-error"}
+
+
+def _rows(*pairs: tuple[str, str | Content]) -> Content:
+    width = max(len(label) for label, _ in pairs)
+    lines = [
+        Content.assemble((label.ljust(width), "$text-muted"), "  ", value) for label, value in pairs
+    ]
+    return Content("\n").join(lines)
+
+
+def bucket_bar(fill: tuple[tuple[int, int], ...], k: int = 8) -> str:
+    """One character per bucket, farthest first, from empty (·) to full (█)."""
+    marks = " ▁▂▃▄▅▆▇█"
+    return "".join("·" if n == 0 else marks[min(8, max(1, round(8 * n / k)))] for _, n in fill)
+
+
+class StatusPanel(VerticalScroll):
+    """Shows a :class:`StatusSnapshot`; set :attr:`snapshot` once a second."""
+
+    snapshot: reactive[StatusSnapshot | None] = reactive(None, init=False, always_update=True)
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._previous: StatusSnapshot | None = None
+        self._rates: deque[float] = deque([0.0] * TRAFFIC_HISTORY_SAMPLES, TRAFFIC_HISTORY_SAMPLES)
+
+    def compose(self) -> ComposeResult:
+        yield Static("Identity", classes="section-title")
+        yield Static(id="status-identity")
+        yield Static("Node", classes="section-title")
+        yield Static(id="status-node")
+        yield Static("Relay", classes="section-title")
+        yield Static(id="status-relay")
+        yield Static("Traffic", classes="section-title")
+        yield Static(id="status-traffic")
+        yield Sparkline(list(self._rates), id="status-sparkline")
+        yield Static("Peers", classes="section-title")
+        yield Static(id="status-peers")
+        yield Static("My card (scan or ctrl+y to copy)", classes="section-title")
+        yield QRCode(id="status-qr")
+
+    def watch_snapshot(self, snapshot: StatusSnapshot | None) -> None:
+        if snapshot is None:
+            return
+        previous, self._previous = self._previous, snapshot
+        if previous is not None and snapshot.now > previous.now:
+            seconds = snapshot.now - previous.now
+            moved = (
+                snapshot.datagrams_in
+                + snapshot.datagrams_out
+                - previous.datagrams_in
+                - previous.datagrams_out
+            )
+            self._rates.append(max(0.0, moved / seconds))
+        self.query_one("#status-identity", Static).update(
+            Content.assemble(
+                ("address\n", "$text-muted"),
+                snapshot.address.hex(),
+                ("\ncard ", "$text-muted"),
+                ("(ctrl+y copies it, ctrl+g shows its QR code)\n", "$text-muted italic"),
+                snapshot.card,
+            )
+        )
+        self.query_one("#status-node", Static).update(
+            _rows(
+                (
+                    "state",
+                    Content.styled(
+                        snapshot.state, STATE_STYLES.get(snapshot.state, "bold $text-warning")
+                    ),
+                ),
+                ("listen", snapshot.listen),
+                ("routing table", f"{snapshot.table_size} nodes"),
+                ("buckets", bucket_bar(snapshot.bucket_fill) or "·"),
+                ("outbox", f"{snapshot.outbox} waiting for an ack"),
+            )
+        )
+        self.query_one("#status-relay", Static).update(
+            _rows(
+                ("holding", f"{snapshot.stored_now} items, {size(snapshot.stored_bytes)}"),
+                ("stored for others", str(snapshot.stored_total)),
+                ("relayed", str(snapshot.relayed)),
+                ("acks seen", str(snapshot.acks_seen)),
+                ("expired", str(snapshot.expired)),
+                ("dropped invalid", str(snapshot.rejected)),
+            )
+        )
+        rate = self._rates[-1]
+        self.query_one("#status-traffic", Static).update(
+            _rows(
+                ("in", f"{snapshot.datagrams_in} datagrams, {size(snapshot.bytes_in)}"),
+                ("out", f"{snapshot.datagrams_out} datagrams, {size(snapshot.bytes_out)}"),
+                ("now", f"{rate:.0f} datagrams/s (last {TRAFFIC_HISTORY_SAMPLES} s below)"),
+            )
+        )
+        self.query_one("#status-sparkline", Sparkline).data = list(self._rates)
+        peers = [
+            Content.assemble(
+                short_address(peer.address),
+                "  ",
+                (peer.endpoint.ljust(21), "$text-muted"),
+                " ",
+                ago(snapshot.now - peer.last_seen).rjust(4),
+            )
+            for peer in snapshot.peers
+        ]
+        self.query_one("#status-peers", Static).update(
+            Content("\n").join(peers) if peers else Content.styled("none yet", "italic $text-muted")
+        )
+        self.query_one("#status-qr", QRCode).show(snapshot.card)

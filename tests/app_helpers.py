@@ -1,0 +1,45 @@
+"""Shared helpers for the app tests: profiles in tmp dirs and a bounded wait."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from textual.pilot import Pilot
+
+from comm_tui.crypto.identity import Identity
+from comm_tui.crypto.keyfile import write_identity_file
+from comm_tui.store.config import Config, save_config
+from comm_tui.store.db import Database
+from comm_tui.store.paths import ensure_dirs, profile_paths
+
+SIZE = (140, 45)
+WAIT_S = 15.0
+
+
+async def wait_until(pilot: Pilot[int], condition: Callable[[], object], what: str) -> None:
+    """Poll ``condition`` every 0.1 s for up to WAIT_S; fail naming ``what``."""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        await pilot.pause(0.1)
+    raise AssertionError(f"timed out after {WAIT_S} s waiting for {what}")
+
+
+def make_profile(
+    data_dir: Path, identity: Identity | None = None, nickname: str = "tester"
+) -> Identity:
+    """A profile that already exists (no first-run prompt), with LAN discovery off."""
+    paths = profile_paths("default", data_dir)
+    ensure_dirs(paths)
+    identity = identity or Identity.generate()
+    write_identity_file(paths.identity_file, identity)
+    save_config(paths.config_file, Config(nickname=nickname, lan_discovery=False))
+    Database.open(paths.database).close()
+    return identity
+
+
+def profile_db(data_dir: Path) -> Database:
+    return Database.open(profile_paths("default", data_dir).database)

@@ -1,0 +1,100 @@
+"""Two real ``comm-tui`` processes in tmux exchange a message typed with send-keys."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from comm_tui.store.db import Database
+from comm_tui.store.paths import profile_paths
+from tests.app_helpers import make_profile
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed"),
+]
+WAIT_S = 30.0
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _comm_tui() -> list[str]:
+    script = Path(sys.executable).with_name("comm-tui")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "comm_tui"]
+
+
+@pytest.fixture
+def tmux(tmp_path: Path) -> Iterator[Callable[..., str]]:
+    server = f"comm-tui-test-{os.getpid()}"
+
+    def run(*args: str) -> str:
+        result = subprocess.run(
+            ["tmux", "-L", server, *args], capture_output=True, text=True, timeout=10
+        )
+        return result.stdout
+
+    yield run
+    subprocess.run(["tmux", "-L", server, "kill-server"], capture_output=True, timeout=10)
+
+
+def _wait_for_screen(tmux: Callable[..., str], session: str, text: str) -> str:
+    deadline = time.monotonic() + WAIT_S
+    screen = ""
+    while time.monotonic() < deadline:
+        screen = tmux("capture-pane", "-p", "-t", session)
+        if text in screen:
+            return screen
+        time.sleep(0.2)
+    raise AssertionError(f"{text!r} never appeared in {session}:\n{screen}")
+
+
+def test_two_processes_exchange_a_message(tmp_path: Path, tmux: Callable[..., str]) -> None:
+    dir_a, dir_b = tmp_path / "a", tmp_path / "b"
+    alice, bob = make_profile(dir_a, nickname="alice"), make_profile(dir_b, nickname="bob")
+    for data_dir, name, other in ((dir_a, "bob", bob), (dir_b, "alice", alice)):
+        with Database.open(profile_paths("default", data_dir).database) as db:
+            db.add_contact(name, other.key, other.address, time.time())
+    port_a = _free_udp_port()
+    env = {**os.environ, "TERM": "xterm-256color"}
+    base = " ".join(_comm_tui())
+    command_a = f"{base} --data-dir {dir_a} --listen 127.0.0.1:{port_a}"
+    command_b = f"{base} --data-dir {dir_b} --listen 127.0.0.1:0 --bootstrap 127.0.0.1:{port_a}"
+    for session, command in (("a", command_a), ("b", command_b)):
+        subprocess.run(
+            ["tmux", "-L", f"comm-tui-test-{os.getpid()}", "new-session", "-d", "-s", session,
+             "-x", "140", "-y", "45", command],
+            check=True, env=env, timeout=10,
+        )  # fmt: skip
+    _wait_for_screen(tmux, "b", "online")
+    _wait_for_screen(tmux, "a", "online")
+    tmux("send-keys", "-t", "a", "Enter")
+    _wait_for_screen(tmux, "a", "Message bob")
+    tmux("send-keys", "-t", "a", "-l", "hello from tmux")
+    tmux("send-keys", "-t", "a", "Enter")
+    _wait_for_screen(tmux, "b", "hello from tmux")
+    screen = _wait_for_screen(tmux, "a", "✓✓")
+    assert "hello from tmux" in screen
+    tmux("send-keys", "-t", "b", "Enter")
+    _wait_for_screen(tmux, "b", "Message alice")
+    tmux("send-keys", "-t", "b", "-l", "hi alice")
+    tmux("send-keys", "-t", "b", "Enter")
+    _wait_for_screen(tmux, "a", "hi alice")
+    tmux("send-keys", "-t", "a", "C-q")
+    tmux("send-keys", "-t", "b", "C-q")
+    deadline = time.monotonic() + WAIT_S
+    while tmux("list-sessions") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not tmux("list-sessions"), "the apps did not quit on ctrl+q"
