@@ -20,8 +20,9 @@ STATE_STYLES = {"online": "bold $text-success", "no peers": "bold $text-error"}
 
 def _rows(*pairs: tuple[str, str | Content]) -> Content:
     width = max(len(label) for label, _ in pairs)
+    # The gap is part of the padded label: a bare "  " part would be dropped by assemble.
     lines = [
-        Content.assemble((label.ljust(width), "$text-muted"), "  ", value) for label, value in pairs
+        Content.assemble((label.ljust(width + 2), "$text-muted"), value) for label, value in pairs
     ]
     return Content("\n").join(lines)
 
