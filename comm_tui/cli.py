@@ -39,9 +39,15 @@ from comm_tui.crypto.keyfile import (
     replace_identity,
     write_identity_file,
 )
-from comm_tui.errors import KeyFileError, UserError
+from comm_tui.errors import KeyFileError, StorageError, UserError
 from comm_tui.logs import file_logger
-from comm_tui.net.service import IncomingText, NodeService, OutgoingUpdated, ServiceEvent
+from comm_tui.net.service import (
+    IncomingText,
+    NodeFailed,
+    NodeService,
+    OutgoingUpdated,
+    ServiceEvent,
+)
 from comm_tui.profile import Profile, open_profile, start_service
 from comm_tui.protocol.letters import MAX_TEXT_BYTES
 from comm_tui.store.db import Database, HistoryRow
@@ -578,8 +584,16 @@ async def _run_node(profile: Profile, g: _Globals) -> int:
     remove_signals = _install_stop_signals(stop.set)
     try:
         service = await start_service(profile, g.listen, g.bootstrap)
+        failures: list[str] = []
+
+        def on_failure(event: ServiceEvent) -> None:
+            if isinstance(event, NodeFailed):
+                failures.append(event.message)
+                stop.set()
+
         try:
             service.subscribe(_event_logger(profile.db))
+            service.subscribe(on_failure)
             host, port = service.bound or service.listen
             _log(
                 f"node of profile '{profile.paths.profile}' listening {host}:{port}"
@@ -598,6 +612,8 @@ async def _run_node(profile: Profile, g: _Globals) -> int:
             await service.stop()
     finally:
         remove_signals()
+    if failures:
+        raise StorageError(failures[0])
     _log("stopped")
     return EXIT_OK
 

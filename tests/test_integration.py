@@ -20,7 +20,14 @@ import pytest
 
 from comm_tui.crypto.ack import sign_ack
 from comm_tui.crypto.identity import Identity
-from comm_tui.net.service import IncomingText, NodeService, OutgoingUpdated, ServiceEvent
+from comm_tui.errors import StorageError
+from comm_tui.net.service import (
+    IncomingText,
+    NodeFailed,
+    NodeService,
+    OutgoingUpdated,
+    ServiceEvent,
+)
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import PROTOCOL_VERSION, Codec
 from comm_tui.protocol.node import NodeConfig
@@ -379,3 +386,36 @@ async def test_restarted_relay_still_delivers_what_it_stored(net: Network) -> No
     assert recipient.db is not None
     [row] = recipient.db.history(sender.identity.address)
     assert row.text_id == text_id
+
+
+# ---------------------------------------------------------------------------- a full disk
+
+
+async def test_full_disk_stops_the_node_without_acknowledging(net: Network) -> None:
+    """A recipient that cannot write a text down must not ack it: nothing is lost."""
+    sender, recipient = net.peers["sender"], net.peers["recipient"]
+    await net.start(recipient, first_hop(net))
+    await until(lambda: recipient.running.node.state == "online", "the recipient to join")
+    assert recipient.db is not None
+    pages = recipient.db._conn.execute("PRAGMA page_count").fetchone()[0]
+    recipient.db._conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is now "full"
+
+    row = sender.running.send_text(recipient.identity.public, "written down, or not acked " * 200)
+    await until(
+        lambda: any(isinstance(e, NodeFailed) for e in recipient.events), "the node to stop"
+    )
+    [failure] = [e for e in recipient.events if isinstance(e, NodeFailed)]
+    assert "node stopped" in failure.message
+    assert recipient.running.protocol is None or recipient.running.protocol.failure is not None
+    with pytest.raises(StorageError):
+        recipient.running.send_text(sender.identity.public, "cannot go out either")
+    await asyncio.sleep(0.5)
+    assert sender.state_of(row.text_id) in ("queued", "sent")  # no ack went out
+
+    await net.stop(recipient)  # space is freed: the database opens without the limit
+    await net.start(recipient, first_hop(net))
+    await until(lambda: sender.state_of(row.text_id) == "delivered", "delivery after restart")
+    assert recipient.db is not None
+    assert [r.text for r in recipient.db.history(sender.identity.address)] == [
+        "written down, or not acked " * 200
+    ]

@@ -45,6 +45,7 @@ from comm_tui.crypto.identity import PublicIdentity
 from comm_tui.errors import UserError
 from comm_tui.net.service import (
     IncomingText,
+    NodeFailed,
     NodeService,
     OutgoingUpdated,
     PeersChanged,
@@ -194,6 +195,14 @@ class CommApp(App[int]):
             conversation.update_row(event.row)
         elif isinstance(event, PeersChanged):
             self._update_subtitle()
+        elif isinstance(event, NodeFailed):
+            # Nothing is lost: what was shown is on disk, and the node sent nothing more.
+            self.notify(
+                f"{event.message}. Free some space and restart comm-tui.",
+                title="Offline",
+                severity="error",
+                timeout=3600,
+            )
 
     # ------------------------------------------------------------------ contacts
 

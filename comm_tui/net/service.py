@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from comm_tui.crypto.identity import Identity, PublicIdentity
+from comm_tui.errors import StorageError
 from comm_tui.net.discovery import LocalDirectory
 from comm_tui.net.udp import NodeProtocol, open_udp
 from comm_tui.protocol.events import (
@@ -50,7 +51,14 @@ class PeersChanged:
     count: int
 
 
-ServiceEvent = IncomingText | OutgoingUpdated | PeersChanged
+@dataclass(frozen=True)
+class NodeFailed:
+    """The node stopped because it could not write to its database (a full disk, say)."""
+
+    message: str
+
+
+ServiceEvent = IncomingText | OutgoingUpdated | PeersChanged | NodeFailed
 Listener = Callable[[ServiceEvent], None]
 
 
@@ -84,7 +92,9 @@ class NodeService:
 
     async def start(self) -> Endpoint:
         # Bind first: a port in use must fail before anything is loaded or changed.
-        self.protocol, self.bound = await open_udp(self.node, self.listen, self._on_events)
+        self.protocol, self.bound = await open_udp(
+            self.node, self.listen, self._on_events, self._on_failure
+        )
         now = self.clock()
         try:
             self.damaged_entries = self.node.restore(
@@ -128,10 +138,18 @@ class NodeService:
         """
         now = self.clock()
         text_id = self.node.rng.randbytes(16)
-        with self.db.transaction():
-            row = self.db.add_outgoing(text_id, recipient.key, recipient.address, text, now)
-            self.node.send_text(recipient, text, now, text_id=text_id)
-            self._persist(self._drain())
+        if self.protocol is not None and self.protocol.failure is not None:
+            raise StorageError(f"the node has stopped: {self.protocol.failure}")
+        try:
+            with self.db.transaction():
+                row = self.db.add_outgoing(text_id, recipient.key, recipient.address, text, now)
+                self.node.send_text(recipient, text, now, text_id=text_id)
+                self._persist(self._drain())
+        except StorageError as exc:
+            # The core already holds the text; with nothing on disk it must not go out.
+            if self.protocol is not None:
+                self.protocol.fail(exc)
+            raise
         if self.protocol is not None:
             self.protocol.pump()
         return row
@@ -141,6 +159,11 @@ class NodeService:
         while (event := self.node.next_event()) is not None:
             events.append(event)
         return events
+
+    def _on_failure(self, exc: Exception) -> None:
+        notice = NodeFailed(f"node stopped: {exc}")
+        for listener in self._listeners:
+            listener(notice)
 
     def _on_events(self, events: list[Event]) -> None:
         with self.db.transaction():

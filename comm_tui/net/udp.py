@@ -21,15 +21,22 @@ from comm_tui.protocol.node import Node
 from comm_tui.protocol.routing import Endpoint
 
 EventSink = Callable[[list[Event]], None]
+FailureSink = Callable[[Exception], None]
 
 
 class NodeProtocol(asyncio.DatagramProtocol):
     def __init__(
-        self, node: Node, on_events: EventSink, clock: Callable[[], float] = time.time
+        self,
+        node: Node,
+        on_events: EventSink,
+        clock: Callable[[], float] = time.time,
+        on_failure: FailureSink | None = None,
     ) -> None:
         self.node = node
         self.on_events = on_events
+        self.on_failure = on_failure
         self.clock = clock
+        self.failure: Exception | None = None
         self.transport: asyncio.DatagramTransport | None = None
         self.send_errors = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -57,8 +64,14 @@ class NodeProtocol(asyncio.DatagramProtocol):
         events: list[Event] = []
         while (event := self.node.next_event()) is not None:
             events.append(event)
+        if self.failure is not None:
+            return
         if events:
-            self.on_events(events)
+            try:
+                self.on_events(events)
+            except Exception as exc:  # any failure to persist: fail-stop, send nothing
+                self.fail(exc)
+                return
         if self.transport is None:
             return
         for data, endpoint in self.node.datagrams_to_send():
@@ -71,8 +84,22 @@ class NodeProtocol(asyncio.DatagramProtocol):
         delay = max(0.0, self.node.get_timer() - self.clock())
         self._timer = self._loop.call_later(delay, self._on_timer)
 
+    def fail(self, exc: Exception) -> None:
+        """Stop for good because what happened could not be made durable.
+
+        The datagrams the core produced alongside (receipts, acks) are discarded:
+        announcing that we hold something we could not write down would lose it.
+        """
+        self.failure = exc
+        self.node.datagrams_to_send()
+        self.close()
+        if self.on_failure is not None:
+            self.on_failure(exc)
+
     def _on_timer(self) -> None:
         self._timer = None
+        if self.failure is not None:
+            return
         self.node.handle_timer(self.clock())
         self.pump()
 
@@ -85,13 +112,13 @@ class NodeProtocol(asyncio.DatagramProtocol):
 
 
 async def open_udp(
-    node: Node, listen: Endpoint, on_events: EventSink
+    node: Node, listen: Endpoint, on_events: EventSink, on_failure: FailureSink | None = None
 ) -> tuple[NodeProtocol, Endpoint]:
     """Bind ``listen`` and start driving ``node``; a clear UserError if the port is taken."""
     loop = asyncio.get_running_loop()
     try:
         transport, protocol = await loop.create_datagram_endpoint(
-            lambda: NodeProtocol(node, on_events), local_addr=listen
+            lambda: NodeProtocol(node, on_events, on_failure=on_failure), local_addr=listen
         )
     except OSError as exc:
         host, port = listen
