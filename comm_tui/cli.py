@@ -50,9 +50,10 @@ from comm_tui.net.service import (
 )
 from comm_tui.profile import Profile, open_profile, start_service
 from comm_tui.protocol.letters import MAX_TEXT_BYTES
-from comm_tui.store.db import Database, HistoryRow
+from comm_tui.store.db import Database, DatabaseDamaged, HistoryRow
 from comm_tui.store.lock import ProfileLock
 from comm_tui.store.paths import DEFAULT_PROFILE, ensure_dirs, profile_paths
+from comm_tui.store.repair import repair_database
 
 PROG = "comm-tui"
 EXIT_OK = 0
@@ -211,6 +212,13 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     sub.set_defaults(handler=_cmd_keys_import)
+
+    cmd = commands.add_parser(
+        "repair",
+        parents=[common],
+        help="set a damaged database aside (kept) and salvage what can be read into a new one",
+    )
+    cmd.set_defaults(handler=_cmd_repair)
     return parser
 
 
@@ -517,6 +525,27 @@ def _current_identity(path: Path) -> Identity | None:
         return read_identity_file(path)
     except KeyFileError:
         return None
+
+
+def _cmd_repair(args: argparse.Namespace, g: _Globals) -> int:
+    paths = profile_paths(g.profile, g.data_dir)
+    if not paths.database.exists():
+        raise UserError(f"profile '{paths.profile}' has no database to repair")
+    with ProfileLock(paths, "comm-tui repair"):
+        try:
+            with Database.open(paths.database) as db:
+                intact = db.is_intact()
+        except DatabaseDamaged:
+            intact = False
+        if intact:
+            print(f"database {paths.database} is intact; nothing to repair")
+            return EXIT_OK
+        report = repair_database(paths.database)
+    print(f"the damaged database is kept as {report.damaged_copy}")
+    print("salvaged: " + ", ".join(f"{table} {n}" for table, n in report.copied.items()))
+    if report.unreadable:
+        print("not readable to the end: " + ", ".join(report.unreadable))
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------------------- node and send

@@ -29,6 +29,13 @@ MAX_SAVED_PEERS = 200
 DEFAULT_HISTORY_PAGE = 100
 DEFAULT_LOADED_PEERS = 64
 
+REPAIR_HINT = "'comm-tui repair' sets it aside and salvages what it can read"
+
+
+class DatabaseDamaged(StorageError):
+    """The database file is not a readable SQLite database (any more)."""
+
+
 OutgoingState = Literal["queued", "sent", "delivered", "expired"]
 OUTGOING_STATES: tuple[OutgoingState, ...] = ("queued", "sent", "delivered", "expired")
 INCOMING_STATE = "received"
@@ -494,6 +501,60 @@ class Database:
 
     # plumbing
 
+    def is_intact(self) -> bool:
+        """SQLite's own consistency check of every page (``PRAGMA quick_check``)."""
+        try:
+            return bool(self._conn.execute("PRAGMA quick_check").fetchone()[0] == "ok")
+        except sqlite3.DatabaseError:
+            return False
+
+    def salvage_from(
+        self, damaged: Path, tables: Iterable[str]
+    ) -> tuple[dict[str, int], list[str]]:
+        """Copy every readable row of ``tables`` from a damaged database file into this one.
+
+        The damaged file is opened read-only; rows are copied one at a time, so an
+        unreadable page ends that table's copy but keeps what came before it.
+        Returns the rows copied per table and the tables that could not be read to the end.
+        """
+        copied: dict[str, int] = {}
+        unreadable: list[str] = []
+        try:
+            source = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
+        except sqlite3.Error:
+            return copied, list(tables)
+        with contextlib.closing(source):
+            for table in tables:
+                columns = [row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")]
+                try:
+                    present = {row[1] for row in source.execute(f"PRAGMA table_info({table})")}
+                    wanted = [c for c in columns if c in present]
+                    rows = source.execute(f"SELECT {', '.join(wanted)} FROM {table}")
+                except sqlite3.DatabaseError:
+                    unreadable.append(table)
+                    continue
+                insert = (
+                    f"INSERT OR IGNORE INTO {table} ({', '.join(wanted)}) "
+                    f"VALUES ({', '.join('?' for _ in wanted)})"
+                )
+                count = 0
+                with self.transaction():
+                    while True:
+                        try:
+                            row = next(rows, None)
+                        except sqlite3.DatabaseError:
+                            unreadable.append(table)
+                            break
+                        if row is None:
+                            break
+                        try:
+                            self._conn.execute(insert, row)
+                        except sqlite3.DatabaseError:
+                            continue  # a row that breaks a constraint stays in the damaged copy
+                        count += 1
+                copied[table] = count
+        return copied, unreadable
+
     def _one(self, sql: str, *params: Any) -> Any:
         # fetchall, not fetchone: a statement left half-stepped would hold up COMMIT.
         rows = self._all(sql, *params)
@@ -527,7 +588,9 @@ def _probe(path: Path, conn: sqlite3.Connection) -> int:
     except sqlite3.OperationalError as err:
         raise StorageError(f"cannot open database {path}: {err}") from err
     except sqlite3.DatabaseError as err:
-        raise StorageError(f"database {path} is damaged: {err}; it was not modified") from err
+        raise DatabaseDamaged(
+            f"database {path} is damaged: {err}; it was not modified ({REPAIR_HINT})"
+        ) from err
     return version
 
 
@@ -541,7 +604,7 @@ def _mapped_errors(path: Path) -> Iterator[None]:
     except sqlite3.OperationalError as err:
         raise StorageError(f"cannot use database {path}: {err}") from err
     except sqlite3.DatabaseError as err:
-        raise StorageError(f"database {path} is damaged: {err}") from err
+        raise DatabaseDamaged(f"database {path} is damaged: {err} ({REPAIR_HINT})") from err
 
 
 def _reason(err: OSError | sqlite3.Error) -> str:
