@@ -312,30 +312,33 @@ async def test_status_panel_figures_change(tmp_path: Path) -> None:
         db.close()
 
 
-async def test_history_loads_lazily_when_scrolled_to_the_top(tmp_path: Path) -> None:
+async def test_history_of_100k_messages_loads_lazily(tmp_path: Path) -> None:
+    """A 100,000-message conversation opens with one page and grows a page per scroll."""
+    total = 100_000
     make_profile(tmp_path)
     bob = Identity.generate()
     _add_contact(tmp_path, "bob", bob)
     with profile_db(tmp_path) as db, db.transaction():
-        for i in range(250):
+        for i in range(total):
             db.add_incoming(i.to_bytes(16, "big"), bob.key, bob.address, f"m{i}", i, 1000.0 + i)
+    last = total - 1
     with app_session(data_dir=tmp_path, listen="127.0.0.1:0") as app:
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("enter")
             conversation = app.query_one(ConversationView)
             await wait_until(pilot, lambda: len(conversation.query(MessageRow)) == 100, "page 1")
             rows = list(conversation.query(MessageRow))
-            assert rows[-1].row.text == "m249" and rows[0].row.text == "m150"
+            assert rows[-1].row.text == f"m{last}" and rows[0].row.text == f"m{last - 99}"
             log = conversation.query_one(MessageLog)
             await pilot.pause()
             assert log.scroll_y == log.max_scroll_y > 0
             log.scroll_home(animate=False)
             await wait_until(pilot, lambda: len(conversation.query(MessageRow)) == 200, "page 2")
-            assert conversation.query(MessageRow).first().row.text == "m50"
+            assert conversation.query(MessageRow).first().row.text == f"m{last - 199}"
             await pilot.pause()
             assert log.scroll_y > 0  # the place is kept, not jumped to the new top
             log.scroll_home(animate=False)
-            await wait_until(pilot, lambda: len(conversation.query(MessageRow)) == 250, "page 3")
+            await wait_until(pilot, lambda: len(conversation.query(MessageRow)) == 300, "page 3")
             assert app.query_one(ContactList).entry(bob.address).unread == 0  # type: ignore[union-attr]
 
 
