@@ -69,6 +69,8 @@ RECEIPT_TIMEOUT_S = 2.0
 MAINTENANCE_INTERVAL_S = 1.0
 HOUSEKEEPING_INTERVAL_S = 30.0
 REBOOTSTRAP_INTERVAL_S = 15.0
+# Restored relay items wait this long after a restart before their next relay.
+RESTORE_GRACE_S = 5.0
 # A timer that fires this much later than asked means the node was asleep.
 SLEEP_GAP_S = 30.0
 PENDING_QUERIES_MAX = 1024
@@ -247,7 +249,9 @@ class Node:
             self.store.add(entry, enforce_quota=False)
             if entry.own_text_id:
                 self._track_own(entry)
-            self._reschedule(entry, min(entry.next_at, now) if entry.attempts else now)
+            # Resume where the schedule was, but not before the node has had a moment to
+            # rejoin: relaying into an empty routing table would only burn attempts.
+            self._reschedule(entry, max(entry.next_at, now + RESTORE_GRACE_S))
         # Parts missing from a restored outbox were acknowledged before the restart;
         # a text counts as sent again once every remaining part has a holder.
         for out in self._outgoing.values():
