@@ -12,6 +12,7 @@ import heapq
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from comm_tui.crypto.identity import Identity
 from comm_tui.protocol.events import Event
@@ -36,8 +37,10 @@ class LinkModel:
         return self.latency_s * rng.lognormvariate(0.0, self.jitter)
 
 
-@dataclass
+@dataclass(eq=False)
 class SimNode:
+    """A node on the simulated network; compared and hashed by identity, like a machine."""
+
     endpoint: Endpoint
     node: Node
     online: bool = True
@@ -57,6 +60,7 @@ class SimNetwork:
         self._seq = 0
         self.datagrams_sent = 0
         self.datagrams_lost = 0
+        self.datagrams_undelivered = 0  # arrived at a node that was offline
         self.on_event: Callable[[SimNode, Event], None] | None = None
 
     def add_node(
@@ -81,12 +85,27 @@ class SimNetwork:
         if online:
             self._arm(sim, force=True)
 
+    def rejoin(self, sim: SimNode) -> None:
+        """Bring a node back as a restarted app would: announce itself and ask for its mail.
+
+        A lookup of its own address refreshes its neighbourhood's tables and ends in a
+        ``Fetch`` to the nodes nearest to it; with an empty table it re-bootstraps instead.
+        """
+        self.set_online(sim, True)
+        node = sim.node
+        if len(node.table) == 0:
+            for endpoint in node.bootstrap_endpoints:
+                node.bootstrap(endpoint, self.now)
+        else:
+            node.lookup(node.address, self.now)
+        self._drain(sim)
+
     def run_until(self, deadline: float, stop: Callable[[], bool] | None = None) -> None:
         while self._queue and self._queue[0][0] <= deadline:
             when, _, kind, payload = heapq.heappop(self._queue)
             self.now = when
             if kind == "datagram":
-                data, source, dest = payload  # type: ignore[misc]
+                data, source, dest = cast(tuple[bytes, Endpoint, Endpoint], payload)
                 self._deliver(data, source, dest)
             elif kind == "timer":
                 sim = payload
@@ -116,6 +135,7 @@ class SimNetwork:
     def _deliver(self, data: bytes, source: Endpoint, dest: Endpoint) -> None:
         sim = self.nodes.get(dest)
         if sim is None or not sim.online:
+            self.datagrams_undelivered += 1
             return
         if sim.intercept is not None and sim.intercept(sim, data, source):
             return
@@ -132,7 +152,13 @@ class SimNetwork:
         self._arm(sim)
 
     def send_raw(self, data: bytes, source: Endpoint, dest: Endpoint) -> None:
-        """Put a datagram on the wire (adversaries use this to inject their own)."""
+        """Put a datagram on the wire (adversaries use this to inject their own).
+
+        A node that is offline sends nothing: whatever it emits is lost with it.
+        """
+        source_sim = self.nodes.get(source)
+        if source_sim is not None and not source_sim.online:
+            return
         self.datagrams_sent += 1
         delay = self.link.sample(self.rng)
         if delay is None:

@@ -1,0 +1,205 @@
+"""What one core of this machine can do at best, and how close our relay gets to it.
+
+A relay must, for every datagram it takes in, open a precomputed ``Box`` and parse a
+protobuf packet; sometimes it verifies an Ed25519 signature (acks) or agrees a new
+X25519 key (first contact); and all of it arrives over UDP. This script times each
+of those primitives alone, in ops/s on one core, so the relay's own figure can be
+read against them.
+
+``--relay`` feeds a stream of message datagrams from a few peers through
+``Node.receive_datagram`` of one in-process relay (which stores each message, sends a
+receipt and forwards it onward) and reports its rate as a fraction of the ceiling:
+one ``Box`` open plus one ``Packet`` parse per datagram, the least a relay can do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import socket
+import sys
+import time
+from collections.abc import Callable
+from typing import cast
+
+from nacl.public import Box, PrivateKey
+
+from comm_tui.crypto.identity import Identity
+from comm_tui.protocol import wire_pb2 as pb
+from comm_tui.protocol.codec import MAX_DATAGRAM_BYTES, NONCE_BYTES
+from comm_tui.protocol.node import Node, NodeConfig
+from comm_tui.protocol.routing import Endpoint
+
+DEFAULT_ITERATIONS = 20_000
+# Box overhead: the 24-byte nonce and the 16-byte MAC.
+BOX_OVERHEAD_BYTES = NONCE_BYTES + 16
+RELAY_PEERS = 4
+RELAY_TABLE_NODES = 40
+NOW_S = 1_800_000_000.0
+# The relay under test is unthrottled: we measure its CPU, not its rate limits.
+UNLIMITED = 1e12
+
+
+def rate(action: Callable[[], object], iterations: int) -> float:
+    """Calls per second of ``action`` on this core (best of three rounds)."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(iterations):
+            action()
+        best = min(best, time.perf_counter() - start)
+    return iterations / best
+
+
+def ed25519_verify(iterations: int) -> float:
+    identity = Identity.from_seed(bytes(range(32)))
+    data = b"m" * 100
+    signature = identity.sign(data)
+    verify_key = identity.public.verify_key
+    return rate(lambda: verify_key.verify(data, signature), iterations)
+
+
+def box_open(iterations: int) -> float:
+    box = Box(PrivateKey(bytes(32 * [1])), PrivateKey(bytes(32 * [2])).public_key)
+    boxed = box.encrypt(bytes(MAX_DATAGRAM_BYTES - BOX_OVERHEAD_BYTES), bytes(NONCE_BYTES))
+    return rate(lambda: box.decrypt(boxed), iterations)
+
+
+def key_agreement(iterations: int) -> float:
+    ours = PrivateKey(bytes(32 * [1]))
+    theirs = PrivateKey(bytes(32 * [2])).public_key
+    return rate(lambda: Box(ours, theirs), iterations)
+
+
+def message_datagram() -> bytes:
+    """A real boxed message datagram, as a sender writes it."""
+    sender = Node(Identity.from_seed(bytes(32 * [3])), NOW_S, rng=random.Random(1))
+    relay = Identity.from_seed(bytes(32 * [4]))
+    recipient = Identity.from_seed(bytes(32 * [5]))
+    sender.table.observe(relay.key, relay.address, ("10.0.0.4", 4000), NOW_S)
+    sender.send_text(recipient.public, "hello", NOW_S)
+    return sender.datagrams_to_send()[0][0]
+
+
+def protobuf_parse(iterations: int) -> float:
+    data = message_datagram()
+    return rate(lambda: pb.Packet.FromString(data), iterations)
+
+
+def udp_round_trip(iterations: int) -> float:
+    """Round trips per second between two asyncio UDP endpoints on 127.0.0.1."""
+
+    class Echo(asyncio.DatagramProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = cast(asyncio.DatagramTransport, transport)
+
+        def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
+            self.transport.sendto(data, addr)
+
+    class Client(asyncio.DatagramProtocol):
+        def __init__(self) -> None:
+            self.replies: asyncio.Queue[bytes] = asyncio.Queue()
+
+        def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
+            self.replies.put_nowait(data)
+
+    async def measure() -> float:
+        loop = asyncio.get_running_loop()
+        server, _ = await loop.create_datagram_endpoint(
+            Echo, local_addr=("127.0.0.1", 0), family=socket.AF_INET
+        )
+        address = server.get_extra_info("sockname")
+        client_transport, client = await loop.create_datagram_endpoint(
+            Client, remote_addr=address, family=socket.AF_INET
+        )
+        payload = bytes(MAX_DATAGRAM_BYTES)
+        try:
+            start = time.perf_counter()
+            for _ in range(iterations):
+                client_transport.sendto(payload)
+                await client.replies.get()
+            return iterations / (time.perf_counter() - start)
+        finally:
+            client_transport.close()
+            server.close()
+
+    return asyncio.run(measure())
+
+
+def relay_throughput(iterations: int) -> float:
+    """Message datagrams per second that one relay core takes in, stores and forwards."""
+    config = NodeConfig(
+        datagram_rate_per_s=UNLIMITED,
+        datagram_burst=UNLIMITED,
+        store_rate_per_s=UNLIMITED,
+        store_burst=UNLIMITED,
+        store_total_bytes=1 << 40,
+        store_per_target_bytes=1 << 40,
+        store_per_peer_bytes=1 << 40,
+    )
+    rng = random.Random(7)
+    relay_endpoint: Endpoint = ("10.0.0.1", 4000)
+    relay = Node(Identity.from_seed(rng.randbytes(32)), NOW_S, config=config, rng=rng)
+    onward = [Identity.from_seed(rng.randbytes(32)) for _ in range(RELAY_TABLE_NODES)]
+    for i, peer in enumerate(onward):
+        relay.table.observe(peer.key, peer.address, (f"10.1.{i}.1", 4000), NOW_S)
+    recipients = [peer.public for peer in onward]
+    stream: list[tuple[bytes, Endpoint]] = []
+    for p in range(RELAY_PEERS):
+        endpoint: Endpoint = (f"10.2.{p}.1", 4000)
+        sender = Node(Identity.from_seed(rng.randbytes(32)), NOW_S, rng=rng)
+        sender.table.observe(relay.identity.key, relay.address, relay_endpoint, NOW_S)
+        relay.table.observe(sender.identity.key, sender.address, endpoint, NOW_S)
+        for _ in range(iterations // RELAY_PEERS):
+            sender.send_text(rng.choice(recipients), "hello", NOW_S)
+        stream += [(data, endpoint) for data, _ in sender.datagrams_to_send()]
+    rng.shuffle(stream)
+    # Precompute every Box the run needs, as a relay that has been up for a while has.
+    for key in [peer.key for peer in onward]:
+        relay.codec.box(key)
+    start = time.perf_counter()
+    for data, endpoint in stream:
+        relay.receive_datagram(data, endpoint, NOW_S)
+        relay.datagrams_to_send()
+        while relay.next_event() is not None:
+            pass
+    elapsed = time.perf_counter() - start
+    if relay.stats.rejected_total:
+        raise RuntimeError(f"relay rejected datagrams: {dict(relay.stats.rejected)}")
+    return len(stream) / elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS)
+    parser.add_argument("--relay", action="store_true", help="also measure the relay in-process")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    n = max(1, args.iterations)
+    figures: dict[str, float] = {
+        "ed25519_verify_per_s": ed25519_verify(n),
+        "box_open_1200b_per_s": box_open(n),
+        "x25519_box_new_per_s": key_agreement(max(1, n // 4)),
+        "protobuf_parse_packet_per_s": protobuf_parse(n),
+        "udp_loopback_round_trips_per_s": udp_round_trip(max(1, n // 4)),
+    }
+    ceiling = 1 / (1 / figures["box_open_1200b_per_s"] + 1 / figures["protobuf_parse_packet_per_s"])
+    figures["relay_ceiling_per_s"] = ceiling
+    if args.relay:
+        relay = relay_throughput(max(RELAY_PEERS, n // 4))
+        figures["relay_messages_per_s"] = relay
+        figures["relay_fraction_of_ceiling"] = relay / ceiling
+    if args.json:
+        print(json.dumps({name: round(value, 4) for name, value in figures.items()}))
+    else:
+        width = max(len(name) for name in figures)
+        for name, value in figures.items():
+            shown = f"{value:.3f}" if name.endswith("fraction_of_ceiling") else f"{value:,.0f}"
+            print(f"{name:<{width}}  {shown:>12}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
