@@ -546,9 +546,10 @@ class Node:
                 expires_ms,
                 ack,
                 stored_at=now,
-                holders={peer_key and address_of(peer_key)},
             )
             self.store.add(entry, enforce_quota=False)
+            # The node that handed us the part gets the ack at once; that copy only
+            # stops its relaying. The ack's way to the sender starts with _relay.
             self._send_frame(peer_key, peer_addr, pb.Frame(ack=ack), now)
             self._relay(entry, now)
 
@@ -572,13 +573,21 @@ class Node:
         message = self.store.get(Kind.MESSAGE, ack.message_id)
         if message is not None and message.target != recipient:
             raise Rejected("forged_ack")
-        # The recipient answers a message with its ack, not a receipt.
-        self._awaiting_receipt.pop((sender.address, entry_key(Kind.MESSAGE, ack.message_id)), None)
         if not self._store_limit.allow(sender.address, now):
             raise Rejected("store_rate")
         if not verify_ack(ack):
             raise Rejected("bad_ack")
         self.stats.acks_seen += 1
+        # An ack that answers a copy we sent (the recipient, or a node holding the ack,
+        # answers copies with it) is not on its way to the sender through us: we keep it
+        # only to answer later copies. One routed to us travels on toward the sender.
+        answered = (
+            self._awaiting_receipt.pop(
+                (sender.address, entry_key(Kind.MESSAGE, ack.message_id)), None
+            )
+            is not None
+        )
+        passive = message is not None and answered
         entry = Entry(
             Kind.ACK,
             ack.message_id + recipient,
@@ -588,9 +597,7 @@ class Node:
             stored_at=now,
             holders={sender.address},
             origin=sender.address,
-            # A relay that held the message keeps the ack only to answer later copies;
-            # carrying it to the sender is the job of the path the recipient sent it on.
-            settled=ack.destination == self.address or message is not None,
+            settled=ack.destination == self.address or passive,
         )
         own = message is not None and bool(message.own_text_id)
         try:
@@ -707,7 +714,9 @@ class Node:
                     self._events.append(TextStateChanged(entry.own_text_id, out.recipient, "sent"))
 
     def _push_waiting(self, address: bytes, key: bytes, endpoint: Endpoint, now: float) -> None:
-        """Hand a node that (re)joined everything we hold for it."""
+        """Hand a node that (re)joined everything we hold for it (not in the seed's rule)."""
+        if self.config.policy == "flood":
+            return
         waiting = [e for e in self.store.for_target(address) if not e.settled]
         for entry in waiting[:FETCH_ITEMS_MAX]:
             if address not in entry.holders:
@@ -783,9 +792,11 @@ class Node:
             return
         first_join = not self.joined
         self.joined = True
-        # Joined: ask our neighbourhood for whatever waits for us.
-        for candidate in lookup.result():
-            self._send_frame(candidate.key, candidate.endpoint, pb.Frame(fetch=pb.Fetch()), now)
+        # Joined: ask our neighbourhood for whatever waits for us (the seed only waited).
+        if self.config.policy == "ours":
+            for candidate in lookup.result():
+                fetch = pb.Frame(fetch=pb.Fetch())
+                self._send_frame(candidate.key, candidate.endpoint, fetch, now)
         if first_join:
             # The self-lookup only fills the buckets near us; refresh every bucket once so
             # we also know the far half of the network (Kademlia paper, section 2.3).
