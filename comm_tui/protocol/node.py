@@ -546,6 +546,7 @@ class Node:
                 expires_ms,
                 ack,
                 stored_at=now,
+                holders={address_of(peer_key)},
             )
             self.store.add(entry, enforce_quota=False)
             # The node that handed us the part gets the ack at once; that copy only
@@ -635,8 +636,10 @@ class Node:
         - The sender of a text re-sends with a wider fan-out on every retry until
           the ack comes: a first hop that takes the text and drops it only delays
           it, and a holder that has seen the ack answers with it.
-        - A relay in the target's neighbourhood replicates to the whole
-          neighbourhood, the target itself included when it is online.
+        - The recipient sends its ack toward the sender the same way, skipping
+          nodes known to hold it.
+        - A relay in the target's neighbourhood replicates to a few of its
+          neighbours, the target itself included when it is online.
         - A relay further away forwards to a few nodes closer than itself, and
           stops once a closer node holds the item: the item made progress.
         """
@@ -644,41 +647,47 @@ class Node:
         closest = self.table.closest(entry.target, k)
         if self.config.policy == "flood":
             return [n for n in closest if n.address != entry.origin]
-        target_int = int.from_bytes(entry.target, "big")
+        fanout = min(k, self.config.sender_fanout + entry.attempts)
         if entry.own_text_id:
-            # Holders are asked again on a retry: one that has seen the ack answers
-            # with it, one that dropped the text is bypassed by the wider fan-out.
-            hops = closest[: min(k, self.config.sender_fanout + entry.attempts)]
-            direct = self.table.get(entry.target)
-            if direct is not None and direct not in hops:
-                hops.insert(0, direct)  # even if it looked dead: it is whom we write to
-            return hops
+            return self._with_target(closest[:fanout], entry, skip_holders=False)
+        target_int = int.from_bytes(entry.target, "big")
+        own_distance = distance(self.address, entry.target)
+        if entry.kind is Kind.ACK and not entry.origin:
+            # Our own ack. The node that handed us the text holds it already, which says
+            # nothing about the way to the sender: the first attempt always goes out.
+            if entry.attempts and any(
+                int.from_bytes(h, "big") ^ target_int < own_distance for h in entry.holders
+            ):
+                return []
+            closer = [n for n in closest if n.address_int ^ target_int < own_distance] or closest
+            return self._with_target(closer[:fanout], entry)
         if self.table.is_among_closest(self.address, entry.target, k):
             origin_int = int.from_bytes(entry.origin, "big") if entry.origin else None
             if (
                 entry.attempts == 0
                 and origin_int is not None
-                and (origin_int ^ target_int < distance(self.address, entry.target))
+                and origin_int ^ target_int < own_distance
             ):
                 # A closer neighbour replicated this to us and handed it to the target
                 # itself; we only keep a replica until our first retry.
                 return []
-            fanout = self.config.replicas
-        else:
-            own_distance = distance(self.address, entry.target)
-            if any(int.from_bytes(h, "big") ^ target_int < own_distance for h in entry.holders):
-                return []
-            closer = [n for n in closest if n.address_int ^ target_int < own_distance]
-            closest = closer or closest
-            # Acks we signed start wide; they need no more: a sender that re-sends its
-            # message gets the ack back from any node that holds it.
-            first = self.config.sender_fanout if not entry.origin else self.config.transit_fanout
-            fanout = min(k, first + entry.attempts)
-        targeted = [n for n in closest[:fanout] if n.address not in entry.holders]
+            return self._with_target(closest[: self.config.replicas], entry)
+        if any(int.from_bytes(h, "big") ^ target_int < own_distance for h in entry.holders):
+            return []
+        closer = [n for n in closest if n.address_int ^ target_int < own_distance] or closest
+        return self._with_target(
+            closer[: min(k, self.config.transit_fanout + entry.attempts)], entry
+        )
+
+    def _with_target(
+        self, hops: list[NodeEntry], entry: Entry, *, skip_holders: bool = True
+    ) -> list[NodeEntry]:
+        """``hops``, with the target itself first whenever we know it (even if it looked dead)."""
         direct = self.table.get(entry.target)
-        if direct is not None and direct.address not in entry.holders and direct not in targeted:
-            targeted.insert(0, direct)
-        return targeted
+        chosen = ([direct] if direct is not None else []) + [n for n in hops if n is not direct]
+        if skip_holders:
+            chosen = [n for n in chosen if n.address not in entry.holders]
+        return chosen
 
     def _send_item(self, entry: Entry, key: bytes, endpoint: Endpoint, now: float) -> None:
         if isinstance(entry.wire, pb.Message):
