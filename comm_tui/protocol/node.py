@@ -68,12 +68,14 @@ QUERY_TIMEOUT_S = 2.0
 RECEIPT_TIMEOUT_S = 2.0
 MAINTENANCE_INTERVAL_S = 1.0
 HOUSEKEEPING_INTERVAL_S = 30.0
-REBOOTSTRAP_INTERVAL_S = 15.0
+REBOOTSTRAP_INTERVAL_S = 5.0
 # Restored relay items wait this long after a restart before their next relay.
 RESTORE_GRACE_S = 5.0
 # A timer that fires this much later than asked means the node was asleep.
 SLEEP_GAP_S = 30.0
 PENDING_QUERIES_MAX = 1024
+# Retries after which an item whose target we do not know triggers a lookup of it.
+LOOKUP_ON_ATTEMPTS = frozenset({1, 3, 6})
 FETCH_ITEMS_MAX = 512
 FIND_NODE_ANSWER_NODES = 8
 
@@ -212,6 +214,9 @@ class Node:
         self._next_maintenance = now + MAINTENANCE_INTERVAL_S
         self._next_housekeeping = now + HOUSEKEEPING_INTERVAL_S
         self._next_rebootstrap = now + REBOOTSTRAP_INTERVAL_S
+        self._next_thin_lookup = now
+        self._thin_lookups = 0
+        self._thin_table_size = 0
 
     # ------------------------------------------------------------------ driver API
 
@@ -329,6 +334,17 @@ class Node:
             if not self.table.closest(self.address, 1):  # empty, or every node failing
                 for endpoint in self.bootstrap_endpoints:
                     self._send_hello(endpoint, now)
+            elif len(self.table) < self.config.k and now >= self._next_thin_lookup:
+                # A thin table (we joined while the network was forming, or most of it
+                # left): look ourselves up again, so our neighbourhood learns of us.
+                # Backs off, since a small network simply has few nodes to know.
+                self._thin_lookups += 1
+                if len(self.table) > self._thin_table_size:
+                    self._thin_lookups = 1
+                self._thin_table_size = len(self.table)
+                delay = REBOOTSTRAP_INTERVAL_S * 2 ** min(self._thin_lookups, 16)
+                self._next_thin_lookup = now + min(delay, self.config.refresh_interval_s)
+                self.lookup(self.address, now)
         self._flush_store()
 
     def receive_datagram(self, data: bytes, addr: Endpoint, now: float) -> None:
@@ -619,6 +635,16 @@ class Node:
         """Send an item to the nodes that should hold it next, and schedule the retry."""
         for node in self._next_hops(entry):
             self._send_item(entry, node.key, node.endpoint, now)
+        if (
+            self.config.policy == "ours"
+            and entry.attempts in LOOKUP_ON_ATTEMPTS
+            and entry.target not in self.table
+            and not self._closer_holder(entry)
+        ):
+            # Still undelivered, nobody nearer the target took it, and we do not know
+            # the target: our view of its neighbourhood may be thin (a young network,
+            # churn). A lookup meets the nodes nearest to it; the next retry reaches them.
+            self.lookup(entry.target, now)
         entry.attempts += 1
         delay = min(
             self.config.backoff_max_s, self.config.backoff_base_s * 2 ** (entry.attempts - 1)
@@ -655,9 +681,7 @@ class Node:
         if entry.kind is Kind.ACK and not entry.origin:
             # Our own ack. The node that handed us the text holds it already, which says
             # nothing about the way to the sender: the first attempt always goes out.
-            if entry.attempts and any(
-                int.from_bytes(h, "big") ^ target_int < own_distance for h in entry.holders
-            ):
+            if entry.attempts and self._closer_holder(entry):
                 return []
             closer = [n for n in closest if n.address_int ^ target_int < own_distance] or closest
             return self._with_target(closer[:fanout], entry)
@@ -672,12 +696,18 @@ class Node:
                 # itself; we only keep a replica until our first retry.
                 return []
             return self._with_target(closest[: self.config.replicas], entry)
-        if any(int.from_bytes(h, "big") ^ target_int < own_distance for h in entry.holders):
+        if self._closer_holder(entry):
             return []
         closer = [n for n in closest if n.address_int ^ target_int < own_distance] or closest
         return self._with_target(
             closer[: min(k, self.config.transit_fanout + entry.attempts)], entry
         )
+
+    def _closer_holder(self, entry: Entry) -> bool:
+        """Does a node nearer the target than we are hold this item (it made progress)?"""
+        target_int = int.from_bytes(entry.target, "big")
+        own_distance = distance(self.address, entry.target)
+        return any(int.from_bytes(h, "big") ^ target_int < own_distance for h in entry.holders)
 
     def _with_target(
         self, hops: list[NodeEntry], entry: Entry, *, skip_holders: bool = True

@@ -1,0 +1,442 @@
+"""Real-UDP loopback benchmark: latency, delivery and CPU cost of relaying texts.
+
+``bench/simulate.py`` runs the protocol cores under a virtual clock; this script runs
+the same cores over real UDP sockets on 127.0.0.1 with asyncio, so the figures include
+what the simulator leaves out: the kernel, the event loop, the crypto and protobuf work
+on every datagram. ``--nodes`` nodes (50 to 200) join one network, split across
+``--processes`` (1 or 2) OS processes that each run their own event loop; the second
+process bootstraps to a node of the first. Once every node has joined, ``--messages``
+texts go between random pairs at ``--rate`` texts per second. It reports:
+
+- latency p50/p99 from ``send_text`` to the recipient's ``TextReceived``, and to the
+  sender's ``delivered`` (the recipient's signed ack came back), in wall-clock ms;
+- the delivered ratio (texts received and acknowledged before the bound);
+- relayed messages per second per core (message copies forwarded by relays, over the
+  wall time of the sending phase, divided by the processes), CPU seconds per relayed
+  message (``time.process_time`` of every process over the same phase, so it also pays
+  for acks, receipts and routing upkeep), and message datagrams per CPU second, the
+  figure to read against ``bench/ceiling.py``'s ``relay_ceiling_per_s``;
+- datagrams per message: message, ack and receipt datagrams sent during the phase,
+  divided by the texts sent (``all_datagrams_per_message`` counts every kind).
+
+``--store memory`` (default) drives ``comm_tui.protocol.node.Node`` directly through
+``comm_tui.net.udp.open_udp``, which isolates the network and protocol cost;
+``--store sqlite`` runs full ``NodeService``s, each with its own SQLite database in a
+temporary directory, so the cost of durable writes is included. Everything is bounded
+and stops by itself:
+
+    python bench/loopback.py --nodes 100 --messages 300 --processes 2 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from comm_tui.crypto.identity import Identity, PublicIdentity
+from comm_tui.net.service import IncomingText, NodeService, OutgoingUpdated, ServiceEvent
+from comm_tui.net.udp import NodeProtocol, open_udp
+from comm_tui.protocol.events import Event, TextReceived, TextStateChanged
+from comm_tui.protocol.node import Node, NodeConfig
+from comm_tui.protocol.routing import Endpoint
+from comm_tui.store.db import Database
+
+LOOPBACK = "127.0.0.1"
+MIN_NODES = 50
+MAX_NODES = 200
+DEFAULT_NODES = 100
+DEFAULT_MESSAGES = 300
+DEFAULT_RATE_PER_S = 50.0
+JOIN_BOUND_S = 60.0
+# After every node says it joined, let the first-join bucket refreshes finish.
+SETTLE_S = 2.0
+START_DELAY_S = 0.5
+GRACE_BOUND_S = 30.0
+POLL_S = 0.02
+MESSAGE_KINDS = ("message", "ack", "receipt")
+TEXT_PREFIX = "bench-"
+
+
+@dataclass
+class Plan:
+    """What every process needs to know, identical in all of them."""
+
+    nodes: int
+    messages: int
+    processes: int
+    rate_per_s: float
+    seed: int
+    store: str
+
+    def seeds(self) -> list[bytes]:
+        rng = random.Random(self.seed)
+        return [rng.randbytes(32) for _ in range(self.nodes)]
+
+    def pairs(self) -> list[tuple[int, int]]:
+        rng = random.Random(self.seed + 1)
+        out: list[tuple[int, int]] = []
+        for _ in range(self.messages):
+            sender, recipient = rng.sample(range(self.nodes), 2)
+            out.append((sender, recipient))
+        return out
+
+    def shard_of(self, index: int) -> int:
+        return index * self.processes // self.nodes
+
+
+@dataclass
+class Host:
+    """One node in this process, and what it saw."""
+
+    index: int
+    node: Node
+    protocol: NodeProtocol | None = None
+    service: NodeService | None = None
+    db: Database | None = None
+    received_at: dict[int, float] = field(default_factory=dict)
+    delivered_at: dict[int, float] = field(default_factory=dict)
+    text_ids: dict[bytes, int] = field(default_factory=dict)
+
+    def on_core_events(self, events: list[Event]) -> None:
+        now = time.time()
+        for event in events:
+            if isinstance(event, TextReceived) and event.text.startswith(TEXT_PREFIX):
+                self.received_at.setdefault(int(event.text[len(TEXT_PREFIX) :]), now)
+            elif isinstance(event, TextStateChanged) and event.state == "delivered":
+                self._delivered(event.text_id, now)
+
+    def on_service_event(self, event: ServiceEvent) -> None:
+        now = time.time()
+        if isinstance(event, IncomingText) and event.row.text.startswith(TEXT_PREFIX):
+            self.received_at.setdefault(int(event.row.text[len(TEXT_PREFIX) :]), now)
+        elif isinstance(event, OutgoingUpdated) and event.row.state == "delivered":
+            self._delivered(event.row.text_id, now)
+
+    def _delivered(self, text_id: bytes, now: float) -> None:
+        number = self.text_ids.get(text_id)
+        if number is not None:
+            self.delivered_at.setdefault(number, now)
+
+
+class Shard:
+    """The nodes one process runs, on one event loop."""
+
+    def __init__(self, plan: Plan, shard: int, workdir: Path) -> None:
+        self.plan = plan
+        self.shard = shard
+        self.workdir = workdir
+        self.publics: list[PublicIdentity] = []
+        self.hosts: dict[int, Host] = {}
+        self.sent_at: dict[int, float] = {}
+        self.config = NodeConfig()
+
+    async def start(self, bootstrap: Endpoint | None) -> Endpoint:
+        identities = [Identity.from_seed(seed) for seed in self.plan.seeds()]
+        self.publics = [identity.public for identity in identities]
+        now = time.time()
+        endpoints: list[Endpoint] = []
+        for index, identity in enumerate(identities):
+            if self.plan.shard_of(index) != self.shard:
+                continue
+            if self.plan.store == "sqlite":
+                db = Database.open(self.workdir / f"node{index}.db")
+                service = NodeService(identity, db, listen=(LOOPBACK, 0), config=self.config)
+                host = Host(index, service.node, service=service, db=db)
+                service.subscribe(host.on_service_event)
+                endpoints.append(await service.start())
+                host.protocol = service.protocol
+            else:
+                host = Host(index, Node(identity, now, config=self.config))
+                host.protocol, bound = await open_udp(host.node, (LOOPBACK, 0), host.on_core_events)
+                endpoints.append(bound)
+            self.hosts[index] = host
+        # The first node of the first shard bootstraps nobody; every other node
+        # bootstraps to a random node started before it (or to the first shard's).
+        rng = random.Random(self.plan.seed + 2 + self.shard)
+        for position, host in enumerate(self.hosts.values()):
+            if position == 0 and bootstrap is None:
+                continue
+            if position == 0 or (bootstrap is not None and rng.random() < 0.5):
+                assert bootstrap is not None
+                target = bootstrap
+            else:
+                target = endpoints[rng.randrange(position)]
+            host.node.bootstrap(target, time.time())
+            assert host.protocol is not None
+            host.protocol.pump()
+        return endpoints[0]
+
+    def joined(self) -> bool:
+        return all(host.node.joined for host in self.hosts.values())
+
+    def counters(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for host in self.hosts.values():
+            total.update(host.node.stats.sent_by_kind)
+            total["datagrams_out"] += host.node.stats.datagrams_out
+            total["messages_relayed"] += host.node.stats.messages_relayed
+            for reason, count in host.node.stats.rejected.items():
+                total[f"rejected_{reason}"] += count
+        return total
+
+    async def send_all(self, start_at: float) -> None:
+        """Send this shard's texts on the shared schedule (wall clock, all processes)."""
+        interval_s = 1.0 / self.plan.rate_per_s
+        for number, (sender, recipient) in enumerate(self.plan.pairs()):
+            host = self.hosts.get(sender)
+            if host is None:
+                continue
+            due = start_at + number * interval_s
+            delay = due - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            text = f"{TEXT_PREFIX}{number}"
+            self.sent_at[number] = time.time()
+            if host.service is not None:
+                row = host.service.send_text(self.publics[recipient], text)
+                host.text_ids[row.text_id] = number
+            else:
+                text_id = host.node.send_text(self.publics[recipient], text, time.time())
+                host.text_ids[text_id] = number
+                assert host.protocol is not None
+                host.protocol.pump()
+
+    def expected_done(self) -> bool:
+        """Every text this shard sent was delivered, every one it should receive arrived."""
+        for number, (sender, recipient) in enumerate(self.plan.pairs()):
+            if sender in self.hosts and number not in self.hosts[sender].delivered_at:
+                return False
+            if recipient in self.hosts and number not in self.hosts[recipient].received_at:
+                return False
+        return True
+
+    async def stop(self) -> None:
+        for host in self.hosts.values():
+            if host.service is not None:
+                await host.service.stop()
+                assert host.db is not None
+                host.db.close()
+            elif host.protocol is not None:
+                host.protocol.close()
+
+    def results(self) -> dict[str, Any]:
+        received: dict[int, float] = {}
+        delivered: dict[int, float] = {}
+        for host in self.hosts.values():
+            received.update(host.received_at)
+            delivered.update(host.delivered_at)
+        tables = [len(host.node.table) for host in self.hosts.values()]
+        return {
+            "sent": self.sent_at,
+            "received": received,
+            "delivered": delivered,
+            "table_nodes_mean": statistics.fmean(tables) if tables else 0.0,
+        }
+
+
+async def wait_until(condition: Any, bound_s: float) -> bool:
+    deadline = time.monotonic() + bound_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        await asyncio.sleep(POLL_S)
+    return bool(condition())
+
+
+async def poll_conn(conn: Connection, bound_s: float) -> Any:
+    """The next object from the other process, without blocking the event loop."""
+    deadline = time.monotonic() + bound_s
+    while time.monotonic() < deadline:
+        if conn.poll():
+            return conn.recv()
+        await asyncio.sleep(POLL_S)
+    raise TimeoutError("the other process did not answer in time")
+
+
+async def run_worker_shard(plan: Plan, conn: Connection) -> None:
+    """Shard 1 (second process): the same steps as shard 0, told when by shard 0."""
+    with tempfile.TemporaryDirectory(prefix="comm-tui-loopback-") as tmp:
+        shard = Shard(plan, 1, Path(tmp))
+        try:
+            bootstrap = await poll_conn(conn, JOIN_BOUND_S)
+            await shard.start(tuple(bootstrap))
+            joined = await wait_until(shard.joined, JOIN_BOUND_S)
+            conn.send(("joined", joined))
+            start_at, bound_s = await poll_conn(conn, JOIN_BOUND_S + SETTLE_S)
+            before = shard.counters()
+            cpu_before = time.process_time()
+            await shard.send_all(start_at)
+            await wait_until(shard.expected_done, max(0.0, start_at + bound_s - time.time()))
+            conn.send(("done", None))
+            await poll_conn(conn, bound_s + GRACE_BOUND_S)  # "stop": the others are done
+            cpu_s = time.process_time() - cpu_before
+            after = shard.counters()
+            after.subtract(before)
+            conn.send(("results", shard.results(), dict(after), cpu_s))
+        finally:
+            await shard.stop()
+
+
+def worker_main(plan: Plan, conn: Connection) -> None:
+    asyncio.run(run_worker_shard(plan, conn))
+
+
+def percentile(values: list[float], fraction: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+async def run(plan: Plan) -> dict[str, Any]:
+    context = multiprocessing.get_context("spawn")
+    conn: Connection | None = None
+    worker: Any = None
+    wall_start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="comm-tui-loopback-") as tmp:
+        shard = Shard(plan, 0, Path(tmp))
+        try:
+            if plan.processes == 2:
+                conn, child_conn = context.Pipe()
+                worker = context.Process(target=worker_main, args=(plan, child_conn))
+                worker.start()
+            first = await shard.start(None)
+            if conn is not None:
+                conn.send(first)
+            joined = await wait_until(shard.joined, JOIN_BOUND_S)
+            if conn is not None:
+                _, other_joined = await poll_conn(conn, JOIN_BOUND_S * 2)
+                joined = joined and other_joined
+            await asyncio.sleep(SETTLE_S)
+            join_s = time.perf_counter() - wall_start
+            send_span_s = plan.messages / plan.rate_per_s
+            bound_s = send_span_s + GRACE_BOUND_S
+            start_at = time.time() + START_DELAY_S
+            if conn is not None:
+                conn.send((start_at, bound_s))
+            before = shard.counters()
+            cpu_before = time.process_time()
+            await shard.send_all(start_at)
+            await wait_until(shard.expected_done, max(0.0, start_at + bound_s - time.time()))
+            if conn is not None:
+                await poll_conn(conn, max(1.0, start_at + bound_s - time.time()) + 5.0)
+            phase_wall_s = time.time() - start_at
+            cpu_s = [time.process_time() - cpu_before]
+            counters = shard.counters()
+            counters.subtract(before)
+            results = [shard.results()]
+            if conn is not None:
+                conn.send("stop")
+                _, other, other_counters, other_cpu = await poll_conn(conn, GRACE_BOUND_S)
+                results.append(other)
+                counters.update(other_counters)
+                cpu_s.append(other_cpu)
+        finally:
+            await shard.stop()
+            if worker is not None:
+                worker.join(timeout=10.0)
+                if worker.is_alive():
+                    worker.terminate()
+    sent: dict[int, float] = {}
+    received: dict[int, float] = {}
+    delivered: dict[int, float] = {}
+    for part in results:
+        sent.update(part["sent"])
+        received.update(part["received"])
+        delivered.update(part["delivered"])
+    to_recipient_ms = [(received[n] - sent[n]) * 1000 for n in received if n in sent]
+    to_delivered_ms = [(delivered[n] - sent[n]) * 1000 for n in delivered if n in sent]
+    total_cpu_s = sum(cpu_s)
+    relayed = counters["messages_relayed"]
+    message_datagrams = counters["message"]
+    caused = sum(counters[kind] for kind in MESSAGE_KINDS)
+    texts = max(1, len(sent))
+
+    def rounded(value: float | None, digits: int = 3) -> float | None:
+        return None if value is None else round(value, digits)
+
+    return {
+        "nodes": plan.nodes,
+        "messages": plan.messages,
+        "processes": plan.processes,
+        "store": plan.store,
+        "rate_per_s": plan.rate_per_s,
+        "all_joined": joined,
+        "join_s": round(join_s, 3),
+        "texts_sent": len(sent),
+        "received_ratio": round(len(received) / texts, 4),
+        "delivered_ratio": round(len(delivered) / texts, 4),
+        "latency_p50_ms": rounded(percentile(to_recipient_ms, 0.5)),
+        "latency_p99_ms": rounded(percentile(to_recipient_ms, 0.99)),
+        "latency_mean_ms": rounded(statistics.fmean(to_recipient_ms) if to_recipient_ms else None),
+        "delivered_p50_ms": rounded(percentile(to_delivered_ms, 0.5)),
+        "delivered_p99_ms": rounded(percentile(to_delivered_ms, 0.99)),
+        "phase_wall_s": round(phase_wall_s, 3),
+        "cpu_s": round(total_cpu_s, 4),
+        "cpu_utilisation": round(total_cpu_s / (phase_wall_s * plan.processes), 4),
+        "messages_relayed": relayed,
+        "message_datagrams": message_datagrams,
+        "relayed_per_s_per_core": round(relayed / phase_wall_s / plan.processes, 2),
+        "cpu_s_per_relayed_message": rounded(total_cpu_s / relayed if relayed else None, 7),
+        "message_datagrams_per_cpu_s": rounded(
+            message_datagrams / total_cpu_s if total_cpu_s else None, 1
+        ),
+        "datagrams_per_message": round(caused / texts, 2),
+        "all_datagrams_per_message": round(counters["datagrams_out"] / texts, 2),
+        "datagrams_by_kind": {
+            k: v
+            for k, v in sorted(counters.items())
+            if k not in ("datagrams_out", "messages_relayed") and not k.startswith("rejected_")
+        },
+        "rejected": {
+            k[len("rejected_") :]: v for k, v in counters.items() if k.startswith("rejected_") and v
+        },
+        "table_nodes_mean_by_process": [round(part["table_nodes_mean"], 1) for part in results],
+        "not_received": sorted(n for n in sent if n not in received)[:20],
+        "wall_s": round(time.perf_counter() - wall_start, 3),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--nodes", type=int, default=DEFAULT_NODES)
+    parser.add_argument("--messages", type=int, default=DEFAULT_MESSAGES)
+    parser.add_argument("--processes", type=int, choices=(1, 2), default=1)
+    parser.add_argument("--rate", type=float, default=DEFAULT_RATE_PER_S, help="texts per second")
+    parser.add_argument("--store", choices=("memory", "sqlite"), default="memory")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--allow-small", action="store_true", help=argparse.SUPPRESS
+    )  # smoke tests run fewer than 50 nodes
+    args = parser.parse_args(argv)
+    low = 2 * args.processes if args.allow_small else MIN_NODES
+    if not low <= args.nodes <= MAX_NODES:
+        parser.error(f"--nodes must be between {MIN_NODES} and {MAX_NODES}")
+    if args.messages < 1 or args.rate <= 0:
+        parser.error("--messages and --rate must be positive")
+    plan = Plan(args.nodes, args.messages, args.processes, args.rate, args.seed, args.store)
+    figures = asyncio.run(run(plan))
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        width = max(len(name) for name in figures)
+        for name, value in figures.items():
+            print(f"{name:<{width}}  {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
