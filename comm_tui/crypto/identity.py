@@ -8,7 +8,7 @@ pair is used for every encryption, so a user has exactly one secret to protect.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from nacl.bindings import crypto_sign_ed25519_pk_to_curve25519
 from nacl.encoding import RawEncoder
@@ -22,10 +22,15 @@ from comm_tui.errors import KeyFileError
 ADDRESS_BYTES = 20
 PUBLIC_KEY_BYTES = 32
 SEED_BYTES = 32
+ADDRESS_CACHE_KEYS = 65536
 
 
+@lru_cache(maxsize=ADDRESS_CACHE_KEYS)
 def address_of(public_key: bytes) -> bytes:
-    """The 20-byte network address of an Ed25519 public key."""
+    """The 20-byte network address of an Ed25519 public key.
+
+    Cached: a relay derives the same few thousand peers' addresses on every datagram.
+    """
     return blake2b(public_key, digest_size=ADDRESS_BYTES, encoder=RawEncoder)
 
 

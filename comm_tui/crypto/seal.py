@@ -9,11 +9,11 @@ learns who wrote it.
 
 from __future__ import annotations
 
+from google.protobuf.message import DecodeError
 from nacl.encoding import RawEncoder
 from nacl.exceptions import CryptoError
 from nacl.hash import blake2b
 from nacl.public import Box, SealedBox
-from google.protobuf.message import DecodeError
 
 from comm_tui.crypto.identity import Identity, PublicIdentity
 from comm_tui.protocol import wire_pb2 as pb

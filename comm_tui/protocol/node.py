@@ -27,8 +27,8 @@ tick: the seed's rule as written, kept as the benchmark baseline.
 from __future__ import annotations
 
 import heapq
-import ipaddress
 import random
+import socket
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import astuple, dataclass, field
@@ -66,7 +66,6 @@ MAX_TTL_S = 7 * 24 * 3600.0
 MAX_HOPS = 64
 QUERY_TIMEOUT_S = 2.0
 RECEIPT_TIMEOUT_S = 2.0
-MAINTENANCE_INTERVAL_S = 1.0
 HOUSEKEEPING_INTERVAL_S = 30.0
 REBOOTSTRAP_INTERVAL_S = 5.0
 # Restored relay items wait this long after a restart before their next relay.
@@ -154,17 +153,23 @@ def _ms(now: float) -> int:
     return int(now * 1000)
 
 
-def node_info(key: bytes, endpoint: Endpoint) -> pb.NodeInfo:
-    return pb.NodeInfo(key=key, ip=ipaddress.ip_address(endpoint[0]).packed, port=endpoint[1])
+def node_info(key: bytes, endpoint: Endpoint) -> pb.NodeInfo | None:
+    """A NodeInfo for a NODES answer, or None for a host that is not a plain IP address."""
+    host, port = endpoint
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        packed = socket.inet_pton(family, host)
+    except OSError:
+        return None
+    return pb.NodeInfo(key=key, ip=packed, port=port)
 
 
 def parse_node_info(info: pb.NodeInfo) -> Candidate | None:
     """A candidate from a NODES answer, or None when any field is out of shape."""
     if len(info.key) != 32 or len(info.ip) not in (4, 16) or not 0 < info.port < 65536:
         return None
-    return Candidate(
-        info.key, address_of(info.key), (str(ipaddress.ip_address(info.ip)), info.port)
-    )
+    family = socket.AF_INET if len(info.ip) == 4 else socket.AF_INET6
+    return Candidate(info.key, address_of(info.key), (socket.inet_ntop(family, info.ip), info.port))
 
 
 class Node:
@@ -211,7 +216,7 @@ class Node:
             self.config.new_key_burst,
             now,
         )
-        self._next_maintenance = now + MAINTENANCE_INTERVAL_S
+        self._armed_for = now
         self._next_housekeeping = now + HOUSEKEEPING_INTERVAL_S
         self._next_rebootstrap = now + REBOOTSTRAP_INTERVAL_S
         self._next_thin_lookup = now
@@ -234,9 +239,21 @@ class Node:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float:
-        timer = self._next_maintenance
+        """The next moment something is due: a retry, a timeout, or periodic upkeep.
+
+        Timeouts are always "now + a constant" and their dicts keep insertion order,
+        so the first entry of each holds its earliest deadline.
+        """
+        timer = min(self._next_housekeeping, self._next_rebootstrap)
         if self._schedule:
             timer = min(timer, self._schedule[0][0])
+        if self._queries:
+            timer = min(timer, next(iter(self._queries.values())).deadline)
+        if self._awaiting_receipt:
+            timer = min(timer, next(iter(self._awaiting_receipt.values())))
+        if self._hellos:
+            timer = min(timer, next(iter(self._hellos.values()))[1])
+        self._armed_for = timer
         return timer
 
     def restore(self, blobs: Iterable[bytes], now: float) -> int:
@@ -319,13 +336,12 @@ class Node:
                 continue
             if entry.attempts < self.config.max_relay_attempts or entry.own_text_id:
                 self._relay(entry, now)
-        if now >= self._next_maintenance:
-            if now - self._next_maintenance > SLEEP_GAP_S and len(self.table):
-                # We were asleep (a closed laptop, a stopped process): the network moved
-                # on, so look ourselves up again, which ends in a Fetch of what waits.
-                self.lookup(self.address, now)
-            self._next_maintenance = now + MAINTENANCE_INTERVAL_S
-            self._expire_queries(now)
+        if now - self._armed_for > SLEEP_GAP_S and len(self.table):
+            # We were asleep (a closed laptop, a stopped process): the network moved
+            # on, so look ourselves up again, which ends in a Fetch of what waits.
+            self.lookup(self.address, now)
+        self._armed_for = now
+        self._expire_queries(now)
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + HOUSEKEEPING_INTERVAL_S
             self._housekeeping(now)
@@ -448,9 +464,8 @@ class Node:
         if len(find.target) != ADDRESS_BYTES or len(find.query_id) != CHALLENGE_BYTES:
             raise Rejected("malformed")
         nodes = self.table.closest(find.target, FIND_NODE_ANSWER_NODES, exclude=(sender.address,))
-        answer = pb.Nodes(
-            query_id=find.query_id, nodes=[node_info(n.key, n.endpoint) for n in nodes]
-        )
+        infos = [node_info(n.key, n.endpoint) for n in nodes]
+        answer = pb.Nodes(query_id=find.query_id, nodes=[i for i in infos if i is not None])
         self._send_frame(sender.key, addr, pb.Frame(nodes=answer), now)
 
     def _on_nodes(self, sender: PublicIdentity, nodes: pb.Nodes, now: float) -> None:
@@ -731,7 +746,9 @@ class Node:
             self.stats.acks_relayed += 1
         self._send_frame(key, endpoint, frame, now)
         if self.config.policy == "ours":
-            self._awaiting_receipt[(address_of(key), entry.key)] = now + RECEIPT_TIMEOUT_S
+            pair = (address_of(key), entry.key)
+            self._awaiting_receipt.pop(pair, None)  # re-inserted last: deadline order
+            self._awaiting_receipt[pair] = now + RECEIPT_TIMEOUT_S
 
     def _add_holder(self, entry: Entry, holder: bytes, now: float) -> None:
         if holder in entry.holders:
@@ -843,9 +860,11 @@ class Node:
                 self.lookup(target, now)
 
     def _expire_queries(self, now: float) -> None:
-        for query_id, query in list(self._queries.items()):
+        """Time out what is overdue; each dict is in deadline order: stop at the first not due."""
+        while self._queries:
+            query_id, query = next(iter(self._queries.items()))
             if query.deadline > now:
-                continue
+                break
             del self._queries[query_id]
             removed = self.table.record_failure(address_of(query.peer_key), now)
             if removed is not None:
@@ -853,15 +872,19 @@ class Node:
             if query.lookup is not None and query.candidate is not None:
                 query.lookup.on_timeout(query.path, query.candidate)
                 self._advance_lookup(query.lookup, now)
-        for challenge, (_, deadline) in list(self._hellos.items()):
-            if deadline <= now:
-                del self._hellos[challenge]
-        for pair, deadline in list(self._awaiting_receipt.items()):
-            if deadline <= now:
-                del self._awaiting_receipt[pair]
-                removed = self.table.record_failure(pair[0], now)
-                if removed is not None:
-                    self._events.append(PeerRemoved(removed.key))
+        while self._hellos:
+            challenge, (_, deadline) = next(iter(self._hellos.items()))
+            if deadline > now:
+                break
+            del self._hellos[challenge]
+        while self._awaiting_receipt:
+            pair, deadline = next(iter(self._awaiting_receipt.items()))
+            if deadline > now:
+                break
+            del self._awaiting_receipt[pair]
+            removed = self.table.record_failure(pair[0], now)
+            if removed is not None:
+                self._events.append(PeerRemoved(removed.key))
 
     def _housekeeping(self, now: float) -> None:
         for entry in self.store.expire(_ms(now)):

@@ -156,10 +156,8 @@ class EclipseAdversary(Adversary):
             others = [s for s in self.group if s is not self.sim]
             others.sort(key=lambda s: distance(s.node.address, find.target))
             named = others[:FIND_NODE_ANSWER_NODES]
-            answer = pb.Nodes(
-                query_id=find.query_id,
-                nodes=[node_info(s.node.identity.key, s.endpoint) for s in named],
-            )
+            infos = [node_info(s.node.identity.key, s.endpoint) for s in named]
+            answer = pb.Nodes(query_id=find.query_id, nodes=[i for i in infos if i is not None])
             self.reply(peeked.sender_key, source, pb.Frame(nodes=answer))
             return True
         return self.swallow(peeked, source)
