@@ -9,15 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -30,9 +25,9 @@ from comm_tui.crypto.keyfile import KdfStrength, read_identity_file, write_ident
 from comm_tui.store.db import Database
 from comm_tui.store.lock import ProfileLock
 from comm_tui.store.paths import ensure_dirs, profile_paths
+from tests.node_procs import Proc, cli
 
 PROCESS_TIMEOUT_S = 30.0
-LINE_TIMEOUT_S = 15.0
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
@@ -389,67 +384,6 @@ def test_keys_help_documents_the_test_only_fast_kdf(capsys: pytest.CaptureFixtur
 
 
 # ---------------------------------------------------------------------------- subprocesses
-
-
-class Proc:
-    """A ``comm-tui`` subprocess whose stdout lines are read by a thread, with timeouts."""
-
-    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "comm_tui", *argv],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            self.lines.put(line.rstrip("\n"))
-
-    def wait_for_line(self, pattern: str, timeout_s: float = LINE_TIMEOUT_S) -> re.Match[str]:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            for line in self.seen:
-                if match := re.search(pattern, line):
-                    return match
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"no line matching {pattern!r} in {self.seen}")
-            try:
-                self.seen.append(self.lines.get(timeout=remaining))
-            except queue.Empty:
-                continue
-
-    def kill(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
-        self.popen.wait(timeout=PROCESS_TIMEOUT_S)
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    try:
-        yield started
-    finally:
-        for proc in started:
-            proc.kill()
-
-
-def cli(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "comm_tui", *argv],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=PROCESS_TIMEOUT_S,
-        check=False,
-    )
 
 
 @pytest.mark.slow

@@ -14,81 +14,27 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import random
-import re
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from comm_tui.cli import FAST_KDF_ENV
 from comm_tui.store.paths import profile_paths
+from tests.node_procs import Proc
 
 SEED = 5_2024
 ROUNDS = 8
 PROCESS_TIMEOUT_S = 20.0
-LINE_TIMEOUT_S = 15.0
 DELIVERY_POLL_BOUND_S = 20.0
 POLL_INTERVAL_S = 0.3
 LISTENING = r"listening 127\.0\.0\.1:(\d+) address ([0-9a-f]{40})"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(110)]
-
-
-class Proc:
-    """A ``comm-tui`` subprocess whose stdout lines are read by a thread, with timeouts."""
-
-    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "comm_tui", *argv],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            self.lines.put(line.rstrip("\n"))
-
-    def wait_for_line(self, pattern: str, timeout_s: float = LINE_TIMEOUT_S) -> re.Match[str]:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            for line in self.seen:
-                if match := re.search(pattern, line):
-                    return match
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or (self.popen.poll() is not None and self.lines.empty()):
-                raise AssertionError(f"no line matching {pattern!r} in {self.seen}")
-            try:
-                self.seen.append(self.lines.get(timeout=min(remaining, 0.5)))
-            except queue.Empty:
-                continue
-
-    def kill(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
-        self.popen.wait(timeout=PROCESS_TIMEOUT_S)
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    try:
-        yield started
-    finally:
-        for proc in started:
-            proc.kill()
 
 
 class Cluster:

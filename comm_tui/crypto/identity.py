@@ -14,7 +14,7 @@ from nacl.bindings import crypto_sign_ed25519_pk_to_curve25519
 from nacl.encoding import RawEncoder
 from nacl.exceptions import CryptoError
 from nacl.hash import blake2b
-from nacl.public import PrivateKey, PublicKey
+from nacl.public import Box, PrivateKey, PublicKey
 from nacl.signing import SigningKey, VerifyKey
 
 from comm_tui.errors import KeyFileError
@@ -105,6 +105,19 @@ class Identity:
     @cached_property
     def box_key(self) -> PrivateKey:
         return self.signing_key.to_curve25519_private_key()
+
+    def box_with(self, peer: PublicIdentity, domain: bytes) -> Box:
+        """A nacl Box with ``peer`` whose key is bound to both exact Ed25519 keys.
+
+        The Ed25519 -> X25519 map is two-to-one (a key and its negation, which differ
+        only in the sign bit, share an X25519 key), so a bare X25519 Box would accept a
+        sender key with that bit flipped: a key nobody holds. Hashing both Ed25519 keys
+        (and a per-use domain) into the shared secret authenticates the exact key.
+        """
+        shared = Box(self.box_key, peer.box_key).shared_key()
+        low, high = sorted((self.key, peer.key))
+        link_key = blake2b(domain + low + high, key=shared, digest_size=32, encoder=RawEncoder)
+        return Box.decode(link_key)
 
     def sign(self, data: bytes) -> bytes:
         """A detached 64-byte Ed25519 signature."""

@@ -20,6 +20,7 @@ from comm_tui.protocol import wire_pb2 as pb
 
 MESSAGE_ID_BYTES = 32
 _MESSAGE_ID_DOMAIN = b"comm-tui message id v1\x00"
+_LETTER_KEY_DOMAIN = b"comm-tui letter key v1\x00"
 
 
 class SealError(Exception):
@@ -56,7 +57,7 @@ class Sealer:
         if box is None:
             if len(self._boxes) >= self._CACHE_LIMIT:
                 self._boxes.pop(next(iter(self._boxes)))
-            box = Box(self.identity.box_key, peer.box_key)
+            box = self.identity.box_with(peer, _LETTER_KEY_DOMAIN)
             self._boxes[peer.key] = box
         return box
 

@@ -17,9 +17,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
-from nacl.encoding import RawEncoder
 from nacl.exceptions import CryptoError
-from nacl.hash import blake2b
 from nacl.public import Box
 
 from comm_tui.crypto.identity import PUBLIC_KEY_BYTES, Identity, PublicIdentity
@@ -97,16 +95,7 @@ class Codec:
         if box is not None:
             self._boxes.move_to_end(key)
             return box
-        # The Ed25519 -> X25519 map is two-to-one (a key and its negation, which differ
-        # only in the sign bit, share an X25519 key), so the bare X25519 Box would accept
-        # a datagram whose sender key had that bit flipped, from a sender nobody holds the
-        # key of. Hashing both Ed25519 keys into the shared key authenticates the exact key.
-        shared = Box(self.identity.box_key, PublicIdentity(key).box_key).shared_key()
-        low, high = sorted((self.identity.key, key))
-        link_key = blake2b(
-            _LINK_KEY_DOMAIN + low + high, key=shared, digest_size=32, encoder=RawEncoder
-        )
-        box = Box.decode(link_key)
+        box = self.identity.box_with(PublicIdentity(key), _LINK_KEY_DOMAIN)
         self._boxes[key] = box
         if len(self._boxes) > BOX_CACHE_PEERS:
             self._boxes.popitem(last=False)
