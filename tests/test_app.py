@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
@@ -303,6 +304,18 @@ async def test_status_panel_figures_change(tmp_path: Path) -> None:
                     "more datagrams in",
                 )
                 assert max(panel._rates) > 0
+                # A malformed datagram is dropped, and the panel says why.
+                assert app.service is not None and app.service.bound is not None
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
+                    raw.sendto(b"\x08\x01garbage", ("127.0.0.1", app.service.bound[1]))
+                await wait_until(
+                    pilot,
+                    lambda: panel.snapshot is not None and panel.snapshot.rejected >= 1,
+                    "the rejection to be counted",
+                )
+                await pilot.pause(1.2)
+                relay_text = str(panel.query_one("#status-relay").render())
+                assert "malformed" in relay_text
                 await pilot.press("ctrl+s")
                 assert not panel.display
                 await pilot.press("ctrl+s")

@@ -13,6 +13,7 @@ from comm_tui.crypto.identity import Identity
 from comm_tui.net.service import NodeService
 
 MAX_PEERS_SHOWN = 12
+MAX_REJECT_REASONS_SHOWN = 6
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class StatusSnapshot:
     acks_seen: int
     expired: int
     rejected: int
+    rejected_by_reason: tuple[tuple[str, int], ...]  # most frequent first
     datagrams_in: int
     datagrams_out: int
     bytes_in: int
@@ -71,6 +73,7 @@ def offline_snapshot(identity: Identity, now: float) -> StatusSnapshot:
         acks_seen=0,
         expired=0,
         rejected=0,
+        rejected_by_reason=(),
         datagrams_in=0,
         datagrams_out=0,
         bytes_in=0,
@@ -102,6 +105,7 @@ def take_snapshot(service: NodeService, now: float) -> StatusSnapshot:
         acks_seen=stats.acks_seen,
         expired=stats.expired,
         rejected=stats.rejected_total,
+        rejected_by_reason=tuple(stats.rejected.most_common(MAX_REJECT_REASONS_SHOWN)),
         datagrams_in=stats.datagrams_in,
         datagrams_out=stats.datagrams_out,
         bytes_in=stats.bytes_in,

@@ -102,6 +102,10 @@ class StatusPanel(VerticalScroll):
                 ("acks seen", str(snapshot.acks_seen)),
                 ("expired", str(snapshot.expired)),
                 ("dropped invalid", str(snapshot.rejected)),
+                *(
+                    (f"  {reason.replace('_', ' ')}", str(n))
+                    for reason, n in snapshot.rejected_by_reason
+                ),
             )
         )
         rate = self._rates[-1]
