@@ -13,7 +13,7 @@ counter the node increments.
 from __future__ import annotations
 
 import random
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
@@ -31,6 +31,7 @@ CHALLENGE_BYTES = 16
 MAX_CLOCK_SKEW_S = 600.0
 # A peer's datagrams older than its newest by more than this are refused as replays.
 REPLAY_WINDOW_S = 120.0
+REPLAY_WINDOW_MS = int(REPLAY_WINDOW_S * 1000)
 BOX_CACHE_PEERS = 4096
 # Binds both Ed25519 keys into the per-peer key; see Codec.box.
 _LINK_KEY_DOMAIN = b"comm-tui link key v1\x00"
@@ -59,24 +60,29 @@ class Decoded:
 
 
 class _ReplayWindow:
-    """Nonces seen from one peer within REPLAY_WINDOW_S of its newest datagram."""
+    """Nonces seen from one peer within REPLAY_WINDOW_S of its newest datagram.
 
-    __slots__ = ("newest_ms", "seen")
+    Nonces are kept in arrival order, so forgetting the old ones costs O(1) per
+    datagram (a peer's clock mostly moves forward; a late one just lingers a little).
+    """
+
+    __slots__ = ("newest_ms", "order", "seen")
 
     def __init__(self) -> None:
         self.newest_ms = 0
-        self.seen: dict[bytes, int] = {}
+        self.seen: set[bytes] = set()
+        self.order: deque[tuple[int, bytes]] = deque()
 
     def accept(self, nonce: bytes, sent_ms: int) -> bool:
-        floor_ms = self.newest_ms - int(REPLAY_WINDOW_S * 1000)
-        if sent_ms < floor_ms or nonce in self.seen:
+        if sent_ms < self.newest_ms - REPLAY_WINDOW_MS or nonce in self.seen:
             return False
-        self.seen[nonce] = sent_ms
+        self.seen.add(nonce)
+        self.order.append((sent_ms, nonce))
         if sent_ms > self.newest_ms:
             self.newest_ms = sent_ms
-            floor_ms = sent_ms - int(REPLAY_WINDOW_S * 1000)
-            if len(self.seen) > 64:
-                self.seen = {n: t for n, t in self.seen.items() if t >= floor_ms}
+            floor_ms = sent_ms - REPLAY_WINDOW_MS
+            while self.order and self.order[0][0] < floor_ms:
+                self.seen.discard(self.order.popleft()[1])
         return True
 
 
