@@ -18,7 +18,6 @@ import contextlib
 import getpass
 import json
 import logging
-import os
 import re
 import signal
 import sys
@@ -33,7 +32,8 @@ from comm_tui import __version__
 from comm_tui.crypto.card import decode_card, encode_card, looks_like_card
 from comm_tui.crypto.identity import ADDRESS_BYTES, Identity, PublicIdentity
 from comm_tui.crypto.keyfile import (
-    KdfStrength,
+    FAST_KDF_ENV,
+    export_strength,
     is_passphrase_protected,
     read_identity_file,
     replace_identity,
@@ -66,7 +66,6 @@ NODE_STATS_INTERVAL_S = 60.0
 HISTORY_DEFAULT_LIMIT = 100
 CONVERSATION_PREVIEW_CHARS = 60
 # Tests set this to make key export cheap; real key files must use the default strength.
-FAST_KDF_ENV = "COMM_TUI_TEST_FAST_KDF"
 
 _HEX_ADDRESS = re.compile(rf"[0-9a-fA-F]{{{ADDRESS_BYTES * 2}}}")
 
@@ -476,10 +475,8 @@ def _cmd_keys_export(args: argparse.Namespace, g: _Globals) -> int:
             raise UserError("the passphrases do not match; nothing was written")
     if not passphrase:
         raise UserError("the passphrase is empty; nothing was written")
-    fast = os.environ.get(FAST_KDF_ENV) == "1"
-    strength = KdfStrength.MIN if fast else KdfStrength.MODERATE
     with _open(g) as profile:
-        write_identity_file(target, profile.identity, passphrase, strength)
+        write_identity_file(target, profile.identity, passphrase, export_strength())
         address = profile.identity.address.hex()
     print(f"exported identity {address} to {target}")
     return EXIT_OK

@@ -18,7 +18,7 @@ from comm_tui.app.widgets.conversation import ConversationView, MessageLog, Mess
 from comm_tui.app.widgets.status_panel import StatusPanel
 from comm_tui.crypto.card import encode_card
 from comm_tui.crypto.identity import Identity
-from comm_tui.crypto.keyfile import read_identity_file
+from comm_tui.crypto.keyfile import FAST_KDF_ENV, read_identity_file
 from comm_tui.net.service import NodeService
 from comm_tui.store.config import load_config
 from comm_tui.store.db import Database
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.timeout(90)
 
 @pytest.fixture(autouse=True)
 def _fast_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("COMM_TUI_TEST_FAST_KDF", "1")
+    monkeypatch.setenv(FAST_KDF_ENV, "1")
 
 
 def _add_contact(data_dir: Path, name: str, identity: Identity) -> None:

@@ -187,6 +187,14 @@ def _write_atomic(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+FAST_KDF_ENV = "COMM_TUI_TEST_FAST_KDF"
+
+
+def export_strength() -> KdfStrength:
+    """MODERATE for every key a person keeps; MIN only when a test sets FAST_KDF_ENV=1."""
+    return KdfStrength.MIN if os.environ.get(FAST_KDF_ENV) == "1" else KdfStrength.MODERATE
+
+
 def write_identity_file(
     path: Path,
     identity: Identity,

@@ -6,9 +6,9 @@ in a thread worker and the dialog stays responsive meanwhile.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -20,20 +20,17 @@ from textual.widgets import Button, Checkbox, Input, Label, LoadingIndicator, St
 from comm_tui.app.widgets.qr import QRCode
 from comm_tui.crypto.identity import Identity
 from comm_tui.crypto.keyfile import (
-    KdfStrength,
+    export_strength,
     read_identity_file,
     replace_identity,
     write_identity_file,
 )
 from comm_tui.errors import UserError
 
-FAST_KDF_ENV = "COMM_TUI_TEST_FAST_KDF"
 MIN_PASSPHRASE_CHARS = 8
 
 
-def kdf_strength() -> KdfStrength:
-    """MODERATE for real keys; MIN when tests ask for it through the environment."""
-    return KdfStrength.MIN if os.environ.get(FAST_KDF_ENV) == "1" else KdfStrength.MODERATE
+ResultT = TypeVar("ResultT")
 
 
 class CardScreen(ModalScreen[None]):
@@ -68,7 +65,7 @@ class CardScreen(ModalScreen[None]):
         self.dismiss(None)
 
 
-class _KeyDialog(ModalScreen[Path | None]):
+class _KeyDialog(ModalScreen[ResultT]):
     """Shared behaviour: an error line, a busy indicator, buttons disabled while working."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
@@ -90,7 +87,7 @@ class _KeyDialog(ModalScreen[Path | None]):
         self.action_cancel()
 
 
-class ExportScreen(_KeyDialog):
+class ExportScreen(_KeyDialog[Path | None]):
     """Writes our identity to a passphrase-protected file; returns its path."""
 
     def __init__(self, identity: Identity, default_path: Path) -> None:
@@ -150,7 +147,7 @@ class ExportScreen(_KeyDialog):
     @work(thread=True, exclusive=True)
     def _write(self, path: Path, passphrase: bytes) -> None:
         try:
-            write_identity_file(path, self.identity, passphrase, kdf_strength())
+            write_identity_file(path, self.identity, passphrase, export_strength())
         except UserError as err:
             self.app.call_from_thread(self._failed, str(err))
         else:
@@ -167,10 +164,8 @@ class ImportResult:
     backup: Path | None
 
 
-class ImportScreen(ModalScreen[ImportResult | None]):
+class ImportScreen(_KeyDialog[ImportResult | None]):
     """Reads a key file and, once confirmed, makes it this profile's identity."""
-
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, identity_file: Path, current: Identity) -> None:
         super().__init__()
@@ -199,22 +194,6 @@ class ImportScreen(ModalScreen[ImportResult | None]):
     def on_mount(self) -> None:
         self.set_busy(False)
         self.query_one("#path", Input).focus()
-
-    def show_error(self, text: str) -> None:
-        self.query_one("#error", Static).update(text)
-
-    def set_busy(self, busy: bool) -> None:
-        self.query_one(LoadingIndicator).display = busy
-        for button in self.query(Button):
-            button.disabled = busy
-
-    def action_cancel(self) -> None:
-        if not self.query_one(LoadingIndicator).display:
-            self.dismiss(None)
-
-    @on(Button.Pressed, "#cancel")
-    def _cancel(self) -> None:
-        self.action_cancel()
 
     @on(Input.Submitted)
     def _next(self, event: Input.Submitted) -> None:
