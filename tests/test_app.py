@@ -45,6 +45,15 @@ async def test_first_run_asks_for_a_display_name(tmp_path: Path) -> None:
             await pilot.press(*"Ada", "enter")
             await wait_until(pilot, lambda: not isinstance(app.screen, NicknameScreen), "dialog")
             assert "Ada" in app.sub_title
+            # Alone on the network: the status panel says how to get out of that.
+            panel = app.query_one(StatusPanel)
+            await wait_until(
+                pilot,
+                lambda: panel.snapshot is not None and panel.snapshot.state == "no peers",
+                "the node to start alone",
+            )
+            await pilot.pause(0.2)
+            assert "--bootstrap" in str(panel.query_one("#status-node").render())
     assert load_config(profile_paths("default", tmp_path).config_file).nickname == "Ada"
 
 

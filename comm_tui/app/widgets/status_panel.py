@@ -15,6 +15,10 @@ from comm_tui.app.status import StatusSnapshot
 from comm_tui.app.widgets.qr import QRCode
 
 TRAFFIC_HISTORY_SAMPLES = 60
+NO_PEERS_HINT = (
+    "Alone for now: texts wait in the outbox. Start comm-tui with --bootstrap HOST:PORT"
+    " of any node, or run another comm-tui on this machine (found by itself)."
+)
 STATE_STYLES = {"online": "bold $text-success", "no peers": "bold $text-error"}
 
 
@@ -80,20 +84,21 @@ class StatusPanel(VerticalScroll):
                 snapshot.card,
             )
         )
-        self.query_one("#status-node", Static).update(
-            _rows(
-                (
-                    "state",
-                    Content.styled(
-                        snapshot.state, STATE_STYLES.get(snapshot.state, "bold $text-warning")
-                    ),
+        node_rows = _rows(
+            (
+                "state",
+                Content.styled(
+                    snapshot.state, STATE_STYLES.get(snapshot.state, "bold $text-warning")
                 ),
-                ("listen", snapshot.listen),
-                ("routing table", f"{snapshot.table_size} nodes"),
-                ("buckets", bucket_bar(snapshot.bucket_fill) or "·"),
-                ("outbox", f"{snapshot.outbox} waiting for an ack"),
-            )
+            ),
+            ("listen", snapshot.listen),
+            ("routing table", f"{snapshot.table_size} nodes"),
+            ("buckets", bucket_bar(snapshot.bucket_fill) or "·"),
+            ("outbox", f"{snapshot.outbox} waiting for an ack"),
         )
+        if snapshot.state == "no peers":
+            node_rows = Content.assemble(node_rows, ("\n" + NO_PEERS_HINT, "$text-warning italic"))
+        self.query_one("#status-node", Static).update(node_rows)
         self.query_one("#status-relay", Static).update(
             _rows(
                 ("holding", f"{snapshot.stored_now} items, {size(snapshot.stored_bytes)}"),
