@@ -67,7 +67,7 @@ def test_boxed_frame_hides_its_content(alice: Codec, bob: Codec) -> None:
 
 def test_hello_round_trip(alice: Codec, bob: Codec) -> None:
     challenge = bytes(range(CHALLENGE_BYTES))
-    data = alice.encode_hello(challenge, padding_bytes=40)
+    data = alice.encode_hello(challenge)
     decoded = bob.decode(data, NOW)
     assert decoded.sender.key == alice.identity.key
     assert decoded.frame is None
@@ -77,6 +77,21 @@ def test_hello_round_trip(alice: Codec, bob: Codec) -> None:
 
 def test_hello_with_wrong_challenge_size_is_malformed(alice: Codec, bob: Codec) -> None:
     assert reason(bob, alice.encode_hello(b"short")) == "malformed"
+
+
+def test_the_pong_answering_a_hello_is_no_larger_than_the_hello(alice: Codec, bob: Codec) -> None:
+    """A spoofed hello must not make us send more bytes to its victim than it cost."""
+    hello = alice.encode_hello(b"c" * CHALLENGE_BYTES)
+    pong = bob.encode_frame(
+        alice.identity.key, pb.Frame(pong=pb.Pong(challenge=b"c" * CHALLENGE_BYTES)), NOW
+    )
+    assert len(pong) <= len(hello)
+
+
+def test_an_unpadded_hello_is_refused(alice: Codec, bob: Codec) -> None:
+    packet = pb.Packet.FromString(alice.encode_hello(b"c" * CHALLENGE_BYTES))
+    packet.hello.padding = b""
+    assert reason(bob, packet.SerializeToString()) == "malformed"
 
 
 def test_many_frames_from_one_peer_all_accepted(alice: Codec, bob: Codec) -> None:
@@ -133,7 +148,7 @@ def test_every_bit_flip_of_a_boxed_datagram_is_rejected(alice: Codec, bob: Codec
 def test_every_byte_flip_of_a_hello_is_rejected_or_still_a_hello(alice: Codec, bob: Codec) -> None:
     # A hello authenticates nothing, so a flip in its padding may still parse; what
     # matters is that nothing but Rejected ever comes out.
-    data = alice.encode_hello(b"c" * CHALLENGE_BYTES, padding_bytes=40)
+    data = alice.encode_hello(b"c" * CHALLENGE_BYTES)
     for position in range(len(data)):
         flipped = bytearray(data)
         flipped[position] ^= 0xFF

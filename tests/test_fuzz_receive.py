@@ -111,7 +111,7 @@ def rig() -> Rig:
     datagrams = {
         kind: a.codec.encode_frame(b.identity.key, frame, T0) for kind, frame in frames.items()
     }
-    datagrams["hello"] = a.codec.encode_hello(b"h" * 16, padding_bytes=40)
+    datagrams["hello"] = a.codec.encode_hello(b"h" * 16)
     letter = encode_letter(b"i" * 16, 1, 3, 12345, "ünï".encode())
     blobs = [e.serialize() for e in a.store]
     return Rig(

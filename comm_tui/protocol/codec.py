@@ -27,6 +27,8 @@ PROTOCOL_VERSION = 1
 MAX_DATAGRAM_BYTES = 1200
 NONCE_BYTES = 24
 CHALLENGE_BYTES = 16
+# Pads a hello to at least the size of the boxed Pong that answers it (tested).
+HELLO_PADDING_BYTES = 48
 # Peers' clocks may differ from ours by this much before their datagrams are refused.
 MAX_CLOCK_SKEW_S = 600.0
 # A peer's datagrams older than its newest by more than this are refused as replays.
@@ -121,11 +123,12 @@ class Codec:
             raise ValueError(f"datagram of {len(data)} bytes exceeds {MAX_DATAGRAM_BYTES}")
         return data
 
-    def encode_hello(self, challenge: bytes, padding_bytes: int = 0) -> bytes:
+    def encode_hello(self, challenge: bytes) -> bytes:
+        """A hello padded so that the boxed Pong answering it is never larger."""
         packet = pb.Packet(
             version=PROTOCOL_VERSION,
             sender_key=self.identity.key,
-            hello=pb.Hello(challenge=challenge, padding=bytes(padding_bytes)),
+            hello=pb.Hello(challenge=challenge, padding=bytes(HELLO_PADDING_BYTES)),
         )
         return packet.SerializeToString()
 
@@ -145,7 +148,11 @@ class Codec:
             raise Rejected("own_key")
         body = packet.WhichOneof("body")
         if body == "hello":
-            if len(packet.hello.challenge) != CHALLENGE_BYTES:
+            if (
+                len(packet.hello.challenge) != CHALLENGE_BYTES
+                or len(packet.hello.padding) < HELLO_PADDING_BYTES
+            ):
+                # An unpadded hello would get an answer larger than itself: a reflector.
                 raise Rejected("malformed")
             try:
                 sender = PublicIdentity(key)

@@ -806,8 +806,7 @@ class Node:
     def _send_hello(self, endpoint: Endpoint, now: float) -> None:
         challenge = self.rng.randbytes(CHALLENGE_BYTES)
         self._hellos[challenge] = (endpoint, now + QUERY_TIMEOUT_S)
-        # Padded to the size of its boxed answer so a spoofed hello cannot amplify.
-        self._emit(self.codec.encode_hello(challenge, padding_bytes=40), endpoint)
+        self._emit(self.codec.encode_hello(challenge), endpoint)
 
     def _ping(
         self, key: bytes, endpoint: Endpoint, now: float, *, confirm_endpoint: bool = False

@@ -53,12 +53,10 @@ class Ping(_message.Message):
     def __init__(self, challenge: _Optional[bytes] = ...) -> None: ...
 
 class Pong(_message.Message):
-    __slots__ = ("challenge", "observed")
+    __slots__ = ("challenge",)
     CHALLENGE_FIELD_NUMBER: _ClassVar[int]
-    OBSERVED_FIELD_NUMBER: _ClassVar[int]
     challenge: bytes
-    observed: NodeInfo
-    def __init__(self, challenge: _Optional[bytes] = ..., observed: _Optional[_Union[NodeInfo, _Mapping]] = ...) -> None: ...
+    def __init__(self, challenge: _Optional[bytes] = ...) -> None: ...
 
 class FindNode(_message.Message):
     __slots__ = ("query_id", "target")
