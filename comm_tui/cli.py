@@ -707,6 +707,7 @@ async def _send(
                 wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), remaining)
+            alone = len(service.node.table) == 0
         finally:
             await service.stop()
     finally:
@@ -722,5 +723,12 @@ async def _send(
         print(f"{PROG}: interrupted (state: {state}); {stays}", file=sys.stderr)
         return EXIT_INTERRUPTED
     goal = "delivered" if wait_s is not None else "handed to any node"
-    print(f"{PROG}: not {goal} within {timeout_s:g} s (state: {state}); {stays}", file=sys.stderr)
+    why = ""
+    if alone:
+        tried = ", ".join(f"{host}:{port}" for host, port in service.bootstrap_endpoints)
+        why = f"; no node answered at {tried}" if tried else "; no node known: pass --bootstrap"
+    print(
+        f"{PROG}: not {goal} within {timeout_s:g} s (state: {state}{why}); {stays}",
+        file=sys.stderr,
+    )
     return EXIT_GAVE_UP

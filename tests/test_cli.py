@@ -201,7 +201,7 @@ def test_send_without_peers_gives_up_with_exit_3_and_keeps_the_text(
     )
     assert code == 3
     assert len(err.splitlines()) == 1
-    assert "not delivered within 0.5 s (state: queued)" in err
+    assert "not delivered within 0.5 s (state: queued; no node known: pass --bootstrap)" in err
     assert "stays in the outbox" in err
     code, out, _ = run(capsys, *base, "history", "bob", "--json")
     [item] = json.loads(out)
