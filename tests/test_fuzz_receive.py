@@ -93,9 +93,7 @@ def rig() -> Rig:
     ack = sign_ack(b.identity, own.item_id, a.address, own.expires_ms)
     frames = {
         "ping": pb.Frame(ping=pb.Ping(challenge=b"p" * 16)),
-        "pong": pb.Frame(
-            pong=pb.Pong(challenge=b"q" * 16, observed=node_info(b"k" * 32, B_ENDPOINT))
-        ),
+        "pong": pb.Frame(pong=pb.Pong(challenge=b"q" * 16)),
         "find_node": pb.Frame(find_node=pb.FindNode(query_id=b"f" * 16, target=b"t" * 20)),
         "nodes": pb.Frame(
             nodes=pb.Nodes(
