@@ -155,8 +155,10 @@ class CommApp(App[int]):
             await demo.stop()
 
     def _tick(self) -> None:
-        if self.service is not None:
-            self.query_one(StatusPanel).snapshot = take_snapshot(self.service, time.time())
+        # While the app closes, a last tick may find the main screen already gone.
+        panels = self.query(StatusPanel)
+        if self.service is not None and panels:
+            panels.first().snapshot = take_snapshot(self.service, time.time())
         self._update_subtitle()
 
     def _update_subtitle(self) -> None:
@@ -176,10 +178,11 @@ class CommApp(App[int]):
 
     @on(NodeEvent)
     def _node_event(self, message: NodeEvent) -> None:
-        if not self.screen_stack:  # the app is closing; the database has the event
+        conversations = self.query(ConversationView)
+        if not conversations:  # the app is closing; the database has the event
             return
         event = message.event
-        conversation = self.query_one(ConversationView)
+        conversation = conversations.first()
         if isinstance(event, IncomingText):
             row = event.row
             if conversation.peer_address == row.peer_address:
