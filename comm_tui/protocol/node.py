@@ -14,9 +14,14 @@ recipient's signed ack arrives or it expires. On top of that (DESIGN.md section 
 
 - relays track which nodes already hold an item (receipts), so a re-relay only
   goes to nodes that still lack it;
-- a relay far from the target forwards to a few nodes closer than itself; one in
-  the target's neighbourhood replicates to the whole neighbourhood; the fan-out
-  widens with every retry, so a dropping relay only delays a message;
+- a relay far from the target forwards to a few nodes closer than itself and
+  stops once one of them holds it; one in the target's neighbourhood keeps a few
+  replicas there (``NodeConfig.replicas``) and hands the item to the target;
+- the sender widens its fan-out on every retry until the ack comes, so a relay
+  that takes a text and drops it only delays it; a relay stuck with an item whose
+  target it does not know looks the target up (see ``_next_hops`` and ``_relay``);
+- an ack that answers a copy we sent stops with us; one routed to us travels on
+  toward the sender, who learns of delivery even if it was offline;
 - a node that joins is handed what waits for it at once (push on insert, and
   its own ``Fetch`` after the join lookup), instead of at the next backoff tick.
 
