@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flood-max-size", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=BENCH_DIR)
     args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
     rec = Recorder()
     seed = args.seed
 

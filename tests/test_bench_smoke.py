@@ -1,0 +1,58 @@
+"""Tiny runs of bench/plots.py and bench/soak.py: they run end to end and report sane figures.
+
+No timing is asserted; the real figures come from full runs recorded in bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_TIMEOUT_S = 120
+
+
+def test_plots_script_smoke(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "plots.py"),
+            *("--nodes", "30", "--messages", "5", "--flood-nodes", "30", "--flood-messages", "5"),
+            *("--max-size", "100", "--flood-max-size", "100", "--out", str(tmp_path)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    for name in ("delivery_vs_adversaries", "latency_cdf", "datagrams_vs_size", "rejoin_cdf"):
+        assert (tmp_path / f"{name}.png").read_bytes().startswith(b"\x89PNG")
+    records = json.loads((tmp_path / "results.json").read_text())
+    assert records and all(0.0 <= r["delivered_ratio"] <= 1.0 for r in records)
+    assert all(r["command"].startswith("python bench/simulate.py") for r in records)
+
+
+def test_soak_script_smoke() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "soak.py"),
+            *("--minutes", "0.05", "--nodes", "3", "--flood-rate", "200", "--json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    # Each hostile datagram that reached the victim was rejected (the kernel may drop some).
+    assert 0 < figures["rejected_total"] <= figures["hostile_total"]
+    assert 0.0 <= figures["delivery_ratio"] <= 1.0
+    assert figures["extra_history_rows"] == 0
