@@ -52,7 +52,8 @@ def test_soak_script_smoke() -> None:
     )
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
-    # Each hostile datagram that reached the victim was rejected (the kernel may drop some).
-    assert 0 < figures["rejected_total"] <= figures["hostile_total"]
+    # Hostile datagrams were rejected (counted by reason); the kernel may drop a few first.
+    assert figures["hostile_total"] > 0
+    assert sum(figures["victim_rejected_by_reason"].values()) > 0
     assert 0.0 <= figures["delivery_ratio"] <= 1.0
     assert figures["extra_history_rows"] == 0
