@@ -18,6 +18,7 @@ from comm_tui.protocol.codec import (
     MAX_CLOCK_SKEW_S,
     MAX_DATAGRAM_BYTES,
     PROTOCOL_VERSION,
+    REPLAY_MAX_NONCES,
     REPLAY_WINDOW_S,
     Codec,
     Rejected,
@@ -266,3 +267,27 @@ def test_sender_key_with_its_sign_bit_flipped_is_not_accepted(alice: Codec, bob:
     negated[31] ^= 0x80
     packet.sender_key = bytes(negated)
     assert reason(bob, packet.SerializeToString()) in {"bad_auth", "bad_key"}
+
+
+def test_replay_memory_is_bounded_even_with_a_frozen_sender_clock(bob: Codec) -> None:
+    """The sender picks the timestamps: one that never moves its clock cannot grow our set."""
+    mallory = Codec(Identity.from_seed(b"\x07" * 32), random.Random(7))
+    frame = pb.Frame(ping=pb.Ping(challenge=b"p" * CHALLENGE_BYTES))
+
+    def outcome(data: bytes) -> str | None:
+        try:
+            bob.decode(data, NOW)
+        except Rejected as rejected:
+            return rejected.reason
+        return None
+
+    reasons = [
+        outcome(mallory.encode_frame(bob.identity.key, frame, NOW))
+        for _ in range(REPLAY_MAX_NONCES + 500)
+    ]
+    window = bob._replay[mallory.identity.key]
+    assert len(window.seen) == len(window.order) <= REPLAY_MAX_NONCES
+    # Past the cap, that frozen timestamp is refused; a later one is still fine.
+    assert reasons[: REPLAY_MAX_NONCES + 1] == [None] * (REPLAY_MAX_NONCES + 1)
+    assert set(reasons[REPLAY_MAX_NONCES + 1 :]) == {"replay"}
+    assert outcome(mallory.encode_frame(bob.identity.key, frame, NOW + 0.01)) is None

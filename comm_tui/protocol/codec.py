@@ -34,6 +34,8 @@ MAX_CLOCK_SKEW_S = 600.0
 # A peer's datagrams older than its newest by more than this are refused as replays.
 REPLAY_WINDOW_S = 120.0
 REPLAY_WINDOW_MS = int(REPLAY_WINDOW_S * 1000)
+# Nonces remembered per peer at most (a peer at the 500/s rate limit fills it in 16 s).
+REPLAY_MAX_NONCES = 8192
 BOX_CACHE_PEERS = 4096
 # Binds both Ed25519 keys into the per-peer key; see Codec.box.
 _LINK_KEY_DOMAIN = b"comm-tui link key v1\x00"
@@ -66,17 +68,24 @@ class _ReplayWindow:
 
     Nonces are kept in arrival order, so forgetting the old ones costs O(1) per
     datagram (a peer's clock mostly moves forward; a late one just lingers a little).
+    The sender picks the timestamps, so the set is also capped: past the cap the
+    oldest nonce is forgotten and nothing at or before its time is accepted again.
     """
 
-    __slots__ = ("newest_ms", "order", "seen")
+    __slots__ = ("floor_ms", "newest_ms", "order", "seen")
 
     def __init__(self) -> None:
         self.newest_ms = 0
+        self.floor_ms = 0
         self.seen: set[bytes] = set()
         self.order: deque[tuple[int, bytes]] = deque()
 
     def accept(self, nonce: bytes, sent_ms: int) -> bool:
-        if sent_ms < self.newest_ms - REPLAY_WINDOW_MS or nonce in self.seen:
+        if (
+            sent_ms < self.newest_ms - REPLAY_WINDOW_MS
+            or sent_ms < self.floor_ms
+            or nonce in self.seen
+        ):
             return False
         self.seen.add(nonce)
         self.order.append((sent_ms, nonce))
@@ -85,6 +94,10 @@ class _ReplayWindow:
             floor_ms = sent_ms - REPLAY_WINDOW_MS
             while self.order and self.order[0][0] < floor_ms:
                 self.seen.discard(self.order.popleft()[1])
+        if len(self.order) > REPLAY_MAX_NONCES:
+            oldest_ms, oldest = self.order.popleft()
+            self.seen.discard(oldest)
+            self.floor_ms = max(self.floor_ms, oldest_ms + 1)
         return True
 
 
