@@ -373,6 +373,13 @@ async def _export(pilot, app, path: Path, first: str, second: str) -> None:  # t
     await pilot.click("#export")
 
 
+async def _open_import(pilot, app, path: Path, passphrase: str) -> None:  # type: ignore[no-untyped-def]
+    await pilot.press("ctrl+l")
+    await wait_until(pilot, lambda: isinstance(app.screen, ImportScreen), "import dialog")
+    app.screen.query_one("#path", Input).value = str(path)
+    app.screen.query_one("#passphrase", Input).value = passphrase
+
+
 async def test_export_then_import_round_trip(tmp_path: Path) -> None:
     alice = make_profile(tmp_path / "a")
     other = make_profile(tmp_path / "b")
@@ -393,10 +400,7 @@ async def test_export_then_import_round_trip(tmp_path: Path) -> None:
     identity_file = profile_paths("default", tmp_path / "b").identity_file
     with app_session(data_dir=tmp_path / "b", listen="127.0.0.1:0") as app:
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.press("ctrl+l")
-            await wait_until(pilot, lambda: isinstance(app.screen, ImportScreen), "import dialog")
-            app.screen.query_one("#path", Input).value = str(key_file)
-            app.screen.query_one("#passphrase", Input).value = "correct horse"
+            await _open_import(pilot, app, key_file, "correct horse")
             await pilot.click("#import")
             await pilot.pause()
             assert "tick the box" in str(app.screen.query_one("#error").render())
@@ -421,10 +425,7 @@ async def test_import_with_a_wrong_passphrase_is_refused(tmp_path: Path) -> None
     identity_file = profile_paths("default", tmp_path / "b").identity_file
     with app_session(data_dir=tmp_path / "b", listen="127.0.0.1:0") as app:
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.press("ctrl+l")
-            await wait_until(pilot, lambda: isinstance(app.screen, ImportScreen), "import dialog")
-            app.screen.query_one("#path", Input).value = str(key_file)
-            app.screen.query_one("#passphrase", Input).value = "wrong horse"
+            await _open_import(pilot, app, key_file, "wrong horse")
             app.screen.query_one("#confirm", Checkbox).value = True
             await pilot.click("#import")
             error = app.screen.query_one("#error")
