@@ -142,7 +142,7 @@ def box_raw(plaintext: bytes, now: float) -> bytes:
     """
     r = rig()
     nonce = int(now * 1000).to_bytes(8, "big") + next(NONCES).to_bytes(16, "big")
-    boxed = r.a.codec.box(r.b.identity.key).encrypt(plaintext, nonce)
+    boxed = r.a.codec.box(r.b.identity.key).send.encrypt(plaintext, nonce)
     packet = pb.Packet(version=PROTOCOL_VERSION, sender_key=r.a.identity.key, boxed=bytes(boxed))
     return packet.SerializeToString()
 

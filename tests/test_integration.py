@@ -252,7 +252,7 @@ class RawSocket:
 
     def __init__(self, identity: Identity) -> None:
         self.identity = identity
-        self.codec = Codec(identity, random.Random())
+        self.codec = Codec(identity)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((LOOPBACK, 0))
         self.sock.setblocking(False)

@@ -153,7 +153,7 @@ def forge_frame(sender: Node, receiver: Node, frame: pb.Frame, now: float) -> by
 
 def frames_sent(wire: Wire, node: Node, to: Node, now: float) -> list[pb.Frame]:
     """Decode what ``node`` queued for ``to`` (with a fresh codec, so nothing is spent)."""
-    codec = Codec(to.identity, random.Random(0))
+    codec = Codec(to.identity)
     dest = wire.endpoint(to)
     return [
         frame
@@ -425,7 +425,7 @@ def test_lost_part_is_resent_until_the_text_is_delivered(wire: Wire) -> None:
     def lose_last_part_twice(source: Endpoint, dest: Endpoint, data: bytes) -> bool:
         if source != wire.endpoint(a):
             return False
-        frame = Codec(b.identity, random.Random(0)).decode(data, T0).frame
+        frame = Codec(b.identity).decode(data, T0).frame
         if frame is not None and frame.message.sealed == last and len(lost) < 2:
             lost.append(data)
             return True
@@ -467,7 +467,7 @@ def test_text_is_sent_only_once_every_part_is_handed_over(wire: Wire) -> None:
     messages = [
         (d, e)
         for d, e in out
-        if (f := Codec(b.identity, random.Random(0)).decode(d, T0).frame) is not None
+        if (f := Codec(b.identity).decode(d, T0).frame) is not None
         and f.WhichOneof("body") == "message"
     ]
     for data, _ in messages[:-1]:

@@ -24,6 +24,8 @@ from comm_tui.protocol.relay_store import (
 NOW = 1_800_000_000.0
 NOW_MS = int(NOW * 1000)
 SEALED = 1000
+# Our own address: the store evicts farthest from it first.
+OWN = bytes(20)
 
 
 def message_entry(
@@ -56,7 +58,7 @@ def test_entry_size_counts_bookkeeping() -> None:
 
 
 def test_add_get_remove_and_target_index() -> None:
-    store = RelayStore()
+    store = RelayStore(OWN)
     a, b = message_entry(1), message_entry(2, target=b"U" * 20)
     store.add(a)
     store.add(b)
@@ -72,7 +74,9 @@ def test_add_get_remove_and_target_index() -> None:
 
 
 def test_total_quota_refuses_new_items_and_keeps_old_ones() -> None:
-    store = RelayStore(total_bytes=ENTRY_SIZE * 3, per_target_bytes=10**9, per_peer_bytes=10**9)
+    store = RelayStore(
+        OWN, total_bytes=ENTRY_SIZE * 3, per_target_bytes=10**9, per_peer_bytes=10**9
+    )
     kept = [message_entry(i, target=bytes([i]) * 20, origin=bytes([i]) * 20) for i in range(3)]
     for entry in kept:
         store.add(entry)
@@ -84,7 +88,9 @@ def test_total_quota_refuses_new_items_and_keeps_old_ones() -> None:
 
 
 def test_per_target_quota() -> None:
-    store = RelayStore(total_bytes=10**9, per_target_bytes=ENTRY_SIZE * 2, per_peer_bytes=10**9)
+    store = RelayStore(
+        OWN, total_bytes=10**9, per_target_bytes=ENTRY_SIZE * 2, per_peer_bytes=10**9
+    )
     store.add(message_entry(1, origin=b"a" * 20))
     store.add(message_entry(2, origin=b"b" * 20))
     with pytest.raises(QuotaExceeded) as info:
@@ -95,7 +101,7 @@ def test_per_target_quota() -> None:
 
 def test_per_peer_quota_stops_a_flood_without_hurting_others() -> None:
     store = RelayStore(
-        total_bytes=ENTRY_SIZE * 20, per_target_bytes=10**9, per_peer_bytes=ENTRY_SIZE * 5
+        OWN, total_bytes=ENTRY_SIZE * 20, per_target_bytes=10**9, per_peer_bytes=ENTRY_SIZE * 5
     )
     honest = message_entry(10_000, origin=b"h" * 20)
     store.add(honest)
@@ -114,7 +120,7 @@ def test_per_peer_quota_stops_a_flood_without_hurting_others() -> None:
 
 def test_refused_items_leave_no_bookkeeping_behind() -> None:
     """A flood of refused items to ever new targets must not grow the store's memory."""
-    store = RelayStore(total_bytes=10**9, per_target_bytes=10**9, per_peer_bytes=ENTRY_SIZE)
+    store = RelayStore(OWN, total_bytes=10**9, per_target_bytes=10**9, per_peer_bytes=ENTRY_SIZE)
     store.add(message_entry(0, origin=b"f" * 20))
     for i in range(1, 500):
         with pytest.raises(QuotaExceeded):
@@ -125,7 +131,9 @@ def test_refused_items_leave_no_bookkeeping_behind() -> None:
 
 
 def test_own_items_bypass_the_quota() -> None:
-    store = RelayStore(total_bytes=ENTRY_SIZE, per_target_bytes=ENTRY_SIZE, per_peer_bytes=10**9)
+    store = RelayStore(
+        OWN, total_bytes=ENTRY_SIZE, per_target_bytes=ENTRY_SIZE, per_peer_bytes=10**9
+    )
     store.add(message_entry(1, origin=b"x" * 20))
     with pytest.raises(QuotaExceeded):
         store.add(message_entry(2, origin=b"y" * 20))
@@ -134,7 +142,7 @@ def test_own_items_bypass_the_quota() -> None:
 
 
 def test_accounting_returns_to_zero_after_removal() -> None:
-    store = RelayStore()
+    store = RelayStore(OWN)
     entries = [
         message_entry(i, target=bytes([i % 3]) * 20, origin=bytes([i % 2]) * 20) for i in range(10)
     ]
@@ -149,7 +157,7 @@ def test_accounting_returns_to_zero_after_removal() -> None:
 
 
 def test_expiry_removes_only_what_is_due() -> None:
-    store = RelayStore()
+    store = RelayStore(OWN)
     soon = message_entry(1, expires_ms=NOW_MS + 1000)
     later = message_entry(2, expires_ms=NOW_MS + 5000)
     store.add(soon)
@@ -162,7 +170,7 @@ def test_expiry_removes_only_what_is_due() -> None:
 
 
 def test_take_changes_reports_puts_and_deletes_once() -> None:
-    store = RelayStore()
+    store = RelayStore(OWN)
     a, b = message_entry(1), message_entry(2)
     store.add(a)
     store.add(b)

@@ -7,6 +7,7 @@ pair is used for every encryption, so a user has exactly one secret to protect.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
@@ -15,6 +16,7 @@ from nacl.encoding import RawEncoder
 from nacl.exceptions import CryptoError
 from nacl.hash import blake2b
 from nacl.public import Box, PrivateKey, PublicKey
+from nacl.secret import SecretBox
 from nacl.signing import SigningKey, VerifyKey
 
 from comm_tui.errors import KeyFileError
@@ -71,6 +73,14 @@ class PublicIdentity:
 
 
 @dataclass(frozen=True)
+class LinkBoxes:
+    """One identity's two directional secret boxes with one peer (see ``directional_boxes``)."""
+
+    send: SecretBox
+    receive: SecretBox
+
+
+@dataclass(frozen=True)
 class Identity:
     """Our own key pair. Never logged, never printed: ``repr`` shows the address only."""
 
@@ -106,18 +116,24 @@ class Identity:
     def box_key(self) -> PrivateKey:
         return self.signing_key.to_curve25519_private_key()
 
-    def box_with(self, peer: PublicIdentity, domain: bytes) -> Box:
-        """A nacl Box with ``peer`` whose key is bound to both exact Ed25519 keys.
+    def directional_boxes(self, peer: PublicIdentity, domain: bytes) -> LinkBoxes:
+        """The two secret boxes with ``peer``: one for what we send, one for what we receive.
 
-        The Ed25519 -> X25519 map is two-to-one (a key and its negation, which differ
-        only in the sign bit, share an X25519 key), so a bare X25519 Box would accept a
-        sender key with that bit flipped: a key nobody holds. Hashing both Ed25519 keys
-        (and a per-use domain) into the shared secret authenticates the exact key.
+        Each key hashes the X25519 shared secret with both exact Ed25519 keys *in the
+        order sender, receiver* (and a per-use domain):
+
+        - the Ed25519 -> X25519 map is two-to-one (a key and its negation share an X25519
+          key), so a bare X25519 box would accept a sender key with its sign bit
+          flipped, a key nobody holds; hashing the exact keys authenticates the key;
+        - with one key for both directions, a frame A sent to B, with its sender key
+          rewritten to B, would open at A as if B had sent it (a reflection: A then
+          believes B answered a challenge or holds a message). With one key per
+          direction nothing is ever accepted by its own author or in reverse.
         """
         shared = Box(self.box_key, peer.box_key).shared_key()
-        low, high = sorted((self.key, peer.key))
-        link_key = blake2b(domain + low + high, key=shared, digest_size=32, encoder=RawEncoder)
-        return Box.decode(link_key)
+        outgoing = hashlib.blake2b(domain + self.key + peer.key, key=shared, digest_size=32)
+        incoming = hashlib.blake2b(domain + peer.key + self.key, key=shared, digest_size=32)
+        return LinkBoxes(SecretBox(outgoing.digest()), SecretBox(incoming.digest()))
 
     def sign(self, data: bytes) -> bytes:
         """A detached 64-byte Ed25519 signature."""

@@ -13,14 +13,14 @@ from google.protobuf.message import DecodeError
 from nacl.encoding import RawEncoder
 from nacl.exceptions import CryptoError
 from nacl.hash import blake2b
-from nacl.public import Box, SealedBox
+from nacl.public import SealedBox
 
-from comm_tui.crypto.identity import Identity, PublicIdentity
+from comm_tui.crypto.identity import Identity, LinkBoxes, PublicIdentity
 from comm_tui.protocol import wire_pb2 as pb
 
 MESSAGE_ID_BYTES = 32
 _MESSAGE_ID_DOMAIN = b"comm-tui message id v1\x00"
-_LETTER_KEY_DOMAIN = b"comm-tui letter key v1\x00"
+_LETTER_KEY_DOMAIN = b"comm-tui letter key v2\x00"
 
 
 class SealError(Exception):
@@ -50,21 +50,22 @@ class Sealer:
     def __init__(self, identity: Identity) -> None:
         self.identity = identity
         self._unsealer = SealedBox(identity.box_key)
-        self._boxes: dict[bytes, Box] = {}
+        self._boxes: dict[bytes, LinkBoxes] = {}
 
-    def _box(self, peer: PublicIdentity) -> Box:
+    def _box(self, peer: PublicIdentity) -> LinkBoxes:
+        """Directional boxes, so a contact cannot hand us back our own letter as theirs."""
         box = self._boxes.get(peer.key)
         if box is None:
             if len(self._boxes) >= self._CACHE_LIMIT:
                 self._boxes.pop(next(iter(self._boxes)))
-            box = self.identity.box_with(peer, _LETTER_KEY_DOMAIN)
+            box = self.identity.directional_boxes(peer, _LETTER_KEY_DOMAIN)
             self._boxes[peer.key] = box
         return box
 
     def seal(self, recipient: PublicIdentity, letter: bytes) -> bytes:
         inner = pb.Sealed(
             sender_key=self.identity.key,
-            boxed=bytes(self._box(recipient).encrypt(letter)),
+            boxed=bytes(self._box(recipient).send.encrypt(letter)),
         )
         return bytes(SealedBox(recipient.box_key).encrypt(inner.SerializeToString()))
 
@@ -73,7 +74,7 @@ class Sealer:
         try:
             inner = pb.Sealed.FromString(self._unsealer.decrypt(sealed))
             sender = PublicIdentity(inner.sender_key)
-            letter = self._box(sender).decrypt(inner.boxed)
+            letter = self._box(sender).receive.decrypt(inner.boxed)
         except (CryptoError, DecodeError, ValueError) as exc:
             raise SealError(str(exc) or type(exc).__name__) from exc
         return sender, bytes(letter)

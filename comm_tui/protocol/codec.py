@@ -1,29 +1,38 @@
-"""Datagram encoding and strict, authenticated decoding.
+"""Datagram encoding and strict, authenticated decoding (docs/PROTOCOL.md, "Packets").
 
 Every datagram is a ``Packet``. A boxed packet is encrypted and authenticated with
-the precomputed nacl ``Box`` between the sender's and our X25519 keys, so a valid
-one proves who sent it and hides all but the sender key from the wire. The first
-8 bytes of the 24-byte nonce carry the sender's time in milliseconds, which bounds
-how long we must remember nonces to reject replays.
+a secret box whose key is bound to the sender's and the receiver's exact keys *and to
+the direction* (``Identity.directional_boxes``), so a valid one proves who sent it, to
+whom, and hides all but the sender key from the wire. The first 8 bytes of the 24-byte
+nonce carry the sender's time in milliseconds, which bounds how long we must remember
+nonces to reject replays.
 
-Decoding never raises anything but :class:`Rejected`, whose ``reason`` is the
-counter the node increments.
+Decoding is two steps so that the node can decide whether a packet may cost a key
+agreement before it is opened: ``parse`` checks the cleartext envelope (cheap), ``open``
+authenticates and decrypts (one X25519 agreement per new peer). ``decode`` does both.
+Neither raises anything but :class:`Rejected`, whose ``reason`` is the counter the node
+increments.
+
+Nonce tails come from the OS CSPRNG: anything an observer could predict from earlier
+outputs (MT19937 state is recoverable from 624 outputs) has no place here.
 """
 
 from __future__ import annotations
 
-import random
+import hashlib
+import os
+from array import array
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 from nacl.exceptions import CryptoError
-from nacl.public import Box
 
-from comm_tui.crypto.identity import PUBLIC_KEY_BYTES, Identity, PublicIdentity
+from comm_tui.crypto.identity import PUBLIC_KEY_BYTES, Identity, LinkBoxes, PublicIdentity
 from comm_tui.protocol import wire_pb2 as pb
+from comm_tui.protocol.admission import COOKIE_BYTES
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAX_DATAGRAM_BYTES = 1200
 NONCE_BYTES = 24
 CHALLENGE_BYTES = 16
@@ -34,12 +43,19 @@ MAX_CLOCK_SKEW_S = 600.0
 # A peer's datagrams older than its newest by more than this are refused as replays.
 REPLAY_WINDOW_S = 120.0
 REPLAY_WINDOW_MS = int(REPLAY_WINDOW_S * 1000)
-# Nonces remembered per peer at most (a peer at the 500/s rate limit fills it in 16 s).
-REPLAY_MAX_NONCES = 8192
+# Nonces remembered per peer at most; past it the peer's floor rises (see _ReplayWindow).
+REPLAY_MAX_NONCES = 1024
+# Nonces remembered over all peers at most: the global bound on replay state. About
+# 200 bytes each (set slot, bytes object, deque tuple): ~25 MiB at worst (measured in
+# tests/test_codec.py).
+REPLAY_TOTAL_NONCES = 131072
+# Floors of peers whose window was forgotten, in a fixed table indexed by a keyed hash
+# of the peer key: 8 bytes a slot, never evicted, so forgetting a window never makes a
+# peer's old datagrams acceptable again.
+REPLAY_FLOOR_SLOTS = 65536
 BOX_CACHE_PEERS = 4096
-# Binds both Ed25519 keys into the per-peer key; see Codec.box.
-_LINK_KEY_DOMAIN = b"comm-tui link key v1\x00"
-REPLAY_CACHE_PEERS = 4096
+# Binds both Ed25519 keys and the direction into each link key; see directional_boxes.
+_LINK_KEY_DOMAIN = b"comm-tui link key v2\x00"
 
 
 class Rejected(Exception):
@@ -74,9 +90,9 @@ class _ReplayWindow:
 
     __slots__ = ("floor_ms", "newest_ms", "order", "seen")
 
-    def __init__(self) -> None:
+    def __init__(self, floor_ms: int) -> None:
         self.newest_ms = 0
-        self.floor_ms = 0
+        self.floor_ms = floor_ms
         self.seen: set[bytes] = set()
         self.order: deque[tuple[int, bytes]] = deque()
 
@@ -101,51 +117,156 @@ class _ReplayWindow:
         return True
 
 
+class ReplayGuard:
+    """Replay state for every peer, with a global bound and no amnesty on eviction.
+
+    Only authenticated, well-formed frames are recorded (the caller opens and parses
+    first), so datagrams from nobody cost no memory. Windows are kept in LRU order and
+    the total count of nonces is bounded; a forgotten window leaves its peer's newest
+    time (capped at our own clock, so a peer cannot push a floor into the future) in a
+    fixed floor table, and a new window starts above that floor. Pinned peers (those in
+    the routing table) are never forgotten for newcomers.
+    """
+
+    def __init__(self) -> None:
+        self._windows: OrderedDict[bytes, _ReplayWindow] = OrderedDict()
+        self._pinned: set[bytes] = set()
+        self._total = 0
+        self._floors = array("q", bytes(8 * REPLAY_FLOOR_SLOTS))
+        self._salt = os.urandom(16)  # peers cannot aim their keys at someone's slot
+
+    @property
+    def nonces(self) -> int:
+        return self._total
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+    def pin(self, key: bytes) -> None:
+        self._pinned.add(key)
+
+    def unpin(self, key: bytes) -> None:
+        self._pinned.discard(key)
+
+    def accept(self, key: bytes, nonce: bytes, sent_ms: int, now_ms: int) -> bool:
+        """Record ``nonce`` from ``key``; False if it (or anything that old) was seen."""
+        window = self._windows.get(key)
+        if window is None:
+            window = self._windows[key] = _ReplayWindow(self._floors[self._slot(key)])
+        else:
+            self._windows.move_to_end(key)
+        before = len(window.order)
+        accepted = window.accept(nonce, sent_ms)
+        self._total += len(window.order) - before
+        if self._total > REPLAY_TOTAL_NONCES:
+            self._forget_until_bounded(now_ms, keep=key)
+        return accepted
+
+    def _forget_until_bounded(self, now_ms: int, keep: bytes) -> None:
+        # Newcomers first, least recently heard first; pinned peers only if they alone
+        # exceed the bound (they cannot: the table is far smaller than the bound allows).
+        for pass_pinned in (False, True):
+            for key in list(self._windows):
+                if self._total <= REPLAY_TOTAL_NONCES:
+                    return
+                if key == keep or (key in self._pinned) != pass_pinned:
+                    continue
+                window = self._windows.pop(key)
+                self._total -= len(window.order)
+                slot = self._slot(key)
+                floor = min(window.newest_ms, now_ms) + 1
+                self._floors[slot] = max(self._floors[slot], floor)
+
+    def _slot(self, key: bytes) -> int:
+        digest = hashlib.blake2b(key, key=self._salt, digest_size=4).digest()
+        return int.from_bytes(digest, "big") % REPLAY_FLOOR_SLOTS
+
+
 class Codec:
-    """Encodes and decodes datagrams for one identity, caching per-peer state."""
+    """Encodes and decodes datagrams for one identity, caching per-peer state.
 
-    def __init__(self, identity: Identity, rng: random.Random) -> None:
+    The box cache has two tiers: pinned peers (the routing table's, set by the node)
+    are never evicted, so a flood of first contacts from fresh keys cannot make an
+    established peer pay for, and be refused by, the new-key budget again.
+    """
+
+    def __init__(self, identity: Identity) -> None:
         self.identity = identity
-        self._rng = rng
-        self._boxes: OrderedDict[bytes, Box] = OrderedDict()
-        self._replay: OrderedDict[bytes, _ReplayWindow] = OrderedDict()
+        self._boxes: OrderedDict[bytes, LinkBoxes] = OrderedDict()
+        self._pinned: dict[bytes, LinkBoxes] = {}
+        self.replay = ReplayGuard()
 
-    def box(self, key: bytes) -> Box:
-        """The precomputed Box with a peer; raises ValueError for an invalid key."""
+    def box(self, key: bytes) -> LinkBoxes:
+        """The directional boxes with a peer; raises ValueError for an invalid key."""
+        pinned = self._pinned.get(key)
+        if pinned is not None:
+            return pinned
         box = self._boxes.get(key)
         if box is not None:
             self._boxes.move_to_end(key)
             return box
-        box = self.identity.box_with(PublicIdentity(key), _LINK_KEY_DOMAIN)
+        box = self.identity.directional_boxes(PublicIdentity(key), _LINK_KEY_DOMAIN)
         self._boxes[key] = box
         if len(self._boxes) > BOX_CACHE_PEERS:
             self._boxes.popitem(last=False)
         return box
 
-    def knows(self, key: bytes) -> bool:
-        return key in self._boxes
+    def pin(self, key: bytes) -> None:
+        """Keep this peer's boxes and replay window whatever newcomers arrive."""
+        box = self._boxes.pop(key, None)
+        if box is not None:
+            self._pinned[key] = box
+        self.replay.pin(key)
 
-    def encode_frame(self, peer_key: bytes, frame: pb.Frame, now: float) -> bytes:
-        nonce = int(now * 1000).to_bytes(8, "big") + self._rng.randbytes(16)
-        boxed = self.box(peer_key).encrypt(frame.SerializeToString(), nonce)
+    def unpin(self, key: bytes) -> None:
+        box = self._pinned.pop(key, None)
+        if box is not None:
+            self._boxes[key] = box
+        self.replay.unpin(key)
+
+    def knows(self, key: bytes) -> bool:
+        return key in self._pinned or key in self._boxes
+
+    def encode_frame(
+        self, peer_key: bytes, frame: pb.Frame, now: float, *, cookie: bytes = b""
+    ) -> bytes:
+        nonce = int(now * 1000).to_bytes(8, "big") + os.urandom(16)
+        boxed = self.box(peer_key).send.encrypt(frame.SerializeToString(), nonce)
         packet = pb.Packet(
             version=PROTOCOL_VERSION, sender_key=self.identity.key, boxed=bytes(boxed)
         )
+        if cookie:
+            packet.cookie = cookie
         data = packet.SerializeToString()
         if len(data) > MAX_DATAGRAM_BYTES:
             raise ValueError(f"datagram of {len(data)} bytes exceeds {MAX_DATAGRAM_BYTES}")
         return data
 
-    def encode_hello(self, challenge: bytes) -> bytes:
+    def encode_hello(self, challenge: bytes, *, cookie: bytes = b"") -> bytes:
         """A hello padded so that the boxed Pong answering it is never larger."""
         packet = pb.Packet(
             version=PROTOCOL_VERSION,
             sender_key=self.identity.key,
             hello=pb.Hello(challenge=challenge, padding=bytes(HELLO_PADDING_BYTES)),
         )
+        if cookie:
+            packet.cookie = cookie
         return packet.SerializeToString()
 
+    @staticmethod
+    def encode_cookie_reply(cookie: bytes) -> bytes:
+        """A cleartext cookie for a first contact we would not pay for; smaller than any
+        packet that can ask for it, so it reflects nothing."""
+        return pb.Packet(
+            version=PROTOCOL_VERSION, cookie_reply=pb.CookieReply(cookie=cookie)
+        ).SerializeToString()
+
     def decode(self, data: bytes, now: float) -> Decoded:
+        """``parse`` then ``open``: for callers that need no admission step in between."""
+        return self.open(self.parse(data), now)
+
+    def parse(self, data: bytes) -> pb.Packet:
+        """The cleartext envelope, checked for shape; costs no key agreement."""
         if len(data) > MAX_DATAGRAM_BYTES:
             raise Rejected("oversized")
         try:
@@ -154,27 +275,38 @@ class Codec:
             raise Rejected("malformed") from exc
         if packet.version != PROTOCOL_VERSION:
             raise Rejected("wrong_version")
-        key = packet.sender_key
-        if len(key) != PUBLIC_KEY_BYTES:
-            raise Rejected("malformed")
-        if key == self.identity.key:
-            raise Rejected("own_key")
         body = packet.WhichOneof("body")
-        if body == "hello":
-            if (
-                len(packet.hello.challenge) != CHALLENGE_BYTES
-                or len(packet.hello.padding) < HELLO_PADDING_BYTES
-            ):
-                # An unpadded hello would get an answer larger than itself: a reflector.
+        if body == "cookie_reply":
+            if len(packet.cookie_reply.cookie) != COOKIE_BYTES or packet.sender_key:
                 raise Rejected("malformed")
+            return packet
+        if body not in ("hello", "boxed"):
+            raise Rejected("malformed")
+        if len(packet.sender_key) != PUBLIC_KEY_BYTES or len(packet.cookie) not in (
+            0,
+            COOKIE_BYTES,
+        ):
+            raise Rejected("malformed")
+        if packet.sender_key == self.identity.key:
+            raise Rejected("own_key")
+        if body == "hello" and (
+            len(packet.hello.challenge) != CHALLENGE_BYTES
+            or len(packet.hello.padding) < HELLO_PADDING_BYTES
+        ):
+            # An unpadded hello would get an answer larger than itself: a reflector.
+            raise Rejected("malformed")
+        return packet
+
+    def open(self, packet: pb.Packet, now: float) -> Decoded:
+        """Authenticate a parsed hello or boxed packet (not a cookie reply)."""
+        key = packet.sender_key
+        if packet.WhichOneof("body") == "hello":
             try:
                 sender = PublicIdentity(key)
                 sender.box_key  # noqa: B018 - validates the curve point before we answer
             except ValueError as exc:
                 raise Rejected("bad_key") from exc
             return Decoded(sender, None, packet.hello)
-        if body != "boxed":
-            raise Rejected("malformed")
         return Decoded(PublicIdentity(key), self._open(key, packet.boxed, now), None)
 
     def _open(self, key: bytes, boxed: bytes, now: float) -> pb.Frame:
@@ -185,24 +317,18 @@ class Codec:
         if abs(sent_ms / 1000 - now) > MAX_CLOCK_SKEW_S:
             raise Rejected("stale")
         try:
-            plaintext = self.box(key).decrypt(boxed)
+            plaintext = self.box(key).receive.decrypt(boxed)
         except ValueError as exc:
             raise Rejected("bad_key") from exc
         except CryptoError as exc:
             raise Rejected("bad_auth") from exc
-        window = self._replay.get(key)
-        if window is None:
-            window = self._replay[key] = _ReplayWindow()
-            if len(self._replay) > REPLAY_CACHE_PEERS:
-                self._replay.popitem(last=False)
-        else:
-            self._replay.move_to_end(key)
-        if not window.accept(nonce, sent_ms):
-            raise Rejected("replay")
         try:
             frame = pb.Frame.FromString(plaintext)
         except (DecodeError, RuntimeError, ValueError) as exc:
             raise Rejected("malformed") from exc
         if frame.WhichOneof("body") is None:
             raise Rejected("malformed")
+        # Recorded only now: the frame is authentic and well formed.
+        if not self.replay.accept(key, nonce, sent_ms, int(now * 1000)):
+            raise Rejected("replay")
         return frame

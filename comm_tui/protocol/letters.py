@@ -74,7 +74,7 @@ def decode_letter(data: bytes) -> pb.Letter:
 class _Partial:
     parts: int
     sent_ms: int
-    started: float
+    progressed: float  # when its last new part arrived
     chunks: dict[int, bytes] = field(default_factory=dict)
     tags: dict[int, object] = field(default_factory=dict)
 
@@ -91,8 +91,12 @@ class Reassembler:
     """Collects the parts of texts, bounded in count and age.
 
     Keyed by (sender key, text id) so one sender cannot complete or corrupt
-    another's text. A flood of half-finished texts evicts the oldest ones, and
-    each sender has its own cap, so it cannot crowd out everyone else.
+    another's text. Each sender has its own cap; past the global bound the text
+    that made progress least recently goes first. Keys are free, so a flood of
+    half-finished texts can come from as many senders as it likes; what it cannot
+    do is keep its texts progressing (each part is a sealed message that travelled
+    the network) faster than a real long text, whose parts arrive back to back. A
+    stalled text also expires REASSEMBLY_TIMEOUT_S after its last progress.
     """
 
     def __init__(self) -> None:
@@ -115,6 +119,9 @@ class Reassembler:
             partial = self._partials[key] = _Partial(letter.parts, letter.sent_ms, now)
         elif partial.parts != letter.parts:
             raise LetterError("part count changed within one text")
+        if letter.part not in partial.chunks:
+            partial.progressed = now
+            self._partials.move_to_end(key)
         partial.chunks[letter.part] = letter.chunk
         partial.tags[letter.part] = tag
         if len(partial.chunks) < partial.parts:
@@ -131,7 +138,7 @@ class Reassembler:
     def expire(self, now: float) -> None:
         while self._partials:
             key, oldest = next(iter(self._partials.items()))
-            if now - oldest.started < REASSEMBLY_TIMEOUT_S:
+            if now - oldest.progressed < REASSEMBLY_TIMEOUT_S:
                 break
             del self._partials[key]
 

@@ -25,6 +25,12 @@ recipient's signed ack arrives or it expires. On top of that (DESIGN.md section 
 - a node that joins is handed what waits for it at once (push on insert, and
   its own ``Fetch`` after the join lookup), instead of at the next backoff tick.
 
+What a peer can make us do is bounded by ``admission``: nothing enters the routing
+table, and nothing larger than a request (Nodes answers, pushes) goes to an endpoint,
+before a return-routability round trip from that endpoint; until then replies are
+held to 3x the bytes it sent. Peer-triggered state (validation pings, deferred
+requests, store items) is bounded per key and per network of origin.
+
 ``policy="flood"`` switches all of that off and re-sends to the k nearest on every
 tick: the seed's rule as written, kept as the benchmark baseline.
 """
@@ -32,17 +38,19 @@ tick: the seed's rule as written, kept as the benchmark baseline.
 from __future__ import annotations
 
 import heapq
+import os
 import random
 import socket
-from collections import deque
-from collections.abc import Iterable
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
 from dataclasses import astuple, dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from comm_tui.crypto.ack import ack_is_well_formed, sign_ack, verify_ack
 from comm_tui.crypto.identity import ADDRESS_BYTES, Identity, PublicIdentity, address_of
 from comm_tui.crypto.seal import Sealer, SealError, message_id
 from comm_tui.protocol import wire_pb2 as pb
+from comm_tui.protocol.admission import COOKIE_ROTATE_S, AddressValidator, CookieJar
 from comm_tui.protocol.codec import CHALLENGE_BYTES, MAX_CLOCK_SKEW_S, Codec, Rejected
 from comm_tui.protocol.events import (
     Event,
@@ -63,7 +71,13 @@ from comm_tui.protocol.letters import (
 from comm_tui.protocol.lookup import Candidate, Lookup
 from comm_tui.protocol.ratelimit import RateLimiter, TokenBucket
 from comm_tui.protocol.relay_store import Entry, Kind, QuotaExceeded, RelayStore, entry_key
-from comm_tui.protocol.routing import Endpoint, NodeEntry, RoutingTable, distance
+from comm_tui.protocol.routing import (
+    Endpoint,
+    NodeEntry,
+    RoutingTable,
+    distance,
+    origin_network,
+)
 from comm_tui.protocol.stats import NodeStats
 
 DEFAULT_TTL_S = 7 * 24 * 3600.0
@@ -77,11 +91,24 @@ REBOOTSTRAP_INTERVAL_S = 5.0
 RESTORE_GRACE_S = 5.0
 # A timer that fires this much later than asked means the node was asleep.
 SLEEP_GAP_S = 30.0
+# Our own queries (lookups, liveness pings) outstanding at most.
 PENDING_QUERIES_MAX = 1024
+# Address validations peers can make us start: in all, and per network of origin. One
+# per key at a time; they have their own pool so that peers can never starve lookups.
+VALIDATIONS_MAX = 256
+VALIDATIONS_PER_NET = 8
+# Requests held until their sender's address is validated, per validation.
+DEFERRED_PER_VALIDATION = 2
+# Cookies peers gave us (for when they are under load), per endpoint.
+PEER_COOKIES_MAX = 1024
 # Retries after which an item whose target we do not know triggers a lookup of it.
 LOOKUP_ON_ATTEMPTS = frozenset({1, 3, 6})
 FETCH_ITEMS_MAX = 512
 FIND_NODE_ANSWER_NODES = 8
+
+# Requests whose answer is larger than they are: served only to validated endpoints.
+_NEEDS_VALIDATION = frozenset({"find_node", "fetch"})
+_Handler = Callable[[PublicIdentity, Any, Endpoint, float], None]
 
 Policy = Literal["ours", "flood"]
 NodeState = Literal["no peers", "bootstrapping", "online"]
@@ -114,6 +141,9 @@ class NodeConfig:
     # Whole node: datagrams from keys we have no Box for yet (each costs a key agreement).
     new_key_rate_per_s: float = 2000.0
     new_key_burst: float = 4000.0
+    # Under load, first contacts that echoed a cookie: per network of origin.
+    new_key_net_rate_per_s: float = 20.0
+    new_key_net_burst: float = 40.0
     store_total_bytes: int = 64 * 1024 * 1024
     store_per_target_bytes: int = 2 * 1024 * 1024
     store_per_peer_bytes: int = 4 * 1024 * 1024
@@ -121,16 +151,20 @@ class NodeConfig:
 
 @dataclass
 class _Query:
-    """An outstanding request we expect an authenticated answer to."""
+    """An outstanding request we expect an authenticated answer to.
 
-    kind: Literal["find_node", "ping"]
+    ``validate`` is a ping a peer's datagram made us send to prove its address; it
+    carries the requests that wait for that proof.
+    """
+
+    kind: Literal["find_node", "ping", "validate"]
     peer_key: bytes
     endpoint: Endpoint
     deadline: float
     lookup: Lookup | None = None
     path: int = 0
     candidate: Candidate | None = None
-    confirm_endpoint: bool = False
+    deferred: list[tuple[str, pb.Frame]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -170,8 +204,16 @@ def node_info(key: bytes, endpoint: Endpoint) -> pb.NodeInfo | None:
 
 
 def parse_node_info(info: pb.NodeInfo) -> Candidate | None:
-    """A candidate from a NODES answer, or None when any field is out of shape."""
+    """A candidate from a NODES answer, or None when any field is out of shape.
+
+    The key must be a valid curve point: an invalid one would only fail later, when
+    we box a query to it, far from the datagram that brought it.
+    """
     if len(info.key) != 32 or len(info.ip) not in (4, 16) or not 0 < info.port < 65536:
+        return None
+    try:
+        PublicIdentity(info.key).box_key  # noqa: B018 - validates the point
+    except ValueError:
         return None
     family = socket.AF_INET if len(info.ip) == 4 else socket.AF_INET6
     return Candidate(info.key, address_of(info.key), (socket.inet_ntop(family, info.ip), info.port))
@@ -189,13 +231,16 @@ class Node:
         self.identity = identity
         self.address = identity.address
         self.config = config or NodeConfig()
+        # For choices only (lookup targets); everything secret or unguessable (nonces,
+        # challenges, text ids) comes from os.urandom.
         self.rng = rng or random.Random()
-        self.codec = Codec(identity, self.rng)
+        self.codec = Codec(identity)
         self.sealer = Sealer(identity)
         self.table = RoutingTable(
             self.address, k=self.config.k, ip_prefix_limit=self.config.ip_prefix_limit
         )
         self.store = RelayStore(
+            self.address,
             total_bytes=self.config.store_total_bytes,
             per_target_bytes=self.config.store_per_target_bytes,
             per_peer_bytes=self.config.store_per_peer_bytes,
@@ -207,6 +252,11 @@ class Node:
         self._outbox: list[tuple[bytes, Endpoint]] = []
         self._events: deque[Event] = deque()
         self._queries: dict[bytes, _Query] = {}
+        self._validating: dict[bytes, bytes] = {}  # peer key -> challenge of its validation
+        self._validating_nets: Counter[str] = Counter()
+        self._addresses = AddressValidator()
+        self._cookie_jar = CookieJar(now)
+        self._peer_cookies: dict[Endpoint, tuple[bytes, float]] = {}
         self._hellos: dict[bytes, tuple[Endpoint, float]] = {}
         self._awaiting_receipt: dict[tuple[bytes, bytes], float] = {}
         self._schedule: list[tuple[float, bytes]] = []
@@ -221,6 +271,20 @@ class Node:
             self.config.new_key_burst,
             now,
         )
+        self._new_keys_by_net = RateLimiter(
+            self.config.new_key_net_rate_per_s, self.config.new_key_net_burst
+        )
+        # Frame dispatch: one handler per ``Frame.body`` (wire.proto).
+        self._handlers: dict[str, _Handler] = {
+            "ping": self._on_ping,
+            "pong": self._on_pong,
+            "find_node": self._on_find_node,
+            "nodes": self._on_nodes,
+            "message": self._on_message,
+            "ack": self._on_ack,
+            "receipt": self._on_receipt,
+            "fetch": self._on_fetch,
+        }
         self._armed_for = now
         self._next_housekeeping = now + HOUSEKEEPING_INTERVAL_S
         self._next_rebootstrap = now + REBOOTSTRAP_INTERVAL_S
@@ -307,7 +371,7 @@ class Node:
     ) -> bytes:
         """Queue a text to ``recipient``; returns its id. Raises ValueError if too long."""
         chunks = split_text(text)
-        text_id = text_id or self.rng.randbytes(TEXT_ID_BYTES)
+        text_id = text_id or os.urandom(TEXT_ID_BYTES)
         expires_ms = _ms(now + self.config.ttl_s)
         sent_ms = _ms(now)
         out = self._outgoing[text_id] = _Outgoing(recipient.address, set())
@@ -369,15 +433,23 @@ class Node:
         self._flush_store()
 
     def receive_datagram(self, data: bytes, addr: Endpoint, now: float) -> None:
+        """Take in one datagram that arrived from ``addr`` at ``now`` (seconds).
+
+        Never raises: whatever is wrong with it is counted in ``stats.rejected`` by
+        reason ("internal_error" for a bug of ours, which the fuzz tests hold at 0).
+        """
         self.stats.datagrams_in += 1
         self.stats.bytes_in += len(data)
         if not self._datagram_limit.allow(addr, now):
             self.stats.reject("rate_limited")
             return
+        self._addresses.received(addr, len(data))
         try:
             self._receive(data, addr, now)
         except Rejected as rejected:
             self.stats.reject(rejected.reason)
+        except Exception:
+            self.stats.reject("internal_error")
         self._flush_store()
 
     def lookup(self, target: bytes, now: float) -> None:
@@ -396,37 +468,126 @@ class Node:
     # ------------------------------------------------------------------ receive path
 
     def _receive(self, data: bytes, addr: Endpoint, now: float) -> None:
-        key = _peek_sender_key(data)
-        if key is not None and not self.codec.knows(key) and not self._new_keys.take(now):
-            raise Rejected("new_key_rate")
-        decoded = self.codec.decode(data, now)
+        packet = self.codec.parse(data)
+        if packet.WhichOneof("body") == "cookie_reply":
+            self._on_cookie_reply(packet.cookie_reply.cookie, addr, now)
+            return
+        if not self.codec.knows(packet.sender_key):
+            self._admit_new_key(packet, addr, now)
+        decoded = self.codec.open(packet, now)
         sender = decoded.sender
         if decoded.hello is not None:
             self._answer_hello(sender.key, decoded.hello, addr, now)
             return
         frame = decoded.frame
         assert frame is not None
+        body = frame.WhichOneof("body") or ""
+        validated = self._is_validated(sender.key, addr)
+        if body in _NEEDS_VALIDATION and not validated:
+            # The answer would be larger than the request: only for a proven address.
+            self._validate(sender.key, addr, now, defer=(body, frame))
+        else:
+            self._handlers[body](sender, getattr(frame, body), addr, now)
         self._observe(sender, addr, now)
-        body = frame.WhichOneof("body")
-        if body == "ping":
-            self._on_ping(sender, frame.ping, addr, now)
-        elif body == "pong":
-            self._on_pong(sender, frame.pong, addr, now)
-        elif body == "find_node":
-            self._on_find_node(sender, frame.find_node, addr, now)
-        elif body == "nodes":
-            self._on_nodes(sender, frame.nodes, now)
-        elif body == "message":
-            self._on_message(sender, frame.message, addr, now)
-        elif body == "ack":
-            self._on_ack(sender, frame.ack, addr, now)
-        elif body == "receipt":
-            self._on_receipt(sender, frame.receipt, now)
-        elif body == "fetch":
-            self._on_fetch(sender, addr, now)
+
+    def _admit_new_key(self, packet: pb.Packet, addr: Endpoint, now: float) -> None:
+        """May a packet from a key we have no box for cost us a key agreement?
+
+        Yes while the node-wide budget lasts. Past it (a flood of first contacts), only
+        with a cookie proving the source address, and then within a budget per network
+        of origin; otherwise the sender gets a cookie reply (WireGuard's rule).
+        """
+        if self._new_keys.take(now):
+            return
+        if packet.cookie and self._cookie_jar.check(addr, packet.cookie, now):
+            if self._new_keys_by_net.allow(origin_network(addr), now):
+                return
+            raise Rejected("new_key_rate")
+        reply = self.codec.encode_cookie_reply(self._cookie_jar.cookie(addr, now))
+        if self._addresses.spend(addr, len(reply)):
+            self._emit(reply, addr)
+        raise Rejected("cookie_required")
+
+    def _on_cookie_reply(self, cookie: bytes, addr: Endpoint, now: float) -> None:
+        """A node we contacted is under load: repeat our hello to it with its cookie."""
+        pending = [c for c, (endpoint, _) in self._hellos.items() if endpoint == addr]
+        contacted = pending or any(q.endpoint == addr for q in self._queries.values())
+        if not contacted:
+            raise Rejected("unsolicited")
+        known = self._peer_cookies.get(addr)
+        self._peer_cookies.pop(addr, None)
+        self._peer_cookies[addr] = (cookie, now)
+        if len(self._peer_cookies) > PEER_COOKIES_MAX:
+            del self._peer_cookies[next(iter(self._peer_cookies))]
+        if pending and (known is None or known[0] != cookie):
+            self._send_hello(addr, now)
+
+    def _is_validated(self, key: bytes, addr: Endpoint) -> bool:
+        """Has ``key`` proved it receives at ``addr``? Table entries have, by construction."""
+        entry = self.table.get(address_of(key))
+        if entry is not None and entry.key == key and entry.endpoint == addr:
+            return True
+        return self._addresses.is_validated(key, addr)
+
+    def _validate(
+        self, key: bytes, addr: Endpoint, now: float, *, defer: tuple[str, pb.Frame] | None = None
+    ) -> None:
+        """Challenge ``addr`` to prove that ``key`` receives there; ``defer`` waits for it.
+
+        Bounded: one validation per key at a time, a few per network of origin, a pool of
+        its own; what does not fit is dropped (the peer's retries come back to it).
+        """
+        challenge = self._validating.get(key)
+        if challenge is not None:
+            query = self._queries.get(challenge)
+            if query is not None and query.endpoint == addr:
+                if defer is not None and len(query.deferred) < DEFERRED_PER_VALIDATION:
+                    query.deferred.append(defer)
+                return
+            raise Rejected("validation_busy")
+        net = origin_network(addr)
+        if (
+            len(self._validating) >= VALIDATIONS_MAX
+            or self._validating_nets[net] >= VALIDATIONS_PER_NET
+        ):
+            raise Rejected("validation_busy")
+        challenge = os.urandom(CHALLENGE_BYTES)
+        query = _Query("validate", key, addr, now + QUERY_TIMEOUT_S)
+        if defer is not None:
+            query.deferred.append(defer)
+        if not self._send_frame(key, addr, pb.Frame(ping=pb.Ping(challenge=challenge)), now):
+            return
+        self._queries[challenge] = query
+        self._validating[key] = challenge
+        self._validating_nets[net] += 1
+
+    def _end_validation(self, query: _Query) -> None:
+        self._validating.pop(query.peer_key, None)
+        net = origin_network(query.endpoint)
+        self._validating_nets[net] -= 1
+        if self._validating_nets[net] <= 0:
+            del self._validating_nets[net]
 
     def _observe(self, sender: PublicIdentity, addr: Endpoint, now: float) -> None:
+        """Let an authenticated datagram refresh or insert its sender in the routing table.
+
+        Only a validated (key, endpoint) pair may: a first contact, or a known node
+        speaking from a new endpoint, is challenged there first.
+        """
+        if not self._is_validated(sender.key, addr):
+            if sender.key not in self._validating:
+                try:
+                    self._validate(sender.key, addr, now)
+                except Rejected as busy:
+                    self.stats.reject(busy.reason)
+            return
         observation = self.table.observe(sender.key, sender.address, addr, now)
+        if observation.endpoint_changed:
+            self.table.confirm_endpoint(sender.address, addr, now)
+        if sender.address in self.table:
+            self.codec.pin(sender.key)
+        if observation.evicted is not None:
+            self.codec.unpin(observation.evicted.key)
         if observation.added:
             self.stats.peers_added += 1
             self._events.append(PeerAdded(sender.key, addr))
@@ -439,8 +600,6 @@ class Node:
                         self._relay(entry, now)
         if observation.ping is not None:
             self._ping(observation.ping.key, observation.ping.endpoint, now)
-        if observation.endpoint_changed:
-            self._ping(sender.key, addr, now, confirm_endpoint=True)
 
     def _answer_hello(self, key: bytes, hello: pb.Hello, addr: Endpoint, now: float) -> None:
         pong = pb.Frame(pong=pb.Pong(challenge=hello.challenge))
@@ -452,16 +611,23 @@ class Node:
         self._send_frame(sender.key, addr, pb.Frame(pong=pb.Pong(challenge=ping.challenge)), now)
 
     def _on_pong(self, sender: PublicIdentity, pong: pb.Pong, addr: Endpoint, now: float) -> None:
+        """A challenge came back: from the endpoint we sent it to, it validates the pair."""
         hello = self._hellos.pop(pong.challenge, None)
         if hello is not None:
-            return  # a bootstrap node answered; _observe already took it in
+            if hello[0] == addr:
+                self._addresses.validate(sender.key, addr)
+            return  # a bootstrap node answered; _observe takes it in
         query = self._queries.get(pong.challenge)
-        if query is None or query.kind != "ping" or query.peer_key != sender.key:
+        if query is None or query.kind == "find_node" or query.peer_key != sender.key:
             raise Rejected("unsolicited")
         del self._queries[pong.challenge]
-        if query.confirm_endpoint and query.endpoint == addr:
-            self.table.confirm_endpoint(sender.address, addr, now)
-            self.table.observe(sender.key, sender.address, addr, now)
+        if query.kind == "validate":
+            self._end_validation(query)
+        if query.endpoint != addr:
+            raise Rejected("wrong_endpoint")
+        self._addresses.validate(sender.key, addr)
+        for body, frame in query.deferred:
+            self._handlers[body](sender, getattr(frame, body), addr, now)
 
     def _on_find_node(
         self, sender: PublicIdentity, find: pb.FindNode, addr: Endpoint, now: float
@@ -473,20 +639,28 @@ class Node:
         answer = pb.Nodes(query_id=find.query_id, nodes=[i for i in infos if i is not None])
         self._send_frame(sender.key, addr, pb.Frame(nodes=answer), now)
 
-    def _on_nodes(self, sender: PublicIdentity, nodes: pb.Nodes, now: float) -> None:
+    def _on_nodes(
+        self, sender: PublicIdentity, nodes: pb.Nodes, addr: Endpoint, now: float
+    ) -> None:
         query = self._queries.get(nodes.query_id)
         if query is None or query.kind != "find_node" or query.peer_key != sender.key:
             raise Rejected("unsolicited")
         del self._queries[nodes.query_id]
+        if query.endpoint == addr:
+            self._addresses.validate(sender.key, addr)
+        assert query.lookup is not None and query.candidate is not None
         if len(nodes.nodes) > FIND_NODE_ANSWER_NODES * 2:
+            query.lookup.on_timeout(query.path, query.candidate)
+            self._advance_lookup(query.lookup, now)
             raise Rejected("malformed")
         found = [c for c in map(parse_node_info, nodes.nodes) if c is not None]
         found = [c for c in found if c.key != self.identity.key]
-        assert query.lookup is not None and query.candidate is not None
         query.lookup.on_response(query.path, query.candidate, found)
         self._advance_lookup(query.lookup, now)
 
-    def _on_receipt(self, sender: PublicIdentity, receipt: pb.Receipt, now: float) -> None:
+    def _on_receipt(
+        self, sender: PublicIdentity, receipt: pb.Receipt, addr: Endpoint, now: float
+    ) -> None:
         if len(receipt.ids) > FETCH_ITEMS_MAX:
             raise Rejected("malformed")
         for key in receipt.ids:
@@ -496,7 +670,9 @@ class Node:
             self._awaiting_receipt.pop((sender.address, key), None)
             self._add_holder(entry, sender.address, now)
 
-    def _on_fetch(self, sender: PublicIdentity, addr: Endpoint, now: float) -> None:
+    def _on_fetch(
+        self, sender: PublicIdentity, fetch: pb.Fetch, addr: Endpoint, now: float
+    ) -> None:
         self._push_waiting(sender.address, sender.key, addr, now)
 
     # ------------------------------------------------------------------ messages
@@ -504,15 +680,14 @@ class Node:
     def _on_message(
         self, sender: PublicIdentity, msg: pb.Message, addr: Endpoint, now: float
     ) -> None:
-        now_ms = _ms(now)
-        if len(msg.recipient) != ADDRESS_BYTES or msg.hops > MAX_HOPS:
+        if len(msg.recipient) != ADDRESS_BYTES:
             raise Rejected("malformed")
         if len(msg.sealed) != SEALED_BYTES:
             raise Rejected("bad_size")
-        if msg.expires_ms <= now_ms:
-            raise Rejected("expired")
-        if msg.expires_ms > now_ms + int((MAX_TTL_S + MAX_CLOCK_SKEW_S) * 1000):
-            raise Rejected("ttl_too_long")
+        _check_expiry(msg.expires_ms, now)
+        # Any relay may rewrite hops (the id does not cover it), so it is a statistic:
+        # clamped, never a reason to refuse a copy that an honest one would then match.
+        msg.hops = min(msg.hops, MAX_HOPS)
         item_id = message_id(msg.recipient, msg.expires_ms, msg.sealed)
         ack_entry = self.store.get(Kind.ACK, item_id + msg.recipient)
         if ack_entry is not None:
@@ -540,6 +715,7 @@ class Node:
             stored_at=now,
             holders={sender.address},
             origin=sender.address,
+            origin_net=origin_network(addr),
         )
         try:
             self.store.add(entry)
@@ -602,11 +778,7 @@ class Node:
             self._add_holder(existing, sender.address, now)
             self._send_receipt(sender.key, addr, [key], now)
             return
-        now_ms = _ms(now)
-        if ack.expires_ms <= now_ms:
-            raise Rejected("expired")
-        if ack.expires_ms > now_ms + int((MAX_TTL_S + MAX_CLOCK_SKEW_S) * 1000):
-            raise Rejected("ttl_too_long")
+        _check_expiry(ack.expires_ms, now)
         message = self.store.get(Kind.MESSAGE, ack.message_id)
         if message is not None and message.target != recipient:
             raise Rejected("forged_ack")
@@ -634,6 +806,7 @@ class Node:
             stored_at=now,
             holders={sender.address},
             origin=sender.address,
+            origin_net=origin_network(addr),
             settled=ack.destination == self.address or passive,
         )
         own = message is not None and bool(message.own_text_id)
@@ -743,7 +916,7 @@ class Node:
         if isinstance(entry.wire, pb.Message):
             msg = pb.Message()
             msg.CopyFrom(entry.wire)
-            msg.hops = 0 if entry.own_text_id else entry.wire.hops + 1
+            msg.hops = 0 if entry.own_text_id else min(entry.wire.hops + 1, MAX_HOPS)
             frame = pb.Frame(message=msg)
             self.stats.messages_relayed += 0 if entry.own_text_id else 1
         else:
@@ -809,30 +982,35 @@ class Node:
     # ------------------------------------------------------------------ queries and lookups
 
     def _send_hello(self, endpoint: Endpoint, now: float) -> None:
-        challenge = self.rng.randbytes(CHALLENGE_BYTES)
+        challenge = os.urandom(CHALLENGE_BYTES)
         self._hellos[challenge] = (endpoint, now + QUERY_TIMEOUT_S)
-        self._emit(self.codec.encode_hello(challenge), endpoint)
-
-    def _ping(
-        self, key: bytes, endpoint: Endpoint, now: float, *, confirm_endpoint: bool = False
-    ) -> None:
-        if len(self._queries) >= PENDING_QUERIES_MAX:
-            return
-        challenge = self.rng.randbytes(CHALLENGE_BYTES)
-        self._queries[challenge] = _Query(
-            "ping", key, endpoint, now + QUERY_TIMEOUT_S, confirm_endpoint=confirm_endpoint
+        self._emit(
+            self.codec.encode_hello(challenge, cookie=self._cookie_for(endpoint, now)), endpoint
         )
+
+    def _own_queries_full(self) -> bool:
+        """Our own queries have a pool that peer-triggered validations cannot take."""
+        return len(self._queries) - len(self._validating) >= PENDING_QUERIES_MAX
+
+    def _ping(self, key: bytes, endpoint: Endpoint, now: float) -> None:
+        if self._own_queries_full():
+            return
+        challenge = os.urandom(CHALLENGE_BYTES)
+        self._queries[challenge] = _Query("ping", key, endpoint, now + QUERY_TIMEOUT_S)
+        frame = pb.Frame(ping=pb.Ping(challenge=challenge))
         try:
-            self._send_frame(key, endpoint, pb.Frame(ping=pb.Ping(challenge=challenge)), now)
+            sent = self._send_frame(key, endpoint, frame, now, probe=True)
         except ValueError:
+            sent = False
+        if not sent:
             del self._queries[challenge]
 
     def _advance_lookup(self, lookup: Lookup, now: float) -> None:
         for path, candidate in lookup.next_queries():
-            if len(self._queries) >= PENDING_QUERIES_MAX:
+            if self._own_queries_full():
                 lookup.on_timeout(path, candidate)
                 continue
-            query_id = self.rng.randbytes(CHALLENGE_BYTES)
+            query_id = os.urandom(CHALLENGE_BYTES)
             self._queries[query_id] = _Query(
                 "find_node",
                 candidate.key,
@@ -843,7 +1021,7 @@ class Node:
                 candidate=candidate,
             )
             frame = pb.Frame(find_node=pb.FindNode(query_id=query_id, target=lookup.target))
-            self._send_frame(candidate.key, candidate.endpoint, frame, now)
+            self._send_frame(candidate.key, candidate.endpoint, frame, now, probe=True)
         if lookup.done:
             self._lookup_finished(lookup, now)
 
@@ -870,9 +1048,11 @@ class Node:
             if query.deadline > now:
                 break
             del self._queries[query_id]
-            removed = self.table.record_failure(address_of(query.peer_key), now)
-            if removed is not None:
-                self._events.append(PeerRemoved(removed.key))
+            if query.kind == "validate":
+                # Whoever gave that address may not be its owner: no failure to count.
+                self._end_validation(query)
+                continue
+            self._peer_failed(address_of(query.peer_key), now)
             if query.lookup is not None and query.candidate is not None:
                 query.lookup.on_timeout(query.path, query.candidate)
                 self._advance_lookup(query.lookup, now)
@@ -886,9 +1066,14 @@ class Node:
             if deadline > now:
                 break
             del self._awaiting_receipt[pair]
-            removed = self.table.record_failure(pair[0], now)
-            if removed is not None:
-                self._events.append(PeerRemoved(removed.key))
+            self._peer_failed(pair[0], now)
+
+    def _peer_failed(self, address: bytes, now: float) -> None:
+        """A query or item went unanswered: count it; the table may drop the node."""
+        removed = self.table.record_failure(address, now)
+        if removed is not None:
+            self.codec.unpin(removed.key)
+            self._events.append(PeerRemoved(removed.key))
 
     def _housekeeping(self, now: float) -> None:
         for entry in self.store.expire(_ms(now)):
@@ -909,9 +1094,33 @@ class Node:
         if self.config.policy == "ours":
             self._send_frame(key, endpoint, pb.Frame(receipt=pb.Receipt(ids=ids)), now)
 
-    def _send_frame(self, key: bytes, endpoint: Endpoint, frame: pb.Frame, now: float) -> None:
+    def _send_frame(
+        self, key: bytes, endpoint: Endpoint, frame: pb.Frame, now: float, *, probe: bool = False
+    ) -> bool:
+        """Box and queue a frame; False if the anti-amplification limit held it back.
+
+        To an endpoint not validated for ``key``, we send at most 3x what it sent us
+        (``admission``). ``probe`` marks requests we start on our own (lookups, pings of
+        known nodes), which the query table bounds instead.
+        """
+        data = self.codec.encode_frame(key, frame, now, cookie=self._cookie_for(endpoint, now))
+        if (
+            not probe
+            and not self._is_validated(key, endpoint)
+            and not self._addresses.spend(endpoint, len(data))
+        ):
+            self.stats.withheld += 1
+            return False
         self.stats.sent_by_kind[frame.WhichOneof("body") or ""] += 1
-        self._emit(self.codec.encode_frame(key, frame, now), endpoint)
+        self._emit(data, endpoint)
+        return True
+
+    def _cookie_for(self, endpoint: Endpoint, now: float) -> bytes:
+        """The cookie ``endpoint`` gave us while under load, while it is still good."""
+        cookie = self._peer_cookies.get(endpoint)
+        if cookie is None or now - cookie[1] >= COOKIE_ROTATE_S:
+            return b""
+        return cookie[0]
 
     def _emit(self, data: bytes, endpoint: Endpoint) -> None:
         self.stats.datagrams_out += 1
@@ -924,15 +1133,13 @@ class Node:
             self._events.append(StoreChanged(put, deleted))
 
 
-def _peek_sender_key(data: bytes) -> bytes | None:
-    """The sender key of a packet without a full parse, to charge the new-key budget.
-
-    Field 2 (sender_key) follows the 2-byte version field in every packet we
-    write; anything else gets a full parse and is judged there.
-    """
-    if len(data) > 36 and data[0] == 0x08 and data[2] == 0x12 and data[3] == 32:
-        return data[4:36]
-    return None
+def _check_expiry(expires_ms: int, now: float) -> None:
+    """Items must still be alive, and live no longer than a sender may ask (plus skew)."""
+    now_ms = _ms(now)
+    if expires_ms <= now_ms:
+        raise Rejected("expired")
+    if expires_ms > now_ms + int((MAX_TTL_S + MAX_CLOCK_SKEW_S) * 1000):
+        raise Rejected("ttl_too_long")
 
 
 def _sealed_size() -> int:

@@ -2,9 +2,16 @@
 
 Entries are keyed by kind and message id. Each remembers which nodes are known to
 hold it (they sent it to us or sent a receipt), so re-relaying only goes to nodes
-that still lack it. Quotas bound the store in total, per target address and per
-peer that handed items to us, so one flooding peer cannot push out anyone else:
-once over quota, new items are refused, stored ones are never evicted early.
+that still lack it.
+
+Keys are free, so quotas that count keys alone bound nothing. Quotas bound the store
+in total, per target address, per peer that handed items to us and per *network* it
+handed them from (``origin_net``: an IPv4 /24 or IPv6 /48, see
+``routing.origin_network``), which is what an attacker actually has: one network holds
+at most ``per_net_share`` of the store. A full store makes room for an item from a
+less represented network by evicting from the most represented one, farthest target
+from us first (what we are least responsible for), so a flood from a few networks can
+neither keep honest items out nor stay for the TTL (docs/PROTOCOL.md, "Relay store").
 
 Changes are collected as dirty keys that the node turns into a ``StoreChanged``
 event; the adapter persists them so a restarted relay still holds what it took.
@@ -27,6 +34,8 @@ from comm_tui.protocol import wire_pb2 as pb
 STORE_TOTAL_BYTES = 64 * 1024 * 1024
 STORE_PER_TARGET_BYTES = 2 * 1024 * 1024
 STORE_PER_PEER_BYTES = 4 * 1024 * 1024
+# No network of origin holds more than this share of the store.
+STORE_PER_NET_SHARE = 0.05
 # Bookkeeping a stored item costs beyond its wire bytes (a rough Python overhead).
 ENTRY_OVERHEAD_BYTES = 256
 
@@ -58,6 +67,7 @@ class Entry:
     own_part: int = 0
     own_parts: int = 0
     origin: bytes = b""  # address of the peer that handed it to us (quota accounting)
+    origin_net: str = ""  # the network it came from (quotas and eviction)
 
     @property
     def key(self) -> bytes:
@@ -77,6 +87,8 @@ class Entry:
             own_part=self.own_part,
             own_parts=self.own_parts,
             stored_at=self.stored_at,
+            origin=self.origin,
+            origin_net=self.origin_net,
         )
         if isinstance(self.wire, pb.Message):
             record.message.CopyFrom(self.wire)
@@ -101,6 +113,8 @@ class Entry:
             "own_part": record.own_part,
             "own_parts": record.own_parts,
             "stored_at": record.stored_at,
+            "origin": record.origin,
+            "origin_net": record.origin_net,
         }
         if which == "message":
             msg = record.message
@@ -129,21 +143,28 @@ class QuotaExceeded(Exception):
 class RelayStore:
     def __init__(
         self,
+        own_address: bytes,
         *,
         total_bytes: int = STORE_TOTAL_BYTES,
         per_target_bytes: int = STORE_PER_TARGET_BYTES,
         per_peer_bytes: int = STORE_PER_PEER_BYTES,
+        per_net_share: float = STORE_PER_NET_SHARE,
     ) -> None:
+        self._own_int = int.from_bytes(own_address, "big")
         self.total_limit = total_bytes
         self.per_target_limit = per_target_bytes
         self.per_peer_limit = per_peer_bytes
+        self.per_net_limit = int(total_bytes * per_net_share)
         self._entries: dict[bytes, Entry] = {}
         # Dicts as ordered sets: iteration order must not depend on hash seeds, so a
         # simulation with a fixed seed replays exactly.
         self._by_target: defaultdict[bytes, dict[bytes, None]] = defaultdict(dict)
         self._target_bytes: defaultdict[bytes, int] = defaultdict(int)
         self._peer_bytes: defaultdict[bytes, int] = defaultdict(int)
+        self._by_net: defaultdict[str, dict[bytes, None]] = defaultdict(dict)
+        self._net_bytes: defaultdict[str, int] = defaultdict(int)
         self.total_bytes = 0
+        self.evicted = 0
         self.dirty: set[bytes] = set()
         self.deleted: set[bytes] = set()
 
@@ -164,20 +185,23 @@ class RelayStore:
         return [self._entries[k] for k in self._by_target.get(target, ())]
 
     def add(self, entry: Entry, *, enforce_quota: bool = True) -> None:
-        """Store a new entry, or raise QuotaExceeded.
+        """Store a new entry, evicting for it if it is fair to, or raise QuotaExceeded.
 
         Our own outgoing messages and acks we sign are stored without quota:
         they are what the user asked for and are bounded by the outbox itself.
         """
         size = entry.size
         if enforce_quota:
-            if self.total_bytes + size > self.total_limit:
-                raise QuotaExceeded("store_full")
             # .get, not [], so a refused item leaves no zero-valued key behind.
             if self._target_bytes.get(entry.target, 0) + size > self.per_target_limit:
                 raise QuotaExceeded("target_quota")
             if entry.origin and self._peer_bytes.get(entry.origin, 0) + size > self.per_peer_limit:
                 raise QuotaExceeded("peer_quota")
+            net = entry.origin_net
+            if net and self._net_bytes.get(net, 0) + size > self.per_net_limit:
+                raise QuotaExceeded("net_quota")
+            if self.total_bytes + size > self.total_limit:
+                self._make_room(size, net)
         key = entry.key
         if key in self._entries:
             self.remove(self._entries[key])
@@ -186,8 +210,33 @@ class RelayStore:
         self._target_bytes[entry.target] += size
         if entry.origin:
             self._peer_bytes[entry.origin] += size
+        if entry.origin_net:
+            self._by_net[entry.origin_net][key] = None
+            self._net_bytes[entry.origin_net] += size
         self.total_bytes += size
         self.touch(entry)
+
+    def _make_room(self, size: int, net: str) -> None:
+        """Evict from the most represented network until ``size`` more bytes fit.
+
+        Only a network holding more than the newcomer's would afterwards is evicted
+        from, so the store converges on an even share per network and an honest
+        newcomer always finds room while any one network holds more than it. Within
+        that network the item whose target is farthest from us goes first.
+        """
+        while self.total_bytes + size > self.total_limit:
+            largest = max(self._net_bytes, key=self._net_bytes.__getitem__, default=None)
+            if largest is None or largest == net:
+                raise QuotaExceeded("store_full")
+            if self._net_bytes[largest] <= self._net_bytes.get(net, 0) + size:
+                raise QuotaExceeded("store_full")
+            keys = self._by_net[largest]
+            victim = max(
+                (self._entries[k] for k in keys),
+                key=lambda e: int.from_bytes(e.target, "big") ^ self._own_int,
+            )
+            self.remove(victim)
+            self.evicted += 1
 
     def touch(self, entry: Entry) -> None:
         """Mark an entry as changed so the next StoreChanged persists it."""
@@ -210,6 +259,14 @@ class RelayStore:
             self._peer_bytes[entry.origin] -= size
             if self._peer_bytes[entry.origin] <= 0:
                 del self._peer_bytes[entry.origin]
+        if entry.origin_net:
+            net_keys = self._by_net[entry.origin_net]
+            net_keys.pop(key, None)
+            if not net_keys:
+                del self._by_net[entry.origin_net]
+            self._net_bytes[entry.origin_net] -= size
+            if self._net_bytes[entry.origin_net] <= 0:
+                del self._net_bytes[entry.origin_net]
         self.total_bytes -= size
         self.dirty.discard(key)
         self.deleted.add(key)

@@ -33,6 +33,8 @@ ADDRESS_BYTES = 20
 ADDRESS_BITS = ADDRESS_BYTES * 8
 IPV4_PREFIX_BITS = 24
 IPV6_PREFIX_BITS = 64
+# Quotas count IPv6 origins by /48, what one site is commonly given.
+IPV6_ORIGIN_PREFIX_BITS = 48
 IP_PREFIX_CACHE_HOSTS = 4096
 NEVER: float = float("-inf")
 
@@ -104,6 +106,26 @@ def _ip_prefix(host: str) -> str | None:
     if ip.is_loopback:
         return None
     prefix_bits = IPV4_PREFIX_BITS if ip.version == 4 else IPV6_PREFIX_BITS
+    return str(ipaddress.ip_network(f"{ip}/{prefix_bits}", strict=False))
+
+
+@functools.lru_cache(maxsize=IP_PREFIX_CACHE_HOSTS)
+def origin_network(endpoint: Endpoint) -> str:
+    """The network a datagram came from, for per-origin quotas: an IPv4 /24, an IPv6 /48.
+
+    One host, or one network of hosts, is what an attacker has; keys are free. Loopback
+    endpoints each count alone (host and port), so nodes on one machine are told apart.
+    """
+    host, port = endpoint
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return f"host:{host}"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return f"{ip}:{port}"
+    prefix_bits = IPV4_PREFIX_BITS if ip.version == 4 else IPV6_ORIGIN_PREFIX_BITS
     return str(ipaddress.ip_network(f"{ip}/{prefix_bits}", strict=False))
 
 

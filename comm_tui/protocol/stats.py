@@ -26,6 +26,8 @@ class NodeStats:
     texts_received: int = 0
     texts_delivered: int = 0
     hops_seen_total: int = 0
+    # Replies not sent: the endpoint was not validated and had no credit left (admission).
+    withheld: int = 0
     # Hops of the most recent parts delivered to us (bounded: a node runs for months).
     hops_delivered: deque[int] = field(default_factory=lambda: deque(maxlen=HOPS_KEPT))
     rejected: Counter[str] = field(default_factory=Counter)

@@ -7,16 +7,26 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Packet(_message.Message):
-    __slots__ = ("version", "sender_key", "hello", "boxed")
+    __slots__ = ("version", "sender_key", "hello", "boxed", "cookie_reply", "cookie")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SENDER_KEY_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
     BOXED_FIELD_NUMBER: _ClassVar[int]
+    COOKIE_REPLY_FIELD_NUMBER: _ClassVar[int]
+    COOKIE_FIELD_NUMBER: _ClassVar[int]
     version: int
     sender_key: bytes
     hello: Hello
     boxed: bytes
-    def __init__(self, version: _Optional[int] = ..., sender_key: _Optional[bytes] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., boxed: _Optional[bytes] = ...) -> None: ...
+    cookie_reply: CookieReply
+    cookie: bytes
+    def __init__(self, version: _Optional[int] = ..., sender_key: _Optional[bytes] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., boxed: _Optional[bytes] = ..., cookie_reply: _Optional[_Union[CookieReply, _Mapping]] = ..., cookie: _Optional[bytes] = ...) -> None: ...
+
+class CookieReply(_message.Message):
+    __slots__ = ("cookie",)
+    COOKIE_FIELD_NUMBER: _ClassVar[int]
+    cookie: bytes
+    def __init__(self, cookie: _Optional[bytes] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("challenge", "padding")
@@ -143,7 +153,7 @@ class Letter(_message.Message):
     def __init__(self, text_id: _Optional[bytes] = ..., part: _Optional[int] = ..., parts: _Optional[int] = ..., sent_ms: _Optional[int] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class StoreEntry(_message.Message):
-    __slots__ = ("message", "ack", "attempts", "next_at", "holders", "settled", "own_text_id", "own_part", "own_parts", "stored_at")
+    __slots__ = ("message", "ack", "attempts", "next_at", "holders", "settled", "own_text_id", "own_part", "own_parts", "stored_at", "origin", "origin_net")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
@@ -154,6 +164,8 @@ class StoreEntry(_message.Message):
     OWN_PART_FIELD_NUMBER: _ClassVar[int]
     OWN_PARTS_FIELD_NUMBER: _ClassVar[int]
     STORED_AT_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_NET_FIELD_NUMBER: _ClassVar[int]
     message: Message
     ack: Ack
     attempts: int
@@ -164,4 +176,6 @@ class StoreEntry(_message.Message):
     own_part: int
     own_parts: int
     stored_at: float
-    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., attempts: _Optional[int] = ..., next_at: _Optional[float] = ..., holders: _Optional[_Iterable[bytes]] = ..., settled: _Optional[bool] = ..., own_text_id: _Optional[bytes] = ..., own_part: _Optional[int] = ..., own_parts: _Optional[int] = ..., stored_at: _Optional[float] = ...) -> None: ...
+    origin: bytes
+    origin_net: str
+    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., attempts: _Optional[int] = ..., next_at: _Optional[float] = ..., holders: _Optional[_Iterable[bytes]] = ..., settled: _Optional[bool] = ..., own_text_id: _Optional[bytes] = ..., own_part: _Optional[int] = ..., own_parts: _Optional[int] = ..., stored_at: _Optional[float] = ..., origin: _Optional[bytes] = ..., origin_net: _Optional[str] = ...) -> None: ...

@@ -72,7 +72,7 @@ class Adversary(abc.ABC):
     def __init__(self, net: SimNetwork, sim: SimNode, *, seed: int) -> None:
         self.net = net
         self.sim = sim
-        self._peek_codec = Codec(sim.node.identity, random.Random(seed))
+        self._peek_codec = Codec(sim.node.identity)
         self.swallowed = 0  # messages and acks taken and never passed on
         self.injected = 0  # datagrams the adversary wrote itself
         sim.intercept = self.intercept
