@@ -10,7 +10,6 @@ restore() of persisted store entries, and rejection counters for bad frames.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 
 import pytest
 
@@ -18,103 +17,13 @@ from comm_tui.crypto.ack import sign_ack
 from comm_tui.crypto.identity import Identity, PublicIdentity
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import Codec
-from comm_tui.protocol.events import Event, StoreChanged, TextReceived, TextStateChanged
+from comm_tui.protocol.events import TextReceived, TextStateChanged
 from comm_tui.protocol.letters import CHUNK_BYTES, MAX_TEXT_BYTES
 from comm_tui.protocol.node import HOUSEKEEPING_INTERVAL_S, MAX_TTL_S, Node, NodeConfig
 from comm_tui.protocol.relay_store import Entry, Kind
 from comm_tui.protocol.routing import Endpoint
 from comm_tui.sim.network import SimNetwork, SimNode
-
-T0 = 1_800_000_000.0
-
-Drop = Callable[[Endpoint, Endpoint, bytes], bool]
-
-
-class Wire:
-    """Nodes that hand each other datagrams instantly, with a switch to take one offline."""
-
-    def __init__(self) -> None:
-        self.nodes: dict[Endpoint, Node] = {}
-        self.events: dict[Endpoint, list[Event]] = {}
-        self.offline: set[Endpoint] = set()
-        self.persisted: dict[Endpoint, dict[bytes, bytes]] = {}
-        self.drop: Drop | None = None
-
-    def add(self, seed: int, config: NodeConfig | None = None, now: float = T0) -> Node:
-        identity = Identity.from_seed(bytes([seed]) * 32)
-        return self.attach(Node(identity, now, config=config, rng=random.Random(seed)), seed)
-
-    def attach(self, node: Node, seed: int) -> Node:
-        endpoint = (f"10.{seed}.0.1", 4000)
-        self.nodes[endpoint] = node
-        self.events.setdefault(endpoint, [])
-        self.persisted.setdefault(endpoint, {})
-        return node
-
-    def endpoint(self, node: Node) -> Endpoint:
-        return next(e for e, n in self.nodes.items() if n is node)
-
-    def pump(self, now: float, max_rounds: int = 200) -> None:
-        for _ in range(max_rounds):
-            moved = False
-            for source, node in list(self.nodes.items()):
-                self._drain_events(source, node)
-                for data, dest in node.datagrams_to_send():
-                    moved = True
-                    target = self.nodes.get(dest)
-                    if target is None or dest in self.offline or source in self.offline:
-                        continue
-                    if self.drop is not None and self.drop(source, dest, data):
-                        continue
-                    target.receive_datagram(data, source, now)
-            if not moved:
-                for source, node in self.nodes.items():
-                    self._drain_events(source, node)
-                return
-        raise AssertionError("datagrams kept flowing")
-
-    def _drain_events(self, endpoint: Endpoint, node: Node) -> None:
-        while (event := node.next_event()) is not None:
-            self.events[endpoint].append(event)
-            if isinstance(event, StoreChanged):
-                store = self.persisted[endpoint]
-                for key in event.delete:
-                    store.pop(key, None)
-                for key, (blob, _) in event.put.items():
-                    store[key] = blob
-
-    def tick(self, now: float) -> None:
-        for endpoint, node in self.nodes.items():
-            if endpoint not in self.offline and node.get_timer() <= now:
-                node.handle_timer(now)
-        self.pump(now)
-
-    def run(self, start: float, end: float, step: float = 1.0) -> None:
-        now = start
-        while now <= end:
-            self.tick(now)
-            now += step
-
-    def connect(self, a: Node, b: Node, now: float = T0) -> None:
-        a.bootstrap(self.endpoint(b), now)
-        self.pump(now)
-        if a.address not in b.table:  # b already had peers: a ping makes it known to a
-            b.add_known_peer(a.identity.key, self.endpoint(a), now)
-            self.pump(now)
-        assert b.address in a.table and a.address in b.table
-
-    def of(self, node: Node, kind: type[Event]) -> list[Event]:
-        return [e for e in self.events[self.endpoint(node)] if isinstance(e, kind)]
-
-    def states(self, node: Node, text_id: bytes) -> list[str]:
-        return [
-            e.state
-            for e in self.events[self.endpoint(node)]
-            if isinstance(e, TextStateChanged) and e.text_id == text_id
-        ]
-
-    def texts(self, node: Node) -> list[TextReceived]:
-        return [e for e in self.events[self.endpoint(node)] if isinstance(e, TextReceived)]
+from tests.wire import T0, Wire
 
 
 def stored_messages(node: Node) -> list[Entry]:

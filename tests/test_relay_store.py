@@ -29,7 +29,12 @@ OWN = bytes(20)
 
 
 def message_entry(
-    n: int, *, target: bytes = b"T" * 20, origin: bytes = b"", expires_ms: int = NOW_MS + 60_000
+    n: int,
+    *,
+    target: bytes = b"T" * 20,
+    origin: bytes = b"",
+    expires_ms: int = NOW_MS + 60_000,
+    net: str = "",
 ) -> Entry:
     sealed = n.to_bytes(4, "big") * (SEALED // 4)
     msg = pb.Message(recipient=target, expires_ms=expires_ms, sealed=sealed)
@@ -42,6 +47,7 @@ def message_entry(
         stored_at=NOW,
         holders={origin} if origin else set(),
         origin=origin,
+        origin_net=net,
     )
 
 
@@ -247,3 +253,37 @@ def test_truncated_and_flipped_blobs_raise_only_value_error() -> None:
         flipped[position] ^= 0xFF
         with contextlib.suppress(ValueError):
             Entry.deserialize(bytes(flipped))
+
+
+def test_one_network_holds_at_most_its_share() -> None:
+    store = RelayStore(OWN, total_bytes=ENTRY_SIZE * 100, per_net_share=0.05)
+    for i in range(5):
+        store.add(message_entry(i, target=bytes([i]) * 20, net="198.18.1.0/24"))
+    with pytest.raises(QuotaExceeded, match="net_quota"):
+        store.add(message_entry(9, target=b"\x09" * 20, net="198.18.1.0/24"))
+    store.add(message_entry(10, target=b"\x0a" * 20, net="198.18.2.0/24"))
+
+
+def test_a_full_store_evicts_the_most_represented_network_farthest_target_first() -> None:
+    """Issue 8, finding 5: nothing was evicted early, so a full store stayed full of junk."""
+    store = RelayStore(OWN, total_bytes=ENTRY_SIZE * 6, per_target_bytes=10**9, per_net_share=0.5)
+    near, far = b"\x00" * 19 + b"\x01", b"\xff" * 20  # near and far from OWN (all zero)
+    store.add(message_entry(1, target=near, net="junk"))
+    store.add(message_entry(2, target=far, net="junk"))
+    store.add(message_entry(3, target=b"\x0f" * 20, net="junk"))
+    store.add(message_entry(4, target=b"\x01" * 20, net="a"))
+    store.add(message_entry(5, target=b"\x02" * 20, net="b"))
+    store.add(message_entry(6, target=b"\x03" * 20, net="b"))
+    honest = message_entry(7, target=b"\x04" * 20, net="c")
+    store.add(honest)  # full: "junk" holds the most, and its farthest target goes
+    assert store.evicted == 1
+    assert store.get(Kind.MESSAGE, honest.item_id) is not None
+    remaining = {e.target for e in store}
+    assert far not in remaining and near in remaining
+    # A newcomer network again evicts from the largest ("junk" and "b" hold 2 each).
+    store.add(message_entry(8, target=b"\x05" * 20, net="d"))
+    assert store.evicted == 2 and store.get(Kind.MESSAGE, honest.item_id) is not None
+    # Refused only when the newcomer's own network would then be the largest.
+    with pytest.raises(QuotaExceeded, match="store_full"):
+        store.add(message_entry(9, target=b"\x06" * 20, net="a"))
+    assert store.total_bytes <= store.total_limit

@@ -100,8 +100,12 @@ class NodeProtocol(asyncio.DatagramProtocol):
         self._timer = None
         if self.failure is not None:
             return
-        self.node.handle_timer(self.clock())
-        self.pump()
+        try:
+            self.node.handle_timer(self.clock())
+        finally:
+            # Whatever happened in there, the node keeps its clock: a bug in one retry
+            # must not stop every later one (the exception still reaches the loop's log).
+            self.pump()
 
     def close(self) -> None:
         if self._timer is not None:

@@ -8,7 +8,7 @@ message a relay sees has the same size whatever it says.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
@@ -75,6 +75,7 @@ class _Partial:
     parts: int
     sent_ms: int
     progressed: float  # when its last new part arrived
+    origin: str  # network of the peer that handed us its first part
     chunks: dict[int, bytes] = field(default_factory=dict)
     tags: dict[int, object] = field(default_factory=dict)
 
@@ -91,12 +92,12 @@ class Reassembler:
     """Collects the parts of texts, bounded in count and age.
 
     Keyed by (sender key, text id) so one sender cannot complete or corrupt
-    another's text. Each sender has its own cap; past the global bound the text
-    that made progress least recently goes first. Keys are free, so a flood of
-    half-finished texts can come from as many senders as it likes; what it cannot
-    do is keep its texts progressing (each part is a sealed message that travelled
-    the network) faster than a real long text, whose parts arrive back to back. A
-    stalled text also expires REASSEMBLY_TIMEOUT_S after its last progress.
+    another's text. Each sender has its own cap, but keys are free, so past the
+    global bound the slots are shared fairly by the *network* that handed us each
+    text's first part (``routing.origin_network``): the network holding the most
+    slots gives one up, its least recently progressed text first. A flood of
+    half-finished texts from one host, or one /24, then only ever evicts its own.
+    A stalled text also expires REASSEMBLY_TIMEOUT_S after its last progress.
     """
 
     def __init__(self) -> None:
@@ -106,17 +107,25 @@ class Reassembler:
         return len(self._partials)
 
     def add(
-        self, sender_key: bytes, letter: pb.Letter, now: float, tag: object = None
+        self,
+        sender_key: bytes,
+        letter: pb.Letter,
+        now: float,
+        tag: object = None,
+        origin: str = "",
     ) -> Completed | None:
-        """Add one part; ``tag`` (e.g. the part's message id) comes back on completion."""
+        """Add one part; ``tag`` (e.g. the part's message id) comes back on completion.
+
+        ``origin`` names the network the part came from (for fair eviction).
+        """
         self.expire(now)
         key = (sender_key, letter.text_id)
         partial = self._partials.get(key)
         if partial is None:
             if letter.parts == 1:
                 return self._finish(letter.text_id, [letter.chunk], letter.sent_ms, (tag,))
-            self._make_room(sender_key)
-            partial = self._partials[key] = _Partial(letter.parts, letter.sent_ms, now)
+            self._make_room(sender_key, origin)
+            partial = self._partials[key] = _Partial(letter.parts, letter.sent_ms, now, origin)
         elif partial.parts != letter.parts:
             raise LetterError("part count changed within one text")
         if letter.part not in partial.chunks:
@@ -142,12 +151,18 @@ class Reassembler:
                 break
             del self._partials[key]
 
-    def _make_room(self, sender_key: bytes) -> None:
+    def _make_room(self, sender_key: bytes, origin: str) -> None:
         own = [k for k in self._partials if k[0] == sender_key]
         if len(own) >= REASSEMBLY_MAX_TEXTS_PER_SENDER:
             del self._partials[own[0]]
         while len(self._partials) >= REASSEMBLY_MAX_TEXTS:
-            self._partials.popitem(last=False)
+            # Counted as if the newcomer were in, so a crowded network evicts its own.
+            held = Counter(p.origin for p in self._partials.values())
+            held[origin] += 1
+            crowded = max(held.values())
+            # Least recently progressed first: the dict is in progress order.
+            victim = next(k for k, p in self._partials.items() if held[p.origin] == crowded)
+            del self._partials[victim]
 
     @staticmethod
     def _finish(

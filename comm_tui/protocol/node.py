@@ -736,7 +736,7 @@ class Node:
             raise Rejected("bad_seal") from exc
         tag = _PartTag(item_id, msg.expires_ms, sender.key, addr, msg.hops)
         try:
-            done = self.reassembler.add(author.key, letter, now, tag)
+            done = self.reassembler.add(author.key, letter, now, tag, origin_network(addr))
         except LetterError as exc:
             raise Rejected("bad_letter") from exc
         if done is None:
