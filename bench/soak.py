@@ -5,9 +5,16 @@ a temporary directory) in one asyncio loop for ``--minutes``. Honest nodes send 
 texts at ``--text-rate`` per second while a hostile sender floods one victim node from
 ``--flood-sockets`` sockets at ``--flood-rate`` datagrams per second in total: random
 bytes, truncated, bit-flipped and oversized copies of real datagrams it captured, and
-verbatim replays of them. After the flood a bounded grace period lets texts in flight
-arrive. Prints the delivery ratio, peak RSS, rejections by reason and datagram totals;
-``--json`` prints one JSON object instead. Everything is bounded and stops by itself:
+verbatim replays of them; and the attacks of issue 8, authenticated by keys of its own:
+hellos from fresh keys, Fetch and FindNode requests from keys whose address it never
+proves, junk messages from fresh keys to fill the store, messages with hops rewritten
+to the maximum, captured datagrams reflected with their sender key rewritten, pings
+from fresh keys trying to enter the routing table, and invalid curve points in every
+key field. After the flood a bounded grace period lets texts in flight arrive. Prints
+the delivery ratio, peak RSS, rejections by reason, what the victim withheld under the
+amplification limit, the bytes it sent to the hostile sockets against the bytes it got
+from them, and whether any hostile endpoint entered its routing table; ``--json``
+prints one JSON object instead. Everything is bounded and stops by itself:
 
     python bench/soak.py --minutes 1
 """
@@ -30,7 +37,9 @@ from typing import Any
 
 from comm_tui.crypto.identity import Identity
 from comm_tui.net.service import IncomingText, NodeService, OutgoingUpdated, ServiceEvent
-from comm_tui.protocol.node import NodeConfig
+from comm_tui.protocol import wire_pb2 as pb
+from comm_tui.protocol.codec import Codec
+from comm_tui.protocol.node import SEALED_BYTES, NodeConfig
 from comm_tui.protocol.routing import Endpoint
 from comm_tui.store.db import Database
 
@@ -64,26 +73,107 @@ def peak_rss_kib() -> int:
     return peak // 1024 if sys.platform == "darwin" else peak  # bytes on macOS, KiB on Linux
 
 
-def hostile_datagram(rng: random.Random, captured: list[bytes]) -> tuple[str, bytes]:
-    """One attack datagram and its kind."""
-    kind = rng.choice(("random", "truncated", "mutated", "replayed", "oversized", "empty"))
-    if not captured and kind not in ("random", "empty"):
-        kind = "random"
-    if kind == "random":
-        return kind, rng.randbytes(rng.randint(1, 1400))
-    if kind == "empty":
-        return kind, b""
-    real = rng.choice(captured)
-    if kind == "truncated":
-        return kind, real[: rng.randint(0, max(0, len(real) - 1))]
-    if kind == "mutated":
-        data = bytearray(real)
-        for _ in range(rng.randint(1, 4)):
-            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
-        return kind, bytes(data)
-    if kind == "oversized":
-        return kind, (real * (MAX_DATAGRAM // max(1, len(real)) + 1))[:MAX_DATAGRAM]
-    return kind, real
+class Attacker:
+    """Writes the hostile datagrams: malformed ones, and authenticated attacks (issue 8)."""
+
+    KINDS = (
+        *("random", "truncated", "mutated", "replayed", "oversized", "empty"),
+        *("hello_flood", "unproven_fetch", "store_fill", "hops_tamper", "reflected"),
+        *("sybil_ping", "invalid_point"),
+    )
+
+    def __init__(self, rng: random.Random, victim_key: bytes) -> None:
+        self.rng = rng
+        self.victim_key = victim_key
+        # A few long-lived keys (a key agreement each) and fresh ones where that is the attack.
+        self.codecs = [Codec(Identity.generate()) for _ in range(16)]
+
+    def datagram(self, captured: list[bytes]) -> tuple[str, bytes]:
+        """One attack datagram and its kind."""
+        rng = self.rng
+        kind = rng.choice(self.KINDS)
+        if not captured and kind in ("truncated", "mutated", "replayed", "oversized", "reflected"):
+            kind = "random"
+        now = time.time()
+        if kind == "random":
+            return kind, rng.randbytes(rng.randint(1, 1400))
+        if kind == "empty":
+            return kind, b""
+        if kind == "hello_flood":
+            return kind, Codec(Identity.generate()).encode_hello(rng.randbytes(16))
+        if kind in ("sybil_ping", "store_fill"):
+            codec = Codec(Identity.generate())  # keys are free
+            if kind == "sybil_ping":
+                frame = pb.Frame(ping=pb.Ping(challenge=rng.randbytes(16)))
+            else:
+                frame = pb.Frame(message=self._junk(now))
+            return kind, codec.encode_frame(self.victim_key, frame, now)
+        if kind == "unproven_fetch":
+            frame = rng.choice(
+                [
+                    pb.Frame(fetch=pb.Fetch()),
+                    pb.Frame(find_node=pb.FindNode(query_id=rng.randbytes(16), target=bytes(20))),
+                ]
+            )
+            return kind, rng.choice(self.codecs).encode_frame(self.victim_key, frame, now)
+        if kind == "hops_tamper":
+            message = self._junk(now)
+            message.hops = 2**32 - 1
+            frame = pb.Frame(message=message)
+            return kind, rng.choice(self.codecs).encode_frame(self.victim_key, frame, now)
+        if kind == "invalid_point":
+            key = rng.randbytes(32)  # about half of these are not curve points
+            frame = rng.choice(
+                [
+                    pb.Frame(
+                        nodes=pb.Nodes(
+                            query_id=rng.randbytes(16),
+                            nodes=[pb.NodeInfo(key=key, ip=bytes([127, 0, 0, 1]), port=9)],
+                        )
+                    ),
+                    pb.Frame(
+                        ack=pb.Ack(
+                            message_id=rng.randbytes(32),
+                            recipient_key=key,
+                            destination=rng.randbytes(20),
+                            expires_ms=int(now * 1000) + 9,
+                            signature=rng.randbytes(64),
+                        )
+                    ),
+                ]
+            )
+            if rng.random() < 0.5:
+                return kind, pb.Packet(
+                    version=2,
+                    sender_key=key,
+                    hello=pb.Hello(challenge=rng.randbytes(16), padding=bytes(48)),
+                ).SerializeToString()
+            return kind, rng.choice(self.codecs).encode_frame(self.victim_key, frame, now)
+        real = rng.choice(captured)
+        if kind == "truncated":
+            return kind, real[: rng.randint(0, max(0, len(real) - 1))]
+        if kind == "mutated":
+            data = bytearray(real)
+            for _ in range(rng.randint(1, 4)):
+                data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+            return kind, bytes(data)
+        if kind == "oversized":
+            return kind, (real * (MAX_DATAGRAM // max(1, len(real)) + 1))[:MAX_DATAGRAM]
+        if kind == "reflected":
+            try:
+                packet = pb.Packet.FromString(real)
+            except Exception:
+                return "replayed", real
+            packet.sender_key = self.victim_key
+            return kind, packet.SerializeToString()
+        return kind, real
+
+    def _junk(self, now: float) -> pb.Message:
+        return pb.Message(
+            recipient=self.rng.randbytes(20),
+            expires_ms=int(now * 1000) + 3_600_000,
+            sealed=self.rng.randbytes(SEALED_BYTES),
+        )
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -115,12 +205,25 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(0.05)
 
             victim = nodes[0]
+            attacker = Attacker(rng, victim.identity.key)
             real_receive = victim.service.node.receive_datagram
+            hostile_bytes = {"in": 0, "out": 0}
 
             def capture(data: bytes, addr: Endpoint, now: float) -> None:
-                if addr[1] not in hostile_ports and len(captured) < CAPTURE_LIMIT:
+                if addr[1] in hostile_ports:
+                    hostile_bytes["in"] += len(data)
+                elif len(captured) < CAPTURE_LIMIT:
                     captured.append(data)
                 real_receive(data, addr, now)
+
+            real_send = victim.service.node.datagrams_to_send
+
+            def count_sent() -> list[tuple[bytes, Endpoint]]:
+                out = real_send()
+                hostile_bytes["out"] += sum(len(d) for d, e in out if e[1] in hostile_ports)
+                return out
+
+            victim.service.node.datagrams_to_send = count_sent  # type: ignore[method-assign]
 
             victim.service.node.receive_datagram = capture  # type: ignore[method-assign]
             for _ in range(args.flood_sockets):
@@ -143,7 +246,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 last = now
                 while flood_credit >= 1:
                     flood_credit -= 1
-                    kind, data = hostile_datagram(rng, captured)
+                    kind, data = attacker.datagram(captured)
                     try:
                         rng.choice(sockets).sendto(data, target)
                         attacks[kind] += 1
@@ -199,6 +302,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "bytes_in": sum(s.bytes_in for s in stats),
                 "bytes_out": sum(s.bytes_out for s in stats),
                 "victim_store_items": len(victim.service.node.store),
+                "victim_withheld": victim.service.node.stats.withheld,
+                "bytes_from_hostile_sockets": hostile_bytes["in"],
+                "bytes_to_hostile_sockets": hostile_bytes["out"],
+                "hostile_in_victim_table": sum(
+                    1 for entry in victim.service.node.table if entry.endpoint[1] in hostile_ports
+                ),
             }
         finally:
             for sock in sockets:

@@ -57,3 +57,8 @@ def test_soak_script_smoke() -> None:
     assert sum(figures["victim_rejected_by_reason"].values()) > 0
     assert 0.0 <= figures["delivery_ratio"] <= 1.0
     assert figures["extra_history_rows"] == 0
+    # Issue 8: no hostile endpoint entered the table, and the victim sent the hostile
+    # sockets (which never proved they receive) less than 3x what it got from them.
+    assert figures["hostile_in_victim_table"] == 0
+    assert figures["bytes_to_hostile_sockets"] <= 3 * figures["bytes_from_hostile_sockets"]
+    assert figures["peak_rss_mib"] > 0
