@@ -23,13 +23,14 @@ from comm_tui.crypto.seal import Sealer, SealError, message_id
 from comm_tui.net.udp import open_udp
 from comm_tui.protocol import codec as codec_module
 from comm_tui.protocol import wire_pb2 as pb
-from comm_tui.protocol.admission import AMPLIFICATION_FACTOR
-from comm_tui.protocol.codec import CHALLENGE_BYTES, Codec, Rejected
+from comm_tui.protocol.admission import AMPLIFICATION_FACTOR, CHALLENGE_BYTES, echo_of
+from comm_tui.protocol.codec import Codec, Rejected
 from comm_tui.protocol.letters import Reassembler, decode_letter, encode_letter, split_text
 from comm_tui.protocol.node import (
+    DEFERRED_PAIRS_MAX,
     MAX_HOPS,
+    PENDING_QUERIES_MAX,
     SEALED_BYTES,
-    VALIDATIONS_PER_NET,
     Node,
     NodeConfig,
 )
@@ -226,6 +227,8 @@ def test_a_hello_flood_from_fresh_keys_never_refuses_an_established_peer() -> No
 
 
 def test_a_new_peer_gets_in_during_a_hello_flood_by_echoing_the_cookie() -> None:
+    """Under load a first contact gets a cookie reply, sends its hello again with the
+    cookie attached, and is admitted within its network's budget."""
     wire = Wire()
     relay, newcomer = wire.add(1), wire.add(2)
     relay._new_keys.tokens = 0  # the flood has spent the budget
@@ -234,6 +237,27 @@ def test_a_new_peer_gets_in_during_a_hello_flood_by_echoing_the_cookie() -> None
     wire.pump(T0)
     assert relay.stats.rejected["cookie_required"] == 1
     assert relay.address in newcomer.table and newcomer.address in relay.table
+
+
+def test_forged_cookie_replies_make_a_node_send_nothing() -> None:
+    """The red-team variant: each forged reply 'from' B used to make N send B a fresh
+    hello (x5.6). A reply must echo a packet N really sent there, and works once."""
+    wire = Wire()
+    node_n, node_b = wire.add(1), wire.add(2)
+    node_n.bootstrap(wire.endpoint(node_b), T0)
+    ((hello, _),) = node_n.datagrams_to_send()
+    forged = [
+        Codec.encode_cookie_reply(random.randbytes(16), random.randbytes(16)) for _ in range(50)
+    ]
+    for data in forged:
+        node_n.receive_datagram(data, wire.endpoint(node_b), T0)
+    assert node_n.datagrams_to_send() == []
+    assert node_n.stats.rejected["unsolicited"] == len(forged)
+    genuine = Codec.encode_cookie_reply(b"c" * 16, echo_of(hello))
+    for _ in range(3):
+        node_n.receive_datagram(genuine, wire.endpoint(node_b), T0)
+    resent = node_n.datagrams_to_send()
+    assert len(resent) == 1 and pb.Packet.FromString(resent[0][0]).cookie == b"c" * 16
 
 
 def test_a_cookie_reply_is_smaller_than_anything_that_asks_for_it() -> None:
@@ -252,25 +276,44 @@ def test_a_cookie_reply_is_smaller_than_anything_that_asks_for_it() -> None:
 
 def test_one_key_from_many_ports_cannot_fill_the_pending_query_table() -> None:
     """Before: ~1,100 datagrams of one key from as many ports took all 1,024 query slots,
-    and lookups then sent nothing."""
+    and lookups then sent nothing. Now validation challenges take no slot at all, and
+    what peers can make us hold (deferred requests) has its own bound."""
     wire = Wire()
     victim, peer = wire.add(1), wire.add(2)
     wire.connect(victim, peer)
     attacker = Codec(Identity.generate())
-    others = [Codec(Identity.generate()) for _ in range(50)]
-    ping = pb.Frame(ping=pb.Ping(challenge=b"p" * CHALLENGE_BYTES))
+    others = [Codec(Identity.generate()) for _ in range(300)]
+    find = pb.Frame(find_node=pb.FindNode(query_id=b"q" * CHALLENGE_BYTES, target=bytes(20)))
     for port in range(1, 1101):
-        data = attacker.encode_frame(victim.identity.key, ping, T0)
-        victim.receive_datagram(data, ("198.18.7.7", port), T0)
-    for codec in others:  # many keys, one network
-        victim.receive_datagram(
-            codec.encode_frame(victim.identity.key, ping, T0), ("198.18.7.8", 9), T0
-        )
-    victim.datagrams_to_send()
-    assert len(victim._validating) <= 1 + VALIDATIONS_PER_NET
-    victim.lookup(bytes(20), T0)
+        now = T0 + port / 1000
+        data = attacker.encode_frame(victim.identity.key, find, now)
+        victim.receive_datagram(data, ("198.18.7.7", port), now)
+    for i, codec in enumerate(others):  # many keys, many (forged) networks
+        data = codec.encode_frame(victim.identity.key, find, T0)
+        victim.receive_datagram(data, (f"198.19.{i % 256}.{1 + i // 256}", 9), T0)
     sent = victim.datagrams_to_send()
-    assert any(dest == wire.endpoint(peer) for _, dest in sent)  # the lookup went out
+    assert sum(1 for _, dest in sent if dest[0] == "198.18.7.7") == 1100  # challenges
+    assert len(victim._deferred) <= DEFERRED_PAIRS_MAX
+    assert len(victim._queries) == 0 < PENDING_QUERIES_MAX
+    victim.lookup(bytes(20), T0)
+    assert any(dest == wire.endpoint(peer) for _, dest in victim.datagrams_to_send())
+
+
+def test_forged_sources_cannot_keep_an_honest_newcomer_out() -> None:
+    """The red-team variant: 256 keys, each from its own forged /24, kept every
+    validation slot busy and an honest newcomer was refused. Challenges are now
+    stateless, so the newcomer gets in whatever the flood."""
+    wire = Wire()
+    victim, relay = wire.add(1), wire.add(2)
+    wire.connect(relay, victim)
+    ping = pb.Frame(ping=pb.Ping(challenge=b"p" * CHALLENGE_BYTES))
+    flood = [Codec(Identity.generate()) for _ in range(512)]
+    for i, codec in enumerate(flood):
+        data = codec.encode_frame(victim.identity.key, ping, T0)
+        victim.receive_datagram(data, (f"198.19.{i % 256}.{1 + i // 256}", 9), T0)
+    newcomer = wire.add(3)
+    wire.connect(newcomer, victim)
+    assert newcomer.address in victim.table
 
 
 # ---------------------------------------------------------------- 8. Sybils

@@ -13,8 +13,8 @@ import pytest
 
 from comm_tui.crypto.identity import Identity
 from comm_tui.protocol import wire_pb2 as pb
+from comm_tui.protocol.admission import CHALLENGE_BYTES
 from comm_tui.protocol.codec import (
-    CHALLENGE_BYTES,
     MAX_CLOCK_SKEW_S,
     MAX_DATAGRAM_BYTES,
     PROTOCOL_VERSION,

@@ -131,7 +131,7 @@ def test_oversized_chunk_is_refused() -> None:
 
 
 def test_worst_case_sealed_message_datagram_fits() -> None:
-    """A full chunk, sealed, with the longest expiry and most hops, boxed in a packet."""
+    """A full chunk, sealed, with the longest expiry and most hops, boxed with a cookie."""
     sender = Identity.from_seed(b"\x05" * 32)
     recipient = Identity.from_seed(b"\x06" * 32)
     letter = encode_letter(
@@ -142,7 +142,7 @@ def test_worst_case_sealed_message_datagram_fits() -> None:
     codec = Codec(sender)
     for hops in (MAX_HOPS, MAX_HOPS + 1):  # a relay sends hops + 1
         msg = pb.Message(recipient=b"\xff" * 20, expires_ms=UINT64_MAX, sealed=sealed, hops=hops)
-        data = codec.encode_frame(recipient.key, pb.Frame(message=msg), NOW)
+        data = codec.encode_frame(recipient.key, pb.Frame(message=msg), NOW, cookie=b"c" * 16)
         assert len(data) <= MAX_DATAGRAM_BYTES
 
 

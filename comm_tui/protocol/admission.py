@@ -6,16 +6,20 @@ Two rules live here (docs/PROTOCOL.md, "Admission"):
   source address is real: anyone can write a victim's address into the IP header. A
   (key, endpoint) pair is *validated* once a challenge we sent to that endpoint came
   back authenticated by that key, from that endpoint (a Pong to our Ping or Hello, a
-  Nodes answer to our FindNode). Until then, what we send to the endpoint is limited
-  to ``AMPLIFICATION_FACTOR`` times the bytes it sent us, as QUIC limits a server
-  before address validation (RFC 9000, section 8.1). The node additionally keeps
-  everything larger than a request (Nodes answers, pushes) for validated pairs and
-  inserts only validated pairs into its routing table.
+  Nodes answer to our FindNode). The challenges peers make us send are stateless (a
+  keyed hash of key, endpoint and time, like QUIC's retry tokens), so forged sources
+  cannot fill a table of outstanding validations. Until validation, what we send to
+  the endpoint is limited to ``AMPLIFICATION_FACTOR`` times the bytes it sent us, as
+  QUIC limits a server before address validation (RFC 9000, section 8.1). The node
+  additionally keeps everything larger than a request (Nodes answers, pushes) for
+  validated pairs and inserts only validated pairs into its routing table.
 - **Cookies.** When the new-key budget is spent, a packet from a key we have no box
   for gets no key agreement unless it echoes a cookie bound to its source address:
   WireGuard's cookie reply (whitepaper, section 5.4.7). The cookie is a keyed hash of
   the address under a secret that rotates, so it costs us no state, and whoever forges
-  source addresses never sees it.
+  source addresses never sees it. The reply echoes a hash of the packet that caused
+  it, so a requester takes only replies to what it really sent, re-sends each such
+  packet at most once, and nobody can make it re-send by forging replies.
 
 Both are bounded: the tables forget their least recently used entries, which can only
 make an honest peer prove its address once more (one round trip), never admit anyone.
@@ -35,8 +39,11 @@ CREDIT_ENDPOINTS = 8192
 MAX_CREDIT_BYTES = AMPLIFICATION_FACTOR * 64 * 1024
 VALIDATED_PAIRS = 16384
 COOKIE_BYTES = 16
-# A cookie is good for one to two rotations.
+ECHO_BYTES = 16
+CHALLENGE_BYTES = 16
+# Cookies and validation challenges are good for one to two rotations of their secret.
 COOKIE_ROTATE_S = 120.0
+CHALLENGE_ROTATE_S = 10.0
 
 
 def _endpoint_bytes(endpoint: Endpoint) -> bytes:
@@ -44,12 +51,61 @@ def _endpoint_bytes(endpoint: Endpoint) -> bytes:
     return host.encode("utf-8", "replace") + b"|" + port.to_bytes(2, "big")
 
 
-class AddressValidator:
-    """Validated (key, endpoint) pairs, and the byte credit of endpoints not yet validated."""
+def echo_of(datagram: bytes) -> bytes:
+    """What a cookie reply echoes of the packet that caused it."""
+    return hashlib.blake2b(datagram, digest_size=ECHO_BYTES).digest()
 
-    def __init__(self) -> None:
+
+class RotatingMac:
+    """A keyed hash under a secret replaced every ``period_s``; the previous one still
+    verifies, so a tag is good for one to two periods and nothing is stored per tag."""
+
+    def __init__(self, period_s: float, size: int, now: float) -> None:
+        self._period_s = period_s
+        self._size = size
+        self._secret = os.urandom(32)
+        self._previous = os.urandom(32)
+        self._rotated_at = now
+
+    def tag(self, data: bytes, now: float) -> bytes:
+        self._rotate(now)
+        return self._mac(self._secret, data)
+
+    def verify(self, data: bytes, tag: bytes, now: float) -> bool:
+        self._rotate(now)
+        return tag in (self._mac(self._secret, data), self._mac(self._previous, data))
+
+    def _rotate(self, now: float) -> None:
+        if now - self._rotated_at >= self._period_s:
+            # Two periods or more since: the previous secret is stale too.
+            stale = now - self._rotated_at >= 2 * self._period_s
+            self._previous = os.urandom(32) if stale else self._secret
+            self._secret = os.urandom(32)
+            self._rotated_at = now
+
+    def _mac(self, secret: bytes, data: bytes) -> bytes:
+        return hashlib.blake2b(data, key=secret, digest_size=self._size).digest()
+
+
+class AddressValidator:
+    """Validated (key, endpoint) pairs, stateless challenges to validate more, and the
+    byte credit of endpoints not yet validated."""
+
+    def __init__(self, now: float) -> None:
         self._validated: OrderedDict[tuple[bytes, Endpoint], None] = OrderedDict()
         self._credit: OrderedDict[Endpoint, int] = OrderedDict()
+        self._challenges = RotatingMac(CHALLENGE_ROTATE_S, CHALLENGE_BYTES, now)
+
+    def challenge(self, key: bytes, endpoint: Endpoint, now: float) -> bytes:
+        """The challenge that proves ``key`` receives at ``endpoint`` when it comes back."""
+        return self._challenges.tag(key + _endpoint_bytes(endpoint), now)
+
+    def answered(self, key: bytes, endpoint: Endpoint, challenge: bytes, now: float) -> bool:
+        """Is ``challenge`` one we sent ``key`` at ``endpoint`` lately? Then it is validated."""
+        if not self._challenges.verify(key + _endpoint_bytes(endpoint), challenge, now):
+            return False
+        self.validate(key, endpoint)
+        return True
 
     def received(self, endpoint: Endpoint, size: int) -> None:
         """Count ``size`` bytes that arrived from ``endpoint`` toward what we may send back."""
@@ -85,27 +141,10 @@ class CookieJar:
     """Stateless cookies bound to a source address, under a secret rotated every 2 min."""
 
     def __init__(self, now: float) -> None:
-        self._secret = os.urandom(32)
-        self._previous = os.urandom(32)
-        self._rotated_at = now
+        self._mac = RotatingMac(COOKIE_ROTATE_S, COOKIE_BYTES, now)
 
     def cookie(self, endpoint: Endpoint, now: float) -> bytes:
-        self._rotate(now)
-        return self._mac(self._secret, endpoint)
+        return self._mac.tag(_endpoint_bytes(endpoint), now)
 
     def check(self, endpoint: Endpoint, cookie: bytes, now: float) -> bool:
-        self._rotate(now)
-        return cookie in (self._mac(self._secret, endpoint), self._mac(self._previous, endpoint))
-
-    def _rotate(self, now: float) -> None:
-        if now - self._rotated_at >= COOKIE_ROTATE_S:
-            # Two rotations or more since: the previous secret is stale too.
-            stale = now - self._rotated_at >= 2 * COOKIE_ROTATE_S
-            self._previous = os.urandom(32) if stale else self._secret
-            self._secret = os.urandom(32)
-            self._rotated_at = now
-
-    @staticmethod
-    def _mac(secret: bytes, endpoint: Endpoint) -> bytes:
-        data = _endpoint_bytes(endpoint)
-        return hashlib.blake2b(data, key=secret, digest_size=COOKIE_BYTES).digest()
+        return self._mac.verify(_endpoint_bytes(endpoint), cookie, now)

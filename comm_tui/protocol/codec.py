@@ -30,12 +30,11 @@ from nacl.exceptions import CryptoError
 
 from comm_tui.crypto.identity import PUBLIC_KEY_BYTES, Identity, LinkBoxes, PublicIdentity
 from comm_tui.protocol import wire_pb2 as pb
-from comm_tui.protocol.admission import COOKIE_BYTES
+from comm_tui.protocol.admission import CHALLENGE_BYTES, COOKIE_BYTES, ECHO_BYTES
 
 PROTOCOL_VERSION = 2
 MAX_DATAGRAM_BYTES = 1200
 NONCE_BYTES = 24
-CHALLENGE_BYTES = 16
 # Pads a hello to at least the size of the boxed Pong that answers it (tested).
 HELLO_PADDING_BYTES = 48
 # Peers' clocks may differ from ours by this much before their datagrams are refused.
@@ -45,10 +44,12 @@ REPLAY_WINDOW_S = 120.0
 REPLAY_WINDOW_MS = int(REPLAY_WINDOW_S * 1000)
 # Nonces remembered per peer at most; past it the peer's floor rises (see _ReplayWindow).
 REPLAY_MAX_NONCES = 1024
-# Nonces remembered over all peers at most: the global bound on replay state. About
-# 200 bytes each (set slot, bytes object, deque tuple): ~25 MiB at worst (measured in
-# tests/test_codec.py).
+# Nonces remembered over all peers at most, and windows of peers outside the routing
+# table: the global bound on replay state. About 200 bytes a nonce (set slot, bytes
+# object, deque tuple) and 1 KiB a window: ~34 MiB at worst (measured per nonce in
+# tests/test_attacks.py).
 REPLAY_TOTAL_NONCES = 131072
+REPLAY_MAX_WINDOWS = 8192
 # Floors of peers whose window was forgotten, in a fixed table indexed by a keyed hash
 # of the peer key: 8 bytes a slot, never evicted, so forgetting a window never makes a
 # peer's old datagrams acceptable again.
@@ -121,16 +122,16 @@ class ReplayGuard:
     """Replay state for every peer, with a global bound and no amnesty on eviction.
 
     Only authenticated, well-formed frames are recorded (the caller opens and parses
-    first), so datagrams from nobody cost no memory. Windows are kept in LRU order and
-    the total count of nonces is bounded; a forgotten window leaves its peer's newest
+    first), so datagrams from nobody cost no memory. Pinned peers (the routing table's)
+    keep their windows; everyone else's windows are kept in LRU order, bounded in number
+    and, together, in nonces. Forgetting a window is O(1) and leaves its peer's newest
     time (capped at our own clock, so a peer cannot push a floor into the future) in a
-    fixed floor table, and a new window starts above that floor. Pinned peers (those in
-    the routing table) are never forgotten for newcomers.
+    fixed floor table, and a new window starts above that floor.
     """
 
     def __init__(self) -> None:
+        self._pinned: dict[bytes, _ReplayWindow] = {}
         self._windows: OrderedDict[bytes, _ReplayWindow] = OrderedDict()
-        self._pinned: set[bytes] = set()
         self._total = 0
         self._floors = array("q", bytes(8 * REPLAY_FLOOR_SLOTS))
         self._salt = os.urandom(16)  # peers cannot aim their keys at someone's slot
@@ -140,42 +141,41 @@ class ReplayGuard:
         return self._total
 
     def __len__(self) -> int:
-        return len(self._windows)
+        return len(self._pinned) + len(self._windows)
 
     def pin(self, key: bytes) -> None:
-        self._pinned.add(key)
+        window = self._windows.pop(key, None)
+        if window is not None:
+            self._pinned[key] = window
 
     def unpin(self, key: bytes) -> None:
-        self._pinned.discard(key)
+        window = self._pinned.pop(key, None)
+        if window is not None:
+            self._windows[key] = window
 
     def accept(self, key: bytes, nonce: bytes, sent_ms: int, now_ms: int) -> bool:
         """Record ``nonce`` from ``key``; False if it (or anything that old) was seen."""
-        window = self._windows.get(key)
+        window = self._pinned.get(key)
         if window is None:
-            window = self._windows[key] = _ReplayWindow(self._floors[self._slot(key)])
-        else:
-            self._windows.move_to_end(key)
+            window = self._windows.get(key)
+            if window is None:
+                window = self._windows[key] = _ReplayWindow(self._floors[self._slot(key)])
+            else:
+                self._windows.move_to_end(key)
         before = len(window.order)
         accepted = window.accept(nonce, sent_ms)
         self._total += len(window.order) - before
-        if self._total > REPLAY_TOTAL_NONCES:
-            self._forget_until_bounded(now_ms, keep=key)
+        while (
+            self._total > REPLAY_TOTAL_NONCES or len(self._windows) > REPLAY_MAX_WINDOWS
+        ) and len(self._windows) > 1:
+            self._forget_oldest(now_ms)
         return accepted
 
-    def _forget_until_bounded(self, now_ms: int, keep: bytes) -> None:
-        # Newcomers first, least recently heard first; pinned peers only if they alone
-        # exceed the bound (they cannot: the table is far smaller than the bound allows).
-        for pass_pinned in (False, True):
-            for key in list(self._windows):
-                if self._total <= REPLAY_TOTAL_NONCES:
-                    return
-                if key == keep or (key in self._pinned) != pass_pinned:
-                    continue
-                window = self._windows.pop(key)
-                self._total -= len(window.order)
-                slot = self._slot(key)
-                floor = min(window.newest_ms, now_ms) + 1
-                self._floors[slot] = max(self._floors[slot], floor)
+    def _forget_oldest(self, now_ms: int) -> None:
+        key, window = self._windows.popitem(last=False)
+        self._total -= len(window.order)
+        slot = self._slot(key)
+        self._floors[slot] = max(self._floors[slot], min(window.newest_ms, now_ms) + 1)
 
     def _slot(self, key: bytes) -> int:
         digest = hashlib.blake2b(key, key=self._salt, digest_size=4).digest()
@@ -254,11 +254,11 @@ class Codec:
         return packet.SerializeToString()
 
     @staticmethod
-    def encode_cookie_reply(cookie: bytes) -> bytes:
+    def encode_cookie_reply(cookie: bytes, echo: bytes) -> bytes:
         """A cleartext cookie for a first contact we would not pay for; smaller than any
-        packet that can ask for it, so it reflects nothing."""
+        packet that can ask for it, so it reflects nothing. ``echo`` names that packet."""
         return pb.Packet(
-            version=PROTOCOL_VERSION, cookie_reply=pb.CookieReply(cookie=cookie)
+            version=PROTOCOL_VERSION, cookie_reply=pb.CookieReply(cookie=cookie, echo=echo)
         ).SerializeToString()
 
     def decode(self, data: bytes, now: float) -> Decoded:
@@ -277,7 +277,12 @@ class Codec:
             raise Rejected("wrong_version")
         body = packet.WhichOneof("body")
         if body == "cookie_reply":
-            if len(packet.cookie_reply.cookie) != COOKIE_BYTES or packet.sender_key:
+            reply = packet.cookie_reply
+            if (
+                len(reply.cookie) != COOKIE_BYTES
+                or len(reply.echo) != ECHO_BYTES
+                or packet.sender_key
+            ):
                 raise Rejected("malformed")
             return packet
         if body not in ("hello", "boxed"):
@@ -328,6 +333,9 @@ class Codec:
             raise Rejected("malformed") from exc
         if frame.WhichOneof("body") is None:
             raise Rejected("malformed")
+        # Unknown fields would travel on with anything we relay: a message padded with
+        # them to 1,200 bytes could then not be forwarded at all (hops grows by a byte).
+        frame.DiscardUnknownFields()
         # Recorded only now: the frame is authentic and well formed.
         if not self.replay.accept(key, nonce, sent_ms, int(now * 1000)):
             raise Rejected("replay")

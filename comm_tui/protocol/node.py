@@ -28,8 +28,9 @@ recipient's signed ack arrives or it expires. On top of that (DESIGN.md section 
 What a peer can make us do is bounded by ``admission``: nothing enters the routing
 table, and nothing larger than a request (Nodes answers, pushes) goes to an endpoint,
 before a return-routability round trip from that endpoint; until then replies are
-held to 3x the bytes it sent. Peer-triggered state (validation pings, deferred
-requests, store items) is bounded per key and per network of origin.
+held to 3x the bytes it sent. Validation challenges are stateless; what peers can
+make us remember (deferred requests, store items, partial texts) is bounded per key
+and per network of origin.
 
 ``policy="flood"`` switches all of that off and re-sends to the k nearest on every
 tick: the seed's rule as written, kept as the benchmark baseline.
@@ -41,7 +42,7 @@ import heapq
 import os
 import random
 import socket
-from collections import Counter, deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import astuple, dataclass, field
 from typing import Any, Literal
@@ -50,8 +51,14 @@ from comm_tui.crypto.ack import ack_is_well_formed, sign_ack, verify_ack
 from comm_tui.crypto.identity import ADDRESS_BYTES, Identity, PublicIdentity, address_of
 from comm_tui.crypto.seal import Sealer, SealError, message_id
 from comm_tui.protocol import wire_pb2 as pb
-from comm_tui.protocol.admission import COOKIE_ROTATE_S, AddressValidator, CookieJar
-from comm_tui.protocol.codec import CHALLENGE_BYTES, MAX_CLOCK_SKEW_S, Codec, Rejected
+from comm_tui.protocol.admission import (
+    CHALLENGE_BYTES,
+    COOKIE_ROTATE_S,
+    AddressValidator,
+    CookieJar,
+    echo_of,
+)
+from comm_tui.protocol.codec import MAX_CLOCK_SKEW_S, Codec, Rejected
 from comm_tui.protocol.events import (
     Event,
     PeerAdded,
@@ -70,7 +77,14 @@ from comm_tui.protocol.letters import (
 )
 from comm_tui.protocol.lookup import Candidate, Lookup
 from comm_tui.protocol.ratelimit import RateLimiter, TokenBucket
-from comm_tui.protocol.relay_store import Entry, Kind, QuotaExceeded, RelayStore, entry_key
+from comm_tui.protocol.relay_store import (
+    UNVALIDATED_ORIGIN,
+    Entry,
+    Kind,
+    QuotaExceeded,
+    RelayStore,
+    entry_key,
+)
 from comm_tui.protocol.routing import (
     Endpoint,
     NodeEntry,
@@ -93,14 +107,16 @@ RESTORE_GRACE_S = 5.0
 SLEEP_GAP_S = 30.0
 # Our own queries (lookups, liveness pings) outstanding at most.
 PENDING_QUERIES_MAX = 1024
-# Address validations peers can make us start: in all, and per network of origin. One
-# per key at a time; they have their own pool so that peers can never starve lookups.
-VALIDATIONS_MAX = 256
-VALIDATIONS_PER_NET = 8
-# Requests held until their sender's address is validated, per validation.
-DEFERRED_PER_VALIDATION = 2
-# Cookies peers gave us (for when they are under load), per endpoint.
+# Requests held until their sender's address is validated: pairs (one per key, the
+# oldest forgotten first), and requests per pair. Validation itself needs no state.
+DEFERRED_PAIRS_MAX = 256
+DEFERRED_PER_PAIR = 2
+# Pairs we challenged lately (so a burst from one pair costs one challenge).
+CHALLENGED_MAX = 4096
+# Cookies peers gave us (for when they are under load), per endpoint; and datagrams we
+# sent lately, by echo, so a cookie reply is taken only for one of them.
 PEER_COOKIES_MAX = 1024
+SENT_REMEMBERED = 1024
 # Retries after which an item whose target we do not know triggers a lookup of it.
 LOOKUP_ON_ATTEMPTS = frozenset({1, 3, 6})
 FETCH_ITEMS_MAX = 512
@@ -133,7 +149,8 @@ class NodeConfig:
     max_relay_attempts: int = 16
     refresh_interval_s: float = 900.0
     ip_prefix_limit: int = 2
-    # Per peer endpoint: datagrams; per peer address: new items to store.
+    # Per source endpoint (or per key, for a known key at its validated endpoint):
+    # datagrams; per peer address: new items to store.
     datagram_rate_per_s: float = 500.0
     datagram_burst: float = 1000.0
     store_rate_per_s: float = 100.0
@@ -151,20 +168,24 @@ class NodeConfig:
 
 @dataclass
 class _Query:
-    """An outstanding request we expect an authenticated answer to.
+    """An outstanding request of our own that we expect an authenticated answer to."""
 
-    ``validate`` is a ping a peer's datagram made us send to prove its address; it
-    carries the requests that wait for that proof.
-    """
-
-    kind: Literal["find_node", "ping", "validate"]
+    kind: Literal["find_node", "ping"]
     peer_key: bytes
     endpoint: Endpoint
     deadline: float
     lookup: Lookup | None = None
     path: int = 0
     candidate: Candidate | None = None
-    deferred: list[tuple[str, pb.Frame]] = field(default_factory=list)
+
+
+@dataclass
+class _Deferred:
+    """Requests from a pair whose address is being validated, answered once it is."""
+
+    endpoint: Endpoint
+    deadline: float
+    frames: list[tuple[str, pb.Frame]]
 
 
 @dataclass(frozen=True)
@@ -252,11 +273,12 @@ class Node:
         self._outbox: list[tuple[bytes, Endpoint]] = []
         self._events: deque[Event] = deque()
         self._queries: dict[bytes, _Query] = {}
-        self._validating: dict[bytes, bytes] = {}  # peer key -> challenge of its validation
-        self._validating_nets: Counter[str] = Counter()
-        self._addresses = AddressValidator()
+        self._deferred: OrderedDict[bytes, _Deferred] = OrderedDict()  # by peer key
+        self._challenged: OrderedDict[tuple[bytes, Endpoint], float] = OrderedDict()
+        self._addresses = AddressValidator(now)
         self._cookie_jar = CookieJar(now)
         self._peer_cookies: dict[Endpoint, tuple[bytes, float]] = {}
+        self._sent: OrderedDict[bytes, tuple[Endpoint, bytes]] = OrderedDict()  # by echo
         self._hellos: dict[bytes, tuple[Endpoint, float]] = {}
         self._awaiting_receipt: dict[tuple[bytes, bytes], float] = {}
         self._schedule: list[tuple[float, bytes]] = []
@@ -264,6 +286,7 @@ class Node:
         self._datagram_limit = RateLimiter(
             self.config.datagram_rate_per_s, self.config.datagram_burst
         )
+        self._key_limit = RateLimiter(self.config.datagram_rate_per_s, self.config.datagram_burst)
         self._store_limit = RateLimiter(self.config.store_rate_per_s, self.config.store_burst)
         self._new_keys = TokenBucket(
             self.config.new_key_rate_per_s,
@@ -440,9 +463,6 @@ class Node:
         """
         self.stats.datagrams_in += 1
         self.stats.bytes_in += len(data)
-        if not self._datagram_limit.allow(addr, now):
-            self.stats.reject("rate_limited")
-            return
         self._addresses.received(addr, len(data))
         try:
             self._receive(data, addr, now)
@@ -469,12 +489,27 @@ class Node:
 
     def _receive(self, data: bytes, addr: Endpoint, now: float) -> None:
         packet = self.codec.parse(data)
+        key = packet.sender_key
+        # The rate limit counts what a sender can be held to. A source address is not:
+        # junk forged "from" a peer would spend the peer's allowance and silence it. So
+        # a known key at its validated address is limited by key, once its datagram has
+        # proved to be its own (opening a box with a cached key is cheap); everything
+        # else, by source address, before it costs us anything more than a parse.
+        trusted = (
+            packet.WhichOneof("body") == "boxed"
+            and self.codec.knows(key)
+            and self._is_validated(key, addr)
+        )
+        if not trusted and not self._datagram_limit.allow(addr, now):
+            raise Rejected("rate_limited")
         if packet.WhichOneof("body") == "cookie_reply":
-            self._on_cookie_reply(packet.cookie_reply.cookie, addr, now)
+            self._on_cookie_reply(packet.cookie_reply, addr, now)
             return
-        if not self.codec.knows(packet.sender_key):
-            self._admit_new_key(packet, addr, now)
+        if not self.codec.knows(key):
+            self._admit_new_key(packet, data, addr, now)
         decoded = self.codec.open(packet, now)
+        if trusted and not self._key_limit.allow(key, now):
+            raise Rejected("rate_limited")
         sender = decoded.sender
         if decoded.hello is not None:
             self._answer_hello(sender.key, decoded.hello, addr, now)
@@ -482,15 +517,19 @@ class Node:
         frame = decoded.frame
         assert frame is not None
         body = frame.WhichOneof("body") or ""
-        validated = self._is_validated(sender.key, addr)
-        if body in _NEEDS_VALIDATION and not validated:
-            # The answer would be larger than the request: only for a proven address.
-            self._validate(sender.key, addr, now, defer=(body, frame))
-        else:
-            self._handlers[body](sender, getattr(frame, body), addr, now)
-        self._observe(sender, addr, now)
+        try:
+            if body in _NEEDS_VALIDATION and not self._is_validated(sender.key, addr):
+                # The answer would be larger than the request: only for a proven address.
+                self._validate(sender.key, addr, now, defer=(body, frame))
+            else:
+                self._handlers[body](sender, getattr(frame, body), addr, now)
+        finally:
+            # After the handler (a Pong may just have validated the pair), and even if it
+            # refused the frame: the datagram was authentic, and a first contact whose
+            # item was refused must still get the challenge that lets its retry in.
+            self._observe(sender, addr, now)
 
-    def _admit_new_key(self, packet: pb.Packet, addr: Endpoint, now: float) -> None:
+    def _admit_new_key(self, packet: pb.Packet, data: bytes, addr: Endpoint, now: float) -> None:
         """May a packet from a key we have no box for cost us a key agreement?
 
         Yes while the node-wide budget lasts. Past it (a flood of first contacts), only
@@ -503,24 +542,33 @@ class Node:
             if self._new_keys_by_net.allow(origin_network(addr), now):
                 return
             raise Rejected("new_key_rate")
-        reply = self.codec.encode_cookie_reply(self._cookie_jar.cookie(addr, now))
+        cookie = self._cookie_jar.cookie(addr, now)
+        reply = self.codec.encode_cookie_reply(cookie, echo_of(data))
         if self._addresses.spend(addr, len(reply)):
-            self._emit(reply, addr)
+            self._emit(reply, addr, remember=False)
         raise Rejected("cookie_required")
 
-    def _on_cookie_reply(self, cookie: bytes, addr: Endpoint, now: float) -> None:
-        """A node we contacted is under load: repeat our hello to it with its cookie."""
-        pending = [c for c, (endpoint, _) in self._hellos.items() if endpoint == addr]
-        contacted = pending or any(q.endpoint == addr for q in self._queries.values())
-        if not contacted:
+    def _on_cookie_reply(self, reply: pb.CookieReply, addr: Endpoint, now: float) -> None:
+        """A node was too busy for a packet of ours: keep its cookie, send the packet again.
+
+        Only for a packet we really sent there (the echo names it), and once: forged
+        replies can neither make us send anything nor plant a cookie.
+        """
+        sent = self._sent.pop(reply.echo, None)
+        if sent is None or sent[0] != addr:
             raise Rejected("unsolicited")
-        known = self._peer_cookies.get(addr)
         self._peer_cookies.pop(addr, None)
-        self._peer_cookies[addr] = (cookie, now)
+        self._peer_cookies[addr] = (reply.cookie, now)
         if len(self._peer_cookies) > PEER_COOKIES_MAX:
             del self._peer_cookies[next(iter(self._peer_cookies))]
-        if pending and (known is None or known[0] != cookie):
-            self._send_hello(addr, now)
+        packet = pb.Packet.FromString(sent[1])
+        packet.cookie = reply.cookie
+        # The box is unchanged: the busy node never opened it, so it is no replay.
+        self._emit(packet.SerializeToString(), addr, remember=False)
+
+    def _origin(self, key: bytes, addr: Endpoint) -> str:
+        """The network an item came from, for quotas: unproven addresses share one."""
+        return origin_network(addr) if self._is_validated(key, addr) else UNVALIDATED_ORIGIN
 
     def _is_validated(self, key: bytes, addr: Endpoint) -> bool:
         """Has ``key`` proved it receives at ``addr``? Table entries have, by construction."""
@@ -534,39 +582,29 @@ class Node:
     ) -> None:
         """Challenge ``addr`` to prove that ``key`` receives there; ``defer`` waits for it.
 
-        Bounded: one validation per key at a time, a few per network of origin, a pool of
-        its own; what does not fit is dropped (the peer's retries come back to it).
+        The challenge is stateless (``AddressValidator.challenge``), so forged sources
+        cost us no slot. Deferred requests are bounded: one pair per key, a few requests
+        per pair, and the oldest pair forgotten first (its peer's retry comes back).
         """
-        challenge = self._validating.get(key)
-        if challenge is not None:
-            query = self._queries.get(challenge)
-            if query is not None and query.endpoint == addr:
-                if defer is not None and len(query.deferred) < DEFERRED_PER_VALIDATION:
-                    query.deferred.append(defer)
-                return
-            raise Rejected("validation_busy")
-        net = origin_network(addr)
-        if (
-            len(self._validating) >= VALIDATIONS_MAX
-            or self._validating_nets[net] >= VALIDATIONS_PER_NET
-        ):
-            raise Rejected("validation_busy")
-        challenge = os.urandom(CHALLENGE_BYTES)
-        query = _Query("validate", key, addr, now + QUERY_TIMEOUT_S)
         if defer is not None:
-            query.deferred.append(defer)
-        if not self._send_frame(key, addr, pb.Frame(ping=pb.Ping(challenge=challenge)), now):
+            waiting = self._deferred.pop(key, None)
+            if waiting is None or waiting.endpoint != addr:
+                waiting = _Deferred(addr, now + QUERY_TIMEOUT_S, [])
+            if len(waiting.frames) < DEFERRED_PER_PAIR:
+                waiting.frames.append(defer)
+            self._deferred[key] = waiting
+            if len(self._deferred) > DEFERRED_PAIRS_MAX:
+                self._deferred.popitem(last=False)
+        pair = (key, addr)
+        last = self._challenged.get(pair)
+        if last is not None and now - last < QUERY_TIMEOUT_S:
             return
-        self._queries[challenge] = query
-        self._validating[key] = challenge
-        self._validating_nets[net] += 1
-
-    def _end_validation(self, query: _Query) -> None:
-        self._validating.pop(query.peer_key, None)
-        net = origin_network(query.endpoint)
-        self._validating_nets[net] -= 1
-        if self._validating_nets[net] <= 0:
-            del self._validating_nets[net]
+        self._challenged.pop(pair, None)
+        self._challenged[pair] = now
+        if len(self._challenged) > CHALLENGED_MAX:
+            self._challenged.popitem(last=False)
+        challenge = self._addresses.challenge(key, addr, now)
+        self._send_frame(key, addr, pb.Frame(ping=pb.Ping(challenge=challenge)), now)
 
     def _observe(self, sender: PublicIdentity, addr: Endpoint, now: float) -> None:
         """Let an authenticated datagram refresh or insert its sender in the routing table.
@@ -575,11 +613,7 @@ class Node:
         speaking from a new endpoint, is challenged there first.
         """
         if not self._is_validated(sender.key, addr):
-            if sender.key not in self._validating:
-                try:
-                    self._validate(sender.key, addr, now)
-                except Rejected as busy:
-                    self.stats.reject(busy.reason)
+            self._validate(sender.key, addr, now)
             return
         observation = self.table.observe(sender.key, sender.address, addr, now)
         if observation.endpoint_changed:
@@ -618,16 +652,22 @@ class Node:
                 self._addresses.validate(sender.key, addr)
             return  # a bootstrap node answered; _observe takes it in
         query = self._queries.get(pong.challenge)
-        if query is None or query.kind == "find_node" or query.peer_key != sender.key:
+        if query is None:
+            if not self._addresses.answered(sender.key, addr, pong.challenge, now):
+                raise Rejected("unsolicited")
+            self._challenged.pop((sender.key, addr), None)
+            waiting = self._deferred.get(sender.key)
+            if waiting is not None and waiting.endpoint == addr:
+                del self._deferred[sender.key]
+                for body, frame in waiting.frames:
+                    self._handlers[body](sender, getattr(frame, body), addr, now)
+            return
+        if query.kind != "ping" or query.peer_key != sender.key:
             raise Rejected("unsolicited")
         del self._queries[pong.challenge]
-        if query.kind == "validate":
-            self._end_validation(query)
         if query.endpoint != addr:
             raise Rejected("wrong_endpoint")
         self._addresses.validate(sender.key, addr)
-        for body, frame in query.deferred:
-            self._handlers[body](sender, getattr(frame, body), addr, now)
 
     def _on_find_node(
         self, sender: PublicIdentity, find: pb.FindNode, addr: Endpoint, now: float
@@ -715,7 +755,7 @@ class Node:
             stored_at=now,
             holders={sender.address},
             origin=sender.address,
-            origin_net=origin_network(addr),
+            origin_net=self._origin(sender.key, addr),
         )
         try:
             self.store.add(entry)
@@ -736,7 +776,9 @@ class Node:
             raise Rejected("bad_seal") from exc
         tag = _PartTag(item_id, msg.expires_ms, sender.key, addr, msg.hops)
         try:
-            done = self.reassembler.add(author.key, letter, now, tag, origin_network(addr))
+            done = self.reassembler.add(
+                author.key, letter, now, tag, self._origin(sender.key, addr)
+            )
         except LetterError as exc:
             raise Rejected("bad_letter") from exc
         if done is None:
@@ -806,7 +848,7 @@ class Node:
             stored_at=now,
             holders={sender.address},
             origin=sender.address,
-            origin_net=origin_network(addr),
+            origin_net=self._origin(sender.key, addr),
             settled=ack.destination == self.address or passive,
         )
         own = message is not None and bool(message.own_text_id)
@@ -989,8 +1031,9 @@ class Node:
         )
 
     def _own_queries_full(self) -> bool:
-        """Our own queries have a pool that peer-triggered validations cannot take."""
-        return len(self._queries) - len(self._validating) >= PENDING_QUERIES_MAX
+        """Only our own queries are in the table: peers can make us send a challenge,
+        never take a slot."""
+        return len(self._queries) >= PENDING_QUERIES_MAX
 
     def _ping(self, key: bytes, endpoint: Endpoint, now: float) -> None:
         if self._own_queries_full():
@@ -998,11 +1041,7 @@ class Node:
         challenge = os.urandom(CHALLENGE_BYTES)
         self._queries[challenge] = _Query("ping", key, endpoint, now + QUERY_TIMEOUT_S)
         frame = pb.Frame(ping=pb.Ping(challenge=challenge))
-        try:
-            sent = self._send_frame(key, endpoint, frame, now, probe=True)
-        except ValueError:
-            sent = False
-        if not sent:
+        if not self._send_frame(key, endpoint, frame, now, probe=True):
             del self._queries[challenge]
 
     def _advance_lookup(self, lookup: Lookup, now: float) -> None:
@@ -1048,14 +1087,17 @@ class Node:
             if query.deadline > now:
                 break
             del self._queries[query_id]
-            if query.kind == "validate":
-                # Whoever gave that address may not be its owner: no failure to count.
-                self._end_validation(query)
-                continue
             self._peer_failed(address_of(query.peer_key), now)
             if query.lookup is not None and query.candidate is not None:
                 query.lookup.on_timeout(query.path, query.candidate)
                 self._advance_lookup(query.lookup, now)
+        while self._deferred:
+            key, waiting = next(iter(self._deferred.items()))
+            if waiting.deadline > now:
+                break
+            # The address never answered: whoever wrote it may not own it, so nothing
+            # counts against anyone; the requests are dropped.
+            del self._deferred[key]
         while self._hellos:
             challenge, (_, deadline) = next(iter(self._hellos.items()))
             if deadline > now:
@@ -1103,7 +1145,13 @@ class Node:
         (``admission``). ``probe`` marks requests we start on our own (lookups, pings of
         known nodes), which the query table bounds instead.
         """
-        data = self.codec.encode_frame(key, frame, now, cookie=self._cookie_for(endpoint, now))
+        try:
+            data = self.codec.encode_frame(key, frame, now, cookie=self._cookie_for(endpoint, now))
+        except ValueError:
+            # A key that is no curve point, or a frame too large: nothing a peer sends
+            # can produce either (both are checked on receipt); counted, never raised.
+            self.stats.unsendable += 1
+            return False
         if (
             not probe
             and not self._is_validated(key, endpoint)
@@ -1122,7 +1170,12 @@ class Node:
             return b""
         return cookie[0]
 
-    def _emit(self, data: bytes, endpoint: Endpoint) -> None:
+    def _emit(self, data: bytes, endpoint: Endpoint, *, remember: bool = True) -> None:
+        """Queue a datagram; ``remember`` it (bounded) so a cookie reply can name it."""
+        if remember:
+            self._sent[echo_of(data)] = (endpoint, data)
+            if len(self._sent) > SENT_REMEMBERED:
+                self._sent.popitem(last=False)
         self.stats.datagrams_out += 1
         self.stats.bytes_out += len(data)
         self._outbox.append((data, endpoint))

@@ -36,6 +36,10 @@ STORE_PER_TARGET_BYTES = 2 * 1024 * 1024
 STORE_PER_PEER_BYTES = 4 * 1024 * 1024
 # No network of origin holds more than this share of the store.
 STORE_PER_NET_SHARE = 0.05
+# Items from a pair (key, endpoint) not yet validated share one network of origin:
+# their source address may be forged, so it cannot stand for a network. Like any
+# network it holds at most its share, and it is evicted from first.
+UNVALIDATED_ORIGIN = "unvalidated"
 # Bookkeeping a stored item costs beyond its wire bytes (a rough Python overhead).
 ENTRY_OVERHEAD_BYTES = 256
 
@@ -219,24 +223,33 @@ class RelayStore:
     def _make_room(self, size: int, net: str) -> None:
         """Evict from the most represented network until ``size`` more bytes fit.
 
-        Only a network holding more than the newcomer's would afterwards is evicted
-        from, so the store converges on an even share per network and an honest
-        newcomer always finds room while any one network holds more than it. Within
-        that network the item whose target is farthest from us goes first.
+        Items of unproven origin go first. Then only a network holding more than the
+        newcomer's would afterwards is evicted from, so the store converges on an even
+        share per network and an honest newcomer always finds room while any one
+        network holds more than it. Within a network the item whose target is farthest
+        from us goes first.
         """
         while self.total_bytes + size > self.total_limit:
-            largest = max(self._net_bytes, key=self._net_bytes.__getitem__, default=None)
-            if largest is None or largest == net:
+            victim_net = self._net_to_evict_from(net, size)
+            if victim_net is None:
                 raise QuotaExceeded("store_full")
-            if self._net_bytes[largest] <= self._net_bytes.get(net, 0) + size:
-                raise QuotaExceeded("store_full")
-            keys = self._by_net[largest]
+            keys = self._by_net[victim_net]
             victim = max(
                 (self._entries[k] for k in keys),
                 key=lambda e: int.from_bytes(e.target, "big") ^ self._own_int,
             )
             self.remove(victim)
             self.evicted += 1
+
+    def _net_to_evict_from(self, net: str, size: int) -> str | None:
+        if net != UNVALIDATED_ORIGIN and UNVALIDATED_ORIGIN in self._net_bytes:
+            return UNVALIDATED_ORIGIN
+        largest = max(self._net_bytes, key=self._net_bytes.__getitem__, default=None)
+        if largest is None or largest == net:
+            return None
+        if self._net_bytes[largest] <= self._net_bytes.get(net, 0) + size:
+            return None
+        return largest
 
     def touch(self, entry: Entry) -> None:
         """Mark an entry as changed so the next StoreChanged persists it."""

@@ -28,6 +28,8 @@ class NodeStats:
     hops_seen_total: int = 0
     # Replies not sent: the endpoint was not validated and had no credit left (admission).
     withheld: int = 0
+    # Frames we could not encode (an invalid key from our own database, say).
+    unsendable: int = 0
     # Hops of the most recent parts delivered to us (bounded: a node runs for months).
     hops_delivered: deque[int] = field(default_factory=lambda: deque(maxlen=HOPS_KEPT))
     rejected: Counter[str] = field(default_factory=Counter)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\nwire.proto\x12\ncommtui.v2\"\xab\x01\n\x06Packet\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x12\n\nsender_key\x18\x02 \x01(\x0c\x12\"\n\x05hello\x18\x03 \x01(\x0b\x32\x11.commtui.v2.HelloH\x00\x12\x0f\n\x05\x62oxed\x18\x04 \x01(\x0cH\x00\x12/\n\x0c\x63ookie_reply\x18\x06 \x01(\x0b\x32\x17.commtui.v2.CookieReplyH\x00\x12\x0e\n\x06\x63ookie\x18\x05 \x01(\x0c\x42\x06\n\x04\x62ody\"\x1d\n\x0b\x43ookieReply\x12\x0e\n\x06\x63ookie\x18\x01 \x01(\x0c\"+\n\x05Hello\x12\x11\n\tchallenge\x18\x01 \x01(\x0c\x12\x0f\n\x07padding\x18\x02 \x01(\x0c\"\xb6\x02\n\x05\x46rame\x12 \n\x04ping\x18\x02 \x01(\x0b\x32\x10.commtui.v2.PingH\x00\x12 \n\x04pong\x18\x03 \x01(\x0b\x32\x10.commtui.v2.PongH\x00\x12)\n\tfind_node\x18\x04 \x01(\x0b\x32\x14.commtui.v2.FindNodeH\x00\x12\"\n\x05nodes\x18\x05 \x01(\x0b\x32\x11.commtui.v2.NodesH\x00\x12&\n\x07message\x18\x06 \x01(\x0b\x32\x13.commtui.v2.MessageH\x00\x12\x1e\n\x03\x61\x63k\x18\x07 \x01(\x0b\x32\x0f.commtui.v2.AckH\x00\x12&\n\x07receipt\x18\x08 \x01(\x0b\x32\x13.commtui.v2.ReceiptH\x00\x12\"\n\x05\x66\x65tch\x18\t \x01(\x0b\x32\x11.commtui.v2.FetchH\x00\x42\x06\n\x04\x62ody\"\x19\n\x04Ping\x12\x11\n\tchallenge\x18\x01 \x01(\x0c\"\x19\n\x04Pong\x12\x11\n\tchallenge\x18\x01 \x01(\x0c\",\n\x08\x46indNode\x12\x10\n\x08query_id\x18\x01 \x01(\x0c\x12\x0e\n\x06target\x18\x02 \x01(\x0c\"1\n\x08NodeInfo\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\n\n\x02ip\x18\x02 \x01(\x0c\x12\x0c\n\x04port\x18\x03 \x01(\r\">\n\x05Nodes\x12\x10\n\x08query_id\x18\x01 \x01(\x0c\x12#\n\x05nodes\x18\x02 \x03(\x0b\x32\x14.commtui.v2.NodeInfo\"N\n\x07Message\x12\x11\n\trecipient\x18\x01 \x01(\x0c\x12\x12\n\nexpires_ms\x18\x02 \x01(\x04\x12\x0e\n\x06sealed\x18\x03 \x01(\x0c\x12\x0c\n\x04hops\x18\x04 \x01(\r\"l\n\x03\x41\x63k\x12\x12\n\nmessage_id\x18\x01 \x01(\x0c\x12\x15\n\rrecipient_key\x18\x02 \x01(\x0c\x12\x13\n\x0b\x64\x65stination\x18\x03 \x01(\x0c\x12\x12\n\nexpires_ms\x18\x04 \x01(\x04\x12\x11\n\tsignature\x18\x05 \x01(\x0c\"\x16\n\x07Receipt\x12\x0b\n\x03ids\x18\x01 \x03(\x0c\"\x07\n\x05\x46\x65tch\"+\n\x06Sealed\x12\x12\n\nsender_key\x18\x01 \x01(\x0c\x12\r\n\x05\x62oxed\x18\x02 \x01(\x0c\"V\n\x06Letter\x12\x0f\n\x07text_id\x18\x01 \x01(\x0c\x12\x0c\n\x04part\x18\x02 \x01(\r\x12\r\n\x05parts\x18\x03 \x01(\r\x12\x0f\n\x07sent_ms\x18\x04 \x01(\x04\x12\r\n\x05\x63hunk\x18\x05 \x01(\x0c\"\x92\x02\n\nStoreEntry\x12&\n\x07message\x18\x01 \x01(\x0b\x32\x13.commtui.v2.MessageH\x00\x12\x1e\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0f.commtui.v2.AckH\x00\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\r\x12\x0f\n\x07next_at\x18\x04 \x01(\x01\x12\x0f\n\x07holders\x18\x05 \x03(\x0c\x12\x0f\n\x07settled\x18\x06 \x01(\x08\x12\x13\n\x0bown_text_id\x18\x07 \x01(\x0c\x12\x10\n\x08own_part\x18\x08 \x01(\r\x12\x11\n\town_parts\x18\t \x01(\r\x12\x11\n\tstored_at\x18\n \x01(\x01\x12\x0e\n\x06origin\x18\x0b \x01(\x0c\x12\x12\n\norigin_net\x18\x0c \x01(\tB\x06\n\x04itemb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\nwire.proto\x12\ncommtui.v2\"\xab\x01\n\x06Packet\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x12\n\nsender_key\x18\x02 \x01(\x0c\x12\"\n\x05hello\x18\x03 \x01(\x0b\x32\x11.commtui.v2.HelloH\x00\x12\x0f\n\x05\x62oxed\x18\x04 \x01(\x0cH\x00\x12/\n\x0c\x63ookie_reply\x18\x06 \x01(\x0b\x32\x17.commtui.v2.CookieReplyH\x00\x12\x0e\n\x06\x63ookie\x18\x05 \x01(\x0c\x42\x06\n\x04\x62ody\"+\n\x0b\x43ookieReply\x12\x0e\n\x06\x63ookie\x18\x01 \x01(\x0c\x12\x0c\n\x04\x65\x63ho\x18\x02 \x01(\x0c\"+\n\x05Hello\x12\x11\n\tchallenge\x18\x01 \x01(\x0c\x12\x0f\n\x07padding\x18\x02 \x01(\x0c\"\xb6\x02\n\x05\x46rame\x12 \n\x04ping\x18\x02 \x01(\x0b\x32\x10.commtui.v2.PingH\x00\x12 \n\x04pong\x18\x03 \x01(\x0b\x32\x10.commtui.v2.PongH\x00\x12)\n\tfind_node\x18\x04 \x01(\x0b\x32\x14.commtui.v2.FindNodeH\x00\x12\"\n\x05nodes\x18\x05 \x01(\x0b\x32\x11.commtui.v2.NodesH\x00\x12&\n\x07message\x18\x06 \x01(\x0b\x32\x13.commtui.v2.MessageH\x00\x12\x1e\n\x03\x61\x63k\x18\x07 \x01(\x0b\x32\x0f.commtui.v2.AckH\x00\x12&\n\x07receipt\x18\x08 \x01(\x0b\x32\x13.commtui.v2.ReceiptH\x00\x12\"\n\x05\x66\x65tch\x18\t \x01(\x0b\x32\x11.commtui.v2.FetchH\x00\x42\x06\n\x04\x62ody\"\x19\n\x04Ping\x12\x11\n\tchallenge\x18\x01 \x01(\x0c\"\x19\n\x04Pong\x12\x11\n\tchallenge\x18\x01 \x01(\x0c\",\n\x08\x46indNode\x12\x10\n\x08query_id\x18\x01 \x01(\x0c\x12\x0e\n\x06target\x18\x02 \x01(\x0c\"1\n\x08NodeInfo\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\n\n\x02ip\x18\x02 \x01(\x0c\x12\x0c\n\x04port\x18\x03 \x01(\r\">\n\x05Nodes\x12\x10\n\x08query_id\x18\x01 \x01(\x0c\x12#\n\x05nodes\x18\x02 \x03(\x0b\x32\x14.commtui.v2.NodeInfo\"N\n\x07Message\x12\x11\n\trecipient\x18\x01 \x01(\x0c\x12\x12\n\nexpires_ms\x18\x02 \x01(\x04\x12\x0e\n\x06sealed\x18\x03 \x01(\x0c\x12\x0c\n\x04hops\x18\x04 \x01(\r\"l\n\x03\x41\x63k\x12\x12\n\nmessage_id\x18\x01 \x01(\x0c\x12\x15\n\rrecipient_key\x18\x02 \x01(\x0c\x12\x13\n\x0b\x64\x65stination\x18\x03 \x01(\x0c\x12\x12\n\nexpires_ms\x18\x04 \x01(\x04\x12\x11\n\tsignature\x18\x05 \x01(\x0c\"\x16\n\x07Receipt\x12\x0b\n\x03ids\x18\x01 \x03(\x0c\"\x07\n\x05\x46\x65tch\"+\n\x06Sealed\x12\x12\n\nsender_key\x18\x01 \x01(\x0c\x12\r\n\x05\x62oxed\x18\x02 \x01(\x0c\"V\n\x06Letter\x12\x0f\n\x07text_id\x18\x01 \x01(\x0c\x12\x0c\n\x04part\x18\x02 \x01(\r\x12\r\n\x05parts\x18\x03 \x01(\r\x12\x0f\n\x07sent_ms\x18\x04 \x01(\x04\x12\r\n\x05\x63hunk\x18\x05 \x01(\x0c\"\x92\x02\n\nStoreEntry\x12&\n\x07message\x18\x01 \x01(\x0b\x32\x13.commtui.v2.MessageH\x00\x12\x1e\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0f.commtui.v2.AckH\x00\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\r\x12\x0f\n\x07next_at\x18\x04 \x01(\x01\x12\x0f\n\x07holders\x18\x05 \x03(\x0c\x12\x0f\n\x07settled\x18\x06 \x01(\x08\x12\x13\n\x0bown_text_id\x18\x07 \x01(\x0c\x12\x10\n\x08own_part\x18\x08 \x01(\r\x12\x11\n\town_parts\x18\t \x01(\r\x12\x11\n\tstored_at\x18\n \x01(\x01\x12\x0e\n\x06origin\x18\x0b \x01(\x0c\x12\x12\n\norigin_net\x18\x0c \x01(\tB\x06\n\x04itemb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,33 +34,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PACKET']._serialized_start=27
   _globals['_PACKET']._serialized_end=198
   _globals['_COOKIEREPLY']._serialized_start=200
-  _globals['_COOKIEREPLY']._serialized_end=229
-  _globals['_HELLO']._serialized_start=231
-  _globals['_HELLO']._serialized_end=274
-  _globals['_FRAME']._serialized_start=277
-  _globals['_FRAME']._serialized_end=587
-  _globals['_PING']._serialized_start=589
-  _globals['_PING']._serialized_end=614
-  _globals['_PONG']._serialized_start=616
-  _globals['_PONG']._serialized_end=641
-  _globals['_FINDNODE']._serialized_start=643
-  _globals['_FINDNODE']._serialized_end=687
-  _globals['_NODEINFO']._serialized_start=689
-  _globals['_NODEINFO']._serialized_end=738
-  _globals['_NODES']._serialized_start=740
-  _globals['_NODES']._serialized_end=802
-  _globals['_MESSAGE']._serialized_start=804
-  _globals['_MESSAGE']._serialized_end=882
-  _globals['_ACK']._serialized_start=884
-  _globals['_ACK']._serialized_end=992
-  _globals['_RECEIPT']._serialized_start=994
-  _globals['_RECEIPT']._serialized_end=1016
-  _globals['_FETCH']._serialized_start=1018
-  _globals['_FETCH']._serialized_end=1025
-  _globals['_SEALED']._serialized_start=1027
-  _globals['_SEALED']._serialized_end=1070
-  _globals['_LETTER']._serialized_start=1072
-  _globals['_LETTER']._serialized_end=1158
-  _globals['_STOREENTRY']._serialized_start=1161
-  _globals['_STOREENTRY']._serialized_end=1435
+  _globals['_COOKIEREPLY']._serialized_end=243
+  _globals['_HELLO']._serialized_start=245
+  _globals['_HELLO']._serialized_end=288
+  _globals['_FRAME']._serialized_start=291
+  _globals['_FRAME']._serialized_end=601
+  _globals['_PING']._serialized_start=603
+  _globals['_PING']._serialized_end=628
+  _globals['_PONG']._serialized_start=630
+  _globals['_PONG']._serialized_end=655
+  _globals['_FINDNODE']._serialized_start=657
+  _globals['_FINDNODE']._serialized_end=701
+  _globals['_NODEINFO']._serialized_start=703
+  _globals['_NODEINFO']._serialized_end=752
+  _globals['_NODES']._serialized_start=754
+  _globals['_NODES']._serialized_end=816
+  _globals['_MESSAGE']._serialized_start=818
+  _globals['_MESSAGE']._serialized_end=896
+  _globals['_ACK']._serialized_start=898
+  _globals['_ACK']._serialized_end=1006
+  _globals['_RECEIPT']._serialized_start=1008
+  _globals['_RECEIPT']._serialized_end=1030
+  _globals['_FETCH']._serialized_start=1032
+  _globals['_FETCH']._serialized_end=1039
+  _globals['_SEALED']._serialized_start=1041
+  _globals['_SEALED']._serialized_end=1084
+  _globals['_LETTER']._serialized_start=1086
+  _globals['_LETTER']._serialized_end=1172
+  _globals['_STOREENTRY']._serialized_start=1175
+  _globals['_STOREENTRY']._serialized_end=1449
 # @@protoc_insertion_point(module_scope)

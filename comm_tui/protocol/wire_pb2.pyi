@@ -23,10 +23,12 @@ class Packet(_message.Message):
     def __init__(self, version: _Optional[int] = ..., sender_key: _Optional[bytes] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., boxed: _Optional[bytes] = ..., cookie_reply: _Optional[_Union[CookieReply, _Mapping]] = ..., cookie: _Optional[bytes] = ...) -> None: ...
 
 class CookieReply(_message.Message):
-    __slots__ = ("cookie",)
+    __slots__ = ("cookie", "echo")
     COOKIE_FIELD_NUMBER: _ClassVar[int]
+    ECHO_FIELD_NUMBER: _ClassVar[int]
     cookie: bytes
-    def __init__(self, cookie: _Optional[bytes] = ...) -> None: ...
+    echo: bytes
+    def __init__(self, cookie: _Optional[bytes] = ..., echo: _Optional[bytes] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("challenge", "padding")
