@@ -48,7 +48,13 @@ from dataclasses import astuple, dataclass, field
 from typing import Any, Literal
 
 from comm_tui.crypto.ack import ack_is_well_formed, sign_ack, verify_ack
-from comm_tui.crypto.identity import ADDRESS_BYTES, Identity, PublicIdentity, address_of
+from comm_tui.crypto.identity import (
+    ADDRESS_BYTES,
+    Identity,
+    PublicIdentity,
+    address_of,
+    is_valid_public_key,
+)
 from comm_tui.crypto.seal import Sealer, SealError, message_id
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.admission import (
@@ -232,9 +238,7 @@ def parse_node_info(info: pb.NodeInfo) -> Candidate | None:
     """
     if len(info.key) != 32 or len(info.ip) not in (4, 16) or not 0 < info.port < 65536:
         return None
-    try:
-        PublicIdentity(info.key).box_key  # noqa: B018 - validates the point
-    except ValueError:
+    if not is_valid_public_key(info.key):
         return None
     family = socket.AF_INET if len(info.ip) == 4 else socket.AF_INET6
     return Candidate(info.key, address_of(info.key), (socket.inet_ntop(family, info.ip), info.port))
