@@ -16,11 +16,12 @@ from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, OptionList
 
 from comm_tui.app.demo import DemoNetwork
-from comm_tui.app.format import one_line, short_address
+from comm_tui.app.format import one_line, short_address, shown
 from comm_tui.app.messages import (
     ConversationOpened,
     NodeEvent,
@@ -116,6 +117,26 @@ class CommApp(App[int]):
     async def on_unmount(self) -> None:
         await self.stop_node()
 
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """Show a notification as literal text unless ``markup`` is asked for.
+
+        Notifications quote texts, names, paths and error messages that peers and
+        users wrote; Textual's default reads them as markup, so one ``[/]`` from a
+        stranger raised MarkupError and closed the app, and ``[@click=...]`` could
+        plant actions. Widgets' ``notify`` comes here too.
+        """
+        super().notify(
+            shown(message), title=shown(title), severity=severity, timeout=timeout, markup=markup
+        )
+
     # ------------------------------------------------------------------ the node
 
     @work(exclusive=True, group="node", exit_on_error=False)
@@ -162,7 +183,8 @@ class CommApp(App[int]):
         self._update_subtitle()
 
     def _update_subtitle(self) -> None:
-        who = self.profile.config.nickname or short_address(self.profile.identity.address)
+        nickname = shown(self.profile.config.nickname or "")
+        who = nickname or short_address(self.profile.identity.address)
         if self.service is None:
             state = "starting"
         else:

@@ -14,9 +14,11 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, LoadingIndicator, Static
 
+from comm_tui.app.format import shown
 from comm_tui.app.widgets.qr import QRCode
 from comm_tui.crypto.identity import Identity
 from comm_tui.crypto.keyfile import (
@@ -71,7 +73,7 @@ class _KeyDialog(ModalScreen[ResultT]):
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def show_error(self, text: str) -> None:
-        self.query_one("#error", Static).update(text)
+        self.query_one("#error", Static).update(Content(shown(text)))
 
     def set_busy(self, busy: bool) -> None:
         self.query_one(LoadingIndicator).display = busy

@@ -10,7 +10,7 @@ from textual.content import Content
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
-from comm_tui.app.format import list_time, one_line, short_address
+from comm_tui.app.format import list_time, one_line, short_address, shown
 from comm_tui.app.messages import ConversationOpened
 
 EMPTY_HINT = "No contacts yet.\nPress ctrl+n to add one."
@@ -38,7 +38,7 @@ class ContactEntry:
 
 def _prompt(entry: ContactEntry) -> Content:
     name_style = "bold $warning" if entry.is_request else "bold"
-    parts: list[str | Content | tuple[str, str]] = [(entry.title, name_style)]
+    parts: list[str | Content | tuple[str, str]] = [(shown(entry.title), name_style)]
     if entry.unread:
         parts += [" ", (f" {entry.unread} ", "bold $text-accent on $accent-muted")]
     if entry.last_time is not None:

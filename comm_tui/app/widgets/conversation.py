@@ -17,7 +17,7 @@ from textual.content import Content
 from textual.message import Message
 from textual.widgets import Button, Input, Static
 
-from comm_tui.app.format import STATE_HELP, STATE_MARKS, message_time, short_address
+from comm_tui.app.format import STATE_HELP, STATE_MARKS, message_time, short_address, shown
 from comm_tui.app.messages import RequestAnswered, SendRequested
 from comm_tui.app.widgets.contact_list import ContactEntry
 from comm_tui.store.db import DEFAULT_HISTORY_PAGE, HistoryRow
@@ -42,7 +42,7 @@ class MessageRow(Horizontal):
 
     def compose(self) -> ComposeResult:
         yield Static(self._meta(), classes="meta")
-        yield Static(Content(self.row.text), classes="body")
+        yield Static(Content(shown(self.row.text)), classes="body")
 
     def _meta(self) -> Content:
         mark = STATE_MARKS.get(self.row.state, "")
@@ -144,7 +144,7 @@ class ConversationView(Vertical):
         """Update the title and request bar (after a rename or an accept)."""
         self.peer = peer
         title = Content.assemble(
-            (peer.title, "bold"), "  ", (peer.peer_address.hex(), "$text-muted")
+            (shown(peer.title), "bold"), "  ", (peer.peer_address.hex(), "$text-muted")
         )
         self.query_one("#conversation-title", Static).update(title)
         self.query_one(RequestBar).display = peer.is_request
@@ -153,7 +153,7 @@ class ConversationView(Vertical):
         message_input.placeholder = (
             "Accept the request to reply"
             if peer.is_request
-            else f"Message {peer.title} ({short_address(peer.peer_address)}); Enter sends"
+            else f"Message {shown(peer.title)} ({short_address(peer.peer_address)}); Enter sends"
         )
 
     async def close(self) -> None:

@@ -10,7 +10,7 @@ from textual.content import Content
 from textual.reactive import reactive
 from textual.widgets import Sparkline, Static
 
-from comm_tui.app.format import ago, short_address, size
+from comm_tui.app.format import ago, short_address, shown, size
 from comm_tui.app.status import StatusSnapshot
 from comm_tui.app.widgets.qr import QRCode
 
@@ -91,7 +91,7 @@ class StatusPanel(VerticalScroll):
                     snapshot.state, STATE_STYLES.get(snapshot.state, "bold $text-warning")
                 ),
             ),
-            ("listen", snapshot.listen),
+            ("listen", shown(snapshot.listen)),
             ("routing table", f"{snapshot.table_size} nodes"),
             ("buckets", bucket_bar(snapshot.bucket_fill) or "·"),
             ("outbox", f"{snapshot.outbox} waiting for an ack"),
@@ -126,7 +126,7 @@ class StatusPanel(VerticalScroll):
             Content.assemble(
                 short_address(peer.address),
                 "  ",
-                (peer.endpoint.ljust(21), "$text-muted"),
+                (shown(peer.endpoint).ljust(21), "$text-muted"),
                 " ",
                 ago(snapshot.now - peer.last_seen).rjust(4),
             )
