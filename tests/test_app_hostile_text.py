@@ -31,6 +31,7 @@ from comm_tui.app.format import one_line, shown
 from comm_tui.app.messages import ConversationOpened, NodeEvent
 from comm_tui.app.widgets.conversation import ConversationView, MessageLog
 from comm_tui.crypto.identity import Identity
+from comm_tui.crypto.keyfile import FAST_KDF_ENV
 from comm_tui.net.service import IncomingText, NodeService
 from comm_tui.store.db import Database
 from tests.app_helpers import SIZE, make_profile, wait_until
@@ -56,6 +57,11 @@ HOSTILE_TEXTS = [
 ]
 HOSTILE_NAMES = ["[/]", "[@click=app.quit]bob", "\u202eevil\u202c", "[link=https://x]y"]
 ids = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _fast_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(FAST_KDF_ENV, "1")
 
 
 def _flat(text: str) -> str:
@@ -88,7 +94,7 @@ async def _receive(
     assert row is not None
     app.clear_notifications()
     app.post_message(NodeEvent(IncomingText(row)))
-    await wait_until(pilot, lambda: app.screen.query(Toast), "the notification")
+    await wait_until(pilot, lambda: app.screen.query(Toast), "the notification", 0.02)
     await pilot.pause()
     toast = app.screen.query_one(Toast)
     title = "Message request" if name is None else name
@@ -98,7 +104,7 @@ async def _receive(
 
     app.post_message(ConversationOpened(sender.address, focus_input=False))
     conversation = app.query_one(ConversationView)
-    await wait_until(pilot, lambda: conversation.row_widget(row.id), "the message in its pane")
+    await wait_until(pilot, lambda: conversation.row_widget(row.id), "the message", 0.02)
     widget = conversation.row_widget(row.id)
     assert widget is not None
     log = conversation.query_one(MessageLog)
@@ -148,7 +154,7 @@ async def test_hostile_texts_and_names_are_shown_literally(tmp_path: Path) -> No
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-@given(st.lists(st.text(min_size=1, max_size=300), min_size=6, max_size=6))
+@given(st.lists(st.text(min_size=1, max_size=300), min_size=5, max_size=5))
 def test_arbitrary_texts_are_shown_literally(texts: list[str]) -> None:
     with tempfile.TemporaryDirectory() as data_dir:
         asyncio.run(_receive_all(Path(data_dir), texts))
