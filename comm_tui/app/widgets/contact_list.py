@@ -13,6 +13,8 @@ from textual.widgets.option_list import Option
 from comm_tui.app.format import list_time, one_line, short_address, shown
 from comm_tui.app.messages import ConversationOpened
 
+# Fits the list at its narrowest (28 columns, less its border and padding).
+PREVIEW_CHARS = 24
 EMPTY_HINT = "No contacts yet.\nPress ctrl+n to add one."
 
 
@@ -47,7 +49,7 @@ def _prompt(entry: ContactEntry) -> Content:
     if entry.is_request:
         parts.append(("wants to talk: a to accept, i to ignore", "italic $text-warning"))
     elif entry.last_text is not None:
-        parts.append((one_line(entry.last_text, 30), "$text-muted"))
+        parts.append((one_line(entry.last_text, PREVIEW_CHARS), "$text-muted"))
     else:
         parts.append(("no messages yet", "italic $text-muted"))
     return Content.assemble(*parts)
