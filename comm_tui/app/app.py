@@ -8,6 +8,8 @@ figure in the status panel comes from a snapshot taken once a second.
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,7 +23,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, OptionList
 
 from comm_tui.app.demo import DemoNetwork
-from comm_tui.app.format import one_line, short_address, shown
+from comm_tui.app.format import ascii_only, one_line, short_address, shown
 from comm_tui.app.messages import (
     ConversationOpened,
     NodeEvent,
@@ -97,7 +99,9 @@ class CommApp(App[int]):
         listen: str | None = None,
         bootstrap: list[str] | None = None,
         demo: bool = False,
+        ascii: bool | None = None,
     ) -> None:
+        """``ascii`` None detects whether the terminal can draw marks (see ascii_only)."""
         super().__init__()
         self.profile = profile
         self.listen = listen
@@ -106,6 +110,10 @@ class CommApp(App[int]):
         self.service: NodeService | None = None
         self.demo_network: DemoNetwork | None = None
         self.card = encode_card(profile.identity.public)
+        if ascii is None:
+            encoding = sys.__stdout__.encoding if sys.__stdout__ is not None else None
+            ascii = ascii_only(os.environ, encoding)
+        self.ascii = ascii
         self.status_in_wide = profile.db.get_meta(STATUS_META_KEY) != "hidden"
         self.status_over = False  # opened over the conversation, in the narrower layouts
         self.list_shown = True  # the narrow layout shows the list, not the conversation
@@ -113,11 +121,11 @@ class CommApp(App[int]):
     # ------------------------------------------------------------------ layout
 
     def compose(self) -> ComposeResult:
-        yield Header(icon="✉")
+        yield Header(icon="@" if self.ascii else "✉")
         with Horizontal(id="main"):
             yield ContactList(id="contacts")
-            yield ConversationView(self.profile.db, id="conversation")
-            yield StatusPanel(id="status")
+            yield ConversationView(self.profile.db, id="conversation", ascii=self.ascii)
+            yield StatusPanel(id="status", ascii=self.ascii)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -508,7 +516,9 @@ class CommApp(App[int]):
         self.notify("Your card is on the clipboard.", title="Copied")
 
     def action_show_card(self) -> None:
-        self.push_screen(CardScreen(self.card, self.profile.identity.address.hex()))
+        self.push_screen(
+            CardScreen(self.card, self.profile.identity.address.hex(), ascii=self.ascii)
+        )
 
     def action_export_identity(self) -> None:
         default = Path.home() / f"comm-tui-{short_address(self.profile.identity.address)}.key"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import codecs
 import re
 import time
+from collections.abc import Mapping
 
 # Compact delivery marks: one or two cells, readable without colour.
 STATE_MARKS: dict[str, str] = {
@@ -13,6 +15,15 @@ STATE_MARKS: dict[str, str] = {
     "expired": "✗",
     "received": "",
 }
+# The same marks for terminals that cannot draw them: one tick, two ticks, a cross.
+ASCII_STATE_MARKS: dict[str, str] = {
+    "queued": "..",
+    "sent": "v",
+    "delivered": "vv",
+    "expired": "x",
+    "received": "",
+}
+ASCII_ENV = "COMM_TUI_ASCII"
 STATE_HELP: dict[str, str] = {
     "queued": "queued: no peer has taken it yet",
     "sent": "sent: handed to the network",
@@ -52,6 +63,23 @@ def shown(text: str) -> str:
     (``Content(...)``, ``markup=False``), never as markup.
     """
     return _SURROGATE.sub("\ufffd", text.translate(_SHOWN))
+
+
+def ascii_only(env: Mapping[str, str], encoding: str | None) -> bool:
+    """Whether to draw marks and the QR code with ASCII alone.
+
+    ``COMM_TUI_ASCII=1`` asks for it and ``=0`` refuses it; otherwise it is used when
+    the output encoding is not UTF-8 (the marks and half blocks cannot be written)
+    or the terminal is the Linux console, whose built-in font lacks ✓ and ◷.
+    """
+    chosen = env.get(ASCII_ENV, "").strip()
+    if chosen in ("0", "1"):
+        return chosen == "1"
+    try:
+        utf8 = codecs.lookup(encoding or "utf-8").name == "utf-8"
+    except LookupError:
+        utf8 = False
+    return not utf8 or env.get("TERM") == "linux"
 
 
 def short_address(address: bytes) -> str:

@@ -43,15 +43,16 @@ class CardScreen(ModalScreen[None]):
         Binding("ctrl+y,c", "app.copy_card", "Copy card"),
     ]
 
-    def __init__(self, card: str, address_hex: str) -> None:
+    def __init__(self, card: str, address_hex: str, *, ascii: bool = False) -> None:
         super().__init__()
         self.card = card
         self.address_hex = address_hex
+        self.ascii = ascii
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="card-dialog"):
             yield Static("My contact card", classes="dialog-title")
-            yield QRCode(self.card, id="card-qr")
+            yield QRCode(self.card, id="card-qr", ascii=self.ascii)
             yield Static(self.card, id="card-text", classes="dialog-text")
             yield Static(f"address {self.address_hex}", classes="dialog-hint")
             with Horizontal(classes="dialog-buttons"):
