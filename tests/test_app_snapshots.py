@@ -7,6 +7,7 @@ live one (its port and counters change on every run).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -63,8 +64,10 @@ def _fixed_snapshot() -> StatusSnapshot:
     )
 
 
-@pytest.fixture
-def comm_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CommApp]:
+@contextlib.contextmanager
+def _open_app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, ascii: bool = False
+) -> Iterator[CommApp]:
     monkeypatch.setenv("TZ", "UTC")
     monkeypatch.setattr(app_module, "take_snapshot", lambda service, now: _fixed_snapshot())
     time.tzset()
@@ -82,9 +85,15 @@ def comm_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CommAp
         )
         db.add_incoming(b"4" * 16, stranger.key, stranger.address, "hello?", 3, SENT_AT - 30)
     with app_session(data_dir=tmp_path, listen="127.0.0.1:0") as opened:
-        opened.ascii = False  # the snapshots show the Unicode marks whatever the locale
+        opened.ascii = ascii  # not detected: the snapshots must not depend on the locale
         yield opened
     time.tzset()
+
+
+@pytest.fixture
+def comm_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CommApp]:
+    with _open_app(tmp_path, monkeypatch) as opened:
+        yield opened
 
 
 async def _settled(pilot: Pilot[Any]) -> CommApp:
@@ -178,3 +187,13 @@ VIEWS: dict[str, Callable[[Pilot[Any]], Awaitable[None]]] = {
 @pytest.mark.parametrize("view", list(VIEWS))
 def test_view(comm_app: CommApp, snap_compare: Any, view: str, size: tuple[int, int]) -> None:
     assert snap_compare(comm_app, terminal_size=size, run_before=VIEWS[view])
+
+
+def test_conversation_without_colour_or_unicode_marks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, snap_compare: Any
+) -> None:
+    """NO_COLOR and an ASCII-only terminal: focus, marks and requests still legible."""
+    monkeypatch.setenv("NO_COLOR", "1")
+    with _open_app(tmp_path, monkeypatch, ascii=True) as opened:
+        assert opened.no_color
+        assert snap_compare(opened, terminal_size=(80, 24), run_before=_conversation)
