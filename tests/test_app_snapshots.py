@@ -183,10 +183,23 @@ VIEWS: dict[str, Callable[[Pilot[Any]], Awaitable[None]]] = {
 }
 
 
+def _steady(view: Callable[[Pilot[Any]], Awaitable[None]]) -> Callable[[Pilot[Any]], Any]:
+    """``view``, then every input's cursor held still: its blink would show in half the runs."""
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await view(pilot)
+        for screen in pilot.app.screen_stack:
+            for text_input in screen.query(Input):
+                text_input.cursor_blink = False
+        await pilot.pause()
+
+    return run_before
+
+
 @pytest.mark.parametrize("size", SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
 @pytest.mark.parametrize("view", list(VIEWS))
 def test_view(comm_app: CommApp, snap_compare: Any, view: str, size: tuple[int, int]) -> None:
-    assert snap_compare(comm_app, terminal_size=size, run_before=VIEWS[view])
+    assert snap_compare(comm_app, terminal_size=size, run_before=_steady(VIEWS[view]))
 
 
 def test_conversation_without_colour_or_unicode_marks(
@@ -196,4 +209,4 @@ def test_conversation_without_colour_or_unicode_marks(
     monkeypatch.setenv("NO_COLOR", "1")
     with _open_app(tmp_path, monkeypatch, ascii=True) as opened:
         assert opened.no_color
-        assert snap_compare(opened, terminal_size=(80, 24), run_before=_conversation)
+        assert snap_compare(opened, terminal_size=(80, 24), run_before=_steady(_conversation))
