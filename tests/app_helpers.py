@@ -18,13 +18,15 @@ SIZE = (140, 45)
 WAIT_S = 15.0
 
 
-async def wait_until(pilot: Pilot[int], condition: Callable[[], object], what: str) -> None:
-    """Poll ``condition`` every 0.1 s for up to WAIT_S; fail naming ``what``."""
+async def wait_until(
+    pilot: Pilot[int], condition: Callable[[], object], what: str, step_s: float = 0.1
+) -> None:
+    """Poll ``condition`` every ``step_s`` for up to WAIT_S; fail naming ``what``."""
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
         if condition():
             return
-        await pilot.pause(0.1)
+        await pilot.pause(step_s)
     raise AssertionError(f"timed out after {WAIT_S} s waiting for {what}")
 
 

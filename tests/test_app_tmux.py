@@ -1,4 +1,4 @@
-"""Two real ``comm-tui`` processes in tmux exchange a message typed with send-keys."""
+"""Two real ``comm-tui`` processes in 80x24 tmux windows exchange a message typed with send-keys."""
 
 from __future__ import annotations
 
@@ -75,9 +75,10 @@ def test_two_processes_exchange_a_message(tmp_path: Path, tmux: Callable[..., st
     for session, command in (("a", command_a), ("b", command_b)):
         subprocess.run(
             ["tmux", "-L", f"comm-tui-test-{os.getpid()}", "new-session", "-d", "-s", session,
-             "-x", "140", "-y", "45", command],
+             "-x", "80", "-y", "24", command],
             check=True, env=env, timeout=10,
         )  # fmt: skip
+    assert tmux("display-message", "-p", "-t", "a", "#{window_width}x#{window_height}") == "80x24\n"
     _wait_for_screen(tmux, "b", "online")
     _wait_for_screen(tmux, "a", "online")
     tmux("send-keys", "-t", "a", "Enter")

@@ -8,19 +8,22 @@ figure in the status panel comes from a snapshot taken once a second.
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, OptionList
 
 from comm_tui.app.demo import DemoNetwork
-from comm_tui.app.format import one_line, short_address
+from comm_tui.app.format import ascii_only, one_line, short_address, shown
 from comm_tui.app.messages import (
     ConversationOpened,
     NodeEvent,
@@ -56,6 +59,17 @@ from comm_tui.store.config import save_config
 
 STATUS_REFRESH_S = 1.0
 IGNORED_META_KEY = "app.ignored_requests"
+# The user's choice of status panel in the wide layout, kept across runs.
+STATUS_META_KEY = "app.status_panel"
+# Below this width the list and the conversation do not both fit: a 28-column list
+# leaves a 52-column conversation, whose text column (after the 16-column time and
+# delivery mark) is 31 columns: less would be hard to read.
+MEDIUM_FROM = 80
+# From this width the 46-column status panel fits beside a 34-column list and still
+# leaves the conversation 60 columns; below it the panel opens over the conversation.
+WIDE_FROM = 140
+# Below this height the dialogs drop their blank lines so they fit without scrolling.
+TALL_FROM = 30
 NOTIFY_PREVIEW_CHARS = 60
 
 
@@ -64,14 +78,17 @@ class CommApp(App[int]):
 
     TITLE = "comm-tui"
     CSS_PATH = "app.tcss"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (MEDIUM_FROM, "-medium"), (WIDE_FROM, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (TALL_FROM, "-tall")]
     BINDINGS = [
+        # First: in a narrow terminal the footer has room for only a few keys.
+        Binding("escape", "focus_contacts", "Contacts"),
         Binding("ctrl+n", "add_contact", "Add contact"),
         Binding("ctrl+s", "toggle_status", "Status panel"),
         Binding("ctrl+y", "copy_card", "Copy card"),
         Binding("ctrl+g", "show_card", "Card QR"),
         Binding("ctrl+o", "export_identity", "Export id"),
         Binding("ctrl+l", "import_identity", "Import id", show=False),
-        Binding("escape", "focus_contacts", "Contacts", show=False),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
@@ -82,7 +99,9 @@ class CommApp(App[int]):
         listen: str | None = None,
         bootstrap: list[str] | None = None,
         demo: bool = False,
+        ascii: bool | None = None,
     ) -> None:
+        """``ascii`` None detects whether the terminal can draw marks (see ascii_only)."""
         super().__init__()
         self.profile = profile
         self.listen = listen
@@ -91,19 +110,27 @@ class CommApp(App[int]):
         self.service: NodeService | None = None
         self.demo_network: DemoNetwork | None = None
         self.card = encode_card(profile.identity.public)
+        if ascii is None:
+            encoding = sys.__stdout__.encoding if sys.__stdout__ is not None else None
+            ascii = ascii_only(os.environ, encoding)
+        self.ascii = ascii
+        self.status_in_wide = profile.db.get_meta(STATUS_META_KEY) != "hidden"
+        self.status_over = False  # opened over the conversation, in the narrower layouts
+        self.list_shown = True  # the narrow layout shows the list, not the conversation
 
     # ------------------------------------------------------------------ layout
 
     def compose(self) -> ComposeResult:
-        yield Header(icon="✉")
+        yield Header(icon="@" if self.ascii else "✉")
         with Horizontal(id="main"):
             yield ContactList(id="contacts")
-            yield ConversationView(self.profile.db, id="conversation")
-            yield StatusPanel(id="status")
+            yield ConversationView(self.profile.db, id="conversation", ascii=self.ascii)
+            yield StatusPanel(id="status", ascii=self.ascii)
         yield Footer()
 
     def on_mount(self) -> None:
         self.theme = "textual-dark"
+        self._arrange(self.size.width)
         self._update_subtitle()
         self.refresh_contacts()
         self.query_one(StatusPanel).snapshot = offline_snapshot(self.profile.identity, time.time())
@@ -115,6 +142,51 @@ class CommApp(App[int]):
 
     async def on_unmount(self) -> None:
         await self.stop_node()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._arrange(event.size.width)
+
+    @property
+    def main_screen(self) -> Screen[object]:
+        """The screen with the panes, under any open dialog."""
+        return self.screen_stack[0]
+
+    def _arrange(self, width: int) -> None:
+        """Show the status panel and the list as the width and the user's choices say.
+
+        The CSS places the panes for each width class; what is shown is decided here,
+        because it depends on choices: the panel in the wide layout (remembered), the
+        panel opened over the conversation, the list or the conversation when narrow.
+        """
+        if not self.screen_stack:  # the app is closing
+            return
+        main = self.main_screen
+        main.set_class(self.list_shown, "-list")
+        if width >= WIDE_FROM:
+            self.status_over = False  # back in a narrower terminal, it starts hidden again
+        panels = main.query(StatusPanel)
+        if panels:
+            panels.first().display = self.status_in_wide if width >= WIDE_FROM else self.status_over
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """Show a notification as literal text unless ``markup`` is asked for.
+
+        Notifications quote texts, names, paths and error messages that peers and
+        users wrote; Textual's default reads them as markup, so one ``[/]`` from a
+        stranger raised MarkupError and closed the app, and ``[@click=...]`` could
+        plant actions. Widgets' ``notify`` comes here too.
+        """
+        super().notify(
+            shown(message), title=shown(title), severity=severity, timeout=timeout, markup=markup
+        )
 
     # ------------------------------------------------------------------ the node
 
@@ -162,7 +234,8 @@ class CommApp(App[int]):
         self._update_subtitle()
 
     def _update_subtitle(self) -> None:
-        who = self.profile.config.nickname or short_address(self.profile.identity.address)
+        nickname = shown(self.profile.config.nickname or "")
+        who = nickname or short_address(self.profile.identity.address)
         if self.service is None:
             state = "starting"
         else:
@@ -279,6 +352,8 @@ class CommApp(App[int]):
         if entry.unread:
             self.profile.db.mark_read(entry.peer_address)
             self.refresh_contacts()
+        self.list_shown = False
+        self._arrange(self.size.width)
         if event.focus_input:
             conversation.focus_input()
         self.refresh_bindings()
@@ -350,7 +425,7 @@ class CommApp(App[int]):
         conversation = self.query_one(ConversationView)
         if conversation.peer_address == peer_address:
             self.run_worker(conversation.close(), group="ui")
-            self.query_one(ContactList).focus()
+            self.action_focus_contacts()
 
     def action_rename_contact(self) -> None:
         entry = self._target()
@@ -394,6 +469,12 @@ class CommApp(App[int]):
         self.push_screen(ConfirmScreen(question, yes="Remove"), answered)
 
     def action_focus_contacts(self) -> None:
+        """Escape: close the panel opened over the conversation, else go to the list."""
+        if self.status_over and self.size.width < WIDE_FROM:
+            self.action_toggle_status()
+            return
+        self.list_shown = True
+        self._arrange(self.size.width)
         self.query_one(ContactList).focus()
 
     # ------------------------------------------------------------------ identity
@@ -411,15 +492,33 @@ class CommApp(App[int]):
         self.notify(f"Hello, {name}! Share your card (ctrl+g) so people can add you.")
 
     def action_toggle_status(self) -> None:
+        """Show or hide the panel: beside the conversation when wide, else over it."""
         panel = self.query_one(StatusPanel)
-        panel.display = not panel.display
+        over = self.size.width < WIDE_FROM
+        if over:
+            self.status_over = not self.status_over
+        else:
+            self.status_in_wide = not self.status_in_wide
+            self.profile.db.set_meta(STATUS_META_KEY, "shown" if self.status_in_wide else "hidden")
+        had_focus = panel.has_focus_within
+        self._arrange(self.size.width)
+        if over and panel.display:
+            panel.focus()
+        elif had_focus and not panel.display:
+            conversation = self.query_one(ConversationView)
+            if conversation.peer is None:
+                self.query_one(ContactList).focus()
+            else:
+                conversation.focus_input()
 
     def action_copy_card(self) -> None:
         self.copy_to_clipboard(self.card)
         self.notify("Your card is on the clipboard.", title="Copied")
 
     def action_show_card(self) -> None:
-        self.push_screen(CardScreen(self.card, self.profile.identity.address.hex()))
+        self.push_screen(
+            CardScreen(self.card, self.profile.identity.address.hex(), ascii=self.ascii)
+        )
 
     def action_export_identity(self) -> None:
         default = Path.home() / f"comm-tui-{short_address(self.profile.identity.address)}.key"

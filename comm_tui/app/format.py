@@ -1,8 +1,11 @@
-"""How times, addresses and delivery states look on screen, in one place."""
+"""How times, addresses, delivery states and other people's text look on screen, in one place."""
 
 from __future__ import annotations
 
+import codecs
+import re
 import time
+from collections.abc import Mapping
 
 # Compact delivery marks: one or two cells, readable without colour.
 STATE_MARKS: dict[str, str] = {
@@ -12,6 +15,15 @@ STATE_MARKS: dict[str, str] = {
     "expired": "✗",
     "received": "",
 }
+# The same marks for terminals that cannot draw them: one tick, two ticks, a cross.
+ASCII_STATE_MARKS: dict[str, str] = {
+    "queued": "..",
+    "sent": "v",
+    "delivered": "vv",
+    "expired": "x",
+    "received": "",
+}
+ASCII_ENV = "COMM_TUI_ASCII"
 STATE_HELP: dict[str, str] = {
     "queued": "queued: no peer has taken it yet",
     "sent": "sent: handed to the network",
@@ -19,6 +31,55 @@ STATE_HELP: dict[str, str] = {
     "expired": "expired: it was never delivered",
 }
 SHORT_ADDRESS_CHARS = 8
+
+
+# C0 controls become their Unicode "control picture" (ESC shows as U+241B), DEL as U+2421.
+_C0_PICTURES = {code: chr(0x2400 + code) for code in range(0x20) if chr(code) not in "\n\t"}
+_C0_PICTURES[0x7F] = "\u2421"
+# Bidi embeddings, overrides and isolates: a peer could reorder or hide what we show.
+_BIDI_CONTROLS = [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SHOWN = str.maketrans(
+    {
+        **_C0_PICTURES,
+        **dict.fromkeys(range(0x80, 0xA0), "\ufffd"),  # C1 controls (0x9b is a one-byte CSI)
+        **dict.fromkeys(_BIDI_CONTROLS, "\ufffd"),
+    }
+)
+
+
+def shown(text: str) -> str:
+    """``text`` made safe to draw: every control character replaced by a visible mark.
+
+    Texts, names and previews come from other people (a stranger can message anyone),
+    and the terminal would obey what they contain: ESC starts ANSI and OSC sequences
+    that recolour, retitle or clear the screen, CR and backspace overwrite what was
+    drawn, and bidi overrides reorder a line so it reads differently from what was
+    sent. Textual strips only a few of these, silently. Here C0 controls show as
+    control pictures (``\\x1b`` as ``␛``), C1 controls, bidi overrides and isolates
+    and lone surrogates (which the terminal's encoder cannot write) as U+FFFD;
+    newline and tab stay. Zero-width and combining characters are ordinary text and
+    are kept. This does not make markup safe: draw the result as literal text
+    (``Content(...)``, ``markup=False``), never as markup.
+    """
+    return _SURROGATE.sub("\ufffd", text.translate(_SHOWN))
+
+
+def ascii_only(env: Mapping[str, str], encoding: str | None) -> bool:
+    """Whether to draw marks and the QR code with ASCII alone.
+
+    ``COMM_TUI_ASCII=1`` asks for it and ``=0`` refuses it; otherwise it is used when
+    the output encoding is not UTF-8 (the marks and half blocks cannot be written)
+    or the terminal is the Linux console, whose built-in font lacks ✓ and ◷.
+    """
+    chosen = env.get(ASCII_ENV, "").strip()
+    if chosen in ("0", "1"):
+        return chosen == "1"
+    try:
+        utf8 = codecs.lookup(encoding or "utf-8").name == "utf-8"
+    except LookupError:
+        utf8 = False
+    return not utf8 or env.get("TERM") == "linux"
 
 
 def short_address(address: bytes) -> str:
@@ -68,6 +129,6 @@ def size(count: float) -> str:
 
 
 def one_line(text: str, limit: int = 40) -> str:
-    """A preview of a text on one line, cut with an ellipsis."""
-    flat = " ".join(text.split())
+    """A preview of a text on one line, cut with an ellipsis, made safe with :func:`shown`."""
+    flat = " ".join(shown(text).split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"

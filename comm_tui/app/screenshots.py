@@ -23,6 +23,7 @@ from comm_tui.app.widgets.conversation import ConversationView
 from comm_tui.app.widgets.status_panel import StatusPanel
 
 SCREEN_SIZE = (140, 45)
+SMALL_SCREEN_SIZE = (80, 24)
 WAIT_S = 20.0
 FIRST_TEXT = "Hello echo! Is anybody out there?"
 
@@ -102,6 +103,14 @@ async def take_screenshots(out_dir: Path) -> list[Path]:
             await pilot.pause()
             save(app, "export")
             await pilot.press("escape")
+            # The most common default terminal: the panel opens over the conversation.
+            await pilot.resize_terminal(*SMALL_SCREEN_SIZE)
+            app.query_one("#message-input", Input).focus()
+            await pilot.pause(0.5)
+            save(app, "main-80x24")
+            app.action_toggle_status()
+            await pilot.pause(0.5)
+            save(app, "status-80x24")
     return saved
 
 

@@ -8,9 +8,11 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
+from comm_tui.app.format import shown
 from comm_tui.crypto.card import decode_card
 from comm_tui.crypto.identity import PublicIdentity
 from comm_tui.errors import CardError, UserError
@@ -48,7 +50,7 @@ class AddContactScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="add-contact"):
-            yield Static(self.title_text, classes="dialog-title")
+            yield Static(Content(shown(self.title_text)), classes="dialog-title")
             yield Label("Name")
             yield Input(placeholder="what to call them", id="name", max_length=64)
             yield Label("Card")
@@ -73,7 +75,7 @@ class AddContactScreen(ModalScreen[str | None]):
             status.update("✓ valid card")
             status.set_classes("dialog-ok")
         else:
-            status.update(problem if card.strip() else CARD_HINT)
+            status.update(Content(shown(problem)) if card.strip() else CARD_HINT)
             status.set_classes("dialog-error" if card.strip() else "dialog-hint")
         self.query_one("#card", Input).set_class(
             problem is not None and bool(card.strip()), "-invalid"
@@ -96,7 +98,7 @@ class AddContactScreen(ModalScreen[str | None]):
             identity = decode_card(card)
             self.save(name, identity)
         except UserError as err:
-            self.query_one("#error", Static).update(str(err))
+            self.query_one("#error", Static).update(Content(shown(str(err))))
             return
         self.dismiss(name.strip())
 
@@ -117,7 +119,7 @@ class RenameScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Static(f"Rename {self.old}", classes="dialog-title")
+            yield Static(Content(f"Rename {shown(self.old)}"), classes="dialog-title")
             yield Input(value=self.old, id="new-name", max_length=64)
             yield Static("", id="error", classes="dialog-error")
             with Horizontal(classes="dialog-buttons"):
@@ -131,7 +133,7 @@ class RenameScreen(ModalScreen[str | None]):
         try:
             self.rename(new)
         except UserError as err:
-            self.query_one("#error", Static).update(str(err))
+            self.query_one("#error", Static).update(Content(shown(str(err))))
             return
         self.dismiss(new.strip())
 
@@ -155,7 +157,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Static(self.question, classes="dialog-text")
+            yield Static(Content(shown(self.question)), classes="dialog-text")
             with Horizontal(classes="dialog-buttons"):
                 yield Button(self.yes, id="yes", variant="error")
                 yield Button("No", id="no")

@@ -14,9 +14,11 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, LoadingIndicator, Static
 
+from comm_tui.app.format import shown
 from comm_tui.app.widgets.qr import QRCode
 from comm_tui.crypto.identity import Identity
 from comm_tui.crypto.keyfile import (
@@ -41,15 +43,16 @@ class CardScreen(ModalScreen[None]):
         Binding("ctrl+y,c", "app.copy_card", "Copy card"),
     ]
 
-    def __init__(self, card: str, address_hex: str) -> None:
+    def __init__(self, card: str, address_hex: str, *, ascii: bool = False) -> None:
         super().__init__()
         self.card = card
         self.address_hex = address_hex
+        self.ascii = ascii
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="card-dialog"):
             yield Static("My contact card", classes="dialog-title")
-            yield QRCode(self.card, id="card-qr")
+            yield QRCode(self.card, id="card-qr", ascii=self.ascii)
             yield Static(self.card, id="card-text", classes="dialog-text")
             yield Static(f"address {self.address_hex}", classes="dialog-hint")
             with Horizontal(classes="dialog-buttons"):
@@ -71,7 +74,7 @@ class _KeyDialog(ModalScreen[ResultT]):
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def show_error(self, text: str) -> None:
-        self.query_one("#error", Static).update(text)
+        self.query_one("#error", Static).update(Content(shown(text)))
 
     def set_busy(self, busy: bool) -> None:
         self.query_one(LoadingIndicator).display = busy

@@ -10,9 +10,11 @@ from textual.content import Content
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
-from comm_tui.app.format import list_time, one_line, short_address
+from comm_tui.app.format import list_time, one_line, short_address, shown
 from comm_tui.app.messages import ConversationOpened
 
+# Fits the list at its narrowest (28 columns, less its border and padding).
+PREVIEW_CHARS = 24
 EMPTY_HINT = "No contacts yet.\nPress ctrl+n to add one."
 
 
@@ -38,7 +40,7 @@ class ContactEntry:
 
 def _prompt(entry: ContactEntry) -> Content:
     name_style = "bold $warning" if entry.is_request else "bold"
-    parts: list[str | Content | tuple[str, str]] = [(entry.title, name_style)]
+    parts: list[str | Content | tuple[str, str]] = [(shown(entry.title), name_style)]
     if entry.unread:
         parts += [" ", (f" {entry.unread} ", "bold $text-accent on $accent-muted")]
     if entry.last_time is not None:
@@ -47,7 +49,7 @@ def _prompt(entry: ContactEntry) -> Content:
     if entry.is_request:
         parts.append(("wants to talk: a to accept, i to ignore", "italic $text-warning"))
     elif entry.last_text is not None:
-        parts.append((one_line(entry.last_text, 30), "$text-muted"))
+        parts.append((one_line(entry.last_text, PREVIEW_CHARS), "$text-muted"))
     else:
         parts.append(("no messages yet", "italic $text-muted"))
     return Content.assemble(*parts)

@@ -17,7 +17,14 @@ from textual.content import Content
 from textual.message import Message
 from textual.widgets import Button, Input, Static
 
-from comm_tui.app.format import STATE_HELP, STATE_MARKS, message_time, short_address
+from comm_tui.app.format import (
+    ASCII_STATE_MARKS,
+    STATE_HELP,
+    STATE_MARKS,
+    message_time,
+    short_address,
+    shown,
+)
 from comm_tui.app.messages import RequestAnswered, SendRequested
 from comm_tui.app.widgets.contact_list import ContactEntry
 from comm_tui.store.db import DEFAULT_HISTORY_PAGE, HistoryRow
@@ -36,16 +43,17 @@ class HistorySource(Protocol):
 class MessageRow(Horizontal):
     """One message: time and delivery mark on the left, the wrapped text on the right."""
 
-    def __init__(self, row: HistoryRow) -> None:
+    def __init__(self, row: HistoryRow, marks: dict[str, str] = STATE_MARKS) -> None:
         super().__init__(classes="-out" if row.direction == "out" else "-in")
         self.row = row
+        self.marks = marks
 
     def compose(self) -> ComposeResult:
         yield Static(self._meta(), classes="meta")
-        yield Static(Content(self.row.text), classes="body")
+        yield Static(Content(shown(self.row.text)), classes="body")
 
     def _meta(self) -> Content:
-        mark = STATE_MARKS.get(self.row.state, "")
+        mark = self.marks.get(self.row.state, "")
         style = {"delivered": "$text-success", "expired": "$text-error"}.get(
             self.row.state, "$text-muted"
         )
@@ -96,9 +104,10 @@ class RequestBar(Horizontal):
 class ConversationView(Vertical):
     """Title, request bar, history and input for the open conversation."""
 
-    def __init__(self, source: HistorySource, **kwargs: object) -> None:
+    def __init__(self, source: HistorySource, *, ascii: bool = False, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.source = source
+        self.marks = ASCII_STATE_MARKS if ascii else STATE_MARKS
         self.peer: ContactEntry | None = None
         self._rows: dict[int, MessageRow] = {}
         self._oldest_id: int | None = None
@@ -135,7 +144,7 @@ class ConversationView(Vertical):
         rows = self.source.history(peer.peer_address, DEFAULT_HISTORY_PAGE)
         self._has_older = len(rows) == DEFAULT_HISTORY_PAGE
         self._oldest_id = rows[0].id if rows else None
-        widgets = [MessageRow(row) for row in rows]
+        widgets = [MessageRow(row, self.marks) for row in rows]
         self._rows = {w.row.id: w for w in widgets}
         await log.mount_all(widgets)
         log.anchor()
@@ -144,7 +153,7 @@ class ConversationView(Vertical):
         """Update the title and request bar (after a rename or an accept)."""
         self.peer = peer
         title = Content.assemble(
-            (peer.title, "bold"), "  ", (peer.peer_address.hex(), "$text-muted")
+            (shown(peer.title), "bold"), "  ", (peer.peer_address.hex(), "$text-muted")
         )
         self.query_one("#conversation-title", Static).update(title)
         self.query_one(RequestBar).display = peer.is_request
@@ -153,7 +162,7 @@ class ConversationView(Vertical):
         message_input.placeholder = (
             "Accept the request to reply"
             if peer.is_request
-            else f"Message {peer.title} ({short_address(peer.peer_address)}); Enter sends"
+            else f"Message {shown(peer.title)} ({short_address(peer.peer_address)}); Enter sends"
         )
 
     async def close(self) -> None:
@@ -173,7 +182,7 @@ class ConversationView(Vertical):
         """Append a new message of the open conversation."""
         if row.peer_address != self.peer_address or row.id in self._rows:
             return
-        widget = MessageRow(row)
+        widget = MessageRow(row, self.marks)
         self._rows[row.id] = widget
         self.query_one(MessageLog).mount(widget)
 
@@ -201,7 +210,7 @@ class ConversationView(Vertical):
             self._oldest_id = rows[0].id
             log = self.query_one(MessageLog)
             height_before = log.virtual_size.height
-            widgets = [MessageRow(row) for row in rows]
+            widgets = [MessageRow(row, self.marks) for row in rows]
             self._rows.update({w.row.id: w for w in widgets})
             first = log.children[0] if log.children else None
             await log.mount_all(widgets, before=first)

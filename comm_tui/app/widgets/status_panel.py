@@ -10,7 +10,7 @@ from textual.content import Content
 from textual.reactive import reactive
 from textual.widgets import Sparkline, Static
 
-from comm_tui.app.format import ago, short_address, size
+from comm_tui.app.format import ago, short_address, shown, size
 from comm_tui.app.status import StatusSnapshot
 from comm_tui.app.widgets.qr import QRCode
 
@@ -31,10 +31,14 @@ def _rows(*pairs: tuple[str, str | Content]) -> Content:
     return Content("\n").join(lines)
 
 
-def bucket_bar(fill: tuple[tuple[int, int], ...], k: int = 8) -> str:
+# Empty, then eighths of a full bucket.
+BUCKET_MARKS = "·▁▂▃▄▅▆▇█"
+ASCII_BUCKET_MARKS = ".12345678"
+
+
+def bucket_bar(fill: tuple[tuple[int, int], ...], k: int = 8, marks: str = BUCKET_MARKS) -> str:
     """One character per bucket, farthest first, from empty (·) to full (█)."""
-    marks = " ▁▂▃▄▅▆▇█"
-    return "".join("·" if n == 0 else marks[min(8, max(1, round(8 * n / k)))] for _, n in fill)
+    return "".join(marks[0] if n == 0 else marks[min(8, max(1, round(8 * n / k)))] for _, n in fill)
 
 
 class StatusPanel(VerticalScroll):
@@ -42,8 +46,9 @@ class StatusPanel(VerticalScroll):
 
     snapshot: reactive[StatusSnapshot | None] = reactive(None, init=False, always_update=True)
 
-    def __init__(self, **kwargs: object) -> None:
+    def __init__(self, *, ascii: bool = False, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.ascii = ascii
         self._previous: StatusSnapshot | None = None
         self._rates: deque[float] = deque([0.0] * TRAFFIC_HISTORY_SAMPLES, TRAFFIC_HISTORY_SAMPLES)
 
@@ -56,11 +61,12 @@ class StatusPanel(VerticalScroll):
         yield Static(id="status-relay")
         yield Static("Traffic", classes="section-title")
         yield Static(id="status-traffic")
-        yield Sparkline(list(self._rates), id="status-sparkline")
+        if not self.ascii:  # its bars are block characters
+            yield Sparkline(list(self._rates), id="status-sparkline")
         yield Static("Peers", classes="section-title")
         yield Static(id="status-peers")
         yield Static("My card (scan or ctrl+y to copy)", classes="section-title")
-        yield QRCode(id="status-qr")
+        yield QRCode(id="status-qr", ascii=self.ascii)
 
     def watch_snapshot(self, snapshot: StatusSnapshot | None) -> None:
         if snapshot is None:
@@ -84,6 +90,7 @@ class StatusPanel(VerticalScroll):
                 snapshot.card,
             )
         )
+        marks = ASCII_BUCKET_MARKS if self.ascii else BUCKET_MARKS
         node_rows = _rows(
             (
                 "state",
@@ -91,9 +98,9 @@ class StatusPanel(VerticalScroll):
                     snapshot.state, STATE_STYLES.get(snapshot.state, "bold $text-warning")
                 ),
             ),
-            ("listen", snapshot.listen),
+            ("listen", shown(snapshot.listen)),
             ("routing table", f"{snapshot.table_size} nodes"),
-            ("buckets", bucket_bar(snapshot.bucket_fill) or "·"),
+            ("buckets", bucket_bar(snapshot.bucket_fill, marks=marks) or marks[0]),
             ("outbox", f"{snapshot.outbox} waiting for an ack"),
         )
         if snapshot.state == "no peers":
@@ -121,12 +128,13 @@ class StatusPanel(VerticalScroll):
                 ("now", f"{rate:.0f} datagrams/s (last {TRAFFIC_HISTORY_SAMPLES} s below)"),
             )
         )
-        self.query_one("#status-sparkline", Sparkline).data = list(self._rates)
+        for sparkline in self.query(Sparkline):
+            sparkline.data = list(self._rates)
         peers = [
             Content.assemble(
                 short_address(peer.address),
                 "  ",
-                (peer.endpoint.ljust(21), "$text-muted"),
+                (shown(peer.endpoint).ljust(21), "$text-muted"),
                 " ",
                 ago(snapshot.now - peer.last_seen).rjust(4),
             )

@@ -1,0 +1,207 @@
+"""Hostile text from peers: the app stays up and shows it as written (issue #8, finding 3).
+
+A stranger can send anyone a text. Before, a received ``hi [/] there`` reached
+``notify()`` as Textual markup, raised MarkupError and closed the app; action links
+and terminal escapes went through too. Here every hostile string, and arbitrary
+text from hypothesis, goes through the real app as a message request and as a
+contact's message, and the screen must show it literally: the notification and the
+conversation, with control and bidi characters replaced by visible marks.
+``run_test`` leaves toasts out unless asked (``notifications=True``), and the crash
+was in drawing the toast, so every test here asks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from textual.pilot import Pilot
+from textual.widget import Widget
+from textual.widgets._toast import Toast
+
+from comm_tui.app import CommApp, app_session
+from comm_tui.app.app import NOTIFY_PREVIEW_CHARS
+from comm_tui.app.format import one_line, shown
+from comm_tui.app.messages import ConversationOpened, NodeEvent
+from comm_tui.app.widgets.conversation import ConversationView, MessageLog
+from comm_tui.crypto.identity import Identity
+from comm_tui.crypto.keyfile import FAST_KDF_ENV
+from comm_tui.net.service import IncomingText, NodeService
+from comm_tui.store.db import Database
+from tests.app_helpers import SIZE, WAIT_S, make_profile, wait_until
+
+pytestmark = pytest.mark.timeout(90)
+
+HOSTILE_TEXTS = [
+    "hi [/] there",
+    "[/]",
+    "[",
+    "]]][[[",
+    "[@click=app.quit]press me[/]",
+    "[link=https://example.com]harmless[/link]",
+    "[b red on white]shouting[/] \\[escaped] \\\\[/]",
+    "$text-error [$accent]variables[/]",
+    "\x1b[31mred\x1b[0m and \x1b[2J cleared",
+    "\x1b]0;new title\x07 and \x1b]8;;https://x\x1b\\link\x1b]8;;\x1b\\",
+    "\x9b31m one-byte CSI, \x07 bell, \b\b\b backspaces, \r carriage return",
+    "abc \u202edcba\u202c \u2067isolated\u2069 \u202aembed\u202c",
+    "zero\u200bwidth\u200d\u200c joiners\ufeff and e\u0301\u0301\u0301 combining",
+    "line one\nline two\n\n\ttabbed",
+    "x" * 65_536,
+]
+HOSTILE_NAMES = ["[/]", "[@click=app.quit]bob", "\u202eevil\u202c", "[link=https://x]y"]
+ids = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _fast_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(FAST_KDF_ENV, "1")
+
+
+def _flat(text: str) -> str:
+    """Text with its whitespace removed: wrapping may break or drop spaces, nothing else."""
+    return "".join(char for char in text if not char.isspace())
+
+
+def screen_text(app: CommApp, widget: Widget) -> str:
+    """What the terminal shows inside ``widget``'s content, clipped to its container."""
+    region = widget.content_region
+    container = widget.parent
+    while container is not None and not isinstance(container, MessageLog | CommApp):
+        container = container.parent
+    if isinstance(container, MessageLog):
+        region = region.intersection(container.content_region)
+    strips = app.screen._compositor.render_strips()
+    return "\n".join(strips[y].crop(region.x, region.right).text for y in region.line_range)
+
+
+async def _until_shown(pilot: Pilot[int], shown_now: Callable[[], str], expected: str) -> None:
+    """Wait (the screen settles asynchronously) until ``shown_now()`` is ``expected``."""
+    deadline = time.monotonic() + WAIT_S
+    while shown_now() != expected and time.monotonic() < deadline:
+        await pilot.pause(0.02)
+    assert shown_now() == expected
+
+
+async def _receive(
+    pilot: Pilot[int], app: CommApp, text: str, sender: Identity, name: str | None
+) -> None:
+    """``sender`` (a contact named ``name``, or a stranger) sends ``text``; check the screen."""
+    db = app.profile.db
+    if name is not None:
+        db.add_contact(name, sender.key, sender.address, time.time())
+    row = db.add_incoming(
+        next(ids).to_bytes(16, "big"), sender.key, sender.address, text, 1, time.time()
+    )
+    assert row is not None
+    app.clear_notifications()
+    app.post_message(NodeEvent(IncomingText(row)))
+    title = "Message request" if name is None else name
+    preview = one_line(text, NOTIFY_PREVIEW_CHARS)
+    await _until_shown(
+        pilot,
+        lambda: "".join(_flat(screen_text(app, toast)) for toast in app.screen.query(Toast)),
+        _flat(shown(title) + preview),
+    )
+    app.clear_notifications()  # the toast would cover the conversation
+
+    app.post_message(ConversationOpened(sender.address, focus_input=False))
+    conversation = app.query_one(ConversationView)
+    await wait_until(pilot, lambda: conversation.row_widget(row.id), "the message", 0.02)
+    widget = conversation.row_widget(row.id)
+    assert widget is not None
+    log = conversation.query_one(MessageLog)
+    log.scroll_to_widget(widget, animate=False, top=True, immediate=True)
+    expected = _flat(shown(text))
+    if widget.region.height <= log.content_region.height:
+        await _until_shown(
+            pilot, lambda: _flat(screen_text(app, widget.query_one(".body"))), expected
+        )
+    else:  # taller than the pane: what shows is a part of it, as written
+        await pilot.pause()
+        visible = _flat(screen_text(app, widget.query_one(".body")))
+        assert visible and visible in expected
+    title_bar = conversation.query_one("#conversation-title")
+    await _until_shown(
+        pilot,
+        lambda: _flat(screen_text(app, title_bar))[: len(_flat(shown(name or "request")))],
+        _flat(shown(name or "request")),
+    )
+    assert app.is_running
+
+
+async def _receive_all(data_dir: Path, texts: list[str]) -> None:
+    """Each text once from a new stranger and once from a new contact, in one app."""
+    make_profile(data_dir)
+    with app_session(data_dir=data_dir, listen="127.0.0.1:0") as app:
+        async with app.run_test(size=SIZE, notifications=True) as pilot:
+            for i, text in enumerate(texts):
+                await _receive(pilot, app, text, Identity.generate(), None)
+                name = f"{HOSTILE_NAMES[i % len(HOSTILE_NAMES)]} {i}"
+                await _receive(pilot, app, text, Identity.generate(), name)
+        assert app.return_code in (None, 0)
+
+
+def test_shown_leaves_no_control_or_bidi_character() -> None:
+    every = "".join(chr(c) for c in range(0x2100)) + "\ud800\udfff"
+    result = shown(every)
+    assert len(result) == len(every)
+    for char in result:
+        code = ord(char)
+        assert char in "\n\t" or not (code < 0x20 or 0x7F <= code < 0xA0)
+        assert not (0x202A <= code <= 0x202E or 0x2066 <= code <= 0x2069)
+        assert not 0xD800 <= code <= 0xDFFF
+    assert shown("\x1b[31m") == "\u241b[31m"
+    assert shown("a [/] b\n\te\u0301\u200b") == "a [/] b\n\te\u0301\u200b"
+
+
+async def test_hostile_texts_and_names_are_shown_literally(tmp_path: Path) -> None:
+    await _receive_all(tmp_path, HOSTILE_TEXTS)
+
+
+@settings(
+    max_examples=2,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(st.lists(st.text(min_size=1, max_size=300), min_size=5, max_size=5))
+def test_arbitrary_texts_are_shown_literally(texts: list[str]) -> None:
+    with tempfile.TemporaryDirectory() as data_dir:
+        asyncio.run(_receive_all(Path(data_dir), texts))
+
+
+async def test_stranger_markup_text_cannot_crash_the_app(tmp_path: Path) -> None:
+    """A non-contact's node sends markup over real UDP; the app shows it and stays up."""
+    me = make_profile(tmp_path / "me")
+    attack = "hi [/] there [@click=app.quit]x[/] [link=https://x]y \x1b]0;owned\x07"
+    with app_session(data_dir=tmp_path / "me", listen="127.0.0.1:0") as app:
+        async with app.run_test(size=SIZE, notifications=True) as pilot:
+            await wait_until(pilot, lambda: app.service is not None, "the node to start")
+            assert app.service is not None and app.service.bound is not None
+            db = Database.open(tmp_path / "stranger.db")
+            stranger = NodeService(
+                Identity.generate(), db, listen=("127.0.0.1", 0), bootstrap=[app.service.bound]
+            )
+            await stranger.start()
+            try:
+                await wait_until(pilot, lambda: stranger.node.state == "online", "stranger joins")
+                stranger.send_text(me.public, attack)
+                expected = "Message request" + one_line(attack, NOTIFY_PREVIEW_CHARS)
+                await _until_shown(
+                    pilot,
+                    lambda: "".join(_flat(screen_text(app, t)) for t in app.screen.query(Toast)),
+                    _flat(expected),
+                )
+                await pilot.pause(0.5)
+                assert app.is_running
+            finally:
+                await stranger.stop()
+                db.close()
+        assert app.return_code in (None, 0)
