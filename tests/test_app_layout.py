@@ -146,3 +146,7 @@ def test_ascii_is_chosen_by_env_or_detected() -> None:
     assert ascii_only({"TERM": "linux"}, "UTF-8")
     assert ascii_only({"COMM_TUI_ASCII": "1"}, "utf-8")
     assert not ascii_only({"COMM_TUI_ASCII": "0", "TERM": "linux"}, "ascii")
+    # The profile's setting, between the environment and detection.
+    assert ascii_only({}, "utf-8", configured=True)
+    assert not ascii_only({"TERM": "linux"}, "ascii", configured=False)
+    assert not ascii_only({"COMM_TUI_ASCII": "0"}, "utf-8", configured=True)

@@ -23,19 +23,22 @@ def test_hand_written_file_is_read(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text(
         'listen = ":7000"\nbootstrap = ["198.51.100.7:7000", "[2001:db8::1]:7000"]\n'
-        'nickname = "Zoë"\nlan_discovery = false\n'
+        'nickname = "Zoë"\nlan_discovery = false\nascii = true\n'
     )
     assert load_config(path) == Config(
         listen=":7000",
         bootstrap=["198.51.100.7:7000", "[2001:db8::1]:7000"],
         nickname="Zoë",
         lan_discovery=False,
+        ascii=True,
     )
 
 
 def test_save_then_load_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
-    config = Config(listen="0.0.0.0:0", bootstrap=["a.example:1", "9"], nickname='q"\\\n\t\x00')
+    config = Config(
+        listen="0.0.0.0:0", bootstrap=["a.example:1", "9"], nickname='q"\\\n\t\x00', ascii=False
+    )
     save_config(path, config)
     assert load_config(path) == config
     save_config(path, Config())
@@ -70,6 +73,7 @@ def test_unwritable_directory_is_a_storage_error(tmp_path: Path) -> None:
         ('bootstrap = "1.2.3.4:5"', "'bootstrap' must be a list of strings"),
         ("bootstrap = [1]", "'bootstrap' must be a list of strings"),
         ('lan_discovery = "yes"', "'lan_discovery' must be true or false"),
+        ("ascii = 1", "'ascii' must be true or false"),
         ("bootsrap = []", "unknown setting 'bootsrap'"),
         ('listen = "nonsense"', "'listen': invalid address 'nonsense': missing port"),
         ('bootstrap = ["h:0"]', "'bootstrap': invalid address 'h:0': port must be between"),

@@ -112,7 +112,7 @@ class CommApp(App[int]):
         self.card = encode_card(profile.identity.public)
         if ascii is None:
             encoding = sys.__stdout__.encoding if sys.__stdout__ is not None else None
-            ascii = ascii_only(os.environ, encoding)
+            ascii = ascii_only(os.environ, encoding, profile.config.ascii)
         self.ascii = ascii
         self.status_in_wide = profile.db.get_meta(STATUS_META_KEY) != "hidden"
         self.status_over = False  # opened over the conversation, in the narrower layouts

@@ -65,16 +65,21 @@ def shown(text: str) -> str:
     return _SURROGATE.sub("\ufffd", text.translate(_SHOWN))
 
 
-def ascii_only(env: Mapping[str, str], encoding: str | None) -> bool:
+def ascii_only(
+    env: Mapping[str, str], encoding: str | None, configured: bool | None = None
+) -> bool:
     """Whether to draw marks and the QR code with ASCII alone.
 
-    ``COMM_TUI_ASCII=1`` asks for it and ``=0`` refuses it; otherwise it is used when
-    the output encoding is not UTF-8 (the marks and half blocks cannot be written)
-    or the terminal is the Linux console, whose built-in font lacks ✓ and ◷.
+    ``COMM_TUI_ASCII=1`` asks for it and ``=0`` refuses it; then the profile's
+    ``ascii = true/false`` setting; otherwise it is used when the output encoding is
+    not UTF-8 (the marks and half blocks cannot be written) or the terminal is the
+    Linux console, whose built-in font lacks ✓ and ◷.
     """
     chosen = env.get(ASCII_ENV, "").strip()
     if chosen in ("0", "1"):
         return chosen == "1"
+    if configured is not None:
+        return configured
     try:
         utf8 = codecs.lookup(encoding or "utf-8").name == "utf-8"
     except LookupError:

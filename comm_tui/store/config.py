@@ -1,4 +1,5 @@
-"""A profile's settings file (TOML): listen address, bootstrap nodes, nickname, LAN discovery.
+"""A profile's settings file (TOML): listen address, bootstrap nodes, nickname, LAN discovery,
+and whether the app draws with ASCII alone.
 
 The file is meant to be edited by hand as well as by the app, so reading it names the file
 and the exact problem, and unknown keys are refused rather than silently ignored (a typo
@@ -43,6 +44,8 @@ class Config:
     bootstrap: list[str] = field(default_factory=list)
     nickname: str | None = None
     lan_discovery: bool = True
+    # None: detect whether the terminal can draw the marks (app.format.ascii_only).
+    ascii: bool | None = None
 
 
 def load_config(path: Path) -> Config:
@@ -77,8 +80,12 @@ def load_config(path: Path) -> Config:
             if not isinstance(value, bool):
                 raise UserError(f"config file {path}: 'lan_discovery' must be true or false")
             config.lan_discovery = value
+        elif key == "ascii":
+            if not isinstance(value, bool):
+                raise UserError(f"config file {path}: 'ascii' must be true or false")
+            config.ascii = value
         else:
-            known = "listen, bootstrap, nickname, lan_discovery"
+            known = "listen, bootstrap, nickname, lan_discovery, ascii"
             raise UserError(f"config file {path}: unknown setting {key!r} (known: {known})")
     return config
 
@@ -92,6 +99,8 @@ def save_config(path: Path, config: Config) -> None:
     if config.nickname is not None:
         lines.append(f"nickname = {_toml_string(config.nickname)}")
     lines.append(f"lan_discovery = {'true' if config.lan_discovery else 'false'}")
+    if config.ascii is not None:
+        lines.append(f"ascii = {'true' if config.ascii else 'false'}")
     try:
         content = ("\n".join(lines) + "\n").encode("utf-8")
     except UnicodeEncodeError as err:
