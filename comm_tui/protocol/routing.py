@@ -91,18 +91,26 @@ class _Bucket:
     replacements: dict[bytes, NodeEntry] = field(default_factory=dict)  # least recent first
 
 
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address ``host`` names (an IPv4-mapped IPv6 one as IPv4), None for a name."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
 @functools.lru_cache(maxsize=IP_PREFIX_CACHE_HOSTS)
 def _ip_prefix(host: str) -> str | None:
     """The network a host shares with its neighbours for the per-bucket limit.
 
     ``None`` for loopback (exempt). A host that is not an IP address is its own prefix.
     """
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
+    ip = _ip(host)
+    if ip is None:
         return f"host:{host}"
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
     if ip.is_loopback:
         return None
     prefix_bits = IPV4_PREFIX_BITS if ip.version == 4 else IPV6_PREFIX_BITS
@@ -117,12 +125,9 @@ def origin_network(endpoint: Endpoint) -> str:
     endpoints each count alone (host and port), so nodes on one machine are told apart.
     """
     host, port = endpoint
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
+    ip = _ip(host)
+    if ip is None:
         return f"host:{host}"
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
     if ip.is_loopback:
         return f"{ip}:{port}"
     prefix_bits = IPV4_PREFIX_BITS if ip.version == 4 else IPV6_ORIGIN_PREFIX_BITS
