@@ -20,6 +20,7 @@ from comm_tui.protocol.routing import (
     RoutingTable,
     common_prefix_length,
     distance,
+    origin_network,
 )
 
 KEY = b"\x00" * 32
@@ -563,3 +564,14 @@ def test_closest_equals_brute_force(nodes: list[bytes], target: bytes) -> None:
     for count in (1, 3, 8, 100):
         got = [entry.address for entry in table.closest(target, count)]
         assert got == brute_force_closest(table, target, count)
+
+
+def test_origin_network_is_what_an_attacker_has_not_what_it_claims() -> None:
+    """Quotas count networks: an IPv4 /24, an IPv6 /48; on loopback every node alone."""
+    assert origin_network(("198.18.5.7", 1)) == origin_network(("198.18.5.200", 9))
+    assert origin_network(("198.18.5.7", 1)) != origin_network(("198.18.6.7", 1))
+    assert origin_network(("::ffff:198.18.5.7", 1)) == "198.18.5.0/24"
+    assert origin_network(("2001:db8:1:2::1", 1)) == origin_network(("2001:db8:1:ffff::9", 1))
+    assert origin_network(("2001:db8:1::1", 1)) != origin_network(("2001:db8:2::1", 1))
+    assert origin_network(("127.0.0.1", 4000)) != origin_network(("127.0.0.1", 4001))
+    assert origin_network(("node.example", 1)) == "host:node.example"
