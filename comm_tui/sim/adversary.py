@@ -549,3 +549,72 @@ class HelloFloodAdversary(Adversary):
 
     def figures(self) -> dict[str, float]:
         return {"hellos": float(self.hellos)}
+
+
+def fetch_amplification(*, items: int = 520, fetches: int = 3, seed: int = 0) -> dict[str, float]:
+    """Finding 1, measured: junk stored for key M2 at a relay, then Fetches from a forged address.
+
+    Key M1 hands one honest relay ``items`` junk messages addressed to key M2 (paced
+    under the relay's store-rate limit); then M2 sends ``fetches`` Fetches, one every
+    5 s, each with the source address forged to a victim's (where no node listens).
+    Counts the bytes the relay sends to the victim within 1 s of each Fetch.
+    """
+    rng = random.Random(f"fetch-amplification-{seed}")  # not the network's own stream
+    net = SimNetwork(seed)
+    relay = net.add_node()
+    m1 = internals.make_codec(Identity.from_seed(rng.randbytes(SEED_BYTES)), rng.getrandbits(32))
+    m2_identity = Identity.from_seed(rng.randbytes(SEED_BYTES))
+    m2 = internals.make_codec(m2_identity, rng.getrandbits(32))
+    m1_endpoint: Endpoint = ("10.250.0.1", 4000)
+    victim = forged_endpoint(7)
+    relay_key = relay.node.identity.key
+    to_victim = [0]
+
+    def tap(data: bytes, source: Endpoint, dest: Endpoint) -> None:
+        if dest == victim and source == relay.endpoint:
+            to_victim[0] += len(data)
+
+    net.tap = tap
+    setup_bytes = 0
+    for _ in range(items):
+        msg = pb.Message(
+            recipient=m2_identity.address,
+            expires_ms=int((net.now + internals.MAX_TTL_S - 60) * 1000),
+            sealed=rng.randbytes(internals.SEALED_BYTES),
+        )
+        data = internals.encode_frame(m1, relay_key, pb.Frame(message=msg), net.now)
+        setup_bytes += len(data)
+        net.send_raw(data, m1_endpoint, relay.endpoint)
+        net.run_for(0.02)  # 50/s, under the per-key store rate
+    net.run_for(5)
+    stored = internals.store_bytes(relay.node)
+    refused = internals.rejections(relay.node)
+    factors: list[float] = []
+    fetch_bytes = 0
+    for _ in range(fetches):
+        data = internals.encode_frame(m2, relay_key, pb.Frame(fetch=pb.Fetch()), net.now)
+        fetch_bytes += len(data)
+        before = to_victim[0]
+        net.send_raw(data, victim, relay.endpoint)
+        net.run_for(1.0)
+        factors.append((to_victim[0] - before) / len(data))
+        net.run_for(4.0)
+    in_table = m2_identity.key in internals.table_keys(relay.node)
+    return {
+        "delivered": None,  # type: ignore[dict-item]
+        "attacker_datagrams": float(items + fetches),
+        "attacker_bytes": float(setup_bytes + fetch_bytes),
+        "fetch_bytes": float(fetch_bytes),
+        "amplification": round(factors[0], 1) if factors else 0.0,
+        "store_max_bytes": float(stored),
+        "victim_cpu_s": round(relay.cpu_s, 3),
+        "honest_cpu_s": round(relay.cpu_s, 3),
+        "details": {  # type: ignore[dict-item]
+            "junk_items": float(items),
+            "bytes_to_forged_address": float(to_victim[0]),
+            "amplification_first_fetch": round(factors[0], 1) if factors else 0.0,
+            "amplification_mean": round(sum(factors) / len(factors), 1) if factors else 0.0,
+            "fetcher_in_table_at_forged_address": float(in_table),
+            **{f"relay_rejected_{k}": float(v) for k, v in refused.items()},
+        },
+    }
