@@ -48,6 +48,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--latency-ms", type=float, default=40.0, help="median one-way link latency"
     )
     parser.add_argument("--loss", type=float, default=0.0, help="datagram loss probability")
+    parser.add_argument(
+        "--store-scale",
+        type=int,
+        default=1,
+        help="divide relay-store quotas by this (a short `fill` run fills them sooner)",
+    )
     parser.add_argument("--samples", action="store_true", help="add raw latency samples to --json")
     parser.add_argument("--profile", action="store_true", help="print the cProfile hot spots")
     args = parser.parse_args(argv)
@@ -72,6 +78,7 @@ def scenario_of(args: argparse.Namespace) -> Scenario:
         offline=args.offline,
         join=args.join,
         link=LinkModel(latency_s=args.latency_ms / 1000, loss=args.loss),
+        store_scale=max(1, args.store_scale),
     )
 
 

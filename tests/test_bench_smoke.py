@@ -62,3 +62,36 @@ def test_soak_script_smoke() -> None:
     assert figures["hostile_in_victim_table"] == 0
     assert figures["bytes_to_hostile_sockets"] <= 3 * figures["bytes_from_hostile_sockets"]
     assert figures["peak_rss_mib"] > 0
+
+
+def test_attacks_script_quick() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "attacks.py"), "--quick", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = {row["attack"]: row for row in json.loads(result.stdout)["rows"]}
+    expected = {"baseline", "drop", "forge-ack", "eclipse", "tamper", "fill", "sybil"}
+    assert set(rows) == expected | {"hello-flood", "fetch-amp"}
+    for name in expected | {"hello-flood"}:
+        row = rows[name]
+        assert row["messages"] >= 6 and row["nodes"] >= 30
+        assert 0.0 <= row["delivered"] <= 1.0 and row["latency_p99_ms"] > 0
+        assert row["honest_cpu_s"] > 0 and row["peak_rss_mib"] > 10
+        if name != "baseline":
+            # Every attack injected traffic of its own, and datagrams of real size.
+            assert row["adversaries"] >= 1 and row["attacker_datagrams"] >= 10
+            assert row["attacker_bytes"] >= 60 * row["attacker_datagrams"]
+    assert rows["fill"]["details"]["junk_messages"] == rows["fill"]["attacker_datagrams"]
+    assert rows["fill"]["details"]["fresh_keys"] > 1
+    assert rows["hello-flood"]["details"]["hellos"] > 5000
+    assert rows["hello-flood"]["details"]["victim_honest_datagrams"] > 0
+    assert rows["sybil"]["details"]["sybil_keys"] > 10
+    assert rows["tamper"]["details"]["raced_copies"] > 0
+    fetch = rows["fetch-amp"]
+    assert fetch["attacker_datagrams"] == 102 and fetch["details"]["junk_items"] > 0
+    assert fetch["amplification"] >= 0 and fetch["attacker_bytes"] > 100 * 1000

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
@@ -48,6 +49,8 @@ class SimNode:
     events: list[Event] = field(default_factory=list)
     # Adversarial behaviour: gets (sim node, datagram, from) and returns True to swallow it.
     intercept: Callable[[SimNode, bytes, Endpoint], bool] | None = None
+    # Wall-clock seconds the protocol core spent on this node's datagrams and timers.
+    cpu_s: float = 0.0
 
 
 class SimNetwork:
@@ -61,7 +64,10 @@ class SimNetwork:
         self.datagrams_sent = 0
         self.datagrams_lost = 0
         self.datagrams_undelivered = 0  # arrived at a node that was offline
+        self.bytes_sent = 0
         self.on_event: Callable[[SimNode, Event], None] | None = None
+        # Sees every datagram put on the wire: (data, source, destination).
+        self.tap: Callable[[bytes, Endpoint, Endpoint], None] | None = None
 
     def add_node(
         self,
@@ -112,8 +118,10 @@ class SimNetwork:
                 assert isinstance(sim, SimNode)
                 if sim.armed_at == when and sim.online:
                     sim.armed_at = None
+                    started = time.perf_counter()
                     sim.node.handle_timer(when)
                     self._drain(sim)
+                    sim.cpu_s += time.perf_counter() - started
             elif kind == "call":
                 assert callable(payload)
                 payload()
@@ -139,8 +147,14 @@ class SimNetwork:
             return
         if sim.intercept is not None and sim.intercept(sim, data, source):
             return
+        self.receive(sim, data, source)
+
+    def receive(self, sim: SimNode, data: bytes, source: Endpoint) -> None:
+        """Hand a datagram to a node's core and flush what it emits (interceptors use this)."""
+        started = time.perf_counter()
         sim.node.receive_datagram(data, source, self.now)
         self._drain(sim)
+        sim.cpu_s += time.perf_counter() - started
 
     def _drain(self, sim: SimNode) -> None:
         for data, dest in sim.node.datagrams_to_send():
@@ -160,6 +174,9 @@ class SimNetwork:
         if source_sim is not None and not source_sim.online:
             return
         self.datagrams_sent += 1
+        self.bytes_sent += len(data)
+        if self.tap is not None:
+            self.tap(data, source, dest)
         delay = self.link.sample(self.rng)
         if delay is None:
             self.datagrams_lost += 1

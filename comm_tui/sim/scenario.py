@@ -26,18 +26,28 @@ from typing import Literal
 
 from comm_tui.protocol.events import Event, TextReceived, TextStateChanged
 from comm_tui.protocol.node import NodeConfig, Policy
+from comm_tui.protocol.routing import Endpoint
+from comm_tui.sim import internals
 from comm_tui.sim.adversary import (
     ECLIPSE_PREFIX_BITS,
     Adversary,
     DropAdversary,
     EclipseAdversary,
+    FillAdversary,
     ForgeAckAdversary,
+    HelloFloodAdversary,
+    SybilAdversary,
+    TamperAdversary,
     identities_near,
 )
 from comm_tui.sim.network import LinkModel, SimNetwork, SimNode
 from comm_tui.sim.topology import join_via_protocol, warm_start
 
-AdversaryKind = Literal["drop", "forge-ack", "eclipse"]
+AdversaryKind = Literal["drop", "forge-ack", "eclipse", "tamper", "fill", "sybil", "hello-flood"]
+# Adversaries that send on their own at a rate (they start before the first text).
+FLOODS: frozenset[str] = frozenset({"fill", "hello-flood"})
+# Adversaries with one victim: half the texts go to it, half come from it.
+TARGETED: frozenset[str] = frozenset({"eclipse", "hello-flood"})
 JoinMode = Literal["warm", "protocol"]
 
 SETTLE_S = 30.0
@@ -69,6 +79,17 @@ class Scenario:
     join: JoinMode = "warm"
     link: LinkModel = field(default_factory=LinkModel)
     eclipse_prefix_bits: int = ECLIPSE_PREFIX_BITS
+    # Divides every relay-store quota (total, per target, per peer), so that a `fill`
+    # flood fills stores in seconds of virtual time instead of minutes.
+    store_scale: int = 1
+    fill_rate_per_s: float = 2000.0  # junk datagrams per second from each `fill` node
+    hello_rate_per_s: float = 5000.0  # hellos per second at the victim, all `hello-flood` nodes
+    sybil_pool: int = 2048  # keys each `sybil` node generates
+    sybil_per_victim: int = 8  # of which it sends this many, the nearest, to each honest node
+    # Floods start this long before the first text and go on this long after the last
+    # (then the network drains). Other adversaries are unaffected.
+    attack_lead_s: float = 10.0
+    attack_tail_s: float = 30.0
 
 
 @dataclass
@@ -96,6 +117,10 @@ class Results:
     forged_acks_rejected: int
     eclipse_to_target_delivered: float | None
     eclipse_from_target_delivered: float | None
+    # What the adversaries injected (not their nodes' honest-looking traffic).
+    attacker_datagrams: int
+    attacker_bytes: int
+    attack: dict[str, float]  # figures of the adversary kind (see _Run.attack_figures)
     virtual_s: float
     wall_s: float
     latencies_ms: list[float] = field(repr=False)
@@ -105,6 +130,7 @@ class Results:
         """Everything but the raw samples, as JSON-ready values."""
         out = asdict(self)
         del out["latencies_ms"], out["rejoin_delays_s"]
+        out["attack"] = {k: round(v, 4) for k, v in self.attack.items()}
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
 
 
@@ -125,6 +151,29 @@ class _Sent:
     offline: bool
 
 
+class RefusalMeter:
+    """Counts what a node refuses of datagrams from honest endpoints, by reason."""
+
+    def __init__(self, net: SimNetwork, sim: SimNode, honest: set[Endpoint]) -> None:
+        self.net = net
+        self.honest = honest
+        self.honest_datagrams = 0
+        self.refused: dict[str, int] = {}
+        sim.intercept = self.intercept
+
+    def intercept(self, sim: SimNode, data: bytes, source: Endpoint) -> bool:
+        if source not in self.honest:
+            self.net.receive(sim, data, source)
+            return True
+        before = internals.rejections(sim.node)
+        self.net.receive(sim, data, source)
+        self.honest_datagrams += 1
+        for reason, count in internals.rejections(sim.node).items():
+            if count > before.get(reason, 0):
+                self.refused[reason] = self.refused.get(reason, 0) + count - before.get(reason, 0)
+        return True
+
+
 class _Run:
     """The state of one scenario while it runs."""
 
@@ -142,17 +191,29 @@ class _Run:
         self.churned: set[SimNode] = set()
         self.churning = False
         self.sampling = False
-        self.eclipse_target: SimNode | None = None
+        self.eclipse_target: SimNode | None = None  # the victim of a targeted adversary
         self.honest: list[SimNode] = []
+        self.meter: RefusalMeter | None = None
+        self.forged_bytes = 0  # sent by honest nodes to endpoints where no node lives
+        self.sybil_share_peak = 0.0
 
     # ------------------------------------------------------------------ setup
 
     def build(self) -> None:
         s = self.s
-        config = NodeConfig(policy=s.policy)
+        scale = max(1, s.store_scale)
+        defaults = NodeConfig()
+        config = NodeConfig(
+            policy=s.policy,
+            store_total_bytes=defaults.store_total_bytes // scale,
+            store_per_target_bytes=defaults.store_per_target_bytes // scale,
+            store_per_peer_bytes=defaults.store_per_peer_bytes // scale,
+        )
         bad = round(s.nodes * s.adversaries)
         self.honest = [self.net.add_node(config=config) for _ in range(s.nodes - bad)]
-        if bad and s.adversary == "eclipse":
+        if bad and s.adversary in ("fill", "sybil", "tamper", "hello-flood"):
+            self._build_new_kind(s.adversary, bad, config)
+        elif bad and s.adversary == "eclipse":
             target = self.eclipse_target = self.honest[1]
             identities = identities_near(target.node.address, bad, s.eclipse_prefix_bits, self.rng)
             group = [self.net.add_node(identity, config) for identity in identities]
@@ -173,7 +234,50 @@ class _Run:
             warm_start(self.net, everyone, self.rng)
         else:
             join_via_protocol(self.net, everyone)
+        self.net.tap = self._tap
+        for adversary in self.adversaries:
+            if adversary.starts_early:
+                adversary.start(math.inf)
         self.net.run_for(SETTLE_S)
+
+    def _build_new_kind(self, kind: str, bad: int, config: NodeConfig) -> None:
+        s = self.s
+        sims = [self.net.add_node(config=config) for _ in range(bad)]
+        # What a crawl of the network finds: every honest node's key and endpoint.
+        crawl = [(h.node.identity.key, h.endpoint) for h in self.honest]
+        adversary: Adversary
+        for index, sim in enumerate(sims):
+            seed = self.rng.getrandbits(32)
+            if kind == "tamper":
+                adversary = TamperAdversary(self.net, sim, seed=seed)
+            elif kind == "fill":
+                adversary = FillAdversary(
+                    self.net, sim, crawl, seed=seed, rate_per_s=s.fill_rate_per_s
+                )
+            elif kind == "sybil":
+                victims = [(h.node.identity.key, h.node.address, h.endpoint) for h in self.honest]
+                adversary = SybilAdversary(
+                    self.net,
+                    sim,
+                    victims,
+                    seed=seed,
+                    first_index=index * s.sybil_pool,
+                    pool=s.sybil_pool,
+                    per_victim=s.sybil_per_victim,
+                )
+            else:
+                target = self.eclipse_target = self.honest[1]
+                adversary = HelloFloodAdversary(
+                    self.net, sim, target.endpoint, seed=seed, rate_per_s=s.hello_rate_per_s / bad
+                )
+            self.adversaries.append(adversary)
+        if kind == "hello-flood" and self.eclipse_target is not None:
+            honest = {h.endpoint for h in self.honest}
+            self.meter = RefusalMeter(self.net, self.eclipse_target, honest)
+
+    def _tap(self, data: bytes, source: Endpoint, dest: Endpoint) -> None:
+        if dest not in self.net.nodes:
+            self.forged_bytes += len(data)
 
     def plan(self) -> list[tuple[SimNode, SimNode, bool]]:
         """Who sends to whom; offline recipients are nodes that take no other part."""
@@ -213,6 +317,13 @@ class _Run:
         for sim in {r for _, r, offline in pairs if offline}:
             net.set_online(sim, False)
         window_start = net.now
+        flooding = self.s.adversary in FLOODS and bool(self.adversaries)
+        for adversary in self.adversaries:
+            if flooding and not adversary.starts_early:
+                adversary.start(math.inf)
+        if flooding:
+            net.run_for(self.s.attack_lead_s)
+            window_start = net.now
         datagrams_start = net.datagrams_sent
         frames_start = self._message_frames()
         last_event = window_start
@@ -228,6 +339,16 @@ class _Run:
             last_event = max(last_event, at)
         last_event = max(last_event, window_start + len(pairs) * SEND_INTERVAL_S)
         churn_end = last_event if rejoin_at else last_event + OFFLINE_MIN_S
+        attack_end = last_event + self.s.attack_tail_s
+        for adversary in self.adversaries:
+            if adversary.starts_early or flooding:
+                adversary.until = attack_end
+            else:
+                adversary.start(attack_end)
+        if self.s.adversary == "sybil" and self.adversaries:
+            net.call_at(window_start, self._sample_sybils)
+        if self.s.adversary in ("fill", "hello-flood", "sybil"):
+            churn_end = max(churn_end, attack_end)
         if self.s.churn_per_min > 0:
             self.churning = True
             net.call_at(window_start, self._churn_step)
@@ -322,6 +443,64 @@ class _Run:
                 self.store_peak[sim] = size
         self.net.call_at(self.net.now + STORE_SAMPLE_INTERVAL_S, self._sample_store)
 
+    def _sample_sybils(self) -> None:
+        if not self.sampling:
+            return
+        self.sybil_share_peak = max(self.sybil_share_peak, self._sybil_share()[0])
+        self.net.call_at(self.net.now + STORE_SAMPLE_INTERVAL_S, self._sample_sybils)
+
+    def _sybil_share(self) -> tuple[float, float]:
+        """Share of honest table entries that are Sybils, and of honest nodes with any."""
+        sybils: set[bytes] = set()
+        for adversary in self.adversaries:
+            if isinstance(adversary, SybilAdversary):
+                sybils |= adversary.sybil_keys
+        entries = hit = 0
+        infected = 0
+        for sim in self.honest:
+            keys = internals.table_keys(sim.node)
+            entries += len(keys)
+            mine = sum(key in sybils for key in keys)
+            hit += mine
+            infected += mine > 0
+        return hit / max(1, entries), infected / max(1, len(self.honest))
+
+    def attack_figures(self) -> dict[str, float]:
+        """What the adversaries did and what it cost the honest nodes, by adversary kind."""
+        out: dict[str, float] = {}
+        for adversary in self.adversaries:
+            for name, value in adversary.figures().items():
+                out[name] = out.get(name, 0.0) + value
+        kind = self.s.adversary
+        stores = [internals.store_bytes(sim.node) for sim in self.honest]
+        out["honest_store_bytes_max"] = float(max(stores, default=0))
+        out["honest_store_bytes_mean"] = sum(stores) / max(1, len(stores))
+        refused: dict[str, int] = {}
+        for sim in self.honest:
+            for reason, count in internals.rejections(sim.node).items():
+                refused[reason] = refused.get(reason, 0) + count
+        for reason in ("store_full", "peer_quota", "target_quota", "store_rate", "malformed"):
+            out[f"honest_rejected_{reason}"] = float(refused.get(reason, 0))
+        out["bytes_to_forged_endpoints"] = float(self.forged_bytes)
+        if kind == "sybil":
+            share, infected = self._sybil_share()
+            out["sybil_table_share_end"] = share
+            out["sybil_table_share_peak"] = max(share, self.sybil_share_peak)
+            out["honest_nodes_with_sybils"] = infected
+        target = self.eclipse_target
+        if target is not None and kind == "hello-flood":
+            out["to_victim_delivered"] = self._ratio(lambda o: o.recipient is target) or 0.0
+            out["from_victim_delivered"] = self._ratio(lambda o: o.sender is target) or 0.0
+            if self.meter is not None:
+                out["victim_honest_datagrams"] = float(self.meter.honest_datagrams)
+                out["victim_refused_honest"] = float(sum(self.meter.refused.values()))
+                for reason, count in self.meter.refused.items():
+                    out[f"victim_refused_honest_{reason}"] = float(count)
+            for reason, count in internals.rejections(target.node).items():
+                out[f"victim_rejected_{reason}"] = float(count)
+            out["victim_table_size"] = float(internals.table_size(target.node))
+        return out
+
     def _on_event(self, sim: SimNode, event: Event) -> None:
         if isinstance(event, TextReceived):
             self.received.setdefault(event.text_id, self.net.now)
@@ -354,7 +533,7 @@ class _Run:
         peaks = [float(self.store_peak.get(sim, 0)) for sim in self.honest]
         forged = sum(sim.node.stats.rejected["forged_ack"] for sim in self.honest)
         to_target = from_target = None
-        if self.eclipse_target is not None:
+        if self.eclipse_target is not None and s.adversary == "eclipse":
             to_target = self._ratio(lambda out: out.recipient is self.eclipse_target)
             from_target = self._ratio(lambda out: out.sender is self.eclipse_target)
         return Results(
@@ -381,6 +560,9 @@ class _Run:
             forged_acks_rejected=forged,
             eclipse_to_target_delivered=to_target,
             eclipse_from_target_delivered=from_target,
+            attacker_datagrams=sum(a.injected for a in self.adversaries),
+            attacker_bytes=sum(a.injected_bytes for a in self.adversaries),
+            attack=self.attack_figures() if self.adversaries else {},
             virtual_s=window_s,
             wall_s=wall_s,
             latencies_ms=sorted(latencies),
@@ -392,6 +574,9 @@ class _Run:
         if not chosen:
             return None
         return sum(tid in self.received for tid in chosen) / len(chosen)
+
+
+Run = _Run
 
 
 def run(scenario: Scenario) -> Results:

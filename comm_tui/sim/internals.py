@@ -1,0 +1,102 @@
+"""Everything the simulator's adversaries and attack measurements read of protocol internals.
+
+Whatever the attacks need beyond the public ``Node`` driver API goes through this
+module, so that a change in the core's internals is a change here only:
+
+- a ``Codec`` for an identity;
+- encoding a boxed frame and a cleartext hello for any key;
+- the node's own codec's ``encode_frame``, wrapped so a tampering node can rewrite the
+  frames it sends (inside the box, before they are sealed);
+- ``node.stats`` counters (rejections by reason, bytes), the relay store's byte total,
+  and the routing table's entries (keys, endpoints, the nearest to a target);
+- wire constants: ``MAX_HOPS``, ``SEALED_BYTES``, the longest TTL, the Fetch answer cap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from comm_tui.crypto.identity import Identity
+from comm_tui.protocol import wire_pb2 as pb
+from comm_tui.protocol.admission import CHALLENGE_BYTES
+from comm_tui.protocol.codec import HELLO_PADDING_BYTES, PROTOCOL_VERSION, Codec, Rejected
+from comm_tui.protocol.node import FETCH_ITEMS_MAX, MAX_HOPS, MAX_TTL_S, SEALED_BYTES, Node
+from comm_tui.protocol.routing import Endpoint
+
+__all__ = [
+    "CHALLENGE_BYTES",
+    "FETCH_ITEMS_MAX",
+    "MAX_HOPS",
+    "MAX_TTL_S",
+    "SEALED_BYTES",
+    "Codec",
+    "Rejected",
+    "closest_peers",
+    "encode_frame",
+    "hello_packet",
+    "make_codec",
+    "rejections",
+    "rewrite_outgoing_frames",
+    "store_bytes",
+    "table_keys",
+    "table_size",
+]
+
+FrameRewriter = Callable[[bytes, pb.Frame], pb.Frame]
+
+
+def make_codec(identity: Identity) -> Codec:
+    """A codec of its own for ``identity`` (adversaries encode and peek with it)."""
+    return Codec(identity)
+
+
+def encode_frame(codec: Codec, peer_key: bytes, frame: pb.Frame, now: float) -> bytes:
+    return codec.encode_frame(peer_key, frame, now)
+
+
+def hello_packet(key: bytes, challenge: bytes) -> bytes:
+    """A cleartext hello claiming ``key``: nothing in it proves the sender holds the key."""
+    packet = pb.Packet(
+        version=PROTOCOL_VERSION,
+        sender_key=key,
+        hello=pb.Hello(challenge=challenge, padding=bytes(HELLO_PADDING_BYTES)),
+    )
+    return packet.SerializeToString()
+
+
+def rewrite_outgoing_frames(node: Node, rewrite: FrameRewriter) -> Callable[..., bytes]:
+    """Make ``node`` pass every frame it sends through ``rewrite(peer_key, frame)``.
+
+    Returns the original ``encode_frame`` so the caller can still send untouched frames.
+    """
+    codec = node.codec
+    original: Callable[..., bytes] = codec.encode_frame
+
+    def encode(peer_key: bytes, frame: pb.Frame, now: float, *, cookie: bytes = b"") -> bytes:
+        return original(peer_key, rewrite(peer_key, frame), now, cookie=cookie)
+
+    codec.encode_frame = encode  # type: ignore[method-assign]
+    return original
+
+
+def rejections(node: Node) -> dict[str, int]:
+    """A copy of the node's rejection counters, by reason."""
+    return dict(node.stats.rejected)
+
+
+def store_bytes(node: Node) -> int:
+    return node.store.total_bytes
+
+
+def table_keys(node: Node) -> list[bytes]:
+    """Keys of every node in the routing table."""
+    return [entry.key for entry in node.table]
+
+
+def table_size(node: Node) -> int:
+    return len(node.table)
+
+
+def closest_peers(node: Node, target: bytes, count: int) -> list[tuple[bytes, bytes, Endpoint]]:
+    """(key, address, endpoint) of the ``count`` usable table entries nearest ``target``."""
+    return [(e.key, e.address, e.endpoint) for e in node.table.closest(target, count)]
