@@ -291,3 +291,9 @@ def test_replay_memory_is_bounded_even_with_a_frozen_sender_clock(bob: Codec) ->
     assert reasons[: REPLAY_MAX_NONCES + 1] == [None] * (REPLAY_MAX_NONCES + 1)
     assert set(reasons[REPLAY_MAX_NONCES + 1 :]) == {"replay"}
     assert outcome(mallory.encode_frame(bob.identity.key, frame, NOW + 0.01)) is None
+
+
+def test_a_cookie_reply_decodes_to_a_refusal_not_an_error(bob: Codec) -> None:
+    reply = Codec.encode_cookie_reply(b"c" * 16, b"e" * 16)
+    with pytest.raises(Rejected, match="cookie_reply"):
+        bob.decode(reply, NOW)

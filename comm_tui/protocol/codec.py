@@ -303,9 +303,12 @@ class Codec:
         return packet
 
     def open(self, packet: pb.Packet, now: float) -> Decoded:
-        """Authenticate a parsed hello or boxed packet (not a cookie reply)."""
+        """Authenticate a parsed hello or boxed packet; a cookie reply has nothing to open."""
         key = packet.sender_key
-        if packet.WhichOneof("body") == "hello":
+        body = packet.WhichOneof("body")
+        if body == "cookie_reply":
+            raise Rejected("cookie_reply")
+        if body == "hello":
             try:
                 sender = PublicIdentity(key)
                 sender.box_key  # noqa: B018 - validates the curve point before we answer
