@@ -226,6 +226,20 @@ def test_a_hello_flood_from_fresh_keys_never_refuses_an_established_peer() -> No
     assert set(relay.stats.rejected) - set(refused_before) <= {"cookie_required", "new_key_rate"}
 
 
+def test_a_table_peer_not_heard_from_since_a_restart_is_not_refused_under_load() -> None:
+    """A routing-table entry restored from disk (no box cached yet) must not wait for the
+    new-key budget that a flood has spent: the simulator's hello flood found this."""
+    relay, peer = node(1), node(2)
+    peer_endpoint: Endpoint = ("198.18.2.1", 4000)
+    relay.table.observe(peer.identity.key, peer.address, peer_endpoint, T0)  # as restored
+    relay._new_keys.tokens = 0
+    relay._new_keys.rate_per_s = 0
+    ping = pb.Frame(ping=pb.Ping(challenge=b"p" * CHALLENGE_BYTES))
+    deliver(peer, relay, ping, peer_endpoint, T0)
+    assert relay.stats.rejected_total == 0
+    assert relay.stats.sent_by_kind["pong"] == 1
+
+
 def test_a_new_peer_gets_in_during_a_hello_flood_by_echoing_the_cookie() -> None:
     """Under load a first contact gets a cookie reply, sends its hello again with the
     cookie attached, and is admitted within its network's budget."""

@@ -509,7 +509,7 @@ class Node:
         if packet.WhichOneof("body") == "cookie_reply":
             self._on_cookie_reply(packet.cookie_reply, addr, now)
             return
-        if not self.codec.knows(key):
+        if not self.codec.knows(key) and not self._established(key):
             self._admit_new_key(packet, data, addr, now)
         decoded = self.codec.open(packet, now)
         if trusted and not self._key_limit.allow(key, now):
@@ -569,6 +569,12 @@ class Node:
         packet.cookie = reply.cookie
         # The box is unchanged: the busy node never opened it, so it is no replay.
         self._emit(packet.SerializeToString(), addr, remember=False)
+
+    def _established(self, key: bytes) -> bool:
+        """Is ``key`` in our routing table? Its datagrams never wait for the new-key
+        budget, even before its box is cached (after a restart, say)."""
+        entry = self.table.get(address_of(key))
+        return entry is not None and entry.key == key
 
     def _origin(self, key: bytes, addr: Endpoint) -> str:
         """The network an item came from, for quotas: unproven addresses share one."""

@@ -38,6 +38,7 @@ __all__ = [
     "rejections",
     "rewrite_outgoing_frames",
     "store_bytes",
+    "table_endpoints",
     "table_keys",
     "table_size",
 ]
@@ -91,6 +92,11 @@ def store_bytes(node: Node) -> int:
 def table_keys(node: Node) -> list[bytes]:
     """Keys of every node in the routing table."""
     return [entry.key for entry in node.table]
+
+
+def table_endpoints(node: Node) -> set[Endpoint]:
+    """Where the nodes in the routing table speak from."""
+    return {entry.endpoint for entry in node.table}
 
 
 def table_size(node: Node) -> int:

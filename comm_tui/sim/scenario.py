@@ -152,25 +152,32 @@ class _Sent:
 
 
 class RefusalMeter:
-    """Counts what a node refuses of datagrams from honest endpoints, by reason."""
+    """Counts what a node refuses of datagrams from honest endpoints, by reason, and
+    apart from those what it refuses of its established peers (in its routing table
+    when the datagram arrives): issue 8 asks that those are never refused."""
 
     def __init__(self, net: SimNetwork, sim: SimNode, honest: set[Endpoint]) -> None:
         self.net = net
         self.honest = honest
         self.honest_datagrams = 0
         self.refused: dict[str, int] = {}
+        self.established_datagrams = 0
+        self.refused_established = 0
         sim.intercept = self.intercept
 
     def intercept(self, sim: SimNode, data: bytes, source: Endpoint) -> bool:
         if source not in self.honest:
             self.net.receive(sim, data, source)
             return True
+        established = source in internals.table_endpoints(sim.node)
         before = internals.rejections(sim.node)
         self.net.receive(sim, data, source)
         self.honest_datagrams += 1
+        self.established_datagrams += established
         for reason, count in internals.rejections(sim.node).items():
             if count > before.get(reason, 0):
                 self.refused[reason] = self.refused.get(reason, 0) + count - before.get(reason, 0)
+                self.refused_established += established * (count - before.get(reason, 0))
         return True
 
 
@@ -494,6 +501,8 @@ class _Run:
             if self.meter is not None:
                 out["victim_honest_datagrams"] = float(self.meter.honest_datagrams)
                 out["victim_refused_honest"] = float(sum(self.meter.refused.values()))
+                out["victim_established_datagrams"] = float(self.meter.established_datagrams)
+                out["victim_refused_established"] = float(self.meter.refused_established)
                 for reason, count in self.meter.refused.items():
                     out[f"victim_refused_honest_{reason}"] = float(count)
             for reason, count in internals.rejections(target.node).items():
