@@ -394,6 +394,31 @@ def test_a_sybil_naming_the_target_at_a_dead_endpoint_cannot_hide_it() -> None:
     assert lookup.found and lookup.done
 
 
+def test_a_long_text_to_an_absent_recipient_costs_one_search_not_one_per_part(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Looking for a recipient in person costs up to 64 queries: one search serves every
+    part of every text waiting for it (meeting it hands it all of them)."""
+    wire = Wire()
+    sender, relay = wire.add(1), wire.add(2)
+    wire.connect(sender, relay)
+    searches: list[bytes] = []
+    lookup = Node.lookup
+
+    def counting(self: Node, target: bytes, now: float, *, until_found: bool = False) -> None:
+        if until_found:
+            searches.append(target)
+        lookup(self, target, now, until_found=until_found)
+
+    monkeypatch.setattr(Node, "lookup", counting)
+    absent = Identity.from_seed(bytes([3]) * 32).public
+    sender.send_text(absent, "x" * 4000, T0)
+    sender.send_text(absent, "another", T0)
+    assert len(sender.outgoing_text_ids()) == 2
+    wire.run(T0, T0 + 30)
+    assert searches == [absent.address]
+
+
 # ---------------------------------------------------------------- 9. replay state
 
 

@@ -126,6 +126,9 @@ DIRECT_CONTACTS_MAX = 256
 # in person (a lookup ``until_found``): it costs up to 64 queries, and a recipient that
 # is offline cannot be found, so only twice: early, and two minutes later.
 FIND_RECIPIENT_ON_ATTEMPTS = frozenset({1, 6})
+# One such lookup per recipient in this long, whatever the number of texts and parts
+# waiting for it (a 64 KiB text has 74 parts): meeting it hands it all of them.
+FIND_RECIPIENT_INTERVAL_S = 60.0
 FETCH_ITEMS_MAX = 512
 FIND_NODE_ANSWER_NODES = 8
 
@@ -292,6 +295,8 @@ class Node:
         self._outgoing: dict[bytes, _Outgoing] = {}
         # Recipients met by a lookup ``until_found`` but not in the table, by address.
         self._direct: OrderedDict[bytes, NodeEntry] = OrderedDict()
+        # When we last started a lookup until found, by recipient address.
+        self._finding: OrderedDict[bytes, float] = OrderedDict()
         self._datagram_limit = RateLimiter(
             self.config.datagram_rate_per_s, self.config.datagram_burst
         )
@@ -721,6 +726,17 @@ class Node:
         query.lookup.on_response(query.path, query.candidate, found)
         self._advance_lookup(query.lookup, now)
 
+    def _find_recipient(self, address: bytes, now: float) -> None:
+        """Look ``address`` up until found, unless we did so lately (see the constants)."""
+        while (
+            self._finding and now - next(iter(self._finding.values())) >= FIND_RECIPIENT_INTERVAL_S
+        ):
+            self._finding.popitem(last=False)
+        if address in self._finding:
+            return
+        self._finding[address] = now
+        self.lookup(address, now, until_found=True)
+
     def _met_target(self, sender: PublicIdentity, addr: Endpoint, now: float) -> None:
         """A lookup ``until_found`` reached the recipient itself: hand it what we hold.
 
@@ -918,7 +934,7 @@ class Node:
                 # Receipts prove nothing (Sybils next to the target send them and drop
                 # the text), so we look for the recipient itself, past its k nearest,
                 # and hand it the text in person (docs/PROTOCOL.md, "Relaying").
-                self.lookup(entry.target, now, until_found=True)
+                self._find_recipient(entry.target, now)
             elif (
                 not entry.own_text_id
                 and entry.attempts in LOOKUP_ON_ATTEMPTS
