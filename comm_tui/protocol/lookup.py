@@ -4,6 +4,15 @@ A lookup keeps ``paths`` independent shortlists. A node queried by one path is
 never queried by another, so an adversary who answers one path with its own
 friends cannot capture the others. The node drives it: it asks which queries to
 send, reports answers and timeouts, and reads the result when ``done``.
+
+A lookup ``until_found`` wants the target node itself, not its k nearest: it ends
+as soon as the target answers, and otherwise goes on past the k nearest (in order
+of distance, within the query budget). Sybils brute-forced next to a target fill
+any k-closest set and name only each other, so a lookup that stopped there would
+never meet the honest nodes just beyond them, which know the target. The target
+is tried at every endpoint it is named at (one per answer): the first to name it
+is likely a Sybil, which could name it at an endpoint where nobody answers
+(docs/PROTOCOL.md, "Lookups").
 """
 
 from __future__ import annotations
@@ -37,8 +46,10 @@ class Lookup:
         k: int,
         alpha: int,
         paths: int,
+        until_found: bool = False,
     ) -> None:
         self.target = target
+        self.until_found = until_found
         self.k = k
         self.alpha = alpha
         self._target_int = int.from_bytes(target, "big")
@@ -48,6 +59,9 @@ class Lookup:
         self._queried: set[bytes] = set()
         self._failed: set[bytes] = set()
         self.responded: dict[bytes, Candidate] = {}
+        # until_found: where the target was named, with the path that learnt of it.
+        self._target_leads: dict[Endpoint, tuple[int, Candidate]] = {}
+        self._target_tried: set[Endpoint] = set()
         self.queries_sent = 0
 
     def _distance(self, candidate: Candidate) -> int:
@@ -56,6 +70,16 @@ class Lookup:
     def next_queries(self) -> list[tuple[int, Candidate]]:
         """Queries to send now: up to ``alpha`` in flight per path, closest first."""
         out: list[tuple[int, Candidate]] = []
+        if self.found:
+            return out
+        for endpoint, (index, lead) in self._target_leads.items():
+            # The prize itself comes first, past alpha: at most one lead per answer.
+            if endpoint in self._target_tried or self.queries_sent >= LOOKUP_MAX_QUERIES:
+                continue
+            self._target_tried.add(endpoint)
+            self._paths[index].in_flight += 1
+            self.queries_sent += 1
+            out.append((index, lead))
         for index, path in enumerate(self._paths):
             for candidate in self._frontier(path):
                 if path.in_flight >= self.alpha or self.queries_sent >= LOOKUP_MAX_QUERIES:
@@ -70,13 +94,20 @@ class Lookup:
 
     def _frontier(self, path: _Path) -> list[Candidate]:
         alive = [c for c in path.shortlist.values() if c.address not in self._failed]
-        return sorted(alive, key=self._distance)[: self.k]
+        ordered = sorted(alive, key=self._distance)
+        return ordered if self.until_found else ordered[: self.k]
 
     def on_response(self, path_index: int, source: Candidate, nodes: list[Candidate]) -> None:
         path = self._paths[path_index]
         path.in_flight -= 1
         self.responded[source.address] = source
+        named_target = False
         for node in nodes:
+            if self.until_found and node.address == self.target:
+                if not named_target:
+                    named_target = True
+                    self._target_leads.setdefault(node.endpoint, (path_index, node))
+                continue
             if node.address not in self._queried:
                 path.shortlist.setdefault(node.address, node)
 
@@ -85,12 +116,23 @@ class Lookup:
         self._failed.add(source.address)
 
     @property
+    def found(self) -> bool:
+        """An ``until_found`` lookup whose target itself answered."""
+        return self.until_found and self.target in self.responded
+
+    @property
     def done(self) -> bool:
+        if self.found:
+            return True
         if self.queries_sent >= LOOKUP_MAX_QUERIES:
             return all(p.in_flight == 0 for p in self._paths)
-        return all(
-            path.in_flight == 0 and all(c.address in self._queried for c in self._frontier(path))
-            for path in self._paths
+        return (
+            all(
+                path.in_flight == 0
+                and all(c.address in self._queried for c in self._frontier(path))
+                for path in self._paths
+            )
+            and self._target_leads.keys() <= self._target_tried
         )
 
     def result(self) -> list[Candidate]:

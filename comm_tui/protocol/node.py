@@ -81,7 +81,7 @@ from comm_tui.protocol.letters import (
     encode_letter,
     split_text,
 )
-from comm_tui.protocol.lookup import Candidate, Lookup
+from comm_tui.protocol.lookup import LOOKUP_MAX_QUERIES, Candidate, Lookup
 from comm_tui.protocol.ratelimit import RateLimiter, TokenBucket
 from comm_tui.protocol.relay_store import (
     UNVALIDATED_ORIGIN,
@@ -125,6 +125,16 @@ PEER_COOKIES_MAX = 1024
 SENT_REMEMBERED = 1024
 # Retries after which an item whose target we do not know triggers a lookup of it.
 LOOKUP_ON_ATTEMPTS = frozenset({1, 3, 6})
+# Recipients of our own texts that a lookup met in person (validated), for those
+# that are not in our routing table: at most this many, the oldest forgotten first.
+DIRECT_CONTACTS_MAX = 256
+# Retries of a text of ours still not acknowledged after which we look for its recipient
+# in person (a lookup ``until_found``): it costs up to 64 queries, and a recipient that
+# is offline cannot be found, so only twice: early, and two minutes later.
+FIND_RECIPIENT_ON_ATTEMPTS = frozenset({1, 6})
+# One such lookup per recipient in this long, whatever the number of texts and parts
+# waiting for it (a 64 KiB text has 74 parts): meeting it hands it all of them.
+FIND_RECIPIENT_INTERVAL_S = 60.0
 FETCH_ITEMS_MAX = 512
 FIND_NODE_ANSWER_NODES = 8
 
@@ -287,6 +297,10 @@ class Node:
         self._awaiting_receipt: dict[tuple[bytes, bytes], float] = {}
         self._schedule: list[tuple[float, bytes]] = []
         self._outgoing: dict[bytes, _Outgoing] = {}
+        # Recipients met by a lookup ``until_found`` but not in the table, by address.
+        self._direct: OrderedDict[bytes, NodeEntry] = OrderedDict()
+        # When we last started a lookup until found, by recipient address.
+        self._finding: OrderedDict[bytes, float] = OrderedDict()
         self._datagram_limit = RateLimiter(
             self.config.datagram_rate_per_s, self.config.datagram_burst
         )
@@ -476,16 +490,24 @@ class Node:
             self.stats.reject("internal_error")
         self._flush_store()
 
-    def lookup(self, target: bytes, now: float) -> None:
-        """Start an iterative lookup (used for joining and bucket refresh)."""
-        seeds = [
-            Candidate(n.key, n.address, n.endpoint)
-            for n in self.table.closest(target, self.config.k)
-        ]
+    def lookup(self, target: bytes, now: float, *, until_found: bool = False) -> None:
+        """Start an iterative lookup (used for joining and bucket refresh).
+
+        ``until_found``: we want the target node itself (the recipient of a text of
+        ours that is not acknowledged yet), see ``Lookup``. It starts from more of our
+        table than the k nearest: those may all be Sybils, who name only each other.
+        """
+        count = LOOKUP_MAX_QUERIES if until_found else self.config.k
+        seeds = [Candidate(n.key, n.address, n.endpoint) for n in self.table.closest(target, count)]
         if not seeds:
             return
         lookup = Lookup(
-            target, seeds, k=self.config.k, alpha=self.config.alpha, paths=self.config.lookup_paths
+            target,
+            seeds,
+            k=self.config.k,
+            alpha=self.config.alpha,
+            paths=self.config.lookup_paths,
+            until_found=until_found,
         )
         self._advance_lookup(lookup, now)
 
@@ -699,6 +721,12 @@ class Node:
         if query.endpoint == addr:
             self._addresses.validate(sender.key, addr)
         assert query.lookup is not None and query.candidate is not None
+        if (
+            query.lookup.until_found
+            and sender.address == query.lookup.target
+            and query.endpoint == addr
+        ):
+            self._met_target(sender, addr, now)
         if len(nodes.nodes) > FIND_NODE_ANSWER_NODES * 2:
             query.lookup.on_timeout(query.path, query.candidate)
             self._advance_lookup(query.lookup, now)
@@ -707,6 +735,32 @@ class Node:
         found = [c for c in found if c.key != self.identity.key]
         query.lookup.on_response(query.path, query.candidate, found)
         self._advance_lookup(query.lookup, now)
+
+    def _find_recipient(self, address: bytes, now: float) -> None:
+        """Look ``address`` up until found, unless we did so lately (see the constants)."""
+        while (
+            self._finding and now - next(iter(self._finding.values())) >= FIND_RECIPIENT_INTERVAL_S
+        ):
+            self._finding.popitem(last=False)
+        if address in self._finding:
+            return
+        self._finding[address] = now
+        self.lookup(address, now, until_found=True)
+
+    def _met_target(self, sender: PublicIdentity, addr: Endpoint, now: float) -> None:
+        """A lookup ``until_found`` reached the recipient itself: hand it what we hold.
+
+        Its answer came from the endpoint we asked, under the key whose hash is the
+        address we looked up: a validated pair that no Sybil can stand in for. It may
+        not fit in our table (a bucket full of responsive Sybils keeps it out, and no
+        admission rule bends for it), so we remember it apart, for our own texts to it.
+        """
+        entry = NodeEntry(sender.key, sender.address, addr, now, now)
+        self._direct.pop(sender.address, None)
+        self._direct[sender.address] = entry
+        if len(self._direct) > DIRECT_CONTACTS_MAX:
+            self._direct.popitem(last=False)
+        self._push_waiting(sender.address, sender.key, addr, now)
 
     def _on_receipt(
         self, sender: PublicIdentity, receipt: pb.Receipt, addr: Endpoint, now: float
@@ -880,16 +934,27 @@ class Node:
         """Send an item to the nodes that should hold it next, and schedule the retry."""
         for node in self._next_hops(entry):
             self._send_item(entry, node.key, node.endpoint, now)
-        if (
-            self.config.policy == "ours"
-            and entry.attempts in LOOKUP_ON_ATTEMPTS
-            and entry.target not in self.table
-            and not self._closer_holder(entry)
-        ):
-            # Still undelivered, nobody nearer the target took it, and we do not know
-            # the target: our view of its neighbourhood may be thin (a young network,
-            # churn). A lookup meets the nodes nearest to it; the next retry reaches them.
-            self.lookup(entry.target, now)
+        if self.config.policy == "ours" and entry.target not in self.table:
+            if (
+                entry.own_text_id
+                and entry.attempts in FIND_RECIPIENT_ON_ATTEMPTS
+                and entry.target not in self._direct
+            ):
+                # Our own text, still not acknowledged: only the ack proves delivery.
+                # Receipts prove nothing (Sybils next to the target send them and drop
+                # the text), so we look for the recipient itself, past its k nearest,
+                # and hand it the text in person (docs/PROTOCOL.md, "Relaying").
+                self._find_recipient(entry.target, now)
+            elif (
+                not entry.own_text_id
+                and entry.attempts in LOOKUP_ON_ATTEMPTS
+                and not self._closer_holder(entry)
+            ):
+                # Still undelivered, nobody nearer the target took it, and we do not know
+                # the target: our view of its neighbourhood may be thin (a young network,
+                # churn). A lookup meets the nodes nearest to it; the next retry reaches
+                # them.
+                self.lookup(entry.target, now)
         entry.attempts += 1
         delay = min(
             self.config.backoff_max_s, self.config.backoff_base_s * 2 ** (entry.attempts - 1)
@@ -957,8 +1022,13 @@ class Node:
     def _with_target(
         self, hops: list[NodeEntry], entry: Entry, *, skip_holders: bool = True
     ) -> list[NodeEntry]:
-        """``hops``, with the target itself first whenever we know it (even if it looked dead)."""
+        """``hops``, with the target itself first whenever we know it (even if it looked dead).
+
+        Besides our table, a recipient of our own texts that a lookup met in person.
+        """
         direct = self.table.get(entry.target)
+        if direct is None and entry.own_text_id:
+            direct = self._direct.get(entry.target)
         chosen = ([direct] if direct is not None else []) + [n for n in hops if n is not direct]
         if skip_holders:
             chosen = [n for n in chosen if n.address not in entry.holders]
@@ -1122,6 +1192,7 @@ class Node:
 
     def _peer_failed(self, address: bytes, now: float) -> None:
         """A query or item went unanswered: count it; the table may drop the node."""
+        self._direct.pop(address, None)
         removed = self.table.record_failure(address, now)
         if removed is not None:
             self.codec.unpin(removed.key)
