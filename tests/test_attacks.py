@@ -457,7 +457,7 @@ def test_replay_state_has_a_global_bound(small_replay_bound: int) -> None:
     tracemalloc.stop()
     assert bob.replay.nonces <= small_replay_bound
     per_nonce = held / small_replay_bound
-    # ~200 B a nonce: the real bound (131,072) is then ~25 MiB, whatever peers do.
+    # ~200 B a nonce: the real bound (32,768) is then ~6.5 MiB, whatever peers do.
     assert per_nonce < 400
 
 

@@ -46,10 +46,11 @@ REPLAY_WINDOW_MS = int(REPLAY_WINDOW_S * 1000)
 REPLAY_MAX_NONCES = 1024
 # Nonces remembered over all peers at most, and windows of peers outside the routing
 # table: the global bound on replay state. About 200 bytes a nonce (set slot, bytes
-# object, deque tuple) and 1 KiB a window: ~34 MiB at worst (measured per nonce in
-# tests/test_attacks.py).
-REPLAY_TOTAL_NONCES = 131072
-REPLAY_MAX_WINDOWS = 8192
+# object, deque tuple) and 1 KiB a window: ~10 MiB at worst (measured per nonce in
+# tests/test_attacks.py). A peer whose window is forgotten keeps a floor (below), so
+# the bound costs at worst a late datagram, never a replay.
+REPLAY_TOTAL_NONCES = 32768
+REPLAY_MAX_WINDOWS = 4096
 # Floors of peers whose window was forgotten, in a fixed table indexed by a keyed hash
 # of the peer key: 8 bytes a slot, never evicted, so forgetting a window never makes a
 # peer's old datagrams acceptable again.
@@ -133,7 +134,8 @@ class ReplayGuard:
         self._pinned: dict[bytes, _ReplayWindow] = {}
         self._windows: OrderedDict[bytes, _ReplayWindow] = OrderedDict()
         self._total = 0
-        self._floors = array("q", bytes(8 * REPLAY_FLOOR_SLOTS))
+        # Allocated at the first forgetting (512 KiB): most codecs never forget anyone.
+        self._floors: array[int] | None = None
         self._salt = os.urandom(16)  # peers cannot aim their keys at someone's slot
 
     @property
@@ -159,7 +161,8 @@ class ReplayGuard:
         if window is None:
             window = self._windows.get(key)
             if window is None:
-                window = self._windows[key] = _ReplayWindow(self._floors[self._slot(key)])
+                floor = 0 if self._floors is None else self._floors[self._slot(key)]
+                window = self._windows[key] = _ReplayWindow(floor)
             else:
                 self._windows.move_to_end(key)
         before = len(window.order)
@@ -174,6 +177,8 @@ class ReplayGuard:
     def _forget_oldest(self, now_ms: int) -> None:
         key, window = self._windows.popitem(last=False)
         self._total -= len(window.order)
+        if self._floors is None:
+            self._floors = array("q", bytes(8 * REPLAY_FLOOR_SLOTS))
         slot = self._slot(key)
         self._floors[slot] = max(self._floors[slot], min(window.newest_ms, now_ms) + 1)
 

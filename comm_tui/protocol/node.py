@@ -120,9 +120,10 @@ DEFERRED_PER_PAIR = 2
 # Pairs we challenged lately (so a burst from one pair costs one challenge).
 CHALLENGED_MAX = 4096
 # Cookies peers gave us (for when they are under load), per endpoint; and datagrams we
-# sent lately, by echo, so a cookie reply is taken only for one of them.
+# sent lately to nodes outside our routing table (the ones that may not know us), by
+# echo, so a cookie reply is taken only for one of them.
 PEER_COOKIES_MAX = 1024
-SENT_REMEMBERED = 1024
+SENT_REMEMBERED = 512
 # Retries after which an item whose target we do not know triggers a lookup of it.
 LOOKUP_ON_ATTEMPTS = frozenset({1, 3, 6})
 # Recipients of our own texts that a lookup met in person (validated), for those
@@ -1241,7 +1242,7 @@ class Node:
             self.stats.withheld += 1
             return False
         self.stats.sent_by_kind[frame.WhichOneof("body") or ""] += 1
-        self._emit(data, endpoint)
+        self._emit(data, endpoint, remember=not self._established(key))
         return True
 
     def _cookie_for(self, endpoint: Endpoint, now: float) -> bytes:
