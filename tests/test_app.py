@@ -52,8 +52,11 @@ async def test_first_run_asks_for_a_display_name(tmp_path: Path) -> None:
                 lambda: panel.snapshot is not None and panel.snapshot.state == "no peers",
                 "the node to start alone",
             )
-            await pilot.pause(0.2)
-            assert "--bootstrap" in str(panel.query_one("#status-node").render())
+            await wait_until(
+                pilot,
+                lambda: "--bootstrap" in str(panel.query_one("#status-node").render()),
+                "the panel to say how to find peers",
+            )
     assert load_config(profile_paths("default", tmp_path).config_file).nickname == "Ada"
 
 

@@ -69,7 +69,9 @@ class StatusPanel(VerticalScroll):
         yield QRCode(id="status-qr", ascii=self.ascii)
 
     def watch_snapshot(self, snapshot: StatusSnapshot | None) -> None:
-        if snapshot is None:
+        if snapshot is None or not self.query("#status-identity"):
+            # The app's first tick can come before this panel's children are mounted
+            # (seen under load in CI); the next tick finds them.
             return
         previous, self._previous = self._previous, snapshot
         if previous is not None and snapshot.now > previous.now:
