@@ -405,7 +405,36 @@ def test_a_sybil_naming_the_target_at_a_dead_endpoint_cannot_hide_it() -> None:
     lookup.on_timeout(paths[sybil], bogus)
     assert not lookup.done
     lookup.on_response(paths[honest], real, [])
-    assert lookup.found and lookup.done
+    assert target.address in lookup.responded and lookup.done
+
+
+def test_a_sybil_relaying_for_the_target_cannot_capture_its_texts() -> None:
+    """Red-team, second round: a Sybil named the target at an endpoint of its own that
+    relays to the target. The target answered there, the lookup ended, and every text
+    went to the relay, which dropped it. Now the lookup goes on past the first answer,
+    and every endpoint where the target answered gets the texts."""
+    target = Identity.from_seed(bytes([40]) * 32).public
+    sybil = Candidate(bytes(32), bytes([1]) * 20, ("198.18.0.1", 1))
+    honest = Candidate(bytes([2]) * 32, bytes([2]) * 20, ("198.18.0.2", 2))
+    lookup = Lookup(target.address, [sybil, honest], k=8, alpha=3, paths=2, until_found=True)
+    paths = {c: p for p, c in lookup.next_queries()}
+    relayed = Candidate(target.key, target.address, ("198.18.66.6", 6))
+    lookup.on_response(paths[sybil], sybil, [relayed])
+    ((_, first),) = lookup.next_queries()
+    lookup.on_response(paths[sybil], first, [])  # the target answers through the relay
+    assert not lookup.done
+    real = Candidate(target.key, target.address, ("198.18.0.3", 3))
+    lookup.on_response(paths[honest], honest, [real])
+    assert [c for _, c in lookup.next_queries()] == [real]
+
+    sender = node(1)
+    for endpoint in (relayed.endpoint, real.endpoint):  # as _on_nodes does, on each answer
+        sender._addresses.validate(target.key, endpoint)
+        sender._met_target(target, endpoint, T0)
+    sender.datagrams_to_send()
+    sender.send_text(target, "not through the relay alone", T0)
+    sent_to = {dest for _, dest in sender.datagrams_to_send()}
+    assert {relayed.endpoint, real.endpoint} <= sent_to
 
 
 def test_a_long_text_to_an_absent_recipient_costs_one_search_not_one_per_part(

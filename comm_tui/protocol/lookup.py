@@ -5,14 +5,16 @@ never queried by another, so an adversary who answers one path with its own
 friends cannot capture the others. The node drives it: it asks which queries to
 send, reports answers and timeouts, and reads the result when ``done``.
 
-A lookup ``until_found`` wants the target node itself, not its k nearest: it ends
-as soon as the target answers, and otherwise goes on past the k nearest (in order
-of distance, within the query budget). Sybils brute-forced next to a target fill
-any k-closest set and name only each other, so a lookup that stopped there would
-never meet the honest nodes just beyond them, which know the target. The target
-is tried at every endpoint it is named at (one per answer): the first to name it
-is likely a Sybil, which could name it at an endpoint where nobody answers
-(docs/PROTOCOL.md, "Lookups").
+A lookup ``until_found`` wants the target node itself, not its k nearest: it goes
+on past the k nearest (in order of distance, within the query budget). Sybils
+brute-forced next to a target fill any k-closest set and name only each other, so a
+lookup that stopped there would never meet the honest nodes just beyond them, which
+know the target. The target is tried at every endpoint it is named at (one per
+answer): the first to name it is likely a Sybil, which could name it at an endpoint
+where nobody answers, or at one of its own that relays to the target and drops what
+it is sent. For the same reason the lookup does not end when the target first
+answers: it goes on until its frontier or budget is spent, so that the target's own
+endpoint, named by honest nodes further out, is met too (docs/PROTOCOL.md, "Lookups").
 """
 
 from __future__ import annotations
@@ -70,8 +72,6 @@ class Lookup:
     def next_queries(self) -> list[tuple[int, Candidate]]:
         """Queries to send now: up to ``alpha`` in flight per path, closest first."""
         out: list[tuple[int, Candidate]] = []
-        if self.found:
-            return out
         for endpoint, (index, lead) in self._target_leads.items():
             # The prize itself comes first, past alpha: at most one lead per answer.
             if endpoint in self._target_tried or self.queries_sent >= LOOKUP_MAX_QUERIES:
@@ -116,14 +116,7 @@ class Lookup:
         self._failed.add(source.address)
 
     @property
-    def found(self) -> bool:
-        """An ``until_found`` lookup whose target itself answered."""
-        return self.until_found and self.target in self.responded
-
-    @property
     def done(self) -> bool:
-        if self.found:
-            return True
         if self.queries_sent >= LOOKUP_MAX_QUERIES:
             return all(p.in_flight == 0 for p in self._paths)
         return (

@@ -298,8 +298,9 @@ class Node:
         self._awaiting_receipt: dict[tuple[bytes, bytes], float] = {}
         self._schedule: list[tuple[float, bytes]] = []
         self._outgoing: dict[bytes, _Outgoing] = {}
-        # Recipients met by a lookup ``until_found`` but not in the table, by address.
-        self._direct: OrderedDict[bytes, NodeEntry] = OrderedDict()
+        # Recipients met by a lookup ``until_found`` but not in the table, by address: at
+        # every endpoint where they answered (a Sybil may relay for them at one of them).
+        self._direct: OrderedDict[bytes, dict[Endpoint, NodeEntry]] = OrderedDict()
         # When we last started a lookup until found, by recipient address.
         self._finding: OrderedDict[bytes, float] = OrderedDict()
         self._datagram_limit = RateLimiter(
@@ -752,13 +753,16 @@ class Node:
         """A lookup ``until_found`` reached the recipient itself: hand it what we hold.
 
         Its answer came from the endpoint we asked, under the key whose hash is the
-        address we looked up: a validated pair that no Sybil can stand in for. It may
-        not fit in our table (a bucket full of responsive Sybils keeps it out, and no
-        admission rule bends for it), so we remember it apart, for our own texts to it.
+        address we looked up: a validated pair. That proves a return path, not that the
+        endpoint is the recipient's own: a Sybil can name an endpoint of its own that
+        relays to the recipient, and drop what we send there. So the lookup goes on
+        after the first answer, and every endpoint where the recipient answered is kept
+        and gets our texts. It may not fit in our table (a bucket full of responsive
+        Sybils keeps it out, and no admission rule bends for it), so it is kept apart.
         """
-        entry = NodeEntry(sender.key, sender.address, addr, now, now)
-        self._direct.pop(sender.address, None)
-        self._direct[sender.address] = entry
+        endpoints = self._direct.pop(sender.address, {})
+        endpoints[addr] = NodeEntry(sender.key, sender.address, addr, now, now)
+        self._direct[sender.address] = endpoints
         if len(self._direct) > DIRECT_CONTACTS_MAX:
             self._direct.popitem(last=False)
         self._push_waiting(sender.address, sender.key, addr, now)
@@ -1027,10 +1031,11 @@ class Node:
 
         Besides our table, a recipient of our own texts that a lookup met in person.
         """
-        direct = self.table.get(entry.target)
-        if direct is None and entry.own_text_id:
-            direct = self._direct.get(entry.target)
-        chosen = ([direct] if direct is not None else []) + [n for n in hops if n is not direct]
+        known = self.table.get(entry.target)
+        direct = [known] if known is not None else []
+        if not direct and entry.own_text_id:
+            direct = list(self._direct.get(entry.target, {}).values())
+        chosen = direct + [n for n in hops if n not in direct]
         if skip_holders:
             chosen = [n for n in chosen if n.address not in entry.holders]
         return chosen
