@@ -124,10 +124,12 @@ class ReplayGuard:
 
     Only authenticated, well-formed frames are recorded (the caller opens and parses
     first), so datagrams from nobody cost no memory. Pinned peers (the routing table's)
-    keep their windows; everyone else's windows are kept in LRU order, bounded in number
-    and, together, in nonces. Forgetting a window is O(1) and leaves its peer's newest
-    time (capped at our own clock, so a peer cannot push a floor into the future) in a
-    fixed floor table, and a new window starts above that floor.
+    keep their windows, bounded by the table's size and the per-peer cap; everyone
+    else's windows are kept in LRU order, bounded in number and, together, in nonces
+    (``nonces`` counts those only, so busy table peers never crowd the others out).
+    Forgetting a window is O(1) and leaves its peer's newest time (capped at our own
+    clock, so a peer cannot push a floor into the future) in a fixed floor table, and
+    a new window starts above that floor.
     """
 
     def __init__(self) -> None:
@@ -149,22 +151,25 @@ class ReplayGuard:
         window = self._windows.pop(key, None)
         if window is not None:
             self._pinned[key] = window
+            self._total -= len(window.order)
 
     def unpin(self, key: bytes) -> None:
         window = self._pinned.pop(key, None)
         if window is not None:
             self._windows[key] = window
+            self._total += len(window.order)
 
     def accept(self, key: bytes, nonce: bytes, sent_ms: int, now_ms: int) -> bool:
         """Record ``nonce`` from ``key``; False if it (or anything that old) was seen."""
         window = self._pinned.get(key)
+        if window is not None:  # bounded by the table's size, not counted below
+            return window.accept(nonce, sent_ms)
+        window = self._windows.get(key)
         if window is None:
-            window = self._windows.get(key)
-            if window is None:
-                floor = 0 if self._floors is None else self._floors[self._slot(key)]
-                window = self._windows[key] = _ReplayWindow(floor)
-            else:
-                self._windows.move_to_end(key)
+            floor = 0 if self._floors is None else self._floors[self._slot(key)]
+            window = self._windows[key] = _ReplayWindow(floor)
+        else:
+            self._windows.move_to_end(key)
         before = len(window.order)
         accepted = window.accept(nonce, sent_ms)
         self._total += len(window.order) - before

@@ -141,6 +141,8 @@ FIND_NODE_ANSWER_NODES = 8
 
 # Requests whose answer is larger than they are: served only to validated endpoints.
 _NEEDS_VALIDATION = frozenset({"find_node", "fetch"})
+# Frames we start, which a node under load may answer with a cookie reply.
+_REMEMBERED_FOR_COOKIES = frozenset({"find_node", "fetch", "message", "ack"})
 _Handler = Callable[[PublicIdentity, Any, Endpoint, float], None]
 
 Policy = Literal["ours", "flood"]
@@ -1246,8 +1248,13 @@ class Node:
         ):
             self.stats.withheld += 1
             return False
-        self.stats.sent_by_kind[frame.WhichOneof("body") or ""] += 1
-        self._emit(data, endpoint, remember=not self._established(key))
+        body = frame.WhichOneof("body") or ""
+        self.stats.sent_by_kind[body] += 1
+        # Only what we start (requests, items) is remembered for a cookie reply: a node
+        # that is sent our replies knows our key already, and counting replies would let
+        # a peer flush the memory by making us answer.
+        remember = body in _REMEMBERED_FOR_COOKIES and not self._established(key)
+        self._emit(data, endpoint, remember=remember)
         return True
 
     def _cookie_for(self, endpoint: Endpoint, now: float) -> bytes:
