@@ -171,7 +171,8 @@ def test_expired_follows_queued_or_sent_and_ends_there(db: Database) -> None:
     assert db.set_outgoing_state(text_id(1), "expired", 2.0) is not None
     assert db.set_outgoing_state(text_id(2), "expired", 2.0) is not None
     assert db.set_outgoing_state(text_id(1), "sent", 3.0) is None
-    # A late acknowledgement still counts: the recipient did get it.
+    # Expired is final, like delivered: ``delivered`` only follows ``queued`` or ``sent``
+    # (set_outgoing_state's docstring), so a late acknowledgement changes nothing.
     assert db.set_outgoing_state(text_id(2), "delivered", 3.0) is None
     assert [r.state for r in db.history(BOB_ADDR)] == ["expired", "expired"]
 
@@ -245,16 +246,30 @@ def test_history_of_100000_messages_pages_by_index(db_path: Path) -> None:
             ),
         )
         raw.execute("COMMIT")
-        plan = raw.execute(
-            "EXPLAIN QUERY PLAN SELECT id FROM messages WHERE peer_address = ? AND id < ?"
-            " ORDER BY id DESC LIMIT 100",
-            (BOB_ADDR, 500),
-        ).fetchall()
-        assert "messages_by_peer" in " ".join(str(step) for step in plan)
     finally:
         raw.close()
 
     with Database.open(db_path) as db:
+        # The plan of the statements history() itself runs (traced with their values bound).
+        for before_id in (None, 500):
+            statements: list[str] = []
+            db._conn.set_trace_callback(statements.append)
+            try:
+                db.history(BOB_ADDR, limit=page_size, before_id=before_id)
+            finally:
+                db._conn.set_trace_callback(None)
+            selects = [sql for sql in statements if sql.lstrip().upper().startswith("SELECT")]
+            assert len(selects) == 1, statements
+            plan = db._conn.execute(f"EXPLAIN QUERY PLAN {selects[0]}").fetchall()
+            details = [detail for _id, _parent, _unused, detail in plan]
+            on_messages = [d for d in details if " messages " in f"{d} "]
+            assert len(on_messages) == 1, details
+            assert on_messages[0].startswith("SEARCH messages USING INDEX messages_by_peer ("), (
+                details
+            )
+            # The only sort is the outer one, of at most ``limit`` rows: the index gives the order.
+            sorts = [(parent, d) for _id, parent, _unused, d in plan if "TEMP B-TREE" in d]
+            assert all(parent == 0 for parent, _d in sorts), plan
         assert db.history_count(BOB_ADDR) == row_count // 2
         newest = db.history(CAROL_ADDR, limit=page_size)
         assert [r.id for r in newest] == list(range(row_count - 2 * page_size + 1, row_count, 2))
