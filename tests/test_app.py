@@ -133,7 +133,6 @@ async def test_add_contact_rejects_bad_cards_as_typed(
             assert app.screen.query_one("#add", Button).disabled
             await pilot.press("enter")  # Enter on the card field does not add a bad card
             await pilot.pause()
-            assert "checksum" in status or app.profile.db.contacts() == []
             assert app.profile.db.contacts() == []
 
 
@@ -308,7 +307,10 @@ async def test_status_panel_figures_change(tmp_path: Path) -> None:
                 assert "1 nodes" in node_text and "127.0.0.1:" in node_text
                 peers_text = str(panel.query_one("#status-peers").render())
                 assert peer.identity.address.hex()[:8] in peers_text
-                assert "online" in app.sub_title or "bootstrapping" in app.sub_title
+                # With the peer in its table the node ends online; the title follows on a tick.
+                await wait_until(
+                    pilot, lambda: "online, 1 peer" in app.sub_title, "the title to say online"
+                )
                 before = panel.snapshot.datagrams_in
                 peer.send_text(app.profile.identity.public, "traffic")
                 await wait_until(
@@ -326,9 +328,10 @@ async def test_status_panel_figures_change(tmp_path: Path) -> None:
                     lambda: panel.snapshot is not None and panel.snapshot.rejected >= 1,
                     "the rejection to be counted",
                 )
-                await pilot.pause(1.2)
-                relay_text = str(panel.query_one("#status-relay").render())
-                assert "malformed" in relay_text
+                relay = panel.query_one("#status-relay")
+                await wait_until(
+                    pilot, lambda: "malformed" in str(relay.render()), "the reason to be shown"
+                )
                 await pilot.press("ctrl+s")
                 assert not panel.display
                 await pilot.press("ctrl+s")
@@ -394,7 +397,9 @@ async def test_export_then_import_round_trip(tmp_path: Path) -> None:
             await pilot.pause()
             assert "differ" in str(app.screen.query_one("#error").render())
             app.screen.query_one("#passphrase2", Input).value = "correct horse"
-            await pilot.pause(0.3)  # a button ignores clicks during its 0.2 s press effect
+            # A button ignores clicks during its press effect (while it has the -active class).
+            export = app.screen.query_one("#export", Button)
+            await wait_until(pilot, lambda: not export.has_class("-active"), "the press effect")
             await pilot.click("#export")
             await wait_until(pilot, lambda: not isinstance(app.screen, ExportScreen), "export")
             assert key_file.exists()
@@ -409,7 +414,9 @@ async def test_export_then_import_round_trip(tmp_path: Path) -> None:
             await pilot.pause()
             assert "tick the box" in str(app.screen.query_one("#error").render())
             app.screen.query_one("#confirm", Checkbox).value = True
-            await pilot.pause(0.3)  # a button ignores clicks during its 0.2 s press effect
+            # A button ignores clicks during its press effect (while it has the -active class).
+            button = app.screen.query_one("#import", Button)
+            await wait_until(pilot, lambda: not button.has_class("-active"), "the press effect")
             await pilot.click("#import")
             await wait_until(pilot, lambda: not isinstance(app.screen, ImportScreen), "import")
             assert any("Restart" in (n.title or "") for n in app._notifications)
