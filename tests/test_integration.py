@@ -354,9 +354,21 @@ async def test_replayed_and_malformed_datagrams_are_counted_and_dropped(net: Net
             ),
             "the bad datagrams to be counted",
         )
-        await asyncio.sleep(0.2)
-        pongs = [f for f in raw.received_frames() if f.WhichOneof("body") == "pong"]
-        assert [p.pong.challenge for p in pongs] == [challenge]  # the replay got no answer
+        # A later ping is the barrier: the target answers datagrams in the order they come,
+        # so an answer to the replay would arrive before the answer to this one.
+        barrier = random.randbytes(16)
+        raw.send(target, raw.frame(target, pb.Frame(ping=pb.Ping(challenge=barrier))))
+        frames: list[pb.Frame] = []
+
+        def barrier_answered() -> bool:
+            frames.extend(raw.received_frames())
+            return any(
+                f.WhichOneof("body") == "pong" and f.pong.challenge == barrier for f in frames
+            )
+
+        await until(barrier_answered, "the answer to a later ping")
+        pongs = [f.pong.challenge for f in frames if f.WhichOneof("body") == "pong"]
+        assert pongs == [challenge, barrier]  # the replay got no answer
     finally:
         raw.close()
     print(f"rejected by reason: {dict(stats.rejected)}")
@@ -394,11 +406,32 @@ async def test_restarted_relay_still_delivers_what_it_stored(net: Network) -> No
 # ---------------------------------------------------------------------------- a full disk
 
 
-async def test_full_disk_stops_the_node_without_acknowledging(net: Network) -> None:
+async def test_full_disk_stops_the_node_without_acknowledging(
+    net: Network, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A recipient that cannot write a text down must not ack it: nothing is lost."""
     sender, recipient = net.peers["sender"], net.peers["recipient"]
     await net.start(recipient, first_hop(net))
     await until(lambda: recipient.running.node.state == "online", "the recipient to join")
+    # Record the ack datagrams the recipient's core makes and every datagram it transmits.
+    node, protocol = recipient.running.node, recipient.running.protocol
+    assert protocol is not None and protocol.transport is not None
+    acks_made: set[bytes] = set()
+    transmitted: set[bytes] = set()
+    encode_frame, sendto = node.codec.encode_frame, protocol.transport.sendto
+
+    def recording_encode(key: bytes, frame: pb.Frame, *args: object, **kwargs: object) -> bytes:
+        data = encode_frame(key, frame, *args, **kwargs)  # type: ignore[arg-type]
+        if frame.WhichOneof("body") == "ack":
+            acks_made.add(data)
+        return data
+
+    def recording_sendto(data: bytes, *args: object) -> None:
+        transmitted.add(bytes(data))
+        sendto(data, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(node.codec, "encode_frame", recording_encode)
+    monkeypatch.setattr(protocol.transport, "sendto", recording_sendto)
     assert recipient.db is not None
     pages = recipient.db._conn.execute("PRAGMA page_count").fetchone()[0]
     recipient.db._conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is now "full"
@@ -412,8 +445,9 @@ async def test_full_disk_stops_the_node_without_acknowledging(net: Network) -> N
     assert recipient.running.protocol is None or recipient.running.protocol.failure is not None
     with pytest.raises(StorageError):
         recipient.running.send_text(sender.identity.public, "cannot go out either")
-    await asyncio.sleep(0.5)
-    assert sender.state_of(row.text_id) in ("queued", "sent")  # no ack went out
+    # The node has stopped, so what it transmitted is final: the acks it made, none of them.
+    assert acks_made and transmitted and not acks_made & transmitted
+    assert sender.state_of(row.text_id) != "delivered"
 
     await net.stop(recipient)  # space is freed: the database opens without the limit
     await net.start(recipient, first_hop(net))
