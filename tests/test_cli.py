@@ -22,6 +22,8 @@ from comm_tui.cli import FAST_KDF_ENV, main
 from comm_tui.crypto.card import decode_card
 from comm_tui.crypto.identity import Identity
 from comm_tui.crypto.keyfile import KdfStrength, read_identity_file, write_identity_file
+from comm_tui.protocol import wire_pb2 as pb
+from comm_tui.protocol.codec import Codec
 from comm_tui.store.db import Database
 from comm_tui.store.lock import ProfileLock
 from comm_tui.store.paths import ensure_dirs, profile_paths
@@ -454,9 +456,22 @@ def test_node_logs_a_stats_line_with_rejections_on_sigint(
     proc = Proc(["--data-dir", str(tmp_path), "node", "--listen", "127.0.0.1:0"], env)
     procs.append(proc)
     port = int(proc.wait_for_line(r"listening 127\.0\.0\.1:(\d+)").group(1))
+    node_key = decode_card(proc.wait_for_line(r"card: (\S+)").group(1)).key
+    codec = Codec(Identity.generate())
+    challenge = os.urandom(16)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.sendto(b"\xff not a packet", ("127.0.0.1", port))
-    time.sleep(0.3)
+        # A ping after it is the barrier: the node takes datagrams in order, so once the
+        # pong is here the bad datagram has been counted.
+        ping = pb.Frame(ping=pb.Ping(challenge=challenge))
+        sock.sendto(codec.encode_frame(node_key, ping, time.time()), ("127.0.0.1", port))
+        deadline = time.monotonic() + PROCESS_TIMEOUT_S
+        while True:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            frame = codec.decode(sock.recv(2048), time.time()).frame
+            if frame is not None and frame.WhichOneof("body") == "pong":
+                assert frame.pong.challenge == challenge
+                break
     proc.popen.send_signal(signal.SIGINT)
     assert proc.popen.wait(timeout=PROCESS_TIMEOUT_S) == 0
     proc.wait_for_line(r"stats: .*rejected=1 \(malformed=1\)")
