@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Input
+from textual.widgets import Input, Static
 
 from comm_tui.app import CommApp, app_session
 from comm_tui.app import app as app_module
@@ -109,18 +109,30 @@ async def _main(pilot: Pilot[Any]) -> None:
     await _settled(pilot)
 
 
-async def _conversation(pilot: Pilot[Any]) -> None:
-    await _settled(pilot)
+async def _open_first_conversation(pilot: Pilot[Any], comm: CommApp) -> None:
     await pilot.press("enter")
-    await pilot.pause(0.3)
+    message_input = comm.query_one("#message-input", Input)
+    # Enter mounts the conversation's rows, then moves the focus to its input.
+    await wait_until(pilot, lambda: comm.focused is message_input, "the conversation to open")
+
+
+async def _conversation(pilot: Pilot[Any]) -> None:
+    comm = await _settled(pilot)
+    await _open_first_conversation(pilot, comm)
 
 
 async def _status(pilot: Pilot[Any]) -> None:
     comm = await _settled(pilot)
-    await pilot.press("enter")
-    if not comm.query_one(StatusPanel).display:
+    await _open_first_conversation(pilot, comm)
+    panel = comm.query_one(StatusPanel)
+    if not panel.display:
         await pilot.press("ctrl+s")
-    await pilot.pause(0.3)
+    node = panel.query_one("#status-node", Static)
+    await wait_until(
+        pilot,
+        lambda: panel.display and "nodes" in str(node.render()),
+        "the status panel to show its figures",
+    )
 
 
 async def _add_contact(pilot: Pilot[Any]) -> None:
@@ -191,6 +203,7 @@ def _steady(view: Callable[[Pilot[Any]], Awaitable[None]]) -> Callable[[Pilot[An
         for screen in pilot.app.screen_stack:
             for text_input in screen.query(Input):
                 text_input.cursor_blink = False
+        # No condition to wait on here: one pause lets the screen render the state reached.
         await pilot.pause()
 
     return run_before
