@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from comm_tui.errors import StorageError, UserError
@@ -46,6 +46,8 @@ def test_save_then_load_round_trips(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["config.toml"]  # no temporary file left
 
 
+# Each example writes and fsyncs a file: no per-example deadline (a slow disk is no failure).
+@settings(deadline=None)
 @given(nickname=st.text())
 def test_any_nickname_round_trips(nickname: str) -> None:
     with tempfile.TemporaryDirectory() as directory:
