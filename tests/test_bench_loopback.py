@@ -50,11 +50,12 @@ def test_loopback_smoke(processes: str) -> None:
         assert key in figures
     assert figures["processes"] == int(processes)
     assert figures["texts_sent"] == 5
-    assert 0.0 <= figures["delivered_ratio"] <= 1.0
-    assert 0.0 <= figures["received_ratio"] <= 1.0
-    assert figures["received_ratio"] > 0
+    # No adversary and no loss on loopback, and the run waits (bounded) for the stragglers:
+    # every text arrives and its ack comes back.
+    assert figures["all_joined"] is True
+    assert (figures["received_ratio"], figures["delivered_ratio"]) == (1.0, 1.0)
     assert figures["latency_p50_ms"] <= figures["latency_p99_ms"]
-    assert figures["messages_relayed"] >= 0
+    assert figures["messages_relayed"] > 0  # the texts are stored with relays, not only sent
     assert figures["message_datagrams"] > 0
     assert figures["datagrams_per_message"] > 0
     assert figures["cpu_s"] > 0

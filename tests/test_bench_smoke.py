@@ -34,7 +34,12 @@ def test_plots_script_smoke(tmp_path: Path) -> None:
     for name in ("delivery_vs_adversaries", "latency_cdf", "datagrams_vs_size", "rejoin_cdf"):
         assert (tmp_path / f"{name}.png").read_bytes().startswith(b"\x89PNG")
     records = json.loads((tmp_path / "results.json").read_text())
-    assert records and all(0.0 <= r["delivered_ratio"] <= 1.0 for r in records)
+    # Seeded runs in virtual time: load cannot change them, and at these sizes and adversary
+    # fractions every text is delivered and acknowledged (as in the full runs, RESULTS.md).
+    assert records
+    assert [(r["label"], r["delivered_ratio"], r["acked_ratio"]) for r in records] == [
+        (r["label"], 1.0, 1.0) for r in records
+    ]
     assert all(r["command"].startswith("python bench/simulate.py") for r in records)
 
 
@@ -55,7 +60,10 @@ def test_soak_script_smoke() -> None:
     # Hostile datagrams were rejected (counted by reason); the kernel may drop a few first.
     assert figures["hostile_total"] > 0
     assert sum(figures["victim_rejected_by_reason"].values()) > 0
-    assert 0.0 <= figures["delivery_ratio"] <= 1.0
+    # The run waits (bounded) until every text arrived and was acknowledged: the flood
+    # must cost no delivery.
+    assert figures["texts_sent"] > 0
+    assert (figures["delivery_ratio"], figures["ack_ratio"]) == (1.0, 1.0)
     assert figures["extra_history_rows"] == 0
     # Issue 8: no hostile endpoint entered the table, and the victim sent the hostile
     # sockets (which never proved they receive) less than 3x what it got from them.
@@ -80,7 +88,8 @@ def test_attacks_script_quick() -> None:
     for name in expected | {"hello-flood"}:
         row = rows[name]
         assert row["messages"] >= 6 and row["nodes"] >= 30
-        assert 0.0 <= row["delivered"] <= 1.0 and row["latency_p99_ms"] > 0
+        # Seeded simulator runs: no attack costs a delivery at the quick sizes.
+        assert row["delivered"] == 1.0 and row["latency_p99_ms"] > 0
         assert row["honest_cpu_s"] > 0 and row["peak_rss_mib"] > 10
         if name != "baseline":
             # Every attack injected traffic of its own, and datagrams of real size.
