@@ -334,7 +334,39 @@ class TamperAdversary(Adversary):
         }
 
 
-class FillAdversary(Adversary):
+class _Flood(Adversary):
+    """An adversary that sends on its own at ``rate_per_s`` until ``start``'s deadline,
+    a tick every ``TICK_S`` of virtual time, and lets whatever it receives through."""
+
+    TICK_S = 0.05
+
+    def __init__(self, net: SimNetwork, sim: SimNode, *, seed: int, rate_per_s: float) -> None:
+        super().__init__(net, sim, seed=seed)
+        self.rate_per_s = rate_per_s
+        self._carry = 0.0
+
+    def handle(self, peeked: Peeked, source: Endpoint) -> bool:
+        return False
+
+    def start(self, until: float) -> None:
+        self.until = until
+        self.net.call_at(self.net.now, self._tick)
+
+    def _tick(self) -> None:
+        if self.net.now >= self.until or not self.sim.online:
+            return
+        self._carry += self.rate_per_s * self.TICK_S
+        count, self._carry = int(self._carry), self._carry % 1
+        for _ in range(count):
+            self._send_one()
+        self.net.call_at(self.net.now + self.TICK_S, self._tick)
+
+    @abc.abstractmethod
+    def _send_one(self) -> None:
+        """One datagram of the flood."""
+
+
+class FillAdversary(_Flood):
     """Floods relays with junk messages from fresh keys, to random recipients, to fill stores.
 
     Keys are free, so each key sends only as many items to one relay as that relay's
@@ -346,8 +378,6 @@ class FillAdversary(Adversary):
     the adversary's own host.
     """
 
-    TICK_S = 0.05
-
     def __init__(
         self,
         net: SimNetwork,
@@ -358,11 +388,10 @@ class FillAdversary(Adversary):
         rate_per_s: float = 2000.0,
         per_key: int | None = None,
     ) -> None:
-        super().__init__(net, sim, seed=seed)
+        super().__init__(net, sim, seed=seed, rate_per_s=rate_per_s)
         self.rng = random.Random(seed ^ 0xF111)
         self.victims = list(victims)
         self.rng.shuffle(self.victims)
-        self.rate_per_s = rate_per_s
         config = sim.node.config
         entry_bytes = internals.SEALED_BYTES + 64 + 256
         quota_items = max(1, config.store_per_peer_bytes // entry_bytes - 1)
@@ -372,27 +401,12 @@ class FillAdversary(Adversary):
         self._victim = -1
         self._left = 0
         self._codec: internals.Codec | None = None
-        self.until = 0.0
-        self._carry = 0.0
-
-    def handle(self, peeked: Peeked, source: Endpoint) -> bool:
-        return False
 
     def start(self, until: float) -> None:
-        self.until = until
         if self.victims:
-            self.net.call_at(self.net.now, self._tick)
+            super().start(until)
 
-    def _tick(self) -> None:
-        if self.net.now >= self.until or not self.sim.online:
-            return
-        self._carry += self.rate_per_s * self.TICK_S
-        count, self._carry = int(self._carry), self._carry % 1
-        for _ in range(count):
-            self._send_junk()
-        self.net.call_at(self.net.now + self.TICK_S, self._tick)
-
-    def _send_junk(self) -> None:
+    def _send_one(self) -> None:
         if self._left <= 0 or self._codec is None:
             self._victim = (self._victim + 1) % len(self.victims)
             self._codec = internals.make_codec(Identity.from_seed(self.rng.randbytes(SEED_BYTES)))
@@ -491,7 +505,7 @@ class SybilAdversary(Adversary):
         }
 
 
-class HelloFloodAdversary(Adversary):
+class HelloFloodAdversary(_Flood):
     """Floods one victim with cleartext hellos from random valid keys and spoofed sources.
 
     A hello needs no secret key, only a valid curve point, so a pool of ``pool`` public
@@ -512,36 +526,20 @@ class HelloFloodAdversary(Adversary):
         rate_per_s: float = 5000.0,
         pool: int = 16384,
     ) -> None:
-        super().__init__(net, sim, seed=seed)
+        super().__init__(net, sim, seed=seed, rate_per_s=rate_per_s)
         self.rng = random.Random(seed ^ 0x4E11)
         self.victim = victim
-        self.rate_per_s = rate_per_s
         self.keys = [pub for _, pub in fresh_keys(pool, self.rng)]
         self.hellos = 0
         self._next = 0
-        self.until = 0.0
-        self._carry = 0.0
 
-    def handle(self, peeked: Peeked, source: Endpoint) -> bool:
-        return False
-
-    def start(self, until: float) -> None:
-        self.until = until
-        self.net.call_at(self.net.now, self._tick)
-
-    def _tick(self) -> None:
-        if self.net.now >= self.until or not self.sim.online:
-            return
-        self._carry += self.rate_per_s * self.TICK_S
-        count, self._carry = int(self._carry), self._carry % 1
-        for _ in range(count):
-            key = self.keys[self._next % len(self.keys)]
-            self._next += 1
-            challenge = self.rng.randbytes(internals.CHALLENGE_BYTES)
-            source = forged_endpoint(self.rng.getrandbits(22), 1024 + self.rng.getrandbits(15))
-            self.hellos += 1
-            self.send(internals.hello_packet(key, challenge), self.victim, source=source)
-        self.net.call_at(self.net.now + self.TICK_S, self._tick)
+    def _send_one(self) -> None:
+        key = self.keys[self._next % len(self.keys)]
+        self._next += 1
+        challenge = self.rng.randbytes(internals.CHALLENGE_BYTES)
+        source = forged_endpoint(self.rng.getrandbits(22), 1024 + self.rng.getrandbits(15))
+        self.hellos += 1
+        self.send(internals.hello_packet(key, challenge), self.victim, source=source)
 
     def figures(self) -> dict[str, float]:
         return {"hellos": float(self.hellos)}
