@@ -28,7 +28,13 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 from nacl.exceptions import CryptoError
 
-from comm_tui.crypto.identity import PUBLIC_KEY_BYTES, Identity, LinkBoxes, PublicIdentity
+from comm_tui.crypto.identity import (
+    PUBLIC_KEY_BYTES,
+    Identity,
+    LinkBoxes,
+    PublicIdentity,
+    is_valid_public_key,
+)
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.admission import CHALLENGE_BYTES, COOKIE_BYTES, ECHO_BYTES
 
@@ -319,12 +325,10 @@ class Codec:
         if body == "cookie_reply":
             raise Rejected("cookie_reply")
         if body == "hello":
-            try:
-                sender = PublicIdentity(key)
-                sender.box_key  # noqa: B018 - validates the curve point before we answer
-            except ValueError as exc:
-                raise Rejected("bad_key") from exc
-            return Decoded(sender, None, packet.hello)
+            # The curve point is checked before we answer (parse checked the length).
+            if not is_valid_public_key(key):
+                raise Rejected("bad_key")
+            return Decoded(PublicIdentity(key), None, packet.hello)
         return Decoded(PublicIdentity(key), self._open(key, packet.boxed, now), None)
 
     def _open(self, key: bytes, boxed: bytes, now: float) -> pb.Frame:

@@ -519,20 +519,16 @@ class Node:
 
     def _receive(self, data: bytes, addr: Endpoint, now: float) -> None:
         packet = self.codec.parse(data)
-        key = packet.sender_key
+        key, kind = packet.sender_key, packet.WhichOneof("body")
         # The rate limit counts what a sender can be held to. A source address is not:
         # junk forged "from" a peer would spend the peer's allowance and silence it. So
         # a known key at its validated address is limited by key, once its datagram has
         # proved to be its own (opening a box with a cached key is cheap); everything
         # else, by source address, before it costs us anything more than a parse.
-        trusted = (
-            packet.WhichOneof("body") == "boxed"
-            and self.codec.knows(key)
-            and self._is_validated(key, addr)
-        )
+        trusted = kind == "boxed" and self.codec.knows(key) and self._is_validated(key, addr)
         if not trusted and not self._datagram_limit.allow(addr, now):
             raise Rejected("rate_limited")
-        if packet.WhichOneof("body") == "cookie_reply":
+        if kind == "cookie_reply":
             self._on_cookie_reply(packet.cookie_reply, addr, now)
             return
         if not self.codec.knows(key) and not self._established(key):

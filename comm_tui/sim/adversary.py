@@ -474,7 +474,6 @@ class SybilAdversary(Adversary):
                     self._endpoints[i] = forged_endpoint(first_index + len(self._endpoints))
                     self.sybil_keys.add(keys[i][1])
                 self.pairs.append((i, victim_key, victim_endpoint))
-        self.until = 0.0
         self.rounds = 0
 
     starts_early = True
