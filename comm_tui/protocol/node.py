@@ -55,7 +55,10 @@ from comm_tui.crypto.identity import (
     address_of,
     is_valid_public_key,
 )
-from comm_tui.crypto.seal import Sealer, SealError, message_id
+from comm_tui.crypto.prekeys import PrekeyError, PrekeyStore, PublicBundle
+from comm_tui.crypto.ratchet import RatchetError
+from comm_tui.crypto.seal import message_id
+from comm_tui.crypto.x3dh import X3DHError
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.admission import (
     CHALLENGE_BYTES,
@@ -69,6 +72,8 @@ from comm_tui.protocol.events import (
     Event,
     PeerAdded,
     PeerRemoved,
+    SessionReset,
+    SessionsChanged,
     StoreChanged,
     TextReceived,
     TextStateChanged,
@@ -98,6 +103,8 @@ from comm_tui.protocol.routing import (
     distance,
     origin_network,
 )
+from comm_tui.protocol.sessions import SEALED_BYTES as SEALED_BYTES  # the size relays check
+from comm_tui.protocol.sessions import CommitToken, SessionBook, SessionError
 from comm_tui.protocol.stats import NodeStats
 
 DEFAULT_TTL_S = 7 * 24 * 3600.0
@@ -137,6 +144,13 @@ FIND_RECIPIENT_ON_ATTEMPTS = frozenset({1, 6})
 # waiting for it (a 64 KiB text has 74 parts): meeting it hands it all of them.
 FIND_RECIPIENT_INTERVAL_S = 60.0
 FETCH_ITEMS_MAX = 512
+# Lost sessions (docs/PROTOCOL.md, "Session reset"): a peer whose letters no session opens
+# gets one handshake letter in this long, and the node sends at most HANDSHAKE_BURST of
+# them (refilled at HANDSHAKE_RATE_PER_S), whatever claims to be the sender.
+HANDSHAKE_INTERVAL_S = 600.0
+HANDSHAKE_RATE_PER_S = 1 / 60
+HANDSHAKE_BURST = 10
+HANDSHAKE_PEERS_MAX = 1024
 FIND_NODE_ANSWER_NODES = 8
 
 # Requests whose answer is larger than they are: served only to validated endpoints.
@@ -216,6 +230,7 @@ class _PartTag:
     peer_key: bytes  # the node that handed it to us gets the ack first
     peer_endpoint: Endpoint
     hops: int
+    commit: CommitToken  # what commits the session once the whole text is here
 
 
 @dataclass
@@ -273,7 +288,15 @@ class Node:
         # challenges, text ids) comes from os.urandom.
         self.rng = rng or random.Random()
         self.codec = Codec(identity)
-        self.sealer = Sealer(identity)
+        # docs/PROTOCOL.md, "Letters and sealing": our prekeys and sessions, and the
+        # bundles of peers we may start sessions with, by owner address.
+        self.prekeys = PrekeyStore(identity.key, now)
+        self.sessions = SessionBook(identity, self.prekeys)
+        self.known_bundles: OrderedDict[bytes, PublicBundle] = OrderedDict()
+        self._handshakes: OrderedDict[bytes, float] = OrderedDict()  # peer key -> last sent
+        self._handshake_bucket = TokenBucket(
+            HANDSHAKE_RATE_PER_S, HANDSHAKE_BURST, HANDSHAKE_BURST, now
+        )
         self.table = RoutingTable(
             self.address, k=self.config.k, ip_prefix_limit=self.config.ip_prefix_limit
         )
@@ -396,6 +419,29 @@ class Node:
         self.store.dirty.clear()
         return damaged
 
+    def restore_sessions(
+        self, prekeys: bytes | None, sessions: Iterable[tuple[bytes, bytes]], now: float
+    ) -> int:
+        """Load persisted prekeys and sessions; returns how many were damaged and skipped.
+
+        Without saved prekeys (a new profile) the fresh ones made at construction stay,
+        and are reported for saving by the next ``SessionsChanged``.
+        """
+        damaged = 0
+        if prekeys is not None:
+            try:
+                self.prekeys = PrekeyStore.deserialize(self.identity.key, prekeys, now)
+            except PrekeyError:
+                damaged += 1
+            self.sessions.prekeys = self.prekeys
+        for peer_key, blob in sessions:
+            try:
+                self.sessions.restore(peer_key, blob)
+            except RatchetError:
+                damaged += 1
+        self._flush_store()
+        return damaged
+
     def outgoing_text_ids(self) -> set[bytes]:
         """Texts this node is still trying to deliver."""
         return set(self._outgoing)
@@ -412,17 +458,56 @@ class Node:
             self._ping(key, endpoint, now)
 
     def send_text(
-        self, recipient: PublicIdentity, text: str, now: float, *, text_id: bytes | None = None
+        self,
+        recipient: PublicIdentity,
+        text: str,
+        now: float,
+        *,
+        text_id: bytes | None = None,
+        sent_ms: int | None = None,
     ) -> bytes:
-        """Queue a text to ``recipient``; returns its id. Raises ValueError if too long."""
+        """Queue a text to ``recipient``; returns its id. Raises ValueError if too long.
+
+        Sending a text id we are still sending (a re-send after a session reset) replaces
+        its parts: the old ones were sealed in a session the recipient lost.
+        """
         chunks = split_text(text)
         text_id = text_id or os.urandom(TEXT_ID_BYTES)
+        sent_ms = _ms(now) if sent_ms is None else sent_ms
+        letters = [
+            encode_letter(text_id, part, len(chunks), sent_ms, chunk)
+            for part, chunk in enumerate(chunks)
+        ]
+        self._send_letters(recipient, text_id, letters, now, handshake=False)
+        self._flush_store()
+        return text_id
+
+    def _send_letters(
+        self,
+        recipient: PublicIdentity,
+        text_id: bytes,
+        letters: list[bytes],
+        now: float,
+        *,
+        handshake: bool,
+    ) -> None:
+        """Seal one text (or a handshake) in the recipient's session and start relaying it."""
+        for old in [e for e in self._own_entries() if e.own_text_id == text_id]:
+            self.store.remove(old)
+        bundle = self.known_bundles.get(recipient.address)
+        try:
+            sealed_parts = self.sessions.seal_text(
+                recipient, letters, bundle, now, handshake=handshake
+            )
+        except X3DHError:
+            # A bundle with an unusable key: forget it and use the fallback.
+            self.known_bundles.pop(recipient.address, None)
+            sealed_parts = self.sessions.seal_text(
+                recipient, letters, None, now, handshake=handshake
+            )
         expires_ms = _ms(now + self.config.ttl_s)
-        sent_ms = _ms(now)
         out = self._outgoing[text_id] = _Outgoing(recipient.address, set())
-        for part, chunk in enumerate(chunks):
-            letter = encode_letter(text_id, part, len(chunks), sent_ms, chunk)
-            sealed = self.sealer.seal(recipient, letter)
+        for part, sealed in enumerate(sealed_parts):
             msg = pb.Message(recipient=recipient.address, expires_ms=expires_ms, sealed=sealed)
             item_id = message_id(recipient.address, expires_ms, sealed)
             entry = Entry(
@@ -434,13 +519,11 @@ class Node:
                 stored_at=now,
                 own_text_id=text_id,
                 own_part=part,
-                own_parts=len(chunks),
+                own_parts=len(sealed_parts),
             )
             self.store.add(entry, enforce_quota=False)
             out.parts.add(item_id)
             self._relay(entry, now)
-        self._flush_store()
-        return text_id
 
     def handle_timer(self, now: float) -> None:
         while self._schedule and self._schedule[0][0] <= now:
@@ -837,11 +920,22 @@ class Node:
         self, sender: PublicIdentity, msg: pb.Message, item_id: bytes, addr: Endpoint, now: float
     ) -> None:
         try:
-            author, letter_bytes = self.sealer.open(msg.sealed)
-            letter = decode_letter(letter_bytes)
-        except (SealError, LetterError) as exc:
-            raise Rejected("bad_seal") from exc
-        tag = _PartTag(item_id, msg.expires_ms, sender.key, addr, msg.hops)
+            opened = self.sessions.open(msg.sealed, now)
+        except SessionError as exc:
+            if exc.lost_with is not None:
+                self._session_lost(exc.lost_with, now)
+            raise Rejected(exc.reason) from exc
+        try:
+            letter = decode_letter(opened.letter)
+        except LetterError as exc:
+            raise Rejected("bad_letter") from exc
+        author = opened.author
+        tag = _PartTag(item_id, msg.expires_ms, sender.key, addr, msg.hops, opened.token)
+        if opened.handshake:
+            # docs/PROTOCOL.md, "Session reset": a handshake only starts a session; it is
+            # never shown, and acknowledged like any letter.
+            self._text_complete(author, (tag,), now)
+            return
         try:
             done = self.reassembler.add(
                 author.key, letter, now, tag, self._origin(sender.key, addr)
@@ -855,9 +949,20 @@ class Node:
             return
         self.stats.texts_received += 1
         self._events.append(TextReceived(done.text_id, author, done.text, done.sent_ms))
-        for tag_object in done.tags:
-            assert isinstance(tag_object, _PartTag)
-            part_id, expires_ms, peer_key, peer_addr, hops = astuple(tag_object)
+        self._text_complete(author, done.tags, now)
+
+    def _text_complete(self, author: PublicIdentity, tags: tuple[object, ...], now: float) -> None:
+        """Commit the session change of a whole text, and acknowledge each of its parts.
+
+        The session change, the text and the acks reach the driver in one batch of
+        events, which it persists in one transaction (docs/PROTOCOL.md, "Letters and
+        sealing", peek and commit).
+        """
+        part_tags = [t for t in tags if isinstance(t, _PartTag)]
+        if self.sessions.commit(author, [t.commit for t in part_tags], now):
+            self._events.append(SessionReset(author.key))
+        for tag_object in part_tags:
+            part_id, expires_ms, peer_key, peer_addr, hops, _ = astuple(tag_object)
             self.stats.hops_delivered.append(hops + 1)
             ack = sign_ack(self.identity, part_id, author.address, expires_ms)
             entry = Entry(
@@ -1209,6 +1314,8 @@ class Node:
             if out is not None:
                 self._events.append(TextStateChanged(entry.own_text_id, out.recipient, "expired"))
         self.reassembler.expire(now)
+        self.prekeys.maintain(now)
+        self.sessions.expire(now)
         if len(self.table):
             for target in self.table.buckets_needing_refresh(
                 now, self.config.refresh_interval_s, self.rng
@@ -1274,6 +1381,31 @@ class Node:
         if self.store.dirty or self.store.deleted:
             put, deleted = self.store.take_changes()
             self._events.append(StoreChanged(put, deleted))
+        changed = self.sessions.take_changes()
+        if changed or self.prekeys.dirty:
+            prekeys = self.prekeys.serialize() if self.prekeys.dirty else None
+            self.prekeys.dirty = False
+            self._events.append(SessionsChanged(changed, prekeys))
+
+    def _session_lost(self, peer: PublicIdentity, now: float) -> None:
+        """A letter that names ``peer`` opens in none of our sessions: start a new one.
+
+        docs/PROTOCOL.md, "Session reset". The sender named inside is not authenticated,
+        so this is rate-limited per named peer and for the whole node.
+        """
+        last = self._handshakes.get(peer.key)
+        if last is not None and now - last < HANDSHAKE_INTERVAL_S:
+            return
+        if not self._handshake_bucket.take(now):
+            return
+        self._handshakes[peer.key] = now
+        self._handshakes.move_to_end(peer.key)
+        while len(self._handshakes) > HANDSHAKE_PEERS_MAX:
+            self._handshakes.popitem(last=False)
+        self.stats.handshakes_sent += 1
+        text_id = os.urandom(TEXT_ID_BYTES)
+        letter = encode_letter(text_id, 0, 1, _ms(now), b"")
+        self._send_letters(peer, text_id, [letter], now, handshake=True)
 
 
 def _check_expiry(expires_ms: int, now: float) -> None:
@@ -1283,13 +1415,3 @@ def _check_expiry(expires_ms: int, now: float) -> None:
         raise Rejected("expired")
     if expires_ms > now_ms + int((MAX_TTL_S + MAX_CLOCK_SKEW_S) * 1000):
         raise Rejected("ttl_too_long")
-
-
-def _sealed_size() -> int:
-    """Every sealed payload has this exact size (fixed letter size + fixed overheads)."""
-    probe = Identity.from_seed(bytes(32))
-    sealer = Sealer(probe)
-    return len(sealer.seal(probe.public, encode_letter(bytes(TEXT_ID_BYTES), 0, 1, 0, b"")))
-
-
-SEALED_BYTES = _sealed_size()

@@ -25,6 +25,8 @@ class NodeStats:
     pushed_on_join: int = 0
     texts_received: int = 0
     texts_delivered: int = 0
+    # Handshake letters sent because a peer's letter opened in none of our sessions.
+    handshakes_sent: int = 0
     hops_seen_total: int = 0
     # Replies not sent: the endpoint was not validated and had no credit left (admission).
     withheld: int = 0
