@@ -22,13 +22,13 @@ from hypothesis import strategies as st
 
 from comm_tui.crypto.ack import sign_ack, verify_ack
 from comm_tui.crypto.identity import Identity
-from comm_tui.crypto.seal import Sealer, SealError
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import PROTOCOL_VERSION
 from comm_tui.protocol.letters import LETTER_BYTES, LetterError, decode_letter, encode_letter
 from comm_tui.protocol.node import Node, NodeConfig, node_info
 from comm_tui.protocol.relay_store import Entry, Kind
 from comm_tui.protocol.routing import Endpoint
+from comm_tui.protocol.sessions import SessionError
 
 T0 = 1_800_000_000.0
 EXAMPLES = 300
@@ -318,11 +318,10 @@ def test_hostile_fields_in_valid_boxes(data: st.DataObject) -> None:
 def test_opener_and_letter_decoder(data: st.DataObject) -> None:
     tried("opener")
     r = rig()
-    sealer = Sealer(r.b.identity)
     sealed = data.draw(st.one_of(mutated(r.sealed), st.binary(max_size=1200)))
     try:
-        _, letter = sealer.open(sealed)
-    except SealError:
+        letter = r.b.sessions.open(sealed, T0).letter
+    except SessionError:
         letter = data.draw(st.one_of(mutated(r.letter), st.binary(max_size=LETTER_BYTES + 2)))
     with contextlib.suppress(LetterError):
         decode_letter(letter)

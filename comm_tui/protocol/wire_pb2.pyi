@@ -132,14 +132,6 @@ class Fetch(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
-class Sealed(_message.Message):
-    __slots__ = ("sender_key", "boxed")
-    SENDER_KEY_FIELD_NUMBER: _ClassVar[int]
-    BOXED_FIELD_NUMBER: _ClassVar[int]
-    sender_key: bytes
-    boxed: bytes
-    def __init__(self, sender_key: _Optional[bytes] = ..., boxed: _Optional[bytes] = ...) -> None: ...
-
 class Letter(_message.Message):
     __slots__ = ("text_id", "part", "parts", "sent_ms", "chunk")
     TEXT_ID_FIELD_NUMBER: _ClassVar[int]
