@@ -7,14 +7,8 @@ fixed size, and name it by this id.
 
 from __future__ import annotations
 
-from google.protobuf.message import DecodeError
 from nacl.encoding import RawEncoder
-from nacl.exceptions import CryptoError
 from nacl.hash import blake2b
-from nacl.public import SealedBox
-
-from comm_tui.crypto.identity import Identity, LinkBoxes, PublicIdentity
-from comm_tui.protocol import wire_pb2 as pb
 
 MESSAGE_ID_BYTES = 32
 _MESSAGE_ID_DOMAIN = b"comm-tui message id v1\x00"

@@ -934,7 +934,7 @@ class Node:
         if opened.handshake:
             # docs/PROTOCOL.md, "Session reset": a handshake only starts a session; it is
             # never shown, and acknowledged like any letter.
-            self._text_complete(author, (tag,), now)
+            self._text_complete(author, (tag,), letter.sent_ms, now, handshake=True)
             return
         try:
             done = self.reassembler.add(
@@ -949,9 +949,17 @@ class Node:
             return
         self.stats.texts_received += 1
         self._events.append(TextReceived(done.text_id, author, done.text, done.sent_ms))
-        self._text_complete(author, done.tags, now)
+        self._text_complete(author, done.tags, done.sent_ms, now, handshake=False)
 
-    def _text_complete(self, author: PublicIdentity, tags: tuple[object, ...], now: float) -> None:
+    def _text_complete(
+        self,
+        author: PublicIdentity,
+        tags: tuple[object, ...],
+        sent_ms: int,
+        now: float,
+        *,
+        handshake: bool,
+    ) -> None:
         """Commit the session change of a whole text, and acknowledge each of its parts.
 
         The session change, the text and the acks reach the driver in one batch of
@@ -959,7 +967,8 @@ class Node:
         sealing", peek and commit).
         """
         part_tags = [t for t in tags if isinstance(t, _PartTag)]
-        if self.sessions.commit(author, [t.commit for t in part_tags], now):
+        tokens = [t.commit for t in part_tags]
+        if self.sessions.commit(author, tokens, now, sent_ms=sent_ms, handshake=handshake):
             self._events.append(SessionReset(author.key))
         for tag_object in part_tags:
             part_id, expires_ms, peer_key, peer_addr, hops, _ = astuple(tag_object)

@@ -61,7 +61,8 @@ _AD_END = 116
 ENVELOPE_BYTES = _AD_END + LETTER_BYTES + AEAD_TAG_BYTES + SIGNATURE_BYTES
 # The outer SealedBox adds an ephemeral key and a MAC.
 SEALED_BYTES = ENVELOPE_BYTES + crypto_box_SEALBYTES
-_SESSION_FIXED = 32 + 21
+_SESSION_FIELDS = ">BIIQQI"
+_SESSION_FIXED = 32 + struct.calcsize(_SESSION_FIELDS)
 _AD_DOMAIN = b"comm-tui letter v2\x00"
 # Sessions kept per peer (the least recently active non-active one goes first), peers
 # with sessions, and skipped message keys across all sessions of the node.
@@ -92,36 +93,36 @@ class Session:
     # While we initiated it and have not yet opened a letter of the peer in it, every
     # letter repeats the init fields: (signed prekey id, one-time prekey id).
     pending_init: tuple[int, int] | None
-    # We opened at least one letter of the peer in it.
-    confirmed: bool
+    # When we first opened a letter of the peer in it (ms; 0 = not yet).
+    confirmed_ms: int
     # When we last opened a letter in it, or created it as initiator: the most recent
     # one is where we send (docs/PROTOCOL.md, "Sessions per peer").
     active_at: float
 
     def serialize(self) -> bytes:
-        """id 32 | flags u8 (bit 0 pending init, bit 1 confirmed) | spk id u32 | opk id u32
-        | active at ms u64 | state length u32 | ratchet state (crypto/ratchet.py)."""
+        """id 32 | flags u8 (bit 0: pending init) | spk id u32 | opk id u32 | confirmed ms
+        u64 | active at ms u64 | state length u32 | ratchet state (crypto/ratchet.py)."""
         init = self.pending_init or (0, 0)
-        flags = (self.pending_init is not None) | self.confirmed << 1
+        flags = int(self.pending_init is not None)
         state = self.state.serialize()
-        return (
-            self.session_id
-            + struct.pack(">BIIQI", flags, *init, int(self.active_at * 1000), len(state))
-            + state
-        )
+        active_ms = int(self.active_at * 1000)
+        fixed = struct.pack(_SESSION_FIELDS, flags, *init, self.confirmed_ms, active_ms, len(state))
+        return self.session_id + fixed + state
 
     @classmethod
     def deserialize(cls, data: bytes) -> tuple[Session, int]:
         """A session from the start of ``data``, and how many bytes it took."""
         if len(data) < _SESSION_FIXED:
             raise RatchetError("truncated session")
-        flags, spk, opk, active_ms, size = struct.unpack(">BIIQI", data[32:_SESSION_FIXED])
+        flags, spk, opk, confirmed_ms, active_ms, size = struct.unpack(
+            _SESSION_FIELDS, data[32:_SESSION_FIXED]
+        )
         end = _SESSION_FIXED + size
         if len(data) < end:
             raise RatchetError("truncated session")
         state = RatchetState.deserialize(data[_SESSION_FIXED:end])
         pending = (spk, opk) if flags & 1 else None
-        return cls(data[:32], state, pending, bool(flags & 2), active_ms / 1000), end
+        return cls(data[:32], state, pending, confirmed_ms, active_ms / 1000), end
 
 
 def serialize_sessions(sessions: list[Session]) -> bytes:
@@ -179,7 +180,7 @@ class SessionBook:
             start.ephemeral_public,
             state,
             (start.signed_prekey_id, start.one_time_prekey_id),
-            confirmed=False,
+            confirmed_ms=0,
             active_at=now,
         )
         self._add(peer.key, session)
@@ -274,12 +275,25 @@ class SessionBook:
         token = (sid, header.encode(), spk, opk)
         return Opened(sender, letter, bool(flags & FLAG_HANDSHAKE), token)
 
-    def commit(self, author: PublicIdentity, tokens: list[CommitToken], now: float) -> bool:
+    def commit(
+        self,
+        author: PublicIdentity,
+        tokens: list[CommitToken],
+        now: float,
+        *,
+        sent_ms: int,
+        handshake: bool,
+    ) -> bool:
         """Commit what the parts of one text peeked; True if it re-established a session.
 
         Each distinct header is committed once (all parts of a text share one). A commit
         that no longer applies (the session or prekey went in between) is skipped: the
         text was authenticated when its parts were opened.
+
+        docs/PROTOCOL.md, "Session reset": a new session re-establishes a lost one when it
+        comes in a handshake (the peer could not open our letters), or when the peer wrote
+        its first letter after we had confirmed a session with it. A session the peer
+        started before it knew of ours (both sides starting at once) is no reset.
         """
         reestablished = False
         for sid, header_bytes, spk, opk in dict.fromkeys(tokens):
@@ -291,15 +305,16 @@ class SessionBook:
                 except X3DHError:
                     continue
                 sessions = self.peers.get(author.key, [])
-                reestablished |= any(s.confirmed for s in sessions)
-                session = Session(sid, RatchetState.responder(sk, pair), None, True, now)
+                confirmed = [s.confirmed_ms for s in sessions if s.confirmed_ms]
+                reestablished |= bool(confirmed) and (handshake or sent_ms > min(confirmed))
+                session = Session(sid, RatchetState.responder(sk, pair), None, 0, now)
                 self._add(author.key, session)
                 self.prekeys.consume_one_time(opk)
             try:
                 session.state.commit(header, now)
             except RatchetError:
                 continue
-            session.confirmed = True
+            session.confirmed_ms = session.confirmed_ms or int(now * 1000)
             session.pending_init = None
             session.active_at = now
             self._touch(author.key)
