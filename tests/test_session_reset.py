@@ -6,8 +6,8 @@ other side, the session is re-established and the unacknowledged text arrives.
 from __future__ import annotations
 
 import shutil
-import stat
 import sqlite3
+import stat
 
 from comm_tui.net.service import NoticeAdded
 from comm_tui.store.db import SESSION_RESET_NOTICE

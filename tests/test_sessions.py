@@ -22,6 +22,7 @@ from comm_tui.crypto.ratchet import (
     x25519,
 )
 from comm_tui.crypto.x3dh import X3DH_INFO, F, sign_init
+from comm_tui.protocol import sessions as sessions_module
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import Codec, Rejected
 from comm_tui.protocol.events import SessionReset, SessionsChanged
@@ -491,3 +492,60 @@ def test_letters_are_one_size_whatever_they_carry() -> None:
     assert sizes == {SEALED_BYTES}
     assert ENVELOPE_BYTES == 116 + LETTER_BYTES + 16 + 64
     assert MAX_SKIP >= 1000 and HANDSHAKE_INTERVAL_S > 0
+
+
+def test_skipped_keys_are_bounded_per_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sessions_module, "SKIPPED_KEYS_MAX", 150)
+    receiver_id = Identity.generate()
+    receiver = SessionBook(receiver_id, PrekeyStore(receiver_id.key, T0))
+    for _ in range(3):  # three peers, each skipping 99 keys
+        author = Identity.generate()
+        book = SessionBook(author, PrekeyStore(author.key, T0))
+        letters = [
+            book.seal_text(receiver_id.public, [bytes(LETTER_BYTES)], None, T0)[0]
+            for _ in range(100)
+        ]
+        opened = receiver.open(letters[-1], T0)
+        receiver.commit(opened.author, [opened.token], T0, sent_ms=0, handshake=False)
+    total = sum(len(s.state.skipped) for v in receiver.peers.values() for s in v)
+    assert total == 150
+
+
+def test_peers_with_sessions_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sessions_module, "SESSION_PEERS_MAX", 5)
+    me = Identity.generate()
+    book = SessionBook(me, PrekeyStore(me.key, T0))
+    peers = [Identity.generate().public for _ in range(8)]
+    for i, peer in enumerate(peers):
+        book.seal_text(peer, [bytes(LETTER_BYTES)], None, T0 + i)
+    assert list(book.peers) == [p.key for p in peers[3:]]
+    changes = book.take_changes()
+    assert all(changes[p.key] is None for p in peers[:3])
+
+
+def test_an_author_key_with_its_sign_bit_flipped_does_not_open() -> None:
+    """A key and its negation share an X25519 key; the letter must name the exact one."""
+    alice, bob = Identity.generate(), Identity.generate()
+    book = SessionBook(alice, PrekeyStore(alice.key, T0))
+    receiver = SessionBook(bob, PrekeyStore(bob.key, T0))
+    (sealed,) = book.seal_text(bob.public, [bytes(LETTER_BYTES)], None, T0)
+    envelope = bytearray(SealedBox(bob.box_key).decrypt(sealed))
+    envelope[33] ^= 0x80  # the sign bit of the author key
+    alias = PublicIdentity(bytes(envelope[2:34]))
+    assert bytes(alias.box_key) == bytes(alice.public.box_key)  # the alias is real
+    with pytest.raises(SessionError):
+        receiver.open(reseal(bob, bytes(envelope)), T0)
+    assert receiver.open(sealed, T0).author == alice.public
+
+
+def test_damaged_state_is_skipped_and_counted_at_restore() -> None:
+    wire = Wire()
+    a, b = wire.add(1), wire.add(2)
+    wire.connect(a, b)
+    a.send_text(b.identity.public, "hi", T0)
+    wire.pump(T0)
+    blobs, prekeys = session_blobs(wire, b)
+    fresh = Node(b.identity, T0)
+    damaged = {k: v[:-1] for k, v in blobs.items()}
+    assert fresh.restore_sessions(prekeys[:-1], damaged.items(), T0) == 2
+    assert not fresh.sessions.peers
