@@ -549,3 +549,20 @@ def test_damaged_state_is_skipped_and_counted_at_restore() -> None:
     damaged = {k: v[:-1] for k, v in blobs.items()}
     assert fresh.restore_sessions(prekeys[:-1], damaged.items(), T0) == 2
     assert not fresh.sessions.peers
+
+
+def test_a_flood_of_fresh_keys_does_not_evict_the_peers_we_write_to(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sessions_module, "SESSION_PEERS_MAX", 4)
+    me = Identity.generate()
+    book = SessionBook(me, PrekeyStore(me.key, T0))
+    friend = Identity.generate().public
+    book.seal_text(friend, [bytes(LETTER_BYTES)], None, T0)
+    for i in range(10):  # strangers, each with one text to us
+        stranger = Identity.generate()
+        theirs = SessionBook(stranger, PrekeyStore(stranger.key, T0))
+        (sealed,) = theirs.seal_text(me.public, [bytes(LETTER_BYTES)], None, T0 + i)
+        opened = book.open(sealed, T0 + i)
+        book.commit(opened.author, [opened.token], T0 + i, sent_ms=0, handshake=False)
+    assert friend.key in book.peers and len(book.peers) == 4

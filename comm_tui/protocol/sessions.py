@@ -349,7 +349,13 @@ class SessionBook:
             sessions.remove(min(sessions, key=lambda s: s.active_at))
         self._touch(peer_key)
         while len(self.peers) > SESSION_PEERS_MAX:
-            gone, _ = self.peers.popitem(last=False)
+            # Keys are free: a flood of texts from fresh keys must not evict the sessions
+            # of peers we write to, so peers we never wrote to go first (least recent).
+            gone = next(
+                (k for k, v in self.peers.items() if not any(_wrote_in(s) for s in v)),
+                next(iter(self.peers)),
+            )
+            del self.peers[gone]
             self.changed[gone] = None
 
     def _touch(self, peer_key: bytes) -> None:
@@ -369,6 +375,12 @@ class SessionBook:
                 fattest.state.drop_oldest_skipped()
             total -= excess
             self.changed[key] = serialize_sessions(self.peers[key])
+
+
+def _wrote_in(session: Session) -> bool:
+    """Did we seal anything in this session (we started it, or sent in it)?"""
+    state = session.state
+    return session.pending_init is not None or state.ns > 0 or state.pn > 0
 
 
 def _ad(recipient_key: bytes, head: bytes) -> bytes:
