@@ -9,6 +9,8 @@ import random
 import struct
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from nacl.public import SealedBox
 
 from comm_tui.crypto.identity import Identity, PublicIdentity
@@ -566,3 +568,53 @@ def test_a_flood_of_fresh_keys_does_not_evict_the_peers_we_write_to(
         opened = book.open(sealed, T0 + i)
         book.commit(opened.author, [opened.token], T0 + i, sent_ms=0, handshake=False)
     assert friend.key in book.peers and len(book.peers) == 4
+
+
+_GENUINE: dict[str, object] = {}
+
+
+def _genuine() -> tuple[SessionBook, Identity, bytes, bytes]:
+    """A receiver with a session, and a genuine init envelope and a later one in it."""
+    if not _GENUINE:
+        alice, bob = Identity.from_seed(b"\x31" * 32), Identity.from_seed(b"\x32" * 32)
+        sender = SessionBook(alice, PrekeyStore(alice.key, T0))
+        receiver = SessionBook(bob, PrekeyStore(bob.key, T0))
+        (first,) = sender.seal_text(bob.public, [encode_letter(bytes(16), 0, 1, 0, b"1")], None, T0)
+        opened = receiver.open(first, T0)
+        receiver.commit(opened.author, [opened.token], T0, sent_ms=0, handshake=False)
+        (reply,) = receiver.seal_text(alice.public, [bytes(LETTER_BYTES)], None, T0)
+        opened = sender.open(reply, T0)
+        sender.commit(opened.author, [opened.token], T0, sent_ms=0, handshake=False)
+        (later,) = sender.seal_text(bob.public, [bytes(LETTER_BYTES)], None, T0)
+        _GENUINE.update(
+            receiver=receiver,
+            bob=bob,
+            init=SealedBox(bob.box_key).decrypt(first),
+            later=SealedBox(bob.box_key).decrypt(later),
+        )
+    return (
+        _GENUINE["receiver"],  # type: ignore[return-value]
+        _GENUINE["bob"],
+        _GENUINE["init"],
+        _GENUINE["later"],
+    )
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_mutated_envelopes_only_ever_raise_session_error_and_change_nothing(
+    data: st.DataObject,
+) -> None:
+    receiver, bob, init, later = _genuine()
+    envelope = bytearray(data.draw(st.sampled_from([init, later])))
+    for _ in range(data.draw(st.integers(1, 6))):
+        at_ = data.draw(st.integers(0, ENVELOPE_BYTES - 1))
+        envelope[at_] = data.draw(st.integers(0, 255))
+    if bytes(envelope) in (init, later):
+        return
+    before = {k: serialize_sessions(v) for k, v in receiver.peers.items()}
+    prekeys_before = receiver.prekeys.serialize()
+    with pytest.raises(SessionError):
+        receiver.open(reseal(bob, bytes(envelope)), T0)
+    assert {k: serialize_sessions(v) for k, v in receiver.peers.items()} == before
+    assert receiver.prekeys.serialize() == prekeys_before
