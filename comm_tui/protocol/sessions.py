@@ -69,6 +69,8 @@ _AD_DOMAIN = b"comm-tui letter v2\x00"
 SESSIONS_PER_PEER = 4
 SESSION_PEERS_MAX = 4096
 SKIPPED_KEYS_MAX = 50_000
+# Peeked message keys remembered (for the other parts of the same texts).
+_PEEKED_MAX = 256
 # What commits a peeked part: session id, ratchet header, signed and one-time prekey ids.
 CommitToken = tuple[bytes, bytes, int, int]
 
@@ -163,6 +165,11 @@ class SessionBook:
         self.peers: OrderedDict[bytes, list[Session]] = OrderedDict()
         # Peers whose sessions changed since the node last took the changes (None: gone).
         self.changed: dict[bytes, bytes | None] = {}
+        # Message keys peeked since the last state change, by (author, session id, header):
+        # the parts of one text share them, and a peek may have to derive up to MAX_SKIP
+        # keys. Any change of state empties it, so it never answers for another state.
+        self._peeked: OrderedDict[tuple[bytes, bytes, bytes], bytes] = OrderedDict()
+        self.peek_hits = 0
 
     # ------------------------------------------------------------------ sending
 
@@ -256,19 +263,22 @@ class SessionBook:
                 raise SessionError("bad_signature")
         elif any(signature) or spk or opk:
             raise SessionError("bad_envelope")
-        session = self._find(sender_key, sid)
-        if session is None:
+        header_bytes = envelope[74 : 74 + HEADER_BYTES]
+        mk = self._peeked.get((sender_key, sid, header_bytes))
+        session = None if mk is not None else self._find(sender_key, sid)
+        if mk is not None:
+            self.peek_hits += 1
+        elif session is None:
             if not init:
                 raise SessionError("no_session", sender)
             try:
                 sk, pair = respond(self.identity, self.prekeys, sender, sid, spk, opk)
             except X3DHError as exc:
                 raise SessionError("no_session", sender) from exc
-            state = RatchetState.responder(sk, pair)
+            mk = self._peek(sender_key, sid, RatchetState.responder(sk, pair), header, now)
         else:
-            state = session.state
+            mk = self._peek(sender_key, sid, session.state, header, now)
         try:
-            mk = state.peek(header, now)
             letter = aead_decrypt(mk, part, body[_AD_END:], _ad(self.identity.key, body[:_AD_END]))
         except RatchetError as exc:
             raise SessionError("no_session", sender) from exc
@@ -321,15 +331,29 @@ class SessionBook:
         self._bound_skipped()
         return reestablished
 
+    def _peek(
+        self, sender_key: bytes, sid: bytes, state: RatchetState, header: Header, now: float
+    ) -> bytes:
+        try:
+            mk = state.peek(header, now)
+        except RatchetError as exc:
+            raise SessionError("no_session", PublicIdentity(sender_key)) from exc
+        self._peeked[(sender_key, sid, header.encode())] = mk
+        while len(self._peeked) > _PEEKED_MAX:
+            self._peeked.popitem(last=False)
+        return mk
+
     # ------------------------------------------------------------------ upkeep
 
     def expire(self, now: float) -> None:
         for key, sessions in self.peers.items():
             if any([s.state.expire(now) for s in sessions]):
+                self._peeked.clear()
                 self.changed[key] = serialize_sessions(sessions)
 
     def restore(self, peer_key: bytes, blob: bytes) -> None:
         """Load one peer's persisted sessions (raises RatchetError if damaged)."""
+        self._peeked.clear()
         self.peers[peer_key] = deserialize_sessions(blob)[:SESSIONS_PER_PEER]
 
     def take_changes(self) -> dict[bytes, bytes | None]:
@@ -359,6 +383,7 @@ class SessionBook:
             self.changed[gone] = None
 
     def _touch(self, peer_key: bytes) -> None:
+        self._peeked.clear()
         self.peers.move_to_end(peer_key)
         self.changed[peer_key] = serialize_sessions(self.peers[peer_key])
 
@@ -371,6 +396,7 @@ class SessionBook:
                 key=lambda pair: len(pair[1].state.skipped),
             )
             excess = min(total - SKIPPED_KEYS_MAX, len(fattest.state.skipped))
+            self._peeked.clear()
             for _ in range(excess):
                 fattest.state.drop_oldest_skipped()
             total -= excess
