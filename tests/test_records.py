@@ -106,7 +106,8 @@ def tap(wire: Wire, node: Node) -> list[pb.Frame]:
         if to == dest:
             packet = codec.parse(data)
             if packet.WhichOneof("body") == "boxed":
-                frame = codec.open(packet, T0).frame
+                sent_at = int.from_bytes(packet.boxed[:8], "big") / MS  # any test time
+                frame = codec.open(packet, sent_at).frame
                 if frame is not None:
                     frames.append(frame)
         return False
@@ -611,6 +612,26 @@ def test_get_record_is_answered_once_the_endpoint_is_validated(wire: Wire) -> No
     )
     wire.pump(T0)  # the challenge goes to the asker, its pong validates it, the answer follows
     assert len(got) == 1 and got[0].bundle == record
+
+
+def test_an_expired_record_is_not_served_even_before_housekeeping(wire: Wire) -> None:
+    relay, asker = wire.add(2), wire.add(3)
+    wire.connect(asker, relay)
+    owner = Identity.from_seed(b"\x55" * 32)
+    record = record_for(owner, lifetime_s=600.0)
+    relay.store.add(
+        Entry(Kind.RECORD, owner.address, owner.address, record.expires_ms, record, T0),
+        enforce_quota=False,
+    )
+    to_asker = tap(wire, asker)
+    later = T0 + 601  # the relay's housekeeping has not run since
+    ask = pb.Frame(get_record=pb.GetRecord(query_id=os.urandom(16), address=owner.address))
+    relay.receive_datagram(
+        asker.codec.encode_frame(relay.identity.key, ask, later), wire.endpoint(asker), later
+    )
+    wire.pump(later)
+    answers = [f.record for f in to_asker if f.HasField("record")]
+    assert len(answers) == 1 and not answers[0].HasField("bundle")
 
 
 def test_a_flood_of_records_from_many_keys_is_bounded_by_the_store_quotas(wire: Wire) -> None:
