@@ -433,6 +433,30 @@ def test_an_older_record_never_replaces_a_newer_one(wire: Wire) -> None:
     assert held_by_a is not None and held_by_a.wire == newer
 
 
+def test_records_signed_in_the_same_millisecond_do_not_bounce_between_relays(
+    wire: Wire,
+) -> None:
+    a, r = wire.add(1), wire.add(2)
+    wire.connect(a, r)
+    owner = Identity.from_seed(b"\x55" * 32)
+    first, second = record_for(owner, issued=T0), record_for(owner, issued=T0)
+    assert first != second
+    plant(a, first, owner.address)
+    plant(r, second, owner.address)
+    push(wire, a, r, first, T0)
+    wire.pump(T0)  # raises if datagrams kept flowing
+    assert r.stats.rejected["stale_record"] == 1
+    assert a.stats.rejected["stale_record"] == 0
+    held_by_r, held_by_a = (
+        r.store.get(Kind.RECORD, owner.address),
+        a.store.get(Kind.RECORD, owner.address),
+    )
+    assert held_by_r is not None and held_by_r.wire == second
+    assert held_by_a is not None and held_by_a.wire == first
+    # The stale push was answered with a receipt: its sender counts no failure against r.
+    assert r.address in held_by_a.holders
+
+
 def test_a_newer_record_replaces_the_held_one(wire: Wire) -> None:
     a, r = wire.add(1), wire.add(2)
     wire.connect(a, r)

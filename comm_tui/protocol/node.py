@@ -1124,7 +1124,8 @@ class Node:
         """A record pushed for storage: kept like any item, at most one per owner.
 
         The newest issued_ms wins: an older record never replaces a newer one, and its
-        sender is handed ours, so a stale holder catches up.
+        sender is handed ours, so a stale holder catches up. Equal issued_ms: the first
+        one held stays.
         """
         self._check_record(record, now)
         owner = address_of(record.owner_key)
@@ -1142,7 +1143,13 @@ class Node:
                 self._send_receipt(sender.key, addr, [existing.key], now)
                 return
             if record.issued_ms <= existing.wire.issued_ms:
-                self._send_item(existing, sender.key, addr, now)
+                # We hold one (so the receipt is true and counts no failure against us);
+                # a strictly newer one goes back. Never one of the same age: two relays
+                # holding different records an owner signed in the same millisecond
+                # would bounce them between each other forever.
+                self._send_receipt(sender.key, addr, [existing.key], now)
+                if existing.wire.issued_ms > record.issued_ms:
+                    self._send_item(existing, sender.key, addr, now)
                 raise Rejected("stale_record")
         if not self._store_limit.allow(sender.address, now):
             raise Rejected("store_rate")
