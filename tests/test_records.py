@@ -708,9 +708,19 @@ def test_known_bundles_are_bounded_and_forget_expired_ones(wire: Wire) -> None:
     assert len(fetcher.known_bundles) == KNOWN_BUNDLES_MAX
     assert owners[0].address not in fetcher.known_bundles  # the least recent forgotten
     assert owners[-1].address in fetcher.known_bundles
+    # Session code may drop a bundle or fill one in directly: the bookkeeping copes.
+    del fetcher.known_bundles[owners[-2].address]
+    fetcher.known_bundles[b"\x01" * 20] = bundle_for(owners[0])
     fetcher.handle_timer(T0 + 601 + HOUSEKEEPING_INTERVAL_S)
     assert owners[-1].address not in fetcher.known_bundles
     assert len(fetcher.known_bundles) == KNOWN_BUNDLES_MAX - 1
+    fetcher.known_bundles.move_to_end(b"\x01" * 20, last=False)  # the next one evicted
+    plant(relays[0], record_for(owners[0]), owners[0].address)
+    fetcher.fetch_bundle(owners[0].address, T0 + 700)
+    fetcher.fetch_bundle(owners[-2].address, T0 + 700)
+    wire.pump(T0 + 700)
+    assert fetcher.stats.rejected["internal_error"] == 0
+    assert b"\x01" * 20 not in fetcher.known_bundles
 
 
 # ---------------------------------------------------------------- restarts

@@ -1051,14 +1051,15 @@ class Node:
         """Keep a verified, unexpired record's bundle unless we know a newer one."""
         owner = address_of(record.owner_key)
         known = self._known_bundle_times.get(owner)
-        if known is not None and known[0] >= record.issued_ms:
+        if known is not None and owner in self.known_bundles and known[0] >= record.issued_ms:
             return
         self.known_bundles[owner] = bundle_of(record)
         self.known_bundles.move_to_end(owner)
         self._known_bundle_times[owner] = (record.issued_ms, record.expires_ms)
         while len(self.known_bundles) > KNOWN_BUNDLES_MAX:
             forgotten, _ = self.known_bundles.popitem(last=False)
-            del self._known_bundle_times[forgotten]
+            # .pop: others may fill or drop known_bundles directly (session code, tests).
+            self._known_bundle_times.pop(forgotten, None)
 
     def _check_record(self, record: pb.PrekeyBundle, now: float) -> None:
         """Refuse a record out of shape, dead, or issued in the future (before any
@@ -1216,7 +1217,7 @@ class Node:
         for owner, (_, expires_ms) in list(self._known_bundle_times.items()):
             if expires_ms <= now_ms:
                 del self._known_bundle_times[owner]
-                del self.known_bundles[owner]
+                self.known_bundles.pop(owner, None)
 
     # ------------------------------------------------------------------ relaying
 
