@@ -398,6 +398,21 @@ def test_records_are_never_sent_to_their_owner(wire: Wire) -> None:
     assert not [f for f in to_b if f.HasField("record")]  # never to b, nearest its address
 
 
+def test_an_owner_keeps_its_own_record_whatever_it_is_pushed(wire: Wire) -> None:
+    a, owner = wire.add(1), wire.add(2)
+    wire.connect(a, owner)
+    push(wire, a, owner, record_for(owner.identity, issued=T0 + 60), T0)
+    assert owner.store.get(Kind.RECORD, owner.address) is None
+    public = bundle_for(owner.identity)
+    owner.set_own_bundle(public, T0)
+    wire.pump(T0)
+    push(wire, a, owner, record_for(owner.identity, issued=T0 + 60), T0)
+    assert owner.stats.rejected["own_record"] == 2
+    held = owner.store.get(Kind.RECORD, owner.address)
+    assert held is not None and isinstance(held.wire, pb.PrekeyBundle)
+    assert bundle_of(held.wire) == public
+
+
 def test_a_rejoining_owner_offers_its_record_to_new_neighbours(wire: Wire) -> None:
     owner, r = wire.add(1), wire.add(2)
     wire.connect(owner, r)

@@ -533,7 +533,7 @@ class Node:
             self.stats.reject("internal_error")
         self._flush_store()
 
-    def lookup(self, target: bytes, now: float, *, until_found: bool = False) -> Lookup | None:
+    def lookup(self, target: bytes, now: float, *, until_found: bool = False) -> None:
         """Start an iterative lookup (used for joining and bucket refresh).
 
         ``until_found``: we want the target node itself (the recipient of a text of
@@ -543,7 +543,6 @@ class Node:
         lookup = self._new_lookup(target, until_found=until_found)
         if lookup is not None:
             self._advance_lookup(lookup, now)
-        return lookup
 
     def _new_lookup(self, target: bytes, *, until_found: bool = False) -> Lookup | None:
         """A lookup seeded from our table (None when it is empty), not yet started."""
@@ -1132,10 +1131,11 @@ class Node:
         owner = address_of(record.owner_key)
         existing = self.store.get(Kind.RECORD, owner)
         if owner == self.address:
-            # Our own record came back: ours is the one we issued, not the network's.
+            # Our own record came back (records are never sent to their owner, so only a
+            # hostile or confused peer sends it): ours is the one we issued.
             if existing is not None:
                 self._send_receipt(sender.key, addr, [existing.key], now)
-            return
+            raise Rejected("own_record")
         if existing is not None:
             assert isinstance(existing.wire, pb.PrekeyBundle)
             if record == existing.wire:
