@@ -50,8 +50,27 @@ class StoreChanged:
 
 
 @dataclass(frozen=True)
+class BundleFetched:
+    """A ``fetch_bundle`` ended: every node asked answered or timed out.
+
+    ``found``: ``Node.known_bundles`` holds a verified, unexpired bundle of ``address``.
+    """
+
+    address: bytes
+    found: bool
+
+
+@dataclass(frozen=True)
 class DatagramRejected:
     reason: str
 
 
-Event = TextReceived | TextStateChanged | PeerAdded | PeerRemoved | StoreChanged | DatagramRejected
+Event = (
+    TextReceived
+    | TextStateChanged
+    | PeerAdded
+    | PeerRemoved
+    | StoreChanged
+    | BundleFetched
+    | DatagramRejected
+)
