@@ -23,6 +23,7 @@ from comm_tui.crypto import x3dh as x3dh_module
 from comm_tui.crypto.identity import Identity
 from comm_tui.crypto.prekeys import (
     ONE_TIME_PREKEYS,
+    ONE_TIME_REFILL_BELOW,
     SIGNED_PREKEY_RETAIN_S,
     SIGNED_PREKEY_ROTATE_S,
     PrekeyError,
@@ -39,6 +40,7 @@ from comm_tui.crypto.ratchet import (
     aead_encrypt,
     hkdf_sha256,
 )
+from comm_tui.crypto.records import bundle_of, record_problem, sign_record, verify_record
 from comm_tui.crypto.x3dh import initiate, respond
 
 NOW = 1_800_000_000.0
@@ -387,7 +389,7 @@ def test_prekeys_rotate_retain_refill_and_round_trip() -> None:
     assert store.signed_private(old_id) is None
     # One-time prekeys are used once, and the stock is refilled.
     ids = [pid for pid, _ in store.public_bundle().one_time_prekeys]
-    for pid in ids[: ONE_TIME_PREKEYS - 15]:
+    for pid in ids[: ONE_TIME_PREKEYS - ONE_TIME_REFILL_BELOW + 1]:
         store.consume_one_time(pid)
         assert store.one_time_private(pid) is None
     assert len(store.one_time) == ONE_TIME_PREKEYS
@@ -397,3 +399,12 @@ def test_prekeys_rotate_retain_refill_and_round_trip() -> None:
     for bad in (blob[:-1], blob + b"\x00", b"\x07" + blob[1:]):
         with pytest.raises(PrekeyError):
             PrekeyStore.deserialize(b"k" * 32, bad, NOW)
+
+
+def test_the_public_bundle_is_a_valid_network_record() -> None:
+    """What records.py signs and relays accept: the whole stock of one-time prekeys fits."""
+    owner = Identity.generate()
+    store = PrekeyStore(owner.key, NOW)
+    record = sign_record(owner, store.public_bundle(), int(NOW * 1000), int(NOW * 1000) + 1000)
+    assert record_problem(record) is None and verify_record(record)
+    assert bundle_of(record) == store.public_bundle()

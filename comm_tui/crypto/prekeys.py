@@ -36,9 +36,10 @@ class PublicBundle:
 SIGNED_PREKEY_ROTATE_S = 7 * 24 * 3600.0
 SIGNED_PREKEY_RETAIN_S = 7 * 24 * 3600.0 + 600.0
 RETIRED_SIGNED_PREKEYS_MAX = 4
-# One-time prekeys: refilled to ONE_TIME_PREKEYS when fewer than ONE_TIME_REFILL_BELOW remain.
-ONE_TIME_PREKEYS = 32
-ONE_TIME_REFILL_BELOW = 16
+# One-time prekeys: refilled to ONE_TIME_PREKEYS when fewer than ONE_TIME_REFILL_BELOW
+# remain. The whole stock is published, so it is what a record may carry (records.py).
+ONE_TIME_PREKEYS = 16
+ONE_TIME_REFILL_BELOW = 8
 PREKEY_STATE_VERSION = 1
 # Id 0 names no signed prekey: the fallback seal uses the identity key in its place.
 FALLBACK_PREKEY_ID = 0

@@ -73,6 +73,17 @@ class SessionReset:
 
 
 @dataclass(frozen=True)
+class BundleFetched:
+    """A ``fetch_bundle`` ended: every node asked answered or timed out.
+
+    ``found``: ``Node.known_bundles`` holds a verified, unexpired bundle of ``address``.
+    """
+
+    address: bytes
+    found: bool
+
+
+@dataclass(frozen=True)
 class DatagramRejected:
     reason: str
 
@@ -85,5 +96,6 @@ Event = (
     | StoreChanged
     | SessionsChanged
     | SessionReset
+    | BundleFetched
     | DatagramRejected
 )
