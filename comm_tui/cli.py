@@ -417,8 +417,9 @@ def _history_json(profile: Profile, peer: _Peer, row: HistoryRow) -> dict[str, A
         "state": row.state,
         "time": _iso(row.created_at),
         "sent_time": None if row.sent_ms is None else _iso(row.sent_ms / 1000),
-        "from": them if row.direction == "in" else me,
-        "to": me if row.direction == "in" else them,
+        # A notice (a session re-established) is ours to show, neither sent nor received.
+        "from": None if row.direction == "notice" else them if row.direction == "in" else me,
+        "to": None if row.direction == "notice" else me if row.direction == "in" else them,
         "peer_address": row.peer_address.hex(),
         "id": row.text_id.hex(),
     }

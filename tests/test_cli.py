@@ -488,3 +488,6 @@ def test_history_shows_a_session_reset_notice(
         db.add_notice(bob.key, bob.address, SESSION_RESET_NOTICE, 1_800_000_000.0)
     code, out, _ = run(capsys, *base, "history", "bob")
     assert code == 0 and out.endswith(f"notice: {SESSION_RESET_NOTICE}\n")
+    code, out, _ = run(capsys, *base, "history", "bob", "--json")
+    [item] = json.loads(out)
+    assert (item["direction"], item["from"], item["to"]) == ("notice", None, None)
