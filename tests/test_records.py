@@ -34,6 +34,8 @@ from comm_tui.protocol.codec import MAX_DATAGRAM_BYTES, Codec
 from comm_tui.protocol.events import BundleFetched
 from comm_tui.protocol.node import (
     BUNDLE_FETCHES_MAX,
+    BUNDLE_REPUBLISH_MIN_S,
+    BUNDLE_RETRY_S,
     HOUSEKEEPING_INTERVAL_S,
     KNOWN_BUNDLES_MAX,
     Node,
@@ -395,7 +397,10 @@ def test_records_are_never_sent_to_their_owner(wire: Wire) -> None:
     b.lookup(b.address, T0 + 11)
     wire.pump(T0 + 11)
     assert b.stats.sent_by_kind["fetch"] > 0
-    assert not [f for f in to_b if f.HasField("record")]  # never to b, nearest its address
+    # Never its own record to b, nearest its address (others' own records may reach it).
+    assert not [
+        f for f in to_b if f.HasField("record") and f.record.bundle.owner_key == b.identity.key
+    ]
 
 
 def test_an_owner_keeps_its_own_record_whatever_it_is_pushed(wire: Wire) -> None:
@@ -760,12 +765,13 @@ def test_a_restarted_relay_keeps_the_records_it_held(wire: Wire) -> None:
 def test_a_restarted_owner_keeps_refreshing_its_record(wire: Wire) -> None:
     a, r = wire.add(1), wire.add(2)
     wire.connect(a, r)
-    public = bundle_for(a.identity)
+    public = a.prekeys.public_bundle()  # what a node publishes of its own accord
     a.set_own_bundle(public, T0)
     wire.pump(T0)
     blobs = list(wire.persisted[wire.endpoint(a)].values())
     restarted = Node(a.identity, T0 + 60, rng=random.Random(1))
     assert restarted.restore(blobs, T0 + 60) == 0
+    assert restarted.restore_sessions(a.prekeys.serialize(), [], T0 + 60) == 0
     wire.attach(restarted, 1)
     wire.connect(restarted, r, T0 + 61)
     later = T0 + RECORD_REFRESH_S + HOUSEKEEPING_INTERVAL_S + 1
@@ -784,3 +790,46 @@ def test_a_damaged_stored_record_is_skipped() -> None:
     entry = Entry(Kind.RECORD, owner.address, owner.address, record.expires_ms, record, T0)
     node = Node(Identity.from_seed(b"\x01" * 32), T0)
     assert node.restore([entry.serialize()], T0) == 1
+
+
+# ---------------------------------------------------------------------- wiring to sessions
+
+
+def test_contacts_bundles_are_fetched_so_a_first_text_opens_with_x3dh() -> None:
+    """A node publishes its prekeys by itself; a contact's bundle, wanted, is fetched."""
+    net, nodes = sim_network(12, seed=8)
+    alice, bob = nodes[3], nodes[9]
+    net.do(alice, lambda n: n.want_bundles([bob.node.identity.key], net.now))
+    net.run_for(30.0, stop=lambda: bob.node.address in alice.node.known_bundles)
+    assert alice.node.known_bundles[bob.node.address] == bob.node.prekeys.public_bundle()
+    net.set_online(bob, False)  # the first text opens a session while bob is away
+    net.do(alice, lambda n: n.send_text(bob.node.identity.public, "hello", net.now))
+    session = alice.node.sessions.active(bob.node.identity.key)
+    assert session is not None and session.pending_init is not None
+    signed_prekey_id, one_time_prekey_id = session.pending_init
+    assert signed_prekey_id != 0  # 0 would be the fallback on bob's identity key
+    assert one_time_prekey_id != 0
+    # Once it has a session, alice wants bob's bundle no more.
+    net.run_for(BUNDLE_RETRY_S + 10.0)
+    assert bob.node.address not in alice.node._wanted_bundles
+
+
+def test_a_used_one_time_prekey_is_withdrawn_from_the_published_bundle() -> None:
+    net, nodes = sim_network(12, seed=9)
+    alice, bob = nodes[2], nodes[7]
+    net.do(alice, lambda n: n.want_bundles([bob.node.identity.key], net.now))
+    net.run_for(30.0, stop=lambda: bob.node.address in alice.node.known_bundles)
+    before = bob.node.prekeys.public_bundle()
+    net.do(alice, lambda n: n.send_text(bob.node.identity.public, "hello", net.now))
+    net.run_for(10.0, stop=lambda: bob.node.prekeys.public_bundle() != before)
+    used = dict(before.one_time_prekeys)
+    now_published = dict(bob.node.prekeys.public_bundle().one_time_prekeys)
+    assert set(used) - set(now_published)  # the one alice used is gone from bob's stock
+    # ...and from the record his neighbourhood serves, within BUNDLE_REPUBLISH_MIN_S.
+    net.run_for(BUNDLE_REPUBLISH_MIN_S + 10.0)
+    holders = holders_of(nodes, bob.node)
+    assert holders
+    for holder in holders:
+        held = holder.node.store.get(Kind.RECORD, bob.node.address)
+        assert held is not None and isinstance(held.wire, pb.PrekeyBundle)
+        assert bundle_of(held.wire) == bob.node.prekeys.public_bundle()

@@ -393,6 +393,8 @@ class CommApp(App[int]):
 
     def _save_contact(self, name: str, identity: PublicIdentity) -> None:
         self.profile.db.add_contact(name, identity.key, identity.address, time.time())
+        if self.service is not None:
+            self.service.contact_added(identity.key)
 
     def _contact_added(self, name: str | None) -> None:
         if name is None:

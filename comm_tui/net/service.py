@@ -120,6 +120,9 @@ class NodeService:
             self.protocol.close()
             self.protocol = None
             raise
+        # First texts to contacts we have no session with open with X3DH if their
+        # bundles are fetched by then (docs/PROTOCOL.md, "8a. Records").
+        self.node.want_bundles((contact.key for contact in self.db.contacts()), now)
         for key, host, port, _ in self.db.load_peers():
             self.node.add_known_peer(key, (host, port), now)
         for endpoint in self.bootstrap_endpoints:
@@ -168,6 +171,12 @@ class NodeService:
         if self.protocol is not None:
             self.protocol.pump()
         return row
+
+    def contact_added(self, key: bytes) -> None:
+        """Fetch a new contact's prekey bundle now, so a first text to them opens with X3DH."""
+        self.node.want_bundles([key], self.clock())
+        if self.protocol is not None:
+            self.protocol.pump()
 
     def _drain(self) -> list[Event]:
         events: list[Event] = []

@@ -168,6 +168,14 @@ FIND_NODE_ANSWER_NODES = 8
 # and verified bundles of others kept (least recently fetched forgotten first).
 BUNDLE_FETCHES_MAX = 64
 KNOWN_BUNDLES_MAX = 256
+# Our own bundle is published again when it changes (a one-time prekey used, a rotation,
+# a refill), at most this often: strangers who start sessions with us use up one-time
+# prekeys at will, and must not make us publish at will (docs/PROTOCOL.md, "8a. Records").
+BUNDLE_REPUBLISH_MIN_S = 60.0
+# Contacts we have no session with, whose bundles we fetch while online (so a first text
+# opens with X3DH, not the fallback): at most this many, each tried again after a delay.
+WANTED_BUNDLES_MAX = 256
+BUNDLE_RETRY_S = 60.0
 
 # Requests whose answer is larger than they are: served only to validated endpoints.
 _NEEDS_VALIDATION = frozenset({"find_node", "fetch", "get_record"})
@@ -393,6 +401,11 @@ class Node:
         self._known_bundle_times: dict[bytes, tuple[int, int]] = {}
         self._bundle_fetches: OrderedDict[bytes, _BundleFetch] = OrderedDict()
         self._own_bundle: PublicBundle | None = None
+        # The bundle of our prekeys we last published, and when (see set_own_bundle).
+        self._published_prekeys: PublicBundle | None = None
+        self._published_prekeys_at = float("-inf")
+        # Contacts whose bundle we want, by address: (their key, when to try next).
+        self._wanted_bundles: OrderedDict[bytes, tuple[bytes, float]] = OrderedDict()
         self._own_record_due = float("inf")  # when our record is issued again
 
     # ------------------------------------------------------------------ driver API
@@ -581,6 +594,8 @@ class Node:
             self._housekeeping(now)
         if now >= self._next_rebootstrap:
             self._next_rebootstrap = now + REBOOTSTRAP_INTERVAL_S
+            self._keep_own_bundle_published(now)
+            self._fetch_wanted_bundles(now)
             if not self.table.closest(self.address, 1):  # empty, or every node failing
                 for endpoint in self.bootstrap_endpoints:
                     self._send_hello(endpoint, now)
@@ -1101,6 +1116,48 @@ class Node:
         self._own_bundle = public
         self._flush_store()
 
+    def want_bundles(self, keys: Iterable[bytes], now: float) -> None:
+        """Fetch the prekey bundles of these contacts while we have no session with them.
+
+        A first text to someone opens with X3DH only if we hold their bundle by then;
+        fetching it when they become a contact (and at start, for contacts without a
+        session) means a text typed later finds it. Fetched while we are online, tried
+        again every ``BUNDLE_RETRY_S``; forgotten once a session or the bundle is there.
+        """
+        for key in keys:
+            if key == self.identity.key or self.sessions.active(key) is not None:
+                continue
+            address = address_of(key)
+            if address not in self._wanted_bundles:
+                self._wanted_bundles[address] = (key, now)
+                while len(self._wanted_bundles) > WANTED_BUNDLES_MAX:
+                    self._wanted_bundles.popitem(last=False)
+        self._fetch_wanted_bundles(now)
+
+    def _fetch_wanted_bundles(self, now: float) -> None:
+        if not self.joined:
+            return  # a fetch starts with a lookup: it needs a table
+        for address, (key, due) in list(self._wanted_bundles.items()):
+            if address in self.known_bundles or self.sessions.active(key) is not None:
+                del self._wanted_bundles[address]
+            elif due <= now and self.fetch_bundle(address, now):
+                self._wanted_bundles[address] = (key, now + BUNDLE_RETRY_S)
+
+    def _keep_own_bundle_published(self, now: float) -> None:
+        """Publish our prekeys' bundle once per run and again whenever it changed.
+
+        Once per run, because a restored record may predate prekeys used since; at most
+        every ``BUNDLE_REPUBLISH_MIN_S`` after that. Between changes the record's own
+        refresh (``RECORD_REFRESH_S``) keeps it alive.
+        """
+        public = self.prekeys.public_bundle()
+        if public == self._published_prekeys:
+            return
+        if now - self._published_prekeys_at < BUNDLE_REPUBLISH_MIN_S:
+            return
+        self._published_prekeys, self._published_prekeys_at = public, now
+        self.set_own_bundle(public, now)
+
     def fetch_bundle(self, address: bytes, now: float) -> bool:
         """Look for the prekey record of ``address``; False if no fetch could start.
 
@@ -1261,7 +1318,7 @@ class Node:
                 # holding different records an owner signed in the same millisecond
                 # would bounce them between each other forever.
                 self._send_receipt(sender.key, addr, [existing.key], now)
-                if existing.wire.issued_ms > record.issued_ms:
+                if existing.wire.issued_ms > record.issued_ms and sender.address != owner:
                     self._send_item(existing, sender.key, addr, now)
                 raise Rejected("stale_record")
         if not self._store_limit.allow(sender.address, now):
