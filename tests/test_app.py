@@ -103,6 +103,9 @@ async def test_add_contact_with_a_valid_card(tmp_path: Path) -> None:
                 lambda: app.query_one(ConversationView).peer_address == dave.address,
                 "conversation with the new contact",
             )
+            # Its prekey bundle is wanted at once, so a first text can open with X3DH.
+            assert app.service is not None
+            assert dave.address in app.service.node._wanted_bundles
 
 
 @pytest.mark.parametrize(
