@@ -293,14 +293,10 @@ async def test_forged_acks_stop_neither_relaying_nor_delivery(net: Network) -> N
         for target in net.running():
             for part in parts:
                 # Signed by the forger's own key ...
-                own_key = sign_ack(
-                    forger.identity, part.item_id, sender.identity.address, part.expires_ms
-                )
+                own_key = sign_ack(forger.identity, part.item_id, part.expires_ms)
                 forger.send(target, forger.frame(target, pb.Frame(ack=own_key)))
                 # ... and claiming the recipient's key with the forger's signature.
-                claimed = sign_ack(
-                    forger.identity, part.item_id, sender.identity.address, part.expires_ms
-                )
+                claimed = sign_ack(forger.identity, part.item_id, part.expires_ms)
                 claimed.recipient_key = recipient.identity.key
                 forger.send(target, forger.frame(target, pb.Frame(ack=claimed)))
         await until(
