@@ -843,10 +843,7 @@ class Node:
             origin_net=self._origin(sender.key, addr),
             origin_key=sender.key,
             origin_endpoint=addr,
-            # In the stem: forward it in the stem once more, or relay it (docs/PROTOCOL.md,
-            # "7.2"). Whoever set the flag, the walk ends after 1 / (1 - STEM_FORWARD) hops
-            # on average, so a hostile flag costs a relay no more than an honest one.
-            stem=msg.stem and self.config.policy == "ours" and self.rng.random() < STEM_FORWARD,
+            stem=msg.stem and self.config.policy == "ours",
         )
         try:
             self.store.add(entry)
@@ -854,7 +851,10 @@ class Node:
             raise Rejected(exc.reason) from exc
         self.stats.stored += 1
         self._send_receipt(sender.key, addr, [entry.key], now)
-        self._relay(entry, now)
+        # In the stem: forward it in the stem once more, or relay it (docs/PROTOCOL.md,
+        # "7.2"). Whoever set the flag, the walk ends after 1 / (1 - STEM_FORWARD) hops
+        # on average, so a hostile flag costs a relay no more than an honest one.
+        self._relay(entry, now, stem=entry.stem and self.rng.random() < STEM_FORWARD)
 
     def _on_message_for_me(
         self, sender: PublicIdentity, msg: pb.Message, item_id: bytes, addr: Endpoint, now: float
@@ -956,16 +956,21 @@ class Node:
 
     # ------------------------------------------------------------------ relaying
 
-    def _relay(self, entry: Entry, now: float) -> None:
-        """Send an item to the nodes that should hold it next, and schedule the retry."""
-        stem = self._stem_peer(entry) if entry.stem and entry.attempts == 0 else None
-        if stem is not None:
+    def _relay(self, entry: Entry, now: float, *, stem: bool = False) -> None:
+        """Send an item to the nodes that should hold it next, and schedule the retry.
+
+        ``stem``: forward it in the stem instead; the first attempt of our own texts
+        always is (docs/PROTOCOL.md, "7.2").
+        """
+        stem = stem or (entry.stem and bool(entry.own_text_id) and entry.attempts == 0)
+        stem_peer = self._stem_peer(entry) if stem else None
+        if stem_peer is not None:
             # The first relay of a message in the stem: one random peer gets it in the
             # stem, and, from its sender, the recipient too when known (docs/PROTOCOL.md,
             # "7.2"). Every retry relays it normally (fluff): a stem peer that drops it
             # only delays it.
             self.stats.stem_forwards += 1
-            self._send_item(entry, stem.key, stem.endpoint, now, stem=True)
+            self._send_item(entry, stem_peer.key, stem_peer.endpoint, now, stem=True)
             if entry.own_text_id:
                 for node in self._with_target([], entry, skip_holders=False):
                     self._send_item(entry, node.key, node.endpoint, now)
@@ -1032,10 +1037,15 @@ class Node:
             return self._with_target(closest[:fanout], entry, skip_holders=False)
         target_int = int.from_bytes(entry.target, "big")
         own_distance = distance(self.address, entry.target)
+        # A message that came in the stem was handed to us, and maybe forwarded by us, to
+        # random peers: their holding it is no progress toward the target, so its first
+        # relays out of the stem (the first two attempts) go out whoever holds it.
+        leaving_stem = entry.stem and entry.attempts <= 1
         if self.table.is_among_closest(self.address, entry.target, k):
             origin_int = int.from_bytes(entry.origin, "big") if entry.origin else None
             if (
                 entry.attempts == 0
+                and not leaving_stem
                 and origin_int is not None
                 and origin_int ^ target_int < own_distance
             ):
@@ -1043,9 +1053,7 @@ class Node:
                 # itself; we only keep a replica until our first retry.
                 return []
             return self._with_target(closest[: self.config.replicas], entry)
-        # After a stem forward, the first retry relays whoever holds it: the stem peer was
-        # picked at random, so its holding the item is no progress toward the target.
-        if not (entry.stem and entry.attempts == 1) and self._closer_holder(entry):
+        if not leaving_stem and self._closer_holder(entry):
             return []
         closer = [n for n in closest if n.address_int ^ target_int < own_distance] or closest
         return self._with_target(

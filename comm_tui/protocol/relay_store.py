@@ -78,7 +78,8 @@ class Entry:
     origin_endpoint: tuple[str, int] | None = None
     # Acks only: the other nodes known to hold the message, which the ack also stops.
     notify: set[bytes] = field(default_factory=set)
-    # Messages only: our first relay of it is a stem forward (docs/PROTOCOL.md, "7.2").
+    # Messages only: it came to us in the stem, or it is our own text, which starts in
+    # the stem (docs/PROTOCOL.md, "7.2").
     stem: bool = False
 
     @property
