@@ -141,8 +141,10 @@ LOOKUP_ON_ATTEMPTS = frozenset({1, 3, 6})
 DIRECT_CONTACTS_MAX = 256
 # Retries of a text of ours still not acknowledged after which we look for its recipient
 # in person (a lookup ``until_found``): it costs up to 64 queries, and a recipient that
-# is offline cannot be found, so only twice: early, and two minutes later.
-FIND_RECIPIENT_ON_ATTEMPTS = frozenset({1, 6})
+# is offline cannot be found, so only twice: early, and two minutes later. Not after the
+# first attempt: that went to one random peer in the stem, whose dropping it says
+# nothing about the recipient's neighbourhood; the first normal relaying must fail first.
+FIND_RECIPIENT_ON_ATTEMPTS = frozenset({2, 6})
 # One such lookup per recipient in this long, whatever the number of texts and parts
 # waiting for it (a 64 KiB text has 74 parts): meeting it hands it all of them.
 FIND_RECIPIENT_INTERVAL_S = 60.0
