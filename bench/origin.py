@@ -16,7 +16,11 @@ sender from the letter anyway). Figures per observer share:
 - *first hop*: texts whose first relay (the first node other than the recipient that the
   sender handed a part to) was an observer; that observer sees the true sender, so
   recall cannot fall much below this share in any design where one peer takes a text
-  from its sender first.
+  from its sender first;
+- *re-sender* recall and precision: a second estimator, the node that handed the
+  observers copies of the text most often (ties: the earliest). It aims at senders that
+  retry: with ``--offline``, that share of the texts goes to recipients that stay
+  offline for the whole run, whose senders keep re-sending them.
 
 The network, the observers and the senders and recipients are drawn from ``--seed``
 alone, so the same command on the code before the change (a ``git worktree`` of it)
@@ -37,6 +41,7 @@ import json
 import random
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +66,7 @@ class Sighting:
     at: float
     predecessor: Endpoint
     hops_zero: bool
+    copies: Counter[Endpoint]
 
 
 @dataclass
@@ -76,8 +82,9 @@ def _part_ids(node: Node, text_id: bytes) -> set[bytes]:
     return {e.item_id for e in node.store if e.own_text_id == text_id}
 
 
-def measure(nodes: int, texts: int, share: float, seed: int) -> dict[str, Any]:
-    """One run: ``share`` of ``nodes`` observe while ``texts`` texts go between the others."""
+def measure(nodes: int, texts: int, share: float, seed: int, offline: float) -> dict[str, Any]:
+    """One run: ``share`` of ``nodes`` observe while ``texts`` texts go between the others,
+    ``offline`` of them to recipients that stay offline."""
     started = time.perf_counter()
     rng = random.Random(f"origin-{seed}")
     net = SimNetwork(seed)
@@ -86,6 +93,10 @@ def measure(nodes: int, texts: int, share: float, seed: int) -> dict[str, Any]:
     net.run_for(SETTLE_S)
     observers = {sim.endpoint: sim for sim in rng.sample(everyone, round(nodes * share))}
     honest = [sim for sim in everyone if sim.endpoint not in observers]
+    absent = rng.sample(honest, round(len(honest) * 0.1)) if offline else []
+    online = [sim for sim in honest if sim not in absent]
+    for sim in absent:
+        net.set_online(sim, False)
     codecs = {endpoint: Codec(sim.node.identity) for endpoint, sim in observers.items()}
     sightings: dict[bytes, Sighting] = {}
     by_sender: dict[Endpoint, list[Text]] = {}
@@ -108,7 +119,9 @@ def measure(nodes: int, texts: int, share: float, seed: int) -> dict[str, Any]:
         hops_zero = getattr(msg, "hops", 1) == 0  # only before issue 9
         seen = sightings.get(item)
         if seen is None or (hops_zero and not seen.hops_zero):
-            sightings[item] = Sighting(net.now, source, hops_zero)
+            copies = seen.copies if seen is not None else Counter()
+            seen = sightings[item] = Sighting(net.now, source, hops_zero, copies)
+        seen.copies[source] += 1
 
     net.tap = tap
     sent: list[Text] = []
@@ -127,11 +140,13 @@ def measure(nodes: int, texts: int, share: float, seed: int) -> dict[str, Any]:
         return send
 
     for i in range(texts):
-        sender, recipient = rng.sample(honest, 2)
+        sender, recipient = rng.sample(online, 2)
+        if absent and rng.random() < offline:
+            recipient = rng.choice(absent)
         net.call_at(net.now + i * SEND_INTERVAL_S, sender_of(sender, recipient))
     net.run_for(texts * SEND_INTERVAL_S + DRAIN_S)
 
-    seen = correct = first_hop_observed = 0
+    seen = correct = first_hop_observed = resent_correct = 0
     for text in sent:
         if text.first_hop in observers:
             first_hop_observed += 1
@@ -142,6 +157,12 @@ def measure(nodes: int, texts: int, share: float, seed: int) -> dict[str, Any]:
         certain = [s for s in sights if s.hops_zero]
         guess = min(certain or sights, key=lambda s: s.at).predecessor
         correct += guess == text.sender.endpoint
+        copies: Counter[Endpoint] = Counter()
+        for sight in sights:
+            copies.update(sight.copies)
+        first = {s.predecessor: s.at for s in sorted(sights, key=lambda s: -s.at)}
+        resender = max(copies, key=lambda e: (copies[e], -first.get(e, net.now)))
+        resent_correct += resender == text.sender.endpoint
     return {
         "observers": share,
         "observer_nodes": len(observers),
@@ -151,6 +172,9 @@ def measure(nodes: int, texts: int, share: float, seed: int) -> dict[str, Any]:
         "recall": round(correct / max(1, len(sent)), 4),
         "precision": round(correct / seen, 4) if seen else None,
         "first_hop_observed": round(first_hop_observed / max(1, len(sent)), 4),
+        "offline": offline,
+        "resender_recall": round(resent_correct / max(1, len(sent)), 4),
+        "resender_precision": round(resent_correct / seen, 4) if seen else None,
         "hops_on_wire": HAS_HOPS,
         "datagrams": net.datagrams_sent,
         "wall_s": round(time.perf_counter() - started, 1),
@@ -164,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--observers", type=float, nargs="+", default=[0.1, 0.2])
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
+        "--offline", type=float, default=0.0, help="share of texts to recipients that stay offline"
+    )
+    parser.add_argument(
         "--stem-forward",
         type=float,
         default=None,
@@ -175,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(node_module, "STEM_FORWARD"):
             parser.error("this version of the core has no stem")
         node_module.STEM_FORWARD = args.stem_forward
-    rows = [measure(args.nodes, args.texts, share, args.seed) for share in args.observers]
+    rows = [
+        measure(args.nodes, args.texts, share, args.seed, args.offline) for share in args.observers
+    ]
     out = {
         "nodes": args.nodes,
         "texts": args.texts,
