@@ -17,12 +17,13 @@ recipient's signed ack arrives or it expires. On top of that (DESIGN.md section 
 - a relay far from the target forwards to a few nodes closer than itself and
   stops once one of them holds it; one in the target's neighbourhood keeps a few
   replicas there (``NodeConfig.replicas``) and hands the item to the target;
-- the sender widens its fan-out on every retry until the ack comes, so a relay
-  that takes a text and drops it only delays it; a relay stuck with an item whose
-  target it does not know looks the target up (see ``_next_hops`` and ``_relay``);
-- a text starts in a stem (one random peer, which forwards it to one random peer with
-  probability ``STEM_FORWARD``, else relays it as above), so the first relays cannot
-  tell its sender; no copy carries a hop count, and expiries are whole hours;
+- every attempt of the sender goes in a stem: to one fresh random peer, which forwards
+  it to one random peer with probability ``STEM_FORWARD``, else relays it as above
+  (and to the recipient itself when the sender knows it), so no relay can tell the
+  sender from a stem relay, and one that takes a text and drops it only delays it
+  until the next retry; a relay stuck with an item whose target it does not know looks
+  the target up (see ``_next_hops`` and ``_relay``); no copy carries a hop count, and
+  expiries are whole hours;
 - an ack names no sender: it goes back the way the message came, to the peer that
   handed it to us and to the other holders we know, so the sender learns of delivery
   from its first hops, or, after being offline, when its retries are answered with it;
@@ -142,8 +143,8 @@ DIRECT_CONTACTS_MAX = 256
 # Retries of a text of ours still not acknowledged after which we look for its recipient
 # in person (a lookup ``until_found``): it costs up to 64 queries, and a recipient that
 # is offline cannot be found, so only twice: early, and two minutes later. Not after the
-# first attempt: that went to one random peer in the stem, whose dropping it says
-# nothing about the recipient's neighbourhood; the first normal relaying must fail first.
+# first attempt: each attempt goes to one random peer in the stem, and one lost stem
+# says nothing about the recipient's neighbourhood; two lost in a row begin to.
 FIND_RECIPIENT_ON_ATTEMPTS = frozenset({2, 6})
 # One such lookup per recipient in this long, whatever the number of texts and parts
 # waiting for it (a 64 KiB text has 74 parts): meeting it hands it all of them.
@@ -961,16 +962,16 @@ class Node:
     def _relay(self, entry: Entry, now: float, *, stem: bool = False) -> None:
         """Send an item to the nodes that should hold it next, and schedule the retry.
 
-        ``stem``: forward it in the stem instead; the first attempt of our own texts
-        always is (docs/PROTOCOL.md, "7.2").
+        ``stem``: forward it in the stem instead. Every attempt at our own texts is
+        (docs/PROTOCOL.md, "7.2"): retries sent by the sender straight to the recipient's
+        neighbourhood would single it out there whenever the recipient is offline.
         """
-        stem = stem or (entry.stem and bool(entry.own_text_id) and entry.attempts == 0)
+        stem = stem or (entry.stem and bool(entry.own_text_id))
         stem_peer = self._stem_peer(entry) if stem else None
         if stem_peer is not None:
-            # The first relay of a message in the stem: one random peer gets it in the
-            # stem, and, from its sender, the recipient too when known (docs/PROTOCOL.md,
-            # "7.2"). Every retry relays it normally (fluff): a stem peer that drops it
-            # only delays it.
+            # One random peer gets it in the stem, a fresh draw at every attempt, so a
+            # stem peer that drops it only delays it; from its sender, the recipient too
+            # when known. A relay's retries relay it normally (fluff).
             self.stats.stem_forwards += 1
             self._send_item(entry, stem_peer.key, stem_peer.endpoint, now, stem=True)
             if entry.own_text_id:
@@ -1018,11 +1019,11 @@ class Node:
     def _next_hops(self, entry: Entry) -> list[NodeEntry]:
         """Who should get this item now (``ours``), or the k nearest (``flood``).
 
-        - The sender of a text re-sends with a wider fan-out on every retry until
-          the ack comes: a first hop that takes the text and drops it only delays
-          it, and a holder that has seen the ack answers with it.
-        - The recipient sends its ack toward the sender the same way, skipping
-          nodes known to hold it.
+        - The sender of a text sends every attempt in the stem (``_relay``); only
+          with no peer to stem to does it send to its nearest to the recipient, more
+          of them on every retry until the ack comes.
+        - An ack goes back to the nodes that handed us or hold its message
+          (``_ack_hops``, docs/PROTOCOL.md, "7.3 Acks").
         - A relay in the target's neighbourhood replicates to a few of its
           neighbours, the target itself included when it is online.
         - A relay further away forwards to a few nodes closer than itself, and
@@ -1039,10 +1040,10 @@ class Node:
             return self._with_target(closest[:fanout], entry, skip_holders=False)
         target_int = int.from_bytes(entry.target, "big")
         own_distance = distance(self.address, entry.target)
-        # A message that came in the stem was handed to us, and maybe forwarded by us, to
-        # random peers: their holding it is no progress toward the target, so its first
-        # relays out of the stem (the first two attempts) go out whoever holds it.
-        leaving_stem = entry.stem and entry.attempts <= 1
+        # A message that came in the stem was handed to us by a random peer: its holding
+        # it is no progress toward the target, so our first relay of it out of the stem
+        # goes out whoever holds it.
+        leaving_stem = entry.stem and entry.attempts == 0
         if self.table.is_among_closest(self.address, entry.target, k):
             origin_int = int.from_bytes(entry.origin, "big") if entry.origin else None
             if (
