@@ -92,9 +92,11 @@ def _round(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def true_closest(target: bytes, addresses: list[bytes], count: int) -> set[bytes]:
+def true_closest(target: bytes, addresses: list[bytes], count: int, querier: bytes) -> set[bytes]:
+    """The ``count`` nodes nearest ``target``, the querier left out: no lookup returns itself."""
     value = int.from_bytes(target, "big")
-    return set(sorted(addresses, key=lambda a: int.from_bytes(a, "big") ^ value)[:count])
+    others = [a for a in addresses if a != querier]
+    return set(sorted(others, key=lambda a: int.from_bytes(a, "big") ^ value)[:count])
 
 
 async def wait_until(condition: Callable[[], bool], bound_s: float) -> bool:
@@ -182,7 +184,7 @@ async def run_ours(nodes: int, lookups: int, seed: int) -> Side:
                 continue
             latencies.append((end - start) * 1000)
             queries += lookup.queries_sent
-            closest = true_closest(target, addresses, K)
+            closest = true_closest(target, addresses, K, host.node.address)
             found += len({c.address for c in lookup.result()} & closest)
         cpu_s = time.process_time() - cpu_start
     finally:
@@ -251,7 +253,7 @@ async def run_kademlia(nodes: int, lookups: int, seed: int) -> Side:
                 queries = before
                 continue
             latencies.append((time.perf_counter() - start) * 1000)
-            closest = true_closest(target, addresses, K)
+            closest = true_closest(target, addresses, K, server.node.id)
             found += len({n.id for n in result} & closest)
         cpu_s = time.process_time() - cpu_start
     finally:

@@ -45,6 +45,7 @@ from comm_tui.net.service import (
     IncomingText,
     NodeFailed,
     NodeService,
+    NoticeAdded,
     OutgoingUpdated,
     ServiceEvent,
 )
@@ -416,8 +417,9 @@ def _history_json(profile: Profile, peer: _Peer, row: HistoryRow) -> dict[str, A
         "state": row.state,
         "time": _iso(row.created_at),
         "sent_time": None if row.sent_ms is None else _iso(row.sent_ms / 1000),
-        "from": them if row.direction == "in" else me,
-        "to": me if row.direction == "in" else them,
+        # A notice (a session re-established) is ours to show, neither sent nor received.
+        "from": None if row.direction == "notice" else them if row.direction == "in" else me,
+        "to": None if row.direction == "notice" else me if row.direction == "in" else them,
         "peer_address": row.peer_address.hex(),
         "id": row.text_id.hex(),
     }
@@ -432,6 +434,9 @@ def _cmd_history(args: argparse.Namespace, g: _Globals) -> int:
             print()
             return EXIT_OK
         for row in rows:
+            if row.direction == "notice":
+                print(f"{_iso(row.created_at)} notice: {_one_line(row.text)}")
+                continue
             arrow = f"from {peer.label}" if row.direction == "in" else f"to {peer.label}"
             state = "" if row.direction == "in" else f" [{row.state}]"
             print(f"{_iso(row.created_at)} {arrow}: {_one_line(row.text)}{state}")
@@ -585,6 +590,8 @@ def _event_logger(db: Database) -> Callable[[ServiceEvent], None]:
             row = event.row
             name = _display_name(db, row.peer_address)
             _log(f"to {name}: {row.state}: {_one_line(row.text)}")
+        elif isinstance(event, NoticeAdded):
+            _log(f"{_display_name(db, event.row.peer_address)}: {event.row.text}")
 
     return log_event
 

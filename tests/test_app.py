@@ -22,7 +22,7 @@ from comm_tui.crypto.identity import Identity
 from comm_tui.crypto.keyfile import FAST_KDF_ENV, read_identity_file
 from comm_tui.net.service import NodeService
 from comm_tui.store.config import load_config
-from comm_tui.store.db import Database
+from comm_tui.store.db import SESSION_RESET_NOTICE, Database
 from comm_tui.store.paths import profile_paths
 from tests.app_helpers import SIZE, make_profile, profile_db, wait_until
 
@@ -490,3 +490,21 @@ async def test_demo_echo_answers(tmp_path: Path) -> None:
                 "the echo",
             )
             assert all(h[0] == "127.0.0.1" for s in app.demo_network.services if (h := s.bound))  # type: ignore[union-attr]
+
+
+async def test_a_session_reset_notice_is_shown_in_the_conversation(tmp_path: Path) -> None:
+    make_profile(tmp_path)
+    bob = Identity.generate()
+    _add_contact(tmp_path, "bob", bob)
+    with profile_db(tmp_path) as db:
+        db.add_outgoing(b"t" * 16, bob.key, bob.address, "before", time.time())
+        db.add_notice(bob.key, bob.address, SESSION_RESET_NOTICE, time.time())
+    with app_session(data_dir=tmp_path, listen="127.0.0.1:0") as app:
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("enter")
+            conversation = app.query_one(ConversationView)
+            await wait_until(pilot, lambda: len(app.query(MessageRow)) == 2, "the history")
+            rows = list(app.query(MessageRow))
+            assert [r.has_class("-notice") for r in rows] == [False, True]
+            assert rows[1].row.text == SESSION_RESET_NOTICE
+            assert conversation.peer is not None and conversation.peer.name == "bob"

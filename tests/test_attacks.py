@@ -19,13 +19,20 @@ import pytest
 from nacl.public import SealedBox
 
 from comm_tui.crypto.identity import Identity, PublicIdentity
-from comm_tui.crypto.seal import Sealer, SealError, message_id
+from comm_tui.crypto.prekeys import PrekeyStore
+from comm_tui.crypto.seal import message_id
 from comm_tui.net.udp import open_udp
 from comm_tui.protocol import codec as codec_module
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.admission import AMPLIFICATION_FACTOR, CHALLENGE_BYTES, echo_of
 from comm_tui.protocol.codec import Codec, Rejected
-from comm_tui.protocol.letters import Reassembler, decode_letter, encode_letter, split_text
+from comm_tui.protocol.letters import (
+    LETTER_BYTES,
+    Reassembler,
+    decode_letter,
+    encode_letter,
+    split_text,
+)
 from comm_tui.protocol.lookup import Candidate, Lookup
 from comm_tui.protocol.node import (
     DEFERRED_PAIRS_MAX,
@@ -36,6 +43,7 @@ from comm_tui.protocol.node import (
     NodeConfig,
 )
 from comm_tui.protocol.routing import Endpoint
+from comm_tui.protocol.sessions import SessionBook, SessionError
 from comm_tui.sim.scenario import Scenario, run
 from tests.wire import T0, Wire
 
@@ -169,12 +177,13 @@ def test_the_endpoint_challenge_cannot_be_answered_by_reflection() -> None:
 def test_a_letter_handed_back_by_its_recipient_does_not_open_as_theirs() -> None:
     """B unwraps A's letter and re-seals it to A under B's key: it must not open."""
     alice, bob = Identity.from_seed(b"\x01" * 32), Identity.from_seed(b"\x02" * 32)
-    sealed = Sealer(alice).seal(bob.public, b"I owe you 100")
-    inner = pb.Sealed.FromString(SealedBox(bob.box_key).decrypt(sealed))
-    inner.sender_key = bob.key
-    reflected = bytes(SealedBox(alice.public.box_key).encrypt(inner.SerializeToString()))
-    with pytest.raises(SealError):
-        Sealer(alice).open(reflected)
+    alice_book = SessionBook(alice, PrekeyStore(alice.key, T0))
+    (sealed,) = alice_book.seal_text(bob.public, [bytes(LETTER_BYTES)], None, T0)
+    envelope = bytearray(SealedBox(bob.box_key).decrypt(sealed))
+    envelope[2:34] = bob.key
+    reflected = bytes(SealedBox(alice.public.box_key).encrypt(bytes(envelope)))
+    with pytest.raises(SessionError):
+        alice_book.open(reflected, T0)
 
 
 # ---------------------------------------------------------------- 4. tampering with hops
@@ -196,7 +205,7 @@ def test_a_relay_flipping_the_stem_flag_cannot_kill_delivery(stem: bool) -> None
     wire.connect(relay, recipient)
     tamperer = node(9)
     letter = encode_letter(b"t" * 16, 0, 1, int(T0 * 1000), b"still here")
-    sealed = sender.sealer.seal(recipient.identity.public, letter)
+    (sealed,) = sender.sessions.seal_text(recipient.identity.public, [letter], None, T0)
     expires_ms = int(T0 * 1000) + DAY_MS
     msg = pb.Message(recipient=recipient.address, expires_ms=expires_ms, sealed=sealed, stem=stem)
     deliver(tamperer, relay, pb.Frame(message=msg), ("198.18.9.1", 4000), T0)

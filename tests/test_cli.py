@@ -24,7 +24,7 @@ from comm_tui.crypto.identity import Identity
 from comm_tui.crypto.keyfile import KdfStrength, read_identity_file, write_identity_file
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import Codec
-from comm_tui.store.db import Database
+from comm_tui.store.db import SESSION_RESET_NOTICE, Database
 from comm_tui.store.lock import ProfileLock
 from comm_tui.store.paths import ensure_dirs, profile_paths
 from tests.node_procs import Proc, cli
@@ -475,3 +475,19 @@ def test_node_logs_a_stats_line_with_rejections_on_sigint(
     proc.popen.send_signal(signal.SIGINT)
     assert proc.popen.wait(timeout=PROCESS_TIMEOUT_S) == 0
     proc.wait_for_line(r"stats: .*rejected=1 \(malformed=1\)")
+
+
+def test_history_shows_a_session_reset_notice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, bob_card = card_of(capsys, tmp_path, "bob")
+    base = ("--data-dir", tmp_path)
+    assert run(capsys, *base, "contacts", "add", "bob", bob_card)[0] == 0
+    bob = decode_card(bob_card)
+    with Database.open(profile_paths("default", tmp_path).database) as db:
+        db.add_notice(bob.key, bob.address, SESSION_RESET_NOTICE, 1_800_000_000.0)
+    code, out, _ = run(capsys, *base, "history", "bob")
+    assert code == 0 and out.endswith(f"notice: {SESSION_RESET_NOTICE}\n")
+    code, out, _ = run(capsys, *base, "history", "bob", "--json")
+    [item] = json.loads(out)
+    assert (item["direction"], item["from"], item["to"]) == ("notice", None, None)

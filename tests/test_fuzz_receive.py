@@ -22,13 +22,15 @@ from hypothesis import strategies as st
 
 from comm_tui.crypto.ack import sign_ack, verify_ack
 from comm_tui.crypto.identity import Identity
-from comm_tui.crypto.seal import Sealer, SealError
+from comm_tui.crypto.prekeys import PublicBundle
+from comm_tui.crypto.records import MAX_ONE_TIME_PREKEYS
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import PROTOCOL_VERSION
 from comm_tui.protocol.letters import LETTER_BYTES, LetterError, decode_letter, encode_letter
 from comm_tui.protocol.node import Node, NodeConfig, node_info
 from comm_tui.protocol.relay_store import Entry, Kind
 from comm_tui.protocol.routing import Endpoint
+from comm_tui.protocol.sessions import SessionError
 
 T0 = 1_800_000_000.0
 EXAMPLES = 300
@@ -87,7 +89,11 @@ def rig() -> Rig:
     connect(a, b)
     assert b.address in a.table and a.address in b.table
     a.send_text(b.identity.public, "fuzz me", T0)
+    prekeys = tuple((i + 1, bytes([i]) * 32) for i in range(MAX_ONE_TIME_PREKEYS))
+    a.set_own_bundle(PublicBundle(a.identity.key, 1, b"s" * 32, prekeys), T0)
     a.datagrams_to_send()
+    record = a.store.get(Kind.RECORD, a.address)
+    assert record is not None and isinstance(record.wire, pb.PrekeyBundle)
     (own,) = [e for e in a.store if e.kind is Kind.MESSAGE]
     assert isinstance(own.wire, pb.Message)
     ack = sign_ack(b.identity, own.item_id, own.expires_ms)
@@ -105,6 +111,9 @@ def rig() -> Rig:
         "ack": pb.Frame(ack=ack),
         "receipt": pb.Frame(receipt=pb.Receipt(ids=[own.key, b"x" * 33])),
         "fetch": pb.Frame(fetch=pb.Fetch()),
+        "record": pb.Frame(record=pb.Record(bundle=record.wire)),
+        "record_answer": pb.Frame(record=pb.Record(query_id=b"r" * 16, bundle=record.wire)),
+        "get_record": pb.Frame(get_record=pb.GetRecord(query_id=b"g" * 16, address=a.address)),
     }
     datagrams = {
         kind: a.codec.encode_frame(b.identity.key, frame, T0) for kind, frame in frames.items()
@@ -151,7 +160,20 @@ def box_raw(plaintext: bytes, now: float) -> bytes:
 
 
 KINDS = sorted(
-    ["hello", "ping", "pong", "find_node", "nodes", "message", "ack", "receipt", "fetch"]
+    [
+        "hello",
+        "ping",
+        "pong",
+        "find_node",
+        "nodes",
+        "message",
+        "ack",
+        "receipt",
+        "fetch",
+        "record",
+        "record_answer",
+        "get_record",
+    ]
 )
 FRAME_KINDS = [k for k in KINDS if k != "hello"]
 
@@ -254,6 +276,7 @@ HOSTILE_BYTES = st.one_of(
     st.sampled_from([b"", bytes(32), b"\xff" * 32, bytes(20), bytes(16)]),
     st.binary(min_size=32, max_size=32),
 )
+HOSTILE_INTS = st.one_of(st.integers(0, 2**32 - 1), st.sampled_from([0, 2**32 - 1]))
 HOSTILE_U64 = st.one_of(st.integers(0, 2**64 - 1), st.sampled_from([0, 2**64 - 1]))
 
 
@@ -267,6 +290,34 @@ def hostile_node_infos(draw: st.DrawFn) -> list[pb.NodeInfo]:
         )
         for _ in range(draw(st.integers(0, 20)))
     ]
+
+
+@st.composite
+def hostile_records(draw: st.DrawFn) -> pb.PrekeyBundle:
+    record = pb.PrekeyBundle(
+        owner_key=draw(st.one_of(HOSTILE_BYTES, st.just(rig().a.identity.key))),
+        signed_prekey_id=draw(HOSTILE_INTS),
+        signed_prekey=draw(HOSTILE_BYTES),
+        issued_ms=draw(st.one_of(HOSTILE_U64, st.just(int(T0 * 1000)))),
+        expires_ms=draw(st.one_of(HOSTILE_U64, st.just(int(T0 * 1000) + 10**6))),
+        signature=draw(HOSTILE_BYTES),
+    )
+    for _ in range(draw(st.integers(0, 20))):
+        record.one_time_prekeys.add(id=draw(HOSTILE_INTS), key=draw(HOSTILE_BYTES))
+    return record
+
+
+def record_query(r: Rig, target: bytes, now: float) -> bytes | None:
+    """A real GetRecord query id of B to A: B fetches, A's Nodes answer ends the lookup."""
+    r.b.fetch_bundle(target, now)
+    r.b.datagrams_to_send()
+    for query_id, query in list(r.b._queries.items()):
+        if query.kind == "find_node" and query.peer_key == r.a.identity.key:
+            nodes = pb.Frame(nodes=pb.Nodes(query_id=query_id))
+            r.b.receive_datagram(box_raw(nodes.SerializeToString(), now), A_ENDPOINT, now)
+    r.b.datagrams_to_send()
+    asked = [q for q, v in r.b._queries.items() if v.kind == "get_record"]
+    return asked[-1] if asked else None
 
 
 @FUZZ
@@ -302,6 +353,17 @@ def test_hostile_fields_in_valid_boxes(data: st.DataObject) -> None:
         frame.receipt.ids.extend(data.draw(st.lists(HOSTILE_BYTES, max_size=600)))
     elif kind == "fetch":
         frame.fetch.SetInParent()
+    elif kind == "record":
+        frame.record.bundle.CopyFrom(data.draw(hostile_records()))
+    elif kind == "record_answer":
+        target = data.draw(st.one_of(st.binary(min_size=20, max_size=20), st.just(r.a.address)))
+        query_id = record_query(r, target, now)
+        frame.record.query_id = query_id or data.draw(HOSTILE_BYTES)
+        if data.draw(st.booleans()):
+            frame.record.bundle.CopyFrom(data.draw(hostile_records()))
+    elif kind == "get_record":
+        frame.get_record.query_id = data.draw(HOSTILE_BYTES)
+        frame.get_record.address = data.draw(HOSTILE_BYTES)
     elif kind == "find_node":
         frame.find_node.query_id = data.draw(HOSTILE_BYTES)
         frame.find_node.target = data.draw(HOSTILE_BYTES)
@@ -320,11 +382,10 @@ def test_hostile_fields_in_valid_boxes(data: st.DataObject) -> None:
 def test_opener_and_letter_decoder(data: st.DataObject) -> None:
     tried("opener")
     r = rig()
-    sealer = Sealer(r.b.identity)
     sealed = data.draw(st.one_of(mutated(r.sealed), st.binary(max_size=1200)))
     try:
-        _, letter = sealer.open(sealed)
-    except SealError:
+        letter = r.b.sessions.open(sealed, T0).letter
+    except SessionError:
         letter = data.draw(st.one_of(mutated(r.letter), st.binary(max_size=LETTER_BYTES + 2)))
     with contextlib.suppress(LetterError):
         decode_letter(letter)

@@ -435,6 +435,8 @@ async def test_full_disk_stops_the_node_without_acknowledging(
     monkeypatch.setattr(node.codec, "encode_frame", recording_encode)
     monkeypatch.setattr(protocol.transport, "sendto", recording_sendto)
     assert recipient.db is not None
+    # No free pages either (a schema migration that rebuilt a table leaves some).
+    recipient.db._conn.execute("VACUUM")
     pages = recipient.db._conn.execute("PRAGMA page_count").fetchone()[0]
     recipient.db._conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is now "full"
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from comm_tui.crypto.identity import Identity
-from comm_tui.crypto.seal import Sealer
+from comm_tui.crypto.prekeys import PrekeyStore
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import MAX_DATAGRAM_BYTES, Codec
 from comm_tui.protocol.letters import (
@@ -32,6 +32,7 @@ from comm_tui.protocol.letters import (
     split_text,
 )
 from comm_tui.protocol.node import SEALED_BYTES
+from comm_tui.protocol.sessions import SessionBook
 
 NOW = 1_800_000_000.0
 SENDER = b"s" * 32
@@ -137,7 +138,8 @@ def test_worst_case_sealed_message_datagram_fits() -> None:
     letter = encode_letter(
         b"\xff" * TEXT_ID_BYTES, MAX_PARTS - 1, MAX_PARTS, UINT64_MAX, b"\xff" * CHUNK_BYTES
     )
-    sealed = Sealer(sender).seal(recipient.public, letter)
+    book = SessionBook(sender, PrekeyStore(sender.key, NOW))
+    (sealed,) = book.seal_text(recipient.public, [letter], None, NOW)
     assert len(sealed) == SEALED_BYTES
     codec = Codec(sender)
     for stem in (False, True):
@@ -149,10 +151,13 @@ def test_worst_case_sealed_message_datagram_fits() -> None:
 def test_sealed_size_is_fixed_whatever_the_text() -> None:
     sender = Identity.from_seed(b"\x05" * 32)
     recipient = Identity.from_seed(b"\x06" * 32).public
-    sealer = Sealer(sender)
+    book = SessionBook(sender, PrekeyStore(sender.key, NOW))
     sizes = {
-        len(sealer.seal(recipient, encode_letter(b"t" * 16, 0, 1, 0, chunk)))
+        len(sealed)
         for chunk in (b"", b"a", b"b" * CHUNK_BYTES)
+        for sealed in book.seal_text(
+            recipient, [encode_letter(b"t" * 16, 0, 1, 0, chunk)], None, NOW
+        )
     }
     assert sizes == {SEALED_BYTES}
 

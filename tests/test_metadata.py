@@ -40,9 +40,10 @@ from comm_tui.sim.network import SimNetwork, SimNode
 from comm_tui.sim.topology import warm_start
 from tests.wire import T0, Wire
 
-# Frames that carry routing state: they name nodes as nodes (every node's key is in many
-# routing tables and lookups), never as the author of anything.
-ROUTING_FRAMES = frozenset({"find_node", "nodes", "ping", "pong"})
+# Frames that carry routing state or network records: they name nodes as nodes (every
+# node's key is in many routing tables and lookups; a prekey record names its owner, and
+# a record request the owner wanted), never as the author of a text.
+ROUTING_FRAMES = frozenset({"find_node", "nodes", "ping", "pong", "record", "get_record"})
 
 
 def states(sim: SimNode, text_id: bytes) -> list[str]:

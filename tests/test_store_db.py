@@ -15,8 +15,10 @@ import pytest
 import comm_tui
 from comm_tui.errors import StorageError, UserError
 from comm_tui.store.db import (
+    _MIGRATIONS,
     MAX_SAVED_PEERS,
     SCHEMA_VERSION,
+    SESSION_RESET_NOTICE,
     Contact,
     Conversation,
     Database,
@@ -418,3 +420,41 @@ def test_meta(db: Database) -> None:
     db.set_meta("version", "1")
     db.set_meta("version", "2")
     assert db.get_meta("version") == "2"
+
+
+# sessions, prekeys and notices (schema 2)
+
+
+def test_schema_1_database_migrates_keeping_history_and_becomes_private(db_path: Path) -> None:
+    raw = sqlite3.connect(db_path)
+    for statement in _MIGRATIONS[0]:
+        raw.execute(statement)
+    raw.execute(
+        "INSERT INTO messages (text_id, peer_address, peer_key, direction, text, state,"
+        " sent_ms, created_at, updated_at, read) VALUES (?, ?, ?, 'in', 'old', 'received',"
+        " 1, 2.0, 2.0, 0)",
+        (text_id(1), b"a" * 20, b"k" * 32),
+    )
+    raw.execute("PRAGMA user_version = 1")
+    raw.commit()
+    raw.close()
+    db_path.chmod(0o644)
+    with Database.open(db_path) as db:
+        assert stat.S_IMODE(db_path.stat().st_mode) == 0o600
+        [old] = db.history(b"a" * 20)
+        assert (old.text, old.direction, old.read) == ("old", "in", False)
+        notice = db.add_notice(b"k" * 32, b"a" * 20, SESSION_RESET_NOTICE, 3.0)
+        assert (notice.direction, notice.state, notice.read) == ("notice", "notice", True)
+        assert [r.direction for r in db.history(b"a" * 20)] == ["in", "notice"]
+        assert db.conversations()[0].unread == 1  # a notice is never unread
+
+
+def test_session_and_prekey_state_round_trips(db: Database) -> None:
+    assert db.load_prekeys() is None and db.load_sessions() == []
+    with db.transaction():
+        db.apply_session_changes({b"p" * 32: b"one", b"q" * 32: b"two"}, b"prekeys")
+    assert db.load_prekeys() == b"prekeys"
+    assert sorted(db.load_sessions()) == [(b"p" * 32, b"one"), (b"q" * 32, b"two")]
+    with db.transaction():
+        db.apply_session_changes({b"p" * 32: None, b"q" * 32: b"three"}, None)
+    assert db.load_sessions() == [(b"q" * 32, b"three")] and db.load_prekeys() == b"prekeys"

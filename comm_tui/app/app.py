@@ -50,6 +50,7 @@ from comm_tui.net.service import (
     IncomingText,
     NodeFailed,
     NodeService,
+    NoticeAdded,
     OutgoingUpdated,
     PeersChanged,
     ServiceEvent,
@@ -269,6 +270,14 @@ class CommApp(App[int]):
                     self.notify(one_line(row.text, NOTIFY_PREVIEW_CHARS), title=title)
         elif isinstance(event, OutgoingUpdated):
             conversation.update_row(event.row)
+        elif isinstance(event, NoticeAdded):
+            # docs/PROTOCOL.md, "Session reset": never silent.
+            if conversation.peer_address == event.row.peer_address:
+                conversation.add_row(event.row)
+            else:
+                entry = self.query_one(ContactList).entry(event.row.peer_address)
+                title = entry.title if entry is not None else "Session"
+                self.notify(event.row.text, title=title, severity="warning")
         elif isinstance(event, PeersChanged):
             self._update_subtitle()
         elif isinstance(event, NodeFailed):

@@ -24,13 +24,15 @@ from comm_tui.protocol.events import (
     Event,
     PeerAdded,
     PeerRemoved,
+    SessionReset,
+    SessionsChanged,
     StoreChanged,
     TextReceived,
     TextStateChanged,
 )
 from comm_tui.protocol.node import Node, NodeConfig
 from comm_tui.protocol.routing import Endpoint
-from comm_tui.store.db import Database, HistoryRow
+from comm_tui.store.db import SESSION_RESET_NOTICE, Database, HistoryRow
 
 PEER_SAVE_INTERVAL_S = 60.0
 DISCOVERY_INTERVAL_S = 10.0
@@ -47,6 +49,13 @@ class OutgoingUpdated:
 
 
 @dataclass(frozen=True)
+class NoticeAdded:
+    """A notice line in a conversation (a session re-established)."""
+
+    row: HistoryRow
+
+
+@dataclass(frozen=True)
 class PeersChanged:
     count: int
 
@@ -58,7 +67,7 @@ class NodeFailed:
     message: str
 
 
-ServiceEvent = IncomingText | OutgoingUpdated | PeersChanged | NodeFailed
+ServiceEvent = IncomingText | OutgoingUpdated | NoticeAdded | PeersChanged | NodeFailed
 Listener = Callable[[ServiceEvent], None]
 
 
@@ -100,6 +109,12 @@ class NodeService:
             self.damaged_entries = self.node.restore(
                 (blob for _, blob in self.db.load_relay_items(int(now * 1000))), now
             )
+            self.damaged_entries += self.node.restore_sessions(
+                self.db.load_prekeys(), self.db.load_sessions(), now
+            )
+            with self.db.transaction():
+                # A new profile's prekeys are saved before anything can use them.
+                self._persist(self._drain())
             self._settle_lost_outgoing()
         except BaseException:
             self.protocol.close()
@@ -176,6 +191,10 @@ class NodeService:
         for event in events:
             if isinstance(event, StoreChanged):
                 self.db.apply_store_changes(event.put, event.delete)
+            elif isinstance(event, SessionsChanged):
+                self.db.apply_session_changes(event.put, event.prekeys)
+            elif isinstance(event, SessionReset):
+                notices.extend(self._session_reset(event.peer_key, now))
             elif isinstance(event, TextReceived):
                 row = self.db.add_incoming(
                     event.text_id,
@@ -196,6 +215,20 @@ class NodeService:
         for notice in notices:
             for listener in self._listeners:
                 listener(notice)
+
+    def _session_reset(self, peer_key: bytes, now: float) -> list[ServiceEvent]:
+        """A peer lost its session with us: say so, and send our unacknowledged texts again.
+
+        docs/PROTOCOL.md, "Session reset". Runs inside the transaction that committed the
+        new session, so the notice, the new session and the re-sealed parts are one write.
+        """
+        peer = PublicIdentity(peer_key)
+        notice = self.db.add_notice(peer_key, peer.address, SESSION_RESET_NOTICE, now)
+        for row in self.db.outgoing_in_states(("queued", "sent")):
+            if row.peer_address == peer.address:
+                self.node.send_text(peer, row.text, now, text_id=row.text_id, sent_ms=row.sent_ms)
+        self._persist(self._drain())
+        return [NoticeAdded(notice)]
 
     def _settle_lost_outgoing(self) -> None:
         """Texts the outbox shows as pending but the relay store no longer holds expired."""

@@ -50,8 +50,52 @@ class StoreChanged:
 
 
 @dataclass(frozen=True)
+class SessionsChanged:
+    """Session state to persist (``put``: peer key -> sessions; None: forget the peer), and
+    the prekey state when it changed.
+
+    Emitted in the same batch as what caused it (a text sealed, a text received), so the
+    adapter writes both in one transaction (docs/PROTOCOL.md, "Letters and sealing").
+    """
+
+    put: dict[bytes, bytes | None]
+    prekeys: bytes | None
+
+
+@dataclass(frozen=True)
+class SessionReset:
+    """A peer with whom we had a confirmed session started a new one: its state was lost.
+
+    Shown in the conversation, and our unacknowledged texts to it are sent again.
+    """
+
+    peer_key: bytes
+
+
+@dataclass(frozen=True)
+class BundleFetched:
+    """A ``fetch_bundle`` ended: every node asked answered or timed out.
+
+    ``found``: ``Node.known_bundles`` holds a verified, unexpired bundle of ``address``.
+    """
+
+    address: bytes
+    found: bool
+
+
+@dataclass(frozen=True)
 class DatagramRejected:
     reason: str
 
 
-Event = TextReceived | TextStateChanged | PeerAdded | PeerRemoved | StoreChanged | DatagramRejected
+Event = (
+    TextReceived
+    | TextStateChanged
+    | PeerAdded
+    | PeerRemoved
+    | StoreChanged
+    | SessionsChanged
+    | SessionReset
+    | BundleFetched
+    | DatagramRejected
+)

@@ -18,8 +18,8 @@ from comm_tui.protocol import wire_pb2 as pb
 MAX_TEXT_BYTES = 64 * 1024
 # Chosen so that a boxed, sealed, padded letter fits one 1,200-byte datagram, cookie included
 # (tests/test_letters.py checks the worst case).
-LETTER_BYTES = 936
-CHUNK_BYTES = 888
+LETTER_BYTES = 817
+CHUNK_BYTES = 769
 MAX_PARTS = -(-MAX_TEXT_BYTES // CHUNK_BYTES)
 TEXT_ID_BYTES = 16
 # Half-received texts are forgotten after this long, and bounded in number.

@@ -28,7 +28,10 @@ recipient's signed ack arrives or it expires. On top of that (DESIGN.md section 
   handed it to us and to the other holders we know, so the sender learns of delivery
   from its first hops, or, after being offline, when its retries are answered with it;
 - a node that joins is handed what waits for it at once (push on insert, and
-  its own ``Fetch`` after the join lookup), instead of at the next backoff tick.
+  its own ``Fetch`` after the join lookup), instead of at the next backoff tick;
+- prekey records (``set_own_bundle``, ``fetch_bundle``) are items too: an owner's
+  signed bundle is stored and replicated at its neighbourhood, never delivered, one
+  per owner, the newest winning (docs/PROTOCOL.md, "8a. Records").
 
 What a peer can make us do is bounded by ``admission``: nothing enters the routing
 table, and nothing larger than a request (Nodes answers, pushes) goes to an endpoint,
@@ -60,7 +63,18 @@ from comm_tui.crypto.identity import (
     address_of,
     is_valid_public_key,
 )
-from comm_tui.crypto.seal import Sealer, SealError, message_id
+from comm_tui.crypto.prekeys import PrekeyError, PrekeyStore, PublicBundle
+from comm_tui.crypto.ratchet import RatchetError
+from comm_tui.crypto.records import (
+    RECORD_LIFETIME_S,
+    RECORD_REFRESH_S,
+    bundle_of,
+    record_problem,
+    sign_record,
+    verify_record,
+)
+from comm_tui.crypto.seal import message_id
+from comm_tui.crypto.x3dh import X3DHError
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.admission import (
     CHALLENGE_BYTES,
@@ -71,9 +85,12 @@ from comm_tui.protocol.admission import (
 )
 from comm_tui.protocol.codec import MAX_CLOCK_SKEW_S, Codec, Rejected
 from comm_tui.protocol.events import (
+    BundleFetched,
     Event,
     PeerAdded,
     PeerRemoved,
+    SessionReset,
+    SessionsChanged,
     StoreChanged,
     TextReceived,
     TextStateChanged,
@@ -103,6 +120,8 @@ from comm_tui.protocol.routing import (
     distance,
     origin_network,
 )
+from comm_tui.protocol.sessions import SEALED_BYTES as SEALED_BYTES  # the size relays check
+from comm_tui.protocol.sessions import CommitToken, SessionBook, SessionError
 from comm_tui.protocol.stats import NodeStats
 
 DEFAULT_TTL_S = 7 * 24 * 3600.0
@@ -150,12 +169,25 @@ FIND_RECIPIENT_ON_ATTEMPTS = frozenset({2, 6})
 # waiting for it (a 64 KiB text has 74 parts): meeting it hands it all of them.
 FIND_RECIPIENT_INTERVAL_S = 60.0
 FETCH_ITEMS_MAX = 512
+# Lost sessions (docs/PROTOCOL.md, "Session reset"): a peer whose letters no session opens
+# gets one handshake letter in this long, and the node sends at most HANDSHAKE_BURST of
+# them (refilled at HANDSHAKE_RATE_PER_S), whatever claims to be the sender.
+HANDSHAKE_INTERVAL_S = 600.0
+HANDSHAKE_RATE_PER_S = 1 / 60
+HANDSHAKE_BURST = 10
+HANDSHAKE_PEERS_MAX = 1024
 FIND_NODE_ANSWER_NODES = 8
+# Prekey records (docs/PROTOCOL.md, "8a. Records"): bundle fetches in flight at once,
+# and verified bundles of others kept (least recently fetched forgotten first).
+BUNDLE_FETCHES_MAX = 64
+KNOWN_BUNDLES_MAX = 256
 
 # Requests whose answer is larger than they are: served only to validated endpoints.
-_NEEDS_VALIDATION = frozenset({"find_node", "fetch"})
+_NEEDS_VALIDATION = frozenset({"find_node", "fetch", "get_record"})
 # Frames we start, which a node under load may answer with a cookie reply.
-_REMEMBERED_FOR_COOKIES = frozenset({"find_node", "fetch", "message", "ack"})
+_REMEMBERED_FOR_COOKIES = frozenset(
+    {"find_node", "fetch", "message", "ack", "record", "get_record"}
+)
 _Handler = Callable[[PublicIdentity, Any, Endpoint, float], None]
 
 Policy = Literal["ours", "flood"]
@@ -202,13 +234,22 @@ class NodeConfig:
 class _Query:
     """An outstanding request of our own that we expect an authenticated answer to."""
 
-    kind: Literal["find_node", "ping"]
+    kind: Literal["find_node", "ping", "get_record"]
     peer_key: bytes
     endpoint: Endpoint
     deadline: float
     lookup: Lookup | None = None
     path: int = 0
     candidate: Candidate | None = None
+    record_for: bytes = b""  # get_record: the owner address asked for
+
+
+@dataclass
+class _BundleFetch:
+    """A ``fetch_bundle`` in progress: its lookup, then its GetRecord queries."""
+
+    lookup: Lookup | None
+    asked: int = 0  # GetRecord queries not yet answered or timed out
 
 
 @dataclass
@@ -228,6 +269,7 @@ class _PartTag:
     expires_ms: int
     peer_key: bytes  # the node that handed it to us: the ack goes back to it
     peer_endpoint: Endpoint
+    commit: CommitToken  # what commits the session once the whole text is here
 
 
 @dataclass
@@ -285,7 +327,14 @@ class Node:
         # challenges, text ids) comes from os.urandom.
         self.rng = rng or random.Random()
         self.codec = Codec(identity)
-        self.sealer = Sealer(identity)
+        # docs/PROTOCOL.md, "Letters and sealing": our prekeys and sessions (the bundles
+        # of peers we may start sessions with are ``known_bundles``, filled by records).
+        self.prekeys = PrekeyStore(identity.key, now)
+        self.sessions = SessionBook(identity, self.prekeys)
+        self._handshakes: OrderedDict[bytes, float] = OrderedDict()  # peer key -> last sent
+        self._handshake_bucket = TokenBucket(
+            HANDSHAKE_RATE_PER_S, HANDSHAKE_BURST, HANDSHAKE_BURST, now
+        )
         self.table = RoutingTable(
             self.address, k=self.config.k, ip_prefix_limit=self.config.ip_prefix_limit
         )
@@ -341,6 +390,8 @@ class Node:
             "ack": self._on_ack,
             "receipt": self._on_receipt,
             "fetch": self._on_fetch,
+            "record": self._on_record,
+            "get_record": self._on_get_record,
         }
         self._armed_for = now
         self._next_housekeeping = now + HOUSEKEEPING_INTERVAL_S
@@ -348,6 +399,13 @@ class Node:
         self._next_thin_lookup = now
         self._thin_lookups = 0
         self._thin_table_size = 0
+        # Prekey records (docs/PROTOCOL.md, "8a. Records"). Others' verified bundles by
+        # owner address, with the (issued_ms, expires_ms) of the record each came from.
+        self.known_bundles: OrderedDict[bytes, PublicBundle] = OrderedDict()
+        self._known_bundle_times: dict[bytes, tuple[int, int]] = {}
+        self._bundle_fetches: OrderedDict[bytes, _BundleFetch] = OrderedDict()
+        self._own_bundle: PublicBundle | None = None
+        self._own_record_due = float("inf")  # when our record is issued again
 
     # ------------------------------------------------------------------ driver API
 
@@ -397,6 +455,8 @@ class Node:
             self.store.add(entry, enforce_quota=False)
             if entry.own_text_id:
                 self._track_own(entry)
+            elif entry.kind is Kind.RECORD and entry.target == self.address:
+                self._restore_own_record(entry)
             # Resume where the schedule was, but not before the node has had a moment to
             # rejoin: relaying into an empty routing table would only burn attempts.
             self._reschedule(entry, max(entry.next_at, now + RESTORE_GRACE_S))
@@ -406,6 +466,29 @@ class Node:
             parts = [self.store.get(Kind.MESSAGE, pid) for pid in out.parts]
             out.sent = all(part is not None and part.holders for part in parts)
         self.store.dirty.clear()
+        return damaged
+
+    def restore_sessions(
+        self, prekeys: bytes | None, sessions: Iterable[tuple[bytes, bytes]], now: float
+    ) -> int:
+        """Load persisted prekeys and sessions; returns how many were damaged and skipped.
+
+        Without saved prekeys (a new profile) the fresh ones made at construction stay,
+        and are reported for saving by the next ``SessionsChanged``.
+        """
+        damaged = 0
+        if prekeys is not None:
+            try:
+                self.prekeys = PrekeyStore.deserialize(self.identity.key, prekeys, now)
+            except PrekeyError:
+                damaged += 1
+            self.sessions.prekeys = self.prekeys
+        for peer_key, blob in sessions:
+            try:
+                self.sessions.restore(peer_key, blob)
+            except RatchetError:
+                damaged += 1
+        self._flush_store()
         return damaged
 
     def outgoing_text_ids(self) -> set[bytes]:
@@ -424,17 +507,56 @@ class Node:
             self._ping(key, endpoint, now)
 
     def send_text(
-        self, recipient: PublicIdentity, text: str, now: float, *, text_id: bytes | None = None
+        self,
+        recipient: PublicIdentity,
+        text: str,
+        now: float,
+        *,
+        text_id: bytes | None = None,
+        sent_ms: int | None = None,
     ) -> bytes:
-        """Queue a text to ``recipient``; returns its id. Raises ValueError if too long."""
+        """Queue a text to ``recipient``; returns its id. Raises ValueError if too long.
+
+        Sending a text id we are still sending (a re-send after a session reset) replaces
+        its parts: the old ones were sealed in a session the recipient lost.
+        """
         chunks = split_text(text)
         text_id = text_id or os.urandom(TEXT_ID_BYTES)
+        sent_ms = _ms(now) if sent_ms is None else sent_ms
+        letters = [
+            encode_letter(text_id, part, len(chunks), sent_ms, chunk)
+            for part, chunk in enumerate(chunks)
+        ]
+        self._send_letters(recipient, text_id, letters, now, handshake=False)
+        self._flush_store()
+        return text_id
+
+    def _send_letters(
+        self,
+        recipient: PublicIdentity,
+        text_id: bytes,
+        letters: list[bytes],
+        now: float,
+        *,
+        handshake: bool,
+    ) -> None:
+        """Seal one text (or a handshake) in the recipient's session and start relaying it."""
+        for old in [e for e in self._own_entries() if e.own_text_id == text_id]:
+            self.store.remove(old)
+        bundle = self.known_bundles.get(recipient.address)
+        try:
+            sealed_parts = self.sessions.seal_text(
+                recipient, letters, bundle, now, handshake=handshake
+            )
+        except X3DHError:
+            # A bundle with an unusable key: forget it and use the fallback.
+            self.known_bundles.pop(recipient.address, None)
+            sealed_parts = self.sessions.seal_text(
+                recipient, letters, None, now, handshake=handshake
+            )
         expires_ms = self._expiry_ms(now)
-        sent_ms = _ms(now)
         out = self._outgoing[text_id] = _Outgoing(recipient.address, set())
-        for part, chunk in enumerate(chunks):
-            letter = encode_letter(text_id, part, len(chunks), sent_ms, chunk)
-            sealed = self.sealer.seal(recipient, letter)
+        for part, sealed in enumerate(sealed_parts):
             msg = pb.Message(recipient=recipient.address, expires_ms=expires_ms, sealed=sealed)
             item_id = message_id(recipient.address, expires_ms, sealed)
             entry = Entry(
@@ -446,14 +568,12 @@ class Node:
                 stored_at=now,
                 own_text_id=text_id,
                 own_part=part,
-                own_parts=len(chunks),
+                own_parts=len(sealed_parts),
                 stem=self.config.policy == "ours",
             )
             self.store.add(entry, enforce_quota=False)
             out.parts.add(item_id)
             self._relay(entry, now)
-        self._flush_store()
-        return text_id
 
     def _expiry_ms(self, now: float) -> int:
         """The expiry of a text sent at ``now``: whole hours, jittered (docs/PROTOCOL.md, "7.2").
@@ -525,11 +645,17 @@ class Node:
         ours that is not acknowledged yet), see ``Lookup``. It starts from more of our
         table than the k nearest: those may all be Sybils, who name only each other.
         """
+        lookup = self._new_lookup(target, until_found=until_found)
+        if lookup is not None:
+            self._advance_lookup(lookup, now)
+
+    def _new_lookup(self, target: bytes, *, until_found: bool = False) -> Lookup | None:
+        """A lookup seeded from our table (None when it is empty), not yet started."""
         count = LOOKUP_MAX_QUERIES if until_found else self.config.k
         seeds = [Candidate(n.key, n.address, n.endpoint) for n in self.table.closest(target, count)]
         if not seeds:
-            return
-        lookup = Lookup(
+            return None
+        return Lookup(
             target,
             seeds,
             k=self.config.k,
@@ -537,7 +663,6 @@ class Node:
             paths=self.config.lookup_paths,
             until_found=until_found,
         )
-        self._advance_lookup(lookup, now)
 
     # ------------------------------------------------------------------ receive path
 
@@ -863,11 +988,22 @@ class Node:
         self, sender: PublicIdentity, msg: pb.Message, item_id: bytes, addr: Endpoint, now: float
     ) -> None:
         try:
-            author, letter_bytes = self.sealer.open(msg.sealed)
-            letter = decode_letter(letter_bytes)
-        except (SealError, LetterError) as exc:
-            raise Rejected("bad_seal") from exc
-        tag = _PartTag(item_id, msg.expires_ms, sender.key, addr)
+            opened = self.sessions.open(msg.sealed, now)
+        except SessionError as exc:
+            if exc.lost_with is not None:
+                self._session_lost(exc.lost_with, now)
+            raise Rejected(exc.reason) from exc
+        try:
+            letter = decode_letter(opened.letter)
+        except LetterError as exc:
+            raise Rejected("bad_letter") from exc
+        author = opened.author
+        tag = _PartTag(item_id, msg.expires_ms, sender.key, addr, opened.token)
+        if opened.handshake:
+            # docs/PROTOCOL.md, "Session reset": a handshake only starts a session; it is
+            # never shown, and acknowledged like any letter.
+            self._text_complete(author, (tag,), letter.sent_ms, now, handshake=True)
+            return
         try:
             done = self.reassembler.add(
                 author.key, letter, now, tag, self._origin(sender.key, addr)
@@ -881,9 +1017,29 @@ class Node:
             return
         self.stats.texts_received += 1
         self._events.append(TextReceived(done.text_id, author, done.text, done.sent_ms))
-        for tag_object in done.tags:
-            assert isinstance(tag_object, _PartTag)
-            part_id, expires_ms, peer_key, peer_addr = astuple(tag_object)
+        self._text_complete(author, done.tags, done.sent_ms, now, handshake=False)
+
+    def _text_complete(
+        self,
+        author: PublicIdentity,
+        tags: tuple[object, ...],
+        sent_ms: int,
+        now: float,
+        *,
+        handshake: bool,
+    ) -> None:
+        """Commit the session change of a whole text, and acknowledge each of its parts.
+
+        The session change, the text and the acks reach the driver in one batch of
+        events, which it persists in one transaction (docs/PROTOCOL.md, "Letters and
+        sealing", peek and commit).
+        """
+        part_tags = [t for t in tags if isinstance(t, _PartTag)]
+        tokens = [t.commit for t in part_tags]
+        if self.sessions.commit(author, tokens, now, sent_ms=sent_ms, handshake=handshake):
+            self._events.append(SessionReset(author.key))
+        for tag_object in part_tags:
+            part_id, expires_ms, peer_key, peer_addr, _ = astuple(tag_object)
             ack = sign_ack(self.identity, part_id, expires_ms)
             # The ack goes back to the node that handed us the part, retried until it
             # holds it; later copies from anyone are answered with it (_on_message).
@@ -957,6 +1113,250 @@ class Node:
         if not entry.settled:
             self._relay(entry, now)
 
+    # ------------------------------------------------------------------ prekey records
+
+    def set_own_bundle(self, public: PublicBundle, now: float) -> None:
+        """Sign ``public`` as our record, keep it, publish it to our neighbourhood.
+
+        The record lives ``RECORD_LIFETIME_S`` and is issued again every
+        ``RECORD_REFRESH_S``, when set again, and offered to the neighbours a self-lookup
+        meets, so it outlives our absences (docs/PROTOCOL.md, "8a. Records"). Raises
+        ValueError for a bundle that is not ours or could not be a valid record.
+        """
+        self._publish_own_record(public, now)
+        self._own_bundle = public
+        self._flush_store()
+
+    def fetch_bundle(self, address: bytes, now: float) -> bool:
+        """Look for the prekey record of ``address``; False if no fetch could start.
+
+        A lookup finds the owner's neighbourhood (the owner itself, when online, is
+        nearest), then each of the nodes it met is asked with a GetRecord. Verified
+        answers fill ``known_bundles`` (the newest issued wins, so a hostile relay can
+        only withhold the record or serve an older valid one), and the fetch ends with
+        a ``BundleFetched`` event once every answer is in or timed out.
+        """
+        if len(address) != ADDRESS_BYTES or address == self.address:
+            return False
+        held = self.store.get(Kind.RECORD, address)
+        if held is not None and held.expires_ms > _ms(now):
+            assert isinstance(held.wire, pb.PrekeyBundle)
+            self._learn_bundle(held.wire)  # verified when we stored it
+        if address in self._bundle_fetches:
+            return True
+        if len(self._bundle_fetches) >= BUNDLE_FETCHES_MAX:
+            return False
+        lookup = self._new_lookup(address)
+        if lookup is None:
+            return False
+        self._bundle_fetches[address] = _BundleFetch(lookup)
+        self._advance_lookup(lookup, now)  # its end (_lookup_finished) sends the GetRecords
+        return True
+
+    def _ask_for_record(
+        self, address: bytes, fetch: _BundleFetch, nodes: list[Candidate], now: float
+    ) -> None:
+        """Send a GetRecord to each node the fetch's lookup met (own queries, bounded)."""
+        fetch.lookup = None
+        for node in nodes:
+            if self._own_queries_full():
+                break
+            query_id = os.urandom(CHALLENGE_BYTES)
+            self._queries[query_id] = _Query(
+                "get_record", node.key, node.endpoint, now + QUERY_TIMEOUT_S, record_for=address
+            )
+            fetch.asked += 1
+            frame = pb.Frame(get_record=pb.GetRecord(query_id=query_id, address=address))
+            self._send_frame(node.key, node.endpoint, frame, now, probe=True)
+        if fetch.asked == 0:
+            self._end_fetch(address)
+
+    def _record_query_ended(self, address: bytes) -> None:
+        """One GetRecord was answered or timed out; the last one ends its fetch."""
+        fetch = self._bundle_fetches.get(address)
+        if fetch is None:
+            return
+        fetch.asked -= 1
+        if fetch.asked <= 0 and fetch.lookup is None:
+            self._end_fetch(address)
+
+    def _end_fetch(self, address: bytes) -> None:
+        del self._bundle_fetches[address]
+        self._events.append(BundleFetched(address, address in self.known_bundles))
+
+    def _learn_bundle(self, record: pb.PrekeyBundle) -> None:
+        """Keep a verified, unexpired record's bundle unless we know a newer one."""
+        owner = address_of(record.owner_key)
+        known = self._known_bundle_times.get(owner)
+        if known is not None and owner in self.known_bundles and known[0] >= record.issued_ms:
+            return
+        self.known_bundles[owner] = bundle_of(record)
+        self.known_bundles.move_to_end(owner)
+        self._known_bundle_times[owner] = (record.issued_ms, record.expires_ms)
+        while len(self.known_bundles) > KNOWN_BUNDLES_MAX:
+            forgotten, _ = self.known_bundles.popitem(last=False)
+            # .pop: others may fill or drop known_bundles directly (session code, tests).
+            self._known_bundle_times.pop(forgotten, None)
+
+    def _check_record(self, record: pb.PrekeyBundle, now: float) -> None:
+        """Refuse a record out of shape, dead, or issued in the future (before any
+        signature work; docs/PROTOCOL.md, "8a. Records")."""
+        problem = record_problem(record)
+        if problem is not None:
+            raise Rejected(problem)
+        now_ms = _ms(now)
+        if record.expires_ms <= now_ms:
+            raise Rejected("expired")
+        if record.issued_ms > now_ms + MAX_CLOCK_SKEW_S * 1000:
+            # It would win over every record its owner issues until then.
+            raise Rejected("record_from_future")
+
+    def _on_get_record(
+        self, sender: PublicIdentity, get: pb.GetRecord, addr: Endpoint, now: float
+    ) -> None:
+        """Answer with the record we hold for the address, or an empty answer.
+
+        Only reached from a validated endpoint (``_NEEDS_VALIDATION``): the answer is
+        larger than the request.
+        """
+        if len(get.query_id) != CHALLENGE_BYTES or len(get.address) != ADDRESS_BYTES:
+            raise Rejected("malformed")
+        answer = pb.Record(query_id=get.query_id)
+        held = self.store.get(Kind.RECORD, get.address)
+        if held is not None and held.expires_ms > _ms(now):
+            assert isinstance(held.wire, pb.PrekeyBundle)
+            answer.bundle.CopyFrom(held.wire)
+        self._send_frame(sender.key, addr, pb.Frame(record=answer), now)
+
+    def _on_record(
+        self, sender: PublicIdentity, record: pb.Record, addr: Endpoint, now: float
+    ) -> None:
+        if record.query_id:
+            self._on_record_answer(sender, record, now)
+        elif record.HasField("bundle"):
+            self._store_record(sender, record.bundle, addr, now)
+        else:
+            raise Rejected("malformed")
+
+    def _on_record_answer(self, sender: PublicIdentity, record: pb.Record, now: float) -> None:
+        """An answer to our GetRecord: only from the node asked, once, for the owner asked."""
+        query = self._queries.get(record.query_id)
+        if query is None or query.kind != "get_record" or query.peer_key != sender.key:
+            raise Rejected("unsolicited")
+        del self._queries[record.query_id]
+        try:
+            if record.HasField("bundle"):
+                bundle = record.bundle
+                self._check_record(bundle, now)
+                if address_of(bundle.owner_key) != query.record_for:
+                    raise Rejected("wrong_owner")
+                if not verify_record(bundle):
+                    raise Rejected("bad_record")
+                self._learn_bundle(bundle)
+        finally:
+            self._record_query_ended(query.record_for)
+
+    def _store_record(
+        self, sender: PublicIdentity, record: pb.PrekeyBundle, addr: Endpoint, now: float
+    ) -> None:
+        """A record pushed for storage: kept like any item, at most one per owner.
+
+        The newest issued_ms wins: an older record never replaces a newer one, and its
+        sender is handed ours, so a stale holder catches up. Equal issued_ms: the first
+        one held stays.
+        """
+        self._check_record(record, now)
+        owner = address_of(record.owner_key)
+        existing = self.store.get(Kind.RECORD, owner)
+        if owner == self.address:
+            # Our own record came back (records are never sent to their owner, so only a
+            # hostile or confused peer sends it): ours is the one we issued.
+            if existing is not None:
+                self._send_receipt(sender.key, addr, [existing.key], now)
+            raise Rejected("own_record")
+        if existing is not None:
+            assert isinstance(existing.wire, pb.PrekeyBundle)
+            if record == existing.wire:
+                self.stats.duplicates += 1
+                self._add_holder(existing, sender.address, now)
+                self._send_receipt(sender.key, addr, [existing.key], now)
+                return
+            if record.issued_ms <= existing.wire.issued_ms:
+                # We hold one (so the receipt is true and counts no failure against us);
+                # a strictly newer one goes back. Never one of the same age: two relays
+                # holding different records an owner signed in the same millisecond
+                # would bounce them between each other forever.
+                self._send_receipt(sender.key, addr, [existing.key], now)
+                if existing.wire.issued_ms > record.issued_ms:
+                    self._send_item(existing, sender.key, addr, now)
+                raise Rejected("stale_record")
+        if not self._store_limit.allow(sender.address, now):
+            raise Rejected("store_rate")
+        if not verify_record(record):
+            raise Rejected("bad_record")
+        entry = Entry(
+            Kind.RECORD,
+            owner,
+            owner,
+            record.expires_ms,
+            record,
+            stored_at=now,
+            holders={sender.address},
+            origin=sender.address,
+            origin_net=self._origin(sender.key, addr),
+        )
+        try:
+            self.store.add(entry)
+        except QuotaExceeded as exc:
+            raise Rejected(exc.reason) from exc
+        self.stats.stored += 1
+        self._send_receipt(sender.key, addr, [entry.key], now)
+        self._relay(entry, now)
+
+    def _publish_own_record(self, public: PublicBundle, now: float) -> None:
+        """Issue a fresh record of ``public`` (strictly newer than any before) and relay it."""
+        issued_ms = _ms(now)
+        prior = self.store.get(Kind.RECORD, self.address)
+        if prior is not None:
+            assert isinstance(prior.wire, pb.PrekeyBundle)
+            # Newer than the last one even within one millisecond or after the clock
+            # stepped back, or relays holding the last one would refuse it as stale.
+            issued_ms = max(issued_ms, prior.wire.issued_ms + 1)
+        record = sign_record(
+            self.identity, public, issued_ms, issued_ms + int(RECORD_LIFETIME_S * 1000)
+        )
+        entry = Entry(
+            Kind.RECORD, self.address, self.address, record.expires_ms, record, stored_at=now
+        )
+        self.store.add(entry, enforce_quota=False)  # ours, like our outbox
+        self._own_record_due = now + RECORD_REFRESH_S
+        self._relay(entry, now)
+
+    def _restore_own_record(self, entry: Entry) -> None:
+        """After a restart, keep refreshing the record we had published."""
+        assert isinstance(entry.wire, pb.PrekeyBundle)
+        self._own_bundle = bundle_of(entry.wire)
+        self._own_record_due = entry.wire.issued_ms / 1000 + RECORD_REFRESH_S
+
+    def _offer_own_record(self, neighbours: list[Candidate], now: float) -> None:
+        """(Re)joined: hand our record to the neighbours the self-lookup met that lack it."""
+        entry = self.store.get(Kind.RECORD, self.address)
+        if entry is None:
+            return
+        for node in neighbours:
+            if node.address not in entry.holders:
+                self._send_item(entry, node.key, node.endpoint, now)
+
+    def _records_housekeeping(self, now: float) -> None:
+        """Issue our record again when due; forget others' bundles once expired."""
+        if self._own_bundle is not None and now >= self._own_record_due:
+            self._publish_own_record(self._own_bundle, now)
+        now_ms = _ms(now)
+        for owner, (_, expires_ms) in list(self._known_bundle_times.items()):
+            if expires_ms <= now_ms:
+                del self._known_bundle_times[owner]
+                self.known_bundles.pop(owner, None)
+
     # ------------------------------------------------------------------ relaying
 
     def _relay(self, entry: Entry, now: float, *, stem: bool = False) -> None:
@@ -982,7 +1382,7 @@ class Node:
                 self._send_item(entry, node.key, node.endpoint, now)
         if (
             self.config.policy == "ours"
-            and entry.kind is Kind.MESSAGE
+            and entry.kind is not Kind.ACK  # an ack goes back the way its message came
             and entry.target not in self.table
         ):
             if (
@@ -1032,7 +1432,9 @@ class Node:
         if entry.kind is Kind.ACK:
             return self._ack_hops(entry)
         k = self.config.k
-        closest = self.table.closest(entry.target, k)
+        # A record is never sent to its owner, who is nearest its own address.
+        owner = (entry.target,) if entry.kind is Kind.RECORD else ()
+        closest = self.table.closest(entry.target, k, exclude=owner)
         if self.config.policy == "flood":
             return [n for n in closest if n.address != entry.origin]
         fanout = min(k, self.config.sender_fanout + entry.attempts)
@@ -1112,7 +1514,7 @@ class Node:
         Besides our table, a recipient of our own texts that a lookup met in person.
         """
         known = self.table.get(entry.target)
-        direct = [known] if known is not None else []
+        direct = [known] if known is not None and entry.kind is not Kind.RECORD else []
         if not direct and entry.own_text_id:
             direct = list(self._direct.get(entry.target, {}).values())
         chosen = direct + [n for n in hops if n not in direct]
@@ -1129,9 +1531,11 @@ class Node:
             msg.stem = stem
             frame = pb.Frame(message=msg)
             self.stats.messages_relayed += 0 if entry.own_text_id else 1
-        else:
+        elif isinstance(entry.wire, pb.Ack):
             frame = pb.Frame(ack=entry.wire)
             self.stats.acks_relayed += 1
+        else:
+            frame = pb.Frame(record=pb.Record(bundle=entry.wire))
         self._send_frame(key, endpoint, frame, now)
         if self.config.policy == "ours":
             pair = (address_of(key), entry.key)
@@ -1235,6 +1639,9 @@ class Node:
             self._lookup_finished(lookup, now)
 
     def _lookup_finished(self, lookup: Lookup, now: float) -> None:
+        fetch = self._bundle_fetches.get(lookup.target)
+        if fetch is not None and fetch.lookup is lookup:
+            self._ask_for_record(lookup.target, fetch, lookup.result(), now)
         if lookup.target != self.address or (self.joined and lookup.queries_sent == 0):
             return
         first_join = not self.joined
@@ -1242,8 +1649,9 @@ class Node:
         # Joined: ask our neighbourhood for whatever waits for us (the seed only waited).
         if self.config.policy == "ours":
             for candidate in lookup.result():
-                fetch = pb.Frame(fetch=pb.Fetch())
-                self._send_frame(candidate.key, candidate.endpoint, fetch, now)
+                fetch_frame = pb.Frame(fetch=pb.Fetch())
+                self._send_frame(candidate.key, candidate.endpoint, fetch_frame, now)
+            self._offer_own_record(lookup.result(), now)
         if first_join:
             # The self-lookup only fills the buckets near us; refresh every bucket once so
             # we also know the far half of the network (Kademlia paper, section 2.3).
@@ -1261,6 +1669,8 @@ class Node:
             if query.lookup is not None and query.candidate is not None:
                 query.lookup.on_timeout(query.path, query.candidate)
                 self._advance_lookup(query.lookup, now)
+            elif query.kind == "get_record":
+                self._record_query_ended(query.record_for)
         while self._deferred:
             key, waiting = next(iter(self._deferred.items()))
             if waiting.deadline > now:
@@ -1295,6 +1705,9 @@ class Node:
             if out is not None:
                 self._events.append(TextStateChanged(entry.own_text_id, out.recipient, "expired"))
         self.reassembler.expire(now)
+        self.prekeys.maintain(now)
+        self.sessions.expire(now)
+        self._records_housekeeping(now)
         if len(self.table):
             for target in self.table.buckets_needing_refresh(
                 now, self.config.refresh_interval_s, self.rng
@@ -1360,6 +1773,31 @@ class Node:
         if self.store.dirty or self.store.deleted:
             put, deleted = self.store.take_changes()
             self._events.append(StoreChanged(put, deleted))
+        changed = self.sessions.take_changes()
+        if changed or self.prekeys.dirty:
+            prekeys = self.prekeys.serialize() if self.prekeys.dirty else None
+            self.prekeys.dirty = False
+            self._events.append(SessionsChanged(changed, prekeys))
+
+    def _session_lost(self, peer: PublicIdentity, now: float) -> None:
+        """A letter that names ``peer`` opens in none of our sessions: start a new one.
+
+        docs/PROTOCOL.md, "Session reset". The sender named inside is not authenticated,
+        so this is rate-limited per named peer and for the whole node.
+        """
+        last = self._handshakes.get(peer.key)
+        if last is not None and now - last < HANDSHAKE_INTERVAL_S:
+            return
+        if not self._handshake_bucket.take(now):
+            return
+        self._handshakes[peer.key] = now
+        self._handshakes.move_to_end(peer.key)
+        while len(self._handshakes) > HANDSHAKE_PEERS_MAX:
+            self._handshakes.popitem(last=False)
+        self.stats.handshakes_sent += 1
+        text_id = os.urandom(TEXT_ID_BYTES)
+        letter = encode_letter(text_id, 0, 1, _ms(now), b"")
+        self._send_letters(peer, text_id, [letter], now, handshake=True)
 
 
 def _check_expiry(expires_ms: int, now: float) -> None:
@@ -1372,13 +1810,3 @@ def _check_expiry(expires_ms: int, now: float) -> None:
         raise Rejected("expired")
     if expires_ms > now_ms + int((MAX_TTL_S + MAX_CLOCK_SKEW_S) * 1000):
         raise Rejected("ttl_too_long")
-
-
-def _sealed_size() -> int:
-    """Every sealed payload has this exact size (fixed letter size + fixed overheads)."""
-    probe = Identity.from_seed(bytes(32))
-    sealer = Sealer(probe)
-    return len(sealer.seal(probe.public, encode_letter(bytes(TEXT_ID_BYTES), 0, 1, 0, b"")))
-
-
-SEALED_BYTES = _sealed_size()

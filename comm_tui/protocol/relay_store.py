@@ -1,8 +1,10 @@
-"""The relay store: messages and acks this node holds for others (and its own outbox).
+"""The relay store: messages, acks and prekey records this node holds for others
+(and its own outbox and record).
 
-Entries are keyed by kind and message id. Each remembers which nodes are known to
-hold it (they sent it to us or sent a receipt), so re-relaying only goes to nodes
-that still lack it.
+Entries are keyed by kind and message id (a record: by its owner's address, so one
+owner has at most one record here, docs/PROTOCOL.md, "8a. Records"). Each remembers
+which nodes are known to hold it (they sent it to us or sent a receipt), so
+re-relaying only goes to nodes that still lack it.
 
 Keys are free, so quotas that count keys alone bound nothing. Quotas bound the store
 in total, per target address, per peer that handed items to us and per *network* it
@@ -28,6 +30,7 @@ from google.protobuf.message import DecodeError
 
 from comm_tui.crypto.ack import ack_is_well_formed
 from comm_tui.crypto.identity import ADDRESS_BYTES, address_of
+from comm_tui.crypto.records import record_problem
 from comm_tui.crypto.seal import message_id
 from comm_tui.protocol import wire_pb2 as pb
 
@@ -47,6 +50,7 @@ ENTRY_OVERHEAD_BYTES = 256
 class Kind(enum.IntEnum):
     MESSAGE = 1
     ACK = 2
+    RECORD = 3
 
 
 def entry_key(kind: Kind, item_id: bytes) -> bytes:
@@ -61,7 +65,7 @@ class Entry:
     item_id: bytes
     target: bytes  # address the item travels toward
     expires_ms: int
-    wire: pb.Message | pb.Ack
+    wire: pb.Message | pb.Ack | pb.PrekeyBundle
     stored_at: float
     attempts: int = 0
     next_at: float = 0.0
@@ -110,8 +114,10 @@ class Entry:
         )
         if isinstance(self.wire, pb.Message):
             record.message.CopyFrom(self.wire)
-        else:
+        elif isinstance(self.wire, pb.Ack):
             record.ack.CopyFrom(self.wire)
+        else:
+            record.record.CopyFrom(self.wire)
         return record.SerializeToString()
 
     @classmethod
@@ -155,6 +161,13 @@ class Entry:
             recipient = address_of(ack.recipient_key)
             item_id = ack.message_id + recipient
             return cls(Kind.ACK, item_id, recipient, ack.expires_ms, ack, **common)  # type: ignore[arg-type]
+        if which == "record":
+            bundle = record.record
+            if record_problem(bundle) is not None:
+                raise ValueError("damaged relay-store entry")
+            # A record is stored under its owner's address, which is also its target.
+            owner = address_of(bundle.owner_key)
+            return cls(Kind.RECORD, owner, owner, bundle.expires_ms, bundle, **common)  # type: ignore[arg-type]
         raise ValueError("damaged relay-store entry")
 
 

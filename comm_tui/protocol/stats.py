@@ -24,6 +24,8 @@ class NodeStats:
     texts_received: int = 0
     texts_delivered: int = 0
     stem_forwards: int = 0  # items we sent on in the stem (docs/PROTOCOL.md, "7.2")
+    # Handshake letters sent because a peer's letter opened in none of our sessions.
+    handshakes_sent: int = 0
     # Replies not sent: the endpoint was not validated and had no credit left (admission).
     withheld: int = 0
     # Frames we could not encode (an invalid key from our own database, say).

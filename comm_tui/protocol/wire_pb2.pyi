@@ -39,7 +39,7 @@ class Hello(_message.Message):
     def __init__(self, challenge: _Optional[bytes] = ..., padding: _Optional[bytes] = ...) -> None: ...
 
 class Frame(_message.Message):
-    __slots__ = ("ping", "pong", "find_node", "nodes", "message", "ack", "receipt", "fetch")
+    __slots__ = ("ping", "pong", "find_node", "nodes", "message", "ack", "receipt", "fetch", "record", "get_record")
     PING_FIELD_NUMBER: _ClassVar[int]
     PONG_FIELD_NUMBER: _ClassVar[int]
     FIND_NODE_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +48,8 @@ class Frame(_message.Message):
     ACK_FIELD_NUMBER: _ClassVar[int]
     RECEIPT_FIELD_NUMBER: _ClassVar[int]
     FETCH_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    GET_RECORD_FIELD_NUMBER: _ClassVar[int]
     ping: Ping
     pong: Pong
     find_node: FindNode
@@ -56,7 +58,9 @@ class Frame(_message.Message):
     ack: Ack
     receipt: Receipt
     fetch: Fetch
-    def __init__(self, ping: _Optional[_Union[Ping, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., find_node: _Optional[_Union[FindNode, _Mapping]] = ..., nodes: _Optional[_Union[Nodes, _Mapping]] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., receipt: _Optional[_Union[Receipt, _Mapping]] = ..., fetch: _Optional[_Union[Fetch, _Mapping]] = ...) -> None: ...
+    record: Record
+    get_record: GetRecord
+    def __init__(self, ping: _Optional[_Union[Ping, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., find_node: _Optional[_Union[FindNode, _Mapping]] = ..., nodes: _Optional[_Union[Nodes, _Mapping]] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., receipt: _Optional[_Union[Receipt, _Mapping]] = ..., fetch: _Optional[_Union[Fetch, _Mapping]] = ..., record: _Optional[_Union[Record, _Mapping]] = ..., get_record: _Optional[_Union[GetRecord, _Mapping]] = ...) -> None: ...
 
 class Ping(_message.Message):
     __slots__ = ("challenge",)
@@ -130,13 +134,47 @@ class Fetch(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
-class Sealed(_message.Message):
-    __slots__ = ("sender_key", "boxed")
-    SENDER_KEY_FIELD_NUMBER: _ClassVar[int]
-    BOXED_FIELD_NUMBER: _ClassVar[int]
-    sender_key: bytes
-    boxed: bytes
-    def __init__(self, sender_key: _Optional[bytes] = ..., boxed: _Optional[bytes] = ...) -> None: ...
+class PrekeyBundle(_message.Message):
+    __slots__ = ("owner_key", "signed_prekey_id", "signed_prekey", "one_time_prekeys", "issued_ms", "expires_ms", "signature")
+    OWNER_KEY_FIELD_NUMBER: _ClassVar[int]
+    SIGNED_PREKEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNED_PREKEY_FIELD_NUMBER: _ClassVar[int]
+    ONE_TIME_PREKEYS_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_MS_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    owner_key: bytes
+    signed_prekey_id: int
+    signed_prekey: bytes
+    one_time_prekeys: _containers.RepeatedCompositeFieldContainer[OneTimePrekey]
+    issued_ms: int
+    expires_ms: int
+    signature: bytes
+    def __init__(self, owner_key: _Optional[bytes] = ..., signed_prekey_id: _Optional[int] = ..., signed_prekey: _Optional[bytes] = ..., one_time_prekeys: _Optional[_Iterable[_Union[OneTimePrekey, _Mapping]]] = ..., issued_ms: _Optional[int] = ..., expires_ms: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class OneTimePrekey(_message.Message):
+    __slots__ = ("id", "key")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    key: bytes
+    def __init__(self, id: _Optional[int] = ..., key: _Optional[bytes] = ...) -> None: ...
+
+class Record(_message.Message):
+    __slots__ = ("query_id", "bundle")
+    QUERY_ID_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    query_id: bytes
+    bundle: PrekeyBundle
+    def __init__(self, query_id: _Optional[bytes] = ..., bundle: _Optional[_Union[PrekeyBundle, _Mapping]] = ...) -> None: ...
+
+class GetRecord(_message.Message):
+    __slots__ = ("query_id", "address")
+    QUERY_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    query_id: bytes
+    address: bytes
+    def __init__(self, query_id: _Optional[bytes] = ..., address: _Optional[bytes] = ...) -> None: ...
 
 class Letter(_message.Message):
     __slots__ = ("text_id", "part", "parts", "sent_ms", "chunk")
@@ -153,9 +191,10 @@ class Letter(_message.Message):
     def __init__(self, text_id: _Optional[bytes] = ..., part: _Optional[int] = ..., parts: _Optional[int] = ..., sent_ms: _Optional[int] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class StoreEntry(_message.Message):
-    __slots__ = ("message", "ack", "attempts", "next_at", "holders", "settled", "own_text_id", "own_part", "own_parts", "stored_at", "origin", "origin_net", "origin_key", "origin_host", "origin_port", "notify", "stem")
+    __slots__ = ("message", "ack", "record", "attempts", "next_at", "holders", "settled", "own_text_id", "own_part", "own_parts", "stored_at", "origin", "origin_net", "origin_key", "origin_host", "origin_port", "notify", "stem")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     NEXT_AT_FIELD_NUMBER: _ClassVar[int]
     HOLDERS_FIELD_NUMBER: _ClassVar[int]
@@ -173,6 +212,7 @@ class StoreEntry(_message.Message):
     STEM_FIELD_NUMBER: _ClassVar[int]
     message: Message
     ack: Ack
+    record: PrekeyBundle
     attempts: int
     next_at: float
     holders: _containers.RepeatedScalarFieldContainer[bytes]
@@ -188,4 +228,4 @@ class StoreEntry(_message.Message):
     origin_port: int
     notify: _containers.RepeatedScalarFieldContainer[bytes]
     stem: bool
-    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., attempts: _Optional[int] = ..., next_at: _Optional[float] = ..., holders: _Optional[_Iterable[bytes]] = ..., settled: _Optional[bool] = ..., own_text_id: _Optional[bytes] = ..., own_part: _Optional[int] = ..., own_parts: _Optional[int] = ..., stored_at: _Optional[float] = ..., origin: _Optional[bytes] = ..., origin_net: _Optional[str] = ..., origin_key: _Optional[bytes] = ..., origin_host: _Optional[str] = ..., origin_port: _Optional[int] = ..., notify: _Optional[_Iterable[bytes]] = ..., stem: _Optional[bool] = ...) -> None: ...
+    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., record: _Optional[_Union[PrekeyBundle, _Mapping]] = ..., attempts: _Optional[int] = ..., next_at: _Optional[float] = ..., holders: _Optional[_Iterable[bytes]] = ..., settled: _Optional[bool] = ..., own_text_id: _Optional[bytes] = ..., own_part: _Optional[int] = ..., own_parts: _Optional[int] = ..., stored_at: _Optional[float] = ..., origin: _Optional[bytes] = ..., origin_net: _Optional[str] = ..., origin_key: _Optional[bytes] = ..., origin_host: _Optional[str] = ..., origin_port: _Optional[int] = ..., notify: _Optional[_Iterable[bytes]] = ..., stem: _Optional[bool] = ...) -> None: ...

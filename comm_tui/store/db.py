@@ -49,6 +49,17 @@ _FORWARD_FROM: dict[str, tuple[str, ...]] = {
 # Characters that would break a name shown on one line.
 _FORBIDDEN_NAME_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
 
+_HISTORY_COLUMNS_V1 = (
+    "id, text_id, peer_address, peer_key, direction, text, state, sent_ms, "
+    "created_at, updated_at, read"
+)
+NOTICE_STATE = "notice"
+# The line shown when a peer's session was lost and started again (docs/PROTOCOL.md,
+# "Session reset"); never silent.
+SESSION_RESET_NOTICE = "session re-established; unacknowledged texts sent again"
+_PREKEYS_ROW = "prekeys"
+_SESSION_ROW = "session:"
+
 # Each entry brings the schema from version i to i + 1 (PRAGMA user_version); append only.
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -92,6 +103,35 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX peers_by_last_seen ON peers (last_seen)",
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ),
+    (
+        # Session and prekey secrets (docs/PROTOCOL.md, "Letters and sealing"): 'prekeys',
+        # and one 'session:' row per peer key. The file is 0600 (DATABASE_FILE_MODE).
+        "CREATE TABLE crypto_state (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
+        # Notices ("session re-established") are history rows of their own direction;
+        # SQLite cannot change a CHECK, so the table is rebuilt.
+        """CREATE TABLE messages_v2 (
+            id INTEGER PRIMARY KEY,
+            text_id BLOB NOT NULL,
+            peer_address BLOB NOT NULL,
+            peer_key BLOB,
+            direction TEXT NOT NULL CHECK (direction IN ('in', 'out', 'notice')),
+            text TEXT NOT NULL,
+            state TEXT NOT NULL
+                CHECK (state IN ('queued', 'sent', 'delivered', 'expired', 'received', 'notice')),
+            sent_ms INTEGER,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            read INTEGER NOT NULL DEFAULT 0,
+            UNIQUE (direction, peer_address, text_id)
+        )""",
+        f"INSERT INTO messages_v2 SELECT {_HISTORY_COLUMNS_V1} FROM messages",
+        "DROP TABLE messages",
+        "ALTER TABLE messages_v2 RENAME TO messages",
+        "CREATE INDEX messages_by_peer ON messages (peer_address, id)",
+        "CREATE INDEX messages_by_text_id ON messages (text_id)",
+        """CREATE INDEX messages_unread ON messages (peer_address)
+            WHERE direction = 'in' AND read = 0""",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -156,7 +196,12 @@ class Database:
         """
         try:
             # Create it private; SQLite gives its -wal and -shm files the same mode.
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, DATABASE_FILE_MODE))
+            # It holds session secrets: an existing file is made private too.
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, DATABASE_FILE_MODE)
+            try:
+                os.fchmod(fd, DATABASE_FILE_MODE)
+            finally:
+                os.close(fd)
             conn = sqlite3.connect(path, isolation_level=None)
         except (OSError, sqlite3.Error) as err:
             raise StorageError(f"cannot open database {path}: {_reason(err)}") from err
@@ -433,6 +478,62 @@ class Database:
             *wanted,
         )
         return [_history_row(row) for row in rows]
+
+    def add_notice(self, peer_key: bytes, peer_address: bytes, text: str, now: float) -> HistoryRow:
+        """Record a notice in a conversation (our own words, never a peer's)."""
+        with self.transaction():
+            row = self._one(
+                "INSERT INTO messages (text_id, peer_address, peer_key, direction, text, state,"
+                " sent_ms, created_at, updated_at, read)"
+                " VALUES (randomblob(16), ?, ?, 'notice', ?, ?, NULL, ?, ?, 1)"
+                f" RETURNING {_HISTORY_COLUMNS}",
+                peer_address,
+                peer_key,
+                text,
+                NOTICE_STATE,
+                now,
+                now,
+            )
+        assert row is not None  # RETURNING of a successful insert
+        return _history_row(row)
+
+    # sessions and prekeys
+
+    def apply_session_changes(self, put: dict[bytes, bytes | None], prekeys: bytes | None) -> None:
+        """Write session (None: forget the peer's) and prekey state, in the caller's transaction."""
+        with self.transaction():
+            for peer_key, blob in put.items():
+                name = _SESSION_ROW + peer_key.hex()
+                if blob is None:
+                    self._conn.execute("DELETE FROM crypto_state WHERE name = ?", (name,))
+                else:
+                    self._conn.execute(
+                        "INSERT OR REPLACE INTO crypto_state (name, value) VALUES (?, ?)",
+                        (name, blob),
+                    )
+            if prekeys is not None:
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO crypto_state (name, value) VALUES (?, ?)",
+                    (_PREKEYS_ROW, prekeys),
+                )
+
+    def load_prekeys(self) -> bytes | None:
+        row = self._one("SELECT value FROM crypto_state WHERE name = ?", _PREKEYS_ROW)
+        return None if row is None else bytes(row[0])
+
+    def load_sessions(self) -> list[tuple[bytes, bytes]]:
+        """Every peer's sessions as (peer key, blob); rows with a damaged name are skipped."""
+        out = []
+        for name, value in self._all(
+            "SELECT name, value FROM crypto_state WHERE name LIKE 'session:%'"
+        ):
+            try:
+                key = bytes.fromhex(name[len(_SESSION_ROW) :])
+            except ValueError:
+                continue
+            if len(key) == 32:
+                out.append((key, bytes(value)))
+        return out
 
     # relay store
 

@@ -44,7 +44,7 @@ class MessageRow(Horizontal):
     """One message: time and delivery mark on the left, the wrapped text on the right."""
 
     def __init__(self, row: HistoryRow, marks: dict[str, str] = STATE_MARKS) -> None:
-        super().__init__(classes="-out" if row.direction == "out" else "-in")
+        super().__init__(classes=f"-{row.direction}")
         self.row = row
         self.marks = marks
 

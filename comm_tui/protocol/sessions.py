@@ -1,0 +1,413 @@
+"""Sessions: how letters are sealed and opened (docs/PROTOCOL.md, "Letters and sealing").
+
+Each contact pair runs Double Ratchet sessions (``crypto/ratchet.py``) started with X3DH
+(``crypto/x3dh.py``). One ratchet message key per **text**: every part of a text carries
+the same header and is encrypted under that key with its part index as nonce, so parts
+may arrive in any order or twice, and the state changes once per text.
+
+Opening a part is a pure *peek*; ``commit`` changes the state once the whole text is
+there, and the node persists that change in the same transaction as the history row.
+The envelope (below) has one fixed size whatever it carries, and travels inside a
+SealedBox to the recipient's identity key: relays see an opaque blob.
+
+Envelope (ENVELOPE_BYTES), all integers big-endian::
+
+    0    version u8 (= 2)
+    1    flags u8: bit 0 INIT (init fields and signature valid), bit 1 HANDSHAKE
+    2    sender key (Ed25519, 32)
+    34   session id: the initiator's X3DH ephemeral key (32)
+    66   signed prekey id u32 (0 = the fallback: the identity key)      } INIT only,
+    70   one-time prekey id u32 (0 = none)                                } else zero
+    74   ratchet header: ratchet key 32, PN u32, N u32 (40)
+    114  part u16 (the AEAD nonce is this, as 24 bytes big-endian)
+    116  ciphertext: XChaCha20-Poly1305 of the padded letter (LETTER_BYTES + 16)
+    end-64  signature (64): INIT only, else zero
+
+The AEAD's associated data is a domain, the recipient key and bytes 0..116. An INIT
+envelope is signed by its author over a domain, the recipient key and all but the
+signature, which is what rules out key-compromise impersonation (``crypto/x3dh.py``).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from nacl.bindings import crypto_box_SEALBYTES
+from nacl.exceptions import CryptoError
+from nacl.public import SealedBox
+
+from comm_tui.crypto.identity import Identity, PublicIdentity, is_valid_public_key
+from comm_tui.crypto.prekeys import PrekeyStore, PublicBundle
+from comm_tui.crypto.ratchet import (
+    AEAD_TAG_BYTES,
+    HEADER_BYTES,
+    Header,
+    RatchetError,
+    RatchetState,
+    aead_decrypt,
+    aead_encrypt,
+)
+from comm_tui.crypto.x3dh import X3DHError, initiate, respond, sign_init, verify_init
+from comm_tui.protocol.letters import LETTER_BYTES
+
+ENVELOPE_VERSION = 2
+FLAG_INIT = 0x01
+FLAG_HANDSHAKE = 0x02
+_KNOWN_FLAGS = FLAG_INIT | FLAG_HANDSHAKE
+SIGNATURE_BYTES = 64
+_AD_END = 116
+ENVELOPE_BYTES = _AD_END + LETTER_BYTES + AEAD_TAG_BYTES + SIGNATURE_BYTES
+# The outer SealedBox adds an ephemeral key and a MAC.
+SEALED_BYTES = ENVELOPE_BYTES + crypto_box_SEALBYTES
+_SESSION_FIELDS = ">BIIQQI"
+_SESSION_FIXED = 32 + struct.calcsize(_SESSION_FIELDS)
+_AD_DOMAIN = b"comm-tui letter v2\x00"
+# Sessions kept per peer (the least recently active non-active one goes first), peers
+# with sessions, and skipped message keys across all sessions of the node.
+SESSIONS_PER_PEER = 4
+SESSION_PEERS_MAX = 4096
+SKIPPED_KEYS_MAX = 50_000
+# Peeked message keys remembered (for the other parts of the same texts).
+_PEEKED_MAX = 256
+# What commits a peeked part: session id, ratchet header, signed and one-time prekey ids.
+CommitToken = tuple[bytes, bytes, int, int]
+
+
+class SessionError(Exception):
+    """A sealed letter we cannot open; ``reason`` is its stats.reject reason."""
+
+    def __init__(self, reason: str, sender: PublicIdentity | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        # Set when the envelope named a valid sender but no session of ours opens it:
+        # the session is lost (docs/PROTOCOL.md, "Session reset").
+        self.lost_with = sender
+
+
+@dataclass
+class Session:
+    """One Double Ratchet session with a peer, named by the initiator's ephemeral key."""
+
+    session_id: bytes
+    state: RatchetState
+    # While we initiated it and have not yet opened a letter of the peer in it, every
+    # letter repeats the init fields: (signed prekey id, one-time prekey id).
+    pending_init: tuple[int, int] | None
+    # When we first opened a letter of the peer in it (ms; 0 = not yet).
+    confirmed_ms: int
+    # When we last opened a letter in it, or created it as initiator: the most recent
+    # one is where we send (docs/PROTOCOL.md, "Sessions per peer").
+    active_at: float
+
+    def serialize(self) -> bytes:
+        """id 32 | flags u8 (bit 0: pending init) | spk id u32 | opk id u32 | confirmed ms
+        u64 | active at ms u64 | state length u32 | ratchet state (crypto/ratchet.py)."""
+        init = self.pending_init or (0, 0)
+        flags = int(self.pending_init is not None)
+        state = self.state.serialize()
+        active_ms = int(self.active_at * 1000)
+        fixed = struct.pack(_SESSION_FIELDS, flags, *init, self.confirmed_ms, active_ms, len(state))
+        return self.session_id + fixed + state
+
+    @classmethod
+    def deserialize(cls, data: bytes) -> tuple[Session, int]:
+        """A session from the start of ``data``, and how many bytes it took."""
+        if len(data) < _SESSION_FIXED:
+            raise RatchetError("truncated session")
+        flags, spk, opk, confirmed_ms, active_ms, size = struct.unpack(
+            _SESSION_FIELDS, data[32:_SESSION_FIXED]
+        )
+        end = _SESSION_FIXED + size
+        if len(data) < end:
+            raise RatchetError("truncated session")
+        state = RatchetState.deserialize(data[_SESSION_FIXED:end])
+        pending = (spk, opk) if flags & 1 else None
+        return cls(data[:32], state, pending, confirmed_ms, active_ms / 1000), end
+
+
+def serialize_sessions(sessions: list[Session]) -> bytes:
+    """A peer's sessions: their count (u8), then each session."""
+    return bytes([len(sessions)]) + b"".join(s.serialize() for s in sessions)
+
+
+def deserialize_sessions(data: bytes) -> list[Session]:
+    if not data:
+        raise RatchetError("empty session list")
+    sessions, pos = [], 1
+    for _ in range(data[0]):
+        session, used = Session.deserialize(data[pos:])
+        sessions.append(session)
+        pos += used
+    if pos != len(data):
+        raise RatchetError("trailing bytes in session list")
+    return sessions
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A part that opened: its author, its letter, and what commits it."""
+
+    author: PublicIdentity
+    letter: bytes
+    handshake: bool
+    token: CommitToken
+
+
+class SessionBook:
+    """All our sessions, bounded per peer and per node; seals and opens letters."""
+
+    def __init__(self, identity: Identity, prekeys: PrekeyStore) -> None:
+        self.identity = identity
+        self.prekeys = prekeys
+        self._unsealer = SealedBox(identity.box_key)
+        self.peers: OrderedDict[bytes, list[Session]] = OrderedDict()
+        # Peers whose sessions changed since the node last took the changes (None: gone).
+        self.changed: dict[bytes, bytes | None] = {}
+        # Message keys peeked since the last state change, by (author, session id, header):
+        # the parts of one text share them, and a peek may have to derive up to MAX_SKIP
+        # keys. Any change of state empties it, so it never answers for another state.
+        self._peeked: OrderedDict[tuple[bytes, bytes, bytes], bytes] = OrderedDict()
+        self.peek_hits = 0
+
+    # ------------------------------------------------------------------ sending
+
+    def active(self, peer_key: bytes) -> Session | None:
+        sessions = self.peers.get(peer_key)
+        if not sessions:
+            return None
+        return max(sessions, key=lambda s: s.active_at)
+
+    def start_session(self, peer: PublicIdentity, bundle: PublicBundle | None, now: float) -> None:
+        """Initiate a new session to ``peer`` (X3DH), which becomes the one we send in."""
+        start = initiate(self.identity, peer, bundle)
+        state = RatchetState.initiator(start.sk, start.their_ratchet_key)
+        session = Session(
+            start.ephemeral_public,
+            state,
+            (start.signed_prekey_id, start.one_time_prekey_id),
+            confirmed_ms=0,
+            active_at=now,
+        )
+        self._add(peer.key, session)
+
+    def seal_text(
+        self,
+        recipient: PublicIdentity,
+        letters: list[bytes],
+        bundle: PublicBundle | None,
+        now: float,
+        *,
+        handshake: bool = False,
+    ) -> list[bytes]:
+        """Seal the parts of one text (one ratchet step); starts a session if we have none.
+
+        Raises X3DHError if the recipient's bundle holds unusable keys.
+        """
+        session = self.active(recipient.key)
+        if session is None or handshake:
+            self.start_session(recipient, bundle, now)
+            session = self.active(recipient.key)
+            assert session is not None
+        header, mk = session.state.encrypt_step()
+        flags = FLAG_HANDSHAKE if handshake else 0
+        spk = opk = 0
+        if session.pending_init is not None:
+            flags |= FLAG_INIT
+            spk, opk = session.pending_init
+        sealed = []
+        for part, letter in enumerate(letters):
+            head = (
+                bytes([ENVELOPE_VERSION, flags])
+                + self.identity.key
+                + session.session_id
+                + struct.pack(">II", spk, opk)
+                + header.encode()
+                + struct.pack(">H", part)
+            )
+            body = head + aead_encrypt(mk, part, letter, _ad(recipient.key, head))
+            signature = (
+                sign_init(self.identity, recipient.key, body)
+                if flags & FLAG_INIT
+                else bytes(SIGNATURE_BYTES)
+            )
+            sealed.append(bytes(SealedBox(recipient.box_key).encrypt(body + signature)))
+        self._touch(recipient.key)
+        return sealed
+
+    # ------------------------------------------------------------------ receiving
+
+    def open(self, sealed: bytes, now: float) -> Opened:
+        """Open one part without changing any state (peek); raises SessionError."""
+        try:
+            envelope = self._unsealer.decrypt(sealed)
+        except (CryptoError, ValueError) as exc:
+            raise SessionError("bad_seal") from exc
+        if len(envelope) != ENVELOPE_BYTES:
+            raise SessionError("bad_envelope")
+        version, flags = envelope[0], envelope[1]
+        sender_key, sid = envelope[2:34], envelope[34:66]
+        spk, opk = struct.unpack(">II", envelope[66:74])
+        header = Header.decode(envelope[74 : 74 + HEADER_BYTES])
+        (part,) = struct.unpack(">H", envelope[114:116])
+        body, signature = envelope[:-SIGNATURE_BYTES], envelope[-SIGNATURE_BYTES:]
+        if version != ENVELOPE_VERSION or flags & ~_KNOWN_FLAGS:
+            raise SessionError("bad_envelope")
+        if sender_key == self.identity.key or not is_valid_public_key(sender_key):
+            raise SessionError("bad_envelope")
+        sender = PublicIdentity(sender_key)
+        init = bool(flags & FLAG_INIT)
+        if init:
+            if not verify_init(sender, self.identity.key, body, signature):
+                raise SessionError("bad_signature")
+        elif any(signature) or spk or opk:
+            raise SessionError("bad_envelope")
+        header_bytes = envelope[74 : 74 + HEADER_BYTES]
+        mk = self._peeked.get((sender_key, sid, header_bytes))
+        session = None if mk is not None else self._find(sender_key, sid)
+        if mk is not None:
+            self.peek_hits += 1
+        elif session is None:
+            if not init:
+                raise SessionError("no_session", sender)
+            try:
+                sk, pair = respond(self.identity, self.prekeys, sender, sid, spk, opk)
+            except X3DHError as exc:
+                raise SessionError("no_session", sender) from exc
+            mk = self._peek(sender_key, sid, RatchetState.responder(sk, pair), header, now)
+        else:
+            mk = self._peek(sender_key, sid, session.state, header, now)
+        try:
+            letter = aead_decrypt(mk, part, body[_AD_END:], _ad(self.identity.key, body[:_AD_END]))
+        except RatchetError as exc:
+            raise SessionError("no_session", sender) from exc
+        token = (sid, header.encode(), spk, opk)
+        return Opened(sender, letter, bool(flags & FLAG_HANDSHAKE), token)
+
+    def commit(
+        self,
+        author: PublicIdentity,
+        tokens: list[CommitToken],
+        now: float,
+        *,
+        sent_ms: int,
+        handshake: bool,
+    ) -> bool:
+        """Commit what the parts of one text peeked; True if it re-established a session.
+
+        Each distinct header is committed once (all parts of a text share one). A commit
+        that no longer applies (the session or prekey went in between) is skipped: the
+        text was authenticated when its parts were opened.
+
+        docs/PROTOCOL.md, "Session reset": a new session re-establishes a lost one when it
+        comes in a handshake (the peer could not open our letters), or when the peer wrote
+        its first letter after we had confirmed a session with it. A session the peer
+        started before it knew of ours (both sides starting at once) is no reset.
+        """
+        reestablished = False
+        for sid, header_bytes, spk, opk in dict.fromkeys(tokens):
+            header = Header.decode(header_bytes)
+            session = self._find(author.key, sid)
+            if session is None:
+                try:
+                    sk, pair = respond(self.identity, self.prekeys, author, sid, spk, opk)
+                except X3DHError:
+                    continue
+                sessions = self.peers.get(author.key, [])
+                confirmed = [s.confirmed_ms for s in sessions if s.confirmed_ms]
+                reestablished |= bool(confirmed) and (handshake or sent_ms > min(confirmed))
+                session = Session(sid, RatchetState.responder(sk, pair), None, 0, now)
+                self._add(author.key, session)
+                self.prekeys.consume_one_time(opk)
+            try:
+                session.state.commit(header, now)
+            except RatchetError:
+                continue
+            session.confirmed_ms = session.confirmed_ms or int(now * 1000)
+            session.pending_init = None
+            session.active_at = now
+            self._touch(author.key)
+        self._bound_skipped()
+        return reestablished
+
+    def _peek(
+        self, sender_key: bytes, sid: bytes, state: RatchetState, header: Header, now: float
+    ) -> bytes:
+        try:
+            mk = state.peek(header, now)
+        except RatchetError as exc:
+            raise SessionError("no_session", PublicIdentity(sender_key)) from exc
+        self._peeked[(sender_key, sid, header.encode())] = mk
+        while len(self._peeked) > _PEEKED_MAX:
+            self._peeked.popitem(last=False)
+        return mk
+
+    # ------------------------------------------------------------------ upkeep
+
+    def expire(self, now: float) -> None:
+        for key, sessions in self.peers.items():
+            if any([s.state.expire(now) for s in sessions]):
+                self._peeked.clear()
+                self.changed[key] = serialize_sessions(sessions)
+
+    def restore(self, peer_key: bytes, blob: bytes) -> None:
+        """Load one peer's persisted sessions (raises RatchetError if damaged)."""
+        self._peeked.clear()
+        self.peers[peer_key] = deserialize_sessions(blob)[:SESSIONS_PER_PEER]
+
+    def take_changes(self) -> dict[bytes, bytes | None]:
+        changed, self.changed = self.changed, {}
+        return changed
+
+    def _find(self, peer_key: bytes, sid: bytes) -> Session | None:
+        for session in self.peers.get(peer_key, ()):
+            if session.session_id == sid:
+                return session
+        return None
+
+    def _add(self, peer_key: bytes, session: Session) -> None:
+        sessions = self.peers.setdefault(peer_key, [])
+        sessions.append(session)
+        if len(sessions) > SESSIONS_PER_PEER:
+            sessions.remove(min(sessions, key=lambda s: s.active_at))
+        self._touch(peer_key)
+        while len(self.peers) > SESSION_PEERS_MAX:
+            # Keys are free: a flood of texts from fresh keys must not evict the sessions
+            # of peers we write to, so peers we never wrote to go first (least recent).
+            gone = next(
+                (k for k, v in self.peers.items() if not any(_wrote_in(s) for s in v)),
+                next(iter(self.peers)),
+            )
+            del self.peers[gone]
+            self.changed[gone] = None
+
+    def _touch(self, peer_key: bytes) -> None:
+        self._peeked.clear()
+        self.peers.move_to_end(peer_key)
+        self.changed[peer_key] = serialize_sessions(self.peers[peer_key])
+
+    def _bound_skipped(self) -> None:
+        """The node-wide bound: the session holding the most skipped keys gives up its oldest."""
+        total = sum(len(s.state.skipped) for v in self.peers.values() for s in v)
+        while total > SKIPPED_KEYS_MAX:
+            key, fattest = max(
+                ((k, s) for k, v in self.peers.items() for s in v),
+                key=lambda pair: len(pair[1].state.skipped),
+            )
+            excess = min(total - SKIPPED_KEYS_MAX, len(fattest.state.skipped))
+            self._peeked.clear()
+            for _ in range(excess):
+                fattest.state.drop_oldest_skipped()
+            total -= excess
+            self.changed[key] = serialize_sessions(self.peers[key])
+
+
+def _wrote_in(session: Session) -> bool:
+    """Did we seal anything in this session (we started it, or sent in it)?"""
+    state = session.state
+    return session.pending_init is not None or state.ns > 0 or state.pn > 0
+
+
+def _ad(recipient_key: bytes, head: bytes) -> bytes:
+    return _AD_DOMAIN + recipient_key + head
