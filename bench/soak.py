@@ -7,8 +7,8 @@ texts at ``--text-rate`` per second while a hostile sender floods one victim nod
 bytes, truncated, bit-flipped and oversized copies of real datagrams it captured, and
 verbatim replays of them; and the attacks of issue 8, authenticated by keys of its own:
 hellos from fresh keys, Fetch and FindNode requests from keys whose address it never
-proves, junk messages from fresh keys to fill the store, messages with hops rewritten
-to the maximum, captured datagrams reflected with their sender key rewritten, pings
+proves, junk messages from fresh keys to fill the store, messages in the stem (each a
+random walk to pay for), captured datagrams reflected with their sender key rewritten, pings
 from fresh keys trying to enter the routing table, and invalid curve points in every
 key field. After the flood a bounded grace period lets texts in flight arrive. Prints
 the delivery ratio, peak RSS, rejections by reason, what the victim withheld under the
@@ -39,7 +39,7 @@ from comm_tui.crypto.identity import Identity
 from comm_tui.net.service import IncomingText, NodeService, OutgoingUpdated, ServiceEvent
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import Codec
-from comm_tui.protocol.node import SEALED_BYTES, NodeConfig
+from comm_tui.protocol.node import EXPIRY_UNIT_MS, SEALED_BYTES, NodeConfig
 from comm_tui.protocol.routing import Endpoint
 from comm_tui.store.db import Database
 
@@ -78,7 +78,7 @@ class Attacker:
 
     KINDS = (
         *("random", "truncated", "mutated", "replayed", "oversized", "empty"),
-        *("hello_flood", "unproven_fetch", "store_fill", "hops_tamper", "reflected"),
+        *("hello_flood", "unproven_fetch", "store_fill", "stem_tamper", "reflected"),
         *("sybil_ping", "invalid_point"),
     )
 
@@ -116,9 +116,9 @@ class Attacker:
                 ]
             )
             return kind, rng.choice(self.codecs).encode_frame(self.victim_key, frame, now)
-        if kind == "hops_tamper":
+        if kind == "stem_tamper":
             message = self._junk(now)
-            message.hops = 2**32 - 1
+            message.stem = True
             frame = pb.Frame(message=message)
             return kind, rng.choice(self.codecs).encode_frame(self.victim_key, frame, now)
         if kind == "invalid_point":
@@ -135,7 +135,6 @@ class Attacker:
                         ack=pb.Ack(
                             message_id=rng.randbytes(32),
                             recipient_key=key,
-                            destination=rng.randbytes(20),
                             expires_ms=int(now * 1000) + 9,
                             signature=rng.randbytes(64),
                         )
@@ -171,7 +170,7 @@ class Attacker:
     def _junk(self, now: float) -> pb.Message:
         return pb.Message(
             recipient=self.rng.randbytes(20),
-            expires_ms=int(now * 1000) + 3_600_000,
+            expires_ms=(int(now * 1000) // EXPIRY_UNIT_MS + 1) * EXPIRY_UNIT_MS,
             sealed=self.rng.randbytes(SEALED_BYTES),
         )
 

@@ -104,3 +104,27 @@ def test_attacks_script_quick() -> None:
     fetch = rows["fetch-amp"]
     assert fetch["attacker_datagrams"] == 102 and fetch["details"]["junk_items"] > 0
     assert fetch["amplification"] >= 0 and fetch["attacker_bytes"] > 100 * 1000
+
+
+def test_origin_script_smoke() -> None:
+    """bench/origin.py on a small network: the figures hold together, and every text whose
+    first relay observes is attributed correctly (that observer sees the true sender)."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "origin.py"),
+            *("--nodes", "80", "--texts", "40", "--observers", "0.2", "0.4", "--json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["stem_forward"] == 0.5
+    for row in figures["rows"]:
+        assert row["texts"] == 40 and not row["hops_on_wire"]
+        assert 0 < row["seen"] <= 40 and row["correct"] <= row["seen"]
+        assert row["correct"] >= round(row["first_hop_observed"] * 40)
+        assert row["recall"] == round(row["correct"] / 40, 4)

@@ -73,8 +73,9 @@ def test_one_host_with_fresh_keys_cannot_fill_the_store() -> None:
         if i % 50 == 0:
             flooder = Node(Identity.generate(), T0)
         now += 0.002  # 500 datagrams/s: at the per-endpoint rate, not above it
+        # A whole-hour expiry, as relays require; a new recipient makes each a new item.
         msg = pb.Message(
-            recipient=rng.randbytes(20), expires_ms=int(T0 * 1000) + DAY_MS + i, sealed=sealed
+            recipient=rng.randbytes(20), expires_ms=int(T0 * 1000) + DAY_MS, sealed=sealed
         )
         deliver(flooder, ("198.18.2.1", 4000), msg, now)
 

@@ -96,7 +96,7 @@ def rig() -> Rig:
     assert record is not None and isinstance(record.wire, pb.PrekeyBundle)
     (own,) = [e for e in a.store if e.kind is Kind.MESSAGE]
     assert isinstance(own.wire, pb.Message)
-    ack = sign_ack(b.identity, own.item_id, a.address, own.expires_ms)
+    ack = sign_ack(b.identity, own.item_id, own.expires_ms)
     frames = {
         "ping": pb.Frame(ping=pb.Ping(challenge=b"p" * 16)),
         "pong": pb.Frame(pong=pb.Pong(challenge=b"q" * 16)),
@@ -265,7 +265,7 @@ def test_messages_with_mutated_seals(data: st.DataObject) -> None:
         pb.Frame.FromString(r.frames["message"]).message.SerializeToString()
     )
     msg.sealed = data.draw(mutated(r.sealed))
-    msg.hops = data.draw(st.integers(0, 2**32 - 1))
+    msg.stem = data.draw(st.booleans())
     feed(box_raw(pb.Frame(message=msg).SerializeToString(), T0 + 4), T0 + 4)
 
 
@@ -339,11 +339,14 @@ def test_hostile_fields_in_valid_boxes(data: st.DataObject) -> None:
         frame.nodes.nodes.extend(data.draw(hostile_node_infos()))
     elif kind == "message":
         frame.message.recipient = data.draw(st.one_of(HOSTILE_BYTES, st.just(r.b.address)))
-        frame.message.expires_ms = data.draw(st.one_of(HOSTILE_U64, st.just(int(now * 1000) + 9)))
+        valid_expiry = pb.Frame.FromString(r.frames["message"]).message.expires_ms
+        frame.message.expires_ms = data.draw(
+            st.one_of(HOSTILE_U64, st.just(int(now * 1000) + 9), st.just(valid_expiry))
+        )
         frame.message.sealed = data.draw(st.one_of(st.binary(max_size=1100), st.just(r.sealed)))
-        frame.message.hops = data.draw(HOSTILE_INTS)
+        frame.message.stem = data.draw(st.booleans())
     elif kind == "ack":
-        for name in ("message_id", "recipient_key", "destination", "signature"):
+        for name in ("message_id", "recipient_key", "signature"):
             setattr(frame.ack, name, data.draw(HOSTILE_BYTES))
         frame.ack.expires_ms = data.draw(HOSTILE_U64)
     elif kind == "receipt":
@@ -400,8 +403,8 @@ def test_ack_verifier(data: st.DataObject) -> None:
         return
     original = pb.Frame.FromString(r.frames["ack"]).ack
 
-    def signed(a: pb.Ack) -> tuple[bytes, bytes, bytes, int, bytes]:
-        return (a.message_id, a.recipient_key, a.destination, a.expires_ms, a.signature)
+    def signed(a: pb.Ack) -> tuple[bytes, bytes, int, bytes]:
+        return (a.message_id, a.recipient_key, a.expires_ms, a.signature)
 
     if signed(ack) != signed(original):
         assert not verify_ack(ack)

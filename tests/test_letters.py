@@ -31,7 +31,7 @@ from comm_tui.protocol.letters import (
     encode_letter,
     split_text,
 )
-from comm_tui.protocol.node import MAX_HOPS, SEALED_BYTES
+from comm_tui.protocol.node import SEALED_BYTES
 from comm_tui.protocol.sessions import SessionBook
 
 NOW = 1_800_000_000.0
@@ -132,7 +132,7 @@ def test_oversized_chunk_is_refused() -> None:
 
 
 def test_worst_case_sealed_message_datagram_fits() -> None:
-    """A full chunk, sealed, with the longest expiry and most hops, boxed with a cookie."""
+    """A full chunk, sealed, with the longest expiry and the stem flag, boxed with a cookie."""
     sender = Identity.from_seed(b"\x05" * 32)
     recipient = Identity.from_seed(b"\x06" * 32)
     letter = encode_letter(
@@ -142,8 +142,8 @@ def test_worst_case_sealed_message_datagram_fits() -> None:
     (sealed,) = book.seal_text(recipient.public, [letter], None, NOW)
     assert len(sealed) == SEALED_BYTES
     codec = Codec(sender)
-    for hops in (MAX_HOPS, MAX_HOPS + 1):  # a relay sends hops + 1
-        msg = pb.Message(recipient=b"\xff" * 20, expires_ms=UINT64_MAX, sealed=sealed, hops=hops)
+    for stem in (False, True):
+        msg = pb.Message(recipient=b"\xff" * 20, expires_ms=UINT64_MAX, sealed=sealed, stem=stem)
         data = codec.encode_frame(recipient.key, pb.Frame(message=msg), NOW, cookie=b"c" * 16)
         assert len(data) <= MAX_DATAGRAM_BYTES
 

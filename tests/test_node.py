@@ -99,13 +99,17 @@ def test_relay_backoff_doubles_caps_and_stops(wire: Wire) -> None:
 
 
 def test_stored_messages_and_own_texts_expire(wire: Wire) -> None:
+    # A TTL under two hours expires on the first whole hour after the send.
     config = fast_config(ttl_s=100.0)
     a, r, b = trio(wire, config)
     text_id = a.send_text(b.identity.public, "never read", T0)
     wire.pump(T0)
     assert len(stored_messages(r)) == 1
     (stored,) = stored_messages(r)
-    wire.run(T0 + 1, T0 + 100 + HOUSEKEEPING_INTERVAL_S + 1, step=1.0)
+    assert stored.expires_ms == int(T0 * 1000) + 3_600_000
+    wire.run(T0 + 1, T0 + 3600 - 1, step=10.0)
+    assert stored_messages(r) == [stored]
+    wire.run(T0 + 3600, T0 + 3600 + HOUSEKEEPING_INTERVAL_S + 1, step=1.0)
     assert stored_messages(r) == []
     assert stored_messages(a) == []
     assert r.stats.expired >= 1
@@ -113,8 +117,8 @@ def test_stored_messages_and_own_texts_expire(wire: Wire) -> None:
     assert stored.key not in wire.persisted[wire.endpoint(r)]
     # B returns after expiry: nothing arrives.
     wire.offline.clear()
-    b.lookup(b.address, T0 + 200)
-    wire.pump(T0 + 200)
+    b.lookup(b.address, T0 + 3700)
+    wire.pump(T0 + 3700)
     assert wire.texts(b) == []
 
 
@@ -150,9 +154,9 @@ def test_forged_acks_are_rejected_and_do_not_stop_delivery(wire: Wire) -> None:
     mid, expires = entry.item_id, entry.expires_ms
 
     # 1. Signed correctly, but by Mallory's own key: does not hash to B's address.
-    own_key_ack = sign_ack(mallory.identity, mid, a.address, expires)
+    own_key_ack = sign_ack(mallory.identity, mid, expires)
     # 2. Carries B's key, signed by Mallory.
-    wrong_sig = sign_ack(mallory.identity, mid, a.address, expires)
+    wrong_sig = sign_ack(mallory.identity, mid, expires)
     wrong_sig.recipient_key = b.identity.key
     for ack in (own_key_ack, wrong_sig):
         data = forge_frame(mallory, r, pb.Frame(ack=ack), T0)
@@ -177,24 +181,29 @@ def test_forged_acks_are_rejected_and_do_not_stop_delivery(wire: Wire) -> None:
     assert r.store.get(Kind.MESSAGE, mid) is None
 
 
-def test_forged_ack_at_a_relay_that_never_saw_the_message(wire: Wire) -> None:
-    # The relay stores it under Mallory's address, so it cannot shadow B's real ack.
+def test_an_ack_for_a_message_the_relay_does_not_hold_is_refused(wire: Wire) -> None:
+    """docs/PROTOCOL.md, "7.3 Acks": acks are taken only for held messages, so a forged
+    one sent ahead of the message is refused, stores nothing and cannot shadow the real."""
     a, r, b = trio(wire, fast_config())
     mallory = wire.add(9)
     wire.connect(mallory, r)
     wire.offline.add(wire.endpoint(a))  # A's message does not reach R yet
     text_id = a.send_text(b.identity.public, "late", T0)
-    a_out = a.datagrams_to_send()
+    a.datagrams_to_send()
     (entry,) = stored_messages(a)
-    forged = sign_ack(mallory.identity, entry.item_id, a.address, entry.expires_ms)
-    r.receive_datagram(forge_frame(mallory, r, pb.Frame(ack=forged), T0), ("10.9.0.1", 4000), T0)
-    wire.offline.clear()
-    for data, dest in a_out:
-        if dest == wire.endpoint(r):
-            r.receive_datagram(data, wire.endpoint(a), T0)
+    forged = sign_ack(mallory.identity, entry.item_id, entry.expires_ms)
+    genuine_early = sign_ack(b.identity, entry.item_id, entry.expires_ms)
+    for ack in (forged, genuine_early):
+        data = forge_frame(mallory, r, pb.Frame(ack=ack), T0)
+        r.receive_datagram(data, wire.endpoint(mallory), T0)
+    assert r.stats.rejected["unknown_ack"] == 2
+    assert len(r.store) == 0
+    wire.offline.discard(wire.endpoint(a))
+    r.receive_datagram(forge_frame(a, r, pb.Frame(message=entry.wire), T0), wire.endpoint(a), T0)
     wire.pump(T0)
     assert r.stats.acks_answered == 0
-    assert len(stored_messages(r)) == 1  # stored and relayed despite the "ack"
+    assert len(stored_messages(r)) == 1  # stored and relayed despite the "acks"
+    wire.offline.clear()
     wire.run(T0 + 1, T0 + 10)
     assert r.stats.acks_answered == 0
     assert [t.text for t in wire.texts(b)] == ["late"]

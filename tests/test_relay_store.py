@@ -54,9 +54,11 @@ def message_entry(
 ENTRY_SIZE = message_entry(0).size
 
 
-def ack_entry(recipient: Identity, mid: bytes, destination: bytes) -> Entry:
-    ack = sign_ack(recipient, mid, destination, NOW_MS + 60_000)
-    return Entry(Kind.ACK, mid + recipient.address, destination, ack.expires_ms, ack, stored_at=NOW)
+def ack_entry(recipient: Identity, mid: bytes) -> Entry:
+    ack = sign_ack(recipient, mid, NOW_MS + 60_000)
+    return Entry(
+        Kind.ACK, mid + recipient.address, recipient.address, ack.expires_ms, ack, stored_at=NOW
+    )
 
 
 def test_entry_size_counts_bookkeeping() -> None:
@@ -201,7 +203,13 @@ def test_message_entry_round_trip() -> None:
     entry.own_text_id = b"x" * 16
     entry.own_part = 3
     entry.own_parts = 4
+    entry.origin_key = b"k" * 32
+    entry.origin_endpoint = ("198.51.100.7", 4711)
+    entry.stem = True
     back = Entry.deserialize(entry.serialize())
+    # Where its ack goes back to survives a restart (docs/PROTOCOL.md, "7.3 Acks").
+    assert (back.origin_key, back.origin_endpoint) == (b"k" * 32, ("198.51.100.7", 4711))
+    assert back.stem
     assert back.key == entry.key
     assert back.kind is Kind.MESSAGE
     assert back.target == entry.target
@@ -217,14 +225,31 @@ def test_ack_entry_round_trip_keeps_its_key() -> None:
     """A restored ack must keep the key the node stores it under (id + recipient address)."""
     recipient = Identity.from_seed(b"\x07" * 32)
     mid = message_entry(1).item_id
-    entry = ack_entry(recipient, mid, b"D" * 20)
+    entry = ack_entry(recipient, mid)
     entry.settled = True
+    entry.origin_key = b"k" * 32
+    entry.origin_endpoint = ("2001:db8::7", 4000)
+    entry.notify = {b"n" * 20, b"m" * 20}
     back = Entry.deserialize(entry.serialize())
+    assert (back.origin_key, back.origin_endpoint) == (b"k" * 32, ("2001:db8::7", 4000))
+    assert back.notify == entry.notify
     assert back.kind is Kind.ACK
     assert back.key == entry.key == entry_key(Kind.ACK, mid + address_of(recipient.key))
-    assert back.target == b"D" * 20
+    assert back.target == recipient.address
     assert back.settled
     assert back.wire == entry.wire
+
+
+def test_acks_are_found_by_the_address_they_go_back_to() -> None:
+    store = RelayStore(b"\x00" * 20)
+    recipient = Identity.from_seed(b"\x07" * 32)
+    entry = ack_entry(recipient, message_entry(1).item_id)
+    entry.origin_key = Identity.from_seed(b"\x08" * 32).key
+    store.add(entry)
+    back = address_of(entry.origin_key)
+    assert store.acks_back_to(back) == [entry]
+    store.remove(entry)
+    assert store.acks_back_to(back) == []
 
 
 @pytest.mark.parametrize(

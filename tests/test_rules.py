@@ -1,9 +1,9 @@
 """One test per protocol rule that a one-line mutation of the core used to slip past.
 
 The mutation audit of issue 14 (as of commit 0ec85d1) found these rules unpinned: the ack
-expiry and TTL checks, quotas on acks from peers, the per-endpoint datagram rate limit,
-pongs from a key other than the one pinged, and the restore grace period. Each test here
-fails when its rule is switched off.
+expiry checks, bounds on acks from peers (since issue 9: only for messages held), the
+per-endpoint datagram rate limit, pongs from a key other than the one pinged, and the
+restore grace period. Each test here fails when its rule is switched off.
 """
 
 from __future__ import annotations
@@ -12,12 +12,15 @@ import random
 
 from comm_tui.crypto.ack import sign_ack
 from comm_tui.crypto.identity import Identity
+from comm_tui.crypto.seal import message_id
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.admission import CHALLENGE_BYTES
 from comm_tui.protocol.codec import Codec
 from comm_tui.protocol.node import (
-    MAX_TTL_S,
+    DEFAULT_TTL_S,
+    EXPIRY_UNIT_MS,
     RESTORE_GRACE_S,
+    SEALED_BYTES,
     Node,
     NodeConfig,
 )
@@ -27,59 +30,86 @@ from tests.wire import T0, Wire
 DAY_MS = 24 * 3600 * 1000
 
 
-def ack_frame(signer: Identity, expires_ms: int, rng: random.Random) -> pb.Frame:
-    return pb.Frame(ack=sign_ack(signer, rng.randbytes(32), rng.randbytes(20), expires_ms))
-
-
-def test_acks_that_expired_or_live_too_long_are_refused() -> None:
-    wire = Wire()
-    relay, peer = wire.add(1), wire.add(2)
-    wire.connect(peer, relay)
-    rng = random.Random(1)
-    now_ms = int(T0 * 1000)
-    cases = {
-        "expired": now_ms - 1,
-        "ttl_too_long": now_ms + int((MAX_TTL_S + 601) * 1000),
-    }
-    for reason, expires_ms in cases.items():
-        frame = ack_frame(Identity.generate(), expires_ms, rng)
-        relay.receive_datagram(
-            peer.codec.encode_frame(relay.identity.key, frame, T0), wire.endpoint(peer), T0
+def held_messages(
+    relay: Node, peer: Node, wire: Wire, recipient: Identity, count: int, expires_ms: int
+) -> list[bytes]:
+    """Have ``peer`` hand ``relay`` ``count`` new messages for ``recipient``; their ids."""
+    rng = random.Random(len(relay.store))
+    before = len(relay.store)
+    ids = []
+    for i in range(count):
+        msg = pb.Message(
+            recipient=recipient.address, expires_ms=expires_ms, sealed=rng.randbytes(SEALED_BYTES)
         )
-        assert relay.stats.rejected[reason] == 1
-    assert not [e for e in relay.store if e.kind is Kind.ACK]
-    fresh = ack_frame(Identity.generate(), now_ms + DAY_MS, rng)
-    relay.receive_datagram(
-        peer.codec.encode_frame(relay.identity.key, fresh, T0), wire.endpoint(peer), T0
-    )
-    assert len([e for e in relay.store if e.kind is Kind.ACK]) == 1
-
-
-def test_acks_from_peers_count_against_the_store_quotas() -> None:
-    """Valid acks are signed by their own (free) keys: without quotas, a store-filler."""
-    wire = Wire()
-    config = NodeConfig(store_total_bytes=200_000, store_rate_per_s=1e6, store_burst=1e6)
-    relay, peer = wire.add(1, config), wire.add(2)
-    wire.connect(peer, relay)
-    rng = random.Random(2)
-    for i in range(2000):
         now = T0 + i / 1000
-        frame = ack_frame(Identity.generate(), int(T0 * 1000) + DAY_MS, rng)
-        data = peer.codec.encode_frame(relay.identity.key, frame, now)
+        data = peer.codec.encode_frame(relay.identity.key, pb.Frame(message=msg), now)
         relay.receive_datagram(data, wire.endpoint(peer), now)
-    assert relay.stats.rejected["net_quota"] > 0
-    assert relay.store.total_bytes <= relay.store.per_net_limit
+        ids.append(message_id(msg.recipient, msg.expires_ms, msg.sealed))
+    assert len(relay.store) - before == len(set(ids)) == count
+    return ids
+
+
+def send_ack(relay: Node, peer: Node, wire: Wire, ack: pb.Ack, now: float) -> None:
+    data = peer.codec.encode_frame(relay.identity.key, pb.Frame(ack=ack), now)
+    relay.receive_datagram(data, wire.endpoint(peer), now)
+
+
+def test_acks_for_expired_messages_or_with_another_expiry_are_refused() -> None:
+    wire = Wire()
+    relay, peer, acker = wire.add(1), wire.add(2), wire.add(4)
+    wire.connect(peer, relay)
+    wire.connect(acker, relay)
+    recipient = Identity.from_seed(b"\x03" * 32)
+    expires_ms = int(T0 * 1000) + EXPIRY_UNIT_MS
+    soon, other = held_messages(relay, peer, wire, recipient, 2, expires_ms)
+    # Signed by the recipient, but for another expiry than the message's.
+    send_ack(relay, acker, wire, sign_ack(recipient, other, expires_ms + EXPIRY_UNIT_MS), T0 + 1)
+    assert relay.stats.rejected["forged_ack"] == 1
+    assert not [e for e in relay.store if e.kind is Kind.ACK]
+    send_ack(relay, acker, wire, sign_ack(recipient, other, expires_ms), T0 + 2)
+    assert len([e for e in relay.store if e.kind is Kind.ACK]) == 1
+    # The message expired (housekeeping has not run yet): its ack is refused too.
+    late = expires_ms / 1000 + 1
+    send_ack(relay, acker, wire, sign_ack(recipient, soon, expires_ms), late)
+    assert relay.stats.rejected["expired"] == 1
+
+
+def test_acks_from_peers_are_bounded_by_the_messages_held() -> None:
+    """Valid acks are signed by their own (free) keys: unless each must answer a message
+    we hold, and take its place, they fill the store (docs/PROTOCOL.md, "7.3 Acks")."""
+    wire = Wire()
+    config = NodeConfig(store_rate_per_s=1e6, store_burst=1e6)
+    relay, peer, acker = wire.add(1, config), wire.add(2), wire.add(4)
+    wire.connect(peer, relay)
+    wire.connect(acker, relay)
+    rng = random.Random(2)
+    expires_ms = int(T0 * 1000) // EXPIRY_UNIT_MS * EXPIRY_UNIT_MS + DAY_MS
+    for i in range(200):
+        ack = sign_ack(Identity.generate(), rng.randbytes(32), expires_ms)
+        send_ack(relay, acker, wire, ack, T0 + i / 1000)
+    assert relay.stats.rejected["unknown_ack"] == 200
+    assert len(relay.store) == 0
+    recipient = Identity.from_seed(b"\x03" * 32)
+    ids = held_messages(relay, peer, wire, recipient, 5, expires_ms)
+    held_bytes = relay.store.total_bytes
+    for mid in ids:
+        send_ack(relay, acker, wire, sign_ack(recipient, mid, expires_ms), T0 + 1)
+    assert [e.kind for e in relay.store] == [Kind.ACK] * 5
+    assert relay.store.total_bytes < held_bytes
 
 
 def test_acks_from_peers_are_held_to_the_store_rate() -> None:
     wire = Wire()
-    relay, peer = wire.add(1, NodeConfig(store_rate_per_s=10, store_burst=20)), wire.add(2)
-    wire.connect(peer, relay)
-    rng = random.Random(3)
-    for _ in range(50):
-        frame = ack_frame(Identity.generate(), int(T0 * 1000) + DAY_MS, rng)
-        data = peer.codec.encode_frame(relay.identity.key, frame, T0)
-        relay.receive_datagram(data, wire.endpoint(peer), T0)
+    relay = wire.add(1, NodeConfig(store_rate_per_s=1e-3, store_burst=50))
+    first, second, acker = wire.add(2), wire.add(3), wire.add(4)
+    for peer in (first, second, acker):
+        wire.connect(peer, relay)
+    recipient = Identity.from_seed(b"\x05" * 32)
+    expires_ms = int(T0 * 1000) + DAY_MS
+    ids = held_messages(relay, first, wire, recipient, 40, expires_ms)
+    ids += held_messages(relay, second, wire, recipient, 40, expires_ms)
+    for mid in ids:
+        send_ack(relay, acker, wire, sign_ack(recipient, mid, expires_ms), T0 + 1)
     assert relay.stats.rejected["store_rate"] == 30
 
 
@@ -148,7 +178,7 @@ def test_restore_drops_what_expired_while_the_node_was_down() -> None:
     sender.send_text(recipient.identity.public, "too late", T0)
     wire.pump(T0)
     blobs = list(wire.persisted[wire.endpoint(relay)].values())
-    later = T0 + MAX_TTL_S + 1
+    later = T0 + DEFAULT_TTL_S + 1
     restarted = Node(relay.identity, later, rng=random.Random(8))
     assert restarted.restore(blobs, later) == 0
     assert len(restarted.store) == 0

@@ -166,8 +166,6 @@ def test_simulate_script_smoke() -> None:
         "delivered_ratio",
         "latency_p50_ms",
         "latency_p99_ms",
-        "hops_p50",
-        "hops_p99",
         "datagrams_per_message",
         "rejoin_delivery_p50_s",
         "rejoin_delivery_p99_s",

@@ -17,11 +17,16 @@ recipient's signed ack arrives or it expires. On top of that (DESIGN.md section 
 - a relay far from the target forwards to a few nodes closer than itself and
   stops once one of them holds it; one in the target's neighbourhood keeps a few
   replicas there (``NodeConfig.replicas``) and hands the item to the target;
-- the sender widens its fan-out on every retry until the ack comes, so a relay
-  that takes a text and drops it only delays it; a relay stuck with an item whose
-  target it does not know looks the target up (see ``_next_hops`` and ``_relay``);
-- an ack that answers a copy we sent stops with us; one routed to us travels on
-  toward the sender, who learns of delivery even if it was offline;
+- every attempt of the sender goes in a stem: to one fresh random peer, which forwards
+  it to one random peer with probability ``STEM_FORWARD``, else relays it as above
+  (and to the recipient itself when the sender knows it), so no relay can tell the
+  sender from a stem relay, and one that takes a text and drops it only delays it
+  until the next retry; a relay stuck with an item whose target it does not know looks
+  the target up (see ``_next_hops`` and ``_relay``); no copy carries a hop count, and
+  expiries are whole hours;
+- an ack names no sender: it goes back the way the message came, to the peer that
+  handed it to us and to the other holders we know, so the sender learns of delivery
+  from its first hops, or, after being offline, when its retries are answered with it;
 - a node that joins is handed what waits for it at once (push on insert, and
   its own ``Fetch`` after the join lookup), instead of at the next backoff tick;
 - prekey records (``set_own_bundle``, ``fetch_bundle``) are items too: an owner's
@@ -121,7 +126,13 @@ from comm_tui.protocol.stats import NodeStats
 
 DEFAULT_TTL_S = 7 * 24 * 3600.0
 MAX_TTL_S = 7 * 24 * 3600.0
-MAX_HOPS = 64
+# Expiries are whole hours, set back by 0 or 1 hour at random, the same for every part
+# of a text: they date no send time and tell no text's length (docs/PROTOCOL.md, "7.2").
+EXPIRY_UNIT_MS = 3_600_000
+EXPIRY_JITTER_UNITS = 1
+# A node that gets a message in the stem forwards it in the stem to one random peer
+# with this probability, else relays it normally (docs/PROTOCOL.md, "7.2"; bench/origin.py).
+STEM_FORWARD = 0.5
 QUERY_TIMEOUT_S = 2.0
 RECEIPT_TIMEOUT_S = 2.0
 HOUSEKEEPING_INTERVAL_S = 30.0
@@ -150,8 +161,10 @@ LOOKUP_ON_ATTEMPTS = frozenset({1, 3, 6})
 DIRECT_CONTACTS_MAX = 256
 # Retries of a text of ours still not acknowledged after which we look for its recipient
 # in person (a lookup ``until_found``): it costs up to 64 queries, and a recipient that
-# is offline cannot be found, so only twice: early, and two minutes later.
-FIND_RECIPIENT_ON_ATTEMPTS = frozenset({1, 6})
+# is offline cannot be found, so only twice: early, and two minutes later. Not after the
+# first attempt: each attempt goes to one random peer in the stem, and one lost stem
+# says nothing about the recipient's neighbourhood; two lost in a row begin to.
+FIND_RECIPIENT_ON_ATTEMPTS = frozenset({2, 6})
 # One such lookup per recipient in this long, whatever the number of texts and parts
 # waiting for it (a 64 KiB text has 74 parts): meeting it hands it all of them.
 FIND_RECIPIENT_INTERVAL_S = 60.0
@@ -262,9 +275,8 @@ class _PartTag:
 
     item_id: bytes
     expires_ms: int
-    peer_key: bytes  # the node that handed it to us gets the ack first
+    peer_key: bytes  # the node that handed it to us: the ack goes back to it
     peer_endpoint: Endpoint
-    hops: int
     commit: CommitToken  # what commits the session once the whole text is here
 
 
@@ -555,7 +567,7 @@ class Node:
             sealed_parts = self.sessions.seal_text(
                 recipient, letters, None, now, handshake=handshake
             )
-        expires_ms = _ms(now + self.config.ttl_s)
+        expires_ms = self._expiry_ms(now)
         out = self._outgoing[text_id] = _Outgoing(recipient.address, set())
         for part, sealed in enumerate(sealed_parts):
             msg = pb.Message(recipient=recipient.address, expires_ms=expires_ms, sealed=sealed)
@@ -570,10 +582,22 @@ class Node:
                 own_text_id=text_id,
                 own_part=part,
                 own_parts=len(sealed_parts),
+                stem=self.config.policy == "ours",
             )
             self.store.add(entry, enforce_quota=False)
             out.parts.add(item_id)
             self._relay(entry, now)
+
+    def _expiry_ms(self, now: float) -> int:
+        """The expiry of a text sent at ``now``: whole hours, jittered (docs/PROTOCOL.md, "7.2").
+
+        ``floor_hour(now + ttl)`` set back by 0 or 1 hour at random, never earlier than
+        the first whole hour after ``now`` (a TTL under two hours gets at least that).
+        """
+        latest = _ms(now + self.config.ttl_s) // EXPIRY_UNIT_MS
+        earliest = _ms(now) // EXPIRY_UNIT_MS + 1
+        units = latest - self.rng.randint(0, EXPIRY_JITTER_UNITS)
+        return max(units, earliest) * EXPIRY_UNIT_MS
 
     def handle_timer(self, now: float) -> None:
         while self._schedule and self._schedule[0][0] <= now:
@@ -932,9 +956,6 @@ class Node:
         if len(msg.sealed) != SEALED_BYTES:
             raise Rejected("bad_size")
         _check_expiry(msg.expires_ms, now)
-        # Any relay may rewrite hops (the id does not cover it), so it is a statistic:
-        # clamped, never a reason to refuse a copy that an honest one would then match.
-        msg.hops = min(msg.hops, MAX_HOPS)
         item_id = message_id(msg.recipient, msg.expires_ms, msg.sealed)
         ack_entry = self.store.get(Kind.ACK, item_id + msg.recipient)
         if ack_entry is not None:
@@ -963,15 +984,20 @@ class Node:
             holders={sender.address},
             origin=sender.address,
             origin_net=self._origin(sender.key, addr),
+            origin_key=sender.key,
+            origin_endpoint=addr,
+            stem=msg.stem and self.config.policy == "ours",
         )
         try:
             self.store.add(entry)
         except QuotaExceeded as exc:
             raise Rejected(exc.reason) from exc
         self.stats.stored += 1
-        self.stats.hops_seen_total += msg.hops
         self._send_receipt(sender.key, addr, [entry.key], now)
-        self._relay(entry, now)
+        # In the stem: forward it in the stem once more, or relay it (docs/PROTOCOL.md,
+        # "7.2"). Whoever set the flag, the walk ends after 1 / (1 - STEM_FORWARD) hops
+        # on average, so a hostile flag costs a relay no more than an honest one.
+        self._relay(entry, now, stem=entry.stem and self.rng.random() < STEM_FORWARD)
 
     def _on_message_for_me(
         self, sender: PublicIdentity, msg: pb.Message, item_id: bytes, addr: Endpoint, now: float
@@ -987,7 +1013,7 @@ class Node:
         except LetterError as exc:
             raise Rejected("bad_letter") from exc
         author = opened.author
-        tag = _PartTag(item_id, msg.expires_ms, sender.key, addr, msg.hops, opened.token)
+        tag = _PartTag(item_id, msg.expires_ms, sender.key, addr, opened.token)
         if opened.handshake:
             # docs/PROTOCOL.md, "Session reset": a handshake only starts a session; it is
             # never shown, and acknowledged like any letter.
@@ -1028,27 +1054,33 @@ class Node:
         if self.sessions.commit(author, tokens, now, sent_ms=sent_ms, handshake=handshake):
             self._events.append(SessionReset(author.key))
         for tag_object in part_tags:
-            part_id, expires_ms, peer_key, peer_addr, hops, _ = astuple(tag_object)
-            self.stats.hops_delivered.append(hops + 1)
-            ack = sign_ack(self.identity, part_id, author.address, expires_ms)
+            part_id, expires_ms, peer_key, peer_addr, _ = astuple(tag_object)
+            ack = sign_ack(self.identity, part_id, expires_ms)
+            # The ack goes back to the node that handed us the part, retried until it
+            # holds it; later copies from anyone are answered with it (_on_message).
             entry = Entry(
                 Kind.ACK,
                 part_id + self.address,
-                author.address,
+                self.address,
                 expires_ms,
                 ack,
                 stored_at=now,
-                holders={address_of(peer_key)},
+                origin_key=peer_key,
+                origin_endpoint=peer_addr,
             )
             self.store.add(entry, enforce_quota=False)
-            # The node that handed us the part gets the ack at once; that copy only
-            # stops its relaying. The ack's way to the sender starts with _relay.
-            self._send_frame(peer_key, peer_addr, pb.Frame(ack=ack), now)
             self._relay(entry, now)
 
     # ------------------------------------------------------------------ acks
 
     def _on_ack(self, sender: PublicIdentity, ack: pb.Ack, addr: Endpoint, now: float) -> None:
+        """Take an ack for a message we hold, stop relaying it and send it back its way.
+
+        docs/PROTOCOL.md, "7.3 Acks": an ack names no sender, so nothing tells a relay
+        where to route it but the message it answers. Only an ack for a message we hold
+        (or a copy of one we hold) is taken, so the acks a peer can make us store are
+        bounded by the messages we hold, each of which it replaces.
+        """
         if not ack_is_well_formed(ack):
             raise Rejected("malformed")
         recipient = address_of(ack.recipient_key)
@@ -1058,47 +1090,41 @@ class Node:
             self._add_holder(existing, sender.address, now)
             self._send_receipt(sender.key, addr, [key], now)
             return
-        _check_expiry(ack.expires_ms, now)
         message = self.store.get(Kind.MESSAGE, ack.message_id)
-        if message is not None and message.target != recipient:
+        if message is None:
+            raise Rejected("unknown_ack")
+        if message.target != recipient or ack.expires_ms != message.expires_ms:
             raise Rejected("forged_ack")
+        _check_expiry(ack.expires_ms, now)
         if not self._store_limit.allow(sender.address, now):
             raise Rejected("store_rate")
         if not verify_ack(ack):
             raise Rejected("bad_ack")
         self.stats.acks_seen += 1
-        # An ack that answers a copy we sent (the recipient, or a node holding the ack,
-        # answers copies with it) is not on its way to the sender through us: we keep it
-        # only to answer later copies. One routed to us travels on toward the sender.
-        answered = (
-            self._awaiting_receipt.pop(
-                (sender.address, entry_key(Kind.MESSAGE, ack.message_id)), None
-            )
-            is not None
-        )
-        passive = message is not None and answered
+        self._awaiting_receipt.pop((sender.address, message.key), None)
+        # The ack takes the message's place (it is smaller), under the same origin for
+        # the quotas, and goes back to whoever handed us the message and to every other
+        # node we know holds it: each of them stops relaying and sends it on back.
         entry = Entry(
             Kind.ACK,
             ack.message_id + recipient,
-            ack.destination,
+            recipient,
             ack.expires_ms,
             ack,
             stored_at=now,
             holders={sender.address},
-            origin=sender.address,
-            origin_net=self._origin(sender.key, addr),
-            settled=ack.destination == self.address or passive,
+            origin=message.origin,
+            origin_net=message.origin_net,
+            origin_key=message.origin_key,
+            origin_endpoint=message.origin_endpoint,
+            notify=message.holders - {sender.address},
         )
-        own = message is not None and bool(message.own_text_id)
-        try:
-            self.store.add(entry, enforce_quota=not own and ack.destination != self.address)
-        except QuotaExceeded as exc:
-            raise Rejected(exc.reason) from exc
-        if message is not None:
-            self.store.remove(message)
-            if message.own_text_id:
-                self._part_delivered(message)
+        self.store.remove(message)
+        self.store.add(entry, enforce_quota=False)
+        if message.own_text_id:
+            self._part_delivered(message)
         self._send_receipt(sender.key, addr, [key], now)
+        entry.settled = not self._ack_owed(entry)
         if not entry.settled:
             self._relay(entry, now)
 
@@ -1390,11 +1416,32 @@ class Node:
 
     # ------------------------------------------------------------------ relaying
 
-    def _relay(self, entry: Entry, now: float) -> None:
-        """Send an item to the nodes that should hold it next, and schedule the retry."""
-        for node in self._next_hops(entry):
-            self._send_item(entry, node.key, node.endpoint, now)
-        if self.config.policy == "ours" and entry.target not in self.table:
+    def _relay(self, entry: Entry, now: float, *, stem: bool = False) -> None:
+        """Send an item to the nodes that should hold it next, and schedule the retry.
+
+        ``stem``: forward it in the stem instead. Every attempt at our own texts is
+        (docs/PROTOCOL.md, "7.2"): retries sent by the sender straight to the recipient's
+        neighbourhood would single it out there whenever the recipient is offline.
+        """
+        stem = stem or (entry.stem and bool(entry.own_text_id))
+        stem_peer = self._stem_peer(entry) if stem else None
+        if stem_peer is not None:
+            # One random peer gets it in the stem, a fresh draw at every attempt, so a
+            # stem peer that drops it only delays it; from its sender, the recipient too
+            # when known. A relay's retries relay it normally (fluff).
+            self.stats.stem_forwards += 1
+            self._send_item(entry, stem_peer.key, stem_peer.endpoint, now, stem=True)
+            if entry.own_text_id:
+                for node in self._with_target([], entry, skip_holders=False):
+                    self._send_item(entry, node.key, node.endpoint, now)
+        else:
+            for node in self._next_hops(entry):
+                self._send_item(entry, node.key, node.endpoint, now)
+        if (
+            self.config.policy == "ours"
+            and entry.kind is not Kind.ACK  # an ack goes back the way its message came
+            and entry.target not in self.table
+        ):
             if (
                 entry.own_text_id
                 and entry.attempts in FIND_RECIPIENT_ON_ATTEMPTS
@@ -1429,16 +1476,18 @@ class Node:
     def _next_hops(self, entry: Entry) -> list[NodeEntry]:
         """Who should get this item now (``ours``), or the k nearest (``flood``).
 
-        - The sender of a text re-sends with a wider fan-out on every retry until
-          the ack comes: a first hop that takes the text and drops it only delays
-          it, and a holder that has seen the ack answers with it.
-        - The recipient sends its ack toward the sender the same way, skipping
-          nodes known to hold it.
+        - The sender of a text sends every attempt in the stem (``_relay``); only
+          with no peer to stem to does it send to its nearest to the recipient, more
+          of them on every retry until the ack comes.
+        - An ack goes back to the nodes that handed us or hold its message
+          (``_ack_hops``, docs/PROTOCOL.md, "7.3 Acks").
         - A relay in the target's neighbourhood replicates to a few of its
           neighbours, the target itself included when it is online.
         - A relay further away forwards to a few nodes closer than itself, and
           stops once a closer node holds the item: the item made progress.
         """
+        if entry.kind is Kind.ACK:
+            return self._ack_hops(entry)
         k = self.config.k
         # A record is never sent to its owner, who is nearest its own address.
         owner = (entry.target,) if entry.kind is Kind.RECORD else ()
@@ -1450,17 +1499,15 @@ class Node:
             return self._with_target(closest[:fanout], entry, skip_holders=False)
         target_int = int.from_bytes(entry.target, "big")
         own_distance = distance(self.address, entry.target)
-        if entry.kind is Kind.ACK and not entry.origin:
-            # Our own ack. The node that handed us the text holds it already, which says
-            # nothing about the way to the sender: the first attempt always goes out.
-            if entry.attempts and self._closer_holder(entry):
-                return []
-            closer = [n for n in closest if n.address_int ^ target_int < own_distance] or closest
-            return self._with_target(closer[:fanout], entry)
+        # A message that came in the stem was handed to us by a random peer: its holding
+        # it is no progress toward the target, so our first relay of it out of the stem
+        # goes out whoever holds it.
+        leaving_stem = entry.stem and entry.attempts == 0
         if self.table.is_among_closest(self.address, entry.target, k):
             origin_int = int.from_bytes(entry.origin, "big") if entry.origin else None
             if (
                 entry.attempts == 0
+                and not leaving_stem
                 and origin_int is not None
                 and origin_int ^ target_int < own_distance
             ):
@@ -1468,12 +1515,47 @@ class Node:
                 # itself; we only keep a replica until our first retry.
                 return []
             return self._with_target(closest[: self.config.replicas], entry)
-        if self._closer_holder(entry):
+        if not leaving_stem and self._closer_holder(entry):
             return []
         closer = [n for n in closest if n.address_int ^ target_int < own_distance] or closest
         return self._with_target(
             closer[: min(k, self.config.transit_fanout + entry.attempts)], entry
         )
+
+    def _stem_peer(self, entry: Entry) -> NodeEntry | None:
+        """One random peer of our table for a stem forward, or None if there is none.
+
+        Neither the node that handed us the item nor its target: the target gets it
+        from the sender directly, and a walk back is a wasted hop.
+        """
+        peers = [
+            n
+            for n in self.table
+            if n.address not in (entry.origin, entry.target) and n.failures == 0
+        ]
+        return self.rng.choice(peers) if peers else None
+
+    @staticmethod
+    def _ack_owed(entry: Entry) -> set[bytes]:
+        """Addresses an ack still goes back to (docs/PROTOCOL.md, "7.3 Acks"): the peer
+        that handed us the message and the other holders of the message, until each
+        holds the ack."""
+        back = {address_of(entry.origin_key)} if entry.origin_key else set()
+        return (back | entry.notify) - entry.holders
+
+    def _ack_hops(self, entry: Entry) -> list[NodeEntry]:
+        """The nodes owed an ack that we can reach: the peer that handed us the message,
+        at the endpoint it spoke from, and the other holders that are in our table."""
+        owed = self._ack_owed(entry)
+        hops: list[NodeEntry] = []
+        back = address_of(entry.origin_key) if entry.origin_key else b""
+        if back in owed and entry.origin_endpoint is not None:
+            hops.append(NodeEntry(entry.origin_key, back, entry.origin_endpoint, 0.0, 0.0))
+        for address in sorted(owed - {back}):
+            node = self.table.get(address)
+            if node is not None:
+                hops.append(node)
+        return hops
 
     def _closer_holder(self, entry: Entry) -> bool:
         """Does a node nearer the target than we are hold this item (it made progress)?"""
@@ -1497,11 +1579,13 @@ class Node:
             chosen = [n for n in chosen if n.address not in entry.holders]
         return chosen
 
-    def _send_item(self, entry: Entry, key: bytes, endpoint: Endpoint, now: float) -> None:
+    def _send_item(
+        self, entry: Entry, key: bytes, endpoint: Endpoint, now: float, *, stem: bool = False
+    ) -> None:
         if isinstance(entry.wire, pb.Message):
             msg = pb.Message()
             msg.CopyFrom(entry.wire)
-            msg.hops = 0 if entry.own_text_id else min(entry.wire.hops + 1, MAX_HOPS)
+            msg.stem = stem
             frame = pb.Frame(message=msg)
             self.stats.messages_relayed += 0 if entry.own_text_id else 1
         elif isinstance(entry.wire, pb.Ack):
@@ -1519,7 +1603,7 @@ class Node:
         if holder in entry.holders:
             return
         entry.holders.add(holder)
-        if entry.kind is Kind.ACK and holder == entry.target:
+        if entry.kind is Kind.ACK and not self._ack_owed(entry):
             entry.settled = True
         self.store.touch(entry)
         if entry.own_text_id:
@@ -1538,10 +1622,9 @@ class Node:
         """Hand a node that (re)joined everything we hold for it (not in the seed's rule)."""
         if self.config.policy == "flood":
             return
-        # A record is not "for" its owner, who holds the newest one itself.
-        waiting = [
-            e for e in self.store.for_target(address) if not e.settled and e.kind is not Kind.RECORD
-        ]
+        # Messages for it, and acks that go back to it (a sender that was offline).
+        waiting = [e for e in self.store.for_target(address) if e.kind is Kind.MESSAGE]
+        waiting += [e for e in self.store.acks_back_to(address) if not e.settled]
         for entry in waiting[:FETCH_ITEMS_MAX]:
             if address not in entry.holders:
                 self.stats.pushed_on_join += 1
@@ -1775,7 +1858,10 @@ class Node:
 
 
 def _check_expiry(expires_ms: int, now: float) -> None:
-    """Items must still be alive, and live no longer than a sender may ask (plus skew)."""
+    """Items must still be alive, live no longer than a sender may ask (plus skew), and
+    expire on a whole hour (docs/PROTOCOL.md, "7.2"): a finer expiry would date the text."""
+    if expires_ms % EXPIRY_UNIT_MS:
+        raise Rejected("fine_expiry")
     now_ms = _ms(now)
     if expires_ms <= now_ms:
         raise Rejected("expired")

@@ -70,12 +70,21 @@ class Entry:
     attempts: int = 0
     next_at: float = 0.0
     holders: set[bytes] = field(default_factory=set)
-    settled: bool = False  # acks only: the destination itself holds it
+    settled: bool = False  # acks only: every node it goes back to holds it
     own_text_id: bytes = b""
     own_part: int = 0
     own_parts: int = 0
     origin: bytes = b""  # address of the peer that handed it to us (quota accounting)
     origin_net: str = ""  # the network it came from (quotas and eviction)
+    # The peer that handed us the message, where its ack goes back to (docs/PROTOCOL.md,
+    # "7.3 Acks"); empty for our own texts. An ack copies it from the message it replaces.
+    origin_key: bytes = b""
+    origin_endpoint: tuple[str, int] | None = None
+    # Acks only: the other nodes known to hold the message, which the ack also stops.
+    notify: set[bytes] = field(default_factory=set)
+    # Messages only: it came to us in the stem, or it is our own text, which starts in
+    # the stem (docs/PROTOCOL.md, "7.2").
+    stem: bool = False
 
     @property
     def key(self) -> bytes:
@@ -97,6 +106,11 @@ class Entry:
             stored_at=self.stored_at,
             origin=self.origin,
             origin_net=self.origin_net,
+            origin_key=self.origin_key,
+            origin_host=self.origin_endpoint[0] if self.origin_endpoint else "",
+            origin_port=self.origin_endpoint[1] if self.origin_endpoint else 0,
+            notify=sorted(self.notify),
+            stem=self.stem,
         )
         if isinstance(self.wire, pb.Message):
             record.message.CopyFrom(self.wire)
@@ -125,6 +139,12 @@ class Entry:
             "stored_at": record.stored_at,
             "origin": record.origin,
             "origin_net": record.origin_net,
+            "origin_key": record.origin_key,
+            "origin_endpoint": (
+                (record.origin_host, record.origin_port) if record.origin_host else None
+            ),
+            "notify": set(record.notify),
+            "stem": record.stem,
         }
         if which == "message":
             msg = record.message
@@ -136,9 +156,11 @@ class Entry:
             ack = record.ack
             if not ack_is_well_formed(ack):
                 raise ValueError("damaged relay-store entry")
-            # Acks are keyed by message id and recipient address, as the node stores them.
-            item_id = ack.message_id + address_of(ack.recipient_key)
-            return cls(Kind.ACK, item_id, ack.destination, ack.expires_ms, ack, **common)  # type: ignore[arg-type]
+            # Acks are keyed by message id and recipient address, as the node stores them,
+            # and filed under the recipient, the message's target.
+            recipient = address_of(ack.recipient_key)
+            item_id = ack.message_id + recipient
+            return cls(Kind.ACK, item_id, recipient, ack.expires_ms, ack, **common)  # type: ignore[arg-type]
         if which == "record":
             bundle = record.record
             if record_problem(bundle) is not None:
@@ -176,6 +198,8 @@ class RelayStore:
         # Dicts as ordered sets: iteration order must not depend on hash seeds, so a
         # simulation with a fixed seed replays exactly.
         self._by_target: defaultdict[bytes, dict[bytes, None]] = defaultdict(dict)
+        # Acks by the address they go back to first (the peer that handed us the message).
+        self._acks_back: defaultdict[bytes, dict[bytes, None]] = defaultdict(dict)
         self._target_bytes: defaultdict[bytes, int] = defaultdict(int)
         self._peer_bytes: defaultdict[bytes, int] = defaultdict(int)
         self._by_net: defaultdict[str, dict[bytes, None]] = defaultdict(dict)
@@ -201,6 +225,10 @@ class RelayStore:
     def for_target(self, target: bytes) -> list[Entry]:
         return [self._entries[k] for k in self._by_target.get(target, ())]
 
+    def acks_back_to(self, address: bytes) -> list[Entry]:
+        """Acks that go back to ``address`` (docs/PROTOCOL.md, "7.3 Acks")."""
+        return [self._entries[k] for k in self._acks_back.get(address, ())]
+
     def add(self, entry: Entry, *, enforce_quota: bool = True) -> None:
         """Store a new entry, evicting for it if it is fair to, or raise QuotaExceeded.
 
@@ -224,6 +252,8 @@ class RelayStore:
             self.remove(self._entries[key])
         self._entries[key] = entry
         self._by_target[entry.target][key] = None
+        if entry.kind is Kind.ACK and entry.origin_key:
+            self._acks_back[address_of(entry.origin_key)][key] = None
         self._target_bytes[entry.target] += size
         if entry.origin:
             self._peer_bytes[entry.origin] += size
@@ -278,6 +308,12 @@ class RelayStore:
         keys.pop(key, None)
         if not keys:
             del self._by_target[entry.target]
+        if entry.kind is Kind.ACK and entry.origin_key:
+            back = address_of(entry.origin_key)
+            acks = self._acks_back[back]
+            acks.pop(key, None)
+            if not acks:
+                del self._acks_back[back]
         self._target_bytes[entry.target] -= size
         if self._target_bytes[entry.target] <= 0:
             del self._target_bytes[entry.target]

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
-
-HOPS_KEPT = 10_000
 
 
 @dataclass
@@ -25,15 +23,13 @@ class NodeStats:
     pushed_on_join: int = 0
     texts_received: int = 0
     texts_delivered: int = 0
+    stem_forwards: int = 0  # items we sent on in the stem (docs/PROTOCOL.md, "7.2")
     # Handshake letters sent because a peer's letter opened in none of our sessions.
     handshakes_sent: int = 0
-    hops_seen_total: int = 0
     # Replies not sent: the endpoint was not validated and had no credit left (admission).
     withheld: int = 0
     # Frames we could not encode (an invalid key from our own database, say).
     unsendable: int = 0
-    # Hops of the most recent parts delivered to us (bounded: a node runs for months).
-    hops_delivered: deque[int] = field(default_factory=lambda: deque(maxlen=HOPS_KEPT))
     rejected: Counter[str] = field(default_factory=Counter)
     sent_by_kind: Counter[str] = field(default_factory=Counter)
 

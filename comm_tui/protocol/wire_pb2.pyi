@@ -101,30 +101,28 @@ class Nodes(_message.Message):
     def __init__(self, query_id: _Optional[bytes] = ..., nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ...) -> None: ...
 
 class Message(_message.Message):
-    __slots__ = ("recipient", "expires_ms", "sealed", "hops")
+    __slots__ = ("recipient", "expires_ms", "sealed", "stem")
     RECIPIENT_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_MS_FIELD_NUMBER: _ClassVar[int]
     SEALED_FIELD_NUMBER: _ClassVar[int]
-    HOPS_FIELD_NUMBER: _ClassVar[int]
+    STEM_FIELD_NUMBER: _ClassVar[int]
     recipient: bytes
     expires_ms: int
     sealed: bytes
-    hops: int
-    def __init__(self, recipient: _Optional[bytes] = ..., expires_ms: _Optional[int] = ..., sealed: _Optional[bytes] = ..., hops: _Optional[int] = ...) -> None: ...
+    stem: bool
+    def __init__(self, recipient: _Optional[bytes] = ..., expires_ms: _Optional[int] = ..., sealed: _Optional[bytes] = ..., stem: _Optional[bool] = ...) -> None: ...
 
 class Ack(_message.Message):
-    __slots__ = ("message_id", "recipient_key", "destination", "expires_ms", "signature")
+    __slots__ = ("message_id", "recipient_key", "expires_ms", "signature")
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     RECIPIENT_KEY_FIELD_NUMBER: _ClassVar[int]
-    DESTINATION_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_MS_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     message_id: bytes
     recipient_key: bytes
-    destination: bytes
     expires_ms: int
     signature: bytes
-    def __init__(self, message_id: _Optional[bytes] = ..., recipient_key: _Optional[bytes] = ..., destination: _Optional[bytes] = ..., expires_ms: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, message_id: _Optional[bytes] = ..., recipient_key: _Optional[bytes] = ..., expires_ms: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class Receipt(_message.Message):
     __slots__ = ("ids",)
@@ -193,7 +191,7 @@ class Letter(_message.Message):
     def __init__(self, text_id: _Optional[bytes] = ..., part: _Optional[int] = ..., parts: _Optional[int] = ..., sent_ms: _Optional[int] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class StoreEntry(_message.Message):
-    __slots__ = ("message", "ack", "record", "attempts", "next_at", "holders", "settled", "own_text_id", "own_part", "own_parts", "stored_at", "origin", "origin_net")
+    __slots__ = ("message", "ack", "record", "attempts", "next_at", "holders", "settled", "own_text_id", "own_part", "own_parts", "stored_at", "origin", "origin_net", "origin_key", "origin_host", "origin_port", "notify", "stem")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     RECORD_FIELD_NUMBER: _ClassVar[int]
@@ -207,6 +205,11 @@ class StoreEntry(_message.Message):
     STORED_AT_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_NET_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_KEY_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_HOST_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_PORT_FIELD_NUMBER: _ClassVar[int]
+    NOTIFY_FIELD_NUMBER: _ClassVar[int]
+    STEM_FIELD_NUMBER: _ClassVar[int]
     message: Message
     ack: Ack
     record: PrekeyBundle
@@ -220,4 +223,9 @@ class StoreEntry(_message.Message):
     stored_at: float
     origin: bytes
     origin_net: str
-    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., record: _Optional[_Union[PrekeyBundle, _Mapping]] = ..., attempts: _Optional[int] = ..., next_at: _Optional[float] = ..., holders: _Optional[_Iterable[bytes]] = ..., settled: _Optional[bool] = ..., own_text_id: _Optional[bytes] = ..., own_part: _Optional[int] = ..., own_parts: _Optional[int] = ..., stored_at: _Optional[float] = ..., origin: _Optional[bytes] = ..., origin_net: _Optional[str] = ...) -> None: ...
+    origin_key: bytes
+    origin_host: str
+    origin_port: int
+    notify: _containers.RepeatedScalarFieldContainer[bytes]
+    stem: bool
+    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., record: _Optional[_Union[PrekeyBundle, _Mapping]] = ..., attempts: _Optional[int] = ..., next_at: _Optional[float] = ..., holders: _Optional[_Iterable[bytes]] = ..., settled: _Optional[bool] = ..., own_text_id: _Optional[bytes] = ..., own_part: _Optional[int] = ..., own_parts: _Optional[int] = ..., stored_at: _Optional[float] = ..., origin: _Optional[bytes] = ..., origin_net: _Optional[str] = ..., origin_key: _Optional[bytes] = ..., origin_host: _Optional[str] = ..., origin_port: _Optional[int] = ..., notify: _Optional[_Iterable[bytes]] = ..., stem: _Optional[bool] = ...) -> None: ...

@@ -14,7 +14,7 @@ exactly like an honest peer, which is what makes these attacks hard to spot.
   target address; they answer FIND_NODE only with each other and drop all traffic,
   trying to become the target's whole neighbourhood.
 - ``TamperAdversary`` relays, but rewrites every field a relay can reach in what it
-  sends (``hops``, the endpoints in NODES answers, ack signatures) and races its own
+  sends (the ``stem`` flag, the endpoints in NODES answers, ack signatures) and races its own
   corrupted copies of each message to the target's neighbourhood.
 - ``FillAdversary`` floods relays with junk messages from fresh keys to random
   recipients at its full rate, to fill their stores.
@@ -160,7 +160,6 @@ class ForgeAckAdversary(Adversary):
         forged = sign_ack(
             self.sim.node.identity,
             message_id(msg.recipient, msg.expires_ms, msg.sealed),
-            address_of(peeked.sender_key),
             msg.expires_ms,
         )
         self.forged += 1
@@ -234,17 +233,15 @@ def forged_endpoint(index: int, port: int = 4000) -> Endpoint:
 class TamperAdversary(Adversary):
     """Relays everything, but rewrites every field it can reach in what it sends.
 
-    - Messages it relays leave with ``hops`` set to ``MAX_HOPS`` (accepted by the next
-      node, which forwards it as ``MAX_HOPS + 1``: refused everywhere after), or to
-      2**32-1 when sent to the recipient itself (refused at once).
+    - Messages it relays leave with the ``stem`` flag flipped (the one field not under
+      the id): a stem it should end goes on, a fluff it should spread becomes a stem.
     - Acks leave with a flipped signature byte; NODES answers with every port moved,
       so lookups chase endpoints where nobody listens.
-    - For each message it takes it also races corrupted copies of its own to the nodes
-      nearest the recipient (not the recipient): a ``hops = MAX_HOPS`` copy to each, so
-      the first copy they store is poisoned, and one more with a shortened expiry,
-      flipped sealed bytes or a huge ``hops``, in turn. Every copy it makes carries
-      ``hops >= MAX_HOPS`` and it races only copies below that, so tamperers never race
-      each other's copies (which would be an explosion of junk, not an attack on relays).
+    - For each message it takes it also races copies of its own to the nodes nearest
+      the recipient (not the recipient): one in the stem to each, so the first copy they
+      store sends them on a random walk, and one more with a shortened expiry, flipped
+      sealed bytes or an expiry 1 ms off the whole hour, in turn. Each tamperer races an
+      item once, so tamperers racing each other's copies stay bounded.
     """
 
     def __init__(self, net: SimNetwork, sim: SimNode, *, seed: int, race_width: int = 8) -> None:
@@ -252,7 +249,7 @@ class TamperAdversary(Adversary):
         self.rng = random.Random(seed ^ 0x7A3)
         self.race_width = race_width
         self.rewritten: dict[str, int] = dict.fromkeys(
-            ("message_hops", "ack_signature", "nodes_endpoints"), 0
+            ("message_stem", "ack_signature", "nodes_endpoints"), 0
         )
         self.raced = 0
         self._raced_ids: dict[bytes, None] = {}
@@ -266,9 +263,8 @@ class TamperAdversary(Adversary):
         out = pb.Frame()
         out.CopyFrom(frame)
         if body == "message":
-            to_recipient = address_of(peer_key) == out.message.recipient
-            out.message.hops = 2**32 - 1 if to_recipient else internals.MAX_HOPS
-            self.rewritten["message_hops"] += 1
+            out.message.stem = not out.message.stem
+            self.rewritten["message_stem"] += 1
         elif body == "ack":
             signature = bytearray(out.ack.signature)
             if signature:
@@ -287,8 +283,6 @@ class TamperAdversary(Adversary):
         return False  # the node relays it; what it sends is rewritten on the way out
 
     def _race(self, msg: pb.Message) -> None:
-        if msg.hops >= internals.MAX_HOPS:
-            return  # a poisoned copy already (ours or another tamperer's): no chain reaction
         item = message_id(msg.recipient, msg.expires_ms, msg.sealed)
         if item in self._raced_ids:
             return
@@ -301,13 +295,12 @@ class TamperAdversary(Adversary):
         for key, _, endpoint in peers:
             poisoned = pb.Message()
             poisoned.CopyFrom(msg)
-            poisoned.hops = internals.MAX_HOPS
+            poisoned.stem = True
             self._send_frame(key, endpoint, pb.Frame(message=poisoned))
         if peers:
             key, _, endpoint = self.rng.choice(peers)
             junk = pb.Message()
             junk.CopyFrom(msg)
-            junk.hops = internals.MAX_HOPS
             variant = self._variant % 3
             self._variant += 1
             if variant == 0:
@@ -317,7 +310,7 @@ class TamperAdversary(Adversary):
                 sealed[self.rng.randrange(len(sealed))] ^= 0xFF
                 junk.sealed = bytes(sealed)
             else:
-                junk.hops = 2**32 - 1
+                junk.expires_ms += 1
             self._send_frame(key, endpoint, pb.Frame(message=junk))
 
     def _send_frame(self, key: bytes, endpoint: Endpoint, frame: pb.Frame) -> None:
@@ -416,7 +409,7 @@ class FillAdversary(_Flood):
         key, endpoint = self.victims[self._victim]
         msg = pb.Message(
             recipient=self.rng.randbytes(ADDRESS_BYTES),
-            expires_ms=int((self.net.now + internals.MAX_TTL_S - 60) * 1000),
+            expires_ms=internals.forged_expiry_ms(self.net.now),
             sealed=self.rng.randbytes(internals.SEALED_BYTES),
         )
         data = internals.encode_frame(self._codec, key, pb.Frame(message=msg), self.net.now)
@@ -572,7 +565,7 @@ def fetch_amplification(*, items: int = 520, fetches: int = 3, seed: int = 0) ->
     for _ in range(items):
         msg = pb.Message(
             recipient=m2_identity.address,
-            expires_ms=int((net.now + internals.MAX_TTL_S - 60) * 1000),
+            expires_ms=internals.forged_expiry_ms(net.now),
             sealed=rng.randbytes(internals.SEALED_BYTES),
         )
         data = internals.encode_frame(m1, relay_key, pb.Frame(message=msg), net.now)

@@ -9,7 +9,8 @@ module, so that a change in the core's internals is a change here only:
   frames it sends (inside the box, before they are sealed);
 - ``node.stats`` counters (rejections by reason, bytes), the relay store's byte total,
   and the routing table's entries (keys, endpoints, the nearest to a target);
-- wire constants: ``MAX_HOPS``, ``SEALED_BYTES``, the longest TTL, the Fetch answer cap.
+- wire constants: ``SEALED_BYTES``, the longest TTL, the Fetch answer cap, and a valid
+  (whole-hour) expiry for a forged message.
 """
 
 from __future__ import annotations
@@ -20,19 +21,25 @@ from comm_tui.crypto.identity import Identity
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.admission import CHALLENGE_BYTES
 from comm_tui.protocol.codec import HELLO_PADDING_BYTES, PROTOCOL_VERSION, Codec, Rejected
-from comm_tui.protocol.node import FETCH_ITEMS_MAX, MAX_HOPS, MAX_TTL_S, SEALED_BYTES, Node
+from comm_tui.protocol.node import (
+    EXPIRY_UNIT_MS,
+    FETCH_ITEMS_MAX,
+    MAX_TTL_S,
+    SEALED_BYTES,
+    Node,
+)
 from comm_tui.protocol.routing import Endpoint
 
 __all__ = [
     "CHALLENGE_BYTES",
     "FETCH_ITEMS_MAX",
-    "MAX_HOPS",
     "MAX_TTL_S",
     "SEALED_BYTES",
     "Codec",
     "Rejected",
     "closest_peers",
     "encode_frame",
+    "forged_expiry_ms",
     "hello_packet",
     "make_codec",
     "rejections",
@@ -49,6 +56,11 @@ FrameRewriter = Callable[[bytes, pb.Frame], pb.Frame]
 def make_codec(identity: Identity) -> Codec:
     """A codec of its own for ``identity`` (adversaries encode and peek with it)."""
     return Codec(identity)
+
+
+def forged_expiry_ms(now: float) -> int:
+    """The longest expiry a relay takes at ``now``: a whole hour, as relays require."""
+    return (int((now + MAX_TTL_S) * 1000) // EXPIRY_UNIT_MS) * EXPIRY_UNIT_MS
 
 
 def encode_frame(codec: Codec, peer_key: bytes, frame: pb.Frame, now: float) -> bytes:

@@ -106,8 +106,6 @@ class Results:
     acked_ratio: float
     latency_p50_ms: float | None
     latency_p99_ms: float | None
-    hops_p50: float | None
-    hops_p99: float | None
     datagrams_per_message: float
     message_frames_per_message: float
     background_datagrams_per_s: float
@@ -538,7 +536,6 @@ class _Run:
             for tid, out in self.sent.items()
             if out.offline and tid in self.received and out.recipient in self.rejoined_at
         ]
-        hops = [float(h) for sim in self.honest for h in sim.node.stats.hops_delivered]
         peaks = [float(self.store_peak.get(sim, 0)) for sim in self.honest]
         forged = sum(sim.node.stats.rejected["forged_ack"] for sim in self.honest)
         to_target = from_target = None
@@ -558,8 +555,6 @@ class _Run:
             acked_ratio=len(self.acked.keys() & self.sent.keys()) / sent,
             latency_p50_ms=percentile(latencies, 50),
             latency_p99_ms=percentile(latencies, 99),
-            hops_p50=percentile(hops, 50),
-            hops_p99=percentile(hops, 99),
             datagrams_per_message=caused / sent,
             message_frames_per_message=frames / sent,
             background_datagrams_per_s=background_rate,
