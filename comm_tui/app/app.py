@@ -534,8 +534,14 @@ class CommApp(App[int]):
             if result is None:
                 return
             backup = f" The old one is saved as {result.backup}." if result.backup else ""
+            protection = (
+                "It stays protected by its passphrase."
+                if result.protected
+                else "It is not protected by a passphrase (comm-tui keys protect)."
+            )
             self.notify(
-                f"Identity {result.address_hex[:8]}… imported.{backup} Restart comm-tui to use it.",
+                f"Identity {result.address_hex[:8]}… imported. {protection}{backup}"
+                " Restart comm-tui to use it.",
                 title="Restart needed",
                 severity="warning",
                 timeout=60,

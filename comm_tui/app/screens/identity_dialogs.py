@@ -23,6 +23,7 @@ from comm_tui.app.widgets.qr import QRCode
 from comm_tui.crypto.identity import Identity
 from comm_tui.crypto.keyfile import (
     export_strength,
+    is_passphrase_protected,
     read_identity_file,
     replace_identity,
     write_identity_file,
@@ -165,6 +166,7 @@ class ExportScreen(_KeyDialog[Path | None]):
 class ImportResult:
     address_hex: str
     backup: Path | None
+    protected: bool
 
 
 class ImportScreen(_KeyDialog[ImportResult | None]):
@@ -221,11 +223,14 @@ class ImportScreen(_KeyDialog[ImportResult | None]):
             identity = read_identity_file(path, passphrase)
             if identity.address == self.current.address:
                 raise UserError("that key file holds the identity this profile already has")
-            backup = replace_identity(self.identity_file, identity)
+            # A protected file stays protected, by the same passphrase: importing must not
+            # strip what the user chose (`comm-tui keys unprotect` removes it on purpose).
+            keep = passphrase if is_passphrase_protected(path) else None
+            backup = replace_identity(self.identity_file, identity, keep, export_strength())
         except UserError as err:
             self.app.call_from_thread(self._failed, str(err))
         else:
-            result = ImportResult(identity.address.hex(), backup)
+            result = ImportResult(identity.address.hex(), backup, keep is not None)
             self.app.call_from_thread(self.dismiss, result)
 
     def _failed(self, text: str) -> None:
