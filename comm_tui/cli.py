@@ -884,6 +884,11 @@ async def _run_node(profile: Profile, g: _Globals, *, debug: bool = False) -> in
             for notice in g.notices:
                 _log(notice)
             g.notices.clear()
+            if _node_log.isEnabledFor(logging.DEBUG):
+                _node_log.debug(
+                    f"debug log: bootstrap {profile.config.bootstrap}, lan discovery"
+                    f" {profile.config.lan_discovery}, data in {profile.paths.root}"
+                )
             if service.damaged_entries:
                 _log(f"skipped {service.damaged_entries} damaged relay-store entries")
             while not stop.is_set():
