@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from textual.widgets import Input, Static
+from textual.worker import WorkerFailed
 
 from comm_tui.app import app_session, screen_unlocker
 from comm_tui.app.screens.unlock import WRONG_LINE, UnlockApp
@@ -183,3 +184,30 @@ def test_the_real_app_asks_for_the_passphrase_then_opens(
     assert PASSPHRASE not in screen
     tmux("send-keys", "-t", "u", "C-q")
     _wait_for_screen(tmux, "EXIT=0")
+
+
+async def test_a_crash_report_shows_no_local_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Textual prints crash tracebacks with every frame's locals; ours must not."""
+    _, path = protected_profile(tmp_path)
+
+    def broken(path: Path, passphrase: bytes | None = None) -> Identity:
+        raise RuntimeError("a bug while unlocking")
+
+    monkeypatch.setattr("comm_tui.app.screens.unlock.read_identity_file", broken)
+    app = UnlockApp(path, "default")
+    reports: list[object] = []
+
+    def reported() -> bool:
+        reports[:] = app._exit_renderables  # printed and cleared as the app exits
+        return bool(reports)
+
+    with pytest.raises(WorkerFailed, match="a bug while unlocking"):
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press(*PASSPHRASE, "enter")
+            await wait_until(pilot, reported, "the crash report")
+    [report] = reports
+    text = "".join(segment.text for segment in report.segments)  # type: ignore[attr-defined]
+    assert "a bug while unlocking" in text  # the report is there
+    assert PASSPHRASE not in text  # the worker's `passphrase` argument is not

@@ -26,12 +26,25 @@ from comm_tui.cli import FAST_KDF_ENV, main
 from comm_tui.crypto.identity import Identity
 from comm_tui.crypto.keyfile import (
     KdfStrength,
+    PassphraseRequired,
+    WrongPassphrase,
     is_passphrase_protected,
+    key_file_address,
     read_identity_file,
+    replace_identity,
+    unprotected_backups,
     write_identity_file,
 )
+from comm_tui.errors import UserError
 from comm_tui.store.paths import profile_paths
-from comm_tui.unlock import MAX_PASSPHRASE_BYTES, PASSPHRASE_ENV, PROMPT_ATTEMPTS
+from comm_tui.unlock import (
+    MAX_PASSPHRASE_BYTES,
+    PASSPHRASE_ENV,
+    PROMPT_ATTEMPTS,
+    PassphraseSource,
+    read_passphrase_fd,
+    unlock_identity,
+)
 from tests.node_procs import PROCESS_TIMEOUT_S, Proc, cli
 
 pytestmark = pytest.mark.timeout(90)
@@ -651,3 +664,78 @@ def test_real_nodes_at_debug_never_log_the_text_seeds_or_passphrases(
     assert len(logs) == 2
     for log in logs:
         assert " debug log: " in log.read_text()
+
+
+# ---------------------------------------------------------------------------- units
+
+
+def test_read_passphrase_fd_takes_exactly_one_line(fds: list[int]) -> None:
+    fd = int(line_fd(fds, b"first line\nsecond line\n"))
+    assert read_passphrase_fd(fd) == b"first line"
+    # The rest stays for whoever reads the descriptor next.
+    assert read_passphrase_fd(fd) == b"second line"
+    with pytest.raises(UserError, match="is empty"):
+        read_passphrase_fd(fd)
+
+
+def test_a_passphrase_source_reads_each_channel_once(fds: list[int]) -> None:
+    environ = {PASSPHRASE_ENV: PASSPHRASE}
+    source = PassphraseSource(environ=environ, prompt=None)
+    assert source.given() == PASSPHRASE.encode()
+    assert environ == {}
+    assert source.given() == PASSPHRASE.encode()  # cached, not read again
+    fd_source = PassphraseSource(fd=int(line_fd(fds, b"from the fd\n")), environ={}, prompt=None)
+    assert fd_source.given() == b"from the fd"
+    assert fd_source.given() == b"from the fd"
+    assert PassphraseSource(environ={}, prompt=None).given() is None
+    with pytest.raises(PassphraseRequired, match="--passphrase-fd N"):
+        PassphraseSource(environ={}, prompt=None).ask("?")
+
+
+def test_unlock_identity_tries_a_script_channel_once(tmp_path: Path) -> None:
+    identity = Identity.generate()
+    path = tmp_path / "identity.key"
+    write_identity_file(path, identity, PASSPHRASE.encode(), KdfStrength.MIN)
+    asked: list[str] = []
+
+    def prompt(question: str) -> str:
+        asked.append(question)
+        return PASSPHRASE
+
+    wrong = PassphraseSource(environ={PASSPHRASE_ENV: "wrong"}, prompt=prompt)
+    with pytest.raises(WrongPassphrase):
+        unlock_identity(path, wrong)
+    assert asked == []  # a script's wrong passphrase is not followed by a prompt
+    right = PassphraseSource(environ={}, prompt=prompt)
+    assert unlock_identity(path, right).key == identity.key
+    assert len(asked) == 1
+
+
+def test_replace_identity_protects_the_new_file_and_copies_the_old_verbatim(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "identity.key"
+    old, new = Identity.generate(), Identity.generate()
+    write_identity_file(path, old)
+    old_bytes = path.read_bytes()
+    backup = replace_identity(path, new, PASSPHRASE.encode(), KdfStrength.MIN)
+    assert backup is not None and backup.read_bytes() == old_bytes
+    assert read_identity_file(path, PASSPHRASE.encode()).key == new.key
+    assert key_file_address(path) == new.address  # readable without the passphrase
+    assert unprotected_backups(path) == [backup]
+    write_identity_file(backup, old, b"now protected", KdfStrength.MIN)
+    assert unprotected_backups(path) == []
+    # Garbage beside it is not a backup that holds a key.
+    (tmp_path / "identity.key.bak-garbage").write_text("not json")
+    assert unprotected_backups(path) == []
+
+
+def test_a_wrong_passphrase_is_its_own_error_type(tmp_path: Path) -> None:
+    path = tmp_path / "k.key"
+    write_identity_file(path, Identity.generate(), PASSPHRASE.encode(), KdfStrength.MIN)
+    with pytest.raises(WrongPassphrase):
+        read_identity_file(path, b"wrong")
+    with pytest.raises(WrongPassphrase):
+        read_identity_file(path, b"")
+    with pytest.raises(PassphraseRequired):
+        read_identity_file(path)

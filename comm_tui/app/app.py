@@ -22,6 +22,7 @@ from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, OptionList
 
+from comm_tui.app.crash import report_crash_without_locals
 from comm_tui.app.demo import DemoNetwork
 from comm_tui.app.format import ascii_only, one_line, short_address, shown
 from comm_tui.app.messages import (
@@ -187,6 +188,9 @@ class CommApp(App[int]):
         super().notify(
             shown(message), title=shown(title), severity=severity, timeout=timeout, markup=markup
         )
+
+    def _fatal_error(self) -> None:
+        report_crash_without_locals(self)  # a crash must not print texts or keys
 
     # ------------------------------------------------------------------ the node
 

@@ -20,6 +20,7 @@ from textual.containers import Vertical
 from textual.content import Content
 from textual.widgets import Input, LoadingIndicator, Static
 
+from comm_tui.app.crash import report_crash_without_locals
 from comm_tui.crypto.identity import Identity
 from comm_tui.crypto.keyfile import WrongPassphrase, read_identity_file
 from comm_tui.errors import UserError
@@ -98,6 +99,9 @@ class UnlockApp(App[Identity | None]):
     def _failed(self, text: str) -> None:
         self._set_busy(False)
         self._show_error(f"{text}. Press ctrl+q to quit.")
+
+    def _fatal_error(self) -> None:
+        report_crash_without_locals(self)  # a crash must not print the passphrase
 
     def action_quit_unlock(self) -> None:
         if not self.query_one(LoadingIndicator).display:
