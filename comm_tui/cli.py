@@ -27,7 +27,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -379,6 +379,35 @@ def _open(g: _Globals, *, lock_as: str | None = None) -> Profile:
     return profile
 
 
+@dataclass
+class _Records:
+    """The database and our address: all that the contact and history commands need."""
+
+    address: bytes
+    db: Database
+
+
+@contextlib.contextmanager
+def _open_records(g: _Globals) -> Iterator[_Records]:
+    """The profile's database without its private key.
+
+    Contacts, history and conversations need no key, and the passphrase does not protect
+    the database (it is not encrypted with it), so asking for it here would protect nothing
+    and stop scripts while a headless node runs. Our address comes from the identity file,
+    where it is public. A profile without a usable unprotected identity goes through
+    :func:`_open` (which creates one on first use, or reports the damage).
+    """
+    paths = profile_paths(g.profile, g.data_dir)
+    if paths.identity_file.exists() and is_passphrase_protected(paths.identity_file):
+        ensure_dirs(paths)
+        address = key_file_address(paths.identity_file)
+        with Database.open(paths.database) as db:
+            yield _Records(address, db)
+        return
+    with _open(g) as profile:
+        yield _Records(profile.identity.address, profile.db)
+
+
 def _created_notice(profile: Profile) -> str:
     """First run says plainly that the new identity has no passphrase, and how to add one."""
     return (
@@ -505,8 +534,8 @@ def _cmd_id(args: argparse.Namespace, g: _Globals) -> int:
 
 def _cmd_contacts_add(args: argparse.Namespace, g: _Globals) -> int:
     public = decode_card(args.card)
-    with _open(g) as profile:
-        if public.key == profile.identity.key:
+    with _open_records(g) as profile:
+        if public.address == profile.address:
             raise UserError("that is this profile's own card")
         contact = profile.db.add_contact(args.name, public.key, public.address, time.time())
     print(f"added {contact.name} ({contact.address.hex()})")
@@ -514,7 +543,7 @@ def _cmd_contacts_add(args: argparse.Namespace, g: _Globals) -> int:
 
 
 def _cmd_contacts_list(args: argparse.Namespace, g: _Globals) -> int:
-    with _open(g) as profile:
+    with _open_records(g) as profile:
         for contact in profile.db.contacts():
             card = encode_card(PublicIdentity(contact.key))
             print(f"{contact.name}\t{contact.address.hex()}\t{card}")
@@ -522,21 +551,21 @@ def _cmd_contacts_list(args: argparse.Namespace, g: _Globals) -> int:
 
 
 def _cmd_contacts_remove(args: argparse.Namespace, g: _Globals) -> int:
-    with _open(g) as profile:
+    with _open_records(g) as profile:
         profile.db.remove_contact(args.name)
     print(f"removed {args.name}")
     return EXIT_OK
 
 
 def _cmd_contacts_rename(args: argparse.Namespace, g: _Globals) -> int:
-    with _open(g) as profile:
+    with _open_records(g) as profile:
         contact = profile.db.rename_contact(args.old, args.new)
     print(f"renamed {args.old} to {contact.name}")
     return EXIT_OK
 
 
-def _history_json(profile: Profile, peer: _Peer, row: HistoryRow) -> dict[str, Any]:
-    me = profile.identity.address.hex()
+def _history_json(profile: _Records, peer: _Peer, row: HistoryRow) -> dict[str, Any]:
+    me = profile.address.hex()
     them = peer.label
     return {
         "direction": row.direction,
@@ -552,7 +581,7 @@ def _history_json(profile: Profile, peer: _Peer, row: HistoryRow) -> dict[str, A
 
 
 def _cmd_history(args: argparse.Namespace, g: _Globals) -> int:
-    with _open(g) as profile:
+    with _open_records(g) as profile:
         peer = _resolve_peer(profile.db, args.who)
         rows = profile.db.history(peer.address, limit=args.limit)
         if args.json:
@@ -567,7 +596,7 @@ def _cmd_history(args: argparse.Namespace, g: _Globals) -> int:
 
 
 def _cmd_conversations(args: argparse.Namespace, g: _Globals) -> int:
-    with _open(g) as profile:
+    with _open_records(g) as profile:
         conversations = profile.db.conversations()
     if args.json:
         items = [
@@ -595,15 +624,16 @@ def _cmd_keys_export(args: argparse.Namespace, g: _Globals) -> int:
     target: Path = args.file
     if target.exists() or target.is_symlink():
         raise UserError(f"{target} already exists: choose another file name")
-    if args.passphrase_file is not None:
-        passphrase = _read_passphrase_file(args.passphrase_file)
-    else:
-        passphrase = _prompt_passphrase("Passphrase for the exported key: ")
-        if _prompt_passphrase("Repeat the passphrase: ") != passphrase:
-            raise UserError("the passphrases do not match; nothing was written")
-    if not passphrase:
-        raise UserError("the passphrase is empty; nothing was written")
+    # The identity (and its own passphrase, if protected) first, then the export's.
     with _open(g) as profile:
+        if args.passphrase_file is not None:
+            passphrase = _read_passphrase_file(args.passphrase_file)
+        else:
+            passphrase = _prompt_passphrase("Passphrase for the exported key: ")
+            if _prompt_passphrase("Repeat the passphrase: ") != passphrase:
+                raise UserError("the passphrases do not match; nothing was written")
+        if not passphrase:
+            raise UserError("the passphrase is empty; nothing was written")
         write_identity_file(target, profile.identity, passphrase, export_strength())
         address = profile.identity.address.hex()
     print(f"exported identity {address} to {target}")

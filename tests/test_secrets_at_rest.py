@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from comm_tui.cli import FAST_KDF_ENV, main
+from comm_tui.crypto.card import encode_card
 from comm_tui.crypto.identity import Identity
 from comm_tui.crypto.keyfile import (
     KdfStrength,
@@ -36,6 +37,7 @@ from comm_tui.crypto.keyfile import (
     write_identity_file,
 )
 from comm_tui.errors import UserError
+from comm_tui.store.db import Database
 from comm_tui.store.paths import profile_paths
 from comm_tui.unlock import (
     MAX_PASSPHRASE_BYTES,
@@ -296,7 +298,14 @@ def test_a_protected_identity_opens_from_fd_environment_or_not_at_all(
     assert run(capsys, "id", *base, "--passphrase-fd", crlf)[0] == 0
 
     monkeypatch.setenv(PASSPHRASE_ENV, PASSPHRASE)
-    code, out, _ = run(capsys, *base, "contacts", "list")
+    code, _, err = run(
+        capsys, *base, "keys", "export", tmp_path / "exported.key",
+        "--passphrase-file", tmp_path / "missing",
+    )  # fmt: skip
+    # The identity opened with the environment's passphrase; the export's own file is missing.
+    assert_user_error(code, err, "cannot read passphrase file")
+    monkeypatch.setenv(PASSPHRASE_ENV, PASSPHRASE)
+    code, out, _ = run(capsys, *base, "id")
     assert code == 0
     # Read once, then gone from the environment, so that no child process inherits it.
     assert PASSPHRASE_ENV not in os.environ
@@ -739,3 +748,28 @@ def test_a_wrong_passphrase_is_its_own_error_type(tmp_path: Path) -> None:
         read_identity_file(path, b"")
     with pytest.raises(PassphraseRequired):
         read_identity_file(path)
+
+
+def test_contacts_and_history_need_no_passphrase_because_it_protects_neither(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fds: list[int]
+) -> None:
+    identity = make_protected(capsys, tmp_path, fds)
+    bob = Identity.generate()
+    base = ("--data-dir", tmp_path)
+    code, _, err = run(capsys, *base, "contacts", "add", "bob", encode_card(bob.public))
+    assert code == 0, err
+    code, _, err = run(capsys, *base, "contacts", "add", "me", encode_card(identity.public))
+    assert_user_error(code, err, "this profile's own card")
+    code, out, _ = run(capsys, *base, "contacts", "list")
+    assert code == 0 and out.startswith("bob\t")
+    assert run(capsys, *base, "contacts", "rename", "bob", "robert")[0] == 0
+    with Database.open(profile_paths("default", tmp_path).database) as db:
+        db.add_incoming(b"\x02" * 16, bob.key, bob.address, "hi", 1, 1_700_000_000.0)
+    code, out, err = run(capsys, *base, "history", "robert", "--json")
+    assert code == 0, err
+    assert '"to": "' + identity.address.hex() + '"' in out
+    assert run(capsys, *base, "conversations")[0] == 0
+    assert run(capsys, *base, "contacts", "remove", "robert")[0] == 0
+    # What needs the key still asks for the passphrase.
+    code, _, err = run(capsys, *base, "id")
+    assert_user_error(code, err, "protected by a passphrase")
