@@ -19,9 +19,16 @@ from textual.widgets import Input, Static
 from textual.worker import WorkerFailed
 
 from comm_tui.app import app_session, screen_unlocker
+from comm_tui.app.screens.identity_dialogs import PassphraseScreen
 from comm_tui.app.screens.unlock import WRONG_LINE, UnlockApp
 from comm_tui.crypto.identity import Identity
-from comm_tui.crypto.keyfile import FAST_KDF_ENV, KdfStrength, write_identity_file
+from comm_tui.crypto.keyfile import (
+    FAST_KDF_ENV,
+    KdfStrength,
+    is_passphrase_protected,
+    read_identity_file,
+    write_identity_file,
+)
 from comm_tui.errors import KeyFileError
 from comm_tui.store.paths import profile_paths
 from comm_tui.unlock import PASSPHRASE_ENV, PassphraseSource, PromptCancelled
@@ -211,3 +218,71 @@ async def test_a_crash_report_shows_no_local_variables(
     text = "".join(segment.text for segment in report.segments)  # type: ignore[attr-defined]
     assert "a bug while unlocking" in text  # the report is there
     assert PASSPHRASE not in text  # the worker's `passphrase` argument is not
+
+
+# ---------------------------------------------------------------------------- passphrase dialog
+
+
+async def _passphrase_dialog(pilot, app) -> PassphraseScreen:  # type: ignore[no-untyped-def]
+    app.action_identity_passphrase()
+    await wait_until(
+        pilot,
+        lambda: isinstance(app.screen, PassphraseScreen) and app.screen.query("#new"),
+        "the dialog",
+    )
+    screen = app.screen
+    assert isinstance(screen, PassphraseScreen)
+    return screen
+
+
+def _fill(screen: PassphraseScreen, **values: str) -> None:
+    for name, value in values.items():
+        screen.query_one(f"#{name}", Input).value = value
+
+
+async def test_the_app_protects_changes_and_removes_the_passphrase(tmp_path: Path) -> None:
+    identity = make_profile(tmp_path, nickname="alice")
+    path = profile_paths("default", tmp_path).identity_file
+    with app_session(data_dir=tmp_path, listen="127.0.0.1:0") as app:
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await _passphrase_dialog(pilot, app)
+            state = str(screen.query_one("#passphrase-state", Static).render())
+            assert "NOT protected by a passphrase" in state
+            assert not screen.query("#current") and not screen.query("#unprotect")
+            error = screen.query_one("#error", Static)
+            _fill(screen, new="short", new2="short")
+            await pilot.click("#protect")
+            assert "at least 8 characters" in str(error.render())
+            _fill(screen, new=PASSPHRASE, new2=PASSPHRASE + "!")
+            screen._protect()
+            assert "differ" in str(error.render())
+            _fill(screen, new2=PASSPHRASE)
+            screen._protect()
+            await wait_until(pilot, lambda: app.screen is not screen, "the rewrite")
+            assert any("now protected" in n.message for n in app._notifications)
+            assert is_passphrase_protected(path)
+            assert path.stat().st_mode & 0o777 == 0o600
+
+            # Protected now: the current passphrase is asked for, and checked.
+            screen = await _passphrase_dialog(pilot, app)
+            assert "is protected by a passphrase" in str(
+                screen.query_one("#passphrase-state", Static).render()
+            )
+            before = path.read_bytes()
+            _fill(screen, current="wrong", new="a new passphrase", new2="a new passphrase")
+            screen._protect()
+            error = screen.query_one("#error", Static)
+            await wait_until(pilot, lambda: "wrong passphrase" in str(error.render()), "refusal")
+            assert path.read_bytes() == before
+            _fill(screen, current=PASSPHRASE)
+            screen._protect()
+            await wait_until(pilot, lambda: app.screen is not screen, "the change")
+            assert read_identity_file(path, b"a new passphrase").key == identity.key
+
+            screen = await _passphrase_dialog(pilot, app)
+            _fill(screen, current="a new passphrase")
+            screen._unprotect()
+            await wait_until(pilot, lambda: app.screen is not screen, "the removal")
+            assert any("no longer protected" in n.message for n in app._notifications)
+    assert not is_passphrase_protected(path)
+    assert read_identity_file(path).key == identity.key

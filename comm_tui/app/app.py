@@ -39,6 +39,7 @@ from comm_tui.app.screens.identity_dialogs import (
     ExportScreen,
     ImportResult,
     ImportScreen,
+    PassphraseScreen,
 )
 from comm_tui.app.status import endpoint_text, offline_snapshot, take_snapshot
 from comm_tui.app.widgets.contact_list import ContactEntry, ContactList
@@ -555,6 +556,18 @@ class CommApp(App[int]):
             ImportScreen(self.profile.paths.identity_file, self.profile.identity), imported
         )
 
+    def action_identity_passphrase(self) -> None:
+        def done(sentence: str | None) -> None:
+            if sentence is not None:
+                self.notify(sentence, title="Passphrase")
+
+        try:
+            screen = PassphraseScreen(self.profile.paths.identity_file, self.profile.identity)
+        except UserError as err:  # the file is unreadable now
+            self.notify(str(err), severity="error")
+            return
+        self.push_screen(screen, done)
+
     # ------------------------------------------------------------------ palette
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
@@ -570,6 +583,11 @@ class CommApp(App[int]):
             ("Show my card", "Your card as text and QR code", self.action_show_card),
             ("Export identity", "Save your key to a passphrase file", self.action_export_identity),
             ("Import identity", "Replace your key from a file", self.action_import_identity),
+            (
+                "Identity passphrase",
+                "Protect your key with a passphrase, change or remove it",
+                self.action_identity_passphrase,
+            ),
         ]
         for title, help_text, callback in commands:
             yield SystemCommand(title, help_text, callback)
