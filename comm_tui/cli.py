@@ -1,7 +1,8 @@
 """The ``comm-tui`` command: the TUI by default, and scriptable subcommands.
 
-Every subcommand takes ``--profile`` and ``--data-dir``. Commands that run a node
-(the TUI, ``node``, ``send``, ``keys import``) take the profile lock; the others
+Every subcommand takes ``--profile``, ``--data-dir`` and ``--passphrase-fd``. Commands
+that run a node (the TUI, ``node``, ``send``) or rewrite the identity file (``keys
+import``, ``keys protect``, ``keys unprotect``) take the profile lock; the others
 only read or make small database writes, which SQLite's WAL mode lets them do
 while a node runs. Errors the user can cause arrive as :class:`UserError` and are
 turned into one line on stderr and exit code 2 in :func:`main`, nowhere else.
