@@ -7,9 +7,11 @@ only read or make small database writes, which SQLite's WAL mode lets them do
 while a node runs. Errors the user can cause arrive as :class:`UserError` and are
 turned into one line on stderr and exit code 2 in :func:`main`, nowhere else.
 
-A passphrase-protected identity is unlocked in one place, :func:`_open` (through
-``open_profile`` and comm_tui.unlock): from ``--passphrase-fd N``, ``COMM_TUI_PASSPHRASE``
-or the terminal. What the node prints and logs names peers and texts by id, never a
+A passphrase-protected identity is unlocked by one function,
+``comm_tui.unlock.unlock_identity``, reached through :func:`_open` (``open_profile``) for
+every command that needs the key, and directly by ``keys protect/unprotect``: from
+``--passphrase-fd N``, ``COMM_TUI_PASSPHRASE`` or the terminal. Commands that need only
+the database (contacts, history) do not ask: see :func:`_open_records`. What the node prints and logs names peers and texts by id, never a
 text's content: a log file outlives the conversation and may be shared in a bug report.
 
 Exit codes: 0 success, 2 bad input, unusable profile or wrong passphrase, 3 ``send`` gave
