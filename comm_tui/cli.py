@@ -11,8 +11,10 @@ A passphrase-protected identity is unlocked by one function,
 ``comm_tui.unlock.unlock_identity``, reached through :func:`_open` (``open_profile``) for
 every command that needs the key, and directly by ``keys protect/unprotect``: from
 ``--passphrase-fd N``, ``COMM_TUI_PASSPHRASE`` or the terminal. Commands that need only
-the database (contacts, history) do not ask: see :func:`_open_records`. What the node prints and logs names peers and texts by id, never a
-text's content: a log file outlives the conversation and may be shared in a bug report.
+the database (contacts, history) do not ask: see :func:`_open_records`.
+
+What the node prints and logs names peers and texts by id, never a text's content: a log
+file outlives the conversation and may be shared in a bug report.
 
 Exit codes: 0 success, 2 bad input, unusable profile or wrong passphrase, 3 ``send`` gave
 up waiting (the text stays in the outbox), 130 interrupted at a prompt.
@@ -136,6 +138,8 @@ def _build_parser() -> argparse.ArgumentParser:
         parents=[common, network],
         description="Decentralized, end-to-end encrypted messenger. "
         "Without a command, opens the terminal app.",
+        epilog=f"{PASSPHRASE_ENV}: the identity's passphrase for scripts. Other processes of "
+        "the same user can read a process's environment; prefer --passphrase-fd N.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
