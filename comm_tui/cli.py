@@ -1,13 +1,23 @@
 """The ``comm-tui`` command: the TUI by default, and scriptable subcommands.
 
-Every subcommand takes ``--profile`` and ``--data-dir``. Commands that run a node
-(the TUI, ``node``, ``send``, ``keys import``) take the profile lock; the others
+Every subcommand takes ``--profile``, ``--data-dir`` and ``--passphrase-fd``. Commands
+that run a node (the TUI, ``node``, ``send``) or rewrite the identity file (``keys
+import``, ``keys protect``, ``keys unprotect``) take the profile lock; the others
 only read or make small database writes, which SQLite's WAL mode lets them do
 while a node runs. Errors the user can cause arrive as :class:`UserError` and are
 turned into one line on stderr and exit code 2 in :func:`main`, nowhere else.
 
-Exit codes: 0 success, 2 bad input or unusable profile, 3 ``send`` gave up
-waiting (the text stays in the outbox), 130 interrupted at a prompt.
+A passphrase-protected identity is unlocked by one function,
+``comm_tui.unlock.unlock_identity``, reached through :func:`_open` (``open_profile``) for
+every command that needs the key, and directly by ``keys protect/unprotect``: from
+``--passphrase-fd N``, ``COMM_TUI_PASSPHRASE`` or the terminal. Commands that need only
+the database (contacts, history) do not ask: see :func:`_open_records`.
+
+What the node prints and logs names peers and texts by id, never a text's content: a log
+file outlives the conversation and may be shared in a bug report.
+
+Exit codes: 0 success, 2 bad input, unusable profile or wrong passphrase, 3 ``send`` gave
+up waiting (the text stays in the outbox), 130 interrupted at a prompt.
 """
 
 from __future__ import annotations
@@ -22,8 +32,8 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,12 +45,14 @@ from comm_tui.crypto.keyfile import (
     FAST_KDF_ENV,
     export_strength,
     is_passphrase_protected,
+    key_file_address,
     read_identity_file,
     replace_identity,
+    unprotected_backups,
     write_identity_file,
 )
 from comm_tui.errors import KeyFileError, StorageError, UserError
-from comm_tui.logs import file_logger
+from comm_tui.logs import LOG_LEVELS, file_logger
 from comm_tui.net.service import (
     IncomingText,
     NodeFailed,
@@ -53,8 +65,15 @@ from comm_tui.profile import Profile, open_profile, start_service
 from comm_tui.protocol.letters import MAX_TEXT_BYTES
 from comm_tui.store.db import Database, DatabaseDamaged, HistoryRow
 from comm_tui.store.lock import ProfileLock
-from comm_tui.store.paths import DEFAULT_PROFILE, ensure_dirs, profile_paths
+from comm_tui.store.paths import DEFAULT_PROFILE, ProfilePaths, ensure_dirs, profile_paths
 from comm_tui.store.repair import repair_database
+from comm_tui.unlock import (
+    PASSPHRASE_ENV,
+    PassphraseSource,
+    PromptCancelled,
+    read_passphrase_fd,
+    unlocker,
+)
 
 PROG = "comm-tui"
 EXIT_OK = 0
@@ -66,7 +85,8 @@ SEND_HANDOFF_TIMEOUT_S = 10.0
 NODE_STATS_INTERVAL_S = 60.0
 HISTORY_DEFAULT_LIMIT = 100
 CONVERSATION_PREVIEW_CHARS = 60
-# Tests set this to make key export cheap; real key files must use the default strength.
+# What `keys import --protection` accepts: keep the file's passphrase, choose a new one, none.
+IMPORT_PROTECTIONS = ("keep", "new", "none")
 
 _HEX_ADDRESS = re.compile(rf"[0-9a-fA-F]{{{ADDRESS_BYTES * 2}}}")
 
@@ -91,6 +111,14 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="keep all profiles under DIR instead of the platform's user directories",
     )
+    common.add_argument(
+        "--passphrase-fd",
+        type=_fd_number,
+        default=argparse.SUPPRESS,
+        metavar="N",
+        help="read the identity's passphrase from file descriptor N (one line); "
+        f"else {PASSPHRASE_ENV}, else the terminal asks",
+    )
     network = argparse.ArgumentParser(add_help=False)
     network.add_argument(
         "--listen",
@@ -111,6 +139,8 @@ def _build_parser() -> argparse.ArgumentParser:
         parents=[common, network],
         description="Decentralized, end-to-end encrypted messenger. "
         "Without a command, opens the terminal app.",
+        epilog=f"{PASSPHRASE_ENV}: the identity's passphrase for scripts. Other processes of "
+        "the same user can read a process's environment; prefer --passphrase-fd N.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
@@ -127,7 +157,16 @@ def _build_parser() -> argparse.ArgumentParser:
     cmd.set_defaults(handler=_cmd_id)
 
     cmd = commands.add_parser(
-        "node", parents=[common, network], help="run a headless node until SIGINT/SIGTERM"
+        "node",
+        parents=[common, network],
+        help="run a headless node until SIGINT/SIGTERM",
+        epilog="The node's output and log file name texts by id, never by content.",
+    )
+    cmd.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="info",
+        help="debug also sends every library's log records to the node's log file",
     )
     cmd.set_defaults(handler=_cmd_node)
 
@@ -153,7 +192,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="send a text; exit 0 once a node holds it (or, with --wait, once delivered)",
     )
     cmd.add_argument("to", metavar="TO", help="contact name or card")
-    cmd.add_argument("text", metavar="TEXT")
+    cmd.add_argument(
+        "text",
+        metavar="TEXT",
+        help="the text, or - to read it from standard input (other local users can read "
+        "a process's arguments, not its input)",
+    )
     cmd.add_argument(
         "--wait",
         type=_positive_seconds,
@@ -185,11 +229,36 @@ def _build_parser() -> argparse.ArgumentParser:
     cmd = commands.add_parser(
         "keys",
         parents=[common],
-        help="export or import this profile's identity",
-        epilog=f"For tests only: {FAST_KDF_ENV}=1 makes export use the weakest key "
-        "derivation, so that tests run fast. Never set it for a key you keep.",
+        help="show, protect, export or import this profile's identity",
+        epilog=f"For tests only: {FAST_KDF_ENV}=1 makes export and protect use the weakest "
+        "key derivation, so that tests run fast. Never set it for a key you keep.",
     )
     keys = cmd.add_subparsers(title="actions", metavar="ACTION", required=True)
+    sub = keys.add_parser(
+        "show",
+        parents=[common],
+        help="the identity's address, file, and whether a passphrase protects it",
+    )
+    sub.set_defaults(handler=_cmd_keys_show)
+    sub = keys.add_parser(
+        "protect",
+        parents=[common],
+        help="protect the identity with a passphrase, or change its passphrase",
+    )
+    sub.add_argument(
+        "--new-passphrase-fd",
+        type=_fd_number,
+        metavar="N",
+        help="read the new passphrase from file descriptor N (one line) instead of asking",
+    )
+    sub.set_defaults(handler=_cmd_keys_protect)
+    sub = keys.add_parser(
+        "unprotect",
+        parents=[common],
+        help="store the identity without a passphrase (anyone who can read it can use it)",
+    )
+    sub.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    sub.set_defaults(handler=_cmd_keys_unprotect)
     sub = keys.add_parser(
         "export",
         parents=[common],
@@ -211,6 +280,19 @@ def _build_parser() -> argparse.ArgumentParser:
         "--passphrase-file", type=Path, metavar="F", help="read it from F's first line"
     )
     sub.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    sub.add_argument(
+        "--protection",
+        choices=IMPORT_PROTECTIONS,
+        help="keep: protect it with the file's passphrase (the default for a protected file); "
+        "new: with a new passphrase; none: without one (the default for an unprotected file). "
+        "Asked on a terminal when not given",
+    )
+    sub.add_argument(
+        "--new-passphrase-fd",
+        type=_fd_number,
+        metavar="N",
+        help="with --protection new: read the new passphrase from file descriptor N",
+    )
     sub.set_defaults(handler=_cmd_keys_import)
 
     cmd = commands.add_parser(
@@ -232,6 +314,16 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _fd_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a file descriptor number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -248,6 +340,9 @@ class _Globals:
     data_dir: Path | None
     listen: str | None
     bootstrap: list[str]
+    passphrase: PassphraseSource
+    # Said on stderr once the command has succeeded (an error stays one line).
+    notices: list[str] = field(default_factory=list)
 
 
 def _globals(args: argparse.Namespace) -> _Globals:
@@ -257,6 +352,7 @@ def _globals(args: argparse.Namespace) -> _Globals:
         data_dir=data_dir.expanduser() if data_dir is not None else None,
         listen=getattr(args, "listen", None),
         bootstrap=list(getattr(args, "bootstrap", [])),
+        passphrase=PassphraseSource(fd=getattr(args, "passphrase_fd", None)),
     )
 
 
@@ -264,22 +360,68 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; UserError becomes one line on stderr and exit code 2."""
     args = _build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace, _Globals], int] = args.handler
+    g = _globals(args)
     try:
-        return handler(args, _globals(args))
+        code = handler(args, g)
     except UserError as err:
         print(f"{PROG}: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except (KeyboardInterrupt, EOFError):
+    except (KeyboardInterrupt, EOFError, PromptCancelled):
         # Ctrl-C or Ctrl-D at a prompt; a running node handles SIGINT itself.
         print(file=sys.stderr)
         return EXIT_INTERRUPTED
+    if code == EXIT_OK:
+        for notice in g.notices:
+            print(f"{PROG}: {notice}", file=sys.stderr)
+    return code
 
 
 # ---------------------------------------------------------------------------- helpers
 
 
 def _open(g: _Globals, *, lock_as: str | None = None) -> Profile:
-    return open_profile(g.profile, g.data_dir, lock_as=lock_as)
+    """Open the profile, unlocking a protected identity; the one way commands load it."""
+    profile = open_profile(g.profile, g.data_dir, lock_as=lock_as, unlock=unlocker(g.passphrase))
+    if profile.created:
+        g.notices.append(_created_notice(profile))
+    return profile
+
+
+@dataclass
+class _Records:
+    """The database and our address: all that the contact and history commands need."""
+
+    address: bytes
+    db: Database
+
+
+@contextlib.contextmanager
+def _open_records(g: _Globals) -> Iterator[_Records]:
+    """The profile's database without its private key.
+
+    Contacts, history and conversations need no key, and the passphrase does not protect
+    the database (it is not encrypted with it), so asking for it here would protect nothing
+    and stop scripts while a headless node runs. Our address comes from the identity file,
+    where it is public. A profile without a usable unprotected identity goes through
+    :func:`_open` (which creates one on first use, or reports the damage).
+    """
+    paths = profile_paths(g.profile, g.data_dir)
+    if paths.identity_file.exists() and is_passphrase_protected(paths.identity_file):
+        ensure_dirs(paths)
+        address = key_file_address(paths.identity_file)
+        with Database.open(paths.database) as db:
+            yield _Records(address, db)
+        return
+    with _open(g) as profile:
+        yield _Records(profile.identity.address, profile.db)
+
+
+def _created_notice(profile: Profile) -> str:
+    """First run says plainly that the new identity has no passphrase, and how to add one."""
+    return (
+        f"created a new identity for profile '{profile.paths.profile}'; it is not protected "
+        f"by a passphrase (to protect it: {PROG} keys protect)"
+    )
 
 
 def _now_text() -> str:
@@ -346,6 +488,27 @@ def _prompt_passphrase(prompt: str) -> bytes:
     return getpass.getpass(prompt).encode("utf-8")
 
 
+def _new_passphrase(fd: int | None, what: str) -> bytes:
+    """A new passphrase: one line from ``fd``, or typed twice on the terminal."""
+    if fd is not None:
+        return read_passphrase_fd(fd)
+    if not sys.stdin.isatty():
+        raise UserError(
+            f"not asking without a terminal: give the {what} with --new-passphrase-fd N"
+        )
+    passphrase = _prompt_passphrase(f"New passphrase for the {what}: ")
+    if not passphrase:
+        raise UserError("the passphrase is empty; nothing was changed")
+    if _prompt_passphrase("Repeat the new passphrase: ") != passphrase:
+        raise UserError("the passphrases do not match; nothing was changed")
+    return passphrase
+
+
+def _ask_yes_no(question: str, default: bool) -> bool:
+    answer = input(f"{question} [{'Y/n' if default else 'y/N'}] ").strip().lower()
+    return default if not answer else answer in ("y", "yes")
+
+
 def _confirm(question: str) -> bool:
     if not sys.stdin.isatty():
         raise UserError("not asking without a terminal: pass --yes to confirm")
@@ -366,6 +529,7 @@ def _cmd_app(args: argparse.Namespace, g: _Globals) -> int:
         listen=g.listen,
         bootstrap=g.bootstrap,
         demo=bool(args.demo),
+        passphrase=g.passphrase,
     )
 
 
@@ -378,8 +542,8 @@ def _cmd_id(args: argparse.Namespace, g: _Globals) -> int:
 
 def _cmd_contacts_add(args: argparse.Namespace, g: _Globals) -> int:
     public = decode_card(args.card)
-    with _open(g) as profile:
-        if public.key == profile.identity.key:
+    with _open_records(g) as profile:
+        if public.address == profile.address:
             raise UserError("that is this profile's own card")
         contact = profile.db.add_contact(args.name, public.key, public.address, time.time())
     print(f"added {contact.name} ({contact.address.hex()})")
@@ -387,7 +551,7 @@ def _cmd_contacts_add(args: argparse.Namespace, g: _Globals) -> int:
 
 
 def _cmd_contacts_list(args: argparse.Namespace, g: _Globals) -> int:
-    with _open(g) as profile:
+    with _open_records(g) as profile:
         for contact in profile.db.contacts():
             card = encode_card(PublicIdentity(contact.key))
             print(f"{contact.name}\t{contact.address.hex()}\t{card}")
@@ -395,21 +559,21 @@ def _cmd_contacts_list(args: argparse.Namespace, g: _Globals) -> int:
 
 
 def _cmd_contacts_remove(args: argparse.Namespace, g: _Globals) -> int:
-    with _open(g) as profile:
+    with _open_records(g) as profile:
         profile.db.remove_contact(args.name)
     print(f"removed {args.name}")
     return EXIT_OK
 
 
 def _cmd_contacts_rename(args: argparse.Namespace, g: _Globals) -> int:
-    with _open(g) as profile:
+    with _open_records(g) as profile:
         contact = profile.db.rename_contact(args.old, args.new)
     print(f"renamed {args.old} to {contact.name}")
     return EXIT_OK
 
 
-def _history_json(profile: Profile, peer: _Peer, row: HistoryRow) -> dict[str, Any]:
-    me = profile.identity.address.hex()
+def _history_json(profile: _Records, peer: _Peer, row: HistoryRow) -> dict[str, Any]:
+    me = profile.address.hex()
     them = peer.label
     return {
         "direction": row.direction,
@@ -426,7 +590,7 @@ def _history_json(profile: Profile, peer: _Peer, row: HistoryRow) -> dict[str, A
 
 
 def _cmd_history(args: argparse.Namespace, g: _Globals) -> int:
-    with _open(g) as profile:
+    with _open_records(g) as profile:
         peer = _resolve_peer(profile.db, args.who)
         rows = profile.db.history(peer.address, limit=args.limit)
         if args.json:
@@ -444,7 +608,7 @@ def _cmd_history(args: argparse.Namespace, g: _Globals) -> int:
 
 
 def _cmd_conversations(args: argparse.Namespace, g: _Globals) -> int:
-    with _open(g) as profile:
+    with _open_records(g) as profile:
         conversations = profile.db.conversations()
     if args.json:
         items = [
@@ -472,61 +636,182 @@ def _cmd_keys_export(args: argparse.Namespace, g: _Globals) -> int:
     target: Path = args.file
     if target.exists() or target.is_symlink():
         raise UserError(f"{target} already exists: choose another file name")
-    if args.passphrase_file is not None:
-        passphrase = _read_passphrase_file(args.passphrase_file)
-    else:
-        passphrase = _prompt_passphrase("Passphrase for the exported key: ")
-        if _prompt_passphrase("Repeat the passphrase: ") != passphrase:
-            raise UserError("the passphrases do not match; nothing was written")
-    if not passphrase:
-        raise UserError("the passphrase is empty; nothing was written")
+    # The identity (and its own passphrase, if protected) first, then the export's.
     with _open(g) as profile:
+        if args.passphrase_file is not None:
+            passphrase = _read_passphrase_file(args.passphrase_file)
+        else:
+            passphrase = _prompt_passphrase("Passphrase for the exported key: ")
+            if _prompt_passphrase("Repeat the passphrase: ") != passphrase:
+                raise UserError("the passphrases do not match; nothing was written")
+        if not passphrase:
+            raise UserError("the passphrase is empty; nothing was written")
         write_identity_file(target, profile.identity, passphrase, export_strength())
         address = profile.identity.address.hex()
     print(f"exported identity {address} to {target}")
     return EXIT_OK
 
 
+def _import_passphrase(args: argparse.Namespace, file_passphrase: bytes | None) -> bytes | None:
+    """The passphrase that will protect the imported identity, or None for none.
+
+    A protected file stays protected unless the user says otherwise: its protection is
+    the default, asked about on a terminal (keep it, with the same passphrase or a new
+    one), and chosen by ``--protection`` in scripts.
+    """
+    choice: str | None = args.protection
+    if choice is None and args.new_passphrase_fd is not None:
+        choice = "new"
+    if choice is None:
+        protected = file_passphrase is not None
+        if args.yes or not sys.stdin.isatty():
+            choice = "keep" if protected else "none"
+        elif protected:
+            if not _ask_yes_no("Keep the imported identity protected by a passphrase?", True):
+                choice = "none"
+            elif _ask_yes_no("Use the same passphrase as the file?", True):
+                choice = "keep"
+            else:
+                choice = "new"
+        else:
+            choice = "new" if _ask_yes_no("Protect it with a passphrase?", True) else "none"
+    if choice == "keep":
+        if file_passphrase is None:
+            raise UserError(
+                "the file has no passphrase to keep: use --protection new or --protection none"
+            )
+        return file_passphrase
+    if choice == "new":
+        return _new_passphrase(args.new_passphrase_fd, "imported identity")
+    return None
+
+
 def _cmd_keys_import(args: argparse.Namespace, g: _Globals) -> int:
     source: Path = args.file
     # Read and check the file before touching the profile: a bad file changes nothing.
-    passphrase: bytes | None = None
+    file_passphrase: bytes | None = None
     if is_passphrase_protected(source):
         if args.passphrase_file is not None:
-            passphrase = _read_passphrase_file(args.passphrase_file)
+            file_passphrase = _read_passphrase_file(args.passphrase_file)
         else:
-            passphrase = _prompt_passphrase(f"Passphrase for {source}: ")
-    new = read_identity_file(source, passphrase)
+            file_passphrase = _prompt_passphrase(f"Passphrase for {source}: ")
+    new = read_identity_file(source, file_passphrase)
     paths = profile_paths(g.profile, g.data_dir)
     ensure_dirs(paths)
-    # The profile's identity file is replaced directly, without opening the profile, so that
-    # importing also repairs a profile whose own key file is damaged.
+    if _current_address(paths.identity_file) == new.address:
+        print(f"identity {new.address.hex()} is already this profile's; nothing changed")
+        return EXIT_OK
+    passphrase = _import_passphrase(args, file_passphrase)
+    # The profile's identity file is replaced directly, without opening (or unlocking) the
+    # profile, so that importing also repairs a profile whose own key file is damaged or
+    # whose passphrase is lost.
     with ProfileLock(paths, "comm-tui keys import"):
-        old = _current_identity(paths.identity_file)
-        if old is not None and old.key == new.key:
+        old = _current_address(paths.identity_file)
+        if old == new.address:
             print(f"identity {new.address.hex()} is already this profile's; nothing changed")
             return EXIT_OK
         if not args.yes:
-            current = "no identity" if old is None else f"identity {old.address.hex()}"
+            current = "no identity" if old is None else f"identity {old.hex()}"
             question = f"Replace {current} of profile '{paths.profile}' with {new.address.hex()}?"
             if not _confirm(question):
                 print("nothing changed")
                 return EXIT_OK
-        backup = replace_identity(paths.identity_file, new)
+        backup = replace_identity(paths.identity_file, new, passphrase, export_strength())
     print(f"imported identity {new.address.hex()}")
+    print(_protection_line(passphrase is not None))
     if backup is not None:
         print(f"the previous identity is kept in {backup}")
     return EXIT_OK
 
 
-def _current_identity(path: Path) -> Identity | None:
-    """The identity the profile has now, or None if it has none or it cannot be read."""
+def _current_address(path: Path) -> bytes | None:
+    """The address the profile's identity file names, or None if it has none or is unreadable.
+
+    Read without the passphrase: it only names the identity to the user and avoids a
+    pointless replacement.
+    """
     if not path.exists():
         return None
     try:
-        return read_identity_file(path)
+        return key_file_address(path)
     except KeyFileError:
         return None
+
+
+def _protection_line(protected: bool) -> str:
+    """How the identity is stored, said plainly: the one wording for show, import, unprotect."""
+    if protected:
+        return "identity protected by a passphrase"
+    return (
+        "identity not protected by a passphrase: anyone who can read its file can read your "
+        f"messages and write as you (to protect it: {PROG} keys protect)"
+    )
+
+
+def _existing_identity_file(paths: ProfilePaths) -> Path:
+    path = paths.identity_file
+    if not path.exists():
+        raise UserError(f"profile '{paths.profile}' has no identity yet ({PROG} id creates one)")
+    return path
+
+
+def _cmd_keys_show(args: argparse.Namespace, g: _Globals) -> int:
+    paths = profile_paths(g.profile, g.data_dir)
+    path = _existing_identity_file(paths)
+    print(f"address: {key_file_address(path).hex()}")
+    print(f"file: {path}")
+    print(_protection_line(is_passphrase_protected(path)))
+    for backup in unprotected_backups(path):
+        print(f"warning: the backup {backup} holds a key without a passphrase")
+    return EXIT_OK
+
+
+def _load_for_change(paths: ProfilePaths, g: _Globals) -> tuple[Identity, bool]:
+    """The profile's identity (unlocked if protected) and whether it was protected."""
+    path = _existing_identity_file(paths)
+    if is_passphrase_protected(path):
+        return unlocker(g.passphrase)(path), True
+    return read_identity_file(path), False
+
+
+def _cmd_keys_protect(args: argparse.Namespace, g: _Globals) -> int:
+    paths = profile_paths(g.profile, g.data_dir)
+    ensure_dirs(paths)
+    # The lock serializes rewrites of the identity file with `keys import` and the nodes.
+    with ProfileLock(paths, "comm-tui keys protect"):
+        identity, was_protected = _load_for_change(paths, g)
+        passphrase = _new_passphrase(args.new_passphrase_fd, "identity")
+        # One atomic replace (temp file, fsync, rename): the old or the new file, never a
+        # mix. No backup of the old form is kept: the key is unchanged, and a copy under
+        # no (or the old) passphrase would undo what the user asked for.
+        write_identity_file(paths.identity_file, identity, passphrase, export_strength())
+    done = "passphrase changed" if was_protected else "now protected by a passphrase"
+    print(f"identity {identity.address.hex()}: {done}")
+    for backup in unprotected_backups(paths.identity_file):
+        print(
+            f"warning: the backup {backup} still holds a key without a passphrase; "
+            "delete it unless you need that identity"
+        )
+    return EXIT_OK
+
+
+def _cmd_keys_unprotect(args: argparse.Namespace, g: _Globals) -> int:
+    paths = profile_paths(g.profile, g.data_dir)
+    ensure_dirs(paths)
+    with ProfileLock(paths, "comm-tui keys unprotect"):
+        identity, was_protected = _load_for_change(paths, g)
+        if not was_protected:
+            print(f"identity {identity.address.hex()} has no passphrase; nothing changed")
+            return EXIT_OK
+        if not args.yes and not _confirm(
+            f"Store identity {identity.address.hex()} without a passphrase? Anyone who can "
+            f"read {paths.identity_file} could then read your messages and write as you."
+        ):
+            print("nothing changed")
+            return EXIT_OK
+        write_identity_file(paths.identity_file, identity)
+    print(f"identity {identity.address.hex()}: {_protection_line(False)}")
+    return EXIT_OK
 
 
 def _cmd_repair(args: argparse.Namespace, g: _Globals) -> int:
@@ -555,7 +840,7 @@ def _cmd_repair(args: argparse.Namespace, g: _Globals) -> int:
 
 def _cmd_node(args: argparse.Namespace, g: _Globals) -> int:
     with _open(g, lock_as="comm-tui node") as profile:
-        return asyncio.run(_run_node(profile, g))
+        return asyncio.run(_run_node(profile, g, debug=args.log_level == "debug"))
 
 
 def _install_stop_signals(on_signal: Callable[[], None]) -> Callable[[], None]:
@@ -581,16 +866,23 @@ def _log(line: str) -> None:
         _node_log.info(line)
 
 
+def _text_ref(row: HistoryRow) -> str:
+    """How the node's output names a text: its id (as ``history --json`` shows it) and
+    size, never its content, which stays in the database only."""
+    return f"text {row.text_id.hex()} ({len(row.text.encode('utf-8', 'surrogatepass'))} bytes)"
+
+
 def _event_logger(db: Database) -> Callable[[ServiceEvent], None]:
     def log_event(event: ServiceEvent) -> None:
         if isinstance(event, IncomingText):
             row = event.row
-            _log(f"from {_display_name(db, row.peer_address)}: {_one_line(row.text)}")
+            _log(f"from {_display_name(db, row.peer_address)}: received {_text_ref(row)}")
         elif isinstance(event, OutgoingUpdated):
             row = event.row
             name = _display_name(db, row.peer_address)
-            _log(f"to {name}: {row.state}: {_one_line(row.text)}")
+            _log(f"to {name}: {row.state}: {_text_ref(row)}")
         elif isinstance(event, NoticeAdded):
+            # Our own words about the session (docs/PROTOCOL.md, "Session reset"), no text.
             _log(f"{_display_name(db, event.row.peer_address)}: {event.row.text}")
 
     return log_event
@@ -610,9 +902,9 @@ def _stats_line(service: NodeService) -> str:
     )
 
 
-async def _run_node(profile: Profile, g: _Globals) -> int:
+async def _run_node(profile: Profile, g: _Globals, *, debug: bool = False) -> int:
     global _node_log
-    _node_log = file_logger(profile.paths, "node")
+    _node_log = file_logger(profile.paths, "node", debug=debug)
     stop = asyncio.Event()
     remove_signals = _install_stop_signals(stop.set)
     try:
@@ -633,6 +925,15 @@ async def _run_node(profile: Profile, g: _Globals) -> int:
                 f" address {profile.identity.address.hex()}"
             )
             _log(f"card: {encode_card(profile.identity.public)}")
+            # A node runs for days: it says its notices at start, in its log, not at exit.
+            for notice in g.notices:
+                _log(notice)
+            g.notices.clear()
+            if _node_log.isEnabledFor(logging.DEBUG):
+                _node_log.debug(
+                    f"debug log: bootstrap {profile.config.bootstrap}, lan discovery"
+                    f" {profile.config.lan_discovery}, data in {profile.paths.root}"
+                )
             if service.damaged_entries:
                 _log(f"skipped {service.damaged_entries} damaged relay-store entries")
             while not stop.is_set():
@@ -652,7 +953,9 @@ async def _run_node(profile: Profile, g: _Globals) -> int:
 
 
 def _cmd_send(args: argparse.Namespace, g: _Globals) -> int:
-    text: str = args.text
+    text: str = sys.stdin.read() if args.text == "-" else args.text
+    if args.text == "-":
+        text = text.removesuffix("\n")
     if not text:
         raise UserError("the text is empty: nothing to send")
     size = len(text.encode("utf-8", "surrogatepass"))

@@ -7,12 +7,11 @@ profile lock, and how listen and bootstrap flags are merged into the config.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from comm_tui.crypto.identity import Identity
-from comm_tui.crypto.keyfile import PassphraseRequired, load_or_create_identity, read_identity_file
+from comm_tui.crypto.keyfile import PassphraseRequired, load_or_create_identity
 from comm_tui.net.discovery import LocalDirectory
 from comm_tui.net.service import NodeService
 from comm_tui.protocol.node import NodeConfig
@@ -21,9 +20,9 @@ from comm_tui.store.config import Config, load_config, parse_endpoint, save_conf
 from comm_tui.store.db import Database
 from comm_tui.store.lock import ProfileLock
 from comm_tui.store.paths import ProfilePaths, ensure_dirs, profile_paths
+from comm_tui.unlock import Unlock
 
 DEFAULT_PORT = 7400
-PassphrasePrompt = Callable[[], bytes]
 
 
 @dataclass
@@ -56,9 +55,15 @@ def open_profile(
     data_dir: Path | None = None,
     *,
     lock_as: str | None = None,
-    passphrase: PassphrasePrompt | None = None,
+    unlock: Unlock | None = None,
 ) -> Profile:
     """Open (creating on first use) a profile; ``lock_as`` takes the node lock.
+
+    A passphrase-protected identity is opened by ``unlock`` (see comm_tui.unlock), after
+    the lock is taken and before the database is opened, so a wrong passphrase leaves
+    everything as it was. Without ``unlock`` a protected identity raises
+    PassphraseRequired. A new identity is created unprotected (``created`` says so;
+    callers tell the user how to protect it).
 
     Raises UserError subclasses with one line for the user: a locked profile, an
     unwritable directory, a damaged database, a wrong passphrase.
@@ -74,9 +79,9 @@ def open_profile(
         try:
             identity, created = load_or_create_identity(paths.identity_file)
         except PassphraseRequired:
-            if passphrase is None:
+            if unlock is None:
                 raise
-            identity, created = read_identity_file(paths.identity_file, passphrase()), False
+            identity, created = unlock(paths.identity_file), False
         db = Database.open(paths.database)
     except BaseException:
         if lock is not None:

@@ -16,13 +16,16 @@ PROCESS_TIMEOUT_S = 30.0
 class Proc:
     """A ``comm-tui`` subprocess whose stdout lines are read by a thread, with timeouts."""
 
-    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+    def __init__(
+        self, argv: list[str], env: dict[str, str], *, pass_fds: tuple[int, ...] = ()
+    ) -> None:
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "comm_tui", *argv],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             env=env,
+            pass_fds=pass_fds,
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []

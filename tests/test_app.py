@@ -423,7 +423,9 @@ async def test_export_then_import_round_trip(tmp_path: Path) -> None:
             await pilot.click("#import")
             await wait_until(pilot, lambda: not isinstance(app.screen, ImportScreen), "import")
             assert any("Restart" in (n.title or "") for n in app._notifications)
-    assert read_identity_file(identity_file).address == alice.address
+            assert any("stays protected" in n.message for n in app._notifications)
+    # The file was protected, so the imported identity keeps its passphrase.
+    assert read_identity_file(identity_file, b"correct horse").address == alice.address
     backups = list(identity_file.parent.glob(identity_file.name + ".bak-*"))
     assert len(backups) == 1 and read_identity_file(backups[0]).address == other.address
 

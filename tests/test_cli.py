@@ -317,7 +317,16 @@ def test_keys_export_then_import_round_trip(
         "--passphrase-file", secret, "--yes",
     )  # fmt: skip
     assert code == 0
-    assert card_of(capsys, tmp_path, "bob")[0] == alice
+    # The export was protected, so the imported identity stays protected by its passphrase.
+    assert "identity protected by a passphrase" in out
+    bob_file = profile_paths("bob", tmp_path).identity_file
+    assert read_identity_file(bob_file, b"correct horse").address.hex() == alice
+    with secret.open("rb") as passphrase:
+        code, out2, err = run(
+            capsys, *base, "--profile", "bob", "--passphrase-fd", str(passphrase.fileno()), "id"
+        )
+    assert code == 0, err
+    assert f"address: {alice}" in out2
     backup = re.search(r"previous identity is kept in (\S+)", out)
     assert backup is not None
     assert read_identity_file(Path(backup.group(1))).address.hex() == bob
@@ -419,10 +428,13 @@ def test_three_node_processes_deliver_a_text_sent_from_a_fourth_profile(
     assert sent.returncode == 0, sent.stderr
     assert sent.stdout.strip() == f"delivered to {decode_card(card).address.hex()}"
 
-    n3.wait_for_line(rf"from {sender}: hello over the network$")
+    # The node names the text by id and size; its content stays in the database.
+    logged = n3.wait_for_line(rf"from {sender}: received text ([0-9a-f]{{32}}) \(22 bytes\)$")
+    assert not any("hello over the network" in line for line in n3.seen)
     history = cli(env, "--data-dir", data, "--profile", "n3", "history", sender, "--json")
     assert history.returncode == 0, history.stderr
     [item] = json.loads(history.stdout)
+    assert item["id"] == logged.group(1)
     assert (item["direction"], item["state"], item["text"], item["from"]) == (
         "in",
         "received",

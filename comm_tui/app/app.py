@@ -22,6 +22,7 @@ from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, OptionList
 
+from comm_tui.app.crash import report_crash_without_locals
 from comm_tui.app.demo import DemoNetwork
 from comm_tui.app.format import ascii_only, one_line, short_address, shown
 from comm_tui.app.messages import (
@@ -38,6 +39,7 @@ from comm_tui.app.screens.identity_dialogs import (
     ExportScreen,
     ImportResult,
     ImportScreen,
+    PassphraseScreen,
 )
 from comm_tui.app.status import endpoint_text, offline_snapshot, take_snapshot
 from comm_tui.app.widgets.contact_list import ContactEntry, ContactList
@@ -188,6 +190,9 @@ class CommApp(App[int]):
         super().notify(
             shown(message), title=shown(title), severity=severity, timeout=timeout, markup=markup
         )
+
+    def _fatal_error(self) -> None:
+        report_crash_without_locals(self)  # a crash must not print texts or keys
 
     # ------------------------------------------------------------------ the node
 
@@ -545,8 +550,14 @@ class CommApp(App[int]):
             if result is None:
                 return
             backup = f" The old one is saved as {result.backup}." if result.backup else ""
+            protection = (
+                "It stays protected by its passphrase."
+                if result.protected
+                else "It is not protected by a passphrase (comm-tui keys protect)."
+            )
             self.notify(
-                f"Identity {result.address_hex[:8]}… imported.{backup} Restart comm-tui to use it.",
+                f"Identity {result.address_hex[:8]}… imported. {protection}{backup}"
+                " Restart comm-tui to use it.",
                 title="Restart needed",
                 severity="warning",
                 timeout=60,
@@ -555,6 +566,18 @@ class CommApp(App[int]):
         self.push_screen(
             ImportScreen(self.profile.paths.identity_file, self.profile.identity), imported
         )
+
+    def action_identity_passphrase(self) -> None:
+        def done(sentence: str | None) -> None:
+            if sentence is not None:
+                self.notify(sentence, title="Passphrase")
+
+        try:
+            screen = PassphraseScreen(self.profile.paths.identity_file, self.profile.identity)
+        except UserError as err:  # the file is unreadable now
+            self.notify(str(err), severity="error")
+            return
+        self.push_screen(screen, done)
 
     # ------------------------------------------------------------------ palette
 
@@ -571,6 +594,11 @@ class CommApp(App[int]):
             ("Show my card", "Your card as text and QR code", self.action_show_card),
             ("Export identity", "Save your key to a passphrase file", self.action_export_identity),
             ("Import identity", "Replace your key from a file", self.action_import_identity),
+            (
+                "Identity passphrase",
+                "Protect your key with a passphrase, change or remove it",
+                self.action_identity_passphrase,
+            ),
         ]
         for title, help_text, callback in commands:
             yield SystemCommand(title, help_text, callback)

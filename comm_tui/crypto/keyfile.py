@@ -60,6 +60,10 @@ class PassphraseRequired(KeyFileError):
     """The key file is passphrase protected and no passphrase was given; prompt and retry."""
 
 
+class WrongPassphrase(KeyFileError):
+    """The passphrase does not open the key file (or the sealed key was modified); ask again."""
+
+
 class KdfStrength(Enum):
     """Argon2id cost presets as (opslimit, memlimit in bytes).
 
@@ -306,7 +310,7 @@ def read_identity_file(path: Path, passphrase: bytes | None = None) -> Identity:
         try:
             seed = bytes(SecretBox(_derive_key(passphrase, parsed.kdf)).decrypt(parsed.key))
         except CryptoError:
-            raise KeyFileError(WRONG_PASSPHRASE) from None
+            raise WrongPassphrase(WRONG_PASSPHRASE) from None
     if len(seed) != SEED_BYTES or not hmac.compare_digest(_check_of(seed), parsed.check):
         raise KeyFileError(f"key file {path} checksum does not match: the file is damaged")
     identity = Identity.from_seed(seed)
@@ -318,6 +322,28 @@ def read_identity_file(path: Path, passphrase: bytes | None = None) -> Identity:
 def is_passphrase_protected(path: Path) -> bool:
     """Whether reading ``path`` needs a passphrase; :class:`KeyFileError` if it is no key file."""
     return _parse(path).kdf is not None
+
+
+def key_file_address(path: Path) -> bytes:
+    """The address a key file claims, read without its passphrase (the address is public).
+
+    Not verified against the key: use it to name or compare identities, never to trust one.
+    """
+    return _parse(path).address
+
+
+def unprotected_backups(path: Path) -> list[Path]:
+    """Backups of ``path`` (``<name>.bak-*``) that hold a key without a passphrase.
+
+    Protecting the identity does not protect these older copies; the CLI names them so
+    that the user can delete or protect them. Unreadable files are not listed.
+    """
+    found = []
+    for candidate in sorted(path.parent.glob(f"{path.name}.bak-*")):
+        with contextlib.suppress(KeyFileError):
+            if not is_passphrase_protected(candidate):
+                found.append(candidate)
+    return found
 
 
 def load_or_create_identity(path: Path) -> tuple[Identity, bool]:
@@ -352,8 +378,17 @@ def backup_path(path: Path, now: datetime | None = None) -> Path:
     return candidate
 
 
-def replace_identity(path: Path, new: Identity) -> Path | None:
-    """Save ``new`` at ``path``, first copying any old file to a 0600 backup; return its path."""
+def replace_identity(
+    path: Path,
+    new: Identity,
+    passphrase: bytes | None = None,
+    strength: KdfStrength = KdfStrength.MODERATE,
+) -> Path | None:
+    """Save ``new`` at ``path``, first copying any old file to a 0600 backup; return its path.
+
+    ``passphrase`` protects the new file (see :func:`write_identity_file`); the backup is
+    a byte-for-byte copy, so it keeps whatever protection the old file had.
+    """
     backup: Path | None = None
     if path.exists():
         backup = backup_path(path)
@@ -361,5 +396,5 @@ def replace_identity(path: Path, new: Identity) -> Path | None:
             _create_private(backup, path.read_bytes())
         except OSError as exc:
             raise KeyFileError(f"cannot back up key file {path}: {exc.strerror or exc}") from None
-    write_identity_file(path, new)
+    write_identity_file(path, new, passphrase, strength)
     return backup

@@ -28,7 +28,9 @@ class NicknameScreen(ModalScreen[str | None]):
             yield Static(
                 "A new identity was created for you. Your address is\n"
                 f"{self.address_hex}\n"
-                "Choose a display name for this profile (you can change it in the config).",
+                "Choose a display name for this profile (you can change it in the config).\n"
+                "Your identity is not protected by a passphrase; to protect it, quit and\n"
+                "run: comm-tui keys protect",
                 classes="dialog-text",
             )
             yield Label("Display name")

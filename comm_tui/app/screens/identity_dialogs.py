@@ -23,6 +23,7 @@ from comm_tui.app.widgets.qr import QRCode
 from comm_tui.crypto.identity import Identity
 from comm_tui.crypto.keyfile import (
     export_strength,
+    is_passphrase_protected,
     read_identity_file,
     replace_identity,
     write_identity_file,
@@ -165,6 +166,7 @@ class ExportScreen(_KeyDialog[Path | None]):
 class ImportResult:
     address_hex: str
     backup: Path | None
+    protected: bool
 
 
 class ImportScreen(_KeyDialog[ImportResult | None]):
@@ -221,12 +223,117 @@ class ImportScreen(_KeyDialog[ImportResult | None]):
             identity = read_identity_file(path, passphrase)
             if identity.address == self.current.address:
                 raise UserError("that key file holds the identity this profile already has")
-            backup = replace_identity(self.identity_file, identity)
+            # A protected file stays protected, by the same passphrase: importing must not
+            # strip what the user chose (`comm-tui keys unprotect` removes it on purpose).
+            keep = passphrase if is_passphrase_protected(path) else None
+            backup = replace_identity(self.identity_file, identity, keep, export_strength())
         except UserError as err:
             self.app.call_from_thread(self._failed, str(err))
         else:
-            result = ImportResult(identity.address.hex(), backup)
+            result = ImportResult(identity.address.hex(), backup, keep is not None)
             self.app.call_from_thread(self.dismiss, result)
+
+    def _failed(self, text: str) -> None:
+        self.set_busy(False)
+        self.show_error(text)
+
+
+class PassphraseScreen(_KeyDialog[str | None]):
+    """Protects the profile's identity file with a passphrase, changes it, or removes it.
+
+    The key itself does not change, only how its file is stored (one atomic rewrite, see
+    keys/README.md, "The profile's identity"). A protected file's current passphrase is
+    asked for first, so that someone at an unlocked, unattended screen cannot take the
+    protection off or lock the owner out. Returns a sentence saying what was done.
+    """
+
+    def __init__(self, identity_file: Path, identity: Identity) -> None:
+        super().__init__()
+        self.identity_file = identity_file
+        self.identity = identity
+        self.protected = is_passphrase_protected(identity_file)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog", id="passphrase-dialog"):
+            yield Static("Passphrase of my identity", classes="dialog-title")
+            if self.protected:
+                state = "Your identity is protected by a passphrase."
+            else:
+                state = (
+                    "Your identity is NOT protected by a passphrase: anyone who can read\n"
+                    "its file can read your messages and write as you."
+                )
+            yield Static(state, id="passphrase-state", classes="dialog-text")
+            if self.protected:
+                yield Label("Current passphrase")
+                yield Input(password=True, id="current")
+            yield Label(f"New passphrase (at least {MIN_PASSPHRASE_CHARS} characters)")
+            yield Input(password=True, id="new")
+            yield Label("New passphrase again")
+            yield Input(password=True, id="new2")
+            yield Static("", id="error", classes="dialog-error")
+            yield LoadingIndicator()
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Set passphrase", id="protect", variant="primary")
+                if self.protected:
+                    yield Button("Remove it", id="unprotect", variant="error")
+                yield Button("Cancel", id="cancel")
+
+    def on_mount(self) -> None:
+        self.set_busy(False)
+        self.query_one("#current" if self.protected else "#new", Input).focus()
+
+    @on(Input.Submitted)
+    def _next(self, event: Input.Submitted) -> None:
+        if event.input.id == "new2":
+            self._protect()
+        else:
+            self.focus_next()
+
+    def _current(self) -> bytes | None:
+        if not self.protected:
+            return None
+        return self.query_one("#current", Input).value.encode("utf-8")
+
+    @on(Button.Pressed, "#protect")
+    def _protect(self) -> None:
+        first = self.query_one("#new", Input).value
+        second = self.query_one("#new2", Input).value
+        if len(first) < MIN_PASSPHRASE_CHARS:
+            self.show_error(f"the passphrase must have at least {MIN_PASSPHRASE_CHARS} characters")
+        elif first != second:
+            self.show_error("the two passphrases differ")
+        else:
+            self.show_error("")
+            self.set_busy(True)
+            self._rewrite(self._current(), first.encode("utf-8"))
+
+    @on(Button.Pressed, "#unprotect")
+    def _unprotect(self) -> None:
+        self.show_error("")
+        self.set_busy(True)
+        self._rewrite(self._current(), None)
+
+    @work(thread=True, exclusive=True)
+    def _rewrite(self, current: bytes | None, new: bytes | None) -> None:
+        try:
+            # Checks the current passphrase; the key in memory is the one written.
+            if (
+                current is not None
+                and read_identity_file(self.identity_file, current).key != self.identity.key
+            ):
+                raise UserError("the identity file changed on disk; restart comm-tui")
+            write_identity_file(self.identity_file, self.identity, new, export_strength())
+        except UserError as err:
+            self.app.call_from_thread(self._failed, str(err))
+        else:
+            if new is None:
+                done = "Your identity is no longer protected by a passphrase."
+            elif self.protected:
+                done = "The passphrase of your identity is changed."
+            else:
+                done = "Your identity is now protected by a passphrase."
+            self.app.call_from_thread(self.dismiss, done)
 
     def _failed(self, text: str) -> None:
         self.set_busy(False)
