@@ -208,7 +208,8 @@ def test_x3dh_matches_an_independent_computation(seeded_keys: None) -> None:
     start = initiate(alice, bob.public, bundle)
     ek = next(_key_stream(7))
     assert start.ephemeral_public == _pub(ek)
-    opk_id, opk_pub = bundle.one_time_prekeys[0]
+    opk_id = start.one_time_prekey_id  # drawn at random among the bundle's
+    opk_pub = dict(bundle.one_time_prekeys)[opk_id]
     ik_a, ik_b_pub = bytes(alice.box_key), bytes(bob.public.box_key)
     expected = _hkdf(
         bytes(32),

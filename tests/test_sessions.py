@@ -29,7 +29,12 @@ from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import Codec, Rejected
 from comm_tui.protocol.events import SessionReset, SessionsChanged
 from comm_tui.protocol.letters import CHUNK_BYTES, LETTER_BYTES, decode_letter, encode_letter
-from comm_tui.protocol.node import HANDSHAKE_BURST, HANDSHAKE_INTERVAL_S, Node
+from comm_tui.protocol.node import (
+    HANDSHAKE_BURST,
+    HANDSHAKE_INTERVAL_S,
+    ONE_TIME_PREKEYS_FRESH_S,
+    Node,
+)
 from comm_tui.protocol.routing import Endpoint
 from comm_tui.protocol.sessions import (
     ENVELOPE_BYTES,
@@ -471,8 +476,11 @@ def test_one_time_prekeys_are_used_once_and_consumed_on_commit() -> None:
     wire.connect(a, b)
     bundle = b.prekeys.public_bundle()
     a.known_bundles[b.address] = bundle
-    opk_id = bundle.one_time_prekeys[0][0]
     a.send_text(b.identity.public, "with a bundle", T0)
+    session = a.sessions.active(b.identity.key)
+    assert session is not None and session.pending_init is not None
+    opk_id = session.pending_init[1]
+    assert opk_id in dict(bundle.one_time_prekeys)
     wire.pump(T0)
     assert texts_of(wire, b) == ["with a bundle"]
     assert b.prekeys.one_time_private(opk_id) is None
@@ -619,3 +627,28 @@ def test_mutated_envelopes_only_ever_raise_session_error_and_change_nothing(
         receiver.open(reseal(bob, bytes(envelope)), T0)
     assert {k: serialize_sessions(v) for k, v in receiver.peers.items()} == before
     assert receiver.prekeys.serialize() == prekeys_before
+
+
+def test_one_time_prekeys_are_drawn_at_random_and_only_from_a_fresh_bundle() -> None:
+    """Senders of one record rarely pick the same one-time prekey; an old record's are not
+    used at all (its owner may have used them since: a reset), only its signed prekey."""
+    wire = Wire()
+    b = wire.add(2)
+    bundle = b.prekeys.public_bundle()
+    picked = set()
+    for seed in range(3, 23):
+        a = wire.add(seed)
+        a.known_bundles[b.address] = bundle
+        a.send_text(b.identity.public, "hi", T0)
+        session = a.sessions.active(b.identity.key)
+        assert session is not None and session.pending_init is not None
+        picked.add(session.pending_init[1])
+    assert len(picked) > 1
+    # A bundle learned from a record long ago: the signed prekey alone.
+    late = wire.add(40)
+    late.known_bundles[b.address] = bundle
+    late._known_bundle_times[b.address] = (0, 2**62, T0)
+    late.send_text(b.identity.public, "hi", T0 + ONE_TIME_PREKEYS_FRESH_S + 1)
+    session = late.sessions.active(b.identity.key)
+    assert session is not None
+    assert session.pending_init == (bundle.signed_prekey_id, 0)

@@ -18,6 +18,7 @@ with the author's Ed25519 identity (``sign_init``), which needs A's key.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 
 from nacl.bindings import crypto_scalarmult_base
@@ -64,7 +65,11 @@ def initiate(identity: Identity, peer: PublicIdentity, bundle: PublicBundle | No
         spk, spk_id, opk, opk_id = ik_b, FALLBACK_PREKEY_ID, None, NO_ONE_TIME_PREKEY
     else:
         spk, spk_id = bundle.signed_prekey, bundle.signed_prekey_id
-        opk_id, opk = bundle.one_time_prekeys[0] if bundle.one_time_prekeys else (0, None)
+        # A random one: senders of the same record then rarely pick the same (the owner
+        # deletes it once used, and a letter naming a used one opens in no session).
+        opk_id, opk = (
+            secrets.choice(bundle.one_time_prekeys) if bundle.one_time_prekeys else (0, None)
+        )
     try:
         dhs = [
             x25519(bytes(identity.box_key), spk),

@@ -52,7 +52,7 @@ import random
 import socket
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from dataclasses import astuple, dataclass, field
+from dataclasses import astuple, dataclass, field, replace
 from typing import Any, Literal
 
 from comm_tui.crypto.ack import ack_is_well_formed, sign_ack, verify_ack
@@ -189,6 +189,8 @@ BUNDLE_REPUBLISH_MIN_S = 60.0
 # opens with X3DH, not the fallback): at most this many, each tried again after a delay.
 WANTED_BUNDLES_MAX = 256
 BUNDLE_RETRY_S = 60.0
+# A fetched bundle's one-time prekeys are used this long after we learned it, no longer.
+ONE_TIME_PREKEYS_FRESH_S = 600.0
 
 # Requests whose answer is larger than they are: served only to validated endpoints.
 _NEEDS_VALIDATION = frozenset({"find_node", "fetch", "get_record"})
@@ -410,7 +412,8 @@ class Node:
         # Prekey records (docs/PROTOCOL.md, "8a. Records"). Others' verified bundles by
         # owner address, with the (issued_ms, expires_ms) of the record each came from.
         self.known_bundles: OrderedDict[bytes, PublicBundle] = OrderedDict()
-        self._known_bundle_times: dict[bytes, tuple[int, int]] = {}
+        # Per known bundle: its record's issued_ms and expires_ms, and when we learned it.
+        self._known_bundle_times: dict[bytes, tuple[int, int, float]] = {}
         self._bundle_fetches: OrderedDict[bytes, _BundleFetch] = OrderedDict()
         self._own_bundle: PublicBundle | None = None
         # The bundle of our prekeys we last published, and when (see set_own_bundle).
@@ -556,7 +559,7 @@ class Node:
         """Seal one text (or a handshake) in the recipient's session and start relaying it."""
         for old in [e for e in self._own_entries() if e.own_text_id == text_id]:
             self.store.remove(old)
-        bundle = self.known_bundles.get(recipient.address)
+        bundle = self._bundle_to_start_with(recipient.address, now)
         try:
             sealed_parts = self.sessions.seal_text(
                 recipient, letters, bundle, now, handshake=handshake
@@ -1169,6 +1172,22 @@ class Node:
             elif due <= now and self.fetch_bundle(address, now):
                 self._wanted_bundles[address] = (key, now + BUNDLE_RETRY_S)
 
+    def _bundle_to_start_with(self, address: bytes, now: float) -> PublicBundle | None:
+        """The bundle a new session to ``address`` starts from, if we know one.
+
+        Its one-time prekeys only while it is fresh: every sender that learned the same
+        record may pick the same one, and its owner deletes a one-time prekey once used
+        and republishes at most once a minute; a letter naming a used one opens in no
+        session and costs a reset (docs/PROTOCOL.md, "Letters and sealing"). An older
+        bundle starts with its signed prekey alone (X3DH without DH4), still forward
+        secret once that prekey is retired.
+        """
+        bundle = self.known_bundles.get(address)
+        times = self._known_bundle_times.get(address)
+        if bundle is None or times is None or now - times[2] <= ONE_TIME_PREKEYS_FRESH_S:
+            return bundle
+        return replace(bundle, one_time_prekeys=())
+
     def _keep_own_bundle_published(self, now: float) -> None:
         """Publish our prekeys' bundle once per run and again whenever it changed.
 
@@ -1198,7 +1217,7 @@ class Node:
         held = self.store.get(Kind.RECORD, address)
         if held is not None and held.expires_ms > _ms(now):
             assert isinstance(held.wire, pb.PrekeyBundle)
-            self._learn_bundle(held.wire)  # verified when we stored it
+            self._learn_bundle(held.wire, now)  # verified when we stored it
         if address in self._bundle_fetches:
             return True
         if len(self._bundle_fetches) >= BUNDLE_FETCHES_MAX:
@@ -1241,7 +1260,7 @@ class Node:
         del self._bundle_fetches[address]
         self._events.append(BundleFetched(address, address in self.known_bundles))
 
-    def _learn_bundle(self, record: pb.PrekeyBundle) -> None:
+    def _learn_bundle(self, record: pb.PrekeyBundle, now: float) -> None:
         """Keep a verified, unexpired record's bundle unless we know a newer one."""
         owner = address_of(record.owner_key)
         known = self._known_bundle_times.get(owner)
@@ -1249,7 +1268,7 @@ class Node:
             return
         self.known_bundles[owner] = bundle_of(record)
         self.known_bundles.move_to_end(owner)
-        self._known_bundle_times[owner] = (record.issued_ms, record.expires_ms)
+        self._known_bundle_times[owner] = (record.issued_ms, record.expires_ms, now)
         while len(self.known_bundles) > KNOWN_BUNDLES_MAX:
             forgotten, _ = self.known_bundles.popitem(last=False)
             # .pop: others may fill or drop known_bundles directly (session code, tests).
@@ -1309,7 +1328,7 @@ class Node:
                     raise Rejected("wrong_owner")
                 if not verify_record(bundle):
                     raise Rejected("bad_record")
-                self._learn_bundle(bundle)
+                self._learn_bundle(bundle, now)
         finally:
             self._record_query_ended(query.record_for)
 
@@ -1409,7 +1428,7 @@ class Node:
         if self._own_bundle is not None and now >= self._own_record_due:
             self._publish_own_record(self._own_bundle, now)
         now_ms = _ms(now)
-        for owner, (_, expires_ms) in list(self._known_bundle_times.items()):
+        for owner, (_, expires_ms, _) in list(self._known_bundle_times.items()):
             if expires_ms <= now_ms:
                 del self._known_bundle_times[owner]
                 self.known_bundles.pop(owner, None)
