@@ -416,9 +416,10 @@ class Node:
         self._known_bundle_times: dict[bytes, tuple[int, int, float]] = {}
         self._bundle_fetches: OrderedDict[bytes, _BundleFetch] = OrderedDict()
         self._own_bundle: PublicBundle | None = None
-        # The bundle of our prekeys we last published, and when (see set_own_bundle).
-        self._published_prekeys: PublicBundle | None = None
-        self._published_prekeys_at = float("-inf")
+        # The version of our prekeys' bundle we last published, and when (None: not yet
+        # in this run, or the prekeys were replaced by restored ones).
+        self._published_version: int | None = None
+        self._published_at = float("-inf")
         # Contacts whose bundle we want, by address: (their key, when to try next).
         self._wanted_bundles: OrderedDict[bytes, tuple[bytes, float]] = OrderedDict()
         self._own_record_due = float("inf")  # when our record is issued again
@@ -496,6 +497,7 @@ class Node:
         if prekeys is not None:
             try:
                 self.prekeys = PrekeyStore.deserialize(self.identity.key, prekeys, now)
+                self._published_version = None  # its versions count from 1 again
             except PrekeyError:
                 damaged += 1
             self.sessions.prekeys = self.prekeys
@@ -1195,13 +1197,13 @@ class Node:
         every ``BUNDLE_REPUBLISH_MIN_S`` after that. Between changes the record's own
         refresh (``RECORD_REFRESH_S``) keeps it alive.
         """
-        public = self.prekeys.public_bundle()
-        if public == self._published_prekeys:
+        # The version, not the bundle: building one costs a scalar multiplication a key.
+        if self.prekeys.bundle_version == self._published_version:
             return
-        if now - self._published_prekeys_at < BUNDLE_REPUBLISH_MIN_S:
+        if now - self._published_at < BUNDLE_REPUBLISH_MIN_S:
             return
-        self._published_prekeys, self._published_prekeys_at = public, now
-        self.set_own_bundle(public, now)
+        self._published_version, self._published_at = self.prekeys.bundle_version, now
+        self.set_own_bundle(self.prekeys.public_bundle(), now)
 
     def fetch_bundle(self, address: bytes, now: float) -> bool:
         """Look for the prekey record of ``address``; False if no fetch could start.

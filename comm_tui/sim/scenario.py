@@ -251,10 +251,11 @@ class _Run:
         # What a crawl of the network finds: every honest node's key and endpoint.
         crawl = [(h.node.identity.key, h.endpoint) for h in self.honest]
         adversary: Adversary
+        tampered: set[bytes] = set()  # items the tamperers made, shared as colluders would
         for index, sim in enumerate(sims):
             seed = self.rng.getrandbits(32)
             if kind == "tamper":
-                adversary = TamperAdversary(self.net, sim, seed=seed)
+                adversary = TamperAdversary(self.net, sim, seed=seed, made=tampered)
             elif kind == "fill":
                 adversary = FillAdversary(
                     self.net, sim, crawl, seed=seed, rate_per_s=s.fill_rate_per_s
