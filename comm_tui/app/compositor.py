@@ -7,9 +7,9 @@ split wide character becomes two spaces. So a toast over the conversation and th
 status panel lost the characters that happened to sit over a panel's border: a
 stranger's ``t縀R`` was shown as ``t  R`` (upstream: Textualize/textual#6357, open
 for Textual 8.2.8). Here the widget in front is cut only where what is in front
-changes (where another widget is in front), so what it draws arrives whole. The
-cells it covers past the first cut get an empty strip, which keeps the widgets below
-from claiming them, as before.
+changes (where a widget in front already took the cells), so what it draws arrives
+whole. The cells it covers past the first cut get an empty strip, which keeps the
+widgets below from claiming them, as before.
 """
 
 from __future__ import annotations
@@ -29,15 +29,15 @@ def _render_chops(
 ) -> Sequence[Mapping[int, Strip]]:
     """``Compositor._render_chops`` with a front widget's runs of cells kept whole.
 
-    A run of adjacent chops where this widget is in front is given to it as one
-    strip, in the run's first chop. Who is in front is decided over every visible
-    widget, not only the ones rendered for ``crop``: a partial update writes a
-    chop's whole strip, and it must not write over a widget in front that this
-    update did not render.
+    Widgets come front first; a run of adjacent chops that no widget before this one
+    took is given to it as one strip, in the run's first chop. A partial update
+    (``crop`` smaller than the screen) writes a chop's whole strip, which is right
+    because the run is this widget's in front: a widget in front that was not
+    rendered (its clip misses ``crop``) lies inside an ancestor that was, and that
+    ancestor took those chops first.
     """
     cuts = self.cuts
     chops: list[dict[int, Strip | None]] = [dict.fromkeys(cut_set[:-1]) for cut_set in cuts]
-    fronts: dict[int, list[tuple[Region, Region] | None]] = {}
     for region, clip, strips in self._get_renders(crop):
         render_region = region.intersection(clip)
         render_x = render_region.x
@@ -47,19 +47,16 @@ def _render_chops(
                 continue
             chops_line = chops[y]
             final_cuts = [cut for cut in cuts[y] if last_cut >= cut >= first_cut]
-            if len(final_cuts) < 2:
+            if len(final_cuts) < 2:  # no width on this line: nothing to draw
                 continue
-            if y not in fronts:
-                fronts[y] = _fronts(self, y)
-            front = fronts[y]
-            first = cuts[y].index(first_cut)  # final_cuts are consecutive cuts of the line
-            mine = [front[first + index] == (region, clip) for index in range(len(final_cuts) - 1)]
+            free = [chops_line.get(cut) is None for cut in final_cuts[:-1]]
+            # Cut only where a taken chop meets a free one, and at the end.
             bounds = [
                 cut
                 for index, cut in enumerate(final_cuts[1:-1], start=1)
-                if not (mine[index] and mine[index - 1])
+                if free[index] != free[index - 1]
             ]
-            bounds.append(final_cuts[-1])
+            bounds += final_cuts[-1:]
             start = final_cuts[0]
             pieces = strip.divide([cut - render_x for cut in bounds])
             for piece, end in zip(pieces, bounds, strict=False):
@@ -70,22 +67,6 @@ def _render_chops(
                             chops_line[cut] = _COVERED
                 start = end
     return cast("Sequence[Mapping[int, Strip]]", chops)  # as Textual's: None is skipped
-
-
-def _fronts(self: Compositor, y: int) -> list[tuple[Region, Region] | None]:
-    """For each chop of line ``y``, the (region, clip) of the widget in front there.
-
-    ``visible_widgets`` is in drawing order, front first, as ``_get_renders`` reads it.
-    """
-    line_cuts = self.cuts[y]
-    front: list[tuple[Region, Region] | None] = [None] * (len(line_cuts) - 1)
-    for region, clip in self.visible_widgets.values():
-        x, top, width, height = region.intersection(clip)
-        if width and height and top <= y < top + height:
-            for index, cut in enumerate(line_cuts[:-1]):
-                if front[index] is None and x <= cut < x + width:
-                    front[index] = (region, clip)
-    return front
 
 
 def keep_wide_characters() -> None:
