@@ -22,6 +22,7 @@ from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, OptionList
 
+from comm_tui.app.compositor import keep_wide_characters
 from comm_tui.app.crash import report_crash_without_locals
 from comm_tui.app.demo import DemoNetwork
 from comm_tui.app.format import ascii_only, one_line, short_address, shown
@@ -105,6 +106,7 @@ class CommApp(App[int]):
         ascii: bool | None = None,
     ) -> None:
         """``ascii`` None detects whether the terminal can draw marks (see ascii_only)."""
+        keep_wide_characters()  # toasts over the panels drew a stranger's CJK as spaces
         super().__init__()
         self.profile = profile
         self.listen = listen
