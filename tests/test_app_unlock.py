@@ -259,7 +259,12 @@ async def test_the_app_protects_changes_and_removes_the_passphrase(tmp_path: Pat
             _fill(screen, new2=PASSPHRASE)
             screen._protect()
             await wait_until(pilot, lambda: app.screen is not screen, "the rewrite")
-            assert any("now protected" in n.message for n in app._notifications)
+            # The dialog closes first; its result reaches the app (and its notice) after.
+            await wait_until(
+                pilot,
+                lambda: any("now protected" in n.message for n in app._notifications),
+                "the notice",
+            )
             assert is_passphrase_protected(path)
             assert path.stat().st_mode & 0o777 == 0o600
 
@@ -283,6 +288,10 @@ async def test_the_app_protects_changes_and_removes_the_passphrase(tmp_path: Pat
             _fill(screen, current="a new passphrase")
             screen._unprotect()
             await wait_until(pilot, lambda: app.screen is not screen, "the removal")
-            assert any("no longer protected" in n.message for n in app._notifications)
+            await wait_until(
+                pilot,
+                lambda: any("no longer protected" in n.message for n in app._notifications),
+                "the notice",
+            )
     assert not is_passphrase_protected(path)
     assert read_identity_file(path).key == identity.key

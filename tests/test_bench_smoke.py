@@ -6,6 +6,8 @@ No timing is asserted; the real figures come from full runs recorded in bench/RE
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +18,42 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN_TIMEOUT_S = 120
 
 
+def _run(
+    command: list[str],
+    *,
+    capture_output: bool,
+    text: bool,
+    timeout: float,
+    check: bool,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run`` in a session of its own, killed whole on timeout.
+
+    The benches start worker processes; killing only the one we started (as
+    ``subprocess.run`` does on timeout) left them running, eating the cores that the
+    rest of the suite needed.
+    """
+    assert capture_output and text and not check
+    with subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        start_new_session=True,
+    ) as process:
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
 def test_plots_script_smoke(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    result = subprocess.run(
+    result = _run(
         [
             sys.executable,
             str(ROOT / "bench" / "plots.py"),
@@ -44,7 +79,7 @@ def test_plots_script_smoke(tmp_path: Path) -> None:
 
 
 def test_soak_script_smoke() -> None:
-    result = subprocess.run(
+    result = _run(
         [
             sys.executable,
             str(ROOT / "bench" / "soak.py"),
@@ -73,7 +108,7 @@ def test_soak_script_smoke() -> None:
 
 
 def test_attacks_script_quick() -> None:
-    result = subprocess.run(
+    result = _run(
         [sys.executable, str(ROOT / "bench" / "attacks.py"), "--quick", "--json"],
         capture_output=True,
         text=True,
@@ -109,7 +144,7 @@ def test_attacks_script_quick() -> None:
 def test_origin_script_smoke() -> None:
     """bench/origin.py on a small network: the figures hold together, and every text whose
     first relay observes is attributed correctly (that observer sees the true sender)."""
-    result = subprocess.run(
+    result = _run(
         [
             sys.executable,
             str(ROOT / "bench" / "origin.py"),
