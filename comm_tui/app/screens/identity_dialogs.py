@@ -33,6 +33,15 @@ from comm_tui.errors import UserError
 MIN_PASSPHRASE_CHARS = 8
 
 
+def new_passphrase_problem(first: str, second: str) -> str | None:
+    """What is wrong with a new passphrase typed twice (export, protect), or None."""
+    if len(first) < MIN_PASSPHRASE_CHARS:
+        return f"the passphrase must have at least {MIN_PASSPHRASE_CHARS} characters"
+    if first != second:
+        return "the two passphrases differ"
+    return None
+
+
 ResultT = TypeVar("ResultT")
 
 
@@ -139,10 +148,8 @@ class ExportScreen(_KeyDialog[Path | None]):
             self.show_error("choose a file to write")
         elif path.exists():
             self.show_error(f"{path} exists; choose a new file name")
-        elif len(first) < MIN_PASSPHRASE_CHARS:
-            self.show_error(f"the passphrase must have at least {MIN_PASSPHRASE_CHARS} characters")
-        elif first != second:
-            self.show_error("the two passphrases differ")
+        elif problem := new_passphrase_problem(first, second):
+            self.show_error(problem)
         else:
             self.show_error("")
             self.set_busy(True)
@@ -299,10 +306,8 @@ class PassphraseScreen(_KeyDialog[str | None]):
     def _protect(self) -> None:
         first = self.query_one("#new", Input).value
         second = self.query_one("#new2", Input).value
-        if len(first) < MIN_PASSPHRASE_CHARS:
-            self.show_error(f"the passphrase must have at least {MIN_PASSPHRASE_CHARS} characters")
-        elif first != second:
-            self.show_error("the two passphrases differ")
+        if problem := new_passphrase_problem(first, second):
+            self.show_error(problem)
         else:
             self.show_error("")
             self.set_busy(True)
