@@ -342,6 +342,23 @@ async def test_renewal_keeps_the_mapping(
     assert responder.grants == {}
 
 
+async def test_natpmp_renewal_is_one_request_while_the_epoch_holds(responder: Responder) -> None:
+    responder.behaviour = Behaviour(pcp=False, lifetime=2)
+    changes: Changes = []
+    mapper = _mapper(responder, changes, min_lifetime_s=1)
+    task = asyncio.create_task(mapper.run())
+    try:
+        await _until(lambda: len(changes) == 1)
+        first = len(responder.requests)
+        await _until(lambda: len(responder.requests) >= first + 2, timeout=5)
+        # Two renewals: each one mapping request, no PCP, no address request again.
+        assert [r[:2] for r in responder.requests[first:]] == [b"\x00\x01", b"\x00\x01"]
+        assert len(changes) == 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_gateway_restart_detected_by_epoch(responder: Responder) -> None:
     responder.behaviour = Behaviour(pcp=False, lifetime=2)
     changes: Changes = []

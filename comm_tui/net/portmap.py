@@ -548,11 +548,10 @@ class PortMapper:
     async def _renew(self, mapping: PortMapping) -> PortMapping | None:
         """Ask for the same mapping again; a restarted gateway is asked from scratch."""
         before = self._epoch
+        self.mapping = None
         if mapping.protocol == "UPnP-IGD":
             await self._upnp_add(mapping.external[0])
-            return self.mapping
-        self.mapping = None
-        if mapping.protocol == "PCP":
+        elif mapping.protocol == "PCP":
             await self._pcp(REQUESTED_LIFETIME_S, mapping.external)
         else:
             await self._natpmp(REQUESTED_LIFETIME_S, mapping.external[0])
@@ -560,7 +559,8 @@ class PortMapper:
             self.mapping = mapping  # no answer: the old grant stands until it lapses
             return None
         if (
-            before is not None
+            mapping.protocol != "UPnP-IGD"  # UPnP has no epoch
+            and before is not None
             and self._epoch is not None
             and gateway_lost_state(before, self._epoch)
         ):
