@@ -73,6 +73,7 @@ def _on_gateway(url: str, gateway: str) -> bool:
     try:
         parts = urlsplit(url)
         host = parts.hostname
+        parts.port  # noqa: B018 (raises ValueError for a port out of range)
         return (
             parts.scheme == "http"
             and host is not None
