@@ -937,6 +937,8 @@ async def _run_node(profile: Profile, g: _Globals, *, debug: bool = False) -> in
             _log(f"card: {encode_card(profile.identity.public)}")
             if not profile.config.port_mapping:
                 _log("port mapping: off (port_mapping = false in the config)")
+            elif service.port_mapper is None:
+                _log(f"port mapping: off (listening on {host}: no router forwards there)")
             # A node runs for days: it says its notices at start, in its log, not at exit.
             for notice in g.notices:
                 _log(notice)

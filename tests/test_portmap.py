@@ -417,7 +417,7 @@ async def test_service_maps_and_removes_on_stop(tmp_path: Path, responder: Respo
     service = NodeService(
         Identity.generate(),
         db,
-        listen=("127.0.0.1", 0),
+        listen=("0.0.0.0", 0),  # mappable; the mapper asks the responder on 127.0.0.1
         port_mapper=lambda internal, on_change: PortMapper(
             internal, on_change, gateway="127.0.0.1", pcp_port=port, upnp=False
         ),
@@ -435,3 +435,38 @@ async def test_service_maps_and_removes_on_stop(tmp_path: Path, responder: Respo
     assert responder.grants == {}
     changes = [e for e in events if isinstance(e, PortMappingChanged)]
     assert [(c.mapping is None, c.why) for c in changes] == [(False, ""), (True, "removed")]
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("0.0.0.0", True),
+        ("198.19.1.2", True),
+        ("127.0.0.1", False),
+        ("127.1.2.3", False),
+        ("::", True),
+        ("::1", False),
+        ("2001:2:1:1::2", False),
+    ],
+)
+def test_mappable(host: str, expected: bool) -> None:
+    assert portmap.mappable(host) is expected
+
+
+async def test_service_on_loopback_asks_no_router(tmp_path: Path) -> None:
+    from comm_tui.crypto.identity import Identity
+
+    made: list[int] = []
+
+    def factory(internal: int, on_change: Callable[[PortMapping | None, str], None]) -> PortMapper:
+        made.append(internal)
+        return PortMapper(internal, on_change, gateway="127.0.0.1", upnp=False)
+
+    db = Database.open(tmp_path / "node.db")
+    service = NodeService(Identity.generate(), db, listen=("127.0.0.1", 0), port_mapper=factory)
+    await service.start()
+    try:
+        assert service.port_mapper is None and made == []
+    finally:
+        await service.stop()
+        db.close()

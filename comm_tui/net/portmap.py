@@ -273,6 +273,19 @@ def usable_grant(answer: Answer, min_lifetime_s: int = MIN_LIFETIME_S) -> str | 
     return None
 
 
+def mappable(bound_host: str) -> bool:
+    """Whether a socket bound to ``bound_host`` can be reached through an IPv4 mapping.
+
+    A router forwards only to an address on its LAN: never to loopback (a node listening
+    there, like every test on 127.0.0.1, asks no router), nor to a socket bound to one
+    IPv6 address. ``::`` may take IPv4 too (dual stack).
+    """
+    address = ipaddress.ip_address(bound_host)
+    if isinstance(address, ipaddress.IPv6Address):
+        return address.is_unspecified
+    return not address.is_loopback
+
+
 def default_gateway(route_file: Path = PROC_NET_ROUTE) -> str | None:
     """The IPv4 default route's gateway with the lowest metric, from ``/proc/net/route``."""
     try:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from comm_tui.crypto.identity import Identity, PublicIdentity
 from comm_tui.errors import StorageError
 from comm_tui.net.discovery import LocalDirectory
-from comm_tui.net.portmap import PortMapper, PortMapping
+from comm_tui.net.portmap import PortMapper, PortMapping, mappable
 from comm_tui.net.udp import NodeProtocol, open_udp
 from comm_tui.protocol.events import (
     Event,
@@ -148,7 +148,7 @@ class NodeService:
             self.discovery.announce(self.identity.key, self.bound)
             self._tasks.append(asyncio.create_task(self._discover_forever()))
         self._tasks.append(asyncio.create_task(self._save_peers_forever()))
-        if self.port_mapper_factory is not None:
+        if self.port_mapper_factory is not None and mappable(self.bound[0]):
             # docs/PROTOCOL.md, "14. Port mapping": in the background, never in the way.
             self.port_mapper = self.port_mapper_factory(self.bound[1], self._on_port_mapping)
             self._tasks.append(asyncio.create_task(self.port_mapper.run()))
