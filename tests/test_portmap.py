@@ -470,3 +470,34 @@ async def test_service_on_loopback_asks_no_router(tmp_path: Path) -> None:
     finally:
         await service.stop()
         db.close()
+
+
+async def test_renewal_cut_short_by_stop_still_removes(responder: Responder) -> None:
+    responder.behaviour = Behaviour(lifetime=4)
+    changes: Changes = []
+    mapper = _mapper(responder, changes, min_lifetime_s=1)
+    task = asyncio.create_task(mapper.run())
+    try:
+        await _until(lambda: len(changes) == 1)
+        responder.behaviour = Behaviour(lifetime=4, silent=True)
+        first = len(responder.requests)
+        await _until(lambda: len(responder.requests) > first, timeout=5)  # renewing now
+    finally:
+        task.cancel()  # NodeService.stop, while the renewal waits for its answer
+        await asyncio.gather(task, return_exceptions=True)
+    responder.behaviour = Behaviour()
+    await mapper.remove()
+    assert responder.grants == {}
+
+
+async def test_unexpected_error_ends_only_the_task(
+    responder: Responder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(route_file: Path = portmap.PROC_NET_ROUTE) -> str | None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(portmap, "default_gateway", broken)
+    changes: Changes = []
+    mapper = PortMapper(7000, lambda m, w: changes.append((m, w)), upnp=False)
+    await mapper.run()  # returns: the error does not escape into the service
+    assert changes == [(None, "stopped by an internal error (see the log)")]

@@ -119,7 +119,9 @@ async def wan_service(location: str, gateway: str, timeout_s: int) -> UpnpServic
     factory = UpnpFactory(AiohttpRequester(timeout=timeout_s), non_strict=True)
     try:
         device = await factory.async_create_device(location)
-    except (UpnpError, OSError, TimeoutError, ValueError) as exc:
+    except Exception as exc:
+        # The description is the router's (or a LAN host's) XML: whatever the library
+        # makes of a hostile one, it is an unusable description, never our failure.
         raise UpnpFailure(f"unusable description ({type(exc).__name__})") from exc
     for service in device.all_services:
         if (
