@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from comm_tui.net import portmap
 from comm_tui.net.portmap import (
@@ -501,3 +503,32 @@ async def test_unexpected_error_ends_only_the_task(
     mapper = PortMapper(7000, lambda m, w: changes.append((m, w)), upnp=False)
     await mapper.run()  # returns: the error does not escape into the service
     assert changes == [(None, "stopped by an internal error (see the log)")]
+
+
+def test_profile_config_switch(tmp_path: Path) -> None:
+    from comm_tui.profile import make_service, open_profile
+
+    profile = open_profile("default", tmp_path)
+    try:
+        assert make_service(profile, save=False)[0].port_mapper_factory is PortMapper
+        profile.config.port_mapping = False
+        assert make_service(profile, save=False)[0].port_mapper_factory is None
+    finally:
+        profile.close()
+
+
+@settings(max_examples=2000, deadline=None)
+@given(data=st.binary(max_size=1200), internal=st.integers(0, 65535))
+def test_parsers_only_ever_refuse_with_bad_answer(data: bytes, internal: int) -> None:
+    parsers = [
+        lambda d: parse_pcp_map_answer(d, NONCE, internal),
+        parse_natpmp_address_answer,
+        lambda d: parse_natpmp_map_answer(d, internal),
+    ]
+    for parse in parsers:
+        try:
+            answer = parse(data)
+        except BadAnswer:
+            continue
+        if answer.result == 0 and answer.external_ip is not None:
+            usable_grant(answer)  # any address a parser returns is one usable_grant reads
