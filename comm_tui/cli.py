@@ -1011,7 +1011,8 @@ async def _send(
 
     remove_signals = _install_stop_signals(on_signal)
     try:
-        service = await start_service(profile, g.listen, g.bootstrap)
+        # docs/PROTOCOL.md, "14. Port mapping": a one-shot send asks no router.
+        service = await start_service(profile, g.listen, g.bootstrap, map_port=False)
         try:
             service.subscribe(on_event)
             try:

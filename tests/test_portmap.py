@@ -511,6 +511,7 @@ def test_profile_config_switch(tmp_path: Path) -> None:
     profile = open_profile("default", tmp_path)
     try:
         assert make_service(profile, save=False)[0].port_mapper_factory is PortMapper
+        assert make_service(profile, save=False, map_port=False)[0].port_mapper_factory is None
         profile.config.port_mapping = False
         assert make_service(profile, save=False)[0].port_mapper_factory is None
     finally:
@@ -532,3 +533,27 @@ def test_parsers_only_ever_refuse_with_bad_answer(data: bytes, internal: int) ->
             continue
         if answer.result == 0 and answer.external_ip is not None:
             usable_grant(answer)  # any address a parser returns is one usable_grant reads
+
+
+def test_one_shot_send_asks_no_router(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from comm_tui import profile as profile_module
+    from comm_tui.cli import main
+
+    made: list[int] = []
+
+    def recording(
+        internal: int, on_change: Callable[[PortMapping | None, str], None]
+    ) -> PortMapper:
+        made.append(internal)
+        return PortMapper(internal, on_change, gateway="127.0.0.1", upnp=False)
+
+    monkeypatch.setattr(profile_module, "PortMapper", recording)
+    data = str(tmp_path)
+    assert main(["--data-dir", data, "--profile", "bob", "id"]) == 0
+    card = capsys.readouterr().out.split("card: ")[1].split()[0]
+    # Listening on every address (mappable), with nobody to hand the text to.
+    argv = ["--data-dir", data, "send", card, "hi", "--listen", "0.0.0.0:0", "--wait", "0.3"]
+    assert main(argv) == 3
+    assert made == []
