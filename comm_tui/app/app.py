@@ -20,7 +20,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, OptionList
+from textual.widgets import Footer, Header, OptionList
 
 from comm_tui.app.compositor import keep_wide_characters
 from comm_tui.app.crash import report_crash_without_locals
@@ -35,6 +35,7 @@ from comm_tui.app.messages import (
 )
 from comm_tui.app.screens.contact_dialogs import AddContactScreen, ConfirmScreen, RenameScreen
 from comm_tui.app.screens.first_run import NicknameScreen
+from comm_tui.app.screens.help import COMPOSER_KEYS, LIST_KEYS, HelpScreen, binding_rows
 from comm_tui.app.screens.identity_dialogs import (
     CardScreen,
     ExportScreen,
@@ -43,8 +44,9 @@ from comm_tui.app.screens.identity_dialogs import (
     PassphraseScreen,
 )
 from comm_tui.app.status import endpoint_text, offline_snapshot, take_snapshot
+from comm_tui.app.widgets.composer import Composer
 from comm_tui.app.widgets.contact_list import ContactEntry, ContactList
-from comm_tui.app.widgets.conversation import ConversationView
+from comm_tui.app.widgets.conversation import ConversationView, MessageLog
 from comm_tui.app.widgets.status_panel import StatusPanel
 from comm_tui.crypto.card import encode_card
 from comm_tui.crypto.identity import PublicIdentity
@@ -65,6 +67,9 @@ STATUS_REFRESH_S = 1.0
 IGNORED_META_KEY = "app.ignored_requests"
 # The user's choice of status panel in the wide layout, kept across runs.
 STATUS_META_KEY = "app.status_panel"
+# The theme chosen in the command palette, kept across runs.
+THEME_META_KEY = "app.theme"
+DEFAULT_THEME = "textual-dark"
 # Below this width the list and the conversation do not both fit: a 28-column list
 # leaves a 52-column conversation, whose text column (after the 16-column time and
 # delivery mark) is 31 columns: less would be hard to read.
@@ -93,6 +98,8 @@ class CommApp(App[int]):
         Binding("ctrl+g", "show_card", "Card QR"),
         Binding("ctrl+o", "export_identity", "Export id"),
         Binding("ctrl+l", "import_identity", "Import id", show=False),
+        Binding("alt+u", "next_unread", "Next unread", tooltip="Open the next unread conversation"),
+        Binding("f1", "help", "Help", tooltip="List every key"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
@@ -134,7 +141,9 @@ class CommApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.theme = "textual-dark"
+        chosen = self.profile.db.get_meta(THEME_META_KEY)
+        self.theme = chosen if chosen in self.available_themes else DEFAULT_THEME
+        self.watch(self, "theme", self._theme_chosen, init=False)
         self._arrange(self.size.width)
         self._update_subtitle()
         self.refresh_contacts()
@@ -147,6 +156,9 @@ class CommApp(App[int]):
 
     async def on_unmount(self) -> None:
         await self.stop_node()
+
+    def _theme_chosen(self, theme: str) -> None:
+        self.profile.db.set_meta(THEME_META_KEY, theme)
 
     def on_resize(self, event: events.Resize) -> None:
         self._arrange(event.size.width)
@@ -358,6 +370,38 @@ class CommApp(App[int]):
         if self.screen_stack:  # not while the app closes
             self.refresh_bindings()
 
+    @on(ContactList.Typed)
+    def _typed_on_list(self, event: ContactList.Typed) -> None:
+        """Typing on the list writes in the open conversation (if it is on screen)."""
+        conversation = self.query_one(ConversationView)
+        composer = self.query_one(Composer)
+        if conversation.peer is None or composer.disabled or not conversation.display:
+            return
+        composer.focus()
+        composer.insert(event.character)
+
+    def action_next_unread(self) -> None:
+        """Open the next conversation with unread messages, after the open one, in list order."""
+        entries = self.contact_entries()
+        current = self.query_one(ConversationView).peer_address
+        addresses = [e.peer_address for e in entries]
+        start = addresses.index(current) + 1 if current in addresses else 0
+        for entry in entries[start:] + entries[:start]:
+            if entry.unread and entry.peer_address != current:
+                self.query_one(ContactList).select_address(entry.peer_address)
+                self.post_message(ConversationOpened(entry.peer_address))
+                return
+        self.notify("No unread messages.")
+
+    def action_help(self) -> None:
+        sections = [
+            ("Everywhere", binding_rows(self.BINDINGS)),
+            ("Contact list", LIST_KEYS + binding_rows(ContactList.BINDINGS)),
+            ("Composer", COMPOSER_KEYS + binding_rows(Composer.BINDINGS)),
+            ("History", binding_rows(MessageLog.BINDINGS)),
+        ]
+        self.push_screen(HelpScreen(sections))
+
     @on(ConversationOpened)
     async def _open(self, event: ConversationOpened) -> None:
         entry = self.query_one(ContactList).entry(event.peer_address)
@@ -382,12 +426,13 @@ class CommApp(App[int]):
             return
         if self.service is None:
             self.notify("The node is still starting; try again in a moment.", severity="warning")
-            self.query_one("#message-input", Input).value = event.text
+            self.query_one(Composer).restore(event.text)
             return
         try:
             row = self.service.send_text(PublicIdentity(contact.key), event.text)
         except (ValueError, UserError) as err:
             self.notify(str(err), title="Not sent", severity="error")
+            self.query_one(Composer).restore(event.text)
             return
         self.query_one(ConversationView).add_row(row)
         self.refresh_contacts()
@@ -592,6 +637,12 @@ class CommApp(App[int]):
             ("Accept request", "Add the selected sender as a contact", self.action_accept_request),
             ("Ignore request", "Hide the selected message request", self.action_ignore_request),
             ("Toggle status panel", "Show or hide the network panel", self.action_toggle_status),
+            (
+                "Next unread",
+                "Open the next conversation with unread messages",
+                self.action_next_unread,
+            ),
+            ("Keys", "Every key the app answers to", self.action_help),
             ("Copy my card", "Put your contact card on the clipboard", self.action_copy_card),
             ("Show my card", "Your card as text and QR code", self.action_show_card),
             ("Export identity", "Save your key to a passphrase file", self.action_export_identity),

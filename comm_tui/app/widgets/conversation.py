@@ -15,17 +15,20 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.message import Message
-from textual.widgets import Button, Input, Static
+from textual.widgets import Button, Static
 
 from comm_tui.app.format import (
     ASCII_STATE_MARKS,
     STATE_HELP,
     STATE_MARKS,
+    day_label,
+    local_day,
     message_time,
     short_address,
     shown,
 )
 from comm_tui.app.messages import RequestAnswered, SendRequested
+from comm_tui.app.widgets.composer import Composer
 from comm_tui.app.widgets.contact_list import ContactEntry
 from comm_tui.store.db import DEFAULT_HISTORY_PAGE, HistoryRow
 
@@ -72,12 +75,50 @@ class MessageRow(Horizontal):
         self.set_class(row.state == "expired", "-expired")
 
 
+class DaySeparator(Static):
+    """ "── Yesterday ──" above the first message of each day."""
+
+    def __init__(self, when: float) -> None:
+        super().__init__(Content(day_label(when)), classes="day-separator")
+        self.day = local_day(when)
+
+
+class UnreadMarker(Static):
+    """Above the first message that was unread when the conversation opened."""
+
+    def __init__(self, count: int) -> None:
+        label = f"{count} new message{'s' * (count != 1)}"
+        super().__init__(Content(label), classes="unread-marker")
+
+
+def with_separators(
+    rows: list[MessageRow], before: HistoryRow | None, unread: int = 0
+) -> list[Static | MessageRow]:
+    """``rows`` with a day separator wherever the day changes (``before`` is the row
+    shown just above them, if any) and the unread marker above the last ``unread``
+    incoming messages."""
+    incoming = [i for i, w in enumerate(rows) if w.row.direction == "in"]
+    first_unread = incoming[-min(unread, len(incoming))] if unread and incoming else None
+    widgets: list[Static | MessageRow] = []
+    previous = before
+    for index, widget in enumerate(rows):
+        if previous is None or local_day(previous.created_at) != local_day(widget.row.created_at):
+            widgets.append(DaySeparator(widget.row.created_at))
+        if index == first_unread:
+            widgets.append(UnreadMarker(unread))
+        widgets.append(widget)
+        previous = widget.row
+    return widgets
+
+
 class MessageLog(VerticalScroll, can_focus=True):
     """The scrolling history; tells its parent when the top is reached."""
 
     BINDINGS = [
         Binding("home", "scroll_home", "Oldest", show=False),
         Binding("end", "scroll_end", "Newest", show=False),
+        Binding("pageup", "page_up", "Page up", show=False),
+        Binding("pagedown", "page_down", "Page down", show=False),
     ]
 
     class NearTop(Message):
@@ -118,11 +159,8 @@ class ConversationView(Vertical):
         yield Static(NO_CONVERSATION, id="conversation-title")
         yield RequestBar(id="request-bar")
         yield MessageLog(id="message-log")
-        yield Input(
-            placeholder="Write a message; Enter sends",
-            id="message-input",
-            disabled=True,
-            max_length=60_000,
+        yield Composer(
+            placeholder="Write a message; Enter sends", id="message-input", disabled=True
         )
 
     def on_mount(self) -> None:
@@ -146,7 +184,7 @@ class ConversationView(Vertical):
         self._oldest_id = rows[0].id if rows else None
         widgets = [MessageRow(row, self.marks) for row in rows]
         self._rows = {w.row.id: w for w in widgets}
-        await log.mount_all(widgets)
+        await log.mount_all(with_separators(widgets, None, peer.unread))
         log.anchor()
 
     def set_peer(self, peer: ContactEntry) -> None:
@@ -157,12 +195,15 @@ class ConversationView(Vertical):
         )
         self.query_one("#conversation-title", Static).update(title)
         self.query_one(RequestBar).display = peer.is_request
-        message_input = self.query_one("#message-input", Input)
-        message_input.disabled = peer.is_request
-        message_input.placeholder = (
+        composer = self.query_one(Composer)
+        composer.disabled = peer.is_request
+        # A Content, never a str: TextArea reads a str placeholder as markup, and the
+        # title may be a stranger's words.
+        composer.placeholder = Content(
             "Accept the request to reply"
             if peer.is_request
-            else f"Message {shown(peer.title)} ({short_address(peer.peer_address)}); Enter sends"
+            else f"Message {shown(peer.title)} ({short_address(peer.peer_address)})"
+            " · ctrl+j: new line"
         )
 
     async def close(self) -> None:
@@ -171,20 +212,23 @@ class ConversationView(Vertical):
         await self.query_one(MessageLog).remove_children()
         self.query_one("#conversation-title", Static).update(NO_CONVERSATION)
         self.query_one(RequestBar).display = False
-        self.query_one("#message-input", Input).disabled = True
+        self.query_one(Composer).disabled = True
 
     def focus_input(self) -> None:
-        message_input = self.query_one("#message-input", Input)
-        if not message_input.disabled:
-            message_input.focus()
+        composer = self.query_one(Composer)
+        if not composer.disabled:
+            composer.focus()
 
     def add_row(self, row: HistoryRow) -> None:
         """Append a new message of the open conversation."""
         if row.peer_address != self.peer_address or row.id in self._rows:
             return
         widget = MessageRow(row, self.marks)
+        last = next(reversed(self._rows.values()), None) if self._rows else None
         self._rows[row.id] = widget
-        self.query_one(MessageLog).mount(widget)
+        self.query_one(MessageLog).mount_all(
+            with_separators([widget], None if last is None else last.row)
+        )
 
     def update_row(self, row: HistoryRow) -> None:
         widget = self._rows.get(row.id)
@@ -211,9 +255,13 @@ class ConversationView(Vertical):
             log = self.query_one(MessageLog)
             height_before = log.virtual_size.height
             widgets = [MessageRow(row, self.marks) for row in rows]
-            self._rows.update({w.row.id: w for w in widgets})
+            self._rows = {w.row.id: w for w in widgets} | self._rows
             first = log.children[0] if log.children else None
-            await log.mount_all(widgets, before=first)
+            if isinstance(first, DaySeparator) and first.day == local_day(rows[-1].created_at):
+                # The older page ends on the day the shown history began with.
+                await first.remove()
+                first = log.children[0] if log.children else None
+            await log.mount_all(with_separators(widgets, None), before=first)
 
             def keep_place() -> None:
                 # Keep the message the user was reading where it was on screen.
@@ -224,14 +272,11 @@ class ConversationView(Vertical):
         finally:
             self._loading = False
 
-    @on(Input.Submitted, "#message-input")
-    def _submitted(self, event: Input.Submitted) -> None:
+    @on(Composer.Submitted)
+    def _submitted(self, event: Composer.Submitted) -> None:
         event.stop()
-        text = event.value.strip()
-        if not text or self.peer is None:
-            return
-        event.input.clear()
-        self.post_message(SendRequested(self.peer.peer_address, text))
+        if self.peer is not None:
+            self.post_message(SendRequested(self.peer.peer_address, event.text))
 
     @on(Button.Pressed, "#accept, #ignore")
     def _answered(self, event: Button.Pressed) -> None:
