@@ -62,7 +62,9 @@ from comm_tui.net.service import (
     ServiceEvent,
 )
 from comm_tui.profile import Profile, open_profile, start_service
+from comm_tui.protocol.custody import custody_json, custody_of
 from comm_tui.protocol.letters import MAX_TEXT_BYTES
+from comm_tui.protocol.relay_store import Entry
 from comm_tui.store.db import Database, DatabaseDamaged, HistoryRow
 from comm_tui.store.lock import ProfileLock
 from comm_tui.store.paths import DEFAULT_PROFILE, ProfilePaths, ensure_dirs, profile_paths
@@ -572,7 +574,9 @@ def _cmd_contacts_rename(args: argparse.Namespace, g: _Globals) -> int:
     return EXIT_OK
 
 
-def _history_json(profile: _Records, peer: _Peer, row: HistoryRow) -> dict[str, Any]:
+def _history_json(
+    profile: _Records, peer: _Peer, row: HistoryRow, outbox: list[Entry]
+) -> dict[str, Any]:
     me = profile.address.hex()
     them = peer.label
     return {
@@ -586,7 +590,24 @@ def _history_json(profile: _Records, peer: _Peer, row: HistoryRow) -> dict[str, 
         "to": None if row.direction == "notice" else me if row.direction == "in" else them,
         "peer_address": row.peer_address.hex(),
         "id": row.text_id.hex(),
+        # Where an undelivered text of ours is (comm_tui/protocol/custody.py); else null.
+        "custody": custody_json(custody_of(outbox, row.text_id))
+        if row.direction == "out"
+        else None,
     }
+
+
+def _saved_outbox(db: Database) -> list[Entry]:
+    """Our own undelivered parts as the node saved them (damaged entries are skipped)."""
+    entries = []
+    for blob in db.relay_blobs(int(time.time() * 1000)):
+        try:
+            entry = Entry.deserialize(blob)
+        except ValueError:
+            continue
+        if entry.own_text_id:
+            entries.append(entry)
+    return entries
 
 
 def _cmd_history(args: argparse.Namespace, g: _Globals) -> int:
@@ -594,7 +615,10 @@ def _cmd_history(args: argparse.Namespace, g: _Globals) -> int:
         peer = _resolve_peer(profile.db, args.who)
         rows = profile.db.history(peer.address, limit=args.limit)
         if args.json:
-            json.dump([_history_json(profile, peer, row) for row in rows], sys.stdout, indent=2)
+            undelivered = any(r.direction == "out" and r.state in ("queued", "sent") for r in rows)
+            outbox = _saved_outbox(profile.db) if undelivered else []
+            rows_json = [_history_json(profile, peer, row, outbox) for row in rows]
+            json.dump(rows_json, sys.stdout, indent=2)
             print()
             return EXIT_OK
         for row in rows:

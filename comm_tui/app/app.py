@@ -34,6 +34,7 @@ from comm_tui.app.messages import (
     SendRequested,
 )
 from comm_tui.app.screens.contact_dialogs import AddContactScreen, ConfirmScreen, RenameScreen
+from comm_tui.app.screens.custody import CustodyScreen
 from comm_tui.app.screens.first_run import NicknameScreen
 from comm_tui.app.screens.help import COMPOSER_KEYS, LIST_KEYS, HelpScreen, binding_rows
 from comm_tui.app.screens.identity_dialogs import (
@@ -62,6 +63,7 @@ from comm_tui.net.service import (
 )
 from comm_tui.profile import Profile, start_service
 from comm_tui.store.config import save_config
+from comm_tui.store.db import HistoryRow
 
 STATUS_REFRESH_S = 1.0
 IGNORED_META_KEY = "app.ignored_requests"
@@ -98,6 +100,9 @@ class CommApp(App[int]):
         Binding("ctrl+g", "show_card", "Card QR"),
         Binding("ctrl+o", "export_identity", "Export id"),
         Binding("ctrl+l", "import_identity", "Import id", show=False),
+        Binding(
+            "alt+r", "resend_expired", "Send again", tooltip="Send the last expired text again"
+        ),
         Binding("alt+u", "next_unread", "Next unread", tooltip="Open the next unread conversation"),
         Binding("f1", "help", "Help", tooltip="List every key"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
@@ -129,6 +134,7 @@ class CommApp(App[int]):
         self.status_in_wide = profile.db.get_meta(STATUS_META_KEY) != "hidden"
         self.status_over = False  # opened over the conversation, in the narrower layouts
         self.list_shown = True  # the narrow layout shows the list, not the conversation
+        self.last_expired: HistoryRow | None = None  # what alt+r sends again
 
     # ------------------------------------------------------------------ layout
 
@@ -289,6 +295,8 @@ class CommApp(App[int]):
                     self.notify(one_line(row.text, NOTIFY_PREVIEW_CHARS), title=title)
         elif isinstance(event, OutgoingUpdated):
             conversation.update_row(event.row)
+            if event.row.state == "expired":
+                self._expired(event.row)
         elif isinstance(event, NoticeAdded):
             # docs/PROTOCOL.md, "Session reset": never silent.
             if conversation.peer_address == event.row.peer_address:
@@ -307,6 +315,26 @@ class CommApp(App[int]):
                 severity="error",
                 timeout=3600,
             )
+
+    def _expired(self, row: HistoryRow) -> None:
+        """Never silent: a text that expired unacknowledged says so, with its resend key."""
+        self.last_expired = row
+        entry = self.query_one(ContactList).entry(row.peer_address)
+        title = entry.title if entry is not None else short_address(row.peer_address)
+        self.notify(
+            f"“{one_line(row.text, NOTIFY_PREVIEW_CHARS)}” was not delivered before it"
+            " expired. Press alt+r to send it again.",
+            title=f"Not delivered to {title}",
+            severity="warning",
+            timeout=60,
+        )
+        self.refresh_bindings()
+
+    def action_resend_expired(self) -> None:
+        row, self.last_expired = self.last_expired, None
+        if row is not None:
+            self.post_message(SendRequested(row.peer_address, row.text))
+        self.refresh_bindings()
 
     # ------------------------------------------------------------------ contacts
 
@@ -357,6 +385,8 @@ class CommApp(App[int]):
         return self.query_one(ContactList).highlighted_entry
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "resend_expired":
+            return self.last_expired is not None
         if action in ("rename_contact", "remove_contact", "accept_request", "ignore_request"):
             if len(self.screen_stack) != 1:  # a dialog is open, or the app is closing
                 return True
@@ -369,6 +399,25 @@ class CommApp(App[int]):
     def _highlighted(self) -> None:
         if self.screen_stack:  # not while the app closes
             self.refresh_bindings()
+
+    @on(MessageLog.DetailsRequested)
+    def _details(self, event: MessageLog.DetailsRequested) -> None:
+        widget = event.widget
+        entry = self.query_one(ContactList).entry(widget.row.peer_address)
+        title = entry.title if entry is not None else short_address(widget.row.peer_address)
+        service = self.service
+
+        def resend(again: bool | None) -> None:
+            if again:
+                self.post_message(SendRequested(widget.row.peer_address, widget.row.text))
+
+        screen = CustodyScreen(
+            widget.row,
+            title,
+            lambda: widget.row,  # kept current by the conversation's OutgoingUpdated
+            service.custody if service is not None else None,
+        )
+        self.push_screen(screen, resend)
 
     @on(ContactList.Typed)
     def _typed_on_list(self, event: ContactList.Typed) -> None:
@@ -426,16 +475,21 @@ class CommApp(App[int]):
             return
         if self.service is None:
             self.notify("The node is still starting; try again in a moment.", severity="warning")
-            self.query_one(Composer).restore(event.text)
+            self._give_back(event)
             return
         try:
             row = self.service.send_text(PublicIdentity(contact.key), event.text)
         except (ValueError, UserError) as err:
             self.notify(str(err), title="Not sent", severity="error")
-            self.query_one(Composer).restore(event.text)
+            self._give_back(event)
             return
         self.query_one(ConversationView).add_row(row)
         self.refresh_contacts()
+
+    def _give_back(self, event: SendRequested) -> None:
+        """A text that could not be sent goes back into its conversation's composer."""
+        if self.query_one(ConversationView).peer_address == event.peer_address:
+            self.query_one(Composer).restore(event.text)
 
     @on(RequestAnswered)
     def _answered(self, event: RequestAnswered) -> None:
@@ -643,6 +697,7 @@ class CommApp(App[int]):
                 self.action_next_unread,
             ),
             ("Keys", "Every key the app answers to", self.action_help),
+            ("Send again", "Resend the last text that expired", self.action_resend_expired),
             ("Copy my card", "Put your contact card on the clipboard", self.action_copy_card),
             ("Show my card", "Your card as text and QR code", self.action_show_card),
             ("Export identity", "Save your key to a passphrase file", self.action_export_identity),

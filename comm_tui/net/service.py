@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from comm_tui.crypto.identity import Identity, PublicIdentity
 from comm_tui.errors import StorageError
 from comm_tui.net.discovery import LocalDirectory
 from comm_tui.net.udp import NodeProtocol, open_udp
+from comm_tui.protocol.custody import Custody
 from comm_tui.protocol.events import (
     Event,
     PeerAdded,
@@ -155,7 +157,7 @@ class NodeService:
         Raises ValueError if the text is too long (nothing is written then).
         """
         now = self.clock()
-        text_id = self.node.rng.randbytes(16)
+        text_id = os.urandom(16)  # unguessable, like every id (not the node's choice rng)
         if self.protocol is not None and self.protocol.failure is not None:
             raise StorageError(f"the node has stopped: {self.protocol.failure}")
         try:
@@ -171,6 +173,10 @@ class NodeService:
         if self.protocol is not None:
             self.protocol.pump()
         return row
+
+    def custody(self, text_id: bytes) -> Custody | None:
+        """Where our undelivered text is now (None: delivered, expired or not ours)."""
+        return self.node.custody(text_id)
 
     def contact_added(self, key: bytes) -> None:
         """Fetch a new contact's prekey bundle now, so a first text to them opens with X3DH."""

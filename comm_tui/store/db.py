@@ -559,6 +559,11 @@ class Database:
             rows = self._all("SELECT key, blob FROM relay_items ORDER BY key")
         return [(key, blob) for key, blob in rows]
 
+    def relay_blobs(self, now_ms: int) -> list[bytes]:
+        """The unexpired relay items, read only (for views; the node loads with the above)."""
+        rows = self._all("SELECT blob FROM relay_items WHERE expires_ms > ?", now_ms)
+        return [bytes(blob) for (blob,) in rows]
+
     def relay_item_count(self) -> int:
         return int(self._one("SELECT count(*) FROM relay_items")[0])
 

@@ -7,6 +7,7 @@ conversation with 100,000 messages opens as fast as one with ten.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from textual import on
@@ -112,9 +113,13 @@ def with_separators(
 
 
 class MessageLog(VerticalScroll, can_focus=True):
-    """The scrolling history; tells its parent when the top is reached."""
+    """The scrolling history, with a selected message; tells its parent when the top
+    is reached (to load older pages) and when the user asks where a message is."""
 
     BINDINGS = [
+        Binding("up", "select(-1)", "Previous message", show=False),
+        Binding("down", "select(1)", "Next message", show=False),
+        Binding("enter", "details", "Where is it?", tooltip="Where the selected message is"),
         Binding("home", "scroll_home", "Oldest", show=False),
         Binding("end", "scroll_end", "Newest", show=False),
         Binding("pageup", "page_up", "Page up", show=False),
@@ -124,6 +129,14 @@ class MessageLog(VerticalScroll, can_focus=True):
     class NearTop(Message):
         """The user scrolled to the top: time to load older messages."""
 
+    @dataclass
+    class DetailsRequested(Message):
+        """Enter on a selected message: show where it is (the custody screen)."""
+
+        widget: MessageRow
+
+    selected: MessageRow | None = None
+
     def on_mount(self) -> None:
         self.anchor()
         self.watch(self, "scroll_y", self._scrolled, init=False)
@@ -131,6 +144,32 @@ class MessageLog(VerticalScroll, can_focus=True):
     def _scrolled(self, scroll_y: float) -> None:
         if scroll_y <= LOAD_OLDER_MARGIN_LINES and self.max_scroll_y > 0:
             self.post_message(self.NearTop())
+
+    def action_select(self, step: int) -> None:
+        """Move the selection; the first press selects the newest message."""
+        rows = list(self.query(MessageRow))
+        if not rows:
+            return
+        if self.selected is None or self.selected not in rows:
+            index = len(rows) - 1
+        else:
+            index = max(0, min(len(rows) - 1, rows.index(self.selected) + step))
+        self.select(rows[index])
+
+    def select(self, widget: MessageRow | None) -> None:
+        if self.selected is not None:
+            self.selected.remove_class("-selected")
+        self.selected = widget
+        if widget is not None:
+            widget.add_class("-selected")
+            self.scroll_to_widget(widget, animate=False)
+
+    def action_details(self) -> None:
+        if self.selected is not None:
+            self.post_message(self.DetailsRequested(self.selected))
+
+    def on_blur(self) -> None:
+        self.select(None)
 
 
 class RequestBar(Horizontal):
