@@ -33,6 +33,7 @@ from comm_tui.app.messages import (
     RequestAnswered,
     SendRequested,
 )
+from comm_tui.app.notify import notification_kind, notification_sequence
 from comm_tui.app.screens.contact_dialogs import AddContactScreen, ConfirmScreen, RenameScreen
 from comm_tui.app.screens.custody import CustodyScreen
 from comm_tui.app.screens.first_run import NicknameScreen
@@ -293,6 +294,7 @@ class CommApp(App[int]):
                 if entry is not None:
                     title = "Message request" if entry.is_request else entry.title
                     self.notify(one_line(row.text, NOTIFY_PREVIEW_CHARS), title=title)
+                    self._alert("a new contact" if entry.is_request else entry.title)
         elif isinstance(event, OutgoingUpdated):
             conversation.update_row(event.row)
             if event.row.state == "expired":
@@ -315,6 +317,15 @@ class CommApp(App[int]):
                 severity="error",
                 timeout=3600,
             )
+
+    def _alert(self, sender: str) -> None:
+        """The terminal's desktop notification or bell (comm_tui/app/notify.py)."""
+        kind = notification_kind(self.profile.config.notifications, os.environ)
+        if kind == "bell":
+            self.bell()
+        elif kind != "off" and self._driver is not None:
+            # Textual writes its own OSC 52 the same way; it has no public call for others.
+            self._driver.write(notification_sequence(kind, sender))
 
     def _expired(self, row: HistoryRow) -> None:
         """Never silent: a text that expired unacknowledged says so, with its resend key."""
