@@ -12,6 +12,7 @@ from comm_tui.app import app_session
 from comm_tui.app.app import CommApp
 from comm_tui.app.messages import NodeEvent
 from comm_tui.app.notify import notification_kind, notification_sequence, safe_name
+from comm_tui.app.widgets.contact_list import ContactList
 from comm_tui.app.widgets.conversation import ConversationView, MessageRow
 from comm_tui.crypto.identity import Identity
 from comm_tui.net.service import IncomingText
@@ -114,3 +115,33 @@ def test_bell_mode_rings_the_bell(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
         monkeypatch.setattr(CommApp, "bell", lambda self: rung.append(True))
         app._alert("bob")
     assert rung == [True]
+
+
+async def test_a_muted_contact_brings_no_alert(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_profile(tmp_path)
+    bob = Identity.generate()
+    with profile_db(tmp_path) as db:
+        db.add_contact("bob", bob.key, bob.address, time.time())
+    alerts: list[str] = []
+    monkeypatch.setattr(CommApp, "_alert", lambda self, sender: alerts.append(sender))
+    with app_session(data_dir=tmp_path, listen="127.0.0.1:0") as app, profile_db(tmp_path) as db:
+        async with app.run_test(size=SIZE) as pilot:
+            contacts = app.query_one(ContactList)
+            await pilot.press("alt+m")
+            await wait_until(pilot, lambda: contacts.entry(bob.address).muted, "muted")  # type: ignore[union-attr]
+            assert "(muted)" in str(contacts.get_option_at_index(0).prompt)
+            row = db.add_incoming(os.urandom(16), bob.key, bob.address, "psst", 1, 5.0)
+            assert row is not None
+            app.post_message(NodeEvent(IncomingText(row)))
+            await wait_until(pilot, lambda: contacts.entry(bob.address).unread, "the unread text")  # type: ignore[union-attr]
+            assert alerts == []
+            await pilot.press("alt+m")  # unmuted: the next one alerts
+            row = db.add_incoming(os.urandom(16), bob.key, bob.address, "again", 2, 6.0)
+            assert row is not None
+            app.post_message(NodeEvent(IncomingText(row)))
+            await wait_until(pilot, lambda: alerts == ["bob"], "the alert")
+    with profile_db(tmp_path) as db:
+        contact = db.contact_by_name("bob")
+        assert contact is not None and not contact.muted

@@ -45,6 +45,7 @@ from comm_tui.app.screens.identity_dialogs import (
     ImportScreen,
     PassphraseScreen,
 )
+from comm_tui.app.screens.search import SearchScreen
 from comm_tui.app.status import endpoint_text, offline_snapshot, take_snapshot
 from comm_tui.app.widgets.composer import Composer
 from comm_tui.app.widgets.contact_list import ContactEntry, ContactList
@@ -64,7 +65,7 @@ from comm_tui.net.service import (
 )
 from comm_tui.profile import Profile, start_service
 from comm_tui.store.config import save_config
-from comm_tui.store.db import HistoryRow
+from comm_tui.store.db import HistoryRow, SearchHit
 
 STATUS_REFRESH_S = 1.0
 IGNORED_META_KEY = "app.ignored_requests"
@@ -104,6 +105,7 @@ class CommApp(App[int]):
         Binding(
             "alt+r", "resend_expired", "Send again", tooltip="Send the last expired text again"
         ),
+        Binding("ctrl+f", "search", "Search", tooltip="Search every conversation"),
         Binding("alt+u", "next_unread", "Next unread", tooltip="Open the next unread conversation"),
         Binding("f1", "help", "Help", tooltip="List every key"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
@@ -294,7 +296,8 @@ class CommApp(App[int]):
                 if entry is not None:
                     title = "Message request" if entry.is_request else entry.title
                     self.notify(one_line(row.text, NOTIFY_PREVIEW_CHARS), title=title)
-                    self._alert("a new contact" if entry.is_request else entry.title)
+                    if not entry.muted:
+                        self._alert("a new contact" if entry.is_request else entry.title)
         elif isinstance(event, OutgoingUpdated):
             conversation.update_row(event.row)
             if event.row.state == "expired":
@@ -372,7 +375,9 @@ class CommApp(App[int]):
                 if when is not None and (c.last_time or 0) <= when:
                     continue
             entries.append(
-                ContactEntry(c.peer_address, c.peer_key, c.name, c.last_text, c.last_time, c.unread)
+                ContactEntry(
+                    c.peer_address, c.peer_key, c.name, c.last_text, c.last_time, c.unread, c.muted
+                )
             )
         return entries
 
@@ -398,7 +403,13 @@ class CommApp(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "resend_expired":
             return self.last_expired is not None
-        if action in ("rename_contact", "remove_contact", "accept_request", "ignore_request"):
+        if action in (
+            "rename_contact",
+            "remove_contact",
+            "accept_request",
+            "ignore_request",
+            "toggle_mute",
+        ):
             if len(self.screen_stack) != 1:  # a dialog is open, or the app is closing
                 return True
             target = self._target()
@@ -452,6 +463,34 @@ class CommApp(App[int]):
                 self.post_message(ConversationOpened(entry.peer_address))
                 return
         self.notify("No unread messages.")
+
+    def action_search(self) -> None:
+        self.push_screen(SearchScreen(self.profile.db.search), self._open_hit)
+
+    async def _open_hit(self, hit: SearchHit | None) -> None:
+        """Open a search result in its conversation, the message selected."""
+        if hit is None:
+            return
+        self.refresh_contacts()
+        contacts = self.query_one(ContactList)
+        entry = contacts.entry(hit.row.peer_address)
+        if entry is None:  # an ignored request: its conversation is hidden
+            self.notify("That conversation is a request you ignored.", severity="warning")
+            return
+        contacts.select_address(entry.peer_address)
+        self.list_shown = False
+        self._arrange(self.size.width)
+        await self.query_one(ConversationView).open_at(entry, hit.row.id)
+        self.refresh_bindings()
+
+    def action_toggle_mute(self) -> None:
+        entry = self._target()
+        if entry is None or entry.is_request:
+            return
+        self.profile.db.set_muted(entry.peer_address, not entry.muted)
+        self.refresh_contacts()
+        state = "unmuted" if entry.muted else "muted: no bell or desktop notification"
+        self.notify(f"{entry.title} {state}.")
 
     def action_help(self) -> None:
         sections = [
@@ -708,6 +747,8 @@ class CommApp(App[int]):
                 self.action_next_unread,
             ),
             ("Keys", "Every key the app answers to", self.action_help),
+            ("Search", "Search every conversation", self.action_search),
+            ("Mute contact", "Mute or unmute the selected contact", self.action_toggle_mute),
             ("Send again", "Resend the last text that expired", self.action_resend_expired),
             ("Copy my card", "Put your contact card on the clipboard", self.action_copy_card),
             ("Show my card", "Your card as text and QR code", self.action_show_card),

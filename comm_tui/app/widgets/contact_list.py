@@ -35,6 +35,7 @@ class ContactEntry:
     last_text: str | None
     last_time: float | None
     unread: int
+    muted: bool = False
 
     @property
     def is_request(self) -> bool:
@@ -48,6 +49,8 @@ class ContactEntry:
 def _prompt(entry: ContactEntry) -> Content:
     name_style = "bold $warning" if entry.is_request else "bold"
     parts: list[str | Content | tuple[str, str]] = [(shown(entry.title), name_style)]
+    if entry.muted:
+        parts += [" ", ("(muted)", "$text-muted")]
     if entry.unread:
         parts += [" ", (f" {entry.unread} ", "bold $text-accent on $accent-muted")]
     if entry.last_time is not None:
@@ -71,6 +74,7 @@ class ContactList(OptionList):
         Binding("delete", "app.remove_contact", "Remove"),
         Binding("alt+a", "app.accept_request", "Accept"),
         Binding("alt+i", "app.ignore_request", "Ignore"),
+        Binding("alt+m", "app.toggle_mute", "Mute", tooltip="Mute or unmute notifications"),
         Binding("question_mark", "app.help", "Help", show=False),
     ]
 

@@ -43,6 +43,14 @@ class HistorySource(Protocol):
         self, peer_address: bytes, limit: int = ..., before_id: int | None = ...
     ) -> list[HistoryRow]: ...
 
+    def history_after(
+        self, peer_address: bytes, after_id: int, limit: int = ...
+    ) -> list[HistoryRow]: ...
+
+    def history_around(
+        self, peer_address: bytes, row_id: int, limit: int = ...
+    ) -> list[HistoryRow]: ...
+
 
 class MessageRow(Horizontal):
     """One message: time and delivery mark on the left, the wrapped text on the right."""
@@ -129,6 +137,9 @@ class MessageLog(VerticalScroll, can_focus=True):
     class NearTop(Message):
         """The user scrolled to the top: time to load older messages."""
 
+    class NearBottom(Message):
+        """The user scrolled to the bottom of a page opened in the past (a search result)."""
+
     @dataclass
     class DetailsRequested(Message):
         """Enter on a selected message: show where it is (the custody screen)."""
@@ -144,6 +155,8 @@ class MessageLog(VerticalScroll, can_focus=True):
     def _scrolled(self, scroll_y: float) -> None:
         if scroll_y <= LOAD_OLDER_MARGIN_LINES and self.max_scroll_y > 0:
             self.post_message(self.NearTop())
+        if scroll_y >= self.max_scroll_y - LOAD_OLDER_MARGIN_LINES and not self.is_anchored:
+            self.post_message(self.NearBottom())
 
     def action_select(self, step: int) -> None:
         """Move the selection; the first press selects the newest message."""
@@ -192,6 +205,9 @@ class ConversationView(Vertical):
         self._rows: dict[int, MessageRow] = {}
         self._oldest_id: int | None = None
         self._has_older = False
+        # Opened at a search result: newer messages exist below the loaded ones.
+        self._newest_id: int | None = None
+        self._has_newer = False
         self._loading = False
 
     def compose(self) -> ComposeResult:
@@ -213,18 +229,41 @@ class ConversationView(Vertical):
         """Show the conversation with ``peer``: its newest page of history."""
         same = self.peer is not None and self.peer.peer_address == peer.peer_address
         self.set_peer(peer)
-        if same:
+        if same and not self._has_newer:  # (a page in the past goes back to the newest)
             return
+        rows = self.source.history(peer.peer_address, DEFAULT_HISTORY_PAGE)
+        has_older = len(rows) == DEFAULT_HISTORY_PAGE
+        await self._show(rows, unread=peer.unread, has_older=has_older, has_newer=False)
+        self.query_one(MessageLog).anchor()
+
+    async def open_at(self, peer: ContactEntry, row_id: int) -> None:
+        """Show the conversation with ``peer`` around message ``row_id``, selected."""
+        self.set_peer(peer)
+        address = peer.peer_address
+        rows = self.source.history_around(address, row_id)
+        has_older = sum(r.id <= row_id for r in rows) == DEFAULT_HISTORY_PAGE // 2
+        has_newer = bool(rows) and bool(self.source.history_after(address, rows[-1].id, 1))
+        await self._show(rows, unread=0, has_older=has_older, has_newer=has_newer)
+        log = self.query_one(MessageLog)
+        log.anchor(False)
+        target = self._rows.get(row_id)
+        if target is not None:
+            log.focus()
+            log.call_after_refresh(log.select, target)
+
+    async def _show(
+        self, rows: list[HistoryRow], *, unread: int, has_older: bool, has_newer: bool
+    ) -> None:
         log = self.query_one(MessageLog)
         await log.remove_children()
-        self._rows.clear()
-        rows = self.source.history(peer.peer_address, DEFAULT_HISTORY_PAGE)
-        self._has_older = len(rows) == DEFAULT_HISTORY_PAGE
+        log.selected = None
+        self._has_older = has_older
         self._oldest_id = rows[0].id if rows else None
+        self._newest_id = rows[-1].id if rows else None
+        self._has_newer = has_newer
         widgets = [MessageRow(row, self.marks) for row in rows]
         self._rows = {w.row.id: w for w in widgets}
-        await log.mount_all(with_separators(widgets, None, peer.unread))
-        log.anchor()
+        await log.mount_all(with_separators(widgets, None, unread))
 
     def set_peer(self, peer: ContactEntry) -> None:
         """Update the title and request bar (after a rename or an accept)."""
@@ -260,8 +299,8 @@ class ConversationView(Vertical):
 
     def add_row(self, row: HistoryRow) -> None:
         """Append a new message of the open conversation."""
-        if row.peer_address != self.peer_address or row.id in self._rows:
-            return
+        if row.peer_address != self.peer_address or row.id in self._rows or self._has_newer:
+            return  # (with newer messages still to load, it comes with them)
         widget = MessageRow(row, self.marks)
         last = next(reversed(self._rows.values()), None) if self._rows else None
         self._rows[row.id] = widget
@@ -276,6 +315,30 @@ class ConversationView(Vertical):
 
     def row_widget(self, row_id: int) -> MessageRow | None:
         return self._rows.get(row_id)
+
+    @on(MessageLog.NearBottom)
+    async def _load_newer(self, event: MessageLog.NearBottom) -> None:
+        event.stop()
+        if self._loading or not self._has_newer or self.peer is None or self._newest_id is None:
+            return
+        self._loading = True
+        try:
+            rows = self.source.history_after(
+                self.peer.peer_address, self._newest_id, DEFAULT_HISTORY_PAGE
+            )
+            self._has_newer = len(rows) == DEFAULT_HISTORY_PAGE
+            if not rows:
+                return
+            last = next(reversed(self._rows.values()), None)
+            widgets = [MessageRow(row, self.marks) for row in rows]
+            self._rows.update({w.row.id: w for w in widgets})
+            self._newest_id = rows[-1].id
+            log = self.query_one(MessageLog)
+            await log.mount_all(with_separators(widgets, None if last is None else last.row))
+            if not self._has_newer:
+                log.anchor()  # at the newest again: follow what arrives
+        finally:
+            self._loading = False
 
     @on(MessageLog.NearTop)
     async def _load_older(self, event: MessageLog.NearTop) -> None:
