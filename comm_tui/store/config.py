@@ -44,6 +44,9 @@ class Config:
     bootstrap: list[str] = field(default_factory=list)
     nickname: str | None = None
     lan_discovery: bool = True
+    # Treat the benchmarking ranges (198.18.0.0/15, 2001:2::/48) as public addresses, for
+    # the card's endpoint hints: only emulated networks (tests) use them.
+    test_networks: bool = False
     # None: detect whether the terminal can draw the marks (app.format.ascii_only).
     ascii: bool | None = None
 
@@ -80,12 +83,16 @@ def load_config(path: Path) -> Config:
             if not isinstance(value, bool):
                 raise UserError(f"config file {path}: 'lan_discovery' must be true or false")
             config.lan_discovery = value
+        elif key == "test_networks":
+            if not isinstance(value, bool):
+                raise UserError(f"config file {path}: 'test_networks' must be true or false")
+            config.test_networks = value
         elif key == "ascii":
             if not isinstance(value, bool):
                 raise UserError(f"config file {path}: 'ascii' must be true or false")
             config.ascii = value
         else:
-            known = "listen, bootstrap, nickname, lan_discovery, ascii"
+            known = "listen, bootstrap, nickname, lan_discovery, test_networks, ascii"
             raise UserError(f"config file {path}: unknown setting {key!r} (known: {known})")
     return config
 
@@ -99,6 +106,8 @@ def save_config(path: Path, config: Config) -> None:
     if config.nickname is not None:
         lines.append(f"nickname = {_toml_string(config.nickname)}")
     lines.append(f"lan_discovery = {'true' if config.lan_discovery else 'false'}")
+    if config.test_networks:
+        lines.append("test_networks = true")
     if config.ascii is not None:
         lines.append(f"ascii = {'true' if config.ascii else 'false'}")
     try:
