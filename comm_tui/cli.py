@@ -951,9 +951,9 @@ async def _run_node(profile: Profile, g: _Globals, *, debug: bool = False) -> in
         try:
             service.subscribe(_event_logger(profile.db))
             service.subscribe(on_failure)
-            host, port = service.bound or service.listen
             _log(
-                f"node of profile '{profile.paths.profile}' listening {host}:{port}"
+                f"node of profile '{profile.paths.profile}' listening"
+                f" {_endpoint_text(service.bound or service.listen)}"
                 f" address {profile.identity.address.hex()}"
             )
             _log(f"card: {service.publish_card()}")

@@ -247,3 +247,32 @@ async def test_a_dual_stack_node_talks_to_ipv4_and_ipv6_peers(tmp_path: Path) ->
         )
     finally:
         await _stop(hub, v4, v6)
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="IPv6 loopback (::1) is not available here")
+async def test_a_profile_listens_dual_stack_by_default(tmp_path: Path) -> None:
+    """Without a listen setting a node takes IPv6 and IPv4 on one socket (spec 13.4)."""
+    from comm_tui.profile import open_profile, start_service
+
+    profile = open_profile("default", tmp_path / "data")
+    v4 = _service(tmp_path / "v4.db", listen=("127.0.0.1", 0))
+    v6 = _service(tmp_path / "v6.db", listen=("::1", 0))
+    try:
+        profile.config.lan_discovery = False
+        service = await start_service(profile)
+        try:
+            assert service.bound is not None and service.bound[0] == "::"
+            port = service.bound[1]
+            v4.bootstrap_endpoints = [("127.0.0.1", port)]
+            v6.bootstrap_endpoints = [("::1", port)]
+            await v4.start()
+            await v6.start()
+            await _until(
+                lambda: {n.endpoint[0] for n in service.node.table} == {"127.0.0.1", "::1"},
+                "an IPv4 and an IPv6 peer",
+            )
+        finally:
+            await service.stop()
+    finally:
+        await _stop(v4, v6)
+        profile.close()

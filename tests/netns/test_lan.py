@@ -53,3 +53,23 @@ def test_a_lan_host_replaying_or_forging_beacons_gets_nowhere(net: Internet) -> 
     assert (alice_key, alice_host.ip) in peers
     assert all(host != mallory_host.ip for _, host in peers), peers
     assert lan_text_s < 10, lan_text_s
+
+
+@pytest.mark.timeout(40)
+def test_lan_discovery_over_ipv6_alone(net6: Internet) -> None:
+    """Nodes listening on IPv6 addresses only beacon to ff02::636f:6d6d and find each other."""
+    lan = net6.lan("office", hosts=2)
+    one, two = lan.hosts
+    assert one.ipv6 is not None and two.ipv6 is not None
+    a = one.agent(listen_ip=f"[{one.ipv6}]")
+    b = two.agent(listen_ip=f"[{two.ipv6}]")
+    introduce(a, b)
+    sent = a.send(b.card, "over IPv6")
+    b.received(str(sent["text_id"]), 10)
+    b.quit()
+    db = Database.open(profile_paths("default", two.data_dir).database)
+    try:
+        hosts = [host for _, host, _, _ in db.load_peers()]
+    finally:
+        db.close()
+    assert hosts == [one.ipv6]
