@@ -348,5 +348,8 @@ class NodeService:
 
     async def _publish_card_forever(self) -> None:
         while True:
-            self.publish_card()
+            # The card is a convenience for `comm-tui id`: a database that cannot take it
+            # now (a full disk) stops nothing here; what must be durable fails the node.
+            with contextlib.suppress(StorageError):
+                self.publish_card()
             await asyncio.sleep(CARD_CHECK_INTERVAL_S)
