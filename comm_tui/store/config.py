@@ -45,6 +45,9 @@ class Config:
     bootstrap: list[str] = field(default_factory=list)
     nickname: str | None = None
     lan_discovery: bool = True
+    # Treat the benchmarking ranges (198.18.0.0/15, 2001:2::/48) as public addresses, for
+    # the card's endpoint hints: only emulated networks (tests) use them.
+    test_networks: bool = False
     # None: detect whether the terminal can draw the marks (app.format.ascii_only).
     ascii: bool | None = None
     # A text arriving in a conversation that is not open: "auto" (a desktop notification
@@ -84,6 +87,10 @@ def load_config(path: Path) -> Config:
             if not isinstance(value, bool):
                 raise UserError(f"config file {path}: 'lan_discovery' must be true or false")
             config.lan_discovery = value
+        elif key == "test_networks":
+            if not isinstance(value, bool):
+                raise UserError(f"config file {path}: 'test_networks' must be true or false")
+            config.test_networks = value
         elif key == "ascii":
             if not isinstance(value, bool):
                 raise UserError(f"config file {path}: 'ascii' must be true or false")
@@ -94,7 +101,9 @@ def load_config(path: Path) -> Config:
                 raise UserError(f"config file {path}: 'notifications' must be one of {modes}")
             config.notifications = value
         else:
-            known = "listen, bootstrap, nickname, lan_discovery, ascii, notifications"
+            known = (
+                "listen, bootstrap, nickname, lan_discovery, test_networks, ascii, notifications"
+            )
             raise UserError(f"config file {path}: unknown setting {key!r} (known: {known})")
     return config
 
@@ -108,6 +117,8 @@ def save_config(path: Path, config: Config) -> None:
     if config.nickname is not None:
         lines.append(f"nickname = {_toml_string(config.nickname)}")
     lines.append(f"lan_discovery = {'true' if config.lan_discovery else 'false'}")
+    if config.test_networks:
+        lines.append("test_networks = true")
     if config.ascii is not None:
         lines.append(f"ascii = {'true' if config.ascii else 'false'}")
     lines.append(f"notifications = {_toml_string(config.notifications)}")
