@@ -217,7 +217,8 @@ def item_g(args: argparse.Namespace) -> Result:
     with Internet() as net:
         relays = start_relays(net, 3)
         bob_host = net.public_host("bob")
-        bob = bob_host.agent(bootstrap=relays.endpoints[:1])
+        # On its public address (not 0.0.0.0), which its card then names as a hint.
+        bob = bob_host.agent(bootstrap=relays.endpoints[:1], listen_ip=bob_host.ip)
         bob.wait_peers(1, 30.0)
         card = features.card_with_hints(bob)
         home = net.nat_router("home", "restricted")

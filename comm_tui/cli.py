@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from comm_tui import __version__
-from comm_tui.crypto.card import decode_card, encode_card, looks_like_card
+from comm_tui.crypto.card import Card, decode_card, encode_card, looks_like_card, read_card
 from comm_tui.crypto.identity import ADDRESS_BYTES, Identity, PublicIdentity
 from comm_tui.crypto.keyfile import (
     FAST_KDF_ENV,
@@ -51,9 +51,10 @@ from comm_tui.crypto.keyfile import (
     unprotected_backups,
     write_identity_file,
 )
-from comm_tui.errors import KeyFileError, StorageError, UserError
+from comm_tui.errors import CardError, KeyFileError, StorageError, UserError
 from comm_tui.logs import LOG_LEVELS, file_logger
 from comm_tui.net.service import (
+    CARD_META,
     IncomingText,
     NodeFailed,
     NodeService,
@@ -63,8 +64,10 @@ from comm_tui.net.service import (
     ServiceEvent,
 )
 from comm_tui.profile import Profile, open_profile, start_service
+from comm_tui.protocol.custody import custody_json, custody_of
 from comm_tui.protocol.letters import MAX_TEXT_BYTES
-from comm_tui.store.db import Database, DatabaseDamaged, HistoryRow
+from comm_tui.protocol.relay_store import Entry
+from comm_tui.store.db import SEARCH_LIMIT, Database, DatabaseDamaged, HistoryRow, fts_query
 from comm_tui.store.lock import ProfileLock
 from comm_tui.store.paths import DEFAULT_PROFILE, ProfilePaths, ensure_dirs, profile_paths
 from comm_tui.store.repair import repair_database
@@ -80,6 +83,7 @@ PROG = "comm-tui"
 EXIT_OK = 0
 EXIT_USER_ERROR = 2
 EXIT_GAVE_UP = 3
+EXIT_NOT_FOUND = 1  # search: no message matched (as grep says it)
 EXIT_INTERRUPTED = 130
 # Without --wait, `send` waits this long for a node to take the text.
 SEND_HANDOFF_TIMEOUT_S = 10.0
@@ -220,6 +224,25 @@ def _build_parser() -> argparse.ArgumentParser:
         help=f"show the newest N messages (default {HISTORY_DEFAULT_LIMIT})",
     )
     cmd.set_defaults(handler=_cmd_history)
+
+    cmd = commands.add_parser(
+        "search",
+        parents=[common],
+        help="search every conversation's history for words",
+        description="Finds messages with a word starting with each word of QUERY (case and"
+        " accents do not matter), newest first.",
+    )
+    cmd.add_argument("query", metavar="QUERY", help="the words to find")
+    cmd.add_argument("--with", dest="who", metavar="WHO", help="only the conversation with WHO")
+    cmd.add_argument("--json", action="store_true", help="print a JSON array")
+    cmd.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=SEARCH_LIMIT,
+        metavar="N",
+        help=f"show at most N messages (default {SEARCH_LIMIT})",
+    )
+    cmd.set_defaults(handler=_cmd_search)
 
     cmd = commands.add_parser(
         "conversations", parents=[common], help="list conversations with unread counts"
@@ -536,17 +559,48 @@ def _cmd_app(args: argparse.Namespace, g: _Globals) -> int:
 
 def _cmd_id(args: argparse.Namespace, g: _Globals) -> int:
     with _open(g) as profile:
+        card = _current_card(profile)
         print(f"address: {profile.identity.address.hex()}")
-        print(f"card: {encode_card(profile.identity.public)}")
+        print(f"card: {encode_card(profile.identity.public) if card is None else card[0]}")
+        if card is not None:
+            hints = " ".join(_endpoint_text(hint) for hint in card[1].hints)
+            issued = datetime.fromtimestamp(card[1].issued, UTC).strftime("%Y-%m-%d %H:%M UTC")
+            print(f"endpoint hints: {hints} (as of {issued})")
     return EXIT_OK
 
 
+def _current_card(profile: Profile) -> tuple[str, Card] | None:
+    """The card with endpoint hints that this profile's node last wrote, if it is ours.
+
+    docs/PROTOCOL.md, "13.2": a running node writes it when it knows a public endpoint.
+    """
+    text = profile.db.get_meta(CARD_META)
+    if text is None:
+        return None
+    try:
+        card = read_card(text)
+    except CardError:
+        return None
+    if card.identity != profile.identity.public or not card.hints:
+        return None
+    return text, card
+
+
+def _endpoint_text(endpoint: tuple[str, int]) -> str:
+    host, port = endpoint
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _cmd_contacts_add(args: argparse.Namespace, g: _Globals) -> int:
-    public = decode_card(args.card)
+    card = read_card(args.card)
+    public = card.identity
     with _open_records(g) as profile:
         if public.address == profile.address:
             raise UserError("that is this profile's own card")
-        contact = profile.db.add_contact(args.name, public.key, public.address, time.time())
+        with profile.db.transaction():
+            contact = profile.db.add_contact(args.name, public.key, public.address, time.time())
+            # docs/PROTOCOL.md, "13.2": where to find them when nothing else is known.
+            profile.db.save_card_hints(public.key, card.hints, card.issued)
     print(f"added {contact.name} ({contact.address.hex()})")
     return EXIT_OK
 
@@ -573,7 +627,9 @@ def _cmd_contacts_rename(args: argparse.Namespace, g: _Globals) -> int:
     return EXIT_OK
 
 
-def _history_json(profile: _Records, peer: _Peer, row: HistoryRow) -> dict[str, Any]:
+def _history_json(
+    profile: _Records, peer: _Peer, row: HistoryRow, outbox: list[Entry]
+) -> dict[str, Any]:
     me = profile.address.hex()
     them = peer.label
     return {
@@ -587,7 +643,28 @@ def _history_json(profile: _Records, peer: _Peer, row: HistoryRow) -> dict[str, 
         "to": None if row.direction == "notice" else me if row.direction == "in" else them,
         "peer_address": row.peer_address.hex(),
         "id": row.text_id.hex(),
+        # Where an undelivered text of ours is (comm_tui/protocol/custody.py); else null.
+        "custody": custody_json(custody_of(outbox, row.text_id))
+        if row.direction == "out"
+        else None,
     }
+
+
+def _has_undelivered(rows: list[HistoryRow]) -> bool:
+    return any(r.direction == "out" and r.state in ("queued", "sent") for r in rows)
+
+
+def _saved_outbox(db: Database) -> list[Entry]:
+    """Our own undelivered parts as the node saved them (damaged entries are skipped)."""
+    entries = []
+    for blob in db.relay_blobs(int(time.time() * 1000)):
+        try:
+            entry = Entry.deserialize(blob)
+        except ValueError:
+            continue
+        if entry.own_text_id:
+            entries.append(entry)
+    return entries
 
 
 def _cmd_history(args: argparse.Namespace, g: _Globals) -> int:
@@ -595,7 +672,9 @@ def _cmd_history(args: argparse.Namespace, g: _Globals) -> int:
         peer = _resolve_peer(profile.db, args.who)
         rows = profile.db.history(peer.address, limit=args.limit)
         if args.json:
-            json.dump([_history_json(profile, peer, row) for row in rows], sys.stdout, indent=2)
+            outbox = _saved_outbox(profile.db) if _has_undelivered(rows) else []
+            rows_json = [_history_json(profile, peer, row, outbox) for row in rows]
+            json.dump(rows_json, sys.stdout, indent=2)
             print()
             return EXIT_OK
         for row in rows:
@@ -605,6 +684,35 @@ def _cmd_history(args: argparse.Namespace, g: _Globals) -> int:
             arrow = f"from {peer.label}" if row.direction == "in" else f"to {peer.label}"
             state = "" if row.direction == "in" else f" [{row.state}]"
             print(f"{_iso(row.created_at)} {arrow}: {_one_line(row.text)}{state}")
+    return EXIT_OK
+
+
+def _cmd_search(args: argparse.Namespace, g: _Globals) -> int:
+    if fts_query(args.query) is None:
+        raise UserError("the query has no word to search for")
+    with _open_records(g) as profile:
+        peer = _resolve_peer(profile.db, args.who) if args.who is not None else None
+        hits = profile.db.search(
+            args.query, peer_address=None if peer is None else peer.address, limit=args.limit
+        )
+        if args.json:
+            items = [
+                _history_json(
+                    profile, _Peer(hit.row.peer_address, None, hit.contact_name), hit.row, []
+                )
+                for hit in hits
+            ]
+            json.dump(items, sys.stdout, indent=2)
+            print()
+            return EXIT_OK if hits else EXIT_NOT_FOUND
+        for hit in hits:
+            row = hit.row
+            label = hit.contact_name or f"request {row.peer_address.hex()}"
+            arrow = f"from {label}" if row.direction == "in" else f"to {label}"
+            print(f"{_iso(row.created_at)} {arrow}: {_one_line(row.text)}")
+        if not hits:
+            print(f"{PROG}: no message has all of: {args.query}", file=sys.stderr)
+            return EXIT_NOT_FOUND
     return EXIT_OK
 
 
@@ -929,15 +1037,16 @@ async def _run_node(profile: Profile, g: _Globals, *, debug: bool = False) -> in
         try:
             service.subscribe(_event_logger(profile.db))
             service.subscribe(on_failure)
-            host, port = service.bound or service.listen
             _log(
-                f"node of profile '{profile.paths.profile}' listening {host}:{port}"
+                f"node of profile '{profile.paths.profile}' listening"
+                f" {_endpoint_text(service.bound or service.listen)}"
                 f" address {profile.identity.address.hex()}"
             )
-            _log(f"card: {encode_card(profile.identity.public)}")
+            _log(f"card: {service.publish_card()}")
             if not profile.config.port_mapping:
                 _log("port mapping: off (port_mapping = false in the config)")
             elif service.port_mapper is None:
+                host = (service.bound or service.listen)[0]
                 _log(f"port mapping: off (listening on {host}: no router forwards there)")
             # A node runs for days: it says its notices at start, in its log, not at exit.
             for notice in g.notices:
@@ -975,8 +1084,8 @@ def _cmd_send(args: argparse.Namespace, g: _Globals) -> int:
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_TEXT_BYTES:
         raise UserError(f"the text is {size} bytes; the limit is {MAX_TEXT_BYTES}")
-    if looks_like_card(args.to):
-        decode_card(args.to)  # a bad card is refused before the profile is touched
+    # A bad card is refused before the profile is touched; a good one's hints are tried.
+    hints = read_card(args.to).hints if looks_like_card(args.to) else ()
     with _open(g, lock_as="comm-tui send") as profile:
         peer = _resolve_peer(profile.db, args.to)
         if peer.key is None:
@@ -984,7 +1093,7 @@ def _cmd_send(args: argparse.Namespace, g: _Globals) -> int:
         if peer.key == profile.identity.key:
             raise UserError("cannot send a text to this profile's own identity")
         recipient = PublicIdentity(peer.key)
-        return asyncio.run(_send(profile, g, recipient, peer.label, text, args.wait))
+        return asyncio.run(_send(profile, g, recipient, peer.label, text, args.wait, hints))
 
 
 async def _send(
@@ -994,6 +1103,7 @@ async def _send(
     label: str,
     text: str,
     wait_s: float | None,
+    hints: tuple[tuple[str, int], ...] = (),
 ) -> int:
     """Run a node until the text reaches the wanted state, the time is up, or a signal."""
     wake = asyncio.Event()
@@ -1015,6 +1125,8 @@ async def _send(
         service = await start_service(profile, g.listen, g.bootstrap, map_port=False)
         try:
             service.subscribe(on_event)
+            if hints:
+                service.contact_added(recipient.key, hints)
             try:
                 row = service.send_text(recipient, text)
             except ValueError as err:

@@ -14,10 +14,11 @@ from comm_tui.app import app_session
 from comm_tui.app.screens.contact_dialogs import AddContactScreen, ConfirmScreen
 from comm_tui.app.screens.first_run import NicknameScreen
 from comm_tui.app.screens.identity_dialogs import ExportScreen, ImportScreen
+from comm_tui.app.widgets.composer import Composer
 from comm_tui.app.widgets.contact_list import ContactList
 from comm_tui.app.widgets.conversation import ConversationView, MessageLog, MessageRow
 from comm_tui.app.widgets.status_panel import StatusPanel
-from comm_tui.crypto.card import encode_card
+from comm_tui.crypto.card import encode_card, encode_hints_card
 from comm_tui.crypto.identity import Identity
 from comm_tui.crypto.keyfile import FAST_KDF_ENV, read_identity_file
 from comm_tui.net.service import NodeService
@@ -75,7 +76,7 @@ async def test_focus_starts_on_contacts_and_enter_opens_conversation(tmp_path: P
             conversation = app.query_one(ConversationView)
             await wait_until(pilot, lambda: conversation.peer is not None, "open conversation")
             assert conversation.peer is not None and conversation.peer.name != first.name
-            assert app.focused is app.query_one("#message-input", Input)
+            assert app.focused is app.query_one(Composer)
             await pilot.press("escape")
             assert isinstance(app.focused, ContactList)
 
@@ -229,7 +230,7 @@ async def test_unknown_sender_is_shown_as_a_request_and_can_be_accepted(tmp_path
                 conversation = app.query_one(ConversationView)
                 await wait_until(pilot, lambda: conversation.peer is not None, "the request opens")
                 assert conversation.query_one("#request-bar").display
-                assert conversation.query_one("#message-input", Input).disabled
+                assert conversation.query_one(Composer).disabled
                 await pilot.click("#accept")
                 await wait_until(pilot, lambda: isinstance(app.screen, AddContactScreen), "accept")
                 assert app.screen.query_one("#card", Input).value == encode_card(stranger.public)
@@ -253,7 +254,7 @@ async def test_ignored_request_is_hidden(tmp_path: Path) -> None:
         async with app.run_test(size=SIZE) as pilot:
             contacts = app.query_one(ContactList)
             assert contacts.entry(stranger.address) is not None
-            await pilot.press("i")
+            await pilot.press("alt+i")
             await pilot.pause()
             assert contacts.entry(stranger.address) is None
 
@@ -264,7 +265,7 @@ async def test_rename_and_remove_with_confirmation(tmp_path: Path) -> None:
     _add_contact(tmp_path, "bob", bob)
     with app_session(data_dir=tmp_path, listen="127.0.0.1:0") as app:
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.press("r")
+            await pilot.press("f2")
             await pilot.pause()
             app.screen.query_one("#new-name", Input).value = "Robert"
             await pilot.press("enter")
@@ -513,3 +514,35 @@ async def test_a_session_reset_notice_is_shown_in_the_conversation(tmp_path: Pat
             assert [r.has_class("-notice") for r in rows] == [False, True]
             assert rows[1].row.text == SESSION_RESET_NOTICE
             assert conversation.peer is not None and conversation.peer.name == "bob"
+
+
+async def test_add_contact_from_a_card_with_hints_joins_through_them(tmp_path: Path) -> None:
+    """A node that knows nobody is in the network once a contact's card names their node."""
+    make_profile(tmp_path)
+    dave = NodeService(
+        Identity.generate(), Database.open(tmp_path / "dave.db"), listen=("127.0.0.1", 0)
+    )
+    try:
+        bound = await dave.start()
+        card = encode_hints_card(dave.identity, [bound], int(time.time()))
+        with app_session(data_dir=tmp_path, listen="127.0.0.1:0") as app:
+            async with app.run_test(size=SIZE) as pilot:
+                await pilot.press("ctrl+n", *"Dave", "tab")
+                app.screen.query_one("#card", Input).value = card
+                await pilot.pause()
+                assert "valid card" in str(app.screen.query_one("#card-status").render())
+                await pilot.press("enter")
+                await wait_until(
+                    pilot, lambda: not isinstance(app.screen, AddContactScreen), "close"
+                )
+                assert app.profile.db.contact_hints() == [
+                    (dave.identity.key, "127.0.0.1", bound[1])
+                ]
+                assert app.service is not None
+                service = app.service
+                await wait_until(
+                    pilot, lambda: dave.identity.address in service.node.table, "the join"
+                )
+    finally:
+        await dave.stop()
+        dave.db.close()

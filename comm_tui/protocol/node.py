@@ -84,6 +84,7 @@ from comm_tui.protocol.admission import (
     echo_of,
 )
 from comm_tui.protocol.codec import MAX_CLOCK_SKEW_S, Codec, Rejected
+from comm_tui.protocol.custody import Custody, custody_of
 from comm_tui.protocol.events import (
     BundleFetched,
     Event,
@@ -118,6 +119,7 @@ from comm_tui.protocol.routing import (
     NodeEntry,
     RoutingTable,
     distance,
+    normalize_endpoint,
     origin_network,
 )
 from comm_tui.protocol.sessions import SEALED_BYTES as SEALED_BYTES  # the size relays check
@@ -318,7 +320,8 @@ def parse_node_info(info: pb.NodeInfo) -> Candidate | None:
     if not is_valid_public_key(info.key):
         return None
     family = socket.AF_INET if len(info.ip) == 4 else socket.AF_INET6
-    return Candidate(info.key, address_of(info.key), (socket.inet_ntop(family, info.ip), info.port))
+    endpoint = normalize_endpoint((socket.inet_ntop(family, info.ip), info.port))
+    return Candidate(info.key, address_of(info.key), endpoint)
 
 
 class Node:
@@ -509,12 +512,17 @@ class Node:
         self._flush_store()
         return damaged
 
+    def custody(self, text_id: bytes) -> Custody | None:
+        """Where our undelivered text ``text_id`` is (None: not in the outbox)."""
+        return custody_of(self._own_entries(), text_id)
+
     def outgoing_text_ids(self) -> set[bytes]:
         """Texts this node is still trying to deliver."""
         return set(self._outgoing)
 
     def bootstrap(self, endpoint: Endpoint, now: float) -> None:
         """Contact a node we only know by host and port."""
+        endpoint = normalize_endpoint(endpoint)
         if endpoint not in self.bootstrap_endpoints:
             self.bootstrap_endpoints.append(endpoint)
         self._send_hello(endpoint, now)
@@ -522,7 +530,7 @@ class Node:
     def add_known_peer(self, key: bytes, endpoint: Endpoint, now: float) -> None:
         """Ping a node remembered from an earlier run; it joins the table if it answers."""
         if key != self.identity.key:
-            self._ping(key, endpoint, now)
+            self._ping(key, normalize_endpoint(endpoint), now)
 
     def send_text(
         self,
@@ -649,6 +657,7 @@ class Node:
         """
         self.stats.datagrams_in += 1
         self.stats.bytes_in += len(data)
+        addr = normalize_endpoint(addr)
         self._addresses.received(addr, len(data))
         try:
             self._receive(data, addr, now)
@@ -1624,6 +1633,7 @@ class Node:
         if holder in entry.holders:
             return
         entry.holders.add(holder)
+        entry.first_held_at = entry.first_held_at or now
         if entry.kind is Kind.ACK and not self._ack_owed(entry):
             entry.settled = True
         self.store.touch(entry)

@@ -1,5 +1,5 @@
 """A profile's settings file (TOML): listen address, bootstrap nodes, nickname, LAN discovery,
-port mapping, and whether the app draws with ASCII alone.
+port mapping, whether the app draws with ASCII alone, and how it notifies.
 
 The file is meant to be edited by hand as well as by the app, so reading it names the file
 and the exact problem, and unknown keys are refused rather than silently ignored (a typo
@@ -21,6 +21,7 @@ from pathlib import Path
 from comm_tui.errors import StorageError, UserError
 
 DEFAULT_LISTEN_HOST = "0.0.0.0"
+NOTIFICATION_MODES = ("auto", "desktop", "bell", "off")
 MAX_PORT = 65535
 MAX_HOSTNAME_CHARS = 253
 
@@ -46,8 +47,14 @@ class Config:
     lan_discovery: bool = True
     # Ask the router to forward our UDP port (docs/PROTOCOL.md, "14. Port mapping").
     port_mapping: bool = True
+    # Treat the benchmarking ranges (198.18.0.0/15, 2001:2::/48) as public addresses, for
+    # the card's endpoint hints: only emulated networks (tests) use them.
+    test_networks: bool = False
     # None: detect whether the terminal can draw the marks (app.format.ascii_only).
     ascii: bool | None = None
+    # A text arriving in a conversation that is not open: "auto" (a desktop notification
+    # where the terminal shows one, else the bell), "desktop", "bell" or "off".
+    notifications: str = "auto"
 
 
 def load_config(path: Path) -> Config:
@@ -86,12 +93,24 @@ def load_config(path: Path) -> Config:
             if not isinstance(value, bool):
                 raise UserError(f"config file {path}: 'port_mapping' must be true or false")
             config.port_mapping = value
+        elif key == "test_networks":
+            if not isinstance(value, bool):
+                raise UserError(f"config file {path}: 'test_networks' must be true or false")
+            config.test_networks = value
         elif key == "ascii":
             if not isinstance(value, bool):
                 raise UserError(f"config file {path}: 'ascii' must be true or false")
             config.ascii = value
+        elif key == "notifications":
+            if value not in NOTIFICATION_MODES:
+                modes = ", ".join(NOTIFICATION_MODES)
+                raise UserError(f"config file {path}: 'notifications' must be one of {modes}")
+            config.notifications = value
         else:
-            known = "listen, bootstrap, nickname, lan_discovery, port_mapping, ascii"
+            known = (
+                "listen, bootstrap, nickname, lan_discovery, port_mapping, test_networks, ascii,"
+                " notifications"
+            )
             raise UserError(f"config file {path}: unknown setting {key!r} (known: {known})")
     return config
 
@@ -106,8 +125,11 @@ def save_config(path: Path, config: Config) -> None:
         lines.append(f"nickname = {_toml_string(config.nickname)}")
     lines.append(f"lan_discovery = {'true' if config.lan_discovery else 'false'}")
     lines.append(f"port_mapping = {'true' if config.port_mapping else 'false'}")
+    if config.test_networks:
+        lines.append("test_networks = true")
     if config.ascii is not None:
         lines.append(f"ascii = {'true' if config.ascii else 'false'}")
+    lines.append(f"notifications = {_toml_string(config.notifications)}")
     try:
         content = ("\n".join(lines) + "\n").encode("utf-8")
     except UnicodeEncodeError as err:

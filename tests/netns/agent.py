@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from comm_tui.crypto.card import decode_card, encode_card
+from comm_tui.crypto.card import decode_card, read_card
 from comm_tui.errors import UserError
 from comm_tui.net.service import (
     IncomingText,
@@ -111,9 +111,12 @@ def _read_stdin(loop: asyncio.AbstractEventLoop, commands: asyncio.Queue[dict[st
 def _handle(profile: Profile, service: NodeService, command: dict[str, Any]) -> None:
     cmd = command.get("cmd")
     if cmd == "add_contact":
-        public = decode_card(str(command["card"]))
-        profile.db.add_contact(str(command["name"]), public.key, public.address, time.time())
-        service.contact_added(public.key)
+        card = read_card(str(command["card"]))
+        public = card.identity
+        with profile.db.transaction():  # as `comm-tui contacts add` and the app do
+            profile.db.add_contact(str(command["name"]), public.key, public.address, time.time())
+            profile.db.save_card_hints(public.key, card.hints, card.issued)
+        service.contact_added(public.key, card.hints)
         emit("contact_added", address=public.address)
     elif cmd == "send":
         recipient = decode_card(str(command["to"]))
@@ -128,6 +131,9 @@ def _handle(profile: Profile, service: NodeService, command: dict[str, Any]) -> 
 
 async def run(args: argparse.Namespace) -> None:
     profile = open_profile("default", args.data_dir, lock_as="netns agent")
+    # The emulated networks are made of the benchmarking ranges, which are not global:
+    # a card names them only when asked (docs/PROTOCOL.md, "13.2").
+    profile.config.test_networks = True
     try:
         service = await start_service(profile, args.listen, args.bootstrap or None)
         stop = asyncio.Event()
@@ -153,7 +159,7 @@ async def run(args: argparse.Namespace) -> None:
             "ready",
             address=profile.identity.address,
             key=profile.identity.key,
-            card=encode_card(profile.identity.public),
+            card=service.publish_card(),  # with endpoint hints when it listens on a public one
             bound=list(service.bound) if service.bound else None,
         )
         reach = _reachability(service)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 import time
+from typing import Any
 
 from comm_tui.protocol.node import Node
 from tests.netns.harness import NsProcess, Router
@@ -36,7 +37,17 @@ def has_lan_discovery() -> bool:
 
 def has_card_hints() -> bool:
     """h-lan: cards that carry endpoint hints."""
-    return _module("comm_tui.net.lan")
+    return _module("comm_tui.net.hints")
+
+
+def card_with_hints(agent: Any) -> str:
+    """The agent's card, which must carry endpoint hints (it listens on a public address)."""
+    from comm_tui.crypto.card import read_card
+
+    card = str(agent.card)
+    if not read_card(card).hints:
+        raise AssertionError(f"{agent.name}'s card has no endpoint hints: {card}")
+    return card
 
 
 def _module(name: str) -> bool:
