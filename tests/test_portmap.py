@@ -425,6 +425,10 @@ async def test_service_maps_and_removes_on_stop(tmp_path: Path, responder: Respo
         ),
     )
     service.subscribe(events.append)
+    told: list[tuple[object, ...] | None] = []
+    # Node.note_port_mapping (docs/PROTOCOL.md, "12. Reachability"; from h-reach): the
+    # service tells the core each change.
+    service.node.note_port_mapping = lambda endpoint, now: told.append(endpoint)  # type: ignore[attr-defined]
     bound = await service.start()
     try:
         await _until(lambda: service.port_mapping is not None, timeout=5)
@@ -437,6 +441,7 @@ async def test_service_maps_and_removes_on_stop(tmp_path: Path, responder: Respo
     assert responder.grants == {}
     changes = [e for e in events if isinstance(e, PortMappingChanged)]
     assert [(c.mapping is None, c.why) for c in changes] == [(False, ""), (True, "removed")]
+    assert told == [(EXTERNAL, bound[1]), None]
 
 
 @pytest.mark.parametrize(
