@@ -123,6 +123,8 @@ class NodeService:
         # First texts to contacts we have no session with open with X3DH if their
         # bundles are fetched by then (docs/PROTOCOL.md, "8a. Records").
         self.node.want_bundles((contact.key for contact in self.db.contacts()), now)
+        # Only contacts may make the node punch a hole (docs/PROTOCOL.md, "12.6").
+        self.node.set_contacts((contact.key for contact in self.db.contacts()), now)
         for key, host, port, _ in self.db.load_peers():
             self.node.add_known_peer(key, (host, port), now)
         for endpoint in self.bootstrap_endpoints:
@@ -175,6 +177,12 @@ class NodeService:
     def contact_added(self, key: bytes) -> None:
         """Fetch a new contact's prekey bundle now, so a first text to them opens with X3DH."""
         self.node.want_bundles([key], self.clock())
+        self.contacts_changed()
+
+    def contacts_changed(self) -> None:
+        """Tell the node who the contacts are now: only they may make it punch a hole
+        (docs/PROTOCOL.md, "12.6"); a removed contact's direct path ends."""
+        self.node.set_contacts((contact.key for contact in self.db.contacts()), self.clock())
         if self.protocol is not None:
             self.protocol.pump()
 

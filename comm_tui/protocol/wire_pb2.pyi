@@ -39,7 +39,7 @@ class Hello(_message.Message):
     def __init__(self, challenge: _Optional[bytes] = ..., padding: _Optional[bytes] = ...) -> None: ...
 
 class Frame(_message.Message):
-    __slots__ = ("ping", "pong", "find_node", "nodes", "message", "ack", "receipt", "fetch", "record", "get_record")
+    __slots__ = ("ping", "pong", "find_node", "nodes", "message", "ack", "receipt", "fetch", "record", "get_record", "introduce", "introduced")
     PING_FIELD_NUMBER: _ClassVar[int]
     PONG_FIELD_NUMBER: _ClassVar[int]
     FIND_NODE_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +50,8 @@ class Frame(_message.Message):
     FETCH_FIELD_NUMBER: _ClassVar[int]
     RECORD_FIELD_NUMBER: _ClassVar[int]
     GET_RECORD_FIELD_NUMBER: _ClassVar[int]
+    INTRODUCE_FIELD_NUMBER: _ClassVar[int]
+    INTRODUCED_FIELD_NUMBER: _ClassVar[int]
     ping: Ping
     pong: Pong
     find_node: FindNode
@@ -60,7 +62,9 @@ class Frame(_message.Message):
     fetch: Fetch
     record: Record
     get_record: GetRecord
-    def __init__(self, ping: _Optional[_Union[Ping, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., find_node: _Optional[_Union[FindNode, _Mapping]] = ..., nodes: _Optional[_Union[Nodes, _Mapping]] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., receipt: _Optional[_Union[Receipt, _Mapping]] = ..., fetch: _Optional[_Union[Fetch, _Mapping]] = ..., record: _Optional[_Union[Record, _Mapping]] = ..., get_record: _Optional[_Union[GetRecord, _Mapping]] = ...) -> None: ...
+    introduce: Introduce
+    introduced: Introduced
+    def __init__(self, ping: _Optional[_Union[Ping, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., find_node: _Optional[_Union[FindNode, _Mapping]] = ..., nodes: _Optional[_Union[Nodes, _Mapping]] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., receipt: _Optional[_Union[Receipt, _Mapping]] = ..., fetch: _Optional[_Union[Fetch, _Mapping]] = ..., record: _Optional[_Union[Record, _Mapping]] = ..., get_record: _Optional[_Union[GetRecord, _Mapping]] = ..., introduce: _Optional[_Union[Introduce, _Mapping]] = ..., introduced: _Optional[_Union[Introduced, _Mapping]] = ...) -> None: ...
 
 class Ping(_message.Message):
     __slots__ = ("challenge",)
@@ -175,6 +179,28 @@ class GetRecord(_message.Message):
     query_id: bytes
     address: bytes
     def __init__(self, query_id: _Optional[bytes] = ..., address: _Optional[bytes] = ...) -> None: ...
+
+class Introduce(_message.Message):
+    __slots__ = ("target", "nonce", "padding")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    PADDING_FIELD_NUMBER: _ClassVar[int]
+    target: bytes
+    nonce: bytes
+    padding: bytes
+    def __init__(self, target: _Optional[bytes] = ..., nonce: _Optional[bytes] = ..., padding: _Optional[bytes] = ...) -> None: ...
+
+class Introduced(_message.Message):
+    __slots__ = ("key", "nonce", "ip", "port")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    IP_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    nonce: bytes
+    ip: bytes
+    port: int
+    def __init__(self, key: _Optional[bytes] = ..., nonce: _Optional[bytes] = ..., ip: _Optional[bytes] = ..., port: _Optional[int] = ...) -> None: ...
 
 class Letter(_message.Message):
     __slots__ = ("text_id", "part", "parts", "sent_ms", "chunk")
