@@ -177,6 +177,9 @@ CHALLENGED_MAX = 4096
 # echo, so a cookie reply is taken only for one of them.
 PEER_COOKIES_MAX = 1024
 SENT_REMEMBERED = 512
+# Items we forwarded in the stem only (not yet relayed normally), remembered so a stem
+# that loops back to us ends here (docs/PROTOCOL.md, "7.2"); the oldest forgotten first.
+STEMMED_MAX = 4096
 # Retries after which an item whose target we do not know triggers a lookup of it.
 LOOKUP_ON_ATTEMPTS = frozenset({1, 3, 6})
 # Recipients of our own texts that a lookup met in person (validated), for those
@@ -428,6 +431,7 @@ class Node:
         self._direct: OrderedDict[bytes, dict[Endpoint, NodeEntry]] = OrderedDict()
         # When we last started a lookup until found, by recipient address.
         self._finding: OrderedDict[bytes, float] = OrderedDict()
+        self._stemmed: OrderedDict[bytes, None] = OrderedDict()  # store keys
         self._datagram_limit = RateLimiter(
             self.config.datagram_rate_per_s, self.config.datagram_burst
         )
@@ -1102,6 +1106,14 @@ class Node:
             self.stats.duplicates += 1
             self._add_holder(existing, sender.address, now)
             self._send_receipt(sender.key, addr, [existing.key], now)
+            if existing.key in self._stemmed:
+                del self._stemmed[existing.key]
+                # It came back to us, who only forwarded it in the stem (a stem that
+                # looped, or a fluff copy counting on us): relayed normally now, not at
+                # its sender's retry (docs/PROTOCOL.md, "7.2"; common in small networks).
+                # As its first relay out of the stem: stem holders are no progress.
+                existing.attempts = 0
+                self._relay(existing, now)
             return
         if not self._store_limit.allow(sender.address, now):
             raise Rejected("store_rate")
@@ -1128,7 +1140,12 @@ class Node:
         # In the stem: forward it in the stem once more, or relay it (docs/PROTOCOL.md,
         # "7.2"). Whoever set the flag, the walk ends after 1 / (1 - STEM_FORWARD) hops
         # on average, so a hostile flag costs a relay no more than an honest one.
-        self._relay(entry, now, stem=entry.stem and self.rng.random() < STEM_FORWARD)
+        stem = entry.stem and self.rng.random() < STEM_FORWARD
+        self._relay(entry, now, stem=stem)
+        if stem:
+            self._stemmed[entry.key] = None
+            if len(self._stemmed) > STEMMED_MAX:
+                self._stemmed.popitem(last=False)
 
     def _on_message_for_me(
         self, sender: PublicIdentity, msg: pb.Message, item_id: bytes, addr: Endpoint, now: float
