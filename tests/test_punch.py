@@ -22,14 +22,16 @@ from comm_tui.protocol.punch import (
     PUNCH_ENDPOINTS_MAX,
     PUNCH_KEEPALIVE_S,
     PUNCH_LINGER_S,
+    PUNCH_RELAYS_PER_ROUND,
     PUNCHED_PAIRS_MAX,
     RELAY_BURST,
     RELAY_WAIT_S,
     Punching,
 )
+from comm_tui.protocol.reachability import Reachability
 from comm_tui.protocol.relay_store import Kind
 from comm_tui.protocol.routing import Endpoint
-from tests.punch_nat import NatKind, NatWire
+from tests.natwire import NatKind, NatWire
 from tests.wire import T0
 
 START = T0 + 11
@@ -38,38 +40,27 @@ START = T0 + 11
 class Net:
     """Five public relays, and Alice and Bob behind NAT routers, contacts of each other."""
 
-    def __init__(self, kind_a: NatKind, kind_b: NatKind, timeout_s: float = 3600.0) -> None:
+    def __init__(self, kind_a: NatKind, kind_b: NatKind) -> None:
         self.wire = w = NatWire()
-        self.relays = [w.add(seed) for seed in range(1, 6)]
+        self.relays = [w.add_public(seed) for seed in range(1, 6)]
         for relay in self.relays[1:]:
             w.connect(relay, self.relays[0])
         for relay in self.relays:
             relay.lookup(relay.address, T0)
         w.pump(T0)
-        self.a = w.add_behind(40, kind_a, timeout_s)
-        self.b = w.add_behind(41, kind_b, timeout_s)
-        w.join(self.a, self.relays[0], T0)
-        w.join(self.b, self.relays[1], T0)
+        self.a = w.add_behind(40, kind_a)
+        self.b = w.add_behind(41, kind_b)
+        self.a.bootstrap(w.endpoint(self.relays[0]), T0)
+        self.b.bootstrap(w.endpoint(self.relays[1]), T0)
         w.run(T0, T0 + 10)
-        self._strangers()
+        # Both are clients, attached to relays near them, and reach each other only
+        # through relays (no table names a client: docs/PROTOCOL.md, "12.3").
+        for x, y in ((self.a, self.b), (self.b, self.a)):
+            assert x.client_mode and x.joined and y.address not in x.table
+            assert any(r.attached_client(x.address) for r in self.relays)
         self.a.set_contacts([self.b.identity.key], T0 + 10)
         self.b.set_contacts([self.a.identity.key], T0 + 10)
         self.now = START
-
-    def _strangers(self) -> None:
-        """Alice and Bob reach each other only through relays when a test starts.
-
-        Lookups may have met them through the relays (both routers let in what answers a
-        datagram sent out); forget that, and the routers' permissions between them.
-        """
-        for x, y in ((self.a, self.b), (self.b, self.a)):
-            x.table.remove(y.address)
-            x._direct.pop(y.address, None)
-        publics = {nat.public_ip for nat in self.wire.nats.values()}
-        for nat in self.wire.nats.values():
-            for _, remotes in nat.ports.values():
-                for remote in [r for r in remotes if r[0] in publics]:
-                    del remotes[remote]
 
     def run(self, seconds: float, step: float = 0.25) -> None:
         end = self.now + seconds
@@ -91,13 +82,28 @@ class Net:
         )
 
 
+def _watch_between(net: Net) -> list[tuple[Endpoint, Endpoint]]:
+    """From now on, every datagram Alice and Bob send each other (list filled as they go)."""
+    hosts = {net.wire.endpoint(net.a), net.wire.endpoint(net.b)}
+    routers = {net.wire.public_endpoint_of(n)[0] for n in (net.a, net.b)}
+    seen: list[tuple[Endpoint, Endpoint]] = []
+
+    def watch(source: Endpoint, dest: Endpoint, data: bytes) -> bool:
+        if source in hosts and dest[0] in routers:
+            seen.append((source, dest))
+        return False
+
+    net.wire.drop = watch
+    return seen
+
+
 def _received(net: Net, node: Node) -> list[str]:
     return [t.text for t in net.wire.texts(node)]
 
 
 @pytest.mark.parametrize(
     ("kind_a", "kind_b"),
-    [("restricted", "restricted"), ("full", "full"), ("full", "restricted")],
+    [("restricted", "restricted"), ("full_cone", "full_cone"), ("full_cone", "restricted")],
 )
 def test_cone_nats_punch_and_later_texts_go_directly(kind_a: NatKind, kind_b: NatKind) -> None:
     net = Net(kind_a, kind_b)
@@ -106,8 +112,8 @@ def test_cone_nats_punch_and_later_texts_go_directly(kind_a: NatKind, kind_b: Na
     assert net.wire.states(net.a, first)[-1] == "delivered"
     # One relay near Bob introduced them; each pinged the other; both hold the pair.
     assert sum(r._punch.introduced for r in net.relays) >= 1
-    assert net.a.punched_peers()[net.b.address][0] == "198.18.41.1"  # Bob's router
-    assert net.b.punched_peers()[net.a.address][0] == "198.18.40.1"
+    assert net.a.punched_peers()[net.b.address][0] == "198.19.41.1"  # Bob's router
+    assert net.b.punched_peers()[net.a.address][0] == "198.19.40.1"
     copies = net.relay_copies(net.b)
     ids = [net.send(net.a, net.b, f"direct {i}") for i in range(5)]
     net.run(3)
@@ -143,11 +149,11 @@ def test_symmetric_nat_falls_back_to_relays_with_every_text_delivered() -> None:
 def test_a_symmetric_nat_meets_a_full_cone_through_the_port_it_pings_from() -> None:
     """Bob's pings come from a port his router opened toward Alice alone; Alice's full
     cone lets them in, and Alice pings that port back (a peer-reflexive candidate)."""
-    net = Net("full", "symmetric")
+    net = Net("full_cone", "symmetric")
     net.send(net.a, net.b, "hello")
     net.run(8)
     endpoint = net.a.punched_peers()[net.b.address]
-    assert endpoint[0] == "198.18.41.1"
+    assert endpoint[0] == "198.19.41.1"
     told = {w.endpoint for r in net.relays for w in r._punch.waiting.values()}
     assert endpoint not in told
     copies = net.relay_copies(net.b)
@@ -158,8 +164,7 @@ def test_a_symmetric_nat_meets_a_full_cone_through_the_port_it_pings_from() -> N
 
 
 def test_a_pair_is_kept_alive_while_texts_flow_then_let_go() -> None:
-    # Routers that forget a mapping after 30 s without traffic, like the issue's.
-    net = Net("restricted", "restricted", timeout_s=30.0)
+    net = Net("restricted", "restricted")  # routers forget a mapping after 20 s / 30 s
     net.send(net.a, net.b, "hello")
     net.run(5)
     assert net.b.address in net.a.punched_peers()
@@ -178,9 +183,9 @@ def test_a_pair_is_kept_alive_while_texts_flow_then_let_go() -> None:
     # Past PUNCH_LINGER_S without a text, the pair is let go: no more keep-alives.
     net.run(PUNCH_LINGER_S, step=5.0)
     assert net.a.punched_peers() == {} and net.b.punched_peers() == {}
-    before = len(net.wire.log)
+    between = _watch_between(net)
     net.run(PUNCH_KEEPALIVE_S * 4, step=5.0)
-    assert not [1 for s, d, _ in net.wire.log[before:] if {s, d} == {net.a, net.b}]
+    assert between == []
 
 
 def test_a_closed_hole_costs_one_retry_and_nothing_is_lost() -> None:
@@ -188,15 +193,11 @@ def test_a_closed_hole_costs_one_retry_and_nothing_is_lost() -> None:
     net.send(net.a, net.b, "hello")
     net.run(5)
     assert net.b.address in net.a.punched_peers()
-    # Bob's router reboots: every mapping gone (his relays still reach him once he
-    # speaks to them again, which a real client's keep-alives do).
-    bob_router = net.wire.routers["198.18.41.1"]
-    bob_router.ports.clear()
-    bob_router.mappings.clear()
-    net.b.lookup(net.b.address, net.now)  # Bob's own traffic reopens his relays' paths
-    net.wire.pump(net.now)
+    # Bob's router reboots with a new public address: every mapping is gone. Bob
+    # attaches to his relays again (docs/PROTOCOL.md, "12.5"); Alice's pair is dead.
+    net.wire.reboot(net.b, "198.19.141.1")
     text = net.send(net.a, net.b, "after the reboot")
-    net.run(15)
+    net.run(30)
     assert net.wire.states(net.a, text)[-1] == "delivered"
     assert "after the reboot" in _received(net, net.b)
 
@@ -445,3 +446,16 @@ def test_only_a_pong_from_the_endpoint_pinged_punches_the_pair() -> None:
     assert me.pairs == {}
     assert not me.pong(address, pinged, bytes([1]) * 16, T0)  # not our challenge
     assert me.pong(address, pinged, bytes(16), T0) and me.hop(address) == (contact, pinged)
+
+
+def test_a_public_node_asks_no_introduction() -> None:
+    """A public node is reached through the routing table and receives its contact's
+    acks directly: punching would only cost (docs/PROTOCOL.md, "12.6", when to punch).
+    The kind is set by hand here (tests/test_reachability.py classifies real ones)."""
+    net = Net("restricted", "restricted")
+    alice, bob = net.a, PublicIdentity(net.b.identity.key)
+    for kind, asked in (("public", 0), ("cone", PUNCH_RELAYS_PER_ROUND)):
+        alice._reach = Reachability(kind, ("198.19.40.1", 4000), net.now)
+        alice.send_text(bob, f"as a {kind} node", net.now)
+        # The first round goes out at once, with the text.
+        assert alice.stats.sent_by_kind["introduce"] == asked
