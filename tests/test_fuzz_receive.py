@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from comm_tui.crypto.ack import sign_ack, verify_ack
-from comm_tui.crypto.identity import Identity
+from comm_tui.crypto.identity import Identity, address_of
 from comm_tui.crypto.prekeys import PublicBundle
 from comm_tui.crypto.records import MAX_ONE_TIME_PREKEYS
 from comm_tui.protocol import wire_pb2 as pb
@@ -114,6 +114,10 @@ def rig() -> Rig:
         "record": pb.Frame(record=pb.Record(bundle=record.wire)),
         "record_answer": pb.Frame(record=pb.Record(query_id=b"r" * 16, bundle=record.wire)),
         "get_record": pb.Frame(get_record=pb.GetRecord(query_id=b"g" * 16, address=a.address)),
+        "introduce": pb.Frame(
+            introduce=pb.Introduce(target=b"t" * 20, nonce=b"i" * 16, padding=bytes(40))
+        ),
+        "introduced": pb.Frame(introduced=pb.Introduced(key=a.identity.key)),
     }
     datagrams = {
         kind: a.codec.encode_frame(b.identity.key, frame, T0) for kind, frame in frames.items()
@@ -173,6 +177,8 @@ KINDS = sorted(
         "record",
         "record_answer",
         "get_record",
+        "introduce",
+        "introduced",
     ]
 )
 FRAME_KINDS = [k for k in KINDS if k != "hello"]
@@ -364,6 +370,20 @@ def test_hostile_fields_in_valid_boxes(data: st.DataObject) -> None:
     elif kind == "get_record":
         frame.get_record.query_id = data.draw(HOSTILE_BYTES)
         frame.get_record.address = data.draw(HOSTILE_BYTES)
+    elif kind == "introduce":
+        frame.introduce.target = data.draw(st.one_of(HOSTILE_BYTES, st.just(r.b.address)))
+        frame.introduce.nonce = data.draw(HOSTILE_BYTES)
+        frame.introduce.padding = data.draw(st.binary(max_size=64))
+    elif kind == "introduced":
+        # B asked A (a relay of its table) to meet a contact: hostile answers and notices.
+        contact = Identity.from_seed(b"\x03" * 32).key
+        r.b.set_contacts([contact], now)
+        asked = r.b._punch._ask(r.a.identity.key, A_ENDPOINT, address_of(contact), now)
+        nonce = asked.frame.introduce.nonce
+        frame.introduced.key = data.draw(st.one_of(HOSTILE_BYTES, st.just(contact)))
+        frame.introduced.nonce = data.draw(st.one_of(HOSTILE_BYTES, st.just(nonce)))
+        frame.introduced.ip = data.draw(HOSTILE_BYTES)
+        frame.introduced.port = data.draw(st.integers(0, 2**32 - 1))
     elif kind == "find_node":
         frame.find_node.query_id = data.draw(HOSTILE_BYTES)
         frame.find_node.target = data.draw(HOSTILE_BYTES)
