@@ -1845,7 +1845,8 @@ class Node:
         helpers = helpers[len(helpers) // 2 :]
         seen = seen_endpoint(target)
         if not helpers or seen is None or not probe_target_allowed(target, addr):
-            declined = pb.Frame(probe=pb.Probe(nonce=request.nonce, declined=True))
+            # From us, the node asked, a Probe declines; no larger than the request.
+            declined = pb.Frame(probe=pb.Probe(nonce=request.nonce))
             self._send_frame(sender.key, addr, declined, now)
             return
         helper = self.rng.choice(helpers)
@@ -1884,10 +1885,8 @@ class Node:
         It proves inbound reachability only if it comes from an IP we have not sent to
         lately: otherwise our NAT may have let it in through a mapping we opened.
         """
-        if probe.declined:
-            if self._prober.helper_of(probe.nonce) != sender.key:
-                raise Rejected("unsolicited")
-            self._prober.declined(probe.nonce, now)
+        if self._prober.helper_of(probe.nonce) == sender.key:
+            self._prober.declined(probe.nonce, now)  # the node asked sends it: declined
         else:
             last = self._sent_to.get(solicitation_key(addr))
             solicited = last is not None and now - last < PROBE_SOLICITED_S

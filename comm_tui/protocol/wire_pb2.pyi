@@ -127,12 +127,10 @@ class DialBack(_message.Message):
     def __init__(self, key: _Optional[bytes] = ..., target: _Optional[_Union[SeenEndpoint, _Mapping]] = ..., nonce: _Optional[bytes] = ...) -> None: ...
 
 class Probe(_message.Message):
-    __slots__ = ("nonce", "declined")
+    __slots__ = ("nonce",)
     NONCE_FIELD_NUMBER: _ClassVar[int]
-    DECLINED_FIELD_NUMBER: _ClassVar[int]
     nonce: bytes
-    declined: bool
-    def __init__(self, nonce: _Optional[bytes] = ..., declined: _Optional[bool] = ...) -> None: ...
+    def __init__(self, nonce: _Optional[bytes] = ...) -> None: ...
 
 class FindNode(_message.Message):
     __slots__ = ("query_id", "target")
