@@ -199,9 +199,9 @@ def item_f(args: argparse.Namespace) -> Result:
         responder = features.start_pmp_responder(home)
         start = time.time()
         agent = host.agent(bootstrap=relays.endpoints)
-        mapped_at = features.wait_mapping(home, responder, present=True, timeout_s=30.0)
+        mapped_at = features.wait_mapping(responder, present=True, timeout_s=30.0)
         agent.quit()
-        removed = features.wait_mapping(home, responder, present=False, timeout_s=10.0)
+        removed = features.wait_mapping(responder, present=False, timeout_s=10.0)
         return {
             "mapped": mapped_at is not None,
             "mapped_after_s": None if mapped_at is None else round(mapped_at - start, 3),
@@ -217,7 +217,8 @@ def item_g(args: argparse.Namespace) -> Result:
     with Internet() as net:
         relays = start_relays(net, 3)
         bob_host = net.public_host("bob")
-        bob = bob_host.agent(bootstrap=relays.endpoints[:1])
+        # A server's node listens on its public address, which its card names.
+        bob = bob_host.agent(bootstrap=relays.endpoints[:1], listen_ip=bob_host.ip)
         bob.wait_peers(1, 30.0)
         card = features.card_with_hints(bob)
         home = net.nat_router("home", "restricted")

@@ -13,7 +13,8 @@ Events (stdout), each with ``"t": time.time()`` when it happened: ``ready`` (add
 card, bound endpoint), ``contact_added``, ``sent`` (text_id; ``t`` is taken just before
 ``send_text``), ``state`` (text_id, state: sent/delivered/expired), ``received``
 (text_id, sender address), ``peers`` (count), ``reachability`` (when the node has one
-and it changes), ``status``, ``error``, ``failed``, ``stopped``.
+and it changes), ``status`` (with the current card), ``error``, ``failed``, ``stopped``;
+other service events of this build by class name (``PortMappingChanged``, say).
 
     python tests/netns/agent.py --data-dir D --listen 0.0.0.0:7400 --bootstrap IP:PORT
 """
@@ -32,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from comm_tui.crypto import card as card_module
 from comm_tui.crypto.card import decode_card, encode_card
 from comm_tui.errors import UserError
 from comm_tui.net.service import (
@@ -108,26 +110,55 @@ def _read_stdin(loop: asyncio.AbstractEventLoop, commands: asyncio.Queue[dict[st
     loop.call_soon_threadsafe(commands.put_nowait, {"cmd": "quit"})
 
 
+def _current_card(profile: Profile, service: NodeService) -> str:
+    """Our card: with endpoint hints where this build writes them (docs/PROTOCOL.md, "13.2")."""
+    publish = getattr(service, "publish_card", None)
+    return str(publish()) if publish is not None else encode_card(profile.identity.public)
+
+
+def _add_contact(profile: Profile, service: NodeService, name: str, text: str) -> bytes:
+    """What ``comm-tui contacts add`` does, and the running node told, as the app does.
+
+    A build whose cards carry endpoint hints (``read_card``) keeps them with the contact
+    and hands them to the node (``contact_added(key, hints)``), so a fresh profile can
+    join through them.
+    """
+    read_card = getattr(card_module, "read_card", None)
+    if read_card is None:
+        public = decode_card(text)
+        profile.db.add_contact(name, public.key, public.address, time.time())
+        service.contact_added(public.key)
+        return public.address
+    card = read_card(text)
+    public = card.identity
+    with profile.db.transaction():
+        profile.db.add_contact(name, public.key, public.address, time.time())
+        profile.db.save_card_hints(public.key, card.hints, card.issued)
+    service.contact_added(public.key, card.hints)
+    return public.address
+
+
 def _handle(profile: Profile, service: NodeService, command: dict[str, Any]) -> None:
     cmd = command.get("cmd")
     if cmd == "add_contact":
-        public = decode_card(str(command["card"]))
-        profile.db.add_contact(str(command["name"]), public.key, public.address, time.time())
-        service.contact_added(public.key)
-        emit("contact_added", address=public.address)
+        address = _add_contact(profile, service, str(command["name"]), str(command["card"]))
+        emit("contact_added", address=address)
     elif cmd == "send":
         recipient = decode_card(str(command["to"]))
         stamp = time.time()
         row = service.send_text(recipient, str(command["text"]))
         emit("sent", text_id=row.text_id, stamp=stamp)
     elif cmd == "status":
-        emit("status", **_status(service))
+        emit("status", card=_current_card(profile, service), **_status(service))
     else:
         emit("error", message=f"unknown command {cmd!r}")
 
 
 async def run(args: argparse.Namespace) -> None:
     profile = open_profile("default", args.data_dir, lock_as="netns agent")
+    if hasattr(profile.config, "test_networks"):
+        # The emulated internet is made of 198.18.0.0/15: public here (docs/PROTOCOL.md, 13.2).
+        profile.config.test_networks = True
     try:
         service = await start_service(profile, args.listen, args.bootstrap or None)
         stop = asyncio.Event()
@@ -142,6 +173,10 @@ async def run(args: argparse.Namespace) -> None:
             elif isinstance(event, NodeFailed):
                 emit("failed", message=event.message)
                 stop.set()
+            else:
+                # Events of features this build may have (a port mapping, say), by name.
+                fields = _jsonable(event)
+                emit(type(event).__name__, **(fields if isinstance(fields, dict) else {}))
 
         service.subscribe(on_event)
         loop = asyncio.get_running_loop()
@@ -153,7 +188,7 @@ async def run(args: argparse.Namespace) -> None:
             "ready",
             address=profile.identity.address,
             key=profile.identity.key,
-            card=encode_card(profile.identity.public),
+            card=_current_card(profile, service),
             bound=list(service.bound) if service.bound else None,
         )
         reach = _reachability(service)
