@@ -36,6 +36,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -204,7 +205,7 @@ def item_f(args: argparse.Namespace) -> Result:
         removed = features.wait_mapping(responder, present=False, timeout_s=10.0)
         return {
             "mapped": mapped_at is not None,
-            "mapped_after_s": None if mapped_at is None else round(mapped_at - start, 3),
+            "mapped_after_s": None if mapped_at is None else round(mapped_at[0] - start, 3),
             "removed_on_exit": removed is not None,
             "target_s": 5.0,
         }
@@ -277,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         args.idle_minutes, args.texts, args.interval = 0.0, 3, 0.2
         args.offline_s, args.settle_s, args.idle_cost_s = 1.0, 1.0, 3.0
     wanted = [c for c in args.only if c in ITEMS]
+    # SIGTERM unwinds like Ctrl-C, so every Internet is closed (processes and namespaces).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if why := netns_unavailable():
         print(f"nat.py: {why}", file=sys.stderr)
         return 2

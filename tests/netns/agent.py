@@ -96,6 +96,7 @@ def _status(service: NodeService) -> dict[str, Any]:
             "texts_received": stats.texts_received,
             "texts_delivered": stats.texts_delivered,
             "sent_by_kind": dict(stats.sent_by_kind),
+            "rejected": dict(stats.rejected),
         },
     }
 

@@ -54,14 +54,17 @@ def start_pmp_responder(router: Router) -> NsProcess:
     return proc
 
 
-def wait_mapping(responder: NsProcess, *, present: bool, timeout_s: float) -> float | None:
-    """When the responder said it mapped (``present``) or unmapped a port; None if not in time."""
-    pattern = r"^mapped \d+ -> " if present else r"^unmapped \d+"
+def wait_mapping(
+    responder: NsProcess, *, present: bool, timeout_s: float
+) -> tuple[float, int] | None:
+    """When the responder said it mapped (``present``) or unmapped a port, and that external
+    port; None if it did not within ``timeout_s``."""
+    pattern = r"^mapped (\d+) -> " if present else r"^unmapped (\d+)"
     try:
-        responder.wait_for_line(pattern, timeout_s)
+        match = responder.wait_for_line(pattern, timeout_s)
     except AssertionError:
         return None
-    return time.time()
+    return time.time(), int(match.group(1))
 
 
 def card_with_hints(agent: Agent, timeout_s: float = 20.0) -> str:
