@@ -200,12 +200,12 @@ def item_f(args: argparse.Namespace) -> Result:
         responder = features.start_pmp_responder(home)
         start = time.time()
         agent = host.agent(bootstrap=relays.endpoints)
-        mapped_at = features.wait_mapping(responder, present=True, timeout_s=30.0)
+        mapped_at = features.wait_mapping(home, responder, present=True, timeout_s=30.0)
         agent.quit()
-        removed = features.wait_mapping(responder, present=False, timeout_s=10.0)
+        removed = features.wait_mapping(home, responder, present=False, timeout_s=10.0)
         return {
             "mapped": mapped_at is not None,
-            "mapped_after_s": None if mapped_at is None else round(mapped_at[0] - start, 3),
+            "mapped_after_s": None if mapped_at is None else round(mapped_at - start, 3),
             "removed_on_exit": removed is not None,
             "target_s": 5.0,
         }

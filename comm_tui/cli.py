@@ -59,6 +59,7 @@ from comm_tui.net.service import (
     NodeService,
     NoticeAdded,
     OutgoingUpdated,
+    PortMappingChanged,
     ServiceEvent,
 )
 from comm_tui.profile import Profile, open_profile, start_service
@@ -884,8 +885,17 @@ def _event_logger(db: Database) -> Callable[[ServiceEvent], None]:
         elif isinstance(event, NoticeAdded):
             # Our own words about the session (docs/PROTOCOL.md, "Session reset"), no text.
             _log(f"{_display_name(db, event.row.peer_address)}: {event.row.text}")
+        elif isinstance(event, PortMappingChanged):
+            _log(f"port mapping: {_port_mapping_text(event)}")
 
     return log_event
+
+
+def _port_mapping_text(event: PortMappingChanged) -> str:
+    """docs/PROTOCOL.md, "14. Port mapping": what the user is told about the router."""
+    if event.mapping is not None:
+        return event.mapping.describe()
+    return "removed" if event.why == "removed" else f"none ({event.why})"
 
 
 def _stats_line(service: NodeService) -> str:
@@ -925,6 +935,8 @@ async def _run_node(profile: Profile, g: _Globals, *, debug: bool = False) -> in
                 f" address {profile.identity.address.hex()}"
             )
             _log(f"card: {encode_card(profile.identity.public)}")
+            if not profile.config.port_mapping:
+                _log("port mapping: off (port_mapping = false in the config)")
             # A node runs for days: it says its notices at start, in its log, not at exit.
             for notice in g.notices:
                 _log(notice)

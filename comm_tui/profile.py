@@ -13,6 +13,7 @@ from pathlib import Path
 from comm_tui.crypto.identity import Identity
 from comm_tui.crypto.keyfile import PassphraseRequired, load_or_create_identity
 from comm_tui.net.discovery import LocalDirectory
+from comm_tui.net.portmap import PortMapper
 from comm_tui.net.service import NodeService
 from comm_tui.protocol.node import NodeConfig
 from comm_tui.protocol.routing import Endpoint
@@ -141,6 +142,7 @@ def make_service(
         bootstrap=bootstrap_endpoints,
         discovery=discovery,
         config=config,
+        port_mapper=PortMapper if profile.config.port_mapping else None,
     )
     return service, default
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from comm_tui.crypto.identity import Identity, PublicIdentity
 from comm_tui.errors import StorageError
 from comm_tui.net.discovery import LocalDirectory
+from comm_tui.net.portmap import PortMapper, PortMapping
 from comm_tui.net.udp import NodeProtocol, open_udp
 from comm_tui.protocol.events import (
     Event,
@@ -67,8 +68,20 @@ class NodeFailed:
     message: str
 
 
-ServiceEvent = IncomingText | OutgoingUpdated | NoticeAdded | PeersChanged | NodeFailed
+@dataclass(frozen=True)
+class PortMappingChanged:
+    """The router mapped our port (``mapping``), or no longer does / would not (``why``)."""
+
+    mapping: PortMapping | None
+    why: str
+
+
+ServiceEvent = (
+    IncomingText | OutgoingUpdated | NoticeAdded | PeersChanged | NodeFailed | PortMappingChanged
+)
 Listener = Callable[[ServiceEvent], None]
+# Makes the port mapper for the bound port; tests point it at a responder on 127.0.0.1.
+PortMapperFactory = Callable[[int, Callable[[PortMapping | None, str], None]], PortMapper]
 
 
 class NodeService:
@@ -81,6 +94,7 @@ class NodeService:
         bootstrap: list[Endpoint] | None = None,
         discovery: LocalDirectory | None = None,
         config: NodeConfig | None = None,
+        port_mapper: PortMapperFactory | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.identity = identity
@@ -93,6 +107,9 @@ class NodeService:
         self.protocol: NodeProtocol | None = None
         self.bound: Endpoint | None = None
         self.damaged_entries = 0
+        self.port_mapper_factory = port_mapper
+        self.port_mapper: PortMapper | None = None
+        self.port_mapping: PortMapping | None = None
         self._listeners: list[Listener] = []
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -131,6 +148,10 @@ class NodeService:
             self.discovery.announce(self.identity.key, self.bound)
             self._tasks.append(asyncio.create_task(self._discover_forever()))
         self._tasks.append(asyncio.create_task(self._save_peers_forever()))
+        if self.port_mapper_factory is not None:
+            # docs/PROTOCOL.md, "14. Port mapping": in the background, never in the way.
+            self.port_mapper = self.port_mapper_factory(self.bound[1], self._on_port_mapping)
+            self._tasks.append(asyncio.create_task(self.port_mapper.run()))
         self.protocol.pump()
         return self.bound
 
@@ -141,6 +162,11 @@ class NodeService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self.port_mapper is not None:
+            await self.port_mapper.remove()
+            if self.port_mapping is not None:
+                self._on_port_mapping(None, "removed")
+            self.port_mapper = None
         if self.discovery is not None:
             self.discovery.withdraw()
         self._save_peers()
@@ -175,6 +201,24 @@ class NodeService:
     def contact_added(self, key: bytes) -> None:
         """Fetch a new contact's prekey bundle now, so a first text to them opens with X3DH."""
         self.node.want_bundles([key], self.clock())
+        if self.protocol is not None:
+            self.protocol.pump()
+
+    def _on_port_mapping(self, mapping: PortMapping | None, why: str) -> None:
+        self.port_mapping = mapping
+        self._tell_node_port_mapping(mapping.external if mapping is not None else None)
+        notice = PortMappingChanged(mapping, why)
+        for listener in self._listeners:
+            listener(notice)
+
+    def _tell_node_port_mapping(self, endpoint: Endpoint | None) -> None:
+        """The one place the mapped endpoint reaches the core, as a candidate public endpoint
+        it checks by dial-back (``Node.note_port_mapping``, docs/PROTOCOL.md, "12.
+        Reachability"); a core without that method (before reachability) is not told."""
+        note = getattr(self.node, "note_port_mapping", None)
+        if note is None:
+            return
+        note(endpoint, self.clock())
         if self.protocol is not None:
             self.protocol.pump()
 

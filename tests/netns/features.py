@@ -1,4 +1,5 @@
-"""Which issue-10 features this build has, so tests and ``bench/nat.py`` run on any branch.
+"""Which issue-10 features this build has, so tests and ``bench/nat.py`` run on any branch,
+and the few helpers that drive those features from outside.
 
 Each check looks at the public interface named in the shared design (NAT-DESIGN.md,
 "Interfaces between parts") or at the module a feature lives in, never at private names.
@@ -29,7 +30,7 @@ def has_punching() -> bool:
 
 
 def has_port_mapping() -> bool:
-    """h-portmap: the service's port mapper, and the test NAT-PMP/PCP responder."""
+    """h-portmap: the service's port mapper, and the test PCP/NAT-PMP responder."""
     return _module("comm_tui.net.portmap") and RESPONDER.exists()
 
 
@@ -43,28 +44,50 @@ def has_card_hints() -> bool:
     return hasattr(card_module, "read_card")
 
 
-def start_pmp_responder(router: Router) -> NsProcess:
-    """h-portmap's NAT-PMP/PCP responder in the router, installing a DNAT rule per mapping.
+def _module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
 
-    (Debian's miniupnpd refuses to map while its external address is in 198.18.0.0/15,
-    see tests/netns/README.md.)
+
+# ------------------------------------------------------ port mapping (h-portmap, bench f)
+
+PMP_TABLE = "natpmp_test"  # tests/netns/natpmp_responder.py's nftables table
+
+
+def start_pmp_responder(router: Router) -> NsProcess:
+    """The test PCP/NAT-PMP responder in ``router``'s namespace, installing DNAT rules.
+
+    Why not Debian's miniupnpd: it refuses to map while its external address is reserved
+    (198.18.0.0/15); docs/PROTOCOL.md, "14. Port mapping".
     """
-    proc = router.run([sys.executable, str(RESPONDER), "--external-ip", router.wan_ip, "--nft"])
-    proc.wait_for_line(r"^ready$")
+    argv = [sys.executable, "-m", "tests.netns.natpmp_responder", "--nft"]
+    proc = router.run([*argv, "--external-ip", router.wan_ip])
+    proc.wait_for_line(r"^ready$", timeout_s=10.0)
     return proc
 
 
+def mapping_rules(router: Router) -> list[str]:
+    """The responder's DNAT rules now in ``router`` (one per mapping)."""
+    out = router.exec_ns(["nft", "list", "table", "ip", PMP_TABLE], check=False).stdout
+    return [line.strip() for line in out.splitlines() if "dnat to" in line]
+
+
 def wait_mapping(
-    responder: NsProcess, *, present: bool, timeout_s: float
-) -> tuple[float, int] | None:
-    """When the responder said it mapped (``present``) or unmapped a port, and that external
-    port; None if it did not within ``timeout_s``."""
-    pattern = r"^mapped (\d+) -> " if present else r"^unmapped (\d+)"
-    try:
-        match = responder.wait_for_line(pattern, timeout_s)
-    except AssertionError:
-        return None
-    return time.time(), int(match.group(1))
+    router: Router, responder: NsProcess, *, present: bool, timeout_s: float
+) -> float | None:
+    """``time.time()`` once a mapping's DNAT rule is in ``router`` (or gone), else None."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if bool(mapping_rules(router)) == present:
+            return time.time()
+        if time.monotonic() > deadline or responder.popen.poll() is not None:
+            return None
+        time.sleep(0.05)
+
+
+# ------------------------------------------------------ card hints (h-lan, bench g)
 
 
 def card_with_hints(agent: Agent, timeout_s: float = 20.0) -> str:
@@ -77,10 +100,3 @@ def card_with_hints(agent: Agent, timeout_s: float = 20.0) -> str:
         if time.monotonic() > deadline:
             raise AssertionError(f"{agent.name}: no card with hints within {timeout_s} s")
         time.sleep(0.3)
-
-
-def _module(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False

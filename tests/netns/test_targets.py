@@ -3,12 +3,12 @@
 Each test is a smaller version of a ``bench/nat.py`` item (45 s of idle past a 20 s /
 30 s NAT instead of 5 minutes, 10 texts instead of 100) that asserts the issue's bound.
 Tests of a feature this build lacks are expected failures that do not run (``run=False``:
-they would only burn CI time); on a build with the feature they are ordinary tests.
+they would only burn CI time); on a build with the feature they are ordinary tests. The
+port-mapping target is tests/netns/test_portmap_netns.py (h-portmap's).
 """
 
 from __future__ import annotations
 
-import sys
 import time
 
 import pytest
@@ -31,9 +31,6 @@ needs_reach = pytest.mark.xfail(
 )
 needs_lan = pytest.mark.xfail(
     not features.has_lan_discovery(), reason="needs h-lan (LAN discovery)", run=False
-)
-needs_portmap = pytest.mark.xfail(
-    not features.has_port_mapping(), reason="needs h-portmap (port mapping)", run=False
 )
 needs_hints = pytest.mark.xfail(
     not features.has_card_hints(), reason="needs h-lan (card hints)", run=False
@@ -126,31 +123,3 @@ def test_fresh_node_joins_through_a_card_with_hints(net: Internet) -> None:
     sent = fresh.send(card, "found you")
     fresh.state(str(sent["text_id"]), "delivered", 30.0)
     assert time.time() - start <= 5.0
-
-
-@needs_portmap
-@pytest.mark.timeout(60)
-def test_port_mapping_opens_the_port_within_5_s_and_is_removed_on_exit(net: Internet) -> None:
-    """Target: a mapping within 5 s of start where the router offers one; gone on exit."""
-    relay = net.public_host("r1")
-    relay.node()
-    stranger = net.public_host("stranger")
-    home = net.nat_router("home", "restricted")
-    host = home.host("alice")
-    responder = features.start_pmp_responder(home)
-    start = time.time()
-    agent = host.agent(bootstrap=[relay.endpoint()])
-    mapped = features.wait_mapping(responder, present=True, timeout_s=15.0)
-    assert mapped is not None, responder.seen
-    assert mapped[0] - start <= 5.0
-    # The mapping really opens the port: junk from a host the node never sent to reaches
-    # it (and is rejected there, which only that junk can make it do).
-    script = "import socket,sys; socket.socket(2,2).sendto(b'x'*40,(sys.argv[1],int(sys.argv[2])))"
-    before = sum(agent.status()["stats"]["rejected"].values())
-    deadline = time.monotonic() + 10.0
-    while sum(agent.status()["stats"]["rejected"].values()) == before:
-        stranger.exec_ns([sys.executable, "-c", script, home.wan_ip, str(mapped[1])])
-        assert time.monotonic() < deadline, "nothing came in through the mapping"
-        time.sleep(0.3)
-    agent.quit()
-    assert features.wait_mapping(responder, present=False, timeout_s=10.0) is not None
