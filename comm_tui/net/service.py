@@ -13,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from comm_tui.crypto.card import encode_card, encode_hints_card
 from comm_tui.crypto.identity import Identity, PublicIdentity
 from comm_tui.errors import StorageError
 from comm_tui.net.discovery import LocalDirectory
+from comm_tui.net.hints import endpoint_hints
+from comm_tui.net.lan import LanBeacon, LanOptions, Sighting, lan_families
 from comm_tui.net.portmap import PortMapper, PortMapping
 from comm_tui.net.udp import NodeProtocol, open_udp
 from comm_tui.protocol.events import (
@@ -37,6 +40,8 @@ from comm_tui.store.db import SESSION_RESET_NOTICE, Database, HistoryRow
 
 PEER_SAVE_INTERVAL_S = 60.0
 DISCOVERY_INTERVAL_S = 10.0
+CARD_CHECK_INTERVAL_S = 10.0  # how soon a new public endpoint shows in the profile's card
+CARD_META = "card"  # the profile's current card, with hints when it has any
 
 
 @dataclass(frozen=True)
@@ -96,12 +101,18 @@ class NodeService:
         config: NodeConfig | None = None,
         port_mapper: PortMapperFactory | None = None,
         clock: Callable[[], float] = time.time,
+        lan: LanOptions | None = None,
+        test_networks: bool = False,
     ) -> None:
         self.identity = identity
         self.db = db
         self.listen = listen
         self.bootstrap_endpoints = list(bootstrap or [])
         self.discovery = discovery
+        self.lan_options = lan
+        self.lan: LanBeacon | None = None
+        self.test_networks = test_networks
+        self.card_hints: list[Endpoint] | None = None  # None: not yet written in this run
         self.clock = clock
         self.node = Node(identity, clock(), config=config)
         self.protocol: NodeProtocol | None = None
@@ -142,16 +153,30 @@ class NodeService:
         self.node.want_bundles((contact.key for contact in self.db.contacts()), now)
         for key, host, port, _ in self.db.load_peers():
             self.node.add_known_peer(key, (host, port), now)
+        # docs/PROTOCOL.md, "13.2": a contact's node where its card said it was.
+        for key, host, port in self.db.contact_hints():
+            self.node.add_known_peer(key, (host, port), now)
         for endpoint in self.bootstrap_endpoints:
             self.node.bootstrap(endpoint, now)
         if self.discovery is not None:
             self.discovery.announce(self.identity.key, self.bound)
             self._tasks.append(asyncio.create_task(self._discover_forever()))
+        if self.lan_options is not None:
+            self.lan = LanBeacon(
+                self.identity,
+                self.bound[1],
+                lan_families(self.bound),
+                self._lan_sighting,
+                options=self.lan_options,
+                clock=self.clock,
+            )
+            await self.lan.start()
         self._tasks.append(asyncio.create_task(self._save_peers_forever()))
         if self.port_mapper_factory is not None:
             # docs/PROTOCOL.md, "14. Port mapping": in the background, never in the way.
             self.port_mapper = self.port_mapper_factory(self.bound[1], self._on_port_mapping)
             self._tasks.append(asyncio.create_task(self.port_mapper.run()))
+        self._tasks.append(asyncio.create_task(self._publish_card_forever()))
         self.protocol.pump()
         return self.bound
 
@@ -167,6 +192,8 @@ class NodeService:
             if self.port_mapping is not None:
                 self._on_port_mapping(None, "removed")
             self.port_mapper = None
+        if self.lan is not None:
+            await self.lan.stop()
         if self.discovery is not None:
             self.discovery.withdraw()
         self._save_peers()
@@ -198,9 +225,16 @@ class NodeService:
             self.protocol.pump()
         return row
 
-    def contact_added(self, key: bytes) -> None:
-        """Fetch a new contact's prekey bundle now, so a first text to them opens with X3DH."""
-        self.node.want_bundles([key], self.clock())
+    def contact_added(self, key: bytes, hints: Iterable[Endpoint] = ()) -> None:
+        """Fetch a new contact's prekey bundle now, so a first text to them opens with X3DH.
+
+        The endpoint hints of their card (docs/PROTOCOL.md, "13.2") are pinged at once:
+        for a node that knows nobody yet, that is how it joins.
+        """
+        now = self.clock()
+        for endpoint in hints:
+            self.node.add_known_peer(key, endpoint, now)
+        self.node.want_bundles([key], now)
         if self.protocol is not None:
             self.protocol.pump()
 
@@ -264,6 +298,11 @@ class NodeService:
                 if changed is not None:
                     notices.append(OutgoingUpdated(changed))
             elif isinstance(event, PeerAdded | PeerRemoved):
+                if isinstance(event, PeerAdded):
+                    # Remembered at once, not at the next save: a node killed a minute
+                    # after joining must still find its way back (docs/PROTOCOL.md, "13.3").
+                    host, port = event.endpoint
+                    self.db.save_peers([(event.key, host, port, now)])
                 notices.append(PeersChanged(len(self.node.table)))
         for notice in notices:
             for listener in self._listeners:
@@ -293,8 +332,10 @@ class NodeService:
                     self.db.set_outgoing_state(row.text_id, "expired", now)
 
     def _save_peers(self) -> None:
-        now = self.clock()
-        self.db.save_peers((n.key, n.endpoint[0], n.endpoint[1], now) for n in self.node.table)
+        """Remember the table with when each node last answered: the best are tried first."""
+        self.db.save_peers(
+            (n.key, n.endpoint[0], n.endpoint[1], n.last_seen) for n in self.node.table
+        )
 
     async def _save_peers_forever(self) -> None:
         while True:
@@ -313,3 +354,43 @@ class NodeService:
             if self.protocol is not None:
                 self.protocol.pump()
             await asyncio.sleep(DISCOVERY_INTERVAL_S)
+
+    def _lan_sighting(self, sighting: Sighting, now: float) -> None:
+        """A signed LAN beacon: ping its key at its source (docs/PROTOCOL.md, "13.1").
+
+        The ping goes through the usual hello and address validation, which only the
+        key's holder can answer; the beacon itself proves nothing.
+        """
+        self.node.add_known_peer(sighting.key, sighting.endpoint, now)
+        if self.protocol is not None:
+            self.protocol.pump()
+
+    def public_endpoints(self) -> list[Endpoint]:
+        """Our endpoints that hosts elsewhere might reach, best first (docs/PROTOCOL.md, "13.2").
+
+        The listen address when it is a public one. The node's learned public endpoint
+        (``Node.reachability.public_endpoint``) and a port-mapped one go before it here
+        once those parts are merged.
+        """
+        return endpoint_hints([self.bound], test_networks=self.test_networks)
+
+    def publish_card(self) -> str:
+        """Write the profile's current card (with hints when we have any) for ``comm-tui id``.
+
+        Signed again only when the hints change; a card without hints is the version 1 card.
+        """
+        hints = self.public_endpoints()
+        if hints != self.card_hints:
+            self.card_hints = hints
+            card = (
+                encode_hints_card(self.identity, hints, int(self.clock()))
+                if hints
+                else encode_card(self.identity.public)
+            )
+            self.db.set_meta(CARD_META, card)
+        return self.db.get_meta(CARD_META) or encode_card(self.identity.public)
+
+    async def _publish_card_forever(self) -> None:
+        while True:
+            self.publish_card()
+            await asyncio.sleep(CARD_CHECK_INTERVAL_S)

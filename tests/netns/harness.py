@@ -320,6 +320,9 @@ class Host(_Namespace):
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.pop("COMM_TUI_PASSPHRASE", None)
+        # The suite keeps LAN beacons on loopback (tests/conftest.py); in a namespace they
+        # go out of every interface, as on a real host.
+        env.pop("COMM_TUI_LAN_INTERFACES", None)
         env.update(
             HOME=str(self.home),
             XDG_RUNTIME_DIR=str(self.runtime_dir),

@@ -113,7 +113,9 @@ def test_fresh_node_joins_through_a_card_with_hints(net: Internet) -> None:
     relays = [net.public_host(f"r{i}") for i in (1, 2)]
     relays[0].node()
     relays[1].node(bootstrap=[relays[0].endpoint()])
-    bob = net.public_host("bob").agent(bootstrap=[relays[0].endpoint()])
+    bob_host = net.public_host("bob")
+    # On its public address (not 0.0.0.0), which its card then names as a hint.
+    bob = bob_host.agent(bootstrap=[relays[0].endpoint()], listen_ip=bob_host.ip)
     bob.wait_peers(1, 30.0)
     card = features.card_with_hints(bob)
     fresh_host = net.nat_router("home").host("fresh")
