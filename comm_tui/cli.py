@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from comm_tui import __version__
-from comm_tui.crypto.card import decode_card, encode_card, looks_like_card
+from comm_tui.crypto.card import Card, decode_card, encode_card, looks_like_card, read_card
 from comm_tui.crypto.identity import ADDRESS_BYTES, Identity, PublicIdentity
 from comm_tui.crypto.keyfile import (
     FAST_KDF_ENV,
@@ -51,14 +51,16 @@ from comm_tui.crypto.keyfile import (
     unprotected_backups,
     write_identity_file,
 )
-from comm_tui.errors import KeyFileError, StorageError, UserError
+from comm_tui.errors import CardError, KeyFileError, StorageError, UserError
 from comm_tui.logs import LOG_LEVELS, file_logger
 from comm_tui.net.service import (
+    CARD_META,
     IncomingText,
     NodeFailed,
     NodeService,
     NoticeAdded,
     OutgoingUpdated,
+    PortMappingChanged,
     ServiceEvent,
 )
 from comm_tui.profile import Profile, open_profile, start_service
@@ -535,17 +537,48 @@ def _cmd_app(args: argparse.Namespace, g: _Globals) -> int:
 
 def _cmd_id(args: argparse.Namespace, g: _Globals) -> int:
     with _open(g) as profile:
+        card = _current_card(profile)
         print(f"address: {profile.identity.address.hex()}")
-        print(f"card: {encode_card(profile.identity.public)}")
+        print(f"card: {encode_card(profile.identity.public) if card is None else card[0]}")
+        if card is not None:
+            hints = " ".join(_endpoint_text(hint) for hint in card[1].hints)
+            issued = datetime.fromtimestamp(card[1].issued, UTC).strftime("%Y-%m-%d %H:%M UTC")
+            print(f"endpoint hints: {hints} (as of {issued})")
     return EXIT_OK
 
 
+def _current_card(profile: Profile) -> tuple[str, Card] | None:
+    """The card with endpoint hints that this profile's node last wrote, if it is ours.
+
+    docs/PROTOCOL.md, "13.2": a running node writes it when it knows a public endpoint.
+    """
+    text = profile.db.get_meta(CARD_META)
+    if text is None:
+        return None
+    try:
+        card = read_card(text)
+    except CardError:
+        return None
+    if card.identity != profile.identity.public or not card.hints:
+        return None
+    return text, card
+
+
+def _endpoint_text(endpoint: tuple[str, int]) -> str:
+    host, port = endpoint
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _cmd_contacts_add(args: argparse.Namespace, g: _Globals) -> int:
-    public = decode_card(args.card)
+    card = read_card(args.card)
+    public = card.identity
     with _open_records(g) as profile:
         if public.address == profile.address:
             raise UserError("that is this profile's own card")
-        contact = profile.db.add_contact(args.name, public.key, public.address, time.time())
+        with profile.db.transaction():
+            contact = profile.db.add_contact(args.name, public.key, public.address, time.time())
+            # docs/PROTOCOL.md, "13.2": where to find them when nothing else is known.
+            profile.db.save_card_hints(public.key, card.hints, card.issued)
     print(f"added {contact.name} ({contact.address.hex()})")
     return EXIT_OK
 
@@ -884,8 +917,17 @@ def _event_logger(db: Database) -> Callable[[ServiceEvent], None]:
         elif isinstance(event, NoticeAdded):
             # Our own words about the session (docs/PROTOCOL.md, "Session reset"), no text.
             _log(f"{_display_name(db, event.row.peer_address)}: {event.row.text}")
+        elif isinstance(event, PortMappingChanged):
+            _log(f"port mapping: {_port_mapping_text(event)}")
 
     return log_event
+
+
+def _port_mapping_text(event: PortMappingChanged) -> str:
+    """docs/PROTOCOL.md, "14. Port mapping": what the user is told about the router."""
+    if event.mapping is not None:
+        return event.mapping.describe()
+    return "removed" if event.why == "removed" else f"none ({event.why})"
 
 
 def _stats_line(service: NodeService) -> str:
@@ -919,12 +961,14 @@ async def _run_node(profile: Profile, g: _Globals, *, debug: bool = False) -> in
         try:
             service.subscribe(_event_logger(profile.db))
             service.subscribe(on_failure)
-            host, port = service.bound or service.listen
             _log(
-                f"node of profile '{profile.paths.profile}' listening {host}:{port}"
+                f"node of profile '{profile.paths.profile}' listening"
+                f" {_endpoint_text(service.bound or service.listen)}"
                 f" address {profile.identity.address.hex()}"
             )
-            _log(f"card: {encode_card(profile.identity.public)}")
+            _log(f"card: {service.publish_card()}")
+            if not profile.config.port_mapping:
+                _log("port mapping: off (port_mapping = false in the config)")
             # A node runs for days: it says its notices at start, in its log, not at exit.
             for notice in g.notices:
                 _log(notice)
@@ -961,8 +1005,8 @@ def _cmd_send(args: argparse.Namespace, g: _Globals) -> int:
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_TEXT_BYTES:
         raise UserError(f"the text is {size} bytes; the limit is {MAX_TEXT_BYTES}")
-    if looks_like_card(args.to):
-        decode_card(args.to)  # a bad card is refused before the profile is touched
+    # A bad card is refused before the profile is touched; a good one's hints are tried.
+    hints = read_card(args.to).hints if looks_like_card(args.to) else ()
     with _open(g, lock_as="comm-tui send") as profile:
         peer = _resolve_peer(profile.db, args.to)
         if peer.key is None:
@@ -970,7 +1014,7 @@ def _cmd_send(args: argparse.Namespace, g: _Globals) -> int:
         if peer.key == profile.identity.key:
             raise UserError("cannot send a text to this profile's own identity")
         recipient = PublicIdentity(peer.key)
-        return asyncio.run(_send(profile, g, recipient, peer.label, text, args.wait))
+        return asyncio.run(_send(profile, g, recipient, peer.label, text, args.wait, hints))
 
 
 async def _send(
@@ -980,6 +1024,7 @@ async def _send(
     label: str,
     text: str,
     wait_s: float | None,
+    hints: tuple[tuple[str, int], ...] = (),
 ) -> int:
     """Run a node until the text reaches the wanted state, the time is up, or a signal."""
     wake = asyncio.Event()
@@ -1000,6 +1045,8 @@ async def _send(
         service = await start_service(profile, g.listen, g.bootstrap)
         try:
             service.subscribe(on_event)
+            if hints:
+                service.contact_added(recipient.key, hints)
             try:
                 row = service.send_text(recipient, text)
             except ValueError as err:

@@ -7,12 +7,15 @@ profile lock, and how listen and bootstrap flags are merged into the config.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from comm_tui.crypto.identity import Identity
 from comm_tui.crypto.keyfile import PassphraseRequired, load_or_create_identity
 from comm_tui.net.discovery import LocalDirectory
+from comm_tui.net.lan import LanOptions
+from comm_tui.net.portmap import PortMapper
 from comm_tui.net.service import NodeService
 from comm_tui.protocol.node import NodeConfig
 from comm_tui.protocol.routing import Endpoint
@@ -90,6 +93,18 @@ def open_profile(
     return Profile(paths, identity, db, config, created, lock)
 
 
+def default_listen_host() -> str:
+    """``::``, one socket for IPv6 and IPv4 (docs/PROTOCOL.md, "13.4 Dual stack"), where
+    the host has IPv6; ``0.0.0.0`` where it has not (IPv6 disabled, or v6-only sockets)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind(("::", 0))
+    except OSError:
+        return "0.0.0.0"
+    return "::"
+
+
 def network_settings(
     profile: Profile, listen: str | None, bootstrap: list[str] | None, *, save: bool = True
 ) -> tuple[Endpoint, list[Endpoint], bool]:
@@ -115,7 +130,11 @@ def network_settings(
     if changed and save:
         save_config(profile.paths.config_file, profile.config)
     chosen = profile.config.listen
-    endpoint = parse_endpoint(chosen, allow_port_zero=True) if chosen else ("0.0.0.0", DEFAULT_PORT)
+    endpoint = (
+        parse_endpoint(chosen, allow_port_zero=True)
+        if chosen
+        else (default_listen_host(), DEFAULT_PORT)
+    )
     return endpoint, [parse_endpoint(b) for b in profile.config.bootstrap], chosen is None
 
 
@@ -141,6 +160,9 @@ def make_service(
         bootstrap=bootstrap_endpoints,
         discovery=discovery,
         config=config,
+        port_mapper=PortMapper if profile.config.port_mapping else None,
+        lan=LanOptions() if profile.config.lan_discovery else None,
+        test_networks=profile.config.test_networks,
     )
     return service, default
 

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
+from comm_tui.net.lan import INTERFACES_ENV
 from tests.node_procs import Proc
+
+# Nodes the tests start (in process and as `comm-tui` processes, which inherit this) send
+# their LAN beacons on loopback only: multicast from tests stays on this machine. The
+# namespace tests set their own interfaces.
+os.environ[INTERFACES_ENV] = "lo"
 
 
 @pytest.fixture

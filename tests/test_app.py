@@ -17,7 +17,7 @@ from comm_tui.app.screens.identity_dialogs import ExportScreen, ImportScreen
 from comm_tui.app.widgets.contact_list import ContactList
 from comm_tui.app.widgets.conversation import ConversationView, MessageLog, MessageRow
 from comm_tui.app.widgets.status_panel import StatusPanel
-from comm_tui.crypto.card import encode_card
+from comm_tui.crypto.card import encode_card, encode_hints_card
 from comm_tui.crypto.identity import Identity
 from comm_tui.crypto.keyfile import FAST_KDF_ENV, read_identity_file
 from comm_tui.net.service import NodeService
@@ -519,3 +519,35 @@ async def test_a_session_reset_notice_is_shown_in_the_conversation(tmp_path: Pat
             assert [r.has_class("-notice") for r in rows] == [False, True]
             assert rows[1].row.text == SESSION_RESET_NOTICE
             assert conversation.peer is not None and conversation.peer.name == "bob"
+
+
+async def test_add_contact_from_a_card_with_hints_joins_through_them(tmp_path: Path) -> None:
+    """A node that knows nobody is in the network once a contact's card names their node."""
+    make_profile(tmp_path)
+    dave = NodeService(
+        Identity.generate(), Database.open(tmp_path / "dave.db"), listen=("127.0.0.1", 0)
+    )
+    try:
+        bound = await dave.start()
+        card = encode_hints_card(dave.identity, [bound], int(time.time()))
+        with app_session(data_dir=tmp_path, listen="127.0.0.1:0") as app:
+            async with app.run_test(size=SIZE) as pilot:
+                await pilot.press("ctrl+n", *"Dave", "tab")
+                app.screen.query_one("#card", Input).value = card
+                await pilot.pause()
+                assert "valid card" in str(app.screen.query_one("#card-status").render())
+                await pilot.press("enter")
+                await wait_until(
+                    pilot, lambda: not isinstance(app.screen, AddContactScreen), "close"
+                )
+                assert app.profile.db.contact_hints() == [
+                    (dave.identity.key, "127.0.0.1", bound[1])
+                ]
+                assert app.service is not None
+                service = app.service
+                await wait_until(
+                    pilot, lambda: dave.identity.address in service.node.table, "the join"
+                )
+    finally:
+        await dave.stop()
+        dave.db.close()

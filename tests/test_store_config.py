@@ -15,7 +15,7 @@ from comm_tui.store.config import Config, load_config, parse_endpoint, save_conf
 
 def test_missing_file_means_defaults(tmp_path: Path) -> None:
     assert load_config(tmp_path / "config.toml") == Config(
-        listen=None, bootstrap=[], nickname=None, lan_discovery=True
+        listen=None, bootstrap=[], nickname=None, lan_discovery=True, port_mapping=True
     )
 
 
@@ -23,13 +23,14 @@ def test_hand_written_file_is_read(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text(
         'listen = ":7000"\nbootstrap = ["198.51.100.7:7000", "[2001:db8::1]:7000"]\n'
-        'nickname = "Zoë"\nlan_discovery = false\nascii = true\n'
+        'nickname = "Zoë"\nlan_discovery = false\nport_mapping = false\nascii = true\n'
     )
     assert load_config(path) == Config(
         listen=":7000",
         bootstrap=["198.51.100.7:7000", "[2001:db8::1]:7000"],
         nickname="Zoë",
         lan_discovery=False,
+        port_mapping=False,
         ascii=True,
     )
 
@@ -37,7 +38,11 @@ def test_hand_written_file_is_read(tmp_path: Path) -> None:
 def test_save_then_load_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     config = Config(
-        listen="0.0.0.0:0", bootstrap=["a.example:1", "9"], nickname='q"\\\n\t\x00', ascii=False
+        listen="0.0.0.0:0",
+        bootstrap=["a.example:1", "9"],
+        nickname='q"\\\n\t\x00',
+        port_mapping=False,
+        ascii=False,
     )
     save_config(path, config)
     assert load_config(path) == config
@@ -75,6 +80,7 @@ def test_unwritable_directory_is_a_storage_error(tmp_path: Path) -> None:
         ('bootstrap = "1.2.3.4:5"', "'bootstrap' must be a list of strings"),
         ("bootstrap = [1]", "'bootstrap' must be a list of strings"),
         ('lan_discovery = "yes"', "'lan_discovery' must be true or false"),
+        ("port_mapping = 1", "'port_mapping' must be true or false"),
         ("ascii = 1", "'ascii' must be true or false"),
         ("bootsrap = []", "unknown setting 'bootsrap'"),
         ('listen = "nonsense"', "'listen': invalid address 'nonsense': missing port"),

@@ -46,7 +46,7 @@ from comm_tui.app.status import endpoint_text, offline_snapshot, take_snapshot
 from comm_tui.app.widgets.contact_list import ContactEntry, ContactList
 from comm_tui.app.widgets.conversation import ConversationView
 from comm_tui.app.widgets.status_panel import StatusPanel
-from comm_tui.crypto.card import encode_card
+from comm_tui.crypto.card import Card, encode_card
 from comm_tui.crypto.identity import PublicIdentity
 from comm_tui.errors import UserError
 from comm_tui.net.service import (
@@ -398,10 +398,14 @@ class CommApp(App[int]):
         if entry is not None:
             self._accept(entry) if event.accept else self._ignore_entry(entry)
 
-    def _save_contact(self, name: str, identity: PublicIdentity) -> None:
-        self.profile.db.add_contact(name, identity.key, identity.address, time.time())
+    def _save_contact(self, name: str, card: Card) -> None:
+        identity = card.identity
+        with self.profile.db.transaction():
+            self.profile.db.add_contact(name, identity.key, identity.address, time.time())
+            # docs/PROTOCOL.md, "13.2": where to find them when nothing else is known.
+            self.profile.db.save_card_hints(identity.key, card.hints, card.issued)
         if self.service is not None:
-            self.service.contact_added(identity.key)
+            self.service.contact_added(identity.key, card.hints)
 
     def _contact_added(self, name: str | None) -> None:
         if name is None:

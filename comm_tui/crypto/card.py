@@ -10,17 +10,31 @@ The layout is documented, with test vectors, in ``keys/README.md``:
 in lowercase RFC 4648 base32 without padding (60 characters, 65 with the prefix).
 The base32 alphabet has no 0, 1, 8 or 9, so the digits that look like letters
 cannot be mistyped into a card that still decodes.
+
+A version 2 card also carries the issuer's endpoint hints (where its node could be
+reached when the card was made), signed by the identity key, so that a new user
+who has nothing but the card can join the network through them
+(docs/PROTOCOL.md, "13.2 Endpoint hints in cards"):
+
+    "comm1" + base32(0x02 || key || issued (u32) || count (u8) || hints || signature)
+
+A version 1 card reads exactly as before; :func:`decode_card` reads both.
 """
 
 from __future__ import annotations
 
 import base64
+import ipaddress
+import struct
+from dataclasses import dataclass
 
 from nacl.encoding import RawEncoder
+from nacl.exceptions import BadSignatureError
 from nacl.hash import blake2b
 
-from comm_tui.crypto.identity import PUBLIC_KEY_BYTES, PublicIdentity
+from comm_tui.crypto.identity import PUBLIC_KEY_BYTES, Identity, PublicIdentity
 from comm_tui.errors import CardError
+from comm_tui.protocol.routing import Endpoint
 
 CARD_PREFIX = "comm1"
 CARD_VERSION = 1
@@ -31,6 +45,31 @@ _PAYLOAD_BYTES = 1 + PUBLIC_KEY_BYTES + CHECKSUM_BYTES
 _BODY_CHARS = (_PAYLOAD_BYTES * 8 + 4) // 5
 CARD_CHARS = len(CARD_PREFIX) + _BODY_CHARS
 _BASE32_ALPHABET = frozenset("abcdefghijklmnopqrstuvwxyz234567")
+
+# Version 2: docs/PROTOCOL.md, "13.2 Endpoint hints in cards".
+HINTS_CARD_VERSION = 2
+MAX_CARD_HINTS = 4
+_HINTS_DOMAIN = b"comm-tui card hints\x00"
+_HINTS_HEADER_BYTES = 1 + PUBLIC_KEY_BYTES + 4 + 1  # version, key, issued, count
+_SIGNATURE_BYTES = 64
+_FAMILY_IP_BYTES = {4: 4, 6: 16}
+
+
+@dataclass(frozen=True)
+class Card:
+    """What a card says: whose it is and, from version 2, where its node was reachable.
+
+    ``issued`` (Unix seconds) orders two cards of one identity: the newer one's hints
+    replace the older one's.
+    """
+
+    identity: PublicIdentity
+    hints: tuple[Endpoint, ...] = ()
+    issued: int = 0
+
+
+def _chars(payload_bytes: int) -> int:
+    return len(CARD_PREFIX) + (payload_bytes * 8 + 4) // 5
 
 
 def _checksum(version: int, key: bytes) -> bytes:
@@ -69,8 +108,39 @@ def looks_like_card(text: str) -> bool:
     return _normalize(text).startswith(CARD_PREFIX)
 
 
+def _pack_hint(endpoint: Endpoint) -> bytes:
+    """family (4 or 6) || IP (4 or 16 bytes) || port (u16, big-endian)."""
+    host, port = endpoint
+    ip = ipaddress.ip_address(host)
+    if not 0 < port < 65536 or ip.is_unspecified or ip.is_multicast:
+        raise ValueError(f"{host}:{port} cannot be an endpoint hint")
+    return bytes([ip.version]) + ip.packed + struct.pack(">H", port)
+
+
+def encode_hints_card(identity: Identity, hints: list[Endpoint], issued: int) -> str:
+    """A version 2 card naming ``hints`` (1 to 4 endpoints), signed by ``identity``.
+
+    ``issued`` is the Unix time in seconds. Raises ValueError for hints that cannot be
+    put in a card (none, too many, not IP addresses, port 0, unspecified or multicast).
+    """
+    if not 1 <= len(hints) <= MAX_CARD_HINTS:
+        raise ValueError(f"a card carries 1 to {MAX_CARD_HINTS} endpoint hints")
+    signed = (
+        bytes([HINTS_CARD_VERSION])
+        + identity.key
+        + struct.pack(">IB", issued, len(hints))
+        + b"".join(_pack_hint(hint) for hint in hints)
+    )
+    return CARD_PREFIX + _encode_body(signed + identity.sign(_HINTS_DOMAIN + signed))
+
+
 def decode_card(text: str) -> PublicIdentity:
     """The public identity in a card, or :class:`CardError` saying what is wrong with it."""
+    return read_card(text).identity
+
+
+def read_card(text: str) -> Card:
+    """Everything a card (version 1 or 2) says, or :class:`CardError` saying what is wrong."""
     card = _normalize(text)
     if not card.startswith(CARD_PREFIX):
         raise CardError(f"not a comm-tui card: it should start with '{CARD_PREFIX}'")
@@ -81,15 +151,17 @@ def decode_card(text: str) -> PublicIdentity:
                 f"card contains {_show_char(char)}, which cannot appear in a card"
                 " (cards use only the letters a-z and the digits 2-7)"
             )
+    if len(body) >= 2 and _decode_body(body[:8])[0] == HINTS_CARD_VERSION:
+        return _read_hints_card(card, body)
     if len(card) != CARD_CHARS:
         raise CardError(f"card is {len(card)} characters, expected {CARD_CHARS}")
-    # Length and alphabet are checked, so this cannot fail.
-    payload = base64.b32decode(body.upper() + "=" * (-len(body) % 8))
+    payload = _decode_body(body)
     version = payload[0]
     if version != CARD_VERSION:
         raise CardError(
-            f"card version {version} is not supported by this comm-tui (it reads version"
-            f" {CARD_VERSION}): check the card for typos, or update comm-tui"
+            f"card version {version} is not supported by this comm-tui (it reads versions"
+            f" {CARD_VERSION} and {HINTS_CARD_VERSION}): check the card for typos,"
+            " or update comm-tui"
         )
     key = payload[1 : 1 + PUBLIC_KEY_BYTES]
     checksum = payload[1 + PUBLIC_KEY_BYTES :]
@@ -97,9 +169,81 @@ def decode_card(text: str) -> PublicIdentity:
     # ignore the unused bits, so a typo there is caught by re-encoding.
     if checksum != _checksum(version, key) or _encode_body(payload) != body:
         raise CardError("card checksum does not match: check it for typos")
+    return Card(_valid_identity(key))
+
+
+def _decode_body(body: str) -> bytes:
+    """The bytes of a base32 body whose alphabet is checked (so this cannot fail)."""
+    # Unpadded base32 ends in 0, 2, 4, 5 or 7 characters of a group; a cut-off body is
+    # read up to its last whole byte (the length check then says what is wrong).
+    usable = body[: len(body) - {1: 1, 3: 1, 6: 1}.get(len(body) % 8, 0)]
+    return base64.b32decode(usable.upper() + "=" * (-len(usable) % 8))
+
+
+def _valid_identity(key: bytes) -> PublicIdentity:
     identity = PublicIdentity(key)
     try:
         _ = identity.box_key  # the X25519 conversion rejects points that are no key
     except ValueError as exc:
         raise CardError("card holds a key that is not a valid public key") from exc
     return identity
+
+
+def _read_hints_card(card: str, body: str) -> Card:
+    """A version 2 card; docs/PROTOCOL.md, "13.2 Endpoint hints in cards", in check order."""
+    payload = _decode_body(body)
+    if len(payload) < _HINTS_HEADER_BYTES:
+        raise CardError(
+            f"card is {len(card)} characters, too short for a card with endpoint hints"
+            f" (at least {_chars(_HINTS_HEADER_BYTES + 7 + _SIGNATURE_BYTES)})"
+        )
+    key = payload[1 : 1 + PUBLIC_KEY_BYTES]
+    issued, count = struct.unpack_from(">IB", payload, 1 + PUBLIC_KEY_BYTES)
+    if not 1 <= count <= MAX_CARD_HINTS:
+        raise CardError(
+            f"card names {count} endpoint hints, expected 1 to {MAX_CARD_HINTS}: check it for typos"
+        )
+    hints: list[Endpoint] = []
+    offset = _HINTS_HEADER_BYTES
+    for _ in range(count):
+        family = payload[offset] if offset < len(payload) else 4
+        ip_bytes = _FAMILY_IP_BYTES.get(family)
+        if ip_bytes is None:
+            raise CardError(
+                f"card names an endpoint of address family {family} (expected 4 or 6):"
+                " check it for typos"
+            )
+        end = offset + 1 + ip_bytes + 2
+        if end <= len(payload):
+            raw_ip = payload[offset + 1 : offset + 1 + ip_bytes]
+            (port,) = struct.unpack_from(">H", payload, offset + 1 + ip_bytes)
+            ip = ipaddress.ip_address(raw_ip)
+            if (
+                port == 0
+                or ip.is_unspecified
+                or ip.is_multicast
+                or (isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None)
+            ):
+                raise CardError(
+                    f"card names {ip} port {port}, which no node can be reached at:"
+                    " check it for typos"
+                )
+            hints.append((str(ip), port))
+        offset = end
+    expected = _chars(offset + _SIGNATURE_BYTES)
+    if len(card) != expected:
+        raise CardError(
+            f"card is {len(card)} characters, expected {expected} for a card"
+            f" with {count} endpoint hint{'s' if count != 1 else ''}"
+        )
+    signed, signature = payload[:offset], payload[offset:]
+    identity = PublicIdentity(key)
+    try:
+        # A typo in the key makes it no key at all as often as a wrong one: both are typos.
+        _ = identity.box_key
+        identity.verify_key.verify(_HINTS_DOMAIN + signed, signature)
+    except (BadSignatureError, ValueError):
+        raise CardError("card signature does not match: check it for typos") from None
+    if _encode_body(payload) != body:
+        raise CardError("card signature does not match: check it for typos")
+    return Card(identity, tuple(hints), issued)

@@ -13,12 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from comm_tui.crypto.card import encode_card, encode_hints_card
 from comm_tui.crypto.identity import Identity, PublicIdentity
 from comm_tui.errors import StorageError
 from comm_tui.net.discovery import LocalDirectory
+from comm_tui.net.hints import endpoint_hints
+from comm_tui.net.lan import LanBeacon, LanOptions, Sighting, lan_families
+from comm_tui.net.portmap import PortMapper, PortMapping
 from comm_tui.net.udp import NodeProtocol, open_udp
 from comm_tui.protocol.events import (
     Event,
@@ -36,6 +40,8 @@ from comm_tui.store.db import SESSION_RESET_NOTICE, Database, HistoryRow
 
 PEER_SAVE_INTERVAL_S = 60.0
 DISCOVERY_INTERVAL_S = 10.0
+CARD_CHECK_INTERVAL_S = 10.0  # how soon a new public endpoint shows in the profile's card
+CARD_META = "card"  # the profile's current card, with hints when it has any
 
 
 @dataclass(frozen=True)
@@ -67,8 +73,20 @@ class NodeFailed:
     message: str
 
 
-ServiceEvent = IncomingText | OutgoingUpdated | NoticeAdded | PeersChanged | NodeFailed
+@dataclass(frozen=True)
+class PortMappingChanged:
+    """The router mapped our port (``mapping``), or no longer does / would not (``why``)."""
+
+    mapping: PortMapping | None
+    why: str
+
+
+ServiceEvent = (
+    IncomingText | OutgoingUpdated | NoticeAdded | PeersChanged | NodeFailed | PortMappingChanged
+)
 Listener = Callable[[ServiceEvent], None]
+# Makes the port mapper for the bound port; tests point it at a responder on 127.0.0.1.
+PortMapperFactory = Callable[[int, Callable[[PortMapping | None, str], None]], PortMapper]
 
 
 class NodeService:
@@ -81,18 +99,28 @@ class NodeService:
         bootstrap: list[Endpoint] | None = None,
         discovery: LocalDirectory | None = None,
         config: NodeConfig | None = None,
+        port_mapper: PortMapperFactory | None = None,
         clock: Callable[[], float] = time.time,
+        lan: LanOptions | None = None,
+        test_networks: bool = False,
     ) -> None:
         self.identity = identity
         self.db = db
         self.listen = listen
         self.bootstrap_endpoints = list(bootstrap or [])
         self.discovery = discovery
+        self.lan_options = lan
+        self.lan: LanBeacon | None = None
+        self.test_networks = test_networks
+        self.card_hints: list[Endpoint] | None = None  # None: not yet written in this run
         self.clock = clock
         self.node = Node(identity, clock(), config=config)
         self.protocol: NodeProtocol | None = None
         self.bound: Endpoint | None = None
         self.damaged_entries = 0
+        self.port_mapper_factory = port_mapper
+        self.port_mapper: PortMapper | None = None
+        self.port_mapping: PortMapping | None = None
         self._listeners: list[Listener] = []
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -127,12 +155,30 @@ class NodeService:
         self.node.set_contacts((contact.key for contact in self.db.contacts()), now)
         for key, host, port, _ in self.db.load_peers():
             self.node.add_known_peer(key, (host, port), now)
+        # docs/PROTOCOL.md, "13.2": a contact's node where its card said it was.
+        for key, host, port in self.db.contact_hints():
+            self.node.add_known_peer(key, (host, port), now)
         for endpoint in self.bootstrap_endpoints:
             self.node.bootstrap(endpoint, now)
         if self.discovery is not None:
             self.discovery.announce(self.identity.key, self.bound)
             self._tasks.append(asyncio.create_task(self._discover_forever()))
+        if self.lan_options is not None:
+            self.lan = LanBeacon(
+                self.identity,
+                self.bound[1],
+                lan_families(self.bound),
+                self._lan_sighting,
+                options=self.lan_options,
+                clock=self.clock,
+            )
+            await self.lan.start()
         self._tasks.append(asyncio.create_task(self._save_peers_forever()))
+        if self.port_mapper_factory is not None:
+            # docs/PROTOCOL.md, "14. Port mapping": in the background, never in the way.
+            self.port_mapper = self.port_mapper_factory(self.bound[1], self._on_port_mapping)
+            self._tasks.append(asyncio.create_task(self.port_mapper.run()))
+        self._tasks.append(asyncio.create_task(self._publish_card_forever()))
         self.protocol.pump()
         return self.bound
 
@@ -143,6 +189,13 @@ class NodeService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self.port_mapper is not None:
+            await self.port_mapper.remove()
+            if self.port_mapping is not None:
+                self._on_port_mapping(None, "removed")
+            self.port_mapper = None
+        if self.lan is not None:
+            await self.lan.stop()
         if self.discovery is not None:
             self.discovery.withdraw()
         self._save_peers()
@@ -174,15 +227,40 @@ class NodeService:
             self.protocol.pump()
         return row
 
-    def contact_added(self, key: bytes) -> None:
-        """Fetch a new contact's prekey bundle now, so a first text to them opens with X3DH."""
-        self.node.want_bundles([key], self.clock())
+    def contact_added(self, key: bytes, hints: Iterable[Endpoint] = ()) -> None:
+        """Fetch a new contact's prekey bundle now, so a first text to them opens with X3DH.
+
+        The endpoint hints of their card (docs/PROTOCOL.md, "13.2") are pinged at once:
+        for a node that knows nobody yet, that is how it joins.
+        """
+        now = self.clock()
+        for endpoint in hints:
+            self.node.add_known_peer(key, endpoint, now)
+        self.node.want_bundles([key], now)
         self.contacts_changed()
 
     def contacts_changed(self) -> None:
         """Tell the node who the contacts are now: only they may make it punch a hole
         (docs/PROTOCOL.md, "12.6"); a removed contact's direct path ends."""
         self.node.set_contacts((contact.key for contact in self.db.contacts()), self.clock())
+        if self.protocol is not None:
+            self.protocol.pump()
+
+    def _on_port_mapping(self, mapping: PortMapping | None, why: str) -> None:
+        self.port_mapping = mapping
+        self._tell_node_port_mapping(mapping.external if mapping is not None else None)
+        notice = PortMappingChanged(mapping, why)
+        for listener in self._listeners:
+            listener(notice)
+
+    def _tell_node_port_mapping(self, endpoint: Endpoint | None) -> None:
+        """The one place the mapped endpoint reaches the core, as a candidate public endpoint
+        it checks by dial-back (``Node.note_port_mapping``, docs/PROTOCOL.md, "12.
+        Reachability"); a core without that method (before reachability) is not told."""
+        note = getattr(self.node, "note_port_mapping", None)
+        if note is None:
+            return
+        note(endpoint, self.clock())
         if self.protocol is not None:
             self.protocol.pump()
 
@@ -228,6 +306,11 @@ class NodeService:
                 if changed is not None:
                     notices.append(OutgoingUpdated(changed))
             elif isinstance(event, PeerAdded | PeerRemoved):
+                if isinstance(event, PeerAdded):
+                    # Remembered at once, not at the next save: a node killed a minute
+                    # after joining must still find its way back (docs/PROTOCOL.md, "13.3").
+                    host, port = event.endpoint
+                    self.db.save_peers([(event.key, host, port, now)])
                 notices.append(PeersChanged(len(self.node.table)))
         for notice in notices:
             for listener in self._listeners:
@@ -257,8 +340,10 @@ class NodeService:
                     self.db.set_outgoing_state(row.text_id, "expired", now)
 
     def _save_peers(self) -> None:
-        now = self.clock()
-        self.db.save_peers((n.key, n.endpoint[0], n.endpoint[1], now) for n in self.node.table)
+        """Remember the table with when each node last answered: the best are tried first."""
+        self.db.save_peers(
+            (n.key, n.endpoint[0], n.endpoint[1], n.last_seen) for n in self.node.table
+        )
 
     async def _save_peers_forever(self) -> None:
         while True:
@@ -277,3 +362,43 @@ class NodeService:
             if self.protocol is not None:
                 self.protocol.pump()
             await asyncio.sleep(DISCOVERY_INTERVAL_S)
+
+    def _lan_sighting(self, sighting: Sighting, now: float) -> None:
+        """A signed LAN beacon: ping its key at its source (docs/PROTOCOL.md, "13.1").
+
+        The ping goes through the usual hello and address validation, which only the
+        key's holder can answer; the beacon itself proves nothing.
+        """
+        self.node.add_known_peer(sighting.key, sighting.endpoint, now)
+        if self.protocol is not None:
+            self.protocol.pump()
+
+    def public_endpoints(self) -> list[Endpoint]:
+        """Our endpoints that hosts elsewhere might reach, best first (docs/PROTOCOL.md, "13.2").
+
+        The listen address when it is a public one. The node's learned public endpoint
+        (``Node.reachability.public_endpoint``) and a port-mapped one go before it here
+        once those parts are merged.
+        """
+        return endpoint_hints([self.bound], test_networks=self.test_networks)
+
+    def publish_card(self) -> str:
+        """Write the profile's current card (with hints when we have any) for ``comm-tui id``.
+
+        Signed again only when the hints change; a card without hints is the version 1 card.
+        """
+        hints = self.public_endpoints()
+        if hints != self.card_hints:
+            self.card_hints = hints
+            card = (
+                encode_hints_card(self.identity, hints, int(self.clock()))
+                if hints
+                else encode_card(self.identity.public)
+            )
+            self.db.set_meta(CARD_META, card)
+        return self.db.get_meta(CARD_META) or encode_card(self.identity.public)
+
+    async def _publish_card_forever(self) -> None:
+        while True:
+            self.publish_card()
+            await asyncio.sleep(CARD_CHECK_INTERVAL_S)

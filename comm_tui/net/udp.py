@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
+import socket
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -39,11 +41,15 @@ class NodeProtocol(asyncio.DatagramProtocol):
         self.failure: Exception | None = None
         self.transport: asyncio.DatagramTransport | None = None
         self.send_errors = 0
+        # An IPv6 socket (dual stack on "::") sends to IPv4 peers by their mapped form.
+        self._ipv6 = False
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
+        sock = self.transport.get_extra_info("socket")
+        self._ipv6 = sock is not None and sock.family == socket.AF_INET6
         self.pump()
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
@@ -75,8 +81,11 @@ class NodeProtocol(asyncio.DatagramProtocol):
         if self.transport is None:
             return
         for data, endpoint in self.node.datagrams_to_send():
+            host, port = endpoint
+            if self._ipv6 and ":" not in host:
+                host = "::ffff:" + host  # docs/PROTOCOL.md, "13.4 Dual stack"
             try:
-                self.transport.sendto(data, endpoint)
+                self.transport.sendto(data, (host, port))
             except OSError:
                 self.send_errors += 1
         if self._timer is not None:
@@ -115,19 +124,43 @@ class NodeProtocol(asyncio.DatagramProtocol):
             self.transport.close()
 
 
+def _bind(listen: Endpoint) -> socket.socket:
+    """A bound UDP socket; on the IPv6 wildcard ``::`` one that takes IPv4 as well.
+
+    docs/PROTOCOL.md, "13.4 Dual stack": ``[::]:PORT`` is one socket for both families
+    (``IPV6_V6ONLY`` off), whatever the system's default for new sockets is.
+    """
+    host, port = listen
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        family = socket.AF_INET  # a host name: resolved by bind, as IPv4
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6 and ipaddress.ip_address(host).is_unspecified:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 async def open_udp(
     node: Node, listen: Endpoint, on_events: EventSink, on_failure: FailureSink | None = None
 ) -> tuple[NodeProtocol, Endpoint]:
     """Bind ``listen`` and start driving ``node``; a clear UserError if the port is taken."""
     loop = asyncio.get_running_loop()
+    host, port = listen
     try:
-        transport, protocol = await loop.create_datagram_endpoint(
-            lambda: NodeProtocol(node, on_events, on_failure=on_failure), local_addr=listen
-        )
+        sock = _bind(listen)
     except OSError as exc:
-        host, port = listen
         if exc.errno == errno.EADDRINUSE:
             raise UserError(f"cannot listen on {host}:{port}: the port is already in use") from exc
         raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    transport, protocol = await loop.create_datagram_endpoint(
+        lambda: NodeProtocol(node, on_events, on_failure=on_failure), sock=sock
+    )
     sockname = transport.get_extra_info("sockname")
     return protocol, (str(sockname[0]), int(sockname[1]))

@@ -142,6 +142,7 @@ from comm_tui.protocol.routing import (
     NodeEntry,
     RoutingTable,
     distance,
+    normalize_endpoint,
     origin_network,
 )
 from comm_tui.protocol.sessions import SEALED_BYTES as SEALED_BYTES  # the size relays check
@@ -374,7 +375,8 @@ def parse_node_info(info: pb.NodeInfo) -> Candidate | None:
     if not is_valid_public_key(info.key):
         return None
     family = socket.AF_INET if len(info.ip) == 4 else socket.AF_INET6
-    return Candidate(info.key, address_of(info.key), (socket.inet_ntop(family, info.ip), info.port))
+    endpoint = normalize_endpoint((socket.inet_ntop(family, info.ip), info.port))
+    return Candidate(info.key, address_of(info.key), endpoint)
 
 
 class Node:
@@ -605,6 +607,7 @@ class Node:
 
     def bootstrap(self, endpoint: Endpoint, now: float) -> None:
         """Contact a node we only know by host and port."""
+        endpoint = normalize_endpoint(endpoint)
         if endpoint not in self.bootstrap_endpoints:
             self.bootstrap_endpoints.append(endpoint)
         self._send_hello(endpoint, now)
@@ -612,7 +615,7 @@ class Node:
     def add_known_peer(self, key: bytes, endpoint: Endpoint, now: float) -> None:
         """Ping a node remembered from an earlier run; it joins the table if it answers."""
         if key != self.identity.key:
-            self._ping(key, endpoint, now)
+            self._ping(key, normalize_endpoint(endpoint), now)
 
     def send_text(
         self,
@@ -745,6 +748,7 @@ class Node:
         self.stats.datagrams_in += 1
         self.stats.bytes_in += len(data)
         self._now = now
+        addr = normalize_endpoint(addr)
         self._addresses.received(addr, len(data))
         try:
             self._receive(data, addr, now)

@@ -91,6 +91,29 @@ class _Bucket:
     replacements: dict[bytes, NodeEntry] = field(default_factory=dict)  # least recent first
 
 
+def normalize_endpoint(endpoint: Endpoint) -> Endpoint:
+    """One spelling per endpoint: an IPv4-mapped IPv6 host (``::ffff:a.b.c.d``) as IPv4.
+
+    A dual-stack socket reports IPv4 peers in the mapped form; without this the same
+    node would be two endpoints (two validations, two quota slots, docs/PROTOCOL.md,
+    "13.4 Dual stack"). IPv6 hosts are also put in their compressed form.
+    """
+    host, port = endpoint
+    if ":" not in host:
+        return endpoint  # IPv4 text or a name: the kernel and parse_endpoint spell it one way
+    normal = _normal_host(host)
+    return endpoint if normal == host else (normal, port)
+
+
+@functools.lru_cache(maxsize=IP_PREFIX_CACHE_HOSTS)
+def _normal_host(host: str) -> str:
+    try:
+        ip = ipaddress.IPv6Address(host)
+    except ValueError:
+        return host
+    return str(ip.ipv4_mapped) if ip.ipv4_mapped is not None else str(ip)
+
+
 def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The IP address ``host`` names (an IPv4-mapped IPv6 one as IPv4), None for a name."""
     try:

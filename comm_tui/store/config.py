@@ -1,5 +1,5 @@
 """A profile's settings file (TOML): listen address, bootstrap nodes, nickname, LAN discovery,
-and whether the app draws with ASCII alone.
+port mapping, and whether the app draws with ASCII alone.
 
 The file is meant to be edited by hand as well as by the app, so reading it names the file
 and the exact problem, and unknown keys are refused rather than silently ignored (a typo
@@ -44,6 +44,11 @@ class Config:
     bootstrap: list[str] = field(default_factory=list)
     nickname: str | None = None
     lan_discovery: bool = True
+    # Ask the router to forward our UDP port (docs/PROTOCOL.md, "14. Port mapping").
+    port_mapping: bool = True
+    # Treat the benchmarking ranges (198.18.0.0/15, 2001:2::/48) as public addresses, for
+    # the card's endpoint hints: only emulated networks (tests) use them.
+    test_networks: bool = False
     # None: detect whether the terminal can draw the marks (app.format.ascii_only).
     ascii: bool | None = None
 
@@ -80,12 +85,20 @@ def load_config(path: Path) -> Config:
             if not isinstance(value, bool):
                 raise UserError(f"config file {path}: 'lan_discovery' must be true or false")
             config.lan_discovery = value
+        elif key == "port_mapping":
+            if not isinstance(value, bool):
+                raise UserError(f"config file {path}: 'port_mapping' must be true or false")
+            config.port_mapping = value
+        elif key == "test_networks":
+            if not isinstance(value, bool):
+                raise UserError(f"config file {path}: 'test_networks' must be true or false")
+            config.test_networks = value
         elif key == "ascii":
             if not isinstance(value, bool):
                 raise UserError(f"config file {path}: 'ascii' must be true or false")
             config.ascii = value
         else:
-            known = "listen, bootstrap, nickname, lan_discovery, ascii"
+            known = "listen, bootstrap, nickname, lan_discovery, port_mapping, test_networks, ascii"
             raise UserError(f"config file {path}: unknown setting {key!r} (known: {known})")
     return config
 
@@ -99,6 +112,9 @@ def save_config(path: Path, config: Config) -> None:
     if config.nickname is not None:
         lines.append(f"nickname = {_toml_string(config.nickname)}")
     lines.append(f"lan_discovery = {'true' if config.lan_discovery else 'false'}")
+    lines.append(f"port_mapping = {'true' if config.port_mapping else 'false'}")
+    if config.test_networks:
+        lines.append("test_networks = true")
     if config.ascii is not None:
         lines.append(f"ascii = {'true' if config.ascii else 'false'}")
     try:

@@ -133,6 +133,18 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE INDEX messages_unread ON messages (peer_address)
             WHERE direction = 'in' AND read = 0""",
     ),
+    (
+        # Endpoint hints from contacts' cards (docs/PROTOCOL.md, "13.2 Endpoint hints in
+        # cards"): where to find a contact's node when nothing else is known. At most
+        # MAX_CARD_HINTS rows per key, those of the newest card (``issued``, Unix seconds).
+        """CREATE TABLE card_hints (
+            key BLOB NOT NULL CHECK (length(key) = 32),
+            host TEXT NOT NULL,
+            port INTEGER NOT NULL,
+            issued INTEGER NOT NULL,
+            PRIMARY KEY (key, host, port)
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -585,6 +597,33 @@ class Database:
             "SELECT key, host, port, last_seen FROM peers ORDER BY last_seen DESC LIMIT ?", limit
         )
         return [(key, host, port, last_seen) for key, host, port, last_seen in rows]
+
+    # endpoint hints from cards
+
+    def save_card_hints(self, key: bytes, hints: Iterable[tuple[str, int]], issued: int) -> bool:
+        """Keep a card's hints for ``key`` unless hints of a newer card are kept already.
+
+        True if they were stored. A card's hints replace an older card's as a whole: the
+        issuer's endpoints move together (a new router, a new network).
+        """
+        with self.transaction():
+            row = self._one("SELECT max(issued) FROM card_hints WHERE key = ?", key)
+            if row[0] is not None and row[0] > issued:
+                return False
+            self._conn.execute("DELETE FROM card_hints WHERE key = ?", (key,))
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO card_hints (key, host, port, issued) VALUES (?, ?, ?, ?)",
+                [(key, host, port, issued) for host, port in hints],
+            )
+        return True
+
+    def contact_hints(self) -> list[tuple[bytes, str, int]]:
+        """Hints of those who are contacts (a removed contact's are not used), newest first."""
+        rows = self._all(
+            "SELECT h.key, h.host, h.port FROM card_hints AS h"
+            " JOIN contacts AS c ON c.key = h.key ORDER BY h.issued DESC, h.rowid"
+        )
+        return [(key, host, port) for key, host, port in rows]
 
     # meta
 

@@ -13,11 +13,13 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
 from comm_tui.app.format import shown
-from comm_tui.crypto.card import decode_card
-from comm_tui.crypto.identity import PublicIdentity
+from comm_tui.crypto.card import Card, read_card
 from comm_tui.errors import CardError, UserError
 
-CARD_HINT = "A card starts with comm1 and is 65 characters; spaces and dashes are ignored."
+CARD_HINT = (
+    "A card starts with comm1 and is 65 characters, more with endpoint hints;"
+    " spaces and dashes are ignored."
+)
 
 
 def card_problem(text: str) -> str | None:
@@ -25,20 +27,23 @@ def card_problem(text: str) -> str | None:
     if not text.strip():
         return "paste the card your contact shared with you"
     try:
-        decode_card(text)
+        read_card(text)
     except CardError as err:
         return str(err)
     return None
 
 
 class AddContactScreen(ModalScreen[str | None]):
-    """Takes a name and a card; ``save`` stores it or raises UserError, shown in the dialog."""
+    """Takes a name and a card; ``save`` stores it or raises UserError, shown in the dialog.
+
+    ``save`` gets the whole card: its endpoint hints may be how a new node joins.
+    """
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(
         self,
-        save: Callable[[str, PublicIdentity], None],
+        save: Callable[[str, Card], None],
         *,
         card: str = "",
         title: str = "Add a contact",
@@ -95,8 +100,7 @@ class AddContactScreen(ModalScreen[str | None]):
         name = self.query_one("#name", Input).value
         card = self.query_one("#card", Input).value
         try:
-            identity = decode_card(card)
-            self.save(name, identity)
+            self.save(name, read_card(card))
         except UserError as err:
             self.query_one("#error", Static).update(Content(shown(str(err))))
             return
