@@ -6,6 +6,8 @@ relays and two hosts, each behind a NAT router of its own.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from comm_tui.crypto.identity import Identity, PublicIdentity, address_of
@@ -459,3 +461,20 @@ def test_a_public_node_asks_no_introduction() -> None:
         alice.send_text(bob, f"as a {kind} node", net.now)
         # The first round goes out at once, with the text.
         assert alice.stats.sent_by_kind["introduce"] == asked
+
+
+def test_the_figures_script_runs_and_its_matrix_holds(capsys: pytest.CaptureFixture[str]) -> None:
+    """bench/punch.py, small: cone NATs on both sides (or a full cone facing anything)
+    punch, and their texts skip the relays; a symmetric NAT facing a restricted one does
+    not, and every text still arrives."""
+    from bench import punch as bench_punch
+
+    assert bench_punch.main(["--texts", "3", "--idle-minutes", "1", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    rows = {(r["alice"], r["bob"]): r for r in figures["matrix"]}
+    for (a, b), row in rows.items():
+        assert row["delivered"] == 3
+        assert row["punched"] == ("symmetric" not in (a, b) or "full_cone" in (a, b))
+        assert (row["relay_copies"] == 0) == row["punched"]
+    assert figures["keepalive"]["still_punched"]
+    assert figures["keepalive"]["pings_and_pongs_sent"] == [4, 4]
