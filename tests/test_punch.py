@@ -114,6 +114,9 @@ def test_cone_nats_punch_and_later_texts_go_directly(kind_a: NatKind, kind_b: Na
     assert net.wire.states(net.a, first)[-1] == "delivered"
     # One relay near Bob introduced them; each pinged the other; both hold the pair.
     assert sum(r._punch.introduced for r in net.relays) >= 1
+    # One round: the 3 nodes nearest Bob; the lookup of his neighbourhood met the same
+    # ones, who are not asked twice.
+    assert net.a.stats.sent_by_kind["introduce"] == PUNCH_RELAYS_PER_ROUND
     assert net.a.punched_peers()[net.b.address][0] == "198.19.41.1"  # Bob's router
     assert net.b.punched_peers()[net.a.address][0] == "198.19.40.1"
     copies = net.relay_copies(net.b)
@@ -332,11 +335,12 @@ def test_a_former_contact_loses_the_direct_path_at_once() -> None:
     assert net.b.address in net.a.punched_peers()
     net.a.set_contacts([], net.now)
     assert net.a.punched_peers() == {}
+    asked = net.a.stats.sent_by_kind["introduce"]
     text = net.send(net.a, net.b, "through relays again")
     net.run(PUNCH_KEEPALIVE_S * 3, step=1.0)
     assert net.wire.states(net.a, text)[-1] == "delivered"
     assert net.a._punch.wants == {} and net.a._punch.asked == {}
-    assert net.a.stats.sent_by_kind["introduce"] == 3  # the first round, before
+    assert net.a.stats.sent_by_kind["introduce"] == asked  # no introduction asked since
 
 
 # ---------------------------------------------------------------------- rules, one by one
@@ -478,3 +482,18 @@ def test_the_figures_script_runs_and_its_matrix_holds(capsys: pytest.CaptureFixt
         assert (row["relay_copies"] == 0) == row["punched"]
     assert figures["keepalive"]["still_punched"]
     assert figures["keepalive"]["pings_and_pongs_sent"] == [4, 4]
+
+
+def test_the_contacts_relays_are_looked_up_when_our_table_lacks_them() -> None:
+    """A client attaches only to the few nodes nearest its own address; in a large
+    network our table may hold none of them, so each round also looks the contact's
+    neighbourhood up and asks the nearest nodes the lookup met."""
+    net = Net("restricted", "restricted")
+    attached = [r for r in net.relays if r.attached_client(net.b.address)]
+    assert attached and len(attached) < len(net.relays)
+    for relay in attached:
+        net.a.table.remove(relay.address)
+    net.send(net.a, net.b, "hello")
+    net.run(1)  # before the second round (PUNCH_RETRY_S)
+    assert net.b.address in net.a.punched_peers()
+    assert sum(r.stats.rejected["unknown_target"] for r in net.relays) >= 1

@@ -511,8 +511,10 @@ class Node:
         self._dial_backs_sent = TokenBucket(
             PROBE_SERVE_RATE_PER_S, PROBE_SERVE_BURST, PROBE_SERVE_BURST, now
         )
-        # Hole punching between contacts behind NATs (docs/PROTOCOL.md, "12.6").
+        # Hole punching between contacts behind NATs (docs/PROTOCOL.md, "12.6"), and the
+        # lookups that find a wanted contact's relays (one per wanted contact at most).
         self._punch = Punching(identity.key, now)
+        self._punch_lookups: dict[bytes, Lookup] = {}
 
     # ------------------------------------------------------------------ driver API
 
@@ -1952,6 +1954,22 @@ class Node:
                 if address in waiting and self._may_punch(address):
                     still_wanted.add(address)
         self._send_all(self._punch.tick(now, relays, still_wanted), now)
+        for address in still_wanted:
+            # Our table may hold none of the few relays the contact attaches to (its own
+            # nearest): look its neighbourhood up, and ask the nearest the lookup met.
+            if address in self._punch.wants and address not in self._punch_lookups:
+                lookup = self._new_lookup(address)
+                if lookup is not None:
+                    self._punch_lookups[address] = lookup
+                    self._advance_lookup(lookup, now)
+
+    def _punch_lookup_finished(self, lookup: Lookup, now: float) -> None:
+        """A wanted contact's neighbourhood was looked up: ask its nearest nodes."""
+        if self._punch_lookups.get(lookup.target) is not lookup:
+            return
+        del self._punch_lookups[lookup.target]
+        relays = [(c.key, c.endpoint) for c in lookup.result() if c.address != lookup.target]
+        self._send_all(self._punch.ask_relays(lookup.target, relays, now), now)
 
     def _send_all(self, sends: list[Send], now: float) -> None:
         for send in sends:
@@ -2303,6 +2321,7 @@ class Node:
         fetch = self._bundle_fetches.get(lookup.target)
         if fetch is not None and fetch.lookup is lookup:
             self._ask_for_record(lookup.target, fetch, lookup.result(), now)
+        self._punch_lookup_finished(lookup, now)
         if lookup.target != self.address or (self.joined and lookup.queries_sent == 0):
             return
         first_join = not self.joined

@@ -531,10 +531,23 @@ class Punching:
             return []
         want.rounds += 1
         want.next_at = now + PUNCH_RETRY_S * 2 ** (want.rounds - 1)
-        if address in self.attempts or not relays or not self._spend(address, now):
+        if not relays:
             return []
         start = (want.rounds - 1) * PUNCH_RELAYS_PER_ROUND % len(relays)
-        chosen = (relays[start:] + relays[:start])[:PUNCH_RELAYS_PER_ROUND]
+        return self.ask_relays(address, relays[start:] + relays[:start], now)
+
+    def ask_relays(
+        self, address: bytes, relays: list[tuple[bytes, Endpoint]], now: float
+    ) -> list[Send]:
+        """Ask the first few of ``relays`` (nearest the contact first), those we are not
+        asking already, to introduce us, while we still want ``address`` and hold no
+        attempt or pair with it, within its budget and the node's."""
+        if address not in self.wants or address in self.attempts or address in self.pairs:
+            return []
+        first = relays[:PUNCH_RELAYS_PER_ROUND]
+        chosen = [(k, e) for k, e in first if not self._asking(k, address)]
+        if not chosen or not self._spend(address, now):
+            return []
         return [self._ask(key, endpoint, address, now) for key, endpoint in chosen]
 
 
