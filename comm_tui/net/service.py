@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from comm_tui.crypto.identity import Identity, PublicIdentity
@@ -36,6 +38,40 @@ from comm_tui.store.db import SESSION_RESET_NOTICE, Database, HistoryRow
 
 PEER_SAVE_INTERVAL_S = 60.0
 DISCOVERY_INTERVAL_S = 10.0
+# How often the addresses we are bound at are looked at again (a laptop that moved to
+# another network): the node compares them with what peers see (docs/PROTOCOL.md, "12").
+LOCAL_ADDRESS_INTERVAL_S = 30.0
+# Peers whose route tells which local address we send from, at most.
+LOCAL_ADDRESS_PEERS = 8
+
+
+def local_endpoints(bound: Endpoint, toward: Iterable[Endpoint]) -> set[Endpoint]:
+    """The endpoints our socket sends from: the bound one, or for a wildcard bind the
+    source address the kernel's routes pick toward each of ``toward`` (connecting a UDP
+    socket sends nothing). Only IP literals are tried: no name lookup here."""
+    host, port = bound
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return set()
+    if not ip.is_unspecified:
+        return {(host, port)}
+    found: set[Endpoint] = set()
+    for peer_host, peer_port in toward:
+        try:
+            peer = ipaddress.ip_address(peer_host)
+        except ValueError:
+            continue
+        family = socket.AF_INET6 if peer.version == 6 else socket.AF_INET
+        if (family == socket.AF_INET6) != (ip.version == 6):
+            continue
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.connect((peer_host, peer_port))
+                found.add((str(probe.getsockname()[0]), port))
+        except OSError:
+            continue
+    return found
 
 
 @dataclass(frozen=True)
@@ -123,14 +159,17 @@ class NodeService:
         # First texts to contacts we have no session with open with X3DH if their
         # bundles are fetched by then (docs/PROTOCOL.md, "8a. Records").
         self.node.want_bundles((contact.key for contact in self.db.contacts()), now)
-        for key, host, port, _ in self.db.load_peers():
-            self.node.add_known_peer(key, (host, port), now)
+        known = [(key, (host, port)) for key, host, port, _ in self.db.load_peers()]
+        self._note_local_endpoints([endpoint for _, endpoint in known], now)
+        for key, endpoint in known:
+            self.node.add_known_peer(key, endpoint, now)
         for endpoint in self.bootstrap_endpoints:
             self.node.bootstrap(endpoint, now)
         if self.discovery is not None:
             self.discovery.announce(self.identity.key, self.bound)
             self._tasks.append(asyncio.create_task(self._discover_forever()))
         self._tasks.append(asyncio.create_task(self._save_peers_forever()))
+        self._tasks.append(asyncio.create_task(self._watch_local_endpoints_forever()))
         self.protocol.pump()
         return self.bound
 
@@ -148,6 +187,21 @@ class NodeService:
             self.protocol.pump()
             self.protocol.close()
             self.protocol = None
+
+    def _note_local_endpoints(self, peers: list[Endpoint], now: float) -> None:
+        """Tell the node where it is bound, so it can tell a NAT from a direct link."""
+        if self.bound is None:
+            return
+        toward = (self.bootstrap_endpoints + peers)[:LOCAL_ADDRESS_PEERS]
+        self.node.set_local_endpoints(local_endpoints(self.bound, toward), now)
+
+    async def _watch_local_endpoints_forever(self) -> None:
+        while True:
+            await asyncio.sleep(LOCAL_ADDRESS_INTERVAL_S)
+            peers = [entry.endpoint for entry in self.node.table]
+            self._note_local_endpoints(peers, self.clock())
+            if self.protocol is not None:
+                self.protocol.pump()
 
     def send_text(self, recipient: PublicIdentity, text: str) -> HistoryRow:
         """Record and queue a text in one transaction, then transmit.
