@@ -710,10 +710,9 @@ class Node:
         self._now = now
         if now - self._armed_for > SLEEP_GAP_S and len(self.table):
             # We were asleep (a closed laptop, a stopped process): the network moved
-            # on, so look ourselves up again, which ends in a Fetch of what waits, and
-            # (a client) attach again everywhere: our NAT forgot its mappings meanwhile.
+            # on, so look ourselves up again, which ends in a Fetch of what waits (a
+            # client's overdue keep-alives go out in this same tick).
             self.lookup(self.address, now)
-            self._bindings.all_due_now(now)
         self._armed_for = now
         self._expire_queries(now)
         self._reach_tick(now)
