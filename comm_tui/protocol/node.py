@@ -1968,7 +1968,7 @@ class Node:
             return
         del self._punch_lookups[lookup.target]
         relays = [(c.key, c.endpoint) for c in lookup.result() if c.address != lookup.target]
-        self._send_all(self._punch.ask_relays(lookup.target, relays, now), now)
+        self._send_all(self._punch.ask_relays(lookup.target, relays, now, spend=False), now)
 
     def _send_all(self, sends: list[Send], now: float) -> None:
         for send in sends:
