@@ -388,3 +388,17 @@ def test_the_ack_also_goes_to_the_other_holders_of_the_message() -> None:
     assert sorted(acked) == sorted([wire.endpoint(a), wire.endpoint(x)])
     (entry,) = r.store
     assert entry.kind is Kind.ACK and not entry.settled
+
+
+def test_a_stem_that_loops_back_is_relayed_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every hop forwards in the stem: the walk comes back to a node that only forwarded
+    it, which relays it normally then and there; the text arrives on its first attempt,
+    not at the sender's retry 2 s later (docs/PROTOCOL.md, "7.2")."""
+    monkeypatch.setattr(node_module, "STEM_FORWARD", 1.0)
+    net, nodes = _sim(30, seed=41)
+    sender = nodes[0]
+    recipient = next(s for s in nodes[1:] if s.node.address not in sender.node.table)
+    public = recipient.node.identity.public
+    net.do(sender, lambda n, p=public, t=net.now: n.send_text(p, "loop", t))
+    net.run_for(1.5)
+    assert received(recipient) == ["loop"]

@@ -8,17 +8,21 @@ fake clock, so minutes of idling take milliseconds and every run is the same.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from comm_tui.cli import _stats_line
 from comm_tui.crypto.identity import Identity
+from comm_tui.net.service import NodeService, local_endpoints
 from comm_tui.protocol import reachability as reach
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.admission import CHALLENGE_BYTES
 from comm_tui.protocol.codec import HELLO_MIN_PADDING_BYTES, Codec
-from comm_tui.protocol.node import Node, parse_seen, seen_endpoint
+from comm_tui.protocol.node import SEALED_BYTES, Node, parse_seen, seen_endpoint
 from comm_tui.protocol.reachability import (
     ATTACH_MAX,
     ATTACH_PER_NETWORK,
@@ -39,6 +43,7 @@ from comm_tui.protocol.reachability import (
     solicitation_key,
 )
 from comm_tui.protocol.routing import Endpoint
+from comm_tui.store.db import Database
 from tests.natwire import NatKind, NatWire
 from tests.wire import T0
 
@@ -110,6 +115,9 @@ def test_a_mapping_per_destination_is_symmetric_a_lying_minority_is_not() -> Non
     one_liar = tally_of(("a", PUBLIC_AT), ("b", PUBLIC_AT), ("c", ("198.19.0.1", 666)))
     assert not one_liar.mapping_varies(T0)
     assert not tally_of(("a", PUBLIC_AT)).mapping_varies(T0)
+    # Two networks, two ports: nobody holds a majority (a small network's two relays).
+    two = tally_of(("a", PUBLIC_AT), ("b", ("198.19.0.1", 30001)))
+    assert two.mapping_varies(T0)
 
 
 def test_pong_observed_round_trips_ipv4_ipv6_and_mapped() -> None:
@@ -186,8 +194,9 @@ def test_prober_fails_only_after_every_round_and_declines_prove_nothing() -> Non
     assert not arrived.arrived(b"other", False, T0 + 1)
     assert arrived.arrived(b"z", False, T0 + 1) and arrived.outcome == "arrived"
     mapped = Prober()
-    mapped.asked(b"m", b"k", T0, mapping=True)
-    mapped.expire(T0 + reach.PROBE_TIMEOUT_S)
+    for round_ in range(reach.PROBE_ROUNDS):
+        mapped.asked(b"m%d" % round_, b"k", T0, mapping=True)
+        mapped.expire(T0 + reach.PROBE_TIMEOUT_S)
     assert mapped.outcome == "none" and not mapped.mapping_ok  # a mapping's loss is no failure
 
 
@@ -430,7 +439,7 @@ def test_after_idling_past_the_nat_timeout_a_text_is_pushed_at_once() -> None:
 def test_without_keepalives_the_same_text_waits(monkeypatch: pytest.MonkeyPatch) -> None:
     """The control: clients that never send a keep-alive miss the push after idling, so
     the test above is one that can fail."""
-    monkeypatch.setattr(ClientBindings, "due", lambda self, now: [])
+    monkeypatch.setattr(Node, "_send_attach", lambda self, address, binding, delay, now: None)
     wire, _, nodes = nat_network(12, {"alice": "restricted", "bob": "restricted"})
     clock = Clock(wire, T0 + 21)
     latencies = idle_then_send(wire, clock, nodes["alice"], nodes["bob"], 3, idle_s=300.0)
@@ -698,3 +707,144 @@ def test_hostile_peers_of_few_networks_cannot_move_a_client() -> None:
     Clock(wire, T0 + 21, step=1.0).run_for(300)
     assert bob.reachability.public_endpoint == wire.public_endpoint_of(bob)
     assert bob._tally.recent(T0 + 321)["198.18.1.0/24"] == ("203.0.113.66", 666)
+
+
+def test_only_an_undisturbed_echo_teaches_the_interval() -> None:
+    bindings = ClientBindings()
+    relays = [(bytes([i]) * 20, bytes([i]) * 32, (f"198.18.{i}.1", 4000)) for i in (1, 2)]
+    bindings.choose(relays, T0)
+    due = bindings.due(T0)
+    ((tested, _, delay),) = [d for d in due if d[2]]
+    assert delay == KEEPALIVE_START_S * reach.ECHO_GROW
+    assert bindings.test is not None
+    bindings.test.challenge = b"c" * 16
+    bindings.traffic(bindings.bindings[tested].endpoint)  # a push came meanwhile
+    assert bindings.echo_answered(b"c" * 16, T0 + delay)
+    assert bindings.learner.good == 0.0  # spoiled: learned nothing
+    alone = ClientBindings()
+    alone.choose(relays[:1], T0)
+    assert [d[2] for d in alone.due(T0)] == [0.0]  # one binding: never left idle to test
+
+
+def test_an_overdue_echo_is_a_loss_and_the_relay_is_attached_again() -> None:
+    bindings = ClientBindings()
+    relays = [(bytes([i]) * 20, bytes([i]) * 32, (f"198.18.{i}.1", 4000)) for i in (1, 2)]
+    bindings.choose(relays, T0)
+    ((tested, _, delay),) = [d for d in bindings.due(T0) if d[2]]
+    assert bindings.test is not None
+    bindings.test.challenge = b"c" * 16
+    assert not bindings.expire(T0 + delay + reach.ECHO_GRACE_S - 0.1)
+    assert bindings.expire(T0 + delay + reach.ECHO_GRACE_S)
+    assert bindings.learner.bad == delay
+    assert tested in [d[0] for d in bindings.due(T0 + delay + reach.ECHO_GRACE_S)]
+
+
+def test_keepalives_leave_a_margin_below_the_longest_echo_survived() -> None:
+    learner = IntervalLearner()
+    learner.succeeded(60.0, T0)
+    assert learner.interval == 60.0 * reach.ECHO_MARGIN
+
+
+def test_probes_are_asked_of_our_neighbourhood_and_sent_from_far_from_us() -> None:
+    """A asks the nodes nearest its address (it talks to them anyway); each picks the
+    node that sends the probe among those farthest from A's address (A talks least to
+    them), so that the probe is seldom from someone A sent to lately."""
+    wire, relays, nodes = nat_network(24, {"bob": "restricted"})
+    bob = nodes["bob"]
+    Clock(wire, T0 + 21, step=1.0).run_for(30)
+    nearest = {e.address for e in bob.table.closest(bob.address, reach.ATTACH_RELAYS)}
+    dial_backs: list[tuple[Node, Endpoint]] = []
+    real = wire.deliver
+
+    def tap(source: Endpoint, dest: Endpoint, data: bytes, now: float) -> None:
+        sender = wire.nodes.get(source)
+        if sender in relays and dest in wire.nodes and sender is not None:
+            frame = Codec(wire.nodes[dest].identity).decode(data, now).frame
+            if frame is not None and frame.WhichOneof("body") == "dial_back":
+                dial_backs.append((sender, dest))
+        real(source, dest, data, now)
+
+    wire.deliver = tap  # type: ignore[method-assign]
+    for round_ in range(3):  # a few rounds, so luck cannot pass the test
+        bob._prober.reset(T0 + 51 + round_)
+        Clock(wire, T0 + 51 + round_, step=1.0).run_for(1)
+    assert len(dial_backs) >= 5
+    for server, dest in dial_backs:
+        assert server.address in nearest
+        order = [n.address for n in server.table.closest(bob.address, len(server.table))]
+        assert wire.nodes[dest].address in order[len(order) // 2 :]
+
+
+def test_a_probe_from_an_endpoint_we_sent_to_lately_proves_nothing() -> None:
+    node = relay_node(3)
+    node.set_local_endpoints([("198.18.3.1", 4000)], T0)
+    helper, prober = (
+        Codec(Identity.from_seed(b"\x77" * 32)),
+        Codec(Identity.from_seed(b"\x78" * 32)),
+    )
+    known: Endpoint = ("198.18.78.1", 4000)
+    node.add_known_peer(prober.identity.key, known, T0)  # we send to it: a mapping opens
+    node.datagrams_to_send()
+    node._prober.asked(b"s" * 16, helper.identity.key, T0)
+    probe = pb.Frame(probe=pb.Probe(nonce=b"s" * 16))
+    node.receive_datagram(prober.encode_frame(node.identity.key, probe, T0 + 1), known, T0 + 1)
+    assert node._prober.outcome == "none"
+    node._prober.asked(b"t" * 16, helper.identity.key, T0 + 1)
+    later = T0 + 1 + reach.PROBE_SOLICITED_S
+    probe = pb.Frame(probe=pb.Probe(nonce=b"t" * 16))
+    node.receive_datagram(prober.encode_frame(node.identity.key, probe, later), known, later)
+    assert node._prober.outcome == "arrived"
+
+
+def test_a_new_attachment_is_handed_what_waits_for_it() -> None:
+    relay = relay_node(4)
+    sender = Codec(Identity.from_seed(b"\x79" * 32))
+    client = Codec(Identity.from_seed(b"\x7a" * 32))
+    expires_ms = (int(T0 * 1000) + 24 * 3600 * 1000) // 3_600_000 * 3_600_000
+    message = pb.Message(
+        recipient=client.identity.address, expires_ms=expires_ms, sealed=bytes(SEALED_BYTES)
+    )
+    validated_send(sender, relay, pb.Frame(message=message), ("198.18.79.1", 4000), T0)
+    assert len(relay.store) == 1
+    answers = validated_send(client, relay, attach(), ("198.19.122.1", 4000), T0 + 1)
+    assert [a.message.sealed for a in answers if a.WhichOneof("body") == "message"] == [
+        bytes(SEALED_BYTES)
+    ]
+
+
+# ---------------------------------------------------------------- on real loopback UDP
+
+
+def test_local_endpoints_are_the_bound_one_or_the_routes_source() -> None:
+    assert local_endpoints(("127.0.0.1", 4000), []) == {("127.0.0.1", 4000)}
+    assert local_endpoints(("0.0.0.0", 4000), [("127.0.0.1", 9)]) == {("127.0.0.1", 4000)}
+    # Names are never looked up here, and an IPv6 peer says nothing of an IPv4 socket.
+    assert local_endpoints(("0.0.0.0", 4000), [("localhost", 9), ("::1", 9)]) == set()
+
+
+async def test_nodes_on_loopback_are_relays_from_the_start(tmp_path: Path) -> None:
+    """Told where they are bound, loopback nodes see that peers see them there: no NAT
+    is suspected, none is a client, and they fill each other's tables as before."""
+    services: list[NodeService] = []
+    try:
+        first: list[Endpoint] = []
+        for i in range(4):
+            db = Database.open(tmp_path / f"n{i}.db")
+            service = NodeService(Identity.generate(), db, listen=("127.0.0.1", 0), bootstrap=first)
+            await service.start()
+            services.append(service)
+            first = first or [service.bound or ("", 0)]
+        deadline = asyncio.get_running_loop().time() + 10
+        while any(len(s.node.table) < 3 for s in services):
+            assert asyncio.get_running_loop().time() < deadline, "the nodes never met"
+            await asyncio.sleep(0.02)
+        for service in services:
+            assert not service.node.client_mode
+            assert service.node.reachability.kind in ("unknown", "public")
+            assert service.node.reachability.public_endpoint in (None, service.bound)
+            line = _stats_line(service)
+            assert " client=no" in line and " reachability=" in line
+    finally:
+        for service in services:
+            await service.stop()
+            service.db.close()

@@ -105,6 +105,7 @@ from comm_tui.protocol.letters import (
     split_text,
 )
 from comm_tui.protocol.lookup import LOOKUP_MAX_QUERIES, Candidate, Lookup
+from comm_tui.protocol.punch import Punching, Send
 from comm_tui.protocol.ratelimit import RateLimiter, TokenBucket
 from comm_tui.protocol.reachability import (
     ATTACH_RELAYS,
@@ -223,14 +224,14 @@ ONE_TIME_PREKEYS_FRESH_S = 600.0
 # Requests whose answer is larger than they are, or that make us send to a third party
 # (a dial-back): served only to validated endpoints.
 _NEEDS_VALIDATION = frozenset(
-    {"find_node", "fetch", "get_record", "attach", "probe_request", "dial_back"}
+    {"find_node", "fetch", "get_record", "attach", "probe_request", "dial_back", "introduce"}
 )
 # Endpoints we sent to lately, by what a NAT filters on (docs/PROTOCOL.md, "12.2"): a
 # probe from one of them proves nothing. The least recently used forgotten first.
 SENT_TO_MAX = 4096
 # Frames we start, which a node under load may answer with a cookie reply.
 _REMEMBERED_FOR_COOKIES = frozenset(
-    {"find_node", "fetch", "message", "ack", "record", "get_record"}
+    {"find_node", "fetch", "message", "ack", "record", "get_record", "introduce"}
 )
 _Handler = Callable[[PublicIdentity, Any, Endpoint, float], None]
 
@@ -465,6 +466,8 @@ class Node:
             "probe_request": self._on_probe_request,
             "dial_back": self._on_dial_back,
             "probe": self._on_probe,
+            "introduce": self._on_introduce,
+            "introduced": self._on_introduced,
         }
         self._armed_for = now
         self._next_housekeeping = now + HOUSEKEEPING_INTERVAL_S
@@ -509,6 +512,10 @@ class Node:
         self._dial_backs_sent = TokenBucket(
             PROBE_SERVE_RATE_PER_S, PROBE_SERVE_BURST, PROBE_SERVE_BURST, now
         )
+        # Hole punching between contacts behind NATs (docs/PROTOCOL.md, "12.6"), and the
+        # lookups that find a wanted contact's relays (one per wanted contact at most).
+        self._punch = Punching(identity.key, now)
+        self._punch_lookups: dict[bytes, Lookup] = {}
 
     # ------------------------------------------------------------------ driver API
 
@@ -541,6 +548,7 @@ class Node:
         if self._hellos:
             timer = min(timer, next(iter(self._hellos.values()))[1])
         timer = min(timer, self._reach_due())
+        timer = min(timer, self._punch.next_due())
         self._armed_for = timer
         return timer
 
@@ -707,13 +715,13 @@ class Node:
         self._now = now
         if now - self._armed_for > SLEEP_GAP_S and len(self.table):
             # We were asleep (a closed laptop, a stopped process): the network moved
-            # on, so look ourselves up again, which ends in a Fetch of what waits, and
-            # (a client) attach again everywhere: our NAT forgot its mappings meanwhile.
+            # on, so look ourselves up again, which ends in a Fetch of what waits (a
+            # client's overdue keep-alives go out in this same tick).
             self.lookup(self.address, now)
-            self._bindings.all_due_now(now)
         self._armed_for = now
         self._expire_queries(now)
         self._reach_tick(now)
+        self._punch_tick(now)
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + HOUSEKEEPING_INTERVAL_S
             self._housekeeping(now)
@@ -823,6 +831,7 @@ class Node:
             if body != "probe":  # a prober is a stranger we need nothing from
                 self._observe(sender, addr, now, client=frame.client)
             self._bindings.traffic(addr)
+            self._send_all(self._punch.heard(sender.address, addr, now), now)
 
     def _admit_new_key(self, packet: pb.Packet, data: bytes, addr: Endpoint, now: float) -> None:
         """May a packet from a key we have no box for cost us a key agreement?
@@ -990,6 +999,10 @@ class Node:
             return
         query = self._queries.get(pong.challenge)
         if query is None:
+            if self._punch.pong(sender.address, addr, pong.challenge, now):
+                # A punch or keep-alive ping came back from where we sent it.
+                self._addresses.validate(sender.key, addr)
+                return
             if not self._addresses.answered(sender.key, addr, pong.challenge, now):
                 raise Rejected("unsolicited")
             self._note_observed(pong, addr, now)
@@ -1170,6 +1183,7 @@ class Node:
         except LetterError as exc:
             raise Rejected("bad_letter") from exc
         author = opened.author
+        self._punch.used(sender.address, now)
         tag = _PartTag(item_id, msg.expires_ms, sender.key, addr, opened.token)
         if opened.handshake:
             # docs/PROTOCOL.md, "Session reset": a handshake only starts a session; it is
@@ -1890,6 +1904,114 @@ class Node:
                 raise Rejected("unsolicited")
         self._reclassify(now)
 
+    # ------------------------------------------------------------------ hole punching
+
+    def set_contacts(self, keys: Iterable[bytes], now: float) -> None:
+        """The keys the user has as contacts: only they may make us punch a hole.
+
+        docs/PROTOCOL.md, "12.6 Hole punching": an introduction shows each side the
+        other's IP address, which is acceptable between contacts and never to strangers;
+        and only a contact's introduction makes us ping an endpoint. Called by the
+        service at start and whenever the contacts change; a former contact's punched
+        pair and attempts end at once.
+        """
+        self._punch.set_contacts(keys)
+        self._punch_tick(now)
+
+    def punched_peers(self) -> dict[bytes, Endpoint]:
+        """Contacts we reach directly through a punched hole, by address (for status)."""
+        return {a: p.endpoint for a, p in self._punch.pairs.items()}
+
+    def _may_punch(self, address: bytes) -> bool:
+        """Would a hole to ``address`` help (docs/PROTOCOL.md, "12.6", when to punch)?
+
+        Not when we reach it already (in our table, met in person by a lookup), and not
+        when we are publicly reachable ourselves: its relays' pushes and its own acks
+        reach us then, and it finds us through the table.
+        """
+        return address not in self.table and address not in self._direct and not self._is_public()
+
+    def _is_public(self) -> bool:
+        """Are we publicly reachable (docs/PROTOCOL.md, "12.3")? Not while unknown."""
+        return self.reachability.kind == "public"
+
+    def _want_punch(self, address: bytes, now: float) -> None:
+        """A text of ours for ``address`` waits for its ack: try to reach it directly.
+
+        The first round goes out at once, while the text still waits (its ack may be
+        back before our next timer).
+        """
+        if self._may_punch(address):
+            self._punch.want(address, now)
+            self._punch_tick(now)
+
+    def _punch_tick(self, now: float) -> None:
+        """Send what hole punching has due: rounds of Introduce, pings, keep-alives."""
+        due = self._punch.due_wants(now)
+        relays: dict[bytes, list[tuple[bytes, Endpoint]]] = {}
+        still_wanted: set[bytes] = set()
+        if due:
+            waiting = {out.recipient for out in self._outgoing.values()}
+            for address in due:
+                nearest = self.table.closest(address, self.config.k, exclude=(address,))
+                relays[address] = [(n.key, n.endpoint) for n in nearest if n.failures == 0]
+                if address in waiting and self._may_punch(address):
+                    still_wanted.add(address)
+        self._send_all(self._punch.tick(now, relays, still_wanted), now)
+        for address in still_wanted:
+            # Our table may hold none of the few relays the contact attaches to (its own
+            # nearest): look its neighbourhood up, and ask the nearest the lookup met.
+            if address in self._punch.wants and address not in self._punch_lookups:
+                lookup = self._new_lookup(address)
+                if lookup is not None:
+                    self._punch_lookups[address] = lookup
+                    self._advance_lookup(lookup, now)
+
+    def _punch_lookup_finished(self, lookup: Lookup, now: float) -> None:
+        """A wanted contact's neighbourhood was looked up: ask its nearest nodes."""
+        if self._punch_lookups.get(lookup.target) is not lookup:
+            return
+        del self._punch_lookups[lookup.target]
+        relays = [(c.key, c.endpoint) for c in lookup.result() if c.address != lookup.target]
+        self._send_all(self._punch.ask_relays(lookup.target, relays, now), now)
+
+    def _send_all(self, sends: list[Send], now: float) -> None:
+        for send in sends:
+            self._send_frame(send.key, send.endpoint, send.frame, now, probe=send.probe)
+
+    def _introducible(self, address: bytes) -> tuple[bytes, Endpoint] | None:
+        """Relay side: the node at ``address`` where we reach it, if we may introduce it:
+        a client attached to us ("12.4"), else one in our table (a validated pair by
+        construction)."""
+        attached = self.attached_client(address)
+        if attached is not None:
+            return attached
+        entry = self.table.get(address)
+        return None if entry is None else (entry.key, entry.endpoint)
+
+    def _on_introduce(
+        self, sender: PublicIdentity, introduce: pb.Introduce, addr: Endpoint, now: float
+    ) -> None:
+        """Relay side: only reached from a validated requester (``_NEEDS_VALIDATION``)."""
+        target_at = self._introducible(introduce.target)
+        self._send_all(self._punch.on_introduce(sender.key, addr, introduce, target_at, now), now)
+
+    def _on_introduced(
+        self, sender: PublicIdentity, introduced: pb.Introduced, addr: Endpoint, now: float
+    ) -> None:
+        """An answer to an Introduce of ours (it has our nonce), or a notice: someone
+        asks a relay to meet us. A notice counts only from a relay of our table, at the
+        endpoint we know it by (``unsolicited``): a stranger cannot make us ask anyone."""
+        if introduced.nonce:
+            self._send_all(self._punch.on_answer(sender.key, introduced, now), now)
+            return
+        if introduced.ip or introduced.port:
+            raise Rejected("malformed")
+        known = self.table.get(sender.address)
+        if known is None or known.key != sender.key or known.endpoint != addr:
+            raise Rejected("unsolicited")
+        self._send_all(self._punch.on_notice(sender.key, addr, introduced.key, now), now)
+
     # ------------------------------------------------------------------ relaying
 
     def _relay(self, entry: Entry, now: float, *, stem: bool = False) -> None:
@@ -1900,8 +2022,15 @@ class Node:
         neighbourhood would single it out there whenever the recipient is offline.
         """
         stem = stem or (entry.stem and bool(entry.own_text_id))
+        punched = entry.own_text_id and self._punch.hop(entry.target) is not None
         stem_peer = self._stem_peer(entry) if stem else None
-        if stem_peer is not None:
+        if punched:
+            # Our text to a contact we punched a hole to goes straight there, and to no
+            # relay (docs/PROTOCOL.md, "12.6"): the recipient knows us anyway. If the
+            # hole closed, the missing receipt drops the pair and the retry takes the stem.
+            for node in self._with_target([], entry, skip_holders=False):
+                self._send_item(entry, node.key, node.endpoint, now)
+        elif stem_peer is not None:
             # One random peer gets it in the stem, a fresh draw at every attempt, so a
             # stem peer that drops it only delays it; from its sender, the recipient too
             # when known. A relay's retries relay it normally (fluff).
@@ -1919,10 +2048,13 @@ class Node:
             and entry.kind is not Kind.ACK  # an ack goes back the way its message came
             and entry.target not in self.table
         ):
+            if entry.own_text_id and entry.kind is Kind.MESSAGE and not punched:
+                self._want_punch(entry.target, now)
             if (
                 entry.own_text_id
                 and entry.attempts in FIND_RECIPIENT_ON_ATTEMPTS
                 and entry.target not in self._direct
+                and not punched
             ):
                 # Our own text, still not acknowledged: only the ack proves delivery.
                 # Receipts prove nothing (Sybils next to the target send them and drop
@@ -2059,7 +2191,11 @@ class Node:
         """
         known = self.table.get(entry.target)
         direct = [known] if known is not None and entry.kind is not Kind.RECORD else []
-        if not direct and entry.own_text_id:
+        punched = self._punch.hop(entry.target) if entry.own_text_id else None
+        if punched is not None:
+            # A punched pair (docs/PROTOCOL.md, "12.6"): the contact answers there.
+            direct = [NodeEntry(punched[0], entry.target, punched[1], 0.0, 0.0)]
+        elif not direct and entry.own_text_id:
             direct = list(self._direct.get(entry.target, {}).values())
         chosen = direct + [n for n in hops if n not in direct]
         if skip_holders:
@@ -2081,6 +2217,7 @@ class Node:
         else:
             frame = pb.Frame(record=pb.Record(bundle=entry.wire))
         self._send_frame(key, endpoint, frame, now)
+        self._punch.used(address_of(key), now)
         if self.config.policy == "ours":
             pair = (address_of(key), entry.key)
             self._awaiting_receipt.pop(pair, None)  # re-inserted last: deadline order
@@ -2189,6 +2326,7 @@ class Node:
         fetch = self._bundle_fetches.get(lookup.target)
         if fetch is not None and fetch.lookup is lookup:
             self._ask_for_record(lookup.target, fetch, lookup.result(), now)
+        self._punch_lookup_finished(lookup, now)
         if lookup.target != self.address or (self.joined and lookup.queries_sent == 0):
             return
         first_join = not self.joined
@@ -2240,6 +2378,7 @@ class Node:
     def _peer_failed(self, address: bytes, now: float) -> None:
         """A query or item went unanswered: count it; the table may drop the node."""
         self._direct.pop(address, None)
+        self._punch.drop(address)
         removed = self.table.record_failure(address, now)
         if removed is not None:
             self.codec.unpin(removed.key)

@@ -39,7 +39,7 @@ class Hello(_message.Message):
     def __init__(self, challenge: _Optional[bytes] = ..., padding: _Optional[bytes] = ...) -> None: ...
 
 class Frame(_message.Message):
-    __slots__ = ("ping", "pong", "find_node", "nodes", "message", "ack", "receipt", "fetch", "record", "get_record", "attach", "probe_request", "dial_back", "probe", "client")
+    __slots__ = ("ping", "pong", "find_node", "nodes", "message", "ack", "receipt", "fetch", "record", "get_record", "attach", "probe_request", "dial_back", "probe", "introduce", "introduced", "client")
     PING_FIELD_NUMBER: _ClassVar[int]
     PONG_FIELD_NUMBER: _ClassVar[int]
     FIND_NODE_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,8 @@ class Frame(_message.Message):
     PROBE_REQUEST_FIELD_NUMBER: _ClassVar[int]
     DIAL_BACK_FIELD_NUMBER: _ClassVar[int]
     PROBE_FIELD_NUMBER: _ClassVar[int]
+    INTRODUCE_FIELD_NUMBER: _ClassVar[int]
+    INTRODUCED_FIELD_NUMBER: _ClassVar[int]
     CLIENT_FIELD_NUMBER: _ClassVar[int]
     ping: Ping
     pong: Pong
@@ -69,8 +71,10 @@ class Frame(_message.Message):
     probe_request: ProbeRequest
     dial_back: DialBack
     probe: Probe
+    introduce: Introduce
+    introduced: Introduced
     client: bool
-    def __init__(self, ping: _Optional[_Union[Ping, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., find_node: _Optional[_Union[FindNode, _Mapping]] = ..., nodes: _Optional[_Union[Nodes, _Mapping]] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., receipt: _Optional[_Union[Receipt, _Mapping]] = ..., fetch: _Optional[_Union[Fetch, _Mapping]] = ..., record: _Optional[_Union[Record, _Mapping]] = ..., get_record: _Optional[_Union[GetRecord, _Mapping]] = ..., attach: _Optional[_Union[Attach, _Mapping]] = ..., probe_request: _Optional[_Union[ProbeRequest, _Mapping]] = ..., dial_back: _Optional[_Union[DialBack, _Mapping]] = ..., probe: _Optional[_Union[Probe, _Mapping]] = ..., client: _Optional[bool] = ...) -> None: ...
+    def __init__(self, ping: _Optional[_Union[Ping, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., find_node: _Optional[_Union[FindNode, _Mapping]] = ..., nodes: _Optional[_Union[Nodes, _Mapping]] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., receipt: _Optional[_Union[Receipt, _Mapping]] = ..., fetch: _Optional[_Union[Fetch, _Mapping]] = ..., record: _Optional[_Union[Record, _Mapping]] = ..., get_record: _Optional[_Union[GetRecord, _Mapping]] = ..., attach: _Optional[_Union[Attach, _Mapping]] = ..., probe_request: _Optional[_Union[ProbeRequest, _Mapping]] = ..., dial_back: _Optional[_Union[DialBack, _Mapping]] = ..., probe: _Optional[_Union[Probe, _Mapping]] = ..., introduce: _Optional[_Union[Introduce, _Mapping]] = ..., introduced: _Optional[_Union[Introduced, _Mapping]] = ..., client: _Optional[bool] = ...) -> None: ...
 
 class Ping(_message.Message):
     __slots__ = ("challenge",)
@@ -229,6 +233,28 @@ class GetRecord(_message.Message):
     query_id: bytes
     address: bytes
     def __init__(self, query_id: _Optional[bytes] = ..., address: _Optional[bytes] = ...) -> None: ...
+
+class Introduce(_message.Message):
+    __slots__ = ("target", "nonce", "padding")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    PADDING_FIELD_NUMBER: _ClassVar[int]
+    target: bytes
+    nonce: bytes
+    padding: bytes
+    def __init__(self, target: _Optional[bytes] = ..., nonce: _Optional[bytes] = ..., padding: _Optional[bytes] = ...) -> None: ...
+
+class Introduced(_message.Message):
+    __slots__ = ("key", "nonce", "ip", "port")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    IP_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    nonce: bytes
+    ip: bytes
+    port: int
+    def __init__(self, key: _Optional[bytes] = ..., nonce: _Optional[bytes] = ..., ip: _Optional[bytes] = ..., port: _Optional[int] = ...) -> None: ...
 
 class Letter(_message.Message):
     __slots__ = ("text_id", "part", "parts", "sent_ms", "chunk")
