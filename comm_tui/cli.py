@@ -64,9 +64,11 @@ from comm_tui.net.service import (
     ServiceEvent,
 )
 from comm_tui.profile import Profile, open_profile, start_service
+from comm_tui.protocol.custody import custody_json, custody_of
 from comm_tui.protocol.letters import MAX_TEXT_BYTES
 from comm_tui.protocol.node import Node
-from comm_tui.store.db import Database, DatabaseDamaged, HistoryRow
+from comm_tui.protocol.relay_store import Entry
+from comm_tui.store.db import SEARCH_LIMIT, Database, DatabaseDamaged, HistoryRow, fts_query
 from comm_tui.store.lock import ProfileLock
 from comm_tui.store.paths import DEFAULT_PROFILE, ProfilePaths, ensure_dirs, profile_paths
 from comm_tui.store.repair import repair_database
@@ -82,6 +84,7 @@ PROG = "comm-tui"
 EXIT_OK = 0
 EXIT_USER_ERROR = 2
 EXIT_GAVE_UP = 3
+EXIT_NOT_FOUND = 1  # search: no message matched (as grep says it)
 EXIT_INTERRUPTED = 130
 # Without --wait, `send` waits this long for a node to take the text.
 SEND_HANDOFF_TIMEOUT_S = 10.0
@@ -222,6 +225,25 @@ def _build_parser() -> argparse.ArgumentParser:
         help=f"show the newest N messages (default {HISTORY_DEFAULT_LIMIT})",
     )
     cmd.set_defaults(handler=_cmd_history)
+
+    cmd = commands.add_parser(
+        "search",
+        parents=[common],
+        help="search every conversation's history for words",
+        description="Finds messages with a word starting with each word of QUERY (case and"
+        " accents do not matter), newest first.",
+    )
+    cmd.add_argument("query", metavar="QUERY", help="the words to find")
+    cmd.add_argument("--with", dest="who", metavar="WHO", help="only the conversation with WHO")
+    cmd.add_argument("--json", action="store_true", help="print a JSON array")
+    cmd.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=SEARCH_LIMIT,
+        metavar="N",
+        help=f"show at most N messages (default {SEARCH_LIMIT})",
+    )
+    cmd.set_defaults(handler=_cmd_search)
 
     cmd = commands.add_parser(
         "conversations", parents=[common], help="list conversations with unread counts"
@@ -606,7 +628,9 @@ def _cmd_contacts_rename(args: argparse.Namespace, g: _Globals) -> int:
     return EXIT_OK
 
 
-def _history_json(profile: _Records, peer: _Peer, row: HistoryRow) -> dict[str, Any]:
+def _history_json(
+    profile: _Records, peer: _Peer, row: HistoryRow, outbox: list[Entry]
+) -> dict[str, Any]:
     me = profile.address.hex()
     them = peer.label
     return {
@@ -620,7 +644,28 @@ def _history_json(profile: _Records, peer: _Peer, row: HistoryRow) -> dict[str, 
         "to": None if row.direction == "notice" else me if row.direction == "in" else them,
         "peer_address": row.peer_address.hex(),
         "id": row.text_id.hex(),
+        # Where an undelivered text of ours is (comm_tui/protocol/custody.py); else null.
+        "custody": custody_json(custody_of(outbox, row.text_id))
+        if row.direction == "out"
+        else None,
     }
+
+
+def _has_undelivered(rows: list[HistoryRow]) -> bool:
+    return any(r.direction == "out" and r.state in ("queued", "sent") for r in rows)
+
+
+def _saved_outbox(db: Database) -> list[Entry]:
+    """Our own undelivered parts as the node saved them (damaged entries are skipped)."""
+    entries = []
+    for blob in db.relay_blobs(int(time.time() * 1000)):
+        try:
+            entry = Entry.deserialize(blob)
+        except ValueError:
+            continue
+        if entry.own_text_id:
+            entries.append(entry)
+    return entries
 
 
 def _cmd_history(args: argparse.Namespace, g: _Globals) -> int:
@@ -628,7 +673,9 @@ def _cmd_history(args: argparse.Namespace, g: _Globals) -> int:
         peer = _resolve_peer(profile.db, args.who)
         rows = profile.db.history(peer.address, limit=args.limit)
         if args.json:
-            json.dump([_history_json(profile, peer, row) for row in rows], sys.stdout, indent=2)
+            outbox = _saved_outbox(profile.db) if _has_undelivered(rows) else []
+            rows_json = [_history_json(profile, peer, row, outbox) for row in rows]
+            json.dump(rows_json, sys.stdout, indent=2)
             print()
             return EXIT_OK
         for row in rows:
@@ -638,6 +685,35 @@ def _cmd_history(args: argparse.Namespace, g: _Globals) -> int:
             arrow = f"from {peer.label}" if row.direction == "in" else f"to {peer.label}"
             state = "" if row.direction == "in" else f" [{row.state}]"
             print(f"{_iso(row.created_at)} {arrow}: {_one_line(row.text)}{state}")
+    return EXIT_OK
+
+
+def _cmd_search(args: argparse.Namespace, g: _Globals) -> int:
+    if fts_query(args.query) is None:
+        raise UserError("the query has no word to search for")
+    with _open_records(g) as profile:
+        peer = _resolve_peer(profile.db, args.who) if args.who is not None else None
+        hits = profile.db.search(
+            args.query, peer_address=None if peer is None else peer.address, limit=args.limit
+        )
+        if args.json:
+            items = [
+                _history_json(
+                    profile, _Peer(hit.row.peer_address, None, hit.contact_name), hit.row, []
+                )
+                for hit in hits
+            ]
+            json.dump(items, sys.stdout, indent=2)
+            print()
+            return EXIT_OK if hits else EXIT_NOT_FOUND
+        for hit in hits:
+            row = hit.row
+            label = hit.contact_name or f"request {row.peer_address.hex()}"
+            arrow = f"from {label}" if row.direction == "in" else f"to {label}"
+            print(f"{_iso(row.created_at)} {arrow}: {_one_line(row.text)}")
+        if not hits:
+            print(f"{PROG}: no message has all of: {args.query}", file=sys.stderr)
+            return EXIT_NOT_FOUND
     return EXIT_OK
 
 

@@ -14,6 +14,7 @@ from comm_tui.app import app_session
 from comm_tui.app.screens.contact_dialogs import AddContactScreen, ConfirmScreen
 from comm_tui.app.screens.first_run import NicknameScreen
 from comm_tui.app.screens.identity_dialogs import ExportScreen, ImportScreen
+from comm_tui.app.widgets.composer import Composer
 from comm_tui.app.widgets.contact_list import ContactList
 from comm_tui.app.widgets.conversation import ConversationView, MessageLog, MessageRow
 from comm_tui.app.widgets.status_panel import StatusPanel
@@ -75,7 +76,7 @@ async def test_focus_starts_on_contacts_and_enter_opens_conversation(tmp_path: P
             conversation = app.query_one(ConversationView)
             await wait_until(pilot, lambda: conversation.peer is not None, "open conversation")
             assert conversation.peer is not None and conversation.peer.name != first.name
-            assert app.focused is app.query_one("#message-input", Input)
+            assert app.focused is app.query_one(Composer)
             await pilot.press("escape")
             assert isinstance(app.focused, ContactList)
 
@@ -230,7 +231,7 @@ async def test_unknown_sender_is_shown_as_a_request_and_can_be_accepted(tmp_path
                 conversation = app.query_one(ConversationView)
                 await wait_until(pilot, lambda: conversation.peer is not None, "the request opens")
                 assert conversation.query_one("#request-bar").display
-                assert conversation.query_one("#message-input", Input).disabled
+                assert conversation.query_one(Composer).disabled
                 await pilot.click("#accept")
                 await wait_until(pilot, lambda: isinstance(app.screen, AddContactScreen), "accept")
                 assert app.screen.query_one("#card", Input).value == encode_card(stranger.public)
@@ -254,7 +255,7 @@ async def test_ignored_request_is_hidden(tmp_path: Path) -> None:
         async with app.run_test(size=SIZE) as pilot:
             contacts = app.query_one(ContactList)
             assert contacts.entry(stranger.address) is not None
-            await pilot.press("i")
+            await pilot.press("alt+i")
             await pilot.pause()
             assert contacts.entry(stranger.address) is None
 
@@ -269,7 +270,7 @@ async def test_rename_and_remove_with_confirmation(tmp_path: Path) -> None:
             await wait_until(pilot, lambda: app.service is not None, "the node started")
             assert app.service is not None
             assert bob.address in app.service.node._punch.contacts
-            await pilot.press("r")
+            await pilot.press("f2")
             await pilot.pause()
             app.screen.query_one("#new-name", Input).value = "Robert"
             await pilot.press("enter")

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 from textual.geometry import Region
-from textual.widgets import Input
 
 from comm_tui.app import CommApp, app_session
 from comm_tui.app.app import WIDE_FROM
 from comm_tui.app.format import ascii_only
+from comm_tui.app.widgets.composer import Composer
 from comm_tui.app.widgets.contact_list import ContactList
 from comm_tui.app.widgets.conversation import ConversationView, MessageLog, MessageRow
 from comm_tui.app.widgets.status_panel import StatusPanel
@@ -61,13 +61,13 @@ async def test_resizing_with_a_conversation_open_loses_and_overlaps_nothing(
         async with app.run_test(size=(160, 45)) as pilot:
             await pilot.press("enter", *"half a thought")
             conversation = app.query_one(ConversationView)
-            message_input = conversation.query_one("#message-input", Input)
+            message_input = conversation.query_one(Composer)
             await wait_until(pilot, lambda: len(conversation.query(MessageRow)) == 5, "history")
             for width, height in [(160, 45), (100, 30), (80, 24), (60, 20), (120, 40), (160, 45)]:
                 await pilot.resize_terminal(width, height)
                 await pilot.pause(0.1)
                 screen = Region(0, 0, width, height)
-                assert message_input.value == "half a thought"
+                assert message_input.text == "half a thought"
                 assert app.focused is message_input
                 assert screen.contains_region(message_input.region)
                 assert len(conversation.query(MessageRow)) == 5
@@ -99,7 +99,7 @@ async def test_a_60_column_terminal_shows_one_pane_at_a_time(tmp_path: Path) -> 
             assert panel.display and panel.region.width == 60 and app.focused is panel
             await pilot.press("escape")  # closes the panel first, back to the text
             assert not panel.display
-            assert conversation.query_one("#message-input", Input).value == "hi"
+            assert conversation.query_one(Composer).text == "hi"
             await pilot.press("escape")
             await pilot.pause()
             assert contacts.display and not conversation.display

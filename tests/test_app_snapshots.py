@@ -22,6 +22,7 @@ from comm_tui.app import app as app_module
 from comm_tui.app.demo import demo_identity
 from comm_tui.app.screens.first_run import NicknameScreen
 from comm_tui.app.status import PeerLine, StatusSnapshot
+from comm_tui.app.widgets.composer import Composer
 from comm_tui.app.widgets.status_panel import StatusPanel
 from comm_tui.crypto.card import encode_card
 from comm_tui.store.db import Database
@@ -111,7 +112,7 @@ async def _main(pilot: Pilot[Any]) -> None:
 
 async def _open_first_conversation(pilot: Pilot[Any], comm: CommApp) -> None:
     await pilot.press("enter")
-    message_input = comm.query_one("#message-input", Input)
+    message_input = comm.query_one(Composer)
     # Enter mounts the conversation's rows, then moves the focus to its input.
     await wait_until(pilot, lambda: comm.focused is message_input, "the conversation to open")
 
@@ -145,7 +146,7 @@ async def _add_contact(pilot: Pilot[Any]) -> None:
 
 async def _rename(pilot: Pilot[Any]) -> None:
     await _settled(pilot)
-    await pilot.press("r")
+    await pilot.press("f2")
     await pilot.pause()
 
 

@@ -163,3 +163,21 @@ def test_origin_script_smoke() -> None:
         assert 0 < row["seen"] <= 40 and row["correct"] <= row["seen"]
         assert row["correct"] >= round(row["first_hop_observed"] * 40)
         assert row["recall"] == round(row["correct"] / 40, 4)
+
+
+def test_search_script_quick() -> None:
+    """bench/search.py on 5,000 messages: every query finds what the scan finds."""
+    result = _run(
+        [sys.executable, str(ROOT / "bench" / "search.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "messages: 5,000 in 50 conversations"
+    rows = {line.split()[0]: line.split() for line in lines if line.startswith(("rare", "common"))}
+    assert set(rows) == {"rare", "common"}
+    assert int(rows["common"][-1]) == 200  # the limit: a common word is everywhere
+    assert 0 < int(rows["rare"][-1]) < 200

@@ -182,3 +182,64 @@ def test_restore_drops_what_expired_while_the_node_was_down() -> None:
     restarted = Node(relay.identity, later, rng=random.Random(8))
     assert restarted.restore(blobs, later) == 0
     assert len(restarted.store) == 0
+
+
+def _find_node_sent(a: Node, b: Node, wire: Wire, now: float) -> pb.FindNode:
+    """Start a lookup at ``a`` (whose table holds ``b``) and return the FindNode it sent b."""
+    a.lookup(Identity.generate().address, now)
+    codec = Codec(b.identity)
+    for data, dest in a.datagrams_to_send():
+        frame = codec.decode(data, now).frame
+        if dest == wire.endpoint(b) and frame is not None and frame.HasField("find_node"):
+            return frame.find_node
+    raise AssertionError("no FindNode sent to b")
+
+
+def test_a_nodes_answer_from_another_key_than_the_one_asked_is_unsolicited() -> None:
+    wire = Wire()
+    a, b = wire.add(1), wire.add(2)
+    wire.connect(a, b)
+    find = _find_node_sent(a, b, wire, T0 + 1)
+    impostor = Codec(Identity.generate())
+    answer = pb.Frame(nodes=pb.Nodes(query_id=find.query_id))
+    a.receive_datagram(
+        impostor.encode_frame(a.identity.key, answer, T0 + 1), wire.endpoint(b), T0 + 1
+    )
+    assert a.stats.rejected["unsolicited"] == 1
+    # The real answer is still taken: the impostor spent nothing of the query.
+    real = b.codec.encode_frame(a.identity.key, answer, T0 + 1)
+    a.receive_datagram(real, wire.endpoint(b), T0 + 1)
+    assert a.stats.rejected["unsolicited"] == 1
+
+
+def test_an_oversized_nodes_answer_is_malformed_and_the_lookup_moves_on() -> None:
+    wire = Wire()
+    a, b = wire.add(1), wire.add(2)
+    wire.connect(a, b)
+    find = _find_node_sent(a, b, wire, T0 + 1)
+    infos = [
+        pb.NodeInfo(key=Identity.generate().key, ip=bytes([10, 9, 0, i]), port=4000)
+        for i in range(17)  # FIND_NODE_ANSWER_NODES * 2 + 1
+    ]
+    answer = pb.Frame(nodes=pb.Nodes(query_id=find.query_id, nodes=infos))
+    a.receive_datagram(
+        b.codec.encode_frame(a.identity.key, answer, T0 + 1), wire.endpoint(b), T0 + 1
+    )
+    assert a.stats.rejected["malformed"] == 1
+    # None of the 17 was taken as a candidate: nothing was sent to any of them.
+    named = {(f"10.9.0.{i}", 4000) for i in range(17)}
+    assert not [dest for _, dest in a.datagrams_to_send() if dest in named]
+
+
+def test_a_pong_from_another_endpoint_than_the_one_pinged_is_refused() -> None:
+    wire = Wire()
+    a, b = wire.add(1), wire.add(2)
+    wire.connect(a, b)
+    a.add_known_peer(b.identity.key, wire.endpoint(b), T0 + 1)
+    ((ping_data, _),) = a.datagrams_to_send()
+    challenge = Codec(b.identity).decode(ping_data, T0 + 1).frame.ping.challenge  # type: ignore[union-attr]
+    pong = b.codec.encode_frame(a.identity.key, pb.Frame(pong=pb.Pong(challenge=challenge)), T0)
+    elsewhere = ("10.99.0.1", 4000)
+    a.receive_datagram(pong, elsewhere, T0 + 1)
+    assert a.stats.rejected["wrong_endpoint"] == 1
+    assert not a._addresses.is_validated(b.identity.key, elsewhere)

@@ -20,7 +20,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, OptionList
+from textual.widgets import Footer, Header, OptionList
 
 from comm_tui.app.compositor import keep_wide_characters
 from comm_tui.app.crash import report_crash_without_locals
@@ -33,8 +33,11 @@ from comm_tui.app.messages import (
     RequestAnswered,
     SendRequested,
 )
+from comm_tui.app.notify import notification_kind, notification_sequence
 from comm_tui.app.screens.contact_dialogs import AddContactScreen, ConfirmScreen, RenameScreen
+from comm_tui.app.screens.custody import CustodyScreen
 from comm_tui.app.screens.first_run import NicknameScreen
+from comm_tui.app.screens.help import COMPOSER_KEYS, LIST_KEYS, HelpScreen, binding_rows
 from comm_tui.app.screens.identity_dialogs import (
     CardScreen,
     ExportScreen,
@@ -42,9 +45,11 @@ from comm_tui.app.screens.identity_dialogs import (
     ImportScreen,
     PassphraseScreen,
 )
+from comm_tui.app.screens.search import SearchScreen
 from comm_tui.app.status import endpoint_text, offline_snapshot, take_snapshot
+from comm_tui.app.widgets.composer import Composer
 from comm_tui.app.widgets.contact_list import ContactEntry, ContactList
-from comm_tui.app.widgets.conversation import ConversationView
+from comm_tui.app.widgets.conversation import ConversationView, MessageLog
 from comm_tui.app.widgets.status_panel import StatusPanel
 from comm_tui.crypto.card import Card, encode_card
 from comm_tui.crypto.identity import PublicIdentity
@@ -60,11 +65,15 @@ from comm_tui.net.service import (
 )
 from comm_tui.profile import Profile, start_service
 from comm_tui.store.config import save_config
+from comm_tui.store.db import HistoryRow, SearchHit
 
 STATUS_REFRESH_S = 1.0
 IGNORED_META_KEY = "app.ignored_requests"
 # The user's choice of status panel in the wide layout, kept across runs.
 STATUS_META_KEY = "app.status_panel"
+# The theme chosen in the command palette, kept across runs.
+THEME_META_KEY = "app.theme"
+DEFAULT_THEME = "textual-dark"
 # Below this width the list and the conversation do not both fit: a 28-column list
 # leaves a 52-column conversation, whose text column (after the 16-column time and
 # delivery mark) is 31 columns: less would be hard to read.
@@ -93,6 +102,12 @@ class CommApp(App[int]):
         Binding("ctrl+g", "show_card", "Card QR"),
         Binding("ctrl+o", "export_identity", "Export id"),
         Binding("ctrl+l", "import_identity", "Import id", show=False),
+        Binding(
+            "alt+r", "resend_expired", "Send again", tooltip="Send the last expired text again"
+        ),
+        Binding("ctrl+f", "search", "Search", tooltip="Search every conversation"),
+        Binding("alt+u", "next_unread", "Next unread", tooltip="Open the next unread conversation"),
+        Binding("f1", "help", "Help", tooltip="List every key"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
@@ -122,6 +137,7 @@ class CommApp(App[int]):
         self.status_in_wide = profile.db.get_meta(STATUS_META_KEY) != "hidden"
         self.status_over = False  # opened over the conversation, in the narrower layouts
         self.list_shown = True  # the narrow layout shows the list, not the conversation
+        self.last_expired: HistoryRow | None = None  # what alt+r sends again
 
     # ------------------------------------------------------------------ layout
 
@@ -134,7 +150,9 @@ class CommApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.theme = "textual-dark"
+        chosen = self.profile.db.get_meta(THEME_META_KEY)
+        self.theme = chosen if chosen in self.available_themes else DEFAULT_THEME
+        self.watch(self, "theme", self._theme_chosen, init=False)
         self._arrange(self.size.width)
         self._update_subtitle()
         self.refresh_contacts()
@@ -147,6 +165,9 @@ class CommApp(App[int]):
 
     async def on_unmount(self) -> None:
         await self.stop_node()
+
+    def _theme_chosen(self, theme: str) -> None:
+        self.profile.db.set_meta(THEME_META_KEY, theme)
 
     def on_resize(self, event: events.Resize) -> None:
         self._arrange(event.size.width)
@@ -275,8 +296,12 @@ class CommApp(App[int]):
                 if entry is not None:
                     title = "Message request" if entry.is_request else entry.title
                     self.notify(one_line(row.text, NOTIFY_PREVIEW_CHARS), title=title)
+                    if not entry.muted:
+                        self._alert("a new contact" if entry.is_request else entry.title)
         elif isinstance(event, OutgoingUpdated):
             conversation.update_row(event.row)
+            if event.row.state == "expired":
+                self._expired(event.row)
         elif isinstance(event, NoticeAdded):
             # docs/PROTOCOL.md, "Session reset": never silent.
             if conversation.peer_address == event.row.peer_address:
@@ -295,6 +320,35 @@ class CommApp(App[int]):
                 severity="error",
                 timeout=3600,
             )
+
+    def _alert(self, sender: str) -> None:
+        """The terminal's desktop notification or bell (comm_tui/app/notify.py)."""
+        kind = notification_kind(self.profile.config.notifications, os.environ)
+        if kind == "bell":
+            self.bell()
+        elif kind != "off" and self._driver is not None:
+            # Textual writes its own OSC 52 the same way; it has no public call for others.
+            self._driver.write(notification_sequence(kind, sender))
+
+    def _expired(self, row: HistoryRow) -> None:
+        """Never silent: a text that expired unacknowledged says so, with its resend key."""
+        self.last_expired = row
+        entry = self.query_one(ContactList).entry(row.peer_address)
+        title = entry.title if entry is not None else short_address(row.peer_address)
+        self.notify(
+            f"“{one_line(row.text, NOTIFY_PREVIEW_CHARS)}” was not delivered before it"
+            " expired. Press alt+r to send it again.",
+            title=f"Not delivered to {title}",
+            severity="warning",
+            timeout=60,
+        )
+        self.refresh_bindings()
+
+    def action_resend_expired(self) -> None:
+        row, self.last_expired = self.last_expired, None
+        if row is not None:
+            self.post_message(SendRequested(row.peer_address, row.text))
+        self.refresh_bindings()
 
     # ------------------------------------------------------------------ contacts
 
@@ -321,7 +375,9 @@ class CommApp(App[int]):
                 if when is not None and (c.last_time or 0) <= when:
                     continue
             entries.append(
-                ContactEntry(c.peer_address, c.peer_key, c.name, c.last_text, c.last_time, c.unread)
+                ContactEntry(
+                    c.peer_address, c.peer_key, c.name, c.last_text, c.last_time, c.unread, c.muted
+                )
             )
         return entries
 
@@ -345,7 +401,15 @@ class CommApp(App[int]):
         return self.query_one(ContactList).highlighted_entry
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("rename_contact", "remove_contact", "accept_request", "ignore_request"):
+        if action == "resend_expired":
+            return self.last_expired is not None
+        if action in (
+            "rename_contact",
+            "remove_contact",
+            "accept_request",
+            "ignore_request",
+            "toggle_mute",
+        ):
             if len(self.screen_stack) != 1:  # a dialog is open, or the app is closing
                 return True
             target = self._target()
@@ -357,6 +421,85 @@ class CommApp(App[int]):
     def _highlighted(self) -> None:
         if self.screen_stack:  # not while the app closes
             self.refresh_bindings()
+
+    @on(MessageLog.DetailsRequested)
+    def _details(self, event: MessageLog.DetailsRequested) -> None:
+        widget = event.widget
+        entry = self.query_one(ContactList).entry(widget.row.peer_address)
+        title = entry.title if entry is not None else short_address(widget.row.peer_address)
+        service = self.service
+
+        def resend(again: bool | None) -> None:
+            if again:
+                self.post_message(SendRequested(widget.row.peer_address, widget.row.text))
+
+        screen = CustodyScreen(
+            widget.row,
+            title,
+            lambda: widget.row,  # kept current by the conversation's OutgoingUpdated
+            service.custody if service is not None else None,
+        )
+        self.push_screen(screen, resend)
+
+    @on(ContactList.Typed)
+    def _typed_on_list(self, event: ContactList.Typed) -> None:
+        """Typing on the list writes in the open conversation (if it is on screen)."""
+        conversation = self.query_one(ConversationView)
+        composer = self.query_one(Composer)
+        if conversation.peer is None or composer.disabled or not conversation.display:
+            return
+        composer.focus()
+        composer.insert(event.character)
+
+    def action_next_unread(self) -> None:
+        """Open the next conversation with unread messages, after the open one, in list order."""
+        entries = self.contact_entries()
+        current = self.query_one(ConversationView).peer_address
+        addresses = [e.peer_address for e in entries]
+        start = addresses.index(current) + 1 if current in addresses else 0
+        for entry in entries[start:] + entries[:start]:
+            if entry.unread and entry.peer_address != current:
+                self.query_one(ContactList).select_address(entry.peer_address)
+                self.post_message(ConversationOpened(entry.peer_address))
+                return
+        self.notify("No unread messages.")
+
+    def action_search(self) -> None:
+        self.push_screen(SearchScreen(self.profile.db.search), self._open_hit)
+
+    async def _open_hit(self, hit: SearchHit | None) -> None:
+        """Open a search result in its conversation, the message selected."""
+        if hit is None:
+            return
+        self.refresh_contacts()
+        contacts = self.query_one(ContactList)
+        entry = contacts.entry(hit.row.peer_address)
+        if entry is None:  # an ignored request: its conversation is hidden
+            self.notify("That conversation is a request you ignored.", severity="warning")
+            return
+        contacts.select_address(entry.peer_address)
+        self.list_shown = False
+        self._arrange(self.size.width)
+        await self.query_one(ConversationView).open_at(entry, hit.row.id)
+        self.refresh_bindings()
+
+    def action_toggle_mute(self) -> None:
+        entry = self._target()
+        if entry is None or entry.is_request:
+            return
+        self.profile.db.set_muted(entry.peer_address, not entry.muted)
+        self.refresh_contacts()
+        state = "unmuted" if entry.muted else "muted: no bell or desktop notification"
+        self.notify(f"{entry.title} {state}.")
+
+    def action_help(self) -> None:
+        sections = [
+            ("Everywhere", binding_rows(self.BINDINGS)),
+            ("Contact list", LIST_KEYS + binding_rows(ContactList.BINDINGS)),
+            ("Composer", COMPOSER_KEYS + binding_rows(Composer.BINDINGS)),
+            ("History", binding_rows(MessageLog.BINDINGS)),
+        ]
+        self.push_screen(HelpScreen(sections))
 
     @on(ConversationOpened)
     async def _open(self, event: ConversationOpened) -> None:
@@ -382,15 +525,21 @@ class CommApp(App[int]):
             return
         if self.service is None:
             self.notify("The node is still starting; try again in a moment.", severity="warning")
-            self.query_one("#message-input", Input).value = event.text
+            self._give_back(event)
             return
         try:
             row = self.service.send_text(PublicIdentity(contact.key), event.text)
         except (ValueError, UserError) as err:
             self.notify(str(err), title="Not sent", severity="error")
+            self._give_back(event)
             return
         self.query_one(ConversationView).add_row(row)
         self.refresh_contacts()
+
+    def _give_back(self, event: SendRequested) -> None:
+        """A text that could not be sent goes back into its conversation's composer."""
+        if self.query_one(ConversationView).peer_address == event.peer_address:
+            self.query_one(Composer).restore(event.text)
 
     @on(RequestAnswered)
     def _answered(self, event: RequestAnswered) -> None:
@@ -598,6 +747,15 @@ class CommApp(App[int]):
             ("Accept request", "Add the selected sender as a contact", self.action_accept_request),
             ("Ignore request", "Hide the selected message request", self.action_ignore_request),
             ("Toggle status panel", "Show or hide the network panel", self.action_toggle_status),
+            (
+                "Next unread",
+                "Open the next conversation with unread messages",
+                self.action_next_unread,
+            ),
+            ("Keys", "Every key the app answers to", self.action_help),
+            ("Search", "Search every conversation", self.action_search),
+            ("Mute contact", "Mute or unmute the selected contact", self.action_toggle_mute),
+            ("Send again", "Resend the last text that expired", self.action_resend_expired),
             ("Copy my card", "Put your contact card on the clipboard", self.action_copy_card),
             ("Show my card", "Your card as text and QR code", self.action_show_card),
             ("Export identity", "Save your key to a passphrase file", self.action_export_identity),

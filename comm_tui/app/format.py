@@ -6,6 +6,7 @@ import codecs
 import re
 import time
 from collections.abc import Mapping
+from datetime import date
 
 # Compact delivery marks: one or two cells, readable without colour.
 STATE_MARKS: dict[str, str] = {
@@ -137,3 +138,25 @@ def one_line(text: str, limit: int = 40) -> str:
     """A preview of a text on one line, cut with an ellipsis, made safe with :func:`shown`."""
     flat = " ".join(shown(text).split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def day_label(when: float, now: float | None = None) -> str:
+    """A day separator's words: "Today", "Yesterday", else the date in full (local time)."""
+    day = time.localtime(when)
+    today = time.localtime(time.time() if now is None else now)
+    days = _day_number(today) - _day_number(day)
+    if days == 0:
+        return "Today"
+    if days == 1:
+        return "Yesterday"
+    return time.strftime("%A %d %B %Y", day)
+
+
+def local_day(when: float) -> tuple[int, int, int]:
+    """The local calendar day of ``when``: what day separators compare."""
+    day = time.localtime(when)
+    return (day.tm_year, day.tm_mon, day.tm_mday)
+
+
+def _day_number(day: time.struct_time) -> int:
+    return date(day.tm_year, day.tm_mon, day.tm_mday).toordinal()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import os
 import socket
 import time
 from collections.abc import Callable, Iterable
@@ -26,6 +27,7 @@ from comm_tui.net.hints import endpoint_hints
 from comm_tui.net.lan import LanBeacon, LanOptions, Sighting, lan_families
 from comm_tui.net.portmap import PortMapper, PortMapping
 from comm_tui.net.udp import NodeProtocol, open_udp
+from comm_tui.protocol.custody import Custody
 from comm_tui.protocol.events import (
     Event,
     PeerAdded,
@@ -264,7 +266,7 @@ class NodeService:
         Raises ValueError if the text is too long (nothing is written then).
         """
         now = self.clock()
-        text_id = self.node.rng.randbytes(16)
+        text_id = os.urandom(16)  # unguessable, like every id (not the node's choice rng)
         if self.protocol is not None and self.protocol.failure is not None:
             raise StorageError(f"the node has stopped: {self.protocol.failure}")
         try:
@@ -280,6 +282,10 @@ class NodeService:
         if self.protocol is not None:
             self.protocol.pump()
         return row
+
+    def custody(self, text_id: bytes) -> Custody | None:
+        """Where our undelivered text is now (None: delivered, expired or not ours)."""
+        return self.node.custody(text_id)
 
     def contact_added(self, key: bytes, hints: Iterable[Endpoint] = ()) -> None:
         """Fetch a new contact's prekey bundle now, so a first text to them opens with X3DH.
@@ -454,5 +460,8 @@ class NodeService:
 
     async def _publish_card_forever(self) -> None:
         while True:
-            self.publish_card()
+            # The card is a convenience for `comm-tui id`: a database that cannot take it
+            # now (a full disk) stops nothing here; what must be durable fails the node.
+            with contextlib.suppress(StorageError):
+                self.publish_card()
             await asyncio.sleep(CARD_CHECK_INTERVAL_S)

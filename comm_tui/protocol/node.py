@@ -84,6 +84,7 @@ from comm_tui.protocol.admission import (
     echo_of,
 )
 from comm_tui.protocol.codec import MAX_CLOCK_SKEW_S, Codec, Rejected
+from comm_tui.protocol.custody import Custody, custody_of
 from comm_tui.protocol.events import (
     BundleFetched,
     Event,
@@ -603,6 +604,10 @@ class Node:
         self._flush_store()
         return damaged
 
+    def custody(self, text_id: bytes) -> Custody | None:
+        """Where our undelivered text ``text_id`` is (None: not in the outbox)."""
+        return custody_of(self._own_entries(), text_id)
+
     def outgoing_text_ids(self) -> set[bytes]:
         """Texts this node is still trying to deliver."""
         return set(self._outgoing)
@@ -748,8 +753,8 @@ class Node:
         """
         self.stats.datagrams_in += 1
         self.stats.bytes_in += len(data)
-        self._now = now
         addr = normalize_endpoint(addr)
+        self._now = now
         self._addresses.received(addr, len(data))
         try:
             self._receive(data, addr, now)
@@ -2222,6 +2227,7 @@ class Node:
         if holder in entry.holders:
             return
         entry.holders.add(holder)
+        entry.first_held_at = entry.first_held_at or now
         if entry.kind is Kind.ACK and not self._ack_owed(entry):
             entry.settled = True
         self.store.touch(entry)

@@ -85,6 +85,9 @@ class Entry:
     # Messages only: it came to us in the stem, or it is our own text, which starts in
     # the stem (docs/PROTOCOL.md, "7.2").
     stem: bool = False
+    # When the first holder confirmed it (Unix seconds; 0 before): the custody view's
+    # "held since" (comm_tui/protocol/custody.py).
+    first_held_at: float = 0.0
 
     @property
     def key(self) -> bytes:
@@ -111,6 +114,7 @@ class Entry:
             origin_port=self.origin_endpoint[1] if self.origin_endpoint else 0,
             notify=sorted(self.notify),
             stem=self.stem,
+            first_held_at=self.first_held_at,
         )
         if isinstance(self.wire, pb.Message):
             record.message.CopyFrom(self.wire)
@@ -145,6 +149,7 @@ class Entry:
             ),
             "notify": set(record.notify),
             "stem": record.stem,
+            "first_held_at": record.first_held_at,
         }
         if which == "message":
             msg = record.message

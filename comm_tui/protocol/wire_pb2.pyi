@@ -271,7 +271,7 @@ class Letter(_message.Message):
     def __init__(self, text_id: _Optional[bytes] = ..., part: _Optional[int] = ..., parts: _Optional[int] = ..., sent_ms: _Optional[int] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class StoreEntry(_message.Message):
-    __slots__ = ("message", "ack", "record", "attempts", "next_at", "holders", "settled", "own_text_id", "own_part", "own_parts", "stored_at", "origin", "origin_net", "origin_key", "origin_host", "origin_port", "notify", "stem")
+    __slots__ = ("message", "ack", "record", "attempts", "next_at", "holders", "settled", "own_text_id", "own_part", "own_parts", "stored_at", "origin", "origin_net", "origin_key", "origin_host", "origin_port", "notify", "stem", "first_held_at")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     RECORD_FIELD_NUMBER: _ClassVar[int]
@@ -290,6 +290,7 @@ class StoreEntry(_message.Message):
     ORIGIN_PORT_FIELD_NUMBER: _ClassVar[int]
     NOTIFY_FIELD_NUMBER: _ClassVar[int]
     STEM_FIELD_NUMBER: _ClassVar[int]
+    FIRST_HELD_AT_FIELD_NUMBER: _ClassVar[int]
     message: Message
     ack: Ack
     record: PrekeyBundle
@@ -308,4 +309,5 @@ class StoreEntry(_message.Message):
     origin_port: int
     notify: _containers.RepeatedScalarFieldContainer[bytes]
     stem: bool
-    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., record: _Optional[_Union[PrekeyBundle, _Mapping]] = ..., attempts: _Optional[int] = ..., next_at: _Optional[float] = ..., holders: _Optional[_Iterable[bytes]] = ..., settled: _Optional[bool] = ..., own_text_id: _Optional[bytes] = ..., own_part: _Optional[int] = ..., own_parts: _Optional[int] = ..., stored_at: _Optional[float] = ..., origin: _Optional[bytes] = ..., origin_net: _Optional[str] = ..., origin_key: _Optional[bytes] = ..., origin_host: _Optional[str] = ..., origin_port: _Optional[int] = ..., notify: _Optional[_Iterable[bytes]] = ..., stem: _Optional[bool] = ...) -> None: ...
+    first_held_at: float
+    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., record: _Optional[_Union[PrekeyBundle, _Mapping]] = ..., attempts: _Optional[int] = ..., next_at: _Optional[float] = ..., holders: _Optional[_Iterable[bytes]] = ..., settled: _Optional[bool] = ..., own_text_id: _Optional[bytes] = ..., own_part: _Optional[int] = ..., own_parts: _Optional[int] = ..., stored_at: _Optional[float] = ..., origin: _Optional[bytes] = ..., origin_net: _Optional[str] = ..., origin_key: _Optional[bytes] = ..., origin_host: _Optional[str] = ..., origin_port: _Optional[int] = ..., notify: _Optional[_Iterable[bytes]] = ..., stem: _Optional[bool] = ..., first_held_at: _Optional[float] = ...) -> None: ...

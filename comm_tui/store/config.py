@@ -1,5 +1,5 @@
 """A profile's settings file (TOML): listen address, bootstrap nodes, nickname, LAN discovery,
-port mapping, and whether the app draws with ASCII alone.
+port mapping, whether the app draws with ASCII alone, and how it notifies.
 
 The file is meant to be edited by hand as well as by the app, so reading it names the file
 and the exact problem, and unknown keys are refused rather than silently ignored (a typo
@@ -21,6 +21,7 @@ from pathlib import Path
 from comm_tui.errors import StorageError, UserError
 
 DEFAULT_LISTEN_HOST = "0.0.0.0"
+NOTIFICATION_MODES = ("auto", "desktop", "bell", "off")
 MAX_PORT = 65535
 MAX_HOSTNAME_CHARS = 253
 
@@ -51,6 +52,9 @@ class Config:
     test_networks: bool = False
     # None: detect whether the terminal can draw the marks (app.format.ascii_only).
     ascii: bool | None = None
+    # A text arriving in a conversation that is not open: "auto" (a desktop notification
+    # where the terminal shows one, else the bell), "desktop", "bell" or "off".
+    notifications: str = "auto"
 
 
 def load_config(path: Path) -> Config:
@@ -97,8 +101,16 @@ def load_config(path: Path) -> Config:
             if not isinstance(value, bool):
                 raise UserError(f"config file {path}: 'ascii' must be true or false")
             config.ascii = value
+        elif key == "notifications":
+            if value not in NOTIFICATION_MODES:
+                modes = ", ".join(NOTIFICATION_MODES)
+                raise UserError(f"config file {path}: 'notifications' must be one of {modes}")
+            config.notifications = value
         else:
-            known = "listen, bootstrap, nickname, lan_discovery, port_mapping, test_networks, ascii"
+            known = (
+                "listen, bootstrap, nickname, lan_discovery, port_mapping, test_networks, ascii,"
+                " notifications"
+            )
             raise UserError(f"config file {path}: unknown setting {key!r} (known: {known})")
     return config
 
@@ -117,6 +129,7 @@ def save_config(path: Path, config: Config) -> None:
         lines.append("test_networks = true")
     if config.ascii is not None:
         lines.append(f"ascii = {'true' if config.ascii else 'false'}")
+    lines.append(f"notifications = {_toml_string(config.notifications)}")
     try:
         content = ("\n".join(lines) + "\n").encode("utf-8")
     except UnicodeEncodeError as err:

@@ -96,6 +96,9 @@ def _status(service: NodeService) -> dict[str, Any]:
         "state": str(service.node.state),
         "bound": list(service.bound) if service.bound else None,
         "reachability": _reachability(service),
+        # docs/PROTOCOL.md, "12.4"-"12.5", where this build has them.
+        "client_mode": getattr(service.node, "client_mode", None),
+        "keepalive_interval": getattr(service.node, "keepalive_interval", None),
         "stats": {
             "datagrams_in": stats.datagrams_in,
             "datagrams_out": stats.datagrams_out,

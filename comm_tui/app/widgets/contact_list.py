@@ -1,12 +1,19 @@
-"""The contact list: contacts and message requests, newest activity first."""
+"""The contact list: contacts and message requests, newest activity first.
+
+A list that re-sorts under the user's cursor makes them act on the wrong row, so the
+highlighted row is pinned: when activity reorders the list, the other rows move
+around it. Typing on the list writes in the open conversation's composer rather than
+firing bindings, so the list's own keys are all chords or function keys.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from textual import on
+from textual import events, on
 from textual.binding import Binding
 from textual.content import Content
+from textual.message import Message
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
@@ -28,6 +35,7 @@ class ContactEntry:
     last_text: str | None
     last_time: float | None
     unread: int
+    muted: bool = False
 
     @property
     def is_request(self) -> bool:
@@ -41,13 +49,15 @@ class ContactEntry:
 def _prompt(entry: ContactEntry) -> Content:
     name_style = "bold $warning" if entry.is_request else "bold"
     parts: list[str | Content | tuple[str, str]] = [(shown(entry.title), name_style)]
+    if entry.muted:
+        parts += [" ", ("(muted)", "$text-muted")]
     if entry.unread:
         parts += [" ", (f" {entry.unread} ", "bold $text-accent on $accent-muted")]
     if entry.last_time is not None:
         parts += ["  ", (list_time(entry.last_time), "$text-muted")]
     parts.append("\n")
     if entry.is_request:
-        parts.append(("wants to talk: a to accept, i to ignore", "italic $text-warning"))
+        parts.append(("wants to talk: alt+a accepts, alt+i ignores", "italic $text-warning"))
     elif entry.last_text is not None:
         parts.append((one_line(entry.last_text, PREVIEW_CHARS), "$text-muted"))
     else:
@@ -60,29 +70,51 @@ class ContactList(OptionList):
 
     BINDINGS = [
         Binding("enter", "select", "Open", tooltip="Open the conversation"),
-        Binding("r", "app.rename_contact", "Rename"),
-        Binding("delete,d", "app.remove_contact", "Remove"),
-        Binding("a", "app.accept_request", "Accept"),
-        Binding("i", "app.ignore_request", "Ignore"),
+        Binding("f2", "app.rename_contact", "Rename"),
+        Binding("delete", "app.remove_contact", "Remove"),
+        Binding("alt+a", "app.accept_request", "Accept"),
+        Binding("alt+i", "app.ignore_request", "Ignore"),
+        Binding("alt+m", "app.toggle_mute", "Mute", tooltip="Mute or unmute notifications"),
+        Binding("question_mark", "app.help", "Help", show=False),
     ]
+
+    @dataclass
+    class Typed(Message):
+        """A printable key on the list: it belongs in the composer, not to a binding."""
+
+        character: str
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self._entries: dict[str, ContactEntry] = {}
 
     def set_entries(self, entries: list[ContactEntry]) -> None:
-        """Replace the rows, keeping the highlighted one where it still exists."""
+        """Replace the rows (newest activity first), the highlighted one pinned in place."""
         keep = self.highlighted_entry
+        index = self.highlighted or 0
+        scroll_y = self.scroll_y
+        pinned = next((e for e in entries if keep and e.peer_address == keep.peer_address), None)
+        if pinned is not None:
+            entries = [e for e in entries if e is not pinned]
+            index = min(index, len(entries))
+            entries.insert(index, pinned)
+        else:
+            index = 0
         self._entries = {entry.peer_address.hex(): entry for entry in entries}
         self.clear_options()
         if not entries:
             self.add_option(Option(EMPTY_HINT, id="empty", disabled=True))
             return
         self.add_options(Option(_prompt(e), id=e.peer_address.hex()) for e in entries)
-        index = 0
-        if keep is not None and keep.peer_address.hex() in self._entries:
-            index = self.get_option_index(keep.peer_address.hex())
         self.highlighted = index
+        self.scroll_to(y=scroll_y, animate=False, immediate=True)
+
+    def on_key(self, event: events.Key) -> None:
+        # "?" stays the help key here; every other printable key is text.
+        if event.is_printable and event.character is not None and event.character != "?":
+            event.stop()
+            event.prevent_default()
+            self.post_message(self.Typed(event.character))
 
     @property
     def highlighted_entry(self) -> ContactEntry | None:

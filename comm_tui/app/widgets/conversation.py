@@ -7,6 +7,7 @@ conversation with 100,000 messages opens as fast as one with ten.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from textual import on
@@ -15,17 +16,20 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.message import Message
-from textual.widgets import Button, Input, Static
+from textual.widgets import Button, Static
 
 from comm_tui.app.format import (
     ASCII_STATE_MARKS,
     STATE_HELP,
     STATE_MARKS,
+    day_label,
+    local_day,
     message_time,
     short_address,
     shown,
 )
 from comm_tui.app.messages import RequestAnswered, SendRequested
+from comm_tui.app.widgets.composer import Composer
 from comm_tui.app.widgets.contact_list import ContactEntry
 from comm_tui.store.db import DEFAULT_HISTORY_PAGE, HistoryRow
 
@@ -37,6 +41,14 @@ LOAD_OLDER_MARGIN_LINES = 2
 class HistorySource(Protocol):
     def history(
         self, peer_address: bytes, limit: int = ..., before_id: int | None = ...
+    ) -> list[HistoryRow]: ...
+
+    def history_after(
+        self, peer_address: bytes, after_id: int, limit: int = ...
+    ) -> list[HistoryRow]: ...
+
+    def history_around(
+        self, peer_address: bytes, row_id: int, limit: int = ...
     ) -> list[HistoryRow]: ...
 
 
@@ -72,16 +84,69 @@ class MessageRow(Horizontal):
         self.set_class(row.state == "expired", "-expired")
 
 
+class DaySeparator(Static):
+    """ "── Yesterday ──" above the first message of each day."""
+
+    def __init__(self, when: float) -> None:
+        super().__init__(Content(day_label(when)), classes="day-separator")
+        self.day = local_day(when)
+
+
+class UnreadMarker(Static):
+    """Above the first message that was unread when the conversation opened."""
+
+    def __init__(self, count: int) -> None:
+        label = f"{count} new message{'s' * (count != 1)}"
+        super().__init__(Content(label), classes="unread-marker")
+
+
+def with_separators(
+    rows: list[MessageRow], before: HistoryRow | None, unread: int = 0
+) -> list[Static | MessageRow]:
+    """``rows`` with a day separator wherever the day changes (``before`` is the row
+    shown just above them, if any) and the unread marker above the last ``unread``
+    incoming messages."""
+    incoming = [i for i, w in enumerate(rows) if w.row.direction == "in"]
+    first_unread = incoming[-min(unread, len(incoming))] if unread and incoming else None
+    widgets: list[Static | MessageRow] = []
+    previous = before
+    for index, widget in enumerate(rows):
+        if previous is None or local_day(previous.created_at) != local_day(widget.row.created_at):
+            widgets.append(DaySeparator(widget.row.created_at))
+        if index == first_unread:
+            widgets.append(UnreadMarker(unread))
+        widgets.append(widget)
+        previous = widget.row
+    return widgets
+
+
 class MessageLog(VerticalScroll, can_focus=True):
-    """The scrolling history; tells its parent when the top is reached."""
+    """The scrolling history, with a selected message; tells its parent when the top
+    is reached (to load older pages) and when the user asks where a message is."""
 
     BINDINGS = [
+        Binding("up", "select(-1)", "Previous message", show=False),
+        Binding("down", "select(1)", "Next message", show=False),
+        Binding("enter", "details", "Where is it?", tooltip="Where the selected message is"),
         Binding("home", "scroll_home", "Oldest", show=False),
         Binding("end", "scroll_end", "Newest", show=False),
+        Binding("pageup", "page_up", "Page up", show=False),
+        Binding("pagedown", "page_down", "Page down", show=False),
     ]
 
     class NearTop(Message):
         """The user scrolled to the top: time to load older messages."""
+
+    class NearBottom(Message):
+        """The user scrolled to the bottom of a page opened in the past (a search result)."""
+
+    @dataclass
+    class DetailsRequested(Message):
+        """Enter on a selected message: show where it is (the custody screen)."""
+
+        widget: MessageRow
+
+    selected: MessageRow | None = None
 
     def on_mount(self) -> None:
         self.anchor()
@@ -90,6 +155,34 @@ class MessageLog(VerticalScroll, can_focus=True):
     def _scrolled(self, scroll_y: float) -> None:
         if scroll_y <= LOAD_OLDER_MARGIN_LINES and self.max_scroll_y > 0:
             self.post_message(self.NearTop())
+        if scroll_y >= self.max_scroll_y - LOAD_OLDER_MARGIN_LINES and not self.is_anchored:
+            self.post_message(self.NearBottom())
+
+    def action_select(self, step: int) -> None:
+        """Move the selection; the first press selects the newest message."""
+        rows = list(self.query(MessageRow))
+        if not rows:
+            return
+        if self.selected is None or self.selected not in rows:
+            index = len(rows) - 1
+        else:
+            index = max(0, min(len(rows) - 1, rows.index(self.selected) + step))
+        self.select(rows[index])
+
+    def select(self, widget: MessageRow | None) -> None:
+        if self.selected is not None:
+            self.selected.remove_class("-selected")
+        self.selected = widget
+        if widget is not None:
+            widget.add_class("-selected")
+            self.scroll_to_widget(widget, animate=False)
+
+    def action_details(self) -> None:
+        if self.selected is not None:
+            self.post_message(self.DetailsRequested(self.selected))
+
+    def on_blur(self) -> None:
+        self.select(None)
 
 
 class RequestBar(Horizontal):
@@ -112,17 +205,17 @@ class ConversationView(Vertical):
         self._rows: dict[int, MessageRow] = {}
         self._oldest_id: int | None = None
         self._has_older = False
+        # Opened at a search result: newer messages exist below the loaded ones.
+        self._newest_id: int | None = None
+        self._has_newer = False
         self._loading = False
 
     def compose(self) -> ComposeResult:
         yield Static(NO_CONVERSATION, id="conversation-title")
         yield RequestBar(id="request-bar")
         yield MessageLog(id="message-log")
-        yield Input(
-            placeholder="Write a message; Enter sends",
-            id="message-input",
-            disabled=True,
-            max_length=60_000,
+        yield Composer(
+            placeholder="Write a message; Enter sends", id="message-input", disabled=True
         )
 
     def on_mount(self) -> None:
@@ -136,18 +229,41 @@ class ConversationView(Vertical):
         """Show the conversation with ``peer``: its newest page of history."""
         same = self.peer is not None and self.peer.peer_address == peer.peer_address
         self.set_peer(peer)
-        if same:
+        if same and not self._has_newer:  # (a page in the past goes back to the newest)
             return
+        rows = self.source.history(peer.peer_address, DEFAULT_HISTORY_PAGE)
+        has_older = len(rows) == DEFAULT_HISTORY_PAGE
+        await self._show(rows, unread=peer.unread, has_older=has_older, has_newer=False)
+        self.query_one(MessageLog).anchor()
+
+    async def open_at(self, peer: ContactEntry, row_id: int) -> None:
+        """Show the conversation with ``peer`` around message ``row_id``, selected."""
+        self.set_peer(peer)
+        address = peer.peer_address
+        rows = self.source.history_around(address, row_id)
+        has_older = sum(r.id <= row_id for r in rows) == DEFAULT_HISTORY_PAGE // 2
+        has_newer = bool(rows) and bool(self.source.history_after(address, rows[-1].id, 1))
+        await self._show(rows, unread=0, has_older=has_older, has_newer=has_newer)
+        log = self.query_one(MessageLog)
+        log.anchor(False)
+        target = self._rows.get(row_id)
+        if target is not None:
+            log.focus()
+            log.call_after_refresh(log.select, target)
+
+    async def _show(
+        self, rows: list[HistoryRow], *, unread: int, has_older: bool, has_newer: bool
+    ) -> None:
         log = self.query_one(MessageLog)
         await log.remove_children()
-        self._rows.clear()
-        rows = self.source.history(peer.peer_address, DEFAULT_HISTORY_PAGE)
-        self._has_older = len(rows) == DEFAULT_HISTORY_PAGE
+        log.selected = None
+        self._has_older = has_older
         self._oldest_id = rows[0].id if rows else None
+        self._newest_id = rows[-1].id if rows else None
+        self._has_newer = has_newer
         widgets = [MessageRow(row, self.marks) for row in rows]
         self._rows = {w.row.id: w for w in widgets}
-        await log.mount_all(widgets)
-        log.anchor()
+        await log.mount_all(with_separators(widgets, None, unread))
 
     def set_peer(self, peer: ContactEntry) -> None:
         """Update the title and request bar (after a rename or an accept)."""
@@ -157,12 +273,15 @@ class ConversationView(Vertical):
         )
         self.query_one("#conversation-title", Static).update(title)
         self.query_one(RequestBar).display = peer.is_request
-        message_input = self.query_one("#message-input", Input)
-        message_input.disabled = peer.is_request
-        message_input.placeholder = (
+        composer = self.query_one(Composer)
+        composer.disabled = peer.is_request
+        # A Content, never a str: TextArea reads a str placeholder as markup, and the
+        # title may be a stranger's words.
+        composer.placeholder = Content(
             "Accept the request to reply"
             if peer.is_request
-            else f"Message {shown(peer.title)} ({short_address(peer.peer_address)}); Enter sends"
+            else f"Message {shown(peer.title)} ({short_address(peer.peer_address)})"
+            " · ctrl+j: new line"
         )
 
     async def close(self) -> None:
@@ -171,20 +290,23 @@ class ConversationView(Vertical):
         await self.query_one(MessageLog).remove_children()
         self.query_one("#conversation-title", Static).update(NO_CONVERSATION)
         self.query_one(RequestBar).display = False
-        self.query_one("#message-input", Input).disabled = True
+        self.query_one(Composer).disabled = True
 
     def focus_input(self) -> None:
-        message_input = self.query_one("#message-input", Input)
-        if not message_input.disabled:
-            message_input.focus()
+        composer = self.query_one(Composer)
+        if not composer.disabled:
+            composer.focus()
 
     def add_row(self, row: HistoryRow) -> None:
         """Append a new message of the open conversation."""
-        if row.peer_address != self.peer_address or row.id in self._rows:
-            return
+        if row.peer_address != self.peer_address or row.id in self._rows or self._has_newer:
+            return  # (with newer messages still to load, it comes with them)
         widget = MessageRow(row, self.marks)
+        last = next(reversed(self._rows.values()), None) if self._rows else None
         self._rows[row.id] = widget
-        self.query_one(MessageLog).mount(widget)
+        self.query_one(MessageLog).mount_all(
+            with_separators([widget], None if last is None else last.row)
+        )
 
     def update_row(self, row: HistoryRow) -> None:
         widget = self._rows.get(row.id)
@@ -193,6 +315,30 @@ class ConversationView(Vertical):
 
     def row_widget(self, row_id: int) -> MessageRow | None:
         return self._rows.get(row_id)
+
+    @on(MessageLog.NearBottom)
+    async def _load_newer(self, event: MessageLog.NearBottom) -> None:
+        event.stop()
+        if self._loading or not self._has_newer or self.peer is None or self._newest_id is None:
+            return
+        self._loading = True
+        try:
+            rows = self.source.history_after(
+                self.peer.peer_address, self._newest_id, DEFAULT_HISTORY_PAGE
+            )
+            self._has_newer = len(rows) == DEFAULT_HISTORY_PAGE
+            if not rows:
+                return
+            last = next(reversed(self._rows.values()), None)
+            widgets = [MessageRow(row, self.marks) for row in rows]
+            self._rows.update({w.row.id: w for w in widgets})
+            self._newest_id = rows[-1].id
+            log = self.query_one(MessageLog)
+            await log.mount_all(with_separators(widgets, None if last is None else last.row))
+            if not self._has_newer:
+                log.anchor()  # at the newest again: follow what arrives
+        finally:
+            self._loading = False
 
     @on(MessageLog.NearTop)
     async def _load_older(self, event: MessageLog.NearTop) -> None:
@@ -211,9 +357,13 @@ class ConversationView(Vertical):
             log = self.query_one(MessageLog)
             height_before = log.virtual_size.height
             widgets = [MessageRow(row, self.marks) for row in rows]
-            self._rows.update({w.row.id: w for w in widgets})
+            self._rows = {w.row.id: w for w in widgets} | self._rows
             first = log.children[0] if log.children else None
-            await log.mount_all(widgets, before=first)
+            if isinstance(first, DaySeparator) and first.day == local_day(rows[-1].created_at):
+                # The older page ends on the day the shown history began with.
+                await first.remove()
+                first = log.children[0] if log.children else None
+            await log.mount_all(with_separators(widgets, None), before=first)
 
             def keep_place() -> None:
                 # Keep the message the user was reading where it was on screen.
@@ -224,14 +374,11 @@ class ConversationView(Vertical):
         finally:
             self._loading = False
 
-    @on(Input.Submitted, "#message-input")
-    def _submitted(self, event: Input.Submitted) -> None:
+    @on(Composer.Submitted)
+    def _submitted(self, event: Composer.Submitted) -> None:
         event.stop()
-        text = event.value.strip()
-        if not text or self.peer is None:
-            return
-        event.input.clear()
-        self.post_message(SendRequested(self.peer.peer_address, text))
+        if self.peer is not None:
+            self.post_message(SendRequested(self.peer.peer_address, event.text))
 
     @on(Button.Pressed, "#accept, #ignore")
     def _answered(self, event: Button.Pressed) -> None:
