@@ -818,8 +818,10 @@ def test_a_new_attachment_is_handed_what_waits_for_it() -> None:
 def test_local_endpoints_are_the_bound_one_or_the_routes_source() -> None:
     assert local_endpoints(("127.0.0.1", 4000), []) == {("127.0.0.1", 4000)}
     assert local_endpoints(("0.0.0.0", 4000), [("127.0.0.1", 9)]) == {("127.0.0.1", 4000)}
-    # Names are never looked up here, and an IPv6 peer says nothing of an IPv4 socket.
+    # Names are never looked up here, and an IPv6 peer says nothing of an IPv4 socket;
+    # a dual-stack socket (bound to ::) sends to both.
     assert local_endpoints(("0.0.0.0", 4000), [("localhost", 9), ("::1", 9)]) == set()
+    assert local_endpoints(("::", 4000), [("127.0.0.1", 9)]) == {("127.0.0.1", 4000)}
 
 
 async def test_nodes_on_loopback_are_relays_from_the_start(tmp_path: Path) -> None:
