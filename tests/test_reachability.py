@@ -850,3 +850,15 @@ async def test_nodes_on_loopback_are_relays_from_the_start(tmp_path: Path) -> No
         for service in services:
             await service.stop()
             service.db.close()
+
+
+def test_a_client_answering_a_hello_counts_its_flag_in_the_size() -> None:
+    node = Node(Identity.from_seed(b"\x05" * 32), T0, rng=random.Random(5))
+    node._client = True  # as after its first Pong showed a NAT
+    asker = Codec(Identity.from_seed(b"\x06" * 32))
+    hello = asker.encode_hello(b"c" * CHALLENGE_BYTES)
+    node.receive_datagram(hello, ("2001:2::6", 4000), T0)
+    ((pong, _),) = node.datagrams_to_send()
+    assert len(pong) <= len(hello)
+    frame = asker.decode(pong, T0).frame
+    assert frame is not None and frame.client
