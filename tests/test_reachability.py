@@ -862,3 +862,28 @@ def test_a_client_answering_a_hello_counts_its_flag_in_the_size() -> None:
     assert len(pong) <= len(hello)
     frame = asker.decode(pong, T0).frame
     assert frame is not None and frame.client
+
+
+def test_a_port_mapping_a_probe_reaches_makes_the_node_public() -> None:
+    """Bob's router maps its port 4000 to him (as UPnP or NAT-PMP would): told of it, Bob
+    has a probe sent there, is public by it, and leaves client mode; when the mapping
+    goes, he is a client again."""
+    wire, _, nodes = nat_network(12, {"bob": "restricted"})
+    bob = nodes["bob"]
+    clock = Clock(wire, T0 + 21, step=1.0)
+    clock.wait_for(lambda: bob.reachability.kind == "cone", 600.0)
+    assert bob.client_mode and bob.reachability.kind == "cone"
+    public = wire.public_endpoint_of(bob)
+    nat = wire.nat_of[wire.endpoint(bob)]
+    bob.note_port_mapping(("203.0.113.1", 4000), clock.now)  # an IP nobody sees us at
+    clock.run_for(30)
+    assert bob.reachability.kind != "public"
+    nat.forwards[public[1]] = wire.endpoint(bob)
+    bob.note_port_mapping(public, clock.now)
+    clock.run_for(30)
+    assert bob.reachability.kind == "public" and bob.reachability.public_endpoint == public
+    assert not bob.client_mode
+    del nat.forwards[public[1]]
+    bob.note_port_mapping(None, clock.now)
+    clock.run_for(30)
+    assert bob.client_mode and bob.reachability.kind == "cone"
