@@ -56,7 +56,8 @@ LOCAL_ADDRESS_PEERS = 8
 def local_endpoints(bound: Endpoint, toward: Iterable[Endpoint]) -> set[Endpoint]:
     """The endpoints our socket sends from: the bound one, or for a wildcard bind the
     source address the kernel's routes pick toward each of ``toward`` (connecting a UDP
-    socket sends nothing). Only IP literals are tried: no name lookup here."""
+    socket sends nothing). A socket bound to ``::`` is dual stack: it sends to IPv4 peers
+    too. Only IP literals are tried: no name lookup here."""
     host, port = bound
     try:
         ip = ipaddress.ip_address(host)
@@ -71,7 +72,7 @@ def local_endpoints(bound: Endpoint, toward: Iterable[Endpoint]) -> set[Endpoint
         except ValueError:
             continue
         family = socket.AF_INET6 if peer.version == 6 else socket.AF_INET
-        if (family == socket.AF_INET6) != (ip.version == 6):
+        if peer.version == 6 and ip.version == 4:
             continue
         try:
             with socket.socket(family, socket.SOCK_DGRAM) as probe:
