@@ -36,6 +36,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -138,7 +139,7 @@ def _rate(before: dict[str, int], after: dict[str, int], seconds: float) -> Resu
 def item_d(args: argparse.Namespace) -> Result:
     """Idle traffic of a node behind NAT and of a public relay, counted by nftables."""
     with Internet() as net:
-        world = two_homes(net, "restricted", "restricted")
+        world = two_homes(net, "restricted", "restricted", relays=args.relays)
         text_latency(world.alice, world.bob, "warm up", TEXT_TIMEOUT_S)
         # Settle first: the joins' lookups are not idle traffic.
         time.sleep(args.settle_s)
@@ -146,20 +147,37 @@ def item_d(args: argparse.Namespace) -> Result:
         for host in (world.alice_host, relay):
             host.count_udp()
         before = {h.name: h.udp_counters() for h in (world.alice_host, relay)}
+        kinds_before = world.alice.status()["stats"]["sent_by_kind"]
         time.sleep(args.idle_cost_s)
         after = {h.name: h.udp_counters() for h in (world.alice_host, relay)}
         status = world.alice.status()
-        reach = status.get("reachability") or {}
+        kinds = {
+            kind: count - kinds_before.get(kind, 0)
+            for kind, count in status["stats"]["sent_by_kind"].items()
+            if count != kinds_before.get(kind, 0)
+        }
+        # The mappings Alice's router holds open for her node's socket now: her bindings.
+        flows = world.home_a.exec_ns(["conntrack", "-L", "-p", "udp"], check=False).stdout
+        mine = f"src={world.alice_host.ip} "
+        port = f"sport={world.alice.info['bound'][1]} "
+        bindings = sum(1 for line in flows.splitlines() if mine in line and port in line)
         result: Result = {
             "seconds": args.idle_cost_s,
+            "relays": args.relays,
             "behind_nat": _rate(before["alice"], after["alice"], args.idle_cost_s),
+            "behind_nat_sent_by_kind": kinds,
+            "behind_nat_bindings_open": bindings,
             "public_relay": _rate(before[relay.name], after[relay.name], args.idle_cost_s),
-            "reachability": reach or NOT_AVAILABLE,
+            "reachability": status.get("reachability") or NOT_AVAILABLE,
+            "client_mode": status.get("client_mode"),
             "target_bytes_per_s": 200,
         }
-        interval = reach.get("keepalive_interval") if isinstance(reach, dict) else None
-        if interval:
+        interval = status.get("keepalive_interval")
+        if interval and bindings:
             result["keepalive_interval_s"] = interval
+            out = after["alice"]["out_packets"] - before["alice"]["out_packets"]
+            intervals = args.idle_cost_s / float(interval)
+            result["datagrams_out_per_binding_per_interval"] = round(out / bindings / intervals, 2)
         return result
 
 
@@ -217,7 +235,7 @@ def item_g(args: argparse.Namespace) -> Result:
     with Internet() as net:
         relays = start_relays(net, 3)
         bob_host = net.public_host("bob")
-        # On its public address (not 0.0.0.0), which its card then names as a hint.
+        # A server's node listens on its public address, which its card names.
         bob = bob_host.agent(bootstrap=relays.endpoints[:1], listen_ip=bob_host.ip)
         bob.wait_peers(1, 30.0)
         card = features.card_with_hints(bob)
@@ -265,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-minutes", type=float, default=5.0)
     parser.add_argument("--texts", type=int, default=100)
     parser.add_argument(
-        "--relays", type=int, default=3, help="public relays in item a (the issue had 3)"
+        "--relays", type=int, default=3, help="public relays in items a and d (the issue had 3)"
     )
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between texts")
     parser.add_argument("--offline-s", type=float, default=30.0)
@@ -277,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         args.idle_minutes, args.texts, args.interval = 0.0, 3, 0.2
         args.offline_s, args.settle_s, args.idle_cost_s = 1.0, 1.0, 3.0
     wanted = [c for c in args.only if c in ITEMS]
+    # SIGTERM unwinds like Ctrl-C, so every Internet is closed (processes and namespaces).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if why := netns_unavailable():
         print(f"nat.py: {why}", file=sys.stderr)
         return 2

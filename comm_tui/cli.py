@@ -66,6 +66,7 @@ from comm_tui.net.service import (
 from comm_tui.profile import Profile, open_profile, start_service
 from comm_tui.protocol.custody import custody_json, custody_of
 from comm_tui.protocol.letters import MAX_TEXT_BYTES
+from comm_tui.protocol.node import Node
 from comm_tui.protocol.relay_store import Entry
 from comm_tui.store.db import SEARCH_LIMIT, Database, DatabaseDamaged, HistoryRow, fts_query
 from comm_tui.store.lock import ProfileLock
@@ -1017,6 +1018,21 @@ def _stats_line(service: NodeService) -> str:
         f" received={stats.texts_received} delivered={stats.texts_delivered}"
         f" expired={stats.expired} rejected={stats.rejected_total}"
         + (f" ({rejected})" if rejected else "")
+        + _reach_text(node)
+    )
+
+
+def _reach_text(node: Node) -> str:
+    """docs/PROTOCOL.md, "12": kind, public endpoint, client mode and keep-alive interval."""
+    reach = node.reachability
+    public = "unknown"
+    if reach.public_endpoint is not None:
+        host, port = reach.public_endpoint
+        public = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    interval = node.keepalive_interval
+    return (
+        f" reachability={reach.kind} public={public} client={'yes' if node.client_mode else 'no'}"
+        + (f" keepalive={interval:.0f}s" if interval is not None else "")
     )
 
 

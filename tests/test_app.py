@@ -107,6 +107,7 @@ async def test_add_contact_with_a_valid_card(tmp_path: Path) -> None:
             # Its prekey bundle is wanted at once, so a first text can open with X3DH.
             assert app.service is not None
             assert dave.address in app.service.node._wanted_bundles
+            assert dave.address in app.service.node._punch.contacts
 
 
 @pytest.mark.parametrize(
@@ -265,6 +266,10 @@ async def test_rename_and_remove_with_confirmation(tmp_path: Path) -> None:
     _add_contact(tmp_path, "bob", bob)
     with app_session(data_dir=tmp_path, listen="127.0.0.1:0") as app:
         async with app.run_test(size=SIZE) as pilot:
+            # Only contacts may make the node punch a hole (docs/PROTOCOL.md, "12.6").
+            await wait_until(pilot, lambda: app.service is not None, "the node started")
+            assert app.service is not None
+            assert bob.address in app.service.node._punch.contacts
             await pilot.press("f2")
             await pilot.pause()
             app.screen.query_one("#new-name", Input).value = "Robert"
@@ -282,6 +287,7 @@ async def test_rename_and_remove_with_confirmation(tmp_path: Path) -> None:
             await pilot.pause()
             assert app.profile.db.contacts() == []
             assert app.query_one(ContactList).entry(bob.address) is None
+            assert bob.address not in app.service.node._punch.contacts
 
 
 async def test_status_panel_figures_change(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from comm_tui.crypto.ack import sign_ack, verify_ack
-from comm_tui.crypto.identity import Identity
+from comm_tui.crypto.identity import Identity, address_of
 from comm_tui.crypto.prekeys import PublicBundle
 from comm_tui.crypto.records import MAX_ONE_TIME_PREKEYS
 from comm_tui.protocol import wire_pb2 as pb
@@ -114,6 +114,26 @@ def rig() -> Rig:
         "record": pb.Frame(record=pb.Record(bundle=record.wire)),
         "record_answer": pb.Frame(record=pb.Record(query_id=b"r" * 16, bundle=record.wire)),
         "get_record": pb.Frame(get_record=pb.GetRecord(query_id=b"g" * 16, address=a.address)),
+        # docs/PROTOCOL.md, "12. Reachability".
+        "pong_observed": pb.Frame(
+            pong=pb.Pong(challenge=b"q" * 16, observed=pb.SeenEndpoint(ip=b"\x0a" * 4, port=9))
+        ),
+        "attach": pb.Frame(
+            attach=pb.Attach(challenge=b"a" * 16, interval_s=20, echo_after_s=30), client=True
+        ),
+        "probe_request": pb.Frame(probe_request=pb.ProbeRequest(nonce=b"n" * 16, port=4001)),
+        "dial_back": pb.Frame(
+            dial_back=pb.DialBack(
+                key=Identity.from_seed(b"\x03" * 32).key,
+                target=pb.SeenEndpoint(ip=b"\x0a\x03\x00\x01", port=4000),
+                nonce=b"d" * 16,
+            )
+        ),
+        "probe": pb.Frame(probe=pb.Probe(nonce=b"o" * 16)),
+        "introduce": pb.Frame(
+            introduce=pb.Introduce(target=b"t" * 20, nonce=b"i" * 16, padding=bytes(40))
+        ),
+        "introduced": pb.Frame(introduced=pb.Introduced(key=a.identity.key)),
     }
     datagrams = {
         kind: a.codec.encode_frame(b.identity.key, frame, T0) for kind, frame in frames.items()
@@ -173,6 +193,13 @@ KINDS = sorted(
         "record",
         "record_answer",
         "get_record",
+        "pong_observed",
+        "attach",
+        "probe_request",
+        "dial_back",
+        "probe",
+        "introduce",
+        "introduced",
     ]
 )
 FRAME_KINDS = [k for k in KINDS if k != "hello"]
@@ -329,7 +356,7 @@ def test_hostile_fields_in_valid_boxes(data: st.DataObject) -> None:
     r = rig()
     now = T0 + 5
     kind = data.draw(st.sampled_from(FRAME_KINDS))
-    frame = pb.Frame()
+    frame = pb.Frame(client=data.draw(st.booleans()))
     if kind == "nodes":
         r.b.lookup(data.draw(st.binary(min_size=20, max_size=20)), now)
         r.b.datagrams_to_send()
@@ -364,13 +391,49 @@ def test_hostile_fields_in_valid_boxes(data: st.DataObject) -> None:
     elif kind == "get_record":
         frame.get_record.query_id = data.draw(HOSTILE_BYTES)
         frame.get_record.address = data.draw(HOSTILE_BYTES)
+    elif kind == "introduce":
+        frame.introduce.target = data.draw(st.one_of(HOSTILE_BYTES, st.just(r.b.address)))
+        frame.introduce.nonce = data.draw(HOSTILE_BYTES)
+        frame.introduce.padding = data.draw(st.binary(max_size=64))
+    elif kind == "introduced":
+        # B asked A (a relay of its table) to meet a contact: hostile answers and notices.
+        contact = Identity.from_seed(b"\x03" * 32).key
+        r.b.set_contacts([contact], now)
+        asked = r.b._punch._ask(r.a.identity.key, A_ENDPOINT, address_of(contact), now)
+        nonce = asked.frame.introduce.nonce
+        frame.introduced.key = data.draw(st.one_of(HOSTILE_BYTES, st.just(contact)))
+        frame.introduced.nonce = data.draw(st.one_of(HOSTILE_BYTES, st.just(nonce)))
+        frame.introduced.ip = data.draw(HOSTILE_BYTES)
+        frame.introduced.port = data.draw(st.integers(0, 2**32 - 1))
     elif kind == "find_node":
         frame.find_node.query_id = data.draw(HOSTILE_BYTES)
         frame.find_node.target = data.draw(HOSTILE_BYTES)
+    elif kind == "pong_observed":
+        frame.pong.challenge = data.draw(HOSTILE_BYTES)
+        frame.pong.observed.ip = data.draw(HOSTILE_BYTES)
+        frame.pong.observed.port = data.draw(st.integers(0, 2**32 - 1))
+    elif kind == "attach":
+        frame.attach.challenge = data.draw(HOSTILE_BYTES)
+        frame.attach.interval_s = data.draw(st.integers(0, 2**32 - 1))
+        frame.attach.echo_after_s = data.draw(st.integers(0, 2**32 - 1))
+    elif kind == "probe_request":
+        frame.probe_request.nonce = data.draw(HOSTILE_BYTES)
+        frame.probe_request.port = data.draw(st.integers(0, 2**32 - 1))
+    elif kind == "dial_back":
+        frame.dial_back.key = data.draw(HOSTILE_BYTES)
+        frame.dial_back.target.ip = data.draw(HOSTILE_BYTES)
+        frame.dial_back.target.port = data.draw(st.integers(0, 2**32 - 1))
+        frame.dial_back.nonce = data.draw(HOSTILE_BYTES)
+    elif kind == "probe":
+        frame.probe.nonce = data.draw(HOSTILE_BYTES)
     else:  # ping, pong
         getattr(frame, kind).challenge = data.draw(HOSTILE_BYTES)
     feed(box_raw(frame.SerializeToString(), now), now)
     r.b.handle_timer(now + 3)
+    if r.a.address not in r.b.table:
+        # A frame marked as a client's takes A out of B's table (docs/PROTOCOL.md,
+        # "12.3"): put it back, so the next example's lookup has A to ask.
+        r.b.table.observe(r.a.identity.key, r.a.address, A_ENDPOINT, now)
     assert r.b.stats.rejected["internal_error"] == 0
 
 

@@ -50,17 +50,22 @@ class Wire:
                 self._drain_events(source, node)
                 for data, dest in node.datagrams_to_send():
                     moved = True
-                    target = self.nodes.get(dest)
-                    if target is None or dest in self.offline or source in self.offline:
+                    if source in self.offline:
                         continue
                     if self.drop is not None and self.drop(source, dest, data):
                         continue
-                    target.receive_datagram(data, source, now)
+                    self.deliver(source, dest, data, now)
             if not moved:
                 for source, node in self.nodes.items():
                     self._drain_events(source, node)
                 return
         raise AssertionError("datagrams kept flowing")
+
+    def deliver(self, source: Endpoint, dest: Endpoint, data: bytes, now: float) -> None:
+        """Hand one datagram from ``source`` to whoever is at ``dest`` (if anyone is)."""
+        target = self.nodes.get(dest)
+        if target is not None and dest not in self.offline:
+            target.receive_datagram(data, source, now)
 
     def _drain_events(self, endpoint: Endpoint, node: Node) -> None:
         while (event := node.next_event()) is not None:

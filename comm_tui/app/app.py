@@ -627,6 +627,8 @@ class CommApp(App[int]):
             except UserError as err:
                 self.notify(str(err), severity="error")
                 return
+            if self.service is not None:
+                self.service.contacts_changed()
             # Their history stays on disk; do not bring them back as a request.
             self._ignore(entry.peer_address)
             self._close_if_open(entry.peer_address)

@@ -46,6 +46,12 @@ class StatusSnapshot:
     bytes_in: int
     bytes_out: int
     outbox: int
+    # docs/PROTOCOL.md, "12. Reachability": the kind, where peers agree they see us, and
+    # (in client mode) the keep-alive interval learned from our NAT.
+    reachability: str = "unknown"
+    public_endpoint: str = "unknown"
+    client_mode: bool = False
+    keepalive_s: float | None = None
 
 
 def endpoint_text(endpoint: tuple[str, int] | None) -> str:
@@ -111,4 +117,13 @@ def take_snapshot(service: NodeService, now: float) -> StatusSnapshot:
         bytes_in=stats.bytes_in,
         bytes_out=stats.bytes_out,
         outbox=len(node.outgoing_text_ids()),
+        reachability=node.reachability.kind,
+        public_endpoint=public_text(node.reachability.public_endpoint),
+        client_mode=node.client_mode,
+        keepalive_s=node.keepalive_interval,
     )
+
+
+def public_text(endpoint: tuple[str, int] | None) -> str:
+    """Where peers agree they see us, or "unknown" until several networks agree."""
+    return "unknown" if endpoint is None else endpoint_text(endpoint)

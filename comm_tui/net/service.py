@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
+import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -44,6 +46,41 @@ PEER_SAVE_INTERVAL_S = 60.0
 DISCOVERY_INTERVAL_S = 10.0
 CARD_CHECK_INTERVAL_S = 10.0  # how soon a new public endpoint shows in the profile's card
 CARD_META = "card"  # the profile's current card, with hints when it has any
+# How often the addresses we are bound at are looked at again (a laptop that moved to
+# another network): the node compares them with what peers see (docs/PROTOCOL.md, "12").
+LOCAL_ADDRESS_INTERVAL_S = 30.0
+# Peers whose route tells which local address we send from, at most.
+LOCAL_ADDRESS_PEERS = 8
+
+
+def local_endpoints(bound: Endpoint, toward: Iterable[Endpoint]) -> set[Endpoint]:
+    """The endpoints our socket sends from: the bound one, or for a wildcard bind the
+    source address the kernel's routes pick toward each of ``toward`` (connecting a UDP
+    socket sends nothing). A socket bound to ``::`` is dual stack: it sends to IPv4 peers
+    too. Only IP literals are tried: no name lookup here."""
+    host, port = bound
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return set()
+    if not ip.is_unspecified:
+        return {(host, port)}
+    found: set[Endpoint] = set()
+    for peer_host, peer_port in toward:
+        try:
+            peer = ipaddress.ip_address(peer_host)
+        except ValueError:
+            continue
+        family = socket.AF_INET6 if peer.version == 6 else socket.AF_INET
+        if peer.version == 6 and ip.version == 4:
+            continue
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.connect((peer_host, peer_port))
+                found.add((str(probe.getsockname()[0]), port))
+        except OSError:
+            continue
+    return found
 
 
 @dataclass(frozen=True)
@@ -153,8 +190,12 @@ class NodeService:
         # First texts to contacts we have no session with open with X3DH if their
         # bundles are fetched by then (docs/PROTOCOL.md, "8a. Records").
         self.node.want_bundles((contact.key for contact in self.db.contacts()), now)
-        for key, host, port, _ in self.db.load_peers():
-            self.node.add_known_peer(key, (host, port), now)
+        # Only contacts may make the node punch a hole (docs/PROTOCOL.md, "12.6").
+        self.node.set_contacts((contact.key for contact in self.db.contacts()), now)
+        known = [(key, (host, port)) for key, host, port, _ in self.db.load_peers()]
+        self._note_local_endpoints([endpoint for _, endpoint in known], now)
+        for key, endpoint in known:
+            self.node.add_known_peer(key, endpoint, now)
         # docs/PROTOCOL.md, "13.2": a contact's node where its card said it was.
         for key, host, port in self.db.contact_hints():
             self.node.add_known_peer(key, (host, port), now)
@@ -174,11 +215,12 @@ class NodeService:
             )
             await self.lan.start()
         self._tasks.append(asyncio.create_task(self._save_peers_forever()))
-        self._tasks.append(asyncio.create_task(self._publish_card_forever()))
         if self.port_mapper_factory is not None and mappable(self.bound[0]):
             # docs/PROTOCOL.md, "14. Port mapping": in the background, never in the way.
             self.port_mapper = self.port_mapper_factory(self.bound[1], self._on_port_mapping)
             self._tasks.append(asyncio.create_task(self.port_mapper.run()))
+        self._tasks.append(asyncio.create_task(self._publish_card_forever()))
+        self._tasks.append(asyncio.create_task(self._watch_local_endpoints_forever()))
         self.protocol.pump()
         return self.bound
 
@@ -203,6 +245,21 @@ class NodeService:
             self.protocol.pump()
             self.protocol.close()
             self.protocol = None
+
+    def _note_local_endpoints(self, peers: list[Endpoint], now: float) -> None:
+        """Tell the node where it is bound, so it can tell a NAT from a direct link."""
+        if self.bound is None:
+            return
+        toward = (self.bootstrap_endpoints + peers)[:LOCAL_ADDRESS_PEERS]
+        self.node.set_local_endpoints(local_endpoints(self.bound, toward), now)
+
+    async def _watch_local_endpoints_forever(self) -> None:
+        while True:
+            await asyncio.sleep(LOCAL_ADDRESS_INTERVAL_S)
+            peers = [entry.endpoint for entry in self.node.table]
+            self._note_local_endpoints(peers, self.clock())
+            if self.protocol is not None:
+                self.protocol.pump()
 
     def send_text(self, recipient: PublicIdentity, text: str) -> HistoryRow:
         """Record and queue a text in one transaction, then transmit.
@@ -241,6 +298,12 @@ class NodeService:
         for endpoint in hints:
             self.node.add_known_peer(key, endpoint, now)
         self.node.want_bundles([key], now)
+        self.contacts_changed()
+
+    def contacts_changed(self) -> None:
+        """Tell the node who the contacts are now: only they may make it punch a hole
+        (docs/PROTOCOL.md, "12.6"); a removed contact's direct path ends."""
+        self.node.set_contacts((contact.key for contact in self.db.contacts()), self.clock())
         if self.protocol is not None:
             self.protocol.pump()
 
@@ -254,11 +317,8 @@ class NodeService:
     def _tell_node_port_mapping(self, endpoint: Endpoint | None) -> None:
         """The one place the mapped endpoint reaches the core, as a candidate public endpoint
         it checks by dial-back (``Node.note_port_mapping``, docs/PROTOCOL.md, "12.
-        Reachability"); a core without that method (before reachability) is not told."""
-        note = getattr(self.node, "note_port_mapping", None)
-        if note is None:
-            return
-        note(endpoint, self.clock())
+        Reachability")."""
+        self.node.note_port_mapping(endpoint, self.clock())
         if self.protocol is not None:
             self.protocol.pump()
 

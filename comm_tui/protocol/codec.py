@@ -41,8 +41,11 @@ from comm_tui.protocol.admission import CHALLENGE_BYTES, COOKIE_BYTES, ECHO_BYTE
 PROTOCOL_VERSION = 2
 MAX_DATAGRAM_BYTES = 1200
 NONCE_BYTES = 24
-# Pads a hello to at least the size of the boxed Pong that answers it (tested).
-HELLO_PADDING_BYTES = 48
+# Pads a hello to at least the size of the boxed Pong that answers it, the endpoint we
+# observed included (an IPv6 one; docs/PROTOCOL.md, "12.1"; tested). Hellos padded to
+# the older minimum are still answered, without the observed endpoint if it would not fit.
+HELLO_PADDING_BYTES = 64
+HELLO_MIN_PADDING_BYTES = 48
 # Peers' clocks may differ from ours by this much before their datagrams are refused.
 MAX_CLOCK_SKEW_S = 600.0
 # A peer's datagrams older than its newest by more than this are refused as replays.
@@ -312,7 +315,7 @@ class Codec:
             raise Rejected("own_key")
         if body == "hello" and (
             len(packet.hello.challenge) != CHALLENGE_BYTES
-            or len(packet.hello.padding) < HELLO_PADDING_BYTES
+            or len(packet.hello.padding) < HELLO_MIN_PADDING_BYTES
         ):
             # An unpadded hello would get an answer larger than itself: a reflector.
             raise Rejected("malformed")

@@ -105,7 +105,31 @@ from comm_tui.protocol.letters import (
     split_text,
 )
 from comm_tui.protocol.lookup import LOOKUP_MAX_QUERIES, Candidate, Lookup
+from comm_tui.protocol.punch import Punching, Send
 from comm_tui.protocol.ratelimit import RateLimiter, TokenBucket
+from comm_tui.protocol.reachability import (
+    ATTACH_RELAYS,
+    DIAL_BACK_BURST,
+    DIAL_BACK_RATE_PER_S,
+    ECHO_MAX_DELAY_S,
+    PROBE_HELPERS,
+    PROBE_REQUEST_BURST,
+    PROBE_REQUEST_RATE_PER_S,
+    PROBE_SERVE_BURST,
+    PROBE_SERVE_RATE_PER_S,
+    PROBE_SOLICITED_S,
+    REANNOUNCE_MIN_S,
+    AttachTable,
+    Binding,
+    ClientBindings,
+    ObservationTally,
+    Prober,
+    Reachability,
+    canonical,
+    classify,
+    probe_target_allowed,
+    solicitation_key,
+)
 from comm_tui.protocol.relay_store import (
     UNVALIDATED_ORIGIN,
     Entry,
@@ -156,6 +180,9 @@ CHALLENGED_MAX = 4096
 # echo, so a cookie reply is taken only for one of them.
 PEER_COOKIES_MAX = 1024
 SENT_REMEMBERED = 512
+# Items we forwarded in the stem only (not yet relayed normally), remembered so a stem
+# that loops back to us ends here (docs/PROTOCOL.md, "7.2"); the oldest forgotten first.
+STEMMED_MAX = 4096
 # Retries after which an item whose target we do not know triggers a lookup of it.
 LOOKUP_ON_ATTEMPTS = frozenset({1, 3, 6})
 # Recipients of our own texts that a lookup met in person (validated), for those
@@ -194,11 +221,17 @@ BUNDLE_RETRY_S = 60.0
 # A fetched bundle's one-time prekeys are used this long after we learned it, no longer.
 ONE_TIME_PREKEYS_FRESH_S = 600.0
 
-# Requests whose answer is larger than they are: served only to validated endpoints.
-_NEEDS_VALIDATION = frozenset({"find_node", "fetch", "get_record"})
+# Requests whose answer is larger than they are, or that make us send to a third party
+# (a dial-back): served only to validated endpoints.
+_NEEDS_VALIDATION = frozenset(
+    {"find_node", "fetch", "get_record", "attach", "probe_request", "dial_back", "introduce"}
+)
+# Endpoints we sent to lately, by what a NAT filters on (docs/PROTOCOL.md, "12.2"): a
+# probe from one of them proves nothing. The least recently used forgotten first.
+SENT_TO_MAX = 4096
 # Frames we start, which a node under load may answer with a cookie reply.
 _REMEMBERED_FOR_COOKIES = frozenset(
-    {"find_node", "fetch", "message", "ack", "record", "get_record"}
+    {"find_node", "fetch", "message", "ack", "record", "get_record", "introduce"}
 )
 _Handler = Callable[[PublicIdentity, Any, Endpoint, float], None]
 
@@ -246,7 +279,7 @@ class NodeConfig:
 class _Query:
     """An outstanding request of our own that we expect an authenticated answer to."""
 
-    kind: Literal["find_node", "ping", "get_record"]
+    kind: Literal["find_node", "ping", "get_record", "attach"]
     peer_key: bytes
     endpoint: Endpoint
     deadline: float
@@ -298,15 +331,38 @@ def _ms(now: float) -> int:
     return int(now * 1000)
 
 
-def node_info(key: bytes, endpoint: Endpoint) -> pb.NodeInfo | None:
-    """A NodeInfo for a NODES answer, or None for a host that is not a plain IP address."""
-    host, port = endpoint
+def _packed_ip(host: str) -> bytes | None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        packed = socket.inet_pton(family, host)
+        return socket.inet_pton(family, host)
     except OSError:
         return None
-    return pb.NodeInfo(key=key, ip=packed, port=port)
+
+
+def _unpacked_ip(ip: bytes) -> str | None:
+    if len(ip) not in (4, 16):
+        return None
+    return socket.inet_ntop(socket.AF_INET if len(ip) == 4 else socket.AF_INET6, ip)
+
+
+def node_info(key: bytes, endpoint: Endpoint) -> pb.NodeInfo | None:
+    """A NodeInfo for a NODES answer, or None for a host that is not a plain IP address."""
+    packed = _packed_ip(endpoint[0])
+    return None if packed is None else pb.NodeInfo(key=key, ip=packed, port=endpoint[1])
+
+
+def seen_endpoint(endpoint: Endpoint) -> pb.SeenEndpoint | None:
+    """An endpoint as ``Pong.observed`` carries it, or None for a host that is no IP."""
+    packed = _packed_ip(canonical(endpoint)[0])
+    return None if packed is None else pb.SeenEndpoint(ip=packed, port=endpoint[1])
+
+
+def parse_seen(seen: pb.SeenEndpoint) -> Endpoint | None:
+    """The endpoint a ``SeenEndpoint`` names, or None when out of shape."""
+    host = _unpacked_ip(seen.ip)
+    if host is None or not 0 < seen.port < 65536:
+        return None
+    return canonical((host, seen.port))
 
 
 def parse_node_info(info: pb.NodeInfo) -> Candidate | None:
@@ -379,6 +435,7 @@ class Node:
         self._direct: OrderedDict[bytes, dict[Endpoint, NodeEntry]] = OrderedDict()
         # When we last started a lookup until found, by recipient address.
         self._finding: OrderedDict[bytes, float] = OrderedDict()
+        self._stemmed: OrderedDict[bytes, None] = OrderedDict()  # store keys
         self._datagram_limit = RateLimiter(
             self.config.datagram_rate_per_s, self.config.datagram_burst
         )
@@ -405,6 +462,12 @@ class Node:
             "fetch": self._on_fetch,
             "record": self._on_record,
             "get_record": self._on_get_record,
+            "attach": self._on_attach,
+            "probe_request": self._on_probe_request,
+            "dial_back": self._on_dial_back,
+            "probe": self._on_probe,
+            "introduce": self._on_introduce,
+            "introduced": self._on_introduced,
         }
         self._armed_for = now
         self._next_housekeeping = now + HOUSEKEEPING_INTERVAL_S
@@ -426,6 +489,33 @@ class Node:
         # Contacts whose bundle we want, by address: (their key, when to try next).
         self._wanted_bundles: OrderedDict[bytes, tuple[bytes, float]] = OrderedDict()
         self._own_record_due = float("inf")  # when our record is issued again
+        # Reachability (docs/PROTOCOL.md, "12. Reachability"): what peers see of us, our
+        # local endpoints (told by the driver; without them we never call ourselves a
+        # client), dial-back probes, and the bindings a client keeps with its relays.
+        self._now = now
+        self._tally = ObservationTally()
+        self._local: frozenset[Endpoint] = frozenset()
+        self._mapping: Endpoint | None = None
+        self._prober = Prober()
+        self._reach = Reachability("unknown", None, 0.0)
+        self._client = False
+        self._bindings = ClientBindings()
+        self._reannounced_at = float("-inf")
+        self._sent_to: OrderedDict[str, float] = OrderedDict()
+        # As a relay: attached clients, and what we serve of probes.
+        self._attached = AttachTable()
+        self._probe_requests = RateLimiter(PROBE_REQUEST_RATE_PER_S, PROBE_REQUEST_BURST)
+        self._probes_served = TokenBucket(
+            PROBE_SERVE_RATE_PER_S, PROBE_SERVE_BURST, PROBE_SERVE_BURST, now
+        )
+        self._dial_backs = RateLimiter(DIAL_BACK_RATE_PER_S, DIAL_BACK_BURST)
+        self._dial_backs_sent = TokenBucket(
+            PROBE_SERVE_RATE_PER_S, PROBE_SERVE_BURST, PROBE_SERVE_BURST, now
+        )
+        # Hole punching between contacts behind NATs (docs/PROTOCOL.md, "12.6"), and the
+        # lookups that find a wanted contact's relays (one per wanted contact at most).
+        self._punch = Punching(identity.key, now)
+        self._punch_lookups: dict[bytes, Lookup] = {}
 
     # ------------------------------------------------------------------ driver API
 
@@ -457,6 +547,8 @@ class Node:
             timer = min(timer, next(iter(self._awaiting_receipt.values())))
         if self._hellos:
             timer = min(timer, next(iter(self._hellos.values()))[1])
+        timer = min(timer, self._reach_due())
+        timer = min(timer, self._punch.next_due())
         self._armed_for = timer
         return timer
 
@@ -620,12 +712,16 @@ class Node:
                 continue
             if entry.attempts < self.config.max_relay_attempts or entry.own_text_id:
                 self._relay(entry, now)
+        self._now = now
         if now - self._armed_for > SLEEP_GAP_S and len(self.table):
             # We were asleep (a closed laptop, a stopped process): the network moved
-            # on, so look ourselves up again, which ends in a Fetch of what waits.
+            # on, so look ourselves up again, which ends in a Fetch of what waits (a
+            # client's overdue keep-alives go out in this same tick).
             self.lookup(self.address, now)
         self._armed_for = now
         self._expire_queries(now)
+        self._reach_tick(now)
+        self._punch_tick(now)
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + HOUSEKEEPING_INTERVAL_S
             self._housekeeping(now)
@@ -658,6 +754,7 @@ class Node:
         self.stats.datagrams_in += 1
         self.stats.bytes_in += len(data)
         addr = normalize_endpoint(addr)
+        self._now = now
         self._addresses.received(addr, len(data))
         try:
             self._receive(data, addr, now)
@@ -716,7 +813,7 @@ class Node:
             raise Rejected("rate_limited")
         sender = decoded.sender
         if decoded.hello is not None:
-            self._answer_hello(sender.key, decoded.hello, addr, now)
+            self._answer_hello(sender.key, decoded.hello, addr, now, len(data))
             return
         frame = decoded.frame
         assert frame is not None
@@ -731,7 +828,10 @@ class Node:
             # After the handler (a Pong may just have validated the pair), and even if it
             # refused the frame: the datagram was authentic, and a first contact whose
             # item was refused must still get the challenge that lets its retry in.
-            self._observe(sender, addr, now)
+            if body != "probe":  # a prober is a stranger we need nothing from
+                self._observe(sender, addr, now, client=frame.client)
+            self._bindings.traffic(addr)
+            self._send_all(self._punch.heard(sender.address, addr, now), now)
 
     def _admit_new_key(self, packet: pb.Packet, data: bytes, addr: Endpoint, now: float) -> None:
         """May a packet from a key we have no box for cost us a key agreement?
@@ -749,7 +849,7 @@ class Node:
         cookie = self._cookie_jar.cookie(addr, now)
         reply = self.codec.encode_cookie_reply(cookie, echo_of(data))
         if self._addresses.spend(addr, len(reply)):
-            self._emit(reply, addr, remember=False)
+            self._emit(reply, addr, now, remember=False)
         raise Rejected("cookie_required")
 
     def _on_cookie_reply(self, reply: pb.CookieReply, addr: Endpoint, now: float) -> None:
@@ -768,7 +868,7 @@ class Node:
         packet = pb.Packet.FromString(sent[1])
         packet.cookie = reply.cookie
         # The box is unchanged: the busy node never opened it, so it is no replay.
-        self._emit(packet.SerializeToString(), addr, remember=False)
+        self._emit(packet.SerializeToString(), addr, now, remember=False)
 
     def _established(self, key: bytes) -> bool:
         """Is ``key`` in our routing table? Its datagrams never wait for the new-key
@@ -816,14 +916,24 @@ class Node:
         challenge = self._addresses.challenge(key, addr, now)
         self._send_frame(key, addr, pb.Frame(ping=pb.Ping(challenge=challenge)), now)
 
-    def _observe(self, sender: PublicIdentity, addr: Endpoint, now: float) -> None:
+    def _observe(
+        self, sender: PublicIdentity, addr: Endpoint, now: float, *, client: bool = False
+    ) -> None:
         """Let an authenticated datagram refresh or insert its sender in the routing table.
 
         Only a validated (key, endpoint) pair may: a first contact, or a known node
-        speaking from a new endpoint, is challenged there first.
+        speaking from a new endpoint, is challenged there first. A client never enters
+        the table, and leaves it when it says it is one (docs/PROTOCOL.md, "12.3").
         """
         if not self._is_validated(sender.key, addr):
             self._validate(sender.key, addr, now)
+            return
+        if client:
+            known = self.table.get(sender.address)
+            if known is not None and known.key == sender.key:
+                self.table.remove(sender.address)
+                self.codec.unpin(sender.key)
+                self._events.append(PeerRemoved(sender.key))
             return
         observation = self.table.observe(sender.key, sender.address, addr, now)
         if observation.endpoint_changed:
@@ -845,26 +955,58 @@ class Node:
         if observation.ping is not None:
             self._ping(observation.ping.key, observation.ping.endpoint, now)
 
-    def _answer_hello(self, key: bytes, hello: pb.Hello, addr: Endpoint, now: float) -> None:
-        pong = pb.Frame(pong=pb.Pong(challenge=hello.challenge))
+    def _answer_hello(
+        self, key: bytes, hello: pb.Hello, addr: Endpoint, now: float, size: int
+    ) -> None:
+        """A boxed Pong no larger than the hello: with the endpoint we saw it come from
+        when that fits (docs/PROTOCOL.md, "3.3", "12.1")."""
+        pong = self._pong(hello.challenge, addr)
+        pong.client = self._client  # as _send_frame will: measured as sent
+        if len(pong.pong.observed.ip) and self._frame_size(key, pong, addr, now) > size:
+            pong.pong.ClearField("observed")
         self._send_frame(key, addr, pong, now)
+
+    def _frame_size(self, key: bytes, frame: pb.Frame, addr: Endpoint, now: float) -> int:
+        try:
+            cookie = self._cookie_for(addr, now)
+            return len(self.codec.encode_frame(key, frame, now, cookie=cookie))
+        except ValueError:
+            return 0
+
+    @staticmethod
+    def _pong(challenge: bytes, addr: Endpoint) -> pb.Frame:
+        """A Pong echoing ``challenge`` and telling where its request came from."""
+        pong = pb.Pong(challenge=challenge)
+        seen = seen_endpoint(addr)
+        if seen is not None:
+            pong.observed.CopyFrom(seen)
+        return pb.Frame(pong=pong)
 
     def _on_ping(self, sender: PublicIdentity, ping: pb.Ping, addr: Endpoint, now: float) -> None:
         if len(ping.challenge) != CHALLENGE_BYTES:
             raise Rejected("malformed")
-        self._send_frame(sender.key, addr, pb.Frame(pong=pb.Pong(challenge=ping.challenge)), now)
+        self._send_frame(sender.key, addr, self._pong(ping.challenge, addr), now)
 
     def _on_pong(self, sender: PublicIdentity, pong: pb.Pong, addr: Endpoint, now: float) -> None:
-        """A challenge came back: from the endpoint we sent it to, it validates the pair."""
+        """A challenge came back: from the endpoint we sent it to, it validates the pair,
+        and what it observed of us is counted (docs/PROTOCOL.md, "12.1")."""
         hello = self._hellos.pop(pong.challenge, None)
         if hello is not None:
             if hello[0] == addr:
                 self._addresses.validate(sender.key, addr)
+                self._note_observed(pong, addr, now)
             return  # a bootstrap node answered; _observe takes it in
+        if self._echo_answered(sender, pong, addr, now):
+            return
         query = self._queries.get(pong.challenge)
         if query is None:
+            if self._punch.pong(sender.address, addr, pong.challenge, now):
+                # A punch or keep-alive ping came back from where we sent it.
+                self._addresses.validate(sender.key, addr)
+                return
             if not self._addresses.answered(sender.key, addr, pong.challenge, now):
                 raise Rejected("unsolicited")
+            self._note_observed(pong, addr, now)
             self._challenged.pop((sender.key, addr), None)
             waiting = self._deferred.get(sender.key)
             if waiting is not None and waiting.endpoint == addr:
@@ -872,12 +1014,14 @@ class Node:
                 for body, frame in waiting.frames:
                     self._handlers[body](sender, getattr(frame, body), addr, now)
             return
-        if query.kind != "ping" or query.peer_key != sender.key:
+        if query.kind not in ("ping", "attach") or query.peer_key != sender.key:
             raise Rejected("unsolicited")
         del self._queries[pong.challenge]
         if query.endpoint != addr:
             raise Rejected("wrong_endpoint")
         self._addresses.validate(sender.key, addr)
+        relay = sender.address if query.kind == "attach" else None
+        self._note_observed(pong, addr, now, relay=relay)
 
     def _on_find_node(
         self, sender: PublicIdentity, find: pb.FindNode, addr: Endpoint, now: float
@@ -985,6 +1129,14 @@ class Node:
             self.stats.duplicates += 1
             self._add_holder(existing, sender.address, now)
             self._send_receipt(sender.key, addr, [existing.key], now)
+            if existing.key in self._stemmed:
+                del self._stemmed[existing.key]
+                # It came back to us, who only forwarded it in the stem (a stem that
+                # looped, or a fluff copy counting on us): relayed normally now, not at
+                # its sender's retry (docs/PROTOCOL.md, "7.2"; common in small networks).
+                # As its first relay out of the stem: stem holders are no progress.
+                existing.attempts = 0
+                self._relay(existing, now)
             return
         if not self._store_limit.allow(sender.address, now):
             raise Rejected("store_rate")
@@ -1011,7 +1163,12 @@ class Node:
         # In the stem: forward it in the stem once more, or relay it (docs/PROTOCOL.md,
         # "7.2"). Whoever set the flag, the walk ends after 1 / (1 - STEM_FORWARD) hops
         # on average, so a hostile flag costs a relay no more than an honest one.
-        self._relay(entry, now, stem=entry.stem and self.rng.random() < STEM_FORWARD)
+        stem = entry.stem and self.rng.random() < STEM_FORWARD
+        self._relay(entry, now, stem=stem)
+        if stem:
+            self._stemmed[entry.key] = None
+            if len(self._stemmed) > STEMMED_MAX:
+                self._stemmed.popitem(last=False)
 
     def _on_message_for_me(
         self, sender: PublicIdentity, msg: pb.Message, item_id: bytes, addr: Endpoint, now: float
@@ -1027,6 +1184,7 @@ class Node:
         except LetterError as exc:
             raise Rejected("bad_letter") from exc
         author = opened.author
+        self._punch.used(sender.address, now)
         tag = _PartTag(item_id, msg.expires_ms, sender.key, addr, opened.token)
         if opened.handshake:
             # docs/PROTOCOL.md, "Session reset": a handshake only starts a session; it is
@@ -1444,6 +1602,417 @@ class Node:
                 del self._known_bundle_times[owner]
                 self.known_bundles.pop(owner, None)
 
+    # ------------------------------------------------------------------ reachability
+
+    @property
+    def reachability(self) -> Reachability:
+        """What we know of our own reachability (docs/PROTOCOL.md, "12.3")."""
+        return self._reach
+
+    @property
+    def client_mode(self) -> bool:
+        """Do our frames say we are a client (not, or not yet known to be, reachable)?"""
+        return self._client
+
+    @property
+    def keepalive_interval(self) -> float | None:
+        """The keep-alive interval in use (learned, "12.5"), or None when not a client."""
+        return self._bindings.learner.interval if self._client else None
+
+    def set_local_endpoints(self, endpoints: Iterable[Endpoint], now: float) -> None:
+        """The endpoints our socket is bound to, as the driver sees them.
+
+        Without them, nothing tells a NAT from a direct link: the node then never calls
+        itself a client and sends no probes (an in-process simulator, a test harness).
+        """
+        local = frozenset(canonical(e) for e in endpoints)
+        if local != self._local:
+            self._local = local
+            self._prober.reset(now)
+            self._reclassify(now)
+
+    def note_port_mapping(self, endpoint: Endpoint | None, now: float) -> None:
+        """The local router mapped ``endpoint`` to our socket (None: it was removed).
+
+        A candidate only: a dial-back probe to it must arrive before we call ourselves
+        public by it (docs/PROTOCOL.md, "12.2").
+        """
+        mapping = None if endpoint is None else canonical(endpoint)
+        if mapping != self._mapping:
+            self._mapping = mapping
+            self._prober.reset(now)
+            self._reclassify(now)
+
+    def attached_client(self, address: bytes) -> tuple[bytes, Endpoint] | None:
+        """A client attached to us (docs/PROTOCOL.md, "12.4"): its key and the endpoint
+        we reach it at, or None."""
+        client = self._attached.get(address, self._now)
+        return None if client is None else (client.key, client.endpoint)
+
+    def _note_observed(
+        self, pong: pb.Pong, addr: Endpoint, now: float, *, relay: bytes | None = None
+    ) -> None:
+        """Count where a peer that answered our challenge saw us (docs/PROTOCOL.md, "12.1").
+
+        Only answers from the endpoint we sent the challenge to reach here, so the
+        network counted is one the peer really receives at. ``relay``: an Attach was
+        answered; a relay that now sees us elsewhere means our endpoint changed.
+        """
+        if not pong.HasField("observed"):
+            return
+        seen = parse_seen(pong.observed)
+        if seen is None:
+            return
+        before = (self._tally.agreed(now), self._tally.nat_suspected(self._local, now))
+        self._tally.add(origin_network(addr), seen, now)
+        after = (self._tally.agreed(now), self._tally.nat_suspected(self._local, now))
+        if after[1] != before[1] or (before[0] is not None and after[0] != before[0]):
+            self._prober.reset(now)  # the evidence changed: check again
+        binding = self._bindings.bindings.get(relay) if relay is not None else None
+        if binding is not None:
+            moved = binding.observed is not None and binding.observed != seen
+            binding.observed = seen
+            if moved:
+                self._endpoint_changed(now)
+        self._reclassify(now)
+
+    def _reclassify(self, now: float) -> None:
+        """Decide our kind again from the evidence; switch client mode when it changes."""
+        kind = classify(
+            self._tally, self._local, self._prober.outcome, self._prober.mapping_ok, now
+        )
+        public = self._mapping if self._prober.mapping_ok else self._tally.agreed(now)
+        if (kind, public) != (self._reach.kind, self._reach.public_endpoint):
+            self._reach = Reachability(kind, public, now)
+        # Not yet known: a client only if peers see us elsewhere than we are bound, so a
+        # public node is visible from its first datagram and a NATed one never is.
+        client = kind != "public" and (
+            kind != "unknown" or self._tally.nat_suspected(self._local, now)
+        )
+        if client != self._client:
+            self._client = client
+            if not client:
+                self._bindings.clear()
+
+    def _endpoint_changed(self, now: float) -> None:
+        """Our observed endpoint moved (a router reboot, a new network): attach again at
+        once everywhere and look ourselves up, which re-announces us and ends in a Fetch
+        of what waits (docs/PROTOCOL.md, "12.5"). At most once per ``REANNOUNCE_MIN_S``:
+        one relay that lies about it costs us no more than that."""
+        if now - self._reannounced_at < REANNOUNCE_MIN_S:
+            return
+        self._reannounced_at = now
+        self.stats.reannounced += 1
+        self._prober.reset(now)
+        self._bindings.all_due_now(now)
+        for address, binding, delay in self._bindings.due(now):
+            self._send_attach(address, binding, delay, now)
+        if len(self.table):
+            self.lookup(self.address, now)
+
+    def _reach_due(self) -> float:
+        """When reachability next needs the timer: a probe, a keep-alive, an echo."""
+        due = float("inf")
+        if self._local:
+            deadline = self._prober.next_deadline()
+            due = min(due, self._prober.next_at if deadline is None else deadline)
+        if self._client:
+            due = min(due, self._bindings.next_due() or due)
+        echo = self._attached.next_echo()
+        return due if echo is None else min(due, echo)
+
+    def _reach_tick(self, now: float) -> None:
+        """Probe rounds, a client's keep-alives and echo tests, a relay's delayed echoes."""
+        self._prober.expire(now)
+        if self._local and self._prober.due(now):
+            self._start_probe_round(now)
+        self._reclassify(now)
+        if self._client:
+            relays = self.table.closest(self.address, ATTACH_RELAYS)
+            self._bindings.choose([(n.address, n.key, n.endpoint) for n in relays], now)
+            self._bindings.expire(now)
+            for address, binding, delay in self._bindings.due(now):
+                self._send_attach(address, binding, delay, now)
+        for key, endpoint, challenge in self._attached.echoes_due(now):
+            self._send_frame(key, endpoint, self._pong(challenge, endpoint), now)
+
+    def _send_attach(self, address: bytes, binding: Binding, delay: float, now: float) -> None:
+        """Attach (or keep the binding) with a relay; ``delay``: as an echo test."""
+        challenge = os.urandom(CHALLENGE_BYTES)
+        attach = pb.Attach(
+            challenge=challenge,
+            interval_s=int(self._bindings.learner.interval),
+            echo_after_s=int(delay),
+        )
+        frame = pb.Frame(attach=attach)
+        if delay:
+            self._send_frame(binding.key, binding.endpoint, frame, now, probe=True)
+            test = self._bindings.test
+            if test is not None and test.relay == address:
+                test.challenge = challenge  # from now on, other traffic spoils it
+            return
+        if self._own_queries_full():
+            return
+        self._queries[challenge] = _Query(
+            "attach", binding.key, binding.endpoint, now + QUERY_TIMEOUT_S
+        )
+        if not self._send_frame(binding.key, binding.endpoint, frame, now, probe=True):
+            del self._queries[challenge]
+
+    def _echo_answered(
+        self, sender: PublicIdentity, pong: pb.Pong, addr: Endpoint, now: float
+    ) -> bool:
+        """Is this Pong the delayed echo of our test? It proves the idle mapping lived."""
+        test = self._bindings.test
+        binding = self._bindings.bindings.get(sender.address)
+        if test is None or test.relay != sender.address or binding is None:
+            return False
+        if binding.endpoint != addr or not self._bindings.echo_answered(pong.challenge, now):
+            return False
+        self._note_observed(pong, addr, now, relay=sender.address)
+        return True
+
+    def _on_attach(
+        self, sender: PublicIdentity, attach: pb.Attach, addr: Endpoint, now: float
+    ) -> None:
+        """A client keeps its binding with us: hold it attached, answer, push its mail.
+
+        Only from a validated pair (``_NEEDS_VALIDATION``): the answer is larger.
+        docs/PROTOCOL.md, "12.4".
+        """
+        if self._client:
+            raise Rejected("not_relay")
+        if len(attach.challenge) != CHALLENGE_BYTES:
+            raise Rejected("malformed")
+        evicted = self._attached.evicted
+        self._attached.attach(
+            sender.address, sender.key, addr, origin_network(addr), attach.interval_s, now
+        )
+        self.stats.attach_evicted += self._attached.evicted - evicted
+        if self._attached.get(sender.address, now) is None:
+            return  # evicted at once: its network is full of fresher clients
+        if attach.echo_after_s:
+            delay = min(float(attach.echo_after_s), ECHO_MAX_DELAY_S)
+            self._attached.owe_echo(sender.address, attach.challenge, now + delay)
+        else:
+            self._send_frame(sender.key, addr, self._pong(attach.challenge, addr), now)
+        self._push_waiting(sender.address, sender.key, addr, now)
+
+    def _start_probe_round(self, now: float) -> None:
+        """Ask a few peers of other networks to have our endpoint probed ("12.2").
+
+        Among our neighbourhood (the nodes nearest our address, which we talk to anyway):
+        asking far nodes would make them nodes we sent to, whose probes prove nothing.
+        """
+        peers = self.table.closest(self.address, ATTACH_RELAYS)
+        self.rng.shuffle(peers)
+        helpers: list[NodeEntry] = []
+        for peer in peers:
+            if origin_network(peer.endpoint) not in {origin_network(h.endpoint) for h in helpers}:
+                helpers.append(peer)
+            if len(helpers) == PROBE_HELPERS:
+                break
+        if not helpers:
+            self._prober.next_at = now + REBOOTSTRAP_INTERVAL_S
+            return
+        for helper in helpers:
+            self._ask_for_probe(helper, 0, now)
+        mapping = self._mapping
+        seen_hosts = {host for host, _ in self._tally.recent(now).values()}
+        if mapping is not None and not self._prober.mapping_ok and mapping[0] in seen_hosts:
+            self._ask_for_probe(helpers[0], mapping[1], now)
+
+    def _ask_for_probe(self, helper: NodeEntry, port: int, now: float) -> None:
+        nonce = os.urandom(CHALLENGE_BYTES)
+        self._prober.asked(nonce, helper.key, now, mapping=bool(port))
+        frame = pb.Frame(probe_request=pb.ProbeRequest(nonce=nonce, port=port))
+        self._send_frame(helper.key, helper.endpoint, frame, now, probe=True)
+
+    def _on_probe_request(
+        self, sender: PublicIdentity, request: pb.ProbeRequest, addr: Endpoint, now: float
+    ) -> None:
+        """Have a node of another network probe the requester where we see it.
+
+        The target is always the requester's source as we see it (only its port may be a
+        candidate mapping's): never an address the requester names. Rate limited per
+        network of origin and in all; declined, smaller than the request, when we know
+        nobody of another network (docs/PROTOCOL.md, "12.2").
+        """
+        if self._client:
+            raise Rejected("not_relay")
+        if len(request.nonce) != CHALLENGE_BYTES or request.port > 65535:
+            raise Rejected("malformed")
+        network = origin_network(addr)
+        if not self._probe_requests.allow(network, now) or not self._probes_served.take(now):
+            raise Rejected("probe_rate")
+        target = (addr[0], request.port or addr[1])
+        # Of the nodes of other networks, the half farthest from the requester's address:
+        # it talks most to those nearest it, and a probe from one of them proves nothing.
+        helpers = [
+            n
+            for n in self.table.closest(sender.address, len(self.table))
+            if n.failures == 0 and n.key != sender.key and origin_network(n.endpoint) != network
+        ]
+        helpers = helpers[len(helpers) // 2 :]
+        seen = seen_endpoint(target)
+        if not helpers or seen is None or not probe_target_allowed(target, addr):
+            # From us, the node asked, a Probe declines; no larger than the request.
+            declined = pb.Frame(probe=pb.Probe(nonce=request.nonce))
+            self._send_frame(sender.key, addr, declined, now)
+            return
+        helper = self.rng.choice(helpers)
+        dial = pb.DialBack(key=sender.key, target=seen, nonce=request.nonce)
+        self._send_frame(helper.key, helper.endpoint, pb.Frame(dial_back=dial), now)
+
+    def _on_dial_back(
+        self, sender: PublicIdentity, dial: pb.DialBack, addr: Endpoint, now: float
+    ) -> None:
+        """Send a probe, smaller than this request, to the endpoint a peer saw its
+        requester at (docs/PROTOCOL.md, "12.2"); rate limited per asker's network and in
+        all, to unicast addresses only, to loopback only for a loopback asker. A client
+        serves it too: the probe goes out, nothing needs to come in."""
+        if len(dial.nonce) != CHALLENGE_BYTES or len(dial.key) != 32:
+            raise Rejected("malformed")
+        target = parse_seen(dial.target)
+        if target is None:
+            raise Rejected("malformed")
+        if dial.key == self.identity.key or not is_valid_public_key(dial.key):
+            raise Rejected("bad_key")
+        if not probe_target_allowed(target, addr):
+            raise Rejected("bad_target")
+        if not self._dial_backs.allow(origin_network(addr), now) or not self._dial_backs_sent.take(
+            now
+        ):
+            raise Rejected("probe_rate")
+        frame = pb.Frame(probe=pb.Probe(nonce=dial.nonce))
+        # Not validated, and never will be: bounded by the rate limits above instead.
+        self._send_frame(dial.key, target, frame, now, probe=True)
+
+    def _on_probe(
+        self, sender: PublicIdentity, probe: pb.Probe, addr: Endpoint, now: float
+    ) -> None:
+        """A dial-back probe (or a helper declining to arrange one) for a request of ours.
+
+        It proves inbound reachability only if it comes from an IP we have not sent to
+        lately: otherwise our NAT may have let it in through a mapping we opened.
+        """
+        if self._prober.helper_of(probe.nonce) == sender.key:
+            self._prober.declined(probe.nonce, now)  # the node asked sends it: declined
+        else:
+            last = self._sent_to.get(solicitation_key(addr))
+            solicited = last is not None and now - last < PROBE_SOLICITED_S
+            if not self._prober.arrived(probe.nonce, solicited, now):
+                raise Rejected("unsolicited")
+        self._reclassify(now)
+
+    # ------------------------------------------------------------------ hole punching
+
+    def set_contacts(self, keys: Iterable[bytes], now: float) -> None:
+        """The keys the user has as contacts: only they may make us punch a hole.
+
+        docs/PROTOCOL.md, "12.6 Hole punching": an introduction shows each side the
+        other's IP address, which is acceptable between contacts and never to strangers;
+        and only a contact's introduction makes us ping an endpoint. Called by the
+        service at start and whenever the contacts change; a former contact's punched
+        pair and attempts end at once.
+        """
+        self._punch.set_contacts(keys)
+        self._punch_tick(now)
+
+    def punched_peers(self) -> dict[bytes, Endpoint]:
+        """Contacts we reach directly through a punched hole, by address (for status)."""
+        return {a: p.endpoint for a, p in self._punch.pairs.items()}
+
+    def _may_punch(self, address: bytes) -> bool:
+        """Would a hole to ``address`` help (docs/PROTOCOL.md, "12.6", when to punch)?
+
+        Not when we reach it already (in our table, met in person by a lookup), and not
+        when we are publicly reachable ourselves: its relays' pushes and its own acks
+        reach us then, and it finds us through the table.
+        """
+        return address not in self.table and address not in self._direct and not self._is_public()
+
+    def _is_public(self) -> bool:
+        """Are we publicly reachable (docs/PROTOCOL.md, "12.3")? Not while unknown."""
+        return self.reachability.kind == "public"
+
+    def _want_punch(self, address: bytes, now: float) -> None:
+        """A text of ours for ``address`` waits for its ack: try to reach it directly.
+
+        The first round goes out at once, while the text still waits (its ack may be
+        back before our next timer).
+        """
+        if self._may_punch(address):
+            self._punch.want(address, now)
+            self._punch_tick(now)
+
+    def _punch_tick(self, now: float) -> None:
+        """Send what hole punching has due: rounds of Introduce, pings, keep-alives."""
+        due = self._punch.due_wants(now)
+        relays: dict[bytes, list[tuple[bytes, Endpoint]]] = {}
+        still_wanted: set[bytes] = set()
+        if due:
+            waiting = {out.recipient for out in self._outgoing.values()}
+            for address in due:
+                nearest = self.table.closest(address, self.config.k, exclude=(address,))
+                relays[address] = [(n.key, n.endpoint) for n in nearest if n.failures == 0]
+                if address in waiting and self._may_punch(address):
+                    still_wanted.add(address)
+        self._send_all(self._punch.tick(now, relays, still_wanted), now)
+        for address in still_wanted:
+            # Our table may hold none of the few relays the contact attaches to (its own
+            # nearest): look its neighbourhood up, and ask the nearest the lookup met.
+            if address in self._punch.wants and address not in self._punch_lookups:
+                lookup = self._new_lookup(address)
+                if lookup is not None:
+                    self._punch_lookups[address] = lookup
+                    self._advance_lookup(lookup, now)
+
+    def _punch_lookup_finished(self, lookup: Lookup, now: float) -> None:
+        """A wanted contact's neighbourhood was looked up: ask its nearest nodes."""
+        if self._punch_lookups.get(lookup.target) is not lookup:
+            return
+        del self._punch_lookups[lookup.target]
+        relays = [(c.key, c.endpoint) for c in lookup.result() if c.address != lookup.target]
+        self._send_all(self._punch.ask_relays(lookup.target, relays, now, spend=False), now)
+
+    def _send_all(self, sends: list[Send], now: float) -> None:
+        for send in sends:
+            self._send_frame(send.key, send.endpoint, send.frame, now, probe=send.probe)
+
+    def _introducible(self, address: bytes) -> tuple[bytes, Endpoint] | None:
+        """Relay side: the node at ``address`` where we reach it, if we may introduce it:
+        a client attached to us ("12.4"), else one in our table (a validated pair by
+        construction)."""
+        attached = self.attached_client(address)
+        if attached is not None:
+            return attached
+        entry = self.table.get(address)
+        return None if entry is None else (entry.key, entry.endpoint)
+
+    def _on_introduce(
+        self, sender: PublicIdentity, introduce: pb.Introduce, addr: Endpoint, now: float
+    ) -> None:
+        """Relay side: only reached from a validated requester (``_NEEDS_VALIDATION``)."""
+        target_at = self._introducible(introduce.target)
+        self._send_all(self._punch.on_introduce(sender.key, addr, introduce, target_at, now), now)
+
+    def _on_introduced(
+        self, sender: PublicIdentity, introduced: pb.Introduced, addr: Endpoint, now: float
+    ) -> None:
+        """An answer to an Introduce of ours (it has our nonce), or a notice: someone
+        asks a relay to meet us. A notice counts only from a relay of our table, at the
+        endpoint we know it by (``unsolicited``): a stranger cannot make us ask anyone."""
+        if introduced.nonce:
+            self._send_all(self._punch.on_answer(sender.key, introduced, now), now)
+            return
+        if introduced.ip or introduced.port:
+            raise Rejected("malformed")
+        known = self.table.get(sender.address)
+        if known is None or known.key != sender.key or known.endpoint != addr:
+            raise Rejected("unsolicited")
+        self._send_all(self._punch.on_notice(sender.key, addr, introduced.key, now), now)
+
     # ------------------------------------------------------------------ relaying
 
     def _relay(self, entry: Entry, now: float, *, stem: bool = False) -> None:
@@ -1454,8 +2023,15 @@ class Node:
         neighbourhood would single it out there whenever the recipient is offline.
         """
         stem = stem or (entry.stem and bool(entry.own_text_id))
+        punched = entry.own_text_id and self._punch.hop(entry.target) is not None
         stem_peer = self._stem_peer(entry) if stem else None
-        if stem_peer is not None:
+        if punched:
+            # Our text to a contact we punched a hole to goes straight there, and to no
+            # relay (docs/PROTOCOL.md, "12.6"): the recipient knows us anyway. If the
+            # hole closed, the missing receipt drops the pair and the retry takes the stem.
+            for node in self._with_target([], entry, skip_holders=False):
+                self._send_item(entry, node.key, node.endpoint, now)
+        elif stem_peer is not None:
             # One random peer gets it in the stem, a fresh draw at every attempt, so a
             # stem peer that drops it only delays it; from its sender, the recipient too
             # when known. A relay's retries relay it normally (fluff).
@@ -1467,15 +2043,19 @@ class Node:
         else:
             for node in self._next_hops(entry):
                 self._send_item(entry, node.key, node.endpoint, now)
+        self._push_to_attached(entry, now)
         if (
             self.config.policy == "ours"
             and entry.kind is not Kind.ACK  # an ack goes back the way its message came
             and entry.target not in self.table
         ):
+            if entry.own_text_id and entry.kind is Kind.MESSAGE and not punched:
+                self._want_punch(entry.target, now)
             if (
                 entry.own_text_id
                 and entry.attempts in FIND_RECIPIENT_ON_ATTEMPTS
                 and entry.target not in self._direct
+                and not punched
             ):
                 # Our own text, still not acknowledged: only the ack proves delivery.
                 # Receipts prove nothing (Sybils next to the target send them and drop
@@ -1497,6 +2077,16 @@ class Node:
             self.config.backoff_max_s, self.config.backoff_base_s * 2 ** (entry.attempts - 1)
         )
         self._reschedule(entry, now + delay)
+
+    def _push_to_attached(self, entry: Entry, now: float) -> None:
+        """A message for a client attached to us goes to it at once, at every attempt
+        until its receipt makes it a holder (docs/PROTOCOL.md, "12.4")."""
+        if entry.kind is not Kind.MESSAGE or entry.target in entry.holders:
+            return
+        client = self._attached.get(entry.target, now)
+        if client is not None:
+            self.stats.pushed_to_clients += 1
+            self._send_item(entry, client.key, client.endpoint, now)
 
     def _reschedule(self, entry: Entry, when: float) -> None:
         entry.next_at = when
@@ -1602,7 +2192,11 @@ class Node:
         """
         known = self.table.get(entry.target)
         direct = [known] if known is not None and entry.kind is not Kind.RECORD else []
-        if not direct and entry.own_text_id:
+        punched = self._punch.hop(entry.target) if entry.own_text_id else None
+        if punched is not None:
+            # A punched pair (docs/PROTOCOL.md, "12.6"): the contact answers there.
+            direct = [NodeEntry(punched[0], entry.target, punched[1], 0.0, 0.0)]
+        elif not direct and entry.own_text_id:
             direct = list(self._direct.get(entry.target, {}).values())
         chosen = direct + [n for n in hops if n not in direct]
         if skip_holders:
@@ -1624,6 +2218,7 @@ class Node:
         else:
             frame = pb.Frame(record=pb.Record(bundle=entry.wire))
         self._send_frame(key, endpoint, frame, now)
+        self._punch.used(address_of(key), now)
         if self.config.policy == "ours":
             pair = (address_of(key), entry.key)
             self._awaiting_receipt.pop(pair, None)  # re-inserted last: deadline order
@@ -1689,7 +2284,9 @@ class Node:
         challenge = os.urandom(CHALLENGE_BYTES)
         self._hellos[challenge] = (endpoint, now + QUERY_TIMEOUT_S)
         self._emit(
-            self.codec.encode_hello(challenge, cookie=self._cookie_for(endpoint, now)), endpoint
+            self.codec.encode_hello(challenge, cookie=self._cookie_for(endpoint, now)),
+            endpoint,
+            now,
         )
 
     def _own_queries_full(self) -> bool:
@@ -1730,6 +2327,7 @@ class Node:
         fetch = self._bundle_fetches.get(lookup.target)
         if fetch is not None and fetch.lookup is lookup:
             self._ask_for_record(lookup.target, fetch, lookup.result(), now)
+        self._punch_lookup_finished(lookup, now)
         if lookup.target != self.address or (self.joined and lookup.queries_sent == 0):
             return
         first_join = not self.joined
@@ -1781,6 +2379,7 @@ class Node:
     def _peer_failed(self, address: bytes, now: float) -> None:
         """A query or item went unanswered: count it; the table may drop the node."""
         self._direct.pop(address, None)
+        self._punch.drop(address)
         removed = self.table.record_failure(address, now)
         if removed is not None:
             self.codec.unpin(removed.key)
@@ -1793,6 +2392,7 @@ class Node:
             if out is not None:
                 self._events.append(TextStateChanged(entry.own_text_id, out.recipient, "expired"))
         self.reassembler.expire(now)
+        self._attached.expire(now)
         self.prekeys.maintain(now)
         self.sessions.expire(now)
         self._records_housekeeping(now)
@@ -1817,6 +2417,8 @@ class Node:
         (``admission``). ``probe`` marks requests we start on our own (lookups, pings of
         known nodes), which the query table bounds instead.
         """
+        if self._client:
+            frame.client = True  # docs/PROTOCOL.md, "12.3": keep us out of routing tables
         try:
             data = self.codec.encode_frame(key, frame, now, cookie=self._cookie_for(endpoint, now))
         except ValueError:
@@ -1837,7 +2439,7 @@ class Node:
         # that is sent our replies knows our key already, and counting replies would let
         # a peer flush the memory by making us answer.
         remember = body in _REMEMBERED_FOR_COOKIES and not self._established(key)
-        self._emit(data, endpoint, remember=remember)
+        self._emit(data, endpoint, now, remember=remember)
         return True
 
     def _cookie_for(self, endpoint: Endpoint, now: float) -> bytes:
@@ -1847,8 +2449,18 @@ class Node:
             return b""
         return cookie[0]
 
-    def _emit(self, data: bytes, endpoint: Endpoint, *, remember: bool = True) -> None:
-        """Queue a datagram; ``remember`` it (bounded) so a cookie reply can name it."""
+    def _emit(self, data: bytes, endpoint: Endpoint, now: float, *, remember: bool = True) -> None:
+        """Queue a datagram; ``remember`` it (bounded) so a cookie reply can name it.
+
+        Every destination is noted (by what a NAT filters on), so a dial-back probe from
+        it later proves nothing (docs/PROTOCOL.md, "12.2").
+        """
+        sent_to = solicitation_key(endpoint)
+        self._sent_to.pop(sent_to, None)
+        self._sent_to[sent_to] = now
+        if len(self._sent_to) > SENT_TO_MAX:
+            self._sent_to.popitem(last=False)
+        self._bindings.traffic(endpoint)
         if remember:
             self._sent[echo_of(data)] = (endpoint, data)
             if len(self._sent) > SENT_REMEMBERED:

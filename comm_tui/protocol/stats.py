@@ -28,6 +28,11 @@ class NodeStats:
     handshakes_sent: int = 0
     # Replies not sent: the endpoint was not validated and had no credit left (admission).
     withheld: int = 0
+    # docs/PROTOCOL.md, "12. Reachability": messages pushed to attached clients, attached
+    # clients evicted by the table's bounds, re-announcements after our endpoint changed.
+    pushed_to_clients: int = 0
+    attach_evicted: int = 0
+    reannounced: int = 0
     # Frames we could not encode (an invalid key from our own database, say).
     unsendable: int = 0
     rejected: Counter[str] = field(default_factory=Counter)

@@ -39,7 +39,7 @@ class Hello(_message.Message):
     def __init__(self, challenge: _Optional[bytes] = ..., padding: _Optional[bytes] = ...) -> None: ...
 
 class Frame(_message.Message):
-    __slots__ = ("ping", "pong", "find_node", "nodes", "message", "ack", "receipt", "fetch", "record", "get_record")
+    __slots__ = ("ping", "pong", "find_node", "nodes", "message", "ack", "receipt", "fetch", "record", "get_record", "attach", "probe_request", "dial_back", "probe", "introduce", "introduced", "client")
     PING_FIELD_NUMBER: _ClassVar[int]
     PONG_FIELD_NUMBER: _ClassVar[int]
     FIND_NODE_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +50,13 @@ class Frame(_message.Message):
     FETCH_FIELD_NUMBER: _ClassVar[int]
     RECORD_FIELD_NUMBER: _ClassVar[int]
     GET_RECORD_FIELD_NUMBER: _ClassVar[int]
+    ATTACH_FIELD_NUMBER: _ClassVar[int]
+    PROBE_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    DIAL_BACK_FIELD_NUMBER: _ClassVar[int]
+    PROBE_FIELD_NUMBER: _ClassVar[int]
+    INTRODUCE_FIELD_NUMBER: _ClassVar[int]
+    INTRODUCED_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
     ping: Ping
     pong: Pong
     find_node: FindNode
@@ -60,7 +67,14 @@ class Frame(_message.Message):
     fetch: Fetch
     record: Record
     get_record: GetRecord
-    def __init__(self, ping: _Optional[_Union[Ping, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., find_node: _Optional[_Union[FindNode, _Mapping]] = ..., nodes: _Optional[_Union[Nodes, _Mapping]] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., receipt: _Optional[_Union[Receipt, _Mapping]] = ..., fetch: _Optional[_Union[Fetch, _Mapping]] = ..., record: _Optional[_Union[Record, _Mapping]] = ..., get_record: _Optional[_Union[GetRecord, _Mapping]] = ...) -> None: ...
+    attach: Attach
+    probe_request: ProbeRequest
+    dial_back: DialBack
+    probe: Probe
+    introduce: Introduce
+    introduced: Introduced
+    client: bool
+    def __init__(self, ping: _Optional[_Union[Ping, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., find_node: _Optional[_Union[FindNode, _Mapping]] = ..., nodes: _Optional[_Union[Nodes, _Mapping]] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., receipt: _Optional[_Union[Receipt, _Mapping]] = ..., fetch: _Optional[_Union[Fetch, _Mapping]] = ..., record: _Optional[_Union[Record, _Mapping]] = ..., get_record: _Optional[_Union[GetRecord, _Mapping]] = ..., attach: _Optional[_Union[Attach, _Mapping]] = ..., probe_request: _Optional[_Union[ProbeRequest, _Mapping]] = ..., dial_back: _Optional[_Union[DialBack, _Mapping]] = ..., probe: _Optional[_Union[Probe, _Mapping]] = ..., introduce: _Optional[_Union[Introduce, _Mapping]] = ..., introduced: _Optional[_Union[Introduced, _Mapping]] = ..., client: _Optional[bool] = ...) -> None: ...
 
 class Ping(_message.Message):
     __slots__ = ("challenge",)
@@ -69,10 +83,54 @@ class Ping(_message.Message):
     def __init__(self, challenge: _Optional[bytes] = ...) -> None: ...
 
 class Pong(_message.Message):
-    __slots__ = ("challenge",)
+    __slots__ = ("challenge", "observed")
     CHALLENGE_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_FIELD_NUMBER: _ClassVar[int]
     challenge: bytes
-    def __init__(self, challenge: _Optional[bytes] = ...) -> None: ...
+    observed: SeenEndpoint
+    def __init__(self, challenge: _Optional[bytes] = ..., observed: _Optional[_Union[SeenEndpoint, _Mapping]] = ...) -> None: ...
+
+class SeenEndpoint(_message.Message):
+    __slots__ = ("ip", "port")
+    IP_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    ip: bytes
+    port: int
+    def __init__(self, ip: _Optional[bytes] = ..., port: _Optional[int] = ...) -> None: ...
+
+class Attach(_message.Message):
+    __slots__ = ("challenge", "interval_s", "echo_after_s")
+    CHALLENGE_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    ECHO_AFTER_S_FIELD_NUMBER: _ClassVar[int]
+    challenge: bytes
+    interval_s: int
+    echo_after_s: int
+    def __init__(self, challenge: _Optional[bytes] = ..., interval_s: _Optional[int] = ..., echo_after_s: _Optional[int] = ...) -> None: ...
+
+class ProbeRequest(_message.Message):
+    __slots__ = ("nonce", "port")
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    nonce: bytes
+    port: int
+    def __init__(self, nonce: _Optional[bytes] = ..., port: _Optional[int] = ...) -> None: ...
+
+class DialBack(_message.Message):
+    __slots__ = ("key", "target", "nonce")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    target: SeenEndpoint
+    nonce: bytes
+    def __init__(self, key: _Optional[bytes] = ..., target: _Optional[_Union[SeenEndpoint, _Mapping]] = ..., nonce: _Optional[bytes] = ...) -> None: ...
+
+class Probe(_message.Message):
+    __slots__ = ("nonce",)
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    nonce: bytes
+    def __init__(self, nonce: _Optional[bytes] = ...) -> None: ...
 
 class FindNode(_message.Message):
     __slots__ = ("query_id", "target")
@@ -175,6 +233,28 @@ class GetRecord(_message.Message):
     query_id: bytes
     address: bytes
     def __init__(self, query_id: _Optional[bytes] = ..., address: _Optional[bytes] = ...) -> None: ...
+
+class Introduce(_message.Message):
+    __slots__ = ("target", "nonce", "padding")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    PADDING_FIELD_NUMBER: _ClassVar[int]
+    target: bytes
+    nonce: bytes
+    padding: bytes
+    def __init__(self, target: _Optional[bytes] = ..., nonce: _Optional[bytes] = ..., padding: _Optional[bytes] = ...) -> None: ...
+
+class Introduced(_message.Message):
+    __slots__ = ("key", "nonce", "ip", "port")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    IP_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    nonce: bytes
+    ip: bytes
+    port: int
+    def __init__(self, key: _Optional[bytes] = ..., nonce: _Optional[bytes] = ..., ip: _Optional[bytes] = ..., port: _Optional[int] = ...) -> None: ...
 
 class Letter(_message.Message):
     __slots__ = ("text_id", "part", "parts", "sent_ms", "chunk")

@@ -13,7 +13,8 @@ Events (stdout), each with ``"t": time.time()`` when it happened: ``ready`` (add
 card, bound endpoint), ``contact_added``, ``sent`` (text_id; ``t`` is taken just before
 ``send_text``), ``state`` (text_id, state: sent/delivered/expired), ``received``
 (text_id, sender address), ``peers`` (count), ``reachability`` (when the node has one
-and it changes), ``status``, ``error``, ``failed``, ``stopped``.
+and it changes), ``status`` (with the current card), ``error``, ``failed``, ``stopped``;
+other service events of this build by class name (``PortMappingChanged``, say).
 
     python tests/netns/agent.py --data-dir D --listen 0.0.0.0:7400 --bootstrap IP:PORT
 """
@@ -32,7 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from comm_tui.crypto.card import decode_card, read_card
+from comm_tui.crypto import card as card_module
+from comm_tui.crypto.card import decode_card, encode_card
 from comm_tui.errors import UserError
 from comm_tui.net.service import (
     IncomingText,
@@ -79,13 +81,24 @@ def _reachability(service: NodeService) -> object:
     return _jsonable(getattr(service.node, "reachability", None))
 
 
+def _punched(service: NodeService) -> dict[str, list[object]]:
+    """Contacts reached through a punched hole, by address (docs/PROTOCOL.md, "12.6")."""
+    punched = getattr(service.node, "punched_peers", dict)()
+    return {address.hex(): list(endpoint) for address, endpoint in punched.items()}
+
+
 def _status(service: NodeService) -> dict[str, Any]:
     stats = service.node.stats
     return {
         "peers": len(service.node.table),
+        "client": getattr(service.node, "client_mode", None),
+        "punched": _punched(service),
         "state": str(service.node.state),
         "bound": list(service.bound) if service.bound else None,
         "reachability": _reachability(service),
+        # docs/PROTOCOL.md, "12.4"-"12.5", where this build has them.
+        "client_mode": getattr(service.node, "client_mode", None),
+        "keepalive_interval": getattr(service.node, "keepalive_interval", None),
         "stats": {
             "datagrams_in": stats.datagrams_in,
             "datagrams_out": stats.datagrams_out,
@@ -94,6 +107,7 @@ def _status(service: NodeService) -> dict[str, Any]:
             "texts_received": stats.texts_received,
             "texts_delivered": stats.texts_delivered,
             "sent_by_kind": dict(stats.sent_by_kind),
+            "rejected": dict(stats.rejected),
         },
     }
 
@@ -108,32 +122,55 @@ def _read_stdin(loop: asyncio.AbstractEventLoop, commands: asyncio.Queue[dict[st
     loop.call_soon_threadsafe(commands.put_nowait, {"cmd": "quit"})
 
 
+def _current_card(profile: Profile, service: NodeService) -> str:
+    """Our card: with endpoint hints where this build writes them (docs/PROTOCOL.md, "13.2")."""
+    publish = getattr(service, "publish_card", None)
+    return str(publish()) if publish is not None else encode_card(profile.identity.public)
+
+
+def _add_contact(profile: Profile, service: NodeService, name: str, text: str) -> bytes:
+    """What ``comm-tui contacts add`` does, and the running node told, as the app does.
+
+    A build whose cards carry endpoint hints (``read_card``) keeps them with the contact
+    and hands them to the node (``contact_added(key, hints)``), so a fresh profile can
+    join through them.
+    """
+    read_card = getattr(card_module, "read_card", None)
+    if read_card is None:
+        public = decode_card(text)
+        profile.db.add_contact(name, public.key, public.address, time.time())
+        service.contact_added(public.key)
+        return public.address
+    card = read_card(text)
+    public = card.identity
+    with profile.db.transaction():
+        profile.db.add_contact(name, public.key, public.address, time.time())
+        profile.db.save_card_hints(public.key, card.hints, card.issued)
+    service.contact_added(public.key, card.hints)
+    return public.address
+
+
 def _handle(profile: Profile, service: NodeService, command: dict[str, Any]) -> None:
     cmd = command.get("cmd")
     if cmd == "add_contact":
-        card = read_card(str(command["card"]))
-        public = card.identity
-        with profile.db.transaction():  # as `comm-tui contacts add` and the app do
-            profile.db.add_contact(str(command["name"]), public.key, public.address, time.time())
-            profile.db.save_card_hints(public.key, card.hints, card.issued)
-        service.contact_added(public.key, card.hints)
-        emit("contact_added", address=public.address)
+        address = _add_contact(profile, service, str(command["name"]), str(command["card"]))
+        emit("contact_added", address=address)
     elif cmd == "send":
         recipient = decode_card(str(command["to"]))
         stamp = time.time()
         row = service.send_text(recipient, str(command["text"]))
         emit("sent", text_id=row.text_id, stamp=stamp)
     elif cmd == "status":
-        emit("status", **_status(service))
+        emit("status", card=_current_card(profile, service), **_status(service))
     else:
         emit("error", message=f"unknown command {cmd!r}")
 
 
 async def run(args: argparse.Namespace) -> None:
     profile = open_profile("default", args.data_dir, lock_as="netns agent")
-    # The emulated networks are made of the benchmarking ranges, which are not global:
-    # a card names them only when asked (docs/PROTOCOL.md, "13.2").
-    profile.config.test_networks = True
+    if hasattr(profile.config, "test_networks"):
+        # The emulated internet is made of 198.18.0.0/15: public here (docs/PROTOCOL.md, 13.2).
+        profile.config.test_networks = True
     try:
         service = await start_service(profile, args.listen, args.bootstrap or None)
         stop = asyncio.Event()
@@ -148,6 +185,10 @@ async def run(args: argparse.Namespace) -> None:
             elif isinstance(event, NodeFailed):
                 emit("failed", message=event.message)
                 stop.set()
+            else:
+                # Events of features this build may have (a port mapping, say), by name.
+                fields = _jsonable(event)
+                emit(type(event).__name__, **(fields if isinstance(fields, dict) else {}))
 
         service.subscribe(on_event)
         loop = asyncio.get_running_loop()
@@ -159,7 +200,7 @@ async def run(args: argparse.Namespace) -> None:
             "ready",
             address=profile.identity.address,
             key=profile.identity.key,
-            card=service.publish_card(),  # with endpoint hints when it listens on a public one
+            card=_current_card(profile, service),
             bound=list(service.bound) if service.bound else None,
         )
         reach = _reachability(service)

@@ -1,7 +1,8 @@
-"""Which issue-10 features this build has, so tests and ``bench/nat.py`` run on any branch.
+"""Which issue-10 features this build has, so tests and ``bench/nat.py`` run on any branch,
+and the few helpers that drive those features from outside.
 
 Each check looks at the public interface named in the shared design (NAT-DESIGN.md,
-"Interfaces between parts"), never at private names.
+"Interfaces between parts") or at the module a feature lives in, never at private names.
 """
 
 from __future__ import annotations
@@ -9,10 +10,13 @@ from __future__ import annotations
 import importlib.util
 import sys
 import time
-from typing import Any
+from pathlib import Path
 
+from comm_tui.crypto import card as card_module
 from comm_tui.protocol.node import Node
-from tests.netns.harness import NsProcess, Router
+from tests.netns.harness import Agent, NsProcess, Router
+
+RESPONDER = Path(__file__).resolve().parent / "natpmp_responder.py"
 
 
 def has_reachability() -> bool:
@@ -26,28 +30,18 @@ def has_punching() -> bool:
 
 
 def has_port_mapping() -> bool:
-    """h-portmap: ``Node.note_port_mapping`` and the service's port-mapping module."""
-    return hasattr(Node, "note_port_mapping") and _module("comm_tui.net.portmap")
+    """h-portmap: the service's port mapper, and the test PCP/NAT-PMP responder."""
+    return _module("comm_tui.net.portmap") and RESPONDER.exists()
 
 
 def has_lan_discovery() -> bool:
-    """h-lan: the LAN beacon module."""
+    """h-lan: the LAN beacon."""
     return _module("comm_tui.net.lan")
 
 
 def has_card_hints() -> bool:
-    """h-lan: cards that carry endpoint hints."""
-    return _module("comm_tui.net.hints")
-
-
-def card_with_hints(agent: Any) -> str:
-    """The agent's card, which must carry endpoint hints (it listens on a public address)."""
-    from comm_tui.crypto.card import read_card
-
-    card = str(agent.card)
-    if not read_card(card).hints:
-        raise AssertionError(f"{agent.name}'s card has no endpoint hints: {card}")
-    return card
+    """h-lan: cards of version 2 that carry signed endpoint hints (``read_card``)."""
+    return hasattr(card_module, "read_card")
 
 
 def _module(name: str) -> bool:
@@ -91,3 +85,18 @@ def wait_mapping(
         if time.monotonic() > deadline or responder.popen.poll() is not None:
             return None
         time.sleep(0.05)
+
+
+# ------------------------------------------------------ card hints (h-lan, bench g)
+
+
+def card_with_hints(agent: Agent, timeout_s: float = 20.0) -> str:
+    """The agent's current card once it carries endpoint hints (its node writes it)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        card = str(agent.status()["card"])
+        if card_module.read_card(card).hints:  # type: ignore[attr-defined]
+            return card
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{agent.name}: no card with hints within {timeout_s} s")
+        time.sleep(0.3)

@@ -17,7 +17,7 @@ import pytest
 
 from tests.netns.conftest import check_netns, require_netns
 from tests.netns.harness import Host, Internet, NsProcess, Router, our_namespaces
-from tests.netns.scenarios import text_latency, two_homes
+from tests.netns.scenarios import two_homes
 
 UDPTOOL = str(Path(__file__).resolve().parent / "udptool.py")
 WAIT_S = 10.0
@@ -159,9 +159,9 @@ def test_ipv6_public_hosts_talk_and_home_firewall_holds(net6: Internet) -> None:
 
 def test_text_crosses_two_nats_through_relays(net: Internet) -> None:
     world = two_homes(net, "restricted", "restricted")
-    latency = text_latency(world.alice, world.bob, "hello through the NATs", 30.0)
-    assert latency is not None
-    world.alice.state(world.alice.events[-1]["text_id"], "delivered", 30.0)
+    sent = world.alice.send(world.bob.card, "hello through the NATs")
+    world.bob.received(str(sent["text_id"]), 30.0)
+    world.alice.state(str(sent["text_id"]), "delivered", 30.0)
 
 
 def test_close_kills_processes_and_removes_namespaces() -> None:

@@ -1,0 +1,646 @@
+"""Reachability: what peers observe of us, what kind of network we sit behind, how long
+our NAT keeps an idle mapping, and which clients hold a binding with us.
+
+Pure logic, no I/O and no clock of its own (docs/PROTOCOL.md, "12. Reachability"); the
+node (``node.py``) sends and receives the frames and feeds the results in:
+
+- ``ObservationTally``: the endpoints peers saw our datagrams come from (``Pong.observed``),
+  one per network of origin, bounded. Keys are free and addresses are not, so it counts
+  networks: a few hostile peers on a few networks cannot outvote the honest ones.
+- ``classify``: the NAT kind from those observations, our local endpoints and the outcome
+  of dial-back probes.
+- ``IntervalLearner``: the keep-alive interval, learned from delayed echoes (grow on
+  success, shrink on loss, between a floor and a ceiling).
+- ``AttachTable``: a relay's attached clients, bounded per key, per network of origin and
+  in all.
+"""
+
+from __future__ import annotations
+
+import heapq
+import ipaddress
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from typing import Literal
+
+from comm_tui.protocol.routing import Endpoint
+
+ReachabilityKind = Literal["unknown", "public", "cone", "symmetric", "firewalled"]
+
+# docs/PROTOCOL.md, "12.1": networks whose latest observation we keep, how long one
+# counts, and how many distinct networks must agree before an endpoint is ours.
+OBSERVATION_NETWORKS_MAX = 64
+OBSERVATION_TTL_S = 3600.0
+OBSERVATION_QUORUM = 3
+
+# docs/PROTOCOL.md, "12.5": the keep-alive interval. 20 s to start: the shortest
+# unanswered-mapping timeout met in home routers (the issue measured 20 s / 30 s). Floor
+# 10 s: shorter than any router keeps a mapping, and 4 bindings at 10 s still cost under
+# 100 B/s. Ceiling 120 s: RFC 4787 (REQ-5) asks NATs to keep idle UDP mappings at least
+# 2 minutes, so no compliant NAT needs less; beyond it a relay that vanished would be
+# noticed too late.
+KEEPALIVE_START_S = 20.0
+KEEPALIVE_FLOOR_S = 10.0
+KEEPALIVE_CEILING_S = 120.0
+# An echo test of idle D seconds (one relay at a time): the first tries 1.5x the interval;
+# once a loss bounds it, a bisection between the longest success and the shortest loss.
+ECHO_GROW = 1.5
+# Keep-alives go out this fraction of the longest idle period that was survived.
+ECHO_MARGIN = 0.9
+# A loss at or under the interval in use shrinks it to this fraction of the lost delay.
+ECHO_SHRINK = 0.5
+# The search stops when success and loss are this close (seconds, or this fraction).
+ECHO_RESOLUTION_S = 5.0
+ECHO_RESOLUTION_FRACTION = 0.1
+# After converging, the bound above is forgotten this often, so a NAT that now keeps
+# mappings longer (another network, a new router) is noticed.
+ECHO_RETEST_S = 1800.0
+# How late an echo may be (round trip and timer granularity) before it counts as lost.
+ECHO_GRACE_S = 3.0
+# A relay delays an echo at most this long.
+ECHO_MAX_DELAY_S = KEEPALIVE_CEILING_S * 1.5
+
+# docs/PROTOCOL.md, "12.4": a relay's attached clients. An entry lives 3 of its client's
+# keep-alive intervals (clamped to floor and ceiling); one per key; per network of
+# origin (a household behind one NAT shares it) and in all, the least recently
+# refreshed of the fullest network gives way.
+ATTACH_LIFETIME_INTERVALS = 3
+ATTACH_PER_NETWORK = 16
+ATTACH_MAX = 1024
+
+
+@dataclass(frozen=True)
+class Reachability:
+    """How reachable this node is (docs/PROTOCOL.md, "12.3").
+
+    ``public_endpoint``: where peers of several networks agree they see us (or a port
+    mapping a probe confirmed), None until they do. ``checked_at``: when the kind was
+    last decided (0.0: never).
+    """
+
+    kind: ReachabilityKind
+    public_endpoint: Endpoint | None
+    checked_at: float
+
+
+def canonical_host(host: str) -> str:
+    """An IP address written one way (IPv4-mapped IPv6 as IPv4), so endpoints compare."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+def canonical(endpoint: Endpoint) -> Endpoint:
+    return (canonical_host(endpoint[0]), endpoint[1])
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(canonical_host(host)).is_loopback
+    except ValueError:
+        return False
+
+
+def probe_target_allowed(target: Endpoint, asker: Endpoint) -> bool:
+    """May a node send a probe to ``target`` for a peer speaking from ``asker``?
+
+    Only to a unicast address; to loopback only for a loopback peer (a probe must never
+    reach a service on the prober's own machine for someone outside it).
+    """
+    try:
+        ip = ipaddress.ip_address(canonical_host(target[0]))
+    except ValueError:
+        return False
+    if not 0 < target[1] < 65536:
+        return False
+    if ip.is_multicast or ip.is_unspecified or (ip.version == 4 and ip == _BROADCAST):
+        return False
+    return not ip.is_loopback or is_loopback(asker[0])
+
+
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+
+
+def solicitation_key(endpoint: Endpoint) -> str:
+    """What a NAT filters inbound datagrams by, at its most lenient: the remote IP.
+
+    A probe from an IP we sent to lately may have come in through the mapping we opened
+    (an address-restricted NAT), so it proves nothing. On loopback, every node shares one
+    IP, so there it is the endpoint (as ``routing.origin_network`` does).
+    """
+    host = canonical_host(endpoint[0])
+    return f"{host}:{endpoint[1]}" if is_loopback(host) else host
+
+
+class ObservationTally:
+    """The latest endpoint each network of origin saw us at (docs/PROTOCOL.md, "12.1").
+
+    One entry per network, the most recent winning, at most ``OBSERVATION_NETWORKS_MAX``
+    (the least recently heard forgotten first), each counted for ``OBSERVATION_TTL_S``.
+    """
+
+    def __init__(self) -> None:
+        self._by_network: OrderedDict[str, tuple[Endpoint, float]] = OrderedDict()
+
+    def add(self, network: str, observed: Endpoint, now: float) -> None:
+        self._by_network.pop(network, None)
+        self._by_network[network] = (canonical(observed), now)
+        while len(self._by_network) > OBSERVATION_NETWORKS_MAX:
+            self._by_network.popitem(last=False)
+
+    def recent(self, now: float) -> dict[str, Endpoint]:
+        """Network -> the endpoint it saw, for observations younger than the TTL."""
+        return {
+            network: endpoint
+            for network, (endpoint, at) in self._by_network.items()
+            if now - at <= OBSERVATION_TTL_S
+        }
+
+    def __len__(self) -> int:
+        return len(self._by_network)
+
+    def agreed(self, now: float) -> Endpoint | None:
+        """The endpoint at least ``OBSERVATION_QUORUM`` networks agree on, and more than
+        half of them: a minority of networks, however many keys, cannot set it."""
+        counts = Counter(self.recent(now).values())
+        if not counts:
+            return None
+        endpoint, votes = max(counts.items(), key=lambda item: item[1])
+        total = sum(counts.values())
+        return endpoint if votes >= OBSERVATION_QUORUM and 2 * votes > total else None
+
+    def nat_suspected(self, local: frozenset[Endpoint], now: float) -> bool:
+        """Do more networks see us somewhere other than where we are bound than at it?
+
+        False when we do not know where we are bound: nothing to compare with.
+        """
+        if not local:
+            return False
+        seen = list(self.recent(now).values())
+        away = sum(1 for endpoint in seen if endpoint not in local)
+        return away > len(seen) - away
+
+    def mapping_varies(self, now: float) -> bool:
+        """Do networks see us at one IP but at different ports, with no port held by more
+        than half of them? That is a symmetric NAT (a new mapping per destination); a
+        hostile minority reporting other ports cannot make it so."""
+        seen = list(self.recent(now).values())
+        by_ip = Counter(host for host, _ in seen)
+        if not by_ip:
+            return False
+        ip, n = max(by_ip.items(), key=lambda item: item[1])
+        if n < 2:
+            return False
+        ports = Counter(port for host, port in seen if host == ip)
+        return 2 * max(ports.values()) <= n
+
+
+ProbeOutcome = Literal["none", "arrived", "failed"]
+
+
+def classify(
+    tally: ObservationTally,
+    local: frozenset[Endpoint],
+    probe: ProbeOutcome,
+    mapped: bool,
+    now: float,
+) -> ReachabilityKind:
+    """The kind of network we sit behind (docs/PROTOCOL.md, "12.3").
+
+    ``probe``: whether an unsolicited dial-back probe reached us ("arrived"), none did in
+    every round we asked for ("failed"), or we have no answer yet. ``mapped``: a probe
+    reached a port mapping of ours.
+
+    - public: a probe arrived and we receive at the endpoint we are bound to (or at a
+      port mapping a probe reached);
+    - symmetric: peers see different ports, whatever the probes say;
+    - cone: peers agree on an endpoint that is not ours (a probe arriving there means a
+      full cone; none, a restricted one: both keep the mapping, both are clients);
+    - firewalled: bound where peers see us, and no probe gets in;
+    - unknown otherwise.
+    """
+    if mapped:
+        return "public"
+    if tally.mapping_varies(now):
+        return "symmetric"
+    if not tally.recent(now):
+        return "unknown"
+    nat = tally.nat_suspected(local, now)
+    if probe == "arrived":
+        return "cone" if nat else "public"
+    if probe == "failed":
+        if nat:
+            return "cone"
+        return "firewalled" if local else "unknown"
+    return "unknown"
+
+
+class IntervalLearner:
+    """The keep-alive interval, learned from delayed echoes (docs/PROTOCOL.md, "12.5").
+
+    ``good`` is the longest idle period an echo survived, ``bad`` the shortest one it did
+    not. Keep-alives go out every ``interval``: the start value until an echo proves
+    more, ``ECHO_MARGIN`` of ``good`` after, shrunk at once when a loss shows the NAT
+    forgets sooner than we thought.
+    """
+
+    def __init__(self) -> None:
+        self.interval = KEEPALIVE_START_S
+        self.good = 0.0
+        self.bad = float("inf")
+        self.converged_at: float | None = None
+
+    def next_delay(self, now: float) -> float | None:
+        """The idle period the next echo should test, or None while there is nothing to."""
+        if self.converged_at is not None:
+            if now - self.converged_at < ECHO_RETEST_S:
+                return None
+            self.converged_at = None
+            self.bad = float("inf")
+        if self.bad == float("inf"):
+            delay = max(self.interval, self.good) * ECHO_GROW
+        else:
+            delay = (max(self.good, KEEPALIVE_FLOOR_S) + self.bad) / 2
+        return min(delay, KEEPALIVE_CEILING_S / ECHO_MARGIN)
+
+    def succeeded(self, delay: float, now: float) -> None:
+        self.good = max(self.good, delay)
+        self.interval = _clamp(self.good * ECHO_MARGIN)
+        self._check_converged(now)
+
+    def lost(self, delay: float, now: float) -> None:
+        self.bad = min(self.bad, delay)
+        if self.good >= delay:  # the NAT changed: what held before does not now
+            self.good = 0.0
+        if self.interval >= delay * ECHO_MARGIN:
+            self.interval = _clamp(delay * ECHO_SHRINK)
+        self._check_converged(now)
+
+    def _check_converged(self, now: float) -> None:
+        top = self.good >= KEEPALIVE_CEILING_S / ECHO_MARGIN
+        gap = self.bad - max(self.good, KEEPALIVE_FLOOR_S)
+        close = gap <= max(ECHO_RESOLUTION_S, ECHO_RESOLUTION_FRACTION * self.good)
+        floor = self.bad <= KEEPALIVE_FLOOR_S / ECHO_MARGIN
+        if top or close or floor:
+            self.converged_at = now
+
+
+def _clamp(interval: float) -> float:
+    return min(KEEPALIVE_CEILING_S, max(KEEPALIVE_FLOOR_S, interval))
+
+
+def attach_lifetime(interval_s: float) -> float:
+    """How long a relay keeps a client attached after its last Attach."""
+    return ATTACH_LIFETIME_INTERVALS * _clamp(interval_s)
+
+
+@dataclass
+class AttachedClient:
+    """A client holding a binding with us: where we reach it, until when."""
+
+    key: bytes
+    endpoint: Endpoint
+    network: str
+    expires_at: float
+    echo_challenge: bytes = b""  # a delayed echo owed to it, and when
+    echo_due: float = 0.0
+
+
+class AttachTable:
+    """A relay's attached clients, by address (docs/PROTOCOL.md, "12.4").
+
+    Bounded per key (one entry per address), per network of origin and in all. Past a
+    bound the least recently refreshed client of the network holding the most entries
+    gives way, so a flood from one network only ever evicts its own.
+    """
+
+    def __init__(self) -> None:
+        self._clients: OrderedDict[bytes, AttachedClient] = OrderedDict()
+        self._per_network: dict[str, int] = {}
+        self._echoes: list[tuple[float, bytes]] = []  # (due, address), lazily pruned
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def per_network(self, network: str) -> int:
+        return self._per_network.get(network, 0)
+
+    def attach(
+        self,
+        address: bytes,
+        key: bytes,
+        endpoint: Endpoint,
+        network: str,
+        interval_s: float,
+        now: float,
+    ) -> bool:
+        """Attach or refresh a client; True when it is new or moved to another endpoint
+        (the caller then pushes what waits for it)."""
+        old = self._clients.pop(address, None)
+        if old is not None:
+            self._per_network[old.network] -= 1
+        entry = AttachedClient(key, endpoint, network, now + attach_lifetime(interval_s))
+        if old is not None and old.key == key and old.echo_challenge:
+            entry.echo_challenge, entry.echo_due = old.echo_challenge, old.echo_due
+        self._clients[address] = entry
+        self._per_network[network] = self._per_network.get(network, 0) + 1
+        if self._per_network[network] > ATTACH_PER_NETWORK:
+            self._evict_from(network)
+        while len(self._clients) > ATTACH_MAX:
+            fullest = max(self._per_network.items(), key=lambda item: item[1])[0]
+            self._evict_from(fullest)
+        return old is None or old.endpoint != endpoint or old.key != key
+
+    def _evict_from(self, network: str) -> None:
+        """Forget the least recently refreshed client of ``network``."""
+        address = next(a for a, c in self._clients.items() if c.network == network)
+        self._remove(address)
+        self.evicted += 1
+
+    def _remove(self, address: bytes) -> None:
+        entry = self._clients.pop(address)
+        self._per_network[entry.network] -= 1
+        if not self._per_network[entry.network]:
+            del self._per_network[entry.network]
+
+    def get(self, address: bytes, now: float) -> AttachedClient | None:
+        entry = self._clients.get(address)
+        if entry is None or entry.expires_at <= now:
+            return None
+        return entry
+
+    def owe_echo(self, address: bytes, challenge: bytes, due: float) -> None:
+        """Answer this client's Attach at ``due``, not now (one echo per client)."""
+        entry = self._clients[address]
+        entry.echo_challenge, entry.echo_due = challenge, due
+        entry.expires_at = max(entry.expires_at, due + KEEPALIVE_FLOOR_S)
+        heapq.heappush(self._echoes, (due, address))
+
+    def next_echo(self) -> float | None:
+        while self._echoes:
+            due, address = self._echoes[0]
+            entry = self._clients.get(address)
+            if entry is not None and entry.echo_challenge and entry.echo_due == due:
+                return due
+            heapq.heappop(self._echoes)
+        return None
+
+    def echoes_due(self, now: float) -> list[tuple[bytes, Endpoint, bytes]]:
+        """(key, endpoint, challenge) of each client whose delayed echo is due, once."""
+        due: list[tuple[bytes, Endpoint, bytes]] = []
+        while (when := self.next_echo()) is not None and when <= now:
+            _, address = heapq.heappop(self._echoes)
+            entry = self._clients[address]
+            due.append((entry.key, entry.endpoint, entry.echo_challenge))
+            entry.echo_challenge, entry.echo_due = b"", 0.0
+        return due
+
+    def expire(self, now: float) -> None:
+        for address in [a for a, c in self._clients.items() if c.expires_at <= now]:
+            self._remove(address)
+
+
+# docs/PROTOCOL.md, "12.2": dial-back probes. Helpers asked per round, how long each
+# request waits for its probe, and how many rounds without one make a failure; how
+# often the kind is checked again, and how soon after rounds that gave no evidence
+# (every helper declined, or the probe came from an IP we had sent to).
+PROBE_HELPERS = 2
+PROBE_TIMEOUT_S = 5.0
+PROBE_ROUNDS = 2
+PROBE_RECHECK_S = 600.0
+PROBE_RETRY_S = 300.0
+# A probe from an IP we sent anything to this recently may have come in through the
+# mapping we opened: no evidence (an address-restricted NAT lets it in).
+PROBE_SOLICITED_S = 300.0
+# Serving probes (the asked node, then the node that sends the probe): per network of
+# origin of whoever asks, and in all.
+PROBE_REQUEST_RATE_PER_S = 0.1
+PROBE_REQUEST_BURST = 3.0
+PROBE_SERVE_RATE_PER_S = 2.0
+PROBE_SERVE_BURST = 10.0
+DIAL_BACK_RATE_PER_S = 1.0
+DIAL_BACK_BURST = 5.0
+
+
+@dataclass
+class _PendingProbe:
+    helper: bytes  # key of the node asked
+    deadline: float
+    mapping: bool  # a probe of our port mapping candidate, not of the observed endpoint
+
+
+class Prober:
+    """Our side of dial-back probes: rounds of requests and what they concluded."""
+
+    def __init__(self) -> None:
+        self.outcome: ProbeOutcome = "none"
+        self.mapping_ok = False
+        self.next_at = 0.0
+        self._pending: dict[bytes, _PendingProbe] = {}
+        self._failed_rounds = 0
+        self._round_failures = 0
+        self._round_success = False
+
+    def due(self, now: float) -> bool:
+        return not self._pending and now >= self.next_at
+
+    def next_deadline(self) -> float | None:
+        if self._pending:
+            return min(p.deadline for p in self._pending.values())
+        return None
+
+    def asked(self, nonce: bytes, helper: bytes, now: float, *, mapping: bool = False) -> None:
+        self._pending[nonce] = _PendingProbe(helper, now + PROBE_TIMEOUT_S, mapping)
+
+    def helper_of(self, nonce: bytes) -> bytes | None:
+        pending = self._pending.get(nonce)
+        return None if pending is None else pending.helper
+
+    def arrived(self, nonce: bytes, solicited: bool, now: float) -> bool:
+        """A probe carrying ``nonce`` came in; True if it was ours (outcome may change)."""
+        pending = self._pending.pop(nonce, None)
+        if pending is None:
+            return False
+        if not solicited:
+            if pending.mapping:
+                self.mapping_ok = True
+            else:
+                self._round_success = True
+        self._end_round_if_done(now)
+        return True
+
+    def declined(self, nonce: bytes, now: float) -> None:
+        """The helper asked found nobody to send the probe: no evidence either way."""
+        self._pending.pop(nonce, None)
+        self._end_round_if_done(now)
+
+    def expire(self, now: float) -> None:
+        overdue = [nonce for nonce, pending in self._pending.items() if pending.deadline <= now]
+        for nonce in overdue:
+            if not self._pending.pop(nonce).mapping:
+                self._round_failures += 1
+        if overdue:
+            self._end_round_if_done(now)
+
+    def _end_round_if_done(self, now: float) -> None:
+        if self._pending:
+            return
+        if self._round_success:
+            self.outcome = "arrived"
+            self._failed_rounds = 0
+            self.next_at = now + PROBE_RECHECK_S
+        elif self._round_failures:
+            self._failed_rounds += 1
+            if self._failed_rounds >= PROBE_ROUNDS:
+                self.outcome = "failed"
+                self._failed_rounds = 0
+                self.next_at = now + PROBE_RECHECK_S
+            else:
+                self.next_at = now  # the next round, with other helpers, at once
+        else:
+            self.next_at = now + PROBE_RETRY_S
+        self._round_success, self._round_failures = False, 0
+
+    def reset(self, now: float) -> None:
+        """The evidence changed (a new endpoint, a new mapping): check again now."""
+        self._pending.clear()
+        self.outcome, self.mapping_ok = "none", False
+        self._failed_rounds = self._round_failures = 0
+        self._round_success = False
+        self.next_at = now
+
+
+# docs/PROTOCOL.md, "12.4": a client attaches to this many of the nodes nearest its own
+# address (who hold its mail: 5 replicas among the 8 nearest), and re-announces itself
+# at most this often when its observed endpoint changes.
+ATTACH_RELAYS = 4
+REANNOUNCE_MIN_S = 10.0
+
+
+@dataclass
+class Binding:
+    """A client's binding with one relay of its neighbourhood."""
+
+    key: bytes
+    endpoint: Endpoint
+    next_at: float  # when the next keep-alive (Attach) is due
+    observed: Endpoint | None = None  # where this relay last saw us
+
+
+@dataclass
+class EchoTest:
+    """One delayed echo in flight: idle ``delay`` seconds with ``relay``, then an answer."""
+
+    relay: bytes  # address
+    challenge: bytes
+    delay: float
+    deadline: float
+    disturbed: bool = False  # other traffic with the relay meanwhile: inconclusive
+
+
+class ClientBindings:
+    """Which relays a client keeps a binding with, when each keep-alive is due, and the
+    echo test that learns the interval (docs/PROTOCOL.md, "12.4", "12.5")."""
+
+    def __init__(self) -> None:
+        self.learner = IntervalLearner()
+        self.bindings: dict[bytes, Binding] = {}
+        self.test: EchoTest | None = None
+        self._next_test_at = 0.0
+
+    def choose(self, relays: list[tuple[bytes, bytes, Endpoint]], now: float) -> None:
+        """Keep bindings with exactly ``relays`` (address, key, endpoint): new ones are
+        due at once, ones that left our neighbourhood are dropped (they expire there)."""
+        wanted = {address: (key, endpoint) for address, key, endpoint in relays}
+        for address in [a for a in self.bindings if a not in wanted]:
+            del self.bindings[address]
+            if self.test is not None and self.test.relay == address:
+                self.test = None
+        for address, (key, endpoint) in wanted.items():
+            binding = self.bindings.get(address)
+            if binding is None or binding.key != key or binding.endpoint != endpoint:
+                self.bindings[address] = Binding(key, endpoint, now)
+
+    def clear(self) -> None:
+        self.bindings.clear()
+        self.test = None
+
+    def all_due_now(self, now: float) -> None:
+        """Re-attach everywhere at once (a new endpoint, waking from sleep)."""
+        for binding in self.bindings.values():
+            binding.next_at = now
+        self.test = None
+
+    def due(self, now: float) -> list[tuple[bytes, Binding, float]]:
+        """(address, binding, echo delay or 0) of every Attach to send now.
+
+        At most one binding at a time runs an echo test, and only while another binding
+        keeps us reachable meanwhile.
+        """
+        out: list[tuple[bytes, Binding, float]] = []
+        for address, binding in self.bindings.items():
+            if binding.next_at > now or (self.test is not None and self.test.relay == address):
+                continue
+            delay = 0.0
+            if self.test is None and len(self.bindings) >= 2 and now >= self._next_test_at:
+                wanted = self.learner.next_delay(now)
+                if wanted is not None:
+                    delay = float(int(wanted + 0.5))
+            out.append((address, binding, delay))
+            binding.next_at = now + self.learner.interval
+            if delay:
+                self.test = EchoTest(address, b"", delay, now + delay + ECHO_GRACE_S)
+        return out
+
+    def next_due(self) -> float | None:
+        times = [
+            b.next_at for a, b in self.bindings.items() if self.test is None or self.test.relay != a
+        ]
+        if self.test is not None:
+            times.append(self.test.deadline)
+        return min(times, default=None)
+
+    def traffic(self, endpoint: Endpoint) -> None:
+        """A datagram went to or came from ``endpoint``: an echo test with it is spoiled."""
+        test = self.test
+        if test is not None and test.challenge:
+            binding = self.bindings.get(test.relay)
+            if binding is not None and binding.endpoint == endpoint:
+                test.disturbed = True
+
+    def echo_answered(self, challenge: bytes, now: float) -> bool:
+        """The delayed echo came back: the NAT kept the mapping that long."""
+        test = self.test
+        if test is None or not test.challenge or test.challenge != challenge:
+            return False
+        self.test = None
+        if not test.disturbed:
+            self.learner.succeeded(test.delay, now)
+        self._after_test(test, now)
+        return True
+
+    def expire(self, now: float) -> bool:
+        """The echo is overdue: lost, unless other traffic spoiled the test. True when the
+        relay must be attached again at once (its mapping is gone)."""
+        test = self.test
+        if test is None or test.deadline > now:
+            return False
+        self.test = None
+        if not test.disturbed:
+            self.learner.lost(test.delay, now)
+        self._after_test(test, now)
+        binding = self.bindings.get(test.relay)
+        if binding is not None:
+            binding.next_at = now
+        return True
+
+    def _after_test(self, test: EchoTest, now: float) -> None:
+        binding = self.bindings.get(test.relay)
+        if binding is not None:
+            binding.next_at = now + self.learner.interval
+        self._next_test_at = now + self.learner.interval

@@ -1,0 +1,512 @@
+"""Hole punching between two contacts behind NATs (docs/PROTOCOL.md, "12.6 Hole punching").
+
+Sans-IO: real ``Node`` cores on ``tests/punch_nat.NatWire``, an internet of five public
+relays and two hosts, each behind a NAT router of its own.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from comm_tui.crypto.identity import Identity, PublicIdentity, address_of
+from comm_tui.protocol import punch
+from comm_tui.protocol import wire_pb2 as pb
+from comm_tui.protocol.codec import Rejected
+from comm_tui.protocol.node import Node
+from comm_tui.protocol.punch import (
+    INTRODUCE_PADDING,
+    NODE_INTRODUCTIONS_BURST,
+    PEER_INTRODUCTIONS_BURST,
+    PENDING_INTRODUCTIONS_MAX,
+    PUNCH_ATTEMPTS_MAX,
+    PUNCH_ENDPOINTS_MAX,
+    PUNCH_KEEPALIVE_S,
+    PUNCH_LINGER_S,
+    PUNCH_RELAYS_PER_ROUND,
+    PUNCHED_PAIRS_MAX,
+    RELAY_BURST,
+    RELAY_WAIT_S,
+    Punching,
+)
+from comm_tui.protocol.reachability import Reachability
+from comm_tui.protocol.relay_store import Kind
+from comm_tui.protocol.routing import Endpoint
+from tests.natwire import NatKind, NatWire
+from tests.wire import T0
+
+START = T0 + 11
+
+
+class Net:
+    """Five public relays, and Alice and Bob behind NAT routers, contacts of each other."""
+
+    def __init__(self, kind_a: NatKind, kind_b: NatKind) -> None:
+        self.wire = w = NatWire()
+        self.relays = [w.add_public(seed) for seed in range(1, 6)]
+        for relay in self.relays[1:]:
+            w.connect(relay, self.relays[0])
+        for relay in self.relays:
+            relay.lookup(relay.address, T0)
+        w.pump(T0)
+        self.a = w.add_behind(40, kind_a)
+        self.b = w.add_behind(41, kind_b)
+        self.a.bootstrap(w.endpoint(self.relays[0]), T0)
+        self.b.bootstrap(w.endpoint(self.relays[1]), T0)
+        w.run(T0, T0 + 10)
+        # Both are clients, attached to relays near them, and reach each other only
+        # through relays (no table names a client: docs/PROTOCOL.md, "12.3").
+        for x, y in ((self.a, self.b), (self.b, self.a)):
+            assert x.client_mode and x.joined and y.address not in x.table
+            assert any(r.attached_client(x.address) for r in self.relays)
+        self.a.set_contacts([self.b.identity.key], T0 + 10)
+        self.b.set_contacts([self.a.identity.key], T0 + 10)
+        self.now = START
+
+    def run(self, seconds: float, step: float = 0.25) -> None:
+        end = self.now + seconds
+        self.wire.run(self.now, end, step)
+        self.now = end + step
+
+    def send(self, sender: Node, recipient: Node, text: str) -> bytes:
+        text_id = sender.send_text(PublicIdentity(recipient.identity.key), text, self.now)
+        self.wire.pump(self.now)
+        return text_id
+
+    def relay_copies(self, recipient: Node) -> int:
+        """Messages for ``recipient`` that relays took into their stores (or still hold)."""
+        return sum(r.stats.stored for r in self.relays) + sum(
+            1
+            for r in self.relays
+            for e in r.store.for_target(recipient.address)
+            if e.kind is Kind.MESSAGE
+        )
+
+
+def _watch_between(net: Net) -> list[tuple[Endpoint, Endpoint]]:
+    """From now on, every datagram Alice and Bob send each other (list filled as they go)."""
+    hosts = {net.wire.endpoint(net.a), net.wire.endpoint(net.b)}
+    routers = {net.wire.public_endpoint_of(n)[0] for n in (net.a, net.b)}
+    seen: list[tuple[Endpoint, Endpoint]] = []
+
+    def watch(source: Endpoint, dest: Endpoint, data: bytes) -> bool:
+        if source in hosts and dest[0] in routers:
+            seen.append((source, dest))
+        return False
+
+    net.wire.drop = watch
+    return seen
+
+
+def _received(net: Net, node: Node) -> list[str]:
+    return [t.text for t in net.wire.texts(node)]
+
+
+@pytest.mark.parametrize(
+    ("kind_a", "kind_b"),
+    [("restricted", "restricted"), ("full_cone", "full_cone"), ("full_cone", "restricted")],
+)
+def test_cone_nats_punch_and_later_texts_go_directly(kind_a: NatKind, kind_b: NatKind) -> None:
+    net = Net(kind_a, kind_b)
+    first = net.send(net.a, net.b, "hello through relays")
+    net.run(8)
+    assert net.wire.states(net.a, first)[-1] == "delivered"
+    # One relay near Bob introduced them; each pinged the other; both hold the pair.
+    assert sum(r._punch.introduced for r in net.relays) >= 1
+    # One round: the 3 nodes nearest Bob; the lookup of his neighbourhood met the same
+    # ones, who are not asked twice.
+    assert net.a.stats.sent_by_kind["introduce"] == PUNCH_RELAYS_PER_ROUND
+    assert net.a.punched_peers()[net.b.address][0] == "198.19.41.1"  # Bob's router
+    assert net.b.punched_peers()[net.a.address][0] == "198.19.40.1"
+    copies = net.relay_copies(net.b)
+    ids = [net.send(net.a, net.b, f"direct {i}") for i in range(5)]
+    net.run(3)
+    assert all(net.wire.states(net.a, i)[-1] == "delivered" for i in ids)
+    assert _received(net, net.b)[1:] == [f"direct {i}" for i in range(5)]
+    # No relay saw a copy: the texts went straight to Bob's router.
+    assert net.relay_copies(net.b) == copies
+    # And Bob's replies go straight back.
+    copies_a = net.relay_copies(net.a)
+    reply = net.send(net.b, net.a, "reply")
+    net.run(3)
+    assert net.wire.states(net.b, reply)[-1] == "delivered"
+    assert net.relay_copies(net.a) == copies_a
+
+
+def test_symmetric_nat_falls_back_to_relays_with_every_text_delivered() -> None:
+    net = Net("symmetric", "restricted")
+    ids = [net.send(net.a, net.b, f"text {i}") for i in range(3)]
+    net.run(10)
+    # Bob's router let in only the relay-facing port it was told of, and Alice's
+    # router gave Bob a new port toward him: the pings crossed nowhere.
+    assert net.a._punch.failed == 1 and net.a._punch.punched == 0
+    assert net.a.punched_peers() == {} and net.b.punched_peers() == {}
+    ids += [net.send(net.a, net.b, f"text {i}") for i in range(3, 20)]
+    net.run(20)
+    assert all(net.wire.states(net.a, i)[-1] == "delivered" for i in ids)
+    assert sorted(_received(net, net.b)) == sorted(f"text {i}" for i in range(20))
+    # Given up quietly: no second attempt for PUNCH_GIVE_UP_S.
+    assert net.a._punch.started == 1
+    assert net.b.address in net.a._punch.given_up
+
+
+def test_a_symmetric_nat_meets_a_full_cone_through_the_port_it_pings_from() -> None:
+    """Bob's pings come from a port his router opened toward Alice alone; Alice's full
+    cone lets them in, and Alice pings that port back (a peer-reflexive candidate)."""
+    net = Net("full_cone", "symmetric")
+    net.send(net.a, net.b, "hello")
+    net.run(8)
+    endpoint = net.a.punched_peers()[net.b.address]
+    assert endpoint[0] == "198.19.41.1"
+    told = {w.endpoint for r in net.relays for w in r._punch.waiting.values()}
+    assert endpoint not in told
+    copies = net.relay_copies(net.b)
+    text = net.send(net.a, net.b, "direct")
+    net.run(3)
+    assert net.wire.states(net.a, text)[-1] == "delivered"
+    assert net.relay_copies(net.b) == copies
+
+
+def test_a_pair_is_kept_alive_while_texts_flow_then_let_go() -> None:
+    net = Net("restricted", "restricted")  # routers forget a mapping after 20 s / 30 s
+    net.send(net.a, net.b, "hello")
+    net.run(5)
+    assert net.b.address in net.a.punched_peers()
+    # Idle for four router timeouts: the keep-alives hold both mappings open.
+    net.run(120, step=1.0)
+    copies = net.relay_copies(net.b)
+    text = net.send(net.a, net.b, "after two idle minutes")
+    net.run(2)
+    assert net.wire.states(net.a, text)[-1] == "delivered"
+    assert net.relay_copies(net.b) == copies
+    # One ping (and its pong) per keep-alive interval, from one side only.
+    pings = [n.stats.sent_by_kind["ping"] for n in (net.a, net.b)]
+    net.run(PUNCH_KEEPALIVE_S * 4, step=1.0)
+    sent = [n.stats.sent_by_kind["ping"] - p for n, p in zip((net.a, net.b), pings, strict=True)]
+    assert min(sent) == 0 and 3 <= max(sent) <= 4
+    # Past PUNCH_LINGER_S without a text, the pair is let go: no more keep-alives.
+    net.run(PUNCH_LINGER_S, step=5.0)
+    assert net.a.punched_peers() == {} and net.b.punched_peers() == {}
+    between = _watch_between(net)
+    net.run(PUNCH_KEEPALIVE_S * 4, step=5.0)
+    assert between == []
+
+
+def test_a_closed_hole_costs_one_retry_and_nothing_is_lost() -> None:
+    net = Net("restricted", "restricted")
+    net.send(net.a, net.b, "hello")
+    net.run(5)
+    assert net.b.address in net.a.punched_peers()
+    # Bob's router reboots with a new public address: every mapping is gone. Bob
+    # attaches to his relays again (docs/PROTOCOL.md, "12.5"); Alice's pair is dead.
+    net.wire.reboot(net.b, "198.19.141.1")
+    text = net.send(net.a, net.b, "after the reboot")
+    net.run(30)
+    assert net.wire.states(net.a, text)[-1] == "delivered"
+    assert "after the reboot" in _received(net, net.b)
+
+
+# ---------------------------------------------------------------------- hostile cases
+
+
+def _deliver(
+    sender: Node, receiver: Node, frame: pb.Frame, source: Endpoint, now: float
+) -> list[tuple[bytes, Endpoint]]:
+    """Hand ``receiver`` one boxed frame from ``sender`` arriving from ``source``;
+    returns what the receiver sends in response."""
+    receiver.datagrams_to_send()
+    receiver.receive_datagram(
+        sender.codec.encode_frame(receiver.identity.key, frame, now), source, now
+    )
+    return receiver.datagrams_to_send()
+
+
+def _introduce(target: bytes, padding: int = INTRODUCE_PADDING) -> pb.Frame:
+    return pb.Frame(
+        introduce=pb.Introduce(target=target, nonce=bytes(range(16)), padding=bytes(padding))
+    )
+
+
+def _mallory(net: Net) -> Node:
+    """A public node, validated at every relay, that is nobody's contact."""
+    mallory = net.wire.add(9)
+    net.wire.connect(mallory, net.relays[0], net.now)
+    for relay in net.relays[1:]:
+        relay.add_known_peer(mallory.identity.key, net.wire.endpoint(mallory), net.now)
+    net.wire.pump(net.now)
+    assert all(mallory.address in r.table for r in net.relays)
+    return mallory
+
+
+def test_a_stranger_asking_to_meet_learns_nothing() -> None:
+    net = Net("restricted", "restricted")
+    mallory = _mallory(net)
+    relay = net.relays[2]
+    mallory._send_frame(
+        relay.identity.key, net.wire.endpoint(relay), _introduce(net.b.address), net.now
+    )
+    net.wire.pump(net.now)
+    net.run(RELAY_WAIT_S + 1)
+    # The relay told Bob that Mallory asks (a notice, with no endpoint in it); Bob, whose
+    # contact Mallory is not, did not ask back, so the relay gave out no endpoint.
+    assert relay.stats.sent_by_kind["introduced"] == 1
+    assert net.b.stats.rejected["not_contact"] == 1
+    assert net.b.stats.sent_by_kind["introduce"] == 0
+    assert relay._punch.introduced == 0 and not relay._punch.waiting
+
+
+def test_a_notice_counts_only_from_a_relay_of_our_table() -> None:
+    net = Net("restricted", "restricted")
+    stranger = Node(Identity.from_seed(bytes([77]) * 32), net.now)
+    notice = pb.Frame(introduced=pb.Introduced(key=net.a.identity.key))
+    sent = _deliver(stranger, net.b, notice, ("198.18.77.1", 4000), net.now)
+    assert net.b.stats.rejected["unsolicited"] == 1
+    assert net.b._punch.asked == {}
+    # (Only the address validation of a first contact goes back, never an Introduce.)
+    assert len(sent) == 1
+    relay = net.relays[1]
+    sent = _deliver(relay, net.b, notice, net.wire.endpoint(relay), net.now)
+    assert len(net.b._punch.asked) == 1 and len(sent) == 1
+    # From a relay of our table, but at an endpoint it is not known by: refused too.
+    _deliver(net.relays[2], net.b, notice, ("198.18.66.1", 4000), net.now)
+    assert net.b.stats.rejected["unsolicited"] == 2
+
+
+def test_forged_answers_make_us_ping_nobody() -> None:
+    net = Net("restricted", "restricted")
+    relay = net.relays[2]
+    relay_at = net.wire.endpoint(relay)
+    sends = net.a._punch._ask(relay.identity.key, relay_at, net.b.address, net.now)
+    nonce = sends.frame.introduce.nonce
+    victim = ("198.18.99.1", 53)
+    ip = bytes([198, 18, 99, 1])
+
+    def answer(key: bytes, nonce: bytes) -> pb.Frame:
+        return pb.Frame(introduced=pb.Introduced(key=key, nonce=nonce, ip=ip, port=victim[1]))
+
+    mallory = _mallory(net)
+    cases = [
+        (mallory, answer(net.b.identity.key, nonce)),  # not the relay we asked
+        (relay, answer(net.b.identity.key, bytes(16))),  # not a nonce of ours
+        (relay, answer(mallory.identity.key, nonce)),  # not the key of the address asked
+    ]
+    for sender, frame in cases:
+        sent = _deliver(sender, net.a, frame, net.wire.endpoint(sender), net.now)
+        assert victim not in [dest for _, dest in sent]
+    assert net.a.stats.rejected["unsolicited"] == 3
+    assert net.a._punch.attempts == {}
+    # The genuine answer (the relay asked, our nonce, Bob's key) starts the pings.
+    sent = _deliver(relay, net.a, answer(net.b.identity.key, nonce), relay_at, net.now)
+    assert [dest for _, dest in sent] == [victim]
+
+
+def test_the_relay_introduces_only_validated_requesters_to_nodes_it_holds() -> None:
+    net = Net("restricted", "restricted")
+    relay = net.relays[2]
+    # A first contact's Introduce waits for its address to be validated: only the
+    # challenge goes back, nothing reaches Bob.
+    stranger = Node(Identity.from_seed(bytes([78]) * 32), net.now)
+    sent = _deliver(stranger, relay, _introduce(net.b.address), ("198.18.78.1", 4000), net.now)
+    assert len(sent) == 1 and relay.stats.sent_by_kind["introduced"] == 0
+    mallory = _mallory(net)
+    at = net.wire.endpoint(mallory)
+    # A target the relay does not hold: nothing sent.
+    assert _deliver(mallory, relay, _introduce(bytes(20)), at, net.now) == []
+    assert relay.stats.rejected["unknown_target"] == 1
+    # Too little padding: the answer could be larger than the request.
+    assert (
+        _deliver(mallory, relay, _introduce(net.b.address, INTRODUCE_PADDING - 1), at, net.now)
+        == []
+    )
+    assert relay.stats.rejected["malformed"] == 1
+    # A flood from one requester: a burst of notices, then nothing.
+    for _ in range(100):
+        _deliver(mallory, relay, _introduce(net.b.address), at, net.now)
+    # (The request for an unknown target above spent one of the requester's tokens.)
+    assert relay.stats.sent_by_kind["introduced"] == RELAY_BURST - 1
+    assert relay.stats.rejected["introduce_rate"] == 100 - (RELAY_BURST - 1)
+
+
+def test_a_former_contact_loses_the_direct_path_at_once() -> None:
+    net = Net("restricted", "restricted")
+    net.send(net.a, net.b, "hello")
+    net.run(5)
+    assert net.b.address in net.a.punched_peers()
+    net.a.set_contacts([], net.now)
+    assert net.a.punched_peers() == {}
+    asked = net.a.stats.sent_by_kind["introduce"]
+    text = net.send(net.a, net.b, "through relays again")
+    net.run(PUNCH_KEEPALIVE_S * 3, step=1.0)
+    assert net.wire.states(net.a, text)[-1] == "delivered"
+    assert net.a._punch.wants == {} and net.a._punch.asked == {}
+    assert net.a.stats.sent_by_kind["introduce"] == asked  # no introduction asked since
+
+
+# ---------------------------------------------------------------------- rules, one by one
+
+
+def _keys(n: int, base: int = 100) -> list[bytes]:
+    return [Identity.from_seed(bytes([base + i]) * 32).key for i in range(n)]
+
+
+def test_an_answer_is_never_larger_than_its_request() -> None:
+    """docs/PROTOCOL.md, "Admission": with the widest endpoints (IPv6, port 65535)."""
+    relay = Punching(_keys(1, 200)[0], T0)
+    a, b = _keys(2)
+    at_a, at_b = ("2001:2::1", 65535), ("2001:2::2", 65535)
+    ask_b = _introduce(address_of(b))
+    ask_b.introduce.nonce = bytes(16)
+    (notice,) = relay.on_introduce(a, at_a, ask_b.introduce, (b, at_b), T0)
+    assert notice.frame.ByteSize() <= ask_b.ByteSize()
+    ask_a = _introduce(address_of(a))
+    answers = relay.on_introduce(b, at_b, ask_a.introduce, None, T0)
+    assert [s.endpoint for s in answers] == [at_b, at_a]
+    assert all(s.frame.ByteSize() <= ask_a.ByteSize() for s in answers)
+    assert answers[0].frame.introduced.key == a and answers[1].frame.introduced.key == b
+
+
+def test_pending_introductions_and_attempts_are_bounded() -> None:
+    me = Punching(_keys(1, 201)[0], T0)
+    contacts = _keys(PUNCH_ATTEMPTS_MAX + 1)
+    me.set_contacts(contacts)
+    relay = _keys(1, 202)[0]
+    for _ in range(PENDING_INTRODUCTIONS_MAX * 2):
+        me._ask(relay, ("198.18.0.1", 1), address_of(contacts[0]), T0)
+    assert len(me.asked) == PENDING_INTRODUCTIONS_MAX
+    for i, key in enumerate(contacts):
+        nonce = me._ask(relay, ("198.18.0.1", 1), address_of(key), T0).frame.introduce.nonce
+        answer = pb.Introduced(key=key, nonce=nonce, ip=bytes([198, 18, 1, i]), port=4000)
+        if i < PUNCH_ATTEMPTS_MAX:
+            assert len(me.on_answer(relay, answer, T0)) == 1
+        else:
+            with pytest.raises(Rejected, match="punch_rate"):
+                me.on_answer(relay, answer, T0)
+    assert len(me.attempts) == PUNCH_ATTEMPTS_MAX
+    # An attempt pings at most PUNCH_ENDPOINTS_MAX endpoints, whatever it hears from.
+    address = address_of(contacts[0])
+    for port in range(1, 50):
+        me.heard(address, ("198.18.3.3", port), T0)
+    assert len(me.attempts[address].endpoints) == PUNCH_ENDPOINTS_MAX
+
+
+def test_punched_pairs_are_bounded() -> None:
+    me = Punching(_keys(1, 203)[0], T0)
+    contacts = _keys(PUNCHED_PAIRS_MAX + 8)
+    me.set_contacts(contacts)
+    for i, key in enumerate(contacts):
+        address, endpoint = address_of(key), ("198.18.5.5", 1000 + i)
+        me.attempts[address] = punch._Attempt(key, T0, 1, {endpoint: bytes([i]) * 16})
+        assert me.pong(address, endpoint, bytes([i]) * 16, T0)
+        me.attempts.clear()
+    assert len(me.pairs) == PUNCHED_PAIRS_MAX
+    assert address_of(contacts[-1]) in me.pairs and address_of(contacts[0]) not in me.pairs
+
+
+def test_notices_are_answered_within_budgets_per_contact_and_node_wide() -> None:
+    me = Punching(_keys(1, 204)[0], T0)
+    contacts = _keys(64)
+    me.set_contacts(contacts)
+    relays = _keys(40, 150)
+    asked = 0
+    for relay in relays:  # every relay says the same contact asks
+        try:
+            asked += len(me.on_notice(relay, ("198.18.0.1", 1), contacts[0], T0))
+        except Rejected as exc:
+            assert exc.reason == "punch_rate"
+    assert asked == PEER_INTRODUCTIONS_BURST
+    asked = 0
+    for key in contacts[1:]:
+        try:
+            asked += len(me.on_notice(relays[0], ("198.18.0.1", 1), key, T0))
+        except Rejected as exc:
+            assert exc.reason == "punch_rate"
+    assert asked == NODE_INTRODUCTIONS_BURST - PEER_INTRODUCTIONS_BURST
+    with pytest.raises(Rejected, match="not_contact"):
+        me.on_notice(relays[0], ("198.18.0.1", 1), _keys(1, 250)[0], T0 + 3600)
+
+
+def test_requests_held_by_a_relay_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(punch, "RELAY_WAITING_MAX", 8)
+    relay = Punching(_keys(1, 205)[0], T0)
+    requesters, targets = _keys(20), _keys(20, 150)
+    for requester, target in zip(requesters, targets, strict=True):
+        ask = _introduce(address_of(target))
+        relay.on_introduce(
+            requester, ("198.18.0.1", 1), ask.introduce, (target, ("198.18.0.2", 2)), T0
+        )
+    assert len(relay.waiting) == 8
+    # The newest are kept: the last requester's match is still possible.
+    answer = _introduce(address_of(requesters[-1]))
+    assert len(relay.on_introduce(targets[-1], ("198.18.0.2", 2), answer.introduce, None, T0)) == 2
+
+
+def test_only_a_pong_from_the_endpoint_pinged_punches_the_pair() -> None:
+    me = Punching(_keys(1, 206)[0], T0)
+    (contact,) = _keys(1)
+    me.set_contacts([contact])
+    address, pinged = address_of(contact), ("198.18.7.7", 4000)
+    me.attempts[address] = punch._Attempt(contact, T0, 1, {pinged: bytes(16)})
+    with pytest.raises(Rejected, match="wrong_endpoint"):
+        me.pong(address, ("198.18.7.7", 4001), bytes(16), T0)
+    assert me.pairs == {}
+    assert not me.pong(address, pinged, bytes([1]) * 16, T0)  # not our challenge
+    assert me.pong(address, pinged, bytes(16), T0) and me.hop(address) == (contact, pinged)
+
+
+def test_a_public_node_asks_no_introduction() -> None:
+    """A public node is reached through the routing table and receives its contact's
+    acks directly: punching would only cost (docs/PROTOCOL.md, "12.6", when to punch).
+    The kind is set by hand here (tests/test_reachability.py classifies real ones)."""
+    net = Net("restricted", "restricted")
+    alice, bob = net.a, PublicIdentity(net.b.identity.key)
+    for kind, asked in (("public", 0), ("cone", PUNCH_RELAYS_PER_ROUND)):
+        alice._reach = Reachability(kind, ("198.19.40.1", 4000), net.now)
+        alice.send_text(bob, f"as a {kind} node", net.now)
+        # The first round goes out at once, with the text.
+        assert alice.stats.sent_by_kind["introduce"] == asked
+
+
+def test_the_figures_script_runs_and_its_matrix_holds(capsys: pytest.CaptureFixture[str]) -> None:
+    """bench/punch.py, small: cone NATs on both sides (or a full cone facing anything)
+    punch, and their texts skip the relays; a symmetric NAT facing a restricted one does
+    not, and every text still arrives."""
+    from bench import punch as bench_punch
+
+    assert bench_punch.main(["--texts", "3", "--idle-minutes", "1", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    rows = {(r["alice"], r["bob"]): r for r in figures["matrix"]}
+    for (a, b), row in rows.items():
+        assert row["delivered"] == 3
+        assert row["punched"] == ("symmetric" not in (a, b) or "full_cone" in (a, b))
+        assert (row["relay_copies"] == 0) == row["punched"]
+    assert figures["keepalive"]["still_punched"]
+    assert figures["keepalive"]["pings_and_pongs_sent"] == [4, 4]
+
+
+def test_the_contacts_relays_are_looked_up_when_our_table_lacks_them() -> None:
+    """A client attaches only to the few nodes nearest its own address; in a large
+    network our table may hold none of them, so each round also looks the contact's
+    neighbourhood up and asks the nearest nodes the lookup met."""
+    net = Net("restricted", "restricted")
+    attached = [r for r in net.relays if r.attached_client(net.b.address)]
+    assert attached and len(attached) < len(net.relays)
+    for relay in attached:
+        net.a.table.remove(relay.address)
+    net.send(net.a, net.b, "hello")
+    net.run(1)  # before the second round (PUNCH_RETRY_S)
+    assert net.b.address in net.a.punched_peers()
+    assert sum(r.stats.rejected["unknown_target"] for r in net.relays) >= 1
+
+
+def test_a_round_spends_the_contacts_budget_once_its_lookup_asks_nothing_more() -> None:
+    me = Punching(_keys(1, 207)[0], T0)
+    (contact,) = _keys(1)
+    me.set_contacts([contact])
+    address = address_of(contact)
+    me.want(address, T0)
+    relays = [(key, ("198.18.9.9", 1000 + i)) for i, key in enumerate(_keys(60, 150))]
+    for i in range(0, 30, 3):  # asks that end rounds' lookups: free
+        assert len(me.ask_relays(address, relays[i : i + 3], T0, spend=False)) == 3
+    asked = [me.ask_relays(address, relays[30 + 3 * i :], T0, spend=True) for i in range(8)]
+    assert [len(a) for a in asked] == [3] * int(PEER_INTRODUCTIONS_BURST) + [0, 0]
