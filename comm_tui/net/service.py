@@ -440,6 +440,11 @@ class NodeService:
         """
         return endpoint_hints([self.bound], test_networks=self.test_networks)
 
+    @property
+    def card(self) -> str:
+        """The card to give people: the one last published, with hints when it has any."""
+        return self.db.get_meta(CARD_META) or encode_card(self.identity.public)
+
     def publish_card(self) -> str:
         """Write the profile's current card (with hints when we have any) for ``comm-tui id``.
 
@@ -454,7 +459,7 @@ class NodeService:
                 else encode_card(self.identity.public)
             )
             self.db.set_meta(CARD_META, card)
-        return self.db.get_meta(CARD_META) or encode_card(self.identity.public)
+        return self.card
 
     async def _publish_card_forever(self) -> None:
         while True:
