@@ -1061,6 +1061,9 @@ async def _run_node(profile: Profile, g: _Globals, *, debug: bool = False) -> in
             _log(f"card: {service.publish_card()}")
             if not profile.config.port_mapping:
                 _log("port mapping: off (port_mapping = false in the config)")
+            elif service.port_mapper is None:
+                host = (service.bound or service.listen)[0]
+                _log(f"port mapping: off (listening on {host}: no router forwards there)")
             # A node runs for days: it says its notices at start, in its log, not at exit.
             for notice in g.notices:
                 _log(notice)
@@ -1134,7 +1137,8 @@ async def _send(
 
     remove_signals = _install_stop_signals(on_signal)
     try:
-        service = await start_service(profile, g.listen, g.bootstrap)
+        # docs/PROTOCOL.md, "14. Port mapping": a one-shot send asks no router.
+        service = await start_service(profile, g.listen, g.bootstrap, map_port=False)
         try:
             service.subscribe(on_event)
             if hints:

@@ -145,11 +145,13 @@ def make_service(
     *,
     config: NodeConfig | None = None,
     save: bool = True,
+    map_port: bool = True,
 ) -> tuple[NodeService, bool]:
     """A NodeService for this profile; the flag says the listen address is the default.
 
     With the default address the caller should fall back to any free port if the
-    default port is taken (see ``start_service``).
+    default port is taken (see ``start_service``). ``map_port`` false: no port mapping
+    whatever the config says (a node that lives seconds would remove it as it is made).
     """
     endpoint, bootstrap_endpoints, default = network_settings(profile, listen, bootstrap, save=save)
     discovery = LocalDirectory(profile.paths.runtime_dir) if profile.config.lan_discovery else None
@@ -160,9 +162,9 @@ def make_service(
         bootstrap=bootstrap_endpoints,
         discovery=discovery,
         config=config,
-        port_mapper=PortMapper if profile.config.port_mapping else None,
         lan=LanOptions() if profile.config.lan_discovery else None,
         test_networks=profile.config.test_networks,
+        port_mapper=PortMapper if map_port and profile.config.port_mapping else None,
     )
     return service, default
 
@@ -173,11 +175,14 @@ async def start_service(
     bootstrap: list[str] | None = None,
     *,
     config: NodeConfig | None = None,
+    map_port: bool = True,
 ) -> NodeService:
     """Create and start the profile's node, falling back from the default port if taken."""
     from comm_tui.errors import UserError
 
-    service, default = make_service(profile, listen, bootstrap, config=config, save=False)
+    service, default = make_service(
+        profile, listen, bootstrap, config=config, save=False, map_port=map_port
+    )
     try:
         await service.start()
     except UserError:

@@ -47,6 +47,8 @@ class Nat:
     conns: dict[tuple[Endpoint, Endpoint], _Conn] = field(default_factory=dict)
     rng: random.Random = field(default_factory=lambda: random.Random(7))
     dropped: int = 0
+    # Port mappings the router made on request (UPnP, NAT-PMP): external port -> host.
+    forwards: dict[int, Endpoint] = field(default_factory=dict)
 
     def _alive(self, conn: _Conn, now: float) -> bool:
         life = self.established_s if conn.answered else self.unanswered_s
@@ -78,6 +80,8 @@ class Nat:
 
     def inbound(self, remote: Endpoint, port: int, now: float) -> Endpoint | None:
         """The host a datagram from ``remote`` to our ``port`` reaches, or None (dropped)."""
+        if port in self.forwards:
+            return self.forwards[port]
         for (inside, peer), conn in self.conns.items():
             if conn.port != port or not self._alive(conn, now):
                 continue

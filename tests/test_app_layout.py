@@ -7,6 +7,7 @@ the conversation; from 140 it sits beside it, as the user last chose.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,11 @@ from textual.geometry import Region
 from comm_tui.app import CommApp, app_session
 from comm_tui.app.app import WIDE_FROM
 from comm_tui.app.format import ascii_only
+from comm_tui.app.status import offline_snapshot
 from comm_tui.app.widgets.composer import Composer
 from comm_tui.app.widgets.contact_list import ContactList
 from comm_tui.app.widgets.conversation import ConversationView, MessageLog, MessageRow
-from comm_tui.app.widgets.status_panel import StatusPanel
+from comm_tui.app.widgets.status_panel import StatusPanel, reachability_rows
 from comm_tui.crypto.identity import Identity
 from comm_tui.crypto.keyfile import FAST_KDF_ENV
 from tests.app_helpers import make_profile, profile_db, wait_until
@@ -150,3 +152,31 @@ def test_ascii_is_chosen_by_env_or_detected() -> None:
     assert ascii_only({}, "utf-8", configured=True)
     assert not ascii_only({"TERM": "linux"}, "ascii", configured=False)
     assert not ascii_only({"COMM_TUI_ASCII": "0"}, "utf-8", configured=True)
+
+
+def test_the_status_panel_says_how_others_reach_us() -> None:
+    base = offline_snapshot(Identity.generate(), 0.0)
+    rows = dict(reachability_rows(base))
+    assert rows == {
+        "reachable": "checking…",
+        "seen as": "unknown",
+        "mode": "relay for others",
+        "port mapping": "none",
+    }
+    natted = replace(
+        base,
+        reachability="cone",
+        public_endpoint="198.18.0.9:40000",
+        client_mode=True,
+        keepalive_s=22.5,
+        port_mapping="udp 198.18.0.9:7400 via PCP, 7200 s",
+        punched=2,
+    )
+    rows = dict(reachability_rows(natted))
+    assert rows["reachable"] == "behind a NAT that keeps mappings"
+    assert rows["mode"] == "client: keep-alive every 22 s"
+    assert rows["seen as"] == "198.18.0.9:40000"
+    assert rows["port mapping"] == "udp 198.18.0.9:7400 via PCP, 7200 s"
+    assert rows["direct"] == "2 contacts through a punched hole"
+    local = dict(reachability_rows(replace(base, listen="127.0.0.1:7400")))
+    assert local["reachable"] == "from this machine only (loopback)"

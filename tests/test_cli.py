@@ -409,6 +409,7 @@ def test_three_node_processes_deliver_a_text_sent_from_a_fourth_profile(
         proc = Proc([*argv, *extra], env)
         procs.append(proc)
         match = proc.wait_for_line(r"listening (127\.0\.0\.1:\d+) address ([0-9a-f]{40})")
+        proc.wait_for_line(r"port mapping: off \(listening on 127\.0\.0\.1: no router forwards")
         return proc, match.group(1)
 
     n1, first = start("n1")

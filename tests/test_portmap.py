@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from comm_tui.net import portmap
 from comm_tui.net.portmap import (
@@ -417,12 +419,16 @@ async def test_service_maps_and_removes_on_stop(tmp_path: Path, responder: Respo
     service = NodeService(
         Identity.generate(),
         db,
-        listen=("127.0.0.1", 0),
+        listen=("0.0.0.0", 0),  # mappable; the mapper asks the responder on 127.0.0.1
         port_mapper=lambda internal, on_change: PortMapper(
             internal, on_change, gateway="127.0.0.1", pcp_port=port, upnp=False
         ),
     )
     service.subscribe(events.append)
+    told: list[tuple[object, ...] | None] = []
+    # Node.note_port_mapping (docs/PROTOCOL.md, "12. Reachability"; from h-reach): the
+    # service tells the core each change.
+    service.node.note_port_mapping = lambda endpoint, now: told.append(endpoint)  # type: ignore[attr-defined]
     bound = await service.start()
     try:
         await _until(lambda: service.port_mapping is not None, timeout=5)
@@ -435,3 +441,124 @@ async def test_service_maps_and_removes_on_stop(tmp_path: Path, responder: Respo
     assert responder.grants == {}
     changes = [e for e in events if isinstance(e, PortMappingChanged)]
     assert [(c.mapping is None, c.why) for c in changes] == [(False, ""), (True, "removed")]
+    assert told == [(EXTERNAL, bound[1]), None]
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("0.0.0.0", True),
+        ("198.19.1.2", True),
+        ("127.0.0.1", False),
+        ("127.1.2.3", False),
+        ("::", True),
+        ("::1", False),
+        ("2001:2:1:1::2", False),
+    ],
+)
+def test_mappable(host: str, expected: bool) -> None:
+    assert portmap.mappable(host) is expected
+
+
+async def test_service_on_loopback_asks_no_router(tmp_path: Path) -> None:
+    from comm_tui.crypto.identity import Identity
+
+    made: list[int] = []
+
+    def factory(internal: int, on_change: Callable[[PortMapping | None, str], None]) -> PortMapper:
+        made.append(internal)
+        return PortMapper(internal, on_change, gateway="127.0.0.1", upnp=False)
+
+    db = Database.open(tmp_path / "node.db")
+    service = NodeService(Identity.generate(), db, listen=("127.0.0.1", 0), port_mapper=factory)
+    await service.start()
+    try:
+        assert service.port_mapper is None and made == []
+    finally:
+        await service.stop()
+        db.close()
+
+
+async def test_renewal_cut_short_by_stop_still_removes(responder: Responder) -> None:
+    responder.behaviour = Behaviour(lifetime=4)
+    changes: Changes = []
+    mapper = _mapper(responder, changes, min_lifetime_s=1)
+    task = asyncio.create_task(mapper.run())
+    try:
+        await _until(lambda: len(changes) == 1)
+        responder.behaviour = Behaviour(lifetime=4, silent=True)
+        first = len(responder.requests)
+        await _until(lambda: len(responder.requests) > first, timeout=5)  # renewing now
+    finally:
+        task.cancel()  # NodeService.stop, while the renewal waits for its answer
+        await asyncio.gather(task, return_exceptions=True)
+    responder.behaviour = Behaviour()
+    await mapper.remove()
+    assert responder.grants == {}
+
+
+async def test_unexpected_error_ends_only_the_task(
+    responder: Responder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(route_file: Path = portmap.PROC_NET_ROUTE) -> str | None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(portmap, "default_gateway", broken)
+    changes: Changes = []
+    mapper = PortMapper(7000, lambda m, w: changes.append((m, w)), upnp=False)
+    await mapper.run()  # returns: the error does not escape into the service
+    assert changes == [(None, "stopped by an internal error (see the log)")]
+
+
+def test_profile_config_switch(tmp_path: Path) -> None:
+    from comm_tui.profile import make_service, open_profile
+
+    profile = open_profile("default", tmp_path)
+    try:
+        assert make_service(profile, save=False)[0].port_mapper_factory is PortMapper
+        assert make_service(profile, save=False, map_port=False)[0].port_mapper_factory is None
+        profile.config.port_mapping = False
+        assert make_service(profile, save=False)[0].port_mapper_factory is None
+    finally:
+        profile.close()
+
+
+@settings(max_examples=2000, deadline=None)
+@given(data=st.binary(max_size=1200), internal=st.integers(0, 65535))
+def test_parsers_only_ever_refuse_with_bad_answer(data: bytes, internal: int) -> None:
+    parsers = [
+        lambda d: parse_pcp_map_answer(d, NONCE, internal),
+        parse_natpmp_address_answer,
+        lambda d: parse_natpmp_map_answer(d, internal),
+    ]
+    for parse in parsers:
+        try:
+            answer = parse(data)
+        except BadAnswer:
+            continue
+        if answer.result == 0 and answer.external_ip is not None:
+            usable_grant(answer)  # any address a parser returns is one usable_grant reads
+
+
+def test_one_shot_send_asks_no_router(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from comm_tui import profile as profile_module
+    from comm_tui.cli import main
+
+    made: list[int] = []
+
+    def recording(
+        internal: int, on_change: Callable[[PortMapping | None, str], None]
+    ) -> PortMapper:
+        made.append(internal)
+        return PortMapper(internal, on_change, gateway="127.0.0.1", upnp=False)
+
+    monkeypatch.setattr(profile_module, "PortMapper", recording)
+    data = str(tmp_path)
+    assert main(["--data-dir", data, "--profile", "bob", "id"]) == 0
+    card = capsys.readouterr().out.split("card: ")[1].split()[0]
+    # Listening on every address (mappable), with nobody to hand the text to.
+    argv = ["--data-dir", data, "send", card, "hi", "--listen", "0.0.0.0:0", "--wait", "0.3"]
+    assert main(argv) == 3
+    assert made == []

@@ -112,6 +112,7 @@ class Igd:
 
     control: str = "/ctl"
     refuse: int | None = None  # a UPnP error code for AddPortMapping
+    permanent_only: bool = False  # error 725 for any lease but 0
     calls: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     http_port: int = 0
     ssdp_port: int = 0
@@ -128,11 +129,14 @@ class Igd:
         body = await request.text()
         args = dict(re.findall(r"<(New\w+)>([^<]*)</\1>", body))
         self.calls.append((action, args))
-        if action == "AddPortMapping" and self.refuse is not None:
+        refuse = self.refuse
+        if self.permanent_only and args.get("NewLeaseDuration", "0") != "0":
+            refuse = 725
+        if action == "AddPortMapping" and refuse is not None:
             fault = (
                 "<s:Fault><faultcode>s:Client</faultcode><faultstring>UPnPError</faultstring>"
                 '<detail><UPnPError xmlns="urn:schemas-upnp-org:control-1-0">'
-                f"<errorCode>{self.refuse}</errorCode><errorDescription>ConflictInMappingEntry"
+                f"<errorCode>{refuse}</errorCode><errorDescription>ConflictInMappingEntry"
                 "</errorDescription></UPnPError></detail></s:Fault>"
             )
             return web.Response(
@@ -230,6 +234,18 @@ async def test_upnp_refusal_reported(igd: Igd) -> None:
     changes: Changes = []
     await _run_until_change(_mapper(igd, changes), changes)
     assert changes == [(None, "refused by 127.0.0.1: UPnP-IGD: error 718 ConflictInMappingEntry")]
+
+
+async def test_upnp_permanent_lease_only_router(igd: Igd) -> None:
+    igd.permanent_only = True
+    changes: Changes = []
+    mapper = _mapper(igd, changes)
+    await _run_until_change(mapper, changes)
+    assert changes[0][0] is not None and changes[0][0].protocol == "UPnP-IGD"
+    leases = [args["NewLeaseDuration"] for action, args in igd.calls if action == "AddPortMapping"]
+    assert leases == ["7200", "0"]
+    await mapper.remove()
+    assert igd.calls[-1][0] == "DeletePortMapping"
 
 
 async def test_upnp_renewal_failure_is_not_taken_for_success(

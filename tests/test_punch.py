@@ -497,3 +497,16 @@ def test_the_contacts_relays_are_looked_up_when_our_table_lacks_them() -> None:
     net.run(1)  # before the second round (PUNCH_RETRY_S)
     assert net.b.address in net.a.punched_peers()
     assert sum(r.stats.rejected["unknown_target"] for r in net.relays) >= 1
+
+
+def test_a_round_spends_the_contacts_budget_once_its_lookup_asks_nothing_more() -> None:
+    me = Punching(_keys(1, 207)[0], T0)
+    (contact,) = _keys(1)
+    me.set_contacts([contact])
+    address = address_of(contact)
+    me.want(address, T0)
+    relays = [(key, ("198.18.9.9", 1000 + i)) for i, key in enumerate(_keys(60, 150))]
+    for i in range(0, 30, 3):  # asks that end rounds' lookups: free
+        assert len(me.ask_relays(address, relays[i : i + 3], T0, spend=False)) == 3
+    asked = [me.ask_relays(address, relays[30 + 3 * i :], T0, spend=True) for i in range(8)]
+    assert [len(a) for a in asked] == [3] * int(PEER_INTRODUCTIONS_BURST) + [0, 0]

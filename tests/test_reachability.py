@@ -818,8 +818,10 @@ def test_a_new_attachment_is_handed_what_waits_for_it() -> None:
 def test_local_endpoints_are_the_bound_one_or_the_routes_source() -> None:
     assert local_endpoints(("127.0.0.1", 4000), []) == {("127.0.0.1", 4000)}
     assert local_endpoints(("0.0.0.0", 4000), [("127.0.0.1", 9)]) == {("127.0.0.1", 4000)}
-    # Names are never looked up here, and an IPv6 peer says nothing of an IPv4 socket.
+    # Names are never looked up here, and an IPv6 peer says nothing of an IPv4 socket;
+    # a dual-stack socket (bound to ::) sends to both.
     assert local_endpoints(("0.0.0.0", 4000), [("localhost", 9), ("::1", 9)]) == set()
+    assert local_endpoints(("::", 4000), [("127.0.0.1", 9)]) == {("127.0.0.1", 4000)}
 
 
 async def test_nodes_on_loopback_are_relays_from_the_start(tmp_path: Path) -> None:
@@ -848,3 +850,40 @@ async def test_nodes_on_loopback_are_relays_from_the_start(tmp_path: Path) -> No
         for service in services:
             await service.stop()
             service.db.close()
+
+
+def test_a_client_answering_a_hello_counts_its_flag_in_the_size() -> None:
+    node = Node(Identity.from_seed(b"\x05" * 32), T0, rng=random.Random(5))
+    node._client = True  # as after its first Pong showed a NAT
+    asker = Codec(Identity.from_seed(b"\x06" * 32))
+    hello = asker.encode_hello(b"c" * CHALLENGE_BYTES)
+    node.receive_datagram(hello, ("2001:2::6", 4000), T0)
+    ((pong, _),) = node.datagrams_to_send()
+    assert len(pong) <= len(hello)
+    frame = asker.decode(pong, T0).frame
+    assert frame is not None and frame.client
+
+
+def test_a_port_mapping_a_probe_reaches_makes_the_node_public() -> None:
+    """Bob's router maps its port 4000 to him (as UPnP or NAT-PMP would): told of it, Bob
+    has a probe sent there, is public by it, and leaves client mode; when the mapping
+    goes, he is a client again."""
+    wire, _, nodes = nat_network(12, {"bob": "restricted"})
+    bob = nodes["bob"]
+    clock = Clock(wire, T0 + 21, step=1.0)
+    clock.wait_for(lambda: bob.reachability.kind == "cone", 600.0)
+    assert bob.client_mode and bob.reachability.kind == "cone"
+    public = wire.public_endpoint_of(bob)
+    nat = wire.nat_of[wire.endpoint(bob)]
+    bob.note_port_mapping(("203.0.113.1", 4000), clock.now)  # an IP nobody sees us at
+    clock.run_for(30)
+    assert bob.reachability.kind != "public"
+    nat.forwards[public[1]] = wire.endpoint(bob)
+    bob.note_port_mapping(public, clock.now)
+    clock.run_for(30)
+    assert bob.reachability.kind == "public" and bob.reachability.public_endpoint == public
+    assert not bob.client_mode
+    del nat.forwards[public[1]]
+    bob.note_port_mapping(None, clock.now)
+    clock.run_for(30)
+    assert bob.client_mode and bob.reachability.kind == "cone"

@@ -129,7 +129,6 @@ class CommApp(App[int]):
         self.demo = demo
         self.service: NodeService | None = None
         self.demo_network: DemoNetwork | None = None
-        self.card = encode_card(profile.identity.public)
         if ascii is None:
             encoding = sys.__stdout__.encoding if sys.__stdout__ is not None else None
             ascii = ascii_only(os.environ, encoding, profile.config.ascii)
@@ -683,6 +682,14 @@ class CommApp(App[int]):
                 self.query_one(ContactList).focus()
             else:
                 conversation.focus_input()
+
+    @property
+    def card(self) -> str:
+        """Our card: with endpoint hints once the node has published one (docs/PROTOCOL.md,
+        "13.2"), else the plain version 1 card."""
+        if self.service is not None:
+            return self.service.card
+        return encode_card(self.profile.identity.public)
 
     def action_copy_card(self) -> None:
         self.copy_to_clipboard(self.card)

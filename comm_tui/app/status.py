@@ -52,6 +52,9 @@ class StatusSnapshot:
     public_endpoint: str = "unknown"
     client_mode: bool = False
     keepalive_s: float | None = None
+    # docs/PROTOCOL.md, "14. Port mapping" and "12.6 Hole punching".
+    port_mapping: str = "none"
+    punched: int = 0  # contacts reached directly through a punched hole
 
 
 def endpoint_text(endpoint: tuple[str, int] | None) -> str:
@@ -95,7 +98,7 @@ def take_snapshot(service: NodeService, now: float) -> StatusSnapshot:
     return StatusSnapshot(
         now=now,
         address=service.identity.address,
-        card=encode_card(service.identity.public),
+        card=service.card,
         listen=endpoint_text(service.bound),
         state=node.state,
         table_size=len(node.table),
@@ -121,6 +124,10 @@ def take_snapshot(service: NodeService, now: float) -> StatusSnapshot:
         public_endpoint=public_text(node.reachability.public_endpoint),
         client_mode=node.client_mode,
         keepalive_s=node.keepalive_interval,
+        port_mapping=(
+            service.port_mapping.describe() if service.port_mapping is not None else "none"
+        ),
+        punched=len(node.punched_peers()),
     )
 
 

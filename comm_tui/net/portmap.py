@@ -273,6 +273,19 @@ def usable_grant(answer: Answer, min_lifetime_s: int = MIN_LIFETIME_S) -> str | 
     return None
 
 
+def mappable(bound_host: str) -> bool:
+    """Whether a socket bound to ``bound_host`` can be reached through an IPv4 mapping.
+
+    A router forwards only to an address on its LAN: never to loopback (a node listening
+    there, like every test on 127.0.0.1, asks no router), nor to a socket bound to one
+    IPv6 address. ``::`` may take IPv4 too (dual stack).
+    """
+    address = ipaddress.ip_address(bound_host)
+    if isinstance(address, ipaddress.IPv6Address):
+        return address.is_unspecified
+    return not address.is_loopback
+
+
 def default_gateway(route_file: Path = PROC_NET_ROUTE) -> str | None:
     """The IPv4 default route's gateway with the lowest metric, from ``/proc/net/route``."""
     try:
@@ -363,7 +376,18 @@ class PortMapper:
         self._upnp_service: UpnpService | None = None
 
     async def run(self) -> None:
-        """Map, keep the mapping renewed; when nothing works, try again much later."""
+        """Map, keep the mapping renewed; when nothing works, try again much later.
+
+        The node's own work never depends on this task: an unexpected error ends it with
+        a log record and "none" reported, nothing else.
+        """
+        try:
+            await self._run()
+        except Exception:
+            log.exception("port mapping stopped by an unexpected error")
+            self.on_change(None, "stopped by an internal error (see the log)")
+
+    async def _run(self) -> None:
         while True:
             why = await self._create()
             if self.mapping is None:
@@ -435,12 +459,14 @@ class PortMapper:
             self._grant("PCP", answer, answer.external_ip)
         return outcome
 
-    async def _natpmp(self, lifetime: int, external_ip: str | None) -> str | None:
+    async def _natpmp(self, lifetime: int, granted: Endpoint | None) -> str | None:
         """NAT-PMP: the external address (unless known), then the mapping; a refusal if any.
 
-        A renewal knows the address: it is asked again only when the epoch says the gateway
-        restarted (RFC 6886, section 3.6; see ``_renew``).
+        A renewal (``granted``: the endpoint granted before) knows the address: it is asked
+        again only when the epoch says the gateway restarted (RFC 6886, section 3.6; see
+        ``_renew``), and asks for the same external port.
         """
+        external_ip, suggested = granted if granted is not None else (None, self.internal_port)
         if external_ip is None:
             address = await self._exchange(
                 lambda _: natpmp_address_request(), parse_natpmp_address_answer
@@ -450,7 +476,6 @@ class PortMapper:
             if address.answer.result != 0:
                 return NATPMP_RESULTS.get(address.answer.result, "refused")
             external_ip = address.answer.external_ip
-        suggested = self.mapping.external[1] if self.mapping else self.internal_port
         mapped = await self._exchange(
             lambda _: natpmp_map_request(self.internal_port, suggested, lifetime),
             lambda data: parse_natpmp_map_answer(data, self.internal_port),
@@ -548,31 +573,33 @@ class PortMapper:
     async def _renew(self, mapping: PortMapping) -> PortMapping | None:
         """Ask for the same mapping again; a restarted gateway is asked from scratch."""
         before = self._epoch
-        self.mapping = None
-        if mapping.protocol == "UPnP-IGD":
-            await self._upnp_add(mapping.external[0])
-        elif mapping.protocol == "PCP":
-            await self._pcp(REQUESTED_LIFETIME_S, mapping.external)
-        else:
-            await self._natpmp(REQUESTED_LIFETIME_S, mapping.external[0])
-        if self.mapping is None:
-            self.mapping = mapping  # no answer: the old grant stands until it lapses
-            return None
-        if (
-            mapping.protocol != "UPnP-IGD"  # UPnP has no epoch
-            and before is not None
-            and self._epoch is not None
-            and gateway_lost_state(before, self._epoch)
-        ):
-            # docs/PROTOCOL.md, "14. Port mapping": the router restarted; its external
-            # address may be new, so the mapping is made again from the start.
-            log.info("port mapping: the gateway restarted (epoch %d)", self._epoch[0])
-            self.mapping = None
-            await self._create()
-            if self.mapping is None:
+        self.mapping = None  # set again by a grant
+        try:
+            if mapping.protocol == "UPnP-IGD":
+                await self._upnp_add(mapping.external[0])
+            elif mapping.protocol == "PCP":
+                await self._pcp(REQUESTED_LIFETIME_S, mapping.external)
+            else:
+                await self._natpmp(REQUESTED_LIFETIME_S, mapping.external)
+            if (
+                self.mapping is not None
+                and mapping.protocol != "UPnP-IGD"  # UPnP has no epoch
+                and before is not None
+                and self._epoch is not None
+                and gateway_lost_state(before, self._epoch)
+            ):
+                # docs/PROTOCOL.md, "14. Port mapping": the router restarted; its external
+                # address may be new, so the mapping is made again from the start.
+                log.info("port mapping: the gateway restarted (epoch %d)", self._epoch[0])
+                self.mapping = None
+                await self._create()
+        finally:
+            renewed = self.mapping
+            if renewed is None:
+                # No answer, or the node stopped meanwhile: the old grant stands until it
+                # lapses, and ``remove`` still deletes it.
                 self.mapping = mapping
-                return None
-        return self.mapping
+        return renewed
 
     async def _delete(self, mapping: PortMapping) -> None:
         if mapping.protocol == "PCP":
@@ -606,7 +633,10 @@ class PortMapper:
         from comm_tui.net import upnp
 
         assert self.gateway is not None and self._upnp_service is not None
-        client_ip = self._client_ip or await _local_address(self.gateway)
+        try:
+            client_ip = self._client_ip or await _local_address(self.gateway)
+        except OSError as exc:
+            return f"no route to the gateway ({exc.strerror or exc})"
         try:
             external_ip = await upnp.add_mapping(
                 self._upnp_service, client_ip, self.internal_port, REQUESTED_LIFETIME_S

@@ -25,7 +25,7 @@ from comm_tui.errors import StorageError
 from comm_tui.net.discovery import LocalDirectory
 from comm_tui.net.hints import endpoint_hints
 from comm_tui.net.lan import LanBeacon, LanOptions, Sighting, lan_families
-from comm_tui.net.portmap import PortMapper, PortMapping
+from comm_tui.net.portmap import PortMapper, PortMapping, mappable
 from comm_tui.net.udp import NodeProtocol, open_udp
 from comm_tui.protocol.custody import Custody
 from comm_tui.protocol.events import (
@@ -56,7 +56,8 @@ LOCAL_ADDRESS_PEERS = 8
 def local_endpoints(bound: Endpoint, toward: Iterable[Endpoint]) -> set[Endpoint]:
     """The endpoints our socket sends from: the bound one, or for a wildcard bind the
     source address the kernel's routes pick toward each of ``toward`` (connecting a UDP
-    socket sends nothing). Only IP literals are tried: no name lookup here."""
+    socket sends nothing). A socket bound to ``::`` is dual stack: it sends to IPv4 peers
+    too. Only IP literals are tried: no name lookup here."""
     host, port = bound
     try:
         ip = ipaddress.ip_address(host)
@@ -71,7 +72,7 @@ def local_endpoints(bound: Endpoint, toward: Iterable[Endpoint]) -> set[Endpoint
         except ValueError:
             continue
         family = socket.AF_INET6 if peer.version == 6 else socket.AF_INET
-        if (family == socket.AF_INET6) != (ip.version == 6):
+        if peer.version == 6 and ip.version == 4:
             continue
         try:
             with socket.socket(family, socket.SOCK_DGRAM) as probe:
@@ -214,7 +215,7 @@ class NodeService:
             )
             await self.lan.start()
         self._tasks.append(asyncio.create_task(self._save_peers_forever()))
-        if self.port_mapper_factory is not None:
+        if self.port_mapper_factory is not None and mappable(self.bound[0]):
             # docs/PROTOCOL.md, "14. Port mapping": in the background, never in the way.
             self.port_mapper = self.port_mapper_factory(self.bound[1], self._on_port_mapping)
             self._tasks.append(asyncio.create_task(self.port_mapper.run()))
@@ -316,11 +317,8 @@ class NodeService:
     def _tell_node_port_mapping(self, endpoint: Endpoint | None) -> None:
         """The one place the mapped endpoint reaches the core, as a candidate public endpoint
         it checks by dial-back (``Node.note_port_mapping``, docs/PROTOCOL.md, "12.
-        Reachability"); a core without that method (before reachability) is not told."""
-        note = getattr(self.node, "note_port_mapping", None)
-        if note is None:
-            return
-        note(endpoint, self.clock())
+        Reachability")."""
+        self.node.note_port_mapping(endpoint, self.clock())
         if self.protocol is not None:
             self.protocol.pump()
 
@@ -442,6 +440,11 @@ class NodeService:
         """
         return endpoint_hints([self.bound], test_networks=self.test_networks)
 
+    @property
+    def card(self) -> str:
+        """The card to give people: the one last published, with hints when it has any."""
+        return self.db.get_meta(CARD_META) or encode_card(self.identity.public)
+
     def publish_card(self) -> str:
         """Write the profile's current card (with hints when we have any) for ``comm-tui id``.
 
@@ -456,7 +459,7 @@ class NodeService:
                 else encode_card(self.identity.public)
             )
             self.db.set_meta(CARD_META, card)
-        return self.db.get_meta(CARD_META) or encode_card(self.identity.public)
+        return self.card
 
     async def _publish_card_forever(self) -> None:
         while True:

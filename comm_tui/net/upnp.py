@@ -34,6 +34,7 @@ WAN_SERVICES = (
 )
 MAX_SSDP_ANSWER = 2048
 DESCRIPTION = "comm-tui"
+ONLY_PERMANENT_LEASES = 725  # WANIPConnection:1, "OnlyPermanentLeasesSupported"
 
 
 class UpnpFailure(Exception):
@@ -119,7 +120,9 @@ async def wan_service(location: str, gateway: str, timeout_s: int) -> UpnpServic
     factory = UpnpFactory(AiohttpRequester(timeout=timeout_s), non_strict=True)
     try:
         device = await factory.async_create_device(location)
-    except (UpnpError, OSError, TimeoutError, ValueError) as exc:
+    except Exception as exc:
+        # The description is the router's (or a LAN host's) XML: whatever the library
+        # makes of a hostile one, it is an unusable description, never our failure.
         raise UpnpFailure(f"unusable description ({type(exc).__name__})") from exc
     for service in device.all_services:
         if (
@@ -133,18 +136,18 @@ async def wan_service(location: str, gateway: str, timeout_s: int) -> UpnpServic
 
 
 async def add_mapping(service: UpnpService, client_ip: str, port: int, lease_s: int) -> str | None:
-    """AddPortMapping for UDP ``port`` to ``client_ip``; the external address if told."""
+    """AddPortMapping for UDP ``port`` to ``client_ip``; the external address if told.
+
+    A router that takes only permanent leases (error 725) is asked for one (lease 0): the
+    mapper renews it on its own schedule all the same, and deletes it at exit.
+    """
     try:
-        await service.action("AddPortMapping").async_call(
-            NewRemoteHost="",
-            NewExternalPort=port,
-            NewProtocol="UDP",
-            NewInternalPort=port,
-            NewInternalClient=client_ip,
-            NewEnabled=True,
-            NewPortMappingDescription=DESCRIPTION,
-            NewLeaseDuration=lease_s,
-        )
+        try:
+            await _add(service, client_ip, port, lease_s)
+        except UpnpError as exc:
+            if getattr(exc, "error_code", None) != ONLY_PERMANENT_LEASES:
+                raise
+            await _add(service, client_ip, port, 0)
     except (UpnpError, OSError, TimeoutError, ValueError) as exc:
         raise UpnpFailure(_refusal(exc)) from exc
     if not service.has_action("GetExternalIPAddress"):
@@ -158,6 +161,19 @@ async def add_mapping(service: UpnpService, client_ip: str, port: int, lease_s: 
         return str(ipaddress.IPv4Address(value)) if isinstance(value, str) else None
     except ValueError:
         return None
+
+
+async def _add(service: UpnpService, client_ip: str, port: int, lease_s: int) -> None:
+    await service.action("AddPortMapping").async_call(
+        NewRemoteHost="",
+        NewExternalPort=port,
+        NewProtocol="UDP",
+        NewInternalPort=port,
+        NewInternalClient=client_ip,
+        NewEnabled=True,
+        NewPortMappingDescription=DESCRIPTION,
+        NewLeaseDuration=lease_s,
+    )
 
 
 async def delete_mapping(service: UpnpService, port: int) -> None:

@@ -961,6 +961,7 @@ class Node:
         """A boxed Pong no larger than the hello: with the endpoint we saw it come from
         when that fits (docs/PROTOCOL.md, "3.3", "12.1")."""
         pong = self._pong(hello.challenge, addr)
+        pong.client = self._client  # as _send_frame will: measured as sent
         if len(pong.pong.observed.ip) and self._frame_size(key, pong, addr, now) > size:
             pong.pong.ClearField("observed")
         self._send_frame(key, addr, pong, now)
@@ -1973,7 +1974,7 @@ class Node:
             return
         del self._punch_lookups[lookup.target]
         relays = [(c.key, c.endpoint) for c in lookup.result() if c.address != lookup.target]
-        self._send_all(self._punch.ask_relays(lookup.target, relays, now), now)
+        self._send_all(self._punch.ask_relays(lookup.target, relays, now, spend=False), now)
 
     def _send_all(self, sends: list[Send], now: float) -> None:
         for send in sends:

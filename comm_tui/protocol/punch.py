@@ -534,19 +534,20 @@ class Punching:
         if not relays:
             return []
         start = (want.rounds - 1) * PUNCH_RELAYS_PER_ROUND % len(relays)
-        return self.ask_relays(address, relays[start:] + relays[:start], now)
+        return self.ask_relays(address, relays[start:] + relays[:start], now, spend=True)
 
     def ask_relays(
-        self, address: bytes, relays: list[tuple[bytes, Endpoint]], now: float
+        self, address: bytes, relays: list[tuple[bytes, Endpoint]], now: float, *, spend: bool
     ) -> list[Send]:
         """Ask the first few of ``relays`` (nearest the contact first), those we are not
         asking already, to introduce us, while we still want ``address`` and hold no
-        attempt or pair with it, within its budget and the node's."""
+        attempt or pair with it. ``spend``: a new round, within the contact's budget and
+        the node's (the asks that end a round's lookup belong to that round)."""
         if address not in self.wants or address in self.attempts or address in self.pairs:
             return []
         first = relays[:PUNCH_RELAYS_PER_ROUND]
         chosen = [(k, e) for k, e in first if not self._asking(k, address)]
-        if not chosen or not self._spend(address, now):
+        if not chosen or (spend and not self._spend(address, now)):
             return []
         return [self._ask(key, endpoint, address, now) for key, endpoint in chosen]
 

@@ -440,16 +440,11 @@ class Prober:
     def __init__(self) -> None:
         self.outcome: ProbeOutcome = "none"
         self.mapping_ok = False
-        self.decided_at = 0.0
         self.next_at = 0.0
         self._pending: dict[bytes, _PendingProbe] = {}
         self._failed_rounds = 0
         self._round_failures = 0
         self._round_success = False
-
-    @property
-    def running(self) -> bool:
-        return bool(self._pending)
 
     def due(self, now: float) -> bool:
         return not self._pending and now >= self.next_at
@@ -496,13 +491,13 @@ class Prober:
         if self._pending:
             return
         if self._round_success:
-            self.outcome, self.decided_at = "arrived", now
+            self.outcome = "arrived"
             self._failed_rounds = 0
             self.next_at = now + PROBE_RECHECK_S
         elif self._round_failures:
             self._failed_rounds += 1
             if self._failed_rounds >= PROBE_ROUNDS:
-                self.outcome, self.decided_at = "failed", now
+                self.outcome = "failed"
                 self._failed_rounds = 0
                 self.next_at = now + PROBE_RECHECK_S
             else:

@@ -81,10 +81,18 @@ def _reachability(service: NodeService) -> object:
     return _jsonable(getattr(service.node, "reachability", None))
 
 
+def _punched(service: NodeService) -> dict[str, list[object]]:
+    """Contacts reached through a punched hole, by address (docs/PROTOCOL.md, "12.6")."""
+    punched = getattr(service.node, "punched_peers", dict)()
+    return {address.hex(): list(endpoint) for address, endpoint in punched.items()}
+
+
 def _status(service: NodeService) -> dict[str, Any]:
     stats = service.node.stats
     return {
         "peers": len(service.node.table),
+        "client": getattr(service.node, "client_mode", None),
+        "punched": _punched(service),
         "state": str(service.node.state),
         "bound": list(service.bound) if service.bound else None,
         "reachability": _reachability(service),

@@ -20,6 +20,39 @@ NO_PEERS_HINT = (
     " of any node, or run another comm-tui on this machine (found by itself)."
 )
 STATE_STYLES = {"online": "bold $text-success", "no peers": "bold $text-error"}
+# docs/PROTOCOL.md, "12.3 Classification and client mode": what each kind means to a user.
+REACHABILITY_TEXT = {
+    "public": "yes: others can reach us",
+    "cone": "behind a NAT that keeps mappings",
+    "symmetric": "behind a symmetric NAT",
+    "firewalled": "no: a firewall drops strangers",
+    "unknown": "checking…",
+}
+
+
+def reachability_rows(snapshot: StatusSnapshot) -> list[tuple[str, str]]:
+    """How others reach us: kind, address as seen, mode, port mapping, direct contacts."""
+    mode = (
+        f"client: keep-alive every {snapshot.keepalive_s:.0f} s"
+        if snapshot.client_mode and snapshot.keepalive_s is not None
+        else "client"
+        if snapshot.client_mode
+        else "relay for others"
+    )
+    loopback = snapshot.listen.startswith(("127.", "[::1]"))
+    reachable = REACHABILITY_TEXT.get(snapshot.reachability, snapshot.reachability)
+    if loopback:  # probes from our own host prove nothing; nothing else can reach us
+        reachable = "from this machine only (loopback)"
+    rows = [
+        ("reachable", reachable),
+        ("seen as", snapshot.public_endpoint),
+        ("mode", mode),
+        ("port mapping", snapshot.port_mapping),
+    ]
+    if snapshot.punched:
+        plural = "s" * (snapshot.punched != 1)
+        rows.append(("direct", f"{snapshot.punched} contact{plural} through a punched hole"))
+    return rows
 
 
 def _rows(*pairs: tuple[str, str | Content]) -> Content:
@@ -101,6 +134,7 @@ class StatusPanel(VerticalScroll):
                 ),
             ),
             ("listen", shown(snapshot.listen)),
+            *((label, shown(value)) for label, value in reachability_rows(snapshot)),
             ("routing table", f"{snapshot.table_size} nodes"),
             ("buckets", bucket_bar(snapshot.bucket_fill, marks=marks) or marks[0]),
             ("outbox", f"{snapshot.outbox} waiting for an ack"),
