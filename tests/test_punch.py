@@ -378,10 +378,10 @@ def test_pending_introductions_and_attempts_are_bounded() -> None:
         nonce = me._ask(relay, ("198.18.0.1", 1), address_of(key), T0).frame.introduce.nonce
         answer = pb.Introduced(key=key, nonce=nonce, ip=bytes([198, 18, 1, i]), port=4000)
         if i < PUNCH_ATTEMPTS_MAX:
-            assert len(me.on_answer(relay, answer, T0)) == 1
+            assert len(me.on_answer(relay, ("198.18.0.1", 1), answer, T0)) == 1
         else:
             with pytest.raises(Rejected, match="punch_rate"):
-                me.on_answer(relay, answer, T0)
+                me.on_answer(relay, ("198.18.0.1", 1), answer, T0)
     assert len(me.attempts) == PUNCH_ATTEMPTS_MAX
     # An attempt pings at most PUNCH_ENDPOINTS_MAX endpoints, whatever it hears from.
     address = address_of(contacts[0])

@@ -88,10 +88,19 @@ def test_a_hostile_minority_of_networks_cannot_set_our_endpoint() -> None:
 
 def test_observations_are_bounded_and_age_out() -> None:
     tally = ObservationTally()
-    for i in range(OBSERVATION_NETWORKS_MAX + 10):
-        tally.add(f"net{i}", PUBLIC_AT, T0 + i)
+    for i in range(OBSERVATION_NETWORKS_MAX):
+        assert tally.add(f"net{i}", PUBLIC_AT, T0 + i)
+    # Full: newcomers cannot push out live observations (an attacker's many networks
+    # would flush the honest ones), while those already counted refresh their slots.
+    for i in range(10):
+        assert not tally.add(f"new{i}", ("203.0.113.9", 666), T0 + 100)
+    assert tally.add("net0", PUBLIC_AT, T0 + 100)
     assert len(tally) == OBSERVATION_NETWORKS_MAX
-    assert "net0" not in tally.recent(T0 + 100)  # the least recently heard went first
+    assert not any(n.startswith("new") for n in tally.recent(T0 + 100))
+    # Once the least recently heard has expired, a newcomer takes its slot.
+    later = T0 + 1 + OBSERVATION_TTL_S + 1
+    assert tally.add("new0", ("203.0.113.9", 666), later)
+    assert "net1" not in tally.recent(later) and "new0" in tally.recent(later)
     old = tally_of(*[(f"n{i}", PUBLIC_AT) for i in range(3)])
     assert old.agreed(T0 + OBSERVATION_TTL_S) == PUBLIC_AT
     assert old.agreed(T0 + OBSERVATION_TTL_S + 1) is None

@@ -405,7 +405,8 @@ def test_confirm_endpoint_respects_the_prefix_limit() -> None:
     [
         (["1.2.3.4", "1.2.3.5", "1.2.3.6", "1.2.4.1"], [True, True, False, True]),
         (
-            ["2001:db8::1", "2001:db8::2", "2001:db8::3", "2001:db8:0:1::1"],
+            # One /48 (2001:db8:0::/48) is one site: a fourth /64 of it is refused too.
+            ["2001:db8::1", "2001:db8::2", "2001:db8:0:1::1", "2001:db8:1::1"],
             [True, True, False, True],
         ),
         (["::ffff:1.2.3.4", "1.2.3.5", "1.2.3.6"], [True, True, False]),

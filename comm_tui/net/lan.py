@@ -137,11 +137,16 @@ class BeaconReader:
 
 
 def _usable_source(host: str) -> bool:
+    """A beacon comes from the local network: never from a global address, which only a
+    host elsewhere on the internet sends from (the socket listens on every address, so
+    anyone could otherwise make us ping a forged source; docs/PROTOCOL.md, "13.1")."""
     try:
         ip = ipaddress.ip_address(host.partition("%")[0])
     except ValueError:
         return False
-    return not (ip.is_unspecified or ip.is_multicast)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not (ip.is_unspecified or ip.is_multicast or ip.is_global)
 
 
 def lan_families(bound: Endpoint) -> list[int]:

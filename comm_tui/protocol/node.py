@@ -109,6 +109,7 @@ from comm_tui.protocol.punch import Punching, Send
 from comm_tui.protocol.ratelimit import RateLimiter, TokenBucket
 from comm_tui.protocol.reachability import (
     ATTACH_RELAYS,
+    BINDING_CANDIDATES,
     DIAL_BACK_BURST,
     DIAL_BACK_RATE_PER_S,
     ECHO_MAX_DELAY_S,
@@ -127,8 +128,10 @@ from comm_tui.protocol.reachability import (
     Reachability,
     canonical,
     classify,
+    is_loopback,
     probe_target_allowed,
     solicitation_key,
+    tally_network,
 )
 from comm_tui.protocol.relay_store import (
     UNVALIDATED_ORIGIN,
@@ -815,6 +818,8 @@ class Node:
         if decoded.hello is not None:
             self._answer_hello(sender.key, decoded.hello, addr, now, len(data))
             return
+        if self._local and self._unsolicited(addr, now) and self._prober.inbound(now):
+            self._reclassify(now)
         frame = decoded.frame
         assert frame is not None
         body = frame.WhichOneof("body") or ""
@@ -1664,7 +1669,7 @@ class Node:
         if seen is None:
             return
         before = (self._tally.agreed(now), self._tally.nat_suspected(self._local, now))
-        self._tally.add(origin_network(addr), seen, now)
+        self._tally.add(tally_network(addr), seen, now)
         after = (self._tally.agreed(now), self._tally.nat_suspected(self._local, now))
         if after[1] != before[1] or (before[0] is not None and after[0] != before[0]):
             self._prober.reset(now)  # the evidence changed: check again
@@ -1728,13 +1733,37 @@ class Node:
             self._start_probe_round(now)
         self._reclassify(now)
         if self._client:
-            relays = self.table.closest(self.address, ATTACH_RELAYS)
+            relays = self._binding_relays()
             self._bindings.choose([(n.address, n.key, n.endpoint) for n in relays], now)
             self._bindings.expire(now)
             for address, binding, delay in self._bindings.due(now):
                 self._send_attach(address, binding, delay, now)
         for key, endpoint, challenge in self._attached.echoes_due(now):
             self._send_frame(key, endpoint, self._pong(challenge, endpoint), now)
+
+    def _unsolicited(self, addr: Endpoint, now: float) -> bool:
+        """Did an authentic datagram come from an IP we have not sent to lately? Then no
+        mapping of ours let it in: strangers reach us (docs/PROTOCOL.md, "12.2"). Never
+        on loopback, where every node shares our host."""
+        if is_loopback(addr[0]):
+            return False
+        last = self._sent_to.get(solicitation_key(addr))
+        return last is None or now - last >= PROBE_SOLICITED_S
+
+    def _binding_relays(self) -> list[NodeEntry]:
+        """The relays a client keeps bindings with: the nearest to its address, at most
+        one per network of origin (docs/PROTOCOL.md, "12.4"), so that keys ground near
+        our address from one or two networks cannot hold all our bindings."""
+        chosen: list[NodeEntry] = []
+        networks: set[str] = set()
+        for node in self.table.closest(self.address, BINDING_CANDIDATES):
+            network = origin_network(node.endpoint)
+            if network not in networks:
+                networks.add(network)
+                chosen.append(node)
+                if len(chosen) == ATTACH_RELAYS:
+                    break
+        return chosen
 
     def _send_attach(self, address: bytes, binding: Binding, delay: float, now: float) -> None:
         """Attach (or keep the binding) with a relay; ``delay``: as an echo test."""
@@ -2004,7 +2033,7 @@ class Node:
         asks a relay to meet us. A notice counts only from a relay of our table, at the
         endpoint we know it by (``unsolicited``): a stranger cannot make us ask anyone."""
         if introduced.nonce:
-            self._send_all(self._punch.on_answer(sender.key, introduced, now), now)
+            self._send_all(self._punch.on_answer(sender.key, addr, introduced, now), now)
             return
         if introduced.ip or introduced.port:
             raise Rejected("malformed")

@@ -36,6 +36,7 @@ from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.admission import CHALLENGE_BYTES
 from comm_tui.protocol.codec import Rejected
 from comm_tui.protocol.ratelimit import RateLimiter, TokenBucket
+from comm_tui.protocol.reachability import canonical, probe_target_allowed
 from comm_tui.protocol.routing import Endpoint
 
 NONCE_BYTES = 16
@@ -166,7 +167,7 @@ def _endpoint_of(ip: bytes, port: int) -> Endpoint | None:
     if len(ip) not in (4, 16) or not 0 < port < 65536:
         return None
     family = socket.AF_INET if len(ip) == 4 else socket.AF_INET6
-    return (socket.inet_ntop(family, ip), port)
+    return canonical((socket.inet_ntop(family, ip), port))  # ::ffff:a.b.c.d is a.b.c.d
 
 
 def _ping(key: bytes, endpoint: Endpoint, challenge: bytes) -> Send:
@@ -276,7 +277,9 @@ class Punching:
         """One introduction for ``address``: within its budget and the node's."""
         return self._peer_budget.allow(address, now) and self._node_budget.take(now)
 
-    def on_answer(self, relay_key: bytes, introduced: pb.Introduced, now: float) -> list[Send]:
+    def on_answer(
+        self, relay_key: bytes, relay: Endpoint, introduced: pb.Introduced, now: float
+    ) -> list[Send]:
         """The relay we asked gives us the contact's endpoint: start (or widen) an attempt.
 
         Only as the answer to a nonce of ours, from the relay it went to, naming the
@@ -292,6 +295,9 @@ class Punching:
         endpoint = _endpoint_of(introduced.ip, introduced.port)
         if endpoint is None:
             raise Rejected("malformed")
+        if not probe_target_allowed(endpoint, relay):
+            # A relay may not aim our pings at our own machine or LAN from outside it.
+            raise Rejected("bad_target")
         address = asked.target
         if self.contacts.get(address) != introduced.key or address in self.pairs:
             return []  # no longer a contact, or punched meanwhile by another answer

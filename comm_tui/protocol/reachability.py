@@ -106,10 +106,13 @@ def is_loopback(host: str) -> bool:
 
 
 def probe_target_allowed(target: Endpoint, asker: Endpoint) -> bool:
-    """May a node send a probe to ``target`` for a peer speaking from ``asker``?
+    """May a node send a probe (or a punching ping) to ``target`` for a peer speaking
+    from ``asker``?
 
-    Only to a unicast address; to loopback only for a loopback peer (a probe must never
-    reach a service on the prober's own machine for someone outside it).
+    Only to a unicast address of the asker's own scope: loopback for a loopback peer, a
+    global address for a peer on a global one, a non-global one (a LAN, the test ranges)
+    for a peer on such an address. A stranger on the internet must never aim our
+    datagrams at our own machine or our LAN (docs/PROTOCOL.md, "12.2").
     """
     try:
         ip = ipaddress.ip_address(canonical_host(target[0]))
@@ -119,7 +122,39 @@ def probe_target_allowed(target: Endpoint, asker: Endpoint) -> bool:
         return False
     if ip.is_multicast or ip.is_unspecified or (ip.version == 4 and ip == _BROADCAST):
         return False
-    return not ip.is_loopback or is_loopback(asker[0])
+    return _scope(ip) == _scope_of(asker[0])
+
+
+def _scope(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    if ip.is_loopback:
+        return "loopback"
+    return "global" if ip.is_global else "local"
+
+
+def _scope_of(host: str) -> str | None:
+    try:
+        return _scope(ipaddress.ip_address(canonical_host(host)))
+    except ValueError:
+        return None
+
+
+# Observations are counted per network, coarser than quotas' for IPv6: a /48 is what a
+# home is given, but anyone can hold thousands of them; a /32 is what a provider holds.
+TALLY_IPV6_PREFIX_BITS = 32
+
+
+def tally_network(endpoint: Endpoint) -> str:
+    """The network an observation counts for (docs/PROTOCOL.md, "12.1"): an IPv4 /24,
+    an IPv6 /32; on loopback, each host and port."""
+    host = canonical_host(endpoint[0])
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return f"host:{host}"
+    if ip.is_loopback:
+        return f"{ip}:{endpoint[1]}"
+    bits = 24 if ip.version == 4 else TALLY_IPV6_PREFIX_BITS
+    return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
 
 
 _BROADCAST = ipaddress.IPv4Address("255.255.255.255")
@@ -139,18 +174,25 @@ def solicitation_key(endpoint: Endpoint) -> str:
 class ObservationTally:
     """The latest endpoint each network of origin saw us at (docs/PROTOCOL.md, "12.1").
 
-    One entry per network, the most recent winning, at most ``OBSERVATION_NETWORKS_MAX``
-    (the least recently heard forgotten first), each counted for ``OBSERVATION_TTL_S``.
+    One entry per network, the most recent winning, at most ``OBSERVATION_NETWORKS_MAX``,
+    each counted for ``OBSERVATION_TTL_S``. When full, a new network takes only the slot
+    of an expired observation: newcomers (an attacker's many networks) cannot push out
+    the networks already counted, whose refreshes keep their slots.
     """
 
     def __init__(self) -> None:
         self._by_network: OrderedDict[str, tuple[Endpoint, float]] = OrderedDict()
 
-    def add(self, network: str, observed: Endpoint, now: float) -> None:
+    def add(self, network: str, observed: Endpoint, now: float) -> bool:
+        """Count it; False if the tally is full of live observations from other networks."""
+        if network not in self._by_network and len(self._by_network) >= OBSERVATION_NETWORKS_MAX:
+            oldest_network, (_, at) = next(iter(self._by_network.items()))
+            if now - at <= OBSERVATION_TTL_S:
+                return False
+            del self._by_network[oldest_network]
         self._by_network.pop(network, None)
         self._by_network[network] = (canonical(observed), now)
-        while len(self._by_network) > OBSERVATION_NETWORKS_MAX:
-            self._by_network.popitem(last=False)
+        return True
 
     def recent(self, now: float) -> dict[str, Endpoint]:
         """Network -> the endpoint it saw, for observations younger than the TTL."""
@@ -344,6 +386,8 @@ class AttachTable:
         old = self._clients.pop(address, None)
         if old is not None:
             self._per_network[old.network] -= 1
+            if not self._per_network[old.network]:
+                del self._per_network[old.network]
         entry = AttachedClient(key, endpoint, network, now + attach_lifetime(interval_s))
         if old is not None and old.key == key and old.echo_challenge:
             entry.echo_challenge, entry.echo_due = old.echo_challenge, old.echo_due
@@ -380,6 +424,11 @@ class AttachTable:
         entry.echo_challenge, entry.echo_due = challenge, due
         entry.expires_at = max(entry.expires_at, due + KEEPALIVE_FLOOR_S)
         heapq.heappush(self._echoes, (due, address))
+        if len(self._echoes) > 2 * len(self._clients) + 16:
+            # Replaced echoes wait in the heap until they reach its front: rebuilt from
+            # the live ones, it stays within one entry per client (and a little more).
+            self._echoes = [(c.echo_due, a) for a, c in self._clients.items() if c.echo_challenge]
+            heapq.heapify(self._echoes)
 
     def next_echo(self) -> float | None:
         while self._echoes:
@@ -442,6 +491,9 @@ class Prober:
         self.mapping_ok = False
         self.next_at = 0.0
         self._pending: dict[bytes, _PendingProbe] = {}
+        # When an authenticated datagram last came from an IP we had not sent to: inbound
+        # reachability shown by the network itself (docs/PROTOCOL.md, "12.2").
+        self.last_inbound = float("-inf")
         self._failed_rounds = 0
         self._round_failures = 0
         self._round_success = False
@@ -474,6 +526,22 @@ class Prober:
         self._end_round_if_done(now)
         return True
 
+    def inbound(self, now: float) -> bool:
+        """An authenticated datagram came from an IP we had not sent to lately: strangers
+        reach us, as a probe would show. True when the outcome changed.
+
+        It also outweighs rounds whose probes never came: probes can be made to fail (a
+        flood of dial-back requests spends the helpers' budgets), an arrival cannot be
+        faked from outside a NAT or firewall that would have dropped it.
+        """
+        self.last_inbound = now
+        if self.outcome == "arrived":
+            return False
+        self.outcome = "arrived"
+        self._failed_rounds = 0
+        self.next_at = max(self.next_at, now + PROBE_RECHECK_S)
+        return True
+
     def declined(self, nonce: bytes, now: float) -> None:
         """The helper asked found nobody to send the probe: no evidence either way."""
         self._pending.pop(nonce, None)
@@ -482,7 +550,9 @@ class Prober:
     def expire(self, now: float) -> None:
         overdue = [nonce for nonce, pending in self._pending.items() if pending.deadline <= now]
         for nonce in overdue:
-            if not self._pending.pop(nonce).mapping:
+            if self._pending.pop(nonce).mapping:
+                self.mapping_ok = False  # the mapping no longer lets a probe in
+            else:
                 self._round_failures += 1
         if overdue:
             self._end_round_if_done(now)
@@ -490,7 +560,7 @@ class Prober:
     def _end_round_if_done(self, now: float) -> None:
         if self._pending:
             return
-        if self._round_success:
+        if self._round_success or now - self.last_inbound < PROBE_RECHECK_S:
             self.outcome = "arrived"
             self._failed_rounds = 0
             self.next_at = now + PROBE_RECHECK_S
@@ -519,6 +589,8 @@ class Prober:
 # address (who hold its mail: 5 replicas among the 8 nearest), and re-announces itself
 # at most this often when its observed endpoint changes.
 ATTACH_RELAYS = 4
+# Nearest nodes a client picks its bindings among, one per network of origin.
+BINDING_CANDIDATES = 16
 REANNOUNCE_MIN_S = 10.0
 
 

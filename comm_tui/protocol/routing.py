@@ -32,7 +32,9 @@ K = 8
 ADDRESS_BYTES = 20
 ADDRESS_BITS = ADDRESS_BYTES * 8
 IPV4_PREFIX_BITS = 24
-IPV6_PREFIX_BITS = 64
+# Per bucket, at most ip_prefix_limit nodes of one IPv6 /48 (what one site is given; a
+# /64 limit let one site fill a bucket with keys ground near a target's address).
+IPV6_PREFIX_BITS = 48
 # Quotas count IPv6 origins by /48, what one site is commonly given.
 IPV6_ORIGIN_PREFIX_BITS = 48
 IP_PREFIX_CACHE_HOSTS = 4096
