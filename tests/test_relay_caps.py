@@ -198,7 +198,7 @@ def test_own_texts_do_not_wait_for_the_relay_bandwidth() -> None:
     relay = wire.add(1, NodeConfig(relay_bandwidth_bytes_s=1, store_rate_per_s=1e9))
     peers = _star(wire, relay, 4)
     expires = _hour_after(T0, 24)
-    for i in range(6):
+    for _ in range(6):
         _hand(wire, peers[0], relay, _message_for(os.urandom(20), expires), T0)
     assert not relay.relay_bandwidth.open(T0)
     spent = relay.relay_bandwidth.sent

@@ -89,6 +89,16 @@ def cap_bar(used: float, cap: float, marks: tuple[str, str] = CAP_BAR_MARKS) -> 
     return marks[0] * cells + marks[1] * (CAP_BAR_CELLS - cells)
 
 
+def used_of(used: float, cap: float, per: str = "") -> str:
+    """``used/cap unit``, the unit once when both are in the same one (the panel is narrow)."""
+    used_text, cap_text = size(used), size(cap)
+    used_number, _, used_unit = used_text.partition(" ")
+    cap_number, _, cap_unit = cap_text.partition(" ")
+    if used_unit == cap_unit:
+        return f"{used_number}/{cap_number} {cap_unit}{per}"
+    return f"{used_text}{per} / {cap_text}{per}"
+
+
 def relay_cap_rows(
     usage: RelayUsage, rate_bytes_s: float, *, ascii: bool = False
 ) -> list[tuple[str, str]]:
@@ -96,37 +106,34 @@ def relay_cap_rows(
     what the caps refused (docs/PROTOCOL.md, "8.1 Local caps")."""
     marks = ASCII_CAP_BAR_MARKS if ascii else CAP_BAR_MARKS
     refused = dict(usage.refused)
-    relaying = "on" if usage.relaying else "off: own texts only"
-    if refused.get("relay off"):
-        relaying += f" ({refused['relay off']} refused)"
     rows = [
-        ("relaying", relaying),
+        ("relaying", "on, for others" if usage.relaying else "off: own texts only"),
         (
-            "held for others",
-            f"{size(usage.bytes_held)} / {size(usage.bytes_cap)} "
+            "stored",
+            used_of(usage.bytes_held, usage.bytes_cap)
+            + " "
             + cap_bar(usage.bytes_held, usage.bytes_cap, marks),
         ),
         (
             "items",
-            f"{usage.items_held:,} / {usage.items_cap:,} "
+            f"{usage.items_held:,}/{usage.items_cap:,} "
             + cap_bar(usage.items_held, usage.items_cap, marks),
         ),
         (
             "bandwidth",
-            f"{size(rate_bytes_s)}/s / {size(usage.bandwidth_cap)}/s "
+            used_of(rate_bytes_s, usage.bandwidth_cap, "/s")
+            + " "
             + cap_bar(rate_bytes_s, usage.bandwidth_cap, marks),
         ),
-        ("kept at most", f"{usage.days_cap:g} days of life"),
+        ("max life", f"{usage.days_cap:g} days"),
     ]
     for i, (net, held) in enumerate(usage.origins):
         share = 100 * held / max(1, usage.bytes_held)
         rows.append(("origins" if i == 0 else "", f"{net:<18} {share:3.0f}%"))
-    rows.append(
-        (
-            "refused by cap",
-            " · ".join(f"{cap} {refused[cap]}" for cap in ("bytes", "items", "days")),
-        )
-    )
+    counts = [f"{cap} {refused.get(cap, 0)}" for cap in ("bytes", "items", "days")]
+    if refused.get("relay off"):
+        counts.append(f"off {refused['relay off']}")
+    rows.append(("refused", " · ".join(counts)))
     rows.append(("deferred", f"{usage.deferred} sends (bandwidth)"))
     return rows
 
@@ -203,23 +210,30 @@ class StatusPanel(VerticalScroll):
         if snapshot.state == "no peers":
             node_rows = Content.assemble(node_rows, ("\n" + NO_PEERS_HINT, "$text-warning italic"))
         self.query_one("#status-node", Static).update(node_rows)
+        usage = snapshot.relay_usage
+        # The caps in a block of their own: its short labels leave room for the bars.
+        caps = (
+            []
+            if usage is None
+            else [_rows(*relay_cap_rows(usage, self._relay_rate, ascii=self.ascii))]
+        )
         self.query_one("#status-relay", Static).update(
-            _rows(
-                *(
-                    relay_cap_rows(snapshot.relay_usage, self._relay_rate, ascii=self.ascii)
-                    if snapshot.relay_usage is not None
-                    else ()
-                ),
-                ("holding", f"{snapshot.stored_now} items, {size(snapshot.stored_bytes)}"),
-                ("stored for others", str(snapshot.stored_total)),
-                ("relayed", str(snapshot.relayed)),
-                ("acks seen", str(snapshot.acks_seen)),
-                ("expired", str(snapshot.expired)),
-                ("dropped invalid", str(snapshot.rejected)),
-                *(
-                    (f"  {reason.replace('_', ' ')}", str(n))
-                    for reason, n in snapshot.rejected_by_reason
-                ),
+            Content("\n").join(
+                [
+                    *caps,
+                    _rows(
+                        ("holding", f"{snapshot.stored_now} items, {size(snapshot.stored_bytes)}"),
+                        ("stored for others", str(snapshot.stored_total)),
+                        ("relayed", str(snapshot.relayed)),
+                        ("acks seen", str(snapshot.acks_seen)),
+                        ("expired", str(snapshot.expired)),
+                        ("dropped invalid", str(snapshot.rejected)),
+                        *(
+                            (f"  {reason.replace('_', ' ')}", str(n))
+                            for reason, n in snapshot.rejected_by_reason
+                        ),
+                    ),
+                ]
             )
         )
         rate = self._rates[-1]
