@@ -4,6 +4,8 @@ status panel."""
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -16,8 +18,9 @@ from comm_tui.profile import node_config
 from comm_tui.protocol.node import NodeConfig
 from comm_tui.protocol.relay_store import RelayUsage
 from comm_tui.store.config import Config, load_config, save_config
-from comm_tui.store.paths import profile_paths
+from comm_tui.store.paths import ensure_dirs, profile_paths
 from tests.app_helpers import SIZE, make_profile, wait_until
+from tests.node_procs import PROCESS_TIMEOUT_S, Proc
 
 MIB = 1024 * 1024
 
@@ -188,3 +191,27 @@ async def test_the_palette_switch_turns_relaying_off_remembers_it_and_the_panel_
             app.action_toggle_relay()
             assert app.service.node.relaying
             assert load_config(profile_paths("default", tmp_path).config_file).relay is True
+
+
+def test_comm_tui_node_runs_with_the_config_s_caps_and_logs_them(
+    tmp_path: Path, procs: list[Proc]
+) -> None:
+    """The real command: config.toml's relay settings reach the node, and its stats line
+    shows use against each cap and the refusals by cap."""
+    paths = profile_paths("default", tmp_path)
+    ensure_dirs(paths)
+    save_config(
+        paths.config_file,
+        Config(lan_discovery=False, relay=False, relay_store_items=1234, relay_bandwidth_kbps=8),
+    )
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = Proc(["--data-dir", str(tmp_path), "node", "--listen", "127.0.0.1:0"], env)
+    procs.append(proc)
+    proc.wait_for_line(r"listening 127\.0\.0\.1:(\d+)")
+    proc.popen.send_signal(signal.SIGINT)
+    assert proc.popen.wait(timeout=PROCESS_TIMEOUT_S) == 0
+    line = proc.wait_for_line(r"stats: .* relay=off ").string
+    assert " relay_items=0/1234 " in line and " relay_bandwidth=8192B/s " in line
+    assert f" relay_bytes=0/{64 * MIB} " in line and " relay_days=7 " in line
+    assert "refused_by_cap=(bytes=0 items=0 days=0 relay_off=0)" in line
+    assert " client=yes" in line
