@@ -2079,7 +2079,7 @@ class Node:
             # Over the relay bandwidth cap (docs/PROTOCOL.md, "8.1 Local caps"): the whole
             # attempt waits for the balance, and costs no attempt of the item's budget.
             self.stats.relay_deferred += 1
-            self._reschedule(entry, self.relay_bandwidth.ready_at(now))
+            self._reschedule(entry, self.relay_bandwidth.next_slot(now, entry.size))
             return
         stem = stem or (entry.stem and bool(entry.own_text_id))
         punched = entry.own_text_id and self._punch.hop(entry.target) is not None

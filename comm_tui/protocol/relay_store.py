@@ -457,6 +457,7 @@ class RelayBandwidth:
         self.balance = self.burst
         self.updated = now
         self.sent = 0  # bytes sent for others in all, for the dashboard
+        self._tail = now  # when the last deferred item is due to try again
 
     def _refill(self, now: float) -> None:
         elapsed = max(0.0, now - self.updated)
@@ -472,6 +473,15 @@ class RelayBandwidth:
         """When the balance is positive again (``now`` if it is)."""
         self._refill(now)
         return now if self.balance > 0 else now + (1.0 - self.balance) / self.rate
+
+    def next_slot(self, now: float, size: int) -> float:
+        """When a deferred item of ``size`` bytes should try again: in line behind those
+        deferred before it, each taking the time its size needs at the cap, so deferred
+        items wake one after another instead of all at once whenever the balance turns
+        positive (which would cost a pass over all of them every time)."""
+        start = max(self.ready_at(now), self._tail)
+        self._tail = start + size / self.rate
+        return start
 
     def spend(self, size: int, now: float) -> None:
         self._refill(now)
