@@ -97,6 +97,11 @@ def test_the_bandwidth_balance_refills_at_its_rate_and_lends_one_relay() -> None
     assert not budget.open(NOW + 0.5)
     assert budget.open(NOW + 0.502)
     assert budget.sent == int(budget.burst) + 500
+    # Deferred items line up: each waits for the ones before it, at the cap.
+    first = budget.next_slot(NOW, 1000)
+    second = budget.next_slot(NOW, 1000)
+    assert first == pytest.approx(NOW + 0.501)
+    assert second == pytest.approx(first + 1.0)
 
 
 # ---------------------------------------------------------------- the node, on the wire
