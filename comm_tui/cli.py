@@ -67,7 +67,7 @@ from comm_tui.profile import Profile, open_profile, start_service
 from comm_tui.protocol.custody import custody_json, custody_of
 from comm_tui.protocol.letters import MAX_TEXT_BYTES
 from comm_tui.protocol.node import Node
-from comm_tui.protocol.relay_store import Entry
+from comm_tui.protocol.relay_store import Entry, RelayUsage
 from comm_tui.store.db import SEARCH_LIMIT, Database, DatabaseDamaged, HistoryRow, fts_query
 from comm_tui.store.lock import ProfileLock
 from comm_tui.store.paths import DEFAULT_PROFILE, ProfilePaths, ensure_dirs, profile_paths
@@ -1019,6 +1019,26 @@ def _stats_line(service: NodeService) -> str:
         f" expired={stats.expired} rejected={stats.rejected_total}"
         + (f" ({rejected})" if rejected else "")
         + _reach_text(node)
+        + _relay_text(node.relay_usage())
+    )
+
+
+def _relay_text(usage: RelayUsage) -> str:
+    """docs/PROTOCOL.md, "8.1 Local caps": use against each cap, the networks of origin
+    holding the most, and what each cap refused."""
+    origins = ",".join(
+        f"{net}:{100 * held // max(1, usage.bytes_held)}%" for net, held in usage.origins
+    )
+    refused = " ".join(f"{cap.replace(' ', '_')}={n}" for cap, n in usage.refused)
+    return (
+        f" relay={'on' if usage.relaying else 'off'}"
+        f" relay_bytes={usage.bytes_held}/{usage.bytes_cap}"
+        f" relay_items={usage.items_held}/{usage.items_cap}"
+        f" relay_days={usage.days_cap:g}"
+        f" relay_sent={usage.sent_bytes}B relay_bandwidth={usage.bandwidth_cap}B/s"
+        f" relay_deferred={usage.deferred}"
+        + (f" origins={origins}" if origins else "")
+        + f" refused_by_cap=({refused})"
     )
 
 

@@ -8,7 +8,7 @@ profile lock, and how listen and bootstrap flags are merged into the config.
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from comm_tui.crypto.identity import Identity
@@ -26,6 +26,8 @@ from comm_tui.store.paths import ProfilePaths, ensure_dirs, profile_paths
 from comm_tui.unlock import Unlock
 
 DEFAULT_PORT = 7400
+KIB = 1024
+MIB = 1024 * 1024
 
 
 @dataclass
@@ -138,6 +140,19 @@ def network_settings(
     return endpoint, [parse_endpoint(b) for b in profile.config.bootstrap], chosen is None
 
 
+def node_config(config: Config, base: NodeConfig | None = None) -> NodeConfig:
+    """``base`` (default: a real node's) with the relay settings of the profile's config
+    (docs/PROTOCOL.md, "8.1 Local caps" and "12.3")."""
+    return replace(
+        base or NodeConfig(),
+        relay=config.relay,
+        store_total_bytes=config.relay_store_mb * MIB,
+        store_max_items=config.relay_store_items,
+        store_max_days=float(config.relay_store_days),
+        relay_bandwidth_bytes_s=config.relay_bandwidth_kbps * KIB,
+    )
+
+
 def make_service(
     profile: Profile,
     listen: str | None = None,
@@ -161,7 +176,7 @@ def make_service(
         listen=endpoint,
         bootstrap=bootstrap_endpoints,
         discovery=discovery,
-        config=config,
+        config=node_config(profile.config, config),
         lan=LanOptions() if profile.config.lan_discovery else None,
         test_networks=profile.config.test_networks,
         port_mapper=PortMapper if map_port and profile.config.port_mapping else None,

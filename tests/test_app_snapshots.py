@@ -28,6 +28,7 @@ from comm_tui.app.widgets.composer import Composer
 from comm_tui.app.widgets.conversation import MessageLog
 from comm_tui.app.widgets.status_panel import StatusPanel
 from comm_tui.crypto.card import encode_card
+from comm_tui.protocol.relay_store import RelayUsage
 from comm_tui.store.db import Database
 from comm_tui.store.paths import profile_paths
 from tests.app_helpers import make_profile, wait_until
@@ -65,6 +66,19 @@ def _fixed_snapshot() -> StatusSnapshot:
         bytes_in=31_000,
         bytes_out=27_500,
         outbox=0,
+        relay_usage=RelayUsage(
+            relaying=True,
+            bytes_held=3_300_000,
+            bytes_cap=64 * 1024 * 1024,
+            items_held=2_480,
+            items_cap=50_000,
+            days_cap=7.0,
+            sent_bytes=0,
+            bandwidth_cap=256 * 1024,
+            deferred=2,
+            origins=(("198.18.3.0/24", 1_320_000), ("198.18.7.0/24", 990_000)),
+            refused=(("bytes", 0), ("items", 0), ("days", 1), ("relay off", 0)),
+        ),
     )
 
 

@@ -491,6 +491,26 @@ class CommApp(App[int]):
         state = "unmuted" if entry.muted else "muted: no bell or desktop notification"
         self.notify(f"{entry.title} {state}.")
 
+    def action_toggle_relay(self) -> None:
+        """Switch relaying for others (docs/PROTOCOL.md, "12.3"), remembered in the config.
+
+        Saved first: a setting the file does not hold would come back at the next start.
+        """
+        self.profile.config.relay = not self.profile.config.relay
+        try:
+            save_config(self.profile.paths.config_file, self.profile.config)
+        except UserError as err:
+            self.profile.config.relay = not self.profile.config.relay
+            self.notify(str(err), severity="error")
+            return
+        if self.service is not None:
+            self.service.set_relaying(self.profile.config.relay)
+        self.notify(
+            "Relaying for others: on."
+            if self.profile.config.relay
+            else "Relaying for others: off. Your own texts still go through others."
+        )
+
     def action_help(self) -> None:
         sections = [
             ("Everywhere", binding_rows(self.BINDINGS)),
@@ -762,6 +782,11 @@ class CommApp(App[int]):
             ("Keys", "Every key the app answers to", self.action_help),
             ("Search", "Search every conversation", self.action_search),
             ("Mute contact", "Mute or unmute the selected contact", self.action_toggle_mute),
+            (
+                "Relay for others on/off",
+                "Store and forward mail for others, or only your own (remembered)",
+                self.action_toggle_relay,
+            ),
             ("Send again", "Resend the last text that expired", self.action_resend_expired),
             ("Copy my card", "Put your contact card on the clipboard", self.action_copy_card),
             ("Show my card", "Your card as text and QR code", self.action_show_card),

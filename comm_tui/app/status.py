@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from comm_tui.crypto.card import encode_card
 from comm_tui.crypto.identity import Identity
 from comm_tui.net.service import NodeService
+from comm_tui.protocol.relay_store import RelayUsage
 
 MAX_PEERS_SHOWN = 12
 MAX_REJECT_REASONS_SHOWN = 6
@@ -55,6 +56,8 @@ class StatusSnapshot:
     # docs/PROTOCOL.md, "14. Port mapping" and "12.6 Hole punching".
     port_mapping: str = "none"
     punched: int = 0  # contacts reached directly through a punched hole
+    # docs/PROTOCOL.md, "8.1 Local caps": use against each cap (None before the node runs).
+    relay_usage: RelayUsage | None = None
 
 
 def endpoint_text(endpoint: tuple[str, int] | None) -> str:
@@ -128,6 +131,7 @@ def take_snapshot(service: NodeService, now: float) -> StatusSnapshot:
             service.port_mapping.describe() if service.port_mapping is not None else "none"
         ),
         punched=len(node.punched_peers()),
+        relay_usage=node.relay_usage(),
     )
 
 

@@ -307,6 +307,13 @@ class NodeService:
         if self.protocol is not None:
             self.protocol.pump()
 
+    def set_relaying(self, on: bool) -> None:
+        """Relay for others or not (docs/PROTOCOL.md, "12.3"); takes effect at once, the
+        timer re-armed so a client's first Attach goes out now."""
+        self.node.set_relaying(on, self.clock())
+        if self.protocol is not None:
+            self.protocol.pump()
+
     def _on_port_mapping(self, mapping: PortMapping | None, why: str) -> None:
         self.port_mapping = mapping
         self._tell_node_port_mapping(mapping.external if mapping is not None else None)

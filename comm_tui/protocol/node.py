@@ -134,11 +134,15 @@ from comm_tui.protocol.reachability import (
     tally_network,
 )
 from comm_tui.protocol.relay_store import (
+    CAP_REASONS,
+    ORIGINS_SHOWN,
     UNVALIDATED_ORIGIN,
     Entry,
     Kind,
     QuotaExceeded,
+    RelayBandwidth,
     RelayStore,
+    RelayUsage,
     entry_key,
 )
 from comm_tui.protocol.routing import (
@@ -153,7 +157,8 @@ from comm_tui.protocol.sessions import SEALED_BYTES as SEALED_BYTES  # the size 
 from comm_tui.protocol.sessions import CommitToken, SessionBook, SessionError
 from comm_tui.protocol.stats import NodeStats
 
-DEFAULT_TTL_S = 7 * 24 * 3600.0
+DAY_S = 24 * 3600.0
+DEFAULT_TTL_S = 7 * DAY_S
 MAX_TTL_S = 7 * 24 * 3600.0
 # Expiries are whole hours, set back by 0 or 1 hour at random, the same for every part
 # of a text: they date no send time and tell no text's length (docs/PROTOCOL.md, "7.2").
@@ -276,6 +281,15 @@ class NodeConfig:
     store_total_bytes: int = 64 * 1024 * 1024
     store_per_target_bytes: int = 2 * 1024 * 1024
     store_per_peer_bytes: int = 4 * 1024 * 1024
+    # docs/PROTOCOL.md, "8.1 Local caps" (the profile's config sets them, with
+    # ``store_total_bytes``): items held for others, the longest remaining life of an item
+    # we take for others (the TTL: no cap), bytes per second sent on behalf of others.
+    store_max_items: int = 50_000
+    store_max_days: float = 7.0
+    relay_bandwidth_bytes_s: int = 256 * 1024
+    # docs/PROTOCOL.md, "12.3": False keeps us in client mode whatever our reachability,
+    # relaying and storing nothing for others.
+    relay: bool = True
 
 
 @dataclass
@@ -415,7 +429,11 @@ class Node:
             total_bytes=self.config.store_total_bytes,
             per_target_bytes=self.config.store_per_target_bytes,
             per_peer_bytes=self.config.store_per_peer_bytes,
+            max_items=self.config.store_max_items,
+            # The skew _check_expiry allows on top: a cap of the TTL refuses nothing.
+            max_life_s=self.config.store_max_days * DAY_S + MAX_CLOCK_SKEW_S,
         )
+        self.relay_bandwidth = RelayBandwidth(self.config.relay_bandwidth_bytes_s, now)
         self.stats = NodeStats()
         self.reassembler = Reassembler()
         self.bootstrap_endpoints: list[Endpoint] = []
@@ -501,7 +519,9 @@ class Node:
         self._mapping: Endpoint | None = None
         self._prober = Prober()
         self._reach = Reachability("unknown", None, 0.0)
-        self._client = False
+        # Relaying for others (docs/PROTOCOL.md, "12.3"); off makes us a client.
+        self._relay_on = self.config.relay
+        self._client = not self._relay_on
         self._bindings = ClientBindings()
         self._reannounced_at = float("-inf")
         self._sent_to: OrderedDict[str, float] = OrderedDict()
@@ -1143,6 +1163,8 @@ class Node:
                 existing.attempts = 0
                 self._relay(existing, now)
             return
+        if not self._relay_on:
+            raise Rejected("not_relay")  # docs/PROTOCOL.md, "12.3": relaying is off
         if not self._store_limit.allow(sender.address, now):
             raise Rejected("store_rate")
         entry = Entry(
@@ -1540,6 +1562,8 @@ class Node:
                 if existing.wire.issued_ms > record.issued_ms and sender.address != owner:
                     self._send_item(existing, sender.key, addr, now)
                 raise Rejected("stale_record")
+        if not self._relay_on:
+            raise Rejected("not_relay")  # docs/PROTOCOL.md, "12.3": relaying is off
         if not self._store_limit.allow(sender.address, now):
             raise Rejected("store_rate")
         if not verify_record(record):
@@ -1620,6 +1644,35 @@ class Node:
         return self._client
 
     @property
+    def relaying(self) -> bool:
+        """Do we relay for others (the user may switch it off, docs/PROTOCOL.md, "12.3")?"""
+        return self._relay_on
+
+    def set_relaying(self, on: bool, now: float) -> None:
+        """Switch relaying for others on or off. Off: client mode from the next frame, so
+        peers drop us from their tables, and nothing new is stored for others; what we
+        hold already was acknowledged to its senders and is still relayed until its ack
+        or expiry (never dropped)."""
+        self._relay_on = on
+        self._reclassify(now)
+
+    def relay_usage(self) -> RelayUsage:
+        """Use against each local cap (docs/PROTOCOL.md, "8.1 Local caps")."""
+        return RelayUsage(
+            relaying=self._relay_on,
+            bytes_held=self.store.others_bytes,
+            bytes_cap=self.store.total_limit,
+            items_held=self.store.others_items,
+            items_cap=self.store.items_limit,
+            days_cap=self.config.store_max_days,
+            sent_bytes=self.relay_bandwidth.sent,
+            bandwidth_cap=self.config.relay_bandwidth_bytes_s,
+            deferred=self.stats.relay_deferred,
+            origins=tuple(self.store.origin_shares(ORIGINS_SHOWN)),
+            refused=tuple((cap, self.stats.rejected[reason]) for cap, reason in CAP_REASONS),
+        )
+
+    @property
     def keepalive_interval(self) -> float | None:
         """The keep-alive interval in use (learned, "12.5"), or None when not a client."""
         return self._bindings.learner.interval if self._client else None
@@ -1691,8 +1744,8 @@ class Node:
             self._reach = Reachability(kind, public, now)
         # Not yet known: a client only if peers see us elsewhere than we are bound, so a
         # public node is visible from its first datagram and a NATed one never is.
-        client = kind != "public" and (
-            kind != "unknown" or self._tally.nat_suspected(self._local, now)
+        client = not self._relay_on or (
+            kind != "public" and (kind != "unknown" or self._tally.nat_suspected(self._local, now))
         )
         if client != self._client:
             self._client = client
@@ -2051,6 +2104,12 @@ class Node:
         (docs/PROTOCOL.md, "7.2"): retries sent by the sender straight to the recipient's
         neighbourhood would single it out there whenever the recipient is offline.
         """
+        if entry.for_others and not self.relay_bandwidth.open(now):
+            # Over the relay bandwidth cap (docs/PROTOCOL.md, "8.1 Local caps"): the whole
+            # attempt waits for the balance, and costs no attempt of the item's budget.
+            self.stats.relay_deferred += 1
+            self._reschedule(entry, self.relay_bandwidth.next_slot(now, entry.size))
+            return
         stem = stem or (entry.stem and bool(entry.own_text_id))
         punched = entry.own_text_id and self._punch.hop(entry.target) is not None
         stem_peer = self._stem_peer(entry) if stem else None
@@ -2059,19 +2118,19 @@ class Node:
             # relay (docs/PROTOCOL.md, "12.6"): the recipient knows us anyway. If the
             # hole closed, the missing receipt drops the pair and the retry takes the stem.
             for node in self._with_target([], entry, skip_holders=False):
-                self._send_item(entry, node.key, node.endpoint, now)
+                self._send_item(entry, node.key, node.endpoint, now, budgeted=True)
         elif stem_peer is not None:
             # One random peer gets it in the stem, a fresh draw at every attempt, so a
             # stem peer that drops it only delays it; from its sender, the recipient too
             # when known. A relay's retries relay it normally (fluff).
             self.stats.stem_forwards += 1
-            self._send_item(entry, stem_peer.key, stem_peer.endpoint, now, stem=True)
+            self._send_item(entry, stem_peer.key, stem_peer.endpoint, now, stem=True, budgeted=True)
             if entry.own_text_id:
                 for node in self._with_target([], entry, skip_holders=False):
-                    self._send_item(entry, node.key, node.endpoint, now)
+                    self._send_item(entry, node.key, node.endpoint, now, budgeted=True)
         else:
             for node in self._next_hops(entry):
-                self._send_item(entry, node.key, node.endpoint, now)
+                self._send_item(entry, node.key, node.endpoint, now, budgeted=True)
         self._push_to_attached(entry, now)
         if (
             self.config.policy == "ours"
@@ -2115,7 +2174,7 @@ class Node:
         client = self._attached.get(entry.target, now)
         if client is not None:
             self.stats.pushed_to_clients += 1
-            self._send_item(entry, client.key, client.endpoint, now)
+            self._send_item(entry, client.key, client.endpoint, now, budgeted=True)
 
     def _reschedule(self, entry: Entry, when: float) -> None:
         entry.next_at = when
@@ -2233,8 +2292,23 @@ class Node:
         return chosen
 
     def _send_item(
-        self, entry: Entry, key: bytes, endpoint: Endpoint, now: float, *, stem: bool = False
+        self,
+        entry: Entry,
+        key: bytes,
+        endpoint: Endpoint,
+        now: float,
+        *,
+        stem: bool = False,
+        budgeted: bool = False,
     ) -> None:
+        """Send one stored item. An item for others is paid from the relay bandwidth
+        (docs/PROTOCOL.md, "8.1 Local caps"): ``budgeted`` says the caller (``_relay``)
+        checked the balance for the whole attempt; otherwise (a push on Attach or Fetch,
+        a newer record handed back) it is skipped while the balance is spent, and goes at
+        the item's next retry or the peer's next Attach or Fetch."""
+        if entry.for_others and not budgeted and not self.relay_bandwidth.open(now):
+            self.stats.relay_deferred += 1
+            return
         if isinstance(entry.wire, pb.Message):
             msg = pb.Message()
             msg.CopyFrom(entry.wire)
@@ -2246,6 +2320,8 @@ class Node:
             self.stats.acks_relayed += 1
         else:
             frame = pb.Frame(record=pb.Record(bundle=entry.wire))
+        if entry.for_others:
+            self.relay_bandwidth.spend(frame.ByteSize(), now)
         self._send_frame(key, endpoint, frame, now)
         self._punch.used(address_of(key), now)
         if self.config.policy == "ours":

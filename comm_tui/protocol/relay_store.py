@@ -15,6 +15,13 @@ less represented network by evicting from the most represented one, farthest tar
 from us first (what we are least responsible for), so a flood from a few networks can
 neither keep honest items out nor stay for the TTL (docs/PROTOCOL.md, "Relay store").
 
+On top of these, the user's caps (docs/PROTOCOL.md, "8.1 Local caps", set in the
+profile's config): the bytes and the number of items held for others, and the longest
+remaining life an item for others may have when we take it. Only items handed to us by
+a peer count (``Entry.for_others``): our outbox, our record and the acks we sign are
+what the user asked for. Over a cap an item is refused (the sender gets no receipt and
+its retries go to others), never taken and dropped later.
+
 Changes are collected as dirty keys that the node turns into a ``StoreChanged``
 event; the adapter persists them so a restarted relay still holds what it took.
 """
@@ -35,6 +42,10 @@ from comm_tui.crypto.seal import message_id
 from comm_tui.protocol import wire_pb2 as pb
 
 STORE_TOTAL_BYTES = 64 * 1024 * 1024
+STORE_MAX_ITEMS = 50_000
+# Items for others whose remaining life is longer are refused (None: no cap). The
+# default, the protocol's TTL, refuses nothing _check_expiry lets through.
+STORE_MAX_LIFE_S: float | None = None
 STORE_PER_TARGET_BYTES = 2 * 1024 * 1024
 STORE_PER_PEER_BYTES = 4 * 1024 * 1024
 # No network of origin holds more than this share of the store.
@@ -92,6 +103,13 @@ class Entry:
     @property
     def key(self) -> bytes:
         return entry_key(self.kind, self.item_id)
+
+    @property
+    def for_others(self) -> bool:
+        """Handed to us by a peer (a relayed item, or the ack that replaced one): what the
+        caps count and the relay bandwidth pays for. Our own texts, records and the acks
+        we sign have no origin."""
+        return bool(self.origin or self.origin_net)
 
     @property
     def size(self) -> int:
@@ -176,6 +194,35 @@ class Entry:
         raise ValueError("damaged relay-store entry")
 
 
+# docs/PROTOCOL.md, "8.1 Local caps": the refusal reasons each cap gives, by cap name.
+CAP_REASONS = (
+    ("bytes", "store_full"),
+    ("items", "store_cap_items"),
+    ("days", "store_cap_days"),
+    ("relay off", "not_relay"),
+)
+# Networks of origin the dashboard names.
+ORIGINS_SHOWN = 3
+
+
+@dataclass(frozen=True)
+class RelayUsage:
+    """What we hold and send for others against each cap, as plain data for the status
+    panel and ``comm-tui node``'s stats line."""
+
+    relaying: bool
+    bytes_held: int
+    bytes_cap: int
+    items_held: int
+    items_cap: int
+    days_cap: float
+    sent_bytes: int  # sent on behalf of others since start
+    bandwidth_cap: int  # bytes per second
+    deferred: int  # sends put off by the bandwidth cap
+    origins: tuple[tuple[str, int], ...]  # networks of origin by bytes held, most first
+    refused: tuple[tuple[str, int], ...]  # by cap name, in CAP_REASONS order
+
+
 class QuotaExceeded(Exception):
     """The store refuses a new item; ``reason`` names the statistics counter."""
 
@@ -193,9 +240,13 @@ class RelayStore:
         per_target_bytes: int = STORE_PER_TARGET_BYTES,
         per_peer_bytes: int = STORE_PER_PEER_BYTES,
         per_net_share: float = STORE_PER_NET_SHARE,
+        max_items: int = STORE_MAX_ITEMS,
+        max_life_s: float | None = STORE_MAX_LIFE_S,
     ) -> None:
         self._own_int = int.from_bytes(own_address, "big")
         self.total_limit = total_bytes
+        self.items_limit = max_items
+        self.max_life_ms = None if max_life_s is None else int(max_life_s * 1000)
         self.per_target_limit = per_target_bytes
         self.per_peer_limit = per_peer_bytes
         self.per_net_limit = int(total_bytes * per_net_share)
@@ -210,6 +261,9 @@ class RelayStore:
         self._by_net: defaultdict[str, dict[bytes, None]] = defaultdict(dict)
         self._net_bytes: defaultdict[str, int] = defaultdict(int)
         self.total_bytes = 0
+        # What we hold for others (Entry.for_others): what the caps bound.
+        self.others_bytes = 0
+        self.others_items = 0
         self.evicted = 0
         self.dirty: set[bytes] = set()
         self.deleted: set[bytes] = set()
@@ -242,6 +296,9 @@ class RelayStore:
         """
         size = entry.size
         if enforce_quota:
+            life_ms = entry.expires_ms - int(entry.stored_at * 1000)
+            if self.max_life_ms is not None and life_ms > self.max_life_ms:
+                raise QuotaExceeded("store_cap_days")
             # .get, not [], so a refused item leaves no zero-valued key behind.
             if self._target_bytes.get(entry.target, 0) + size > self.per_target_limit:
                 raise QuotaExceeded("target_quota")
@@ -250,7 +307,7 @@ class RelayStore:
             net = entry.origin_net
             if net and self._net_bytes.get(net, 0) + size > self.per_net_limit:
                 raise QuotaExceeded("net_quota")
-            if self.total_bytes + size > self.total_limit:
+            if self._over_caps(size, 1):
                 self._make_room(size, net)
         key = entry.key
         if key in self._entries:
@@ -266,10 +323,21 @@ class RelayStore:
             self._by_net[entry.origin_net][key] = None
             self._net_bytes[entry.origin_net] += size
         self.total_bytes += size
+        if entry.for_others:
+            self.others_bytes += size
+            self.others_items += 1
         self.touch(entry)
 
+    def _over_caps(self, size: int, items: int) -> bool:
+        """Would ``size`` more bytes in ``items`` more items for others pass a cap?"""
+        return (
+            self.others_bytes + size > self.total_limit
+            or self.others_items + items > self.items_limit
+        )
+
     def _make_room(self, size: int, net: str) -> None:
-        """Evict from the most represented network until ``size`` more bytes fit.
+        """Evict from the most represented network until ``size`` more bytes fit, in one
+        more item than the items cap allows at most.
 
         Items of unproven origin go first. Then only a network holding more than the
         newcomer's would afterwards is evicted from, so the store converges on an even
@@ -277,10 +345,12 @@ class RelayStore:
         network holds more than it. Within a network the item whose target is farthest
         from us goes first.
         """
-        while self.total_bytes + size > self.total_limit:
+        while self._over_caps(size, 1):
             victim_net = self._net_to_evict_from(net, size)
             if victim_net is None:
-                raise QuotaExceeded("store_full")
+                # docs/PROTOCOL.md, "8.1 Local caps": named after the cap that is passed.
+                full = self.others_bytes + size > self.total_limit
+                raise QuotaExceeded("store_full" if full else "store_cap_items")
             keys = self._by_net[victim_net]
             victim = max(
                 (self._entries[k] for k in keys),
@@ -335,8 +405,16 @@ class RelayStore:
             if self._net_bytes[entry.origin_net] <= 0:
                 del self._net_bytes[entry.origin_net]
         self.total_bytes -= size
+        if entry.for_others:
+            self.others_bytes -= size
+            self.others_items -= 1
         self.dirty.discard(key)
         self.deleted.add(key)
+
+    def origin_shares(self, limit: int) -> list[tuple[str, int]]:
+        """The ``limit`` networks of origin holding the most bytes, most first."""
+        ranked = sorted(self._net_bytes.items(), key=lambda item: (-item[1], item[0]))
+        return ranked[:limit]
 
     def expire(self, now_ms: int) -> list[Entry]:
         gone = [e for e in self._entries.values() if e.expires_ms <= now_ms]
@@ -353,3 +431,59 @@ class RelayStore:
         self.dirty.clear()
         self.deleted.clear()
         return put, deleted
+
+
+# A relay bandwidth cap lets at least this much go in one burst, so one item always fits
+# (the largest datagram is 1,200 bytes) however low the cap is set.
+BANDWIDTH_MIN_BURST = 2 * 1200
+# Seconds of the cap that may go out at once after a quiet spell.
+BANDWIDTH_BURST_S = 2.0
+
+
+class RelayBandwidth:
+    """The bytes per second we send on behalf of others (docs/PROTOCOL.md, "8.1 Local
+    caps"): items for others forwarded, pushed and handed out on a Fetch.
+
+    A balance refilled at ``rate`` up to a burst of ``BANDWIDTH_BURST_S`` seconds. A
+    relay of one item goes out whole (to all its hops) while the balance is positive and
+    may take it into debt; the next waits until the debt is paid, so over any long span
+    no more than ``rate`` bytes a second go out. What cannot go is deferred, never
+    dropped: the item is retried when the balance is positive again.
+    """
+
+    def __init__(self, rate_bytes_s: int, now: float) -> None:
+        self.rate = float(rate_bytes_s)
+        self.burst = max(self.rate * BANDWIDTH_BURST_S, float(BANDWIDTH_MIN_BURST))
+        self.balance = self.burst
+        self.updated = now
+        self.sent = 0  # bytes sent for others in all, for the dashboard
+        self._tail = now  # when the last deferred item is due to try again
+
+    def _refill(self, now: float) -> None:
+        elapsed = max(0.0, now - self.updated)
+        self.balance = min(self.burst, self.balance + elapsed * self.rate)
+        self.updated = max(self.updated, now)
+
+    def open(self, now: float) -> bool:
+        """May an item for others go out now?"""
+        self._refill(now)
+        return self.balance > 0
+
+    def ready_at(self, now: float) -> float:
+        """When the balance is positive again (``now`` if it is)."""
+        self._refill(now)
+        return now if self.balance > 0 else now + (1.0 - self.balance) / self.rate
+
+    def next_slot(self, now: float, size: int) -> float:
+        """When a deferred item of ``size`` bytes should try again: in line behind those
+        deferred before it, each taking the time its size needs at the cap, so deferred
+        items wake one after another instead of all at once whenever the balance turns
+        positive (which would cost a pass over all of them every time)."""
+        start = max(self.ready_at(now), self._tail)
+        self._tail = start + size / self.rate
+        return start
+
+    def spend(self, size: int, now: float) -> None:
+        self._refill(now)
+        self.balance -= size
+        self.sent += size

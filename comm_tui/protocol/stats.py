@@ -33,6 +33,9 @@ class NodeStats:
     pushed_to_clients: int = 0
     attach_evicted: int = 0
     reannounced: int = 0
+    # docs/PROTOCOL.md, "8.1 Local caps": sends of items for others put off because the
+    # relay bandwidth cap was spent (deferred, never dropped).
+    relay_deferred: int = 0
     # Frames we could not encode (an invalid key from our own database, say).
     unsendable: int = 0
     rejected: Counter[str] = field(default_factory=Counter)

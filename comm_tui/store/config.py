@@ -1,5 +1,6 @@
 """A profile's settings file (TOML): listen address, bootstrap nodes, nickname, LAN discovery,
-port mapping, whether the app draws with ASCII alone, and how it notifies.
+port mapping, whether the app draws with ASCII alone, how it notifies, and whether and how
+much it relays for others.
 
 The file is meant to be edited by hand as well as by the app, so reading it names the file
 and the exact problem, and unknown keys are refused rather than silently ignored (a typo
@@ -24,6 +25,18 @@ DEFAULT_LISTEN_HOST = "0.0.0.0"
 NOTIFICATION_MODES = ("auto", "desktop", "bell", "off")
 MAX_PORT = 65535
 MAX_HOSTNAME_CHARS = 253
+# docs/PROTOCOL.md, "8.1 Local caps": defaults and the bounds a value must keep to.
+# 64 MiB and 50,000 items: the store's size before the caps were settable, and about as
+# many items of the largest kind (1.3 KB each) as that holds. 7 days: the TTL, so no
+# cap. 256 KiB/s: a relay's share on a home uplink that leaves room for the user's own.
+DEFAULT_RELAY_STORE_MB = 64
+DEFAULT_RELAY_STORE_ITEMS = 50_000
+DEFAULT_RELAY_STORE_DAYS = 7
+DEFAULT_RELAY_BANDWIDTH_KBPS = 256
+MAX_RELAY_STORE_MB = 1024 * 1024  # 1 TiB
+MAX_RELAY_STORE_ITEMS = 100_000_000
+MAX_RELAY_STORE_DAYS = 7  # the protocol's TTL: a longer cap would mean nothing
+MAX_RELAY_BANDWIDTH_KBPS = 10 * 1024 * 1024  # 10 GiB/s
 
 _HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
 _TOML_ESCAPES = {
@@ -55,6 +68,15 @@ class Config:
     # A text arriving in a conversation that is not open: "auto" (a desktop notification
     # where the terminal shows one, else the bell), "desktop", "bell" or "off".
     notifications: str = "auto"
+    # docs/PROTOCOL.md, "12.3": false makes the node a client (it stores and forwards
+    # nothing for others; its own texts still go through others).
+    relay: bool = True
+    # docs/PROTOCOL.md, "8.1 Local caps": what we hold for others (MiB, items, the longest
+    # remaining life in days) and what we send on their behalf (KiB per second).
+    relay_store_mb: int = DEFAULT_RELAY_STORE_MB
+    relay_store_items: int = DEFAULT_RELAY_STORE_ITEMS
+    relay_store_days: float = DEFAULT_RELAY_STORE_DAYS
+    relay_bandwidth_kbps: int = DEFAULT_RELAY_BANDWIDTH_KBPS
 
 
 def load_config(path: Path) -> Config:
@@ -106,10 +128,34 @@ def load_config(path: Path) -> Config:
                 modes = ", ".join(NOTIFICATION_MODES)
                 raise UserError(f"config file {path}: 'notifications' must be one of {modes}")
             config.notifications = value
+        elif key == "relay":
+            if not isinstance(value, bool):
+                raise UserError(f"config file {path}: 'relay' must be true or false")
+            config.relay = value
+        elif key == "relay_store_mb":
+            config.relay_store_mb = _whole(path, key, value, MAX_RELAY_STORE_MB, "MiB")
+        elif key == "relay_store_items":
+            config.relay_store_items = _whole(path, key, value, MAX_RELAY_STORE_ITEMS, "items")
+        elif key == "relay_store_days":
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not 0 < value <= MAX_RELAY_STORE_DAYS
+            ):
+                raise UserError(
+                    f"config file {path}: 'relay_store_days' must be a number of days above 0"
+                    f" and at most {MAX_RELAY_STORE_DAYS} (the time to live of a message)"
+                )
+            config.relay_store_days = value
+        elif key == "relay_bandwidth_kbps":
+            config.relay_bandwidth_kbps = _whole(
+                path, key, value, MAX_RELAY_BANDWIDTH_KBPS, "KiB per second"
+            )
         else:
             known = (
                 "listen, bootstrap, nickname, lan_discovery, port_mapping, test_networks, ascii,"
-                " notifications"
+                " notifications, relay, relay_store_mb, relay_store_items, relay_store_days,"
+                " relay_bandwidth_kbps"
             )
             raise UserError(f"config file {path}: unknown setting {key!r} (known: {known})")
     return config
@@ -130,6 +176,14 @@ def save_config(path: Path, config: Config) -> None:
     if config.ascii is not None:
         lines.append(f"ascii = {'true' if config.ascii else 'false'}")
     lines.append(f"notifications = {_toml_string(config.notifications)}")
+    # The relay settings only when changed, so a default file stays short.
+    if not config.relay:
+        lines.append("relay = false")
+    defaults = Config()
+    for key in ("relay_store_mb", "relay_store_items", "relay_store_days", "relay_bandwidth_kbps"):
+        value = getattr(config, key)
+        if value != getattr(defaults, key):
+            lines.append(f"{key} = {value!r}")
     try:
         content = ("\n".join(lines) + "\n").encode("utf-8")
     except UnicodeEncodeError as err:
@@ -178,6 +232,14 @@ def parse_endpoint(
 def _string(path: Path, key: str, value: object) -> str:
     if not isinstance(value, str):
         raise UserError(f"config file {path}: {key!r} must be a string")
+    return value
+
+
+def _whole(path: Path, key: str, value: object, maximum: int, unit: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise UserError(
+            f"config file {path}: {key!r} must be a whole number of {unit} from 1 to {maximum:,}"
+        )
     return value
 
 

@@ -13,6 +13,7 @@ from textual.widgets import Sparkline, Static
 from comm_tui.app.format import ago, short_address, shown, size
 from comm_tui.app.status import StatusSnapshot
 from comm_tui.app.widgets.qr import QRCode
+from comm_tui.protocol.relay_store import RelayUsage
 
 TRAFFIC_HISTORY_SAMPLES = 60
 NO_PEERS_HINT = (
@@ -74,6 +75,69 @@ def bucket_bar(fill: tuple[tuple[int, int], ...], k: int = 8, marks: str = BUCKE
     return "".join(marks[0] if n == 0 else marks[min(8, max(1, round(8 * n / k)))] for _, n in fill)
 
 
+# docs/PROTOCOL.md, "8.1 Local caps": a use bar's cells, filled then empty.
+CAP_BAR_CELLS = 6
+CAP_BAR_MARKS = ("█", "░")
+ASCII_CAP_BAR_MARKS = ("#", ".")
+
+
+def cap_bar(used: float, cap: float, marks: tuple[str, str] = CAP_BAR_MARKS) -> str:
+    """``used`` against ``cap`` in CAP_BAR_CELLS cells; any use shows one cell at least."""
+    cells = min(CAP_BAR_CELLS, round(CAP_BAR_CELLS * used / cap)) if cap > 0 else 0
+    if used > 0:
+        cells = max(1, cells)
+    return marks[0] * cells + marks[1] * (CAP_BAR_CELLS - cells)
+
+
+def used_of(used: float, cap: float, per: str = "") -> str:
+    """``used/cap unit``, the unit once when both are in the same one (the panel is narrow)."""
+    used_text, cap_text = size(used), size(cap)
+    used_number, _, used_unit = used_text.partition(" ")
+    cap_number, _, cap_unit = cap_text.partition(" ")
+    if used_unit == cap_unit:
+        return f"{used_number}/{cap_number} {cap_unit}{per}"
+    return f"{used_text}{per} / {cap_text}{per}"
+
+
+def relay_cap_rows(
+    usage: RelayUsage, rate_bytes_s: float, *, ascii: bool = False
+) -> list[tuple[str, str]]:
+    """Use against each local cap, the networks of origin holding the most bytes, and
+    what the caps refused (docs/PROTOCOL.md, "8.1 Local caps")."""
+    marks = ASCII_CAP_BAR_MARKS if ascii else CAP_BAR_MARKS
+    refused = dict(usage.refused)
+    rows = [
+        ("relaying", "on, for others" if usage.relaying else "off: own texts only"),
+        (
+            "stored",
+            used_of(usage.bytes_held, usage.bytes_cap)
+            + " "
+            + cap_bar(usage.bytes_held, usage.bytes_cap, marks),
+        ),
+        (
+            "items",
+            f"{usage.items_held:,}/{usage.items_cap:,} "
+            + cap_bar(usage.items_held, usage.items_cap, marks),
+        ),
+        (
+            "bandwidth",
+            used_of(rate_bytes_s, usage.bandwidth_cap, "/s")
+            + " "
+            + cap_bar(rate_bytes_s, usage.bandwidth_cap, marks),
+        ),
+        ("max life", f"{usage.days_cap:g} days"),
+    ]
+    for i, (net, held) in enumerate(usage.origins):
+        share = 100 * held / max(1, usage.bytes_held)
+        rows.append(("origins" if i == 0 else "", f"{net:<18} {share:3.0f}%"))
+    counts = [f"{cap} {refused.get(cap, 0)}" for cap in ("bytes", "items", "days")]
+    if refused.get("relay off"):
+        counts.append(f"off {refused['relay off']}")
+    rows.append(("refused", " · ".join(counts)))
+    rows.append(("deferred", f"{usage.deferred} sends (bandwidth)"))
+    return rows
+
+
 class StatusPanel(VerticalScroll):
     """Shows a :class:`StatusSnapshot`; set :attr:`snapshot` once a second."""
 
@@ -84,6 +148,7 @@ class StatusPanel(VerticalScroll):
         self.ascii = ascii
         self._previous: StatusSnapshot | None = None
         self._rates: deque[float] = deque([0.0] * TRAFFIC_HISTORY_SAMPLES, TRAFFIC_HISTORY_SAMPLES)
+        self._relay_rate = 0.0  # bytes per second sent for others, between snapshots
 
     def compose(self) -> ComposeResult:
         yield Static("Identity", classes="section-title")
@@ -116,6 +181,9 @@ class StatusPanel(VerticalScroll):
                 - previous.datagrams_out
             )
             self._rates.append(max(0.0, moved / seconds))
+            if snapshot.relay_usage is not None and previous.relay_usage is not None:
+                sent = snapshot.relay_usage.sent_bytes - previous.relay_usage.sent_bytes
+                self._relay_rate = max(0.0, sent / seconds)
         self.query_one("#status-identity", Static).update(
             Content.assemble(
                 ("address\n", "$text-muted"),
@@ -142,18 +210,30 @@ class StatusPanel(VerticalScroll):
         if snapshot.state == "no peers":
             node_rows = Content.assemble(node_rows, ("\n" + NO_PEERS_HINT, "$text-warning italic"))
         self.query_one("#status-node", Static).update(node_rows)
+        usage = snapshot.relay_usage
+        # The caps in a block of their own: its short labels leave room for the bars.
+        caps = (
+            []
+            if usage is None
+            else [_rows(*relay_cap_rows(usage, self._relay_rate, ascii=self.ascii))]
+        )
         self.query_one("#status-relay", Static).update(
-            _rows(
-                ("holding", f"{snapshot.stored_now} items, {size(snapshot.stored_bytes)}"),
-                ("stored for others", str(snapshot.stored_total)),
-                ("relayed", str(snapshot.relayed)),
-                ("acks seen", str(snapshot.acks_seen)),
-                ("expired", str(snapshot.expired)),
-                ("dropped invalid", str(snapshot.rejected)),
-                *(
-                    (f"  {reason.replace('_', ' ')}", str(n))
-                    for reason, n in snapshot.rejected_by_reason
-                ),
+            Content("\n").join(
+                [
+                    *caps,
+                    _rows(
+                        ("holding", f"{snapshot.stored_now} items, {size(snapshot.stored_bytes)}"),
+                        ("stored for others", str(snapshot.stored_total)),
+                        ("relayed", str(snapshot.relayed)),
+                        ("acks seen", str(snapshot.acks_seen)),
+                        ("expired", str(snapshot.expired)),
+                        ("dropped invalid", str(snapshot.rejected)),
+                        *(
+                            (f"  {reason.replace('_', ' ')}", str(n))
+                            for reason, n in snapshot.rejected_by_reason
+                        ),
+                    ),
+                ]
             )
         )
         rate = self._rates[-1]
