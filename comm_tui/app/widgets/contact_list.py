@@ -36,6 +36,8 @@ class ContactEntry:
     last_time: float | None
     unread: int
     muted: bool = False
+    claimed_name: str | None = None  # what they call themselves (docs/PROTOCOL.md, "7.1.1")
+    receipts: bool = False  # we send them read receipts
 
     @property
     def is_request(self) -> bool:
@@ -43,7 +45,20 @@ class ContactEntry:
 
     @property
     def title(self) -> str:
-        return self.name or f"request {short_address(self.peer_address)}"
+        """The user's name for a contact; for a request, the name it claims, quoted as
+        its own words, and its address (a claim proves nothing)."""
+        if self.name is not None:
+            return self.name
+        if self.claimed_name is not None:
+            return f"request from \N{LEFT SINGLE QUOTATION MARK}{self.claimed_name}\N{RIGHT SINGLE QUOTATION MARK} ({short_address(self.peer_address)})"
+        return f"request {short_address(self.peer_address)}"
+
+    @property
+    def also_called(self) -> str | None:
+        """A contact's claimed name when it differs from the user's name for it."""
+        if self.name is None or self.claimed_name is None:
+            return None
+        return None if self.claimed_name.casefold() == self.name.casefold() else self.claimed_name
 
 
 def _prompt(entry: ContactEntry) -> Content:
@@ -75,6 +90,12 @@ class ContactList(OptionList):
         Binding("alt+a", "app.accept_request", "Accept"),
         Binding("alt+i", "app.ignore_request", "Ignore"),
         Binding("alt+m", "app.toggle_mute", "Mute", tooltip="Mute or unmute notifications"),
+        Binding(
+            "alt+e",
+            "app.toggle_receipts",
+            "Receipts",
+            tooltip="Read receipts on/off for this contact",
+        ),
         Binding("question_mark", "app.help", "Help", show=False),
     ]
 
