@@ -23,6 +23,9 @@ from comm_tui.app.messages import ConversationOpened
 # Fits the list at its narrowest (28 columns, less its border and padding).
 PREVIEW_CHARS = 24
 EMPTY_HINT = "No contacts yet.\nPress ctrl+n to add one."
+# A request's claimed name is quoted: it is the sender's words, not a name we gave.
+_OPEN_QUOTE = "\N{LEFT SINGLE QUOTATION MARK}"
+_CLOSE_QUOTE = "\N{RIGHT SINGLE QUOTATION MARK}"
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,8 @@ class ContactEntry:
         if self.name is not None:
             return self.name
         if self.claimed_name is not None:
-            return f"request from \N{LEFT SINGLE QUOTATION MARK}{self.claimed_name}\N{RIGHT SINGLE QUOTATION MARK} ({short_address(self.peer_address)})"
+            quoted = f"{_OPEN_QUOTE}{self.claimed_name}{_CLOSE_QUOTE}"
+            return f"request from {quoted} ({short_address(self.peer_address)})"
         return f"request {short_address(self.peer_address)}"
 
     @property
