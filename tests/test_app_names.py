@@ -60,7 +60,7 @@ async def test_a_request_shows_its_claimed_name_literally_and_accept_prefills_it
                     return None if entry is None else entry.claimed_name
 
                 await wait_until(pilot, lambda: claimed() == MARKUP_NAME, "the claimed name")
-                expected = f"request from ‘{MARKUP_NAME}’ ({stranger.address.hex()[:8]})"
+                expected = f"request from ‘{MARKUP_NAME}’ ({stranger.address.hex()[:8]})"  # noqa: RUF001
                 entry = contacts.entry(stranger.address)
                 assert entry is not None and entry.title == expected
                 index = next(
@@ -141,9 +141,7 @@ async def test_receipts_toggle_and_the_read_mark(tmp_path: Path) -> None:
                 bob_db.close()
 
 
-def test_cli_receipts_and_claimed_names(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_receipts_and_claimed_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     make_profile(tmp_path)
     bob = Identity.generate()
     with profile_db(tmp_path) as db:
