@@ -99,6 +99,7 @@ class ContactList(OptionList):
             "app.toggle_receipts",
             "Receipts",
             tooltip="Read receipts on/off for this contact",
+            show=False,  # in the help screen (F1) and the palette; the footer is full
         ),
         Binding("question_mark", "app.help", "Help", show=False),
     ]
