@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from comm_tui.crypto.identity import Identity, PublicIdentity
-from comm_tui.net.service import NameChanged, OutgoingUpdated
+from comm_tui.net.service import NameChanged, NodeService, OutgoingUpdated
 from comm_tui.protocol import wire_pb2 as pb
-from comm_tui.protocol.events import NameClaimed, TextReceived, TextsRead
+from comm_tui.protocol.events import NameClaimed, TextReceived, TextsRead, TextStateChanged
 from comm_tui.protocol.letters import (
     DISPLAY_NAME_MAX_BYTES,
     LETTER_BYTES,
@@ -324,3 +324,45 @@ def test_received_texts_are_not_control_letters() -> None:
     wire.pump(T0)
     assert [e.text for e in wire.texts(b) if isinstance(e, TextReceived)] == ["plain"]
     assert wire.of(b, NameClaimed) == [] and wire.of(b, TextsRead) == []
+
+
+# ---------------------------------------------------------------- names that get lost
+
+
+def offline_service(tmp_path: Path) -> tuple[NodeService, Database, Identity]:
+    """A service that is not started (nothing transmits), with ``bob`` as a contact."""
+    db = Database.open(tmp_path / "me.db")
+    bob = Identity.generate()
+    db.add_contact("bob", bob.key, bob.address, 1.0)
+    service = NodeService(
+        Identity.generate(), db, listen=("127.0.0.1", 0), clock=lambda: T0, display_name="Al"
+    )
+    assert service.set_display_name("Alice")
+    return service, db, bob
+
+
+def test_a_name_whose_letter_expired_goes_again_with_the_next_text(tmp_path: Path) -> None:
+    service, db, bob = offline_service(tmp_path)
+    service.send_text(PublicIdentity(bob.key), "hi")
+    assert db.name_sent(bob.address) == 1
+    [control] = service.node.outgoing_text_ids() - {r.text_id for r in db.history(bob.address)}
+    with db.transaction():
+        service._persist([TextStateChanged(os.urandom(16), bob.address, "expired")])
+    assert db.name_sent(bob.address) == 1  # another letter's expiry: nothing
+    with db.transaction():
+        service._persist([TextStateChanged(control, bob.address, "expired")])
+    assert db.name_sent(bob.address) == 0
+    service.send_text(PublicIdentity(bob.key), "again")
+    assert db.name_sent(bob.address) == 1
+    db.close()
+
+
+def test_a_reset_session_gets_the_name_again(tmp_path: Path) -> None:
+    service, db, bob = offline_service(tmp_path)
+    service.send_text(PublicIdentity(bob.key), "hi")
+    before = service.node.outgoing_text_ids()
+    with db.transaction():
+        service._session_reset(bob.key, T0)
+    new = service.node.outgoing_text_ids() - before
+    assert len(new) == 1 and db.name_sent(bob.address) == 1  # a new control letter
+    db.close()

@@ -277,6 +277,10 @@ class CommApp(App[int]):
 
     @on(NodeStarted)
     def _node_started(self, event: NodeStarted) -> None:
+        # A nickname chosen at first run while the node was starting reaches it here
+        # (a name the node already has changes nothing).
+        if self.service is not None and self.profile.config.nickname:
+            self.service.set_display_name(self.profile.config.nickname)
         self._tick()
 
     @on(NodeEvent)

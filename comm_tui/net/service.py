@@ -321,8 +321,8 @@ class NodeService:
         name, version = own
         if self.db.name_sent(recipient.address) >= version:
             return
-        self.node.send_profile(recipient, name, version, now)
-        self.db.set_name_sent(recipient.address, version)
+        text_id = self.node.send_profile(recipient, name, version, now)
+        self.db.set_name_sent(recipient.address, version, text_id)
 
     def set_display_name(self, raw: str) -> bool:
         """Take our display name (the profile's nickname); False if it cannot be one.
@@ -463,6 +463,9 @@ class NodeService:
                 changed = self.db.set_outgoing_state(event.text_id, event.state, now)  # type: ignore[arg-type]
                 if changed is not None:
                     notices.append(OutgoingUpdated(changed))
+                elif event.state == "expired":
+                    # docs/PROTOCOL.md, "7.1.1": a name that never arrived goes again.
+                    self.db.name_lost(event.text_id)
             elif isinstance(event, PeerAdded | PeerRemoved):
                 if isinstance(event, PeerAdded):
                     # Remembered at once, not at the next save: a node killed a minute
@@ -482,6 +485,11 @@ class NodeService:
         """
         peer = PublicIdentity(peer_key)
         notice = self.db.add_notice(peer_key, peer.address, SESSION_RESET_NOTICE, now)
+        # The peer's state was lost, its claim of our name with it (docs/PROTOCOL.md,
+        # "7.1.1"): the name goes again, in the new session, before the texts.
+        if self.db.name_sent(peer.address) > 0:
+            self.db.set_name_sent(peer.address, 0, None)
+            self._send_name_if_due(peer, now)
         for row in self.db.outgoing_in_states(("queued", "sent")):
             if row.peer_address == peer.address:
                 self.node.send_text(peer, row.text, now, text_id=row.text_id, sent_ms=row.sent_ms)

@@ -174,9 +174,11 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         # docs/PROTOCOL.md, "7.1.1 Display names and read receipts". Read receipts are
         # sent to a contact only when the user turned them on for it; ``name_sent`` is
-        # the version of our display name queued to it (0: none yet).
+        # the version of our display name queued to it (0: none yet), ``name_text_id``
+        # the id of the control letter that carries it (if it expires, it is sent again).
         "ALTER TABLE contacts ADD COLUMN receipts INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE contacts ADD COLUMN name_sent INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE contacts ADD COLUMN name_text_id BLOB",
         # When the recipient said it read one of our texts (only its own receipts count).
         "ALTER TABLE messages ADD COLUMN read_at REAL",
         # The display name each peer key claims, newest version only: a claim, shown as
@@ -657,11 +659,23 @@ class Database:
         row = self._one("SELECT name_sent FROM contacts WHERE address = ?", address)
         return 0 if row is None else int(row[0])
 
-    def set_name_sent(self, address: bytes, version: int) -> None:
+    def set_name_sent(self, address: bytes, version: int, text_id: bytes | None) -> None:
+        """Record that our name's ``version`` was queued to a contact in ``text_id``."""
         with self.transaction():
             self._conn.execute(
-                "UPDATE contacts SET name_sent = ? WHERE address = ?", (version, address)
+                "UPDATE contacts SET name_sent = ?, name_text_id = ? WHERE address = ?",
+                (version, text_id, address),
             )
+
+    def name_lost(self, text_id: bytes) -> bool:
+        """The control letter ``text_id`` carrying our name expired undelivered: the
+        contact gets the name again with the next text. False if it carried none."""
+        with self.transaction():
+            cursor = self._conn.execute(
+                "UPDATE contacts SET name_sent = 0, name_text_id = NULL WHERE name_text_id = ?",
+                (text_id,),
+            )
+        return cursor.rowcount > 0
 
     def outgoing_in_states(self, states: Iterable[OutgoingState]) -> list[HistoryRow]:
         """Outgoing messages in any of ``states``, oldest first (the outbox on startup)."""
