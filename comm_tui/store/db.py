@@ -588,10 +588,10 @@ class Database:
         marks = ", ".join("?" * len(wanted))
         with self.transaction():
             rows = self._all(
-                "UPDATE messages SET read_at = ?, updated_at = ?"
+                # ``updated_at`` stays when the outbox state last moved (the custody view).
+                "UPDATE messages SET read_at = ?"
                 " WHERE direction = 'out' AND peer_address = ? AND read_at IS NULL"
                 f" AND text_id IN ({marks}) RETURNING {_HISTORY_COLUMNS}",
-                now,
                 now,
                 peer_address,
                 *wanted,
