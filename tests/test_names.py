@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from comm_tui.crypto.identity import Identity, PublicIdentity
-from comm_tui.net.service import NameChanged, NodeService, OutgoingUpdated
+from comm_tui.net.service import RENAME_PUSH_MAX, NameChanged, NodeService, OutgoingUpdated
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.events import NameClaimed, TextReceived, TextsRead, TextStateChanged
 from comm_tui.protocol.letters import (
@@ -365,4 +365,28 @@ def test_a_reset_session_gets_the_name_again(tmp_path: Path) -> None:
         service._session_reset(bob.key, T0)
     new = service.node.outgoing_text_ids() - before
     assert len(new) == 1 and db.name_sent(bob.address) == 1  # a new control letter
+    db.close()
+
+
+def test_a_name_goes_once_per_version(tmp_path: Path) -> None:
+    service, db, bob = offline_service(tmp_path)
+    service.send_text(PublicIdentity(bob.key), "one")
+    service.send_text(PublicIdentity(bob.key), "two")
+    texts = {r.text_id for r in db.history(bob.address)}
+    assert len(service.node.outgoing_text_ids() - texts) == 1
+    db.close()
+
+
+def test_a_rename_goes_at_once_to_a_bounded_number_of_contacts(tmp_path: Path) -> None:
+    service, db, _ = offline_service(tmp_path)
+    friends = [Identity.generate() for _ in range(RENAME_PUSH_MAX + 2)]
+    for i, friend in enumerate(friends):
+        db.add_contact(f"friend {i}", friend.key, friend.address, 2.0)
+        db.set_name_sent(friend.address, 1, None)
+    before = service.node.outgoing_text_ids()
+    assert service.set_display_name("Alice Cooper")
+    assert len(service.node.outgoing_text_ids() - before) == RENAME_PUSH_MAX
+    after = service.node.outgoing_text_ids()
+    assert service.set_display_name("Alice Cooper")  # no change: nothing sent
+    assert service.node.outgoing_text_ids() == after
     db.close()
