@@ -45,6 +45,17 @@ def pair() -> tuple[Wire, Node, Node]:
     return wire, a, b
 
 
+def relayed() -> tuple[Wire, Node, Node]:
+    """A and B that only meet through relay R: the node handing B a letter is not its author."""
+    wire = Wire()
+    a, r, b = wire.add(1), wire.add(2), wire.add(3)
+    wire.connect(a, r)
+    wire.connect(b, r)
+    ends = {wire.endpoint(a), wire.endpoint(b)}
+    wire.drop = lambda source, dest, data: {source, dest} == ends
+    return wire, a, b
+
+
 def padded(letter: pb.Letter) -> bytes:
     body = letter.SerializeToString()
     return len(body).to_bytes(2, "big") + body + bytes(LETTER_BYTES - 2 - len(body))
@@ -85,7 +96,7 @@ def test_the_largest_control_letters_fit_one_letter() -> None:
 
 
 def test_a_claimed_name_arrives_from_the_sessions_author_and_is_acknowledged() -> None:
-    wire, a, b = pair()
+    wire, a, b = relayed()
     control_id = a.send_profile(b.identity.public, "Alice", 3, T0)
     wire.pump(T0)
     [claim] = wire.of(b, NameClaimed)
@@ -135,7 +146,7 @@ def test_a_control_letter_carrying_text_is_refused() -> None:
 
 
 def test_a_read_receipt_arrives_from_the_sessions_author() -> None:
-    wire, a, b = pair()
+    wire, a, b = relayed()
     text_id = a.send_text(b.identity.public, "read me", T0)
     wire.pump(T0)
     b.send_read(a.identity.public, [text_id], T0 + 1)
