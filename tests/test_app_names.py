@@ -9,12 +9,16 @@ mark. And the CLI: ``contacts receipts`` and ``claimed_name`` in the JSON.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from textual.pilot import Pilot
 from textual.widgets import Input
 
-from comm_tui.app import app_session
+from comm_tui.app import CommApp, app_session
+from comm_tui.app.demo import demo_identity
 from comm_tui.app.format import STATE_MARKS
 from comm_tui.app.screens.contact_dialogs import AddContactScreen
 from comm_tui.app.widgets.contact_list import ContactList
@@ -25,6 +29,13 @@ from comm_tui.net.service import NodeService
 from comm_tui.store.db import Database
 from tests.app_helpers import SIZE, make_profile, profile_db, wait_until
 from tests.test_app_hostile_text import screen_text
+from tests.test_app_snapshots import (
+    SENT_AT,
+    _open_app,
+    _open_first_conversation,
+    _settled,
+    _steady,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -165,3 +176,25 @@ def test_cli_receipts_and_claimed_names(tmp_path: Path, capsys: pytest.CaptureFi
     assert main([*base, "history", "bob", "--json"]) == 0
     [row] = json.loads(capsys.readouterr().out)
     assert (row["claimed_name"], row["read_time"]) == ("Robert", None)
+
+
+@pytest.fixture
+def names_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CommApp]:
+    with _open_app(tmp_path, monkeypatch) as opened:
+        yield opened
+
+
+async def _names(pilot: Pilot[Any]) -> None:
+    """The snapshots' profile, where bob calls himself Robert and read our text, and the
+    stranger's request claims a name with markup in it."""
+    comm = await _settled(pilot)
+    bob, stranger = demo_identity("bob"), demo_identity("stranger")
+    comm.profile.db.claim_name(bob.key, "Robert", 1, SENT_AT)
+    comm.profile.db.claim_name(stranger.key, "[b]Sam[/]", 1, SENT_AT)
+    comm.profile.db.texts_read(bob.address, [b"2" * 16], SENT_AT + 90)
+    comm.refresh_contacts()
+    await _open_first_conversation(pilot, comm)
+
+
+def test_names_and_the_read_mark_snapshot(names_app: CommApp, snap_compare: Any) -> None:
+    assert snap_compare(names_app, terminal_size=(100, 30), run_before=_steady(_names))
