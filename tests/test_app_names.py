@@ -19,7 +19,7 @@ from textual.widgets import Input
 
 from comm_tui.app import CommApp, app_session
 from comm_tui.app.demo import demo_identity
-from comm_tui.app.format import STATE_MARKS
+from comm_tui.app.format import ASCII_STATE_MARKS, STATE_HELP, STATE_MARKS, shown_state
 from comm_tui.app.screens.contact_dialogs import AddContactScreen
 from comm_tui.app.widgets.contact_list import ContactList
 from comm_tui.app.widgets.conversation import ConversationView, MessageRow
@@ -198,3 +198,11 @@ async def _names(pilot: Pilot[Any]) -> None:
 
 def test_names_and_the_read_mark_snapshot(names_app: CommApp, snap_compare: Any) -> None:
     assert snap_compare(names_app, terminal_size=(100, 30), run_before=_steady(_names))
+
+
+def test_every_mark_has_an_ascii_fallback_and_a_tooltip() -> None:
+    assert set(ASCII_STATE_MARKS) == set(STATE_MARKS)
+    assert STATE_MARKS["read"] not in (STATE_MARKS["delivered"], STATE_MARKS["sent"])
+    assert ASCII_STATE_MARKS["read"] != ASCII_STATE_MARKS["delivered"]
+    assert shown_state("delivered", 5.0) == "read" and shown_state("sent", None) == "sent"
+    assert all(state in STATE_HELP for state in STATE_MARKS if state != "received")
