@@ -178,6 +178,10 @@ def item_d(args: argparse.Namespace) -> Result:
             out = after["alice"]["out_packets"] - before["alice"]["out_packets"]
             intervals = args.idle_cost_s / float(interval)
             result["datagrams_out_per_binding_per_interval"] = round(out / bindings / intervals, 2)
+            # The keep-alives alone (docs/PROTOCOL.md, "12.5": Attach), the rest is lookups.
+            result["keepalives_per_binding_per_interval"] = round(
+                kinds.get("attach", 0) / bindings / intervals, 2
+            )
         return result
 
 

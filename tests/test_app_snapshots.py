@@ -15,14 +15,17 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Input, Static
+from textual.widgets import Input, OptionList, Static
 
 from comm_tui.app import CommApp, app_session
 from comm_tui.app import app as app_module
 from comm_tui.app.demo import demo_identity
+from comm_tui.app.screens.custody import CustodyScreen
 from comm_tui.app.screens.first_run import NicknameScreen
+from comm_tui.app.screens.help import HelpScreen
 from comm_tui.app.status import PeerLine, StatusSnapshot
 from comm_tui.app.widgets.composer import Composer
+from comm_tui.app.widgets.conversation import MessageLog
 from comm_tui.app.widgets.status_panel import StatusPanel
 from comm_tui.crypto.card import encode_card
 from comm_tui.store.db import Database
@@ -182,6 +185,27 @@ async def _first_run(pilot: Pilot[Any]) -> None:
     await pilot.pause()
 
 
+async def _help(pilot: Pilot[Any]) -> None:
+    await _settled(pilot)
+    await pilot.press("f1")
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, HelpScreen), "the help")
+
+
+async def _search(pilot: Pilot[Any]) -> None:
+    await _settled(pilot)
+    await pilot.press("ctrl+f", *"friday")
+    results = pilot.app.screen.query_one("#search-results", OptionList)
+    await wait_until(pilot, lambda: results.option_count == 1, "the result")
+
+
+async def _custody(pilot: Pilot[Any]) -> None:
+    comm = await _settled(pilot)
+    await _open_first_conversation(pilot, comm)
+    comm.query_one(MessageLog).focus()
+    await pilot.press("up", "up", "enter")  # "Yes! 7pm.", delivered
+    await wait_until(pilot, lambda: isinstance(comm.screen, CustodyScreen), "the custody")
+
+
 VIEWS: dict[str, Callable[[Pilot[Any]], Awaitable[None]]] = {
     "main": _main,
     "conversation": _conversation,
@@ -193,6 +217,9 @@ VIEWS: dict[str, Callable[[Pilot[Any]], Awaitable[None]]] = {
     "export": _export,
     "import": _import,
     "first-run": _first_run,
+    "help": _help,
+    "search": _search,
+    "custody": _custody,
 }
 
 

@@ -1,4 +1,9 @@
-"""Two real ``comm-tui`` processes in 80x24 tmux windows exchange a message typed with send-keys."""
+"""Two real ``comm-tui`` processes in 80x24 tmux windows, driven by send-keys as a person types.
+
+They exchange texts (one of two lines), one searches for what it sent and opens the
+result, and a text arriving while the other's contact list has focus leaves the
+highlighted row where it was.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from comm_tui.crypto.identity import Identity
 from comm_tui.store.db import Database
 from comm_tui.store.paths import profile_paths
 from tests.app_helpers import make_profile
@@ -61,12 +67,37 @@ def _wait_for_screen(tmux: Callable[..., str], session: str, text: str) -> str:
     raise AssertionError(f"{text!r} never appeared in {session}:\n{screen}")
 
 
+def _wait_until_gone(tmux: Callable[..., str], session: str, text: str) -> str:
+    deadline = time.monotonic() + WAIT_S
+    screen = ""
+    while time.monotonic() < deadline:
+        screen = tmux("capture-pane", "-p", "-t", session)
+        if text not in screen:
+            return screen
+        time.sleep(0.2)
+    raise AssertionError(f"{text!r} stayed on {session}:\n{screen}")
+
+
+def _row_of(tmux: Callable[..., str], session: str, text: str) -> int:
+    """The screen line where ``text`` first appears (it must be on screen)."""
+    lines = _wait_for_screen(tmux, session, text).splitlines()
+    return next(i for i, line in enumerate(lines) if text in line)
+
+
 def test_two_processes_exchange_a_message(tmp_path: Path, tmux: Callable[..., str]) -> None:
     dir_a, dir_b = tmp_path / "a", tmp_path / "b"
     alice, bob = make_profile(dir_a, nickname="alice"), make_profile(dir_b, nickname="bob")
+    carol, dave = Identity.generate(), Identity.generate()
+    now = time.time()
     for data_dir, name, other in ((dir_a, "bob", bob), (dir_b, "alice", alice)):
         with Database.open(profile_paths("default", data_dir).database) as db:
-            db.add_contact(name, other.key, other.address, time.time())
+            db.add_contact(name, other.key, other.address, now - 100)
+    # Bob's list, newest first: carol, dave, alice (who has written nothing yet).
+    with Database.open(profile_paths("default", dir_b).database) as db:
+        for name, other, when in (("carol", carol, now - 10), ("dave", dave, now - 20)):
+            db.add_contact(name, other.key, other.address, when)
+            db.add_incoming(os.urandom(16), other.key, other.address, f"hi from {name}", 1, when)
+            db.mark_read(other.address)
     port_a = _free_udp_port()
     env = {**os.environ, "TERM": "xterm-256color"}
     base = " ".join(_comm_tui())
@@ -81,15 +112,37 @@ def test_two_processes_exchange_a_message(tmp_path: Path, tmux: Callable[..., st
     assert tmux("display-message", "-p", "-t", "a", "#{window_width}x#{window_height}") == "80x24\n"
     _wait_for_screen(tmux, "b", "online")
     _wait_for_screen(tmux, "a", "online")
+    # Bob's list has the focus, on dave (the second row); alice's text moves nothing.
+    tmux("send-keys", "-t", "b", "Down")
+    before = _row_of(tmux, "b", "dave")
     tmux("send-keys", "-t", "a", "Enter")
     _wait_for_screen(tmux, "a", "Message bob")
     tmux("send-keys", "-t", "a", "-l", "hello from tmux")
+    tmux("send-keys", "-t", "a", "C-j")
+    tmux("send-keys", "-t", "a", "-l", "on two lines")
     tmux("send-keys", "-t", "a", "Enter")
-    _wait_for_screen(tmux, "b", "hello from tmux")
+    _wait_for_screen(tmux, "b", "hello from tmux")  # alice's row shows it, unread
+    assert _row_of(tmux, "b", "dave") == before
     screen = _wait_for_screen(tmux, "a", "✓✓")
-    assert "hello from tmux" in screen
-    tmux("send-keys", "-t", "b", "Enter")
+    assert "hello from tmux" in screen and "on two lines" in screen
+    # Alice searches for what she sent and opens it in its conversation.
+    tmux("send-keys", "-t", "a", "C-f")
+    _wait_for_screen(tmux, "a", "Search messages")
+    tmux("send-keys", "-t", "a", "-l", "two lin")
+    _wait_for_screen(tmux, "a", "1 message: Enter opens")
+    tmux("send-keys", "-t", "a", "Enter")
+    screen = _wait_until_gone(tmux, "a", "Search messages")
+    assert "on two lines" in screen
+    tmux("send-keys", "-t", "b", "Enter")  # the highlighted row: dave, still
+    _wait_for_screen(tmux, "b", "Message dave")
+    tmux("send-keys", "-t", "b", "Escape")
+    # A lone ESC is told from the start of an alt+key or arrow sequence by the pause after
+    # it, as a person's typing has: without one, ESC and Up read as alt+up.
+    time.sleep(0.5)
+    tmux("send-keys", "-t", "b", "Up", "Enter")
     _wait_for_screen(tmux, "b", "Message alice")
+    screen = _wait_for_screen(tmux, "b", "on two lines")
+    assert "hello from tmux" in screen
     tmux("send-keys", "-t", "b", "-l", "hi alice")
     tmux("send-keys", "-t", "b", "Enter")
     _wait_for_screen(tmux, "a", "hi alice")

@@ -14,9 +14,11 @@ import pytest
 from comm_tui.cli import main
 from comm_tui.crypto.card import encode_hints_card, read_card
 from comm_tui.crypto.identity import Identity
+from comm_tui.net.portmap import PortMapping
 from comm_tui.net.service import CARD_META, IncomingText, NodeService, ServiceEvent
 from comm_tui.protocol import wire_pb2 as pb
-from comm_tui.protocol.node import parse_node_info
+from comm_tui.protocol.node import Node, parse_node_info
+from comm_tui.protocol.reachability import Reachability
 from comm_tui.protocol.routing import normalize_endpoint
 from comm_tui.store.config import parse_endpoint
 from comm_tui.store.db import Database
@@ -276,3 +278,27 @@ async def test_a_profile_listens_dual_stack_by_default(tmp_path: Path) -> None:
     finally:
         await _stop(v4, v6)
         profile.close()
+
+
+def test_the_card_names_where_strangers_reach_us(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before the bound address: the endpoint probes showed public, and the port mapping;
+    never a cone NAT's mapping, which lets in only those we wrote to."""
+    db = Database.open(tmp_path / "a.db")
+    try:
+        service = NodeService(Identity.generate(), db, listen=("0.0.0.0", 0))
+        service.bound = ("0.0.0.0", 7000)
+        service.test_networks = True
+        seen: list[Reachability] = [Reachability("cone", ("198.18.9.9", 40000), 1.0)]
+        monkeypatch.setattr(Node, "reachability", property(lambda node: seen[0]))
+        assert read_card(service.publish_card()).hints == ()
+        service.port_mapping = PortMapping("PCP", ("198.18.9.9", 7000), 7200, "198.19.0.1", 7000)
+        assert read_card(service.publish_card()).hints == (("198.18.9.9", 7000),)
+        seen[0] = Reachability("public", ("198.18.9.8", 7000), 2.0)
+        assert read_card(service.publish_card()).hints == (
+            ("198.18.9.8", 7000),
+            ("198.18.9.9", 7000),
+        )
+    finally:
+        db.close()

@@ -162,7 +162,7 @@ async def test_search_in_the_app_opens_the_result_in_its_conversation(tmp_path: 
             await pilot.press(*"need")
             results = app.screen.query_one("#search-results")
             await wait_until(pilot, lambda: results.option_count == 1, "one result")
-            await pilot.press("enter", "enter")
+            await pilot.press("enter")
             conversation = app.query_one(ConversationView)
             await wait_until(
                 pilot, lambda: conversation.peer_address == bob.address, "the conversation"

@@ -18,6 +18,7 @@ from textual.widgets import Input
 
 from comm_tui.app import CommApp, app_session
 from comm_tui.app.demo import ECHO_NAME
+from comm_tui.app.widgets.composer import Composer
 from comm_tui.app.widgets.contact_list import ContactList
 from comm_tui.app.widgets.conversation import ConversationView
 from comm_tui.app.widgets.status_panel import StatusPanel
@@ -72,7 +73,7 @@ async def take_screenshots(out_dir: Path) -> list[Path]:
                 lambda: app.query_one(ConversationView).peer_address == echo.address,
                 "the echo conversation",
             )
-            app.query_one("#message-input", Input).value = FIRST_TEXT
+            app.query_one(Composer).load_text(FIRST_TEXT)
             await pilot.press("enter")
             await wait_for(pilot, lambda: _echo_replied(app), "the echo reply")
             await pilot.pause(1.5)
@@ -105,7 +106,7 @@ async def take_screenshots(out_dir: Path) -> list[Path]:
             await pilot.press("escape")
             # The most common default terminal: the panel opens over the conversation.
             await pilot.resize_terminal(*SMALL_SCREEN_SIZE)
-            app.query_one("#message-input", Input).focus()
+            app.query_one(Composer).focus()
             await pilot.pause(0.5)
             save(app, "main-80x24")
             app.action_toggle_status()

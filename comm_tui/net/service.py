@@ -542,11 +542,14 @@ class NodeService:
     def public_endpoints(self) -> list[Endpoint]:
         """Our endpoints that hosts elsewhere might reach, best first (docs/PROTOCOL.md, "13.2").
 
-        The listen address when it is a public one. The node's learned public endpoint
-        (``Node.reachability.public_endpoint``) and a port-mapped one go before it here
-        once those parts are merged.
+        Where peers agree they see us, once probes showed strangers get through there
+        (a cone NAT's mapping lets in only those we wrote to, so it is no hint); the
+        endpoint our router forwards to us; the listen address when it is a public one.
         """
-        return endpoint_hints([self.bound], test_networks=self.test_networks)
+        reachability = self.node.reachability
+        seen = reachability.public_endpoint if reachability.kind == "public" else None
+        mapped = self.port_mapping.external if self.port_mapping is not None else None
+        return endpoint_hints([seen, mapped, self.bound], test_networks=self.test_networks)
 
     @property
     def card(self) -> str:

@@ -429,6 +429,8 @@ class Router(_Namespace):
             raise ValueError(f"kind must be one of {NAT_KINDS}, not {kind!r}")
         super().__init__(net, name)
         self.kind = kind
+        self.udp_timeout = udp_timeout
+        self.stream_timeout = stream_timeout
         self.hosts: list[Host] = []
         self.wan_ip, self.wan_ipv6 = net._attach(self, "wan")
         self.lan_index = net._next_lan()
@@ -452,7 +454,8 @@ class Router(_Namespace):
         if cone:
             lines += [
                 " map cone { type inet_service : ipv4_addr . inet_service;"
-                f" flags dynamic,timeout; timeout {self.net.cone_map_timeout}s; }}",
+                # A full cone mapping lives as long as an answered flow would.
+                f" flags dynamic,timeout; timeout {self.stream_timeout}s; }}",
                 " chain pre { type nat hook prerouting priority dstnat;"
                 ' iifname "wan" dnat ip to udp dport map @cone; }',
                 " chain track { type filter hook postrouting priority 300;"
@@ -488,7 +491,10 @@ class Router(_Namespace):
         return "\n".join(lines) + "\n"
 
     def set_timeouts(self, udp_timeout: int, stream_timeout: int) -> None:
-        """Conntrack UDP timeouts: unanswered flows and answered ("stream") flows, seconds."""
+        """Conntrack UDP timeouts: unanswered flows and answered ("stream") flows, seconds.
+
+        (A full cone's map keeps the stream timeout it was made with.)
+        """
         self.udp_timeout = udp_timeout
         self.stream_timeout = stream_timeout
         self.sysctl("net.netfilter.nf_conntrack_udp_timeout", udp_timeout)
@@ -562,13 +568,13 @@ def _close_all() -> None:
 class Internet:
     """An emulated internet; use as a context manager (or call :meth:`close`)."""
 
+    _count = 0  # Internets made by this process, for unique names
+
     def __init__(self, *, ipv6: bool = False, keep_dir: bool = False) -> None:
         Internet._count += 1
         self.prefix = f"{NS_PREFIX}{os.getpid()}i{Internet._count}"
         self.ipv6 = ipv6
         self.keep_dir = keep_dir
-        # A full cone mapping lives as long as the router's longest UDP timeout would.
-        self.cone_map_timeout = 30
         self.base_dir = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
         self.hosts: dict[str, Host] = {}
         self.routers: dict[str, Router] = {}
@@ -588,8 +594,6 @@ class Internet:
         except BaseException:
             self.close()
             raise
-
-    _count = 0
 
     # -------------------------------------------------------------- topology
     def public_host(self, name: str) -> Host:

@@ -91,12 +91,23 @@ class SearchScreen(ModalScreen[SearchHit | None]):
             status.update("No message has all of these words.")
         else:
             more = "+" if len(hits) == RESULTS_MAX else ""
-            status.update(f"{len(hits)}{more} message{'s' * (len(hits) != 1)}; Enter opens one.")
+            status.update(
+                f"{len(hits)}{more} message{'s' * (len(hits) != 1)}:"
+                " Enter opens the newest, down chooses another."
+            )
 
     @on(Input.Submitted, "#search-input")
     def _submitted(self) -> None:
+        """Enter in the box opens the newest result at once (down walks the list): two
+        keys typed fast must not depend on the focus having moved in between."""
         results = self.query_one("#search-results", OptionList)
         if results.option_count:
+            option = results.get_option_at_index(results.highlighted or 0)
+            self.dismiss(self.hits.get(option.id or ""))
+
+    def key_down(self) -> None:
+        results = self.query_one("#search-results", OptionList)
+        if self.query_one("#search-input", Input).has_focus and results.option_count:
             results.highlighted = 0
             results.focus()
 
