@@ -191,6 +191,14 @@ def _build_parser() -> argparse.ArgumentParser:
     sub.add_argument("old")
     sub.add_argument("new")
     sub.set_defaults(handler=_cmd_contacts_rename)
+    sub = contacts.add_parser(
+        "receipts",
+        parents=[common],
+        help="send read receipts to a contact or not (off unless turned on)",
+    )
+    sub.add_argument("name")
+    sub.add_argument("state", choices=("on", "off"))
+    sub.set_defaults(handler=_cmd_contacts_receipts)
 
     cmd = commands.add_parser(
         "send",
@@ -628,8 +636,23 @@ def _cmd_contacts_rename(args: argparse.Namespace, g: _Globals) -> int:
     return EXIT_OK
 
 
+def _cmd_contacts_receipts(args: argparse.Namespace, g: _Globals) -> int:
+    """docs/PROTOCOL.md, "7.1.1": read receipts go only to contacts the user chose."""
+    with _open_records(g) as profile:
+        contact = profile.db.contact_by_name(args.name)
+        if contact is None:
+            raise UserError(f"no contact named {args.name!r}")
+        profile.db.set_receipts(contact.address, args.state == "on")
+    print(f"read receipts to {contact.name}: {args.state}")
+    return EXIT_OK
+
+
 def _history_json(
-    profile: _Records, peer: _Peer, row: HistoryRow, outbox: list[Entry]
+    profile: _Records,
+    peer: _Peer,
+    row: HistoryRow,
+    outbox: list[Entry],
+    claimed_name: str | None = None,
 ) -> dict[str, Any]:
     me = profile.address.hex()
     them = peer.label
@@ -643,6 +666,10 @@ def _history_json(
         "from": None if row.direction == "notice" else them if row.direction == "in" else me,
         "to": None if row.direction == "notice" else me if row.direction == "in" else them,
         "peer_address": row.peer_address.hex(),
+        # What the peer calls itself (docs/PROTOCOL.md, "7.1.1"): a claim, not our name.
+        "claimed_name": claimed_name,
+        # When the recipient said it read our text (its read receipt); else null.
+        "read_time": None if row.read_at is None else _iso(row.read_at),
         "id": row.text_id.hex(),
         # Where an undelivered text of ours is (comm_tui/protocol/custody.py); else null.
         "custody": custody_json(custody_of(outbox, row.text_id))
@@ -674,7 +701,8 @@ def _cmd_history(args: argparse.Namespace, g: _Globals) -> int:
         rows = profile.db.history(peer.address, limit=args.limit)
         if args.json:
             outbox = _saved_outbox(profile.db) if _has_undelivered(rows) else []
-            rows_json = [_history_json(profile, peer, row, outbox) for row in rows]
+            claimed = None if peer.key is None else profile.db.claimed_name(peer.key)
+            rows_json = [_history_json(profile, peer, row, outbox, claimed) for row in rows]
             json.dump(rows_json, sys.stdout, indent=2)
             print()
             return EXIT_OK
@@ -725,6 +753,7 @@ def _cmd_conversations(args: argparse.Namespace, g: _Globals) -> int:
             {
                 "name": c.name,
                 "address": c.peer_address.hex(),
+                "claimed_name": c.claimed_name,
                 "unread": c.unread,
                 "last_text": c.last_text,
                 "last_time": None if c.last_time is None else _iso(c.last_time),
@@ -736,6 +765,8 @@ def _cmd_conversations(args: argparse.Namespace, g: _Globals) -> int:
         return EXIT_OK
     for c in conversations:
         label = c.name if c.name is not None else f"{c.peer_address.hex()} (not a contact)"
+        if c.claimed_name is not None and c.claimed_name != c.name:
+            label += f" (calls themselves {_one_line(c.claimed_name)})"
         when = "-" if c.last_time is None else _iso(c.last_time)
         preview = _one_line(c.last_text or "")[:CONVERSATION_PREVIEW_CHARS]
         print(f"{label}\tunread {c.unread}\t{when}\t{preview}")

@@ -180,6 +180,7 @@ def make_service(
         lan=LanOptions() if profile.config.lan_discovery else None,
         test_networks=profile.config.test_networks,
         port_mapper=PortMapper if map_port and profile.config.port_mapping else None,
+        display_name=profile.config.nickname,
     )
     return service, default
 

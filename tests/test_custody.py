@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,12 @@ def test_custody_lines_say_where_each_part_is() -> None:
     assert lines[3] == "Part 3: held by no node yet; sent 1 time; no retry scheduled."
     assert "not running" in custody_lines(_row("queued"), None, T0, node_running=False)[1]
     assert "Delivered" in custody_lines(_row("delivered"), None, T0, node_running=True)[1]
+    read = replace(_row("delivered"), read_at=T0 + 20)
+    read_lines = custody_lines(read, None, T0, node_running=True)
+    assert "read receipt" in read_lines[1] and "Delivered" in read_lines[2]
+    assert not any(
+        "Read" in line for line in custody_lines(_row("delivered"), None, T0, node_running=True)
+    )
     assert "press r" in custody_lines(_row("expired"), None, T0, node_running=True)[1].lower()
     incoming = custody_lines(_row("received", "in"), None, T0, node_running=True)
     assert incoming[0].startswith("Received") and "acknowledgement" in incoming[-1]

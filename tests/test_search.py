@@ -97,10 +97,10 @@ def test_the_index_is_written_in_the_same_transaction_as_the_row(tmp_path: Path)
 def test_upgrading_an_older_database_indexes_its_history(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)
-    for migration in _MIGRATIONS[:-1]:
+    for migration in _MIGRATIONS[:3]:  # up to card_hints, before search
         for statement in migration:
             conn.execute(statement)
-    conn.execute(f"PRAGMA user_version = {len(_MIGRATIONS) - 1}")
+    conn.execute("PRAGMA user_version = 3")
     who = Identity.generate()
     conn.execute(
         "INSERT INTO messages (text_id, peer_address, peer_key, direction, text, state,"

@@ -56,6 +56,7 @@ from comm_tui.crypto.identity import PublicIdentity
 from comm_tui.errors import UserError
 from comm_tui.net.service import (
     IncomingText,
+    NameChanged,
     NodeFailed,
     NodeService,
     NoticeAdded,
@@ -229,6 +230,7 @@ class CommApp(App[int]):
                     self.profile.db,
                     listen=("127.0.0.1", 0),
                     bootstrap=endpoints,
+                    display_name=self.profile.config.nickname,
                 )
                 await service.start()
             else:
@@ -275,6 +277,10 @@ class CommApp(App[int]):
 
     @on(NodeStarted)
     def _node_started(self, event: NodeStarted) -> None:
+        # A nickname chosen at first run while the node was starting reaches it here
+        # (a name the node already has changes nothing).
+        if self.service is not None and self.profile.config.nickname:
+            self.service.set_display_name(self.profile.config.nickname)
         self._tick()
 
     @on(NodeEvent)
@@ -288,7 +294,7 @@ class CommApp(App[int]):
             row = event.row
             if conversation.peer_address == row.peer_address:
                 conversation.add_row(row)
-                self.profile.db.mark_read(row.peer_address)
+                self._mark_read(row.peer_address)
             self.refresh_contacts()
             if conversation.peer_address != row.peer_address:
                 entry = self.query_one(ContactList).entry(row.peer_address)
@@ -309,6 +315,8 @@ class CommApp(App[int]):
                 entry = self.query_one(ContactList).entry(event.row.peer_address)
                 title = entry.title if entry is not None else "Session"
                 self.notify(event.row.text, title=title, severity="warning")
+        elif isinstance(event, NameChanged):
+            self.refresh_contacts()
         elif isinstance(event, PeersChanged):
             self._update_subtitle()
         elif isinstance(event, NodeFailed):
@@ -375,7 +383,15 @@ class CommApp(App[int]):
                     continue
             entries.append(
                 ContactEntry(
-                    c.peer_address, c.peer_key, c.name, c.last_text, c.last_time, c.unread, c.muted
+                    c.peer_address,
+                    c.peer_key,
+                    c.name,
+                    c.last_text,
+                    c.last_time,
+                    c.unread,
+                    c.muted,
+                    c.claimed_name,
+                    c.receipts,
                 )
             )
         return entries
@@ -408,6 +424,7 @@ class CommApp(App[int]):
             "accept_request",
             "ignore_request",
             "toggle_mute",
+            "toggle_receipts",
         ):
             if len(self.screen_stack) != 1:  # a dialog is open, or the app is closing
                 return True
@@ -528,13 +545,30 @@ class CommApp(App[int]):
         conversation = self.query_one(ConversationView)
         await conversation.open(entry)
         if entry.unread:
-            self.profile.db.mark_read(entry.peer_address)
+            self._mark_read(entry.peer_address)
             self.refresh_contacts()
         self.list_shown = False
         self._arrange(self.size.width)
         if event.focus_input:
             conversation.focus_input()
         self.refresh_bindings()
+
+    def _mark_read(self, peer_address: bytes) -> None:
+        """The user saw a conversation: mark it read, with a read receipt if they chose to
+        send them to this contact (docs/PROTOCOL.md, "7.1.1")."""
+        if self.service is not None:
+            self.service.conversation_read(peer_address)
+        else:
+            self.profile.db.mark_read(peer_address)
+
+    def action_toggle_receipts(self) -> None:
+        entry = self._target()
+        if entry is None or entry.is_request:
+            return
+        self.profile.db.set_receipts(entry.peer_address, not entry.receipts)
+        self.refresh_contacts()
+        state = "off" if entry.receipts else "on: they see when you read their texts"
+        self.notify(f"Read receipts for {entry.title} {state}.")
 
     @on(SendRequested)
     def _send(self, event: SendRequested) -> None:
@@ -592,7 +626,12 @@ class CommApp(App[int]):
         if entry.peer_key is None:
             return
         card = encode_card(PublicIdentity(entry.peer_key))
-        screen = AddContactScreen(self._save_contact, card=card, title="Accept message request")
+        screen = AddContactScreen(
+            self._save_contact,
+            card=card,
+            title="Accept message request",
+            name=entry.claimed_name or "",
+        )
         self.push_screen(screen, self._contact_added)
 
     def action_accept_request(self) -> None:
@@ -680,6 +719,9 @@ class CommApp(App[int]):
         except UserError as err:
             self.notify(str(err), severity="error")
             return
+        if self.service is not None:
+            # docs/PROTOCOL.md, "7.1.1": renames reach contacts.
+            self.service.set_display_name(name)
         self._update_subtitle()
         self.notify(f"Hello, {name}! Share your card (ctrl+g) so people can add you.")
 
@@ -786,6 +828,11 @@ class CommApp(App[int]):
                 "Relay for others on/off",
                 "Store and forward mail for others, or only your own (remembered)",
                 self.action_toggle_relay,
+            ),
+            (
+                "Read receipts",
+                "Read receipts on/off for the selected contact",
+                self.action_toggle_receipts,
             ),
             ("Send again", "Resend the last text that expired", self.action_resend_expired),
             ("Copy my card", "Put your contact card on the clipboard", self.action_copy_card),

@@ -13,6 +13,7 @@ STATE_MARKS: dict[str, str] = {
     "queued": "◷",
     "sent": "✓",
     "delivered": "✓✓",
+    "read": "✓✓●",
     "expired": "✗",
     "received": "",
 }
@@ -21,6 +22,7 @@ ASCII_STATE_MARKS: dict[str, str] = {
     "queued": "..",
     "sent": "v",
     "delivered": "vv",
+    "read": "vv*",
     "expired": "x",
     "received": "",
 }
@@ -29,9 +31,16 @@ STATE_HELP: dict[str, str] = {
     "queued": "queued: no peer has taken it yet",
     "sent": "sent: handed to the network",
     "delivered": "delivered: the recipient acknowledged it",
+    "read": "read: the recipient opened it (they chose to send read receipts)",
     "expired": "expired: it was never delivered",
 }
 SHORT_ADDRESS_CHARS = 8
+
+
+def shown_state(state: str, read_at: float | None) -> str:
+    """The mark a message row shows: ``read`` once the recipient said it read it
+    (docs/PROTOCOL.md, "7.1.1"), whatever the outbox state, else the state itself."""
+    return "read" if read_at is not None else state
 
 
 # C0 controls become their Unicode "control picture" (ESC shows as U+241B), DEL as U+2421.

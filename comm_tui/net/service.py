@@ -30,14 +30,17 @@ from comm_tui.net.udp import NodeProtocol, open_udp
 from comm_tui.protocol.custody import Custody
 from comm_tui.protocol.events import (
     Event,
+    NameClaimed,
     PeerAdded,
     PeerRemoved,
     SessionReset,
     SessionsChanged,
     StoreChanged,
     TextReceived,
+    TextsRead,
     TextStateChanged,
 )
+from comm_tui.protocol.letters import READ_IDS_MAX, display_name
 from comm_tui.protocol.node import Node, NodeConfig
 from comm_tui.protocol.routing import Endpoint
 from comm_tui.store.db import SESSION_RESET_NOTICE, Database, HistoryRow
@@ -51,6 +54,9 @@ CARD_META = "card"  # the profile's current card, with hints when it has any
 LOCAL_ADDRESS_INTERVAL_S = 30.0
 # Peers whose route tells which local address we send from, at most.
 LOCAL_ADDRESS_PEERS = 8
+# A rename is sent at once to at most this many contacts, those talked to most recently;
+# the others get it with our next text (docs/PROTOCOL.md, "7.1.1").
+RENAME_PUSH_MAX = 32
 
 
 def local_endpoints(bound: Endpoint, toward: Iterable[Endpoint]) -> set[Endpoint]:
@@ -101,6 +107,14 @@ class NoticeAdded:
 
 
 @dataclass(frozen=True)
+class NameChanged:
+    """A peer claimed a new display name (docs/PROTOCOL.md, "7.1.1")."""
+
+    peer_key: bytes
+    name: str
+
+
+@dataclass(frozen=True)
 class PeersChanged:
     count: int
 
@@ -121,7 +135,13 @@ class PortMappingChanged:
 
 
 ServiceEvent = (
-    IncomingText | OutgoingUpdated | NoticeAdded | PeersChanged | NodeFailed | PortMappingChanged
+    IncomingText
+    | OutgoingUpdated
+    | NoticeAdded
+    | NameChanged
+    | PeersChanged
+    | NodeFailed
+    | PortMappingChanged
 )
 Listener = Callable[[ServiceEvent], None]
 # Makes the port mapper for the bound port; tests point it at a responder on 127.0.0.1.
@@ -142,6 +162,7 @@ class NodeService:
         clock: Callable[[], float] = time.time,
         lan: LanOptions | None = None,
         test_networks: bool = False,
+        display_name: str | None = None,
     ) -> None:
         self.identity = identity
         self.db = db
@@ -162,6 +183,7 @@ class NodeService:
         self.port_mapping: PortMapping | None = None
         self._listeners: list[Listener] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self.display_name = display_name  # the profile's nickname, taken at start
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -183,6 +205,8 @@ class NodeService:
                 # A new profile's prekeys are saved before anything can use them.
                 self._persist(self._drain())
             self._settle_lost_outgoing()
+            if self.display_name:
+                self.set_display_name(self.display_name)
         except BaseException:
             self.protocol.close()
             self.protocol = None
@@ -273,6 +297,7 @@ class NodeService:
         try:
             with self.db.transaction():
                 row = self.db.add_outgoing(text_id, recipient.key, recipient.address, text, now)
+                self._send_name_if_due(recipient, now)
                 self.node.send_text(recipient, text, now, text_id=text_id)
                 self._persist(self._drain())
         except StorageError as exc:
@@ -283,6 +308,75 @@ class NodeService:
         if self.protocol is not None:
             self.protocol.pump()
         return row
+
+    def _send_name_if_due(self, recipient: PublicIdentity, now: float) -> None:
+        """Queue our display name to a contact that has not been sent its current version.
+
+        docs/PROTOCOL.md, "7.1.1": with the first text to a person and the first after a
+        rename, as its own control letter (inside the caller's transaction).
+        """
+        own = self.db.own_display_name()
+        if own is None or self.db.contact_by_address(recipient.address) is None:
+            return
+        name, version = own
+        if self.db.name_sent(recipient.address) >= version:
+            return
+        text_id = self.node.send_profile(recipient, name, version, now)
+        self.db.set_name_sent(recipient.address, version, text_id)
+
+    def set_display_name(self, raw: str) -> bool:
+        """Take our display name (the profile's nickname); False if it cannot be one.
+
+        A new name gets the next version and goes at once to the RENAME_PUSH_MAX
+        contacts talked to most recently that had an older one; the rest get it with our
+        next text to them. Nothing goes out before it is on disk.
+        """
+        name = display_name(raw)
+        if name is None:
+            return False
+        now = self.clock()
+        try:
+            with self.db.transaction():
+                version = self.db.set_own_display_name(name)
+                if version is not None and version > 1:
+                    contacts = {c.address: c for c in self.db.contacts()}
+                    recent = [
+                        contacts[c.peer_address]
+                        for c in self.db.conversations()
+                        if c.peer_address in contacts and self.db.name_sent(c.peer_address) > 0
+                    ]
+                    for contact in recent[:RENAME_PUSH_MAX]:
+                        self._send_name_if_due(PublicIdentity(contact.key), now)
+                    self._persist(self._drain())
+        except StorageError as exc:
+            if self.protocol is not None:
+                self.protocol.fail(exc)
+            raise
+        if self.protocol is not None:
+            self.protocol.pump()
+        return True
+
+    def conversation_read(self, peer_address: bytes) -> None:
+        """The user read a conversation: mark it, and send a read receipt if they chose to.
+
+        docs/PROTOCOL.md, "7.1.1": only to a contact with receipts on, one control letter
+        naming at most READ_IDS_MAX of the texts newly read (the newest). At most one
+        receipt follows each text received, so a peer cannot make us send more.
+        """
+        now = self.clock()
+        try:
+            with self.db.transaction():
+                newly = self.db.mark_read(peer_address)
+                contact = self.db.contact_by_address(peer_address)
+                if newly and contact is not None and contact.receipts:
+                    self.node.send_read(PublicIdentity(contact.key), newly[-READ_IDS_MAX:], now)
+                    self._persist(self._drain())
+        except StorageError as exc:
+            if self.protocol is not None:
+                self.protocol.fail(exc)
+            raise
+        if self.protocol is not None:
+            self.protocol.pump()
 
     def custody(self, text_id: bytes) -> Custody | None:
         """Where our undelivered text is now (None: delivered, expired or not ours)."""
@@ -366,10 +460,19 @@ class NodeService:
                 )
                 if row is not None:
                     notices.append(IncomingText(row))
+            elif isinstance(event, NameClaimed):
+                if self.db.claim_name(event.sender.key, event.name, event.version, now):
+                    notices.append(NameChanged(event.sender.key, event.name))
+            elif isinstance(event, TextsRead):
+                for read in self.db.texts_read(event.sender.address, event.text_ids, now):
+                    notices.append(OutgoingUpdated(read))
             elif isinstance(event, TextStateChanged):
                 changed = self.db.set_outgoing_state(event.text_id, event.state, now)  # type: ignore[arg-type]
                 if changed is not None:
                     notices.append(OutgoingUpdated(changed))
+                elif event.state == "expired":
+                    # docs/PROTOCOL.md, "7.1.1": a name that never arrived goes again.
+                    self.db.name_lost(event.text_id)
             elif isinstance(event, PeerAdded | PeerRemoved):
                 if isinstance(event, PeerAdded):
                     # Remembered at once, not at the next save: a node killed a minute
@@ -389,6 +492,11 @@ class NodeService:
         """
         peer = PublicIdentity(peer_key)
         notice = self.db.add_notice(peer_key, peer.address, SESSION_RESET_NOTICE, now)
+        # The peer's state was lost, its claim of our name with it (docs/PROTOCOL.md,
+        # "7.1.1"): the name goes again, in the new session, before the texts.
+        if self.db.name_sent(peer.address) > 0:
+            self.db.set_name_sent(peer.address, 0, None)
+            self._send_name_if_due(peer, now)
         for row in self.db.outgoing_in_states(("queued", "sent")):
             if row.peer_address == peer.address:
                 self.node.send_text(peer, row.text, now, text_id=row.text_id, sent_ms=row.sent_ms)

@@ -18,6 +18,30 @@ class TextReceived:
 
 
 @dataclass(frozen=True)
+class NameClaimed:
+    """An authenticated peer's session claimed a display name (docs/PROTOCOL.md, "7.1.1").
+
+    Only a claim: the driver keeps the newest ``version`` per peer key, never lets it
+    replace the user's own name for a contact, and shows it as the peer's words.
+    """
+
+    sender: PublicIdentity
+    name: str
+    version: int
+
+
+@dataclass(frozen=True)
+class TextsRead:
+    """An authenticated peer says it read these texts (docs/PROTOCOL.md, "7.1.1").
+
+    The driver applies them only to its own outgoing texts to that same peer.
+    """
+
+    sender: PublicIdentity
+    text_ids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
 class TextStateChanged:
     """An outgoing text moved to ``sent``, ``delivered`` or ``expired``."""
 
@@ -90,6 +114,8 @@ class DatagramRejected:
 
 Event = (
     TextReceived
+    | NameClaimed
+    | TextsRead
     | TextStateChanged
     | PeerAdded
     | PeerRemoved

@@ -8,6 +8,7 @@ message a relay sees has the same size whatever it says.
 
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
@@ -26,10 +27,42 @@ TEXT_ID_BYTES = 16
 REASSEMBLY_TIMEOUT_S = 3600.0
 REASSEMBLY_MAX_TEXTS = 256
 REASSEMBLY_MAX_TEXTS_PER_SENDER = 16
+# docs/PROTOCOL.md, "7.1.1 Display names and read receipts".
+DISPLAY_NAME_MAX_BYTES = 64
+# A receipt names at most this many texts: 32 ids of 16 bytes fit one letter (checked
+# by tests/test_letters.py with the largest field values).
+READ_IDS_MAX = 32
+# Unicode categories a display name may not contain: controls, format characters (bidi
+# embeddings, overrides, isolates, zero-width joiners), surrogates, private use,
+# unassigned, line and paragraph separators. A name is shown on one line as the
+# peer's literal words; none of these has a place in it.
+_FORBIDDEN_DISPLAY_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
 class LetterError(ValueError):
     """A letter that opened correctly but does not make sense."""
+
+
+class ControlError(LetterError):
+    """A control letter (display name, read receipt) with a field out of its bounds."""
+
+
+def display_name(raw: str) -> str | None:
+    """``raw`` as a display name (whitespace runs made one space, NFC), or None if it
+    cannot be one: empty, over DISPLAY_NAME_MAX_BYTES of UTF-8, or holding a character
+    of a forbidden category (docs/PROTOCOL.md, "7.1.1")."""
+    name = unicodedata.normalize("NFC", " ".join(raw.split()))
+    return name if is_display_name(name) else None
+
+
+def is_display_name(name: str) -> bool:
+    """Whether ``name`` is a display name exactly as it must travel: already normalized
+    (so one name has one encoding), 1 to 64 bytes, no forbidden character."""
+    return (
+        0 < len(name.encode("utf-8", "surrogatepass")) <= DISPLAY_NAME_MAX_BYTES
+        and name == unicodedata.normalize("NFC", " ".join(name.split()))
+        and not any(unicodedata.category(c) in _FORBIDDEN_DISPLAY_CATEGORIES for c in name)
+    )
 
 
 def split_text(text: str) -> list[bytes]:
@@ -44,6 +77,26 @@ def split_text(text: str) -> list[bytes]:
 def encode_letter(text_id: bytes, part: int, parts: int, sent_ms: int, chunk: bytes) -> bytes:
     """A letter as a 2-byte length, its protobuf, and zeros up to exactly LETTER_BYTES."""
     letter = pb.Letter(text_id=text_id, part=part, parts=parts, sent_ms=sent_ms, chunk=chunk)
+    return _padded(letter)
+
+
+def encode_profile_letter(text_id: bytes, sent_ms: int, name: str, version: int) -> bytes:
+    """A one-part control letter claiming ``name`` (docs/PROTOCOL.md, "7.1.1")."""
+    if not is_display_name(name) or version < 1:
+        raise ValueError("not a display name")
+    profile = pb.Profile(name=name, version=version)
+    return _padded(pb.Letter(text_id=text_id, part=0, parts=1, sent_ms=sent_ms, profile=profile))
+
+
+def encode_read_letter(text_id: bytes, sent_ms: int, read_ids: list[bytes]) -> bytes:
+    """A one-part control letter naming texts the author read (docs/PROTOCOL.md, "7.1.1")."""
+    receipt = pb.ReadReceipt(text_ids=read_ids)
+    letter = pb.Letter(text_id=text_id, part=0, parts=1, sent_ms=sent_ms, read=receipt)
+    _check_control(letter)
+    return _padded(letter)
+
+
+def _padded(letter: pb.Letter) -> bytes:
     body = letter.SerializeToString()
     if len(body) + 2 > LETTER_BYTES:
         raise ValueError("letter chunk too large")
@@ -67,7 +120,26 @@ def decode_letter(data: bytes) -> pb.Letter:
         or len(letter.chunk) > CHUNK_BYTES
     ):
         raise LetterError("letter fields out of range")
+    if letter.WhichOneof("control") is not None:
+        _check_control(letter)
     return letter
+
+
+def _check_control(letter: pb.Letter) -> None:
+    """A control letter is one part with no text, and its field within bounds."""
+    if letter.parts != 1 or letter.chunk:
+        raise ControlError("a control letter carries text")
+    if letter.HasField("profile"):
+        if not is_display_name(letter.profile.name) or letter.profile.version < 1:
+            raise ControlError("display name out of bounds")
+    else:
+        ids = list(letter.read.text_ids)
+        if (
+            not 1 <= len(ids) <= READ_IDS_MAX
+            or len(set(ids)) != len(ids)
+            or any(len(i) != TEXT_ID_BYTES for i in ids)
+        ):
+            raise ControlError("read receipt out of bounds")
 
 
 @dataclass

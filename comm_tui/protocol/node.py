@@ -88,20 +88,25 @@ from comm_tui.protocol.custody import Custody, custody_of
 from comm_tui.protocol.events import (
     BundleFetched,
     Event,
+    NameClaimed,
     PeerAdded,
     PeerRemoved,
     SessionReset,
     SessionsChanged,
     StoreChanged,
     TextReceived,
+    TextsRead,
     TextStateChanged,
 )
 from comm_tui.protocol.letters import (
     TEXT_ID_BYTES,
+    ControlError,
     LetterError,
     Reassembler,
     decode_letter,
     encode_letter,
+    encode_profile_letter,
+    encode_read_letter,
     split_text,
 )
 from comm_tui.protocol.lookup import LOOKUP_MAX_QUERIES, Candidate, Lookup
@@ -672,6 +677,30 @@ class Node:
         self._flush_store()
         return text_id
 
+    def send_profile(self, recipient: PublicIdentity, name: str, version: int, now: float) -> bytes:
+        """Queue a control letter claiming our display name; returns its id.
+
+        docs/PROTOCOL.md, "7.1.1": its own one-part message with its own id and ack, so
+        text parts keep their whole CHUNK_BYTES. Raises ValueError for a name that is not
+        a display name (``letters.is_display_name``).
+        """
+        text_id = os.urandom(TEXT_ID_BYTES)
+        letter = encode_profile_letter(text_id, _ms(now), name, version)
+        self._send_letters(recipient, text_id, [letter], now, handshake=False)
+        self._flush_store()
+        return text_id
+
+    def send_read(self, recipient: PublicIdentity, read_ids: list[bytes], now: float) -> bytes:
+        """Queue a control letter saying we read ``read_ids`` (at most READ_IDS_MAX) of theirs.
+
+        docs/PROTOCOL.md, "7.1.1". Raises ValueError when the list is out of bounds.
+        """
+        text_id = os.urandom(TEXT_ID_BYTES)
+        letter = encode_read_letter(text_id, _ms(now), read_ids)
+        self._send_letters(recipient, text_id, [letter], now, handshake=False)
+        self._flush_store()
+        return text_id
+
     def _send_letters(
         self,
         recipient: PublicIdentity,
@@ -1208,6 +1237,8 @@ class Node:
             raise Rejected(exc.reason) from exc
         try:
             letter = decode_letter(opened.letter)
+        except ControlError as exc:
+            raise Rejected("bad_control") from exc
         except LetterError as exc:
             raise Rejected("bad_letter") from exc
         author = opened.author
@@ -1217,6 +1248,19 @@ class Node:
             # docs/PROTOCOL.md, "Session reset": a handshake only starts a session; it is
             # never shown, and acknowledged like any letter.
             self._text_complete(author, (tag,), letter.sent_ms, now, handshake=True)
+            return
+        control = letter.WhichOneof("control")
+        if control is not None:
+            # docs/PROTOCOL.md, "7.1.1": a control letter is one part, never shown as a
+            # text; the author is the session's, so no one can claim a name or read
+            # receipts for another key. Acknowledged like any text.
+            if control == "profile":
+                self._events.append(
+                    NameClaimed(author, letter.profile.name, letter.profile.version)
+                )
+            else:
+                self._events.append(TextsRead(author, tuple(letter.read.text_ids)))
+            self._text_complete(author, (tag,), letter.sent_ms, now, handshake=False)
             return
         try:
             done = self.reassembler.add(

@@ -257,18 +257,36 @@ class Introduced(_message.Message):
     def __init__(self, key: _Optional[bytes] = ..., nonce: _Optional[bytes] = ..., ip: _Optional[bytes] = ..., port: _Optional[int] = ...) -> None: ...
 
 class Letter(_message.Message):
-    __slots__ = ("text_id", "part", "parts", "sent_ms", "chunk")
+    __slots__ = ("text_id", "part", "parts", "sent_ms", "chunk", "profile", "read")
     TEXT_ID_FIELD_NUMBER: _ClassVar[int]
     PART_FIELD_NUMBER: _ClassVar[int]
     PARTS_FIELD_NUMBER: _ClassVar[int]
     SENT_MS_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    READ_FIELD_NUMBER: _ClassVar[int]
     text_id: bytes
     part: int
     parts: int
     sent_ms: int
     chunk: bytes
-    def __init__(self, text_id: _Optional[bytes] = ..., part: _Optional[int] = ..., parts: _Optional[int] = ..., sent_ms: _Optional[int] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+    profile: Profile
+    read: ReadReceipt
+    def __init__(self, text_id: _Optional[bytes] = ..., part: _Optional[int] = ..., parts: _Optional[int] = ..., sent_ms: _Optional[int] = ..., chunk: _Optional[bytes] = ..., profile: _Optional[_Union[Profile, _Mapping]] = ..., read: _Optional[_Union[ReadReceipt, _Mapping]] = ...) -> None: ...
+
+class Profile(_message.Message):
+    __slots__ = ("name", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class ReadReceipt(_message.Message):
+    __slots__ = ("text_ids",)
+    TEXT_IDS_FIELD_NUMBER: _ClassVar[int]
+    text_ids: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, text_ids: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class StoreEntry(_message.Message):
     __slots__ = ("message", "ack", "record", "attempts", "next_at", "holders", "settled", "own_text_id", "own_part", "own_parts", "stored_at", "origin", "origin_net", "origin_key", "origin_host", "origin_port", "notify", "stem", "first_held_at")

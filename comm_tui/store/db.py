@@ -11,11 +11,12 @@ change. SQLite's errors leave this module as :class:`StorageError` with one line
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import unicodedata
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -170,13 +171,36 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # Per-contact mute: no desktop notification or bell for their texts.
         "ALTER TABLE contacts ADD COLUMN muted INTEGER NOT NULL DEFAULT 0",
     ),
+    (
+        # docs/PROTOCOL.md, "7.1.1 Display names and read receipts". Read receipts are
+        # sent to a contact only when the user turned them on for it; ``name_sent`` is
+        # the version of our display name queued to it (0: none yet), ``name_text_id``
+        # the id of the control letter that carries it (if it expires, it is sent again).
+        "ALTER TABLE contacts ADD COLUMN receipts INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE contacts ADD COLUMN name_sent INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE contacts ADD COLUMN name_text_id BLOB",
+        # When the recipient said it read one of our texts (only its own receipts count).
+        "ALTER TABLE messages ADD COLUMN read_at REAL",
+        # The display name each peer key claims, newest version only: a claim, shown as
+        # secondary to the user's own name for a contact, never in its place.
+        """CREATE TABLE claimed_names (
+            key BLOB PRIMARY KEY CHECK (length(key) = 32),
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            received_at REAL NOT NULL
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _HISTORY_COLUMNS = (
     "id, text_id, peer_address, peer_key, direction, text, state, sent_ms, "
-    "created_at, updated_at, read"
+    "created_at, updated_at, read, read_at"
 )
+# Claimed names kept at most: keys are free, so a flood of strangers' claims only
+# evicts strangers' claims (the oldest first); a contact's claim is never evicted.
+CLAIMED_NAMES_MAX = 4096
+META_DISPLAY_NAME = "display_name"  # our own: {"name": ..., "version": n} (JSON)
 
 
 @dataclass(frozen=True)
@@ -192,9 +216,12 @@ SEARCH_LIMIT = 200
 _SEARCH_TERMS_MAX = 16
 
 
+_CONTACT_COLUMNS = "name, key, address, added_at, muted, receipts"
+
+
 def _contact(row: tuple[Any, ...]) -> Contact:
-    name, key, address, added_at, muted = row
-    return Contact(name, key, address, added_at, bool(muted))
+    name, key, address, added_at, muted, receipts = row
+    return Contact(name, key, address, added_at, bool(muted), bool(receipts))
 
 
 def fts_query(text: str) -> str | None:
@@ -219,6 +246,7 @@ class Contact:
     address: bytes
     added_at: float
     muted: bool = False  # no desktop notification or bell for their texts
+    receipts: bool = False  # we send them read receipts (docs/PROTOCOL.md, "7.1.1")
 
 
 @dataclass(frozen=True)
@@ -236,6 +264,7 @@ class HistoryRow:
     created_at: float
     updated_at: float
     read: bool
+    read_at: float | None = None  # ours: when the recipient said it read it
 
 
 @dataclass(frozen=True)
@@ -249,6 +278,8 @@ class Conversation:
     last_time: float | None
     unread: int
     muted: bool = False
+    claimed_name: str | None = None  # the name the peer gives itself (a claim)
+    receipts: bool = False
 
 
 class Database:
@@ -374,11 +405,11 @@ class Database:
                 "UPDATE contacts SET name = ?, folded = ? WHERE key = ?",
                 (new, new.casefold(), contact.key),
             )
-        return Contact(new, contact.key, contact.address, contact.added_at, contact.muted)
+        return replace(contact, name=new)
 
     def contacts(self) -> list[Contact]:
         """All contacts, sorted by name regardless of case."""
-        rows = self._all("SELECT name, key, address, added_at, muted FROM contacts ORDER BY folded")
+        rows = self._all(f"SELECT {_CONTACT_COLUMNS} FROM contacts ORDER BY folded")
         return [_contact(row) for row in rows]
 
     def contact_by_name(self, name: str) -> Contact | None:
@@ -386,15 +417,11 @@ class Database:
             folded = _contact_name(name).casefold()
         except UserError:
             return None  # no contact can have a name that is not allowed
-        row = self._one(
-            "SELECT name, key, address, added_at, muted FROM contacts WHERE folded = ?", folded
-        )
+        row = self._one(f"SELECT {_CONTACT_COLUMNS} FROM contacts WHERE folded = ?", folded)
         return None if row is None else _contact(row)
 
     def contact_by_address(self, address: bytes) -> Contact | None:
-        row = self._one(
-            "SELECT name, key, address, added_at, muted FROM contacts WHERE address = ?", address
-        )
+        row = self._one(f"SELECT {_CONTACT_COLUMNS} FROM contacts WHERE address = ?", address)
         return None if row is None else _contact(row)
 
     def _check_name_free(self, name: str) -> None:
@@ -522,26 +549,133 @@ class Database:
                 SELECT peer_address FROM latest UNION SELECT address FROM contacts
             )
             SELECT p.peer_address, coalesce(c.key, m.peer_key), c.name, m.text, m.created_at,
-                coalesce(u.n, 0), coalesce(c.muted, 0)
+                coalesce(u.n, 0), coalesce(c.muted, 0), n.name, coalesce(c.receipts, 0)
             FROM peers AS p
             LEFT JOIN latest AS l ON l.peer_address = p.peer_address
             LEFT JOIN messages AS m ON m.id = l.last_id
             LEFT JOIN contacts AS c ON c.address = p.peer_address
             LEFT JOIN unread AS u ON u.peer_address = p.peer_address
+            LEFT JOIN claimed_names AS n ON n.key = coalesce(c.key, m.peer_key)
             ORDER BY coalesce(m.created_at, c.added_at) DESC, p.peer_address"""
         )
         return [
-            Conversation(address, key, name, text, when, unread, bool(muted))
-            for address, key, name, text, when, unread, muted in rows
+            Conversation(address, key, name, text, when, unread, bool(muted), claimed, bool(rr))
+            for address, key, name, text, when, unread, muted, claimed, rr in rows
         ]
 
-    def mark_read(self, peer_address: bytes) -> None:
+    def mark_read(self, peer_address: bytes) -> list[bytes]:
+        """Mark a conversation read; returns the ids of the texts newly read, oldest first
+        (what a read receipt names, docs/PROTOCOL.md, "7.1.1")."""
+        with self.transaction():
+            rows = self._all(
+                "UPDATE messages SET read = 1"
+                " WHERE peer_address = ? AND direction = 'in' AND read = 0 RETURNING id, text_id",
+                peer_address,
+            )
+        return [text_id for _, text_id in sorted(rows)]
+
+    def texts_read(
+        self, peer_address: bytes, text_ids: Iterable[bytes], now: float
+    ) -> list[HistoryRow]:
+        """A peer's read receipt: only our own texts *to that peer*, not yet marked, change.
+
+        docs/PROTOCOL.md, "7.1.1": a receipt from anyone else, or for ids we never sent to
+        them, changes nothing. Returns the rows that changed.
+        """
+        wanted = list(dict.fromkeys(text_ids))
+        if not wanted:
+            return []
+        marks = ", ".join("?" * len(wanted))
+        with self.transaction():
+            rows = self._all(
+                # ``updated_at`` stays when the outbox state last moved (the custody view).
+                "UPDATE messages SET read_at = ?"
+                " WHERE direction = 'out' AND peer_address = ? AND read_at IS NULL"
+                f" AND text_id IN ({marks}) RETURNING {_HISTORY_COLUMNS}",
+                now,
+                peer_address,
+                *wanted,
+            )
+        return sorted((_history_row(row) for row in rows), key=lambda r: r.id)
+
+    def set_receipts(self, address: bytes, on: bool) -> bool:
+        """Send read receipts to this contact or not; False if it is not a contact."""
+        with self.transaction():
+            cursor = self._conn.execute(
+                "UPDATE contacts SET receipts = ? WHERE address = ?", (int(on), address)
+            )
+        return cursor.rowcount == 1
+
+    def claim_name(self, key: bytes, name: str, version: int, now: float) -> bool:
+        """Keep a peer's claimed display name if ``version`` is newer than the one held.
+
+        A replayed or older claim changes nothing (False). Past CLAIMED_NAMES_MAX claims,
+        the oldest claim of a key that is not a contact goes.
+        """
+        with self.transaction():
+            row = self._one("SELECT version FROM claimed_names WHERE key = ?", key)
+            if row is not None and row[0] >= version:
+                return False
+            self._conn.execute(
+                "INSERT INTO claimed_names (key, name, version, received_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET name = excluded.name,"
+                " version = excluded.version, received_at = excluded.received_at",
+                (key, name, version, now),
+            )
+            excess = self._one("SELECT count(*) FROM claimed_names")[0] - CLAIMED_NAMES_MAX
+            if excess > 0:
+                self._conn.execute(
+                    "DELETE FROM claimed_names WHERE key IN (SELECT key FROM claimed_names"
+                    " WHERE key NOT IN (SELECT key FROM contacts)"
+                    " ORDER BY received_at LIMIT ?)",
+                    (excess,),
+                )
+        return True
+
+    def claimed_name(self, key: bytes) -> str | None:
+        row = self._one("SELECT name FROM claimed_names WHERE key = ?", key)
+        return None if row is None else str(row[0])
+
+    def own_display_name(self) -> tuple[str, int] | None:
+        """Our display name and its version, as last sent (None: never set)."""
+        value = self.get_meta(META_DISPLAY_NAME)
+        if value is None:
+            return None
+        stored = json.loads(value)
+        return str(stored["name"]), int(stored["version"])
+
+    def set_own_display_name(self, name: str) -> int | None:
+        """Record our display name; returns its new version, or None if it did not change."""
+        with self.transaction():
+            current = self.own_display_name()
+            if current is not None and current[0] == name:
+                return None
+            version = 1 if current is None else current[1] + 1
+            self.set_meta(META_DISPLAY_NAME, json.dumps({"name": name, "version": version}))
+        return version
+
+    def name_sent(self, address: bytes) -> int:
+        """The version of our display name queued to this contact (0: none, or not a contact)."""
+        row = self._one("SELECT name_sent FROM contacts WHERE address = ?", address)
+        return 0 if row is None else int(row[0])
+
+    def set_name_sent(self, address: bytes, version: int, text_id: bytes | None) -> None:
+        """Record that our name's ``version`` was queued to a contact in ``text_id``."""
         with self.transaction():
             self._conn.execute(
-                "UPDATE messages SET read = 1"
-                " WHERE peer_address = ? AND direction = 'in' AND read = 0",
-                (peer_address,),
+                "UPDATE contacts SET name_sent = ?, name_text_id = ? WHERE address = ?",
+                (version, text_id, address),
             )
+
+    def name_lost(self, text_id: bytes) -> bool:
+        """The control letter ``text_id`` carrying our name expired undelivered: the
+        contact gets the name again with the next text. False if it carried none."""
+        with self.transaction():
+            cursor = self._conn.execute(
+                "UPDATE contacts SET name_sent = 0, name_text_id = NULL WHERE name_text_id = ?",
+                (text_id,),
+            )
+        return cursor.rowcount > 0
 
     def outgoing_in_states(self, states: Iterable[OutgoingState]) -> list[HistoryRow]:
         """Outgoing messages in any of ``states``, oldest first (the outbox on startup)."""
@@ -903,6 +1037,7 @@ def _history_row(row: tuple[Any, ...]) -> HistoryRow:
         created,
         updated,
         read,
+        read_at,
     ) = row
     return HistoryRow(
         id_,
@@ -916,4 +1051,5 @@ def _history_row(row: tuple[Any, ...]) -> HistoryRow:
         created,
         updated,
         bool(read),
+        read_at,
     )

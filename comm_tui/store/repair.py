@@ -16,7 +16,15 @@ from pathlib import Path
 from comm_tui.store.db import Database
 
 # Tables in the order they are salvaged; relay items and peers last, they matter least.
-SALVAGED_TABLES = ("contacts", "messages", "meta", "relay_items", "peers", "card_hints")
+SALVAGED_TABLES = (
+    "contacts",
+    "messages",
+    "meta",
+    "relay_items",
+    "peers",
+    "card_hints",
+    "claimed_names",
+)
 SIDE_FILES = ("-wal", "-shm")
 
 

@@ -47,17 +47,26 @@ class AddContactScreen(ModalScreen[str | None]):
         *,
         card: str = "",
         title: str = "Add a contact",
+        name: str = "",
     ) -> None:
         super().__init__()
         self.save = save
         self.initial_card = card
+        self.initial_name = name
         self.title_text = title
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="add-contact"):
             yield Static(Content(shown(self.title_text)), classes="dialog-title")
             yield Label("Name")
-            yield Input(placeholder="what to call them", id="name", max_length=64)
+            # Pre-filled with what a request calls itself: plain text in an Input, never
+            # markup, and the user's to keep or change (docs/PROTOCOL.md, "7.1.1").
+            yield Input(
+                placeholder="what to call them",
+                id="name",
+                max_length=64,
+                value=self.initial_name,
+            )
             yield Label("Card")
             yield Input(placeholder="comm1…", id="card", value=self.initial_card)
             yield Static(CARD_HINT, id="card-status", classes="dialog-hint")

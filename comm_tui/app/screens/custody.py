@@ -48,6 +48,9 @@ def custody_lines(
         lines.append("Our signed acknowledgement went back the way it came.")
         return lines
     lines = [f"Written {_clock(row.created_at)}."]
+    if row.read_at is not None:
+        # docs/PROTOCOL.md, "7.1.1": only the recipient's own receipt sets it.
+        lines.append(f"Read {_clock(row.read_at)}: the recipient sent a read receipt.")
     if row.state == "delivered":
         lines.append(
             f"Delivered {_clock(row.updated_at)}: the recipient's signed acknowledgement"

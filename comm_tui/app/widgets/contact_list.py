@@ -23,6 +23,9 @@ from comm_tui.app.messages import ConversationOpened
 # Fits the list at its narrowest (28 columns, less its border and padding).
 PREVIEW_CHARS = 24
 EMPTY_HINT = "No contacts yet.\nPress ctrl+n to add one."
+# A request's claimed name is quoted: it is the sender's words, not a name we gave.
+_OPEN_QUOTE = "\N{LEFT SINGLE QUOTATION MARK}"
+_CLOSE_QUOTE = "\N{RIGHT SINGLE QUOTATION MARK}"
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,8 @@ class ContactEntry:
     last_time: float | None
     unread: int
     muted: bool = False
+    claimed_name: str | None = None  # what they call themselves (docs/PROTOCOL.md, "7.1.1")
+    receipts: bool = False  # we send them read receipts
 
     @property
     def is_request(self) -> bool:
@@ -43,7 +48,21 @@ class ContactEntry:
 
     @property
     def title(self) -> str:
-        return self.name or f"request {short_address(self.peer_address)}"
+        """The user's name for a contact; for a request, the name it claims, quoted as
+        its own words, and its address (a claim proves nothing)."""
+        if self.name is not None:
+            return self.name
+        if self.claimed_name is not None:
+            quoted = f"{_OPEN_QUOTE}{self.claimed_name}{_CLOSE_QUOTE}"
+            return f"request from {quoted} ({short_address(self.peer_address)})"
+        return f"request {short_address(self.peer_address)}"
+
+    @property
+    def also_called(self) -> str | None:
+        """A contact's claimed name when it differs from the user's name for it."""
+        if self.name is None or self.claimed_name is None:
+            return None
+        return None if self.claimed_name.casefold() == self.name.casefold() else self.claimed_name
 
 
 def _prompt(entry: ContactEntry) -> Content:
@@ -75,6 +94,13 @@ class ContactList(OptionList):
         Binding("alt+a", "app.accept_request", "Accept"),
         Binding("alt+i", "app.ignore_request", "Ignore"),
         Binding("alt+m", "app.toggle_mute", "Mute", tooltip="Mute or unmute notifications"),
+        Binding(
+            "alt+e",
+            "app.toggle_receipts",
+            "Receipts",
+            tooltip="Read receipts on/off for this contact",
+            show=False,  # in the help screen (F1) and the palette; the footer is full
+        ),
         Binding("question_mark", "app.help", "Help", show=False),
     ]
 

@@ -27,6 +27,7 @@ from comm_tui.app.format import (
     message_time,
     short_address,
     shown,
+    shown_state,
 )
 from comm_tui.app.messages import RequestAnswered, SendRequested
 from comm_tui.app.widgets.composer import Composer
@@ -64,23 +65,29 @@ class MessageRow(Horizontal):
         yield Static(self._meta(), classes="meta")
         yield Static(Content(shown(self.row.text)), classes="body")
 
+    @property
+    def state(self) -> str:
+        return shown_state(self.row.state, self.row.read_at)
+
     def _meta(self) -> Content:
-        mark = self.marks.get(self.row.state, "")
-        style = {"delivered": "$text-success", "expired": "$text-error"}.get(
-            self.row.state, "$text-muted"
-        )
+        mark = self.marks.get(self.state, "")
+        style = {
+            "delivered": "$text-success",
+            "read": "bold $text-accent",
+            "expired": "$text-error",
+        }.get(self.state, "$text-muted")
         return Content.assemble(
             (message_time(self.row.created_at), "$text-muted"), " ", (mark, style)
         )
 
     def on_mount(self) -> None:
-        self.query_one(".meta", Static).tooltip = STATE_HELP.get(self.row.state)
+        self.query_one(".meta", Static).tooltip = STATE_HELP.get(self.state)
 
     def update_row(self, row: HistoryRow) -> None:
         self.row = row
         meta = self.query_one(".meta", Static)
         meta.update(self._meta())
-        meta.tooltip = STATE_HELP.get(row.state)
+        meta.tooltip = STATE_HELP.get(self.state)
         self.set_class(row.state == "expired", "-expired")
 
 
@@ -268,9 +275,13 @@ class ConversationView(Vertical):
     def set_peer(self, peer: ContactEntry) -> None:
         """Update the title and request bar (after a rename or an accept)."""
         self.peer = peer
-        title = Content.assemble(
-            (shown(peer.title), "bold"), "  ", (peer.peer_address.hex(), "$text-muted")
-        )
+        parts: list[str | tuple[str, str]] = [(shown(peer.title), "bold")]
+        also = peer.also_called
+        if also is not None:
+            # docs/PROTOCOL.md, "7.1.1": the user's own name wins; the claim is secondary.
+            parts.append((f" — calls themselves {shown(also)}", "italic $text-muted"))
+        parts += ["  ", (peer.peer_address.hex(), "$text-muted")]
+        title = Content.assemble(*parts)
         self.query_one("#conversation-title", Static).update(title)
         self.query_one(RequestBar).display = peer.is_request
         composer = self.query_one(Composer)
