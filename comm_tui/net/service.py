@@ -18,6 +18,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from comm_tui.crypto.card import encode_card, encode_hints_card
 from comm_tui.crypto.identity import Identity, PublicIdentity
@@ -87,6 +88,9 @@ def local_endpoints(bound: Endpoint, toward: Iterable[Endpoint]) -> set[Endpoint
         except OSError:
             continue
     return found
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -294,20 +298,34 @@ class NodeService:
         text_id = os.urandom(16)  # unguessable, like every id (not the node's choice rng)
         if self.protocol is not None and self.protocol.failure is not None:
             raise StorageError(f"the node has stopped: {self.protocol.failure}")
+
+        def write() -> HistoryRow:
+            row = self.db.add_outgoing(text_id, recipient.key, recipient.address, text, now)
+            self._send_name_if_due(recipient, now)
+            self.node.send_text(recipient, text, now, text_id=text_id)
+            return row
+
+        return self._durably(write)
+
+    def _durably(self, write: Callable[[], T]) -> T:
+        """Run ``write`` (the user's command to the core and its rows) in one transaction
+        with what the core produced, then transmit; the one rule of every command.
+
+        A disk error stops the node for good (the fail-stop of ``NodeProtocol.fail``):
+        the core already holds what it was told, and with nothing on disk none of it may
+        go out.
+        """
         try:
             with self.db.transaction():
-                row = self.db.add_outgoing(text_id, recipient.key, recipient.address, text, now)
-                self._send_name_if_due(recipient, now)
-                self.node.send_text(recipient, text, now, text_id=text_id)
+                result = write()
                 self._persist(self._drain())
         except StorageError as exc:
-            # The core already holds the text; with nothing on disk it must not go out.
             if self.protocol is not None:
                 self.protocol.fail(exc)
             raise
         if self.protocol is not None:
             self.protocol.pump()
-        return row
+        return result
 
     def _send_name_if_due(self, recipient: PublicIdentity, now: float) -> None:
         """Queue our display name to a contact that has not been sent its current version.
@@ -335,25 +353,20 @@ class NodeService:
         if name is None:
             return False
         now = self.clock()
-        try:
-            with self.db.transaction():
-                version = self.db.set_own_display_name(name)
-                if version is not None and version > 1:
-                    contacts = {c.address: c for c in self.db.contacts()}
-                    recent = [
-                        contacts[c.peer_address]
-                        for c in self.db.conversations()
-                        if c.peer_address in contacts and self.db.name_sent(c.peer_address) > 0
-                    ]
-                    for contact in recent[:RENAME_PUSH_MAX]:
-                        self._send_name_if_due(PublicIdentity(contact.key), now)
-                    self._persist(self._drain())
-        except StorageError as exc:
-            if self.protocol is not None:
-                self.protocol.fail(exc)
-            raise
-        if self.protocol is not None:
-            self.protocol.pump()
+
+        def write() -> None:
+            version = self.db.set_own_display_name(name)
+            if version is not None and version > 1:
+                contacts = {c.address: c for c in self.db.contacts()}
+                recent = [
+                    contacts[c.peer_address]
+                    for c in self.db.conversations()
+                    if c.peer_address in contacts and self.db.name_sent(c.peer_address) > 0
+                ]
+                for contact in recent[:RENAME_PUSH_MAX]:
+                    self._send_name_if_due(PublicIdentity(contact.key), now)
+
+        self._durably(write)
         return True
 
     def conversation_read(self, peer_address: bytes) -> None:
@@ -364,19 +377,14 @@ class NodeService:
         receipt follows each text received, so a peer cannot make us send more.
         """
         now = self.clock()
-        try:
-            with self.db.transaction():
-                newly = self.db.mark_read(peer_address)
-                contact = self.db.contact_by_address(peer_address)
-                if newly and contact is not None and contact.receipts:
-                    self.node.send_read(PublicIdentity(contact.key), newly[-READ_IDS_MAX:], now)
-                    self._persist(self._drain())
-        except StorageError as exc:
-            if self.protocol is not None:
-                self.protocol.fail(exc)
-            raise
-        if self.protocol is not None:
-            self.protocol.pump()
+
+        def write() -> None:
+            newly = self.db.mark_read(peer_address)
+            contact = self.db.contact_by_address(peer_address)
+            if newly and contact is not None and contact.receipts:
+                self.node.send_read(PublicIdentity(contact.key), newly[-READ_IDS_MAX:], now)
+
+        self._durably(write)
 
     def custody(self, text_id: bytes) -> Custody | None:
         """Where our undelivered text is now (None: delivered, expired or not ours)."""

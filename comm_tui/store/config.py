@@ -108,30 +108,20 @@ def load_config(path: Path) -> Config:
         elif key == "nickname":
             config.nickname = _string(path, key, value)
         elif key == "lan_discovery":
-            if not isinstance(value, bool):
-                raise UserError(f"config file {path}: 'lan_discovery' must be true or false")
-            config.lan_discovery = value
+            config.lan_discovery = _bool(path, key, value)
         elif key == "port_mapping":
-            if not isinstance(value, bool):
-                raise UserError(f"config file {path}: 'port_mapping' must be true or false")
-            config.port_mapping = value
+            config.port_mapping = _bool(path, key, value)
         elif key == "test_networks":
-            if not isinstance(value, bool):
-                raise UserError(f"config file {path}: 'test_networks' must be true or false")
-            config.test_networks = value
+            config.test_networks = _bool(path, key, value)
         elif key == "ascii":
-            if not isinstance(value, bool):
-                raise UserError(f"config file {path}: 'ascii' must be true or false")
-            config.ascii = value
+            config.ascii = _bool(path, key, value)
         elif key == "notifications":
             if value not in NOTIFICATION_MODES:
                 modes = ", ".join(NOTIFICATION_MODES)
                 raise UserError(f"config file {path}: 'notifications' must be one of {modes}")
             config.notifications = value
         elif key == "relay":
-            if not isinstance(value, bool):
-                raise UserError(f"config file {path}: 'relay' must be true or false")
-            config.relay = value
+            config.relay = _bool(path, key, value)
         elif key == "relay_store_mb":
             config.relay_store_mb = _whole(path, key, value, MAX_RELAY_STORE_MB, "MiB")
         elif key == "relay_store_items":
@@ -227,6 +217,12 @@ def parse_endpoint(
     else:
         raise _bad_endpoint(text, "missing port, use HOST:PORT or PORT")
     return host, _port(text, port_text, allow_port_zero)
+
+
+def _bool(path: Path, key: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise UserError(f"config file {path}: '{key}' must be true or false")
+    return value
 
 
 def _string(path: Path, key: str, value: object) -> str:
