@@ -118,6 +118,7 @@ from comm_tui.protocol.reachability import (
     DIAL_BACK_BURST,
     DIAL_BACK_RATE_PER_S,
     ECHO_MAX_DELAY_S,
+    INBOUND_REFRESH_S,
     PROBE_HELPERS,
     PROBE_REQUEST_BURST,
     PROBE_REQUEST_RATE_PER_S,
@@ -520,6 +521,7 @@ class Node:
         # client), dial-back probes, and the bindings a client keeps with its relays.
         self._now = now
         self._tally = ObservationTally()
+        self._inbound_checked_at = float("-inf")  # last look for an unsolicited arrival
         self._local: frozenset[Endpoint] = frozenset()
         self._mapping: Endpoint | None = None
         self._prober = Prober()
@@ -867,8 +869,11 @@ class Node:
         if decoded.hello is not None:
             self._answer_hello(sender.key, decoded.hello, addr, now, len(data))
             return
-        if self._local and self._unsolicited(addr, now) and self._prober.inbound(now):
-            self._reclassify(now)
+        # At most once a second: the check parses the source address (the hot path).
+        if self._local and now - self._inbound_checked_at >= INBOUND_REFRESH_S:
+            self._inbound_checked_at = now
+            if self._unsolicited(addr, now) and self._prober.inbound(now):
+                self._reclassify(now)
         frame = decoded.frame
         assert frame is not None
         body = frame.WhichOneof("body") or ""

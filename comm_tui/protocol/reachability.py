@@ -588,6 +588,8 @@ class Prober:
 # docs/PROTOCOL.md, "12.4": a client attaches to this many of the nodes nearest its own
 # address (who hold its mail: 5 replicas among the 8 nearest), and re-announces itself
 # at most this often when its observed endpoint changes.
+# An arrival refreshes the evidence of inbound reachability at most this often (12.2).
+INBOUND_REFRESH_S = 1.0
 ATTACH_RELAYS = 4
 # Nearest nodes a client picks its bindings among, one per network of origin.
 BINDING_CANDIDATES = 16
