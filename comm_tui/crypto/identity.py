@@ -130,6 +130,7 @@ class LinkBoxes:
 
     send: LinkKey
     receive: LinkKey
+    peer: PublicIdentity
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,7 @@ class Identity:
         shared = Box(self.box_key, peer.box_key).shared_key()
         outgoing = hashlib.blake2b(domain + self.key + peer.key, key=shared, digest_size=32)
         incoming = hashlib.blake2b(domain + peer.key + self.key, key=shared, digest_size=32)
-        return LinkBoxes(LinkKey(outgoing.digest()), LinkKey(incoming.digest()))
+        return LinkBoxes(LinkKey(outgoing.digest()), LinkKey(incoming.digest()), peer)
 
     def sign(self, data: bytes) -> bytes:
         """A detached 64-byte Ed25519 signature."""

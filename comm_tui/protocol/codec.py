@@ -332,7 +332,10 @@ class Codec:
             if not is_valid_public_key(key):
                 raise Rejected("bad_key")
             return Decoded(PublicIdentity(key), None, packet.hello)
-        return Decoded(PublicIdentity(key), self._open(key, packet.boxed, now), None)
+        # The sender object cached with its boxes: its address is derived once per peer,
+        # not once per datagram.
+        frame = self._open(key, packet.boxed, now)
+        return Decoded(self.box(key).peer, frame, None)
 
     def _open(self, key: bytes, boxed: bytes, now: float) -> pb.Frame:
         if len(boxed) < NONCE_BYTES + 16:
