@@ -31,6 +31,7 @@ from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import MAX_DATAGRAM_BYTES, NONCE_BYTES
 from comm_tui.protocol.node import Node, NodeConfig
 from comm_tui.protocol.routing import Endpoint
+from comm_tui.sim.internals import seed_table, warm_box
 
 DEFAULT_ITERATIONS = 20_000
 # Box overhead: the 24-byte nonce and the 16-byte MAC.
@@ -83,7 +84,7 @@ def message_datagram() -> bytes:
     sender = Node(Identity.from_seed(bytes(32 * [3])), NOW_S, rng=random.Random(1))
     relay = Identity.from_seed(bytes(32 * [4]))
     recipient = Identity.from_seed(bytes(32 * [5]))
-    sender.table.observe(relay.key, relay.address, ("10.0.0.4", 4000), NOW_S)
+    seed_table(sender, relay.key, ("10.0.0.4", 4000), NOW_S)
     sender.send_text(recipient.public, "hello", NOW_S)
     return sender.datagrams_to_send()[0][0]
 
@@ -150,15 +151,15 @@ def relay_setup(iterations: int) -> tuple[Node, list[tuple[bytes, Endpoint]], fl
     relay = Node(Identity.from_seed(rng.randbytes(32)), NOW_S, config=config, rng=rng)
     onward = [Identity.from_seed(rng.randbytes(32)) for _ in range(RELAY_TABLE_NODES)]
     for i, peer in enumerate(onward):
-        relay.table.observe(peer.key, peer.address, (f"10.1.{i}.1", 4000), NOW_S)
+        seed_table(relay, peer.key, (f"10.1.{i}.1", 4000), NOW_S)
     recipients = [peer.public for peer in onward]
     per_peer = iterations // RELAY_PEERS
     streams: list[list[tuple[bytes, Endpoint]]] = []
     for p in range(RELAY_PEERS):
         endpoint: Endpoint = (f"10.2.{p}.1", 4000)
         sender = Node(Identity.from_seed(rng.randbytes(32)), NOW_S, rng=rng)
-        sender.table.observe(relay.identity.key, relay.address, relay_endpoint, NOW_S)
-        relay.table.observe(sender.identity.key, sender.address, endpoint, NOW_S)
+        seed_table(sender, relay.identity.key, relay_endpoint, NOW_S)
+        seed_table(relay, sender.identity.key, endpoint, NOW_S)
         # One millisecond apart, as a busy sender's are: a peer's nonces are remembered
         # per time (docs/PROTOCOL.md, "Packets"), and more than REPLAY_MAX_NONCES of them
         # at one instant would raise its replay floor over the rest.
@@ -181,7 +182,7 @@ def relay_setup(iterations: int) -> tuple[Node, list[tuple[bytes, Endpoint]], fl
     now = NOW_S + per_peer / 1000
     # Precompute every Box the run needs, as a relay that has been up for a while has.
     for key in [peer.key for peer in onward]:
-        relay.codec.box(key)
+        warm_box(relay, key)
     return relay, stream, now
 
 

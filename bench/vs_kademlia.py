@@ -136,7 +136,7 @@ class OurHost:
         now = time.time()
         seeds = [
             Candidate(n.key, n.address, n.endpoint)
-            for n in node.table.closest(target, node.config.k)
+            for n in node.closest_peers(target, node.config.k)
         ]
         lookup = Lookup(
             target, seeds, k=node.config.k, alpha=node.config.alpha, paths=node.config.lookup_paths

@@ -92,10 +92,10 @@ class Wire:
     def connect(self, a: Node, b: Node, now: float = T0) -> None:
         a.bootstrap(self.endpoint(b), now)
         self.pump(now)
-        if a.address not in b.table:  # b already had peers: a ping makes it known to a
+        if a.address not in b._table:  # b already had peers: a ping makes it known to a
             b.add_known_peer(a.identity.key, self.endpoint(a), now)
             self.pump(now)
-        assert b.address in a.table and a.address in b.table
+        assert b.address in a._table and a.address in b._table
 
     def of(self, node: Node, kind: type[Event]) -> list[Event]:
         return [e for e in self.events[self.endpoint(node)] if isinstance(e, kind)]

@@ -270,7 +270,7 @@ class CommApp(App[int]):
             state = "starting"
         else:
             state = self.service.node.state
-            peers = len(self.service.node.table)
+            peers = self.service.node.peer_count
             if peers:
                 state += f", {peers} peer{'s' * (peers != 1)}"
         self.sub_title = f"{who} · {state}" + (" · demo network" if self.demo else "")

@@ -99,7 +99,7 @@ class SimNetwork:
         """
         self.set_online(sim, True)
         node = sim.node
-        if len(node.table) == 0:
+        if node.peer_count == 0:
             for endpoint in node.bootstrap_endpoints:
                 node.bootstrap(endpoint, self.now)
         else:

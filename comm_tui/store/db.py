@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 from comm_tui.errors import StorageError, UserError
+from comm_tui.protocol import outbox
 
 BUSY_TIMEOUT_MS = 5000
 DATABASE_FILE_MODE = 0o600
@@ -41,11 +42,12 @@ OutgoingState = Literal["queued", "sent", "delivered", "expired"]
 OUTGOING_STATES: tuple[OutgoingState, ...] = ("queued", "sent", "delivered", "expired")
 INCOMING_STATE = "received"
 
-# The states each outgoing state may be reached from: the outbox only moves forwards.
+# The states each outgoing state may be reached from, as the outbox's one transition
+# table says (comm_tui/protocol/outbox.py): the outbox only moves forwards.
 _FORWARD_FROM: dict[str, tuple[str, ...]] = {
-    "sent": ("queued",),
-    "delivered": ("queued", "sent"),
-    "expired": ("queued", "sent"),
+    state.value: tuple(source.value for source in outbox.sources(state))
+    for state in outbox.OutboxState
+    if outbox.sources(state)
 }
 # Characters that would break a name shown on one line.
 _FORBIDDEN_NAME_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
