@@ -68,7 +68,7 @@ class Wire:
             target.receive_datagram(data, source, now)
 
     def _drain_events(self, endpoint: Endpoint, node: Node) -> None:
-        while (event := node.next_event()) is not None:
+        for event in node.drain_events():
             self.events[endpoint].append(event)
             if isinstance(event, StoreChanged):
                 store = self.persisted[endpoint]

@@ -432,10 +432,7 @@ class NodeService:
             self.protocol.pump()
 
     def _drain(self) -> list[Event]:
-        events: list[Event] = []
-        while (event := self.node.next_event()) is not None:
-            events.append(event)
-        return events
+        return self.node.drain_events()
 
     def _on_failure(self, exc: Exception) -> None:
         notice = NodeFailed(f"node stopped: {exc}")

@@ -589,7 +589,19 @@ class Node:
         return out
 
     def next_event(self) -> Event | None:
+        """The oldest event not yet taken, or None when there is none (aioquic's shape)."""
         return self._events.popleft() if self._events else None
+
+    def drain_events(self) -> list[Event]:
+        """Every event not yet taken, oldest first (empty if none).
+
+        Take them after each ``receive_datagram``/``handle_timer``/command and before
+        sending ``datagrams_to_send()``: a ``StoreChanged`` or ``SessionsChanged`` among
+        them must be durable before the datagrams that depend on it leave.
+        """
+        events = list(self._events)
+        self._events.clear()
+        return events
 
     def get_timer(self) -> float:
         """The next moment something is due: a retry, a timeout, or periodic upkeep.
