@@ -156,7 +156,6 @@ from comm_tui.protocol.routing import (
     Endpoint,
     NodeEntry,
     RoutingTable,
-    distance,
     normalize_endpoint,
     origin_network,
 )
@@ -405,6 +404,7 @@ class Node:
     ) -> None:
         self.identity = identity
         self.address = identity.address
+        self._address_int = int.from_bytes(self.address, "big")
         self.config = config or NodeConfig()
         # For choices only (lookup targets); everything secret or unguessable (nonces,
         # challenges, text ids) comes from os.urandom.
@@ -1036,8 +1036,7 @@ class Node:
             known = self._table.get(sender.address)
             if known is not None and known.key == sender.key:
                 self._table.remove(sender.address)
-                self._codec.unpin(sender.key)
-                self._events.append(PeerRemoved(sender.key))
+                self._peer_removed(sender.key)
             return
         observation = self._table.observe(sender.key, sender.address, addr, now)
         if observation.endpoint_changed:
@@ -2299,19 +2298,16 @@ class Node:
         fanout = min(k, self.config.sender_fanout + entry.attempts)
         if entry.own_text_id:
             return self._with_target(closest[:fanout], entry, skip_holders=False)
-        target_int = int.from_bytes(entry.target, "big")
-        own_distance = distance(self.address, entry.target)
         # A message that came in the stem was handed to us by a random peer: its holding
         # it is no progress toward the target, so our first relay of it out of the stem
         # goes out whoever holds it.
         leaving_stem = entry.stem and entry.attempts == 0
         if self._table.is_among_closest(self.address, entry.target, k):
-            origin_int = int.from_bytes(entry.origin, "big") if entry.origin else None
             if (
                 entry.attempts == 0
                 and not leaving_stem
-                and origin_int is not None
-                and origin_int ^ target_int < own_distance
+                and entry.origin
+                and self._closer_than_us(entry.origin, entry.target)
             ):
                 # A closer neighbour replicated this to us and handed it to the target
                 # itself; we only keep a replica until our first retry.
@@ -2319,7 +2315,7 @@ class Node:
             return self._with_target(closest[: self.config.replicas], entry)
         if not leaving_stem and self._closer_holder(entry):
             return []
-        closer = [n for n in closest if n.address_int ^ target_int < own_distance] or closest
+        closer = [n for n in closest if self._closer_than_us(n.address, entry.target)] or closest
         return self._with_target(
             closer[: min(k, self.config.transit_fanout + entry.attempts)], entry
         )
@@ -2361,9 +2357,12 @@ class Node:
 
     def _closer_holder(self, entry: Entry) -> bool:
         """Does a node nearer the target than we are hold this item (it made progress)?"""
-        target_int = int.from_bytes(entry.target, "big")
-        own_distance = distance(self.address, entry.target)
-        return any(int.from_bytes(h, "big") ^ target_int < own_distance for h in entry.holders)
+        return any(self._closer_than_us(h, entry.target) for h in entry.holders)
+
+    def _closer_than_us(self, address: bytes, target: bytes) -> bool:
+        """Is ``address`` nearer ``target`` (XOR) than we are: progress toward it?"""
+        target_int = int.from_bytes(target, "big")
+        return int.from_bytes(address, "big") ^ target_int < self._address_int ^ target_int
 
     def _with_target(
         self, hops: list[NodeEntry], entry: Entry, *, skip_holders: bool = True
@@ -2575,8 +2574,12 @@ class Node:
         self._punch.drop(address)
         removed = self._table.record_failure(address, now)
         if removed is not None:
-            self._codec.unpin(removed.key)
-            self._events.append(PeerRemoved(removed.key))
+            self._peer_removed(removed.key)
+
+    def _peer_removed(self, key: bytes) -> None:
+        """A node left our table: its boxes may be evicted again, and the driver is told."""
+        self._codec.unpin(key)
+        self._events.append(PeerRemoved(key))
 
     def _housekeeping(self, now: float) -> None:
         for entry in self._store.expire(_ms(now)):
