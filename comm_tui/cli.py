@@ -747,7 +747,7 @@ def _cmd_search(args: argparse.Namespace, g: _Globals) -> int:
 
 def _cmd_conversations(args: argparse.Namespace, g: _Globals) -> int:
     with _open_records(g) as profile:
-        conversations = profile.db.conversations()
+        conversations = profile.db.visible_conversations()
     if args.json:
         items = [
             {

@@ -57,6 +57,8 @@ _HISTORY_COLUMNS_V1 = (
     "created_at, updated_at, read"
 )
 NOTICE_STATE = "notice"
+# Where ignored message requests are kept (``ignore_request``): the app's old meta key.
+_IGNORED_REQUESTS_KEY = "app.ignored_requests"
 # The line shown when a peer's session was lost and started again (docs/PROTOCOL.md,
 # "Session reset"); never silent.
 SESSION_RESET_NOTICE = "session re-established; unacknowledged texts sent again"
@@ -887,6 +889,39 @@ class Database:
         return [(key, host, port) for key, host, port in rows]
 
     # meta
+
+    def ignore_request(self, peer_address: bytes, now: float) -> None:
+        """Hide the message request of ``peer_address`` (not a contact) until it writes
+        again: ``visible_conversations`` leaves it out while nothing newer than ``now``
+        came from it. Kept in ``meta`` under the key the app used, so old profiles keep
+        what they ignored."""
+        ignored = self._ignored_requests()
+        ignored[peer_address.hex()] = now
+        self.set_meta(_IGNORED_REQUESTS_KEY, json.dumps(ignored))
+
+    def visible_conversations(self) -> list[Conversation]:
+        """``conversations()`` without the requests the user ignored (one rule for the app
+        and ``comm-tui conversations``): an ignored request comes back with a newer
+        message, and a contact is never hidden."""
+        ignored = self._ignored_requests()
+        return [
+            c
+            for c in self.conversations()
+            if c.name is not None
+            or (when := ignored.get(c.peer_address.hex())) is None
+            or (c.last_time or 0) > when
+        ]
+
+    def _ignored_requests(self) -> dict[str, float]:
+        """Ignored requests by hex address; a damaged value counts as none ignored."""
+        raw = self.get_meta(_IGNORED_REQUESTS_KEY)
+        try:
+            value = json.loads(raw) if raw else {}
+        except ValueError:
+            return {}
+        if not isinstance(value, dict):
+            return {}
+        return {k: float(v) for k, v in value.items() if isinstance(v, int | float)}
 
     def get_meta(self, key: str) -> str | None:
         row = self._one("SELECT value FROM meta WHERE key = ?", key)
