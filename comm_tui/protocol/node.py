@@ -585,6 +585,14 @@ class Node:
         )
 
     def datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:
+        """Every datagram the node wants sent, as ``(data, (host, port))``, oldest first;
+        they are handed over once (the next call returns only newer ones).
+
+        Call it after every ``receive_datagram``, ``handle_timer`` and command, and send
+        them only once the events drained alongside are durable (docs/PROTOCOL.md,
+        "Letters and sealing", peek and commit): a receipt or ack must never leave before
+        what it vouches for is on disk.
+        """
         out, self._outbox = self._outbox, []
         return out
 
@@ -604,7 +612,10 @@ class Node:
         return events
 
     def get_timer(self) -> float:
-        """The next moment something is due: a retry, a timeout, or periodic upkeep.
+        """When ``handle_timer`` should next be called: the node time (Unix seconds, the
+        clock the driver passes as ``now``) of the earliest retry, timeout or periodic
+        upkeep. Always a number: upkeep is always due some time. Ask again after every
+        call into the node; it only moves when something was scheduled or done.
 
         Timeouts are always "now + a constant" and their dicts keep insertion order,
         so the first entry of each holds its earliest deadline.
@@ -802,6 +813,11 @@ class Node:
         return max(units, earliest) * EXPIRY_UNIT_MS
 
     def handle_timer(self, now: float) -> None:
+        """Do what is due at ``now`` (Unix seconds, the driver's clock; a simulator passes
+        its virtual time): retries of stored items, timeouts of queries and receipts,
+        upkeep. Returns nothing: what it causes is in ``drain_events()`` and
+        ``datagrams_to_send()``. Calling it early does nothing that is not due.
+        """
         while self._schedule and self._schedule[0][0] <= now:
             due, key = heapq.heappop(self._schedule)
             entry = self._store.by_key(key)
@@ -843,10 +859,13 @@ class Node:
         self._flush_store()
 
     def receive_datagram(self, data: bytes, addr: Endpoint, now: float) -> None:
-        """Take in one datagram that arrived from ``addr`` at ``now`` (seconds).
+        """Take in one datagram that arrived from ``addr`` (its UDP source, unproven) at
+        ``now`` (Unix seconds, the driver's clock, which also dates our nonces).
 
-        Never raises: whatever is wrong with it is counted in ``stats.rejected`` by
-        reason ("internal_error" for a bug of ours, which the fuzz tests hold at 0).
+        Returns nothing and never raises: whatever is wrong with it is counted in
+        ``stats.rejected`` by reason ("internal_error" for a bug of ours, which the fuzz
+        tests hold at 0). What it causes is in ``drain_events()`` and
+        ``datagrams_to_send()``.
         """
         self._stats.datagrams_in += 1
         self._stats.bytes_in += len(data)
