@@ -365,7 +365,7 @@ def test_sybils_with_forged_addresses_never_enter_the_routing_table() -> None:
                 data = sybil.encode_frame(victim.identity.key, ping, T0)
                 victim.receive_datagram(data, forged, T0)
             wire.pump(T0)
-            assert len(victim._table) == 0
+            assert victim.peer_count == 0
         victim.handle_timer(T0 + 150)
         for seed in range(2, 22):
             wire.add(seed).bootstrap(wire.endpoint(victim), T0 + 150)

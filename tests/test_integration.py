@@ -146,7 +146,7 @@ async def net(tmp_path: Path) -> AsyncIterator[Network]:
         network.add("recipient")
         relays = [network.peers[f"relay{i}"] for i in range(RELAYS)]
         await until(
-            lambda: all(len(p.running.node._table) >= RELAYS - 2 for p in relays),
+            lambda: all(p.running.node.peer_count >= RELAYS - 2 for p in relays),
             "the relays to know each other",
         )
         yield network

@@ -212,7 +212,7 @@ async def test_a_beacon_makes_a_node_without_peers_find_the_sender(tmp_path: Pat
         await _until(
             lambda: a.lan is not None and a.lan.reader.rejected["bad_signature"], "refusal"
         )
-        assert len(a.node._table) == 0
+        assert a.node.peer_count == 0
         mallory_sock.setblocking(False)
         with pytest.raises(BlockingIOError):
             mallory_sock.recv(2048)  # the forged beacon made A send nothing to Mallory

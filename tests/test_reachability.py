@@ -846,7 +846,7 @@ async def test_nodes_on_loopback_are_relays_from_the_start(tmp_path: Path) -> No
             services.append(service)
             first = first or [service.bound or ("", 0)]
         deadline = asyncio.get_running_loop().time() + 10
-        while any(len(s.node._table) < 3 for s in services):
+        while any(s.node.peer_count < 3 for s in services):
             assert asyncio.get_running_loop().time() < deadline, "the nodes never met"
             await asyncio.sleep(0.02)
         for service in services:
