@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from comm_tui import __version__
-from comm_tui.crypto.card import decode_card, encode_card, looks_like_card, read_card
+from comm_tui.crypto.card import Card, decode_card, encode_card, looks_like_card, read_card
 from comm_tui.crypto.identity import ADDRESS_BYTES, Identity, PublicIdentity
 from comm_tui.crypto.keyfile import (
     FAST_KDF_ENV,
@@ -159,6 +159,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
     cmd = commands.add_parser(
         "id", parents=[common], help="show this profile's address and card (creates it)"
+    )
+    cmd.add_argument(
+        "--plain",
+        action="store_true",
+        help="the 65-character card without name or hints, for a comm-tui that reads no other",
     )
     cmd.set_defaults(handler=_cmd_id)
 
@@ -580,12 +585,12 @@ def _cmd_id(args: argparse.Namespace, g: _Globals) -> int:
             # card and the name letters give this name one version ("13.2.1").
             profile.db.set_own_display_name(nickname)
         text, card = current_card(profile.identity, profile.db)
+        if args.plain:
+            text, card = encode_card(profile.identity.public), Card(profile.identity.public)
         print(f"address: {profile.identity.address.hex()}")
         print(f"card: {text}")
         if card.name is not None:
-            print(
-                f"name in card: {card.name} (the nickname in the config; contacts may rename you)"
-            )
+            print(f"name in card: {card.name} (your nickname; contacts may call you otherwise)")
         if card.hints:
             hints = " ".join(_endpoint_text(hint) for hint in card.hints)
             issued = datetime.fromtimestamp(card.issued, UTC).strftime("%Y-%m-%d %H:%M UTC")
