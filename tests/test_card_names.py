@@ -202,3 +202,10 @@ def test_any_signed_name_is_a_display_name_or_refused(raw: bytes) -> None:
     else:
         assert card.name is not None and is_display_name(card.name)
         assert card.name.encode("utf-8") == raw
+
+
+def test_a_card_cut_inside_its_name_is_refused_before_the_count_is_read() -> None:
+    header = bytes([3]) + SIGNER.key + struct.pack(">IIB", 0, 1, 5)
+    for cut in (header, header + b"Ali", header + b"Alice"):
+        message = _refusal(_text(cut))
+        assert "too short for a card with a name of 5 bytes (at least 185)" in message

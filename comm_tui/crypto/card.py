@@ -218,9 +218,10 @@ def read_card(text: str) -> Card:
                 f"card contains {_show_char(char)}, which cannot appear in a card"
                 " (cards use only the letters a-z and the digits 2-7)"
             )
-    if len(body) >= 2 and _decode_body(body[:8])[0] == HINTS_CARD_VERSION:
+    first = _decode_body(body[:8])[0] if len(body) >= 2 else None
+    if first == HINTS_CARD_VERSION:
         return _read_hints_card(card, body)
-    if len(body) >= 2 and _decode_body(body[:8])[0] == NAMED_CARD_VERSION:
+    if first == NAMED_CARD_VERSION:
         return _read_named_card(card, body)
     if len(card) != CARD_CHARS:
         raise CardError(f"card is {len(card)} characters, expected {CARD_CHARS}")
