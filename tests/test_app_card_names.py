@@ -24,6 +24,7 @@ from comm_tui.crypto.card import encode_card, encode_named_card, read_card
 from comm_tui.crypto.identity import Identity
 from tests.app_helpers import SIZE, make_profile, wait_until
 from tests.test_app_hostile_text import screen_text
+from tests.test_card_names import signed_card
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -123,3 +124,22 @@ async def test_our_card_carries_the_name_chosen_at_first_run(tmp_path: Path) -> 
             app._named("Ada L")
             card = read_card(app.card)
             assert (card.name, card.name_version) == ("Ada L", 2)
+
+
+async def test_a_card_with_a_hostile_name_is_refused_in_the_dialog(tmp_path: Path) -> None:
+    make_profile(tmp_path)
+    eve = Identity.generate()
+    name = "Eve\u202egnp.exe".encode()
+    card = signed_card(eve, name)
+    with app_session(data_dir=tmp_path, listen="127.0.0.1:0") as app:
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("ctrl+n")
+            dialog = app.screen
+            dialog.query_one("#card", Input).value = card
+            status = dialog.query_one("#card-status", Static)
+            await wait_until(
+                pilot, lambda: "ask for a new card" in screen_text(app, status), "the refusal"
+            )
+            assert dialog.query_one("#name", Input).value == ""
+            assert dialog.query_one("#add", Button).disabled
+            assert "\u202e" not in screen_text(app, dialog)

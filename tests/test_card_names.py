@@ -38,7 +38,7 @@ SIGNER = Identity.from_seed(bytes.fromhex(VECTORS["seed_hex"]))
 DOMAIN = bytes.fromhex(VECTORS["domain_hex"])
 
 
-def _text(payload: bytes) -> str:
+def card_text(payload: bytes) -> str:
     return "comm1" + base64.b32encode(payload).decode("ascii").rstrip("=").lower()
 
 
@@ -47,10 +47,10 @@ def _payload(card: str) -> bytes:
     return base64.b32decode(body + "=" * (-len(body) % 8))
 
 
-def _signed_by(identity: Identity, name: bytes, version: int = 1) -> str:
+def signed_card(identity: Identity, name: bytes, version: int = 1) -> str:
     """A card a hostile issuer signed with any name bytes, as the layout says."""
     signed = bytes([3]) + identity.key + struct.pack(">IIB", 0, version, len(name)) + name + b"\0"
-    return _text(signed + identity.sign(DOMAIN + signed))
+    return card_text(signed + identity.sign(DOMAIN + signed))
 
 
 def _refusal(text: str) -> str:
@@ -114,7 +114,7 @@ def test_every_byte_of_the_name_and_version_is_signed() -> None:
             flipped = bytearray(payload)
             flipped[index] ^= 1 << bit
             with pytest.raises(CardError):
-                read_card(_text(bytes(flipped)))
+                read_card(card_text(bytes(flipped)))
 
 
 @pytest.mark.parametrize(
@@ -132,7 +132,7 @@ def test_every_byte_of_the_name_and_version_is_signed() -> None:
     ],
 )
 def test_hostile_names_are_refused_even_when_signed(raw: bytes) -> None:
-    message = _refusal(_signed_by(SIGNER, raw))
+    message = _refusal(signed_card(SIGNER, raw))
     assert "ask for a new card" in message
 
 
@@ -185,7 +185,7 @@ def test_any_payload_is_a_card_or_one_clear_line(tail: bytes) -> None:
     """The parser on hostile bytes after each version byte: nothing but CardError."""
     for version in (1, 2, 3):
         try:
-            card = read_card(_text(bytes([version]) + tail))
+            card = read_card(card_text(bytes([version]) + tail))
         except CardError as err:
             assert "\n" not in str(err)
         else:
@@ -196,7 +196,7 @@ def test_any_payload_is_a_card_or_one_clear_line(tail: bytes) -> None:
 def test_any_signed_name_is_a_display_name_or_refused(raw: bytes) -> None:
     """A hostile issuer signs whatever it likes: what passes is a name as letters carry it."""
     try:
-        card = read_card(_signed_by(SIGNER, raw))
+        card = read_card(signed_card(SIGNER, raw))
     except CardError as err:
         assert "ask for a new card" in str(err)
     else:
@@ -207,5 +207,5 @@ def test_any_signed_name_is_a_display_name_or_refused(raw: bytes) -> None:
 def test_a_card_cut_inside_its_name_is_refused_before_the_count_is_read() -> None:
     header = bytes([3]) + SIGNER.key + struct.pack(">IIB", 0, 1, 5)
     for cut in (header, header + b"Ali", header + b"Alice"):
-        message = _refusal(_text(cut))
+        message = _refusal(card_text(cut))
         assert "too short for a card with a name of 5 bytes (at least 185)" in message

@@ -9,7 +9,6 @@ and exit 2; the node re-signing its published card when the name changes.
 from __future__ import annotations
 
 import re
-import struct
 from pathlib import Path
 
 import pytest
@@ -18,11 +17,12 @@ from comm_tui.cli import main
 from comm_tui.crypto.card import CARD_CHARS, Card, encode_named_card, issue_card, read_card
 from comm_tui.crypto.identity import Identity
 from comm_tui.crypto.keyfile import read_identity_file
+from comm_tui.errors import StorageError
 from comm_tui.net.service import NodeService, current_card
 from comm_tui.store.config import load_config, save_config
 from comm_tui.store.db import Database
 from comm_tui.store.paths import ensure_dirs, profile_paths
-from tests.test_card_names import _text
+from tests.test_card_names import signed_card
 from tests.test_cli import assert_user_error, card_of, run
 
 
@@ -129,8 +129,7 @@ def test_a_hostile_signed_name_is_refused_with_one_line_and_nothing_written(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], name: bytes, fragment: str
 ) -> None:
     eve = Identity.generate()
-    signed = bytes([3]) + eve.key + struct.pack(">IIB", 0, 1, len(name)) + name + b"\0"
-    card = _text(signed + eve.sign(b"comm-tui named card\x00" + signed))
+    card = signed_card(eve, name)
     for argv in (("add", card), ("add", "eve", card)):
         code, _, err = run(capsys, "--data-dir", tmp_path, "contacts", *argv)
         assert_user_error(code, err, fragment)
@@ -190,5 +189,27 @@ def test_current_card_signs_a_renamed_profiles_card_with_the_published_hints(
         text, card = current_card(identity, db)
         assert text == issue_card(identity, [("198.18.0.5", 7000)], published.issued, ("Alice", 1))
         assert card.hints == published.hints and card.name == "Alice"
+    finally:
+        db.close()
+
+
+def test_a_card_the_disk_refused_is_written_at_the_next_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = Database.open(tmp_path / "a.db")
+    try:
+        service = NodeService(Identity.generate(), db, listen=("0.0.0.0", 0))
+        service.bound = ("127.0.0.1", 7000)
+        service.publish_card()
+        db.set_own_display_name("Alice")
+
+        def disk_full(key: str, value: str) -> None:
+            raise StorageError("disk full")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(db, "set_meta", disk_full)
+            with pytest.raises(StorageError):
+                service.publish_card()
+        assert read_card(service.publish_card()).name == "Alice"
     finally:
         db.close()

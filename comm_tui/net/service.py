@@ -608,8 +608,9 @@ class NodeService:
         hints = self.public_endpoints()
         name = self.db.own_display_name()
         if hints != self.card_hints or name != self.card_name:
-            self.card_hints, self.card_name = hints, name
             self.db.set_meta(CARD_META, issue_card(self.identity, hints, int(self.clock()), name))
+            # Only once written: a card the disk refused is tried again at the next check.
+            self.card_hints, self.card_name = hints, name
         return self.card
 
     async def _publish_card_forever(self) -> None:
