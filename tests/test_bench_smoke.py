@@ -19,7 +19,7 @@ from comm_tui.protocol.admission import AMPLIFICATION_FACTOR
 ROOT = Path(__file__).resolve().parent.parent
 # The benches run seeded simulations in virtual time: load changes how long they take,
 # never what they find. 300 s bounds them on a machine several times oversubscribed (the
-# plots smoke took 124 s under a load of 10 on 2 cores; about 25 s on an idle one).
+# plots smoke took 124 s under a load of 10 on 2 cores, past the 120 s it had).
 RUN_TIMEOUT_S = 300
 pytestmark = pytest.mark.timeout(RUN_TIMEOUT_S + 30)
 
