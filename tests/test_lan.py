@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from comm_tui.crypto.identity import Identity
+from comm_tui.errors import UserError
 from comm_tui.net.lan import (
     BEACON_BYTES,
     BEACON_KEYS_MAX,
@@ -17,6 +18,8 @@ from comm_tui.net.lan import (
     BEACON_RECHECK_S,
     BEACONS_BURST,
     BEACONS_PER_SOURCE_BURST,
+    LAN_PORT,
+    PORT_ENV,
     BeaconReader,
     LanBeacon,
     LanOptions,
@@ -234,3 +237,24 @@ async def test_a_beacon_makes_a_node_without_peers_find_the_sender(tmp_path: Pat
             await service.stop()
             service.db.close()
     assert a.lan is not None and not a.lan.bound_ports  # stop closed the beacon sockets
+
+
+def test_the_group_port_is_the_default_or_the_one_the_environment_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docs/PROTOCOL.md, "13.1 LAN discovery": COMM_TUI_LAN_PORT gives a group of its own."""
+    monkeypatch.delenv(PORT_ENV, raising=False)
+    assert LanOptions().port == LAN_PORT == 47177
+    monkeypatch.setenv(PORT_ENV, "")
+    assert LanOptions().port == LAN_PORT
+    monkeypatch.setenv(PORT_ENV, " 23456 ")
+    assert LanOptions().port == 23456
+    assert LanOptions(port=0).port == 0  # an explicit port still wins
+    for bad in ("0", "65536", "-1", "port", "7400x"):
+        monkeypatch.setenv(PORT_ENV, bad)
+        with pytest.raises(UserError, match=PORT_ENV):
+            LanOptions()
+    monkeypatch.setenv(PORT_ENV, "65535")
+    assert LanOptions().port == 65535
+    monkeypatch.setenv(PORT_ENV, "1")
+    assert LanOptions().port == 1

@@ -26,12 +26,13 @@ import struct
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nacl.exceptions import BadSignatureError
 
 from comm_tui.crypto.identity import Identity, PublicIdentity
+from comm_tui.errors import UserError
 from comm_tui.protocol.ratelimit import RateLimiter, TokenBucket
 from comm_tui.protocol.routing import Endpoint, normalize_endpoint
 
@@ -186,11 +187,31 @@ def all_interfaces() -> list[int]:
     return [index for index, name in interfaces if name in names]
 
 
+PORT_ENV = "COMM_TUI_LAN_PORT"
+
+
+def lan_port() -> int:
+    """The group's port: ``LAN_PORT``, or the one ``PORT_ENV`` names.
+
+    Nodes that share a port hear each other's beacons. The variable gives a set of nodes
+    a group of their own on one host: the test suite's parallel workers each use their
+    own, so a node one worker starts never joins the network of another worker's test
+    (docs/PROTOCOL.md, "13.1 LAN discovery"). A value that is not a port is refused, not
+    ignored: a node that silently announced itself elsewhere would be harder to debug.
+    """
+    value = os.environ.get(PORT_ENV, "").strip()
+    if not value:
+        return LAN_PORT
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise UserError(f"{PORT_ENV}={value!r} is not a UDP port (1-65535)")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class LanOptions:
     """Where beacons go: the group port, the groups, the interfaces (tests narrow them)."""
 
-    port: int = LAN_PORT
+    port: int = field(default_factory=lan_port)
     group_v4: str = LAN_GROUP_V4
     group_v6: str = LAN_GROUP_V6
     interfaces: Callable[[], list[int]] = all_interfaces
