@@ -25,7 +25,7 @@ from comm_tui.crypto.identity import Identity, PublicIdentity
 from comm_tui.errors import CardError, StorageError
 from comm_tui.net.discovery import LocalDirectory
 from comm_tui.net.hints import endpoint_hints
-from comm_tui.net.lan import LanBeacon, LanOptions, Sighting, lan_families
+from comm_tui.net.lan import LanBeacon, LanOptions, Sighting, beacon_source, lan_families
 from comm_tui.net.portmap import PortMapper, PortMapping, mappable
 from comm_tui.net.udp import NodeProtocol, open_udp
 from comm_tui.protocol.custody import Custody
@@ -263,6 +263,7 @@ class NodeService:
                 self._lan_sighting,
                 options=self.lan_options,
                 clock=self.clock,
+                source=beacon_source(self.bound),
             )
             await self.lan.start()
         self._tasks.append(asyncio.create_task(self._save_peers_forever()))
