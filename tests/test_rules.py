@@ -267,7 +267,7 @@ def test_an_item_relayed_without_a_receipt_counts_a_failure_against_the_peer() -
         return kinds[-1] == "receipt"
 
     wire.drop = receipts_lost
-    entry = a.table.get(b.address)
+    entry = a._table.get(b.address)
     assert entry is not None and entry.failures == 0
     a.send_text(Identity.generate().public, "held by b, never confirmed", T0)
     wire.pump(T0)
