@@ -237,7 +237,7 @@ class Shard:
         for host in self.hosts.values():
             received.update(host.received_at)
             delivered.update(host.delivered_at)
-        tables = [len(host.node.table) for host in self.hosts.values()]
+        tables = [host.node.peer_count for host in self.hosts.values()]
         return {
             "sent": self.sent_at,
             "received": received,

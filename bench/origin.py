@@ -79,7 +79,7 @@ class Text:
 
 def _part_ids(node: Node, text_id: bytes) -> set[bytes]:
     """The ids of a text's parts: the sender keeps each in its relay store until acked."""
-    return {e.item_id for e in node.store if e.own_text_id == text_id}
+    return set(node.outgoing_parts(text_id))
 
 
 def measure(nodes: int, texts: int, share: float, seed: int, offline: float) -> dict[str, Any]:

@@ -199,7 +199,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 bootstrap = bootstrap or [bound]
             deadline = loop.time() + JOIN_BOUND_S
             while loop.time() < deadline and any(
-                len(n.service.node.table) < min(args.nodes - 1, 3) for n in nodes
+                n.service.node.peer_count < min(args.nodes - 1, 3) for n in nodes
             ):
                 await asyncio.sleep(0.05)
 
@@ -300,12 +300,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "datagrams_out": sum(s.datagrams_out for s in stats),
                 "bytes_in": sum(s.bytes_in for s in stats),
                 "bytes_out": sum(s.bytes_out for s in stats),
-                "victim_store_items": len(victim.service.node.store),
+                "victim_store_items": victim.service.node.status().stored_items,
                 "victim_withheld": victim.service.node.stats.withheld,
                 "bytes_from_hostile_sockets": hostile_bytes["in"],
                 "bytes_to_hostile_sockets": hostile_bytes["out"],
                 "hostile_in_victim_table": sum(
-                    1 for entry in victim.service.node.table if entry.endpoint[1] in hostile_ports
+                    1 for peer in victim.service.node.peers() if peer.endpoint[1] in hostile_ports
                 ),
             }
         finally:

@@ -765,7 +765,7 @@ def _cmd_search(args: argparse.Namespace, g: _Globals) -> int:
 
 def _cmd_conversations(args: argparse.Namespace, g: _Globals) -> int:
     with _open_records(g) as profile:
-        conversations = profile.db.conversations()
+        conversations = profile.db.visible_conversations()
     if args.json:
         items = [
             {
@@ -1057,18 +1057,18 @@ def _port_mapping_text(event: PortMappingChanged) -> str:
 
 
 def _stats_line(service: NodeService) -> str:
-    node = service.node
-    stats = node.stats
+    status = service.node.status()
+    stats = status.stats
     rejected = " ".join(f"{reason}={n}" for reason, n in sorted(stats.rejected.items()))
     return (
-        f"stats: state={node.state} peers={len(node.table)} stored_items={len(node.store)}"
+        f"stats: state={status.state} peers={status.peers} stored_items={status.stored_items}"
         f" in={stats.datagrams_in}/{stats.bytes_in}B out={stats.datagrams_out}/{stats.bytes_out}B"
         f" relayed={stats.messages_relayed} acks_seen={stats.acks_seen}"
         f" received={stats.texts_received} delivered={stats.texts_delivered}"
         f" expired={stats.expired} rejected={stats.rejected_total}"
         + (f" ({rejected})" if rejected else "")
-        + _reach_text(node)
-        + _relay_text(node.relay_usage())
+        + _reach_text(service.node)
+        + _relay_text(status.relay_usage)
     )
 
 
@@ -1229,7 +1229,7 @@ async def _send(
                 wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), remaining)
-            alone = len(service.node.table) == 0
+            alone = service.node.peer_count == 0
         finally:
             await service.stop()
     finally:

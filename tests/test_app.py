@@ -556,7 +556,9 @@ async def test_add_contact_from_a_card_with_hints_joins_through_them(tmp_path: P
                 assert app.service is not None
                 service = app.service
                 await wait_until(
-                    pilot, lambda: dave.identity.address in service.node.table, "the join"
+                    pilot,
+                    lambda: dave.identity.address in {p.address for p in service.node.peers()},
+                    "the join",
                 )
     finally:
         await dave.stop()

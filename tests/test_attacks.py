@@ -56,7 +56,7 @@ def node(seed: int, config: NodeConfig | None = None) -> Node:
 
 
 def deliver(sender: Node | Codec, to: Node, frame: pb.Frame, source: Endpoint, now: float) -> None:
-    codec = sender.codec if isinstance(sender, Node) else sender
+    codec = sender._codec if isinstance(sender, Node) else sender
     to.receive_datagram(codec.encode_frame(to.identity.key, frame, now), source, now)
 
 
@@ -93,7 +93,7 @@ def test_fetch_with_a_forged_source_address_amplifies_nothing() -> None:
         msg = junk_message(m2.address, now, rng)
         deliver(m1_codec, relay, pb.Frame(message=msg), ("198.18.1.1", 4000), now)
     relay.datagrams_to_send()
-    held = [e for e in relay.store if e.target == m2.address]
+    held = [e for e in relay._store if e.target == m2.address]
     assert len(held) == 520
 
     fetch = m2_codec.encode_frame(relay.identity.key, pb.Frame(fetch=pb.Fetch()), now)
@@ -110,7 +110,7 @@ def test_fetch_with_a_forged_source_address_amplifies_nothing() -> None:
     sent += bytes_to(relay, FORGED)
     assert sent <= AMPLIFICATION_FACTOR * (len(fetch) + len(find))
     assert relay.stats.pushed_on_join == 0
-    assert m2.address not in relay.table
+    assert m2.address not in relay._table
 
 
 def test_answers_larger_than_the_request_wait_for_the_address_to_be_proven() -> None:
@@ -129,7 +129,7 @@ def test_answers_larger_than_the_request_wait_for_the_address_to_be_proven() -> 
         deliver(a, b, pong, wire.endpoint(a), T0)
     answers = [at_a.decode(data, T0).frame for data, _ in b.datagrams_to_send()]
     assert [f.nodes.query_id for f in answers if f and f.HasField("nodes")] == [query.query_id]
-    assert a.address in b.table
+    assert a.address in b._table
 
 
 # ---------------------------------------------------------------- 2. reflection
@@ -145,10 +145,10 @@ def test_a_frame_reflected_to_its_author_is_refused() -> None:
         pb.Frame(pong=pb.Pong(challenge=b"c" * CHALLENGE_BYTES)),
         pb.Frame(receipt=pb.Receipt(ids=[b"x" * 33])),
     ):
-        packet = pb.Packet.FromString(a.codec.encode_frame(b.identity.key, frame, T0))
+        packet = pb.Packet.FromString(a._codec.encode_frame(b.identity.key, frame, T0))
         packet.sender_key = b.identity.key
         with pytest.raises(Rejected, match="bad_auth"):
-            a.codec.decode(packet.SerializeToString(), T0)
+            a._codec.decode(packet.SerializeToString(), T0)
 
 
 def test_the_endpoint_challenge_cannot_be_answered_by_reflection() -> None:
@@ -160,7 +160,7 @@ def test_the_endpoint_challenge_cannot_be_answered_by_reflection() -> None:
     a, b = wire.add(1), wire.add(2)
     wire.connect(a, b)
     mallory: Endpoint = ("198.18.66.6", 6666)
-    b_ping = b.codec.encode_frame(
+    b_ping = b._codec.encode_frame(
         a.identity.key, pb.Frame(ping=pb.Ping(challenge=b"p" * CHALLENGE_BYTES)), T0 + 1
     )
     a.receive_datagram(b_ping, mallory, T0 + 1)
@@ -170,7 +170,7 @@ def test_the_endpoint_challenge_cannot_be_answered_by_reflection() -> None:
         packet.sender_key = b.identity.key
         a.receive_datagram(packet.SerializeToString(), mallory, T0 + 1)
     assert a.stats.rejected["bad_auth"] == len(challenges) >= 1
-    entry = a.table.get(b.address)
+    entry = a._table.get(b.address)
     assert entry is not None and entry.endpoint == wire.endpoint(b)
 
 
@@ -205,7 +205,7 @@ def test_a_relay_flipping_the_stem_flag_cannot_kill_delivery(stem: bool) -> None
     wire.connect(relay, recipient)
     tamperer = node(9)
     letter = encode_letter(b"t" * 16, 0, 1, int(T0 * 1000), b"still here")
-    (sealed,) = sender.sessions.seal_text(recipient.identity.public, [letter], None, T0)
+    (sealed,) = sender._sessions.seal_text(recipient.identity.public, [letter], None, T0)
     expires_ms = int(T0 * 1000) + DAY_MS
     msg = pb.Message(recipient=recipient.address, expires_ms=expires_ms, sealed=sealed, stem=stem)
     deliver(tamperer, relay, pb.Frame(message=msg), ("198.18.9.1", 4000), T0)
@@ -246,7 +246,7 @@ def test_a_table_peer_not_heard_from_since_a_restart_is_not_refused_under_load()
     new-key budget that a flood has spent: the simulator's hello flood found this."""
     relay, peer = node(1), node(2)
     peer_endpoint: Endpoint = ("198.18.2.1", 4000)
-    relay.table.observe(peer.identity.key, peer.address, peer_endpoint, T0)  # as restored
+    relay._table.observe(peer.identity.key, peer.address, peer_endpoint, T0)  # as restored
     relay._new_keys.tokens = 0
     relay._new_keys.rate_per_s = 0
     ping = pb.Frame(ping=pb.Ping(challenge=b"p" * CHALLENGE_BYTES))
@@ -265,7 +265,7 @@ def test_a_new_peer_gets_in_during_a_hello_flood_by_echoing_the_cookie() -> None
     newcomer.bootstrap(wire.endpoint(relay), T0)
     wire.pump(T0)
     assert relay.stats.rejected["cookie_required"] == 1
-    assert relay.address in newcomer.table and newcomer.address in relay.table
+    assert relay.address in newcomer._table and newcomer.address in relay._table
 
 
 def test_forged_cookie_replies_make_a_node_send_nothing() -> None:
@@ -342,7 +342,7 @@ def test_forged_sources_cannot_keep_an_honest_newcomer_out() -> None:
         victim.receive_datagram(data, (f"198.19.{i % 256}.{1 + i // 256}", 9), T0)
     newcomer = wire.add(3)
     wire.connect(newcomer, victim)
-    assert newcomer.address in victim.table
+    assert newcomer.address in victim._table
 
 
 # ---------------------------------------------------------------- 8. Sybils
@@ -365,12 +365,12 @@ def test_sybils_with_forged_addresses_never_enter_the_routing_table() -> None:
                 data = sybil.encode_frame(victim.identity.key, ping, T0)
                 victim.receive_datagram(data, forged, T0)
             wire.pump(T0)
-            assert len(victim.table) == 0
+            assert victim.peer_count == 0
         victim.handle_timer(T0 + 150)
         for seed in range(2, 22):
             wire.add(seed).bootstrap(wire.endpoint(victim), T0 + 150)
             wire.pump(T0 + 150)
-        tables.append(sorted(entry.address for entry in victim.table))
+        tables.append(sorted(entry.address for entry in victim._table))
     assert tables[0] == tables[1] and len(tables[0]) >= 8
 
 
@@ -582,7 +582,7 @@ def test_secrets_come_from_the_os_and_not_from_the_choice_generator() -> None:
         text_id = n.send_text(Identity.from_seed(b"\x05" * 32).public, "hi", T0)
         n.bootstrap(("198.18.0.1", 4000), T0)
         hello = pb.Packet.FromString(n.datagrams_to_send()[-1][0]).hello.challenge
-        frame = n.codec.encode_frame(Identity.from_seed(b"\x06" * 32).key, pb.Frame(), T0)
+        frame = n._codec.encode_frame(Identity.from_seed(b"\x06" * 32).key, pb.Frame(), T0)
         nonce = pb.Packet.FromString(frame).boxed[8:24]
         outputs.append((text_id, hello, nonce))
     assert all(first != second for first, second in zip(*outputs, strict=True))

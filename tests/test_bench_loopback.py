@@ -84,5 +84,7 @@ def test_vs_kademlia_smoke() -> None:
         # 12 nodes, k = 8: every lookup of either side must find every one of the true 8
         # closest (the querier left out), or the comparison measures a broken lookup.
         assert figures[f"{side}_closest_found_ratio"] == 1.0
+        assert figures[f"{side}_background_cpu_s_per_s"] >= 0
+        assert 0 <= figures[f"{side}_net_cpu_s_per_lookup"] <= figures[f"{side}_cpu_s_per_lookup"]
     for key in ("latency_p50_ratio", "latency_p99_ratio", "cpu_ratio"):
         assert figures[key] > 0

@@ -38,8 +38,8 @@ async def test_two_nodes_find_each_other_through_the_runtime_directory(tmp_path:
         bob.subscribe(received.append)
         await _until(
             lambda: (
-                alice.identity.address in bob.node.table
-                and bob.identity.address in alice.node.table
+                alice.identity.address in bob.node._table
+                and bob.identity.address in alice.node._table
             ),
             "the two nodes to know each other",
         )

@@ -50,7 +50,7 @@ def test_one_host_with_fresh_keys_cannot_fill_the_store() -> None:
     def deliver(sender: Node, endpoint: tuple[str, int], msg: pb.Message, now: float) -> None:
         """One message, and the round trips that prove the sender's address (the
         strongest flooder answers every challenge, so its items count as its network's)."""
-        data = sender.codec.encode_frame(relay.identity.key, pb.Frame(message=msg), now)
+        data = sender._codec.encode_frame(relay.identity.key, pb.Frame(message=msg), now)
         relay.receive_datagram(data, endpoint, now)
         for _ in range(3):
             for out, dest in relay.datagrams_to_send():
@@ -81,18 +81,18 @@ def test_one_host_with_fresh_keys_cannot_fill_the_store() -> None:
 
     assert relay.stats.rejected_total == relay.stats.rejected["net_quota"]
     assert relay.stats.rejected["net_quota"] > 0.95 * FLOOD_MESSAGES
-    honest_entry = relay.store.get(Kind.MESSAGE, honest_id)
+    honest_entry = relay._store.get(Kind.MESSAGE, honest_id)
     assert honest_entry is not None
-    flooded = relay.store.total_bytes - honest_entry.size
+    flooded = relay._store.total_bytes - honest_entry.size
     # Its network's share, plus the share of items from not-yet-validated pairs (each
     # fresh key's first message), which everyone shares and which is evicted first.
-    assert relay.store.per_net_limit == TOTAL_BYTES * 5 // 100
-    assert flooded <= 2 * relay.store.per_net_limit
+    assert relay._store.per_net_limit == TOTAL_BYTES * 5 // 100
+    assert flooded <= 2 * relay._store.per_net_limit
     # A newcomer from another network can still store: at once once its address is
     # proven, so at the latest with its first retry.
     late_msg = _message(rng, int(T0 * 1000) + DAY_MS)
     late_id = message_id(late_msg.recipient, late_msg.expires_ms, late_msg.sealed)
     deliver(late, ("198.18.4.1", 4000), late_msg, now)
-    if relay.store.get(Kind.MESSAGE, late_id) is None:
+    if relay._store.get(Kind.MESSAGE, late_id) is None:
         deliver(late, ("198.18.4.1", 4000), late_msg, now + 2)
-    assert relay.store.get(Kind.MESSAGE, late_id) is not None
+    assert relay._store.get(Kind.MESSAGE, late_id) is not None

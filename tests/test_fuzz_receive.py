@@ -87,14 +87,14 @@ def rig() -> Rig:
     a = Node(Identity.from_seed(b"\x01" * 32), T0, config=generous(), rng=random.Random(1))
     b = Node(Identity.from_seed(b"\x02" * 32), T0, config=generous(), rng=random.Random(2))
     connect(a, b)
-    assert b.address in a.table and a.address in b.table
+    assert b.address in a._table and a.address in b._table
     a.send_text(b.identity.public, "fuzz me", T0)
     prekeys = tuple((i + 1, bytes([i]) * 32) for i in range(MAX_ONE_TIME_PREKEYS))
     a.set_own_bundle(PublicBundle(a.identity.key, 1, b"s" * 32, prekeys), T0)
     a.datagrams_to_send()
-    record = a.store.get(Kind.RECORD, a.address)
+    record = a._store.get(Kind.RECORD, a.address)
     assert record is not None and isinstance(record.wire, pb.PrekeyBundle)
-    (own,) = [e for e in a.store if e.kind is Kind.MESSAGE]
+    (own,) = [e for e in a._store if e.kind is Kind.MESSAGE]
     assert isinstance(own.wire, pb.Message)
     ack = sign_ack(b.identity, own.item_id, own.expires_ms)
     frames = {
@@ -136,11 +136,11 @@ def rig() -> Rig:
         "introduced": pb.Frame(introduced=pb.Introduced(key=a.identity.key)),
     }
     datagrams = {
-        kind: a.codec.encode_frame(b.identity.key, frame, T0) for kind, frame in frames.items()
+        kind: a._codec.encode_frame(b.identity.key, frame, T0) for kind, frame in frames.items()
     }
-    datagrams["hello"] = a.codec.encode_hello(b"h" * 16)
+    datagrams["hello"] = a._codec.encode_hello(b"h" * 16)
     letter = encode_letter(b"i" * 16, 1, 3, 12345, "ünï".encode())
-    blobs = [e.serialize() for e in a.store]
+    blobs = [e.serialize() for e in a._store]
     return Rig(
         a,
         b,
@@ -189,7 +189,7 @@ def box_raw(plaintext: bytes, now: float) -> bytes:
     """
     r = rig()
     nonce = int(now * 1000).to_bytes(8, "big") + next(NONCES).to_bytes(16, "big")
-    boxed = r.a.codec.box(r.b.identity.key).send.encrypt(plaintext, nonce)
+    boxed = r.a._codec.box(r.b.identity.key).send.encrypt(plaintext, nonce)
     packet = pb.Packet(version=PROTOCOL_VERSION, sender_key=r.a.identity.key, boxed=bytes(boxed))
     return packet.SerializeToString()
 
@@ -248,7 +248,7 @@ def test_real_datagrams_are_accepted_once_then_counted_as_replays() -> None:
     r = rig()
     replays_before = r.b.stats.rejected["replay"]
     fresh = {
-        kind: r.a.codec.encode_frame(r.b.identity.key, pb.Frame.FromString(frame), T0 + 1)
+        kind: r.a._codec.encode_frame(r.b.identity.key, pb.Frame.FromString(frame), T0 + 1)
         for kind, frame in r.frames.items()
     }
     for data in fresh.values():
@@ -452,10 +452,10 @@ def test_hostile_fields_in_valid_boxes(data: st.DataObject) -> None:
         getattr(frame, kind).challenge = data.draw(HOSTILE_BYTES)
     feed(box_raw(frame.SerializeToString(), now), now)
     r.b.handle_timer(now + 3)
-    if r.a.address not in r.b.table:
+    if r.a.address not in r.b._table:
         # A frame marked as a client's takes A out of B's table (docs/PROTOCOL.md,
         # "12.3"): put it back, so the next example's lookup has A to ask.
-        r.b.table.observe(r.a.identity.key, r.a.address, A_ENDPOINT, now)
+        r.b._table.observe(r.a.identity.key, r.a.address, A_ENDPOINT, now)
     assert r.b.stats.rejected["internal_error"] == 0
 
 
@@ -469,7 +469,7 @@ def test_opener_and_letter_decoder(data: st.DataObject) -> None:
     r = rig()
     sealed = data.draw(st.one_of(mutated(r.sealed), st.binary(max_size=1200)))
     try:
-        letter = r.b.sessions.open(sealed, T0).letter
+        letter = r.b._sessions.open(sealed, T0).letter
     except SessionError:
         letter = data.draw(st.one_of(mutated(r.letter), st.binary(max_size=LETTER_BYTES + 2)))
     with contextlib.suppress(LetterError):

@@ -169,14 +169,14 @@ async def test_a_restarted_node_rejoins_without_bootstrap(tmp_path: Path) -> Non
         bob_db = Database.open(tmp_path / "bob.db")
         bob = NodeService(bob_id, bob_db, listen=("127.0.0.1", 0), bootstrap=[bound])
         await bob.start()
-        await _until(lambda: alice.identity.address in bob.node.table, "bob to join")
+        await _until(lambda: alice.identity.address in bob.node._table, "bob to join")
         # Saved at once: a kill now would not lose it.
         assert [p[0] for p in bob_db.load_peers()] == [alice.identity.key]
         await _stop(bob)
         bob = NodeService(bob_id, Database.open(tmp_path / "bob.db"), listen=("127.0.0.1", 0))
         assert bob.bootstrap_endpoints == []
         await bob.start()
-        await _until(lambda: alice.identity.address in bob.node.table, "bob to rejoin", 5.0)
+        await _until(lambda: alice.identity.address in bob.node._table, "bob to rejoin", 5.0)
         await _stop(bob)
     finally:
         await _stop(alice)
@@ -188,8 +188,8 @@ def test_saved_peers_keep_when_each_last_answered(tmp_path: Path) -> None:
     try:
         service = NodeService(Identity.generate(), db, listen=("127.0.0.1", 0))
         keys = [Identity.generate() for _ in range(2)]
-        service.node.table.observe(keys[0].key, keys[0].address, ("127.0.0.1", 4001), 100.0)
-        service.node.table.observe(keys[1].key, keys[1].address, ("127.0.0.1", 4002), 200.0)
+        service.node._table.observe(keys[0].key, keys[0].address, ("127.0.0.1", 4001), 100.0)
+        service.node._table.observe(keys[1].key, keys[1].address, ("127.0.0.1", 4002), 200.0)
         service._save_peers()
         assert [(p[0], p[3]) for p in db.load_peers()] == [
             (keys[1].key, 200.0),
@@ -236,10 +236,12 @@ async def test_a_dual_stack_node_talks_to_ipv4_and_ipv6_peers(tmp_path: Path) ->
         await v6.start()
         v6.subscribe(received.append)
         await _until(
-            lambda: v4.identity.address in hub.node.table and v6.identity.address in hub.node.table,
+            lambda: (
+                v4.identity.address in hub.node._table and v6.identity.address in hub.node._table
+            ),
             "both peers to join the dual-stack node",
         )
-        endpoints = {n.endpoint[0] for n in hub.node.table}
+        endpoints = {n.endpoint[0] for n in hub.node._table}
         assert endpoints == {"127.0.0.1", "::1"}  # the IPv4 peer is not "::ffff:127.0.0.1"
         v6.bootstrap_endpoints = []
         hub.send_text(v6.identity.public, "over IPv6")
@@ -270,7 +272,7 @@ async def test_a_profile_listens_dual_stack_by_default(tmp_path: Path) -> None:
             await v4.start()
             await v6.start()
             await _until(
-                lambda: {n.endpoint[0] for n in service.node.table} == {"127.0.0.1", "::1"},
+                lambda: {n.endpoint[0] for n in service.node._table} == {"127.0.0.1", "::1"},
                 "an IPv4 and an IPv6 peer",
             )
         finally:

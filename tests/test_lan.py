@@ -250,7 +250,7 @@ async def test_a_beacon_makes_a_node_without_peers_find_the_sender(tmp_path: Pat
         await _until(
             lambda: a.lan is not None and a.lan.reader.rejected["bad_signature"], "refusal"
         )
-        assert len(a.node.table) == 0
+        assert a.node.peer_count == 0
         mallory_sock.setblocking(False)
         with pytest.raises(BlockingIOError):
             mallory_sock.recv(2048)  # the forged beacon made A send nothing to Mallory
@@ -261,7 +261,7 @@ async def test_a_beacon_makes_a_node_without_peers_find_the_sender(tmp_path: Pat
             encode_beacon(b.identity, bound_b[1], time.time()), ("127.0.0.1", beacon_port)
         )
         await _until(
-            lambda: b.identity.address in a.node.table and a.identity.address in b.node.table,
+            lambda: b.identity.address in a.node._table and a.identity.address in b.node._table,
             "the two nodes to know each other",
         )
         a.send_text(b.identity.public, "found you on the LAN")

@@ -91,7 +91,7 @@ def test_relays_see_no_sender_no_send_time_and_no_length() -> None:
         public = recipient.node.identity.public
         net.do(sender, lambda n, p=public, b=body, o=ids: o.append(n.send_text(p, b, net.now)))
         texts[ids[0]] = sender
-        for entry in sender.node.store:
+        for entry in sender.node._store:
             if entry.own_text_id == ids[0]:
                 author_of[entry.item_id] = (sender.node.identity.key, sender.node.address)
         net.run_for(0.3)
@@ -159,7 +159,7 @@ def test_a_stopped_sender_restarts_and_learns_of_delivery_from_a_restarted_relay
     wire.pump(T0 + 1)
     wire.run(T0 + 2, T0 + 60, step=1.0)  # R's ack retries to A all fail, and stop
     assert [t.text for t in wire.texts(b)] == ["ack me later"]
-    (ack,) = [e for e in r.store if e.kind is Kind.ACK]
+    (ack,) = [e for e in r._store if e.kind is Kind.ACK]
     assert not ack.settled and ack.origin_key == a.identity.key
 
     restarted_r = Node(r.identity, T0 + 61, config=config, rng=random.Random(7))
@@ -187,9 +187,9 @@ def test_the_ack_reaches_every_holder_of_the_message_back_along_its_way() -> Non
     msg_ids: list[bytes] = []
     wire.offline.add(wire.endpoint(b))
     text_id = s.send_text(b.identity.public, "along the chain", T0)
-    msg_ids = [e.item_id for e in s.store if e.kind is Kind.MESSAGE]
+    msg_ids = [e.item_id for e in s._store if e.kind is Kind.MESSAGE]
     wire.pump(T0)
-    holders = [n for n in (r1, r2) if n.store.get(Kind.MESSAGE, msg_ids[0]) is not None]
+    holders = [n for n in (r1, r2) if n._store.get(Kind.MESSAGE, msg_ids[0]) is not None]
     assert holders, "no relay took the text"
     wire.offline.clear()
     b.lookup(b.address, T0 + 1)
@@ -197,7 +197,7 @@ def test_the_ack_reaches_every_holder_of_the_message_back_along_its_way() -> Non
     wire.run(T0 + 2, T0 + 20)
     assert wire.states(s, text_id)[-1] == "delivered"
     for relay in holders:
-        assert relay.store.get(Kind.MESSAGE, msg_ids[0]) is None
+        assert relay._store.get(Kind.MESSAGE, msg_ids[0]) is None
         assert relay.stats.acks_seen == 1
 
 
@@ -241,8 +241,8 @@ def test_the_first_attempt_goes_to_one_random_peer_in_the_stem_and_the_recipient
     sent = _tap_frames(net, nodes)
     sender = nodes[0]
     # A recipient the sender knows, and one it does not.
-    known = next(s for s in nodes[1:] if s.node.address in sender.node.table)
-    unknown = next(s for s in nodes[1:] if s.node.address not in sender.node.table)
+    known = next(s for s in nodes[1:] if s.node.address in sender.node._table)
+    unknown = next(s for s in nodes[1:] if s.node.address not in sender.node._table)
     for recipient, direct in ((known, 1), (unknown, 0)):
         sent.clear()
         net.do(sender, lambda n, r=recipient: n.send_text(r.node.identity.public, "x", net.now))
@@ -288,7 +288,7 @@ def test_a_stem_peer_that_drops_the_text_only_delays_it() -> None:
     sender's retry goes in the stem to another random peer, and the text arrives."""
     net, nodes = _sim(30, seed=51)
     sender = nodes[0]
-    recipient = next(s for s in nodes[1:] if s.node.address not in sender.node.table)
+    recipient = next(s for s in nodes[1:] if s.node.address not in sender.node._table)
     sent = _tap_frames(net, nodes)
     text_id: list[bytes] = []
     public = recipient.node.identity.public
@@ -308,7 +308,7 @@ def test_every_attempt_of_the_sender_goes_in_the_stem_to_a_fresh_random_peer() -
     it out there whenever the recipient is offline (docs/PROTOCOL.md, "7.2")."""
     net, nodes = _sim(30, seed=61)
     sender = nodes[0]
-    recipient = next(s for s in nodes[1:] if s.node.address not in sender.node.table)
+    recipient = next(s for s in nodes[1:] if s.node.address not in sender.node._table)
     net.set_online(recipient, False)
     sent = _tap_frames(net, nodes)
     public = recipient.node.identity.public
@@ -331,7 +331,7 @@ def test_expiries_are_whole_hours_jittered_and_shared_by_every_part() -> None:
     for i in range(40):
         now = T0 + 1234.567 + i * 0.001
         node.send_text(recipient, "p" * (CHUNK_BYTES * 2 + 1), now)
-        parts = [e for e in node.store if e.kind is Kind.MESSAGE and e.stored_at == now]
+        parts = [e for e in node._store if e.kind is Kind.MESSAGE and e.stored_at == now]
         expiries = {e.expires_ms for e in parts}
         assert len(parts) == 3 and len(expiries) == 1
         (expiry,) = expiries
@@ -351,10 +351,10 @@ def test_an_expiry_that_is_not_a_whole_hour_is_refused() -> None:
         msg = pb.Message(
             recipient=bytes([i]) * 20, expires_ms=expires_ms, sealed=bytes([i]) * SEALED_BYTES
         )
-        data = peer.codec.encode_frame(relay.identity.key, pb.Frame(message=msg), T0 + i)
+        data = peer._codec.encode_frame(relay.identity.key, pb.Frame(message=msg), T0 + i)
         relay.receive_datagram(data, wire.endpoint(peer), T0 + i)
     assert relay.stats.rejected["fine_expiry"] == 3
-    assert [e.expires_ms for e in relay.store] == [base]
+    assert [e.expires_ms for e in relay._store] == [base]
 
 
 def test_the_ack_also_goes_to_the_other_holders_of_the_message() -> None:
@@ -372,12 +372,12 @@ def test_the_ack_also_goes_to_the_other_holders_of_the_message() -> None:
     )
     item_id = message_id(msg.recipient, msg.expires_ms, msg.sealed)
     for peer in (a, x):
-        data = peer.codec.encode_frame(r.identity.key, pb.Frame(message=msg), T0 + 1)
+        data = peer._codec.encode_frame(r.identity.key, pb.Frame(message=msg), T0 + 1)
         r.receive_datagram(data, wire.endpoint(peer), T0 + 1)
     r.datagrams_to_send()
     ack = sign_ack(b, item_id, msg.expires_ms)
     r.receive_datagram(
-        y.codec.encode_frame(r.identity.key, pb.Frame(ack=ack), T0 + 2), wire.endpoint(y), T0 + 2
+        y._codec.encode_frame(r.identity.key, pb.Frame(ack=ack), T0 + 2), wire.endpoint(y), T0 + 2
     )
     acked = [
         dest
@@ -386,7 +386,7 @@ def test_the_ack_also_goes_to_the_other_holders_of_the_message() -> None:
         and frame.WhichOneof("body") == "ack"
     ]
     assert sorted(acked) == sorted([wire.endpoint(a), wire.endpoint(x)])
-    (entry,) = r.store
+    (entry,) = r._store
     assert entry.kind is Kind.ACK and not entry.settled
 
 
@@ -397,7 +397,7 @@ def test_a_stem_that_loops_back_is_relayed_at_once(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(node_module, "STEM_FORWARD", 1.0)
     net, nodes = _sim(30, seed=41)
     sender = nodes[0]
-    recipient = next(s for s in nodes[1:] if s.node.address not in sender.node.table)
+    recipient = next(s for s in nodes[1:] if s.node.address not in sender.node._table)
     public = recipient.node.identity.public
     net.do(sender, lambda n, p=public, t=net.now: n.send_text(p, "loop", t))
     net.run_for(1.5)

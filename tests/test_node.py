@@ -27,7 +27,7 @@ from tests.wire import T0, Wire
 
 
 def stored_messages(node: Node) -> list[Entry]:
-    return [e for e in node.store if e.kind is Kind.MESSAGE]
+    return [e for e in node._store if e.kind is Kind.MESSAGE]
 
 
 def message_of(entry: Entry) -> pb.Message:
@@ -57,7 +57,7 @@ def trio(wire: Wire, config: NodeConfig | None = None) -> tuple[Node, Node, Node
 
 
 def forge_frame(sender: Node, receiver: Node, frame: pb.Frame, now: float) -> bytes:
-    return sender.codec.encode_frame(receiver.identity.key, frame, now)
+    return sender._codec.encode_frame(receiver.identity.key, frame, now)
 
 
 def frames_sent(wire: Wire, node: Node, to: Node, now: float) -> list[pb.Frame]:
@@ -95,7 +95,7 @@ def test_relay_backoff_doubles_caps_and_stops(wire: Wire) -> None:
     # First relay on arrival, then 1, 2, 4, 8 (capped), 8 s later; 6 attempts in all.
     assert offsets == [0, 1, 3, 7, 15, 23]
     assert [n for _, n in attempts_at] == [1, 2, 3, 4, 5, 6]
-    assert r.store.get(Kind.MESSAGE, entry.item_id) is entry  # kept for push-on-join
+    assert r._store.get(Kind.MESSAGE, entry.item_id) is entry  # kept for push-on-join
 
 
 def test_stored_messages_and_own_texts_expire(wire: Wire) -> None:
@@ -169,7 +169,7 @@ def test_forged_acks_are_rejected_and_do_not_stop_delivery(wire: Wire) -> None:
     assert a.stats.rejected["forged_ack"] == 1
     assert a.stats.rejected["bad_ack"] == 1
     assert r.stats.acks_seen == 0
-    assert r.store.get(Kind.MESSAGE, mid) is entry
+    assert r._store.get(Kind.MESSAGE, mid) is entry
     assert "delivered" not in wire.states(a, text_id)
 
     # Relaying goes on: R's next retry reaches B once it is back.
@@ -178,7 +178,7 @@ def test_forged_acks_are_rejected_and_do_not_stop_delivery(wire: Wire) -> None:
     assert [t.text for t in wire.texts(b)] == ["for B only"]
     assert wire.states(a, text_id) == ["sent", "delivered"]
     assert r.stats.acks_seen == 1
-    assert r.store.get(Kind.MESSAGE, mid) is None
+    assert r._store.get(Kind.MESSAGE, mid) is None
 
 
 def test_an_ack_for_a_message_the_relay_does_not_hold_is_refused(wire: Wire) -> None:
@@ -197,7 +197,7 @@ def test_an_ack_for_a_message_the_relay_does_not_hold_is_refused(wire: Wire) -> 
         data = forge_frame(mallory, r, pb.Frame(ack=ack), T0)
         r.receive_datagram(data, wire.endpoint(mallory), T0)
     assert r.stats.rejected["unknown_ack"] == 2
-    assert len(r.store) == 0
+    assert len(r._store) == 0
     wire.offline.discard(wire.endpoint(a))
     r.receive_datagram(forge_frame(a, r, pb.Frame(message=entry.wire), T0), wire.endpoint(a), T0)
     wire.pump(T0)
@@ -308,7 +308,7 @@ def test_multi_part_text_delivered_once_and_acked_per_part(wire: Wire, size: int
     assert len(received) == 1
     assert received[0].text == text
     assert received[0].sender.key == a.identity.key
-    assert len([e for e in b.store if e.kind is Kind.ACK]) == parts
+    assert len([e for e in b._store if e.kind is Kind.ACK]) == parts
     assert a.stats.acks_seen == parts
     assert stored_messages(a) == []
     assert wire.states(a, text_id)[-1] == "delivered"
@@ -564,7 +564,7 @@ def test_malformed_and_unsolicited_frames_are_counted_by_reason(wire: Wire) -> N
         (pb.Frame(receipt=pb.Receipt(ids=[b""] * 513)), "malformed"),
     ]
     for frame, _ in cases:
-        b.receive_datagram(a.codec.encode_frame(b.identity.key, frame, now), ep, now)
+        b.receive_datagram(a._codec.encode_frame(b.identity.key, frame, now), ep, now)
     expected: dict[str, int] = {}
     for _, why in cases:
         expected[why] = expected.get(why, 0) + 1
@@ -593,7 +593,7 @@ def test_message_with_a_tampered_seal_is_refused_by_the_recipient(wire: Wire) ->
 def test_replayed_datagram_is_counted(wire: Wire) -> None:
     a, b = wire.add(1), wire.add(3)
     wire.connect(a, b)
-    data = a.codec.encode_frame(b.identity.key, pb.Frame(ping=pb.Ping(challenge=b"c" * 16)), T0)
+    data = a._codec.encode_frame(b.identity.key, pb.Frame(ping=pb.Ping(challenge=b"c" * 16)), T0)
     b.receive_datagram(data, wire.endpoint(a), T0)
     b.receive_datagram(data, wire.endpoint(a), T0)
     assert b.stats.rejected["replay"] == 1
@@ -609,5 +609,5 @@ def test_a_peer_flooding_messages_hits_the_store_limits(wire: Wire) -> None:
         for data, dest in a.datagrams_to_send():
             if dest == wire.endpoint(r):
                 r.receive_datagram(data, wire.endpoint(a), T0)
-    assert r.store.total_bytes <= 50_000
+    assert r._store.total_bytes <= 50_000
     assert r.stats.rejected["peer_quota"] > 0 or r.stats.rejected["target_quota"] > 0

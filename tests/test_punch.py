@@ -58,7 +58,7 @@ class Net:
         # Both are clients, attached to relays near them, and reach each other only
         # through relays (no table names a client: docs/PROTOCOL.md, "12.3").
         for x, y in ((self.a, self.b), (self.b, self.a)):
-            assert x.client_mode and x.joined and y.address not in x.table
+            assert x.client_mode and x.joined and y.address not in x._table
             assert any(r.attached_client(x.address) for r in self.relays)
         self.a.set_contacts([self.b.identity.key], T0 + 10)
         self.b.set_contacts([self.a.identity.key], T0 + 10)
@@ -79,7 +79,7 @@ class Net:
         return sum(r.stats.stored for r in self.relays) + sum(
             1
             for r in self.relays
-            for e in r.store.for_target(recipient.address)
+            for e in r._store.for_target(recipient.address)
             if e.kind is Kind.MESSAGE
         )
 
@@ -217,7 +217,7 @@ def _deliver(
     returns what the receiver sends in response."""
     receiver.datagrams_to_send()
     receiver.receive_datagram(
-        sender.codec.encode_frame(receiver.identity.key, frame, now), source, now
+        sender._codec.encode_frame(receiver.identity.key, frame, now), source, now
     )
     return receiver.datagrams_to_send()
 
@@ -235,7 +235,7 @@ def _mallory(net: Net) -> Node:
     for relay in net.relays[1:]:
         relay.add_known_peer(mallory.identity.key, net.wire.endpoint(mallory), net.now)
     net.wire.pump(net.now)
-    assert all(mallory.address in r.table for r in net.relays)
+    assert all(mallory.address in r._table for r in net.relays)
     return mallory
 
 
@@ -492,7 +492,7 @@ def test_the_contacts_relays_are_looked_up_when_our_table_lacks_them() -> None:
     attached = [r for r in net.relays if r.attached_client(net.b.address)]
     assert attached and len(attached) < len(net.relays)
     for relay in attached:
-        net.a.table.remove(relay.address)
+        net.a._table.remove(relay.address)
     net.send(net.a, net.b, "hello")
     net.run(1)  # before the second round (PUNCH_RETRY_S)
     assert net.b.address in net.a.punched_peers()

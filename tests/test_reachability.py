@@ -381,7 +381,7 @@ def never_in_a_table(relays: list[Node], clients: list[Node]) -> Callable[[], No
     def check() -> None:
         for relay in relays:
             for client in clients:
-                assert client.address not in relay.table
+                assert client.address not in relay._table
 
     return check
 
@@ -415,7 +415,7 @@ def test_each_nat_kind_is_classified_and_clients_never_enter_a_table() -> None:
     # own); once it is, it leaves the table of every relay it speaks to.
     firewalled = nodes["firewall"]
     bound = [r for r in relays if r.address in firewalled._bindings.bindings]
-    assert bound and all(firewalled.address not in r.table for r in bound)
+    assert bound and all(firewalled.address not in r._table for r in bound)
 
 
 def idle_then_send(
@@ -594,7 +594,7 @@ def test_an_attach_is_answered_only_once_the_address_is_validated() -> None:
     assert [(a.WhichOneof("body"), a.pong.challenge) for a in answers if a] == [("pong", b"c" * 16)]
     assert answers[0] is not None and parse_seen(answers[0].pong.observed) == source
     assert relay.attached_client(client.identity.address) == (client.identity.key, source)
-    assert client.identity.address not in relay.table  # a client never enters it
+    assert client.identity.address not in relay._table  # a client never enters it
 
 
 def test_attached_clients_are_bounded_per_network_and_counted() -> None:
@@ -660,7 +660,7 @@ def test_a_probe_request_is_declined_smaller_when_nobody_can_send_it() -> None:
     request = len(asker.encode_frame(relay.identity.key, frame, T0))
     answers = validated_send(asker, relay, frame, ("198.19.4.1", 4000), T0)
     assert [a.probe.nonce for a in answers] == [b"n" * 16]
-    declined = relay.codec.encode_frame(asker.identity.key, answers[0], T0)
+    declined = relay._codec.encode_frame(asker.identity.key, answers[0], T0)
     assert len(declined) <= request
 
 
@@ -761,7 +761,7 @@ def test_probes_are_asked_of_our_neighbourhood_and_sent_from_far_from_us() -> No
     wire, relays, nodes = nat_network(24, {"bob": "restricted"})
     bob = nodes["bob"]
     Clock(wire, T0 + 21, step=1.0).run_for(30)
-    nearest = {e.address for e in bob.table.closest(bob.address, reach.ATTACH_RELAYS)}
+    nearest = {e.address for e in bob._table.closest(bob.address, reach.ATTACH_RELAYS)}
     dial_backs: list[tuple[Node, Endpoint]] = []
     real = wire.deliver
 
@@ -780,7 +780,7 @@ def test_probes_are_asked_of_our_neighbourhood_and_sent_from_far_from_us() -> No
     assert len(dial_backs) >= 5
     for server, dest in dial_backs:
         assert server.address in nearest
-        order = [n.address for n in server.table.closest(bob.address, len(server.table))]
+        order = [n.address for n in server._table.closest(bob.address, len(server._table))]
         assert wire.nodes[dest].address in order[len(order) // 2 :]
 
 
@@ -814,7 +814,7 @@ def test_a_new_attachment_is_handed_what_waits_for_it() -> None:
         recipient=client.identity.address, expires_ms=expires_ms, sealed=bytes(SEALED_BYTES)
     )
     validated_send(sender, relay, pb.Frame(message=message), ("198.18.79.1", 4000), T0)
-    assert len(relay.store) == 1
+    assert len(relay._store) == 1
     answers = validated_send(client, relay, attach(), ("198.19.122.1", 4000), T0 + 1)
     assert [a.message.sealed for a in answers if a.WhichOneof("body") == "message"] == [
         bytes(SEALED_BYTES)
@@ -846,7 +846,7 @@ async def test_nodes_on_loopback_are_relays_from_the_start(tmp_path: Path) -> No
             services.append(service)
             first = first or [service.bound or ("", 0)]
         deadline = asyncio.get_running_loop().time() + 10
-        while any(len(s.node.table) < 3 for s in services):
+        while any(s.node.peer_count < 3 for s in services):
             assert asyncio.get_running_loop().time() < deadline, "the nodes never met"
             await asyncio.sleep(0.02)
         for service in services:

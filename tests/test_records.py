@@ -88,14 +88,14 @@ def resigned(identity: Identity, record: pb.PrekeyBundle) -> pb.PrekeyBundle:
 def push(wire: Wire, sender: Node, receiver: Node, record: pb.PrekeyBundle, now: float) -> None:
     """``sender`` hands ``receiver`` a record for storage, as a relay would."""
     frame = pb.Frame(record=pb.Record(bundle=record))
-    data = sender.codec.encode_frame(receiver.identity.key, frame, now)
+    data = sender._codec.encode_frame(receiver.identity.key, frame, now)
     receiver.receive_datagram(data, wire.endpoint(sender), now)
 
 
 def plant(node: Node, record: pb.PrekeyBundle, owner: bytes) -> None:
     """Make ``node`` hold ``record`` as the record of ``owner`` (a hostile relay's store)."""
     entry = Entry(Kind.RECORD, owner, owner, int(T0) * MS + 10**9, record, stored_at=T0)
-    node.store.add(entry, enforce_quota=False)
+    node._store.add(entry, enforce_quota=False)
 
 
 def tap(wire: Wire, node: Node) -> list[pb.Frame]:
@@ -311,7 +311,7 @@ def sim_network(count: int, seed: int) -> tuple[SimNetwork, list[SimNode]]:
 
 def holders_of(nodes: list[SimNode], owner: Node) -> list[SimNode]:
     return [
-        s for s in nodes if s.node is not owner and s.node.store.get(Kind.RECORD, owner.address)
+        s for s in nodes if s.node is not owner and s.node._store.get(Kind.RECORD, owner.address)
     ]
 
 
@@ -336,7 +336,7 @@ def test_bundle_of_an_offline_owner_is_fetched_from_its_neighbourhood() -> None:
     net.do(fetcher, lambda n: n.fetch_bundle(owner.node.address, net.now))
     net.run_for(10.0, stop=lambda: bool(sim_fetched(fetcher)))
     assert sim_fetched(fetcher) == [BundleFetched(owner.node.address, True)]
-    assert fetcher.node.known_bundles[owner.node.address] == public
+    assert fetcher.node._known_bundles[owner.node.address] == public
 
 
 def test_a_bundle_nobody_published_is_not_found() -> None:
@@ -345,7 +345,7 @@ def test_a_bundle_nobody_published_is_not_found() -> None:
     net.do(nodes[2], lambda n: n.fetch_bundle(nobody, net.now))
     net.run_for(10.0, stop=lambda: bool(sim_fetched(nodes[2])))
     assert sim_fetched(nodes[2]) == [BundleFetched(nobody, False)]
-    assert nobody not in nodes[2].node.known_bundles
+    assert nobody not in nodes[2].node._known_bundles
 
 
 def test_record_is_issued_again_before_it_expires() -> None:
@@ -354,7 +354,7 @@ def test_record_is_issued_again_before_it_expires() -> None:
     net.do(owner, lambda n: n.set_own_bundle(bundle_for(n.identity), net.now))
     net.run_for(10.0)
     first = {
-        s.node.store.get(Kind.RECORD, owner.node.address).wire.issued_ms  # type: ignore[union-attr]
+        s.node._store.get(Kind.RECORD, owner.node.address).wire.issued_ms  # type: ignore[union-attr]
         for s in holders_of(nodes, owner.node)
     }
     assert len(first) == 1
@@ -362,7 +362,7 @@ def test_record_is_issued_again_before_it_expires() -> None:
     holders = holders_of(nodes, owner.node)
     assert len(holders) >= 5
     for sim in holders:
-        entry = sim.node.store.get(Kind.RECORD, owner.node.address)
+        entry = sim.node._store.get(Kind.RECORD, owner.node.address)
         assert entry is not None and isinstance(entry.wire, pb.PrekeyBundle)
         assert entry.wire.issued_ms >= min(first) + RECORD_REFRESH_S * MS * 4
         assert entry.expires_ms > net.now * MS
@@ -375,7 +375,7 @@ def test_set_again_within_one_millisecond_still_replaces_the_last(wire: Wire) ->
     newer = bundle_for(a.identity, spk_id=2)
     a.set_own_bundle(newer, T0)
     wire.pump(T0)
-    held = r.store.get(Kind.RECORD, a.address)
+    held = r._store.get(Kind.RECORD, a.address)
     assert held is not None and isinstance(held.wire, pb.PrekeyBundle)
     assert bundle_of(held.wire) == newer
     assert r.stats.rejected["stale_record"] == 0
@@ -391,8 +391,8 @@ def test_records_are_never_sent_to_their_owner(wire: Wire) -> None:
     push(wire, c, r, record_for(b.identity), T0)
     wire.pump(T0)
     wire.run(T0 + 1, T0 + 10)  # r's retries replicate it
-    assert r.store.get(Kind.RECORD, b.address) is not None
-    assert a.store.get(Kind.RECORD, b.address) is not None  # replicated to a
+    assert r._store.get(Kind.RECORD, b.address) is not None
+    assert a._store.get(Kind.RECORD, b.address) is not None  # replicated to a
     # b rejoins: its Fetch is answered with what waits for it, which is not its record.
     b.lookup(b.address, T0 + 11)
     wire.pump(T0 + 11)
@@ -407,13 +407,13 @@ def test_an_owner_keeps_its_own_record_whatever_it_is_pushed(wire: Wire) -> None
     a, owner = wire.add(1), wire.add(2)
     wire.connect(a, owner)
     push(wire, a, owner, record_for(owner.identity, issued=T0 + 60), T0)
-    assert owner.store.get(Kind.RECORD, owner.address) is None
+    assert owner._store.get(Kind.RECORD, owner.address) is None
     public = bundle_for(owner.identity)
     owner.set_own_bundle(public, T0)
     wire.pump(T0)
     push(wire, a, owner, record_for(owner.identity, issued=T0 + 60), T0)
     assert owner.stats.rejected["own_record"] == 2
-    held = owner.store.get(Kind.RECORD, owner.address)
+    held = owner._store.get(Kind.RECORD, owner.address)
     assert held is not None and isinstance(held.wire, pb.PrekeyBundle)
     assert bundle_of(held.wire) == public
 
@@ -425,10 +425,10 @@ def test_a_rejoining_owner_offers_its_record_to_new_neighbours(wire: Wire) -> No
     wire.pump(T0)
     newcomer = wire.add(3)
     wire.connect(newcomer, r, T0 + 1)
-    assert newcomer.store.get(Kind.RECORD, owner.address) is None
+    assert newcomer._store.get(Kind.RECORD, owner.address) is None
     owner.lookup(owner.address, T0 + 2)  # as after a sleep or a restart
     wire.pump(T0 + 2)  # no timer runs: only the rejoin hands it over
-    assert newcomer.store.get(Kind.RECORD, owner.address) is not None
+    assert newcomer._store.get(Kind.RECORD, owner.address) is not None
 
 
 # ---------------------------------------------------------------- newest wins
@@ -442,14 +442,14 @@ def test_an_older_record_never_replaces_a_newer_one(wire: Wire) -> None:
     push(wire, a, r, newer, T0)
     wire.pump(T0)
     push(wire, a, r, older, T0)
-    held = r.store.get(Kind.RECORD, owner.address)
+    held = r._store.get(Kind.RECORD, owner.address)
     assert held is not None and held.wire == newer
     assert r.stats.rejected["stale_record"] == 1
     # Its sender is handed the newer one, so a stale holder catches up.
-    assert a.store.get(Kind.RECORD, owner.address) is None
+    assert a._store.get(Kind.RECORD, owner.address) is None
     wire.pump(T0)
-    assert a.store.get(Kind.RECORD, owner.address) is not None
-    held_by_a = a.store.get(Kind.RECORD, owner.address)
+    assert a._store.get(Kind.RECORD, owner.address) is not None
+    held_by_a = a._store.get(Kind.RECORD, owner.address)
     assert held_by_a is not None and held_by_a.wire == newer
 
 
@@ -468,8 +468,8 @@ def test_records_signed_in_the_same_millisecond_do_not_bounce_between_relays(
     assert r.stats.rejected["stale_record"] == 1
     assert a.stats.rejected["stale_record"] == 0
     held_by_r, held_by_a = (
-        r.store.get(Kind.RECORD, owner.address),
-        a.store.get(Kind.RECORD, owner.address),
+        r._store.get(Kind.RECORD, owner.address),
+        a._store.get(Kind.RECORD, owner.address),
     )
     assert held_by_r is not None and held_by_r.wire == second
     assert held_by_a is not None and held_by_a.wire == first
@@ -484,9 +484,9 @@ def test_a_newer_record_replaces_the_held_one(wire: Wire) -> None:
     older, newer = record_for(owner, issued=T0 - 60), record_for(owner, issued=T0)
     push(wire, a, r, older, T0)
     push(wire, a, r, newer, T0)
-    held = r.store.get(Kind.RECORD, owner.address)
+    held = r._store.get(Kind.RECORD, owner.address)
     assert held is not None and held.wire == newer
-    assert len([e for e in r.store if e.kind is Kind.RECORD]) == 1
+    assert len([e for e in r._store if e.kind is Kind.RECORD]) == 1
 
 
 @pytest.mark.parametrize("older_first", [True, False])
@@ -502,7 +502,7 @@ def test_the_fetcher_keeps_the_newest_of_the_answers(wire: Wire, older_first: bo
     assert fetcher.fetch_bundle(owner.address, T0)
     wire.pump(T0)
     assert fetched(wire, fetcher) == [BundleFetched(owner.address, True)]
-    assert fetcher.known_bundles[owner.address] == bundle_of(newer)
+    assert fetcher._known_bundles[owner.address] == bundle_of(newer)
 
 
 # ---------------------------------------------------------------- refusals
@@ -552,10 +552,10 @@ def test_bad_records_pushed_for_storage_are_refused_and_counted(
     owner = Identity.from_seed(b"\x55" * 32)
     push(wire, a, r, make(owner), T0)
     assert r.stats.rejected[reason] == 1
-    assert r.store.get(Kind.RECORD, owner.address) is None
+    assert r._store.get(Kind.RECORD, owner.address) is None
     # The same owner's good record is still taken: nothing was poisoned.
     push(wire, a, r, record_for(owner), T0)
-    assert r.store.get(Kind.RECORD, owner.address) is not None
+    assert r._store.get(Kind.RECORD, owner.address) is not None
 
 
 @pytest.mark.parametrize(("make", "reason"), [*REFUSED, (None, "wrong_owner")])
@@ -572,7 +572,7 @@ def test_bad_answers_to_a_fetch_are_refused_and_counted(
     wire.pump(T0)
     assert fetcher.stats.rejected[reason] == 1
     assert fetched(wire, fetcher) == [BundleFetched(owner.address, False)]
-    assert owner.address not in fetcher.known_bundles
+    assert owner.address not in fetcher._known_bundles
 
 
 def test_answers_nobody_asked_for_are_unsolicited(wire: Wire) -> None:
@@ -581,7 +581,7 @@ def test_answers_nobody_asked_for_are_unsolicited(wire: Wire) -> None:
     wire.connect(fetcher, other)
     owner = Identity.from_seed(b"\x55" * 32)
     answer = pb.Frame(record=pb.Record(query_id=os.urandom(16), bundle=record_for(owner)))
-    data = hostile.codec.encode_frame(fetcher.identity.key, answer, T0)
+    data = hostile._codec.encode_frame(fetcher.identity.key, answer, T0)
     fetcher.receive_datagram(data, wire.endpoint(hostile), T0)
     assert fetcher.stats.rejected["unsolicited"] == 1
     # A real query id, answered by a node it was not sent to.
@@ -602,16 +602,16 @@ def test_answers_nobody_asked_for_are_unsolicited(wire: Wire) -> None:
     assert len(held) == 1
     stolen = pb.Frame(record=pb.Record(query_id=held[0], bundle=record_for(owner)))
     fetcher.receive_datagram(
-        hostile.codec.encode_frame(fetcher.identity.key, stolen, T0), wire.endpoint(hostile), T0
+        hostile._codec.encode_frame(fetcher.identity.key, stolen, T0), wire.endpoint(hostile), T0
     )
     assert fetcher.stats.rejected["unsolicited"] == 2
-    assert owner.address not in fetcher.known_bundles
+    assert owner.address not in fetcher._known_bundles
 
 
 def test_an_empty_record_push_is_malformed(wire: Wire) -> None:
     a, r = wire.add(1), wire.add(2)
     wire.connect(a, r)
-    data = a.codec.encode_frame(r.identity.key, pb.Frame(record=pb.Record()), T0)
+    data = a._codec.encode_frame(r.identity.key, pb.Frame(record=pb.Record()), T0)
     r.receive_datagram(data, wire.endpoint(a), T0)
     assert r.stats.rejected["malformed"] == 1
 
@@ -626,7 +626,7 @@ def test_get_record_from_an_unvalidated_endpoint_amplifies_nothing(wire: Wire) -
     attacker = Node(Identity.from_seed(b"\x66" * 32), T0)
     victim = ("192.0.2.9", 5000)
     ask = pb.Frame(get_record=pb.GetRecord(query_id=os.urandom(16), address=owner.address))
-    data = attacker.codec.encode_frame(relay.identity.key, ask, T0)
+    data = attacker._codec.encode_frame(relay.identity.key, ask, T0)
     relay.receive_datagram(data, victim, T0)
     out = relay.datagrams_to_send()
     assert sum(len(d) for d, _ in out) <= len(data)
@@ -652,7 +652,7 @@ def test_get_record_is_answered_once_the_endpoint_is_validated(wire: Wire) -> No
     wire.drop = capture
     ask = pb.Frame(get_record=pb.GetRecord(query_id=os.urandom(16), address=owner.address))
     relay.receive_datagram(
-        asker.codec.encode_frame(relay.identity.key, ask, T0), wire.endpoint(asker), T0
+        asker._codec.encode_frame(relay.identity.key, ask, T0), wire.endpoint(asker), T0
     )
     wire.pump(T0)  # the challenge goes to the asker, its pong validates it, the answer follows
     assert len(got) == 1 and got[0].bundle == record
@@ -663,7 +663,7 @@ def test_an_expired_record_is_not_served_even_before_housekeeping(wire: Wire) ->
     wire.connect(asker, relay)
     owner = Identity.from_seed(b"\x55" * 32)
     record = record_for(owner, lifetime_s=600.0)
-    relay.store.add(
+    relay._store.add(
         Entry(Kind.RECORD, owner.address, owner.address, record.expires_ms, record, T0),
         enforce_quota=False,
     )
@@ -671,7 +671,7 @@ def test_an_expired_record_is_not_served_even_before_housekeeping(wire: Wire) ->
     later = T0 + 601  # the relay's housekeeping has not run since
     ask = pb.Frame(get_record=pb.GetRecord(query_id=os.urandom(16), address=owner.address))
     relay.receive_datagram(
-        asker.codec.encode_frame(relay.identity.key, ask, later), wire.endpoint(asker), later
+        asker._codec.encode_frame(relay.identity.key, ask, later), wire.endpoint(asker), later
     )
     wire.pump(later)
     answers = [f.record for f in to_asker if f.HasField("record")]
@@ -685,7 +685,7 @@ def test_a_flood_of_records_from_many_keys_is_bounded_by_the_store_quotas(wire: 
     for i in range(40):
         owner = Identity.from_seed(i.to_bytes(2, "big") * 16)
         push(wire, a, r, record_for(owner, prekeys=MAX_ONE_TIME_PREKEYS), T0)
-    assert r.store.total_bytes <= 20_000
+    assert r._store.total_bytes <= 20_000
     assert r.stats.rejected["peer_quota"] > 0
 
 
@@ -695,7 +695,7 @@ def test_a_flood_of_records_is_bounded_by_the_store_rate(wire: Wire) -> None:
     wire.connect(a, r)
     for i in range(20):
         push(wire, a, r, record_for(Identity.from_seed(i.to_bytes(2, "big") * 16)), T0)
-    assert len([e for e in r.store if e.kind is Kind.RECORD]) == 5
+    assert len([e for e in r._store if e.kind is Kind.RECORD]) == 5
     assert r.stats.rejected["store_rate"] == 15
 
 
@@ -725,22 +725,22 @@ def test_known_bundles_are_bounded_and_forget_expired_ones(wire: Wire) -> None:
         for owner in owners[i : i + BUNDLE_FETCHES_MAX]:
             fetcher.fetch_bundle(owner.address, T0)
         wire.pump(T0)
-    assert len(fetcher.known_bundles) == KNOWN_BUNDLES_MAX
-    assert owners[0].address not in fetcher.known_bundles  # the least recent forgotten
-    assert owners[-1].address in fetcher.known_bundles
+    assert len(fetcher._known_bundles) == KNOWN_BUNDLES_MAX
+    assert owners[0].address not in fetcher._known_bundles  # the least recent forgotten
+    assert owners[-1].address in fetcher._known_bundles
     # Session code may drop a bundle or fill one in directly: the bookkeeping copes.
-    del fetcher.known_bundles[owners[-2].address]
-    fetcher.known_bundles[b"\x01" * 20] = bundle_for(owners[0])
+    del fetcher._known_bundles[owners[-2].address]
+    fetcher._known_bundles[b"\x01" * 20] = bundle_for(owners[0])
     fetcher.handle_timer(T0 + 601 + HOUSEKEEPING_INTERVAL_S)
-    assert owners[-1].address not in fetcher.known_bundles
-    assert len(fetcher.known_bundles) == KNOWN_BUNDLES_MAX - 1
-    fetcher.known_bundles.move_to_end(b"\x01" * 20, last=False)  # the next one evicted
+    assert owners[-1].address not in fetcher._known_bundles
+    assert len(fetcher._known_bundles) == KNOWN_BUNDLES_MAX - 1
+    fetcher._known_bundles.move_to_end(b"\x01" * 20, last=False)  # the next one evicted
     plant(relays[0], record_for(owners[0]), owners[0].address)
     fetcher.fetch_bundle(owners[0].address, T0 + 700)
     fetcher.fetch_bundle(owners[-2].address, T0 + 700)
     wire.pump(T0 + 700)
     assert fetcher.stats.rejected["internal_error"] == 0
-    assert b"\x01" * 20 not in fetcher.known_bundles
+    assert b"\x01" * 20 not in fetcher._known_bundles
 
 
 # ---------------------------------------------------------------- restarts
@@ -765,19 +765,19 @@ def test_a_restarted_relay_keeps_the_records_it_held(wire: Wire) -> None:
 def test_a_restarted_owner_keeps_refreshing_its_record(wire: Wire) -> None:
     a, r = wire.add(1), wire.add(2)
     wire.connect(a, r)
-    public = a.prekeys.public_bundle()  # what a node publishes of its own accord
+    public = a._prekeys.public_bundle()  # what a node publishes of its own accord
     a.set_own_bundle(public, T0)
     wire.pump(T0)
     blobs = list(wire.persisted[wire.endpoint(a)].values())
     restarted = Node(a.identity, T0 + 60, rng=random.Random(1))
     assert restarted.restore(blobs, T0 + 60) == 0
-    assert restarted.restore_sessions(a.prekeys.serialize(), [], T0 + 60) == 0
+    assert restarted.restore_sessions(a._prekeys.serialize(), [], T0 + 60) == 0
     wire.attach(restarted, 1)
     wire.connect(restarted, r, T0 + 61)
     later = T0 + RECORD_REFRESH_S + HOUSEKEEPING_INTERVAL_S + 1
     restarted.handle_timer(later)
     wire.pump(later)
-    held = r.store.get(Kind.RECORD, a.address)
+    held = r._store.get(Kind.RECORD, a.address)
     assert held is not None and isinstance(held.wire, pb.PrekeyBundle)
     assert held.wire.issued_ms > T0 * MS + RECORD_REFRESH_S * MS
     assert bundle_of(held.wire) == public
@@ -800,11 +800,11 @@ def test_contacts_bundles_are_fetched_so_a_first_text_opens_with_x3dh() -> None:
     net, nodes = sim_network(12, seed=8)
     alice, bob = nodes[3], nodes[9]
     net.do(alice, lambda n: n.want_bundles([bob.node.identity.key], net.now))
-    net.run_for(30.0, stop=lambda: bob.node.address in alice.node.known_bundles)
-    assert alice.node.known_bundles[bob.node.address] == bob.node.prekeys.public_bundle()
+    net.run_for(30.0, stop=lambda: bob.node.address in alice.node._known_bundles)
+    assert alice.node._known_bundles[bob.node.address] == bob.node._prekeys.public_bundle()
     net.set_online(bob, False)  # the first text opens a session while bob is away
     net.do(alice, lambda n: n.send_text(bob.node.identity.public, "hello", net.now))
-    session = alice.node.sessions.active(bob.node.identity.key)
+    session = alice.node._sessions.active(bob.node.identity.key)
     assert session is not None and session.pending_init is not None
     signed_prekey_id, one_time_prekey_id = session.pending_init
     assert signed_prekey_id != 0  # 0 would be the fallback on bob's identity key
@@ -818,18 +818,18 @@ def test_a_used_one_time_prekey_is_withdrawn_from_the_published_bundle() -> None
     net, nodes = sim_network(12, seed=9)
     alice, bob = nodes[2], nodes[7]
     net.do(alice, lambda n: n.want_bundles([bob.node.identity.key], net.now))
-    net.run_for(30.0, stop=lambda: bob.node.address in alice.node.known_bundles)
-    before = bob.node.prekeys.public_bundle()
+    net.run_for(30.0, stop=lambda: bob.node.address in alice.node._known_bundles)
+    before = bob.node._prekeys.public_bundle()
     net.do(alice, lambda n: n.send_text(bob.node.identity.public, "hello", net.now))
-    net.run_for(10.0, stop=lambda: bob.node.prekeys.public_bundle() != before)
+    net.run_for(10.0, stop=lambda: bob.node._prekeys.public_bundle() != before)
     used = dict(before.one_time_prekeys)
-    now_published = dict(bob.node.prekeys.public_bundle().one_time_prekeys)
+    now_published = dict(bob.node._prekeys.public_bundle().one_time_prekeys)
     assert set(used) - set(now_published)  # the one alice used is gone from bob's stock
     # ...and from the record his neighbourhood serves, within BUNDLE_REPUBLISH_MIN_S.
     net.run_for(BUNDLE_REPUBLISH_MIN_S + 10.0)
     holders = holders_of(nodes, bob.node)
     assert holders
     for holder in holders:
-        held = holder.node.store.get(Kind.RECORD, bob.node.address)
+        held = holder.node._store.get(Kind.RECORD, bob.node.address)
         assert held is not None and isinstance(held.wire, pb.PrekeyBundle)
-        assert bundle_of(held.wire) == bob.node.prekeys.public_bundle()
+        assert bundle_of(held.wire) == bob.node._prekeys.public_bundle()

@@ -36,23 +36,23 @@ def held_messages(
     relay: Node, peer: Node, wire: Wire, recipient: Identity, count: int, expires_ms: int
 ) -> list[bytes]:
     """Have ``peer`` hand ``relay`` ``count`` new messages for ``recipient``; their ids."""
-    rng = random.Random(len(relay.store))
-    before = len(relay.store)
+    rng = random.Random(len(relay._store))
+    before = len(relay._store)
     ids = []
     for i in range(count):
         msg = pb.Message(
             recipient=recipient.address, expires_ms=expires_ms, sealed=rng.randbytes(SEALED_BYTES)
         )
         now = T0 + i / 1000
-        data = peer.codec.encode_frame(relay.identity.key, pb.Frame(message=msg), now)
+        data = peer._codec.encode_frame(relay.identity.key, pb.Frame(message=msg), now)
         relay.receive_datagram(data, wire.endpoint(peer), now)
         ids.append(message_id(msg.recipient, msg.expires_ms, msg.sealed))
-    assert len(relay.store) - before == len(set(ids)) == count
+    assert len(relay._store) - before == len(set(ids)) == count
     return ids
 
 
 def send_ack(relay: Node, peer: Node, wire: Wire, ack: pb.Ack, now: float) -> None:
-    data = peer.codec.encode_frame(relay.identity.key, pb.Frame(ack=ack), now)
+    data = peer._codec.encode_frame(relay.identity.key, pb.Frame(ack=ack), now)
     relay.receive_datagram(data, wire.endpoint(peer), now)
 
 
@@ -67,9 +67,9 @@ def test_acks_for_expired_messages_or_with_another_expiry_are_refused() -> None:
     # Signed by the recipient, but for another expiry than the message's.
     send_ack(relay, acker, wire, sign_ack(recipient, other, expires_ms + EXPIRY_UNIT_MS), T0 + 1)
     assert relay.stats.rejected["forged_ack"] == 1
-    assert not [e for e in relay.store if e.kind is Kind.ACK]
+    assert not [e for e in relay._store if e.kind is Kind.ACK]
     send_ack(relay, acker, wire, sign_ack(recipient, other, expires_ms), T0 + 2)
-    assert len([e for e in relay.store if e.kind is Kind.ACK]) == 1
+    assert len([e for e in relay._store if e.kind is Kind.ACK]) == 1
     # The message expired (housekeeping has not run yet): its ack is refused too.
     late = expires_ms / 1000 + 1
     send_ack(relay, acker, wire, sign_ack(recipient, soon, expires_ms), late)
@@ -90,14 +90,14 @@ def test_acks_from_peers_are_bounded_by_the_messages_held() -> None:
         ack = sign_ack(Identity.generate(), rng.randbytes(32), expires_ms)
         send_ack(relay, acker, wire, ack, T0 + i / 1000)
     assert relay.stats.rejected["unknown_ack"] == 200
-    assert len(relay.store) == 0
+    assert len(relay._store) == 0
     recipient = Identity.from_seed(b"\x03" * 32)
     ids = held_messages(relay, peer, wire, recipient, 5, expires_ms)
-    held_bytes = relay.store.total_bytes
+    held_bytes = relay._store.total_bytes
     for mid in ids:
         send_ack(relay, acker, wire, sign_ack(recipient, mid, expires_ms), T0 + 1)
-    assert [e.kind for e in relay.store] == [Kind.ACK] * 5
-    assert relay.store.total_bytes < held_bytes
+    assert [e.kind for e in relay._store] == [Kind.ACK] * 5
+    assert relay._store.total_bytes < held_bytes
 
 
 def test_acks_from_peers_are_held_to_the_store_rate() -> None:
@@ -133,7 +133,7 @@ def test_a_validated_peer_is_rate_limited_by_its_key() -> None:
     before = relay.stats.rejected["rate_limited"]
     for i in range(150):
         ping = pb.Frame(ping=pb.Ping(challenge=random.randbytes(CHALLENGE_BYTES)))
-        data = peer.codec.encode_frame(relay.identity.key, ping, T0 + 1 + i / 1000)
+        data = peer._codec.encode_frame(relay.identity.key, ping, T0 + 1 + i / 1000)
         relay.receive_datagram(data, wire.endpoint(peer), T0 + 1 + i / 1000)
     assert 40 <= relay.stats.rejected["rate_limited"] - before <= 60
 
@@ -163,7 +163,7 @@ def test_restored_relay_items_wait_for_the_grace_period() -> None:
     restart = T0 + 1000
     restarted = Node(relay.identity, restart, rng=random.Random(7))
     restarted.restore(blobs, restart)
-    (entry,) = [e for e in restarted.store if e.kind is Kind.MESSAGE]
+    (entry,) = [e for e in restarted._store if e.kind is Kind.MESSAGE]
     attempts = entry.attempts
     assert entry.next_at >= restart + RESTORE_GRACE_S
     restarted.handle_timer(restart + RESTORE_GRACE_S - 0.1)
@@ -183,7 +183,7 @@ def test_restore_drops_what_expired_while_the_node_was_down() -> None:
     later = T0 + DEFAULT_TTL_S + 1
     restarted = Node(relay.identity, later, rng=random.Random(8))
     assert restarted.restore(blobs, later) == 0
-    assert len(restarted.store) == 0
+    assert len(restarted._store) == 0
 
 
 def _find_node_sent(a: Node, b: Node, wire: Wire, now: float) -> pb.FindNode:
@@ -209,7 +209,7 @@ def test_a_nodes_answer_from_another_key_than_the_one_asked_is_unsolicited() -> 
     )
     assert a.stats.rejected["unsolicited"] == 1
     # The real answer is still taken: the impostor spent nothing of the query.
-    real = b.codec.encode_frame(a.identity.key, answer, T0 + 1)
+    real = b._codec.encode_frame(a.identity.key, answer, T0 + 1)
     a.receive_datagram(real, wire.endpoint(b), T0 + 1)
     assert a.stats.rejected["unsolicited"] == 1
 
@@ -225,7 +225,7 @@ def test_an_oversized_nodes_answer_is_malformed_and_the_lookup_moves_on() -> Non
     ]
     answer = pb.Frame(nodes=pb.Nodes(query_id=find.query_id, nodes=infos))
     a.receive_datagram(
-        b.codec.encode_frame(a.identity.key, answer, T0 + 1), wire.endpoint(b), T0 + 1
+        b._codec.encode_frame(a.identity.key, answer, T0 + 1), wire.endpoint(b), T0 + 1
     )
     assert a.stats.rejected["malformed"] == 1
     # None of the 17 was taken as a candidate: nothing was sent to any of them.
@@ -240,7 +240,7 @@ def test_a_pong_from_another_endpoint_than_the_one_pinged_is_refused() -> None:
     a.add_known_peer(b.identity.key, wire.endpoint(b), T0 + 1)
     ((ping_data, _),) = a.datagrams_to_send()
     challenge = Codec(b.identity).decode(ping_data, T0 + 1).frame.ping.challenge  # type: ignore[union-attr]
-    pong = b.codec.encode_frame(a.identity.key, pb.Frame(pong=pb.Pong(challenge=challenge)), T0)
+    pong = b._codec.encode_frame(a.identity.key, pb.Frame(pong=pb.Pong(challenge=challenge)), T0)
     elsewhere = ("10.99.0.1", 4000)
     a.receive_datagram(pong, elsewhere, T0 + 1)
     assert a.stats.rejected["wrong_endpoint"] == 1
@@ -267,7 +267,7 @@ def test_an_item_relayed_without_a_receipt_counts_a_failure_against_the_peer() -
         return kinds[-1] == "receipt"
 
     wire.drop = receipts_lost
-    entry = a.table.get(b.address)
+    entry = a._table.get(b.address)
     assert entry is not None and entry.failures == 0
     a.send_text(Identity.generate().public, "held by b, never confirmed", T0)
     wire.pump(T0)

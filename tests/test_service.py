@@ -136,20 +136,20 @@ async def test_a_peer_that_goes_silent_is_evicted_and_peers_changed_is_reported(
     try:
         for identity in (silent, kept):
             await peers[identity.address].start()
-            await _until(lambda i=identity: i.address in a.node.table, "a peer in the table")
+            await _until(lambda i=identity: i.address in a.node._table, "a peer in the table")
         await peers[waiting.address].start()
-        await _until(lambda: me.address in peers[waiting.address].node.table, "the third peer")
-        assert waiting.address not in a.node.table  # the far bucket is full: it waits
+        await _until(lambda: me.address in peers[waiting.address].node._table, "the third peer")
+        assert waiting.address not in a.node._table  # the far bucket is full: it waits
 
         # The peer goes silent (its socket closes; the table does not know yet).
         await peers[silent.address].stop()
         seen = len(events)
         a.send_text(Identity.generate().public, "who holds this?")
-        await _until(lambda: silent.address not in a.node.table, "the silent peer's eviction")
-        assert kept.address in a.node.table and waiting.address in a.node.table
+        await _until(lambda: silent.address not in a.node._table, "the silent peer's eviction")
+        assert kept.address in a.node._table and waiting.address in a.node._table
         assert any(isinstance(e, PeersChanged) for e in events[seen:])
-        assert [e.count for e in events[seen:] if isinstance(e, PeersChanged)][-1] == len(
-            a.node.table
+        assert [e.count for e in events[seen:] if isinstance(e, PeersChanged)][-1] == (
+            a.node.peer_count
         )
     finally:
         for peer in [a, *peers.values()]:

@@ -67,7 +67,7 @@ async def test_session_and_prekey_state_is_private_and_restored(net: Network) ->
     await until(lambda: recipient.running.node.state == "online", "the recipient to join")
     await exchange(net, sender, recipient, "first")
     assert stat.S_IMODE(recipient.db_path.stat().st_mode) == 0o600
-    bundle = recipient.running.node.prekeys.public_bundle()
+    bundle = recipient.running.node._prekeys.public_bundle()
     await net.stop(recipient)
     conn = sqlite3.connect(recipient.db_path)
     try:
@@ -76,6 +76,6 @@ async def test_session_and_prekey_state_is_private_and_restored(net: Network) ->
         conn.close()
     assert names == {"prekeys", "session:" + sender.identity.key.hex()}
     await net.start(recipient, first_hop(net))
-    assert recipient.running.node.prekeys.public_bundle() == bundle
+    assert recipient.running.node._prekeys.public_bundle() == bundle
     await exchange(net, sender, recipient, "second")  # the restored session goes on
     assert not [e for e in sender.events if isinstance(e, NoticeAdded)]

@@ -93,9 +93,9 @@ def letters_for(victim: Identity, seen: Recorded, endpoint: Endpoint) -> list[by
 def thief_of(node: Node, now: float) -> SessionBook:
     """Everything ``node`` holds at ``now``: identity seed, prekeys and session state."""
     identity = Identity.from_seed(node.identity.seed)
-    prekeys = PrekeyStore.deserialize(identity.key, node.prekeys.serialize(), now)
+    prekeys = PrekeyStore.deserialize(identity.key, node._prekeys.serialize(), now)
     book = SessionBook(identity, prekeys)
-    for key, sessions in node.sessions.peers.items():
+    for key, sessions in node._sessions.peers.items():
         book.restore(key, serialize_sessions(sessions))
     return book
 
@@ -117,7 +117,7 @@ def test_forward_secrecy_and_post_compromise_security_against_a_recorded_convers
     seen = recording(wire)
     a, b = wire.add(1), wire.add(2)
     wire.connect(a, b)
-    a.known_bundles[b.address] = b.prekeys.public_bundle()  # fetched from the network
+    a._known_bundles[b.address] = b._prekeys.public_bundle()  # fetched from the network
     b_end = wire.endpoint(b)
     now = T0
     for i in range(6):  # a conversation, both ways, with multi-part texts
@@ -135,7 +135,7 @@ def test_forward_secrecy_and_post_compromise_security_against_a_recorded_convers
     thief = thief_of(b, now)
     assert not [s for s in before if opens(thief, s, now)]
     # The owner still opens nothing twice either (keys are deleted once used).
-    assert not [s for s in before if opens(b.sessions, s, now)]
+    assert not [s for s in before if opens(b._sessions, s, now)]
 
     # One round trip after T: a -> b (a's new ratchet key meets b's stolen one, so the
     # thief still reads it; b moves to a fresh key), then b -> a (b's fresh key).
@@ -236,7 +236,7 @@ def test_kci_forgery_is_counted_and_never_shown_by_the_node() -> None:
     mallory = Identity.from_seed(b"\x09" * 32)
     sealed = forged_init(b.identity, a.identity.public, mallory)
     msg = pb.Message(recipient=b.address, expires_ms=int((T0 + 3600) * 1000), sealed=sealed)
-    data = a.codec.encode_frame(b.identity.key, pb.Frame(message=msg), T0)
+    data = a._codec.encode_frame(b.identity.key, pb.Frame(message=msg), T0)
     b.receive_datagram(data, wire.endpoint(a), T0)
     wire.pump(T0)
     assert b.stats.rejected["bad_signature"] == 1
@@ -286,7 +286,7 @@ def test_parts_out_of_order_interleaved_with_other_texts_complete() -> None:
         b.receive_datagram(data, wire.endpoint(a), T0)
     wire.pump(T0)
     assert sorted(texts_of(wire, b)) == sorted(texts)
-    assert b.sessions.peek_hits > 0  # the parts of a text share one peeked key
+    assert b._sessions.peek_hits > 0  # the parts of a text share one peeked key
     b.send_text(a.identity.public, "got them", T0 + 1)
     wire.pump(T0 + 1)
     assert texts_of(wire, a) == ["got them"]
@@ -308,7 +308,7 @@ def test_hostile_envelopes_are_counted_never_raised_and_grow_nothing() -> None:
     b.send_text(a.identity.public, "hello back", T0)
     wire.pump(T0)
     a.send_text(b.identity.public, "real", T0)
-    genuine = next(e.wire.sealed for e in a.store if e.own_text_id and hasattr(e.wire, "sealed"))
+    genuine = next(e.wire.sealed for e in a._store if e.own_text_id and hasattr(e.wire, "sealed"))
     envelope = SealedBox(b.identity.box_key).decrypt(genuine)
     wire.pump(T0)
     rng = random.Random(3)
@@ -329,12 +329,12 @@ def test_hostile_envelopes_are_counted_never_raised_and_grow_nothing() -> None:
         reseal(b.identity, envelope[:114] + b"\xff\xff" + envelope[116:]),  # other part
         rng.randbytes(SEALED_BYTES),  # not even for us
     ]
-    (genuine_session,) = b.sessions.peers[a.identity.key]
+    (genuine_session,) = b._sessions.peers[a.identity.key]
     skipped_before = genuine_session.state.serialize()
     rejected_before = sum(b.stats.rejected.values())
     for i, sealed in enumerate(hostile * 50):
         msg = pb.Message(recipient=b.address, expires_ms=int((T0 + 3600) * 1000), sealed=sealed)
-        data = a.codec.encode_frame(b.identity.key, pb.Frame(message=msg), T0 + i * 0.001)
+        data = a._codec.encode_frame(b.identity.key, pb.Frame(message=msg), T0 + i * 0.001)
         b.receive_datagram(data, wire.endpoint(a), T0 + i * 0.001)
     assert b.stats.rejected["internal_error"] == 0
     assert sum(b.stats.rejected.values()) - rejected_before == len(hostile) * 50
@@ -343,8 +343,8 @@ def test_hostile_envelopes_are_counted_never_raised_and_grow_nothing() -> None:
     # Claims of a lost session cost one handshake (a new session) per named peer per
     # interval, and nothing else.
     assert b.stats.handshakes_sent == 1
-    assert list(b.sessions.peers) == [a.identity.key]
-    assert len(b.sessions.peers[a.identity.key]) == 2
+    assert list(b._sessions.peers) == [a.identity.key]
+    assert len(b._sessions.peers[a.identity.key]) == 2
     wire.pump(T0 + 1)
     assert texts_of(wire, b) == ["hello", "real"]
 
@@ -362,11 +362,11 @@ def test_handshakes_are_bounded_per_peer_and_per_node() -> None:
         envelope[66:74] = bytes(8)
         envelope[-64:] = bytes(64)
         with pytest.raises(SessionError) as lost:
-            b.sessions.open(reseal(b.identity, bytes(envelope)), T0)
+            b._sessions.open(reseal(b.identity, bytes(envelope)), T0)
         assert lost.value.lost_with == claimed.public
         b._session_lost(claimed.public, T0 + i * 0.01)
     assert b.stats.handshakes_sent == HANDSHAKE_BURST
-    assert len(b.sessions.peers) <= HANDSHAKE_BURST + 1
+    assert len(b._sessions.peers) <= HANDSHAKE_BURST + 1
 
 
 def test_sessions_per_peer_are_bounded() -> None:
@@ -390,11 +390,11 @@ def test_simultaneous_starts_both_deliver_and_raise_no_notice() -> None:
     a.send_text(b.identity.public, "from a", T0)
     a.datagrams_to_send()
     wire.offline.clear()
-    from_a = [e.wire for e in a.store if e.own_text_id]
+    from_a = [e.wire for e in a._store if e.own_text_id]
     b.send_text(a.identity.public, "from b", T0 + 1)  # b has no session yet either
     wire.pump(T0 + 1)
     for msg in from_a:  # a's letter arrives late
-        data = a.codec.encode_frame(b.identity.key, pb.Frame(message=msg), T0 + 2)
+        data = a._codec.encode_frame(b.identity.key, pb.Frame(message=msg), T0 + 2)
         b.receive_datagram(data, wire.endpoint(a), T0 + 2)
     wire.pump(T0 + 2)
     for i in range(3):
@@ -474,16 +474,16 @@ def test_one_time_prekeys_are_used_once_and_consumed_on_commit() -> None:
     wire = Wire()
     a, b = wire.add(1), wire.add(2)
     wire.connect(a, b)
-    bundle = b.prekeys.public_bundle()
-    a.known_bundles[b.address] = bundle
+    bundle = b._prekeys.public_bundle()
+    a._known_bundles[b.address] = bundle
     a.send_text(b.identity.public, "with a bundle", T0)
-    session = a.sessions.active(b.identity.key)
+    session = a._sessions.active(b.identity.key)
     assert session is not None and session.pending_init is not None
     opk_id = session.pending_init[1]
     assert opk_id in dict(bundle.one_time_prekeys)
     wire.pump(T0)
     assert texts_of(wire, b) == ["with a bundle"]
-    assert b.prekeys.one_time_private(opk_id) is None
+    assert b._prekeys.one_time_private(opk_id) is None
     # The consumption was reported for persistence in the same batch as the text.
     changes = [e for e in wire.of(b, SessionsChanged) if e.prekeys is not None]  # type: ignore[attr-defined]
     assert changes
@@ -559,7 +559,7 @@ def test_damaged_state_is_skipped_and_counted_at_restore() -> None:
     fresh = Node(b.identity, T0)
     damaged = {k: v[:-1] for k, v in blobs.items()}
     assert fresh.restore_sessions(prekeys[:-1], damaged.items(), T0) == 2
-    assert not fresh.sessions.peers
+    assert not fresh._sessions.peers
 
 
 def test_a_flood_of_fresh_keys_does_not_evict_the_peers_we_write_to(
@@ -634,21 +634,21 @@ def test_one_time_prekeys_are_drawn_at_random_and_only_from_a_fresh_bundle() -> 
     used at all (its owner may have used them since: a reset), only its signed prekey."""
     wire = Wire()
     b = wire.add(2)
-    bundle = b.prekeys.public_bundle()
+    bundle = b._prekeys.public_bundle()
     picked = set()
     for seed in range(3, 23):
         a = wire.add(seed)
-        a.known_bundles[b.address] = bundle
+        a._known_bundles[b.address] = bundle
         a.send_text(b.identity.public, "hi", T0)
-        session = a.sessions.active(b.identity.key)
+        session = a._sessions.active(b.identity.key)
         assert session is not None and session.pending_init is not None
         picked.add(session.pending_init[1])
     assert len(picked) > 1
     # A bundle learned from a record long ago: the signed prekey alone.
     late = wire.add(40)
-    late.known_bundles[b.address] = bundle
+    late._known_bundles[b.address] = bundle
     late._known_bundle_times[b.address] = (0, 2**62, T0)
     late.send_text(b.identity.public, "hi", T0 + ONE_TIME_PREKEYS_FRESH_S + 1)
-    session = late.sessions.active(b.identity.key)
+    session = late._sessions.active(b.identity.key)
     assert session is not None
     assert session.pending_init == (bundle.signed_prekey_id, 0)

@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _know(net: SimNetwork, sim: SimNode, *others: SimNode) -> None:
     for other in others:
-        sim.node.table.observe(other.node.identity.key, other.node.address, other.endpoint, net.now)
+        sim.node._table.observe(
+            other.node.identity.key, other.node.address, other.endpoint, net.now
+        )
     sim.node.joined = True
 
 
@@ -76,7 +78,7 @@ def test_drop_adversary_takes_messages_and_the_sender_routes_around_it() -> None
     net.run_for(120)
     assert adversary.swallowed >= 1
     # It took no message on (the prekey records every node publishes it does store).
-    assert not any(e.kind is Kind.MESSAGE for e in dropper.node.store)
+    assert not any(e.kind is Kind.MESSAGE for e in dropper.node._store)
     assert dropper.node.stats.messages_relayed == 0
     # It looked honest (a receipt), so the text counted as sent; but no ack came, so the
     # sender looked the recipient up (the dropper answers lookups honestly) and wrote to
@@ -120,7 +122,7 @@ def test_eclipse_nodes_name_only_each_other() -> None:
     _know(net, asker, group[0])
     net.do(asker, lambda n: n.lookup(target, net.now))
     net.run_for(10)
-    known = {entry.address for entry in asker.node.table}
+    known = {entry.address for entry in asker.node._table}
     assert known <= {sim.node.address for sim in group}
     assert len(known) == len(group)
 
@@ -132,7 +134,7 @@ def test_warm_start_knows_the_nearest_nodes() -> None:
     for sim in nodes:
         others = [o for o in nodes if o is not sim]
         nearest = min(others, key=lambda o: distance(o.node.address, sim.node.address))
-        assert nearest.node.address in sim.node.table
+        assert nearest.node.address in sim.node._table
         assert sim.node.joined
 
 

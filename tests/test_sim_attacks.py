@@ -30,7 +30,9 @@ Sent = list[tuple[bytes, Endpoint, Endpoint]]
 
 def _know(net: SimNetwork, sim: SimNode, *others: SimNode) -> None:
     for other in others:
-        sim.node.table.observe(other.node.identity.key, other.node.address, other.endpoint, net.now)
+        sim.node._table.observe(
+            other.node.identity.key, other.node.address, other.endpoint, net.now
+        )
     sim.node.joined = True
 
 

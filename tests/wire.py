@@ -68,7 +68,7 @@ class Wire:
             target.receive_datagram(data, source, now)
 
     def _drain_events(self, endpoint: Endpoint, node: Node) -> None:
-        while (event := node.next_event()) is not None:
+        for event in node.drain_events():
             self.events[endpoint].append(event)
             if isinstance(event, StoreChanged):
                 store = self.persisted[endpoint]
@@ -92,10 +92,10 @@ class Wire:
     def connect(self, a: Node, b: Node, now: float = T0) -> None:
         a.bootstrap(self.endpoint(b), now)
         self.pump(now)
-        if a.address not in b.table:  # b already had peers: a ping makes it known to a
+        if a.address not in b._table:  # b already had peers: a ping makes it known to a
             b.add_known_peer(a.identity.key, self.endpoint(a), now)
             self.pump(now)
-        assert b.address in a.table and a.address in b.table
+        assert b.address in a._table and a.address in b._table
 
     def of(self, node: Node, kind: type[Event]) -> list[Event]:
         return [e for e in self.events[self.endpoint(node)] if isinstance(e, kind)]

@@ -7,7 +7,6 @@ figure in the status panel comes from a snapshot taken once a second.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -70,7 +69,6 @@ from comm_tui.store.config import save_config
 from comm_tui.store.db import HistoryRow, SearchHit
 
 STATUS_REFRESH_S = 1.0
-IGNORED_META_KEY = "app.ignored_requests"
 # The user's choice of status panel in the wide layout, kept across runs.
 STATUS_META_KEY = "app.status_panel"
 # The theme chosen in the command palette, kept across runs.
@@ -273,7 +271,7 @@ class CommApp(App[int]):
             state = "starting"
         else:
             state = self.service.node.state
-            peers = len(self.service.node.table)
+            peers = self.service.node.peer_count
             if peers:
                 state += f", {peers} peer{'s' * (peers != 1)}"
         self.sub_title = f"{who} · {state}" + (" · demo network" if self.demo else "")
@@ -362,28 +360,13 @@ class CommApp(App[int]):
 
     # ------------------------------------------------------------------ contacts
 
-    def _ignored(self) -> dict[str, float]:
-        raw = self.profile.db.get_meta(IGNORED_META_KEY)
-        try:
-            value = json.loads(raw) if raw else {}
-        except ValueError:
-            return {}
-        return value if isinstance(value, dict) else {}
-
     def _ignore(self, peer_address: bytes) -> None:
-        ignored = self._ignored()
-        ignored[peer_address.hex()] = time.time()
-        self.profile.db.set_meta(IGNORED_META_KEY, json.dumps(ignored))
+        self.profile.db.ignore_request(peer_address, time.time())
 
     def contact_entries(self) -> list[ContactEntry]:
         """Contacts and requests; an ignored request returns only with a newer message."""
-        ignored = self._ignored()
         entries = []
-        for c in self.profile.db.conversations():
-            if c.name is None:
-                when = ignored.get(c.peer_address.hex())
-                if when is not None and (c.last_time or 0) <= when:
-                    continue
+        for c in self.profile.db.visible_conversations():
             entries.append(
                 ContactEntry(
                     c.peer_address,

@@ -95,22 +95,23 @@ def offline_snapshot(identity: Identity, card: str, now: float) -> StatusSnapsho
 
 def take_snapshot(service: NodeService, now: float) -> StatusSnapshot:
     node = service.node
-    stats = node.stats
-    peers = sorted(node.table, key=lambda entry: entry.last_seen, reverse=True)
+    status = node.status()
+    stats = status.stats
+    peers = sorted(node.peers(), key=lambda peer: peer.last_seen, reverse=True)
     return StatusSnapshot(
         now=now,
         address=service.identity.address,
         card=service.card,
         listen=endpoint_text(service.bound),
-        state=node.state,
-        table_size=len(node.table),
-        bucket_fill=tuple(node.table.bucket_fill()),
+        state=status.state,
+        table_size=status.peers,
+        bucket_fill=status.bucket_fill,
         peers=tuple(
-            PeerLine(entry.address, endpoint_text(entry.endpoint), entry.last_seen)
-            for entry in peers[:MAX_PEERS_SHOWN]
+            PeerLine(peer.address, endpoint_text(peer.endpoint), peer.last_seen)
+            for peer in peers[:MAX_PEERS_SHOWN]
         ),
-        stored_now=len(node.store),
-        stored_bytes=node.store.total_bytes,
+        stored_now=status.stored_items,
+        stored_bytes=status.stored_bytes,
         stored_total=stats.stored,
         relayed=stats.messages_relayed,
         acks_seen=stats.acks_seen,
@@ -121,16 +122,16 @@ def take_snapshot(service: NodeService, now: float) -> StatusSnapshot:
         datagrams_out=stats.datagrams_out,
         bytes_in=stats.bytes_in,
         bytes_out=stats.bytes_out,
-        outbox=len(node.outgoing_text_ids()),
-        reachability=node.reachability.kind,
-        public_endpoint=public_text(node.reachability.public_endpoint),
-        client_mode=node.client_mode,
-        keepalive_s=node.keepalive_interval,
+        outbox=status.outbox,
+        reachability=status.reachability.kind,
+        public_endpoint=public_text(status.reachability.public_endpoint),
+        client_mode=status.client_mode,
+        keepalive_s=status.keepalive_s,
         port_mapping=(
             service.port_mapping.describe() if service.port_mapping is not None else "none"
         ),
-        punched=len(node.punched_peers()),
-        relay_usage=node.relay_usage(),
+        punched=status.punched,
+        relay_usage=status.relay_usage,
     )
 
 

@@ -32,13 +32,12 @@ A version 1 card reads exactly as before; :func:`read_card` reads all three, and
 from __future__ import annotations
 
 import base64
+import hashlib
 import ipaddress
 import struct
 from dataclasses import dataclass
 
-from nacl.encoding import RawEncoder
 from nacl.exceptions import BadSignatureError
-from nacl.hash import blake2b
 
 from comm_tui.crypto.identity import PUBLIC_KEY_BYTES, Identity, PublicIdentity
 from comm_tui.errors import CardError
@@ -94,11 +93,9 @@ def _chars(payload_bytes: int) -> int:
 
 
 def _checksum(version: int, key: bytes) -> bytes:
-    return blake2b(
-        _CHECKSUM_DOMAIN + bytes([version]) + key,
-        digest_size=CHECKSUM_BYTES,
-        encoder=RawEncoder,
-    )
+    return hashlib.blake2b(
+        _CHECKSUM_DOMAIN + bytes([version]) + key, digest_size=CHECKSUM_BYTES
+    ).digest()
 
 
 def _encode_body(payload: bytes) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import hashlib
 import hmac
 import json
 import os
@@ -29,9 +30,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 import nacl.utils
-from nacl.encoding import RawEncoder
 from nacl.exceptions import CryptoError
-from nacl.hash import blake2b
 from nacl.pwhash import argon2id
 from nacl.secret import SecretBox
 
@@ -103,7 +102,7 @@ class _KeyFile:
 
 
 def _check_of(seed: bytes) -> bytes:
-    return blake2b(_CHECK_DOMAIN + seed, digest_size=CHECK_BYTES, encoder=RawEncoder)
+    return hashlib.blake2b(_CHECK_DOMAIN + seed, digest_size=CHECK_BYTES).digest()
 
 
 def _b64(data: bytes) -> str:

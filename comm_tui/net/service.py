@@ -308,7 +308,7 @@ class NodeService:
     async def _watch_local_endpoints_forever(self) -> None:
         while True:
             await asyncio.sleep(LOCAL_ADDRESS_INTERVAL_S)
-            peers = [entry.endpoint for entry in self.node.table]
+            peers = [peer.endpoint for peer in self.node.peers()]
             self._note_local_endpoints(peers, self.clock())
             if self.protocol is not None:
                 self.protocol.pump()
@@ -460,10 +460,7 @@ class NodeService:
             self.protocol.pump()
 
     def _drain(self) -> list[Event]:
-        events: list[Event] = []
-        while (event := self.node.next_event()) is not None:
-            events.append(event)
-        return events
+        return self.node.drain_events()
 
     def _on_failure(self, exc: Exception) -> None:
         notice = NodeFailed(f"node stopped: {exc}")
@@ -515,7 +512,7 @@ class NodeService:
                     # after joining must still find its way back (docs/PROTOCOL.md, "13.3").
                     host, port = event.endpoint
                     self.db.save_peers([(event.key, host, port, now)])
-                notices.append(PeersChanged(len(self.node.table)))
+                notices.append(PeersChanged(self.node.peer_count))
         for notice in notices:
             for listener in self._listeners:
                 listener(notice)
@@ -551,7 +548,7 @@ class NodeService:
     def _save_peers(self) -> None:
         """Remember the table with when each node last answered: the best are tried first."""
         self.db.save_peers(
-            (n.key, n.endpoint[0], n.endpoint[1], n.last_seen) for n in self.node.table
+            (n.key, n.endpoint[0], n.endpoint[1], n.last_seen) for n in self.node.peers()
         )
 
     async def _save_peers_forever(self) -> None:
@@ -565,7 +562,7 @@ class NodeService:
         while True:
             now = self.clock()
             for key, endpoint in self.discovery.peers(self.identity.key):
-                if key not in known or len(self.node.table) == 0:
+                if key not in known or self.node.peer_count == 0:
                     known.add(key)
                     self.node.add_known_peer(key, endpoint, now)
             if self.protocol is not None:

@@ -44,6 +44,7 @@ class NodeProtocol(asyncio.DatagramProtocol):
         # An IPv6 socket (dual stack on "::") sends to IPv4 peers by their mapped form.
         self._ipv6 = False
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_deadline = 0.0  # the node time self._timer is armed for
         self._loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -67,9 +68,7 @@ class NodeProtocol(asyncio.DatagramProtocol):
 
     def pump(self) -> None:
         """Persist what happened, then send, then re-arm the one timer."""
-        events: list[Event] = []
-        while (event := self.node.next_event()) is not None:
-            events.append(event)
+        events = self.node.drain_events()
         if self.failure is not None:
             return
         if events:
@@ -88,10 +87,13 @@ class NodeProtocol(asyncio.DatagramProtocol):
                 self.transport.sendto(data, (host, port))
             except OSError:
                 self.send_errors += 1
+        deadline = self.node.get_timer()
+        if self._timer is not None and deadline == self._timer_deadline:
+            return  # armed for that moment already: no new handle per datagram
         if self._timer is not None:
             self._timer.cancel()
-        delay = max(0.0, self.node.get_timer() - self.clock())
-        self._timer = self._loop.call_later(delay, self._on_timer)
+        self._timer_deadline = deadline
+        self._timer = self._loop.call_later(max(0.0, deadline - self.clock()), self._on_timer)
 
     def fail(self, exc: Exception) -> None:
         """Stop for good because what happened could not be made durable.

@@ -332,9 +332,11 @@ class Codec:
             if not is_valid_public_key(key):
                 raise Rejected("bad_key")
             return Decoded(PublicIdentity(key), None, packet.hello)
-        return Decoded(PublicIdentity(key), self._open(key, packet.boxed, now), None)
+        # The sender object cached with its boxes: its address is derived once per peer,
+        # not once per datagram.
+        return Decoded(*self._open(key, packet.boxed, now), None)
 
-    def _open(self, key: bytes, boxed: bytes, now: float) -> pb.Frame:
+    def _open(self, key: bytes, boxed: bytes, now: float) -> tuple[PublicIdentity, pb.Frame]:
         if len(boxed) < NONCE_BYTES + 16:
             raise Rejected("malformed")
         nonce = boxed[:NONCE_BYTES]
@@ -342,7 +344,8 @@ class Codec:
         if abs(sent_ms / 1000 - now) > MAX_CLOCK_SKEW_S:
             raise Rejected("stale")
         try:
-            plaintext = self.box(key).receive.decrypt(boxed)
+            boxes = self.box(key)
+            plaintext = boxes.receive.decrypt(boxed)
         except ValueError as exc:
             raise Rejected("bad_key") from exc
         except CryptoError as exc:
@@ -359,4 +362,4 @@ class Codec:
         # Recorded only now: the frame is authentic and well formed.
         if not self.replay.accept(key, nonce, sent_ms, int(now * 1000)):
             raise Rejected("replay")
-        return frame
+        return boxes.peer, frame

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from comm_tui.crypto.identity import PublicIdentity
+
+if TYPE_CHECKING:  # outbox.py builds these events, so it imports this module
+    from comm_tui.protocol.outbox import OutboxState
 
 
 @dataclass(frozen=True)
@@ -43,11 +47,12 @@ class TextsRead:
 
 @dataclass(frozen=True)
 class TextStateChanged:
-    """An outgoing text moved to ``sent``, ``delivered`` or ``expired``."""
+    """An outgoing text moved to ``sent``, ``delivered`` or ``expired`` (the moves are
+    ``protocol/outbox.py``'s ``TRANSITIONS``)."""
 
     text_id: bytes
     recipient: bytes  # 20-byte address
-    state: str
+    state: OutboxState
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ import random
 import socket
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from dataclasses import astuple, dataclass, field, replace
+from dataclasses import astuple, dataclass, replace
 from typing import Any, Literal
 
 from comm_tui.crypto.ack import ack_is_well_formed, sign_ack, verify_ack
@@ -110,6 +110,7 @@ from comm_tui.protocol.letters import (
     split_text,
 )
 from comm_tui.protocol.lookup import LOOKUP_MAX_QUERIES, Candidate, Lookup
+from comm_tui.protocol.outbox import Outbox, OutboxState
 from comm_tui.protocol.punch import Punching, Send
 from comm_tui.protocol.ratelimit import RateLimiter, TokenBucket
 from comm_tui.protocol.reachability import (
@@ -155,13 +156,13 @@ from comm_tui.protocol.routing import (
     Endpoint,
     NodeEntry,
     RoutingTable,
-    distance,
     normalize_endpoint,
     origin_network,
 )
 from comm_tui.protocol.sessions import SEALED_BYTES as SEALED_BYTES  # the size relays check
 from comm_tui.protocol.sessions import CommitToken, SessionBook, SessionError
 from comm_tui.protocol.stats import NodeStats
+from comm_tui.protocol.views import NodeState, NodeStatus, PeerView, stats_copy
 
 DAY_S = 24 * 3600.0
 DEFAULT_TTL_S = 7 * DAY_S
@@ -250,7 +251,6 @@ _REMEMBERED_FOR_COOKIES = frozenset(
 _Handler = Callable[[PublicIdentity, Any, Endpoint, float], None]
 
 Policy = Literal["ours", "flood"]
-NodeState = Literal["no peers", "bootstrapping", "online"]
 
 
 @dataclass
@@ -340,16 +340,6 @@ class _PartTag:
     commit: CommitToken  # what commits the session once the whole text is here
 
 
-@dataclass
-class _Outgoing:
-    """An outgoing text as the outbox sees it: its parts and how far they got."""
-
-    recipient: bytes
-    parts: set[bytes]
-    delivered: set[bytes] = field(default_factory=set)
-    sent: bool = False
-
-
 def _ms(now: float) -> int:
     return int(now * 1000)
 
@@ -414,23 +404,24 @@ class Node:
     ) -> None:
         self.identity = identity
         self.address = identity.address
+        self._address_int = int.from_bytes(self.address, "big")
         self.config = config or NodeConfig()
         # For choices only (lookup targets); everything secret or unguessable (nonces,
         # challenges, text ids) comes from os.urandom.
-        self.rng = rng or random.Random()
-        self.codec = Codec(identity)
+        self._rng = rng or random.Random()
+        self._codec = Codec(identity)
         # docs/PROTOCOL.md, "Letters and sealing": our prekeys and sessions (the bundles
         # of peers we may start sessions with are ``known_bundles``, filled by records).
-        self.prekeys = PrekeyStore(identity.key, now)
-        self.sessions = SessionBook(identity, self.prekeys)
+        self._prekeys = PrekeyStore(identity.key, now)
+        self._sessions = SessionBook(identity, self._prekeys)
         self._handshakes: OrderedDict[bytes, float] = OrderedDict()  # peer key -> last sent
         self._handshake_bucket = TokenBucket(
             HANDSHAKE_RATE_PER_S, HANDSHAKE_BURST, HANDSHAKE_BURST, now
         )
-        self.table = RoutingTable(
+        self._table = RoutingTable(
             self.address, k=self.config.k, ip_prefix_limit=self.config.ip_prefix_limit
         )
-        self.store = RelayStore(
+        self._store = RelayStore(
             self.address,
             total_bytes=self.config.store_total_bytes,
             per_target_bytes=self.config.store_per_target_bytes,
@@ -439,9 +430,9 @@ class Node:
             # The skew _check_expiry allows on top: a cap of the TTL refuses nothing.
             max_life_s=self.config.store_max_days * DAY_S + MAX_CLOCK_SKEW_S,
         )
-        self.relay_bandwidth = RelayBandwidth(self.config.relay_bandwidth_bytes_s, now)
-        self.stats = NodeStats()
-        self.reassembler = Reassembler()
+        self._relay_bandwidth = RelayBandwidth(self.config.relay_bandwidth_bytes_s, now)
+        self._stats = NodeStats()
+        self._reassembler = Reassembler()
         self.bootstrap_endpoints: list[Endpoint] = []
         self.joined = False
         self._outbox: list[tuple[bytes, Endpoint]] = []
@@ -456,7 +447,8 @@ class Node:
         self._hellos: dict[bytes, tuple[Endpoint, float]] = {}
         self._awaiting_receipt: dict[tuple[bytes, bytes], float] = {}
         self._schedule: list[tuple[float, bytes]] = []
-        self._outgoing: dict[bytes, _Outgoing] = {}
+        # Our texts and their states (docs/PROTOCOL.md, "Outbox states"; protocol/outbox.py).
+        self._outgoing = Outbox()
         # Recipients met by a lookup ``until_found`` but not in the table, by address: at
         # every endpoint where they answered (a Sybil may relay for them at one of them).
         self._direct: OrderedDict[bytes, dict[Endpoint, NodeEntry]] = OrderedDict()
@@ -504,7 +496,7 @@ class Node:
         self._thin_table_size = 0
         # Prekey records (docs/PROTOCOL.md, "8a. Records"). Others' verified bundles by
         # owner address, with the (issued_ms, expires_ms) of the record each came from.
-        self.known_bundles: OrderedDict[bytes, PublicBundle] = OrderedDict()
+        self._known_bundles: OrderedDict[bytes, PublicBundle] = OrderedDict()
         # Per known bundle: its record's issued_ms and expires_ms, and when we learned it.
         self._known_bundle_times: dict[bytes, tuple[int, int, float]] = {}
         self._bundle_fetches: OrderedDict[bytes, _BundleFetch] = OrderedDict()
@@ -551,19 +543,79 @@ class Node:
 
     @property
     def state(self) -> NodeState:
-        if len(self.table) == 0:
+        """ "no peers", "bootstrapping" (a hello or our first lookup out) or "online"."""
+        if len(self._table) == 0:
             return "bootstrapping" if self._hellos else "no peers"
         return "online" if self.joined else "bootstrapping"
 
+    @property
+    def stats(self) -> NodeStats:
+        """The node's counters, live: read them, never write them (``status()`` copies)."""
+        return self._stats
+
+    @property
+    def peer_count(self) -> int:
+        """How many nodes our routing table holds."""
+        return len(self._table)
+
+    def peers(self) -> tuple[PeerView, ...]:
+        """Every peer of the routing table (a copy), in no particular order."""
+        return tuple(PeerView.of(entry) for entry in self._table)
+
+    def closest_peers(self, target: bytes, count: int) -> tuple[PeerView, ...]:
+        """The ``count`` peers of our table nearest ``target`` by XOR, nearest first."""
+        return tuple(PeerView.of(entry) for entry in self._table.closest(target, count))
+
+    def status(self) -> NodeStatus:
+        """Everything a status line reads of the node, copied at once (docs/PROTOCOL.md,
+        "12. Reachability" and "8.1 Local caps" for the figures it names)."""
+        return NodeStatus(
+            state=self.state,
+            peers=len(self._table),
+            bucket_fill=tuple(self._table.bucket_fill()),
+            stored_items=len(self._store),
+            stored_bytes=self._store.total_bytes,
+            outbox=len(self._outgoing),
+            reachability=self._reach,
+            client_mode=self._client,
+            keepalive_s=self.keepalive_interval,
+            punched=len(self._punch.pairs),
+            relay_usage=self.relay_usage(),
+            stats=stats_copy(self._stats),
+        )
+
     def datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:
+        """Every datagram the node wants sent, as ``(data, (host, port))``, oldest first;
+        they are handed over once (the next call returns only newer ones).
+
+        Call it after every ``receive_datagram``, ``handle_timer`` and command, and send
+        them only once the events drained alongside are durable (docs/PROTOCOL.md,
+        "Letters and sealing", peek and commit): a receipt or ack must never leave before
+        what it vouches for is on disk.
+        """
         out, self._outbox = self._outbox, []
         return out
 
     def next_event(self) -> Event | None:
+        """The oldest event not yet taken, or None when there is none (aioquic's shape)."""
         return self._events.popleft() if self._events else None
 
+    def drain_events(self) -> list[Event]:
+        """Every event not yet taken, oldest first (empty if none).
+
+        Take them after each ``receive_datagram``/``handle_timer``/command and before
+        sending ``datagrams_to_send()``: a ``StoreChanged`` or ``SessionsChanged`` among
+        them must be durable before the datagrams that depend on it leave.
+        """
+        events = list(self._events)
+        self._events.clear()
+        return events
+
     def get_timer(self) -> float:
-        """The next moment something is due: a retry, a timeout, or periodic upkeep.
+        """When ``handle_timer`` should next be called: the node time (Unix seconds, the
+        clock the driver passes as ``now``) of the earliest retry, timeout or periodic
+        upkeep. Always a number: upkeep is always due some time. Ask again after every
+        call into the node; it only moves when something was scheduled or done.
 
         Timeouts are always "now + a constant" and their dicts keep insertion order,
         so the first entry of each holds its earliest deadline.
@@ -594,9 +646,9 @@ class Node:
                 continue
             if entry.expires_ms <= now_ms:
                 continue
-            self.store.add(entry, enforce_quota=False)
+            self._store.add(entry, enforce_quota=False)
             if entry.own_text_id:
-                self._track_own(entry)
+                self._outgoing.add_part(entry.own_text_id, entry.target, entry.item_id)
             elif entry.kind is Kind.RECORD and entry.target == self.address:
                 self._restore_own_record(entry)
             # Resume where the schedule was, but not before the node has had a moment to
@@ -604,10 +656,8 @@ class Node:
             self._reschedule(entry, max(entry.next_at, now + RESTORE_GRACE_S))
         # Parts missing from a restored outbox were acknowledged before the restart;
         # a text counts as sent again once every remaining part has a holder.
-        for out in self._outgoing.values():
-            parts = [self.store.get(Kind.MESSAGE, pid) for pid in out.parts]
-            out.sent = all(part is not None and part.holders for part in parts)
-        self.store.dirty.clear()
+        self._outgoing.restored(self._part_held)
+        self._store.dirty.clear()
         return damaged
 
     def restore_sessions(
@@ -621,14 +671,14 @@ class Node:
         damaged = 0
         if prekeys is not None:
             try:
-                self.prekeys = PrekeyStore.deserialize(self.identity.key, prekeys, now)
+                self._prekeys = PrekeyStore.deserialize(self.identity.key, prekeys, now)
                 self._published_version = None  # its versions count from 1 again
             except PrekeyError:
                 damaged += 1
-            self.sessions.prekeys = self.prekeys
+            self._sessions.prekeys = self._prekeys
         for peer_key, blob in sessions:
             try:
-                self.sessions.restore(peer_key, blob)
+                self._sessions.restore(peer_key, blob)
             except RatchetError:
                 damaged += 1
         self._flush_store()
@@ -636,11 +686,15 @@ class Node:
 
     def custody(self, text_id: bytes) -> Custody | None:
         """Where our undelivered text ``text_id`` is (None: not in the outbox)."""
-        return custody_of(self._own_entries(), text_id)
+        return custody_of(self._own_entries(text_id), text_id)
 
     def outgoing_text_ids(self) -> set[bytes]:
         """Texts this node is still trying to deliver."""
         return set(self._outgoing)
+
+    def outgoing_parts(self, text_id: bytes) -> frozenset[bytes]:
+        """The item ids of our text's parts not yet acknowledged (empty: not in the outbox)."""
+        return self._outgoing.parts(text_id)
 
     def bootstrap(self, endpoint: Endpoint, now: float) -> None:
         """Contact a node we only know by host and port."""
@@ -713,21 +767,21 @@ class Node:
         handshake: bool,
     ) -> None:
         """Seal one text (or a handshake) in the recipient's session and start relaying it."""
-        for old in [e for e in self._own_entries() if e.own_text_id == text_id]:
-            self.store.remove(old)
+        for old in self._own_entries(text_id):
+            self._store.remove(old)
         bundle = self._bundle_to_start_with(recipient.address, now)
         try:
-            sealed_parts = self.sessions.seal_text(
+            sealed_parts = self._sessions.seal_text(
                 recipient, letters, bundle, now, handshake=handshake
             )
         except X3DHError:
             # A bundle with an unusable key: forget it and use the fallback.
-            self.known_bundles.pop(recipient.address, None)
-            sealed_parts = self.sessions.seal_text(
+            self._known_bundles.pop(recipient.address, None)
+            sealed_parts = self._sessions.seal_text(
                 recipient, letters, None, now, handshake=handshake
             )
         expires_ms = self._expiry_ms(now)
-        out = self._outgoing[text_id] = _Outgoing(recipient.address, set())
+        self._outgoing.start(text_id, recipient.address)
         for part, sealed in enumerate(sealed_parts):
             msg = pb.Message(recipient=recipient.address, expires_ms=expires_ms, sealed=sealed)
             item_id = message_id(recipient.address, expires_ms, sealed)
@@ -743,8 +797,8 @@ class Node:
                 own_parts=len(sealed_parts),
                 stem=self.config.policy == "ours",
             )
-            self.store.add(entry, enforce_quota=False)
-            out.parts.add(item_id)
+            self._store.add(entry, enforce_quota=False)
+            self._outgoing.add_part(text_id, recipient.address, item_id)
             self._relay(entry, now)
 
     def _expiry_ms(self, now: float) -> int:
@@ -755,19 +809,24 @@ class Node:
         """
         latest = _ms(now + self.config.ttl_s) // EXPIRY_UNIT_MS
         earliest = _ms(now) // EXPIRY_UNIT_MS + 1
-        units = latest - self.rng.randint(0, EXPIRY_JITTER_UNITS)
+        units = latest - self._rng.randint(0, EXPIRY_JITTER_UNITS)
         return max(units, earliest) * EXPIRY_UNIT_MS
 
     def handle_timer(self, now: float) -> None:
+        """Do what is due at ``now`` (Unix seconds, the driver's clock; a simulator passes
+        its virtual time): retries of stored items, timeouts of queries and receipts,
+        upkeep. Returns nothing: what it causes is in ``drain_events()`` and
+        ``datagrams_to_send()``. Calling it early does nothing that is not due.
+        """
         while self._schedule and self._schedule[0][0] <= now:
             due, key = heapq.heappop(self._schedule)
-            entry = self.store.by_key(key)
+            entry = self._store.by_key(key)
             if entry is None or entry.next_at != due or entry.settled:
                 continue
             if entry.attempts < self.config.max_relay_attempts or entry.own_text_id:
                 self._relay(entry, now)
         self._now = now
-        if now - self._armed_for > SLEEP_GAP_S and len(self.table):
+        if now - self._armed_for > SLEEP_GAP_S and len(self._table):
             # We were asleep (a closed laptop, a stopped process): the network moved
             # on, so look ourselves up again, which ends in a Fetch of what waits (a
             # client's overdue keep-alives go out in this same tick).
@@ -783,39 +842,42 @@ class Node:
             self._next_rebootstrap = now + REBOOTSTRAP_INTERVAL_S
             self._keep_own_bundle_published(now)
             self._fetch_wanted_bundles(now)
-            if not self.table.closest(self.address, 1):  # empty, or every node failing
+            if not self._table.closest(self.address, 1):  # empty, or every node failing
                 for endpoint in self.bootstrap_endpoints:
                     self._send_hello(endpoint, now)
-            elif len(self.table) < self.config.k and now >= self._next_thin_lookup:
+            elif len(self._table) < self.config.k and now >= self._next_thin_lookup:
                 # A thin table (we joined while the network was forming, or most of it
                 # left): look ourselves up again, so our neighbourhood learns of us.
                 # Backs off, since a small network simply has few nodes to know.
                 self._thin_lookups += 1
-                if len(self.table) > self._thin_table_size:
+                if len(self._table) > self._thin_table_size:
                     self._thin_lookups = 1
-                self._thin_table_size = len(self.table)
+                self._thin_table_size = len(self._table)
                 delay = REBOOTSTRAP_INTERVAL_S * 2 ** min(self._thin_lookups, 16)
                 self._next_thin_lookup = now + min(delay, self.config.refresh_interval_s)
                 self.lookup(self.address, now)
         self._flush_store()
 
     def receive_datagram(self, data: bytes, addr: Endpoint, now: float) -> None:
-        """Take in one datagram that arrived from ``addr`` at ``now`` (seconds).
+        """Take in one datagram that arrived from ``addr`` (its UDP source, unproven) at
+        ``now`` (Unix seconds, the driver's clock, which also dates our nonces).
 
-        Never raises: whatever is wrong with it is counted in ``stats.rejected`` by
-        reason ("internal_error" for a bug of ours, which the fuzz tests hold at 0).
+        Returns nothing and never raises: whatever is wrong with it is counted in
+        ``stats.rejected`` by reason ("internal_error" for a bug of ours, which the fuzz
+        tests hold at 0). What it causes is in ``drain_events()`` and
+        ``datagrams_to_send()``.
         """
-        self.stats.datagrams_in += 1
-        self.stats.bytes_in += len(data)
+        self._stats.datagrams_in += 1
+        self._stats.bytes_in += len(data)
         addr = normalize_endpoint(addr)
         self._now = now
         self._addresses.received(addr, len(data))
         try:
             self._receive(data, addr, now)
         except Rejected as rejected:
-            self.stats.reject(rejected.reason)
+            self._stats.reject(rejected.reason)
         except Exception:
-            self.stats.reject("internal_error")
+            self._stats.reject("internal_error")
         self._flush_store()
 
     def lookup(self, target: bytes, now: float, *, until_found: bool = False) -> None:
@@ -832,7 +894,9 @@ class Node:
     def _new_lookup(self, target: bytes, *, until_found: bool = False) -> Lookup | None:
         """A lookup seeded from our table (None when it is empty), not yet started."""
         count = LOOKUP_MAX_QUERIES if until_found else self.config.k
-        seeds = [Candidate(n.key, n.address, n.endpoint) for n in self.table.closest(target, count)]
+        seeds = [
+            Candidate(n.key, n.address, n.endpoint) for n in self._table.closest(target, count)
+        ]
         if not seeds:
             return None
         return Lookup(
@@ -847,22 +911,22 @@ class Node:
     # ------------------------------------------------------------------ receive path
 
     def _receive(self, data: bytes, addr: Endpoint, now: float) -> None:
-        packet = self.codec.parse(data)
+        packet = self._codec.parse(data)
         key, kind = packet.sender_key, packet.WhichOneof("body")
         # The rate limit counts what a sender can be held to. A source address is not:
         # junk forged "from" a peer would spend the peer's allowance and silence it. So
         # a known key at its validated address is limited by key, once its datagram has
         # proved to be its own (opening a box with a cached key is cheap); everything
         # else, by source address, before it costs us anything more than a parse.
-        trusted = kind == "boxed" and self.codec.knows(key) and self._is_validated(key, addr)
+        trusted = kind == "boxed" and self._codec.knows(key) and self._is_validated(key, addr)
         if not trusted and not self._datagram_limit.allow(addr, now):
             raise Rejected("rate_limited")
         if kind == "cookie_reply":
             self._on_cookie_reply(packet.cookie_reply, addr, now)
             return
-        if not self.codec.knows(key) and not self._established(key):
+        if not self._codec.knows(key) and not self._established(key):
             self._admit_new_key(packet, data, addr, now)
-        decoded = self.codec.open(packet, now)
+        decoded = self._codec.open(packet, now)
         if trusted and not self._key_limit.allow(key, now):
             raise Rejected("rate_limited")
         sender = decoded.sender
@@ -906,7 +970,7 @@ class Node:
                 return
             raise Rejected("new_key_rate")
         cookie = self._cookie_jar.cookie(addr, now)
-        reply = self.codec.encode_cookie_reply(cookie, echo_of(data))
+        reply = self._codec.encode_cookie_reply(cookie, echo_of(data))
         if self._addresses.spend(addr, len(reply)):
             self._emit(reply, addr, now, remember=False)
         raise Rejected("cookie_required")
@@ -932,7 +996,7 @@ class Node:
     def _established(self, key: bytes) -> bool:
         """Is ``key`` in our routing table? Its datagrams never wait for the new-key
         budget, even before its box is cached (after a restart, say)."""
-        entry = self.table.get(address_of(key))
+        entry = self._table.get(address_of(key))
         return entry is not None and entry.key == key
 
     def _origin(self, key: bytes, addr: Endpoint) -> str:
@@ -941,7 +1005,7 @@ class Node:
 
     def _is_validated(self, key: bytes, addr: Endpoint) -> bool:
         """Has ``key`` proved it receives at ``addr``? Table entries have, by construction."""
-        entry = self.table.get(address_of(key))
+        entry = self._table.get(address_of(key))
         if entry is not None and entry.key == key and entry.endpoint == addr:
             return True
         return self._addresses.is_validated(key, addr)
@@ -988,24 +1052,23 @@ class Node:
             self._validate(sender.key, addr, now)
             return
         if client:
-            known = self.table.get(sender.address)
+            known = self._table.get(sender.address)
             if known is not None and known.key == sender.key:
-                self.table.remove(sender.address)
-                self.codec.unpin(sender.key)
-                self._events.append(PeerRemoved(sender.key))
+                self._table.remove(sender.address)
+                self._peer_removed(sender.key)
             return
-        observation = self.table.observe(sender.key, sender.address, addr, now)
+        observation = self._table.observe(sender.key, sender.address, addr, now)
         if observation.endpoint_changed:
-            self.table.confirm_endpoint(sender.address, addr, now)
-        if sender.address in self.table:
-            self.codec.pin(sender.key)
+            self._table.confirm_endpoint(sender.address, addr, now)
+        if sender.address in self._table:
+            self._codec.pin(sender.key)
         if observation.evicted is not None:
-            self.codec.unpin(observation.evicted.key)
+            self._codec.unpin(observation.evicted.key)
         if observation.added:
-            self.stats.peers_added += 1
+            self._stats.peers_added += 1
             self._events.append(PeerAdded(sender.key, addr))
             self._push_waiting(sender.address, sender.key, addr, now)
-            if len(self.table) == 1:
+            if len(self._table) == 1:
                 # First peer: start joining, and send whatever the outbox holds.
                 self.lookup(self.address, now)
                 for entry in self._own_entries():
@@ -1028,7 +1091,7 @@ class Node:
     def _frame_size(self, key: bytes, frame: pb.Frame, addr: Endpoint, now: float) -> int:
         try:
             cookie = self._cookie_for(addr, now)
-            return len(self.codec.encode_frame(key, frame, now, cookie=cookie))
+            return len(self._codec.encode_frame(key, frame, now, cookie=cookie))
         except ValueError:
             return 0
 
@@ -1087,7 +1150,7 @@ class Node:
     ) -> None:
         if len(find.target) != ADDRESS_BYTES or len(find.query_id) != CHALLENGE_BYTES:
             raise Rejected("malformed")
-        nodes = self.table.closest(find.target, FIND_NODE_ANSWER_NODES, exclude=(sender.address,))
+        nodes = self._table.closest(find.target, FIND_NODE_ANSWER_NODES, exclude=(sender.address,))
         infos = [node_info(n.key, n.endpoint) for n in nodes]
         answer = pb.Nodes(query_id=find.query_id, nodes=[i for i in infos if i is not None])
         self._send_frame(sender.key, addr, pb.Frame(nodes=answer), now)
@@ -1152,7 +1215,7 @@ class Node:
         if len(receipt.ids) > FETCH_ITEMS_MAX:
             raise Rejected("malformed")
         for key in receipt.ids:
-            entry = self.store.by_key(key)
+            entry = self._store.by_key(key)
             if entry is None:
                 continue
             self._awaiting_receipt.pop((sender.address, key), None)
@@ -1174,18 +1237,18 @@ class Node:
             raise Rejected("bad_size")
         _check_expiry(msg.expires_ms, now)
         item_id = message_id(msg.recipient, msg.expires_ms, msg.sealed)
-        ack_entry = self.store.get(Kind.ACK, item_id + msg.recipient)
+        ack_entry = self._store.get(Kind.ACK, item_id + msg.recipient)
         if ack_entry is not None:
             # Already acknowledged: answer this copy with the ack instead of relaying it.
-            self.stats.acks_answered += 1
+            self._stats.acks_answered += 1
             self._send_item(ack_entry, sender.key, addr, now)
             return
         if msg.recipient == self.address:
             self._on_message_for_me(sender, msg, item_id, addr, now)
             return
-        existing = self.store.get(Kind.MESSAGE, item_id)
+        existing = self._store.get(Kind.MESSAGE, item_id)
         if existing is not None:
-            self.stats.duplicates += 1
+            self._stats.duplicates += 1
             self._add_holder(existing, sender.address, now)
             self._send_receipt(sender.key, addr, [existing.key], now)
             if existing.key in self._stemmed:
@@ -1216,15 +1279,15 @@ class Node:
             stem=msg.stem and self.config.policy == "ours",
         )
         try:
-            self.store.add(entry)
+            self._store.add(entry)
         except QuotaExceeded as exc:
             raise Rejected(exc.reason) from exc
-        self.stats.stored += 1
+        self._stats.stored += 1
         self._send_receipt(sender.key, addr, [entry.key], now)
         # In the stem: forward it in the stem once more, or relay it (docs/PROTOCOL.md,
         # "7.2"). Whoever set the flag, the walk ends after 1 / (1 - STEM_FORWARD) hops
         # on average, so a hostile flag costs a relay no more than an honest one.
-        stem = entry.stem and self.rng.random() < STEM_FORWARD
+        stem = entry.stem and self._rng.random() < STEM_FORWARD
         self._relay(entry, now, stem=stem)
         if stem:
             self._stemmed[entry.key] = None
@@ -1235,7 +1298,7 @@ class Node:
         self, sender: PublicIdentity, msg: pb.Message, item_id: bytes, addr: Endpoint, now: float
     ) -> None:
         try:
-            opened = self.sessions.open(msg.sealed, now)
+            opened = self._sessions.open(msg.sealed, now)
         except SessionError as exc:
             if exc.lost_with is not None:
                 self._session_lost(exc.lost_with, now)
@@ -1268,7 +1331,7 @@ class Node:
             self._text_complete(author, (tag,), letter.sent_ms, now, handshake=False)
             return
         try:
-            done = self.reassembler.add(
+            done = self._reassembler.add(
                 author.key, letter, now, tag, self._origin(sender.key, addr)
             )
         except LetterError as exc:
@@ -1278,7 +1341,7 @@ class Node:
             # sender learns this part arrived, so it does not count us as failing.
             self._send_receipt(sender.key, addr, [entry_key(Kind.MESSAGE, item_id)], now)
             return
-        self.stats.texts_received += 1
+        self._stats.texts_received += 1
         self._events.append(TextReceived(done.text_id, author, done.text, done.sent_ms))
         self._text_complete(author, done.tags, done.sent_ms, now, handshake=False)
 
@@ -1299,7 +1362,7 @@ class Node:
         """
         part_tags = [t for t in tags if isinstance(t, _PartTag)]
         tokens = [t.commit for t in part_tags]
-        if self.sessions.commit(author, tokens, now, sent_ms=sent_ms, handshake=handshake):
+        if self._sessions.commit(author, tokens, now, sent_ms=sent_ms, handshake=handshake):
             self._events.append(SessionReset(author.key))
         for tag_object in part_tags:
             part_id, expires_ms, peer_key, peer_addr, _ = astuple(tag_object)
@@ -1316,7 +1379,7 @@ class Node:
                 origin_key=peer_key,
                 origin_endpoint=peer_addr,
             )
-            self.store.add(entry, enforce_quota=False)
+            self._store.add(entry, enforce_quota=False)
             self._relay(entry, now)
 
     # ------------------------------------------------------------------ acks
@@ -1333,12 +1396,12 @@ class Node:
             raise Rejected("malformed")
         recipient = address_of(ack.recipient_key)
         key = entry_key(Kind.ACK, ack.message_id + recipient)
-        existing = self.store.by_key(key)
+        existing = self._store.by_key(key)
         if existing is not None:
             self._add_holder(existing, sender.address, now)
             self._send_receipt(sender.key, addr, [key], now)
             return
-        message = self.store.get(Kind.MESSAGE, ack.message_id)
+        message = self._store.get(Kind.MESSAGE, ack.message_id)
         if message is None:
             raise Rejected("unknown_ack")
         if message.target != recipient or ack.expires_ms != message.expires_ms:
@@ -1348,7 +1411,7 @@ class Node:
             raise Rejected("store_rate")
         if not verify_ack(ack):
             raise Rejected("bad_ack")
-        self.stats.acks_seen += 1
+        self._stats.acks_seen += 1
         self._awaiting_receipt.pop((sender.address, message.key), None)
         # The ack takes the message's place (it is smaller), under the same origin for
         # the quotas, and goes back to whoever handed us the message and to every other
@@ -1367,10 +1430,10 @@ class Node:
             origin_endpoint=message.origin_endpoint,
             notify=message.holders - {sender.address},
         )
-        self.store.remove(message)
-        self.store.add(entry, enforce_quota=False)
+        self._store.remove(message)
+        self._store.add(entry, enforce_quota=False)
         if message.own_text_id:
-            self._part_delivered(message)
+            self._outbox_moved(self._outgoing.part_acked(message.own_text_id, message.item_id))
         self._send_receipt(sender.key, addr, [key], now)
         entry.settled = not self._ack_owed(entry)
         if not entry.settled:
@@ -1399,7 +1462,7 @@ class Node:
         again every ``BUNDLE_RETRY_S``; forgotten once a session or the bundle is there.
         """
         for key in keys:
-            if key == self.identity.key or self.sessions.active(key) is not None:
+            if key == self.identity.key or self._sessions.active(key) is not None:
                 continue
             address = address_of(key)
             if address not in self._wanted_bundles:
@@ -1412,7 +1475,7 @@ class Node:
         if not self.joined:
             return  # a fetch starts with a lookup: it needs a table
         for address, (key, due) in list(self._wanted_bundles.items()):
-            if address in self.known_bundles or self.sessions.active(key) is not None:
+            if address in self._known_bundles or self._sessions.active(key) is not None:
                 del self._wanted_bundles[address]
             elif due <= now and self.fetch_bundle(address, now):
                 self._wanted_bundles[address] = (key, now + BUNDLE_RETRY_S)
@@ -1427,7 +1490,7 @@ class Node:
         bundle starts with its signed prekey alone (X3DH without DH4), still forward
         secret once that prekey is retired.
         """
-        bundle = self.known_bundles.get(address)
+        bundle = self._known_bundles.get(address)
         times = self._known_bundle_times.get(address)
         if bundle is None or times is None or now - times[2] <= ONE_TIME_PREKEYS_FRESH_S:
             return bundle
@@ -1441,12 +1504,12 @@ class Node:
         refresh (``RECORD_REFRESH_S``) keeps it alive.
         """
         # The version, not the bundle: building one costs a scalar multiplication a key.
-        if self.prekeys.bundle_version == self._published_version:
+        if self._prekeys.bundle_version == self._published_version:
             return
         if now - self._published_at < BUNDLE_REPUBLISH_MIN_S:
             return
-        self._published_version, self._published_at = self.prekeys.bundle_version, now
-        self.set_own_bundle(self.prekeys.public_bundle(), now)
+        self._published_version, self._published_at = self._prekeys.bundle_version, now
+        self.set_own_bundle(self._prekeys.public_bundle(), now)
 
     def fetch_bundle(self, address: bytes, now: float) -> bool:
         """Look for the prekey record of ``address``; False if no fetch could start.
@@ -1459,7 +1522,7 @@ class Node:
         """
         if len(address) != ADDRESS_BYTES or address == self.address:
             return False
-        held = self.store.get(Kind.RECORD, address)
+        held = self._store.get(Kind.RECORD, address)
         if held is not None and held.expires_ms > _ms(now):
             assert isinstance(held.wire, pb.PrekeyBundle)
             self._learn_bundle(held.wire, now)  # verified when we stored it
@@ -1503,19 +1566,19 @@ class Node:
 
     def _end_fetch(self, address: bytes) -> None:
         del self._bundle_fetches[address]
-        self._events.append(BundleFetched(address, address in self.known_bundles))
+        self._events.append(BundleFetched(address, address in self._known_bundles))
 
     def _learn_bundle(self, record: pb.PrekeyBundle, now: float) -> None:
         """Keep a verified, unexpired record's bundle unless we know a newer one."""
         owner = address_of(record.owner_key)
         known = self._known_bundle_times.get(owner)
-        if known is not None and owner in self.known_bundles and known[0] >= record.issued_ms:
+        if known is not None and owner in self._known_bundles and known[0] >= record.issued_ms:
             return
-        self.known_bundles[owner] = bundle_of(record)
-        self.known_bundles.move_to_end(owner)
+        self._known_bundles[owner] = bundle_of(record)
+        self._known_bundles.move_to_end(owner)
         self._known_bundle_times[owner] = (record.issued_ms, record.expires_ms, now)
-        while len(self.known_bundles) > KNOWN_BUNDLES_MAX:
-            forgotten, _ = self.known_bundles.popitem(last=False)
+        while len(self._known_bundles) > KNOWN_BUNDLES_MAX:
+            forgotten, _ = self._known_bundles.popitem(last=False)
             # .pop: others may fill or drop known_bundles directly (session code, tests).
             self._known_bundle_times.pop(forgotten, None)
 
@@ -1543,7 +1606,7 @@ class Node:
         if len(get.query_id) != CHALLENGE_BYTES or len(get.address) != ADDRESS_BYTES:
             raise Rejected("malformed")
         answer = pb.Record(query_id=get.query_id)
-        held = self.store.get(Kind.RECORD, get.address)
+        held = self._store.get(Kind.RECORD, get.address)
         if held is not None and held.expires_ms > _ms(now):
             assert isinstance(held.wire, pb.PrekeyBundle)
             answer.bundle.CopyFrom(held.wire)
@@ -1588,7 +1651,7 @@ class Node:
         """
         self._check_record(record, now)
         owner = address_of(record.owner_key)
-        existing = self.store.get(Kind.RECORD, owner)
+        existing = self._store.get(Kind.RECORD, owner)
         if owner == self.address:
             # Our own record came back (records are never sent to their owner, so only a
             # hostile or confused peer sends it): ours is the one we issued.
@@ -1598,7 +1661,7 @@ class Node:
         if existing is not None:
             assert isinstance(existing.wire, pb.PrekeyBundle)
             if record == existing.wire:
-                self.stats.duplicates += 1
+                self._stats.duplicates += 1
                 self._add_holder(existing, sender.address, now)
                 self._send_receipt(sender.key, addr, [existing.key], now)
                 return
@@ -1629,17 +1692,17 @@ class Node:
             origin_net=self._origin(sender.key, addr),
         )
         try:
-            self.store.add(entry)
+            self._store.add(entry)
         except QuotaExceeded as exc:
             raise Rejected(exc.reason) from exc
-        self.stats.stored += 1
+        self._stats.stored += 1
         self._send_receipt(sender.key, addr, [entry.key], now)
         self._relay(entry, now)
 
     def _publish_own_record(self, public: PublicBundle, now: float) -> None:
         """Issue a fresh record of ``public`` (strictly newer than any before) and relay it."""
         issued_ms = _ms(now)
-        prior = self.store.get(Kind.RECORD, self.address)
+        prior = self._store.get(Kind.RECORD, self.address)
         if prior is not None:
             assert isinstance(prior.wire, pb.PrekeyBundle)
             # Newer than the last one even within one millisecond or after the clock
@@ -1651,7 +1714,7 @@ class Node:
         entry = Entry(
             Kind.RECORD, self.address, self.address, record.expires_ms, record, stored_at=now
         )
-        self.store.add(entry, enforce_quota=False)  # ours, like our outbox
+        self._store.add(entry, enforce_quota=False)  # ours, like our outbox
         self._own_record_due = now + RECORD_REFRESH_S
         self._relay(entry, now)
 
@@ -1663,7 +1726,7 @@ class Node:
 
     def _offer_own_record(self, neighbours: list[Candidate], now: float) -> None:
         """(Re)joined: hand our record to the neighbours the self-lookup met that lack it."""
-        entry = self.store.get(Kind.RECORD, self.address)
+        entry = self._store.get(Kind.RECORD, self.address)
         if entry is None:
             return
         for node in neighbours:
@@ -1678,7 +1741,7 @@ class Node:
         for owner, (_, expires_ms, _) in list(self._known_bundle_times.items()):
             if expires_ms <= now_ms:
                 del self._known_bundle_times[owner]
-                self.known_bundles.pop(owner, None)
+                self._known_bundles.pop(owner, None)
 
     # ------------------------------------------------------------------ reachability
 
@@ -1709,16 +1772,16 @@ class Node:
         """Use against each local cap (docs/PROTOCOL.md, "8.1 Local caps")."""
         return RelayUsage(
             relaying=self._relay_on,
-            bytes_held=self.store.others_bytes,
-            bytes_cap=self.store.total_limit,
-            items_held=self.store.others_items,
-            items_cap=self.store.items_limit,
+            bytes_held=self._store.others_bytes,
+            bytes_cap=self._store.total_limit,
+            items_held=self._store.others_items,
+            items_cap=self._store.items_limit,
             days_cap=self.config.store_max_days,
-            sent_bytes=self.relay_bandwidth.sent,
+            sent_bytes=self._relay_bandwidth.sent,
             bandwidth_cap=self.config.relay_bandwidth_bytes_s,
-            deferred=self.stats.relay_deferred,
-            origins=tuple(self.store.origin_shares(ORIGINS_SHOWN)),
-            refused=tuple((cap, self.stats.rejected[reason]) for cap, reason in CAP_REASONS),
+            deferred=self._stats.relay_deferred,
+            origins=tuple(self._store.origin_shares(ORIGINS_SHOWN)),
+            refused=tuple((cap, self._stats.rejected[reason]) for cap, reason in CAP_REASONS),
         )
 
     @property
@@ -1809,12 +1872,12 @@ class Node:
         if now - self._reannounced_at < REANNOUNCE_MIN_S:
             return
         self._reannounced_at = now
-        self.stats.reannounced += 1
+        self._stats.reannounced += 1
         self._prober.reset(now)
         self._bindings.all_due_now(now)
         for address, binding, delay in self._bindings.due(now):
             self._send_attach(address, binding, delay, now)
-        if len(self.table):
+        if len(self._table):
             self.lookup(self.address, now)
 
     def _reach_due(self) -> float:
@@ -1858,7 +1921,7 @@ class Node:
         our address from one or two networks cannot hold all our bindings."""
         chosen: list[NodeEntry] = []
         networks: set[str] = set()
-        for node in self.table.closest(self.address, BINDING_CANDIDATES):
+        for node in self._table.closest(self.address, BINDING_CANDIDATES):
             network = origin_network(node.endpoint)
             if network not in networks:
                 networks.add(network)
@@ -1919,7 +1982,7 @@ class Node:
         self._attached.attach(
             sender.address, sender.key, addr, origin_network(addr), attach.interval_s, now
         )
-        self.stats.attach_evicted += self._attached.evicted - evicted
+        self._stats.attach_evicted += self._attached.evicted - evicted
         if self._attached.get(sender.address, now) is None:
             return  # evicted at once: its network is full of fresher clients
         if attach.echo_after_s:
@@ -1935,8 +1998,8 @@ class Node:
         Among our neighbourhood (the nodes nearest our address, which we talk to anyway):
         asking far nodes would make them nodes we sent to, whose probes prove nothing.
         """
-        peers = self.table.closest(self.address, ATTACH_RELAYS)
-        self.rng.shuffle(peers)
+        peers = self._table.closest(self.address, ATTACH_RELAYS)
+        self._rng.shuffle(peers)
         helpers: list[NodeEntry] = []
         for peer in peers:
             if origin_network(peer.endpoint) not in {origin_network(h.endpoint) for h in helpers}:
@@ -1981,7 +2044,7 @@ class Node:
         # it talks most to those nearest it, and a probe from one of them proves nothing.
         helpers = [
             n
-            for n in self.table.closest(sender.address, len(self.table))
+            for n in self._table.closest(sender.address, len(self._table))
             if n.failures == 0 and n.key != sender.key and origin_network(n.endpoint) != network
         ]
         helpers = helpers[len(helpers) // 2 :]
@@ -1991,7 +2054,7 @@ class Node:
             declined = pb.Frame(probe=pb.Probe(nonce=request.nonce))
             self._send_frame(sender.key, addr, declined, now)
             return
-        helper = self.rng.choice(helpers)
+        helper = self._rng.choice(helpers)
         dial = pb.DialBack(key=sender.key, target=seen, nonce=request.nonce)
         self._send_frame(helper.key, helper.endpoint, pb.Frame(dial_back=dial), now)
 
@@ -2061,7 +2124,7 @@ class Node:
         when we are publicly reachable ourselves: its relays' pushes and its own acks
         reach us then, and it finds us through the table.
         """
-        return address not in self.table and address not in self._direct and not self._is_public()
+        return address not in self._table and address not in self._direct and not self._is_public()
 
     def _is_public(self) -> bool:
         """Are we publicly reachable (docs/PROTOCOL.md, "12.3")? Not while unknown."""
@@ -2083,9 +2146,9 @@ class Node:
         relays: dict[bytes, list[tuple[bytes, Endpoint]]] = {}
         still_wanted: set[bytes] = set()
         if due:
-            waiting = {out.recipient for out in self._outgoing.values()}
+            waiting = self._outgoing.recipients()
             for address in due:
-                nearest = self.table.closest(address, self.config.k, exclude=(address,))
+                nearest = self._table.closest(address, self.config.k, exclude=(address,))
                 relays[address] = [(n.key, n.endpoint) for n in nearest if n.failures == 0]
                 if address in waiting and self._may_punch(address):
                     still_wanted.add(address)
@@ -2118,7 +2181,7 @@ class Node:
         attached = self.attached_client(address)
         if attached is not None:
             return attached
-        entry = self.table.get(address)
+        entry = self._table.get(address)
         return None if entry is None else (entry.key, entry.endpoint)
 
     def _on_introduce(
@@ -2139,7 +2202,7 @@ class Node:
             return
         if introduced.ip or introduced.port:
             raise Rejected("malformed")
-        known = self.table.get(sender.address)
+        known = self._table.get(sender.address)
         if known is None or known.key != sender.key or known.endpoint != addr:
             raise Rejected("unsolicited")
         self._send_all(self._punch.on_notice(sender.key, addr, introduced.key, now), now)
@@ -2153,11 +2216,11 @@ class Node:
         (docs/PROTOCOL.md, "7.2"): retries sent by the sender straight to the recipient's
         neighbourhood would single it out there whenever the recipient is offline.
         """
-        if entry.for_others and not self.relay_bandwidth.open(now):
+        if entry.for_others and not self._relay_bandwidth.open(now):
             # Over the relay bandwidth cap (docs/PROTOCOL.md, "8.1 Local caps"): the whole
             # attempt waits for the balance, and costs no attempt of the item's budget.
-            self.stats.relay_deferred += 1
-            self._reschedule(entry, self.relay_bandwidth.next_slot(now, entry.size))
+            self._stats.relay_deferred += 1
+            self._reschedule(entry, self._relay_bandwidth.next_slot(now, entry.size))
             return
         stem = stem or (entry.stem and bool(entry.own_text_id))
         punched = entry.own_text_id and self._punch.hop(entry.target) is not None
@@ -2172,7 +2235,7 @@ class Node:
             # One random peer gets it in the stem, a fresh draw at every attempt, so a
             # stem peer that drops it only delays it; from its sender, the recipient too
             # when known. A relay's retries relay it normally (fluff).
-            self.stats.stem_forwards += 1
+            self._stats.stem_forwards += 1
             self._send_item(entry, stem_peer.key, stem_peer.endpoint, now, stem=True, budgeted=True)
             if entry.own_text_id:
                 for node in self._with_target([], entry, skip_holders=False):
@@ -2184,7 +2247,7 @@ class Node:
         if (
             self.config.policy == "ours"
             and entry.kind is not Kind.ACK  # an ack goes back the way its message came
-            and entry.target not in self.table
+            and entry.target not in self._table
         ):
             if entry.own_text_id and entry.kind is Kind.MESSAGE and not punched:
                 self._want_punch(entry.target, now)
@@ -2222,13 +2285,13 @@ class Node:
             return
         client = self._attached.get(entry.target, now)
         if client is not None:
-            self.stats.pushed_to_clients += 1
+            self._stats.pushed_to_clients += 1
             self._send_item(entry, client.key, client.endpoint, now, budgeted=True)
 
     def _reschedule(self, entry: Entry, when: float) -> None:
         entry.next_at = when
         heapq.heappush(self._schedule, (when, entry.key))
-        self.store.touch(entry)
+        self._store.touch(entry)
 
     def _next_hops(self, entry: Entry) -> list[NodeEntry]:
         """Who should get this item now (``ours``), or the k nearest (``flood``).
@@ -2248,25 +2311,22 @@ class Node:
         k = self.config.k
         # A record is never sent to its owner, who is nearest its own address.
         owner = (entry.target,) if entry.kind is Kind.RECORD else ()
-        closest = self.table.closest(entry.target, k, exclude=owner)
+        closest = self._table.closest(entry.target, k, exclude=owner)
         if self.config.policy == "flood":
             return [n for n in closest if n.address != entry.origin]
         fanout = min(k, self.config.sender_fanout + entry.attempts)
         if entry.own_text_id:
             return self._with_target(closest[:fanout], entry, skip_holders=False)
-        target_int = int.from_bytes(entry.target, "big")
-        own_distance = distance(self.address, entry.target)
         # A message that came in the stem was handed to us by a random peer: its holding
         # it is no progress toward the target, so our first relay of it out of the stem
         # goes out whoever holds it.
         leaving_stem = entry.stem and entry.attempts == 0
-        if self.table.is_among_closest(self.address, entry.target, k):
-            origin_int = int.from_bytes(entry.origin, "big") if entry.origin else None
+        if self._table.is_among_closest(self.address, entry.target, k):
             if (
                 entry.attempts == 0
                 and not leaving_stem
-                and origin_int is not None
-                and origin_int ^ target_int < own_distance
+                and entry.origin
+                and self._closer_than_us(entry.origin, entry.target)
             ):
                 # A closer neighbour replicated this to us and handed it to the target
                 # itself; we only keep a replica until our first retry.
@@ -2274,7 +2334,7 @@ class Node:
             return self._with_target(closest[: self.config.replicas], entry)
         if not leaving_stem and self._closer_holder(entry):
             return []
-        closer = [n for n in closest if n.address_int ^ target_int < own_distance] or closest
+        closer = [n for n in closest if self._closer_than_us(n.address, entry.target)] or closest
         return self._with_target(
             closer[: min(k, self.config.transit_fanout + entry.attempts)], entry
         )
@@ -2287,10 +2347,10 @@ class Node:
         """
         peers = [
             n
-            for n in self.table
+            for n in self._table
             if n.address not in (entry.origin, entry.target) and n.failures == 0
         ]
-        return self.rng.choice(peers) if peers else None
+        return self._rng.choice(peers) if peers else None
 
     @staticmethod
     def _ack_owed(entry: Entry) -> set[bytes]:
@@ -2309,16 +2369,19 @@ class Node:
         if back in owed and entry.origin_endpoint is not None:
             hops.append(NodeEntry(entry.origin_key, back, entry.origin_endpoint, 0.0, 0.0))
         for address in sorted(owed - {back}):
-            node = self.table.get(address)
+            node = self._table.get(address)
             if node is not None:
                 hops.append(node)
         return hops
 
     def _closer_holder(self, entry: Entry) -> bool:
         """Does a node nearer the target than we are hold this item (it made progress)?"""
-        target_int = int.from_bytes(entry.target, "big")
-        own_distance = distance(self.address, entry.target)
-        return any(int.from_bytes(h, "big") ^ target_int < own_distance for h in entry.holders)
+        return any(self._closer_than_us(h, entry.target) for h in entry.holders)
+
+    def _closer_than_us(self, address: bytes, target: bytes) -> bool:
+        """Is ``address`` nearer ``target`` (XOR) than we are: progress toward it?"""
+        target_int = int.from_bytes(target, "big")
+        return int.from_bytes(address, "big") ^ target_int < self._address_int ^ target_int
 
     def _with_target(
         self, hops: list[NodeEntry], entry: Entry, *, skip_holders: bool = True
@@ -2327,7 +2390,7 @@ class Node:
 
         Besides our table, a recipient of our own texts that a lookup met in person.
         """
-        known = self.table.get(entry.target)
+        known = self._table.get(entry.target)
         direct = [known] if known is not None and entry.kind is not Kind.RECORD else []
         punched = self._punch.hop(entry.target) if entry.own_text_id else None
         if punched is not None:
@@ -2355,22 +2418,22 @@ class Node:
         checked the balance for the whole attempt; otherwise (a push on Attach or Fetch,
         a newer record handed back) it is skipped while the balance is spent, and goes at
         the item's next retry or the peer's next Attach or Fetch."""
-        if entry.for_others and not budgeted and not self.relay_bandwidth.open(now):
-            self.stats.relay_deferred += 1
+        if entry.for_others and not budgeted and not self._relay_bandwidth.open(now):
+            self._stats.relay_deferred += 1
             return
         if isinstance(entry.wire, pb.Message):
             msg = pb.Message()
             msg.CopyFrom(entry.wire)
             msg.stem = stem
             frame = pb.Frame(message=msg)
-            self.stats.messages_relayed += 0 if entry.own_text_id else 1
+            self._stats.messages_relayed += 0 if entry.own_text_id else 1
         elif isinstance(entry.wire, pb.Ack):
             frame = pb.Frame(ack=entry.wire)
-            self.stats.acks_relayed += 1
+            self._stats.acks_relayed += 1
         else:
             frame = pb.Frame(record=pb.Record(bundle=entry.wire))
         if entry.for_others:
-            self.relay_bandwidth.spend(frame.ByteSize(), now)
+            self._relay_bandwidth.spend(frame.ByteSize(), now)
         self._send_frame(key, endpoint, frame, now)
         self._punch.used(address_of(key), now)
         if self.config.policy == "ours":
@@ -2385,52 +2448,46 @@ class Node:
         entry.first_held_at = entry.first_held_at or now
         if entry.kind is Kind.ACK and not self._ack_owed(entry):
             entry.settled = True
-        self.store.touch(entry)
+        self._store.touch(entry)
         if entry.own_text_id:
-            out = self._outgoing.get(entry.own_text_id)
-            if out is not None and not out.sent:
-                pending = [
-                    pid
-                    for pid in out.parts - out.delivered
-                    if not (e := self.store.get(Kind.MESSAGE, pid)) or not e.holders
-                ]
-                if not pending:
-                    out.sent = True
-                    self._events.append(TextStateChanged(entry.own_text_id, out.recipient, "sent"))
+            self._outbox_moved(self._outgoing.part_held(entry.own_text_id, self._part_held))
 
     def _push_waiting(self, address: bytes, key: bytes, endpoint: Endpoint, now: float) -> None:
         """Hand a node that (re)joined everything we hold for it (not in the seed's rule)."""
         if self.config.policy == "flood":
             return
         # Messages for it, and acks that go back to it (a sender that was offline).
-        waiting = [e for e in self.store.for_target(address) if e.kind is Kind.MESSAGE]
-        waiting += [e for e in self.store.acks_back_to(address) if not e.settled]
+        waiting = [e for e in self._store.for_target(address) if e.kind is Kind.MESSAGE]
+        waiting += [e for e in self._store.acks_back_to(address) if not e.settled]
         for entry in waiting[:FETCH_ITEMS_MAX]:
             if address not in entry.holders:
-                self.stats.pushed_on_join += 1
+                self._stats.pushed_on_join += 1
                 self._send_item(entry, key, endpoint, now)
 
     # ------------------------------------------------------------------ outbox
 
-    def _own_entries(self) -> list[Entry]:
-        return [e for e in self.store if e.own_text_id and e.kind is Kind.MESSAGE]
+    def _own_entries(self, text_id: bytes | None = None) -> list[Entry]:
+        """The stored parts of our texts not yet acknowledged (of ``text_id`` only, if given)."""
+        text_ids = list(self._outgoing) if text_id is None else [text_id]
+        return [
+            entry
+            for tid in text_ids
+            for pid in self._outgoing.parts(tid)
+            if (entry := self._store.get(Kind.MESSAGE, pid)) is not None
+        ]
 
-    def _track_own(self, entry: Entry) -> None:
-        out = self._outgoing.get(entry.own_text_id)
-        if out is None:
-            out = self._outgoing[entry.own_text_id] = _Outgoing(entry.target, set())
-        out.parts.add(entry.item_id)
+    def _part_held(self, part_id: bytes) -> bool:
+        """Does a peer hold this part of ours (the outbox's "sent" test)?"""
+        entry = self._store.get(Kind.MESSAGE, part_id)
+        return entry is not None and bool(entry.holders)
 
-    def _part_delivered(self, message: Entry) -> None:
-        out = self._outgoing.get(message.own_text_id)
-        if out is None:
+    def _outbox_moved(self, change: TextStateChanged | None) -> None:
+        """Report a move of the outbox's state machine (protocol/outbox.py), if any."""
+        if change is None:
             return
-        out.delivered.add(message.item_id)
-        remaining = [e for e in self._own_entries() if e.own_text_id == message.own_text_id]
-        if not remaining:
-            del self._outgoing[message.own_text_id]
-            self.stats.texts_delivered += 1
-            self._events.append(TextStateChanged(message.own_text_id, out.recipient, "delivered"))
+        if change.state is OutboxState.DELIVERED:
+            self._stats.texts_delivered += 1
+        self._events.append(change)
 
     # ------------------------------------------------------------------ queries and lookups
 
@@ -2438,7 +2495,7 @@ class Node:
         challenge = os.urandom(CHALLENGE_BYTES)
         self._hellos[challenge] = (endpoint, now + QUERY_TIMEOUT_S)
         self._emit(
-            self.codec.encode_hello(challenge, cookie=self._cookie_for(endpoint, now)),
+            self._codec.encode_hello(challenge, cookie=self._cookie_for(endpoint, now)),
             endpoint,
             now,
         )
@@ -2495,7 +2552,7 @@ class Node:
         if first_join:
             # The self-lookup only fills the buckets near us; refresh every bucket once so
             # we also know the far half of the network (Kademlia paper, section 2.3).
-            for target in self.table.buckets_needing_refresh(now, 0.0, self.rng):
+            for target in self._table.buckets_needing_refresh(now, 0.0, self._rng):
                 self.lookup(target, now)
 
     def _expire_queries(self, now: float) -> None:
@@ -2534,25 +2591,28 @@ class Node:
         """A query or item went unanswered: count it; the table may drop the node."""
         self._direct.pop(address, None)
         self._punch.drop(address)
-        removed = self.table.record_failure(address, now)
+        removed = self._table.record_failure(address, now)
         if removed is not None:
-            self.codec.unpin(removed.key)
-            self._events.append(PeerRemoved(removed.key))
+            self._peer_removed(removed.key)
+
+    def _peer_removed(self, key: bytes) -> None:
+        """A node left our table: its boxes may be evicted again, and the driver is told."""
+        self._codec.unpin(key)
+        self._events.append(PeerRemoved(key))
 
     def _housekeeping(self, now: float) -> None:
-        for entry in self.store.expire(_ms(now)):
-            self.stats.expired += 1
-            out = self._outgoing.pop(entry.own_text_id, None) if entry.own_text_id else None
-            if out is not None:
-                self._events.append(TextStateChanged(entry.own_text_id, out.recipient, "expired"))
-        self.reassembler.expire(now)
+        for entry in self._store.expire(_ms(now)):
+            self._stats.expired += 1
+            if entry.own_text_id:
+                self._outbox_moved(self._outgoing.part_expired(entry.own_text_id))
+        self._reassembler.expire(now)
         self._attached.expire(now)
-        self.prekeys.maintain(now)
-        self.sessions.expire(now)
+        self._prekeys.maintain(now)
+        self._sessions.expire(now)
         self._records_housekeeping(now)
-        if len(self.table):
-            for target in self.table.buckets_needing_refresh(
-                now, self.config.refresh_interval_s, self.rng
+        if len(self._table):
+            for target in self._table.buckets_needing_refresh(
+                now, self.config.refresh_interval_s, self._rng
             ):
                 self.lookup(target, now)
 
@@ -2574,21 +2634,21 @@ class Node:
         if self._client:
             frame.client = True  # docs/PROTOCOL.md, "12.3": keep us out of routing tables
         try:
-            data = self.codec.encode_frame(key, frame, now, cookie=self._cookie_for(endpoint, now))
+            data = self._codec.encode_frame(key, frame, now, cookie=self._cookie_for(endpoint, now))
         except ValueError:
             # A key that is no curve point, or a frame too large: nothing a peer sends
             # can produce either (both are checked on receipt); counted, never raised.
-            self.stats.unsendable += 1
+            self._stats.unsendable += 1
             return False
         if (
             not probe
             and not self._is_validated(key, endpoint)
             and not self._addresses.spend(endpoint, len(data))
         ):
-            self.stats.withheld += 1
+            self._stats.withheld += 1
             return False
         body = frame.WhichOneof("body") or ""
-        self.stats.sent_by_kind[body] += 1
+        self._stats.sent_by_kind[body] += 1
         # Only what we start (requests, items) is remembered for a cookie reply: a node
         # that is sent our replies knows our key already, and counting replies would let
         # a peer flush the memory by making us answer.
@@ -2619,18 +2679,18 @@ class Node:
             self._sent[echo_of(data)] = (endpoint, data)
             if len(self._sent) > SENT_REMEMBERED:
                 self._sent.popitem(last=False)
-        self.stats.datagrams_out += 1
-        self.stats.bytes_out += len(data)
+        self._stats.datagrams_out += 1
+        self._stats.bytes_out += len(data)
         self._outbox.append((data, endpoint))
 
     def _flush_store(self) -> None:
-        if self.store.dirty or self.store.deleted:
-            put, deleted = self.store.take_changes()
+        if self._store.dirty or self._store.deleted:
+            put, deleted = self._store.take_changes()
             self._events.append(StoreChanged(put, deleted))
-        changed = self.sessions.take_changes()
-        if changed or self.prekeys.dirty:
-            prekeys = self.prekeys.serialize() if self.prekeys.dirty else None
-            self.prekeys.dirty = False
+        changed = self._sessions.take_changes()
+        if changed or self._prekeys.dirty:
+            prekeys = self._prekeys.serialize() if self._prekeys.dirty else None
+            self._prekeys.dirty = False
             self._events.append(SessionsChanged(changed, prekeys))
 
     def _session_lost(self, peer: PublicIdentity, now: float) -> None:
@@ -2648,7 +2708,7 @@ class Node:
         self._handshakes.move_to_end(peer.key)
         while len(self._handshakes) > HANDSHAKE_PEERS_MAX:
             self._handshakes.popitem(last=False)
-        self.stats.handshakes_sent += 1
+        self._stats.handshakes_sent += 1
         text_id = os.urandom(TEXT_ID_BYTES)
         letter = encode_letter(text_id, 0, 1, _ms(now), b"")
         self._send_letters(peer, text_id, [letter], now, handshake=True)

@@ -21,6 +21,7 @@ import heapq
 import ipaddress
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from comm_tui.protocol.routing import Endpoint
@@ -83,6 +84,13 @@ class Reachability:
     checked_at: float
 
 
+# Hosts whose parse is remembered: the send path asks about every destination of every
+# datagram (``solicitation_key``), ``ipaddress`` takes ~20 us a parse, and a node talks
+# to a few thousand hosts. A forged-source flood only cycles the cache (LRU, bounded).
+HOST_CACHE_ENTRIES = 4096
+
+
+@lru_cache(maxsize=HOST_CACHE_ENTRIES)
 def canonical_host(host: str) -> str:
     """An IP address written one way (IPv4-mapped IPv6 as IPv4), so endpoints compare."""
     try:
@@ -98,6 +106,7 @@ def canonical(endpoint: Endpoint) -> Endpoint:
     return (canonical_host(endpoint[0]), endpoint[1])
 
 
+@lru_cache(maxsize=HOST_CACHE_ENTRIES)
 def is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(canonical_host(host)).is_loopback
@@ -160,6 +169,7 @@ def tally_network(endpoint: Endpoint) -> str:
 _BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
 
+@lru_cache(maxsize=HOST_CACHE_ENTRIES)
 def solicitation_key(endpoint: Endpoint) -> str:
     """What a NAT filters inbound datagrams by, at its most lenient: the remote IP.
 

@@ -99,10 +99,12 @@ class Entry:
     # When the first holder confirmed it (Unix seconds; 0 before): the custody view's
     # "held since" (comm_tui/protocol/custody.py).
     first_held_at: float = 0.0
+    # The store key (``entry_key``), computed once: kind and id never change, and the
+    # relay path reads it about ten times per item.
+    key: bytes = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> bytes:
-        return entry_key(self.kind, self.item_id)
+    def __post_init__(self) -> None:
+        self.key = entry_key(self.kind, self.item_id)
 
     @property
     def for_others(self) -> bool:

@@ -9,6 +9,7 @@ module, so that a change in the core's internals is a change here only:
   frames it sends (inside the box, before they are sealed);
 - ``node.stats`` counters (rejections by reason, bytes), the relay store's byte total,
   and the routing table's entries (keys, endpoints, the nearest to a target);
+- a warm start: peers put straight into a routing table, link boxes derived ahead;
 - wire constants: ``SEALED_BYTES``, the longest TTL, the Fetch answer cap, and a valid
   (whole-hour) expiry for a forged message.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from comm_tui.crypto.identity import Identity
+from comm_tui.crypto.identity import Identity, address_of
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.admission import CHALLENGE_BYTES
 from comm_tui.protocol.codec import HELLO_PADDING_BYTES, PROTOCOL_VERSION, Codec, Rejected
@@ -44,10 +45,12 @@ __all__ = [
     "make_codec",
     "rejections",
     "rewrite_outgoing_frames",
+    "seed_table",
     "store_bytes",
     "table_endpoints",
     "table_keys",
     "table_size",
+    "warm_box",
 ]
 
 FrameRewriter = Callable[[bytes, pb.Frame], pb.Frame]
@@ -82,7 +85,7 @@ def rewrite_outgoing_frames(node: Node, rewrite: FrameRewriter) -> Callable[...,
 
     Returns the original ``encode_frame`` so the caller can still send untouched frames.
     """
-    codec = node.codec
+    codec = node._codec
     original: Callable[..., bytes] = codec.encode_frame
 
     def encode(peer_key: bytes, frame: pb.Frame, now: float, *, cookie: bytes = b"") -> bytes:
@@ -98,23 +101,35 @@ def rejections(node: Node) -> dict[str, int]:
 
 
 def store_bytes(node: Node) -> int:
-    return node.store.total_bytes
+    """What the node's relay store holds now, in bytes (its sampled peak is a figure)."""
+    return node._store.total_bytes
 
 
 def table_keys(node: Node) -> list[bytes]:
     """Keys of every node in the routing table."""
-    return [entry.key for entry in node.table]
+    return [peer.key for peer in node.peers()]
 
 
 def table_endpoints(node: Node) -> set[Endpoint]:
     """Where the nodes in the routing table speak from."""
-    return {entry.endpoint for entry in node.table}
+    return {peer.endpoint for peer in node.peers()}
 
 
 def table_size(node: Node) -> int:
-    return len(node.table)
+    return node.peer_count
 
 
 def closest_peers(node: Node, target: bytes, count: int) -> list[tuple[bytes, bytes, Endpoint]]:
     """(key, address, endpoint) of the ``count`` usable table entries nearest ``target``."""
-    return [(e.key, e.address, e.endpoint) for e in node.table.closest(target, count)]
+    return [(p.key, p.address, p.endpoint) for p in node.closest_peers(target, count)]
+
+
+def seed_table(node: Node, key: bytes, endpoint: Endpoint, now: float) -> None:
+    """Put a peer straight into ``node``'s routing table, unvalidated: only for a warm
+    start (``sim/topology.py``) and benchmarks, which skip the join to measure the rest."""
+    node._table.observe(key, address_of(key), endpoint, now)
+
+
+def warm_box(node: Node, key: bytes) -> None:
+    """Derive ``node``'s link boxes with ``key`` now (a relay up for a while has them)."""
+    node._codec.box(key)

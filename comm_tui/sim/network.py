@@ -99,7 +99,7 @@ class SimNetwork:
         """
         self.set_online(sim, True)
         node = sim.node
-        if len(node.table) == 0:
+        if node.peer_count == 0:
             for endpoint in node.bootstrap_endpoints:
                 node.bootstrap(endpoint, self.now)
         else:
@@ -159,7 +159,7 @@ class SimNetwork:
     def _drain(self, sim: SimNode) -> None:
         for data, dest in sim.node.datagrams_to_send():
             self.send_raw(data, sim.endpoint, dest)
-        while (event := sim.node.next_event()) is not None:
+        for event in sim.node.drain_events():
             sim.events.append(event)
             if self.on_event is not None:
                 self.on_event(sim, event)

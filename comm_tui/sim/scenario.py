@@ -444,7 +444,7 @@ class _Run:
         if not self.sampling:
             return
         for sim in self.honest:
-            size = sim.node.store.total_bytes
+            size = internals.store_bytes(sim.node)
             if size > self.store_peak.get(sim, 0):
                 self.store_peak[sim] = size
         self.net.call_at(self.net.now + STORE_SAMPLE_INTERVAL_S, self._sample_store)

@@ -18,6 +18,7 @@ import bisect
 import random
 
 from comm_tui.protocol.routing import ADDRESS_BITS
+from comm_tui.sim.internals import seed_table
 from comm_tui.sim.network import SimNetwork, SimNode
 
 JOIN_SPACING_S = 0.2
@@ -68,7 +69,7 @@ def warm_start(net: SimNetwork, nodes: list[SimNode], rng: random.Random) -> Non
         node = sim.node
         for i in sorted(chosen):
             peer = chosen[i]
-            node.table.observe(peer.node.identity.key, peer.node.address, peer.endpoint, net.now)
+            seed_table(node, peer.node.identity.key, peer.endpoint, net.now)
         node.joined = True
         if sim is not nodes[0]:
             node.bootstrap_endpoints.append(nodes[0].endpoint)

@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 from comm_tui.errors import StorageError, UserError
+from comm_tui.protocol import outbox
 
 BUSY_TIMEOUT_MS = 5000
 DATABASE_FILE_MODE = 0o600
@@ -41,11 +42,12 @@ OutgoingState = Literal["queued", "sent", "delivered", "expired"]
 OUTGOING_STATES: tuple[OutgoingState, ...] = ("queued", "sent", "delivered", "expired")
 INCOMING_STATE = "received"
 
-# The states each outgoing state may be reached from: the outbox only moves forwards.
+# The states each outgoing state may be reached from, as the outbox's one transition
+# table says (comm_tui/protocol/outbox.py): the outbox only moves forwards.
 _FORWARD_FROM: dict[str, tuple[str, ...]] = {
-    "sent": ("queued",),
-    "delivered": ("queued", "sent"),
-    "expired": ("queued", "sent"),
+    state.value: tuple(source.value for source in outbox.sources(state))
+    for state in outbox.OutboxState
+    if outbox.sources(state)
 }
 # Characters that would break a name shown on one line.
 _FORBIDDEN_NAME_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
@@ -55,6 +57,8 @@ _HISTORY_COLUMNS_V1 = (
     "created_at, updated_at, read"
 )
 NOTICE_STATE = "notice"
+# Where ignored message requests are kept (``ignore_request``): the app's old meta key.
+_IGNORED_REQUESTS_KEY = "app.ignored_requests"
 # The line shown when a peer's session was lost and started again (docs/PROTOCOL.md,
 # "Session reset"); never silent.
 SESSION_RESET_NOTICE = "session re-established; unacknowledged texts sent again"
@@ -885,6 +889,39 @@ class Database:
         return [(key, host, port) for key, host, port in rows]
 
     # meta
+
+    def ignore_request(self, peer_address: bytes, now: float) -> None:
+        """Hide the message request of ``peer_address`` (not a contact) until it writes
+        again: ``visible_conversations`` leaves it out while nothing newer than ``now``
+        came from it. Kept in ``meta`` under the key the app used, so old profiles keep
+        what they ignored."""
+        ignored = self._ignored_requests()
+        ignored[peer_address.hex()] = now
+        self.set_meta(_IGNORED_REQUESTS_KEY, json.dumps(ignored))
+
+    def visible_conversations(self) -> list[Conversation]:
+        """``conversations()`` without the requests the user ignored (one rule for the app
+        and ``comm-tui conversations``): an ignored request comes back with a newer
+        message, and a contact is never hidden."""
+        ignored = self._ignored_requests()
+        return [
+            c
+            for c in self.conversations()
+            if c.name is not None
+            or (when := ignored.get(c.peer_address.hex())) is None
+            or (c.last_time or 0) > when
+        ]
+
+    def _ignored_requests(self) -> dict[str, float]:
+        """Ignored requests by hex address; a damaged value counts as none ignored."""
+        raw = self.get_meta(_IGNORED_REQUESTS_KEY)
+        try:
+            value = json.loads(raw) if raw else {}
+        except ValueError:
+            return {}
+        if not isinstance(value, dict):
+            return {}
+        return {k: float(v) for k, v in value.items() if isinstance(v, int | float)}
 
     def get_meta(self, key: str) -> str | None:
         row = self._one("SELECT value FROM meta WHERE key = ?", key)

@@ -90,7 +90,7 @@ def _punched(service: NodeService) -> dict[str, list[object]]:
 def _status(service: NodeService) -> dict[str, Any]:
     stats = service.node.stats
     return {
-        "peers": len(service.node.table),
+        "peers": service.node.peer_count,
         "client": getattr(service.node, "client_mode", None),
         "punched": _punched(service),
         "state": str(service.node.state),
