@@ -1,6 +1,6 @@
 """Group commit (comm_tui/net/commit.py): batched durable writes on a real SQLite file.
 
-The rule (docs/PROTOCOL.md, "8. Local durability"): no datagram leaves, and no notice is
+The rule (docs/PROTOCOL.md, "8.2 Local durability"): no datagram leaves, and no notice is
 given out, before every write the core asked for up to then is committed. What is checked
 as committed is read through a second SQLite connection, which sees only committed rows.
 The batch bounds (window, count, back-pressure on a slow disk) and the fail-stop of a
@@ -20,10 +20,11 @@ from typing import Any
 
 import pytest
 
+from comm_tui.crypto.identity import Identity
 from comm_tui.errors import StorageError
 from comm_tui.net.commit import Datagram, GroupCommit
-from comm_tui.net.service import NodeFailed
-from comm_tui.protocol.events import Event, PeerRemoved, TextReceived
+from comm_tui.net.service import NodeFailed, NodeService
+from comm_tui.protocol.events import Event, PeerRemoved, StoreChanged, TextReceived
 from comm_tui.store.db import Database
 from tests.test_integration import Network, first_hop, net, until
 
@@ -264,7 +265,6 @@ async def test_no_ack_leaves_before_the_received_text_is_committed(net: Network)
     journal = service.journal
     assert protocol is not None and protocol.transport is not None and journal is not None
     journal.settle()
-    journal._executor.shutdown()
     journal._executor = SlowDisk()  # every commit now takes 50 ms longer
     received: list[bytes] = []
     next_event, sendto = service.node.next_event, protocol.transport.sendto
@@ -311,7 +311,6 @@ async def test_a_commit_that_fails_stops_the_node_and_its_batch_never_leaves(
 
     protocol.transport.sendto = recording_sendto  # type: ignore[method-assign]
     service.journal.settle()
-    service.journal._executor.shutdown()
     service.journal._executor = FailingDisk(recipient.db, log)
     row = sender.running.send_text(recipient.identity.public, "not acked unless written")
     await until(lambda: any(isinstance(e, NodeFailed) for e in recipient.events), "the failure")
@@ -321,3 +320,64 @@ async def test_a_commit_that_fails_stops_the_node_and_its_batch_never_leaves(
     with pytest.raises(StorageError):
         service.send_text(sender.identity.public, "cannot go out either")
     assert sender.state_of(row.text_id) != "delivered"
+
+
+async def test_a_refused_command_undoes_only_itself_and_the_batch_is_committed(
+    tmp_path: Path,
+) -> None:
+    """The core already acted on the pending events (it may have acked them): they must
+    be written even when the user's command that follows them is refused."""
+    h = Harness(tmp_path / "db", window_s=FAR_S)
+    try:
+        h.journal.add([event(1)], [datagram(1)])
+
+        def refused() -> tuple[None, list[str]]:
+            h.db.set_meta("command", "v")
+            raise ValueError("the text is too long")
+
+        with pytest.raises(ValueError):
+            h.journal.commit_now(refused)
+        assert committed_meta(h.path) == {"row-01"}
+        assert h.transmitted == [datagram(1)] and h.notices == ["row-01"]
+        assert h.failures == [] and h.journal.failure is None
+    finally:
+        h.close()
+
+
+def test_a_batch_without_savepoints_with_a_failed_write_is_never_committed(
+    tmp_path: Path,
+) -> None:
+    db = Database.open(tmp_path / "db")
+    try:
+        db.begin_batch(savepoints=False)
+        db.set_meta("kept", "v")
+        with pytest.raises(ValueError), db.transaction():
+            db.set_meta("half", "v")
+            raise ValueError("a write that failed half way")
+        with pytest.raises(StorageError):
+            db.commit_batch()
+        assert committed_meta(tmp_path / "db") == set()
+        db.set_meta("after", "v")  # the connection is usable again
+        assert committed_meta(tmp_path / "db") == {"after"}
+    finally:
+        db.close()
+
+
+def test_relay_store_changes_merged_over_a_batch_keep_the_later_one(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "db")
+    service = NodeService(Identity.generate(), db, listen=("127.0.0.1", 0))
+    try:
+        item = (b"blob", 2**62)
+        with db.transaction():
+            service._persist(
+                [
+                    StoreChanged({b"a": item, b"b": item}, frozenset()),
+                    StoreChanged({}, frozenset({b"a"})),
+                    StoreChanged({b"c": item}, frozenset({b"c"})),  # both: deleted
+                    StoreChanged({}, frozenset({b"d"})),
+                    StoreChanged({b"d": item}, frozenset()),
+                ]
+            )
+        assert sorted(key for key, _ in db.load_relay_items(0)) == [b"b", b"d"]
+    finally:
+        db.close()

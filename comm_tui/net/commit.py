@@ -4,7 +4,7 @@ Every pump of the core gives events to write down and datagrams to send. Written
 transaction (one fsync) at a time, a busy node spends its loop waiting for the disk. Here
 the events of many pumps are written in one transaction whose ``COMMIT`` runs on a writer
 thread, so the loop keeps receiving while the disk works, and the rule of
-docs/PROTOCOL.md, "8. Local durability" still holds: no datagram the core produced leaves
+docs/PROTOCOL.md, "8.2 Local durability" still holds: no datagram the core produced leaves
 before every write the core asked for up to then is committed. A batch's datagrams (the
 acks and receipts of the texts it writes, the forwarded copies of the parts it stores) wait
 in the batch and go out when its commit returns; its notices (a text shown as received)
@@ -29,9 +29,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 from comm_tui.errors import StorageError
 from comm_tui.protocol.events import Event
@@ -47,6 +48,10 @@ T = TypeVar("T")
 COMMIT_WINDOW_S = 0.002
 # Events and datagrams in one batch, at most, before its commit starts (or the loop waits).
 COMMIT_MAX_ITEMS = 256
+# Writer threads shared by every node of the process. Each node has one commit running at
+# most, so its order holds; fewer threads than nodes switch less (bench/RESULTS.md), and
+# fsyncs of different files still overlap.
+COMMIT_WRITERS = 4
 
 
 class GroupCommit(Generic[N]):
@@ -78,10 +83,7 @@ class GroupCommit(Generic[N]):
         self._wake = wake
         self.window_s = window_s
         self.max_items = max_items
-        self._own_executor = executor is None
-        self._executor = executor or ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="comm-tui-commit"
-        )
+        self._executor = executor or _writers()
         self._loop = asyncio.get_running_loop()
         self._events: list[Event] = []
         self._datagrams: list[Datagram] = []
@@ -139,17 +141,29 @@ class GroupCommit(Generic[N]):
         the notices to give out once it is committed. The batch's datagrams go out after
         the commit; what the core produced for ``write`` is the caller's to pump. A disk
         error fails the node and is raised (StorageError), as is a node already stopped.
+        A command refused with another exception (a text too long) undoes only its own
+        writes: the pending batch is committed all the same, then the exception raised,
+        for the core has already acted on what the batch holds.
         """
         self.settle()
         if self.failure is not None:
             raise StorageError(f"the node has stopped: {self.failure}")
         self._cancel_window()
         events, datagrams = self._take()
+        refused: Exception | None = None
+        result: T | None = None
+        more: list[N] = []
         try:
             self._db.begin_batch()
             try:
                 notices = self._apply(events)
-                result, more = write()
+                try:
+                    with self._db.transaction():  # a savepoint: undone alone if refused
+                        result, more = write()
+                except StorageError:
+                    raise
+                except Exception as exc:
+                    refused = exc
             except BaseException:
                 self._db.rollback_batch()
                 raise
@@ -160,18 +174,18 @@ class GroupCommit(Generic[N]):
         self._count(events)
         self._transmit(datagrams)
         self._notify(notices + more)
-        return result
+        if refused is not None:
+            raise refused
+        return cast(T, result)
 
     def close(self) -> None:
-        """Commit what is pending (on this thread) and stop the writer thread."""
+        """Commit what is pending (on this thread); the writers stay for other nodes."""
         self.settle()
         if self.failure is None and self.pending:
             # A disk error here fails the node; on_failure has reported it.
             with contextlib.suppress(StorageError):
                 self.commit_now(lambda: (None, []))
         self._cancel_window()
-        if self._own_executor:
-            self._executor.shutdown(wait=True)
 
     def _take(self) -> tuple[list[Event], list[Datagram]]:
         events, datagrams = self._events, self._datagrams
@@ -199,7 +213,7 @@ class GroupCommit(Generic[N]):
             self._transmit(datagrams)
             return
         try:
-            self._db.begin_batch()
+            self._db.begin_batch(savepoints=False)  # all of it, or a failed node
             try:
                 notices = self._apply(events)
             except BaseException:
@@ -243,3 +257,17 @@ class GroupCommit(Generic[N]):
         self._take()
         self._inflight_datagrams, self._inflight_notices = [], []
         self._on_failure(exc)
+
+
+_shared_writers: list[ThreadPoolExecutor] = []
+_shared_writers_lock = threading.Lock()
+
+
+def _writers() -> ThreadPoolExecutor:
+    """The process's writer threads, started with the first node that needs them."""
+    with _shared_writers_lock:
+        if not _shared_writers:
+            _shared_writers.append(
+                ThreadPoolExecutor(max_workers=COMMIT_WRITERS, thread_name_prefix="comm-tui-commit")
+            )
+        return _shared_writers[0]

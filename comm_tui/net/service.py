@@ -479,9 +479,18 @@ class NodeService:
         notices to give out once that transaction is committed."""
         now = self.clock()
         notices: list[ServiceEvent] = []
+        # The relay store's changes, merged over the events and written once: the later
+        # change of a key wins (within one event, a key in both is deleted).
+        store_put: dict[bytes, tuple[bytes, int]] = {}
+        store_delete: set[bytes] = set()
         for event in events:
             if isinstance(event, StoreChanged):
-                self.db.apply_store_changes(event.put, event.delete)
+                for key, item in event.put.items():
+                    store_put[key] = item
+                    store_delete.discard(key)
+                for key in event.delete:
+                    store_put.pop(key, None)
+                    store_delete.add(key)
             elif isinstance(event, SessionsChanged):
                 self.db.apply_session_changes(event.put, event.prekeys)
             elif isinstance(event, SessionReset):
@@ -517,6 +526,8 @@ class NodeService:
                     host, port = event.endpoint
                     self.db.save_peers([(event.key, host, port, now)])
                 notices.append(PeersChanged(len(self.node.table)))
+        if store_put or store_delete:
+            self.db.apply_store_changes(store_put, store_delete)
         return notices
 
     def _session_reset(self, peer_key: bytes, now: float) -> list[ServiceEvent]:
