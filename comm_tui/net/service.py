@@ -190,6 +190,9 @@ class NodeService:
         self.port_mapper: PortMapper | None = None
         self.port_mapping: PortMapping | None = None
         self._listeners: list[Listener] = []
+        # A batch's writes gave the core commands (a session reset re-sends texts): what
+        # it produced for them goes out after that batch's commit.
+        self._drove_core = False
         self._tasks: list[asyncio.Task[None]] = []
         self.display_name = display_name  # the profile's nickname, taken at start
 
@@ -207,7 +210,7 @@ class NodeService:
             notify=self._notify,
             transmit=self.protocol.transmit,
             on_failure=self.protocol.fail,
-            wake=self.protocol.pump,
+            wake=self._pump_if_driven,
         )
         self.protocol.journal = self.journal
         now = self.clock()
@@ -312,7 +315,10 @@ class NodeService:
     def send_text(self, recipient: PublicIdentity, text: str) -> HistoryRow:
         """Record and queue a text in one transaction, then transmit.
 
-        Raises ValueError if the text is too long (nothing is written then).
+        The returned row is committed (with the group commit's pending batch) when this
+        returns, so the caller may show it at once; call it on the thread that runs the
+        node's loop, which owns the database. Raises ValueError if the text is too long
+        (nothing of it is written then), StorageError if the node has stopped.
         """
         now = self.clock()
         text_id = os.urandom(16)  # unguessable, like every id (not the node's choice rng)
@@ -462,6 +468,12 @@ class NodeService:
     def _on_failure(self, exc: Exception) -> None:
         self._notify([NodeFailed(f"node stopped: {exc}")])
 
+    def _pump_if_driven(self) -> None:
+        """After a commit: pump the core if writing the batch gave it commands."""
+        if self._drove_core and self.protocol is not None:
+            self._drove_core = False
+            self.protocol.pump()
+
     def _on_events(self, events: list[Event]) -> None:
         """Before the group commit is attached (while binding): one transaction, then tell."""
         with self.db.transaction():
@@ -537,6 +549,7 @@ class NodeService:
         new session, so the notice, the new session and the re-sealed parts are one write.
         """
         peer = PublicIdentity(peer_key)
+        self._drove_core = True
         notice = self.db.add_notice(peer_key, peer.address, SESSION_RESET_NOTICE, now)
         # The peer's state was lost, its claim of our name with it (docs/PROTOCOL.md,
         # "7.1.1"): the name goes again, in the new session, before the texts.

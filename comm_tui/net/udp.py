@@ -47,6 +47,7 @@ class NodeProtocol(asyncio.DatagramProtocol):
         # An IPv6 socket (dual stack on "::") sends to IPv4 peers by their mapped form.
         self._ipv6 = False
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0  # the core's timer deadline the armed timer is for
         self._loop = asyncio.get_running_loop()
         # Set by a durable owner (NodeService): then it decides when datagrams go out.
         self.journal: GroupCommit[Any] | None = None
@@ -94,10 +95,13 @@ class NodeProtocol(asyncio.DatagramProtocol):
             self.transmit(datagrams)
         if self.transport is None or self.failure is not None:
             return
+        deadline = self.node.get_timer()
         if self._timer is not None:
+            if deadline == self._deadline:
+                return  # the armed timer is still the right one
             self._timer.cancel()
-        delay = max(0.0, self.node.get_timer() - self.clock())
-        self._timer = self._loop.call_later(delay, self._on_timer)
+        self._deadline = deadline
+        self._timer = self._loop.call_later(max(0.0, deadline - self.clock()), self._on_timer)
 
     def transmit(self, datagrams: list[Datagram]) -> None:
         """Send datagrams the core produced (whatever they depend on is durable by now)."""
