@@ -24,7 +24,13 @@ from comm_tui.crypto.identity import Identity
 from comm_tui.errors import StorageError
 from comm_tui.net.commit import Datagram, GroupCommit
 from comm_tui.net.service import NodeFailed, NodeService
-from comm_tui.protocol.events import Event, PeerRemoved, StoreChanged, TextReceived
+from comm_tui.protocol.events import (
+    Event,
+    PeerRemoved,
+    SessionReset,
+    StoreChanged,
+    TextReceived,
+)
 from comm_tui.store.db import Database
 from tests.test_integration import Network, first_hop, net, until
 
@@ -380,4 +386,46 @@ def test_relay_store_changes_merged_over_a_batch_keep_the_later_one(tmp_path: Pa
             )
         assert sorted(key for key, _ in db.load_relay_items(0)) == [b"b", b"d"]
     finally:
+        db.close()
+
+
+async def test_what_a_batch_made_the_core_do_is_pumped_after_its_commit(tmp_path: Path) -> None:
+    """A session reset re-sends texts from inside the batch's writes: the core's output
+    for them is taken (and sent) right after the commit, not at some later pump."""
+    db = Database.open(tmp_path / "db")
+    service = NodeService(Identity.generate(), db, listen=("127.0.0.1", 0))
+    await service.start()
+    try:
+        protocol, journal = service.protocol, service.journal
+        assert protocol is not None and journal is not None
+        peer = Identity.generate().public
+        db.add_outgoing(b"t" * 16, peer.key, peer.address, "to be sent again", time.time())
+        after_commit: list[bool] = []  # a pump made by finishing a commit
+        inside: list[bool] = [False]
+        pump, committed = protocol.pump, journal._committed
+
+        def counting_pump() -> None:
+            if inside[0]:
+                after_commit.append(True)
+            pump()
+
+        def marked_committed(future: Any) -> None:
+            inside[0] = True
+            try:
+                committed(future)
+            finally:
+                inside[0] = False
+
+        protocol.pump = counting_pump  # type: ignore[method-assign]
+        journal._committed = marked_committed  # type: ignore[method-assign]
+        base = journal.commits
+        journal.add([PeerRemoved(b"p" * 32)], [])
+        await until(lambda: journal.commits > base and not journal.committing, "a plain batch")
+        assert after_commit == []  # nothing to take after a batch that gave the core no command
+        journal.add([SessionReset(peer.key)], [])
+        await until(lambda: journal.commits > base + 1 and not journal.committing, "the reset")
+        assert after_commit == [True]
+        assert [r.direction for r in db.history(peer.address)] == ["out", "notice"]
+    finally:
+        await service.stop()
         db.close()
