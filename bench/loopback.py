@@ -18,6 +18,8 @@ texts go between random pairs at ``--rate`` texts per second. It reports:
   figure to read against ``bench/ceiling.py``'s ``relay_ceiling_per_s``;
 - datagrams per message: message, ack and receipt datagrams sent during the phase,
   divided by the texts sent (``all_datagrams_per_message`` counts every kind).
+- with ``--store sqlite``, the group commits of the phase (``comm_tui/net/commit.py``)
+  and the events each wrote on average.
 
 ``--store memory`` (default) drives ``comm_tui.protocol.node.Node`` directly through
 ``comm_tui.net.udp.open_udp``, which isolates the network and protocol cost;
@@ -189,6 +191,9 @@ class Shard:
             total["messages_relayed"] += host.node.stats.messages_relayed
             for reason, count in host.node.stats.rejected.items():
                 total[f"rejected_{reason}"] += count
+            if host.service is not None and host.service.journal is not None:
+                total["commits"] += host.service.journal.commits
+                total["committed_events"] += host.service.journal.committed_events
         return total
 
     async def send_all(self, start_at: float) -> None:
@@ -395,10 +400,15 @@ async def run(plan: Plan) -> dict[str, Any]:
         ),
         "datagrams_per_message": round(caused / texts, 2),
         "all_datagrams_per_message": round(counters["datagrams_out"] / texts, 2),
+        "group_commits": counters["commits"],
+        "events_per_commit": round(counters["committed_events"] / counters["commits"], 2)
+        if counters["commits"]
+        else None,
         "datagrams_by_kind": {
             k: v
             for k, v in sorted(counters.items())
-            if k not in ("datagrams_out", "messages_relayed") and not k.startswith("rejected_")
+            if k not in ("datagrams_out", "messages_relayed", "commits", "committed_events")
+            and not k.startswith("rejected_")
         },
         "rejected": {
             k[len("rejected_") :]: v for k, v in counters.items() if k.startswith("rejected_") and v

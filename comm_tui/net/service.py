@@ -5,7 +5,9 @@ order of durable steps: a text is written to history *and* its sealed parts to t
 relay store in one transaction before anything is transmitted; a received text
 and the acks that answer it are committed together before the acks go out. So a
 crash at any moment loses nothing the user was shown, and repeats nothing the
-user would notice (duplicates are dropped by message id).
+user would notice (duplicates are dropped by message id). What arrives from the
+network is written in batches by a group commit (``comm_tui/net/commit.py``), whose
+fsync runs off the event loop; the user's commands commit before they return.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import TypeVar
 from comm_tui.crypto.card import Card, encode_card, issue_card, read_card
 from comm_tui.crypto.identity import Identity, PublicIdentity
 from comm_tui.errors import CardError, StorageError
+from comm_tui.net.commit import GroupCommit
 from comm_tui.net.discovery import LocalDirectory
 from comm_tui.net.hints import endpoint_hints
 from comm_tui.net.lan import LanBeacon, LanOptions, Sighting, beacon_source, lan_families
@@ -203,12 +206,16 @@ class NodeService:
         self.clock = clock
         self.node = Node(identity, clock(), config=config)
         self.protocol: NodeProtocol | None = None
+        self.journal: GroupCommit[ServiceEvent] | None = None
         self.bound: Endpoint | None = None
         self.damaged_entries = 0
         self.port_mapper_factory = port_mapper
         self.port_mapper: PortMapper | None = None
         self.port_mapping: PortMapping | None = None
         self._listeners: list[Listener] = []
+        # A batch's writes gave the core commands (a session reset re-sends texts): what
+        # it produced for them goes out after that batch's commit.
+        self._drove_core = False
         self._tasks: list[asyncio.Task[None]] = []
         self.display_name = display_name  # the profile's nickname, taken at start
 
@@ -220,6 +227,15 @@ class NodeService:
         self.protocol, self.bound = await open_udp(
             self.node, self.listen, self._on_events, self._on_failure
         )
+        self.journal = GroupCommit(
+            self.db,
+            apply=self._persist,
+            notify=self._notify,
+            transmit=self.protocol.transmit,
+            on_failure=self.protocol.fail,
+            wake=self._pump_if_driven,
+        )
+        self.protocol.journal = self.journal
         now = self.clock()
         try:
             self.damaged_entries = self.node.restore(
@@ -230,13 +246,16 @@ class NodeService:
             )
             with self.db.transaction():
                 # A new profile's prekeys are saved before anything can use them.
-                self._persist(self._drain())
+                notices = self._persist(self._drain())
+            self._notify(notices)
             self._settle_lost_outgoing()
             if self.display_name:
                 self.set_display_name(self.display_name)
         except BaseException:
             self.protocol.close()
             self.protocol = None
+            self.journal.close()
+            self.journal = None
             raise
         # First texts to contacts we have no session with open with X3DH if their
         # bundles are fetched by then (docs/PROTOCOL.md, "8a. Records").
@@ -292,9 +311,13 @@ class NodeService:
             await self.lan.stop()
         if self.discovery is not None:
             self.discovery.withdraw()
-        self._save_peers()
         if self.protocol is not None:
             self.protocol.pump()
+        if self.journal is not None:
+            self.journal.close()  # what is pending is committed, its datagrams sent
+            self.journal = None
+        self._save_peers()
+        if self.protocol is not None:
             self.protocol.close()
             self.protocol = None
 
@@ -316,7 +339,10 @@ class NodeService:
     def send_text(self, recipient: PublicIdentity, text: str) -> HistoryRow:
         """Record and queue a text in one transaction, then transmit.
 
-        Raises ValueError if the text is too long (nothing is written then).
+        The returned row is committed (with the group commit's pending batch) when this
+        returns, so the caller may show it at once; call it on the thread that runs the
+        node's loop, which owns the database. Raises ValueError if the text is too long
+        (nothing of it is written then), StorageError if the node has stopped.
         """
         now = self.clock()
         text_id = os.urandom(16)  # unguessable, like every id (not the node's choice rng)
@@ -333,20 +359,24 @@ class NodeService:
 
     def _durably(self, write: Callable[[], T]) -> T:
         """Run ``write`` (the user's command to the core and its rows) in one transaction
-        with what the core produced, then transmit; the one rule of every command.
+        with what the core produced, committed before this returns, then transmit; the
+        one rule of every command. The caller may show its result as done at once.
 
-        A disk error stops the node for good (the fail-stop of ``NodeProtocol.fail``):
-        the core already holds what it was told, and with nothing on disk none of it may
-        go out.
+        The group commit's pending batch joins this transaction (it came first). A disk
+        error stops the node for good (the fail-stop of ``NodeProtocol.fail``): the core
+        already holds what it was told, and with nothing on disk none of it may go out.
         """
-        try:
+
+        def batch() -> tuple[T, list[ServiceEvent]]:
+            result = write()
+            return result, self._persist(self._drain())
+
+        if self.journal is None:  # not started, or stopped: nothing goes out anyway
             with self.db.transaction():
-                result = write()
-                self._persist(self._drain())
-        except StorageError as exc:
-            if self.protocol is not None:
-                self.protocol.fail(exc)
-            raise
+                result, notices = batch()
+            self._notify(notices)
+            return result
+        result = self.journal.commit_now(batch)
         if self.protocol is not None:
             self.protocol.pump()
         return result
@@ -447,9 +477,7 @@ class NodeService:
     def _on_port_mapping(self, mapping: PortMapping | None, why: str) -> None:
         self.port_mapping = mapping
         self._tell_node_port_mapping(mapping.external if mapping is not None else None)
-        notice = PortMappingChanged(mapping, why)
-        for listener in self._listeners:
-            listener(notice)
+        self._notify([PortMappingChanged(mapping, why)])
 
     def _tell_node_port_mapping(self, endpoint: Endpoint | None) -> None:
         """The one place the mapped endpoint reaches the core, as a candidate public endpoint
@@ -463,21 +491,43 @@ class NodeService:
         return self.node.drain_events()
 
     def _on_failure(self, exc: Exception) -> None:
-        notice = NodeFailed(f"node stopped: {exc}")
-        for listener in self._listeners:
-            listener(notice)
+        self._notify([NodeFailed(f"node stopped: {exc}")])
+
+    def _pump_if_driven(self) -> None:
+        """After a commit: pump the core if writing the batch gave it commands."""
+        if self._drove_core and self.protocol is not None:
+            self._drove_core = False
+            self.protocol.pump()
 
     def _on_events(self, events: list[Event]) -> None:
+        """Before the group commit is attached (while binding): one transaction, then tell."""
         with self.db.transaction():
-            self._persist(events)
+            notices = self._persist(events)
+        self._notify(notices)
 
-    def _persist(self, events: list[Event]) -> None:
-        """Write events to the database (inside the caller's transaction), then notify."""
+    def _notify(self, notices: list[ServiceEvent]) -> None:
+        """Tell the listeners, once what the notices show is committed."""
+        for notice in notices:
+            for listener in self._listeners:
+                listener(notice)
+
+    def _persist(self, events: list[Event]) -> list[ServiceEvent]:
+        """Write events to the database (inside the caller's transaction); returns the
+        notices to give out once that transaction is committed."""
         now = self.clock()
         notices: list[ServiceEvent] = []
+        # The relay store's changes, merged over the events and written once: the later
+        # change of a key wins (within one event, a key in both is deleted).
+        store_put: dict[bytes, tuple[bytes, int]] = {}
+        store_delete: set[bytes] = set()
         for event in events:
             if isinstance(event, StoreChanged):
-                self.db.apply_store_changes(event.put, event.delete)
+                for key, item in event.put.items():
+                    store_put[key] = item
+                    store_delete.discard(key)
+                for key in event.delete:
+                    store_put.pop(key, None)
+                    store_delete.add(key)
             elif isinstance(event, SessionsChanged):
                 self.db.apply_session_changes(event.put, event.prekeys)
             elif isinstance(event, SessionReset):
@@ -513,9 +563,9 @@ class NodeService:
                     host, port = event.endpoint
                     self.db.save_peers([(event.key, host, port, now)])
                 notices.append(PeersChanged(self.node.peer_count))
-        for notice in notices:
-            for listener in self._listeners:
-                listener(notice)
+        if store_put or store_delete:
+            self.db.apply_store_changes(store_put, store_delete)
+        return notices
 
     def _session_reset(self, peer_key: bytes, now: float) -> list[ServiceEvent]:
         """A peer lost its session with us: say so, and send our unacknowledged texts again.
@@ -524,6 +574,7 @@ class NodeService:
         new session, so the notice, the new session and the re-sealed parts are one write.
         """
         peer = PublicIdentity(peer_key)
+        self._drove_core = True
         notice = self.db.add_notice(peer_key, peer.address, SESSION_RESET_NOTICE, now)
         # The peer's state was lost, its claim of our name with it (docs/PROTOCOL.md,
         # "7.1.1"): the name goes again, in the new session, before the texts.
@@ -533,8 +584,7 @@ class NodeService:
         for row in self.db.outgoing_in_states(("queued", "sent")):
             if row.peer_address == peer.address:
                 self.node.send_text(peer, row.text, now, text_id=row.text_id, sent_ms=row.sent_ms)
-        self._persist(self._drain())
-        return [NoticeAdded(notice)]
+        return [NoticeAdded(notice), *self._persist(self._drain())]
 
     def _settle_lost_outgoing(self) -> None:
         """Texts the outbox shows as pending but the relay store no longer holds expired."""

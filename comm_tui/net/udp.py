@@ -3,7 +3,9 @@
 Shaped like aioquic's ``asyncio/protocol.py``: on every datagram or timer it feeds
 the core with the wall-clock time, hands the core's events to a callback (which
 persists them), and only then transmits what the core wants sent, so nothing is
-announced to the network before it is on disk. One ``call_at`` timer is re-armed
+announced to the network before it is on disk. With a group commit attached
+(``comm_tui/net/commit.py``) the events and datagrams go to it instead, and it transmits
+each batch's datagrams once the batch is committed. One ``call_at`` timer is re-armed
 after each step.
 """
 
@@ -18,6 +20,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from comm_tui.errors import UserError
+from comm_tui.net.commit import Datagram, GroupCommit
 from comm_tui.protocol.events import Event
 from comm_tui.protocol.node import Node
 from comm_tui.protocol.routing import Endpoint
@@ -44,8 +47,10 @@ class NodeProtocol(asyncio.DatagramProtocol):
         # An IPv6 socket (dual stack on "::") sends to IPv4 peers by their mapped form.
         self._ipv6 = False
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_deadline = 0.0  # the node time self._timer is armed for
+        self._deadline = 0.0  # the core's timer deadline the armed timer is for
         self._loop = asyncio.get_running_loop()
+        # Set by a durable owner (NodeService): then it decides when datagrams go out.
+        self.journal: GroupCommit[Any] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -67,19 +72,40 @@ class NodeProtocol(asyncio.DatagramProtocol):
         self.transport = None
 
     def pump(self) -> None:
-        """Persist what happened, then send, then re-arm the one timer."""
+        """Persist what happened, then send, then re-arm the one timer.
+
+        With a journal the events and datagrams go to it, which sends the datagrams
+        once what they depend on is committed; otherwise ``on_events`` runs first.
+        """
         events = self.node.drain_events()
         if self.failure is not None:
             return
-        if events:
-            try:
-                self.on_events(events)
-            except Exception as exc:  # any failure to persist: fail-stop, send nothing
-                self.fail(exc)
-                return
+        datagrams = self.node.datagrams_to_send() if self.transport is not None else []
+        if self.journal is not None:
+            self.journal.add(events, datagrams)
+        else:
+            if events:
+                try:
+                    self.on_events(events)
+                except Exception as exc:  # any failure to persist: fail-stop, send nothing
+                    self.fail(exc)
+                    return
+            self.transmit(datagrams)
+        if self.transport is None or self.failure is not None:
+            return
+        deadline = self.node.get_timer()
+        if self._timer is not None:
+            if deadline == self._deadline:
+                return  # the armed timer is still the right one
+            self._timer.cancel()
+        self._deadline = deadline
+        self._timer = self._loop.call_later(max(0.0, deadline - self.clock()), self._on_timer)
+
+    def transmit(self, datagrams: list[Datagram]) -> None:
+        """Send datagrams the core produced (whatever they depend on is durable by now)."""
         if self.transport is None:
             return
-        for data, endpoint in self.node.datagrams_to_send():
+        for data, endpoint in datagrams:
             host, port = endpoint
             if self._ipv6 and ":" not in host:
                 host = "::ffff:" + host  # docs/PROTOCOL.md, "13.4 Dual stack"
@@ -87,13 +113,6 @@ class NodeProtocol(asyncio.DatagramProtocol):
                 self.transport.sendto(data, (host, port))
             except OSError:
                 self.send_errors += 1
-        deadline = self.node.get_timer()
-        if self._timer is not None and deadline == self._timer_deadline:
-            return  # armed for that moment already: no new handle per datagram
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_deadline = deadline
-        self._timer = self._loop.call_later(max(0.0, deadline - self.clock()), self._on_timer)
 
     def fail(self, exc: Exception) -> None:
         """Stop for good because what happened could not be made durable.

@@ -6,6 +6,11 @@ sent or received survives a power cut. Transactions are explicit (``isolation_le
 every public write method runs in :meth:`Database.transaction`, and one called inside an open
 transaction joins it through a savepoint, so it is atomic on its own and as part of a larger
 change. SQLite's errors leave this module as :class:`StorageError` with one line for the user.
+
+A node's group commit (``comm_tui/net/commit.py``) opens a batch with :meth:`Database.begin_batch`
+and hands its ``COMMIT`` (the fsync) to a writer thread with :meth:`Database.commit_batch_in`:
+one thread owns a ``Database``, and while a batch commits elsewhere that thread's next use of
+the connection waits for the commit to return.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ import contextlib
 import json
 import os
 import sqlite3
+import threading
 import unicodedata
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
@@ -291,8 +298,26 @@ class Database:
 
     def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
         self.path = path
-        self._conn = connection
+        self._raw = connection
         self._depth = 0
+        # In a group commit's batch opened without savepoints: a failed write in it
+        # (``_poisoned``) means the whole batch must be undone, never committed.
+        self._flat = False
+        self._poisoned = False
+        # Held from the hand-off of a batch's COMMIT until the writer thread finished it.
+        self._committing = threading.Lock()
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        """The connection, once a commit running on the writer thread has returned.
+
+        Every use of the connection goes through here, so the owner thread never runs a
+        statement in the middle of a batch's COMMIT (it waits for the fsync instead).
+        """
+        if self._committing.locked():
+            with self._committing:
+                pass
+        return self._raw
 
     @classmethod
     def open(cls, path: Path) -> Database:
@@ -309,7 +334,9 @@ class Database:
                 os.fchmod(fd, DATABASE_FILE_MODE)
             finally:
                 os.close(fd)
-            conn = sqlite3.connect(path, isolation_level=None)
+            # A batch's COMMIT runs on a writer thread (commit_batch_in); the owner thread
+            # never uses the connection meanwhile (the ``_conn`` property waits).
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except (OSError, sqlite3.Error) as err:
             raise StorageError(f"cannot open database {path}: {_reason(err)}") from err
         try:
@@ -331,6 +358,73 @@ class Database:
     def close(self) -> None:
         self._conn.close()
 
+    def begin_batch(self, *, savepoints: bool = True) -> None:
+        """Open a transaction that stays open when this returns, for a group commit.
+
+        Write methods called until :meth:`commit_batch_in` or :meth:`rollback_batch` join it
+        (as savepoints), exactly as inside :meth:`transaction`. With ``savepoints=False``
+        they join it without one (two statements fewer each, for a batch that is all or
+        nothing): a write that fails then makes the batch impossible to commit.
+        """
+        if self._depth != 0:
+            raise RuntimeError("a batch cannot start inside a transaction")
+        with _mapped_errors(self.path):
+            self._conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        self._flat = not savepoints
+        self._poisoned = False
+
+    def rollback_batch(self) -> None:
+        """Undo the open batch (a write in it failed); a failed rollback says less than that."""
+        self._depth = 0
+        self._flat = False
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("ROLLBACK")
+
+    def commit_batch(self) -> None:
+        """Commit the open batch on this thread; :class:`StorageError` if it was undone."""
+        self._close_batch()
+        self._commit()
+
+    def commit_batch_in(self, executor: Executor) -> Future[None]:
+        """Commit the open batch on ``executor``'s thread; the future says when it is durable.
+
+        Its result is None, or the :class:`StorageError` that undid the batch (rolled back).
+        Until it is done, this thread's next use of the connection waits for it.
+        """
+        self._close_batch()
+        self._committing.acquire()
+        try:
+            return executor.submit(self._commit_and_release)
+        except BaseException:
+            self._committing.release()
+            raise
+
+    def _close_batch(self) -> None:
+        if self._depth != 1:
+            raise RuntimeError("no batch is open")
+        if self._poisoned:
+            self.rollback_batch()
+            raise StorageError(f"cannot use database {self.path}: a write in the batch failed")
+        self._depth = 0
+        self._flat = False
+
+    def _commit_and_release(self) -> None:
+        """The writer thread's part (sqlite3 lets go of the GIL for the fsync)."""
+        try:
+            self._commit()
+        finally:
+            self._committing.release()
+
+    def _commit(self) -> None:
+        with _mapped_errors(self.path):
+            try:
+                self._raw.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self._raw.execute("ROLLBACK")
+                raise
+
     def __enter__(self) -> Self:
         return self
 
@@ -350,6 +444,15 @@ class Database:
         savepoint) if it raises, and its writes are committed with the outer one.
         """
         rollback: tuple[str, ...]
+        if self._flat:
+            # Inside a batch without savepoints: all of it is committed, or none.
+            with _mapped_errors(self.path):
+                try:
+                    yield
+                except BaseException:
+                    self._poisoned = True
+                    raise
+            return
         with _mapped_errors(self.path):
             if self._depth == 0:
                 begin, commit, rollback = "BEGIN IMMEDIATE", "COMMIT", ("ROLLBACK",)
@@ -754,16 +857,19 @@ class Database:
         self, put: dict[bytes, tuple[bytes, int]], delete: Iterable[bytes]
     ) -> None:
         """Persist the relay store's changes in one transaction; a key in both is deleted."""
+        delete = list(delete)
         with self.transaction():
-            self._conn.executemany(
-                "INSERT INTO relay_items (key, blob, expires_ms) VALUES (?, ?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET blob = excluded.blob,"
-                " expires_ms = excluded.expires_ms",
-                ((key, blob, expires_ms) for key, (blob, expires_ms) in put.items()),
-            )
-            self._conn.executemany(
-                "DELETE FROM relay_items WHERE key = ?", ((key,) for key in delete)
-            )
+            if put:
+                self._conn.executemany(
+                    "INSERT INTO relay_items (key, blob, expires_ms) VALUES (?, ?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET blob = excluded.blob,"
+                    " expires_ms = excluded.expires_ms",
+                    ((key, blob, expires_ms) for key, (blob, expires_ms) in put.items()),
+                )
+            if delete:
+                self._conn.executemany(
+                    "DELETE FROM relay_items WHERE key = ?", ((key,) for key in delete)
+                )
 
     def load_relay_items(self, now_ms: int) -> list[tuple[bytes, bytes]]:
         """Drop the expired relay items, then return the rest as ``(key, blob)``."""

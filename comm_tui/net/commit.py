@@ -1,0 +1,273 @@
+"""Group commit: a node's durable writes in batches, and what depends on them held back.
+
+Every pump of the core gives events to write down and datagrams to send. Written one
+transaction (one fsync) at a time, a busy node spends its loop waiting for the disk. Here
+the events of many pumps are written in one transaction whose ``COMMIT`` runs on a writer
+thread, so the loop keeps receiving while the disk works, and the rule of
+docs/PROTOCOL.md, "8.2 Local durability" still holds: no datagram the core produced leaves
+before every write the core asked for up to then is committed. A batch's datagrams (the
+acks and receipts of the texts it writes, the forwarded copies of the parts it stores) wait
+in the batch and go out when its commit returns; its notices (a text shown as received)
+are given out then too, never before.
+
+When a batch starts committing:
+
+- after ``window_s`` from its first write (a short window gathers the pumps that follow);
+- at once when it holds ``max_items`` events and datagrams, so a burst does not wait;
+- at once when the previous commit returns, for what gathered while it ran.
+
+One commit runs at a time. A batch that reaches ``max_items`` while one runs makes the loop
+wait for that commit (it stops reading the socket; the kernel drops what overflows), so
+what is held in memory is bounded by ``max_items`` plus one pump whatever arrives.
+
+A disk error fails the node for good (``on_failure``, which is ``NodeProtocol.fail``): the
+batch's datagrams and everything after it are dropped, its notices never given out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Generic, TypeVar, cast
+
+from comm_tui.errors import StorageError
+from comm_tui.protocol.events import Event
+from comm_tui.protocol.routing import Endpoint
+from comm_tui.store.db import Database
+
+Datagram = tuple[bytes, Endpoint]
+N = TypeVar("N")
+T = TypeVar("T")
+
+# How long a batch's first write waits for others before its commit starts: under one
+# fsync (2.7 ms on the measured disk); 10 ms saved no measurable CPU (bench/RESULTS.md).
+COMMIT_WINDOW_S = 0.002
+# Events and datagrams in one batch, at most, before its commit starts (or the loop waits).
+COMMIT_MAX_ITEMS = 256
+# Writer threads shared by every node of the process. Each node has one commit running at
+# most, so its order holds; fewer threads than nodes switch less (bench/RESULTS.md), and
+# fsyncs of different files still overlap.
+COMMIT_WRITERS = 4
+
+
+class GroupCommit(Generic[N]):
+    """Batches one node's durable writes; owned by the thread that runs the node's loop.
+
+    ``apply`` writes events inside the open batch and returns the notices to give out
+    once it is committed (``notify``); ``transmit`` sends datagrams; ``wake`` pumps the
+    core again after a commit (writing may have made it produce more).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        apply: Callable[[list[Event]], list[N]],
+        notify: Callable[[list[N]], None],
+        transmit: Callable[[list[Datagram]], None],
+        on_failure: Callable[[Exception], None],
+        wake: Callable[[], None],
+        window_s: float = COMMIT_WINDOW_S,
+        max_items: int = COMMIT_MAX_ITEMS,
+        executor: concurrent.futures.Executor | None = None,
+    ) -> None:
+        self._db = db
+        self._apply = apply
+        self._notify = notify
+        self._transmit = transmit
+        self._on_failure = on_failure
+        self._wake = wake
+        self.window_s = window_s
+        self.max_items = max_items
+        self._executor = executor or _writers()
+        self._loop = asyncio.get_running_loop()
+        self._events: list[Event] = []
+        self._datagrams: list[Datagram] = []
+        self._window: asyncio.TimerHandle | None = None
+        self._inflight: Future[None] | None = None
+        self._inflight_datagrams: list[Datagram] = []
+        self._inflight_notices: list[N] = []
+        self.failure: Exception | None = None
+        self.commits = 0  # batches committed, and the events they held (for benchmarks)
+        self.committed_events = 0
+
+    @property
+    def pending(self) -> int:
+        """Events and datagrams waiting for a batch's commit to start."""
+        return len(self._events) + len(self._datagrams)
+
+    @property
+    def committing(self) -> bool:
+        """A batch's commit is running on the writer thread."""
+        return self._inflight is not None
+
+    def add(self, events: list[Event], datagrams: list[Datagram]) -> None:
+        """Take one pump's output: write the events in a batch, send the datagrams after it.
+
+        Datagrams go out at once only when nothing is uncommitted: they can depend on
+        nothing that is not on disk then.
+        """
+        if self.failure is not None:
+            return
+        if not events and not self.pending and self._inflight is None:
+            self._transmit(datagrams)
+            return
+        self._events.extend(events)
+        self._datagrams.extend(datagrams)
+        if self._inflight is not None:
+            if self.pending >= self.max_items:
+                self.settle()  # back-pressure: the loop waits for the disk
+            return
+        if self.pending >= self.max_items:
+            self._flush()
+        elif self._window is None:
+            self._window = self._loop.call_later(self.window_s, self._flush)
+
+    def settle(self) -> None:
+        """Wait for the running commit (blocking this thread) and finish it here."""
+        future = self._inflight
+        if future is not None:
+            concurrent.futures.wait([future])
+            self._committed(future)
+
+    def commit_now(self, write: Callable[[], tuple[T, list[N]]]) -> T:
+        """Run ``write`` after what is pending, in one transaction committed on this thread.
+
+        For a user's command, durable when this returns. ``write`` returns its result and
+        the notices to give out once it is committed. The batch's datagrams go out after
+        the commit; what the core produced for ``write`` is the caller's to pump. A disk
+        error fails the node and is raised (StorageError), as is a node already stopped.
+        A command refused with another exception (a text too long) undoes only its own
+        writes: the pending batch is committed all the same, then the exception raised,
+        for the core has already acted on what the batch holds.
+        """
+        self.settle()
+        if self.failure is not None:
+            raise StorageError(f"the node has stopped: {self.failure}")
+        self._cancel_window()
+        events, datagrams = self._take()
+        refused: Exception | None = None
+        result: T | None = None
+        more: list[N] = []
+        try:
+            self._db.begin_batch()
+            try:
+                notices = self._apply(events)
+                try:
+                    with self._db.transaction():  # a savepoint: undone alone if refused
+                        result, more = write()
+                except StorageError:
+                    raise
+                except Exception as exc:
+                    refused = exc
+            except BaseException:
+                self._db.rollback_batch()
+                raise
+            self._db.commit_batch()
+        except Exception as exc:  # any failure to write: fail-stop, send nothing
+            self._fail(exc)
+            raise
+        self._count(events)
+        self._transmit(datagrams)
+        self._notify(notices + more)
+        if refused is not None:
+            raise refused
+        return cast(T, result)
+
+    def close(self) -> None:
+        """Commit what is pending (on this thread); the writers stay for other nodes."""
+        self.settle()
+        if self.failure is None and self.pending:
+            # A disk error here fails the node; on_failure has reported it.
+            with contextlib.suppress(StorageError):
+                self.commit_now(lambda: (None, []))
+        self._cancel_window()
+
+    def _take(self) -> tuple[list[Event], list[Datagram]]:
+        events, datagrams = self._events, self._datagrams
+        self._events, self._datagrams = [], []
+        return events, datagrams
+
+    def _count(self, events: list[Event]) -> None:
+        if events:
+            self.commits += 1
+            self.committed_events += len(events)
+
+    def _cancel_window(self) -> None:
+        if self._window is not None:
+            self._window.cancel()
+            self._window = None
+
+    def _flush(self) -> None:
+        """Write the pending events in a batch and start its commit on the writer thread."""
+        self._cancel_window()
+        if self.failure is not None or self._inflight is not None or not self.pending:
+            return
+        events, datagrams = self._take()
+        if not events:
+            # They waited for a commit that has returned: nothing of theirs is unwritten.
+            self._transmit(datagrams)
+            return
+        try:
+            self._db.begin_batch(savepoints=False)  # all of it, or a failed node
+            try:
+                notices = self._apply(events)
+            except BaseException:
+                self._db.rollback_batch()
+                raise
+            future = self._db.commit_batch_in(self._executor)
+        except Exception as exc:  # any failure to write: fail-stop, send nothing
+            self._fail(exc)
+            return
+        self._inflight = future
+        self._inflight_datagrams = datagrams
+        self._inflight_notices = notices
+        self._count(events)
+        future.add_done_callback(self._signal)
+
+    def _signal(self, future: Future[None]) -> None:
+        """On the writer thread: hand the finished commit back to the loop."""
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is left to tell
+            self._loop.call_soon_threadsafe(self._committed, future)
+
+    def _committed(self, future: Future[None]) -> None:
+        """The batch is on disk (or failed): send its datagrams, give out its notices."""
+        if future is not self._inflight:
+            return  # already finished by settle()
+        self._inflight = None
+        datagrams, self._inflight_datagrams = self._inflight_datagrams, []
+        notices, self._inflight_notices = self._inflight_notices, []
+        exc = future.exception()
+        if exc is not None:
+            self._fail(exc if isinstance(exc, Exception) else StorageError(str(exc)))
+            return
+        self._transmit(datagrams)
+        self._notify(notices)
+        self._flush()
+        self._wake()
+
+    def _fail(self, exc: Exception) -> None:
+        """Stop for good: nothing unwritten, and nothing after it, may go out."""
+        self.failure = exc
+        self._cancel_window()
+        self._take()
+        self._inflight_datagrams, self._inflight_notices = [], []
+        self._on_failure(exc)
+
+
+_shared_writers: list[ThreadPoolExecutor] = []
+_shared_writers_lock = threading.Lock()
+
+
+def _writers() -> ThreadPoolExecutor:
+    """The process's writer threads, started with the first node that needs them."""
+    with _shared_writers_lock:
+        if not _shared_writers:
+            _shared_writers.append(
+                ThreadPoolExecutor(max_workers=COMMIT_WRITERS, thread_name_prefix="comm-tui-commit")
+            )
+        return _shared_writers[0]
