@@ -162,6 +162,9 @@ class Shard:
             else:
                 host = Host(index, Node(identity, now, config=self.config))
                 host.protocol, bound = await open_udp(host.node, (LOOPBACK, 0), host.on_core_events)
+                # As NodeService does: a node that knows where it is bound can tell a
+                # direct link from a NAT, so both stores classify themselves alike.
+                host.node.set_local_endpoints({bound}, now)
                 endpoints.append(bound)
             self.hosts[index] = host
         # The first node of the first shard bootstraps nobody; every other node
