@@ -9,9 +9,10 @@ same switch mutmut uses (the ``MUTANT_UNDER_TEST`` variable its trampolines read
 
     .venv/bin/python bench/mutation_focus.py comm_tui.protocol.ratelimit tests/test_ratelimit.py
 
-It prints each surviving mutant's name (``mutmut show NAME`` prints its diff). A mutant
-that survives here may still die by a test not named; the score in bench/MUTATION.md is
-always mutmut's own.
+With ``--survivors`` only the mutants mutmut's last run left alive are tried: the loop
+for checking that new tests kill them. It prints each surviving mutant's name
+(``mutmut show NAME`` prints its diff). A mutant that survives here may still die by a
+test not named; the score in bench/MUTATION.md says which figures are mutmut's own.
 """
 
 from __future__ import annotations
@@ -28,12 +29,15 @@ ROOT = Path(__file__).resolve().parent.parent
 MUTANTS = ROOT / "mutants"
 
 
-def mutant_names(module: str) -> list[str]:
-    """The mutants mutmut generated for ``module`` (from its ``.meta`` file)."""
+def mutant_names(module: str, survivors_only: bool) -> list[str]:
+    """The mutants mutmut generated for ``module`` (from its ``.meta`` file); with
+    ``survivors_only``, those its last run left alive (exit code 0, mutmut.stats)."""
     meta = MUTANTS / (module.replace(".", "/") + ".py.meta")
     if not meta.exists():
         raise SystemExit(f"{meta} missing: run `mutmut run` once to generate the mutants")
-    return sorted(json.loads(meta.read_text())["exit_code_by_key"], key=_order)
+    codes = json.loads(meta.read_text())["exit_code_by_key"]
+    names = [k for k, code in codes.items() if code == 0 or not survivors_only]
+    return sorted(names, key=_order)
 
 
 def _order(name: str) -> tuple[str, int]:
@@ -63,12 +67,15 @@ def main() -> int:
     parser.add_argument("module", help="a dotted module name, e.g. comm_tui.crypto.ack")
     parser.add_argument("tests", nargs="+", help="test files (paths from the repository root)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant")
+    parser.add_argument(
+        "--survivors", action="store_true", help="only the mutants mutmut's last run left alive"
+    )
     options = parser.parse_args()
     for test in options.tests:
         shutil.copy(ROOT / test, MUTANTS / test)
     counts: dict[str, int] = {}
     survivors = []
-    for name in mutant_names(options.module):
+    for name in mutant_names(options.module, options.survivors):
         result = verdict(name, options.tests, options.timeout)
         counts[result] = counts.get(result, 0) + 1
         if result != "killed":
