@@ -61,6 +61,16 @@ def test_after_two_idle_periods_no_earlier_tag_verifies() -> None:
     assert fresh.verify(b"data", tag, 19.9)  # one rotation, within two periods: good
 
 
+def test_rotation_counts_time_since_the_last_rotation_on_a_real_clock() -> None:
+    """The same lifetimes with the node's clock (Unix seconds), not one starting at 0."""
+    start = 1_800_000_000.0
+    mac = RotatingMac(10.0, 16, now=start)
+    tag = mac.tag(b"data", start)
+    assert mac.verify(b"data", tag, start + 10.0)  # one rotation: still good
+    assert mac.verify(b"data", tag, start + 19.9)
+    assert not mac.verify(b"data", tag, start + 20.0)
+
+
 def test_two_macs_never_share_a_secret() -> None:
     one, two = RotatingMac(10.0, 16, 0.0), RotatingMac(10.0, 16, 0.0)
     assert not two.verify(b"data", one.tag(b"data", 0.0), 0.0)
