@@ -5,6 +5,8 @@ malformed. Mutation testing (bench/MUTATION.md) found that the node tests let "a
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 
 from comm_tui.crypto.ack import SIGNATURE_BYTES, ack_is_well_formed, sign_ack, verify_ack
@@ -30,3 +32,12 @@ def test_one_field_of_the_wrong_length_makes_an_ack_malformed(field: str, change
     setattr(ack, field, value[:-1] if change < 0 else value + b"\x00")
     assert not ack_is_well_formed(ack)
     assert not verify_ack(ack)
+
+
+def test_the_signature_covers_the_layout_the_spec_gives() -> None:
+    """docs/PROTOCOL.md, "7.3 Acks": the recipient signs "comm-tui ack v2\\0" || message_id
+    || expires_ms (8 bytes, big-endian); another implementation builds the same bytes."""
+    message_id = bytes(range(MESSAGE_ID_BYTES))
+    signed = b"comm-tui ack v2\x00" + message_id + struct.pack(">Q", EXPIRES_MS)
+    ack = sign_ack(RECIPIENT, message_id, EXPIRES_MS)
+    RECIPIENT.public.verify_key.verify(signed, ack.signature)  # raises if it differs
