@@ -41,3 +41,14 @@ def test_the_signature_covers_the_layout_the_spec_gives() -> None:
     signed = b"comm-tui ack v2\x00" + message_id + struct.pack(">Q", EXPIRES_MS)
     ack = sign_ack(RECIPIENT, message_id, EXPIRES_MS)
     RECIPIENT.public.verify_key.verify(signed, ack.signature)  # raises if it differs
+
+
+def test_an_ack_signed_by_another_key_or_for_another_expiry_does_not_verify() -> None:
+    message_id = b"m" * MESSAGE_ID_BYTES
+    forged = sign_ack(Identity.from_seed(b"\x06" * 32), message_id, EXPIRES_MS)
+    forged.recipient_key = RECIPIENT.key  # well formed, signed by someone else
+    assert ack_is_well_formed(forged)
+    assert not verify_ack(forged)
+    stretched = sign_ack(RECIPIENT, message_id, EXPIRES_MS)
+    stretched.expires_ms += 3_600_000  # a relay extending the ack's life
+    assert not verify_ack(stretched)
