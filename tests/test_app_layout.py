@@ -21,6 +21,7 @@ from comm_tui.app.widgets.composer import Composer
 from comm_tui.app.widgets.contact_list import ContactList
 from comm_tui.app.widgets.conversation import ConversationView, MessageLog, MessageRow
 from comm_tui.app.widgets.status_panel import StatusPanel, reachability_rows
+from comm_tui.crypto.card import encode_card
 from comm_tui.crypto.identity import Identity
 from comm_tui.crypto.keyfile import FAST_KDF_ENV
 from tests.app_helpers import make_profile, profile_db, wait_until
@@ -67,13 +68,25 @@ async def test_resizing_with_a_conversation_open_loses_and_overlaps_nothing(
             await wait_until(pilot, lambda: len(conversation.query(MessageRow)) == 5, "history")
             for width, height in [(160, 45), (100, 30), (80, 24), (60, 20), (120, 40), (160, 45)]:
                 await pilot.resize_terminal(width, height)
-                await pilot.pause(0.1)
                 screen = Region(0, 0, width, height)
+                log = conversation.query_one(MessageLog)
+
+                def laid_out(screen: Region = screen, log: MessageLog = log) -> bool:
+                    """The new size reached the layout, the composer and newest row in view."""
+                    rows = list(conversation.query(MessageRow))
+                    return (
+                        tuple(app.size) == screen.size
+                        and screen.contains_region(message_input.region)
+                        and bool(rows)
+                        and log.content_region.contains_region(rows[-1].region)
+                    )
+
+                # The layout follows a resize over a few refreshes: wait for it, bounded.
+                await wait_until(pilot, laid_out, f"the layout at {width}x{height}")
                 assert message_input.text == "half a thought"
                 assert app.focused is message_input
                 assert screen.contains_region(message_input.region)
                 assert len(conversation.query(MessageRow)) == 5
-                log = conversation.query_one(MessageLog)
                 last = list(conversation.query(MessageRow))[-1]
                 assert log.content_region.contains_region(last.region), "newest not in view"
                 assert conversation.region.width >= MIN_CONVERSATION_COLUMNS
@@ -155,7 +168,8 @@ def test_ascii_is_chosen_by_env_or_detected() -> None:
 
 
 def test_the_status_panel_says_how_others_reach_us() -> None:
-    base = offline_snapshot(Identity.generate(), 0.0)
+    identity = Identity.generate()
+    base = offline_snapshot(identity, encode_card(identity.public), 0.0)
     rows = dict(reachability_rows(base))
     assert rows == {
         "reachable": "checking…",

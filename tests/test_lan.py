@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from comm_tui.crypto.identity import Identity
+from comm_tui.errors import UserError
 from comm_tui.net.lan import (
     BEACON_BYTES,
     BEACON_KEYS_MAX,
@@ -17,10 +18,13 @@ from comm_tui.net.lan import (
     BEACON_RECHECK_S,
     BEACONS_BURST,
     BEACONS_PER_SOURCE_BURST,
+    LAN_PORT,
+    PORT_ENV,
     BeaconReader,
     LanBeacon,
     LanOptions,
     Sighting,
+    beacon_source,
     encode_beacon,
     lan_families,
 )
@@ -153,6 +157,18 @@ def test_families_follow_the_node_socket() -> None:
     assert lan_families(("::", 7000)) == [socket.AF_INET, socket.AF_INET6]
     assert lan_families(("2001:2::5", 7000)) == [socket.AF_INET6]
     assert lan_families(("198.18.0.5", 7000)) == [socket.AF_INET]
+    # One global address: beacons would leave from it, and receivers ignore those.
+    assert lan_families(("2a00:1450::1", 7000)) == []
+    assert lan_families(("8.8.8.8", 7000)) == []
+
+
+def test_a_node_on_one_address_beacons_from_it() -> None:
+    """The beacon's source is where receivers ping us (docs/PROTOCOL.md, "13.1")."""
+    assert beacon_source(("2001:2::5", 7000)) == "2001:2::5"
+    assert beacon_source(("198.18.0.5", 7000)) == "198.18.0.5"
+    assert beacon_source(("::ffff:198.18.0.5", 7000)) == "198.18.0.5"
+    assert beacon_source(("::", 7000)) is None
+    assert beacon_source(("0.0.0.0", 7000)) is None
 
 
 async def _until(condition: object, what: str) -> None:
@@ -182,6 +198,28 @@ async def test_multicast_beacons_on_loopback_reach_another_listener() -> None:
         second.announce()
         await _until(lambda: heard, "the beacon to arrive")
         assert heard[0].key == MALLORY.key and heard[0].endpoint[1] == 7002
+    finally:
+        await first.stop()
+        await second.stop()
+
+
+async def test_a_beacon_leaves_from_the_address_the_node_listens_on() -> None:
+    """Sent with a source, the beacon names that address, not the interface's preferred one
+    (a node bound to one IPv6 address was otherwise pinged at its link-local address)."""
+    heard: list[Sighting] = []
+    first = LanBeacon(ALICE, 7001, [], lambda s, now: heard.append(s), options=_test_options())
+    await first.start()
+    options = LanOptions(
+        port=first.bound_ports[0], interfaces=lambda: LO, families=(socket.AF_INET,)
+    )
+    second = LanBeacon(MALLORY, 7002, [], lambda s, now: None, options=options, source="127.0.0.2")
+    try:
+        await second.start()
+        if not second.bound_ports:
+            pytest.skip(f"multicast on loopback is not available: {second.unavailable}")
+        second.announce()
+        await _until(lambda: heard, "the beacon to arrive")
+        assert heard[0].endpoint == ("127.0.0.2", 7002)
     finally:
         await first.stop()
         await second.stop()
@@ -234,3 +272,24 @@ async def test_a_beacon_makes_a_node_without_peers_find_the_sender(tmp_path: Pat
             await service.stop()
             service.db.close()
     assert a.lan is not None and not a.lan.bound_ports  # stop closed the beacon sockets
+
+
+def test_the_group_port_is_the_default_or_the_one_the_environment_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docs/PROTOCOL.md, "13.1 LAN discovery": COMM_TUI_LAN_PORT gives a group of its own."""
+    monkeypatch.delenv(PORT_ENV, raising=False)
+    assert LanOptions().port == LAN_PORT == 47177
+    monkeypatch.setenv(PORT_ENV, "")
+    assert LanOptions().port == LAN_PORT
+    monkeypatch.setenv(PORT_ENV, " 23456 ")
+    assert LanOptions().port == 23456
+    assert LanOptions(port=0).port == 0  # an explicit port still wins
+    for bad in ("0", "65536", "-1", "port", "7400x"):
+        monkeypatch.setenv(PORT_ENV, bad)
+        with pytest.raises(UserError, match=PORT_ENV):
+            LanOptions()
+    monkeypatch.setenv(PORT_ENV, "65535")
+    assert LanOptions().port == 65535
+    monkeypatch.setenv(PORT_ENV, "1")
+    assert LanOptions().port == 1

@@ -19,12 +19,14 @@ from comm_tui.protocol.codec import Codec
 from comm_tui.protocol.node import (
     DEFAULT_TTL_S,
     EXPIRY_UNIT_MS,
+    RECEIPT_TIMEOUT_S,
     RESTORE_GRACE_S,
     SEALED_BYTES,
     Node,
     NodeConfig,
 )
 from comm_tui.protocol.relay_store import Kind
+from comm_tui.protocol.routing import Endpoint
 from tests.wire import T0, Wire
 
 DAY_MS = 24 * 3600 * 1000
@@ -243,3 +245,41 @@ def test_a_pong_from_another_endpoint_than_the_one_pinged_is_refused() -> None:
     a.receive_datagram(pong, elsewhere, T0 + 1)
     assert a.stats.rejected["wrong_endpoint"] == 1
     assert not a._addresses.is_validated(b.identity.key, elsewhere)
+
+
+def test_an_item_relayed_without_a_receipt_counts_a_failure_against_the_peer() -> None:
+    """docs/PROTOCOL.md, "Receipts": no receipt within RECEIPT_TIMEOUT_S is a failure (three
+    evict the peer for a replacement: tests/test_service.py shows it, and PeersChanged)."""
+    wire = Wire()
+    # Retries far off, so only the first relay's deadline falls in the window watched.
+    slow = NodeConfig(backoff_base_s=600.0, backoff_max_s=600.0)
+    a, b = wire.add(1, slow), wire.add(2, slow)
+    wire.connect(a, b)
+    a_end, b_end = wire.endpoint(a), wire.endpoint(b)
+    reader = Codec(a.identity)  # reads what B sends A, with a replay window of its own
+    kinds: list[str] = []
+
+    def receipts_lost(source: Endpoint, dest: Endpoint, data: bytes) -> bool:
+        if (source, dest) != (b_end, a_end):
+            return False
+        frame = reader.decode(data, T0).frame
+        kinds.append(frame.WhichOneof("body") if frame is not None else "?")
+        return kinds[-1] == "receipt"
+
+    wire.drop = receipts_lost
+    entry = a.table.get(b.address)
+    assert entry is not None and entry.failures == 0
+    a.send_text(Identity.generate().public, "held by b, never confirmed", T0)
+    wire.pump(T0)
+    assert "receipt" in kinds  # B took the item and answered; the answer was lost
+    wire.tick(T0 + RECEIPT_TIMEOUT_S - 0.1)
+    assert entry.failures == 0
+    wire.tick(T0 + RECEIPT_TIMEOUT_S + 0.1)
+    assert entry.failures == 1
+
+    # The same with the receipt arriving: no failure.
+    wire.drop = None
+    a.send_text(Identity.generate().public, "confirmed", T0 + 10)
+    wire.pump(T0 + 10)
+    wire.tick(T0 + 10 + RECEIPT_TIMEOUT_S + 0.1)
+    assert entry.failures == 0

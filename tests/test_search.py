@@ -176,13 +176,14 @@ async def test_search_in_the_app_opens_the_result_in_its_conversation(tmp_path: 
             texts = [w.row.text for w in conversation.query(MessageRow)]
             assert "the needle" in texts and f"hay {3 * DEFAULT_HISTORY_PAGE - 1}" not in texts
             # Scrolling to the bottom loads the newer messages, up to the newest.
-            for _ in range(40):
+            newest = f"hay {3 * DEFAULT_HISTORY_PAGE - 1}"
+
+            def newest_loaded() -> bool:
+                """Each look scrolls to the end again: a page loads per arrival there."""
                 log.scroll_end(animate=False, immediate=True)
-                await pilot.pause(0.05)
-                if f"hay {3 * DEFAULT_HISTORY_PAGE - 1}" in [
-                    w.row.text for w in conversation.query(MessageRow)
-                ]:
-                    break
+                return newest in [w.row.text for w in conversation.query(MessageRow)]
+
+            await wait_until(pilot, newest_loaded, "the newer pages to load", step_s=0.05)
             texts = [w.row.text for w in conversation.query(MessageRow)]
             assert texts[-1] == f"hay {3 * DEFAULT_HISTORY_PAGE - 1}"
             ids = [w.row.id for w in conversation.query(MessageRow)]

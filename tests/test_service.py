@@ -8,13 +8,17 @@ expired at start, never left "queued" forever.
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from comm_tui.crypto.identity import Identity
 from comm_tui.errors import StorageError
-from comm_tui.net.service import NodeFailed, NodeService, ServiceEvent
+from comm_tui.net.service import NodeFailed, NodeService, PeersChanged, ServiceEvent
+from comm_tui.protocol.node import NodeConfig
 from comm_tui.store.db import Database
 
 
@@ -88,3 +92,66 @@ async def test_pending_texts_whose_parts_are_gone_are_settled_as_expired(tmp_pat
     finally:
         await again.stop()
         again.db.close()
+
+
+async def _until(condition: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+def _in_far_bucket_of(address: bytes) -> Identity:
+    """An identity whose address differs from ``address`` in the first bit (the far bucket)."""
+    while True:
+        identity = Identity.generate()
+        if (identity.address[0] ^ address[0]) & 0x80:
+            return identity
+
+
+async def test_a_peer_that_goes_silent_is_evicted_and_peers_changed_is_reported(
+    tmp_path: Path,
+) -> None:
+    """docs/PROTOCOL.md, "Receipts": a text relayed to a peer that has gone silent gets no
+    receipt (nor any answer); at the routing table's failure limit the peer is replaced by
+    the one waiting in its bucket's replacement cache, and the service reports the table's
+    new size (PeersChanged). tests/test_rules.py pins that a missed receipt alone counts."""
+    me = Identity.generate()
+    # Buckets of 2: two peers fill the far bucket, a third waits to replace one of them.
+    config = NodeConfig(k=2, backoff_base_s=0.2, backoff_max_s=0.5)
+    a = NodeService(me, Database.open(tmp_path / "a.db"), listen=("127.0.0.1", 0), config=config)
+    events: list[ServiceEvent] = []
+    a.subscribe(events.append)
+    a_endpoint = await a.start()
+    silent, kept, waiting = (_in_far_bucket_of(me.address) for _ in range(3))
+    peers = {
+        identity.address: NodeService(
+            identity,
+            Database.open(tmp_path / f"{identity.address.hex()}.db"),
+            listen=("127.0.0.1", 0),
+            bootstrap=[a_endpoint],
+        )
+        for identity in (silent, kept, waiting)
+    }
+    try:
+        for identity in (silent, kept):
+            await peers[identity.address].start()
+            await _until(lambda i=identity: i.address in a.node.table, "a peer in the table")
+        await peers[waiting.address].start()
+        await _until(lambda: me.address in peers[waiting.address].node.table, "the third peer")
+        assert waiting.address not in a.node.table  # the far bucket is full: it waits
+
+        # The peer goes silent (its socket closes; the table does not know yet).
+        await peers[silent.address].stop()
+        seen = len(events)
+        a.send_text(Identity.generate().public, "who holds this?")
+        await _until(lambda: silent.address not in a.node.table, "the silent peer's eviction")
+        assert kept.address in a.node.table and waiting.address in a.node.table
+        assert any(isinstance(e, PeersChanged) for e in events[seen:])
+        assert [e.count for e in events[seen:] if isinstance(e, PeersChanged)][-1] == len(
+            a.node.table
+        )
+    finally:
+        for peer in [a, *peers.values()]:
+            await peer.stop()
+            peer.db.close()

@@ -63,6 +63,7 @@ from comm_tui.net.service import (
     OutgoingUpdated,
     PeersChanged,
     ServiceEvent,
+    current_card,
 )
 from comm_tui.profile import Profile, start_service
 from comm_tui.store.config import save_config
@@ -156,7 +157,9 @@ class CommApp(App[int]):
         self._arrange(self.size.width)
         self._update_subtitle()
         self.refresh_contacts()
-        self.query_one(StatusPanel).snapshot = offline_snapshot(self.profile.identity, time.time())
+        self.query_one(StatusPanel).snapshot = offline_snapshot(
+            self.profile.identity, self.card, time.time()
+        )
         self.query_one(ContactList).focus()
         self.set_interval(STATUS_REFRESH_S, self._tick)
         self._run_node()
@@ -606,6 +609,9 @@ class CommApp(App[int]):
             self.profile.db.add_contact(name, identity.key, identity.address, time.time())
             # docs/PROTOCOL.md, "13.2": where to find them when nothing else is known.
             self.profile.db.save_card_hints(identity.key, card.hints, card.issued)
+            if card.name is not None:
+                # docs/PROTOCOL.md, "13.2.1": the card's name is their claim, beside ours.
+                self.profile.db.claim_name(identity.key, card.name, card.name_version, time.time())
         if self.service is not None:
             self.service.contact_added(identity.key, card.hints)
 
@@ -748,10 +754,10 @@ class CommApp(App[int]):
     @property
     def card(self) -> str:
         """Our card: with endpoint hints once the node has published one (docs/PROTOCOL.md,
-        "13.2"), else the plain version 1 card."""
+        "13.2"), and our display name once we have one ("13.2.1")."""
         if self.service is not None:
             return self.service.card
-        return encode_card(self.profile.identity.public)
+        return current_card(self.profile.identity, self.profile.db)[0]
 
     def action_copy_card(self) -> None:
         self.copy_to_clipboard(self.card)

@@ -26,12 +26,13 @@ import struct
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nacl.exceptions import BadSignatureError
 
 from comm_tui.crypto.identity import Identity, PublicIdentity
+from comm_tui.errors import UserError
 from comm_tui.protocol.ratelimit import RateLimiter, TokenBucket
 from comm_tui.protocol.routing import Endpoint, normalize_endpoint
 
@@ -152,18 +153,37 @@ def _usable_source(host: str) -> bool:
 def lan_families(bound: Endpoint) -> list[int]:
     """The address families to beacon on for a node socket bound to ``bound``.
 
-    None for a loopback-bound node (nobody on the LAN could reach it); IPv6 only when
-    the node's socket is IPv6 (a dual-stack ``::`` socket does both).
+    None for a loopback-bound node (nobody on the LAN could reach it) and for one bound to
+    a single global address (its beacons would have to leave from that address, and
+    receivers ignore beacons from global addresses; docs/PROTOCOL.md, "13.1"); IPv6 only
+    when the node's socket is IPv6 (a dual-stack ``::`` socket does both).
     """
     try:
         ip = ipaddress.ip_address(bound[0].partition("%")[0])
     except ValueError:
         return [socket.AF_INET]
-    if ip.is_loopback:
+    if ip.is_loopback or (ip.is_global and not ip.is_unspecified):
         return []
     if ip.version == 4:
         return [socket.AF_INET]
     return [socket.AF_INET, socket.AF_INET6] if ip.is_unspecified else [socket.AF_INET6]
+
+
+def beacon_source(bound: Endpoint) -> str | None:
+    """The address our beacons must leave from: the node's own, when it listens on one.
+
+    A receiver reaches us at the beacon's source address (docs/PROTOCOL.md, "13.1"). The
+    kernel would pick the interface's preferred address for the group's scope (for
+    ``ff02::`` the link-local one), where a node bound to a single address never hears the
+    pings; None for a node on every address, which hears them wherever they arrive.
+    """
+    try:
+        ip = ipaddress.ip_address(bound[0].partition("%")[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return None if ip.is_unspecified else str(ip)
 
 
 INTERFACES_ENV = "COMM_TUI_LAN_INTERFACES"
@@ -186,11 +206,31 @@ def all_interfaces() -> list[int]:
     return [index for index, name in interfaces if name in names]
 
 
+PORT_ENV = "COMM_TUI_LAN_PORT"
+
+
+def lan_port() -> int:
+    """The group's port: ``LAN_PORT``, or the one ``PORT_ENV`` names.
+
+    Nodes that share a port hear each other's beacons. The variable gives a set of nodes
+    a group of their own on one host: the test suite's parallel workers each use their
+    own, so a node one worker starts never joins the network of another worker's test
+    (docs/PROTOCOL.md, "13.1 LAN discovery"). A value that is not a port is refused, not
+    ignored: a node that silently announced itself elsewhere would be harder to debug.
+    """
+    value = os.environ.get(PORT_ENV, "").strip()
+    if not value:
+        return LAN_PORT
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise UserError(f"{PORT_ENV}={value!r} is not a UDP port (1-65535)")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class LanOptions:
     """Where beacons go: the group port, the groups, the interfaces (tests narrow them)."""
 
-    port: int = LAN_PORT
+    port: int = field(default_factory=lan_port)
     group_v4: str = LAN_GROUP_V4
     group_v6: str = LAN_GROUP_V6
     interfaces: Callable[[], list[int]] = all_interfaces
@@ -243,18 +283,35 @@ def _open_socket(family: int, group: str, port: int, interfaces: list[int]) -> s
 
 
 def _send_on_every_interface(
-    sock: socket.socket, data: bytes, group: str, port: int, interfaces: list[int]
+    sock: socket.socket,
+    data: bytes,
+    group: str,
+    port: int,
+    interfaces: list[int],
+    source: str | None,
 ) -> int:
-    """Send one copy out of each interface that takes multicast; how many went out."""
+    """Send one copy out of each interface that takes multicast; how many went out.
+
+    With ``source``, each copy leaves from that address (IPv6: ``IPV6_PKTINFO``; IPv4: the
+    address of ``IP_MULTICAST_IF``, which Linux uses as the source of multicast sends);
+    an interface that does not hold it refuses the send and is skipped.
+    """
     sent = 0
     for index in interfaces:
         try:
             if sock.family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+                if source is None:
+                    sock.sendto(data, (group, port))
+                else:
+                    info = socket.inet_pton(socket.AF_INET6, source) + struct.pack("@I", index)
+                    ancillary = [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, info)]
+                    sock.sendmsg([data], ancillary, 0, (group, port))
             else:
-                mreqn = struct.pack("@4s4si", b"\0\0\0\0", b"\0\0\0\0", index)
+                address = socket.inet_aton(source) if source is not None else b"\0\0\0\0"
+                mreqn = struct.pack("@4s4si", b"\0\0\0\0", address, index)
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
-            sock.sendto(data, (group, port))
+                sock.sendto(data, (group, port))
             sent += 1
         except OSError:
             continue
@@ -289,11 +346,17 @@ class LanBeacon:
         options: LanOptions | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        source: str | None = None,
     ) -> None:
         self.identity = identity
         self.node_port = node_port
         self.options = options or LanOptions()
         self.families = list(self.options.families or families)
+        # The address the beacons leave from, per family (see beacon_source).
+        self.sources: dict[int, str] = {}
+        if source is not None:
+            family = socket.AF_INET6 if ":" in source else socket.AF_INET
+            self.sources[family] = source
         self.on_sighting = on_sighting
         self.clock = clock
         self.rng = rng or random.Random()
@@ -343,7 +406,10 @@ class LanBeacon:
         interfaces = self.options.interfaces()
         for sock, _ in self._sockets:
             group = self.options.group(sock.family)
-            self.sent += _send_on_every_interface(sock, data, group, self.options.port, interfaces)
+            source = self.sources.get(sock.family)
+            self.sent += _send_on_every_interface(
+                sock, data, group, self.options.port, interfaces, source
+            )
 
     def next_interval(self) -> float:
         return BEACON_INTERVAL_S * self.rng.uniform(1 - BEACON_JITTER, 1 + BEACON_JITTER)

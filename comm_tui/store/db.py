@@ -915,6 +915,10 @@ class Database:
         The damaged file is opened read-only; rows are copied one at a time, so an
         unreadable page ends that table's copy but keeps what came before it.
         Returns the rows copied per table and the tables that could not be read to the end.
+        A table the damaged file does not have (an older schema) copies nothing and is
+        not unreadable; a row this database refuses (a duplicate, a value its checks or
+        column types reject) is not copied and not counted, so the counts are what the
+        user now has.
         """
         copied: dict[str, int] = {}
         unreadable: list[str] = []
@@ -928,6 +932,9 @@ class Database:
                 try:
                     present = {row[1] for row in source.execute(f"PRAGMA table_info({table})")}
                     wanted = [c for c in columns if c in present]
+                    if not wanted:
+                        copied[table] = 0
+                        continue
                     rows = source.execute(f"SELECT {', '.join(wanted)} FROM {table}")
                 except sqlite3.DatabaseError:
                     unreadable.append(table)
@@ -947,10 +954,10 @@ class Database:
                         if row is None:
                             break
                         try:
-                            self._conn.execute(insert, row)
+                            # 0 when OR IGNORE skipped it (a duplicate, a failed CHECK).
+                            count += self._conn.execute(insert, row).rowcount
                         except sqlite3.DatabaseError:
                             continue  # a row that breaks a constraint stays in the damaged copy
-                        count += 1
                 copied[table] = count
         return copied, unreadable
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +48,13 @@ def net6() -> Iterator[Internet]:
     require_netns()
     with Internet(ipv6=True) as internet:
         yield internet
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every namespace test in one pytest-xdist group: they run one after another on one
+    worker (as they were written to: each emulated internet has real NAT timers, and two
+    at once would measure each other's CPU), while the other worker runs the rest."""
+    here = Path(__file__).parent
+    for item in items:
+        if item.path.is_relative_to(here):
+            item.add_marker(pytest.mark.xdist_group("netns"))

@@ -323,6 +323,7 @@ class Host(_Namespace):
         # The suite keeps LAN beacons on loopback (tests/conftest.py); in a namespace they
         # go out of every interface, as on a real host.
         env.pop("COMM_TUI_LAN_INTERFACES", None)
+        env.pop("COMM_TUI_LAN_PORT", None)  # a namespace is a LAN of its own: the real port
         env.update(
             HOME=str(self.home),
             XDG_RUNTIME_DIR=str(self.runtime_dir),
