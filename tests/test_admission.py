@@ -1,0 +1,170 @@
+"""Admission before proof (``protocol/admission.py``, docs/PROTOCOL.md, "Admission").
+
+Address validation, the amplification credit of unvalidated endpoints and the cookies of
+a busy node are each a rule an attacker probes: a challenge or cookie that verifies for
+another key, endpoint or after its lifetime, credit beyond three times what arrived or
+beyond its cap, or tables without bound. The node tests reach these only through whole
+exchanges; mutation testing (bench/MUTATION.md) showed a changed bound or rotation went
+unnoticed there, so each is pinned here through the classes' own methods.
+"""
+
+from __future__ import annotations
+
+from comm_tui.protocol.admission import (
+    AMPLIFICATION_FACTOR,
+    CHALLENGE_BYTES,
+    CHALLENGE_ROTATE_S,
+    COOKIE_BYTES,
+    COOKIE_ROTATE_S,
+    CREDIT_ENDPOINTS,
+    ECHO_BYTES,
+    MAX_CREDIT_BYTES,
+    VALIDATED_PAIRS,
+    AddressValidator,
+    CookieJar,
+    RotatingMac,
+    echo_of,
+)
+
+KEY = b"k" * 32
+OTHER_KEY = b"o" * 32
+HERE = ("192.0.2.1", 4000)
+
+
+def test_the_constants_are_the_specs() -> None:
+    """docs/PROTOCOL.md, "Admission": three times what arrived, capped at 3 x 64 KiB."""
+    assert AMPLIFICATION_FACTOR == 3
+    assert MAX_CREDIT_BYTES == 3 * 64 * 1024
+    assert (COOKIE_BYTES, ECHO_BYTES, CHALLENGE_BYTES) == (16, 16, 16)
+    assert (COOKIE_ROTATE_S, CHALLENGE_ROTATE_S) == (120.0, 10.0)
+
+
+def test_a_tag_lasts_one_to_two_periods_of_its_secret() -> None:
+    mac = RotatingMac(10.0, 16, now=0.0)
+    tag = mac.tag(b"data", 0.0)
+    assert len(tag) == 16
+    assert mac.verify(b"data", tag, 9.9)
+    assert not mac.verify(b"other data", tag, 9.9)
+    assert not mac.verify(b"data", bytes(16), 9.9)
+    assert mac.verify(b"data", tag, 10.0)  # rotated: the previous secret still verifies
+    assert mac.verify(b"data", tag, 19.9)
+    assert not mac.verify(b"data", tag, 20.0)  # rotated again: gone
+
+
+def test_after_two_idle_periods_no_earlier_tag_verifies() -> None:
+    """A rotation late by two periods or more makes the previous secret stale too."""
+    mac = RotatingMac(10.0, 16, now=0.0)
+    tag = mac.tag(b"data", 5.0)
+    assert not mac.verify(b"data", tag, 20.0)
+    fresh = RotatingMac(10.0, 16, now=0.0)
+    tag = fresh.tag(b"data", 0.0)
+    assert fresh.verify(b"data", tag, 19.9)  # one rotation, within two periods: good
+
+
+def test_rotation_counts_time_since_the_last_rotation_on_a_real_clock() -> None:
+    """The same lifetimes with the node's clock (Unix seconds), not one starting at 0."""
+    start = 1_800_000_000.0
+    mac = RotatingMac(10.0, 16, now=start)
+    tag = mac.tag(b"data", start)
+    assert mac.verify(b"data", tag, start + 10.0)  # one rotation: still good
+    assert mac.verify(b"data", tag, start + 19.9)
+    assert not mac.verify(b"data", tag, start + 20.0)
+
+
+def test_two_macs_never_share_a_secret() -> None:
+    one, two = RotatingMac(10.0, 16, 0.0), RotatingMac(10.0, 16, 0.0)
+    assert not two.verify(b"data", one.tag(b"data", 0.0), 0.0)
+    # ... nor after a rotation, whose new secrets are fresh as well.
+    assert one.tag(b"data", 10.0) != two.tag(b"data", 10.0)
+
+
+def test_a_challenge_validates_only_its_key_at_its_endpoint() -> None:
+    validator = AddressValidator(0.0)
+    challenge = validator.challenge(KEY, HERE, 0.0)
+    assert len(challenge) == CHALLENGE_BYTES
+    assert not validator.answered(OTHER_KEY, HERE, challenge, 1.0)
+    assert not validator.answered(KEY, ("192.0.2.1", 4001), challenge, 1.0)
+    assert not validator.answered(KEY, ("192.0.2.2", 4000), challenge, 1.0)
+    assert not validator.is_validated(KEY, HERE)
+    assert validator.answered(KEY, HERE, challenge, 1.0)
+    assert validator.is_validated(KEY, HERE)
+    assert not validator.is_validated(OTHER_KEY, HERE)
+    assert not validator.is_validated(KEY, ("192.0.2.1", 4001))
+
+
+def test_a_challenge_expires_within_two_rotations() -> None:
+    validator = AddressValidator(0.0)
+    challenge = validator.challenge(KEY, HERE, 0.0)
+    assert not validator.answered(KEY, HERE, challenge, 2 * CHALLENGE_ROTATE_S)
+    assert not validator.is_validated(KEY, HERE)
+
+
+def test_an_unvalidated_endpoint_gets_three_times_what_it_sent() -> None:
+    validator = AddressValidator(0.0)
+    assert not validator.spend(HERE, 1)  # nothing arrived: nothing goes back
+    validator.received(HERE, 100)
+    assert not validator.spend(HERE, 301)  # refused, and it takes nothing
+    assert validator.spend(HERE, 300)  # all the credit may be spent
+    assert not validator.spend(HERE, 1)
+    validator.received(HERE, 10)
+    assert validator.spend(HERE, 20)
+    assert validator.spend(HERE, 10)
+    assert not validator.spend(HERE, 1)
+    assert not validator.spend(("192.0.2.9", 4000), 1)  # credit is per endpoint
+
+
+def test_credit_is_capped() -> None:
+    validator = AddressValidator(0.0)
+    for _ in range(100):
+        validator.received(HERE, 1400)  # 3 x 140,000 bytes, over the cap
+    assert not validator.spend(HERE, MAX_CREDIT_BYTES + 1)
+    assert validator.spend(HERE, MAX_CREDIT_BYTES)
+
+
+def test_credit_is_kept_for_a_bounded_number_of_endpoints_least_recent_first() -> None:
+    validator = AddressValidator(0.0)
+    first, second = ("198.51.100.1", 1), ("198.51.100.2", 1)
+    validator.received(first, 10)
+    validator.received(second, 10)
+    validator.received(first, 10)  # first is now the more recent of the two
+    for port in range(CREDIT_ENDPOINTS - 2):
+        validator.received(("203.0.113.1", port), 1)
+    assert validator.spend(second, 30)  # at the bound, the oldest is still kept
+    validator.received(("203.0.113.2", 1), 1)  # one more: "second" goes, not "first"
+    assert validator.spend(first, 1)
+    validator.received(("203.0.113.2", 2), 1)  # and one more: now "first" goes
+    assert not validator.spend(first, 1)
+    assert validator.spend(("203.0.113.1", 0), 3)
+    assert validator.spend(("203.0.113.2", 2), 3)
+
+
+def test_validated_pairs_are_bounded_least_recent_first() -> None:
+    validator = AddressValidator(0.0)
+    validator.validate(KEY, HERE)
+    validator.validate(OTHER_KEY, HERE)
+    validator.validate(KEY, HERE)  # validated again: the most recent now
+    for port in range(VALIDATED_PAIRS - 2):
+        validator.validate(KEY, ("203.0.113.1", port))
+    assert validator.is_validated(OTHER_KEY, HERE)  # all VALIDATED_PAIRS kept
+    validator.validate(KEY, ("203.0.113.2", 1))
+    assert not validator.is_validated(OTHER_KEY, HERE)  # the least recent went
+    assert validator.is_validated(KEY, HERE)
+    assert validator.is_validated(KEY, ("203.0.113.2", 1))
+
+
+def test_a_cookie_is_bound_to_its_source_address_and_rotates() -> None:
+    jar = CookieJar(0.0)
+    cookie = jar.cookie(HERE, 0.0)
+    assert len(cookie) == COOKIE_BYTES
+    assert jar.check(HERE, cookie, COOKIE_ROTATE_S)
+    assert not jar.check(("192.0.2.1", 4001), cookie, 1.0)
+    assert not jar.check(("192.0.2.2", 4000), cookie, 1.0)
+    assert not CookieJar(0.0).check(HERE, cookie, 1.0)  # another node's secret
+    assert not jar.check(HERE, cookie, 2 * COOKIE_ROTATE_S)
+
+
+def test_the_echo_is_a_hash_of_the_whole_packet() -> None:
+    echo = echo_of(b"packet")
+    assert len(echo) == ECHO_BYTES
+    assert echo == echo_of(b"packet")
+    assert echo != echo_of(b"packet!")
