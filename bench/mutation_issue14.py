@@ -78,7 +78,7 @@ MUTATIONS = [
         "the walk of a stem never ends (was: msg.hops > MAX_HOPS; the hop count left the "
         "wire, and the stem's coin flip is what bounds a walk now)",
         "comm_tui/protocol/node.py",
-        "stem = entry.stem and self.rng.random() < STEM_FORWARD",
+        "stem = entry.stem and self._rng.random() < STEM_FORWARD",
         "stem = entry.stem",
     ),
     Mutation(
