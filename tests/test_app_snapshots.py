@@ -117,8 +117,9 @@ def comm_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CommAp
 async def _settled(pilot: Pilot[Any]) -> CommApp:
     comm = pilot.app
     assert isinstance(comm, CommApp)
-    await wait_until(pilot, lambda: comm.service is not None, "the node")
-    comm._tick()
+    await wait_until(pilot, lambda: comm.node_bound is not None, "the node")
+    # The node thread takes the (fixed) snapshot; the panel shows it once it is back.
+    await wait_until(pilot, lambda: comm.status is not None, "the status snapshot")
     await pilot.pause()
     return comm
 
