@@ -134,7 +134,7 @@ async def _hostile(target: Endpoint, seconds: float, rate: float) -> dict[str, A
             genuine.append(bytes(data))
         sendto(data, addr)
 
-    protocol.transport.sendto = recording  # type: ignore[method-assign]
+    protocol.transport.sendto = recording  # type: ignore[method-assign,assignment]
     node.bootstrap(target, time.time())
     protocol.pump()
     hellos: list[bytes] = []

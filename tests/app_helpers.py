@@ -65,7 +65,9 @@ async def wait_on_node(
     """``wait_until`` for a condition on the node's state, checked on the node thread."""
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
-        if app.node_bound is not None and await on_node(app, condition):
-            return
+        if app.node_bound is not None:
+            met: object = await on_node(app, condition)
+            if met:
+                return
         await pilot.pause(0.1)
     raise AssertionError(f"timed out after {WAIT_S} s waiting for {what}")

@@ -27,7 +27,7 @@ import pytest
 
 from comm_tui.crypto.identity import Identity
 from comm_tui.errors import StorageError, UserError
-from comm_tui.net.runner import NodeNotRunning, NodeRunner, ServiceStarter
+from comm_tui.net.runner import EventSink, NodeNotRunning, NodeRunner, ServiceStarter
 from comm_tui.net.service import IncomingText, NodeFailed, NodeService, ServiceEvent
 from comm_tui.protocol.routing import Endpoint
 from comm_tui.store.db import Database, HistoryRow
@@ -77,7 +77,7 @@ class Recorder:
 
 
 @contextlib.contextmanager
-def running(starter: ServiceStarter, recorder: Recorder) -> Iterator[tuple[NodeRunner, Endpoint]]:
+def running(starter: ServiceStarter, recorder: EventSink) -> Iterator[tuple[NodeRunner, Endpoint]]:
     runner = NodeRunner(starter, recorder)
     try:
         bound = runner.start().result(WAIT_S)
@@ -117,9 +117,9 @@ def test_commands_from_other_threads_are_committed_and_events_reach_the_callback
         with Database.open(tmp_path / "alice.db") as reader:
             assert {r.text_id for r in reader.history(bob.address)} == {r.text_id for r in rows}
         # Bob's node reports each arrival through his callback, on his node thread.
-        event, thread = events_b.wait_for(IncomingText)
+        event, delivered_on = events_b.wait_for(IncomingText)
         assert isinstance(event, IncomingText) and event.row.text.startswith("text ")
-        assert thread == "comm-tui node" and thread != threading.current_thread().name
+        assert delivered_on == "comm-tui node" != threading.current_thread().name
         # Read-outs run on the node thread too.
         assert runner.submit(lambda s: threading.current_thread().name).result(WAIT_S) == (
             "comm-tui node"
@@ -129,6 +129,31 @@ def test_commands_from_other_threads_are_committed_and_events_reach_the_callback
         with pytest.raises(ValueError):
             too_long.result(WAIT_S)
         assert runner.running
+
+
+def test_an_event_reaches_the_callback_only_once_its_rows_are_committed(tmp_path: Path) -> None:
+    """The service reports from inside its transaction; the caller reads with its own
+    connection, which sees a row only after the commit. So the runner hands events over
+    after it: checked here from inside the callback, with a connection of the caller's."""
+    bob = Identity.generate()
+    visible: queue.Queue[bool] = queue.Queue()
+
+    def check(event: ServiceEvent) -> None:
+        if isinstance(event, IncomingText):
+            # A connection of the caller's, opened on the thread that calls back.
+            with Database.open(tmp_path / "bob.db") as reader:
+                rows = reader.history(event.row.peer_address)
+            visible.put(any(r.text_id == event.row.text_id for r in rows))
+
+    with (
+        running(_starter(tmp_path / "bob.db", bob), check) as (_, bob_at),
+        running(
+            _starter(tmp_path / "a.db", Identity.generate(), bootstrap=[bob_at]), Recorder()
+        ) as (runner, _),
+    ):
+        for n in range(3):
+            runner.send_text(bob.public, f"text {n}").result(WAIT_S)
+        assert [visible.get(timeout=WAIT_S) for _ in range(3)] == [True, True, True]
 
 
 def test_stop_is_bounded_and_a_stopped_runner_refuses_commands(tmp_path: Path) -> None:
@@ -280,3 +305,32 @@ def test_commands_before_start_and_from_a_future_callback_do_not_deadlock(tmp_pa
 
         runner.card().add_done_callback(then)
         assert chained.result(WAIT_S).startswith("comm")
+
+
+READ_META = (
+    "import sys; from pathlib import Path; from comm_tui.store.db import Database\n"
+    "with Database.open(Path(sys.argv[1])) as db: print(db.get_meta('written') or '')"
+)
+
+
+def test_a_second_connection_in_the_process_keeps_the_first_ones_wal(tmp_path: Path) -> None:
+    """The node's connection is the process's second (the app's or the CLI's is first).
+
+    Opening it must not drop the locks the first one holds: another process closing its
+    connection would then take itself for the last, delete the WAL, and a reader would
+    no longer see what the node committed (nor would it survive a crash).
+    """
+    path = tmp_path / "profile.db"
+    with Database.open(path) as first, Database.open(path) as second:
+        first.set_meta("before", "1")
+        # Another process opens and closes the database (`comm-tui history`, say).
+        subprocess.run([sys.executable, "-c", READ_META, str(path)], check=True, timeout=30)
+        second.set_meta("written", "by the node")
+        shown = subprocess.run(
+            [sys.executable, "-c", READ_META, str(path)],
+            check=True,
+            timeout=30,
+            capture_output=True,
+            text=True,
+        )
+        assert shown.stdout.strip() == "by the node"

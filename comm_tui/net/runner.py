@@ -14,8 +14,11 @@ only through this object:
 - read-outs (the status panel's figures, a log line of stats) are taken on the node
   thread by :meth:`NodeRunner.submit`, so nothing reads the node's tables while it
   changes them;
-- events come out through the ``on_event`` callback, called on the node thread: the
-  app posts them as Textual messages (``post_message`` is thread-safe), the CLI logs.
+- events come out through the ``on_event`` callback, called on the node thread once the
+  transaction that produced them is committed (the service reports them from inside it,
+  where its own connection already sees the rows; the caller's connection sees them only
+  after the commit): the app posts them as Textual messages (``post_message`` is
+  thread-safe), the CLI logs.
 
 SQLite connections belong to the thread that opened them: the node thread opens the
 service's own connection (the ``ServiceStarter`` does, on the node thread) and closes
@@ -75,6 +78,7 @@ class NodeRunner:
         self._started: concurrent.futures.Future[Endpoint] = concurrent.futures.Future()
         self._stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._stop_requested = False
+        self._pending: list[ServiceEvent] = []  # reported, to hand over once committed
 
     # ---------------------------------------------------------------- lifetime
 
@@ -218,13 +222,30 @@ class NodeRunner:
                 self._fail_start(exc)
                 return
             stack.push_async_callback(service.stop)
-            service.subscribe(self._emit)
+            service.subscribe(self._report)
             self._service = service
             assert service.bound is not None
             self._started.set_result(service.bound)
             await stopping.wait()
             self._service = None  # commands from here on are refused, not half-run
         # Leaving the stack stopped the service (last pump, peers saved) and closed its db.
+        self._hand_over()  # what it reported as it stopped
+
+    def _report(self, event: ServiceEvent) -> None:
+        """The service's listener: keep the event until the current loop step is over.
+
+        The service reports from inside its transaction, and every transaction of the
+        node begins and ends within one step of the loop (a datagram, a timer, a
+        command: synchronous code, no await inside), so the next step sees it committed.
+        """
+        self._pending.append(event)
+        if len(self._pending) == 1:
+            asyncio.get_running_loop().call_soon(self._hand_over)
+
+    def _hand_over(self) -> None:
+        events, self._pending = self._pending, []
+        for event in events:
+            self._emit(event)
 
     def _fail_start(self, exc: BaseException) -> None:
         if not self._started.done():
