@@ -249,7 +249,7 @@ class CommApp(App[int]):
             # The demo's nodes run on the node thread too: their disks are as slow.
             demo = DemoNetwork()
             stack.push_async_callback(demo.stop)
-            self.demo_network = demo
+            self.demo_network = demo  # for tests to look at; the app never touches it
             endpoints = await demo.start()
             db = Database.open(profile.paths.database)
             stack.callback(db.close)
@@ -350,7 +350,7 @@ class CommApp(App[int]):
         # A nickname chosen at first run while the node was starting reaches it here
         # (a name the node already has changes nothing).
         if self.runner is not None and self.profile.config.nickname:
-            self.runner.set_display_name(self.profile.config.nickname)
+            self._after(self.runner.set_display_name(self.profile.config.nickname), _ignore)
         self.refresh_contacts()  # what arrived while the node started
         self._tick()
 
@@ -593,7 +593,9 @@ class CommApp(App[int]):
             self.profile.config.relay = not self.profile.config.relay
             self.notify(str(err), severity="error")
             return
-        if self.runner is not None:
+        if self.runner is not None and self.node_bound is not None:
+            # A node still starting has it from the config file, at the next start at the
+            # latest (as before the node had its own thread).
             self._after(self.runner.set_relaying(self.profile.config.relay), _ignore)
         self.notify(
             "Relaying for others: on."
