@@ -418,7 +418,12 @@ async def test_export_then_import_round_trip(tmp_path: Path) -> None:
             await pilot.click("#export")
             await wait_until(pilot, lambda: not isinstance(app.screen, ExportScreen), "export")
             assert key_file.exists()
-            assert any(str(key_file) in n.message for n in app._notifications)
+            # The dialog's result reaches the app's callback after the dialog is gone.
+            await wait_until(
+                pilot,
+                lambda: any(str(key_file) in n.message for n in app._notifications),
+                "the exported notice",
+            )
     assert read_identity_file(key_file, b"correct horse").address == alice.address
 
     identity_file = profile_paths("default", tmp_path / "b").identity_file
@@ -434,7 +439,11 @@ async def test_export_then_import_round_trip(tmp_path: Path) -> None:
             await wait_until(pilot, lambda: not button.has_class("-active"), "the press effect")
             await pilot.click("#import")
             await wait_until(pilot, lambda: not isinstance(app.screen, ImportScreen), "import")
-            assert any("Restart" in (n.title or "") for n in app._notifications)
+            await wait_until(
+                pilot,
+                lambda: any("Restart" in (n.title or "") for n in app._notifications),
+                "the imported notice",
+            )
             assert any("stays protected" in n.message for n in app._notifications)
     # The file was protected, so the imported identity keeps its passphrase.
     assert read_identity_file(identity_file, b"correct horse").address == alice.address
