@@ -296,7 +296,8 @@ def test_commands_before_start_and_from_a_future_callback_do_not_deadlock(tmp_pa
     early = NodeRunner(_starter(tmp_path / "e.db", Identity.generate()), Recorder())
     with pytest.raises(NodeNotRunning):
         early.card().result(1.0)
-    early.join(STOP_BOUND_S)
+    assert early.join(STOP_BOUND_S)
+    assert early.stop().done()  # stopping a runner never started, twice, is harmless
     with running(_starter(tmp_path / "a.db", Identity.generate()), Recorder()) as (runner, _):
         chained: Future[str] = Future()
 

@@ -101,9 +101,12 @@ class NodeRunner:
         with self._lock:
             self._stop_requested = True
             if self._thread is None:
-                self._stopped.set_result(None)
+                if not self._stopped.done():
+                    self._stopped.set_result(None)
             elif self._loop is not None and self._stopping is not None:
-                self._loop.call_soon_threadsafe(self._stopping.set)
+                # The loop may be closing on its own (a failed start): then it is stopping.
+                with contextlib.suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(self._stopping.set)
         return self._stopped
 
     def join(self, timeout: float = STOP_TIMEOUT_S) -> bool:
@@ -150,10 +153,12 @@ class NodeRunner:
 
         with self._lock:
             loop = self._loop
-            if loop is None or self._stop_requested:
+            try:
+                if loop is None or self._stop_requested:
+                    raise RuntimeError("stopped")
+                loop.call_soon_threadsafe(run)
+            except RuntimeError:  # not started, stopping, or its loop just closed
                 future.set_exception(NodeNotRunning("the node is not running"))
-                return future
-            loop.call_soon_threadsafe(run)
         return future
 
     def send_text(
