@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Input, OptionList, Static
+from textual.widgets import Input, OptionList, Static, TextArea
 
 from comm_tui.app import CommApp, app_session
 from comm_tui.app import app as app_module
@@ -239,13 +239,16 @@ VIEWS: dict[str, Callable[[Pilot[Any]], Awaitable[None]]] = {
 
 
 def _steady(view: Callable[[Pilot[Any]], Awaitable[None]]) -> Callable[[Pilot[Any]], Any]:
-    """``view``, then every input's cursor held still: its blink would show in half the runs."""
+    """``view``, then every input's cursor held still (the composer's too): its blink would
+    show in half the runs."""
 
     async def run_before(pilot: Pilot[Any]) -> None:
         await view(pilot)
         for screen in pilot.app.screen_stack:
             for text_input in screen.query(Input):
                 text_input.cursor_blink = False
+            for text_area in screen.query(TextArea):
+                text_area.cursor_blink = False
         # No condition to wait on here: one pause lets the screen render the state reached.
         await pilot.pause()
 
