@@ -52,11 +52,10 @@ from comm_tui.crypto.keyfile import (
     unprotected_backups,
     write_identity_file,
 )
-from comm_tui.errors import CardError, KeyFileError, StorageError, UserError
+from comm_tui.errors import KeyFileError, StorageError, UserError
 from comm_tui.logs import LOG_LEVELS, file_logger
 from comm_tui.net.runner import STOP_TIMEOUT_S, NodeRunner
 from comm_tui.net.service import (
-    CARD_META,
     IncomingText,
     NodeFailed,
     NodeService,
@@ -64,10 +63,11 @@ from comm_tui.net.service import (
     OutgoingUpdated,
     PortMappingChanged,
     ServiceEvent,
+    current_card,
 )
 from comm_tui.profile import Profile, node_starter, open_profile
 from comm_tui.protocol.custody import custody_json, custody_of
-from comm_tui.protocol.letters import MAX_TEXT_BYTES
+from comm_tui.protocol.letters import MAX_TEXT_BYTES, display_name
 from comm_tui.protocol.node import Node
 from comm_tui.protocol.relay_store import Entry, RelayUsage
 from comm_tui.store.db import SEARCH_LIMIT, Database, DatabaseDamaged, HistoryRow, fts_query
@@ -164,6 +164,11 @@ def _build_parser() -> argparse.ArgumentParser:
     cmd = commands.add_parser(
         "id", parents=[common], help="show this profile's address and card (creates it)"
     )
+    cmd.add_argument(
+        "--plain",
+        action="store_true",
+        help="the 65-character card without name or hints, for a comm-tui that reads no other",
+    )
     cmd.set_defaults(handler=_cmd_id)
 
     cmd = commands.add_parser(
@@ -182,9 +187,15 @@ def _build_parser() -> argparse.ArgumentParser:
 
     cmd = commands.add_parser("contacts", parents=[common], help="manage contacts")
     contacts = cmd.add_subparsers(title="actions", metavar="ACTION", required=True)
-    sub = contacts.add_parser("add", parents=[common], help="add a contact from their card")
-    sub.add_argument("name")
-    sub.add_argument("card")
+    sub = contacts.add_parser(
+        "add",
+        parents=[common],
+        help="add a contact from their card",
+        usage="%(prog)s [NAME] CARD",
+        epilog="Without NAME, the contact is called by the name their card carries.",
+    )
+    sub.add_argument("name", metavar="NAME", help="what to call them (default: their card's name)")
+    sub.add_argument("card", metavar="CARD", nargs="?")
     sub.set_defaults(handler=_cmd_contacts_add)
     sub = contacts.add_parser("list", parents=[common], help="list contacts")
     sub.set_defaults(handler=_cmd_contacts_list)
@@ -572,31 +583,23 @@ def _cmd_app(args: argparse.Namespace, g: _Globals) -> int:
 
 def _cmd_id(args: argparse.Namespace, g: _Globals) -> int:
     with _open(g) as profile:
-        card = _current_card(profile)
+        nickname = display_name(profile.config.nickname or "")
+        if nickname is not None:
+            # What the node takes at start (docs/PROTOCOL.md, "7.1.1"), recorded now so the
+            # card and the name letters give this name one version ("13.2.1").
+            profile.db.set_own_display_name(nickname)
+        text, card = current_card(profile.identity, profile.db)
+        if args.plain:
+            text, card = encode_card(profile.identity.public), Card(profile.identity.public)
         print(f"address: {profile.identity.address.hex()}")
-        print(f"card: {encode_card(profile.identity.public) if card is None else card[0]}")
-        if card is not None:
-            hints = " ".join(_endpoint_text(hint) for hint in card[1].hints)
-            issued = datetime.fromtimestamp(card[1].issued, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        print(f"card: {text}")
+        if card.name is not None:
+            print(f"name in card: {card.name} (your nickname; contacts may call you otherwise)")
+        if card.hints:
+            hints = " ".join(_endpoint_text(hint) for hint in card.hints)
+            issued = datetime.fromtimestamp(card.issued, UTC).strftime("%Y-%m-%d %H:%M UTC")
             print(f"endpoint hints: {hints} (as of {issued})")
     return EXIT_OK
-
-
-def _current_card(profile: Profile) -> tuple[str, Card] | None:
-    """The card with endpoint hints that this profile's node last wrote, if it is ours.
-
-    docs/PROTOCOL.md, "13.2": a running node writes it when it knows a public endpoint.
-    """
-    text = profile.db.get_meta(CARD_META)
-    if text is None:
-        return None
-    try:
-        card = read_card(text)
-    except CardError:
-        return None
-    if card.identity != profile.identity.public or not card.hints:
-        return None
-    return text, card
 
 
 def _endpoint_text(endpoint: tuple[str, int]) -> str:
@@ -605,16 +608,31 @@ def _endpoint_text(endpoint: tuple[str, int]) -> str:
 
 
 def _cmd_contacts_add(args: argparse.Namespace, g: _Globals) -> int:
-    card = read_card(args.card)
+    """``contacts add [NAME] CARD``: without NAME, the name the card claims is the contact's.
+
+    docs/PROTOCOL.md, "13.2.1": the card's name is kept as the contact's claimed name, as
+    if its name letter had come; a name the user gives is theirs and stays.
+    """
+    text, name = (args.name, None) if args.card is None else (args.card, args.name)
+    card = read_card(text)
     public = card.identity
+    if name is None:
+        if card.name is None:
+            raise UserError(f"this card carries no name: give one ({PROG} contacts add NAME CARD)")
+        name = card.name
     with _open_records(g) as profile:
         if public.address == profile.address:
             raise UserError("that is this profile's own card")
+        now = time.time()
         with profile.db.transaction():
-            contact = profile.db.add_contact(args.name, public.key, public.address, time.time())
+            contact = profile.db.add_contact(name, public.key, public.address, now)
             # docs/PROTOCOL.md, "13.2": where to find them when nothing else is known.
             profile.db.save_card_hints(public.key, card.hints, card.issued)
-    print(f"added {contact.name} ({contact.address.hex()})")
+            if card.name is not None:
+                profile.db.claim_name(public.key, card.name, card.name_version, now)
+            claimed = profile.db.claimed_name(public.key)
+    calls = "" if claimed is None else f", who calls themselves \u2018{claimed}\u2019"
+    print(f"added {contact.name} ({contact.address.hex()}){calls}")
     return EXIT_OK
 
 

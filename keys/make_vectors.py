@@ -86,7 +86,7 @@ def invalid_cards(card: str, key: bytes) -> list[dict[str, str]]:
         ("truncated", card[:-4], "card is 61 characters, expected 65"),
         ("one character too many", card + "a", "card is 66 characters, expected 65"),
         ("bad character", substitute(card, 10, "0"), "'0'"),
-        ("wrong version", card_for(3, key), "card version 3"),
+        ("wrong version", card_for(4, key), "card version 4"),
         ("key not on the curve", card_for(1, INVALID_POINT), "not a valid public key"),
     ]
     vectors = []

@@ -21,6 +21,7 @@ from comm_tui.app.widgets.composer import Composer
 from comm_tui.app.widgets.contact_list import ContactList
 from comm_tui.app.widgets.conversation import ConversationView, MessageLog, MessageRow
 from comm_tui.app.widgets.status_panel import StatusPanel, reachability_rows
+from comm_tui.crypto.card import encode_card
 from comm_tui.crypto.identity import Identity
 from comm_tui.crypto.keyfile import FAST_KDF_ENV
 from tests.app_helpers import make_profile, profile_db, wait_until
@@ -155,7 +156,8 @@ def test_ascii_is_chosen_by_env_or_detected() -> None:
 
 
 def test_the_status_panel_says_how_others_reach_us() -> None:
-    base = offline_snapshot(Identity.generate(), 0.0)
+    identity = Identity.generate()
+    base = offline_snapshot(identity, encode_card(identity.public), 0.0)
     rows = dict(reachability_rows(base))
     assert rows == {
         "reachable": "checking…",

@@ -100,9 +100,9 @@ def test_wrong_length(length: int) -> None:
 
 
 def test_unknown_version() -> None:
-    message = rejection(card_with(3, PUBLIC.key))
-    assert "card version 3 is not supported" in message
-    assert "versions 1 and 2" in message
+    message = rejection(card_with(4, PUBLIC.key))
+    assert "card version 4 is not supported" in message
+    assert "versions 1, 2 and 3" in message
 
 
 def test_checksum_mismatch() -> None:

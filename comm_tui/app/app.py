@@ -72,6 +72,7 @@ from comm_tui.net.service import (
     NoticeAdded,
     OutgoingUpdated,
     PeersChanged,
+    current_card,
 )
 from comm_tui.profile import Profile, node_starter
 from comm_tui.protocol.routing import Endpoint
@@ -171,7 +172,9 @@ class CommApp(App[int]):
         self._arrange(self.size.width)
         self._update_subtitle()
         self.refresh_contacts()
-        self.query_one(StatusPanel).snapshot = offline_snapshot(self.profile.identity, time.time())
+        self.query_one(StatusPanel).snapshot = offline_snapshot(
+            self.profile.identity, self.card, time.time()
+        )
         self.query_one(ContactList).focus()
         self.set_interval(STATUS_REFRESH_S, self._tick)
         self._run_node()
@@ -695,6 +698,9 @@ class CommApp(App[int]):
             self.profile.db.add_contact(name, identity.key, identity.address, time.time())
             # docs/PROTOCOL.md, "13.2": where to find them when nothing else is known.
             self.profile.db.save_card_hints(identity.key, card.hints, card.issued)
+            if card.name is not None:
+                # docs/PROTOCOL.md, "13.2.1": the card's name is their claim, beside ours.
+                self.profile.db.claim_name(identity.key, card.name, card.name_version, time.time())
         if self.runner is not None and self.node_bound is not None:
             self._after(self.runner.contact_added(identity.key, card.hints), _ignore)
 
@@ -837,10 +843,10 @@ class CommApp(App[int]):
     @property
     def card(self) -> str:
         """Our card: with endpoint hints once the node has published one (docs/PROTOCOL.md,
-        "13.2"), else the plain version 1 card."""
-        if self.status is not None:
-            return self.status.card
-        return encode_card(self.profile.identity.public)
+        "13.2"), and our display name once we have one ("13.2.1"). Read from the profile's
+        database, where the node publishes it: the node is not asked, and a rename shows at
+        once."""
+        return current_card(self.profile.identity, self.profile.db)[0]
 
     def action_copy_card(self) -> None:
         self.copy_to_clipboard(self.card)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from comm_tui.crypto.card import encode_card
 from comm_tui.crypto.identity import Identity
 from comm_tui.net.service import NodeService
 from comm_tui.protocol.relay_store import RelayUsage
@@ -67,12 +66,12 @@ def endpoint_text(endpoint: tuple[str, int] | None) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def offline_snapshot(identity: Identity, now: float) -> StatusSnapshot:
+def offline_snapshot(identity: Identity, card: str, now: float) -> StatusSnapshot:
     """What the panel shows before the node is bound."""
     return StatusSnapshot(
         now=now,
         address=identity.address,
-        card=encode_card(identity.public),
+        card=card,
         listen="starting…",
         state="starting",
         table_size=0,

@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from comm_tui.crypto.card import encode_card, encode_hints_card
+from comm_tui.crypto.card import Card, encode_card, issue_card, read_card
 from comm_tui.crypto.identity import Identity, PublicIdentity
-from comm_tui.errors import StorageError
+from comm_tui.errors import CardError, StorageError
 from comm_tui.net.discovery import LocalDirectory
 from comm_tui.net.hints import endpoint_hints
 from comm_tui.net.lan import LanBeacon, LanOptions, Sighting, lan_families
@@ -49,7 +49,7 @@ from comm_tui.store.db import SESSION_RESET_NOTICE, Database, HistoryRow
 PEER_SAVE_INTERVAL_S = 60.0
 DISCOVERY_INTERVAL_S = 10.0
 CARD_CHECK_INTERVAL_S = 10.0  # how soon a new public endpoint shows in the profile's card
-CARD_META = "card"  # the profile's current card, with hints when it has any
+CARD_META = "card"  # the profile's current card, with hints and name when it has them
 # How often the addresses we are bound at are looked at again (a laptop that moved to
 # another network): the node compares them with what peers see (docs/PROTOCOL.md, "12").
 LOCAL_ADDRESS_INTERVAL_S = 30.0
@@ -152,6 +152,28 @@ Listener = Callable[[ServiceEvent], None]
 PortMapperFactory = Callable[[int, Callable[[PortMapping | None, str], None]], PortMapper]
 
 
+def current_card(identity: Identity, db: Database) -> tuple[str, Card]:
+    """The card this profile gives people now, and what it says, with no node running.
+
+    The card the node last published (docs/PROTOCOL.md, "13.2") when it is ours and names
+    the display name recorded in the profile (its latest, "13.2.1"); else one signed now
+    with that card's hints and the recorded name, so a rename shows in the card at once.
+    """
+    name = db.own_display_name()
+    text = db.get_meta(CARD_META)
+    published = None
+    if text is not None:
+        with contextlib.suppress(CardError):
+            published = read_card(text)
+    if published is None or published.identity != identity.public:
+        published, text = Card(identity.public), None
+    says = (published.name, published.name_version) if published.name is not None else None
+    if text is not None and says == name:
+        return text, published
+    text = issue_card(identity, list(published.hints), published.issued, name)
+    return text, read_card(text)
+
+
 class NodeService:
     def __init__(
         self,
@@ -177,6 +199,7 @@ class NodeService:
         self.lan: LanBeacon | None = None
         self.test_networks = test_networks
         self.card_hints: list[Endpoint] | None = None  # None: not yet written in this run
+        self.card_name: tuple[str, int] | None = None  # the display name in that card
         self.clock = clock
         self.node = Node(identity, clock(), config=config)
         self.protocol: NodeProtocol | None = None
@@ -367,6 +390,10 @@ class NodeService:
                     self._send_name_if_due(PublicIdentity(contact.key), now)
 
         self._durably(write)
+        # The card shown changes with the name (docs/PROTOCOL.md, "13.2.1"); a card that
+        # cannot be written now is written by the next check (_publish_card_forever).
+        with contextlib.suppress(StorageError):
+            self.publish_card()
         return True
 
     def conversation_read(self, peer_address: bytes) -> None:
@@ -568,23 +595,22 @@ class NodeService:
 
     @property
     def card(self) -> str:
-        """The card to give people: the one last published, with hints when it has any."""
+        """The card to give people: the one last published, with hints and name if any."""
         return self.db.get_meta(CARD_META) or encode_card(self.identity.public)
 
     def publish_card(self) -> str:
-        """Write the profile's current card (with hints when we have any) for ``comm-tui id``.
+        """Write the profile's current card (with hints and our display name when we have
+        them, docs/PROTOCOL.md, "13.2" and "13.2.1") for ``comm-tui id`` and the app.
 
-        Signed again only when the hints change; a card without hints is the version 1 card.
+        Signed again only when the hints or the name change; a card with neither is the
+        version 1 card.
         """
         hints = self.public_endpoints()
-        if hints != self.card_hints:
-            self.card_hints = hints
-            card = (
-                encode_hints_card(self.identity, hints, int(self.clock()))
-                if hints
-                else encode_card(self.identity.public)
-            )
-            self.db.set_meta(CARD_META, card)
+        name = self.db.own_display_name()
+        if hints != self.card_hints or name != self.card_name:
+            self.db.set_meta(CARD_META, issue_card(self.identity, hints, int(self.clock()), name))
+            # Only once written: a card the disk refused is tried again at the next check.
+            self.card_hints, self.card_name = hints, name
         return self.card
 
     async def _publish_card_forever(self) -> None:

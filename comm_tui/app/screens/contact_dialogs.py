@@ -17,26 +17,33 @@ from comm_tui.crypto.card import Card, read_card
 from comm_tui.errors import CardError, UserError
 
 CARD_HINT = (
-    "A card starts with comm1 and is 65 characters, more with endpoint hints;"
+    "A card starts with comm1 and is 65 characters, more with a name or endpoint hints;"
     " spaces and dashes are ignored."
 )
 
 
 def card_problem(text: str) -> str | None:
     """Why ``text`` is not a valid card, or None if it is one."""
+    return _checked(text)[1]
+
+
+def _checked(text: str) -> tuple[Card | None, str | None]:
+    """The card in ``text``, or why there is none."""
     if not text.strip():
-        return "paste the card your contact shared with you"
+        return None, "paste the card your contact shared with you"
     try:
-        read_card(text)
+        return read_card(text), None
     except CardError as err:
-        return str(err)
-    return None
+        return None, str(err)
 
 
 class AddContactScreen(ModalScreen[str | None]):
     """Takes a name and a card; ``save`` stores it or raises UserError, shown in the dialog.
 
-    ``save`` gets the whole card: its endpoint hints may be how a new node joins.
+    ``save`` gets the whole card: its endpoint hints may be how a new node joins, and its
+    name is their claim. A card with a name fills the name field while the user has not
+    typed one of their own (docs/PROTOCOL.md, "13.2.1"): what is there when they press
+    Add is their name for the contact.
     """
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
@@ -54,6 +61,7 @@ class AddContactScreen(ModalScreen[str | None]):
         self.initial_card = card
         self.initial_name = name
         self.title_text = title
+        self.filled_name = ""  # what a card put in the name field, while left as it was
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="add-contact"):
@@ -80,12 +88,21 @@ class AddContactScreen(ModalScreen[str | None]):
         self._check()
 
     @on(Input.Changed)
-    def _check(self) -> None:
-        name = self.query_one("#name", Input).value.strip()
+    def _check(self, event: Input.Changed | None = None) -> None:
+        name_input = self.query_one("#name", Input)
         card = self.query_one("#card", Input).value
-        problem = card_problem(card)
+        parsed, problem = _checked(card)
         status = self.query_one("#card-status", Static)
-        if problem is None:
+        if parsed is not None and parsed.name is not None:
+            # Only a new card fills the field: a name the user cleared stays cleared.
+            card_changed = event is None or event.input.id == "card"
+            if card_changed and name_input.value in ("", self.filled_name):
+                self.filled_name = name_input.value = parsed.name
+            # Their words, drawn literally: markup in a name stays text.
+            claim = f"✓ valid card; they call themselves \u2018{parsed.name}\u2019"
+            status.update(Content(shown(claim)))
+            status.set_classes("dialog-ok")
+        elif problem is None:
             status.update("✓ valid card")
             status.set_classes("dialog-ok")
         else:
@@ -95,7 +112,9 @@ class AddContactScreen(ModalScreen[str | None]):
             problem is not None and bool(card.strip()), "-invalid"
         )
         self.query_one("#error", Static).update("")
-        self.query_one("#add", Button).disabled = problem is not None or not name
+        self.query_one("#add", Button).disabled = (
+            problem is not None or not name_input.value.strip()
+        )
 
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:
