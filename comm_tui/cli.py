@@ -23,20 +23,21 @@ up waiting (the text stays in the outbox), 130 interrupted at a prompt.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import getpass
 import json
 import logging
+import queue
 import re
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from comm_tui import __version__
 from comm_tui.crypto.card import Card, decode_card, encode_card, looks_like_card, read_card
@@ -53,6 +54,7 @@ from comm_tui.crypto.keyfile import (
 )
 from comm_tui.errors import KeyFileError, StorageError, UserError
 from comm_tui.logs import LOG_LEVELS, file_logger
+from comm_tui.net.runner import STOP_TIMEOUT_S, NodeRunner
 from comm_tui.net.service import (
     IncomingText,
     NodeFailed,
@@ -63,7 +65,7 @@ from comm_tui.net.service import (
     ServiceEvent,
     current_card,
 )
-from comm_tui.profile import Profile, open_profile, start_service
+from comm_tui.profile import Profile, node_starter, open_profile
 from comm_tui.protocol.custody import custody_json, custody_of
 from comm_tui.protocol.letters import MAX_TEXT_BYTES, display_name
 from comm_tui.protocol.node import Node
@@ -86,6 +88,8 @@ EXIT_USER_ERROR = 2
 EXIT_GAVE_UP = 3
 EXIT_NOT_FOUND = 1  # search: no message matched (as grep says it)
 EXIT_INTERRUPTED = 130
+
+T = TypeVar("T")
 # Without --wait, `send` waits this long for a node to take the text.
 SEND_HANDOFF_TIMEOUT_S = 10.0
 NODE_STATS_INTERVAL_S = 60.0
@@ -999,30 +1003,36 @@ def _cmd_repair(args: argparse.Namespace, g: _Globals) -> int:
 
 def _cmd_node(args: argparse.Namespace, g: _Globals) -> int:
     with _open(g, lock_as="comm-tui node") as profile:
-        return asyncio.run(_run_node(profile, g, debug=args.log_level == "debug"))
+        return _run_node(profile, g, debug=args.log_level == "debug")
 
 
-def _install_stop_signals(on_signal: Callable[[], None]) -> Callable[[], None]:
-    """SIGINT and SIGTERM ask for a clean shutdown; returns a function to undo that."""
-    loop = asyncio.get_running_loop()
+@contextlib.contextmanager
+def _stop_signals(on_signal: Callable[[], None]) -> Iterator[None]:
+    """SIGINT and SIGTERM ask for a clean shutdown while the block runs.
+
+    The node runs on its own thread (comm_tui/net/runner.py); the main thread, which
+    Python delivers signals to, only waits for its events, so a handler that sets a
+    flag is enough, and the node flushes and closes in ``NodeRunner.join``.
+    """
     signals = (signal.SIGINT, signal.SIGTERM)
-    for signum in signals:
-        loop.add_signal_handler(signum, on_signal)
-
-    def remove() -> None:
-        for signum in signals:
-            loop.remove_signal_handler(signum)
-
-    return remove
+    previous = {signum: signal.signal(signum, lambda *_: on_signal()) for signum in signals}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
-_node_log: logging.Logger | None = None
+class _NodeLog:
+    """What a running node says: one timestamped line on stdout, and in its log file."""
 
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self.logger = logger
 
-def _log(line: str) -> None:
-    print(f"{_now_text()} {line}", flush=True)
-    if _node_log is not None:
-        _node_log.info(line)
+    def __call__(self, line: str) -> None:
+        print(f"{_now_text()} {line}", flush=True)
+        if self.logger is not None:
+            self.logger.info(line)
 
 
 def _text_ref(row: HistoryRow) -> str:
@@ -1031,22 +1041,19 @@ def _text_ref(row: HistoryRow) -> str:
     return f"text {row.text_id.hex()} ({len(row.text.encode('utf-8', 'surrogatepass'))} bytes)"
 
 
-def _event_logger(db: Database) -> Callable[[ServiceEvent], None]:
-    def log_event(event: ServiceEvent) -> None:
-        if isinstance(event, IncomingText):
-            row = event.row
-            _log(f"from {_display_name(db, row.peer_address)}: received {_text_ref(row)}")
-        elif isinstance(event, OutgoingUpdated):
-            row = event.row
-            name = _display_name(db, row.peer_address)
-            _log(f"to {name}: {row.state}: {_text_ref(row)}")
-        elif isinstance(event, NoticeAdded):
-            # Our own words about the session (docs/PROTOCOL.md, "Session reset"), no text.
-            _log(f"{_display_name(db, event.row.peer_address)}: {event.row.text}")
-        elif isinstance(event, PortMappingChanged):
-            _log(f"port mapping: {_port_mapping_text(event)}")
-
-    return log_event
+def _log_event(log: _NodeLog, db: Database, event: ServiceEvent) -> None:
+    """One line for an event the node reported; run on the main thread, which owns ``db``."""
+    if isinstance(event, IncomingText):
+        row = event.row
+        log(f"from {_display_name(db, row.peer_address)}: received {_text_ref(row)}")
+    elif isinstance(event, OutgoingUpdated):
+        row = event.row
+        log(f"to {_display_name(db, row.peer_address)}: {row.state}: {_text_ref(row)}")
+    elif isinstance(event, NoticeAdded):
+        # Our own words about the session (docs/PROTOCOL.md, "Session reset"), no text.
+        log(f"{_display_name(db, event.row.peer_address)}: {event.row.text}")
+    elif isinstance(event, PortMappingChanged):
+        log(f"port mapping: {_port_mapping_text(event)}")
 
 
 def _port_mapping_text(event: PortMappingChanged) -> str:
@@ -1105,59 +1112,86 @@ def _reach_text(node: Node) -> str:
     )
 
 
-async def _run_node(profile: Profile, g: _Globals, *, debug: bool = False) -> int:
-    global _node_log
-    _node_log = file_logger(profile.paths, "node", debug=debug)
-    stop = asyncio.Event()
-    remove_signals = _install_stop_signals(stop.set)
-    try:
-        service = await start_service(profile, g.listen, g.bootstrap)
-        failures: list[str] = []
+def _start_lines(service: NodeService, profile: Profile) -> list[str]:
+    """What the node says once it is bound (taken on the node thread: it reads the node)."""
+    lines = [
+        f"node of profile '{profile.paths.profile}' listening"
+        f" {_endpoint_text(service.bound or service.listen)}"
+        f" address {profile.identity.address.hex()}",
+        f"card: {service.publish_card()}",
+    ]
+    if not profile.config.port_mapping:
+        lines.append("port mapping: off (port_mapping = false in the config)")
+    elif service.port_mapper is None:
+        host = (service.bound or service.listen)[0]
+        lines.append(f"port mapping: off (listening on {host}: no router forwards there)")
+    return lines
 
-        def on_failure(event: ServiceEvent) -> None:
-            if isinstance(event, NodeFailed):
-                failures.append(event.message)
-                stop.set()
 
+def _run_node(profile: Profile, g: _Globals, *, debug: bool = False) -> int:
+    """``comm-tui node``: run the profile's node until SIGINT/SIGTERM or a disk failure.
+
+    The node runs on a NodeRunner's thread; this thread logs its events (with names read
+    from the profile's own database connection) and a stats line every minute.
+    """
+    logger = file_logger(profile.paths, "node", debug=debug)
+    log = _NodeLog(logger)
+    events: queue.Queue[ServiceEvent | None] = queue.Queue()
+    stop = threading.Event()
+
+    def on_signal() -> None:
+        stop.set()
+        events.put(None)  # wakes the wait below
+
+    runner = NodeRunner(node_starter(profile, g.listen, g.bootstrap), events.put, name="node")
+    failures: list[str] = []
+    with _stop_signals(on_signal):
         try:
-            service.subscribe(_event_logger(profile.db))
-            service.subscribe(on_failure)
-            _log(
-                f"node of profile '{profile.paths.profile}' listening"
-                f" {_endpoint_text(service.bound or service.listen)}"
-                f" address {profile.identity.address.hex()}"
-            )
-            _log(f"card: {service.publish_card()}")
-            if not profile.config.port_mapping:
-                _log("port mapping: off (port_mapping = false in the config)")
-            elif service.port_mapper is None:
-                host = (service.bound or service.listen)[0]
-                _log(f"port mapping: off (listening on {host}: no router forwards there)")
+            runner.start().result()
+            for line in _on_node(runner, lambda service: _start_lines(service, profile)):
+                log(line)
             # A node runs for days: it says its notices at start, in its log, not at exit.
             for notice in g.notices:
-                _log(notice)
+                log(notice)
             g.notices.clear()
-            if _node_log.isEnabledFor(logging.DEBUG):
-                _node_log.debug(
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
                     f"debug log: bootstrap {profile.config.bootstrap}, lan discovery"
                     f" {profile.config.lan_discovery}, data in {profile.paths.root}"
                 )
-            if service.damaged_entries:
-                _log(f"skipped {service.damaged_entries} damaged relay-store entries")
+            damaged = _on_node(runner, lambda service: service.damaged_entries)
+            if damaged:
+                log(f"skipped {damaged} damaged relay-store entries")
+            next_stats = time.monotonic() + NODE_STATS_INTERVAL_S
             while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), NODE_STATS_INTERVAL_S)
-                    break
-                _log(_stats_line(service))
-            _log(_stats_line(service))
+                try:
+                    event = events.get(timeout=max(0.0, next_stats - time.monotonic()))
+                except queue.Empty:
+                    log(_on_node(runner, _stats_line))
+                    next_stats += NODE_STATS_INTERVAL_S
+                    continue
+                if event is not None:
+                    _log_event(log, profile.db, event)
+                if isinstance(event, NodeFailed):
+                    failures.append(event.message)
+                    stop.set()
+            log(_on_node(runner, _stats_line))
         finally:
-            await service.stop()
-    finally:
-        remove_signals()
+            stopped = runner.join()
+            while not events.empty():  # what the node said as it stopped (a port unmapped)
+                if (event := events.get_nowait()) is not None:
+                    _log_event(log, profile.db, event)
     if failures:
         raise StorageError(failures[0])
-    _log("stopped")
+    if not stopped:
+        raise StorageError(f"the node did not stop within {STOP_TIMEOUT_S:g} s")
+    log("stopped")
     return EXIT_OK
+
+
+def _on_node(runner: NodeRunner, read: Callable[[NodeService], T]) -> T:
+    """A read-out taken on the node thread, waited for here (the CLI has no screen)."""
+    return runner.submit(read).result(STOP_TIMEOUT_S)
 
 
 def _cmd_send(args: argparse.Namespace, g: _Globals) -> int:
@@ -1178,10 +1212,10 @@ def _cmd_send(args: argparse.Namespace, g: _Globals) -> int:
         if peer.key == profile.identity.key:
             raise UserError("cannot send a text to this profile's own identity")
         recipient = PublicIdentity(peer.key)
-        return asyncio.run(_send(profile, g, recipient, peer.label, text, args.wait, hints))
+        return _send(profile, g, recipient, peer.label, text, args.wait, hints)
 
 
-async def _send(
+def _send(
     profile: Profile,
     g: _Globals,
     recipient: PublicIdentity,
@@ -1191,49 +1225,43 @@ async def _send(
     hints: tuple[tuple[str, int], ...] = (),
 ) -> int:
     """Run a node until the text reaches the wanted state, the time is up, or a signal."""
-    wake = asyncio.Event()
-    interrupted = asyncio.Event()
-    states: dict[bytes, str] = {}
+    events: queue.Queue[ServiceEvent | None] = queue.Queue()
+    interrupted = threading.Event()
 
     def on_signal() -> None:
         interrupted.set()
-        wake.set()
+        events.put(None)
 
-    def on_event(event: ServiceEvent) -> None:
-        if isinstance(event, OutgoingUpdated):
-            states[event.row.text_id] = event.row.state
-            wake.set()
-
-    remove_signals = _install_stop_signals(on_signal)
-    try:
-        # docs/PROTOCOL.md, "14. Port mapping": a one-shot send asks no router.
-        service = await start_service(profile, g.listen, g.bootstrap, map_port=False)
+    # docs/PROTOCOL.md, "14. Port mapping": a one-shot send asks no router.
+    starter = node_starter(profile, g.listen, g.bootstrap, map_port=False)
+    runner = NodeRunner(starter, events.put, name="send")
+    with _stop_signals(on_signal):
         try:
-            service.subscribe(on_event)
+            runner.start().result()
             if hints:
-                service.contact_added(recipient.key, hints)
+                runner.contact_added(recipient.key, hints).result(STOP_TIMEOUT_S)
             try:
-                row = service.send_text(recipient, text)
+                # Returns once the text is committed: from here a crash loses nothing.
+                row = runner.send_text(recipient, text).result(STOP_TIMEOUT_S)
             except ValueError as err:
                 raise UserError(str(err)) from None
             wanted = ("delivered",) if wait_s is not None else ("sent", "delivered")
             timeout_s = wait_s if wait_s is not None else SEND_HANDOFF_TIMEOUT_S
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout_s
+            deadline = time.monotonic() + timeout_s
             state = row.state
             while True:
-                state = states.get(row.text_id, state)
-                remaining = deadline - loop.time()
+                remaining = deadline - time.monotonic()
                 if state in wanted or state == "expired" or interrupted.is_set() or remaining <= 0:
                     break
-                wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), remaining)
-            alone = service.node.peer_count == 0
+                with contextlib.suppress(queue.Empty):
+                    event = events.get(timeout=remaining)
+                    if isinstance(event, OutgoingUpdated) and event.row.text_id == row.text_id:
+                        state = event.row.state
+            alone, tried_endpoints = _on_node(
+                runner, lambda service: (service.node.peer_count == 0, service.bootstrap_endpoints)
+            )
         finally:
-            await service.stop()
-    finally:
-        remove_signals()
+            runner.join()
     if state in wanted:
         print(f"{state} to {label}", flush=True)
         return EXIT_OK
@@ -1247,7 +1275,7 @@ async def _send(
     goal = "delivered" if wait_s is not None else "handed to any node"
     why = ""
     if alone:
-        tried = ", ".join(f"{host}:{port}" for host, port in service.bootstrap_endpoints)
+        tried = ", ".join(f"{host}:{port}" for host, port in tried_endpoints)
         why = f"; no node answered at {tried}" if tried else "; no node known: pass --bootstrap"
     print(
         f"{PROG}: not {goal} within {timeout_s:g} s (state: {state}{why}); {stays}",

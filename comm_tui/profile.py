@@ -7,6 +7,7 @@ profile lock, and how listen and bootstrap flags are merged into the config.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,6 +17,7 @@ from comm_tui.crypto.keyfile import PassphraseRequired, load_or_create_identity
 from comm_tui.net.discovery import LocalDirectory
 from comm_tui.net.lan import LanOptions
 from comm_tui.net.portmap import PortMapper
+from comm_tui.net.runner import ServiceStarter
 from comm_tui.net.service import NodeService
 from comm_tui.protocol.node import NodeConfig
 from comm_tui.protocol.routing import Endpoint
@@ -161,18 +163,22 @@ def make_service(
     config: NodeConfig | None = None,
     save: bool = True,
     map_port: bool = True,
+    db: Database | None = None,
 ) -> tuple[NodeService, bool]:
     """A NodeService for this profile; the flag says the listen address is the default.
 
     With the default address the caller should fall back to any free port if the
     default port is taken (see ``start_service``). ``map_port`` false: no port mapping
     whatever the config says (a node that lives seconds would remove it as it is made).
+    ``db``: the service's own connection to the profile's database, for a node on a
+    thread of its own (comm_tui/net/runner.py: SQLite connections stay on their thread);
+    by default the profile's.
     """
     endpoint, bootstrap_endpoints, default = network_settings(profile, listen, bootstrap, save=save)
     discovery = LocalDirectory(profile.paths.runtime_dir) if profile.config.lan_discovery else None
     service = NodeService(
         profile.identity,
-        profile.db,
+        db if db is not None else profile.db,
         listen=endpoint,
         bootstrap=bootstrap_endpoints,
         discovery=discovery,
@@ -192,12 +198,15 @@ async def start_service(
     *,
     config: NodeConfig | None = None,
     map_port: bool = True,
+    db: Database | None = None,
 ) -> NodeService:
-    """Create and start the profile's node, falling back from the default port if taken."""
+    """Create and start the profile's node, falling back from the default port if taken.
+
+    ``db`` as for ``make_service``."""
     from comm_tui.errors import UserError
 
     service, default = make_service(
-        profile, listen, bootstrap, config=config, save=False, map_port=map_port
+        profile, listen, bootstrap, config=config, save=False, map_port=map_port, db=db
     )
     try:
         await service.start()
@@ -213,3 +222,25 @@ async def start_service(
             await service.stop()
             raise
     return service
+
+
+def node_starter(
+    profile: Profile,
+    listen: str | None = None,
+    bootstrap: list[str] | None = None,
+    *,
+    map_port: bool = True,
+) -> ServiceStarter:
+    """How a NodeRunner starts this profile's node, on its own thread.
+
+    The node gets its own connection to the profile's database, opened there and closed
+    after the node stops (SQLite connections stay on the thread that opened them); the
+    profile's connection stays with the caller, for its reads.
+    """
+
+    async def start(stack: contextlib.AsyncExitStack) -> NodeService:
+        db = Database.open(profile.paths.database)
+        stack.callback(db.close)
+        return await start_service(profile, listen, bootstrap, map_port=map_port, db=db)
+
+    return start

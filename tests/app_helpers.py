@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from textual.pilot import Pilot
 
+from comm_tui.app.app import CommApp
 from comm_tui.crypto.identity import Identity
 from comm_tui.crypto.keyfile import write_identity_file
+from comm_tui.net.service import NodeService
 from comm_tui.store.config import Config, save_config
 from comm_tui.store.db import Database
 from comm_tui.store.paths import ensure_dirs, profile_paths
 
+T = TypeVar("T")
 SIZE = (140, 45)
 WAIT_S = 15.0
 
@@ -45,3 +50,24 @@ def make_profile(
 
 def profile_db(data_dir: Path) -> Database:
     return Database.open(profile_paths("default", data_dir).database)
+
+
+async def on_node(app: CommApp, read: Callable[[NodeService], T]) -> T:
+    """``read(service)`` run on the app's node thread (the only place that may read the
+    node), awaited without blocking the app's loop."""
+    assert app.runner is not None, "the node is not running"
+    return await asyncio.wrap_future(app.runner.submit(read))
+
+
+async def wait_on_node(
+    pilot: Pilot[int], app: CommApp, condition: Callable[[NodeService], object], what: str
+) -> None:
+    """``wait_until`` for a condition on the node's state, checked on the node thread."""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        if app.node_bound is not None:
+            met: object = await on_node(app, condition)
+            if met:
+                return
+        await pilot.pause(0.1)
+    raise AssertionError(f"timed out after {WAIT_S} s waiting for {what}")

@@ -25,7 +25,7 @@ from comm_tui.net.service import NodeService
 from comm_tui.store.config import load_config
 from comm_tui.store.db import SESSION_RESET_NOTICE, Database
 from comm_tui.store.paths import profile_paths
-from tests.app_helpers import SIZE, make_profile, profile_db, wait_until
+from tests.app_helpers import SIZE, make_profile, on_node, profile_db, wait_on_node, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -105,9 +105,15 @@ async def test_add_contact_with_a_valid_card(tmp_path: Path) -> None:
                 "conversation with the new contact",
             )
             # Its prekey bundle is wanted at once, so a first text can open with X3DH.
-            assert app.service is not None
-            assert dave.address in app.service.node._wanted_bundles
-            assert dave.address in app.service.node._punch.contacts
+            await wait_on_node(
+                pilot,
+                app,
+                lambda s: (
+                    dave.address in s.node._wanted_bundles
+                    and dave.address in s.node._punch.contacts
+                ),
+                "the node to want dave's bundle and know dave as a contact",
+            )
 
 
 @pytest.mark.parametrize(
@@ -161,16 +167,16 @@ async def test_two_apps_exchange_a_message_and_see_it_delivered(tmp_path: Path) 
     _add_contact(dir_b, "alice", alice)
     with app_session(data_dir=dir_a, listen="127.0.0.1:0") as app_a:
         async with app_a.run_test(size=SIZE) as pilot_a:
-            await wait_until(pilot_a, lambda: app_a.service is not None, "node A to start")
-            assert app_a.service is not None and app_a.service.bound is not None
-            port = app_a.service.bound[1]
+            await wait_until(pilot_a, lambda: app_a.node_bound is not None, "node A to start")
+            assert app_a.node_bound is not None
+            port = app_a.node_bound[1]
             with app_session(
                 data_dir=dir_b, listen="127.0.0.1:0", bootstrap=[f"127.0.0.1:{port}"]
             ) as app_b:
                 async with app_b.run_test(size=SIZE) as pilot_b:
                     await wait_until(
                         pilot_b,
-                        lambda: app_b.service is not None and app_b.service.node.state == "online",
+                        lambda: app_b.status is not None and app_b.status.state == "online",
                         "node B to join A",
                     )
                     await pilot_a.press("enter")
@@ -211,12 +217,10 @@ async def test_unknown_sender_is_shown_as_a_request_and_can_be_accepted(tmp_path
     stranger = Identity.generate()
     with app_session(data_dir=tmp_path / "me", listen="127.0.0.1:0") as app:
         async with app.run_test(size=SIZE) as pilot:
-            await wait_until(pilot, lambda: app.service is not None, "the node to start")
-            assert app.service is not None and app.service.bound is not None
+            await wait_until(pilot, lambda: app.node_bound is not None, "the node to start")
+            assert app.node_bound is not None
             db = Database.open(tmp_path / "stranger.db")
-            other = NodeService(
-                stranger, db, listen=("127.0.0.1", 0), bootstrap=[app.service.bound]
-            )
+            other = NodeService(stranger, db, listen=("127.0.0.1", 0), bootstrap=[app.node_bound])
             await other.start()
             try:
                 await wait_until(pilot, lambda: other.node.state == "online", "stranger joins")
@@ -267,9 +271,8 @@ async def test_rename_and_remove_with_confirmation(tmp_path: Path) -> None:
     with app_session(data_dir=tmp_path, listen="127.0.0.1:0") as app:
         async with app.run_test(size=SIZE) as pilot:
             # Only contacts may make the node punch a hole (docs/PROTOCOL.md, "12.6").
-            await wait_until(pilot, lambda: app.service is not None, "the node started")
-            assert app.service is not None
-            assert bob.address in app.service.node._punch.contacts
+            await wait_until(pilot, lambda: app.node_bound is not None, "the node started")
+            assert await on_node(app, lambda s: bob.address in s.node._punch.contacts)
             await pilot.press("f2")
             await pilot.pause()
             app.screen.query_one("#new-name", Input).value = "Robert"
@@ -287,7 +290,9 @@ async def test_rename_and_remove_with_confirmation(tmp_path: Path) -> None:
             await pilot.pause()
             assert app.profile.db.contacts() == []
             assert app.query_one(ContactList).entry(bob.address) is None
-            assert bob.address not in app.service.node._punch.contacts
+            await wait_on_node(
+                pilot, app, lambda s: bob.address not in s.node._punch.contacts, "bob removed"
+            )
 
 
 async def test_status_panel_figures_change(tmp_path: Path) -> None:
@@ -330,9 +335,9 @@ async def test_status_panel_figures_change(tmp_path: Path) -> None:
                 )
                 assert max(panel._rates) > 0
                 # A malformed datagram is dropped, and the panel says why.
-                assert app.service is not None and app.service.bound is not None
+                assert app.node_bound is not None
                 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
-                    raw.sendto(b"\x08\x01garbage", ("127.0.0.1", app.service.bound[1]))
+                    raw.sendto(b"\x08\x01garbage", ("127.0.0.1", app.node_bound[1]))
                 await wait_until(
                     pilot,
                     lambda: panel.snapshot is not None and panel.snapshot.rejected >= 1,
@@ -413,11 +418,11 @@ async def test_export_then_import_round_trip(tmp_path: Path) -> None:
             await pilot.click("#export")
             await wait_until(pilot, lambda: not isinstance(app.screen, ExportScreen), "export")
             assert key_file.exists()
-            # The screen closes before the notice is posted (it raced under load).
+            # The dialog's result reaches the app's callback after the dialog is gone.
             await wait_until(
                 pilot,
                 lambda: any(str(key_file) in n.message for n in app._notifications),
-                "the notice naming the file",
+                "the exported notice",
             )
     assert read_identity_file(key_file, b"correct horse").address == alice.address
 
@@ -437,7 +442,7 @@ async def test_export_then_import_round_trip(tmp_path: Path) -> None:
             await wait_until(
                 pilot,
                 lambda: any("Restart" in (n.title or "") for n in app._notifications),
-                "the notice to restart",
+                "the imported notice",
             )
             assert any("stays protected" in n.message for n in app._notifications)
     # The file was protected, so the imported identity keeps its passphrase.
@@ -553,11 +558,10 @@ async def test_add_contact_from_a_card_with_hints_joins_through_them(tmp_path: P
                 assert app.profile.db.contact_hints() == [
                     (dave.identity.key, "127.0.0.1", bound[1])
                 ]
-                assert app.service is not None
-                service = app.service
-                await wait_until(
+                await wait_on_node(
                     pilot,
-                    lambda: dave.identity.address in {p.address for p in service.node.peers()},
+                    app,
+                    lambda s: dave.identity.address in {p.address for p in s.node.peers()},
                     "the join",
                 )
     finally:

@@ -39,7 +39,7 @@ async def test_the_add_dialog_fills_the_name_from_the_card_and_keeps_what_the_us
     card = encode_named_card(dave, MARKUP_NAME, 3, [], 0)
     with app_session(data_dir=tmp_path, listen="127.0.0.1:0") as app:
         async with app.run_test(size=SIZE) as pilot:
-            await wait_until(pilot, lambda: app.service is not None, "the node to start")
+            await wait_until(pilot, lambda: app.node_bound is not None, "the node to start")
             await pilot.press("ctrl+n")
             assert isinstance(app.screen, AddContactScreen)
             dialog = app.screen
@@ -109,7 +109,7 @@ async def test_our_card_carries_the_name_chosen_at_first_run(tmp_path: Path) -> 
             assert isinstance(app.screen, NicknameScreen)
             assert read_card(app.card).name is None
             await pilot.press(*"Ada", "enter")
-            await wait_until(pilot, lambda: app.service is not None, "the node to start")
+            await wait_until(pilot, lambda: app.node_bound is not None, "the node to start")
             await wait_until(pilot, lambda: read_card(app.card).name == "Ada", "a named card")
             panel = app.query_one(StatusPanel)
             await wait_until(
@@ -120,10 +120,16 @@ async def test_our_card_carries_the_name_chosen_at_first_run(tmp_path: Path) -> 
             await pilot.press("ctrl+g")
             assert isinstance(app.screen, CardScreen) and app.screen.card == app.card
             await pilot.press("escape")
-            # A rename (the same path as the first-run dialog) changes the card at once.
+            # A rename (the same path as the first-run dialog) changes the card as soon as
+            # the node thread has committed it.
             app._named("Ada L")
-            card = read_card(app.card)
-            assert (card.name, card.name_version) == ("Ada L", 2)
+            await wait_until(
+                pilot,
+                lambda: (
+                    (read_card(app.card).name, read_card(app.card).name_version) == ("Ada L", 2)
+                ),
+                "the renamed card",
+            )
 
 
 async def test_a_card_with_a_hostile_name_is_refused_in_the_dialog(tmp_path: Path) -> None:

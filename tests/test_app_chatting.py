@@ -60,7 +60,7 @@ async def test_multi_line_text_is_sent_whole_and_enter_sends(tmp_path: Path) -> 
     _contacts(tmp_path, "bob")
     with app_session(data_dir=tmp_path, listen="127.0.0.1:0") as app:
         async with app.run_test(size=SIZE) as pilot:
-            await wait_until(pilot, lambda: app.service is not None, "the node to start")
+            await wait_until(pilot, lambda: app.node_bound is not None, "the node to start")
             await pilot.press("enter")
             composer = app.query_one(Composer)
             await wait_until(pilot, lambda: app.focused is composer, "the composer")
@@ -95,7 +95,7 @@ async def test_up_and_down_on_an_empty_composer_recall_sent_texts(tmp_path: Path
     _contacts(tmp_path, "bob")
     with app_session(data_dir=tmp_path, listen="127.0.0.1:0") as app:
         async with app.run_test(size=SIZE) as pilot:
-            await wait_until(pilot, lambda: app.service is not None, "the node to start")
+            await wait_until(pilot, lambda: app.node_bound is not None, "the node to start")
             await pilot.press("enter")
             composer = app.query_one(Composer)
             await wait_until(pilot, lambda: app.focused is composer, "the composer")
@@ -122,7 +122,7 @@ async def test_the_counter_shows_near_the_limit_and_a_longer_text_is_kept(
     _contacts(tmp_path, "bob")
     with app_session(data_dir=tmp_path, listen="127.0.0.1:0") as app:
         async with app.run_test(size=SIZE) as pilot:
-            await wait_until(pilot, lambda: app.service is not None, "the node to start")
+            await wait_until(pilot, lambda: app.node_bound is not None, "the node to start")
             await pilot.press("enter")
             composer = app.query_one(Composer)
             await wait_until(pilot, lambda: app.focused is composer, "the composer")

@@ -213,11 +213,11 @@ async def test_stranger_markup_text_cannot_crash_the_app(tmp_path: Path) -> None
     attack = "hi [/] there [@click=app.quit]x[/] [link=https://x]y \x1b]0;owned\x07"
     with app_session(data_dir=tmp_path / "me", listen="127.0.0.1:0") as app:
         async with app.run_test(size=SIZE, notifications=True) as pilot:
-            await wait_until(pilot, lambda: app.service is not None, "the node to start")
-            assert app.service is not None and app.service.bound is not None
+            await wait_until(pilot, lambda: app.node_bound is not None, "the node to start")
+            assert app.node_bound is not None
             db = Database.open(tmp_path / "stranger.db")
             stranger = NodeService(
-                Identity.generate(), db, listen=("127.0.0.1", 0), bootstrap=[app.service.bound]
+                Identity.generate(), db, listen=("127.0.0.1", 0), bootstrap=[app.node_bound]
             )
             await stranger.start()
             try:

@@ -49,15 +49,15 @@ async def test_a_request_shows_its_claimed_name_literally_and_accept_prefills_it
     stranger = Identity.generate()
     with app_session(data_dir=tmp_path / "me", listen="127.0.0.1:0") as app:
         async with app.run_test(size=SIZE) as pilot:
-            await wait_until(pilot, lambda: app.service is not None, "the node to start")
-            assert app.service is not None and app.service.bound is not None
+            await wait_until(pilot, lambda: app.node_bound is not None, "the node to start")
+            assert app.node_bound is not None
             db = Database.open(tmp_path / "stranger.db")
             db.add_contact("me", me.key, me.address, 1.0)
             other = NodeService(
                 stranger,
                 db,
                 listen=("127.0.0.1", 0),
-                bootstrap=[app.service.bound],
+                bootstrap=[app.node_bound],
                 display_name=MARKUP_NAME,
             )
             await other.start()
@@ -114,12 +114,12 @@ async def test_receipts_toggle_and_the_read_mark(tmp_path: Path) -> None:
     bob_db = Database.open(tmp_path / "bob.db")
     with app_session(data_dir=tmp_path / "me", listen="127.0.0.1:0") as app:
         async with app.run_test(size=SIZE) as pilot:
-            await wait_until(pilot, lambda: app.service is not None, "the node to start")
-            assert app.service is not None and app.service.bound is not None
+            await wait_until(pilot, lambda: app.node_bound is not None, "the node to start")
+            assert app.node_bound is not None
             me = app.profile.identity
             app.profile.db.add_contact("bob", bob.key, bob.address, 1.0)
             bob_db.add_contact("me", me.key, me.address, 1.0)
-            other = NodeService(bob, bob_db, listen=("127.0.0.1", 0), bootstrap=[app.service.bound])
+            other = NodeService(bob, bob_db, listen=("127.0.0.1", 0), bootstrap=[app.node_bound])
             await other.start()
             try:
                 await wait_until(pilot, lambda: other.node.state == "online", "bob joins")

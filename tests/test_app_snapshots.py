@@ -117,8 +117,9 @@ def comm_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CommAp
 async def _settled(pilot: Pilot[Any]) -> CommApp:
     comm = pilot.app
     assert isinstance(comm, CommApp)
-    await wait_until(pilot, lambda: comm.service is not None, "the node")
-    comm._tick()
+    await wait_until(pilot, lambda: comm.node_bound is not None, "the node")
+    # The node thread takes the (fixed) snapshot; the panel shows it once it is back.
+    await wait_until(pilot, lambda: comm.status is not None, "the status snapshot")
     await pilot.pause()
     return comm
 
@@ -238,16 +239,16 @@ VIEWS: dict[str, Callable[[Pilot[Any]], Awaitable[None]]] = {
 
 
 def _steady(view: Callable[[Pilot[Any]], Awaitable[None]]) -> Callable[[Pilot[Any]], Any]:
-    """``view``, then every cursor held still (inputs and the composer, a TextArea): a blink
-    would show in some runs and not others (under load the composer's did)."""
+    """``view``, then every input's cursor held still (the composer's too): its blink would
+    show in half the runs."""
 
     async def run_before(pilot: Pilot[Any]) -> None:
         await view(pilot)
         for screen in pilot.app.screen_stack:
             for text_input in screen.query(Input):
                 text_input.cursor_blink = False
-            for composer in screen.query(TextArea):
-                composer.cursor_blink = False
+            for text_area in screen.query(TextArea):
+                text_area.cursor_blink = False
         # No condition to wait on here: one pause lets the screen render the state reached.
         await pilot.pause()
 

@@ -163,7 +163,7 @@ async def test_the_custody_screen_opens_on_a_message_and_an_expired_text_is_rese
         Database.open(profile_paths("default", tmp_path).database) as db,
     ):
         async with app.run_test(size=SIZE) as pilot:
-            await wait_until(pilot, lambda: app.service is not None, "the node to start")
+            await wait_until(pilot, lambda: app.node_bound is not None, "the node to start")
             await pilot.press("enter")
             conversation = app.query_one(ConversationView)
             await wait_until(pilot, lambda: conversation.query(MessageRow), "the history")

@@ -19,7 +19,7 @@ from comm_tui.protocol.node import NodeConfig
 from comm_tui.protocol.relay_store import RelayUsage
 from comm_tui.store.config import Config, load_config, save_config
 from comm_tui.store.paths import ensure_dirs, profile_paths
-from tests.app_helpers import SIZE, make_profile, wait_until
+from tests.app_helpers import SIZE, make_profile, on_node, wait_on_node, wait_until
 from tests.node_procs import PROCESS_TIMEOUT_S, Proc
 
 MIB = 1024 * 1024
@@ -174,22 +174,24 @@ async def test_the_palette_switch_turns_relaying_off_remembers_it_and_the_panel_
     make_profile(tmp_path)
     with app_session(data_dir=tmp_path, listen="127.0.0.1:0") as app:
         async with app.run_test(size=SIZE) as pilot:
-            await wait_until(pilot, lambda: app.service is not None, "the node")
-            assert app.service is not None and app.service.node.relaying
+            await wait_until(pilot, lambda: app.node_bound is not None, "the node")
+            assert await on_node(app, lambda s: s.node.relaying)
             app.action_toggle_relay()
-            assert not app.service.node.relaying and app.service.node.client_mode
+            await wait_on_node(
+                pilot, app, lambda s: not s.node.relaying and s.node.client_mode, "relaying off"
+            )
             assert load_config(profile_paths("default", tmp_path).config_file).relay is False
-            app._tick()
-            await pilot.pause()
             relay = app.query_one(StatusPanel).query_one("#status-relay", Static)
-            assert "off: own texts only" in str(relay.render())
+            await wait_until(
+                pilot, lambda: "off: own texts only" in str(relay.render()), "the panel to say so"
+            )
     # The next start reads it: the node starts with relaying off.
     with app_session(data_dir=tmp_path, listen="127.0.0.1:0") as app:
         async with app.run_test(size=SIZE) as pilot:
-            await wait_until(pilot, lambda: app.service is not None, "the node")
-            assert app.service is not None and not app.service.node.relaying
+            await wait_until(pilot, lambda: app.node_bound is not None, "the node")
+            assert not await on_node(app, lambda s: s.node.relaying)
             app.action_toggle_relay()
-            assert app.service.node.relaying
+            await wait_on_node(pilot, app, lambda s: s.node.relaying, "relaying on")
             assert load_config(profile_paths("default", tmp_path).config_file).relay is True
 
 

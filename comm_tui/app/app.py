@@ -1,19 +1,28 @@
 """The comm-tui Textual app: layout, bindings, and the wiring between node and widgets.
 
-The node runs in this app's own asyncio loop (NodeService is asyncio-native) inside
-one long-lived worker. Its events arrive as :class:`NodeEvent` messages; every
-figure in the status panel comes from a snapshot taken once a second.
+The node runs on a thread of its own (comm_tui/net/runner.py), so no fsync, flood or
+slow router ever holds up a key press. The app talks to it only through the runner:
+commands return futures that the app awaits in workers (never in a handler), events
+arrive as :class:`NodeEvent` messages, and every figure in the status panel comes from
+a snapshot the node thread takes once a second. The app keeps the profile's own
+database connection for what it shows (history, contacts: WAL reads never wait for
+the node) and for the user's small settings.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
-from textual import events, on, work
+from textual import events, on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -45,7 +54,7 @@ from comm_tui.app.screens.identity_dialogs import (
     PassphraseScreen,
 )
 from comm_tui.app.screens.search import SearchScreen
-from comm_tui.app.status import endpoint_text, offline_snapshot, take_snapshot
+from comm_tui.app.status import StatusSnapshot, endpoint_text, offline_snapshot, take_snapshot
 from comm_tui.app.widgets.composer import Composer
 from comm_tui.app.widgets.contact_list import ContactEntry, ContactList
 from comm_tui.app.widgets.conversation import ConversationView, MessageLog
@@ -53,6 +62,7 @@ from comm_tui.app.widgets.status_panel import StatusPanel
 from comm_tui.crypto.card import Card, encode_card
 from comm_tui.crypto.identity import PublicIdentity
 from comm_tui.errors import UserError
+from comm_tui.net.runner import STOP_TIMEOUT_S, NodeRunner, ServiceStarter
 from comm_tui.net.service import (
     IncomingText,
     NameChanged,
@@ -61,12 +71,14 @@ from comm_tui.net.service import (
     NoticeAdded,
     OutgoingUpdated,
     PeersChanged,
-    ServiceEvent,
     current_card,
 )
-from comm_tui.profile import Profile, start_service
+from comm_tui.profile import Profile, node_starter
+from comm_tui.protocol.routing import Endpoint
 from comm_tui.store.config import save_config
-from comm_tui.store.db import HistoryRow, SearchHit
+from comm_tui.store.db import Database, HistoryRow, SearchHit
+
+T = TypeVar("T")
 
 STATUS_REFRESH_S = 1.0
 # The user's choice of status panel in the wide layout, kept across runs.
@@ -127,7 +139,10 @@ class CommApp(App[int]):
         self.listen = listen
         self.bootstrap = list(bootstrap or [])
         self.demo = demo
-        self.service: NodeService | None = None
+        self.runner: NodeRunner | None = None
+        self.node_bound: Endpoint | None = None  # set once the node runs: commands go in then
+        self.status: StatusSnapshot | None = None  # the node's last snapshot
+        self._status_asked = False  # a snapshot is on its way: ask for no second one
         self.demo_network: DemoNetwork | None = None
         if ascii is None:
             encoding = sys.__stdout__.encoding if sys.__stdout__ is not None else None
@@ -220,58 +235,113 @@ class CommApp(App[int]):
 
     # ------------------------------------------------------------------ the node
 
-    @work(exclusive=True, group="node", exit_on_error=False)
-    async def _run_node(self) -> None:
-        try:
-            if self.demo:
-                self.demo_network = DemoNetwork()
-                endpoints = await self.demo_network.start()
-                service = NodeService(
-                    self.profile.identity,
-                    self.profile.db,
-                    listen=("127.0.0.1", 0),
-                    bootstrap=endpoints,
-                    display_name=self.profile.config.nickname,
-                )
-                await service.start()
-            else:
-                service = await start_service(self.profile, self.listen, self.bootstrap)
-        except (UserError, OSError) as err:
-            self.notify(f"The node did not start: {err}", severity="error", timeout=30)
-            return
+    def _run_node(self) -> None:
+        """Start the node on its own thread; NodeStarted is posted once it is bound."""
+        runner = NodeRunner(self._starter(), lambda event: self.post_message(NodeEvent(event)))
+        self.runner = runner
+        self._after(runner.start(), self._bound, self._start_failed)
 
-        def forward(event: ServiceEvent) -> None:
-            self.post_message(NodeEvent(event))
+    def _starter(self) -> ServiceStarter:
+        if not self.demo:
+            return node_starter(self.profile, self.listen, self.bootstrap)
+        profile = self.profile
 
-        service.subscribe(forward)
-        self.service = service
-        if self.demo_network is not None:
-            self.demo_network.greet(self.profile.identity.public)
-        self.post_message(NodeStarted(endpoint_text(service.bound)))
+        async def start_demo(stack: contextlib.AsyncExitStack) -> NodeService:
+            # The demo's nodes run on the node thread too: their disks are as slow.
+            demo = DemoNetwork()
+            stack.push_async_callback(demo.stop)
+            self.demo_network = demo  # for tests to look at; the app never touches it
+            endpoints = await demo.start()
+            db = Database.open(profile.paths.database)
+            stack.callback(db.close)
+            service = NodeService(
+                profile.identity,
+                db,
+                listen=("127.0.0.1", 0),
+                bootstrap=endpoints,
+                display_name=profile.config.nickname,
+            )
+            await service.start()
+            demo.greet(profile.identity.public)
+            return service
+
+        return start_demo
+
+    def _bound(self, endpoint: Endpoint) -> None:
+        self.node_bound = endpoint
+        self.post_message(NodeStarted(endpoint_text(endpoint)))
+
+    def _start_failed(self, err: BaseException) -> None:
+        self.notify(f"The node did not start: {err}", severity="error", timeout=30)
+
+    def _after(
+        self,
+        future: concurrent.futures.Future[T],
+        then: Callable[[T], object],
+        failed: Callable[[BaseException], object] | None = None,
+    ) -> None:
+        """Run ``then(result)`` on the UI loop when the node thread has done a command.
+
+        The one way the app waits for the node: a worker awaits the future, so no
+        handler holds the loop (keys, frames) while the node works or its disk syncs.
+        A failure goes to ``failed``, or is shown.
+        """
+
+        async def wait() -> None:
+            try:
+                result = await asyncio.wrap_future(future)
+            except Exception as err:
+                (failed or self._command_failed)(err)
+                return
+            then(result)
+
+        self.run_worker(wait(), group="node", exit_on_error=False)
+
+    def _command_failed(self, err: BaseException) -> None:
+        self.notify(str(err), title="The node did not do it", severity="error")
 
     async def stop_node(self) -> None:
-        service, self.service = self.service, None
-        if service is not None:
-            await service.stop()
-        demo, self.demo_network = self.demo_network, None
-        if demo is not None:
-            await demo.stop()
+        runner, self.runner = self.runner, None
+        self.node_bound = None
+        if runner is not None:
+            # Bounded: a node that does not stop in time is left to the process's exit.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.wrap_future(runner.stop()), STOP_TIMEOUT_S)
+        self.demo_network = None
 
     def _tick(self) -> None:
-        # While the app closes, a last tick may find the main screen already gone.
+        """Once a second: ask the node thread for a snapshot (it alone reads the node)."""
+        runner = self.runner
+        if runner is None or self.node_bound is None or self._status_asked:
+            self._update_subtitle()
+            return
+        self._status_asked = True
+        self._after(
+            runner.submit(lambda service: take_snapshot(service, time.time())),
+            self._show_status,
+            self._status_failed,
+        )
+
+    def _show_status(self, snapshot: StatusSnapshot) -> None:
+        self._status_asked = False
+        self.status = snapshot
+        # While the app closes, the main screen may already be gone.
         panels = self.query(StatusPanel)
-        if self.service is not None and panels:
-            panels.first().snapshot = take_snapshot(self.service, time.time())
+        if panels:
+            panels.first().snapshot = snapshot
         self._update_subtitle()
+
+    def _status_failed(self, err: BaseException) -> None:
+        self._status_asked = False  # the node stopped; NodeFailed says so
 
     def _update_subtitle(self) -> None:
         nickname = shown(self.profile.config.nickname or "")
         who = nickname or short_address(self.profile.identity.address)
-        if self.service is None:
+        if self.node_bound is None or self.status is None:
             state = "starting"
         else:
-            state = self.service.node.state
-            peers = self.service.node.peer_count
+            state = self.status.state
+            peers = self.status.table_size
             if peers:
                 state += f", {peers} peer{'s' * (peers != 1)}"
         self.sub_title = f"{who} · {state}" + (" · demo network" if self.demo else "")
@@ -280,8 +350,9 @@ class CommApp(App[int]):
     def _node_started(self, event: NodeStarted) -> None:
         # A nickname chosen at first run while the node was starting reaches it here
         # (a name the node already has changes nothing).
-        if self.service is not None and self.profile.config.nickname:
-            self.service.set_display_name(self.profile.config.nickname)
+        if self.runner is not None and self.profile.config.nickname:
+            self._after(self.runner.set_display_name(self.profile.config.nickname), _ignore)
+        self.refresh_contacts()  # what arrived while the node started
         self._tick()
 
     @on(NodeEvent)
@@ -319,6 +390,8 @@ class CommApp(App[int]):
         elif isinstance(event, NameChanged):
             self.refresh_contacts()
         elif isinstance(event, PeersChanged):
+            if self.status is not None:
+                self.status = dataclasses.replace(self.status, table_size=event.count)
             self._update_subtitle()
         elif isinstance(event, NodeFailed):
             # Nothing is lost: what was shown is on disk, and the node sent nothing more.
@@ -429,7 +502,7 @@ class CommApp(App[int]):
         widget = event.widget
         entry = self.query_one(ContactList).entry(widget.row.peer_address)
         title = entry.title if entry is not None else short_address(widget.row.peer_address)
-        service = self.service
+        runner = self.runner if self.node_bound is not None else None
 
         def resend(again: bool | None) -> None:
             if again:
@@ -439,7 +512,7 @@ class CommApp(App[int]):
             widget.row,
             title,
             lambda: widget.row,  # kept current by the conversation's OutgoingUpdated
-            service.custody if service is not None else None,
+            runner.custody if runner is not None else None,
         )
         self.push_screen(screen, resend)
 
@@ -506,8 +579,10 @@ class CommApp(App[int]):
             self.profile.config.relay = not self.profile.config.relay
             self.notify(str(err), severity="error")
             return
-        if self.service is not None:
-            self.service.set_relaying(self.profile.config.relay)
+        if self.runner is not None and self.node_bound is not None:
+            # A node still starting has it from the config file, at the next start at the
+            # latest (as before the node had its own thread).
+            self._after(self.runner.set_relaying(self.profile.config.relay), _ignore)
         self.notify(
             "Relaying for others: on."
             if self.profile.config.relay
@@ -532,7 +607,6 @@ class CommApp(App[int]):
         await conversation.open(entry)
         if entry.unread:
             self._mark_read(entry.peer_address)
-            self.refresh_contacts()
         self.list_shown = False
         self._arrange(self.size.width)
         if event.focus_input:
@@ -541,11 +615,17 @@ class CommApp(App[int]):
 
     def _mark_read(self, peer_address: bytes) -> None:
         """The user saw a conversation: mark it read, with a read receipt if they chose to
-        send them to this contact (docs/PROTOCOL.md, "7.1.1")."""
-        if self.service is not None:
-            self.service.conversation_read(peer_address)
+        send them to this contact (docs/PROTOCOL.md, "7.1.1"). The list shows it read
+        once that is committed."""
+        if self.node_bound is not None and self.runner is not None:
+            self._after(self.runner.conversation_read(peer_address), self._contacts_stale)
         else:
             self.profile.db.mark_read(peer_address)
+            self.refresh_contacts()
+
+    def _contacts_stale(self, _: object = None) -> None:
+        if self.screen_stack:  # not while the app closes
+            self.refresh_contacts()
 
     def action_toggle_receipts(self) -> None:
         entry = self._target()
@@ -558,22 +638,31 @@ class CommApp(App[int]):
 
     @on(SendRequested)
     def _send(self, event: SendRequested) -> None:
+        """Hand the text to the node; show it once it is committed (never before: a text
+        shown as sent survives a crash), or give it back to the composer if it failed."""
         contact = self.profile.db.contact_by_address(event.peer_address)
         if contact is None:
             self.notify("Add this sender as a contact to reply.", severity="warning")
             return
-        if self.service is None:
+        if self.runner is None or self.node_bound is None:
             self.notify("The node is still starting; try again in a moment.", severity="warning")
             self._give_back(event)
             return
-        try:
-            row = self.service.send_text(PublicIdentity(contact.key), event.text)
-        except (ValueError, UserError) as err:
+
+        def sent(row: HistoryRow) -> None:
+            if not self.screen_stack:  # the app closed meanwhile; the row is on disk
+                return
+            conversation = self.query_one(ConversationView)
+            if conversation.peer_address == row.peer_address:
+                conversation.add_row(row)
+            self.refresh_contacts()
+
+        def failed(err: BaseException) -> None:
             self.notify(str(err), title="Not sent", severity="error")
-            self._give_back(event)
-            return
-        self.query_one(ConversationView).add_row(row)
-        self.refresh_contacts()
+            if self.screen_stack:
+                self._give_back(event)
+
+        self._after(self.runner.send_text(PublicIdentity(contact.key), event.text), sent, failed)
 
     def _give_back(self, event: SendRequested) -> None:
         """A text that could not be sent goes back into its conversation's composer."""
@@ -595,8 +684,8 @@ class CommApp(App[int]):
             if card.name is not None:
                 # docs/PROTOCOL.md, "13.2.1": the card's name is their claim, beside ours.
                 self.profile.db.claim_name(identity.key, card.name, card.name_version, time.time())
-        if self.service is not None:
-            self.service.contact_added(identity.key, card.hints)
+        if self.runner is not None and self.node_bound is not None:
+            self._after(self.runner.contact_added(identity.key, card.hints), _ignore)
 
     def _contact_added(self, name: str | None) -> None:
         if name is None:
@@ -674,8 +763,8 @@ class CommApp(App[int]):
             except UserError as err:
                 self.notify(str(err), severity="error")
                 return
-            if self.service is not None:
-                self.service.contacts_changed()
+            if self.runner is not None and self.node_bound is not None:
+                self._after(self.runner.contacts_changed(), _ignore)
             # Their history stays on disk; do not bring them back as a request.
             self._ignore(entry.peer_address)
             self._close_if_open(entry.peer_address)
@@ -708,9 +797,9 @@ class CommApp(App[int]):
         except UserError as err:
             self.notify(str(err), severity="error")
             return
-        if self.service is not None:
+        if self.runner is not None and self.node_bound is not None:
             # docs/PROTOCOL.md, "7.1.1": renames reach contacts.
-            self.service.set_display_name(name)
+            self._after(self.runner.set_display_name(name), _ignore)
         self._update_subtitle()
         self.notify(f"Hello, {name}! Share your card (ctrl+g) so people can add you.")
 
@@ -737,9 +826,9 @@ class CommApp(App[int]):
     @property
     def card(self) -> str:
         """Our card: with endpoint hints once the node has published one (docs/PROTOCOL.md,
-        "13.2"), and our display name once we have one ("13.2.1")."""
-        if self.service is not None:
-            return self.service.card
+        "13.2"), and our display name once we have one ("13.2.1"). Read from the profile's
+        database, where the node publishes it: the node is not asked, and a rename shows at
+        once."""
         return current_card(self.profile.identity, self.profile.db)[0]
 
     def action_copy_card(self) -> None:
@@ -836,3 +925,7 @@ class CommApp(App[int]):
         ]
         for title, help_text, callback in commands:
             yield SystemCommand(title, help_text, callback)
+
+
+def _ignore(_: object) -> None:
+    """For commands whose result the screen does not show (their failure is shown)."""

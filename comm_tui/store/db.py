@@ -327,13 +327,7 @@ class Database:
         only read before the first write.
         """
         try:
-            # Create it private; SQLite gives its -wal and -shm files the same mode.
-            # It holds session secrets: an existing file is made private too.
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, DATABASE_FILE_MODE)
-            try:
-                os.fchmod(fd, DATABASE_FILE_MODE)
-            finally:
-                os.close(fd)
+            _make_private(path)
             # A batch's COMMIT runs on a writer thread (commit_batch_in); the owner thread
             # never uses the connection meanwhile (the ``_conn`` property waits).
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -1127,6 +1121,28 @@ class Database:
                 for statement in _MIGRATIONS[target - 1]:
                     self._conn.execute(statement)
                 self._conn.execute(f"PRAGMA user_version = {target}")
+
+
+def _make_private(path: Path) -> None:
+    """Create the database file private, or make an existing one private (it holds session
+    secrets); SQLite gives its -wal and -shm files the same mode.
+
+    An existing file is changed by path, never by opening and closing it: closing any
+    descriptor of a file drops every POSIX lock this process holds on it, so a second
+    connection opened in a process that already had one (the node's, on its own thread,
+    beside the app's) silently dropped the first one's locks; another process closing
+    its connection then took itself for the last one and deleted the WAL that the node
+    was still writing to, and with it everything committed since.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, DATABASE_FILE_MODE)
+    except FileExistsError:
+        os.chmod(path, DATABASE_FILE_MODE)
+        return
+    try:
+        os.fchmod(fd, DATABASE_FILE_MODE)  # whatever the umask took away
+    finally:
+        os.close(fd)  # a new file: no connection of ours has it open yet
 
 
 def _probe(path: Path, conn: sqlite3.Connection) -> int:

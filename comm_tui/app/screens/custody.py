@@ -10,6 +10,8 @@ acknowledgement came back. An expired text can be sent again from here with one 
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import time
 from collections.abc import Callable
 
@@ -26,7 +28,9 @@ from comm_tui.store.db import HistoryRow
 
 REFRESH_S = 1.0
 
-CustodySource = Callable[[bytes], Custody | None]
+# Asks the node thread where a text is (NodeRunner.custody): the screen awaits the answer
+# in its refresh timer, never in a handler, so a busy node cannot hold up a key.
+CustodySource = Callable[[bytes], concurrent.futures.Future[Custody | None]]
 
 
 def _clock(when: float) -> str:
@@ -123,12 +127,19 @@ class CustodyScreen(ModalScreen[bool]):
             yield Static("Escape closes.", classes="dialog-hint")
 
     def on_mount(self) -> None:
-        self._refresh()
+        self.run_worker(self._refresh(), exclusive=True)
         self.set_interval(REFRESH_S, self._refresh)
 
-    def _refresh(self) -> None:
+    async def _refresh(self) -> None:
         self.row = self.current_row()
-        custody = self.custody(self.row.text_id) if self.custody is not None else None
+        custody: Custody | None = None
+        if self.custody is not None:
+            try:
+                custody = await asyncio.wrap_future(self.custody(self.row.text_id))
+            except Exception:  # the node stopped: shown as not running
+                self.custody = None
+        if not self.is_attached:  # closed while the node answered
+            return
         lines = custody_lines(self.row, custody, time.time(), node_running=self.custody is not None)
         self.query_one("#custody-lines", Static).update(Content("\n".join(lines)))
         self.refresh_bindings()
