@@ -16,7 +16,8 @@ from comm_tui.app.app import CommApp
 from comm_tui.app.widgets.composer import Composer
 from comm_tui.app.widgets.conversation import MessageRow
 from comm_tui.crypto.identity import Identity
-from tests.app_helpers import SIZE, make_profile, profile_db, wait_until
+from comm_tui.net.service import NodeService
+from tests.app_helpers import SIZE, make_profile, on_node, profile_db, wait_until
 
 TEXT = "written down, or not shown as sent. " * 49 + "The end."
 # TEST-NET-1 (RFC 5737): no interface of this machine has it, so binding to it fails.
@@ -29,6 +30,16 @@ def _with_bob(data_dir: Path) -> Identity:
     with profile_db(data_dir) as db:
         db.add_contact("bob", bob.key, bob.address, time.time())
     return bob
+
+
+def _fill_the_disk(service: NodeService) -> None:
+    """The node's database can grow no more: no free pages, and no new ones."""
+    assert service.journal is not None
+    service.journal.commit_now(lambda: (None, []))  # nothing pending: VACUUM needs no batch
+    db = service.db
+    db._conn.execute("VACUUM")
+    pages = db._conn.execute("PRAGMA page_count").fetchone()[0]
+    db._conn.execute(f"PRAGMA max_page_count = {pages}")
 
 
 def _notified(app: CommApp, words: str) -> bool:
@@ -44,7 +55,7 @@ async def test_a_node_that_cannot_start_says_why_and_keeps_a_text_sent_meanwhile
             await wait_until(
                 pilot, lambda: _notified(app, "The node did not start"), "the start error"
             )
-            assert app.is_running and app.service is None
+            assert app.is_running and app.node_bound is None
             await pilot.press("enter")
             composer = app.query_one(Composer)
             await wait_until(pilot, lambda: app.focused is composer, "the composer")
@@ -61,14 +72,11 @@ async def test_a_full_disk_while_sending_stops_the_node_and_gives_the_text_back(
     bob = _with_bob(tmp_path)
     with app_session(data_dir=tmp_path, listen="127.0.0.1:0") as app:
         async with app.run_test(size=SIZE) as pilot:
-            await wait_until(pilot, lambda: app.service is not None, "the node to start")
+            await wait_until(pilot, lambda: app.node_bound is not None, "the node to start")
             await pilot.press("enter")
             composer = app.query_one(Composer)
             await wait_until(pilot, lambda: app.focused is composer, "the composer")
-            db = app.profile.db
-            db._conn.execute("VACUUM")  # no free pages left either
-            pages = db._conn.execute("PRAGMA page_count").fetchone()[0]
-            db._conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is now "full"
+            await on_node(app, _fill_the_disk)  # the node's own connection, on its thread
             composer.load_text(TEXT)
             await pilot.press("enter")
             await wait_until(

@@ -147,7 +147,11 @@ async def test_a_peer_that_goes_silent_is_evicted_and_peers_changed_is_reported(
         a.send_text(Identity.generate().public, "who holds this?")
         await _until(lambda: silent.address not in a.node._table, "the silent peer's eviction")
         assert kept.address in a.node._table and waiting.address in a.node._table
-        assert any(isinstance(e, PeersChanged) for e in events[seen:])
+        # Told once the eviction is committed (a group commit's batch, docs 8.2).
+        await _until(
+            lambda: any(isinstance(e, PeersChanged) for e in events[seen:]),
+            "PeersChanged after the eviction",
+        )
         assert [e.count for e in events[seen:] if isinstance(e, PeersChanged)][-1] == (
             a.node.peer_count
         )

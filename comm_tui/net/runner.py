@@ -208,7 +208,9 @@ class NodeRunner:
             with self._lock:
                 self._loop = None
                 self._service = None
-            if error is None:
+            if self._stopped.done():  # cancelled by a caller that stopped waiting
+                pass
+            elif error is None:
                 self._stopped.set_result(None)
             else:
                 self._stopped.set_exception(error)
@@ -230,7 +232,8 @@ class NodeRunner:
             service.subscribe(self._report)
             self._service = service
             assert service.bound is not None
-            self._started.set_result(service.bound)
+            if not self._started.done():  # the caller may have given up waiting (cancelled)
+                self._started.set_result(service.bound)
             await stopping.wait()
             self._service = None  # commands from here on are refused, not half-run
         # Leaving the stack stopped the service (last pump, peers saved) and closed its db.
@@ -239,9 +242,10 @@ class NodeRunner:
     def _report(self, event: ServiceEvent) -> None:
         """The service's listener: keep the event until the current loop step is over.
 
-        The service reports from inside its transaction, and every transaction of the
-        node begins and ends within one step of the loop (a datagram, a timer, a
-        command: synchronous code, no await inside), so the next step sees it committed.
+        The service reports only what is committed (its group commit hands notices over
+        after the batch's COMMIT, docs/PROTOCOL.md "8.2"); handing them over on the next
+        step keeps the caller's callback out of the service's own call stack, so a slow
+        or failing callback never runs in the middle of a commit.
         """
         self._pending.append(event)
         if len(self._pending) == 1:
