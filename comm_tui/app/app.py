@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
+import gc
 import os
 import sys
 import time
@@ -81,6 +82,9 @@ from comm_tui.store.db import Database, HistoryRow, SearchHit
 T = TypeVar("T")
 
 STATUS_REFRESH_S = 1.0
+# Collector thresholds while the app runs: the default (700, 10, 10) makes a full
+# collection every 70,000 net allocations of young objects, a frame-stalling pause here.
+GC_THRESHOLDS = (700, 10, 1000)
 # The user's choice of status panel in the wide layout, kept across runs.
 STATUS_META_KEY = "app.status_panel"
 # The theme chosen in the command palette, kept across runs.
@@ -164,6 +168,11 @@ class CommApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
+        # A full (generation 2) collection walks every object of the process, the node
+        # thread's tables and the widgets alike, holding the interpreter lock: 100-200 ms
+        # without a frame under load (bench/ui_latency.py, bench/RESULTS.md). Made rare;
+        # young cycles are still collected as before.
+        gc.set_threshold(*GC_THRESHOLDS)
         chosen = self.profile.db.get_meta(THEME_META_KEY)
         self.theme = chosen if chosen in self.available_themes else DEFAULT_THEME
         self.watch(self, "theme", self._theme_chosen, init=False)
