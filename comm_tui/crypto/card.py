@@ -269,14 +269,9 @@ def _read_hints_card(card: str, body: str) -> Card:
         raise CardError(
             f"card names {count} endpoint hints, expected 1 to {MAX_CARD_HINTS}: check it for typos"
         )
-    hints, offset = _read_hints(payload, _HINTS_HEADER_BYTES, count)
-    expected = _chars(offset + _SIGNATURE_BYTES)
-    if len(card) != expected:
-        raise CardError(
-            f"card is {len(card)} characters, expected {expected} for a card"
-            f" with {count} endpoint hint{'s' if count != 1 else ''}"
-        )
-    identity = _verified(payload, offset, body, _HINTS_DOMAIN)
+    hints, identity = _signed_hints(
+        card, body, payload, _HINTS_HEADER_BYTES, count, "with", _HINTS_DOMAIN
+    )
     return Card(identity, hints, issued)
 
 
@@ -311,14 +306,15 @@ def _read_named_card(card: str, body: str) -> Card:
         raise CardError(
             f"card names {count} endpoint hints, expected 0 to {MAX_CARD_HINTS}: check it for typos"
         )
-    hints, offset = _read_hints(payload, count_at + 1, count)
-    expected = _chars(offset + _SIGNATURE_BYTES)
-    if len(card) != expected:
-        raise CardError(
-            f"card is {len(card)} characters, expected {expected} for a card with a name"
-            f" of {name_bytes} bytes and {count} endpoint hint{'s' if count != 1 else ''}"
-        )
-    identity = _verified(payload, offset, body, _NAMED_DOMAIN)
+    hints, identity = _signed_hints(
+        card,
+        body,
+        payload,
+        count_at + 1,
+        count,
+        f"with a name of {name_bytes} bytes and",
+        _NAMED_DOMAIN,
+    )
     raw = payload[_NAMED_HEADER_BYTES:count_at]
     return Card(identity, hints, issued, _card_name(raw, name_version), name_version)
 
@@ -338,6 +334,21 @@ def _card_name(raw: bytes, version: int) -> str:
             " character, or spaces not as a name has them): ask for a new card"
         )
     return name
+
+
+def _signed_hints(
+    card: str, body: str, payload: bytes, at: int, count: int, described: str, domain: bytes
+) -> tuple[tuple[Endpoint, ...], PublicIdentity]:
+    """The ``count`` hints from ``at``, the length they imply, and the signature after them
+    (versions 2 and 3 end alike; ``described`` names the kind of card in the length error)."""
+    hints, offset = _read_hints(payload, at, count)
+    expected = _chars(offset + _SIGNATURE_BYTES)
+    if len(card) != expected:
+        raise CardError(
+            f"card is {len(card)} characters, expected {expected} for a card {described}"
+            f" {count} endpoint hint{'s' if count != 1 else ''}"
+        )
+    return hints, _verified(payload, offset, body, domain)
 
 
 def _read_hints(payload: bytes, offset: int, count: int) -> tuple[tuple[Endpoint, ...], int]:
