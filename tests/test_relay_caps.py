@@ -206,7 +206,9 @@ def test_own_texts_do_not_wait_for_the_relay_bandwidth() -> None:
     relay = wire.add(1, NodeConfig(relay_bandwidth_bytes_s=1, store_rate_per_s=1e9))
     peers = _star(wire, relay, 4)
     expires = _hour_after(T0, 24)
-    for _ in range(6):
+    # Enough for the cap's burst to be spent whatever the random targets: an item whose
+    # target is nearest the relay itself is held, not relayed (6 left it open 1.5% of runs).
+    for _ in range(20):
         _hand(wire, peers[0], relay, _message_for(os.urandom(20), expires), T0)
     assert not relay._relay_bandwidth.open(T0)
     spent = relay._relay_bandwidth.sent
