@@ -550,7 +550,7 @@ class NodeService:
                 for read in self.db.texts_read(event.sender.address, event.text_ids, now):
                     notices.append(OutgoingUpdated(read))
             elif isinstance(event, TextStateChanged):
-                changed = self.db.set_outgoing_state(event.text_id, event.state, now)  # type: ignore[arg-type]
+                changed = self.db.set_outgoing_state(event.text_id, event.state, now)
                 if changed is not None:
                     notices.append(OutgoingUpdated(changed))
                 elif event.state == "expired":

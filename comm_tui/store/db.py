@@ -46,7 +46,6 @@ class DatabaseDamaged(StorageError):
 
 
 OutgoingState = Literal["queued", "sent", "delivered", "expired"]
-OUTGOING_STATES: tuple[OutgoingState, ...] = ("queued", "sent", "delivered", "expired")
 INCOMING_STATE = "received"
 
 # The states each outgoing state may be reached from, as the outbox's one transition
@@ -560,7 +559,7 @@ class Database:
         return _history_row(row)
 
     def set_outgoing_state(
-        self, text_id: bytes, state: OutgoingState, now: float
+        self, text_id: bytes, state: OutgoingState | outbox.OutboxState, now: float
     ) -> HistoryRow | None:
         """Move an outgoing message forwards to ``state``.
 
