@@ -14,7 +14,8 @@ estimate with a 95% Wilson interval.
     .venv/bin/python bench/mutation_sample.py comm_tui.protocol.lookup comm_tui.crypto.x3dh \\
         --sample 300 --seed 14      # a module with fewer mutants is checked whole
 
-``--report`` only reads the verdicts already in ``mutants/`` (no run). ``--equivalent``
+``--report`` only reads the verdicts already in ``mutants/`` (no run); ``--markdown``
+prints bench/MUTATION.md's table. ``--equivalent``
 names a file of mutants judged equivalent (one name a line, ``#`` comments): they leave
 the denominator, as in bench/MUTATION.md's "score" column. ``--killed-now`` names a file
 of survivors that tests added since the pass kill (checked with
@@ -81,17 +82,24 @@ def read_names(path: Path | None) -> set[str]:
     return {line for line in lines if line}
 
 
-def report(module: str, chosen: list[str], equivalent: set[str], killed_now: set[str]) -> None:
-    """Print one module's counts over ``chosen`` and the score with its 95% interval."""
+COLUMNS = ["killed", "timeout", "survived", "no tests", "killed now", "equivalent", "not checked"]
+
+
+def report(
+    module: str, chosen: list[str], equivalent: set[str], killed_now: set[str], markdown: bool
+) -> None:
+    """Print one module's counts over ``chosen`` and the score with its 95% interval (as a
+    row of bench/MUTATION.md's table with ``markdown``). Survivors and mutants no test
+    reaches count against the score unless judged equivalent or killed by a newer test."""
     verdicts = all_mutants(module)
     counts: Counter[str] = Counter()
     survivors = []
     for name in chosen:
         code = verdicts[name]
         status = "not checked" if code is None else status_by_exit_code[code]
-        if status == "survived" and name in equivalent:
+        if status in ("survived", "no tests") and name in equivalent:
             status = "equivalent"
-        elif status == "survived" and name in killed_now:
+        elif status in ("survived", "no tests") and name in killed_now:
             status = "killed now"
         elif status in ("survived", "no tests"):
             survivors.append(f"{status:8} {name}")
@@ -100,12 +108,18 @@ def report(module: str, chosen: list[str], equivalent: set[str], killed_now: set
     judged = checked - counts["equivalent"]
     killed = counts["killed"] + counts["timeout"] + counts["killed now"]
     low, high = wilson(killed, judged)
+    score = f"{100 * killed / judged:.1f}%" if judged else "-"
+    interval = f"{100 * low:.1f}-{100 * high:.1f}%" if judged else "-"
+    if markdown:
+        cells = [module.removeprefix("comm_tui."), str(len(verdicts)), str(len(chosen))]
+        cells += [str(counts[c]) for c in COLUMNS] + [score, interval]
+        print("| " + " | ".join(cells) + " |")
+        return
     print(f"{module}: {len(verdicts)} mutants, {len(chosen)} drawn")
     print("  " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     if judged:
         print(
-            f"  score {100 * killed / judged:.1f}% of {judged} non-equivalent checked "
-            f"(95% Wilson interval {100 * low:.1f}% to {100 * high:.1f}%)"
+            f"  score {score} of {judged} non-equivalent checked (95% Wilson interval {interval})"
         )
     for line in survivors:
         print(f"  {line}")
@@ -123,6 +137,7 @@ def main() -> int:
     parser.add_argument("--equivalent", type=Path, help="file of mutants judged equivalent")
     parser.add_argument("--killed-now", type=Path, help="file of survivors killed by new tests")
     parser.add_argument("--list", action="store_true", help="print the drawn names and stop")
+    parser.add_argument("--markdown", action="store_true", help="one table row per module")
     options = parser.parse_args()
     drawn = {m: draw(list(all_mutants(m)), options.sample, options.seed) for m in options.modules}
     if options.list:
@@ -138,8 +153,12 @@ def main() -> int:
             subprocess.run(args, cwd=ROOT, check=False)
     equivalent = read_names(options.equivalent)
     killed_now = read_names(options.killed_now)
+    if options.markdown:
+        head = ["module", "mutants", "drawn", *COLUMNS, "score", "95% interval"]
+        print("| " + " | ".join(head) + " |")
+        print("|---|" + "---:|" * (len(head) - 1))
     for module, names in drawn.items():
-        report(module, names, equivalent, killed_now)
+        report(module, names, equivalent, killed_now, options.markdown)
     return 0
 
 
