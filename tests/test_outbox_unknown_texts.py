@@ -1,4 +1,6 @@
-"""Facts about a text the outbox does not hold change nothing (comm_tui/protocol/outbox.py).
+"""The outbox holds exactly the texts started and not yet final (comm_tui/protocol/outbox.py).
+
+Facts about a text the outbox does not hold change nothing.
 
 A holder's receipt, an ack or an expiry can name a text that already left the outbox
 (delivered, expired, or never ours after a restore): each must be a no-op that returns
@@ -25,3 +27,17 @@ def test_a_sent_text_is_not_sent_again_when_another_holder_confirms() -> None:
     moved = outbox.part_held(b"t" * 16, lambda _: True)
     assert moved is not None and moved.state is OutboxState.SENT
     assert outbox.part_held(b"t" * 16, lambda _: True) is None
+
+
+def test_a_started_text_waits_for_its_recipient_and_starts_over_queued() -> None:
+    """``start`` (a re-send after a session reset) puts the text back, queued, with no
+    parts until they are sealed again."""
+    outbox = Outbox()
+    outbox.add_part(b"t" * 16, b"b" * 20, b"p" * 32)
+    assert outbox.part_held(b"t" * 16, lambda _: True) is not None  # sent
+    outbox.start(b"t" * 16, b"b" * 20)
+    assert b"t" * 16 in outbox and outbox.recipients() == {b"b" * 20}
+    assert outbox.parts(b"t" * 16) == frozenset()
+    outbox.add_part(b"t" * 16, b"b" * 20, b"q" * 32)
+    moved = outbox.part_held(b"t" * 16, lambda _: True)
+    assert moved is not None and moved.state is OutboxState.SENT  # it was queued again
