@@ -37,11 +37,12 @@ def test_an_unmeasured_peer_waits_the_least_and_fails_when_it_runs_out() -> None
     waits = ReceiptWaits()
     assert waits.timeout(A) == RECEIPT_TIMEOUT_S
     item = object()
-    waits.sent(A, K1, T0, item)
+    waits.sent(A, K1, T0, item, ("10.0.0.1", 1))
     assert waits.next_deadline() == T0 + RECEIPT_TIMEOUT_S
-    assert waits.awaiting(A, K1, item, T0 + RECEIPT_TIMEOUT_S - 0.01)
-    assert not waits.awaiting(A, K1, object(), T0)  # a newer item under the same key
-    assert not waits.awaiting(A, K1, item, T0 + RECEIPT_TIMEOUT_S)
+    assert waits.awaiting(A, K1, T0 + RECEIPT_TIMEOUT_S - 0.01, item, ("10.0.0.1", 1))
+    assert not waits.awaiting(A, K1, T0, object(), ("10.0.0.1", 1))  # a newer item, same key
+    assert not waits.awaiting(A, K1, T0, item, ("10.0.0.2", 1))  # the same peer elsewhere
+    assert not waits.awaiting(A, K1, T0 + RECEIPT_TIMEOUT_S, item, ("10.0.0.1", 1))
     assert waits.overdue(T0 + RECEIPT_TIMEOUT_S - 0.01) == []
     assert waits.overdue(T0 + RECEIPT_TIMEOUT_S) == [A]
     assert len(waits) == 0 and waits.next_deadline() is None
@@ -73,7 +74,7 @@ def test_a_wait_uses_the_timeout_in_force_when_the_item_was_sent() -> None:
     waits.sent(A, K1, T0)
     waits.received(A, K1, T0 + 4.0)
     waits.sent(A, K2, T0 + 10)
-    assert waits.awaiting(A, K2, None, T0 + 10 + 11.9)
+    assert waits.awaiting(A, K2, T0 + 10 + 11.9)
     assert waits.overdue(T0 + 10 + 11.9) == []
     assert waits.overdue(T0 + 10 + 12.0) == [A]
 

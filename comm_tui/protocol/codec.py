@@ -106,7 +106,7 @@ def receipt_frame(ids: list[bytes]) -> bytes:
     Written as bytes: one is sent for every item a relay takes, and building it through
     two message objects cost more than boxing it (tests/test_codec_fast.py compares).
     """
-    body = b"".join(_RECEIPT_ID_TAG + _varint(len(i)) + i for i in ids)
+    body = b"".join([_RECEIPT_ID_TAG + _varint(len(i)) + i for i in ids])
     return _RECEIPT_TAG + _varint(len(body)) + body
 
 

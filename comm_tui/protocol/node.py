@@ -2447,7 +2447,11 @@ class Node:
         (``budgeted``) also skips a peer still within its receipt wait for the item."""
         address = address_of(key)
         ours = self.config.policy == "ours"
-        if budgeted and ours and self._receipt_waits.awaiting(address, entry.key, entry, now):
+        if (
+            budgeted
+            and ours
+            and self._receipt_waits.awaiting(address, entry.key, now, entry, endpoint)
+        ):
             # docs/PROTOCOL.md, "7.2", "Receipt wait": a relay attempt skips a peer whose
             # receipt may still come; a copy now would be a duplicate (a late receipt is
             # not a lost item). Answers (an ack for a copy, a push on Fetch) still go.
@@ -2466,7 +2470,7 @@ class Node:
         self._send_encoded(key, endpoint, body, plaintext, now)
         self._punch.used(address, now)
         if ours:
-            self._receipt_waits.sent(address, entry.key, now, entry)
+            self._receipt_waits.sent(address, entry.key, now, entry, endpoint)
 
     def _item_frame(self, entry: Entry, stem: bool) -> tuple[str, bytes]:
         """The kind and serialized ``Frame`` carrying ``entry`` (a message with ``stem``

@@ -57,6 +57,7 @@ class _Wait:
     resent: bool
     timeout: float  # the peer's wait when it was sent
     item: object  # what was sent: a newer item under the same key is not awaited
+    endpoint: object  # where: a recipient met at several endpoints gets it at each
 
 
 class ReceiptWaits:
@@ -84,21 +85,32 @@ class ReceiptWaits:
             self._peers.popitem(last=False)
         return peer
 
-    def awaiting(self, address: bytes, key: bytes, item: object, now: float) -> bool:
-        """Was ``item`` (stored under ``key``) sent to ``address``, and its receipt still
-        within the wait? A record replaced by a newer one keeps its key: the newer one
-        was not sent."""
+    def awaiting(
+        self, address: bytes, key: bytes, now: float, item: object = None, endpoint: object = None
+    ) -> bool:
+        """Was ``item`` (stored under ``key``) sent to ``address`` at ``endpoint``, and its
+        receipt still within the wait? A record replaced by a newer one keeps its key:
+        the newer one was not sent. A recipient met at several endpoints (one may be a
+        Sybil's relay, docs/PROTOCOL.md, "7.2") is sent it at each."""
         wait = self._waits.get((address, key))
-        return wait is not None and wait.item is item and wait.deadline > now
+        return (
+            wait is not None
+            and wait.item is item
+            and wait.endpoint == endpoint
+            and wait.deadline > now
+        )
 
-    def sent(self, address: bytes, key: bytes, now: float, item: object = None) -> None:
-        """``item``, stored under ``key``, went to ``address``: await its receipt (again)."""
+    def sent(
+        self, address: bytes, key: bytes, now: float, item: object = None, endpoint: object = None
+    ) -> None:
+        """``item``, stored under ``key``, went to ``address`` at ``endpoint``: await its
+        receipt (again)."""
         pair = (address, key)
         resent = pair in self._waits or pair in self._timed_out
         self._timed_out.pop(pair, None)
         timeout = self.timeout(address)
         deadline = now + timeout
-        self._waits[pair] = _Wait(now, deadline, resent, timeout, item)
+        self._waits[pair] = _Wait(now, deadline, resent, timeout, item, endpoint)
         heapq.heappush(self._deadlines, (deadline, address, key))
         if len(self._deadlines) > 2 * len(self._waits) + 64:
             # Mostly stale (answered or re-armed): rebuilt from what is awaited.

@@ -56,6 +56,7 @@ STORE_PER_NET_SHARE = 0.05
 UNVALIDATED_ORIGIN = "unvalidated"
 # Bookkeeping a stored item costs beyond its wire bytes (a rough Python overhead).
 ENTRY_OVERHEAD_BYTES = 256
+_NOTHING: frozenset[bytes] = frozenset()
 
 
 class Kind(enum.IntEnum):
@@ -102,9 +103,13 @@ class Entry:
     # The store key (``entry_key``), computed once: kind and id never change, and the
     # relay path reads it about ten times per item.
     key: bytes = field(init=False, repr=False, compare=False)
+    # What the quotas charge for it, computed once: ``wire`` never changes (the store's
+    # accounting must give back on removal exactly what it took on adding).
+    size: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.key = entry_key(self.kind, self.item_id)
+        self.size = self.wire.ByteSize() + ENTRY_OVERHEAD_BYTES
 
     @property
     def for_others(self) -> bool:
@@ -112,10 +117,6 @@ class Entry:
         caps count and the relay bandwidth pays for. Our own texts, records and the acks
         we sign have no origin."""
         return bool(self.origin or self.origin_net)
-
-    @property
-    def size(self) -> int:
-        return self.wire.ByteSize() + ENTRY_OVERHEAD_BYTES
 
     def serialize(self) -> bytes:
         record = pb.StoreEntry(
@@ -426,7 +427,7 @@ class RelayStore:
 
     def take_changes(self) -> tuple[StorePut, frozenset[bytes]]:
         put = StorePut({key: self._entries[key] for key in self.dirty})
-        deleted = frozenset(self.deleted)
+        deleted = frozenset(self.deleted) if self.deleted else _NOTHING
         self.dirty.clear()
         self.deleted.clear()
         return put, deleted
