@@ -308,9 +308,10 @@ class Codec:
         """
         nonce = int(now * 1000).to_bytes(8, "big") + self._nonce_tail()
         boxed = self.box(peer_key).send.encrypt(plaintext, nonce)
-        data = self._packet_head + _BOXED_TAG + _varint(len(boxed)) + boxed
+        parts = [self._packet_head, _BOXED_TAG, _varint(len(boxed)), boxed]
         if cookie:
-            data += _COOKIE_TAG + _varint(len(cookie)) + cookie
+            parts += (_COOKIE_TAG, _varint(len(cookie)), cookie)
+        data = b"".join(parts)
         if len(data) > MAX_DATAGRAM_BYTES:
             raise ValueError(f"datagram of {len(data)} bytes exceeds {MAX_DATAGRAM_BYTES}")
         return data

@@ -1257,19 +1257,21 @@ class Node:
     def _on_message(
         self, sender: PublicIdentity, msg: pb.Message, addr: Endpoint, now: float
     ) -> None:
-        if len(msg.recipient) != ADDRESS_BYTES:
+        # Each read of a protobuf bytes field copies it: read each once.
+        recipient, sealed, expires_ms = msg.recipient, msg.sealed, msg.expires_ms
+        if len(recipient) != ADDRESS_BYTES:
             raise Rejected("malformed")
-        if len(msg.sealed) != SEALED_BYTES:
+        if len(sealed) != SEALED_BYTES:
             raise Rejected("bad_size")
-        _check_expiry(msg.expires_ms, now)
-        item_id = message_id(msg.recipient, msg.expires_ms, msg.sealed)
-        ack_entry = self._store.get(Kind.ACK, item_id + msg.recipient)
+        _check_expiry(expires_ms, now)
+        item_id = message_id(recipient, expires_ms, sealed)
+        ack_entry = self._store.get(Kind.ACK, item_id + recipient)
         if ack_entry is not None:
             # Already acknowledged: answer this copy with the ack instead of relaying it.
             self._stats.acks_answered += 1
             self._send_item(ack_entry, sender.key, addr, now)
             return
-        if msg.recipient == self.address:
+        if recipient == self.address:
             self._on_message_for_me(sender, msg, item_id, addr, now)
             return
         existing = self._store.get(Kind.MESSAGE, item_id)
@@ -1293,8 +1295,8 @@ class Node:
         entry = Entry(
             Kind.MESSAGE,
             item_id,
-            msg.recipient,
-            msg.expires_ms,
+            recipient,
+            expires_ms,
             msg,
             stored_at=now,
             holders={sender.address},
