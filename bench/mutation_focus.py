@@ -10,7 +10,10 @@ same switch mutmut uses (the ``MUTANT_UNDER_TEST`` variable its trampolines read
     .venv/bin/python bench/mutation_focus.py comm_tui.protocol.ratelimit tests/test_ratelimit.py
 
 With ``--survivors`` only the mutants mutmut's last run left alive are tried: the loop
-for checking that new tests kill them. It prints each surviving mutant's name
+for checking that new tests kill them. With ``--no-tests`` only those no selected test
+reaches (mutmut's "no tests"): the loop for checking that tests outside the selection, or
+new ones, kill them. ``--only NAME`` (repeatable) tries just the named mutants. Tests may
+be files or pytest node ids (``tests/test_x.py::test_y``). It prints each surviving mutant's name
 (``mutmut show NAME`` prints its diff). A mutant that survives here may still die by a
 test not named; the score in bench/MUTATION.md says which figures are mutmut's own.
 """
@@ -29,14 +32,15 @@ ROOT = Path(__file__).resolve().parent.parent
 MUTANTS = ROOT / "mutants"
 
 
-def mutant_names(module: str, survivors_only: bool) -> list[str]:
+def mutant_names(module: str, codes_wanted: set[int] | None) -> list[str]:
     """The mutants mutmut generated for ``module`` (from its ``.meta`` file); with
-    ``survivors_only``, those its last run left alive (exit code 0, mutmut.stats)."""
+    ``codes_wanted``, those whose last verdict has one of these exit codes (mutmut.stats:
+    0 survived, 33 no tests)."""
     meta = MUTANTS / (module.replace(".", "/") + ".py.meta")
     if not meta.exists():
         raise SystemExit(f"{meta} missing: run `mutmut run` once to generate the mutants")
     codes = json.loads(meta.read_text())["exit_code_by_key"]
-    names = [k for k, code in codes.items() if code == 0 or not survivors_only]
+    names = [k for k, code in codes.items() if codes_wanted is None or code in codes_wanted]
     return sorted(names, key=_order)
 
 
@@ -70,12 +74,21 @@ def main() -> int:
     parser.add_argument(
         "--survivors", action="store_true", help="only the mutants mutmut's last run left alive"
     )
+    parser.add_argument(
+        "--no-tests", action="store_true", help="only the mutants no selected test reaches"
+    )
+    parser.add_argument("--only", action="append", help="only this mutant (repeatable)")
     options = parser.parse_args()
     for test in options.tests:
-        shutil.copy(ROOT / test, MUTANTS / test)
+        path = test.split("::", 1)[0]
+        shutil.copy(ROOT / path, MUTANTS / path)
+    wanted = ({0} if options.survivors else set()) | ({33} if options.no_tests else set())
+    names = mutant_names(options.module, wanted or None)
+    if options.only:
+        names = [name for name in names if name in options.only]
     counts: dict[str, int] = {}
     survivors = []
-    for name in mutant_names(options.module, options.survivors):
+    for name in names:
         result = verdict(name, options.tests, options.timeout)
         counts[result] = counts.get(result, 0) + 1
         if result != "killed":
