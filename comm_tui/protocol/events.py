@@ -76,6 +76,9 @@ class StoreChanged:
 
     put: dict[bytes, tuple[bytes, int]]  # key -> (blob, expires_ms)
     delete: frozenset[bytes]
+    # Keys of ``put`` whose change is relay bookkeeping only (RelayStore.touch): a
+    # driver need not hold datagrams back for them (docs/PROTOCOL.md, "8.2").
+    bookkeeping: frozenset[bytes] = frozenset()
 
 
 @dataclass(frozen=True)
