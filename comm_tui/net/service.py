@@ -18,7 +18,7 @@ import ipaddress
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -155,6 +155,17 @@ Listener = Callable[[ServiceEvent], None]
 PortMapperFactory = Callable[[int, Callable[[PortMapping | None, str], None]], PortMapper]
 
 
+def bookkeeping_only(event: Event) -> bool:
+    """A write no datagram waits for (docs/PROTOCOL.md, "8.2 Local durability").
+
+    The relay store's bookkeeping of entries already written (their schedule and holders)
+    and its deletions: a crash that loses them only makes the node send again what the
+    network already has (duplicates are dropped by id). Every other event holds the
+    datagrams after it back until it is committed, and a batch with any gives out notices.
+    """
+    return isinstance(event, StoreChanged) and event.bookkeeping.issuperset(event.put)
+
+
 def current_card(identity: Identity, db: Database) -> tuple[str, Card]:
     """The card this profile gives people now, and what it says, with no node running.
 
@@ -234,6 +245,7 @@ class NodeService:
             transmit=self.protocol.transmit,
             on_failure=self.protocol.fail,
             wake=self._pump_if_driven,
+            defers=bookkeeping_only,
         )
         self.protocol.journal = self.journal
         now = self.clock()
@@ -517,13 +529,14 @@ class NodeService:
         now = self.clock()
         notices: list[ServiceEvent] = []
         # The relay store's changes, merged over the events and written once: the later
-        # change of a key wins (within one event, a key in both is deleted).
-        store_put: dict[bytes, tuple[bytes, int]] = {}
+        # change of a key wins (within one event, a key in both is deleted). Each key is
+        # read from the last event that put it, once (a core may serialize on reading).
+        store_put: dict[bytes, Mapping[bytes, tuple[bytes, int]]] = {}
         store_delete: set[bytes] = set()
         for event in events:
             if isinstance(event, StoreChanged):
-                for key, item in event.put.items():
-                    store_put[key] = item
+                for key in event.put:
+                    store_put[key] = event.put
                     store_delete.discard(key)
                 for key in event.delete:
                     store_put.pop(key, None)
@@ -564,7 +577,8 @@ class NodeService:
                     self.db.save_peers([(event.key, host, port, now)])
                 notices.append(PeersChanged(self.node.peer_count))
         if store_put or store_delete:
-            self.db.apply_store_changes(store_put, store_delete)
+            put = {key: source[key] for key, source in store_put.items()}
+            self.db.apply_store_changes(put, store_delete)
         return notices
 
     def _session_reset(self, peer_key: bytes, now: float) -> list[ServiceEvent]:

@@ -78,6 +78,9 @@ class StoreChanged:
     # key -> (blob, expires_ms); the core's ``StorePut`` serializes an entry when read.
     put: Mapping[bytes, tuple[bytes, int]]
     delete: frozenset[bytes]
+    # Keys of ``put`` whose change is relay bookkeeping only (RelayStore.touch): a
+    # driver need not hold datagrams back for them (docs/PROTOCOL.md, "8.2").
+    bookkeeping: frozenset[bytes] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -2319,7 +2319,7 @@ class Node:
     def _reschedule(self, entry: Entry, when: float) -> None:
         entry.next_at = when
         heapq.heappush(self._schedule, (when, entry.key))
-        self._store.touch(entry)
+        self._store.touch(entry, bookkeeping=True)
 
     def _next_hops(self, entry: Entry) -> list[NodeEntry]:
         """Who should get this item now (``ours``), or the k nearest (``flood``).
@@ -2508,7 +2508,7 @@ class Node:
         entry.first_held_at = entry.first_held_at or now
         if entry.kind is Kind.ACK and not self._ack_owed(entry):
             entry.settled = True
-        self._store.touch(entry)
+        self._store.touch(entry, bookkeeping=True)
         if entry.own_text_id:
             self._outbox_moved(self._outgoing.part_held(entry.own_text_id, self._part_held))
 
@@ -2758,8 +2758,9 @@ class Node:
 
     def _flush_store(self) -> None:
         if self._store.dirty or self._store.deleted:
+            bookkeeping = self._store.take_bookkeeping()
             put, deleted = self._store.take_changes()
-            self._events.append(StoreChanged(put, deleted))
+            self._events.append(StoreChanged(put, deleted, bookkeeping))
         changed = self._sessions.take_changes()
         if changed or self._prekeys.dirty:
             prekeys = self._prekeys.serialize() if self._prekeys.dirty else None
