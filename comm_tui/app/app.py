@@ -191,6 +191,8 @@ class CommApp(App[int]):
         )
         self.query_one(ContactList).focus()
         self.set_interval(STATUS_REFRESH_S, self._tick)
+        for notice in self.profile.config.notices:  # an old key in config.toml, still read
+            self.notify(notice, title="Settings", severity="warning", timeout=30)
         self._run_node()
         if self.profile.created:
             self.push_screen(NicknameScreen(self.profile.identity.address.hex()), self._named)
