@@ -432,6 +432,7 @@ def _open(g: _Globals, *, lock_as: str | None = None) -> Profile:
     profile = open_profile(g.profile, g.data_dir, lock_as=lock_as, unlock=unlocker(g.passphrase))
     if profile.created:
         g.notices.append(_created_notice(profile))
+    g.notices.extend(profile.config.notices)
     return profile
 
 

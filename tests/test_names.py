@@ -32,7 +32,7 @@ from comm_tui.protocol.letters import (
 )
 from comm_tui.protocol.node import Node
 from comm_tui.store.db import _MIGRATIONS, CLAIMED_NAMES_MAX, SCHEMA_VERSION, Database
-from tests.test_integration import Network, Peer, first_hop, net, until
+from tests.test_integration import FAST, LOOPBACK, Network, Peer, first_hop, net, until
 from tests.wire import T0, Wire
 
 __all__ = ["net"]  # the fixture, used by name
@@ -303,6 +303,33 @@ async def test_a_name_travels_with_the_first_text_and_again_after_a_rename(net: 
     assert not sender.running.set_display_name("\u202e")
 
 
+async def test_a_rename_made_while_no_node_ran_reaches_contacts_at_start(net: Network) -> None:
+    """``comm-tui id`` records a new nickname in the profile while the node is stopped;
+    the node, started with that nickname, sends it at once, not with the next text."""
+    sender, recipient = net.peers["sender"], net.peers["recipient"]
+    await befriend(net, sender, recipient)
+    assert sender.running.set_display_name("Alice")
+    sender.running.send_text(PublicIdentity(recipient.identity.key), "hi")
+    await until(lambda: claimed(recipient) == ["Alice"], "the name to arrive")
+    await net.stop(sender)
+    with Database.open(sender.db_path) as db:  # what `comm-tui id` does with the config's name
+        assert db.set_own_display_name("Alice B.") == 2
+    # Started as the app and `comm-tui node` start it: with the config's nickname.
+    sender.db = Database.open(sender.db_path)
+    sender.service = NodeService(
+        sender.identity,
+        sender.db,
+        listen=(LOOPBACK, 0),
+        bootstrap=first_hop(net),
+        config=FAST,
+        display_name="Alice B.",
+    )
+    sender.service.subscribe(sender.events.append)
+    await sender.service.start()
+    await until(lambda: claimed(recipient) == ["Alice", "Alice B."], "the rename to arrive")
+    assert recipient.received() == ["hi"]  # no text carried it
+
+
 async def test_receipts_go_only_to_contacts_with_receipts_on(net: Network) -> None:
     sender, recipient = net.peers["sender"], net.peers["recipient"]
     await befriend(net, sender, recipient)
@@ -399,5 +426,20 @@ def test_a_rename_goes_at_once_to_a_bounded_number_of_contacts(tmp_path: Path) -
     assert len(service.node.outgoing_text_ids() - before) == RENAME_PUSH_MAX
     after = service.node.outgoing_text_ids()
     assert service.set_display_name("Alice Cooper")  # no change: nothing sent
+    assert service.node.outgoing_text_ids() == after
+    db.close()
+
+
+def test_a_name_recorded_while_no_node_ran_goes_once_at_start(tmp_path: Path) -> None:
+    service, db, bob = offline_service(tmp_path)
+    service.send_text(PublicIdentity(bob.key), "hi")
+    assert db.name_sent(bob.address) == 1
+    assert db.set_own_display_name("Alice B.") == 2  # `comm-tui id`, no node running
+    before = service.node.outgoing_text_ids()
+    assert service.set_display_name("Alice B.")  # the start, with the config's nickname
+    assert len(service.node.outgoing_text_ids() - before) == 1
+    assert db.name_sent(bob.address) == 2
+    after = service.node.outgoing_text_ids()
+    assert service.set_display_name("Alice B.")  # the next start: nothing more
     assert service.node.outgoing_text_ids() == after
     db.close()

@@ -413,7 +413,9 @@ class NodeService:
 
         A new name gets the next version and goes at once to the RENAME_PUSH_MAX
         contacts talked to most recently that had an older one; the rest get it with our
-        next text to them. Nothing goes out before it is on disk.
+        next text to them. So does a name already recorded, at start, when those contacts
+        were sent an older one (a rename by ``comm-tui id`` while no node ran). Nothing
+        goes out before it is on disk.
         """
         name = display_name(raw)
         if name is None:
@@ -421,8 +423,9 @@ class NodeService:
         now = self.clock()
 
         def write() -> None:
-            version = self.db.set_own_display_name(name)
-            if version is not None and version > 1:
+            self.db.set_own_display_name(name)
+            own = self.db.own_display_name()
+            if own is not None and own[1] > 1:
                 contacts = {c.address: c for c in self.db.contacts()}
                 recent = [
                     contacts[c.peer_address]
