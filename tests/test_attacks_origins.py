@@ -1,0 +1,98 @@
+"""Red-team findings on per-origin bounds, each replayed in the shape that worked.
+
+Three findings a previous pass left open, all "one origin spends what everyone shares":
+
+1. the validated-pairs flush (docs/PROTOCOL.md, "5.1 Address validation");
+2. the Introduce budget drained by fresh keys (section 12.6);
+3. one observation tally for both address families (section 12.1).
+
+Sans-IO, as tests/test_attacks.py: real ``Node`` and ``Codec`` objects, datagrams handed
+over by hand from the source addresses the attacker really owns.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from comm_tui.crypto.identity import Identity
+from comm_tui.protocol import admission
+from comm_tui.protocol import wire_pb2 as pb
+from comm_tui.protocol.admission import CHALLENGE_BYTES, VALIDATED_PER_NETWORK
+from comm_tui.protocol.codec import Codec
+from comm_tui.protocol.node import Node, NodeConfig
+from comm_tui.protocol.routing import Endpoint
+from tests.wire import T0
+
+HONEST: Endpoint = ("198.51.100.10", 4000)
+ATTACKER_HOST = "203.0.113.7"
+
+
+def node(seed: int, config: NodeConfig | None = None) -> Node:
+    return Node(Identity.from_seed(bytes([seed]) * 32), T0, config=config, rng=random.Random(seed))
+
+
+def frames_to(codec: Codec, sent: list[tuple[bytes, Endpoint]], dest: Endpoint) -> list[pb.Frame]:
+    """The frames among ``sent`` that went to ``dest``, opened by ``codec``."""
+    frames = []
+    for data, to in sent:
+        if to == dest:
+            frame = codec.decode(data, T0).frame
+            if frame is not None:
+                frames.append(frame)
+    return frames
+
+
+def prove(peer: Codec, relay: Node, at: Endpoint, now: float, *, client: bool) -> int:
+    """``peer`` pings ``relay`` from ``at`` and answers the validation challenge it gets,
+    as anyone can from an address it owns. Returns the datagrams it took (2)."""
+    ping = pb.Frame(ping=pb.Ping(challenge=b"p" * CHALLENGE_BYTES), client=client)
+    relay.receive_datagram(peer.encode_frame(relay.identity.key, ping, now), at, now)
+    for frame in frames_to(peer, relay.datagrams_to_send(), at):
+        if frame.HasField("ping"):
+            pong = pb.Frame(pong=pb.Pong(challenge=frame.ping.challenge), client=client)
+            relay.receive_datagram(peer.encode_frame(relay.identity.key, pong, now), at, now)
+    return 2
+
+
+# ---------------------------------------------------------------- 1. validated pairs
+
+
+def test_one_host_validating_many_ports_cannot_flush_an_honest_peers_proof(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The flush: one key from one host validates a pair per source port until the table
+    of validated pairs is full (2 datagrams a pair: 32,768 for the 16,384 pairs). Before,
+    the honest client's proof went first (least recent), so its next FindNode waited for
+    a new challenge, and pushes to it (larger than what it sent) were withheld until its
+    next Attach. Now one network holds at most ``VALIDATED_PER_NETWORK`` pairs and a
+    full table forgets from the largest network: the honest proof stays. (The table is
+    made 256 pairs here so the test takes 600 datagrams, not 33,000; the rule is the same.)
+    """
+    monkeypatch.setattr(admission, "VALIDATED_PAIRS", 256)
+    relay = node(1)
+    honest = Codec(Identity.generate())
+    now = T0
+    prove(honest, relay, HONEST, now, client=True)
+    assert relay._is_validated(honest.identity.key, HONEST)
+    assert honest.identity.address not in relay._table  # a client: only its proof counts
+
+    attacker = Codec(Identity.generate())
+    spent = 0
+    for port in range(1, 301):
+        now += 0.001
+        spent += prove(attacker, relay, (ATTACKER_HOST, port), now, client=True)
+    assert spent == 600
+    assert relay._is_validated(honest.identity.key, HONEST)
+    assert relay._is_validated(attacker.identity.key, (ATTACKER_HOST, 300))
+    oldest_kept = 300 - VALIDATED_PER_NETWORK + 1
+    assert relay._is_validated(attacker.identity.key, (ATTACKER_HOST, oldest_kept))
+    assert not relay._is_validated(attacker.identity.key, (ATTACKER_HOST, oldest_kept - 1))
+
+    # What the proof buys the honest peer: its request is answered at once, not challenged.
+    find = pb.Frame(find_node=pb.FindNode(query_id=b"q" * CHALLENGE_BYTES, target=bytes(20)))
+    relay.receive_datagram(honest.encode_frame(relay.identity.key, find, now), HONEST, now)
+    answers = frames_to(honest, relay.datagrams_to_send(), HONEST)
+    bodies = [f.WhichOneof("body") for f in answers]
+    assert "nodes" in bodies and "ping" not in bodies
