@@ -12,6 +12,7 @@ over by hand from the source addresses the attacker really owns.
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
@@ -20,8 +21,9 @@ from comm_tui.crypto.identity import Identity
 from comm_tui.protocol import admission
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.admission import CHALLENGE_BYTES, VALIDATED_PER_NETWORK
-from comm_tui.protocol.codec import Codec
+from comm_tui.protocol.codec import Codec, Rejected
 from comm_tui.protocol.node import Node, NodeConfig
+from comm_tui.protocol.punch import INTRODUCE_PADDING, NONCE_BYTES, Punching
 from comm_tui.protocol.routing import Endpoint
 from tests.wire import T0
 
@@ -96,3 +98,36 @@ def test_one_host_validating_many_ports_cannot_flush_an_honest_peers_proof(
     answers = frames_to(honest, relay.datagrams_to_send(), HONEST)
     bodies = [f.WhichOneof("body") for f in answers]
     assert "nodes" in bodies and "ping" not in bodies
+
+
+# ---------------------------------------------------------------- 2. Introduce budget
+
+
+def _introduce(target: bytes) -> pb.Introduce:
+    nonce = os.urandom(NONCE_BYTES)
+    return pb.Introduce(target=target, nonce=nonce, padding=bytes(INTRODUCE_PADDING))
+
+
+@pytest.mark.parametrize("aim", ["random targets", "the victim"])
+def test_fresh_keys_from_one_network_cannot_spend_introductions_for_everyone(aim: str) -> None:
+    """Before: the relay's Introduce budgets were per requester key, per target and
+    node-wide (burst 40). Fresh keys from one /24 (each validated from an address it
+    owns: 2 datagrams a key) asking for random addresses spent the node-wide burst with
+    40 requests, and asking for the victim spent the victim's burst with 4: either way an
+    honest NAT'd contact asking to meet the victim got ``introduce_rate``, silenced
+    behind its NAT until the buckets refill. Now a network of origin has a budget of its
+    own before the node's, and a target's budget is per network of the requester."""
+    relay = Punching(Identity.generate().key, T0)
+    victim = Identity.generate()
+    target_at = (victim.key, ("198.51.100.30", 6000))
+    for i in range(100):
+        fresh = Identity.generate().key
+        target = os.urandom(20) if aim == "random targets" else victim.address
+        known = target_at if target == victim.address else None
+        try:  # unknown_target, or a notice to the victim, then introduce_rate
+            relay.on_introduce(fresh, (f"203.0.113.{1 + i}", 4000), _introduce(target), known, T0)
+        except Rejected as refused:
+            assert refused.reason in ("unknown_target", "introduce_rate")
+    honest = Identity.generate().key
+    sent = relay.on_introduce(honest, HONEST, _introduce(victim.address), target_at, T0)
+    assert [s.endpoint for s in sent] == [target_at[1]]  # the victim hears of it
