@@ -22,8 +22,9 @@ from comm_tui.protocol import admission
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.admission import CHALLENGE_BYTES, VALIDATED_PER_NETWORK
 from comm_tui.protocol.codec import Codec, Rejected
-from comm_tui.protocol.node import Node, NodeConfig
+from comm_tui.protocol.node import Node, NodeConfig, seen_endpoint
 from comm_tui.protocol.punch import INTRODUCE_PADDING, NONCE_BYTES, Punching
+from comm_tui.protocol.reachability import FamilyTallies, Judgement, judge
 from comm_tui.protocol.routing import Endpoint
 from tests.wire import T0
 
@@ -131,3 +132,94 @@ def test_fresh_keys_from_one_network_cannot_spend_introductions_for_everyone(aim
     honest = Identity.generate().key
     sent = relay.on_introduce(honest, HONEST, _introduce(victim.address), target_at, T0)
     assert [s.endpoint for s in sent] == [target_at[1]]  # the victim hears of it
+
+
+# ---------------------------------------------------------------- 3. one tally, two families
+
+LOCAL_V4: Endpoint = ("198.51.100.5", 7400)
+LOCAL_V6: Endpoint = ("2001:db8:5::5", 7400)
+
+
+def observe(peer: Codec, at_node: Node, at: Endpoint, observed: Endpoint, now: float) -> None:
+    """``peer`` pings the node from ``at``, and answers its validation challenge with a
+    Pong saying it saw the node at ``observed``: what any peer can say."""
+    ping = pb.Frame(ping=pb.Ping(challenge=b"p" * CHALLENGE_BYTES), client=True)
+    at_node.receive_datagram(peer.encode_frame(at_node.identity.key, ping, now), at, now)
+    for frame in frames_to(peer, at_node.datagrams_to_send(), at):
+        if frame.HasField("ping"):
+            seen = seen_endpoint(observed)
+            assert seen is not None
+            pong = pb.Pong(challenge=frame.ping.challenge, observed=seen)
+            data = peer.encode_frame(at_node.identity.key, pb.Frame(pong=pong, client=True), now)
+            at_node.receive_datagram(data, at, now)
+
+
+@pytest.mark.parametrize("lie", ["ports vary", "an IPv4 endpoint"])
+def test_ipv6_observations_cannot_change_the_ipv4_verdict(lie: str) -> None:
+    """Before: one tally counted both families. A dual-stack node, public on IPv4 (three
+    /24s see it where it is bound, strangers reach it), was made a symmetric-NAT client
+    by four IPv6 /32s reporting its IPv6 address at four ports (the most-reported IP
+    was theirs), or announced an endpoint of the attacker's choice when they reported
+    it as an IPv4 endpoint (4 of 7 networks: a majority). 8 datagrams from 4 networks,
+    which IPv6 makes cheap. Now each family has its own tally, an observation is
+    counted in the family of the path it came over (and only if of that family), and
+    one family's evidence cannot take the other's `public` or its endpoint."""
+    relay = node(1)
+    relay.set_local_endpoints([LOCAL_V4, LOCAL_V6], T0)
+    now = T0
+    for i in range(3):
+        now += 1.0
+        observe(Codec(Identity.generate()), relay, (f"198.18.{i}.1", 5000), LOCAL_V4, now)
+    assert relay.reachability.kind == "public"
+    assert relay.reachability.public_endpoint == LOCAL_V4
+    for i in range(4):  # within a second: no arrival refreshes the probe outcome
+        now += 0.1
+        claim = (LOCAL_V6[0], 40000 + i) if lie == "ports vary" else ("203.0.113.66", 666)
+        observe(Codec(Identity.generate()), relay, (f"2001:db{9 + i:x}::1", 5000), claim, now)
+    assert relay.reachability.kind == "public"
+    assert relay.reachability.public_endpoint == LOCAL_V4
+    assert not relay._client
+
+
+def test_an_observation_counts_only_in_the_family_of_its_path() -> None:
+    """docs/PROTOCOL.md, "12.1": over IPv6 a ponger sees an IPv6 source; what it claims
+    of another family is not counted anywhere."""
+    tallies = FamilyTallies()
+    assert not tallies.add(("2001:db9::1", 1), LOCAL_V4, T0)
+    assert not tallies.add(("198.18.0.1", 1), LOCAL_V6, T0)
+    assert tallies.recent(T0) == {}
+    assert tallies.add(("::ffff:198.18.0.1", 1), LOCAL_V4, T0)  # IPv4-mapped is IPv4
+    assert tallies.add(("2001:db9::1", 1), LOCAL_V6, T0)
+    assert len(tallies.family(4)) == len(tallies.family(6)) == 1
+
+
+def test_each_family_is_judged_on_its_own_and_public_wins() -> None:
+    """docs/PROTOCOL.md, "12.3": public if either family is (IPv4's endpoint first);
+    else IPv4's verdict when it has observations, else IPv6's; NAT if either suspects."""
+    local = frozenset({LOCAL_V4, LOCAL_V6})
+    tallies = FamilyTallies()
+    assert judge(tallies, local, "arrived", False, T0) == Judgement("unknown", None, False)
+    for i in range(3):  # IPv6 public where it is bound
+        tallies.add((f"2001:db{9 + i:x}::1", 1), LOCAL_V6, T0)
+    assert judge(tallies, local, "arrived", False, T0) == Judgement("public", LOCAL_V6, False)
+    away = ("198.19.0.1", 1234)
+    for i in range(3):  # IPv4 behind a NAT: the IPv6 verdict stands, NAT suspected
+        tallies.add((f"198.18.{i}.1", 1), away, T0)
+    assert judge(tallies, local, "arrived", False, T0) == Judgement("public", LOCAL_V6, False)
+    assert judge(tallies, local, "failed", False, T0) == Judgement("cone", away, True)
+    for i in range(3):  # and IPv4 public too: its endpoint is the one announced
+        tallies.add((f"198.18.{10 + i}.1", 1), LOCAL_V4, T0)
+        tallies.add((f"198.18.{20 + i}.1", 1), LOCAL_V4, T0)
+    assert judge(tallies, local, "arrived", False, T0) == Judgement("public", LOCAL_V4, False)
+
+
+def test_while_unknown_only_the_deciding_family_can_suspect_a_nat() -> None:
+    """Before any probe decided, a node suspecting a NAT is a client (12.3); IPv6
+    networks reporting it elsewhere must not make an IPv4 node seen at home one."""
+    local = frozenset({LOCAL_V4, LOCAL_V6})
+    tallies = FamilyTallies()
+    for i in range(3):
+        tallies.add((f"198.18.{i}.1", 1), LOCAL_V4, T0)
+        tallies.add((f"2001:db{9 + i:x}::1", 1), ("2001:db8:5::5", 30000 + i), T0)
+    assert judge(tallies, local, "none", False, T0) == Judgement("unknown", LOCAL_V4, False)
+    assert tallies.evidence(local, T0) == (LOCAL_V4, False)

@@ -130,15 +130,14 @@ from comm_tui.protocol.reachability import (
     AttachTable,
     Binding,
     ClientBindings,
-    ObservationTally,
+    FamilyTallies,
     Prober,
     Reachability,
     canonical,
-    classify,
     is_loopback,
+    judge,
     probe_target_allowed,
     solicitation_key,
-    tally_network,
 )
 from comm_tui.protocol.relay_store import (
     CAP_REASONS,
@@ -512,7 +511,7 @@ class Node:
         # local endpoints (told by the driver; without them we never call ourselves a
         # client), dial-back probes, and the bindings a client keeps with its relays.
         self._now = now
-        self._tally = ObservationTally()
+        self._tally = FamilyTallies()
         self._inbound_checked_at = float("-inf")  # last look for an unsolicited arrival
         self._local: frozenset[Endpoint] = frozenset()
         self._mapping: Endpoint | None = None
@@ -1833,9 +1832,9 @@ class Node:
         seen = parse_seen(pong.observed)
         if seen is None:
             return
-        before = (self._tally.agreed(now), self._tally.nat_suspected(self._local, now))
-        self._tally.add(tally_network(addr), seen, now)
-        after = (self._tally.agreed(now), self._tally.nat_suspected(self._local, now))
+        before = self._tally.evidence(self._local, now)
+        self._tally.add(addr, seen, now)  # in the tally of addr's family (12.1)
+        after = self._tally.evidence(self._local, now)
         if after[1] != before[1] or (before[0] is not None and after[0] != before[0]):
             self._prober.reset(now)  # the evidence changed: check again
         binding = self._bindings.bindings.get(relay) if relay is not None else None
@@ -1848,16 +1847,15 @@ class Node:
 
     def _reclassify(self, now: float) -> None:
         """Decide our kind again from the evidence; switch client mode when it changes."""
-        kind = classify(
-            self._tally, self._local, self._prober.outcome, self._prober.mapping_ok, now
-        )
-        public = self._mapping if self._prober.mapping_ok else self._tally.agreed(now)
+        judged = judge(self._tally, self._local, self._prober.outcome, self._prober.mapping_ok, now)
+        kind = judged.kind
+        public = self._mapping if self._prober.mapping_ok else judged.agreed
         if (kind, public) != (self._reach.kind, self._reach.public_endpoint):
             self._reach = Reachability(kind, public, now)
         # Not yet known: a client only if peers see us elsewhere than we are bound, so a
         # public node is visible from its first datagram and a NATed one never is.
         client = not self._relay_on or (
-            kind != "public" and (kind != "unknown" or self._tally.nat_suspected(self._local, now))
+            kind != "public" and (kind != "unknown" or judged.nat_suspected)
         )
         if client != self._client:
             self._client = client
