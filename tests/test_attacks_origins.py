@@ -18,6 +18,7 @@ import random
 import pytest
 
 from comm_tui.crypto.identity import Identity
+from comm_tui.net.lan import BEACONS_PER_SOURCE_BURST, BeaconReader, Sighting, encode_beacon
 from comm_tui.protocol import admission
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.admission import CHALLENGE_BYTES, VALIDATED_PER_NETWORK
@@ -223,3 +224,23 @@ def test_while_unknown_only_the_deciding_family_can_suspect_a_nat() -> None:
         tallies.add((f"2001:db{9 + i:x}::1", 1), ("2001:db8:5::5", 30000 + i), T0)
     assert judge(tallies, local, "none", False, T0) == Judgement("unknown", LOCAL_V4, False)
     assert tallies.evidence(local, T0) == (LOCAL_V4, False)
+
+
+# ---------------------------------------------------------------- 4. LAN beacons
+
+
+def test_one_lan_host_flooding_beacons_cannot_deafen_discovery() -> None:
+    """Before: the budget for all sources (burst 100) was spent before the per-source
+    check, so one LAN host sending 101 junk beacons (111 bytes each, any signature) in
+    a burst made every other host's beacon ``rate_limited``: nobody on the LAN was found
+    while it kept going (50/s). Now a source's own limit comes first: it spends at most
+    its burst of 5 of the shared budget (docs/PROTOCOL.md, "13.1")."""
+    reader = BeaconReader(Identity.generate().key, T0)
+    alice = Identity.generate()
+    junk = bytearray(encode_beacon(alice, 7000, T0))
+    junk[-1] ^= 1
+    for _ in range(1000):
+        reader.read(bytes(junk), ("192.168.1.66", 5000), T0)
+    assert reader.rejected["bad_signature"] == BEACONS_PER_SOURCE_BURST
+    sighting = reader.read(encode_beacon(alice, 7000, T0), ("192.168.1.20", 5000), T0)
+    assert sighting == Sighting(alice.key, ("192.168.1.20", 7000))
