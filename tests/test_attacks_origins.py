@@ -17,14 +17,19 @@ import random
 
 import pytest
 
-from comm_tui.crypto.identity import Identity
+from comm_tui.crypto.identity import Identity, address_of
 from comm_tui.net.lan import BEACONS_PER_SOURCE_BURST, BeaconReader, Sighting, encode_beacon
 from comm_tui.protocol import admission
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.admission import CHALLENGE_BYTES, VALIDATED_PER_NETWORK
 from comm_tui.protocol.codec import Codec, Rejected
 from comm_tui.protocol.node import Node, NodeConfig, seen_endpoint
-from comm_tui.protocol.punch import INTRODUCE_PADDING, NONCE_BYTES, Punching
+from comm_tui.protocol.punch import (
+    INTRODUCE_PADDING,
+    NONCE_BYTES,
+    NOTICES_PER_NETWORK_BURST,
+    Punching,
+)
 from comm_tui.protocol.reachability import FamilyTallies, Judgement, judge
 from comm_tui.protocol.routing import Endpoint
 from tests.wire import T0
@@ -244,3 +249,31 @@ def test_one_lan_host_flooding_beacons_cannot_deafen_discovery() -> None:
     assert reader.rejected["bad_signature"] == BEACONS_PER_SOURCE_BURST
     sighting = reader.read(encode_beacon(alice, 7000, T0), ("192.168.1.20", 5000), T0)
     assert sighting == Sighting(alice.key, ("192.168.1.20", 7000))
+
+
+# ---------------------------------------------------------------- 5. notices from one relay
+
+
+def test_one_hostile_relay_naming_our_contacts_cannot_spend_our_punch_budget() -> None:
+    """Before: a node of our table (an honest peer cannot tell) sent us notices naming
+    each of our contacts, whose keys are no secret; each was answered within the
+    contact's budget and the node's (burst 32), so 32 notices spent the node's budget
+    and our own rounds of introduction asked nobody until it refilled (one a second).
+    Now notices from relays of one network have a budget of their own (burst 4) first
+    (docs/PROTOCOL.md, "12.6")."""
+    me = Punching(Identity.generate().key, T0)
+    contacts = [Identity.generate().key for _ in range(40)]
+    me.set_contacts(contacts)
+    hostile = Identity.generate().key
+    answered = 0
+    for key in contacts[1:]:
+        try:
+            answered += len(me.on_notice(hostile, ("203.0.113.9", 7000), key, T0))
+        except Rejected as refused:
+            assert refused.reason == "punch_rate"
+    assert answered == NOTICES_PER_NETWORK_BURST
+    ours = address_of(contacts[0])
+    me.want(ours, T0)
+    relays = [(Identity.generate().key, (f"198.18.{i}.1", 7000)) for i in range(3)]
+    asks = me.ask_relays(ours, relays, T0, spend=True)
+    assert [s.endpoint for s in asks] == [e for _, e in relays]

@@ -72,6 +72,11 @@ PEER_INTRODUCTIONS_BURST = 6.0
 PEER_INTRODUCTIONS_PER_S = 1 / 60
 NODE_INTRODUCTIONS_BURST = 32.0
 NODE_INTRODUCTIONS_PER_S = 1.0
+# Notices we answer from relays of one network of origin, before the budgets above: a
+# hostile node of our table naming each of our contacts (their keys are no secret) must
+# not spend the node's budget, which our own rounds of introduction draw on too.
+NOTICES_PER_NETWORK_BURST = 4.0
+NOTICES_PER_NETWORK_PER_S = 1 / 15
 # Punched pairs kept (least recently used forgotten first), the silence after which we
 # ping to keep the NATs' mappings open (the side with the higher address waits longer,
 # so that only one side pings), the silence after which the pair is dead, and how long
@@ -198,6 +203,9 @@ class Punching:
         self._node_budget = TokenBucket(
             NODE_INTRODUCTIONS_PER_S, NODE_INTRODUCTIONS_BURST, NODE_INTRODUCTIONS_BURST, now
         )
+        self._notices_by_network = RateLimiter(
+            NOTICES_PER_NETWORK_PER_S, NOTICES_PER_NETWORK_BURST, RELAY_LIMITER_KEYS
+        )
         self._by_requester = RateLimiter(RELAY_RATE_PER_S, RELAY_BURST, RELAY_LIMITER_KEYS)
         self._by_target = RateLimiter(RELAY_RATE_PER_S, RELAY_BURST, RELAY_LIMITER_KEYS)
         self._by_network = RateLimiter(
@@ -266,8 +274,8 @@ class Punching:
 
         Only for a contact (``not_contact``: a stranger learns nothing of us, since only
         our own Introduce makes the relay hand out our endpoint), within the budgets per
-        contact and node-wide (``punch_rate``). The caller checked that the relay is in
-        our table at the endpoint it spoke from.
+        network of origin of the relay, per contact and node-wide (``punch_rate``). The
+        caller checked that the relay is in our table at the endpoint it spoke from.
         """
         if len(key) != 32:
             raise Rejected("malformed")
@@ -276,7 +284,9 @@ class Punching:
             raise Rejected("not_contact")
         if address in self.pairs or address in self.attempts or self._asking(relay_key, address):
             return []  # already meeting them: a duplicate notice (another relay, a retry)
-        if not self._spend(address, now):
+        if not (
+            self._notices_by_network.allow(origin_network(relay), now) and self._spend(address, now)
+        ):
             raise Rejected("punch_rate")
         return [self._ask(relay_key, relay, address, now)]
 
