@@ -23,7 +23,13 @@ from comm_tui.protocol import admission
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.admission import CHALLENGE_BYTES, VALIDATED_PER_NETWORK
 from comm_tui.protocol.codec import Codec, Rejected
-from comm_tui.protocol.node import Node, NodeConfig, seen_endpoint
+from comm_tui.protocol.node import (
+    DEFERRED_PAIRS_MAX,
+    DEFERRED_PER_NETWORK,
+    Node,
+    NodeConfig,
+    seen_endpoint,
+)
 from comm_tui.protocol.punch import (
     INTRODUCE_PADDING,
     NONCE_BYTES,
@@ -277,3 +283,41 @@ def test_one_hostile_relay_naming_our_contacts_cannot_spend_our_punch_budget() -
     relays = [(Identity.generate().key, (f"198.18.{i}.1", 7000)) for i in range(3)]
     asks = me.ask_relays(ours, relays, T0, spend=True)
     assert [s.endpoint for s in asks] == [e for _, e in relays]
+
+
+# ---------------------------------------------------------------- 6. deferred requests
+
+
+def test_fresh_keys_from_one_host_cannot_push_out_a_first_contacts_request() -> None:
+    """Before: requests waiting for their pair's validation were kept for 256 pairs, the
+    oldest forgotten first, one pair per key. 256 FindNodes from fresh keys of one host
+    (each one datagram; keys are free) pushed an honest first contact's FindNode out
+    before its pong came back: it got no answer and had to wait for its retry (2 s).
+    Now a network of origin holds at most ``DEFERRED_PER_NETWORK`` waiting pairs, and
+    past the bound in all the network holding the most loses its oldest."""
+    relay = node(1)
+    honest = Codec(Identity.generate())
+    now = T0
+    find = pb.Frame(find_node=pb.FindNode(query_id=b"q" * CHALLENGE_BYTES, target=bytes(20)))
+    relay.receive_datagram(honest.encode_frame(relay.identity.key, find, now), HONEST, now)
+    challenges = [
+        f.ping.challenge
+        for f in frames_to(honest, relay.datagrams_to_send(), HONEST)
+        if f.HasField("ping")
+    ]
+    for port in range(1, 301):  # one host
+        fresh = Codec(Identity.generate())
+        data = fresh.encode_frame(relay.identity.key, find, now)
+        relay.receive_datagram(data, (ATTACKER_HOST, port), now)
+    relay.datagrams_to_send()
+    assert len(relay._deferred) == DEFERRED_PER_NETWORK + 1
+    for i in range(20 * DEFERRED_PER_NETWORK):  # 20 networks: past the bound in all
+        fresh = Codec(Identity.generate())
+        data = fresh.encode_frame(relay.identity.key, find, now)
+        relay.receive_datagram(data, (f"203.0.{i % 20}.7", 4000 + i), now)
+    relay.datagrams_to_send()
+    pong = pb.Frame(pong=pb.Pong(challenge=challenges[0]))
+    relay.receive_datagram(honest.encode_frame(relay.identity.key, pong, now), HONEST, now)
+    answers = frames_to(honest, relay.datagrams_to_send(), HONEST)
+    assert [f.nodes.query_id for f in answers if f.HasField("nodes")] == [b"q" * CHALLENGE_BYTES]
+    assert len(relay._deferred) <= DEFERRED_PAIRS_MAX
