@@ -291,6 +291,100 @@ def classify(
     return "unknown"
 
 
+def family_of(host: str) -> int:
+    """The address family of ``host``: 6 for IPv6, else 4 (IPv4-mapped IPv6 is IPv4)."""
+    return 6 if ":" in canonical_host(host) else 4
+
+
+FAMILIES = (4, 6)
+
+
+class FamilyTallies:
+    """An observation tally per address family (docs/PROTOCOL.md, "12.1").
+
+    A node reached over IPv4 and over IPv6 has an endpoint in each, behind a NAT or not
+    independently, and networks cost differently in each: many IPv6 networks are
+    cheaper to hold than many IPv4 ones. One tally for both let observations of one
+    family outvote the other's (an IPv6 majority made an IPv4-public node a symmetric-NAT
+    client and took its announced endpoint). The family is that of the ponger's
+    endpoint, the path the observation came over; an observation of the other family
+    over it is no observation of that path and is not counted.
+    """
+
+    def __init__(self) -> None:
+        self._tallies = {family: ObservationTally() for family in FAMILIES}
+
+    def family(self, family: int) -> ObservationTally:
+        return self._tallies[family]
+
+    def add(self, ponger: Endpoint, observed: Endpoint, now: float) -> bool:
+        """Count what the ponger at ``ponger`` saw of us; False if not counted (the other
+        family's endpoint, or that family's tally full of live observations)."""
+        family = family_of(ponger[0])
+        if family_of(observed[0]) != family:
+            return False
+        return self._tallies[family].add(tally_network(ponger), observed, now)
+
+    def recent(self, now: float) -> dict[str, Endpoint]:
+        """Network -> the endpoint it saw, both families (their networks never collide)."""
+        return {n: e for tally in self._tallies.values() for n, e in tally.recent(now).items()}
+
+    def deciding(self, now: float) -> int:
+        """The family whose verdict stands unless the other's is public: IPv4 when it
+        has live observations (most peers reach most nodes over it), else IPv6."""
+        return 4 if self._tallies[4].recent(now) else 6
+
+    def evidence(self, local: frozenset[Endpoint], now: float) -> tuple[Endpoint | None, bool]:
+        """What a change of calls for a new probe round (12.2): the deciding family's
+        agreed endpoint and whether it suspects a NAT. The other family's evidence
+        changing does not reset the probes, which would leave the deciding family's
+        verdict unknown meanwhile: that was a way to demote it from the other family."""
+        family = self.deciding(now)
+        tally = self._tallies[family]
+        return tally.agreed(now), tally.nat_suspected(_of_family(local, family), now)
+
+
+def _of_family(local: frozenset[Endpoint], family: int) -> frozenset[Endpoint]:
+    return frozenset(e for e in local if family_of(e[0]) == family)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A kind, the endpoint the family that decided it agrees on, and whether that
+    family suspects a NAT (client mode while the kind is unknown)."""
+
+    kind: ReachabilityKind
+    agreed: Endpoint | None
+    nat_suspected: bool
+
+
+def judge(
+    tallies: FamilyTallies,
+    local: frozenset[Endpoint],
+    probe: ProbeOutcome,
+    mapped: bool,
+    now: float,
+) -> Judgement:
+    """Classify each family on its own tally and local endpoints (``classify``), then
+    (docs/PROTOCOL.md, "12.3"): public if either family is (IPv4's endpoint first);
+    otherwise the deciding family's verdict (``FamilyTallies.deciding``), whose NAT
+    suspicion alone decides client mode while the kind is unknown. So observations of
+    one family can take neither the other's `public`, nor its endpoint, nor make it a
+    client.
+    """
+    deciding = tallies.deciding(now)
+    verdicts: dict[int, Judgement] = {}
+    for family in FAMILIES:
+        tally = tallies.family(family)
+        mine = _of_family(local, family)
+        kind = classify(tally, mine, probe, mapped, now)
+        verdicts[family] = Judgement(kind, tally.agreed(now), tally.nat_suspected(mine, now))
+    for family in FAMILIES:
+        if verdicts[family].kind == "public":
+            return verdicts[family]
+    return verdicts[deciding]
+
+
 class IntervalLearner:
     """The keep-alive interval, learned from delayed echoes (docs/PROTOCOL.md, "12.5").
 
