@@ -923,3 +923,27 @@ def test_the_tally_view_follows_new_observations_and_their_age() -> None:
     # And once all have aged out, nothing is counted.
     assert not tally.recent(T0 + 3 + OBSERVATION_TTL_S + 1)
     assert not tally.mapping_varies(T0 + 3 + OBSERVATION_TTL_S + 1)
+
+
+def test_a_network_seeing_us_elsewhere_changes_the_tally_view_at_once() -> None:
+    """A refresh of the same endpoint keeps the view; a network whose observation moved,
+    or came back after aging out, changes it at once."""
+    tally = ObservationTally()
+    for i in range(3):
+        tally.add(f"net{i}", PUBLIC_AT, T0)
+    assert tally.agreed(T0) == PUBLIC_AT
+    tally.add("net0", PUBLIC_AT, T0 + 1)  # the same, refreshed
+    assert tally.agreed(T0 + 1) == PUBLIC_AT
+    moved = ("198.19.0.1", 5000)
+    tally.add("net0", moved, T0 + 2)
+    assert tally.agreed(T0 + 2) is None  # two of three: below the quorum
+    assert tally.recent(T0 + 2)["net0"] == moved
+    # net3 ages out; seen again at the same endpoint, it counts again at once.
+    tally.add("net3", PUBLIC_AT, T0 + 3)
+    assert tally.agreed(T0 + 3) == PUBLIC_AT
+    gone = T0 + 3 + OBSERVATION_TTL_S + 1
+    for i in (1, 2):
+        tally.add(f"net{i}", PUBLIC_AT, gone - 1)
+    assert tally.agreed(gone) is None  # net0 (moved) and net3 aged out: two left
+    tally.add("net3", PUBLIC_AT, gone)
+    assert tally.agreed(gone) == PUBLIC_AT

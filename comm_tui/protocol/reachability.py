@@ -216,9 +216,13 @@ class ObservationTally:
             if now - at <= OBSERVATION_TTL_S:
                 return False
             del self._by_network[oldest_network]
-        self._by_network.pop(network, None)
-        self._by_network[network] = (canonical(observed), now)
-        self._forget_view()
+        held = self._by_network.pop(network, None)
+        seen = canonical(observed)
+        self._by_network[network] = (seen, now)
+        if held is None or held[0] != seen or now - held[1] > OBSERVATION_TTL_S:
+            # A network seeing us anew or elsewhere changes the view. The same endpoint
+            # again, still counted, only lives longer: every view valid now stays so.
+            self._forget_view()
         return True
 
     def recent(self, now: float) -> Mapping[str, Endpoint]:
