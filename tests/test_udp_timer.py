@@ -7,6 +7,7 @@ time costs a heap entry per datagram for nothing when the deadline did not move.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 from comm_tui.crypto.identity import Identity
@@ -81,4 +82,37 @@ async def test_a_timer_that_fired_before_its_deadline_is_armed_again() -> None:
         assert protocol._timer is not None and not protocol._timer.cancelled()
         assert protocol._deadline == deadline
     finally:
+        protocol.close()
+
+
+async def test_a_due_timer_runs_while_datagrams_keep_arriving() -> None:
+    """The timer is not re-armed for a deadline it is already armed for. Re-arming on
+    every datagram (the rule before) cancelled a due timer that the loop had queued
+    behind that datagram's callback, and queued a new one behind the next datagram: a
+    node that heard something in every loop iteration ran its retries and timeouts
+    seconds late (measured on loopback under load: 5 to 9 s at the 99th percentile)."""
+    node = Node(Identity.generate(), time.time())
+    protocol, bound = await open_udp(node, ("127.0.0.1", 0), lambda events: None)
+    ran: list[float] = []
+    original = node.handle_timer
+
+    def handle_timer(now: float) -> None:
+        ran.append(now)
+        original(now)
+
+    node.handle_timer = handle_timer  # type: ignore[method-assign]
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.setblocking(False)
+    try:
+        node.bootstrap(("127.0.0.1", 9), time.time())  # a hello, timed out in 2 s
+        protocol.pump()
+        due = protocol._deadline
+        give_up = time.monotonic() + due - time.time() + 3.0
+        while not ran and time.monotonic() < give_up:
+            sender.sendto(b"junk", bound)  # one more datagram for every loop iteration
+            await asyncio.sleep(0)
+        assert ran, "the timer never ran while datagrams kept arriving"
+        assert ran[0] - due < 1.0
+    finally:
+        sender.close()
         protocol.close()
