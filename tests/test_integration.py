@@ -421,11 +421,11 @@ async def test_full_disk_stops_the_node_without_acknowledging(
     assert protocol is not None and protocol.transport is not None
     acks_made: set[bytes] = set()
     transmitted: set[bytes] = set()
-    encode_frame, sendto = node._codec.encode_frame, protocol.transport.sendto
+    seal, sendto = node._codec.seal, protocol.transport.sendto
 
-    def recording_encode(key: bytes, frame: pb.Frame, *args: object, **kwargs: object) -> bytes:
-        data = encode_frame(key, frame, *args, **kwargs)  # type: ignore[arg-type]
-        if frame.WhichOneof("body") == "ack":
+    def recording_seal(key: bytes, plaintext: bytes, *args: object, **kwargs: object) -> bytes:
+        data = seal(key, plaintext, *args, **kwargs)  # type: ignore[arg-type]
+        if pb.Frame.FromString(plaintext).WhichOneof("body") == "ack":
             acks_made.add(data)
         return data
 
@@ -433,7 +433,7 @@ async def test_full_disk_stops_the_node_without_acknowledging(
         transmitted.add(bytes(data))
         sendto(data, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(node._codec, "encode_frame", recording_encode)
+    monkeypatch.setattr(node._codec, "seal", recording_seal)
     monkeypatch.setattr(protocol.transport, "sendto", recording_sendto)
     assert recipient.db is not None
     # No free pages either (a schema migration that rebuilt a table leaves some).

@@ -67,6 +67,47 @@ REPLAY_FLOOR_SLOTS = 65536
 BOX_CACHE_PEERS = 4096
 # Binds both Ed25519 keys and the direction into each link key; see directional_boxes.
 _LINK_KEY_DOMAIN = b"comm-tui link key v2\x00"
+# The random part of a nonce, and how much of the CSPRNG's output is read at once.
+NONCE_RANDOM_BYTES = NONCE_BYTES - 8
+RANDOM_POOL_BYTES = 4096
+# Protobuf tags (field number << 3 | 2, length-delimited) of Packet.boxed and .cookie.
+_BOXED_TAG = bytes([4 << 3 | 2])
+_COOKIE_TAG = bytes([5 << 3 | 2])
+
+
+def _encode_varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+# Every length a datagram can hold, written once.
+_VARINTS = tuple(_encode_varint(n) for n in range(MAX_DATAGRAM_BYTES + 1))
+
+
+def _varint(n: int) -> bytes:
+    """``n`` (a length) as a protobuf varint."""
+    return _VARINTS[n] if n <= MAX_DATAGRAM_BYTES else _encode_varint(n)
+
+
+# Frame.receipt (field 8) and Receipt.ids (field 1), length-delimited; Frame.client
+# (field 20, a varint) set to true.
+_RECEIPT_TAG = bytes([8 << 3 | 2])
+_RECEIPT_ID_TAG = bytes([1 << 3 | 2])
+CLIENT_FLAG = pb.Frame(client=True).SerializeToString()
+
+
+def receipt_frame(ids: list[bytes]) -> bytes:
+    """The serialized ``Frame{receipt: Receipt{ids}}``, as protobuf writes it.
+
+    Written as bytes: one is sent for every item a relay takes, and building it through
+    two message objects cost more than boxing it (tests/test_codec_fast.py compares).
+    """
+    body = b"".join([_RECEIPT_ID_TAG + _varint(len(i)) + i for i in ids])
+    return _RECEIPT_TAG + _varint(len(body)) + body
 
 
 class Rejected(Exception):
@@ -214,6 +255,12 @@ class Codec:
         self._boxes: OrderedDict[bytes, LinkBoxes] = OrderedDict()
         self._pinned: dict[bytes, LinkBoxes] = {}
         self.replay = ReplayGuard()
+        # Packet fields 1 and 2 (version, sender key), the same in every boxed packet.
+        self._packet_head = pb.Packet(
+            version=PROTOCOL_VERSION, sender_key=identity.key
+        ).SerializeToString()
+        self._random = b""
+        self._random_offset = 0
 
     def box(self, key: bytes) -> LinkBoxes:
         """The directional boxes with a peer; raises ValueError for an invalid key."""
@@ -249,17 +296,38 @@ class Codec:
     def encode_frame(
         self, peer_key: bytes, frame: pb.Frame, now: float, *, cookie: bytes = b""
     ) -> bytes:
-        nonce = int(now * 1000).to_bytes(8, "big") + os.urandom(16)
-        boxed = self.box(peer_key).send.encrypt(frame.SerializeToString(), nonce)
-        packet = pb.Packet(
-            version=PROTOCOL_VERSION, sender_key=self.identity.key, boxed=bytes(boxed)
-        )
+        return self.seal(peer_key, frame.SerializeToString(), now, cookie=cookie)
+
+    def seal(self, peer_key: bytes, plaintext: bytes, now: float, *, cookie: bytes = b"") -> bytes:
+        """A boxed ``Packet`` carrying ``plaintext`` (a serialized ``Frame``) to ``peer_key``.
+
+        The packet is written as bytes, not through a ``pb.Packet``: its head (version,
+        sender key) never changes, and building the message object cost as much as the
+        box itself on the relay path. The bytes are the ones protobuf writes (fields in
+        number order; tests/test_codec_fast.py compares them).
+        """
+        nonce = int(now * 1000).to_bytes(8, "big") + self._nonce_tail()
+        boxed = self.box(peer_key).send.encrypt(plaintext, nonce)
+        parts = [self._packet_head, _BOXED_TAG, _varint(len(boxed)), boxed]
         if cookie:
-            packet.cookie = cookie
-        data = packet.SerializeToString()
+            parts += (_COOKIE_TAG, _varint(len(cookie)), cookie)
+        data = b"".join(parts)
         if len(data) > MAX_DATAGRAM_BYTES:
             raise ValueError(f"datagram of {len(data)} bytes exceeds {MAX_DATAGRAM_BYTES}")
         return data
+
+    def _nonce_tail(self) -> bytes:
+        """16 bytes from the OS CSPRNG for a nonce (docs/PROTOCOL.md, "3.2").
+
+        Read 4 KiB at a time: one ``os.urandom`` system call per datagram cost more than
+        a tenth of sealing it. The bytes are the same CSPRNG's, each used once.
+        """
+        offset = self._random_offset
+        if offset + NONCE_RANDOM_BYTES > len(self._random):
+            self._random = os.urandom(RANDOM_POOL_BYTES)
+            offset = 0
+        self._random_offset = offset + NONCE_RANDOM_BYTES
+        return self._random[offset : offset + NONCE_RANDOM_BYTES]
 
     def encode_hello(self, challenge: bytes, *, cookie: bytes = b"") -> bytes:
         """A hello padded so that the boxed Pong answering it is never larger."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -74,7 +75,8 @@ class StoreChanged:
     the network was told we hold (a receipt, an ack) is on disk first.
     """
 
-    put: dict[bytes, tuple[bytes, int]]  # key -> (blob, expires_ms)
+    # key -> (blob, expires_ms); the core's ``StorePut`` serializes an entry when read.
+    put: Mapping[bytes, tuple[bytes, int]]
     delete: frozenset[bytes]
 
 

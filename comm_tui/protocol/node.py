@@ -83,7 +83,13 @@ from comm_tui.protocol.admission import (
     CookieJar,
     echo_of,
 )
-from comm_tui.protocol.codec import MAX_CLOCK_SKEW_S, Codec, Rejected
+from comm_tui.protocol.codec import (
+    CLIENT_FLAG,
+    MAX_CLOCK_SKEW_S,
+    Codec,
+    Rejected,
+    receipt_frame,
+)
 from comm_tui.protocol.custody import Custody, custody_of
 from comm_tui.protocol.events import (
     BundleFetched,
@@ -140,6 +146,8 @@ from comm_tui.protocol.reachability import (
     solicitation_key,
     tally_network,
 )
+from comm_tui.protocol.receipts import RECEIPT_TIMEOUT_S as RECEIPT_TIMEOUT_S  # tests read it
+from comm_tui.protocol.receipts import ReceiptWaits
 from comm_tui.protocol.relay_store import (
     CAP_REASONS,
     ORIGINS_SHOWN,
@@ -175,7 +183,6 @@ EXPIRY_JITTER_UNITS = 1
 # with this probability, else relays it normally (docs/PROTOCOL.md, "7.2"; bench/origin.py).
 STEM_FORWARD = 0.5
 QUERY_TIMEOUT_S = 2.0
-RECEIPT_TIMEOUT_S = 2.0
 HOUSEKEEPING_INTERVAL_S = 30.0
 REBOOTSTRAP_INTERVAL_S = 5.0
 # Restored relay items wait this long after a restart before their next relay.
@@ -445,8 +452,13 @@ class Node:
         self._peer_cookies: dict[Endpoint, tuple[bytes, float]] = {}
         self._sent: OrderedDict[bytes, tuple[Endpoint, bytes]] = OrderedDict()  # by echo
         self._hellos: dict[bytes, tuple[Endpoint, float]] = {}
-        self._awaiting_receipt: dict[tuple[bytes, bytes], float] = {}
+        # docs/PROTOCOL.md, "7.2", "Receipt wait": the receipts we await, and each peer's wait.
+        self._receipt_waits = ReceiptWaits()
         self._schedule: list[tuple[float, bytes]] = []
+        # The last item frame built (``_item_frame``): entry, stem, kind, bytes.
+        self._last_frame: tuple[Entry, bool, str, bytes] | None = None
+        # The last (key, endpoint) found validated in this call into the node.
+        self._proven: tuple[bytes, Endpoint] | None = None
         # Our texts and their states (docs/PROTOCOL.md, "Outbox states"; protocol/outbox.py).
         self._outgoing = Outbox()
         # Recipients met by a lookup ``until_found`` but not in the table, by address: at
@@ -625,8 +637,9 @@ class Node:
             timer = min(timer, self._schedule[0][0])
         if self._queries:
             timer = min(timer, next(iter(self._queries.values())).deadline)
-        if self._awaiting_receipt:
-            timer = min(timer, next(iter(self._awaiting_receipt.values())))
+        receipt_due = self._receipt_waits.next_deadline()
+        if receipt_due is not None:
+            timer = min(timer, receipt_due)
         if self._hellos:
             timer = min(timer, next(iter(self._hellos.values()))[1])
         timer = min(timer, self._reach_due())
@@ -818,6 +831,7 @@ class Node:
         upkeep. Returns nothing: what it causes is in ``drain_events()`` and
         ``datagrams_to_send()``. Calling it early does nothing that is not due.
         """
+        self._proven = None
         while self._schedule and self._schedule[0][0] <= now:
             due, key = heapq.heappop(self._schedule)
             entry = self._store.by_key(key)
@@ -869,6 +883,7 @@ class Node:
         """
         self._stats.datagrams_in += 1
         self._stats.bytes_in += len(data)
+        self._proven = None
         addr = normalize_endpoint(addr)
         self._now = now
         self._addresses.received(addr, len(data))
@@ -1004,11 +1019,21 @@ class Node:
         return origin_network(addr) if self._is_validated(key, addr) else UNVALIDATED_ORIGIN
 
     def _is_validated(self, key: bytes, addr: Endpoint) -> bool:
-        """Has ``key`` proved it receives at ``addr``? Table entries have, by construction."""
-        entry = self._table.get(address_of(key))
-        if entry is not None and entry.key == key and entry.endpoint == addr:
+        """Has ``key`` proved it receives at ``addr``? Table entries have, by construction.
+
+        The last pair found proven is remembered until the call into the node returns
+        (``_proven``): a datagram asked this of its own sender four times (rate limit,
+        quota origin, receipt, routing table)."""
+        pair = (key, addr)
+        if pair == self._proven:
             return True
-        return self._addresses.is_validated(key, addr)
+        entry = self._table.get(address_of(key))
+        if (
+            entry is not None and entry.key == key and entry.endpoint == addr
+        ) or self._addresses.is_validated(key, addr):
+            self._proven = pair
+            return True
+        return False
 
     def _validate(
         self, key: bytes, addr: Endpoint, now: float, *, defer: tuple[str, pb.Frame] | None = None
@@ -1063,6 +1088,7 @@ class Node:
         if sender.address in self._table:
             self._codec.pin(sender.key)
         if observation.evicted is not None:
+            self._proven = None
             self._codec.unpin(observation.evicted.key)
         if observation.added:
             self._stats.peers_added += 1
@@ -1218,7 +1244,7 @@ class Node:
             entry = self._store.by_key(key)
             if entry is None:
                 continue
-            self._awaiting_receipt.pop((sender.address, key), None)
+            self._receipt_waits.received(sender.address, key, now)
             self._add_holder(entry, sender.address, now)
 
     def _on_fetch(
@@ -1231,19 +1257,21 @@ class Node:
     def _on_message(
         self, sender: PublicIdentity, msg: pb.Message, addr: Endpoint, now: float
     ) -> None:
-        if len(msg.recipient) != ADDRESS_BYTES:
+        # Each read of a protobuf bytes field copies it: read each once.
+        recipient, sealed, expires_ms = msg.recipient, msg.sealed, msg.expires_ms
+        if len(recipient) != ADDRESS_BYTES:
             raise Rejected("malformed")
-        if len(msg.sealed) != SEALED_BYTES:
+        if len(sealed) != SEALED_BYTES:
             raise Rejected("bad_size")
-        _check_expiry(msg.expires_ms, now)
-        item_id = message_id(msg.recipient, msg.expires_ms, msg.sealed)
-        ack_entry = self._store.get(Kind.ACK, item_id + msg.recipient)
+        _check_expiry(expires_ms, now)
+        item_id = message_id(recipient, expires_ms, sealed)
+        ack_entry = self._store.get(Kind.ACK, item_id + recipient)
         if ack_entry is not None:
             # Already acknowledged: answer this copy with the ack instead of relaying it.
             self._stats.acks_answered += 1
             self._send_item(ack_entry, sender.key, addr, now)
             return
-        if msg.recipient == self.address:
+        if recipient == self.address:
             self._on_message_for_me(sender, msg, item_id, addr, now)
             return
         existing = self._store.get(Kind.MESSAGE, item_id)
@@ -1267,8 +1295,8 @@ class Node:
         entry = Entry(
             Kind.MESSAGE,
             item_id,
-            msg.recipient,
-            msg.expires_ms,
+            recipient,
+            expires_ms,
             msg,
             stored_at=now,
             holders={sender.address},
@@ -1412,7 +1440,7 @@ class Node:
         if not verify_ack(ack):
             raise Rejected("bad_ack")
         self._stats.acks_seen += 1
-        self._awaiting_receipt.pop((sender.address, message.key), None)
+        self._receipt_waits.forget(sender.address, message.key)
         # The ack takes the message's place (it is smaller), under the same origin for
         # the quotas, and goes back to whoever handed us the message and to every other
         # node we know holds it: each of them stops relaying and sends it on back.
@@ -2421,29 +2449,61 @@ class Node:
         (docs/PROTOCOL.md, "8.1 Local caps"): ``budgeted`` says the caller (``_relay``)
         checked the balance for the whole attempt; otherwise (a push on Attach or Fetch,
         a newer record handed back) it is skipped while the balance is spent, and goes at
-        the item's next retry or the peer's next Attach or Fetch."""
+        the item's next retry or the peer's next Attach or Fetch. A relay attempt
+        (``budgeted``) also skips a peer still within its receipt wait for the item."""
+        address = address_of(key)
+        ours = self.config.policy == "ours"
+        if (
+            budgeted
+            and ours
+            and self._receipt_waits.awaiting(address, entry.key, now, entry, endpoint)
+        ):
+            # docs/PROTOCOL.md, "7.2", "Receipt wait": a relay attempt skips a peer whose
+            # receipt may still come; a copy now would be a duplicate (a late receipt is
+            # not a lost item). Answers (an ack for a copy, a push on Fetch) still go.
+            self._stats.resends_held += 1
+            return
         if entry.for_others and not budgeted and not self._relay_bandwidth.open(now):
             self._stats.relay_deferred += 1
             return
-        if isinstance(entry.wire, pb.Message):
-            msg = pb.Message()
-            msg.CopyFrom(entry.wire)
-            msg.stem = stem
-            frame = pb.Frame(message=msg)
+        body, plaintext = self._item_frame(entry, stem)
+        if body == "message":
             self._stats.messages_relayed += 0 if entry.own_text_id else 1
-        elif isinstance(entry.wire, pb.Ack):
-            frame = pb.Frame(ack=entry.wire)
+        elif body == "ack":
             self._stats.acks_relayed += 1
-        else:
-            frame = pb.Frame(record=pb.Record(bundle=entry.wire))
         if entry.for_others:
-            self._relay_bandwidth.spend(frame.ByteSize(), now)
-        self._send_frame(key, endpoint, frame, now)
-        self._punch.used(address_of(key), now)
-        if self.config.policy == "ours":
-            pair = (address_of(key), entry.key)
-            self._awaiting_receipt.pop(pair, None)  # re-inserted last: deadline order
-            self._awaiting_receipt[pair] = now + RECEIPT_TIMEOUT_S
+            self._relay_bandwidth.spend(len(plaintext), now)
+        self._send_encoded(key, endpoint, body, plaintext, now)
+        self._punch.used(address, now)
+        if ours:
+            self._receipt_waits.sent(address, entry.key, now, entry, endpoint)
+
+    def _item_frame(self, entry: Entry, stem: bool) -> tuple[str, bytes]:
+        """The kind and serialized ``Frame`` carrying ``entry`` (a message with ``stem``
+        set as asked; no client flag).
+
+        The last one is kept: an attempt sends the same frame to every hop, and building
+        it (a copy of a 1,061-byte payload through two message objects) cost more than
+        boxing it. Only one, so the store's memory is not doubled by cached frames.
+        """
+        cached = self._last_frame
+        if cached is not None and cached[0] is entry and cached[1] == stem:
+            return cached[2], cached[3]
+        wire = entry.wire
+        if isinstance(wire, pb.Message):
+            body = "message"
+            msg = pb.Message()
+            msg.CopyFrom(wire)
+            msg.stem = stem
+            plaintext = pb.Frame(message=msg).SerializeToString()
+        elif isinstance(wire, pb.Ack):
+            body = "ack"
+            plaintext = pb.Frame(ack=wire).SerializeToString()
+        else:
+            body = "record"
+            plaintext = pb.Frame(record=pb.Record(bundle=wire)).SerializeToString()
+        self._last_frame = (entry, stem, body, plaintext)
+        return body, plaintext
 
     def _add_holder(self, entry: Entry, holder: bytes, now: float) -> None:
         if holder in entry.holders:
@@ -2584,12 +2644,8 @@ class Node:
             if deadline > now:
                 break
             del self._hellos[challenge]
-        while self._awaiting_receipt:
-            pair, deadline = next(iter(self._awaiting_receipt.items()))
-            if deadline > now:
-                break
-            del self._awaiting_receipt[pair]
-            self._peer_failed(pair[0], now)
+        for address in self._receipt_waits.overdue(now):
+            self._peer_failed(address, now)
 
     def _peer_failed(self, address: bytes, now: float) -> None:
         """A query or item went unanswered: count it; the table may drop the node."""
@@ -2601,6 +2657,7 @@ class Node:
 
     def _peer_removed(self, key: bytes) -> None:
         """A node left our table: its boxes may be evicted again, and the driver is told."""
+        self._proven = None
         self._codec.unpin(key)
         self._events.append(PeerRemoved(key))
 
@@ -2624,7 +2681,7 @@ class Node:
 
     def _send_receipt(self, key: bytes, endpoint: Endpoint, ids: list[bytes], now: float) -> None:
         if self.config.policy == "ours":
-            self._send_frame(key, endpoint, pb.Frame(receipt=pb.Receipt(ids=ids)), now)
+            self._send_encoded(key, endpoint, "receipt", receipt_frame(ids), now)
 
     def _send_frame(
         self, key: bytes, endpoint: Endpoint, frame: pb.Frame, now: float, *, probe: bool = False
@@ -2635,10 +2692,27 @@ class Node:
         (``admission``). ``probe`` marks requests we start on our own (lookups, pings of
         known nodes), which the query table bounds instead.
         """
+        frame.ClearField("client")  # _send_encoded adds it for a client
+        body = frame.WhichOneof("body") or ""
+        return self._send_encoded(key, endpoint, body, frame.SerializeToString(), now, probe=probe)
+
+    def _send_encoded(
+        self,
+        key: bytes,
+        endpoint: Endpoint,
+        body: str,
+        plaintext: bytes,
+        now: float,
+        *,
+        probe: bool = False,
+    ) -> bool:
+        """``_send_frame`` for a frame already serialized (``body`` is its kind), without
+        its client flag: the relay path writes its frames as bytes (``receipt_frame``,
+        ``_item_frame``). A client's flag goes last, where protobuf writes field 20."""
         if self._client:
-            frame.client = True  # docs/PROTOCOL.md, "12.3": keep us out of routing tables
+            plaintext += CLIENT_FLAG  # docs/PROTOCOL.md, "12.3": keep us out of tables
         try:
-            data = self._codec.encode_frame(key, frame, now, cookie=self._cookie_for(endpoint, now))
+            data = self._codec.seal(key, plaintext, now, cookie=self._cookie_for(endpoint, now))
         except ValueError:
             # A key that is no curve point, or a frame too large: nothing a peer sends
             # can produce either (both are checked on receipt); counted, never raised.
@@ -2651,7 +2725,6 @@ class Node:
         ):
             self._stats.withheld += 1
             return False
-        body = frame.WhichOneof("body") or ""
         self._stats.sent_by_kind[body] += 1
         # Only what we start (requests, items) is remembered for a cookie reply: a node
         # that is sent our replies knows our key already, and counting replies would let

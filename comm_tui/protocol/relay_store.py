@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import enum
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
@@ -56,6 +56,7 @@ STORE_PER_NET_SHARE = 0.05
 UNVALIDATED_ORIGIN = "unvalidated"
 # Bookkeeping a stored item costs beyond its wire bytes (a rough Python overhead).
 ENTRY_OVERHEAD_BYTES = 256
+_NOTHING: frozenset[bytes] = frozenset()
 
 
 class Kind(enum.IntEnum):
@@ -102,9 +103,13 @@ class Entry:
     # The store key (``entry_key``), computed once: kind and id never change, and the
     # relay path reads it about ten times per item.
     key: bytes = field(init=False, repr=False, compare=False)
+    # What the quotas charge for it, computed once: ``wire`` never changes (the store's
+    # accounting must give back on removal exactly what it took on adding).
+    size: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.key = entry_key(self.kind, self.item_id)
+        self.size = self.wire.ByteSize() + ENTRY_OVERHEAD_BYTES
 
     @property
     def for_others(self) -> bool:
@@ -112,10 +117,6 @@ class Entry:
         caps count and the relay bandwidth pays for. Our own texts, records and the acks
         we sign have no origin."""
         return bool(self.origin or self.origin_net)
-
-    @property
-    def size(self) -> int:
-        return self.wire.ByteSize() + ENTRY_OVERHEAD_BYTES
 
     def serialize(self) -> bytes:
         record = pb.StoreEntry(
@@ -424,15 +425,40 @@ class RelayStore:
             self.remove(entry)
         return gone
 
-    def take_changes(self) -> tuple[dict[bytes, tuple[bytes, int]], frozenset[bytes]]:
-        put = {
-            key: (self._entries[key].serialize(), self._entries[key].expires_ms)
-            for key in self.dirty
-        }
-        deleted = frozenset(self.deleted)
+    def take_changes(self) -> tuple[StorePut, frozenset[bytes]]:
+        put = StorePut({key: self._entries[key] for key in self.dirty})
+        deleted = frozenset(self.deleted) if self.deleted else _NOTHING
         self.dirty.clear()
         self.deleted.clear()
         return put, deleted
+
+
+class StorePut(Mapping[bytes, tuple[bytes, int]]):
+    """The entries a ``StoreChanged`` asks to persist: store key -> (serialized entry,
+    expires_ms), serialized when read.
+
+    A driver without a disk (the simulator, a memory-store node) never reads them, and
+    one with a disk merges the changes of a whole group commit and writes each key once
+    (``net/service.py``): serializing every change of every pump cost a tenth of the
+    relay path. Read on the node's own thread before the commit that the datagrams
+    depending on it wait for, so what is written is the entry as it is then, never older
+    than what was announced (docs/PROTOCOL.md, "8.2 Local durability").
+    """
+
+    __slots__ = ("_entries",)
+
+    def __init__(self, entries: dict[bytes, Entry]) -> None:
+        self._entries = entries
+
+    def __getitem__(self, key: bytes) -> tuple[bytes, int]:
+        entry = self._entries[key]
+        return entry.serialize(), entry.expires_ms
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 # A relay bandwidth cap lets at least this much go in one burst, so one item always fits

@@ -36,6 +36,9 @@ class NodeStats:
     # docs/PROTOCOL.md, "8.1 Local caps": sends of items for others put off because the
     # relay bandwidth cap was spent (deferred, never dropped).
     relay_deferred: int = 0
+    # docs/PROTOCOL.md, "7.2", "Receipt wait": copies not sent to a peer whose receipt for
+    # the same item was still awaited.
+    resends_held: int = 0
     # Frames we could not encode (an invalid key from our own database, say).
     unsendable: int = 0
     rejected: Counter[str] = field(default_factory=Counter)

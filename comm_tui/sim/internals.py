@@ -83,16 +83,22 @@ def hello_packet(key: bytes, challenge: bytes) -> bytes:
 def rewrite_outgoing_frames(node: Node, rewrite: FrameRewriter) -> Callable[..., bytes]:
     """Make ``node`` pass every frame it sends through ``rewrite(peer_key, frame)``.
 
-    Returns the original ``encode_frame`` so the caller can still send untouched frames.
+    Every frame is sealed by ``Codec.seal`` (the relay path hands it bytes), so that is
+    where the frame is read, rewritten and written again. Returns a function with
+    ``encode_frame``'s signature that sends frames untouched.
     """
     codec = node._codec
-    original: Callable[..., bytes] = codec.encode_frame
+    original: Callable[..., bytes] = codec.seal
 
-    def encode(peer_key: bytes, frame: pb.Frame, now: float, *, cookie: bytes = b"") -> bytes:
-        return original(peer_key, rewrite(peer_key, frame), now, cookie=cookie)
+    def seal(peer_key: bytes, plaintext: bytes, now: float, *, cookie: bytes = b"") -> bytes:
+        frame = rewrite(peer_key, pb.Frame.FromString(plaintext))
+        return original(peer_key, frame.SerializeToString(), now, cookie=cookie)
 
-    codec.encode_frame = encode  # type: ignore[method-assign]
-    return original
+    def untouched(peer_key: bytes, frame: pb.Frame, now: float, *, cookie: bytes = b"") -> bytes:
+        return original(peer_key, frame.SerializeToString(), now, cookie=cookie)
+
+    codec.seal = seal  # type: ignore[method-assign]
+    return untouched
 
 
 def rejections(node: Node) -> dict[str, int]:

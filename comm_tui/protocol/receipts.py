@@ -1,0 +1,165 @@
+"""How long a relay waits for a peer's receipt, and what a late one costs it.
+
+docs/PROTOCOL.md, "7.2 Message ids and relaying", "Receipt wait". Every item we send a
+peer awaits that peer's ``Receipt``; a wait that runs out counts one failure against the
+peer (three in a row evict it for a replacement, ``RoutingTable.record_failure``), and
+while a wait runs, the item is not sent to that peer again: a copy sent before the
+receipt could have come back is a duplicate, not a retry.
+
+The wait is the peer's own retransmission timeout, computed as TCP computes it (RFC
+6298, section 2) from the delays of its receipts: at least ``RECEIPT_TIMEOUT_S``, which
+is all a peer that answers within it ever gets, at most ``RECEIPT_TIMEOUT_MAX_S``. A
+peer whose receipts are merely late (its disk commits slowly, its process is
+saturated) is then neither counted as failing nor sent every item again at each retry,
+which fed the overload that made it late (the retry storm of bench/RESULTS.md, "Issue
+11, this session"). Samples follow Karn's rule (RFC 6298, section 3): a receipt for an
+item sent to the peer more than once says nothing about which copy it answers, and is
+not measured; instead every wait that runs out doubles the peer's next waits (section
+5.5) until a receipt is measured again. A peer that never sends a receipt gives no
+sample: it fails at 2 s, then 4 s, 8 s, ... after each item, and is routed around.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict
+from dataclasses import dataclass
+
+# The least wait, and the wait of a peer we have no measurement of.
+RECEIPT_TIMEOUT_S = 2.0
+# RFC 6298 (2.4) asks for a maximum of at least 60 s.
+RECEIPT_TIMEOUT_MAX_S = 60.0
+# Peers whose receipt delays we remember (least recently measured forgotten first), and
+# (peer, item) pairs whose wait ran out, remembered so that a copy sent again is known
+# to be a second one (Karn's rule) after the first wait was forgotten.
+RECEIPT_PEERS_MAX = 4096
+TIMED_OUT_PAIRS_MAX = 4096
+# RFC 6298, section 2: the gains of the smoothed delay and of its variation, and K.
+_ALPHA = 1 / 8
+_BETA = 1 / 4
+_K = 4
+
+
+@dataclass(slots=True)
+class _Peer:
+    """RFC 6298's state for one peer: smoothed delay (None before the first sample), its
+    variation, and the wait now in force."""
+
+    srtt: float | None = None
+    rttvar: float = 0.0
+    rto: float = RECEIPT_TIMEOUT_S
+
+
+@dataclass(slots=True)
+class _Wait:
+    sent_at: float
+    deadline: float
+    resent: bool
+    timeout: float  # the peer's wait when it was sent
+    item: object  # what was sent: a newer item under the same key is not awaited
+    endpoint: object  # where: a recipient met at several endpoints gets it at each
+
+
+class ReceiptWaits:
+    """The receipts we await, by (peer address, store key), and each peer's wait."""
+
+    def __init__(self) -> None:
+        self._waits: dict[tuple[bytes, bytes], _Wait] = {}
+        # (deadline, address, key), with stale entries left in until they reach the top.
+        self._deadlines: list[tuple[float, bytes, bytes]] = []
+        self._peers: OrderedDict[bytes, _Peer] = OrderedDict()
+        self._timed_out: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._waits)
+
+    def timeout(self, address: bytes) -> float:
+        """How long a receipt from ``address`` is awaited (RFC 6298's RTO, clamped)."""
+        peer = self._peers.get(address)
+        return RECEIPT_TIMEOUT_S if peer is None else peer.rto
+
+    def _peer(self, address: bytes) -> _Peer:
+        peer = self._peers.pop(address, None) or _Peer()
+        self._peers[address] = peer
+        if len(self._peers) > RECEIPT_PEERS_MAX:
+            self._peers.popitem(last=False)
+        return peer
+
+    def awaiting(
+        self, address: bytes, key: bytes, now: float, item: object = None, endpoint: object = None
+    ) -> bool:
+        """Was ``item`` (stored under ``key``) sent to ``address`` at ``endpoint``, and its
+        receipt still within the wait? A record replaced by a newer one keeps its key:
+        the newer one was not sent. A recipient met at several endpoints (one may be a
+        Sybil's relay, docs/PROTOCOL.md, "7.2") is sent it at each."""
+        wait = self._waits.get((address, key))
+        return (
+            wait is not None
+            and wait.item is item
+            and wait.endpoint == endpoint
+            and wait.deadline > now
+        )
+
+    def sent(
+        self, address: bytes, key: bytes, now: float, item: object = None, endpoint: object = None
+    ) -> None:
+        """``item``, stored under ``key``, went to ``address`` at ``endpoint``: await its
+        receipt (again)."""
+        pair = (address, key)
+        resent = pair in self._waits or pair in self._timed_out
+        self._timed_out.pop(pair, None)
+        timeout = self.timeout(address)
+        deadline = now + timeout
+        self._waits[pair] = _Wait(now, deadline, resent, timeout, item, endpoint)
+        heapq.heappush(self._deadlines, (deadline, address, key))
+        if len(self._deadlines) > 2 * len(self._waits) + 64:
+            # Mostly stale (answered or re-armed): rebuilt from what is awaited.
+            self._deadlines = [(w.deadline, a, k) for (a, k), w in self._waits.items()]
+            heapq.heapify(self._deadlines)
+
+    def received(self, address: bytes, key: bytes, now: float) -> None:
+        """``address`` holds ``key`` (its receipt, or its own copy of an ack): stop
+        waiting, and measure the delay if the item went to it once."""
+        wait = self._waits.pop((address, key), None)
+        if wait is None or wait.resent:
+            return
+        sample = max(0.0, now - wait.sent_at)
+        peer = self._peer(address)
+        if peer.srtt is None:  # RFC 6298 (2.2): the first measurement
+            peer.srtt, peer.rttvar = sample, sample / 2
+        else:  # (2.3)
+            peer.rttvar = (1 - _BETA) * peer.rttvar + _BETA * abs(peer.srtt - sample)
+            peer.srtt = (1 - _ALPHA) * peer.srtt + _ALPHA * sample
+        peer.rto = min(RECEIPT_TIMEOUT_MAX_S, max(RECEIPT_TIMEOUT_S, peer.srtt + _K * peer.rttvar))
+
+    def forget(self, address: bytes, key: bytes) -> None:
+        """Stop waiting without measuring (``address`` sent the item's ack instead)."""
+        self._waits.pop((address, key), None)
+
+    def next_deadline(self) -> float | None:
+        """When the earliest wait runs out, or None if nothing is awaited."""
+        while self._deadlines:
+            deadline, address, key = self._deadlines[0]
+            wait = self._waits.get((address, key))
+            if wait is not None and wait.deadline == deadline:
+                return deadline
+            heapq.heappop(self._deadlines)
+        return None
+
+    def overdue(self, now: float) -> list[bytes]:
+        """The waits that ran out by ``now``, forgotten; one peer address per wait.
+
+        Each doubles the peer's wait (RFC 6298, 5.5) until a receipt is measured; once
+        per wait in force, so a burst of items to a dead peer doubles it once."""
+        failed: list[bytes] = []
+        while (deadline := self.next_deadline()) is not None and deadline <= now:
+            _, address, key = heapq.heappop(self._deadlines)
+            wait = self._waits.pop((address, key))
+            self._timed_out[(address, key)] = None
+            if len(self._timed_out) > TIMED_OUT_PAIRS_MAX:
+                self._timed_out.popitem(last=False)
+            peer = self._peer(address)
+            if wait.timeout >= peer.rto:
+                peer.rto = min(RECEIPT_TIMEOUT_MAX_S, 2 * peer.rto)
+            failed.append(address)
+        return failed
