@@ -2310,13 +2310,17 @@ class Node:
                 self._find_recipient(entry.target, now)
             elif (
                 not entry.own_text_id
+                and entry.target != self.address
                 and entry.attempts in LOOKUP_ON_ATTEMPTS
                 and not self._closer_holder(entry)
             ):
                 # Still undelivered, nobody nearer the target took it, and we do not know
                 # the target: our view of its neighbourhood may be thin (a young network,
                 # churn). A lookup meets the nodes nearest to it; the next retry reaches
-                # them.
+                # them. Never for our own record (its target is us): our neighbourhood is
+                # what joining, waking and refreshes look up already, and each self-lookup
+                # ends in a Fetch and the record offered to all it met (docs/PROTOCOL.md,
+                # "7.2 Message ids and relaying", "8a.3 Storing and relaying").
                 self.lookup(entry.target, now)
         entry.attempts += 1
         delay = min(
