@@ -1907,8 +1907,17 @@ class Node:
         )
         if client != self._client:
             self._client = client
-            if not client:
+            if client:
+                self._leave_tables(now)
+            else:
                 self._bindings.clear()
+
+    def _leave_tables(self, now: float) -> None:
+        """We just became a client: ping every node of our table now. The ping carries
+        ``client``, so each drops us at once rather than at our next frame to it, which
+        may be minutes away (docs/PROTOCOL.md, "12.3")."""
+        for entry in list(self._table):
+            self._ping(entry.key, entry.endpoint, now)
 
     def _endpoint_changed(self, now: float) -> None:
         """Our observed endpoint moved (a router reboot, a new network): attach again at
