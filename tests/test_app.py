@@ -25,7 +25,15 @@ from comm_tui.net.service import NodeService
 from comm_tui.store.config import load_config
 from comm_tui.store.db import SESSION_RESET_NOTICE, Database
 from comm_tui.store.paths import profile_paths
-from tests.app_helpers import SIZE, make_profile, on_node, profile_db, wait_on_node, wait_until
+from tests.app_helpers import (
+    SIZE,
+    keep_notifications,
+    make_profile,
+    on_node,
+    profile_db,
+    wait_on_node,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -173,6 +181,8 @@ async def test_two_apps_exchange_a_message_and_see_it_delivered(tmp_path: Path) 
             with app_session(
                 data_dir=dir_b, listen="127.0.0.1:0", bootstrap=[f"127.0.0.1:{port}"]
             ) as app_b:
+                # Kept as raised: B's toast (5 s) may be gone by the time A sees the ack.
+                raised_b = keep_notifications(app_b)
                 async with app_b.run_test(size=SIZE) as pilot_b:
                     await wait_until(
                         pilot_b,
@@ -199,7 +209,7 @@ async def test_two_apps_exchange_a_message_and_see_it_delivered(tmp_path: Path) 
                     # B got it: unread in the list, and a notification.
                     entry = app_b.query_one(ContactList).entry(alice.address)
                     assert entry is not None and entry.unread == 1
-                    assert any("hello bob" in n.message for n in app_b._notifications)
+                    assert any("hello bob" in message for _, message in raised_b)
                     # B answers; A, whose conversation is open, shows it at once.
                     await pilot_b.press("enter")
                     await pilot_b.press(*"hi alice", "enter")
