@@ -165,6 +165,20 @@ class MessageLog(VerticalScroll, can_focus=True):
         if scroll_y >= self.max_scroll_y - LOAD_OLDER_MARGIN_LINES and not self.is_anchored:
             self.post_message(self.NearBottom())
 
+    def release_anchor_at_top(self) -> None:
+        """Stop following the newest message, the view back inside its content.
+
+        A log shorter than its view is drawn at the bottom, while anchored, by a negative
+        ``scroll_y`` that Textual's layout sets only as long as the anchor holds. Released
+        as it stood, that offset stayed: a page mounted next was drawn below the view,
+        out of sight (a search result opened from an empty conversation showed an empty
+        pane, and under load from any conversation, when a frame fell between the old
+        rows' removal and the new ones' mount).
+        """
+        self.anchor(False)
+        # (forced: with no more content than view, Textual would not scroll at all)
+        self.scroll_to(y=0, animate=False, immediate=True, force=True)
+
     def action_select(self, step: int) -> None:
         """Move the selection; the first press selects the newest message."""
         rows = list(self.query(MessageRow))
@@ -246,13 +260,14 @@ class ConversationView(Vertical):
     async def open_at(self, peer: ContactEntry, row_id: int) -> None:
         """Show the conversation with ``peer`` around message ``row_id``, selected."""
         self.set_peer(peer)
+        # Released before the rows change: no layout of the new page may run anchored.
+        self.query_one(MessageLog).release_anchor_at_top()
         address = peer.peer_address
         rows = self.source.history_around(address, row_id)
         has_older = sum(r.id <= row_id for r in rows) == DEFAULT_HISTORY_PAGE // 2
         has_newer = bool(rows) and bool(self.source.history_after(address, rows[-1].id, 1))
         await self._show(rows, unread=0, has_older=has_older, has_newer=has_newer)
         log = self.query_one(MessageLog)
-        log.anchor(False)
         target = self._rows.get(row_id)
         if target is not None:
             log.focus()
