@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from pathlib import Path
@@ -394,6 +395,36 @@ async def test_history_of_100k_messages_loads_lazily(tmp_path: Path) -> None:
             log.scroll_home(animate=False)
             await wait_until(pilot, lambda: len(conversation.query(MessageRow)) == 300, "page 3")
             assert app.query_one(ContactList).entry(bob.address).unread == 0  # type: ignore[union-attr]
+
+
+async def test_a_page_loading_while_another_conversation_opens_is_not_mixed_in(
+    tmp_path: Path,
+) -> None:
+    """Opening a conversation waits for a page of the previous one still loading (the
+    two ran at once on two loops: bob's older page was mounted into carol's view)."""
+    make_profile(tmp_path)
+    bob, carol = Identity.generate(), Identity.generate()
+    _add_contact(tmp_path, "bob", bob)
+    _add_contact(tmp_path, "carol", carol)
+    with profile_db(tmp_path) as db, db.transaction():
+        for i in range(300):
+            db.add_incoming(i.to_bytes(16, "big"), bob.key, bob.address, f"b{i}", i, 1000.0 + i)
+        db.add_incoming(b"c" * 16, carol.key, carol.address, "c0", 1, 900.0)
+    with app_session(data_dir=tmp_path) as app:
+        async with app.run_test(size=SIZE) as pilot:
+            conversation = app.query_one(ConversationView)
+            contacts = app.query_one(ContactList)
+            contacts.select_address(bob.address)
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: len(conversation.query(MessageRow)) == 100, "bob")
+            carol_entry = contacts.entry(carol.address)
+            assert carol_entry is not None
+            await asyncio.gather(
+                conversation._load_older(MessageLog.NearTop()), conversation.open(carol_entry)
+            )
+            await pilot.pause()
+            assert [w.row.text for w in conversation.query(MessageRow)] == ["c0"]
+            assert [w.row.text for w in conversation._rows.values()] == ["c0"]
 
 
 async def _export(pilot, app, path: Path, first: str, second: str) -> None:  # type: ignore[no-untyped-def]

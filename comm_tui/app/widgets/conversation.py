@@ -7,6 +7,7 @@ conversation with 100,000 messages opens as fast as one with ten.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -229,7 +230,10 @@ class ConversationView(Vertical):
         # Opened at a search result: newer messages exist below the loaded ones.
         self._newest_id: int | None = None
         self._has_newer = False
-        self._loading = False
+        # One change of the rows at a time: a conversation opening (on the app's loop)
+        # and a page loading (on this widget's) both remove and mount rows; a page loaded
+        # across a reopening mixed two conversations' rows, or mounted before a removed one.
+        self._changing = asyncio.Lock()
 
     def compose(self) -> ComposeResult:
         yield Static(NO_CONVERSATION, id="conversation-title")
@@ -276,16 +280,17 @@ class ConversationView(Vertical):
     async def _show(
         self, rows: list[HistoryRow], *, unread: int, has_older: bool, has_newer: bool
     ) -> None:
-        log = self.query_one(MessageLog)
-        await log.remove_children()
-        log.selected = None
-        self._has_older = has_older
-        self._oldest_id = rows[0].id if rows else None
-        self._newest_id = rows[-1].id if rows else None
-        self._has_newer = has_newer
-        widgets = [MessageRow(row, self.marks) for row in rows]
-        self._rows = {w.row.id: w for w in widgets}
-        await log.mount_all(with_separators(widgets, None, unread))
+        async with self._changing:
+            log = self.query_one(MessageLog)
+            await log.remove_children()
+            log.selected = None
+            self._has_older = has_older
+            self._oldest_id = rows[0].id if rows else None
+            self._newest_id = rows[-1].id if rows else None
+            self._has_newer = has_newer
+            widgets = [MessageRow(row, self.marks) for row in rows]
+            self._rows = {w.row.id: w for w in widgets}
+            await log.mount_all(with_separators(widgets, None, unread))
 
     def set_peer(self, peer: ContactEntry) -> None:
         """Update the title and request bar (after a rename or an accept)."""
@@ -311,9 +316,10 @@ class ConversationView(Vertical):
         )
 
     async def close(self) -> None:
-        self.peer = None
-        self._rows.clear()
-        await self.query_one(MessageLog).remove_children()
+        async with self._changing:
+            self.peer = None
+            self._rows.clear()
+            await self.query_one(MessageLog).remove_children()
         self.query_one("#conversation-title", Static).update(NO_CONVERSATION)
         self.query_one(RequestBar).display = False
         self.query_one(Composer).disabled = True
@@ -345,10 +351,14 @@ class ConversationView(Vertical):
     @on(MessageLog.NearBottom)
     async def _load_newer(self, event: MessageLog.NearBottom) -> None:
         event.stop()
-        if self._loading or not self._has_newer or self.peer is None or self._newest_id is None:
+        if (
+            self._changing.locked()
+            or not self._has_newer
+            or self.peer is None
+            or self._newest_id is None
+        ):
             return
-        self._loading = True
-        try:
+        async with self._changing:
             rows = self.source.history_after(
                 self.peer.peer_address, self._newest_id, DEFAULT_HISTORY_PAGE
             )
@@ -363,16 +373,13 @@ class ConversationView(Vertical):
             await log.mount_all(with_separators(widgets, None if last is None else last.row))
             if not self._has_newer:
                 log.anchor()  # at the newest again: follow what arrives
-        finally:
-            self._loading = False
 
     @on(MessageLog.NearTop)
     async def _load_older(self, event: MessageLog.NearTop) -> None:
         event.stop()
-        if self._loading or not self._has_older or self.peer is None:
+        if self._changing.locked() or not self._has_older or self.peer is None:
             return
-        self._loading = True
-        try:
+        async with self._changing:
             rows = self.source.history(
                 self.peer.peer_address, DEFAULT_HISTORY_PAGE, before_id=self._oldest_id
             )
@@ -397,8 +404,6 @@ class ConversationView(Vertical):
                 log.scroll_to(y=log.scroll_y + added, animate=False, immediate=True)
 
             log.call_after_refresh(keep_place)
-        finally:
-            self._loading = False
 
     @on(Composer.Submitted)
     def _submitted(self, event: Composer.Submitted) -> None:
