@@ -85,3 +85,18 @@ def test_a_round_whose_last_helper_declines_ends_and_is_retried_later() -> None:
     assert not client.stats.rejected  # the decline was taken, not refused or raised on
     assert client._prober.outcome == "none"
     assert client._prober.next_at == now + PROBE_RETRY_S
+
+
+@pytest.mark.parametrize("nonce", [b"n" * 15, b"n" * 17])
+def test_a_probe_request_with_a_nonce_of_another_length_is_malformed(nonce: bytes) -> None:
+    """docs/PROTOCOL.md, "12.2": a ProbeRequest's nonce is CHALLENGE_BYTES; any other
+    length is refused and counted as malformed, and nobody is asked to probe."""
+    _, relays, _ = nat_network(6, {})
+    relay = relays[0]
+    asker = Codec(Identity.from_seed(b"\x61" * 32))
+    dial_backs = relay.stats.sent_by_kind["dial_back"]
+    frame = pb.Frame(probe_request=pb.ProbeRequest(nonce=nonce))
+    answers = validated_send(asker, relay, frame, ("203.0.113.7", 6000), T0 + 21)
+    assert answers == []
+    assert relay.stats.rejected["malformed"] == 1
+    assert relay.stats.sent_by_kind["dial_back"] == dial_backs

@@ -833,3 +833,30 @@ def test_a_used_one_time_prekey_is_withdrawn_from_the_published_bundle() -> None
         held = holder.node._store.get(Kind.RECORD, bob.node.address)
         assert held is not None and isinstance(held.wire, pb.PrekeyBundle)
         assert bundle_of(held.wire) == bob.node._prekeys.public_bundle()
+
+
+def test_a_record_offered_again_is_a_duplicate_with_a_receipt(wire: Wire) -> None:
+    """A holder offered the record it holds (another replica's relay, a retry) counts a
+    duplicate, notes the sender as a holder and answers with a receipt, so the sender
+    stops offering it; nothing is refused (docs/PROTOCOL.md, "7.2")."""
+    a, r, c = wire.add(1), wire.add(2), wire.add(3)
+    wire.connect(a, r)
+    wire.connect(c, r)
+    a.set_own_bundle(bundle_for(a.identity), T0)
+    wire.pump(T0)
+    held = r._store.get(Kind.RECORD, a.address)
+    assert held is not None and isinstance(held.wire, pb.PrekeyBundle)
+    duplicates, rejected = r.stats.duplicates, r.stats.rejected_total
+    frame = pb.Frame(record=pb.Record(bundle=held.wire))
+    r.receive_datagram(
+        c._codec.encode_frame(r.identity.key, frame, T0 + 1), wire.endpoint(c), T0 + 1
+    )
+    answers = [
+        Codec(c.identity).decode(data, T0 + 1).frame
+        for data, dest in r.datagrams_to_send()
+        if dest == wire.endpoint(c)
+    ]
+    assert r.stats.duplicates == duplicates + 1
+    assert r.stats.rejected_total == rejected
+    assert [f.WhichOneof("body") for f in answers if f is not None] == ["receipt"]
+    assert c.address in held.holders
