@@ -38,10 +38,12 @@ from comm_tui.protocol.node import (
     BUNDLE_RETRY_S,
     HOUSEKEEPING_INTERVAL_S,
     KNOWN_BUNDLES_MAX,
+    QUERY_TIMEOUT_S,
     Node,
     NodeConfig,
 )
 from comm_tui.protocol.relay_store import Entry, Kind
+from comm_tui.protocol.routing import Endpoint
 from comm_tui.sim.network import SimNetwork, SimNode
 from tests.wire import T0, Wire
 
@@ -860,3 +862,31 @@ def test_a_record_offered_again_is_a_duplicate_with_a_receipt(wire: Wire) -> Non
     assert r.stats.rejected_total == rejected
     assert [f.WhichOneof("body") for f in answers if f is not None] == ["receipt"]
     assert c.address in held.holders
+
+
+def test_a_fetch_whose_record_query_times_out_still_ends(wire: Wire) -> None:
+    """A GetRecord nobody answers ends when it times out (QUERY_TIMEOUT_S); the last
+    one ends the fetch with BundleFetched, found or not, so the text waiting for the
+    bundle goes on (with the fallback). A mutant that ended no fetch on a timeout lived
+    through the whole selection (bench/MUTATION.md)."""
+    fetcher, holder = wire.add(1), wire.add(2)
+    wire.connect(fetcher, holder)
+    owner = Identity.from_seed(b"\x55" * 32)
+    codec = Codec(holder.identity)
+    lost: list[float] = []
+
+    def lose_record_queries(source: Endpoint, dest: Endpoint, data: bytes) -> bool:
+        if dest != wire.endpoint(holder):
+            return False
+        frame = codec.decode(data, T0).frame
+        if frame is not None and frame.WhichOneof("body") == "get_record":
+            lost.append(T0)
+            return True
+        return False
+
+    wire.drop = lose_record_queries
+    fetcher.fetch_bundle(owner.address, T0)
+    wire.pump(T0)
+    assert len(lost) == 1 and fetched(wire, fetcher) == []
+    wire.run(T0 + 1, T0 + QUERY_TIMEOUT_S + 1)
+    assert fetched(wire, fetcher) == [BundleFetched(owner.address, False)]
