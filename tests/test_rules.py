@@ -138,6 +138,30 @@ def test_a_validated_peer_is_rate_limited_by_its_key() -> None:
     assert 40 <= relay.stats.rejected["rate_limited"] - before <= 60
 
 
+def test_a_flood_forged_from_a_peers_endpoint_does_not_silence_the_peer() -> None:
+    """docs/PROTOCOL.md, "Admission": a known key at its validated endpoint is limited by
+    its key, not by the endpoint, so junk sent with the peer's address forged as source
+    spends the endpoint's budget and never the peer's. A mutant that never took the
+    peer's boxed datagrams for its own lived through the selection (bench/MUTATION.md)."""
+    wire = Wire()
+    relay, peer = wire.add(1, NodeConfig(datagram_burst=20, datagram_rate_per_s=1)), wire.add(2)
+    wire.connect(peer, relay, T0)
+    now = T0 + 1
+    stranger = Codec(Identity.generate())
+    before = relay.stats.rejected["rate_limited"]
+    for _ in range(40):  # forged: the peer's endpoint as source, a stranger's hellos
+        hello = stranger.encode_hello(random.randbytes(CHALLENGE_BYTES))
+        relay.receive_datagram(hello, wire.endpoint(peer), now)
+    assert relay.stats.rejected["rate_limited"] - before >= 20  # the endpoint's budget is spent
+    pongs = relay.stats.sent_by_kind["pong"]
+    for _ in range(5):
+        ping = pb.Frame(ping=pb.Ping(challenge=random.randbytes(CHALLENGE_BYTES)))
+        relay.receive_datagram(
+            peer._codec.encode_frame(relay.identity.key, ping, now), wire.endpoint(peer), now
+        )
+    assert relay.stats.sent_by_kind["pong"] - pongs == 5  # the peer itself is still heard
+
+
 def test_a_pong_from_another_key_than_the_one_pinged_is_unsolicited() -> None:
     wire = Wire()
     a, b = wire.add(1), wire.add(2)
