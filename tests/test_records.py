@@ -890,3 +890,18 @@ def test_a_fetch_whose_record_query_times_out_still_ends(wire: Wire) -> None:
     assert len(lost) == 1 and fetched(wire, fetcher) == []
     wire.run(T0 + 1, T0 + QUERY_TIMEOUT_S + 1)
     assert fetched(wire, fetcher) == [BundleFetched(owner.address, False)]
+
+
+def test_a_fetch_ends_only_once_every_node_asked_has_answered(wire: Wire) -> None:
+    """The fetch ends when the last GetRecord is answered or timed out, not the first:
+    a first answer without the record must not report the bundle missing while another
+    node asked holds it (docs/PROTOCOL.md, "Records")."""
+    fetcher, without, holder = wire.add(1), wire.add(2), wire.add(3)
+    wire.connect(fetcher, without)
+    wire.connect(fetcher, holder)
+    owner = Identity.from_seed(b"\x55" * 32)
+    plant(holder, record_for(owner), owner.address)
+    assert fetcher.fetch_bundle(owner.address, T0)
+    wire.pump(T0)  # ``without`` answers first: it comes first in the wire's order
+    assert fetched(wire, fetcher) == [BundleFetched(owner.address, True)]
+    assert owner.address in fetcher._known_bundles
