@@ -465,3 +465,37 @@ def test_the_flood_baseline_sends_to_its_k_nearest_and_no_more() -> None:
     wire.pump(T0)
     sent_to = [d for s, d in messages if s == wire.endpoint(sender)]
     assert sorted(sent_to) == sorted(n.endpoint for n in order[: config.k])
+
+
+def test_a_stem_relay_whose_coin_says_stem_forwards_one_stem_copy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docs/PROTOCOL.md, "7.2": a relay that gets a text in the stem forwards it, with
+    probability STEM_FORWARD, in the stem again: one copy, flagged stem, to one random
+    peer other than the one that handed it over (the fast sibling of the deselected
+    simulation; a mutant that ignored the coin lived through the selection)."""
+    monkeypatch.setattr(node_module, "STEM_FORWARD", 1.0)
+    wire = Wire()
+    a, r = wire.add(1), wire.add(2)
+    peers = [wire.add(seed) for seed in range(20, 24)]
+    wire.connect(a, r)
+    for peer in peers:
+        wire.connect(peer, r)
+    recipient = Identity.from_seed(bytes([99]) * 32).public
+    a.send_text(recipient, "x", T0)
+    codecs = {wire.endpoint(n): Codec(n.identity) for n in wire.nodes.values()}
+
+    def messages(node: Node) -> list[tuple[bytes, Endpoint, pb.Message]]:
+        out = []
+        for data, dest in node.datagrams_to_send():
+            frame = codecs[dest].decode(data, T0).frame if dest in codecs else None
+            if frame is not None and frame.WhichOneof("body") == "message":
+                out.append((data, dest, frame.message))
+        return out
+
+    ((data, first_hop, message),) = messages(a)
+    assert message.stem
+    relay = wire.nodes[first_hop]
+    relay.receive_datagram(data, wire.endpoint(a), T0)
+    forwarded = messages(relay)
+    assert [(m.stem, dest != wire.endpoint(a)) for _, dest, m in forwarded] == [(True, True)]
