@@ -74,3 +74,17 @@ def test_until_found_the_target_is_tried_at_one_endpoint_per_answer_first() -> N
     assert lookup.next_queries() == [(0, source)]
     lookup.on_response(0, source, [target, at_two, other])
     assert lookup.next_queries() == [(0, target), (0, other)]
+
+
+def test_a_query_to_the_target_counts_in_flight_and_against_the_budget() -> None:
+    """The prize goes past alpha, but it is a query like any other: in flight on its
+    path (so the path asks nobody else until an answer comes) and one of the budget."""
+    target = _candidate(9)
+    first, second, other = _candidate(1), _candidate(2), _candidate(3)
+    lookup = Lookup(target.address, [first, second], k=4, alpha=2, paths=1, until_found=True)
+    assert lookup.next_queries() == [(0, first), (0, second)]
+    lookup.on_response(0, first, [target, other])
+    assert lookup.next_queries() == [(0, target)]  # alpha in flight: ``other`` waits
+    assert lookup.queries_sent == 3
+    lookup.on_response(0, second, [])
+    assert lookup.next_queries() == [(0, other)]
