@@ -905,3 +905,29 @@ def test_a_fetch_ends_only_once_every_node_asked_has_answered(wire: Wire) -> Non
     wire.pump(T0)  # ``without`` answers first: it comes first in the wire's order
     assert fetched(wire, fetcher) == [BundleFetched(owner.address, True)]
     assert owner.address in fetcher._known_bundles
+
+
+@pytest.mark.parametrize(
+    ("spk_id", "one_time_id", "ok"),
+    [
+        (1, 1, True),
+        (2**32 - 1, 2**32 - 1, True),
+        (0, 1, False),  # the signed prekey's id out of range, the one-time ones fine
+        (2**32, 1, False),
+        (1, 0, False),  # a one-time prekey's id out of range, the signed one fine
+        (1, 2**32, False),
+    ],
+)
+def test_a_record_is_signed_only_with_prekey_ids_from_1_to_2_32_minus_1(
+    spk_id: int, one_time_id: int, ok: bool
+) -> None:
+    """docs/PROTOCOL.md, "Records": prekey ids are 1 .. 2^32-1 (u32, 0 reserved); the
+    owner never signs a record that breaks it, whichever id does."""
+    owner = Identity.from_seed(b"\x55" * 32)
+    bundle = PublicBundle(owner.key, spk_id, os.urandom(32), ((one_time_id, os.urandom(32)),))
+    issued = int(T0) * MS
+    if ok:
+        assert verify_record(sign_record(owner, bundle, issued, issued + 3_600_000))
+    else:
+        with pytest.raises(ValueError, match="prekey ids"):
+            sign_record(owner, bundle, issued, issued + 3_600_000)
