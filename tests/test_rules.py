@@ -17,6 +17,7 @@ from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.admission import CHALLENGE_BYTES
 from comm_tui.protocol.codec import Codec
 from comm_tui.protocol.node import (
+    CHALLENGED_MAX,
     DEFAULT_TTL_S,
     EXPIRY_UNIT_MS,
     RECEIPT_TIMEOUT_S,
@@ -160,6 +161,39 @@ def test_a_flood_forged_from_a_peers_endpoint_does_not_silence_the_peer() -> Non
             peer._codec.encode_frame(relay.identity.key, ping, now), wire.endpoint(peer), now
         )
     assert relay.stats.sent_by_kind["pong"] - pongs == 5  # the peer itself is still heard
+
+
+def test_a_challenge_answered_after_a_flood_of_challenges_still_lets_the_frame_in() -> None:
+    """docs/PROTOCOL.md, "Admission": the table of pairs we challenged is bounded
+    (CHALLENGED_MAX), so a flood of frames from forged endpoints evicts an honest peer's
+    pair before its pong comes. The challenge itself is stateless: the pong still proves
+    the pair, and the request that waited for it is answered (a mutant that assumed the
+    pair was still in the table raised there, bench/MUTATION.md)."""
+    relay = Node(Identity.from_seed(b"\x01" * 32), T0, rng=random.Random(1))
+    peer, at = Codec(Identity.from_seed(b"\x02" * 32)), ("198.18.1.1", 4000)
+    find = pb.Frame(find_node=pb.FindNode(query_id=b"q" * CHALLENGE_BYTES, target=b"t" * 20))
+    relay.receive_datagram(peer.encode_frame(relay.identity.key, find, T0), at, T0)
+    (ping,) = [peer.decode(d, T0).frame for d, dest in relay.datagrams_to_send() if dest == at]
+    assert ping is not None and ping.WhichOneof("body") == "ping"
+    mallory = Codec(Identity.from_seed(b"\x09" * 32))
+    for i in range(CHALLENGED_MAX):  # one key from as many forged endpoints
+        now = T0 + i / 1000
+        frame = pb.Frame(ping=pb.Ping(challenge=random.randbytes(CHALLENGE_BYTES)))
+        forged = (f"203.0.{i // 250}.{i % 250 + 1}", 5000)
+        relay.receive_datagram(mallory.encode_frame(relay.identity.key, frame, now), forged, now)
+        if i % 512 == 0:
+            relay.datagrams_to_send()
+    relay.datagrams_to_send()
+    later = T0 + 5
+    pong = pb.Frame(pong=pb.Pong(challenge=ping.ping.challenge))
+    relay.receive_datagram(peer.encode_frame(relay.identity.key, pong, later), at, later)
+    answers = [
+        frame.WhichOneof("body")
+        for data, dest in relay.datagrams_to_send()
+        if dest == at and (frame := peer.decode(data, later).frame) is not None
+    ]
+    assert "nodes" in answers  # the find_node that waited for the proof
+    assert not relay.stats.rejected
 
 
 def test_a_pong_from_another_key_than_the_one_pinged_is_unsolicited() -> None:
