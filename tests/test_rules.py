@@ -196,6 +196,20 @@ def test_a_challenge_answered_after_a_flood_of_challenges_still_lets_the_frame_i
     assert not relay.stats.rejected
 
 
+def test_a_bootstrap_nodes_pong_proves_its_address_at_once() -> None:
+    """docs/PROTOCOL.md, "Admission": our hello's challenge, answered from the endpoint
+    we sent it to, proves that the bootstrap node's key receives there; it enters our
+    table without a second challenge (a mutant that proved key None lived through the
+    selection: one ping more per join, and the node unproven until then)."""
+    wire = Wire()
+    a, b = wire.add(1), wire.add(2)
+    a.bootstrap(wire.endpoint(b), T0)
+    wire.pump(T0)
+    assert b.address in a._table
+    assert a.stats.sent_by_kind["ping"] == 0
+    assert b.stats.sent_by_kind["pong"] == 1  # the hello's, and no other
+
+
 def test_a_pong_from_another_key_than_the_one_pinged_is_unsolicited() -> None:
     wire = Wire()
     a, b = wire.add(1), wire.add(2)
