@@ -21,6 +21,7 @@ import os
 import sqlite3
 import threading
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, replace
@@ -210,6 +211,14 @@ _HISTORY_COLUMNS = (
 # Claimed names kept at most: keys are free, so a flood of strangers' claims only
 # evicts strangers' claims (the oldest first); a contact's claim is never evicted.
 CLAIMED_NAMES_MAX = 4096
+# docs/PROTOCOL.md, "7.1 Letters and sealing", "Message requests": keys are free, so the
+# texts of senders who are not contacts (and whom we never wrote to) are bounded: at most
+# REQUEST_TEXTS_MAX kept per sender, REQUEST_CONVERSATIONS_MAX such senders in all (at
+# most 2,000 texts, 128 MiB of 64 KiB texts). Contacts are never limited.
+REQUEST_TEXTS_MAX = 20
+REQUEST_CONVERSATIONS_MAX = 100
+# What ``add_incoming`` did with a request's text beyond keeping it (``Database.requests``).
+RequestOutcome = Literal["dropped", "evicted_text", "evicted_conversation"]
 META_DISPLAY_NAME = "display_name"  # our own: {"name": ..., "version": n} (JSON)
 
 
@@ -298,6 +307,9 @@ class Database:
     def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
         self.path = path
         self._raw = connection
+        # Texts of message requests not kept or removed since open, by what happened
+        # (docs/PROTOCOL.md, "7.1", "Message requests"); shown in the node's stats line.
+        self.requests: Counter[RequestOutcome] = Counter()
         self._depth = 0
         # In a group commit's batch opened without savepoints: a failed write in it
         # (``_poisoned``) means the whole batch must be undone, never committed.
@@ -592,8 +604,19 @@ class Database:
         sent_ms: int,
         now: float,
     ) -> HistoryRow | None:
-        """Record a received message, or return None if it was already recorded."""
+        """Record a received message, or return None if it was already recorded or not
+        kept: a text from a sender who is not a contact and whom we never wrote to (a
+        message request) is kept within the request bounds (``_make_room_for_request``).
+
+        The caller acknowledges the text either way (docs/PROTOCOL.md, "7.1", "Message
+        requests"): a text never acknowledged is relayed again for days.
+        """
         with self.transaction():
+            if self._is_request(sender_address) and not self._make_room_for_request(
+                text_id, sender_address
+            ):
+                self.requests["dropped"] += 1
+                return None
             row = self._one(
                 "INSERT INTO messages (text_id, peer_address, peer_key, direction, text, state,"
                 " sent_ms, created_at, updated_at, read) VALUES (?, ?, ?, 'in', ?, ?, ?, ?, ?, 0)"
@@ -608,6 +631,65 @@ class Database:
                 now,
             )
         return None if row is None else _history_row(row)
+
+    def _is_request(self, address: bytes) -> bool:
+        """A conversation is a request while its peer is not a contact and we never wrote
+        to it (docs/PROTOCOL.md, "7.1", "Message requests")."""
+        known = self._one(
+            "SELECT EXISTS (SELECT 1 FROM contacts WHERE address = ?)"
+            " OR EXISTS (SELECT 1 FROM messages WHERE peer_address = ? AND direction = 'out')",
+            address,
+            address,
+        )[0]
+        return not known
+
+    def _make_room_for_request(self, text_id: bytes, address: bytes) -> bool:
+        """Make room for one more text of the request from ``address``; False when it
+        cannot be kept (docs/PROTOCOL.md, "7.1", "Message requests").
+
+        Only texts the user has not read are ever removed (a text read stays until the
+        user deletes it): past REQUEST_TEXTS_MAX texts of one sender, its oldest unread
+        text goes; past REQUEST_CONVERSATIONS_MAX request conversations, the one whose
+        latest text is stalest and that holds no read text is forgotten whole. When
+        nothing can go, the new text is not kept. A duplicate takes no room.
+        """
+        if self._one(
+            "SELECT EXISTS (SELECT 1 FROM messages WHERE direction = 'in'"
+            " AND peer_address = ? AND text_id = ?)",
+            address,
+            text_id,
+        )[0]:
+            return True
+        held = self._one(
+            "SELECT count(*) FROM messages WHERE peer_address = ? AND direction = 'in'", address
+        )[0]
+        if held >= REQUEST_TEXTS_MAX:
+            oldest = self._one(
+                "SELECT id FROM messages WHERE peer_address = ? AND direction = 'in'"
+                " AND read = 0 ORDER BY id LIMIT 1",
+                address,
+            )
+            if oldest is None:
+                return False
+            self._conn.execute("DELETE FROM messages WHERE id = ?", (oldest[0],))
+            self.requests["evicted_text"] += 1
+            return True
+        if held > 0:
+            return True
+        requests = self._all(
+            "SELECT m.peer_address, max(m.id), max(m.direction = 'in' AND m.read)"
+            " FROM messages AS m"
+            " WHERE m.peer_address NOT IN (SELECT address FROM contacts)"
+            " GROUP BY m.peer_address HAVING max(m.direction = 'out') = 0"
+        )
+        if len(requests) < REQUEST_CONVERSATIONS_MAX:
+            return True
+        unread = sorted((last, peer) for peer, last, read in requests if not read)
+        if not unread:
+            return False
+        self._conn.execute("DELETE FROM messages WHERE peer_address = ?", (unread[0][1],))
+        self.requests["evicted_conversation"] += 1
+        return True
 
     def history(
         self, peer_address: bytes, limit: int = DEFAULT_HISTORY_PAGE, before_id: int | None = None
