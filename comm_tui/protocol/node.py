@@ -1907,8 +1907,17 @@ class Node:
         )
         if client != self._client:
             self._client = client
-            if not client:
+            if client:
+                self._leave_tables(now)
+            else:
                 self._bindings.clear()
+
+    def _leave_tables(self, now: float) -> None:
+        """We just became a client: ping every node of our table now. The ping carries
+        ``client``, so each drops us at once rather than at our next frame to it, which
+        may be minutes away (docs/PROTOCOL.md, "12.3")."""
+        for entry in list(self._table):
+            self._ping(entry.key, entry.endpoint, now)
 
     def _endpoint_changed(self, now: float) -> None:
         """Our observed endpoint moved (a router reboot, a new network): attach again at
@@ -2310,13 +2319,17 @@ class Node:
                 self._find_recipient(entry.target, now)
             elif (
                 not entry.own_text_id
+                and entry.target != self.address
                 and entry.attempts in LOOKUP_ON_ATTEMPTS
                 and not self._closer_holder(entry)
             ):
                 # Still undelivered, nobody nearer the target took it, and we do not know
                 # the target: our view of its neighbourhood may be thin (a young network,
                 # churn). A lookup meets the nodes nearest to it; the next retry reaches
-                # them.
+                # them. Never for our own record (its target is us): our neighbourhood is
+                # what joining, waking and refreshes look up already, and each self-lookup
+                # ends in a Fetch and the record offered to all it met (docs/PROTOCOL.md,
+                # "7.2 Message ids and relaying", "8a.3 Storing and relaying").
                 self.lookup(entry.target, now)
         entry.attempts += 1
         delay = min(
