@@ -7,7 +7,14 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import pytest
+
+from comm_tui.cli import _stats_line
+from comm_tui.store import db as db_module
 from comm_tui.store.db import REQUEST_CONVERSATIONS_MAX, REQUEST_TEXTS_MAX, Database
+from tests.test_integration import Network, first_hop, net, until
+
+__all__ = ["net"]  # the fixture, used by name
 
 NOW = 1_800_000_000.0
 BOB_KEY, BOB = b"B" * 32, b"b" * 20
@@ -149,3 +156,31 @@ def test_stalest_unread_request_goes_and_accepting_keeps_what_was_kept(tmp_path:
     with Database.open(path) as db:
         texts = [r.text for r in db.history(first)]
         assert texts == kept + [f"t{6000 + n}" for n in range(10)]
+
+
+# ---------------------------------------------------------------- service, over UDP
+
+
+async def test_a_text_not_kept_is_acknowledged_and_counted(
+    net: Network, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sender is a stranger to the recipient: past the bound, with every kept text
+    read, its next text is not kept, never shown, and still acknowledged (delivered), so
+    no relay carries it again."""
+    monkeypatch.setattr(db_module, "REQUEST_TEXTS_MAX", 2)
+    sender, recipient = net.peers["sender"], net.peers["recipient"]
+    await net.start(recipient, first_hop(net))
+    await until(lambda: recipient.running.node.state == "online", "the recipient to join")
+    for text in ("one", "two"):
+        text_id = sender.running.send_text(recipient.identity.public, text).text_id
+        await until(lambda t=text_id: sender.state_of(t) == "delivered", f"{text} acknowledged")
+    await until(lambda: recipient.received() == ["one", "two"], "both texts shown")
+    assert recipient.db is not None
+    recipient.db.mark_read(sender.identity.address)
+    row = sender.running.send_text(recipient.identity.public, "three")
+    await until(lambda: sender.state_of(row.text_id) == "delivered", "the third acknowledged")
+    assert recipient.received() == ["one", "two"]
+    assert [r.text for r in recipient.db.history(sender.identity.address)] == ["one", "two"]
+    assert recipient.db.requests == {"dropped": 1}
+    assert " requests_dropped=1 requests_evicted=0/0conv" in _stats_line(recipient.running)
+    assert "three" not in _stats_line(recipient.running)
