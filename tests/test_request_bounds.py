@@ -184,3 +184,22 @@ async def test_a_text_not_kept_is_acknowledged_and_counted(
     assert recipient.db.requests == {"dropped": 1}
     assert " requests_dropped=1 requests_evicted=0/0conv" in _stats_line(recipient.running)
     assert "three" not in _stats_line(recipient.running)
+
+
+def test_an_ignored_request_goes_first_even_when_read(tmp_path: Path) -> None:
+    ignored = _key(REQUEST_CONVERSATIONS_MAX - 1)[1]
+    with Database.open(tmp_path / "comm.db") as db:
+        for n in range(REQUEST_CONVERSATIONS_MAX):
+            assert _receive(db, n, *_key(n))
+        db.mark_read(ignored)
+        db.ignore_request(ignored, NOW + REQUEST_CONVERSATIONS_MAX)
+        assert _receive(db, 5000, *_key(5000))
+        held = _incoming_by_peer(db)
+        # The newest request went, read, since the user ignored it; not the stalest.
+        assert ignored not in held and _key(0)[1] in held
+        # An ignored request that wrote again is a request like any other.
+        db.ignore_request(_key(1)[1], NOW + 1.5)
+        assert _receive(db, 5001, *_key(1))
+        assert _receive(db, 5002, *_key(5002))
+        held = _incoming_by_peer(db)
+        assert _key(1)[1] in held and _key(0)[1] not in held

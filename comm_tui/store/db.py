@@ -217,6 +217,23 @@ CLAIMED_NAMES_MAX = 4096
 # most 2,000 texts, 128 MiB of 64 KiB texts). Contacts are never limited.
 REQUEST_TEXTS_MAX = 20
 REQUEST_CONVERSATIONS_MAX = 100
+# Every request conversation: its peer, its latest row id, whether the user read any of
+# its texts. Peers are walked one index seek each (``messages_by_peer``), so a fresh key's
+# first text costs in the number of peers, not in the size of the history.
+_REQUEST_CONVERSATIONS = """
+    WITH RECURSIVE peers (a) AS (
+        SELECT (SELECT min(peer_address) FROM messages)
+        UNION ALL
+        SELECT (SELECT min(peer_address) FROM messages WHERE peer_address > a)
+        FROM peers WHERE a IS NOT NULL
+    )
+    SELECT a, (SELECT max(id) FROM messages WHERE peer_address = a),
+        (SELECT max(created_at) FROM messages WHERE peer_address = a),
+        EXISTS (SELECT 1 FROM messages WHERE peer_address = a AND direction = 'in' AND read)
+    FROM peers
+    WHERE a IS NOT NULL AND a NOT IN (SELECT address FROM contacts)
+        AND NOT EXISTS (SELECT 1 FROM messages WHERE peer_address = a AND direction = 'out')
+"""
 # What ``add_incoming`` did with a request's text beyond keeping it (``Database.requests``).
 RequestOutcome = Literal["dropped", "evicted_text", "evicted_conversation"]
 META_DISPLAY_NAME = "display_name"  # our own: {"name": ..., "version": n} (JSON)
@@ -649,9 +666,10 @@ class Database:
 
         Only texts the user has not read are ever removed (a text read stays until the
         user deletes it): past REQUEST_TEXTS_MAX texts of one sender, its oldest unread
-        text goes; past REQUEST_CONVERSATIONS_MAX request conversations, the one whose
-        latest text is stalest and that holds no read text is forgotten whole. When
-        nothing can go, the new text is not kept. A duplicate takes no room.
+        text goes; past REQUEST_CONVERSATIONS_MAX request conversations, one is forgotten
+        whole: one the user ignored (``ignore_request``, hidden: read or not, the user
+        said they do not want it) first, else one that holds no read text; the stalest
+        first. When nothing can go, the new text is not kept. A duplicate takes no room.
         """
         if self._one(
             "SELECT EXISTS (SELECT 1 FROM messages WHERE direction = 'in'"
@@ -676,18 +694,18 @@ class Database:
             return True
         if held > 0:
             return True
-        requests = self._all(
-            "SELECT m.peer_address, max(m.id), max(m.direction = 'in' AND m.read)"
-            " FROM messages AS m"
-            " WHERE m.peer_address NOT IN (SELECT address FROM contacts)"
-            " GROUP BY m.peer_address HAVING max(m.direction = 'out') = 0"
-        )
+        requests = self._all(_REQUEST_CONVERSATIONS)
         if len(requests) < REQUEST_CONVERSATIONS_MAX:
             return True
-        unread = sorted((last, peer) for peer, last, read in requests if not read)
-        if not unread:
+        ignored = self._ignored_requests()
+        victims = sorted(
+            (not hidden, last_id, peer)
+            for peer, last_id, last_at, read in requests
+            if (hidden := last_at <= ignored.get(peer.hex(), -1.0)) or not read
+        )
+        if not victims:
             return False
-        self._conn.execute("DELETE FROM messages WHERE peer_address = ?", (unread[0][1],))
+        self._conn.execute("DELETE FROM messages WHERE peer_address = ?", (victims[0][2],))
         self.requests["evicted_conversation"] += 1
         return True
 
