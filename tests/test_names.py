@@ -492,3 +492,15 @@ def test_a_name_recorded_while_no_node_ran_goes_once_at_start(tmp_path: Path) ->
     assert service.set_display_name("Alice B.")  # the next start: nothing more
     assert service.node.outgoing_text_ids() == after
     db.close()
+
+
+def test_an_own_name_recorded_before_the_rule_is_not_sent_and_the_next_takes_a_version(
+    tmp_path: Path,
+) -> None:
+    """A blank name saved by an older version (docs/PROTOCOL.md, "7.1.1") would make
+    every first text to a contact fail to encode its name letter: it is no name now."""
+    with Database.open(tmp_path / "comm.db") as db:
+        db.set_meta("display_name", '{"name": "\\u2800", "version": 3}')
+        assert db.own_display_name() is None
+        assert db.set_own_display_name("Alice") == 4
+        assert db.own_display_name() == ("Alice", 4)

@@ -31,6 +31,7 @@ from typing import Any, Literal, Self
 
 from comm_tui.errors import StorageError, UserError
 from comm_tui.protocol import outbox
+from comm_tui.protocol.letters import is_display_name
 
 BUSY_TIMEOUT_MS = 5000
 DATABASE_FILE_MODE = 0o600
@@ -837,7 +838,13 @@ class Database:
         return None if row is None else str(row[0])
 
     def own_display_name(self) -> tuple[str, int] | None:
-        """Our display name and its version, as last sent (None: never set)."""
+        """Our display name and its version, as last sent (None: never set, or a name
+        recorded before docs/PROTOCOL.md, "7.1.1" refused it, a blank one say: it is
+        neither sent nor put in a card, and the next name set takes the next version)."""
+        own = self._own_display_name_record()
+        return own if own is not None and is_display_name(own[0]) else None
+
+    def _own_display_name_record(self) -> tuple[str, int] | None:
         value = self.get_meta(META_DISPLAY_NAME)
         if value is None:
             return None
@@ -847,7 +854,7 @@ class Database:
     def set_own_display_name(self, name: str) -> int | None:
         """Record our display name; returns its new version, or None if it did not change."""
         with self.transaction():
-            current = self.own_display_name()
+            current = self._own_display_name_record()
             if current is not None and current[0] == name:
                 return None
             version = 1 if current is None else current[1] + 1
