@@ -11,7 +11,12 @@ import pytest
 
 from comm_tui.cli import _stats_line
 from comm_tui.store import db as db_module
-from comm_tui.store.db import REQUEST_CONVERSATIONS_MAX, REQUEST_TEXTS_MAX, Database
+from comm_tui.store.db import (
+    REQUEST_CONVERSATIONS_MAX,
+    REQUEST_TEXTS_MAX,
+    SESSION_RESET_NOTICE,
+    Database,
+)
 from tests.test_integration import Network, first_hop, net, until
 
 __all__ = ["net"]  # the fixture, used by name
@@ -203,3 +208,21 @@ def test_an_ignored_request_goes_first_even_when_read(tmp_path: Path) -> None:
         assert _receive(db, 5002, *_key(5002))
         held = _incoming_by_peer(db)
         assert _key(1)[1] in held and _key(0)[1] not in held
+
+
+def test_notices_in_a_request_are_one_and_never_a_conversation(tmp_path: Path) -> None:
+    """A stranger can start sessions at will: each would be a "session re-established"
+    notice (docs/PROTOCOL.md, "Session reset")."""
+    key, address = _key(1)
+    with Database.open(tmp_path / "comm.db") as db:
+        assert db.add_notice(key, address, SESSION_RESET_NOTICE, NOW) is None
+        assert db.conversations() == []
+        assert _receive(db, 1, key, address)
+        for n in range(5):
+            assert db.add_notice(key, address, SESSION_RESET_NOTICE, NOW + 10 + n) is not None
+        assert [r.direction for r in db.history(address)] == ["in", "notice"]
+        db.add_contact("bob", BOB_KEY, BOB, NOW)
+        assert _receive(db, 2, BOB_KEY, BOB)
+        for n in range(3):
+            assert db.add_notice(BOB_KEY, BOB, SESSION_RESET_NOTICE, NOW + 20 + n) is not None
+        assert [r.direction for r in db.history(BOB)] == ["in", "notice", "notice", "notice"]

@@ -895,9 +895,28 @@ class Database:
         )
         return [_history_row(row) for row in rows]
 
-    def add_notice(self, peer_key: bytes, peer_address: bytes, text: str, now: float) -> HistoryRow:
-        """Record a notice in a conversation (our own words, never a peer's)."""
+    def add_notice(
+        self, peer_key: bytes, peer_address: bytes, text: str, now: float
+    ) -> HistoryRow | None:
+        """Record a notice in a conversation (our own words, never a peer's).
+
+        In a message request (docs/PROTOCOL.md, "7.1", "Message requests") a stranger can
+        start sessions at will, so a notice there replaces the one before it, and none is
+        added to a request holding no text (None): no conversation comes from notices.
+        """
         with self.transaction():
+            if self._is_request(peer_address):
+                has_text = self._one(
+                    "SELECT EXISTS (SELECT 1 FROM messages WHERE peer_address = ?"
+                    " AND direction = 'in')",
+                    peer_address,
+                )[0]
+                if not has_text:
+                    return None
+                self._conn.execute(
+                    "DELETE FROM messages WHERE peer_address = ? AND direction = 'notice'",
+                    (peer_address,),
+                )
             row = self._one(
                 "INSERT INTO messages (text_id, peer_address, peer_key, direction, text, state,"
                 " sent_ms, created_at, updated_at, read)"
