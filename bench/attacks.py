@@ -4,8 +4,10 @@ Runs every attack in its own child process (one after another, never two at once
 each row's peak RSS is that attack's alone, and prints a table (``--json``: one JSON
 object). Rows: a baseline without attackers, the simulator's adversaries (``drop``,
 ``forge-ack``, ``eclipse``, ``tamper``, ``fill``, ``sybil``, ``hello-flood``; see
-``comm_tui/sim/adversary.py``) and a direct measurement of the Fetch amplification of
-finding 1. ``--quick`` shrinks everything to a smoke test:
+``comm_tui/sim/adversary.py``), a direct measurement of the Fetch amplification of
+finding 1 and one of the validated-pairs flush (``pair-flush``: one host validating a
+pair per source port, docs/PROTOCOL.md "5.1"). ``--quick`` shrinks everything to a
+smoke test:
 
     python bench/attacks.py            # the figures in bench/RESULTS.md
     python bench/attacks.py --quick --json
@@ -102,8 +104,74 @@ ATTACKS = [
         },
     ),
     Attack("fetch-amp", "fetch-amp", 0.0, 1, 1, extra={"items": 520, "fetches": 3}),
+    Attack("pair-flush", "pair-flush", 0.0, 1, 0, extra={"ports": 20000}),
 ]
 QUICK_FETCH = {"items": 100, "fetches": 2}
+# The quick flush shrinks the table of validated pairs itself, so that 600 ports fill it.
+QUICK_FLUSH = {"ports": 600, "table": 512}
+
+
+def pair_flush(*, ports: int, table: int | None = None) -> dict[str, Any]:
+    """The validated-pairs flush, measured: an honest client proves its address to a
+    relay, then one attacker key validates a pair from each of ``ports`` source ports of
+    one host (a ping, then the pong to the relay's challenge: 2 datagrams a pair).
+    Reports the datagrams it took until the client's proof was forgotten (None: never),
+    and whether the client's next FindNode is still answered at once (its proof kept)
+    or challenged again. ``table``: a smaller table of validated pairs (quick runs)."""
+    from comm_tui.crypto.identity import Identity
+    from comm_tui.protocol import admission
+    from comm_tui.protocol import wire_pb2 as pb
+    from comm_tui.protocol.codec import Codec
+    from comm_tui.protocol.node import Node
+
+    if table is not None:
+        admission.VALIDATED_PAIRS = table
+    now = 1_700_000_000.0
+    relay = Node(Identity.from_seed(bytes(32)), now)
+    key = relay.identity.key
+    honest_at, honest = ("198.51.100.10", 4000), Codec(Identity.from_seed(b"h" * 32))
+    attacker = Codec(Identity.from_seed(b"a" * 32))
+    datagrams = bytes_in = 0
+    lost_after: int | None = None
+
+    def prove(codec: Codec, at: tuple[str, int]) -> None:
+        nonlocal datagrams, bytes_in
+        frame = pb.Frame(ping=pb.Ping(challenge=bytes(16)), client=True)
+        for _ in range(2):
+            data = codec.encode_frame(key, frame, now)
+            relay.receive_datagram(data, at, now)
+            if codec is attacker:
+                datagrams, bytes_in = datagrams + 1, bytes_in + len(data)
+            sent = [codec.decode(d, now).frame for d, dest in relay.datagrams_to_send()]
+            pings = [f for f in sent if f is not None and f.HasField("ping")]
+            if not pings:
+                return
+            frame = pb.Frame(pong=pb.Pong(challenge=pings[0].ping.challenge), client=True)
+
+    started = time.process_time()
+    prove(honest, honest_at)
+    for port in range(1, ports + 1):
+        now += 0.001
+        prove(attacker, ("203.0.113.7", port))
+        if lost_after is None and not relay._is_validated(honest.identity.key, honest_at):
+            lost_after = datagrams
+    cpu = time.process_time() - started
+    find = pb.Frame(find_node=pb.FindNode(query_id=bytes(16), target=bytes(20)))
+    relay.receive_datagram(honest.encode_frame(key, find, now), honest_at, now)
+    answers = [honest.decode(d, now).frame for d, dest in relay.datagrams_to_send()]
+    bodies = {f.WhichOneof("body") for f in answers if f is not None}
+    return {
+        "nodes": 1,
+        "adversaries": 1,
+        "attacker_datagrams": datagrams,
+        "attacker_bytes": bytes_in,
+        "victim_cpu_s": round(cpu, 3),
+        "details": {
+            "pairs_table": admission.VALIDATED_PAIRS,
+            "honest_proof_lost_after_datagrams": lost_after,
+            "honest_find_node_answered_at_once": "nodes" in bodies and "ping" not in bodies,
+        },
+    }
 
 
 def run_one(attack: Attack, quick: bool, seed: int) -> dict[str, Any]:
@@ -116,6 +184,8 @@ def run_one(attack: Attack, quick: bool, seed: int) -> dict[str, Any]:
         row: dict[str, Any] = fetch_amplification(
             items=int(params["items"]), fetches=int(params["fetches"]), seed=seed
         )
+    elif attack.kind == "pair-flush":
+        row = pair_flush(**(QUICK_FLUSH if quick else attack.extra))
     else:
         row = _run_scenario(attack, quick, seed)
     row["attack"] = attack.name

@@ -18,8 +18,9 @@ texts go between random pairs at ``--rate`` texts per second. It reports:
   figure to read against ``bench/ceiling.py``'s ``relay_ceiling_per_s``;
 - datagrams per message: message, ack and receipt datagrams sent during the phase,
   divided by the texts sent (``all_datagrams_per_message`` counts every kind).
-- with ``--store sqlite``, the group commits of the phase (``comm_tui/net/commit.py``)
-  and the events each wrote on average.
+- with ``--store sqlite``, the group commits of the phase (``comm_tui/net/commit.py``),
+  how many of them held bookkeeping alone (``lazy_commits``), and the events each wrote
+  on average.
 
 ``--store memory`` (default) drives ``comm_tui.protocol.node.Node`` directly through
 ``comm_tui.net.udp.open_udp``, which isolates the network and protocol cost;
@@ -69,6 +70,14 @@ GRACE_BOUND_S = 30.0
 POLL_S = 0.02
 MESSAGE_KINDS = ("message", "ack", "receipt")
 TEXT_PREFIX = "bench-"
+# Counters summed over the nodes that are not datagram kinds.
+COUNTERS_NOT_DATAGRAMS = (
+    "datagrams_out",
+    "messages_relayed",
+    "commits",
+    "lazy_commits",
+    "committed_events",
+)
 
 
 @dataclass
@@ -196,6 +205,7 @@ class Shard:
                 total[f"rejected_{reason}"] += count
             if host.service is not None and host.service.journal is not None:
                 total["commits"] += host.service.journal.commits
+                total["lazy_commits"] += host.service.journal.lazy_commits
                 total["committed_events"] += host.service.journal.committed_events
         return total
 
@@ -404,14 +414,14 @@ async def run(plan: Plan) -> dict[str, Any]:
         "datagrams_per_message": round(caused / texts, 2),
         "all_datagrams_per_message": round(counters["datagrams_out"] / texts, 2),
         "group_commits": counters["commits"],
+        "lazy_commits": counters["lazy_commits"],
         "events_per_commit": round(counters["committed_events"] / counters["commits"], 2)
         if counters["commits"]
         else None,
         "datagrams_by_kind": {
             k: v
             for k, v in sorted(counters.items())
-            if k not in ("datagrams_out", "messages_relayed", "commits", "committed_events")
-            and not k.startswith("rejected_")
+            if k not in COUNTERS_NOT_DATAGRAMS and not k.startswith("rejected_")
         },
         "rejected": {
             k[len("rejected_") :]: v for k, v in counters.items() if k.startswith("rejected_") and v

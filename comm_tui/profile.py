@@ -151,7 +151,7 @@ def node_config(config: Config, base: NodeConfig | None = None) -> NodeConfig:
         store_total_bytes=config.relay_store_mb * MIB,
         store_max_items=config.relay_store_items,
         store_max_days=float(config.relay_store_days),
-        relay_bandwidth_bytes_s=config.relay_bandwidth_kbps * KIB,
+        relay_bandwidth_bytes_s=config.relay_bandwidth_kib_s * KIB,
     )
 
 

@@ -10,6 +10,9 @@ unnoticed there, so each is pinned here through the classes' own methods.
 
 from __future__ import annotations
 
+import pytest
+
+from comm_tui.protocol import admission
 from comm_tui.protocol.admission import (
     AMPLIFICATION_FACTOR,
     CHALLENGE_BYTES,
@@ -20,6 +23,7 @@ from comm_tui.protocol.admission import (
     ECHO_BYTES,
     MAX_CREDIT_BYTES,
     VALIDATED_PAIRS,
+    VALIDATED_PER_NETWORK,
     AddressValidator,
     CookieJar,
     RotatingMac,
@@ -138,18 +142,45 @@ def test_credit_is_kept_for_a_bounded_number_of_endpoints_least_recent_first() -
     assert validator.spend(("203.0.113.2", 2), 3)
 
 
-def test_validated_pairs_are_bounded_least_recent_first() -> None:
+def test_validated_pairs_are_bounded_per_network_least_recent_first() -> None:
+    """docs/PROTOCOL.md, "5.1": a network keeps its ``VALIDATED_PER_NETWORK`` most
+    recently validated pairs; another network's pairs are not touched."""
     validator = AddressValidator(0.0)
-    validator.validate(KEY, HERE)
     validator.validate(OTHER_KEY, HERE)
-    validator.validate(KEY, HERE)  # validated again: the most recent now
-    for port in range(VALIDATED_PAIRS - 2):
+    validator.validate(KEY, ("203.0.113.1", 0))
+    validator.validate(KEY, ("203.0.113.9", 1))
+    validator.validate(KEY, ("203.0.113.1", 0))  # validated again: the most recent now
+    for port in range(2, VALIDATED_PER_NETWORK):
         validator.validate(KEY, ("203.0.113.1", port))
-    assert validator.is_validated(OTHER_KEY, HERE)  # all VALIDATED_PAIRS kept
-    validator.validate(KEY, ("203.0.113.2", 1))
-    assert not validator.is_validated(OTHER_KEY, HERE)  # the least recent went
-    assert validator.is_validated(KEY, HERE)
+    assert validator.is_validated(KEY, ("203.0.113.9", 1))  # the network's bound, all kept
+    validator.validate(KEY, ("203.0.113.2", 1))  # one more: the least recent goes
+    assert not validator.is_validated(KEY, ("203.0.113.9", 1))
+    assert validator.is_validated(KEY, ("203.0.113.1", 0))
     assert validator.is_validated(KEY, ("203.0.113.2", 1))
+    assert validator.is_validated(OTHER_KEY, HERE)
+    assert VALIDATED_PER_NETWORK == 64 and VALIDATED_PAIRS == 16384
+
+
+def test_a_full_table_forgets_a_pair_of_the_network_holding_the_most(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past ``VALIDATED_PAIRS`` the least recent pair of the largest network goes: many
+    networks of a few pairs each (an attacker's) evict each other before an honest
+    network's single, older pair."""
+    monkeypatch.setattr(admission, "VALIDATED_PAIRS", 40)
+    validator = AddressValidator(0.0)
+    validator.validate(OTHER_KEY, HERE)  # the oldest pair, alone in its network
+    for i in range(13):  # 13 networks of 3 pairs: 39 more, 40 in all
+        for port in range(3):
+            validator.validate(KEY, (f"198.18.{i}.1", port))
+    assert validator.is_validated(KEY, ("198.18.0.1", 0))
+    validator.validate(KEY, ("198.18.99.1", 0))  # 41: one goes, from a 3-pair network
+    assert validator.is_validated(OTHER_KEY, HERE)
+    assert not validator.is_validated(KEY, ("198.18.0.1", 0))
+    assert validator.is_validated(KEY, ("198.18.0.1", 1))
+    for i in range(13):  # a second pair from each of 13 fresh networks
+        validator.validate(KEY, (f"198.18.{100 + i}.1", 0))
+    assert validator.is_validated(OTHER_KEY, HERE)
 
 
 def test_a_cookie_is_bound_to_its_source_address_and_rotates() -> None:

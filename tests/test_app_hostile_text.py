@@ -73,8 +73,9 @@ def _flat(text: str) -> str:
 
 
 def screen_text(app: CommApp, widget: Widget) -> str:
-    """What the terminal shows inside ``widget``'s content, clipped to its container."""
-    region = widget.content_region
+    """What the terminal shows inside ``widget``'s content, clipped to its container and
+    to the screen (a toast being stacked or dismissed lies partly below the last row)."""
+    region = widget.content_region.intersection(app.screen.region)
     container = widget.parent
     while container is not None and not isinstance(container, MessageLog | CommApp):
         container = container.parent

@@ -72,13 +72,18 @@ async def test_resizing_with_a_conversation_open_loses_and_overlaps_nothing(
                 log = conversation.query_one(MessageLog)
 
                 def laid_out(screen: Region = screen, log: MessageLog = log) -> bool:
-                    """The new size reached the layout, the composer and newest row in view."""
+                    """The new size reached the layout: the composer and newest row in view,
+                    the panes this width shows laid out (the list comes back a refresh after
+                    the conversation widens, from 60 columns to 120)."""
                     rows = list(conversation.query(MessageRow))
+                    width = screen.width
                     return (
                         tuple(app.size) == screen.size
                         and screen.contains_region(message_input.region)
                         and bool(rows)
                         and log.content_region.contains_region(rows[-1].region)
+                        and (_shown(app, "#contacts") is not None) == (width >= 80)
+                        and (_shown(app, "#status") is not None) == (width >= WIDE_FROM)
                     )
 
                 # The layout follows a resize over a few refreshes: wait for it, bounded.

@@ -21,7 +21,7 @@ from comm_tui.app import CommApp, app_session
 from comm_tui.app import app as app_module
 from comm_tui.app.demo import demo_identity
 from comm_tui.app.screens.custody import CustodyScreen
-from comm_tui.app.screens.first_run import NicknameScreen
+from comm_tui.app.screens.first_run import NicknameScreen, OwnNameScreen
 from comm_tui.app.screens.help import HelpScreen
 from comm_tui.app.status import PeerLine, StatusSnapshot
 from comm_tui.app.widgets.composer import Composer
@@ -168,6 +168,12 @@ async def _rename(pilot: Pilot[Any]) -> None:
     await pilot.pause()
 
 
+async def _rename_yourself(pilot: Pilot[Any]) -> None:
+    await _settled(pilot)
+    await pilot.press("alt+n")
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, OwnNameScreen), "the dialog")
+
+
 async def _remove(pilot: Pilot[Any]) -> None:
     await _settled(pilot)
     await pilot.press("delete")
@@ -227,6 +233,7 @@ VIEWS: dict[str, Callable[[Pilot[Any]], Awaitable[None]]] = {
     "status": _status,
     "add-contact": _add_contact,
     "rename": _rename,
+    "rename-yourself": _rename_yourself,
     "remove": _remove,
     "card": _card,
     "export": _export,

@@ -125,7 +125,11 @@ def test_attacks_script_quick() -> None:
     assert result.returncode == 0, result.stderr
     rows = {row["attack"]: row for row in json.loads(result.stdout)["rows"]}
     expected = {"baseline", "drop", "forge-ack", "eclipse", "tamper", "fill", "sybil"}
-    assert set(rows) == expected | {"hello-flood", "fetch-amp"}
+    assert set(rows) == expected | {"hello-flood", "fetch-amp", "pair-flush"}
+    flush = rows["pair-flush"]["details"]  # one host's ports flush no honest proof
+    assert flush["honest_proof_lost_after_datagrams"] is None
+    assert flush["honest_find_node_answered_at_once"] is True
+    assert rows["pair-flush"]["attacker_datagrams"] > 2 * flush["pairs_table"]
     for name in expected | {"hello-flood"}:
         row = rows[name]
         assert row["messages"] >= 6 and row["nodes"] >= 30

@@ -409,16 +409,16 @@ def test_notices_are_answered_within_budgets_per_contact_and_node_wide() -> None
     me.set_contacts(contacts)
     relays = _keys(40, 150)
     asked = 0
-    for relay in relays:  # every relay says the same contact asks
+    for i, relay in enumerate(relays):  # every relay says the same contact asks
         try:
-            asked += len(me.on_notice(relay, ("198.18.0.1", 1), contacts[0], T0))
+            asked += len(me.on_notice(relay, (f"198.18.{i}.1", 1), contacts[0], T0))
         except Rejected as exc:
             assert exc.reason == "punch_rate"
     assert asked == PEER_INTRODUCTIONS_BURST
     asked = 0
-    for key in contacts[1:]:
+    for i, key in enumerate(contacts[1:]):  # relays of a network each (see below)
         try:
-            asked += len(me.on_notice(relays[0], ("198.18.0.1", 1), key, T0))
+            asked += len(me.on_notice(relays[i % 40], (f"198.18.{i % 40}.1", 1), key, T0))
         except Rejected as exc:
             assert exc.reason == "punch_rate"
     assert asked == NODE_INTRODUCTIONS_BURST - PEER_INTRODUCTIONS_BURST
@@ -430,11 +430,10 @@ def test_requests_held_by_a_relay_are_bounded(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(punch, "RELAY_WAITING_MAX", 8)
     relay = Punching(_keys(1, 205)[0], T0)
     requesters, targets = _keys(20), _keys(20, 150)
-    for requester, target in zip(requesters, targets, strict=True):
+    for i, (requester, target) in enumerate(zip(requesters, targets, strict=True)):
         ask = _introduce(address_of(target))
-        relay.on_introduce(
-            requester, ("198.18.0.1", 1), ask.introduce, (target, ("198.18.0.2", 2)), T0
-        )
+        at = (f"198.18.{10 + i}.1", 1)  # a network each: one has a budget of 8 (12.6)
+        relay.on_introduce(requester, at, ask.introduce, (target, ("198.18.0.2", 2)), T0)
     assert len(relay.waiting) == 8
     # The newest are kept: the last requester's match is still possible.
     answer = _introduce(address_of(requesters[-1]))

@@ -896,3 +896,54 @@ def test_a_port_mapping_a_probe_reaches_makes_the_node_public() -> None:
     bob.note_port_mapping(None, clock.now)
     clock.run_for(30)
     assert bob.client_mode and bob.reachability.kind == "cone"
+
+
+def test_the_tally_view_follows_new_observations_and_their_age() -> None:
+    """The counted view is reused between changes, never past them: an observation
+    added after a look, or one aging out after it, changes the answer at once."""
+    tally = ObservationTally()
+    for i in range(3):
+        tally.add(f"net{i}", PUBLIC_AT, T0 + i)
+    local = frozenset({PUBLIC_AT})
+    assert tally.agreed(T0 + 2) == PUBLIC_AT
+    assert not tally.mapping_varies(T0 + 2)
+    assert not tally.nat_suspected(local, T0 + 2)
+    # Three more networks see other ports of another IP: no majority for anything now.
+    for port in (1, 2, 3):
+        tally.add(f"other{port}", ("198.51.100.7", port), T0 + 3)
+    assert tally.agreed(T0 + 3) is None
+    assert not tally.mapping_varies(T0 + 3)
+    assert not tally.nat_suspected(local, T0 + 3)  # three away, three here: a tie
+    # The first three age out: the three left see one IP at ports that all differ.
+    later = T0 + 2 + OBSERVATION_TTL_S + 1
+    assert len(tally.recent(later)) == 3
+    assert tally.mapping_varies(later)
+    assert tally.agreed(later) is None
+    assert tally.nat_suspected(local, later)
+    # And once all have aged out, nothing is counted.
+    assert not tally.recent(T0 + 3 + OBSERVATION_TTL_S + 1)
+    assert not tally.mapping_varies(T0 + 3 + OBSERVATION_TTL_S + 1)
+
+
+def test_a_network_seeing_us_elsewhere_changes_the_tally_view_at_once() -> None:
+    """A refresh of the same endpoint keeps the view; a network whose observation moved,
+    or came back after aging out, changes it at once."""
+    tally = ObservationTally()
+    for i in range(3):
+        tally.add(f"net{i}", PUBLIC_AT, T0)
+    assert tally.agreed(T0) == PUBLIC_AT
+    tally.add("net0", PUBLIC_AT, T0 + 1)  # the same, refreshed
+    assert tally.agreed(T0 + 1) == PUBLIC_AT
+    moved = ("198.19.0.1", 5000)
+    tally.add("net0", moved, T0 + 2)
+    assert tally.agreed(T0 + 2) is None  # two of three: below the quorum
+    assert tally.recent(T0 + 2)["net0"] == moved
+    # net3 ages out; seen again at the same endpoint, it counts again at once.
+    tally.add("net3", PUBLIC_AT, T0 + 3)
+    assert tally.agreed(T0 + 3) == PUBLIC_AT
+    gone = T0 + 3 + OBSERVATION_TTL_S + 1
+    for i in (1, 2):
+        tally.add(f"net{i}", PUBLIC_AT, gone - 1)
+    assert tally.agreed(gone) is None  # net0 (moved) and net3 aged out: two left
+    tally.add("net3", PUBLIC_AT, gone)
+    assert tally.agreed(gone) == PUBLIC_AT

@@ -433,6 +433,24 @@ def test_a_rejoining_owner_offers_its_record_to_new_neighbours(wire: Wire) -> No
     assert newcomer._store.get(Kind.RECORD, owner.address) is not None
 
 
+def test_relaying_its_own_record_never_makes_the_owner_look_itself_up(wire: Wire) -> None:
+    """The relay rule's lookup of an item's target (docs/PROTOCOL.md, "7.2") is not for
+    our own record: its target is us, and every self-lookup ends in a Fetch and the
+    record offered again, which made an idle network's background after joining."""
+    owner = wire.add(1, NodeConfig(k=2))  # 3 peers: not a thin table, no self-lookups
+    peers = [wire.add(seed) for seed in (2, 3, 4)]
+    for peer in peers:
+        wire.connect(owner, peer)
+    owner.set_own_bundle(bundle_for(owner.identity), T0)
+    wire.pump(T0)
+    fetches = owner.stats.sent_by_kind["fetch"]
+    wire.run(T0 + 1, T0 + 140)  # the record's attempts 1 to 7 (2, 4, ... 64 s apart)
+    entry = owner._store.get(Kind.RECORD, owner.address)
+    assert entry is not None and entry.attempts >= 7
+    assert all(peer._store.get(Kind.RECORD, owner.address) is not None for peer in peers)
+    assert owner.stats.sent_by_kind["fetch"] == fetches
+
+
 # ---------------------------------------------------------------- newest wins
 
 

@@ -29,7 +29,7 @@ def test_defaults_are_a_real_node_s_and_refuse_nothing_new() -> None:
     """64 MiB and 7 days as before the caps were settable; the node config agrees."""
     config = Config()
     assert (config.relay, config.relay_store_mb, config.relay_store_items) == (True, 64, 50_000)
-    assert (config.relay_store_days, config.relay_bandwidth_kbps) == (7, 256)
+    assert (config.relay_store_days, config.relay_bandwidth_kib_s) == (7, 256)
     derived, real = node_config(config), NodeConfig()
     assert derived.store_total_bytes == real.store_total_bytes == 64 * MIB
     assert derived.store_max_items == real.store_max_items == 50_000
@@ -42,7 +42,7 @@ def test_hand_written_relay_settings_reach_the_node(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text(
         "relay = false\nrelay_store_mb = 8\nrelay_store_items = 1000\n"
-        "relay_store_days = 2.5\nrelay_bandwidth_kbps = 32\n"
+        "relay_store_days = 2.5\nrelay_bandwidth_kib_s = 32\n"
     )
     config = load_config(path)
     derived = node_config(config, NodeConfig(k=4))
@@ -58,11 +58,11 @@ def test_the_bounds_themselves_are_accepted(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text(
         "relay_store_mb = 1\nrelay_store_items = 1\n"
-        "relay_store_days = 7\nrelay_bandwidth_kbps = 1\n"
+        "relay_store_days = 7\nrelay_bandwidth_kib_s = 1\n"
     )
     config = load_config(path)
     assert (config.relay_store_mb, config.relay_store_items) == (1, 1)
-    assert (config.relay_store_days, config.relay_bandwidth_kbps) == (7, 1)
+    assert (config.relay_store_days, config.relay_bandwidth_kib_s) == (7, 1)
 
 
 @pytest.mark.parametrize(
@@ -77,6 +77,7 @@ def test_the_bounds_themselves_are_accepted(tmp_path: Path) -> None:
         ("relay_store_days = 0", "'relay_store_days' must be a number of days above 0"),
         ("relay_store_days = 7.5", "at most 7 (the time to live of a message)"),
         ('relay_store_days = "7"', "'relay_store_days' must be a number of days"),
+        ("relay_bandwidth_kib_s = 0", "'relay_bandwidth_kib_s' must be a whole number of KiB per"),
         ("relay_bandwidth_kbps = 0", "'relay_bandwidth_kbps' must be a whole number of KiB per"),
         ("relay_stor_mb = 1", "unknown setting 'relay_stor_mb'"),
     ],
@@ -101,7 +102,7 @@ def test_relay_settings_round_trip_and_defaults_stay_out_of_the_file(tmp_path: P
         relay_store_mb=16,
         relay_store_items=123,
         relay_store_days=1.5,
-        relay_bandwidth_kbps=64,
+        relay_bandwidth_kib_s=64,
     )
     save_config(path, changed)
     assert load_config(path) == changed
@@ -204,7 +205,7 @@ def test_comm_tui_node_runs_with_the_config_s_caps_and_logs_them(
     ensure_dirs(paths)
     save_config(
         paths.config_file,
-        Config(lan_discovery=False, relay=False, relay_store_items=1234, relay_bandwidth_kbps=8),
+        Config(lan_discovery=False, relay=False, relay_store_items=1234, relay_bandwidth_kib_s=8),
     )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = Proc(["--data-dir", str(tmp_path), "node", "--listen", "127.0.0.1:0"], env)

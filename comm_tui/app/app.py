@@ -45,7 +45,7 @@ from comm_tui.app.messages import (
 from comm_tui.app.notify import notification_kind, notification_sequence
 from comm_tui.app.screens.contact_dialogs import AddContactScreen, ConfirmScreen, RenameScreen
 from comm_tui.app.screens.custody import CustodyScreen
-from comm_tui.app.screens.first_run import NicknameScreen
+from comm_tui.app.screens.first_run import NicknameScreen, OwnNameScreen
 from comm_tui.app.screens.help import COMPOSER_KEYS, LIST_KEYS, HelpScreen, binding_rows
 from comm_tui.app.screens.identity_dialogs import (
     CardScreen,
@@ -123,6 +123,13 @@ class CommApp(App[int]):
         ),
         Binding("ctrl+f", "search", "Search", tooltip="Search every conversation"),
         Binding("alt+u", "next_unread", "Next unread", tooltip="Open the next unread conversation"),
+        Binding(
+            "alt+n",
+            "rename_self",
+            "Rename yourself",
+            show=False,
+            tooltip="Rename yourself: the name in your card, sent to your contacts",
+        ),
         Binding("f1", "help", "Help", tooltip="List every key"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
@@ -184,6 +191,8 @@ class CommApp(App[int]):
         )
         self.query_one(ContactList).focus()
         self.set_interval(STATUS_REFRESH_S, self._tick)
+        for notice in self.profile.config.notices:  # an old key in config.toml, still read
+            self.notify(notice, title="Settings", severity="warning", timeout=30)
         self._run_node()
         if self.profile.created:
             self.push_screen(NicknameScreen(self.profile.identity.address.hex()), self._named)
@@ -812,6 +821,50 @@ class CommApp(App[int]):
         self._update_subtitle()
         self.notify(f"Hello, {name}! Share your card (ctrl+g) so people can add you.")
 
+    def action_rename_self(self) -> None:
+        """Rename yourself: a dialog pre-filled with the name your card carries now."""
+        own = self.profile.db.own_display_name()
+        current = self.profile.config.nickname or (own[0] if own is not None else "")
+        self.push_screen(OwnNameScreen(current), self._rename_self)
+
+    def _rename_self(self, name: str | None) -> None:
+        """Take the new name: into config.toml first (the node takes the config's name at
+        every start, so a name only in the database would be undone), then the node signs
+        it into the card and sends it to contacts (docs/PROTOCOL.md, "7.1.1", "13.2.1")."""
+        if name is None or name == self.profile.config.nickname:
+            return
+        config = dataclasses.replace(self.profile.config, nickname=name)
+        path = self.profile.paths.config_file
+        runner = self.runner
+        if runner is not None and self.node_bound is not None:
+
+            def rename(service: NodeService) -> bool:
+                save_config(path, config)
+                return service.set_display_name(name)
+
+            # On the node thread: the config's and the database's fsyncs, and the name
+            # letters, never hold up a key press.
+            self._after(runner.submit(rename), lambda done: self._renamed_self(name, done))
+            return
+        # No node to ask (starting, failed, stopped): the node takes the config's name when
+        # it starts; the card shown changes now, from the profile's database.
+        try:
+            save_config(path, config)
+            self.profile.db.set_own_display_name(name)
+        except UserError as err:
+            self.notify(str(err), severity="error")
+            return
+        self._renamed_self(name, True)
+
+    def _renamed_self(self, name: str, done: bool) -> None:
+        if not done:  # the dialog checks the same rule: a name the node refuses is a bug
+            self.notify(f"The node refused the name {name!r}.", severity="error")
+            return
+        self.profile.config.nickname = name
+        self._update_subtitle()
+        self._tick()  # the status panel's card, signed again with the name
+        self.notify(f"You are now \u2018{name}\u2019, in your card and to your contacts.")
+
     def action_toggle_status(self) -> None:
         """Show or hide the panel: beside the conversation when wide, else over it."""
         panel = self.query_one(StatusPanel)
@@ -899,6 +952,11 @@ class CommApp(App[int]):
         commands = [
             ("Add contact", "Add someone by their card", self.action_add_contact),
             ("Rename contact", "Rename the selected contact", self.action_rename_contact),
+            (
+                "Rename yourself",
+                "Change the name your card carries and your contacts see",
+                self.action_rename_self,
+            ),
             ("Remove contact", "Remove the selected contact", self.action_remove_contact),
             ("Accept request", "Add the selected sender as a contact", self.action_accept_request),
             ("Ignore request", "Hide the selected message request", self.action_ignore_request),

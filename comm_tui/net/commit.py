@@ -5,16 +5,27 @@ transaction (one fsync) at a time, a busy node spends its loop waiting for the d
 the events of many pumps are written in one transaction whose ``COMMIT`` runs on a writer
 thread, so the loop keeps receiving while the disk works, and the rule of
 docs/PROTOCOL.md, "8.2 Local durability" still holds: no datagram the core produced leaves
-before every write the core asked for up to then is committed. A batch's datagrams (the
+before every write the core asked for up to then is committed (bookkeeping excepted,
+below). A batch's datagrams (the
 acks and receipts of the texts it writes, the forwarded copies of the parts it stores) wait
 in the batch and go out when its commit returns; its notices (a text shown as received)
 are given out then too, never before.
 
+Not every write holds datagrams back. A write the core marks as bookkeeping (the relay
+schedule of an entry already written, a deletion: ``defers``) is one whose loss in a
+crash only makes the node repeat a send the network tolerates; datagrams produced after
+it go out at once, unless a write that does hold them back is not yet on disk (pending,
+or in the commit that runs). Such writes still join the next batch, in order, so what is
+on disk after a crash is always every write up to some point.
+
 When a batch starts committing:
 
-- after ``window_s`` from its first write (a short window gathers the pumps that follow);
+- after ``window_s`` from its first write that holds datagrams back or has notices to
+  give out (a short window gathers the pumps that follow);
+- after ``lazy_window_s`` from its first write when all of it is bookkeeping;
 - at once when it holds ``max_items`` events and datagrams, so a burst does not wait;
-- at once when the previous commit returns, for what gathered while it ran.
+- at once when the previous commit returns, for what gathered while it ran, unless all of
+  it is bookkeeping still inside its window.
 
 One commit runs at a time. A batch that reaches ``max_items`` while one runs makes the loop
 wait for that commit (it stops reading the socket; the kernel drops what overflows), so
@@ -46,6 +57,9 @@ T = TypeVar("T")
 # How long a batch's first write waits for others before its commit starts: under one
 # fsync (2.7 ms on the measured disk); 10 ms saved no measurable CPU (bench/RESULTS.md).
 COMMIT_WINDOW_S = 0.002
+# How long a batch of bookkeeping only (nothing waits for it) gathers before its commit:
+# what a crash may lose of it, at most (docs/PROTOCOL.md, "8.2 Local durability").
+COMMIT_LAZY_WINDOW_S = 1.0
 # Events and datagrams in one batch, at most, before its commit starts (or the loop waits).
 COMMIT_MAX_ITEMS = 256
 # Writer threads shared by every node of the process. Each node has one commit running at
@@ -59,7 +73,9 @@ class GroupCommit(Generic[N]):
 
     ``apply`` writes events inside the open batch and returns the notices to give out
     once it is committed (``notify``); ``transmit`` sends datagrams; ``wake`` pumps the
-    core again after a commit (writing may have made it produce more).
+    core again after a commit (writing may have made it produce more); ``defers`` says
+    of an event that it is bookkeeping only (nothing waits for it; by default every
+    event holds the datagrams after it back).
     """
 
     def __init__(
@@ -71,7 +87,9 @@ class GroupCommit(Generic[N]):
         transmit: Callable[[list[Datagram]], None],
         on_failure: Callable[[Exception], None],
         wake: Callable[[], None],
+        defers: Callable[[Event], bool] = lambda event: False,
         window_s: float = COMMIT_WINDOW_S,
+        lazy_window_s: float = COMMIT_LAZY_WINDOW_S,
         max_items: int = COMMIT_MAX_ITEMS,
         executor: concurrent.futures.Executor | None = None,
     ) -> None:
@@ -81,18 +99,27 @@ class GroupCommit(Generic[N]):
         self._transmit = transmit
         self._on_failure = on_failure
         self._wake = wake
+        self._defers = defers
         self.window_s = window_s
+        self.lazy_window_s = lazy_window_s
         self.max_items = max_items
         self._executor = executor or _writers()
         self._loop = asyncio.get_running_loop()
         self._events: list[Event] = []
         self._datagrams: list[Datagram] = []
         self._window: asyncio.TimerHandle | None = None
+        self._due = 0.0  # loop time the pending batch's commit is due at (with a window)
+        # The pending batch, and the running commit, hold a write datagrams wait for.
+        self._urgent = False
         self._inflight: Future[None] | None = None
+        self._inflight_urgent = False
         self._inflight_datagrams: list[Datagram] = []
         self._inflight_notices: list[N] = []
         self.failure: Exception | None = None
-        self.commits = 0  # batches committed, and the events they held (for benchmarks)
+        # Batches committed, those of bookkeeping alone, and the events they held (for
+        # benchmarks).
+        self.commits = 0
+        self.lazy_commits = 0
         self.committed_events = 0
 
     @property
@@ -105,27 +132,43 @@ class GroupCommit(Generic[N]):
         """A batch's commit is running on the writer thread."""
         return self._inflight is not None
 
+    @property
+    def holding(self) -> bool:
+        """A write that datagrams wait for is not on disk yet (pending or committing)."""
+        return self._urgent or (self._inflight is not None and self._inflight_urgent)
+
     def add(self, events: list[Event], datagrams: list[Datagram]) -> None:
         """Take one pump's output: write the events in a batch, send the datagrams after it.
 
-        Datagrams go out at once only when nothing is uncommitted: they can depend on
-        nothing that is not on disk then.
+        Datagrams go out at once only when every write they may depend on is on disk:
+        all that is uncommitted then is bookkeeping (``defers``).
         """
         if self.failure is not None:
             return
-        if not events and not self.pending and self._inflight is None:
-            self._transmit(datagrams)
-            return
+        urgent = not all(self._defers(event) for event in events)
         self._events.extend(events)
-        self._datagrams.extend(datagrams)
-        if self._inflight is not None:
-            if self.pending >= self.max_items:
-                self.settle()  # back-pressure: the loop waits for the disk
-            return
+        self._urgent = self._urgent or urgent
+        if self.holding:
+            self._datagrams.extend(datagrams)
+        else:
+            self._transmit(datagrams)
         if self.pending >= self.max_items:
-            self._flush()
-        elif self._window is None:
-            self._window = self._loop.call_later(self.window_s, self._flush)
+            if self._inflight is not None:
+                self.settle()  # back-pressure: the loop waits for the disk, then commits this
+            else:
+                self._flush()
+        elif self._events:
+            self._arm(self.window_s if self._urgent else self.lazy_window_s)
+
+    def _arm(self, delay_s: float) -> None:
+        """Start the pending batch's commit within ``delay_s`` (an earlier due time stays)."""
+        due = self._loop.time() + delay_s
+        if self._window is not None:
+            if self._due <= due:
+                return
+            self._window.cancel()
+        self._due = due
+        self._window = self._loop.call_at(due, self._flush)
 
     def settle(self) -> None:
         """Wait for the running commit (blocking this thread) and finish it here."""
@@ -149,7 +192,7 @@ class GroupCommit(Generic[N]):
         if self.failure is not None:
             raise StorageError(f"the node has stopped: {self.failure}")
         self._cancel_window()
-        events, datagrams = self._take()
+        events, datagrams, _ = self._take()
         refused: Exception | None = None
         result: T | None = None
         more: list[N] = []
@@ -187,10 +230,10 @@ class GroupCommit(Generic[N]):
                 self.commit_now(lambda: (None, []))
         self._cancel_window()
 
-    def _take(self) -> tuple[list[Event], list[Datagram]]:
-        events, datagrams = self._events, self._datagrams
-        self._events, self._datagrams = [], []
-        return events, datagrams
+    def _take(self) -> tuple[list[Event], list[Datagram], bool]:
+        events, datagrams, urgent = self._events, self._datagrams, self._urgent
+        self._events, self._datagrams, self._urgent = [], [], False
+        return events, datagrams, urgent
 
     def _count(self, events: list[Event]) -> None:
         if events:
@@ -204,10 +247,12 @@ class GroupCommit(Generic[N]):
 
     def _flush(self) -> None:
         """Write the pending events in a batch and start its commit on the writer thread."""
+        if self._inflight is not None:
+            return  # its return starts this batch's commit, or re-arms the window
         self._cancel_window()
-        if self.failure is not None or self._inflight is not None or not self.pending:
+        if self.failure is not None or not self.pending:
             return
-        events, datagrams = self._take()
+        events, datagrams, urgent = self._take()
         if not events:
             # They waited for a commit that has returned: nothing of theirs is unwritten.
             self._transmit(datagrams)
@@ -224,9 +269,11 @@ class GroupCommit(Generic[N]):
             self._fail(exc)
             return
         self._inflight = future
+        self._inflight_urgent = urgent
         self._inflight_datagrams = datagrams
         self._inflight_notices = notices
         self._count(events)
+        self.lazy_commits += not urgent
         future.add_done_callback(self._signal)
 
     def _signal(self, future: Future[None]) -> None:
@@ -246,8 +293,17 @@ class GroupCommit(Generic[N]):
             self._fail(exc if isinstance(exc, Exception) else StorageError(str(exc)))
             return
         self._transmit(datagrams)
+        if not self._urgent and self._datagrams:
+            # They waited for this commit only: what is pending is bookkeeping.
+            datagrams, self._datagrams = self._datagrams, []
+            self._transmit(datagrams)
         self._notify(notices)
-        self._flush()
+        if (
+            self._urgent
+            or self.pending >= self.max_items
+            or (self._window is not None and self._due <= self._loop.time())
+        ):
+            self._flush()
         self._wake()
 
     def _fail(self, exc: Exception) -> None:
@@ -255,6 +311,7 @@ class GroupCommit(Generic[N]):
         self.failure = exc
         self._cancel_window()
         self._take()
+        self._inflight_urgent = False
         self._inflight_datagrams, self._inflight_notices = [], []
         self._on_failure(exc)
 

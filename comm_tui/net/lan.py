@@ -103,11 +103,14 @@ class BeaconReader:
     def _check(self, data: bytes, source: Endpoint, now: float) -> Sighting | str | None:
         if len(data) != BEACON_BYTES or not data.startswith(BEACON_MAGIC):
             return "malformed"
-        # Limits before the signature check: it is the one thing here that costs.
-        if not self._all.take(now):
-            return "rate_limited"
+        # Limits before the signature check: it is the one thing here that costs. The
+        # source's own first, so that one host spends only its own burst of the budget
+        # for all (docs/PROTOCOL.md, "13.1"): checked the other way round, one host's
+        # flood spent that budget and every other beacon was refused.
         host = normalize_endpoint(source)[0]
         if not self._per_source.allow(host, now):
+            return "rate_limited"
+        if not self._all.take(now):
             return "rate_limited"
         _, version, key, port, sent_ms = _SIGNED.unpack_from(data)
         if version != BEACON_VERSION:

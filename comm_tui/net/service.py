@@ -18,7 +18,7 @@ import ipaddress
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -155,6 +155,17 @@ Listener = Callable[[ServiceEvent], None]
 PortMapperFactory = Callable[[int, Callable[[PortMapping | None, str], None]], PortMapper]
 
 
+def bookkeeping_only(event: Event) -> bool:
+    """A write no datagram waits for (docs/PROTOCOL.md, "8.2 Local durability").
+
+    The relay store's bookkeeping of entries already written (their schedule and holders)
+    and its deletions: a crash that loses them only makes the node send again what the
+    network already has (duplicates are dropped by id). Every other event holds the
+    datagrams after it back until it is committed, and a batch with any gives out notices.
+    """
+    return isinstance(event, StoreChanged) and event.bookkeeping.issuperset(event.put)
+
+
 def current_card(identity: Identity, db: Database) -> tuple[str, Card]:
     """The card this profile gives people now, and what it says, with no node running.
 
@@ -234,6 +245,7 @@ class NodeService:
             transmit=self.protocol.transmit,
             on_failure=self.protocol.fail,
             wake=self._pump_if_driven,
+            defers=bookkeeping_only,
         )
         self.protocol.journal = self.journal
         now = self.clock()
@@ -401,7 +413,9 @@ class NodeService:
 
         A new name gets the next version and goes at once to the RENAME_PUSH_MAX
         contacts talked to most recently that had an older one; the rest get it with our
-        next text to them. Nothing goes out before it is on disk.
+        next text to them. So does a name already recorded, at start, when those contacts
+        were sent an older one (a rename by ``comm-tui id`` while no node ran). Nothing
+        goes out before it is on disk.
         """
         name = display_name(raw)
         if name is None:
@@ -409,8 +423,9 @@ class NodeService:
         now = self.clock()
 
         def write() -> None:
-            version = self.db.set_own_display_name(name)
-            if version is not None and version > 1:
+            self.db.set_own_display_name(name)
+            own = self.db.own_display_name()
+            if own is not None and own[1] > 1:
                 contacts = {c.address: c for c in self.db.contacts()}
                 recent = [
                     contacts[c.peer_address]
@@ -517,13 +532,14 @@ class NodeService:
         now = self.clock()
         notices: list[ServiceEvent] = []
         # The relay store's changes, merged over the events and written once: the later
-        # change of a key wins (within one event, a key in both is deleted).
-        store_put: dict[bytes, tuple[bytes, int]] = {}
+        # change of a key wins (within one event, a key in both is deleted). Each key is
+        # read from the last event that put it, once (a core may serialize on reading).
+        store_put: dict[bytes, Mapping[bytes, tuple[bytes, int]]] = {}
         store_delete: set[bytes] = set()
         for event in events:
             if isinstance(event, StoreChanged):
-                for key, item in event.put.items():
-                    store_put[key] = item
+                for key in event.put:
+                    store_put[key] = event.put
                     store_delete.discard(key)
                 for key in event.delete:
                     store_put.pop(key, None)
@@ -564,7 +580,8 @@ class NodeService:
                     self.db.save_peers([(event.key, host, port, now)])
                 notices.append(PeersChanged(self.node.peer_count))
         if store_put or store_delete:
-            self.db.apply_store_changes(store_put, store_delete)
+            put = {key: source[key] for key, source in store_put.items()}
+            self.db.apply_store_changes(put, store_delete)
         return notices
 
     def _session_reset(self, peer_key: bytes, now: float) -> list[ServiceEvent]:
@@ -584,7 +601,8 @@ class NodeService:
         for row in self.db.outgoing_in_states(("queued", "sent")):
             if row.peer_address == peer.address:
                 self.node.send_text(peer, row.text, now, text_id=row.text_id, sent_ms=row.sent_ms)
-        return [NoticeAdded(notice), *self._persist(self._drain())]
+        shown: list[ServiceEvent] = [] if notice is None else [NoticeAdded(notice)]
+        return [*shown, *self._persist(self._drain())]
 
     def _settle_lost_outgoing(self) -> None:
         """Texts the outbox shows as pending but the relay store no longer holds expired."""

@@ -5,8 +5,8 @@ the core with the wall-clock time, hands the core's events to a callback (which
 persists them), and only then transmits what the core wants sent, so nothing is
 announced to the network before it is on disk. With a group commit attached
 (``comm_tui/net/commit.py``) the events and datagrams go to it instead, and it transmits
-each batch's datagrams once the batch is committed. One ``call_at`` timer is re-armed
-after each step.
+each batch's datagrams once the batch is committed. One ``call_later`` timer is
+re-armed after each step in which the core's deadline changed (only then: see ``pump``).
 """
 
 from __future__ import annotations
@@ -96,7 +96,12 @@ class NodeProtocol(asyncio.DatagramProtocol):
         deadline = self.node.get_timer()
         if self._timer is not None:
             if deadline == self._deadline:
-                return  # the armed timer is still the right one
+                # The armed timer is still the right one. Never re-arm it for the same
+                # deadline: a due timer waits in the loop's queue behind the datagrams
+                # of the same iteration, and re-arming from their pump cancelled it for
+                # one queued behind the next datagram, so a node that heard something
+                # every iteration ran its retries and timeouts seconds late.
+                return
             self._timer.cancel()
         self._deadline = deadline
         self._timer = self._loop.call_later(max(0.0, deadline - self.clock()), self._on_timer)

@@ -23,6 +23,9 @@ Two rules live here (docs/PROTOCOL.md, "Admission"):
 
 Both are bounded: the tables forget their least recently used entries, which can only
 make an honest peer prove its address once more (one round trip), never admit anyone.
+Validated pairs are bounded per network of origin too, and a full table forgets a pair
+of the network holding the most: pairs are as cheap as the source ports and keys of one
+host, and one host must not make us forget everyone else's proofs.
 """
 
 from __future__ import annotations
@@ -31,13 +34,16 @@ import hashlib
 import os
 from collections import OrderedDict
 
-from comm_tui.protocol.routing import Endpoint
+from comm_tui.protocol.routing import Endpoint, origin_network
 
 AMPLIFICATION_FACTOR = 3
 # Unvalidated endpoints whose byte credit we remember, and the most credit one can hold.
 CREDIT_ENDPOINTS = 8192
 MAX_CREDIT_BYTES = AMPLIFICATION_FACTOR * 64 * 1024
+# Validated (key, endpoint) pairs in all, and per network of origin (docs/PROTOCOL.md,
+# "5.1 Address validation"): a host owns 65,535 ports and any number of keys.
 VALIDATED_PAIRS = 16384
+VALIDATED_PER_NETWORK = 64
 COOKIE_BYTES = 16
 ECHO_BYTES = 16
 CHALLENGE_BYTES = 16
@@ -92,7 +98,15 @@ class AddressValidator:
     byte credit of endpoints not yet validated."""
 
     def __init__(self, now: float) -> None:
-        self._validated: OrderedDict[tuple[bytes, Endpoint], None] = OrderedDict()
+        # Pair -> its network of origin; per network, its pairs least recent first; and
+        # per count of pairs, the networks holding that many (a full table forgets a
+        # pair of the network holding the most, found without a scan).
+        self._validated: dict[tuple[bytes, Endpoint], str] = {}
+        self._networks: dict[str, OrderedDict[tuple[bytes, Endpoint], None]] = {}
+        self._by_count: list[OrderedDict[str, None]] = [
+            OrderedDict() for _ in range(VALIDATED_PER_NETWORK + 2)
+        ]
+        self._largest = 0
         self._credit: OrderedDict[Endpoint, int] = OrderedDict()
         self._challenges = RotatingMac(CHALLENGE_ROTATE_S, CHALLENGE_BYTES, now)
 
@@ -118,12 +132,51 @@ class AddressValidator:
         return (key, endpoint) in self._validated
 
     def validate(self, key: bytes, endpoint: Endpoint) -> None:
-        """``key`` answered a challenge we sent to ``endpoint``: it receives there."""
+        """``key`` answered a challenge we sent to ``endpoint``: it receives there.
+
+        At most ``VALIDATED_PER_NETWORK`` pairs per network of origin (its least recent
+        forgotten), and past ``VALIDATED_PAIRS`` in all the least recent pair of the
+        network holding the most is forgotten (docs/PROTOCOL.md, "5.1 Address
+        validation"): a flood of pairs from one network, or from a few, only evicts its
+        own, and an honest peer's proof lasts while any network holds more than its own.
+        """
         pair = (key, endpoint)
-        self._validated.pop(pair, None)
-        self._validated[pair] = None
+        network = self._validated.get(pair)
+        if network is not None:
+            self._networks[network].move_to_end(pair)
+            return
+        network = origin_network(endpoint)
+        pairs = self._networks.get(network)
+        if pairs is None:
+            pairs = self._networks[network] = OrderedDict()
+        pairs[pair] = None
+        self._validated[pair] = network
+        self._recount(network, len(pairs) - 1)
+        if len(pairs) > VALIDATED_PER_NETWORK:
+            self._forget_one(network)
         if len(self._validated) > VALIDATED_PAIRS:
-            self._validated.popitem(last=False)
+            self._forget_one(next(iter(self._by_count[self._largest])))
+
+    def _forget_one(self, network: str) -> None:
+        """Forget the least recently validated pair of ``network``."""
+        pairs = self._networks[network]
+        pair, _ = pairs.popitem(last=False)
+        del self._validated[pair]
+        self._recount(network, len(pairs) + 1)
+        if not pairs:
+            del self._networks[network]
+
+    def _recount(self, network: str, before: int) -> None:
+        """``network`` went from ``before`` pairs to its present count: file it anew."""
+        after = len(self._networks[network])
+        if before:
+            del self._by_count[before][network]
+        if after:
+            self._by_count[after][network] = None
+        if after > self._largest:
+            self._largest = after
+        while self._largest and not self._by_count[self._largest]:
+            self._largest -= 1
 
     def spend(self, endpoint: Endpoint, size: int) -> bool:
         """Take ``size`` bytes of credit for a datagram to an unvalidated endpoint.

@@ -78,6 +78,9 @@ class StoreChanged:
     # key -> (blob, expires_ms); the core's ``StorePut`` serializes an entry when read.
     put: Mapping[bytes, tuple[bytes, int]]
     delete: frozenset[bytes]
+    # Keys of ``put`` whose change is relay bookkeeping only (RelayStore.touch): a
+    # driver need not hold datagrams back for them (docs/PROTOCOL.md, "8.2").
+    bookkeeping: frozenset[bytes] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -114,11 +117,8 @@ class BundleFetched:
     found: bool
 
 
-@dataclass(frozen=True)
-class DatagramRejected:
-    reason: str
-
-
+# A rejected datagram is no event: it is counted by reason (``NodeStats.reject``), so a
+# flood of bad datagrams grows a counter, never a queue the driver must drain.
 Event = (
     TextReceived
     | NameClaimed
@@ -130,5 +130,4 @@ Event = (
     | SessionsChanged
     | SessionReset
     | BundleFetched
-    | DatagramRejected
 )

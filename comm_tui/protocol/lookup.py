@@ -19,6 +19,7 @@ endpoint, named by honest nodes further out, is met too (docs/PROTOCOL.md, "Look
 
 from __future__ import annotations
 
+from bisect import insort
 from dataclasses import dataclass, field
 
 from comm_tui.protocol.routing import Endpoint
@@ -36,6 +37,11 @@ class Candidate:
 @dataclass
 class _Path:
     shortlist: dict[bytes, Candidate] = field(default_factory=dict)
+    # The shortlist's addresses by distance to the target, kept sorted as they come
+    # (distinct addresses are never at the same distance): a lookup asks for its
+    # frontier after every answer, and sorting the whole shortlist each time was most
+    # of its bookkeeping.
+    order: list[tuple[int, bytes]] = field(default_factory=list)
     in_flight: int = 0
 
 
@@ -57,7 +63,7 @@ class Lookup:
         self._target_int = int.from_bytes(target, "big")
         self._paths = [_Path() for _ in range(max(1, min(paths, len(seeds))))]
         for i, seed in enumerate(sorted(seeds, key=self._distance)):
-            self._paths[i % len(self._paths)].shortlist[seed.address] = seed
+            self._add(self._paths[i % len(self._paths)], seed)
         self._queried: set[bytes] = set()
         self._failed: set[bytes] = set()
         self.responded: dict[bytes, Candidate] = {}
@@ -68,6 +74,12 @@ class Lookup:
 
     def _distance(self, candidate: Candidate) -> int:
         return int.from_bytes(candidate.address, "big") ^ self._target_int
+
+    def _add(self, path: _Path, candidate: Candidate) -> None:
+        """Put ``candidate`` on ``path``'s shortlist unless it is there already."""
+        if candidate.address not in path.shortlist:
+            path.shortlist[candidate.address] = candidate
+            insort(path.order, (self._distance(candidate), candidate.address))
 
     def next_queries(self) -> list[tuple[int, Candidate]]:
         """Queries to send now: up to ``alpha`` in flight per path, closest first."""
@@ -93,9 +105,16 @@ class Lookup:
         return out
 
     def _frontier(self, path: _Path) -> list[Candidate]:
-        alive = [c for c in path.shortlist.values() if c.address not in self._failed]
-        ordered = sorted(alive, key=self._distance)
-        return ordered if self.until_found else ordered[: self.k]
+        """The path's nearest candidates that did not fail, nearest first: the k nearest,
+        or all of them for a lookup ``until_found``."""
+        limit = len(path.order) if self.until_found else self.k
+        frontier: list[Candidate] = []
+        for _, address in path.order:
+            if address not in self._failed:
+                frontier.append(path.shortlist[address])
+                if len(frontier) == limit:
+                    break
+        return frontier
 
     def on_response(self, path_index: int, source: Candidate, nodes: list[Candidate]) -> None:
         path = self._paths[path_index]
@@ -109,7 +128,7 @@ class Lookup:
                     self._target_leads.setdefault(node.endpoint, (path_index, node))
                 continue
             if node.address not in self._queried:
-                path.shortlist.setdefault(node.address, node)
+                self._add(path, node)
 
     def on_timeout(self, path_index: int, source: Candidate) -> None:
         self._paths[path_index].in_flight -= 1

@@ -50,7 +50,7 @@ import heapq
 import os
 import random
 import socket
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import astuple, dataclass, replace
 from typing import Any, Literal
@@ -136,15 +136,14 @@ from comm_tui.protocol.reachability import (
     AttachTable,
     Binding,
     ClientBindings,
-    ObservationTally,
+    FamilyTallies,
     Prober,
     Reachability,
     canonical,
-    classify,
     is_loopback,
+    judge,
     probe_target_allowed,
     solicitation_key,
-    tally_network,
 )
 from comm_tui.protocol.receipts import RECEIPT_TIMEOUT_S as RECEIPT_TIMEOUT_S  # tests read it
 from comm_tui.protocol.receipts import ReceiptWaits
@@ -195,6 +194,9 @@ PENDING_QUERIES_MAX = 1024
 # oldest forgotten first), and requests per pair. Validation itself needs no state.
 DEFERRED_PAIRS_MAX = 256
 DEFERRED_PER_PAIR = 2
+# Pairs of one network of origin whose requests wait for validation (docs/PROTOCOL.md,
+# "5.1"): fresh keys from one host must not push everyone else's first requests out.
+DEFERRED_PER_NETWORK = 16
 # Pairs we challenged lately (so a burst from one pair costs one challenge).
 CHALLENGED_MAX = 4096
 # Cookies peers gave us (for when they are under load), per endpoint; and datagrams we
@@ -332,6 +334,7 @@ class _Deferred:
     """Requests from a pair whose address is being validated, answered once it is."""
 
     endpoint: Endpoint
+    network: str  # of origin, for the bound per network
     deadline: float
     frames: list[tuple[str, pb.Frame]]
 
@@ -524,7 +527,7 @@ class Node:
         # local endpoints (told by the driver; without them we never call ourselves a
         # client), dial-back probes, and the bindings a client keeps with its relays.
         self._now = now
-        self._tally = ObservationTally()
+        self._tally = FamilyTallies()
         self._inbound_checked_at = float("-inf")  # last look for an unsolicited arrival
         self._local: frozenset[Endpoint] = frozenset()
         self._mapping: Endpoint | None = None
@@ -1042,17 +1045,19 @@ class Node:
 
         The challenge is stateless (``AddressValidator.challenge``), so forged sources
         cost us no slot. Deferred requests are bounded: one pair per key, a few requests
-        per pair, and the oldest pair forgotten first (its peer's retry comes back).
+        per pair, ``DEFERRED_PER_NETWORK`` pairs per network of origin and
+        ``DEFERRED_PAIRS_MAX`` in all, the oldest pair of the network forgotten first,
+        and past the bound in all the oldest of the network holding the most (its
+        peer's retry comes back).
         """
         if defer is not None:
             waiting = self._deferred.pop(key, None)
             if waiting is None or waiting.endpoint != addr:
-                waiting = _Deferred(addr, now + QUERY_TIMEOUT_S, [])
+                waiting = _Deferred(addr, origin_network(addr), now + QUERY_TIMEOUT_S, [])
             if len(waiting.frames) < DEFERRED_PER_PAIR:
                 waiting.frames.append(defer)
             self._deferred[key] = waiting
-            if len(self._deferred) > DEFERRED_PAIRS_MAX:
-                self._deferred.popitem(last=False)
+            self._bound_deferred(waiting.network)
         pair = (key, addr)
         last = self._challenged.get(pair)
         if last is not None and now - last < QUERY_TIMEOUT_S:
@@ -1063,6 +1068,20 @@ class Node:
             self._challenged.popitem(last=False)
         challenge = self._addresses.challenge(key, addr, now)
         self._send_frame(key, addr, pb.Frame(ping=pb.Ping(challenge=challenge)), now)
+
+    def _bound_deferred(self, network: str) -> None:
+        """Forget deferred pairs past the bounds (docs/PROTOCOL.md, "5.1"): the oldest of
+        ``network`` past its share, the oldest of the network holding the most past the
+        bound in all. A scan of at most 257 entries, only for an unvalidated request."""
+        counts = Counter(waiting.network for waiting in self._deferred.values())
+        if counts[network] > DEFERRED_PER_NETWORK:
+            crowded = network
+        elif len(self._deferred) > DEFERRED_PAIRS_MAX:
+            crowded = max(counts, key=counts.__getitem__)
+        else:
+            return
+        key = next(k for k, waiting in self._deferred.items() if waiting.network == crowded)
+        del self._deferred[key]
 
     def _observe(
         self, sender: PublicIdentity, addr: Endpoint, now: float, *, client: bool = False
@@ -1861,9 +1880,9 @@ class Node:
         seen = parse_seen(pong.observed)
         if seen is None:
             return
-        before = (self._tally.agreed(now), self._tally.nat_suspected(self._local, now))
-        self._tally.add(tally_network(addr), seen, now)
-        after = (self._tally.agreed(now), self._tally.nat_suspected(self._local, now))
+        before = self._tally.evidence(self._local, now)
+        self._tally.add(addr, seen, now)  # in the tally of addr's family (12.1)
+        after = self._tally.evidence(self._local, now)
         if after[1] != before[1] or (before[0] is not None and after[0] != before[0]):
             self._prober.reset(now)  # the evidence changed: check again
         binding = self._bindings.bindings.get(relay) if relay is not None else None
@@ -1876,21 +1895,29 @@ class Node:
 
     def _reclassify(self, now: float) -> None:
         """Decide our kind again from the evidence; switch client mode when it changes."""
-        kind = classify(
-            self._tally, self._local, self._prober.outcome, self._prober.mapping_ok, now
-        )
-        public = self._mapping if self._prober.mapping_ok else self._tally.agreed(now)
+        judged = judge(self._tally, self._local, self._prober.outcome, self._prober.mapping_ok, now)
+        kind = judged.kind
+        public = self._mapping if self._prober.mapping_ok else judged.agreed
         if (kind, public) != (self._reach.kind, self._reach.public_endpoint):
             self._reach = Reachability(kind, public, now)
         # Not yet known: a client only if peers see us elsewhere than we are bound, so a
         # public node is visible from its first datagram and a NATed one never is.
         client = not self._relay_on or (
-            kind != "public" and (kind != "unknown" or self._tally.nat_suspected(self._local, now))
+            kind != "public" and (kind != "unknown" or judged.nat_suspected)
         )
         if client != self._client:
             self._client = client
-            if not client:
+            if client:
+                self._leave_tables(now)
+            else:
                 self._bindings.clear()
+
+    def _leave_tables(self, now: float) -> None:
+        """We just became a client: ping every node of our table now. The ping carries
+        ``client``, so each drops us at once rather than at our next frame to it, which
+        may be minutes away (docs/PROTOCOL.md, "12.3")."""
+        for entry in list(self._table):
+            self._ping(entry.key, entry.endpoint, now)
 
     def _endpoint_changed(self, now: float) -> None:
         """Our observed endpoint moved (a router reboot, a new network): attach again at
@@ -2292,13 +2319,17 @@ class Node:
                 self._find_recipient(entry.target, now)
             elif (
                 not entry.own_text_id
+                and entry.target != self.address
                 and entry.attempts in LOOKUP_ON_ATTEMPTS
                 and not self._closer_holder(entry)
             ):
                 # Still undelivered, nobody nearer the target took it, and we do not know
                 # the target: our view of its neighbourhood may be thin (a young network,
                 # churn). A lookup meets the nodes nearest to it; the next retry reaches
-                # them.
+                # them. Never for our own record (its target is us): our neighbourhood is
+                # what joining, waking and refreshes look up already, and each self-lookup
+                # ends in a Fetch and the record offered to all it met (docs/PROTOCOL.md,
+                # "7.2 Message ids and relaying", "8a.3 Storing and relaying").
                 self.lookup(entry.target, now)
         entry.attempts += 1
         delay = min(
@@ -2319,7 +2350,7 @@ class Node:
     def _reschedule(self, entry: Entry, when: float) -> None:
         entry.next_at = when
         heapq.heappush(self._schedule, (when, entry.key))
-        self._store.touch(entry)
+        self._store.touch(entry, bookkeeping=True)
 
     def _next_hops(self, entry: Entry) -> list[NodeEntry]:
         """Who should get this item now (``ours``), or the k nearest (``flood``).
@@ -2508,7 +2539,7 @@ class Node:
         entry.first_held_at = entry.first_held_at or now
         if entry.kind is Kind.ACK and not self._ack_owed(entry):
             entry.settled = True
-        self._store.touch(entry)
+        self._store.touch(entry, bookkeeping=True)
         if entry.own_text_id:
             self._outbox_moved(self._outgoing.part_held(entry.own_text_id, self._part_held))
 
@@ -2758,8 +2789,9 @@ class Node:
 
     def _flush_store(self) -> None:
         if self._store.dirty or self._store.deleted:
+            bookkeeping = self._store.take_bookkeeping()
             put, deleted = self._store.take_changes()
-            self._events.append(StoreChanged(put, deleted))
+            self._events.append(StoreChanged(put, deleted, bookkeeping))
         changed = self._sessions.take_changes()
         if changed or self._prekeys.dirty:
             prekeys = self._prekeys.serialize() if self._prekeys.dirty else None

@@ -37,7 +37,7 @@ from comm_tui.protocol.admission import CHALLENGE_BYTES
 from comm_tui.protocol.codec import Rejected
 from comm_tui.protocol.ratelimit import RateLimiter, TokenBucket
 from comm_tui.protocol.reachability import canonical, probe_target_allowed
-from comm_tui.protocol.routing import Endpoint
+from comm_tui.protocol.routing import Endpoint, origin_network
 
 NONCE_BYTES = 16
 # An Introduce carries at least this much padding, so that the answer it gets
@@ -72,6 +72,11 @@ PEER_INTRODUCTIONS_BURST = 6.0
 PEER_INTRODUCTIONS_PER_S = 1 / 60
 NODE_INTRODUCTIONS_BURST = 32.0
 NODE_INTRODUCTIONS_PER_S = 1.0
+# Notices we answer from relays of one network of origin, before the budgets above: a
+# hostile node of our table naming each of our contacts (their keys are no secret) must
+# not spend the node's budget, which our own rounds of introduction draw on too.
+NOTICES_PER_NETWORK_BURST = 4.0
+NOTICES_PER_NETWORK_PER_S = 1 / 15
 # Punched pairs kept (least recently used forgotten first), the silence after which we
 # ping to keep the NATs' mappings open (the side with the higher address waits longer,
 # so that only one side pings), the silence after which the pair is dead, and how long
@@ -82,11 +87,15 @@ PUNCH_KEEPALIVE_BACKUP_S = 5.0
 PUNCH_DEAD_S = 3 * PUNCH_KEEPALIVE_S + 2.0
 PUNCH_LINGER_S = 300.0
 # Relay side: requests held until the other side asks too, in all; how long; and the
-# rates per requester key, per target address and node-wide.
+# rates per requester key, per target address and requester's network, per requester's
+# network, and node-wide. Keys are free and networks are not: without the bound per
+# network, fresh keys from one host spent the node's budget (and a target's) for everyone.
 RELAY_WAITING_MAX = 256
 RELAY_WAIT_S = 5.0
 RELAY_RATE_PER_S = 0.5
 RELAY_BURST = 4.0
+RELAY_NETWORK_RATE_PER_S = 2.0
+RELAY_NETWORK_BURST = 8.0
 RELAY_NODE_RATE_PER_S = 20.0
 RELAY_NODE_BURST = 40.0
 RELAY_LIMITER_KEYS = 4096
@@ -194,8 +203,14 @@ class Punching:
         self._node_budget = TokenBucket(
             NODE_INTRODUCTIONS_PER_S, NODE_INTRODUCTIONS_BURST, NODE_INTRODUCTIONS_BURST, now
         )
+        self._notices_by_network = RateLimiter(
+            NOTICES_PER_NETWORK_PER_S, NOTICES_PER_NETWORK_BURST, RELAY_LIMITER_KEYS
+        )
         self._by_requester = RateLimiter(RELAY_RATE_PER_S, RELAY_BURST, RELAY_LIMITER_KEYS)
         self._by_target = RateLimiter(RELAY_RATE_PER_S, RELAY_BURST, RELAY_LIMITER_KEYS)
+        self._by_network = RateLimiter(
+            RELAY_NETWORK_RATE_PER_S, RELAY_NETWORK_BURST, RELAY_LIMITER_KEYS
+        )
         self._relay_budget = TokenBucket(
             RELAY_NODE_RATE_PER_S, RELAY_NODE_BURST, RELAY_NODE_BURST, now
         )
@@ -259,8 +274,8 @@ class Punching:
 
         Only for a contact (``not_contact``: a stranger learns nothing of us, since only
         our own Introduce makes the relay hand out our endpoint), within the budgets per
-        contact and node-wide (``punch_rate``). The caller checked that the relay is in
-        our table at the endpoint it spoke from.
+        network of origin of the relay, per contact and node-wide (``punch_rate``). The
+        caller checked that the relay is in our table at the endpoint it spoke from.
         """
         if len(key) != 32:
             raise Rejected("malformed")
@@ -269,7 +284,9 @@ class Punching:
             raise Rejected("not_contact")
         if address in self.pairs or address in self.attempts or self._asking(relay_key, address):
             return []  # already meeting them: a duplicate notice (another relay, a retry)
-        if not self._spend(address, now):
+        if not (
+            self._notices_by_network.allow(origin_network(relay), now) and self._spend(address, now)
+        ):
             raise Rejected("punch_rate")
         return [self._ask(relay_key, relay, address, now)]
 
@@ -389,7 +406,10 @@ class Punching:
         the other's key and endpoint as we observe it, answering its own nonce.
         Otherwise the target, if it is attached to us or in our table (``target_at``,
         else ``unknown_target``), gets a notice naming the requester and nothing more.
-        Rates: per requester, per target and node-wide (``introduce_rate``).
+        Rates (``introduce_rate``), in this order so that a refused request spends
+        nothing shared: per requester key; per network of origin of the requester; per
+        target and requester's network (a flood aimed at one target from one network
+        cannot keep another network's requests for it out); node-wide.
         """
         target = introduce.target
         if (
@@ -403,9 +423,11 @@ class Punching:
         if target in (requester_address, self.own_address) or ip is None:
             raise Rejected("malformed")
         self._expire_waiting(now)
+        network = origin_network(requester)
         if not (
             self._by_requester.allow(requester_address, now)
-            and self._by_target.allow(target, now)
+            and self._by_network.allow(network, now)
+            and self._by_target.allow((target, network), now)
             and self._relay_budget.take(now)
         ):
             raise Rejected("introduce_rate")

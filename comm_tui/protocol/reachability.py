@@ -20,6 +20,7 @@ from __future__ import annotations
 import heapq
 import ipaddress
 from collections import Counter, OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -192,6 +193,21 @@ class ObservationTally:
 
     def __init__(self) -> None:
         self._by_network: OrderedDict[str, tuple[Endpoint, float]] = OrderedDict()
+        # What ``recent`` found, and what was derived from it, for any ``now`` in
+        # [_valid_from, _valid_until]: until an observation is added or the oldest one
+        # counted ages out. The node reclassifies on every timer tick and every answer,
+        # and on loopback each peer is a network of its own: rebuilding the view each
+        # time was a walk of 64 entries and three Counters, most of an idle node's CPU.
+        self._recent: dict[str, Endpoint] | None = None
+        self._valid_from = 0.0
+        self._valid_until = 0.0
+        self._agreed: tuple[Endpoint | None] | None = None
+        self._varies: bool | None = None
+        self._nat: dict[frozenset[Endpoint], bool] = {}
+
+    def _forget_view(self) -> None:
+        self._recent, self._agreed, self._varies = None, None, None
+        self._nat.clear()
 
     def add(self, network: str, observed: Endpoint, now: float) -> bool:
         """Count it; False if the tally is full of live observations from other networks."""
@@ -200,17 +216,28 @@ class ObservationTally:
             if now - at <= OBSERVATION_TTL_S:
                 return False
             del self._by_network[oldest_network]
-        self._by_network.pop(network, None)
-        self._by_network[network] = (canonical(observed), now)
+        held = self._by_network.pop(network, None)
+        seen = canonical(observed)
+        self._by_network[network] = (seen, now)
+        if held is None or held[0] != seen or now - held[1] > OBSERVATION_TTL_S:
+            # A network seeing us anew or elsewhere changes the view. The same endpoint
+            # again, still counted, only lives longer: every view valid now stays so.
+            self._forget_view()
         return True
 
-    def recent(self, now: float) -> dict[str, Endpoint]:
+    def recent(self, now: float) -> Mapping[str, Endpoint]:
         """Network -> the endpoint it saw, for observations younger than the TTL."""
-        return {
-            network: endpoint
-            for network, (endpoint, at) in self._by_network.items()
-            if now - at <= OBSERVATION_TTL_S
-        }
+        if self._recent is not None and self._valid_from <= now <= self._valid_until:
+            return self._recent
+        self._forget_view()
+        recent: dict[str, Endpoint] = {}
+        until = float("inf")
+        for network, (endpoint, at) in self._by_network.items():
+            if now - at <= OBSERVATION_TTL_S:
+                recent[network] = endpoint
+                until = min(until, at + OBSERVATION_TTL_S)
+        self._recent, self._valid_from, self._valid_until = recent, now, until
+        return recent
 
     def __len__(self) -> int:
         return len(self._by_network)
@@ -218,12 +245,10 @@ class ObservationTally:
     def agreed(self, now: float) -> Endpoint | None:
         """The endpoint at least ``OBSERVATION_QUORUM`` networks agree on, and more than
         half of them: a minority of networks, however many keys, cannot set it."""
-        counts = Counter(self.recent(now).values())
-        if not counts:
-            return None
-        endpoint, votes = max(counts.items(), key=lambda item: item[1])
-        total = sum(counts.values())
-        return endpoint if votes >= OBSERVATION_QUORUM and 2 * votes > total else None
+        recent = self.recent(now)
+        if self._agreed is None:
+            self._agreed = (_agreed(recent),)
+        return self._agreed[0]
 
     def nat_suspected(self, local: frozenset[Endpoint], now: float) -> bool:
         """Do more networks see us somewhere other than where we are bound than at it?
@@ -232,23 +257,44 @@ class ObservationTally:
         """
         if not local:
             return False
-        seen = list(self.recent(now).values())
-        away = sum(1 for endpoint in seen if endpoint not in local)
-        return away > len(seen) - away
+        recent = self.recent(now)
+        suspected = self._nat.get(local)
+        if suspected is None:
+            seen = list(recent.values())
+            away = sum(1 for endpoint in seen if endpoint not in local)
+            suspected = self._nat[local] = away > len(seen) - away
+        return suspected
 
     def mapping_varies(self, now: float) -> bool:
         """Do networks see us at one IP but at different ports, with no port held by more
         than half of them? That is a symmetric NAT (a new mapping per destination); a
         hostile minority reporting other ports cannot make it so."""
-        seen = list(self.recent(now).values())
-        by_ip = Counter(host for host, _ in seen)
-        if not by_ip:
-            return False
-        ip, n = max(by_ip.items(), key=lambda item: item[1])
-        if n < 2:
-            return False
-        ports = Counter(port for host, port in seen if host == ip)
-        return 2 * max(ports.values()) <= n
+        recent = self.recent(now)
+        if self._varies is None:
+            self._varies = _mapping_varies(list(recent.values()))
+        return self._varies
+
+
+def _agreed(recent: Mapping[str, Endpoint]) -> Endpoint | None:
+    """``ObservationTally.agreed`` over the observations counted now."""
+    counts = Counter(recent.values())
+    if not counts:
+        return None
+    endpoint, votes = max(counts.items(), key=lambda item: item[1])
+    total = sum(counts.values())
+    return endpoint if votes >= OBSERVATION_QUORUM and 2 * votes > total else None
+
+
+def _mapping_varies(seen: list[Endpoint]) -> bool:
+    """``ObservationTally.mapping_varies`` over the endpoints counted now."""
+    by_ip = Counter(host for host, _ in seen)
+    if not by_ip:
+        return False
+    ip, n = max(by_ip.items(), key=lambda item: item[1])
+    if n < 2:
+        return False
+    ports = Counter(port for host, port in seen if host == ip)
+    return 2 * max(ports.values()) <= n
 
 
 ProbeOutcome = Literal["none", "arrived", "failed"]
@@ -289,6 +335,100 @@ def classify(
             return "cone"
         return "firewalled" if local else "unknown"
     return "unknown"
+
+
+def family_of(host: str) -> int:
+    """The address family of ``host``: 6 for IPv6, else 4 (IPv4-mapped IPv6 is IPv4)."""
+    return 6 if ":" in canonical_host(host) else 4
+
+
+FAMILIES = (4, 6)
+
+
+class FamilyTallies:
+    """An observation tally per address family (docs/PROTOCOL.md, "12.1").
+
+    A node reached over IPv4 and over IPv6 has an endpoint in each, behind a NAT or not
+    independently, and networks cost differently in each: many IPv6 networks are
+    cheaper to hold than many IPv4 ones. One tally for both let observations of one
+    family outvote the other's (an IPv6 majority made an IPv4-public node a symmetric-NAT
+    client and took its announced endpoint). The family is that of the ponger's
+    endpoint, the path the observation came over; an observation of the other family
+    over it is no observation of that path and is not counted.
+    """
+
+    def __init__(self) -> None:
+        self._tallies = {family: ObservationTally() for family in FAMILIES}
+
+    def family(self, family: int) -> ObservationTally:
+        return self._tallies[family]
+
+    def add(self, ponger: Endpoint, observed: Endpoint, now: float) -> bool:
+        """Count what the ponger at ``ponger`` saw of us; False if not counted (the other
+        family's endpoint, or that family's tally full of live observations)."""
+        family = family_of(ponger[0])
+        if family_of(observed[0]) != family:
+            return False
+        return self._tallies[family].add(tally_network(ponger), observed, now)
+
+    def recent(self, now: float) -> dict[str, Endpoint]:
+        """Network -> the endpoint it saw, both families (their networks never collide)."""
+        return {n: e for tally in self._tallies.values() for n, e in tally.recent(now).items()}
+
+    def deciding(self, now: float) -> int:
+        """The family whose verdict stands unless the other's is public: IPv4 when it
+        has live observations (most peers reach most nodes over it), else IPv6."""
+        return 4 if self._tallies[4].recent(now) else 6
+
+    def evidence(self, local: frozenset[Endpoint], now: float) -> tuple[Endpoint | None, bool]:
+        """What a change of calls for a new probe round (12.2): the deciding family's
+        agreed endpoint and whether it suspects a NAT. The other family's evidence
+        changing does not reset the probes, which would leave the deciding family's
+        verdict unknown meanwhile: that was a way to demote it from the other family."""
+        family = self.deciding(now)
+        tally = self._tallies[family]
+        return tally.agreed(now), tally.nat_suspected(_of_family(local, family), now)
+
+
+def _of_family(local: frozenset[Endpoint], family: int) -> frozenset[Endpoint]:
+    return frozenset(e for e in local if family_of(e[0]) == family)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A kind, the endpoint the family that decided it agrees on, and whether that
+    family suspects a NAT (client mode while the kind is unknown)."""
+
+    kind: ReachabilityKind
+    agreed: Endpoint | None
+    nat_suspected: bool
+
+
+def judge(
+    tallies: FamilyTallies,
+    local: frozenset[Endpoint],
+    probe: ProbeOutcome,
+    mapped: bool,
+    now: float,
+) -> Judgement:
+    """Classify each family on its own tally and local endpoints (``classify``), then
+    (docs/PROTOCOL.md, "12.3"): public if either family is (IPv4's endpoint first);
+    otherwise the deciding family's verdict (``FamilyTallies.deciding``), whose NAT
+    suspicion alone decides client mode while the kind is unknown. So observations of
+    one family can take neither the other's `public`, nor its endpoint, nor make it a
+    client.
+    """
+    deciding = tallies.deciding(now)
+    verdicts: dict[int, Judgement] = {}
+    for family in FAMILIES:
+        tally = tallies.family(family)
+        mine = _of_family(local, family)
+        kind = classify(tally, mine, probe, mapped, now)
+        verdicts[family] = Judgement(kind, tally.agreed(now), tally.nat_suspected(mine, now))
+    for family in FAMILIES:
+        if verdicts[family].kind == "public":
+            return verdicts[family]
+    return verdicts[deciding]
 
 
 class IntervalLearner:

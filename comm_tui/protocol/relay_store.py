@@ -270,6 +270,8 @@ class RelayStore:
         self.evicted = 0
         self.dirty: set[bytes] = set()
         self.deleted: set[bytes] = set()
+        # Dirty keys whose entry was added or replaced, not only re-scheduled (``touch``).
+        self.written: set[bytes] = set()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -372,10 +374,23 @@ class RelayStore:
             return None
         return largest
 
-    def touch(self, entry: Entry) -> None:
-        """Mark an entry as changed so the next StoreChanged persists it."""
+    def touch(self, entry: Entry, *, bookkeeping: bool = False) -> None:
+        """Mark an entry as changed so the next StoreChanged persists it.
+
+        ``bookkeeping``: only its relay schedule changed (attempts, next attempt,
+        holders, settled, first held), which no datagram depends on being durable
+        (docs/PROTOCOL.md, "8.2 Local durability").
+        """
         self.dirty.add(entry.key)
         self.deleted.discard(entry.key)
+        if not bookkeeping:
+            self.written.add(entry.key)
+
+    def take_bookkeeping(self) -> frozenset[bytes]:
+        """The dirty keys changed by ``touch(bookkeeping=True)`` only; before ``take_changes``."""
+        keys = frozenset(self.dirty - self.written)
+        self.written.clear()
+        return keys
 
     def remove(self, entry: Entry) -> None:
         key = entry.key

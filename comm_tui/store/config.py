@@ -32,11 +32,15 @@ MAX_HOSTNAME_CHARS = 253
 DEFAULT_RELAY_STORE_MB = 64
 DEFAULT_RELAY_STORE_ITEMS = 50_000
 DEFAULT_RELAY_STORE_DAYS = 7
-DEFAULT_RELAY_BANDWIDTH_KBPS = 256
+DEFAULT_RELAY_BANDWIDTH_KIB_S = 256
 MAX_RELAY_STORE_MB = 1024 * 1024  # 1 TiB
 MAX_RELAY_STORE_ITEMS = 100_000_000
 MAX_RELAY_STORE_DAYS = 7  # the protocol's TTL: a longer cap would mean nothing
-MAX_RELAY_BANDWIDTH_KBPS = 10 * 1024 * 1024  # 10 GiB/s
+MAX_RELAY_BANDWIDTH_KIB_S = 10 * 1024 * 1024  # 10 GiB/s
+# The bandwidth cap's first key. Its name said kilobits while it always meant KiB/s (8.192
+# times more): still read, with that meaning (what the documentation said, so what users
+# wrote), and a notice; written back under the new key.
+OLD_RELAY_BANDWIDTH_KEY = "relay_bandwidth_kbps"
 
 _HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
 _TOML_ESCAPES = {
@@ -76,7 +80,10 @@ class Config:
     relay_store_mb: int = DEFAULT_RELAY_STORE_MB
     relay_store_items: int = DEFAULT_RELAY_STORE_ITEMS
     relay_store_days: float = DEFAULT_RELAY_STORE_DAYS
-    relay_bandwidth_kbps: int = DEFAULT_RELAY_BANDWIDTH_KBPS
+    relay_bandwidth_kib_s: int = DEFAULT_RELAY_BANDWIDTH_KIB_S
+    # One line each about what the file says that still works but should change (an old
+    # key); shown by the command or the app that read it, never written to the file.
+    notices: list[str] = field(default_factory=list, compare=False)
 
 
 def load_config(path: Path) -> Config:
@@ -137,15 +144,26 @@ def load_config(path: Path) -> Config:
                     f" and at most {MAX_RELAY_STORE_DAYS} (the time to live of a message)"
                 )
             config.relay_store_days = value
-        elif key == "relay_bandwidth_kbps":
-            config.relay_bandwidth_kbps = _whole(
-                path, key, value, MAX_RELAY_BANDWIDTH_KBPS, "KiB per second"
+        elif key in ("relay_bandwidth_kib_s", OLD_RELAY_BANDWIDTH_KEY):
+            if "relay_bandwidth_kib_s" in data and OLD_RELAY_BANDWIDTH_KEY in data:
+                raise UserError(
+                    f"config file {path}: set 'relay_bandwidth_kib_s' only"
+                    f" ({OLD_RELAY_BANDWIDTH_KEY!r} is its old name)"
+                )
+            config.relay_bandwidth_kib_s = _whole(
+                path, key, value, MAX_RELAY_BANDWIDTH_KIB_S, "KiB per second"
             )
+            if key == OLD_RELAY_BANDWIDTH_KEY:
+                config.notices.append(
+                    f"config file {path}: {OLD_RELAY_BANDWIDTH_KEY} = {value} is read as"
+                    f" {value} KiB/s, as before; rename it relay_bandwidth_kib_s"
+                    " (it never meant kilobits)"
+                )
         else:
             known = (
                 "listen, bootstrap, nickname, lan_discovery, port_mapping, test_networks, ascii,"
                 " notifications, relay, relay_store_mb, relay_store_items, relay_store_days,"
-                " relay_bandwidth_kbps"
+                " relay_bandwidth_kib_s"
             )
             raise UserError(f"config file {path}: unknown setting {key!r} (known: {known})")
     return config
@@ -170,7 +188,7 @@ def save_config(path: Path, config: Config) -> None:
     if not config.relay:
         lines.append("relay = false")
     defaults = Config()
-    for key in ("relay_store_mb", "relay_store_items", "relay_store_days", "relay_bandwidth_kbps"):
+    for key in ("relay_store_mb", "relay_store_items", "relay_store_days", "relay_bandwidth_kib_s"):
         value = getattr(config, key)
         if value != getattr(defaults, key):
             lines.append(f"{key} = {value!r}")
