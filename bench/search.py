@@ -44,6 +44,10 @@ def fill(db: Database, count: int, rng: random.Random) -> tuple[float, list[str]
     vocabulary = _vocabulary(rng)
     weights = [1 / (rank + 1) for rank in range(len(vocabulary))]
     peers = [Identity.from_seed(bytes([i + 1]) * 32) for i in range(CONVERSATIONS)]
+    # Contacts: a history this long is one with people the user knows (a stranger's
+    # message request keeps few texts, docs/PROTOCOL.md, "7.1", "Message requests").
+    for i, peer in enumerate(peers):
+        db.add_contact(f"peer{i}", peer.key, peer.address, 0.0)
     started = time.perf_counter()
     for start in range(0, count, BATCH):
         with db.transaction():

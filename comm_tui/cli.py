@@ -33,7 +33,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,7 +70,14 @@ from comm_tui.protocol.custody import custody_json, custody_of
 from comm_tui.protocol.letters import MAX_TEXT_BYTES, display_name
 from comm_tui.protocol.node import Node
 from comm_tui.protocol.relay_store import Entry, RelayUsage
-from comm_tui.store.db import SEARCH_LIMIT, Database, DatabaseDamaged, HistoryRow, fts_query
+from comm_tui.store.db import (
+    SEARCH_LIMIT,
+    Database,
+    DatabaseDamaged,
+    HistoryRow,
+    RequestOutcome,
+    fts_query,
+)
 from comm_tui.store.lock import ProfileLock
 from comm_tui.store.paths import DEFAULT_PROFILE, ProfilePaths, ensure_dirs, profile_paths
 from comm_tui.store.repair import repair_database
@@ -1077,6 +1084,17 @@ def _stats_line(service: NodeService) -> str:
         + (f" ({rejected})" if rejected else "")
         + _reach_text(service.node)
         + _relay_text(status.relay_usage)
+        + _requests_text(service.db.requests)
+    )
+
+
+def _requests_text(requests: Mapping[RequestOutcome, int]) -> str:
+    """docs/PROTOCOL.md, "7.1", "Message requests": strangers' texts not kept (acknowledged
+    all the same) and those removed to bound requests, since start; never their words."""
+    return (
+        f" requests_dropped={requests.get('dropped', 0)}"
+        f" requests_evicted={requests.get('evicted_text', 0)}"
+        f"/{requests.get('evicted_conversation', 0)}conv"
     )
 
 

@@ -129,6 +129,10 @@ def test_every_byte_of_the_name_and_version_is_signed() -> None:
         b"Alice ",
         "\ue000".encode(),  # private use
         b"\x00",
+        "\u2800".encode(),  # the braille blank: a name that looks empty
+        "\u3164".encode(),  # a Hangul filler
+        "Alice\u115f".encode(),  # "Alice" with an invisible tail
+        ("e" + "\u0301" * 5).encode(),  # marks stacked past COMBINING_MARKS_MAX
     ],
 )
 def test_hostile_names_are_refused_even_when_signed(raw: bytes) -> None:
@@ -143,7 +147,7 @@ def test_markup_in_a_name_is_just_text() -> None:
 
 
 def test_the_encoder_refuses_what_a_card_cannot_carry() -> None:
-    for bad in ("", " Alice", "x" * (DISPLAY_NAME_MAX_BYTES + 1), "a\u202eb", "a\nb"):
+    for bad in ("", " Alice", "x" * (DISPLAY_NAME_MAX_BYTES + 1), "a\u202eb", "a\nb", "\uffa0"):
         with pytest.raises(ValueError):
             encode_named_card(SIGNER, bad, 1, [], 0)
     for version in (0, 2**32):

@@ -33,6 +33,7 @@ from comm_tui.protocol.letters import (
 )
 from comm_tui.protocol.node import SEALED_BYTES
 from comm_tui.protocol.sessions import SessionBook
+from tests.wire import T0, Wire
 
 NOW = 1_800_000_000.0
 SENDER = b"s" * 32
@@ -288,3 +289,24 @@ def test_adding_expires_stale_partials() -> None:
     reassembler.add(SENDER, half_finished(b"1" * 16), NOW)
     reassembler.add(SENDER, half_finished(b"2" * 16), NOW + REASSEMBLY_TIMEOUT_S + 1)
     assert len(reassembler) == 1
+
+
+def _padded(letter: pb.Letter) -> bytes:
+    body = letter.SerializeToString()
+    return len(body).to_bytes(2, "big") + body + bytes(LETTER_BYTES - 2 - len(body))
+
+
+def test_a_text_whose_part_count_changes_is_refused_as_a_bad_letter() -> None:
+    """A peer's parts of one text must agree on the number of parts; one that does not
+    is refused and counted as ``bad_letter`` (docs/PROTOCOL.md, "7.1 Letters"), through
+    the node: the reason is what the status panel and the attack benchmarks count."""
+    wire = Wire()
+    a, b = wire.add(1), wire.add(2)
+    wire.connect(a, b)
+    text_id = b"t" * 16
+    for part, parts in ((0, 2), (1, 3)):
+        letter = pb.Letter(text_id=text_id, part=part, parts=parts, sent_ms=1, chunk=b"x")
+        a._send_letters(b.identity.public, text_id, [_padded(letter)], T0, handshake=False)
+        wire.pump(T0)
+    assert b.stats.rejected["bad_letter"] == 1
+    assert wire.texts(b) == []

@@ -402,3 +402,106 @@ def test_a_stem_that_loops_back_is_relayed_at_once(monkeypatch: pytest.MonkeyPat
     net.do(sender, lambda n, p=public, t=net.now: n.send_text(p, "loop", t))
     net.run_for(1.5)
     assert received(recipient) == ["loop"]
+
+
+# ---------------------------------------------------------------- fan-out bounds
+
+
+def _sender_and_peers(config: NodeConfig) -> tuple[Wire, Node, list[tuple[Endpoint, Endpoint]]]:
+    """A sender that knows more peers than its ``k`` (each peer knows only it), and a
+    record of who sends a message frame to whom."""
+    wire = Wire()
+    sender = wire.add(1, config)
+    for seed in range(20, 34):
+        peer = wire.add(seed)
+        peer.bootstrap(wire.endpoint(sender), T0)  # buckets of k: not every peer gets in
+        wire.pump(T0)
+    assert len(sender._table) > config.k
+    codecs = {wire.endpoint(n): Codec(n.identity) for n in wire.nodes.values()}
+    messages: list[tuple[Endpoint, Endpoint]] = []
+
+    def tap(source: Endpoint, dest: Endpoint, data: bytes) -> bool:
+        frame = codecs[dest].decode(data, T0).frame
+        if frame is not None and frame.WhichOneof("body") == "message":
+            messages.append((source, dest))
+        return False
+
+    wire.drop = tap
+    return wire, sender, messages
+
+
+def test_with_no_stem_peer_our_text_goes_to_sender_fanout_nearest_more_on_each_retry() -> None:
+    """docs/PROTOCOL.md, "7.2": with no peer to stem to (every peer missed a query), the
+    sender hands its text to the ``sender_fanout`` nodes nearest the recipient, one more on
+    every retry up to k; never to all k at once, which would show more nodes the text
+    first from its sender."""
+    config = NodeConfig(k=4, sender_fanout=1, backoff_base_s=1.0, backoff_max_s=8.0)
+    wire, sender, messages = _sender_and_peers(config)
+    for peer in list(sender._table):
+        sender._table.record_failure(peer.address, T0)  # out of the stem, still usable
+    recipient = Identity.from_seed(bytes([99]) * 32).public
+    order = sorted(
+        (n for n in sender._table), key=lambda n: n.address_int ^ int.from_bytes(recipient.address)
+    )
+    nearest = [n.endpoint for n in order]
+    wire.offline.update(nearest)  # nobody answers: every attempt is a retry
+    sender.send_text(recipient, "x", T0)
+    wire.pump(T0)
+    assert [d for _, d in messages] == nearest[:1]
+    messages.clear()
+    # The first retry (backoff 1 s) widens to two, but skips the nearest: its receipt may
+    # still come (RECEIPT_TIMEOUT_S, docs/PROTOCOL.md, "Receipt wait").
+    wire.tick(T0 + 1.0)
+    assert [d for _, d in messages] == nearest[1:2]
+    messages.clear()
+    wire.tick(T0 + 3.0)  # the second (2 s later): three, the first two's waits are over
+    assert sorted(d for _, d in messages) == sorted(nearest[:3])
+
+
+def test_the_flood_baseline_sends_to_its_k_nearest_and_no_more() -> None:
+    """The "flood" policy (the baseline the benchmarks compare with) sends every item to
+    the k nodes nearest its target, not to every node it knows."""
+    config = NodeConfig(k=4, policy="flood")
+    wire, sender, messages = _sender_and_peers(config)
+    recipient = Identity.from_seed(bytes([99]) * 32).public
+    order = sorted(
+        (n for n in sender._table), key=lambda n: n.address_int ^ int.from_bytes(recipient.address)
+    )
+    sender.send_text(recipient, "x", T0)
+    wire.pump(T0)
+    sent_to = [d for s, d in messages if s == wire.endpoint(sender)]
+    assert sorted(sent_to) == sorted(n.endpoint for n in order[: config.k])
+
+
+def test_a_stem_relay_whose_coin_says_stem_forwards_one_stem_copy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docs/PROTOCOL.md, "7.2": a relay that gets a text in the stem forwards it, with
+    probability STEM_FORWARD, in the stem again: one copy, flagged stem, to one random
+    peer other than the one that handed it over (the fast sibling of the deselected
+    simulation; a mutant that ignored the coin lived through the selection)."""
+    monkeypatch.setattr(node_module, "STEM_FORWARD", 1.0)
+    wire = Wire()
+    a, r = wire.add(1), wire.add(2)
+    peers = [wire.add(seed) for seed in range(20, 24)]
+    wire.connect(a, r)
+    for peer in peers:
+        wire.connect(peer, r)
+    recipient = Identity.from_seed(bytes([99]) * 32).public
+    a.send_text(recipient, "x", T0)
+    codecs = {wire.endpoint(n): Codec(n.identity) for n in wire.nodes.values()}
+
+    def messages(node: Node) -> list[tuple[bytes, Endpoint, pb.Message]]:
+        out = []
+        for data, dest in node.datagrams_to_send():
+            frame = codecs[dest].decode(data, T0).frame if dest in codecs else None
+            if frame is not None and frame.WhichOneof("body") == "message":
+                out.append((data, dest, frame.message))
+        return out
+
+    ((data, first_hop, message),) = messages(a)
+    assert message.stem
+    relay = wire.nodes[first_hop]
+    relay.receive_datagram(data, wire.endpoint(a), T0)
+    forwarded = messages(relay)
+    assert [(m.stem, dest != wire.endpoint(a)) for _, dest, m in forwarded] == [(True, True)]

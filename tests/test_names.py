@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from comm_tui.net.service import RENAME_PUSH_MAX, NameChanged, NodeService, Outg
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.events import NameClaimed, TextReceived, TextsRead, TextStateChanged
 from comm_tui.protocol.letters import (
+    COMBINING_MARKS_MAX,
     DISPLAY_NAME_MAX_BYTES,
     LETTER_BYTES,
     READ_IDS_MAX,
@@ -82,6 +84,51 @@ def test_a_display_name_is_at_most_64_bytes_on_one_line() -> None:
     assert display_name("\u202e") is None
 
 
+BLANK_NAMES = {
+    "braille blank": "\u2800",
+    "hangul filler": "\u3164",
+    "hangul choseong filler": "\u115f",
+    "hangul jungseong filler": "\u1160",
+    "halfwidth hangul filler": "\uffa0",
+    "khitan filler": "\U00016fe4",
+    "null notehead": "\U0001d159",
+    "fillers with a space": "\u3164 \u3164",
+    "a lone mark": "\u0301",
+    "marks after a space": "a \u0301\u0301",
+    "grapheme joiner": "Alice\u034f",
+    "khmer inherent vowel": "Bob\u17b4",
+    "mongolian free variation selector": "Bob\u180b",
+    "blank beside a name": "Alice\u2800",
+    "five stacked marks": "x" + "\u0301\u0302\u0303\u0304\u0305",
+    "zalgo": "x\u0336\u0353\u0317\u0359\u0320q\u0336\u0353\u0317\u0359\u0320l",
+}
+
+
+@pytest.mark.parametrize("name", BLANK_NAMES.values(), ids=BLANK_NAMES.keys())
+def test_a_name_that_looks_blank_or_garbled_is_refused(name: str) -> None:
+    """docs/PROTOCOL.md, "7.1.1": no blank code point, a visible character, at most
+    COMBINING_MARKS_MAX marks stacked on one base (each name is NFC and trimmed, so only
+    that rule can refuse it)."""
+    assert name == unicodedata.normalize("NFC", " ".join(name.split()))
+    assert not is_display_name(name)
+    assert display_name(name) is None
+    with pytest.raises(ValueError):
+        encode_profile_letter(os.urandom(16), 1, name, 1)
+
+
+def test_names_with_marks_and_emoji_within_bounds_are_names() -> None:
+    four = "x" + "\u0301\u0302\u0303\u0304"
+    assert is_display_name(four)  # COMBINING_MARKS_MAX on one base
+    assert is_display_name(four + "q" + "\u0301\u0302\u0303\u0304")  # each base its own
+    assert is_display_name("\u2764\ufe0f")  # a heart with its emoji selector (Mn)
+    assert is_display_name("1\ufe0f\u20e3")  # a keycap: a selector and an enclosing mark
+    assert is_display_name("\u0915\u094d\u0937\u093f")  # Devanagari with a virama
+    assert is_display_name("\ud55c\uad6d")  # Hangul syllables, not fillers
+    assert is_display_name("\u2801")  # a braille pattern with a dot
+    assert is_display_name("a b")
+    assert len(four) == 1 + COMBINING_MARKS_MAX and unicodedata.is_normalized("NFC", four)
+
+
 def test_the_largest_control_letters_fit_one_letter() -> None:
     name = "\U0001f600" * (DISPLAY_NAME_MAX_BYTES // 4)
     assert len(encode_profile_letter(os.urandom(16), 2**64 - 1, name, 2**64 - 1)) == LETTER_BYTES
@@ -114,8 +161,10 @@ def test_a_claimed_name_arrives_from_the_sessions_author_and_is_acknowledged() -
         pb.Profile(name="Alice\nBob: hi", version=1),
         pb.Profile(name="", version=1),
         pb.Profile(name="Alice", version=0),
+        pb.Profile(name="\u2800", version=1),
+        pb.Profile(name="e" + "\u0301" * 5, version=1),
     ],
-    ids=["oversized", "bidi", "newline", "empty", "version-0"],
+    ids=["oversized", "bidi", "newline", "empty", "version-0", "blank", "zalgo"],
 )
 def test_a_malformed_name_is_refused_and_counted(profile: pb.Profile) -> None:
     wire, a, b = pair()
@@ -443,3 +492,15 @@ def test_a_name_recorded_while_no_node_ran_goes_once_at_start(tmp_path: Path) ->
     assert service.set_display_name("Alice B.")  # the next start: nothing more
     assert service.node.outgoing_text_ids() == after
     db.close()
+
+
+def test_an_own_name_recorded_before_the_rule_is_not_sent_and_the_next_takes_a_version(
+    tmp_path: Path,
+) -> None:
+    """A blank name saved by an older version (docs/PROTOCOL.md, "7.1.1") would make
+    every first text to a contact fail to encode its name letter: it is no name now."""
+    with Database.open(tmp_path / "comm.db") as db:
+        db.set_meta("display_name", '{"name": "\\u2800", "version": 3}')
+        assert db.own_display_name() is None
+        assert db.set_own_display_name("Alice") == 4
+        assert db.own_display_name() == ("Alice", 4)

@@ -21,6 +21,7 @@ from comm_tui.crypto.identity import Identity, is_valid_public_key
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import Codec
 from comm_tui.protocol.node import Node, seen_endpoint
+from comm_tui.protocol.reachability import PROBE_RETRY_S
 from comm_tui.protocol.routing import Endpoint
 from tests.test_reachability import nat_network, validated_send
 from tests.wire import T0
@@ -65,3 +66,37 @@ def test_a_dial_back_for_our_own_key_or_an_invalid_key_is_refused() -> None:
         validated_send(asker, prober, frame, ("198.18.55.1", 4000 + i), T0)
     assert prober.stats.rejected["bad_key"] == 2
     assert prober.stats.sent_by_kind["probe"] == 1  # only the third, a valid stranger's key
+
+
+def test_a_round_whose_last_helper_declines_ends_and_is_retried_later() -> None:
+    """docs/PROTOCOL.md, "12.2": a helper that knows nobody of another network declines
+    with a Probe of its own. That proves nothing either way: the round ends without an
+    outcome and the next is PROBE_RETRY_S later. Mutation testing found that a decline
+    ending the round could be handled with no time (a TypeError, swallowed as an
+    internal error) unnoticed (bench/MUTATION.md)."""
+    wire, relays, clients = nat_network(1, {"c": "full_cone"})
+    client, helper = clients["c"], relays[0]
+    now = T0 + 21
+    while helper.stats.sent_by_kind["probe"] == 0:
+        assert now < T0 + 120, "the client never asked its only relay for a probe"
+        now += 1.0
+        wire.tick(now)
+    assert client.stats.sent_by_kind["probe_request"] == 1
+    assert not client.stats.rejected  # the decline was taken, not refused or raised on
+    assert client._prober.outcome == "none"
+    assert client._prober.next_at == now + PROBE_RETRY_S
+
+
+@pytest.mark.parametrize("nonce", [b"n" * 15, b"n" * 17])
+def test_a_probe_request_with_a_nonce_of_another_length_is_malformed(nonce: bytes) -> None:
+    """docs/PROTOCOL.md, "12.2": a ProbeRequest's nonce is CHALLENGE_BYTES; any other
+    length is refused and counted as malformed, and nobody is asked to probe."""
+    _, relays, _ = nat_network(6, {})
+    relay = relays[0]
+    asker = Codec(Identity.from_seed(b"\x61" * 32))
+    dial_backs = relay.stats.sent_by_kind["dial_back"]
+    frame = pb.Frame(probe_request=pb.ProbeRequest(nonce=nonce))
+    answers = validated_send(asker, relay, frame, ("203.0.113.7", 6000), T0 + 21)
+    assert answers == []
+    assert relay.stats.rejected["malformed"] == 1
+    assert relay.stats.sent_by_kind["dial_back"] == dial_backs

@@ -38,10 +38,12 @@ from comm_tui.protocol.node import (
     BUNDLE_RETRY_S,
     HOUSEKEEPING_INTERVAL_S,
     KNOWN_BUNDLES_MAX,
+    QUERY_TIMEOUT_S,
     Node,
     NodeConfig,
 )
 from comm_tui.protocol.relay_store import Entry, Kind
+from comm_tui.protocol.routing import Endpoint
 from comm_tui.sim.network import SimNetwork, SimNode
 from tests.wire import T0, Wire
 
@@ -851,3 +853,99 @@ def test_a_used_one_time_prekey_is_withdrawn_from_the_published_bundle() -> None
         held = holder.node._store.get(Kind.RECORD, bob.node.address)
         assert held is not None and isinstance(held.wire, pb.PrekeyBundle)
         assert bundle_of(held.wire) == bob.node._prekeys.public_bundle()
+
+
+def test_a_record_offered_again_is_a_duplicate_with_a_receipt(wire: Wire) -> None:
+    """A holder offered the record it holds (another replica's relay, a retry) counts a
+    duplicate, notes the sender as a holder and answers with a receipt, so the sender
+    stops offering it; nothing is refused (docs/PROTOCOL.md, "7.2")."""
+    a, r, c = wire.add(1), wire.add(2), wire.add(3)
+    wire.connect(a, r)
+    wire.connect(c, r)
+    a.set_own_bundle(bundle_for(a.identity), T0)
+    wire.pump(T0)
+    held = r._store.get(Kind.RECORD, a.address)
+    assert held is not None and isinstance(held.wire, pb.PrekeyBundle)
+    duplicates, rejected = r.stats.duplicates, r.stats.rejected_total
+    frame = pb.Frame(record=pb.Record(bundle=held.wire))
+    r.receive_datagram(
+        c._codec.encode_frame(r.identity.key, frame, T0 + 1), wire.endpoint(c), T0 + 1
+    )
+    answers = [
+        Codec(c.identity).decode(data, T0 + 1).frame
+        for data, dest in r.datagrams_to_send()
+        if dest == wire.endpoint(c)
+    ]
+    assert r.stats.duplicates == duplicates + 1
+    assert r.stats.rejected_total == rejected
+    assert [f.WhichOneof("body") for f in answers if f is not None] == ["receipt"]
+    assert c.address in held.holders
+
+
+def test_a_fetch_whose_record_query_times_out_still_ends(wire: Wire) -> None:
+    """A GetRecord nobody answers ends when it times out (QUERY_TIMEOUT_S); the last
+    one ends the fetch with BundleFetched, found or not, so the text waiting for the
+    bundle goes on (with the fallback). A mutant that ended no fetch on a timeout lived
+    through the whole selection (bench/MUTATION.md)."""
+    fetcher, holder = wire.add(1), wire.add(2)
+    wire.connect(fetcher, holder)
+    owner = Identity.from_seed(b"\x55" * 32)
+    codec = Codec(holder.identity)
+    lost: list[float] = []
+
+    def lose_record_queries(source: Endpoint, dest: Endpoint, data: bytes) -> bool:
+        if dest != wire.endpoint(holder):
+            return False
+        frame = codec.decode(data, T0).frame
+        if frame is not None and frame.WhichOneof("body") == "get_record":
+            lost.append(T0)
+            return True
+        return False
+
+    wire.drop = lose_record_queries
+    fetcher.fetch_bundle(owner.address, T0)
+    wire.pump(T0)
+    assert len(lost) == 1 and fetched(wire, fetcher) == []
+    wire.run(T0 + 1, T0 + QUERY_TIMEOUT_S + 1)
+    assert fetched(wire, fetcher) == [BundleFetched(owner.address, False)]
+
+
+def test_a_fetch_ends_only_once_every_node_asked_has_answered(wire: Wire) -> None:
+    """The fetch ends when the last GetRecord is answered or timed out, not the first:
+    a first answer without the record must not report the bundle missing while another
+    node asked holds it (docs/PROTOCOL.md, "Records")."""
+    fetcher, without, holder = wire.add(1), wire.add(2), wire.add(3)
+    wire.connect(fetcher, without)
+    wire.connect(fetcher, holder)
+    owner = Identity.from_seed(b"\x55" * 32)
+    plant(holder, record_for(owner), owner.address)
+    assert fetcher.fetch_bundle(owner.address, T0)
+    wire.pump(T0)  # ``without`` answers first: it comes first in the wire's order
+    assert fetched(wire, fetcher) == [BundleFetched(owner.address, True)]
+    assert owner.address in fetcher._known_bundles
+
+
+@pytest.mark.parametrize(
+    ("spk_id", "one_time_id", "ok"),
+    [
+        (1, 1, True),
+        (2**32 - 1, 2**32 - 1, True),
+        (0, 1, False),  # the signed prekey's id out of range, the one-time ones fine
+        (2**32, 1, False),
+        (1, 0, False),  # a one-time prekey's id out of range, the signed one fine
+        (1, 2**32, False),
+    ],
+)
+def test_a_record_is_signed_only_with_prekey_ids_from_1_to_2_32_minus_1(
+    spk_id: int, one_time_id: int, ok: bool
+) -> None:
+    """docs/PROTOCOL.md, "Records": prekey ids are 1 .. 2^32-1 (u32, 0 reserved); the
+    owner never signs a record that breaks it, whichever id does."""
+    owner = Identity.from_seed(b"\x55" * 32)
+    bundle = PublicBundle(owner.key, spk_id, os.urandom(32), ((one_time_id, os.urandom(32)),))
+    issued = int(T0) * MS
+    if ok:
+        assert verify_record(sign_record(owner, bundle, issued, issued + 3_600_000))
+    else:
+        with pytest.raises(ValueError, match="prekey ids"):
+            sign_record(owner, bundle, issued, issued + 3_600_000)

@@ -317,3 +317,18 @@ def test_relaying_off_is_client_mode_from_the_first_frame_without_local_endpoint
     assert seed_node.address in carol._table
     assert carol.address not in seed_node._table
     assert carol.relay_usage().relaying is False
+
+
+def test_each_relay_attempt_over_the_bandwidth_cap_is_counted_deferred() -> None:
+    """Once the relay bandwidth is spent, every item handed over waits for the balance
+    (docs/PROTOCOL.md, "8.1 Local caps"), and each such attempt is counted in
+    ``relay_deferred`` (the status panel's figure of a relay at its cap)."""
+    wire = Wire()
+    relay = wire.add(1, NodeConfig(relay_bandwidth_bytes_s=1, store_rate_per_s=1e9))
+    peers = _star(wire, relay, 4)
+    expires = _hour_after(T0, 24)
+    for _ in range(20):
+        _hand(wire, peers[0], relay, _message_for(os.urandom(20), expires), T0)
+    waiting = [e for e in relay._store if e.for_others and e.attempts == 0]
+    assert len(waiting) >= 2
+    assert relay.stats.relay_deferred == len(waiting)

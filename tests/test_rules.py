@@ -17,6 +17,7 @@ from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.admission import CHALLENGE_BYTES
 from comm_tui.protocol.codec import Codec
 from comm_tui.protocol.node import (
+    CHALLENGED_MAX,
     DEFAULT_TTL_S,
     EXPIRY_UNIT_MS,
     RECEIPT_TIMEOUT_S,
@@ -136,6 +137,77 @@ def test_a_validated_peer_is_rate_limited_by_its_key() -> None:
         data = peer._codec.encode_frame(relay.identity.key, ping, T0 + 1 + i / 1000)
         relay.receive_datagram(data, wire.endpoint(peer), T0 + 1 + i / 1000)
     assert 40 <= relay.stats.rejected["rate_limited"] - before <= 60
+
+
+def test_a_flood_forged_from_a_peers_endpoint_does_not_silence_the_peer() -> None:
+    """docs/PROTOCOL.md, "Admission": a known key at its validated endpoint is limited by
+    its key, not by the endpoint, so junk sent with the peer's address forged as source
+    spends the endpoint's budget and never the peer's. A mutant that never took the
+    peer's boxed datagrams for its own lived through the selection (bench/MUTATION.md)."""
+    wire = Wire()
+    relay, peer = wire.add(1, NodeConfig(datagram_burst=20, datagram_rate_per_s=1)), wire.add(2)
+    wire.connect(peer, relay, T0)
+    now = T0 + 1
+    stranger = Codec(Identity.generate())
+    before = relay.stats.rejected["rate_limited"]
+    for _ in range(40):  # forged: the peer's endpoint as source, a stranger's hellos
+        hello = stranger.encode_hello(random.randbytes(CHALLENGE_BYTES))
+        relay.receive_datagram(hello, wire.endpoint(peer), now)
+    assert relay.stats.rejected["rate_limited"] - before >= 20  # the endpoint's budget is spent
+    pongs = relay.stats.sent_by_kind["pong"]
+    for _ in range(5):
+        ping = pb.Frame(ping=pb.Ping(challenge=random.randbytes(CHALLENGE_BYTES)))
+        relay.receive_datagram(
+            peer._codec.encode_frame(relay.identity.key, ping, now), wire.endpoint(peer), now
+        )
+    assert relay.stats.sent_by_kind["pong"] - pongs == 5  # the peer itself is still heard
+
+
+def test_a_challenge_answered_after_a_flood_of_challenges_still_lets_the_frame_in() -> None:
+    """docs/PROTOCOL.md, "Admission": the table of pairs we challenged is bounded
+    (CHALLENGED_MAX), so a flood of frames from forged endpoints evicts an honest peer's
+    pair before its pong comes. The challenge itself is stateless: the pong still proves
+    the pair, and the request that waited for it is answered (a mutant that assumed the
+    pair was still in the table raised there, bench/MUTATION.md)."""
+    relay = Node(Identity.from_seed(b"\x01" * 32), T0, rng=random.Random(1))
+    peer, at = Codec(Identity.from_seed(b"\x02" * 32)), ("198.18.1.1", 4000)
+    find = pb.Frame(find_node=pb.FindNode(query_id=b"q" * CHALLENGE_BYTES, target=b"t" * 20))
+    relay.receive_datagram(peer.encode_frame(relay.identity.key, find, T0), at, T0)
+    (ping,) = [peer.decode(d, T0).frame for d, dest in relay.datagrams_to_send() if dest == at]
+    assert ping is not None and ping.WhichOneof("body") == "ping"
+    mallory = Codec(Identity.from_seed(b"\x09" * 32))
+    for i in range(CHALLENGED_MAX):  # one key from as many forged endpoints
+        now = T0 + i / 1000
+        frame = pb.Frame(ping=pb.Ping(challenge=random.randbytes(CHALLENGE_BYTES)))
+        forged = (f"203.0.{i // 250}.{i % 250 + 1}", 5000)
+        relay.receive_datagram(mallory.encode_frame(relay.identity.key, frame, now), forged, now)
+        if i % 512 == 0:
+            relay.datagrams_to_send()
+    relay.datagrams_to_send()
+    later = T0 + 5
+    pong = pb.Frame(pong=pb.Pong(challenge=ping.ping.challenge))
+    relay.receive_datagram(peer.encode_frame(relay.identity.key, pong, later), at, later)
+    answers = [
+        frame.WhichOneof("body")
+        for data, dest in relay.datagrams_to_send()
+        if dest == at and (frame := peer.decode(data, later).frame) is not None
+    ]
+    assert "nodes" in answers  # the find_node that waited for the proof
+    assert not relay.stats.rejected
+
+
+def test_a_bootstrap_nodes_pong_proves_its_address_at_once() -> None:
+    """docs/PROTOCOL.md, "Admission": our hello's challenge, answered from the endpoint
+    we sent it to, proves that the bootstrap node's key receives there; it enters our
+    table without a second challenge (a mutant that proved key None lived through the
+    selection: one ping more per join, and the node unproven until then)."""
+    wire = Wire()
+    a, b = wire.add(1), wire.add(2)
+    a.bootstrap(wire.endpoint(b), T0)
+    wire.pump(T0)
+    assert b.address in a._table
+    assert a.stats.sent_by_kind["ping"] == 0
+    assert b.stats.sent_by_kind["pong"] == 1  # the hello's, and no other
 
 
 def test_a_pong_from_another_key_than_the_one_pinged_is_unsolicited() -> None:

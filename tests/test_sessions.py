@@ -27,7 +27,7 @@ from comm_tui.crypto.x3dh import X3DH_INFO, F, sign_init
 from comm_tui.protocol import sessions as sessions_module
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import Codec, Rejected
-from comm_tui.protocol.events import SessionReset, SessionsChanged
+from comm_tui.protocol.events import NameClaimed, SessionReset, SessionsChanged
 from comm_tui.protocol.letters import CHUNK_BYTES, LETTER_BYTES, decode_letter, encode_letter
 from comm_tui.protocol.node import (
     HANDSHAKE_BURST,
@@ -468,6 +468,34 @@ def test_a_lost_session_is_detected_reset_with_a_notice_and_needs_no_help() -> N
     wire.pump(now)
     assert texts_of(wire, a)[-1] == "back" and texts_of(wire, b2)[-1] == "welcome back"
     assert len(wire.of(a, SessionReset)) == 1
+
+
+def test_a_name_claim_from_a_peer_that_lost_its_sessions_is_a_reset() -> None:
+    """docs/PROTOCOL.md, "Session reset": a new session whose first letter was written
+    after we had confirmed one with its author re-establishes a lost session, whatever
+    the letter carries; a profile letter (a name claim, "7.1.1") too. That needs the
+    time it was written on the profile letter: mutation testing found a profile letter
+    sent with none unnoticed (bench/MUTATION.md)."""
+    wire = Wire()
+    a, b = wire.add(1), wire.add(2)
+    wire.connect(a, b)
+    now = T0
+    for i in range(2):
+        now += 10
+        a.send_text(b.identity.public, f"a{i}", now)
+        b.send_text(a.identity.public, f"b{i}", now)
+        wire.pump(now)
+    assert not wire.of(b, SessionReset)
+    a2 = Node(a.identity, T0, config=a.config, rng=random.Random(5))  # a lost its sessions
+    wire.nodes[wire.endpoint(a)] = a2
+    now += 10
+    wire.connect(a2, b, now)
+    a2.send_profile(b.identity.public, "Alice", 1, now)
+    wire.pump(now)
+    assert [(e.sender.key, e.name) for e in wire.of(b, NameClaimed)] == [  # type: ignore[attr-defined]
+        (a.identity.key, "Alice")
+    ]
+    assert [e.peer_key for e in wire.of(b, SessionReset)] == [a.identity.key]  # type: ignore[attr-defined]
 
 
 def test_one_time_prekeys_are_used_once_and_consumed_on_commit() -> None:

@@ -9,12 +9,16 @@ flags of a freshly loaded prekey store were unpinned.
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 
 import pytest
 
+from comm_tui.crypto.identity import Identity
 from comm_tui.crypto.prekeys import PrekeyStore
 from comm_tui.crypto.ratchet import RatchetState, generate_dh
+from comm_tui.protocol.events import SessionsChanged
+from comm_tui.protocol.node import Node
 
 NOW = 1_800_000_000.0
 U32_MAX = 2**32 - 1
@@ -62,3 +66,16 @@ def test_a_loaded_prekey_store_is_clean_and_publishes_the_same_bundle() -> None:
     assert loaded.bundle_version == 1
     assert loaded.public_bundle() == store.public_bundle()
     assert loaded.serialize() == store.serialize()
+
+
+def test_a_new_nodes_prekeys_are_reported_for_saving_before_anything_else() -> None:
+    """A new profile's prekeys are made at construction and must reach the disk with the
+    first batch of events: a bundle published from them and lost at a crash would leave
+    every session started with it unopenable (docs/PROTOCOL.md, "Letters and sealing")."""
+    node = Node(Identity.from_seed(b"\x03" * 32), NOW, rng=random.Random(3))
+    node.handle_timer(NOW)
+    saved = [e.prekeys for e in node.drain_events() if isinstance(e, SessionsChanged)]
+    assert saved and saved[0] is not None
+    assert PrekeyStore.deserialize(node.identity.key, saved[0], NOW).public_bundle() == (
+        node._prekeys.public_bundle()
+    )

@@ -23,3 +23,14 @@ def test_the_counters_by_reason_and_kind_of_a_status_do_not_move() -> None:
     assert a.stats.rejected_total == sum(rejected.values()) + 1
     assert a.stats.sent_by_kind != sent
     assert (dict(status.stats.rejected), dict(status.stats.sent_by_kind)) == (rejected, sent)
+
+
+def test_a_status_carries_the_nodes_reachability_and_mode() -> None:
+    """The status panel shows what the node knows of its reachability ("12.3"); a
+    status built without it survived mutation testing (bench/MUTATION.md)."""
+    wire = Wire()
+    a = wire.add(1)
+    status = a.status()
+    assert status.reachability == a.reachability
+    assert status.reachability.kind == "unknown"
+    assert status.client_mode == a.client_mode

@@ -444,6 +444,7 @@ def test_schema_1_database_migrates_keeping_history_and_becomes_private(db_path:
         [old] = db.history(b"a" * 20)
         assert (old.text, old.direction, old.read) == ("old", "in", False)
         notice = db.add_notice(b"k" * 32, b"a" * 20, SESSION_RESET_NOTICE, 3.0)
+        assert notice is not None
         assert (notice.direction, notice.state, notice.read) == ("notice", "notice", True)
         assert [r.direction for r in db.history(b"a" * 20)] == ["in", "notice"]
         assert db.conversations()[0].unread == 1  # a notice is never unread

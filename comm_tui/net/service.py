@@ -601,7 +601,8 @@ class NodeService:
         for row in self.db.outgoing_in_states(("queued", "sent")):
             if row.peer_address == peer.address:
                 self.node.send_text(peer, row.text, now, text_id=row.text_id, sent_ms=row.sent_ms)
-        return [NoticeAdded(notice), *self._persist(self._drain())]
+        shown: list[ServiceEvent] = [] if notice is None else [NoticeAdded(notice)]
+        return [*shown, *self._persist(self._drain())]
 
     def _settle_lost_outgoing(self) -> None:
         """Texts the outbox shows as pending but the relay store no longer holds expired."""

@@ -117,11 +117,8 @@ class BundleFetched:
     found: bool
 
 
-@dataclass(frozen=True)
-class DatagramRejected:
-    reason: str
-
-
+# A rejected datagram is no event: it is counted by reason (``NodeStats.reject``), so a
+# flood of bad datagrams grows a counter, never a queue the driver must drain.
 Event = (
     TextReceived
     | NameClaimed
@@ -133,5 +130,4 @@ Event = (
     | SessionsChanged
     | SessionReset
     | BundleFetched
-    | DatagramRejected
 )

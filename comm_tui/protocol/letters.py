@@ -37,6 +37,18 @@ READ_IDS_MAX = 32
 # unassigned, line and paragraph separators. A name is shown on one line as the
 # peer's literal words; none of these has a place in it.
 _FORBIDDEN_DISPLAY_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+# Code points of other categories that render as nothing (docs/PROTOCOL.md, "7.1.1"):
+# a name holding one could look blank, or like another name with it left out. Hangul
+# fillers, the braille blank, the combining grapheme joiner, Khmer inherent vowels,
+# Mongolian free variation selectors, the Khitan filler, the musical null notehead.
+BLANK_CODE_POINTS = frozenset(
+    {0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180B, 0x180C, 0x180D, 0x180F, 0x2800}
+    | {0x3164, 0xFFA0, 0x16FE4, 0x1D159}
+)
+# Nonspacing and enclosing marks (categories Mn, Me) stack on the character before them:
+# at most this many in a row, after a character that is neither a space nor a mark.
+COMBINING_MARKS_MAX = 4
+_MARK_CATEGORIES = frozenset({"Mn", "Me"})
 
 
 class LetterError(ValueError):
@@ -57,12 +69,33 @@ def display_name(raw: str) -> str | None:
 
 def is_display_name(name: str) -> bool:
     """Whether ``name`` is a display name exactly as it must travel: already normalized
-    (so one name has one encoding), 1 to 64 bytes, no forbidden character."""
-    return (
+    (so one name has one encoding), 1 to 64 bytes, no forbidden or blank character, and
+    marks only on a visible base, at most COMBINING_MARKS_MAX of them ("Zalgo").
+
+    The one rule for letters, cards and the user's own name (docs/PROTOCOL.md, "7.1.1"):
+    a name is shown as the peer's literal words, so it must look like something, and like
+    nothing taller than one line.
+    """
+    if not (
         0 < len(name.encode("utf-8", "surrogatepass")) <= DISPLAY_NAME_MAX_BYTES
         and name == unicodedata.normalize("NFC", " ".join(name.split()))
-        and not any(unicodedata.category(c) in _FORBIDDEN_DISPLAY_CATEGORIES for c in name)
-    )
+    ):
+        return False
+    # With the rules above, the first character is visible: a name never looks blank.
+    marks = 0
+    previous = " "  # a mark may not open the name
+    for c in name:
+        category = unicodedata.category(c)
+        if category in _FORBIDDEN_DISPLAY_CATEGORIES or ord(c) in BLANK_CODE_POINTS:
+            return False
+        if category in _MARK_CATEGORIES:
+            marks += 1
+            if previous == " " or marks > COMBINING_MARKS_MAX:
+                return False
+            continue
+        marks = 0
+        previous = c
+    return True
 
 
 def split_text(text: str) -> list[bytes]:

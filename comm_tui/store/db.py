@@ -21,6 +21,7 @@ import os
 import sqlite3
 import threading
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, replace
@@ -30,6 +31,7 @@ from typing import Any, Literal, Self
 
 from comm_tui.errors import StorageError, UserError
 from comm_tui.protocol import outbox
+from comm_tui.protocol.letters import is_display_name
 
 BUSY_TIMEOUT_MS = 5000
 DATABASE_FILE_MODE = 0o600
@@ -210,6 +212,31 @@ _HISTORY_COLUMNS = (
 # Claimed names kept at most: keys are free, so a flood of strangers' claims only
 # evicts strangers' claims (the oldest first); a contact's claim is never evicted.
 CLAIMED_NAMES_MAX = 4096
+# docs/PROTOCOL.md, "7.1 Letters and sealing", "Message requests": keys are free, so the
+# texts of senders who are not contacts (and whom we never wrote to) are bounded: at most
+# REQUEST_TEXTS_MAX kept per sender, REQUEST_CONVERSATIONS_MAX such senders in all (at
+# most 2,000 texts, 128 MiB of 64 KiB texts). Contacts are never limited.
+REQUEST_TEXTS_MAX = 20
+REQUEST_CONVERSATIONS_MAX = 100
+# Every request conversation: its peer, its latest row id, whether the user read any of
+# its texts. Peers are walked one index seek each (``messages_by_peer``), so a fresh key's
+# first text costs in the number of peers, not in the size of the history.
+_REQUEST_CONVERSATIONS = """
+    WITH RECURSIVE peers (a) AS (
+        SELECT (SELECT min(peer_address) FROM messages)
+        UNION ALL
+        SELECT (SELECT min(peer_address) FROM messages WHERE peer_address > a)
+        FROM peers WHERE a IS NOT NULL
+    )
+    SELECT a, (SELECT max(id) FROM messages WHERE peer_address = a),
+        (SELECT max(created_at) FROM messages WHERE peer_address = a),
+        EXISTS (SELECT 1 FROM messages WHERE peer_address = a AND direction = 'in' AND read)
+    FROM peers
+    WHERE a IS NOT NULL AND a NOT IN (SELECT address FROM contacts)
+        AND NOT EXISTS (SELECT 1 FROM messages WHERE peer_address = a AND direction = 'out')
+"""
+# What ``add_incoming`` did with a request's text beyond keeping it (``Database.requests``).
+RequestOutcome = Literal["dropped", "evicted_text", "evicted_conversation"]
 META_DISPLAY_NAME = "display_name"  # our own: {"name": ..., "version": n} (JSON)
 
 
@@ -298,6 +325,9 @@ class Database:
     def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
         self.path = path
         self._raw = connection
+        # Texts of message requests not kept or removed since open, by what happened
+        # (docs/PROTOCOL.md, "7.1", "Message requests"); shown in the node's stats line.
+        self.requests: Counter[RequestOutcome] = Counter()
         self._depth = 0
         # In a group commit's batch opened without savepoints: a failed write in it
         # (``_poisoned``) means the whole batch must be undone, never committed.
@@ -592,8 +622,19 @@ class Database:
         sent_ms: int,
         now: float,
     ) -> HistoryRow | None:
-        """Record a received message, or return None if it was already recorded."""
+        """Record a received message, or return None if it was already recorded or not
+        kept: a text from a sender who is not a contact and whom we never wrote to (a
+        message request) is kept within the request bounds (``_make_room_for_request``).
+
+        The caller acknowledges the text either way (docs/PROTOCOL.md, "7.1", "Message
+        requests"): a text never acknowledged is relayed again for days.
+        """
         with self.transaction():
+            if self._is_request(sender_address) and not self._make_room_for_request(
+                text_id, sender_address
+            ):
+                self.requests["dropped"] += 1
+                return None
             row = self._one(
                 "INSERT INTO messages (text_id, peer_address, peer_key, direction, text, state,"
                 " sent_ms, created_at, updated_at, read) VALUES (?, ?, ?, 'in', ?, ?, ?, ?, ?, 0)"
@@ -608,6 +649,66 @@ class Database:
                 now,
             )
         return None if row is None else _history_row(row)
+
+    def _is_request(self, address: bytes) -> bool:
+        """A conversation is a request while its peer is not a contact and we never wrote
+        to it (docs/PROTOCOL.md, "7.1", "Message requests")."""
+        known = self._one(
+            "SELECT EXISTS (SELECT 1 FROM contacts WHERE address = ?)"
+            " OR EXISTS (SELECT 1 FROM messages WHERE peer_address = ? AND direction = 'out')",
+            address,
+            address,
+        )[0]
+        return not known
+
+    def _make_room_for_request(self, text_id: bytes, address: bytes) -> bool:
+        """Make room for one more text of the request from ``address``; False when it
+        cannot be kept (docs/PROTOCOL.md, "7.1", "Message requests").
+
+        Only texts the user has not read are ever removed (a text read stays until the
+        user deletes it): past REQUEST_TEXTS_MAX texts of one sender, its oldest unread
+        text goes; past REQUEST_CONVERSATIONS_MAX request conversations, one is forgotten
+        whole: one the user ignored (``ignore_request``, hidden: read or not, the user
+        said they do not want it) first, else one that holds no read text; the stalest
+        first. When nothing can go, the new text is not kept. A duplicate takes no room.
+        """
+        if self._one(
+            "SELECT EXISTS (SELECT 1 FROM messages WHERE direction = 'in'"
+            " AND peer_address = ? AND text_id = ?)",
+            address,
+            text_id,
+        )[0]:
+            return True
+        held = self._one(
+            "SELECT count(*) FROM messages WHERE peer_address = ? AND direction = 'in'", address
+        )[0]
+        if held >= REQUEST_TEXTS_MAX:
+            oldest = self._one(
+                "SELECT id FROM messages WHERE peer_address = ? AND direction = 'in'"
+                " AND read = 0 ORDER BY id LIMIT 1",
+                address,
+            )
+            if oldest is None:
+                return False
+            self._conn.execute("DELETE FROM messages WHERE id = ?", (oldest[0],))
+            self.requests["evicted_text"] += 1
+            return True
+        if held > 0:
+            return True
+        requests = self._all(_REQUEST_CONVERSATIONS)
+        if len(requests) < REQUEST_CONVERSATIONS_MAX:
+            return True
+        ignored = self._ignored_requests()
+        victims = sorted(
+            (not hidden, last_id, peer)
+            for peer, last_id, last_at, read in requests
+            if (hidden := last_at <= ignored.get(peer.hex(), -1.0)) or not read
+        )
+        if not victims:
+            return False
+        self._conn.execute("DELETE FROM messages WHERE peer_address = ?", (victims[0][2],))
+        self.requests["evicted_conversation"] += 1
+        return True
 
     def history(
         self, peer_address: bytes, limit: int = DEFAULT_HISTORY_PAGE, before_id: int | None = None
@@ -737,7 +838,13 @@ class Database:
         return None if row is None else str(row[0])
 
     def own_display_name(self) -> tuple[str, int] | None:
-        """Our display name and its version, as last sent (None: never set)."""
+        """Our display name and its version, as last sent (None: never set, or a name
+        recorded before docs/PROTOCOL.md, "7.1.1" refused it, a blank one say: it is
+        neither sent nor put in a card, and the next name set takes the next version)."""
+        own = self._own_display_name_record()
+        return own if own is not None and is_display_name(own[0]) else None
+
+    def _own_display_name_record(self) -> tuple[str, int] | None:
         value = self.get_meta(META_DISPLAY_NAME)
         if value is None:
             return None
@@ -747,7 +854,7 @@ class Database:
     def set_own_display_name(self, name: str) -> int | None:
         """Record our display name; returns its new version, or None if it did not change."""
         with self.transaction():
-            current = self.own_display_name()
+            current = self._own_display_name_record()
             if current is not None and current[0] == name:
                 return None
             version = 1 if current is None else current[1] + 1
@@ -788,9 +895,28 @@ class Database:
         )
         return [_history_row(row) for row in rows]
 
-    def add_notice(self, peer_key: bytes, peer_address: bytes, text: str, now: float) -> HistoryRow:
-        """Record a notice in a conversation (our own words, never a peer's)."""
+    def add_notice(
+        self, peer_key: bytes, peer_address: bytes, text: str, now: float
+    ) -> HistoryRow | None:
+        """Record a notice in a conversation (our own words, never a peer's).
+
+        In a message request (docs/PROTOCOL.md, "7.1", "Message requests") a stranger can
+        start sessions at will, so a notice there replaces the one before it, and none is
+        added to a request holding no text (None): no conversation comes from notices.
+        """
         with self.transaction():
+            if self._is_request(peer_address):
+                has_text = self._one(
+                    "SELECT EXISTS (SELECT 1 FROM messages WHERE peer_address = ?"
+                    " AND direction = 'in')",
+                    peer_address,
+                )[0]
+                if not has_text:
+                    return None
+                self._conn.execute(
+                    "DELETE FROM messages WHERE peer_address = ? AND direction = 'notice'",
+                    (peer_address,),
+                )
             row = self._one(
                 "INSERT INTO messages (text_id, peer_address, peer_key, direction, text, state,"
                 " sent_ms, created_at, updated_at, read)"

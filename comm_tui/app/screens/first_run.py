@@ -68,11 +68,7 @@ class NicknameScreen(ModalScreen[str | None]):
         text = self.query_one("#nickname", Input).value
         if not text.strip():
             return  # Skip is the way to have no name
-        problem = name_problem(text)
-        if problem is not None:
-            self.query_one("#error", Static).update(Content(problem))
-            return
-        self.dismiss(display_name(text))
+        _dismiss_with_name(self, text)
 
     @on(Button.Pressed, "#skip")
     def action_skip(self) -> None:
@@ -115,13 +111,18 @@ class OwnNameScreen(ModalScreen[str | None]):
     @on(Button.Pressed, "#rename")
     @on(Input.Submitted)
     def _rename(self) -> None:
-        text = self.query_one("#own-name-input", Input).value
-        problem = name_problem(text)
-        if problem is not None:
-            self.query_one("#error", Static).update(Content(problem))
-            return
-        self.dismiss(display_name(text))
+        _dismiss_with_name(self, self.query_one("#own-name-input", Input).value)
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+def _dismiss_with_name(screen: ModalScreen[str | None], text: str) -> None:
+    """Close a name dialog with the normalized name, or keep it open with one line saying
+    why the node would refuse it (the one rule: ``letters.is_display_name``)."""
+    problem = name_problem(text)
+    if problem is not None:
+        screen.query_one("#error", Static).update(Content(problem))
+        return
+    screen.dismiss(display_name(text))
