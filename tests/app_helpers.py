@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from textual.pilot import Pilot
 
@@ -33,6 +33,25 @@ async def wait_until(
             return
         await pilot.pause(step_s)
     raise AssertionError(f"timed out after {WAIT_S} s waiting for {what}")
+
+
+def keep_notifications(app: CommApp) -> list[tuple[str, str]]:
+    """(title, message) of every notification ``app`` raises from now on, in order.
+
+    ``app._notifications`` holds only the toasts still shown: each is dropped when its
+    timeout ends (5 s by default), so a count taken there misses any raised more than
+    5 s earlier, as on a loaded machine. This list keeps them all; the app still shows
+    each one as before.
+    """
+    kept: list[tuple[str, str]] = []
+    notify = app.notify
+
+    def keeping(message: str, **options: Any) -> None:
+        kept.append((str(options.get("title", "")), message))
+        notify(message, **options)
+
+    app.notify = keeping  # type: ignore[method-assign]
+    return kept
 
 
 def make_profile(

@@ -17,7 +17,14 @@ from comm_tui.app.widgets.composer import Composer
 from comm_tui.app.widgets.conversation import MessageRow
 from comm_tui.crypto.identity import Identity
 from comm_tui.net.service import NodeService
-from tests.app_helpers import SIZE, make_profile, on_node, profile_db, wait_until
+from tests.app_helpers import (
+    SIZE,
+    keep_notifications,
+    make_profile,
+    on_node,
+    profile_db,
+    wait_until,
+)
 
 TEXT = "written down, or not shown as sent. " * 49 + "The end."
 # TEST-NET-1 (RFC 5737): no interface of this machine has it, so binding to it fails.
@@ -71,6 +78,12 @@ async def test_a_full_disk_while_sending_stops_the_node_and_gives_the_text_back(
 ) -> None:
     bob = _with_bob(tmp_path)
     with app_session(data_dir=tmp_path, listen="127.0.0.1:0") as app:
+        # Counted as raised: the first refusal's toast may be gone (5 s) before the second.
+        raised = keep_notifications(app)
+
+        def refusals() -> int:
+            return sum(title == "Not sent" for title, _ in raised)
+
         async with app.run_test(size=SIZE) as pilot:
             await wait_until(pilot, lambda: app.node_bound is not None, "the node to start")
             await pilot.press("enter")
@@ -91,14 +104,9 @@ async def test_a_full_disk_while_sending_stops_the_node_and_gives_the_text_back(
             )
             assert not list(app.query(MessageRow))
             # The stopped node refuses again (it queues nothing it cannot write down).
-            refusals = sum(n.title == "Not sent" for n in app._notifications)
-            assert refusals == 1
+            assert refusals() == 1
             await pilot.press("enter")
-            await wait_until(
-                pilot,
-                lambda: sum(n.title == "Not sent" for n in app._notifications) == 2,
-                "the second refusal",
-            )
+            await wait_until(pilot, lambda: refusals() == 2, "the second refusal")
             assert composer.text == TEXT
             assert not list(app.query(MessageRow))
             assert app.is_running

@@ -16,6 +16,7 @@ import pytest
 
 from comm_tui.app import app_session
 from comm_tui.app.screens.search import SearchScreen, marked
+from comm_tui.app.widgets.contact_list import ContactList
 from comm_tui.app.widgets.conversation import ConversationView, MessageLog, MessageRow
 from comm_tui.cli import main
 from comm_tui.crypto.identity import Identity
@@ -188,3 +189,38 @@ async def test_search_in_the_app_opens_the_result_in_its_conversation(tmp_path: 
             assert texts[-1] == f"hay {3 * DEFAULT_HISTORY_PAGE - 1}"
             ids = [w.row.id for w in conversation.query(MessageRow)]
             assert ids == sorted(set(ids))  # in order, nothing twice
+
+
+async def test_a_result_opened_from_an_empty_conversation_is_in_view(tmp_path: Path) -> None:
+    """An empty (or short) conversation is drawn at the bottom of its view while it follows
+    the newest message; the search result opened from there must not inherit that offset
+    (it did: the result was mounted below the view, an empty pane)."""
+    make_profile(tmp_path)
+    bob, carol = Identity.generate(), Identity.generate()
+    now = time.time()
+    with profile_db(tmp_path) as db:
+        db.add_contact("bob", bob.key, bob.address, now - 100)
+        db.add_contact("carol", carol.key, carol.address, now - 50)  # first, no messages
+        _incoming(db, bob, "the needle", now - 10)
+        db.mark_read(bob.address)
+    with app_session(data_dir=tmp_path) as app:
+        async with app.run_test(size=(80, 24)) as pilot:
+            conversation = app.query_one(ConversationView)
+            log = app.query_one(MessageLog)
+            app.query_one(ContactList).select_address(carol.address)
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: conversation.peer_address == carol.address, "carol")
+            await wait_until(pilot, lambda: log.scroll_y < 0, "carol's empty view, anchored")
+            await pilot.press("ctrl+f", *"needle")
+            results = app.screen.query_one("#search-results")
+            await wait_until(pilot, lambda: results.option_count == 1, "one result")
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: log.selected is not None, "the result selected")
+            assert log.selected is not None
+            row = log.selected
+
+            def in_view() -> bool:
+                return bool(row.region) and log.content_region.contains_region(row.region)
+
+            await wait_until(pilot, in_view, "the result in view")
+            assert 0 <= log.scroll_y <= log.max_scroll_y

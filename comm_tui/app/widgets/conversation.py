@@ -7,6 +7,7 @@ conversation with 100,000 messages opens as fast as one with ten.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -165,6 +166,20 @@ class MessageLog(VerticalScroll, can_focus=True):
         if scroll_y >= self.max_scroll_y - LOAD_OLDER_MARGIN_LINES and not self.is_anchored:
             self.post_message(self.NearBottom())
 
+    def release_anchor_at_top(self) -> None:
+        """Stop following the newest message, the view back inside its content.
+
+        A log shorter than its view is drawn at the bottom, while anchored, by a negative
+        ``scroll_y`` that Textual's layout sets only as long as the anchor holds. Released
+        as it stood, that offset stayed: a page mounted next was drawn below the view,
+        out of sight (a search result opened from an empty conversation showed an empty
+        pane, and under load from any conversation, when a frame fell between the old
+        rows' removal and the new ones' mount).
+        """
+        self.anchor(False)
+        # (forced: with no more content than view, Textual would not scroll at all)
+        self.scroll_to(y=0, animate=False, immediate=True, force=True)
+
     def action_select(self, step: int) -> None:
         """Move the selection; the first press selects the newest message."""
         rows = list(self.query(MessageRow))
@@ -215,7 +230,10 @@ class ConversationView(Vertical):
         # Opened at a search result: newer messages exist below the loaded ones.
         self._newest_id: int | None = None
         self._has_newer = False
-        self._loading = False
+        # One change of the rows at a time: a conversation opening (on the app's loop)
+        # and a page loading (on this widget's) both remove and mount rows; a page loaded
+        # across a reopening mixed two conversations' rows, or mounted before a removed one.
+        self._changing = asyncio.Lock()
 
     def compose(self) -> ComposeResult:
         yield Static(NO_CONVERSATION, id="conversation-title")
@@ -246,13 +264,14 @@ class ConversationView(Vertical):
     async def open_at(self, peer: ContactEntry, row_id: int) -> None:
         """Show the conversation with ``peer`` around message ``row_id``, selected."""
         self.set_peer(peer)
+        # Released before the rows change: no layout of the new page may run anchored.
+        self.query_one(MessageLog).release_anchor_at_top()
         address = peer.peer_address
         rows = self.source.history_around(address, row_id)
         has_older = sum(r.id <= row_id for r in rows) == DEFAULT_HISTORY_PAGE // 2
         has_newer = bool(rows) and bool(self.source.history_after(address, rows[-1].id, 1))
         await self._show(rows, unread=0, has_older=has_older, has_newer=has_newer)
         log = self.query_one(MessageLog)
-        log.anchor(False)
         target = self._rows.get(row_id)
         if target is not None:
             log.focus()
@@ -261,16 +280,17 @@ class ConversationView(Vertical):
     async def _show(
         self, rows: list[HistoryRow], *, unread: int, has_older: bool, has_newer: bool
     ) -> None:
-        log = self.query_one(MessageLog)
-        await log.remove_children()
-        log.selected = None
-        self._has_older = has_older
-        self._oldest_id = rows[0].id if rows else None
-        self._newest_id = rows[-1].id if rows else None
-        self._has_newer = has_newer
-        widgets = [MessageRow(row, self.marks) for row in rows]
-        self._rows = {w.row.id: w for w in widgets}
-        await log.mount_all(with_separators(widgets, None, unread))
+        async with self._changing:
+            log = self.query_one(MessageLog)
+            await log.remove_children()
+            log.selected = None
+            self._has_older = has_older
+            self._oldest_id = rows[0].id if rows else None
+            self._newest_id = rows[-1].id if rows else None
+            self._has_newer = has_newer
+            widgets = [MessageRow(row, self.marks) for row in rows]
+            self._rows = {w.row.id: w for w in widgets}
+            await log.mount_all(with_separators(widgets, None, unread))
 
     def set_peer(self, peer: ContactEntry) -> None:
         """Update the title and request bar (after a rename or an accept)."""
@@ -296,9 +316,10 @@ class ConversationView(Vertical):
         )
 
     async def close(self) -> None:
-        self.peer = None
-        self._rows.clear()
-        await self.query_one(MessageLog).remove_children()
+        async with self._changing:
+            self.peer = None
+            self._rows.clear()
+            await self.query_one(MessageLog).remove_children()
         self.query_one("#conversation-title", Static).update(NO_CONVERSATION)
         self.query_one(RequestBar).display = False
         self.query_one(Composer).disabled = True
@@ -330,10 +351,14 @@ class ConversationView(Vertical):
     @on(MessageLog.NearBottom)
     async def _load_newer(self, event: MessageLog.NearBottom) -> None:
         event.stop()
-        if self._loading or not self._has_newer or self.peer is None or self._newest_id is None:
+        if (
+            self._changing.locked()
+            or not self._has_newer
+            or self.peer is None
+            or self._newest_id is None
+        ):
             return
-        self._loading = True
-        try:
+        async with self._changing:
             rows = self.source.history_after(
                 self.peer.peer_address, self._newest_id, DEFAULT_HISTORY_PAGE
             )
@@ -348,16 +373,13 @@ class ConversationView(Vertical):
             await log.mount_all(with_separators(widgets, None if last is None else last.row))
             if not self._has_newer:
                 log.anchor()  # at the newest again: follow what arrives
-        finally:
-            self._loading = False
 
     @on(MessageLog.NearTop)
     async def _load_older(self, event: MessageLog.NearTop) -> None:
         event.stop()
-        if self._loading or not self._has_older or self.peer is None:
+        if self._changing.locked() or not self._has_older or self.peer is None:
             return
-        self._loading = True
-        try:
+        async with self._changing:
             rows = self.source.history(
                 self.peer.peer_address, DEFAULT_HISTORY_PAGE, before_id=self._oldest_id
             )
@@ -382,8 +404,6 @@ class ConversationView(Vertical):
                 log.scroll_to(y=log.scroll_y + added, animate=False, immediate=True)
 
             log.call_after_refresh(keep_place)
-        finally:
-            self._loading = False
 
     @on(Composer.Submitted)
     def _submitted(self, event: Composer.Submitted) -> None:
