@@ -291,3 +291,32 @@ async def test_help_lists_every_key_and_the_theme_is_remembered(tmp_path: Path) 
     with app_session(data_dir=tmp_path, listen="127.0.0.1:0") as app:
         async with app.run_test(size=SIZE):
             assert app.theme == "nord"
+
+
+async def test_a_text_arriving_while_a_dialog_is_open_reaches_the_conversation(
+    tmp_path: Path,
+) -> None:
+    """The panes live on the main screen, under any dialog: the app's queries reach them
+    there (Textual's App queries its default screen, not the active one), so a text that
+    arrives while a dialog is open is in the conversation at once."""
+    make_profile(tmp_path)
+    bob = _contacts(tmp_path, "bob")["bob"]
+    with app_session(data_dir=tmp_path, listen="127.0.0.1:0") as app:
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: app.node_bound is not None, "the node to start")
+            await pilot.press("enter")
+            await _open(pilot, app, bob.address)
+            conversation = app.query_one(ConversationView)
+            app.action_help()
+            await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), "the help")
+            with profile_db(tmp_path) as db:
+                _arrive(app, db, bob, "while the help was open", time.time())
+            await wait_until(
+                pilot,
+                lambda: (
+                    [r.row.text for r in conversation.query(MessageRow)]
+                    == ["while the help was open"]
+                ),
+                "the row, under the dialog",
+            )
+            assert isinstance(app.screen, HelpScreen)
