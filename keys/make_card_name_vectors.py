@@ -10,8 +10,6 @@ Run from the repository root: ``python -m keys.make_card_name_vectors``.
 
 from __future__ import annotations
 
-import base64
-import ipaddress
 import json
 import struct
 from pathlib import Path
@@ -19,18 +17,12 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
-from comm_tui.crypto.card import read_card
-from comm_tui.errors import CardError
+# The version 2 generator's packing, not the product's: both stay independent of
+# comm_tui.crypto.card, which the vectors check.
+from keys.make_card_hint_vectors import ISSUED, SEED, error_of, pack_hint, text
 
 VECTORS_PATH = Path(__file__).with_name("card_name_vectors.json")
 DOMAIN = b"comm-tui named card\x00"
-SEED = bytes(range(32))
-ISSUED = 1_800_000_000  # 2027-01-15T08:00:00Z
-
-
-def pack_hint(host: str, port: int) -> bytes:
-    ip = ipaddress.ip_address(host)
-    return bytes([ip.version]) + ip.packed + struct.pack(">H", port)
 
 
 def signed_part(
@@ -55,20 +47,8 @@ def signed_part(
     )
 
 
-def text(payload: bytes) -> str:
-    return "comm1" + base64.b32encode(payload).decode("ascii").rstrip("=").lower()
-
-
 def card(signing: SigningKey, signed: bytes) -> str:
     return text(signed + signing.sign(DOMAIN + signed).signature)
-
-
-def error_of(card_text: str) -> str:
-    try:
-        read_card(card_text)
-    except CardError as exc:
-        return str(exc)
-    raise AssertionError(f"card was accepted: {card_text}")
 
 
 def main() -> None:
