@@ -21,9 +21,9 @@ recipient back to the sender, hop by hop, and names what it waited for, in this 
   covers at least 40 % of its latency;
 - ``commit``: with ``--store sqlite``, the text reached the recipient's core but waited
   at least half of its latency for the batch that writes it;
-- ``queued``: none of these; the hop that took longest, from the send to the next node's
-  handling of it (socket queue, the loop's backlog, and with sqlite the sender's commit
-  before the copy left), in 50 ms steps.
+- ``queued``: none of these; by the hop that took longest, from the send to the next
+  node's handling of it (socket queue, the loop's backlog, and with sqlite the sender's
+  commit before the copy left): under 0.1 s, 0.1-0.5 s, 0.5-2 s, 2 s or more.
 
     python bench/loopback_trace.py --nodes 100 --messages 300 --store memory --json
 """
@@ -54,7 +54,7 @@ from comm_tui.protocol.relay_store import Kind, entry_key
 QUEUE_SAMPLE_S = 0.05
 FULL_GC_SHARE = 0.4
 COMMIT_SHARE = 0.5
-STEP_MS = 50
+QUEUED_BOUNDS_MS = (100, 500, 2000)
 
 
 class Trace:
@@ -265,8 +265,8 @@ def classify(
         (hop["arrived_ms"] - hop["sent_ms"] for hop in hops if hop["sent_ms"] is not None),
         default=0.0,
     )
-    low = int(worst // STEP_MS * STEP_MS)
-    return f"queued: slowest hop {low}-{low + STEP_MS} ms"
+    bound = next((b for b in QUEUED_BOUNDS_MS if worst < b), None)
+    return f"queued: slowest hop under {bound} ms" if bound else "queued: slowest hop 2 s or more"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import json
 import subprocess
 import sys
@@ -159,3 +160,15 @@ def test_loopback_counts_full_collections_and_freezes_the_start_up_heap() -> Non
     assert gc.get_freeze_count() == 0
     loopback.freeze_heap(loopback.Plan(2, 1, 1, 1.0, 1, "memory", freeze_heap=False))
     assert gc.get_freeze_count() == 0
+
+
+def test_loopback_trace_names_a_cause_and_a_path_for_every_slow_text() -> None:
+    """With --slow-ms 0 every text is slow: each gets a cause, and its copy's path leads
+    from its sender to its recipient, hop after hop, each hop sent before it arrived."""
+    figures = run_json("loopback_trace.py", "--nodes", "12", "--messages", "5", "--slow-ms", "0")
+    assert figures["slow_texts"] == 5 == sum(figures["causes"].values())
+    for text in figures["slow"]:
+        assert text["cause"] != "not received"
+        hops = text["path"]
+        assert hops and all(h["sent_ms"] <= h["arrived_ms"] for h in hops)
+        assert all(a["to"] == b["from"] for a, b in itertools.pairwise(hops))
