@@ -5,8 +5,10 @@ the same cores over real UDP sockets on 127.0.0.1 with asyncio, so the figures i
 what the simulator leaves out: the kernel, the event loop, the crypto and protobuf work
 on every datagram. ``--nodes`` nodes (50 to 200) join one network, split across
 ``--processes`` (1 or 2) OS processes that each run their own event loop; the second
-process bootstraps to a node of the first. Once every node has joined, ``--messages``
-texts go between random pairs at ``--rate`` texts per second. It reports:
+process bootstraps to a node of the first. Once every node has joined and the network's
+start-up traffic has passed (see QUIET_PER_NODE_S), and with the start-up heap frozen out
+of full collections (see FullCollections), ``--messages`` texts go between random pairs
+at ``--rate`` texts per second. It reports:
 
 - latency p50/p99 from ``send_text`` to the recipient's ``TextReceived``, and to the
   sender's ``delivered`` (the recipient's signed ack came back), in wall-clock ms;
@@ -70,7 +72,7 @@ SETTLE_S = 2.0
 # the same second publish their prekey records together at their first rebootstrap tick
 # (REBOOTSTRAP_INTERVAL_S after they started; docs/PROTOCOL.md, "8a. Records") and
 # retry them 2 and 6 s later, while their reachability probes and bucket refreshes run:
-# at 100 nodes up to 2,500 datagrams/s for ~8 s, then nearly none. Texts sent in a burst
+# at 100 nodes up to ~3,300 datagrams/s for ~8 s, then nearly none. Texts sent in it
 # waited in the sockets' queues behind it for up to a second: the start of a whole
 # network in one process (bench/RESULTS.md, "the loopback tail"), not the relay path.
 # Quiet: fewer than QUIET_PER_NODE_S datagrams per node per second over QUIET_WINDOW_S.
