@@ -51,6 +51,7 @@ def test_loopback_smoke(processes: str) -> None:
         "delivered_ratio",
         "relayed_per_s_per_core",
         "cpu_s_per_relayed_message",
+        "loop_thread_cpu_s_per_relayed_message",
         "datagrams_per_message",
     ):
         assert key in figures
@@ -65,6 +66,9 @@ def test_loopback_smoke(processes: str) -> None:
     assert figures["message_datagrams"] > 0
     assert figures["datagrams_per_message"] > 0
     assert figures["cpu_s"] > 0
+    # The loops' own threads are part of the process (the rest: sqlite's commit writers).
+    loop_share = figures["loop_thread_cpu_s_per_relayed_message"]
+    assert 0 < loop_share <= figures["cpu_s_per_relayed_message"] * 1.01
 
 
 def test_loopback_refuses_sizes_out_of_range() -> None:
