@@ -1298,9 +1298,13 @@ class Node:
             self._stats.duplicates += 1
             # Our own text handed back to us in the stem (a walk that came round to its
             # sender) got nowhere: its next attempt, a fresh stem, goes now rather than at
-            # the retry 2 s later (docs/PROTOCOL.md, "7.2"). Once per peer handing it back.
+            # the retry 2 s later (docs/PROTOCOL.md, "7.2"). Only in its first attempt, so
+            # that handing it back again (from more keys) cannot push its retries back.
             looped = (
-                bool(existing.own_text_id) and msg.stem and sender.address not in existing.holders
+                bool(existing.own_text_id)
+                and msg.stem
+                and existing.attempts == 1
+                and sender.address not in existing.holders
             )
             self._add_holder(existing, sender.address, now)
             if looped:
