@@ -31,7 +31,8 @@ recipient's signed ack arrives or it expires. On top of that (DESIGN.md section 
   its own ``Fetch`` after the join lookup), instead of at the next backoff tick;
 - prekey records (``set_own_bundle``, ``fetch_bundle``) are items too: an owner's
   signed bundle is stored and replicated at its neighbourhood, never delivered, one
-  per owner, the newest winning (docs/PROTOCOL.md, "8a. Records").
+  per owner, the newest winning (docs/PROTOCOL.md, "8a. Records"; its rules live in
+  ``protocol/directory.py``).
 
 What a peer can make us do is bounded by ``admission``: nothing enters the routing
 table, and nothing larger than a request (Nodes answers, pushes) goes to an endpoint,
@@ -52,7 +53,7 @@ import random
 import socket
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
-from dataclasses import astuple, dataclass, replace
+from dataclasses import astuple, dataclass
 from typing import Any, Literal
 
 from comm_tui.crypto.ack import ack_is_well_formed, sign_ack, verify_ack
@@ -65,14 +66,6 @@ from comm_tui.crypto.identity import (
 )
 from comm_tui.crypto.prekeys import PrekeyError, PrekeyStore, PublicBundle
 from comm_tui.crypto.ratchet import RatchetError
-from comm_tui.crypto.records import (
-    RECORD_LIFETIME_S,
-    RECORD_REFRESH_S,
-    bundle_of,
-    record_problem,
-    sign_record,
-    verify_record,
-)
 from comm_tui.crypto.seal import message_id
 from comm_tui.crypto.x3dh import X3DHError
 from comm_tui.protocol import wire_pb2 as pb
@@ -91,8 +84,8 @@ from comm_tui.protocol.codec import (
     receipt_frame,
 )
 from comm_tui.protocol.custody import Custody, custody_of
+from comm_tui.protocol.directory import Directory, DirectoryHost
 from comm_tui.protocol.events import (
-    BundleFetched,
     Event,
     NameClaimed,
     PeerAdded,
@@ -230,20 +223,6 @@ HANDSHAKE_RATE_PER_S = 1 / 60
 HANDSHAKE_BURST = 10
 HANDSHAKE_PEERS_MAX = 1024
 FIND_NODE_ANSWER_NODES = 8
-# Prekey records (docs/PROTOCOL.md, "8a. Records"): bundle fetches in flight at once,
-# and verified bundles of others kept (least recently fetched forgotten first).
-BUNDLE_FETCHES_MAX = 64
-KNOWN_BUNDLES_MAX = 256
-# Our own bundle is published again when it changes (a one-time prekey used, a rotation,
-# a refill), at most this often: strangers who start sessions with us use up one-time
-# prekeys at will, and must not make us publish at will (docs/PROTOCOL.md, "8a. Records").
-BUNDLE_REPUBLISH_MIN_S = 60.0
-# Contacts we have no session with, whose bundles we fetch while online (so a first text
-# opens with X3DH, not the fallback): at most this many, each tried again after a delay.
-WANTED_BUNDLES_MAX = 256
-BUNDLE_RETRY_S = 60.0
-# A fetched bundle's one-time prekeys are used this long after we learned it, no longer.
-ONE_TIME_PREKEYS_FRESH_S = 600.0
 
 # Requests whose answer is larger than they are, or that make us send to a third party
 # (a dial-back): served only to validated endpoints.
@@ -319,14 +298,6 @@ class _Query:
     path: int = 0
     candidate: Candidate | None = None
     record_for: bytes = b""  # get_record: the owner address asked for
-
-
-@dataclass
-class _BundleFetch:
-    """A ``fetch_bundle`` in progress: its lookup, then its GetRecord queries."""
-
-    lookup: Lookup | None
-    asked: int = 0  # GetRecord queries not yet answered or timed out
 
 
 @dataclass
@@ -421,7 +392,7 @@ class Node:
         self._rng = rng or random.Random()
         self._codec = Codec(identity)
         # docs/PROTOCOL.md, "Letters and sealing": our prekeys and sessions (the bundles
-        # of peers we may start sessions with are ``known_bundles``, filled by records).
+        # of peers we may start sessions with are the directory's, filled by records).
         self._prekeys = PrekeyStore(identity.key, now)
         self._sessions = SessionBook(identity, self._prekeys)
         self._handshakes: OrderedDict[bytes, float] = OrderedDict()  # peer key -> last sent
@@ -484,6 +455,30 @@ class Node:
         self._new_keys_by_net = RateLimiter(
             self.config.new_key_net_rate_per_s, self.config.new_key_net_burst
         )
+        # Prekey records (docs/PROTOCOL.md, "8a. Records"): ours, others' stored for
+        # them, and the bundles we fetch (protocol/directory.py).
+        self._directory = Directory(
+            DirectoryHost(
+                identity=identity,
+                store=self._store,
+                sessions=self._sessions,
+                stats=self._stats,
+                store_limit=self._store_limit,
+                emit=self._events.append,
+                send_frame=self._send_frame,
+                send_item=self._send_item,
+                send_receipt=self._send_receipt,
+                add_holder=self._add_holder,
+                relay=self._relay,
+                origin=self._origin,
+                relaying=lambda: self._relay_on,
+                joined=lambda: self.joined,
+                new_lookup=self._new_lookup,
+                advance_lookup=self._advance_lookup,
+                open_query=self._open_record_query,
+                close_query=self._close_record_query,
+            )
+        )
         # Frame dispatch: one handler per ``Frame.body`` (wire.proto).
         self._handlers: dict[str, _Handler] = {
             "ping": self._on_ping,
@@ -494,8 +489,8 @@ class Node:
             "ack": self._on_ack,
             "receipt": self._on_receipt,
             "fetch": self._on_fetch,
-            "record": self._on_record,
-            "get_record": self._on_get_record,
+            "record": self._directory.on_record,
+            "get_record": self._directory.on_get_record,
             "attach": self._on_attach,
             "probe_request": self._on_probe_request,
             "dial_back": self._on_dial_back,
@@ -509,20 +504,6 @@ class Node:
         self._next_thin_lookup = now
         self._thin_lookups = 0
         self._thin_table_size = 0
-        # Prekey records (docs/PROTOCOL.md, "8a. Records"). Others' verified bundles by
-        # owner address, with the (issued_ms, expires_ms) of the record each came from.
-        self._known_bundles: OrderedDict[bytes, PublicBundle] = OrderedDict()
-        # Per known bundle: its record's issued_ms and expires_ms, and when we learned it.
-        self._known_bundle_times: dict[bytes, tuple[int, int, float]] = {}
-        self._bundle_fetches: OrderedDict[bytes, _BundleFetch] = OrderedDict()
-        self._own_bundle: PublicBundle | None = None
-        # The version of our prekeys' bundle we last published, and when (None: not yet
-        # in this run, or the prekeys were replaced by restored ones).
-        self._published_version: int | None = None
-        self._published_at = float("-inf")
-        # Contacts whose bundle we want, by address: (their key, when to try next).
-        self._wanted_bundles: OrderedDict[bytes, tuple[bytes, float]] = OrderedDict()
-        self._own_record_due = float("inf")  # when our record is issued again
         # Reachability (docs/PROTOCOL.md, "12. Reachability"): what peers see of us, our
         # local endpoints (told by the driver; without them we never call ourselves a
         # client), dial-back probes, and the bindings a client keeps with its relays.
@@ -666,7 +647,7 @@ class Node:
             if entry.own_text_id:
                 self._outgoing.add_part(entry.own_text_id, entry.target, entry.item_id)
             elif entry.kind is Kind.RECORD and entry.target == self.address:
-                self._restore_own_record(entry)
+                self._directory.restore_own_record(entry)
             # Resume where the schedule was, but not before the node has had a moment to
             # rejoin: relaying into an empty routing table would only burn attempts.
             self._reschedule(entry, max(entry.next_at, now + RESTORE_GRACE_S))
@@ -688,7 +669,7 @@ class Node:
         if prekeys is not None:
             try:
                 self._prekeys = PrekeyStore.deserialize(self.identity.key, prekeys, now)
-                self._published_version = None  # its versions count from 1 again
+                self._directory.prekeys_replaced()
             except PrekeyError:
                 damaged += 1
             self._sessions.prekeys = self._prekeys
@@ -785,14 +766,14 @@ class Node:
         """Seal one text (or a handshake) in the recipient's session and start relaying it."""
         for old in self._own_entries(text_id):
             self._store.remove(old)
-        bundle = self._bundle_to_start_with(recipient.address, now)
+        bundle = self._directory.bundle_to_start_with(recipient.address, now)
         try:
             sealed_parts = self._sessions.seal_text(
                 recipient, letters, bundle, now, handshake=handshake
             )
         except X3DHError:
             # A bundle with an unusable key: forget it and use the fallback.
-            self._known_bundles.pop(recipient.address, None)
+            self._directory.forget(recipient.address)
             sealed_parts = self._sessions.seal_text(
                 recipient, letters, None, now, handshake=handshake
             )
@@ -857,8 +838,9 @@ class Node:
             self._housekeeping(now)
         if now >= self._next_rebootstrap:
             self._next_rebootstrap = now + REBOOTSTRAP_INTERVAL_S
-            self._keep_own_bundle_published(now)
-            self._fetch_wanted_bundles(now)
+            if self._directory.keep_published(now):
+                self._flush_store()
+            self._directory.fetch_wanted(now)
             if not self._table.closest(self.address, 1):  # empty, or every node failing
                 for endpoint in self.bootstrap_endpoints:
                     self._send_hello(endpoint, now)
@@ -1493,11 +1475,11 @@ class Node:
 
         The record lives ``RECORD_LIFETIME_S`` and is issued again every
         ``RECORD_REFRESH_S``, when set again, and offered to the neighbours a self-lookup
-        meets, so it outlives our absences (docs/PROTOCOL.md, "8a. Records"). Raises
-        ValueError for a bundle that is not ours or could not be a valid record.
+        meets, so it outlives our absences (docs/PROTOCOL.md, "8a. Records";
+        ``protocol/directory.py``). Raises ValueError for a bundle that is not ours or
+        could not be a valid record.
         """
-        self._publish_own_record(public, now)
-        self._own_bundle = public
+        self._directory.set_own_bundle(public, now)
         self._flush_store()
 
     def want_bundles(self, keys: Iterable[bytes], now: float) -> None:
@@ -1508,287 +1490,39 @@ class Node:
         session) means a text typed later finds it. Fetched while we are online, tried
         again every ``BUNDLE_RETRY_S``; forgotten once a session or the bundle is there.
         """
-        for key in keys:
-            if key == self.identity.key or self._sessions.active(key) is not None:
-                continue
-            address = address_of(key)
-            if address not in self._wanted_bundles:
-                self._wanted_bundles[address] = (key, now)
-                while len(self._wanted_bundles) > WANTED_BUNDLES_MAX:
-                    self._wanted_bundles.popitem(last=False)
-        self._fetch_wanted_bundles(now)
-
-    def _fetch_wanted_bundles(self, now: float) -> None:
-        if not self.joined:
-            return  # a fetch starts with a lookup: it needs a table
-        for address, (key, due) in list(self._wanted_bundles.items()):
-            if address in self._known_bundles or self._sessions.active(key) is not None:
-                del self._wanted_bundles[address]
-            elif due <= now and self.fetch_bundle(address, now):
-                self._wanted_bundles[address] = (key, now + BUNDLE_RETRY_S)
-
-    def _bundle_to_start_with(self, address: bytes, now: float) -> PublicBundle | None:
-        """The bundle a new session to ``address`` starts from, if we know one.
-
-        Its one-time prekeys only while it is fresh: every sender that learned the same
-        record may pick the same one, and its owner deletes a one-time prekey once used
-        and republishes at most once a minute; a letter naming a used one opens in no
-        session and costs a reset (docs/PROTOCOL.md, "Letters and sealing"). An older
-        bundle starts with its signed prekey alone (X3DH without DH4), still forward
-        secret once that prekey is retired.
-        """
-        bundle = self._known_bundles.get(address)
-        times = self._known_bundle_times.get(address)
-        if bundle is None or times is None or now - times[2] <= ONE_TIME_PREKEYS_FRESH_S:
-            return bundle
-        return replace(bundle, one_time_prekeys=())
-
-    def _keep_own_bundle_published(self, now: float) -> None:
-        """Publish our prekeys' bundle once per run and again whenever it changed.
-
-        Once per run, because a restored record may predate prekeys used since; at most
-        every ``BUNDLE_REPUBLISH_MIN_S`` after that. Between changes the record's own
-        refresh (``RECORD_REFRESH_S``) keeps it alive.
-        """
-        # The version, not the bundle: building one costs a scalar multiplication a key.
-        if self._prekeys.bundle_version == self._published_version:
-            return
-        if now - self._published_at < BUNDLE_REPUBLISH_MIN_S:
-            return
-        self._published_version, self._published_at = self._prekeys.bundle_version, now
-        self.set_own_bundle(self._prekeys.public_bundle(), now)
+        self._directory.want(keys, now)
 
     def fetch_bundle(self, address: bytes, now: float) -> bool:
         """Look for the prekey record of ``address``; False if no fetch could start.
 
         A lookup finds the owner's neighbourhood (the owner itself, when online, is
         nearest), then each of the nodes it met is asked with a GetRecord. Verified
-        answers fill ``known_bundles`` (the newest issued wins, so a hostile relay can
-        only withhold the record or serve an older valid one), and the fetch ends with
-        a ``BundleFetched`` event once every answer is in or timed out.
+        answers fill the directory's ``known_bundles`` (the newest issued wins, so a
+        hostile relay can only withhold the record or serve an older valid one), and the
+        fetch ends with a ``BundleFetched`` event once every answer is in or timed out.
         """
-        if len(address) != ADDRESS_BYTES or address == self.address:
-            return False
-        held = self._store.get(Kind.RECORD, address)
-        if held is not None and held.expires_ms > _ms(now):
-            assert isinstance(held.wire, pb.PrekeyBundle)
-            self._learn_bundle(held.wire, now)  # verified when we stored it
-        if address in self._bundle_fetches:
-            return True
-        if len(self._bundle_fetches) >= BUNDLE_FETCHES_MAX:
-            return False
-        lookup = self._new_lookup(address)
-        if lookup is None:
-            return False
-        self._bundle_fetches[address] = _BundleFetch(lookup)
-        self._advance_lookup(lookup, now)  # its end (_lookup_finished) sends the GetRecords
-        return True
+        return self._directory.fetch(address, now)
 
-    def _ask_for_record(
-        self, address: bytes, fetch: _BundleFetch, nodes: list[Candidate], now: float
-    ) -> None:
-        """Send a GetRecord to each node the fetch's lookup met (own queries, bounded)."""
-        fetch.lookup = None
-        for node in nodes:
-            if self._own_queries_full():
-                break
-            query_id = os.urandom(CHALLENGE_BYTES)
-            self._queries[query_id] = _Query(
-                "get_record", node.key, node.endpoint, now + QUERY_TIMEOUT_S, record_for=address
-            )
-            fetch.asked += 1
-            frame = pb.Frame(get_record=pb.GetRecord(query_id=query_id, address=address))
-            self._send_frame(node.key, node.endpoint, frame, now, probe=True)
-        if fetch.asked == 0:
-            self._end_fetch(address)
-
-    def _record_query_ended(self, address: bytes) -> None:
-        """One GetRecord was answered or timed out; the last one ends its fetch."""
-        fetch = self._bundle_fetches.get(address)
-        if fetch is None:
-            return
-        fetch.asked -= 1
-        if fetch.asked <= 0 and fetch.lookup is None:
-            self._end_fetch(address)
-
-    def _end_fetch(self, address: bytes) -> None:
-        del self._bundle_fetches[address]
-        self._events.append(BundleFetched(address, address in self._known_bundles))
-
-    def _learn_bundle(self, record: pb.PrekeyBundle, now: float) -> None:
-        """Keep a verified, unexpired record's bundle unless we know a newer one."""
-        owner = address_of(record.owner_key)
-        known = self._known_bundle_times.get(owner)
-        if known is not None and owner in self._known_bundles and known[0] >= record.issued_ms:
-            return
-        self._known_bundles[owner] = bundle_of(record)
-        self._known_bundles.move_to_end(owner)
-        self._known_bundle_times[owner] = (record.issued_ms, record.expires_ms, now)
-        while len(self._known_bundles) > KNOWN_BUNDLES_MAX:
-            forgotten, _ = self._known_bundles.popitem(last=False)
-            # .pop: others may fill or drop known_bundles directly (session code, tests).
-            self._known_bundle_times.pop(forgotten, None)
-
-    def _check_record(self, record: pb.PrekeyBundle, now: float) -> None:
-        """Refuse a record out of shape, dead, or issued in the future (before any
-        signature work; docs/PROTOCOL.md, "8a. Records")."""
-        problem = record_problem(record)
-        if problem is not None:
-            raise Rejected(problem)
-        now_ms = _ms(now)
-        if record.expires_ms <= now_ms:
-            raise Rejected("expired")
-        if record.issued_ms > now_ms + MAX_CLOCK_SKEW_S * 1000:
-            # It would win over every record its owner issues until then.
-            raise Rejected("record_from_future")
-
-    def _on_get_record(
-        self, sender: PublicIdentity, get: pb.GetRecord, addr: Endpoint, now: float
-    ) -> None:
-        """Answer with the record we hold for the address, or an empty answer.
-
-        Only reached from a validated endpoint (``_NEEDS_VALIDATION``): the answer is
-        larger than the request.
-        """
-        if len(get.query_id) != CHALLENGE_BYTES or len(get.address) != ADDRESS_BYTES:
-            raise Rejected("malformed")
-        answer = pb.Record(query_id=get.query_id)
-        held = self._store.get(Kind.RECORD, get.address)
-        if held is not None and held.expires_ms > _ms(now):
-            assert isinstance(held.wire, pb.PrekeyBundle)
-            answer.bundle.CopyFrom(held.wire)
-        self._send_frame(sender.key, addr, pb.Frame(record=answer), now)
-
-    def _on_record(
-        self, sender: PublicIdentity, record: pb.Record, addr: Endpoint, now: float
-    ) -> None:
-        if record.query_id:
-            self._on_record_answer(sender, record, now)
-        elif record.HasField("bundle"):
-            self._store_record(sender, record.bundle, addr, now)
-        else:
-            raise Rejected("malformed")
-
-    def _on_record_answer(self, sender: PublicIdentity, record: pb.Record, now: float) -> None:
-        """An answer to our GetRecord: only from the node asked, once, for the owner asked."""
-        query = self._queries.get(record.query_id)
-        if query is None or query.kind != "get_record" or query.peer_key != sender.key:
-            raise Rejected("unsolicited")
-        del self._queries[record.query_id]
-        try:
-            if record.HasField("bundle"):
-                bundle = record.bundle
-                self._check_record(bundle, now)
-                if address_of(bundle.owner_key) != query.record_for:
-                    raise Rejected("wrong_owner")
-                if not verify_record(bundle):
-                    raise Rejected("bad_record")
-                self._learn_bundle(bundle, now)
-        finally:
-            self._record_query_ended(query.record_for)
-
-    def _store_record(
-        self, sender: PublicIdentity, record: pb.PrekeyBundle, addr: Endpoint, now: float
-    ) -> None:
-        """A record pushed for storage: kept like any item, at most one per owner.
-
-        The newest issued_ms wins: an older record never replaces a newer one, and its
-        sender is handed ours, so a stale holder catches up. Equal issued_ms: the first
-        one held stays.
-        """
-        self._check_record(record, now)
-        owner = address_of(record.owner_key)
-        existing = self._store.get(Kind.RECORD, owner)
-        if owner == self.address:
-            # Our own record came back (records are never sent to their owner, so only a
-            # hostile or confused peer sends it): ours is the one we issued.
-            if existing is not None:
-                self._send_receipt(sender.key, addr, [existing.key], now)
-            raise Rejected("own_record")
-        if existing is not None:
-            assert isinstance(existing.wire, pb.PrekeyBundle)
-            if record == existing.wire:
-                self._stats.duplicates += 1
-                self._add_holder(existing, sender.address, now)
-                self._send_receipt(sender.key, addr, [existing.key], now)
-                return
-            if record.issued_ms <= existing.wire.issued_ms:
-                # We hold one (so the receipt is true and counts no failure against us);
-                # a strictly newer one goes back. Never one of the same age: two relays
-                # holding different records an owner signed in the same millisecond
-                # would bounce them between each other forever.
-                self._send_receipt(sender.key, addr, [existing.key], now)
-                if existing.wire.issued_ms > record.issued_ms and sender.address != owner:
-                    self._send_item(existing, sender.key, addr, now)
-                raise Rejected("stale_record")
-        if not self._relay_on:
-            raise Rejected("not_relay")  # docs/PROTOCOL.md, "12.3": relaying is off
-        if not self._store_limit.allow(sender.address, now):
-            raise Rejected("store_rate")
-        if not verify_record(record):
-            raise Rejected("bad_record")
-        entry = Entry(
-            Kind.RECORD,
-            owner,
-            owner,
-            record.expires_ms,
-            record,
-            stored_at=now,
-            holders={sender.address},
-            origin=sender.address,
-            origin_net=self._origin(sender.key, addr),
+    def _open_record_query(
+        self, key: bytes, endpoint: Endpoint, address: bytes, now: float
+    ) -> bytes | None:
+        """Register a GetRecord of ours for ``address``: its query id, None when full."""
+        if self._own_queries_full():
+            return None
+        query_id = os.urandom(CHALLENGE_BYTES)
+        self._queries[query_id] = _Query(
+            "get_record", key, endpoint, now + QUERY_TIMEOUT_S, record_for=address
         )
-        try:
-            self._store.add(entry)
-        except QuotaExceeded as exc:
-            raise Rejected(exc.reason) from exc
-        self._stats.stored += 1
-        self._send_receipt(sender.key, addr, [entry.key], now)
-        self._relay(entry, now)
+        return query_id
 
-    def _publish_own_record(self, public: PublicBundle, now: float) -> None:
-        """Issue a fresh record of ``public`` (strictly newer than any before) and relay it."""
-        issued_ms = _ms(now)
-        prior = self._store.get(Kind.RECORD, self.address)
-        if prior is not None:
-            assert isinstance(prior.wire, pb.PrekeyBundle)
-            # Newer than the last one even within one millisecond or after the clock
-            # stepped back, or relays holding the last one would refuse it as stale.
-            issued_ms = max(issued_ms, prior.wire.issued_ms + 1)
-        record = sign_record(
-            self.identity, public, issued_ms, issued_ms + int(RECORD_LIFETIME_S * 1000)
-        )
-        entry = Entry(
-            Kind.RECORD, self.address, self.address, record.expires_ms, record, stored_at=now
-        )
-        self._store.add(entry, enforce_quota=False)  # ours, like our outbox
-        self._own_record_due = now + RECORD_REFRESH_S
-        self._relay(entry, now)
-
-    def _restore_own_record(self, entry: Entry) -> None:
-        """After a restart, keep refreshing the record we had published."""
-        assert isinstance(entry.wire, pb.PrekeyBundle)
-        self._own_bundle = bundle_of(entry.wire)
-        self._own_record_due = entry.wire.issued_ms / 1000 + RECORD_REFRESH_S
-
-    def _offer_own_record(self, neighbours: list[Candidate], now: float) -> None:
-        """(Re)joined: hand our record to the neighbours the self-lookup met that lack it."""
-        entry = self._store.get(Kind.RECORD, self.address)
-        if entry is None:
-            return
-        for node in neighbours:
-            if node.address not in entry.holders:
-                self._send_item(entry, node.key, node.endpoint, now)
-
-    def _records_housekeeping(self, now: float) -> None:
-        """Issue our record again when due; forget others' bundles once expired."""
-        if self._own_bundle is not None and now >= self._own_record_due:
-            self._publish_own_record(self._own_bundle, now)
-        now_ms = _ms(now)
-        for owner, (_, expires_ms, _) in list(self._known_bundle_times.items()):
-            if expires_ms <= now_ms:
-                del self._known_bundle_times[owner]
-                self._known_bundles.pop(owner, None)
+    def _close_record_query(self, query_id: bytes, peer_key: bytes) -> bytes | None:
+        """Take back our GetRecord ``query_id`` if it went to ``peer_key``: the owner
+        address it asked for, or None (no such query: the answer is unsolicited)."""
+        query = self._queries.get(query_id)
+        if query is None or query.kind != "get_record" or query.peer_key != peer_key:
+            return None
+        del self._queries[query_id]
+        return query.record_for
 
     # ------------------------------------------------------------------ reachability
 
@@ -2626,9 +2360,7 @@ class Node:
             self._lookup_finished(lookup, now)
 
     def _lookup_finished(self, lookup: Lookup, now: float) -> None:
-        fetch = self._bundle_fetches.get(lookup.target)
-        if fetch is not None and fetch.lookup is lookup:
-            self._ask_for_record(lookup.target, fetch, lookup.result(), now)
+        self._directory.lookup_finished(lookup, now)
         self._punch_lookup_finished(lookup, now)
         if lookup.target != self.address or (self.joined and lookup.queries_sent == 0):
             return
@@ -2639,7 +2371,7 @@ class Node:
             for candidate in lookup.result():
                 fetch_frame = pb.Frame(fetch=pb.Fetch())
                 self._send_frame(candidate.key, candidate.endpoint, fetch_frame, now)
-            self._offer_own_record(lookup.result(), now)
+            self._directory.offer_own_record(lookup.result(), now)
         if first_join:
             # The self-lookup only fills the buckets near us; refresh every bucket once so
             # we also know the far half of the network (Kademlia paper, section 2.3).
@@ -2658,7 +2390,7 @@ class Node:
                 query.lookup.on_timeout(query.path, query.candidate)
                 self._advance_lookup(query.lookup, now)
             elif query.kind == "get_record":
-                self._record_query_ended(query.record_for)
+                self._directory.record_query_ended(query.record_for)
         while self._deferred:
             key, waiting = next(iter(self._deferred.items()))
             if waiting.deadline > now:
@@ -2697,7 +2429,7 @@ class Node:
         self._attached.expire(now)
         self._prekeys.maintain(now)
         self._sessions.expire(now)
-        self._records_housekeeping(now)
+        self._directory.housekeeping(now)
         if len(self._table):
             for target in self._table.buckets_needing_refresh(
                 now, self.config.refresh_interval_s, self._rng
