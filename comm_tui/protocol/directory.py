@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Protocol
 
 from comm_tui.crypto.identity import ADDRESS_BYTES, Identity, PublicIdentity, address_of
 from comm_tui.crypto.prekeys import PublicBundle
@@ -33,6 +32,7 @@ from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.admission import CHALLENGE_BYTES
 from comm_tui.protocol.codec import MAX_CLOCK_SKEW_S, Rejected
 from comm_tui.protocol.events import BundleFetched, Event
+from comm_tui.protocol.faces import SendFrame
 from comm_tui.protocol.lookup import Candidate, Lookup
 from comm_tui.protocol.ratelimit import RateLimiter
 from comm_tui.protocol.relay_store import Entry, Kind, QuotaExceeded, RelayStore
@@ -58,14 +58,6 @@ ONE_TIME_PREKEYS_FRESH_S = 600.0
 
 def _ms(now: float) -> int:
     return int(now * 1000)
-
-
-class SendFrame(Protocol):
-    """The node's ``_send_frame``: box and queue a frame; False if it was held back."""
-
-    def __call__(
-        self, key: bytes, endpoint: Endpoint, frame: pb.Frame, now: float, *, probe: bool = False
-    ) -> bool: ...
 
 
 @dataclass(frozen=True)
