@@ -18,6 +18,7 @@ from comm_tui.protocol.codec import (
     BOX_CACHE_PEERS,
     MAX_CLOCK_SKEW_S,
     MAX_DATAGRAM_BYTES,
+    NONCE_BYTES,
     PROTOCOL_VERSION,
     REPLAY_MAX_NONCES,
     REPLAY_MAX_WINDOWS,
@@ -309,7 +310,8 @@ def test_a_cookie_reply_decodes_to_a_refusal_not_an_error(bob: Codec) -> None:
 
 def test_frames_and_hellos_carry_the_cookie_they_were_given(alice: Codec, bob: Codec) -> None:
     """The cookie echoed on a retry is what lets a first contact past the new-key budget
-    (docs/PROTOCOL.md, "Admission"): it must reach the wire on both kinds of packet."""
+    (docs/PROTOCOL.md, "5.3 Cookies under load"): it must reach the wire on both kinds
+    of packet."""
     cookie = bytes(range(COOKIE_BYTES))
     boxed = alice.encode_frame(bob.identity.key, ping_frame(), NOW, cookie=cookie)
     assert bob.parse(boxed).cookie == cookie
@@ -321,7 +323,8 @@ def test_frames_and_hellos_carry_the_cookie_they_were_given(alice: Codec, bob: C
 
 def test_a_pinned_peers_boxes_outlast_a_flood_of_new_keys(alice: Codec, bob: Codec) -> None:
     """A table peer's boxes are never evicted by newcomers (else a flood of fresh keys
-    would make it pay the new-key budget again); unpinned, it is a newcomer again."""
+    would make it pay the new-key budget again; docs/PROTOCOL.md, "5.3 Cookies under
+    load"); unpinned, it is a newcomer again."""
     carol = codec(3)
     for peer in (alice, carol):
         bob.decode(peer.encode_frame(bob.identity.key, ping_frame(), NOW), NOW)
@@ -391,3 +394,39 @@ def test_the_replay_state_holds_exactly_its_global_bound_of_nonces() -> None:
     assert guard.nonces == REPLAY_TOTAL_NONCES - REPLAY_MAX_NONCES + 1
     # The forgotten peer's nonces are refused by its floor, not accepted again.
     assert not guard.accept(peers[0], b"0", now_ms, now_ms)
+
+
+def test_a_boxed_body_shorter_than_a_nonce_and_a_tag_is_malformed(alice: Codec, bob: Codec) -> None:
+    """docs/PROTOCOL.md, "3.2": a boxed body is a 24-byte nonce, then the box with its
+    16-byte tag; anything shorter is malformed before any key agreement."""
+    packet = pb.Packet.FromString(alice.encode_frame(bob.identity.key, ping_frame(), NOW))
+    stamp = int(NOW * 1000).to_bytes(8, "big")
+    packet.boxed = stamp + bytes(NONCE_BYTES + 16 - 1 - 8)
+    assert reason(bob, packet.SerializeToString()) == "malformed"
+    packet.boxed = stamp + bytes(NONCE_BYTES + 16 - 8)  # long enough: then it fails to open
+    assert reason(bob, packet.SerializeToString()) == "bad_auth"
+
+
+def test_a_hello_from_a_key_that_is_no_curve_point_is_bad_key(alice: Codec, bob: Codec) -> None:
+    """A hello is answered with a Pong boxed to its key, so the key is checked first
+    (docs/PROTOCOL.md, "3.3 Hello"); refused as `bad_key`, the counter that says so."""
+    packet = pb.Packet.FromString(alice.encode_hello(b"c" * CHALLENGE_BYTES))
+    for bad in (bytes(32), b"\x01" + bytes(31)):  # the identity point has small order
+        packet.sender_key = bad
+        assert reason(bob, packet.SerializeToString()) == "bad_key"
+
+
+def test_a_cookie_reply_of_another_shape_is_malformed(alice: Codec, bob: Codec) -> None:
+    """docs/PROTOCOL.md, "5.3": a cookie reply is a 16-byte cookie and a 16-byte echo,
+    with no sender key; any other shape is `malformed`, before anything is looked up."""
+    good = pb.Packet.FromString(Codec.encode_cookie_reply(b"c" * 16, b"e" * 16))
+    assert bob.parse(good.SerializeToString()).cookie_reply.cookie == b"c" * 16
+    for field, value in (("cookie", b"c" * 15), ("cookie", b"c" * 17), ("echo", b"e" * 15)):
+        packet = pb.Packet()
+        packet.CopyFrom(good)
+        setattr(packet.cookie_reply, field, value)
+        assert reason(bob, packet.SerializeToString()) == "malformed", (field, value)
+    packet = pb.Packet()
+    packet.CopyFrom(good)
+    packet.sender_key = alice.identity.key
+    assert reason(bob, packet.SerializeToString()) == "malformed"
