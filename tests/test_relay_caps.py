@@ -91,6 +91,7 @@ def test_origin_shares_rank_networks_by_bytes_held() -> None:
 def test_the_bandwidth_balance_refills_at_its_rate_and_lends_one_relay() -> None:
     budget = RelayBandwidth(1000, NOW)
     assert budget.burst == BANDWIDTH_MIN_BURST  # 2 s of 1,000 B/s is less than 2 datagrams
+    assert budget.ready_at(NOW) == NOW  # open: ready now, not at some other time
     budget.spend(int(budget.burst) + 500, NOW)  # one relay may take it into debt
     assert not budget.open(NOW)
     # Offsets from NOW, not times: pytest.approx of a time of 1.8e9 s tolerates 1,800 s.

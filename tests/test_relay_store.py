@@ -14,6 +14,7 @@ from comm_tui.crypto.seal import message_id
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.relay_store import (
     ENTRY_OVERHEAD_BYTES,
+    UNVALIDATED_ORIGIN,
     Entry,
     Kind,
     QuotaExceeded,
@@ -358,3 +359,30 @@ def test_only_acks_are_found_by_the_address_they_go_back_to() -> None:
     ack.origin_key = peer.key
     store.add(ack)
     assert store.acks_back_to(peer.address) == [ack]
+
+
+def test_a_full_store_evicts_items_of_unproven_origin_first() -> None:
+    """docs/PROTOCOL.md, "8. Relay store": items from a pair not yet validated go first,
+    even when a proven network holds more; a newcomer of unproven origin evicts from the
+    largest network like any other."""
+    store = RelayStore(OWN, total_bytes=ENTRY_SIZE * 4, per_target_bytes=10**9, per_net_share=1)
+    for i, net in enumerate(["a", "a", UNVALIDATED_ORIGIN]):
+        store.add(message_entry(i, target=bytes([i + 1]) * 20, net=net))
+    store.add(message_entry(3, target=b"\x04" * 20, net="a"))  # full now: a 3, unproven 1
+    store.add(message_entry(4, target=b"\x05" * 20, net="b"))
+    assert store.origin_shares(3) == [("a", 3 * ENTRY_SIZE), ("b", ENTRY_SIZE)]
+    store.add(message_entry(5, target=b"\x06" * 20, net=UNVALIDATED_ORIGIN))
+    assert store.origin_shares(3) == [
+        ("a", 2 * ENTRY_SIZE),
+        ("b", ENTRY_SIZE),
+        (UNVALIDATED_ORIGIN, ENTRY_SIZE),
+    ]
+
+
+def test_the_network_evicted_from_is_the_one_holding_the_most_bytes() -> None:
+    """Not the first or last by name: "a" holds the most, "z" the least."""
+    store = RelayStore(OWN, total_bytes=ENTRY_SIZE * 4, per_target_bytes=10**9, per_net_share=1)
+    for i, net in enumerate(["a", "a", "a", "z"]):
+        store.add(message_entry(i, target=bytes([i + 1]) * 20, net=net))
+    store.add(message_entry(4, target=b"\x05" * 20, net="m"))
+    assert store.origin_shares(3) == [("a", 2 * ENTRY_SIZE), ("m", ENTRY_SIZE), ("z", ENTRY_SIZE)]
