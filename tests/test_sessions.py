@@ -825,9 +825,22 @@ def test_a_letter_whose_message_key_is_spent_opens_in_no_session_of_its_author()
     assert refused.value.lost_with is not None and refused.value.lost_with.key == alice_id.key
 
 
-def test_an_envelope_of_another_size_is_a_bad_envelope_naming_nobody() -> None:
+def test_each_malformed_envelope_is_a_bad_envelope_naming_nobody() -> None:
+    """docs/PROTOCOL.md, "Letters and sealing", refusals: the wrong size, an unknown
+    version or flag, our own or an invalid author key, prekey ids without INIT are each
+    ``bad_envelope`` (counted under that reason), and name no author to reset with."""
     receiver, bob, _, later = _genuine()
-    for envelope in (later[:-1], later + b"\x00", bytes(ENVELOPE_BYTES - 100)):
+    malformed = (
+        later[:-1],
+        later + b"\x00",
+        bytes(ENVELOPE_BYTES - 100),
+        bytes([3]) + later[1:],  # unknown version
+        later[:1] + b"\x80" + later[2:],  # unknown flag
+        later[:2] + bob.key + later[34:],  # from ourselves
+        later[:2] + bytes(32) + later[34:],  # no curve point
+        later[:66] + b"\xff" * 8 + later[74:],  # prekey ids without INIT
+    )
+    for envelope in malformed:
         with pytest.raises(SessionError) as refused:
             receiver.open(reseal(bob, envelope), T0)
         assert refused.value.reason == "bad_envelope" and refused.value.lost_with is None
