@@ -856,3 +856,14 @@ def test_an_envelope_naming_any_part_index_up_to_65535_is_refused_only_as_no_ses
             receiver.open(reseal(bob, envelope), T0)
         assert refused.value.reason == "no_session"
     assert receiver.open(reseal(bob, later), T0).author.key != bob.key
+
+
+def test_a_letter_in_a_session_we_do_not_have_is_no_session_naming_its_author() -> None:
+    """docs/PROTOCOL.md, "Session reset": an unknown session id without INIT (we lost
+    the session, or never had it) is ``no_session``, naming the envelope's author."""
+    receiver, bob, _, later = _genuine()
+    envelope = later[:34] + bytes(range(32)) + later[66:]
+    with pytest.raises(SessionError) as refused:
+        receiver.open(reseal(bob, envelope), T0)
+    assert refused.value.reason == "no_session"
+    assert refused.value.lost_with is not None and refused.value.lost_with.key == later[2:34]
