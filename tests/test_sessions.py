@@ -867,3 +867,46 @@ def test_a_letter_in_a_session_we_do_not_have_is_no_session_naming_its_author() 
         receiver.open(reseal(bob, envelope), T0)
     assert refused.value.reason == "no_session"
     assert refused.value.lost_with is not None and refused.value.lost_with.key == later[2:34]
+
+
+def test_a_first_letter_naming_a_spent_one_time_prekey_is_no_session_naming_its_author() -> None:
+    """docs/PROTOCOL.md, "Session reset": an INIT letter whose one-time prekey is spent
+    (its session was committed, then forgotten: evicted, or lost with a crash) opens in
+    no session, and the refusal names its author, so a handshake can start a new one."""
+    alice_id, bob_id = Identity.generate(), Identity.generate()
+    bob_prekeys = PrekeyStore(bob_id.key, T0)
+    bundle = bob_prekeys.public_bundle()
+    (sealed,) = _book(alice_id).seal_text(bob_id.public, [bytes(LETTER_BYTES)], bundle, T0)
+    bob = SessionBook(bob_id, bob_prekeys)
+    opened = bob.open(sealed, T0)
+    assert opened.token[3] != 0  # it used a one-time prekey
+    bob.commit(opened.author, [opened.token], T0, sent_ms=0, handshake=False)
+    with pytest.raises(SessionError) as refused:
+        SessionBook(bob_id, bob_prekeys).open(sealed, T0)  # the same prekeys, no sessions
+    assert refused.value.reason == "no_session"
+    assert refused.value.lost_with is not None and refused.value.lost_with.key == alice_id.key
+
+
+def test_a_signed_first_letter_skipping_too_many_keys_is_no_session_never_raised() -> None:
+    """A hostile author may sign an INIT letter whose header asks the new session to skip
+    more than MAX_SKIP keys: it is refused as ``no_session`` (naming that author) before
+    any key is derived, and nothing but SessionError is raised."""
+    alice = Identity.from_seed(b"\x31" * 32)  # the author of _genuine()'s letters
+    _, bob, init, _ = _genuine()
+    body = init[:110] + struct.pack(">I", MAX_SKIP + 1) + init[114:-64]
+    envelope = body + sign_init(alice, bob.key, body)
+    with pytest.raises(SessionError) as refused:
+        _book(bob).open(reseal(bob, envelope), T0)  # no session yet: a new one
+    assert refused.value.reason == "no_session"
+    assert refused.value.lost_with is not None and refused.value.lost_with.key == alice.key
+
+
+def test_an_opened_letter_says_whether_it_is_a_handshake() -> None:
+    """A handshake letter (docs/PROTOCOL.md, "Session reset") is opened as one, so the
+    node never shows it and treats its session as a reset; any other letter is not."""
+    alice_id, bob_id = Identity.generate(), Identity.generate()
+    alice, bob = _book(alice_id), _book(bob_id)
+    (plain,) = alice.seal_text(bob_id.public, [bytes(LETTER_BYTES)], None, T0)
+    (handshake,) = alice.seal_text(bob_id.public, [bytes(LETTER_BYTES)], None, T0, handshake=True)
+    assert bob.open(plain, T0).handshake is False
+    assert bob.open(handshake, T0).handshake is True
