@@ -509,3 +509,92 @@ def test_a_round_spends_the_contacts_budget_once_its_lookup_asks_nothing_more() 
         assert len(me.ask_relays(address, relays[i : i + 3], T0, spend=False)) == 3
     asked = [me.ask_relays(address, relays[30 + 3 * i :], T0, spend=True) for i in range(8)]
     assert [len(a) for a in asked] == [3] * int(PEER_INTRODUCTIONS_BURST) + [0, 0]
+
+
+# ---------------------------------------------------------------- mutation round 3 (B)
+
+
+def _punch_pair(me: Punching, contact: bytes, relay: bytes, now: float) -> Endpoint:
+    """Punch a pair with ``contact`` through our public face: a round asks ``relay``, its
+    answer starts an attempt, the pong to our ping punches it. Returns the endpoint."""
+    address, at_relay, at_contact = address_of(contact), ("198.18.0.1", 4000), ("198.18.7.7", 1)
+    me.want(address, now)
+    (ask,) = me.tick(now, {address: [(relay, at_relay)]}, {address})
+    answer = pb.Introduced(
+        key=contact, nonce=ask.frame.introduce.nonce, ip=bytes([198, 18, 7, 7]), port=1
+    )
+    (ping,) = me.on_answer(relay, at_relay, answer, now)
+    assert me.pong(address, at_contact, ping.frame.ping.challenge, now)
+    return at_contact
+
+
+def test_a_notice_about_a_contact_we_are_punched_with_asks_nothing() -> None:
+    """docs/PROTOCOL.md, "12.6": a notice about a contact we already meet directly (a
+    duplicate from another relay, or a late one) is answered by no Introduce and spends
+    no budget; nor is one about a contact whose attempt is under way."""
+    me = Punching(_keys(1, 208)[0], T0)
+    paired, trying = _keys(2)
+    me.set_contacts([paired, trying])
+    relay, other_relay = _keys(2, 150)
+    _punch_pair(me, paired, relay, T0)
+    assert address_of(paired) in me.pairs and address_of(paired) not in me.attempts
+    assert me.on_notice(other_relay, ("198.18.1.1", 4000), paired, T0) == []
+    assert me.asked == {}
+    me.want(address_of(trying), T0)
+    (ask,) = me.tick(
+        T0, {address_of(trying): [(relay, ("198.18.0.1", 4000))]}, {address_of(trying)}
+    )
+    answer = pb.Introduced(
+        key=trying, nonce=ask.frame.introduce.nonce, ip=bytes([198, 18, 8, 8]), port=1
+    )
+    assert me.on_answer(relay, ("198.18.0.1", 4000), answer, T0)
+    assert me.on_notice(other_relay, ("198.18.1.1", 4000), trying, T0) == []
+    assert me.asked == {}
+
+
+def test_given_up_contacts_are_remembered_up_to_punch_wants_max() -> None:
+    """A contact is given up on after PUNCH_ROUNDS rounds of Introduce (docs/PROTOCOL.md,
+    "12.6"): PUNCH_WANTS_MAX of them are remembered, so none is wanted again before
+    PUNCH_GIVE_UP_S; past the bound the one given up on first is forgotten first."""
+    me = Punching(_keys(1, 209)[0], T0)
+    contacts = _keys(punch.PUNCH_WANTS_MAX + 1)
+    me.set_contacts(contacts)
+    addresses = [address_of(key) for key in contacts]
+
+    def give_up_on(wanted: list[bytes], now: float) -> float:
+        for address in wanted:
+            me.want(address, now)
+        while me.wants:  # no relays: each round asks nobody, the last one gives up
+            assert me.tick(now, {}, set(wanted)) == []
+            now = min(w.next_at for w in me.wants.values()) if me.wants else now
+        return now
+
+    now = give_up_on(addresses[:-1], T0)
+    assert set(me.given_up) == set(addresses[:-1])
+    for address in addresses[:-1]:
+        me.want(address, now)
+        assert address not in me.wants
+    give_up_on(addresses[-1:], now)
+    assert len(me.given_up) == punch.PUNCH_WANTS_MAX
+    assert addresses[0] not in me.given_up and addresses[-1] in me.given_up
+
+
+@pytest.mark.parametrize(
+    ("target", "requester_at"),
+    [
+        ("requester", ("198.18.0.9", 1)),  # to meet itself
+        ("relay", ("198.18.0.9", 1)),  # to meet the relay
+        ("other", ("relay.example", 1)),  # from an endpoint that is no IP address
+    ],
+)
+def test_an_introduce_the_relay_cannot_serve_is_malformed(
+    target: str, requester_at: Endpoint
+) -> None:
+    relay_key, requester, other = _keys(3, 210)
+    relay = Punching(relay_key, T0)
+    targets = {"requester": requester, "relay": relay_key, "other": other}
+    ask = _introduce(address_of(targets[target]))
+    with pytest.raises(Rejected) as refused:
+        relay.on_introduce(requester, requester_at, ask.introduce, None, T0)
+    assert refused.value.reason == "malformed"
+    assert relay.waiting == {}
