@@ -598,3 +598,25 @@ def test_an_introduce_the_relay_cannot_serve_is_malformed(
         relay.on_introduce(requester, requester_at, ask.introduce, None, T0)
     assert refused.value.reason == "malformed"
     assert relay.waiting == {}
+
+
+def test_a_request_held_past_relay_wait_is_never_answered_even_behind_a_repeated_one() -> None:
+    """docs/PROTOCOL.md, "12.6": a relay holds a request RELAY_WAIT_S. A request asked
+    again is held anew, as the newest (the relay's table is in order of deadline), so an
+    older request of another pair expires on time instead of waiting behind it."""
+    relay = Punching(_keys(1, 219)[0], T0)
+    a, b, c, d = _keys(4, 220)
+    at = {key: (f"198.18.{i}.1", 4000) for i, key in enumerate((a, b, c, d), start=1)}
+
+    def introduce(requester: bytes, target: bytes, now: float, held: bool) -> list[punch.Send]:
+        ask = _introduce(address_of(target)).introduce
+        where = (target, at[target]) if held else None
+        return relay.on_introduce(requester, at[requester], ask, where, now)
+
+    assert len(introduce(a, b, T0, held=True)) == 1  # a notice to b
+    assert len(introduce(c, d, T0 + 1, held=True)) == 1  # a notice to d
+    assert len(introduce(a, b, T0 + 2, held=True)) == 1  # a asks again: held until T0 + 7
+    late = T0 + 1 + RELAY_WAIT_S + 0.5
+    with pytest.raises(Rejected, match="unknown_target"):
+        introduce(d, c, late, held=False)  # c's request expired: nothing to match
+    assert [s.key for s in introduce(b, a, late, held=False)] == [b, a]
