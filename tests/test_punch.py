@@ -620,3 +620,55 @@ def test_a_request_held_past_relay_wait_is_never_answered_even_behind_a_repeated
     with pytest.raises(Rejected, match="unknown_target"):
         introduce(d, c, late, held=False)  # c's request expired: nothing to match
     assert [s.key for s in introduce(b, a, late, held=False)] == [b, a]
+
+
+def test_pings_and_keepalives_go_out_exactly_when_next_due_says() -> None:
+    """docs/PROTOCOL.md, "12.6": an attempt pings on PUNCH_SCHEDULE_S, a punched pair is
+    pinged after its keep-alive silence (the side with the lower address first). The
+    node's timer wakes at ``next_due``: at that very instant ``tick`` sends the ping."""
+    me = Punching(_keys(1, 211)[0], T0)
+    contact, relay = _keys(1)[0], _keys(1, 150)[0]
+    me.set_contacts([contact])
+    address = address_of(contact)
+    me.want(address, T0)
+    (ask,) = me.tick(T0, {address: [(relay, ("198.18.0.1", 4000))]}, {address})
+    answer = pb.Introduced(
+        key=contact, nonce=ask.frame.introduce.nonce, ip=bytes([198, 18, 7, 7]), port=1
+    )
+    (first,) = me.on_answer(relay, ("198.18.0.1", 4000), answer, T0)
+    assert me.next_due() == T0 + punch.PUNCH_SCHEDULE_S[1]
+    (second,) = me.tick(T0 + punch.PUNCH_SCHEDULE_S[1], {}, {address})
+    assert second.frame == first.frame and second.endpoint == ("198.18.7.7", 1)
+    heard = T0 + 1.0
+    assert me.pong(address, ("198.18.7.7", 1), first.frame.ping.challenge, heard)
+    silence = punch.PUNCH_KEEPALIVE_S
+    if me.own_address > address:
+        silence += punch.PUNCH_KEEPALIVE_BACKUP_S
+    assert me.next_due() == heard + silence
+    (keepalive,) = me.tick(heard + silence, {}, set())
+    assert keepalive.frame == first.frame and keepalive.endpoint == ("198.18.7.7", 1)
+
+
+def test_a_failed_attempt_gives_the_contact_up_and_asks_no_more_rounds() -> None:
+    """An attempt whose pings got no pong within PUNCH_ATTEMPT_S fails: the contact is
+    no longer wanted and is given up on for PUNCH_GIVE_UP_S, so later rounds of
+    Introduce do not ask relays for it (texts keep going through relays)."""
+    me = Punching(_keys(1, 212)[0], T0)
+    contact, relay = _keys(1)[0], _keys(1, 150)[0]
+    me.set_contacts([contact])
+    address = address_of(contact)
+    relays_for = {address: [(relay, ("198.18.0.1", 4000))]}
+    me.want(address, T0)
+    (ask,) = me.tick(T0, relays_for, {address})
+    answer = pb.Introduced(
+        key=contact, nonce=ask.frame.introduce.nonce, ip=bytes([198, 18, 7, 7]), port=1
+    )
+    assert me.on_answer(relay, ("198.18.0.1", 4000), answer, T0)
+    now = T0
+    while now < T0 + punch.PUNCH_ATTEMPT_S:
+        now = me.next_due()
+        me.tick(now, relays_for, {address})
+    assert me.failed == 1 and address not in me.attempts
+    assert address not in me.wants and address in me.given_up
+    for later in (T0 + 15, T0 + 35, T0 + 75):
+        assert me.tick(later, relays_for, {address}) == []
