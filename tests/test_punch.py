@@ -672,3 +672,38 @@ def test_a_failed_attempt_gives_the_contact_up_and_asks_no_more_rounds() -> None
     assert address not in me.wants and address in me.given_up
     for later in (T0 + 15, T0 + 35, T0 + 75):
         assert me.tick(later, relays_for, {address}) == []
+
+
+def test_a_pong_to_a_punched_pairs_ping_from_another_endpoint_is_refused() -> None:
+    """Only the pair's own endpoint answers its keep-alive: the same challenge answered
+    from elsewhere (a replay, a forged source) is ``wrong_endpoint`` and moves nothing."""
+    me = Punching(_keys(1, 213)[0], T0)
+    contact, relay = _keys(1)[0], _keys(1, 150)[0]
+    me.set_contacts([contact])
+    at = _punch_pair(me, contact, relay, T0)
+    address = address_of(contact)
+    silence = me.next_due() - T0
+    (keepalive,) = me.tick(T0 + silence, {}, set())
+    with pytest.raises(Rejected, match="wrong_endpoint"):
+        me.pong(address, ("198.18.7.7", 2), keepalive.frame.ping.challenge, T0 + silence)
+    assert me.hop(address) == (contact, at)
+    assert me.pong(address, at, keepalive.frame.ping.challenge, T0 + silence)
+
+
+@pytest.mark.parametrize("used", [True, False])
+def test_a_punched_pair_lingers_punch_linger_s_after_its_last_use(used: bool) -> None:
+    """docs/PROTOCOL.md, "12.6": a pair is kept while texts flow over it and
+    PUNCH_LINGER_S after the last one, however long the contact keeps answering."""
+    me = Punching(_keys(1, 214)[0], T0)
+    contact, relay = _keys(1)[0], _keys(1, 150)[0]
+    me.set_contacts([contact])
+    at = _punch_pair(me, contact, relay, T0)
+    address = address_of(contact)
+    for step in range(1, 33):  # the contact answers every 10 s
+        now = T0 + 10 * step
+        me.heard(address, at, now)
+        if used and now == T0 + 200:
+            me.used(address, now)
+        me.tick(now, {}, set())
+    kept = me.hop(address) == (contact, at)
+    assert kept is used  # at T0 + 320: 120 s after a use at 200, or 320 after the punch
