@@ -6,6 +6,7 @@ relays and two hosts, each behind a NAT router of its own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -707,3 +708,58 @@ def test_a_punched_pair_lingers_punch_linger_s_after_its_last_use(used: bool) ->
         me.tick(now, {}, set())
     kept = me.hop(address) == (contact, at)
     assert kept is used  # at T0 + 320: 120 s after a use at 200, or 320 after the punch
+
+
+def test_the_relays_rate_limiters_remember_relay_limiter_keys_requesters_and_targets() -> None:
+    """The relay side's limiters per requester and per (target, requester's network)
+    each remember the RELAY_LIMITER_KEYS most recent keys, no more (a bound on memory:
+    a key pushed out starts again with a full burst). Here 4,096 fresh requesters of 512
+    networks, each for another target, push out a requester and a (target, network)
+    whose bursts were spent; 0.2 s later both are served again."""
+    relay = Punching(_keys(1, 215)[0], T0)
+    spent_requester, other = b"\x01" * 32, b"\x02" * 32
+    home: Endpoint = ("198.18.1.1", 4000)
+    target = _keys(1, 216)[0]
+
+    def introduce(requester: bytes, at: Endpoint, to: bytes, now: float) -> None:
+        relay.on_introduce(requester, at, _introduce(address_of(to)).introduce, None, now)
+
+    for _ in range(int(RELAY_BURST)):  # spends the requester's and (target, home)'s bursts
+        with pytest.raises(Rejected, match="unknown_target"):
+            introduce(spent_requester, home, target, T0)
+    with pytest.raises(Rejected, match="introduce_rate"):
+        introduce(spent_requester, home, _keys(1, 217)[0], T0)
+    for i in range(punch.RELAY_LIMITER_KEYS):
+        flood_at = (f"10.{i // 8 // 256}.{i // 8 % 256}.1", 4000)  # 8 a network: its burst
+        with pytest.raises(Rejected):
+            introduce((1000 + i).to_bytes(32, "big"), flood_at, (5000 + i).to_bytes(32, "big"), T0)
+    later = T0 + 0.2  # the node-wide budget refills 4 tokens; the others far less than 1
+    with pytest.raises(Rejected, match="unknown_target"):  # past every rate check
+        introduce(spent_requester, home, _keys(1, 217)[0], later)
+    with pytest.raises(Rejected, match="unknown_target"):
+        introduce(other, home, target, later)
+
+
+def test_the_per_contact_budget_remembers_relay_limiter_keys_contacts() -> None:
+    """The budget of introductions per contact remembers RELAY_LIMITER_KEYS contacts:
+    notices about 4,096 others push out one whose burst was spent, which is then
+    answered again once the node-wide budget has a token."""
+    me = Punching(_keys(1, 218)[0], T0)
+    spent = _keys(1, 219)[0]
+    others = [
+        Identity.from_seed(i.to_bytes(32, "big")).key for i in range(punch.RELAY_LIMITER_KEYS)
+    ]
+    me.set_contacts([spent, *others])
+    relays = _keys(int(PEER_INTRODUCTIONS_BURST) + 3, 150)  # a relay each: no duplicates
+    answered = 0
+    for i in range(int(PEER_INTRODUCTIONS_BURST) + 1):
+        try:
+            answered += len(me.on_notice(relays[i], (f"198.18.{i}.1", 4000), spent, T0))
+        except Rejected as exc:
+            assert exc.reason == "punch_rate"
+    assert answered == PEER_INTRODUCTIONS_BURST
+    for i, key in enumerate(others):  # 4 notices a relay network: within its own budget
+        with contextlib.suppress(Rejected):
+            me.on_notice(relays[-2], (f"10.{i // 4 // 256}.{i // 4 % 256}.1", 4000), key, T0)
+    later = T0 + 1.0  # one node-wide token; a contact's burst refills 1/60 in that time
+    assert len(me.on_notice(relays[-1], ("198.18.99.1", 4000), spent, later)) == 1
