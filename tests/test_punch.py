@@ -763,3 +763,22 @@ def test_the_per_contact_budget_remembers_relay_limiter_keys_contacts() -> None:
             me.on_notice(relays[-2], (f"10.{i // 4 // 256}.{i // 4 % 256}.1", 4000), key, T0)
     later = T0 + 1.0  # one node-wide token; a contact's burst refills 1/60 in that time
     assert len(me.on_notice(relays[-1], ("198.18.99.1", 4000), spent, later)) == 1
+
+
+def test_fresh_keys_of_one_network_get_relay_network_burst_introductions() -> None:
+    """docs/PROTOCOL.md, "12.6": keys are free and networks are not, so a relay serves
+    one network of origin RELAY_NETWORK_BURST requests at once whatever keys and targets
+    they name (then RELAY_NETWORK_RATE_PER_S); another network is still served."""
+    relay = Punching(_keys(1, 221)[0], T0)
+
+    def introduce(i: int, host: str) -> None:
+        ask = _introduce(address_of((7000 + i).to_bytes(32, "big"))).introduce
+        relay.on_introduce((6000 + i).to_bytes(32, "big"), (host, 4000), ask, None, T0)
+
+    for i in range(int(punch.RELAY_NETWORK_BURST)):
+        with pytest.raises(Rejected, match="unknown_target"):  # past every rate check
+            introduce(i, f"203.0.113.{i + 1}")
+    with pytest.raises(Rejected, match="introduce_rate"):
+        introduce(100, "203.0.113.200")
+    with pytest.raises(Rejected, match="unknown_target"):
+        introduce(101, "198.51.100.1")
