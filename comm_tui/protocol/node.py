@@ -35,11 +35,13 @@ recipient's signed ack arrives or it expires. On top of that (DESIGN.md section 
   ``protocol/directory.py``).
 
 What a peer can make us do is bounded by ``admission``: nothing enters the routing
-table, and nothing larger than a request (Nodes answers, pushes) goes to an endpoint,
-before a return-routability round trip from that endpoint; until then replies are
-held to 3x the bytes it sent. Validation challenges are stateless; what peers can
-make us remember (deferred requests, store items, partial texts) is bounded per key
-and per network of origin.
+table, and no request whose answer is larger than itself (Fetch, GetRecord, Attach...)
+is served to an endpoint, before a return-routability round trip from that endpoint;
+until then replies are held to 3x the bytes it sent. A FindNode is the exception: its
+Nodes answer goes at once when it fits those 3x, which a first contact's padded
+FindNode always does (docs/PROTOCOL.md, "5.1", "First contact"). Validation
+challenges are stateless; what peers can make us remember (deferred requests, store
+items, partial texts) is bounded per key and per network of origin.
 
 Two subsystems live beside the node, each owning its state behind a typed face the
 node hands it: prekey records in ``directory.py`` (``Directory``) and reachability,
