@@ -17,12 +17,15 @@ from __future__ import annotations
 import hashlib
 import random
 
+import pytest
+
 from comm_tui.crypto.identity import Identity, address_of
+from comm_tui.protocol import node as node_module
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.admission import AMPLIFICATION_FACTOR
 from comm_tui.protocol.codec import Codec
 from comm_tui.protocol.lookup import FIND_NODE_FIRST_CONTACT_BYTES, FIND_NODE_PADDING
-from comm_tui.protocol.node import FIND_NODE_ANSWER_NODES, Node, nodes_frame
+from comm_tui.protocol.node import FIND_NODE_ANSWER_NODES, Node, nodes_frame, parse_node_info
 from comm_tui.protocol.routing import Endpoint, RoutingTable
 from tests.wire import T0, Wire
 
@@ -226,3 +229,34 @@ def test_lookups_pad_the_find_nodes_to_nodes_outside_our_table() -> None:
     assert find_sizes[wire.endpoint(c)] == [FIND_NODE_FIRST_CONTACT_BYTES]
     assert c_to_a[:2] == ["nodes", "ping"]
     assert a.address in c._table
+
+
+def test_the_parsed_nodes_memo_is_bounded_and_parses_as_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``_parse_nodes`` memoizes entries by their fields: past ``NODE_INFO_MEMO`` it starts
+    again, and what it returns is ``parse_node_info``'s, our own entry and junk left out."""
+    monkeypatch.setattr(node_module, "NODE_INFO_MEMO", 16)
+    relay = _relay(0)
+    key = _identity(5).key
+    own = pb.NodeInfo(key=relay.identity.key, ip=bytes([10, 0, 0, 1]), port=1)
+    junk = pb.NodeInfo(key=key, ip=b"\x01\x02\x03", port=1)
+    ip = bytes([10, 0, 0, 1])
+    for _ in range(3):  # 40 entries a round, through a memo of 16
+        for start in range(1, 41, 8):
+            infos = [pb.NodeInfo(key=key, ip=ip, port=p) for p in range(start, start + 8)]
+            found = relay._parse_nodes(pb.Nodes(query_id=QUERY_ID, nodes=[*infos, own, junk]))
+            assert found == [parse_node_info(i) for i in infos]
+            assert len(relay._candidates) <= 16
+
+
+def test_the_written_nodes_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(node_module, "NODE_INFO_MEMO", 4)
+    relay = _relay(30)
+    asker = Codec(_identity(77))
+    for n in range(10):
+        find = pb.FindNode(query_id=QUERY_ID, target=_identity(100 + n).address)
+        answer = relay._nodes_answer(asker.identity.public, find)
+        nodes = pb.Frame.FromString(answer).nodes.nodes
+        assert len(nodes) == FIND_NODE_ANSWER_NODES
+        assert len(relay._node_infos) <= 4
