@@ -1320,7 +1320,19 @@ class Node:
         existing = self._store.get(Kind.MESSAGE, item_id)
         if existing is not None:
             self._stats.duplicates += 1
+            # Our own text handed back to us in the stem (a walk that came round to its
+            # sender) got nowhere: its next attempt, a fresh stem, goes now rather than at
+            # the retry 2 s later (docs/PROTOCOL.md, "7.2"). Only in its first attempt, so
+            # that handing it back again (from more keys) cannot push its retries back.
+            looped = (
+                bool(existing.own_text_id)
+                and msg.stem
+                and existing.attempts == 1
+                and sender.address not in existing.holders
+            )
             self._add_holder(existing, sender.address, now)
+            if looped:
+                self._relay(existing, now)
             self._send_receipt(sender.key, addr, [existing.key], now)
             if existing.key in self._stemmed:
                 del self._stemmed[existing.key]
