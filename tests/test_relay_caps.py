@@ -93,15 +93,16 @@ def test_the_bandwidth_balance_refills_at_its_rate_and_lends_one_relay() -> None
     assert budget.burst == BANDWIDTH_MIN_BURST  # 2 s of 1,000 B/s is less than 2 datagrams
     budget.spend(int(budget.burst) + 500, NOW)  # one relay may take it into debt
     assert not budget.open(NOW)
-    assert budget.ready_at(NOW) == pytest.approx(NOW + 0.501)
     assert not budget.open(NOW + 0.5)
-    assert budget.open(NOW + 0.502)
     assert budget.sent == int(budget.burst) + 500
-    # Deferred items line up: each waits for the ones before it, at the cap.
-    first = budget.next_slot(NOW, 1000)
-    second = budget.next_slot(NOW, 1000)
+    # Deferred items line up: each waits for the ones before it, at the cap, the first
+    # until the balance is positive again.
+    first = budget.defer(NOW, 1000)
+    second = budget.defer(NOW, 1000)
     assert first == pytest.approx(NOW + 0.501)
     assert second == pytest.approx(first + 1.0)
+    assert budget.open(NOW + 0.502)
+    assert budget.defer(NOW + 0.502, 1000) is None  # open: nothing deferred
 
 
 # ---------------------------------------------------------------- the node, on the wire
