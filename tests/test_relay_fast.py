@@ -8,12 +8,14 @@
 - receipts: every receipt a node owes one peer in one pump leaves as one Receipt, in
   the order the items came, each item named once, split where the ids pass
   ``RECEIPT_IDS_BYTES`` (docs/PROTOCOL.md, "4. Frames"); a pump per datagram receipts
-  each item at once, as before.
+  each item at once, as before;
+- ``RoutingTable.closest`` walks the buckets nearest first, equal to a full sort.
 """
 
 from __future__ import annotations
 
 import os
+import random
 
 import pytest
 from nacl.bindings import crypto_secretbox_easy, crypto_secretbox_open_easy
@@ -32,7 +34,9 @@ from comm_tui.protocol.node import (
     NodeConfig,
 )
 from comm_tui.protocol.relay_store import Kind, entry_key
-from comm_tui.protocol.routing import Endpoint
+from comm_tui.protocol.routing import ADDRESS_BITS, Endpoint, RoutingTable
+from tests.test_routing import KEY as PEER_KEY
+from tests.test_routing import OWN, address_with_cpl, brute_force_closest, unique_endpoint
 from tests.wire import T0, Wire
 
 KEY = bytes(range(32))
@@ -201,3 +205,29 @@ def test_the_largest_receipt_with_a_cookie_and_the_client_flag_fits_a_datagram()
     data = Codec(Identity.generate()).seal(Identity.generate().key, frame, T0, cookie=b"c" * 16)
     assert len(data) <= MAX_DATAGRAM_BYTES
     assert RECEIPT_IDS_BYTES // 2 <= FETCH_ITEMS_MAX  # never more ids than a Receipt may hold
+
+
+# ---------------------------------------------------------------- closest, bucket by bucket
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_closest_walks_the_buckets_to_exactly_the_full_sort_at_every_depth(seed: int) -> None:
+    """Targets sharing 0 to 159 bits with us, a table split deep, some nodes bad and some
+    excluded: the buckets visited nearest first give what sorting the table gives."""
+    rng = random.Random(seed)
+    table = RoutingTable(OWN, k=4)
+    i = 0
+    for depth in range(0, ADDRESS_BITS, 3):  # nodes at many depths: the table splits deep
+        for _ in range(rng.randrange(1, 7)):
+            table.observe(PEER_KEY, address_with_cpl(OWN, depth, rng), unique_endpoint(i), float(i))
+            i += 1
+    for entry in list(table._entries.values())[::5]:
+        entry.failures = table.max_failures  # bad: never among the closest
+    for shared in range(ADDRESS_BITS):
+        target = address_with_cpl(OWN, shared, rng)
+        excluded = {e.address for e in table.closest(target, 2)}
+        for count in (1, 4, 8, 1000):
+            got = [e.address for e in table.closest(target, count, exclude=excluded)]
+            want = [a for a in brute_force_closest(table, target, 1000) if a not in excluded]
+            assert got == want[:count]
+    assert [e.address for e in table.closest(OWN, 8)] == brute_force_closest(table, OWN, 8)
