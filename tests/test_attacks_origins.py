@@ -28,7 +28,6 @@ from comm_tui.protocol.node import (
     DEFERRED_PER_NETWORK,
     Node,
     NodeConfig,
-    seen_endpoint,
 )
 from comm_tui.protocol.punch import (
     INTRODUCE_PADDING,
@@ -37,6 +36,7 @@ from comm_tui.protocol.punch import (
     Punching,
 )
 from comm_tui.protocol.reachability import FamilyTallies, Judgement, judge
+from comm_tui.protocol.reachability_agent import seen_endpoint
 from comm_tui.protocol.routing import Endpoint
 from tests.wire import T0
 
@@ -190,7 +190,7 @@ def test_ipv6_observations_cannot_change_the_ipv4_verdict(lie: str) -> None:
         observe(Codec(Identity.generate()), relay, (f"2001:db{9 + i:x}::1", 5000), claim, now)
     assert relay.reachability.kind == "public"
     assert relay.reachability.public_endpoint == LOCAL_V4
-    assert not relay._client
+    assert not relay.client_mode
 
 
 def test_an_observation_counts_only_in_the_family_of_its_path() -> None:

@@ -460,7 +460,7 @@ def test_a_public_node_asks_no_introduction() -> None:
     net = Net("restricted", "restricted")
     alice, bob = net.a, PublicIdentity(net.b.identity.key)
     for kind, asked in (("public", 0), ("cone", PUNCH_RELAYS_PER_ROUND)):
-        alice._reach = Reachability(kind, ("198.19.40.1", 4000), net.now)
+        alice._reachability.reach = Reachability(kind, ("198.19.40.1", 4000), net.now)
         alice.send_text(bob, f"as a {kind} node", net.now)
         # The first round goes out at once, with the text.
         assert alice.stats.sent_by_kind["introduce"] == asked

@@ -22,7 +22,7 @@ from comm_tui.protocol import reachability as reach
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.admission import CHALLENGE_BYTES
 from comm_tui.protocol.codec import HELLO_MIN_PADDING_BYTES, Codec
-from comm_tui.protocol.node import SEALED_BYTES, Node, parse_seen, seen_endpoint
+from comm_tui.protocol.node import SEALED_BYTES, Node
 from comm_tui.protocol.reachability import (
     ATTACH_MAX,
     ATTACH_PER_NETWORK,
@@ -42,6 +42,7 @@ from comm_tui.protocol.reachability import (
     probe_target_allowed,
     solicitation_key,
 )
+from comm_tui.protocol.reachability_agent import ReachabilityAgent, parse_seen, seen_endpoint
 from comm_tui.protocol.routing import Endpoint
 from comm_tui.store.db import Database
 from tests.natwire import NatKind, NatWire
@@ -414,7 +415,7 @@ def test_each_nat_kind_is_classified_and_clients_never_enter_a_table() -> None:
     # The firewalled host was not known to be unreachable at first (its address is its
     # own); once it is, it leaves the table of every relay it speaks to.
     firewalled = nodes["firewall"]
-    bound = [r for r in relays if r.address in firewalled._bindings.bindings]
+    bound = [r for r in relays if r.address in firewalled._reachability.bindings.bindings]
     assert bound and all(firewalled.address not in r._table for r in bound)
 
 
@@ -448,7 +449,9 @@ def test_after_idling_past_the_nat_timeout_a_text_is_pushed_at_once() -> None:
 def test_without_keepalives_the_same_text_waits(monkeypatch: pytest.MonkeyPatch) -> None:
     """The control: clients that never send a keep-alive miss the push after idling, so
     the test above is one that can fail."""
-    monkeypatch.setattr(Node, "_send_attach", lambda self, address, binding, delay, now: None)
+    monkeypatch.setattr(
+        ReachabilityAgent, "_send_attach", lambda self, address, binding, delay, now: None
+    )
     wire, _, nodes = nat_network(12, {"alice": "restricted", "bob": "restricted"})
     clock = Clock(wire, T0 + 21)
     latencies = idle_then_send(wire, clock, nodes["alice"], nodes["bob"], 3, idle_s=300.0)
@@ -483,7 +486,7 @@ def test_keepalives_cost_one_datagram_per_binding_per_interval() -> None:
     clock.run_for(900)
     interval = bob.keepalive_interval
     assert interval is not None and KEEPALIVE_START_S <= interval < 30.0
-    bindings = len(bob._bindings.bindings)
+    bindings = len(bob._reachability.bindings.bindings)
     attaches, bytes_ = bob.stats.sent_by_kind["attach"], bob.stats.bytes_in + bob.stats.bytes_out
     window = 1200.0
     clock.run_for(window)
@@ -603,7 +606,7 @@ def test_attached_clients_are_bounded_per_network_and_counted() -> None:
         client = Codec(Identity.from_seed(bytes([10 + i]) * 32))
         validated_send(client, relay, attach(), ("203.0.113.7", 5000 + i), T0 + i * 0.01)
     assert relay.stats.attach_evicted == 3
-    assert relay._attached.per_network("203.0.113.0/24") == ATTACH_PER_NETWORK
+    assert relay._reachability.attached.per_network("203.0.113.0/24") == ATTACH_PER_NETWORK
 
 
 def test_a_delayed_echo_is_clamped_and_sent_when_due() -> None:
@@ -715,7 +718,7 @@ def test_hostile_peers_of_few_networks_cannot_move_a_client() -> None:
         )
     Clock(wire, T0 + 21, step=1.0).run_for(300)
     assert bob.reachability.public_endpoint == wire.public_endpoint_of(bob)
-    assert bob._tally.recent(T0 + 321)["198.18.1.0/24"] == ("203.0.113.66", 666)
+    assert bob._reachability.tally.recent(T0 + 321)["198.18.1.0/24"] == ("203.0.113.66", 666)
 
 
 def test_only_an_undisturbed_echo_teaches_the_interval() -> None:
@@ -775,7 +778,7 @@ def test_probes_are_asked_of_our_neighbourhood_and_sent_from_far_from_us() -> No
 
     wire.deliver = tap  # type: ignore[method-assign]
     for round_ in range(3):  # a few rounds, so luck cannot pass the test
-        bob._prober.reset(T0 + 51 + round_)
+        bob._reachability.prober.reset(T0 + 51 + round_)
         Clock(wire, T0 + 51 + round_, step=1.0).run_for(1)
     assert len(dial_backs) >= 5
     for server, dest in dial_backs:
@@ -794,15 +797,15 @@ def test_a_probe_from_an_endpoint_we_sent_to_lately_proves_nothing() -> None:
     known: Endpoint = ("198.18.78.1", 4000)
     node.add_known_peer(prober.identity.key, known, T0)  # we send to it: a mapping opens
     node.datagrams_to_send()
-    node._prober.asked(b"s" * 16, helper.identity.key, T0)
+    node._reachability.prober.asked(b"s" * 16, helper.identity.key, T0)
     probe = pb.Frame(probe=pb.Probe(nonce=b"s" * 16))
     node.receive_datagram(prober.encode_frame(node.identity.key, probe, T0 + 1), known, T0 + 1)
-    assert node._prober.outcome == "none"
-    node._prober.asked(b"t" * 16, helper.identity.key, T0 + 1)
+    assert node._reachability.prober.outcome == "none"
+    node._reachability.prober.asked(b"t" * 16, helper.identity.key, T0 + 1)
     later = T0 + 1 + reach.PROBE_SOLICITED_S
     probe = pb.Frame(probe=pb.Probe(nonce=b"t" * 16))
     node.receive_datagram(prober.encode_frame(node.identity.key, probe, later), known, later)
-    assert node._prober.outcome == "arrived"
+    assert node._reachability.prober.outcome == "arrived"
 
 
 def test_a_new_attachment_is_handed_what_waits_for_it() -> None:
@@ -863,7 +866,7 @@ async def test_nodes_on_loopback_are_relays_from_the_start(tmp_path: Path) -> No
 
 def test_a_client_answering_a_hello_counts_its_flag_in_the_size() -> None:
     node = Node(Identity.from_seed(b"\x05" * 32), T0, rng=random.Random(5))
-    node._client = True  # as after its first Pong showed a NAT
+    node._reachability.client = True  # as after its first Pong showed a NAT
     asker = Codec(Identity.from_seed(b"\x06" * 32))
     hello = asker.encode_hello(b"c" * CHALLENGE_BYTES)
     node.receive_datagram(hello, ("2001:2::6", 4000), T0)

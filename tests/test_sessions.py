@@ -27,12 +27,12 @@ from comm_tui.crypto.x3dh import X3DH_INFO, F, sign_init
 from comm_tui.protocol import sessions as sessions_module
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import Codec, Rejected
+from comm_tui.protocol.directory import ONE_TIME_PREKEYS_FRESH_S
 from comm_tui.protocol.events import NameClaimed, SessionReset, SessionsChanged
 from comm_tui.protocol.letters import CHUNK_BYTES, LETTER_BYTES, decode_letter, encode_letter
 from comm_tui.protocol.node import (
     HANDSHAKE_BURST,
     HANDSHAKE_INTERVAL_S,
-    ONE_TIME_PREKEYS_FRESH_S,
     Node,
 )
 from comm_tui.protocol.routing import Endpoint
@@ -117,7 +117,7 @@ def test_forward_secrecy_and_post_compromise_security_against_a_recorded_convers
     seen = recording(wire)
     a, b = wire.add(1), wire.add(2)
     wire.connect(a, b)
-    a._known_bundles[b.address] = b._prekeys.public_bundle()  # fetched from the network
+    a._directory.known_bundles[b.address] = b._prekeys.public_bundle()  # fetched from the network
     b_end = wire.endpoint(b)
     now = T0
     for i in range(6):  # a conversation, both ways, with multi-part texts
@@ -503,7 +503,7 @@ def test_one_time_prekeys_are_used_once_and_consumed_on_commit() -> None:
     a, b = wire.add(1), wire.add(2)
     wire.connect(a, b)
     bundle = b._prekeys.public_bundle()
-    a._known_bundles[b.address] = bundle
+    a._directory.known_bundles[b.address] = bundle
     a.send_text(b.identity.public, "with a bundle", T0)
     session = a._sessions.active(b.identity.key)
     assert session is not None and session.pending_init is not None
@@ -666,7 +666,7 @@ def test_one_time_prekeys_are_drawn_at_random_and_only_from_a_fresh_bundle() -> 
     picked = set()
     for seed in range(3, 23):
         a = wire.add(seed)
-        a._known_bundles[b.address] = bundle
+        a._directory.known_bundles[b.address] = bundle
         a.send_text(b.identity.public, "hi", T0)
         session = a._sessions.active(b.identity.key)
         assert session is not None and session.pending_init is not None
@@ -674,8 +674,8 @@ def test_one_time_prekeys_are_drawn_at_random_and_only_from_a_fresh_bundle() -> 
     assert len(picked) > 1
     # A bundle learned from a record long ago: the signed prekey alone.
     late = wire.add(40)
-    late._known_bundles[b.address] = bundle
-    late._known_bundle_times[b.address] = (0, 2**62, T0)
+    late._directory.known_bundles[b.address] = bundle
+    late._directory.known_bundle_times[b.address] = (0, 2**62, T0)
     late.send_text(b.identity.public, "hi", T0 + ONE_TIME_PREKEYS_FRESH_S + 1)
     session = late._sessions.active(b.identity.key)
     assert session is not None
