@@ -35,11 +35,13 @@ recipient's signed ack arrives or it expires. On top of that (DESIGN.md section 
   ``protocol/directory.py``).
 
 What a peer can make us do is bounded by ``admission``: nothing enters the routing
-table, and nothing larger than a request (Nodes answers, pushes) goes to an endpoint,
-before a return-routability round trip from that endpoint; until then replies are
-held to 3x the bytes it sent. Validation challenges are stateless; what peers can
-make us remember (deferred requests, store items, partial texts) is bounded per key
-and per network of origin.
+table, and no request whose answer is larger than itself (Fetch, GetRecord, Attach...)
+is served to an endpoint, before a return-routability round trip from that endpoint;
+until then replies are held to 3x the bytes it sent. A FindNode is the exception: its
+Nodes answer goes at once when it fits those 3x, which a first contact's padded
+FindNode always does (docs/PROTOCOL.md, "5.1", "First contact"). Validation
+challenges are stateless; what peers can make us remember (deferred requests, store
+items, partial texts) is bounded per key and per network of origin.
 
 Two subsystems live beside the node, each owning its state behind a typed face the
 node hands it: prekey records in ``directory.py`` (``Directory``) and reachability,
@@ -86,6 +88,7 @@ from comm_tui.protocol.codec import (
     MAX_CLOCK_SKEW_S,
     Codec,
     Rejected,
+    _varint,
     receipt_frame,
 )
 from comm_tui.protocol.custody import Custody, custody_of
@@ -113,7 +116,7 @@ from comm_tui.protocol.letters import (
     encode_read_letter,
     split_text,
 )
-from comm_tui.protocol.lookup import LOOKUP_MAX_QUERIES, Candidate, Lookup
+from comm_tui.protocol.lookup import FIND_NODE_PADDING, LOOKUP_MAX_QUERIES, Candidate, Lookup
 from comm_tui.protocol.outbox import Outbox, OutboxState
 from comm_tui.protocol.punch import Punching, Send
 from comm_tui.protocol.ratelimit import RateLimiter, TokenBucket
@@ -216,6 +219,9 @@ HANDSHAKE_RATE_PER_S = 1 / 60
 HANDSHAKE_BURST = 10
 HANDSHAKE_PEERS_MAX = 1024
 FIND_NODE_ANSWER_NODES = 8
+# Nodes entries remembered as parsed and as written (``_candidates``, ``_node_infos``):
+# the same few hundred nodes fill every answer. Past the bound the memo is cleared.
+NODE_INFO_MEMO = 4096
 
 # Requests whose answer is larger than they are, or that make us send to a third party
 # (a dial-back): served only to validated endpoints.
@@ -330,6 +336,21 @@ def node_info(key: bytes, endpoint: Endpoint) -> pb.NodeInfo | None:
     return None if packed is None else pb.NodeInfo(key=key, ip=packed, port=endpoint[1])
 
 
+_NODES_TAG = bytes([5 << 3 | 2])  # Frame.nodes
+_QUERY_ID_TAG = bytes([1 << 3 | 2])  # Nodes.query_id
+_NODE_INFO_TAG = bytes([2 << 3 | 2])  # Nodes.nodes
+
+
+def nodes_frame(query_id: bytes, infos: list[bytes]) -> bytes:
+    """The serialized ``Frame{nodes: Nodes{query_id, nodes}}`` from serialized
+    ``NodeInfo``s, as protobuf writes it (tests/test_first_contact.py compares)."""
+    parts = [_QUERY_ID_TAG, _varint(len(query_id)), query_id]
+    for info in infos:
+        parts += (_NODE_INFO_TAG, _varint(len(info)), info)
+    body = b"".join(parts)
+    return _NODES_TAG + _varint(len(body)) + body
+
+
 def parse_node_info(info: pb.NodeInfo) -> Candidate | None:
     """A candidate from a NODES answer, or None when any field is out of shape.
 
@@ -413,6 +434,9 @@ class Node:
         # Recipients met by a lookup ``until_found`` but not in the table, by address: at
         # every endpoint where they answered (a Sybil may relay for them at one of them).
         self._direct: OrderedDict[bytes, dict[Endpoint, NodeEntry]] = OrderedDict()
+        # Nodes entries as parsed (by their fields) and as written (by node and endpoint).
+        self._candidates: dict[tuple[bytes, bytes, int], Candidate | None] = {}
+        self._node_infos: dict[tuple[bytes, Endpoint], bytes] = {}
         # When we last started a lookup until found, by recipient address.
         self._finding: OrderedDict[bytes, float] = OrderedDict()
         self._stemmed: OrderedDict[bytes, None] = OrderedDict()  # store keys
@@ -913,10 +937,16 @@ class Node:
         frame = decoded.frame
         assert frame is not None
         body = frame.WhichOneof("body") or ""
+        answered_at_once = False
         try:
             if body in _NEEDS_VALIDATION and not self._is_validated(sender.key, addr):
-                # The answer would be larger than the request: only for a proven address.
-                self._validate(sender.key, addr, now, defer=(body, frame))
+                # The answer would be larger than the request: only for a proven address,
+                # or a FindNode whose answer fits the address's 3x credit (first contact).
+                answered_at_once = body == "find_node" and self._answer_first_contact(
+                    sender, frame.find_node, addr, now
+                )
+                if not answered_at_once:
+                    self._validate(sender.key, addr, now, defer=(body, frame))
             else:
                 self._handlers[body](sender, getattr(frame, body), addr, now)
         finally:
@@ -924,7 +954,7 @@ class Node:
             # refused the frame: the datagram was authentic, and a first contact whose
             # item was refused must still get the challenge that lets its retry in.
             if body != "probe":  # a prober is a stranger we need nothing from
-                self._observe(sender, addr, now, client=frame.client)
+                self._observe(sender, addr, now, client=frame.client, served=answered_at_once)
             self._reachability.bindings.traffic(addr)
             self._send_all(self._punch.heard(sender.address, addr, now), now)
 
@@ -984,13 +1014,15 @@ class Node:
         pair = (key, addr)
         if pair == self._proven:
             return True
-        entry = self._table.get(address_of(key))
-        if (
-            entry is not None and entry.key == key and entry.endpoint == addr
-        ) or self._addresses.is_validated(key, addr):
+        if self._in_table(key, addr) or self._addresses.is_validated(key, addr):
             self._proven = pair
             return True
         return False
+
+    def _in_table(self, key: bytes, addr: Endpoint) -> bool:
+        """Is ``key`` in our routing table at ``addr``?"""
+        entry = self._table.get(address_of(key))
+        return entry is not None and entry.key == key and entry.endpoint == addr
 
     def _validate(
         self, key: bytes, addr: Endpoint, now: float, *, defer: tuple[str, pb.Frame] | None = None
@@ -1038,16 +1070,26 @@ class Node:
         del self._deferred[key]
 
     def _observe(
-        self, sender: PublicIdentity, addr: Endpoint, now: float, *, client: bool = False
+        self,
+        sender: PublicIdentity,
+        addr: Endpoint,
+        now: float,
+        *,
+        client: bool = False,
+        served: bool = False,
     ) -> None:
         """Let an authenticated datagram refresh or insert its sender in the routing table.
 
         Only a validated (key, endpoint) pair may: a first contact, or a known node
         speaking from a new endpoint, is challenged there first. A client never enters
         the table, and leaves it when it says it is one (docs/PROTOCOL.md, "12.3").
+        ``served``: its request was answered at once (``_answer_first_contact``); it is
+        challenged only if the table has room for it, since that is all the proof would
+        serve (docs/PROTOCOL.md, "5.1", "First contact").
         """
         if not self._is_validated(sender.key, addr):
-            self._validate(sender.key, addr, now)
+            if not served or self._table.has_room(sender.address, addr):
+                self._validate(sender.key, addr, now)
             return
         if client:
             known = self._table.get(sender.address)
@@ -1147,12 +1189,48 @@ class Node:
     def _on_find_node(
         self, sender: PublicIdentity, find: pb.FindNode, addr: Endpoint, now: float
     ) -> None:
+        self._send_encoded(sender.key, addr, "nodes", self._nodes_answer(sender, find), now)
+
+    def _answer_first_contact(
+        self, sender: PublicIdentity, find: pb.FindNode, addr: Endpoint, now: float
+    ) -> bool:
+        """Answer a FindNode from an unvalidated pair at once if the answer fits the
+        endpoint's credit (3x the bytes it sent us, QUIC's rule, RFC 9000 section 8.1);
+        False, having sent nothing, when it does not (docs/PROTOCOL.md, "5.1", "First
+        contact"): the caller validates the address first, as for other requests.
+
+        The credit is per source endpoint and counts every byte that came from it, so
+        forged sources get at most 3x what their forger sent, each and in all. A FindNode
+        padded to ``FIND_NODE_FIRST_CONTACT_BYTES`` covers the largest answer; the
+        validation round trip it saves is most of what a lookup's first contacts cost.
+        """
+        answer = self._nodes_answer(sender, find)
+        return self._send_encoded(sender.key, addr, "nodes", answer, now, count_withheld=False)
+
+    def _nodes_answer(self, sender: PublicIdentity, find: pb.FindNode) -> bytes:
+        """The serialized ``Frame{nodes}`` answering ``find``: our nodes nearest its
+        target, the asker left out.
+
+        Written as bytes from each entry's memoized ``NodeInfo`` (``nodes_frame``): the
+        same nodes fill every answer, and building them as messages cost more than
+        boxing the answer.
+        """
         if len(find.target) != ADDRESS_BYTES or len(find.query_id) != CHALLENGE_BYTES:
             raise Rejected("malformed")
         nodes = self._table.closest(find.target, FIND_NODE_ANSWER_NODES, exclude=(sender.address,))
-        infos = [node_info(n.key, n.endpoint) for n in nodes]
-        answer = pb.Nodes(query_id=find.query_id, nodes=[i for i in infos if i is not None])
-        self._send_frame(sender.key, addr, pb.Frame(nodes=answer), now)
+        memo = self._node_infos
+        infos: list[bytes] = []
+        for node in nodes:
+            info = memo.get((node.key, node.endpoint))
+            if info is None:
+                message = node_info(node.key, node.endpoint)
+                if message is None:
+                    continue
+                if len(memo) >= NODE_INFO_MEMO:
+                    memo.clear()
+                info = memo[(node.key, node.endpoint)] = message.SerializeToString()
+            infos.append(info)
+        return nodes_frame(find.query_id, infos)
 
     def _on_nodes(
         self, sender: PublicIdentity, nodes: pb.Nodes, addr: Endpoint, now: float
@@ -1174,10 +1252,26 @@ class Node:
             query.lookup.on_timeout(query.path, query.candidate)
             self._advance_lookup(query.lookup, now)
             raise Rejected("malformed")
-        found = [c for c in map(parse_node_info, nodes.nodes) if c is not None]
-        found = [c for c in found if c.key != self.identity.key]
+        found = self._parse_nodes(nodes)
         query.lookup.on_response(query.path, query.candidate, found)
         self._advance_lookup(query.lookup, now)
+
+    def _parse_nodes(self, nodes: pb.Nodes) -> list[Candidate]:
+        """The well-formed entries of a Nodes answer but ourselves (``parse_node_info``),
+        memoized by their fields: the same nodes come back in answer after answer."""
+        memo = self._candidates
+        found: list[Candidate] = []
+        for info in nodes.nodes:
+            fields = (info.key, info.ip, info.port)
+            if fields in memo:
+                candidate = memo[fields]
+            else:
+                if len(memo) >= NODE_INFO_MEMO:
+                    memo.clear()
+                candidate = memo[fields] = parse_node_info(info)
+            if candidate is not None and candidate.key != self.identity.key:
+                found.append(candidate)
+        return found
 
     def _find_recipient(self, address: bytes, now: float) -> None:
         """Look ``address`` up until found, unless we did so lately (see the constants)."""
@@ -2044,7 +2138,12 @@ class Node:
                 path=path,
                 candidate=candidate,
             )
-            frame = pb.Frame(find_node=pb.FindNode(query_id=query_id, target=lookup.target))
+            find = pb.FindNode(query_id=query_id, target=lookup.target)
+            if not self._in_table(candidate.key, candidate.endpoint):
+                # It may not have validated us: padded, its answer comes at once
+                # (docs/PROTOCOL.md, "5.1", "First contact").
+                find.padding = FIND_NODE_PADDING
+            frame = pb.Frame(find_node=find)
             self._send_frame(candidate.key, candidate.endpoint, frame, now, probe=True)
         if lookup.done:
             self._lookup_finished(lookup, now)
@@ -2163,17 +2262,33 @@ class Node:
                 self._send_encoded(key, endpoint, "receipt", receipt_frame(list(owed.ids)), now)
 
     def _send_frame(
-        self, key: bytes, endpoint: Endpoint, frame: pb.Frame, now: float, *, probe: bool = False
+        self,
+        key: bytes,
+        endpoint: Endpoint,
+        frame: pb.Frame,
+        now: float,
+        *,
+        probe: bool = False,
+        count_withheld: bool = True,
     ) -> bool:
         """Box and queue a frame; False if the anti-amplification limit held it back.
 
         To an endpoint not validated for ``key``, we send at most 3x what it sent us
         (``admission``). ``probe`` marks requests we start on our own (lookups, pings of
-        known nodes), which the query table bounds instead.
+        known nodes), which the query table bounds instead. ``count_withheld``: False
+        when the caller has another way (a first contact's FindNode is validated first).
         """
         frame.ClearField("client")  # _send_encoded adds it for a client
         body = frame.WhichOneof("body") or ""
-        return self._send_encoded(key, endpoint, body, frame.SerializeToString(), now, probe=probe)
+        return self._send_encoded(
+            key,
+            endpoint,
+            body,
+            frame.SerializeToString(),
+            now,
+            probe=probe,
+            count_withheld=count_withheld,
+        )
 
     def _send_encoded(
         self,
@@ -2184,6 +2299,7 @@ class Node:
         now: float,
         *,
         probe: bool = False,
+        count_withheld: bool = True,
     ) -> bool:
         """``_send_frame`` for a frame already serialized (``body`` is its kind), without
         its client flag: the relay path writes its frames as bytes (``receipt_frame``,
@@ -2203,7 +2319,7 @@ class Node:
             and not self._is_validated(key, endpoint)
             and not self._addresses.spend(endpoint, len(data))
         ):
-            self._stats.withheld += 1
+            self._stats.withheld += count_withheld
             return False
         self._stats.sent_by_kind[body] += 1
         # Only what we start (requests, items) is remembered for a cookie reply: a node
