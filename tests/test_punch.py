@@ -17,7 +17,8 @@ from comm_tui.protocol.codec import Rejected
 from comm_tui.protocol.node import Node
 from comm_tui.protocol.punch import (
     INTRODUCE_PADDING,
-    NODE_INTRODUCTIONS_BURST,
+    NODE_NOTICES_BURST,
+    NOTICES_PER_WIDE_NETWORK_BURST,
     PEER_INTRODUCTIONS_BURST,
     PENDING_INTRODUCTIONS_MAX,
     PUNCH_ATTEMPTS_MAX,
@@ -403,27 +404,44 @@ def test_punched_pairs_are_bounded() -> None:
     assert address_of(contacts[-1]) in me.pairs and address_of(contacts[0]) not in me.pairs
 
 
-def test_notices_are_answered_within_budgets_per_contact_and_node_wide() -> None:
+def test_notices_are_answered_within_the_node_budget_and_spend_none_of_our_rounds() -> None:
     me = Punching(_keys(1, 204)[0], T0)
-    contacts = _keys(64)
+    contacts = _keys(100)
     me.set_contacts(contacts)
-    relays = _keys(40, 150)
+    relays = _keys(100, 150)
     asked = 0
-    for i, relay in enumerate(relays):  # every relay says the same contact asks
-        try:
-            asked += len(me.on_notice(relay, (f"198.18.{i}.1", 1), contacts[0], T0))
+    for i, (relay, key) in enumerate(zip(relays, contacts, strict=True)):
+        try:  # a relay of a wide network each
+            asked += len(me.on_notice(relay, (f"{1 + i}.18.0.1", 1), key, T0))
         except Rejected as exc:
             assert exc.reason == "punch_rate"
-    assert asked == PEER_INTRODUCTIONS_BURST
-    asked = 0
-    for i, key in enumerate(contacts[1:]):  # relays of a network each (see below)
-        try:
-            asked += len(me.on_notice(relays[i % 40], (f"198.18.{i % 40}.1", 1), key, T0))
-        except Rejected as exc:
-            assert exc.reason == "punch_rate"
-    assert asked == NODE_INTRODUCTIONS_BURST - PEER_INTRODUCTIONS_BURST
+    assert asked == NODE_NOTICES_BURST
     with pytest.raises(Rejected, match="not_contact"):
         me.on_notice(relays[0], ("198.18.0.1", 1), _keys(1, 250)[0], T0 + 3600)
+    # The notices spent none of our own rounds' budgets, the contact's or the node's.
+    address = address_of(contacts[0])
+    me.asked.clear()
+    me.want(address, T0)
+    ours = [(k, (f"198.19.{i}.1", 1)) for i, k in enumerate(_keys(3, 251))]
+    assert [s.key for s in me.ask_relays(address, ours, T0, spend=True)] == [k for k, _ in ours]
+
+
+def test_notices_from_relays_of_one_wide_network_share_a_budget() -> None:
+    """docs/PROTOCOL.md, "12.6": relays in many /24s of one /16 (or /48s of one /32) are
+    one wide network, whose notices we answer within a burst of 4."""
+    me = Punching(_keys(1, 204)[0], T0)
+    contacts = _keys(40)
+    me.set_contacts(contacts)
+    relays = _keys(40, 150)
+    for at in ((lambda i: f"198.18.{i}.1"), (lambda i: f"2001:db8:{i:x}::1")):
+        asked = 0
+        for i, (relay, key) in enumerate(zip(relays, contacts, strict=True)):
+            try:
+                asked += len(me.on_notice(relay, (at(i), 1), key, T0))
+            except Rejected as exc:
+                assert exc.reason == "punch_rate"
+        assert asked == NOTICES_PER_WIDE_NETWORK_BURST
+        me.asked.clear()
 
 
 def test_requests_held_by_a_relay_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -432,7 +450,7 @@ def test_requests_held_by_a_relay_are_bounded(monkeypatch: pytest.MonkeyPatch) -
     requesters, targets = _keys(20), _keys(20, 150)
     for i, (requester, target) in enumerate(zip(requesters, targets, strict=True)):
         ask = _introduce(address_of(target))
-        at = (f"198.18.{10 + i}.1", 1)  # a network each: one has a budget of 8 (12.6)
+        at = (f"{10 + i}.18.0.1", 1)  # a wide network each: one has a budget (12.6)
         relay.on_introduce(requester, at, ask.introduce, (target, ("198.18.0.2", 2)), T0)
     assert len(relay.waiting) == 8
     # The newest are kept: the last requester's match is still possible.

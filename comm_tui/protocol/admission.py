@@ -30,11 +30,13 @@ host, and one host must not make us forget everyone else's proofs.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import ipaddress
 import os
 from collections import OrderedDict
 
-from comm_tui.protocol.routing import Endpoint, origin_network
+from comm_tui.protocol.routing import IP_PREFIX_CACHE_HOSTS, Endpoint, origin_network
 
 AMPLIFICATION_FACTOR = 3
 # Unvalidated endpoints whose byte credit we remember, and the most credit one can hold.
@@ -44,12 +46,40 @@ MAX_CREDIT_BYTES = AMPLIFICATION_FACTOR * 64 * 1024
 # "5.1 Address validation"): a host owns 65,535 ports and any number of keys.
 VALIDATED_PAIRS = 16384
 VALIDATED_PER_NETWORK = 64
+# A wide network (docs/PROTOCOL.md, "5.2 Peer-triggered state"): what one provider holds,
+# as a second level above the networks of origin. A /48 is what a home is given, but one
+# IPv6 /32 holds 65,536 of them; an IPv4 /16 holds 256 /24s.
+WIDE_IPV4_PREFIX_BITS = 16
+WIDE_IPV6_PREFIX_BITS = 32
 COOKIE_BYTES = 16
 ECHO_BYTES = 16
 CHALLENGE_BYTES = 16
 # Cookies and validation challenges are good for one to two rotations of their secret.
 COOKIE_ROTATE_S = 120.0
 CHALLENGE_ROTATE_S = 10.0
+
+
+@functools.lru_cache(maxsize=IP_PREFIX_CACHE_HOSTS)
+def wide_network(endpoint: Endpoint) -> str:
+    """The wide network ``endpoint`` is in (docs/PROTOCOL.md, "5.2"): an IPv4 /16, an
+    IPv6 /32 (an IPv4-mapped address as IPv4); on loopback, each host and port, as its
+    network of origin.
+
+    Bounds per network of origin alone are only as good as networks are scarce, and
+    IPv6 /48s are not: whoever holds a /32 holds 65,536 of them. Budgets and tables
+    that many networks could spend or fill are bounded per wide network too.
+    """
+    host, port = endpoint
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return f"host:{host}"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return f"{ip}:{port}"
+    bits = WIDE_IPV4_PREFIX_BITS if ip.version == 4 else WIDE_IPV6_PREFIX_BITS
+    return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
 
 
 def _endpoint_bytes(endpoint: Endpoint) -> bytes:
