@@ -114,6 +114,29 @@ def test_one_host_validating_many_ports_cannot_flush_an_honest_peers_proof(
     assert "nodes" in bodies and "ping" not in bodies
 
 
+def test_the_many_48s_of_one_32_cannot_flush_an_honest_peers_proof(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The flush with networks instead of ports: whoever holds an IPv6 /32 holds 65,536
+    /48s, each a network of origin. One pair from each of 16,384 of them (32,768
+    datagrams) left every network holding one pair, the honest peer's too, and the
+    oldest of those went first: the honest proof. Now a wide network (a /32) holds at
+    most ``VALIDATED_PER_WIDE_NETWORK`` pairs and a full table forgets from the wide
+    network holding the most (docs/PROTOCOL.md, "5.1"). (A table of 256 pairs here.)"""
+    monkeypatch.setattr(admission, "VALIDATED_PAIRS", 256)
+    relay = node(1)
+    honest = Codec(Identity.generate())
+    now = T0
+    prove(honest, relay, HONEST, now, client=True)
+    attacker = Codec(Identity.generate())
+    for i in range(300):
+        now += 0.001
+        prove(attacker, relay, (f"2001:db8:{i:x}::7", 4000), now, client=True)
+    assert relay._is_validated(honest.identity.key, HONEST)
+    assert relay._is_validated(attacker.identity.key, ("2001:db8:12b::7", 4000))
+    assert not relay._is_validated(attacker.identity.key, ("2001:db8:0::7", 4000))
+
+
 # ---------------------------------------------------------------- 2. Introduce budget
 
 
