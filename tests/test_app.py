@@ -119,7 +119,7 @@ async def test_add_contact_with_a_valid_card(tmp_path: Path) -> None:
                 pilot,
                 app,
                 lambda s: (
-                    dave.address in s.node._wanted_bundles
+                    dave.address in s.node._directory.wanted
                     and dave.address in s.node._punch.contacts
                 ),
                 "the node to want dave's bundle and know dave as a contact",

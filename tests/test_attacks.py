@@ -114,12 +114,13 @@ def test_fetch_with_a_forged_source_address_amplifies_nothing() -> None:
 
 
 def test_answers_larger_than_the_request_wait_for_the_address_to_be_proven() -> None:
-    """An honest first contact gets its Nodes answer one round trip later, not never."""
+    """An honest first contact gets its answer one round trip later, not never. (A
+    FindNode whose answer fits 3x its size goes at once: tests/test_first_contact.py.)"""
     wire = Wire()
     a, b, c = wire.add(1), wire.add(2), wire.add(3)
     wire.connect(b, c)
-    query = pb.FindNode(query_id=b"q" * CHALLENGE_BYTES, target=bytes(20))
-    deliver(a, b, pb.Frame(find_node=query), wire.endpoint(a), T0)
+    query = pb.GetRecord(query_id=b"q" * CHALLENGE_BYTES, address=bytes(20))
+    deliver(a, b, pb.Frame(get_record=query), wire.endpoint(a), T0)
     at_a = Codec(a.identity)
     challenges = [at_a.decode(data, T0).frame for data, _ in b.datagrams_to_send()]
     assert [f.WhichOneof("body") for f in challenges if f] == ["ping"]  # nothing larger
@@ -128,7 +129,7 @@ def test_answers_larger_than_the_request_wait_for_the_address_to_be_proven() -> 
         pong = pb.Frame(pong=pb.Pong(challenge=frame.ping.challenge))
         deliver(a, b, pong, wire.endpoint(a), T0)
     answers = [at_a.decode(data, T0).frame for data, _ in b.datagrams_to_send()]
-    assert [f.nodes.query_id for f in answers if f and f.HasField("nodes")] == [query.query_id]
+    assert [f.record.query_id for f in answers if f and f.HasField("record")] == [query.query_id]
     assert a.address in b._table
 
 
@@ -312,7 +313,8 @@ def test_one_key_from_many_ports_cannot_fill_the_pending_query_table() -> None:
     wire.connect(victim, peer)
     attacker = Codec(Identity.generate())
     others = [Codec(Identity.generate()) for _ in range(300)]
-    find = pb.Frame(find_node=pb.FindNode(query_id=b"q" * CHALLENGE_BYTES, target=bytes(20)))
+    # Held until proven (a FindNode that fits the credit is answered at once instead).
+    find = pb.Frame(get_record=pb.GetRecord(query_id=b"q" * CHALLENGE_BYTES, address=bytes(20)))
     for port in range(1, 1101):
         now = T0 + port / 1000
         data = attacker.encode_frame(victim.identity.key, find, now)

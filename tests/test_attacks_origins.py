@@ -29,7 +29,6 @@ from comm_tui.protocol.node import (
     DEFERRED_PER_NETWORK,
     Node,
     NodeConfig,
-    seen_endpoint,
 )
 from comm_tui.protocol.punch import (
     INTRODUCE_PADDING,
@@ -38,6 +37,7 @@ from comm_tui.protocol.punch import (
     Punching,
 )
 from comm_tui.protocol.reachability import FamilyTallies, Judgement, judge
+from comm_tui.protocol.reachability_agent import seen_endpoint
 from comm_tui.protocol.routing import Endpoint
 from tests.wire import T0
 
@@ -338,7 +338,7 @@ def test_ipv6_observations_cannot_change_the_ipv4_verdict(lie: str) -> None:
         observe(Codec(Identity.generate()), relay, (f"2001:db{9 + i:x}::1", 5000), claim, now)
     assert relay.reachability.kind == "public"
     assert relay.reachability.public_endpoint == LOCAL_V4
-    assert not relay._client
+    assert not relay.client_mode
 
 
 def test_an_observation_counts_only_in_the_family_of_its_path() -> None:
@@ -446,7 +446,9 @@ def test_fresh_keys_from_one_host_cannot_push_out_a_first_contacts_request() -> 
     relay = node(1)
     honest = Codec(Identity.generate())
     now = T0
-    find = pb.Frame(find_node=pb.FindNode(query_id=b"q" * CHALLENGE_BYTES, target=bytes(20)))
+    # A GetRecord, held until the address is proven (a FindNode is answered at once when
+    # its answer fits the endpoint's credit: docs/PROTOCOL.md, "5.1", "First contact").
+    find = pb.Frame(get_record=pb.GetRecord(query_id=b"q" * CHALLENGE_BYTES, address=bytes(20)))
     relay.receive_datagram(honest.encode_frame(relay.identity.key, find, now), HONEST, now)
     challenges = [
         f.ping.challenge
@@ -467,5 +469,5 @@ def test_fresh_keys_from_one_host_cannot_push_out_a_first_contacts_request() -> 
     pong = pb.Frame(pong=pb.Pong(challenge=challenges[0]))
     relay.receive_datagram(honest.encode_frame(relay.identity.key, pong, now), HONEST, now)
     answers = frames_to(honest, relay.datagrams_to_send(), HONEST)
-    assert [f.nodes.query_id for f in answers if f.HasField("nodes")] == [b"q" * CHALLENGE_BYTES]
+    assert [f.record.query_id for f in answers if f.HasField("record")] == [b"q" * CHALLENGE_BYTES]
     assert len(relay._deferred) <= DEFERRED_PAIRS_MAX

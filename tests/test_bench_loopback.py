@@ -86,5 +86,8 @@ def test_vs_kademlia_smoke() -> None:
         assert figures[f"{side}_closest_found_ratio"] == 1.0
         assert figures[f"{side}_background_cpu_s_per_s"] >= 0
         assert 0 <= figures[f"{side}_net_cpu_s_per_lookup"] <= figures[f"{side}_cpu_s_per_lookup"]
-    for key in ("latency_p50_ratio", "latency_p99_ratio", "cpu_ratio"):
+        per_query = figures[f"{side}_cpu_s_per_lookup"] / figures[f"{side}_queries_per_lookup"]
+        assert figures[f"{side}_cpu_s_per_query"] == pytest.approx(per_query, rel=0.05)
+    for key in ("latency_p50_ratio", "latency_p99_ratio", "cpu_ratio", "cpu_per_query_ratio"):
         assert figures[key] > 0
+    assert figures["paths"] == 2

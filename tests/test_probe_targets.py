@@ -20,8 +20,9 @@ import pytest
 from comm_tui.crypto.identity import Identity, is_valid_public_key
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import Codec
-from comm_tui.protocol.node import Node, seen_endpoint
+from comm_tui.protocol.node import Node
 from comm_tui.protocol.reachability import PROBE_RETRY_S
+from comm_tui.protocol.reachability_agent import seen_endpoint
 from comm_tui.protocol.routing import Endpoint
 from tests.test_reachability import nat_network, validated_send
 from tests.wire import T0
@@ -83,8 +84,8 @@ def test_a_round_whose_last_helper_declines_ends_and_is_retried_later() -> None:
         wire.tick(now)
     assert client.stats.sent_by_kind["probe_request"] == 1
     assert not client.stats.rejected  # the decline was taken, not refused or raised on
-    assert client._prober.outcome == "none"
-    assert client._prober.next_at == now + PROBE_RETRY_S
+    assert client._reachability.prober.outcome == "none"
+    assert client._reachability.prober.next_at == now + PROBE_RETRY_S
 
 
 @pytest.mark.parametrize("nonce", [b"n" * 15, b"n" * 17])

@@ -6,6 +6,7 @@ relays and two hosts, each behind a NAT router of its own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -478,7 +479,7 @@ def test_a_public_node_asks_no_introduction() -> None:
     net = Net("restricted", "restricted")
     alice, bob = net.a, PublicIdentity(net.b.identity.key)
     for kind, asked in (("public", 0), ("cone", PUNCH_RELAYS_PER_ROUND)):
-        alice._reach = Reachability(kind, ("198.19.40.1", 4000), net.now)
+        alice._reachability.reach = Reachability(kind, ("198.19.40.1", 4000), net.now)
         alice.send_text(bob, f"as a {kind} node", net.now)
         # The first round goes out at once, with the text.
         assert alice.stats.sent_by_kind["introduce"] == asked
@@ -527,3 +528,275 @@ def test_a_round_spends_the_contacts_budget_once_its_lookup_asks_nothing_more() 
         assert len(me.ask_relays(address, relays[i : i + 3], T0, spend=False)) == 3
     asked = [me.ask_relays(address, relays[30 + 3 * i :], T0, spend=True) for i in range(8)]
     assert [len(a) for a in asked] == [3] * int(PEER_INTRODUCTIONS_BURST) + [0, 0]
+
+
+# ---------------------------------------------------------------- mutation round 3 (B)
+
+
+def _punch_pair(me: Punching, contact: bytes, relay: bytes, now: float) -> Endpoint:
+    """Punch a pair with ``contact`` through our public face: a round asks ``relay``, its
+    answer starts an attempt, the pong to our ping punches it. Returns the endpoint."""
+    address, at_relay, at_contact = address_of(contact), ("198.18.0.1", 4000), ("198.18.7.7", 1)
+    me.want(address, now)
+    (ask,) = me.tick(now, {address: [(relay, at_relay)]}, {address})
+    answer = pb.Introduced(
+        key=contact, nonce=ask.frame.introduce.nonce, ip=bytes([198, 18, 7, 7]), port=1
+    )
+    (ping,) = me.on_answer(relay, at_relay, answer, now)
+    assert me.pong(address, at_contact, ping.frame.ping.challenge, now)
+    return at_contact
+
+
+def test_a_notice_about_a_contact_we_are_punched_with_asks_nothing() -> None:
+    """docs/PROTOCOL.md, "12.6": a notice about a contact we already meet directly (a
+    duplicate from another relay, or a late one) is answered by no Introduce and spends
+    no budget; nor is one about a contact whose attempt is under way."""
+    me = Punching(_keys(1, 208)[0], T0)
+    paired, trying = _keys(2)
+    me.set_contacts([paired, trying])
+    relay, other_relay = _keys(2, 150)
+    _punch_pair(me, paired, relay, T0)
+    assert address_of(paired) in me.pairs and address_of(paired) not in me.attempts
+    assert me.on_notice(other_relay, ("198.18.1.1", 4000), paired, T0) == []
+    assert me.asked == {}
+    me.want(address_of(trying), T0)
+    (ask,) = me.tick(
+        T0, {address_of(trying): [(relay, ("198.18.0.1", 4000))]}, {address_of(trying)}
+    )
+    answer = pb.Introduced(
+        key=trying, nonce=ask.frame.introduce.nonce, ip=bytes([198, 18, 8, 8]), port=1
+    )
+    assert me.on_answer(relay, ("198.18.0.1", 4000), answer, T0)
+    assert me.on_notice(other_relay, ("198.18.1.1", 4000), trying, T0) == []
+    assert me.asked == {}
+
+
+def test_given_up_contacts_are_remembered_up_to_punch_wants_max() -> None:
+    """A contact is given up on after PUNCH_ROUNDS rounds of Introduce (docs/PROTOCOL.md,
+    "12.6"): PUNCH_WANTS_MAX of them are remembered, so none is wanted again before
+    PUNCH_GIVE_UP_S; past the bound the one given up on first is forgotten first."""
+    me = Punching(_keys(1, 209)[0], T0)
+    contacts = _keys(punch.PUNCH_WANTS_MAX + 1)
+    me.set_contacts(contacts)
+    addresses = [address_of(key) for key in contacts]
+
+    def give_up_on(wanted: list[bytes], now: float) -> float:
+        for address in wanted:
+            me.want(address, now)
+        while me.wants:  # no relays: each round asks nobody, the last one gives up
+            assert me.tick(now, {}, set(wanted)) == []
+            now = min(w.next_at for w in me.wants.values()) if me.wants else now
+        return now
+
+    now = give_up_on(addresses[:-1], T0)
+    assert set(me.given_up) == set(addresses[:-1])
+    for address in addresses[:-1]:
+        me.want(address, now)
+        assert address not in me.wants
+    give_up_on(addresses[-1:], now)
+    assert len(me.given_up) == punch.PUNCH_WANTS_MAX
+    assert addresses[0] not in me.given_up and addresses[-1] in me.given_up
+
+
+@pytest.mark.parametrize(
+    ("target", "requester_at"),
+    [
+        ("requester", ("198.18.0.9", 1)),  # to meet itself
+        ("relay", ("198.18.0.9", 1)),  # to meet the relay
+        ("other", ("relay.example", 1)),  # from an endpoint that is no IP address
+    ],
+)
+def test_an_introduce_the_relay_cannot_serve_is_malformed(
+    target: str, requester_at: Endpoint
+) -> None:
+    relay_key, requester, other = _keys(3, 210)
+    relay = Punching(relay_key, T0)
+    targets = {"requester": requester, "relay": relay_key, "other": other}
+    ask = _introduce(address_of(targets[target]))
+    with pytest.raises(Rejected) as refused:
+        relay.on_introduce(requester, requester_at, ask.introduce, None, T0)
+    assert refused.value.reason == "malformed"
+    assert relay.waiting == {}
+
+
+def test_a_request_held_past_relay_wait_is_never_answered_even_behind_a_repeated_one() -> None:
+    """docs/PROTOCOL.md, "12.6": a relay holds a request RELAY_WAIT_S. A request asked
+    again is held anew, as the newest (the relay's table is in order of deadline), so an
+    older request of another pair expires on time instead of waiting behind it."""
+    relay = Punching(_keys(1, 219)[0], T0)
+    a, b, c, d = _keys(4, 220)
+    at = {key: (f"198.18.{i}.1", 4000) for i, key in enumerate((a, b, c, d), start=1)}
+
+    def introduce(requester: bytes, target: bytes, now: float, held: bool) -> list[punch.Send]:
+        ask = _introduce(address_of(target)).introduce
+        where = (target, at[target]) if held else None
+        return relay.on_introduce(requester, at[requester], ask, where, now)
+
+    assert len(introduce(a, b, T0, held=True)) == 1  # a notice to b
+    assert len(introduce(c, d, T0 + 1, held=True)) == 1  # a notice to d
+    assert len(introduce(a, b, T0 + 2, held=True)) == 1  # a asks again: held until T0 + 7
+    late = T0 + 1 + RELAY_WAIT_S + 0.5
+    with pytest.raises(Rejected, match="unknown_target"):
+        introduce(d, c, late, held=False)  # c's request expired: nothing to match
+    assert [s.key for s in introduce(b, a, late, held=False)] == [b, a]
+
+
+def test_pings_and_keepalives_go_out_exactly_when_next_due_says() -> None:
+    """docs/PROTOCOL.md, "12.6": an attempt pings on PUNCH_SCHEDULE_S, a punched pair is
+    pinged after its keep-alive silence (the side with the lower address first). The
+    node's timer wakes at ``next_due``: at that very instant ``tick`` sends the ping."""
+    me = Punching(_keys(1, 211)[0], T0)
+    contact, relay = _keys(1)[0], _keys(1, 150)[0]
+    me.set_contacts([contact])
+    address = address_of(contact)
+    me.want(address, T0)
+    (ask,) = me.tick(T0, {address: [(relay, ("198.18.0.1", 4000))]}, {address})
+    answer = pb.Introduced(
+        key=contact, nonce=ask.frame.introduce.nonce, ip=bytes([198, 18, 7, 7]), port=1
+    )
+    (first,) = me.on_answer(relay, ("198.18.0.1", 4000), answer, T0)
+    assert me.next_due() == T0 + punch.PUNCH_SCHEDULE_S[1]
+    (second,) = me.tick(T0 + punch.PUNCH_SCHEDULE_S[1], {}, {address})
+    assert second.frame == first.frame and second.endpoint == ("198.18.7.7", 1)
+    heard = T0 + 1.0
+    assert me.pong(address, ("198.18.7.7", 1), first.frame.ping.challenge, heard)
+    silence = punch.PUNCH_KEEPALIVE_S
+    if me.own_address > address:
+        silence += punch.PUNCH_KEEPALIVE_BACKUP_S
+    assert me.next_due() == heard + silence
+    (keepalive,) = me.tick(heard + silence, {}, set())
+    assert keepalive.frame == first.frame and keepalive.endpoint == ("198.18.7.7", 1)
+
+
+def test_a_failed_attempt_gives_the_contact_up_and_asks_no_more_rounds() -> None:
+    """An attempt whose pings got no pong within PUNCH_ATTEMPT_S fails: the contact is
+    no longer wanted and is given up on for PUNCH_GIVE_UP_S, so later rounds of
+    Introduce do not ask relays for it (texts keep going through relays)."""
+    me = Punching(_keys(1, 212)[0], T0)
+    contact, relay = _keys(1)[0], _keys(1, 150)[0]
+    me.set_contacts([contact])
+    address = address_of(contact)
+    relays_for = {address: [(relay, ("198.18.0.1", 4000))]}
+    me.want(address, T0)
+    (ask,) = me.tick(T0, relays_for, {address})
+    answer = pb.Introduced(
+        key=contact, nonce=ask.frame.introduce.nonce, ip=bytes([198, 18, 7, 7]), port=1
+    )
+    assert me.on_answer(relay, ("198.18.0.1", 4000), answer, T0)
+    now = T0
+    while now < T0 + punch.PUNCH_ATTEMPT_S:
+        now = me.next_due()
+        me.tick(now, relays_for, {address})
+    assert me.failed == 1 and address not in me.attempts
+    assert address not in me.wants and address in me.given_up
+    for later in (T0 + 15, T0 + 35, T0 + 75):
+        assert me.tick(later, relays_for, {address}) == []
+
+
+def test_a_pong_to_a_punched_pairs_ping_from_another_endpoint_is_refused() -> None:
+    """Only the pair's own endpoint answers its keep-alive: the same challenge answered
+    from elsewhere (a replay, a forged source) is ``wrong_endpoint`` and moves nothing."""
+    me = Punching(_keys(1, 213)[0], T0)
+    contact, relay = _keys(1)[0], _keys(1, 150)[0]
+    me.set_contacts([contact])
+    at = _punch_pair(me, contact, relay, T0)
+    address = address_of(contact)
+    silence = me.next_due() - T0
+    (keepalive,) = me.tick(T0 + silence, {}, set())
+    with pytest.raises(Rejected, match="wrong_endpoint"):
+        me.pong(address, ("198.18.7.7", 2), keepalive.frame.ping.challenge, T0 + silence)
+    assert me.hop(address) == (contact, at)
+    assert me.pong(address, at, keepalive.frame.ping.challenge, T0 + silence)
+
+
+@pytest.mark.parametrize("used", [True, False])
+def test_a_punched_pair_lingers_punch_linger_s_after_its_last_use(used: bool) -> None:
+    """docs/PROTOCOL.md, "12.6": a pair is kept while texts flow over it and
+    PUNCH_LINGER_S after the last one, however long the contact keeps answering."""
+    me = Punching(_keys(1, 214)[0], T0)
+    contact, relay = _keys(1)[0], _keys(1, 150)[0]
+    me.set_contacts([contact])
+    at = _punch_pair(me, contact, relay, T0)
+    address = address_of(contact)
+    for step in range(1, 33):  # the contact answers every 10 s
+        now = T0 + 10 * step
+        me.heard(address, at, now)
+        if used and now == T0 + 200:
+            me.used(address, now)
+        me.tick(now, {}, set())
+    kept = me.hop(address) == (contact, at)
+    assert kept is used  # at T0 + 320: 120 s after a use at 200, or 320 after the punch
+
+
+def test_the_relays_rate_limiters_remember_relay_limiter_keys_requesters_and_targets() -> None:
+    """The relay side's limiters per requester and per (target, requester's network)
+    each remember the RELAY_LIMITER_KEYS most recent keys, no more (a bound on memory:
+    a key pushed out starts again with a full burst). Here 4,096 fresh requesters of 512
+    networks, each for another target, push out a requester and a (target, network)
+    whose bursts were spent; 0.2 s later both are served again."""
+    relay = Punching(_keys(1, 215)[0], T0)
+    spent_requester, other = b"\x01" * 32, b"\x02" * 32
+    home: Endpoint = ("198.18.1.1", 4000)
+    target = _keys(1, 216)[0]
+
+    def introduce(requester: bytes, at: Endpoint, to: bytes, now: float) -> None:
+        relay.on_introduce(requester, at, _introduce(address_of(to)).introduce, None, now)
+
+    for _ in range(int(RELAY_BURST)):  # spends the requester's and (target, home)'s bursts
+        with pytest.raises(Rejected, match="unknown_target"):
+            introduce(spent_requester, home, target, T0)
+    with pytest.raises(Rejected, match="introduce_rate"):
+        introduce(spent_requester, home, _keys(1, 217)[0], T0)
+    for i in range(punch.RELAY_LIMITER_KEYS):
+        flood_at = (f"10.{i // 8 // 256}.{i // 8 % 256}.1", 4000)  # 8 a network: its burst
+        with pytest.raises(Rejected):
+            introduce((1000 + i).to_bytes(32, "big"), flood_at, (5000 + i).to_bytes(32, "big"), T0)
+    later = T0 + 0.2  # the node-wide budget refills 4 tokens; the others far less than 1
+    with pytest.raises(Rejected, match="unknown_target"):  # past every rate check
+        introduce(spent_requester, home, _keys(1, 217)[0], later)
+    with pytest.raises(Rejected, match="unknown_target"):
+        introduce(other, home, target, later)
+
+
+def test_the_per_contact_budget_remembers_relay_limiter_keys_contacts() -> None:
+    """The budget of introductions per contact remembers RELAY_LIMITER_KEYS contacts:
+    notices about 4,096 others push out one whose burst was spent, which is then
+    answered again once the node-wide budget has a token."""
+    me = Punching(_keys(1, 218)[0], T0)
+    spent = _keys(1, 219)[0]
+    others = [
+        Identity.from_seed(i.to_bytes(32, "big")).key for i in range(punch.RELAY_LIMITER_KEYS)
+    ]
+    me.set_contacts([spent, *others])
+    relays = _keys(int(PEER_INTRODUCTIONS_BURST) + 3, 150)  # a relay each: no duplicates
+    answered = 0
+    for i in range(int(PEER_INTRODUCTIONS_BURST) + 1):
+        try:
+            answered += len(me.on_notice(relays[i], (f"198.18.{i}.1", 4000), spent, T0))
+        except Rejected as exc:
+            assert exc.reason == "punch_rate"
+    assert answered == PEER_INTRODUCTIONS_BURST
+    for i, key in enumerate(others):  # 4 notices a relay network: within its own budget
+        with contextlib.suppress(Rejected):
+            me.on_notice(relays[-2], (f"10.{i // 4 // 256}.{i // 4 % 256}.1", 4000), key, T0)
+    later = T0 + 1.0  # one node-wide token; a contact's burst refills 1/60 in that time
+    assert len(me.on_notice(relays[-1], ("198.18.99.1", 4000), spent, later)) == 1
+
+
+def test_fresh_keys_of_one_network_get_relay_network_burst_introductions() -> None:
+    """docs/PROTOCOL.md, "12.6": keys are free and networks are not, so a relay serves
+    one network of origin RELAY_NETWORK_BURST requests at once whatever keys and targets
+    they name (then RELAY_NETWORK_RATE_PER_S); another network is still served."""
+    relay = Punching(_keys(1, 221)[0], T0)
+
+    def introduce(i: int, host: str) -> None:
+        ask = _introduce(address_of((7000 + i).to_bytes(32, "big"))).introduce
+        relay.on_introduce((6000 + i).to_bytes(32, "big"), (host, 4000), ask, None, T0)
+
+    for i in range(int(punch.RELAY_NETWORK_BURST)):
+        with pytest.raises(Rejected, match="unknown_target"):  # past every rate check
+            introduce(i, f"203.0.113.{i + 1}")
+    with pytest.raises(Rejected, match="introduce_rate"):
+        introduce(100, "203.0.113.200")
+    with pytest.raises(Rejected, match="unknown_target"):
+        introduce(101, "198.51.100.1")

@@ -22,7 +22,7 @@ from comm_tui.protocol import reachability as reach
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.admission import CHALLENGE_BYTES
 from comm_tui.protocol.codec import HELLO_MIN_PADDING_BYTES, Codec
-from comm_tui.protocol.node import SEALED_BYTES, Node, parse_seen, seen_endpoint
+from comm_tui.protocol.node import SEALED_BYTES, Node
 from comm_tui.protocol.reachability import (
     ATTACH_MAX,
     ATTACH_PER_NETWORK,
@@ -42,6 +42,7 @@ from comm_tui.protocol.reachability import (
     probe_target_allowed,
     solicitation_key,
 )
+from comm_tui.protocol.reachability_agent import ReachabilityAgent, parse_seen, seen_endpoint
 from comm_tui.protocol.routing import Endpoint
 from comm_tui.store.db import Database
 from tests.natwire import NatKind, NatWire
@@ -414,7 +415,7 @@ def test_each_nat_kind_is_classified_and_clients_never_enter_a_table() -> None:
     # The firewalled host was not known to be unreachable at first (its address is its
     # own); once it is, it leaves the table of every relay it speaks to.
     firewalled = nodes["firewall"]
-    bound = [r for r in relays if r.address in firewalled._bindings.bindings]
+    bound = [r for r in relays if r.address in firewalled._reachability.bindings.bindings]
     assert bound and all(firewalled.address not in r._table for r in bound)
 
 
@@ -448,7 +449,9 @@ def test_after_idling_past_the_nat_timeout_a_text_is_pushed_at_once() -> None:
 def test_without_keepalives_the_same_text_waits(monkeypatch: pytest.MonkeyPatch) -> None:
     """The control: clients that never send a keep-alive miss the push after idling, so
     the test above is one that can fail."""
-    monkeypatch.setattr(Node, "_send_attach", lambda self, address, binding, delay, now: None)
+    monkeypatch.setattr(
+        ReachabilityAgent, "_send_attach", lambda self, address, binding, delay, now: None
+    )
     wire, _, nodes = nat_network(12, {"alice": "restricted", "bob": "restricted"})
     clock = Clock(wire, T0 + 21)
     latencies = idle_then_send(wire, clock, nodes["alice"], nodes["bob"], 3, idle_s=300.0)
@@ -483,7 +486,7 @@ def test_keepalives_cost_one_datagram_per_binding_per_interval() -> None:
     clock.run_for(900)
     interval = bob.keepalive_interval
     assert interval is not None and KEEPALIVE_START_S <= interval < 30.0
-    bindings = len(bob._bindings.bindings)
+    bindings = len(bob._reachability.bindings.bindings)
     attaches, bytes_ = bob.stats.sent_by_kind["attach"], bob.stats.bytes_in + bob.stats.bytes_out
     window = 1200.0
     clock.run_for(window)
@@ -603,7 +606,7 @@ def test_attached_clients_are_bounded_per_network_and_counted() -> None:
         client = Codec(Identity.from_seed(bytes([10 + i]) * 32))
         validated_send(client, relay, attach(), ("203.0.113.7", 5000 + i), T0 + i * 0.01)
     assert relay.stats.attach_evicted == 3
-    assert relay._attached.per_network("203.0.113.0/24") == ATTACH_PER_NETWORK
+    assert relay._reachability.attached.per_network("203.0.113.0/24") == ATTACH_PER_NETWORK
 
 
 def test_a_delayed_echo_is_clamped_and_sent_when_due() -> None:
@@ -715,7 +718,7 @@ def test_hostile_peers_of_few_networks_cannot_move_a_client() -> None:
         )
     Clock(wire, T0 + 21, step=1.0).run_for(300)
     assert bob.reachability.public_endpoint == wire.public_endpoint_of(bob)
-    assert bob._tally.recent(T0 + 321)["198.18.1.0/24"] == ("203.0.113.66", 666)
+    assert bob._reachability.tally.recent(T0 + 321)["198.18.1.0/24"] == ("203.0.113.66", 666)
 
 
 def test_only_an_undisturbed_echo_teaches_the_interval() -> None:
@@ -775,7 +778,7 @@ def test_probes_are_asked_of_our_neighbourhood_and_sent_from_far_from_us() -> No
 
     wire.deliver = tap  # type: ignore[method-assign]
     for round_ in range(3):  # a few rounds, so luck cannot pass the test
-        bob._prober.reset(T0 + 51 + round_)
+        bob._reachability.prober.reset(T0 + 51 + round_)
         Clock(wire, T0 + 51 + round_, step=1.0).run_for(1)
     assert len(dial_backs) >= 5
     for server, dest in dial_backs:
@@ -794,15 +797,15 @@ def test_a_probe_from_an_endpoint_we_sent_to_lately_proves_nothing() -> None:
     known: Endpoint = ("198.18.78.1", 4000)
     node.add_known_peer(prober.identity.key, known, T0)  # we send to it: a mapping opens
     node.datagrams_to_send()
-    node._prober.asked(b"s" * 16, helper.identity.key, T0)
+    node._reachability.prober.asked(b"s" * 16, helper.identity.key, T0)
     probe = pb.Frame(probe=pb.Probe(nonce=b"s" * 16))
     node.receive_datagram(prober.encode_frame(node.identity.key, probe, T0 + 1), known, T0 + 1)
-    assert node._prober.outcome == "none"
-    node._prober.asked(b"t" * 16, helper.identity.key, T0 + 1)
+    assert node._reachability.prober.outcome == "none"
+    node._reachability.prober.asked(b"t" * 16, helper.identity.key, T0 + 1)
     later = T0 + 1 + reach.PROBE_SOLICITED_S
     probe = pb.Frame(probe=pb.Probe(nonce=b"t" * 16))
     node.receive_datagram(prober.encode_frame(node.identity.key, probe, later), known, later)
-    assert node._prober.outcome == "arrived"
+    assert node._reachability.prober.outcome == "arrived"
 
 
 def test_a_new_attachment_is_handed_what_waits_for_it() -> None:
@@ -863,7 +866,7 @@ async def test_nodes_on_loopback_are_relays_from_the_start(tmp_path: Path) -> No
 
 def test_a_client_answering_a_hello_counts_its_flag_in_the_size() -> None:
     node = Node(Identity.from_seed(b"\x05" * 32), T0, rng=random.Random(5))
-    node._client = True  # as after its first Pong showed a NAT
+    node._reachability.client = True  # as after its first Pong showed a NAT
     asker = Codec(Identity.from_seed(b"\x06" * 32))
     hello = asker.encode_hello(b"c" * CHALLENGE_BYTES)
     node.receive_datagram(hello, ("2001:2::6", 4000), T0)
@@ -947,3 +950,139 @@ def test_a_network_seeing_us_elsewhere_changes_the_tally_view_at_once() -> None:
     assert tally.agreed(gone) is None  # net0 (moved) and net3 aged out: two left
     tally.add("net3", PUBLIC_AT, gone)
     assert tally.agreed(gone) == PUBLIC_AT
+
+
+# ---------------------------------------------------------------- mutation round 3 (B)
+
+RELAYS = [(bytes([i]) * 20, bytes([i]) * 32, (f"198.18.{i}.1", 4000)) for i in (1, 2, 3)]
+
+
+def test_an_address_family_is_that_of_the_host_a_mapped_ipv6_one_ipv4() -> None:
+    assert reach.family_of("198.51.100.7") == 4
+    assert reach.family_of("2001:db8::7") == 6
+    assert reach.family_of("::ffff:198.51.100.7") == 4
+    tallies = reach.FamilyTallies()
+    for i in range(3):  # three IPv6 networks (/32) see us: the IPv6 tally, not IPv4's
+        assert tallies.add((f"2001:{0xDB8 + i:x}::1", 4000), ("2001:db8:ff::1", 4000), T0)
+    assert len(tallies.family(6)) == 3 and len(tallies.family(4)) == 0
+    assert not tallies.add(("2001:db8:9::1", 4000), ("198.51.100.7", 4000), T0)  # other family
+
+
+def _tallies_seeing(observed: Endpoint) -> reach.FamilyTallies:
+    tallies = reach.FamilyTallies()
+    for i in range(OBSERVATION_QUORUM):
+        tallies.add((f"198.18.{i}.1", 4000), observed, T0)
+    return tallies
+
+
+def test_judge_passes_the_probe_outcome_and_the_mapping_to_each_familys_verdict() -> None:
+    """docs/PROTOCOL.md, "12.3": with networks seeing us where we are bound, a probe
+    that arrived makes us public and rounds that all failed firewalled; a port mapping a
+    probe reached makes us public whatever the tally says."""
+    at_home = _tallies_seeing(next(iter(LOCAL)))
+    assert reach.judge(at_home, LOCAL, "arrived", False, T0).kind == "public"
+    assert reach.judge(at_home, LOCAL, "failed", False, T0).kind == "firewalled"
+    assert reach.judge(at_home, LOCAL, "none", False, T0).kind == "unknown"
+    elsewhere = _tallies_seeing(PUBLIC_AT)
+    assert reach.judge(elsewhere, LOCAL, "none", True, T0).kind == "public"
+    assert reach.judge(elsewhere, LOCAL, "none", False, T0).kind == "unknown"
+
+
+def test_the_evidence_says_whether_the_deciding_family_suspects_a_nat() -> None:
+    """The evidence whose change starts a new probe round (12.2): the agreed endpoint and
+    the NAT suspicion of the deciding family, against our local endpoints of it."""
+    assert _tallies_seeing(PUBLIC_AT).evidence(LOCAL, T0) == (PUBLIC_AT, True)
+    home = next(iter(LOCAL))
+    assert _tallies_seeing(home).evidence(LOCAL, T0) == (home, False)
+
+
+def test_a_probe_target_may_be_any_port_from_1_to_65535() -> None:
+    asker: Endpoint = ("198.51.100.9", 5000)
+    for port, allowed in ((0, False), (1, True), (65535, True), (65536, False)):
+        assert probe_target_allowed(("198.51.100.7", port), asker) is allowed
+
+
+def test_an_echo_once_sent_is_forgotten_even_when_the_client_attaches_again() -> None:
+    """A delayed echo goes out once (docs/PROTOCOL.md, "12.4"): a client attaching again
+    after it owes nothing more, and no later rebuild of the echo queue brings it back."""
+    table = AttachTable()
+    a, b = b"a" * 20, b"b" * 20
+    table.attach(a, b"ka", ("198.19.0.1", 1), "n", 20, T0)
+    table.attach(b, b"kb", ("198.19.0.2", 1), "n", 20, T0)
+    table.owe_echo(a, b"c" * 16, T0 + 5)
+    assert table.echoes_due(T0 + 5) == [(b"ka", ("198.19.0.1", 1), b"c" * 16)]
+    table.attach(a, b"ka", ("198.19.0.1", 1), "n", 20, T0 + 6)
+    replaced = 2 * len(table) + 17  # b's echo replaced this often: the queue is rebuilt
+    for i in range(replaced):
+        table.owe_echo(b, bytes([i]) * 16, T0 + 100)
+    assert table.echoes_due(T0 + 10) == []
+    assert table.echoes_due(T0 + 100) == [(b"kb", ("198.19.0.2", 1), bytes([replaced - 1]) * 16)]
+
+
+def test_choosing_relays_again_drops_those_that_left_and_keeps_those_that_stay() -> None:
+    bindings = ClientBindings()
+    bindings.choose(RELAYS[:2], T0)
+    assert sorted(d[0] for d in bindings.due(T0)) == [RELAYS[0][0], RELAYS[1][0]]
+    bindings.choose(RELAYS[1:], T0 + 1)
+    assert set(bindings.bindings) == {RELAYS[1][0], RELAYS[2][0]}
+    # The one that stays keeps its schedule; only the new one is due at once.
+    assert [d[0] for d in bindings.due(T0 + 1)] == [RELAYS[2][0]]
+
+
+def test_an_echo_that_settles_the_interval_stops_the_tests_until_the_retest() -> None:
+    """docs/PROTOCOL.md, "12.5": once success and loss are within the resolution, the
+    interval is settled when the echo came back, and no binding is left idle to test
+    again before ECHO_RETEST_S."""
+    bindings = ClientBindings()
+    bindings.learner.lost(20.0, T0)  # an earlier loss at 20 s: the next test bisects
+    bindings.choose(RELAYS[:2], T0)
+    ((_, _, delay),) = [d for d in bindings.due(T0) if d[2]]
+    assert delay == 15.0
+    assert bindings.test is not None
+    bindings.test.challenge = b"c" * 16
+    assert bindings.echo_answered(b"c" * 16, T0 + delay)
+    assert bindings.learner.converged_at == T0 + delay
+    for now in (T0 + 40, T0 + 80, T0 + reach.ECHO_RETEST_S):
+        assert all(d[2] == 0.0 for d in bindings.due(now))
+
+
+@pytest.mark.parametrize("evidence", ["probe", "inbound"])
+def test_after_evidence_of_reachability_it_takes_every_round_failing_to_call_it_failed(
+    evidence: str,
+) -> None:
+    """docs/PROTOCOL.md, "12.2": once a probe arrived (or a stranger's datagram reached
+    us), the outcome turns "failed" only after PROBE_ROUNDS rounds in a row got no probe,
+    not after one."""
+    prober = Prober()
+    if evidence == "probe":
+        prober.asked(b"first", b"k", T0)
+        assert prober.arrived(b"first", False, T0)
+    else:
+        assert prober.inbound(T0)
+    assert prober.outcome == "arrived"
+    now = T0 + reach.PROBE_RECHECK_S
+    for round_ in range(reach.PROBE_ROUNDS):
+        prober.asked(b"r%d" % round_, b"k", now)
+        now += reach.PROBE_TIMEOUT_S
+        prober.expire(now)
+        last = round_ == reach.PROBE_ROUNDS - 1
+        assert prober.outcome == ("failed" if last else "arrived")
+
+
+def test_each_recheck_after_a_failure_runs_every_round_again() -> None:
+    """docs/PROTOCOL.md, "12.2": a recheck PROBE_RECHECK_S after "failed" asks again for
+    PROBE_ROUNDS rounds, the next one at once after a round that got no probe; one
+    failing round does not end the recheck."""
+    prober = Prober()
+    now = T0
+    for check in range(2):
+        for round_ in range(reach.PROBE_ROUNDS):
+            assert prober.due(now)
+            prober.asked(b"%d-%d" % (check, round_), b"k", now)
+            now += reach.PROBE_TIMEOUT_S
+            prober.expire(now)
+            if round_ < reach.PROBE_ROUNDS - 1:
+                assert prober.next_at == now  # the next round at once
+        assert prober.outcome == "failed"
+        assert prober.next_at == now + reach.PROBE_RECHECK_S
+        now = prober.next_at

@@ -61,20 +61,20 @@ def test_an_unsolicited_datagram_makes_a_node_see_it_is_reachable() -> None:
     a, b = wire.add(1), wire.add(2)
     a.set_local_endpoints([wire.endpoint(a)], T0)
     wire.connect(a, b)
-    before = a._prober.last_inbound
+    before = a._reachability.prober.last_inbound
     # A stranger at an IP a never sent to: its authentic datagram proves inbound.
     stranger = wire.add(3)
     data = stranger._codec.encode_frame(
         a.identity.key, pb.Frame(ping=pb.Ping(challenge=b"c" * 16)), T0 + 5
     )
     a.receive_datagram(data, ("10.77.0.1", 4000), T0 + 5)
-    assert a._prober.last_inbound == T0 + 5 != before
+    assert a._reachability.prober.last_inbound == T0 + 5 != before
     # From an IP we sent to lately, it proves nothing (our own mapping let it in).
     data = stranger._codec.encode_frame(
         a.identity.key, pb.Frame(ping=pb.Ping(challenge=b"d" * 16)), T0 + 6
     )
     a.receive_datagram(data, wire.endpoint(b), T0 + 6)
-    assert a._prober.last_inbound == T0 + 5
+    assert a._reachability.prober.last_inbound == T0 + 5
 
 
 def test_observations_count_per_ipv6_32_and_ipv4_24() -> None:
@@ -137,7 +137,7 @@ def test_a_clients_bindings_span_networks() -> None:
     for i, node in enumerate(nodes):
         net = i % 2 if i < 8 else i  # the 8 nearest: two networks, the others one each
         client._table.observe(node.identity.key, node.address, (f"198.18.{net}.{i}", 4000), T0)
-    chosen = client._binding_relays()
+    chosen = client._reachability.binding_relays()
     networks = [origin_network(n.endpoint) for n in chosen]
     assert len(chosen) == 4 and len(set(networks)) == 4
 

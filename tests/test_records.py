@@ -31,13 +31,15 @@ from comm_tui.crypto.records import (
 )
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import MAX_DATAGRAM_BYTES, Codec
-from comm_tui.protocol.events import BundleFetched
-from comm_tui.protocol.node import (
+from comm_tui.protocol.directory import (
     BUNDLE_FETCHES_MAX,
     BUNDLE_REPUBLISH_MIN_S,
     BUNDLE_RETRY_S,
-    HOUSEKEEPING_INTERVAL_S,
     KNOWN_BUNDLES_MAX,
+)
+from comm_tui.protocol.events import BundleFetched
+from comm_tui.protocol.node import (
+    HOUSEKEEPING_INTERVAL_S,
     QUERY_TIMEOUT_S,
     Node,
     NodeConfig,
@@ -338,7 +340,7 @@ def test_bundle_of_an_offline_owner_is_fetched_from_its_neighbourhood() -> None:
     net.do(fetcher, lambda n: n.fetch_bundle(owner.node.address, net.now))
     net.run_for(10.0, stop=lambda: bool(sim_fetched(fetcher)))
     assert sim_fetched(fetcher) == [BundleFetched(owner.node.address, True)]
-    assert fetcher.node._known_bundles[owner.node.address] == public
+    assert fetcher.node._directory.known_bundles[owner.node.address] == public
 
 
 def test_a_bundle_nobody_published_is_not_found() -> None:
@@ -347,7 +349,7 @@ def test_a_bundle_nobody_published_is_not_found() -> None:
     net.do(nodes[2], lambda n: n.fetch_bundle(nobody, net.now))
     net.run_for(10.0, stop=lambda: bool(sim_fetched(nodes[2])))
     assert sim_fetched(nodes[2]) == [BundleFetched(nobody, False)]
-    assert nobody not in nodes[2].node._known_bundles
+    assert nobody not in nodes[2].node._directory.known_bundles
 
 
 def test_record_is_issued_again_before_it_expires() -> None:
@@ -522,7 +524,7 @@ def test_the_fetcher_keeps_the_newest_of_the_answers(wire: Wire, older_first: bo
     assert fetcher.fetch_bundle(owner.address, T0)
     wire.pump(T0)
     assert fetched(wire, fetcher) == [BundleFetched(owner.address, True)]
-    assert fetcher._known_bundles[owner.address] == bundle_of(newer)
+    assert fetcher._directory.known_bundles[owner.address] == bundle_of(newer)
 
 
 # ---------------------------------------------------------------- refusals
@@ -592,7 +594,7 @@ def test_bad_answers_to_a_fetch_are_refused_and_counted(
     wire.pump(T0)
     assert fetcher.stats.rejected[reason] == 1
     assert fetched(wire, fetcher) == [BundleFetched(owner.address, False)]
-    assert owner.address not in fetcher._known_bundles
+    assert owner.address not in fetcher._directory.known_bundles
 
 
 def test_answers_nobody_asked_for_are_unsolicited(wire: Wire) -> None:
@@ -625,7 +627,7 @@ def test_answers_nobody_asked_for_are_unsolicited(wire: Wire) -> None:
         hostile._codec.encode_frame(fetcher.identity.key, stolen, T0), wire.endpoint(hostile), T0
     )
     assert fetcher.stats.rejected["unsolicited"] == 2
-    assert owner.address not in fetcher._known_bundles
+    assert owner.address not in fetcher._directory.known_bundles
 
 
 def test_an_empty_record_push_is_malformed(wire: Wire) -> None:
@@ -745,22 +747,22 @@ def test_known_bundles_are_bounded_and_forget_expired_ones(wire: Wire) -> None:
         for owner in owners[i : i + BUNDLE_FETCHES_MAX]:
             fetcher.fetch_bundle(owner.address, T0)
         wire.pump(T0)
-    assert len(fetcher._known_bundles) == KNOWN_BUNDLES_MAX
-    assert owners[0].address not in fetcher._known_bundles  # the least recent forgotten
-    assert owners[-1].address in fetcher._known_bundles
+    assert len(fetcher._directory.known_bundles) == KNOWN_BUNDLES_MAX
+    assert owners[0].address not in fetcher._directory.known_bundles  # the least recent forgotten
+    assert owners[-1].address in fetcher._directory.known_bundles
     # Session code may drop a bundle or fill one in directly: the bookkeeping copes.
-    del fetcher._known_bundles[owners[-2].address]
-    fetcher._known_bundles[b"\x01" * 20] = bundle_for(owners[0])
+    del fetcher._directory.known_bundles[owners[-2].address]
+    fetcher._directory.known_bundles[b"\x01" * 20] = bundle_for(owners[0])
     fetcher.handle_timer(T0 + 601 + HOUSEKEEPING_INTERVAL_S)
-    assert owners[-1].address not in fetcher._known_bundles
-    assert len(fetcher._known_bundles) == KNOWN_BUNDLES_MAX - 1
-    fetcher._known_bundles.move_to_end(b"\x01" * 20, last=False)  # the next one evicted
+    assert owners[-1].address not in fetcher._directory.known_bundles
+    assert len(fetcher._directory.known_bundles) == KNOWN_BUNDLES_MAX - 1
+    fetcher._directory.known_bundles.move_to_end(b"\x01" * 20, last=False)  # the next one evicted
     plant(relays[0], record_for(owners[0]), owners[0].address)
     fetcher.fetch_bundle(owners[0].address, T0 + 700)
     fetcher.fetch_bundle(owners[-2].address, T0 + 700)
     wire.pump(T0 + 700)
     assert fetcher.stats.rejected["internal_error"] == 0
-    assert b"\x01" * 20 not in fetcher._known_bundles
+    assert b"\x01" * 20 not in fetcher._directory.known_bundles
 
 
 # ---------------------------------------------------------------- restarts
@@ -820,8 +822,10 @@ def test_contacts_bundles_are_fetched_so_a_first_text_opens_with_x3dh() -> None:
     net, nodes = sim_network(12, seed=8)
     alice, bob = nodes[3], nodes[9]
     net.do(alice, lambda n: n.want_bundles([bob.node.identity.key], net.now))
-    net.run_for(30.0, stop=lambda: bob.node.address in alice.node._known_bundles)
-    assert alice.node._known_bundles[bob.node.address] == bob.node._prekeys.public_bundle()
+    net.run_for(30.0, stop=lambda: bob.node.address in alice.node._directory.known_bundles)
+    assert (
+        alice.node._directory.known_bundles[bob.node.address] == bob.node._prekeys.public_bundle()
+    )
     net.set_online(bob, False)  # the first text opens a session while bob is away
     net.do(alice, lambda n: n.send_text(bob.node.identity.public, "hello", net.now))
     session = alice.node._sessions.active(bob.node.identity.key)
@@ -831,14 +835,14 @@ def test_contacts_bundles_are_fetched_so_a_first_text_opens_with_x3dh() -> None:
     assert one_time_prekey_id != 0
     # Once it has a session, alice wants bob's bundle no more.
     net.run_for(BUNDLE_RETRY_S + 10.0)
-    assert bob.node.address not in alice.node._wanted_bundles
+    assert bob.node.address not in alice.node._directory.wanted
 
 
 def test_a_used_one_time_prekey_is_withdrawn_from_the_published_bundle() -> None:
     net, nodes = sim_network(12, seed=9)
     alice, bob = nodes[2], nodes[7]
     net.do(alice, lambda n: n.want_bundles([bob.node.identity.key], net.now))
-    net.run_for(30.0, stop=lambda: bob.node.address in alice.node._known_bundles)
+    net.run_for(30.0, stop=lambda: bob.node.address in alice.node._directory.known_bundles)
     before = bob.node._prekeys.public_bundle()
     net.do(alice, lambda n: n.send_text(bob.node.identity.public, "hello", net.now))
     net.run_for(10.0, stop=lambda: bob.node._prekeys.public_bundle() != before)
@@ -922,7 +926,7 @@ def test_a_fetch_ends_only_once_every_node_asked_has_answered(wire: Wire) -> Non
     assert fetcher.fetch_bundle(owner.address, T0)
     wire.pump(T0)  # ``without`` answers first: it comes first in the wire's order
     assert fetched(wire, fetcher) == [BundleFetched(owner.address, True)]
-    assert owner.address in fetcher._known_bundles
+    assert owner.address in fetcher._directory.known_bundles
 
 
 @pytest.mark.parametrize(

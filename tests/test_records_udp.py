@@ -56,5 +56,5 @@ async def test_bundle_is_fetched_from_restarted_relays_while_its_owner_is_away(
     assert node.fetch_bundle(owner.identity.address, time.time())
     assert sender.running.protocol is not None
     sender.running.protocol.pump()
-    await until(lambda: owner.identity.address in node._known_bundles, "the bundle")
-    assert node._known_bundles[owner.identity.address] == public
+    await until(lambda: owner.identity.address in node._directory.known_bundles, "the bundle")
+    assert node._directory.known_bundles[owner.identity.address] == public

@@ -20,6 +20,7 @@ from comm_tui.protocol.routing import (
     RoutingTable,
     common_prefix_length,
     distance,
+    normalize_endpoint,
     origin_network,
 )
 
@@ -576,3 +577,92 @@ def test_origin_network_is_what_an_attacker_has_not_what_it_claims() -> None:
     assert origin_network(("2001:db8:1::1", 1)) != origin_network(("2001:db8:2::1", 1))
     assert origin_network(("127.0.0.1", 4000)) != origin_network(("127.0.0.1", 4001))
     assert origin_network(("node.example", 1)) == "host:node.example"
+
+
+def test_a_dual_stack_peer_is_one_endpoint_in_one_spelling() -> None:
+    """docs/PROTOCOL.md, "13.4 Dual stack": an IPv4 peer seen through a dual-stack socket
+    (``::ffff:a.b.c.d``) is the IPv4 endpoint, and an IPv6 host is written compressed, so
+    one node is never two endpoints (two validations, two quota slots)."""
+    assert normalize_endpoint(("::ffff:198.18.0.5", 7)) == ("198.18.0.5", 7)
+    assert normalize_endpoint(("2001:0db8:0000::0005", 7)) == ("2001:db8::5", 7)
+    assert normalize_endpoint(("198.18.0.5", 7)) == ("198.18.0.5", 7)
+    assert normalize_endpoint(("2001:db8::5", 7)) == ("2001:db8::5", 7)
+    assert normalize_endpoint(("node.example", 7)) == ("node.example", 7)
+
+
+@pytest.mark.parametrize("bad", [{"k": 0}, {"ip_prefix_limit": 0}, {"max_failures": 0}])
+def test_a_table_needs_at_least_one_slot_node_per_network_and_failure(bad: dict[str, int]) -> None:
+    with pytest.raises(ValueError):
+        RoutingTable(bytes(20), **bad)
+
+
+def test_with_max_failures_one_a_single_unanswered_query_makes_a_node_bad() -> None:
+    table = RoutingTable(bytes(20), k=2, ip_prefix_limit=1, max_failures=1)
+    far = bytes([0x80]) + bytes(19)
+    assert table.observe(KEY, far, ("10.0.0.1", 1), 0.0).added
+    assert [e.address for e in table.closest(far, 1)] == [far]
+    assert table.record_failure(far, 1.0) is None  # bad, but nobody to replace it
+    assert table.closest(far, 1) == []
+
+
+def test_a_node_unheard_for_more_than_15_minutes_is_questionable_by_default() -> None:
+    """Kademlia's liveness rule at its default: a full bucket's newcomer asks for a ping of
+    the least recently seen node once that node has been silent more than 900 s, not at
+    900 s itself."""
+    own = bytes(20)
+    table = RoutingTable(own, k=2)
+    rng = random.Random(10)
+    a, b = address_with_cpl(own, 0, rng), address_with_cpl(own, 0, rng)
+    assert table.observe(KEY, a, ("10.0.1.1", 1), 0.0).added
+    assert table.observe(KEY, b, ("10.0.2.1", 1), 0.0).added
+    assert table.observe(KEY, address_with_cpl(own, 5, rng), ("10.0.3.1", 1), 0.0).added
+    assert table.bucket_fill()[0] == (0, 2)
+    at_900 = table.observe(KEY, address_with_cpl(own, 0, rng), ("10.0.4.1", 1), 900.0)
+    assert not at_900.added and at_900.ping is None
+    later = table.observe(KEY, address_with_cpl(own, 0, rng), ("10.0.5.1", 1), 900.5)
+    assert later.ping is not None and later.ping.address == a
+
+
+def test_both_halves_of_a_split_bucket_keep_its_refresh_time() -> None:
+    """A split does not make either half look freshly refreshed, or never refreshed: the
+    half the newcomer did not enter is refreshed an interval after the old bucket's last
+    touch (docs/PROTOCOL.md, "6.2": buckets not touched for 15 min are refreshed)."""
+    own = bytes(20)
+    rng = random.Random(11)
+    table = RoutingTable(own, k=2)
+    assert table.observe(KEY, address_with_cpl(own, 3, rng), ("10.0.1.1", 1), 0.0).added
+    assert table.observe(KEY, address_with_cpl(own, 6, rng), ("10.0.2.1", 1), 10.0).added
+    # A far newcomer splits the full lone bucket and enters the far half at 20.
+    assert table.observe(KEY, address_with_cpl(own, 0, rng), ("10.0.3.1", 1), 20.0).added
+    assert table.bucket_fill() == [(0, 1), (1, 2)]
+    targets = table.buckets_needing_refresh(10.0 + GOOD_INTERVAL_S, GOOD_INTERVAL_S, rng)
+    assert len(targets) == 1 and common_prefix_length(own, targets[0]) >= 1
+    targets = table.buckets_needing_refresh(20.0 + GOOD_INTERVAL_S, GOOD_INTERVAL_S, rng)
+    assert len(targets) == 1 and common_prefix_length(own, targets[0]) == 0
+
+
+def test_the_last_buckets_refresh_targets_cover_all_of_it() -> None:
+    """The last bucket holds every address at least as close as its depth, our own
+    neighbourhood included: its refresh targets are drawn from all of it, not only from
+    the half that differs from us in the next bit."""
+    rng = random.Random(12)
+    own = rng.randbytes(20)
+    table = RoutingTable(own)  # one bucket: depth 0, the last
+    shared_top_bit = []
+    for i in range(32):
+        (target,) = table.buckets_needing_refresh(i * GOOD_INTERVAL_S, GOOD_INTERVAL_S, rng)
+        shared_top_bit.append(common_prefix_length(own, target) >= 1)
+    assert any(shared_top_bit) and not all(shared_top_bit)
+
+
+def test_a_removed_node_waiting_in_the_replacement_cache_is_not_promoted() -> None:
+    """``remove`` forgets a node entirely: one waiting in the replacement cache does not
+    come back when a slot of its bucket opens."""
+    setup = FullFarBucket()
+    table = setup.table
+    cached = setup.far()
+    assert table.observe(KEY, cached, ("10.0.9.1", 1), 100.0) == Observation()
+    assert table.remove(cached) is None  # it was not in the table, only waiting
+    for now in (200.0, 201.0, 202.0):
+        assert table.record_failure(setup.a, now) is None
+    assert cached not in table and setup.a in table

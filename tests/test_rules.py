@@ -171,7 +171,8 @@ def test_a_challenge_answered_after_a_flood_of_challenges_still_lets_the_frame_i
     pair was still in the table raised there, bench/MUTATION.md)."""
     relay = Node(Identity.from_seed(b"\x01" * 32), T0, rng=random.Random(1))
     peer, at = Codec(Identity.from_seed(b"\x02" * 32)), ("198.18.1.1", 4000)
-    find = pb.Frame(find_node=pb.FindNode(query_id=b"q" * CHALLENGE_BYTES, target=b"t" * 20))
+    # Held until proven (a FindNode that fits the credit is answered at once instead).
+    find = pb.Frame(get_record=pb.GetRecord(query_id=b"q" * CHALLENGE_BYTES, address=b"t" * 20))
     relay.receive_datagram(peer.encode_frame(relay.identity.key, find, T0), at, T0)
     (ping,) = [peer.decode(d, T0).frame for d, dest in relay.datagrams_to_send() if dest == at]
     assert ping is not None and ping.WhichOneof("body") == "ping"
@@ -192,7 +193,7 @@ def test_a_challenge_answered_after_a_flood_of_challenges_still_lets_the_frame_i
         for data, dest in relay.datagrams_to_send()
         if dest == at and (frame := peer.decode(data, later).frame) is not None
     ]
-    assert "nodes" in answers  # the find_node that waited for the proof
+    assert "record" in answers  # the request that waited for the proof
     assert not relay.stats.rejected
 
 

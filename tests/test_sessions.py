@@ -27,12 +27,12 @@ from comm_tui.crypto.x3dh import X3DH_INFO, F, sign_init
 from comm_tui.protocol import sessions as sessions_module
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import Codec, Rejected
+from comm_tui.protocol.directory import ONE_TIME_PREKEYS_FRESH_S
 from comm_tui.protocol.events import NameClaimed, SessionReset, SessionsChanged
 from comm_tui.protocol.letters import CHUNK_BYTES, LETTER_BYTES, decode_letter, encode_letter
 from comm_tui.protocol.node import (
     HANDSHAKE_BURST,
     HANDSHAKE_INTERVAL_S,
-    ONE_TIME_PREKEYS_FRESH_S,
     Node,
 )
 from comm_tui.protocol.routing import Endpoint
@@ -117,7 +117,7 @@ def test_forward_secrecy_and_post_compromise_security_against_a_recorded_convers
     seen = recording(wire)
     a, b = wire.add(1), wire.add(2)
     wire.connect(a, b)
-    a._known_bundles[b.address] = b._prekeys.public_bundle()  # fetched from the network
+    a._directory.known_bundles[b.address] = b._prekeys.public_bundle()  # fetched from the network
     b_end = wire.endpoint(b)
     now = T0
     for i in range(6):  # a conversation, both ways, with multi-part texts
@@ -503,7 +503,7 @@ def test_one_time_prekeys_are_used_once_and_consumed_on_commit() -> None:
     a, b = wire.add(1), wire.add(2)
     wire.connect(a, b)
     bundle = b._prekeys.public_bundle()
-    a._known_bundles[b.address] = bundle
+    a._directory.known_bundles[b.address] = bundle
     a.send_text(b.identity.public, "with a bundle", T0)
     session = a._sessions.active(b.identity.key)
     assert session is not None and session.pending_init is not None
@@ -666,7 +666,7 @@ def test_one_time_prekeys_are_drawn_at_random_and_only_from_a_fresh_bundle() -> 
     picked = set()
     for seed in range(3, 23):
         a = wire.add(seed)
-        a._known_bundles[b.address] = bundle
+        a._directory.known_bundles[b.address] = bundle
         a.send_text(b.identity.public, "hi", T0)
         session = a._sessions.active(b.identity.key)
         assert session is not None and session.pending_init is not None
@@ -674,9 +674,239 @@ def test_one_time_prekeys_are_drawn_at_random_and_only_from_a_fresh_bundle() -> 
     assert len(picked) > 1
     # A bundle learned from a record long ago: the signed prekey alone.
     late = wire.add(40)
-    late._known_bundles[b.address] = bundle
-    late._known_bundle_times[b.address] = (0, 2**62, T0)
+    late._directory.known_bundles[b.address] = bundle
+    late._directory.known_bundle_times[b.address] = (0, 2**62, T0)
     late.send_text(b.identity.public, "hi", T0 + ONE_TIME_PREKEYS_FRESH_S + 1)
     session = late._sessions.active(b.identity.key)
     assert session is not None
     assert session.pending_init == (bundle.signed_prekey_id, 0)
+
+
+# ---------------------------------------------------------------- mutation round 3 (B)
+
+
+def _book(identity: Identity) -> SessionBook:
+    return SessionBook(identity, PrekeyStore(identity.key, T0))
+
+
+def _envelope(recipient: Identity, sealed: bytes) -> bytes:
+    """The envelope inside a sealed letter, as its recipient reads it."""
+    return bytes(SealedBox(recipient.box_key).decrypt(sealed))
+
+
+def test_the_node_wide_skipped_key_bound_takes_from_the_session_holding_the_most(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docs/PROTOCOL.md, "Letters and sealing": past SKIPPED_KEYS_MAX the session holding
+    the most skipped keys gives up its oldest, so one peer that skips many cannot take
+    the late letters of another (here the thin session's peer key sorts last)."""
+    monkeypatch.setattr(sessions_module, "SKIPPED_KEYS_MAX", 100)
+    receiver_id = Identity.generate()
+    receiver = _book(receiver_id)
+    fat_id, thin_id = sorted((Identity.generate(), Identity.generate()), key=lambda i: i.key)
+    late: dict[bytes, list[bytes]] = {}
+    for author, count in ((fat_id, 101), (thin_id, 11)):
+        book = _book(author)
+        letters = [
+            book.seal_text(receiver_id.public, [bytes(LETTER_BYTES)], None, T0)[0]
+            for _ in range(count)
+        ]
+        opened = receiver.open(letters[-1], T0)
+        receiver.commit(opened.author, [opened.token], T0, sent_ms=0, handshake=False)
+        late[author.key] = letters[:-1]
+    # 100 + 10 skipped: the fat session gave up its 10 oldest, the thin one nothing.
+    for letter in late[thin_id.key]:
+        assert receiver.open(letter, T0).author.key == thin_id.key
+    for letter in late[fat_id.key][:10]:
+        with pytest.raises(SessionError):
+            receiver.open(letter, T0)
+    assert receiver.open(late[fat_id.key][10], T0).author.key == fat_id.key
+
+
+def test_a_commit_skips_a_header_that_no_longer_applies_and_commits_the_rest() -> None:
+    """``SessionBook.commit``: a token that no longer applies is skipped, and the other
+    tokens of the same call are still committed (their letters are then replays, which
+    no longer open). Two ways a token stops applying: its message key was used by an
+    earlier commit, or its session went and the one-time prekey that made it is spent."""
+    alice_id, bob_id = Identity.generate(), Identity.generate()
+    bob_prekeys = PrekeyStore(bob_id.key, T0)
+    alice, bob = _book(alice_id), SessionBook(bob_id, bob_prekeys)
+    letter = [bytes(LETTER_BYTES)]
+
+    def commit(tokens: list[sessions_module.CommitToken], now: float) -> None:
+        bob.commit(alice_id.public, tokens, now, sent_ms=0, handshake=False)
+
+    first = alice.seal_text(bob_id.public, letter, bob_prekeys.public_bundle(), T0)[0]
+    opened_first = bob.open(first, T0)
+    assert opened_first.token[3] != 0  # it used a one-time prekey
+    commit([opened_first.token], T0)
+    second = alice.seal_text(bob_id.public, letter, None, T0)[0]
+    opened_second = bob.open(second, T0)
+    commit([opened_first.token, opened_second.token], T0)  # the first key is used
+    with pytest.raises(SessionError):
+        bob.open(second, T0)
+
+    # Alice starts SESSIONS_PER_PEER new sessions: Bob forgets the first one.
+    for i in range(1, SESSIONS_PER_PEER + 1):
+        start = alice.seal_text(bob_id.public, letter, None, T0 + i, handshake=True)[0]
+        commit([bob.open(start, T0 + i).token], T0 + i)
+    last = alice.seal_text(bob_id.public, letter, None, T0 + 10)[0]
+    opened_last = bob.open(last, T0 + 10)
+    commit([opened_first.token, opened_last.token], T0 + 10)  # no session, prekey spent
+    with pytest.raises(SessionError):
+        bob.open(last, T0 + 10)
+
+
+def test_a_restored_session_keeps_whether_its_letters_repeat_the_init_fields() -> None:
+    """A session persisted and restored (``Session.serialize`` flags bit 0) still sends
+    the init fields while the peer has not answered in it, and no longer once it has: a
+    confirmed session's letters carry no INIT flag, prekey ids or signature."""
+    alice_id, bob_id = Identity.generate(), Identity.generate()
+    alice, bob = _book(alice_id), _book(bob_id)
+    hello = alice.seal_text(bob_id.public, [bytes(LETTER_BYTES)], None, T0)[0]
+
+    def restored(book: SessionBook, identity: Identity) -> SessionBook:
+        blob = book.take_changes()[bob_id.key]
+        assert blob is not None
+        again = _book(identity)
+        again.restore(bob_id.key, blob)
+        return again
+
+    pending = restored(alice, alice_id).seal_text(bob_id.public, [bytes(LETTER_BYTES)], None, T0)
+    envelope = _envelope(bob_id, pending[0])
+    assert envelope[1] & sessions_module.FLAG_INIT and any(envelope[-64:])
+
+    opened = bob.open(hello, T0)
+    bob.commit(opened.author, [opened.token], T0, sent_ms=0, handshake=False)
+    reply = bob.seal_text(alice_id.public, [bytes(LETTER_BYTES)], None, T0 + 1)[0]
+    answer = alice.open(reply, T0 + 1)
+    alice.commit(answer.author, [answer.token], T0 + 1, sent_ms=0, handshake=False)
+    confirmed = restored(alice, alice_id)
+    sealed = confirmed.seal_text(bob_id.public, [bytes(LETTER_BYTES)], None, T0 + 2)[0]
+    envelope = _envelope(bob_id, sealed)
+    assert envelope[1] == 0
+    assert envelope[66:74] == bytes(8) and envelope[-64:] == bytes(64)
+    assert bob.open(sealed, T0 + 2).author.key == alice_id.key
+
+
+def test_one_commit_skipping_more_than_twice_the_bound_keeps_the_newest_keys_up_to_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The bound on skipped keys gives up exactly what is over it: a single text that
+    skips 30 keys past a bound of 10 leaves the 10 newest, so the latest late letters
+    still open and the older ones do not."""
+    monkeypatch.setattr(sessions_module, "SKIPPED_KEYS_MAX", 10)
+    alice_id, bob_id = Identity.generate(), Identity.generate()
+    alice, bob = _book(alice_id), _book(bob_id)
+    letters = [
+        alice.seal_text(bob_id.public, [bytes(LETTER_BYTES)], None, T0)[0] for _ in range(31)
+    ]
+    opened = bob.open(letters[-1], T0)
+    bob.commit(opened.author, [opened.token], T0, sent_ms=0, handshake=False)
+    for letter in letters[:20]:
+        with pytest.raises(SessionError):
+            bob.open(letter, T0)
+    for letter in letters[20:30]:
+        assert bob.open(letter, T0).author.key == alice_id.key
+
+
+def test_a_letter_whose_message_key_is_spent_opens_in_no_session_of_its_author() -> None:
+    """docs/PROTOCOL.md, "Session reset": a letter naming a valid author that opens in
+    no session (here its text was committed: its key is spent) is ``no_session``, and
+    the refusal names the author, whom the node may then send a handshake."""
+    alice_id, bob_id = Identity.generate(), Identity.generate()
+    alice, bob = _book(alice_id), _book(bob_id)
+    (sealed,) = alice.seal_text(bob_id.public, [bytes(LETTER_BYTES)], None, T0)
+    opened = bob.open(sealed, T0)
+    bob.commit(opened.author, [opened.token], T0, sent_ms=0, handshake=False)
+    with pytest.raises(SessionError) as refused:
+        bob.open(sealed, T0)
+    assert refused.value.reason == "no_session"
+    assert refused.value.lost_with is not None and refused.value.lost_with.key == alice_id.key
+
+
+def test_each_malformed_envelope_is_a_bad_envelope_naming_nobody() -> None:
+    """docs/PROTOCOL.md, "Letters and sealing", refusals: the wrong size, an unknown
+    version or flag, our own or an invalid author key, prekey ids without INIT are each
+    ``bad_envelope`` (counted under that reason), and name no author to reset with."""
+    receiver, bob, _, later = _genuine()
+    malformed = (
+        later[:-1],
+        later + b"\x00",
+        bytes(ENVELOPE_BYTES - 100),
+        bytes([3]) + later[1:],  # unknown version
+        later[:1] + b"\x80" + later[2:],  # unknown flag
+        later[:2] + bob.key + later[34:],  # from ourselves
+        later[:2] + bytes(32) + later[34:],  # no curve point
+        later[:66] + b"\xff" * 8 + later[74:],  # prekey ids without INIT
+    )
+    for envelope in malformed:
+        with pytest.raises(SessionError) as refused:
+            receiver.open(reseal(bob, envelope), T0)
+        assert refused.value.reason == "bad_envelope" and refused.value.lost_with is None
+
+
+def test_an_envelope_naming_any_part_index_up_to_65535_is_refused_only_as_no_session() -> None:
+    """The part index is a u16 (the AEAD nonce): one from 32768 up, which the AD covers,
+    fails decryption like any other index but the sealed one; nothing else is raised."""
+    receiver, bob, _, later = _genuine()
+    for part in (1, 0x7FFF, 0x8000, 0xFFFF):
+        envelope = later[:114] + struct.pack(">H", part) + later[116:]
+        with pytest.raises(SessionError) as refused:
+            receiver.open(reseal(bob, envelope), T0)
+        assert refused.value.reason == "no_session"
+    assert receiver.open(reseal(bob, later), T0).author.key != bob.key
+
+
+def test_a_letter_in_a_session_we_do_not_have_is_no_session_naming_its_author() -> None:
+    """docs/PROTOCOL.md, "Session reset": an unknown session id without INIT (we lost
+    the session, or never had it) is ``no_session``, naming the envelope's author."""
+    receiver, bob, _, later = _genuine()
+    envelope = later[:34] + bytes(range(32)) + later[66:]
+    with pytest.raises(SessionError) as refused:
+        receiver.open(reseal(bob, envelope), T0)
+    assert refused.value.reason == "no_session"
+    assert refused.value.lost_with is not None and refused.value.lost_with.key == later[2:34]
+
+
+def test_a_first_letter_naming_a_spent_one_time_prekey_is_no_session_naming_its_author() -> None:
+    """docs/PROTOCOL.md, "Session reset": an INIT letter whose one-time prekey is spent
+    (its session was committed, then forgotten: evicted, or lost with a crash) opens in
+    no session, and the refusal names its author, so a handshake can start a new one."""
+    alice_id, bob_id = Identity.generate(), Identity.generate()
+    bob_prekeys = PrekeyStore(bob_id.key, T0)
+    bundle = bob_prekeys.public_bundle()
+    (sealed,) = _book(alice_id).seal_text(bob_id.public, [bytes(LETTER_BYTES)], bundle, T0)
+    bob = SessionBook(bob_id, bob_prekeys)
+    opened = bob.open(sealed, T0)
+    assert opened.token[3] != 0  # it used a one-time prekey
+    bob.commit(opened.author, [opened.token], T0, sent_ms=0, handshake=False)
+    with pytest.raises(SessionError) as refused:
+        SessionBook(bob_id, bob_prekeys).open(sealed, T0)  # the same prekeys, no sessions
+    assert refused.value.reason == "no_session"
+    assert refused.value.lost_with is not None and refused.value.lost_with.key == alice_id.key
+
+
+def test_a_signed_first_letter_skipping_too_many_keys_is_no_session_never_raised() -> None:
+    """A hostile author may sign an INIT letter whose header asks the new session to skip
+    more than MAX_SKIP keys: it is refused as ``no_session`` (naming that author) before
+    any key is derived, and nothing but SessionError is raised."""
+    alice = Identity.from_seed(b"\x31" * 32)  # the author of _genuine()'s letters
+    _, bob, init, _ = _genuine()
+    body = init[:110] + struct.pack(">I", MAX_SKIP + 1) + init[114:-64]
+    envelope = body + sign_init(alice, bob.key, body)
+    with pytest.raises(SessionError) as refused:
+        _book(bob).open(reseal(bob, envelope), T0)  # no session yet: a new one
+    assert refused.value.reason == "no_session"
+    assert refused.value.lost_with is not None and refused.value.lost_with.key == alice.key
+
+
+def test_an_opened_letter_says_whether_it_is_a_handshake() -> None:
+    """A handshake letter (docs/PROTOCOL.md, "Session reset") is opened as one, so the
+    node never shows it and treats its session as a reset; any other letter is not."""
+    alice_id, bob_id = Identity.generate(), Identity.generate()
+    alice, bob = _book(alice_id), _book(bob_id)
+    (plain,) = alice.seal_text(bob_id.public, [bytes(LETTER_BYTES)], None, T0)
+    (handshake,) = alice.seal_text(bob_id.public, [bytes(LETTER_BYTES)], None, T0, handshake=True)
+    assert bob.open(plain, T0).handshake is False
+    assert bob.open(handshake, T0).handshake is True

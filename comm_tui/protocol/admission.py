@@ -11,8 +11,9 @@ Two rules live here (docs/PROTOCOL.md, "Admission"):
   cannot fill a table of outstanding validations. Until validation, what we send to
   the endpoint is limited to ``AMPLIFICATION_FACTOR`` times the bytes it sent us, as
   QUIC limits a server before address validation (RFC 9000, section 8.1). The node
-  additionally keeps everything larger than a request (Nodes answers, pushes) for
-  validated pairs and inserts only validated pairs into its routing table.
+  additionally keeps answers larger than their request (pushes, fetched items) for
+  validated pairs, but answers a FindNode at once when its Nodes answer fits that
+  limit (a first contact), and inserts only validated pairs into its routing table.
 - **Cookies.** When the new-key budget is spent, a packet from a key we have no box
   for gets no key agreement unless it echoes a cookie bound to its source address:
   WireGuard's cookie reply (whitepaper, section 5.4.7). The cookie is a keyed hash of

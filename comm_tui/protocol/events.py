@@ -110,7 +110,8 @@ class SessionReset:
 class BundleFetched:
     """A ``fetch_bundle`` ended: every node asked answered or timed out.
 
-    ``found``: ``Node.known_bundles`` holds a verified, unexpired bundle of ``address``.
+    ``found``: the node's ``Directory.known_bundles`` holds a verified, unexpired bundle
+    of ``address``.
     """
 
     address: bytes

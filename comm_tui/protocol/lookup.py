@@ -25,6 +25,14 @@ from dataclasses import dataclass, field
 from comm_tui.protocol.routing import Endpoint
 
 LOOKUP_MAX_QUERIES = 64
+# docs/PROTOCOL.md, "5.1 Address validation", "First contact": a FindNode to a node that
+# may not have validated us is padded to this size, so that the largest Nodes answer (8
+# IPv6 entries, the client flag and a cookie: 585 bytes) fits in 3x it and is sent at
+# once instead of after a validation round trip. 77 zero bytes in ``FindNode.padding``
+# bring a FindNode without cookie or client flag (120 bytes bare) to exactly 200;
+# tests/test_first_contact.py holds both sizes.
+FIND_NODE_FIRST_CONTACT_BYTES = 200
+FIND_NODE_PADDING = bytes(77)
 
 
 @dataclass(frozen=True)

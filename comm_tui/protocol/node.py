@@ -31,14 +31,22 @@ recipient's signed ack arrives or it expires. On top of that (DESIGN.md section 
   its own ``Fetch`` after the join lookup), instead of at the next backoff tick;
 - prekey records (``set_own_bundle``, ``fetch_bundle``) are items too: an owner's
   signed bundle is stored and replicated at its neighbourhood, never delivered, one
-  per owner, the newest winning (docs/PROTOCOL.md, "8a. Records").
+  per owner, the newest winning (docs/PROTOCOL.md, "8a. Records"; its rules live in
+  ``protocol/directory.py``).
 
 What a peer can make us do is bounded by ``admission``: nothing enters the routing
-table, and nothing larger than a request (Nodes answers, pushes) goes to an endpoint,
-before a return-routability round trip from that endpoint; until then replies are
-held to 3x the bytes it sent. Validation challenges are stateless; what peers can
-make us remember (deferred requests, store items, partial texts) is bounded per key
-and per network of origin.
+table, and no request whose answer is larger than itself (Fetch, GetRecord, Attach...)
+is served to an endpoint, before a return-routability round trip from that endpoint;
+until then replies are held to 3x the bytes it sent. A FindNode is the exception: its
+Nodes answer goes at once when it fits those 3x, which a first contact's padded
+FindNode always does (docs/PROTOCOL.md, "5.1", "First contact"). Validation
+challenges are stateless; what peers can make us remember (deferred requests, store
+items, partial texts) is bounded per key and per network of origin.
+
+Two subsystems live beside the node, each owning its state behind a typed face the
+node hands it: prekey records in ``directory.py`` (``Directory``) and reachability,
+client mode and attach in ``reachability_agent.py`` (``ReachabilityAgent``). The node's
+handler table dispatches their frames straight to them.
 
 ``policy="flood"`` switches all of that off and re-sends to the k nearest on every
 tick: the seed's rule as written, kept as the benchmark baseline.
@@ -52,7 +60,7 @@ import random
 import socket
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
-from dataclasses import astuple, dataclass, replace
+from dataclasses import astuple, dataclass
 from typing import Any, Literal
 
 from comm_tui.crypto.ack import ack_is_well_formed, sign_ack, verify_ack
@@ -65,14 +73,6 @@ from comm_tui.crypto.identity import (
 )
 from comm_tui.crypto.prekeys import PrekeyError, PrekeyStore, PublicBundle
 from comm_tui.crypto.ratchet import RatchetError
-from comm_tui.crypto.records import (
-    RECORD_LIFETIME_S,
-    RECORD_REFRESH_S,
-    bundle_of,
-    record_problem,
-    sign_record,
-    verify_record,
-)
 from comm_tui.crypto.seal import message_id
 from comm_tui.crypto.x3dh import X3DHError
 from comm_tui.protocol import wire_pb2 as pb
@@ -88,11 +88,12 @@ from comm_tui.protocol.codec import (
     MAX_CLOCK_SKEW_S,
     Codec,
     Rejected,
+    _varint,
     receipt_frame,
 )
 from comm_tui.protocol.custody import Custody, custody_of
+from comm_tui.protocol.directory import Directory, DirectoryHost
 from comm_tui.protocol.events import (
-    BundleFetched,
     Event,
     NameClaimed,
     PeerAdded,
@@ -115,36 +116,17 @@ from comm_tui.protocol.letters import (
     encode_read_letter,
     split_text,
 )
-from comm_tui.protocol.lookup import LOOKUP_MAX_QUERIES, Candidate, Lookup
+from comm_tui.protocol.lookup import FIND_NODE_PADDING, LOOKUP_MAX_QUERIES, Candidate, Lookup
 from comm_tui.protocol.outbox import Outbox, OutboxState
 from comm_tui.protocol.punch import Punching, Send
 from comm_tui.protocol.ratelimit import RateLimiter, TokenBucket
-from comm_tui.protocol.reachability import (
-    ATTACH_RELAYS,
-    BINDING_CANDIDATES,
-    DIAL_BACK_BURST,
-    DIAL_BACK_RATE_PER_S,
-    ECHO_MAX_DELAY_S,
-    INBOUND_REFRESH_S,
-    PROBE_HELPERS,
-    PROBE_REQUEST_BURST,
-    PROBE_REQUEST_RATE_PER_S,
-    PROBE_SERVE_BURST,
-    PROBE_SERVE_RATE_PER_S,
-    PROBE_SOLICITED_S,
-    REANNOUNCE_MIN_S,
-    AttachTable,
-    Binding,
-    ClientBindings,
-    FamilyTallies,
-    Prober,
-    Reachability,
-    canonical,
-    is_loopback,
-    judge,
-    probe_target_allowed,
-    solicitation_key,
+from comm_tui.protocol.reachability import Reachability
+from comm_tui.protocol.reachability_agent import (
+    ReachabilityAgent,
+    ReachabilityHost,
+    seen_endpoint,
 )
+from comm_tui.protocol.reachability_agent import packed_ip as _packed_ip
 from comm_tui.protocol.receipts import RECEIPT_TIMEOUT_S as RECEIPT_TIMEOUT_S  # tests read it
 from comm_tui.protocol.receipts import ReceiptWaits
 from comm_tui.protocol.relay_store import (
@@ -230,29 +212,15 @@ HANDSHAKE_RATE_PER_S = 1 / 60
 HANDSHAKE_BURST = 10
 HANDSHAKE_PEERS_MAX = 1024
 FIND_NODE_ANSWER_NODES = 8
-# Prekey records (docs/PROTOCOL.md, "8a. Records"): bundle fetches in flight at once,
-# and verified bundles of others kept (least recently fetched forgotten first).
-BUNDLE_FETCHES_MAX = 64
-KNOWN_BUNDLES_MAX = 256
-# Our own bundle is published again when it changes (a one-time prekey used, a rotation,
-# a refill), at most this often: strangers who start sessions with us use up one-time
-# prekeys at will, and must not make us publish at will (docs/PROTOCOL.md, "8a. Records").
-BUNDLE_REPUBLISH_MIN_S = 60.0
-# Contacts we have no session with, whose bundles we fetch while online (so a first text
-# opens with X3DH, not the fallback): at most this many, each tried again after a delay.
-WANTED_BUNDLES_MAX = 256
-BUNDLE_RETRY_S = 60.0
-# A fetched bundle's one-time prekeys are used this long after we learned it, no longer.
-ONE_TIME_PREKEYS_FRESH_S = 600.0
+# Nodes entries remembered as parsed and as written (``_candidates``, ``_node_infos``):
+# the same few hundred nodes fill every answer. Past the bound the memo is cleared.
+NODE_INFO_MEMO = 4096
 
 # Requests whose answer is larger than they are, or that make us send to a third party
 # (a dial-back): served only to validated endpoints.
 _NEEDS_VALIDATION = frozenset(
     {"find_node", "fetch", "get_record", "attach", "probe_request", "dial_back", "introduce"}
 )
-# Endpoints we sent to lately, by what a NAT filters on (docs/PROTOCOL.md, "12.2"): a
-# probe from one of them proves nothing. The least recently used forgotten first.
-SENT_TO_MAX = 4096
 # Frames we start, which a node under load may answer with a cookie reply.
 _REMEMBERED_FOR_COOKIES = frozenset(
     {"find_node", "fetch", "message", "ack", "record", "get_record", "introduce"}
@@ -322,14 +290,6 @@ class _Query:
 
 
 @dataclass
-class _BundleFetch:
-    """A ``fetch_bundle`` in progress: its lookup, then its GetRecord queries."""
-
-    lookup: Lookup | None
-    asked: int = 0  # GetRecord queries not yet answered or timed out
-
-
-@dataclass
 class _Deferred:
     """Requests from a pair whose address is being validated, answered once it is."""
 
@@ -354,38 +314,25 @@ def _ms(now: float) -> int:
     return int(now * 1000)
 
 
-def _packed_ip(host: str) -> bytes | None:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        return socket.inet_pton(family, host)
-    except OSError:
-        return None
-
-
-def _unpacked_ip(ip: bytes) -> str | None:
-    if len(ip) not in (4, 16):
-        return None
-    return socket.inet_ntop(socket.AF_INET if len(ip) == 4 else socket.AF_INET6, ip)
-
-
 def node_info(key: bytes, endpoint: Endpoint) -> pb.NodeInfo | None:
     """A NodeInfo for a NODES answer, or None for a host that is not a plain IP address."""
     packed = _packed_ip(endpoint[0])
     return None if packed is None else pb.NodeInfo(key=key, ip=packed, port=endpoint[1])
 
 
-def seen_endpoint(endpoint: Endpoint) -> pb.SeenEndpoint | None:
-    """An endpoint as ``Pong.observed`` carries it, or None for a host that is no IP."""
-    packed = _packed_ip(canonical(endpoint)[0])
-    return None if packed is None else pb.SeenEndpoint(ip=packed, port=endpoint[1])
+_NODES_TAG = bytes([5 << 3 | 2])  # Frame.nodes
+_QUERY_ID_TAG = bytes([1 << 3 | 2])  # Nodes.query_id
+_NODE_INFO_TAG = bytes([2 << 3 | 2])  # Nodes.nodes
 
 
-def parse_seen(seen: pb.SeenEndpoint) -> Endpoint | None:
-    """The endpoint a ``SeenEndpoint`` names, or None when out of shape."""
-    host = _unpacked_ip(seen.ip)
-    if host is None or not 0 < seen.port < 65536:
-        return None
-    return canonical((host, seen.port))
+def nodes_frame(query_id: bytes, infos: list[bytes]) -> bytes:
+    """The serialized ``Frame{nodes: Nodes{query_id, nodes}}`` from serialized
+    ``NodeInfo``s, as protobuf writes it (tests/test_first_contact.py compares)."""
+    parts = [_QUERY_ID_TAG, _varint(len(query_id)), query_id]
+    for info in infos:
+        parts += (_NODE_INFO_TAG, _varint(len(info)), info)
+    body = b"".join(parts)
+    return _NODES_TAG + _varint(len(body)) + body
 
 
 def parse_node_info(info: pb.NodeInfo) -> Candidate | None:
@@ -421,7 +368,7 @@ class Node:
         self._rng = rng or random.Random()
         self._codec = Codec(identity)
         # docs/PROTOCOL.md, "Letters and sealing": our prekeys and sessions (the bundles
-        # of peers we may start sessions with are ``known_bundles``, filled by records).
+        # of peers we may start sessions with are the directory's, filled by records).
         self._prekeys = PrekeyStore(identity.key, now)
         self._sessions = SessionBook(identity, self._prekeys)
         self._handshakes: OrderedDict[bytes, float] = OrderedDict()  # peer key -> last sent
@@ -467,6 +414,9 @@ class Node:
         # Recipients met by a lookup ``until_found`` but not in the table, by address: at
         # every endpoint where they answered (a Sybil may relay for them at one of them).
         self._direct: OrderedDict[bytes, dict[Endpoint, NodeEntry]] = OrderedDict()
+        # Nodes entries as parsed (by their fields) and as written (by node and endpoint).
+        self._candidates: dict[tuple[bytes, bytes, int], Candidate | None] = {}
+        self._node_infos: dict[tuple[bytes, Endpoint], bytes] = {}
         # When we last started a lookup until found, by recipient address.
         self._finding: OrderedDict[bytes, float] = OrderedDict()
         self._stemmed: OrderedDict[bytes, None] = OrderedDict()  # store keys
@@ -484,6 +434,52 @@ class Node:
         self._new_keys_by_net = RateLimiter(
             self.config.new_key_net_rate_per_s, self.config.new_key_net_burst
         )
+        # Prekey records (docs/PROTOCOL.md, "8a. Records"): ours, others' stored for
+        # them, and the bundles we fetch (protocol/directory.py).
+        self._directory = Directory(
+            DirectoryHost(
+                identity=identity,
+                store=self._store,
+                sessions=self._sessions,
+                stats=self._stats,
+                store_limit=self._store_limit,
+                emit=self._events.append,
+                send_frame=self._send_frame,
+                send_item=self._send_item,
+                send_receipt=self._send_receipt,
+                add_holder=self._add_holder,
+                relay=self._relay,
+                origin=self._origin,
+                relaying=lambda: self._reachability.relaying,
+                joined=lambda: self.joined,
+                new_lookup=self._new_lookup,
+                advance_lookup=self._advance_lookup,
+                open_query=self._open_record_query,
+                close_query=self._close_record_query,
+            )
+        )
+        # Reachability (docs/PROTOCOL.md, "12. Reachability"): how peers see us, relay or
+        # client, a client's bindings, a relay's attached clients and probe serving
+        # (protocol/reachability_agent.py).
+        self._reachability = ReachabilityAgent(
+            ReachabilityHost(
+                identity=identity,
+                table=self._table,
+                stats=self._stats,
+                rng=self._rng,
+                send_frame=self._send_frame,
+                # Looked up at each call, so every Pong we send follows one rule, even one
+                # replaced on an instance (the tests make hostile relays that way).
+                pong=lambda challenge, addr: self._pong(challenge, addr),
+                ping=self._ping,
+                lookup=self.lookup,
+                push_waiting=self._push_waiting,
+                attach_query=self._attach_query,
+                no_helpers_retry_s=REBOOTSTRAP_INTERVAL_S,
+            ),
+            now,
+            relaying=self.config.relay,
+        )
         # Frame dispatch: one handler per ``Frame.body`` (wire.proto).
         self._handlers: dict[str, _Handler] = {
             "ping": self._on_ping,
@@ -494,12 +490,12 @@ class Node:
             "ack": self._on_ack,
             "receipt": self._on_receipt,
             "fetch": self._on_fetch,
-            "record": self._on_record,
-            "get_record": self._on_get_record,
-            "attach": self._on_attach,
-            "probe_request": self._on_probe_request,
-            "dial_back": self._on_dial_back,
-            "probe": self._on_probe,
+            "record": self._directory.on_record,
+            "get_record": self._directory.on_get_record,
+            "attach": self._reachability.on_attach,
+            "probe_request": self._reachability.on_probe_request,
+            "dial_back": self._reachability.on_dial_back,
+            "probe": self._reachability.on_probe,
             "introduce": self._on_introduce,
             "introduced": self._on_introduced,
         }
@@ -509,46 +505,7 @@ class Node:
         self._next_thin_lookup = now
         self._thin_lookups = 0
         self._thin_table_size = 0
-        # Prekey records (docs/PROTOCOL.md, "8a. Records"). Others' verified bundles by
-        # owner address, with the (issued_ms, expires_ms) of the record each came from.
-        self._known_bundles: OrderedDict[bytes, PublicBundle] = OrderedDict()
-        # Per known bundle: its record's issued_ms and expires_ms, and when we learned it.
-        self._known_bundle_times: dict[bytes, tuple[int, int, float]] = {}
-        self._bundle_fetches: OrderedDict[bytes, _BundleFetch] = OrderedDict()
-        self._own_bundle: PublicBundle | None = None
-        # The version of our prekeys' bundle we last published, and when (None: not yet
-        # in this run, or the prekeys were replaced by restored ones).
-        self._published_version: int | None = None
-        self._published_at = float("-inf")
-        # Contacts whose bundle we want, by address: (their key, when to try next).
-        self._wanted_bundles: OrderedDict[bytes, tuple[bytes, float]] = OrderedDict()
-        self._own_record_due = float("inf")  # when our record is issued again
-        # Reachability (docs/PROTOCOL.md, "12. Reachability"): what peers see of us, our
-        # local endpoints (told by the driver; without them we never call ourselves a
-        # client), dial-back probes, and the bindings a client keeps with its relays.
-        self._now = now
-        self._tally = FamilyTallies()
-        self._inbound_checked_at = float("-inf")  # last look for an unsolicited arrival
-        self._local: frozenset[Endpoint] = frozenset()
-        self._mapping: Endpoint | None = None
-        self._prober = Prober()
-        self._reach = Reachability("unknown", None, 0.0)
-        # Relaying for others (docs/PROTOCOL.md, "12.3"); off makes us a client.
-        self._relay_on = self.config.relay
-        self._client = not self._relay_on
-        self._bindings = ClientBindings()
-        self._reannounced_at = float("-inf")
-        self._sent_to: OrderedDict[str, float] = OrderedDict()
-        # As a relay: attached clients, and what we serve of probes.
-        self._attached = AttachTable()
-        self._probe_requests = RateLimiter(PROBE_REQUEST_RATE_PER_S, PROBE_REQUEST_BURST)
-        self._probes_served = TokenBucket(
-            PROBE_SERVE_RATE_PER_S, PROBE_SERVE_BURST, PROBE_SERVE_BURST, now
-        )
-        self._dial_backs = RateLimiter(DIAL_BACK_RATE_PER_S, DIAL_BACK_BURST)
-        self._dial_backs_sent = TokenBucket(
-            PROBE_SERVE_RATE_PER_S, PROBE_SERVE_BURST, PROBE_SERVE_BURST, now
-        )
+        self._now = now  # the last time the driver gave us (receive or timer)
         # Hole punching between contacts behind NATs (docs/PROTOCOL.md, "12.6"), and the
         # lookups that find a wanted contact's relays (one per wanted contact at most).
         self._punch = Punching(identity.key, now)
@@ -591,8 +548,8 @@ class Node:
             stored_items=len(self._store),
             stored_bytes=self._store.total_bytes,
             outbox=len(self._outgoing),
-            reachability=self._reach,
-            client_mode=self._client,
+            reachability=self.reachability,
+            client_mode=self.client_mode,
             keepalive_s=self.keepalive_interval,
             punched=len(self._punch.pairs),
             relay_usage=self.relay_usage(),
@@ -645,7 +602,7 @@ class Node:
             timer = min(timer, receipt_due)
         if self._hellos:
             timer = min(timer, next(iter(self._hellos.values()))[1])
-        timer = min(timer, self._reach_due())
+        timer = min(timer, self._reachability.next_due())
         timer = min(timer, self._punch.next_due())
         self._armed_for = timer
         return timer
@@ -666,7 +623,7 @@ class Node:
             if entry.own_text_id:
                 self._outgoing.add_part(entry.own_text_id, entry.target, entry.item_id)
             elif entry.kind is Kind.RECORD and entry.target == self.address:
-                self._restore_own_record(entry)
+                self._directory.restore_own_record(entry)
             # Resume where the schedule was, but not before the node has had a moment to
             # rejoin: relaying into an empty routing table would only burn attempts.
             self._reschedule(entry, max(entry.next_at, now + RESTORE_GRACE_S))
@@ -688,7 +645,7 @@ class Node:
         if prekeys is not None:
             try:
                 self._prekeys = PrekeyStore.deserialize(self.identity.key, prekeys, now)
-                self._published_version = None  # its versions count from 1 again
+                self._directory.prekeys_replaced()
             except PrekeyError:
                 damaged += 1
             self._sessions.prekeys = self._prekeys
@@ -785,14 +742,14 @@ class Node:
         """Seal one text (or a handshake) in the recipient's session and start relaying it."""
         for old in self._own_entries(text_id):
             self._store.remove(old)
-        bundle = self._bundle_to_start_with(recipient.address, now)
+        bundle = self._directory.bundle_to_start_with(recipient.address, now)
         try:
             sealed_parts = self._sessions.seal_text(
                 recipient, letters, bundle, now, handshake=handshake
             )
         except X3DHError:
             # A bundle with an unusable key: forget it and use the fallback.
-            self._known_bundles.pop(recipient.address, None)
+            self._directory.forget(recipient.address)
             sealed_parts = self._sessions.seal_text(
                 recipient, letters, None, now, handshake=handshake
             )
@@ -850,15 +807,16 @@ class Node:
             self.lookup(self.address, now)
         self._armed_for = now
         self._expire_queries(now)
-        self._reach_tick(now)
+        self._reachability.tick(now)
         self._punch_tick(now)
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + HOUSEKEEPING_INTERVAL_S
             self._housekeeping(now)
         if now >= self._next_rebootstrap:
             self._next_rebootstrap = now + REBOOTSTRAP_INTERVAL_S
-            self._keep_own_bundle_published(now)
-            self._fetch_wanted_bundles(now)
+            if self._directory.keep_published(now):
+                self._flush_store()
+            self._directory.fetch_wanted(now)
             if not self._table.closest(self.address, 1):  # empty, or every node failing
                 for endpoint in self.bootstrap_endpoints:
                     self._send_hello(endpoint, now)
@@ -951,18 +909,20 @@ class Node:
         if decoded.hello is not None:
             self._answer_hello(sender.key, decoded.hello, addr, now, len(data))
             return
-        # At most once a second: the check parses the source address (the hot path).
-        if self._local and now - self._inbound_checked_at >= INBOUND_REFRESH_S:
-            self._inbound_checked_at = now
-            if self._unsolicited(addr, now) and self._prober.inbound(now):
-                self._reclassify(now)
+        self._reachability.heard(addr, now)
         frame = decoded.frame
         assert frame is not None
         body = frame.WhichOneof("body") or ""
+        answered_at_once = False
         try:
             if body in _NEEDS_VALIDATION and not self._is_validated(sender.key, addr):
-                # The answer would be larger than the request: only for a proven address.
-                self._validate(sender.key, addr, now, defer=(body, frame))
+                # The answer would be larger than the request: only for a proven address,
+                # or a FindNode whose answer fits the address's 3x credit (first contact).
+                answered_at_once = body == "find_node" and self._answer_first_contact(
+                    sender, frame.find_node, addr, now
+                )
+                if not answered_at_once:
+                    self._validate(sender.key, addr, now, defer=(body, frame))
             else:
                 self._handlers[body](sender, getattr(frame, body), addr, now)
         finally:
@@ -970,8 +930,8 @@ class Node:
             # refused the frame: the datagram was authentic, and a first contact whose
             # item was refused must still get the challenge that lets its retry in.
             if body != "probe":  # a prober is a stranger we need nothing from
-                self._observe(sender, addr, now, client=frame.client)
-            self._bindings.traffic(addr)
+                self._observe(sender, addr, now, client=frame.client, served=answered_at_once)
+            self._reachability.bindings.traffic(addr)
             self._send_all(self._punch.heard(sender.address, addr, now), now)
 
     def _admit_new_key(self, packet: pb.Packet, data: bytes, addr: Endpoint, now: float) -> None:
@@ -1030,13 +990,15 @@ class Node:
         pair = (key, addr)
         if pair == self._proven:
             return True
-        entry = self._table.get(address_of(key))
-        if (
-            entry is not None and entry.key == key and entry.endpoint == addr
-        ) or self._addresses.is_validated(key, addr):
+        if self._in_table(key, addr) or self._addresses.is_validated(key, addr):
             self._proven = pair
             return True
         return False
+
+    def _in_table(self, key: bytes, addr: Endpoint) -> bool:
+        """Is ``key`` in our routing table at ``addr``?"""
+        entry = self._table.get(address_of(key))
+        return entry is not None and entry.key == key and entry.endpoint == addr
 
     def _validate(
         self, key: bytes, addr: Endpoint, now: float, *, defer: tuple[str, pb.Frame] | None = None
@@ -1084,16 +1046,26 @@ class Node:
         del self._deferred[key]
 
     def _observe(
-        self, sender: PublicIdentity, addr: Endpoint, now: float, *, client: bool = False
+        self,
+        sender: PublicIdentity,
+        addr: Endpoint,
+        now: float,
+        *,
+        client: bool = False,
+        served: bool = False,
     ) -> None:
         """Let an authenticated datagram refresh or insert its sender in the routing table.
 
         Only a validated (key, endpoint) pair may: a first contact, or a known node
         speaking from a new endpoint, is challenged there first. A client never enters
         the table, and leaves it when it says it is one (docs/PROTOCOL.md, "12.3").
+        ``served``: its request was answered at once (``_answer_first_contact``); it is
+        challenged only if the table has room for it, since that is all the proof would
+        serve (docs/PROTOCOL.md, "5.1", "First contact").
         """
         if not self._is_validated(sender.key, addr):
-            self._validate(sender.key, addr, now)
+            if not served or self._table.has_room(sender.address, addr):
+                self._validate(sender.key, addr, now)
             return
         if client:
             known = self._table.get(sender.address)
@@ -1128,7 +1100,7 @@ class Node:
         """A boxed Pong no larger than the hello: with the endpoint we saw it come from
         when that fits (docs/PROTOCOL.md, "3.3", "12.1")."""
         pong = self._pong(hello.challenge, addr)
-        pong.client = self._client  # as _send_frame will: measured as sent
+        pong.client = self._reachability.client  # as _send_frame will: measured as sent
         if len(pong.pong.observed.ip) and self._frame_size(key, pong, addr, now) > size:
             pong.pong.ClearField("observed")
         self._send_frame(key, addr, pong, now)
@@ -1161,9 +1133,9 @@ class Node:
         if hello is not None:
             if hello[0] == addr:
                 self._addresses.validate(sender.key, addr)
-                self._note_observed(pong, addr, now)
+                self._reachability.note_observed(pong, addr, now)
             return  # a bootstrap node answered; _observe takes it in
-        if self._echo_answered(sender, pong, addr, now):
+        if self._reachability.echo_answered(sender, pong, addr, now):
             return
         query = self._queries.get(pong.challenge)
         if query is None:
@@ -1173,7 +1145,7 @@ class Node:
                 return
             if not self._addresses.answered(sender.key, addr, pong.challenge, now):
                 raise Rejected("unsolicited")
-            self._note_observed(pong, addr, now)
+            self._reachability.note_observed(pong, addr, now)
             self._challenged.pop((sender.key, addr), None)
             waiting = self._deferred.get(sender.key)
             if waiting is not None and waiting.endpoint == addr:
@@ -1188,17 +1160,53 @@ class Node:
             raise Rejected("wrong_endpoint")
         self._addresses.validate(sender.key, addr)
         relay = sender.address if query.kind == "attach" else None
-        self._note_observed(pong, addr, now, relay=relay)
+        self._reachability.note_observed(pong, addr, now, relay=relay)
 
     def _on_find_node(
         self, sender: PublicIdentity, find: pb.FindNode, addr: Endpoint, now: float
     ) -> None:
+        self._send_encoded(sender.key, addr, "nodes", self._nodes_answer(sender, find), now)
+
+    def _answer_first_contact(
+        self, sender: PublicIdentity, find: pb.FindNode, addr: Endpoint, now: float
+    ) -> bool:
+        """Answer a FindNode from an unvalidated pair at once if the answer fits the
+        endpoint's credit (3x the bytes it sent us, QUIC's rule, RFC 9000 section 8.1);
+        False, having sent nothing, when it does not (docs/PROTOCOL.md, "5.1", "First
+        contact"): the caller validates the address first, as for other requests.
+
+        The credit is per source endpoint and counts every byte that came from it, so
+        forged sources get at most 3x what their forger sent, each and in all. A FindNode
+        padded to ``FIND_NODE_FIRST_CONTACT_BYTES`` covers the largest answer; the
+        validation round trip it saves is most of what a lookup's first contacts cost.
+        """
+        answer = self._nodes_answer(sender, find)
+        return self._send_encoded(sender.key, addr, "nodes", answer, now, count_withheld=False)
+
+    def _nodes_answer(self, sender: PublicIdentity, find: pb.FindNode) -> bytes:
+        """The serialized ``Frame{nodes}`` answering ``find``: our nodes nearest its
+        target, the asker left out.
+
+        Written as bytes from each entry's memoized ``NodeInfo`` (``nodes_frame``): the
+        same nodes fill every answer, and building them as messages cost more than
+        boxing the answer.
+        """
         if len(find.target) != ADDRESS_BYTES or len(find.query_id) != CHALLENGE_BYTES:
             raise Rejected("malformed")
         nodes = self._table.closest(find.target, FIND_NODE_ANSWER_NODES, exclude=(sender.address,))
-        infos = [node_info(n.key, n.endpoint) for n in nodes]
-        answer = pb.Nodes(query_id=find.query_id, nodes=[i for i in infos if i is not None])
-        self._send_frame(sender.key, addr, pb.Frame(nodes=answer), now)
+        memo = self._node_infos
+        infos: list[bytes] = []
+        for node in nodes:
+            info = memo.get((node.key, node.endpoint))
+            if info is None:
+                message = node_info(node.key, node.endpoint)
+                if message is None:
+                    continue
+                if len(memo) >= NODE_INFO_MEMO:
+                    memo.clear()
+                info = memo[(node.key, node.endpoint)] = message.SerializeToString()
+            infos.append(info)
+        return nodes_frame(find.query_id, infos)
 
     def _on_nodes(
         self, sender: PublicIdentity, nodes: pb.Nodes, addr: Endpoint, now: float
@@ -1220,10 +1228,26 @@ class Node:
             query.lookup.on_timeout(query.path, query.candidate)
             self._advance_lookup(query.lookup, now)
             raise Rejected("malformed")
-        found = [c for c in map(parse_node_info, nodes.nodes) if c is not None]
-        found = [c for c in found if c.key != self.identity.key]
+        found = self._parse_nodes(nodes)
         query.lookup.on_response(query.path, query.candidate, found)
         self._advance_lookup(query.lookup, now)
+
+    def _parse_nodes(self, nodes: pb.Nodes) -> list[Candidate]:
+        """The well-formed entries of a Nodes answer but ourselves (``parse_node_info``),
+        memoized by their fields: the same nodes come back in answer after answer."""
+        memo = self._candidates
+        found: list[Candidate] = []
+        for info in nodes.nodes:
+            fields = (info.key, info.ip, info.port)
+            if fields in memo:
+                candidate = memo[fields]
+            else:
+                if len(memo) >= NODE_INFO_MEMO:
+                    memo.clear()
+                candidate = memo[fields] = parse_node_info(info)
+            if candidate is not None and candidate.key != self.identity.key:
+                found.append(candidate)
+        return found
 
     def _find_recipient(self, address: bytes, now: float) -> None:
         """Look ``address`` up until found, unless we did so lately (see the constants)."""
@@ -1307,7 +1331,7 @@ class Node:
                 existing.attempts = 0
                 self._relay(existing, now)
             return
-        if not self._relay_on:
+        if not self._reachability.relaying:
             raise Rejected("not_relay")  # docs/PROTOCOL.md, "12.3": relaying is off
         if not self._store_limit.allow(sender.address, now):
             raise Rejected("store_rate")
@@ -1493,11 +1517,11 @@ class Node:
 
         The record lives ``RECORD_LIFETIME_S`` and is issued again every
         ``RECORD_REFRESH_S``, when set again, and offered to the neighbours a self-lookup
-        meets, so it outlives our absences (docs/PROTOCOL.md, "8a. Records"). Raises
-        ValueError for a bundle that is not ours or could not be a valid record.
+        meets, so it outlives our absences (docs/PROTOCOL.md, "8a. Records";
+        ``protocol/directory.py``). Raises ValueError for a bundle that is not ours or
+        could not be a valid record.
         """
-        self._publish_own_record(public, now)
-        self._own_bundle = public
+        self._directory.set_own_bundle(public, now)
         self._flush_store()
 
     def want_bundles(self, keys: Iterable[bytes], now: float) -> None:
@@ -1508,317 +1532,69 @@ class Node:
         session) means a text typed later finds it. Fetched while we are online, tried
         again every ``BUNDLE_RETRY_S``; forgotten once a session or the bundle is there.
         """
-        for key in keys:
-            if key == self.identity.key or self._sessions.active(key) is not None:
-                continue
-            address = address_of(key)
-            if address not in self._wanted_bundles:
-                self._wanted_bundles[address] = (key, now)
-                while len(self._wanted_bundles) > WANTED_BUNDLES_MAX:
-                    self._wanted_bundles.popitem(last=False)
-        self._fetch_wanted_bundles(now)
-
-    def _fetch_wanted_bundles(self, now: float) -> None:
-        if not self.joined:
-            return  # a fetch starts with a lookup: it needs a table
-        for address, (key, due) in list(self._wanted_bundles.items()):
-            if address in self._known_bundles or self._sessions.active(key) is not None:
-                del self._wanted_bundles[address]
-            elif due <= now and self.fetch_bundle(address, now):
-                self._wanted_bundles[address] = (key, now + BUNDLE_RETRY_S)
-
-    def _bundle_to_start_with(self, address: bytes, now: float) -> PublicBundle | None:
-        """The bundle a new session to ``address`` starts from, if we know one.
-
-        Its one-time prekeys only while it is fresh: every sender that learned the same
-        record may pick the same one, and its owner deletes a one-time prekey once used
-        and republishes at most once a minute; a letter naming a used one opens in no
-        session and costs a reset (docs/PROTOCOL.md, "Letters and sealing"). An older
-        bundle starts with its signed prekey alone (X3DH without DH4), still forward
-        secret once that prekey is retired.
-        """
-        bundle = self._known_bundles.get(address)
-        times = self._known_bundle_times.get(address)
-        if bundle is None or times is None or now - times[2] <= ONE_TIME_PREKEYS_FRESH_S:
-            return bundle
-        return replace(bundle, one_time_prekeys=())
-
-    def _keep_own_bundle_published(self, now: float) -> None:
-        """Publish our prekeys' bundle once per run and again whenever it changed.
-
-        Once per run, because a restored record may predate prekeys used since; at most
-        every ``BUNDLE_REPUBLISH_MIN_S`` after that. Between changes the record's own
-        refresh (``RECORD_REFRESH_S``) keeps it alive.
-        """
-        # The version, not the bundle: building one costs a scalar multiplication a key.
-        if self._prekeys.bundle_version == self._published_version:
-            return
-        if now - self._published_at < BUNDLE_REPUBLISH_MIN_S:
-            return
-        self._published_version, self._published_at = self._prekeys.bundle_version, now
-        self.set_own_bundle(self._prekeys.public_bundle(), now)
+        self._directory.want(keys, now)
 
     def fetch_bundle(self, address: bytes, now: float) -> bool:
         """Look for the prekey record of ``address``; False if no fetch could start.
 
         A lookup finds the owner's neighbourhood (the owner itself, when online, is
         nearest), then each of the nodes it met is asked with a GetRecord. Verified
-        answers fill ``known_bundles`` (the newest issued wins, so a hostile relay can
-        only withhold the record or serve an older valid one), and the fetch ends with
-        a ``BundleFetched`` event once every answer is in or timed out.
+        answers fill the directory's ``known_bundles`` (the newest issued wins, so a
+        hostile relay can only withhold the record or serve an older valid one), and the
+        fetch ends with a ``BundleFetched`` event once every answer is in or timed out.
         """
-        if len(address) != ADDRESS_BYTES or address == self.address:
-            return False
-        held = self._store.get(Kind.RECORD, address)
-        if held is not None and held.expires_ms > _ms(now):
-            assert isinstance(held.wire, pb.PrekeyBundle)
-            self._learn_bundle(held.wire, now)  # verified when we stored it
-        if address in self._bundle_fetches:
-            return True
-        if len(self._bundle_fetches) >= BUNDLE_FETCHES_MAX:
-            return False
-        lookup = self._new_lookup(address)
-        if lookup is None:
-            return False
-        self._bundle_fetches[address] = _BundleFetch(lookup)
-        self._advance_lookup(lookup, now)  # its end (_lookup_finished) sends the GetRecords
-        return True
+        return self._directory.fetch(address, now)
 
-    def _ask_for_record(
-        self, address: bytes, fetch: _BundleFetch, nodes: list[Candidate], now: float
-    ) -> None:
-        """Send a GetRecord to each node the fetch's lookup met (own queries, bounded)."""
-        fetch.lookup = None
-        for node in nodes:
-            if self._own_queries_full():
-                break
-            query_id = os.urandom(CHALLENGE_BYTES)
-            self._queries[query_id] = _Query(
-                "get_record", node.key, node.endpoint, now + QUERY_TIMEOUT_S, record_for=address
-            )
-            fetch.asked += 1
-            frame = pb.Frame(get_record=pb.GetRecord(query_id=query_id, address=address))
-            self._send_frame(node.key, node.endpoint, frame, now, probe=True)
-        if fetch.asked == 0:
-            self._end_fetch(address)
-
-    def _record_query_ended(self, address: bytes) -> None:
-        """One GetRecord was answered or timed out; the last one ends its fetch."""
-        fetch = self._bundle_fetches.get(address)
-        if fetch is None:
-            return
-        fetch.asked -= 1
-        if fetch.asked <= 0 and fetch.lookup is None:
-            self._end_fetch(address)
-
-    def _end_fetch(self, address: bytes) -> None:
-        del self._bundle_fetches[address]
-        self._events.append(BundleFetched(address, address in self._known_bundles))
-
-    def _learn_bundle(self, record: pb.PrekeyBundle, now: float) -> None:
-        """Keep a verified, unexpired record's bundle unless we know a newer one."""
-        owner = address_of(record.owner_key)
-        known = self._known_bundle_times.get(owner)
-        if known is not None and owner in self._known_bundles and known[0] >= record.issued_ms:
-            return
-        self._known_bundles[owner] = bundle_of(record)
-        self._known_bundles.move_to_end(owner)
-        self._known_bundle_times[owner] = (record.issued_ms, record.expires_ms, now)
-        while len(self._known_bundles) > KNOWN_BUNDLES_MAX:
-            forgotten, _ = self._known_bundles.popitem(last=False)
-            # .pop: others may fill or drop known_bundles directly (session code, tests).
-            self._known_bundle_times.pop(forgotten, None)
-
-    def _check_record(self, record: pb.PrekeyBundle, now: float) -> None:
-        """Refuse a record out of shape, dead, or issued in the future (before any
-        signature work; docs/PROTOCOL.md, "8a. Records")."""
-        problem = record_problem(record)
-        if problem is not None:
-            raise Rejected(problem)
-        now_ms = _ms(now)
-        if record.expires_ms <= now_ms:
-            raise Rejected("expired")
-        if record.issued_ms > now_ms + MAX_CLOCK_SKEW_S * 1000:
-            # It would win over every record its owner issues until then.
-            raise Rejected("record_from_future")
-
-    def _on_get_record(
-        self, sender: PublicIdentity, get: pb.GetRecord, addr: Endpoint, now: float
-    ) -> None:
-        """Answer with the record we hold for the address, or an empty answer.
-
-        Only reached from a validated endpoint (``_NEEDS_VALIDATION``): the answer is
-        larger than the request.
-        """
-        if len(get.query_id) != CHALLENGE_BYTES or len(get.address) != ADDRESS_BYTES:
-            raise Rejected("malformed")
-        answer = pb.Record(query_id=get.query_id)
-        held = self._store.get(Kind.RECORD, get.address)
-        if held is not None and held.expires_ms > _ms(now):
-            assert isinstance(held.wire, pb.PrekeyBundle)
-            answer.bundle.CopyFrom(held.wire)
-        self._send_frame(sender.key, addr, pb.Frame(record=answer), now)
-
-    def _on_record(
-        self, sender: PublicIdentity, record: pb.Record, addr: Endpoint, now: float
-    ) -> None:
-        if record.query_id:
-            self._on_record_answer(sender, record, now)
-        elif record.HasField("bundle"):
-            self._store_record(sender, record.bundle, addr, now)
-        else:
-            raise Rejected("malformed")
-
-    def _on_record_answer(self, sender: PublicIdentity, record: pb.Record, now: float) -> None:
-        """An answer to our GetRecord: only from the node asked, once, for the owner asked."""
-        query = self._queries.get(record.query_id)
-        if query is None or query.kind != "get_record" or query.peer_key != sender.key:
-            raise Rejected("unsolicited")
-        del self._queries[record.query_id]
-        try:
-            if record.HasField("bundle"):
-                bundle = record.bundle
-                self._check_record(bundle, now)
-                if address_of(bundle.owner_key) != query.record_for:
-                    raise Rejected("wrong_owner")
-                if not verify_record(bundle):
-                    raise Rejected("bad_record")
-                self._learn_bundle(bundle, now)
-        finally:
-            self._record_query_ended(query.record_for)
-
-    def _store_record(
-        self, sender: PublicIdentity, record: pb.PrekeyBundle, addr: Endpoint, now: float
-    ) -> None:
-        """A record pushed for storage: kept like any item, at most one per owner.
-
-        The newest issued_ms wins: an older record never replaces a newer one, and its
-        sender is handed ours, so a stale holder catches up. Equal issued_ms: the first
-        one held stays.
-        """
-        self._check_record(record, now)
-        owner = address_of(record.owner_key)
-        existing = self._store.get(Kind.RECORD, owner)
-        if owner == self.address:
-            # Our own record came back (records are never sent to their owner, so only a
-            # hostile or confused peer sends it): ours is the one we issued.
-            if existing is not None:
-                self._send_receipt(sender.key, addr, [existing.key], now)
-            raise Rejected("own_record")
-        if existing is not None:
-            assert isinstance(existing.wire, pb.PrekeyBundle)
-            if record == existing.wire:
-                self._stats.duplicates += 1
-                self._add_holder(existing, sender.address, now)
-                self._send_receipt(sender.key, addr, [existing.key], now)
-                return
-            if record.issued_ms <= existing.wire.issued_ms:
-                # We hold one (so the receipt is true and counts no failure against us);
-                # a strictly newer one goes back. Never one of the same age: two relays
-                # holding different records an owner signed in the same millisecond
-                # would bounce them between each other forever.
-                self._send_receipt(sender.key, addr, [existing.key], now)
-                if existing.wire.issued_ms > record.issued_ms and sender.address != owner:
-                    self._send_item(existing, sender.key, addr, now)
-                raise Rejected("stale_record")
-        if not self._relay_on:
-            raise Rejected("not_relay")  # docs/PROTOCOL.md, "12.3": relaying is off
-        if not self._store_limit.allow(sender.address, now):
-            raise Rejected("store_rate")
-        if not verify_record(record):
-            raise Rejected("bad_record")
-        entry = Entry(
-            Kind.RECORD,
-            owner,
-            owner,
-            record.expires_ms,
-            record,
-            stored_at=now,
-            holders={sender.address},
-            origin=sender.address,
-            origin_net=self._origin(sender.key, addr),
+    def _open_record_query(
+        self, key: bytes, endpoint: Endpoint, address: bytes, now: float
+    ) -> bytes | None:
+        """Register a GetRecord of ours for ``address``: its query id, None when full."""
+        if self._own_queries_full():
+            return None
+        query_id = os.urandom(CHALLENGE_BYTES)
+        self._queries[query_id] = _Query(
+            "get_record", key, endpoint, now + QUERY_TIMEOUT_S, record_for=address
         )
-        try:
-            self._store.add(entry)
-        except QuotaExceeded as exc:
-            raise Rejected(exc.reason) from exc
-        self._stats.stored += 1
-        self._send_receipt(sender.key, addr, [entry.key], now)
-        self._relay(entry, now)
+        return query_id
 
-    def _publish_own_record(self, public: PublicBundle, now: float) -> None:
-        """Issue a fresh record of ``public`` (strictly newer than any before) and relay it."""
-        issued_ms = _ms(now)
-        prior = self._store.get(Kind.RECORD, self.address)
-        if prior is not None:
-            assert isinstance(prior.wire, pb.PrekeyBundle)
-            # Newer than the last one even within one millisecond or after the clock
-            # stepped back, or relays holding the last one would refuse it as stale.
-            issued_ms = max(issued_ms, prior.wire.issued_ms + 1)
-        record = sign_record(
-            self.identity, public, issued_ms, issued_ms + int(RECORD_LIFETIME_S * 1000)
-        )
-        entry = Entry(
-            Kind.RECORD, self.address, self.address, record.expires_ms, record, stored_at=now
-        )
-        self._store.add(entry, enforce_quota=False)  # ours, like our outbox
-        self._own_record_due = now + RECORD_REFRESH_S
-        self._relay(entry, now)
-
-    def _restore_own_record(self, entry: Entry) -> None:
-        """After a restart, keep refreshing the record we had published."""
-        assert isinstance(entry.wire, pb.PrekeyBundle)
-        self._own_bundle = bundle_of(entry.wire)
-        self._own_record_due = entry.wire.issued_ms / 1000 + RECORD_REFRESH_S
-
-    def _offer_own_record(self, neighbours: list[Candidate], now: float) -> None:
-        """(Re)joined: hand our record to the neighbours the self-lookup met that lack it."""
-        entry = self._store.get(Kind.RECORD, self.address)
-        if entry is None:
-            return
-        for node in neighbours:
-            if node.address not in entry.holders:
-                self._send_item(entry, node.key, node.endpoint, now)
-
-    def _records_housekeeping(self, now: float) -> None:
-        """Issue our record again when due; forget others' bundles once expired."""
-        if self._own_bundle is not None and now >= self._own_record_due:
-            self._publish_own_record(self._own_bundle, now)
-        now_ms = _ms(now)
-        for owner, (_, expires_ms, _) in list(self._known_bundle_times.items()):
-            if expires_ms <= now_ms:
-                del self._known_bundle_times[owner]
-                self._known_bundles.pop(owner, None)
+    def _close_record_query(self, query_id: bytes, peer_key: bytes) -> bytes | None:
+        """Take back our GetRecord ``query_id`` if it went to ``peer_key``: the owner
+        address it asked for, or None (no such query: the answer is unsolicited)."""
+        query = self._queries.get(query_id)
+        if query is None or query.kind != "get_record" or query.peer_key != peer_key:
+            return None
+        del self._queries[query_id]
+        return query.record_for
 
     # ------------------------------------------------------------------ reachability
 
     @property
     def reachability(self) -> Reachability:
-        """What we know of our own reachability (docs/PROTOCOL.md, "12.3")."""
-        return self._reach
+        """What we know of our own reachability (docs/PROTOCOL.md, "12.3"; the rules and
+        their state live in ``protocol/reachability_agent.py``)."""
+        return self._reachability.reach
 
     @property
     def client_mode(self) -> bool:
         """Do our frames say we are a client (not, or not yet known to be, reachable)?"""
-        return self._client
+        return self._reachability.client
 
     @property
     def relaying(self) -> bool:
         """Do we relay for others (the user may switch it off, docs/PROTOCOL.md, "12.3")?"""
-        return self._relay_on
+        return self._reachability.relaying
 
     def set_relaying(self, on: bool, now: float) -> None:
         """Switch relaying for others on or off. Off: client mode from the next frame, so
         peers drop us from their tables, and nothing new is stored for others; what we
         hold already was acknowledged to its senders and is still relayed until its ack
         or expiry (never dropped)."""
-        self._relay_on = on
-        self._reclassify(now)
+        self._reachability.set_relaying(on, now)
 
     def relay_usage(self) -> RelayUsage:
         """Use against each local cap (docs/PROTOCOL.md, "8.1 Local caps")."""
         return RelayUsage(
-            relaying=self._relay_on,
+            relaying=self._reachability.relaying,
             bytes_held=self._store.others_bytes,
             bytes_cap=self._store.total_limit,
             items_held=self._store.others_items,
@@ -1834,7 +1610,7 @@ class Node:
     @property
     def keepalive_interval(self) -> float | None:
         """The keep-alive interval in use (learned, "12.5"), or None when not a client."""
-        return self._bindings.learner.interval if self._client else None
+        return self._reachability.keepalive_interval
 
     def set_local_endpoints(self, endpoints: Iterable[Endpoint], now: float) -> None:
         """The endpoints our socket is bound to, as the driver sees them.
@@ -1842,11 +1618,7 @@ class Node:
         Without them, nothing tells a NAT from a direct link: the node then never calls
         itself a client and sends no probes (an in-process simulator, a test harness).
         """
-        local = frozenset(canonical(e) for e in endpoints)
-        if local != self._local:
-            self._local = local
-            self._prober.reset(now)
-            self._reclassify(now)
+        self._reachability.set_local_endpoints(endpoints, now)
 
     def note_port_mapping(self, endpoint: Endpoint | None, now: float) -> None:
         """The local router mapped ``endpoint`` to our socket (None: it was removed).
@@ -1854,305 +1626,23 @@ class Node:
         A candidate only: a dial-back probe to it must arrive before we call ourselves
         public by it (docs/PROTOCOL.md, "12.2").
         """
-        mapping = None if endpoint is None else canonical(endpoint)
-        if mapping != self._mapping:
-            self._mapping = mapping
-            self._prober.reset(now)
-            self._reclassify(now)
+        self._reachability.note_port_mapping(endpoint, now)
 
     def attached_client(self, address: bytes) -> tuple[bytes, Endpoint] | None:
         """A client attached to us (docs/PROTOCOL.md, "12.4"): its key and the endpoint
         we reach it at, or None."""
-        client = self._attached.get(address, self._now)
-        return None if client is None else (client.key, client.endpoint)
+        return self._reachability.attached_client(address, self._now)
 
-    def _note_observed(
-        self, pong: pb.Pong, addr: Endpoint, now: float, *, relay: bytes | None = None
+    def _attach_query(
+        self, challenge: bytes, key: bytes, endpoint: Endpoint, frame: pb.Frame, now: float
     ) -> None:
-        """Count where a peer that answered our challenge saw us (docs/PROTOCOL.md, "12.1").
-
-        Only answers from the endpoint we sent the challenge to reach here, so the
-        network counted is one the peer really receives at. ``relay``: an Attach was
-        answered; a relay that now sees us elsewhere means our endpoint changed.
-        """
-        if not pong.HasField("observed"):
-            return
-        seen = parse_seen(pong.observed)
-        if seen is None:
-            return
-        before = self._tally.evidence(self._local, now)
-        self._tally.add(addr, seen, now)  # in the tally of addr's family (12.1)
-        after = self._tally.evidence(self._local, now)
-        if after[1] != before[1] or (before[0] is not None and after[0] != before[0]):
-            self._prober.reset(now)  # the evidence changed: check again
-        binding = self._bindings.bindings.get(relay) if relay is not None else None
-        if binding is not None:
-            moved = binding.observed is not None and binding.observed != seen
-            binding.observed = seen
-            if moved:
-                self._endpoint_changed(now)
-        self._reclassify(now)
-
-    def _reclassify(self, now: float) -> None:
-        """Decide our kind again from the evidence; switch client mode when it changes."""
-        judged = judge(self._tally, self._local, self._prober.outcome, self._prober.mapping_ok, now)
-        kind = judged.kind
-        public = self._mapping if self._prober.mapping_ok else judged.agreed
-        if (kind, public) != (self._reach.kind, self._reach.public_endpoint):
-            self._reach = Reachability(kind, public, now)
-        # Not yet known: a client only if peers see us elsewhere than we are bound, so a
-        # public node is visible from its first datagram and a NATed one never is.
-        client = not self._relay_on or (
-            kind != "public" and (kind != "unknown" or judged.nat_suspected)
-        )
-        if client != self._client:
-            self._client = client
-            if client:
-                self._leave_tables(now)
-            else:
-                self._bindings.clear()
-
-    def _leave_tables(self, now: float) -> None:
-        """We just became a client: ping every node of our table now. The ping carries
-        ``client``, so each drops us at once rather than at our next frame to it, which
-        may be minutes away (docs/PROTOCOL.md, "12.3")."""
-        for entry in list(self._table):
-            self._ping(entry.key, entry.endpoint, now)
-
-    def _endpoint_changed(self, now: float) -> None:
-        """Our observed endpoint moved (a router reboot, a new network): attach again at
-        once everywhere and look ourselves up, which re-announces us and ends in a Fetch
-        of what waits (docs/PROTOCOL.md, "12.5"). At most once per ``REANNOUNCE_MIN_S``:
-        one relay that lies about it costs us no more than that."""
-        if now - self._reannounced_at < REANNOUNCE_MIN_S:
-            return
-        self._reannounced_at = now
-        self._stats.reannounced += 1
-        self._prober.reset(now)
-        self._bindings.all_due_now(now)
-        for address, binding, delay in self._bindings.due(now):
-            self._send_attach(address, binding, delay, now)
-        if len(self._table):
-            self.lookup(self.address, now)
-
-    def _reach_due(self) -> float:
-        """When reachability next needs the timer: a probe, a keep-alive, an echo."""
-        due = float("inf")
-        if self._local:
-            deadline = self._prober.next_deadline()
-            due = min(due, self._prober.next_at if deadline is None else deadline)
-        if self._client:
-            due = min(due, self._bindings.next_due() or due)
-        echo = self._attached.next_echo()
-        return due if echo is None else min(due, echo)
-
-    def _reach_tick(self, now: float) -> None:
-        """Probe rounds, a client's keep-alives and echo tests, a relay's delayed echoes."""
-        self._prober.expire(now)
-        if self._local and self._prober.due(now):
-            self._start_probe_round(now)
-        self._reclassify(now)
-        if self._client:
-            relays = self._binding_relays()
-            self._bindings.choose([(n.address, n.key, n.endpoint) for n in relays], now)
-            self._bindings.expire(now)
-            for address, binding, delay in self._bindings.due(now):
-                self._send_attach(address, binding, delay, now)
-        for key, endpoint, challenge in self._attached.echoes_due(now):
-            self._send_frame(key, endpoint, self._pong(challenge, endpoint), now)
-
-    def _unsolicited(self, addr: Endpoint, now: float) -> bool:
-        """Did an authentic datagram come from an IP we have not sent to lately? Then no
-        mapping of ours let it in: strangers reach us (docs/PROTOCOL.md, "12.2"). Never
-        on loopback, where every node shares our host."""
-        if is_loopback(addr[0]):
-            return False
-        last = self._sent_to.get(solicitation_key(addr))
-        return last is None or now - last >= PROBE_SOLICITED_S
-
-    def _binding_relays(self) -> list[NodeEntry]:
-        """The relays a client keeps bindings with: the nearest to its address, at most
-        one per network of origin (docs/PROTOCOL.md, "12.4"), so that keys ground near
-        our address from one or two networks cannot hold all our bindings."""
-        chosen: list[NodeEntry] = []
-        networks: set[str] = set()
-        for node in self._table.closest(self.address, BINDING_CANDIDATES):
-            network = origin_network(node.endpoint)
-            if network not in networks:
-                networks.add(network)
-                chosen.append(node)
-                if len(chosen) == ATTACH_RELAYS:
-                    break
-        return chosen
-
-    def _send_attach(self, address: bytes, binding: Binding, delay: float, now: float) -> None:
-        """Attach (or keep the binding) with a relay; ``delay``: as an echo test."""
-        challenge = os.urandom(CHALLENGE_BYTES)
-        attach = pb.Attach(
-            challenge=challenge,
-            interval_s=int(self._bindings.learner.interval),
-            echo_after_s=int(delay),
-        )
-        frame = pb.Frame(attach=attach)
-        if delay:
-            self._send_frame(binding.key, binding.endpoint, frame, now, probe=True)
-            test = self._bindings.test
-            if test is not None and test.relay == address:
-                test.challenge = challenge  # from now on, other traffic spoils it
-            return
+        """Send an Attach as our own query (its Pong is awaited), unless our query table
+        is full or the frame could not go."""
         if self._own_queries_full():
             return
-        self._queries[challenge] = _Query(
-            "attach", binding.key, binding.endpoint, now + QUERY_TIMEOUT_S
-        )
-        if not self._send_frame(binding.key, binding.endpoint, frame, now, probe=True):
+        self._queries[challenge] = _Query("attach", key, endpoint, now + QUERY_TIMEOUT_S)
+        if not self._send_frame(key, endpoint, frame, now, probe=True):
             del self._queries[challenge]
-
-    def _echo_answered(
-        self, sender: PublicIdentity, pong: pb.Pong, addr: Endpoint, now: float
-    ) -> bool:
-        """Is this Pong the delayed echo of our test? It proves the idle mapping lived."""
-        test = self._bindings.test
-        binding = self._bindings.bindings.get(sender.address)
-        if test is None or test.relay != sender.address or binding is None:
-            return False
-        if binding.endpoint != addr or not self._bindings.echo_answered(pong.challenge, now):
-            return False
-        self._note_observed(pong, addr, now, relay=sender.address)
-        return True
-
-    def _on_attach(
-        self, sender: PublicIdentity, attach: pb.Attach, addr: Endpoint, now: float
-    ) -> None:
-        """A client keeps its binding with us: hold it attached, answer, push its mail.
-
-        Only from a validated pair (``_NEEDS_VALIDATION``): the answer is larger.
-        docs/PROTOCOL.md, "12.4".
-        """
-        if self._client:
-            raise Rejected("not_relay")
-        if len(attach.challenge) != CHALLENGE_BYTES:
-            raise Rejected("malformed")
-        evicted = self._attached.evicted
-        self._attached.attach(
-            sender.address, sender.key, addr, origin_network(addr), attach.interval_s, now
-        )
-        self._stats.attach_evicted += self._attached.evicted - evicted
-        if self._attached.get(sender.address, now) is None:
-            return  # evicted at once: its network is full of fresher clients
-        if attach.echo_after_s:
-            delay = min(float(attach.echo_after_s), ECHO_MAX_DELAY_S)
-            self._attached.owe_echo(sender.address, attach.challenge, now + delay)
-        else:
-            self._send_frame(sender.key, addr, self._pong(attach.challenge, addr), now)
-        self._push_waiting(sender.address, sender.key, addr, now)
-
-    def _start_probe_round(self, now: float) -> None:
-        """Ask a few peers of other networks to have our endpoint probed ("12.2").
-
-        Among our neighbourhood (the nodes nearest our address, which we talk to anyway):
-        asking far nodes would make them nodes we sent to, whose probes prove nothing.
-        """
-        peers = self._table.closest(self.address, ATTACH_RELAYS)
-        self._rng.shuffle(peers)
-        helpers: list[NodeEntry] = []
-        for peer in peers:
-            if origin_network(peer.endpoint) not in {origin_network(h.endpoint) for h in helpers}:
-                helpers.append(peer)
-            if len(helpers) == PROBE_HELPERS:
-                break
-        if not helpers:
-            self._prober.next_at = now + REBOOTSTRAP_INTERVAL_S
-            return
-        for helper in helpers:
-            self._ask_for_probe(helper, 0, now)
-        mapping = self._mapping
-        seen_hosts = {host for host, _ in self._tally.recent(now).values()}
-        if mapping is not None and not self._prober.mapping_ok and mapping[0] in seen_hosts:
-            self._ask_for_probe(helpers[0], mapping[1], now)
-
-    def _ask_for_probe(self, helper: NodeEntry, port: int, now: float) -> None:
-        nonce = os.urandom(CHALLENGE_BYTES)
-        self._prober.asked(nonce, helper.key, now, mapping=bool(port))
-        frame = pb.Frame(probe_request=pb.ProbeRequest(nonce=nonce, port=port))
-        self._send_frame(helper.key, helper.endpoint, frame, now, probe=True)
-
-    def _on_probe_request(
-        self, sender: PublicIdentity, request: pb.ProbeRequest, addr: Endpoint, now: float
-    ) -> None:
-        """Have a node of another network probe the requester where we see it.
-
-        The target is always the requester's source as we see it (only its port may be a
-        candidate mapping's): never an address the requester names. Rate limited per
-        network of origin and in all; declined, smaller than the request, when we know
-        nobody of another network (docs/PROTOCOL.md, "12.2").
-        """
-        if self._client:
-            raise Rejected("not_relay")
-        if len(request.nonce) != CHALLENGE_BYTES or request.port > 65535:
-            raise Rejected("malformed")
-        network = origin_network(addr)
-        if not self._probe_requests.allow(network, now) or not self._probes_served.take(now):
-            raise Rejected("probe_rate")
-        target = (addr[0], request.port or addr[1])
-        # Of the nodes of other networks, the half farthest from the requester's address:
-        # it talks most to those nearest it, and a probe from one of them proves nothing.
-        helpers = [
-            n
-            for n in self._table.closest(sender.address, len(self._table))
-            if n.failures == 0 and n.key != sender.key and origin_network(n.endpoint) != network
-        ]
-        helpers = helpers[len(helpers) // 2 :]
-        seen = seen_endpoint(target)
-        if not helpers or seen is None or not probe_target_allowed(target, addr):
-            # From us, the node asked, a Probe declines; no larger than the request.
-            declined = pb.Frame(probe=pb.Probe(nonce=request.nonce))
-            self._send_frame(sender.key, addr, declined, now)
-            return
-        helper = self._rng.choice(helpers)
-        dial = pb.DialBack(key=sender.key, target=seen, nonce=request.nonce)
-        self._send_frame(helper.key, helper.endpoint, pb.Frame(dial_back=dial), now)
-
-    def _on_dial_back(
-        self, sender: PublicIdentity, dial: pb.DialBack, addr: Endpoint, now: float
-    ) -> None:
-        """Send a probe, smaller than this request, to the endpoint a peer saw its
-        requester at (docs/PROTOCOL.md, "12.2"); rate limited per asker's network and in
-        all, to unicast addresses only, to loopback only for a loopback asker. A client
-        serves it too: the probe goes out, nothing needs to come in."""
-        if len(dial.nonce) != CHALLENGE_BYTES or len(dial.key) != 32:
-            raise Rejected("malformed")
-        target = parse_seen(dial.target)
-        if target is None:
-            raise Rejected("malformed")
-        if dial.key == self.identity.key or not is_valid_public_key(dial.key):
-            raise Rejected("bad_key")
-        if not probe_target_allowed(target, addr):
-            raise Rejected("bad_target")
-        if not self._dial_backs.allow(origin_network(addr), now) or not self._dial_backs_sent.take(
-            now
-        ):
-            raise Rejected("probe_rate")
-        frame = pb.Frame(probe=pb.Probe(nonce=dial.nonce))
-        # Not validated, and never will be: bounded by the rate limits above instead.
-        self._send_frame(dial.key, target, frame, now, probe=True)
-
-    def _on_probe(
-        self, sender: PublicIdentity, probe: pb.Probe, addr: Endpoint, now: float
-    ) -> None:
-        """A dial-back probe (or a helper declining to arrange one) for a request of ours.
-
-        It proves inbound reachability only if it comes from an IP we have not sent to
-        lately: otherwise our NAT may have let it in through a mapping we opened.
-        """
-        if self._prober.helper_of(probe.nonce) == sender.key:
-            self._prober.declined(probe.nonce, now)  # the node asked sends it: declined
-        else:
-            last = self._sent_to.get(solicitation_key(addr))
-            solicited = last is not None and now - last < PROBE_SOLICITED_S
-            if not self._prober.arrived(probe.nonce, solicited, now):
-                raise Rejected("unsolicited")
-        self._reclassify(now)
 
     # ------------------------------------------------------------------ hole punching
 
@@ -2342,7 +1832,7 @@ class Node:
         until its receipt makes it a holder (docs/PROTOCOL.md, "12.4")."""
         if entry.kind is not Kind.MESSAGE or entry.target in entry.holders:
             return
-        client = self._attached.get(entry.target, now)
+        client = self._reachability.attached.get(entry.target, now)
         if client is not None:
             self._stats.pushed_to_clients += 1
             self._send_item(entry, client.key, client.endpoint, now, budgeted=True)
@@ -2620,15 +2110,18 @@ class Node:
                 path=path,
                 candidate=candidate,
             )
-            frame = pb.Frame(find_node=pb.FindNode(query_id=query_id, target=lookup.target))
+            find = pb.FindNode(query_id=query_id, target=lookup.target)
+            if not self._in_table(candidate.key, candidate.endpoint):
+                # It may not have validated us: padded, its answer comes at once
+                # (docs/PROTOCOL.md, "5.1", "First contact").
+                find.padding = FIND_NODE_PADDING
+            frame = pb.Frame(find_node=find)
             self._send_frame(candidate.key, candidate.endpoint, frame, now, probe=True)
         if lookup.done:
             self._lookup_finished(lookup, now)
 
     def _lookup_finished(self, lookup: Lookup, now: float) -> None:
-        fetch = self._bundle_fetches.get(lookup.target)
-        if fetch is not None and fetch.lookup is lookup:
-            self._ask_for_record(lookup.target, fetch, lookup.result(), now)
+        self._directory.lookup_finished(lookup, now)
         self._punch_lookup_finished(lookup, now)
         if lookup.target != self.address or (self.joined and lookup.queries_sent == 0):
             return
@@ -2639,7 +2132,7 @@ class Node:
             for candidate in lookup.result():
                 fetch_frame = pb.Frame(fetch=pb.Fetch())
                 self._send_frame(candidate.key, candidate.endpoint, fetch_frame, now)
-            self._offer_own_record(lookup.result(), now)
+            self._directory.offer_own_record(lookup.result(), now)
         if first_join:
             # The self-lookup only fills the buckets near us; refresh every bucket once so
             # we also know the far half of the network (Kademlia paper, section 2.3).
@@ -2658,7 +2151,7 @@ class Node:
                 query.lookup.on_timeout(query.path, query.candidate)
                 self._advance_lookup(query.lookup, now)
             elif query.kind == "get_record":
-                self._record_query_ended(query.record_for)
+                self._directory.record_query_ended(query.record_for)
         while self._deferred:
             key, waiting = next(iter(self._deferred.items()))
             if waiting.deadline > now:
@@ -2694,10 +2187,10 @@ class Node:
             if entry.own_text_id:
                 self._outbox_moved(self._outgoing.part_expired(entry.own_text_id))
         self._reassembler.expire(now)
-        self._attached.expire(now)
+        self._reachability.attached.expire(now)
         self._prekeys.maintain(now)
         self._sessions.expire(now)
-        self._records_housekeeping(now)
+        self._directory.housekeeping(now)
         if len(self._table):
             for target in self._table.buckets_needing_refresh(
                 now, self.config.refresh_interval_s, self._rng
@@ -2711,17 +2204,33 @@ class Node:
             self._send_encoded(key, endpoint, "receipt", receipt_frame(ids), now)
 
     def _send_frame(
-        self, key: bytes, endpoint: Endpoint, frame: pb.Frame, now: float, *, probe: bool = False
+        self,
+        key: bytes,
+        endpoint: Endpoint,
+        frame: pb.Frame,
+        now: float,
+        *,
+        probe: bool = False,
+        count_withheld: bool = True,
     ) -> bool:
         """Box and queue a frame; False if the anti-amplification limit held it back.
 
         To an endpoint not validated for ``key``, we send at most 3x what it sent us
         (``admission``). ``probe`` marks requests we start on our own (lookups, pings of
-        known nodes), which the query table bounds instead.
+        known nodes), which the query table bounds instead. ``count_withheld``: False
+        when the caller has another way (a first contact's FindNode is validated first).
         """
         frame.ClearField("client")  # _send_encoded adds it for a client
         body = frame.WhichOneof("body") or ""
-        return self._send_encoded(key, endpoint, body, frame.SerializeToString(), now, probe=probe)
+        return self._send_encoded(
+            key,
+            endpoint,
+            body,
+            frame.SerializeToString(),
+            now,
+            probe=probe,
+            count_withheld=count_withheld,
+        )
 
     def _send_encoded(
         self,
@@ -2732,11 +2241,12 @@ class Node:
         now: float,
         *,
         probe: bool = False,
+        count_withheld: bool = True,
     ) -> bool:
         """``_send_frame`` for a frame already serialized (``body`` is its kind), without
         its client flag: the relay path writes its frames as bytes (``receipt_frame``,
         ``_item_frame``). A client's flag goes last, where protobuf writes field 20."""
-        if self._client:
+        if self._reachability.client:
             plaintext += CLIENT_FLAG  # docs/PROTOCOL.md, "12.3": keep us out of tables
         try:
             data = self._codec.seal(key, plaintext, now, cookie=self._cookie_for(endpoint, now))
@@ -2750,7 +2260,7 @@ class Node:
             and not self._is_validated(key, endpoint)
             and not self._addresses.spend(endpoint, len(data))
         ):
-            self._stats.withheld += 1
+            self._stats.withheld += count_withheld
             return False
         self._stats.sent_by_kind[body] += 1
         # Only what we start (requests, items) is remembered for a cookie reply: a node
@@ -2773,12 +2283,7 @@ class Node:
         Every destination is noted (by what a NAT filters on), so a dial-back probe from
         it later proves nothing (docs/PROTOCOL.md, "12.2").
         """
-        sent_to = solicitation_key(endpoint)
-        self._sent_to.pop(sent_to, None)
-        self._sent_to[sent_to] = now
-        if len(self._sent_to) > SENT_TO_MAX:
-            self._sent_to.popitem(last=False)
-        self._bindings.traffic(endpoint)
+        self._reachability.sent(endpoint, now)
         if remember:
             self._sent[echo_of(data)] = (endpoint, data)
             if len(self._sent) > SENT_REMEMBERED:

@@ -2,7 +2,8 @@
 our NAT keeps an idle mapping, and which clients hold a binding with us.
 
 Pure logic, no I/O and no clock of its own (docs/PROTOCOL.md, "12. Reachability"); the
-node (``node.py``) sends and receives the frames and feeds the results in:
+node's agent (``reachability_agent.py``) sends and receives the frames and feeds the
+results in:
 
 - ``ObservationTally``: the endpoints peers saw our datagrams come from (``Pong.observed``),
   one per network of origin, bounded. Keys are free and addresses are not, so it counts

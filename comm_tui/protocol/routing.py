@@ -206,6 +206,29 @@ class RoutingTable:
         self._refresh(entry, now)
         return Observation()
 
+    def has_room(self, address: bytes, endpoint: Endpoint) -> bool:
+        """Could ``observe`` put this node in the table now, not merely cache it?
+
+        True for a node already in it (a new endpoint must be confirmed), when its bucket
+        has a free place or can split, or when a bad node could leave for it; False when
+        its bucket (or its network's share of it) is full of responsive nodes. Nothing
+        changes: a first contact answered at once is challenged only if this holds
+        (docs/PROTOCOL.md, "5.1", "First contact").
+        """
+        if address == self.own_address:
+            return False
+        if address in self._entries:
+            return True
+        bucket = self._bucket_for(int.from_bytes(address, "big"))
+        prefix = _ip_prefix(endpoint[0])
+        if prefix is not None:
+            same_network = [e for e in bucket.nodes.values() if _ip_prefix(e.endpoint[0]) == prefix]
+            if len(same_network) >= self.ip_prefix_limit:
+                return self._least_recent_bad(same_network) is not None
+        if len(bucket.nodes) < self.k or bucket is self._buckets[-1]:
+            return True
+        return self._least_recent_bad(bucket.nodes.values()) is not None
+
     def confirm_endpoint(self, address: bytes, endpoint: Endpoint, now: float) -> bool:
         """Move a known node to ``endpoint`` once it answered a challenge sent there.
 

@@ -133,12 +133,14 @@ class Probe(_message.Message):
     def __init__(self, nonce: _Optional[bytes] = ...) -> None: ...
 
 class FindNode(_message.Message):
-    __slots__ = ("query_id", "target")
+    __slots__ = ("query_id", "target", "padding")
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
+    PADDING_FIELD_NUMBER: _ClassVar[int]
     query_id: bytes
     target: bytes
-    def __init__(self, query_id: _Optional[bytes] = ..., target: _Optional[bytes] = ...) -> None: ...
+    padding: bytes
+    def __init__(self, query_id: _Optional[bytes] = ..., target: _Optional[bytes] = ..., padding: _Optional[bytes] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
     __slots__ = ("key", "ip", "port")
