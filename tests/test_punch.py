@@ -6,7 +6,6 @@ relays and two hosts, each behind a NAT router of its own.
 
 from __future__ import annotations
 
-import contextlib
 import json
 
 import pytest
@@ -728,12 +727,16 @@ def test_a_punched_pair_lingers_punch_linger_s_after_its_last_use(used: bool) ->
     assert kept is used  # at T0 + 320: 120 s after a use at 200, or 320 after the punch
 
 
-def test_the_relays_rate_limiters_remember_relay_limiter_keys_requesters_and_targets() -> None:
+def test_the_relays_rate_limiters_remember_relay_limiter_keys_requesters_and_targets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The relay side's limiters per requester and per (target, requester's network)
     each remember the RELAY_LIMITER_KEYS most recent keys, no more (a bound on memory:
     a key pushed out starts again with a full burst). Here 4,096 fresh requesters of 512
-    networks, each for another target, push out a requester and a (target, network)
-    whose bursts were spent; 0.2 s later both are served again."""
+    networks (of a wide network each), each for another target, push out a requester
+    and a (target, network) whose bursts were spent; 0.2 s later both are served again.
+    (A network's burst is made 8 here, so that the home network still has tokens.)"""
+    monkeypatch.setattr(punch, "RELAY_NETWORK_BURST", 8.0)
     relay = Punching(_keys(1, 215)[0], T0)
     spent_requester, other = b"\x01" * 32, b"\x02" * 32
     home: Endpoint = ("198.18.1.1", 4000)
@@ -748,10 +751,10 @@ def test_the_relays_rate_limiters_remember_relay_limiter_keys_requesters_and_tar
     with pytest.raises(Rejected, match="introduce_rate"):
         introduce(spent_requester, home, _keys(1, 217)[0], T0)
     for i in range(punch.RELAY_LIMITER_KEYS):
-        flood_at = (f"10.{i // 8 // 256}.{i // 8 % 256}.1", 4000)  # 8 a network: its burst
+        flood_at = (f"{10 + i // 8 // 256}.{i // 8 % 256}.0.1", 4000)  # 8 a network: its burst
         with pytest.raises(Rejected):
             introduce((1000 + i).to_bytes(32, "big"), flood_at, (5000 + i).to_bytes(32, "big"), T0)
-    later = T0 + 0.2  # the node-wide budget refills 4 tokens; the others far less than 1
+    later = T0 + 0.2  # the node-wide budget refills 12.8 tokens; the others far less than 1
     with pytest.raises(Rejected, match="unknown_target"):  # past every rate check
         introduce(spent_requester, home, _keys(1, 217)[0], later)
     with pytest.raises(Rejected, match="unknown_target"):
@@ -759,28 +762,27 @@ def test_the_relays_rate_limiters_remember_relay_limiter_keys_requesters_and_tar
 
 
 def test_the_per_contact_budget_remembers_relay_limiter_keys_contacts() -> None:
-    """The budget of introductions per contact remembers RELAY_LIMITER_KEYS contacts:
-    notices about 4,096 others push out one whose burst was spent, which is then
-    answered again once the node-wide budget has a token."""
+    """The budget of our rounds per contact remembers RELAY_LIMITER_KEYS contacts: rounds
+    for 4,096 others push out one whose burst was spent, which is then asked for again
+    once the node-wide budget has a token."""
     me = Punching(_keys(1, 218)[0], T0)
     spent = _keys(1, 219)[0]
     others = [
         Identity.from_seed(i.to_bytes(32, "big")).key for i in range(punch.RELAY_LIMITER_KEYS)
     ]
     me.set_contacts([spent, *others])
-    relays = _keys(int(PEER_INTRODUCTIONS_BURST) + 3, 150)  # a relay each: no duplicates
-    answered = 0
-    for i in range(int(PEER_INTRODUCTIONS_BURST) + 1):
-        try:
-            answered += len(me.on_notice(relays[i], (f"198.18.{i}.1", 4000), spent, T0))
-        except Rejected as exc:
-            assert exc.reason == "punch_rate"
-    assert answered == PEER_INTRODUCTIONS_BURST
-    for i, key in enumerate(others):  # 4 notices a relay network: within its own budget
-        with contextlib.suppress(Rejected):
-            me.on_notice(relays[-2], (f"10.{i // 4 // 256}.{i // 4 % 256}.1", 4000), key, T0)
+    relays = [(key, (f"198.18.{i}.1", 4000)) for i, key in enumerate(_keys(12, 150))]
+
+    def round_for(key: bytes, relay: int, now: float) -> int:
+        me.want(address_of(key), now)
+        return len(me.ask_relays(address_of(key), relays[relay : relay + 1], now, spend=True))
+
+    asked = [round_for(spent, i, T0) for i in range(int(PEER_INTRODUCTIONS_BURST) + 1)]
+    assert asked == [1] * int(PEER_INTRODUCTIONS_BURST) + [0]
+    for key in others:
+        round_for(key, 10, T0)
     later = T0 + 1.0  # one node-wide token; a contact's burst refills 1/60 in that time
-    assert len(me.on_notice(relays[-1], ("198.18.99.1", 4000), spent, later)) == 1
+    assert round_for(spent, 11, later) == 1
 
 
 def test_fresh_keys_of_one_network_get_relay_network_burst_introductions() -> None:
