@@ -31,6 +31,7 @@ from textual.containers import Horizontal
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widgets import Footer, Header, OptionList
+from textual.worker import WorkType
 
 from comm_tui.app.compositor import keep_wide_characters
 from comm_tui.app.crash import report_crash_without_locals
@@ -318,7 +319,10 @@ class CommApp(App[int]):
             if inspect.isawaitable(done):
                 await done
 
-        self.run_worker(wait(), group="node", exit_on_error=False)
+        # The coroutine function, not a coroutine: a worker cancelled before it starts
+        # (the app closing) then leaves no coroutine behind never awaited.
+        work: WorkType[None] = wait
+        self.run_worker(work, group="node", exit_on_error=False)
 
     def _command_failed(self, err: BaseException) -> None:
         self.notify(str(err), title="The node did not do it", severity="error")
@@ -754,7 +758,8 @@ class CommApp(App[int]):
     def _close_if_open(self, peer_address: bytes) -> None:
         conversation = self.query_one(ConversationView)
         if conversation.peer_address == peer_address:
-            self.run_worker(conversation.close(), group="ui")
+            close: WorkType[None] = conversation.close
+            self.run_worker(close, group="ui")
             self.action_focus_contacts()
 
     def action_rename_contact(self) -> None:
