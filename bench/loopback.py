@@ -5,8 +5,10 @@ the same cores over real UDP sockets on 127.0.0.1 with asyncio, so the figures i
 what the simulator leaves out: the kernel, the event loop, the crypto and protobuf work
 on every datagram. ``--nodes`` nodes (50 to 200) join one network, split across
 ``--processes`` (1 or 2) OS processes that each run their own event loop; the second
-process bootstraps to a node of the first. Once every node has joined, ``--messages``
-texts go between random pairs at ``--rate`` texts per second. It reports:
+process bootstraps to a node of the first. Once every node has joined and the network's
+start-up traffic has passed (see QUIET_PER_NODE_S), and with the start-up heap frozen out
+of full collections (see FullCollections), ``--messages`` texts go between random pairs
+at ``--rate`` texts per second. It reports:
 
 - latency p50/p99 from ``send_text`` to the recipient's ``TextReceived``, and to the
   sender's ``delivered`` (the recipient's signed ack came back), in wall-clock ms;
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import multiprocessing
 import random
@@ -52,7 +55,7 @@ from comm_tui.crypto.identity import Identity, PublicIdentity
 from comm_tui.net.service import IncomingText, NodeService, OutgoingUpdated, ServiceEvent
 from comm_tui.net.udp import NodeProtocol, open_udp
 from comm_tui.protocol.events import Event, TextReceived, TextStateChanged
-from comm_tui.protocol.node import Node, NodeConfig
+from comm_tui.protocol.node import REBOOTSTRAP_INTERVAL_S, Node, NodeConfig
 from comm_tui.protocol.routing import Endpoint
 from comm_tui.store.db import Database
 
@@ -65,6 +68,24 @@ DEFAULT_RATE_PER_S = 50.0
 JOIN_BOUND_S = 60.0
 # After every node says it joined, let the first-join bucket refreshes finish.
 SETTLE_S = 2.0
+# Then wait for the network's start-up to pass (unless --send-at-once): nodes started in
+# the same second publish their prekey records together at their first rebootstrap tick
+# (REBOOTSTRAP_INTERVAL_S after they started; docs/PROTOCOL.md, "8a. Records") and
+# retry them 2 and 6 s later, while their reachability probes and bucket refreshes run:
+# at 100 nodes up to ~3,300 datagrams/s for ~8 s, then nearly none. Texts sent in it
+# waited in the sockets' queues behind it for up to a second: the start of a whole
+# network in one process (bench/RESULTS.md, "the loopback tail"), not the relay path.
+# Quiet: fewer than QUIET_PER_NODE_S datagrams per node per second over QUIET_WINDOW_S.
+QUIET_PER_NODE_S = 2.0
+QUIET_WINDOW_S = 1.0
+QUIET_BOUND_S = 30.0
+# Full (generation 2) collections walk every object of the process, here the tables,
+# keys and sessions of all its nodes at once: 0.3 to 0.6 s at 100 nodes under load,
+# during which no node reads a datagram, and the backlog took a second more to drain. A
+# node's own process holds a hundredth of that. So, once the network has settled, what
+# it built is frozen out of the collector's walk (``gc.freeze``, as long-running servers
+# do); what the sending phase allocates is collected as usual, and every full collection
+# of the phase is reported (``gc_full_collections``, ``gc_full_pause_max_ms``).
 START_DELAY_S = 0.5
 GRACE_BOUND_S = 30.0
 POLL_S = 0.02
@@ -77,6 +98,9 @@ COUNTERS_NOT_DATAGRAMS = (
     "commits",
     "lazy_commits",
     "committed_events",
+    "gc_full",
+    "gc_full_pause_us",
+    "loop_thread_cpu_us",
 )
 
 
@@ -90,6 +114,10 @@ class Plan:
     rate_per_s: float
     seed: int
     store: str
+    # Wait for the network's start-up traffic to pass before sending (see QUIET_PER_NODE_S).
+    wait_quiet: bool = True
+    # Freeze the start-up heap out of full collections before sending (FullCollections).
+    freeze_heap: bool = True
 
     def seeds(self) -> list[bytes]:
         rng = random.Random(self.seed)
@@ -152,6 +180,7 @@ class Shard:
         self.hosts: dict[int, Host] = {}
         self.sent_at: dict[int, float] = {}
         self.config = NodeConfig()
+        self.started_at = 0.0  # when the last node was made (its timers count from then)
 
     async def start(self, bootstrap: Endpoint | None) -> Endpoint:
         identities = [Identity.from_seed(seed) for seed in self.plan.seeds()]
@@ -176,6 +205,7 @@ class Shard:
                 host.node.set_local_endpoints({bound}, now)
                 endpoints.append(bound)
             self.hosts[index] = host
+        self.started_at = time.time()
         # The first node of the first shard bootstraps nobody; every other node
         # bootstraps to a random node started before it (or to the first shard's).
         rng = random.Random(self.plan.seed + 2 + self.shard)
@@ -191,6 +221,24 @@ class Shard:
             assert host.protocol is not None
             host.protocol.pump()
         return endpoints[0]
+
+    async def settle(self) -> tuple[bool, float]:
+        """Wait out the start-up burst (see QUIET_PER_NODE_S): past every node's first
+        rebootstrap tick, then until the nodes send little. Returns (quiet, seconds)."""
+        if not self.plan.wait_quiet:
+            return False, 0.0
+        began = time.monotonic()
+        await asyncio.sleep(max(0.0, self.started_at + REBOOTSTRAP_INTERVAL_S - time.time()))
+        limit = QUIET_PER_NODE_S * len(self.hosts) * QUIET_WINDOW_S
+        quiet = False
+        while not quiet and time.monotonic() - began < QUIET_BOUND_S:
+            before = self.datagrams_out()
+            await asyncio.sleep(QUIET_WINDOW_S)
+            quiet = self.datagrams_out() - before < limit
+        return quiet, time.monotonic() - began
+
+    def datagrams_out(self) -> int:
+        return sum(host.node.stats.datagrams_out for host in self.hosts.values())
 
     def joined(self) -> bool:
         return all(host.node.joined for host in self.hosts.values())
@@ -264,6 +312,36 @@ class Shard:
         }
 
 
+class FullCollections:
+    """Counts the process's full collections (generation 2) and their longest pause."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.longest_s = 0.0
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.count += 1
+            self.longest_s = max(self.longest_s, time.perf_counter() - self._started)
+
+    def close(self) -> None:
+        gc.callbacks.remove(self._callback)
+        gc.unfreeze()  # a no-op unless frozen; a test running several benchmarks frees it
+
+
+def freeze_heap(plan: Plan) -> None:
+    """Keep what the start built out of the collector's walk (see FullCollections)."""
+    if plan.freeze_heap:
+        gc.collect()
+        gc.freeze()
+
+
 async def wait_until(condition: Any, bound_s: float) -> bool:
     deadline = time.monotonic() + bound_s
     while time.monotonic() < deadline:
@@ -291,17 +369,25 @@ async def run_worker_shard(plan: Plan, conn: Connection) -> None:
             bootstrap = await poll_conn(conn, JOIN_BOUND_S)
             await shard.start(tuple(bootstrap))
             joined = await wait_until(shard.joined, JOIN_BOUND_S)
-            conn.send(("joined", joined))
+            await asyncio.sleep(SETTLE_S)
+            quiet, _ = await shard.settle()
+            freeze_heap(plan)
+            full_gc = FullCollections()
+            conn.send(("joined", joined, quiet))
             start_at, bound_s = await poll_conn(conn, JOIN_BOUND_S + SETTLE_S)
             before = shard.counters()
-            cpu_before = time.process_time()
+            cpu_before, loop_before = time.process_time(), time.thread_time()
             await shard.send_all(start_at)
             await wait_until(shard.expected_done, max(0.0, start_at + bound_s - time.time()))
             conn.send(("done", None))
             await poll_conn(conn, bound_s + GRACE_BOUND_S)  # "stop": the others are done
             cpu_s = time.process_time() - cpu_before
             after = shard.counters()
+            after["loop_thread_cpu_us"] = round((time.thread_time() - loop_before) * 1e6)
             after.subtract(before)
+            after["gc_full"] = full_gc.count
+            after["gc_full_pause_us"] = round(full_gc.longest_s * 1e6)
+            full_gc.close()
             conn.send(("results", shard.results(), dict(after), cpu_s))
         finally:
             await shard.stop()
@@ -334,18 +420,23 @@ async def run(plan: Plan) -> dict[str, Any]:
             if conn is not None:
                 conn.send(first)
             joined = await wait_until(shard.joined, JOIN_BOUND_S)
-            if conn is not None:
-                _, other_joined = await poll_conn(conn, JOIN_BOUND_S * 2)
-                joined = joined and other_joined
             await asyncio.sleep(SETTLE_S)
-            join_s = time.perf_counter() - wall_start
+            join_s = time.perf_counter() - wall_start  # as before: joined, plus SETTLE_S
+            quiet, quiet_s = await shard.settle()
+            if conn is not None:
+                _, other_joined, other_quiet = await poll_conn(
+                    conn, JOIN_BOUND_S * 2 + SETTLE_S + QUIET_BOUND_S
+                )
+                joined, quiet = joined and other_joined, quiet and other_quiet
+            freeze_heap(plan)
+            full_gc = FullCollections()
             send_span_s = plan.messages / plan.rate_per_s
             bound_s = send_span_s + GRACE_BOUND_S
             start_at = time.time() + START_DELAY_S
             if conn is not None:
                 conn.send((start_at, bound_s))
             before = shard.counters()
-            cpu_before = time.process_time()
+            cpu_before, loop_before = time.process_time(), time.thread_time()
             await shard.send_all(start_at)
             await wait_until(shard.expected_done, max(0.0, start_at + bound_s - time.time()))
             if conn is not None:
@@ -354,12 +445,18 @@ async def run(plan: Plan) -> dict[str, Any]:
             cpu_s = [time.process_time() - cpu_before]
             counters = shard.counters()
             counters.subtract(before)
+            counters["loop_thread_cpu_us"] = round((time.thread_time() - loop_before) * 1e6)
+            counters["gc_full"] = full_gc.count
+            counters["gc_full_pause_us"] = round(full_gc.longest_s * 1e6)
+            full_gc.close()
             results = [shard.results()]
             if conn is not None:
                 conn.send("stop")
                 _, other, other_counters, other_cpu = await poll_conn(conn, GRACE_BOUND_S)
                 results.append(other)
+                pause_us = max(counters["gc_full_pause_us"], other_counters.pop("gc_full_pause_us"))
                 counters.update(other_counters)
+                counters["gc_full_pause_us"] = pause_us
                 cpu_s.append(other_cpu)
         finally:
             await shard.stop()
@@ -393,6 +490,8 @@ async def run(plan: Plan) -> dict[str, Any]:
         "rate_per_s": plan.rate_per_s,
         "all_joined": joined,
         "join_s": round(join_s, 3),
+        "quiet_before_sending": quiet,
+        "quiet_wait_s": round(quiet_s, 3),
         "texts_sent": len(sent),
         "received_ratio": round(len(received) / texts, 4),
         "delivered_ratio": round(len(delivered) / texts, 4),
@@ -408,6 +507,10 @@ async def run(plan: Plan) -> dict[str, Any]:
         "message_datagrams": message_datagrams,
         "relayed_per_s_per_core": round(relayed / phase_wall_s / plan.processes, 2),
         "cpu_s_per_relayed_message": rounded(total_cpu_s / relayed if relayed else None, 7),
+        # Of which the event loops' own threads; the rest is the commit writers' (sqlite).
+        "loop_thread_cpu_s_per_relayed_message": rounded(
+            counters["loop_thread_cpu_us"] / 1e6 / relayed if relayed else None, 7
+        ),
         "message_datagrams_per_cpu_s": rounded(
             message_datagrams / total_cpu_s if total_cpu_s else None, 1
         ),
@@ -426,6 +529,8 @@ async def run(plan: Plan) -> dict[str, Any]:
         "rejected": {
             k[len("rejected_") :]: v for k, v in counters.items() if k.startswith("rejected_") and v
         },
+        "gc_full_collections": counters["gc_full"],
+        "gc_full_pause_max_ms": round(counters["gc_full_pause_us"] / 1000, 1),
         "table_nodes_mean_by_process": [round(part["table_nodes_mean"], 1) for part in results],
         "not_received": sorted(n for n in sent if n not in received)[:20],
         "wall_s": round(time.perf_counter() - wall_start, 3),
@@ -440,6 +545,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=DEFAULT_RATE_PER_S, help="texts per second")
     parser.add_argument("--store", choices=("memory", "sqlite"), default="memory")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--no-freeze",
+        action="store_true",
+        help="leave the start-up heap in the collector's full walks (as before)",
+    )
+    parser.add_argument(
+        "--send-at-once",
+        action="store_true",
+        help="send SETTLE_S after the join, in the network's start-up traffic (as before)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
         "--allow-small", action="store_true", help=argparse.SUPPRESS
@@ -450,7 +565,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--nodes must be between {MIN_NODES} and {MAX_NODES}")
     if args.messages < 1 or args.rate <= 0:
         parser.error("--messages and --rate must be positive")
-    plan = Plan(args.nodes, args.messages, args.processes, args.rate, args.seed, args.store)
+    plan = Plan(
+        args.nodes,
+        args.messages,
+        args.processes,
+        args.rate,
+        args.seed,
+        args.store,
+        wait_quiet=not args.send_at_once,
+        freeze_heap=not args.no_freeze,
+    )
     figures = asyncio.run(run(plan))
     if args.json:
         print(json.dumps(figures))

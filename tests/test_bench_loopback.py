@@ -6,13 +6,19 @@ every figure RESULTS.md quotes.
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import itertools
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from comm_tui.crypto.identity import Identity
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
 RUN_BOUND_S = 60.0
@@ -45,6 +51,7 @@ def test_loopback_smoke(processes: str) -> None:
         "delivered_ratio",
         "relayed_per_s_per_core",
         "cpu_s_per_relayed_message",
+        "loop_thread_cpu_s_per_relayed_message",
         "datagrams_per_message",
     ):
         assert key in figures
@@ -59,6 +66,9 @@ def test_loopback_smoke(processes: str) -> None:
     assert figures["message_datagrams"] > 0
     assert figures["datagrams_per_message"] > 0
     assert figures["cpu_s"] > 0
+    # The loops' own threads are part of the process (the rest: sqlite's commit writers).
+    loop_share = figures["loop_thread_cpu_s_per_relayed_message"]
+    assert 0 < loop_share <= figures["cpu_s_per_relayed_message"] * 1.01
 
 
 def test_loopback_refuses_sizes_out_of_range() -> None:
@@ -91,3 +101,81 @@ def test_vs_kademlia_smoke() -> None:
     for key in ("latency_p50_ratio", "latency_p99_ratio", "cpu_ratio", "cpu_per_query_ratio"):
         assert figures[key] > 0
     assert figures["paths"] == 2
+
+
+def _loopback_module() -> Any:
+    sys.path.insert(0, str(BENCH_DIR))
+    try:
+        import loopback
+    finally:
+        sys.path.remove(str(BENCH_DIR))
+    return loopback
+
+
+def test_loopback_sends_only_once_the_start_up_traffic_has_passed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The texts wait past every node's first rebootstrap tick (their records go out then)
+    and until the nodes send fewer than QUIET_PER_NODE_S datagrams per second, bounded."""
+    loopback = _loopback_module()
+    monkeypatch.setattr(loopback, "REBOOTSTRAP_INTERVAL_S", 0.3)
+    monkeypatch.setattr(loopback, "QUIET_WINDOW_S", 0.1)
+    monkeypatch.setattr(loopback, "QUIET_BOUND_S", 5.0)
+    plan = loopback.Plan(2, 1, 1, 1.0, 1, "memory")
+    shard = loopback.Shard(plan, 0, Path("."))
+    nodes = [loopback.Node(Identity.from_seed(bytes([i]) * 32), 0.0) for i in (1, 2)]
+    shard.hosts = {i: loopback.Host(i, node) for i, node in enumerate(nodes)}
+
+    async def settle_while_busy(busy_s: float) -> tuple[bool, float]:
+        shard.started_at = time.time()
+        stop_at = time.monotonic() + busy_s
+
+        async def traffic() -> None:  # 2 nodes x 2/s x 0.1 s: a window holds < 0.4 quiet
+            while time.monotonic() < stop_at:
+                nodes[0].stats.datagrams_out += 1
+                await asyncio.sleep(0.01)
+
+        task = asyncio.create_task(traffic())
+        result: tuple[bool, float] = await shard.settle()
+        await task
+        return result
+
+    quiet, waited = asyncio.run(settle_while_busy(0.0))
+    assert quiet and 0.3 <= waited < 1.0  # the tick, then one quiet window
+    quiet, waited = asyncio.run(settle_while_busy(1.0))
+    assert quiet and waited >= 1.0  # as long as the nodes were busy
+    monkeypatch.setattr(loopback, "QUIET_BOUND_S", 0.6)
+    quiet, waited = asyncio.run(settle_while_busy(2.0))
+    assert not quiet and waited < 1.5  # bounded: sends anyway, and says so
+    shard.plan = loopback.Plan(2, 1, 1, 1.0, 1, "memory", wait_quiet=False)
+    assert asyncio.run(settle_while_busy(1.0))[0] is False  # --send-at-once
+
+
+def test_loopback_counts_full_collections_and_freezes_the_start_up_heap() -> None:
+    loopback = _loopback_module()
+    plan = loopback.Plan(2, 1, 1, 1.0, 1, "memory")
+    try:
+        loopback.freeze_heap(plan)
+        assert gc.get_freeze_count() > 0
+        full = loopback.FullCollections()
+        gc.collect(1)
+        assert full.count == 0  # a young collection is not a full one
+        gc.collect()
+        assert full.count == 1 and full.longest_s > 0
+    finally:
+        full.close()
+    assert gc.get_freeze_count() == 0
+    loopback.freeze_heap(loopback.Plan(2, 1, 1, 1.0, 1, "memory", freeze_heap=False))
+    assert gc.get_freeze_count() == 0
+
+
+def test_loopback_trace_names_a_cause_and_a_path_for_every_slow_text() -> None:
+    """With --slow-ms 0 every text is slow: each gets a cause, and its copy's path leads
+    from its sender to its recipient, hop after hop, each hop sent before it arrived."""
+    figures = run_json("loopback_trace.py", "--nodes", "12", "--messages", "5", "--slow-ms", "0")
+    assert figures["slow_texts"] == 5 == sum(figures["causes"].values())
+    for text in figures["slow"]:
+        assert text["cause"] != "not received"
+        hops = text["path"]
+        assert hops and all(h["sent_ms"] <= h["arrived_ms"] for h in hops)
+        assert all(a["to"] == b["from"] for a, b in itertools.pairwise(hops))

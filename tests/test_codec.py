@@ -13,15 +13,20 @@ import pytest
 
 from comm_tui.crypto.identity import Identity
 from comm_tui.protocol import wire_pb2 as pb
-from comm_tui.protocol.admission import CHALLENGE_BYTES
+from comm_tui.protocol.admission import CHALLENGE_BYTES, COOKIE_BYTES
 from comm_tui.protocol.codec import (
+    BOX_CACHE_PEERS,
     MAX_CLOCK_SKEW_S,
     MAX_DATAGRAM_BYTES,
+    NONCE_BYTES,
     PROTOCOL_VERSION,
     REPLAY_MAX_NONCES,
+    REPLAY_MAX_WINDOWS,
+    REPLAY_TOTAL_NONCES,
     REPLAY_WINDOW_S,
     Codec,
     Rejected,
+    ReplayGuard,
 )
 
 NOW = 1_800_000_000.0
@@ -297,3 +302,134 @@ def test_a_cookie_reply_decodes_to_a_refusal_not_an_error(bob: Codec) -> None:
     reply = Codec.encode_cookie_reply(b"c" * 16, b"e" * 16)
     with pytest.raises(Rejected, match="cookie_reply"):
         bob.decode(reply, NOW)
+
+
+# ---------------------------------------------------------------- third mutation round
+# Rules bench/MUTATION.md ("Third round (A)") found no test for.
+
+
+def test_frames_and_hellos_carry_the_cookie_they_were_given(alice: Codec, bob: Codec) -> None:
+    """The cookie echoed on a retry is what lets a first contact past the new-key budget
+    (docs/PROTOCOL.md, "5.3 Cookies under load"): it must reach the wire on both kinds
+    of packet."""
+    cookie = bytes(range(COOKIE_BYTES))
+    boxed = alice.encode_frame(bob.identity.key, ping_frame(), NOW, cookie=cookie)
+    assert bob.parse(boxed).cookie == cookie
+    assert bob.decode(boxed, NOW).frame == ping_frame()
+    hello = alice.encode_hello(b"c" * CHALLENGE_BYTES, cookie=cookie)
+    assert bob.parse(hello).cookie == cookie
+    assert bob.decode(hello, NOW).hello is not None
+
+
+def test_a_pinned_peers_boxes_outlast_a_flood_of_new_keys(alice: Codec, bob: Codec) -> None:
+    """A table peer's boxes are never evicted by newcomers (else a flood of fresh keys
+    would make it pay the new-key budget again; docs/PROTOCOL.md, "5.3 Cookies under
+    load"); unpinned, it is a newcomer again."""
+    carol = codec(3)
+    for peer in (alice, carol):
+        bob.decode(peer.encode_frame(bob.identity.key, ping_frame(), NOW), NOW)
+    bob.pin(alice.identity.key)
+
+    flood = [Identity.from_seed(i.to_bytes(32, "big")).key for i in range(BOX_CACHE_PEERS)]
+    for key in flood:
+        bob.box(key)
+    assert bob.knows(alice.identity.key)
+    assert not bob.knows(carol.identity.key)  # the cache's bound, oldest out first
+    bob.unpin(alice.identity.key)
+    assert bob.knows(alice.identity.key)
+    frame = alice.encode_frame(bob.identity.key, ping_frame(), NOW + 1)
+    assert bob.decode(frame, NOW + 1).sender.key == alice.identity.key
+    # Unpinned, it is one of the cache: once the least recently used, the next new key
+    # evicts it (the flood's boxes are cached: using them again costs no agreement).
+    for key in flood:
+        bob.box(key)
+    bob.box(codec(4).identity.key)
+    assert not bob.knows(alice.identity.key)
+    assert all(bob.knows(key) for key in flood)
+
+
+def test_pinned_replay_windows_are_outside_the_global_bound_and_rejoin_it_unpinned() -> None:
+    """docs/PROTOCOL.md, "3.2": pinned peers' windows are bounded by the table, the rest
+    by REPLAY_MAX_WINDOWS and a nonce total; a forgotten window leaves a floor, so a
+    forgotten peer's late datagram is refused, never replayed."""
+    guard = ReplayGuard()
+    now_ms = int(NOW * 1000)
+    a, b = b"a" * 32, b"b" * 32
+    for i in range(300):
+        assert guard.accept(a, b"a%d" % i, now_ms, now_ms)
+    for i in range(700):
+        assert guard.accept(b, b"b%d" % i, now_ms, now_ms)
+    assert guard.nonces == 1000 and len(guard) == 2
+    guard.pin(a)
+    assert guard.nonces == 700 and len(guard) == 2
+    guard.unpin(a)
+    assert guard.nonces == 1000
+    guard.pin(a)
+    for i in range(REPLAY_MAX_WINDOWS + 1):  # one datagram each from fresh keys
+        guard.accept(i.to_bytes(32, "big"), b"x", now_ms, now_ms)
+    assert len(guard) == REPLAY_MAX_WINDOWS + 1  # theirs at the bound, plus a's
+    # a's window was kept: a reordered datagram is accepted, a replay is not.
+    assert guard.accept(a, b"late", now_ms - 1000, now_ms)
+    assert not guard.accept(a, b"a0", now_ms, now_ms)
+    guard.unpin(a)
+    for i in range(REPLAY_MAX_WINDOWS):
+        guard.accept((i + 10_000).to_bytes(32, "big"), b"x", now_ms, now_ms)
+    assert len(guard) == REPLAY_MAX_WINDOWS  # a's window went with the oldest
+    # Forgotten, a starts above its floor: nothing it sent before is accepted again.
+    assert not guard.accept(a, b"a0", now_ms, now_ms)
+    assert not guard.accept(a, b"later", now_ms - 500, now_ms)
+    assert guard.accept(a, b"new", now_ms + 1, now_ms)
+
+
+def test_the_replay_state_holds_exactly_its_global_bound_of_nonces() -> None:
+    """REPLAY_TOTAL_NONCES nonces of peers outside the table are all kept; one more
+    forgets the least recently heard peer's whole window (docs/PROTOCOL.md, "3.2")."""
+    guard = ReplayGuard()
+    now_ms = int(NOW * 1000)
+    peers = [bytes([i]) * 32 for i in range(REPLAY_TOTAL_NONCES // REPLAY_MAX_NONCES)]
+    for peer in peers:
+        for i in range(REPLAY_MAX_NONCES):
+            assert guard.accept(peer, b"%d" % i, now_ms, now_ms)
+    assert guard.nonces == REPLAY_TOTAL_NONCES and len(guard) == len(peers)
+    newcomer = b"n" * 32
+    assert guard.accept(newcomer, b"one more", now_ms, now_ms)
+    assert len(guard) == len(peers)  # the first peer's window went, the newcomer's came
+    assert guard.nonces == REPLAY_TOTAL_NONCES - REPLAY_MAX_NONCES + 1
+    # The forgotten peer's nonces are refused by its floor, not accepted again.
+    assert not guard.accept(peers[0], b"0", now_ms, now_ms)
+
+
+def test_a_boxed_body_shorter_than_a_nonce_and_a_tag_is_malformed(alice: Codec, bob: Codec) -> None:
+    """docs/PROTOCOL.md, "3.2": a boxed body is a 24-byte nonce, then the box with its
+    16-byte tag; anything shorter is malformed before any key agreement."""
+    packet = pb.Packet.FromString(alice.encode_frame(bob.identity.key, ping_frame(), NOW))
+    stamp = int(NOW * 1000).to_bytes(8, "big")
+    packet.boxed = stamp + bytes(NONCE_BYTES + 16 - 1 - 8)
+    assert reason(bob, packet.SerializeToString()) == "malformed"
+    packet.boxed = stamp + bytes(NONCE_BYTES + 16 - 8)  # long enough: then it fails to open
+    assert reason(bob, packet.SerializeToString()) == "bad_auth"
+
+
+def test_a_hello_from_a_key_that_is_no_curve_point_is_bad_key(alice: Codec, bob: Codec) -> None:
+    """A hello is answered with a Pong boxed to its key, so the key is checked first
+    (docs/PROTOCOL.md, "3.3 Hello"); refused as `bad_key`, the counter that says so."""
+    packet = pb.Packet.FromString(alice.encode_hello(b"c" * CHALLENGE_BYTES))
+    for bad in (bytes(32), b"\x01" + bytes(31)):  # the identity point has small order
+        packet.sender_key = bad
+        assert reason(bob, packet.SerializeToString()) == "bad_key"
+
+
+def test_a_cookie_reply_of_another_shape_is_malformed(alice: Codec, bob: Codec) -> None:
+    """docs/PROTOCOL.md, "5.3": a cookie reply is a 16-byte cookie and a 16-byte echo,
+    with no sender key; any other shape is `malformed`, before anything is looked up."""
+    good = pb.Packet.FromString(Codec.encode_cookie_reply(b"c" * 16, b"e" * 16))
+    assert bob.parse(good.SerializeToString()).cookie_reply.cookie == b"c" * 16
+    for field, value in (("cookie", b"c" * 15), ("cookie", b"c" * 17), ("echo", b"e" * 15)):
+        packet = pb.Packet()
+        packet.CopyFrom(good)
+        setattr(packet.cookie_reply, field, value)
+        assert reason(bob, packet.SerializeToString()) == "malformed", (field, value)
+    packet = pb.Packet()
+    packet.CopyFrom(good)
+    packet.sender_key = alice.identity.key
+    assert reason(bob, packet.SerializeToString()) == "malformed"

@@ -29,6 +29,7 @@ from comm_tui.protocol.letters import (
     Reassembler,
     decode_letter,
     encode_letter,
+    encode_read_letter,
     split_text,
 )
 from comm_tui.protocol.node import SEALED_BYTES
@@ -310,3 +311,70 @@ def test_a_text_whose_part_count_changes_is_refused_as_a_bad_letter() -> None:
         wire.pump(T0)
     assert b.stats.rejected["bad_letter"] == 1
     assert wire.texts(b) == []
+
+
+# ---------------------------------------------------------------- third mutation round
+# Rules bench/MUTATION.md ("Third round (A)") found no test for.
+
+
+def test_the_length_prefix_must_fit_the_letter_even_when_the_bytes_after_it_parse() -> None:
+    """docs/PROTOCOL.md, "7.1": a letter is a 2-byte length, the protobuf and zeros up to
+    LETTER_BYTES, so the length is at most LETTER_BYTES - 2. A body that fills the letter
+    (here an unknown field pads it) must not be accepted under a longer length too."""
+    body = pb.Letter(text_id=b"t" * 16, part=0, parts=1, chunk=b"hi").SerializeToString()
+    filler = LETTER_BYTES - 2 - len(body) - 3  # tag (1) and length (2) of the unknown field
+    body += bytes([15 << 3 | 2]) + bytes([filler & 0x7F | 0x80, filler >> 7]) + b"u" * filler
+    assert len(body) == LETTER_BYTES - 2
+    assert decode_letter(len(body).to_bytes(2, "big") + body).chunk == b"hi"
+    for size in (LETTER_BYTES - 1, LETTER_BYTES):
+        with pytest.raises(LetterError):
+            decode_letter(size.to_bytes(2, "big") + body)
+
+
+def test_a_read_letter_carries_the_time_it_was_written() -> None:
+    """Sessions tell a reset from a replay by a letter's sent_ms (docs/PROTOCOL.md, "7.1"):
+    a read receipt carries it like any letter."""
+    ids = [bytes([i]) * TEXT_ID_BYTES for i in range(3)]
+    letter = decode_letter(encode_read_letter(b"r" * TEXT_ID_BYTES, 1_800_000_000_123, ids))
+    assert letter.sent_ms == 1_800_000_000_123 and list(letter.read.text_ids) == ids
+
+
+def test_past_the_bound_the_network_holding_the_most_gives_up_a_slot() -> None:
+    """docs/PROTOCOL.md, "9. Reassembly": counted with the newcomer, the network holding
+    the most slots gives one up, its least recently progressed text first; a newcomer's
+    own network too, when it ties. Two networks of 128 texts each fill the table."""
+    reassembler = Reassembler()
+    texts: dict[str, list[tuple[bytes, bytes]]] = {"A": [], "B": []}
+    per_net = REASSEMBLY_MAX_TEXTS // 2
+    for net in ("A", "B"):
+        for i in range(per_net):
+            sender = f"{net}{i // REASSEMBLY_MAX_TEXTS_PER_SENDER}".encode().ljust(32)
+            text_id = f"{net}{i}".encode().ljust(TEXT_ID_BYTES)
+            texts[net].append((sender, text_id))
+            assert reassembler.add(sender, two_part(text_id, 0), NOW, origin=net) is None
+    assert len(reassembler) == REASSEMBLY_MAX_TEXTS
+
+    def finish(net: str, index: int) -> Completed | None:
+        sender, text_id = texts[net][index]
+        return reassembler.add(sender, two_part(text_id, 1), NOW, origin=net)
+
+    # A newcomer from B ties B with A plus one: B gives up its oldest, A keeps all.
+    texts["B"].append((b"B-new".ljust(32), b"B-new".ljust(TEXT_ID_BYTES)))
+    texts["C"] = [(b"C".ljust(32), b"C".ljust(TEXT_ID_BYTES))]
+    sender, text_id = texts["B"][-1]
+    assert reassembler.add(sender, two_part(text_id, 0), NOW, origin="B") is None
+    assert len(reassembler) == REASSEMBLY_MAX_TEXTS
+    assert finish("A", 0) is not None  # A's oldest was kept
+    assert finish("B", 0) is None  # B's oldest was given up: this starts it anew
+    # A newcomer from a third network: B (129 with its restarted text) gives one up.
+    assert len(reassembler) == REASSEMBLY_MAX_TEXTS
+    sender, text_id = texts["C"][0]
+    assert reassembler.add(sender, two_part(text_id, 0), NOW, origin="C") is None
+    assert len(reassembler) == REASSEMBLY_MAX_TEXTS
+    assert finish("A", 1) is not None
+    assert finish("C", 0) is not None
+    assert finish("B", 1) is None  # B's least recently progressed went
+
+
+def two_part(text_id: bytes, part: int) -> pb.Letter:
+    return decode_letter(encode_letter(text_id, part, 2, 0, b"y" * CHUNK_BYTES))

@@ -505,3 +505,38 @@ def test_a_stem_relay_whose_coin_says_stem_forwards_one_stem_copy(
     relay.receive_datagram(data, wire.endpoint(a), T0)
     forwarded = messages(relay)
     assert [(m.stem, dest != wire.endpoint(a)) for _, dest, m in forwarded] == [(True, True)]
+
+
+def test_our_own_text_handed_back_in_the_stem_goes_again_at_once() -> None:
+    """A stem walk that comes round to the text's sender got nowhere: the sender sends its
+    next attempt (a fresh stem) then, not at the retry 2 s later (docs/PROTOCOL.md,
+    "7.2"); only in the first attempt, so more keys handing it back cannot push the
+    retries back; a copy that is no stem, or from a holder, changes nothing."""
+    wire = Wire()
+    sender, a, b, c = wire.add(1), wire.add(2), wire.add(3), wire.add(4)
+    for peer in (a, b, c):
+        wire.connect(sender, peer)
+    recipient = Identity.from_seed(b"\x09" * 32).public
+    sender.send_text(recipient, "round", T0)
+    sender.datagrams_to_send()  # the first attempt, to one stem peer
+    (entry,) = sender._own_entries()
+    assert isinstance(entry.wire, pb.Message) and entry.attempts == 1
+    codecs = {wire.endpoint(n): Codec(n.identity) for n in (a, b, c)}
+
+    def hand_back(peer: Node, stem: bool, now: float) -> list[pb.Frame]:
+        msg = pb.Message()
+        msg.CopyFrom(entry.wire)
+        msg.stem = stem
+        data = peer._codec.encode_frame(sender.identity.key, pb.Frame(message=msg), now)
+        sender.receive_datagram(data, wire.endpoint(peer), now)
+        frames = [codecs[dest].decode(d, now).frame for d, dest in sender.datagrams_to_send()]
+        return [f for f in frames if f is not None and f.WhichOneof("body") == "message"]
+
+    assert hand_back(a, stem=False, now=T0 + 0.1) == []  # fluff: no loop
+    assert hand_back(a, stem=True, now=T0 + 0.15) == []  # a holder already: no loop
+    (again,) = hand_back(b, stem=True, now=T0 + 0.2)
+    assert again.message.stem and entry.attempts == 2  # a new attempt, in the stem
+    # Its next retry is the second attempt's: twice the base backoff after this one.
+    assert entry.next_at == pytest.approx(T0 + 0.2 + 2 * NodeConfig().backoff_base_s)
+    assert hand_back(c, stem=True, now=T0 + 0.3) == []  # once per text
+    assert entry.attempts == 2

@@ -30,6 +30,7 @@ from comm_tui.crypto.prekeys import (
     PrekeyStore,
 )
 from comm_tui.crypto.ratchet import (
+    HEADER_BYTES,
     MAX_SKIP,
     MAX_SKIPPED_PER_SESSION,
     SKIPPED_KEY_TTL_S,
@@ -323,6 +324,24 @@ def test_skipped_keys_are_bounded_per_session() -> None:
     assert len(bob.skipped) == MAX_SKIPPED_PER_SESSION
 
 
+def test_past_the_per_session_bound_the_oldest_skipped_keys_go_first() -> None:
+    """docs/PROTOCOL.md, "7.1": past MAX_SKIPPED_PER_SESSION the oldest skipped keys are
+    forgotten, the ones whose letters are least likely still to come."""
+    alice, bob = pair()
+    chains = []
+    for _ in range(3):  # three chains, each skipping MAX_SKIP
+        chains.append([alice.encrypt_step() for _ in range(MAX_SKIP)])
+        bob.commit(alice.encrypt_step()[0], NOW)
+        alice.commit(bob.encrypt_step()[0], NOW)
+    # The first chain's newest key went: its header now reads as a new ratchet step,
+    # whose key opens nothing. The later chains' oldest keys stayed.
+    header, mk = chains[0][-1]
+    assert bob.peek(header, NOW) != mk
+    for chain in chains[1:]:
+        header, mk = chain[0]
+        assert bob.peek(header, NOW) == mk
+
+
 def test_skipped_keys_are_forgotten_when_no_letter_can_use_them() -> None:
     alice, bob = pair()
     h0, _ = alice.encrypt_step()
@@ -334,6 +353,26 @@ def test_skipped_keys_are_forgotten_when_no_letter_can_use_them() -> None:
     with pytest.raises(RatchetError):
         bob.peek(h0, NOW)
     assert k1
+
+
+def test_header_counters_are_unsigned_32_bit_on_the_wire() -> None:
+    """docs/PROTOCOL.md, "7.1 Letters and sealing": a header is the ratchet key (32), PN
+    and N (u32 each, big-endian). Read as signed, a PN of 2^31 or more would pass the
+    skip bound as a negative number (a new chain that skips nothing) instead of being
+    refused."""
+    dh = ratchet_module.generate_dh()[1]
+    wire = Header(dh, 2**32 - 1, 2**31).encode()
+    assert len(wire) == HEADER_BYTES and wire[32:] == bytes.fromhex("ffffffff80000000")
+    assert Header.decode(wire) == Header(dh, 2**32 - 1, 2**31)
+    alice, bob = pair()
+    bob.commit(alice.encrypt_step()[0], NOW)
+    before = bob.serialize()
+    with pytest.raises(RatchetError):
+        bob.commit(Header.decode(Header(dh, 2**31, 0).encode()), NOW)
+    assert bob.serialize() == before
+    for size in (HEADER_BYTES - 1, HEADER_BYTES + 1):
+        with pytest.raises(RatchetError):
+            Header.decode(bytes(size))
 
 
 def test_low_order_ratchet_key_is_refused() -> None:

@@ -91,17 +91,24 @@ def test_origin_shares_rank_networks_by_bytes_held() -> None:
 def test_the_bandwidth_balance_refills_at_its_rate_and_lends_one_relay() -> None:
     budget = RelayBandwidth(1000, NOW)
     assert budget.burst == BANDWIDTH_MIN_BURST  # 2 s of 1,000 B/s is less than 2 datagrams
+    assert budget.defer(NOW, 1000) is None  # open: nothing deferred
     budget.spend(int(budget.burst) + 500, NOW)  # one relay may take it into debt
     assert not budget.open(NOW)
-    assert budget.ready_at(NOW) == pytest.approx(NOW + 0.501)
+    # Offsets from NOW, not times: pytest.approx of a time of 1.8e9 s tolerates 1,800 s.
+    waits = budget.defer(NOW, 0)  # an empty item waits for the balance only
+    assert waits is not None and waits - NOW == pytest.approx(0.501)  # (1 - balance) / rate
     assert not budget.open(NOW + 0.5)
-    assert budget.open(NOW + 0.502)
     assert budget.sent == int(budget.burst) + 500
-    # Deferred items line up: each waits for the ones before it, at the cap.
-    first = budget.next_slot(NOW, 1000)
-    second = budget.next_slot(NOW, 1000)
-    assert first == pytest.approx(NOW + 0.501)
-    assert second == pytest.approx(first + 1.0)
+    # Deferred items line up: each waits for the ones before it, at the cap, the first
+    # until the balance is positive again.
+    later = NOW + 0.502
+    assert budget.open(later)
+    budget.spend(1000, later)  # the balance was 2 bytes: now 998 in debt
+    first = budget.defer(later, 1000)
+    second = budget.defer(later, 1000)
+    assert first is not None and second is not None
+    assert first - later == pytest.approx(0.999)
+    assert second - first == pytest.approx(1.0)
 
 
 # ---------------------------------------------------------------- the node, on the wire

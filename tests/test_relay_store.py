@@ -14,6 +14,7 @@ from comm_tui.crypto.seal import message_id
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.relay_store import (
     ENTRY_OVERHEAD_BYTES,
+    UNVALIDATED_ORIGIN,
     Entry,
     Kind,
     QuotaExceeded,
@@ -312,3 +313,76 @@ def test_a_full_store_evicts_the_most_represented_network_farthest_target_first(
     with pytest.raises(QuotaExceeded, match="store_full"):
         store.add(message_entry(9, target=b"\x06" * 20, net="a"))
     assert store.total_bytes <= store.total_limit
+
+
+# ---------------------------------------------------------------- third mutation round
+# Rules bench/MUTATION.md ("Third round (A)") found no test for.
+
+
+def test_an_entry_keeps_its_network_of_origin_and_no_endpoint_stays_none() -> None:
+    """A restarted relay holds what it took under the same quotas (docs/PROTOCOL.md, "8.2
+    Local durability"): the network of origin survives; an entry that had no endpoint to
+    send its ack back to (our own text) still has none, not ("", 0)."""
+    handed = message_entry(5, origin=b"o" * 20, net="198.51.100.0/24")
+    handed.first_held_at = NOW + 2.5
+    back = Entry.deserialize(handed.serialize())
+    assert (back.origin, back.origin_net) == (b"o" * 20, "198.51.100.0/24")
+    assert back.first_held_at == NOW + 2.5 and back.for_others
+    own = Entry.deserialize(message_entry(6).serialize())
+    assert own.origin_endpoint is None and not own.for_others
+
+
+@pytest.mark.parametrize(
+    ("recipient", "sealed"),
+    [(b"r" * 19, b"s" * 10), (b"r" * 21, b"s" * 10), (b"r" * 20, b"")],
+    ids=["short recipient", "long recipient", "nothing sealed"],
+)
+def test_a_stored_message_with_a_bad_recipient_or_nothing_sealed_is_damaged(
+    recipient: bytes, sealed: bytes
+) -> None:
+    good = pb.Message(recipient=b"r" * 20, expires_ms=NOW_MS, sealed=b"s" * 10)
+    assert Entry.deserialize(pb.StoreEntry(message=good).SerializeToString()).kind is Kind.MESSAGE
+    message = pb.Message(recipient=recipient, expires_ms=NOW_MS, sealed=sealed)
+    with pytest.raises(ValueError):
+        Entry.deserialize(pb.StoreEntry(message=message).SerializeToString())
+
+
+def test_only_acks_are_found_by_the_address_they_go_back_to() -> None:
+    """docs/PROTOCOL.md, "7.3 Acks": the message a peer handed us records that peer too,
+    but only acks go back to it."""
+    store = RelayStore(b"\x00" * 20)
+    peer = Identity.from_seed(b"\x08" * 32)
+    message = message_entry(1)
+    message.origin_key = peer.key
+    store.add(message)
+    ack = ack_entry(Identity.from_seed(b"\x07" * 32), message_entry(2).item_id)
+    ack.origin_key = peer.key
+    store.add(ack)
+    assert store.acks_back_to(peer.address) == [ack]
+
+
+def test_a_full_store_evicts_items_of_unproven_origin_first() -> None:
+    """docs/PROTOCOL.md, "8. Relay store": items from a pair not yet validated go first,
+    even when a proven network holds more; a newcomer of unproven origin evicts from the
+    largest network like any other."""
+    store = RelayStore(OWN, total_bytes=ENTRY_SIZE * 4, per_target_bytes=10**9, per_net_share=1)
+    for i, net in enumerate(["a", "a", UNVALIDATED_ORIGIN]):
+        store.add(message_entry(i, target=bytes([i + 1]) * 20, net=net))
+    store.add(message_entry(3, target=b"\x04" * 20, net="a"))  # full now: a 3, unproven 1
+    store.add(message_entry(4, target=b"\x05" * 20, net="b"))
+    assert store.origin_shares(3) == [("a", 3 * ENTRY_SIZE), ("b", ENTRY_SIZE)]
+    store.add(message_entry(5, target=b"\x06" * 20, net=UNVALIDATED_ORIGIN))
+    assert store.origin_shares(3) == [
+        ("a", 2 * ENTRY_SIZE),
+        ("b", ENTRY_SIZE),
+        (UNVALIDATED_ORIGIN, ENTRY_SIZE),
+    ]
+
+
+def test_the_network_evicted_from_is_the_one_holding_the_most_bytes() -> None:
+    """Not the first or last by name: "a" holds the most, "z" the least."""
+    store = RelayStore(OWN, total_bytes=ENTRY_SIZE * 4, per_target_bytes=10**9, per_net_share=1)
+    for i, net in enumerate(["a", "a", "a", "z"]):
+        store.add(message_entry(i, target=bytes([i + 1]) * 20, net=net))
+    store.add(message_entry(4, target=b"\x05" * 20, net="m"))
+    assert store.origin_shares(3) == [("a", 2 * ENTRY_SIZE), ("m", ENTRY_SIZE), ("z", ENTRY_SIZE)]

@@ -11,11 +11,8 @@ import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
-from nacl.bindings import (
-    crypto_secretbox_easy,
-    crypto_secretbox_open_easy,
-    crypto_sign_ed25519_pk_to_curve25519,
-)
+from nacl._sodium import ffi, lib  # type: ignore[import-not-found]
+from nacl.bindings import crypto_sign_ed25519_pk_to_curve25519
 from nacl.exceptions import CryptoError
 from nacl.public import Box, PrivateKey, PublicKey
 from nacl.signing import SigningKey, VerifyKey
@@ -94,15 +91,20 @@ class PublicIdentity:
 
 SECRETBOX_KEY_BYTES = 32
 SECRETBOX_NONCE_BYTES = 24
+SECRETBOX_MAC_BYTES = 16
 
 
 class LinkKey:
     """One direction's XSalsa20-Poly1305 secret box (libsodium's ``crypto_secretbox``).
 
-    The bindings called directly rather than through ``nacl.secret.SecretBox``: the
-    relay path seals and opens a box per datagram, and the wrapper's checks and
-    ``EncryptedMessage`` objects cost as much as the cipher on a 1,200-byte datagram.
-    The bytes are the same: nonce then MAC then ciphertext.
+    libsodium's functions called through PyNaCl's own cffi module rather than through
+    ``nacl.secret.SecretBox`` or even ``nacl.bindings``: the relay path seals and opens a
+    box per datagram, and the wrappers' argument checks, ``ensure`` calls and result
+    objects cost as much as the cipher (1.0 us of 3.5 us per 1,200-byte open, measured in
+    bench/RESULTS.md, "Issue 11, third session"). The checks they make are made here once:
+    the key is 32 bytes (constructor), the nonce 24 (``encrypt``; ``decrypt`` slices it
+    from a box at least nonce plus MAC long). The bytes are the same: nonce, MAC,
+    ciphertext (tests/test_relay_path.py compares them with ``nacl.bindings``).
     """
 
     __slots__ = ("_key",)
@@ -114,14 +116,35 @@ class LinkKey:
 
     def encrypt(self, plaintext: bytes, nonce: bytes) -> bytes:
         """``nonce`` (24 bytes) followed by the boxed ``plaintext``."""
-        return nonce + crypto_secretbox_easy(plaintext, nonce, self._key)
+        if len(nonce) != SECRETBOX_NONCE_BYTES:
+            raise ValueError("a secret box nonce is 24 bytes")
+        size = len(plaintext) + SECRETBOX_MAC_BYTES
+        out = ffi.new("unsigned char[]", size)
+        if lib.crypto_secretbox_easy(out, plaintext, len(plaintext), nonce, self._key) != 0:
+            raise CryptoError("encryption failed")
+        boxed: bytes = ffi.buffer(out, size)[:]
+        return nonce + boxed
 
     def decrypt(self, boxed: bytes) -> bytes:
         """The plaintext of ``nonce + box``; raises ``CryptoError`` if it is not authentic
-        (and ``ValueError``/``TypeError`` for a box too short to hold a nonce and MAC)."""
-        return crypto_secretbox_open_easy(
-            boxed[SECRETBOX_NONCE_BYTES:], boxed[:SECRETBOX_NONCE_BYTES], self._key
-        )
+        and ``ValueError`` for a box too short to hold a nonce and MAC."""
+        size = len(boxed) - SECRETBOX_NONCE_BYTES - SECRETBOX_MAC_BYTES
+        if size < 0:
+            raise ValueError("a secret box holds at least a nonce and a MAC")
+        out = ffi.new("unsigned char[]", max(size, 1))
+        if (
+            lib.crypto_secretbox_open_easy(
+                out,
+                boxed[SECRETBOX_NONCE_BYTES:],
+                size + SECRETBOX_MAC_BYTES,
+                boxed[:SECRETBOX_NONCE_BYTES],
+                self._key,
+            )
+            != 0
+        ):
+            raise CryptoError("the box is not authentic")
+        plaintext: bytes = ffi.buffer(out, size)[:]
+        return plaintext
 
 
 @dataclass(frozen=True)

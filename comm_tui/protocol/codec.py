@@ -23,7 +23,7 @@ import hashlib
 import os
 from array import array
 from collections import OrderedDict, deque
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from google.protobuf.message import DecodeError
 from nacl.exceptions import CryptoError
@@ -104,8 +104,12 @@ def receipt_frame(ids: list[bytes]) -> bytes:
     """The serialized ``Frame{receipt: Receipt{ids}}``, as protobuf writes it.
 
     Written as bytes: one is sent for every item a relay takes, and building it through
-    two message objects cost more than boxing it (tests/test_codec_fast.py compares).
+    two message objects cost more than boxing it (tests/test_relay_path.py compares).
     """
+    if len(ids) == 1:  # one per item taken on the relay path: no list, no join
+        (item,) = ids
+        head = _RECEIPT_ID_TAG + _varint(len(item))
+        return _RECEIPT_TAG + _varint(len(head) + len(item)) + head + item
     body = b"".join([_RECEIPT_ID_TAG + _varint(len(i)) + i for i in ids])
     return _RECEIPT_TAG + _varint(len(body)) + body
 
@@ -118,12 +122,13 @@ class Rejected(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True)
-class Decoded:
+class Decoded(NamedTuple):
     """An accepted datagram: who sent it and what it says.
 
     ``frame`` is set for boxed (authenticated) datagrams, ``hello`` for the
-    cleartext first-contact request, which authenticates nothing.
+    cleartext first-contact request, which authenticates nothing. A tuple, not a frozen
+    dataclass: one is built per datagram, and a frozen dataclass's ``__init__`` costs
+    three ``object.__setattr__`` calls.
     """
 
     sender: PublicIdentity
@@ -304,7 +309,7 @@ class Codec:
         The packet is written as bytes, not through a ``pb.Packet``: its head (version,
         sender key) never changes, and building the message object cost as much as the
         box itself on the relay path. The bytes are the ones protobuf writes (fields in
-        number order; tests/test_codec_fast.py compares them).
+        number order; tests/test_relay_path.py compares them).
         """
         nonce = int(now * 1000).to_bytes(8, "big") + self._nonce_tail()
         boxed = self.box(peer_key).send.encrypt(plaintext, nonce)

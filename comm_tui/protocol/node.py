@@ -60,7 +60,7 @@ import random
 import socket
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, field
 from typing import Any, Literal
 
 from comm_tui.crypto.ack import ack_is_well_formed, sign_ack, verify_ack
@@ -204,6 +204,13 @@ FIND_RECIPIENT_ON_ATTEMPTS = frozenset({2, 6})
 # waiting for it (a 64 KiB text has 74 parts): meeting it hands it all of them.
 FIND_RECIPIENT_INTERVAL_S = 60.0
 FETCH_ITEMS_MAX = 512
+# docs/PROTOCOL.md, "4. Frames": the receipts owed to one peer in one pump go as one
+# Receipt, split where its ids would pass this many bytes (each id with its 2-byte tag
+# and length). A sealed packet adds at most 103 bytes (head 36, box tag and length 3,
+# nonce 24, MAC 16, cookie 18, receipt tag and length 3, client flag 3), so a Receipt
+# always fits one 1,200-byte datagram, and 1,000 bytes hold at most 500 ids: never
+# more than FETCH_ITEMS_MAX.
+RECEIPT_IDS_BYTES = 1000
 # Lost sessions (docs/PROTOCOL.md, "Session reset"): a peer whose letters no session opens
 # gets one handshake letter in this long, and the node sends at most HANDSHAKE_BURST of
 # them (refilled at HANDSHAKE_RATE_PER_S), whatever claims to be the sender.
@@ -287,6 +294,15 @@ class _Query:
     path: int = 0
     candidate: Candidate | None = None
     record_for: bytes = b""  # get_record: the owner address asked for
+
+
+@dataclass(slots=True)
+class _ReceiptsDue:
+    """The ids one peer is owed a receipt for in this pump (a dict: ordered, each once),
+    and their bytes in a Receipt (2 + length each)."""
+
+    ids: dict[bytes, None] = field(default_factory=dict)
+    size: int = 0
 
 
 @dataclass
@@ -393,6 +409,10 @@ class Node:
         self.bootstrap_endpoints: list[Endpoint] = []
         self.joined = False
         self._outbox: list[tuple[bytes, Endpoint]] = []
+        # Receipts owed since the last datagrams_to_send, by (peer key, endpoint): ids in
+        # the order their items came, with their bytes as a Receipt counts them.
+        self._receipts_due: dict[tuple[bytes, Endpoint], _ReceiptsDue] = {}
+        self._receipts_now = now
         self._events: deque[Event] = deque()
         self._queries: dict[bytes, _Query] = {}
         self._deferred: OrderedDict[bytes, _Deferred] = OrderedDict()  # by peer key
@@ -565,6 +585,8 @@ class Node:
         "Letters and sealing", peek and commit): a receipt or ack must never leave before
         what it vouches for is on disk.
         """
+        if self._receipts_due:
+            self._flush_receipts()
         out, self._outbox = self._outbox, []
         return out
 
@@ -887,22 +909,24 @@ class Node:
     # ------------------------------------------------------------------ receive path
 
     def _receive(self, data: bytes, addr: Endpoint, now: float) -> None:
-        packet = self._codec.parse(data)
+        codec = self._codec
+        packet = codec.parse(data)
         key, kind = packet.sender_key, packet.WhichOneof("body")
+        known = codec.knows(key)  # nothing below changes it before ``open``
         # The rate limit counts what a sender can be held to. A source address is not:
         # junk forged "from" a peer would spend the peer's allowance and silence it. So
         # a known key at its validated address is limited by key, once its datagram has
         # proved to be its own (opening a box with a cached key is cheap); everything
         # else, by source address, before it costs us anything more than a parse.
-        trusted = kind == "boxed" and self._codec.knows(key) and self._is_validated(key, addr)
+        trusted = kind == "boxed" and known and self._is_validated(key, addr)
         if not trusted and not self._datagram_limit.allow(addr, now):
             raise Rejected("rate_limited")
         if kind == "cookie_reply":
             self._on_cookie_reply(packet.cookie_reply, addr, now)
             return
-        if not self._codec.knows(key) and not self._established(key):
+        if not known and not self._established(key):
             self._admit_new_key(packet, data, addr, now)
-        decoded = self._codec.open(packet, now)
+        decoded = codec.open(packet, now)
         if trusted and not self._key_limit.allow(key, now):
             raise Rejected("rate_limited")
         sender = decoded.sender
@@ -1308,7 +1332,8 @@ class Node:
             raise Rejected("bad_size")
         _check_expiry(expires_ms, now)
         item_id = message_id(recipient, expires_ms, sealed)
-        ack_entry = self._store.get(Kind.ACK, item_id + recipient)
+        store = self._store
+        ack_entry = store.get(Kind.ACK, item_id + recipient)
         if ack_entry is not None:
             # Already acknowledged: answer this copy with the ack instead of relaying it.
             self._stats.acks_answered += 1
@@ -1317,10 +1342,22 @@ class Node:
         if recipient == self.address:
             self._on_message_for_me(sender, msg, item_id, addr, now)
             return
-        existing = self._store.get(Kind.MESSAGE, item_id)
+        existing = store.get(Kind.MESSAGE, item_id)
         if existing is not None:
             self._stats.duplicates += 1
+            # Our own text handed back to us in the stem (a walk that came round to its
+            # sender) got nowhere: its next attempt, a fresh stem, goes now rather than at
+            # the retry 2 s later (docs/PROTOCOL.md, "7.2"). Only in its first attempt, so
+            # that handing it back again (from more keys) cannot push its retries back.
+            looped = (
+                bool(existing.own_text_id)
+                and msg.stem
+                and existing.attempts == 1
+                and sender.address not in existing.holders
+            )
             self._add_holder(existing, sender.address, now)
+            if looped:
+                self._relay(existing, now)
             self._send_receipt(sender.key, addr, [existing.key], now)
             if existing.key in self._stemmed:
                 del self._stemmed[existing.key]
@@ -1350,7 +1387,7 @@ class Node:
             stem=msg.stem and self.config.policy == "ours",
         )
         try:
-            self._store.add(entry)
+            store.add(entry)
         except QuotaExceeded as exc:
             raise Rejected(exc.reason) from exc
         self._stats.stored += 1
@@ -1761,12 +1798,15 @@ class Node:
         (docs/PROTOCOL.md, "7.2"): retries sent by the sender straight to the recipient's
         neighbourhood would single it out there whenever the recipient is offline.
         """
-        if entry.for_others and not self._relay_bandwidth.open(now):
-            # Over the relay bandwidth cap (docs/PROTOCOL.md, "8.1 Local caps"): the whole
-            # attempt waits for the balance, and costs no attempt of the item's budget.
-            self._stats.relay_deferred += 1
-            self._reschedule(entry, self._relay_bandwidth.next_slot(now, entry.size))
-            return
+        if entry.for_others:
+            deferred_to = self._relay_bandwidth.defer(now, entry.size)
+            if deferred_to is not None:
+                # Over the relay bandwidth cap (docs/PROTOCOL.md, "8.1 Local caps"): the
+                # whole attempt waits for the balance, and costs no attempt of the item's
+                # budget.
+                self._stats.relay_deferred += 1
+                self._reschedule(entry, deferred_to)
+                return
         stem = stem or (entry.stem and bool(entry.own_text_id))
         punched = entry.own_text_id and self._punch.hop(entry.target) is not None
         stem_peer = self._stem_peer(entry) if stem else None
@@ -2200,8 +2240,38 @@ class Node:
     # ------------------------------------------------------------------ output
 
     def _send_receipt(self, key: bytes, endpoint: Endpoint, ids: list[bytes], now: float) -> None:
-        if self.config.policy == "ours":
-            self._send_encoded(key, endpoint, "receipt", receipt_frame(ids), now)
+        """Owe ``key`` at ``endpoint`` a receipt naming ``ids``; it leaves at the end of the
+        pump (``datagrams_to_send``) with every other receipt owed to that peer in the
+        pump, as one Receipt (docs/PROTOCOL.md, "4. Frames"). A driver that reads several
+        datagrams before it sends pays one box and one datagram per peer, not per item;
+        one that pumps per datagram sends what it sent before. The ids owed one peer
+        never pass one Receipt's worth: past it, that Receipt goes at once."""
+        if self.config.policy != "ours":
+            return
+        self._receipts_now = now
+        pair = (key, endpoint)
+        due = self._receipts_due.get(pair)
+        if due is None:
+            due = self._receipts_due[pair] = _ReceiptsDue()
+        for item in ids:
+            if item in due.ids:
+                continue  # the same item twice in one pump: named once
+            if due.size + 2 + len(item) > RECEIPT_IDS_BYTES:
+                self._send_encoded(key, endpoint, "receipt", receipt_frame(list(due.ids)), now)
+                due.ids.clear()
+                due.size = 0
+            due.ids[item] = None
+            due.size += 2 + len(item)
+
+    def _flush_receipts(self) -> None:
+        """Send every receipt owed (``_send_receipt``): one Receipt per peer and endpoint,
+        in the order the peers were first owed one in this pump."""
+        due, self._receipts_due = self._receipts_due, {}
+        self._proven = None  # an entry point: the table may have changed since
+        now = self._receipts_now
+        for (key, endpoint), owed in due.items():
+            if owed.ids:
+                self._send_encoded(key, endpoint, "receipt", receipt_frame(list(owed.ids)), now)
 
     def _send_frame(
         self,
@@ -2248,8 +2318,9 @@ class Node:
         ``_item_frame``). A client's flag goes last, where protobuf writes field 20."""
         if self._reachability.client:
             plaintext += CLIENT_FLAG  # docs/PROTOCOL.md, "12.3": keep us out of tables
+        cookie = self._cookie_for(endpoint, now) if self._peer_cookies else b""
         try:
-            data = self._codec.seal(key, plaintext, now, cookie=self._cookie_for(endpoint, now))
+            data = self._codec.seal(key, plaintext, now, cookie=cookie)
         except ValueError:
             # A key that is no curve point, or a frame too large: nothing a peer sends
             # can produce either (both are checked on receipt); counted, never raised.
@@ -2293,12 +2364,13 @@ class Node:
         self._outbox.append((data, endpoint))
 
     def _flush_store(self) -> None:
-        if self._store.dirty or self._store.deleted:
-            bookkeeping = self._store.take_bookkeeping()
-            put, deleted = self._store.take_changes()
+        store = self._store
+        if store.dirty or store.deleted:
+            bookkeeping = store.take_bookkeeping()
+            put, deleted = store.take_changes()
             self._events.append(StoreChanged(put, deleted, bookkeeping))
-        changed = self._sessions.take_changes()
-        if changed or self._prekeys.dirty:
+        if self._sessions.changed or self._prekeys.dirty:
+            changed = self._sessions.take_changes()
             prekeys = self._prekeys.serialize() if self._prekeys.dirty else None
             self._prekeys.dirty = False
             self._events.append(SessionsChanged(changed, prekeys))

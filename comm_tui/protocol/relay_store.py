@@ -65,8 +65,13 @@ class Kind(enum.IntEnum):
     RECORD = 3
 
 
+# The store key's first byte for each kind, built once (``bytes([kind])`` per call built
+# a list and a bytes object on every store lookup of the relay path).
+_KIND_BYTE = {kind: bytes([kind]) for kind in Kind}
+
+
 def entry_key(kind: Kind, item_id: bytes) -> bytes:
-    return bytes([kind]) + item_id
+    return _KIND_BYTE[kind] + item_id
 
 
 @dataclass
@@ -322,16 +327,19 @@ class RelayStore:
         if entry.kind is Kind.ACK and entry.origin_key:
             self._acks_back[address_of(entry.origin_key)][key] = None
         self._target_bytes[entry.target] += size
-        if entry.origin:
-            self._peer_bytes[entry.origin] += size
-        if entry.origin_net:
-            self._by_net[entry.origin_net][key] = None
-            self._net_bytes[entry.origin_net] += size
+        origin, net = entry.origin, entry.origin_net
+        if origin:
+            self._peer_bytes[origin] += size
+        if net:
+            self._by_net[net][key] = None
+            self._net_bytes[net] += size
         self.total_bytes += size
-        if entry.for_others:
+        if origin or net:  # entry.for_others
             self.others_bytes += size
             self.others_items += 1
-        self.touch(entry)
+        self.dirty.add(key)  # touch(entry): a new entry is written, not bookkeeping
+        self.deleted.discard(key)
+        self.written.add(key)
 
     def _over_caps(self, size: int, items: int) -> bool:
         """Would ``size`` more bytes in ``items`` more items for others pass a cap?"""
@@ -388,8 +396,10 @@ class RelayStore:
 
     def take_bookkeeping(self) -> frozenset[bytes]:
         """The dirty keys changed by ``touch(bookkeeping=True)`` only; before ``take_changes``."""
-        keys = frozenset(self.dirty - self.written)
-        self.written.clear()
+        dirty, written = self.dirty, self.written
+        # Mostly every dirty key was written (a new item), or none was (a reschedule).
+        keys = _NOTHING if dirty <= written else frozenset(dirty - written)
+        written.clear()
         return keys
 
     def remove(self, entry: Entry) -> None:
@@ -441,10 +451,14 @@ class RelayStore:
         return gone
 
     def take_changes(self) -> tuple[StorePut, frozenset[bytes]]:
-        put = StorePut({key: self._entries[key] for key in self.dirty})
-        deleted = frozenset(self.deleted) if self.deleted else _NOTHING
+        entries = self._entries
+        put = StorePut({key: entries[key] for key in self.dirty})
+        if self.deleted:
+            deleted = frozenset(self.deleted)
+            self.deleted.clear()
+        else:
+            deleted = _NOTHING
         self.dirty.clear()
-        self.deleted.clear()
         return put, deleted
 
 
@@ -512,17 +526,17 @@ class RelayBandwidth:
         self._refill(now)
         return self.balance > 0
 
-    def ready_at(self, now: float) -> float:
-        """When the balance is positive again (``now`` if it is)."""
+    def defer(self, now: float, size: int) -> float | None:
+        """None if an item for others of ``size`` bytes may go out now; otherwise when it
+        should try again: in line behind those deferred before it, each taking the time
+        its size needs at the cap, so deferred items wake one after another instead of
+        all at once whenever the balance turns positive (which would cost a pass over all
+        of them every time). One refill answers both questions (the relay path asks them
+        for every item it takes)."""
         self._refill(now)
-        return now if self.balance > 0 else now + (1.0 - self.balance) / self.rate
-
-    def next_slot(self, now: float, size: int) -> float:
-        """When a deferred item of ``size`` bytes should try again: in line behind those
-        deferred before it, each taking the time its size needs at the cap, so deferred
-        items wake one after another instead of all at once whenever the balance turns
-        positive (which would cost a pass over all of them every time)."""
-        start = max(self.ready_at(now), self._tail)
+        if self.balance > 0:
+            return None
+        start = max(now + (1.0 - self.balance) / self.rate, self._tail)
         self._tail = start + size / self.rate
         return start
 
