@@ -24,10 +24,12 @@ from comm_tui.protocol.admission import (
     MAX_CREDIT_BYTES,
     VALIDATED_PAIRS,
     VALIDATED_PER_NETWORK,
+    VALIDATED_PER_WIDE_NETWORK,
     AddressValidator,
     CookieJar,
     RotatingMac,
     echo_of,
+    wide_network,
 )
 
 KEY = b"k" * 32
@@ -181,6 +183,57 @@ def test_a_full_table_forgets_a_pair_of_the_network_holding_the_most(
     for i in range(13):  # a second pair from each of 13 fresh networks
         validator.validate(KEY, (f"198.18.{100 + i}.1", 0))
     assert validator.is_validated(OTHER_KEY, HERE)
+
+
+def test_a_wide_network_is_an_ipv4_16_or_an_ipv6_32() -> None:
+    """docs/PROTOCOL.md, "5.2 Peer-triggered state"."""
+    assert wide_network(("198.18.5.7", 1)) == wide_network(("198.18.200.1", 9)) == "198.18.0.0/16"
+    assert wide_network(("198.18.5.7", 1)) != wide_network(("198.19.5.7", 1))
+    assert wide_network(("::ffff:198.18.5.7", 1)) == "198.18.0.0/16"
+    assert wide_network(("2001:db8:1:2::1", 1)) == wide_network(("2001:db8:ffff::9", 1))
+    assert wide_network(("2001:db8::1", 1)) == "2001:db8::/32"
+    assert wide_network(("2001:db9::1", 1)) != wide_network(("2001:db8::1", 1))
+    assert wide_network(("127.0.0.1", 4000)) != wide_network(("127.0.0.1", 4001))
+    assert wide_network(("node.example", 1)) == "host:node.example"
+    assert VALIDATED_PER_WIDE_NETWORK == 1024
+
+
+def test_a_wide_network_keeps_its_bound_from_its_largest_network(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docs/PROTOCOL.md, "5.1": past ``VALIDATED_PER_WIDE_NETWORK`` pairs in a wide
+    network, the least recent pair of its network holding the most goes: an honest /48
+    of a provider whose other /48s flood keeps its pair."""
+    monkeypatch.setattr(admission, "VALIDATED_PER_WIDE_NETWORK", 12)
+    validator = AddressValidator(0.0)
+    validator.validate(OTHER_KEY, ("2001:db8:ffff::1", 1))  # the honest /48, oldest
+    flood = [(f"2001:db8:{i:x}::1", port) for i in range(4) for port in range(3)]
+    flood += [(f"2001:db8:{i:x}::1", 0) for i in range(4, 9)]  # 4 /48s of 3, 5 of 1
+    for at in flood:
+        validator.validate(KEY, at)
+    assert validator.is_validated(OTHER_KEY, ("2001:db8:ffff::1", 1))
+    kept = [at for at in flood if validator.is_validated(KEY, at)]
+    assert len(kept) == 11  # the bound, with the honest pair
+    assert kept[-5:] == flood[-5:]  # the single pairs: the 3-pair /48s lost theirs
+
+
+def test_a_full_table_forgets_from_the_wide_network_holding_the_most(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past ``VALIDATED_PAIRS``, the wide network holding the most loses a pair: the
+    many /48s of one /32 (a pair each, as many networks of origin as honest peers'
+    own) flush none of the honest pairs of other wide networks."""
+    monkeypatch.setattr(admission, "VALIDATED_PAIRS", 40)
+    validator = AddressValidator(0.0)
+    honest = [(bytes([i]) * 32, (f"192.0.{i}.1", 4000)) for i in range(1, 9)]
+    for key, at in honest:  # 8 honest peers, of a wide network each: the oldest pairs
+        validator.validate(key, (at[0].replace("192.0", f"{10 + key[0]}.0"), at[1]))
+    for i in range(200):  # 200 /48s of one /32, a pair each
+        validator.validate(KEY, (f"2001:db8:{i:x}::1", 0))
+    for key, at in honest:
+        assert validator.is_validated(key, (at[0].replace("192.0", f"{10 + key[0]}.0"), at[1]))
+    assert validator.is_validated(KEY, ("2001:db8:c7::1", 0))
+    assert not validator.is_validated(KEY, ("2001:db8:0::1", 0))
 
 
 def test_a_cookie_is_bound_to_its_source_address_and_rotates() -> None:

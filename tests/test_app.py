@@ -12,6 +12,7 @@ from textual.binding import Binding
 from textual.widgets import Button, Checkbox, Input
 
 from comm_tui.app import app_session
+from comm_tui.app.messages import NodeEvent
 from comm_tui.app.screens.contact_dialogs import AddContactScreen, ConfirmScreen
 from comm_tui.app.screens.first_run import NicknameScreen
 from comm_tui.app.screens.identity_dialogs import ExportScreen, ImportScreen
@@ -22,7 +23,7 @@ from comm_tui.app.widgets.status_panel import StatusPanel
 from comm_tui.crypto.card import encode_card, encode_hints_card
 from comm_tui.crypto.identity import Identity
 from comm_tui.crypto.keyfile import FAST_KDF_ENV, read_identity_file
-from comm_tui.net.service import NodeService
+from comm_tui.net.service import IncomingText, NodeService
 from comm_tui.store.config import load_config
 from comm_tui.store.db import SESSION_RESET_NOTICE, Database
 from comm_tui.store.paths import profile_paths
@@ -425,6 +426,46 @@ async def test_a_page_loading_while_another_conversation_opens_is_not_mixed_in(
             await pilot.pause()
             assert [w.row.text for w in conversation.query(MessageRow)] == ["c0"]
             assert [w.row.text for w in conversation._rows.values()] == ["c0"]
+
+
+async def test_a_text_arriving_while_its_conversation_opens_is_drawn_once_below_the_page(
+    tmp_path: Path,
+) -> None:
+    """A text that arrives while its conversation's page loads waits for the page (the
+    lock of the changes of rows): it was mounted while the previous rows were being
+    removed, so it was drawn above the page and a second time in it, and its row was
+    left out of the view's rows (its later states never drawn)."""
+    make_profile(tmp_path)
+    bob, carol = Identity.generate(), Identity.generate()
+    _add_contact(tmp_path, "bob", bob)
+    _add_contact(tmp_path, "carol", carol)
+    with profile_db(tmp_path) as db, db.transaction():
+        db.add_incoming(b"b" * 16, bob.key, bob.address, "b0", 1, 900.0)
+        for i in range(150):
+            db.add_incoming(i.to_bytes(16, "big"), carol.key, carol.address, f"c{i}", i, 1000.0 + i)
+    with app_session(data_dir=tmp_path) as app:
+        async with app.run_test(size=SIZE) as pilot:
+            conversation = app.query_one(ConversationView)
+            contacts = app.query_one(ContactList)
+            contacts.select_address(bob.address)
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: conversation.peer_address == bob.address, "bob")
+            carol_entry = contacts.entry(carol.address)
+            assert carol_entry is not None
+            with profile_db(tmp_path) as db:
+                row = db.add_incoming(b"n" * 16, carol.key, carol.address, "new", 999, 2000.0)
+            assert row is not None
+            # The page is read at once; the text is announced while its rows are swapped.
+            await asyncio.gather(
+                conversation.open(carol_entry), app._node_event(NodeEvent(IncomingText(row)))
+            )
+            expected = [f"c{i}" for i in range(51, 150)] + ["new"]
+            await wait_until(
+                pilot,
+                lambda: [w.row.text for w in conversation.query(MessageRow)] == expected,
+                "carol's newest page, the new text last and once",
+            )
+            assert list(conversation._rows) == [w.row.id for w in conversation.query(MessageRow)]
 
 
 async def _export(pilot, app, path: Path, first: str, second: str) -> None:  # type: ignore[no-untyped-def]

@@ -8,7 +8,10 @@ second try is refused the same way instead of being queued by a stopped node.
 
 from __future__ import annotations
 
+import concurrent.futures
+import gc
 import time
+import warnings
 from pathlib import Path
 
 from comm_tui.app import app_session
@@ -112,3 +115,25 @@ async def test_a_full_disk_while_sending_stops_the_node_and_gives_the_text_back(
             assert app.is_running
     with profile_db(tmp_path) as db:
         assert db.history(bob.address) == []
+
+
+async def test_a_command_whose_worker_is_cancelled_before_it_runs_leaves_no_coroutine(
+    tmp_path: Path,
+) -> None:
+    """At close, the app's workers are cancelled, some before they ever ran (a status
+    tick's): a worker handed a coroutine left it never awaited (a RuntimeWarning at
+    exit). ``_after`` hands its worker the coroutine function."""
+    make_profile(tmp_path)
+    with app_session(data_dir=tmp_path) as app:
+        async with app.run_test(size=SIZE) as pilot:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                future: concurrent.futures.Future[int] = concurrent.futures.Future()
+                app._after(future, lambda _: None)
+                worker = list(app.workers)[-1]  # the newest: ``_after``'s
+                worker.cancel()  # before the loop ever ran it
+                await pilot.pause()
+                del worker
+                gc.collect()
+            never = [w for w in caught if "never awaited" in str(w.message)]
+            assert never == []

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -113,6 +114,29 @@ def test_one_host_validating_many_ports_cannot_flush_an_honest_peers_proof(
     assert "nodes" in bodies and "ping" not in bodies
 
 
+def test_the_many_48s_of_one_32_cannot_flush_an_honest_peers_proof(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The flush with networks instead of ports: whoever holds an IPv6 /32 holds 65,536
+    /48s, each a network of origin. One pair from each of 16,384 of them (32,768
+    datagrams) left every network holding one pair, the honest peer's too, and the
+    oldest of those went first: the honest proof. Now a wide network (a /32) holds at
+    most ``VALIDATED_PER_WIDE_NETWORK`` pairs and a full table forgets from the wide
+    network holding the most (docs/PROTOCOL.md, "5.1"). (A table of 256 pairs here.)"""
+    monkeypatch.setattr(admission, "VALIDATED_PAIRS", 256)
+    relay = node(1)
+    honest = Codec(Identity.generate())
+    now = T0
+    prove(honest, relay, HONEST, now, client=True)
+    attacker = Codec(Identity.generate())
+    for i in range(300):
+        now += 0.001
+        prove(attacker, relay, (f"2001:db8:{i:x}::7", 4000), now, client=True)
+    assert relay._is_validated(honest.identity.key, HONEST)
+    assert relay._is_validated(attacker.identity.key, ("2001:db8:12b::7", 4000))
+    assert not relay._is_validated(attacker.identity.key, ("2001:db8:0::7", 4000))
+
+
 # ---------------------------------------------------------------- 2. Introduce budget
 
 
@@ -144,6 +168,130 @@ def test_fresh_keys_from_one_network_cannot_spend_introductions_for_everyone(aim
     honest = Identity.generate().key
     sent = relay.on_introduce(honest, HONEST, _introduce(victim.address), target_at, T0)
     assert [s.endpoint for s in sent] == [target_at[1]]  # the victim hears of it
+
+
+MANY_NETWORKS = {
+    "ten /24s of ten /16s": [f"{100 + i}.0.113.7" for i in range(10)],
+    "ten /48s of ten /32s": [f"2001:{0xDB8 + i:x}::7" for i in range(10)],
+    "thirty /24s of thirty /16s": [f"{100 + i}.0.113.7" for i in range(30)],
+    "a hundred /48s of one /32": [f"2001:db8:{i:x}::7" for i in range(100)],
+}
+FLOOD_S = 90.0
+STEP_S = 0.25
+
+
+def _under_flood(
+    networks: list[str],
+    flood: Callable[[str, float], None],
+    honest: Callable[[int, float], bool],
+    *,
+    spread: bool,
+) -> list[bool]:
+    """Every network floods once a second: all together from the start (``spread``
+    False: their bursts at once), or network i from ``i * STEP_S`` on (their buckets
+    refill at spread times, as independent hosts' would, so that their rates add up).
+    Every 5 s once all have started, an honest party tries its luck right after a
+    step's floods. What each try got."""
+    outcomes = []
+    step = 0
+    while step * STEP_S <= FLOOD_S:
+        now = T0 + step * STEP_S
+        for i, host in enumerate(networks):
+            start = i if spread else 0
+            if step >= start and (step - start) % int(1 / STEP_S) == 0:
+                flood(host, now)
+        started = not spread or step >= len(networks)
+        if started and step % int(5 / STEP_S) == 0:
+            outcomes.append(honest(len(outcomes), now))
+        step += 1
+    return outcomes
+
+
+def _introduced(relay: Punching, k: int, now: float) -> bool:
+    """Do two honest contacts (a wide network each), each asking once for the other,
+    get introduced?"""
+    alice, bob = Identity.generate(), Identity.generate()
+    alice_at: Endpoint = (f"{30 + k}.51.100.10", 4000)
+    bob_at: Endpoint = (f"{30 + k}.0.2.20", 5000)
+    try:
+        notice = relay.on_introduce(
+            alice.key, alice_at, _introduce(bob.address), (bob.key, bob_at), now
+        )
+        assert [s.endpoint for s in notice] == [bob_at]
+        answers = relay.on_introduce(bob.key, bob_at, _introduce(alice.address), None, now)
+    except Rejected as refused:
+        assert refused.reason == "introduce_rate"
+        return False
+    return sorted(s.endpoint for s in answers) == sorted([alice_at, bob_at])
+
+
+@pytest.mark.parametrize("spread", ["together", "spread"])
+@pytest.mark.parametrize("networks", MANY_NETWORKS.values(), ids=MANY_NETWORKS.keys())
+def test_many_networks_cannot_spend_the_relays_introductions(
+    networks: list[str], spread: str
+) -> None:
+    """Before: each network of origin had a budget of 8 Introduces (2/s) and the relay
+    one of 40 (20/s): ten networks (ten /24s, or ten of the 65,536 /48s of one /32)
+    spent it, and two honest contacts behind NATs were not introduced while they
+    flooded. Now a network has 4 (1/s), a wide network 8 (2/s; docs/PROTOCOL.md, "5.2"),
+    and the relay 256 (64/s): draining it takes 32 wide networks, or 64 networks."""
+    relay = Punching(Identity.generate().key, T0)
+
+    def flood(host: str, now: float) -> None:
+        for _ in range(4):  # random targets: unknown_target, spending the budgets anyway
+            try:
+                ask = _introduce(os.urandom(20))
+                relay.on_introduce(os.urandom(32), (host, 4000), ask, None, now)
+            except Rejected as refused:
+                assert refused.reason in ("unknown_target", "introduce_rate")
+
+    outcomes = _under_flood(
+        networks, flood, lambda k, now: _introduced(relay, k, now), spread=spread == "spread"
+    )
+    assert outcomes == [True] * len(outcomes)
+
+
+@pytest.mark.parametrize("spread", ["together", "spread"])
+@pytest.mark.parametrize("networks", MANY_NETWORKS.values(), ids=MANY_NETWORKS.keys())
+def test_hostile_relays_of_many_networks_cannot_silence_an_honest_notice(
+    networks: list[str], spread: str
+) -> None:
+    """Before: notices from relays of one network had a budget of 4 (one per 15 s), and
+    those we answer one of 32 (1/s) for the node, shared with our own rounds: eight
+    networks of our table naming our contacts spent it, an honest relay's notice went
+    unanswered and our own rounds asked nobody. Now a network has 2, a wide network 4,
+    the node 64 (4/s) for notices alone (docs/PROTOCOL.md, "12.6")."""
+    me = Punching(Identity.generate().key, T0)
+    contacts = [Identity.generate().key for _ in range(60)]
+    me.set_contacts(contacts)
+    hostile_named = contacts[20:]
+
+    def flood(host: str, now: float) -> None:
+        for _ in range(2):  # a relay of our table (a fresh key each time) names contacts
+            key = hostile_named[int.from_bytes(os.urandom(2)) % len(hostile_named)]
+            try:
+                me.on_notice(os.urandom(32), (host, 7000), key, now)
+            except Rejected as refused:
+                assert refused.reason == "punch_rate"
+            me.asked.clear()  # the hostile relays never answer: our asks time out
+
+    def answered(k: int, now: float) -> bool:
+        relay = Identity.generate().key
+        try:
+            asked = me.on_notice(relay, (f"{30 + k}.51.100.77", 7000), contacts[k], now)
+        except Rejected as refused:
+            assert refused.reason == "punch_rate"
+            return False
+        return [s.key for s in asked] == [relay]
+
+    outcomes = _under_flood(networks, flood, answered, spread=spread == "spread")
+    assert outcomes == [True] * len(outcomes)
+    ours = address_of(contacts[19])
+    me.want(ours, T0 + FLOOD_S)
+    relays = [(Identity.generate().key, (f"192.0.2.{i}", 7000)) for i in range(3)]
+    assert [s.endpoint for s in me.ask_relays(ours, relays, T0 + FLOOD_S, spend=True)] == [
+        e for _, e in relays
+    ]
 
 
 # ---------------------------------------------------------------- 3. one tally, two families

@@ -34,7 +34,11 @@ DELIVERY_POLL_BOUND_S = 20.0
 POLL_INTERVAL_S = 0.3
 LISTENING = r"listening 127\.0\.0\.1:(\d+) address ([0-9a-f]{40})"
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(110)]
+# About 30 processes start and stop, each step bounded (a line in 15 s, a send in 20 s,
+# delivery in 20 s): 40 s at a load of 7 on 2 cores, but past 110 s in the suite under a
+# load of 11 beside the other worker (soak run 3, seed 112260380), stopped while a node
+# restarted for the recovery. The bound is for a hang, not for a busy machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 class Cluster:

@@ -129,6 +129,52 @@ def test_names_with_marks_and_emoji_within_bounds_are_names() -> None:
     assert len(four) == 1 + COMBINING_MARKS_MAX and unicodedata.is_normalized("NFC", four)
 
 
+SELECTORS_THAT_SELECT_NOTHING = {
+    "VS16 after a letter": "bob\ufe0f",
+    "VS15 after a letter": "bob\ufe0e",
+    "VS16 inside a name": "b\ufe0fob",
+    "VS1 after an emoji base": "\u2764\ufe00",
+    "VS16 twice": "\u2764\ufe0f\ufe0f",
+    "VS16 after a mark": "\u2764\u0301\ufe0f",
+    "VS16 after an accented letter": "\u00e9\ufe0f",
+    "VS16 after a digit, no keycap": "1\ufe0f",
+    "VS15 in a keycap": "1\ufe0e\u20e3",
+    "VS16 after a letter, then a keycap mark": "a\ufe0f\u20e3",
+    "VS1 after an ideograph": "\u6f22\ufe00",
+    "VS17 after an ideograph": "\u845b\U000e0100",
+    "VS256 after a letter": "Alice\U000e01ef",
+    "VS16 after a space": "Al \ufe0f",
+}
+
+
+@pytest.mark.parametrize(
+    "name", SELECTORS_THAT_SELECT_NOTHING.values(), ids=SELECTORS_THAT_SELECT_NOTHING.keys()
+)
+def test_a_variation_selector_that_selects_nothing_is_refused(name: str) -> None:
+    """docs/PROTOCOL.md, "7.1.1": after a character without a variation sequence a
+    selector shows nothing, so "bob" and "bob" + U+FE0F would look the same. Only VS15
+    or VS16 right after an emoji base, or VS16 in a keycap, stands in a name."""
+    assert name == unicodedata.normalize("NFC", " ".join(name.split()))
+    assert not is_display_name(name)
+    assert display_name(name) is None
+
+
+def test_emoji_style_selectors_after_emoji_bases_are_names() -> None:
+    for name in (
+        "\u2764\ufe0f",  # red heart, emoji style
+        "\u2764\ufe0e",  # red heart, text style
+        "Al \u2764\ufe0f",
+        "\u00a9\ufe0f",  # the first base of the table
+        "\u2139\ufe0f",  # a base of category Ll
+        "\U0001f6f3\ufe0f",  # the last base of the table
+        "\u203c\ufe0f",  # a base of category Po
+        "1\ufe0f\u20e3 #\ufe0f\u20e3 *\ufe0f\u20e3",  # keycaps
+    ):
+        assert is_display_name(name), repr(name)
+    assert not is_display_name("\U0001f6f4\ufe0f")  # past the table's last base
+    assert not is_display_name("\u00a8\ufe0f")  # before its first
+
+
 def test_the_largest_control_letters_fit_one_letter() -> None:
     name = "\U0001f600" * (DISPLAY_NAME_MAX_BYTES // 4)
     assert len(encode_profile_letter(os.urandom(16), 2**64 - 1, name, 2**64 - 1)) == LETTER_BYTES

@@ -6,7 +6,6 @@ relays and two hosts, each behind a NAT router of its own.
 
 from __future__ import annotations
 
-import contextlib
 import json
 
 import pytest
@@ -18,7 +17,8 @@ from comm_tui.protocol.codec import Rejected
 from comm_tui.protocol.node import Node
 from comm_tui.protocol.punch import (
     INTRODUCE_PADDING,
-    NODE_INTRODUCTIONS_BURST,
+    NODE_NOTICES_BURST,
+    NOTICES_PER_WIDE_NETWORK_BURST,
     PEER_INTRODUCTIONS_BURST,
     PENDING_INTRODUCTIONS_MAX,
     PUNCH_ATTEMPTS_MAX,
@@ -404,27 +404,44 @@ def test_punched_pairs_are_bounded() -> None:
     assert address_of(contacts[-1]) in me.pairs and address_of(contacts[0]) not in me.pairs
 
 
-def test_notices_are_answered_within_budgets_per_contact_and_node_wide() -> None:
+def test_notices_are_answered_within_the_node_budget_and_spend_none_of_our_rounds() -> None:
     me = Punching(_keys(1, 204)[0], T0)
-    contacts = _keys(64)
+    contacts = _keys(100)
     me.set_contacts(contacts)
-    relays = _keys(40, 150)
+    relays = _keys(100, 150)
     asked = 0
-    for i, relay in enumerate(relays):  # every relay says the same contact asks
-        try:
-            asked += len(me.on_notice(relay, (f"198.18.{i}.1", 1), contacts[0], T0))
+    for i, (relay, key) in enumerate(zip(relays, contacts, strict=True)):
+        try:  # a relay of a wide network each
+            asked += len(me.on_notice(relay, (f"{1 + i}.18.0.1", 1), key, T0))
         except Rejected as exc:
             assert exc.reason == "punch_rate"
-    assert asked == PEER_INTRODUCTIONS_BURST
-    asked = 0
-    for i, key in enumerate(contacts[1:]):  # relays of a network each (see below)
-        try:
-            asked += len(me.on_notice(relays[i % 40], (f"198.18.{i % 40}.1", 1), key, T0))
-        except Rejected as exc:
-            assert exc.reason == "punch_rate"
-    assert asked == NODE_INTRODUCTIONS_BURST - PEER_INTRODUCTIONS_BURST
+    assert asked == NODE_NOTICES_BURST
     with pytest.raises(Rejected, match="not_contact"):
         me.on_notice(relays[0], ("198.18.0.1", 1), _keys(1, 250)[0], T0 + 3600)
+    # The notices spent none of our own rounds' budgets, the contact's or the node's.
+    address = address_of(contacts[0])
+    me.asked.clear()
+    me.want(address, T0)
+    ours = [(k, (f"198.19.{i}.1", 1)) for i, k in enumerate(_keys(3, 251))]
+    assert [s.key for s in me.ask_relays(address, ours, T0, spend=True)] == [k for k, _ in ours]
+
+
+def test_notices_from_relays_of_one_wide_network_share_a_budget() -> None:
+    """docs/PROTOCOL.md, "12.6": relays in many /24s of one /16 (or /48s of one /32) are
+    one wide network, whose notices we answer within a burst of 4."""
+    me = Punching(_keys(1, 204)[0], T0)
+    contacts = _keys(40)
+    me.set_contacts(contacts)
+    relays = _keys(40, 150)
+    for at in ((lambda i: f"198.18.{i}.1"), (lambda i: f"2001:db8:{i:x}::1")):
+        asked = 0
+        for i, (relay, key) in enumerate(zip(relays, contacts, strict=True)):
+            try:
+                asked += len(me.on_notice(relay, (at(i), 1), key, T0))
+            except Rejected as exc:
+                assert exc.reason == "punch_rate"
+        assert asked == NOTICES_PER_WIDE_NETWORK_BURST
+        me.asked.clear()
 
 
 def test_requests_held_by_a_relay_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -433,7 +450,7 @@ def test_requests_held_by_a_relay_are_bounded(monkeypatch: pytest.MonkeyPatch) -
     requesters, targets = _keys(20), _keys(20, 150)
     for i, (requester, target) in enumerate(zip(requesters, targets, strict=True)):
         ask = _introduce(address_of(target))
-        at = (f"198.18.{10 + i}.1", 1)  # a network each: one has a budget of 8 (12.6)
+        at = (f"{10 + i}.18.0.1", 1)  # a wide network each: one has a budget (12.6)
         relay.on_introduce(requester, at, ask.introduce, (target, ("198.18.0.2", 2)), T0)
     assert len(relay.waiting) == 8
     # The newest are kept: the last requester's match is still possible.
@@ -710,12 +727,16 @@ def test_a_punched_pair_lingers_punch_linger_s_after_its_last_use(used: bool) ->
     assert kept is used  # at T0 + 320: 120 s after a use at 200, or 320 after the punch
 
 
-def test_the_relays_rate_limiters_remember_relay_limiter_keys_requesters_and_targets() -> None:
+def test_the_relays_rate_limiters_remember_relay_limiter_keys_requesters_and_targets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The relay side's limiters per requester and per (target, requester's network)
     each remember the RELAY_LIMITER_KEYS most recent keys, no more (a bound on memory:
     a key pushed out starts again with a full burst). Here 4,096 fresh requesters of 512
-    networks, each for another target, push out a requester and a (target, network)
-    whose bursts were spent; 0.2 s later both are served again."""
+    networks (of a wide network each), each for another target, push out a requester
+    and a (target, network) whose bursts were spent; 0.2 s later both are served again.
+    (A network's burst is made 8 here, so that the home network still has tokens.)"""
+    monkeypatch.setattr(punch, "RELAY_NETWORK_BURST", 8.0)
     relay = Punching(_keys(1, 215)[0], T0)
     spent_requester, other = b"\x01" * 32, b"\x02" * 32
     home: Endpoint = ("198.18.1.1", 4000)
@@ -730,10 +751,10 @@ def test_the_relays_rate_limiters_remember_relay_limiter_keys_requesters_and_tar
     with pytest.raises(Rejected, match="introduce_rate"):
         introduce(spent_requester, home, _keys(1, 217)[0], T0)
     for i in range(punch.RELAY_LIMITER_KEYS):
-        flood_at = (f"10.{i // 8 // 256}.{i // 8 % 256}.1", 4000)  # 8 a network: its burst
+        flood_at = (f"{10 + i // 8 // 256}.{i // 8 % 256}.0.1", 4000)  # 8 a network: its burst
         with pytest.raises(Rejected):
             introduce((1000 + i).to_bytes(32, "big"), flood_at, (5000 + i).to_bytes(32, "big"), T0)
-    later = T0 + 0.2  # the node-wide budget refills 4 tokens; the others far less than 1
+    later = T0 + 0.2  # the node-wide budget refills 12.8 tokens; the others far less than 1
     with pytest.raises(Rejected, match="unknown_target"):  # past every rate check
         introduce(spent_requester, home, _keys(1, 217)[0], later)
     with pytest.raises(Rejected, match="unknown_target"):
@@ -741,28 +762,27 @@ def test_the_relays_rate_limiters_remember_relay_limiter_keys_requesters_and_tar
 
 
 def test_the_per_contact_budget_remembers_relay_limiter_keys_contacts() -> None:
-    """The budget of introductions per contact remembers RELAY_LIMITER_KEYS contacts:
-    notices about 4,096 others push out one whose burst was spent, which is then
-    answered again once the node-wide budget has a token."""
+    """The budget of our rounds per contact remembers RELAY_LIMITER_KEYS contacts: rounds
+    for 4,096 others push out one whose burst was spent, which is then asked for again
+    once the node-wide budget has a token."""
     me = Punching(_keys(1, 218)[0], T0)
     spent = _keys(1, 219)[0]
     others = [
         Identity.from_seed(i.to_bytes(32, "big")).key for i in range(punch.RELAY_LIMITER_KEYS)
     ]
     me.set_contacts([spent, *others])
-    relays = _keys(int(PEER_INTRODUCTIONS_BURST) + 3, 150)  # a relay each: no duplicates
-    answered = 0
-    for i in range(int(PEER_INTRODUCTIONS_BURST) + 1):
-        try:
-            answered += len(me.on_notice(relays[i], (f"198.18.{i}.1", 4000), spent, T0))
-        except Rejected as exc:
-            assert exc.reason == "punch_rate"
-    assert answered == PEER_INTRODUCTIONS_BURST
-    for i, key in enumerate(others):  # 4 notices a relay network: within its own budget
-        with contextlib.suppress(Rejected):
-            me.on_notice(relays[-2], (f"10.{i // 4 // 256}.{i // 4 % 256}.1", 4000), key, T0)
+    relays = [(key, (f"198.18.{i}.1", 4000)) for i, key in enumerate(_keys(12, 150))]
+
+    def round_for(key: bytes, relay: int, now: float) -> int:
+        me.want(address_of(key), now)
+        return len(me.ask_relays(address_of(key), relays[relay : relay + 1], now, spend=True))
+
+    asked = [round_for(spent, i, T0) for i in range(int(PEER_INTRODUCTIONS_BURST) + 1)]
+    assert asked == [1] * int(PEER_INTRODUCTIONS_BURST) + [0]
+    for key in others:
+        round_for(key, 10, T0)
     later = T0 + 1.0  # one node-wide token; a contact's burst refills 1/60 in that time
-    assert len(me.on_notice(relays[-1], ("198.18.99.1", 4000), spent, later)) == 1
+    assert round_for(spent, 11, later) == 1
 
 
 def test_fresh_keys_of_one_network_get_relay_network_burst_introductions() -> None:

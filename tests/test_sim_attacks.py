@@ -23,7 +23,7 @@ from comm_tui.sim.adversary import (
     fetch_amplification,
 )
 from comm_tui.sim.network import SimNetwork, SimNode
-from comm_tui.sim.scenario import Scenario, run
+from comm_tui.sim.scenario import Scenario, _Run, run
 
 Sent = list[tuple[bytes, Endpoint, Endpoint]]
 
@@ -206,3 +206,32 @@ def test_scenarios_run_every_new_adversary(kind: str) -> None:
     assert results.messages == 4
     assert 0.0 <= results.delivered_ratio <= 1.0
     assert "honest_store_bytes_max" in results.attack
+
+
+def test_the_honest_refusals_are_every_reason_the_stats_counted() -> None:
+    """The figures name every reason the honest nodes' stats counted, with its count:
+    the stats are the one list of reasons (a list kept in the scenario named reasons
+    no longer counted and missed new ones, such as ``net_quota``)."""
+    scenario = _Run(
+        Scenario(
+            nodes=30,
+            messages=4,
+            seed=2,
+            adversary="fill",
+            adversaries=0.1,
+            store_scale=1024,
+            fill_rate_per_s=50,
+            attack_lead_s=1,
+            attack_tail_s=1,
+        )
+    )
+    scenario.run()
+    counted: dict[str, float] = {}
+    for sim in scenario.honest:
+        for reason, count in internals.rejections(sim.node).items():
+            counted[f"honest_rejected_{reason}"] = (
+                counted.get(f"honest_rejected_{reason}", 0) + count
+            )
+    figures = scenario.attack_figures()
+    shown = {k: v for k, v in figures.items() if k.startswith("honest_rejected_")}
+    assert shown == counted and counted

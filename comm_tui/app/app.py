@@ -16,6 +16,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import gc
+import inspect
 import os
 import sys
 import time
@@ -30,6 +31,7 @@ from textual.containers import Horizontal
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widgets import Footer, Header, OptionList
+from textual.worker import WorkType
 
 from comm_tui.app.compositor import keep_wide_characters
 from comm_tui.app.crash import report_crash_without_locals
@@ -298,7 +300,9 @@ class CommApp(App[int]):
         then: Callable[[T], object],
         failed: Callable[[BaseException], object] | None = None,
     ) -> None:
-        """Run ``then(result)`` on the UI loop when the node thread has done a command.
+        """Run ``then(result)`` on the UI loop when the node thread has done a command
+        (awaited, if it is a coroutine function: one that changes the rows waits for
+        their lock).
 
         The one way the app waits for the node: a worker awaits the future, so no
         handler holds the loop (keys, frames) while the node works or its disk syncs.
@@ -311,9 +315,14 @@ class CommApp(App[int]):
             except Exception as err:
                 (failed or self._command_failed)(err)
                 return
-            then(result)
+            done = then(result)
+            if inspect.isawaitable(done):
+                await done
 
-        self.run_worker(wait(), group="node", exit_on_error=False)
+        # The coroutine function, not a coroutine: a worker cancelled before it starts
+        # (the app closing) then leaves no coroutine behind never awaited.
+        work: WorkType[None] = wait
+        self.run_worker(work, group="node", exit_on_error=False)
 
     def _command_failed(self, err: BaseException) -> None:
         self.notify(str(err), title="The node did not do it", severity="error")
@@ -374,7 +383,7 @@ class CommApp(App[int]):
         self._tick()
 
     @on(NodeEvent)
-    def _node_event(self, message: NodeEvent) -> None:
+    async def _node_event(self, message: NodeEvent) -> None:
         conversations = self.query(ConversationView)
         if not conversations:  # the app is closing; the database has the event
             return
@@ -383,7 +392,7 @@ class CommApp(App[int]):
         if isinstance(event, IncomingText):
             row = event.row
             if conversation.peer_address == row.peer_address:
-                conversation.add_row(row)
+                await conversation.add_row(row)
                 self._mark_read(row.peer_address)
             self.refresh_contacts()
             if conversation.peer_address != row.peer_address:
@@ -400,7 +409,7 @@ class CommApp(App[int]):
         elif isinstance(event, NoticeAdded):
             # docs/PROTOCOL.md, "Session reset": never silent.
             if conversation.peer_address == event.row.peer_address:
-                conversation.add_row(event.row)
+                await conversation.add_row(event.row)
             else:
                 entry = self.query_one(ContactList).entry(event.row.peer_address)
                 title = entry.title if entry is not None else "Session"
@@ -667,12 +676,12 @@ class CommApp(App[int]):
             self._give_back(event)
             return
 
-        def sent(row: HistoryRow) -> None:
+        async def sent(row: HistoryRow) -> None:
             if not self.screen_stack:  # the app closed meanwhile; the row is on disk
                 return
             conversation = self.query_one(ConversationView)
             if conversation.peer_address == row.peer_address:
-                conversation.add_row(row)
+                await conversation.add_row(row)
             self.refresh_contacts()
 
         def failed(err: BaseException) -> None:
@@ -749,7 +758,8 @@ class CommApp(App[int]):
     def _close_if_open(self, peer_address: bytes) -> None:
         conversation = self.query_one(ConversationView)
         if conversation.peer_address == peer_address:
-            self.run_worker(conversation.close(), group="ui")
+            close: WorkType[None] = conversation.close
+            self.run_worker(close, group="ui")
             self.action_focus_contacts()
 
     def action_rename_contact(self) -> None:

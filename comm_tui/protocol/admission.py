@@ -24,33 +24,66 @@ Two rules live here (docs/PROTOCOL.md, "Admission"):
 
 Both are bounded: the tables forget their least recently used entries, which can only
 make an honest peer prove its address once more (one round trip), never admit anyone.
-Validated pairs are bounded per network of origin too, and a full table forgets a pair
-of the network holding the most: pairs are as cheap as the source ports and keys of one
-host, and one host must not make us forget everyone else's proofs.
+Validated pairs are bounded per network of origin and per wide network too, and a full
+table forgets a pair of the network holding the most within the wide network holding the
+most: pairs are as cheap as the source ports and keys of one host, networks as cheap as
+the /48s of one /32, and neither must make us forget everyone else's proofs.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import ipaddress
 import os
 from collections import OrderedDict
 
-from comm_tui.protocol.routing import Endpoint, origin_network
+from comm_tui.protocol.routing import IP_PREFIX_CACHE_HOSTS, Endpoint, origin_network
 
 AMPLIFICATION_FACTOR = 3
 # Unvalidated endpoints whose byte credit we remember, and the most credit one can hold.
 CREDIT_ENDPOINTS = 8192
 MAX_CREDIT_BYTES = AMPLIFICATION_FACTOR * 64 * 1024
-# Validated (key, endpoint) pairs in all, and per network of origin (docs/PROTOCOL.md,
-# "5.1 Address validation"): a host owns 65,535 ports and any number of keys.
+# Validated (key, endpoint) pairs in all, per wide network and per network of origin
+# (docs/PROTOCOL.md, "5.1 Address validation"): a host owns 65,535 ports and any number
+# of keys, and whoever holds an IPv6 /32 holds 65,536 networks of origin.
 VALIDATED_PAIRS = 16384
+VALIDATED_PER_WIDE_NETWORK = 1024
 VALIDATED_PER_NETWORK = 64
+# A wide network (docs/PROTOCOL.md, "5.2 Peer-triggered state"): what one provider holds,
+# as a second level above the networks of origin. A /48 is what a home is given, but one
+# IPv6 /32 holds 65,536 of them; an IPv4 /16 holds 256 /24s.
+WIDE_IPV4_PREFIX_BITS = 16
+WIDE_IPV6_PREFIX_BITS = 32
 COOKIE_BYTES = 16
 ECHO_BYTES = 16
 CHALLENGE_BYTES = 16
 # Cookies and validation challenges are good for one to two rotations of their secret.
 COOKIE_ROTATE_S = 120.0
 CHALLENGE_ROTATE_S = 10.0
+
+
+@functools.lru_cache(maxsize=IP_PREFIX_CACHE_HOSTS)
+def wide_network(endpoint: Endpoint) -> str:
+    """The wide network ``endpoint`` is in (docs/PROTOCOL.md, "5.2"): an IPv4 /16, an
+    IPv6 /32 (an IPv4-mapped address as IPv4); on loopback, each host and port, as its
+    network of origin.
+
+    Bounds per network of origin alone are only as good as networks are scarce, and
+    IPv6 /48s are not: whoever holds a /32 holds 65,536 of them. Budgets and tables
+    that many networks could spend or fill are bounded per wide network too.
+    """
+    host, port = endpoint
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return f"host:{host}"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return f"{ip}:{port}"
+    bits = WIDE_IPV4_PREFIX_BITS if ip.version == 4 else WIDE_IPV6_PREFIX_BITS
+    return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
 
 
 def _endpoint_bytes(endpoint: Endpoint) -> bytes:
@@ -94,20 +127,52 @@ class RotatingMac:
         return hashlib.blake2b(data, key=secret, digest_size=self._size).digest()
 
 
+class _ByCount:
+    """Names filed by how many pairs each holds, so that the one holding the most (of
+    several, the one that reached that count first) is found without a scan."""
+
+    def __init__(self) -> None:
+        self._names: dict[int, OrderedDict[str, None]] = {}
+        self._largest = 0
+
+    def moved(self, name: str, before: int, after: int) -> None:
+        """``name`` went from ``before`` pairs to ``after``: file it anew."""
+        if before:
+            names = self._names[before]
+            del names[name]
+            if not names:
+                del self._names[before]
+        if after:
+            self._names.setdefault(after, OrderedDict())[name] = None
+            self._largest = max(self._largest, after)
+        while self._largest and self._largest not in self._names:
+            self._largest -= 1
+
+    def largest(self) -> str:
+        return next(iter(self._names[self._largest]))
+
+
+class _Wide:
+    """The pairs of one wide network: how many, and its networks of origin by count."""
+
+    def __init__(self) -> None:
+        self.pairs = 0
+        self.networks = _ByCount()
+
+
 class AddressValidator:
     """Validated (key, endpoint) pairs, stateless challenges to validate more, and the
     byte credit of endpoints not yet validated."""
 
     def __init__(self, now: float) -> None:
-        # Pair -> its network of origin; per network, its pairs least recent first; and
-        # per count of pairs, the networks holding that many (a full table forgets a
-        # pair of the network holding the most, found without a scan).
-        self._validated: dict[tuple[bytes, Endpoint], str] = {}
+        # Pair -> its network of origin and wide network; per network, its pairs least
+        # recent first; per wide network, its count and its networks by count; and the
+        # wide networks by count (a full table forgets a pair of the network holding the
+        # most of the wide network holding the most, found without a scan).
+        self._validated: dict[tuple[bytes, Endpoint], tuple[str, str]] = {}
         self._networks: dict[str, OrderedDict[tuple[bytes, Endpoint], None]] = {}
-        self._by_count: list[OrderedDict[str, None]] = [
-            OrderedDict() for _ in range(VALIDATED_PER_NETWORK + 2)
-        ]
-        self._largest = 0
+        self._wides: dict[str, _Wide] = {}
+        self._wides_by_count = _ByCount()
         self._credit: OrderedDict[Endpoint, int] = OrderedDict()
         self._challenges = RotatingMac(CHALLENGE_ROTATE_S, CHALLENGE_BYTES, now)
 
@@ -136,48 +201,54 @@ class AddressValidator:
         """``key`` answered a challenge we sent to ``endpoint``: it receives there.
 
         At most ``VALIDATED_PER_NETWORK`` pairs per network of origin (its least recent
-        forgotten), and past ``VALIDATED_PAIRS`` in all the least recent pair of the
-        network holding the most is forgotten (docs/PROTOCOL.md, "5.1 Address
-        validation"): a flood of pairs from one network, or from a few, only evicts its
-        own, and an honest peer's proof lasts while any network holds more than its own.
+        forgotten); past ``VALIDATED_PER_WIDE_NETWORK`` in a wide network, the least
+        recent pair of its network holding the most is forgotten; past
+        ``VALIDATED_PAIRS`` in all, that of the network holding the most within the wide
+        network holding the most (docs/PROTOCOL.md, "5.1 Address validation"). A flood
+        of pairs from one network, or from the many networks of one provider, only
+        evicts its own, and an honest peer's proof lasts while any wide network holds
+        more than its own.
         """
         pair = (key, endpoint)
-        network = self._validated.get(pair)
-        if network is not None:
-            self._networks[network].move_to_end(pair)
+        known = self._validated.get(pair)
+        if known is not None:
+            self._networks[known[0]].move_to_end(pair)
             return
-        network = origin_network(endpoint)
-        pairs = self._networks.get(network)
-        if pairs is None:
-            pairs = self._networks[network] = OrderedDict()
+        network, wide_name = origin_network(endpoint), wide_network(endpoint)
+        pairs = self._networks.setdefault(network, OrderedDict())
         pairs[pair] = None
-        self._validated[pair] = network
-        self._recount(network, len(pairs) - 1)
+        self._validated[pair] = (network, wide_name)
+        wide = self._wides.get(wide_name)
+        if wide is None:
+            wide = self._wides[wide_name] = _Wide()
+        self._counted(network, wide_name, +1)
         if len(pairs) > VALIDATED_PER_NETWORK:
             self._forget_one(network)
+        elif wide.pairs > VALIDATED_PER_WIDE_NETWORK:
+            self._forget_one(wide.networks.largest())
         if len(self._validated) > VALIDATED_PAIRS:
-            self._forget_one(next(iter(self._by_count[self._largest])))
+            largest = self._wides[self._wides_by_count.largest()]
+            self._forget_one(largest.networks.largest())
 
     def _forget_one(self, network: str) -> None:
         """Forget the least recently validated pair of ``network``."""
         pairs = self._networks[network]
         pair, _ = pairs.popitem(last=False)
-        del self._validated[pair]
-        self._recount(network, len(pairs) + 1)
-        if not pairs:
-            del self._networks[network]
+        _, wide_name = self._validated.pop(pair)
+        self._counted(network, wide_name, -1)
 
-    def _recount(self, network: str, before: int) -> None:
-        """``network`` went from ``before`` pairs to its present count: file it anew."""
+    def _counted(self, network: str, wide_name: str, change: int) -> None:
+        """``network`` (of ``wide_name``) gained or lost a pair, already in or out of
+        its own table: file both anew, and drop what holds nothing."""
         after = len(self._networks[network])
-        if before:
-            del self._by_count[before][network]
-        if after:
-            self._by_count[after][network] = None
-        if after > self._largest:
-            self._largest = after
-        while self._largest and not self._by_count[self._largest]:
-            self._largest -= 1
+        wide = self._wides[wide_name]
+        wide.networks.moved(network, after - change, after)
+        wide.pairs += change
+        self._wides_by_count.moved(wide_name, wide.pairs - change, wide.pairs)
+        if not after:
+            del self._networks[network]
+        if not wide.pairs:
+            del self._wides[wide_name]
 
     def spend(self, endpoint: Endpoint, size: int) -> bool:
         """Take ``size`` bytes of credit for a datagram to an unvalidated endpoint.

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from google.protobuf.message import DecodeError
 
 from comm_tui.protocol import wire_pb2 as pb
+from comm_tui.protocol.emoji_variation import EMOJI_VARIATION_BASES
 
 MAX_TEXT_BYTES = 64 * 1024
 # Chosen so that a boxed, sealed, padded letter fits one 1,200-byte datagram, cookie included
@@ -49,6 +50,15 @@ BLANK_CODE_POINTS = frozenset(
 # at most this many in a row, after a character that is neither a space nor a mark.
 COMBINING_MARKS_MAX = 4
 _MARK_CATEGORIES = frozenset({"Mn", "Me"})
+# Variation selectors (category Mn): VS1-VS16 and VS17-VS256. After a character that
+# has no variation sequence with them they select nothing and show nothing, an invisible
+# trailer that makes two names look the same (docs/PROTOCOL.md, "7.1.1"). A name may
+# hold only VS15 (text style) or VS16 (emoji style) right after an emoji base
+# (``EMOJI_VARIATION_BASES``), or VS16 between a keycap base and U+20E3 ("1️⃣").
+VARIATION_SELECTORS = frozenset(range(0xFE00, 0xFE10)) | frozenset(range(0xE0100, 0xE01F0))
+EMOJI_STYLE_SELECTORS = frozenset({0xFE0E, 0xFE0F})
+KEYCAP_BASES = frozenset("0123456789#*")
+COMBINING_ENCLOSING_KEYCAP = "\u20e3"
 
 
 class LetterError(ValueError):
@@ -69,8 +79,9 @@ def display_name(raw: str) -> str | None:
 
 def is_display_name(name: str) -> bool:
     """Whether ``name`` is a display name exactly as it must travel: already normalized
-    (so one name has one encoding), 1 to 64 bytes, no forbidden or blank character, and
-    marks only on a visible base, at most COMBINING_MARKS_MAX of them ("Zalgo").
+    (so one name has one encoding), 1 to 64 bytes, no forbidden or blank character,
+    marks only on a visible base, at most COMBINING_MARKS_MAX of them ("Zalgo"), and
+    variation selectors only where they select something (``_selects``).
 
     The one rule for letters, cards and the user's own name (docs/PROTOCOL.md, "7.1.1"):
     a name is shown as the peer's literal words, so it must look like something, and like
@@ -84,9 +95,11 @@ def is_display_name(name: str) -> bool:
     # With the rules above, the first character is visible: a name never looks blank.
     marks = 0
     previous = " "  # a mark may not open the name
-    for c in name:
+    for i, c in enumerate(name):
         category = unicodedata.category(c)
         if category in _FORBIDDEN_DISPLAY_CATEGORIES or ord(c) in BLANK_CODE_POINTS:
+            return False
+        if ord(c) in VARIATION_SELECTORS and not _selects(name, i):
             return False
         if category in _MARK_CATEGORIES:
             marks += 1
@@ -96,6 +109,22 @@ def is_display_name(name: str) -> bool:
         marks = 0
         previous = c
     return True
+
+
+def _selects(name: str, i: int) -> bool:
+    """Does the variation selector ``name[i]`` select something? Only VS15 or VS16 right
+    after an emoji base ("❤️"), or VS16 between a keycap base and U+20E3 ("1️⃣")
+    (docs/PROTOCOL.md, "7.1.1"). None opens a name: there it follows nothing."""
+    if ord(name[i]) not in EMOJI_STYLE_SELECTORS or i == 0:
+        return False
+    before = name[i - 1]
+    if ord(before) in EMOJI_VARIATION_BASES:
+        return True
+    return (
+        name[i] == "\ufe0f"
+        and before in KEYCAP_BASES
+        and name[i + 1 : i + 2] == COMBINING_ENCLOSING_KEYCAP
+    )
 
 
 def split_text(text: str) -> list[bytes]:

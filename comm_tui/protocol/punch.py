@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from comm_tui.crypto.identity import ADDRESS_BYTES, address_of, is_valid_public_key
 from comm_tui.protocol import wire_pb2 as pb
-from comm_tui.protocol.admission import CHALLENGE_BYTES
+from comm_tui.protocol.admission import CHALLENGE_BYTES, wide_network
 from comm_tui.protocol.codec import Rejected
 from comm_tui.protocol.ratelimit import RateLimiter, TokenBucket
 from comm_tui.protocol.reachability import canonical, probe_target_allowed
@@ -66,17 +66,25 @@ PUNCH_WANTS_MAX = 64
 # other side, so we wait a little longer).
 INTRODUCE_TIMEOUT_S = 6.0
 PENDING_INTRODUCTIONS_MAX = 64
-# Introductions we take part in for one contact (notices we answer, attempts we start):
-# a burst, then one a minute; and for the whole node.
+# Introductions we start for one contact (our rounds): a burst, then one a minute; and
+# for the whole node. Notices have budgets of their own (below): what others make us
+# ask must never spend what our own rounds need.
 PEER_INTRODUCTIONS_BURST = 6.0
 PEER_INTRODUCTIONS_PER_S = 1 / 60
 NODE_INTRODUCTIONS_BURST = 32.0
 NODE_INTRODUCTIONS_PER_S = 1.0
-# Notices we answer from relays of one network of origin, before the budgets above: a
-# hostile node of our table naming each of our contacts (their keys are no secret) must
-# not spend the node's budget, which our own rounds of introduction draw on too.
-NOTICES_PER_NETWORK_BURST = 4.0
+# Notices we answer, checked in this order: from relays of one network of origin, of one
+# wide network (docs/PROTOCOL.md, "5.2"), and node-wide. A hostile node of our table may
+# name each of our contacts (their keys are no secret), or one contact over and over: a
+# budget per contact would let it spend an honest relay's notices for that contact, so
+# there is none; and the node-wide budget is 32 networks' bursts and 60 networks' rates,
+# so that a few networks cannot leave an honest notice unanswered.
+NOTICES_PER_NETWORK_BURST = 2.0
 NOTICES_PER_NETWORK_PER_S = 1 / 15
+NOTICES_PER_WIDE_NETWORK_BURST = 4.0
+NOTICES_PER_WIDE_NETWORK_PER_S = 2 / 15
+NODE_NOTICES_BURST = 64.0
+NODE_NOTICES_PER_S = 4.0
 # Punched pairs kept (least recently used forgotten first), the silence after which we
 # ping to keep the NATs' mappings open (the side with the higher address waits longer,
 # so that only one side pings), the silence after which the pair is dead, and how long
@@ -87,17 +95,23 @@ PUNCH_KEEPALIVE_BACKUP_S = 5.0
 PUNCH_DEAD_S = 3 * PUNCH_KEEPALIVE_S + 2.0
 PUNCH_LINGER_S = 300.0
 # Relay side: requests held until the other side asks too, in all; how long; and the
-# rates per requester key, per target address and requester's network, per requester's
-# network, and node-wide. Keys are free and networks are not: without the bound per
-# network, fresh keys from one host spent the node's budget (and a target's) for everyone.
+# rates per requester key, per requester's network of origin, per requester's wide
+# network (docs/PROTOCOL.md, "5.2"), per target address and requester's network, and
+# node-wide. Keys are free and networks are not: without the bounds per network, fresh
+# keys from one host spent the node's budget (and a target's) for everyone. The node's
+# budget is 64 networks' bursts and rates (32 wide networks'): with 2/s and burst 8 per
+# network of a node budget of 20/s and 40, ten networks spent it and no honest contact
+# was introduced meanwhile.
 RELAY_WAITING_MAX = 256
 RELAY_WAIT_S = 5.0
 RELAY_RATE_PER_S = 0.5
 RELAY_BURST = 4.0
-RELAY_NETWORK_RATE_PER_S = 2.0
-RELAY_NETWORK_BURST = 8.0
-RELAY_NODE_RATE_PER_S = 20.0
-RELAY_NODE_BURST = 40.0
+RELAY_NETWORK_RATE_PER_S = 1.0
+RELAY_NETWORK_BURST = 4.0
+RELAY_WIDE_NETWORK_RATE_PER_S = 2.0
+RELAY_WIDE_NETWORK_BURST = 8.0
+RELAY_NODE_RATE_PER_S = 64.0
+RELAY_NODE_BURST = 256.0
 RELAY_LIMITER_KEYS = 4096
 
 
@@ -206,10 +220,19 @@ class Punching:
         self._notices_by_network = RateLimiter(
             NOTICES_PER_NETWORK_PER_S, NOTICES_PER_NETWORK_BURST, RELAY_LIMITER_KEYS
         )
+        self._notices_by_wide_network = RateLimiter(
+            NOTICES_PER_WIDE_NETWORK_PER_S, NOTICES_PER_WIDE_NETWORK_BURST, RELAY_LIMITER_KEYS
+        )
+        self._notices_budget = TokenBucket(
+            NODE_NOTICES_PER_S, NODE_NOTICES_BURST, NODE_NOTICES_BURST, now
+        )
         self._by_requester = RateLimiter(RELAY_RATE_PER_S, RELAY_BURST, RELAY_LIMITER_KEYS)
         self._by_target = RateLimiter(RELAY_RATE_PER_S, RELAY_BURST, RELAY_LIMITER_KEYS)
         self._by_network = RateLimiter(
             RELAY_NETWORK_RATE_PER_S, RELAY_NETWORK_BURST, RELAY_LIMITER_KEYS
+        )
+        self._by_wide_network = RateLimiter(
+            RELAY_WIDE_NETWORK_RATE_PER_S, RELAY_WIDE_NETWORK_BURST, RELAY_LIMITER_KEYS
         )
         self._relay_budget = TokenBucket(
             RELAY_NODE_RATE_PER_S, RELAY_NODE_BURST, RELAY_NODE_BURST, now
@@ -273,9 +296,9 @@ class Punching:
         """A relay of our table says ``key`` asks to meet us: ask it for them in turn.
 
         Only for a contact (``not_contact``: a stranger learns nothing of us, since only
-        our own Introduce makes the relay hand out our endpoint), within the budgets per
-        network of origin of the relay, per contact and node-wide (``punch_rate``). The
-        caller checked that the relay is in our table at the endpoint it spoke from.
+        our own Introduce makes the relay hand out our endpoint), within the notices'
+        budgets (``punch_rate``, see ``_answer_notice``). The caller checked that the
+        relay is in our table at the endpoint it spoke from.
         """
         if len(key) != 32:
             raise Rejected("malformed")
@@ -284,14 +307,23 @@ class Punching:
             raise Rejected("not_contact")
         if address in self.pairs or address in self.attempts or self._asking(relay_key, address):
             return []  # already meeting them: a duplicate notice (another relay, a retry)
-        if not (
-            self._notices_by_network.allow(origin_network(relay), now) and self._spend(address, now)
-        ):
+        if not self._answer_notice(relay, now):
             raise Rejected("punch_rate")
         return [self._ask(relay_key, relay, address, now)]
 
+    def _answer_notice(self, relay: Endpoint, now: float) -> bool:
+        """May we answer a notice from ``relay``? Per network of origin of the relay, per
+        its wide network, node-wide, in that order (one refusing spends none of the later
+        ones) (docs/PROTOCOL.md, "12.6"). Our own rounds draw on other budgets
+        (``_spend``): notices never starve them."""
+        return (
+            self._notices_by_network.allow(origin_network(relay), now)
+            and self._notices_by_wide_network.allow(wide_network(relay), now)
+            and self._notices_budget.take(now)
+        )
+
     def _spend(self, address: bytes, now: float) -> bool:
-        """One introduction for ``address``: within its budget and the node's."""
+        """One round of ours for ``address``: within its budget and the node's."""
         return self._peer_budget.allow(address, now) and self._node_budget.take(now)
 
     def on_answer(
@@ -408,8 +440,9 @@ class Punching:
         else ``unknown_target``), gets a notice naming the requester and nothing more.
         Rates (``introduce_rate``), in this order so that a refused request spends
         nothing shared: per requester key; per network of origin of the requester; per
-        target and requester's network (a flood aimed at one target from one network
-        cannot keep another network's requests for it out); node-wide.
+        its wide network (the /48s of one /32 are one budget); per target and
+        requester's network (a flood aimed at one target from one network cannot keep
+        another network's requests for it out); node-wide, 32 wide networks' worth.
         """
         target = introduce.target
         if (
@@ -427,6 +460,7 @@ class Punching:
         if not (
             self._by_requester.allow(requester_address, now)
             and self._by_network.allow(network, now)
+            and self._by_wide_network.allow(wide_network(requester), now)
             and self._by_target.allow((target, network), now)
             and self._relay_budget.take(now)
         ):

@@ -21,6 +21,7 @@ from textual.containers import Vertical
 from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Static
+from textual.worker import WorkType
 
 from comm_tui.app.format import ago, shown
 from comm_tui.protocol.custody import Custody
@@ -127,7 +128,8 @@ class CustodyScreen(ModalScreen[bool]):
             yield Static("Escape closes.", classes="dialog-hint")
 
     def on_mount(self) -> None:
-        self.run_worker(self._refresh(), exclusive=True)
+        refresh: WorkType[None] = self._refresh  # a function: see CommApp._after
+        self.run_worker(refresh, exclusive=True)
         self.set_interval(REFRESH_S, self._refresh)
 
     async def _refresh(self) -> None:

@@ -329,16 +329,23 @@ class ConversationView(Vertical):
         if not composer.disabled:
             composer.focus()
 
-    def add_row(self, row: HistoryRow) -> None:
-        """Append a new message of the open conversation."""
-        if row.peer_address != self.peer_address or row.id in self._rows or self._has_newer:
-            return  # (with newer messages still to load, it comes with them)
-        widget = MessageRow(row, self.marks)
-        last = next(reversed(self._rows.values()), None) if self._rows else None
-        self._rows[row.id] = widget
-        self.query_one(MessageLog).mount_all(
-            with_separators([widget], None if last is None else last.row)
-        )
+    async def add_row(self, row: HistoryRow) -> None:
+        """Append a new message of the open conversation.
+
+        Under the lock of the changes of rows: a text that arrived while a conversation
+        opened (its rows removed, the new page not yet mounted) was mounted above the
+        new page, or beside its own row in it, and left out of ``_rows`` (its later
+        states never drawn). Waiting, it sees the page that is shown.
+        """
+        async with self._changing:
+            if row.peer_address != self.peer_address or row.id in self._rows or self._has_newer:
+                return  # (with newer messages still to load, it comes with them)
+            widget = MessageRow(row, self.marks)
+            last = next(reversed(self._rows.values()), None) if self._rows else None
+            self._rows[row.id] = widget
+            self.query_one(MessageLog).mount_all(
+                with_separators([widget], None if last is None else last.row)
+            )
 
     def update_row(self, row: HistoryRow) -> None:
         widget = self._rows.get(row.id)
