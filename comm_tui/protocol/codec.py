@@ -88,7 +88,7 @@ def _encode_varint(n: int) -> bytes:
 _VARINTS = tuple(_encode_varint(n) for n in range(MAX_DATAGRAM_BYTES + 1))
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
     """``n`` (a length) as a protobuf varint."""
     return _VARINTS[n] if n <= MAX_DATAGRAM_BYTES else _encode_varint(n)
 
@@ -108,10 +108,10 @@ def receipt_frame(ids: list[bytes]) -> bytes:
     """
     if len(ids) == 1:  # one per item taken on the relay path: no list, no join
         (item,) = ids
-        head = _RECEIPT_ID_TAG + _varint(len(item))
-        return _RECEIPT_TAG + _varint(len(head) + len(item)) + head + item
-    body = b"".join([_RECEIPT_ID_TAG + _varint(len(i)) + i for i in ids])
-    return _RECEIPT_TAG + _varint(len(body)) + body
+        head = _RECEIPT_ID_TAG + varint(len(item))
+        return _RECEIPT_TAG + varint(len(head) + len(item)) + head + item
+    body = b"".join([_RECEIPT_ID_TAG + varint(len(i)) + i for i in ids])
+    return _RECEIPT_TAG + varint(len(body)) + body
 
 
 class Rejected(Exception):
@@ -313,9 +313,9 @@ class Codec:
         """
         nonce = int(now * 1000).to_bytes(8, "big") + self._nonce_tail()
         boxed = self.box(peer_key).send.encrypt(plaintext, nonce)
-        parts = [self._packet_head, _BOXED_TAG, _varint(len(boxed)), boxed]
+        parts = [self._packet_head, _BOXED_TAG, varint(len(boxed)), boxed]
         if cookie:
-            parts += (_COOKIE_TAG, _varint(len(cookie)), cookie)
+            parts += (_COOKIE_TAG, varint(len(cookie)), cookie)
         data = b"".join(parts)
         if len(data) > MAX_DATAGRAM_BYTES:
             raise ValueError(f"datagram of {len(data)} bytes exceeds {MAX_DATAGRAM_BYTES}")

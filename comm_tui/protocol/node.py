@@ -88,8 +88,8 @@ from comm_tui.protocol.codec import (
     MAX_CLOCK_SKEW_S,
     Codec,
     Rejected,
-    _varint,
     receipt_frame,
+    varint,
 )
 from comm_tui.protocol.custody import Custody, custody_of
 from comm_tui.protocol.directory import Directory, DirectoryHost
@@ -344,11 +344,11 @@ _NODE_INFO_TAG = bytes([2 << 3 | 2])  # Nodes.nodes
 def nodes_frame(query_id: bytes, infos: list[bytes]) -> bytes:
     """The serialized ``Frame{nodes: Nodes{query_id, nodes}}`` from serialized
     ``NodeInfo``s, as protobuf writes it (tests/test_first_contact.py compares)."""
-    parts = [_QUERY_ID_TAG, _varint(len(query_id)), query_id]
+    parts = [_QUERY_ID_TAG, varint(len(query_id)), query_id]
     for info in infos:
-        parts += (_NODE_INFO_TAG, _varint(len(info)), info)
+        parts += (_NODE_INFO_TAG, varint(len(info)), info)
     body = b"".join(parts)
-    return _NODES_TAG + _varint(len(body)) + body
+    return _NODES_TAG + varint(len(body)) + body
 
 
 def parse_node_info(info: pb.NodeInfo) -> Candidate | None:
