@@ -451,7 +451,9 @@ async def test_full_disk_stops_the_node_without_acknowledging(
     with pytest.raises(StorageError):
         recipient.running.send_text(sender.identity.public, "cannot go out either")
     # The node has stopped, so what it transmitted is final: the acks it made, none of them.
-    assert acks_made and transmitted and not acks_made & transmitted
+    # (Its socket's queue is read in batches, so it may have failed on the batch holding
+    # every part, before transmitting anything at all.)
+    assert acks_made and not acks_made & transmitted
     assert sender.state_of(row.text_id) != "delivered"
 
     await net.stop(recipient)  # space is freed: the database opens without the limit
