@@ -9,6 +9,7 @@ import pytest
 
 from comm_tui.crypto.identity import Identity
 from comm_tui.crypto.prekeys import PrekeyStore
+from comm_tui.crypto.records import bundle_of
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import Rejected
 from comm_tui.protocol.directory import BUNDLE_REPUBLISH_MIN_S, Directory, DirectoryHost
@@ -58,11 +59,13 @@ class Recorder:
         return asked[1]
 
 
-def directory_with(identity: Identity, recorder: Recorder) -> tuple[Directory, PrekeyStore]:
+def directory_with(
+    identity: Identity, recorder: Recorder, store: RelayStore | None = None
+) -> tuple[Directory, PrekeyStore]:
     prekeys = PrekeyStore(identity.key, T0)
     host = DirectoryHost(
         identity=identity,
-        store=RelayStore(identity.address),
+        store=store if store is not None else RelayStore(identity.address),
         sessions=SessionBook(identity, prekeys),
         stats=NodeStats(),
         store_limit=RateLimiter(100.0, 300.0),
@@ -131,3 +134,24 @@ def test_a_record_answer_counts_only_from_the_node_asked() -> None:
     assert recorder.events == []  # the fetch still waits for the node asked
     directory.on_record(asked, answer, endpoint, T0 + 2)
     assert recorder.events == [BundleFetched(owner, False)]
+
+
+def test_a_record_held_for_its_owner_gives_its_bundle_at_once_until_it_expires() -> None:
+    """A fetch learns the bundle of a record we store for its owner without asking the
+    network (verified when it was stored), but not once the record has expired."""
+    owner = Identity.from_seed(b"\x02" * 32)
+    published = Recorder()
+    owner_directory, _ = directory_with(owner, published)
+    assert owner_directory.keep_published(T0)
+    (record,) = published.relayed
+    assert isinstance(record.wire, pb.PrekeyBundle)
+    me = Identity.from_seed(b"\x01" * 32)
+    expired_at = record.wire.expires_ms / 1000 + 0.0005  # the very millisecond it expires
+    for now, learned in ((T0 + 1, True), (expired_at, False)):
+        store = RelayStore(me.address)
+        store.add(record, enforce_quota=False)
+        directory, _ = directory_with(me, Recorder(), store)
+        assert directory.fetch(owner.address, now)  # the network is asked all the same
+        assert (owner.address in directory.known_bundles) is learned
+        if learned:
+            assert directory.known_bundles[owner.address] == bundle_of(record.wire)
