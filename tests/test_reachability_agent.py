@@ -12,7 +12,7 @@ from comm_tui.crypto.identity import Identity
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import Rejected
 from comm_tui.protocol.reachability import ECHO_MAX_DELAY_S
-from comm_tui.protocol.reachability_agent import ReachabilityAgent, ReachabilityHost
+from comm_tui.protocol.reachability_agent import ReachabilityAgent, ReachabilityHost, seen_endpoint
 from comm_tui.protocol.routing import Endpoint, RoutingTable
 from comm_tui.protocol.stats import NodeStats
 from tests.wire import T0
@@ -90,3 +90,39 @@ def test_relaying_off_makes_a_client_that_refuses_attach_and_leaves_tables() -> 
     client = Identity.from_seed(b"\x02" * 32).public
     with pytest.raises(Rejected, match="not_relay"):
         agent.on_attach(client, pb.Attach(challenge=b"c" * 16), CLIENT_AT, T0)
+
+
+def test_a_dial_back_with_any_field_out_of_shape_is_malformed_and_sends_nothing() -> None:
+    """docs/PROTOCOL.md, "12.2": a DialBack's nonce is CHALLENGE_BYTES, its key 32 bytes,
+    its target an endpoint; each out of shape alone is ``malformed``, and no probe goes."""
+    asker = Identity.from_seed(b"\x02" * 32).public
+    helped = Identity.from_seed(b"\x04" * 32).public
+    target = seen_endpoint(("198.18.0.50", 5000))
+    assert target is not None
+    good = pb.DialBack(nonce=b"n" * 16, key=helped.key, target=target)
+    recorder = Recorder()
+    agent = agent_with(recorder)
+    agent.on_dial_back(asker, good, CLIENT_AT, T0)  # the well-formed one is served
+    ((key, endpoint, frame),) = recorder.frames
+    assert (key, endpoint, frame.probe.nonce) == (helped.key, ("198.18.0.50", 5000), b"n" * 16)
+    for bad in (
+        pb.DialBack(nonce=b"n" * 15, key=helped.key, target=target),
+        pb.DialBack(nonce=b"n" * 16, key=helped.key[:31], target=target),
+        pb.DialBack(nonce=b"n" * 16, key=helped.key),  # no target
+    ):
+        recorder = Recorder()
+        agent = agent_with(recorder)
+        with pytest.raises(Rejected) as refused:
+            agent.on_dial_back(asker, bad, CLIENT_AT, T0)
+        assert refused.value.reason == "malformed"
+        assert recorder.frames == []
+
+
+def test_an_attach_whose_challenge_is_out_of_shape_is_malformed() -> None:
+    recorder = Recorder()
+    agent = agent_with(recorder)
+    client = Identity.from_seed(b"\x02" * 32).public
+    with pytest.raises(Rejected) as refused:
+        agent.on_attach(client, pb.Attach(challenge=b"c" * 15, interval_s=20), CLIENT_AT, T0)
+    assert refused.value.reason == "malformed"
+    assert recorder.frames == [] and agent.attached_client(client.address, T0) is None
