@@ -9,7 +9,7 @@ import pytest
 
 from comm_tui.crypto.identity import Identity
 from comm_tui.crypto.prekeys import PrekeyStore
-from comm_tui.crypto.records import bundle_of
+from comm_tui.crypto.records import RECORD_REFRESH_S, bundle_of
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import Rejected
 from comm_tui.protocol.directory import BUNDLE_REPUBLISH_MIN_S, Directory, DirectoryHost
@@ -33,12 +33,23 @@ class Recorder:
     lookups: list[Lookup] = field(default_factory=list)
     queries: dict[bytes, tuple[bytes, bytes]] = field(default_factory=dict)  # id: key, owner
     query_room: int = 1024
+    probes: list[bool] = field(default_factory=list)  # each frame's probe flag
+    receipts: list[tuple[bytes, Endpoint, list[bytes]]] = field(default_factory=list)
+    holders: list[tuple[Entry, bytes]] = field(default_factory=list)
+    stats: NodeStats = field(default_factory=NodeStats)
 
     def send_frame(
         self, key: bytes, endpoint: Endpoint, frame: pb.Frame, now: float, *, probe: bool = False
     ) -> bool:
         self.frames.append((key, endpoint, frame))
+        self.probes.append(probe)
         return True
+
+    def send_receipt(self, key: bytes, endpoint: Endpoint, ids: list[bytes], now: float) -> None:
+        self.receipts.append((key, endpoint, ids))
+
+    def add_holder(self, entry: Entry, holder: bytes, now: float) -> None:
+        self.holders.append((entry, holder))
 
     def new_lookup(self, target: bytes) -> Lookup:
         seed = Candidate(b"\x05" * 32, b"\x06" * 20, ("198.18.0.5", 4000))
@@ -60,20 +71,23 @@ class Recorder:
 
 
 def directory_with(
-    identity: Identity, recorder: Recorder, store: RelayStore | None = None
+    identity: Identity,
+    recorder: Recorder,
+    store: RelayStore | None = None,
+    sessions: SessionBook | None = None,
 ) -> tuple[Directory, PrekeyStore]:
     prekeys = PrekeyStore(identity.key, T0)
     host = DirectoryHost(
         identity=identity,
         store=store if store is not None else RelayStore(identity.address),
-        sessions=SessionBook(identity, prekeys),
-        stats=NodeStats(),
+        sessions=sessions if sessions is not None else SessionBook(identity, prekeys),
+        stats=recorder.stats,
         store_limit=RateLimiter(100.0, 300.0),
         emit=recorder.events.append,
         send_frame=recorder.send_frame,
         send_item=lambda entry, key, endpoint, now: None,
-        send_receipt=lambda key, endpoint, ids, now: None,
-        add_holder=lambda entry, holder, now: None,
+        send_receipt=recorder.send_receipt,
+        add_holder=recorder.add_holder,
         relay=lambda entry, now: recorder.relayed.append(entry),
         origin=lambda key, addr: "198.18.0.0/24",
         relaying=lambda: True,
@@ -155,3 +169,85 @@ def test_a_record_held_for_its_owner_gives_its_bundle_at_once_until_it_expires()
         assert (owner.address in directory.known_bundles) is learned
         if learned:
             assert directory.known_bundles[owner.address] == bundle_of(record.wire)
+
+
+def _published_record(owner: Identity, now: float) -> Entry:
+    """The record ``owner``'s directory issues when it first publishes, at ``now``."""
+    published = Recorder()
+    owner_directory, _ = directory_with(owner, published)
+    assert owner_directory.keep_published(now)
+    (record,) = published.relayed
+    return record
+
+
+def test_a_fetch_asks_each_node_met_for_the_record_as_a_probe_of_ours() -> None:
+    """A GetRecord is a request we start: our query table bounds it, not the 3x limit on
+    answers to unvalidated endpoints, which would hold it back (docs/PROTOCOL.md,
+    "Admission"; ``faces.SendFrame``)."""
+    recorder = Recorder()
+    directory, _ = directory_with(Identity.from_seed(b"\x01" * 32), recorder)
+    owner = Identity.from_seed(b"\x02" * 32).address
+    directory.fetch(owner, T0)
+    (lookup,) = recorder.lookups
+    for seed in (b"\x07", b"\x08"):
+        met = Identity.from_seed(seed * 32).public
+        lookup.responded[met.address] = Candidate(met.key, met.address, ("198.18.0.7", 4000))
+    directory.lookup_finished(lookup, T0 + 1)
+    assert [frame.WhichOneof("body") for _, _, frame in recorder.frames] == ["get_record"] * 2
+    assert recorder.probes == [True, True]
+
+
+def test_a_pushed_record_is_receipted_to_its_sender_and_again_as_a_duplicate() -> None:
+    """A record pushed for storage is stored once and receipted to the endpoint it came
+    from; the same record pushed again is counted as a duplicate each time, its sender
+    becomes a holder and is receipted too (docs/PROTOCOL.md, "8a.3")."""
+    owner = Identity.from_seed(b"\x02" * 32)
+    record = _published_record(owner, T0)
+    assert isinstance(record.wire, pb.PrekeyBundle)
+    recorder = Recorder()
+    directory, _ = directory_with(Identity.from_seed(b"\x01" * 32), recorder)
+    pusher = Identity.from_seed(b"\x03" * 32).public
+    addr = ("198.18.0.3", 4003)
+    directory.on_record(pusher, pb.Record(bundle=record.wire), addr, T0 + 1)
+    assert recorder.stats.stored == 1 and recorder.stats.duplicates == 0
+    (stored,) = recorder.relayed
+    assert recorder.receipts == [(pusher.key, addr, [stored.key])]
+    for time in (T0 + 2, T0 + 3):
+        directory.on_record(pusher, pb.Record(bundle=record.wire), addr, time)
+    assert recorder.stats.stored == 1 and recorder.stats.duplicates == 2
+    assert recorder.receipts == [(pusher.key, addr, [stored.key])] * 3
+    assert [holder for _, holder in recorder.holders] == [pusher.address] * 2
+
+
+def test_a_restored_own_record_is_issued_again_when_its_refresh_falls_due() -> None:
+    """After a restart the record we had published is refreshed RECORD_REFRESH_S after it
+    was issued, with the same bundle, not before (docs/PROTOCOL.md, "8a.4")."""
+    owner = Identity.from_seed(b"\x02" * 32)
+    record = _published_record(owner, T0)
+    assert isinstance(record.wire, pb.PrekeyBundle)
+    store = RelayStore(owner.address)
+    store.add(record, enforce_quota=False)
+    recorder = Recorder()
+    directory, _ = directory_with(owner, recorder, store)
+    directory.restore_own_record(record)
+    directory.housekeeping(T0 + RECORD_REFRESH_S - 1)
+    assert recorder.relayed == []
+    directory.housekeeping(T0 + RECORD_REFRESH_S)
+    (again,) = recorder.relayed
+    assert isinstance(again.wire, pb.PrekeyBundle)
+    assert again.wire.issued_ms > record.wire.issued_ms
+    assert bundle_of(again.wire) == bundle_of(record.wire)
+
+
+def test_bundles_are_wanted_only_of_other_contacts_we_have_no_session_with() -> None:
+    """Neither our own key nor a contact we already have a session with is fetched; every
+    other key given is, whatever comes before it (docs/PROTOCOL.md, "8a.5")."""
+    me = Identity.from_seed(b"\x01" * 32)
+    sessions = SessionBook(me, PrekeyStore(me.key, T0))
+    with_session = Identity.from_seed(b"\x04" * 32).public
+    sessions.start_session(with_session, None, T0)
+    wanted = [Identity.from_seed(seed * 32).public for seed in (b"\x05", b"\x06")]
+    directory, _ = directory_with(me, Recorder(), sessions=sessions)
+    keys = [me.key, wanted[0].key, with_session.key, wanted[1].key]
+    directory.want(keys, T0)
+    assert list(directory.wanted) == [contact.address for contact in wanted]
