@@ -33,6 +33,7 @@ class Recorder:
     lookups: list[Lookup] = field(default_factory=list)
     queries: dict[bytes, tuple[bytes, bytes]] = field(default_factory=dict)  # id: key, owner
     query_room: int = 1024
+    joined: bool = True  # whether the node has a routing table to look up from
     probes: list[bool] = field(default_factory=list)  # each frame's probe flag
     receipts: list[tuple[bytes, Endpoint, list[bytes]]] = field(default_factory=list)
     holders: list[tuple[Entry, bytes]] = field(default_factory=list)
@@ -91,7 +92,7 @@ def directory_with(
         relay=lambda entry, now: recorder.relayed.append(entry),
         origin=lambda key, addr: "198.18.0.0/24",
         relaying=lambda: True,
-        joined=lambda: True,
+        joined=lambda: recorder.joined,
         new_lookup=recorder.new_lookup,
         advance_lookup=lambda lookup, now: recorder.lookups.append(lookup),
         open_query=recorder.open_query,
@@ -240,14 +241,21 @@ def test_a_restored_own_record_is_issued_again_when_its_refresh_falls_due() -> N
 
 
 def test_bundles_are_wanted_only_of_other_contacts_we_have_no_session_with() -> None:
-    """Neither our own key nor a contact we already have a session with is fetched; every
-    other key given is, whatever comes before it (docs/PROTOCOL.md, "8a.5")."""
+    """Neither our own key nor a contact we already have a session with is wanted, even
+    while we cannot fetch yet (the list is bounded: such keys would push out contacts we
+    need); every other key given is, whatever comes before it, and is fetched once we
+    have joined (docs/PROTOCOL.md, "8a.5")."""
     me = Identity.from_seed(b"\x01" * 32)
     sessions = SessionBook(me, PrekeyStore(me.key, T0))
     with_session = Identity.from_seed(b"\x04" * 32).public
     sessions.start_session(with_session, None, T0)
     wanted = [Identity.from_seed(seed * 32).public for seed in (b"\x05", b"\x06")]
-    directory, _ = directory_with(me, Recorder(), sessions=sessions)
+    recorder = Recorder(joined=False)
+    directory, _ = directory_with(me, recorder, sessions=sessions)
     keys = [me.key, wanted[0].key, with_session.key, wanted[1].key]
     directory.want(keys, T0)
     assert list(directory.wanted) == [contact.address for contact in wanted]
+    assert recorder.lookups == []  # no table yet
+    recorder.joined = True
+    directory.fetch_wanted(T0 + 1)
+    assert [lookup.target for lookup in recorder.lookups] == list(directory.wanted)
