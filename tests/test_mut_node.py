@@ -1,0 +1,116 @@
+"""Rules of ``node.py`` that a seeded mutation sample found unpinned (bench/MUTATION.md,
+"Fourth round (D)"): each test here is killed by a one-line mutation of its rule, and
+drives nodes through their public face in the sans-IO harness (tests/wire.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from comm_tui.crypto.identity import Identity
+from comm_tui.crypto.prekeys import FALLBACK_PREKEY_ID, PublicBundle
+from comm_tui.crypto.records import RECORD_LIFETIME_S, sign_record
+from comm_tui.protocol import wire_pb2 as pb
+from comm_tui.protocol.letters import CHUNK_BYTES
+from comm_tui.protocol.relay_store import Entry, Kind
+from tests.test_node import fast_config, forge_frame, frames_sent, message_of, stored_messages
+from tests.wire import T0, Wire
+
+
+@pytest.fixture
+def wire() -> Wire:
+    return Wire()
+
+
+def test_status_counters_count_every_text_stored_and_received_not_only_the_first(
+    wire: Wire,
+) -> None:
+    """``stored`` and ``texts_received`` (the status panel's figures) grow by one for
+    each message a relay stores and each text a recipient completes."""
+    a, r, b = wire.add(1, fast_config()), wire.add(2, fast_config()), wire.add(3, fast_config())
+    wire.connect(a, r)
+    wire.connect(b, r)
+    wire.offline.add(wire.endpoint(b))
+    for text in ("one", "two", "three"):
+        a.send_text(b.identity.public, text, T0)
+    wire.pump(T0)
+    assert r.stats.stored == 3
+    wire.offline.clear()
+    wire.run(T0 + 1, T0 + 10)
+    assert sorted(t.text for t in wire.texts(b)) == ["one", "three", "two"]
+    assert b.stats.texts_received == 3
+
+
+def test_every_copy_of_an_acknowledged_message_is_answered_with_the_ack_and_counted(
+    wire: Wire,
+) -> None:
+    """docs/PROTOCOL.md, "7.3 Acks": a relay holding the ack answers each late copy of the
+    message with it, and ``acks_answered`` counts each answer."""
+    a, r, b = wire.add(1, fast_config()), wire.add(2, fast_config()), wire.add(3, fast_config())
+    wire.connect(a, r)
+    wire.connect(b, r)
+    wire.offline.add(wire.endpoint(b))
+    c = wire.add(4)
+    wire.connect(c, r)
+    a.send_text(b.identity.public, "once", T0)
+    wire.pump(T0)
+    (entry,) = stored_messages(r)
+    wire.offline.clear()
+    wire.run(T0 + 1, T0 + 5)
+    assert len(wire.texts(b)) == 1 and stored_messages(r) == []
+    for i, now in enumerate((T0 + 6, T0 + 7)):
+        c.datagrams_to_send()
+        r.receive_datagram(
+            forge_frame(c, r, pb.Frame(message=message_of(entry)), now), wire.endpoint(c), now
+        )
+        acks = [f.ack for f in frames_sent(wire, r, c, now) if f.WhichOneof("body") == "ack"]
+        assert [ack.message_id for ack in acks] == [entry.item_id]
+        assert r.stats.acks_answered == i + 1
+
+
+def test_a_part_of_an_unfinished_text_is_receipted_to_the_endpoint_it_came_from(
+    wire: Wire,
+) -> None:
+    """Not acknowledged until the whole text is here, but the sender learns this part
+    arrived (so it counts no failure against us): the receipt goes back where the part
+    came from."""
+    a, b = wire.add(1), wire.add(3)
+    wire.connect(a, b)
+    wire.offline.add(wire.endpoint(b))
+    a.send_text(b.identity.public, "x" * (CHUNK_BYTES + 1), T0)  # two parts
+    first, second = stored_messages(a)
+    a.datagrams_to_send()
+    wire.offline.clear()
+    b.datagrams_to_send()
+    b.receive_datagram(
+        forge_frame(a, b, pb.Frame(message=message_of(first)), T0), wire.endpoint(a), T0
+    )
+    receipts = [f.receipt for f in frames_sent(wire, b, a, T0) if f.WhichOneof("body") == "receipt"]
+    assert [list(r.ids) for r in receipts] == [[first.key]]
+    assert wire.texts(b) == []
+    assert second.key not in {i for r in receipts for i in r.ids}
+
+
+def test_a_fetched_bundle_with_an_unusable_key_is_forgotten_and_the_text_goes_by_fallback(
+    wire: Wire,
+) -> None:
+    """A record its owner signed over a signed prekey that is no usable X25519 key (the
+    all-zero point): X3DH on it fails, so the sender forgets the bundle and seals with
+    the fallback on the owner's identity key (docs/PROTOCOL.md, "Letters and sealing")."""
+    sender, holder = wire.add(1), wire.add(2)
+    wire.connect(sender, holder)
+    owner = Identity.from_seed(b"\x66" * 32)
+    unusable = PublicBundle(owner.key, 1, bytes(32), ())
+    issued_ms = int(T0 * 1000)
+    record = sign_record(owner, unusable, issued_ms, issued_ms + int(RECORD_LIFETIME_S * 1000))
+    held = Entry(Kind.RECORD, owner.address, owner.address, record.expires_ms, record, stored_at=T0)
+    holder._store.add(held, enforce_quota=False)
+    assert sender.fetch_bundle(owner.address, T0)
+    wire.pump(T0)
+    assert sender._directory.bundle_to_start_with(owner.address, T0) == unusable
+    sender.send_text(owner.public, "by fallback", T0 + 1)
+    assert owner.address not in sender._directory.known_bundles
+    session = sender._sessions.active(owner.key)
+    assert session is not None and session.pending_init == (FALLBACK_PREKEY_ID, 0)
+    assert session.active_at == T0 + 1
+    (message,) = stored_messages(sender)
+    assert message.target == owner.address
