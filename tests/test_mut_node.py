@@ -114,3 +114,85 @@ def test_a_fetched_bundle_with_an_unusable_key_is_forgotten_and_the_text_goes_by
     assert session.active_at == T0 + 1
     (message,) = stored_messages(sender)
     assert message.target == owner.address
+
+
+def test_a_find_node_answer_is_counted_as_nodes_sent(wire: Wire) -> None:
+    """Each datagram sent is counted under its frame's kind (the status panel's figures,
+    and what the cookie memory keys on): a FindNode's answer under ``nodes``."""
+    a, b = wire.add(1), wire.add(2)
+    wire.connect(a, b)
+    before = b.stats.sent_by_kind["nodes"]
+    find = pb.FindNode(query_id=bytes(16), target=Identity.from_seed(b"\x44" * 32).address)
+    b.receive_datagram(forge_frame(a, b, pb.Frame(find_node=find), T0), wire.endpoint(a), T0)
+    answers = [f for f in frames_sent(wire, b, a, T0) if f.WhichOneof("body") == "nodes"]
+    assert len(answers) == 1
+    assert b.stats.sent_by_kind["nodes"] == before + 1
+    kinds = {field.name for field in pb.Frame.DESCRIPTOR.oneofs_by_name["body"].fields}
+    assert set(b.stats.sent_by_kind) <= kinds
+
+
+def test_a_lookup_of_another_node_asks_nobody_for_what_waits_for_us(wire: Wire) -> None:
+    """Only our own lookup (joining) ends by asking the nodes it met for what waits for us
+    (Fetch) and offering them our record; a lookup of anyone else ends quietly."""
+    a, b, c, d = (wire.add(seed) for seed in (1, 2, 3, 4))
+    for other in (b, c, d):
+        wire.connect(a, other)
+    assert a.joined
+    fetches = a.stats.sent_by_kind["fetch"]
+    queries = a.stats.sent_by_kind["find_node"]
+    a.lookup(Identity.from_seed(b"\x44" * 32).address, T0 + 1)
+    wire.pump(T0 + 1)
+    assert a.stats.sent_by_kind["find_node"] > queries  # the lookup asked
+    assert a.stats.sent_by_kind["fetch"] == fetches
+
+
+def test_an_ack_every_holder_has_is_settled_and_not_sent_again(wire: Wire) -> None:
+    """docs/PROTOCOL.md, "7.3 Acks": an ack goes back until each node owed it holds it;
+    once the sender's receipt says it does, the relay stops sending it."""
+    a, r, b = wire.add(1, fast_config()), wire.add(2, fast_config()), wire.add(3, fast_config())
+    wire.connect(a, r)
+    wire.connect(b, r)
+    text_id = a.send_text(b.identity.public, "settle", T0)
+    wire.run(T0, T0 + 5)
+    assert wire.states(a, text_id)[-1] == "delivered"
+    (ack,) = [e for e in r._store if e.kind is Kind.ACK]
+    assert ack.settled is True
+    sent = r.stats.sent_by_kind["ack"]
+    wire.run(T0 + 5, T0 + 120)
+    assert r.stats.sent_by_kind["ack"] == sent
+
+
+def test_receipts_owed_in_one_pump_split_before_their_ids_pass_1000_bytes(wire: Wire) -> None:
+    """docs/PROTOCOL.md, "Receipts go one per peer per pump": the ids of one Receipt, each
+    counted with its 2 bytes of tag and length, never pass RECEIPT_IDS_BYTES. 42 records
+    (21-byte keys, 966 bytes) and one message (a 33-byte key: 1,001) make two Receipts."""
+    a, r, b = wire.add(1, fast_config()), wire.add(2, fast_config()), wire.add(3, fast_config())
+    wire.connect(a, r)
+    wire.connect(b, r)
+    wire.offline.add(wire.endpoint(b))
+    a.send_text(b.identity.public, "held", T0)
+    wire.pump(T0)
+    (message,) = stored_messages(r)
+    records = []
+    for i in range(42):
+        owner = Identity.from_seed(bytes([0x80 + i]) * 32)
+        prekey = bytes(Identity.from_seed(bytes([i]) * 32).public.box_key)
+        bundle = PublicBundle(owner.key, 1, prekey, ())
+        issued_ms = int(T0 * 1000)
+        record = sign_record(owner, bundle, issued_ms, issued_ms + int(RECORD_LIFETIME_S * 1000))
+        records.append(record)
+        expires_ms = record.expires_ms
+        entry = Entry(Kind.RECORD, owner.address, owner.address, expires_ms, record, stored_at=T0)
+        r._store.add(entry, enforce_quota=False)
+    a.datagrams_to_send()
+    now = T0 + 1
+    for record in records:  # each a duplicate: receipted, never stored again
+        frame = pb.Frame(record=pb.Record(bundle=record))
+        r.receive_datagram(forge_frame(a, r, frame, now), wire.endpoint(a), now)
+    frame = pb.Frame(message=message_of(message))
+    r.receive_datagram(forge_frame(a, r, frame, now), wire.endpoint(a), now)
+    receipts = [
+        f.receipt for f in frames_sent(wire, r, a, now) if f.WhichOneof("body") == "receipt"
+    ]
+    assert [len(receipt.ids) for receipt in receipts] == [42, 1]
+    assert list(receipts[1].ids) == [message.key]
