@@ -4,6 +4,8 @@ drives nodes through their public face in the sans-IO harness (tests/wire.py).""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from comm_tui.crypto.identity import Identity
@@ -11,7 +13,9 @@ from comm_tui.crypto.prekeys import FALLBACK_PREKEY_ID, PublicBundle
 from comm_tui.crypto.records import RECORD_LIFETIME_S, sign_record
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.letters import CHUNK_BYTES
+from comm_tui.protocol.node import Node, NodeConfig
 from comm_tui.protocol.relay_store import Entry, Kind
+from comm_tui.protocol.routing import Endpoint
 from tests.test_node import fast_config, forge_frame, frames_sent, message_of, stored_messages
 from tests.wire import T0, Wire
 
@@ -196,3 +200,50 @@ def test_receipts_owed_in_one_pump_split_before_their_ids_pass_1000_bytes(wire: 
     ]
     assert [len(receipt.ids) for receipt in receipts] == [42, 1]
     assert list(receipts[1].ids) == [message.key]
+
+
+def test_a_table_peer_speaking_from_a_new_endpoint_is_moved_there_once_proven(
+    wire: Wire,
+) -> None:
+    """A known node whose NAT mapping changed is challenged at its new endpoint; once it
+    answered there, its table entry moves to it (docs/PROTOCOL.md, "5.1")."""
+    b, p = wire.add(1), wire.add(2)
+    wire.connect(p, b)
+    old = wire.endpoint(p)
+    new: Endpoint = ("10.2.0.9", 4100)  # the same host's NAT, a new mapping
+    wire.nodes[new] = wire.nodes.pop(old)
+    wire.events[new] = wire.events.pop(old)
+    now = T0 + 1
+    ping = pb.Frame(ping=pb.Ping(challenge=bytes(range(16))))
+    b.receive_datagram(forge_frame(p, b, ping, now), new, now)
+    wire.pump(now)
+    known = b._table.get(p.address)
+    assert known is not None and known.endpoint == new
+    assert b.stats.rejected_total == 0
+
+
+def test_past_the_new_key_budget_each_network_has_its_own_allowance_for_cookies(
+    wire: Wire,
+) -> None:
+    """docs/PROTOCOL.md, "5.3": under a flood of first contacts, a newcomer that echoes its
+    cookie is admitted within its network's allowance: one network spending its own
+    leaves another's whole."""
+    config = NodeConfig(new_key_rate_per_s=0.0, new_key_burst=0.0)
+    config.new_key_net_rate_per_s, config.new_key_net_burst = 0.0, 2.0
+    relay = wire.add(1, config)
+    crowd = [("10.50.0.1", 4000), ("10.50.0.2", 4000), ("10.50.0.3", 4000)]
+    elsewhere: Endpoint = ("10.60.0.1", 4000)
+    newcomers = []
+    for seed, endpoint in enumerate([*crowd, elsewhere], start=20):
+        node = Node(Identity.from_seed(bytes([seed]) * 32), T0, rng=random.Random(seed))
+        wire.nodes[endpoint] = node
+        wire.events[endpoint] = []
+        wire.persisted[endpoint] = {}
+        newcomers.append(node)
+    for node in newcomers:
+        node.bootstrap(wire.endpoint(relay), T0)
+        wire.pump(T0)
+    assert relay.stats.rejected["cookie_required"] == 4  # each paid with its cookie
+    assert relay.stats.rejected["new_key_rate"] == 1  # the third of 10.50.0.0/24
+    admitted = [relay.address in node._table for node in newcomers]
+    assert admitted == [True, True, False, True]
