@@ -12,6 +12,8 @@ from comm_tui.crypto.identity import Identity
 from comm_tui.crypto.prekeys import FALLBACK_PREKEY_ID, PublicBundle
 from comm_tui.crypto.records import RECORD_LIFETIME_S, sign_record
 from comm_tui.protocol import wire_pb2 as pb
+from comm_tui.protocol.admission import echo_of
+from comm_tui.protocol.codec import Codec
 from comm_tui.protocol.letters import CHUNK_BYTES
 from comm_tui.protocol.node import Node, NodeConfig
 from comm_tui.protocol.relay_store import Entry, Kind
@@ -247,3 +249,20 @@ def test_past_the_new_key_budget_each_network_has_its_own_allowance_for_cookies(
     assert relay.stats.rejected["new_key_rate"] == 1  # the third of 10.50.0.0/24
     admitted = [relay.address in node._table for node in newcomers]
     assert admitted == [True, True, False, True]
+
+
+def test_a_cookie_reply_echoing_a_request_to_a_table_peer_makes_us_send_nothing(
+    wire: Wire,
+) -> None:
+    """Only what we send to keys outside our table is remembered for a cookie reply: a
+    table peer's datagrams never wait for the new-key budget, so it never sends one, and
+    remembering what we send it would let it flush the memory by asking (``_sent``)."""
+    n, b = wire.add(1), wire.add(2)
+    wire.connect(n, b)
+    n.lookup(Identity.from_seed(b"\x44" * 32).address, T0 + 1)
+    (request,) = [data for data, endpoint in n.datagrams_to_send() if endpoint == wire.endpoint(b)]
+    unsolicited = n.stats.rejected["unsolicited"]
+    reply = Codec.encode_cookie_reply(b"c" * 16, echo_of(request))
+    n.receive_datagram(reply, wire.endpoint(b), T0 + 1)
+    assert n.datagrams_to_send() == []
+    assert n.stats.rejected["unsolicited"] == unsolicited + 1
