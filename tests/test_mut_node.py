@@ -266,3 +266,34 @@ def test_a_cookie_reply_echoing_a_request_to_a_table_peer_makes_us_send_nothing(
     n.receive_datagram(reply, wire.endpoint(b), T0 + 1)
     assert n.datagrams_to_send() == []
     assert n.stats.rejected["unsolicited"] == unsolicited + 1
+
+
+def test_a_pong_to_a_hello_is_no_larger_than_the_hello_even_with_a_cookie_attached(
+    wire: Wire,
+) -> None:
+    """docs/PROTOCOL.md, "3.3", "12.1": a hello is answered by a boxed Pong no larger than
+    it, with the endpoint we saw only if that fits. The Pong carries the cookie we hold
+    for that endpoint (it once told us it was busy), so the cookie is measured too:
+    without it the observed endpoint would fit, with it the Pong would pass the hello."""
+    a, b = wire.add(1), wire.add(2)
+    b.bootstrap(wire.endpoint(a), T0)
+    ((hello_of_b, _),) = b.datagrams_to_send()
+    busy = Codec.encode_cookie_reply(b"c" * 16, echo_of(hello_of_b))
+    b.receive_datagram(busy, wire.endpoint(a), T0)  # a was busy: b keeps its cookie
+    ((resent, _),) = b.datagrams_to_send()
+    assert pb.Packet.FromString(resent).cookie == b"c" * 16
+    a.bootstrap(wire.endpoint(b), T0)
+    ((hello, _),) = a.datagrams_to_send()
+    b.receive_datagram(hello, wire.endpoint(a), T0)
+    codec = Codec(a.identity)
+    pongs = [
+        (data, frame.pong)
+        for data, endpoint in b.datagrams_to_send()
+        if endpoint == wire.endpoint(a)
+        and (frame := codec.decode(data, T0).frame) is not None
+        and frame.WhichOneof("body") == "pong"
+    ]
+    ((data, pong),) = pongs
+    assert pb.Packet.FromString(data).cookie == b"c" * 16
+    assert len(data) <= len(hello)
+    assert not pong.HasField("observed")  # it did not fit beside the cookie
