@@ -297,3 +297,30 @@ def test_a_pong_to_a_hello_is_no_larger_than_the_hello_even_with_a_cookie_attach
     assert pb.Packet.FromString(data).cookie == b"c" * 16
     assert len(data) <= len(hello)
     assert not pong.HasField("observed")  # it did not fit beside the cookie
+
+
+def test_an_ack_is_filed_under_its_recipient_and_evicted_like_any_item(wire: Wire) -> None:
+    """docs/PROTOCOL.md, "7.3 Acks", "8.1 Local caps": the ack that replaces a message is
+    filed under the message's recipient (its target), so the store's caps count it
+    there and a full store can evict it from its network, farthest target first."""
+    config = fast_config()
+    config.store_max_items = 3
+    a, r, b = wire.add(1, fast_config()), wire.add(2, config), wire.add(3, fast_config())
+    c = wire.add(4, fast_config())
+    for node in (a, b, c):
+        wire.connect(node, r)
+    a.send_text(b.identity.public, "acknowledged", T0)
+    wire.run(T0, T0 + 3)
+    (ack,) = [e for e in r._store if e.kind is Kind.ACK]
+    assert ack.target == b.address
+    assert [e.kind for e in r._store.for_target(b.address)] == [Kind.ACK]
+    wire.offline.add(wire.endpoint(b))
+    for text in ("held", "held too"):
+        a.send_text(b.identity.public, text, T0 + 4)
+    wire.pump(T0 + 4)
+    assert len(r._store) == 3  # the ack and two messages, all from a's network
+    c.send_text(b.identity.public, "from another network", T0 + 5)
+    wire.pump(T0 + 5)
+    assert r.stats.rejected_total == 0
+    assert len(r._store) == 3 and r._store.evicted == 1
+    assert any(e.origin == c.address for e in r._store)
