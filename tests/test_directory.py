@@ -34,9 +34,11 @@ class Recorder:
     queries: dict[bytes, tuple[bytes, bytes]] = field(default_factory=dict)  # id: key, owner
     query_room: int = 1024
     joined: bool = True  # whether the node has a routing table to look up from
+    relaying: bool = True  # whether the node stores items for others
+    opened: list[tuple[bytes, Endpoint]] = field(default_factory=list)  # GetRecords asked
     probes: list[bool] = field(default_factory=list)  # each frame's probe flag
-    receipts: list[tuple[bytes, Endpoint, list[bytes]]] = field(default_factory=list)
-    holders: list[tuple[Entry, bytes]] = field(default_factory=list)
+    receipts: list[tuple[bytes, Endpoint, list[bytes], float]] = field(default_factory=list)
+    holders: list[tuple[Entry, bytes, float]] = field(default_factory=list)
     stats: NodeStats = field(default_factory=NodeStats)
 
     def send_frame(
@@ -47,10 +49,10 @@ class Recorder:
         return True
 
     def send_receipt(self, key: bytes, endpoint: Endpoint, ids: list[bytes], now: float) -> None:
-        self.receipts.append((key, endpoint, ids))
+        self.receipts.append((key, endpoint, ids, now))
 
     def add_holder(self, entry: Entry, holder: bytes, now: float) -> None:
-        self.holders.append((entry, holder))
+        self.holders.append((entry, holder, now))
 
     def new_lookup(self, target: bytes) -> Lookup:
         seed = Candidate(b"\x05" * 32, b"\x06" * 20, ("198.18.0.5", 4000))
@@ -59,6 +61,7 @@ class Recorder:
     def open_query(self, key: bytes, endpoint: Endpoint, owner: bytes, now: float) -> bytes | None:
         if len(self.queries) >= self.query_room:
             return None
+        self.opened.append((key, endpoint))
         query_id = len(self.queries).to_bytes(16, "big")
         self.queries[query_id] = (key, owner)
         return query_id
@@ -91,7 +94,7 @@ def directory_with(
         add_holder=recorder.add_holder,
         relay=lambda entry, now: recorder.relayed.append(entry),
         origin=lambda key, addr: "198.18.0.0/24",
-        relaying=lambda: True,
+        relaying=lambda: recorder.relaying,
         joined=lambda: recorder.joined,
         new_lookup=recorder.new_lookup,
         advance_lookup=lambda lookup, now: recorder.lookups.append(lookup),
@@ -190,12 +193,20 @@ def test_a_fetch_asks_each_node_met_for_the_record_as_a_probe_of_ours() -> None:
     owner = Identity.from_seed(b"\x02" * 32).address
     directory.fetch(owner, T0)
     (lookup,) = recorder.lookups
-    for seed in (b"\x07", b"\x08"):
-        met = Identity.from_seed(seed * 32).public
-        lookup.responded[met.address] = Candidate(met.key, met.address, ("198.18.0.7", 4000))
+    met = []
+    for seed in (7, 8):
+        node = Identity.from_seed(bytes([seed]) * 32).public
+        met.append(Candidate(node.key, node.address, (f"198.18.0.{seed}", 4000)))
+        lookup.responded[node.address] = met[-1]
     directory.lookup_finished(lookup, T0 + 1)
     assert [frame.WhichOneof("body") for _, _, frame in recorder.frames] == ["get_record"] * 2
     assert recorder.probes == [True, True]
+    # Each query is opened for the node and endpoint it goes to: only that pair's answer
+    # is taken (``close_query``).
+    assert sorted(recorder.opened) == sorted((node.key, node.endpoint) for node in met)
+    assert sorted((key, endpoint) for key, endpoint, _ in recorder.frames) == sorted(
+        recorder.opened
+    )
 
 
 def test_a_pushed_record_is_receipted_to_its_sender_and_again_as_a_duplicate() -> None:
@@ -212,12 +223,15 @@ def test_a_pushed_record_is_receipted_to_its_sender_and_again_as_a_duplicate() -
     directory.on_record(pusher, pb.Record(bundle=record.wire), addr, T0 + 1)
     assert recorder.stats.stored == 1 and recorder.stats.duplicates == 0
     (stored,) = recorder.relayed
-    assert recorder.receipts == [(pusher.key, addr, [stored.key])]
+    assert recorder.receipts == [(pusher.key, addr, [stored.key], T0 + 1)]
     for time in (T0 + 2, T0 + 3):
         directory.on_record(pusher, pb.Record(bundle=record.wire), addr, time)
     assert recorder.stats.stored == 1 and recorder.stats.duplicates == 2
-    assert recorder.receipts == [(pusher.key, addr, [stored.key])] * 3
-    assert [holder for _, holder in recorder.holders] == [pusher.address] * 2
+    assert recorder.receipts[1:] == [(pusher.key, addr, [stored.key], t) for t in (T0 + 2, T0 + 3)]
+    assert [(holder, t) for _, holder, t in recorder.holders] == [
+        (pusher.address, T0 + 2),
+        (pusher.address, T0 + 3),
+    ]
 
 
 def test_a_restored_own_record_is_issued_again_when_its_refresh_falls_due() -> None:
@@ -259,3 +273,63 @@ def test_bundles_are_wanted_only_of_other_contacts_we_have_no_session_with() -> 
     recorder.joined = True
     directory.fetch_wanted(T0 + 1)
     assert [lookup.target for lookup in recorder.lookups] == list(directory.wanted)
+
+
+def test_our_own_record_pushed_back_is_refused_with_a_receipt_for_ours() -> None:
+    """Records never go to their owner, so ours coming back is a confused or hostile
+    peer's: refused as ``own_record``, and receipted (we hold ours) at the time it came
+    (docs/PROTOCOL.md, "8a.3")."""
+    me = Identity.from_seed(b"\x02" * 32)
+    record = _published_record(me, T0)
+    assert isinstance(record.wire, pb.PrekeyBundle)
+    store = RelayStore(me.address)
+    store.add(record, enforce_quota=False)
+    recorder = Recorder()
+    directory, _ = directory_with(me, recorder, store)
+    pusher = Identity.from_seed(b"\x03" * 32).public
+    with pytest.raises(Rejected) as refused:
+        directory.on_record(pusher, pb.Record(bundle=record.wire), ("198.18.0.3", 1), T0 + 5)
+    assert refused.value.reason == "own_record"
+    assert recorder.receipts == [(pusher.key, ("198.18.0.3", 1), [record.key], T0 + 5)]
+
+
+def test_a_record_pushed_to_a_node_that_relays_nothing_is_refused_as_not_relay() -> None:
+    """docs/PROTOCOL.md, "12.3": with relaying off nothing is stored for others, and the
+    refusal is counted under ``not_relay``."""
+    record = _published_record(Identity.from_seed(b"\x02" * 32), T0)
+    assert isinstance(record.wire, pb.PrekeyBundle)
+    recorder = Recorder(relaying=False)
+    directory, _ = directory_with(Identity.from_seed(b"\x01" * 32), recorder)
+    pusher = Identity.from_seed(b"\x03" * 32).public
+    with pytest.raises(Rejected) as refused:
+        directory.on_record(pusher, pb.Record(bundle=record.wire), ("198.18.0.3", 1), T0 + 1)
+    assert refused.value.reason == "not_relay"
+    assert recorder.relayed == [] and recorder.receipts == []
+
+
+def test_a_get_record_out_of_shape_is_malformed_and_answered_with_nothing() -> None:
+    recorder = Recorder()
+    directory, _ = directory_with(Identity.from_seed(b"\x01" * 32), recorder)
+    asker = Identity.from_seed(b"\x03" * 32).public
+    owner = Identity.from_seed(b"\x02" * 32).address
+    for query_id, address in ((bytes(15), owner), (bytes(16), owner[:-1])):
+        get = pb.GetRecord(query_id=query_id, address=address)
+        with pytest.raises(Rejected) as refused:
+            directory.on_get_record(asker, get, ("198.18.0.3", 1), T0)
+        assert refused.value.reason == "malformed"
+    assert recorder.frames == []
+
+
+def test_a_forgotten_bundle_is_no_longer_started_from() -> None:
+    """``forget``: a bundle with an unusable key is dropped, so the next text to its
+    owner starts from no bundle (the fallback)."""
+    owner = Identity.from_seed(b"\x02" * 32)
+    record = _published_record(owner, T0)
+    me = Identity.from_seed(b"\x01" * 32)
+    store = RelayStore(me.address)
+    store.add(record, enforce_quota=False)
+    directory, _ = directory_with(me, Recorder(), store)
+    assert directory.fetch(owner.address, T0 + 1)
+    assert directory.bundle_to_start_with(owner.address, T0 + 1) is not None
+    directory.forget(owner.address)
+    assert directory.bundle_to_start_with(owner.address, T0 + 1) is None
