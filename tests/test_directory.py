@@ -9,7 +9,7 @@ import pytest
 
 from comm_tui.crypto.identity import Identity
 from comm_tui.crypto.prekeys import PrekeyStore
-from comm_tui.crypto.records import RECORD_REFRESH_S, bundle_of
+from comm_tui.crypto.records import RECORD_LIFETIME_S, RECORD_REFRESH_S, bundle_of, record_problem
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import Rejected
 from comm_tui.protocol.directory import BUNDLE_REPUBLISH_MIN_S, Directory, DirectoryHost
@@ -333,3 +333,38 @@ def test_a_forgotten_bundle_is_no_longer_started_from() -> None:
     assert directory.bundle_to_start_with(owner.address, T0 + 1) is not None
     directory.forget(owner.address)
     assert directory.bundle_to_start_with(owner.address, T0 + 1) is None
+
+
+def test_our_record_lives_record_lifetime_and_passes_the_checks_relays_make() -> None:
+    """docs/PROTOCOL.md, "8a.2": a record living longer than RECORD_LIFETIME_S is out of
+    shape, and relays would refuse ours."""
+    record = _published_record(Identity.from_seed(b"\x02" * 32), T0)
+    assert isinstance(record.wire, pb.PrekeyBundle)
+    assert record.wire.expires_ms - record.wire.issued_ms == int(RECORD_LIFETIME_S * 1000)
+    assert record_problem(record.wire) is None
+
+
+def test_our_record_is_kept_even_when_the_store_takes_nothing_for_others() -> None:
+    """Our own record is stored without quota, like our outbox: a store full (here: no
+    room at all) of items for others never refuses it."""
+    me = Identity.from_seed(b"\x02" * 32)
+    recorder = Recorder()
+    directory, _ = directory_with(me, recorder, RelayStore(me.address, max_items=0))
+    assert directory.keep_published(T0)
+    (record,) = recorder.relayed
+    assert record.kind is Kind.RECORD and record.target == me.address
+
+
+def test_our_record_is_issued_again_when_its_refresh_falls_due() -> None:
+    """docs/PROTOCOL.md, "8a.4": the bundle we set is signed again RECORD_REFRESH_S
+    later, so our record never expires while we run."""
+    recorder = Recorder()
+    directory, _ = directory_with(Identity.from_seed(b"\x02" * 32), recorder)
+    assert directory.keep_published(T0)
+    directory.housekeeping(T0 + RECORD_REFRESH_S - 1)
+    assert len(recorder.relayed) == 1
+    directory.housekeeping(T0 + RECORD_REFRESH_S)
+    first, again = recorder.relayed
+    assert isinstance(first.wire, pb.PrekeyBundle) and isinstance(again.wire, pb.PrekeyBundle)
+    assert bundle_of(again.wire) == bundle_of(first.wire)
+    assert again.wire.issued_ms > first.wire.issued_ms
