@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from comm_tui.crypto.ack import sign_ack
 from comm_tui.crypto.identity import Identity
 from comm_tui.crypto.prekeys import FALLBACK_PREKEY_ID, PublicBundle
 from comm_tui.crypto.records import RECORD_LIFETIME_S, sign_record
@@ -324,3 +325,24 @@ def test_an_ack_is_filed_under_its_recipient_and_evicted_like_any_item(wire: Wir
     assert r.stats.rejected_total == 0
     assert len(r._store) == 3 and r._store.evicted == 1
     assert any(e.origin == c.address for e in r._store)
+
+
+def test_once_its_text_is_acknowledged_a_contact_is_asked_for_no_more(wire: Wire) -> None:
+    """docs/PROTOCOL.md, "12.6": a hole is punched to a contact out of reach only while a
+    text of ours waits for its ack; once acknowledged (through relays), its next round of
+    Introduce is not sent."""
+    a, r = wire.add(1, fast_config()), wire.add(2, fast_config())
+    wire.connect(a, r)
+    bob = Identity.from_seed(b"\x77" * 32)  # a contact no table of ours holds
+    a.set_contacts([bob.key], T0)
+    text_id = a.send_text(bob.public, "through relays", T0)
+    wire.pump(T0)
+    asked = a.stats.sent_by_kind["introduce"]
+    assert asked >= 1  # the first round went out with the text
+    (entry,) = stored_messages(a)
+    ack = sign_ack(bob, entry.item_id, entry.expires_ms)
+    a.receive_datagram(forge_frame(r, a, pb.Frame(ack=ack), T0 + 1), wire.endpoint(r), T0 + 1)
+    wire.pump(T0 + 1)
+    assert wire.states(a, text_id)[-1] == "delivered"
+    wire.run(T0 + 2, T0 + 60)  # past every round PUNCH_RETRY_S would bring
+    assert a.stats.sent_by_kind["introduce"] == asked
