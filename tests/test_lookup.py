@@ -35,7 +35,7 @@ def brute_frontier(lookup: Lookup, path: _Path) -> list[Candidate]:
 
 def check(lookup: Lookup) -> None:
     for path in lookup._paths:
-        assert list(lookup._frontier(path)) == brute_frontier(lookup, path)
+        assert lookup._frontier(path) == brute_frontier(lookup, path)
         assert sorted(path.order) == path.order
         assert {address for _, address in path.order} == set(path.shortlist)
 
@@ -81,10 +81,10 @@ def test_the_frontier_skips_failed_nodes_and_holds_k() -> None:
     seeds = [candidate(rng) for _ in range(12)]
     lookup = Lookup(rng.randbytes(20), seeds, k=4, alpha=3, paths=1)
     path = lookup._paths[0]
-    nearest = list(lookup._frontier(path))
+    nearest = lookup._frontier(path)
     assert len(nearest) == 4
     lookup._failed.add(nearest[0].address)
-    after = list(lookup._frontier(path))
+    after = lookup._frontier(path)
     assert nearest[0] not in after and after[:3] == nearest[1:] and len(after) == 4
     # A candidate named twice is kept once.
     (index, asked), *_ = lookup.next_queries()

@@ -20,7 +20,6 @@ endpoint, named by honest nodes further out, is met too (docs/PROTOCOL.md, "Look
 from __future__ import annotations
 
 from bisect import insort
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from comm_tui.protocol.routing import Endpoint
@@ -113,23 +112,17 @@ class Lookup:
                 out.append((index, candidate))
         return out
 
-    def _frontier(self, path: _Path) -> Iterator[Candidate]:
+    def _frontier(self, path: _Path) -> list[Candidate]:
         """The path's nearest candidates that did not fail, nearest first: the k nearest,
-        or all of them for a lookup ``until_found``.
-
-        A generator: a lookup reads it after every answer (``next_queries``, ``done``),
-        usually only its head, and a list built each time was a tenth of a lookup's
-        bookkeeping (bench/RESULTS.md, "Issue 11, fourth session").
-        """
+        or all of them for a lookup ``until_found``."""
         limit = len(path.order) if self.until_found else self.k
-        failed, shortlist = self._failed, path.shortlist
-        count = 0
+        frontier: list[Candidate] = []
         for _, address in path.order:
-            if count == limit:
-                return
-            if address not in failed:
-                count += 1
-                yield shortlist[address]
+            if address not in self._failed:
+                frontier.append(path.shortlist[address])
+                if len(frontier) == limit:
+                    break
+        return frontier
 
     def on_response(self, path_index: int, source: Candidate, nodes: list[Candidate]) -> None:
         path = self._paths[path_index]
