@@ -3,6 +3,7 @@
 - A peer key is converted to X25519 once, whether it was first checked (a Nodes entry,
   a packet from a new key) or first used for a key agreement: the check and the box
   share one cached conversion (``curve_public_key``).
+- A Nodes answer's entries are parsed once per node, the out-of-shape ones too.
 - A lookup writes its FindNode frames as bytes (``find_node_frame``), the bytes protobuf
   writes, padded exactly when it was padded before.
 - ``bench/vs_kademlia.py`` measures both networks only once they are idle-settled.
@@ -26,10 +27,11 @@ from comm_tui.crypto.identity import (
     curve_public_key,
     is_valid_public_key,
 )
+from comm_tui.protocol import node as node_module
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import Codec
 from comm_tui.protocol.lookup import FIND_NODE_FIRST_CONTACT_BYTES, FIND_NODE_PADDING
-from comm_tui.protocol.node import find_node_frame
+from comm_tui.protocol.node import Node, find_node_frame
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
 NOW = 1_800_000_000.0
@@ -133,3 +135,33 @@ def test_vs_kademlia_measures_only_once_the_network_is_quiet(
     monkeypatch.setattr(bench, "SETTLE_BOUND_S", 0.6)
     quiet, waited = asyncio.run(settle_while_busy(1.5, 1))
     assert not quiet and waited < 1.2  # bounded, and says so
+
+
+def test_a_nodes_answer_entry_is_parsed_once_whether_well_formed_or_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``Node._parse_nodes`` memoizes every entry by its fields, the out-of-shape ones
+    (memoized as None) too, and leaves out ourselves and what is out of shape."""
+    node = Node(Identity.from_seed(b"\x07" * 32), NOW)
+    parsed: list[bytes] = []
+    original = node_module.parse_node_info
+
+    def counting(info: pb.NodeInfo) -> Any:
+        parsed.append(info.key)
+        return original(info)
+
+    monkeypatch.setattr(node_module, "parse_node_info", counting)
+    good, bad = _key(b"good"), (2).to_bytes(32, "little")  # ``bad`` is no curve point
+    loopback = bytes([127, 0, 0, 1])
+    answer = pb.Nodes(
+        query_id=b"q" * 16,
+        nodes=[
+            pb.NodeInfo(key=good, ip=loopback, port=4000),
+            pb.NodeInfo(key=bad, ip=loopback, port=4001),
+            pb.NodeInfo(key=node.identity.key, ip=loopback, port=4002),
+        ],
+    )
+    for _ in range(3):
+        found = node._parse_nodes(answer)
+        assert [(c.key, c.endpoint) for c in found] == [(good, ("127.0.0.1", 4000))]
+    assert sorted(parsed) == sorted([good, bad, node.identity.key])

@@ -1276,17 +1276,16 @@ class Node:
     def _parse_nodes(self, nodes: pb.Nodes) -> list[Candidate]:
         """The well-formed entries of a Nodes answer but ourselves (``parse_node_info``),
         memoized by their fields: the same nodes come back in answer after answer."""
-        memo = self._candidates
+        memo, own_key = self._candidates, self.identity.key
         found: list[Candidate] = []
         for info in nodes.nodes:
             fields = (info.key, info.ip, info.port)
-            if fields in memo:
-                candidate = memo[fields]
-            else:
+            candidate = memo.get(fields)
+            if candidate is None and fields not in memo:  # None is kept too: out of shape
                 if len(memo) >= NODE_INFO_MEMO:
                     memo.clear()
                 candidate = memo[fields] = parse_node_info(info)
-            if candidate is not None and candidate.key != self.identity.key:
+            if candidate is not None and candidate.key != own_key:
                 found.append(candidate)
         return found
 
