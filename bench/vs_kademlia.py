@@ -75,7 +75,7 @@ SETTLE_S = 2.0
 # (our nodes are silent once their records are placed; the kademlia ones after joining).
 QUIET_DATAGRAMS_PER_NODE_S = 0.1
 QUIET_WINDOW_S = 2.0
-SETTLE_BOUND_S = 120.0
+SETTLE_BOUND_S = 30.0
 LOOKUP_BOUND_S = 15.0
 # An idle span just before the lookups, whose CPU is the network's background cost
 # (record republishing, keep-alives, refreshes): subtracted from the lookup phase's.
