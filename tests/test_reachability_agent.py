@@ -11,8 +11,18 @@ import pytest
 from comm_tui.crypto.identity import Identity
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import Rejected
-from comm_tui.protocol.reachability import ECHO_MAX_DELAY_S
-from comm_tui.protocol.reachability_agent import ReachabilityAgent, ReachabilityHost, seen_endpoint
+from comm_tui.protocol.reachability import (
+    ECHO_MAX_DELAY_S,
+    PROBE_RETRY_S,
+    PROBE_TIMEOUT_S,
+    Reachability,
+)
+from comm_tui.protocol.reachability_agent import (
+    ReachabilityAgent,
+    ReachabilityHost,
+    parse_seen,
+    seen_endpoint,
+)
 from comm_tui.protocol.routing import Endpoint, RoutingTable
 from comm_tui.protocol.stats import NodeStats
 from tests.wire import T0
@@ -126,3 +136,137 @@ def test_an_attach_whose_challenge_is_out_of_shape_is_malformed() -> None:
         agent.on_attach(client, pb.Attach(challenge=b"c" * 15, interval_s=20), CLIENT_AT, T0)
     assert refused.value.reason == "malformed"
     assert recorder.frames == [] and agent.attached_client(client.address, T0) is None
+
+
+# ---------------------------------------------------------------- 12.2 probes of a port mapping
+
+LOCAL_AT: Endpoint = ("10.0.0.2", 4000)  # where our socket is bound, behind the NAT
+NAT_AT: Endpoint = ("198.19.0.1", 4000)  # where our NAT shows our datagrams
+MAPPED_AT: Endpoint = ("198.19.0.1", 5000)  # the port our router mapped to us
+
+
+def helper(seed: int) -> tuple[Identity, Endpoint]:
+    """A node of a network of its own (198.18.<seed>.0/24)."""
+    return Identity.from_seed(bytes([seed]) * 32), (f"198.18.{seed}.1", 4000)
+
+
+def probing_agent(
+    recorder: Recorder, seen_by: list[tuple[Identity, Endpoint, Endpoint]]
+) -> ReachabilityAgent:
+    """An agent behind a NAT whose table holds the helpers of ``seen_by`` (identity,
+    endpoint, where it sees us), each having told us where it sees us, and that has been
+    told of the mapping ``MAPPED_AT``; its next tick starts a probe round."""
+    table = RoutingTable(Identity.from_seed(b"\x01" * 32).address)
+    for identity, endpoint, _ in seen_by:
+        table.observe(identity.key, identity.address, endpoint, T0)
+    agent = agent_with(recorder, table)
+    agent.set_local_endpoints([LOCAL_AT], T0)
+    for _, endpoint, seen in seen_by:
+        agent.note_observed(
+            pb.Pong(challenge=b"c" * 16, observed=seen_endpoint(seen)), endpoint, T0
+        )
+    agent.note_port_mapping(MAPPED_AT, T0)
+    return agent
+
+
+def requests_of(recorder: Recorder) -> dict[tuple[bytes, int], bytes]:
+    """(helper key, port) -> nonce of every ProbeRequest the agent sent."""
+    return {
+        (key, frame.probe_request.port): frame.probe_request.nonce
+        for key, _, frame in recorder.frames
+        if frame.HasField("probe_request")
+    }
+
+
+def probe(
+    agent: ReachabilityAgent, sender: Identity, addr: Endpoint, nonce: bytes, now: float
+) -> None:
+    agent.on_probe(sender.public, pb.Probe(nonce=nonce), addr, now)
+
+
+@pytest.mark.parametrize("helpers", [1, 2])
+def test_every_helper_probing_the_mapped_port_itself_confirms_it(helpers: int) -> None:
+    """docs/PROTOCOL.md, "12.2", "Port mappings": each helper of the round sees us at our
+    NAT's port 4000 and is asked for the mapped port 5000 too; its own probe of 5000
+    counts (it cannot come in through the mapping our datagrams to it opened, on 4000).
+    With every helper's, the mapping is confirmed: public at it, not a client. With one
+    network in our neighbourhood (one peer), its helper's alone is enough."""
+    nodes = [helper(seed) for seed in (10, 20)[:helpers]]
+    recorder = Recorder()
+    agent = probing_agent(recorder, [(i, e, NAT_AT) for i, e in nodes])
+    assert agent.client and agent.reach.kind == "unknown"
+    agent.tick(T0 + 1)
+    asked = requests_of(recorder)
+    assert sorted(asked) == sorted((i.key, port) for i, _ in nodes for port in (0, MAPPED_AT[1]))
+    for identity, endpoint in nodes:
+        probe(agent, identity, endpoint, asked[(identity.key, 0)], T0 + 2)  # declines
+    assert agent.client
+    for identity, endpoint in nodes[:-1]:
+        probe(agent, identity, endpoint, asked[(identity.key, MAPPED_AT[1])], T0 + 2)
+        assert agent.client  # not before every helper probed it
+    last, last_at = nodes[-1]
+    probe(agent, last, last_at, asked[(last.key, MAPPED_AT[1])], T0 + 3)
+    assert agent.reach == Reachability("public", MAPPED_AT, T0 + 3)
+    assert not agent.client
+
+
+def test_a_helper_that_does_not_probe_the_mapped_port_leaves_it_unconfirmed() -> None:
+    """Two networks: one helper's own probe of the mapped port is not enough, however
+    it came (one helper alone could claim it): when the other's never comes, the
+    mapping stays a candidate and we stay a client."""
+    (one, one_at), (other, other_at) = helper(10), helper(20)
+    recorder = Recorder()
+    agent = probing_agent(recorder, [(one, one_at, NAT_AT), (other, other_at, NAT_AT)])
+    agent.tick(T0 + 1)
+    asked = requests_of(recorder)
+    probe(agent, one, one_at, asked[(one.key, 0)], T0 + 2)
+    probe(agent, other, other_at, asked[(other.key, 0)], T0 + 2)
+    probe(agent, one, one_at, asked[(one.key, MAPPED_AT[1])], T0 + 2)
+    agent.tick(T0 + 1 + PROBE_TIMEOUT_S)  # the other's request for 5000 times out
+    assert agent.client and agent.reach.kind == "unknown"
+
+
+def test_a_helper_that_sees_us_at_the_mapped_port_cannot_confirm_it() -> None:
+    """Our NAT shows our datagrams at the mapped port itself: the helper's own probe of
+    it would come in through the mapping we opened to it, whatever the router forwards,
+    so from it a Probe declines; only a stranger's (a DialBack) confirms the mapping."""
+    (one, one_at) = helper(10)
+    recorder = Recorder()
+    agent = probing_agent(recorder, [(one, one_at, MAPPED_AT)])
+    agent.tick(T0 + 1)
+    asked = requests_of(recorder)
+    for port in (0, MAPPED_AT[1]):
+        probe(agent, one, one_at, asked[(one.key, port)], T0 + 2)
+    assert agent.client and agent.reach.kind == "unknown"
+    recorder.frames.clear()
+    agent.tick(T0 + 2 + PROBE_RETRY_S - 1)
+    assert requests_of(recorder) == {}  # the round gave no evidence: the next in 300 s
+    agent.tick(T0 + 2 + PROBE_RETRY_S)
+    asked = requests_of(recorder)
+    stranger = Identity.from_seed(b"\x30" * 32)
+    probe(agent, stranger, ("198.18.30.1", 4000), asked[(one.key, MAPPED_AT[1])], T0 + 303)
+    assert agent.reach.kind == "public" and not agent.client
+
+
+def test_a_mapped_port_other_than_the_source_is_probed_by_the_helper_itself() -> None:
+    """The helper's side ("12.2"): a request for another port than the one the requester
+    speaks from gets our own Probe there, at the requester's IP as we see it, and no
+    DialBack; for the port it speaks from (or none), a node of another network is asked."""
+    table = RoutingTable(Identity.from_seed(b"\x01" * 32).address)
+    far, far_at = helper(40)
+    table.observe(far.key, far.address, far_at, T0)
+    asker = Identity.from_seed(b"\x02" * 32).public
+    for port, dial_back in ((CLIENT_AT[1] + 1, False), (CLIENT_AT[1], True), (0, True)):
+        recorder = Recorder()
+        agent = agent_with(recorder, table)
+        agent.on_probe_request(asker, pb.ProbeRequest(nonce=b"n" * 16, port=port), CLIENT_AT, T0)
+        ((key, endpoint, frame),) = recorder.frames
+        if dial_back:
+            assert (key, endpoint, frame.dial_back.nonce) == (far.key, far_at, b"n" * 16)
+            assert parse_seen(frame.dial_back.target) == (CLIENT_AT[0], port or CLIENT_AT[1])
+        else:
+            assert (key, endpoint, frame.probe.nonce) == (
+                asker.key,
+                (CLIENT_AT[0], port),
+                b"n" * 16,
+            )
