@@ -14,10 +14,12 @@ from comm_tui.protocol.codec import Rejected
 from comm_tui.protocol.reachability import (
     ECHO_MAX_DELAY_S,
     PROBE_RETRY_S,
+    PROBE_SOLICITED_S,
     PROBE_TIMEOUT_S,
     Reachability,
 )
 from comm_tui.protocol.reachability_agent import (
+    SENT_TO_MAX,
     ReachabilityAgent,
     ReachabilityHost,
     parse_seen,
@@ -37,6 +39,7 @@ class Recorder:
     frames: list[tuple[bytes, Endpoint, pb.Frame]] = field(default_factory=list)
     pushed: list[bytes] = field(default_factory=list)
     pinged: list[bytes] = field(default_factory=list)
+    attaches: list[tuple[bytes, Endpoint, pb.Frame]] = field(default_factory=list)  # queries
 
     def send_frame(
         self, key: bytes, endpoint: Endpoint, frame: pb.Frame, now: float, *, probe: bool = False
@@ -57,7 +60,9 @@ def agent_with(recorder: Recorder, table: RoutingTable | None = None) -> Reachab
         ping=lambda key, endpoint, now: recorder.pinged.append(key),
         lookup=lambda target, now: None,
         push_waiting=lambda address, key, endpoint, now: recorder.pushed.append(address),
-        attach_query=lambda challenge, key, endpoint, frame, now: None,
+        attach_query=lambda challenge, key, endpoint, frame, now: recorder.attaches.append(
+            (key, endpoint, frame)
+        ),
         no_helpers_retry_s=5.0,
     )
     return ReachabilityAgent(host, T0, relaying=True)
@@ -270,3 +275,115 @@ def test_a_mapped_port_other_than_the_source_is_probed_by_the_helper_itself() ->
                 (CLIENT_AT[0], port),
                 b"n" * 16,
             )
+
+
+# ---------------------------------------------------------------- 12.2 arrivals without probes
+
+BOUND_AT: Endpoint = ("198.18.5.1", 4000)  # a host bound where its peers see it
+STRANGER_AT: Endpoint = ("198.18.77.1", 4000)
+
+
+def bound_agent(bound: Endpoint = BOUND_AT) -> ReachabilityAgent:
+    """An agent whose one peer sees it where it is bound (no NAT suspected) and which has
+    no probe outcome yet: ``unknown`` until an arrival shows strangers reach it."""
+    agent = agent_with(Recorder())
+    agent.set_local_endpoints([bound], T0)
+    seen = seen_endpoint(bound)
+    agent.note_observed(pb.Pong(challenge=b"c" * 16, observed=seen), ("198.18.9.1", 4000), T0)
+    assert agent.reach.kind == "unknown" and not agent.client
+    return agent
+
+
+def test_a_datagram_from_an_ip_we_sent_to_is_no_arrival_until_300_s_later() -> None:
+    """docs/PROTOCOL.md, "12.2": from an IP we sent anything to in the last 300 s a
+    datagram may have come in through the mapping we opened; from then on it is an
+    arrival (strangers reach us: public, no NAT being suspected)."""
+    agent = bound_agent()
+    agent.sent(STRANGER_AT, T0)
+    agent.heard(STRANGER_AT, T0 + PROBE_SOLICITED_S - 1)
+    assert agent.reach.kind == "unknown"
+    agent.heard(STRANGER_AT, T0 + PROBE_SOLICITED_S)
+    assert agent.reach.kind == "public"
+
+
+def test_on_loopback_no_datagram_is_an_arrival() -> None:
+    """Every node on loopback shares our host: nothing it sends proves a way in."""
+    agent = bound_agent(("127.0.0.1", 4000))
+    agent.heard(("127.0.0.1", 5000), T0 + 1)
+    assert agent.reach.kind == "unknown"
+    agent = bound_agent()
+    agent.heard(STRANGER_AT, T0 + 1)  # the control: off loopback, a stranger is one
+    assert agent.reach.kind == "public"
+
+
+def test_the_endpoints_sent_to_are_bounded_the_least_recent_forgotten_first() -> None:
+    """At most SENT_TO_MAX IPs are remembered as sent to: one more forgets the least
+    recently sent to, whose next datagram is then an arrival; sending again to an IP
+    makes it the most recent."""
+    others = [(f"203.0.{i >> 8}.{i & 255}", 4000) for i in range(SENT_TO_MAX)]
+    for refreshed in (False, True):
+        agent = bound_agent()
+        agent.sent(STRANGER_AT, T0)
+        for other in others[:-1]:
+            agent.sent(other, T0)
+        agent.heard(STRANGER_AT, T0 + 1)  # SENT_TO_MAX remembered, it among them
+        assert agent.reach.kind == "unknown"
+        if refreshed:
+            agent.sent(STRANGER_AT, T0 + 1)
+        agent.sent(others[-1], T0 + 1)  # one more: the least recent goes
+        agent.heard(STRANGER_AT, T0 + 2)
+        assert agent.reach.kind == ("unknown" if refreshed else "public")
+
+
+# ---------------------------------------------------------------- 12.5 a client's echo test
+
+
+def client_with_two_relays(
+    recorder: Recorder,
+) -> tuple[ReachabilityAgent, list[tuple[Identity, Endpoint]]]:
+    """A client (relaying off) whose table holds two relays of two networks: its first
+    tick attaches to both, one of them as a delayed-echo test (docs/PROTOCOL.md, "12.5")."""
+    relays = [helper(10), helper(20)]
+    table = RoutingTable(Identity.from_seed(b"\x01" * 32).address)
+    for identity, endpoint in relays:
+        table.observe(identity.key, identity.address, endpoint, T0)
+    agent = agent_with(recorder, table)
+    agent.set_relaying(False, T0)
+    agent.tick(T0)
+    return agent, relays
+
+
+def test_a_client_attaches_to_each_relay_one_of_them_as_an_echo_test() -> None:
+    """Every Attach says the interval in use (20 s at first); the echo test's asks for
+    an answer 1.5 intervals later, sent as our own datagram (no query: the relay answers
+    late), the others' for none, sent as queries."""
+    recorder = Recorder()
+    agent, relays = client_with_two_relays(recorder)
+    ((echo_key, echo_at, echo),) = [f for f in recorder.frames if f[2].HasField("attach")]
+    ((plain_key, plain_at, plain),) = recorder.attaches
+    assert {(echo_key, echo_at), (plain_key, plain_at)} == {(i.key, e) for i, e in relays}
+    assert (echo.attach.interval_s, echo.attach.echo_after_s) == (20, 30)
+    assert (plain.attach.interval_s, plain.attach.echo_after_s) == (20, 0)
+    assert len(echo.attach.challenge) == len(plain.attach.challenge) == 16
+    assert agent.keepalive_interval == 20.0
+
+
+def test_only_the_echo_from_the_tested_relay_at_its_endpoint_answers_the_test() -> None:
+    """The delayed echo proves the idle mapping lived only if it is the Pong of the relay
+    under test, from the endpoint we attached to it at, with the test's challenge; then
+    the interval grows to 0.9 of the delay survived (docs/PROTOCOL.md, "12.5")."""
+    recorder = Recorder()
+    agent, relays = client_with_two_relays(recorder)
+    ((echo_key, echo_at, echo),) = [f for f in recorder.frames if f[2].HasField("attach")]
+    tested = next(identity for identity, _ in relays if identity.key == echo_key)
+    other, other_at = next(r for r in relays if r[0].key != echo_key)
+    challenge = echo.attach.challenge
+    answer = pb.Pong(challenge=challenge, observed=seen_endpoint(NAT_AT))
+    later = T0 + 30
+    assert not agent.echo_answered(other.public, answer, other_at, later)
+    assert not agent.echo_answered(tested.public, answer, ("198.18.10.2", 4000), later)
+    assert not agent.echo_answered(tested.public, pb.Pong(challenge=b"x" * 16), echo_at, later)
+    assert agent.keepalive_interval == 20.0
+    assert agent.echo_answered(tested.public, answer, echo_at, later)
+    assert agent.keepalive_interval == pytest.approx(27.0)
+    assert not agent.echo_answered(tested.public, answer, echo_at, later)  # once
