@@ -13,9 +13,11 @@ from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import Rejected
 from comm_tui.protocol.reachability import (
     ECHO_MAX_DELAY_S,
+    PROBE_REQUEST_BURST,
     PROBE_RETRY_S,
     PROBE_SOLICITED_S,
     PROBE_TIMEOUT_S,
+    REANNOUNCE_MIN_S,
     Reachability,
 )
 from comm_tui.protocol.reachability_agent import (
@@ -40,11 +42,15 @@ class Recorder:
     pushed: list[bytes] = field(default_factory=list)
     pinged: list[bytes] = field(default_factory=list)
     attaches: list[tuple[bytes, Endpoint, pb.Frame]] = field(default_factory=list)  # queries
+    lookups: list[tuple[bytes, float]] = field(default_factory=list)
+    own: list[bool] = field(default_factory=list)  # each frame's ``probe``: our own request
+    stats: NodeStats = field(default_factory=NodeStats)
 
     def send_frame(
         self, key: bytes, endpoint: Endpoint, frame: pb.Frame, now: float, *, probe: bool = False
     ) -> bool:
         self.frames.append((key, endpoint, frame))
+        self.own.append(probe)
         return True
 
 
@@ -53,12 +59,12 @@ def agent_with(recorder: Recorder, table: RoutingTable | None = None) -> Reachab
     host = ReachabilityHost(
         identity=identity,
         table=table or RoutingTable(identity.address),
-        stats=NodeStats(),
+        stats=recorder.stats,
         rng=random.Random(1),
         send_frame=recorder.send_frame,
         pong=lambda challenge, addr: pb.Frame(pong=pb.Pong(challenge=challenge)),
         ping=lambda key, endpoint, now: recorder.pinged.append(key),
-        lookup=lambda target, now: None,
+        lookup=lambda target, now: recorder.lookups.append((target, now)),
         push_waiting=lambda address, key, endpoint, now: recorder.pushed.append(address),
         attach_query=lambda challenge, key, endpoint, frame, now: recorder.attaches.append(
             (key, endpoint, frame)
@@ -202,6 +208,12 @@ def test_every_helper_probing_the_mapped_port_itself_confirms_it(helpers: int) -
     assert agent.client and agent.reach.kind == "unknown"
     agent.tick(T0 + 1)
     asked = requests_of(recorder)
+    own = [
+        o
+        for (_, _, f), o in zip(recorder.frames, recorder.own, strict=True)
+        if f.probe_request.nonce
+    ]
+    assert own == [True] * len(asked)  # our own requests: the query table bounds them
     assert sorted(asked) == sorted((i.key, port) for i, _ in nodes for port in (0, MAPPED_AT[1]))
     for identity, endpoint in nodes:
         probe(agent, identity, endpoint, asked[(identity.key, 0)], T0 + 2)  # declines
@@ -387,3 +399,61 @@ def test_only_the_echo_from_the_tested_relay_at_its_endpoint_answers_the_test() 
     assert agent.echo_answered(tested.public, answer, echo_at, later)
     assert agent.keepalive_interval == pytest.approx(27.0)
     assert not agent.echo_answered(tested.public, answer, echo_at, later)  # once
+
+
+def test_a_moved_endpoint_makes_a_client_attach_everywhere_and_look_itself_up() -> None:
+    """docs/PROTOCOL.md, "12.5": a relay answering our Attach sees us elsewhere than it
+    did: we attach to every binding at once and look our own address up, at most once
+    every 10 s (one lying relay costs no more), each time counted."""
+    recorder = Recorder()
+    agent, relays = client_with_two_relays(recorder)
+    (relay, relay_at) = relays[0]
+
+    def answer(seen: Endpoint, now: float) -> None:
+        pong = pb.Pong(challenge=b"c" * 16, observed=seen_endpoint(seen))
+        agent.note_observed(pong, relay_at, now, relay=relay.address)
+
+    answer(NAT_AT, T0 + 1)  # the first answer: where it sees us, nothing moved
+    recorder.frames.clear()
+    recorder.attaches.clear()
+    answer(("198.19.0.1", 4001), T0 + 2)
+    attached = {key for key, _, _ in recorder.attaches} | {
+        key for key, _, frame in recorder.frames if frame.HasField("attach")
+    }
+    assert attached == {identity.key for identity, _ in relays}
+    assert recorder.lookups == [(agent.address, T0 + 2)]
+    assert recorder.stats.reannounced == 1
+    answer(("198.19.0.1", 4002), T0 + 2 + REANNOUNCE_MIN_S - 1)
+    assert len(recorder.lookups) == 1  # not within 10 s
+    answer(("198.19.0.1", 4003), T0 + 2 + REANNOUNCE_MIN_S)
+    assert recorder.lookups[1:] == [(agent.address, T0 + 2 + REANNOUNCE_MIN_S)]
+    assert recorder.stats.reannounced == 2
+
+
+def test_probe_requests_are_served_per_network_and_never_sent_from_the_askers() -> None:
+    """docs/PROTOCOL.md, "12.2": the node that sends the probe is of another network than
+    the requester (a node of its own network proves nothing: the requester may share its
+    NAT), so with only such a node we decline; the rate is per network of the requester,
+    so one network's burst spent leaves another's requests served."""
+    neighbour = Identity.from_seed(b"\x05" * 32)
+    table = RoutingTable(Identity.from_seed(b"\x01" * 32).address)
+    table.observe(neighbour.key, neighbour.address, ("198.18.0.50", 4000), T0)  # CLIENT_AT's /24
+    recorder = Recorder()
+    agent = agent_with(recorder, table)
+    asker = Identity.from_seed(b"\x02" * 32).public
+    agent.on_probe_request(asker, pb.ProbeRequest(nonce=b"n" * 16), CLIENT_AT, T0)
+    ((key, endpoint, frame),) = recorder.frames
+    assert (key, endpoint, frame.probe.nonce) == (asker.key, CLIENT_AT, b"n" * 16)  # declined
+    far, far_at = helper(40)
+    table.observe(far.key, far.address, far_at, T0)
+    agent = agent_with(recorder, table)
+    for i in range(int(PROBE_REQUEST_BURST)):
+        agent.on_probe_request(asker, pb.ProbeRequest(nonce=bytes([i]) * 16), CLIENT_AT, T0)
+    with pytest.raises(Rejected) as refused:
+        agent.on_probe_request(asker, pb.ProbeRequest(nonce=b"x" * 16), CLIENT_AT, T0)
+    assert refused.value.reason == "probe_rate"
+    recorder.frames.clear()
+    elsewhere: Endpoint = ("198.18.60.9", 4000)
+    agent.on_probe_request(asker, pb.ProbeRequest(nonce=b"y" * 16), elsewhere, T0)
+    ((key, _, frame),) = recorder.frames
+    assert key in (far.key, neighbour.key) and frame.dial_back.nonce == b"y" * 16  # served
