@@ -27,7 +27,7 @@ from comm_tui.protocol.reachability_agent import (
     parse_seen,
     seen_endpoint,
 )
-from comm_tui.protocol.routing import Endpoint, RoutingTable
+from comm_tui.protocol.routing import Endpoint, K, RoutingTable
 from comm_tui.protocol.stats import NodeStats
 from tests.wire import T0
 
@@ -391,6 +391,12 @@ def test_only_the_echo_from_the_tested_relay_at_its_endpoint_answers_the_test() 
     other, other_at = next(r for r in relays if r[0].key != echo_key)
     challenge = echo.attach.challenge
     answer = pb.Pong(challenge=challenge, observed=seen_endpoint(NAT_AT))
+    agent.note_observed(  # its answer to our last plain Attach, where it saw us then
+        pb.Pong(challenge=b"p" * 16, observed=seen_endpoint(("198.19.0.1", 4999))),
+        echo_at,
+        T0 + 1,
+        relay=tested.address,
+    )
     later = T0 + 30
     assert not agent.echo_answered(other.public, answer, other_at, later)
     assert not agent.echo_answered(tested.public, answer, ("198.18.10.2", 4000), later)
@@ -398,6 +404,8 @@ def test_only_the_echo_from_the_tested_relay_at_its_endpoint_answers_the_test() 
     assert agent.keepalive_interval == 20.0
     assert agent.echo_answered(tested.public, answer, echo_at, later)
     assert agent.keepalive_interval == pytest.approx(27.0)
+    # It sees us elsewhere than at that answer: our endpoint moved, we look ourselves up.
+    assert recorder.lookups == [(agent.address, later)]
     assert not agent.echo_answered(tested.public, answer, echo_at, later)  # once
 
 
@@ -457,3 +465,33 @@ def test_probe_requests_are_served_per_network_and_never_sent_from_the_askers() 
     agent.on_probe_request(asker, pb.ProbeRequest(nonce=b"y" * 16), elsewhere, T0)
     ((key, _, frame),) = recorder.frames
     assert key in (far.key, neighbour.key) and frame.dial_back.nonce == b"y" * 16  # served
+
+
+def test_a_probe_for_no_request_of_ours_is_unsolicited() -> None:
+    recorder = Recorder()
+    agent = agent_with(recorder)
+    stranger, stranger_at = helper(50)
+    with pytest.raises(Rejected) as refused:
+        agent.on_probe(stranger.public, pb.Probe(nonce=b"z" * 16), stranger_at, T0)
+    assert refused.value.reason == "unsolicited"
+
+
+def test_the_dial_back_goes_to_the_half_of_the_whole_table_farthest_from_the_requester() -> None:
+    """docs/PROTOCOL.md, "12.2": Q is drawn among the half of our usable table farthest
+    from the requester's address (it talks most to the nodes near it), the whole table,
+    not only its k nearest."""
+    me = Identity.from_seed(b"\x01" * 32)
+    table = RoutingTable(me.address)
+    for seed in range(100, 180):
+        identity, endpoint = Identity.from_seed(bytes([seed]) * 32), (f"198.18.{seed}.1", 4000)
+        table.observe(identity.key, identity.address, endpoint, T0)
+    asker = Identity.from_seed(b"\x02" * 32).public
+    ranked = [n.key for n in table.closest(asker.address, len(table))]
+    farther = set(ranked[len(ranked) // 2 :])
+    assert len(ranked) > 2 * K
+    for i in range(int(PROBE_REQUEST_BURST)):
+        recorder = Recorder()
+        agent = agent_with(recorder, table)
+        agent.on_probe_request(asker, pb.ProbeRequest(nonce=bytes([i]) * 16), CLIENT_AT, T0)
+        ((key, _, frame),) = recorder.frames
+        assert frame.HasField("dial_back") and key in farther
