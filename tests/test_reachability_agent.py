@@ -372,6 +372,7 @@ def test_a_client_attaches_to_each_relay_one_of_them_as_an_echo_test() -> None:
     recorder = Recorder()
     agent, relays = client_with_two_relays(recorder)
     ((echo_key, echo_at, echo),) = [f for f in recorder.frames if f[2].HasField("attach")]
+    assert recorder.own == [True]  # our own request: the 3x limit does not hold it back
     ((plain_key, plain_at, plain),) = recorder.attaches
     assert {(echo_key, echo_at), (plain_key, plain_at)} == {(i.key, e) for i, e in relays}
     assert (echo.attach.interval_s, echo.attach.echo_after_s) == (20, 30)
@@ -495,3 +496,94 @@ def test_the_dial_back_goes_to_the_half_of_the_whole_table_farthest_from_the_req
         agent.on_probe_request(asker, pb.ProbeRequest(nonce=bytes([i]) * 16), CLIENT_AT, T0)
         ((key, _, frame),) = recorder.frames
         assert frame.HasField("dial_back") and key in farther
+
+
+def near(me: bytes, distance: int) -> bytes:
+    """The address at XOR ``distance`` from ``me``: the smaller, the nearer."""
+    return (int.from_bytes(me, "big") ^ distance).to_bytes(len(me), "big")
+
+
+def test_a_client_binds_one_relay_per_network_among_its_16_nearest() -> None:
+    """docs/PROTOCOL.md, "12.4": its 8 nearest nodes all of one network (keys ground near
+    its address), a client still binds 4 relays of 4 networks: it looks among its 16
+    nearest, one per network, so that network holds one binding, not all."""
+    me = Identity.from_seed(b"\x01" * 32).address
+    table = RoutingTable(me, ip_prefix_limit=16)
+    for d in range(1, 17):
+        endpoint = ("198.18.50.1", 4000 + d) if d <= 8 else (f"198.18.{50 + d}.1", 4000)
+        table.observe(bytes([d]) * 32, near(me, d), endpoint, T0)
+    agent = agent_with(Recorder(), table)
+    relays = agent.binding_relays()
+    assert [r.address for r in relays] == [near(me, d) for d in (1, 9, 10, 11)]
+
+
+def test_probe_helpers_are_drawn_among_our_4_nearest_of_distinct_networks() -> None:
+    """docs/PROTOCOL.md, "12.2": each round asks 2 helpers of distinct networks among the
+    4 nodes nearest our address (nodes we talk to anyway), never a farther one."""
+    me = Identity.from_seed(b"\x01" * 32).address
+    table = RoutingTable(me)
+    nodes = {}
+    for d in range(1, 9):
+        identity, endpoint = Identity.from_seed(bytes([100 + d]) * 32), (f"198.18.{d}.1", 4000)
+        table.observe(identity.key, near(me, d), endpoint, T0)
+        nodes[identity.key] = (identity, endpoint)
+    nearest = {key for key, (_, endpoint) in nodes.items() if int(endpoint[0].split(".")[2]) <= 4}
+    recorder = Recorder()
+    agent = agent_with(recorder, table)
+    agent.set_local_endpoints([BOUND_AT], T0)
+    now = T0
+    for _ in range(10):  # ten rounds, each declined by its helpers: no evidence
+        recorder.frames.clear()
+        agent.tick(now)
+        asked = requests_of(recorder)
+        assert len(asked) == 2 and {key for key, _ in asked} <= nearest
+        for (key, _), nonce in asked.items():
+            probe(agent, *nodes[key], nonce, now)
+        now += PROBE_RETRY_S
+
+
+def test_an_observation_that_changes_the_nat_suspicion_restarts_the_probes() -> None:
+    """docs/PROTOCOL.md, "12.2": a decided or running check starts again at once when the
+    evidence changes, a NAT suspected or no longer being evidence on its own."""
+    one, one_at = helper(10)
+    table = RoutingTable(Identity.from_seed(b"\x01" * 32).address)
+    table.observe(one.key, one.address, one_at, T0)
+    recorder = Recorder()
+    agent = agent_with(recorder, table)
+    agent.set_local_endpoints([LOCAL_AT], T0)
+    agent.tick(T0)
+    assert len(requests_of(recorder)) == 1  # a round runs, its request pending
+    recorder.frames.clear()
+    agent.note_observed(pb.Pong(challenge=b"c" * 16, observed=seen_endpoint(NAT_AT)), one_at, T0)
+    agent.tick(T0 + 1)
+    assert len(requests_of(recorder)) == 1  # NAT suspected now: a new round at once
+
+
+@pytest.mark.parametrize(
+    ("local", "mapping", "seen", "public"),
+    [
+        (LOCAL_AT, NAT_AT, NAT_AT, True),
+        (("2001:2:1::2", 4000), ("2001:2:ff::1", 4000), ("2001:2:ff::1", 4000), True),
+        (LOCAL_AT, MAPPED_AT, NAT_AT, False),  # came in at 4000: nothing about 5000
+    ],
+)
+def test_a_stranger_arriving_confirms_a_mapping_where_peers_see_us(
+    local: Endpoint, mapping: Endpoint, seen: Endpoint, public: bool
+) -> None:
+    """docs/PROTOCOL.md, "12.2", "Port mappings": most networks of the mapping's family
+    see us at the mapped endpoint itself; a stranger's datagram reaching us came in
+    there, so it confirms the mapping (public at it). When they see us at another port,
+    it says nothing of the mapped one: a full cone, a client."""
+    agent = agent_with(Recorder())
+    agent.set_local_endpoints([local], T0)
+    agent.note_port_mapping(mapping, T0)
+    peer_at: Endpoint = ("2001:3::1", 4000) if ":" in local[0] else ("198.18.3.1", 4000)
+    pong = pb.Pong(challenge=b"c" * 16, observed=seen_endpoint(seen))
+    agent.note_observed(pong, peer_at, T0)
+    assert agent.client and agent.reach.kind == "unknown"
+    stranger_at: Endpoint = ("2001:4::1", 4000) if ":" in local[0] else STRANGER_AT
+    agent.heard(stranger_at, T0 + 1)
+    if public:
+        assert agent.reach == Reachability("public", mapping, T0 + 1) and not agent.client
+    else:
+        assert agent.reach.kind == "cone" and agent.client
