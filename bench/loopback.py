@@ -190,31 +190,32 @@ class StatementCount:
     of the statement that caused it. The trace reports it as a statement text starting
     with ``--`` (a trigger's), one naming the schema (``'main'.``: the full-text index's
     own statements), or the causing statement's text again when a trigger fires (the
-    same text twice in a row: two statements we issue never are, their keys or their
-    verbs differ).
+    same text twice in a row on one connection; a read we issue twice in a row with the
+    same values counts once, a write, a BEGIN or a COMMIT never repeats so).
     """
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
         self._connect = sqlite3.connect
-        self._last = ""
 
         def traced(*args: Any, **kwargs: Any) -> sqlite3.Connection:
             conn = self._connect(*args, **kwargs)
-            conn.set_trace_callback(self._count)
+            last = [""]  # this connection's last statement counted
+
+            def count(sql: str) -> None:
+                if sql.startswith("--") or "'main'." in sql or sql == last[0]:
+                    return
+                last[0] = sql
+                match = _STATEMENT_KIND.match(sql)
+                if match is not None:
+                    verb = next(filter(None, match.group(1, 2, 3, 5)))
+                    table = match.group(4)
+                    self.counts[f"{SQL_PREFIX}{verb.upper()}{' ' + table if table else ''}"] += 1
+
+            conn.set_trace_callback(count)
             return conn
 
         sqlite3.connect = traced  # type: ignore[assignment]
-
-    def _count(self, sql: str) -> None:
-        if sql.startswith("--") or "'main'." in sql or sql == self._last:
-            return
-        self._last = sql
-        match = _STATEMENT_KIND.match(sql)
-        if match is None:
-            return
-        verb, table = next(filter(None, match.group(1, 2, 3, 5))), match.group(4)
-        self.counts[f"{SQL_PREFIX}{verb.upper()}{' ' + table if table else ''}"] += 1
 
     def close(self) -> None:
         sqlite3.connect = self._connect
