@@ -26,13 +26,14 @@ recipient back to the sender, hop by hop, and names what it waited for, in this 
   commit before the copy left): under 0.1 s, 0.1-0.5 s, 0.5-2 s, 2 s or more.
 
 With ``--store sqlite`` it also times every group commit (``comm_tui/net/commit.py``)
-that datagrams wait for, in four parts: ``gather``, from the batch's first write to its commit's start on the loop
-(its window, or the node's previous commit still running); ``writer_queue``, from there
-to a writer thread taking it (the process's writers busy with other nodes' commits);
-``commit``, the ``COMMIT`` itself (the fsync); ``return``, from its end to the loop
-handling its return (the loop busy). It reports each part's percentiles over the phase,
-and on every hop of a slow text the commit its copy waited for at the relay that sent it
-(``waited_for``): whether a slow hop was the fsync itself or work queued around it.
+that datagrams wait for, in four parts: ``gather``, from the batch's first write that
+datagrams wait for to its commit's start on the loop (the end of the loop's turn, or the
+node's previous commit still running); ``writer_queue``, from there to a writer thread
+taking it (the process's writers busy with other nodes' commits); ``commit``, the
+``COMMIT`` itself (the fsync); ``return``, from its end to the loop handling its return
+(the loop busy). It reports each part's percentiles over the phase, and on every hop of
+a slow text the commit its copy waited for at the relay that sent it (``waited_for``):
+whether a slow hop was the fsync itself or work queued around it.
 
     python bench/loopback_trace.py --nodes 100 --messages 300 --store memory --json
 """
@@ -145,9 +146,10 @@ class Trace:
         running: list[list[float]] = [[0.0] * 5]
 
         def traced_add(events: list[Event], datagrams: list[Any]) -> None:
-            if events and not journal._events:
-                first_write[0] = time.time()
+            now, urgent = time.time(), journal._urgent
             add(events, datagrams)
+            if journal._urgent and not urgent:  # the batch's first write datagrams wait for
+                first_write[0] = now
 
         def traced_flush() -> None:
             before = journal.commits
