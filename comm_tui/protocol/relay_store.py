@@ -389,7 +389,7 @@ class RelayStore:
         holders, settled, first held), which no datagram depends on being durable
         (docs/PROTOCOL.md, "8.2 Local durability"). Of an item held for others it is
         not persisted at all: a restart re-learns it (the restore's grace, then the
-        holders' receipts), and rewriting the entry for it was most of a relay's
+        holders' receipts), and rewriting the entry for it was about half of a relay's
         writes. Of our own entries it is, for the outbox and custody shown after one.
         """
         if bookkeeping and entry.for_others:
