@@ -947,10 +947,11 @@ class Node:
         if trusted and not self._key_limit.allow(key, now):
             raise Rejected("rate_limited")
         sender = decoded.sender
+        # A hello too: it passed our NAT like any datagram (docs/PROTOCOL.md, "12.2").
+        self._reachability.heard(addr, now)
         if decoded.hello is not None:
             self._answer_hello(sender.key, decoded.hello, addr, now, len(data))
             return
-        self._reachability.heard(addr, now)
         frame = decoded.frame
         assert frame is not None
         body = frame.WhichOneof("body") or ""
