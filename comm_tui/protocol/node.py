@@ -1305,14 +1305,30 @@ class Node:
     def _on_receipt(
         self, sender: PublicIdentity, receipt: pb.Receipt, addr: Endpoint, now: float
     ) -> None:
-        if len(receipt.ids) > FETCH_ITEMS_MAX:
+        """``sender`` says it holds the items these ids name (docs/PROTOCOL.md, "4. Frames").
+
+        An id counts, making the sender a holder (which counts toward the item's
+        replication and stops its relaying), only for an item we sent that peer: its
+        receipt wait is open or ran out lately (``ReceiptWaits.received``). Any other id
+        of an item we hold is ignored and counted (``receipt_unsent``), unless the sender
+        already holds it (a second receipt): Sybils told an item's id by one colluder
+        must not silence it by claiming to hold it (docs/PROTOCOL.md, "7.2", "Receipt
+        wait"). An id naming nothing we hold is skipped.
+        """
+        ids = receipt.ids
+        if len(ids) > FETCH_ITEMS_MAX:
             raise Rejected("malformed")
-        for key in receipt.ids:
-            entry = self._store.by_key(key)
+        address = sender.address
+        by_key = self._store.by_key
+        received = self._receipt_waits.received
+        for key in ids:
+            entry = by_key(key)
             if entry is None:
                 continue
-            self._receipt_waits.received(sender.address, key, now)
-            self._add_holder(entry, sender.address, now)
+            if received(address, key, now):
+                self._add_holder(entry, address, now)
+            elif address not in entry.holders:
+                self._stats.reject("receipt_unsent")
 
     def _on_fetch(
         self, sender: PublicIdentity, fetch: pb.Fetch, addr: Endpoint, now: float
