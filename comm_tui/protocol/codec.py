@@ -298,6 +298,12 @@ class Codec:
     def knows(self, key: bytes) -> bool:
         return key in self._pinned or key in self._boxes
 
+    def peer(self, key: bytes) -> PublicIdentity | None:
+        """The peer whose boxes we hold under ``key`` (its address derived once, when its
+        boxes were), or None: a key we would have to agree a box with first."""
+        boxes = self._pinned.get(key) or self._boxes.get(key)
+        return None if boxes is None else boxes.peer
+
     def encode_frame(
         self, peer_key: bytes, frame: pb.Frame, now: float, *, cookie: bytes = b""
     ) -> bytes:
@@ -359,6 +365,11 @@ class Codec:
 
     def parse(self, data: bytes) -> pb.Packet:
         """The cleartext envelope, checked for shape; costs no key agreement."""
+        return self.parse_packet(data)[0]
+
+    def parse_packet(self, data: bytes) -> tuple[pb.Packet, str]:
+        """``parse``, with the packet's body kind ("boxed", "hello" or "cookie_reply"),
+        read once for the receive path."""
         if len(data) > MAX_DATAGRAM_BYTES:
             raise Rejected("oversized")
         try:
@@ -376,7 +387,7 @@ class Codec:
                 or packet.sender_key
             ):
                 raise Rejected("malformed")
-            return packet
+            return packet, body
         if body not in ("hello", "boxed"):
             raise Rejected("malformed")
         if len(packet.sender_key) != PUBLIC_KEY_BYTES or len(packet.cookie) not in (
@@ -392,7 +403,7 @@ class Codec:
         ):
             # An unpadded hello would get an answer larger than itself: a reflector.
             raise Rejected("malformed")
-        return packet
+        return packet, body
 
     def open(self, packet: pb.Packet, now: float) -> Decoded:
         """Authenticate a parsed hello or boxed packet; a cookie reply has nothing to open."""
@@ -405,11 +416,16 @@ class Codec:
             if not is_valid_public_key(key):
                 raise Rejected("bad_key")
             return Decoded(PublicIdentity(key), None, packet.hello)
-        # The sender object cached with its boxes: its address is derived once per peer,
-        # not once per datagram.
-        return Decoded(*self._open(key, packet.boxed, now), None)
+        sender, frame, _ = self.open_boxed(key, packet.boxed, now)
+        return Decoded(sender, frame, None)
 
-    def _open(self, key: bytes, boxed: bytes, now: float) -> tuple[PublicIdentity, pb.Frame]:
+    def open_boxed(
+        self, key: bytes, boxed: bytes, now: float
+    ) -> tuple[PublicIdentity, pb.Frame, str]:
+        """Authenticate and parse a boxed packet's ``boxed`` from ``key``: the sender (the
+        object cached with its boxes, so its address is derived once per peer, not once
+        per datagram), the frame and its body kind (docs/PROTOCOL.md, "3.2": staleness,
+        then the box, then the frame's shape, then the replay window)."""
         if len(boxed) < NONCE_BYTES + 16:
             raise Rejected("malformed")
         nonce = boxed[:NONCE_BYTES]
@@ -427,7 +443,8 @@ class Codec:
             frame = pb.Frame.FromString(plaintext)
         except (DecodeError, RuntimeError, ValueError) as exc:
             raise Rejected("malformed") from exc
-        if frame.WhichOneof("body") is None:
+        body = frame.WhichOneof("body")
+        if body is None:
             raise Rejected("malformed")
         # Unknown fields would travel on with anything we relay: a message padded with
         # them to 1,200 bytes could then not be forwarded at all (hops grows by a byte).
@@ -435,4 +452,4 @@ class Codec:
         # Recorded only now: the frame is authentic and well formed.
         if not self.replay.accept(key, nonce, sent_ms, int(now * 1000)):
             raise Rejected("replay")
-        return boxes.peer, frame
+        return boxes.peer, frame, body

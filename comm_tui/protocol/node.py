@@ -233,6 +233,10 @@ _REMEMBERED_FOR_COOKIES = frozenset(
     {"find_node", "fetch", "message", "ack", "record", "get_record", "introduce"}
 )
 _Handler = Callable[[PublicIdentity, Any, Endpoint, float], None]
+# The store keys' first bytes of messages and acks (``relay_store.entry_key``), for the
+# lookups every relayed message makes.
+_MESSAGE_KEY_PREFIX = entry_key(Kind.MESSAGE, b"")
+_ACK_KEY_PREFIX = entry_key(Kind.ACK, b"")
 
 Policy = Literal["ours", "flood"]
 
@@ -910,33 +914,33 @@ class Node:
 
     def _receive(self, data: bytes, addr: Endpoint, now: float) -> None:
         codec = self._codec
-        packet = codec.parse(data)
-        key, kind = packet.sender_key, packet.WhichOneof("body")
-        known = codec.knows(key)  # nothing below changes it before ``open``
+        packet, kind = codec.parse_packet(data)
+        key = packet.sender_key
+        peer = codec.peer(key)  # nothing below changes it before the box is opened
         # The rate limit counts what a sender can be held to. A source address is not:
         # junk forged "from" a peer would spend the peer's allowance and silence it. So
         # a known key at its validated address is limited by key, once its datagram has
         # proved to be its own (opening a box with a cached key is cheap); everything
         # else, by source address, before it costs us anything more than a parse.
-        trusted = kind == "boxed" and known and self._is_validated(key, addr)
+        trusted = (
+            kind == "boxed" and peer is not None and self._is_validated(key, addr, peer.address)
+        )
         if not trusted and not self._datagram_limit.allow(addr, now):
             raise Rejected("rate_limited")
         if kind == "cookie_reply":
             self._on_cookie_reply(packet.cookie_reply, addr, now)
             return
-        if not known and not self._established(key):
+        if peer is None and not self._established(key):
             self._admit_new_key(packet, data, addr, now)
-        decoded = codec.open(packet, now)
+        if kind == "hello":
+            hello = codec.open(packet, now).hello
+            assert hello is not None
+            self._answer_hello(key, hello, addr, now, len(data))
+            return
+        sender, frame, body = codec.open_boxed(key, packet.boxed, now)
         if trusted and not self._key_limit.allow(key, now):
             raise Rejected("rate_limited")
-        sender = decoded.sender
-        if decoded.hello is not None:
-            self._answer_hello(sender.key, decoded.hello, addr, now, len(data))
-            return
         self._reachability.heard(addr, now)
-        frame = decoded.frame
-        assert frame is not None
-        body = frame.WhichOneof("body") or ""
         answered_at_once = False
         try:
             if body in _NEEDS_VALIDATION and not self._is_validated(sender.key, addr):
@@ -956,7 +960,9 @@ class Node:
             if body != "probe":  # a prober is a stranger we need nothing from
                 self._observe(sender, addr, now, client=frame.client, served=answered_at_once)
             self._reachability.bindings.traffic(addr)
-            self._send_all(self._punch.heard(sender.address, addr, now), now)
+            sends = self._punch.heard(sender.address, addr, now)
+            if sends:
+                self._send_all(sends, now)
 
     def _admit_new_key(self, packet: pb.Packet, data: bytes, addr: Endpoint, now: float) -> None:
         """May a packet from a key we have no box for cost us a key agreement?
@@ -1005,8 +1011,9 @@ class Node:
         """The network an item came from, for quotas: unproven addresses share one."""
         return origin_network(addr) if self._is_validated(key, addr) else UNVALIDATED_ORIGIN
 
-    def _is_validated(self, key: bytes, addr: Endpoint) -> bool:
+    def _is_validated(self, key: bytes, addr: Endpoint, address: bytes | None = None) -> bool:
         """Has ``key`` proved it receives at ``addr``? Table entries have, by construction.
+        ``address``: the key's, when the caller has it (else derived).
 
         The last pair found proven is remembered until the call into the node returns
         (``_proven``): a datagram asked this of its own sender four times (rate limit,
@@ -1014,14 +1021,15 @@ class Node:
         pair = (key, addr)
         if pair == self._proven:
             return True
-        if self._in_table(key, addr) or self._addresses.is_validated(key, addr):
+        if self._in_table(key, addr, address) or self._addresses.is_validated(key, addr):
             self._proven = pair
             return True
         return False
 
-    def _in_table(self, key: bytes, addr: Endpoint) -> bool:
-        """Is ``key`` in our routing table at ``addr``?"""
-        entry = self._table.get(address_of(key))
+    def _in_table(self, key: bytes, addr: Endpoint, address: bytes | None = None) -> bool:
+        """Is ``key`` (whose address is ``address``, if the caller has it) in our routing
+        table at ``addr``?"""
+        entry = self._table.get(address or address_of(key))
         return entry is not None and entry.key == key and entry.endpoint == addr
 
     def _validate(
@@ -1349,7 +1357,7 @@ class Node:
         _check_expiry(expires_ms, now)
         item_id = message_id(recipient, expires_ms, sealed)
         store = self._store
-        ack_entry = store.get(Kind.ACK, item_id + recipient)
+        ack_entry = store.by_key(_ACK_KEY_PREFIX + item_id + recipient)
         if ack_entry is not None:
             # Already acknowledged: answer this copy with the ack instead of relaying it.
             self._stats.acks_answered += 1
@@ -1358,7 +1366,7 @@ class Node:
         if recipient == self.address:
             self._on_message_for_me(sender, msg, item_id, addr, now)
             return
-        existing = store.get(Kind.MESSAGE, item_id)
+        existing = store.by_key(_MESSAGE_KEY_PREFIX + item_id)
         if existing is not None:
             self._stats.duplicates += 1
             # Our own text handed back to us in the stem (a walk that came round to its
@@ -1374,7 +1382,7 @@ class Node:
             self._add_holder(existing, sender.address, now)
             if looped:
                 self._relay(existing, now)
-            self._send_receipt(sender.key, addr, [existing.key], now)
+            self._owe_receipt(sender.key, addr, existing.key, now)
             if existing.key in self._stemmed:
                 del self._stemmed[existing.key]
                 # It came back to us, who only forwarded it in the stem (a stem that
@@ -1386,32 +1394,34 @@ class Node:
             return
         if not self._reachability.relaying:
             raise Rejected("not_relay")  # docs/PROTOCOL.md, "12.3": relaying is off
-        if not self._store_limit.allow(sender.address, now):
+        address = sender.address
+        if not self._store_limit.allow(address, now):
             raise Rejected("store_rate")
+        in_stem = msg.stem and self.config.policy == "ours"
         entry = Entry(
             Kind.MESSAGE,
             item_id,
             recipient,
             expires_ms,
             msg,
-            stored_at=now,
-            holders={sender.address},
-            origin=sender.address,
+            now,
+            holders={address},
+            origin=address,
             origin_net=self._origin(sender.key, addr),
             origin_key=sender.key,
             origin_endpoint=addr,
-            stem=msg.stem and self.config.policy == "ours",
+            stem=in_stem,
         )
         try:
             store.add(entry)
         except QuotaExceeded as exc:
             raise Rejected(exc.reason) from exc
         self._stats.stored += 1
-        self._send_receipt(sender.key, addr, [entry.key], now)
+        self._owe_receipt(sender.key, addr, entry.key, now)
         # In the stem: forward it in the stem once more, or relay it (docs/PROTOCOL.md,
         # "7.2"). Whoever set the flag, the walk ends after 1 / (1 - STEM_FORWARD) hops
         # on average, so a hostile flag costs a relay no more than an honest one.
-        stem = entry.stem and self._rng.random() < STEM_FORWARD
+        stem = in_stem and self._rng.random() < STEM_FORWARD
         self._relay(entry, now, stem=stem)
         if stem:
             self._stemmed[entry.key] = None
@@ -2262,22 +2272,27 @@ class Node:
         datagrams before it sends pays one box and one datagram per peer, not per item;
         one that pumps per datagram sends what it sent before. The ids owed one peer
         never pass one Receipt's worth: past it, that Receipt goes at once."""
+        for item in ids:
+            self._owe_receipt(key, endpoint, item, now)
+
+    def _owe_receipt(self, key: bytes, endpoint: Endpoint, item: bytes, now: float) -> None:
+        """``_send_receipt`` for one item (a relay takes one per datagram)."""
         if self.config.policy != "ours":
             return
         self._receipts_now = now
         pair = (key, endpoint)
         due = self._receipts_due.get(pair)
         if due is None:
-            due = self._receipts_due[pair] = _ReceiptsDue()
-        for item in ids:
-            if item in due.ids:
-                continue  # the same item twice in one pump: named once
-            if due.size + 2 + len(item) > RECEIPT_IDS_BYTES:
-                self._send_encoded(key, endpoint, "receipt", receipt_frame(list(due.ids)), now)
-                due.ids.clear()
-                due.size = 0
-            due.ids[item] = None
-            due.size += 2 + len(item)
+            self._receipts_due[pair] = _ReceiptsDue({item: None}, 2 + len(item))
+            return
+        if item in due.ids:
+            return  # the same item twice in one pump: named once
+        if due.size + 2 + len(item) > RECEIPT_IDS_BYTES:
+            self._send_encoded(key, endpoint, "receipt", receipt_frame(list(due.ids)), now)
+            due.ids.clear()
+            due.size = 0
+        due.ids[item] = None
+        due.size += 2 + len(item)
 
     def _flush_receipts(self) -> None:
         """Send every receipt owed (``_send_receipt``): one Receipt per peer and endpoint,

@@ -74,9 +74,12 @@ def entry_key(kind: Kind, item_id: bytes) -> bytes:
     return _KIND_BYTE[kind] + item_id
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
-    """One stored item with its relay schedule."""
+    """One stored item with its relay schedule.
+
+    Slotted: a relay builds one per item it takes, keeps thousands, and the relay path
+    reads their fields about twenty times per item (docs/PROTOCOL.md, "8. Relay store")."""
 
     kind: Kind
     item_id: bytes
