@@ -116,7 +116,7 @@ class Entry:
     size: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.key = entry_key(self.kind, self.item_id)
+        self.key = _KIND_BYTE[self.kind] + self.item_id  # entry_key(kind, item_id)
         self.size = self.wire.ByteSize() + ENTRY_OVERHEAD_BYTES
 
     @property
@@ -520,9 +520,12 @@ class RelayBandwidth:
         self._tail = now  # when the last deferred item is due to try again
 
     def _refill(self, now: float) -> None:
-        elapsed = max(0.0, now - self.updated)
-        self.balance = min(self.burst, self.balance + elapsed * self.rate)
-        self.updated = max(self.updated, now)
+        # No min()/max() calls: every item for others refills once.
+        elapsed = now - self.updated
+        if elapsed > 0.0:
+            self.updated = now
+            balance = self.balance + elapsed * self.rate
+            self.balance = self.burst if balance > self.burst else balance
 
     def open(self, now: float) -> bool:
         """May an item for others go out now?"""
