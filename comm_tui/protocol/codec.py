@@ -317,8 +317,19 @@ class Codec:
         box itself on the relay path. The bytes are the ones protobuf writes (fields in
         number order; tests/test_relay_path.py compares them).
         """
-        nonce = int(now * 1000).to_bytes(8, "big") + self._nonce_tail()
-        boxed = self.box(peer_key).send.encrypt(plaintext, nonce)
+        # 16 bytes from the OS CSPRNG for the nonce (docs/PROTOCOL.md, "3.2"), read 4 KiB
+        # at a time: one ``os.urandom`` system call per datagram cost more than a tenth
+        # of sealing it. The bytes are the same CSPRNG's, each used once.
+        offset = self._random_offset
+        if offset + NONCE_RANDOM_BYTES > len(self._random):
+            self._random = os.urandom(RANDOM_POOL_BYTES)
+            offset = 0
+        self._random_offset = offset + NONCE_RANDOM_BYTES
+        nonce = (
+            int(now * 1000).to_bytes(8, "big") + self._random[offset : offset + NONCE_RANDOM_BYTES]
+        )
+        boxes = self._pinned.get(peer_key) or self.box(peer_key)
+        boxed = boxes.send.encrypt(plaintext, nonce)
         parts = [self._packet_head, _BOXED_TAG, varint(len(boxed)), boxed]
         if cookie:
             parts += (_COOKIE_TAG, varint(len(cookie)), cookie)
@@ -326,19 +337,6 @@ class Codec:
         if len(data) > MAX_DATAGRAM_BYTES:
             raise ValueError(f"datagram of {len(data)} bytes exceeds {MAX_DATAGRAM_BYTES}")
         return data
-
-    def _nonce_tail(self) -> bytes:
-        """16 bytes from the OS CSPRNG for a nonce (docs/PROTOCOL.md, "3.2").
-
-        Read 4 KiB at a time: one ``os.urandom`` system call per datagram cost more than
-        a tenth of sealing it. The bytes are the same CSPRNG's, each used once.
-        """
-        offset = self._random_offset
-        if offset + NONCE_RANDOM_BYTES > len(self._random):
-            self._random = os.urandom(RANDOM_POOL_BYTES)
-            offset = 0
-        self._random_offset = offset + NONCE_RANDOM_BYTES
-        return self._random[offset : offset + NONCE_RANDOM_BYTES]
 
     def encode_hello(self, challenge: bytes, *, cookie: bytes = b"") -> bytes:
         """A hello padded so that the boxed Pong answering it is never larger."""
@@ -433,7 +431,7 @@ class Codec:
         if abs(sent_ms / 1000 - now) > MAX_CLOCK_SKEW_S:
             raise Rejected("stale")
         try:
-            boxes = self.box(key)
+            boxes = self._pinned.get(key) or self.box(key)
             plaintext = boxes.receive.decrypt(boxed)
         except ValueError as exc:
             raise Rejected("bad_key") from exc
