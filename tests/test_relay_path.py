@@ -241,6 +241,27 @@ def test_relayed_frames_carry_the_stem_flag_asked_for() -> None:
     assert pb.Frame.FromString(node._item_frame(other, True)[1]).message.recipient == b"q" * 20
 
 
+@pytest.mark.parametrize("stored_stem", [False, True])
+@pytest.mark.parametrize("stem", [False, True])
+def test_a_relayed_message_frame_is_the_frame_protobuf_writes(
+    stored_stem: bool, stem: bool
+) -> None:
+    """Forwarded as stored (the same stem flag) or with the flag changed, the frame is
+    byte for byte ``Frame{message}`` with that flag, and the stored message is untouched."""
+    node = Node(Identity.generate(), T0)
+    msg = pb.Message(recipient=b"r" * 20, expires_ms=3_600_000, sealed=b"s" * 1061)
+    msg.stem = stored_stem
+    entry = Entry(Kind.MESSAGE, b"i" * 32, b"r" * 20, 3_600_000, msg, stored_at=T0)
+    expected = pb.Message()
+    expected.CopyFrom(msg)
+    expected.stem = stem
+    assert node._item_frame(entry, stem) == (
+        "message",
+        pb.Frame(message=expected).SerializeToString(),
+    )
+    assert msg.stem is stored_stem
+
+
 # ---------------------------------------------------------------- lazy StoreChanged
 
 
