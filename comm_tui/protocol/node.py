@@ -1937,7 +1937,17 @@ class Node:
         # it is no progress toward the target, so our first relay of it out of the stem
         # goes out whoever holds it.
         leaving_stem = entry.stem and entry.attempts == 0
-        if self._table.is_among_closest(self.address, entry.target, k):
+        # Distances to the target, computed once: ours, and each hop's from its address.
+        target_int = int.from_bytes(entry.target, "big")
+        ours = self._address_int ^ target_int
+        if entry.kind is Kind.RECORD:
+            # Its owner is left out of ``closest`` but counts among the nearest.
+            among_closest = self._table.is_among_closest(self.address, entry.target, k)
+        else:
+            # ``closest`` holds the k nearest usable nodes: we are among the k nearest
+            # unless the k-th of them is nearer than we are (routing.is_among_closest).
+            among_closest = len(closest) < k or closest[k - 1].address_int ^ target_int > ours
+        if among_closest:
             if (
                 entry.attempts == 0
                 and not leaving_stem
@@ -1950,7 +1960,7 @@ class Node:
             return self._with_target(closest[: self.config.replicas], entry)
         if not leaving_stem and self._closer_holder(entry):
             return []
-        closer = [n for n in closest if self._closer_than_us(n.address, entry.target)] or closest
+        closer = [n for n in closest if n.address_int ^ target_int < ours] or closest
         return self._with_target(
             closer[: min(k, self.config.transit_fanout + entry.attempts)], entry
         )
