@@ -307,30 +307,29 @@ class RelayStore:
         Our own outgoing messages and acks we sign are stored without quota:
         they are what the user asked for and are bounded by the outbox itself.
         """
-        size = entry.size
+        size, target, key = entry.size, entry.target, entry.key
+        origin, net = entry.origin, entry.origin_net
         if enforce_quota:
             life_ms = entry.expires_ms - int(entry.stored_at * 1000)
             if self.max_life_ms is not None and life_ms > self.max_life_ms:
                 raise QuotaExceeded("store_cap_days")
             # .get, not [], so a refused item leaves no zero-valued key behind.
-            if self._target_bytes.get(entry.target, 0) + size > self.per_target_limit:
+            if self._target_bytes.get(target, 0) + size > self.per_target_limit:
                 raise QuotaExceeded("target_quota")
-            if entry.origin and self._peer_bytes.get(entry.origin, 0) + size > self.per_peer_limit:
+            if origin and self._peer_bytes.get(origin, 0) + size > self.per_peer_limit:
                 raise QuotaExceeded("peer_quota")
-            net = entry.origin_net
             if net and self._net_bytes.get(net, 0) + size > self.per_net_limit:
                 raise QuotaExceeded("net_quota")
             if self._over_caps(size, 1):
                 self._make_room(size, net)
-        key = entry.key
-        if key in self._entries:
-            self.remove(self._entries[key])
-        self._entries[key] = entry
-        self._by_target[entry.target][key] = None
+        entries = self._entries
+        if key in entries:
+            self.remove(entries[key])
+        entries[key] = entry
+        self._by_target[target][key] = None
         if entry.kind is Kind.ACK and entry.origin_key:
             self._acks_back[address_of(entry.origin_key)][key] = None
-        self._target_bytes[entry.target] += size
-        origin, net = entry.origin, entry.origin_net
+        self._target_bytes[target] += size
         if origin:
             self._peer_bytes[origin] += size
         if net:
