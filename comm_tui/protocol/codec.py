@@ -295,9 +295,6 @@ class Codec:
             self._boxes[key] = box
         self.replay.unpin(key)
 
-    def knows(self, key: bytes) -> bool:
-        return key in self._pinned or key in self._boxes
-
     def peer(self, key: bytes) -> PublicIdentity | None:
         """The peer whose boxes we hold under ``key`` (its address derived once, when its
         boxes were), or None: a key we would have to agree a box with first."""
