@@ -95,6 +95,10 @@ def test_vs_kademlia_smoke() -> None:
         # closest (the querier left out), or the comparison measures a broken lookup.
         assert figures[f"{side}_closest_found_ratio"] == 1.0
         assert figures[f"{side}_background_cpu_s_per_s"] >= 0
+        # Both networks settle the same way before the background span (bounded: on a
+        # loaded machine the answer may be False, and then it says so).
+        assert isinstance(figures[f"{side}_settled"], bool)
+        assert figures[f"{side}_settle_s"] >= figures["settle_s"]
         assert 0 <= figures[f"{side}_net_cpu_s_per_lookup"] <= figures[f"{side}_cpu_s_per_lookup"]
         per_query = figures[f"{side}_cpu_s_per_lookup"] / figures[f"{side}_queries_per_lookup"]
         assert figures[f"{side}_cpu_s_per_query"] == pytest.approx(per_query, rel=0.05)

@@ -193,7 +193,7 @@ def test_prober_fails_only_after_every_round_and_declines_prove_nothing() -> Non
         assert prober.outcome == expected
     declined = Prober()
     declined.asked(b"x", b"k", T0)
-    declined.declined(b"x", T0 + 1)
+    declined.from_helper(b"x", T0 + 1)
     assert declined.outcome == "none" and declined.next_at == T0 + 1 + reach.PROBE_RETRY_S
     solicited = Prober()
     solicited.asked(b"y", b"k", T0)
@@ -899,6 +899,76 @@ def test_a_port_mapping_a_probe_reaches_makes_the_node_public() -> None:
     bob.note_port_mapping(None, clock.now)
     clock.run_for(30)
     assert bob.client_mode and bob.reachability.kind == "cone"
+
+
+def one_peer_behind_a_restricted_nat() -> tuple[NatWire, Node, Node]:
+    """Bob behind an address-and-port-restricted NAT whose one peer is a public relay:
+    nobody else to send a dial-back probe (docs/PROTOCOL.md, "12.2")."""
+    wire = NatWire()
+    relay = wire.add_public(1)
+    bob = wire.add_behind(100, "restricted")
+    bob.bootstrap(wire.endpoint(relay), T0)
+    wire.pump(T0)
+    return wire, relay, bob
+
+
+@pytest.mark.parametrize("forwarded", [True, False])
+def test_one_peer_probes_a_mapped_port_other_than_the_one_it_sees(forwarded: bool) -> None:
+    """Bob's only peer sees him at his NAT's port 4000; his router maps port 5000 to him.
+    The peer probes 5000 itself (its probe cannot come in through the mapping Bob's
+    datagrams to it opened, which is on 4000): if the router forwards it, Bob is public
+    at the mapping and a relay in the peer's table; if not, he stays a client."""
+    wire, relay, bob = one_peer_behind_a_restricted_nat()
+    clock = Clock(wire, T0, step=1.0)
+    clock.wait_for(lambda: bob.client_mode, 30.0)
+    assert bob.client_mode and bob.reachability.kind == "unknown"  # no one to dial back
+    nat = wire.nat_of[wire.endpoint(bob)]
+    mapping = (nat.public_ip, 5000)
+    if forwarded:
+        nat.forwards[5000] = wire.endpoint(bob)
+    dropped = nat.dropped
+    bob.note_port_mapping(mapping, clock.now)
+    clock.run_for(30)
+    if forwarded:
+        assert bob.reachability.kind == "public" and bob.reachability.public_endpoint == mapping
+        assert not bob.client_mode and bob.address in relay._table
+        # The router drops the mapping without a word: the next check finds it out.
+        del nat.forwards[5000]
+        clock.run_for(reach.PROBE_RECHECK_S + reach.PROBE_TIMEOUT_S)
+        assert bob.client_mode and bob.reachability.kind == "unknown"
+    else:
+        assert bob.client_mode and bob.reachability.kind == "unknown"
+        assert bob.address not in relay._table
+        assert nat.dropped > dropped  # the peer's probe of port 5000, kept out
+
+
+@pytest.mark.parametrize("stranger_first", [True, False])
+def test_a_mapping_at_the_endpoint_peers_see_is_confirmed_by_a_stranger_arriving(
+    stranger_first: bool,
+) -> None:
+    """Bob's router maps port 4000, the port its NAT also gives his datagrams, so his one
+    peer's probe would come in either way and proves nothing. A stranger reaching him
+    there first does (it got in where the router keeps the port open for him): Bob is
+    public. Had Bob spoken first, nothing shows the mapping works: he stays a client."""
+    wire = NatWire()
+    relay = wire.add_public(1)
+    bob = wire.add_behind(100, "restricted")
+    nat = wire.nat_of[wire.endpoint(bob)]
+    mapping = wire.public_endpoint_of(bob)
+    nat.forwards[mapping[1]] = wire.endpoint(bob)
+    bob.note_port_mapping(mapping, T0)
+    if stranger_first:
+        relay.bootstrap(mapping, T0)
+    else:
+        bob.bootstrap(wire.endpoint(relay), T0)
+    wire.pump(T0)
+    clock = Clock(wire, T0, step=1.0)
+    clock.run_for(60)
+    if stranger_first:
+        assert bob.reachability.kind == "public" and bob.reachability.public_endpoint == mapping
+        assert not bob.client_mode and bob.address in relay._table
+    else:
+        assert bob.client_mode and bob.address not in relay._table
 
 
 def test_the_tally_view_follows_new_observations_and_their_age() -> None:

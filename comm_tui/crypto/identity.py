@@ -38,19 +38,27 @@ def address_of(public_key: bytes) -> bytes:
 
 
 @lru_cache(maxsize=VALID_KEY_CACHE_KEYS)
-def is_valid_public_key(key: bytes) -> bool:
-    """Is ``key`` an Ed25519 public key we can encrypt to (a valid curve point)?
+def curve_public_key(key: bytes) -> bytes | None:
+    """The X25519 public key of the Ed25519 public key ``key``, None when ``key`` is no
+    valid curve point (or not 32 bytes).
 
-    Cached: the check decompresses the point (about 50 us), and the same few thousand
-    keys come back in every Nodes answer.
+    Cached: the conversion decompresses the point (about 50 us), and each peer key needs
+    it at least twice, once when it is checked (a Nodes answer, a packet from a new key)
+    and once for the key agreement that follows (``PublicIdentity.box_key``); the same
+    few thousand keys also come back in every Nodes answer.
     """
     if len(key) != PUBLIC_KEY_BYTES:
-        return False
+        return None
     try:
-        crypto_sign_ed25519_pk_to_curve25519(key)
+        converted: bytes = crypto_sign_ed25519_pk_to_curve25519(key)
     except (CryptoError, RuntimeError):
-        return False
-    return True
+        return None
+    return converted
+
+
+def is_valid_public_key(key: bytes) -> bool:
+    """Is ``key`` an Ed25519 public key we can encrypt to (a valid curve point)?"""
+    return curve_public_key(key) is not None
 
 
 def address_hex(address: bytes) -> str:
@@ -83,10 +91,10 @@ class PublicIdentity:
         Raises ValueError for bytes that are not a valid curve point, which is
         how a forged or random key from the network is rejected.
         """
-        try:
-            return PublicKey(crypto_sign_ed25519_pk_to_curve25519(self.key))
-        except (CryptoError, RuntimeError) as exc:
-            raise ValueError("not a valid Ed25519 public key") from exc
+        converted = curve_public_key(self.key)
+        if converted is None:
+            raise ValueError("not a valid Ed25519 public key")
+        return PublicKey(converted)
 
 
 SECRETBOX_KEY_BYTES = 32

@@ -342,7 +342,7 @@ def node_info(key: bytes, endpoint: Endpoint) -> pb.NodeInfo | None:
 
 
 _NODES_TAG = bytes([5 << 3 | 2])  # Frame.nodes
-_QUERY_ID_TAG = bytes([1 << 3 | 2])  # Nodes.query_id
+_QUERY_ID_TAG = bytes([1 << 3 | 2])  # Nodes.query_id, FindNode.query_id
 _NODE_INFO_TAG = bytes([2 << 3 | 2])  # Nodes.nodes
 
 
@@ -354,6 +354,23 @@ def nodes_frame(query_id: bytes, infos: list[bytes]) -> bytes:
         parts += (_NODE_INFO_TAG, varint(len(info)), info)
     body = b"".join(parts)
     return _NODES_TAG + varint(len(body)) + body
+
+
+_FIND_NODE_TAG = bytes([4 << 3 | 2])  # Frame.find_node
+_TARGET_TAG = bytes([2 << 3 | 2])  # FindNode.target
+_PADDING_TAG = bytes([3 << 3 | 2])  # FindNode.padding
+
+
+def find_node_frame(query_id: bytes, target: bytes, padding: bytes = b"") -> bytes:
+    """The serialized ``Frame{find_node: FindNode{query_id, target, padding}}``, as
+    protobuf writes it (tests/test_lookup_cost.py compares): a lookup sends one per
+    query, and building the messages cost as much as boxing the frame."""
+    parts = [_QUERY_ID_TAG, varint(len(query_id)), query_id, _TARGET_TAG]
+    parts += (varint(len(target)), target)
+    if padding:
+        parts += (_PADDING_TAG, varint(len(padding)), padding)
+    body = b"".join(parts)
+    return _FIND_NODE_TAG + varint(len(body)) + body
 
 
 def parse_node_info(info: pb.NodeInfo) -> Candidate | None:
@@ -936,6 +953,8 @@ class Node:
         if kind == "hello":
             hello = codec.open(packet, now).hello
             assert hello is not None
+            # A hello too: it passed our NAT like any datagram (docs/PROTOCOL.md, "12.2").
+            self._reachability.heard(addr, now)
             self._answer_hello(key, hello, addr, now, len(data))
             return
         sender, frame, body = codec.open_boxed(key, packet.boxed, now)
@@ -1268,17 +1287,16 @@ class Node:
     def _parse_nodes(self, nodes: pb.Nodes) -> list[Candidate]:
         """The well-formed entries of a Nodes answer but ourselves (``parse_node_info``),
         memoized by their fields: the same nodes come back in answer after answer."""
-        memo = self._candidates
+        memo, own_key = self._candidates, self.identity.key
         found: list[Candidate] = []
         for info in nodes.nodes:
             fields = (info.key, info.ip, info.port)
-            if fields in memo:
-                candidate = memo[fields]
-            else:
+            candidate = memo.get(fields)
+            if candidate is None and fields not in memo:  # None is kept too: out of shape
                 if len(memo) >= NODE_INFO_MEMO:
                     memo.clear()
                 candidate = memo[fields] = parse_node_info(info)
-            if candidate is not None and candidate.key != self.identity.key:
+            if candidate is not None and candidate.key != own_key:
                 found.append(candidate)
         return found
 
@@ -2193,13 +2211,15 @@ class Node:
                 path=path,
                 candidate=candidate,
             )
-            find = pb.FindNode(query_id=query_id, target=lookup.target)
-            if not self._in_table(candidate.key, candidate.endpoint):
-                # It may not have validated us: padded, its answer comes at once
-                # (docs/PROTOCOL.md, "5.1", "First contact").
-                find.padding = FIND_NODE_PADDING
-            frame = pb.Frame(find_node=find)
-            self._send_frame(candidate.key, candidate.endpoint, frame, now, probe=True)
+            # A node outside our table may not have validated us: padded, its answer
+            # comes at once (docs/PROTOCOL.md, "5.1", "First contact").
+            padding = (
+                b"" if self._in_table(candidate.key, candidate.endpoint) else FIND_NODE_PADDING
+            )
+            frame = find_node_frame(query_id, lookup.target, padding)
+            self._send_encoded(
+                candidate.key, candidate.endpoint, "find_node", frame, now, probe=True
+            )
         if lookup.done:
             self._lookup_finished(lookup, now)
 

@@ -632,6 +632,25 @@ class _PendingProbe:
     helper: bytes  # key of the node asked
     deadline: float
     mapping: bool  # a probe of our port mapping candidate, not of the observed endpoint
+    # A mapping probe the node asked may send itself: it sees us at the mapping's IP and
+    # another port, so its probe cannot come in through a mapping we opened to it (12.2).
+    vouch: bool = False
+
+
+def vouches_for(observed: Endpoint | None, mapping: Endpoint) -> bool:
+    """May a helper that sees us at ``observed`` probe our port ``mapping`` itself, as
+    evidence (docs/PROTOCOL.md, "12.2", "Port mappings")? Only at the mapping's IP and
+    another port: at the same port its probe would come in through the mapping our own
+    datagrams to it opened, whatever the router forwards."""
+    return observed is not None and observed[0] == mapping[0] and observed[1] != mapping[1]
+
+
+def mapping_is_seen(tally: ObservationTally, mapping: Endpoint, now: float) -> bool:
+    """Do more than half of the networks counted see us at the mapped endpoint itself?
+    Then a stranger's datagram that reached us came in at that endpoint, which the
+    router keeps open for us (docs/PROTOCOL.md, "12.2", "Port mappings")."""
+    seen = list(tally.recent(now).values())
+    return 2 * seen.count(mapping) > len(seen)
 
 
 class Prober:
@@ -648,6 +667,9 @@ class Prober:
         self._failed_rounds = 0
         self._round_failures = 0
         self._round_success = False
+        # This round's mapping requests, and how many of them their helper vouched for.
+        self._round_mapping_asked = 0
+        self._round_vouched = 0
 
     def due(self, now: float) -> bool:
         return not self._pending and now >= self.next_at
@@ -657,8 +679,13 @@ class Prober:
             return min(p.deadline for p in self._pending.values())
         return None
 
-    def asked(self, nonce: bytes, helper: bytes, now: float, *, mapping: bool = False) -> None:
-        self._pending[nonce] = _PendingProbe(helper, now + PROBE_TIMEOUT_S, mapping)
+    def asked(
+        self, nonce: bytes, helper: bytes, now: float, *, mapping: bool = False, vouch: bool = False
+    ) -> None:
+        """We sent a ProbeRequest; ``vouch``: for our mapping, to a helper whose own probe
+        counts (``vouches_for``)."""
+        self._pending[nonce] = _PendingProbe(helper, now + PROBE_TIMEOUT_S, mapping, vouch)
+        self._round_mapping_asked += mapping
 
     def helper_of(self, nonce: bytes) -> bytes | None:
         pending = self._pending.get(nonce)
@@ -693,9 +720,13 @@ class Prober:
         self.next_at = max(self.next_at, now + PROBE_RECHECK_S)
         return True
 
-    def declined(self, nonce: bytes, now: float) -> None:
-        """The helper asked found nobody to send the probe: no evidence either way."""
-        self._pending.pop(nonce, None)
+    def from_helper(self, nonce: bytes, now: float) -> None:
+        """The node asked sent the Probe itself: it declines (it found nobody to send it),
+        no evidence either way; or, for a mapping request it may vouch for, it probed our
+        mapped port. The round confirms the mapping if every mapping request of it was
+        vouched for (docs/PROTOCOL.md, "12.2", "Port mappings")."""
+        pending = self._pending.pop(nonce)
+        self._round_vouched += pending.vouch
         self._end_round_if_done(now)
 
     def expire(self, now: float) -> None:
@@ -711,6 +742,8 @@ class Prober:
     def _end_round_if_done(self, now: float) -> None:
         if self._pending:
             return
+        if self._round_mapping_asked and self._round_vouched == self._round_mapping_asked:
+            self.mapping_ok = True  # every helper asked probed the mapped port itself
         if self._round_success or now - self.last_inbound < PROBE_RECHECK_S:
             self.outcome = "arrived"
             self._failed_rounds = 0
@@ -726,12 +759,14 @@ class Prober:
         else:
             self.next_at = now + PROBE_RETRY_S
         self._round_success, self._round_failures = False, 0
+        self._round_mapping_asked = self._round_vouched = 0
 
     def reset(self, now: float) -> None:
         """The evidence changed (a new endpoint, a new mapping): check again now."""
         self._pending.clear()
         self.outcome, self.mapping_ok = "none", False
         self._failed_rounds = self._round_failures = 0
+        self._round_mapping_asked = self._round_vouched = 0
         self._round_success = False
         self.next_at = now
 

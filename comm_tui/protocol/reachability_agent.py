@@ -36,6 +36,7 @@ from comm_tui.protocol.reachability import (
     ECHO_MAX_DELAY_S,
     INBOUND_REFRESH_S,
     PROBE_HELPERS,
+    PROBE_RECHECK_S,
     PROBE_REQUEST_BURST,
     PROBE_REQUEST_RATE_PER_S,
     PROBE_SERVE_BURST,
@@ -49,10 +50,14 @@ from comm_tui.protocol.reachability import (
     Prober,
     Reachability,
     canonical,
+    family_of,
     is_loopback,
     judge,
+    mapping_is_seen,
     probe_target_allowed,
     solicitation_key,
+    tally_network,
+    vouches_for,
 )
 from comm_tui.protocol.routing import Endpoint, NodeEntry, RoutingTable, origin_network
 from comm_tui.protocol.stats import NodeStats
@@ -245,6 +250,7 @@ class ReachabilityAgent:
 
     def _reclassify(self, now: float) -> None:
         """Decide our kind again from the evidence; switch client mode when it changes."""
+        self._confirm_mapping_by_arrival(now)
         judged = judge(self.tally, self._local, self.prober.outcome, self.prober.mapping_ok, now)
         kind = judged.kind
         public = self._mapping if self.prober.mapping_ok else judged.agreed
@@ -261,6 +267,21 @@ class ReachabilityAgent:
                 self._leave_tables(now)
             else:
                 self.bindings.clear()
+
+    def _confirm_mapping_by_arrival(self, now: float) -> None:
+        """A stranger reached us lately (an arrival, "12.2") while most networks see us at
+        the mapped endpoint itself: it came in there, and the router keeps that endpoint
+        open for us, so the mapping is confirmed (docs/PROTOCOL.md, "12.2", "Port
+        mappings"). No probe can show it: a helper's probe of that endpoint comes in
+        through the mapping our datagrams to the helper opened."""
+        mapping = self._mapping
+        if (
+            mapping is not None
+            and not self.prober.mapping_ok
+            and now - self.prober.last_inbound < PROBE_RECHECK_S
+            and mapping_is_seen(self.tally.family(family_of(mapping[0])), mapping, now)
+        ):
+            self.prober.mapping_ok = True
 
     def _leave_tables(self, now: float) -> None:
         """We just became a client: ping every node of our table now. The ping carries
@@ -409,13 +430,22 @@ class ReachabilityAgent:
         for helper in helpers:
             self._ask_for_probe(helper, 0, now)
         mapping = self._mapping
-        seen_hosts = {host for host, _ in self.tally.recent(now).values()}
-        if mapping is not None and not self.prober.mapping_ok and mapping[0] in seen_hosts:
-            self._ask_for_probe(helpers[0], mapping[1], now)
+        seen = self.tally.recent(now)
+        if mapping is None or mapping[0] not in {host for host, _ in seen.values()}:
+            return  # none, or an IP nobody sees us at: a router behind another NAT, say
+        # Each helper is asked for the mapped port too, at every round (a confirmed
+        # mapping too: one the router dropped, or a helper's false word, does not last):
+        # one that sees us at another port probes it itself, and the mapping holds if
+        # every one of them did ("12.2").
+        for helper in helpers:
+            vouch = vouches_for(seen.get(tally_network(helper.endpoint)), mapping)
+            self._ask_for_probe(helper, mapping[1], now, vouch=vouch)
 
-    def _ask_for_probe(self, helper: NodeEntry, port: int, now: float) -> None:
+    def _ask_for_probe(
+        self, helper: NodeEntry, port: int, now: float, *, vouch: bool = False
+    ) -> None:
         nonce = os.urandom(CHALLENGE_BYTES)
-        self.prober.asked(nonce, helper.key, now, mapping=bool(port))
+        self.prober.asked(nonce, helper.key, now, mapping=bool(port), vouch=vouch)
         frame = pb.Frame(probe_request=pb.ProbeRequest(nonce=nonce, port=port))
         self._host.send_frame(helper.key, helper.endpoint, frame, now, probe=True)
 
@@ -437,6 +467,14 @@ class ReachabilityAgent:
         if not self._probe_requests.allow(network, now) or not self._probes_served.take(now):
             raise Rejected("probe_rate")
         target = (addr[0], request.port or addr[1])
+        if request.port and request.port != addr[1]:
+            # A candidate mapping on another port than the one the requester's datagrams
+            # leave from: our own probe cannot come in through a mapping the requester
+            # opened to us, so we send it ourselves, to the requester's IP as we see it
+            # ("12.2", "Port mappings"; smaller than the request).
+            probe = pb.Frame(probe=pb.Probe(nonce=request.nonce))
+            self._host.send_frame(sender.key, target, probe, now, probe=True)
+            return
         # Of the nodes of other networks, the half farthest from the requester's address:
         # it talks most to those nearest it, and a probe from one of them proves nothing.
         helpers = [
@@ -486,7 +524,8 @@ class ReachabilityAgent:
         lately: otherwise our NAT may have let it in through a mapping we opened.
         """
         if self.prober.helper_of(probe.nonce) == sender.key:
-            self.prober.declined(probe.nonce, now)  # the node asked sends it: declined
+            # The node asked sends it: it declines, or vouches for our mapped port.
+            self.prober.from_helper(probe.nonce, now)
         else:
             last = self._sent_to.get(solicitation_key(addr))
             solicited = last is not None and now - last < PROBE_SOLICITED_S

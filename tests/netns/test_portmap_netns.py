@@ -78,8 +78,7 @@ def test_mapping_opens_the_port_within_5_s_and_is_removed_on_exit(net: Internet)
         locked_out.wait_peers(1, timeout_s=2.0)
     assert int(locked_out.status()["stats"]["datagrams_in"]) == 0  # not even an answer
     # It would keep retrying its bootstrap and reach Alice through the mapping made below,
-    # before the stranger: a first observation of her NAT makes her a client until a probe
-    # confirms the mapping (docs/PROTOCOL.md, "12.3"), and a client is in no one's table.
+    # before the stranger: the stranger's first contact would not be the one tested.
     locked_out.quit()
     assert node.stop() == 0
 
@@ -96,10 +95,10 @@ def test_mapping_opens_the_port_within_5_s_and_is_removed_on_exit(net: Internet)
         f"ip daddr {home.wan_ip} udp dport {DEFAULT_PORT} dnat to {alice.ip}:{DEFAULT_PORT}"
     ]
     # From outside and unsolicited (Alice never sent to it): a node that knows only the
-    # mapped endpoint reaches Alice through the restricted NAT, and she answers. Answers,
-    # not a place in its table: with no third node to probe the mapping, Alice cannot
-    # confirm it, so once a Pong shows her the NAT she is a client (docs/PROTOCOL.md,
-    # "12.3") and the stranger drops her; polling its peers caught her only before that.
+    # mapped endpoint reaches Alice through the restricted NAT, and she answers. That its
+    # arrival then confirms her mapping once a Pong shows her where she is seen (she is a
+    # public relay, docs/PROTOCOL.md, "12.2", "Port mappings") is pinned on the sans-IO
+    # NAT harness (tests/test_reachability.py): here no Pong comes within the test.
     stranger = net.public_host("outside").agent(bootstrap=[mapped_endpoint])
     deadline = time.monotonic() + 5.0
     while int(stranger.status()["stats"]["datagrams_in"]) == 0:
