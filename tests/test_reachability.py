@@ -757,6 +757,19 @@ def test_keepalives_leave_a_margin_below_the_longest_echo_survived() -> None:
     assert learner.interval == 60.0 * reach.ECHO_MARGIN
 
 
+def test_a_loss_near_the_floor_ends_the_search_and_one_above_bisects_from_the_floor() -> None:
+    """docs/PROTOCOL.md, "12.5": the gap is measured from the 10 s floor, so a loss at
+    15 s ends the search (nothing under the floor is tried) and one at 16 s does not."""
+    near = IntervalLearner()
+    near.lost(KEEPALIVE_FLOOR_S + reach.ECHO_RESOLUTION_S, T0)
+    assert near.converged_at == T0 and near.next_delay(T0 + 1) is None
+    above = IntervalLearner()
+    lost_at = KEEPALIVE_FLOOR_S + reach.ECHO_RESOLUTION_S + 1
+    above.lost(lost_at, T0)
+    assert above.converged_at is None
+    assert above.next_delay(T0 + 1) == (KEEPALIVE_FLOOR_S + lost_at) / 2
+
+
 def test_probes_are_asked_of_our_neighbourhood_and_sent_from_far_from_us() -> None:
     """A asks the nodes nearest its address (it talks to them anyway); each picks the
     node that sends the probe among those farthest from A's address (A talks least to
