@@ -22,7 +22,9 @@ at ``--rate`` texts per second. It reports:
   divided by the texts sent (``all_datagrams_per_message`` counts every kind).
 - with ``--store sqlite``, the group commits of the phase (``comm_tui/net/commit.py``),
   how many of them held bookkeeping alone (``lazy_commits``), and the events each wrote
-  on average.
+  on average; with ``--count-statements`` also the SQL statements the nodes ran, per
+  relayed message and by kind (a trace callback on every connection: it costs CPU, so
+  read the CPU figures from runs without it).
 
 ``--store memory`` (default) drives ``comm_tui.protocol.node.Node`` directly through
 ``comm_tui.net.udp.open_udp``, which isolates the network and protocol cost;
@@ -41,6 +43,8 @@ import gc
 import json
 import multiprocessing
 import random
+import re
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -102,6 +106,13 @@ COUNTERS_NOT_DATAGRAMS = (
     "gc_full_pause_us",
     "loop_thread_cpu_us",
 )
+# Statement counters (``--count-statements``) are named with this prefix.
+SQL_PREFIX = "sql_"
+# What a statement is counted as: its verb, and for a write the table it writes.
+_STATEMENT_KIND = re.compile(
+    r"\s*(?:(INSERT)(?:\s+OR\s+\w+)?\s+INTO|(DELETE)\s+FROM|(UPDATE))\s+(\w+)|\s*(\w+)",
+    re.IGNORECASE,
+)
 
 
 @dataclass
@@ -118,6 +129,8 @@ class Plan:
     wait_quiet: bool = True
     # Freeze the start-up heap out of full collections before sending (FullCollections).
     freeze_heap: bool = True
+    # Count the SQL statements of the phase (StatementCount).
+    count_statements: bool = False
 
     def seeds(self) -> list[bytes]:
         rng = random.Random(self.seed)
@@ -169,6 +182,45 @@ class Host:
             self.delivered_at.setdefault(number, now)
 
 
+class StatementCount:
+    """Counts the SQL statements of every connection opened while it is installed.
+
+    ``Database.open`` calls ``sqlite3.connect``; each connection it returns meanwhile gets
+    a trace callback. What SQLite runs on behalf of a statement is not counted: it is part
+    of the statement that caused it. The trace reports it as a statement text starting
+    with ``--`` (a trigger's), one naming the schema (``'main'.``: the full-text index's
+    own statements), or the causing statement's text again when a trigger fires (the
+    same text twice in a row on one connection; a read we issue twice in a row with the
+    same values counts once, a write, a BEGIN or a COMMIT never repeats so).
+    """
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self._connect = sqlite3.connect
+
+        def traced(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+            conn = self._connect(*args, **kwargs)
+            last = [""]  # this connection's last statement counted
+
+            def count(sql: str) -> None:
+                if sql.startswith("--") or "'main'." in sql or sql == last[0]:
+                    return
+                last[0] = sql
+                match = _STATEMENT_KIND.match(sql)
+                if match is not None:
+                    verb = next(filter(None, match.group(1, 2, 3, 5)))
+                    table = match.group(4)
+                    self.counts[f"{SQL_PREFIX}{verb.upper()}{' ' + table if table else ''}"] += 1
+
+            conn.set_trace_callback(count)
+            return conn
+
+        sqlite3.connect = traced  # type: ignore[assignment]
+
+    def close(self) -> None:
+        sqlite3.connect = self._connect
+
+
 class Shard:
     """The nodes one process runs, on one event loop."""
 
@@ -181,6 +233,9 @@ class Shard:
         self.sent_at: dict[int, float] = {}
         self.config = NodeConfig()
         self.started_at = 0.0  # when the last node was made (its timers count from then)
+        self.statements = (
+            StatementCount() if plan.count_statements and plan.store == "sqlite" else None
+        )
 
     async def start(self, bootstrap: Endpoint | None) -> Endpoint:
         identities = [Identity.from_seed(seed) for seed in self.plan.seeds()]
@@ -255,6 +310,8 @@ class Shard:
                 total["commits"] += host.service.journal.commits
                 total["lazy_commits"] += host.service.journal.lazy_commits
                 total["committed_events"] += host.service.journal.committed_events
+        if self.statements is not None:
+            total.update(self.statements.counts)
         return total
 
     async def send_all(self, start_at: float) -> None:
@@ -296,6 +353,8 @@ class Shard:
                 host.db.close()
             elif host.protocol is not None:
                 host.protocol.close()
+        if self.statements is not None:
+            self.statements.close()
 
     def results(self) -> dict[str, Any]:
         received: dict[int, float] = {}
@@ -478,6 +537,7 @@ async def run(plan: Plan) -> dict[str, Any]:
     message_datagrams = counters["message"]
     caused = sum(counters[kind] for kind in MESSAGE_KINDS)
     texts = max(1, len(sent))
+    statements = sum(v for k, v in counters.items() if k.startswith(SQL_PREFIX))
 
     def rounded(value: float | None, digits: int = 3) -> float | None:
         return None if value is None else round(value, digits)
@@ -524,10 +584,19 @@ async def run(plan: Plan) -> dict[str, Any]:
         "datagrams_by_kind": {
             k: v
             for k, v in sorted(counters.items())
-            if k not in COUNTERS_NOT_DATAGRAMS and not k.startswith("rejected_")
+            if k not in COUNTERS_NOT_DATAGRAMS and not k.startswith(("rejected_", SQL_PREFIX))
         },
         "rejected": {
             k[len("rejected_") :]: v for k, v in counters.items() if k.startswith("rejected_") and v
+        },
+        "commits_per_relayed_message": rounded(counters["commits"] / relayed if relayed else None),
+        "statements_per_relayed_message": rounded(statements / relayed)
+        if statements and relayed
+        else None,
+        "statements_per_relayed_message_by_kind": {
+            k[len(SQL_PREFIX) :]: round(v / relayed, 3)
+            for k, v in counters.most_common()
+            if k.startswith(SQL_PREFIX) and v > 0 and relayed
         },
         "gc_full_collections": counters["gc_full"],
         "gc_full_pause_max_ms": round(counters["gc_full_pause_us"] / 1000, 1),
@@ -555,6 +624,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="send SETTLE_S after the join, in the network's start-up traffic (as before)",
     )
+    parser.add_argument(
+        "--count-statements",
+        action="store_true",
+        help="count the SQL statements of the phase by kind (sqlite; costs CPU)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
         "--allow-small", action="store_true", help=argparse.SUPPRESS
@@ -574,6 +648,7 @@ def main(argv: list[str] | None = None) -> int:
         args.store,
         wait_quiet=not args.send_at_once,
         freeze_heap=not args.no_freeze,
+        count_statements=args.count_statements,
     )
     figures = asyncio.run(run(plan))
     if args.json:

@@ -25,6 +25,16 @@ recipient back to the sender, hop by hop, and names what it waited for, in this 
   node's handling of it (socket queue, the loop's backlog, and with sqlite the sender's
   commit before the copy left): under 0.1 s, 0.1-0.5 s, 0.5-2 s, 2 s or more.
 
+With ``--store sqlite`` it also times every group commit (``comm_tui/net/commit.py``)
+that datagrams wait for, in four parts: ``gather``, from the batch's first write that
+datagrams wait for to its commit's start on the loop (the end of the loop's turn, or the
+node's previous commit still running); ``writer_queue``, from there to a writer thread
+taking it (the process's writers busy with other nodes' commits); ``commit``, the
+``COMMIT`` itself (the fsync); ``return``, from its end to the loop handling its return
+(the loop busy). It reports each part's percentiles over the phase, and on every hop of
+a slow text the commit its copy waited for at the relay that sent it (``waited_for``):
+whether a slow hop was the fsync itself or work queued around it.
+
     python bench/loopback_trace.py --nodes 100 --messages 300 --store memory --json
 """
 
@@ -46,6 +56,7 @@ import loopback
 
 from comm_tui.crypto.identity import address_of
 from comm_tui.crypto.seal import message_id
+from comm_tui.net.service import NodeService
 from comm_tui.protocol.codec import Rejected
 from comm_tui.protocol.events import Event, TextReceived
 from comm_tui.protocol.node import Node
@@ -55,6 +66,7 @@ QUEUE_SAMPLE_S = 0.05
 FULL_GC_SHARE = 0.4
 COMMIT_SHARE = 0.5
 QUEUED_BOUNDS_MS = (100, 500, 2000)
+COMMIT_PARTS = ("gather", "writer_queue", "commit", "return")
 
 
 class Trace:
@@ -67,6 +79,8 @@ class Trace:
         self.index_of: dict[bytes, int] = {}
         self.full_gc: list[tuple[float, float]] = []
         self.queues: list[tuple[float, int, int]] = []  # (time, bytes queued, sockets)
+        # node -> its commits: (first write, flushed, writer took it, written, returned)
+        self.commits: defaultdict[int, list[list[float]]] = defaultdict(list)
         self._gc_started = 0.0
         gc.callbacks.append(self._on_gc)
 
@@ -119,6 +133,87 @@ class Trace:
         node._handlers["message"] = traced_message
         node.drain_events = traced_drain  # type: ignore[method-assign]
 
+    def attach_commits(self, index: int, service: NodeService) -> None:
+        """Time each of the node's group commits (see the module docstring)."""
+        journal, db = service.journal, service.db
+        assert journal is not None
+        commits = self.commits[index]
+        add, flush, committed = journal.add, journal._flush, journal._committed
+        commit_and_release = db._commit_and_release
+        first_write = [0.0]
+        # The commit that runs (one per node at a time), filled in by the loop and the
+        # writer thread; set before the hand-off, which may start it at once.
+        running: list[list[float]] = [[0.0] * 5]
+
+        def traced_add(events: list[Event], datagrams: list[Any]) -> None:
+            now, urgent = time.time(), journal._urgent
+            add(events, datagrams)
+            if journal._urgent and not urgent:  # the batch's first write datagrams wait for
+                first_write[0] = now
+
+        def traced_flush() -> None:
+            before = journal.commits
+            record = [first_write[0], time.time(), 0.0, 0.0, 0.0]
+            if not journal.committing:
+                running[0] = record
+            flush()
+            # Only a batch datagrams wait for (a batch of bookkeeping alone gathers for up
+            # to a second, holding nothing back).
+            if journal.commits > before and journal.committing and journal._inflight_urgent:
+                commits.append(record)
+
+        def traced_commit_and_release() -> None:  # on a writer thread
+            record = running[0]
+            record[2] = time.time()
+            try:
+                commit_and_release()
+            finally:
+                record[3] = time.time()
+
+        def traced_committed(future: Any) -> None:
+            if future is journal._inflight:
+                running[0][4] = time.time()
+            committed(future)
+
+        journal.add = traced_add  # type: ignore[method-assign]
+        journal._flush = traced_flush  # type: ignore[method-assign]
+        journal._committed = traced_committed  # type: ignore[method-assign]
+        db._commit_and_release = traced_commit_and_release  # type: ignore[method-assign]
+
+    def commit_parts(self, record: list[float]) -> dict[str, float]:
+        """A finished commit's four parts, in ms."""
+        first, flushed, taken, written, returned = record
+        parts = (flushed - first, taken - flushed, written - taken, returned - written)
+        return {name: round(ms * 1000, 2) for name, ms in zip(COMMIT_PARTS, parts, strict=True)}
+
+    def commit_summary(self, since: float) -> dict[str, Any]:
+        """Each part's p50, p99 and max over the commits that started after ``since``."""
+        done = [
+            self.commit_parts(r)
+            for records in self.commits.values()
+            for r in records
+            if r[4] and r[1] >= since
+        ]
+        summary: dict[str, Any] = {"commits": len(done)}
+        for name in COMMIT_PARTS:
+            values = sorted(d[name] for d in done)
+            summary[name] = {
+                "p50_ms": loopback.percentile(values, 0.5),
+                "p99_ms": loopback.percentile(values, 0.99),
+                "max_ms": values[-1] if values else None,
+            }
+        return summary
+
+    def waited_for(self, node: int, queued: float, arrived: float) -> dict[str, float] | None:
+        """The commit a copy waited for at ``node``: the first one started after the core
+        queued the copy (``queued``: that pump's writes are in it), if it returned before
+        the copy ``arrived`` at the next node (else the copy did not wait for it)."""
+        later = [r for r in self.commits.get(node, ()) if r[1] >= queued]
+        first = min(later, key=lambda r: r[1], default=None)
+        if first is None or not first[4] or first[4] > arrived:
+            return None
+        return self.commit_parts(first)
+
     async def sample_queues(self, ports: set[int], until: list[bool]) -> None:
         while not until[0]:
             queued = sockets = 0
@@ -147,6 +242,8 @@ def install(trace: Trace) -> list[loopback.Shard]:
             trace.index_of[host.node.address] = host.index
         for host in self.hosts.values():
             trace.attach(host.index, host.node)
+            if host.service is not None:
+                trace.attach_commits(host.index, host.service)
         return first
 
     async def traced_send_all(self: loopback.Shard, start_at: float) -> None:
@@ -191,7 +288,7 @@ def causes(plan: loopback.Plan, shard: loopback.Shard, trace: Trace, slow_ms: fl
             ),
             None,
         )
-        hops = [] if first is None else path(by_key[first[3]], sender, recipient, sent)
+        hops = [] if first is None else path(by_key[first[3]], sender, recipient, sent, trace)
         cause = classify(number, sender, sent, latency_ms, hops, by_key, first, trace)
         counted[cause] += 1
         slow.append({"text": number, "latency_ms": latency_ms, "cause": cause, "path": hops})
@@ -203,9 +300,11 @@ def path(
     sender: int,
     recipient: int,
     sent: float,
+    trace: Trace,
 ) -> list[dict[str, Any]]:
     """The first copy to reach ``recipient``, back to ``sender``: each hop's send and
-    arrival (ms after sending) and the attempt it was."""
+    arrival (ms after sending), the attempt it was, and with sqlite the commit the copy
+    waited for at the node that sent it (None: it waited for none)."""
     arrived: dict[int, tuple[float, int]] = {}
     for t, what, node, _, other, _, _ in records:
         if what == "arrive" and node not in arrived:
@@ -218,15 +317,17 @@ def path(
         sends = [
             r for r in records if r[1] == "send" and r[2] == source and r[4] == node and r[0] <= at
         ]
-        hops.append(
-            {
-                "from": source,
-                "to": node,
-                "attempt": sends[-1][5] if sends else None,
-                "sent_ms": round((sends[-1][0] - sent) * 1000, 1) if sends else None,
-                "arrived_ms": round((at - sent) * 1000, 1),
-            }
-        )
+        hop: dict[str, Any] = {
+            "from": source,
+            "to": node,
+            "attempt": sends[-1][5] if sends else None,
+            "sent_ms": round((sends[-1][0] - sent) * 1000, 1) if sends else None,
+            "arrived_ms": round((at - sent) * 1000, 1),
+        }
+        if trace.commits and sends and source != sender:
+            # The sender's own copy leaves after send_text's commit, which is not a batch.
+            hop["waited_for"] = trace.waited_for(source, sends[-1][0], at)
+        hops.append(hop)
         node = source
     hops.reverse()
     return hops
@@ -303,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         "slow_texts": len(slow),
         "causes": dict(counted.most_common()),
         "full_collections_ms": [round((b - a) * 1000, 1) for a, b in trace.full_gc],
+        "group_commits": trace.commit_summary(first_sent) if trace.commits else None,
         "largest_socket_backlog": {
             "at_s_after_first_text": round(busiest[0] - first_sent, 2),
             "bytes": busiest[1],

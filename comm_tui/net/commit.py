@@ -21,7 +21,8 @@ on disk after a crash is always every write up to some point.
 When a batch starts committing:
 
 - after ``window_s`` from its first write that holds datagrams back or has notices to
-  give out (a short window gathers the pumps that follow);
+  give out (by default 0: at the end of the loop's turn, so the pumps of the datagrams
+  read in the same turn share it; more gather while a commit runs);
 - after ``lazy_window_s`` from its first write when all of it is bookkeeping;
 - at once when it holds ``max_items`` events and datagrams, so a burst does not wait;
 - at once when the previous commit returns, for what gathered while it ran, unless all of
@@ -54,9 +55,12 @@ Datagram = tuple[bytes, Endpoint]
 N = TypeVar("N")
 T = TypeVar("T")
 
-# How long a batch's first write waits for others before its commit starts: under one
-# fsync (2.7 ms on the measured disk); 10 ms saved no measurable CPU (bench/RESULTS.md).
-COMMIT_WINDOW_S = 0.002
+# How long a batch's first write waits for others before its commit starts. 0: the end
+# of the loop's turn. A node sees a write every ~50 ms in the loopback benchmark, so a
+# 2 ms window grouped nothing more (the pumps that arrive during a running commit do)
+# and added 2 ms to every hop; 10 ms saved no measurable CPU either (bench/RESULTS.md,
+# "Issue 11, fourth session: the SQLite path").
+COMMIT_WINDOW_S = 0.0
 # How long a batch of bookkeeping only (nothing waits for it) gathers before its commit:
 # what a crash may lose of it, at most (docs/PROTOCOL.md, "8.2 Local durability").
 COMMIT_LAZY_WINDOW_S = 1.0

@@ -387,8 +387,13 @@ class RelayStore:
 
         ``bookkeeping``: only its relay schedule changed (attempts, next attempt,
         holders, settled, first held), which no datagram depends on being durable
-        (docs/PROTOCOL.md, "8.2 Local durability").
+        (docs/PROTOCOL.md, "8.2 Local durability"). Of an item held for others it is
+        not persisted at all: a restart re-learns it (the restore's grace, then the
+        holders' receipts), and rewriting the entry for it was about half of a relay's
+        writes. Of our own entries it is, for the outbox and custody shown after one.
         """
+        if bookkeeping and entry.for_others:
+            return
         self.dirty.add(entry.key)
         self.deleted.discard(entry.key)
         if not bookkeeping:
