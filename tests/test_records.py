@@ -711,7 +711,7 @@ def test_a_flood_of_records_from_many_keys_is_bounded_by_the_store_quotas(wire: 
     for i in range(40):
         owner = Identity.from_seed(i.to_bytes(2, "big") * 16)
         push(wire, a, r, record_for(owner, prekeys=MAX_ONE_TIME_PREKEYS), T0)
-    assert r._store.total_bytes <= 20_000
+    assert r.status().stored_bytes <= 20_000
     assert r.stats.rejected["peer_quota"] > 0
 
 

@@ -290,9 +290,13 @@ class Codec:
         self.replay.pin(key)
 
     def unpin(self, key: bytes) -> None:
+        """A newcomer again: the most recently used of the cache, whose bound still holds
+        (the cache may be full of the peers that came while it was pinned)."""
         box = self._pinned.pop(key, None)
         if box is not None:
             self._boxes[key] = box
+            if len(self._boxes) > BOX_CACHE_PEERS:
+                self._boxes.popitem(last=False)
         self.replay.unpin(key)
 
     def peer(self, key: bytes) -> PublicIdentity | None:
