@@ -31,7 +31,6 @@ import queue
 import re
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -1014,16 +1013,60 @@ def _cmd_node(args: argparse.Namespace, g: _Globals) -> int:
         return _run_node(profile, g, debug=args.log_level == "debug")
 
 
+class _Inbox:
+    """What the main thread of ``node`` and ``send`` waits on: the node's events (put by
+    the node thread) and a stop asked by SIGINT or SIGTERM (put by the signal handler).
+
+    Python runs a signal handler on the main thread at almost any point of its Python
+    code, also while that thread holds a lock: inside ``queue.Queue.get`` it holds the
+    queue's mutex, and a handler calling ``Queue.put`` there waits for that mutex
+    forever (a headless node hung after SIGINT in CI, tests/test_relay_settings.py; the
+    same holds for ``threading.Event.set``). So the handler takes no lock: it sets a bool
+    and puts on a ``queue.SimpleQueue``, whose ``put`` is reentrant (its C code holds no
+    lock a handler could wait on).
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[ServiceEvent | None] = queue.SimpleQueue()
+        self.stop_requested = False
+
+    def put(self, event: ServiceEvent) -> None:
+        """The runner's ``on_event`` (on the node thread)."""
+        self._queue.put(event)
+
+    def request_stop(self) -> None:
+        """The signal handler: safe at any bytecode of the main thread (see the class)."""
+        self.stop_requested = True
+        self._queue.put(None)  # wakes a wait in get()
+
+    def get(self, timeout: float) -> ServiceEvent | None:
+        """The next event, or None for a stop; raises ``queue.Empty`` after ``timeout`` s."""
+        return self._queue.get(timeout=timeout)
+
+    def drain(self) -> list[ServiceEvent]:
+        """The events waiting now, without waiting (what the node said as it stopped)."""
+        events: list[ServiceEvent] = []
+        while not self._queue.empty():
+            if (event := self._queue.get_nowait()) is not None:
+                events.append(event)
+        return events
+
+
 @contextlib.contextmanager
-def _stop_signals(on_signal: Callable[[], None]) -> Iterator[None]:
+def _stop_signals(inbox: _Inbox) -> Iterator[None]:
     """SIGINT and SIGTERM ask for a clean shutdown while the block runs.
 
     The node runs on its own thread (comm_tui/net/runner.py); the main thread, which
-    Python delivers signals to, only waits for its events, so a handler that sets a
-    flag is enough, and the node flushes and closes in ``NodeRunner.join``.
+    Python delivers signals to, only waits on ``inbox``, so a handler that asks the inbox
+    to stop is enough, and the node flushes and closes in ``NodeRunner.join``. The
+    handler is installed before the node starts: a signal at any moment of its start-up
+    is kept and stops it once it is bound. (Before that, while the profile opens or a
+    passphrase is asked, SIGINT is Python's KeyboardInterrupt: exit code 130.)
     """
     signals = (signal.SIGINT, signal.SIGTERM)
-    previous = {signum: signal.signal(signum, lambda *_: on_signal()) for signum in signals}
+    previous = {
+        signum: signal.signal(signum, lambda *_: inbox.request_stop()) for signum in signals
+    }
     try:
         yield
     finally:
@@ -1155,16 +1198,10 @@ def _run_node(profile: Profile, g: _Globals, *, debug: bool = False) -> int:
     """
     logger = file_logger(profile.paths, "node", debug=debug)
     log = _NodeLog(logger)
-    events: queue.Queue[ServiceEvent | None] = queue.Queue()
-    stop = threading.Event()
-
-    def on_signal() -> None:
-        stop.set()
-        events.put(None)  # wakes the wait below
-
-    runner = NodeRunner(node_starter(profile, g.listen, g.bootstrap), events.put, name="node")
+    inbox = _Inbox()
+    runner = NodeRunner(node_starter(profile, g.listen, g.bootstrap), inbox.put, name="node")
     failures: list[str] = []
-    with _stop_signals(on_signal):
+    with _stop_signals(inbox):
         try:
             runner.start().result()
             for line in _on_node(runner, lambda service: _start_lines(service, profile)):
@@ -1182,9 +1219,9 @@ def _run_node(profile: Profile, g: _Globals, *, debug: bool = False) -> int:
             if damaged:
                 log(f"skipped {damaged} damaged relay-store entries")
             next_stats = time.monotonic() + NODE_STATS_INTERVAL_S
-            while not stop.is_set():
+            while not (inbox.stop_requested or failures):
                 try:
-                    event = events.get(timeout=max(0.0, next_stats - time.monotonic()))
+                    event = inbox.get(timeout=max(0.0, next_stats - time.monotonic()))
                 except queue.Empty:
                     log(_on_node(runner, _stats_line))
                     next_stats += NODE_STATS_INTERVAL_S
@@ -1193,13 +1230,11 @@ def _run_node(profile: Profile, g: _Globals, *, debug: bool = False) -> int:
                     _log_event(log, profile.db, event)
                 if isinstance(event, NodeFailed):
                     failures.append(event.message)
-                    stop.set()
             log(_on_node(runner, _stats_line))
         finally:
             stopped = runner.join()
-            while not events.empty():  # what the node said as it stopped (a port unmapped)
-                if (event := events.get_nowait()) is not None:
-                    _log_event(log, profile.db, event)
+            for event in inbox.drain():  # what the node said as it stopped (a port unmapped)
+                _log_event(log, profile.db, event)
     if failures:
         raise StorageError(failures[0])
     if not stopped:
@@ -1244,17 +1279,11 @@ def _send(
     hints: tuple[tuple[str, int], ...] = (),
 ) -> int:
     """Run a node until the text reaches the wanted state, the time is up, or a signal."""
-    events: queue.Queue[ServiceEvent | None] = queue.Queue()
-    interrupted = threading.Event()
-
-    def on_signal() -> None:
-        interrupted.set()
-        events.put(None)
-
+    inbox = _Inbox()
     # docs/PROTOCOL.md, "14. Port mapping": a one-shot send asks no router.
     starter = node_starter(profile, g.listen, g.bootstrap, map_port=False)
-    runner = NodeRunner(starter, events.put, name="send")
-    with _stop_signals(on_signal):
+    runner = NodeRunner(starter, inbox.put, name="send")
+    with _stop_signals(inbox):
         try:
             runner.start().result()
             if hints:
@@ -1270,10 +1299,10 @@ def _send(
             state = row.state
             while True:
                 remaining = deadline - time.monotonic()
-                if state in wanted or state == "expired" or interrupted.is_set() or remaining <= 0:
+                if state in wanted or state == "expired" or inbox.stop_requested or remaining <= 0:
                     break
                 with contextlib.suppress(queue.Empty):
-                    event = events.get(timeout=remaining)
+                    event = inbox.get(timeout=remaining)
                     if isinstance(event, OutgoingUpdated) and event.row.text_id == row.text_id:
                         state = event.row.state
             alone, tried_endpoints = _on_node(
@@ -1288,7 +1317,7 @@ def _send(
     if state == "expired":
         print(f"{PROG}: the text to {label} expired undelivered", file=sys.stderr)
         return EXIT_GAVE_UP
-    if interrupted.is_set():
+    if inbox.stop_requested:
         print(f"{PROG}: interrupted (state: {state}); {stays}", file=sys.stderr)
         return EXIT_INTERRUPTED
     goal = "delivered" if wait_s is not None else "handed to any node"

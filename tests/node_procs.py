@@ -29,12 +29,19 @@ class Proc:
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
+        # Set once every line is in ``lines``. The process may have exited while its
+        # last lines are still in the pipe, not yet read: "exited and nothing queued"
+        # gave up on a line that was on its way (a flake of every wait after exit).
+        self._read_all = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
         assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            self.lines.put(line.rstrip("\n"))
+        try:
+            for line in self.popen.stdout:
+                self.lines.put(line.rstrip("\n"))
+        finally:
+            self._read_all.set()
 
     def wait_for_line(self, pattern: str, timeout_s: float = LINE_TIMEOUT_S) -> re.Match[str]:
         """The first line (seen so far or still to come) matching ``pattern``."""
@@ -44,7 +51,7 @@ class Proc:
                 if match := re.search(pattern, line):
                     return match
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or (self.popen.poll() is not None and self.lines.empty()):
+            if remaining <= 0 or (self._read_all.is_set() and self.lines.empty()):
                 raise AssertionError(f"no line matching {pattern!r} in {self.seen}")
             try:
                 self.seen.append(self.lines.get(timeout=min(remaining, 0.5)))

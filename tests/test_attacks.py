@@ -45,7 +45,7 @@ from comm_tui.protocol.node import (
 from comm_tui.protocol.routing import Endpoint
 from comm_tui.protocol.sessions import SessionBook, SessionError
 from comm_tui.sim.scenario import Scenario, run
-from tests.wire import T0, Wire
+from tests.wire import T0, Wire, peer_addresses
 
 DAY_MS = 24 * 3600 * 1000
 FORGED: Endpoint = ("198.18.200.7", 53)  # the victim whose address the attacker writes in
@@ -110,7 +110,7 @@ def test_fetch_with_a_forged_source_address_amplifies_nothing() -> None:
     sent += bytes_to(relay, FORGED)
     assert sent <= AMPLIFICATION_FACTOR * (len(fetch) + len(find))
     assert relay.stats.pushed_on_join == 0
-    assert m2.address not in relay._table
+    assert m2.address not in peer_addresses(relay)
 
 
 def test_answers_larger_than_the_request_wait_for_the_address_to_be_proven() -> None:
@@ -130,7 +130,7 @@ def test_answers_larger_than_the_request_wait_for_the_address_to_be_proven() -> 
         deliver(a, b, pong, wire.endpoint(a), T0)
     answers = [at_a.decode(data, T0).frame for data, _ in b.datagrams_to_send()]
     assert [f.record.query_id for f in answers if f and f.HasField("record")] == [query.query_id]
-    assert a.address in b._table
+    assert a.address in peer_addresses(b)
 
 
 # ---------------------------------------------------------------- 2. reflection
@@ -266,7 +266,7 @@ def test_a_new_peer_gets_in_during_a_hello_flood_by_echoing_the_cookie() -> None
     newcomer.bootstrap(wire.endpoint(relay), T0)
     wire.pump(T0)
     assert relay.stats.rejected["cookie_required"] == 1
-    assert relay.address in newcomer._table and newcomer.address in relay._table
+    assert relay.address in peer_addresses(newcomer) and newcomer.address in peer_addresses(relay)
 
 
 def test_forged_cookie_replies_make_a_node_send_nothing() -> None:
@@ -344,7 +344,7 @@ def test_forged_sources_cannot_keep_an_honest_newcomer_out() -> None:
         victim.receive_datagram(data, (f"198.19.{i % 256}.{1 + i // 256}", 9), T0)
     newcomer = wire.add(3)
     wire.connect(newcomer, victim)
-    assert newcomer.address in victim._table
+    assert newcomer.address in peer_addresses(victim)
 
 
 # ---------------------------------------------------------------- 8. Sybils
@@ -372,7 +372,7 @@ def test_sybils_with_forged_addresses_never_enter_the_routing_table() -> None:
         for seed in range(2, 22):
             wire.add(seed).bootstrap(wire.endpoint(victim), T0 + 150)
             wire.pump(T0 + 150)
-        tables.append(sorted(entry.address for entry in victim._table))
+        tables.append(sorted(entry.address for entry in victim.peers()))
     assert tables[0] == tables[1] and len(tables[0]) >= 8
 
 

@@ -39,7 +39,7 @@ from comm_tui.protocol.punch import (
 from comm_tui.protocol.reachability import FamilyTallies, Judgement, judge
 from comm_tui.protocol.reachability_agent import seen_endpoint
 from comm_tui.protocol.routing import Endpoint
-from tests.wire import T0
+from tests.wire import T0, peer_addresses
 
 HONEST: Endpoint = ("198.51.100.10", 4000)
 ATTACKER_HOST = "203.0.113.7"
@@ -92,7 +92,7 @@ def test_one_host_validating_many_ports_cannot_flush_an_honest_peers_proof(
     now = T0
     prove(honest, relay, HONEST, now, client=True)
     assert relay._is_validated(honest.identity.key, HONEST)
-    assert honest.identity.address not in relay._table  # a client: only its proof counts
+    assert honest.identity.address not in peer_addresses(relay)  # a client: only its proof counts
 
     attacker = Codec(Identity.generate())
     spent = 0

@@ -11,6 +11,7 @@ from comm_tui.crypto.identity import Identity
 from comm_tui.net.discovery import LocalDirectory
 from comm_tui.net.service import IncomingText, NodeService, ServiceEvent
 from comm_tui.store.db import Database
+from tests.wire import peer_addresses
 
 WAIT_S = 10.0
 
@@ -38,8 +39,8 @@ async def test_two_nodes_find_each_other_through_the_runtime_directory(tmp_path:
         bob.subscribe(received.append)
         await _until(
             lambda: (
-                alice.identity.address in bob.node._table
-                and bob.identity.address in alice.node._table
+                alice.identity.address in peer_addresses(bob.node)
+                and bob.identity.address in peer_addresses(alice.node)
             ),
             "the two nodes to know each other",
         )

@@ -27,7 +27,7 @@ from comm_tui.protocol.codec import Codec
 from comm_tui.protocol.lookup import FIND_NODE_FIRST_CONTACT_BYTES, FIND_NODE_PADDING
 from comm_tui.protocol.node import FIND_NODE_ANSWER_NODES, Node, nodes_frame, parse_node_info
 from comm_tui.protocol.routing import Endpoint, RoutingTable
-from tests.wire import T0, Wire
+from tests.wire import T0, Wire, peer_addresses
 
 NOW = 1_800_000_000.0
 QUERY_ID = b"q" * 16
@@ -205,7 +205,7 @@ def test_lookups_pad_the_find_nodes_to_nodes_outside_our_table() -> None:
     a, b, c = wire.add(1), wire.add(2), wire.add(3)
     wire.connect(a, b, T0)
     b._table.observe(c.identity.key, c.address, wire.endpoint(c), T0)
-    assert c.address not in a._table and a.address not in c._table
+    assert c.address not in peer_addresses(a) and a.address not in peer_addresses(c)
     readers: dict[Endpoint, Codec] = {}
     find_sizes: dict[Endpoint, list[int]] = {}
     c_to_a: list[str] = []
@@ -228,7 +228,7 @@ def test_lookups_pad_the_find_nodes_to_nodes_outside_our_table() -> None:
     assert to_b and max(to_b) < FIND_NODE_FIRST_CONTACT_BYTES
     assert find_sizes[wire.endpoint(c)] == [FIND_NODE_FIRST_CONTACT_BYTES]
     assert c_to_a[:2] == ["nodes", "ping"]
-    assert a.address in c._table
+    assert a.address in peer_addresses(c)
 
 
 def test_the_parsed_nodes_memo_is_bounded_and_parses_as_before(

@@ -33,6 +33,7 @@ from comm_tui.protocol.node import Node, NodeConfig, node_info
 from comm_tui.protocol.relay_store import Entry, Kind
 from comm_tui.protocol.routing import Endpoint
 from comm_tui.protocol.sessions import SessionError
+from tests.wire import peer_addresses
 
 T0 = 1_800_000_000.0
 EXAMPLES = 300
@@ -89,7 +90,7 @@ def rig() -> Rig:
     a = Node(Identity.from_seed(b"\x01" * 32), T0, config=generous(), rng=random.Random(1))
     b = Node(Identity.from_seed(b"\x02" * 32), T0, config=generous(), rng=random.Random(2))
     connect(a, b)
-    assert b.address in a._table and a.address in b._table
+    assert b.address in peer_addresses(a) and a.address in peer_addresses(b)
     a.send_text(b.identity.public, "fuzz me", T0)
     prekeys = tuple((i + 1, bytes([i]) * 32) for i in range(MAX_ONE_TIME_PREKEYS))
     a.set_own_bundle(PublicBundle(a.identity.key, 1, b"s" * 32, prekeys), T0)
@@ -467,7 +468,7 @@ def test_hostile_fields_in_valid_boxes(data: st.DataObject) -> None:
         getattr(frame, kind).challenge = data.draw(HOSTILE_BYTES)
     feed(box_raw(frame.SerializeToString(), now), now)
     r.b.handle_timer(now + 3)
-    if r.a.address not in r.b._table:
+    if r.a.address not in peer_addresses(r.b):
         # A frame marked as a client's takes A out of B's table (docs/PROTOCOL.md,
         # "12.3"): put it back, so the next example's lookup has A to ask.
         r.b._table.observe(r.a.identity.key, r.a.address, A_ENDPOINT, now)

@@ -23,6 +23,7 @@ from comm_tui.protocol.routing import normalize_endpoint
 from comm_tui.store.config import parse_endpoint
 from comm_tui.store.db import Database
 from comm_tui.store.paths import profile_paths
+from tests.wire import peer_addresses
 
 WAIT_S = 10.0
 JOIN_TARGET_S = 5.0  # issue 10: a fresh node with only a card joins and delivers in 5 s
@@ -169,14 +170,16 @@ async def test_a_restarted_node_rejoins_without_bootstrap(tmp_path: Path) -> Non
         bob_db = Database.open(tmp_path / "bob.db")
         bob = NodeService(bob_id, bob_db, listen=("127.0.0.1", 0), bootstrap=[bound])
         await bob.start()
-        await _until(lambda: alice.identity.address in bob.node._table, "bob to join")
+        await _until(lambda: alice.identity.address in peer_addresses(bob.node), "bob to join")
         # Saved at once: a kill now would not lose it.
         assert [p[0] for p in bob_db.load_peers()] == [alice.identity.key]
         await _stop(bob)
         bob = NodeService(bob_id, Database.open(tmp_path / "bob.db"), listen=("127.0.0.1", 0))
         assert bob.bootstrap_endpoints == []
         await bob.start()
-        await _until(lambda: alice.identity.address in bob.node._table, "bob to rejoin", 5.0)
+        await _until(
+            lambda: alice.identity.address in peer_addresses(bob.node), "bob to rejoin", 5.0
+        )
         await _stop(bob)
     finally:
         await _stop(alice)
@@ -237,11 +240,12 @@ async def test_a_dual_stack_node_talks_to_ipv4_and_ipv6_peers(tmp_path: Path) ->
         v6.subscribe(received.append)
         await _until(
             lambda: (
-                v4.identity.address in hub.node._table and v6.identity.address in hub.node._table
+                v4.identity.address in peer_addresses(hub.node)
+                and v6.identity.address in peer_addresses(hub.node)
             ),
             "both peers to join the dual-stack node",
         )
-        endpoints = {n.endpoint[0] for n in hub.node._table}
+        endpoints = {n.endpoint[0] for n in hub.node.peers()}
         assert endpoints == {"127.0.0.1", "::1"}  # the IPv4 peer is not "::ffff:127.0.0.1"
         v6.bootstrap_endpoints = []
         hub.send_text(v6.identity.public, "over IPv6")
@@ -272,7 +276,7 @@ async def test_a_profile_listens_dual_stack_by_default(tmp_path: Path) -> None:
             await v4.start()
             await v6.start()
             await _until(
-                lambda: {n.endpoint[0] for n in service.node._table} == {"127.0.0.1", "::1"},
+                lambda: {n.endpoint[0] for n in service.node.peers()} == {"127.0.0.1", "::1"},
                 "an IPv4 and an IPv6 peer",
             )
         finally:

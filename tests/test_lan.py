@@ -30,6 +30,7 @@ from comm_tui.net.lan import (
 )
 from comm_tui.net.service import IncomingText, NodeService, ServiceEvent
 from comm_tui.store.db import Database
+from tests.wire import peer_addresses
 
 T0 = 1_800_000_000.0
 ME = Identity.from_seed(b"\x01" * 32)
@@ -261,7 +262,10 @@ async def test_a_beacon_makes_a_node_without_peers_find_the_sender(tmp_path: Pat
             encode_beacon(b.identity, bound_b[1], time.time()), ("127.0.0.1", beacon_port)
         )
         await _until(
-            lambda: b.identity.address in a.node._table and a.identity.address in b.node._table,
+            lambda: (
+                b.identity.address in peer_addresses(a.node)
+                and a.identity.address in peer_addresses(b.node)
+            ),
             "the two nodes to know each other",
         )
         a.send_text(b.identity.public, "found you on the LAN")

@@ -38,7 +38,7 @@ from comm_tui.protocol.routing import Endpoint
 from comm_tui.sim.adversary import DropAdversary
 from comm_tui.sim.network import SimNetwork, SimNode
 from comm_tui.sim.topology import warm_start
-from tests.wire import T0, Wire
+from tests.wire import T0, Wire, peer_addresses
 
 # Frames that carry routing state or network records: they name nodes as nodes (every
 # node's key is in many routing tables and lookups; a prekey record names its owner, and
@@ -241,8 +241,8 @@ def test_the_first_attempt_goes_to_one_random_peer_in_the_stem_and_the_recipient
     sent = _tap_frames(net, nodes)
     sender = nodes[0]
     # A recipient the sender knows, and one it does not.
-    known = next(s for s in nodes[1:] if s.node.address in sender.node._table)
-    unknown = next(s for s in nodes[1:] if s.node.address not in sender.node._table)
+    known = next(s for s in nodes[1:] if s.node.address in peer_addresses(sender.node))
+    unknown = next(s for s in nodes[1:] if s.node.address not in peer_addresses(sender.node))
     for recipient, direct in ((known, 1), (unknown, 0)):
         sent.clear()
         net.do(sender, lambda n, r=recipient: n.send_text(r.node.identity.public, "x", net.now))
@@ -288,7 +288,7 @@ def test_a_stem_peer_that_drops_the_text_only_delays_it() -> None:
     sender's retry goes in the stem to another random peer, and the text arrives."""
     net, nodes = _sim(30, seed=51)
     sender = nodes[0]
-    recipient = next(s for s in nodes[1:] if s.node.address not in sender.node._table)
+    recipient = next(s for s in nodes[1:] if s.node.address not in peer_addresses(sender.node))
     sent = _tap_frames(net, nodes)
     text_id: list[bytes] = []
     public = recipient.node.identity.public
@@ -308,7 +308,7 @@ def test_every_attempt_of_the_sender_goes_in_the_stem_to_a_fresh_random_peer() -
     it out there whenever the recipient is offline (docs/PROTOCOL.md, "7.2")."""
     net, nodes = _sim(30, seed=61)
     sender = nodes[0]
-    recipient = next(s for s in nodes[1:] if s.node.address not in sender.node._table)
+    recipient = next(s for s in nodes[1:] if s.node.address not in peer_addresses(sender.node))
     net.set_online(recipient, False)
     sent = _tap_frames(net, nodes)
     public = recipient.node.identity.public
@@ -397,7 +397,7 @@ def test_a_stem_that_loops_back_is_relayed_at_once(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(node_module, "STEM_FORWARD", 1.0)
     net, nodes = _sim(30, seed=41)
     sender = nodes[0]
-    recipient = next(s for s in nodes[1:] if s.node.address not in sender.node._table)
+    recipient = next(s for s in nodes[1:] if s.node.address not in peer_addresses(sender.node))
     public = recipient.node.identity.public
     net.do(sender, lambda n, p=public, t=net.now: n.send_text(p, "loop", t))
     net.run_for(1.5)
@@ -416,7 +416,7 @@ def _sender_and_peers(config: NodeConfig) -> tuple[Wire, Node, list[tuple[Endpoi
         peer = wire.add(seed)
         peer.bootstrap(wire.endpoint(sender), T0)  # buckets of k: not every peer gets in
         wire.pump(T0)
-    assert len(sender._table) > config.k
+    assert sender.peer_count > config.k
     codecs = {wire.endpoint(n): Codec(n.identity) for n in wire.nodes.values()}
     messages: list[tuple[Endpoint, Endpoint]] = []
 
@@ -437,11 +437,12 @@ def test_with_no_stem_peer_our_text_goes_to_sender_fanout_nearest_more_on_each_r
     first from its sender."""
     config = NodeConfig(k=4, sender_fanout=1, backoff_base_s=1.0, backoff_max_s=8.0)
     wire, sender, messages = _sender_and_peers(config)
-    for peer in list(sender._table):
+    for peer in list(sender.peers()):
         sender._table.record_failure(peer.address, T0)  # out of the stem, still usable
     recipient = Identity.from_seed(bytes([99]) * 32).public
     order = sorted(
-        (n for n in sender._table), key=lambda n: n.address_int ^ int.from_bytes(recipient.address)
+        sender.peers(),
+        key=lambda n: int.from_bytes(n.address) ^ int.from_bytes(recipient.address),
     )
     nearest = [n.endpoint for n in order]
     wire.offline.update(nearest)  # nobody answers: every attempt is a retry
@@ -465,7 +466,8 @@ def test_the_flood_baseline_sends_to_its_k_nearest_and_no_more() -> None:
     wire, sender, messages = _sender_and_peers(config)
     recipient = Identity.from_seed(bytes([99]) * 32).public
     order = sorted(
-        (n for n in sender._table), key=lambda n: n.address_int ^ int.from_bytes(recipient.address)
+        sender.peers(),
+        key=lambda n: int.from_bytes(n.address) ^ int.from_bytes(recipient.address),
     )
     sender.send_text(recipient, "x", T0)
     wire.pump(T0)

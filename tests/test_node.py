@@ -29,7 +29,7 @@ from comm_tui.protocol.node import (
 from comm_tui.protocol.relay_store import Entry, Kind
 from comm_tui.protocol.routing import Endpoint
 from comm_tui.sim.network import SimNetwork, SimNode
-from tests.wire import T0, Wire
+from tests.wire import T0, Wire, peer_addresses
 
 
 def stored_messages(node: Node) -> list[Entry]:
@@ -183,7 +183,10 @@ def test_a_node_with_no_peers_says_hello_to_its_bootstrap_nodes_again(wire: Wire
     now = T0
 
     def tap(source: Endpoint, dest: Endpoint, data: bytes) -> bool:
-        if (source, dest) == (wire.endpoint(a), wire.endpoint(b)) and b.address not in a._table:
+        if (source, dest) == (
+            wire.endpoint(a),
+            wire.endpoint(b),
+        ) and b.address not in peer_addresses(a):
             hellos.append(now)
         return False
 
@@ -197,7 +200,7 @@ def test_a_node_with_no_peers_says_hello_to_its_bootstrap_nodes_again(wire: Wire
     wire.offline.clear()
     now = T0 + 2 * REBOOTSTRAP_INTERVAL_S
     wire.tick(now)
-    assert b.address in a._table and a.address in b._table
+    assert b.address in peer_addresses(a) and a.address in peer_addresses(b)
 
 
 def test_forged_acks_are_rejected_and_do_not_stop_delivery(wire: Wire) -> None:
@@ -253,7 +256,7 @@ def test_an_ack_for_a_message_the_relay_does_not_hold_is_refused(wire: Wire) -> 
         data = forge_frame(mallory, r, pb.Frame(ack=ack), T0)
         r.receive_datagram(data, wire.endpoint(mallory), T0)
     assert r.stats.rejected["unknown_ack"] == 2
-    assert len(r._store) == 0
+    assert r.status().stored_items == 0
     wire.offline.discard(wire.endpoint(a))
     r.receive_datagram(forge_frame(a, r, pb.Frame(message=entry.wire), T0), wire.endpoint(a), T0)
     wire.pump(T0)
@@ -665,5 +668,5 @@ def test_a_peer_flooding_messages_hits_the_store_limits(wire: Wire) -> None:
         for data, dest in a.datagrams_to_send():
             if dest == wire.endpoint(r):
                 r.receive_datagram(data, wire.endpoint(a), T0)
-    assert r._store.total_bytes <= 50_000
+    assert r.status().stored_bytes <= 50_000
     assert r.stats.rejected["peer_quota"] > 0 or r.stats.rejected["target_quota"] > 0

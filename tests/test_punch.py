@@ -35,7 +35,7 @@ from comm_tui.protocol.reachability import Reachability
 from comm_tui.protocol.relay_store import Kind
 from comm_tui.protocol.routing import Endpoint
 from tests.natwire import NatKind, NatWire
-from tests.wire import T0
+from tests.wire import T0, peer_addresses
 
 START = T0 + 11
 
@@ -59,7 +59,7 @@ class Net:
         # Both are clients, attached to relays near them, and reach each other only
         # through relays (no table names a client: docs/PROTOCOL.md, "12.3").
         for x, y in ((self.a, self.b), (self.b, self.a)):
-            assert x.client_mode and x.joined and y.address not in x._table
+            assert x.client_mode and x.joined and y.address not in peer_addresses(x)
             assert any(r.attached_client(x.address) for r in self.relays)
         self.a.set_contacts([self.b.identity.key], T0 + 10)
         self.b.set_contacts([self.a.identity.key], T0 + 10)
@@ -236,7 +236,7 @@ def _mallory(net: Net) -> Node:
     for relay in net.relays[1:]:
         relay.add_known_peer(mallory.identity.key, net.wire.endpoint(mallory), net.now)
     net.wire.pump(net.now)
-    assert all(mallory.address in r._table for r in net.relays)
+    assert all(mallory.address in peer_addresses(r) for r in net.relays)
     return mallory
 
 

@@ -46,7 +46,7 @@ from comm_tui.protocol.reachability_agent import ReachabilityAgent, parse_seen, 
 from comm_tui.protocol.routing import Endpoint
 from comm_tui.store.db import Database
 from tests.natwire import NatKind, NatWire
-from tests.wire import T0
+from tests.wire import T0, peer_addresses
 
 LOCAL: frozenset[Endpoint] = frozenset({("10.0.0.2", 4000)})
 PUBLIC_AT: Endpoint = ("198.19.0.1", 4000)
@@ -382,7 +382,7 @@ def never_in_a_table(relays: list[Node], clients: list[Node]) -> Callable[[], No
     def check() -> None:
         for relay in relays:
             for client in clients:
-                assert client.address not in relay._table
+                assert client.address not in peer_addresses(relay)
 
     return check
 
@@ -416,7 +416,7 @@ def test_each_nat_kind_is_classified_and_clients_never_enter_a_table() -> None:
     # own); once it is, it leaves the table of every relay it speaks to.
     firewalled = nodes["firewall"]
     bound = [r for r in relays if r.address in firewalled._reachability.bindings.bindings]
-    assert bound and all(firewalled.address not in r._table for r in bound)
+    assert bound and all(firewalled.address not in peer_addresses(r) for r in bound)
 
 
 def idle_then_send(
@@ -597,7 +597,7 @@ def test_an_attach_is_answered_only_once_the_address_is_validated() -> None:
     assert [(a.WhichOneof("body"), a.pong.challenge) for a in answers if a] == [("pong", b"c" * 16)]
     assert answers[0] is not None and parse_seen(answers[0].pong.observed) == source
     assert relay.attached_client(client.identity.address) == (client.identity.key, source)
-    assert client.identity.address not in relay._table  # a client never enters it
+    assert client.identity.address not in peer_addresses(relay)  # a client never enters it
 
 
 def test_attached_clients_are_bounded_per_network_and_counted() -> None:
@@ -757,6 +757,19 @@ def test_keepalives_leave_a_margin_below_the_longest_echo_survived() -> None:
     assert learner.interval == 60.0 * reach.ECHO_MARGIN
 
 
+def test_a_loss_near_the_floor_ends_the_search_and_one_above_bisects_from_the_floor() -> None:
+    """docs/PROTOCOL.md, "12.5": the gap is measured from the 10 s floor, so a loss at
+    15 s ends the search (nothing under the floor is tried) and one at 16 s does not."""
+    near = IntervalLearner()
+    near.lost(KEEPALIVE_FLOOR_S + reach.ECHO_RESOLUTION_S, T0)
+    assert near.converged_at == T0 and near.next_delay(T0 + 1) is None
+    above = IntervalLearner()
+    lost_at = KEEPALIVE_FLOOR_S + reach.ECHO_RESOLUTION_S + 1
+    above.lost(lost_at, T0)
+    assert above.converged_at is None
+    assert above.next_delay(T0 + 1) == (KEEPALIVE_FLOOR_S + lost_at) / 2
+
+
 def test_probes_are_asked_of_our_neighbourhood_and_sent_from_far_from_us() -> None:
     """A asks the nodes nearest its address (it talks to them anyway); each picks the
     node that sends the probe among those farthest from A's address (A talks least to
@@ -764,7 +777,7 @@ def test_probes_are_asked_of_our_neighbourhood_and_sent_from_far_from_us() -> No
     wire, relays, nodes = nat_network(24, {"bob": "restricted"})
     bob = nodes["bob"]
     Clock(wire, T0 + 21, step=1.0).run_for(30)
-    nearest = {e.address for e in bob._table.closest(bob.address, reach.ATTACH_RELAYS)}
+    nearest = {e.address for e in bob.closest_peers(bob.address, reach.ATTACH_RELAYS)}
     dial_backs: list[tuple[Node, Endpoint]] = []
     real = wire.deliver
 
@@ -783,7 +796,7 @@ def test_probes_are_asked_of_our_neighbourhood_and_sent_from_far_from_us() -> No
     assert len(dial_backs) >= 5
     for server, dest in dial_backs:
         assert server.address in nearest
-        order = [n.address for n in server._table.closest(bob.address, len(server._table))]
+        order = [n.address for n in server.closest_peers(bob.address, server.peer_count)]
         assert wire.nodes[dest].address in order[len(order) // 2 :]
 
 
@@ -817,7 +830,7 @@ def test_a_new_attachment_is_handed_what_waits_for_it() -> None:
         recipient=client.identity.address, expires_ms=expires_ms, sealed=bytes(SEALED_BYTES)
     )
     validated_send(sender, relay, pb.Frame(message=message), ("198.18.79.1", 4000), T0)
-    assert len(relay._store) == 1
+    assert relay.status().stored_items == 1
     answers = validated_send(client, relay, attach(), ("198.19.122.1", 4000), T0 + 1)
     assert [a.message.sealed for a in answers if a.WhichOneof("body") == "message"] == [
         bytes(SEALED_BYTES)

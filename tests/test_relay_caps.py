@@ -31,7 +31,7 @@ from comm_tui.protocol.relay_store import (
 )
 from tests.natwire import NatWire
 from tests.test_relay_store import ENTRY_SIZE, NOW, NOW_MS, OWN, message_entry
-from tests.wire import T0, Wire
+from tests.wire import T0, Wire, peer_addresses
 
 HOUR_MS = 3_600_000
 
@@ -147,9 +147,9 @@ def test_a_node_refuses_what_outlives_its_days_cap_without_a_receipt() -> None:
     long_lived = _hand(wire, sender, relay, _message_for(far, _hour_after(T0, 30)), T0)
     assert "receipt" not in long_lived
     assert relay.stats.rejected["store_cap_days"] == 1
-    assert relay._store.others_items == 0
+    assert relay.relay_usage().items_held == 0
     short_lived = _hand(wire, sender, relay, _message_for(far, _hour_after(T0, 20)), T0)
-    assert "receipt" in short_lived and relay._store.others_items == 1
+    assert "receipt" in short_lived and relay.relay_usage().items_held == 1
     usage = relay.relay_usage()
     assert dict(usage.refused)["days"] == 1 and usage.items_held == 1
 
@@ -181,7 +181,7 @@ def test_relaying_for_others_waits_for_the_bandwidth_cap_and_is_never_dropped() 
     expires = _hour_after(T0, 24)
     for i in range(items):
         _hand(wire, peers[i % 2], relay, _message_for(os.urandom(20), expires), T0)
-    assert relay._store.others_items == items
+    assert relay.relay_usage().items_held == items
     assert relay.stats.relay_deferred > 0
     # Over any span, no more than the burst and the rate (one relay's debt aside).
     sent_at_start = relay._relay_bandwidth.sent
@@ -245,7 +245,7 @@ def _run(wire: NatWire, start: float, seconds: float, check: list[Node]) -> floa
         wire.tick(now)
         for node in wire.nodes.values():
             for other in check:
-                assert other.address not in node._table
+                assert other.address not in peer_addresses(node)
     return now
 
 
@@ -261,7 +261,7 @@ def test_a_node_with_relaying_off_mails_through_others_and_relays_for_nobody() -
     for node in (carol, alice):
         node.bootstrap(wire.endpoint(relays[0]), T0 + 21)
     wire.pump(T0 + 21)
-    assert all(carol.address not in r._table for r in relays)  # from its first frame
+    assert all(carol.address not in peer_addresses(r) for r in relays)  # from its first frame
     now = _run(wire, T0 + 21, 60, [carol])
     assert any(r.attached_client(carol.address) for r in relays)
     alice.send_text(carol.identity.public, "to carol", now)
@@ -270,11 +270,11 @@ def test_a_node_with_relaying_off_mails_through_others_and_relays_for_nobody() -
     now = _run(wire, now, 30, [carol])
     assert [t.text for t in wire.texts(carol)] == ["to carol"]
     assert [t.text for t in wire.texts(alice)] == ["to alice"]
-    assert carol._store.others_items == 0
+    assert carol.relay_usage().items_held == 0
     # Someone hands it an item for a third party anyway: refused, no receipt.
     kinds = _hand(wire, relays[1], carol, _message_for(os.urandom(20), _hour_after(now, 5)), now)
     assert "receipt" not in kinds and carol.stats.rejected["not_relay"] == 1
-    assert carol._store.others_items == 0
+    assert carol.relay_usage().items_held == 0
 
 
 def test_with_relaying_on_the_same_public_node_relays() -> None:
@@ -286,10 +286,10 @@ def test_with_relaying_on_the_same_public_node_relays() -> None:
     wire.pump(T0 + 21)
     wire.run(T0 + 21, T0 + 60)
     assert not carol.client_mode
-    assert any(carol.address in r._table for r in relays)
-    before = carol._store.others_items
+    assert any(carol.address in peer_addresses(r) for r in relays)
+    before = carol.relay_usage().items_held
     kinds = _hand(wire, relays[1], carol, _message_for(os.urandom(20), _hour_after(T0, 5)), T0 + 60)
-    assert "receipt" in kinds and carol._store.others_items == before + 1
+    assert "receipt" in kinds and carol.relay_usage().items_held == before + 1
 
 
 def test_switching_relaying_off_takes_the_node_out_of_tables_and_keeps_what_it_holds() -> None:
@@ -299,15 +299,15 @@ def test_switching_relaying_off_takes_the_node_out_of_tables_and_keeps_what_it_h
     carol.bootstrap(wire.endpoint(relays[0]), T0 + 21)
     wire.pump(T0 + 21)
     wire.run(T0 + 21, T0 + 60)
-    before = carol._store.others_items
+    before = carol.relay_usage().items_held
     held = _hand(wire, relays[1], carol, _message_for(os.urandom(20), _hour_after(T0, 5)), T0 + 60)
     assert "receipt" in held
     carol.set_relaying(False, T0 + 60)
     assert carol.client_mode
     wire.run(T0 + 61, T0 + 200)
-    assert all(carol.address not in r._table for r in relays)
+    assert all(carol.address not in peer_addresses(r) for r in relays)
     # What it acknowledged holding stays until its ack or expiry (never dropped).
-    assert carol._store.others_items == before + 1
+    assert carol.relay_usage().items_held == before + 1
     carol.set_relaying(True, T0 + 200)
     assert not carol.client_mode
 
@@ -321,8 +321,8 @@ def test_relaying_off_is_client_mode_from_the_first_frame_without_local_endpoint
     assert carol.client_mode  # what the status panel shows before any datagram
     carol.bootstrap(wire.endpoint(seed_node), T0)
     wire.pump(T0)
-    assert seed_node.address in carol._table
-    assert carol.address not in seed_node._table
+    assert seed_node.address in peer_addresses(carol)
+    assert carol.address not in peer_addresses(seed_node)
     assert carol.relay_usage().relaying is False
 
 

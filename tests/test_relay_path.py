@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import random
 
 import pytest
 
@@ -25,6 +26,7 @@ from comm_tui.protocol.receipts import (
 )
 from comm_tui.protocol.relay_store import Entry, Kind
 from comm_tui.protocol.routing import Endpoint
+from comm_tui.sim.internals import SEALED_BYTES, forged_expiry_ms
 from tests.wire import T0, Wire
 
 A, B = b"a" * 20, b"b" * 20
@@ -241,6 +243,27 @@ def test_relayed_frames_carry_the_stem_flag_asked_for() -> None:
     assert pb.Frame.FromString(node._item_frame(other, True)[1]).message.recipient == b"q" * 20
 
 
+@pytest.mark.parametrize("stored_stem", [False, True])
+@pytest.mark.parametrize("stem", [False, True])
+def test_a_relayed_message_frame_is_the_frame_protobuf_writes(
+    stored_stem: bool, stem: bool
+) -> None:
+    """Forwarded as stored (the same stem flag) or with the flag changed, the frame is
+    byte for byte ``Frame{message}`` with that flag, and the stored message is untouched."""
+    node = Node(Identity.generate(), T0)
+    msg = pb.Message(recipient=b"r" * 20, expires_ms=3_600_000, sealed=b"s" * 1061)
+    msg.stem = stored_stem
+    entry = Entry(Kind.MESSAGE, b"i" * 32, b"r" * 20, 3_600_000, msg, stored_at=T0)
+    expected = pb.Message()
+    expected.CopyFrom(msg)
+    expected.stem = stem
+    assert node._item_frame(entry, stem) == (
+        "message",
+        pb.Frame(message=expected).SerializeToString(),
+    )
+    assert msg.stem is stored_stem
+
+
 # ---------------------------------------------------------------- lazy StoreChanged
 
 
@@ -278,3 +301,62 @@ def test_a_removed_peer_is_not_taken_for_validated() -> None:
     a._addresses._validated.clear()
     a._peer_removed(b.identity.key)
     assert not a._is_validated(b.identity.key, endpoint)
+
+
+# ---------------------------------------------------------------- replicate or pass on
+
+
+def _relay_with_peers(count: int) -> tuple[Wire, Node, list[Node]]:
+    wire = Wire()
+    relay = wire.add(1)
+    peers = [wire.add(seed) for seed in range(2, count + 2)]
+    for peer in peers:
+        wire.connect(peer, relay)
+    return wire, relay, [p for p in peers if p.address in relay._table]
+
+
+def _copies_relayed(wire: Wire, relay: Node, peer: Node, target: bytes) -> int:
+    """How many copies ``relay`` sends at once of a message ``peer`` hands it for ``target``."""
+    msg = pb.Message(recipient=target, expires_ms=forged_expiry_ms(T0), sealed=bytes(SEALED_BYTES))
+    before = relay.stats.messages_relayed
+    data = peer._codec.encode_frame(relay.identity.key, pb.Frame(message=msg), T0 + 1)
+    relay.receive_datagram(data, wire.endpoint(peer), T0 + 1)
+    return relay.stats.messages_relayed - before
+
+
+def test_a_relay_among_the_k_nearest_replicates_and_one_farther_passes_on() -> None:
+    """docs/PROTOCOL.md, "7.2": a relay among the k nearest to the target it knows keeps
+    ``replicas`` copies there; one farther forwards to ``transit_fanout`` nearer nodes.
+    Which it is, ``_next_hops`` reads from the k nearest it looked up."""
+    wire, relay, peers = _relay_with_peers(14)
+    k = relay.config.k
+    assert len(peers) > k + relay.config.replicas
+
+    def distance(address: bytes, target: bytes) -> int:
+        return int.from_bytes(address, "big") ^ int.from_bytes(target, "big")
+
+    # Next to the relay: nobody is nearer; handed over by the farthest peer, not a replica.
+    near = relay.address[:-1] + bytes([relay.address[-1] ^ 1])
+    farthest = max(peers, key=lambda p: distance(p.address, near))
+    assert _copies_relayed(wire, relay, farthest, near) == relay.config.replicas
+
+    def target_with(nearer_count: int) -> tuple[bytes, Node]:
+        """A target with exactly ``nearer_count`` known nodes nearer than the relay (XOR
+        distance makes only some counts possible), and a peer farther from it than the
+        relay (to hand the item over)."""
+        rng = random.Random(nearer_count)
+        for _ in range(5000):
+            target = rng.randbytes(20)
+            ours = distance(relay.address, target)
+            nearer = [p for p in peers if distance(p.address, target) < ours]
+            farther = [p for p in peers if distance(p.address, target) > ours]
+            if len(nearer) == nearer_count and farther:
+                return target, farther[0]
+        raise AssertionError("no such target")
+
+    # The k-th nearest: still among the k nearest.
+    target, peer = target_with(k - 1)
+    assert _copies_relayed(wire, relay, peer, target) == relay.config.replicas
+    # Past the k-th (this table gives 10 nearer, not 8 or 9): passes it on.
+    target, peer = target_with(k + 2)
+    assert _copies_relayed(wire, relay, peer, target) == relay.config.transit_fanout

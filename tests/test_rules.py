@@ -28,7 +28,7 @@ from comm_tui.protocol.node import (
 )
 from comm_tui.protocol.relay_store import Kind
 from comm_tui.protocol.routing import Endpoint
-from tests.wire import T0, Wire
+from tests.wire import T0, Wire, peer_addresses
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -37,8 +37,8 @@ def held_messages(
     relay: Node, peer: Node, wire: Wire, recipient: Identity, count: int, expires_ms: int
 ) -> list[bytes]:
     """Have ``peer`` hand ``relay`` ``count`` new messages for ``recipient``; their ids."""
-    rng = random.Random(len(relay._store))
-    before = len(relay._store)
+    rng = random.Random(relay.status().stored_items)
+    before = relay.status().stored_items
     ids = []
     for i in range(count):
         msg = pb.Message(
@@ -48,7 +48,7 @@ def held_messages(
         data = peer._codec.encode_frame(relay.identity.key, pb.Frame(message=msg), now)
         relay.receive_datagram(data, wire.endpoint(peer), now)
         ids.append(message_id(msg.recipient, msg.expires_ms, msg.sealed))
-    assert len(relay._store) - before == len(set(ids)) == count
+    assert relay.status().stored_items - before == len(set(ids)) == count
     return ids
 
 
@@ -91,14 +91,14 @@ def test_acks_from_peers_are_bounded_by_the_messages_held() -> None:
         ack = sign_ack(Identity.generate(), rng.randbytes(32), expires_ms)
         send_ack(relay, acker, wire, ack, T0 + i / 1000)
     assert relay.stats.rejected["unknown_ack"] == 200
-    assert len(relay._store) == 0
+    assert relay.status().stored_items == 0
     recipient = Identity.from_seed(b"\x03" * 32)
     ids = held_messages(relay, peer, wire, recipient, 5, expires_ms)
-    held_bytes = relay._store.total_bytes
+    held_bytes = relay.status().stored_bytes
     for mid in ids:
         send_ack(relay, acker, wire, sign_ack(recipient, mid, expires_ms), T0 + 1)
     assert [e.kind for e in relay._store] == [Kind.ACK] * 5
-    assert relay._store.total_bytes < held_bytes
+    assert relay.status().stored_bytes < held_bytes
 
 
 def test_acks_from_peers_are_held_to_the_store_rate() -> None:
@@ -206,7 +206,7 @@ def test_a_bootstrap_nodes_pong_proves_its_address_at_once() -> None:
     a, b = wire.add(1), wire.add(2)
     a.bootstrap(wire.endpoint(b), T0)
     wire.pump(T0)
-    assert b.address in a._table
+    assert b.address in peer_addresses(a)
     assert a.stats.sent_by_kind["ping"] == 0
     assert b.stats.sent_by_kind["pong"] == 1  # the hello's, and no other
 
@@ -256,7 +256,7 @@ def test_restore_drops_what_expired_while_the_node_was_down() -> None:
     later = T0 + DEFAULT_TTL_S + 1
     restarted = Node(relay.identity, later, rng=random.Random(8))
     assert restarted.restore(blobs, later) == 0
-    assert len(restarted._store) == 0
+    assert restarted.status().stored_items == 0
 
 
 def _find_node_sent(a: Node, b: Node, wire: Wire, now: float) -> pb.FindNode:

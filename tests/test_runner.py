@@ -9,6 +9,7 @@ resolved survives a SIGKILL of the process the very next moment.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import queue
@@ -306,6 +307,34 @@ def test_commands_before_start_and_from_a_future_callback_do_not_deadlock(tmp_pa
 
         runner.card().add_done_callback(then)
         assert chained.result(WAIT_S).startswith("comm")
+
+
+def test_a_command_queued_in_the_loops_last_step_fails_instead_of_waiting_forever() -> None:
+    """An asyncio loop drops the callbacks it still holds when it closes. A command that
+    reached the loop in its very last step (here: one is queued at every step, until
+    the loop ends after a failed start) must fail with NodeNotRunning: a status request
+    left unresolved kept the app from ever asking for another one."""
+    submitted: list[Future[None]] = []
+    runner: NodeRunner
+
+    async def start(stack: contextlib.AsyncExitStack) -> NodeService:
+        loop = asyncio.get_running_loop()
+
+        def every_step() -> None:
+            submitted.append(runner.submit(lambda service: None))
+            loop.call_soon(every_step)
+
+        loop.call_soon(every_step)
+        await asyncio.sleep(0)  # a step in which the first one runs
+        raise UserError("this node does not start")
+
+    runner = NodeRunner(start, Recorder())
+    with pytest.raises(UserError):
+        runner.start().result(WAIT_S)
+    assert runner.join(STOP_BOUND_S)
+    assert len(submitted) >= 2
+    for future in submitted:  # all resolved: none is left pending
+        assert isinstance(future.exception(timeout=0), NodeNotRunning)
 
 
 READ_META = (

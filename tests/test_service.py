@@ -20,6 +20,7 @@ from comm_tui.errors import StorageError
 from comm_tui.net.service import NodeFailed, NodeService, PeersChanged, ServiceEvent
 from comm_tui.protocol.node import NodeConfig
 from comm_tui.store.db import Database
+from tests.wire import peer_addresses
 
 
 def _service(tmp_path: Path, name: str, identity: Identity | None = None) -> NodeService:
@@ -136,17 +137,23 @@ async def test_a_peer_that_goes_silent_is_evicted_and_peers_changed_is_reported(
     try:
         for identity in (silent, kept):
             await peers[identity.address].start()
-            await _until(lambda i=identity: i.address in a.node._table, "a peer in the table")
+            await _until(
+                lambda i=identity: i.address in peer_addresses(a.node), "a peer in the table"
+            )
         await peers[waiting.address].start()
-        await _until(lambda: me.address in peers[waiting.address].node._table, "the third peer")
-        assert waiting.address not in a.node._table  # the far bucket is full: it waits
+        await _until(
+            lambda: me.address in peer_addresses(peers[waiting.address].node), "the third peer"
+        )
+        assert waiting.address not in peer_addresses(a.node)  # the far bucket is full: it waits
 
         # The peer goes silent (its socket closes; the table does not know yet).
         await peers[silent.address].stop()
         seen = len(events)
         a.send_text(Identity.generate().public, "who holds this?")
-        await _until(lambda: silent.address not in a.node._table, "the silent peer's eviction")
-        assert kept.address in a.node._table and waiting.address in a.node._table
+        await _until(
+            lambda: silent.address not in peer_addresses(a.node), "the silent peer's eviction"
+        )
+        assert kept.address in peer_addresses(a.node) and waiting.address in peer_addresses(a.node)
         # Told once the eviction is committed (a group commit's batch, docs 8.2).
         await _until(
             lambda: any(isinstance(e, PeersChanged) for e in events[seen:]),

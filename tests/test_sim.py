@@ -21,6 +21,7 @@ from comm_tui.sim.adversary import (
 from comm_tui.sim.network import LinkModel, SimNetwork, SimNode
 from comm_tui.sim.scenario import Scenario, run
 from comm_tui.sim.topology import warm_start
+from tests.wire import peer_addresses
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -122,7 +123,7 @@ def test_eclipse_nodes_name_only_each_other() -> None:
     _know(net, asker, group[0])
     net.do(asker, lambda n: n.lookup(target, net.now))
     net.run_for(10)
-    known = {entry.address for entry in asker.node._table}
+    known = {entry.address for entry in asker.node.peers()}
     assert known <= {sim.node.address for sim in group}
     assert len(known) == len(group)
 
@@ -134,7 +135,7 @@ def test_warm_start_knows_the_nearest_nodes() -> None:
     for sim in nodes:
         others = [o for o in nodes if o is not sim]
         nearest = min(others, key=lambda o: distance(o.node.address, sim.node.address))
-        assert nearest.node.address in sim.node._table
+        assert nearest.node.address in peer_addresses(sim.node)
         assert sim.node.joined
 
 

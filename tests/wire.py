@@ -92,10 +92,10 @@ class Wire:
     def connect(self, a: Node, b: Node, now: float = T0) -> None:
         a.bootstrap(self.endpoint(b), now)
         self.pump(now)
-        if a.address not in b._table:  # b already had peers: a ping makes it known to a
+        if a.address not in peer_addresses(b):  # b already had peers: a ping makes it known to a
             b.add_known_peer(a.identity.key, self.endpoint(a), now)
             self.pump(now)
-        assert b.address in a._table and a.address in b._table
+        assert b.address in peer_addresses(a) and a.address in peer_addresses(b)
 
     def of(self, node: Node, kind: type[Event]) -> list[Event]:
         return [e for e in self.events[self.endpoint(node)] if isinstance(e, kind)]
@@ -109,3 +109,8 @@ class Wire:
 
     def texts(self, node: Node) -> list[TextReceived]:
         return [e for e in self.events[self.endpoint(node)] if isinstance(e, TextReceived)]
+
+
+def peer_addresses(node: Node) -> set[bytes]:
+    """The addresses in ``node``'s routing table, read through its public view."""
+    return {peer.address for peer in node.peers()}

@@ -155,7 +155,10 @@ class CommApp(App[int]):
         self.runner: NodeRunner | None = None
         self.node_bound: Endpoint | None = None  # set once the node runs: commands go in then
         self.status: StatusSnapshot | None = None  # the node's last snapshot
-        self._status_asked = False  # a snapshot is on its way: ask for no second one
+        # The snapshot on its way, if any: no second one is asked for while it is. The
+        # future itself, not a flag set beside it: a flag that its callback must clear stayed
+        # set if the callback never ran, and the panel never changed again.
+        self._status_request: concurrent.futures.Future[StatusSnapshot] | None = None
         self.demo_network: DemoNetwork | None = None
         if ascii is None:
             encoding = sys.__stdout__.encoding if sys.__stdout__ is not None else None
@@ -339,27 +342,21 @@ class CommApp(App[int]):
     def _tick(self) -> None:
         """Once a second: ask the node thread for a snapshot (it alone reads the node)."""
         runner = self.runner
-        if runner is None or self.node_bound is None or self._status_asked:
+        asked = self._status_request
+        if runner is None or self.node_bound is None or (asked is not None and not asked.done()):
             self._update_subtitle()
             return
-        self._status_asked = True
-        self._after(
-            runner.submit(lambda service: take_snapshot(service, time.time())),
-            self._show_status,
-            self._status_failed,
-        )
+        request = runner.submit(lambda service: take_snapshot(service, time.time()))
+        self._status_request = request
+        self._after(request, self._show_status, _ignore)  # a failed one: NodeFailed says why
 
     def _show_status(self, snapshot: StatusSnapshot) -> None:
-        self._status_asked = False
         self.status = snapshot
         # While the app closes, the main screen may already be gone.
         panels = self.query(StatusPanel)
         if panels:
             panels.first().snapshot = snapshot
         self._update_subtitle()
-
-    def _status_failed(self, err: BaseException) -> None:
-        self._status_asked = False  # the node stopped; NodeFailed says so
 
     def _update_subtitle(self) -> None:
         nickname = shown(self.profile.config.nickname or "")

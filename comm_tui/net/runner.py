@@ -34,7 +34,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from comm_tui.crypto.identity import PublicIdentity
 from comm_tui.errors import UserError
@@ -79,6 +79,9 @@ class NodeRunner:
         self._stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._stop_requested = False
         self._pending: list[ServiceEvent] = []  # reported, to hand over once committed
+        # Submitted and not yet run: failed when the thread ends, since a loop drops the
+        # callbacks it still holds when it closes (see submit). Guarded by _lock.
+        self._queued: set[concurrent.futures.Future[Any]] = set()
 
     # ---------------------------------------------------------------- lifetime
 
@@ -133,11 +136,16 @@ class NodeRunner:
         The one way into the node: the named commands below and every read-out go
         through here. Its exception (a ValueError for a text too long, a StorageError
         from a failing disk) is set on the future; NodeNotRunning if the node is not
-        running (still starting, failed to start, or stopped).
+        running (still starting, failed to start, or stopped). The future always
+        resolves: a command the loop had not run when the thread ended (an asyncio loop
+        drops the callbacks it holds when it closes) fails then with NodeNotRunning, so
+        no caller waits on a command that will never run.
         """
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
 
         def run() -> None:
+            with self._lock:
+                self._queued.discard(future)
             if not future.set_running_or_notify_cancel():
                 return
             service = self._service
@@ -159,6 +167,8 @@ class NodeRunner:
                 loop.call_soon_threadsafe(run)
             except RuntimeError:  # not started, stopping, or its loop just closed
                 future.set_exception(NodeNotRunning("the node is not running"))
+            else:
+                self._queued.add(future)
         return future
 
     def send_text(
@@ -208,6 +218,11 @@ class NodeRunner:
             with self._lock:
                 self._loop = None
                 self._service = None
+                lost, self._queued = self._queued, set()
+            for future in lost:
+                # set_running_or_notify_cancel: False if the caller cancelled it meanwhile.
+                if future.set_running_or_notify_cancel():
+                    future.set_exception(NodeNotRunning("the node stopped"))
             if self._stopped.done():  # cancelled by a caller that stopped waiting
                 pass
             elif error is None:

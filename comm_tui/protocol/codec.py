@@ -290,13 +290,20 @@ class Codec:
         self.replay.pin(key)
 
     def unpin(self, key: bytes) -> None:
+        """A newcomer again: the most recently used of the cache, whose bound still holds
+        (the cache may be full of the peers that came while it was pinned)."""
         box = self._pinned.pop(key, None)
         if box is not None:
             self._boxes[key] = box
+            if len(self._boxes) > BOX_CACHE_PEERS:
+                self._boxes.popitem(last=False)
         self.replay.unpin(key)
 
-    def knows(self, key: bytes) -> bool:
-        return key in self._pinned or key in self._boxes
+    def peer(self, key: bytes) -> PublicIdentity | None:
+        """The peer whose boxes we hold under ``key`` (its address derived once, when its
+        boxes were), or None: a key we would have to agree a box with first."""
+        boxes = self._pinned.get(key) or self._boxes.get(key)
+        return None if boxes is None else boxes.peer
 
     def encode_frame(
         self, peer_key: bytes, frame: pb.Frame, now: float, *, cookie: bytes = b""
@@ -311,8 +318,19 @@ class Codec:
         box itself on the relay path. The bytes are the ones protobuf writes (fields in
         number order; tests/test_relay_path.py compares them).
         """
-        nonce = int(now * 1000).to_bytes(8, "big") + self._nonce_tail()
-        boxed = self.box(peer_key).send.encrypt(plaintext, nonce)
+        # 16 bytes from the OS CSPRNG for the nonce (docs/PROTOCOL.md, "3.2"), read 4 KiB
+        # at a time: one ``os.urandom`` system call per datagram cost more than a tenth
+        # of sealing it. The bytes are the same CSPRNG's, each used once.
+        offset = self._random_offset
+        if offset + NONCE_RANDOM_BYTES > len(self._random):
+            self._random = os.urandom(RANDOM_POOL_BYTES)
+            offset = 0
+        self._random_offset = offset + NONCE_RANDOM_BYTES
+        nonce = (
+            int(now * 1000).to_bytes(8, "big") + self._random[offset : offset + NONCE_RANDOM_BYTES]
+        )
+        boxes = self._pinned.get(peer_key) or self.box(peer_key)
+        boxed = boxes.send.encrypt(plaintext, nonce)
         parts = [self._packet_head, _BOXED_TAG, varint(len(boxed)), boxed]
         if cookie:
             parts += (_COOKIE_TAG, varint(len(cookie)), cookie)
@@ -320,19 +338,6 @@ class Codec:
         if len(data) > MAX_DATAGRAM_BYTES:
             raise ValueError(f"datagram of {len(data)} bytes exceeds {MAX_DATAGRAM_BYTES}")
         return data
-
-    def _nonce_tail(self) -> bytes:
-        """16 bytes from the OS CSPRNG for a nonce (docs/PROTOCOL.md, "3.2").
-
-        Read 4 KiB at a time: one ``os.urandom`` system call per datagram cost more than
-        a tenth of sealing it. The bytes are the same CSPRNG's, each used once.
-        """
-        offset = self._random_offset
-        if offset + NONCE_RANDOM_BYTES > len(self._random):
-            self._random = os.urandom(RANDOM_POOL_BYTES)
-            offset = 0
-        self._random_offset = offset + NONCE_RANDOM_BYTES
-        return self._random[offset : offset + NONCE_RANDOM_BYTES]
 
     def encode_hello(self, challenge: bytes, *, cookie: bytes = b"") -> bytes:
         """A hello padded so that the boxed Pong answering it is never larger."""
@@ -359,6 +364,11 @@ class Codec:
 
     def parse(self, data: bytes) -> pb.Packet:
         """The cleartext envelope, checked for shape; costs no key agreement."""
+        return self.parse_packet(data)[0]
+
+    def parse_packet(self, data: bytes) -> tuple[pb.Packet, str]:
+        """``parse``, with the packet's body kind ("boxed", "hello" or "cookie_reply"),
+        read once for the receive path."""
         if len(data) > MAX_DATAGRAM_BYTES:
             raise Rejected("oversized")
         try:
@@ -376,7 +386,7 @@ class Codec:
                 or packet.sender_key
             ):
                 raise Rejected("malformed")
-            return packet
+            return packet, body
         if body not in ("hello", "boxed"):
             raise Rejected("malformed")
         if len(packet.sender_key) != PUBLIC_KEY_BYTES or len(packet.cookie) not in (
@@ -392,7 +402,7 @@ class Codec:
         ):
             # An unpadded hello would get an answer larger than itself: a reflector.
             raise Rejected("malformed")
-        return packet
+        return packet, body
 
     def open(self, packet: pb.Packet, now: float) -> Decoded:
         """Authenticate a parsed hello or boxed packet; a cookie reply has nothing to open."""
@@ -405,11 +415,16 @@ class Codec:
             if not is_valid_public_key(key):
                 raise Rejected("bad_key")
             return Decoded(PublicIdentity(key), None, packet.hello)
-        # The sender object cached with its boxes: its address is derived once per peer,
-        # not once per datagram.
-        return Decoded(*self._open(key, packet.boxed, now), None)
+        sender, frame, _ = self.open_boxed(key, packet.boxed, now)
+        return Decoded(sender, frame, None)
 
-    def _open(self, key: bytes, boxed: bytes, now: float) -> tuple[PublicIdentity, pb.Frame]:
+    def open_boxed(
+        self, key: bytes, boxed: bytes, now: float
+    ) -> tuple[PublicIdentity, pb.Frame, str]:
+        """Authenticate and parse a boxed packet's ``boxed`` from ``key``: the sender (the
+        object cached with its boxes, so its address is derived once per peer, not once
+        per datagram), the frame and its body kind (docs/PROTOCOL.md, "3.2": staleness,
+        then the box, then the frame's shape, then the replay window)."""
         if len(boxed) < NONCE_BYTES + 16:
             raise Rejected("malformed")
         nonce = boxed[:NONCE_BYTES]
@@ -417,7 +432,7 @@ class Codec:
         if abs(sent_ms / 1000 - now) > MAX_CLOCK_SKEW_S:
             raise Rejected("stale")
         try:
-            boxes = self.box(key)
+            boxes = self._pinned.get(key) or self.box(key)
             plaintext = boxes.receive.decrypt(boxed)
         except ValueError as exc:
             raise Rejected("bad_key") from exc
@@ -427,7 +442,8 @@ class Codec:
             frame = pb.Frame.FromString(plaintext)
         except (DecodeError, RuntimeError, ValueError) as exc:
             raise Rejected("malformed") from exc
-        if frame.WhichOneof("body") is None:
+        body = frame.WhichOneof("body")
+        if body is None:
             raise Rejected("malformed")
         # Unknown fields would travel on with anything we relay: a message padded with
         # them to 1,200 bytes could then not be forwarded at all (hops grows by a byte).
@@ -435,4 +451,4 @@ class Codec:
         # Recorded only now: the frame is authentic and well formed.
         if not self.replay.accept(key, nonce, sent_ms, int(now * 1000)):
             raise Rejected("replay")
-        return boxes.peer, frame
+        return boxes.peer, frame, body

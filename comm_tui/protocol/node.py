@@ -233,6 +233,11 @@ _REMEMBERED_FOR_COOKIES = frozenset(
     {"find_node", "fetch", "message", "ack", "record", "get_record", "introduce"}
 )
 _Handler = Callable[[PublicIdentity, Any, Endpoint, float], None]
+# The store keys' first bytes of messages and acks (``relay_store.entry_key``), for the
+# lookups every relayed message makes.
+_MESSAGE_KEY_PREFIX = entry_key(Kind.MESSAGE, b"")
+_ACK_KEY_PREFIX = entry_key(Kind.ACK, b"")
+_MESSAGE_FRAME_TAG = bytes([6 << 3 | 2])  # Frame.message, length-delimited
 
 Policy = Literal["ours", "flood"]
 
@@ -927,34 +932,35 @@ class Node:
 
     def _receive(self, data: bytes, addr: Endpoint, now: float) -> None:
         codec = self._codec
-        packet = codec.parse(data)
-        key, kind = packet.sender_key, packet.WhichOneof("body")
-        known = codec.knows(key)  # nothing below changes it before ``open``
+        packet, kind = codec.parse_packet(data)
+        key = packet.sender_key
+        peer = codec.peer(key)  # nothing below changes it before the box is opened
         # The rate limit counts what a sender can be held to. A source address is not:
         # junk forged "from" a peer would spend the peer's allowance and silence it. So
         # a known key at its validated address is limited by key, once its datagram has
         # proved to be its own (opening a box with a cached key is cheap); everything
         # else, by source address, before it costs us anything more than a parse.
-        trusted = kind == "boxed" and known and self._is_validated(key, addr)
+        trusted = (
+            kind == "boxed" and peer is not None and self._is_validated(key, addr, peer.address)
+        )
         if not trusted and not self._datagram_limit.allow(addr, now):
             raise Rejected("rate_limited")
         if kind == "cookie_reply":
             self._on_cookie_reply(packet.cookie_reply, addr, now)
             return
-        if not known and not self._established(key):
+        if peer is None and not self._established(key):
             self._admit_new_key(packet, data, addr, now)
-        decoded = codec.open(packet, now)
+        if kind == "hello":
+            hello = codec.open(packet, now).hello
+            assert hello is not None
+            # A hello too: it passed our NAT like any datagram (docs/PROTOCOL.md, "12.2").
+            self._reachability.heard(addr, now)
+            self._answer_hello(key, hello, addr, now, len(data))
+            return
+        sender, frame, body = codec.open_boxed(key, packet.boxed, now)
         if trusted and not self._key_limit.allow(key, now):
             raise Rejected("rate_limited")
-        sender = decoded.sender
-        # A hello too: it passed our NAT like any datagram (docs/PROTOCOL.md, "12.2").
         self._reachability.heard(addr, now)
-        if decoded.hello is not None:
-            self._answer_hello(sender.key, decoded.hello, addr, now, len(data))
-            return
-        frame = decoded.frame
-        assert frame is not None
-        body = frame.WhichOneof("body") or ""
         answered_at_once = False
         try:
             if body in _NEEDS_VALIDATION and not self._is_validated(sender.key, addr):
@@ -974,7 +980,9 @@ class Node:
             if body != "probe":  # a prober is a stranger we need nothing from
                 self._observe(sender, addr, now, client=frame.client, served=answered_at_once)
             self._reachability.bindings.traffic(addr)
-            self._send_all(self._punch.heard(sender.address, addr, now), now)
+            sends = self._punch.heard(sender.address, addr, now)
+            if sends:
+                self._send_all(sends, now)
 
     def _admit_new_key(self, packet: pb.Packet, data: bytes, addr: Endpoint, now: float) -> None:
         """May a packet from a key we have no box for cost us a key agreement?
@@ -1023,8 +1031,9 @@ class Node:
         """The network an item came from, for quotas: unproven addresses share one."""
         return origin_network(addr) if self._is_validated(key, addr) else UNVALIDATED_ORIGIN
 
-    def _is_validated(self, key: bytes, addr: Endpoint) -> bool:
+    def _is_validated(self, key: bytes, addr: Endpoint, address: bytes | None = None) -> bool:
         """Has ``key`` proved it receives at ``addr``? Table entries have, by construction.
+        ``address``: the key's, when the caller has it (else derived).
 
         The last pair found proven is remembered until the call into the node returns
         (``_proven``): a datagram asked this of its own sender four times (rate limit,
@@ -1032,14 +1041,15 @@ class Node:
         pair = (key, addr)
         if pair == self._proven:
             return True
-        if self._in_table(key, addr) or self._addresses.is_validated(key, addr):
+        if self._in_table(key, addr, address) or self._addresses.is_validated(key, addr):
             self._proven = pair
             return True
         return False
 
-    def _in_table(self, key: bytes, addr: Endpoint) -> bool:
-        """Is ``key`` in our routing table at ``addr``?"""
-        entry = self._table.get(address_of(key))
+    def _in_table(self, key: bytes, addr: Endpoint, address: bytes | None = None) -> bool:
+        """Is ``key`` (whose address is ``address``, if the caller has it) in our routing
+        table at ``addr``?"""
+        entry = self._table.get(address or address_of(key))
         return entry is not None and entry.key == key and entry.endpoint == addr
 
     def _validate(
@@ -1322,14 +1332,30 @@ class Node:
     def _on_receipt(
         self, sender: PublicIdentity, receipt: pb.Receipt, addr: Endpoint, now: float
     ) -> None:
-        if len(receipt.ids) > FETCH_ITEMS_MAX:
+        """``sender`` says it holds the items these ids name (docs/PROTOCOL.md, "4. Frames").
+
+        An id counts, making the sender a holder (which counts toward the item's
+        replication and stops its relaying), only for an item we sent that peer: its
+        receipt wait is open or ran out lately (``ReceiptWaits.received``). Any other id
+        of an item we hold is ignored and counted (``receipt_unsent``), unless the sender
+        already holds it (a second receipt): Sybils told an item's id by one colluder
+        must not silence it by claiming to hold it (docs/PROTOCOL.md, "7.2", "Receipt
+        wait"). An id naming nothing we hold is skipped.
+        """
+        ids = receipt.ids
+        if len(ids) > FETCH_ITEMS_MAX:
             raise Rejected("malformed")
-        for key in receipt.ids:
-            entry = self._store.by_key(key)
+        address = sender.address
+        by_key = self._store.by_key
+        received = self._receipt_waits.received
+        for key in ids:
+            entry = by_key(key)
             if entry is None:
                 continue
-            self._receipt_waits.received(sender.address, key, now)
-            self._add_holder(entry, sender.address, now)
+            if received(address, key, now):
+                self._add_holder(entry, address, now)
+            elif address not in entry.holders:
+                self._stats.reject("receipt_unsent")
 
     def _on_fetch(
         self, sender: PublicIdentity, fetch: pb.Fetch, addr: Endpoint, now: float
@@ -1350,7 +1376,7 @@ class Node:
         _check_expiry(expires_ms, now)
         item_id = message_id(recipient, expires_ms, sealed)
         store = self._store
-        ack_entry = store.get(Kind.ACK, item_id + recipient)
+        ack_entry = store.by_key(_ACK_KEY_PREFIX + item_id + recipient)
         if ack_entry is not None:
             # Already acknowledged: answer this copy with the ack instead of relaying it.
             self._stats.acks_answered += 1
@@ -1359,7 +1385,7 @@ class Node:
         if recipient == self.address:
             self._on_message_for_me(sender, msg, item_id, addr, now)
             return
-        existing = store.get(Kind.MESSAGE, item_id)
+        existing = store.by_key(_MESSAGE_KEY_PREFIX + item_id)
         if existing is not None:
             self._stats.duplicates += 1
             # Our own text handed back to us in the stem (a walk that came round to its
@@ -1375,7 +1401,7 @@ class Node:
             self._add_holder(existing, sender.address, now)
             if looped:
                 self._relay(existing, now)
-            self._send_receipt(sender.key, addr, [existing.key], now)
+            self._owe_receipt(sender.key, addr, existing.key, now)
             if existing.key in self._stemmed:
                 del self._stemmed[existing.key]
                 # It came back to us, who only forwarded it in the stem (a stem that
@@ -1387,32 +1413,34 @@ class Node:
             return
         if not self._reachability.relaying:
             raise Rejected("not_relay")  # docs/PROTOCOL.md, "12.3": relaying is off
-        if not self._store_limit.allow(sender.address, now):
+        address = sender.address
+        if not self._store_limit.allow(address, now):
             raise Rejected("store_rate")
+        in_stem = msg.stem and self.config.policy == "ours"
         entry = Entry(
             Kind.MESSAGE,
             item_id,
             recipient,
             expires_ms,
             msg,
-            stored_at=now,
-            holders={sender.address},
-            origin=sender.address,
+            now,
+            holders={address},
+            origin=address,
             origin_net=self._origin(sender.key, addr),
             origin_key=sender.key,
             origin_endpoint=addr,
-            stem=msg.stem and self.config.policy == "ours",
+            stem=in_stem,
         )
         try:
             store.add(entry)
         except QuotaExceeded as exc:
             raise Rejected(exc.reason) from exc
         self._stats.stored += 1
-        self._send_receipt(sender.key, addr, [entry.key], now)
+        self._owe_receipt(sender.key, addr, entry.key, now)
         # In the stem: forward it in the stem once more, or relay it (docs/PROTOCOL.md,
         # "7.2"). Whoever set the flag, the walk ends after 1 / (1 - STEM_FORWARD) hops
         # on average, so a hostile flag costs a relay no more than an honest one.
-        stem = entry.stem and self._rng.random() < STEM_FORWARD
+        stem = in_stem and self._rng.random() < STEM_FORWARD
         self._relay(entry, now, stem=stem)
         if stem:
             self._stemmed[entry.key] = None
@@ -1927,7 +1955,17 @@ class Node:
         # it is no progress toward the target, so our first relay of it out of the stem
         # goes out whoever holds it.
         leaving_stem = entry.stem and entry.attempts == 0
-        if self._table.is_among_closest(self.address, entry.target, k):
+        # Distances to the target, computed once: ours, and each hop's from its address.
+        target_int = int.from_bytes(entry.target, "big")
+        ours = self._address_int ^ target_int
+        if entry.kind is Kind.RECORD:
+            # Its owner is left out of ``closest`` but counts among the nearest.
+            among_closest = self._table.is_among_closest(self.address, entry.target, k)
+        else:
+            # ``closest`` holds the k nearest usable nodes: we are among the k nearest
+            # unless the k-th of them is nearer than we are (routing.is_among_closest).
+            among_closest = len(closest) < k or closest[k - 1].address_int ^ target_int > ours
+        if among_closest:
             if (
                 entry.attempts == 0
                 and not leaving_stem
@@ -1940,7 +1978,7 @@ class Node:
             return self._with_target(closest[: self.config.replicas], entry)
         if not leaving_stem and self._closer_holder(entry):
             return []
-        closer = [n for n in closest if self._closer_than_us(n.address, entry.target)] or closest
+        closer = [n for n in closest if n.address_int ^ target_int < ours] or closest
         return self._with_target(
             closer[: min(k, self.config.transit_fanout + entry.attempts)], entry
         )
@@ -2066,10 +2104,16 @@ class Node:
         wire = entry.wire
         if isinstance(wire, pb.Message):
             body = "message"
-            msg = pb.Message()
-            msg.CopyFrom(wire)
-            msg.stem = stem
-            plaintext = pb.Frame(message=msg).SerializeToString()
+            if wire.stem == stem:
+                # As stored: ``Frame{message}`` is the message's bytes behind their tag and
+                # length, as protobuf writes it (tests/test_relay_path.py compares).
+                inner = wire.SerializeToString()
+            else:
+                msg = pb.Message()
+                msg.CopyFrom(wire)
+                msg.stem = stem
+                inner = msg.SerializeToString()
+            plaintext = _MESSAGE_FRAME_TAG + varint(len(inner)) + inner
         elif isinstance(wire, pb.Ack):
             body = "ack"
             plaintext = pb.Frame(ack=wire).SerializeToString()
@@ -2265,22 +2309,27 @@ class Node:
         datagrams before it sends pays one box and one datagram per peer, not per item;
         one that pumps per datagram sends what it sent before. The ids owed one peer
         never pass one Receipt's worth: past it, that Receipt goes at once."""
+        for item in ids:
+            self._owe_receipt(key, endpoint, item, now)
+
+    def _owe_receipt(self, key: bytes, endpoint: Endpoint, item: bytes, now: float) -> None:
+        """``_send_receipt`` for one item (a relay takes one per datagram)."""
         if self.config.policy != "ours":
             return
         self._receipts_now = now
         pair = (key, endpoint)
         due = self._receipts_due.get(pair)
         if due is None:
-            due = self._receipts_due[pair] = _ReceiptsDue()
-        for item in ids:
-            if item in due.ids:
-                continue  # the same item twice in one pump: named once
-            if due.size + 2 + len(item) > RECEIPT_IDS_BYTES:
-                self._send_encoded(key, endpoint, "receipt", receipt_frame(list(due.ids)), now)
-                due.ids.clear()
-                due.size = 0
-            due.ids[item] = None
-            due.size += 2 + len(item)
+            self._receipts_due[pair] = _ReceiptsDue({item: None}, 2 + len(item))
+            return
+        if item in due.ids:
+            return  # the same item twice in one pump: named once
+        if due.size + 2 + len(item) > RECEIPT_IDS_BYTES:
+            self._send_encoded(key, endpoint, "receipt", receipt_frame(list(due.ids)), now)
+            due.ids.clear()
+            due.size = 0
+        due.ids[item] = None
+        due.size += 2 + len(item)
 
     def _flush_receipts(self) -> None:
         """Send every receipt owed (``_send_receipt``): one Receipt per peer and endpoint,
@@ -2420,7 +2469,7 @@ def _check_expiry(expires_ms: int, now: float) -> None:
     expire on a whole hour (docs/PROTOCOL.md, "7.2"): a finer expiry would date the text."""
     if expires_ms % EXPIRY_UNIT_MS:
         raise Rejected("fine_expiry")
-    now_ms = _ms(now)
+    now_ms = int(now * 1000)  # _ms(now), on every message and ack taken
     if expires_ms <= now_ms:
         raise Rejected("expired")
     if expires_ms > now_ms + int((MAX_TTL_S + MAX_CLOCK_SKEW_S) * 1000):

@@ -7,7 +7,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 
-@dataclass
+@dataclass(slots=True)
 class TokenBucket:
     rate_per_s: float
     burst: float
@@ -15,12 +15,19 @@ class TokenBucket:
     updated: float
 
     def take(self, now: float, cost: float = 1.0) -> bool:
-        elapsed = max(0.0, now - self.updated)
-        self.tokens = min(self.burst, self.tokens + elapsed * self.rate_per_s)
+        # Refill for the time since the last take (none if the clock went back), at most
+        # to the burst; every datagram takes from one, so no min()/max() calls.
+        tokens = self.tokens
+        elapsed = now - self.updated
+        if elapsed > 0.0:
+            tokens += elapsed * self.rate_per_s
+        if tokens > self.burst:
+            tokens = self.burst
         self.updated = now
-        if self.tokens < cost:
+        if tokens < cost:
+            self.tokens = tokens
             return False
-        self.tokens -= cost
+        self.tokens = tokens - cost
         return True
 
 

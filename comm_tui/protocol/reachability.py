@@ -474,11 +474,16 @@ class IntervalLearner:
         self._check_converged(now)
 
     def _check_converged(self, now: float) -> None:
+        """Stop testing once the interval is at the ceiling or the search is fine enough.
+
+        The gap is measured from the floor at least: no interval goes under it, so a
+        loss at up to ``KEEPALIVE_FLOOR_S + ECHO_RESOLUTION_S`` ends the search (the
+        interval is at the floor or within the resolution of it).
+        """
         top = self.good >= KEEPALIVE_CEILING_S / ECHO_MARGIN
         gap = self.bad - max(self.good, KEEPALIVE_FLOOR_S)
         close = gap <= max(ECHO_RESOLUTION_S, ECHO_RESOLUTION_FRACTION * self.good)
-        floor = self.bad <= KEEPALIVE_FLOOR_S / ECHO_MARGIN
-        if top or close or floor:
+        if top or close:
             self.converged_at = now
 
 

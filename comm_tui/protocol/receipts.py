@@ -117,12 +117,21 @@ class ReceiptWaits:
             self._deadlines = [(w.deadline, a, k) for (a, k), w in self._waits.items()]
             heapq.heapify(self._deadlines)
 
-    def received(self, address: bytes, key: bytes, now: float) -> None:
-        """``address`` holds ``key`` (its receipt, or its own copy of an ack): stop
-        waiting, and measure the delay if the item went to it once."""
-        wait = self._waits.pop((address, key), None)
-        if wait is None or wait.resent:
-            return
+    def received(self, address: bytes, key: bytes, now: float) -> bool:
+        """``address`` sent a receipt naming ``key``: stop waiting, and measure the delay
+        if the item went to it once. True if we sent it that item: its wait is open, or
+        ran out lately (a late receipt, the pair among the ``TIMED_OUT_PAIRS_MAX`` last
+        remembered). False for an item we never sent it, or whose wait was forgotten: such
+        a receipt must not make the peer a holder (docs/PROTOCOL.md, "7.2", "Receipt
+        wait"), else Sybils told an item's id by one colluder could claim to hold it and
+        stop its replication. One dict lookup more than a wait answered costs, and only
+        on a miss."""
+        pair = (address, key)
+        wait = self._waits.pop(pair, None)
+        if wait is None:
+            return pair in self._timed_out
+        if wait.resent:
+            return True
         sample = max(0.0, now - wait.sent_at)
         peer = self._peer(address)
         if peer.srtt is None:  # RFC 6298 (2.2): the first measurement
@@ -131,6 +140,7 @@ class ReceiptWaits:
             peer.rttvar = (1 - _BETA) * peer.rttvar + _BETA * abs(peer.srtt - sample)
             peer.srtt = (1 - _ALPHA) * peer.srtt + _ALPHA * sample
         peer.rto = min(RECEIPT_TIMEOUT_MAX_S, max(RECEIPT_TIMEOUT_S, peer.srtt + _K * peer.rttvar))
+        return True
 
     def forget(self, address: bytes, key: bytes) -> None:
         """Stop waiting without measuring (``address`` sent the item's ack instead)."""

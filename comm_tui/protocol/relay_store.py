@@ -74,9 +74,12 @@ def entry_key(kind: Kind, item_id: bytes) -> bytes:
     return _KIND_BYTE[kind] + item_id
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
-    """One stored item with its relay schedule."""
+    """One stored item with its relay schedule.
+
+    Slotted: a relay builds one per item it takes, keeps thousands, and the relay path
+    reads their fields about twenty times per item (docs/PROTOCOL.md, "8. Relay store")."""
 
     kind: Kind
     item_id: bytes
@@ -113,7 +116,7 @@ class Entry:
     size: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.key = entry_key(self.kind, self.item_id)
+        self.key = _KIND_BYTE[self.kind] + self.item_id  # entry_key(kind, item_id)
         self.size = self.wire.ByteSize() + ENTRY_OVERHEAD_BYTES
 
     @property
@@ -304,30 +307,29 @@ class RelayStore:
         Our own outgoing messages and acks we sign are stored without quota:
         they are what the user asked for and are bounded by the outbox itself.
         """
-        size = entry.size
+        size, target, key = entry.size, entry.target, entry.key
+        origin, net = entry.origin, entry.origin_net
         if enforce_quota:
             life_ms = entry.expires_ms - int(entry.stored_at * 1000)
             if self.max_life_ms is not None and life_ms > self.max_life_ms:
                 raise QuotaExceeded("store_cap_days")
             # .get, not [], so a refused item leaves no zero-valued key behind.
-            if self._target_bytes.get(entry.target, 0) + size > self.per_target_limit:
+            if self._target_bytes.get(target, 0) + size > self.per_target_limit:
                 raise QuotaExceeded("target_quota")
-            if entry.origin and self._peer_bytes.get(entry.origin, 0) + size > self.per_peer_limit:
+            if origin and self._peer_bytes.get(origin, 0) + size > self.per_peer_limit:
                 raise QuotaExceeded("peer_quota")
-            net = entry.origin_net
             if net and self._net_bytes.get(net, 0) + size > self.per_net_limit:
                 raise QuotaExceeded("net_quota")
             if self._over_caps(size, 1):
                 self._make_room(size, net)
-        key = entry.key
-        if key in self._entries:
-            self.remove(self._entries[key])
-        self._entries[key] = entry
-        self._by_target[entry.target][key] = None
+        entries = self._entries
+        if key in entries:
+            self.remove(entries[key])
+        entries[key] = entry
+        self._by_target[target][key] = None
         if entry.kind is Kind.ACK and entry.origin_key:
             self._acks_back[address_of(entry.origin_key)][key] = None
-        self._target_bytes[entry.target] += size
-        origin, net = entry.origin, entry.origin_net
+        self._target_bytes[target] += size
         if origin:
             self._peer_bytes[origin] += size
         if net:
@@ -522,9 +524,12 @@ class RelayBandwidth:
         self._tail = now  # when the last deferred item is due to try again
 
     def _refill(self, now: float) -> None:
-        elapsed = max(0.0, now - self.updated)
-        self.balance = min(self.burst, self.balance + elapsed * self.rate)
-        self.updated = max(self.updated, now)
+        # No min()/max() calls: every item for others refills once.
+        elapsed = now - self.updated
+        if elapsed > 0.0:
+            self.updated = now
+            balance = self.balance + elapsed * self.rate
+            self.balance = self.burst if balance > self.burst else balance
 
     def open(self, now: float) -> bool:
         """May an item for others go out now?"""

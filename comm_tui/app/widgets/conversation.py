@@ -63,7 +63,9 @@ class MessageRow(Horizontal):
         self.marks = marks
 
     def compose(self) -> ComposeResult:
-        yield Static(self._meta(), classes="meta")
+        # Drawn from self.row as it is now: a state that changed since the row was
+        # created (update_row before this ran) is already in it.
+        yield Static(self._meta(), classes="meta").with_tooltip(STATE_HELP.get(self.state))
         yield Static(Content(shown(self.row.text)), classes="body")
 
     @property
@@ -81,14 +83,14 @@ class MessageRow(Horizontal):
             (message_time(self.row.created_at), "$text-muted"), " ", (mark, style)
         )
 
-    def on_mount(self) -> None:
-        self.query_one(".meta", Static).tooltip = STATE_HELP.get(self.state)
-
     def update_row(self, row: HistoryRow) -> None:
+        """Show the row's new state. A row is mounted without waiting (add_row), and a
+        text's next state can come right after it is shown (its delivery, under load):
+        before the row is composed there is nothing to redraw, and compose draws it."""
         self.row = row
-        meta = self.query_one(".meta", Static)
-        meta.update(self._meta())
-        meta.tooltip = STATE_HELP.get(self.state)
+        for meta in self.query(".meta").results(Static):
+            meta.update(self._meta())
+            meta.tooltip = STATE_HELP.get(self.state)
         self.set_class(row.state == "expired", "-expired")
 
 
