@@ -13,7 +13,7 @@ from pathlib import Path
 
 from comm_tui.app import app_session
 from comm_tui.app.format import STATE_HELP, STATE_MARKS
-from comm_tui.app.messages import ConversationOpened
+from comm_tui.app.messages import ConversationOpened, NodeStarted
 from comm_tui.app.widgets.conversation import ConversationView
 from comm_tui.crypto.identity import Identity
 from tests.app_helpers import SIZE, make_profile, profile_db, wait_until
@@ -43,4 +43,21 @@ async def test_a_state_reported_before_the_row_is_composed_is_drawn_once_it_is(
 
             await wait_until(pilot, lambda: mark().endswith(STATE_MARKS["delivered"]), "✓✓")
             assert widget.query_one(".meta").tooltip == STATE_HELP["delivered"]
+            assert app.is_running
+
+
+async def test_the_node_starting_while_the_panes_are_gone_leaves_the_app_running(
+    tmp_path: Path,
+) -> None:
+    """A node that starts as the app closes (its panes removed, the message still queued)
+    must not raise: ``refresh_contacts`` found no ContactList and closed the app
+    (tests/test_relay_bandwidth_key.py failed so under load)."""
+    make_profile(tmp_path)
+    with app_session(data_dir=tmp_path, listen="127.0.0.1:0") as app:
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: app.node_bound is not None, "the node")
+            await app.main_screen.query_one("#main").remove()
+            app.post_message(NodeStarted(listen="127.0.0.1:1"))
+            await pilot.pause()
+            await pilot.pause()
             assert app.is_running

@@ -480,8 +480,13 @@ class CommApp(App[int]):
         return entries
 
     def refresh_contacts(self) -> None:
+        # While the app closes, the main screen's panes may already be gone when a
+        # message (the node started, a contact's event) still asks for this.
+        lists = self.query(ContactList)
+        if not lists:
+            return
         entries = self.contact_entries()
-        self.query_one(ContactList).set_entries(entries)
+        lists.first().set_entries(entries)
         conversation = self.query_one(ConversationView)
         if conversation.peer_address is not None:
             current = next(
