@@ -48,6 +48,7 @@ import sqlite3
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -192,30 +193,50 @@ class StatementCount:
     own statements), or the causing statement's text again when a trigger fires (the
     same text twice in a row on one connection; a read we issue twice in a row with the
     same values counts once, a write, a BEGIN or a COMMIT never repeats so).
+
+    The writer threads trace concurrently, and the phase's figures are read while
+    transactions run: a transaction's statements are gathered on its connection and
+    added to ``counts`` together, under a lock, when it ends, so a phase counts each
+    transaction wholly or not at all (a BEGIN counted without its COMMIT made the two
+    differ in a loaded run).
     """
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
         self._connect = sqlite3.connect
 
         def traced(*args: Any, **kwargs: Any) -> sqlite3.Connection:
             conn = self._connect(*args, **kwargs)
             last = [""]  # this connection's last statement counted
+            open_transaction: Counter[str] = Counter()  # its statements since BEGIN
 
             def count(sql: str) -> None:
                 if sql.startswith("--") or "'main'." in sql or sql == last[0]:
                     return
                 last[0] = sql
                 match = _STATEMENT_KIND.match(sql)
-                if match is not None:
-                    verb = next(filter(None, match.group(1, 2, 3, 5)))
-                    table = match.group(4)
-                    self.counts[f"{SQL_PREFIX}{verb.upper()}{' ' + table if table else ''}"] += 1
+                if match is None:
+                    return
+                verb = next(filter(None, match.group(1, 2, 3, 5))).upper()
+                table = match.group(4)
+                open_transaction[f"{SQL_PREFIX}{verb}{' ' + table if table else ''}"] += 1
+                if verb == "BEGIN":
+                    return
+                if verb in ("COMMIT", "ROLLBACK", "END") or not conn.in_transaction:
+                    with self._lock:
+                        self.counts.update(open_transaction)
+                    open_transaction.clear()
 
             conn.set_trace_callback(count)
             return conn
 
         sqlite3.connect = traced  # type: ignore[assignment]
+
+    def snapshot(self) -> Counter[str]:
+        """The statements of every transaction ended so far (and those outside one)."""
+        with self._lock:
+            return Counter(self.counts)
 
     def close(self) -> None:
         sqlite3.connect = self._connect
@@ -311,7 +332,7 @@ class Shard:
                 total["lazy_commits"] += host.service.journal.lazy_commits
                 total["committed_events"] += host.service.journal.committed_events
         if self.statements is not None:
-            total.update(self.statements.counts)
+            total.update(self.statements.snapshot())
         return total
 
     async def send_all(self, start_at: float) -> None:
