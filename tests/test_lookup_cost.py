@@ -164,7 +164,7 @@ def test_vs_kademlia_background_span_starts_with_a_full_collection(
     phase, and ``GcMeter`` counts what runs inside a span, full collections apart."""
     import gc
 
-    bench = _vs_kademlia()
+    bench = bench_module("vs_kademlia")
     monkeypatch.setattr(bench, "BACKGROUND_S", 0.01)
     with bench.GcMeter() as meter:
         asyncio.run(bench.background_cpu_s_per_s())
