@@ -33,6 +33,28 @@ def brute_frontier(lookup: Lookup, path: _Path) -> list[Candidate]:
     return ordered if lookup.until_found else ordered[: lookup.k]
 
 
+def brute_next_queries(lookup: Lookup) -> list[tuple[int, Candidate]] | None:
+    """What ``next_queries`` must send, from the sorted model: per path, its frontier's
+    nearest not yet asked, until the path has ``alpha`` in flight or the budget is spent.
+    None while a lead to the target waits (those go first, past alpha)."""
+    if not lookup._target_leads.keys() <= lookup._target_tried:
+        return None
+    out: list[tuple[int, Candidate]] = []
+    asked = set(lookup._queried)
+    sent = lookup.queries_sent
+    for index, path in enumerate(lookup._paths):
+        in_flight = path.in_flight
+        for candidate in brute_frontier(lookup, path):
+            if in_flight >= lookup.alpha or sent >= LOOKUP_MAX_QUERIES:
+                break
+            if candidate.address not in asked:
+                asked.add(candidate.address)
+                in_flight += 1
+                sent += 1
+                out.append((index, candidate))
+    return out
+
+
 def check(lookup: Lookup) -> None:
     for path in lookup._paths:
         assert lookup._frontier(path) == brute_frontier(lookup, path)
@@ -55,7 +77,11 @@ def test_frontiers_match_sorting_everything_and_paths_stay_disjoint(
     asked_by: dict[bytes, int] = {}
     pending: list[tuple[int, Candidate]] = []
     for _ in range(200):
-        for index, asked in lookup.next_queries():
+        expected = brute_next_queries(lookup)
+        sent = lookup.next_queries()
+        if expected is not None:
+            assert sent == expected
+        for index, asked in sent:
             assert asked_by.setdefault(asked.address, index) == index  # one path each
             pending.append((index, asked))
         check(lookup)
@@ -90,3 +116,26 @@ def test_the_frontier_skips_failed_nodes_and_holds_k() -> None:
     (index, asked), *_ = lookup.next_queries()
     lookup.on_response(index, asked, [seeds[1], seeds[1]])
     assert len(path.order) == len(path.shortlist) == 12
+
+
+def test_a_full_path_is_not_walked() -> None:
+    """``next_queries`` after an answer on one path does not walk the frontiers of the
+    paths that still have ``alpha`` in flight: that walk was most of its cost."""
+    rng = random.Random(11)
+    network = [candidate(rng) for _ in range(40)]
+    lookup = Lookup(rng.randbytes(20), network[:12], k=K, alpha=3, paths=2)
+    first = lookup.next_queries()
+    assert [i for i, _ in first].count(0) == 3 and [i for i, _ in first].count(1) == 3
+    walked: list[int] = []
+    frontier = lookup._frontier
+
+    def counting(path: _Path) -> list[Candidate]:
+        walked.append(lookup._paths.index(path))
+        return frontier(path)
+
+    lookup._frontier = counting  # type: ignore[method-assign]
+    assert lookup.next_queries() == []  # every path is full
+    index, asked = next((i, c) for i, c in first if i == 0)
+    lookup.on_response(index, asked, network[12:20])
+    (sent,) = lookup.next_queries()
+    assert sent[0] == 0 and walked == [0]  # path 1, still full, was not walked

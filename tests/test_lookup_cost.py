@@ -6,7 +6,8 @@
 - A Nodes answer's entries are parsed once per node, the out-of-shape ones too.
 - A lookup writes its FindNode frames as bytes (``find_node_frame``), the bytes protobuf
   writes, padded exactly when it was padded before.
-- ``bench/vs_kademlia.py`` measures both networks only once they are idle-settled.
+- ``bench/vs_kademlia.py`` measures both networks only once they are idle-settled, and
+  after a full garbage collection (one left due by the joins is not the lookups').
 """
 
 from __future__ import annotations
@@ -154,3 +155,21 @@ def test_a_nodes_answer_entry_is_parsed_once_whether_well_formed_or_not(
         found = node._parse_nodes(answer)
         assert [(c.key, c.endpoint) for c in found] == [(good, ("127.0.0.1", 4000))]
     assert sorted(parsed) == sorted([good, bad, node.identity.key])
+
+
+def test_vs_kademlia_background_span_starts_with_a_full_collection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The joins' pending full collection runs before the background span and the lookup
+    phase, and ``GcMeter`` counts what runs inside a span, full collections apart."""
+    import gc
+
+    bench = bench_module("vs_kademlia")
+    monkeypatch.setattr(bench, "BACKGROUND_S", 0.01)
+    with bench.GcMeter() as meter:
+        asyncio.run(bench.background_cpu_s_per_s())
+    assert meter.full >= 1 and meter.cpu_s > 0
+    with bench.GcMeter() as meter:
+        gc.collect(0)
+    assert meter.full == 0 and meter.cpu_s > 0
+    assert meter._callback not in gc.callbacks  # it stops counting when the span ends

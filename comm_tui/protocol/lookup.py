@@ -101,6 +101,10 @@ class Lookup:
             self.queries_sent += 1
             out.append((index, lead))
         for index, path in enumerate(self._paths):
+            if path.in_flight >= self.alpha or self.queries_sent >= LOOKUP_MAX_QUERIES:
+                # Nothing to send on this path: do not walk its frontier. After an answer
+                # on one path the others are mostly still full, so this skips most walks.
+                continue
             for candidate in self._frontier(path):
                 if path.in_flight >= self.alpha or self.queries_sent >= LOOKUP_MAX_QUERIES:
                     break
