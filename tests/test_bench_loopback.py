@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
 import itertools
 import json
 import subprocess
@@ -107,13 +108,14 @@ def test_vs_kademlia_smoke() -> None:
     assert figures["paths"] == 2
 
 
-def _loopback_module() -> Any:
+def bench_module(name: str) -> Any:
+    """A bench script imported as a module (bench/ is scripts, not a package), for tests
+    of its own rules (when it starts measuring, what it counts)."""
     sys.path.insert(0, str(BENCH_DIR))
     try:
-        import loopback
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(BENCH_DIR))
-    return loopback
 
 
 def test_loopback_sends_only_once_the_start_up_traffic_has_passed(
@@ -121,7 +123,7 @@ def test_loopback_sends_only_once_the_start_up_traffic_has_passed(
 ) -> None:
     """The texts wait past every node's first rebootstrap tick (their records go out then)
     and until the nodes send fewer than QUIET_PER_NODE_S datagrams per second, bounded."""
-    loopback = _loopback_module()
+    loopback = bench_module("loopback")
     monkeypatch.setattr(loopback, "REBOOTSTRAP_INTERVAL_S", 0.3)
     monkeypatch.setattr(loopback, "QUIET_WINDOW_S", 0.1)
     monkeypatch.setattr(loopback, "QUIET_BOUND_S", 5.0)
@@ -156,7 +158,7 @@ def test_loopback_sends_only_once_the_start_up_traffic_has_passed(
 
 
 def test_loopback_counts_full_collections_and_freezes_the_start_up_heap() -> None:
-    loopback = _loopback_module()
+    loopback = bench_module("loopback")
     plan = loopback.Plan(2, 1, 1, 1.0, 1, "memory")
     try:
         loopback.freeze_heap(plan)

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,8 +30,8 @@ from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import Codec
 from comm_tui.protocol.lookup import FIND_NODE_FIRST_CONTACT_BYTES, FIND_NODE_PADDING
 from comm_tui.protocol.node import Node, find_node_frame
+from tests.test_bench_loopback import bench_module
 
-BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
 NOW = 1_800_000_000.0
 
 
@@ -95,21 +93,12 @@ def test_find_node_frame_writes_what_protobuf_writes() -> None:
     assert len(sealed) == FIND_NODE_FIRST_CONTACT_BYTES
 
 
-def _vs_kademlia() -> Any:
-    sys.path.insert(0, str(BENCH_DIR))
-    try:
-        import vs_kademlia
-    finally:
-        sys.path.remove(str(BENCH_DIR))
-    return vs_kademlia
-
-
 def test_vs_kademlia_measures_only_once_the_network_is_quiet(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """``settle`` waits its least time, then until a window carries at most
     QUIET_DATAGRAMS_PER_NODE_S per node per second, and is bounded."""
-    bench = _vs_kademlia()
+    bench = bench_module("vs_kademlia")
     monkeypatch.setattr(bench, "QUIET_WINDOW_S", 0.1)
     monkeypatch.setattr(bench, "SETTLE_BOUND_S", 3.0)
     count = [0]
