@@ -18,6 +18,7 @@ from comm_tui.protocol.codec import Codec
 from comm_tui.protocol.events import PeerRemoved, StoreChanged
 from comm_tui.protocol.letters import CHUNK_BYTES
 from comm_tui.protocol.node import Node, NodeConfig
+from comm_tui.protocol.punch import PUNCH_RETRY_S, PUNCH_ROUNDS
 from comm_tui.protocol.relay_store import Entry, Kind
 from comm_tui.protocol.routing import Endpoint
 from tests.test_node import fast_config, forge_frame, frames_sent, message_of, stored_messages
@@ -525,3 +526,35 @@ def test_a_text_waiting_for_a_node_goes_to_it_as_soon_as_it_enters_the_table() -
     assert wire.texts(b) == []
     wire.connect(b, a, T0 + 1)
     assert [t.text for t in wire.texts(b)] == ["waits for b"]
+
+
+def test_after_its_last_round_of_introduce_a_contact_is_looked_up_no_more(wire: Wire) -> None:
+    """docs/PROTOCOL.md, "12.6": after PUNCH_ROUNDS rounds a contact's hole punching is
+    given up (the relays carry every text); though our text still waits, its
+    neighbourhood is not looked up again once its want is dropped."""
+    a, r = wire.add(1, fast_config()), wire.add(2, fast_config())
+    wire.connect(a, r)
+    bob = Identity.from_seed(b"\x77" * 32)  # a contact no table of ours holds
+    a.set_contacts([bob.key], T0)
+    reader = Codec(r.identity)
+    a_end, r_end = wire.endpoint(a), wire.endpoint(r)
+    targets: list[tuple[float, bytes]] = []
+
+    def note_finds(source: Endpoint, dest: Endpoint, data: bytes) -> bool:
+        if (source, dest) == (a_end, r_end):
+            sent_s = int.from_bytes(pb.Packet.FromString(data).boxed[:8], "big") / 1000
+            frame = reader.decode(data, sent_s).frame
+            if frame is not None and frame.HasField("find_node"):
+                targets.append((sent_s, frame.find_node.target))
+        return False
+
+    wire.drop = note_finds
+    a.send_text(bob.public, "never acknowledged", T0)
+    wire.pump(T0)
+    # Rounds 5, 10, 20, 40 s apart; the want falls due once more 80 s after the last.
+    last_round = T0 + PUNCH_RETRY_S * (2 ** (PUNCH_ROUNDS - 1) - 1)
+    wire.run(T0 + 1, last_round + 1)
+    assert any(target == bob.address for _, target in targets)  # its rounds looked it up
+    targets.clear()
+    wire.run(last_round + 2, last_round + 200)  # past the due time, when it is dropped
+    assert [t for t in targets if t[1] == bob.address] == []
