@@ -434,3 +434,19 @@ def test_a_cookie_reply_of_another_shape_is_malformed(alice: Codec, bob: Codec) 
     packet.CopyFrom(good)
     packet.sender_key = alice.identity.key
     assert reason(bob, packet.SerializeToString()) == "malformed"
+
+
+def test_unpinning_a_peer_never_pinned_changes_nothing() -> None:
+    """The node unpins every peer that leaves its table; a peer whose replay window was
+    never pinned (none yet, or forgotten) is no error, and windows stay as they were."""
+    guard = ReplayGuard()
+    now_ms = int(NOW * 1000)
+    a, b = b"a" * 32, b"b" * 32
+    assert guard.accept(a, b"a0", now_ms, now_ms)
+    guard.unpin(a)  # a window, never pinned
+    guard.unpin(b)  # no window at all
+    assert guard.nonces == 1 and len(guard) == 1
+    assert not guard.accept(a, b"a0", now_ms, now_ms)
+    c = codec(1)
+    c.unpin(b)  # the codec's face: no box pinned, no window
+    assert c.replay.nonces == 0

@@ -15,8 +15,10 @@ from comm_tui.crypto.records import RECORD_LIFETIME_S, sign_record
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.admission import echo_of
 from comm_tui.protocol.codec import Codec
+from comm_tui.protocol.events import PeerRemoved, StoreChanged
 from comm_tui.protocol.letters import CHUNK_BYTES
 from comm_tui.protocol.node import Node, NodeConfig
+from comm_tui.protocol.punch import PUNCH_RETRY_S, PUNCH_ROUNDS
 from comm_tui.protocol.relay_store import Entry, Kind
 from comm_tui.protocol.routing import Endpoint
 from tests.test_node import fast_config, forge_frame, frames_sent, message_of, stored_messages
@@ -346,3 +348,213 @@ def test_once_its_text_is_acknowledged_a_contact_is_asked_for_no_more(wire: Wire
     assert wire.states(a, text_id)[-1] == "delivered"
     wire.run(T0 + 2, T0 + 60)  # past every round PUNCH_RETRY_S would bring
     assert a.stats.sent_by_kind["introduce"] == asked
+
+
+# ------------------------------------------------- fifth round (h-mut5, main 1267de7)
+
+
+def test_a_table_peer_that_says_it_is_a_client_leaves_the_table() -> None:
+    """docs/PROTOCOL.md, "12.3": a client never sits in a table, and a table peer that
+    starts flagging its frames as a client's is taken out (PeerRemoved) at once."""
+    wire = Wire()
+    a, b = wire.add(1), wire.add(2)
+    wire.connect(a, b)
+    assert b.address in a._table
+    a.drain_events()
+    now = T0 + 1
+    frame = pb.Frame(client=True, fetch=pb.Fetch())
+    a.receive_datagram(forge_frame(b, a, frame, now), wire.endpoint(b), now)
+    assert b.address not in a._table
+    assert [e.key for e in a.drain_events() if isinstance(e, PeerRemoved)] == [b.identity.key]
+
+
+def test_relay_usage_reports_the_item_cap_it_enforces() -> None:
+    node = Node(Identity.from_seed(bytes(32)), T0, config=NodeConfig(store_max_items=123))
+    usage = node.relay_usage()
+    assert usage.items_cap == 123 and usage.items_held == 0
+
+
+def test_a_holders_receipt_for_our_own_part_is_persisted_as_bookkeeping() -> None:
+    """docs/PROTOCOL.md, "8.2 Local durability": a new holder of our own part changes
+    its relay schedule only; the entry is persisted (for the outbox and custody shown
+    after a restart) but flagged as bookkeeping, which no datagram waits on."""
+    wire = Wire()
+    a, b = wire.add(1), wire.add(2)
+    wire.connect(a, b)
+    a.send_text(Identity.generate().public, "held by b", T0)
+    a.drain_events()  # the part's first write
+    wire.events[wire.endpoint(a)].clear()
+    wire.pump(T0)
+    (part,) = [e for e in a._store if e.kind is Kind.MESSAGE]
+    assert part.holders == {b.address}
+    changes = [e for e in wire.of(a, StoreChanged) if isinstance(e, StoreChanged)]
+    assert any(part.key in c.put for c in changes)
+    assert all(part.key in c.bookkeeping for c in changes if part.key in c.put)
+
+
+def test_a_nodes_answer_skips_a_peer_at_a_host_name_and_still_lists_the_rest() -> None:
+    """A table peer whose endpoint is no plain IP address has no NodeInfo: it is left out
+    of NODES answers, and the nodes after it are still listed."""
+    wire = Wire()
+    hub, asker = wire.add(1), wire.add(2)
+    named = Node(Identity.from_seed(bytes([3]) * 32), T0, rng=random.Random(3))
+    wire.nodes[("peer.example", 4000)] = named
+    wire.events.setdefault(("peer.example", 4000), [])
+    wire.persisted.setdefault(("peer.example", 4000), {})
+    others = [wire.add(seed) for seed in range(4, 8)]
+    for node in [named, asker, *others]:
+        wire.connect(node, hub)
+    now = T0 + 1
+    find = pb.FindNode(query_id=bytes(16), target=named.address)  # the named peer first
+    hub.receive_datagram(
+        forge_frame(asker, hub, pb.Frame(find_node=find), now), wire.endpoint(asker), now
+    )
+    (answer,) = [f.nodes for f in frames_sent(wire, hub, asker, now) if f.HasField("nodes")]
+    listed = {info.key for info in answer.nodes}
+    assert named.identity.key not in listed
+    assert listed == {node.identity.key for node in others}
+
+
+def test_a_stem_retry_sends_no_second_copy_to_the_recipient_within_its_receipt_wait() -> None:
+    """docs/PROTOCOL.md, "7.2", "Receipt wait": the sender's own text goes to the stem
+    peer and straight to a recipient it knows; at a retry before their receipts could
+    have come back, neither is sent a second copy (a duplicate, not a retry)."""
+    wire = Wire()
+    config = fast_config(backoff_base_s=0.5, backoff_max_s=0.5)
+    a, b, c = wire.add(1, config), wire.add(2, config), wire.add(3, config)
+    wire.connect(a, b)
+    wire.connect(a, c)
+    a_end = wire.endpoint(a)
+    wire.drop = lambda source, dest, data: dest == a_end  # the receipts are late
+    a.send_text(b.identity.public, "one copy each", T0)
+    wire.pump(T0)
+    (part,) = [e for e in a._store if e.kind is Kind.MESSAGE]
+    assert part.stem and part.attempts == 1
+    sent = a.stats.sent_by_kind["message"]
+    wire.tick(T0 + 0.6)  # the retry, within the 2 s receipt wait
+    assert part.attempts == 2
+    assert a.stats.sent_by_kind["message"] == sent and a.stats.resends_held == 2
+
+
+def test_the_recipient_holding_a_part_is_still_sent_it_at_each_retry_of_the_stem() -> None:
+    """Our own text goes straight to a recipient we know at each attempt, even one that
+    holds the part (its receipt for a part of an unfinished text): only its ack ends the
+    text, and the copy is what makes it answer with one."""
+    wire = Wire()
+    config = fast_config(backoff_base_s=3.0, backoff_max_s=3.0)
+    a, b, c = wire.add(1, config), wire.add(2, config), wire.add(3, config)
+    wire.connect(a, b)
+    wire.connect(a, c)
+    reader = Codec(b.identity)
+    a_end, b_end, c_end = wire.endpoint(a), wire.endpoint(b), wire.endpoint(c)
+    to_b: list[bytes] = []
+
+    def drop(source: Endpoint, dest: Endpoint, data: bytes) -> bool:
+        if c_end in (source, dest):
+            return True  # c takes no part
+        if (source, dest) != (a_end, b_end):
+            return False
+        sent_s = int.from_bytes(pb.Packet.FromString(data).boxed[:8], "big") / 1000
+        frame = reader.decode(data, sent_s).frame
+        if frame is None or frame.WhichOneof("body") != "message":
+            return False
+        to_b.append(frame.message.sealed)
+        return frame.message.sealed != to_b[0]  # b gets the first part only
+
+    wire.drop = drop
+    a.send_text(b.identity.public, "x" * (CHUNK_BYTES + 10), T0)
+    wire.pump(T0)
+    parts = [e for e in a._store if e.kind is Kind.MESSAGE]
+    assert sorted(b.address in part.holders for part in parts) == [False, True]
+    to_b.clear()
+    wire.tick(T0 + 3.1)  # the retry
+    assert all(part.attempts == 2 for part in parts)
+    assert len(to_b) == 2 and len(set(to_b)) == 2  # both parts, the one it holds too
+
+
+def test_a_lookup_asks_a_table_peer_without_padding() -> None:
+    """docs/PROTOCOL.md, "5.1", "First contact": only a FindNode to a node outside our
+    table is padded (its answer must fit 3x the request before validation); a table
+    peer has validated us, so its FindNode carries no padding."""
+    wire = Wire()
+    a, b = wire.add(1), wire.add(2)
+    wire.connect(a, b)
+    now = T0 + 1
+    a.datagrams_to_send()
+    a.lookup(Identity.generate().address, now)
+    finds = [f.find_node for f in frames_sent(wire, a, b, now) if f.HasField("find_node")]
+    assert finds and all(find.padding == b"" for find in finds)
+
+
+def test_an_unanswered_hello_is_given_up_when_its_timer_fires() -> None:
+    """A hello nobody answers is forgotten at its deadline, the moment its timer fires
+    (not at a later timer): the node says "no peers", not "bootstrapping"."""
+    node = Node(Identity.from_seed(bytes([1]) * 32), T0, rng=random.Random(1))
+    node.bootstrap(("10.99.0.1", 4000), T0)
+    node.datagrams_to_send()
+    assert node.state == "bootstrapping"
+    deadline = node.get_timer()
+    node.handle_timer(deadline)
+    assert node.state == "no peers"
+    assert node.get_timer() > deadline
+
+
+def test_a_text_waiting_for_a_node_goes_to_it_as_soon_as_it_enters_the_table() -> None:
+    """What we hold for a node is pushed to it when it enters our table, without waiting
+    for its Fetch (dropped here) or the item's next retry (a minute off); it meets no
+    other holder."""
+    wire = Wire()
+    config = fast_config(backoff_base_s=60.0, backoff_max_s=60.0)
+    a, c = wire.add(1, config), wire.add(3, config)
+    wire.connect(a, c)
+    b = wire.add(2, config)
+    a.send_text(b.identity.public, "waits for b", T0)
+    wire.pump(T0)
+    reader = Codec(a.identity)
+    a_end, b_end, c_end = wire.endpoint(a), wire.endpoint(b), wire.endpoint(c)
+
+    def no_fetch(source: Endpoint, dest: Endpoint, data: bytes) -> bool:
+        if {source, dest} == {b_end, c_end}:
+            return True  # b meets only a
+        if (source, dest) != (b_end, a_end):
+            return False
+        sent_s = int.from_bytes(pb.Packet.FromString(data).boxed[:8], "big") / 1000
+        frame = reader.decode(data, sent_s).frame
+        return frame is not None and frame.WhichOneof("body") == "fetch"
+
+    wire.drop = no_fetch
+    assert wire.texts(b) == []
+    wire.connect(b, a, T0 + 1)
+    assert [t.text for t in wire.texts(b)] == ["waits for b"]
+
+
+def test_after_its_last_round_of_introduce_a_contact_is_looked_up_no_more(wire: Wire) -> None:
+    """docs/PROTOCOL.md, "12.6": after PUNCH_ROUNDS rounds a contact's hole punching is
+    given up (the relays carry every text); though our text still waits, its
+    neighbourhood is not looked up again once its want is dropped."""
+    a, r = wire.add(1, fast_config()), wire.add(2, fast_config())
+    wire.connect(a, r)
+    bob = Identity.from_seed(b"\x77" * 32)  # a contact no table of ours holds
+    a.set_contacts([bob.key], T0)
+    reader = Codec(r.identity)
+    a_end, r_end = wire.endpoint(a), wire.endpoint(r)
+    targets: list[tuple[float, bytes]] = []
+
+    def note_finds(source: Endpoint, dest: Endpoint, data: bytes) -> bool:
+        if (source, dest) == (a_end, r_end):
+            sent_s = int.from_bytes(pb.Packet.FromString(data).boxed[:8], "big") / 1000
+            frame = reader.decode(data, sent_s).frame
+            if frame is not None and frame.HasField("find_node"):
+                targets.append((sent_s, frame.find_node.target))
+        return False
+
+    wire.drop = note_finds
+    a.send_text(bob.public, "never acknowledged", T0)
+    wire.pump(T0)
+    # Rounds 5, 10, 20, 40 s apart; the want falls due once more 80 s after the last.
+    last_round = T0 + PUNCH_RETRY_S * (2 ** (PUNCH_ROUNDS - 1) - 1)
+    wire.run(T0 + 1, last_round + 1)
+    assert any(target == bob.address for _, target in targets)  # its rounds looked it up
+    targets.clear()
+    wire.run(last_round + 2, last_round + 200)  # past the due time, when it is dropped
+    assert [t for t in targets if t[1] == bob.address] == []

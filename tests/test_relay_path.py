@@ -20,6 +20,7 @@ from comm_tui.protocol.codec import CLIENT_FLAG, PROTOCOL_VERSION, Codec, receip
 from comm_tui.protocol.events import StoreChanged
 from comm_tui.protocol.node import Node, NodeConfig
 from comm_tui.protocol.receipts import (
+    RECEIPT_PEERS_MAX,
     RECEIPT_TIMEOUT_MAX_S,
     RECEIPT_TIMEOUT_S,
     ReceiptWaits,
@@ -130,6 +131,39 @@ def test_stale_deadlines_do_not_pile_up() -> None:
         waits.sent(A, K1, T0 + i)  # the same pair again and again
     assert len(waits) == 1
     assert len(waits._deadlines) <= 2 * len(waits) + 65
+
+
+def test_the_deadline_heap_is_rebuilt_once_it_passes_twice_the_waits_plus_64() -> None:
+    """Stale deadlines (waits answered or re-armed) stay in the heap until it holds more
+    than 2 per wait plus 64; then it is rebuilt from what is awaited. Any other threshold
+    either holds more stale entries or rebuilds the heap at every send (O(n) each)."""
+    waits = ReceiptWaits()
+    lengths = []
+    for i in range(1_000):
+        waits.sent(A, (K1, K2)[i % 2], T0 + i)  # two waits, re-armed again and again
+        lengths.append(len(waits._deadlines))
+    assert len(waits) == 2
+    assert max(lengths) == 2 * 2 + 64
+    assert lengths.count(2) >= 10  # rebuilt to the two waits, again and again
+
+
+def test_receipt_delays_are_remembered_for_4096_peers_the_least_recent_forgotten() -> None:
+    """``RECEIPT_PEERS_MAX`` peers keep their measured wait; one more forgets the least
+    recently measured, which then waits ``RECEIPT_TIMEOUT_S`` again."""
+    waits = ReceiptWaits()
+    peers = [i.to_bytes(20, "big") for i in range(RECEIPT_PEERS_MAX + 1)]
+    for peer in peers[:RECEIPT_PEERS_MAX]:
+        waits.sent(peer, K1, T0)
+        waits.received(peer, K1, T0 + 3.0)  # srtt 3, rttvar 1.5: a wait of 9 s
+    assert waits.timeout(peers[0]) == pytest.approx(9.0)
+    waits.sent(peers[0], K2, T0 + 10)
+    waits.received(peers[0], K2, T0 + 13.0)  # measured again: now the most recent
+    waits.sent(peers[-1], K1, T0 + 20)
+    waits.received(peers[-1], K1, T0 + 23.0)  # one peer too many
+    assert waits.timeout(peers[1]) == RECEIPT_TIMEOUT_S  # the least recent, forgotten
+    assert waits.timeout(peers[0]) > RECEIPT_TIMEOUT_S
+    assert waits.timeout(peers[2]) == pytest.approx(9.0)
+    assert waits.timeout(peers[-1]) == pytest.approx(9.0)
 
 
 # ---------------------------------------------------------------- the rule in the node

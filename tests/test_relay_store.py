@@ -18,6 +18,7 @@ from comm_tui.protocol.relay_store import (
     Entry,
     Kind,
     QuotaExceeded,
+    RelayBandwidth,
     RelayStore,
     entry_key,
 )
@@ -386,3 +387,63 @@ def test_the_network_evicted_from_is_the_one_holding_the_most_bytes() -> None:
         store.add(message_entry(i, target=bytes([i + 1]) * 20, net=net))
     store.add(message_entry(4, target=b"\x05" * 20, net="m"))
     assert store.origin_shares(3) == [("a", 2 * ENTRY_SIZE), ("m", ENTRY_SIZE), ("z", ENTRY_SIZE)]
+
+
+# ------------------------------------------------- fifth round (h-mut5, main 1267de7)
+
+
+def test_a_new_or_changed_entry_is_a_write_and_only_a_reschedule_is_bookkeeping() -> None:
+    """docs/PROTOCOL.md, "8.2 Local durability": a new entry, or one touched for a real
+    change, is a write that datagrams wait on; only ``touch(bookkeeping=True)`` is
+    bookkeeping, and of an item held for others not persisted at all."""
+    store = RelayStore(OWN)
+    ours, theirs = message_entry(1), message_entry(2, origin=b"o" * 20)
+    store.add(ours)
+    store.add(theirs)
+    assert store.take_bookkeeping() == frozenset()
+    put, _ = store.take_changes()
+    assert set(put) == {ours.key, theirs.key}
+    store.touch(ours)
+    store.touch(theirs)
+    assert store.take_bookkeeping() == frozenset()
+    put, _ = store.take_changes()
+    assert set(put) == {ours.key, theirs.key}
+    store.touch(ours, bookkeeping=True)
+    store.touch(theirs, bookkeeping=True)
+    assert store.take_bookkeeping() == {ours.key}
+    put, _ = store.take_changes()
+    assert set(put) == {ours.key}
+
+
+def test_an_entry_removed_before_its_changes_are_taken_is_only_deleted() -> None:
+    store = RelayStore(OWN)
+    entry = message_entry(1)
+    store.add(entry)
+    store.remove(entry)
+    put, deleted = store.take_changes()
+    assert dict(put) == {} and deleted == {entry.key}
+
+
+def test_removing_one_ack_back_to_an_address_keeps_the_others() -> None:
+    store = RelayStore(OWN)
+    origin = Identity.from_seed(b"\x08" * 32).key
+    first, second = (
+        ack_entry(Identity.from_seed(bytes([seed]) * 32), message_entry(seed).item_id)
+        for seed in (1, 2)
+    )
+    for entry in (first, second):
+        entry.origin_key = origin
+        store.add(entry)
+    store.remove(first)
+    assert store.acks_back_to(address_of(origin)) == [second]
+    store.remove(second)
+    assert store.acks_back_to(address_of(origin)) == []
+
+
+def test_a_relay_bandwidth_balance_spent_to_exactly_zero_defers() -> None:
+    """docs/PROTOCOL.md, "8.1 Local caps": an item for others goes while the balance is
+    positive; at exactly zero it waits (1 byte's time at the cap, behind none)."""
+    budget = RelayBandwidth(1000, NOW)
+    budget.spend(int(budget.burst), NOW)
+    assert budget.balance == 0 and not budget.open(NOW)
+    assert budget.defer(NOW, 100) == pytest.approx(NOW + 1 / 1000)
