@@ -277,10 +277,15 @@ class Codec:
             self._boxes.move_to_end(key)
             return box
         box = self.identity.directional_boxes(PublicIdentity(key), _LINK_KEY_DOMAIN)
+        self._cache(key, box)
+        return box
+
+    def _cache(self, key: bytes, box: LinkBoxes) -> None:
+        """Keep ``box`` as the most recently used of the cache, within its bound (the least
+        recently used out first)."""
         self._boxes[key] = box
         if len(self._boxes) > BOX_CACHE_PEERS:
             self._boxes.popitem(last=False)
-        return box
 
     def pin(self, key: bytes) -> None:
         """Keep this peer's boxes and replay window whatever newcomers arrive."""
@@ -294,9 +299,7 @@ class Codec:
         (the cache may be full of the peers that came while it was pinned)."""
         box = self._pinned.pop(key, None)
         if box is not None:
-            self._boxes[key] = box
-            if len(self._boxes) > BOX_CACHE_PEERS:
-                self._boxes.popitem(last=False)
+            self._cache(key, box)
         self.replay.unpin(key)
 
     def peer(self, key: bytes) -> PublicIdentity | None:

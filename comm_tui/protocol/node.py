@@ -2469,7 +2469,7 @@ def _check_expiry(expires_ms: int, now: float) -> None:
     expire on a whole hour (docs/PROTOCOL.md, "7.2"): a finer expiry would date the text."""
     if expires_ms % EXPIRY_UNIT_MS:
         raise Rejected("fine_expiry")
-    now_ms = int(now * 1000)  # _ms(now), on every message and ack taken
+    now_ms = _ms(now)
     if expires_ms <= now_ms:
         raise Rejected("expired")
     if expires_ms > now_ms + int((MAX_TTL_S + MAX_CLOCK_SKEW_S) * 1000):

@@ -116,7 +116,7 @@ class Entry:
     size: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.key = _KIND_BYTE[self.kind] + self.item_id  # entry_key(kind, item_id)
+        self.key = entry_key(self.kind, self.item_id)
         self.size = self.wire.ByteSize() + ENTRY_OVERHEAD_BYTES
 
     @property
