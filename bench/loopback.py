@@ -21,10 +21,13 @@ at ``--rate`` texts per second. It reports:
 - datagrams per message: message, ack and receipt datagrams sent during the phase,
   divided by the texts sent (``all_datagrams_per_message`` counts every kind).
 - with ``--store sqlite``, the group commits of the phase (``comm_tui/net/commit.py``),
-  how many of them held bookkeeping alone (``lazy_commits``), and the events each wrote
-  on average; with ``--count-statements`` also the SQL statements the nodes ran, per
-  relayed message and by kind (a trace callback on every connection: it costs CPU, so
-  read the CPU figures from runs without it).
+  how many of them held bookkeeping alone (``lazy_commits``), how many were relay-store
+  rows alone, written whole on a writer thread (``commits_whole_on_writer``), and the
+  events each wrote on average; with ``--count-statements`` also the SQL statements the
+  nodes ran, per relayed message and by kind (a trace callback on every connection: it costs CPU, so
+  read the CPU figures from runs without it), and the pages each commit wrote
+  (``wal_frames_per_commit``: every write-ahead log is emptied before the phase and
+  measured after it).
 
 ``--store memory`` (default) drives ``comm_tui.protocol.node.Node`` directly through
 ``comm_tui.net.udp.open_udp``, which isolates the network and protocol cost;
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import multiprocessing
@@ -96,13 +100,17 @@ GRACE_BOUND_S = 30.0
 POLL_S = 0.02
 MESSAGE_KINDS = ("message", "ack", "receipt")
 TEXT_PREFIX = "bench-"
+# Bytes of a write-ahead-log frame's header, before its page (sqlite.org/fileformat2.html).
+WAL_FRAME_HEADER = 24
 # Counters summed over the nodes that are not datagram kinds.
 COUNTERS_NOT_DATAGRAMS = (
     "datagrams_out",
     "messages_relayed",
     "commits",
     "lazy_commits",
+    "whole_on_writer",
     "committed_events",
+    "wal_frames",
     "gc_full",
     "gc_full_pause_us",
     "loop_thread_cpu_us",
@@ -257,6 +265,7 @@ class Shard:
         self.statements = (
             StatementCount() if plan.count_statements and plan.store == "sqlite" else None
         )
+        self.page_size = 4096  # of the nodes' databases (``restart_wals``)
 
     async def start(self, bootstrap: Endpoint | None) -> Endpoint:
         identities = [Identity.from_seed(seed) for seed in self.plan.seeds()]
@@ -330,10 +339,26 @@ class Shard:
             if host.service is not None and host.service.journal is not None:
                 total["commits"] += host.service.journal.commits
                 total["lazy_commits"] += host.service.journal.lazy_commits
+                total["whole_on_writer"] += host.service.journal.whole_on_writer
                 total["committed_events"] += host.service.journal.committed_events
         if self.statements is not None:
             total.update(self.statements.snapshot())
+            for host in self.hosts.values():
+                if host.db is not None:
+                    wal = host.db.path.with_name(host.db.path.name + "-wal")
+                    with contextlib.suppress(FileNotFoundError):
+                        total["wal_frames"] += wal.stat().st_size // (
+                            self.page_size + WAL_FRAME_HEADER
+                        )
         return total
+
+    def restart_wals(self) -> None:
+        """Empty every node's write-ahead log, so the phase's frames can be counted."""
+        for host in self.hosts.values():
+            if host.db is not None and host.service is not None:
+                assert host.service.journal is not None
+                host.service.journal.settle()
+                self.page_size = host.db.restart_wal()
 
     async def send_all(self, start_at: float) -> None:
         """Send this shard's texts on the shared schedule (wall clock, all processes)."""
@@ -455,6 +480,8 @@ async def run_worker_shard(plan: Plan, conn: Connection) -> None:
             full_gc = FullCollections()
             conn.send(("joined", joined, quiet))
             start_at, bound_s = await poll_conn(conn, JOIN_BOUND_S + SETTLE_S)
+            if shard.statements is not None:
+                shard.restart_wals()
             before = shard.counters()
             cpu_before, loop_before = time.process_time(), time.thread_time()
             await shard.send_all(start_at)
@@ -515,6 +542,8 @@ async def run(plan: Plan) -> dict[str, Any]:
             start_at = time.time() + START_DELAY_S
             if conn is not None:
                 conn.send((start_at, bound_s))
+            if shard.statements is not None:
+                shard.restart_wals()
             before = shard.counters()
             cpu_before, loop_before = time.process_time(), time.thread_time()
             await shard.send_all(start_at)
@@ -599,6 +628,7 @@ async def run(plan: Plan) -> dict[str, Any]:
         "all_datagrams_per_message": round(counters["datagrams_out"] / texts, 2),
         "group_commits": counters["commits"],
         "lazy_commits": counters["lazy_commits"],
+        "commits_whole_on_writer": counters["whole_on_writer"],
         "events_per_commit": round(counters["committed_events"] / counters["commits"], 2)
         if counters["commits"]
         else None,
@@ -613,6 +643,9 @@ async def run(plan: Plan) -> dict[str, Any]:
         "commits_per_relayed_message": rounded(counters["commits"] / relayed if relayed else None),
         "statements_per_relayed_message": rounded(statements / relayed)
         if statements and relayed
+        else None,
+        "wal_frames_per_commit": round(counters["wal_frames"] / counters["commits"], 2)
+        if counters["wal_frames"] and counters["commits"]
         else None,
         "statements_per_relayed_message_by_kind": {
             k[len(SQL_PREFIX) :]: round(v / relayed, 3)
