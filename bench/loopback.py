@@ -339,7 +339,8 @@ class Shard:
             if host.service is not None and host.service.journal is not None:
                 total["commits"] += host.service.journal.commits
                 total["lazy_commits"] += host.service.journal.lazy_commits
-                total["whole_on_writer"] += host.service.journal.whole_on_writer
+                # 0 on a tree from before writer-side batches (a before/after run).
+                total["whole_on_writer"] += getattr(host.service.journal, "whole_on_writer", 0)
                 total["committed_events"] += host.service.journal.committed_events
         if self.statements is not None:
             total.update(self.statements.snapshot())
@@ -357,8 +358,13 @@ class Shard:
         for host in self.hosts.values():
             if host.db is not None and host.service is not None:
                 assert host.service.journal is not None
-                host.service.journal.settle()
-                self.page_size = host.db.restart_wal()
+                host.service.journal.settle()  # no commit runs while another connection
+                conn = sqlite3.connect(host.db.path)  # checkpoints the whole log
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    self.page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+                finally:
+                    conn.close()
 
     async def send_all(self, start_at: float) -> None:
         """Send this shard's texts on the shared schedule (wall clock, all processes)."""

@@ -1198,16 +1198,6 @@ class Database:
 
     # plumbing
 
-    def restart_wal(self) -> int:
-        """Checkpoint the whole write-ahead log and truncate it; returns its page size.
-
-        For benchmarks: the frames a phase writes are then the log's size over
-        ``page size + 24`` at its end (while under the auto-checkpoint's 1,000 pages).
-        """
-        with _mapped_errors(self.path):
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            return int(self._one("PRAGMA page_size")[0])
-
     def is_intact(self) -> bool:
         """SQLite's own consistency check of every page (``PRAGMA quick_check``)."""
         try:
