@@ -21,9 +21,8 @@ at ``--rate`` texts per second. It reports:
 - datagrams per message: message, ack and receipt datagrams sent during the phase,
   divided by the texts sent (``all_datagrams_per_message`` counts every kind).
 - with ``--store sqlite``, the group commits of the phase (``comm_tui/net/commit.py``),
-  how many of them held bookkeeping alone (``lazy_commits``), how many were relay-store
-  rows alone, written whole on a writer thread (``commits_whole_on_writer``), and the
-  events each wrote on average; with ``--count-statements`` also the SQL statements the
+  how many of them held bookkeeping alone (``lazy_commits``), and the events each wrote
+  on average; with ``--count-statements`` also the SQL statements the
   nodes ran, per relayed message and by kind (a trace callback on every connection: it costs CPU, so
   read the CPU figures from runs without it), and the pages each commit wrote
   (``wal_frames_per_commit``: every write-ahead log is emptied before the phase and
@@ -108,7 +107,6 @@ COUNTERS_NOT_DATAGRAMS = (
     "messages_relayed",
     "commits",
     "lazy_commits",
-    "whole_on_writer",
     "committed_events",
     "wal_frames",
     "gc_full",
@@ -339,8 +337,6 @@ class Shard:
             if host.service is not None and host.service.journal is not None:
                 total["commits"] += host.service.journal.commits
                 total["lazy_commits"] += host.service.journal.lazy_commits
-                # 0 on a tree from before writer-side batches (a before/after run).
-                total["whole_on_writer"] += getattr(host.service.journal, "whole_on_writer", 0)
                 total["committed_events"] += host.service.journal.committed_events
         if self.statements is not None:
             total.update(self.statements.snapshot())
@@ -634,7 +630,6 @@ async def run(plan: Plan) -> dict[str, Any]:
         "all_datagrams_per_message": round(counters["datagrams_out"] / texts, 2),
         "group_commits": counters["commits"],
         "lazy_commits": counters["lazy_commits"],
-        "commits_whole_on_writer": counters["whole_on_writer"],
         "events_per_commit": round(counters["committed_events"] / counters["commits"], 2)
         if counters["commits"]
         else None,

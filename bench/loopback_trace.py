@@ -30,8 +30,7 @@ that datagrams wait for, in four parts: ``gather``, from the batch's first write
 datagrams wait for to its commit's start on the loop (the end of the loop's turn, or the
 node's previous commit still running); ``writer_queue``, from there to a writer thread
 taking it (the process's writers busy with other nodes' commits); ``commit``, the
-``COMMIT`` itself (the fsync; for a batch of relay-store rows alone, the whole transaction
-the writer runs); ``return``, from its end to the loop handling its return
+``COMMIT`` itself (the fsync); ``return``, from its end to the loop handling its return
 (the loop busy). It reports each part's percentiles over the phase, and on every hop of
 a slow text the commit its copy waited for at the relay that sent it (``waited_for``):
 whether a slow hop was the fsync itself or work queued around it.
@@ -171,18 +170,6 @@ class Trace:
             finally:
                 record[3] = time.time()
 
-        write_store_and_release = db._write_store_and_release
-
-        def traced_write_store_and_release(rows: Any) -> None:  # on a writer thread
-            # A batch of relay-store rows alone: its ``commit`` part is the whole
-            # transaction, BEGIN to COMMIT, which the writer runs.
-            record = running[0]
-            record[2] = time.time()
-            try:
-                write_store_and_release(rows)
-            finally:
-                record[3] = time.time()
-
         def traced_committed(future: Any) -> None:
             if future is journal._inflight:
                 running[0][4] = time.time()
@@ -192,7 +179,6 @@ class Trace:
         journal._flush = traced_flush  # type: ignore[method-assign]
         journal._committed = traced_committed  # type: ignore[method-assign]
         db._commit_and_release = traced_commit_and_release  # type: ignore[method-assign]
-        db._write_store_and_release = traced_write_store_and_release  # type: ignore[method-assign]
 
     def commit_parts(self, record: list[float]) -> dict[str, float]:
         """A finished commit's four parts, in ms."""

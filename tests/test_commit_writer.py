@@ -1,134 +1,21 @@
-"""The writer side of the group commit (comm_tui/net/commit.py): relay-store batches
-written whole on the writer thread, the writer threads, and their return to the loop.
+"""The writer side of the group commit (comm_tui/net/commit.py): the writer threads and
+the return of finished commits to the loop (docs/PROTOCOL.md, "8.2 Local durability").
 
-docs/PROTOCOL.md, "8.2 Local durability": a batch of relay-store rows alone is written
-``BEGIN`` to ``COMMIT`` on a writer thread, and still nothing that depends on it leaves
-before it is on disk, and a failing disk still stops the node. What is checked as
-committed is read through a second SQLite connection, which sees only committed rows.
+What a commit holds back until it returns is pinned in tests/test_group_commit.py, on
+these writers (the default executor).
 """
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-import threading
 from concurrent.futures import Future
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from comm_tui.net.commit import Datagram, GroupCommit, Writers, _Returns
-from comm_tui.net.service import store_rows_alone
-from comm_tui.protocol.events import Event, PeerRemoved, StoreChanged
-from comm_tui.store.db import Database
-from tests.test_integration import until
+from comm_tui.net.commit import Writers, _Returns
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def committed_relay_keys(path: Path) -> set[bytes]:
-    """The relay items another connection sees: committed ones only."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return {bytes(row[0]) for row in conn.execute("SELECT key FROM relay_items")}
-    finally:
-        conn.close()
-
-
-def stored(key: bytes) -> StoreChanged:
-    return StoreChanged(put={key: (b"entry " + key, 10**15)}, delete=frozenset())
-
-
-class Harness:
-    """A GroupCommit with the service's relay-store split on a real database; each
-    statement is recorded with the thread that ran it."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.db = Database.open(path)
-        self.statements: list[tuple[str, int]] = []
-        self.db._raw.set_trace_callback(
-            lambda sql: self.statements.append((sql.split()[0], threading.get_ident()))
-        )
-        self.sent: list[tuple[Datagram, set[bytes]]] = []
-        self.failures: list[Exception] = []
-        self.journal: GroupCommit[str] = GroupCommit(
-            self.db,
-            apply=self.apply,
-            notify=lambda notices: None,
-            transmit=self.transmit,
-            on_failure=self.failures.append,
-            wake=lambda: None,
-            store_rows=store_rows_alone,
-            window_s=0.0,
-        )
-
-    def apply(self, events: list[Event]) -> list[str]:
-        for event in events:
-            if isinstance(event, StoreChanged):
-                self.db.apply_store_changes(dict(event.put), event.delete)
-            elif isinstance(event, PeerRemoved):
-                self.db.set_meta("peer-" + event.key.hex(), "gone")
-        return []
-
-    def transmit(self, datagrams: list[Datagram]) -> None:
-        on_disk = committed_relay_keys(self.path)
-        self.sent.extend((datagram, on_disk) for datagram in datagrams)
-
-    def close(self) -> None:
-        self.journal.close()
-        self.db.close()
-
-
-async def test_relay_rows_alone_are_written_on_the_writer_before_what_waits_for_them(
-    tmp_path: Path,
-) -> None:
-    h = Harness(tmp_path / "db")
-    loop_thread = threading.get_ident()
-    try:
-        h.statements.clear()
-        h.journal.add([stored(b"one"), stored(b"two")], [(b"receipt", ("127.0.0.1", 9))])
-        await until(lambda: h.sent, "the batch's datagram")
-        [(_, on_disk)] = h.sent
-        assert on_disk == {b"one", b"two"}  # sent only once both rows were durable
-        kinds = [kind for kind, _ in h.statements]
-        assert kinds == ["BEGIN", "INSERT", "INSERT", "COMMIT"]  # a trace line per row
-        assert all(thread != loop_thread for _, thread in h.statements)
-        assert h.journal.whole_on_writer == 1 and h.failures == []
-    finally:
-        h.close()
-
-
-async def test_a_batch_with_anything_else_is_written_on_the_loop_thread(tmp_path: Path) -> None:
-    h = Harness(tmp_path / "db")
-    loop_thread = threading.get_ident()
-    try:
-        h.statements.clear()
-        h.journal.add([stored(b"one"), PeerRemoved(b"p" * 32)], [(b"ack", ("127.0.0.1", 9))])
-        await until(lambda: h.sent, "the batch's datagram")
-        assert h.sent[0][1] == {b"one"}
-        begins = [thread for kind, thread in h.statements if kind == "BEGIN"]
-        assert begins == [loop_thread] and h.journal.whole_on_writer == 0
-    finally:
-        h.close()
-
-
-async def test_relay_rows_that_fail_on_the_writer_stop_the_node_and_send_nothing(
-    tmp_path: Path,
-) -> None:
-    h = Harness(tmp_path / "db")
-    try:
-        h.db._raw.execute("DROP TABLE relay_items")  # every write of a relay row fails now
-        h.journal.add([stored(b"one")], [(b"receipt", ("127.0.0.1", 9))])
-        await until(lambda: h.failures, "the failure")
-        assert h.sent == [] and h.journal.failure is not None
-        h.journal.add([stored(b"two")], [(b"later", ("127.0.0.1", 9))])
-        assert h.sent == []
-        # Undone, not half-written: the connection is usable for reads and not in a transaction.
-        assert h.db._raw.in_transaction is False
-    finally:
-        h.close()
 
 
 async def test_commits_that_finish_together_return_in_one_wake_up() -> None:

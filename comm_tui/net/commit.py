@@ -3,8 +3,7 @@
 Every pump of the core gives events to write down and datagrams to send. Written one
 transaction (one fsync) at a time, a busy node spends its loop waiting for the disk. Here
 the events of many pumps are written in one transaction whose ``COMMIT`` runs on a writer
-thread (the whole transaction, for a batch of relay-store rows alone: the loop only hands
-them over), so the loop keeps receiving while the disk works, and the rule of
+thread, so the loop keeps receiving while the disk works, and the rule of
 docs/PROTOCOL.md, "8.2 Local durability" still holds: no datagram the core produced leaves
 before every write the core asked for up to then is committed (bookkeeping excepted,
 below). A batch's datagrams (the
@@ -54,7 +53,7 @@ from typing import Any, Generic, TypeVar, cast
 from comm_tui.errors import StorageError
 from comm_tui.protocol.events import Event
 from comm_tui.protocol.routing import Endpoint
-from comm_tui.store.db import Database, StoreRows
+from comm_tui.store.db import Database
 
 Datagram = tuple[bytes, Endpoint]
 N = TypeVar("N")
@@ -84,10 +83,7 @@ class GroupCommit(Generic[N]):
     once it is committed (``notify``); ``transmit`` sends datagrams; ``wake`` pumps the
     core again after a commit (writing may have made it produce more); ``defers`` says
     of an event that it is bookkeeping only (nothing waits for it; by default every
-    event holds the datagrams after it back); ``store_rows`` gives the relay-store rows
-    of a batch that holds nothing else, which is then written whole on the writer thread,
-    ``BEGIN`` to ``COMMIT``, instead of through ``apply`` on this one (None: not such a
-    batch; by default every batch goes through ``apply``).
+    event holds the datagrams after it back).
     """
 
     def __init__(
@@ -100,7 +96,6 @@ class GroupCommit(Generic[N]):
         on_failure: Callable[[Exception], None],
         wake: Callable[[], None],
         defers: Callable[[Event], bool] = lambda event: False,
-        store_rows: Callable[[list[Event]], StoreRows | None] = lambda events: None,
         window_s: float = COMMIT_WINDOW_S,
         lazy_window_s: float = COMMIT_LAZY_WINDOW_S,
         max_items: int = COMMIT_MAX_ITEMS,
@@ -113,7 +108,6 @@ class GroupCommit(Generic[N]):
         self._on_failure = on_failure
         self._wake = wake
         self._defers = defers
-        self._store_rows = store_rows
         self.window_s = window_s
         self.lazy_window_s = lazy_window_s
         self.max_items = max_items
@@ -131,11 +125,10 @@ class GroupCommit(Generic[N]):
         self._inflight_datagrams: list[Datagram] = []
         self._inflight_notices: list[N] = []
         self.failure: Exception | None = None
-        # Batches committed, those of bookkeeping alone, those written whole on the writer
-        # (relay-store rows alone), and the events they held (for benchmarks).
+        # Batches committed, those of bookkeeping alone, and the events they held (for
+        # benchmarks).
         self.commits = 0
         self.lazy_commits = 0
-        self.whole_on_writer = 0
         self.committed_events = 0
 
     @property
@@ -274,21 +267,13 @@ class GroupCommit(Generic[N]):
             self._transmit(datagrams)
             return
         try:
-            rows = self._store_rows(events)
-            if rows is not None:
-                # Relay-store rows alone (most of a relay's batches): written whole on the
-                # writer; such writes give out no notices.
-                notices: list[N] = []
-                future = self._db.write_store_changes_in(self._executor, rows)
-                self.whole_on_writer += 1
-            else:
-                self._db.begin_batch(savepoints=False)  # all of it, or a failed node
-                try:
-                    notices = self._apply(events)
-                except BaseException:
-                    self._db.rollback_batch()
-                    raise
-                future = self._db.commit_batch_in(self._executor)
+            self._db.begin_batch(savepoints=False)  # all of it, or a failed node
+            try:
+                notices = self._apply(events)
+            except BaseException:
+                self._db.rollback_batch()
+                raise
+            future = self._db.commit_batch_in(self._executor)
         except Exception as exc:  # any failure to write: fail-stop, send nothing
             self._fail(exc)
             return

@@ -47,7 +47,7 @@ from comm_tui.protocol.events import (
 from comm_tui.protocol.letters import READ_IDS_MAX, display_name
 from comm_tui.protocol.node import Node, NodeConfig
 from comm_tui.protocol.routing import Endpoint
-from comm_tui.store.db import SESSION_RESET_NOTICE, Database, HistoryRow, StoreRows
+from comm_tui.store.db import SESSION_RESET_NOTICE, Database, HistoryRow
 
 PEER_SAVE_INTERVAL_S = 60.0
 DISCOVERY_INTERVAL_S = 10.0
@@ -166,35 +166,6 @@ def bookkeeping_only(event: Event) -> bool:
     return isinstance(event, StoreChanged) and event.bookkeeping.issuperset(event.put)
 
 
-def merged_store_changes(events: Iterable[Event]) -> StoreRows:
-    """The relay store's changes of a batch, merged to be written once per key.
-
-    The later change of a key wins (within one event, a key in both is deleted). Each key
-    is read from the last event that put it, once (a core serializes an entry on reading,
-    so what is written is the entry as it is now, never older than what was announced:
-    docs/PROTOCOL.md, "8.2 Local durability").
-    """
-    store_put: dict[bytes, Mapping[bytes, tuple[bytes, int]]] = {}
-    store_delete: set[bytes] = set()
-    for event in events:
-        if isinstance(event, StoreChanged):
-            for key in event.put:
-                store_put[key] = event.put
-                store_delete.discard(key)
-            for key in event.delete:
-                store_put.pop(key, None)
-                store_delete.add(key)
-    return {key: source[key] for key, source in store_put.items()}, store_delete
-
-
-def store_rows_alone(events: list[Event]) -> StoreRows | None:
-    """A batch's rows when it holds relay-store changes and nothing else (None otherwise):
-    most of a relay's batches, which the group commit writes whole on its writer thread."""
-    if not all(isinstance(event, StoreChanged) for event in events):
-        return None
-    return merged_store_changes(events)
-
-
 def current_card(identity: Identity, db: Database) -> tuple[str, Card]:
     """The card this profile gives people now, and what it says, with no node running.
 
@@ -275,7 +246,6 @@ class NodeService:
             on_failure=self.protocol.fail,
             wake=self._pump_if_driven,
             defers=bookkeeping_only,
-            store_rows=store_rows_alone,
         )
         self.protocol.journal = self.journal
         now = self.clock()
@@ -561,10 +531,20 @@ class NodeService:
         notices to give out once that transaction is committed."""
         now = self.clock()
         notices: list[ServiceEvent] = []
+        # The relay store's changes, merged over the events and written once: the later
+        # change of a key wins (within one event, a key in both is deleted). Each key is
+        # read from the last event that put it, once (a core may serialize on reading).
+        store_put: dict[bytes, Mapping[bytes, tuple[bytes, int]]] = {}
+        store_delete: set[bytes] = set()
         for event in events:
             if isinstance(event, StoreChanged):
-                continue  # merged over the batch and written once, below
-            if isinstance(event, SessionsChanged):
+                for key in event.put:
+                    store_put[key] = event.put
+                    store_delete.discard(key)
+                for key in event.delete:
+                    store_put.pop(key, None)
+                    store_delete.add(key)
+            elif isinstance(event, SessionsChanged):
                 self.db.apply_session_changes(event.put, event.prekeys)
             elif isinstance(event, SessionReset):
                 notices.extend(self._session_reset(event.peer_key, now))
@@ -599,9 +579,9 @@ class NodeService:
                     host, port = event.endpoint
                     self.db.save_peers([(event.key, host, port, now)])
                 notices.append(PeersChanged(self.node.peer_count))
-        put, delete = merged_store_changes(events)
-        if put or delete:
-            self.db.apply_store_changes(put, delete)
+        if store_put or store_delete:
+            put = {key: source[key] for key, source in store_put.items()}
+            self.db.apply_store_changes(put, store_delete)
         return notices
 
     def _session_reset(self, peer_key: bytes, now: float) -> list[ServiceEvent]:

@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -206,8 +206,8 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # docs/PROTOCOL.md, "8.2 Local durability": nothing on a write's path reads the
         # relay items by expiry; only a start does (``load_relay_items``), once, over a
         # table the relay store's caps bound. The index cost every relay-store write a
-        # page in the commit (4.7 -> 3.7 WAL frames per commit, ~12 us of CPU each,
-        # bench/RESULTS.md, "Issue 11, fifth session: the SQLite path").
+        # page in the commit (5.7 -> 4.75 WAL frames per commit in the loopback, ~12 us
+        # of CPU a page: bench/RESULTS.md, "Issue 11, fifth session: the SQLite path").
         "DROP INDEX relay_items_by_expiry",
     ),
 )
@@ -243,9 +243,6 @@ _REQUEST_CONVERSATIONS = """
     WHERE a IS NOT NULL AND a NOT IN (SELECT address FROM contacts)
         AND NOT EXISTS (SELECT 1 FROM messages WHERE peer_address = a AND direction = 'out')
 """
-# A batch of relay-store changes as rows: store key -> (serialized entry, expires_ms) to
-# write, and the keys to delete (``Database.write_store_changes_in``).
-StoreRows = tuple[dict[bytes, tuple[bytes, int]], set[bytes]]
 # What ``add_incoming`` did with a request's text beyond keeping it (``Database.requests``).
 RequestOutcome = Literal["dropped", "evicted_text", "evicted_conversation"]
 META_DISPLAY_NAME = "display_name"  # our own: {"name": ..., "version": n} (JSON)
@@ -433,42 +430,6 @@ class Database:
         except BaseException:
             self._committing.release()
             raise
-
-    def write_store_changes_in(self, executor: Executor, rows: StoreRows) -> Future[None]:
-        """Write relay-store rows in a transaction of their own, BEGIN to COMMIT on
-        ``executor``'s thread; the future says when they are durable.
-
-        For a group commit's batch that holds nothing else: the owner thread only hands the
-        rows over (already serialized, so what is written is the entry as it was then),
-        and runs none of the transaction's statements, each of which lets another thread
-        take the interpreter in the middle of its turn (bench/RESULTS.md, "Issue 11, fifth
-        session: the SQLite path"). Its result is None, or the :class:`StorageError` that
-        undid the transaction (rolled back). Until it is done, this thread's next use of
-        the connection waits for it, as after :meth:`commit_batch_in`.
-        """
-        if self._depth != 0:
-            raise RuntimeError("relay-store rows cannot be handed over inside a transaction")
-        self._committing.acquire()
-        try:
-            return executor.submit(self._write_store_and_release, rows)
-        except BaseException:
-            self._committing.release()
-            raise
-
-    def _write_store_and_release(self, rows: StoreRows) -> None:
-        """The writer thread's part of :meth:`write_store_changes_in`."""
-        try:
-            with _mapped_errors(self.path):
-                self._raw.execute("BEGIN IMMEDIATE")
-                try:
-                    _write_store(self._raw, *rows)
-                except BaseException:
-                    with contextlib.suppress(sqlite3.Error):
-                        self._raw.execute("ROLLBACK")
-                    raise
-            self._commit()
-        finally:
-            self._committing.release()
 
     def _close_batch(self) -> None:
         if self._depth != 1:
@@ -1023,8 +984,19 @@ class Database:
         self, put: dict[bytes, tuple[bytes, int]], delete: Iterable[bytes]
     ) -> None:
         """Persist the relay store's changes in one transaction; a key in both is deleted."""
+        delete = list(delete)
         with self.transaction():
-            _write_store(self._conn, put, delete)
+            if put:
+                self._conn.executemany(
+                    "INSERT INTO relay_items (key, blob, expires_ms) VALUES (?, ?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET blob = excluded.blob,"
+                    " expires_ms = excluded.expires_ms",
+                    ((key, blob, expires_ms) for key, (blob, expires_ms) in put.items()),
+                )
+            if delete:
+                self._conn.executemany(
+                    "DELETE FROM relay_items WHERE key = ?", ((key,) for key in delete)
+                )
 
     def load_relay_items(self, now_ms: int) -> list[tuple[bytes, bytes]]:
         """Drop the expired relay items, then return the rest as ``(key, blob)``."""
@@ -1282,21 +1254,6 @@ class Database:
                 for statement in _MIGRATIONS[target - 1]:
                     self._conn.execute(statement)
                 self._conn.execute(f"PRAGMA user_version = {target}")
-
-
-def _write_store(
-    conn: sqlite3.Connection, put: Mapping[bytes, tuple[bytes, int]], delete: Iterable[bytes]
-) -> None:
-    """The relay store's changes, inside the caller's transaction; a key in both is deleted."""
-    if put:
-        conn.executemany(
-            "INSERT INTO relay_items (key, blob, expires_ms) VALUES (?, ?, ?)"
-            " ON CONFLICT (key) DO UPDATE SET blob = excluded.blob,"
-            " expires_ms = excluded.expires_ms",
-            [(key, blob, expires_ms) for key, (blob, expires_ms) in put.items()],
-        )
-    if delete:
-        conn.executemany("DELETE FROM relay_items WHERE key = ?", [(key,) for key in delete])
 
 
 def _make_private(path: Path) -> None:
