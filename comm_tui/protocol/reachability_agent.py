@@ -418,16 +418,15 @@ class ReachabilityAgent:
 
         Among our neighbourhood (the nodes nearest our address, which we talk to anyway):
         asking far nodes would make them nodes we sent to, whose probes prove nothing.
+        The candidates are the relays a client binds, one per network among our 16
+        nearest (``binding_relays``), not our 4 nearest: keys of one network ground near
+        our address could hold all 4 nearest (the table's /24 bound is per bucket), and
+        be every helper of every round, to confirm a mapping alone or fail every round.
         """
-        peers = self._table.closest(self.address, ATTACH_RELAYS)
+        peers = self.binding_relays()
         self._host.rng.shuffle(peers)
         peers.sort(key=lambda peer: peer.key in self._last_helpers)  # others first
-        helpers: list[NodeEntry] = []
-        for peer in peers:
-            if origin_network(peer.endpoint) not in {origin_network(h.endpoint) for h in helpers}:
-                helpers.append(peer)
-            if len(helpers) == PROBE_HELPERS:
-                break
+        helpers = peers[:PROBE_HELPERS]  # of distinct networks, as every candidate is
         if not helpers:
             self.prober.next_at = now + self._host.no_helpers_retry_s
             return
