@@ -18,6 +18,12 @@ from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import Codec
 from comm_tui.protocol.node import RECEIPT_TIMEOUT_S, SEALED_BYTES, Node
 from comm_tui.protocol.reachability_agent import seen_endpoint
+from comm_tui.protocol.receipts import (
+    RECEIPT_TIMEOUT_MAX_S,
+    TIMED_OUT_PAIRS_MAX,
+    TIMED_OUT_PAIRS_PER_NETWORK,
+    ReceiptWaits,
+)
 from comm_tui.protocol.relay_store import Entry, Kind
 from comm_tui.protocol.routing import Endpoint, RoutingTable
 from comm_tui.sim.internals import forged_expiry_ms
@@ -36,6 +42,7 @@ from tests.wire import T0, Wire
 
 NODES = 12
 SYBILS = 4
+K1 = b"\x01" * 33
 
 
 def _distance(address: bytes, target: bytes) -> int:
@@ -284,3 +291,33 @@ def test_one_network_holding_our_4_nearest_cannot_fail_our_probes_alone() -> Non
                 probe(agent, stranger, ("198.18.99.1", 4000), nonce, now + 0.5)
         now = max(agent.next_due(), now + 1)
     assert agent.reach.kind == "public" and not agent.client
+
+
+# ---------------------------------------------------------------- 7.2 timed-out pairs
+
+
+def test_one_network_that_never_answers_cannot_flush_the_late_receipts_of_others() -> None:
+    """Spec 7.2, "Receipt wait": a late receipt counts while its (peer, item) pair is among
+    the timed-out pairs remembered. They were bounded only in all (4,096, oldest first):
+    one network whose nodes never answer (the targets of messages its keys made us store
+    go to them first: about 2,400 items under its 5 % of the store) pushed every honest
+    pair out, and the honest peer's late receipt then counted for nothing (its item went
+    to it again). Now each network keeps its last ``TIMED_OUT_PAIRS_PER_NETWORK``."""
+    waits = ReceiptWaits()
+    honest, hostile = b"h" * 20, b"x" * 20
+    waits.sent(honest, K1, T0, None, ("198.51.100.7", 4000))
+    assert waits.overdue(T0 + RECEIPT_TIMEOUT_S) == [honest]
+    for i in range(TIMED_OUT_PAIRS_MAX + 1):  # from one /24, many ports and keys
+        peer = hostile + i.to_bytes(4, "big")
+        waits.sent(peer, i.to_bytes(33, "big"), T0 + 5, None, ("203.0.113.9", 1024 + i % 60000))
+    assert len(waits.overdue(T0 + 5 + RECEIPT_TIMEOUT_MAX_S)) == TIMED_OUT_PAIRS_MAX + 1
+    assert waits.received(honest, K1, T0 + 100)  # late, and still counted
+    # The hostile network keeps exactly its last TIMED_OUT_PAIRS_PER_NETWORK pairs.
+    last = TIMED_OUT_PAIRS_MAX
+    for i, counted in (
+        (last, True),
+        (last - TIMED_OUT_PAIRS_PER_NETWORK + 1, True),
+        (last - TIMED_OUT_PAIRS_PER_NETWORK, False),
+    ):
+        peer = hostile + i.to_bytes(4, "big")
+        assert waits.received(peer, i.to_bytes(33, "big"), T0 + 100) is counted
