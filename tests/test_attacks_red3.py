@@ -32,8 +32,10 @@ from tests.test_reachability_agent import (
     LOCAL_AT,
     MAPPED_AT,
     NAT_AT,
+    STRANGER_AT,
     Recorder,
     agent_with,
+    bound_agent,
     near,
     probe,
     requests_of,
@@ -321,3 +323,26 @@ def test_one_network_that_never_answers_cannot_flush_the_late_receipts_of_others
     ):
         peer = hostile + i.to_bytes(4, "big")
         assert waits.received(peer, i.to_bytes(33, "big"), T0 + 100) is counted
+
+
+# ---------------------------------------------------------------- 12.2 arrivals
+
+
+def test_a_peer_we_talk_to_cannot_hide_a_strangers_arrival_by_talking_fast() -> None:
+    """Spec 12.2, "Arrivals without probes": probes can be made to fail from outside; an
+    arrival (a datagram from an IP we did not send to in 300 s) cannot be forged, so it
+    decides. The look for one was taken by the first datagram of each second, whoever
+    sent it: a peer we talk to (its datagrams prove nothing) sending 1,000 a second took
+    nearly every look, and a stranger's datagram between two of them went unseen, so
+    failed probes decided (a node bound where its peers see it turned `firewalled`, a
+    client). Datagrams from a host we sent to lately no longer take the look."""
+    agent = bound_agent()
+    neighbour = ("198.18.40.1", 4000)
+    agent.sent(neighbour, T0)
+    now = T0
+    for i in range(3000):  # 3 s of a datagram a millisecond from the neighbour
+        now = T0 + 1 + i / 1000
+        agent.heard(neighbour, now)
+        if i == 1500:
+            agent.heard(STRANGER_AT, now + 0.0005)
+    assert agent.reach.kind == "public" and not agent.client

@@ -196,8 +196,17 @@ class ReachabilityAgent:
     def heard(self, addr: Endpoint, now: float) -> None:
         """An authentic datagram came from ``addr``: if no mapping of ours let it in, that
         is evidence of inbound reachability (docs/PROTOCOL.md, "12.2"). Looked at most
-        once a second: the check parses the source address (the hot path)."""
-        if self._local and now - self._inbound_checked_at >= INBOUND_REFRESH_S:
+        once a second: the check parses the source address (the hot path). A datagram
+        from a host we sent to lately, found without parsing (its host is its key, as for
+        every source off loopback in canonical form), proves nothing and takes no look:
+        else a peer we talk to, sending fast, took nearly every look, and a stranger's
+        arrival between two of them went unseen."""
+        if not self._local:
+            return
+        last = self._sent_to.get(addr[0])
+        if last is not None and now - last < PROBE_SOLICITED_S:
+            return
+        if now - self._inbound_checked_at >= INBOUND_REFRESH_S:
             self._inbound_checked_at = now
             if self._unsolicited(addr, now) and self.prober.inbound(now):
                 self._reclassify(now)
