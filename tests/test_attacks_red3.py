@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import pytest
 
+from comm_tui import cli
 from comm_tui.crypto.identity import Identity
 from comm_tui.crypto.prekeys import PublicBundle
 from comm_tui.crypto.records import RECORD_LIFETIME_S, sign_record
+from comm_tui.net.service import PortMappingChanged
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import Codec
 from comm_tui.protocol.node import RECEIPT_TIMEOUT_S, SEALED_BYTES, Node
@@ -346,3 +348,23 @@ def test_a_peer_we_talk_to_cannot_hide_a_strangers_arrival_by_talking_fast() -> 
         if i == 1500:
             agent.heard(STRANGER_AT, now + 0.0005)
     assert agent.reach.kind == "public" and not agent.client
+
+
+# ---------------------------------------------------------------- the CLI's node log
+
+
+def test_a_routers_words_reach_the_node_log_without_terminal_controls(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``comm-tui node`` prints each port-mapping change on the terminal and in its log.
+    A refusal's reason carries the router's own UPnP error description, any text at all:
+    written raw, its ESC and BEL sequences retitled, cleared or recoloured the user's
+    terminal (as a peer's text could, which ``_one_line`` escapes). Now escaped too."""
+    why = "UPnP: error 718 \x1b]0;owned\x07\x1b[2J\x1b[31mconflict\r\nforged line"
+    cli._log_event(cli._NodeLog(), None, PortMappingChanged(None, why))  # type: ignore[arg-type]
+    (line,) = capsys.readouterr().out.splitlines()
+    assert "\x1b" not in line and "\x07" not in line and "\r" not in line
+    assert line.endswith(
+        "port mapping: none (UPnP: error 718 \\x1b]0;owned\\x07\\x1b[2J"
+        "\\x1b[31mconflict\\r\\nforged line)"
+    )
