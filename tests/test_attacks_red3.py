@@ -432,3 +432,48 @@ def test_a_peer_fetching_fast_cannot_take_a_relays_whole_bandwidth() -> None:
     quiet = _first_relay_delay(fetch_flood=False)
     flooded = _first_relay_delay(fetch_flood=True)
     assert flooded <= max(quiet, 1.0) + 1.0
+
+
+# ---------------------------------------------------------------- 5.4 rate limits
+
+FORGED_SOURCES = 8
+PER_SOURCE = 250
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "F6 (medium): an authentic datagram from a key not at its validated endpoint is "
+        "rate limited by source endpoint only (node.py _receive: the key's limit applies "
+        "only when `trusted`), so one key writing N source addresses gets N times the "
+        "allowance, each message to us costing a sealed-box open (an X25519). Fix: after "
+        "open_boxed, apply self._key_limit.allow(key, now) to every authenticated "
+        "datagram, not only trusted ones (the box proves the key sent it, so no forger can "
+        "spend another key's allowance)."
+    ),
+)
+def test_one_key_writing_many_source_addresses_gets_one_keys_allowance() -> None:
+    """Spec 5.4: 500 datagrams/s (burst 1,000) per key, counted after authentication, for a
+    known key at its validated endpoint; per source endpoint, before anything but a parse,
+    for everything else, since "a source address is not something a sender can be held
+    to". The same holds the other way: a key is what it can be held to once its box
+    opened. One key writing 8 forged source addresses sent 2,000 messages addressed to the
+    node in a tenth of a second, each opened (a sealed box: an X25519 agreement, 30 times
+    a box's cost), twice the key's burst; with more addresses, without bound."""
+    node = Node(Identity.from_seed(b"\x01" * 32), T0)
+    flooder = Codec(Identity.from_seed(b"\x02" * 32))
+    node.receive_datagram(
+        flooder.encode_frame(node.identity.key, pb.Frame(ping=pb.Ping(challenge=b"c" * 16)), T0),
+        ("198.18.1.1", 4000),
+        T0,
+    )
+    msg = pb.Message(
+        recipient=node.address, expires_ms=forged_expiry_ms(T0), sealed=bytes(SEALED_BYTES)
+    )
+    for i in range(FORGED_SOURCES * PER_SOURCE):
+        now = T0 + i / (10 * FORGED_SOURCES * PER_SOURCE)
+        data = flooder.encode_frame(node.identity.key, pb.Frame(message=msg), now)
+        node.receive_datagram(data, (f"198.18.{10 + i % FORGED_SOURCES}.1", 4000), now)
+    opened = node.stats.rejected["bad_seal"]
+    config = node.config  # what one key may send in that tenth of a second
+    assert opened <= config.datagram_burst + config.datagram_rate_per_s * 0.1
