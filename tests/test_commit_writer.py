@@ -8,12 +8,14 @@ these writers (the default executor).
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from concurrent.futures import Future
 from typing import Any
 
 import pytest
 
-from comm_tui.net.commit import Writers, _Returns
+from comm_tui.net.commit import Writers, _Returns, _returns_to
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -54,6 +56,19 @@ async def test_commits_that_finish_together_return_in_one_wake_up() -> None:
         assert returned == [3, 4, 5]
     finally:
         loop.call_soon_threadsafe = call_soon_threadsafe  # type: ignore[method-assign]
+
+
+def test_the_return_path_does_not_keep_a_finished_loop_alive() -> None:
+    async def make_returns() -> None:
+        _returns_to(asyncio.get_running_loop())
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(make_returns())
+    loop.close()
+    collected = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert collected() is None
 
 
 def test_a_writer_job_hands_back_its_result_or_its_exception() -> None:

@@ -329,8 +329,10 @@ class Writers(concurrent.futures.Executor):
 
     A ``ThreadPoolExecutor`` without what a commit never needs (its per-job work item,
     the idle-thread semaphores, growing the pool on demand): the hand-off of a batch's
-    ``COMMIT`` is a queue put and a ``Future``, about half of the pool's CPU per job
-    (bench/RESULTS.md, "Issue 11, fifth session"). The threads are daemons, started with
+    ``COMMIT`` is a queue put and a ``Future``. With an empty job, the pool and one
+    ``call_soon_threadsafe`` per job cost ~11 µs of CPU a hand-off, these writers and
+    ``_Returns`` under 1 µs (bench/RESULTS.md, "Issue 11, fifth session: the SQLite
+    path"). The threads are daemons, started with
     the first job: a node settles its commits before it stops (``GroupCommit.close``), and
     nothing is shown before its commit returned, so a process that exits with a commit
     running has shown nothing that depends on it.
@@ -383,7 +385,8 @@ class _Returns:
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        # Weak: the registry below forgets a loop once nothing else holds it.
+        self._loop = weakref.ref(loop)
         self._done: collections.deque[tuple[GroupCommit[Any], Future[None]]] = collections.deque()
         self._armed = False
 
@@ -392,8 +395,11 @@ class _Returns:
         self._done.append((group, future))
         if not self._armed:
             self._armed = True
+            loop = self._loop()
             try:
-                self._loop.call_soon_threadsafe(self._drain)
+                if loop is None:
+                    raise RuntimeError("the loop is gone")
+                loop.call_soon_threadsafe(self._drain)
             except RuntimeError:  # the loop closed: nobody is left to tell
                 self._armed = False
 
