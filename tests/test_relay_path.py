@@ -333,7 +333,7 @@ def test_a_removed_peer_is_not_taken_for_validated() -> None:
     assert a._is_validated(b.identity.key, endpoint)
     a._table.remove(b.address)
     a._addresses._validated.clear()
-    a._peer_removed(b.identity.key)
+    a._peer_removed(b.identity.key, T0)
     assert not a._is_validated(b.identity.key, endpoint)
 
 

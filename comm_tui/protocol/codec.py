@@ -208,11 +208,15 @@ class ReplayGuard:
             self._pinned[key] = window
             self._total -= len(window.order)
 
-    def unpin(self, key: bytes) -> None:
+    def unpin(self, key: bytes, now_ms: int) -> None:
+        """``key`` left the routing table: its window rejoins the others (the most recently
+        heard of them) and their bounds, which hold again at once: the least recently
+        heard are forgotten past them (``now_ms`` caps the floors they leave)."""
         window = self._pinned.pop(key, None)
         if window is not None:
             self._windows[key] = window
             self._total += len(window.order)
+            self._bound(now_ms)
 
     def accept(self, key: bytes, nonce: bytes, sent_ms: int, now_ms: int) -> bool:
         """Record ``nonce`` from ``key``; False if it (or anything that old) was seen."""
@@ -228,11 +232,19 @@ class ReplayGuard:
         before = len(window.order)
         accepted = window.accept(nonce, sent_ms)
         self._total += len(window.order) - before
-        while (
-            self._total > REPLAY_TOTAL_NONCES or len(self._windows) > REPLAY_MAX_WINDOWS
-        ) and len(self._windows) > 1:
-            self._forget_oldest(now_ms)
+        self._bound(now_ms)
         return accepted
+
+    def _bound(self, now_ms: int) -> None:
+        """Forget the least recently heard windows of peers outside the table until they
+        are at most REPLAY_MAX_WINDOWS holding at most REPLAY_TOTAL_NONCES nonces
+        (docs/PROTOCOL.md, "3.2"); the newest is kept (one peer holds at most
+        REPLAY_MAX_NONCES), so its datagram was checked against a whole window."""
+        windows = self._windows
+        while len(windows) > 1 and (
+            self._total > REPLAY_TOTAL_NONCES or len(windows) > REPLAY_MAX_WINDOWS
+        ):
+            self._forget_oldest(now_ms)
 
     def _forget_oldest(self, now_ms: int) -> None:
         key, window = self._windows.popitem(last=False)
@@ -294,13 +306,14 @@ class Codec:
             self._pinned[key] = box
         self.replay.pin(key)
 
-    def unpin(self, key: bytes) -> None:
+    def unpin(self, key: bytes, now: float) -> None:
         """A newcomer again: the most recently used of the cache, whose bound still holds
-        (the cache may be full of the peers that came while it was pinned)."""
+        (the cache may be full of the peers that came while it was pinned), and so of
+        the replay windows (``ReplayGuard.unpin``)."""
         box = self._pinned.pop(key, None)
         if box is not None:
             self._cache(key, box)
-        self.replay.unpin(key)
+        self.replay.unpin(key, int(now * 1000))
 
     def peer(self, key: bytes) -> PublicIdentity | None:
         """The peer whose boxes we hold under ``key`` (its address derived once, when its

@@ -1123,7 +1123,7 @@ class Node:
             known = self._table.get(sender.address)
             if known is not None and known.key == sender.key:
                 self._table.remove(sender.address)
-                self._peer_removed(sender.key)
+                self._peer_removed(sender.key, now)
             return
         observation = self._table.observe(sender.key, sender.address, addr, now)
         if observation.endpoint_changed:
@@ -1132,7 +1132,7 @@ class Node:
             self._codec.pin(sender.key)
         if observation.evicted is not None:
             self._proven = None
-            self._codec.unpin(observation.evicted.key)
+            self._codec.unpin(observation.evicted.key, now)
         if observation.added:
             self._stats.peers_added += 1
             self._events.append(PeerAdded(sender.key, addr))
@@ -2276,12 +2276,12 @@ class Node:
         self._punch.drop(address)
         removed = self._table.record_failure(address, now)
         if removed is not None:
-            self._peer_removed(removed.key)
+            self._peer_removed(removed.key, now)
 
-    def _peer_removed(self, key: bytes) -> None:
+    def _peer_removed(self, key: bytes, now: float) -> None:
         """A node left our table: its boxes may be evicted again, and the driver is told."""
         self._proven = None
-        self._codec.unpin(key)
+        self._codec.unpin(key, now)
         self._events.append(PeerRemoved(key))
 
     def _housekeeping(self, now: float) -> None:
