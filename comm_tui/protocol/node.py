@@ -932,8 +932,14 @@ class Node:
 
     def _receive(self, data: bytes, addr: Endpoint, now: float) -> None:
         codec = self._codec
-        packet, kind = codec.parse_packet(data)
-        key = packet.sender_key
+        canonical = codec.read_boxed(data)  # most datagrams: no Packet object
+        if canonical is None:
+            packet: pb.Packet | None
+            packet, kind = codec.parse_packet(data)
+            key, boxed, cookie = packet.sender_key, packet.boxed, packet.cookie
+        else:
+            packet, kind, cookie = None, "boxed", b""
+            key, boxed = canonical
         peer = codec.peer(key)  # nothing below changes it before the box is opened
         # The rate limit counts what a sender can be held to. A source address is not:
         # junk forged "from" a peer would spend the peer's allowance and silence it. So
@@ -946,18 +952,20 @@ class Node:
         if not trusted and not self._datagram_limit.allow(addr, now):
             raise Rejected("rate_limited")
         if kind == "cookie_reply":
+            assert packet is not None  # read_boxed reads boxed packets only
             self._on_cookie_reply(packet.cookie_reply, addr, now)
             return
         if peer is None and not self._established(key):
-            self._admit_new_key(packet, data, addr, now)
+            self._admit_new_key(cookie, data, addr, now)
         if kind == "hello":
+            assert packet is not None
             hello = codec.open(packet, now).hello
             assert hello is not None
             # A hello too: it passed our NAT like any datagram (docs/PROTOCOL.md, "12.2").
             self._reachability.heard(addr, now)
             self._answer_hello(key, hello, addr, now, len(data))
             return
-        sender, frame, body = codec.open_boxed(key, packet.boxed, now)
+        sender, frame, body = codec.open_boxed(key, boxed, now)
         if trusted and not self._key_limit.allow(key, now):
             raise Rejected("rate_limited")
         self._reachability.heard(addr, now)
@@ -984,7 +992,7 @@ class Node:
             if sends:
                 self._send_all(sends, now)
 
-    def _admit_new_key(self, packet: pb.Packet, data: bytes, addr: Endpoint, now: float) -> None:
+    def _admit_new_key(self, cookie: bytes, data: bytes, addr: Endpoint, now: float) -> None:
         """May a packet from a key we have no box for cost us a key agreement?
 
         Yes while the node-wide budget lasts. Past it (a flood of first contacts), only
@@ -993,12 +1001,11 @@ class Node:
         """
         if self._new_keys.take(now):
             return
-        if packet.cookie and self._cookie_jar.check(addr, packet.cookie, now):
+        if cookie and self._cookie_jar.check(addr, cookie, now):
             if self._new_keys_by_net.allow(origin_network(addr), now):
                 return
             raise Rejected("new_key_rate")
-        cookie = self._cookie_jar.cookie(addr, now)
-        reply = self._codec.encode_cookie_reply(cookie, echo_of(data))
+        reply = self._codec.encode_cookie_reply(self._cookie_jar.cookie(addr, now), echo_of(data))
         if self._addresses.spend(addr, len(reply)):
             self._emit(reply, addr, now, remember=False)
         raise Rejected("cookie_required")
