@@ -23,6 +23,7 @@ import hashlib
 import os
 from array import array
 from collections import OrderedDict, deque
+from collections.abc import Collection
 from typing import NamedTuple
 
 from google.protobuf.message import DecodeError
@@ -101,21 +102,26 @@ def varint(n: int) -> bytes:
 
 # Frame.receipt (field 8) and Receipt.ids (field 1), length-delimited; Frame.client
 # (field 20, a varint) set to true.
-_RECEIPT_TAG = bytes([8 << 3 | 2])
-_RECEIPT_ID_TAG = bytes([1 << 3 | 2])
+_RECEIPT_TAG_BYTE = 8 << 3 | 2
+_RECEIPT_ID_TAG_BYTE = 1 << 3 | 2
+_RECEIPT_TAG = bytes([_RECEIPT_TAG_BYTE])
+_RECEIPT_ID_TAG = bytes([_RECEIPT_ID_TAG_BYTE])
+# The longest id whose Receipt's length (its tag, its length, the id) is a one-byte varint.
+_ONE_BYTE_RECEIPT_ID = 0x7F - 2
 CLIENT_FLAG = pb.Frame(client=True).SerializeToString()
 
 
-def receipt_frame(ids: list[bytes]) -> bytes:
+def receipt_frame(ids: Collection[bytes]) -> bytes:
     """The serialized ``Frame{receipt: Receipt{ids}}``, as protobuf writes it.
 
     Written as bytes: one is sent for every item a relay takes, and building it through
     two message objects cost more than boxing it (tests/test_relay_path.py compares).
     """
-    if len(ids) == 1:  # one per item taken on the relay path: no list, no join
+    if len(ids) == 1:  # one per item taken on the relay path: its four bytes of head
         (item,) = ids
-        head = _RECEIPT_ID_TAG + varint(len(item))
-        return _RECEIPT_TAG + varint(len(head) + len(item)) + head + item
+        size = len(item)
+        if size <= _ONE_BYTE_RECEIPT_ID:  # every varint one byte (a store key is 33)
+            return bytes((_RECEIPT_TAG_BYTE, size + 2, _RECEIPT_ID_TAG_BYTE, size)) + item
     body = b"".join([_RECEIPT_ID_TAG + varint(len(i)) + i for i in ids])
     return _RECEIPT_TAG + varint(len(body)) + body
 
@@ -275,13 +281,16 @@ class Codec:
 
     def __init__(self, identity: Identity) -> None:
         self.identity = identity
+        self._own_key = identity.key  # read per datagram: not through two properties
         self._boxes: OrderedDict[bytes, LinkBoxes] = OrderedDict()
         self._pinned: dict[bytes, LinkBoxes] = {}
         self.replay = ReplayGuard()
-        # Packet fields 1 and 2 (version, sender key), the same in every boxed packet.
-        self._packet_head = pb.Packet(
-            version=PROTOCOL_VERSION, sender_key=identity.key
-        ).SerializeToString()
+        # Packet fields 1 and 2 (version, sender key), the same in every boxed packet,
+        # and the tag of field 4 (boxed), whose length and bytes follow.
+        self._packet_head = (
+            pb.Packet(version=PROTOCOL_VERSION, sender_key=identity.key).SerializeToString()
+            + _BOXED_TAG
+        )
         self._random = b""
         self._random_offset = 0
 
@@ -353,10 +362,11 @@ class Codec:
         )
         boxes = self._pinned.get(peer_key) or self.box(peer_key)
         boxed = boxes.send.encrypt(plaintext, nonce)
-        parts = [self._packet_head, _BOXED_TAG, varint(len(boxed)), boxed]
+        size = len(boxed)  # _VARINTS inline: varint() is a call per datagram
+        data = self._packet_head + (_VARINTS[size] if size <= MAX_DATAGRAM_BYTES else varint(size))
+        data += boxed
         if cookie:
-            parts += (_COOKIE_TAG, varint(len(cookie)), cookie)
-        data = b"".join(parts)
+            data += _COOKIE_TAG + varint(len(cookie)) + cookie
         if len(data) > MAX_DATAGRAM_BYTES:
             raise ValueError(f"datagram of {len(data)} bytes exceeds {MAX_DATAGRAM_BYTES}")
         return data
@@ -416,7 +426,7 @@ class Codec:
         if start + length != size:
             return None
         key = data[4:36]
-        if key == self.identity.key:
+        if key == self._own_key:
             return None  # parse_packet names it: own_key
         return key, data[start:]
 
@@ -448,7 +458,7 @@ class Codec:
             COOKIE_BYTES,
         ):
             raise Rejected("malformed")
-        if packet.sender_key == self.identity.key:
+        if packet.sender_key == self._own_key:
             raise Rejected("own_key")
         if body == "hello" and (
             len(packet.hello.challenge) != CHALLENGE_BYTES

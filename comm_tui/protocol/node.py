@@ -2346,7 +2346,7 @@ class Node:
         now = self._receipts_now
         for (key, endpoint), owed in due.items():
             if owed.ids:
-                self._send_encoded(key, endpoint, "receipt", receipt_frame(list(owed.ids)), now)
+                self._send_encoded(key, endpoint, "receipt", receipt_frame(owed.ids), now)
 
     def _send_frame(
         self,
