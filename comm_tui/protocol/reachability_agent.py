@@ -135,6 +135,9 @@ class ReachabilityAgent:
         self._local: frozenset[Endpoint] = frozenset()
         self._mapping: Endpoint | None = None
         self.prober = Prober()
+        # The keys asked in the last round: the next round asks others first, so one
+        # helper that drops our requests cannot fail every round of a check ("12.2").
+        self._last_helpers: frozenset[bytes] = frozenset()
         self.reach = Reachability("unknown", None, 0.0)
         # Relaying for others (docs/PROTOCOL.md, "12.3"); off makes us a client.
         self.relaying = relaying
@@ -418,6 +421,7 @@ class ReachabilityAgent:
         """
         peers = self._table.closest(self.address, ATTACH_RELAYS)
         self._host.rng.shuffle(peers)
+        peers.sort(key=lambda peer: peer.key in self._last_helpers)  # others first
         helpers: list[NodeEntry] = []
         for peer in peers:
             if origin_network(peer.endpoint) not in {origin_network(h.endpoint) for h in helpers}:
@@ -427,6 +431,7 @@ class ReachabilityAgent:
         if not helpers:
             self.prober.next_at = now + self._host.no_helpers_retry_s
             return
+        self._last_helpers = frozenset(h.key for h in helpers)
         for helper in helpers:
             self._ask_for_probe(helper, 0, now)
         mapping = self._mapping
