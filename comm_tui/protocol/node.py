@@ -287,9 +287,12 @@ class NodeConfig:
     relay: bool = True
 
 
-@dataclass
+@dataclass(slots=True)
 class _Query:
-    """An outstanding request of our own that we expect an authenticated answer to."""
+    """An outstanding request of our own that we expect an authenticated answer to.
+
+    Slotted: a lookup makes one per query (no ``__dict__`` to build, nothing more for
+    the young collections to walk)."""
 
     kind: Literal["find_node", "ping", "get_record", "attach"]
     peer_key: bytes
@@ -2225,7 +2228,9 @@ class Node:
             # A node outside our table may not have validated us: padded, its answer
             # comes at once (docs/PROTOCOL.md, "5.1", "First contact").
             padding = (
-                b"" if self._in_table(candidate.key, candidate.endpoint) else FIND_NODE_PADDING
+                b""
+                if self._in_table(candidate.key, candidate.endpoint, candidate.address)
+                else FIND_NODE_PADDING
             )
             frame = find_node_frame(query_id, lookup.target, padding)
             self._send_encoded(
