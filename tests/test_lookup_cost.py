@@ -29,8 +29,13 @@ from comm_tui.crypto.identity import (
 from comm_tui.protocol import node as node_module
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import Codec
-from comm_tui.protocol.lookup import FIND_NODE_FIRST_CONTACT_BYTES, FIND_NODE_PADDING
-from comm_tui.protocol.node import Node, find_node_frame
+from comm_tui.protocol.lookup import (
+    FIND_NODE_FIRST_CONTACT_BYTES,
+    FIND_NODE_PADDING,
+    Candidate,
+    _Path,
+)
+from comm_tui.protocol.node import Node, _Query, find_node_frame
 from tests.test_bench_loopback import bench_module
 
 NOW = 1_800_000_000.0
@@ -173,3 +178,14 @@ def test_vs_kademlia_background_span_starts_with_a_full_collection(
         gc.collect(0)
     assert meter.full == 0 and meter.cpu_s > 0
     assert meter._callback not in gc.callbacks  # it stops counting when the span ends
+
+
+def test_the_objects_made_per_query_are_slotted() -> None:
+    """A lookup makes a ``_Query`` per query and a ``Candidate`` per new node named in an
+    answer (memoized), and keeps a ``_Path`` per path: without a ``__dict__`` each is one
+    object for the young collections to walk instead of two (bench/RESULTS.md, "Issue
+    11, fifth session")."""
+    candidate = Candidate(bytes(32), bytes(20), ("127.0.0.1", 1))
+    query = _Query("find_node", bytes(32), ("127.0.0.1", 1), 0.0, candidate=candidate)
+    for made in (candidate, query, _Path()):
+        assert not hasattr(made, "__dict__")

@@ -23,7 +23,7 @@ from comm_tui.net.udp import NodeProtocol
 from comm_tui.protocol import punch
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import Rejected
-from comm_tui.protocol.node import Node
+from comm_tui.protocol.node import QUERY_TIMEOUT_S, REBOOTSTRAP_INTERVAL_S, Node
 from comm_tui.protocol.punch import Punching, Send
 from comm_tui.protocol.routing import Endpoint
 from tests.wire import T0
@@ -202,3 +202,12 @@ def test_a_pairs_linger_deadline_follows_its_last_use() -> None:
     assert me.next_due() == T0 + punch.PUNCH_LINGER_S and address in me.pairs
     me.used(address, later)
     assert me.next_due() == later + me._keepalive_s(address) == me._compute_due()
+
+
+def test_an_outstanding_query_sets_the_nodes_timer() -> None:
+    """``get_timer`` is the earliest of every deadline the node keeps: a ping's timeout
+    (QUERY_TIMEOUT_S) comes before the first rebootstrap tick and upkeep."""
+    node = Node(Identity.generate(), T0)
+    assert node.get_timer() == T0 + REBOOTSTRAP_INTERVAL_S
+    node._ping(Identity.generate().key, ("127.0.0.1", 9), T0 + 1)
+    assert node.get_timer() == T0 + 1 + QUERY_TIMEOUT_S < T0 + REBOOTSTRAP_INTERVAL_S

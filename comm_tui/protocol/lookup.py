@@ -35,14 +35,17 @@ FIND_NODE_FIRST_CONTACT_BYTES = 200
 FIND_NODE_PADDING = bytes(77)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Candidate:
+    """A node a lookup may ask. Slotted: every entry of every Nodes answer is one (memoized
+    per node), and each stays in the young heap until the next collection walks it."""
+
     key: bytes
     address: bytes
     endpoint: Endpoint
 
 
-@dataclass
+@dataclass(slots=True)
 class _Path:
     shortlist: dict[bytes, Candidate] = field(default_factory=dict)
     # The shortlist's addresses by distance to the target, kept sorted as they come
