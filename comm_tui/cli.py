@@ -1111,7 +1111,9 @@ def _port_mapping_text(event: PortMappingChanged) -> str:
     """docs/PROTOCOL.md, "14. Port mapping": what the user is told about the router."""
     if event.mapping is not None:
         return event.mapping.describe()
-    return "removed" if event.why == "removed" else f"none ({event.why})"
+    # The reason may quote the router's own words (a UPnP error description): any text,
+    # escaped like a peer's, so it can neither forge a log line nor drive the terminal.
+    return "removed" if event.why == "removed" else f"none ({_one_line(event.why)})"
 
 
 def _stats_line(service: NodeService) -> str:

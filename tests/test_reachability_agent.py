@@ -542,6 +542,63 @@ def test_probe_helpers_are_drawn_among_our_4_nearest_of_distinct_networks() -> N
         now += PROBE_RETRY_S
 
 
+def test_a_failed_round_is_followed_by_one_asking_the_other_helpers() -> None:
+    """docs/PROTOCOL.md, "12.2": after a failed round the next asks the candidates the last
+    round did not, so one helper dropping our requests cannot fail every round of a check
+    (a deafening attempt: a node that believes itself unreachable turns client)."""
+    me = Identity.from_seed(b"\x01" * 32).address
+    table = RoutingTable(me)
+    nodes = {}
+    for d in range(1, 5):  # exactly our 4 nearest, each its own network
+        identity, endpoint = Identity.from_seed(bytes([100 + d]) * 32), (f"198.18.{d}.1", 4000)
+        table.observe(identity.key, near(me, d), endpoint, T0)
+        nodes[identity.key] = (identity, endpoint)
+    recorder = Recorder()
+    agent = agent_with(recorder, table)
+    agent.set_local_endpoints([BOUND_AT], T0)
+    now, last = T0, set[bytes]()
+    rounds = 0
+    for _ in range(9):  # each round times out: failed, and the next starts at once
+        recorder.frames.clear()
+        agent.tick(now)  # the last round's requests expire, and the next round starts
+        asked = {key for key, _ in requests_of(recorder)}
+        if asked:
+            assert len(asked) == 2 and not asked & last
+            last, rounds = asked, rounds + 1
+        else:  # the second failed round ended the check; the next is 600 s later
+            assert agent.prober.outcome == "failed"
+        now = agent.next_due()
+    assert rounds == 6
+
+
+def test_a_whole_check_of_one_requester_fits_a_helpers_budget() -> None:
+    """docs/PROTOCOL.md, "12.2": a helper's per-network burst holds a requester's whole
+    check asked of it alone (one network in its neighbourhood): 2 rounds back to back,
+    each asking for the observed endpoint and the mapped port. A smaller burst would
+    refuse the second round's requests, and a check could fail on honest helpers."""
+    one, one_at = helper(10)
+    recorder = Recorder()
+    agent = probing_agent(recorder, [(one, one_at, NAT_AT)])
+    sent: list[tuple[bytes, float]] = []
+    now = T0 + 1
+    while len(sent) < 4:  # the first round times out: the second is asked at once
+        recorder.frames.clear()
+        agent.tick(now)
+        sent += [(nonce, now) for nonce in requests_of(recorder).values()]
+        now = agent.next_due()
+    assert len(sent) == 4 and now - T0 - 1 <= 2 * PROBE_TIMEOUT_S
+    table = RoutingTable(one.address)
+    far, far_at = helper(40)
+    table.observe(far.key, far.address, far_at, T0)
+    served = Recorder()
+    helping = agent_with(served, table)
+    requester = Identity.from_seed(b"\x01" * 32).public
+    for nonce, at in sent:
+        port = MAPPED_AT[1] if len(served.frames) % 2 else 0
+        helping.on_probe_request(requester, pb.ProbeRequest(nonce=nonce, port=port), NAT_AT, at)
+    assert len(served.frames) == 4 and served.stats.rejected["probe_rate"] == 0
+
+
 def test_an_observation_that_changes_the_nat_suspicion_restarts_the_probes() -> None:
     """docs/PROTOCOL.md, "12.2": a decided or running check starts again at once when the
     evidence changes, a NAT suspected or no longer being evidence on its own."""

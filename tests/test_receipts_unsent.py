@@ -176,16 +176,17 @@ def test_the_receipt_waits_say_which_receipts_count() -> None:
 
 def test_exactly_the_last_timed_out_pairs_max_pairs_take_a_late_receipt() -> None:
     """The bound on timed-out pairs is ``TIMED_OUT_PAIRS_MAX``, not one less: the pair that
-    ran out first still takes its late receipt until one more pair runs out."""
+    ran out first still takes its late receipt until one more pair runs out (each pair
+    sent to a network of its own, within the bound per network)."""
     waits = ReceiptWaits()
     endpoint: Endpoint = ("10.0.0.1", 1)
     waits.sent(A, K1, T0, None, endpoint)
     assert waits.overdue(T0 + RECEIPT_TIMEOUT_S) == [A]
     for i in range(TIMED_OUT_PAIRS_MAX - 1):  # K1 and these: TIMED_OUT_PAIRS_MAX pairs
-        waits.sent(A, i.to_bytes(33, "big"), T0 + 10, None, endpoint)
+        waits.sent(A, i.to_bytes(33, "big"), T0 + 10, None, (f"10.{i // 256}.{i % 256}.1", 1))
     assert len(waits.overdue(T0 + 10 + RECEIPT_TIMEOUT_MAX_S)) == TIMED_OUT_PAIRS_MAX - 1
     assert waits.received(A, K1, T0 + 99)  # the first still counts (and stays: ran out)
-    waits.sent(A, K2, T0 + 100, None, endpoint)
+    waits.sent(A, K2, T0 + 100, None, ("10.200.0.1", 1))
     assert waits.overdue(T0 + 100 + RECEIPT_TIMEOUT_MAX_S) == [A]  # one more: K1 goes
     assert not waits.received(A, K1, T0 + 200)
     assert waits.received(A, (0).to_bytes(33, "big"), T0 + 200)

@@ -623,9 +623,11 @@ PROBE_RETRY_S = 300.0
 # mapping we opened: no evidence (an address-restricted NAT lets it in).
 PROBE_SOLICITED_S = 300.0
 # Serving probes (the asked node, then the node that sends the probe): per network of
-# origin of whoever asks, and in all.
+# origin of whoever asks, and in all. The burst holds a whole check of one requester
+# asked of the same helper: PROBE_ROUNDS rounds back to back (a failed round starts the
+# next at once), each a request for the observed endpoint and one for a port mapping.
 PROBE_REQUEST_RATE_PER_S = 0.1
-PROBE_REQUEST_BURST = 3.0
+PROBE_REQUEST_BURST = float(2 * PROBE_ROUNDS)
 PROBE_SERVE_RATE_PER_S = 2.0
 PROBE_SERVE_BURST = 10.0
 DIAL_BACK_RATE_PER_S = 1.0

@@ -135,6 +135,9 @@ class ReachabilityAgent:
         self._local: frozenset[Endpoint] = frozenset()
         self._mapping: Endpoint | None = None
         self.prober = Prober()
+        # The keys asked in the last round: the next round asks others first, so one
+        # helper that drops our requests cannot fail every round of a check ("12.2").
+        self._last_helpers: frozenset[bytes] = frozenset()
         self.reach = Reachability("unknown", None, 0.0)
         # Relaying for others (docs/PROTOCOL.md, "12.3"); off makes us a client.
         self.relaying = relaying
@@ -193,8 +196,17 @@ class ReachabilityAgent:
     def heard(self, addr: Endpoint, now: float) -> None:
         """An authentic datagram came from ``addr``: if no mapping of ours let it in, that
         is evidence of inbound reachability (docs/PROTOCOL.md, "12.2"). Looked at most
-        once a second: the check parses the source address (the hot path)."""
-        if self._local and now - self._inbound_checked_at >= INBOUND_REFRESH_S:
+        once a second: the check parses the source address (the hot path). A datagram
+        from a host we sent to lately, found without parsing (its host is its key, as for
+        every source off loopback in canonical form), proves nothing and takes no look:
+        else a peer we talk to, sending fast, took nearly every look, and a stranger's
+        arrival between two of them went unseen."""
+        if not self._local:
+            return
+        last = self._sent_to.get(addr[0])
+        if last is not None and now - last < PROBE_SOLICITED_S:
+            return
+        if now - self._inbound_checked_at >= INBOUND_REFRESH_S:
             self._inbound_checked_at = now
             if self._unsolicited(addr, now) and self.prober.inbound(now):
                 self._reclassify(now)
@@ -415,18 +427,19 @@ class ReachabilityAgent:
 
         Among our neighbourhood (the nodes nearest our address, which we talk to anyway):
         asking far nodes would make them nodes we sent to, whose probes prove nothing.
+        The candidates are the relays a client binds, one per network among our 16
+        nearest (``binding_relays``), not our 4 nearest: keys of one network ground near
+        our address could hold all 4 nearest (the table's /24 bound is per bucket), and
+        be every helper of every round, to confirm a mapping alone or fail every round.
         """
-        peers = self._table.closest(self.address, ATTACH_RELAYS)
+        peers = self.binding_relays()
         self._host.rng.shuffle(peers)
-        helpers: list[NodeEntry] = []
-        for peer in peers:
-            if origin_network(peer.endpoint) not in {origin_network(h.endpoint) for h in helpers}:
-                helpers.append(peer)
-            if len(helpers) == PROBE_HELPERS:
-                break
+        peers.sort(key=lambda peer: peer.key in self._last_helpers)  # others first
+        helpers = peers[:PROBE_HELPERS]  # of distinct networks, as every candidate is
         if not helpers:
             self.prober.next_at = now + self._host.no_helpers_retry_s
             return
+        self._last_helpers = frozenset(h.key for h in helpers)
         for helper in helpers:
             self._ask_for_probe(helper, 0, now)
         mapping = self._mapping

@@ -25,15 +25,23 @@ import heapq
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from comm_tui.protocol.routing import Endpoint, origin_network
+
 # The least wait, and the wait of a peer we have no measurement of.
 RECEIPT_TIMEOUT_S = 2.0
 # RFC 6298 (2.4) asks for a maximum of at least 60 s.
 RECEIPT_TIMEOUT_MAX_S = 60.0
 # Peers whose receipt delays we remember (least recently measured forgotten first), and
 # (peer, item) pairs whose wait ran out, remembered so that a copy sent again is known
-# to be a second one (Karn's rule) after the first wait was forgotten.
+# to be a second one (Karn's rule) after the first wait was forgotten, and so that a
+# late receipt still counts (docs/PROTOCOL.md, "7.2"). At most TIMED_OUT_PAIRS_PER_NETWORK
+# of them per network of origin of the endpoint the item went to (the oldest of that
+# network forgotten first): keys are free, and one network whose nodes never answer
+# (targets of items it made us store, say) would otherwise flush every honest peer's
+# late receipt, whose item then went to it again.
 RECEIPT_PEERS_MAX = 4096
 TIMED_OUT_PAIRS_MAX = 4096
+TIMED_OUT_PAIRS_PER_NETWORK = 256
 # RFC 6298, section 2: the gains of the smoothed delay and of its variation, and K.
 _ALPHA = 1 / 8
 _BETA = 1 / 4
@@ -57,7 +65,7 @@ class _Wait:
     resent: bool
     timeout: float  # the peer's wait when it was sent
     item: object  # what was sent: a newer item under the same key is not awaited
-    endpoint: object  # where: a recipient met at several endpoints gets it at each
+    endpoint: Endpoint | None  # where: a recipient met at several endpoints gets it at each
 
 
 class ReceiptWaits:
@@ -68,7 +76,9 @@ class ReceiptWaits:
         # (deadline, address, key), with stale entries left in until they reach the top.
         self._deadlines: list[tuple[float, bytes, bytes]] = []
         self._peers: OrderedDict[bytes, _Peer] = OrderedDict()
-        self._timed_out: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
+        # Timed-out pairs, oldest first, with the network each went to; and per network.
+        self._timed_out: OrderedDict[tuple[bytes, bytes], str] = OrderedDict()
+        self._timed_out_by_net: dict[str, OrderedDict[tuple[bytes, bytes], None]] = {}
 
     def __len__(self) -> int:
         return len(self._waits)
@@ -86,7 +96,12 @@ class ReceiptWaits:
         return peer
 
     def awaiting(
-        self, address: bytes, key: bytes, now: float, item: object = None, endpoint: object = None
+        self,
+        address: bytes,
+        key: bytes,
+        now: float,
+        item: object = None,
+        endpoint: Endpoint | None = None,
     ) -> bool:
         """Was ``item`` (stored under ``key``) sent to ``address`` at ``endpoint``, and its
         receipt still within the wait? A record replaced by a newer one keeps its key:
@@ -101,13 +116,18 @@ class ReceiptWaits:
         )
 
     def sent(
-        self, address: bytes, key: bytes, now: float, item: object = None, endpoint: object = None
+        self,
+        address: bytes,
+        key: bytes,
+        now: float,
+        item: object = None,
+        endpoint: Endpoint | None = None,
     ) -> None:
         """``item``, stored under ``key``, went to ``address`` at ``endpoint``: await its
         receipt (again)."""
         pair = (address, key)
         resent = pair in self._waits or pair in self._timed_out
-        self._timed_out.pop(pair, None)
+        self._forget_timed_out(pair)
         timeout = self.timeout(address)
         deadline = now + timeout
         self._waits[pair] = _Wait(now, deadline, resent, timeout, item, endpoint)
@@ -121,11 +141,11 @@ class ReceiptWaits:
         """``address`` sent a receipt naming ``key``: stop waiting, and measure the delay
         if the item went to it once. True if we sent it that item: its wait is open, or
         ran out lately (a late receipt, the pair among the ``TIMED_OUT_PAIRS_MAX`` last
-        remembered). False for an item we never sent it, or whose wait was forgotten: such
-        a receipt must not make the peer a holder (docs/PROTOCOL.md, "7.2", "Receipt
-        wait"), else Sybils told an item's id by one colluder could claim to hold it and
-        stop its replication. One dict lookup more than a wait answered costs, and only
-        on a miss."""
+        remembered, and its network's ``TIMED_OUT_PAIRS_PER_NETWORK``). False for an
+        item we never sent it, or whose wait was forgotten: such a receipt must not make
+        the peer a holder (docs/PROTOCOL.md, "7.2", "Receipt wait"), else Sybils told an
+        item's id by one colluder could claim to hold it and stop its replication. One
+        dict lookup more than a wait answered costs, and only on a miss."""
         pair = (address, key)
         wait = self._waits.pop(pair, None)
         if wait is None:
@@ -165,11 +185,29 @@ class ReceiptWaits:
         while (deadline := self.next_deadline()) is not None and deadline <= now:
             _, address, key = heapq.heappop(self._deadlines)
             wait = self._waits.pop((address, key))
-            self._timed_out[(address, key)] = None
-            if len(self._timed_out) > TIMED_OUT_PAIRS_MAX:
-                self._timed_out.popitem(last=False)
+            self._remember_timed_out((address, key), wait.endpoint)
             peer = self._peer(address)
             if wait.timeout >= peer.rto:
                 peer.rto = min(RECEIPT_TIMEOUT_MAX_S, 2 * peer.rto)
             failed.append(address)
         return failed
+
+    def _remember_timed_out(self, pair: tuple[bytes, bytes], endpoint: Endpoint | None) -> None:
+        """Keep ``pair``, whose wait ran out, within the bounds per network and in all."""
+        network = "" if endpoint is None else origin_network(endpoint)
+        self._timed_out[pair] = network
+        of_network = self._timed_out_by_net.setdefault(network, OrderedDict())
+        of_network[pair] = None
+        if len(of_network) > TIMED_OUT_PAIRS_PER_NETWORK:
+            self._forget_timed_out(next(iter(of_network)))
+        if len(self._timed_out) > TIMED_OUT_PAIRS_MAX:
+            self._forget_timed_out(next(iter(self._timed_out)))
+
+    def _forget_timed_out(self, pair: tuple[bytes, bytes]) -> None:
+        network = self._timed_out.pop(pair, None)
+        if network is None:
+            return
+        of_network = self._timed_out_by_net[network]
+        del of_network[pair]
+        if not of_network:
+            del self._timed_out_by_net[network]
