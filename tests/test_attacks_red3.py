@@ -2,9 +2,7 @@
 
 Each test replays one attack against the real core (sans-IO ``Node`` and ``Codec``
 objects, datagrams handed over by hand with the source addresses the attacker writes)
-and asserts the property the spec promises. An attack that still works against a file
-another helper owns is marked ``xfail(strict=True)`` with the fix it needs: it turns
-into a failure (and the mark must go) the day the fix lands.
+and asserts the property the spec promises; each failed before its fix.
 """
 
 from __future__ import annotations
@@ -146,16 +144,6 @@ def _copies_after_the_peer(kind: str, sybils: int) -> tuple[set[bytes], int]:
     return holders, far.sent() - before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "F1 (high): a copy of an item counts its sender as a holder whoever it is "
-        "(node.py _on_message, duplicate branch: _add_holder), so the receipt rule of "
-        "spec 7.2 is bypassed by sending the message instead of its id. Fix: add the "
-        "sender of a duplicate as a holder only if self._receipt_waits.received(sender."
-        "address, existing.key, now) (we sent it that item), as _on_receipt does."
-    ),
-)
 @pytest.mark.parametrize("kind", ["message", "record"])
 def test_sybil_copies_of_an_item_never_sent_to_them_leave_its_replication_unchanged(
     kind: str,
@@ -190,17 +178,6 @@ def _first_copy_from(kind: str, sender: str) -> tuple[int, int]:
     return on_arrival, far.sent() - on_arrival
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "F2 (high): the peer that hands a relay an item is its first holder, and a far "
-        "relay never relays an item a nearer node holds (node.py _next_hops via "
-        "_closer_holder), so a Sybil key ground near the target that hands far relays the "
-        "message first makes each a dead end, on arrival and at every retry. Fix: "
-        "_closer_holder counts only holders other than entry.origin (a node we sent the "
-        "item to that answered), with F1's fix for later copies."
-    ),
-)
 @pytest.mark.parametrize("kind", ["message", "record"])
 def test_a_sybil_handing_a_far_relay_the_item_first_does_not_stop_its_relaying(
     kind: str,
@@ -410,18 +387,6 @@ def _first_relay_delay(fetch_flood: bool) -> float:
     return now - arrived
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "F5 (medium): the items a node holds for a peer are pushed again on every Fetch "
-        "or Attach of that peer, whatever their receipt wait (node.py _push_waiting), and "
-        "paid from the relay bandwidth shared by every item: one node that never sends a "
-        "receipt, fetching 100 times a second, spends a relay's whole budget on pushes to "
-        "itself, and the relay relays nothing else. Fix: _push_waiting skips an item whose "
-        "receipt wait for that peer at that endpoint is open (self._receipt_waits.awaiting("
-        "address, entry.key, now, entry, endpoint)), as a relay attempt does."
-    ),
-)
 def test_a_peer_fetching_fast_cannot_take_a_relays_whole_bandwidth() -> None:
     """Spec 8.1, "Bandwidth", and 7.2, "Receipt wait": the relay bandwidth bounds what a
     relay sends for others, fairly or not; items are deferred, never dropped. A peer that
@@ -440,18 +405,6 @@ FORGED_SOURCES = 8
 PER_SOURCE = 250
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "F6 (medium): an authentic datagram from a key not at its validated endpoint is "
-        "rate limited by source endpoint only (node.py _receive: the key's limit applies "
-        "only when `trusted`), so one key writing N source addresses gets N times the "
-        "allowance, each message to us costing a sealed-box open (an X25519). Fix: after "
-        "open_boxed, apply self._key_limit.allow(key, now) to every authenticated "
-        "datagram, not only trusted ones (the box proves the key sent it, so no forger can "
-        "spend another key's allowance)."
-    ),
-)
 def test_one_key_writing_many_source_addresses_gets_one_keys_allowance() -> None:
     """Spec 5.4: 500 datagrams/s (burst 1,000) per key, counted after authentication, for a
     known key at its validated endpoint; per source endpoint, before anything but a parse,

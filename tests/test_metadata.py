@@ -358,22 +358,26 @@ def test_an_expiry_that_is_not_a_whole_hour_is_refused() -> None:
 
 
 def test_the_ack_also_goes_to_the_other_holders_of_the_message() -> None:
-    """A relay holding a message that two peers handed it sends the ack, come from a
-    third, back to both: to the one it took it from first and to the other holder."""
+    """A relay holding a message with two holders (the peer it took it from, and a peer
+    it relayed it to that handed a copy back: a holder, as it was sent the item) sends
+    the ack, come from a third, back to both."""
     wire = Wire()
     a, r, x, y = (wire.add(i) for i in (1, 2, 3, 4))
     for peer in (a, x, y):
         wire.connect(peer, r)
-    b = Identity.from_seed(b"\x05" * 32)
+    b = Identity.from_seed(b"\x06" * 32)  # x and y nearer it than r: r relays to both
     msg = pb.Message(
         recipient=b.address,
         expires_ms=int(T0 * 1000) + 24 * EXPIRY_UNIT_MS,
         sealed=b"s" * SEALED_BYTES,
     )
     item_id = message_id(msg.recipient, msg.expires_ms, msg.sealed)
-    for peer in (a, x):
-        data = peer._codec.encode_frame(r.identity.key, pb.Frame(message=msg), T0 + 1)
-        r.receive_datagram(data, wire.endpoint(peer), T0 + 1)
+    data = a._codec.encode_frame(r.identity.key, pb.Frame(message=msg), T0 + 1)
+    r.receive_datagram(data, wire.endpoint(a), T0 + 1)
+    relayed = {dest for _, dest in r.datagrams_to_send()}
+    assert {wire.endpoint(x), wire.endpoint(y)} <= relayed
+    data = x._codec.encode_frame(r.identity.key, pb.Frame(message=msg), T0 + 1)
+    r.receive_datagram(data, wire.endpoint(x), T0 + 1)
     r.datagrams_to_send()
     ack = sign_ack(b, item_id, msg.expires_ms)
     r.receive_datagram(
@@ -520,7 +524,11 @@ def test_our_own_text_handed_back_in_the_stem_goes_again_at_once() -> None:
         wire.connect(sender, peer)
     recipient = Identity.from_seed(b"\x09" * 32).public
     sender.send_text(recipient, "round", T0)
-    sender.datagrams_to_send()  # the first attempt, to one stem peer
+    first = {dest for _, dest in sender.datagrams_to_send()}  # the first attempt
+    ((stem_peer,), (one, other)) = (
+        [n for n in (a, b, c) if wire.endpoint(n) in first],
+        [n for n in (a, b, c) if wire.endpoint(n) not in first],
+    )
     (entry,) = sender._own_entries()
     assert isinstance(entry.wire, pb.Message) and entry.attempts == 1
     codecs = {wire.endpoint(n): Codec(n.identity) for n in (a, b, c)}
@@ -534,11 +542,15 @@ def test_our_own_text_handed_back_in_the_stem_goes_again_at_once() -> None:
         frames = [codecs[dest].decode(d, now).frame for d, dest in sender.datagrams_to_send()]
         return [f for f in frames if f is not None and f.WhichOneof("body") == "message"]
 
-    assert hand_back(a, stem=False, now=T0 + 0.1) == []  # fluff: no loop
-    assert hand_back(a, stem=True, now=T0 + 0.15) == []  # a holder already: no loop
-    (again,) = hand_back(b, stem=True, now=T0 + 0.2)
+    assert hand_back(one, stem=False, now=T0 + 0.1) == []  # fluff: no loop
+    receipt = pb.Frame(receipt=pb.Receipt(ids=[entry.key]))
+    data = stem_peer._codec.encode_frame(sender.identity.key, receipt, T0 + 0.12)
+    sender.receive_datagram(data, wire.endpoint(stem_peer), T0 + 0.12)
+    assert stem_peer.address in entry.holders
+    assert hand_back(stem_peer, stem=True, now=T0 + 0.15) == []  # a holder: no loop
+    (again,) = hand_back(one, stem=True, now=T0 + 0.2)
     assert again.message.stem and entry.attempts == 2  # a new attempt, in the stem
     # Its next retry is the second attempt's: twice the base backoff after this one.
     assert entry.next_at == pytest.approx(T0 + 0.2 + 2 * NodeConfig().backoff_base_s)
-    assert hand_back(c, stem=True, now=T0 + 0.3) == []  # once per text
+    assert hand_back(other, stem=True, now=T0 + 0.3) == []  # once per text
     assert entry.attempts == 2

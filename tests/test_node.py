@@ -330,7 +330,9 @@ def test_same_message_from_two_peers_is_stored_once(wire: Wire) -> None:
     assert len(stored_messages(r)) == 1
     assert r.stats.stored == 1
     assert r.stats.duplicates == 2
-    assert stored_messages(r)[0].holders >= {a.address, c.address}
+    # c was never sent it: its copy makes it no holder (docs/PROTOCOL.md, "7.2"), or
+    # Sybils handed the bytes by a colluder could stop its replication.
+    assert stored_messages(r)[0].holders == {a.address}
 
 
 def test_recipient_gets_the_same_message_from_two_relays_once(wire: Wire) -> None:

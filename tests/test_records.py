@@ -865,8 +865,9 @@ def test_a_used_one_time_prekey_is_withdrawn_from_the_published_bundle() -> None
 
 def test_a_record_offered_again_is_a_duplicate_with_a_receipt(wire: Wire) -> None:
     """A holder offered the record it holds (another replica's relay, a retry) counts a
-    duplicate, notes the sender as a holder and answers with a receipt, so the sender
-    stops offering it; nothing is refused (docs/PROTOCOL.md, "7.2")."""
+    duplicate and answers with a receipt, so the sender stops offering it; nothing is
+    refused. The sender, never sent the record, is no holder: a copy from a key we did not
+    send it to proves nothing (docs/PROTOCOL.md, "7.2")."""
     a, r, c = wire.add(1), wire.add(2), wire.add(3)
     wire.connect(a, r)
     wire.connect(c, r)
@@ -887,7 +888,7 @@ def test_a_record_offered_again_is_a_duplicate_with_a_receipt(wire: Wire) -> Non
     assert r.stats.duplicates == duplicates + 1
     assert r.stats.rejected_total == rejected
     assert [f.WhichOneof("body") for f in answers if f is not None] == ["receipt"]
-    assert c.address in held.holders
+    assert c.address not in held.holders
 
 
 def test_a_fetch_whose_record_query_times_out_still_ends(wire: Wire) -> None:

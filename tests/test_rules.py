@@ -176,9 +176,13 @@ def test_a_challenge_answered_after_a_flood_of_challenges_still_lets_the_frame_i
     relay.receive_datagram(peer.encode_frame(relay.identity.key, find, T0), at, T0)
     (ping,) = [peer.decode(d, T0).frame for d, dest in relay.datagrams_to_send() if dest == at]
     assert ping is not None and ping.WhichOneof("body") == "ping"
-    mallory = Codec(Identity.from_seed(b"\x09" * 32))
-    for i in range(CHALLENGED_MAX):  # one key from as many forged endpoints
-        now = T0 + i / 1000
+    # A key per 500 frames (each key's allowance, spent from whatever source: 5.4), from
+    # as many forged endpoints.
+    mallories = [
+        Codec(Identity.from_seed(bytes([9 + n]) * 32)) for n in range(CHALLENGED_MAX // 500 + 1)
+    ]
+    for i in range(CHALLENGED_MAX):
+        mallory, now = mallories[i // 500], T0 + i / 1000
         frame = pb.Frame(ping=pb.Ping(challenge=random.randbytes(CHALLENGE_BYTES)))
         forged = (f"203.0.{i // 250}.{i % 250 + 1}", 5000)
         relay.receive_datagram(mallory.encode_frame(relay.identity.key, frame, now), forged, now)

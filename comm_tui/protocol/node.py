@@ -492,7 +492,7 @@ class Node:
                 send_frame=self._send_frame,
                 send_item=self._send_item,
                 send_receipt=self._send_receipt,
-                add_holder=self._add_holder,
+                add_holder=self._copy_held,
                 relay=self._relay,
                 origin=self._origin,
                 relaying=lambda: self._reachability.relaying,
@@ -972,7 +972,10 @@ class Node:
             self._answer_hello(key, hello, addr, now, len(data))
             return
         sender, frame, body = codec.open_boxed(key, packet.boxed, now)
-        if trusted and not self._key_limit.allow(key, now):
+        # Every authentic datagram spends its key's allowance, wherever it came from: the
+        # box proves the key sent it, so no forger spends another's, and one key writing
+        # many source addresses gets one key's allowance (docs/PROTOCOL.md, "5.4").
+        if not self._key_limit.allow(key, now):
             raise Rejected("rate_limited")
         self._reachability.heard(addr, now)
         answered_at_once = False
@@ -1412,7 +1415,7 @@ class Node:
                 and existing.attempts == 1
                 and sender.address not in existing.holders
             )
-            self._add_holder(existing, sender.address, now)
+            self._copy_held(existing, sender.address, now)
             if looped:
                 self._relay(existing, now)
             self._owe_receipt(sender.key, addr, existing.key, now)
@@ -2033,8 +2036,14 @@ class Node:
         return hops
 
     def _closer_holder(self, entry: Entry) -> bool:
-        """Does a node nearer the target than we are hold this item (it made progress)?"""
-        return any(self._closer_than_us(h, entry.target) for h in entry.holders)
+        """Does a node nearer the target than we are hold this item (it made progress)?
+
+        Not the peer that handed it to us: a message needs no validated address, so a key
+        ground near the target that hands far relays an item first would make each of them
+        a dead end. Only a holder we sent it to, which answered, shows progress
+        (docs/PROTOCOL.md, "7.2")."""
+        origin = entry.origin
+        return any(h != origin and self._closer_than_us(h, entry.target) for h in entry.holders)
 
     def _closer_than_us(self, address: bytes, target: bytes) -> bool:
         """Is ``address`` nearer ``target`` (XOR) than we are: progress toward it?"""
@@ -2137,6 +2146,14 @@ class Node:
         self._last_frame = (entry, stem, body, plaintext)
         return body, plaintext
 
+    def _copy_held(self, entry: Entry, holder: bytes, now: float) -> None:
+        """A peer handed us a copy of an item we hold: a holder only if we sent it that
+        item (its receipt wait open, or lately timed out), as for a receipt. Handing us a
+        copy costs a colluder no more than naming its id, so Sybils given the bytes must
+        not stop its replication by it either (docs/PROTOCOL.md, "7.2", "Receipt wait")."""
+        if self._receipt_waits.received(holder, entry.key, now):
+            self._add_holder(entry, holder, now)
+
     def _add_holder(self, entry: Entry, holder: bytes, now: float) -> None:
         if holder in entry.holders:
             return
@@ -2155,8 +2172,14 @@ class Node:
         # Messages for it, and acks that go back to it (a sender that was offline).
         waiting = [e for e in self._store.for_target(address) if e.kind is Kind.MESSAGE]
         waiting += [e for e in self._store.acks_back_to(address) if not e.settled]
+        awaiting = self._receipt_waits.awaiting
         for entry in waiting[:FETCH_ITEMS_MAX]:
-            if address not in entry.holders:
+            # Not again while its receipt is awaited: a node fetching fast, never sending
+            # receipts, would spend the relay bandwidth every item shares on pushes to
+            # itself (docs/PROTOCOL.md, "7.2").
+            if address not in entry.holders and not awaiting(
+                address, entry.key, now, entry, endpoint
+            ):
                 self._stats.pushed_on_join += 1
                 self._send_item(entry, key, endpoint, now)
 
