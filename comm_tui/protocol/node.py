@@ -287,9 +287,12 @@ class NodeConfig:
     relay: bool = True
 
 
-@dataclass
+@dataclass(slots=True)
 class _Query:
-    """An outstanding request of our own that we expect an authenticated answer to."""
+    """An outstanding request of our own that we expect an authenticated answer to.
+
+    Slotted: a lookup makes one per query (no ``__dict__`` to build, nothing more for
+    the young collections to walk)."""
 
     kind: Literal["find_node", "ping", "get_record", "attach"]
     peer_key: bytes
@@ -636,18 +639,29 @@ class Node:
         Timeouts are always "now + a constant" and their dicts keep insertion order,
         so the first entry of each holds its earliest deadline.
         """
-        timer = min(self._next_housekeeping, self._next_rebootstrap)
-        if self._schedule:
-            timer = min(timer, self._schedule[0][0])
+        # Plain comparisons, not min(): this runs after every datagram a node handles.
+        timer = self._next_housekeeping
+        if self._next_rebootstrap < timer:
+            timer = self._next_rebootstrap
+        if self._schedule and self._schedule[0][0] < timer:
+            timer = self._schedule[0][0]
         if self._queries:
-            timer = min(timer, next(iter(self._queries.values())).deadline)
+            due = next(iter(self._queries.values())).deadline
+            if due < timer:
+                timer = due
         receipt_due = self._receipt_waits.next_deadline()
-        if receipt_due is not None:
-            timer = min(timer, receipt_due)
+        if receipt_due is not None and receipt_due < timer:
+            timer = receipt_due
         if self._hellos:
-            timer = min(timer, next(iter(self._hellos.values()))[1])
-        timer = min(timer, self._reachability.next_due())
-        timer = min(timer, self._punch.next_due())
+            due = next(iter(self._hellos.values()))[1]
+            if due < timer:
+                timer = due
+        due = self._reachability.next_due()
+        if due < timer:
+            timer = due
+        due = self._punch.next_due()
+        if due < timer:
+            timer = due
         self._armed_for = timer
         return timer
 
@@ -2245,7 +2259,9 @@ class Node:
             # A node outside our table may not have validated us: padded, its answer
             # comes at once (docs/PROTOCOL.md, "5.1", "First contact").
             padding = (
-                b"" if self._in_table(candidate.key, candidate.endpoint) else FIND_NODE_PADDING
+                b""
+                if self._in_table(candidate.key, candidate.endpoint, candidate.address)
+                else FIND_NODE_PADDING
             )
             frame = find_node_frame(query_id, lookup.target, padding)
             self._send_encoded(
