@@ -41,7 +41,15 @@ instance to note the moment the lookup is done (no polling delay). The ``kademli
 side awaits ``NodeSpiderCrawl.find()``, as its ``Server.set`` does. Both stop by
 themselves: every wait is bounded.
 
+``--interleave BLOCK`` runs both networks at once in one loop and alternates their
+lookups in blocks of BLOCK (ours, kademlia, kademlia, ours, ...), each block's CPU
+counted to its side: on a shared machine, one side's phase after the other's met
+different loads, and one run's ratio moved 0.9-1.6 for the same code (bench/RESULTS.md,
+"Issue 11, fifth session"). The idle background is then that of both networks idling
+together (~0 once settled), reported for both sides: read the gross per-query ratio.
+
     python bench/vs_kademlia.py --nodes 100 --lookups 200 --json
+    python bench/vs_kademlia.py --nodes 100 --lookups 200 --interleave 20 --json
 """
 
 from __future__ import annotations
@@ -265,18 +273,27 @@ class OurHost:
         return lookup, future
 
 
-async def run_ours(
-    nodes: int, lookups: int, seed: int, settle_s: float = SETTLE_S, paths: int = PATHS
-) -> Side:
-    rng = random.Random(seed)
-    config = NodeConfig(k=K, alpha=ALPHA, lookup_paths=paths)
-    hosts: list[OurHost] = []
-    endpoints = []
-    join_start = time.perf_counter()
-    try:
+class OurNetwork:
+    """``nodes`` of our nodes on loopback, joined and settled (``start``), that run one
+    lookup at a time (``lookup``)."""
+
+    def __init__(self, seed: int, paths: int) -> None:
+        self.rng = random.Random(seed)
+        self.config = NodeConfig(k=K, alpha=ALPHA, lookup_paths=paths)
+        self.hosts: list[OurHost] = []
+        self.join_s = self.settle_s = 0.0
+        self.settled = False
+
+    async def start(self, nodes: int, settle_s: float) -> None:
+        rng, hosts = self.rng, self.hosts
+        endpoints = []
+        join_start = time.perf_counter()
+        started_at = time.monotonic()
         for _ in range(nodes):
             started_at = time.monotonic()
-            host = OurHost(Node(Identity.from_seed(rng.randbytes(32)), time.time(), config=config))
+            host = OurHost(
+                Node(Identity.from_seed(rng.randbytes(32)), time.time(), config=self.config)
+            )
             host.protocol, bound = await open_udp(host.node, (LOOPBACK, 0), host.on_events)
             hosts.append(host)
             endpoints.append(bound)
@@ -285,163 +302,244 @@ async def run_ours(
             assert host.protocol is not None
             host.protocol.pump()
         await wait_until(lambda: all(h.node.joined for h in hosts), JOIN_BOUND_S)
-        join_s = time.perf_counter() - join_start
+        self.join_s = time.perf_counter() - join_start
         # Past the last node's first rebootstrap tick: its prekey record goes out then.
         tick_s = started_at + REBOOTSTRAP_INTERVAL_S - time.monotonic()
-        settled, settle_wait_s = await settle(
+        self.settled, self.settle_s = await settle(
             lambda: sum(h.node.stats.datagrams_out for h in hosts), nodes, max(settle_s, tick_s)
         )
-        addresses = [h.node.address for h in hosts]
-        latencies: list[float] = []
-        queries = timeouts = 0
-        # (target, querier, what the lookup found), scored after the phase: the scoring
-        # is the bench's work, not the lookup's, so it stays out of the CPU measured.
-        outcomes: list[tuple[bytes, bytes, set[bytes]]] = []
-        background = await background_cpu_s_per_s()
-        cpu_start = time.process_time()
-        phase_start = time.perf_counter()
-        with GcMeter() as meter:
-            for _ in range(lookups):
-                host = rng.choice(hosts)
-                target = rng.randbytes(TARGET_BYTES)
-                start = time.perf_counter()
-                lookup, future = host.start_lookup(target)
-                try:
-                    end = await asyncio.wait_for(future, LOOKUP_BOUND_S)
-                except TimeoutError:
-                    timeouts += 1
-                    continue
-                latencies.append((end - start) * 1000)
-                queries += lookup.queries_sent
-                outcomes.append((target, host.node.address, {c.address for c in lookup.result()}))
-        cpu_s = time.process_time() - cpu_start
-        phase_wall_s = time.perf_counter() - phase_start
-        found = closest_found(outcomes, addresses)
-    finally:
-        for host in hosts:
+
+    async def lookup(self) -> tuple[float | None, int, tuple[bytes, bytes, set[bytes]]]:
+        """One lookup of a random target from a random node: (latency in ms, None on a
+        timeout; queries sent; what it found, for the scoring after the phase)."""
+        host = self.rng.choice(self.hosts)
+        target = self.rng.randbytes(TARGET_BYTES)
+        start = time.perf_counter()
+        lookup, future = host.start_lookup(target)
+        try:
+            end = await asyncio.wait_for(future, LOOKUP_BOUND_S)
+        except TimeoutError:
+            return None, 0, (target, host.node.address, set())
+        found = {c.address for c in lookup.result()}
+        return (end - start) * 1000, lookup.queries_sent, (target, host.node.address, found)
+
+    @property
+    def addresses(self) -> list[bytes]:
+        return [h.node.address for h in self.hosts]
+
+    def close(self) -> None:
+        for host in self.hosts:
             if host.protocol is not None:
                 host.protocol.close()
-    return Side(
-        latencies,
-        cpu_s,
-        queries,
-        found,
-        lookups,
-        timeouts,
-        join_s,
-        background,
-        phase_wall_s,
-        settled,
-        settle_wait_s,
-        meter,
-    )
 
 
-# ---------------------------------------------------------------------- kademlia
+class KademliaNetwork:
+    """The same for the ``kademlia`` package: ``nodes`` servers, joined and settled."""
 
+    def __init__(self, seed: int) -> None:
+        logging.getLogger("kademlia").setLevel(logging.CRITICAL)
+        logging.getLogger("rpcudp").setLevel(logging.CRITICAL)
+        self.rng = random.Random(seed)
+        self.servers: list[Any] = []
+        self.queries = 0  # FIND_NODE requests sent, once counting (after settling)
+        self.datagrams_in = 0
+        self.join_s = self.settle_s = 0.0
+        self.settled = False
 
-async def run_kademlia(nodes: int, lookups: int, seed: int, settle_s: float = SETTLE_S) -> Side:
-    from kademlia.crawling import NodeSpiderCrawl
-    from kademlia.network import Server
-    from kademlia.node import Node as KNode
-
-    logging.getLogger("kademlia").setLevel(logging.CRITICAL)
-    logging.getLogger("rpcudp").setLevel(logging.CRITICAL)
-    rng = random.Random(seed)
-    servers: list[Any] = []
-    ports: list[int] = []
-    queries = 0
-    datagrams_in = 0
-
-    def counting_datagrams(protocol: Any) -> None:
+    def _count_datagrams(self, protocol: Any) -> None:
         original = protocol.datagram_received
 
         def datagram_received(data: bytes, addr: Any) -> None:
-            nonlocal datagrams_in
-            datagrams_in += 1
+            self.datagrams_in += 1
             original(data, addr)
 
         protocol.datagram_received = datagram_received
 
-    def counting(protocol: Any) -> None:
+    def _count_queries(self, protocol: Any) -> None:
         original = protocol.call_find_node
 
         async def call_find_node(node_to_ask: Any, node_to_find: Any) -> Any:
-            nonlocal queries
-            queries += 1
+            self.queries += 1
             return await original(node_to_ask, node_to_find)
 
         protocol.call_find_node = call_find_node
 
-    join_start = time.perf_counter()
-    try:
+    async def start(self, nodes: int, settle_s: float) -> None:
+        from kademlia.network import Server
+
+        rng, servers = self.rng, self.servers
+        ports: list[int] = []
+        join_start = time.perf_counter()
         for _ in range(nodes):
             server = Server(ksize=K, alpha=ALPHA, node_id=rng.randbytes(TARGET_BYTES))
             await server.listen(0, interface=LOOPBACK)
             servers.append(server)
-            counting_datagrams(server.protocol)
+            self._count_datagrams(server.protocol)
             ports.append(server.transport.get_extra_info("sockname")[1])
         for index, server in enumerate(servers[1:], start=1):
             await asyncio.wait_for(
                 server.bootstrap([(LOOPBACK, ports[rng.randrange(index)])]), JOIN_BOUND_S
             )
-        join_s = time.perf_counter() - join_start
-        settled, settle_wait_s = await settle(lambda: datagrams_in, nodes, settle_s)
+        self.join_s = time.perf_counter() - join_start
+        self.settled, self.settle_s = await settle(lambda: self.datagrams_in, nodes, settle_s)
         for server in servers:
-            counting(server.protocol)
-        addresses = [server.node.id for server in servers]
-        latencies: list[float] = []
-        timeouts = 0
-        outcomes: list[tuple[bytes, bytes, set[bytes]]] = []  # scored after the phase
-        background = await background_cpu_s_per_s()
-        cpu_start = time.process_time()
-        phase_start = time.perf_counter()
-        with GcMeter() as meter:
-            for _ in range(lookups):
-                server = rng.choice(servers)
-                target = rng.randbytes(TARGET_BYTES)
-                node = KNode(target)
-                start = time.perf_counter()
-                nearest = server.protocol.router.find_neighbors(node)
-                spider = NodeSpiderCrawl(server.protocol, node, nearest, server.ksize, server.alpha)
-                before = queries
-                try:
-                    result = await asyncio.wait_for(spider.find(), LOOKUP_BOUND_S)
-                except TimeoutError:
-                    timeouts += 1
-                    queries = before
-                    continue
-                latencies.append((time.perf_counter() - start) * 1000)
-                outcomes.append((target, server.node.id, {n.id for n in result}))
-        cpu_s = time.process_time() - cpu_start
-        phase_wall_s = time.perf_counter() - phase_start
-        found = closest_found(outcomes, addresses)
-    finally:
-        for server in servers:
+            self._count_queries(server.protocol)
+
+    async def lookup(self) -> tuple[float | None, int, tuple[bytes, bytes, set[bytes]]]:
+        """As ``OurNetwork.lookup``: ``NodeSpiderCrawl.find()``, as ``Server.set`` does."""
+        from kademlia.crawling import NodeSpiderCrawl
+        from kademlia.node import Node as KNode
+
+        server = self.rng.choice(self.servers)
+        target = self.rng.randbytes(TARGET_BYTES)
+        node = KNode(target)
+        start = time.perf_counter()
+        nearest = server.protocol.router.find_neighbors(node)
+        spider = NodeSpiderCrawl(server.protocol, node, nearest, server.ksize, server.alpha)
+        before = self.queries
+        try:
+            result = await asyncio.wait_for(spider.find(), LOOKUP_BOUND_S)
+        except TimeoutError:
+            return None, 0, (target, server.node.id, set())
+        latency = (time.perf_counter() - start) * 1000
+        return latency, self.queries - before, (target, server.node.id, {n.id for n in result})
+
+    @property
+    def addresses(self) -> list[bytes]:
+        return [server.node.id for server in self.servers]
+
+    def close(self) -> None:
+        for server in self.servers:
             server.stop()
-    return Side(
-        latencies,
-        cpu_s,
-        queries,
-        found,
-        lookups,
-        timeouts,
-        join_s,
-        background,
-        phase_wall_s,
-        settled,
-        settle_wait_s,
-        meter,
-    )
+
+
+Network = OurNetwork | KademliaNetwork
+
+
+class Phase:
+    """One side's lookups, measured in one span (``run_side``) or in blocks alternating
+    with the other side's (``run_interleaved``)."""
+
+    def __init__(self, network: Network) -> None:
+        self.network = network
+        self.latencies: list[float] = []
+        self.outcomes: list[tuple[bytes, bytes, set[bytes]]] = []  # scored after the phase
+        self.queries = self.timeouts = self.lookups = 0
+        self.cpu_s = self.wall_s = 0.0
+        self.gc = GcMeter()
+
+    async def run(self, lookups: int) -> None:
+        """``lookups`` lookups one after the other; their CPU (the whole process's: it
+        answers the queries too) and wall time are added to the phase's."""
+        cpu_start, wall_start = time.process_time(), time.perf_counter()
+        with self.gc:
+            for _ in range(lookups):
+                latency, queries, outcome = await self.network.lookup()
+                self.lookups += 1
+                if latency is None:
+                    self.timeouts += 1
+                    continue
+                self.latencies.append(latency)
+                self.queries += queries
+                self.outcomes.append(outcome)
+        self.cpu_s += time.process_time() - cpu_start
+        self.wall_s += time.perf_counter() - wall_start
+
+    def side(self, background: float) -> Side:
+        network = self.network
+        return Side(
+            self.latencies,
+            self.cpu_s,
+            self.queries,
+            closest_found(self.outcomes, network.addresses),
+            self.lookups,
+            self.timeouts,
+            network.join_s,
+            background,
+            self.wall_s,
+            network.settled,
+            network.settle_s,
+            self.gc,
+        )
+
+
+async def run_side(network: Network, nodes: int, lookups: int, settle_s: float) -> Side:
+    """Start ``network``, measure its idle background, then its lookup phase."""
+    try:
+        await network.start(nodes, settle_s)
+        background = await background_cpu_s_per_s()
+        phase = Phase(network)
+        await phase.run(lookups)
+        return phase.side(background)
+    finally:
+        network.close()
+
+
+async def run_ours(
+    nodes: int, lookups: int, seed: int, settle_s: float = SETTLE_S, paths: int = PATHS
+) -> Side:
+    return await run_side(OurNetwork(seed, paths), nodes, lookups, settle_s)
+
+
+async def run_kademlia(nodes: int, lookups: int, seed: int, settle_s: float = SETTLE_S) -> Side:
+    return await run_side(KademliaNetwork(seed), nodes, lookups, settle_s)
+
+
+def block_order(blocks: int) -> list[str]:
+    """Which side runs each block: ours, kademlia, kademlia, ours, ... (ABBA), so that a
+    load that rises or falls steadily over the run weighs on both sides alike."""
+    pairs = [("ours", "kademlia"), ("kademlia", "ours")]
+    return [side for i in range(blocks) for side in pairs[i % 2]]
+
+
+async def run_interleaved(
+    nodes: int, lookups: int, seed: int, settle_s: float, paths: int, block: int
+) -> tuple[Side, Side]:
+    """Both networks up in one loop; their lookups in blocks of ``block``, alternating
+    (``block_order``), each block's CPU counted to its side.
+
+    Run one after the other, each side met whatever load the machine had during its
+    own ~10 s: on a shared machine one run's ratio moved 0.9-1.6 for the same code
+    (bench/RESULTS.md, "Issue 11, fifth session"). Interleaved, both sample the same
+    moments. The idle background (``background_cpu_s_per_s``) is measured once, of both
+    networks idling together, and reported for both sides; settled, it is ~0.
+    """
+    ours, theirs = OurNetwork(seed, paths), KademliaNetwork(seed)
+    try:
+        await ours.start(nodes, settle_s)
+        await theirs.start(nodes, settle_s)
+        background = await background_cpu_s_per_s()
+        phases = {"ours": Phase(ours), "kademlia": Phase(theirs)}
+        blocks = max(1, lookups // block)
+        for index, name in enumerate(block_order(blocks)):
+            # The last block of each side takes what the division left.
+            size = block if index < 2 * blocks - 2 else lookups - block * (blocks - 1)
+            await phases[name].run(size)
+        return phases["ours"].side(background), phases["kademlia"].side(background)
+    finally:
+        ours.close()
+        theirs.close()
 
 
 def compare(
-    nodes: int, lookups: int, seed: int, settle_s: float = SETTLE_S, paths: int = PATHS
+    nodes: int,
+    lookups: int,
+    seed: int,
+    settle_s: float = SETTLE_S,
+    paths: int = PATHS,
+    interleave: int = 0,
 ) -> dict[str, Any]:
-    ours = asyncio.run(run_ours(nodes, lookups, seed, settle_s, paths))
-    # Settled the same way (the kademlia nodes are quiet once joined, so it takes them
-    # QUIET_WINDOW_S past --settle).
-    theirs = asyncio.run(run_kademlia(nodes, lookups, seed, settle_s))
+    """Both sides' figures and the ratios; ``interleave``: lookups per block of
+    ``run_interleaved`` (0: each side's phase in one span, ours first)."""
+    if interleave:
+        ours, theirs = asyncio.run(
+            run_interleaved(nodes, lookups, seed, settle_s, paths, interleave)
+        )
+    else:
+        ours = asyncio.run(run_ours(nodes, lookups, seed, settle_s, paths))
+        # Settled the same way (the kademlia nodes are quiet once joined, so it takes them
+        # QUIET_WINDOW_S past --settle).
+        theirs = asyncio.run(run_kademlia(nodes, lookups, seed, settle_s))
     figures: dict[str, Any] = {
         "nodes": nodes,
         "lookups": lookups,
@@ -449,6 +547,7 @@ def compare(
         "alpha": ALPHA,
         "settle_s": settle_s,
         "paths": paths,
+        "interleave": interleave,
     }
     figures.update(ours.figures("ours"))
     figures.update(theirs.figures("kademlia"))
@@ -497,16 +596,26 @@ def main(argv: list[str] | None = None) -> int:
         default=PATHS,
         help="our side: disjoint lookup paths (default %(default)s, the protocol's)",
     )
+    parser.add_argument(
+        "--interleave",
+        type=int,
+        default=0,
+        metavar="BLOCK",
+        help="both networks up at once, their lookups in alternating blocks of BLOCK"
+        " (ABBA), so both sides meet the same machine load (default: one phase each)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    if args.nodes < 2 or args.lookups < 1 or args.paths < 1:
-        parser.error("--nodes must be at least 2, --lookups and --paths at least 1")
+    if args.nodes < 2 or args.lookups < 1 or args.paths < 1 or args.interleave < 0:
+        parser.error(
+            "--nodes must be at least 2, --lookups and --paths at least 1, --interleave at least 0"
+        )
     try:
         import kademlia  # noqa: F401
     except ImportError:
         print("the kademlia package is needed: pip install -e '.[bench]'", file=sys.stderr)
         return 2
-    figures = compare(args.nodes, args.lookups, args.seed, args.settle, args.paths)
+    figures = compare(args.nodes, args.lookups, args.seed, args.settle, args.paths, args.interleave)
     if args.json:
         print(json.dumps(figures))
     else:

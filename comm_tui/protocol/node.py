@@ -287,9 +287,12 @@ class NodeConfig:
     relay: bool = True
 
 
-@dataclass
+@dataclass(slots=True)
 class _Query:
-    """An outstanding request of our own that we expect an authenticated answer to."""
+    """An outstanding request of our own that we expect an authenticated answer to.
+
+    Slotted: a lookup makes one per query (no ``__dict__`` to build, nothing more for
+    the young collections to walk)."""
 
     kind: Literal["find_node", "ping", "get_record", "attach"]
     peer_key: bytes
@@ -636,18 +639,29 @@ class Node:
         Timeouts are always "now + a constant" and their dicts keep insertion order,
         so the first entry of each holds its earliest deadline.
         """
-        timer = min(self._next_housekeeping, self._next_rebootstrap)
-        if self._schedule:
-            timer = min(timer, self._schedule[0][0])
+        # Plain comparisons, not min(): this runs after every datagram a node handles.
+        timer = self._next_housekeeping
+        if self._next_rebootstrap < timer:
+            timer = self._next_rebootstrap
+        if self._schedule and self._schedule[0][0] < timer:
+            timer = self._schedule[0][0]
         if self._queries:
-            timer = min(timer, next(iter(self._queries.values())).deadline)
+            due = next(iter(self._queries.values())).deadline
+            if due < timer:
+                timer = due
         receipt_due = self._receipt_waits.next_deadline()
-        if receipt_due is not None:
-            timer = min(timer, receipt_due)
+        if receipt_due is not None and receipt_due < timer:
+            timer = receipt_due
         if self._hellos:
-            timer = min(timer, next(iter(self._hellos.values()))[1])
-        timer = min(timer, self._reachability.next_due())
-        timer = min(timer, self._punch.next_due())
+            due = next(iter(self._hellos.values()))[1]
+            if due < timer:
+                timer = due
+        due = self._reachability.next_due()
+        if due < timer:
+            timer = due
+        due = self._punch.next_due()
+        if due < timer:
+            timer = due
         self._armed_for = timer
         return timer
 
@@ -932,32 +946,41 @@ class Node:
 
     def _receive(self, data: bytes, addr: Endpoint, now: float) -> None:
         codec = self._codec
-        packet, kind = codec.parse_packet(data)
-        key = packet.sender_key
+        canonical = codec.read_boxed(data)  # most datagrams: no Packet object
+        if canonical is None:
+            packet: pb.Packet | None
+            packet, kind = codec.parse_packet(data)
+            key, boxed, cookie = packet.sender_key, packet.boxed, packet.cookie
+        else:
+            packet, kind, cookie = None, "boxed", b""
+            key, boxed = canonical
         peer = codec.peer(key)  # nothing below changes it before the box is opened
         # The rate limit counts what a sender can be held to. A source address is not:
         # junk forged "from" a peer would spend the peer's allowance and silence it. So
-        # a known key at its validated address is limited by key, once its datagram has
-        # proved to be its own (opening a box with a cached key is cheap); everything
-        # else, by source address, before it costs us anything more than a parse.
+        # a known key at its validated address is limited by key alone, once its datagram
+        # has proved to be its own (opening a box with a cached key is cheap); everything
+        # else by source address, before it costs us anything more than a parse, and by
+        # key too once opened (below).
         trusted = (
             kind == "boxed" and peer is not None and self._is_validated(key, addr, peer.address)
         )
         if not trusted and not self._datagram_limit.allow(addr, now):
             raise Rejected("rate_limited")
         if kind == "cookie_reply":
+            assert packet is not None  # read_boxed reads boxed packets only
             self._on_cookie_reply(packet.cookie_reply, addr, now)
             return
         if peer is None and not self._established(key):
-            self._admit_new_key(packet, data, addr, now)
+            self._admit_new_key(cookie, data, addr, now)
         if kind == "hello":
+            assert packet is not None
             hello = codec.open(packet, now).hello
             assert hello is not None
             # A hello too: it passed our NAT like any datagram (docs/PROTOCOL.md, "12.2").
             self._reachability.heard(addr, now)
             self._answer_hello(key, hello, addr, now, len(data))
             return
-        sender, frame, body = codec.open_boxed(key, packet.boxed, now)
+        sender, frame, body = codec.open_boxed(key, boxed, now)
         # Every authentic datagram spends its key's allowance, wherever it came from: the
         # box proves the key sent it, so no forger spends another's, and one key writing
         # many source addresses gets one key's allowance (docs/PROTOCOL.md, "5.4").
@@ -987,7 +1010,7 @@ class Node:
             if sends:
                 self._send_all(sends, now)
 
-    def _admit_new_key(self, packet: pb.Packet, data: bytes, addr: Endpoint, now: float) -> None:
+    def _admit_new_key(self, cookie: bytes, data: bytes, addr: Endpoint, now: float) -> None:
         """May a packet from a key we have no box for cost us a key agreement?
 
         Yes while the node-wide budget lasts. Past it (a flood of first contacts), only
@@ -996,12 +1019,11 @@ class Node:
         """
         if self._new_keys.take(now):
             return
-        if packet.cookie and self._cookie_jar.check(addr, packet.cookie, now):
+        if cookie and self._cookie_jar.check(addr, cookie, now):
             if self._new_keys_by_net.allow(origin_network(addr), now):
                 return
             raise Rejected("new_key_rate")
-        cookie = self._cookie_jar.cookie(addr, now)
-        reply = self._codec.encode_cookie_reply(cookie, echo_of(data))
+        reply = self._codec.encode_cookie_reply(self._cookie_jar.cookie(addr, now), echo_of(data))
         if self._addresses.spend(addr, len(reply)):
             self._emit(reply, addr, now, remember=False)
         raise Rejected("cookie_required")
@@ -1126,7 +1148,7 @@ class Node:
             known = self._table.get(sender.address)
             if known is not None and known.key == sender.key:
                 self._table.remove(sender.address)
-                self._peer_removed(sender.key)
+                self._peer_removed(sender.key, now)
             return
         observation = self._table.observe(sender.key, sender.address, addr, now)
         if observation.endpoint_changed:
@@ -1135,7 +1157,7 @@ class Node:
             self._codec.pin(sender.key)
         if observation.evicted is not None:
             self._proven = None
-            self._codec.unpin(observation.evicted.key)
+            self._codec.unpin(observation.evicted.key, now)
         if observation.added:
             self._stats.peers_added += 1
             self._events.append(PeerAdded(sender.key, addr))
@@ -2237,7 +2259,9 @@ class Node:
             # A node outside our table may not have validated us: padded, its answer
             # comes at once (docs/PROTOCOL.md, "5.1", "First contact").
             padding = (
-                b"" if self._in_table(candidate.key, candidate.endpoint) else FIND_NODE_PADDING
+                b""
+                if self._in_table(candidate.key, candidate.endpoint, candidate.address)
+                else FIND_NODE_PADDING
             )
             frame = find_node_frame(query_id, lookup.target, padding)
             self._send_encoded(
@@ -2299,12 +2323,12 @@ class Node:
         self._punch.drop(address)
         removed = self._table.record_failure(address, now)
         if removed is not None:
-            self._peer_removed(removed.key)
+            self._peer_removed(removed.key, now)
 
-    def _peer_removed(self, key: bytes) -> None:
+    def _peer_removed(self, key: bytes, now: float) -> None:
         """A node left our table: its boxes may be evicted again, and the driver is told."""
         self._proven = None
-        self._codec.unpin(key)
+        self._codec.unpin(key, now)
         self._events.append(PeerRemoved(key))
 
     def _housekeeping(self, now: float) -> None:
@@ -2362,7 +2386,7 @@ class Node:
         now = self._receipts_now
         for (key, endpoint), owed in due.items():
             if owed.ids:
-                self._send_encoded(key, endpoint, "receipt", receipt_frame(list(owed.ids)), now)
+                self._send_encoded(key, endpoint, "receipt", receipt_frame(owed.ids), now)
 
     def _send_frame(
         self,

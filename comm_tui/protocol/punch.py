@@ -211,6 +211,11 @@ class Punching:
         self.attempts: OrderedDict[bytes, _Attempt] = OrderedDict()  # by address
         self.pairs: OrderedDict[bytes, _Pair] = OrderedDict()  # by address
         self.waiting: OrderedDict[tuple[bytes, bytes], _Waiting] = OrderedDict()
+        # ``next_due``'s answer, None once any deadline above may have changed: the node
+        # asks for its timer after every datagram, and walking these tables each time
+        # was a measurable part of a lookup query (bench/RESULTS.md, "fifth session").
+        # Every change to a deadline-bearing table goes through ``_changed``.
+        self._due: float | None = None
         self._peer_budget = RateLimiter(
             PEER_INTRODUCTIONS_PER_S, PEER_INTRODUCTIONS_BURST, RELAY_LIMITER_KEYS
         )
@@ -257,6 +262,7 @@ class Punching:
                 del table[address]
         for nonce in [n for n, a in self.asked.items() if a.target not in self.contacts]:
             del self.asked[nonce]
+        self._changed()
 
     # ------------------------------------------------------------------ asking side
 
@@ -277,6 +283,7 @@ class Punching:
         self.wants[address] = _Want(key, next_at=now)
         while len(self.wants) > PUNCH_WANTS_MAX:
             self.wants.popitem(last=False)
+        self._changed()
 
     def _ask(self, relay_key: bytes, relay: Endpoint, target: bytes, now: float) -> Send:
         """An Introduce of ours to ``relay`` about ``target`` (pending, bounded)."""
@@ -284,6 +291,7 @@ class Punching:
         self.asked[nonce] = _Asked(relay_key, target, now + INTRODUCE_TIMEOUT_S)
         while len(self.asked) > PENDING_INTRODUCTIONS_MAX:
             self.asked.popitem(last=False)
+        self._changed()
         frame = pb.Frame(
             introduce=pb.Introduce(target=target, nonce=nonce, padding=bytes(INTRODUCE_PADDING))
         )
@@ -341,6 +349,7 @@ class Punching:
         if address_of(introduced.key) != asked.target or len(introduced.key) != 32:
             raise Rejected("unsolicited")
         del self.asked[introduced.nonce]
+        self._changed()
         endpoint = _endpoint_of(introduced.ip, introduced.port)
         if endpoint is None:
             raise Rejected("malformed")
@@ -377,6 +386,7 @@ class Punching:
         pair = self.pairs.get(address)
         if pair is not None and pair.endpoint == endpoint:
             pair.last_heard = now
+            self._changed()
         attempt = self.attempts.get(address)
         if attempt is None:
             return []
@@ -390,6 +400,7 @@ class Punching:
             if pair.endpoint != endpoint:
                 raise Rejected("wrong_endpoint")
             pair.last_heard = now
+            self._changed()
             return True
         attempt = self.attempts.get(address)
         if attempt is None or challenge not in attempt.endpoints.values():
@@ -404,6 +415,7 @@ class Punching:
         self.pairs[address] = _Pair(attempt.key, endpoint, challenge, now, now, now)
         while len(self.pairs) > PUNCHED_PAIRS_MAX:
             self.pairs.popitem(last=False)
+        self._changed()
         return True
 
     def used(self, address: bytes, now: float) -> None:
@@ -412,6 +424,7 @@ class Punching:
         if pair is not None:
             pair.last_used = now
             self.pairs.move_to_end(address)
+            self._changed()
 
     def hop(self, address: bytes) -> tuple[bytes, Endpoint] | None:
         """The contact's punched endpoint, if we have one."""
@@ -420,7 +433,8 @@ class Punching:
 
     def drop(self, address: bytes) -> None:
         """A text sent over the pair got no receipt: the hole closed, use relays again."""
-        self.pairs.pop(address, None)
+        if self.pairs.pop(address, None) is not None:
+            self._changed()
 
     # ------------------------------------------------------------------ relay side
 
@@ -467,6 +481,7 @@ class Punching:
             raise Rejected("introduce_rate")
         other = self.waiting.pop((target, requester_address), None)
         if other is not None:
+            self._changed()
             self.introduced += 1
             to_requester = _answer(
                 requester_key, requester, introduce.nonce, other.key, other.ip, other.endpoint
@@ -483,6 +498,7 @@ class Punching:
         )
         while len(self.waiting) > RELAY_WAITING_MAX:
             self.waiting.popitem(last=False)
+        self._changed()
         notice = pb.Frame(introduced=pb.Introduced(key=requester_key))
         return [Send(target_at[0], target_at[1], notice)]
 
@@ -492,11 +508,25 @@ class Punching:
             if waiting.deadline > now:
                 break
             self.waiting.popitem(last=False)
+            self._changed()
 
     # ------------------------------------------------------------------ time
 
+    def _changed(self) -> None:
+        """A deadline ``next_due`` reads may have moved (a table entry came, went or
+        changed its times): compute it again when next asked."""
+        self._due = None
+
     def next_due(self) -> float:
-        """When ``tick`` next has something to do."""
+        """When ``tick`` next has something to do (``inf``: nothing). O(1) while no
+        table changed since the last call (``_changed``)."""
+        due = self._due
+        if due is None:
+            due = self._due = self._compute_due()
+        return due
+
+    def _compute_due(self) -> float:
+        """``next_due`` from the tables: the earliest deadline of any of them."""
         due = float("inf")
         if self.asked:
             due = next(iter(self.asked.values())).deadline
@@ -533,6 +563,8 @@ class Punching:
         which a text of ours still waits for an ack.
         """
         sends: list[Send] = []
+        # Rounds, pings, expiries: nearly every table may change below.
+        self._changed()
         while self.asked and next(iter(self.asked.values())).deadline <= now:
             self.asked.popitem(last=False)
         self._expire_waiting(now)
