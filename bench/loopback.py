@@ -22,9 +22,11 @@ at ``--rate`` texts per second. It reports:
   divided by the texts sent (``all_datagrams_per_message`` counts every kind).
 - with ``--store sqlite``, the group commits of the phase (``comm_tui/net/commit.py``),
   how many of them held bookkeeping alone (``lazy_commits``), and the events each wrote
-  on average; with ``--count-statements`` also the SQL statements the nodes ran, per
-  relayed message and by kind (a trace callback on every connection: it costs CPU, so
-  read the CPU figures from runs without it).
+  on average; with ``--count-statements`` also the SQL statements the
+  nodes ran, per relayed message and by kind (a trace callback on every connection: it costs CPU, so
+  read the CPU figures from runs without it), and the pages each commit wrote
+  (``wal_frames_per_commit``: every write-ahead log is emptied before the phase and
+  measured after it).
 
 ``--store memory`` (default) drives ``comm_tui.protocol.node.Node`` directly through
 ``comm_tui.net.udp.open_udp``, which isolates the network and protocol cost;
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import multiprocessing
@@ -96,6 +99,8 @@ GRACE_BOUND_S = 30.0
 POLL_S = 0.02
 MESSAGE_KINDS = ("message", "ack", "receipt")
 TEXT_PREFIX = "bench-"
+# Bytes of a write-ahead-log frame's header, before its page (sqlite.org/fileformat2.html).
+WAL_FRAME_HEADER = 24
 # Counters summed over the nodes that are not datagram kinds.
 COUNTERS_NOT_DATAGRAMS = (
     "datagrams_out",
@@ -103,6 +108,7 @@ COUNTERS_NOT_DATAGRAMS = (
     "commits",
     "lazy_commits",
     "committed_events",
+    "wal_frames",
     "gc_full",
     "gc_full_pause_us",
     "loop_thread_cpu_us",
@@ -257,6 +263,7 @@ class Shard:
         self.statements = (
             StatementCount() if plan.count_statements and plan.store == "sqlite" else None
         )
+        self.page_size = 4096  # of the nodes' databases (``restart_wals``)
 
     async def start(self, bootstrap: Endpoint | None) -> Endpoint:
         identities = [Identity.from_seed(seed) for seed in self.plan.seeds()]
@@ -333,7 +340,27 @@ class Shard:
                 total["committed_events"] += host.service.journal.committed_events
         if self.statements is not None:
             total.update(self.statements.snapshot())
+            for host in self.hosts.values():
+                if host.db is not None:
+                    wal = host.db.path.with_name(host.db.path.name + "-wal")
+                    with contextlib.suppress(FileNotFoundError):
+                        total["wal_frames"] += wal.stat().st_size // (
+                            self.page_size + WAL_FRAME_HEADER
+                        )
         return total
+
+    def restart_wals(self) -> None:
+        """Empty every node's write-ahead log, so the phase's frames can be counted."""
+        for host in self.hosts.values():
+            if host.db is not None and host.service is not None:
+                assert host.service.journal is not None
+                host.service.journal.settle()  # no commit runs while another connection
+                conn = sqlite3.connect(host.db.path)  # checkpoints the whole log
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    self.page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+                finally:
+                    conn.close()
 
     async def send_all(self, start_at: float) -> None:
         """Send this shard's texts on the shared schedule (wall clock, all processes)."""
@@ -455,6 +482,8 @@ async def run_worker_shard(plan: Plan, conn: Connection) -> None:
             full_gc = FullCollections()
             conn.send(("joined", joined, quiet))
             start_at, bound_s = await poll_conn(conn, JOIN_BOUND_S + SETTLE_S)
+            if shard.statements is not None:
+                shard.restart_wals()
             before = shard.counters()
             cpu_before, loop_before = time.process_time(), time.thread_time()
             await shard.send_all(start_at)
@@ -515,6 +544,8 @@ async def run(plan: Plan) -> dict[str, Any]:
             start_at = time.time() + START_DELAY_S
             if conn is not None:
                 conn.send((start_at, bound_s))
+            if shard.statements is not None:
+                shard.restart_wals()
             before = shard.counters()
             cpu_before, loop_before = time.process_time(), time.thread_time()
             await shard.send_all(start_at)
@@ -613,6 +644,9 @@ async def run(plan: Plan) -> dict[str, Any]:
         "commits_per_relayed_message": rounded(counters["commits"] / relayed if relayed else None),
         "statements_per_relayed_message": rounded(statements / relayed)
         if statements and relayed
+        else None,
+        "wal_frames_per_commit": round(counters["wal_frames"] / counters["commits"], 2)
+        if counters["wal_frames"] and counters["commits"]
         else None,
         "statements_per_relayed_message_by_kind": {
             k[len(SQL_PREFIX) :]: round(v / relayed, 3)

@@ -33,7 +33,7 @@ from comm_tui.protocol.letters import (
     is_display_name,
 )
 from comm_tui.protocol.node import Node
-from comm_tui.store.db import _MIGRATIONS, CLAIMED_NAMES_MAX, SCHEMA_VERSION, Database
+from comm_tui.store.db import _MIGRATIONS, CLAIMED_NAMES_MAX, Database
 from tests.test_integration import FAST, LOOPBACK, Network, Peer, first_hop, net, until
 from tests.wire import T0, Wire
 
@@ -331,14 +331,18 @@ def test_mark_read_returns_the_texts_newly_read(tmp_path: Path) -> None:
         assert db.mark_read(bob.address) == []
 
 
+# The schema version that added display names and read receipts (the upgrade tested here).
+NAMES_SCHEMA = 5
+
+
 def test_upgrading_keeps_contacts_and_history(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     bob = Identity.generate()
     conn = sqlite3.connect(path)
-    for migration in _MIGRATIONS[: SCHEMA_VERSION - 1]:
+    for migration in _MIGRATIONS[: NAMES_SCHEMA - 1]:
         for statement in migration:
             conn.execute(statement)
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+    conn.execute(f"PRAGMA user_version = {NAMES_SCHEMA - 1}")
     conn.execute(
         "INSERT INTO contacts (name, folded, key, address, added_at, muted)"
         " VALUES ('bob', 'bob', ?, ?, 1.0, 1)",

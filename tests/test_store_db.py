@@ -459,3 +459,48 @@ def test_session_and_prekey_state_round_trips(db: Database) -> None:
     with db.transaction():
         db.apply_session_changes({b"p" * 32: None, b"q" * 32: b"three"}, None)
     assert db.load_sessions() == [(b"q" * 32, b"three")] and db.load_prekeys() == b"prekeys"
+
+
+# The schema of a profile written before the relay items lost their expiry index.
+EXPIRY_INDEX_SCHEMA = 5
+
+
+def test_a_profile_with_the_expiry_index_upgrades_keeping_everything(db_path: Path) -> None:
+    """A profile from before schema 6 (relay items indexed by expiry) opens with its
+    contacts, history and relay entries, the expired entries still dropped at the start,
+    and without the index every relay-store write paid a page for."""
+    raw = sqlite3.connect(db_path)
+    for migration in _MIGRATIONS[:EXPIRY_INDEX_SCHEMA]:
+        for statement in migration:
+            raw.execute(statement)
+    raw.execute(f"PRAGMA user_version = {EXPIRY_INDEX_SCHEMA}")
+    raw.execute(
+        "INSERT INTO contacts (name, folded, key, address, added_at) VALUES"
+        " ('bob', 'bob', ?, ?, 1.0)",
+        (b"k" * 32, b"a" * 20),
+    )
+    raw.execute(
+        "INSERT INTO messages (text_id, peer_address, peer_key, direction, text, state,"
+        " sent_ms, created_at, updated_at, read) VALUES (?, ?, ?, 'in', 'kept', 'received',"
+        " 1, 2.0, 2.0, 0)",
+        (text_id(1), b"a" * 20, b"k" * 32),
+    )
+    raw.executemany(
+        "INSERT INTO relay_items (key, blob, expires_ms) VALUES (?, ?, ?)",
+        [(b"live", b"entry", 10**15), (b"old", b"expired", 5)],
+    )
+    raw.commit()
+    raw.close()
+    with Database.open(db_path) as db:
+        assert [c.name for c in db.contacts()] == ["bob"]
+        assert [r.text for r in db.history(b"a" * 20)] == ["kept"]
+        assert db.load_relay_items(now_ms=10) == [(b"live", b"entry")]
+    raw = sqlite3.connect(db_path)
+    try:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        indices = {
+            row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
+        assert "relay_items_by_expiry" not in indices
+    finally:
+        raw.close()

@@ -39,12 +39,16 @@ batch's datagrams and everything after it are dropped, its notices never given o
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
+import functools
+import queue
 import threading
+import weakref
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Generic, TypeVar, cast
+from concurrent.futures import Future
+from typing import Any, Generic, TypeVar, cast
 
 from comm_tui.errors import StorageError
 from comm_tui.protocol.events import Event
@@ -109,6 +113,7 @@ class GroupCommit(Generic[N]):
         self.max_items = max_items
         self._executor = executor or _writers()
         self._loop = asyncio.get_running_loop()
+        self._returns = _returns_to(self._loop)
         self._events: list[Event] = []
         self._datagrams: list[Datagram] = []
         self._window: asyncio.TimerHandle | None = None
@@ -282,8 +287,7 @@ class GroupCommit(Generic[N]):
 
     def _signal(self, future: Future[None]) -> None:
         """On the writer thread: hand the finished commit back to the loop."""
-        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is left to tell
-            self._loop.call_soon_threadsafe(self._committed, future)
+        self._returns.put(self, future)
 
     def _committed(self, future: Future[None]) -> None:
         """The batch is on disk (or failed): send its datagrams, give out its notices."""
@@ -320,15 +324,114 @@ class GroupCommit(Generic[N]):
         self._on_failure(exc)
 
 
-_shared_writers: list[ThreadPoolExecutor] = []
+class Writers(concurrent.futures.Executor):
+    """The writer threads: each runs one job at a time off a shared queue.
+
+    A ``ThreadPoolExecutor`` without what a commit never needs (its per-job work item,
+    the idle-thread semaphores, growing the pool on demand): the hand-off of a batch's
+    ``COMMIT`` is a queue put and a ``Future``. With an empty job, the pool and one
+    ``call_soon_threadsafe`` per job cost ~11 µs of CPU a hand-off, these writers and
+    ``_Returns`` under 1 µs (bench/RESULTS.md, "Issue 11, fifth session: the SQLite
+    path"). The threads are daemons, started with
+    the first job: a node settles its commits before it stops (``GroupCommit.close``), and
+    nothing is shown before its commit returned, so a process that exits with a commit
+    running has shown nothing that depends on it.
+    """
+
+    def __init__(self, count: int) -> None:
+        self._count = count
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]]] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._start_lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """Run ``fn`` on a writer thread; its future holds its result or exception."""
+        if not self._threads:
+            self._start()
+        future: Future[T] = Future()
+        self._jobs.put((future, functools.partial(fn, *args, **kwargs) if args or kwargs else fn))
+        return future
+
+    def _start(self) -> None:
+        with self._start_lock:
+            while len(self._threads) < self._count:
+                thread = threading.Thread(
+                    target=self._work, name=f"comm-tui-commit_{len(self._threads)}", daemon=True
+                )
+                thread.start()
+                self._threads.append(thread)
+
+    def _work(self) -> None:
+        while True:
+            future, fn = self._jobs.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn()
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+            del future, fn  # a finished job holds no batch while the thread waits
+
+
+class _Returns:
+    """Finished commits on their way back to one event loop, one wake-up for many.
+
+    A writer appends the commit it finished and wakes the loop only when no wake-up is
+    already pending: commits that finish while the loop is busy (many nodes on one loop,
+    or a burst) return in one callback instead of one self-pipe write and one callback
+    each.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Weak: the registry below forgets a loop once nothing else holds it.
+        self._loop = weakref.ref(loop)
+        self._done: collections.deque[tuple[GroupCommit[Any], Future[None]]] = collections.deque()
+        self._armed = False
+
+    def put(self, group: GroupCommit[Any], future: Future[None]) -> None:
+        """On a writer thread: hand a finished commit back to the loop."""
+        self._done.append((group, future))
+        if not self._armed:
+            self._armed = True
+            loop = self._loop()
+            try:
+                if loop is None:
+                    raise RuntimeError("the loop is gone")
+                loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:  # the loop closed: nobody is left to tell
+                self._armed = False
+
+    def _drain(self) -> None:
+        # Disarmed first: a commit appended from now on either is taken below or wakes
+        # the loop again (an empty wake-up at worst, never a lost one).
+        self._armed = False
+        done = self._done
+        while done:
+            group, future = done.popleft()
+            group._committed(future)
+
+
+_shared_writers: list[Writers] = []
 _shared_writers_lock = threading.Lock()
+_returns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Returns] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def _writers() -> ThreadPoolExecutor:
+def _writers() -> Writers:
     """The process's writer threads, started with the first node that needs them."""
     with _shared_writers_lock:
         if not _shared_writers:
-            _shared_writers.append(
-                ThreadPoolExecutor(max_workers=COMMIT_WRITERS, thread_name_prefix="comm-tui-commit")
-            )
+            _shared_writers.append(Writers(COMMIT_WRITERS))
         return _shared_writers[0]
+
+
+def _returns_to(loop: asyncio.AbstractEventLoop) -> _Returns:
+    """The return path of ``loop``, shared by every node that runs on it."""
+    with _shared_writers_lock:
+        returns = _returns.get(loop)
+        if returns is None:
+            returns = _returns[loop] = _Returns(loop)
+        return returns

@@ -202,6 +202,14 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             received_at REAL NOT NULL
         )""",
     ),
+    (
+        # docs/PROTOCOL.md, "8.2 Local durability": nothing on a write's path reads the
+        # relay items by expiry; only a start does (``load_relay_items``), once, over a
+        # table the relay store's caps bound. The index cost every relay-store write a
+        # page in the commit (5.7 -> 4.75 WAL frames per commit in the loopback, ~12 us
+        # of CPU a page: bench/RESULTS.md, "Issue 11, fifth session: the SQLite path").
+        "DROP INDEX relay_items_by_expiry",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
