@@ -133,7 +133,9 @@ def test_loopback_sends_only_once_the_start_up_traffic_has_passed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The texts wait past every node's first rebootstrap tick (their records go out then)
-    and until the nodes send fewer than QUIET_PER_NODE_S datagrams per second, bounded."""
+    and until the nodes send fewer than QUIET_PER_NODE_S datagrams per second for
+    QUIET_WINDOWS windows in a row (a lull before a later tick's burst is not quiet),
+    bounded."""
     loopback = bench_module("loopback")
     monkeypatch.setattr(loopback, "REBOOTSTRAP_INTERVAL_S", 0.3)
     monkeypatch.setattr(loopback, "QUIET_WINDOW_S", 0.1)
@@ -143,11 +145,14 @@ def test_loopback_sends_only_once_the_start_up_traffic_has_passed(
     nodes = [loopback.Node(Identity.from_seed(bytes([i]) * 32), 0.0) for i in (1, 2)]
     shard.hosts = {i: loopback.Host(i, node) for i, node in enumerate(nodes)}
 
-    async def settle_while_busy(busy_s: float) -> tuple[bool, float]:
+    async def settle_while_busy(busy_s: float, lull_s: float = 0.0) -> tuple[bool, float]:
+        """Busy for ``busy_s`` after a lull of ``lull_s`` (quiet, past the tick)."""
         shard.started_at = time.time()
-        stop_at = time.monotonic() + busy_s
+        start_at = time.monotonic() + lull_s
+        stop_at = start_at + busy_s
 
         async def traffic() -> None:  # 2 nodes x 2/s x 0.1 s: a window holds < 0.4 quiet
+            await asyncio.sleep(lull_s)
             while time.monotonic() < stop_at:
                 nodes[0].stats.datagrams_out += 1
                 await asyncio.sleep(0.01)
@@ -157,10 +162,13 @@ def test_loopback_sends_only_once_the_start_up_traffic_has_passed(
         await task
         return result
 
+    windows = loopback.QUIET_WINDOWS
     quiet, waited = asyncio.run(settle_while_busy(0.0))
-    assert quiet and 0.3 <= waited < 1.0  # the tick, then one quiet window
+    assert quiet and 0.3 + windows * 0.1 <= waited < 1.3  # the tick, then quiet windows
     quiet, waited = asyncio.run(settle_while_busy(1.0))
-    assert quiet and waited >= 1.0  # as long as the nodes were busy
+    assert quiet and waited >= 1.0 + windows * 0.1  # as long as the nodes were busy
+    quiet, waited = asyncio.run(settle_while_busy(0.4, lull_s=0.45))  # a lull, a burst
+    assert quiet and waited >= 0.85 + windows * 0.1
     monkeypatch.setattr(loopback, "QUIET_BOUND_S", 0.6)
     quiet, waited = asyncio.run(settle_while_busy(2.0))
     assert not quiet and waited < 1.5  # bounded: sends anyway, and says so

@@ -30,7 +30,7 @@ from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import MAX_DATAGRAM_BYTES, Codec
 from comm_tui.protocol.node import Node, NodeConfig
 from comm_tui.protocol.routing import Endpoint
-from tests.test_fuzz_receive import connect, generous
+from tests.test_fuzz_receive import connect, feed_node, generous
 from tests.wire import T0, peer_addresses
 
 FUZZ = settings(
@@ -206,14 +206,7 @@ def fresh_nodes() -> Iterator[None]:
 
 
 def _feed(b: Node, data: bytes, source: Endpoint, now: float) -> None:
-    before_in, before_rejected = b.stats.datagrams_in, b.stats.rejected_total
-    b.receive_datagram(data, source, now)
-    assert b.stats.datagrams_in == before_in + 1
-    assert b.stats.rejected_total in (before_rejected, before_rejected + 1)
-    assert b.stats.rejected["internal_error"] == 0
-    b.datagrams_to_send()
-    while b.next_event() is not None:
-        pass
+    feed_node(b, data, source, now)
     b.handle_timer(now)
     assert b.stats.rejected["internal_error"] == 0
 

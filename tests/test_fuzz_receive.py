@@ -172,9 +172,15 @@ def feed(data: bytes, now: float = T0) -> bool:
     node swallows those as internal_error). Whether a datagram may be accepted is the
     caller's to assert: only one that authenticates as A can be.
     """
-    b = rig().b
+    return feed_node(rig().b, data, A_ENDPOINT, now)
+
+
+def feed_node(b: Node, data: bytes, source: Endpoint, now: float) -> bool:
+    """``feed`` for any node and source: it must not raise and must count the datagram,
+    at most once refused and never as internal_error; its answers and events drained.
+    True if it was refused."""
     before_in, before_rejected = b.stats.datagrams_in, b.stats.rejected_total
-    b.receive_datagram(data, A_ENDPOINT, now)
+    b.receive_datagram(data, source, now)
     assert b.stats.datagrams_in == before_in + 1
     assert b.stats.rejected_total in (before_rejected, before_rejected + 1)
     assert b.stats.rejected["internal_error"] == 0
