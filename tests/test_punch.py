@@ -838,6 +838,8 @@ def test_an_introduce_of_ours_is_forgotten_at_its_deadline() -> None:
 
 
 def test_a_punched_pair_is_let_go_exactly_punch_linger_s_after_its_last_use() -> None:
+    """docs/PROTOCOL.md, "12.6": a pair the contact keeps answering is kept until, and
+    not at, PUNCH_LINGER_S after its last use (here the punch itself)."""
     me = Punching(_keys(1, 231)[0], T0)
     contact, relay = _keys(1)[0], _keys(1, 150)[0]
     me.set_contacts([contact])
@@ -848,7 +850,7 @@ def test_a_punched_pair_is_let_go_exactly_punch_linger_s_after_its_last_use() ->
         now += 10
         me.heard(address, at, now)
         me.tick(now, {}, set())
-    me.heard(address, at, T0 + PUNCH_LINGER_S)
+    me.heard(address, at, T0 + PUNCH_LINGER_S - 0.001)
     me.tick(T0 + PUNCH_LINGER_S - 0.001, {}, set())
     assert me.hop(address) == (contact, at)
     me.tick(T0 + PUNCH_LINGER_S, {}, set())
