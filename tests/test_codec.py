@@ -489,3 +489,29 @@ def test_an_unpinned_window_rejoins_the_bounds_exactly() -> None:
     assert guard.nonces == REPLAY_TOTAL_NONCES - REPLAY_MAX_NONCES + 3
     assert len(guard) == len(peers)  # the first peer's window gave way to a's
     assert not guard.accept(peers[0], b"new", now_ms, now_ms)  # its floor
+
+
+def test_a_peer_stamping_ahead_leaves_a_floor_at_our_clock_once_forgotten(
+    alice: Codec, bob: Codec
+) -> None:
+    """docs/PROTOCOL.md, "3.2": a forgotten window leaves its peer's newest time as a
+    floor, capped at our own clock, so a peer cannot push a floor into the future. The
+    cap is the receiver's clock in milliseconds, as ``decode`` converts it: a clock read
+    wrong there (in seconds, or scaled) would let a peer stamping ahead by up to
+    MAX_CLOCK_SKEW_S refuse its own honest datagrams, and those of every key sharing
+    its floor slot, for as long."""
+    ahead_s = MAX_CLOCK_SKEW_S - 100
+    assert bob.decode(alice.encode_frame(bob.identity.key, ping_frame(), NOW + ahead_s), NOW)
+    now_ms = int(NOW * 1000)
+    for i in range(REPLAY_MAX_WINDOWS - 1):  # strangers fill the windows to the bound
+        assert bob.replay.accept(i.to_bytes(32, "big"), b"x", now_ms, now_ms)
+    carol = codec(3)
+    # One more window through the codec: alice's, the least recently heard, is forgotten.
+    assert bob.decode(carol.encode_frame(bob.identity.key, ping_frame(), NOW), NOW)
+    assert len(bob.replay) == REPLAY_MAX_WINDOWS
+    # alice's clock, corrected, is ours a second later: accepted, above a floor at NOW.
+    later = NOW + 1
+    assert bob.decode(alice.encode_frame(bob.identity.key, ping_frame(), later), later).frame
+    # The floor is at our clock, not below it: what alice stamped before then is refused.
+    stale = alice.encode_frame(bob.identity.key, ping_frame(b"d" * CHALLENGE_BYTES), NOW - 1)
+    assert reason(bob, stale, later) == "replay"

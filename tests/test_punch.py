@@ -6,6 +6,7 @@ relays and two hosts, each behind a NAT router of its own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -464,8 +465,9 @@ def test_only_a_pong_from_the_endpoint_pinged_punches_the_pair() -> None:
     me.set_contacts([contact])
     address, pinged = address_of(contact), ("198.18.7.7", 4000)
     me.attempts[address] = punch._Attempt(contact, T0, 1, {pinged: bytes(16)})
-    with pytest.raises(Rejected, match="wrong_endpoint"):
+    with pytest.raises(Rejected) as refused:
         me.pong(address, ("198.18.7.7", 4001), bytes(16), T0)
+    assert refused.value.reason == "wrong_endpoint"  # counted by its exact reason
     assert me.pairs == {}
     assert not me.pong(address, pinged, bytes([1]) * 16, T0)  # not our challenge
     assert me.pong(address, pinged, bytes(16), T0) and me.hop(address) == (contact, pinged)
@@ -702,8 +704,9 @@ def test_a_pong_to_a_punched_pairs_ping_from_another_endpoint_is_refused() -> No
     address = address_of(contact)
     silence = me.next_due() - T0
     (keepalive,) = me.tick(T0 + silence, {}, set())
-    with pytest.raises(Rejected, match="wrong_endpoint"):
+    with pytest.raises(Rejected) as refused:
         me.pong(address, ("198.18.7.7", 2), keepalive.frame.ping.challenge, T0 + silence)
+    assert refused.value.reason == "wrong_endpoint"  # counted by its exact reason
     assert me.hop(address) == (contact, at)
     assert me.pong(address, at, keepalive.frame.ping.challenge, T0 + silence)
 
@@ -802,3 +805,158 @@ def test_fresh_keys_of_one_network_get_relay_network_burst_introductions() -> No
         introduce(100, "203.0.113.200")
     with pytest.raises(Rejected, match="unknown_target"):
         introduce(101, "198.51.100.1")
+
+
+# ------------------------------------------------------------ sixth mutation round (h-mut6)
+
+AT_RELAY: Endpoint = ("198.18.0.1", 4000)
+
+
+def _asking_me(seed: int) -> tuple[Punching, bytes, bytes, pb.Introduce]:
+    """A node that wants ``contact`` and has asked ``relay`` about it (one round, at T0):
+    the node, the contact's key, the relay's key, the Introduce it sent."""
+    me = Punching(_keys(1, seed)[0], T0)
+    contact, relay = _keys(1)[0], _keys(1, 150)[0]
+    me.set_contacts([contact])
+    address = address_of(contact)
+    me.want(address, T0)
+    (ask,) = me.tick(T0, {address: [(relay, AT_RELAY)]}, {address})
+    return me, contact, relay, ask.frame.introduce
+
+
+def test_an_introduce_of_ours_is_forgotten_at_its_deadline() -> None:
+    """docs/PROTOCOL.md, "12.6": an Introduce of ours is pending INTRODUCE_TIMEOUT_S; at
+    that instant it is gone (its answer is ``unsolicited``) and the timer moves on."""
+    me, contact, relay, introduce = _asking_me(230)
+    deadline = T0 + punch.INTRODUCE_TIMEOUT_S
+    assert me.next_due() <= deadline
+    me.tick(deadline, {}, {address_of(contact)})
+    assert me.asked == {} and me.next_due() > deadline
+    answer = pb.Introduced(key=contact, nonce=introduce.nonce, ip=bytes([198, 18, 7, 7]), port=1)
+    with pytest.raises(Rejected, match="unsolicited"):
+        me.on_answer(relay, AT_RELAY, answer, deadline)
+
+
+def test_a_punched_pair_is_let_go_exactly_punch_linger_s_after_its_last_use() -> None:
+    """docs/PROTOCOL.md, "12.6": a pair the contact keeps answering is kept until, and
+    not at, PUNCH_LINGER_S after its last use (here the punch itself)."""
+    me = Punching(_keys(1, 231)[0], T0)
+    contact, relay = _keys(1)[0], _keys(1, 150)[0]
+    me.set_contacts([contact])
+    at = _punch_pair(me, contact, relay, T0)
+    address = address_of(contact)
+    now = T0
+    while now + 10 < T0 + PUNCH_LINGER_S:  # the contact answers every 10 s: alive
+        now += 10
+        me.heard(address, at, now)
+        me.tick(now, {}, set())
+    me.heard(address, at, T0 + PUNCH_LINGER_S - 0.001)
+    me.tick(T0 + PUNCH_LINGER_S - 0.001, {}, set())
+    assert me.hop(address) == (contact, at)
+    me.tick(T0 + PUNCH_LINGER_S, {}, set())
+    assert me.hop(address) is None
+
+
+def test_a_request_is_held_relay_wait_s_and_not_at_its_deadline() -> None:
+    """docs/PROTOCOL.md, "12.6": the relay holds a request RELAY_WAIT_S: the other
+    side's request at that very instant finds nothing to match."""
+    relay = Punching(_keys(1, 232)[0], T0)
+    a, b = _keys(2, 233)
+    at = {a: ("198.18.1.1", 4000), b: ("198.18.2.1", 4000)}
+    assert len(relay.on_introduce(a, at[a], _introduce(address_of(b)).introduce, (b, at[b]), T0))
+    with pytest.raises(Rejected, match="unknown_target"):
+        relay.on_introduce(b, at[b], _introduce(address_of(a)).introduce, None, T0 + RELAY_WAIT_S)
+
+
+def test_rounds_of_introduce_back_off_doubling_punch_retry_s() -> None:
+    """docs/PROTOCOL.md, "12.6": round n + 1 follows round n after PUNCH_RETRY_S *
+    2 ** (n - 1): 5 s, then 10, then 20."""
+    me = Punching(_keys(1, 234)[0], T0)
+    contact = _keys(1)[0]
+    me.set_contacts([contact])
+    address = address_of(contact)
+    me.want(address, T0)
+    now = T0
+    for n in range(1, 4):
+        me.tick(now, {}, {address})  # round n (no relay known: asks nobody)
+        gap = punch.PUNCH_RETRY_S * 2 ** (n - 1)
+        assert me.due_wants(now + gap - 0.001) == []
+        assert me.due_wants(now + gap) == [address]
+        now += gap
+
+
+def test_relays_are_asked_only_for_a_wanted_contact_with_no_attempt_under_way() -> None:
+    """docs/PROTOCOL.md, "12.6": ``ask_relays`` (the asks ending a round's lookup) asks
+    nothing for a contact no longer wanted, nor for one whose attempt is under way."""
+    me = Punching(_keys(1, 235)[0], T0)
+    unwanted, trying = _keys(2)
+    me.set_contacts([unwanted, trying])
+    others = [(key, (f"198.18.{i}.1", 4000)) for i, key in enumerate(_keys(3, 160), 1)]
+    assert me.ask_relays(address_of(unwanted), others, T0, spend=False) == []
+    address = address_of(trying)
+    relay = _keys(1, 150)[0]
+    me.want(address, T0)
+    (ask,) = me.tick(T0, {address: [(relay, AT_RELAY)]}, {address})
+    answer = pb.Introduced(
+        key=trying, nonce=ask.frame.introduce.nonce, ip=bytes([198, 18, 7, 7]), port=1
+    )
+    assert me.on_answer(relay, AT_RELAY, answer, T0) and address in me.attempts
+    assert me.ask_relays(address, others, T0, spend=False) == []
+    assert me.asked == {}
+
+
+def test_a_late_answer_for_a_contact_punched_meanwhile_starts_no_attempt() -> None:
+    """A round asks several relays; the first answer punches the pair, and a second
+    relay's answer then pings nobody: the contact is met already."""
+    me = Punching(_keys(1, 236)[0], T0)
+    contact = _keys(1)[0]
+    me.set_contacts([contact])
+    address = address_of(contact)
+    relays = [(key, (f"198.18.{i}.1", 4000)) for i, key in enumerate(_keys(2, 150), 1)]
+    me.want(address, T0)
+    first, second = me.tick(T0, {address: relays}, {address})
+    answers = [
+        pb.Introduced(key=contact, nonce=s.frame.introduce.nonce, ip=bytes([198, 18, 7, 7]), port=1)
+        for s in (first, second)
+    ]
+    (ping,) = me.on_answer(relays[0][0], relays[0][1], answers[0], T0)
+    assert me.pong(address, ("198.18.7.7", 1), ping.frame.ping.challenge, T0)
+    assert me.on_answer(relays[1][0], relays[1][1], answers[1], T0) == []
+    assert address not in me.attempts and me.started == 1
+
+
+def test_an_answer_with_an_endpoint_out_of_shape_is_malformed() -> None:
+    me, contact, relay, introduce = _asking_me(237)
+    answer = pb.Introduced(key=contact, nonce=introduce.nonce, ip=bytes([198, 18, 7]), port=1)
+    with pytest.raises(Rejected) as refused:
+        me.on_answer(relay, AT_RELAY, answer, T0)
+    assert refused.value.reason == "malformed" and me.attempts == {}
+
+
+def test_a_notice_from_the_relay_we_are_asking_about_that_contact_asks_nothing_more() -> None:
+    """docs/PROTOCOL.md, "12.6": the relay we asked tells the contact, whose Introduce
+    makes the relay notify us in turn: we are asking it already, so nothing more goes."""
+    me, contact, relay, _ = _asking_me(238)
+    assert me.on_notice(relay, AT_RELAY, contact, T0) == []
+    assert len(me.asked) == 1
+
+
+def test_the_notices_budget_per_network_remembers_relay_limiter_keys_networks() -> None:
+    """docs/PROTOCOL.md, "12.6": the budget of notices answered per relay's network of
+    origin remembers the RELAY_LIMITER_KEYS most recent networks, no more (a bound on
+    memory): notices from 4,096 other networks push out one whose burst was spent, which
+    is then answered again once the node-wide budget has a token."""
+    me = Punching(_keys(1, 239)[0], T0)
+    contact = _keys(1)[0]
+    me.set_contacts([contact])
+    home: Endpoint = ("198.18.1.1", 4000)
+    relays = iter(i.to_bytes(32, "big") for i in range(1, 10_000))
+    for _ in range(int(punch.NOTICES_PER_NETWORK_BURST)):
+        assert len(me.on_notice(next(relays), home, contact, T0)) == 1
+    with pytest.raises(Rejected, match="punch_rate"):
+        me.on_notice(next(relays), home, contact, T0)
+    for i in range(punch.RELAY_LIMITER_KEYS):
+        with contextlib.suppress(Rejected):  # most refused by the wider budgets
+            me.on_notice(next(relays), (f"10.{i // 256}.{i % 256}.1", 4000), contact, T0)
+    later = T0 + 1.0  # the node-wide budget refills 4 tokens, a network's 1/15
+    assert len(me.on_notice(next(relays), home, contact, later)) == 1

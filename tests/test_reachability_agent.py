@@ -12,6 +12,7 @@ from comm_tui.crypto.identity import Identity
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import Rejected
 from comm_tui.protocol.reachability import (
+    DIAL_BACK_BURST,
     ECHO_MAX_DELAY_S,
     PROBE_REQUEST_BURST,
     PROBE_RETRY_S,
@@ -644,3 +645,44 @@ def test_a_stranger_arriving_confirms_a_mapping_where_peers_see_us(
         assert agent.reach == Reachability("public", mapping, T0 + 1) and not agent.client
     else:
         assert agent.reach.kind == "cone" and agent.client
+
+
+def test_a_port_mapping_the_router_drops_is_no_longer_our_public_endpoint() -> None:
+    """docs/PROTOCOL.md, "12.2", "Port mappings": the driver says the router's mapping
+    is gone (None): a mapping a probe confirmed is forgotten at once, and we are a client
+    again until a new round says otherwise."""
+    node, node_at = helper(10)
+    recorder = Recorder()
+    agent = probing_agent(recorder, [(node, node_at, NAT_AT)])
+    agent.tick(T0 + 1)
+    asked = requests_of(recorder)
+    probe(agent, node, node_at, asked[(node.key, 0)], T0 + 2)
+    probe(agent, node, node_at, asked[(node.key, MAPPED_AT[1])], T0 + 2)
+    assert agent.reach == Reachability("public", MAPPED_AT, T0 + 2) and not agent.client
+    agent.note_port_mapping(None, T0 + 3)
+    assert agent.reach.public_endpoint != MAPPED_AT and agent.reach.kind != "public"
+    assert agent.client
+
+
+def test_dial_backs_are_limited_per_askers_network_not_for_all_networks_at_once() -> None:
+    """docs/PROTOCOL.md, "12.2": dial-backs are rate limited per asker's network (and
+    in all, at a larger bound): one network spending its burst leaves another's intact."""
+    helped = Identity.from_seed(b"\x04" * 32).public
+    target = seen_endpoint(("198.18.0.50", 5000))
+    assert target is not None
+    recorder = Recorder()
+    agent = agent_with(recorder)
+    burst = int(DIAL_BACK_BURST)
+    for i in range(burst + 1):
+        asker = Identity.from_seed(bytes([40 + i]) * 32).public
+        dial = pb.DialBack(nonce=bytes([i]) * 16, key=helped.key, target=target)
+        if i < burst:
+            agent.on_dial_back(asker, dial, ("198.18.5.1", 4000 + i), T0)
+        else:
+            with pytest.raises(Rejected, match="probe_rate"):
+                agent.on_dial_back(asker, dial, ("198.18.5.1", 4000 + i), T0)
+    assert len(recorder.frames) == burst
+    other = Identity.from_seed(b"\x60" * 32).public
+    dial = pb.DialBack(nonce=b"o" * 16, key=helped.key, target=target)
+    agent.on_dial_back(other, dial, ("198.18.6.1", 4000), T0)  # another /24: served
+    assert recorder.frames[-1][2].probe.nonce == b"o" * 16 and len(recorder.frames) == burst + 1
