@@ -128,9 +128,9 @@ class Send:
 
 @dataclass
 class _Want:
-    """A contact we have a text for and would reach directly."""
+    """A contact we have a text for and would reach directly (its key is the contact
+    list's: ``contacts``)."""
 
-    key: bytes
     rounds: int = 0
     next_at: float = 0.0
 
@@ -272,15 +272,14 @@ class Punching:
         The caller checked the rest (docs/PROTOCOL.md, "12.6": not in our table, not
         punched, we are not public); here: a contact, not given up on lately.
         """
-        key = self.contacts.get(address)
-        if key is None or address in self.wants or address in self.pairs:
+        if address not in self.contacts or address in self.wants or address in self.pairs:
             return
         until = self.given_up.get(address)
         if until is not None:
             if now < until:
                 return
             del self.given_up[address]
-        self.wants[address] = _Want(key, next_at=now)
+        self.wants[address] = _Want(next_at=now)
         while len(self.wants) > PUNCH_WANTS_MAX:
             self.wants.popitem(last=False)
         self._changed()
