@@ -17,7 +17,7 @@ from comm_tui.protocol.admission import echo_of
 from comm_tui.protocol.codec import Codec
 from comm_tui.protocol.events import PeerRemoved, StoreChanged
 from comm_tui.protocol.letters import CHUNK_BYTES
-from comm_tui.protocol.node import Node, NodeConfig
+from comm_tui.protocol.node import RECEIPT_DELAY_S, Node, NodeConfig
 from comm_tui.protocol.punch import PUNCH_RETRY_S, PUNCH_ROUNDS
 from comm_tui.protocol.relay_store import Entry, Kind
 from comm_tui.protocol.routing import Endpoint
@@ -93,6 +93,7 @@ def test_a_part_of_an_unfinished_text_is_receipted_to_the_endpoint_it_came_from(
     b.receive_datagram(
         forge_frame(a, b, pb.Frame(message=message_of(first)), T0), wire.endpoint(a), T0
     )
+    b.handle_timer(T0 + RECEIPT_DELAY_S)
     receipts = [f.receipt for f in frames_sent(wire, b, a, T0) if f.WhichOneof("body") == "receipt"]
     assert [list(r.ids) for r in receipts] == [[first.key]]
     assert wire.texts(b) == []
@@ -180,7 +181,7 @@ def test_receipts_owed_in_one_pump_split_before_their_ids_pass_1000_bytes(wire: 
     wire.connect(b, r)
     wire.offline.add(wire.endpoint(b))
     a.send_text(b.identity.public, "held", T0)
-    wire.pump(T0)
+    wire.settle(T0)  # r's receipt for the message goes
     (message,) = stored_messages(r)
     records = []
     for i in range(42):
@@ -200,6 +201,7 @@ def test_receipts_owed_in_one_pump_split_before_their_ids_pass_1000_bytes(wire: 
         r.receive_datagram(forge_frame(a, r, frame, now), wire.endpoint(a), now)
     frame = pb.Frame(message=message_of(message))
     r.receive_datagram(forge_frame(a, r, frame, now), wire.endpoint(a), now)
+    r.handle_timer(now + RECEIPT_DELAY_S)  # the id over the limit waits its delay
     receipts = [
         f.receipt for f in frames_sent(wire, r, a, now) if f.WhichOneof("body") == "receipt"
     ]
@@ -384,7 +386,7 @@ def test_a_holders_receipt_for_our_own_part_is_persisted_as_bookkeeping() -> Non
     a.send_text(Identity.generate().public, "held by b", T0)
     a.drain_events()  # the part's first write
     wire.events[wire.endpoint(a)].clear()
-    wire.pump(T0)
+    wire.settle(T0)
     (part,) = [e for e in a._store if e.kind is Kind.MESSAGE]
     assert part.holders == {b.address}
     changes = [e for e in wire.of(a, StoreChanged) if isinstance(e, StoreChanged)]
@@ -463,7 +465,7 @@ def test_the_recipient_holding_a_part_is_still_sent_it_at_each_retry_of_the_stem
 
     wire.drop = drop
     a.send_text(b.identity.public, "x" * (CHUNK_BYTES + 10), T0)
-    wire.pump(T0)
+    wire.settle(T0)
     parts = [e for e in a._store if e.kind is Kind.MESSAGE]
     assert sorted(b.address in part.holders for part in parts) == [False, True]
     to_b.clear()

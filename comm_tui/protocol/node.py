@@ -55,12 +55,13 @@ tick: the seed's rule as written, kept as the benchmark baseline.
 from __future__ import annotations
 
 import heapq
+import math
 import os
 import random
 import socket
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
-from dataclasses import astuple, dataclass, field
+from dataclasses import astuple, dataclass
 from typing import Any, Literal
 
 from comm_tui.crypto.ack import ack_is_well_formed, sign_ack, verify_ack
@@ -211,6 +212,15 @@ FETCH_ITEMS_MAX = 512
 # always fits one 1,200-byte datagram, and 1,000 bytes hold at most 500 ids: never
 # more than FETCH_ITEMS_MAX.
 RECEIPT_IDS_BYTES = 1000
+# docs/PROTOCOL.md, "4. Frames", "Receipts wait at most 25 ms": the ids owed one (key,
+# endpoint) gather across pumps until the first of them has waited this long (QUIC's
+# default max_ack_delay). The sender's receipt wait is at least RECEIPT_TIMEOUT_S (2 s),
+# 80 times longer, so nothing there moves; a relay taking a peer's items faster than one
+# per 25 ms sends one Receipt for several of them instead of one each.
+RECEIPT_DELAY_S = 0.025
+# At most this many (key, endpoint) pairs owed a receipt at once; past it the oldest pair's
+# Receipt goes at once (early is always allowed). Each holds under RECEIPT_IDS_BYTES of ids.
+RECEIPT_PAIRS_MAX = 1024
 # Lost sessions (docs/PROTOCOL.md, "Session reset"): a peer whose letters no session opens
 # gets one handshake letter in this long, and the node sends at most HANDSHAKE_BURST of
 # them (refilled at HANDSHAKE_RATE_PER_S), whatever claims to be the sender.
@@ -306,11 +316,13 @@ class _Query:
 
 @dataclass(slots=True)
 class _ReceiptsDue:
-    """The ids one peer is owed a receipt for in this pump (a dict: ordered, each once),
-    and their bytes in a Receipt (2 + length each)."""
+    """The ids one (key, endpoint) is owed a receipt for (a dict: ordered, each once),
+    their bytes in a Receipt (2 + length each), and when they must go: the first one
+    owed plus ``RECEIPT_DELAY_S``."""
 
-    ids: dict[bytes, None] = field(default_factory=dict)
-    size: int = 0
+    ids: dict[bytes, None]
+    size: int
+    deadline: float
 
 
 @dataclass
@@ -434,10 +446,12 @@ class Node:
         self.bootstrap_endpoints: list[Endpoint] = []
         self.joined = False
         self._outbox: list[tuple[bytes, Endpoint]] = []
-        # Receipts owed since the last datagrams_to_send, by (peer key, endpoint): ids in
-        # the order their items came, with their bytes as a Receipt counts them.
+        # Receipts owed, by (peer key, endpoint), in the order each pair was first owed
+        # one (so the first holds the earliest deadline): ids in the order their items
+        # came, with their bytes as a Receipt counts them. And the earliest deadline
+        # (inf: none owed), which get_timer reads as it is.
         self._receipts_due: dict[tuple[bytes, Endpoint], _ReceiptsDue] = {}
-        self._receipts_now = now
+        self._receipts_deadline = math.inf
         self._events: deque[Event] = deque()
         self._queries: dict[bytes, _Query] = {}
         self._deferred: OrderedDict[bytes, _Deferred] = OrderedDict()  # by peer key
@@ -610,8 +624,6 @@ class Node:
         "Letters and sealing", peek and commit): a receipt or ack must never leave before
         what it vouches for is on disk.
         """
-        if self._receipts_due:
-            self._flush_receipts()
         out, self._outbox = self._outbox, []
         return out
 
@@ -649,6 +661,8 @@ class Node:
             due = next(iter(self._queries.values())).deadline
             if due < timer:
                 timer = due
+        if self._receipts_deadline < timer:
+            timer = self._receipts_deadline
         receipt_due = self._receipt_waits.next_deadline()
         if receipt_due is not None and receipt_due < timer:
             timer = receipt_due
@@ -850,6 +864,8 @@ class Node:
         ``datagrams_to_send()``. Calling it early does nothing that is not due.
         """
         self._proven = None
+        if now >= self._receipts_deadline:
+            self._send_receipts_due(now)
         while self._schedule and self._schedule[0][0] <= now:
             due, key = heapq.heappop(self._schedule)
             entry = self._store.by_key(key)
@@ -2350,43 +2366,66 @@ class Node:
     # ------------------------------------------------------------------ output
 
     def _send_receipt(self, key: bytes, endpoint: Endpoint, ids: list[bytes], now: float) -> None:
-        """Owe ``key`` at ``endpoint`` a receipt naming ``ids``; it leaves at the end of the
-        pump (``datagrams_to_send``) with every other receipt owed to that peer in the
-        pump, as one Receipt (docs/PROTOCOL.md, "4. Frames"). A driver that reads several
-        datagrams before it sends pays one box and one datagram per peer, not per item;
-        one that pumps per datagram sends what it sent before. The ids owed one peer
-        never pass one Receipt's worth: past it, that Receipt goes at once."""
+        """Owe ``key`` at ``endpoint`` a receipt naming ``ids`` (``_owe_receipt`` each)."""
         for item in ids:
             self._owe_receipt(key, endpoint, item, now)
 
     def _owe_receipt(self, key: bytes, endpoint: Endpoint, item: bytes, now: float) -> None:
-        """``_send_receipt`` for one item (a relay takes one per datagram)."""
+        """Owe ``key`` at ``endpoint`` a receipt for ``item`` (docs/PROTOCOL.md, "4. Frames",
+        "Receipts wait at most 25 ms"): it goes with every other id owed to that pair, as
+        one Receipt, when the first of them has waited ``RECEIPT_DELAY_S`` (``handle_timer``),
+        or at once when the next id would not fit one Receipt (``RECEIPT_IDS_BYTES``), or
+        when more than ``RECEIPT_PAIRS_MAX`` pairs are owed one (the oldest pair's)."""
         if self.config.policy != "ours":
             return
-        self._receipts_now = now
         pair = (key, endpoint)
-        due = self._receipts_due.get(pair)
-        if due is None:
-            self._receipts_due[pair] = _ReceiptsDue({item: None}, 2 + len(item))
-            return
-        if item in due.ids:
-            return  # the same item twice in one pump: named once
-        if due.size + 2 + len(item) > RECEIPT_IDS_BYTES:
-            self._send_encoded(key, endpoint, "receipt", receipt_frame(list(due.ids)), now)
-            due.ids.clear()
-            due.size = 0
-        due.ids[item] = None
-        due.size += 2 + len(item)
+        owed_by_pair = self._receipts_due
+        due = owed_by_pair.get(pair)
+        if due is not None:
+            if item in due.ids:
+                return  # named once
+            if due.size + 2 + len(item) <= RECEIPT_IDS_BYTES:
+                due.ids[item] = None
+                due.size += 2 + len(item)
+                return
+            # Full: it goes now, and this id starts the pair's next Receipt, last in line.
+            del owed_by_pair[pair]
+            self._send_owed(pair, due, now)
+            self._receipts_deadline = self._first_receipt_deadline()
+        deadline = now + RECEIPT_DELAY_S
+        owed_by_pair[pair] = _ReceiptsDue({item: None}, 2 + len(item), deadline)
+        # Later than the first's only if the clock went back: then the earlier one is the
+        # timer's, and _send_receipts_due sends the older pairs as overdue.
+        if deadline < self._receipts_deadline:
+            self._receipts_deadline = deadline
+        if len(owed_by_pair) > RECEIPT_PAIRS_MAX:
+            oldest = next(iter(owed_by_pair))
+            self._send_owed(oldest, owed_by_pair.pop(oldest), now)
+            self._receipts_deadline = self._first_receipt_deadline()
 
-    def _flush_receipts(self) -> None:
-        """Send every receipt owed (``_send_receipt``): one Receipt per peer and endpoint,
-        in the order the peers were first owed one in this pump."""
-        due, self._receipts_due = self._receipts_due, {}
-        self._proven = None  # an entry point: the table may have changed since
-        now = self._receipts_now
-        for (key, endpoint), owed in due.items():
-            if owed.ids:
-                self._send_encoded(key, endpoint, "receipt", receipt_frame(owed.ids), now)
+    def _send_receipts_due(self, now: float) -> None:
+        """Send the Receipts whose first id has waited ``RECEIPT_DELAY_S`` by ``now``, oldest
+        pair first, and any dated later than ``now`` allows (the clock went back)."""
+        owed_by_pair = self._receipts_due
+        latest = now + RECEIPT_DELAY_S
+        while owed_by_pair:
+            pair, due = next(iter(owed_by_pair.items()))
+            if now < due.deadline <= latest:
+                self._receipts_deadline = due.deadline
+                return
+            del owed_by_pair[pair]
+            self._send_owed(pair, due, now)
+        self._receipts_deadline = math.inf
+
+    def _first_receipt_deadline(self) -> float:
+        """The first pair's deadline (pairs are in the order first owed), inf if none."""
+        for due in self._receipts_due.values():
+            return due.deadline
+        return math.inf
+
+    def _send_owed(self, pair: tuple[bytes, Endpoint], due: _ReceiptsDue, now: float) -> None:
+        """Box and queue the Receipt naming ``due``'s ids to ``pair``'s key at its endpoint."""
+        self._send_encoded(pair[0], pair[1], "receipt", receipt_frame(due.ids), now)
 
     def _send_frame(
         self,

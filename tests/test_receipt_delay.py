@@ -1,0 +1,158 @@
+"""Receipts wait at most RECEIPT_DELAY_S, coalesced per (key, endpoint) (docs/PROTOCOL.md,
+"4. Frames", "Receipts wait at most 25 ms"; issue 11, sixth session).
+
+A relay owes the receipt for an item from the moment it takes it; the ids owed to one
+(key, endpoint) go as one Receipt when the first of them has waited RECEIPT_DELAY_S
+(``get_timer`` says when, ``handle_timer`` sends it), at once when the next id would
+not fit one Receipt (tests/test_relay_fast.py), and at once for the oldest pair when
+more than RECEIPT_PAIRS_MAX pairs are owed one.
+"""
+
+from __future__ import annotations
+
+import os
+
+from comm_tui.crypto.identity import Identity
+from comm_tui.protocol import wire_pb2 as pb
+from comm_tui.protocol.codec import Codec
+from comm_tui.protocol.node import (
+    RECEIPT_DELAY_S,
+    RECEIPT_PAIRS_MAX,
+    RECEIPT_TIMEOUT_S,
+    Node,
+    NodeConfig,
+)
+from comm_tui.protocol.routing import Endpoint
+from tests.test_relay_fast import _expiry, _message_frame, _stored_key
+from tests.wire import T0, Wire
+
+
+def _rig(peers: int = 1) -> tuple[Wire, Node, list[Node]]:
+    wire = Wire()
+    relay = wire.add(1, NodeConfig(store_rate_per_s=1e9, store_burst=1e9))
+    senders = [wire.add(10 + i) for i in range(peers)]
+    for sender in senders:
+        wire.connect(sender, relay)
+    wire.settle(T0)
+    relay.datagrams_to_send()
+    return wire, relay, senders
+
+
+def _hand(wire: Wire, sender: Node, relay: Node, now: float) -> bytes:
+    """``sender`` hands ``relay`` one message datagram at ``now``; returns its store key."""
+    frame = _message_frame(os.urandom(20), _expiry(T0))
+    data = Codec(sender.identity).encode_frame(relay.identity.key, frame, now)
+    relay.receive_datagram(data, wire.endpoint(sender), now)
+    return _stored_key(frame)
+
+
+def _receipts(relay: Node, sender: Node, now: float, to: Endpoint) -> list[list[bytes]]:
+    """The ids of each Receipt ``relay`` queued for ``sender`` at ``to``."""
+    codec = Codec(sender.identity)
+    found = []
+    for data, dest in relay.datagrams_to_send():
+        frame = codec.decode(data, now).frame if dest == to else None
+        if frame is not None and frame.WhichOneof("body") == "receipt":
+            found.append(list(frame.receipt.ids))
+    return found
+
+
+def test_receipts_owed_across_pumps_wait_for_the_first_ones_delay_then_go_as_one() -> None:
+    wire, relay, (sender,) = _rig()
+    to = wire.endpoint(sender)
+    start = T0 + 1
+    keys = []
+    for step in range(3):  # one pump each, 10 ms apart
+        now = start + step * 0.01
+        keys.append(_hand(wire, sender, relay, now))
+        assert _receipts(relay, sender, now, to) == []  # nothing leaves with the pump
+        assert relay.get_timer() == start + RECEIPT_DELAY_S  # the first id's deadline
+    just_before = start + RECEIPT_DELAY_S - 0.001
+    relay.handle_timer(just_before)
+    assert _receipts(relay, sender, just_before, to) == []
+    relay.handle_timer(start + RECEIPT_DELAY_S)
+    assert _receipts(relay, sender, start + RECEIPT_DELAY_S, to) == [keys]
+    assert relay.get_timer() > start + RECEIPT_DELAY_S  # nothing owed: not asked again
+
+
+def test_each_pair_waits_its_own_delay_oldest_first() -> None:
+    wire, relay, (first, second) = _rig(2)
+    start = T0 + 1
+    first_key = _hand(wire, first, relay, start)
+    second_key = _hand(wire, second, relay, start + 0.01)
+    receipts = relay.stats.sent_by_kind["receipt"]
+    relay.handle_timer(start + RECEIPT_DELAY_S)
+    now = start + RECEIPT_DELAY_S
+    assert _receipts(relay, first, now, wire.endpoint(first)) == [[first_key]]
+    assert relay.stats.sent_by_kind["receipt"] == receipts + 1  # the second's waits
+    assert relay.get_timer() == start + 0.01 + RECEIPT_DELAY_S
+    # The first pair owed again starts a new delay, behind the second's.
+    _hand(wire, first, relay, start + 0.03)
+    relay.handle_timer(start + 0.01 + RECEIPT_DELAY_S)
+    now = start + 0.01 + RECEIPT_DELAY_S
+    assert _receipts(relay, second, now, wire.endpoint(second)) == [[second_key]]
+    assert relay.get_timer() == start + 0.03 + RECEIPT_DELAY_S
+
+
+def test_a_clock_that_went_back_does_not_hold_later_receipts_behind_earlier_ones() -> None:
+    wire, relay, (first, second) = _rig(2)
+    _hand(wire, first, relay, T0 + 10)
+    # The wall clock stepped back 9 s: the new pair's deadline is the timer's, and the
+    # pair owed "in the future" goes with it rather than 9 s late.
+    _hand(wire, second, relay, T0 + 1)
+    assert relay.get_timer() == T0 + 1 + RECEIPT_DELAY_S
+    relay.handle_timer(T0 + 1 + RECEIPT_DELAY_S)
+    dests = {dest for _, dest in relay.datagrams_to_send()}
+    assert dests == {wire.endpoint(first), wire.endpoint(second)}
+
+
+def test_past_the_bound_of_pairs_the_oldest_pairs_receipt_goes_at_once() -> None:
+    """One (key, endpoint) pair per sender of an item within the delay; keys are free, so
+    the table is bounded: one pair more sends the oldest pair's Receipt at once."""
+    node = Node(Identity.from_seed(b"\x07" * 32), T0)
+    key = Identity.from_seed(b"\x08" * 32).key
+    endpoints = [(f"10.9.{i // 250}.{i % 250 + 1}", 4000) for i in range(RECEIPT_PAIRS_MAX + 1)]
+    for endpoint in endpoints:
+        node._addresses.received(endpoint, 1000)  # credit for the answer (3x what it sent)
+    for i, endpoint in enumerate(endpoints[:-1]):
+        node._owe_receipt(key, endpoint, bytes([i % 256, i // 256]) * 16, T0)
+    assert node.datagrams_to_send() == []
+    node._owe_receipt(key, endpoints[-1], b"last" * 8, T0)
+    assert [dest for _, dest in node.datagrams_to_send()] == [endpoints[0]]
+    assert node.stats.sent_by_kind["receipt"] == 1
+    assert node.get_timer() == T0 + RECEIPT_DELAY_S
+    node.handle_timer(T0 + RECEIPT_DELAY_S)
+    assert node.stats.sent_by_kind["receipt"] == RECEIPT_PAIRS_MAX + 1
+
+
+def test_the_sender_sees_its_part_held_once_the_delay_has_passed() -> None:
+    """The receipt comes RECEIPT_DELAY_S after the item, inside the sender's least wait
+    (RECEIPT_TIMEOUT_S): the part is held then, with no failure and no second copy, and
+    the delay measured into the peer's wait leaves it at the floor (docs/PROTOCOL.md,
+    "7.2", "Receipt wait")."""
+    wire = Wire()
+    a, r = wire.add(1), wire.add(2)
+    wire.connect(a, r)
+    wire.settle(T0)
+    text_id = a.send_text(Identity.generate().public, "held after 25 ms", T0 + 1)
+    wire.pump(T0 + 1)
+    assert wire.states(a, text_id) == []
+    wire.tick(T0 + 1 + RECEIPT_DELAY_S)
+    assert wire.states(a, text_id) == ["sent"]
+    assert a._receipt_waits.timeout(r.address) == RECEIPT_TIMEOUT_S
+    assert RECEIPT_DELAY_S * 50 <= RECEIPT_TIMEOUT_S
+    entry = a._table.get(r.address)
+    assert entry is not None and entry.failures == 0
+    assert a.stats.sent_by_kind["message"] == 1
+
+
+def test_a_refused_item_owes_no_receipt_even_after_the_delay() -> None:
+    wire, relay, (sender,) = _rig()
+    frame = _message_frame(os.urandom(20), _expiry(T0))
+    frame.message.sealed = frame.message.sealed[:-1]  # bad_size
+    data = Codec(sender.identity).encode_frame(relay.identity.key, frame, T0 + 1)
+    relay.receive_datagram(data, wire.endpoint(sender), T0 + 1)
+    assert relay.stats.rejected["bad_size"] == 1
+    relay.handle_timer(T0 + 1 + RECEIPT_DELAY_S)
+    assert _receipts(relay, sender, T0 + 1, wire.endpoint(sender)) == []
+    assert isinstance(frame, pb.Frame)
