@@ -94,6 +94,23 @@ def test_each_pair_waits_its_own_delay_oldest_first() -> None:
     assert relay.get_timer() == start + 0.03 + RECEIPT_DELAY_S
 
 
+def test_a_pair_whose_receipt_filled_goes_behind_the_others_in_the_timer() -> None:
+    """A full Receipt goes at once; the id over starts the pair's next one, with its own
+    delay, last in line: the timer is then the next pair's deadline."""
+    wire, relay, (first, second) = _rig(2)
+    start = T0 + 1
+    key, to = first.identity.key, wire.endpoint(first)
+    relay._owe_receipt(key, to, b"\x01" * 48, start)
+    _hand(wire, second, relay, start + 0.01)
+    fill = [bytes([i]) * 48 for i in range(2, 2 + 1000 // 50)]  # past 1,000 bytes
+    relay._send_receipt(key, to, fill, start + 0.02)
+    assert relay.stats.sent_by_kind["receipt"] == 1
+    assert relay.get_timer() == start + 0.01 + RECEIPT_DELAY_S
+    relay.handle_timer(start + 0.01 + RECEIPT_DELAY_S)
+    assert relay.stats.sent_by_kind["receipt"] == 2
+    assert relay.get_timer() == start + 0.02 + RECEIPT_DELAY_S
+
+
 def test_a_clock_that_went_back_does_not_hold_later_receipts_behind_earlier_ones() -> None:
     wire, relay, (first, second) = _rig(2)
     _hand(wire, first, relay, T0 + 10)
@@ -114,14 +131,15 @@ def test_past_the_bound_of_pairs_the_oldest_pairs_receipt_goes_at_once() -> None
     endpoints = [(f"10.9.{i // 250}.{i % 250 + 1}", 4000) for i in range(RECEIPT_PAIRS_MAX + 1)]
     for endpoint in endpoints:
         node._addresses.received(endpoint, 1000)  # credit for the answer (3x what it sent)
-    for i, endpoint in enumerate(endpoints[:-1]):
-        node._owe_receipt(key, endpoint, bytes([i % 256, i // 256]) * 16, T0)
+    later = T0 + 0.01
+    for i, endpoint in enumerate(endpoints[:-1]):  # the first pair 10 ms before the rest
+        node._owe_receipt(key, endpoint, bytes([i % 256, i // 256]) * 16, later if i else T0)
     assert node.datagrams_to_send() == []
-    node._owe_receipt(key, endpoints[-1], b"last" * 8, T0)
+    node._owe_receipt(key, endpoints[-1], b"last" * 8, later)
     assert [dest for _, dest in node.datagrams_to_send()] == [endpoints[0]]
     assert node.stats.sent_by_kind["receipt"] == 1
-    assert node.get_timer() == T0 + RECEIPT_DELAY_S
-    node.handle_timer(T0 + RECEIPT_DELAY_S)
+    assert node.get_timer() == later + RECEIPT_DELAY_S  # the next pair's deadline
+    node.handle_timer(later + RECEIPT_DELAY_S)
     assert node.stats.sent_by_kind["receipt"] == RECEIPT_PAIRS_MAX + 1
 
 

@@ -195,7 +195,7 @@ def test_ids_that_fill_the_limit_exactly_go_as_one_receipt() -> None:
     wire, relay, (sender,) = _rig()
     endpoint = wire.endpoint(sender)
     ids = [bytes([i]) * 48 for i in range(RECEIPT_IDS_BYTES // 50)]  # 50 bytes each, exactly
-    relay._send_receipt(sender.identity.key, endpoint, ids, T0)
+    relay._send_receipt(sender.identity.key, endpoint, [*ids, ids[0]], T0)  # one named twice
     assert relay.stats.sent_by_kind["receipt"] == 0  # nothing before the delay ends
     relay.handle_timer(T0 + RECEIPT_DELAY_S)
     sent = relay.datagrams_to_send()

@@ -629,6 +629,7 @@ class Node:
 
     def next_event(self) -> Event | None:
         """The oldest event not yet taken, or None when there is none (aioquic's shape)."""
+        self._flush_store()
         return self._events.popleft() if self._events else None
 
     def drain_events(self) -> list[Event]:
@@ -638,6 +639,7 @@ class Node:
         sending ``datagrams_to_send()``: a ``StoreChanged`` or ``SessionsChanged`` among
         them must be durable before the datagrams that depend on it leave.
         """
+        self._flush_store()
         events = list(self._events)
         self._events.clear()
         return events
@@ -928,7 +930,8 @@ class Node:
             self._stats.reject(rejected.reason)
         except Exception:
             self._stats.reject("internal_error")
-        self._flush_store()
+        # What it changed in the store is handed over at the next drain (_flush_store in
+        # drain_events/next_event): one StoreChanged for every datagram of a pump.
 
     def lookup(self, target: bytes, now: float, *, until_found: bool = False) -> None:
         """Start an iterative lookup (used for joining and bucket refresh).
@@ -2518,6 +2521,10 @@ class Node:
         self._outbox.append((data, endpoint))
 
     def _flush_store(self) -> None:
+        """Hand the driver what changed in the store and the sessions since the last call,
+        as one ``StoreChanged`` and one ``SessionsChanged`` (none when nothing did). Called
+        by the commands and ``handle_timer`` as they end, and by the drain, which covers
+        every datagram received since (docs/PROTOCOL.md, "8.2 Local durability")."""
         store = self._store
         if store.dirty or store.deleted:
             bookkeeping = store.take_bookkeeping()
