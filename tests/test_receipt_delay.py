@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 
+from comm_tui.crypto.ack import sign_ack
 from comm_tui.crypto.identity import Identity
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import Codec
@@ -22,7 +23,9 @@ from comm_tui.protocol.node import (
     Node,
     NodeConfig,
 )
+from comm_tui.protocol.relay_store import Kind
 from comm_tui.protocol.routing import Endpoint
+from tests.test_node import forge_frame, frames_sent, message_of, stored_messages
 from tests.test_relay_fast import _expiry, _message_frame, _stored_key
 from tests.wire import T0, Wire
 
@@ -173,4 +176,79 @@ def test_a_refused_item_owes_no_receipt_even_after_the_delay() -> None:
     assert relay.stats.rejected["bad_size"] == 1
     relay.handle_timer(T0 + 1 + RECEIPT_DELAY_S)
     assert _receipts(relay, sender, T0 + 1, wire.endpoint(sender)) == []
-    assert isinstance(frame, pb.Frame)
+
+
+def test_a_receipt_that_comes_after_the_ack_gets_the_ack_and_counts_no_failure() -> None:
+    """The recipient's ack can reach a relay before the receipt of a peer the relay sent
+    the message to (that receipt waits up to RECEIPT_DELAY_S). The late receipt names a
+    message replaced by its ack: the peer holds it, so the relay sends it the ack and
+    ends its wait, measured; it counts no failure against the peer (docs/PROTOCOL.md,
+    "4. Frames", "7.3 Acks")."""
+    wire = Wire()
+    a, r, b, x = wire.add(1), wire.add(2), wire.add(3), wire.add(4)
+    for node in (a, b, x):
+        wire.connect(node, r)
+    wire.settle(T0)
+    wire.offline.add(wire.endpoint(b))
+    x_end, r_end = wire.endpoint(x), wire.endpoint(r)
+    wire.drop = lambda source, dest, _: (source, dest) == (x_end, r_end)  # x's receipt is late
+    a.send_text(b.identity.public, "acked before x's receipt", T0 + 1)
+    a.datagrams_to_send()  # a's stem peer is random: hand r the message in person instead
+    (own,) = stored_messages(a)
+    handed = forge_frame(a, r, pb.Frame(message=message_of(own)), T0 + 1)
+    r.receive_datagram(handed, wire.endpoint(a), T0 + 1)
+    wire.pump(T0 + 1)
+    (message,) = stored_messages(r)
+    now = T0 + 1.01
+    r._send_item(message, x.identity.key, x_end, now)  # a replica at x (as _relay sends one)
+    wire.pump(now)  # x takes it; its receipt is late
+    assert x.address not in message.holders
+    assert r._receipt_waits.item_sent(x.address, message.key) is message
+    ack = sign_ack(b.identity, message.item_id, message.expires_ms)
+    r.receive_datagram(forge_frame(b, r, pb.Frame(ack=ack), now), wire.endpoint(b), now)
+    r.datagrams_to_send()
+    later = now + RECEIPT_DELAY_S
+    acks = r.stats.acks_relayed
+    late = pb.Frame(receipt=pb.Receipt(ids=[message.key]))
+    r.receive_datagram(forge_frame(x, r, late, later), wire.endpoint(x), later)
+    assert r._receipt_waits.item_sent(x.address, message.key) is None  # the wait ended
+    wire.drop = None
+    wire.settle(later)  # the ack to x, and x's receipt for it
+    assert r.stats.acks_relayed == acks + 1
+    assert [e.kind for e in x._store] == [Kind.ACK]  # x's message replaced by the ack
+    r.handle_timer(later + RECEIPT_TIMEOUT_S + 1)
+    entry = r._table.get(x.address)
+    assert entry is not None and entry.failures == 0
+    assert not r.stats.rejected
+    # Named again (a second receipt), it sends nothing more.
+    r.receive_datagram(forge_frame(x, r, late, later + 3), x_end, later + 3)
+    assert [f for f in frames_sent(wire, r, x, later + 3) if f.WhichOneof("body") == "ack"] == []
+
+
+def test_a_late_receipt_from_a_peer_that_holds_the_ack_already_sends_nothing() -> None:
+    wire = Wire()
+    a, r, b, x = wire.add(1), wire.add(2), wire.add(3), wire.add(4)
+    for node in (a, b, x):
+        wire.connect(node, r)
+    wire.settle(T0)
+    a.send_text(b.identity.public, "x has the ack", T0 + 1)
+    a.datagrams_to_send()
+    (own,) = stored_messages(a)
+    r.receive_datagram(
+        forge_frame(a, r, pb.Frame(message=message_of(own)), T0 + 1), wire.endpoint(a), T0 + 1
+    )
+    r.datagrams_to_send()
+    (message,) = stored_messages(r)
+    now = T0 + 1.01
+    r._send_item(message, x.identity.key, wire.endpoint(x), now)
+    ack = sign_ack(b.identity, message.item_id, message.expires_ms)
+    r.receive_datagram(forge_frame(b, r, pb.Frame(ack=ack), now), wire.endpoint(b), now)
+    r.datagrams_to_send()
+    (held,) = [e for e in r._store if e.kind is Kind.ACK]
+    held.holders |= {x.address, a.address}  # both handed r their copy of the ack meanwhile
+    held.settled = True
+    late = pb.Frame(receipt=pb.Receipt(ids=[message.key]))
+    later = now + RECEIPT_DELAY_S
+    r.receive_datagram(forge_frame(x, r, late, later), wire.endpoint(x), later)
+    assert [f.WhichOneof("body") for f in frames_sent(wire, r, x, later)] == []
+    assert held.settled and r._receipt_waits.item_sent(x.address, message.key) is None

@@ -1384,7 +1384,8 @@ class Node:
         of an item we hold is ignored and counted (``receipt_unsent``), unless the sender
         already holds it (a second receipt): Sybils told an item's id by one colluder
         must not silence it by claiming to hold it (docs/PROTOCOL.md, "7.2", "Receipt
-        wait"). An id naming nothing we hold is skipped.
+        wait"). An id naming nothing we hold is skipped, unless it names a message we
+        sent that peer and have since replaced by its ack (``_ack_to_late_holder``).
         """
         ids = receipt.ids
         if len(ids) > FETCH_ITEMS_MAX:
@@ -1395,11 +1396,31 @@ class Node:
         for key in ids:
             entry = by_key(key)
             if entry is None:
+                self._ack_to_late_holder(sender, key, now)
                 continue
             if received(address, key, now):
                 self._add_holder(entry, address, now)
             elif address not in entry.holders:
                 self._stats.reject("receipt_unsent")
+
+    def _ack_to_late_holder(self, sender: PublicIdentity, key: bytes, now: float) -> None:
+        """A receipt for a message we sent ``sender`` and have replaced by its ack since: the
+        ack came back before the receipt, which waits up to ``RECEIPT_DELAY_S`` (docs/PROTOCOL.md,
+        "4. Frames"). The peer holds the message, so it is owed the ack as the message's
+        other holders are (docs/PROTOCOL.md, "7.3 Acks"); its wait ends, measured, instead
+        of counting a failure. Only with a wait open for that message: whoever names ids
+        we never sent it gets nothing, and costs one dict lookup per id."""
+        sent = self._receipt_waits.item_sent(sender.address, key)
+        if not isinstance(sent, Entry):
+            return
+        # A message's ack is stored under its id and recipient (nothing else sent has one).
+        ack = self._store.by_key(_ACK_KEY_PREFIX + sent.item_id + sent.target)
+        if ack is None or not self._receipt_waits.received(sender.address, key, now):
+            return
+        ack.notify.add(sender.address)
+        if self._ack_owed(ack):  # not if the peer has sent us its copy of the ack already
+            ack.settled = False
+            self._relay(ack, now)
 
     def _on_fetch(
         self, sender: PublicIdentity, fetch: pb.Fetch, addr: Endpoint, now: float
