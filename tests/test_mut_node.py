@@ -320,12 +320,16 @@ def test_an_ack_is_filed_under_its_recipient_and_evicted_like_any_item(wire: Wir
     assert ack.target == b.address
     assert [e.kind for e in r._store.for_target(b.address)] == [Kind.ACK]
     wire.offline.add(wire.endpoint(b))
-    for text in ("held", "held too"):
-        a.send_text(b.identity.public, text, T0 + 4)
-    wire.pump(T0 + 4)
-    assert len(r._store) == 3  # the ack and two messages, all from a's network
-    c.send_text(b.identity.public, "from another network", T0 + 5)
-    wire.pump(T0 + 5)
+    # Each sender's stem peer is drawn at random: each hands r its texts itself.
+    for sender, text, now in ((a, "held", T0 + 4), (a, "held too", T0 + 4), (c, "other", T0 + 5)):
+        sender.send_text(b.identity.public, text, now)
+        sender.datagrams_to_send()
+        own = [e for e in stored_messages(sender) if e.own_text_id][-1]
+        handed = forge_frame(sender, r, pb.Frame(message=message_of(own)), now)
+        r.receive_datagram(handed, wire.endpoint(sender), now)
+        wire.pump(now)
+        if sender is a and text == "held too":
+            assert len(r._store) == 3  # the ack and two messages, two of them from a's network
     assert r.stats.rejected_total == 0
     assert len(r._store) == 3 and r._store.evicted == 1
     assert any(e.origin == c.address for e in r._store)

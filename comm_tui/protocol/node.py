@@ -453,6 +453,7 @@ class Node:
         self._receipts_due: dict[tuple[bytes, Endpoint], _ReceiptsDue] = {}
         self._receipts_deadline = math.inf
         self._events: deque[Event] = deque()
+        self._received_unflushed = False  # a datagram came since the last drain
         self._queries: dict[bytes, _Query] = {}
         self._deferred: OrderedDict[bytes, _Deferred] = OrderedDict()  # by peer key
         self._challenged: OrderedDict[tuple[bytes, Endpoint], float] = OrderedDict()
@@ -629,7 +630,8 @@ class Node:
 
     def next_event(self) -> Event | None:
         """The oldest event not yet taken, or None when there is none (aioquic's shape)."""
-        self._flush_store()
+        if self._received_unflushed:
+            self._flush_received()
         return self._events.popleft() if self._events else None
 
     def drain_events(self) -> list[Event]:
@@ -639,7 +641,8 @@ class Node:
         sending ``datagrams_to_send()``: a ``StoreChanged`` or ``SessionsChanged`` among
         them must be durable before the datagrams that depend on it leave.
         """
-        self._flush_store()
+        if self._received_unflushed:
+            self._flush_received()
         events = list(self._events)
         self._events.clear()
         return events
@@ -930,8 +933,9 @@ class Node:
             self._stats.reject(rejected.reason)
         except Exception:
             self._stats.reject("internal_error")
-        # What it changed in the store is handed over at the next drain (_flush_store in
-        # drain_events/next_event): one StoreChanged for every datagram of a pump.
+        # What it changed is handed over at the next drain (_flush_received): one
+        # StoreChanged for all the datagrams of a pump.
+        self._received_unflushed = True
 
     def lookup(self, target: bytes, now: float, *, until_found: bool = False) -> None:
         """Start an iterative lookup (used for joining and bucket refresh).
@@ -2541,11 +2545,19 @@ class Node:
         self._stats.bytes_out += len(data)
         self._outbox.append((data, endpoint))
 
+    def _flush_received(self) -> None:
+        """``_flush_store`` for the datagrams received since the last drain, at the drain
+        (``drain_events``, ``next_event``): a pump of many datagrams hands over one
+        ``StoreChanged``. Only then: a drain before any datagram (the driver's first pump,
+        before ``restore_sessions``) must not hand over the prekeys made at construction."""
+        self._received_unflushed = False
+        self._flush_store()
+
     def _flush_store(self) -> None:
         """Hand the driver what changed in the store and the sessions since the last call,
         as one ``StoreChanged`` and one ``SessionsChanged`` (none when nothing did). Called
-        by the commands and ``handle_timer`` as they end, and by the drain, which covers
-        every datagram received since (docs/PROTOCOL.md, "8.2 Local durability")."""
+        by the commands and ``handle_timer`` as they end, and at the drain for the
+        datagrams received since (docs/PROTOCOL.md, "8.2 Local durability")."""
         store = self._store
         if store.dirty or store.deleted:
             bookkeeping = store.take_bookkeeping()
