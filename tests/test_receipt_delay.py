@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from comm_tui.crypto.ack import sign_ack
 from comm_tui.crypto.identity import Identity
 from comm_tui.protocol import wire_pb2 as pb
@@ -252,3 +254,19 @@ def test_a_late_receipt_from_a_peer_that_holds_the_ack_already_sends_nothing() -
     r.receive_datagram(forge_frame(x, r, late, later), wire.endpoint(x), later)
     assert [f.WhichOneof("body") for f in frames_sent(wire, r, x, later)] == []
     assert held.settled and r._receipt_waits.item_sent(x.address, message.key) is None
+
+
+def test_a_wake_up_for_receipts_alone_runs_no_upkeep(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Most wake-ups of a node taking items are for its receipts: when nothing else is
+    due, ``handle_timer`` sends them and returns before the upkeep (which would find
+    nothing to do)."""
+    wire, relay, (sender,) = _rig()
+    upkeep: list[float] = []
+    monkeypatch.setattr(relay, "_expire_queries", upkeep.append)
+    start = relay.get_timer() - 0.01 - RECEIPT_DELAY_S  # the receipts due just before it
+    _hand(wire, sender, relay, start)
+    assert relay.get_timer() == start + RECEIPT_DELAY_S
+    relay.handle_timer(start + RECEIPT_DELAY_S)
+    assert relay.stats.sent_by_kind["receipt"] >= 1 and upkeep == []
+    relay.handle_timer(relay.get_timer())  # the upkeep's own deadline: it runs
+    assert len(upkeep) == 1
