@@ -22,7 +22,7 @@ from comm_tui.protocol.node import (
     Node,
     NodeConfig,
 )
-from comm_tui.protocol.reachability_agent import ATTACH_RELAYS
+from comm_tui.protocol.reachability import ATTACH_RELAYS
 from comm_tui.protocol.relay_store import Entry, Kind
 from comm_tui.protocol.routing import Endpoint
 from tests.natwire import NatWire
