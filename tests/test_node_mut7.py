@@ -378,3 +378,93 @@ def test_bytes_out_counts_every_datagram_queued() -> None:
     assert len(queued) >= 3
     assert a.stats.datagrams_out == len(queued)
     assert a.stats.bytes_out == sum(len(data) for data in queued)
+
+
+def test_a_copy_handed_back_by_a_peer_we_sent_it_to_dates_its_custody() -> None:
+    """docs/PROTOCOL.md, "7.2", "A copy counts no more than a receipt": a peer we sent an
+    item to that hands us a copy of it (a stem that came round) becomes a holder, as by
+    its receipt; for our own text the custody view then says since when it is held
+    (``first_held_at``, persisted with the entry), here the instant of the copy, the
+    peer's receipt having been lost."""
+    wire = Wire()
+    a, r = wire.add(1, SLOW), wire.add(2, SLOW)
+    wire.connect(a, r)
+    codec = Codec(a.identity)
+
+    def receipts_lost(source: Endpoint, dest: Endpoint, data: bytes) -> bool:
+        frame = codec.decode(data, T0).frame if source == wire.endpoint(r) else None
+        return frame is not None and frame.WhichOneof("body") == "receipt"
+
+    wire.drop = receipts_lost
+    recipient = Identity.from_seed(bytes([77]) * 32).public
+    text_id = a.send_text(recipient, "round the stem", T0)
+    wire.pump(T0)
+    (held,) = _messages(r)
+    custody = a.custody(text_id)
+    assert custody is not None and custody.pending[0].held_since is None
+    now = T0 + 1
+    copy = r._codec.encode_frame(a.identity.key, pb.Frame(message=held.wire), now)
+    a.receive_datagram(copy, wire.endpoint(r), now)
+    wire.pump(now)
+    custody = a.custody(text_id)
+    assert custody is not None
+    assert custody.pending[0].holders == 1 and custody.pending[0].held_since == now
+    assert wire.states(a, text_id) == ["sent"]
+    assert a.stats.rejected["internal_error"] == 0
+
+
+def test_the_flood_baseline_pushes_nothing_to_a_node_that_joins() -> None:
+    """Module docstring: ``policy="flood"`` is the seed's rule as written, the baseline
+    the benchmarks compare with; pushing what waits to a node when it joins our table
+    is ours (docs/PROTOCOL.md, "7.2"), so a flood relay holding a text for a node that
+    joins later does not push it (its re-sends to the k nearest reach it); a relay of
+    ours does, the same instant."""
+    for policy, pushed in (("flood", 0), ("ours", 1)):
+        config = NodeConfig(policy=policy, backoff_base_s=600.0, backoff_max_s=600.0)
+        wire = Wire()
+        a, r = wire.add(1, config), wire.add(2, config)
+        wire.connect(a, r)
+        recipient = Identity.from_seed(bytes([3]) * 32)
+        a.send_text(recipient.public, "waiting for b", T0)
+        wire.pump(T0)
+        assert len(_messages(r)) == 1, policy
+        b = wire.add(3, config, now=T0 + 5)
+        assert b.identity.key == recipient.key
+        wire.connect(b, r, T0 + 5)
+        assert r.stats.pushed_on_join == pushed, policy
+
+
+def test_a_fetch_while_the_push_awaits_its_receipt_pushes_nothing_and_raises_nothing() -> None:
+    """docs/PROTOCOL.md, "7.2", "Receipt wait": the pushes on a join, a Fetch or an
+    Attach skip an item whose receipt wait for that peer at that endpoint is open, and
+    push it again once the wait ran out. Here b's answers never reach r: its Fetch at
+    6 s is pushed the text, one just within the wait (4 s: doubled once by the first
+    relay's timeout) nothing, one at its end the text again; nothing raised
+    (``internal_error``) on the way."""
+    wire = Wire()
+    a, r, b = wire.add(1, SLOW), wire.add(2, SLOW), wire.add(3, SLOW)
+    wire.connect(a, r)
+    wire.connect(b, r)
+    wire.offline.add(wire.endpoint(b))
+    a.send_text(b.identity.public, "pushed on fetch", T0)
+    wire.pump(T0)
+    wire.run(T0 + 1, T0 + 5)  # r's first relay to b went nowhere; its wait ran out
+    wire.offline.clear()
+    b_at, r_at = wire.endpoint(b), wire.endpoint(r)
+    wire.drop = lambda source, dest, data: (source, dest) == (b_at, r_at)
+    pushed = []
+
+    def fetch(now: float) -> None:
+        data = b._codec.encode_frame(r.identity.key, pb.Frame(fetch=pb.Fetch()), now)
+        r.receive_datagram(data, b_at, now)
+        wire.pump(now)
+        pushed.append(r.stats.pushed_on_join)
+
+    fetch(T0 + 6)
+    wait = r._receipt_waits.timeout(b.address)  # doubled by the first relay's timeout
+    assert wait == 2 * RECEIPT_TIMEOUT_S
+    fetch(T0 + 6 + wait - 0.1)
+    fetch(T0 + 6 + wait)
+    assert pushed == [1, 1, 2]
+    assert [t.text for t in wire.texts(b)] == ["pushed on fetch"]
+    assert r.stats.rejected["internal_error"] == 0
