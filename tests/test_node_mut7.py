@@ -468,3 +468,23 @@ def test_a_fetch_while_the_push_awaits_its_receipt_pushes_nothing_and_raises_not
     assert pushed == [1, 1, 2]
     assert [t.text for t in wire.texts(b)] == ["pushed on fetch"]
     assert r.stats.rejected["internal_error"] == 0
+
+
+def test_a_node_with_peers_is_bootstrapping_until_its_self_lookup_ends() -> None:
+    """``Node.state`` (the status line's word): "no peers" with an empty table, and
+    "bootstrapping" from the hello until the first self-lookup ends, even once the
+    table holds the bootstrap node (docs/PROTOCOL.md, "13. Discovery and joining");
+    "online" after."""
+    wire = Wire()
+    a, b = wire.add(1), wire.add(2)
+    assert a.state == "no peers"
+    a.bootstrap(wire.endpoint(b), T0)
+    assert a.state == "bootstrapping"
+    seen: list[tuple[int, str]] = []
+    for _ in range(10):  # datagram by datagram, so every state in between is seen
+        for source, node in ((wire.endpoint(a), a), (wire.endpoint(b), b)):
+            for data, dest in node.datagrams_to_send():
+                wire.deliver(source, dest, data, T0)
+                seen.append((a.peer_count, a.state))
+    assert (1, "bootstrapping") in seen
+    assert seen[-1] == (1, "online")
