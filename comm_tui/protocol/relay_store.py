@@ -29,8 +29,8 @@ event; the adapter persists them so a restarted relay still holds what it took.
 from __future__ import annotations
 
 import enum
-from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
@@ -253,7 +253,11 @@ class RelayStore:
         per_net_share: float = STORE_PER_NET_SHARE,
         max_items: int = STORE_MAX_ITEMS,
         max_life_s: float | None = STORE_MAX_LIFE_S,
+        on_remove: Callable[[Entry], None] | None = None,
     ) -> None:
+        # Told of every entry removed (acked, expired, evicted, replaced): the relay
+        # bandwidth's lines hold deferred entries only while the store does.
+        self._on_remove = on_remove
         self._own_int = int.from_bytes(own_address, "big")
         self.total_limit = total_bytes
         self.items_limit = max_items
@@ -445,6 +449,8 @@ class RelayStore:
             self.others_items -= 1
         self.dirty.discard(key)
         self.deleted.add(key)
+        if self._on_remove is not None:
+            self._on_remove(entry)
 
     def origin_shares(self, limit: int) -> list[tuple[str, int]]:
         """The ``limit`` networks of origin holding the most bytes, most first."""
@@ -502,6 +508,22 @@ class StorePut(Mapping[bytes, tuple[bytes, int]]):
 BANDWIDTH_MIN_BURST = 2 * 1200
 # Seconds of the cap that may go out at once after a quiet spell.
 BANDWIDTH_BURST_S = 2.0
+# Deficit round robin's quantum: the item bytes (``Entry.size``) a network's line may
+# send per turn, on top of what it carried over. At least the largest item (a datagram
+# and the bookkeeping), so every turn sends at least one item
+# (docs/PROTOCOL.md, "8.1 Local caps").
+BANDWIDTH_QUANTUM = 1200 + ENTRY_OVERHEAD_BYTES
+
+
+class _Line:
+    """One network of origin's deferred items, oldest first, and what its turns have
+    left to spend (deficit round robin's deficit counter)."""
+
+    __slots__ = ("deficit", "items")
+
+    def __init__(self) -> None:
+        self.deficit = 0
+        self.items: OrderedDict[bytes, Entry] = OrderedDict()
 
 
 class RelayBandwidth:
@@ -512,7 +534,16 @@ class RelayBandwidth:
     relay of one item goes out whole (to all its hops) while the balance is positive and
     may take it into debt; the next waits until the debt is paid, so over any long span
     no more than ``rate`` bytes a second go out. What cannot go is deferred, never
-    dropped: the item is retried when the balance is positive again.
+    dropped, in a line per network of origin (``Entry.origin_net``, what the store's
+    quotas charge: the /24 or /48 the item came from, never a field of the item). When
+    the balance is positive again the lines take turns, deficit round robin (Shreedhar
+    and Varghese, 1995): one network that queued thousands of items delays another's
+    item by about one turn, not by all it queued (the single line this replaces let one
+    network deafen everyone else at a relay for as long as it kept the line full).
+
+    The lines hold only items waiting, each once, and only while the store holds it
+    (the store calls ``forget`` on removal): at most the items held for others, so the
+    networks with a line are bounded by the store's caps.
     """
 
     def __init__(self, rate_bytes_s: int, now: float) -> None:
@@ -521,7 +552,10 @@ class RelayBandwidth:
         self.balance = self.burst
         self.updated = now
         self.sent = 0  # bytes sent for others in all, for the dashboard
-        self._tail = now  # when the last deferred item is due to try again
+        # Network -> its line, in turn order: the first line's turn is on, and it has
+        # had its quantum for this turn. Every line holds at least one item.
+        self._lines: OrderedDict[str, _Line] = OrderedDict()
+        self.waiting = 0  # items in all lines
 
     def _refill(self, now: float) -> None:
         # No min()/max() calls: every item for others refills once.
@@ -536,19 +570,84 @@ class RelayBandwidth:
         self._refill(now)
         return self.balance > 0
 
-    def defer(self, now: float, size: int) -> float | None:
-        """None if an item for others of ``size`` bytes may go out now; otherwise when it
-        should try again: in line behind those deferred before it, each taking the time
-        its size needs at the cap, so deferred items wake one after another instead of
-        all at once whenever the balance turns positive (which would cost a pass over all
-        of them every time). One refill answers both questions (the relay path asks them
-        for every item it takes)."""
+    def defer(self, now: float, entry: Entry) -> bool:
+        """False if a relay attempt of ``entry`` (an item for others) may start now: the
+        balance is positive and no item waits. Otherwise it waits at the end of its
+        network's line (once, however often it is asked) and ``take`` hands it back
+        in its turn. One refill and two plain tests in the common case: the relay path
+        asks for every item it takes."""
         self._refill(now)
-        if self.balance > 0:
+        if self.balance > 0 and not self.waiting:
+            return False
+        net = entry.origin_net
+        line = self._lines.get(net)
+        if line is None:
+            line = _Line()
+            if not self._lines:
+                line.deficit = BANDWIDTH_QUANTUM  # the only line: its turn starts now
+            self._lines[net] = line  # new networks take their turn after the others
+        if entry.key not in line.items:
+            line.items[entry.key] = entry
+            self.waiting += 1
+        return True
+
+    def wake_at(self) -> float | None:
+        """When ``take`` will next hand out an item: None while no item waits, else when
+        the balance is positive again (a byte above zero, so rounding cannot leave it
+        at zero then)."""
+        if not self.waiting:
             return None
-        start = max(now + (1.0 - self.balance) / self.rate, self._tail)
-        self._tail = start + size / self.rate
-        return start
+        return self.updated + (1.0 - self.balance) / self.rate
+
+    def take(self, now: float) -> Entry | None:
+        """The next deferred item whose relay attempt may start now, in fair turn, or
+        None (the balance is spent, or nothing waits). Each line's turn starts with the
+        quantum added to its deficit and sends its items, oldest first, while the
+        deficit covers the next one's size; then the next line's turn starts.
+        """
+        if not self.waiting:
+            return None
+        self._refill(now)
+        if self.balance <= 0:
+            return None
+        lines = self._lines
+        while True:
+            net, line = next(iter(lines.items()))
+            key, entry = next(iter(line.items.items()))
+            if line.deficit >= entry.size:
+                line.deficit -= entry.size
+                del line.items[key]
+                self.waiting -= 1
+                if not line.items:
+                    self._close(net)
+                return entry
+            lines.move_to_end(net)  # its turn is over; the next line's starts
+            lines[next(iter(lines))].deficit += BANDWIDTH_QUANTUM
+
+    def forget(self, entry: Entry) -> None:
+        """The store no longer holds ``entry``: it leaves its line (an acked, expired or
+        evicted item is not sent, and its key is not kept)."""
+        if not self.waiting:
+            return
+        line = self._lines.get(entry.origin_net)
+        if line is not None and line.items.pop(entry.key, None) is not None:
+            self.waiting -= 1
+            if not line.items:
+                self._close(entry.origin_net)
+
+    def _close(self, net: str) -> None:
+        """Drop a line that emptied; its leftover deficit goes with it (deficit round
+        robin: a network that had nothing waiting saves no turns). If its turn was on,
+        the next line's starts."""
+        lines = self._lines
+        on = next(iter(lines)) == net
+        del lines[net]
+        if on and lines:
+            lines[next(iter(lines))].deficit += BANDWIDTH_QUANTUM
+
+    def networks_waiting(self) -> int:
+        """How many networks have items deferred (each has a line)."""
+        return len(self._lines)
 
     def spend(self, size: int, now: float) -> None:
         self._refill(now)
