@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import pytest
 
+from comm_tui.crypto.ack import sign_ack
 from comm_tui.crypto.identity import Identity
 from comm_tui.crypto.seal import message_id
 from comm_tui.protocol import wire_pb2 as pb
@@ -29,7 +30,7 @@ from comm_tui.protocol.relay_store import (
     RelayBandwidth,
     RelayStore,
 )
-from comm_tui.protocol.routing import Endpoint
+from comm_tui.protocol.routing import Endpoint, origin_network
 from tests.test_relay_caps import _hand, _hour_after, _message_for, _star
 from tests.test_relay_store import NOW, NOW_MS, OWN
 from tests.wire import T0, Wire
@@ -300,3 +301,42 @@ def test_items_acked_while_waiting_leave_their_lines() -> None:
     for entry in relay._store:
         relay._store.remove(entry)
     assert budget.waiting == 0 and budget.networks_waiting() == 0
+
+
+@pytest.mark.parametrize("settled", [False, True])
+def test_an_ack_settled_while_it_waits_is_not_sent_in_its_turn(settled: bool) -> None:
+    """As a settled ack is not retried (every node it goes back to holds it), one that
+    settles while it waits in its line is passed over in its turn; the control goes."""
+    wire, relay, peers = _relay_with_peers()
+    back = peers[0]
+    recipient = Identity.from_seed(b"r" * 32)
+    ack = sign_ack(recipient, b"m" * 32, _hour_after(T0, 24))
+    entry = Entry(
+        Kind.ACK,
+        b"m" * 32 + recipient.address,
+        recipient.address,
+        ack.expires_ms,
+        ack,
+        stored_at=T0,
+        origin=back.address,
+        origin_net=origin_network(wire.endpoint(back)),
+        origin_key=back.identity.key,
+        origin_endpoint=wire.endpoint(back),
+    )
+    relay._store.add(entry)
+    budget = relay._relay_bandwidth
+    budget.spend(int(budget.balance) + 1, T0)
+    relay._relay(entry, T0)
+    assert budget.waiting == 1 and entry.attempts == 0
+    entry.settled = settled
+    _run_until(wire, T0, lambda: budget.waiting == 0, 5)
+    assert relay.stats.acks_relayed == (0 if settled else 1)
+
+
+def test_a_relay_with_items_waiting_wakes_when_its_balance_turns_positive() -> None:
+    """``get_timer`` includes the moment ``take`` has an item to hand out, so a relay
+    whose other timers are far off does not leave the waiting items waiting."""
+    wire, relay, peers = _relay_with_peers()
+    _flood(wire, relay, 30, by=[(peers[0]._codec, wire.endpoint(peers[0]))])
+    wake = relay._relay_bandwidth.wake_at()
+    assert wake is not None and relay.get_timer() <= wake
