@@ -513,6 +513,9 @@ BANDWIDTH_BURST_S = 2.0
 # and the bookkeeping), so every turn sends at least one item
 # (docs/PROTOCOL.md, "8.1 Local caps").
 BANDWIDTH_QUANTUM = 1200 + ENTRY_OVERHEAD_BYTES
+# Seconds past the moment the balance turns positive that ``wake_at`` names: more than
+# the rounding of a Unix time (0.24 us near 2e9), so the balance is positive then.
+BANDWIDTH_WAKE_MARGIN_S = 1e-6
 
 
 class _Line:
@@ -593,11 +596,13 @@ class RelayBandwidth:
 
     def wake_at(self) -> float | None:
         """When ``take`` will next hand out an item: None while no item waits, else when
-        the balance is positive again (a byte above zero, so rounding cannot leave it
-        at zero then)."""
+        the balance is a byte above zero, and ``BANDWIDTH_WAKE_MARGIN_S`` later: Unix
+        times near 2e9 are resolved to 0.24 us only, and at a high cap (up to 10 GiB/s)
+        a wake rounded down found the balance still spent, so a driver that keeps its
+        clock at the timer asked again at the same instant without end."""
         if not self.waiting:
             return None
-        return self.updated + (1.0 - self.balance) / self.rate
+        return self.updated + ((1.0 - self.balance) / self.rate + BANDWIDTH_WAKE_MARGIN_S)
 
     def take(self, now: float) -> Entry | None:
         """The next deferred item whose relay attempt may start now, in fair turn, or
