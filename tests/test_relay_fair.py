@@ -26,10 +26,12 @@ from comm_tui.protocol.node import Node, NodeConfig
 from comm_tui.protocol.relay_store import (
     BANDWIDTH_QUANTUM,
     BANDWIDTH_WAKE_MARGIN_S,
+    UNVALIDATED_ORIGIN,
     Entry,
     Kind,
     RelayBandwidth,
     RelayStore,
+    wide_network_of,
 )
 from comm_tui.protocol.routing import Endpoint, origin_network
 from tests.test_relay_caps import _hand, _hour_after, _message_for, _star
@@ -120,6 +122,50 @@ def test_a_network_new_to_the_lines_waits_one_turn_of_each_not_its_whole_line() 
     assert order.index("honest:5000") == 1
 
 
+def test_the_networks_of_one_wide_network_share_its_turns() -> None:
+    """The holder of a /16's 256 /24s (or a /32's 65,536 /48s) gets one wide network's
+    turns: an honest item of another wide network goes after one of its items, not
+    after one of each of its networks."""
+    budget = RelayBandwidth(10**9, NOW)
+    _spent(budget)
+    for n in range(256):
+        budget.defer(NOW, _item(n, f"203.0.{n}.0/24"))
+        budget.defer(NOW, _item(1000 + n, f"2001:db8:{n:x}::/48"))
+    budget.defer(NOW, _item(5000, "198.51.100.0/24"))
+    assert budget.networks_waiting() == 513 and budget.wide_networks_waiting() == 3
+    order = _taken(budget, NOW + 1)
+    assert order[:3] == ["203.0.0.0/24:0", "2001:db8:0::/48:1000", "198.51.100.0/24:5000"]
+
+
+@pytest.mark.parametrize(
+    ("net", "wide"),
+    [
+        ("198.51.100.0/24", "198.51.0.0/16"),
+        ("2001:db8:1::/48", "2001:db8::/32"),
+        # Names that are no IP network are their own: loopback host:port (an IPv6 one
+        # reads as an address), the unvalidated, a host name.
+        ("127.0.0.1:4000", "127.0.0.1:4000"),
+        ("::1:4000", "::1:4000"),
+        (UNVALIDATED_ORIGIN, UNVALIDATED_ORIGIN),
+        ("host:a/b", "host:a/b"),
+    ],
+)
+def test_the_wide_network_of_a_network_of_origin(net: str, wide: str) -> None:
+    assert wide_network_of(net) == wide
+
+
+def test_within_a_wide_network_its_networks_take_turns() -> None:
+    budget = RelayBandwidth(10**9, NOW)
+    _spent(budget)
+    for n in range(3):
+        budget.defer(NOW, _item(n, "203.0.1.0/24"))
+        budget.defer(NOW, _item(10 + n, "203.0.2.0/24"))
+    assert budget.networks_waiting() == 2 and budget.wide_networks_waiting() == 1
+    x, y = "203.0.1.0/24", "203.0.2.0/24"
+    order = _taken(budget, NOW + 1)
+    assert order == [f"{x}:0", f"{y}:10", f"{x}:1", f"{y}:11", f"{x}:2", f"{y}:12"]
+
+
 def test_while_items_wait_a_new_one_waits_too_even_with_the_balance_positive() -> None:
     """A newcomer does not pass those waiting when the balance turns positive: it waits
     in its line, the first of the waiting go first."""
@@ -177,15 +223,17 @@ def test_lines_hold_only_what_the_store_holds() -> None:
         if held and rng.random() < 0.4:
             store.remove(held.pop(rng.randrange(len(held))))
         else:
-            entry = _item(n, f"net{rng.randrange(40)}", 200)
+            entry = _item(n, f"10.{rng.randrange(4)}.{rng.randrange(10)}.0/24", 200)
             store.add(entry)
             held.append(entry)
             budget.defer(NOW, entry)
+        assert budget.wide_networks_waiting() <= budget.networks_waiting()
         assert budget.networks_waiting() <= budget.waiting <= store.others_items
     assert budget.waiting == len(held)
     for entry in list(held):
         store.remove(entry)
     assert budget.waiting == 0 and budget.networks_waiting() == 0
+    assert budget.wide_networks_waiting() == 0
     assert budget.wake_at() is None and budget.take(NOW + 1) is None
 
 

@@ -29,9 +29,11 @@ event; the adapter persists them so a restarted relay still holds what it took.
 from __future__ import annotations
 
 import enum
+import ipaddress
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from google.protobuf.message import DecodeError
 
@@ -40,6 +42,7 @@ from comm_tui.crypto.identity import ADDRESS_BYTES, address_of
 from comm_tui.crypto.records import record_problem
 from comm_tui.crypto.seal import message_id
 from comm_tui.protocol import wire_pb2 as pb
+from comm_tui.protocol.admission import wide_network
 
 STORE_TOTAL_BYTES = 64 * 1024 * 1024
 STORE_MAX_ITEMS = 50_000
@@ -518,15 +521,75 @@ BANDWIDTH_QUANTUM = 1200 + ENTRY_OVERHEAD_BYTES
 BANDWIDTH_WAKE_MARGIN_S = 1e-6
 
 
-class _Line:
-    """One network of origin's deferred items, oldest first, and what its turns have
-    left to spend (deficit round robin's deficit counter)."""
+class _Turns:
+    """What deficit round robin keeps of one taker of turns: its deficit, the item bytes
+    its turns have given it and it has not yet spent."""
 
-    __slots__ = ("deficit", "items")
+    __slots__ = ("deficit",)
 
     def __init__(self) -> None:
         self.deficit = 0
+
+
+class _Line(_Turns):
+    """One network of origin's deferred items, oldest first."""
+
+    __slots__ = ("items", "wide")
+
+    def __init__(self, wide: str) -> None:
+        super().__init__()
+        self.wide = wide
         self.items: OrderedDict[bytes, Entry] = OrderedDict()
+
+
+class _WideLine(_Turns):
+    """One wide network's lines (one per network of origin in it), in turn order."""
+
+    __slots__ = ("lines",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: OrderedDict[str, _Line] = OrderedDict()
+
+
+_T = TypeVar("_T", bound=_Turns)
+
+
+def _next_turn(turns: OrderedDict[str, _T]) -> None:
+    """The first taker's turn is over: it goes last, and the next one's turn starts with
+    the quantum added to its deficit."""
+    turns.move_to_end(next(iter(turns)))
+    turns[next(iter(turns))].deficit += BANDWIDTH_QUANTUM
+
+
+def _join(turns: OrderedDict[str, _T], name: str, taker: _T) -> None:
+    """A new taker of turns goes last; alone, its turn starts now."""
+    if not turns:
+        taker.deficit = BANDWIDTH_QUANTUM
+    turns[name] = taker
+
+
+def _leave(turns: OrderedDict[str, _T], name: str) -> None:
+    """A taker with nothing left waiting leaves, with its deficit (deficit round robin:
+    it saves no turns while nothing of it waits); if its turn was on, the next one's
+    starts."""
+    on = next(iter(turns)) == name
+    del turns[name]
+    if on and turns:
+        turns[next(iter(turns))].deficit += BANDWIDTH_QUANTUM
+
+
+def wide_network_of(net: str) -> str:
+    """The wide network (docs/PROTOCOL.md, "5.2": an IPv4 /16, an IPv6 /32) holding a
+    network of origin as ``Entry.origin_net`` names it ("198.51.100.0/24"). A name that
+    is no IP network (``unvalidated``, a loopback host:port, a host name) is its own."""
+    if "/" not in net:
+        return net
+    try:
+        network = ipaddress.ip_network(net)
+    except ValueError:
+        return net
+    return wide_network((str(network.network_address), 0))
 
 
 class RelayBandwidth:
@@ -539,14 +602,17 @@ class RelayBandwidth:
     no more than ``rate`` bytes a second go out. What cannot go is deferred, never
     dropped, in a line per network of origin (``Entry.origin_net``, what the store's
     quotas charge: the /24 or /48 the item came from, never a field of the item). When
-    the balance is positive again the lines take turns, deficit round robin (Shreedhar
-    and Varghese, 1995): one network that queued thousands of items delays another's
-    item by about one turn, not by all it queued (the single line this replaces let one
-    network deafen everyone else at a relay for as long as it kept the line full).
+    the balance is positive again the lines take turns by deficit round robin (Shreedhar
+    and Varghese, 1995) on two levels: the wide networks (/16, /32) take turns, and in
+    a wide network's turn its networks take theirs. One network that queued thousands of
+    items delays another's item by about one turn, not by all it queued (the single line
+    this replaces let one network deafen everyone else at a relay for as long as it kept
+    the line full), and the holder of a /32's 65,536 /48s gets the turns of one wide
+    network, not of 65,536 networks.
 
     The lines hold only items waiting, each once, and only while the store holds it
     (the store calls ``forget`` on removal): at most the items held for others, so the
-    networks with a line are bounded by the store's caps.
+    networks and wide networks with a line are bounded by the store's caps.
     """
 
     def __init__(self, rate_bytes_s: int, now: float) -> None:
@@ -555,9 +621,11 @@ class RelayBandwidth:
         self.balance = self.burst
         self.updated = now
         self.sent = 0  # bytes sent for others in all, for the dashboard
-        # Network -> its line, in turn order: the first line's turn is on, and it has
-        # had its quantum for this turn. Every line holds at least one item.
-        self._lines: OrderedDict[str, _Line] = OrderedDict()
+        # Wide network -> its lines, in turn order: the first one's turn is on, and it
+        # has had its quantum for this turn (so has the first line of each). Every wide
+        # line holds at least one line, every line at least one item.
+        self._wide: OrderedDict[str, _WideLine] = OrderedDict()
+        self._lines: dict[str, _Line] = {}  # network -> its line (in its wide line)
         self.waiting = 0  # items in all lines
 
     def _refill(self, now: float) -> None:
@@ -585,10 +653,13 @@ class RelayBandwidth:
         net = entry.origin_net
         line = self._lines.get(net)
         if line is None:
-            line = _Line()
-            if not self._lines:
-                line.deficit = BANDWIDTH_QUANTUM  # the only line: its turn starts now
-            self._lines[net] = line  # new networks take their turn after the others
+            wide = wide_network_of(net)
+            line = self._lines[net] = _Line(wide)
+            wide_line = self._wide.get(wide)
+            if wide_line is None:
+                wide_line = _WideLine()
+                _join(self._wide, wide, wide_line)
+            _join(wide_line.lines, net, line)
         if entry.key not in line.items:
             line.items[entry.key] = entry
             self.waiting += 1
@@ -606,28 +677,36 @@ class RelayBandwidth:
 
     def take(self, now: float) -> Entry | None:
         """The next deferred item whose relay attempt may start now, in fair turn, or
-        None (the balance is spent, or nothing waits). Each line's turn starts with the
-        quantum added to its deficit and sends its items, oldest first, while the
-        deficit covers the next one's size; then the next line's turn starts.
+        None (the balance is spent, or nothing waits). A turn starts with the quantum
+        added to the taker's deficit; the first wide network's first line hands out its
+        oldest item while both their deficits cover its size (taking it from both),
+        else the line's turn is over, or, when it is the wide network's deficit that
+        falls short, the wide network's.
         """
         if not self.waiting:
             return None
         self._refill(now)
         if self.balance <= 0:
             return None
-        lines = self._lines
+        wides = self._wide
         while True:
+            wide_line = next(iter(wides.values()))
+            lines = wide_line.lines
             net, line = next(iter(lines.items()))
             key, entry = next(iter(line.items.items()))
-            if line.deficit >= entry.size:
-                line.deficit -= entry.size
+            size = entry.size
+            if line.deficit < size:
+                _next_turn(lines)
+            elif wide_line.deficit < size:
+                _next_turn(wides)
+            else:
+                line.deficit -= size
+                wide_line.deficit -= size
                 del line.items[key]
                 self.waiting -= 1
                 if not line.items:
-                    self._close(net)
+                    self._close(net, line)
                 return entry
-            lines.move_to_end(net)  # its turn is over; the next line's starts
-            lines[next(iter(lines))].deficit += BANDWIDTH_QUANTUM
 
     def forget(self, entry: Entry) -> None:
         """The store no longer holds ``entry``: it leaves its line (an acked, expired or
@@ -638,21 +717,23 @@ class RelayBandwidth:
         if line is not None and line.items.pop(entry.key, None) is not None:
             self.waiting -= 1
             if not line.items:
-                self._close(entry.origin_net)
+                self._close(entry.origin_net, line)
 
-    def _close(self, net: str) -> None:
-        """Drop a line that emptied; its leftover deficit goes with it (deficit round
-        robin: a network that had nothing waiting saves no turns). If its turn was on,
-        the next line's starts."""
-        lines = self._lines
-        on = next(iter(lines)) == net
-        del lines[net]
-        if on and lines:
-            lines[next(iter(lines))].deficit += BANDWIDTH_QUANTUM
+    def _close(self, net: str, line: _Line) -> None:
+        """Drop a line that emptied, and its wide network's if that emptied too."""
+        del self._lines[net]
+        wide_line = self._wide[line.wide]
+        _leave(wide_line.lines, net)
+        if not wide_line.lines:
+            _leave(self._wide, line.wide)
 
     def networks_waiting(self) -> int:
         """How many networks have items deferred (each has a line)."""
         return len(self._lines)
+
+    def wide_networks_waiting(self) -> int:
+        """How many wide networks have items deferred."""
+        return len(self._wide)
 
     def spend(self, size: int, now: float) -> None:
         self._refill(now)
