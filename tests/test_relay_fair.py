@@ -2,8 +2,9 @@
 Local caps", "Bandwidth").
 
 Items deferred over the cap wait in one line per network of origin and leave by deficit
-round robin. On ``RelayBandwidth`` alone: the turn order, byte fairness, a network's own
-order, lines kept only for what the store holds. On a relay over the wire harness (the
+round robin, between wide networks and then between the networks of one. On
+``RelayBandwidth`` alone: the turn order on both levels, byte fairness, a network's own
+order, lines kept only for what the store holds, the wake time at the highest cap. On a relay over the wire harness (the
 h-red3 scenario): an honest item behind one network's hundreds waits about one turn,
 however many that network queued; the cap still holds over a long span; nothing is
 dropped.
