@@ -4,10 +4,10 @@ Local caps", "Bandwidth").
 Items deferred over the cap wait in one line per network of origin and leave by deficit
 round robin, between wide networks and then between the networks of one. On
 ``RelayBandwidth`` alone: the turn order on both levels, byte fairness, a network's own
-order, lines kept only for what the store holds, the wake time at the highest cap. On a relay over the wire harness (the
-h-red3 scenario): an honest item behind one network's hundreds waits about one turn,
-however many that network queued; the cap still holds over a long span; nothing is
-dropped.
+order, lines kept only for what the store holds, the wake time at the highest cap. On a
+relay over the wire harness (the h-red3 scenario): an honest item behind one network's
+hundreds waits about one turn, however many that network queued; the cap still holds
+over a long span; nothing is dropped.
 """
 
 from __future__ import annotations
@@ -310,9 +310,9 @@ def _honest_wait(hostile_items: int, *, forged: bool = False, networks: int = 1)
 @pytest.mark.parametrize("forged", [False, True], ids=["one-peer", "fresh-keys"])
 def test_an_honest_item_waits_one_turn_however_many_one_network_queued(forged: bool) -> None:
     """The h-red3 finding: an honest item behind one network's queued items waited for
-    all of them (7.3 s in h-red3's run; here 400 items at 8 KiB/s: over a minute).
-    Now about (N + 1) attempts with N = 1 network waiting, plus the debt: the same
-    whether that network queued 40 items or 400."""
+    all of them (7.3 s in h-red3's run; here 400 items at 8 KiB/s, of which one peer's
+    store burst takes 300: 5 to 64 s). Now about (N + 1) attempts with N = 1 network
+    waiting, plus the debt: the same whether that network queued 40 items or 400."""
     few = _honest_wait(40, forged=forged)
     many = _honest_wait(400, forged=forged)
     bound = 3 * ATTEMPT_BYTES / RATE  # the debt, the hostile turn, the honest item
