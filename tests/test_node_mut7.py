@@ -10,7 +10,7 @@ from comm_tui.crypto.identity import Identity
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.admission import CHALLENGE_BYTES
 from comm_tui.protocol.codec import Codec
-from comm_tui.protocol.events import PeerAdded
+from comm_tui.protocol.events import PeerAdded, PeerRemoved
 from comm_tui.protocol.node import (
     DEFERRED_PAIRS_MAX,
     DEFERRED_PER_NETWORK,
@@ -296,6 +296,9 @@ def test_a_newcomer_takes_the_place_of_a_bad_node_in_a_full_bucket() -> None:
     wire.pump(now)
     assert {p.address for p in a.peers()} == {c.address, d.address}
     assert d.identity.key in [e.key for e in wire.of(a, PeerAdded) if isinstance(e, PeerAdded)]
+    # The driver hears that b left, as for any node leaving the table (its saved peers,
+    # the peer count it shows).
+    assert b.identity.key in [e.key for e in wire.of(a, PeerRemoved) if isinstance(e, PeerRemoved)]
     assert a.stats.rejected["internal_error"] == 0
 
 
