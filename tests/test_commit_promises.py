@@ -1,0 +1,292 @@
+"""Promises wait, forwards do not (docs/PROTOCOL.md, "8.2 Local durability").
+
+A write of an item held for others (a relayed message, the ack that replaced one, a
+record: ``Hold.RECEIPTS``) holds back only the Receipts after it: a Receipt is the
+promise "I hold it", on which the sender counts us a holder. The forwarded copies and
+every other datagram leave at once, unless a strict write (``Hold.ALL``: our texts, a
+text received, sessions, peers...) is uncommitted. Such writes commit after
+``relay_window_s``, at once when a strict write joins them or ``max_items`` fill. Pinned
+on a real SQLite file read through a second connection that sees only committed rows;
+through the core (receipts handed out apart, the writes classified); and with real
+services over UDP on 127.0.0.1, including a relay that forwarded a copy and crashed
+before its commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from comm_tui.crypto.identity import Identity
+from comm_tui.net.commit import Datagram, Hold
+from comm_tui.net.service import holds
+from comm_tui.protocol.events import Event, PeerAdded, StoreChanged
+from comm_tui.protocol.node import Node
+from tests.test_group_commit import (
+    FAR_S,
+    GatedExecutor,
+    Harness,
+    committed_meta,
+    datagram,
+    event,
+)
+from tests.test_integration import until
+from tests.wire import T0, Wire
+
+pytestmark = pytest.mark.timeout(60)
+
+RELAY_WINDOW_S = 0.3
+
+
+def relay_write(n: int) -> PeerAdded:
+    """A write of an item held for others, in the harness (it writes a meta row)."""
+    return PeerAdded(bytes([n]), ("127.0.0.1", 1))
+
+
+def receipt(n: int) -> Datagram:
+    return (bytes([100 + n]), ("127.0.0.1", 9))
+
+
+class PromiseHarness(Harness):
+    """The group commit harness, with PeerAdded standing for a write held for others.
+
+    Every datagram is recorded with the meta rows committed when it was handed to the
+    socket, so a test can tell what it waited for.
+    """
+
+    def __init__(self, path: Path, **options: Any) -> None:
+        options.setdefault("relay_window_s", RELAY_WINDOW_S)
+        options.setdefault("lazy_window_s", FAR_S)
+        super().__init__(
+            path,
+            holds=lambda e: Hold.RECEIPTS if isinstance(e, PeerAdded) else Hold.ALL,
+            **options,
+        )
+        self.on_disk: dict[Datagram, set[str]] = {}
+        self.journal._transmit = self.transmit
+
+    def transmit(self, datagrams: list[Datagram]) -> None:
+        if datagrams:
+            seen = committed_meta(self.path)
+            for one in datagrams:
+                self.on_disk[one] = seen
+        self.transmitted.extend(datagrams)
+
+    def apply(self, events: list[Event]) -> list[str]:
+        notices = super().apply(events)
+        for relayed in (e for e in events if isinstance(e, PeerAdded)):
+            self.db.set_meta(f"relay-{relayed.key.hex()}", "v")
+        return notices
+
+
+async def turns(n: int = 5) -> None:
+    """Let the loop run a few turns (callbacks due now, none due later)."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def test_a_forward_leaves_at_once_and_its_receipt_after_the_commit(tmp_path: Path) -> None:
+    disk = GatedExecutor()
+    h = PromiseHarness(tmp_path / "db", relay_window_s=0.0, executor=disk)
+    try:
+        h.journal.add([relay_write(1)], [datagram(1)], [receipt(1)])
+        assert h.transmitted == [datagram(1)], "the forward does not wait for the disk"
+        assert h.on_disk[datagram(1)] == set()
+        await until(lambda: h.journal.committing, "the commit to start")
+        assert receipt(1) not in h.transmitted, "the promise waits for its commit"
+        disk.gate.set()
+        await until(lambda: receipt(1) in h.transmitted, "the receipt")
+        assert "relay-01" in h.on_disk[receipt(1)]
+        assert h.journal.relay_commits == 1 and h.journal.lazy_commits == 0
+    finally:
+        disk.gate.set()
+        h.close()
+        disk.shutdown()
+
+
+async def test_a_strict_write_holds_every_datagram_and_a_relay_write_only_receipts(
+    tmp_path: Path,
+) -> None:
+    disk = GatedExecutor()
+    h = PromiseHarness(tmp_path / "db", relay_window_s=FAR_S, executor=disk)
+    try:
+        h.journal.add([relay_write(1)], [datagram(1)], [receipt(1)])
+        h.journal.add([], [datagram(2)], [receipt(2)])  # a pump with no write
+        assert h.transmitted == [datagram(1), datagram(2)]
+        h.journal.add([event(3)], [datagram(3)], [receipt(3)])  # a strict write
+        h.journal.add([], [datagram(4)], [])
+        assert h.transmitted == [datagram(1), datagram(2)], "all wait for the strict write"
+        await until(lambda: h.journal.committing, "the strict write's commit")
+        # While it commits, a relay write's forward still waits for it: it follows it.
+        h.journal.add([relay_write(5)], [datagram(5)], [receipt(5)])
+        assert datagram(5) not in h.transmitted
+        disk.gate.set()
+        await until(lambda: datagram(5) in h.transmitted, "what waited for the strict write")
+        for n in (3, 4, 5):
+            assert "row-03" in h.on_disk[datagram(n)]
+        assert {receipt(1), receipt(2), receipt(3)} <= set(h.transmitted)
+        # receipt(5) follows relay_write(5), pending in a batch whose window is far.
+        assert receipt(5) not in h.transmitted
+        assert "relay-05" not in committed_meta(h.path)
+    finally:
+        disk.gate.set()
+        h.close()
+        disk.shutdown()
+
+
+async def test_a_relay_write_commits_after_the_relay_window(tmp_path: Path) -> None:
+    h = PromiseHarness(tmp_path / "db", window_s=0.0)
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        h.journal.add([relay_write(1)], [datagram(1)], [receipt(1)])
+        h.journal.add([relay_write(2)], [], [receipt(2)])
+        await turns()
+        assert h.journal.commits == 0, "not at the end of the turn: the window gathers more"
+        await until(lambda: receipt(2) in h.transmitted, "the window's commit")
+        assert loop.time() - started >= RELAY_WINDOW_S
+        assert h.journal.commits == 1 and h.journal.relay_commits == 1
+        assert {"relay-01", "relay-02"} <= h.on_disk[receipt(1)]
+    finally:
+        h.close()
+
+
+async def test_a_strict_write_brings_the_relay_batch_with_it_at_once(tmp_path: Path) -> None:
+    h = PromiseHarness(tmp_path / "db", window_s=0.0, relay_window_s=FAR_S)
+    try:
+        h.journal.add([relay_write(1)], [datagram(1)], [receipt(1)])
+        h.journal.add([event(2)], [datagram(2)], [])
+        await until(lambda: receipt(1) in h.transmitted, "one commit for both", timeout_s=5.0)
+        assert h.journal.commits == 1 and h.journal.relay_commits == 0
+        assert h.on_disk[receipt(1)] >= {"relay-01", "row-02"}
+    finally:
+        h.close()
+
+
+async def test_receipts_a_running_commit_held_wait_for_the_relay_writes_pending(
+    tmp_path: Path,
+) -> None:
+    """Receipts wait for every write before them that is not bookkeeping: those that
+    waited for a running commit go at its return only when nothing pending is such a
+    write; the datagrams go when nothing pending is a strict write."""
+    disk = GatedExecutor()
+    h = PromiseHarness(tmp_path / "db", window_s=0.0, relay_window_s=1.0, executor=disk)
+    try:
+        h.journal.add([event(1)], [], [])
+        await until(lambda: h.journal.committing, "the strict write's commit")
+        h.journal.add([], [datagram(2)], [receipt(2)])  # both wait for the strict write
+        h.journal.add([relay_write(3)], [], [])  # pending behind it
+        disk.gate.set()
+        await until(lambda: datagram(2) in h.transmitted, "the datagram")
+        assert receipt(2) not in h.transmitted, "a relay write is pending: the receipt waits"
+        await until(lambda: receipt(2) in h.transmitted, "the receipt, after the next commit")
+        assert "relay-03" in h.on_disk[receipt(2)]
+    finally:
+        disk.gate.set()
+        h.close()
+        disk.shutdown()
+
+
+async def test_receipts_count_toward_a_full_batch(tmp_path: Path) -> None:
+    h = PromiseHarness(tmp_path / "db", relay_window_s=FAR_S, max_items=4)
+    try:
+        h.journal.add([relay_write(1)], [], [receipt(1)])
+        assert not h.journal.committing
+        h.journal.add([relay_write(2)], [], [receipt(2)])  # 2 events and 2 receipts: full
+        assert h.journal.committing, "a full batch commits at once"
+        await until(lambda: receipt(2) in h.transmitted, "the receipts")
+    finally:
+        h.close()
+
+
+async def test_a_users_command_sends_the_receipts_pending_and_a_failure_drops_them(
+    tmp_path: Path,
+) -> None:
+    h = PromiseHarness(tmp_path / "db", relay_window_s=FAR_S)
+    try:
+        h.journal.add([relay_write(1)], [], [receipt(1)])
+        h.journal.commit_now(lambda: (None, []))
+        assert h.transmitted == [receipt(1)] and "relay-01" in h.on_disk[receipt(1)]
+        h.journal.add([relay_write(2)], [], [receipt(2)])
+        h.journal._fail(OSError("the disk is gone"))
+        h.journal.add([], [datagram(3)], [receipt(3)])
+        assert h.transmitted == [receipt(1)], "nothing after a failure"
+        assert h.journal.pending == 0
+    finally:
+        h.close()
+
+
+# ------------------------------------------------------------------------------ the rule
+
+
+def test_the_rule_classifies_writes_of_items_held_for_others() -> None:
+    item = (b"blob", 2**62)
+    theirs, ours = b"t", b"o"
+    relayed = StoreChanged({theirs: item}, frozenset(), frozenset(), frozenset({theirs}))
+    assert holds(relayed) is Hold.RECEIPTS
+    # With bookkeeping of our own entries and a deletion: still only the receipts.
+    mixed = StoreChanged(
+        {theirs: item, ours: item}, frozenset({b"d"}), frozenset({ours}), frozenset({theirs})
+    )
+    assert holds(mixed) is Hold.RECEIPTS
+    # An entry of ours written anew beside it: everything waits.
+    strict = StoreChanged({theirs: item, ours: item}, frozenset(), frozenset(), frozenset({theirs}))
+    assert holds(strict) is Hold.ALL
+    assert holds(StoreChanged({}, frozenset({theirs}))) is Hold.NOTHING
+
+
+def committed_keys(path: Path) -> set[bytes]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {bytes(row[0]) for row in conn.execute("SELECT key FROM relay_items")}
+    finally:
+        conn.close()
+
+
+# ------------------------------------------------------------------------------ the core
+
+
+def test_the_core_hands_receipts_apart_and_marks_what_it_holds_for_others() -> None:
+    """A relay made with ``receipts_apart`` gives its receipts by ``receipts_to_send``
+    only; the sender counts it a holder on them. A node made without gives none there.
+    The relay's copy is a write for others (``Hold.RECEIPTS``), the sender's own part a
+    strict one."""
+    wire = Wire()
+    sender, recipient = wire.add(1), wire.add(3)
+    relay = wire.attach(
+        Node(Identity.from_seed(bytes([2]) * 32), T0, receipts_apart=True, rng=random.Random(2)),
+        2,
+    )
+    for one in (sender, recipient):  # the sender knows the relay alone
+        wire.connect(one, relay)
+    wire.offline.add(wire.endpoint(recipient))
+    text_id = sender.send_text(recipient.identity.public, "promised once written", T0)
+    to_relay = [data for data, dest in sender.datagrams_to_send() if dest == wire.endpoint(relay)]
+    assert to_relay  # what went elsewhere is lost on the way
+    for data in to_relay:
+        wire.deliver(wire.endpoint(sender), wire.endpoint(relay), data, T0)
+    receipts_before = relay.stats.sent_by_kind["receipt"]
+    events = relay.drain_events()
+    forwards = relay.datagrams_to_send()
+    receipts = relay.receipts_to_send()
+    assert receipts and {dest for _, dest in receipts} == {wire.endpoint(sender)}
+    assert relay.stats.sent_by_kind["receipt"] - receipts_before == len(receipts)
+    assert forwards, "the copy goes on"
+    assert relay.receipts_to_send() == [], "handed out once"
+    copies = [e for e in events if isinstance(e, StoreChanged) and e.put]
+    assert copies and all(holds(e) is Hold.RECEIPTS for e in copies)
+    own = [e for e in sender.drain_events() if isinstance(e, StoreChanged) and e.put]
+    assert own and all(holds(e) is Hold.ALL for e in own)
+
+    assert sender.receipts_to_send() == [], "a node made without hands none out apart"
+    custody = sender.custody(text_id)
+    assert custody is not None and custody.pending[0].holders == 0, "no promise yet"
+    for data, dest in receipts:
+        wire.deliver(wire.endpoint(relay), dest, data, T0)
+    custody = sender.custody(text_id)
+    assert custody is not None and custody.pending[0].holders == 1
