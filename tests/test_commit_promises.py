@@ -24,9 +24,12 @@ import pytest
 
 from comm_tui.crypto.identity import Identity
 from comm_tui.net.commit import Datagram, Hold
-from comm_tui.net.service import holds
+from comm_tui.net.service import NodeService, holds
 from comm_tui.protocol.events import Event, PeerAdded, StoreChanged
 from comm_tui.protocol.node import Node
+from comm_tui.protocol.relay_store import Entry, Kind
+from comm_tui.protocol.routing import Endpoint
+from comm_tui.store.db import Database
 from tests.test_group_commit import (
     FAR_S,
     GatedExecutor,
@@ -35,12 +38,15 @@ from tests.test_group_commit import (
     datagram,
     event,
 )
-from tests.test_integration import until
+from tests.test_integration import FAST, LOOPBACK, Network, Peer, net, until
 from tests.wire import T0, Wire
+
+__all__ = ["net"]  # the fixture, imported for pytest
 
 pytestmark = pytest.mark.timeout(60)
 
 RELAY_WINDOW_S = 0.3
+DELIVERY_S = 30.0
 
 
 def relay_write(n: int) -> PeerAdded:
@@ -240,14 +246,6 @@ def test_the_rule_classifies_writes_of_items_held_for_others() -> None:
     assert holds(StoreChanged({}, frozenset({theirs}))) is Hold.NOTHING
 
 
-def committed_keys(path: Path) -> set[bytes]:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return {bytes(row[0]) for row in conn.execute("SELECT key FROM relay_items")}
-    finally:
-        conn.close()
-
-
 # ------------------------------------------------------------------------------ the core
 
 
@@ -290,3 +288,130 @@ def test_the_core_hands_receipts_apart_and_marks_what_it_holds_for_others() -> N
         wire.deliver(wire.endpoint(relay), dest, data, T0)
     custody = sender.custody(text_id)
     assert custody is not None and custody.pending[0].holders == 1
+
+
+# ------------------------------------------------------------- real services over UDP
+
+
+def committed_keys(path: Path) -> set[bytes]:
+    """The relay-store keys another connection sees: committed ones only."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {bytes(row[0]) for row in conn.execute("SELECT key FROM relay_items")}
+    finally:
+        conn.close()
+
+
+def held_for(peer: Peer, recipient: Peer) -> list[Entry]:
+    """The messages for ``recipient`` in ``peer``'s store (in memory)."""
+    return [
+        e
+        for e in peer.running.node._store
+        if e.kind is Kind.MESSAGE and e.target == recipient.identity.address
+    ]
+
+
+async def crash(peer: Peer) -> None:
+    """Stop ``peer`` as a SIGKILL would: what its group commit holds pending is never
+    written, nothing more is sent. A commit already running is let finish (the disk may
+    have taken it before the kill, or not: either is a crash's outcome)."""
+    service = peer.running
+    for task in service._tasks:
+        task.cancel()
+    journal = service.journal
+    assert journal is not None and service.protocol is not None
+    journal.settle()
+    journal._fail(RuntimeError("killed"))  # drops the pending batch, sends nothing more
+    service.protocol.close()
+    await asyncio.sleep(0)  # the cancelled tasks end
+    assert peer.db is not None
+    peer.db.close()
+    peer.service, peer.db = None, None
+
+
+async def restart_on(peer: Peer, port: int, bootstrap: list[Endpoint]) -> None:
+    """Start ``peer`` again on its profile and its port, as a restarted process would."""
+    peer.db = Database.open(peer.db_path)
+    peer.events = []
+    service = NodeService(
+        peer.identity, peer.db, listen=(LOOPBACK, port), bootstrap=bootstrap, config=FAST
+    )
+    service.subscribe(peer.events.append)
+    await service.start()
+    peer.service = service
+
+
+async def test_relays_that_crash_after_forwarding_before_their_commit_lose_no_text(
+    net: Network,
+) -> None:
+    """Every relay's writes of items held for others wait (a far window). A text for an
+    offline recipient is taken and forwarded by the relays; none of them promises it
+    (every receipt is checked against its file when sent), so the sender counts none as
+    a holder. The relays holding an uncommitted copy are killed: their files lack it. Yet
+    another node counts each of them a holder (it got their forwarded copy). Restarted,
+    the text still reaches the recipient once, and the sender learns it was delivered."""
+    sender, recipient = net.peers["sender"], net.peers["recipient"]
+    relays = [p for p in net.running() if p.name.startswith("relay")]
+    promised: dict[bytes, tuple[Peer, set[bytes]]] = {}
+    violations: list[str] = []
+    for peer in relays:
+        service = peer.running
+        journal, protocol = service.journal, service.protocol
+        assert journal is not None and protocol is not None and protocol.transport is not None
+        journal.settle()
+        journal.relay_window_s = FAR_S
+
+        def receipts_to_send(peer: Peer = peer, take: Any = service.node.receipts_to_send) -> Any:
+            out = take()
+            held = {e.key for e in peer.running.node._store if e.for_others}
+            for data, _ in out:
+                promised[data] = (peer, held)
+            return out
+
+        def sendto(data: bytes, *args: Any, send: Any = protocol.transport.sendto) -> None:
+            if data in promised:
+                peer, held = promised[data]
+                missing = held - committed_keys(peer.db_path)
+                violations.extend(f"{peer.name} promised {key.hex()}" for key in missing)
+            send(data, *args)
+
+        service.node.receipts_to_send = receipts_to_send  # type: ignore[method-assign]
+        protocol.transport.sendto = sendto  # type: ignore[method-assign]
+
+    row = sender.running.send_text(recipient.identity.public, "forwarded, then a crash")
+    await until(
+        lambda: sum(bool(held_for(p, recipient)) for p in relays) >= 2, "copies on two relays"
+    )
+    # What the sender counts as holders has committed its copy; the others have not.
+    (part,) = [e for e in sender.running.node._store if e.own_text_id == row.text_id]
+    unwritten = [
+        p
+        for p in relays
+        if held_for(p, recipient)
+        and not {e.key for e in held_for(p, recipient)} <= committed_keys(p.db_path)
+    ]
+    assert unwritten, "a far window: some relay holds a copy not yet written"
+    assert not {p.identity.address for p in unwritten} & part.holders
+    assert violations == []
+
+    counted = {h for p in relays for e in held_for(p, recipient) for h in e.holders}
+    assert counted & {p.identity.address for p in unwritten}, "their copies went on unwritten"
+    ports = {p.name: p.endpoint[1] for p in unwritten}
+    for peer in unwritten:
+        await crash(peer)
+        assert part.key not in committed_keys(peer.db_path), "killed before its commit"
+    for peer in relays:  # the survivors commit as usual from now on
+        if peer.service is not None and peer.running.journal is not None:
+            peer.running.journal.relay_window_s = 0.0
+            peer.running.journal.commit_now(lambda: (None, []))
+    survivor = next(p for p in relays if p.service is not None)
+    for peer in unwritten:
+        await restart_on(peer, ports[peer.name], [survivor.endpoint])
+
+    await net.start(recipient, [survivor.endpoint])
+    await until(lambda: bool(recipient.received()), "delivery", timeout_s=DELIVERY_S)
+    await until(
+        lambda: sender.state_of(row.text_id) == "delivered", "the ack", timeout_s=DELIVERY_S
+    )
+    assert recipient.received() == ["forwarded, then a crash"]
+    assert violations == []
