@@ -15,13 +15,18 @@ before its commit.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import socket
 import sqlite3
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from comm_tui.cli import FAST_KDF_ENV
 from comm_tui.crypto.identity import Identity
 from comm_tui.net.commit import Datagram, Hold
 from comm_tui.net.service import NodeService, holds
@@ -30,6 +35,9 @@ from comm_tui.protocol.node import Node
 from comm_tui.protocol.relay_store import Entry, Kind
 from comm_tui.protocol.routing import Endpoint
 from comm_tui.store.db import Database
+from comm_tui.store.paths import profile_paths
+from tests.node_procs import Proc
+from tests.test_crash_safety import POLL_INTERVAL_S, Cluster
 from tests.test_group_commit import (
     FAR_S,
     GatedExecutor,
@@ -39,6 +47,7 @@ from tests.test_group_commit import (
     event,
 )
 from tests.test_integration import FAST, LOOPBACK, Network, Peer, net, until
+from tests.test_relay_bookkeeping_restart import _held_messages
 from tests.wire import T0, Wire
 
 __all__ = ["net"]  # the fixture, imported for pytest
@@ -46,6 +55,7 @@ __all__ = ["net"]  # the fixture, imported for pytest
 pytestmark = pytest.mark.timeout(60)
 
 RELAY_WINDOW_S = 0.3
+SEND_WAIT_S = 2
 DELIVERY_S = 30.0
 
 
@@ -415,3 +425,100 @@ async def test_relays_that_crash_after_forwarding_before_their_commit_lose_no_te
     )
     assert recipient.received() == ["forwarded, then a crash"]
     assert violations == []
+
+
+# ------------------------------------------------------------------ a real process killed
+
+# ``comm-tui`` whose relay writes wait an hour for their commit: only a strict write
+# (none comes in this test) or a stop would write them.
+SLOW_RELAY = (
+    sys.executable,
+    "-c",
+    "import sys; from comm_tui.net import commit; commit.COMMIT_RELAY_WINDOW_S = 3600.0;"
+    " from comm_tui.cli import main; raise SystemExit(main(sys.argv[1:]))",
+)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_relay_killed_before_its_commit_promised_nothing_and_the_text_arrives(
+    tmp_path: Path, procs: list[Proc]
+) -> None:
+    """The only relay takes a text for an offline recipient and does not write it yet
+    (its window is an hour), so it sends no receipt. SIGKILLed, its file holds no copy,
+    and the sender's outbox still counts the text as queued: no holder was promised. The
+    relay restarts (as usual now), the sender's node sends the text again from its
+    outbox, and the recipient gets it once."""
+    env = {**os.environ, FAST_KDF_ENV: "1", "PYTHONUNBUFFERED": "1"}
+    cluster = Cluster(tmp_path, env, procs)
+    relay = cluster.start("r", command=SLOW_RELAY)
+    card = cluster.cli("--profile", "rc", "id").stdout.split("card: ")[1].strip()
+    sender = cluster.cli("--profile", "s", "id").stdout.split()[1]
+    # The sender meets the relay first, from the port it sends from later: the relay's
+    # table takes it then (a strict write, which would commit what waits with it).
+    cluster.ports["s"] = free_port()
+    cluster.start("s", [relay])
+    relay_db = profile_paths("r", tmp_path).database
+    deadline = time.monotonic() + DELIVERY_S
+    while time.monotonic() < deadline and not _peers_saved(relay_db):
+        time.sleep(POLL_INTERVAL_S)
+    assert _peers_saved(relay_db), "the relay took the sender in its table"
+    # And it publishes its own record (a strict write) REBOOTSTRAP_INTERVAL_S after start.
+    while time.monotonic() < deadline and not _records_written(relay_db):
+        time.sleep(POLL_INTERVAL_S)
+    assert _records_written(relay_db), "the relay wrote its record"
+    cluster.sigkill("s")
+    text = "taken, not yet written, then a kill"
+    listen = f"127.0.0.1:{cluster.ports['s']}"
+    sent = cluster.cli(
+        "--profile", "s", "send", card, text, "--listen", listen, "--bootstrap", relay,
+        "--wait", str(SEND_WAIT_S),
+    )  # fmt: skip
+    assert sent.returncode == 3, sent.stderr  # the recipient is offline: not delivered
+    cluster.sigkill("r")
+    # The sender counts the relay a holder (the text is sent) only if the relay wrote its
+    # copy before the kill. Mostly it had not (nothing made it commit): nothing promised.
+    held = _held_messages(relay_db)
+    [state] = [i["state"] for i in cluster.history("s", card)]
+    print(f"the relay's file held {held} copies at the kill; the text was {state}")
+    assert state == ("sent" if held else "queued")
+
+    cluster.start("r")
+    cluster.start("s", [relay])
+    cluster.start("rc", [relay])
+    deadline = time.monotonic() + DELIVERY_S
+    received: list[str] = []
+    while time.monotonic() < deadline and not received:
+        received = [i["text"] for i in cluster.history("rc", sender) if i["direction"] == "in"]
+        time.sleep(POLL_INTERVAL_S)
+    assert received == [text]
+
+
+def free_port() -> int:
+    """A UDP port nothing is bound to now, on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _peers_saved(database: Path) -> int:
+    """Peers a profile's node has written, read through a second connection."""
+    conn = sqlite3.connect(database)
+    try:
+        return int(conn.execute("SELECT count(*) FROM peers").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def _records_written(database: Path) -> int:
+    """Records in a profile's relay store, read through a second connection."""
+    conn = sqlite3.connect(database)
+    try:
+        return int(
+            conn.execute(
+                "SELECT count(*) FROM relay_items WHERE substr(key, 1, 1) = ?",
+                (bytes([Kind.RECORD]),),
+            ).fetchone()[0]
+        )
+    finally:
+        conn.close()

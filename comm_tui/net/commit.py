@@ -123,7 +123,7 @@ class GroupCommit(Generic[N]):
         wake: Callable[[], None],
         holds: Callable[[Event], Hold] = lambda event: Hold.ALL,
         window_s: float = COMMIT_WINDOW_S,
-        relay_window_s: float = COMMIT_RELAY_WINDOW_S,
+        relay_window_s: float | None = None,
         lazy_window_s: float = COMMIT_LAZY_WINDOW_S,
         max_items: int = COMMIT_MAX_ITEMS,
         executor: concurrent.futures.Executor | None = None,
@@ -136,7 +136,8 @@ class GroupCommit(Generic[N]):
         self._wake = wake
         self._holds = holds
         self.window_s = window_s
-        self.relay_window_s = relay_window_s
+        # None: the module's value when the node starts (a test's process may set it).
+        self.relay_window_s = COMMIT_RELAY_WINDOW_S if relay_window_s is None else relay_window_s
         self.lazy_window_s = lazy_window_s
         self.max_items = max_items
         self._executor = executor or _writers()
