@@ -610,7 +610,8 @@ class Node:
 
     def datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:
         """Every datagram the node wants sent, as ``(data, (host, port))``, oldest first;
-        they are handed over once (the next call returns only newer ones).
+        they are handed over once (the next call returns only newer ones). A node made
+        with ``receipts_apart`` keeps its Receipts for ``receipts_to_send``.
 
         Call it after every ``receive_datagram``, ``handle_timer`` and command, and send
         them only once the events drained alongside are durable (docs/PROTOCOL.md,
