@@ -7,7 +7,9 @@ from __future__ import annotations
 import re
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,6 +113,49 @@ def test_mapping_opens_the_port_within_5_s_and_is_removed_on_exit(net: Internet)
     assert wait_mapping(home, responder, present=False, timeout_s=2.0)
     assert time.monotonic() - stopping < 2.0 + 1.0
     responder.wait_for_line(rf"^unmapped {DEFAULT_PORT}$", timeout_s=1.0)
+
+
+RELAYS = 4  # public nodes of distinct networks: 3 at least must see Alice where she is (12.1)
+
+
+def _reachability(check: Callable[[dict[str, Any]], bool]) -> Callable[[dict[str, Any]], bool]:
+    """An agent event whose node's reachability passes ``check``."""
+
+    def match(event: dict[str, Any]) -> bool:
+        reach = event.get("reachability")
+        return isinstance(reach, dict) and check(reach)
+
+    return match
+
+
+def test_a_mapped_node_becomes_a_public_relay_once_a_stranger_arrives(net: Internet) -> None:
+    """docs/PROTOCOL.md, "12.2", "Port mappings": a mapping is a candidate until evidence
+    confirms it; then the node is public at the mapped endpoint and leaves client mode
+    (12.4). End to end through a real restricted NAT, the PCP responder's DNAT rule and
+    real processes: Alice's peers of several networks see her at the mapped endpoint (the
+    NAT keeps her port), and a stranger who knows only that endpoint reaches her
+    unsolicited (probes from the hosts she talks to prove nothing: her own datagrams may
+    have opened the way), which confirms it (the sans-IO rules: tests/test_reachability.py)."""
+    home = net.nat_router("home", kind="restricted")
+    alice_host = home.host("alice")
+    start_pmp_responder(home)
+    relays = [net.public_host(f"relay{i}") for i in range(RELAYS)]
+    bootstrap = [relays[0].endpoint()]
+    agents = [relays[0].agent()]
+    agents += [relay.agent(bootstrap=bootstrap) for relay in relays[1:]]
+    alice = alice_host.agent(bootstrap=bootstrap)
+    mapped: list[object] = [home.wan_ip, DEFAULT_PORT]
+    alice.wait_event(
+        _reachability(lambda reach: reach.get("public_endpoint") == mapped), timeout_s=12.0
+    )
+    stranger = net.public_host("stranger").agent(bootstrap=[f"{home.wan_ip}:{DEFAULT_PORT}"])
+    alice.wait_event(_reachability(lambda reach: reach.get("kind") == "public"), timeout_s=8.0)
+    status = alice.status()
+    assert status["reachability"]["public_endpoint"] == mapped, status["reachability"]
+    assert status["client_mode"] is False
+    stranger.wait_peers(1, timeout_s=5.0)
+    for agent in [stranger, alice, *agents]:
+        agent.quit()
 
 
 @pytest.fixture(autouse=True)
