@@ -25,6 +25,7 @@ from comm_tui.protocol.node import (
 )
 from comm_tui.protocol.relay_store import (
     BANDWIDTH_MIN_BURST,
+    BANDWIDTH_WAKE_MARGIN_S,
     QuotaExceeded,
     RelayBandwidth,
     RelayStore,
@@ -91,24 +92,30 @@ def test_origin_shares_rank_networks_by_bytes_held() -> None:
 def test_the_bandwidth_balance_refills_at_its_rate_and_lends_one_relay() -> None:
     budget = RelayBandwidth(1000, NOW)
     assert budget.burst == BANDWIDTH_MIN_BURST  # 2 s of 1,000 B/s is less than 2 datagrams
-    assert budget.defer(NOW, 1000) is None  # open: nothing deferred
+    first, second = (message_entry(n, origin=b"o" * 20, net="n") for n in (1, 2))
+    assert budget.defer(NOW, first) is False  # open: nothing deferred
+    assert budget.wake_at() is None
     budget.spend(int(budget.burst) + 500, NOW)  # one relay may take it into debt
     assert not budget.open(NOW)
-    # Offsets from NOW, not times: pytest.approx of a time of 1.8e9 s tolerates 1,800 s.
-    waits = budget.defer(NOW, 0)  # an empty item waits for the balance only
-    assert waits is not None and waits - NOW == pytest.approx(0.501)  # (1 - balance) / rate
-    assert not budget.open(NOW + 0.5)
     assert budget.sent == int(budget.burst) + 500
-    # Deferred items line up: each waits for the ones before it, at the cap, the first
-    # until the balance is positive again.
+    assert budget.defer(NOW, first) is True
+    assert budget.defer(NOW, second) is True
+    # Offsets from NOW, not times: pytest.approx of a time of 1.8e9 s tolerates 1,800 s.
+    wake = budget.wake_at()
+    # (1 - balance) / rate, and the margin; a time near 1.8e9 is resolved to 0.24 us
+    assert wake is not None
+    assert wake - NOW == pytest.approx(0.501 + BANDWIDTH_WAKE_MARGIN_S, abs=3e-7)
+    assert not budget.open(NOW + 0.5) and budget.take(NOW + 0.5) is None
+    # Once the balance is positive the waiting go, whatever their size: the first may
+    # take it into debt again, and the next waits for that.
     later = NOW + 0.502
-    assert budget.open(later)
+    assert budget.take(later) is first
     budget.spend(1000, later)  # the balance was 2 bytes: now 998 in debt
-    first = budget.defer(later, 1000)
-    second = budget.defer(later, 1000)
-    assert first is not None and second is not None
-    assert first - later == pytest.approx(0.999)
-    assert second - first == pytest.approx(1.0)
+    assert budget.take(later) is None
+    wake = budget.wake_at()
+    assert wake is not None
+    assert wake - later == pytest.approx(0.999 + BANDWIDTH_WAKE_MARGIN_S, abs=3e-7)
+    assert budget.take(wake) is second and budget.wake_at() is None
 
 
 # ---------------------------------------------------------------- the node, on the wire

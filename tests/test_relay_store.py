@@ -13,6 +13,7 @@ from comm_tui.crypto.identity import Identity, address_of
 from comm_tui.crypto.seal import message_id
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.relay_store import (
+    BANDWIDTH_WAKE_MARGIN_S,
     ENTRY_OVERHEAD_BYTES,
     UNVALIDATED_ORIGIN,
     Entry,
@@ -442,8 +443,13 @@ def test_removing_one_ack_back_to_an_address_keeps_the_others() -> None:
 
 def test_a_relay_bandwidth_balance_spent_to_exactly_zero_defers() -> None:
     """docs/PROTOCOL.md, "8.1 Local caps": an item for others goes while the balance is
-    positive; at exactly zero it waits (1 byte's time at the cap, behind none)."""
+    positive; at exactly zero it waits (1 byte's time at the cap, behind none), then goes."""
     budget = RelayBandwidth(1000, NOW)
     budget.spend(int(budget.burst), NOW)
     assert budget.balance == 0 and not budget.open(NOW)
-    assert budget.defer(NOW, 100) == pytest.approx(NOW + 1 / 1000)
+    entry = message_entry(1, origin=b"o" * 20, net="n")
+    assert budget.defer(NOW, entry) is True
+    wake = budget.wake_at()
+    assert wake is not None
+    assert wake - NOW == pytest.approx(1 / 1000 + BANDWIDTH_WAKE_MARGIN_S, abs=3e-7)
+    assert budget.take(NOW) is None and budget.take(wake) is entry

@@ -424,6 +424,7 @@ class Node:
         self._table = RoutingTable(
             self.address, k=self.config.k, ip_prefix_limit=self.config.ip_prefix_limit
         )
+        self._relay_bandwidth = RelayBandwidth(self.config.relay_bandwidth_bytes_s, now)
         self._store = RelayStore(
             self.address,
             total_bytes=self.config.store_total_bytes,
@@ -432,8 +433,8 @@ class Node:
             max_items=self.config.store_max_items,
             # The skew _check_expiry allows on top: a cap of the TTL refuses nothing.
             max_life_s=self.config.store_max_days * DAY_S + MAX_CLOCK_SKEW_S,
+            on_remove=self._relay_bandwidth.forget,
         )
-        self._relay_bandwidth = RelayBandwidth(self.config.relay_bandwidth_bytes_s, now)
         self._stats = NodeStats()
         self._reassembler = Reassembler()
         self.bootstrap_endpoints: list[Endpoint] = []
@@ -668,6 +669,9 @@ class Node:
             timer = self._next_rebootstrap
         if self._schedule and self._schedule[0][0] < timer:
             timer = self._schedule[0][0]
+        due = self._relay_bandwidth.wake_at()
+        if due is not None and due < timer:
+            timer = due
         if self._queries:
             due = next(iter(self._queries.values())).deadline
             if due < timer:
@@ -880,6 +884,11 @@ class Node:
                 continue
             if entry.attempts < self.config.max_relay_attempts or entry.own_text_id:
                 self._relay(entry, now)
+        # Items deferred over the relay bandwidth cap, in their networks' turns
+        # (docs/PROTOCOL.md, "8.1 Local caps"), while the balance lasts.
+        while (waited := self._relay_bandwidth.take(now)) is not None:
+            if not waited.settled:
+                self._relay(waited, now, granted=True)
         self._now = now
         if now - self._armed_for > SLEEP_GAP_S and len(self._table):
             # We were asleep (a closed laptop, a stopped process): the network moved
@@ -1884,22 +1893,22 @@ class Node:
 
     # ------------------------------------------------------------------ relaying
 
-    def _relay(self, entry: Entry, now: float, *, stem: bool = False) -> None:
+    def _relay(
+        self, entry: Entry, now: float, *, stem: bool = False, granted: bool = False
+    ) -> None:
         """Send an item to the nodes that should hold it next, and schedule the retry.
 
         ``stem``: forward it in the stem instead. Every attempt at our own texts is
         (docs/PROTOCOL.md, "7.2"): retries sent by the sender straight to the recipient's
         neighbourhood would single it out there whenever the recipient is offline.
+        ``granted``: an item for others the relay bandwidth hands back in its turn.
         """
-        if entry.for_others:
-            deferred_to = self._relay_bandwidth.defer(now, entry.size)
-            if deferred_to is not None:
-                # Over the relay bandwidth cap (docs/PROTOCOL.md, "8.1 Local caps"): the
-                # whole attempt waits for the balance, and costs no attempt of the item's
-                # budget.
-                self._stats.relay_deferred += 1
-                self._reschedule(entry, deferred_to)
-                return
+        if entry.for_others and not granted and self._relay_bandwidth.defer(now, entry):
+            # Over the relay bandwidth cap, or others' items wait (docs/PROTOCOL.md, "8.1
+            # Local caps"): the whole attempt waits in its network's line, and costs no
+            # attempt of the item's budget; handle_timer relays it in its turn.
+            self._stats.relay_deferred += 1
+            return
         stem = stem or (entry.stem and bool(entry.own_text_id))
         punched = entry.own_text_id and self._punch.hop(entry.target) is not None
         stem_peer = self._stem_peer(entry) if stem else None

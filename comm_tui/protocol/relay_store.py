@@ -29,9 +29,11 @@ event; the adapter persists them so a restarted relay still holds what it took.
 from __future__ import annotations
 
 import enum
-from collections import defaultdict
-from collections.abc import Iterator, Mapping
+import ipaddress
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from google.protobuf.message import DecodeError
 
@@ -40,6 +42,7 @@ from comm_tui.crypto.identity import ADDRESS_BYTES, address_of
 from comm_tui.crypto.records import record_problem
 from comm_tui.crypto.seal import message_id
 from comm_tui.protocol import wire_pb2 as pb
+from comm_tui.protocol.admission import wide_network
 
 STORE_TOTAL_BYTES = 64 * 1024 * 1024
 STORE_MAX_ITEMS = 50_000
@@ -253,7 +256,11 @@ class RelayStore:
         per_net_share: float = STORE_PER_NET_SHARE,
         max_items: int = STORE_MAX_ITEMS,
         max_life_s: float | None = STORE_MAX_LIFE_S,
+        on_remove: Callable[[Entry], None] | None = None,
     ) -> None:
+        # Told of every entry removed (acked, expired, evicted, replaced): the relay
+        # bandwidth's lines hold deferred entries only while the store does.
+        self._on_remove = on_remove
         self._own_int = int.from_bytes(own_address, "big")
         self.total_limit = total_bytes
         self.items_limit = max_items
@@ -445,6 +452,8 @@ class RelayStore:
             self.others_items -= 1
         self.dirty.discard(key)
         self.deleted.add(key)
+        if self._on_remove is not None:
+            self._on_remove(entry)
 
     def origin_shares(self, limit: int) -> list[tuple[str, int]]:
         """The ``limit`` networks of origin holding the most bytes, most first."""
@@ -509,6 +518,85 @@ class StorePut(Mapping[bytes, tuple[bytes, int]]):
 BANDWIDTH_MIN_BURST = 2 * 1200
 # Seconds of the cap that may go out at once after a quiet spell.
 BANDWIDTH_BURST_S = 2.0
+# Deficit round robin's quantum: the item bytes (``Entry.size``) a network's line may
+# send per turn, on top of what it carried over. At least the largest item (a datagram
+# and the bookkeeping), so every turn sends at least one item
+# (docs/PROTOCOL.md, "8.1 Local caps").
+BANDWIDTH_QUANTUM = 1200 + ENTRY_OVERHEAD_BYTES
+# Seconds past the moment the balance turns positive that ``wake_at`` names: more than
+# the rounding of a Unix time (0.24 us near 2e9), so the balance is positive then.
+BANDWIDTH_WAKE_MARGIN_S = 1e-6
+
+
+class _Turns:
+    """What deficit round robin keeps of one taker of turns: its deficit, the item bytes
+    its turns have given it and it has not yet spent."""
+
+    __slots__ = ("deficit",)
+
+    def __init__(self) -> None:
+        self.deficit = 0
+
+
+class _Line(_Turns):
+    """One network of origin's deferred items, oldest first."""
+
+    __slots__ = ("items", "wide")
+
+    def __init__(self, wide: str) -> None:
+        super().__init__()
+        self.wide = wide
+        self.items: OrderedDict[bytes, Entry] = OrderedDict()
+
+
+class _WideLine(_Turns):
+    """One wide network's lines (one per network of origin in it), in turn order."""
+
+    __slots__ = ("lines",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: OrderedDict[str, _Line] = OrderedDict()
+
+
+_T = TypeVar("_T", bound=_Turns)
+
+
+def _next_turn(turns: OrderedDict[str, _T]) -> None:
+    """The first taker's turn is over: it goes last, and the next one's turn starts with
+    the quantum added to its deficit."""
+    turns.move_to_end(next(iter(turns)))
+    turns[next(iter(turns))].deficit += BANDWIDTH_QUANTUM
+
+
+def _join(turns: OrderedDict[str, _T], name: str, taker: _T) -> None:
+    """A new taker of turns goes last; alone, its turn starts now."""
+    if not turns:
+        taker.deficit = BANDWIDTH_QUANTUM
+    turns[name] = taker
+
+
+def _leave(turns: OrderedDict[str, _T], name: str) -> None:
+    """A taker with nothing left waiting leaves, with its deficit (deficit round robin:
+    it saves no turns while nothing of it waits); if its turn was on, the next one's
+    starts."""
+    on = next(iter(turns)) == name
+    del turns[name]
+    if on and turns:
+        turns[next(iter(turns))].deficit += BANDWIDTH_QUANTUM
+
+
+def wide_network_of(net: str) -> str:
+    """The wide network (docs/PROTOCOL.md, "5.2": an IPv4 /16, an IPv6 /32) holding a
+    network of origin as ``Entry.origin_net`` names it ("198.51.100.0/24"). A name that
+    is no IP network (``unvalidated``, a loopback host:port, a host name) is its own."""
+    if "/" not in net:
+        return net
+    try:
+        network = ipaddress.ip_network(net)
+    except ValueError:
+        return net
+    return wide_network((str(network.network_address), 0))
 
 
 class RelayBandwidth:
@@ -519,7 +607,19 @@ class RelayBandwidth:
     relay of one item goes out whole (to all its hops) while the balance is positive and
     may take it into debt; the next waits until the debt is paid, so over any long span
     no more than ``rate`` bytes a second go out. What cannot go is deferred, never
-    dropped: the item is retried when the balance is positive again.
+    dropped, in a line per network of origin (``Entry.origin_net``, what the store's
+    quotas charge: the /24 or /48 the item came from, never a field of the item). When
+    the balance is positive again the lines take turns by deficit round robin (Shreedhar
+    and Varghese, 1995) on two levels: the wide networks (/16, /32) take turns, and in
+    a wide network's turn its networks take theirs. One network that queued thousands of
+    items delays another's item by about one turn, not by all it queued (the single line
+    this replaces let one network deafen everyone else at a relay for as long as it kept
+    the line full), and the holder of a /32's 65,536 /48s gets the turns of one wide
+    network, not of 65,536 networks.
+
+    The lines hold only items waiting, each once, and only while the store holds it
+    (the store calls ``forget`` on removal): at most the items held for others, so the
+    networks and wide networks with a line are bounded by the store's caps.
     """
 
     def __init__(self, rate_bytes_s: int, now: float) -> None:
@@ -528,7 +628,12 @@ class RelayBandwidth:
         self.balance = self.burst
         self.updated = now
         self.sent = 0  # bytes sent for others in all, for the dashboard
-        self._tail = now  # when the last deferred item is due to try again
+        # Wide network -> its lines, in turn order: the first one's turn is on, and it
+        # has had its quantum for this turn (so has the first line of each). Every wide
+        # line holds at least one line, every line at least one item.
+        self._wide: OrderedDict[str, _WideLine] = OrderedDict()
+        self._lines: dict[str, _Line] = {}  # network -> its line (in its wide line)
+        self.waiting = 0  # items in all lines
 
     def _refill(self, now: float) -> None:
         # No min()/max() calls: every item for others refills once.
@@ -543,19 +648,99 @@ class RelayBandwidth:
         self._refill(now)
         return self.balance > 0
 
-    def defer(self, now: float, size: int) -> float | None:
-        """None if an item for others of ``size`` bytes may go out now; otherwise when it
-        should try again: in line behind those deferred before it, each taking the time
-        its size needs at the cap, so deferred items wake one after another instead of
-        all at once whenever the balance turns positive (which would cost a pass over all
-        of them every time). One refill answers both questions (the relay path asks them
-        for every item it takes)."""
+    def defer(self, now: float, entry: Entry) -> bool:
+        """False if a relay attempt of ``entry`` (an item for others) may start now: the
+        balance is positive and no item waits. Otherwise it waits at the end of its
+        network's line (once, however often it is asked) and ``take`` hands it back
+        in its turn. One refill and two plain tests in the common case: the relay path
+        asks for every item it takes."""
         self._refill(now)
-        if self.balance > 0:
+        if self.balance > 0 and not self.waiting:
+            return False
+        net = entry.origin_net
+        line = self._lines.get(net)
+        if line is None:
+            wide = wide_network_of(net)
+            line = self._lines[net] = _Line(wide)
+            wide_line = self._wide.get(wide)
+            if wide_line is None:
+                wide_line = _WideLine()
+                _join(self._wide, wide, wide_line)
+            _join(wide_line.lines, net, line)
+        if entry.key not in line.items:
+            line.items[entry.key] = entry
+            self.waiting += 1
+        return True
+
+    def wake_at(self) -> float | None:
+        """When ``take`` will next hand out an item: None while no item waits, else when
+        the balance is a byte above zero, and ``BANDWIDTH_WAKE_MARGIN_S`` later: Unix
+        times near 2e9 are resolved to 0.24 us only, and at a high cap (up to 10 GiB/s)
+        a wake rounded down found the balance still spent, so a driver that keeps its
+        clock at the timer asked again at the same instant without end."""
+        if not self.waiting:
             return None
-        start = max(now + (1.0 - self.balance) / self.rate, self._tail)
-        self._tail = start + size / self.rate
-        return start
+        return self.updated + ((1.0 - self.balance) / self.rate + BANDWIDTH_WAKE_MARGIN_S)
+
+    def take(self, now: float) -> Entry | None:
+        """The next deferred item whose relay attempt may start now, in fair turn, or
+        None (the balance is spent, or nothing waits). A turn starts with the quantum
+        added to the taker's deficit; the first wide network's first line hands out its
+        oldest item while both their deficits cover its size (taking it from both),
+        else the line's turn is over, or, when it is the wide network's deficit that
+        falls short, the wide network's.
+        """
+        if not self.waiting:
+            return None
+        self._refill(now)
+        if self.balance <= 0:
+            return None
+        wides = self._wide
+        while True:
+            wide_line = next(iter(wides.values()))
+            lines = wide_line.lines
+            net, line = next(iter(lines.items()))
+            key, entry = next(iter(line.items.items()))
+            size = entry.size
+            if line.deficit < size:
+                _next_turn(lines)
+            elif wide_line.deficit < size:
+                _next_turn(wides)
+            else:
+                line.deficit -= size
+                wide_line.deficit -= size
+                del line.items[key]
+                self.waiting -= 1
+                if not line.items:
+                    self._close(net, line)
+                return entry
+
+    def forget(self, entry: Entry) -> None:
+        """The store no longer holds ``entry``: it leaves its line (an acked, expired or
+        evicted item is not sent, and its key is not kept)."""
+        if not self.waiting:
+            return
+        line = self._lines.get(entry.origin_net)
+        if line is not None and line.items.pop(entry.key, None) is not None:
+            self.waiting -= 1
+            if not line.items:
+                self._close(entry.origin_net, line)
+
+    def _close(self, net: str, line: _Line) -> None:
+        """Drop a line that emptied, and its wide network's if that emptied too."""
+        del self._lines[net]
+        wide_line = self._wide[line.wide]
+        _leave(wide_line.lines, net)
+        if not wide_line.lines:
+            _leave(self._wide, line.wide)
+
+    def networks_waiting(self) -> int:
+        """How many networks have items deferred (each has a line)."""
+        return len(self._lines)
+
+    def wide_networks_waiting(self) -> int:
+        """How many wide networks have items deferred."""
+        return len(self._wide)
 
     def spend(self, size: int, now: float) -> None:
         self._refill(now)
