@@ -1188,8 +1188,7 @@ class Node:
         if sender.address in self._table:
             self._codec.pin(sender.key)
         if observation.evicted is not None:
-            self._proven = None
-            self._codec.unpin(observation.evicted.key, now)
+            self._peer_removed(observation.evicted.key, now)
         if observation.added:
             self._stats.peers_added += 1
             self._events.append(PeerAdded(sender.key, addr))
