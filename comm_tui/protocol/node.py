@@ -411,7 +411,12 @@ class Node:
         *,
         config: NodeConfig | None = None,
         rng: random.Random | None = None,
+        receipts_apart: bool = False,
     ) -> None:
+        """``receipts_apart``: hand out Receipts by ``receipts_to_send`` only, not with the
+        other datagrams: a driver with a disk sends them later, once every write before
+        them is durable, and the rest sooner (docs/PROTOCOL.md, "8.2 Local durability").
+        """
         self.identity = identity
         self.address = identity.address
         self._address_int = int.from_bytes(self.address, "big")
@@ -447,6 +452,8 @@ class Node:
         self.bootstrap_endpoints: list[Endpoint] = []
         self.joined = False
         self._outbox: list[tuple[bytes, Endpoint]] = []
+        # Receipts made since the last receipts_to_send; None: they go in _outbox.
+        self._receipts_out: list[tuple[bytes, Endpoint]] | None = [] if receipts_apart else None
         # Receipts owed, by (peer key, endpoint), in the order each pair was first owed
         # one (so the first holds the earliest deadline): ids in the order their items
         # came, with their bytes as a Receipt counts them. And the earliest deadline
@@ -619,7 +626,8 @@ class Node:
 
     def datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:
         """Every datagram the node wants sent, as ``(data, (host, port))``, oldest first;
-        they are handed over once (the next call returns only newer ones).
+        they are handed over once (the next call returns only newer ones). A node made
+        with ``receipts_apart`` keeps its Receipts for ``receipts_to_send``.
 
         Call it after every ``receive_datagram``, ``handle_timer`` and command, and send
         them only once the events drained alongside are durable (docs/PROTOCOL.md,
@@ -627,6 +635,22 @@ class Node:
         what it vouches for is on disk.
         """
         out, self._outbox = self._outbox, []
+        return out
+
+    def receipts_to_send(self) -> list[tuple[bytes, Endpoint]]:
+        """The Receipts a node made with ``receipts_apart`` holds out of
+        ``datagrams_to_send``, oldest first, handed over once (empty for any other node).
+
+        Call it after ``datagrams_to_send``: the Receipts made since (those due at a
+        ``handle_timer``, a full one at once, docs/PROTOCOL.md, "4. Frames").
+        A Receipt is our promise "I hold it": send it only once every write drained
+        before it is durable. The other datagrams depend on fewer writes: a forwarded
+        copy promises nothing about our disk (docs/PROTOCOL.md, "8.2 Local durability").
+        """
+        out = self._receipts_out
+        if not out:
+            return []
+        self._receipts_out = []
         return out
 
     def next_event(self) -> Event | None:
@@ -2538,7 +2562,7 @@ class Node:
         # that is sent our replies knows our key already, and counting replies would let
         # a peer flush the memory by making us answer.
         remember = body in _REMEMBERED_FOR_COOKIES and not self._established(key)
-        self._emit(data, endpoint, now, remember=remember)
+        self._emit(data, endpoint, now, remember=remember, receipt=body == "receipt")
         return True
 
     def _cookie_for(self, endpoint: Endpoint, now: float) -> bytes:
@@ -2548,8 +2572,17 @@ class Node:
             return b""
         return cookie[0]
 
-    def _emit(self, data: bytes, endpoint: Endpoint, now: float, *, remember: bool = True) -> None:
-        """Queue a datagram; ``remember`` it (bounded) so a cookie reply can name it.
+    def _emit(
+        self,
+        data: bytes,
+        endpoint: Endpoint,
+        now: float,
+        *,
+        remember: bool = True,
+        receipt: bool = False,
+    ) -> None:
+        """Queue a datagram (a ``receipt`` apart, ``receipts_to_send``); ``remember`` it
+        (bounded) so a cookie reply can name it.
 
         Every destination is noted (by what a NAT filters on), so a dial-back probe from
         it later proves nothing (docs/PROTOCOL.md, "12.2").
@@ -2561,7 +2594,10 @@ class Node:
                 self._sent.popitem(last=False)
         self._stats.datagrams_out += 1
         self._stats.bytes_out += len(data)
-        self._outbox.append((data, endpoint))
+        if receipt and self._receipts_out is not None:
+            self._receipts_out.append((data, endpoint))
+        else:
+            self._outbox.append((data, endpoint))
 
     def _flush_received(self) -> None:
         """``_flush_store`` for the datagrams received since the last drain, at the drain
@@ -2580,7 +2616,7 @@ class Node:
         if store.dirty or store.deleted:
             bookkeeping = store.take_bookkeeping()
             put, deleted = store.take_changes()
-            self._events.append(StoreChanged(put, deleted, bookkeeping))
+            self._events.append(StoreChanged(put, deleted, bookkeeping, put.for_others()))
         if self._sessions.changed or self._prekeys.dirty:
             changed = self._sessions.take_changes()
             prekeys = self._prekeys.serialize() if self._prekeys.dirty else None
