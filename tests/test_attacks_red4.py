@@ -16,7 +16,9 @@ import random
 
 import pytest
 
+from comm_tui.crypto.ack import sign_ack
 from comm_tui.crypto.identity import Identity
+from comm_tui.crypto.seal import message_id
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import Codec
 from comm_tui.protocol.node import Node
@@ -120,29 +122,39 @@ def test_a_first_contact_relays_item_does_not_wait_behind_every_forged_item() ->
 # ------------------------------------------------- 2. sends outside a relay attempt
 
 
-def _fetch_flood_wait(fetching: bool) -> tuple[float, int]:
-    """A relay at 8 KiB/s holds 100 items for the attacker's second key F (handed by a
-    peer of its table; F never receipts them, so each may be pushed again once its
-    receipt wait ends) and 20 of another network, waiting in their lines. At T0 + 1 an
-    honest peer hands one item. ``fetching``: F sends a Fetch every 10 ms, each handled
-    before the relay's due timer at that instant, as asyncio runs the datagrams read in
-    an iteration before a timer due in it (``net/udp.py``, ``NodeProtocol.pump``).
-    Returns the honest item's wait and the bytes the relay sent F."""
+def _asking_fast_wait(asking: str | None) -> tuple[float, int]:
+    """A relay at 8 KiB/s holds items of two networks waiting in their lines. At T0 + 1
+    an honest peer hands one item. ``asking``: an attacker sends the relay a request every
+    10 ms, each handled before the relay's due timer at that instant, as asyncio runs the
+    datagrams read in an iteration before a timer due in it (``net/udp.py``,
+    ``NodeProtocol.pump``): ``"fetch"``, a Fetch from its key F, for whom the relay holds
+    100 items (handed by a peer of its table; F never receipts them, so each may be
+    pushed again once its receipt wait ends); ``"copy"``, a copy of a message of its
+    own whose ack (signed by its key F, the recipient) replaced it at the relay, each
+    answered with the ack. Returns the honest item's wait and the bytes the relay sent
+    the attacker's endpoint."""
     wire, relay, peers = _relay_with_peers()
-    fetcher = wire.add(60)
-    fetcher_at = wire.endpoint(fetcher)
+    asker = wire.add(60)
+    asker_at = wire.endpoint(asker)
     expires = _hour_after(T0, 24)
     for _ in range(100):
-        _give(relay, peers[0], wire.endpoint(peers[0]), _message_for(fetcher.address, expires), T0)
+        _give(relay, peers[0], wire.endpoint(peers[0]), _message_for(asker.address, expires), T0)
+    copy = _message_for(asker.address, expires)
+    _give(relay, asker, asker_at, copy, T0)
+    wire.pump(T0)
+    sealed = copy.message.sealed
+    ack = sign_ack(asker.identity, message_id(asker.address, expires, sealed), expires)
+    _give(relay, asker, asker_at, pb.Frame(ack=ack), T0)
     wire.pump(T0)
     _flood(wire, relay, 20, by=[(peers[1]._codec, wire.endpoint(peers[1]))])
-    to_fetcher = 0
+    request = pb.Frame(fetch=pb.Fetch()) if asking == "fetch" else copy
+    to_asker = 0
     deliver = wire.deliver
 
     def counted(source: Endpoint, dest: Endpoint, data: bytes, now: float) -> None:
-        nonlocal to_fetcher
-        if source == wire.endpoint(relay) and dest == fetcher_at:
-            to_fetcher += len(data)
+        nonlocal to_asker
+        if source == wire.endpoint(relay) and dest == asker_at:
+            to_asker += len(data)
         deliver(source, dest, data, now)
 
     wire.deliver = counted  # type: ignore[method-assign]
@@ -151,8 +163,8 @@ def _fetch_flood_wait(fetching: bool) -> tuple[float, int]:
     def step() -> None:
         nonlocal now
         now = round(now + STEP_S, 2)
-        if fetching:
-            _give(relay, fetcher, fetcher_at, pb.Frame(fetch=pb.Fetch()), now)
+        if asking is not None:
+            _give(relay, asker, asker_at, request, now)
         wire.tick(now)
 
     while now < T0 + 1:
@@ -163,28 +175,32 @@ def _fetch_flood_wait(fetching: bool) -> tuple[float, int]:
     wire.pump(now)
     (entry,) = [e for e in relay._store if e.target == recipient]
     assert entry.attempts == 0 and relay._relay_bandwidth.waiting > 0
+    if asking == "copy":
+        assert relay.stats.acks_answered > 0  # the attack's request is answered
     arrived = now
     while entry.attempts == 0 and now < arrived + 4 * ONE_TURN_BOUND_S:
         step()
-    return now - arrived, to_fetcher
+    return now - arrived, to_asker
 
 
-def test_a_peer_fetching_fast_does_not_pass_the_items_waiting_in_line() -> None:
+@pytest.mark.parametrize("asking", ["fetch", "copy"])
+def test_a_peer_asking_fast_does_not_pass_the_items_waiting_in_line(asking: str) -> None:
     """h-red4 finding 2 (high), fixed in ``RelayBandwidth.open``: a push on Fetch or
     Attach, an ack answering a copy and a newer record handed back went whenever the
     balance was positive, ahead of every line. A peer asking faster than the balance
-    refills took every such moment (datagrams run before a due timer): 100 Fetches a
-    second (8 KB/s of requests) made an honest item wait 27.4 s instead of 0.9 s (here:
-    past the test's 14 s limit, 134,829 bytes pushed to the fetcher meanwhile, against
-    0.48 s and 4,472 bytes now), the relay's whole cap going to pushes to the fetcher; at
-    the default cap, ~230 Fetches a second starve every line for as long as they come.
-    Now such sends wait while any item waits (they go at the item's next retry or the
-    peer's next Fetch)."""
-    calm, _ = _fetch_flood_wait(fetching=False)
-    flooded, pushed = _fetch_flood_wait(fetching=True)
+    refills took every such moment (datagrams run before a due timer). 100 Fetches a
+    second (8 KB/s of requests) made an honest item wait 27.4 s instead of 0.9 s in a
+    longer run, the relay's whole cap going to pushes to the fetcher; here the honest
+    item still waited at the test's 14 s limit, with 133,882 bytes pushed to the fetcher
+    meanwhile (100 copies a second of an acknowledged message: 191,832 bytes of acks),
+    against about 1 s and under 5 KB now. At the default cap, ~230 Fetches a second
+    starve every line for as long as they come. Now such sends wait while any item
+    waits (they go at the item's next retry or the peer's next Fetch)."""
+    calm, _ = _asking_fast_wait(None)
+    flooded, answered = _asking_fast_wait(asking)
     assert calm <= ONE_TURN_BOUND_S
     assert flooded <= ONE_TURN_BOUND_S
-    assert pushed < RATE  # the fetcher got less than a second of the cap in pushes
+    assert answered < RATE  # the attacker got less than a second of the cap
 
 
 def test_a_single_send_outside_a_relay_attempt_waits_while_items_wait() -> None:
