@@ -21,10 +21,11 @@ at ``--rate`` texts per second. It reports:
 - datagrams per message: message, ack and receipt datagrams sent during the phase,
   divided by the texts sent (``all_datagrams_per_message`` counts every kind).
 - with ``--store sqlite``, the group commits of the phase (``comm_tui/net/commit.py``),
-  how many of them held bookkeeping alone (``lazy_commits``), and the events each wrote
-  on average; with ``--count-statements`` also the SQL statements the
-  nodes ran, per relayed message and by kind (a trace callback on every connection: it costs CPU, so
-  read the CPU figures from runs without it), and the pages each commit wrote
+  how many of them held bookkeeping alone (``lazy_commits``) or no strict write, only
+  items held for others (``relay_commits``), and the events each wrote on average;
+  with ``--count-statements`` also the SQL statements the nodes ran, per relayed
+  message and by kind (a trace callback on every connection: it costs CPU, so read the
+  CPU figures from runs without it), and the pages each commit wrote
   (``wal_frames_per_commit``: every write-ahead log is emptied before the phase and
   measured after it).
 
@@ -113,6 +114,7 @@ COUNTERS_NOT_DATAGRAMS = (
     "messages_relayed",
     "commits",
     "lazy_commits",
+    "relay_commits",
     "committed_events",
     "wal_frames",
     "gc_full",
@@ -144,6 +146,9 @@ class Plan:
     freeze_heap: bool = True
     # Count the SQL statements of the phase (StatementCount).
     count_statements: bool = False
+    # The group commit's window for writes of items held for others (None: the default,
+    # ``COMMIT_RELAY_WINDOW_S``), to measure the choice.
+    relay_window_s: float | None = None
 
     def seeds(self) -> list[bytes]:
         rng = random.Random(self.seed)
@@ -286,6 +291,8 @@ class Shard:
                 service.subscribe(host.on_service_event)
                 endpoints.append(await service.start())
                 host.protocol = service.protocol
+                if self.plan.relay_window_s is not None and service.journal is not None:
+                    service.journal.relay_window_s = self.plan.relay_window_s
             else:
                 host = Host(index, Node(identity, now, config=self.config))
                 host.protocol, bound = await open_udp(host.node, (LOOPBACK, 0), host.on_core_events)
@@ -343,6 +350,7 @@ class Shard:
             if host.service is not None and host.service.journal is not None:
                 total["commits"] += host.service.journal.commits
                 total["lazy_commits"] += host.service.journal.lazy_commits
+                total["relay_commits"] += host.service.journal.relay_commits
                 total["committed_events"] += host.service.journal.committed_events
         if self.statements is not None:
             total.update(self.statements.snapshot())
@@ -636,6 +644,7 @@ async def run(plan: Plan) -> dict[str, Any]:
         "all_datagrams_per_message": round(counters["datagrams_out"] / texts, 2),
         "group_commits": counters["commits"],
         "lazy_commits": counters["lazy_commits"],
+        "relay_commits": counters["relay_commits"],
         "events_per_commit": round(counters["committed_events"] / counters["commits"], 2)
         if counters["commits"]
         else None,
@@ -690,6 +699,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="count the SQL statements of the phase by kind (sqlite; costs CPU)",
     )
+    parser.add_argument(
+        "--relay-window",
+        type=float,
+        default=None,
+        help="the group commit's window for items held for others, s (sqlite)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
         "--allow-small", action="store_true", help=argparse.SUPPRESS
@@ -710,6 +725,7 @@ def main(argv: list[str] | None = None) -> int:
         wait_quiet=not args.send_at_once,
         freeze_heap=not args.no_freeze,
         count_statements=args.count_statements,
+        relay_window_s=args.relay_window,
     )
     figures = asyncio.run(run(plan))
     if args.json:

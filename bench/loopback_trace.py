@@ -145,10 +145,13 @@ class Trace:
         # writer thread; set before the hand-off, which may start it at once.
         running: list[list[float]] = [[0.0] * 5]
 
-        def traced_add(events: list[Event], datagrams: list[Any]) -> None:
-            now, urgent = time.time(), journal._urgent
-            add(events, datagrams)
-            if journal._urgent and not urgent:  # the batch's first write datagrams wait for
+        def traced_add(
+            events: list[Event], datagrams: list[Any], receipts: list[Any] | None = None
+        ) -> None:
+            now, waited = time.time(), journal._urgent or journal._relay
+            add(events, datagrams, receipts)
+            # The batch's first write datagrams or receipts wait for.
+            if (journal._urgent or journal._relay) and not waited:
                 first_write[0] = now
 
         def traced_flush() -> None:
@@ -157,9 +160,10 @@ class Trace:
             if not journal.committing:
                 running[0] = record
             flush()
-            # Only a batch datagrams wait for (a batch of bookkeeping alone gathers for up
-            # to a second, holding nothing back).
-            if journal.commits > before and journal.committing and journal._inflight_urgent:
+            # Only a batch datagrams or receipts wait for (a batch of bookkeeping alone
+            # gathers for up to a second, holding nothing back).
+            waited = journal._inflight_urgent or journal._inflight_relay
+            if journal.commits > before and journal.committing and waited:
                 commits.append(record)
 
         def traced_commit_and_release() -> None:  # on a writer thread

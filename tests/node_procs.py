@@ -17,10 +17,16 @@ class Proc:
     """A ``comm-tui`` subprocess whose stdout lines are read by a thread, with timeouts."""
 
     def __init__(
-        self, argv: list[str], env: dict[str, str], *, pass_fds: tuple[int, ...] = ()
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        *,
+        pass_fds: tuple[int, ...] = (),
+        command: tuple[str, ...] = (sys.executable, "-m", "comm_tui"),
     ) -> None:
+        """``command``: what runs ``comm-tui`` (a test may run it with a setting changed)."""
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "comm_tui", *argv],
+            [*command, *argv],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

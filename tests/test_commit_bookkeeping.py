@@ -5,7 +5,7 @@ deletions hold no datagram back: what follows them leaves at once, and they are 
 with the next batch, or ``lazy_window_s`` after the first of them. Every other write still
 holds back every datagram after it until it is committed, including those that follow a
 bookkeeping write. The core marks the bookkeeping (``StoreChanged.bookkeeping``); the
-service's rule (``bookkeeping_only``) and the commit's mechanism are pinned here, on a
+service's rule (``holds``) and the commit's mechanism are pinned here, on a
 real SQLite file read through a second connection that sees only committed rows.
 """
 
@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from comm_tui.crypto.identity import Identity
-from comm_tui.net.service import bookkeeping_only
+from comm_tui.net.commit import Hold
+from comm_tui.net.service import holds
 from comm_tui.protocol.events import (
     Event,
     PeerAdded,
@@ -53,7 +54,11 @@ class LazyHarness(Harness):
 
     def __init__(self, path: Path, **options: Any) -> None:
         options.setdefault("lazy_window_s", LAZY_S)
-        super().__init__(path, defers=lambda e: isinstance(e, PeerAdded), **options)
+        super().__init__(
+            path,
+            holds=lambda e: Hold.NOTHING if isinstance(e, PeerAdded) else Hold.ALL,
+            **options,
+        )
 
     def apply(self, events: list[Event]) -> list[str]:
         notices = super().apply(events)
@@ -159,17 +164,16 @@ async def test_bookkeeping_whose_window_ended_during_a_commit_goes_at_its_return
 
 def test_the_rule_defers_only_bookkeeping_and_deletions() -> None:
     item = (b"blob", 2**62)
-    assert bookkeeping_only(StoreChanged({b"a": item}, frozenset(), frozenset({b"a"})))
-    assert bookkeeping_only(StoreChanged({}, frozenset({b"a"})))  # a deletion
-    assert bookkeeping_only(StoreChanged({b"a": item}, frozenset({b"b"}), frozenset({b"a", b"c"})))
-    # One entry written anew among re-scheduled ones: the receipt for it must wait.
-    assert not bookkeeping_only(
-        StoreChanged({b"a": item, b"b": item}, frozenset(), frozenset({b"a"}))
-    )
-    assert not bookkeeping_only(StoreChanged({b"a": item}, frozenset()))  # the default
-    assert not bookkeeping_only(PeerRemoved(b"p" * 32))
+    nothing = Hold.NOTHING
+    assert holds(StoreChanged({b"a": item}, frozenset(), frozenset({b"a"}))) is nothing
+    assert holds(StoreChanged({}, frozenset({b"a"}))) is nothing  # a deletion
+    assert holds(StoreChanged({b"a": item}, frozenset({b"b"}), frozenset({b"a", b"c"}))) is nothing
+    # One entry written anew among re-scheduled ones: what follows it must wait.
+    assert holds(StoreChanged({b"a": item, b"b": item}, frozenset(), frozenset({b"a"}))) is Hold.ALL
+    assert holds(StoreChanged({b"a": item}, frozenset())) is Hold.ALL  # the default
+    assert holds(PeerRemoved(b"p" * 32)) is Hold.ALL
     sender = Identity.generate().public
-    assert not bookkeeping_only(TextReceived(b"t" * 16, sender, "hi", 0))  # shown to the user
+    assert holds(TextReceived(b"t" * 16, sender, "hi", 0)) is Hold.ALL  # shown to the user
 
 
 def test_the_store_tells_a_new_entry_from_its_bookkeeping() -> None:

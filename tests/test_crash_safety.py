@@ -52,14 +52,21 @@ class Cluster:
         self.ports: dict[str, int] = {}
         self.bootstrap: dict[str, list[str]] = {}
 
-    def start(self, name: str, bootstrap: list[str] = []) -> str:  # noqa: B006 (never mutated)
+    def start(
+        self,
+        name: str,
+        bootstrap: list[str] = [],  # noqa: B006 (never mutated)
+        command: tuple[str, ...] | None = None,
+    ) -> str:
+        """Start (or restart) ``name``'s node on its port; ``command``: what runs
+        ``comm-tui`` (``Proc``'s default unless given)."""
         port = self.ports.get(name, 0)
         self.bootstrap.setdefault(name, list(bootstrap))
         argv = ["--data-dir", str(self.data), "--profile", name, "node"]
         argv += ["--listen", f"127.0.0.1:{port}"]
         for endpoint in self.bootstrap[name]:
             argv += ["--bootstrap", endpoint]
-        proc = Proc(argv, self.env)
+        proc = Proc(argv, self.env) if command is None else Proc(argv, self.env, command=command)
         self.procs.append(proc)
         self.running[name] = proc
         self.ports[name] = int(proc.wait_for_line(LISTENING).group(1))

@@ -48,7 +48,8 @@ class Wire:
             moved = False
             for source, node in list(self.nodes.items()):
                 self._drain_events(source, node)
-                for data, dest in node.datagrams_to_send():
+                # A node made with receipts_apart hands its receipts out apart.
+                for data, dest in node.datagrams_to_send() + node.receipts_to_send():
                     moved = True
                     if source in self.offline:
                         continue

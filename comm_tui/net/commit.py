@@ -5,28 +5,39 @@ transaction (one fsync) at a time, a busy node spends its loop waiting for the d
 the events of many pumps are written in one transaction whose ``COMMIT`` runs on a writer
 thread, so the loop keeps receiving while the disk works, and the rule of
 docs/PROTOCOL.md, "8.2 Local durability" still holds: no datagram the core produced leaves
-before every write the core asked for up to then is committed (bookkeeping excepted,
-below). A batch's datagrams (the
-acks and receipts of the texts it writes, the forwarded copies of the parts it stores) wait
-in the batch and go out when its commit returns; its notices (a text shown as received)
-are given out then too, never before.
+before every write it depends on is committed. A batch's datagrams (the acks of the
+texts it writes, the parts of our own texts) wait in the batch and go out when its commit
+returns; its notices (a text shown as received) are given out then too, never before.
 
-Not every write holds datagrams back. A write the core marks as bookkeeping (the relay
-schedule of an entry already written, a deletion: ``defers``) is one whose loss in a
-crash only makes the node repeat a send the network tolerates; datagrams produced after
-it go out at once, unless a write that does hold them back is not yet on disk (pending,
-or in the commit that runs). Such writes still join the next batch, in order, so what is
-on disk after a crash is always every write up to some point.
+What a write holds back (``holds``, the core's event classified by the driver):
+
+- ``Hold.ALL``, a *strict* write (our texts, the acks we sign, a text received, sessions,
+  peers...): every datagram after it;
+- ``Hold.RECEIPTS``, an item held for others added or replaced (a relayed message, the
+  ack that replaced one): only the Receipts after it. A Receipt is the promise "I hold
+  it", on which the sender counts us a holder; a forwarded copy promises nothing about
+  our disk. Lost in a crash, such a write had drawn no receipt yet, so its sender still
+  counts us as not holding it and retries, and the node we forwarded to holds its own
+  copy;
+- ``Hold.NOTHING``, bookkeeping (the relay schedule of an entry already written, a
+  deletion): nothing. Its loss only makes the node repeat a send the network tolerates.
+
+Receipts come apart from the other datagrams (``add``'s ``receipts``); a receipt waits
+for every write before it that is not bookkeeping, the simpler rule than the writes it
+names, and as safe. Every write still joins the next batch, in order, so what is on disk
+after a crash is always every write up to some point.
 
 When a batch starts committing:
 
-- after ``window_s`` from its first write that holds datagrams back or has notices to
-  give out (by default 0: at the end of the loop's turn, so the pumps of the datagrams
-  read in the same turn share it; more gather while a commit runs);
+- after ``window_s`` from its first strict write (by default 0: at the end of the loop's
+  turn, so the pumps of the datagrams read in the same turn share it; more gather while
+  a commit runs);
+- after ``relay_window_s`` from its first write of an item held for others, when it has
+  no strict write: only receipts wait for it, so many items share one commit;
 - after ``lazy_window_s`` from its first write when all of it is bookkeeping;
 - at once when it holds ``max_items`` events and datagrams, so a burst does not wait;
-- at once when the previous commit returns, for what gathered while it ran, unless all of
-  it is bookkeeping still inside its window.
+- at once when the previous commit returns, for what gathered while it ran, unless it
+  has no strict write and its window has not ended.
 
 One commit runs at a time. A batch that reaches ``max_items`` while one runs makes the loop
 wait for that commit (it stops reading the socket; the kernel drops what overflows), so
@@ -42,6 +53,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import enum
 import functools
 import queue
 import threading
@@ -65,6 +77,12 @@ T = TypeVar("T")
 # and added 2 ms to every hop; 10 ms saved no measurable CPU either (bench/RESULTS.md,
 # "Issue 11, fourth session: the SQLite path").
 COMMIT_WINDOW_S = 0.0
+# How long a batch whose writes are of items held for others (only receipts wait for
+# it) gathers before its commit. The sender's receipt wait is at least 2 s
+# (protocol/receipts.py, RECEIPT_TIMEOUT_S); 0.25 s groups the writes of a relay seeing
+# one every 50-100 ms into one commit and keeps the receipt's delay well inside that
+# wait (bench/RESULTS.md, "Issue 11, sixth session: promises wait, forwards do not").
+COMMIT_RELAY_WINDOW_S = 0.25
 # How long a batch of bookkeeping only (nothing waits for it) gathers before its commit:
 # what a crash may lose of it, at most (docs/PROTOCOL.md, "8.2 Local durability").
 COMMIT_LAZY_WINDOW_S = 1.0
@@ -76,14 +94,22 @@ COMMIT_MAX_ITEMS = 256
 COMMIT_WRITERS = 4
 
 
+class Hold(enum.IntEnum):
+    """What an event's write holds back until it is committed, least first
+    (docs/PROTOCOL.md, "8.2 Local durability")."""
+
+    NOTHING = 0  # bookkeeping
+    RECEIPTS = 1  # an item held for others: the receipts after it
+    ALL = 2  # a strict write: every datagram after it
+
+
 class GroupCommit(Generic[N]):
     """Batches one node's durable writes; owned by the thread that runs the node's loop.
 
     ``apply`` writes events inside the open batch and returns the notices to give out
     once it is committed (``notify``); ``transmit`` sends datagrams; ``wake`` pumps the
-    core again after a commit (writing may have made it produce more); ``defers`` says
-    of an event that it is bookkeeping only (nothing waits for it; by default every
-    event holds the datagrams after it back).
+    core again after a commit (writing may have made it produce more); ``holds`` says
+    what an event's write holds back (by default everything: ``Hold.ALL``).
     """
 
     def __init__(
@@ -95,8 +121,9 @@ class GroupCommit(Generic[N]):
         transmit: Callable[[list[Datagram]], None],
         on_failure: Callable[[Exception], None],
         wake: Callable[[], None],
-        defers: Callable[[Event], bool] = lambda event: False,
+        holds: Callable[[Event], Hold] = lambda event: Hold.ALL,
         window_s: float = COMMIT_WINDOW_S,
+        relay_window_s: float | None = None,
         lazy_window_s: float = COMMIT_LAZY_WINDOW_S,
         max_items: int = COMMIT_MAX_ITEMS,
         executor: concurrent.futures.Executor | None = None,
@@ -107,8 +134,10 @@ class GroupCommit(Generic[N]):
         self._transmit = transmit
         self._on_failure = on_failure
         self._wake = wake
-        self._defers = defers
+        self._holds = holds
         self.window_s = window_s
+        # None: the module's value when the node starts (a test's process may set it).
+        self.relay_window_s = COMMIT_RELAY_WINDOW_S if relay_window_s is None else relay_window_s
         self.lazy_window_s = lazy_window_s
         self.max_items = max_items
         self._executor = executor or _writers()
@@ -116,25 +145,31 @@ class GroupCommit(Generic[N]):
         self._returns = _returns_to(self._loop)
         self._events: list[Event] = []
         self._datagrams: list[Datagram] = []
+        self._receipts: list[Datagram] = []
         self._window: asyncio.TimerHandle | None = None
         self._due = 0.0  # loop time the pending batch's commit is due at (with a window)
-        # The pending batch, and the running commit, hold a write datagrams wait for.
+        # The pending batch, and the running commit, hold a strict write (every datagram
+        # waits for it: urgent) or one of an item held for others (receipts wait: relay).
         self._urgent = False
+        self._relay = False
         self._inflight: Future[None] | None = None
         self._inflight_urgent = False
+        self._inflight_relay = False
         self._inflight_datagrams: list[Datagram] = []
+        self._inflight_receipts: list[Datagram] = []
         self._inflight_notices: list[N] = []
         self.failure: Exception | None = None
-        # Batches committed, those of bookkeeping alone, and the events they held (for
-        # benchmarks).
+        # Batches committed, those of bookkeeping alone, those whose writes were of items
+        # held for others (and bookkeeping), and the events they held (for benchmarks).
         self.commits = 0
         self.lazy_commits = 0
+        self.relay_commits = 0
         self.committed_events = 0
 
     @property
     def pending(self) -> int:
-        """Events and datagrams waiting for a batch's commit to start."""
-        return len(self._events) + len(self._datagrams)
+        """Events, datagrams and receipts waiting for a batch's commit to start."""
+        return len(self._events) + len(self._datagrams) + len(self._receipts)
 
     @property
     def committing(self) -> bool:
@@ -143,31 +178,57 @@ class GroupCommit(Generic[N]):
 
     @property
     def holding(self) -> bool:
-        """A write that datagrams wait for is not on disk yet (pending or committing)."""
+        """A strict write is not on disk yet (pending or committing): every datagram waits."""
         return self._urgent or (self._inflight is not None and self._inflight_urgent)
 
-    def add(self, events: list[Event], datagrams: list[Datagram]) -> None:
-        """Take one pump's output: write the events in a batch, send the datagrams after it.
+    @property
+    def promising(self) -> bool:
+        """A write that is not bookkeeping is not on disk yet: receipts wait."""
+        return (
+            self._urgent
+            or self._relay
+            or (self._inflight is not None and (self._inflight_urgent or self._inflight_relay))
+        )
 
-        Datagrams go out at once only when every write they may depend on is on disk:
-        all that is uncommitted then is bookkeeping (``defers``).
+    def add(
+        self,
+        events: list[Event],
+        datagrams: list[Datagram],
+        receipts: list[Datagram] | None = None,
+    ) -> None:
+        """Take one pump's output: write the events in a batch, send what depends on them
+        after it.
+
+        Datagrams go out at once when no strict write is uncommitted, receipts when no
+        write but bookkeeping is (``holds``; docs/PROTOCOL.md, "8.2 Local durability").
         """
         if self.failure is not None:
             return
-        urgent = not all(self._defers(event) for event in events)
+        hold = max(map(self._holds, events), default=Hold.NOTHING)
         self._events.extend(events)
-        self._urgent = self._urgent or urgent
+        if hold is Hold.ALL:
+            self._urgent = True
+        elif hold is Hold.RECEIPTS:
+            self._relay = True
         if self.holding:
             self._datagrams.extend(datagrams)
         else:
             self._transmit(datagrams)
+        if receipts:
+            if self.promising:
+                self._receipts.extend(receipts)
+            else:
+                self._transmit(receipts)
         if self.pending >= self.max_items:
             if self._inflight is not None:
                 self.settle()  # back-pressure: the loop waits for the disk, then commits this
             else:
                 self._flush()
         elif self._events:
-            self._arm(self.window_s if self._urgent else self.lazy_window_s)
+            if self._urgent:
+                self._arm(self.window_s)
+            else:
+                self._arm(self.relay_window_s if self._relay else self.lazy_window_s)
 
     def _arm(self, delay_s: float) -> None:
         """Start the pending batch's commit within ``delay_s`` (an earlier due time stays)."""
@@ -201,7 +262,7 @@ class GroupCommit(Generic[N]):
         if self.failure is not None:
             raise StorageError(f"the node has stopped: {self.failure}")
         self._cancel_window()
-        events, datagrams, _ = self._take()
+        events, datagrams, receipts, _, _ = self._take()
         refused: Exception | None = None
         result: T | None = None
         more: list[N] = []
@@ -225,6 +286,7 @@ class GroupCommit(Generic[N]):
             raise
         self._count(events)
         self._transmit(datagrams)
+        self._transmit(receipts)
         self._notify(notices + more)
         if refused is not None:
             raise refused
@@ -239,10 +301,11 @@ class GroupCommit(Generic[N]):
                 self.commit_now(lambda: (None, []))
         self._cancel_window()
 
-    def _take(self) -> tuple[list[Event], list[Datagram], bool]:
-        events, datagrams, urgent = self._events, self._datagrams, self._urgent
-        self._events, self._datagrams, self._urgent = [], [], False
-        return events, datagrams, urgent
+    def _take(self) -> tuple[list[Event], list[Datagram], list[Datagram], bool, bool]:
+        taken = self._events, self._datagrams, self._receipts, self._urgent, self._relay
+        self._events, self._datagrams, self._receipts = [], [], []
+        self._urgent = self._relay = False
+        return taken
 
     def _count(self, events: list[Event]) -> None:
         if events:
@@ -261,10 +324,11 @@ class GroupCommit(Generic[N]):
         self._cancel_window()
         if self.failure is not None or not self.pending:
             return
-        events, datagrams, urgent = self._take()
+        events, datagrams, receipts, urgent, relay = self._take()
         if not events:
             # They waited for a commit that has returned: nothing of theirs is unwritten.
             self._transmit(datagrams)
+            self._transmit(receipts)
             return
         try:
             self._db.begin_batch(savepoints=False)  # all of it, or a failed node
@@ -279,10 +343,13 @@ class GroupCommit(Generic[N]):
             return
         self._inflight = future
         self._inflight_urgent = urgent
+        self._inflight_relay = relay
         self._inflight_datagrams = datagrams
+        self._inflight_receipts = receipts
         self._inflight_notices = notices
         self._count(events)
-        self.lazy_commits += not urgent
+        self.lazy_commits += not urgent and not relay
+        self.relay_commits += relay and not urgent
         future.add_done_callback(self._signal)
 
     def _signal(self, future: Future[None]) -> None:
@@ -295,16 +362,22 @@ class GroupCommit(Generic[N]):
             return  # already finished by settle()
         self._inflight = None
         datagrams, self._inflight_datagrams = self._inflight_datagrams, []
+        receipts, self._inflight_receipts = self._inflight_receipts, []
         notices, self._inflight_notices = self._inflight_notices, []
         exc = future.exception()
         if exc is not None:
             self._fail(exc if isinstance(exc, Exception) else StorageError(str(exc)))
             return
         self._transmit(datagrams)
+        self._transmit(receipts)
         if not self._urgent and self._datagrams:
-            # They waited for this commit only: what is pending is bookkeeping.
+            # They waited for this commit only: nothing pending is a strict write.
             datagrams, self._datagrams = self._datagrams, []
             self._transmit(datagrams)
+        if not self._urgent and not self._relay and self._receipts:
+            # They waited for this commit only: what is pending is bookkeeping.
+            receipts, self._receipts = self._receipts, []
+            self._transmit(receipts)
         self._notify(notices)
         if (
             self._urgent
@@ -319,8 +392,8 @@ class GroupCommit(Generic[N]):
         self.failure = exc
         self._cancel_window()
         self._take()
-        self._inflight_urgent = False
-        self._inflight_datagrams, self._inflight_notices = [], []
+        self._inflight_urgent = self._inflight_relay = False
+        self._inflight_datagrams, self._inflight_receipts, self._inflight_notices = [], [], []
         self._on_failure(exc)
 
 

@@ -25,7 +25,7 @@ from typing import TypeVar
 from comm_tui.crypto.card import Card, encode_card, issue_card, read_card
 from comm_tui.crypto.identity import Identity, PublicIdentity
 from comm_tui.errors import CardError, StorageError
-from comm_tui.net.commit import GroupCommit
+from comm_tui.net.commit import GroupCommit, Hold
 from comm_tui.net.discovery import LocalDirectory
 from comm_tui.net.hints import endpoint_hints
 from comm_tui.net.lan import LanBeacon, LanOptions, Sighting, beacon_source, lan_families
@@ -155,15 +155,27 @@ Listener = Callable[[ServiceEvent], None]
 PortMapperFactory = Callable[[int, Callable[[PortMapping | None, str], None]], PortMapper]
 
 
-def bookkeeping_only(event: Event) -> bool:
-    """A write no datagram waits for (docs/PROTOCOL.md, "8.2 Local durability").
+def holds(event: Event) -> Hold:
+    """What an event's write holds back until it is committed (docs/PROTOCOL.md, "8.2
+    Local durability").
 
-    The relay store's bookkeeping of entries already written (their schedule and holders)
-    and its deletions: a crash that loses them only makes the node send again what the
-    network already has (duplicates are dropped by id). Every other event holds the
-    datagrams after it back until it is committed, and a batch with any gives out notices.
+    Nothing: the relay store's bookkeeping of entries already written (their schedule and
+    holders) and its deletions; a crash that loses them only makes the node send again
+    what the network already has (duplicates are dropped by id). The receipts after it:
+    items held for others added or replaced (``StoreChanged.for_others``), which only a
+    Receipt promises we hold. Everything after it: every other write (our texts and the
+    acks we sign, texts received, sessions, peers...), and a batch with any gives out
+    notices.
     """
-    return isinstance(event, StoreChanged) and event.bookkeeping.issuperset(event.put)
+    if not isinstance(event, StoreChanged):
+        return Hold.ALL
+    put, bookkeeping = event.put, event.bookkeeping
+    if bookkeeping.issuperset(put):
+        return Hold.NOTHING
+    others = event.for_others
+    if all(key in others or key in bookkeeping for key in put):
+        return Hold.RECEIPTS
+    return Hold.ALL
 
 
 def current_card(identity: Identity, db: Database) -> tuple[str, Card]:
@@ -215,7 +227,9 @@ class NodeService:
         self.card_hints: list[Endpoint] | None = None  # None: not yet written in this run
         self.card_name: tuple[str, int] | None = None  # the display name in that card
         self.clock = clock
-        self.node = Node(identity, clock(), config=config)
+        # Receipts apart: they wait for every write before them, the other datagrams only
+        # for the strict ones (the group commit's ``holds``).
+        self.node = Node(identity, clock(), config=config, receipts_apart=True)
         self.protocol: NodeProtocol | None = None
         self.journal: GroupCommit[ServiceEvent] | None = None
         self.bound: Endpoint | None = None
@@ -245,7 +259,7 @@ class NodeService:
             transmit=self.protocol.transmit,
             on_failure=self.protocol.fail,
             wake=self._pump_if_driven,
-            defers=bookkeeping_only,
+            holds=holds,
         )
         self.protocol.journal = self.journal
         now = self.clock()

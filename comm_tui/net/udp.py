@@ -116,9 +116,12 @@ class NodeProtocol(asyncio.DatagramProtocol):
         events = self.node.drain_events()
         if self.failure is not None:
             return
-        datagrams = self.node.datagrams_to_send() if self.transport is not None else []
+        datagrams, receipts = [], []
+        if self.transport is not None:
+            datagrams = self.node.datagrams_to_send()
+            receipts = self.node.receipts_to_send()  # none unless the node holds them apart
         if self.journal is not None:
-            self.journal.add(events, datagrams)
+            self.journal.add(events, datagrams, receipts)
         else:
             if events:
                 try:
@@ -127,6 +130,7 @@ class NodeProtocol(asyncio.DatagramProtocol):
                     self.fail(exc)
                     return
             self.transmit(datagrams)
+            self.transmit(receipts)
         if self.transport is None or self.failure is not None:
             return
         deadline = self.node.get_timer()
@@ -162,6 +166,7 @@ class NodeProtocol(asyncio.DatagramProtocol):
         """
         self.failure = exc
         self.node.datagrams_to_send()
+        self.node.receipts_to_send()
         self.close()
         if self.on_failure is not None:
             self.on_failure(exc)

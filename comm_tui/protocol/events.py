@@ -81,6 +81,9 @@ class StoreChanged:
     # Keys of ``put`` whose change is relay bookkeeping only (RelayStore.touch): a
     # driver need not hold datagrams back for them (docs/PROTOCOL.md, "8.2").
     bookkeeping: frozenset[bytes] = frozenset()
+    # Keys of ``put`` whose entry is held for others (``Entry.for_others``): only the
+    # Receipts after them wait for their write (docs/PROTOCOL.md, "8.2").
+    for_others: frozenset[bytes] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -399,7 +399,12 @@ class Node:
         *,
         config: NodeConfig | None = None,
         rng: random.Random | None = None,
+        receipts_apart: bool = False,
     ) -> None:
+        """``receipts_apart``: hand out Receipts by ``receipts_to_send`` only, not with the
+        other datagrams: a driver with a disk sends them later, once every write before
+        them is durable, and the rest sooner (docs/PROTOCOL.md, "8.2 Local durability").
+        """
         self.identity = identity
         self.address = identity.address
         self._address_int = int.from_bytes(self.address, "big")
@@ -435,6 +440,8 @@ class Node:
         self.bootstrap_endpoints: list[Endpoint] = []
         self.joined = False
         self._outbox: list[tuple[bytes, Endpoint]] = []
+        # Receipts made since the last receipts_to_send; None: they go in _outbox.
+        self._receipts_out: list[tuple[bytes, Endpoint]] | None = [] if receipts_apart else None
         # Receipts owed since the last datagrams_to_send, by (peer key, endpoint): ids in
         # the order their items came, with their bytes as a Receipt counts them.
         self._receipts_due: dict[tuple[bytes, Endpoint], _ReceiptsDue] = {}
@@ -604,7 +611,8 @@ class Node:
 
     def datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:
         """Every datagram the node wants sent, as ``(data, (host, port))``, oldest first;
-        they are handed over once (the next call returns only newer ones).
+        they are handed over once (the next call returns only newer ones). A node made
+        with ``receipts_apart`` keeps its Receipts for ``receipts_to_send``.
 
         Call it after every ``receive_datagram``, ``handle_timer`` and command, and send
         them only once the events drained alongside are durable (docs/PROTOCOL.md,
@@ -614,6 +622,21 @@ class Node:
         if self._receipts_due:
             self._flush_receipts()
         out, self._outbox = self._outbox, []
+        return out
+
+    def receipts_to_send(self) -> list[tuple[bytes, Endpoint]]:
+        """The Receipts a node made with ``receipts_apart`` holds out of
+        ``datagrams_to_send``, oldest first, handed over once (empty for any other node).
+
+        Call it after ``datagrams_to_send`` (which sends the receipts owed in the pump).
+        A Receipt is our promise "I hold it": send it only once every write drained
+        before it is durable. The other datagrams depend on fewer writes: a forwarded
+        copy promises nothing about our disk (docs/PROTOCOL.md, "8.2 Local durability").
+        """
+        out = self._receipts_out
+        if not out:
+            return []
+        self._receipts_out = []
         return out
 
     def next_event(self) -> Event | None:
@@ -2461,7 +2484,7 @@ class Node:
         # that is sent our replies knows our key already, and counting replies would let
         # a peer flush the memory by making us answer.
         remember = body in _REMEMBERED_FOR_COOKIES and not self._established(key)
-        self._emit(data, endpoint, now, remember=remember)
+        self._emit(data, endpoint, now, remember=remember, receipt=body == "receipt")
         return True
 
     def _cookie_for(self, endpoint: Endpoint, now: float) -> bytes:
@@ -2471,8 +2494,17 @@ class Node:
             return b""
         return cookie[0]
 
-    def _emit(self, data: bytes, endpoint: Endpoint, now: float, *, remember: bool = True) -> None:
-        """Queue a datagram; ``remember`` it (bounded) so a cookie reply can name it.
+    def _emit(
+        self,
+        data: bytes,
+        endpoint: Endpoint,
+        now: float,
+        *,
+        remember: bool = True,
+        receipt: bool = False,
+    ) -> None:
+        """Queue a datagram (a ``receipt`` apart, ``receipts_to_send``); ``remember`` it
+        (bounded) so a cookie reply can name it.
 
         Every destination is noted (by what a NAT filters on), so a dial-back probe from
         it later proves nothing (docs/PROTOCOL.md, "12.2").
@@ -2484,14 +2516,17 @@ class Node:
                 self._sent.popitem(last=False)
         self._stats.datagrams_out += 1
         self._stats.bytes_out += len(data)
-        self._outbox.append((data, endpoint))
+        if receipt and self._receipts_out is not None:
+            self._receipts_out.append((data, endpoint))
+        else:
+            self._outbox.append((data, endpoint))
 
     def _flush_store(self) -> None:
         store = self._store
         if store.dirty or store.deleted:
             bookkeeping = store.take_bookkeeping()
             put, deleted = store.take_changes()
-            self._events.append(StoreChanged(put, deleted, bookkeeping))
+            self._events.append(StoreChanged(put, deleted, bookkeeping, put.for_others()))
         if self._sessions.changed or self._prekeys.dirty:
             changed = self._sessions.take_changes()
             prekeys = self._prekeys.serialize() if self._prekeys.dirty else None

@@ -505,6 +505,13 @@ class StorePut(Mapping[bytes, tuple[bytes, int]]):
     def __len__(self) -> int:
         return len(self._entries)
 
+    def for_others(self) -> frozenset[bytes]:
+        """The keys whose entry is held for others (``Entry.for_others``): written only
+        when added or replaced, and only the Receipts after them wait for that write
+        (docs/PROTOCOL.md, "8.2 Local durability")."""
+        keys = [key for key, entry in self._entries.items() if entry.for_others]
+        return frozenset(keys) if keys else _NOTHING
+
 
 # A relay bandwidth cap lets at least this much go in one burst, so one item always fits
 # (the largest datagram is 1,200 bytes) however low the cap is set.
