@@ -109,7 +109,9 @@ def test_a_first_contact_relays_item_does_not_wait_behind_every_forged_item() ->
     that never spoke to this relay before (not in its table: a lookup found it) hands it
     one item. Measured: 37.7 s of waiting at 8 KiB/s where a table peer waits 0.35 s
     (100 forged items ahead of it in its line; with 400, about 150 s); every later
-    attempt of it joins the back of that line again."""
+    attempt of it joins the back of that line again. How common: in the simulator
+    (``comm_tui/sim``, nodes joined by the protocol, 60 texts), 11 % of the messages
+    stored for others were charged to ``unvalidated`` at 120 nodes, 18 % at 400."""
     wire, relay, _ = _relay_with_peers()
     _forged_flood(wire, relay, 100)
     _run_until(wire, T0, lambda: False, 1)
