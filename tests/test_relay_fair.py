@@ -179,7 +179,9 @@ def test_while_items_wait_a_new_one_waits_too_even_with_the_balance_positive() -
     assert wake - NOW == pytest.approx(0.002 + BANDWIDTH_WAKE_MARGIN_S, abs=3e-7)
     assert budget.take(NOW + 0.001) is None  # still in debt
     later = NOW + 0.5
-    assert budget.open(later)
+    # The balance is positive, yet a single send outside a relay attempt does not pass
+    # the waiting either (h-red4: a peer fetching fast took every such moment).
+    assert not budget.open(later) and budget.balance > 0
     assert budget.defer(later, _item(2, "A")) is True
     assert _taken(budget, later) == ["A:1", "A:2"]
     assert budget.wake_at() is None

@@ -644,9 +644,14 @@ class RelayBandwidth:
             self.balance = self.burst if balance > self.burst else balance
 
     def open(self, now: float) -> bool:
-        """May an item for others go out now?"""
+        """May a single send for others outside a relay attempt (a push on Fetch or
+        Attach, an ack answering a copy, a newer record handed back) go out now? Only
+        while the balance is positive and no deferred item waits: such sends come when a
+        peer asks, so a peer asking fast would otherwise take every moment the balance
+        turns positive (a driver reads the datagrams before a due timer) and the lines
+        would never have a turn (docs/PROTOCOL.md, "8.1 Local caps", "Bandwidth")."""
         self._refill(now)
-        return self.balance > 0
+        return self.balance > 0 and not self.waiting
 
     def defer(self, now: float, entry: Entry) -> bool:
         """False if a relay attempt of ``entry`` (an item for others) may start now: the
