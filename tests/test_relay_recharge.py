@@ -7,8 +7,12 @@ in the relay bandwidth's lines (h-red4 finding 1; the attack itself is replayed 
 
 from __future__ import annotations
 
+import pytest
+
 from comm_tui.crypto.ack import sign_ack
 from comm_tui.crypto.identity import Identity
+from comm_tui.protocol import wire_pb2 as pb
+from comm_tui.protocol.punch import _Attempt
 from comm_tui.protocol.relay_store import (
     UNVALIDATED_ORIGIN,
     Entry,
@@ -230,19 +234,48 @@ def test_an_item_not_waiting_is_not_put_in_a_line() -> None:
 # ------------------------------------------------------------------ the node
 
 
-def test_a_validation_by_ping_recharges_and_persists_the_item() -> None:
+@pytest.mark.parametrize("validated_by", ["challenge", "ping", "hello", "nodes", "punch"])
+def test_a_validation_recharges_and_persists_the_item(validated_by: str) -> None:
     """The node end to end: an item from a pair the relay has not validated is charged
-    to ``unvalidated``; the ping it draws comes back, and from then on the item is
-    charged to the pair's network, on disk too (the driver's write of ``StoreChanged``)."""
-    wire, relay, _ = _relay_with_peers()
+    to ``unvalidated``; once the pair is validated, by whichever round trip, the item is
+    charged to the pair's network, on disk too (the driver's write of ``StoreChanged``).
+    ``challenge``: the stateless ping its datagram draws comes back; ``ping``: a ping of
+    a remembered peer (``add_known_peer``) does; ``hello``: a bootstrap hello does (the
+    relay's own answers to the item are lost, so only that round trip validates);
+    ``nodes``: the stranger's answer to a lookup's FindNode does (a peer named it);
+    ``punch``: its pong to a hole-punching ping does (the attempt is set up by hand: an
+    introduction needs NATs the harness does not have)."""
+    wire, relay, peers = _relay_with_peers()
     stranger = wire.add(77)
+    if validated_by == "nodes":
+        wire.offline.add(wire.endpoint(relay))  # the relay hears nothing of it
+        wire.connect(stranger, peers[0])
+        wire.offline.clear()
     source = wire.endpoint(stranger)
     recipient = bytes(range(20))
     frame = _message_for(recipient, _hour_after(T0, 24))
     relay.receive_datagram(stranger._codec.encode_frame(relay.identity.key, frame, T0), source, T0)
     (entry,) = [e for e in relay._store if e.target == recipient]
     assert entry.origin_net == UNVALIDATED_ORIGIN
-    assert not relay._is_validated(stranger.identity.key, source)
+    if validated_by != "challenge":
+        relay.datagrams_to_send()
+        relay.receipts_to_send()
+        wire.pump(T0)
+        assert not relay._is_validated(stranger.identity.key, source)
+        if validated_by == "ping":
+            relay.add_known_peer(stranger.identity.key, source, T0)
+        elif validated_by == "hello":
+            relay.bootstrap(source, T0)
+        elif validated_by == "nodes":
+            relay.lookup(stranger.address, T0)
+        else:
+            challenge = bytes(range(16))
+            attempt = _Attempt(stranger.identity.key, T0, 1, {source: challenge})
+            relay._punch.attempts[stranger.address] = attempt
+            pong = pb.Frame(pong=pb.Pong(challenge=challenge))
+            data = stranger._codec.encode_frame(relay.identity.key, pong, T0)
+            relay.receive_datagram(data, source, T0)
+            assert stranger.address in relay._punch.pairs  # punched by that pong
     wire.pump(T0)
     assert relay._is_validated(stranger.identity.key, source)
     assert entry.origin_net == origin_network(source)
