@@ -89,20 +89,6 @@ def test_a_validated_peers_item_waits_one_turn_behind_a_forged_flood() -> None:
     assert wait <= ONE_TURN_BOUND_S
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "h-red4 finding 1 (medium): an honest relay's first item from a pair the relay has "
-        "not validated yet (first contact: a padded FindNode is answered without a ping, "
-        "so a lookup's hops usually are) is charged to `unvalidated` for good, and waits "
-        "behind every item forged sources queued there; the pair is validated one round "
-        "trip later (the ping its datagram draws) but the item stays. Fix (node.py, "
-        "_on_pong / wherever a pair becomes validated): re-charge that pair's items of "
-        "`unvalidated` (Entry.origin_key/origin_endpoint) to its network, in the store's "
-        "quotas and in RelayBandwidth (leave the unvalidated line, join its network's at "
-        "the end); spec 8 and 8.1 'Deferred items, fairly per network'."
-    ),
-)
 def test_a_first_contact_relays_item_does_not_wait_behind_every_forged_item() -> None:
     """The attack: one host writes 8 fresh keys at 8 forged sources (no answer needed)
     and hands the relay 100 items, all in the `unvalidated` line. A relay of the network
@@ -111,7 +97,9 @@ def test_a_first_contact_relays_item_does_not_wait_behind_every_forged_item() ->
     (100 forged items ahead of it in its line; with 400, about 150 s); every later
     attempt of it joins the back of that line again. How common: in the simulator
     (``comm_tui/sim``, nodes joined by the protocol, 60 texts), 11 % of the messages
-    stored for others were charged to ``unvalidated`` at 120 nodes, 18 % at 400."""
+    stored for others were charged to ``unvalidated`` at 120 nodes, 18 % at 400. Fixed
+    (h-charge, ``Node._validate_pair``): once the ping its datagram draws comes back, the
+    pair's items are charged to its network and the item waits in that network's line."""
     wire, relay, _ = _relay_with_peers()
     _forged_flood(wire, relay, 100)
     _run_until(wire, T0, lambda: False, 1)

@@ -1137,6 +1137,17 @@ class Node:
             return True
         return False
 
+    def _validate_pair(self, key: bytes, addr: Endpoint) -> None:
+        """``key`` proved it receives at ``addr``: the pair is validated, and the items it
+        handed us while unproven are charged to its network of origin from now on (as
+        ``_origin`` charges its next ones), in the store's quotas and in the relay
+        bandwidth's lines (docs/PROTOCOL.md, "8. Relay store"): charged to
+        ``unvalidated`` they waited behind every forged source's items, and were evicted
+        first, for good (h-red4)."""
+        self._addresses.validate(key, addr)
+        for entry in self._store.recharge(key, addr, origin_network(addr)):
+            self._relay_bandwidth.recharged(entry, UNVALIDATED_ORIGIN)
+
     def _in_table(self, key: bytes, addr: Endpoint, address: bytes | None = None) -> bool:
         """Is ``key`` (whose address is ``address``, if the caller has it) in our routing
         table at ``addr``?"""
@@ -1274,7 +1285,7 @@ class Node:
         hello = self._hellos.pop(pong.challenge, None)
         if hello is not None:
             if hello[0] == addr:
-                self._addresses.validate(sender.key, addr)
+                self._validate_pair(sender.key, addr)
                 self._reachability.note_observed(pong, addr, now)
             return  # a bootstrap node answered; _observe takes it in
         if self._reachability.echo_answered(sender, pong, addr, now):
@@ -1283,10 +1294,11 @@ class Node:
         if query is None:
             if self._punch.pong(sender.address, addr, pong.challenge, now):
                 # A punch or keep-alive ping came back from where we sent it.
-                self._addresses.validate(sender.key, addr)
+                self._validate_pair(sender.key, addr)
                 return
             if not self._addresses.answered(sender.key, addr, pong.challenge, now):
                 raise Rejected("unsolicited")
+            self._validate_pair(sender.key, addr)
             self._reachability.note_observed(pong, addr, now)
             self._challenged.pop((sender.key, addr), None)
             waiting = self._deferred.get(sender.key)
@@ -1300,7 +1312,7 @@ class Node:
         del self._queries[pong.challenge]
         if query.endpoint != addr:
             raise Rejected("wrong_endpoint")
-        self._addresses.validate(sender.key, addr)
+        self._validate_pair(sender.key, addr)
         relay = sender.address if query.kind == "attach" else None
         self._reachability.note_observed(pong, addr, now, relay=relay)
 
@@ -1358,7 +1370,7 @@ class Node:
             raise Rejected("unsolicited")
         del self._queries[nodes.query_id]
         if query.endpoint == addr:
-            self._addresses.validate(sender.key, addr)
+            self._validate_pair(sender.key, addr)
         assert query.lookup is not None and query.candidate is not None
         if (
             query.lookup.until_found

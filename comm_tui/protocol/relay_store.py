@@ -57,6 +57,8 @@ STORE_PER_NET_SHARE = 0.05
 # their source address may be forged, so it cannot stand for a network. Like any
 # network it holds at most its share, and it is evicted from first.
 UNVALIDATED_ORIGIN = "unvalidated"
+# A pair that handed us items: its key and its source endpoint (host, port).
+_Pair = tuple[bytes, tuple[str, int]]
 # Bookkeeping a stored item costs beyond its wire bytes (a rough Python overhead).
 ENTRY_OVERHEAD_BYTES = 256
 _NOTHING: frozenset[bytes] = frozenset()
@@ -278,6 +280,11 @@ class RelayStore:
         self._peer_bytes: defaultdict[bytes, int] = defaultdict(int)
         self._by_net: defaultdict[str, dict[bytes, None]] = defaultdict(dict)
         self._net_bytes: defaultdict[str, int] = defaultdict(int)
+        # The entries charged to ``unvalidated`` by the pair (origin key, endpoint) that
+        # handed them to us, oldest first: a validation re-charges that pair's own items
+        # (``recharge``) without a scan, since an attacker can make us validate many
+        # pairs. Holds only entries the store holds, so it is bounded as they are.
+        self._unvalidated: defaultdict[_Pair, dict[bytes, None]] = defaultdict(dict)
         self.total_bytes = 0
         # What we hold for others (Entry.for_others): what the caps bound.
         self.others_bytes = 0
@@ -342,6 +349,8 @@ class RelayStore:
         if net:
             self._by_net[net][key] = None
             self._net_bytes[net] += size
+            if net == UNVALIDATED_ORIGIN and entry.origin_endpoint is not None:
+                self._unvalidated[(entry.origin_key, entry.origin_endpoint)][key] = None
         self.total_bytes += size
         if origin or net:  # entry.for_others
             self.others_bytes += size
@@ -439,13 +448,13 @@ class RelayStore:
             if self._peer_bytes[entry.origin] <= 0:
                 del self._peer_bytes[entry.origin]
         if entry.origin_net:
-            net_keys = self._by_net[entry.origin_net]
-            net_keys.pop(key, None)
-            if not net_keys:
-                del self._by_net[entry.origin_net]
-            self._net_bytes[entry.origin_net] -= size
-            if self._net_bytes[entry.origin_net] <= 0:
-                del self._net_bytes[entry.origin_net]
+            self._uncharge(entry)
+            if entry.origin_net == UNVALIDATED_ORIGIN and entry.origin_endpoint is not None:
+                pair = (entry.origin_key, entry.origin_endpoint)
+                pair_keys = self._unvalidated[pair]
+                pair_keys.pop(key, None)
+                if not pair_keys:
+                    del self._unvalidated[pair]
         self.total_bytes -= size
         if entry.for_others:
             self.others_bytes -= size
@@ -454,6 +463,48 @@ class RelayStore:
         self.deleted.add(key)
         if self._on_remove is not None:
             self._on_remove(entry)
+
+    def _uncharge(self, entry: Entry) -> None:
+        """Take ``entry`` out of its network of origin's items and bytes."""
+        net, key = entry.origin_net, entry.key
+        net_keys = self._by_net[net]
+        net_keys.pop(key, None)
+        if not net_keys:
+            del self._by_net[net]
+        self._net_bytes[net] -= entry.size
+        if self._net_bytes[net] <= 0:
+            del self._net_bytes[net]
+
+    def recharge(self, origin_key: bytes, endpoint: tuple[str, int], net: str) -> list[Entry]:
+        """The pair (``origin_key``, ``endpoint``) was validated: charge the items it
+        handed us while unproven, oldest first, to its network of origin ``net`` instead
+        of ``unvalidated`` (docs/PROTOCOL.md, "8. Relay store"), and return them.
+
+        The per-network quota holds as for a new item: the first item that would take
+        ``net`` past it stays in ``unvalidated``, and so do those after it (so a
+        validation costs the items moved and one more, however often the pair is
+        validated again). Each moved entry is written anew: a restart charges an entry
+        to the network it stored, and one stored as ``unvalidated`` would be evicted
+        first again.
+        """
+        pair = (origin_key, endpoint)
+        keys = self._unvalidated.get(pair)
+        moved: list[Entry] = []
+        while keys:
+            key = next(iter(keys))
+            entry = self._entries[key]
+            if self._net_bytes.get(net, 0) + entry.size > self.per_net_limit:
+                return moved
+            del keys[key]
+            self._uncharge(entry)
+            entry.origin_net = net
+            self._by_net[net][key] = None
+            self._net_bytes[net] += entry.size
+            self.touch(entry)
+            moved.append(entry)
+        if keys is not None:
+            del self._unvalidated[pair]
+        return moved
 
     def origin_shares(self, limit: int) -> list[tuple[str, int]]:
         """The ``limit`` networks of origin holding the most bytes, most first."""
@@ -662,6 +713,12 @@ class RelayBandwidth:
         self._refill(now)
         if self.balance > 0 and not self.waiting:
             return False
+        self._enqueue(entry)
+        return True
+
+    def _enqueue(self, entry: Entry) -> None:
+        """``entry`` waits at the end of its network's line (once, however often it is
+        asked), the line and its wide network's joining the turns if new."""
         net = entry.origin_net
         line = self._lines.get(net)
         if line is None:
@@ -675,7 +732,19 @@ class RelayBandwidth:
         if entry.key not in line.items:
             line.items[entry.key] = entry
             self.waiting += 1
-        return True
+
+    def recharged(self, entry: Entry, old_net: str) -> None:
+        """The store charged ``entry`` to a new network of origin (``RelayStore.recharge``,
+        from ``old_net``): if it waits, it leaves its old line and waits at the end of its
+        new network's, as an item deferred now would (docs/PROTOCOL.md, "8.1 Local caps").
+        """
+        line = self._lines.get(old_net)
+        if line is None or line.items.pop(entry.key, None) is None:
+            return
+        self.waiting -= 1
+        if not line.items:
+            self._close(old_net, line)
+        self._enqueue(entry)
 
     def wake_at(self) -> float | None:
         """When ``take`` will next hand out an item: None while no item waits, else when
