@@ -5,10 +5,10 @@
   same bytes as ``nacl.bindings``, and every box that is not authentic, or too short to
   hold a nonce and a MAC, refused;
 - the store key of each kind;
-- receipts: every receipt a node owes one peer within ``RECEIPT_DELAY_S`` of the first
-  leaves as one Receipt, in the order the items came, each item named once, split where
-  the ids pass ``RECEIPT_IDS_BYTES`` (docs/PROTOCOL.md, "4. Frames"), whether the driver
-  pumps per datagram or per batch (tests/test_receipt_delay.py holds the timer);
+- receipts: every receipt a node owes a quiet peer in one pump, or a busy one within
+  ``RECEIPT_DELAY_S`` of the first, leaves as one Receipt, in the order the items came,
+  each item named once, split where the ids pass ``RECEIPT_IDS_BYTES`` (docs/PROTOCOL.md,
+  "4. Frames") (tests/test_receipt_delay.py holds the timer and the quiet rule);
 - ``RoutingTable.closest`` walks the buckets nearest first, equal to a full sort.
 """
 
@@ -114,13 +114,12 @@ def _pump(
     wire: Wire, relay: Node, handed: list[tuple[Node, pb.Frame]], now: float = T0
 ) -> tuple[list[bytes], dict[Endpoint, list[list[bytes]]]]:
     """The senders hand ``relay`` these frames in one pump (every datagram read before
-    it sends), then its timer runs when the receipts are due; returns the datagrams of
-    both and, by sender endpoint, the ids of each Receipt."""
+    it sends), then its timer runs when a busy pair's receipts would be due; returns the
+    datagrams of both and, by sender endpoint, the ids of each Receipt."""
     for sender, frame in handed:
         data = Codec(sender.identity).encode_frame(relay.identity.key, frame, now)
         relay.receive_datagram(data, wire.endpoint(sender), now)
     sent = relay.datagrams_to_send()
-    assert relay.get_timer() == now + RECEIPT_DELAY_S
     relay.handle_timer(now + RECEIPT_DELAY_S)
     sent += relay.datagrams_to_send()
     receipts: dict[Endpoint, list[list[bytes]]] = {}
@@ -193,20 +192,27 @@ def test_a_receipt_is_split_where_its_ids_pass_the_limit_and_never_outgrows_its_
 
 def test_ids_that_fill_the_limit_exactly_go_as_one_receipt() -> None:
     wire, relay, (sender,) = _rig()
-    endpoint = wire.endpoint(sender)
-    ids = [bytes([i]) * 48 for i in range(RECEIPT_IDS_BYTES // 50)]  # 50 bytes each, exactly
-    relay._send_receipt(sender.identity.key, endpoint, [*ids, ids[0]], T0)  # one named twice
-    assert relay.stats.sent_by_kind["receipt"] == 0  # nothing before the delay ends
-    relay.handle_timer(T0 + RECEIPT_DELAY_S)
-    sent = relay.datagrams_to_send()
-    assert len(sent) == 1 and relay.stats.sent_by_kind["receipt"] == 1
-    later = T0 + RECEIPT_DELAY_S
-    relay._send_receipt(sender.identity.key, endpoint, [*ids, b"x" * 48], later)
-    assert relay.stats.sent_by_kind["receipt"] == 2  # one byte over: the full one went at once
+    key, endpoint = sender.identity.key, wire.endpoint(sender)
+    per = RECEIPT_IDS_BYTES // 50
+
+    def ids(tag: int) -> list[bytes]:  # 50 bytes each in a Receipt: per of them fill it
+        return [bytes([i, tag]) * 24 for i in range(per)]
+
+    relay._send_receipt(key, endpoint, [*ids(0), ids(0)[0]], T0)  # one named twice
+    assert relay.stats.sent_by_kind["receipt"] == 0  # a quiet pair's: at the pump's end
+    assert len(relay.datagrams_to_send()) == 1 and relay.stats.sent_by_kind["receipt"] == 1
+    busy = T0 + RECEIPT_DELAY_S / 2  # sent one 12.5 ms ago: its ids gather
+    relay._send_receipt(key, endpoint, [*ids(1), b"x" * 48], busy)
+    assert relay.stats.sent_by_kind["receipt"] == 2  # one byte over: the full one at once
     assert len(relay.datagrams_to_send()) == 1
-    assert relay.get_timer() == later + RECEIPT_DELAY_S  # the id over waits its own delay
-    relay.handle_timer(later + RECEIPT_DELAY_S)
+    assert relay.get_timer() == busy + RECEIPT_DELAY_S  # the id over waits the delay
+    relay.handle_timer(busy + RECEIPT_DELAY_S)
     assert len(relay.datagrams_to_send()) == 1
+    quiet = T0 + 1
+    relay._send_receipt(key, endpoint, [*ids(2), b"y" * 48], quiet)
+    assert relay.stats.sent_by_kind["receipt"] == 4  # quiet too: the full one at once
+    assert len(relay.datagrams_to_send()) == 2  # and the id over at the pump's end
+    assert relay.get_timer() > quiet + RECEIPT_DELAY_S
 
 
 def test_the_largest_receipt_with_a_cookie_and_the_client_flag_fits_a_datagram() -> None:

@@ -220,7 +220,13 @@ RECEIPT_IDS_BYTES = 1000
 RECEIPT_DELAY_S = 0.025
 # At most this many (key, endpoint) pairs owed a receipt at once; past it the oldest pair's
 # Receipt goes at once (early is always allowed). Each holds under RECEIPT_IDS_BYTES of ids.
+# The same bound holds the pairs remembered as busy (_receipts_sent_at).
 RECEIPT_PAIRS_MAX = 1024
+# Only a busy pair's receipts wait (docs/PROTOCOL.md, "4. Frames"): one sent a Receipt less
+# than RECEIPT_DELAY_S ago. A quiet pair's go at the end of the pump that took its items
+# (datagrams_to_send), as TCP's quick-ack and QUIC's immediate ACK of the first packets:
+# at light traffic a pair almost never owes two ids within 25 ms, and a delayed Receipt
+# would cost a timer wake-up and a pump of its own for nothing gathered.
 # Lost sessions (docs/PROTOCOL.md, "Session reset"): a peer whose letters no session opens
 # gets one handshake letter in this long, and the node sends at most HANDSHAKE_BURST of
 # them (refilled at HANDSHAKE_RATE_PER_S), whatever claims to be the sender.
@@ -460,6 +466,12 @@ class Node:
         # (inf: none owed), which get_timer reads as it is.
         self._receipts_due: dict[tuple[bytes, Endpoint], _ReceiptsDue] = {}
         self._receipts_deadline = math.inf
+        # Ids owed quiet pairs in this pump, sent by datagrams_to_send as of _receipts_now;
+        # and when each pair was last sent a Receipt, oldest first (the busy ones, pruned
+        # past RECEIPT_DELAY_S and RECEIPT_PAIRS_MAX as Receipts go).
+        self._receipts_quick: dict[tuple[bytes, Endpoint], _ReceiptsDue] = {}
+        self._receipts_now = now
+        self._receipts_sent_at: OrderedDict[tuple[bytes, Endpoint], float] = OrderedDict()
         self._events: deque[Event] = deque()
         self._received_unflushed = False  # a datagram came since the last drain
         self._queries: dict[bytes, _Query] = {}
@@ -634,6 +646,8 @@ class Node:
         "Letters and sealing", peek and commit): a receipt or ack must never leave before
         what it vouches for is on disk.
         """
+        if self._receipts_quick:
+            self._send_quick_receipts()
         out, self._outbox = self._outbox, []
         return out
 
@@ -1454,20 +1468,26 @@ class Node:
         for key in ids:
             entry = by_key(key)
             if entry is None:
-                self._ack_to_late_holder(sender, key, now)
+                self._ack_to_late_holder(sender, key, addr, now)
                 continue
             if received(address, key, now):
                 self._add_holder(entry, address, now)
             elif address not in entry.holders:
                 self._stats.reject("receipt_unsent")
 
-    def _ack_to_late_holder(self, sender: PublicIdentity, key: bytes, now: float) -> None:
+    def _ack_to_late_holder(
+        self, sender: PublicIdentity, key: bytes, addr: Endpoint, now: float
+    ) -> None:
         """A receipt for a message we sent ``sender`` and have replaced by its ack since: the
-        ack came back before the receipt, which waits up to ``RECEIPT_DELAY_S`` (docs/PROTOCOL.md,
-        "4. Frames"). The peer holds the message, so it is owed the ack as the message's
-        other holders are (docs/PROTOCOL.md, "7.3 Acks"); its wait ends, measured, instead
-        of counting a failure. Only with a wait open for that message: whoever names ids
-        we never sent it gets nothing, and costs one dict lookup per id."""
+        ack came back before the receipt, which may wait up to ``RECEIPT_DELAY_S``
+        (docs/PROTOCOL.md, "4. Frames"). The peer holds the message, so it is owed the ack
+        as the message's other holders are (docs/PROTOCOL.md, "7.3 Acks"): it goes to that
+        peer at once, and its wait ends, measured, instead of counting a failure. Only to
+        that peer, and no attempt of the ack's is counted: a late receipt must not spend
+        the ack's retries on the hops it has reached already. An ack that had settled is
+        scheduled again, so it retries to the peer until the peer holds it. Only with a
+        wait open for that message: whoever names ids we never sent it gets nothing, and
+        costs one dict lookup per id."""
         sent = self._receipt_waits.item_sent(sender.address, key)
         if not isinstance(sent, Entry):
             return
@@ -1476,9 +1496,12 @@ class Node:
         if ack is None or not self._receipt_waits.received(sender.address, key, now):
             return
         ack.notify.add(sender.address)
-        if self._ack_owed(ack):  # not if the peer has sent us its copy of the ack already
+        if sender.address not in self._ack_owed(ack):
+            return  # the peer has sent us its copy of the ack already
+        self._send_item(ack, sender.key, addr, now)
+        if ack.settled:
             ack.settled = False
-            self._relay(ack, now)
+            self._reschedule(ack, now + self._retry_delay(ack))
 
     def _on_fetch(
         self, sender: PublicIdentity, fetch: pb.Fetch, addr: Endpoint, now: float
@@ -2030,10 +2053,13 @@ class Node:
                 # "7.2 Message ids and relaying", "8a.3 Storing and relaying").
                 self.lookup(entry.target, now)
         entry.attempts += 1
-        delay = min(
-            self.config.backoff_max_s, self.config.backoff_base_s * 2 ** (entry.attempts - 1)
-        )
-        self._reschedule(entry, now + delay)
+        self._reschedule(entry, now + self._retry_delay(entry))
+
+    def _retry_delay(self, entry: Entry) -> float:
+        """How long after an attempt the next one comes: doubling from ``backoff_base_s``
+        with each attempt made, up to ``backoff_max_s``."""
+        doublings = max(entry.attempts - 1, 0)
+        return min(self.config.backoff_max_s, self.config.backoff_base_s * 2.0**doublings)
 
     def _push_to_attached(self, entry: Entry, now: float) -> None:
         """A message for a client attached to us goes to it at once, at every attempt
@@ -2454,21 +2480,31 @@ class Node:
 
     def _owe_receipt(self, key: bytes, endpoint: Endpoint, item: bytes, now: float) -> None:
         """Owe ``key`` at ``endpoint`` a receipt for ``item`` (docs/PROTOCOL.md, "4. Frames",
-        "Receipts wait at most 25 ms"): it goes with every other id owed to that pair, as
-        one Receipt, when the first of them has waited ``RECEIPT_DELAY_S`` (``handle_timer``),
-        or at once when the next id would not fit one Receipt (``RECEIPT_IDS_BYTES``), or
-        when more than ``RECEIPT_PAIRS_MAX`` pairs are owed one (the oldest pair's)."""
+        "Receipts wait at most 25 ms"). It goes with every other id owed to that pair, as
+        one Receipt: at the end of the pump for a quiet pair (``datagrams_to_send``), when
+        the first of them has waited ``RECEIPT_DELAY_S`` for a busy one (``handle_timer``);
+        at once when the next id would not fit one Receipt (``RECEIPT_IDS_BYTES``), or when
+        more than ``RECEIPT_PAIRS_MAX`` pairs are owed one (the oldest pair's)."""
         if self.config.policy != "ours":
             return
         pair = (key, endpoint)
+        quick = self._receipts_quick
+        due = quick.get(pair)
+        if due is not None or (pair not in self._receipts_due and not self._busy(pair, now)):
+            self._receipts_now = now
+            if due is not None:
+                if item in due.ids or self._gather(due, item):
+                    return
+                self._send_owed(pair, quick.pop(pair), now)  # full: it goes now
+            quick[pair] = _ReceiptsDue({item: None}, 2 + len(item), now)
+            if len(quick) > RECEIPT_PAIRS_MAX:
+                oldest = next(iter(quick))
+                self._send_owed(oldest, quick.pop(oldest), now)
+            return
         owed_by_pair = self._receipts_due
         due = owed_by_pair.get(pair)
         if due is not None:
-            if item in due.ids:
-                return  # named once
-            if due.size + 2 + len(item) <= RECEIPT_IDS_BYTES:
-                due.ids[item] = None
-                due.size += 2 + len(item)
+            if item in due.ids or self._gather(due, item):
                 return
             # Full: it goes now, and this id starts the pair's next Receipt, last in line.
             del owed_by_pair[pair]
@@ -2484,6 +2520,30 @@ class Node:
             oldest = next(iter(owed_by_pair))
             self._send_owed(oldest, owed_by_pair.pop(oldest), now)
             self._receipts_deadline = self._first_receipt_deadline()
+
+    def _busy(self, pair: tuple[bytes, Endpoint], now: float) -> bool:
+        """Was ``pair`` sent a Receipt less than ``RECEIPT_DELAY_S`` ago (its ids gather)?"""
+        sent = self._receipts_sent_at.get(pair)
+        return sent is not None and 0 <= now - sent < RECEIPT_DELAY_S
+
+    @staticmethod
+    def _gather(due: _ReceiptsDue, item: bytes) -> bool:
+        """Add ``item`` to ``due`` if one Receipt still holds it (``RECEIPT_IDS_BYTES``)."""
+        size = due.size + 2 + len(item)
+        if size > RECEIPT_IDS_BYTES:
+            return False
+        due.ids[item] = None
+        due.size = size
+        return True
+
+    def _send_quick_receipts(self) -> None:
+        """Send the Receipts owed quiet pairs in this pump (``_owe_receipt``), one per pair
+        in the order each was first owed one, as of the pump's last datagram."""
+        quick, self._receipts_quick = self._receipts_quick, {}
+        self._proven = None  # an entry point: the table may have changed since
+        now = self._receipts_now
+        for pair, due in quick.items():
+            self._send_owed(pair, due, now)
 
     def _send_receipts_due(self, now: float) -> None:
         """Send the Receipts whose first id has waited ``RECEIPT_DELAY_S`` by ``now``, oldest
@@ -2506,8 +2566,17 @@ class Node:
         return math.inf
 
     def _send_owed(self, pair: tuple[bytes, Endpoint], due: _ReceiptsDue, now: float) -> None:
-        """Box and queue the Receipt naming ``due``'s ids to ``pair``'s key at its endpoint."""
+        """Box and queue the Receipt naming ``due``'s ids to ``pair``'s key at its endpoint,
+        and remember the pair as busy until ``RECEIPT_DELAY_S`` has passed."""
         self._send_encoded(pair[0], pair[1], "receipt", receipt_frame(due.ids), now)
+        sent_at = self._receipts_sent_at
+        sent_at[pair] = now
+        sent_at.move_to_end(pair)
+        while sent_at:
+            first, when = next(iter(sent_at.items()))
+            if len(sent_at) <= RECEIPT_PAIRS_MAX and 0 <= now - when < RECEIPT_DELAY_S:
+                break
+            del sent_at[first]
 
     def _send_frame(
         self,
