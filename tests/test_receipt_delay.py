@@ -1,12 +1,13 @@
 """Receipts wait at most RECEIPT_DELAY_S, coalesced per (key, endpoint) (docs/PROTOCOL.md,
 "4. Frames", "Receipts wait at most 25 ms"; issue 11, sixth and seventh sessions).
 
-A relay owes the receipt for an item from the moment it takes it. A quiet pair (sent no
-Receipt in the last RECEIPT_DELAY_S) gets it at the end of the pump, with every other id
-it is owed in that pump. A busy pair's ids go as one Receipt when the first of them has
-waited RECEIPT_DELAY_S (``get_timer`` says when, ``handle_timer`` sends it). Either goes
-at once when the next id would not fit one Receipt (tests/test_relay_fast.py), and the
-oldest pair's at once when more than RECEIPT_PAIRS_MAX pairs are owed one.
+A relay owes the receipt for an item from the moment it takes it. A quiet pair (sent
+fewer than two Receipts in the last RECEIPT_DELAY_S) gets it at the end of the pump,
+with every other id it is owed in that pump. A busy pair's ids go as one Receipt when
+the first of them has waited RECEIPT_DELAY_S (``get_timer`` says when, ``handle_timer``
+sends it). Either goes at once when the next id would not fit one Receipt
+(tests/test_relay_fast.py), and the oldest pair's at once when more than
+RECEIPT_PAIRS_MAX pairs are owed one.
 """
 
 from __future__ import annotations
@@ -53,13 +54,14 @@ def _hand(wire: Wire, sender: Node, relay: Node, now: float) -> bytes:
 
 
 def _warm(wire: Wire, relay: Node, senders: list[Node], now: float) -> None:
-    """Make each sender's pair busy: hand ``relay`` one item from each at ``now``, and
-    send the pump (a quiet pair's receipt leaves with it)."""
-    for sender in senders:
-        _hand(wire, sender, relay, now)
-    receipts = relay.stats.sent_by_kind["receipt"]
-    relay.datagrams_to_send()
-    assert relay.stats.sent_by_kind["receipt"] == receipts + len(senders)
+    """Make each sender's pair busy: two pumps at ``now``, each taking one item from each
+    sender (a quiet pair's receipt leaves with its pump: two Receipts in 25 ms)."""
+    for _ in range(2):
+        for sender in senders:
+            _hand(wire, sender, relay, now)
+        receipts = relay.stats.sent_by_kind["receipt"]
+        relay.datagrams_to_send()
+        assert relay.stats.sent_by_kind["receipt"] == receipts + len(senders)
 
 
 def _receipts(relay: Node, sender: Node, now: float, to: Endpoint) -> list[list[bytes]]:
@@ -104,7 +106,10 @@ def test_each_pair_waits_its_own_delay_oldest_first() -> None:
     assert _receipts(relay, first, now, wire.endpoint(first)) == [[first_key]]
     assert relay.stats.sent_by_kind["receipt"] == receipts + 1  # the second's waits
     assert relay.get_timer() == start + 0.01 + RECEIPT_DELAY_S
-    # The first pair, sent one 5 ms ago, owed again starts a new delay, behind the second's.
+    # The first pair, sent one 1 ms after its delayed one (quiet: one in 25 ms), owed again
+    # starts a new delay, behind the second's.
+    _hand(wire, first, relay, start + 0.026)
+    assert len(_receipts(relay, first, start + 0.026, wire.endpoint(first))) == 1
     _hand(wire, first, relay, start + 0.03)
     relay.handle_timer(start + 0.01 + RECEIPT_DELAY_S)
     now = start + 0.01 + RECEIPT_DELAY_S
@@ -179,7 +184,7 @@ def test_the_sender_sees_its_part_held_once_the_delay_has_passed() -> None:
     a, r = wire.add(1), wire.add(2)
     wire.connect(a, r)
     wire.settle(T0)
-    _warm(wire, r, [a], T0 + 1)  # r sent a a receipt just now: its next ids gather
+    _warm(wire, r, [a], T0 + 1)  # r sent a two receipts just now: its next ids gather
     text_id = a.send_text(Identity.generate().public, "held after 25 ms", T0 + 1)
     wire.pump(T0 + 1)
     assert wire.states(a, text_id) == []
@@ -300,45 +305,56 @@ def test_a_wake_up_for_receipts_alone_runs_no_upkeep(monkeypatch: pytest.MonkeyP
 
 
 def test_a_quiet_pairs_receipt_leaves_with_the_pump_and_arms_no_timer() -> None:
-    """A pair sent no Receipt in the last RECEIPT_DELAY_S gets its ids at the end of the
-    pump (``datagrams_to_send``), one Receipt for all it handed in that pump: at light
-    traffic a delay would gather nothing and cost a wake-up (TCP's quick-ack)."""
+    """A pair sent fewer than two Receipts in the last RECEIPT_DELAY_S gets its ids at the
+    end of the pump (``datagrams_to_send``), one Receipt for all it handed in that pump:
+    at light traffic (an item, or a message and its ack's way back) a delay would gather
+    nothing and cost a wake-up (TCP's quick-ack). The third within 25 ms waits."""
     wire, relay, (sender,) = _rig()
     to, now = wire.endpoint(sender), T0 + 1
     keys = [_hand(wire, sender, relay, now) for _ in range(2)]
     assert relay.stats.sent_by_kind["receipt"] == 0  # not before the pump ends
     assert relay.get_timer() > now + RECEIPT_DELAY_S  # no wake-up for it
     assert _receipts(relay, sender, now, to) == [keys]
-    # 10 ms later the pair is busy: its next id waits the delay.
+    second = now + 0.005
+    key = _hand(wire, sender, relay, second)
+    assert _receipts(relay, sender, second, to) == [[key]]  # one sent in 25 ms: still quiet
+    # Two sent in the last 25 ms: the pair is busy, its next id waits the delay.
     busy = now + 0.01
     key = _hand(wire, sender, relay, busy)
     assert _receipts(relay, sender, busy, to) == []
     assert relay.get_timer() == busy + RECEIPT_DELAY_S
     relay.handle_timer(busy + RECEIPT_DELAY_S)
     assert _receipts(relay, sender, busy + RECEIPT_DELAY_S, to) == [[key]]
-    # Busy until RECEIPT_DELAY_S after its last Receipt: a millisecond later it is quiet.
-    quiet = busy + 2 * RECEIPT_DELAY_S + 0.001
+    # Busy while the one before the last is under 25 ms old: 1 ms after, quiet again.
+    quiet = second + RECEIPT_DELAY_S + 0.001
     key = _hand(wire, sender, relay, quiet)
     assert _receipts(relay, sender, quiet, to) == [[key]]
 
 
 def test_the_busy_pairs_remembered_are_bounded() -> None:
-    """When each pair was last sent a Receipt is kept for at most RECEIPT_PAIRS_MAX pairs
-    and at most RECEIPT_DELAY_S: keys are free, and a forgotten pair is only quiet (its
-    receipt goes early, which is always allowed)."""
+    """When each pair was sent its last two Receipts is kept for at most RECEIPT_PAIRS_MAX
+    pairs and at most RECEIPT_DELAY_S after the last: keys are free, and a forgotten pair
+    is only quiet (its receipt goes early, which is always allowed)."""
     node = Node(Identity.from_seed(b"\x07" * 32), T0)
     key = Identity.from_seed(b"\x08" * 32).key
     endpoints = [(f"10.9.{i // 250}.{i % 250 + 1}", 4000) for i in range(RECEIPT_PAIRS_MAX + 1)]
     for endpoint in endpoints:
         node._addresses.received(endpoint, 1000)  # credit for the answer (3x what it sent)
-    for i, endpoint in enumerate(endpoints):
-        node._owe_receipt(key, endpoint, bytes([i % 256, i // 256]) * 16, T0)
+    for round_ in range(2):  # two Receipts each, in two pumps: all busy
+        for i, endpoint in enumerate(endpoints[:-1]):
+            node._owe_receipt(key, endpoint, bytes([i % 256, i // 256, round_]) * 16, T0)
+        node.datagrams_to_send()
+    assert len(node._receipts_sent_at) == RECEIPT_PAIRS_MAX
+    assert node._busy((key, endpoints[0]), T0)
+    node._owe_receipt(key, endpoints[-1], b"one more" * 4, T0)
     node.datagrams_to_send()
     assert len(node._receipts_sent_at) == RECEIPT_PAIRS_MAX
     assert not node._busy((key, endpoints[0]), T0)  # the oldest, forgotten
     assert node._busy((key, endpoints[1]), T0 + RECEIPT_DELAY_S - 0.001)
-    node._owe_receipt(key, endpoints[1], b"again" * 8, T0 + RECEIPT_DELAY_S)
-    node.datagrams_to_send()
+    node._owe_receipt(key, endpoints[1], b"again" * 8, T0 + RECEIPT_DELAY_S - 0.001)
+    assert node.datagrams_to_send() == []  # busy: it waits
+    node.handle_timer(T0 + 2 * RECEIPT_DELAY_S)
+    assert len(node.datagrams_to_send()) == 1
     assert list(node._receipts_sent_at) == [(key, endpoints[1])]  # the rest had passed
 
 

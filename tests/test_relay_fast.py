@@ -201,16 +201,18 @@ def test_ids_that_fill_the_limit_exactly_go_as_one_receipt() -> None:
     relay._send_receipt(key, endpoint, [*ids(0), ids(0)[0]], T0)  # one named twice
     assert relay.stats.sent_by_kind["receipt"] == 0  # a quiet pair's: at the pump's end
     assert len(relay.datagrams_to_send()) == 1 and relay.stats.sent_by_kind["receipt"] == 1
-    busy = T0 + RECEIPT_DELAY_S / 2  # sent one 12.5 ms ago: its ids gather
+    relay._send_receipt(key, endpoint, [b"w" * 48], T0)
+    assert len(relay.datagrams_to_send()) == 1  # still quiet: one sent in 25 ms
+    busy = T0 + RECEIPT_DELAY_S / 2  # two sent 12.5 ms ago: its ids gather
     relay._send_receipt(key, endpoint, [*ids(1), b"x" * 48], busy)
-    assert relay.stats.sent_by_kind["receipt"] == 2  # one byte over: the full one at once
+    assert relay.stats.sent_by_kind["receipt"] == 3  # one byte over: the full one at once
     assert len(relay.datagrams_to_send()) == 1
     assert relay.get_timer() == busy + RECEIPT_DELAY_S  # the id over waits the delay
     relay.handle_timer(busy + RECEIPT_DELAY_S)
     assert len(relay.datagrams_to_send()) == 1
     quiet = T0 + 1
     relay._send_receipt(key, endpoint, [*ids(2), b"y" * 48], quiet)
-    assert relay.stats.sent_by_kind["receipt"] == 4  # quiet too: the full one at once
+    assert relay.stats.sent_by_kind["receipt"] == 5  # quiet too: the full one at once
     assert len(relay.datagrams_to_send()) == 2  # and the id over at the pump's end
     assert relay.get_timer() > quiet + RECEIPT_DELAY_S
 

@@ -220,13 +220,14 @@ RECEIPT_IDS_BYTES = 1000
 RECEIPT_DELAY_S = 0.025
 # At most this many (key, endpoint) pairs owed a receipt at once; past it the oldest pair's
 # Receipt goes at once (early is always allowed). Each holds under RECEIPT_IDS_BYTES of ids.
-# The same bound holds the pairs remembered as busy (_receipts_sent_at).
+# The same bound holds the pairs whose last Receipts are remembered (_receipts_sent_at).
 RECEIPT_PAIRS_MAX = 1024
-# Only a busy pair's receipts wait (docs/PROTOCOL.md, "4. Frames"): one sent a Receipt less
-# than RECEIPT_DELAY_S ago. A quiet pair's go at the end of the pump that took its items
+# Only a busy pair's receipts wait (docs/PROTOCOL.md, "4. Frames"): one sent two Receipts
+# in the last RECEIPT_DELAY_S. A quiet pair's go at the end of the pump that took its items
 # (datagrams_to_send), as TCP's quick-ack and QUIC's immediate ACK of the first packets:
-# at light traffic a pair almost never owes two ids within 25 ms, and a delayed Receipt
-# would cost a timer wake-up and a pump of its own for nothing gathered.
+# at light traffic a pair owes at most an item or two within 25 ms (a message and its
+# ack's way back), and a delayed Receipt would cost a timer wake-up and a pump of its own
+# for nothing gathered. A stream (the third Receipt within 25 ms) gathers.
 # Lost sessions (docs/PROTOCOL.md, "Session reset"): a peer whose letters no session opens
 # gets one handshake letter in this long, and the node sends at most HANDSHAKE_BURST of
 # them (refilled at HANDSHAKE_RATE_PER_S), whatever claims to be the sender.
@@ -467,11 +468,14 @@ class Node:
         self._receipts_due: dict[tuple[bytes, Endpoint], _ReceiptsDue] = {}
         self._receipts_deadline = math.inf
         # Ids owed quiet pairs in this pump, sent by datagrams_to_send as of _receipts_now;
-        # and when each pair was last sent a Receipt, oldest first (the busy ones, pruned
-        # past RECEIPT_DELAY_S and RECEIPT_PAIRS_MAX as Receipts go).
+        # and when each pair was sent its last two Receipts (-inf: none before the last),
+        # the pair sent one last at the end (pruned past RECEIPT_DELAY_S since the last and
+        # past RECEIPT_PAIRS_MAX pairs as Receipts go).
         self._receipts_quick: dict[tuple[bytes, Endpoint], _ReceiptsDue] = {}
         self._receipts_now = now
-        self._receipts_sent_at: OrderedDict[tuple[bytes, Endpoint], float] = OrderedDict()
+        self._receipts_sent_at: OrderedDict[tuple[bytes, Endpoint], tuple[float, float]] = (
+            OrderedDict()
+        )
         self._events: deque[Event] = deque()
         self._received_unflushed = False  # a datagram came since the last drain
         self._queries: dict[bytes, _Query] = {}
@@ -2522,9 +2526,9 @@ class Node:
             self._receipts_deadline = self._first_receipt_deadline()
 
     def _busy(self, pair: tuple[bytes, Endpoint], now: float) -> bool:
-        """Was ``pair`` sent a Receipt less than ``RECEIPT_DELAY_S`` ago (its ids gather)?"""
+        """Was ``pair`` sent two Receipts in the last ``RECEIPT_DELAY_S`` (its ids gather)?"""
         sent = self._receipts_sent_at.get(pair)
-        return sent is not None and 0 <= now - sent < RECEIPT_DELAY_S
+        return sent is not None and 0 <= now - sent[0] < RECEIPT_DELAY_S
 
     @staticmethod
     def _gather(due: _ReceiptsDue, item: bytes) -> bool:
@@ -2567,14 +2571,15 @@ class Node:
 
     def _send_owed(self, pair: tuple[bytes, Endpoint], due: _ReceiptsDue, now: float) -> None:
         """Box and queue the Receipt naming ``due``'s ids to ``pair``'s key at its endpoint,
-        and remember the pair as busy until ``RECEIPT_DELAY_S`` has passed."""
+        and remember when, with when the one before went (``_busy``)."""
         self._send_encoded(pair[0], pair[1], "receipt", receipt_frame(due.ids), now)
         sent_at = self._receipts_sent_at
-        sent_at[pair] = now
+        before = sent_at.get(pair)
+        sent_at[pair] = (before[1] if before is not None else -math.inf, now)
         sent_at.move_to_end(pair)
         while sent_at:
-            first, when = next(iter(sent_at.items()))
-            if len(sent_at) <= RECEIPT_PAIRS_MAX and 0 <= now - when < RECEIPT_DELAY_S:
+            first, (_, last) = next(iter(sent_at.items()))
+            if len(sent_at) <= RECEIPT_PAIRS_MAX and 0 <= now - last < RECEIPT_DELAY_S:
                 break
             del sent_at[first]
 
