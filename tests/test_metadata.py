@@ -151,7 +151,7 @@ def test_a_stopped_sender_restarts_and_learns_of_delivery_from_a_restarted_relay
     wire.connect(b, r)
     wire.offline.add(wire.endpoint(b))
     text_id = a.send_text(b.identity.public, "ack me later", T0)
-    wire.pump(T0)
+    wire.settle(T0)  # r's receipt goes RECEIPT_DELAY_S later
     assert wire.states(a, text_id) == ["sent"]
     a_blobs = list(wire.persisted[wire.endpoint(a)].values())
     wire.offline = {wire.endpoint(a)}  # A stops; B comes back

@@ -17,7 +17,7 @@ from comm_tui.protocol.admission import echo_of
 from comm_tui.protocol.codec import Codec
 from comm_tui.protocol.events import PeerRemoved, StoreChanged
 from comm_tui.protocol.letters import CHUNK_BYTES
-from comm_tui.protocol.node import Node, NodeConfig
+from comm_tui.protocol.node import RECEIPT_DELAY_S, Node, NodeConfig
 from comm_tui.protocol.punch import PUNCH_RETRY_S, PUNCH_ROUNDS
 from comm_tui.protocol.relay_store import Entry, Kind
 from comm_tui.protocol.routing import Endpoint
@@ -93,6 +93,7 @@ def test_a_part_of_an_unfinished_text_is_receipted_to_the_endpoint_it_came_from(
     b.receive_datagram(
         forge_frame(a, b, pb.Frame(message=message_of(first)), T0), wire.endpoint(a), T0
     )
+    b.handle_timer(T0 + RECEIPT_DELAY_S)
     receipts = [f.receipt for f in frames_sent(wire, b, a, T0) if f.WhichOneof("body") == "receipt"]
     assert [list(r.ids) for r in receipts] == [[first.key]]
     assert wire.texts(b) == []
@@ -180,7 +181,7 @@ def test_receipts_owed_in_one_pump_split_before_their_ids_pass_1000_bytes(wire: 
     wire.connect(b, r)
     wire.offline.add(wire.endpoint(b))
     a.send_text(b.identity.public, "held", T0)
-    wire.pump(T0)
+    wire.settle(T0)  # r's receipt for the message goes
     (message,) = stored_messages(r)
     records = []
     for i in range(42):
@@ -200,6 +201,7 @@ def test_receipts_owed_in_one_pump_split_before_their_ids_pass_1000_bytes(wire: 
         r.receive_datagram(forge_frame(a, r, frame, now), wire.endpoint(a), now)
     frame = pb.Frame(message=message_of(message))
     r.receive_datagram(forge_frame(a, r, frame, now), wire.endpoint(a), now)
+    r.handle_timer(now + RECEIPT_DELAY_S)  # the id over the limit waits its delay
     receipts = [
         f.receipt for f in frames_sent(wire, r, a, now) if f.WhichOneof("body") == "receipt"
     ]
@@ -318,12 +320,16 @@ def test_an_ack_is_filed_under_its_recipient_and_evicted_like_any_item(wire: Wir
     assert ack.target == b.address
     assert [e.kind for e in r._store.for_target(b.address)] == [Kind.ACK]
     wire.offline.add(wire.endpoint(b))
-    for text in ("held", "held too"):
-        a.send_text(b.identity.public, text, T0 + 4)
-    wire.pump(T0 + 4)
-    assert len(r._store) == 3  # the ack and two messages, all from a's network
-    c.send_text(b.identity.public, "from another network", T0 + 5)
-    wire.pump(T0 + 5)
+    # Each sender's stem peer is drawn at random: each hands r its texts itself.
+    for sender, text, now in ((a, "held", T0 + 4), (a, "held too", T0 + 4), (c, "other", T0 + 5)):
+        sender.send_text(b.identity.public, text, now)
+        sender.datagrams_to_send()
+        own = [e for e in stored_messages(sender) if e.own_text_id][-1]
+        handed = forge_frame(sender, r, pb.Frame(message=message_of(own)), now)
+        r.receive_datagram(handed, wire.endpoint(sender), now)
+        wire.pump(now)
+        if sender is a and text == "held too":
+            assert len(r._store) == 3  # the ack and two messages, two of them from a's network
     assert r.stats.rejected_total == 0
     assert len(r._store) == 3 and r._store.evicted == 1
     assert any(e.origin == c.address for e in r._store)
@@ -384,7 +390,7 @@ def test_a_holders_receipt_for_our_own_part_is_persisted_as_bookkeeping() -> Non
     a.send_text(Identity.generate().public, "held by b", T0)
     a.drain_events()  # the part's first write
     wire.events[wire.endpoint(a)].clear()
-    wire.pump(T0)
+    wire.settle(T0)
     (part,) = [e for e in a._store if e.kind is Kind.MESSAGE]
     assert part.holders == {b.address}
     changes = [e for e in wire.of(a, StoreChanged) if isinstance(e, StoreChanged)]
@@ -463,7 +469,7 @@ def test_the_recipient_holding_a_part_is_still_sent_it_at_each_retry_of_the_stem
 
     wire.drop = drop
     a.send_text(b.identity.public, "x" * (CHUNK_BYTES + 10), T0)
-    wire.pump(T0)
+    wire.settle(T0)
     parts = [e for e in a._store if e.kind is Kind.MESSAGE]
     assert sorted(b.address in part.holders for part in parts) == [False, True]
     to_b.clear()

@@ -23,6 +23,7 @@ from comm_tui.protocol.node import (
     HOUSEKEEPING_INTERVAL_S,
     MAX_TTL_S,
     REBOOTSTRAP_INTERVAL_S,
+    RECEIPT_DELAY_S,
     Node,
     NodeConfig,
 )
@@ -164,6 +165,7 @@ def test_an_ack_and_each_copy_of_it_are_answered_with_a_receipt(wire: Wire) -> N
     for copy in range(2):
         now = T0 + 1 + copy
         r.receive_datagram(forge_frame(b, r, pb.Frame(ack=ack), now), wire.endpoint(b), now)
+        r.handle_timer(now + RECEIPT_DELAY_S)
         answers = [
             frame.WhichOneof("body")
             for data, dest in r.datagrams_to_send()
@@ -430,6 +432,7 @@ def test_outbox_states_queued_sent_delivered(wire: Wire) -> None:
     wire.pump(T0)
     assert wire.states(a, text_id) == []  # queued: nobody holds it yet
     wire.connect(a, r, T0 + 1)
+    wire.settle(T0 + 1)  # r's receipt for the part
     assert wire.states(a, text_id) == ["sent"]
     wire.offline.clear()
     wire.run(T0 + 2, T0 + 20)
@@ -551,7 +554,7 @@ def test_sixteen_nodes_deliver_many_texts_once_each() -> None:
 def test_restored_relay_keeps_relaying(wire: Wire) -> None:
     a, r, b = trio(wire, fast_config())
     text_id = a.send_text(b.identity.public, "survives a restart", T0)
-    wire.pump(T0)
+    wire.settle(T0)
     blobs = list(wire.persisted[wire.endpoint(r)].values())
     assert blobs
     restarted = Node(r.identity, T0 + 5, config=fast_config(), rng=random.Random(99))
@@ -570,7 +573,7 @@ def test_restored_sender_keeps_its_outbox(wire: Wire) -> None:
     a, r, b = trio(wire, fast_config())
     text = "s" * (CHUNK_BYTES * 2 + 5)
     text_id = a.send_text(b.identity.public, text, T0)
-    wire.pump(T0)
+    wire.settle(T0)
     assert wire.states(a, text_id) == ["sent"]
     blobs = list(wire.persisted[wire.endpoint(a)].values())
     assert len(blobs) == 3

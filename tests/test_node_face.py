@@ -12,8 +12,10 @@ import random
 
 from comm_tui.crypto.identity import Identity
 from comm_tui.net.udp import open_udp
-from comm_tui.protocol.events import Event, PeerAdded
+from comm_tui.protocol.codec import Codec
+from comm_tui.protocol.events import Event, PeerAdded, StoreChanged
 from comm_tui.protocol.node import Node
+from tests.test_relay_fast import _expiry, _message_frame, _stored_key
 from tests.wire import T0, Wire
 
 NOW = T0
@@ -66,3 +68,25 @@ def test_timer_is_rearmed_only_when_the_deadline_moves() -> None:
             protocol.close()
 
     asyncio.run(run())
+
+
+def test_the_datagrams_of_a_pump_make_one_store_changed_at_the_drain() -> None:
+    """What the datagrams received since the last drain changed in the store is handed
+    over as one StoreChanged, by ``drain_events`` or ``next_event`` alike (none when
+    nothing changed), not one per datagram."""
+    wire, relay, sender = _pair()
+    relay.drain_events()
+    codec = Codec(sender.identity)
+    for take in ("drain", "next"):
+        frames = [_message_frame(bytes([i]) * 20, _expiry(NOW)) for i in range(3)]
+        for frame in frames:
+            data = codec.encode_frame(relay.identity.key, frame, NOW)
+            relay.receive_datagram(data, wire.endpoint(sender), NOW)
+        if take == "drain":
+            events: list[Event] = relay.drain_events()
+        else:
+            events = list(iter(relay.next_event, None))
+        changes = [e for e in events if isinstance(e, StoreChanged)]
+        assert len(changes) == 1, take
+        assert {_stored_key(f) for f in frames} <= set(changes[0].put), take
+    assert relay.drain_events() == []

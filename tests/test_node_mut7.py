@@ -18,6 +18,7 @@ from comm_tui.protocol.node import (
     HANDSHAKE_PEERS_MAX,
     HANDSHAKE_RATE_PER_S,
     QUERY_TIMEOUT_S,
+    RECEIPT_DELAY_S,
     RECEIPT_TIMEOUT_S,
     Node,
     NodeConfig,
@@ -77,7 +78,7 @@ def test_an_ack_from_the_peer_that_handed_us_the_message_is_not_sent_back_to_it(
     a, r, b = wire.add(1, SLOW), wire.add(2, SLOW), wire.add(3, SLOW)
     wire.connect(a, r)
     a.send_text(b.identity.public, "held by r", T0)
-    wire.pump(T0)
+    wire.settle(T0)  # r's receipt for the message goes
     (held,) = _messages(r)
     assert held.origin == a.address
     ack = sign_ack(b.identity, held.item_id, held.expires_ms)
@@ -86,6 +87,7 @@ def test_an_ack_from_the_peer_that_handed_us_the_message_is_not_sent_back_to_it(
         a._codec.encode_frame(r.identity.key, pb.Frame(ack=ack), now), wire.endpoint(a), now
     )
     assert r.stats.acks_seen == 1 and not r.stats.rejected
+    r.handle_timer(now + RECEIPT_DELAY_S)  # the receipt waits that long (docs/PROTOCOL.md, "4")
     assert _bodies(wire, r, a, now) == ["receipt"]
     (stored,) = [e for e in r._store if e.kind is Kind.ACK]
     assert stored.settled  # owed to nobody: no retry of it either

@@ -41,6 +41,7 @@ from comm_tui.protocol.events import BundleFetched
 from comm_tui.protocol.node import (
     HOUSEKEEPING_INTERVAL_S,
     QUERY_TIMEOUT_S,
+    RECEIPT_DELAY_S,
     Node,
     NodeConfig,
 )
@@ -490,7 +491,7 @@ def test_records_signed_in_the_same_millisecond_do_not_bounce_between_relays(
     # Sent by a's node, as its relay would: a receipt counts only for an item sent
     # (docs/PROTOCOL.md, "7.2", "Receipt wait").
     a._send_item(planted, r.identity.key, wire.endpoint(r), T0)
-    wire.pump(T0)  # raises if datagrams kept flowing
+    wire.settle(T0)  # raises if datagrams kept flowing
     assert r.stats.rejected["stale_record"] == 1
     assert a.stats.rejected["stale_record"] == 0
     held_by_r, held_by_a = (
@@ -880,6 +881,7 @@ def test_a_record_offered_again_is_a_duplicate_with_a_receipt(wire: Wire) -> Non
     r.receive_datagram(
         c._codec.encode_frame(r.identity.key, frame, T0 + 1), wire.endpoint(c), T0 + 1
     )
+    r.handle_timer(T0 + 1 + RECEIPT_DELAY_S)
     answers = [
         Codec(c.identity).decode(data, T0 + 1).frame
         for data, dest in r.datagrams_to_send()

@@ -19,6 +19,7 @@ from comm_tui.protocol.codec import MAX_CLOCK_SKEW_S, Codec
 from comm_tui.protocol.node import (
     DAY_S,
     EXPIRY_UNIT_MS,
+    RECEIPT_DELAY_S,
     SEALED_BYTES,
     Node,
     NodeConfig,
@@ -131,6 +132,7 @@ def _hand(wire: Wire, sender: Node, to: Node, frame: pb.Frame, now: float) -> li
     codec = Codec(sender.identity)
     source = wire.endpoint(sender)
     to.receive_datagram(codec.encode_frame(to.identity.key, frame, now), source, now)
+    to.handle_timer(now + RECEIPT_DELAY_S)  # a receipt waits that long (docs/PROTOCOL.md, "4")
     kinds = []
     for data, dest in to.datagrams_to_send():
         if dest == source:

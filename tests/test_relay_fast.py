@@ -5,10 +5,10 @@
   same bytes as ``nacl.bindings``, and every box that is not authentic, or too short to
   hold a nonce and a MAC, refused;
 - the store key of each kind;
-- receipts: every receipt a node owes one peer in one pump leaves as one Receipt, in
-  the order the items came, each item named once, split where the ids pass
-  ``RECEIPT_IDS_BYTES`` (docs/PROTOCOL.md, "4. Frames"); a pump per datagram receipts
-  each item at once, as before;
+- receipts: every receipt a node owes a quiet peer in one pump, or a busy one within
+  ``RECEIPT_DELAY_S`` of the first, leaves as one Receipt, in the order the items came,
+  each item named once, split where the ids pass ``RECEIPT_IDS_BYTES`` (docs/PROTOCOL.md,
+  "4. Frames") (tests/test_receipt_delay.py holds the timer and the quiet rule);
 - ``RoutingTable.closest`` walks the buckets nearest first, equal to a full sort.
 """
 
@@ -28,6 +28,7 @@ from comm_tui.protocol.codec import CLIENT_FLAG, MAX_DATAGRAM_BYTES, Codec, rece
 from comm_tui.protocol.node import (
     EXPIRY_UNIT_MS,
     FETCH_ITEMS_MAX,
+    RECEIPT_DELAY_S,
     RECEIPT_IDS_BYTES,
     SEALED_BYTES,
     Node,
@@ -87,7 +88,7 @@ def test_store_keys_start_with_the_kind() -> None:
     assert entry_key(Kind.RECORD, b"i") == b"\x03i"
 
 
-# ---------------------------------------------------------------- receipts, one per peer per pump
+# ---------------------------------------------------------------- receipts, one per peer per delay
 
 
 def _message_frame(recipient: bytes, expires_ms: int) -> pb.Frame:
@@ -113,11 +114,14 @@ def _pump(
     wire: Wire, relay: Node, handed: list[tuple[Node, pb.Frame]], now: float = T0
 ) -> tuple[list[bytes], dict[Endpoint, list[list[bytes]]]]:
     """The senders hand ``relay`` these frames in one pump (every datagram read before
-    it sends); returns the datagrams and, by sender endpoint, the ids of each Receipt."""
+    it sends), then its timer runs when a busy pair's receipts would be due; returns the
+    datagrams of both and, by sender endpoint, the ids of each Receipt."""
     for sender, frame in handed:
         data = Codec(sender.identity).encode_frame(relay.identity.key, frame, now)
         relay.receive_datagram(data, wire.endpoint(sender), now)
     sent = relay.datagrams_to_send()
+    relay.handle_timer(now + RECEIPT_DELAY_S)
+    sent += relay.datagrams_to_send()
     receipts: dict[Endpoint, list[list[bytes]]] = {}
     for sender in {s for s, _ in handed}:
         source = wire.endpoint(sender)
@@ -144,11 +148,11 @@ def test_the_receipts_one_peer_is_owed_in_a_pump_go_as_one_receipt_in_order() ->
     assert relay.stats.sent_by_kind["receipt"] == 1
 
 
-def test_a_pump_per_datagram_still_receipts_each_item_at_once() -> None:
+def test_items_further_apart_than_the_delay_are_receipted_one_each() -> None:
     wire, relay, (sender,) = _rig()
-    for _ in range(3):
+    for step in range(3):
         frame = _message_frame(os.urandom(20), _expiry(T0))
-        _, receipts = _pump(wire, relay, [(sender, frame)])
+        _, receipts = _pump(wire, relay, [(sender, frame)], T0 + step * 2 * RECEIPT_DELAY_S)
         assert receipts == {wire.endpoint(sender): [[_stored_key(frame)]]}
 
 
@@ -188,15 +192,29 @@ def test_a_receipt_is_split_where_its_ids_pass_the_limit_and_never_outgrows_its_
 
 def test_ids_that_fill_the_limit_exactly_go_as_one_receipt() -> None:
     wire, relay, (sender,) = _rig()
-    endpoint = wire.endpoint(sender)
-    ids = [bytes([i]) * 48 for i in range(RECEIPT_IDS_BYTES // 50)]  # 50 bytes each, exactly
-    relay._send_receipt(sender.identity.key, endpoint, ids, T0)
-    assert relay.stats.sent_by_kind["receipt"] == 0  # nothing before the pump ends
-    sent = relay.datagrams_to_send()
-    assert len(sent) == 1 and relay.stats.sent_by_kind["receipt"] == 1
-    relay._send_receipt(sender.identity.key, endpoint, [*ids, b"x" * 48], T0)
-    assert relay.stats.sent_by_kind["receipt"] == 2  # one byte over: the full one went at once
-    assert len(relay.datagrams_to_send()) == 2
+    key, endpoint = sender.identity.key, wire.endpoint(sender)
+    per = RECEIPT_IDS_BYTES // 50
+
+    def ids(tag: int) -> list[bytes]:  # 50 bytes each in a Receipt: per of them fill it
+        return [bytes([i, tag]) * 24 for i in range(per)]
+
+    relay._send_receipt(key, endpoint, [*ids(0), ids(0)[0]], T0)  # one named twice
+    assert relay.stats.sent_by_kind["receipt"] == 0  # a quiet pair's: at the pump's end
+    assert len(relay.datagrams_to_send()) == 1 and relay.stats.sent_by_kind["receipt"] == 1
+    relay._send_receipt(key, endpoint, [b"w" * 48], T0)
+    assert len(relay.datagrams_to_send()) == 1  # still quiet: one sent in 25 ms
+    busy = T0 + RECEIPT_DELAY_S / 2  # two sent 12.5 ms ago: its ids gather
+    relay._send_receipt(key, endpoint, [*ids(1), b"x" * 48], busy)
+    assert relay.stats.sent_by_kind["receipt"] == 3  # one byte over: the full one at once
+    assert len(relay.datagrams_to_send()) == 1
+    assert relay.get_timer() == busy + RECEIPT_DELAY_S  # the id over waits the delay
+    relay.handle_timer(busy + RECEIPT_DELAY_S)
+    assert len(relay.datagrams_to_send()) == 1
+    quiet = T0 + 1
+    relay._send_receipt(key, endpoint, [*ids(2), b"y" * 48], quiet)
+    assert relay.stats.sent_by_kind["receipt"] == 5  # quiet too: the full one at once
+    assert len(relay.datagrams_to_send()) == 2  # and the id over at the pump's end
+    assert relay.get_timer() > quiet + RECEIPT_DELAY_S
 
 
 def test_the_largest_receipt_with_a_cookie_and_the_client_flag_fits_a_datagram() -> None:

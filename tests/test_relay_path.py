@@ -195,11 +195,12 @@ def test_a_slow_peers_late_receipt_is_no_failure_and_no_second_copy() -> None:
     wire = Wire()
     a, b = wire.add(1), wire.add(2)
     wire.connect(a, b)
+    wire.run(T0 + 1, T0 + 9)  # the joining's upkeep (records pushed, receipted) before b is slow
     a._receipt_waits.sent(b.address, b"x" * 33, T0)
     a._receipt_waits.received(b.address, b"x" * 33, T0 + 5.0)  # b was slow before
     held, _ = _receipt_reader(wire, b, a)
     a.send_text(Identity.generate().public, "b is slow, not gone", T0 + 10)
-    wire.pump(T0 + 10)
+    wire.settle(T0 + 10)
     assert held and a.stats.sent_by_kind["message"] == 1
     wire.tick(T0 + 10 + RECEIPT_TIMEOUT_S + 0.1)  # the text's first retry is due
     assert a.stats.sent_by_kind["message"] == 1  # no second copy to b

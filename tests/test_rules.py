@@ -347,7 +347,7 @@ def test_an_item_relayed_without_a_receipt_counts_a_failure_against_the_peer() -
     entry = a._table.get(b.address)
     assert entry is not None and entry.failures == 0
     a.send_text(Identity.generate().public, "held by b, never confirmed", T0)
-    wire.pump(T0)
+    wire.settle(T0)  # B's receipt goes RECEIPT_DELAY_S later
     assert "receipt" in kinds  # B took the item and answered; the answer was lost
     wire.tick(T0 + RECEIPT_TIMEOUT_S - 0.1)
     assert entry.failures == 0
@@ -357,6 +357,6 @@ def test_an_item_relayed_without_a_receipt_counts_a_failure_against_the_peer() -
     # The same with the receipt arriving: no failure.
     wire.drop = None
     a.send_text(Identity.generate().public, "confirmed", T0 + 10)
-    wire.pump(T0 + 10)
+    wire.settle(T0 + 10)
     wire.tick(T0 + 10 + RECEIPT_TIMEOUT_S + 0.1)
     assert entry.failures == 0

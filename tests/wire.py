@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from comm_tui.crypto.identity import Identity
 from comm_tui.protocol.events import Event, StoreChanged, TextReceived, TextStateChanged
-from comm_tui.protocol.node import Node, NodeConfig
+from comm_tui.protocol.node import RECEIPT_DELAY_S, Node, NodeConfig
 from comm_tui.protocol.routing import Endpoint
 
 T0 = 1_800_000_000.0
@@ -83,6 +83,15 @@ class Wire:
             if endpoint not in self.offline and node.get_timer() <= now:
                 node.handle_timer(now)
         self.pump(now)
+
+    def settle(self, now: float) -> float:
+        """``pump`` at ``now``, then let the receipts it left owed go: the clock moves on
+        by ``RECEIPT_DELAY_S`` (docs/PROTOCOL.md, "4. Frames"), whatever is due by then
+        runs, and what it sends is pumped. Returns the time it moved to."""
+        self.pump(now)
+        later = now + RECEIPT_DELAY_S
+        self.tick(later)
+        return later
 
     def run(self, start: float, end: float, step: float = 1.0) -> None:
         now = start

@@ -10,8 +10,9 @@ re-armed after each step in which the core's deadline changed (only then: see ``
 
 asyncio hands a datagram protocol one datagram per loop iteration. On a socket we bound
 (``open_udp``), the adapter takes what else is already queued, up to ``READ_BATCH``, before
-it pumps: one pump then carries the receipts of all of them, one per peer
-(docs/PROTOCOL.md, "4. Frames", Receipt), and one group-commit batch.
+it pumps: one pump then hands over one ``StoreChanged`` for all of them and makes one
+group-commit batch (their receipts gather per peer for up to 25 ms anyway,
+docs/PROTOCOL.md, "4. Frames", Receipt).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from comm_tui.protocol.node import Node
 from comm_tui.protocol.routing import Endpoint
 
 # Datagrams taken from the socket before one pump, at most: enough that a busy relay's
-# receipts go out batched, few enough that one pump stays short on a shared loop.
+# writes go in few batches, few enough that one pump stays short on a shared loop.
 READ_BATCH = 16
 # The largest datagram read (a UDP payload cannot be larger).
 READ_BYTES = 65535

@@ -55,12 +55,13 @@ tick: the seed's rule as written, kept as the benchmark baseline.
 from __future__ import annotations
 
 import heapq
+import math
 import os
 import random
 import socket
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
-from dataclasses import astuple, dataclass, field
+from dataclasses import astuple, dataclass
 from typing import Any, Literal
 
 from comm_tui.crypto.ack import ack_is_well_formed, sign_ack, verify_ack
@@ -211,6 +212,22 @@ FETCH_ITEMS_MAX = 512
 # always fits one 1,200-byte datagram, and 1,000 bytes hold at most 500 ids: never
 # more than FETCH_ITEMS_MAX.
 RECEIPT_IDS_BYTES = 1000
+# docs/PROTOCOL.md, "4. Frames", "Receipts wait at most 25 ms": the ids owed one (key,
+# endpoint) gather across pumps until the first of them has waited this long (QUIC's
+# default max_ack_delay). The sender's receipt wait is at least RECEIPT_TIMEOUT_S (2 s),
+# 80 times longer, so nothing there moves; a relay taking a peer's items faster than one
+# per 25 ms sends one Receipt for several of them instead of one each.
+RECEIPT_DELAY_S = 0.025
+# At most this many (key, endpoint) pairs owed a receipt at once; past it the oldest pair's
+# Receipt goes at once (early is always allowed). Each holds under RECEIPT_IDS_BYTES of ids.
+# The same bound holds the pairs whose last Receipts are remembered (_receipts_sent_at).
+RECEIPT_PAIRS_MAX = 1024
+# Only a busy pair's receipts wait (docs/PROTOCOL.md, "4. Frames"): one sent two Receipts
+# in the last RECEIPT_DELAY_S. A quiet pair's go at the end of the pump that took its items
+# (datagrams_to_send), as TCP's quick-ack and QUIC's immediate ACK of the first packets:
+# at light traffic a pair owes at most an item or two within 25 ms (a message and its
+# ack's way back), and a delayed Receipt would cost a timer wake-up and a pump of its own
+# for nothing gathered. A stream (the third Receipt within 25 ms) gathers.
 # Lost sessions (docs/PROTOCOL.md, "Session reset"): a peer whose letters no session opens
 # gets one handshake letter in this long, and the node sends at most HANDSHAKE_BURST of
 # them (refilled at HANDSHAKE_RATE_PER_S), whatever claims to be the sender.
@@ -306,11 +323,13 @@ class _Query:
 
 @dataclass(slots=True)
 class _ReceiptsDue:
-    """The ids one peer is owed a receipt for in this pump (a dict: ordered, each once),
-    and their bytes in a Receipt (2 + length each)."""
+    """The ids one (key, endpoint) is owed a receipt for (a dict: ordered, each once),
+    their bytes in a Receipt (2 + length each), and when they must go: the first one
+    owed plus ``RECEIPT_DELAY_S``."""
 
-    ids: dict[bytes, None] = field(default_factory=dict)
-    size: int = 0
+    ids: dict[bytes, None]
+    size: int
+    deadline: float
 
 
 @dataclass
@@ -442,11 +461,23 @@ class Node:
         self._outbox: list[tuple[bytes, Endpoint]] = []
         # Receipts made since the last receipts_to_send; None: they go in _outbox.
         self._receipts_out: list[tuple[bytes, Endpoint]] | None = [] if receipts_apart else None
-        # Receipts owed since the last datagrams_to_send, by (peer key, endpoint): ids in
-        # the order their items came, with their bytes as a Receipt counts them.
+        # Receipts owed, by (peer key, endpoint), in the order each pair was first owed
+        # one (so the first holds the earliest deadline): ids in the order their items
+        # came, with their bytes as a Receipt counts them. And the earliest deadline
+        # (inf: none owed), which get_timer reads as it is.
         self._receipts_due: dict[tuple[bytes, Endpoint], _ReceiptsDue] = {}
+        self._receipts_deadline = math.inf
+        # Ids owed quiet pairs in this pump, sent by datagrams_to_send as of _receipts_now;
+        # and when each pair was sent its last two Receipts (-inf: none before the last),
+        # the pair sent one last at the end (pruned past RECEIPT_DELAY_S since the last and
+        # past RECEIPT_PAIRS_MAX pairs as Receipts go).
+        self._receipts_quick: dict[tuple[bytes, Endpoint], _ReceiptsDue] = {}
         self._receipts_now = now
+        self._receipts_sent_at: OrderedDict[tuple[bytes, Endpoint], tuple[float, float]] = (
+            OrderedDict()
+        )
         self._events: deque[Event] = deque()
+        self._received_unflushed = False  # a datagram came since the last drain
         self._queries: dict[bytes, _Query] = {}
         self._deferred: OrderedDict[bytes, _Deferred] = OrderedDict()  # by peer key
         self._challenged: OrderedDict[tuple[bytes, Endpoint], float] = OrderedDict()
@@ -619,8 +650,8 @@ class Node:
         "Letters and sealing", peek and commit): a receipt or ack must never leave before
         what it vouches for is on disk.
         """
-        if self._receipts_due:
-            self._flush_receipts()
+        if self._receipts_quick:
+            self._send_quick_receipts()
         out, self._outbox = self._outbox, []
         return out
 
@@ -628,7 +659,8 @@ class Node:
         """The Receipts a node made with ``receipts_apart`` holds out of
         ``datagrams_to_send``, oldest first, handed over once (empty for any other node).
 
-        Call it after ``datagrams_to_send`` (which sends the receipts owed in the pump).
+        Call it after ``datagrams_to_send``: the Receipts made since (those due at a
+        ``handle_timer``, a full one at once, docs/PROTOCOL.md, "4. Frames").
         A Receipt is our promise "I hold it": send it only once every write drained
         before it is durable. The other datagrams depend on fewer writes: a forwarded
         copy promises nothing about our disk (docs/PROTOCOL.md, "8.2 Local durability").
@@ -641,6 +673,8 @@ class Node:
 
     def next_event(self) -> Event | None:
         """The oldest event not yet taken, or None when there is none (aioquic's shape)."""
+        if self._received_unflushed:
+            self._flush_received()
         return self._events.popleft() if self._events else None
 
     def drain_events(self) -> list[Event]:
@@ -650,6 +684,8 @@ class Node:
         sending ``datagrams_to_send()``: a ``StoreChanged`` or ``SessionsChanged`` among
         them must be durable before the datagrams that depend on it leave.
         """
+        if self._received_unflushed:
+            self._flush_received()
         events = list(self._events)
         self._events.clear()
         return events
@@ -663,6 +699,14 @@ class Node:
         Timeouts are always "now + a constant" and their dicts keep insertion order,
         so the first entry of each holds its earliest deadline.
         """
+        timer = self._upkeep_due()
+        if self._receipts_deadline < timer:
+            timer = self._receipts_deadline
+        self._armed_for = timer
+        return timer
+
+    def _upkeep_due(self) -> float:
+        """``get_timer`` but for the receipts owed: when anything else is due."""
         # Plain comparisons, not min(): this runs after every datagram a node handles.
         timer = self._next_housekeeping
         if self._next_rebootstrap < timer:
@@ -689,7 +733,6 @@ class Node:
         due = self._punch.next_due()
         if due < timer:
             timer = due
-        self._armed_for = timer
         return timer
 
     def restore(self, blobs: Iterable[bytes], now: float) -> int:
@@ -877,6 +920,13 @@ class Node:
         ``datagrams_to_send()``. Calling it early does nothing that is not due.
         """
         self._proven = None
+        if now >= self._receipts_deadline:
+            self._send_receipts_due(now)
+            if now < self._upkeep_due():
+                # Only receipts were due (most wake-ups of a node that takes items): the
+                # upkeep below would find nothing to do, at ~20 times the cost.
+                self._now = now
+                return
         while self._schedule and self._schedule[0][0] <= now:
             due, key = heapq.heappop(self._schedule)
             entry = self._store.by_key(key)
@@ -944,7 +994,9 @@ class Node:
             self._stats.reject(rejected.reason)
         except Exception:
             self._stats.reject("internal_error")
-        self._flush_store()
+        # What it changed is handed over at the next drain (_flush_received): one
+        # StoreChanged for all the datagrams of a pump.
+        self._received_unflushed = True
 
     def lookup(self, target: bytes, now: float, *, until_found: bool = False) -> None:
         """Start an iterative lookup (used for joining and bucket refresh).
@@ -1408,7 +1460,8 @@ class Node:
         of an item we hold is ignored and counted (``receipt_unsent``), unless the sender
         already holds it (a second receipt): Sybils told an item's id by one colluder
         must not silence it by claiming to hold it (docs/PROTOCOL.md, "7.2", "Receipt
-        wait"). An id naming nothing we hold is skipped.
+        wait"). An id naming nothing we hold is skipped, unless it names a message we
+        sent that peer and have since replaced by its ack (``_ack_to_late_holder``).
         """
         ids = receipt.ids
         if len(ids) > FETCH_ITEMS_MAX:
@@ -1419,11 +1472,40 @@ class Node:
         for key in ids:
             entry = by_key(key)
             if entry is None:
+                self._ack_to_late_holder(sender, key, addr, now)
                 continue
             if received(address, key, now):
                 self._add_holder(entry, address, now)
             elif address not in entry.holders:
                 self._stats.reject("receipt_unsent")
+
+    def _ack_to_late_holder(
+        self, sender: PublicIdentity, key: bytes, addr: Endpoint, now: float
+    ) -> None:
+        """A receipt for a message we sent ``sender`` and have replaced by its ack since: the
+        ack came back before the receipt, which may wait up to ``RECEIPT_DELAY_S``
+        (docs/PROTOCOL.md, "4. Frames"). The peer holds the message, so it is owed the ack
+        as the message's other holders are (docs/PROTOCOL.md, "7.3 Acks"): it goes to that
+        peer at once, and its wait ends, measured, instead of counting a failure. Only to
+        that peer, and no attempt of the ack's is counted: a late receipt must not spend
+        the ack's retries on the hops it has reached already. An ack that had settled is
+        scheduled again, so it retries to the peer until the peer holds it. Only with a
+        wait open for that message: whoever names ids we never sent it gets nothing, and
+        costs one dict lookup per id."""
+        sent = self._receipt_waits.item_sent(sender.address, key)
+        if not isinstance(sent, Entry):
+            return
+        # A message's ack is stored under its id and recipient (nothing else sent has one).
+        ack = self._store.by_key(_ACK_KEY_PREFIX + sent.item_id + sent.target)
+        if ack is None or not self._receipt_waits.received(sender.address, key, now):
+            return
+        ack.notify.add(sender.address)
+        if sender.address not in self._ack_owed(ack):
+            return  # the peer has sent us its copy of the ack already
+        self._send_item(ack, sender.key, addr, now)
+        if ack.settled:
+            ack.settled = False
+            self._reschedule(ack, now + self._retry_delay(ack))
 
     def _on_fetch(
         self, sender: PublicIdentity, fetch: pb.Fetch, addr: Endpoint, now: float
@@ -1975,10 +2057,13 @@ class Node:
                 # "7.2 Message ids and relaying", "8a.3 Storing and relaying").
                 self.lookup(entry.target, now)
         entry.attempts += 1
-        delay = min(
-            self.config.backoff_max_s, self.config.backoff_base_s * 2 ** (entry.attempts - 1)
-        )
-        self._reschedule(entry, now + delay)
+        self._reschedule(entry, now + self._retry_delay(entry))
+
+    def _retry_delay(self, entry: Entry) -> float:
+        """How long after an attempt the next one comes: doubling from ``backoff_base_s``
+        with each attempt made, up to ``backoff_max_s``."""
+        doublings = max(entry.attempts - 1, 0)
+        return min(self.config.backoff_max_s, self.config.backoff_base_s * 2.0**doublings)
 
     def _push_to_attached(self, entry: Entry, now: float) -> None:
         """A message for a client attached to us goes to it at once, at every attempt
@@ -2393,43 +2478,110 @@ class Node:
     # ------------------------------------------------------------------ output
 
     def _send_receipt(self, key: bytes, endpoint: Endpoint, ids: list[bytes], now: float) -> None:
-        """Owe ``key`` at ``endpoint`` a receipt naming ``ids``; it leaves at the end of the
-        pump (``datagrams_to_send``) with every other receipt owed to that peer in the
-        pump, as one Receipt (docs/PROTOCOL.md, "4. Frames"). A driver that reads several
-        datagrams before it sends pays one box and one datagram per peer, not per item;
-        one that pumps per datagram sends what it sent before. The ids owed one peer
-        never pass one Receipt's worth: past it, that Receipt goes at once."""
+        """Owe ``key`` at ``endpoint`` a receipt naming ``ids`` (``_owe_receipt`` each)."""
         for item in ids:
             self._owe_receipt(key, endpoint, item, now)
 
     def _owe_receipt(self, key: bytes, endpoint: Endpoint, item: bytes, now: float) -> None:
-        """``_send_receipt`` for one item (a relay takes one per datagram)."""
+        """Owe ``key`` at ``endpoint`` a receipt for ``item`` (docs/PROTOCOL.md, "4. Frames",
+        "Receipts wait at most 25 ms"). It goes with every other id owed to that pair, as
+        one Receipt: at the end of the pump for a quiet pair (``datagrams_to_send``), when
+        the first of them has waited ``RECEIPT_DELAY_S`` for a busy one (``handle_timer``);
+        at once when the next id would not fit one Receipt (``RECEIPT_IDS_BYTES``), or when
+        more than ``RECEIPT_PAIRS_MAX`` pairs are owed one (the oldest pair's)."""
         if self.config.policy != "ours":
             return
-        self._receipts_now = now
         pair = (key, endpoint)
-        due = self._receipts_due.get(pair)
-        if due is None:
-            self._receipts_due[pair] = _ReceiptsDue({item: None}, 2 + len(item))
+        quick = self._receipts_quick
+        due = quick.get(pair)
+        if due is not None or (pair not in self._receipts_due and not self._busy(pair, now)):
+            self._receipts_now = now
+            if due is not None:
+                if item in due.ids or self._gather(due, item):
+                    return
+                self._send_owed(pair, quick.pop(pair), now)  # full: it goes now
+            quick[pair] = _ReceiptsDue({item: None}, 2 + len(item), now)
+            if len(quick) > RECEIPT_PAIRS_MAX:
+                oldest = next(iter(quick))
+                self._send_owed(oldest, quick.pop(oldest), now)
             return
-        if item in due.ids:
-            return  # the same item twice in one pump: named once
-        if due.size + 2 + len(item) > RECEIPT_IDS_BYTES:
-            self._send_encoded(key, endpoint, "receipt", receipt_frame(list(due.ids)), now)
-            due.ids.clear()
-            due.size = 0
-        due.ids[item] = None
-        due.size += 2 + len(item)
+        owed_by_pair = self._receipts_due
+        due = owed_by_pair.get(pair)
+        if due is not None:
+            if item in due.ids or self._gather(due, item):
+                return
+            # Full: it goes now, and this id starts the pair's next Receipt, last in line.
+            del owed_by_pair[pair]
+            self._send_owed(pair, due, now)
+            self._receipts_deadline = self._first_receipt_deadline()
+        deadline = now + RECEIPT_DELAY_S
+        owed_by_pair[pair] = _ReceiptsDue({item: None}, 2 + len(item), deadline)
+        # Later than the first's only if the clock went back: then the earlier one is the
+        # timer's, and _send_receipts_due sends the older pairs as overdue.
+        if deadline < self._receipts_deadline:
+            self._receipts_deadline = deadline
+        if len(owed_by_pair) > RECEIPT_PAIRS_MAX:
+            oldest = next(iter(owed_by_pair))
+            self._send_owed(oldest, owed_by_pair.pop(oldest), now)
+            self._receipts_deadline = self._first_receipt_deadline()
 
-    def _flush_receipts(self) -> None:
-        """Send every receipt owed (``_send_receipt``): one Receipt per peer and endpoint,
-        in the order the peers were first owed one in this pump."""
-        due, self._receipts_due = self._receipts_due, {}
+    def _busy(self, pair: tuple[bytes, Endpoint], now: float) -> bool:
+        """Was ``pair`` sent two Receipts in the last ``RECEIPT_DELAY_S`` (its ids gather)?"""
+        sent = self._receipts_sent_at.get(pair)
+        return sent is not None and 0 <= now - sent[0] < RECEIPT_DELAY_S
+
+    @staticmethod
+    def _gather(due: _ReceiptsDue, item: bytes) -> bool:
+        """Add ``item`` to ``due`` if one Receipt still holds it (``RECEIPT_IDS_BYTES``)."""
+        size = due.size + 2 + len(item)
+        if size > RECEIPT_IDS_BYTES:
+            return False
+        due.ids[item] = None
+        due.size = size
+        return True
+
+    def _send_quick_receipts(self) -> None:
+        """Send the Receipts owed quiet pairs in this pump (``_owe_receipt``), one per pair
+        in the order each was first owed one, as of the pump's last datagram."""
+        quick, self._receipts_quick = self._receipts_quick, {}
         self._proven = None  # an entry point: the table may have changed since
         now = self._receipts_now
-        for (key, endpoint), owed in due.items():
-            if owed.ids:
-                self._send_encoded(key, endpoint, "receipt", receipt_frame(owed.ids), now)
+        for pair, due in quick.items():
+            self._send_owed(pair, due, now)
+
+    def _send_receipts_due(self, now: float) -> None:
+        """Send the Receipts whose first id has waited ``RECEIPT_DELAY_S`` by ``now``, oldest
+        pair first, and any dated later than ``now`` allows (the clock went back)."""
+        owed_by_pair = self._receipts_due
+        latest = now + RECEIPT_DELAY_S
+        while owed_by_pair:
+            pair, due = next(iter(owed_by_pair.items()))
+            if now < due.deadline <= latest:
+                self._receipts_deadline = due.deadline
+                return
+            del owed_by_pair[pair]
+            self._send_owed(pair, due, now)
+        self._receipts_deadline = math.inf
+
+    def _first_receipt_deadline(self) -> float:
+        """The first pair's deadline (pairs are in the order first owed), inf if none."""
+        for due in self._receipts_due.values():
+            return due.deadline
+        return math.inf
+
+    def _send_owed(self, pair: tuple[bytes, Endpoint], due: _ReceiptsDue, now: float) -> None:
+        """Box and queue the Receipt naming ``due``'s ids to ``pair``'s key at its endpoint,
+        and remember when, with when the one before went (``_busy``)."""
+        self._send_encoded(pair[0], pair[1], "receipt", receipt_frame(due.ids), now)
+        sent_at = self._receipts_sent_at
+        before = sent_at.get(pair)
+        sent_at[pair] = (before[1] if before is not None else -math.inf, now)
+        sent_at.move_to_end(pair)
+        while sent_at:
+            first, (_, last) = next(iter(sent_at.items()))
+            if len(sent_at) <= RECEIPT_PAIRS_MAX and 0 <= now - last < RECEIPT_DELAY_S:
+                break
+            del sent_at[first]
 
     def _send_frame(
         self,
@@ -2533,7 +2685,19 @@ class Node:
         else:
             self._outbox.append((data, endpoint))
 
+    def _flush_received(self) -> None:
+        """``_flush_store`` for the datagrams received since the last drain, at the drain
+        (``drain_events``, ``next_event``): a pump of many datagrams hands over one
+        ``StoreChanged``. Only then: a drain before any datagram (the driver's first pump,
+        before ``restore_sessions``) must not hand over the prekeys made at construction."""
+        self._received_unflushed = False
+        self._flush_store()
+
     def _flush_store(self) -> None:
+        """Hand the driver what changed in the store and the sessions since the last call,
+        as one ``StoreChanged`` and one ``SessionsChanged`` (none when nothing did). Called
+        by the commands and ``handle_timer`` as they end, and at the drain for the
+        datagrams received since (docs/PROTOCOL.md, "8.2 Local durability")."""
         store = self._store
         if store.dirty or store.deleted:
             bookkeeping = store.take_bookkeeping()

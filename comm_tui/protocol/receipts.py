@@ -162,6 +162,11 @@ class ReceiptWaits:
         peer.rto = min(RECEIPT_TIMEOUT_MAX_S, max(RECEIPT_TIMEOUT_S, peer.srtt + _K * peer.rttvar))
         return True
 
+    def item_sent(self, address: bytes, key: bytes) -> object:
+        """What went to ``address`` under ``key`` while its wait is open (None if none)."""
+        wait = self._waits.get((address, key))
+        return None if wait is None else wait.item
+
     def forget(self, address: bytes, key: bytes) -> None:
         """Stop waiting without measuring (``address`` sent the item's ack instead)."""
         self._waits.pop((address, key), None)
