@@ -27,19 +27,17 @@ from comm_tui.protocol.node import (
     Node,
     NodeConfig,
 )
-from comm_tui.protocol.relay_store import Kind
+from comm_tui.protocol.relay_store import Entry, Kind
 from comm_tui.protocol.routing import Endpoint
 from tests.test_node import forge_frame, frames_sent, message_of, stored_messages
 from tests.test_relay_fast import _expiry, _message_frame, _stored_key
+from tests.test_relay_fast import _rig as fast_rig
 from tests.wire import T0, Wire
 
 
 def _rig(peers: int = 1) -> tuple[Wire, Node, list[Node]]:
-    wire = Wire()
-    relay = wire.add(1, NodeConfig(store_rate_per_s=1e9, store_burst=1e9))
-    senders = [wire.add(10 + i) for i in range(peers)]
-    for sender in senders:
-        wire.connect(sender, relay)
+    """test_relay_fast's relay and senders, with the join's receipts settled."""
+    wire, relay, senders = fast_rig(peers)
     wire.settle(T0)
     relay.datagrams_to_send()
     return wire, relay, senders
@@ -258,18 +256,22 @@ def test_a_receipt_that_comes_after_the_ack_gets_the_ack_and_counts_no_failure()
     assert [f for f in frames_sent(wire, r, x, later + 3) if f.WhichOneof("body") == "ack"] == []
 
 
-def test_a_late_receipt_from_a_peer_that_holds_the_ack_already_sends_nothing() -> None:
+def _acked_before_xs_receipt(
+    config: NodeConfig,
+) -> tuple[Wire, tuple[Node, Node, Node, Node], Entry, Entry, float]:
+    """a's message reaches relay r (made with ``config``), r sends a replica to x, and b's
+    ack reaches r before x's receipt: returns the wire, (a, r, b, x), r's message entry
+    (replaced), r's ack entry and when the ack came."""
     wire = Wire()
-    a, r, b, x = wire.add(1), wire.add(2), wire.add(3), wire.add(4)
+    a, r, b, x = wire.add(1), wire.add(2, config), wire.add(3), wire.add(4)
     for node in (a, b, x):
         wire.connect(node, r)
     wire.settle(T0)
-    a.send_text(b.identity.public, "x has the ack", T0 + 1)
+    a.send_text(b.identity.public, "x is owed the ack", T0 + 1)
     a.datagrams_to_send()
     (own,) = stored_messages(a)
-    r.receive_datagram(
-        forge_frame(a, r, pb.Frame(message=message_of(own)), T0 + 1), wire.endpoint(a), T0 + 1
-    )
+    handed = forge_frame(a, r, pb.Frame(message=message_of(own)), T0 + 1)
+    r.receive_datagram(handed, wire.endpoint(a), T0 + 1)
     r.datagrams_to_send()
     (message,) = stored_messages(r)
     now = T0 + 1.01
@@ -278,6 +280,11 @@ def test_a_late_receipt_from_a_peer_that_holds_the_ack_already_sends_nothing() -
     r.receive_datagram(forge_frame(b, r, pb.Frame(ack=ack), now), wire.endpoint(b), now)
     r.datagrams_to_send()
     (held,) = [e for e in r._store if e.kind is Kind.ACK]
+    return wire, (a, r, b, x), message, held, now
+
+
+def test_a_late_receipt_from_a_peer_that_holds_the_ack_already_sends_nothing() -> None:
+    wire, (a, r, _, x), message, held, now = _acked_before_xs_receipt(NodeConfig())
     held.holders |= {x.address, a.address}  # both handed r their copy of the ack meanwhile
     held.settled = True
     late = pb.Frame(receipt=pb.Receipt(ids=[message.key]))
@@ -363,26 +370,8 @@ def test_a_late_receipt_reopens_a_settled_ack_for_that_peer_at_its_backoff() -> 
     late receipt names the message: x is sent the ack at once, with no attempt counted,
     and the ack is scheduled again at its backoff so it retries to x until x holds it
     (docs/PROTOCOL.md, "7.3 Acks")."""
-    wire = Wire()
     # r's retries come sooner than x's receipt wait (2 s) ends: the ack settles inside it.
-    a, r, b, x = wire.add(1), wire.add(2, NodeConfig(backoff_base_s=0.5)), wire.add(3), wire.add(4)
-    for node in (a, b, x):
-        wire.connect(node, r)
-    wire.settle(T0)
-    a.send_text(b.identity.public, "x is owed the ack", T0 + 1)
-    a.datagrams_to_send()
-    (own,) = stored_messages(a)
-    r.receive_datagram(
-        forge_frame(a, r, pb.Frame(message=message_of(own)), T0 + 1), wire.endpoint(a), T0 + 1
-    )
-    r.datagrams_to_send()
-    (message,) = stored_messages(r)
-    now = T0 + 1.01
-    r._send_item(message, x.identity.key, wire.endpoint(x), now)
-    ack = sign_ack(b.identity, message.item_id, message.expires_ms)
-    r.receive_datagram(forge_frame(b, r, pb.Frame(ack=ack), now), wire.endpoint(b), now)
-    r.datagrams_to_send()
-    (held,) = [e for e in r._store if e.kind is Kind.ACK]
+    wire, (a, r, _, x), message, held, _ = _acked_before_xs_receipt(NodeConfig(backoff_base_s=0.5))
     held.holders.add(a.address)  # a handed r its copy of the ack meanwhile
     held.settled = True
     r.handle_timer(held.next_at)  # its retry comes and goes: settled, it left the schedule
