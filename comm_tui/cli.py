@@ -1145,11 +1145,12 @@ def _requests_text(requests: Mapping[RequestOutcome, int]) -> str:
 
 def _relay_text(usage: RelayUsage) -> str:
     """docs/PROTOCOL.md, "8.1 Local caps": use against each cap, the networks of origin
-    holding the most, and what each cap refused."""
+    holding the most, what each cap refused, and what waits in the bandwidth's lines."""
     origins = ",".join(
         f"{net}:{100 * held // max(1, usage.bytes_held)}%" for net, held in usage.origins
     )
     refused = " ".join(f"{cap.replace(' ', '_')}={n}" for cap, n in usage.refused)
+    waiting = ",".join(f"{net}:{items}" for net, items in usage.waiting_top)
     return (
         f" relay={'on' if usage.relaying else 'off'}"
         f" relay_bytes={usage.bytes_held}/{usage.bytes_cap}"
@@ -1157,6 +1158,8 @@ def _relay_text(usage: RelayUsage) -> str:
         f" relay_days={usage.days_cap:g}"
         f" relay_sent={usage.sent_bytes}B relay_bandwidth={usage.bandwidth_cap}B/s"
         f" relay_deferred={usage.deferred}"
+        f" relay_waiting={usage.waiting} relay_waiting_networks={usage.waiting_networks}"
+        + (f" waiting_top={waiting}" if waiting else "")
         + (f" origins={origins}" if origins else "")
         + f" refused_by_cap=({refused})"
     )

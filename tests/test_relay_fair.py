@@ -18,6 +18,8 @@ from collections.abc import Callable
 
 import pytest
 
+from comm_tui.app.widgets.status_panel import relay_cap_rows
+from comm_tui.cli import _relay_text
 from comm_tui.crypto.ack import sign_ack
 from comm_tui.crypto.identity import Identity
 from comm_tui.crypto.seal import message_id
@@ -409,3 +411,41 @@ def test_a_relay_with_items_waiting_wakes_when_its_balance_turns_positive() -> N
     _flood(wire, relay, 30, by=[(peers[0]._codec, wire.endpoint(peers[0]))])
     wake = relay._relay_bandwidth.wake_at()
     assert wake is not None and relay.get_timer() <= wake
+
+
+def test_the_dashboard_shows_what_waits_in_the_lines_by_network() -> None:
+    """``relay_usage()`` (the status panel, ``comm-tui node``'s stats line) says how many
+    items wait in the bandwidth's lines, from how many networks and wide networks, and
+    which networks queue the most: an operator sees one network filling the lines. Once
+    everything went out, nothing waits (docs/PROTOCOL.md, "8.1 Local caps")."""
+    wire, relay, peers = _relay_with_peers()
+    storer = Codec(Identity.from_seed((9200).to_bytes(32, "big")))
+    by = [(peers[0]._codec, wire.endpoint(peers[0]))] + [(storer, HOSTILE)] * 3
+    _flood(wire, relay, 80, by=by)
+    usage = relay.relay_usage()
+    lines = relay._relay_bandwidth._lines
+    assert usage.waiting == sum(len(line.items) for line in lines.values()) > 0
+    assert usage.waiting_networks == len(lines) == 2
+    assert usage.waiting_wide == 2
+    (top, top_items), (second, second_items) = usage.waiting_top
+    assert top == "unvalidated" and top_items > second_items > 0  # the forged 3 in 4
+    assert second == next(
+        e.origin_net for e in relay._store if e.origin_key == peers[0].identity.key
+    )
+    assert top_items + second_items == usage.waiting
+    rows = relay_cap_rows(usage, 0.0)
+    assert ("waiting", f"{usage.waiting:,} items · 2 networks (2 wide)") in rows
+    assert ("", f"{'unvalidated':<18} {top_items:,}") in rows
+    line = _relay_text(usage)
+    assert f" relay_waiting={usage.waiting} relay_waiting_networks=2" in line
+    assert f" waiting_top=unvalidated:{top_items},{second}:{second_items}" in line
+    _run_until(wire, T0, lambda: relay.relay_usage().waiting == 0, 600)
+    done = relay.relay_usage()
+    assert (done.waiting, done.waiting_networks, done.waiting_wide, done.waiting_top) == (
+        0,
+        0,
+        0,
+        (),
+    )
+    assert all(label != "waiting" for label, _ in relay_cap_rows(done, 0.0))
+    assert "waiting_top" not in _relay_text(done)

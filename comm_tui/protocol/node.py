@@ -1837,6 +1837,10 @@ class Node:
             deferred=self._stats.relay_deferred,
             origins=tuple(self._store.origin_shares(ORIGINS_SHOWN)),
             refused=tuple((cap, self._stats.rejected[reason]) for cap, reason in CAP_REASONS),
+            waiting=self._relay_bandwidth.waiting,
+            waiting_networks=self._relay_bandwidth.networks_waiting(),
+            waiting_wide=self._relay_bandwidth.wide_networks_waiting(),
+            waiting_top=tuple(self._relay_bandwidth.most_waiting(ORIGINS_SHOWN)),
         )
 
     @property

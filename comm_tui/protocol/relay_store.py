@@ -237,6 +237,13 @@ class RelayUsage:
     deferred: int  # sends put off by the bandwidth cap
     origins: tuple[tuple[str, int], ...]  # networks of origin by bytes held, most first
     refused: tuple[tuple[str, int], ...]  # by cap name, in CAP_REASONS order
+    # What waits now in the bandwidth's lines (docs/PROTOCOL.md, "8.1 Local caps"): the
+    # items, the networks and wide networks with a line, and the networks with the most
+    # items waiting, most first (one network filling the lines shows at the top).
+    waiting: int = 0
+    waiting_networks: int = 0
+    waiting_wide: int = 0
+    waiting_top: tuple[tuple[str, int], ...] = ()
 
 
 class QuotaExceeded(Exception):
@@ -815,6 +822,15 @@ class RelayBandwidth:
     def wide_networks_waiting(self) -> int:
         """How many wide networks have items deferred."""
         return len(self._wide)
+
+    def most_waiting(self, limit: int) -> list[tuple[str, int]]:
+        """The ``limit`` networks with the most items deferred, most first (for the
+        dashboard, once a second: the lines are bounded by the store's caps)."""
+        ranked = sorted(
+            ((net, len(line.items)) for net, line in self._lines.items()),
+            key=lambda item: (-item[1], item[0]),
+        )
+        return ranked[:limit]
 
     def spend(self, size: int, now: float) -> None:
         self._refill(now)

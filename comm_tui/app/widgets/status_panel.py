@@ -135,6 +135,16 @@ def relay_cap_rows(
         counts.append(f"off {refused['relay off']}")
     rows.append(("refused", " · ".join(counts)))
     rows.append(("deferred", f"{usage.deferred} sends (bandwidth)"))
+    if usage.waiting:  # only then: like the origins, a row for what there is
+        rows.append(
+            (
+                "waiting",
+                f"{usage.waiting:,} items · {usage.waiting_networks:,} networks"
+                f" ({usage.waiting_wide:,} wide)",
+            )
+        )
+        for net, items in usage.waiting_top:
+            rows.append(("", f"{net:<18} {items:,}"))
     return rows
 
 
