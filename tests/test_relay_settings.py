@@ -12,7 +12,13 @@ import pytest
 from textual.widgets import Static
 
 from comm_tui.app import app_session
-from comm_tui.app.widgets.status_panel import StatusPanel, cap_bar, relay_cap_rows, used_of
+from comm_tui.app.widgets.status_panel import (
+    StatusPanel,
+    _rows,
+    cap_bar,
+    relay_cap_rows,
+    used_of,
+)
 from comm_tui.errors import UserError
 from comm_tui.profile import node_config
 from comm_tui.protocol.node import NodeConfig
@@ -218,3 +224,23 @@ def test_comm_tui_node_runs_with_the_config_s_caps_and_logs_them(
     assert f" relay_bytes=0/{64 * MIB} " in line and " relay_days=7 " in line
     assert "refused_by_cap=(bytes=0 items=0 days=0 relay_off=0)" in line
     assert " client=yes" in line
+
+
+def test_waiting_network_names_are_shown_as_text_never_as_markup() -> None:
+    """The waiting rows name networks; whatever a name holds, the panel shows it as
+    plain text (a name is derived from an address, but no row may parse markup)."""
+    hostile = "[bold red]x[/][@click=app.quit]y[/]"
+    usage = RelayUsage(
+        **{
+            **USAGE.__dict__,
+            "waiting": 5,
+            "waiting_networks": 1,
+            "waiting_wide": 1,
+            "waiting_top": ((hostile, 5),),
+        }
+    )
+    rows = relay_cap_rows(usage, 0.0)
+    assert ("", f"{hostile:<18} 5") in rows
+    shown = _rows(*rows)
+    assert hostile in shown.plain
+    assert all(span.style == "$text-muted" for span in shown.spans)  # only the labels styled
