@@ -447,6 +447,39 @@ def test_rejected_network_is_not_cached_either() -> None:
     assert over not in table
 
 
+def test_a_refused_replacement_is_weighed_in_full_once_a_node_moved_to_its_network() -> None:
+    setup = FullFarBucket()
+    table = setup.table  # k = 2, limit 2: bucket 0 holds a (10.0.1.1) and b (10.0.2.1)
+    refused = setup.far()
+    assert table.observe(KEY, refused, ("10.0.1.5", 1), 20.0) == Observation()
+    assert table.confirm_endpoint(setup.b, ("10.0.1.2", 1), 21.0)
+    # Its network now has the limit's two nodes here: heard again, it is not even cached.
+    assert table.observe(KEY, refused, ("10.0.1.5", 1), 22.0) == Observation()
+    for now in (30.0, 31.0, 32.0):
+        assert table.record_failure(setup.a, now) is None
+    assert refused not in table
+
+
+@pytest.mark.parametrize(
+    ("key", "endpoint"), [(b"\x01" * 32, ("10.0.9.1", 1)), (KEY, ("10.0.8.1", 2))]
+)
+def test_a_refused_replacement_heard_with_a_new_key_or_endpoint_waits_with_them(
+    key: bytes, endpoint: Endpoint
+) -> None:
+    setup = FullFarBucket()
+    table = setup.table
+    refused = setup.far()
+    table.observe(KEY, refused, ("10.0.9.1", 1), 20.0)
+    table.observe(key, refused, endpoint, 21.0)
+    table.observe(key, refused, endpoint, 22.0)
+    for now in (30.0, 31.0, 32.0):
+        table.record_failure(setup.a, now)
+    entry = table.get(refused)
+    assert entry is not None
+    assert (entry.key, entry.endpoint) == (key, endpoint)
+    assert (entry.first_seen, entry.last_seen) == (20.0, 22.0)
+
+
 def test_replacement_cache_keeps_few_nodes_per_network() -> None:
     setup = FullFarBucket(ip_prefix_limit=1)
     table = setup.table
@@ -666,3 +699,51 @@ def test_a_removed_node_waiting_in_the_replacement_cache_is_not_promoted() -> No
     for now in (200.0, 201.0, 202.0):
         assert table.record_failure(setup.a, now) is None
     assert cached not in table and setup.a in table
+
+
+def _long_way(table: RoutingTable) -> None:
+    """Make ``table`` weigh every replacement in full when it is next heard from, as it
+    did before ``observe`` learned its short way (``NodeEntry.refused_at``)."""
+    for bucket in table._buckets:
+        for cached in bucket.replacements.values():
+            cached.refused_at = -1
+
+
+def _state(table: RoutingTable) -> list[tuple[list[NodeEntry], list[NodeEntry], float]]:
+    """Every bucket's nodes and replacements, in their order, and its refresh time."""
+    return [
+        (list(bucket.nodes.values()), list(bucket.replacements.values()), bucket.touched_at)
+        for bucket in table._buckets
+    ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(operations, st.integers(1, 4), st.integers(1, 3), st.lists(st.booleans(), min_size=150))
+def test_a_refused_replacement_heard_again_is_weighed_as_the_long_way_would(
+    ops: list[tuple[str, bytes, str, int]], k: int, limit: int, other_keys: list[bool]
+) -> None:
+    """The short way for a replacement heard again (``RoutingTable.observe``) answers and
+    leaves the table exactly as weighing it in full does, whatever happened in its bucket
+    in between: nodes joining, leaving, moving, failing, going bad, waiting."""
+    short = RoutingTable(OWN, k=k, ip_prefix_limit=limit, good_interval_s=GOOD_INTERVAL_S)
+    long = RoutingTable(OWN, k=k, ip_prefix_limit=limit, good_interval_s=GOOD_INTERVAL_S)
+    now = 0.0
+    for (op, address, host, number), other_key in zip(ops, other_keys, strict=False):
+        if op == "observe":
+            _long_way(long)
+            key = b"\x01" * 32 if other_key else KEY
+            endpoint = (host, number)
+            assert short.observe(key, address, endpoint, now) == long.observe(
+                key, address, endpoint, now
+            )
+        elif op == "wait":
+            now += number
+        for table in (short, long):
+            if op == "confirm":
+                table.confirm_endpoint(address, (host, number), now)
+            elif op == "fail":
+                for _ in range(number):
+                    table.record_failure(address, now)
+            elif op == "remove":
+                table.remove(address)
+        assert _state(short) == _state(long)

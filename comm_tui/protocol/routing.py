@@ -67,6 +67,9 @@ class NodeEntry:
     failures: int = 0  # consecutive unanswered queries
     # The address as an integer, so sorting by XOR distance does no byte conversion.
     address_int: int = field(init=False, repr=False, compare=False)
+    # A replacement only: its bucket's ``changed`` when the bucket last refused it a
+    # place (``RoutingTable.observe``'s short way for the refused heard again).
+    refused_at: int = field(default=-1, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.address_int = int.from_bytes(self.address, "big")
@@ -95,6 +98,13 @@ class _Bucket:
     touched_at: float  # last time a node in it was observed or inserted, or it was refreshed
     nodes: dict[bytes, NodeEntry] = field(default_factory=dict)  # least recently seen first
     replacements: dict[bytes, NodeEntry] = field(default_factory=dict)  # least recent first
+    # Counts the nodes that left or moved to another endpoint: what decides whether a
+    # refused replacement may enter now (a free place; the per-network limit). Nothing
+    # else can: a bucket refuses only while full of good nodes, so a node joins only
+    # after one left; and a node that goes bad is replaced at once by the freshest
+    # admissible replacement (``record_failure``), which a refused one is while nobody
+    # left or moved, so the bad one leaves. A split makes new buckets, counting anew.
+    changed: int = 0
 
 
 def normalize_endpoint(endpoint: Endpoint) -> Endpoint:
@@ -198,7 +208,14 @@ class RoutingTable:
         """Record an authenticated datagram from a node: refresh it, or try to insert it.
 
         The common answers are shared constants (an ``Observation`` is frozen): every
-        datagram from a table peer is observed, and building one cost a tenth of it."""
+        datagram from a table peer is observed, and building one cost a tenth of it.
+
+        A replacement heard again from where it was refused, with the same key, is refused
+        again the short way if no node of its bucket left or moved since
+        (``_Bucket.changed``): only its time and place in the cache move, as ``_insert``
+        would leave them. Most of a busy relay's peers are replacements, and
+        ``_insert``'s scans cost a sixth of relaying their datagrams.
+        """
         _check_address(address)
         if address == self.own_address:
             return _NOTHING_TO_DO
@@ -206,8 +223,17 @@ class RoutingTable:
         if entry is None:
             bucket = self._bucket_for(int.from_bytes(address, "big"))
             cached = bucket.replacements.pop(address, None)
-            first_seen = now if cached is None else cached.first_seen
-            return self._insert(NodeEntry(key, address, endpoint, first_seen, now), now)
+            if cached is None:
+                return self._insert(NodeEntry(key, address, endpoint, now, now), now)
+            if (
+                cached.refused_at == bucket.changed
+                and cached.key == key
+                and cached.endpoint == endpoint
+            ):
+                cached.last_seen = now
+                bucket.replacements[address] = cached
+                return self._refused(bucket, now)
+            return self._insert(NodeEntry(key, address, endpoint, cached.first_seen, now), now)
         if entry.endpoint != endpoint:
             return _ENDPOINT_CHANGED
         self._refresh(entry, now)
@@ -251,6 +277,7 @@ class RoutingTable:
         if prefix is not None and self._count_prefix(others, prefix) >= self.ip_prefix_limit:
             return False
         entry.endpoint = endpoint
+        bucket.changed += 1
         self._refresh(entry, now)
         return True
 
@@ -411,14 +438,21 @@ class RoutingTable:
             victim = self._least_recent_bad(bucket.nodes.values())
             if victim is None:
                 self._cache(bucket, newcomer)
-                oldest = next(iter(bucket.nodes.values()))
-                questionable = now - oldest.last_seen > self.good_interval_s
-                return Observation(ping=oldest if questionable else None)
+                newcomer.refused_at = bucket.changed
+                return self._refused(bucket, now)
         if victim is not None:
             self._detach(bucket, victim)
         self._attach(bucket, newcomer)
         bucket.touched_at = now
         return Observation(added=True, evicted=victim)
+
+    def _refused(self, bucket: _Bucket, now: float) -> Observation:
+        """A newcomer was refused a place in the full ``bucket`` (and cached): ask for a
+        ping of its least recently seen node if that one is questionable."""
+        oldest = next(iter(bucket.nodes.values()))
+        if now - oldest.last_seen > self.good_interval_s:
+            return Observation(ping=oldest)
+        return _NOTHING_TO_DO
 
     def _split_last(self) -> None:
         old = self._buckets.pop()
@@ -444,6 +478,7 @@ class RoutingTable:
     def _detach(self, bucket: _Bucket, entry: NodeEntry) -> None:
         del bucket.nodes[entry.address]
         del self._entries[entry.address]
+        bucket.changed += 1
 
     def _cache(self, bucket: _Bucket, newcomer: NodeEntry) -> None:
         """Keep ``newcomer`` as the freshest replacement, bounded per network and to k."""
