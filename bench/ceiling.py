@@ -52,7 +52,7 @@ from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import MAX_DATAGRAM_BYTES, NONCE_BYTES
 from comm_tui.protocol.node import Node, NodeConfig
 from comm_tui.protocol.routing import Endpoint
-from comm_tui.sim.internals import seed_table, warm_box
+from comm_tui.sim.internals import is_validated, seed_table, warm_box
 
 DEFAULT_ITERATIONS = 20_000
 # Box overhead: the 24-byte nonce and the 16-byte MAC.
@@ -193,6 +193,7 @@ def relay_setup(
         sender = Node(Identity.from_seed(rng.randbytes(32)), NOW_S, rng=rng)
         seed_table(sender, relay.identity.key, relay_endpoint, NOW_S)
         seed_table(relay, sender.identity.key, endpoint, NOW_S)
+        introduce(relay, relay_endpoint, sender, endpoint, NOW_S - 1)
         # One millisecond apart, as a busy sender's are: a peer's nonces are remembered
         # per time (docs/PROTOCOL.md, "Packets"), and more than REPLAY_MAX_NONCES of them
         # at one instant would raise its replay floor over the rest.
@@ -217,6 +218,32 @@ def relay_setup(
     for key in [peer.key for peer in onward]:
         warm_box(relay, key)
     return relay, stream, now
+
+
+def introduce(
+    relay: Node, relay_endpoint: Endpoint, peer: Node, peer_endpoint: Endpoint, now: float
+) -> None:
+    """Let ``peer`` prove to ``relay`` that it receives at ``peer_endpoint``, as every peer
+    that sends a relay a stream has by then: ``peer`` looks itself up through ``relay``,
+    whose answer challenges it (docs/PROTOCOL.md, "5.1 Address validation"), and the two
+    are pumped until quiet. Most of the relay's peers fall in full buckets and are not
+    in its table, so without this they would stay unproven strangers, each of whose
+    datagrams is challenged again and charged to the unvalidated origin."""
+    peer.lookup(peer.address, now)
+    for _ in range(8):
+        to_relay = [data for data, to in peer.datagrams_to_send() if to == relay_endpoint]
+        for data in to_relay:
+            relay.receive_datagram(data, peer_endpoint, now)
+        relay.drain_events()
+        out = relay.datagrams_to_send() + relay.receipts_to_send()
+        to_peer = [data for data, to in out if to == peer_endpoint]
+        for data in to_peer:
+            peer.receive_datagram(data, relay_endpoint, now)
+        peer.drain_events()
+        if not to_relay and not to_peer:
+            break
+    if not is_validated(relay, peer.identity.key, peer_endpoint):
+        raise RuntimeError(f"{peer_endpoint} did not prove its address to the relay")
 
 
 def relay_run(relay: Node, stream: list[tuple[bytes, Endpoint]], now: float, pump: int = 1) -> None:

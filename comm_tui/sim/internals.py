@@ -42,6 +42,7 @@ __all__ = [
     "encode_frame",
     "forged_expiry_ms",
     "hello_packet",
+    "is_validated",
     "make_codec",
     "rejections",
     "rewrite_outgoing_frames",
@@ -134,6 +135,12 @@ def seed_table(node: Node, key: bytes, endpoint: Endpoint, now: float) -> None:
     """Put a peer straight into ``node``'s routing table, unvalidated: only for a warm
     start (``sim/topology.py``) and benchmarks, which skip the join to measure the rest."""
     node._table.observe(key, address_of(key), endpoint, now)
+
+
+def is_validated(node: Node, key: bytes, endpoint: Endpoint) -> bool:
+    """Has ``key`` proved to ``node`` that it receives at ``endpoint`` (docs/PROTOCOL.md,
+    "5.1 Address validation"), in its routing table or by a challenge answered?"""
+    return node._is_validated(key, endpoint)
 
 
 def warm_box(node: Node, key: bytes) -> None:
