@@ -21,6 +21,7 @@ from comm_tui.protocol.relay_store import (
     RelayStore,
 )
 from comm_tui.protocol.routing import Endpoint, origin_network
+from tests.test_directory import _published_record
 from tests.test_relay_caps import _hour_after, _message_for
 from tests.test_relay_fair import _item, _relay_with_peers, _spent, _taken
 from tests.test_relay_store import NOW, OWN
@@ -234,8 +235,9 @@ def test_an_item_not_waiting_is_not_put_in_a_line() -> None:
 # ------------------------------------------------------------------ the node
 
 
+@pytest.mark.parametrize("item", ["message", "record"])
 @pytest.mark.parametrize("validated_by", ["challenge", "ping", "hello", "nodes", "punch"])
-def test_a_validation_recharges_and_persists_the_item(validated_by: str) -> None:
+def test_a_validation_recharges_and_persists_the_item(validated_by: str, item: str) -> None:
     """The node end to end: an item from a pair the relay has not validated is charged
     to ``unvalidated``; once the pair is validated, by whichever round trip, the item is
     charged to the pair's network, on disk too (the driver's write of ``StoreChanged``).
@@ -244,7 +246,8 @@ def test_a_validation_recharges_and_persists_the_item(validated_by: str) -> None
     relay's own answers to the item are lost, so only that round trip validates);
     ``nodes``: the stranger's answer to a lookup's FindNode does (a peer named it);
     ``punch``: its pong to a hole-punching ping does (the attempt is set up by hand: an
-    introduction needs NATs the harness does not have)."""
+    introduction needs NATs the harness does not have). ``item``: a message for others,
+    or a prekey record pushed for storage (docs/PROTOCOL.md, "8a.3")."""
     wire, relay, peers = _relay_with_peers()
     stranger = wire.add(77)
     if validated_by == "nodes":
@@ -252,10 +255,15 @@ def test_a_validation_recharges_and_persists_the_item(validated_by: str) -> None
         wire.connect(stranger, peers[0])
         wire.offline.clear()
     source = wire.endpoint(stranger)
-    recipient = bytes(range(20))
-    frame = _message_for(recipient, _hour_after(T0, 24))
+    if item == "message":
+        target = bytes(range(20))
+        frame = _message_for(target, _hour_after(T0, 24))
+    else:
+        owner = Identity.from_seed(b"\x02" * 32)
+        target = owner.address
+        frame = pb.Frame(record=pb.Record(bundle=_published_record(owner, T0).wire))
     relay.receive_datagram(stranger._codec.encode_frame(relay.identity.key, frame, T0), source, T0)
-    (entry,) = [e for e in relay._store if e.target == recipient]
+    (entry,) = [e for e in relay._store if e.target == target]
     assert entry.origin_net == UNVALIDATED_ORIGIN
     if validated_by != "challenge":
         relay.datagrams_to_send()

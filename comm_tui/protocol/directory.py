@@ -410,6 +410,11 @@ class Directory:
             holders={sender.address},
             origin=sender.address,
             origin_net=host.origin(sender.key, addr),
+            # The pair that handed it to us: charged to ``unvalidated`` while unproven, it
+            # is re-charged to the pair's network once the pair is validated, as a
+            # message is (docs/PROTOCOL.md, "8. Relay store").
+            origin_key=sender.key,
+            origin_endpoint=addr,
         )
         try:
             self._store.add(entry)

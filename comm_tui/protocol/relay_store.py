@@ -101,8 +101,10 @@ class Entry:
     own_parts: int = 0
     origin: bytes = b""  # address of the peer that handed it to us (quota accounting)
     origin_net: str = ""  # the network it came from (quotas and eviction)
-    # The peer that handed us the message, where its ack goes back to (docs/PROTOCOL.md,
-    # "7.3 Acks"); empty for our own texts. An ack copies it from the message it replaces.
+    # The peer that handed us the item, and where from: a message's ack goes back there
+    # (docs/PROTOCOL.md, "7.3 Acks"; an ack copies them from the message it replaces),
+    # and an item of an unproven pair is re-charged once the pair is validated
+    # (``RelayStore.recharge``). Empty for our own items.
     origin_key: bytes = b""
     origin_endpoint: tuple[str, int] | None = None
     # Acks only: the other nodes known to hold the message, which the ack also stops.
