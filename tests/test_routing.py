@@ -460,6 +460,25 @@ def test_a_refused_replacement_is_weighed_in_full_once_a_node_moved_to_its_netwo
     assert refused not in table
 
 
+def test_a_refused_replacement_is_weighed_in_full_once_a_bad_node_was_replaced() -> None:
+    """A node of the refused one's network took a bad node's place (``record_failure``):
+    its network is at the limit, so heard again it is dropped from the cache, as a first
+    contact from it would be, rather than kept to take the next free place (red5)."""
+    rng = random.Random(7)
+    own = rng.randbytes(20)
+    table = RoutingTable(own, k=2, ip_prefix_limit=2, max_failures=1)
+    a, b, refused, other = (address_with_cpl(own, 0, rng) for _ in range(4))
+    assert table.observe(KEY, a, ("10.0.3.1", 1), 0.0).added
+    assert table.observe(KEY, b, ("10.0.2.1", 1), 1.0).added
+    assert table.observe(KEY, address_with_cpl(own, 5, rng), ("10.0.9.1", 1), 1.0).added  # split
+    table.observe(KEY, refused, ("10.0.3.5", 1), 2.0)
+    table.observe(KEY, other, ("10.0.3.6", 1), 3.0)  # the freshest replacement
+    assert table.record_failure(b, 4.0) is not None and other in table
+    table.observe(KEY, refused, ("10.0.3.5", 1), 5.0)
+    assert table.record_failure(a, 6.0) is None
+    assert refused not in table
+
+
 @pytest.mark.parametrize(
     ("key", "endpoint"), [(b"\x01" * 32, ("10.0.9.1", 1)), (KEY, ("10.0.8.1", 2))]
 )
@@ -717,33 +736,85 @@ def _state(table: RoutingTable) -> list[tuple[list[NodeEntry], list[NodeEntry], 
     ]
 
 
-@settings(max_examples=200, deadline=None)
-@given(operations, st.integers(1, 4), st.integers(1, 3), st.lists(st.booleans(), min_size=150))
+# As ``operations``, and "again": a node heard again with the key and endpoint it last
+# used (number 0), or with the other key (1) or port (2), so refused replacements are
+# heard again often, after their buckets changed or not. An observation's number picks
+# its port (odd or even) and key (above 2 or not).
+# Most of the pool in bucket 0, so it fills and refuses; a few deep ones split it off.
+crowded = st.sampled_from(
+    [
+        *(address_with_cpl(OWN, 0, random.Random(seed)) for seed in range(8)),
+        *(address_with_cpl(OWN, cpl, random.Random(cpl)) for cpl in (3, 159)),
+    ]
+)
+hearing_again = st.lists(
+    st.one_of(
+        st.tuples(st.just("observe"), crowded, st.sampled_from(HOSTS), st.integers(1, 4)),
+        st.tuples(st.just("again"), crowded, st.just(""), st.just(0)),
+        st.tuples(st.just("again"), crowded, st.just(""), st.integers(0, 2)),
+        st.tuples(st.just("confirm"), crowded, st.sampled_from(HOSTS), st.integers(1, 4)),
+        st.tuples(st.just("fail"), crowded, st.just(""), st.integers(1, 3)),
+        st.tuples(st.just("remove"), crowded, st.just(""), st.just(0)),
+        st.tuples(st.just("wait"), crowded, st.just(""), st.integers(1, 2000)),
+    ),
+    min_size=20,
+    max_size=150,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    hearing_again,
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.sampled_from([5.0, GOOD_INTERVAL_S]),
+)
 def test_a_refused_replacement_heard_again_is_weighed_as_the_long_way_would(
-    ops: list[tuple[str, bytes, str, int]], k: int, limit: int, other_keys: list[bool]
+    ops: list[tuple[str, bytes, str, int]],
+    k: int,
+    limit: int,
+    max_failures: int,
+    good_interval_s: float,
 ) -> None:
     """The short way for a replacement heard again (``RoutingTable.observe``) answers and
     leaves the table exactly as weighing it in full does, whatever happened in its bucket
     in between: nodes joining, leaving, moving, failing, going bad, waiting."""
-    short = RoutingTable(OWN, k=k, ip_prefix_limit=limit, good_interval_s=GOOD_INTERVAL_S)
-    long = RoutingTable(OWN, k=k, ip_prefix_limit=limit, good_interval_s=GOOD_INTERVAL_S)
+    short, long = (
+        RoutingTable(
+            OWN,
+            k=k,
+            ip_prefix_limit=limit,
+            good_interval_s=good_interval_s,
+            max_failures=max_failures,
+        )
+        for _ in range(2)
+    )
+    other_key = b"\x01" * 32
+    heard: dict[bytes, tuple[bytes, Endpoint]] = {}  # address -> the key, endpoint it used
     now = 0.0
-    for (op, address, host, number), other_key in zip(ops, other_keys, strict=False):
+    for op, address, host, number in ops:
         if op == "observe":
+            heard[address] = (other_key if number > 2 else KEY, (host, number % 2))
+        elif op == "again" and address in heard:
+            key, (last_host, port) = heard[address]
+            if number == 1:
+                key = KEY if key == other_key else other_key
+            heard[address] = (key, (last_host, 1 - port if number == 2 else port))
+        if op in ("observe", "again") and address in heard:
+            key, endpoint = heard[address]
             _long_way(long)
-            key = b"\x01" * 32 if other_key else KEY
-            endpoint = (host, number)
             assert short.observe(key, address, endpoint, now) == long.observe(
                 key, address, endpoint, now
             )
+        elif op == "confirm":
+            moved = short.confirm_endpoint(address, (host, number), now)
+            assert moved == long.confirm_endpoint(address, (host, number), now)
+        elif op == "fail":
+            for _ in range(number):
+                assert short.record_failure(address, now) == long.record_failure(address, now)
+        elif op == "remove":
+            assert short.remove(address) == long.remove(address)
         elif op == "wait":
             now += number
-        for table in (short, long):
-            if op == "confirm":
-                table.confirm_endpoint(address, (host, number), now)
-            elif op == "fail":
-                for _ in range(number):
-                    table.record_failure(address, now)
-            elif op == "remove":
-                table.remove(address)
         assert _state(short) == _state(long)
