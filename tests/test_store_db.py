@@ -19,6 +19,7 @@ from comm_tui.store.db import (
     MAX_SAVED_PEERS,
     SCHEMA_VERSION,
     SESSION_RESET_NOTICE,
+    WAL_AUTOCHECKPOINT_PAGES,
     Contact,
     Conversation,
     Database,
@@ -59,6 +60,29 @@ def test_open_creates_a_private_wal_database_at_the_current_schema(db_path: Path
         raw.close()
     with Database.open(db_path) as db:  # reopening keeps the data and migrates nothing
         assert db.contacts() == []
+
+
+def test_the_wal_starts_again_after_its_first_pages_so_commits_overwrite_it(
+    db_path: Path,
+) -> None:
+    """``WAL_AUTOCHECKPOINT_PAGES``: once the log holds that many pages a commit
+    checkpoints them and the log starts again from its beginning, so commits overwrite old
+    frames instead of growing the file (each growth costs the fsync a journalled new size).
+    SQLite's default, 1000 pages, let these 300 relay-store commits grow it to 4.1 MB."""
+    wal = db_path.with_name(db_path.name + "-wal")
+    sizes = []
+    with Database.open(db_path) as db:
+        page = int(db._all("PRAGMA page_size")[0][0])
+        for n in range(300):
+            gone = [(n - 40).to_bytes(8, "big")] if n >= 40 else []
+            db.apply_store_changes({n.to_bytes(8, "big"): (os.urandom(900), 2**40)}, gone)
+            sizes.append(wal.stat().st_size)
+        frame = page + 24  # a WAL frame: its header and one page
+        assert max(sizes) <= 32 + (WAL_AUTOCHECKPOINT_PAGES + 10) * frame
+        assert sizes[-1] == sizes[150]  # the log's file no longer grows
+        assert [bytes(row[0]) for row in db._all("SELECT key FROM relay_items ORDER BY key")] == [
+            n.to_bytes(8, "big") for n in range(260, 300)
+        ]
 
 
 @pytest.mark.parametrize(

@@ -202,8 +202,8 @@ class GroupCommit(Generic[N]):
         Datagrams go out at once when no strict write is uncommitted, receipts when no
         write but bookkeeping is (``holds``; docs/PROTOCOL.md, "8.2 Local durability").
         """
-        if self.failure is not None:
-            return
+        if self.failure is not None or not (events or datagrams or receipts):
+            return  # most pumps of a busy node (a timer, a datagram answered by nothing)
         hold = max(map(self._holds, events), default=Hold.NOTHING)
         self._events.extend(events)
         if hold is Hold.ALL:
@@ -224,7 +224,10 @@ class GroupCommit(Generic[N]):
                 self.settle()  # back-pressure: the loop waits for the disk, then commits this
             else:
                 self._flush()
-        elif self._events:
+        elif events:
+            # Only this pump's events can make the batch's commit due sooner: the window
+            # armed for what was pending before still stands (a fired window that found
+            # a commit running is due, and that commit's return flushes the batch).
             if self._urgent:
                 self._arm(self.window_s)
             else:

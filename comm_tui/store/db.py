@@ -34,6 +34,15 @@ from comm_tui.protocol import outbox
 from comm_tui.protocol.letters import is_display_name
 
 BUSY_TIMEOUT_MS = 5000
+# WAL pages after which a commit checkpoints them into the database file and the log
+# starts again from its beginning (SQLite's default is 1000). A commit that appends past
+# the log's end grows the file, and ext4 then journals the new size with the fsync: a
+# dearer fsync than one over the log's old frames. A log of 100 pages is overwritten
+# after its first 100, not its first 1000; its more frequent checkpoints included, it
+# cost 126-148 us of CPU a commit in a micro-benchmark against 225-230 us (but saved
+# under 10 % of the writer threads' CPU in the loopback benchmark: bench/RESULTS.md,
+# "Issue 11, eighth session").
+WAL_AUTOCHECKPOINT_PAGES = 100
 DATABASE_FILE_MODE = 0o600
 CONTACT_NAME_MAX_CHARS = 64
 MAX_SAVED_PEERS = 200
@@ -379,6 +388,7 @@ class Database:
                 if mode != "wal":
                     raise StorageError(f"database {path} cannot use write-ahead logging")
                 conn.execute("PRAGMA synchronous = FULL")
+                conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
                 conn.execute("PRAGMA foreign_keys = ON")
             db._migrate(version)
         except BaseException:
