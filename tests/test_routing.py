@@ -559,17 +559,29 @@ ADDRESS_POOL = [
     OWN,
 ]
 addresses = st.sampled_from(ADDRESS_POOL)
-operations = st.lists(
-    st.one_of(
-        st.tuples(st.just("observe"), addresses, st.sampled_from(HOSTS), st.integers(1, 3)),
-        st.tuples(st.just("confirm"), addresses, st.sampled_from(HOSTS), st.integers(1, 3)),
-        st.tuples(st.just("fail"), addresses, st.just(""), st.integers(1, 3)),
-        st.tuples(st.just("remove"), addresses, st.just(""), st.just(0)),
-        st.tuples(st.just("wait"), addresses, st.just(""), st.integers(1, 2000)),
-    ),
-    min_size=20,
-    max_size=150,
-)
+Operation = tuple[str, bytes, str, int]
+
+
+def operation_lists(
+    pool: st.SearchStrategy[bytes], numbers: int, *more: st.SearchStrategy[Operation]
+) -> st.SearchStrategy[list[Operation]]:
+    """Lists of table operations on ``pool``'s addresses: observe and confirm (from one of
+    ``HOSTS``, a number 1 to ``numbers``), ``more``, fail (1 to 3 times), remove, wait."""
+    return st.lists(
+        st.one_of(
+            st.tuples(st.just("observe"), pool, st.sampled_from(HOSTS), st.integers(1, numbers)),
+            *more,
+            st.tuples(st.just("confirm"), pool, st.sampled_from(HOSTS), st.integers(1, numbers)),
+            st.tuples(st.just("fail"), pool, st.just(""), st.integers(1, 3)),
+            st.tuples(st.just("remove"), pool, st.just(""), st.just(0)),
+            st.tuples(st.just("wait"), pool, st.just(""), st.integers(1, 2000)),
+        ),
+        min_size=20,
+        max_size=150,
+    )
+
+
+operations = operation_lists(addresses, 3)
 
 
 @settings(max_examples=200, deadline=None)
@@ -747,18 +759,11 @@ crowded = st.sampled_from(
         *(address_with_cpl(OWN, cpl, random.Random(cpl)) for cpl in (3, 159)),
     ]
 )
-hearing_again = st.lists(
-    st.one_of(
-        st.tuples(st.just("observe"), crowded, st.sampled_from(HOSTS), st.integers(1, 4)),
-        st.tuples(st.just("again"), crowded, st.just(""), st.just(0)),
-        st.tuples(st.just("again"), crowded, st.just(""), st.integers(0, 2)),
-        st.tuples(st.just("confirm"), crowded, st.sampled_from(HOSTS), st.integers(1, 4)),
-        st.tuples(st.just("fail"), crowded, st.just(""), st.integers(1, 3)),
-        st.tuples(st.just("remove"), crowded, st.just(""), st.just(0)),
-        st.tuples(st.just("wait"), crowded, st.just(""), st.integers(1, 2000)),
-    ),
-    min_size=20,
-    max_size=150,
+hearing_again = operation_lists(
+    crowded,
+    4,
+    st.tuples(st.just("again"), crowded, st.just(""), st.just(0)),
+    st.tuples(st.just("again"), crowded, st.just(""), st.integers(0, 2)),
 )
 
 
