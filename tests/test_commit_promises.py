@@ -404,21 +404,31 @@ async def test_relays_that_crash_after_forwarding_before_their_commit_lose_no_te
     assert not {p.identity.address for p in unwritten} & part.holders
     assert violations == []
 
-    counted = {h for p in relays for e in held_for(p, recipient) for h in e.holders}
-    assert counted & {p.identity.address for p in unwritten}, "their copies went on unwritten"
+    def counted() -> set[bytes]:
+        return {h for p in relays for e in held_for(p, recipient) for h in e.holders}
+
+    # Their copies went on unwritten (a loaded machine may take a moment to say so).
+    addresses = {p.identity.address for p in unwritten}
+    await until(lambda: bool(counted() & addresses), "another relay counts one as a holder")
     ports = {p.name: p.endpoint[1] for p in unwritten}
     for peer in unwritten:
         await crash(peer)
-        assert part.key not in committed_keys(peer.db_path), "killed before its commit"
+    # A commit already running when they were looked at lands as they stop (``crash``
+    # settles it): under load some may have written their copy after all, not all of them.
+    assert [p for p in unwritten if part.key not in committed_keys(p.db_path)], "all wrote it"
     for peer in relays:  # the survivors commit as usual from now on
         if peer.service is not None and peer.running.journal is not None:
             peer.running.journal.relay_window_s = 0.0
             peer.running.journal.commit_now(lambda: (None, []))
-    survivor = next(p for p in relays if p.service is not None)
+    # Under load the copies may reach every relay before the check, all of them unwritten
+    # and killed: then the restarted relays and the recipient join through the sender,
+    # which holds the text still (it counted no holder).
+    survivors = [p for p in relays if p.service is not None]
+    join = (survivors[0] if survivors else sender).endpoint
     for peer in unwritten:
-        await restart_on(peer, ports[peer.name], [survivor.endpoint])
+        await restart_on(peer, ports[peer.name], [join])
 
-    await net.start(recipient, [survivor.endpoint])
+    await net.start(recipient, [join])
     await until(lambda: bool(recipient.received()), "delivery", timeout_s=DELIVERY_S)
     await until(
         lambda: sender.state_of(row.text_id) == "delivered", "the ack", timeout_s=DELIVERY_S
