@@ -224,8 +224,8 @@ class RoutingTable:
             bucket = self._bucket_for(int.from_bytes(address, "big"))
             cached = bucket.replacements.pop(address, None)
             if cached is None:
-                return self._insert(NodeEntry(key, address, endpoint, now, now), now)
-            if (
+                first_seen = now
+            elif (
                 cached.refused_at == bucket.changed
                 and cached.key == key
                 and cached.endpoint == endpoint
@@ -233,7 +233,9 @@ class RoutingTable:
                 cached.last_seen = now
                 bucket.replacements[address] = cached
                 return self._refused(bucket, now)
-            return self._insert(NodeEntry(key, address, endpoint, cached.first_seen, now), now)
+            else:
+                first_seen = cached.first_seen
+            return self._insert(NodeEntry(key, address, endpoint, first_seen, now), now)
         if entry.endpoint != endpoint:
             return _ENDPOINT_CHANGED
         self._refresh(entry, now)
