@@ -181,15 +181,13 @@ def test_the_store_tells_a_new_entry_from_its_bookkeeping() -> None:
     entry = message_entry(1)
     store.add(entry)
     store.touch(entry, bookkeeping=True)  # re-scheduled before it was ever written
-    assert store.take_bookkeeping() == frozenset()
-    store.take_changes()
+    assert store.take_changes().bookkeeping == frozenset()
     store.touch(entry, bookkeeping=True)
-    assert store.take_bookkeeping() == {entry.key}
-    put, _ = store.take_changes()
-    assert set(put) == {entry.key}
+    changes = store.take_changes()
+    assert set(changes.put) == {entry.key} and changes.bookkeeping == {entry.key}
     store.touch(entry, bookkeeping=True)
     store.add(message_entry(1))  # replaced: its content is new again
-    assert store.take_bookkeeping() == frozenset()
+    assert store.take_changes().bookkeeping == frozenset()
 
 
 def test_a_receipt_makes_the_senders_entry_bookkeeping_and_the_relays_copy_is_not() -> None:

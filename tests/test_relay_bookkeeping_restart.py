@@ -37,16 +37,16 @@ def test_an_item_for_others_has_its_bookkeeping_kept_in_memory_only() -> None:
     ours = message_entry(2)  # no origin: ours (an outbox part, say)
     store.add(theirs)
     store.add(ours, enforce_quota=False)
-    store.take_bookkeeping()
     store.take_changes()
     theirs.attempts += 1
     store.touch(theirs, bookkeeping=True)
     assert not store.dirty, "an item for others' schedule is not persisted"
     store.touch(ours, bookkeeping=True)
-    assert store.dirty == {ours.key} and store.take_bookkeeping() == {ours.key}
-    store.take_changes()
+    assert store.dirty == {ours.key} and store.take_changes().bookkeeping == {ours.key}
     store.touch(theirs)  # a change of its content is written
-    assert store.dirty == {theirs.key} and store.take_bookkeeping() == frozenset()
+    changes = store.take_changes()
+    assert set(changes.put) == {theirs.key} and changes.bookkeeping == frozenset()
+    assert changes.for_others == {theirs.key}
 
 
 def _persisted_message(wire: Wire, node: Node) -> Entry:

@@ -166,13 +166,12 @@ def test_a_recharge_is_written_and_read_back() -> None:
     store = RelayStore(OWN)
     entry = _from(1)
     store.add(entry)
-    store.take_bookkeeping()
     store.take_changes()
     store.recharge(KEY, HERE, NET)
-    assert store.take_bookkeeping() == frozenset()  # written, not bookkeeping
-    put, _ = store.take_changes()
+    put, _, bookkeeping, for_others = store.take_changes()
+    assert bookkeeping == frozenset()  # written, not bookkeeping
     blob, _ = put[entry.key]
-    assert put.for_others() == {entry.key}
+    assert for_others == {entry.key}
     restored = Entry.deserialize(blob)
     assert restored.origin_net == NET
     again = RelayStore(OWN)

@@ -185,15 +185,15 @@ def test_take_changes_reports_puts_and_deletes_once() -> None:
     a, b = message_entry(1), message_entry(2)
     store.add(a)
     store.add(b)
-    put, deleted = store.take_changes()
+    put, deleted, bookkeeping, for_others = store.take_changes()
     assert set(put) == {a.key, b.key}
     assert put[a.key] == (a.serialize(), a.expires_ms)
-    assert deleted == frozenset()
-    assert store.take_changes() == ({}, frozenset())
+    assert deleted == bookkeeping == for_others == frozenset()
+    assert store.take_changes() == ({}, frozenset(), frozenset(), frozenset())
     store.remove(a)
     b.attempts = 3
     store.touch(b)
-    put, deleted = store.take_changes()
+    put, deleted, _, _ = store.take_changes()
     assert set(put) == {b.key}
     assert deleted == frozenset({a.key})
 
@@ -401,19 +401,19 @@ def test_a_new_or_changed_entry_is_a_write_and_only_a_reschedule_is_bookkeeping(
     ours, theirs = message_entry(1), message_entry(2, origin=b"o" * 20)
     store.add(ours)
     store.add(theirs)
-    assert store.take_bookkeeping() == frozenset()
-    put, _ = store.take_changes()
+    put, _, bookkeeping, for_others = store.take_changes()
     assert set(put) == {ours.key, theirs.key}
+    assert bookkeeping == frozenset() and for_others == {theirs.key}
     store.touch(ours)
     store.touch(theirs)
-    assert store.take_bookkeeping() == frozenset()
-    put, _ = store.take_changes()
+    put, _, bookkeeping, for_others = store.take_changes()
     assert set(put) == {ours.key, theirs.key}
+    assert bookkeeping == frozenset() and for_others == {theirs.key}
     store.touch(ours, bookkeeping=True)
     store.touch(theirs, bookkeeping=True)
-    assert store.take_bookkeeping() == {ours.key}
-    put, _ = store.take_changes()
+    put, _, bookkeeping, for_others = store.take_changes()
     assert set(put) == {ours.key}
+    assert bookkeeping == {ours.key} and for_others == frozenset()
 
 
 def test_an_entry_removed_before_its_changes_are_taken_is_only_deleted() -> None:
@@ -421,7 +421,7 @@ def test_an_entry_removed_before_its_changes_are_taken_is_only_deleted() -> None
     entry = message_entry(1)
     store.add(entry)
     store.remove(entry)
-    put, deleted = store.take_changes()
+    put, deleted, _, _ = store.take_changes()
     assert dict(put) == {} and deleted == {entry.key}
 
 

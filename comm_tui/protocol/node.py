@@ -101,7 +101,6 @@ from comm_tui.protocol.events import (
     PeerRemoved,
     SessionReset,
     SessionsChanged,
-    StoreChanged,
     TextReceived,
     TextsRead,
     TextStateChanged,
@@ -2704,9 +2703,7 @@ class Node:
         datagrams received since (docs/PROTOCOL.md, "8.2 Local durability")."""
         store = self._store
         if store.dirty or store.deleted:
-            bookkeeping = store.take_bookkeeping()
-            put, deleted = store.take_changes()
-            self._events.append(StoreChanged(put, deleted, bookkeeping, put.for_others()))
+            self._events.append(store.take_changes())
         if self._sessions.changed or self._prekeys.dirty:
             changed = self._sessions.take_changes()
             prekeys = self._prekeys.serialize() if self._prekeys.dirty else None
@@ -2734,6 +2731,10 @@ class Node:
         self._send_letters(peer, text_id, [letter], now, handshake=True)
 
 
+# The longest an item may still live when it reaches us: a sender's TTL and its clock's skew.
+_LONGEST_LIFE_MS = int((MAX_TTL_S + MAX_CLOCK_SKEW_S) * 1000)
+
+
 def _check_expiry(expires_ms: int, now: float) -> None:
     """Items must still be alive, live no longer than a sender may ask (plus skew), and
     expire on a whole hour (docs/PROTOCOL.md, "7.2"): a finer expiry would date the text."""
@@ -2742,5 +2743,5 @@ def _check_expiry(expires_ms: int, now: float) -> None:
     now_ms = _ms(now)
     if expires_ms <= now_ms:
         raise Rejected("expired")
-    if expires_ms > now_ms + int((MAX_TTL_S + MAX_CLOCK_SKEW_S) * 1000):
+    if expires_ms > now_ms + _LONGEST_LIFE_MS:
         raise Rejected("ttl_too_long")

@@ -15,6 +15,7 @@ their outcomes into frames. No I/O and no clock of its own: the node calls it wi
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import socket
@@ -322,15 +323,18 @@ class ReachabilityAgent:
 
     def next_due(self) -> float:
         """When reachability next needs the timer: a probe, a keep-alive, an echo
-        (``inf``: nothing)."""
-        due = float("inf")
+        (``inf``: nothing). Plain comparisons, not ``min()``: a node asks after every
+        datagram it handles (``Node.get_timer``)."""
+        due = math.inf
         if self._local:
             deadline = self.prober.next_deadline()
-            due = min(due, self.prober.next_at if deadline is None else deadline)
+            due = self.prober.next_at if deadline is None else deadline
         if self.client:
-            due = min(due, self.bindings.next_due() or due)
+            binding = self.bindings.next_due()
+            if binding and binding < due:
+                due = binding
         echo = self.attached.next_echo()
-        return due if echo is None else min(due, echo)
+        return due if echo is None or echo >= due else echo
 
     def tick(self, now: float) -> None:
         """Probe rounds, a client's keep-alives and echo tests, a relay's delayed echoes."""
