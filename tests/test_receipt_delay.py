@@ -27,6 +27,7 @@ from comm_tui.protocol.node import (
     Node,
     NodeConfig,
 )
+from comm_tui.protocol.receipts import ReceiptsOwed
 from comm_tui.protocol.relay_store import Entry, Kind
 from comm_tui.protocol.routing import Endpoint
 from tests.test_node import forge_frame, frames_sent, message_of, stored_messages
@@ -156,7 +157,7 @@ def test_past_the_bound_of_pairs_the_oldest_pairs_receipt_goes_at_once(
     pair busy, as under items from many keys at once (the busy pairs remembered are
     bounded by the same number: test_the_busy_pairs_remembered_are_bounded)."""
     node = Node(Identity.from_seed(b"\x07" * 32), T0)
-    monkeypatch.setattr(node, "_busy", lambda pair, now: True)
+    monkeypatch.setattr(node._receipts, "_busy", lambda pair, now: True)
     key = Identity.from_seed(b"\x08" * 32).key
     endpoints = [(f"10.9.{i // 250}.{i % 250 + 1}", 4000) for i in range(RECEIPT_PAIRS_MAX + 1)]
     for endpoint in endpoints:
@@ -342,27 +343,26 @@ def test_the_busy_pairs_remembered_are_bounded() -> None:
     """When each pair was sent its last two Receipts is kept for at most RECEIPT_PAIRS_MAX
     pairs and at most RECEIPT_DELAY_S after the last: keys are free, and a forgotten pair
     is only quiet (its receipt goes early, which is always allowed)."""
-    node = Node(Identity.from_seed(b"\x07" * 32), T0)
+    owed = ReceiptsOwed(T0)
     key = Identity.from_seed(b"\x08" * 32).key
     endpoints = [(f"10.9.{i // 250}.{i % 250 + 1}", 4000) for i in range(RECEIPT_PAIRS_MAX + 1)]
-    for endpoint in endpoints:
-        node._addresses.received(endpoint, 1000)  # credit for the answer (3x what it sent)
     for round_ in range(2):  # two Receipts each, in two pumps: all busy
         for i, endpoint in enumerate(endpoints[:-1]):
-            node._owe_receipt(key, endpoint, bytes([i % 256, i // 256, round_]) * 16, T0)
-        node.datagrams_to_send()
-    assert len(node._receipts_sent_at) == RECEIPT_PAIRS_MAX
-    assert node._busy((key, endpoints[0]), T0)
-    node._owe_receipt(key, endpoints[-1], b"one more" * 4, T0)
-    node.datagrams_to_send()
-    assert len(node._receipts_sent_at) == RECEIPT_PAIRS_MAX
-    assert not node._busy((key, endpoints[0]), T0)  # the oldest, forgotten
-    assert node._busy((key, endpoints[1]), T0 + RECEIPT_DELAY_S - 0.001)
-    node._owe_receipt(key, endpoints[1], b"again" * 8, T0 + RECEIPT_DELAY_S - 0.001)
-    assert node.datagrams_to_send() == []  # busy: it waits
-    node.handle_timer(T0 + 2 * RECEIPT_DELAY_S)
-    assert len(node.datagrams_to_send()) == 1
-    assert list(node._receipts_sent_at) == [(key, endpoints[1])]  # the rest had passed
+            assert not owed.owe(key, endpoint, bytes([i % 256, i // 256, round_]) * 16, T0)
+        assert len(owed.take_quick()[1]) == RECEIPT_PAIRS_MAX
+    assert owed.remembered() == RECEIPT_PAIRS_MAX
+    owed.owe(key, endpoints[-1], b"one more" * 4, T0)  # a new pair: quiet
+    assert [r.endpoint for r in owed.take_quick()[1]] == [endpoints[-1]]
+    assert owed.remembered() == RECEIPT_PAIRS_MAX
+    owed.owe(key, endpoints[0], b"first" * 8, T0)  # the oldest was forgotten: quiet
+    assert [r.endpoint for r in owed.take_quick()[1]] == [endpoints[0]]
+    later = T0 + RECEIPT_DELAY_S - 0.001
+    assert not owed.owe(key, endpoints[2], b"again" * 8, later)  # still busy: it waits
+    assert owed.take_quick()[1] == []
+    assert owed.deadline == later + RECEIPT_DELAY_S
+    (receipt,) = owed.take_due(later + RECEIPT_DELAY_S)
+    assert receipt == (key, endpoints[2], {b"again" * 8: None})
+    assert owed.remembered() == 1  # the rest had passed RECEIPT_DELAY_S since their last
 
 
 def test_a_late_receipt_reopens_a_settled_ack_for_that_peer_at_its_backoff() -> None:

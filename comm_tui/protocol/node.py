@@ -55,12 +55,11 @@ tick: the seed's rule as written, kept as the benchmark baseline.
 from __future__ import annotations
 
 import heapq
-import math
 import os
 import random
 import socket
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import astuple, dataclass
 from typing import Any, Literal
 
@@ -127,8 +126,11 @@ from comm_tui.protocol.reachability_agent import (
     seen_endpoint,
 )
 from comm_tui.protocol.reachability_agent import packed_ip as _packed_ip
+from comm_tui.protocol.receipts import RECEIPT_DELAY_S as RECEIPT_DELAY_S  # tests read it
+from comm_tui.protocol.receipts import RECEIPT_IDS_BYTES as RECEIPT_IDS_BYTES
+from comm_tui.protocol.receipts import RECEIPT_PAIRS_MAX as RECEIPT_PAIRS_MAX
 from comm_tui.protocol.receipts import RECEIPT_TIMEOUT_S as RECEIPT_TIMEOUT_S  # tests read it
-from comm_tui.protocol.receipts import ReceiptWaits
+from comm_tui.protocol.receipts import Receipt, ReceiptsOwed, ReceiptWaits
 from comm_tui.protocol.relay_store import (
     CAP_REASONS,
     ORIGINS_SHOWN,
@@ -204,29 +206,6 @@ FIND_RECIPIENT_ON_ATTEMPTS = frozenset({2, 6})
 # waiting for it (a 64 KiB text has 74 parts): meeting it hands it all of them.
 FIND_RECIPIENT_INTERVAL_S = 60.0
 FETCH_ITEMS_MAX = 512
-# docs/PROTOCOL.md, "4. Frames": the receipts owed to one peer in one pump go as one
-# Receipt, split where its ids would pass this many bytes (each id with its 2-byte tag
-# and length). A sealed packet adds at most 103 bytes (head 36, box tag and length 3,
-# nonce 24, MAC 16, cookie 18, receipt tag and length 3, client flag 3), so a Receipt
-# always fits one 1,200-byte datagram, and 1,000 bytes hold at most 500 ids: never
-# more than FETCH_ITEMS_MAX.
-RECEIPT_IDS_BYTES = 1000
-# docs/PROTOCOL.md, "4. Frames", "Receipts wait at most 25 ms": the ids owed one (key,
-# endpoint) gather across pumps until the first of them has waited this long (QUIC's
-# default max_ack_delay). The sender's receipt wait is at least RECEIPT_TIMEOUT_S (2 s),
-# 80 times longer, so nothing there moves; a relay taking a peer's items faster than one
-# per 25 ms sends one Receipt for several of them instead of one each.
-RECEIPT_DELAY_S = 0.025
-# At most this many (key, endpoint) pairs owed a receipt at once; past it the oldest pair's
-# Receipt goes at once (early is always allowed). Each holds under RECEIPT_IDS_BYTES of ids.
-# The same bound holds the pairs whose last Receipts are remembered (_receipts_sent_at).
-RECEIPT_PAIRS_MAX = 1024
-# Only a busy pair's receipts wait (docs/PROTOCOL.md, "4. Frames"): one sent two Receipts
-# in the last RECEIPT_DELAY_S. A quiet pair's go at the end of the pump that took its items
-# (datagrams_to_send), as TCP's quick-ack and QUIC's immediate ACK of the first packets:
-# at light traffic a pair owes at most an item or two within 25 ms (a message and its
-# ack's way back), and a delayed Receipt would cost a timer wake-up and a pump of its own
-# for nothing gathered. A stream (the third Receipt within 25 ms) gathers.
 # Lost sessions (docs/PROTOCOL.md, "Session reset"): a peer whose letters no session opens
 # gets one handshake letter in this long, and the node sends at most HANDSHAKE_BURST of
 # them (refilled at HANDSHAKE_RATE_PER_S), whatever claims to be the sender.
@@ -318,17 +297,6 @@ class _Query:
     path: int = 0
     candidate: Candidate | None = None
     record_for: bytes = b""  # get_record: the owner address asked for
-
-
-@dataclass(slots=True)
-class _ReceiptsDue:
-    """The ids one (key, endpoint) is owed a receipt for (a dict: ordered, each once),
-    their bytes in a Receipt (2 + length each), and when they must go: the first one
-    owed plus ``RECEIPT_DELAY_S``."""
-
-    ids: dict[bytes, None]
-    size: int
-    deadline: float
 
 
 @dataclass
@@ -460,21 +428,7 @@ class Node:
         self._outbox: list[tuple[bytes, Endpoint]] = []
         # Receipts made since the last receipts_to_send; None: they go in _outbox.
         self._receipts_out: list[tuple[bytes, Endpoint]] | None = [] if receipts_apart else None
-        # Receipts owed, by (peer key, endpoint), in the order each pair was first owed
-        # one (so the first holds the earliest deadline): ids in the order their items
-        # came, with their bytes as a Receipt counts them. And the earliest deadline
-        # (inf: none owed), which get_timer reads as it is.
-        self._receipts_due: dict[tuple[bytes, Endpoint], _ReceiptsDue] = {}
-        self._receipts_deadline = math.inf
-        # Ids owed quiet pairs in this pump, sent by datagrams_to_send as of _receipts_now;
-        # and when each pair was sent its last two Receipts (-inf: none before the last),
-        # the pair sent one last at the end (pruned past RECEIPT_DELAY_S since the last and
-        # past RECEIPT_PAIRS_MAX pairs as Receipts go).
-        self._receipts_quick: dict[tuple[bytes, Endpoint], _ReceiptsDue] = {}
-        self._receipts_now = now
-        self._receipts_sent_at: OrderedDict[tuple[bytes, Endpoint], tuple[float, float]] = (
-            OrderedDict()
-        )
+        self._receipts = ReceiptsOwed(now)  # the Receipts we owe, and when each goes
         self._events: deque[Event] = deque()
         self._received_unflushed = False  # a datagram came since the last drain
         self._queries: dict[bytes, _Query] = {}
@@ -649,7 +603,7 @@ class Node:
         "Letters and sealing", peek and commit): a receipt or ack must never leave before
         what it vouches for is on disk.
         """
-        if self._receipts_quick:
+        if self._receipts.quick:
             self._send_quick_receipts()
         out, self._outbox = self._outbox, []
         return out
@@ -699,8 +653,8 @@ class Node:
         so the first entry of each holds its earliest deadline.
         """
         timer = self._upkeep_due()
-        if self._receipts_deadline < timer:
-            timer = self._receipts_deadline
+        if self._receipts.deadline < timer:
+            timer = self._receipts.deadline
         self._armed_for = timer
         return timer
 
@@ -919,8 +873,8 @@ class Node:
         ``datagrams_to_send()``. Calling it early does nothing that is not due.
         """
         self._proven = None
-        if now >= self._receipts_deadline:
-            self._send_receipts_due(now)
+        if now >= self._receipts.deadline:
+            self._send_receipts(self._receipts.take_due(now), now)
             if now < self._upkeep_due():
                 # Only receipts were due (most wake-ups of a node that takes items): the
                 # upkeep below would find nothing to do, at ~20 times the cost.
@@ -2486,105 +2440,27 @@ class Node:
             self._owe_receipt(key, endpoint, item, now)
 
     def _owe_receipt(self, key: bytes, endpoint: Endpoint, item: bytes, now: float) -> None:
-        """Owe ``key`` at ``endpoint`` a receipt for ``item`` (docs/PROTOCOL.md, "4. Frames",
-        "Receipts wait at most 25 ms"). It goes with every other id owed to that pair, as
-        one Receipt: at the end of the pump for a quiet pair (``datagrams_to_send``), when
-        the first of them has waited ``RECEIPT_DELAY_S`` for a busy one (``handle_timer``);
-        at once when the next id would not fit one Receipt (``RECEIPT_IDS_BYTES``), or when
-        more than ``RECEIPT_PAIRS_MAX`` pairs are owed one (the oldest pair's)."""
+        """Owe ``key`` at ``endpoint`` a receipt for ``item``: it goes with every other id
+        owed that pair, as one Receipt, when ``ReceiptsOwed`` says (docs/PROTOCOL.md, "4.
+        Frames", "Receipts wait at most 25 ms"): at the end of the pump for a quiet pair
+        (``datagrams_to_send``), at ``handle_timer`` for a busy one, at once when full."""
         if self.config.policy != "ours":
             return
-        pair = (key, endpoint)
-        quick = self._receipts_quick
-        due = quick.get(pair)
-        if due is not None or (pair not in self._receipts_due and not self._busy(pair, now)):
-            self._receipts_now = now
-            if due is not None:
-                if item in due.ids or self._gather(due, item):
-                    return
-                self._send_owed(pair, quick.pop(pair), now)  # full: it goes now
-            quick[pair] = _ReceiptsDue({item: None}, 2 + len(item), now)
-            if len(quick) > RECEIPT_PAIRS_MAX:
-                oldest = next(iter(quick))
-                self._send_owed(oldest, quick.pop(oldest), now)
-            return
-        owed_by_pair = self._receipts_due
-        due = owed_by_pair.get(pair)
-        if due is not None:
-            if item in due.ids or self._gather(due, item):
-                return
-            # Full: it goes now, and this id starts the pair's next Receipt, last in line.
-            del owed_by_pair[pair]
-            self._send_owed(pair, due, now)
-            self._receipts_deadline = self._first_receipt_deadline()
-        deadline = now + RECEIPT_DELAY_S
-        owed_by_pair[pair] = _ReceiptsDue({item: None}, 2 + len(item), deadline)
-        # Later than the first's only if the clock went back: then the earlier one is the
-        # timer's, and _send_receipts_due sends the older pairs as overdue.
-        if deadline < self._receipts_deadline:
-            self._receipts_deadline = deadline
-        if len(owed_by_pair) > RECEIPT_PAIRS_MAX:
-            oldest = next(iter(owed_by_pair))
-            self._send_owed(oldest, owed_by_pair.pop(oldest), now)
-            self._receipts_deadline = self._first_receipt_deadline()
-
-    def _busy(self, pair: tuple[bytes, Endpoint], now: float) -> bool:
-        """Was ``pair`` sent two Receipts in the last ``RECEIPT_DELAY_S`` (its ids gather)?"""
-        sent = self._receipts_sent_at.get(pair)
-        return sent is not None and 0 <= now - sent[0] < RECEIPT_DELAY_S
-
-    @staticmethod
-    def _gather(due: _ReceiptsDue, item: bytes) -> bool:
-        """Add ``item`` to ``due`` if one Receipt still holds it (``RECEIPT_IDS_BYTES``)."""
-        size = due.size + 2 + len(item)
-        if size > RECEIPT_IDS_BYTES:
-            return False
-        due.ids[item] = None
-        due.size = size
-        return True
+        receipts = self._receipts.owe(key, endpoint, item, now)
+        if receipts:
+            self._send_receipts(receipts, now)
 
     def _send_quick_receipts(self) -> None:
-        """Send the Receipts owed quiet pairs in this pump (``_owe_receipt``), one per pair
-        in the order each was first owed one, as of the pump's last datagram."""
-        quick, self._receipts_quick = self._receipts_quick, {}
+        """Send the Receipts owed quiet pairs in this pump, as of its last datagram."""
         self._proven = None  # an entry point: the table may have changed since
-        now = self._receipts_now
-        for pair, due in quick.items():
-            self._send_owed(pair, due, now)
+        now, receipts = self._receipts.take_quick()
+        self._send_receipts(receipts, now)
 
-    def _send_receipts_due(self, now: float) -> None:
-        """Send the Receipts whose first id has waited ``RECEIPT_DELAY_S`` by ``now``, oldest
-        pair first, and any dated later than ``now`` allows (the clock went back)."""
-        owed_by_pair = self._receipts_due
-        latest = now + RECEIPT_DELAY_S
-        while owed_by_pair:
-            pair, due = next(iter(owed_by_pair.items()))
-            if now < due.deadline <= latest:
-                self._receipts_deadline = due.deadline
-                return
-            del owed_by_pair[pair]
-            self._send_owed(pair, due, now)
-        self._receipts_deadline = math.inf
-
-    def _first_receipt_deadline(self) -> float:
-        """The first pair's deadline (pairs are in the order first owed), inf if none."""
-        for due in self._receipts_due.values():
-            return due.deadline
-        return math.inf
-
-    def _send_owed(self, pair: tuple[bytes, Endpoint], due: _ReceiptsDue, now: float) -> None:
-        """Box and queue the Receipt naming ``due``'s ids to ``pair``'s key at its endpoint,
-        and remember when, with when the one before went (``_busy``)."""
-        self._send_encoded(pair[0], pair[1], "receipt", receipt_frame(due.ids), now)
-        sent_at = self._receipts_sent_at
-        before = sent_at.get(pair)
-        sent_at[pair] = (before[1] if before is not None else -math.inf, now)
-        sent_at.move_to_end(pair)
-        while sent_at:
-            first, (_, last) = next(iter(sent_at.items()))
-            if len(sent_at) <= RECEIPT_PAIRS_MAX and 0 <= now - last < RECEIPT_DELAY_S:
-                break
-            del sent_at[first]
+    def _send_receipts(self, receipts: Sequence[Receipt], now: float) -> None:
+        """Box and queue each Receipt ``ReceiptsOwed`` handed out."""
+        for receipt in receipts:
+            frame = receipt_frame(receipt.ids)
+            self._send_encoded(receipt.key, receipt.endpoint, "receipt", frame, now)
 
     def _send_frame(
         self,

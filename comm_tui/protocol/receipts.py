@@ -1,6 +1,12 @@
-"""How long a relay waits for a peer's receipt, and what a late one costs it.
+"""Receipts, both ways: the ones we owe peers (``ReceiptsOwed``), and how long we wait
+for a peer's and what a late one costs it (``ReceiptWaits``).
 
-docs/PROTOCOL.md, "7.2 Message ids and relaying", "Receipt wait". Every item we send a
+**Owed.** docs/PROTOCOL.md, "4. Frames", "Receipts wait at most 25 ms". The ids owed
+one (peer key, endpoint) go as one Receipt: at the end of the pump for a quiet pair, once
+the first has waited ``RECEIPT_DELAY_S`` for a busy one, at once when the next id would
+not fit (``RECEIPT_IDS_BYTES``) or more than ``RECEIPT_PAIRS_MAX`` pairs are owed one.
+
+**Awaited.** docs/PROTOCOL.md, "7.2 Message ids and relaying", "Receipt wait". Every item we send a
 peer awaits that peer's ``Receipt``; a wait that runs out counts one failure against the
 peer (three in a row evict it for a replacement, ``RoutingTable.record_failure``), and
 while a wait runs, the item is not sent to that peer again: a copy sent before the
@@ -22,10 +28,37 @@ sample: it fails at 2 s, then 4 s, 8 s, ... after each item, and is routed aroun
 from __future__ import annotations
 
 import heapq
+import math
 from collections import OrderedDict
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from comm_tui.protocol.routing import Endpoint, origin_network
+
+# docs/PROTOCOL.md, "4. Frames": the receipts owed to one peer in one pump go as one
+# Receipt, split where its ids would pass this many bytes (each id with its 2-byte tag
+# and length). A sealed packet adds at most 103 bytes (head 36, box tag and length 3,
+# nonce 24, MAC 16, cookie 18, receipt tag and length 3, client flag 3), so a Receipt
+# always fits one 1,200-byte datagram, and 1,000 bytes hold at most 500 ids: never
+# more than FETCH_ITEMS_MAX (protocol/node.py).
+RECEIPT_IDS_BYTES = 1000
+# docs/PROTOCOL.md, "4. Frames", "Receipts wait at most 25 ms": the ids owed one (key,
+# endpoint) gather across pumps until the first of them has waited this long (QUIC's
+# default max_ack_delay). The sender's receipt wait is at least RECEIPT_TIMEOUT_S (2 s),
+# 80 times longer, so nothing there moves; a relay taking a peer's items faster than one
+# per 25 ms sends one Receipt for several of them instead of one each.
+RECEIPT_DELAY_S = 0.025
+# At most this many (key, endpoint) pairs owed a receipt at once; past it the oldest pair's
+# Receipt goes at once (early is always allowed). Each holds under RECEIPT_IDS_BYTES of ids.
+# The same bound holds the pairs whose last Receipts are remembered (``ReceiptsOwed``).
+RECEIPT_PAIRS_MAX = 1024
+# Only a busy pair's receipts wait (docs/PROTOCOL.md, "4. Frames"): one sent two Receipts
+# in the last RECEIPT_DELAY_S. A quiet pair's go at the end of the pump that took its items
+# (``ReceiptsOwed.take_quick``), as TCP's quick-ack and QUIC's immediate ACK of the first
+# packets: at light traffic a pair owes at most an item or two within 25 ms (a message
+# and its ack's way back), and a delayed Receipt would cost a timer wake-up and a pump of
+# its own for nothing gathered. A stream (the third Receipt within 25 ms) gathers.
 
 # The least wait, and the wait of a peer we have no measurement of.
 RECEIPT_TIMEOUT_S = 2.0
@@ -46,6 +79,160 @@ TIMED_OUT_PAIRS_PER_NETWORK = 256
 _ALPHA = 1 / 8
 _BETA = 1 / 4
 _K = 4
+
+
+Pair = tuple[bytes, Endpoint]  # a peer's key and the endpoint its items came from
+
+
+class Receipt(NamedTuple):
+    """A Receipt to send now: to ``key`` at ``endpoint``, naming ``ids`` in the order their
+    items came, each once."""
+
+    key: bytes
+    endpoint: Endpoint
+    ids: Collection[bytes]
+
+
+_NONE: tuple[Receipt, ...] = ()
+
+
+@dataclass(slots=True)
+class _Owed:
+    """The ids one pair is owed a receipt for (a dict: ordered, each once), their bytes in
+    a Receipt (2 + length each), and when they must go: for a busy pair the first one
+    owed plus ``RECEIPT_DELAY_S``, for a quiet one when it was owed."""
+
+    ids: dict[bytes, None]
+    size: int
+    deadline: float
+
+
+class ReceiptsOwed:
+    """The Receipts we owe peers for the items they handed us, and when each goes
+    (docs/PROTOCOL.md, "4. Frames", "Receipts wait at most 25 ms").
+
+    Sans-IO like the node that owns it: ``owe`` for each item taken hands back what must
+    go at once (a full Receipt, the oldest pair's past ``RECEIPT_PAIRS_MAX``),
+    ``take_quick`` at the end of each pump the quiet pairs', ``take_due`` at the timer
+    (``deadline``) the busy pairs' whose first id has waited ``RECEIPT_DELAY_S``. Every
+    Receipt handed out is taken as sent: the node boxes and queues each one.
+    """
+
+    def __init__(self, now: float) -> None:
+        # Busy pairs' ids, in the order each pair was first owed one (so the first holds
+        # the earliest deadline), and that deadline (inf: none owed), which the node's
+        # timer reads as it is.
+        self._due: dict[Pair, _Owed] = {}
+        self.deadline = math.inf
+        # Quiet pairs' ids owed in this pump, handed out by take_quick as of _quick_at.
+        self._quick: dict[Pair, _Owed] = {}
+        self._quick_at = now
+        # When each pair was sent its last two Receipts (-inf: none before the last),
+        # the pair sent one last at the end (pruned past RECEIPT_DELAY_S since the last
+        # and past RECEIPT_PAIRS_MAX pairs as Receipts go).
+        self._sent_at: OrderedDict[Pair, tuple[float, float]] = OrderedDict()
+
+    @property
+    def quick(self) -> bool:
+        """Does a quiet pair wait for the end of the pump (``take_quick``)?"""
+        return bool(self._quick)
+
+    def owe(self, key: bytes, endpoint: Endpoint, item: bytes, now: float) -> Sequence[Receipt]:
+        """Owe ``key`` at ``endpoint`` a receipt for ``item`` (a store key), with every
+        other id owed that pair; the Receipts that must go at once (mostly none)."""
+        pair = (key, endpoint)
+        quick = self._quick
+        if pair in quick or (pair not in self._due and not self._busy(pair, now)):
+            self._quick_at = now
+            return self._owe_in(quick, pair, item, now, now) or _NONE
+        deadline = now + RECEIPT_DELAY_S
+        out = self._owe_in(self._due, pair, item, deadline, now)
+        if out is None:
+            return _NONE
+        if out:
+            self.deadline = self._first_deadline()
+        # Later than the first's only if the clock went back: then the earlier one is the
+        # timer's, and take_due hands out the older pairs as overdue.
+        if deadline < self.deadline:
+            self.deadline = deadline
+        return out
+
+    def take_quick(self) -> tuple[float, list[Receipt]]:
+        """The quiet pairs' Receipts owed in this pump, one per pair in the order each was
+        first owed one, and the time to send them at: the pump's last datagram's."""
+        quick, self._quick = self._quick, {}
+        now = self._quick_at
+        return now, [self._hand_out(pair, owed, now) for pair, owed in quick.items()]
+
+    def take_due(self, now: float) -> list[Receipt]:
+        """The busy pairs' Receipts whose first id has waited ``RECEIPT_DELAY_S`` by ``now``,
+        oldest pair first, and any dated later than ``now`` allows (the clock went back)."""
+        due = self._due
+        latest = now + RECEIPT_DELAY_S
+        out: list[Receipt] = []
+        while due:
+            pair, owed = next(iter(due.items()))
+            if now < owed.deadline <= latest:
+                self.deadline = owed.deadline
+                return out
+            del due[pair]
+            out.append(self._hand_out(pair, owed, now))
+        self.deadline = math.inf
+        return out
+
+    def remembered(self) -> int:
+        """How many pairs' last Receipts are remembered (bounded by RECEIPT_PAIRS_MAX)."""
+        return len(self._sent_at)
+
+    def _owe_in(
+        self, table: dict[Pair, _Owed], pair: Pair, item: bytes, deadline: float, now: float
+    ) -> list[Receipt] | None:
+        """Add ``item`` to the ids ``table`` owes ``pair``: None if it joined them (or was
+        there); else it starts the pair's next Receipt, last in line, and what goes at once
+        is handed out: the pair's full one, the oldest pair's past RECEIPT_PAIRS_MAX."""
+        owed = table.get(pair)
+        if owed is None:
+            out: list[Receipt] = []
+        else:
+            if item in owed.ids:
+                return None
+            size = owed.size + 2 + len(item)
+            if size <= RECEIPT_IDS_BYTES:
+                owed.ids[item] = None
+                owed.size = size
+                return None
+            del table[pair]
+            out = [self._hand_out(pair, owed, now)]  # full: it goes now
+        table[pair] = _Owed({item: None}, 2 + len(item), deadline)
+        if len(table) > RECEIPT_PAIRS_MAX:
+            oldest = next(iter(table))
+            out.append(self._hand_out(oldest, table.pop(oldest), now))
+        return out
+
+    def _first_deadline(self) -> float:
+        """The first busy pair's deadline (pairs are in the order first owed), inf if none."""
+        for owed in self._due.values():
+            return owed.deadline
+        return math.inf
+
+    def _busy(self, pair: Pair, now: float) -> bool:
+        """Was ``pair`` sent two Receipts in the last ``RECEIPT_DELAY_S`` (its ids gather)?"""
+        sent = self._sent_at.get(pair)
+        return sent is not None and 0 <= now - sent[0] < RECEIPT_DELAY_S
+
+    def _hand_out(self, pair: Pair, owed: _Owed, now: float) -> Receipt:
+        """``owed``'s Receipt to ``pair``, remembered as sent at ``now`` with when the one
+        before went (``_busy``)."""
+        sent_at = self._sent_at
+        before = sent_at.get(pair)
+        sent_at[pair] = (before[1] if before is not None else -math.inf, now)
+        sent_at.move_to_end(pair)
+        while sent_at:
+            first, (_, last) = next(iter(sent_at.items()))
+            if len(sent_at) <= RECEIPT_PAIRS_MAX and 0 <= now - last < RECEIPT_DELAY_S:
+                break
+            del sent_at[first]
+        return Receipt(pair[0], pair[1], owed.ids)
 
 
 @dataclass(slots=True)
