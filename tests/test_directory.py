@@ -37,7 +37,7 @@ class Recorder:
     relaying: bool = True  # whether the node stores items for others
     opened: list[tuple[bytes, Endpoint]] = field(default_factory=list)  # GetRecords asked
     probes: list[bool] = field(default_factory=list)  # each frame's probe flag
-    receipts: list[tuple[bytes, Endpoint, list[bytes], float]] = field(default_factory=list)
+    receipts: list[tuple[bytes, Endpoint, bytes, float]] = field(default_factory=list)
     holders: list[tuple[Entry, bytes, float]] = field(default_factory=list)
     stats: NodeStats = field(default_factory=NodeStats)
 
@@ -48,8 +48,8 @@ class Recorder:
         self.probes.append(probe)
         return True
 
-    def send_receipt(self, key: bytes, endpoint: Endpoint, ids: list[bytes], now: float) -> None:
-        self.receipts.append((key, endpoint, ids, now))
+    def owe_receipt(self, key: bytes, endpoint: Endpoint, item: bytes, now: float) -> None:
+        self.receipts.append((key, endpoint, item, now))
 
     def add_holder(self, entry: Entry, holder: bytes, now: float) -> None:
         self.holders.append((entry, holder, now))
@@ -90,7 +90,7 @@ def directory_with(
         emit=recorder.events.append,
         send_frame=recorder.send_frame,
         send_item=lambda entry, key, endpoint, now: None,
-        send_receipt=recorder.send_receipt,
+        owe_receipt=recorder.owe_receipt,
         add_holder=recorder.add_holder,
         relay=lambda entry, now: recorder.relayed.append(entry),
         origin=lambda key, addr: "198.18.0.0/24",
@@ -223,11 +223,11 @@ def test_a_pushed_record_is_receipted_to_its_sender_and_again_as_a_duplicate() -
     directory.on_record(pusher, pb.Record(bundle=record.wire), addr, T0 + 1)
     assert recorder.stats.stored == 1 and recorder.stats.duplicates == 0
     (stored,) = recorder.relayed
-    assert recorder.receipts == [(pusher.key, addr, [stored.key], T0 + 1)]
+    assert recorder.receipts == [(pusher.key, addr, stored.key, T0 + 1)]
     for time in (T0 + 2, T0 + 3):
         directory.on_record(pusher, pb.Record(bundle=record.wire), addr, time)
     assert recorder.stats.stored == 1 and recorder.stats.duplicates == 2
-    assert recorder.receipts[1:] == [(pusher.key, addr, [stored.key], t) for t in (T0 + 2, T0 + 3)]
+    assert recorder.receipts[1:] == [(pusher.key, addr, stored.key, t) for t in (T0 + 2, T0 + 3)]
     assert [(holder, t) for _, holder, t in recorder.holders] == [
         (pusher.address, T0 + 2),
         (pusher.address, T0 + 3),
@@ -290,7 +290,7 @@ def test_our_own_record_pushed_back_is_refused_with_a_receipt_for_ours() -> None
     with pytest.raises(Rejected) as refused:
         directory.on_record(pusher, pb.Record(bundle=record.wire), ("198.18.0.3", 1), T0 + 5)
     assert refused.value.reason == "own_record"
-    assert recorder.receipts == [(pusher.key, ("198.18.0.3", 1), [record.key], T0 + 5)]
+    assert recorder.receipts == [(pusher.key, ("198.18.0.3", 1), record.key, T0 + 5)]
 
 
 def test_a_record_pushed_to_a_node_that_relays_nothing_is_refused_as_not_relay() -> None:

@@ -31,7 +31,7 @@ from comm_tui.protocol.receipts import ReceiptsOwed
 from comm_tui.protocol.relay_store import Entry, Kind
 from comm_tui.protocol.routing import Endpoint
 from tests.test_node import forge_frame, frames_sent, message_of, stored_messages
-from tests.test_relay_fast import _expiry, _message_frame, _stored_key
+from tests.test_relay_fast import _expiry, _message_frame, _owe_all, _stored_key
 from tests.test_relay_fast import _rig as fast_rig
 from tests.wire import T0, Wire
 
@@ -127,7 +127,7 @@ def test_a_pair_whose_receipt_filled_goes_behind_the_others_in_the_timer() -> No
     relay._owe_receipt(key, to, b"\x01" * 48, start)
     _hand(wire, second, relay, start + 0.01)
     fill = [bytes([i]) * 48 for i in range(2, 2 + 1000 // 50)]  # past 1,000 bytes
-    relay._send_receipt(key, to, fill, start + 0.02)
+    _owe_all(relay, key, to, fill, start + 0.02)
     assert relay.stats.sent_by_kind["receipt"] == base + 1
     assert relay.get_timer() == start + 0.01 + RECEIPT_DELAY_S
     relay.handle_timer(start + 0.01 + RECEIPT_DELAY_S)

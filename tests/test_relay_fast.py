@@ -190,6 +190,12 @@ def test_a_receipt_is_split_where_its_ids_pass_the_limit_and_never_outgrows_its_
     assert 0 < relay.stats.bytes_out < handed / 10  # the answer is far smaller than the items
 
 
+def _owe_all(relay: Node, key: bytes, endpoint: Endpoint, ids: list[bytes], now: float) -> None:
+    """Owe ``key`` at ``endpoint`` a receipt for each of ``ids``, in order, at ``now``."""
+    for item in ids:
+        relay._owe_receipt(key, endpoint, item, now)
+
+
 def test_ids_that_fill_the_limit_exactly_go_as_one_receipt() -> None:
     wire, relay, (sender,) = _rig()
     key, endpoint = sender.identity.key, wire.endpoint(sender)
@@ -198,20 +204,20 @@ def test_ids_that_fill_the_limit_exactly_go_as_one_receipt() -> None:
     def ids(tag: int) -> list[bytes]:  # 50 bytes each in a Receipt: per of them fill it
         return [bytes([i, tag]) * 24 for i in range(per)]
 
-    relay._send_receipt(key, endpoint, [*ids(0), ids(0)[0]], T0)  # one named twice
+    _owe_all(relay, key, endpoint, [*ids(0), ids(0)[0]], T0)  # one named twice
     assert relay.stats.sent_by_kind["receipt"] == 0  # a quiet pair's: at the pump's end
     assert len(relay.datagrams_to_send()) == 1 and relay.stats.sent_by_kind["receipt"] == 1
-    relay._send_receipt(key, endpoint, [b"w" * 48], T0)
+    _owe_all(relay, key, endpoint, [b"w" * 48], T0)
     assert len(relay.datagrams_to_send()) == 1  # still quiet: one sent in 25 ms
     busy = T0 + RECEIPT_DELAY_S / 2  # two sent 12.5 ms ago: its ids gather
-    relay._send_receipt(key, endpoint, [*ids(1), b"x" * 48], busy)
+    _owe_all(relay, key, endpoint, [*ids(1), b"x" * 48], busy)
     assert relay.stats.sent_by_kind["receipt"] == 3  # one byte over: the full one at once
     assert len(relay.datagrams_to_send()) == 1
     assert relay.get_timer() == busy + RECEIPT_DELAY_S  # the id over waits the delay
     relay.handle_timer(busy + RECEIPT_DELAY_S)
     assert len(relay.datagrams_to_send()) == 1
     quiet = T0 + 1
-    relay._send_receipt(key, endpoint, [*ids(2), b"y" * 48], quiet)
+    _owe_all(relay, key, endpoint, [*ids(2), b"y" * 48], quiet)
     assert relay.stats.sent_by_kind["receipt"] == 5  # quiet too: the full one at once
     assert len(relay.datagrams_to_send()) == 2  # and the id over at the pump's end
     assert relay.get_timer() > quiet + RECEIPT_DELAY_S

@@ -77,7 +77,7 @@ class DirectoryHost:
     send_frame: SendFrame
     # Hand an item to one node (a newer record to a stale holder, ours to a neighbour).
     send_item: Callable[[Entry, bytes, Endpoint, float], None]
-    send_receipt: Callable[[bytes, Endpoint, list[bytes], float], None]
+    owe_receipt: Callable[[bytes, Endpoint, bytes, float], None]
     add_holder: Callable[[Entry, bytes, float], None]
     # Send an item toward its target's neighbourhood and schedule its retries.
     relay: Callable[[Entry, float], None]
@@ -376,21 +376,21 @@ class Directory:
             # Our own record came back (records are never sent to their owner, so only a
             # hostile or confused peer sends it): ours is the one we issued.
             if existing is not None:
-                host.send_receipt(sender.key, addr, [existing.key], now)
+                host.owe_receipt(sender.key, addr, existing.key, now)
             raise Rejected("own_record")
         if existing is not None:
             assert isinstance(existing.wire, pb.PrekeyBundle)
             if record == existing.wire:
                 host.stats.duplicates += 1
                 host.add_holder(existing, sender.address, now)
-                host.send_receipt(sender.key, addr, [existing.key], now)
+                host.owe_receipt(sender.key, addr, existing.key, now)
                 return
             if record.issued_ms <= existing.wire.issued_ms:
                 # We hold one (so the receipt is true and counts no failure against us);
                 # a strictly newer one goes back. Never one of the same age: two relays
                 # holding different records an owner signed in the same millisecond
                 # would bounce them between each other forever.
-                host.send_receipt(sender.key, addr, [existing.key], now)
+                host.owe_receipt(sender.key, addr, existing.key, now)
                 if existing.wire.issued_ms > record.issued_ms and sender.address != owner:
                     host.send_item(existing, sender.key, addr, now)
                 raise Rejected("stale_record")
@@ -421,7 +421,7 @@ class Directory:
         except QuotaExceeded as exc:
             raise Rejected(exc.reason) from exc
         host.stats.stored += 1
-        host.send_receipt(sender.key, addr, [entry.key], now)
+        host.owe_receipt(sender.key, addr, entry.key, now)
         host.relay(entry, now)
 
 

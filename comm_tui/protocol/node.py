@@ -483,7 +483,7 @@ class Node:
                 emit=self._events.append,
                 send_frame=self._send_frame,
                 send_item=self._send_item,
-                send_receipt=self._send_receipt,
+                owe_receipt=self._owe_receipt,
                 add_holder=self._copy_held,
                 relay=self._relay,
                 origin=self._origin,
@@ -1595,7 +1595,7 @@ class Node:
         if done is None:
             # Not acknowledged until the whole text is here (and on disk), but the
             # sender learns this part arrived, so it does not count us as failing.
-            self._send_receipt(sender.key, addr, [entry_key(Kind.MESSAGE, item_id)], now)
+            self._owe_receipt(sender.key, addr, entry_key(Kind.MESSAGE, item_id), now)
             return
         self._stats.texts_received += 1
         self._events.append(TextReceived(done.text_id, author, done.text, done.sent_ms))
@@ -1655,7 +1655,7 @@ class Node:
         existing = self._store.by_key(key)
         if existing is not None:
             self._add_holder(existing, sender.address, now)
-            self._send_receipt(sender.key, addr, [key], now)
+            self._owe_receipt(sender.key, addr, key, now)
             return
         message = self._store.get(Kind.MESSAGE, ack.message_id)
         if message is None:
@@ -1690,7 +1690,7 @@ class Node:
         self._store.add(entry, enforce_quota=False)
         if message.own_text_id:
             self._outbox_moved(self._outgoing.part_acked(message.own_text_id, message.item_id))
-        self._send_receipt(sender.key, addr, [key], now)
+        self._owe_receipt(sender.key, addr, key, now)
         entry.settled = not self._ack_owed(entry)
         if not entry.settled:
             self._relay(entry, now)
@@ -2433,11 +2433,6 @@ class Node:
                 self.lookup(target, now)
 
     # ------------------------------------------------------------------ output
-
-    def _send_receipt(self, key: bytes, endpoint: Endpoint, ids: list[bytes], now: float) -> None:
-        """Owe ``key`` at ``endpoint`` a receipt naming ``ids`` (``_owe_receipt`` each)."""
-        for item in ids:
-            self._owe_receipt(key, endpoint, item, now)
 
     def _owe_receipt(self, key: bytes, endpoint: Endpoint, item: bytes, now: float) -> None:
         """Owe ``key`` at ``endpoint`` a receipt for ``item``: it goes with every other id
