@@ -385,3 +385,25 @@ def test_a_late_receipt_reopens_a_settled_ack_for_that_peer_at_its_backoff() -> 
     assert not held.settled and held.attempts == attempts
     assert later < held.next_at <= later + r.config.backoff_max_s
     assert (held.next_at, held.key) in r._schedule
+
+
+def test_a_pair_owed_after_the_clock_went_back_sets_the_timer_even_past_the_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A busy pair first owed after the clock went back has the earliest deadline, and the
+    timer is its deadline, also when its coming sent the oldest pair's Receipt at once
+    (past RECEIPT_PAIRS_MAX): else its Receipt waited as long as the clock had gone back,
+    past the 25 ms of docs/PROTOCOL.md, "4. Frames"."""
+    owed = ReceiptsOwed(T0)
+    monkeypatch.setattr(owed, "_busy", lambda pair, now: True)
+    key = Identity.from_seed(b"\x08" * 32).key
+    endpoints = [(f"10.9.{i // 250}.{i % 250 + 1}", 4000) for i in range(RECEIPT_PAIRS_MAX + 1)]
+    for i, endpoint in enumerate(endpoints[:-1]):
+        assert not owed.owe(key, endpoint, bytes([i % 256, i // 256]) * 16, T0)
+    assert owed.deadline == T0 + RECEIPT_DELAY_S
+    back = T0 - 1
+    (oldest,) = owed.owe(key, endpoints[-1], b"late" * 8, back)
+    assert oldest.endpoint == endpoints[0]
+    assert owed.deadline == back + RECEIPT_DELAY_S
+    sent = owed.take_due(back + RECEIPT_DELAY_S)
+    assert endpoints[-1] in [receipt.endpoint for receipt in sent]

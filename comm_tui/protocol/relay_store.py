@@ -22,8 +22,9 @@ a peer count (``Entry.for_others``): our outbox, our record and the acks we sign
 what the user asked for. Over a cap an item is refused (the sender gets no receipt and
 its retries go to others), never taken and dropped later.
 
-Changes are collected as dirty keys that the node turns into a ``StoreChanged``
-event; the adapter persists them so a restarted relay still holds what it took.
+Changes are collected as dirty keys, handed over as one ``StoreChanged`` event per pump
+(``RelayStore.take_changes``); the adapter persists them so a restarted relay still holds
+what it took.
 """
 
 from __future__ import annotations
