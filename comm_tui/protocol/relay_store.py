@@ -538,7 +538,7 @@ class RelayStore:
             entry = put[key] = entries[key]
             if key not in written:
                 bookkeeping.append(key)
-            if entry.origin or entry.origin_net:  # entry.for_others, without the call
+            if entry.for_others:
                 others.append(key)
         self.dirty.clear()
         written.clear()
