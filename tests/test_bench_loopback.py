@@ -39,8 +39,10 @@ def run_json(script: str, *args: str) -> dict[str, Any]:
     return figures
 
 
-@pytest.mark.parametrize("processes", ["1", "2"])
+@pytest.mark.parametrize("processes", ["1", "3"])
 def test_loopback_smoke(processes: str) -> None:
+    """One process, and several (each of the workers told by the first when to start,
+    each sending its own texts and reporting its own figures)."""
     figures = run_json(
         "loopback.py", "--nodes", "12", "--messages", "5", "--processes", processes, "--allow-small"
     )
@@ -57,6 +59,7 @@ def test_loopback_smoke(processes: str) -> None:
     ):
         assert key in figures
     assert figures["processes"] == int(processes)
+    assert len(figures["table_nodes_mean_by_process"]) == int(processes)
     assert figures["texts_sent"] == 5
     # No adversary and no loss on loopback, and the run waits (bounded) for the stragglers:
     # every text arrives and its ack comes back.
@@ -72,16 +75,24 @@ def test_loopback_smoke(processes: str) -> None:
     assert 0 < loop_share <= figures["cpu_s_per_relayed_message"] * 1.01
 
 
-def test_loopback_refuses_sizes_out_of_range() -> None:
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--nodes", "12"], "--nodes"),
+        (["--nodes", "50", "--processes", "0"], "--processes"),
+        (["--nodes", "50", "--processes", "51"], "--processes"),
+    ],
+)
+def test_loopback_refuses_sizes_out_of_range(args: list[str], named: str) -> None:
     done = subprocess.run(
-        [sys.executable, str(BENCH_DIR / "loopback.py"), "--nodes", "12"],
+        [sys.executable, str(BENCH_DIR / "loopback.py"), *args],
         capture_output=True,
         text=True,
         timeout=RUN_BOUND_S,
         check=False,
     )
     assert done.returncode == 2
-    assert "--nodes" in done.stderr
+    assert named in done.stderr
 
 
 def test_vs_kademlia_smoke() -> None:
