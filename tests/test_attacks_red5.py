@@ -1,0 +1,301 @@
+"""The fifth red-team review (red5): network input handling, attack by attack.
+
+Each test replays one attack against the real core (sans-IO ``Node`` objects, datagrams
+handed over by hand with the source addresses the attacker writes, a fake clock) and
+asserts the property the spec promises. Every test here is marked
+``xfail(strict=True)``: it fails on the code as it is (the attack works) and passes once
+the finding is fixed. The findings, their cost and the fix suggested are in
+``/work/notes/red5.md``.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from comm_tui.crypto.ack import sign_ack
+from comm_tui.crypto.identity import Identity
+from comm_tui.crypto.seal import message_id
+from comm_tui.protocol import wire_pb2 as pb
+from comm_tui.protocol.admission import AMPLIFICATION_FACTOR
+from comm_tui.protocol.codec import Codec
+from comm_tui.protocol.node import EXPIRY_UNIT_MS, SEALED_BYTES, Node, NodeConfig
+from comm_tui.protocol.receipts import RECEIPT_PEERS_MAX, RECEIPT_TIMEOUT_S
+from comm_tui.protocol.routing import Endpoint
+from tests.wire import T0, Wire
+
+DAY_MS = 24 * 3600 * 1000
+
+
+def _node(seed: int, config: NodeConfig | None = None) -> Node:
+    return Node(Identity.from_seed(bytes([seed]) * 32), T0, config=config, rng=random.Random(seed))
+
+
+def _expiry(now: float) -> int:
+    return (int(now * 1000) + DAY_MS) // EXPIRY_UNIT_MS * EXPIRY_UNIT_MS
+
+
+def _sent_to(node: Node, endpoint: Endpoint) -> int:
+    return sum(len(data) for data, dest in node.datagrams_to_send() if dest == endpoint)
+
+
+# ------------------------------------------- 1. the 3x credit is per endpoint, not per pair
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red5: a validated peer's own traffic is credit for answers to forged requests "
+    "from fresh keys at its endpoint (admission.AddressValidator.received counts every "
+    "datagram, per endpoint): a 120-byte FindNode draws 558 bytes at the victim",
+)
+def test_a_peers_own_traffic_is_no_credit_for_a_forgers_requests() -> None:
+    """Spec 5.1: to an endpoint not validated for the key concerned, a node sends at most
+    3x the bytes that arrived from that endpoint (RFC 9000 8.1). The credit is kept per
+    endpoint, and every datagram from it counts, however authentic and whichever key
+    sent it. An honest peer V that talks to a relay (here: only joining it) leaves
+    credit there; the attacker writes V's endpoint as the source of a FindNode boxed
+    under a fresh key (no padding: 120 bytes). The relay answers at once with a Nodes
+    of 8 entries and a validation ping: 558 bytes to V, 4.65x what the attacker sent,
+    paid with V's own credit (up to ``MAX_CREDIT_BYTES``, 192 KiB, per relay V talks
+    to). Only what the forger itself sent from there may pay for answers to it."""
+    wire = Wire()
+    relay = wire.add(1)
+    for seed in range(10, 22):
+        wire.connect(wire.add(seed), relay)
+    victim = wire.endpoint(wire.nodes[("10.10.0.1", 4000)])
+    attacker = Codec(Identity.generate())
+    now = T0 + 1
+    spent = 0
+    sent = 0
+    for _ in range(3):
+        now += 0.01
+        find = pb.FindNode(query_id=random.randbytes(16), target=random.randbytes(20))
+        data = attacker.encode_frame(relay.identity.key, pb.Frame(find_node=find), now)
+        relay.receive_datagram(data, victim, now)
+        spent += len(data)
+        sent += _sent_to(relay, victim)
+    assert sent <= AMPLIFICATION_FACTOR * spent
+
+
+# ------------------------------------- 2. forged sources flush the receipt waits' memory
+
+
+def _relay_holding_an_ack(now: float) -> tuple[Node, pb.Message]:
+    """A relay (bandwidth cap raised so the flood is not deferred) that holds the ack
+    of a message: the attacker's, for a recipient key of its own, acked by that key."""
+    config = NodeConfig(relay_bandwidth_bytes_s=10**8)
+    relay = _node(1, config)
+    recipient = Identity.generate()
+    expires = _expiry(now)
+    msg = pb.Message(
+        recipient=recipient.address, expires_ms=expires, sealed=random.randbytes(SEALED_BYTES)
+    )
+    mid = message_id(msg.recipient, expires, msg.sealed)
+    storer = Codec(Identity.generate())
+    source = ("198.18.0.1", 5000)
+    for frame in (pb.Frame(message=msg), pb.Frame(ack=sign_ack(recipient, mid, expires))):
+        relay.receive_datagram(storer.encode_frame(relay.identity.key, frame, now), source, now)
+    relay.datagrams_to_send()
+    assert relay.stats.acks_seen == 1
+    return relay, msg
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red5: copies of an acked message from fresh keys at forged sources make the "
+    "relay await receipts from 4,097 strangers; their timeouts flush every honest "
+    "peer's measured receipt wait (ReceiptWaits._peers) and late-receipt memory",
+)
+def test_forged_copies_cannot_flush_an_honest_peers_receipt_wait_and_late_receipts() -> None:
+    """Spec 7.2, "Receipt wait": a peer's wait is its own RFC 6298 timeout, measured from
+    its receipts, so a peer whose receipts are merely late is neither counted failing
+    nor sent every item again; delays are kept for 4,096 peers, timed-out pairs for
+    4,096 (at most 256 per network of origin). A node holding an ack answers every copy
+    of its message with the ack and awaits that answer's receipt. The attacker stores
+    one message for a key of its own and acks it (2 datagrams), then hands the relay
+    4,097 copies of it from fresh keys, each at a forged source in another /24 (17 of
+    them): 4,097 answers to strangers that never send a receipt, whose waits run out
+    2 s later. Each timeout files a new peer (``ReceiptWaits._peer``) and a timed-out
+    pair: the honest slow peer's measured wait (18 s) is forgotten (back to 2 s: its
+    late receipts count as failures and its items go again, the retry storm of
+    bench/RESULTS.md the wait exists for), and its late receipt no longer counts.
+    About 5 MB from one host; nothing needs an answer."""
+    now = T0
+    relay, msg = _relay_holding_an_ack(now)
+    waits = relay._receipt_waits
+    slow, late = b"s" * 20, b"l" * 20
+    waits.sent(slow, b"k" * 33, now, None, ("192.0.2.7", 4000))
+    assert waits.received(slow, b"k" * 33, now + 6.0)  # a 6 s receipt: wait 18 s
+    measured = waits.timeout(slow)
+    assert measured > RECEIPT_TIMEOUT_S
+    waits.sent(late, b"j" * 33, now, None, ("192.0.2.8", 4000))
+    assert waits.overdue(now + RECEIPT_TIMEOUT_S) == [late]  # its receipt is late
+
+    now += 10
+    for i in range(RECEIPT_PEERS_MAX + 1):
+        now += 0.001  # within the new-key budget (2,000 a second)
+        forger = Codec(Identity.from_seed(i.to_bytes(32, "big")))
+        source = (f"203.0.{i // 256}.{i % 256}", 6000)
+        data = forger.encode_frame(relay.identity.key, pb.Frame(message=msg), now)
+        relay.receive_datagram(data, source, now)
+        if i % 256 == 0:
+            relay.datagrams_to_send()
+    relay.datagrams_to_send()
+    assert relay.stats.acks_answered == RECEIPT_PEERS_MAX + 1
+    relay.handle_timer(now + 3 * RECEIPT_TIMEOUT_S)
+
+    assert waits.timeout(slow) == measured
+    assert waits.received(late, b"j" * 33, now + 10)
+
+
+# ------------------------------------------------ 3. the attached clients of one /32
+
+
+def _frames_to(codec: Codec, sent: list[tuple[bytes, Endpoint]], dest: Endpoint) -> list[pb.Frame]:
+    """The frames among ``sent`` that went to ``dest``, opened by ``codec``."""
+    frames = []
+    for data, to in sent:
+        if to == dest:
+            frame = codec.decode(data, T0).frame
+            if frame is not None:
+                frames.append(frame)
+    return frames
+
+
+def _attach(peer: Codec, relay: Node, at: Endpoint, now: float) -> None:
+    """``peer``, a client at ``at`` (an address it owns), proves its address to the relay
+    (a ping, then the pong to the relay's challenge) and attaches (spec 12.4)."""
+    ping = pb.Frame(ping=pb.Ping(challenge=b"p" * 16), client=True)
+    relay.receive_datagram(peer.encode_frame(relay.identity.key, ping, now), at, now)
+    for frame in _frames_to(peer, relay.datagrams_to_send(), at):
+        if frame.HasField("ping"):
+            pong = pb.Frame(pong=pb.Pong(challenge=frame.ping.challenge), client=True)
+            relay.receive_datagram(peer.encode_frame(relay.identity.key, pong, now), at, now)
+    attach = pb.Frame(attach=pb.Attach(challenge=b"a" * 16, interval_s=60), client=True)
+    relay.receive_datagram(peer.encode_frame(relay.identity.key, attach, now), at, now)
+    relay.datagrams_to_send()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red5: the attached-clients table has no bound per wide network: 1,040 clients "
+    "from the /48s of one IPv6 /32 evict every honest attached client (reachability."
+    "AttachTable.attach, max over networks of one entry each picks the oldest network)",
+)
+def test_the_48s_of_one_32_cannot_evict_every_honest_attached_client() -> None:
+    """Spec 12.4: at most 16 attached clients per network of origin and 1,024 in all; past
+    either bound the least recently refreshed of the network holding the most is
+    forgotten, "so a flood from one network only evicts its own". Spec 5.2: /48s are
+    not scarce (a /32 holds 65,536), so tables that many networks could fill together
+    need a bound per wide network too; the validated pairs have one (1,024 per /32),
+    the attached clients do not. Twelve honest clients of twelve IPv4 /24s attach to a
+    relay; then 1,040 keys, each at its own /48 of one /32, prove their address and
+    attach (3 datagrams each). Every network then holds one client, the tie goes to the
+    oldest network, and every honest client is evicted: the relay stops pushing their
+    mail (it waits for their next Attach, up to 120 s, and the flood is repeated)."""
+    relay = _node(1)
+    now = T0
+    honest = []
+    for i in range(12):
+        peer = Codec(Identity.from_seed(bytes([100 + i]) * 32))
+        _attach(peer, relay, (f"198.51.{i}.10", 4000), now)
+        honest.append(peer.identity.address)
+    assert all(relay.attached_client(address) is not None for address in honest)
+    for i in range(1040):
+        now += 0.002
+        sybil = Codec(Identity.from_seed(b"s" + i.to_bytes(31, "big")))
+        _attach(sybil, relay, (f"2001:db8:{i:x}::1", 4000), now)
+    kept = [address for address in honest if relay.attached_client(address) is not None]
+    assert kept == honest
+
+
+# ------------------------------------------- 4. a flushed window of a peer dated ahead
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red5: the floor a forgotten replay window leaves is capped at our clock "
+    "(codec.ReplayGuard._forget_oldest), so a peer's datagram dated ahead of it (up to "
+    "600 s) is accepted again once 4,096 fresh keys flushed the window",
+)
+def test_flushing_the_replay_state_makes_no_datagram_dated_ahead_acceptable_again() -> None:
+    """Spec 3.2, step 4: "flushing our state never makes a peer's old datagrams acceptable
+    again (finding 9)". The floor a forgotten window leaves is ``min(newest, now) + 1
+    ms``: a datagram dated after our clock (a peer whose clock is ahead, by up to the
+    600 s skew allowed) stays above it. An observer on the path copies one: a Ping from
+    a peer whose clock is 300 s ahead (a stranger to the node, so its window is among
+    the 4,096 others). It sends one datagram from each of 4,097 fresh keys (the window
+    is forgotten, least recently heard first), then replays the copy: the node takes it
+    again and answers again. Any frame replays so (an Attach, a FindNode, a Message
+    whose copy answers with its ack), within the 600 s its date allows."""
+    relay = _node(1)
+    now = T0
+    ahead = Codec(Identity.generate())
+    ping = pb.Frame(ping=pb.Ping(challenge=b"c" * 16))
+    captured = ahead.encode_frame(relay.identity.key, ping, now + 300)
+    peer_at = ("192.0.2.50", 4000)
+    relay.receive_datagram(captured, peer_at, now)
+    pongs = relay.stats.sent_by_kind["pong"]
+    assert pongs == 1
+    relay.receive_datagram(captured, peer_at, now)  # replayed at once: refused
+    assert relay.stats.rejected["replay"] == 1
+    relay.datagrams_to_send()
+    for i in range(4097):
+        now += 0.001  # within the new-key budget (2,000 a second)
+        fresh = Codec(Identity.from_seed(b"f" + i.to_bytes(31, "big")))
+        data = fresh.encode_frame(relay.identity.key, pb.Frame(receipt=pb.Receipt()), now)
+        relay.receive_datagram(data, (f"203.0.{i // 256}.{i % 256}", 6000), now)
+    relay.datagrams_to_send()
+    relay.receive_datagram(captured, peer_at, now)
+    assert relay.stats.sent_by_kind["pong"] == pongs
+    assert relay.stats.rejected["replay"] == 2
+
+
+# ------------------------------------------ 5. junk addressed to a node makes it "fail"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red5: a relay counts a failure against the target of every message it relays "
+    "that the target refuses (no receipt): 3 junk messages addressed to a node make it "
+    "bad in a relay's table (out of closest(), evicted when a replacement waits)",
+)
+def test_three_junk_messages_addressed_to_a_node_do_not_make_it_bad_at_its_relay() -> None:
+    """Spec 1: the protocol must make it hard to deafen anyone; spec 7.2: a receipt wait
+    that runs out counts one failure against the peer, three in a row (no datagram from
+    it in between) make it bad; spec 8.1: a refused item draws no receipt. Together: a
+    node that refuses what it is right to refuse is counted as failing. The attacker
+    (a fresh key, any source) hands a relay 3 messages addressed to the victim, whose
+    sealed bytes are random (3 datagrams, 3.6 KB; the relay stores them as for anyone).
+    The relay knows the victim and sends them to it first; the victim cannot open them
+    (``bad_seal``) and sends nothing back; 2 s later the three waits run out together:
+    3 failures, and the victim is bad in the relay's table: out of ``closest()`` (no
+    Nodes answer names it, no relay attempt uses it as a hop) and replaced at once when
+    the bucket's replacement cache holds a node. The relay retries the junk (2 s, 4 s,
+    ... for the 7 days it lives), so each retry fails the victim again after any
+    datagram of its own reset the count. Done to each of the victim's neighbours (k of
+    them, 3 datagrams each), lookups stop finding it."""
+    wire = Wire()
+    relay = wire.add(1)
+    victim = wire.add(2)
+    wire.connect(victim, relay)
+    for seed in range(10, 22):
+        wire.connect(wire.add(seed), relay)
+    wire.run(T0, T0 + 5, 0.5)
+    now = T0 + 6
+    entry = relay._table.get(victim.address)
+    assert entry is not None and entry.failures == 0
+    attacker = Codec(Identity.generate())
+    for _ in range(3):
+        junk = pb.Message(
+            recipient=victim.address, expires_ms=_expiry(now), sealed=random.randbytes(SEALED_BYTES)
+        )
+        data = attacker.encode_frame(relay.identity.key, pb.Frame(message=junk), now)
+        relay.receive_datagram(data, ("198.18.5.5", 7000), now)
+    wire.pump(now)
+    assert victim.stats.rejected["bad_seal"] >= 3  # from the relay, and the others it told
+    for later in (now + 1, now + RECEIPT_TIMEOUT_S + 0.1):
+        wire.tick(later)
+    nearest = {peer.address for peer in relay.closest_peers(victim.address, 8)}
+    assert victim.address in nearest
