@@ -10,12 +10,16 @@ the finding is fixed. The findings, their cost and the fix suggested are in
 
 from __future__ import annotations
 
+import os
 import random
+import struct
 
 import pytest
+from nacl.public import SealedBox
 
+from comm_tui.crypto import ratchet
 from comm_tui.crypto.ack import sign_ack
-from comm_tui.crypto.identity import Identity
+from comm_tui.crypto.identity import Identity, PublicIdentity
 from comm_tui.crypto.seal import message_id
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.admission import AMPLIFICATION_FACTOR
@@ -23,6 +27,7 @@ from comm_tui.protocol.codec import Codec
 from comm_tui.protocol.node import EXPIRY_UNIT_MS, SEALED_BYTES, Node, NodeConfig
 from comm_tui.protocol.receipts import RECEIPT_PEERS_MAX, RECEIPT_TIMEOUT_S
 from comm_tui.protocol.routing import Endpoint
+from comm_tui.protocol.sessions import ENVELOPE_BYTES, ENVELOPE_VERSION, SIGNATURE_BYTES
 from tests.wire import T0, Wire
 
 DAY_MS = 24 * 3600 * 1000
@@ -299,3 +304,67 @@ def test_three_junk_messages_addressed_to_a_node_do_not_make_it_bad_at_its_relay
         wire.tick(later)
     nearest = {peer.address for peer in relay.closest_peers(victim.address, 8)}
     assert victim.address in nearest
+
+
+# ------------------------------------------ 6. a letter that skips 2,000 keys, repeated
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red5: opening a letter peeks on a deep copy of the session and derives up to "
+    "2 x MAX_SKIP chain keys (crypto/ratchet.RatchetState.peek) before its AEAD fails; "
+    "nothing is kept, so every such datagram costs it again (7.6 ms against 0.05 ms)",
+)
+def test_a_letter_that_does_not_open_cannot_make_the_node_skip_keys_again_and_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Spec 5 and 7.1: a peer may make us do work bounded per datagram and by budgets.
+    Any key can hold a session with us (it writes one text first). Its next letters are
+    envelopes whose header names a new ratchet key, PN = our N + 1,000 and N = 1,000,
+    with a ciphertext of random bytes (no signature needed: not an INIT). Opening one
+    (``SessionBook.open``, before any store rate limit: it is addressed to us) deep-copies
+    the session state and derives 2,000 chain keys (two HMACs each) and two X25519
+    agreements before the AEAD fails (``no_session``); the copy is thrown away, so the
+    next such datagram costs the same again. Measured: 7.6 ms a datagram (13.5 ms with
+    the session's 2,000 skipped keys filled by two committed texts that skip 999 each)
+    against 0.05 ms for a message that does not open at all: one key within the
+    500-datagram-a-second allowance asks for 3.8 to 6.7 s of CPU a second, about 90
+    datagrams a second (110 KB/s) keep one core busy. Counted here as chain-key
+    derivations: 20 such datagrams must not cost 20 times the skip."""
+    derived = 0
+    kdf_ck = ratchet.kdf_ck
+
+    def counting(ck: bytes) -> tuple[bytes, bytes]:
+        nonlocal derived
+        derived += 1
+        return kdf_ck(ck)
+
+    wire = Wire()
+    attacker, victim = wire.add(1), wire.add(2)
+    wire.connect(attacker, victim)
+    now = T0 + 1
+    victim_id = PublicIdentity(victim.identity.key)
+    attacker.send_text(victim_id, "hello", now)
+    now = wire.settle(now)
+    assert len(wire.texts(victim)) == 1  # a session, as anyone can have
+    (session,) = victim._sessions.peers[attacker.identity.key]
+    monkeypatch.setattr(ratchet, "kdf_ck", counting)
+    source = wire.endpoint(attacker)
+    for _ in range(20):
+        _, new_ratchet_key = ratchet.generate_dh()
+        head = (
+            bytes([ENVELOPE_VERSION, 0])
+            + attacker.identity.key
+            + session.session_id
+            + bytes(8)
+            + new_ratchet_key
+            + struct.pack(">II", session.state.nr + ratchet.MAX_SKIP, ratchet.MAX_SKIP)
+            + struct.pack(">H", 0)
+        )
+        body = head + os.urandom(ENVELOPE_BYTES - SIGNATURE_BYTES - len(head))
+        sealed = bytes(SealedBox(victim_id.box_key).encrypt(body + bytes(SIGNATURE_BYTES)))
+        letter = pb.Message(recipient=victim.address, expires_ms=_expiry(now), sealed=sealed)
+        data = attacker._codec.encode_frame(victim.identity.key, pb.Frame(message=letter), now)
+        victim.receive_datagram(data, source, now)
+    assert victim.stats.rejected["no_session"] == 20
+    assert derived <= 2 * 2 * ratchet.MAX_SKIP  # the skip paid once, not per datagram
