@@ -26,6 +26,7 @@ from comm_tui.protocol.admission import AMPLIFICATION_FACTOR
 from comm_tui.protocol.codec import Codec
 from comm_tui.protocol.node import EXPIRY_UNIT_MS, SEALED_BYTES, Node, NodeConfig
 from comm_tui.protocol.receipts import RECEIPT_PEERS_MAX, RECEIPT_TIMEOUT_S
+from comm_tui.protocol.relay_store import Kind
 from comm_tui.protocol.routing import Endpoint
 from comm_tui.protocol.sessions import ENVELOPE_BYTES, ENVELOPE_VERSION, SIGNATURE_BYTES
 from tests.wire import T0, Wire
@@ -368,3 +369,43 @@ def test_a_letter_that_does_not_open_cannot_make_the_node_skip_keys_again_and_ag
         victim.receive_datagram(data, source, now)
     assert victim.stats.rejected["no_session"] == 20
     assert derived <= 2 * 2 * ratchet.MAX_SKIP  # the skip paid once, not per datagram
+
+
+# ---------------------------------------- 7. copies of an ack make every key a holder
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red5: every key that hands a node a copy of an ack it holds becomes one of "
+    "its holders (Node._on_ack, existing ack: _add_holder with no condition): a set "
+    "without bound, re-serialized into the entry written to disk (88 KB after 4,000 keys)",
+)
+def test_copies_of_an_ack_from_fresh_keys_do_not_grow_its_entry_without_bound() -> None:
+    """Spec 7.3: a relay takes an ack "as a copy of an ack it holds (then it only notes the
+    sender as a holder, with a receipt)"; spec 5.2: what peers can make us hold is
+    bounded per key and in all. The attacker writes the victim a text (any key can) and
+    gets back the victim's signed ack, as every sender does. It then hands the victim
+    that ack from fresh keys, one datagram each, at forged sources. Every one is taken
+    as a copy: its key joins the ack entry's holders, a set with no bound; the ack is
+    the victim's own (not held for others), so every such change is written to disk
+    with the whole set (``Entry.serialize``, holders sorted): 88 KB an entry after
+    4,000 keys, 2.2 MB after 100,000, rewritten at every commit, and the set is
+    walked at each of them (``_ack_owed``). A relay's acks grow the same way in
+    memory. The same ack replayed works for any node it passed through."""
+    wire = Wire()
+    author, victim = wire.add(1), wire.add(2)
+    wire.connect(author, victim)
+    now = T0 + 1
+    author.send_text(PublicIdentity(victim.identity.key), "hello", now)
+    now = wire.settle(now)
+    (own_ack,) = [e for e in victim._store if e.kind is Kind.ACK]
+    assert not own_ack.for_others
+    for i in range(300):
+        now += 0.001
+        forger = Codec(Identity.from_seed(b"z" + i.to_bytes(31, "big")))
+        data = forger.encode_frame(victim.identity.key, pb.Frame(ack=own_ack.wire), now)
+        victim.receive_datagram(data, (f"203.0.{i // 256}.{i % 256}", 6000), now)
+        victim.drain_events()
+        victim.datagrams_to_send()
+    assert len(own_ack.holders) <= 16
+    assert len(own_ack.serialize()) <= 2 * len(own_ack.wire.SerializeToString()) + 200
