@@ -409,3 +409,49 @@ def test_copies_of_an_ack_from_fresh_keys_do_not_grow_its_entry_without_bound() 
         victim.datagrams_to_send()
     assert len(own_ack.holders) <= 16
     assert len(own_ack.serialize()) <= 2 * len(own_ack.wire.SerializeToString()) + 200
+
+
+# --------------------------- 8. an attached client's allowance spent by forged datagrams
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red5: a validated pair outside the routing table (an attached client) is "
+    "rate limited by source address once its box left the 4,096-key cache (Node._receive, "
+    "trusted needs a cached box): forged datagrams from its endpoint spend its allowance",
+)
+def test_forged_datagrams_cannot_spend_an_attached_clients_allowance() -> None:
+    """Spec 5.4: "junk forged 'from' a peer must not spend that peer's allowance, which
+    is why a known key at its validated endpoint is not limited by its address" (by
+    key alone, after authentication). Known, in the code, means its
+    box is cached: table peers are pinned, but an attached client (spec 12.4; clients
+    never enter tables) lives in the LRU cache of 4,096 boxes. The attacker sends one
+    datagram from each of 4,097 fresh keys (2 s of the new-key budget), which pushes the
+    client's box out; then well-formed boxed packets under random keys with random
+    boxes, written from the client's endpoint: each spends that endpoint's bucket
+    before it is refused (``stale``: no cryptography). Past the burst (1,000) the
+    client's own Attach is refused ``rate_limited``, before it is opened, so its box
+    never comes back by itself: its keep-alives, receipts and Fetches are dropped while
+    the junk goes on (500 a second, about 50 KB/s), its attachment expires, and its mail
+    is no longer pushed (the relay sending it something caches the box again: the
+    attacker repeats the 4,097 keys)."""
+    relay = _node(1)
+    now = T0
+    client = Codec(Identity.from_seed(b"c" * 32))
+    at = ("198.51.100.20", 40000)
+    _attach(client, relay, at, now)
+    assert relay.attached_client(client.identity.address) is not None
+    for i in range(4097):
+        now += 0.0006
+        fresh = Codec(Identity.from_seed(b"f" + i.to_bytes(31, "big")))
+        data = fresh.encode_frame(relay.identity.key, pb.Frame(receipt=pb.Receipt()), now)
+        relay.receive_datagram(data, (f"203.0.{i // 256}.{i % 256}", 6000), now)
+    relay.datagrams_to_send()
+    head = bytes([1 << 3, 2, 2 << 3 | 2, 32])  # Packet: version 2, a 32-byte sender key
+    for _ in range(1001):
+        junk = head + os.urandom(32) + bytes([4 << 3 | 2, 60]) + os.urandom(60)
+        relay.receive_datagram(junk, at, now)
+    refused = relay.stats.rejected["rate_limited"]
+    keepalive = pb.Frame(attach=pb.Attach(challenge=b"k" * 16, interval_s=60), client=True)
+    relay.receive_datagram(client.encode_frame(relay.identity.key, keepalive, now), at, now)
+    assert relay.stats.rejected["rate_limited"] == refused
