@@ -455,3 +455,52 @@ def test_forged_datagrams_cannot_spend_an_attached_clients_allowance() -> None:
     keepalive = pb.Frame(attach=pb.Attach(challenge=b"k" * 16, interval_s=60), client=True)
     relay.receive_datagram(client.encode_frame(relay.identity.key, keepalive, now), at, now)
     assert relay.stats.rejected["rate_limited"] == refused
+
+
+# ------------------------------------- 9. Nodes entries aimed at our own machine or LAN
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red5: a Nodes answer from a peer on a global address may name loopback and "
+    "LAN endpoints (parse_node_info checks only lengths and port 0): the lookup sends "
+    "its FindNodes to 127.0.0.1:11211, 10.0.0.1:161, ...",
+)
+def test_a_global_peer_cannot_aim_our_lookups_at_our_own_machine_or_lan() -> None:
+    """Spec 12.2: a dial-back target is "of the asker's own scope ... A stranger on the
+    internet can thus never aim probes at Q's own machine or LAN"; spec 12.6 holds a
+    relay's introductions to the same rule (``probe_target_allowed``). The entries of a
+    ``Nodes`` answer are not held to it (spec 4 drops only a bad key, an IP that is not 4
+    or 16 bytes, port 0). Any node on the internet that our lookup asks (it joined our
+    table; or its keys sit near the targets of items a relay holds, which the relay
+    looks up at their 2nd, 4th and 7th attempts) answers with entries at loopback and
+    LAN endpoints, and the lookup sends each a padded FindNode (200 bytes): here to a
+    memcached, a DNS resolver and an SNMP agent. Up to 16 per answer, 64 per lookup."""
+    node = _node(1)
+    now = T0
+    peer = Codec(Identity.from_seed(b"b" * 32))
+    peer_at = ("93.184.216.34", 4000)  # a global address
+    node.add_known_peer(peer.identity.key, peer_at, now)
+    for frame in _frames_to(peer, node.datagrams_to_send(), peer_at):
+        if frame.HasField("ping"):
+            pong = pb.Frame(pong=pb.Pong(challenge=frame.ping.challenge))
+            node.receive_datagram(peer.encode_frame(node.identity.key, pong, now), peer_at, now)
+    assert node.peer_count == 1
+    finds = [
+        f for f in _frames_to(peer, node.datagrams_to_send(), peer_at) if f.HasField("find_node")
+    ]
+    assert finds  # joining: a self-lookup
+    aimed = [("127.0.0.1", 11211), ("127.0.0.1", 53), ("10.0.0.1", 161), ("192.168.1.1", 1900)]
+    infos = [
+        pb.NodeInfo(
+            key=Identity.from_seed(bytes([50 + i]) * 32).key,
+            ip=bytes(int(part) for part in host.split(".")),
+            port=port,
+        )
+        for i, (host, port) in enumerate(aimed)
+    ]
+    for find in finds:
+        answer = pb.Frame(nodes=pb.Nodes(query_id=find.find_node.query_id, nodes=infos))
+        node.receive_datagram(peer.encode_frame(node.identity.key, answer, now), peer_at, now)
+    sent_to = {dest for _, dest in node.datagrams_to_send()}
+    assert not sent_to & set(aimed)
