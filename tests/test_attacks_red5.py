@@ -504,3 +504,50 @@ def test_a_global_peer_cannot_aim_our_lookups_at_our_own_machine_or_lan() -> Non
         node.receive_datagram(peer.encode_frame(node.identity.key, answer, now), peer_at, now)
     sent_to = {dest for _, dest in node.datagrams_to_send()}
     assert not sent_to & set(aimed)
+
+
+# --------------------------------- 10. the acks a node signs for a stranger's texts
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red5: every text a stranger sends us leaves an ack we sign, stored without "
+    "quota for its whole life (up to 7 days) and with no store rate (Node._text_complete): "
+    "500 texts a second from one key hold ~1 MB more every second",
+)
+def test_a_strangers_texts_cannot_make_us_store_acks_without_bound() -> None:
+    """Spec 5.2: what peers can make us hold is bounded per key and in all; spec 5.4: per
+    sending address, 100 new store items a second (burst 300). Spec 8: "the acks it signs
+    are stored without quota and count toward no cap", and kept until their expiry,
+    to answer later copies. Any key can start a session with us and write us texts,
+    each a datagram; each whole text stores one ack entry of ours (and writes it, a
+    strict write), with no quota, no cap and no store rate (``_on_message_for_me``
+    comes before any). Measured: 0.65 ms and ~2 KB of memory kept per text; one key at
+    its 500 datagrams a second holds 1 MB more each second for up to 7 days (the
+    expiry is the sender's), 3.6 GB an hour, and as much written to disk. Here 600
+    one-part texts in one second from one stranger: 600 acks held, where the store rate
+    would allow 400."""
+    wire = Wire()
+    stranger, victim = wire.add(1), wire.add(2)
+    wire.connect(stranger, victim)
+    now = T0 + 1
+    victim_id = PublicIdentity(victim.identity.key)
+    stranger.send_text(victim_id, "hello", now)
+    now = wire.settle(now)
+    acks_before = sum(1 for e in victim._store if e.kind is Kind.ACK)
+    datagrams = []
+    for i in range(600):
+        stranger.send_text(victim_id, f"spam {i}", now)
+        datagrams += [
+            d for d, dest in stranger.datagrams_to_send() if dest == wire.endpoint(victim)
+        ]
+    assert len(datagrams) == 600
+    source = wire.endpoint(stranger)
+    for data in datagrams:
+        now += 1 / 600
+        victim.receive_datagram(data, source, now)
+        victim.drain_events()
+        victim.datagrams_to_send()
+    assert victim.stats.texts_received == 601
+    acks = sum(1 for e in victim._store if e.kind is Kind.ACK) - acks_before
+    assert acks <= 300 + 100  # the store rate's burst and one second of it
