@@ -551,3 +551,39 @@ def test_a_strangers_texts_cannot_make_us_store_acks_without_bound() -> None:
     assert victim.stats.texts_received == 601
     acks = sum(1 for e in victim._store if e.kind is Kind.ACK) - acks_before
     assert acks <= 300 + 100  # the store rate's burst and one second of it
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red5: 3 junk messages addressed to a node evict it from a relay's table when "
+    "the bucket's replacement cache holds a node (routing.record_failure after 3 receipt "
+    "waits ran out)",
+)
+def test_three_junk_messages_addressed_to_a_node_do_not_evict_it_from_a_full_bucket() -> None:
+    """The same attack as above, at a relay whose bucket holding the victim is full with
+    nodes waiting in its replacement cache (40 nodes known, as a busy relay's far
+    buckets are): 2 s after the 3 junk messages the victim is out of the relay's table,
+    replaced by a node of the cache. The relay no longer sends it what it holds for it
+    (pushes on arrival), nor names it to anyone; it only learns of it again from a
+    datagram of the victim's own, until the next 3 junk messages."""
+    wire = Wire()
+    relay = wire.add(1)
+    nodes = [wire.add(10 + i) for i in range(40)]
+    for known in nodes:
+        relay.add_known_peer(known.identity.key, wire.endpoint(known), T0)
+        wire.pump(T0)
+    full = next(b for b in relay._table._buckets if len(b.nodes) == 8 and b.replacements)
+    victim = next(n for n in nodes if n.address in full.nodes)
+    now = T0 + 1
+    attacker = Codec(Identity.generate())
+    for _ in range(3):
+        junk = pb.Message(
+            recipient=victim.address, expires_ms=_expiry(now), sealed=random.randbytes(SEALED_BYTES)
+        )
+        data = attacker.encode_frame(relay.identity.key, pb.Frame(message=junk), now)
+        relay.receive_datagram(data, ("198.18.5.5", 7000), now)
+    wire.pump(now)
+    assert victim.stats.rejected["bad_seal"] >= 3
+    for later in (now + 1, now + RECEIPT_TIMEOUT_S + 0.1):
+        wire.tick(later)
+    assert victim.address in {peer.address for peer in relay.peers()}
