@@ -219,12 +219,6 @@ def test_the_48s_of_one_32_cannot_evict_every_honest_attached_client() -> None:
 # ------------------------------------------- 4. a flushed window of a peer dated ahead
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red5: the floor a forgotten replay window leaves is capped at our clock "
-    "(codec.ReplayGuard._forget_oldest), so a peer's datagram dated ahead of it (up to "
-    "600 s) is accepted again once 4,096 fresh keys flushed the window",
-)
 def test_flushing_the_replay_state_makes_no_datagram_dated_ahead_acceptable_again() -> None:
     """Spec 3.2, step 4: "flushing our state never makes a peer's old datagrams acceptable
     again (finding 9)". The floor a forgotten window leaves is ``min(newest, now) + 1

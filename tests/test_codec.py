@@ -495,11 +495,12 @@ def test_a_peer_stamping_ahead_leaves_a_floor_at_our_clock_once_forgotten(
     alice: Codec, bob: Codec
 ) -> None:
     """docs/PROTOCOL.md, "3.2": a forgotten window leaves its peer's newest time as a
-    floor, capped at our own clock, so a peer cannot push a floor into the future. The
-    cap is the receiver's clock in milliseconds, as ``decode`` converts it: a clock read
-    wrong there (in seconds, or scaled) would let a peer stamping ahead by up to
-    MAX_CLOCK_SKEW_S refuse its own honest datagrams, and those of every key sharing
-    its floor slot, for as long."""
+    floor, capped at our own clock for the keys sharing its slot, so a peer cannot push
+    a floor into the future for them; and uncapped for its own key, so what it stamped
+    ahead is not taken again (as its kept window would refuse it). The cap is the
+    receiver's clock in milliseconds, as ``decode`` converts it: a clock read wrong there
+    (in seconds, or scaled) would let a peer stamping ahead by up to MAX_CLOCK_SKEW_S
+    refuse the honest datagrams of every key sharing its floor slot for as long."""
     ahead_s = MAX_CLOCK_SKEW_S - 100
     assert bob.decode(alice.encode_frame(bob.identity.key, ping_frame(), NOW + ahead_s), NOW)
     now_ms = int(NOW * 1000)
@@ -509,9 +510,21 @@ def test_a_peer_stamping_ahead_leaves_a_floor_at_our_clock_once_forgotten(
     # One more window through the codec: alice's, the least recently heard, is forgotten.
     assert bob.decode(carol.encode_frame(bob.identity.key, ping_frame(), NOW), NOW)
     assert len(bob.replay) == REPLAY_MAX_WINDOWS
-    # alice's clock, corrected, is ours a second later: accepted, above a floor at NOW.
     later = NOW + 1
-    assert bob.decode(alice.encode_frame(bob.identity.key, ping_frame(), later), later).frame
-    # The floor is at our clock, not below it: what alice stamped before then is refused.
-    stale = alice.encode_frame(bob.identity.key, ping_frame(b"d" * CHALLENGE_BYTES), NOW - 1)
-    assert reason(bob, stale, later) == "replay"
+    # A key sharing alice's floor slot starts above our clock, not above her time.
+    alice_slot = bob.replay._slot(alice.identity.key)[0]
+    neighbour = next(
+        key
+        for key in (i.to_bytes(32, "big") for i in range(10**6, 10**7))
+        if bob.replay._slot(key)[0] == alice_slot
+    )
+    later_ms = int(later * 1000)
+    assert bob.replay.accept(neighbour, b"n1", later_ms, later_ms)
+    assert not bob.replay.accept(neighbour, b"n0", now_ms, later_ms)  # below the floor
+    # alice herself stays where her window was: what she stamped up to her newest time
+    # is refused, as her kept window would have refused it.
+    assert reason(bob, alice.encode_frame(bob.identity.key, ping_frame(), later), later) == (
+        "replay"
+    )
+    beyond = NOW + ahead_s + 1
+    assert bob.decode(alice.encode_frame(bob.identity.key, ping_frame(), beyond), later).frame

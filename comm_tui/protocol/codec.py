@@ -62,7 +62,8 @@ REPLAY_MAX_NONCES = 1024
 REPLAY_TOTAL_NONCES = 32768
 REPLAY_MAX_WINDOWS = 4096
 # Floors of peers whose window was forgotten, in a fixed table indexed by a keyed hash
-# of the peer key: 8 bytes a slot, never evicted, so forgetting a window never makes a
+# of the peer key: 20 bytes a slot (the shared floor, and one key's floor ahead of our
+# clock with its 32-bit tag), never evicted, so forgetting a window never makes a
 # peer's old datagrams acceptable again.
 REPLAY_FLOOR_SLOTS = 65536
 BOX_CACHE_PEERS = 4096
@@ -196,15 +197,22 @@ class ReplayGuard:
     (``nonces`` counts those only, so busy table peers never crowd the others out).
     Forgetting a window is O(1) and leaves its peer's newest time (capped at our own
     clock, so a peer cannot push a floor into the future) in a fixed floor table, and
-    a new window starts above that floor.
+    a new window starts above that floor. A window dated ahead of our clock (a peer's
+    clock may be up to MAX_CLOCK_SKEW_S ahead) also leaves its uncapped newest time in
+    its slot, for its own key alone (a tag of the hash says whose): under the shared
+    floor alone, its datagrams dated between our clock and its newest would be taken
+    again. A later key forgotten ahead in the same slot replaces it; the salt keeps
+    anyone from aiming at a slot, so that costs ~65,536 forgotten keys, not 4,097.
     """
 
     def __init__(self) -> None:
         self._pinned: dict[bytes, _ReplayWindow] = {}
         self._windows: OrderedDict[bytes, _ReplayWindow] = OrderedDict()
         self._total = 0
-        # Allocated at the first forgetting (512 KiB): most codecs never forget anyone.
+        # Allocated at the first forgetting (1.25 MiB): most codecs never forget anyone.
         self._floors: array[int] | None = None
+        self._ahead = array("q")  # per slot: a floor ahead of our clock, ...
+        self._ahead_tags = array("I")  # ... for the key with this tag only
         self._salt = os.urandom(16)  # peers cannot aim their keys at someone's slot
 
     @property
@@ -237,8 +245,7 @@ class ReplayGuard:
             return window.accept(nonce, sent_ms)
         window = self._windows.get(key)
         if window is None:
-            floor = 0 if self._floors is None else self._floors[self._slot(key)]
-            window = self._windows[key] = _ReplayWindow(floor)
+            window = self._windows[key] = _ReplayWindow(self._floor(key))
         else:
             self._windows.move_to_end(key)
         before = len(window.order)
@@ -263,12 +270,31 @@ class ReplayGuard:
         self._total -= len(window.order)
         if self._floors is None:
             self._floors = array("q", bytes(8 * REPLAY_FLOOR_SLOTS))
-        slot = self._slot(key)
+            self._ahead = array("q", bytes(8 * REPLAY_FLOOR_SLOTS))
+            self._ahead_tags = array("I", bytes(4 * REPLAY_FLOOR_SLOTS))
+        slot, tag = self._slot(key)
         self._floors[slot] = max(self._floors[slot], min(window.newest_ms, now_ms) + 1)
+        if window.newest_ms > now_ms:
+            self._ahead[slot] = window.newest_ms + 1
+            self._ahead_tags[slot] = tag
 
-    def _slot(self, key: bytes) -> int:
-        digest = hashlib.blake2b(key, key=self._salt, digest_size=4).digest()
-        return int.from_bytes(digest, "big") % REPLAY_FLOOR_SLOTS
+    def _floor(self, key: bytes) -> int:
+        """Where a new window of ``key`` starts: its slot's floor, or its own floor ahead
+        of our clock if the slot keeps one for it."""
+        if self._floors is None:
+            return 0
+        slot, tag = self._slot(key)
+        floor = self._floors[slot]
+        if self._ahead_tags[slot] == tag and self._ahead[slot] > floor:
+            return self._ahead[slot]
+        return floor
+
+    def _slot(self, key: bytes) -> tuple[int, int]:
+        """The floor slot of ``key``, and the tag that names the key within it."""
+        digest = hashlib.blake2b(key, key=self._salt, digest_size=8).digest()
+        return int.from_bytes(digest[:4], "big") % REPLAY_FLOOR_SLOTS, int.from_bytes(
+            digest[4:], "big"
+        )
 
 
 class Codec:
