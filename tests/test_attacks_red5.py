@@ -368,12 +368,6 @@ def test_a_letter_that_does_not_open_cannot_make_the_node_skip_keys_again_and_ag
 # ---------------------------------------- 7. copies of an ack make every key a holder
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red5: every key that hands a node a copy of an ack it holds becomes one of "
-    "its holders (Node._on_ack, existing ack: _add_holder with no condition): a set "
-    "without bound, re-serialized into the entry written to disk (88 KB after 4,000 keys)",
-)
 def test_copies_of_an_ack_from_fresh_keys_do_not_grow_its_entry_without_bound() -> None:
     """Spec 7.3: a relay takes an ack "as a copy of an ack it holds (then it only notes the
     sender as a holder, with a receipt)"; spec 5.2: what peers can make us hold is

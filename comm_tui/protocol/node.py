@@ -1654,7 +1654,13 @@ class Node:
         key = entry_key(Kind.ACK, ack.message_id + recipient)
         existing = self._store.by_key(key)
         if existing is not None:
-            self._add_holder(existing, sender.address, now)
+            # A copy counts no more than a receipt: its sender becomes a holder only if
+            # the ack is owed to it, which ends our sends to it; anyone else's copy joined
+            # a set without bound, rewritten with our own acks at every commit
+            # (docs/PROTOCOL.md, "7.3 Acks").
+            if sender.address in self._ack_owed(existing):
+                self._receipt_waits.received(sender.address, key, now)
+                self._add_holder(existing, sender.address, now)
             self._owe_receipt(sender.key, addr, key, now)
             return
         message = self._store.get(Kind.MESSAGE, ack.message_id)
