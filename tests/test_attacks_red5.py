@@ -21,6 +21,7 @@ from comm_tui.crypto import ratchet
 from comm_tui.crypto.ack import sign_ack
 from comm_tui.crypto.identity import Identity, PublicIdentity
 from comm_tui.crypto.seal import message_id
+from comm_tui.protocol import node as node_module
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.admission import AMPLIFICATION_FACTOR
 from comm_tui.protocol.codec import Codec
@@ -497,12 +498,6 @@ def test_a_global_peer_cannot_aim_our_lookups_at_our_own_machine_or_lan() -> Non
 # --------------------------------- 10. the acks a node signs for a stranger's texts
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red5: every text a stranger sends us leaves an ack we sign, stored without "
-    "quota for its whole life (up to 7 days) and with no store rate (Node._text_complete): "
-    "500 texts a second from one key hold ~1 MB more every second",
-)
 def test_a_strangers_texts_cannot_make_us_store_acks_without_bound() -> None:
     """Spec 5.2: what peers can make us hold is bounded per key and in all; spec 5.4: per
     sending address, 100 new store items a second (burst 300). Spec 8: "the acks it signs
@@ -536,9 +531,35 @@ def test_a_strangers_texts_cannot_make_us_store_acks_without_bound() -> None:
         victim.receive_datagram(data, source, now)
         victim.drain_events()
         victim.datagrams_to_send()
-    assert victim.stats.texts_received == 601
+    # The store rate's burst and one second of it: the rest refused before being opened.
+    assert victim.stats.texts_received <= 1 + 300 + 100
+    assert victim.stats.rejected["store_rate"] >= 600 - 300 - 100
     acks = sum(1 for e in victim._store if e.kind is Kind.ACK) - acks_before
-    assert acks <= 300 + 100  # the store rate's burst and one second of it
+    assert acks <= 300 + 100
+
+
+def test_the_acks_we_sign_are_bounded_in_all_the_oldest_out_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Spec 8: past SIGNED_ACKS_MAX acks we signed, the oldest goes, however slowly the
+    texts came (the store rate bounds a hop's pace, not what many hops leave over a
+    week). With the bound at 50: 80 texts, a tenth of a second apart, leave the newest
+    50 acks (and our record, which the bound counts), and each text was received."""
+    monkeypatch.setattr(node_module, "SIGNED_ACKS_MAX", 50)
+    wire = Wire()
+    stranger, victim = wire.add(1), wire.add(2)
+    wire.connect(stranger, victim)
+    now = T0 + 1
+    victim_id = PublicIdentity(victim.identity.key)
+    for i in range(80):
+        stranger.send_text(victim_id, f"text {i}", now)
+        now = wire.settle(now) + 0.1
+    assert victim.stats.texts_received == 80
+    own_acks = [e for e in victim._store if e.kind is Kind.ACK and not e.for_others]
+    assert len(own_acks) <= 50
+    assert len(own_acks) >= 49  # the bound, less our record if it is held
+    newest = max(e.stored_at for e in own_acks)
+    assert newest >= now - 1  # the last text's ack is among them
 
 
 @pytest.mark.xfail(

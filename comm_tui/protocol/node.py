@@ -206,6 +206,11 @@ FIND_RECIPIENT_ON_ATTEMPTS = frozenset({2, 6})
 # waiting for it (a 64 KiB text has 74 parts): meeting it hands it all of them.
 FIND_RECIPIENT_INTERVAL_S = 60.0
 FETCH_ITEMS_MAX = 512
+# The acks we sign, kept at most (with our record: what the store holds addressed to us).
+# Each answers later copies of a text we received until its expiry (up to 7 days), but a
+# stranger's text costs it a datagram, so past this the oldest goes (docs/PROTOCOL.md,
+# "8. Relay store"). ~2 KB each: 32 MiB.
+SIGNED_ACKS_MAX = 16384
 # Lost sessions (docs/PROTOCOL.md, "Session reset"): a peer whose letters no session opens
 # gets one handshake letter in this long, and the node sends at most HANDSHAKE_BURST of
 # them (refilled at HANDSHAKE_RATE_PER_S), whatever claims to be the sender.
@@ -1553,6 +1558,11 @@ class Node:
     def _on_message_for_me(
         self, sender: PublicIdentity, msg: pb.Message, item_id: bytes, addr: Endpoint, now: float
     ) -> None:
+        # A part for us is a new item too (the ack we sign for it is stored to its
+        # expiry): its hop's store rate, before the cost of opening it (docs/PROTOCOL.md,
+        # "5.4").
+        if not self._store_limit.allow(sender.address, now):
+            raise Rejected("store_rate")
         try:
             opened = self._sessions.open(msg.sealed, now)
         except SessionError as exc:
@@ -1637,6 +1647,17 @@ class Node:
             )
             self._store.add(entry, enforce_quota=False)
             self._relay(entry, now)
+        self._bound_signed_acks()
+
+    def _bound_signed_acks(self) -> None:
+        """Past ``SIGNED_ACKS_MAX``, drop the oldest acks we signed (docs/PROTOCOL.md, "8.
+        Relay store"). A copy of its text that comes later no longer meets the ack: it
+        does not open either (its keys are spent), as any letter that does not open."""
+        while self._store.count_for(self.address) > SIGNED_ACKS_MAX:
+            oldest = self._store.oldest_for(self.address, Kind.ACK)
+            if oldest is None:
+                return
+            self._store.remove(oldest)  # its schedule entry is skipped when due
 
     # ------------------------------------------------------------------ acks
 

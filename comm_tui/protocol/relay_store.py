@@ -322,6 +322,18 @@ class RelayStore:
     def for_target(self, target: bytes) -> list[Entry]:
         return [self._entries[k] for k in self._by_target.get(target, ())]
 
+    def count_for(self, target: bytes) -> int:
+        """How many entries travel toward ``target``, in O(1)."""
+        return len(self._by_target.get(target, ()))
+
+    def oldest_for(self, target: bytes, kind: Kind) -> Entry | None:
+        """The entry of ``kind`` toward ``target`` stored first (or None)."""
+        for key in self._by_target.get(target, ()):
+            entry = self._entries[key]
+            if entry.kind is kind:
+                return entry
+        return None
+
     def acks_back_to(self, address: bytes) -> list[Entry]:
         """Acks that go back to ``address`` (docs/PROTOCOL.md, "7.3 Acks")."""
         return [self._entries[k] for k in self._acks_back.get(address, ())]
