@@ -596,3 +596,32 @@ def test_three_junk_messages_addressed_to_a_node_do_not_evict_it_from_a_full_buc
     for later in (now + 1, now + RECEIPT_TIMEOUT_S + 0.1):
         wire.tick(later)
     assert victim.address in {peer.address for peer in relay.peers()}
+
+
+def test_a_node_fetching_fast_makes_us_walk_what_we_hold_for_it_once_a_second() -> None:
+    """Spec 7.2: a served Fetch walks everything held for its sender (0.15-0.3 ms for
+    1,400 items) and mostly finds it awaited; a sender fetching at its 500 datagrams a
+    second made us do it at every datagram. Now one a second per address, 4 in a burst:
+    of 100 Fetches in a second, at most 5 are served, and the text held for the fetcher
+    was pushed by the first."""
+    wire = Wire()
+    author, relay, fetcher = wire.add(1), wire.add(2), wire.add(3)
+    wire.connect(author, relay)
+    wire.connect(fetcher, relay)
+    wire.offline.add(wire.endpoint(fetcher))
+    now = T0 + 1
+    author.send_text(PublicIdentity(fetcher.identity.key), "for the fetcher", now)
+    now = wire.settle(now) + 10  # the relay's wait for the fetcher's receipt ran out
+    wire.offline.clear()
+    pushed = relay.stats.pushed_on_join
+    at = wire.endpoint(fetcher)
+    for i in range(100):
+        data = fetcher._codec.encode_frame(
+            relay.identity.key, pb.Frame(fetch=pb.Fetch()), now + i / 100
+        )
+        relay.receive_datagram(data, at, now + i / 100)
+        relay.drain_events()
+        relay.datagrams_to_send()
+    assert relay.stats.fetches_too_soon >= 95
+    assert relay.stats.pushed_on_join == pushed + 1
+    assert relay.stats.rejected["internal_error"] == 0
