@@ -1554,7 +1554,7 @@ class Node:
         self, sender: PublicIdentity, msg: pb.Message, item_id: bytes, addr: Endpoint, now: float
     ) -> None:
         try:
-            opened = self._sessions.open(msg.sealed, now)
+            opened = self._sessions.open(msg.sealed, now, self._origin(sender.key, addr))
         except SessionError as exc:
             if exc.lost_with is not None:
                 self._session_lost(exc.lost_with, now)
