@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nacl.public import SealedBox
 
+from comm_tui.crypto import ratchet as ratchet_module
 from comm_tui.crypto.identity import Identity, PublicIdentity
 from comm_tui.crypto.prekeys import PrekeyStore
 from comm_tui.crypto.ratchet import (
@@ -40,6 +41,10 @@ from comm_tui.protocol.sessions import (
     ENVELOPE_BYTES,
     SEALED_BYTES,
     SESSIONS_PER_PEER,
+    SKIP_KEYS_PER_KEY_BURST,
+    SKIP_KEYS_PER_NETWORK_BURST,
+    SKIP_KEYS_PER_NETWORK_PER_S,
+    SKIP_KEYS_PER_WIDE_NETWORK_BURST,
     SessionBook,
     SessionError,
     serialize_sessions,
@@ -912,3 +917,111 @@ def test_an_opened_letter_says_whether_it_is_a_handshake() -> None:
     (handshake,) = alice.seal_text(bob_id.public, [bytes(LETTER_BYTES)], None, T0, handshake=True)
     assert bob.open(plain, T0, NET).handshake is False
     assert bob.open(handshake, T0, NET).handshake is True
+
+
+# ---------------------------------------------------------------- skip budgets
+
+
+def _first_letter_skipping(author: Identity, recipient: Identity, n: int) -> bytes:
+    """A first letter (INIT, signed by ``author``, as anyone can write with a fresh key)
+    whose header names N = ``n``: opening it derives n + 1 keys, then its AEAD fails (it
+    covers the header it was sealed with)."""
+    (sealed,) = _book(author).seal_text(recipient.public, [bytes(LETTER_BYTES)], None, T0)
+    init = _envelope(recipient, sealed)
+    body = init[:110] + struct.pack(">I", n) + init[114:-64]
+    return reseal(recipient, body + sign_init(author, recipient.key, body))
+
+
+def _counting_derivations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count every chain-key derivation (KDF_CK) from now on."""
+    count = [0]
+    kdf_ck = ratchet_module.kdf_ck
+
+    def counting(ck: bytes) -> tuple[bytes, bytes]:
+        count[0] += 1
+        return kdf_ck(ck)
+
+    monkeypatch.setattr(ratchet_module, "kdf_ck", counting)
+    return count
+
+
+def _refusal(book: SessionBook, sealed: bytes, now: float, origin: str) -> str:
+    """The reason ``book`` refuses ``sealed``; a ``skip_rate`` names nobody (no session
+    is lost: no handshake answers it)."""
+    with pytest.raises(SessionError) as refused:
+        book.open(sealed, now, origin)
+    if refused.value.reason == "skip_rate":
+        assert refused.value.lost_with is None
+    return refused.value.reason
+
+
+def test_the_keys_letters_skip_are_charged_per_network_of_origin_before_any_derivation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docs/PROTOCOL.md, "Letters and sealing" (red5 finding 1): fresh keys are free, so
+    first letters from fresh keys, each asking to skip MAX_SKIP keys, are charged to the
+    network of origin of the hop that handed them over: past its burst, ``skip_rate``
+    before any key is derived, and its rate admits more as time passes."""
+    bob = Identity.generate()
+    book = _book(bob)
+    letters = [_first_letter_skipping(Identity.generate(), bob, MAX_SKIP) for _ in range(6)]
+    derived = _counting_derivations(monkeypatch)
+    admitted = SKIP_KEYS_PER_NETWORK_BURST // MAX_SKIP
+    reasons = [_refusal(book, sealed, T0, NET) for sealed in letters[: admitted + 1]]
+    assert reasons == ["no_session"] * admitted + ["skip_rate"]
+    assert derived[0] == admitted * (MAX_SKIP + 1)  # nothing for the refused one
+    later = T0 + MAX_SKIP / SKIP_KEYS_PER_NETWORK_PER_S
+    assert _refusal(book, letters[admitted + 1], later, NET) == "no_session"
+
+
+def test_the_networks_of_one_wide_network_share_a_skip_budget() -> None:
+    """/48s are not scarce (a /32 holds 65,536): the networks of one wide network share a
+    second budget, and other wide networks keep theirs."""
+    bob = Identity.generate()
+    book = _book(bob)
+    admitted = SKIP_KEYS_PER_WIDE_NETWORK_BURST // MAX_SKIP
+    letters = [
+        _first_letter_skipping(Identity.generate(), bob, MAX_SKIP) for _ in range(admitted + 2)
+    ]
+    reasons = [
+        _refusal(book, sealed, T0, f"198.18.{i}.0/24") for i, sealed in enumerate(letters[:-1])
+    ]
+    assert reasons == ["no_session"] * admitted + ["skip_rate"]
+    assert _refusal(book, letters[-1], T0, "192.0.2.0/24") == "no_session"
+
+
+def test_one_author_key_spends_its_own_skip_budget_from_any_network() -> None:
+    """An author key has a budget of its own, whatever hops its letters come through:
+    one header's worst (the rest of our chain and a new chain, 2 x MAX_SKIP) at once."""
+    alice, bob = Identity.generate(), Identity.generate()
+    book = _book(bob)
+    admitted = SKIP_KEYS_PER_KEY_BURST // MAX_SKIP
+    letters = [_first_letter_skipping(alice, bob, MAX_SKIP) for _ in range(admitted + 1)]
+    reasons = [_refusal(book, sealed, T0, f"192.0.{i}.0/24") for i, sealed in enumerate(letters)]
+    assert reasons == ["no_session"] * admitted + ["skip_rate"]
+    assert _refusal(book, _first_letter_skipping(Identity.generate(), bob, 1), T0, NET) == (
+        "no_session"
+    )
+
+
+def test_honest_skipping_opens_while_another_network_spends_its_skip_budget() -> None:
+    """Lost and overtaken texts still open: while a flood from one network is refused
+    ``skip_rate``, a peer elsewhere whose first four texts are late has its fifth open
+    (four keys skipped and charged), then the four late ones (stored keys, no charge)."""
+    alice, bob = Identity.generate(), Identity.generate()
+    book = _book(bob)
+    flood = "203.0.113.0/24"
+    reasons = [
+        _refusal(book, _first_letter_skipping(Identity.generate(), bob, MAX_SKIP), T0, flood)
+        for _ in range(SKIP_KEYS_PER_NETWORK_BURST // MAX_SKIP + 1)
+    ]
+    assert reasons[-1] == "skip_rate"
+    author = _book(alice)
+    texts = [
+        author.seal_text(bob.public, [encode_letter(bytes(16), 0, 1, 0, b"%d" % i)], None, T0)[0]
+        for i in range(5)
+    ]
+    for sealed in texts[4:] + texts[:4]:
+        opened = book.open(sealed, T0, NET)
+        book.commit(opened.author, [opened.token], T0, sent_ms=0, handshake=False)
+        assert opened.author.key == alice.key
