@@ -184,7 +184,7 @@ def test_a_letter_handed_back_by_its_recipient_does_not_open_as_theirs() -> None
     envelope[2:34] = bob.key
     reflected = bytes(SealedBox(alice.public.box_key).encrypt(bytes(envelope)))
     with pytest.raises(SessionError):
-        alice_book.open(reflected, T0)
+        alice_book.open(reflected, T0, "198.51.100.0/24")
 
 
 # ---------------------------------------------------------------- 4. tampering with hops

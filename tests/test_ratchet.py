@@ -8,6 +8,7 @@ the key pairs both sides generate are made the same by seeding ``generate_dh``.
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Iterator
 
@@ -290,6 +291,90 @@ def test_peek_is_pure_and_commits_apply_in_any_order() -> None:
     assert bob.serialize() == before
     assert bob.commit(h1, NOW) == k1  # the later text completes first
     assert bob.commit(h0, NOW) == k0
+
+
+def _no_copy(state: object) -> object:
+    raise AssertionError("a peek copies nothing")
+
+
+def _counting_derivations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count every chain-key derivation (KDF_CK) the ratchet makes from now on."""
+    count = [0]
+    kdf_ck = ratchet_module.kdf_ck
+
+    def counting(ck: bytes) -> tuple[bytes, bytes]:
+        count[0] += 1
+        return kdf_ck(ck)
+
+    monkeypatch.setattr(ratchet_module, "kdf_ck", counting)
+    return count
+
+
+def test_peek_derives_only_the_chain_the_header_names_and_copies_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """red5 finding 1: a peek ran RatchetDecrypt on a deep copy of the state (its up to
+    2,000 skipped keys too), deriving the keys a commit stores as skipped. Now a peek of
+    a new ratchet key derives its chain up to N alone: the rest of our chain up to PN is
+    the commit's work (``skip_work`` counts both, for the budgets charged before)."""
+    alice, bob = pair()
+    texts = [alice.encrypt_step() for _ in range(3)]
+    bob.commit(texts[0][0], NOW)  # bob's chain: 1 received, 2 still to come
+    reply, _ = bob.encrypt_step()
+    alice.commit(reply, NOW)
+    later = [alice.encrypt_step() for _ in range(5)]  # a new ratchet key, PN = 3
+    header, mk = later[4]
+    assert (header.pn, header.n) == (3, 4)
+    monkeypatch.setattr(copy, "deepcopy", _no_copy)
+    derived = _counting_derivations(monkeypatch)
+    before = bob.serialize()
+    assert bob.skip_work(header) == 2 + 4  # texts 1, 2 of the old chain; 0-3 of the new
+    assert derived[0] == 0  # counted from the counters alone
+    assert bob.peek(header, NOW) == mk
+    assert derived[0] == 4 + 1  # the new chain up to N, and the key itself
+    assert bob.serialize() == before
+    derived[0] = 0
+    assert bob.commit(header, NOW) == mk
+    assert derived[0] == 6 + 1  # what skip_work said, and the key itself
+    assert bob.skip_work(texts[1][0]) == 0  # a skipped key is stored: nothing to derive
+    with pytest.raises(RatchetError):
+        bob.skip_work(header)  # its key is used
+
+
+def test_skip_work_is_what_each_commit_derives_besides_the_message_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Four chains, each half committed in a random order as it comes (its first commit
+    may skip the rest of the chain before), the other half late among the next chains:
+    before each commit ``skip_work`` says how many keys it derives besides the text's
+    own, and none for a key stored as skipped. What a budget is charged is what the
+    letter costs."""
+    alice, bob = pair()
+    derived = _counting_derivations(monkeypatch)
+    rng = random.Random(5)
+
+    def commit(header: Header, mk: bytes) -> None:
+        stored = (header.dh, header.n) in bob.skipped
+        expected = 0 if stored else bob.skip_work(header) + 1
+        derived[0] = 0
+        assert bob.commit(header, NOW) == mk
+        assert derived[0] == expected
+
+    late: list[tuple[Header, bytes]] = []
+    for _ in range(4):
+        chain = [alice.encrypt_step() for _ in range(40)]
+        rng.shuffle(chain)
+        for header, mk in chain[:20]:
+            commit(header, mk)
+        late += chain[20:]
+        rng.shuffle(late)
+        for _ in range(10):
+            commit(*late.pop())
+        reply, _ = bob.encrypt_step()
+        alice.commit(reply, NOW)
+    for header, mk in late:
+        commit(header, mk)
+    assert not bob.skipped
 
 
 def test_skips_past_max_skip_are_refused_without_change() -> None:

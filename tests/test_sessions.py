@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nacl.public import SealedBox
 
+from comm_tui.crypto import ratchet as ratchet_module
 from comm_tui.crypto.identity import Identity, PublicIdentity
 from comm_tui.crypto.prekeys import PrekeyStore
 from comm_tui.crypto.ratchet import (
@@ -40,6 +41,10 @@ from comm_tui.protocol.sessions import (
     ENVELOPE_BYTES,
     SEALED_BYTES,
     SESSIONS_PER_PEER,
+    SKIP_KEYS_PER_KEY_BURST,
+    SKIP_KEYS_PER_NETWORK_BURST,
+    SKIP_KEYS_PER_NETWORK_PER_S,
+    SKIP_KEYS_PER_WIDE_NETWORK_BURST,
     SessionBook,
     SessionError,
     serialize_sessions,
@@ -47,6 +52,8 @@ from comm_tui.protocol.sessions import (
 from tests.wire import T0, Wire
 
 Recorded = list[tuple[bytes, Endpoint, float]]
+# The network of origin of the hop that hands a book its letters in these tests.
+NET = "198.51.100.0/24"
 
 
 def recording(wire: Wire) -> Recorded:
@@ -102,7 +109,7 @@ def thief_of(node: Node, now: float) -> SessionBook:
 
 def opens(book: SessionBook, sealed: bytes, now: float) -> bool:
     try:
-        book.open(sealed, now)
+        book.open(sealed, now, NET)
     except SessionError:
         return False
     return True
@@ -145,7 +152,7 @@ def test_forward_secrecy_and_post_compromise_security_against_a_recorded_convers
     after_t = letters_for(b.identity, seen, b_end)[len(before) :]
     assert after_t and all(opens(thief, s, now) for s in after_t)  # the thief is still in
     for sealed in after_t:  # and follows the conversation passively
-        opened = thief.open(sealed, now)
+        opened = thief.open(sealed, now, NET)
         thief.commit(opened.author, [opened.token], now, sent_ms=0, handshake=False)
     now = at(wire, now + 10)
     b.send_text(a.identity.public, "reply", now)
@@ -222,10 +229,10 @@ def test_key_compromise_impersonation_is_refused() -> None:
     mallory = Identity.from_seed(b"\x03" * 32)
     book = SessionBook(bob, PrekeyStore(bob.key, T0))
     with pytest.raises(SessionError) as refused:
-        book.open(forged_init(bob, alice.public, mallory), T0)
+        book.open(forged_init(bob, alice.public, mallory), T0, NET)
     assert refused.value.reason == "bad_signature"
     # The same construction with alice's signature opens: the signature is what stops it.
-    opened = book.open(forged_init(bob, alice.public, alice), T0)
+    opened = book.open(forged_init(bob, alice.public, alice), T0, NET)
     assert decode_letter(opened.letter).chunk == b"send the money"
 
 
@@ -258,19 +265,19 @@ def test_a_thousand_letters_in_random_order_and_duplicates() -> None:
     random.Random(9).shuffle(order)
     got = []
     for i in order:
-        opened = receiver.open(sealed[i], T0)
-        again = receiver.open(sealed[i], T0)  # a duplicate before commit opens the same
+        opened = receiver.open(sealed[i], T0, NET)
+        again = receiver.open(sealed[i], T0, NET)  # a duplicate before commit opens the same
         assert again.letter == opened.letter
         receiver.commit(opened.author, [opened.token], T0, sent_ms=0, handshake=False)
         with pytest.raises(SessionError):  # after commit, its key is gone
-            receiver.open(sealed[i], T0)
+            receiver.open(sealed[i], T0, NET)
         got.append(int(decode_letter(opened.letter).chunk))
     assert sorted(got) == list(range(1000))
     # Both ways afterwards.
     (reply,) = receiver.seal_text(
         alice.public, [encode_letter(bytes(16), 0, 1, 0, b"ok")], None, T0
     )
-    assert decode_letter(sender.open(reply, T0).letter).chunk == b"ok"
+    assert decode_letter(sender.open(reply, T0, NET).letter).chunk == b"ok"
 
 
 def test_parts_out_of_order_interleaved_with_other_texts_complete() -> None:
@@ -362,7 +369,7 @@ def test_handshakes_are_bounded_per_peer_and_per_node() -> None:
         envelope[66:74] = bytes(8)
         envelope[-64:] = bytes(64)
         with pytest.raises(SessionError) as lost:
-            b._sessions.open(reseal(b.identity, bytes(envelope)), T0)
+            b._sessions.open(reseal(b.identity, bytes(envelope)), T0, NET)
         assert lost.value.lost_with == claimed.public
         b._session_lost(claimed.public, T0 + i * 0.01)
     assert b.stats.handshakes_sent == HANDSHAKE_BURST
@@ -544,7 +551,7 @@ def test_skipped_keys_are_bounded_per_node(monkeypatch: pytest.MonkeyPatch) -> N
             book.seal_text(receiver_id.public, [bytes(LETTER_BYTES)], None, T0)[0]
             for _ in range(100)
         ]
-        opened = receiver.open(letters[-1], T0)
+        opened = receiver.open(letters[-1], T0, NET)
         receiver.commit(opened.author, [opened.token], T0, sent_ms=0, handshake=False)
     total = sum(len(s.state.skipped) for v in receiver.peers.values() for s in v)
     assert total == 150
@@ -573,8 +580,8 @@ def test_an_author_key_with_its_sign_bit_flipped_does_not_open() -> None:
     alias = PublicIdentity(bytes(envelope[2:34]))
     assert bytes(alias.box_key) == bytes(alice.public.box_key)  # the alias is real
     with pytest.raises(SessionError):
-        receiver.open(reseal(bob, bytes(envelope)), T0)
-    assert receiver.open(sealed, T0).author == alice.public
+        receiver.open(reseal(bob, bytes(envelope)), T0, NET)
+    assert receiver.open(sealed, T0, NET).author == alice.public
 
 
 def test_damaged_state_is_skipped_and_counted_at_restore() -> None:
@@ -602,7 +609,7 @@ def test_a_flood_of_fresh_keys_does_not_evict_the_peers_we_write_to(
         stranger = Identity.generate()
         theirs = SessionBook(stranger, PrekeyStore(stranger.key, T0))
         (sealed,) = theirs.seal_text(me.public, [bytes(LETTER_BYTES)], None, T0 + i)
-        opened = book.open(sealed, T0 + i)
+        opened = book.open(sealed, T0 + i, NET)
         book.commit(opened.author, [opened.token], T0 + i, sent_ms=0, handshake=False)
     assert friend.key in book.peers and len(book.peers) == 4
 
@@ -617,10 +624,10 @@ def _genuine() -> tuple[SessionBook, Identity, bytes, bytes]:
         sender = SessionBook(alice, PrekeyStore(alice.key, T0))
         receiver = SessionBook(bob, PrekeyStore(bob.key, T0))
         (first,) = sender.seal_text(bob.public, [encode_letter(bytes(16), 0, 1, 0, b"1")], None, T0)
-        opened = receiver.open(first, T0)
+        opened = receiver.open(first, T0, NET)
         receiver.commit(opened.author, [opened.token], T0, sent_ms=0, handshake=False)
         (reply,) = receiver.seal_text(alice.public, [bytes(LETTER_BYTES)], None, T0)
-        opened = sender.open(reply, T0)
+        opened = sender.open(reply, T0, NET)
         sender.commit(opened.author, [opened.token], T0, sent_ms=0, handshake=False)
         (later,) = sender.seal_text(bob.public, [bytes(LETTER_BYTES)], None, T0)
         _GENUINE.update(
@@ -652,7 +659,7 @@ def test_mutated_envelopes_only_ever_raise_session_error_and_change_nothing(
     before = {k: serialize_sessions(v) for k, v in receiver.peers.items()}
     prekeys_before = receiver.prekeys.serialize()
     with pytest.raises(SessionError):
-        receiver.open(reseal(bob, bytes(envelope)), T0)
+        receiver.open(reseal(bob, bytes(envelope)), T0, NET)
     assert {k: serialize_sessions(v) for k, v in receiver.peers.items()} == before
     assert receiver.prekeys.serialize() == prekeys_before
 
@@ -711,16 +718,16 @@ def test_the_node_wide_skipped_key_bound_takes_from_the_session_holding_the_most
             book.seal_text(receiver_id.public, [bytes(LETTER_BYTES)], None, T0)[0]
             for _ in range(count)
         ]
-        opened = receiver.open(letters[-1], T0)
+        opened = receiver.open(letters[-1], T0, NET)
         receiver.commit(opened.author, [opened.token], T0, sent_ms=0, handshake=False)
         late[author.key] = letters[:-1]
     # 100 + 10 skipped: the fat session gave up its 10 oldest, the thin one nothing.
     for letter in late[thin_id.key]:
-        assert receiver.open(letter, T0).author.key == thin_id.key
+        assert receiver.open(letter, T0, NET).author.key == thin_id.key
     for letter in late[fat_id.key][:10]:
         with pytest.raises(SessionError):
-            receiver.open(letter, T0)
-    assert receiver.open(late[fat_id.key][10], T0).author.key == fat_id.key
+            receiver.open(letter, T0, NET)
+    assert receiver.open(late[fat_id.key][10], T0, NET).author.key == fat_id.key
 
 
 def test_a_commit_skips_a_header_that_no_longer_applies_and_commits_the_rest() -> None:
@@ -737,24 +744,24 @@ def test_a_commit_skips_a_header_that_no_longer_applies_and_commits_the_rest() -
         bob.commit(alice_id.public, tokens, now, sent_ms=0, handshake=False)
 
     first = alice.seal_text(bob_id.public, letter, bob_prekeys.public_bundle(), T0)[0]
-    opened_first = bob.open(first, T0)
+    opened_first = bob.open(first, T0, NET)
     assert opened_first.token[3] != 0  # it used a one-time prekey
     commit([opened_first.token], T0)
     second = alice.seal_text(bob_id.public, letter, None, T0)[0]
-    opened_second = bob.open(second, T0)
+    opened_second = bob.open(second, T0, NET)
     commit([opened_first.token, opened_second.token], T0)  # the first key is used
     with pytest.raises(SessionError):
-        bob.open(second, T0)
+        bob.open(second, T0, NET)
 
     # Alice starts SESSIONS_PER_PEER new sessions: Bob forgets the first one.
     for i in range(1, SESSIONS_PER_PEER + 1):
         start = alice.seal_text(bob_id.public, letter, None, T0 + i, handshake=True)[0]
-        commit([bob.open(start, T0 + i).token], T0 + i)
+        commit([bob.open(start, T0 + i, NET).token], T0 + i)
     last = alice.seal_text(bob_id.public, letter, None, T0 + 10)[0]
-    opened_last = bob.open(last, T0 + 10)
+    opened_last = bob.open(last, T0 + 10, NET)
     commit([opened_first.token, opened_last.token], T0 + 10)  # no session, prekey spent
     with pytest.raises(SessionError):
-        bob.open(last, T0 + 10)
+        bob.open(last, T0 + 10, NET)
 
 
 def test_a_restored_session_keeps_whether_its_letters_repeat_the_init_fields() -> None:
@@ -776,17 +783,17 @@ def test_a_restored_session_keeps_whether_its_letters_repeat_the_init_fields() -
     envelope = _envelope(bob_id, pending[0])
     assert envelope[1] & sessions_module.FLAG_INIT and any(envelope[-64:])
 
-    opened = bob.open(hello, T0)
+    opened = bob.open(hello, T0, NET)
     bob.commit(opened.author, [opened.token], T0, sent_ms=0, handshake=False)
     reply = bob.seal_text(alice_id.public, [bytes(LETTER_BYTES)], None, T0 + 1)[0]
-    answer = alice.open(reply, T0 + 1)
+    answer = alice.open(reply, T0 + 1, NET)
     alice.commit(answer.author, [answer.token], T0 + 1, sent_ms=0, handshake=False)
     confirmed = restored(alice, alice_id)
     sealed = confirmed.seal_text(bob_id.public, [bytes(LETTER_BYTES)], None, T0 + 2)[0]
     envelope = _envelope(bob_id, sealed)
     assert envelope[1] == 0
     assert envelope[66:74] == bytes(8) and envelope[-64:] == bytes(64)
-    assert bob.open(sealed, T0 + 2).author.key == alice_id.key
+    assert bob.open(sealed, T0 + 2, NET).author.key == alice_id.key
 
 
 def test_one_commit_skipping_more_than_twice_the_bound_keeps_the_newest_keys_up_to_it(
@@ -801,13 +808,13 @@ def test_one_commit_skipping_more_than_twice_the_bound_keeps_the_newest_keys_up_
     letters = [
         alice.seal_text(bob_id.public, [bytes(LETTER_BYTES)], None, T0)[0] for _ in range(31)
     ]
-    opened = bob.open(letters[-1], T0)
+    opened = bob.open(letters[-1], T0, NET)
     bob.commit(opened.author, [opened.token], T0, sent_ms=0, handshake=False)
     for letter in letters[:20]:
         with pytest.raises(SessionError):
-            bob.open(letter, T0)
+            bob.open(letter, T0, NET)
     for letter in letters[20:30]:
-        assert bob.open(letter, T0).author.key == alice_id.key
+        assert bob.open(letter, T0, NET).author.key == alice_id.key
 
 
 def test_a_letter_whose_message_key_is_spent_opens_in_no_session_of_its_author() -> None:
@@ -817,10 +824,10 @@ def test_a_letter_whose_message_key_is_spent_opens_in_no_session_of_its_author()
     alice_id, bob_id = Identity.generate(), Identity.generate()
     alice, bob = _book(alice_id), _book(bob_id)
     (sealed,) = alice.seal_text(bob_id.public, [bytes(LETTER_BYTES)], None, T0)
-    opened = bob.open(sealed, T0)
+    opened = bob.open(sealed, T0, NET)
     bob.commit(opened.author, [opened.token], T0, sent_ms=0, handshake=False)
     with pytest.raises(SessionError) as refused:
-        bob.open(sealed, T0)
+        bob.open(sealed, T0, NET)
     assert refused.value.reason == "no_session"
     assert refused.value.lost_with is not None and refused.value.lost_with.key == alice_id.key
 
@@ -842,7 +849,7 @@ def test_each_malformed_envelope_is_a_bad_envelope_naming_nobody() -> None:
     )
     for envelope in malformed:
         with pytest.raises(SessionError) as refused:
-            receiver.open(reseal(bob, envelope), T0)
+            receiver.open(reseal(bob, envelope), T0, NET)
         assert refused.value.reason == "bad_envelope" and refused.value.lost_with is None
 
 
@@ -853,9 +860,9 @@ def test_an_envelope_naming_any_part_index_up_to_65535_is_refused_only_as_no_ses
     for part in (1, 0x7FFF, 0x8000, 0xFFFF):
         envelope = later[:114] + struct.pack(">H", part) + later[116:]
         with pytest.raises(SessionError) as refused:
-            receiver.open(reseal(bob, envelope), T0)
+            receiver.open(reseal(bob, envelope), T0, NET)
         assert refused.value.reason == "no_session"
-    assert receiver.open(reseal(bob, later), T0).author.key != bob.key
+    assert receiver.open(reseal(bob, later), T0, NET).author.key != bob.key
 
 
 def test_a_letter_in_a_session_we_do_not_have_is_no_session_naming_its_author() -> None:
@@ -864,7 +871,7 @@ def test_a_letter_in_a_session_we_do_not_have_is_no_session_naming_its_author() 
     receiver, bob, _, later = _genuine()
     envelope = later[:34] + bytes(range(32)) + later[66:]
     with pytest.raises(SessionError) as refused:
-        receiver.open(reseal(bob, envelope), T0)
+        receiver.open(reseal(bob, envelope), T0, NET)
     assert refused.value.reason == "no_session"
     assert refused.value.lost_with is not None and refused.value.lost_with.key == later[2:34]
 
@@ -878,11 +885,11 @@ def test_a_first_letter_naming_a_spent_one_time_prekey_is_no_session_naming_its_
     bundle = bob_prekeys.public_bundle()
     (sealed,) = _book(alice_id).seal_text(bob_id.public, [bytes(LETTER_BYTES)], bundle, T0)
     bob = SessionBook(bob_id, bob_prekeys)
-    opened = bob.open(sealed, T0)
+    opened = bob.open(sealed, T0, NET)
     assert opened.token[3] != 0  # it used a one-time prekey
     bob.commit(opened.author, [opened.token], T0, sent_ms=0, handshake=False)
     with pytest.raises(SessionError) as refused:
-        SessionBook(bob_id, bob_prekeys).open(sealed, T0)  # the same prekeys, no sessions
+        SessionBook(bob_id, bob_prekeys).open(sealed, T0, NET)  # the same prekeys, no sessions
     assert refused.value.reason == "no_session"
     assert refused.value.lost_with is not None and refused.value.lost_with.key == alice_id.key
 
@@ -896,7 +903,7 @@ def test_a_signed_first_letter_skipping_too_many_keys_is_no_session_never_raised
     body = init[:110] + struct.pack(">I", MAX_SKIP + 1) + init[114:-64]
     envelope = body + sign_init(alice, bob.key, body)
     with pytest.raises(SessionError) as refused:
-        _book(bob).open(reseal(bob, envelope), T0)  # no session yet: a new one
+        _book(bob).open(reseal(bob, envelope), T0, NET)  # no session yet: a new one
     assert refused.value.reason == "no_session"
     assert refused.value.lost_with is not None and refused.value.lost_with.key == alice.key
 
@@ -908,5 +915,113 @@ def test_an_opened_letter_says_whether_it_is_a_handshake() -> None:
     alice, bob = _book(alice_id), _book(bob_id)
     (plain,) = alice.seal_text(bob_id.public, [bytes(LETTER_BYTES)], None, T0)
     (handshake,) = alice.seal_text(bob_id.public, [bytes(LETTER_BYTES)], None, T0, handshake=True)
-    assert bob.open(plain, T0).handshake is False
-    assert bob.open(handshake, T0).handshake is True
+    assert bob.open(plain, T0, NET).handshake is False
+    assert bob.open(handshake, T0, NET).handshake is True
+
+
+# ---------------------------------------------------------------- skip budgets
+
+
+def _first_letter_skipping(author: Identity, recipient: Identity, n: int) -> bytes:
+    """A first letter (INIT, signed by ``author``, as anyone can write with a fresh key)
+    whose header names N = ``n``: opening it derives n + 1 keys, then its AEAD fails (it
+    covers the header it was sealed with)."""
+    (sealed,) = _book(author).seal_text(recipient.public, [bytes(LETTER_BYTES)], None, T0)
+    init = _envelope(recipient, sealed)
+    body = init[:110] + struct.pack(">I", n) + init[114:-64]
+    return reseal(recipient, body + sign_init(author, recipient.key, body))
+
+
+def _counting_derivations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count every chain-key derivation (KDF_CK) from now on."""
+    count = [0]
+    kdf_ck = ratchet_module.kdf_ck
+
+    def counting(ck: bytes) -> tuple[bytes, bytes]:
+        count[0] += 1
+        return kdf_ck(ck)
+
+    monkeypatch.setattr(ratchet_module, "kdf_ck", counting)
+    return count
+
+
+def _refusal(book: SessionBook, sealed: bytes, now: float, origin: str) -> str:
+    """The reason ``book`` refuses ``sealed``; a ``skip_rate`` names nobody (no session
+    is lost: no handshake answers it)."""
+    with pytest.raises(SessionError) as refused:
+        book.open(sealed, now, origin)
+    if refused.value.reason == "skip_rate":
+        assert refused.value.lost_with is None
+    return refused.value.reason
+
+
+def test_the_keys_letters_skip_are_charged_per_network_of_origin_before_any_derivation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docs/PROTOCOL.md, "Letters and sealing" (red5 finding 1): fresh keys are free, so
+    first letters from fresh keys, each asking to skip MAX_SKIP keys, are charged to the
+    network of origin of the hop that handed them over: past its burst, ``skip_rate``
+    before any key is derived, and its rate admits more as time passes."""
+    bob = Identity.generate()
+    book = _book(bob)
+    letters = [_first_letter_skipping(Identity.generate(), bob, MAX_SKIP) for _ in range(6)]
+    derived = _counting_derivations(monkeypatch)
+    admitted = SKIP_KEYS_PER_NETWORK_BURST // MAX_SKIP
+    reasons = [_refusal(book, sealed, T0, NET) for sealed in letters[: admitted + 1]]
+    assert reasons == ["no_session"] * admitted + ["skip_rate"]
+    assert derived[0] == admitted * (MAX_SKIP + 1)  # nothing for the refused one
+    later = T0 + MAX_SKIP / SKIP_KEYS_PER_NETWORK_PER_S
+    assert _refusal(book, letters[admitted + 1], later, NET) == "no_session"
+
+
+def test_the_networks_of_one_wide_network_share_a_skip_budget() -> None:
+    """/48s are not scarce (a /32 holds 65,536): the networks of one wide network share a
+    second budget, and other wide networks keep theirs."""
+    bob = Identity.generate()
+    book = _book(bob)
+    admitted = SKIP_KEYS_PER_WIDE_NETWORK_BURST // MAX_SKIP
+    letters = [
+        _first_letter_skipping(Identity.generate(), bob, MAX_SKIP) for _ in range(admitted + 2)
+    ]
+    reasons = [
+        _refusal(book, sealed, T0, f"198.18.{i}.0/24") for i, sealed in enumerate(letters[:-1])
+    ]
+    assert reasons == ["no_session"] * admitted + ["skip_rate"]
+    assert _refusal(book, letters[-1], T0, "192.0.2.0/24") == "no_session"
+
+
+def test_one_author_key_spends_its_own_skip_budget_from_any_network() -> None:
+    """An author key has a budget of its own, whatever hops its letters come through:
+    one header's worst (the rest of our chain and a new chain, 2 x MAX_SKIP) at once."""
+    alice, bob = Identity.generate(), Identity.generate()
+    book = _book(bob)
+    admitted = SKIP_KEYS_PER_KEY_BURST // MAX_SKIP
+    letters = [_first_letter_skipping(alice, bob, MAX_SKIP) for _ in range(admitted + 1)]
+    reasons = [_refusal(book, sealed, T0, f"192.0.{i}.0/24") for i, sealed in enumerate(letters)]
+    assert reasons == ["no_session"] * admitted + ["skip_rate"]
+    assert _refusal(book, _first_letter_skipping(Identity.generate(), bob, 1), T0, NET) == (
+        "no_session"
+    )
+
+
+def test_honest_skipping_opens_while_another_network_spends_its_skip_budget() -> None:
+    """Lost and overtaken texts still open: while a flood from one network is refused
+    ``skip_rate``, a peer elsewhere whose first four texts are late has its fifth open
+    (four keys skipped and charged), then the four late ones (stored keys, no charge)."""
+    alice, bob = Identity.generate(), Identity.generate()
+    book = _book(bob)
+    flood = "203.0.113.0/24"
+    reasons = [
+        _refusal(book, _first_letter_skipping(Identity.generate(), bob, MAX_SKIP), T0, flood)
+        for _ in range(SKIP_KEYS_PER_NETWORK_BURST // MAX_SKIP + 1)
+    ]
+    assert reasons[-1] == "skip_rate"
+    author = _book(alice)
+    texts = [
+        author.seal_text(bob.public, [encode_letter(bytes(16), 0, 1, 0, b"%d" % i)], None, T0)[0]
+        for i in range(5)
+    ]
+    for sealed in texts[4:] + texts[:4]:
+        opened = book.open(sealed, T0, NET)
+        book.commit(opened.author, [opened.token], T0, sent_ms=0, handshake=False)
+        assert opened.author.key == alice.key

@@ -17,15 +17,18 @@ MAX_TTL + skew). So we implement the specification on libsodium (X25519 via
 library; tests/test_ratchet.py checks it against an independent implementation of the
 same specification on the ``cryptography`` package and hand-derived vectors.
 
-Peek/commit: ``peek`` runs the specification's RatchetDecrypt on a copy and returns the
-message key; ``commit`` runs it again on the real state. Both are deterministic, so two
+Peek/commit: ``peek`` returns the message key the specification's RatchetDecrypt would
+use, without changing or copying the state: it derives only the chain the header names
+(for a new ratchet key, one agreement and KDF_RK), never the keys a commit stores as
+skipped. ``commit`` runs RatchetDecrypt on the real state. Both are deterministic, so two
 texts peeked from the same state commit in any order (the second one finds its key among
-the skipped keys the first one stored).
+the skipped keys the first one stored). ``skip_work`` says, before any derivation, how
+many keys a header would make us skip, so callers can charge a budget for them first
+(an unauthenticated letter pays for its derivations before the AEAD can fail).
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import hmac
 import os
@@ -190,8 +193,43 @@ class RatchetState:
     # -------------------------------------------------------------- receiving
 
     def peek(self, header: Header, now: float) -> bytes:
-        """The message key for ``header`` without changing this state (RatchetError if none)."""
-        return copy.deepcopy(self).commit(header, now)
+        """The message key for ``header`` without changing this state (RatchetError if none).
+
+        Nothing is copied and only what the key depends on is derived: the chain the
+        header names (from our receiving chain key, or for a new ratchet key from one
+        agreement and KDF_RK) up to N. The keys of our current chain up to PN, which a
+        commit stores as skipped, and our next sending chain do not bear on it.
+        """
+        found = self.skipped.get((header.dh, header.n))
+        if found is not None:
+            return found[0]
+        self._check(header)
+        if header.dh != self.dhr:
+            ckr, steps = kdf_rk(self.rk, x25519(self.dhs_private, header.dh))[1], header.n
+        else:
+            assert self.ckr is not None  # _check refuses our ratchet key without a chain
+            ckr, steps = self.ckr, header.n - self.nr
+        for _ in range(steps):
+            ckr = kdf_ck(ckr)[0]
+        return kdf_ck(ckr)[1]
+
+    def skip_work(self, header: Header) -> int:
+        """How many keys opening and committing ``header`` would skip (derive and store),
+        besides its own message key: 0 when its key is among the skipped ones.
+
+        A new ratchet key skips the rest of our receiving chain up to PN and its own chain
+        up to N; our ratchet key skips up to N. Raises RatchetError, as ``peek`` and
+        ``commit`` would, for a header no state can open (past MAX_SKIP, a used key).
+        Computed from counters alone, before any derivation, so a caller can charge it
+        first (``protocol/sessions.py``, the skip budgets).
+        """
+        if (header.dh, header.n) in self.skipped:
+            return 0
+        self._check(header)
+        if header.dh == self.dhr:
+            return header.n - self.nr
+        rest_of_chain = header.pn - self.nr if self.ckr is not None else 0
+        return max(rest_of_chain, 0) + header.n
 
     def commit(self, header: Header, now: float) -> bytes:
         """RatchetDecrypt's state change for ``header`` (mutates); returns the message key.
@@ -201,9 +239,8 @@ class RatchetState:
         found = self.skipped.pop((header.dh, header.n), None)
         if found is not None:
             return found[0]
+        self._check(header)
         if header.dh != self.dhr:
-            if header.pn > self.nr + MAX_SKIP or header.n > MAX_SKIP:
-                raise RatchetError("too many skipped keys")
             private, public = generate_dh()
             # Compute everything before assigning, so a bad key changes nothing.
             rk1, ckr = kdf_rk(self.rk, x25519(self.dhs_private, header.dh))
@@ -212,16 +249,25 @@ class RatchetState:
             self.pn, self.ns, self.nr = self.ns, 0, 0
             self.dhr, self.rk, self.ckr, self.cks = header.dh, rk2, ckr, cks
             self.dhs_private, self.dhs_public = private, public
-        if self.ckr is None:
-            raise RatchetError("no receiving chain")
-        if header.n < self.nr:
-            raise RatchetError("message key already used")
-        if header.n > self.nr + MAX_SKIP:
-            raise RatchetError("too many skipped keys")
+        assert self.ckr is not None  # set with dhr, which now is the header's key
         self._skip(header.n, now)
         self.ckr, mk = kdf_ck(self.ckr)
         self.nr += 1
         return mk
+
+    def _check(self, header: Header) -> None:
+        """RatchetDecrypt's refusals of a header whose key is not among the skipped ones,
+        from counters alone (before any key is derived): more than MAX_SKIP keys to skip
+        in a chain, or a key of our receiving chain already used."""
+        if header.dh != self.dhr:
+            if header.pn > self.nr + MAX_SKIP or header.n > MAX_SKIP:
+                raise RatchetError("too many skipped keys")
+        elif self.ckr is None:
+            raise RatchetError("no receiving chain")
+        elif header.n < self.nr:
+            raise RatchetError("message key already used")
+        elif header.n > self.nr + MAX_SKIP:
+            raise RatchetError("too many skipped keys")
 
     def _skip(self, until: int, now: float) -> None:
         if self.ckr is None:

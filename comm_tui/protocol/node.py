@@ -1576,7 +1576,7 @@ class Node:
         if not self._store_limit.allow(sender.address, now):
             raise Rejected("store_rate")
         try:
-            opened = self._sessions.open(msg.sealed, now)
+            opened = self._sessions.open(msg.sealed, now, self._origin(sender.key, addr))
         except SessionError as exc:
             if exc.lost_with is not None:
                 self._session_lost(exc.lost_with, now)

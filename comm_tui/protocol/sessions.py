@@ -43,6 +43,7 @@ from comm_tui.crypto.prekeys import PrekeyStore, PublicBundle
 from comm_tui.crypto.ratchet import (
     AEAD_TAG_BYTES,
     HEADER_BYTES,
+    MAX_SKIP,
     Header,
     RatchetError,
     RatchetState,
@@ -51,6 +52,8 @@ from comm_tui.crypto.ratchet import (
 )
 from comm_tui.crypto.x3dh import X3DHError, initiate, respond, sign_init, verify_init
 from comm_tui.protocol.letters import LETTER_BYTES
+from comm_tui.protocol.ratelimit import RateLimiter
+from comm_tui.protocol.relay_store import wide_network_of
 
 ENVELOPE_VERSION = 2
 FLAG_INIT = 0x01
@@ -71,6 +74,21 @@ SESSION_PEERS_MAX = 4096
 SKIPPED_KEYS_MAX = 50_000
 # Peeked message keys remembered (for the other parts of the same texts).
 _PEEKED_MAX = 256
+# Skip budgets (docs/PROTOCOL.md, "Letters and sealing"): the keys a letter's header makes
+# us skip are charged, before the first is derived, to its author key, to the network of
+# origin of the hop that handed it to us and to that network's wide network (keys are
+# free; a /32 holds 65,536 /48s). Before them, a letter that does not open made us derive
+# up to 2,000 keys, again at every copy (red5 finding 1: 7.6 ms a datagram). Honest skips
+# are the texts lost or overtaken: rare and few. A header may ask for at most
+# 2 * MAX_SKIP (the rest of our chain and the start of its new one), which every burst
+# admits at once. A key costs ~3 us (two HMACs), so a network's rate is ~0.3 % of a core,
+# a wide network's ~0.6 %; an author's refills its burst in 200 s.
+SKIP_KEYS_PER_KEY_PER_S = 10.0
+SKIP_KEYS_PER_KEY_BURST = 2 * MAX_SKIP
+SKIP_KEYS_PER_NETWORK_PER_S = 1_000.0
+SKIP_KEYS_PER_NETWORK_BURST = 4 * MAX_SKIP
+SKIP_KEYS_PER_WIDE_NETWORK_PER_S = 2_000.0
+SKIP_KEYS_PER_WIDE_NETWORK_BURST = 8 * MAX_SKIP
 # What commits a peeked part: session id, ratchet header, signed and one-time prekey ids.
 CommitToken = tuple[bytes, bytes, int, int]
 
@@ -170,6 +188,13 @@ class SessionBook:
         # keys. Any change of state empties it, so it never answers for another state.
         self._peeked: OrderedDict[tuple[bytes, bytes, bytes], bytes] = OrderedDict()
         self.peek_hits = 0
+        self._skips_by_key = RateLimiter(SKIP_KEYS_PER_KEY_PER_S, SKIP_KEYS_PER_KEY_BURST)
+        self._skips_by_network = RateLimiter(
+            SKIP_KEYS_PER_NETWORK_PER_S, SKIP_KEYS_PER_NETWORK_BURST
+        )
+        self._skips_by_wide_network = RateLimiter(
+            SKIP_KEYS_PER_WIDE_NETWORK_PER_S, SKIP_KEYS_PER_WIDE_NETWORK_BURST
+        )
 
     # ------------------------------------------------------------------ sending
 
@@ -238,8 +263,12 @@ class SessionBook:
 
     # ------------------------------------------------------------------ receiving
 
-    def open(self, sealed: bytes, now: float) -> Opened:
-        """Open one part without changing any state (peek); raises SessionError."""
+    def open(self, sealed: bytes, now: float, origin: str) -> Opened:
+        """Open one part without changing any state (peek); raises SessionError.
+
+        ``origin``: the network of origin of the hop that handed it to us, charged for
+        the keys its header makes us skip (``skip_rate``, ``_charge_skips``).
+        """
         try:
             envelope = self._unsealer.decrypt(sealed)
         except (CryptoError, ValueError) as exc:
@@ -275,9 +304,10 @@ class SessionBook:
                 sk, pair = respond(self.identity, self.prekeys, sender, sid, spk, opk)
             except X3DHError as exc:
                 raise SessionError("no_session", sender) from exc
-            mk = self._peek(sender_key, sid, RatchetState.responder(sk, pair), header, now)
+            state = RatchetState.responder(sk, pair)
+            mk = self._peek(sender_key, sid, state, header, now, origin)
         else:
-            mk = self._peek(sender_key, sid, session.state, header, now)
+            mk = self._peek(sender_key, sid, session.state, header, now, origin)
         try:
             letter = aead_decrypt(mk, part, body[_AD_END:], _ad(self.identity.key, body[:_AD_END]))
         except RatchetError as exc:
@@ -332,9 +362,18 @@ class SessionBook:
         return reestablished
 
     def _peek(
-        self, sender_key: bytes, sid: bytes, state: RatchetState, header: Header, now: float
+        self,
+        sender_key: bytes,
+        sid: bytes,
+        state: RatchetState,
+        header: Header,
+        now: float,
+        origin: str,
     ) -> bytes:
         try:
+            skip = state.skip_work(header)
+            if skip:
+                self._charge_skips(sender_key, origin, skip, now)
             mk = state.peek(header, now)
         except RatchetError as exc:
             raise SessionError("no_session", PublicIdentity(sender_key)) from exc
@@ -342,6 +381,19 @@ class SessionBook:
         while len(self._peeked) > _PEEKED_MAX:
             self._peeked.popitem(last=False)
         return mk
+
+    def _charge_skips(self, sender_key: bytes, origin: str, keys: int, now: float) -> None:
+        """Charge the keys a header makes us skip to the skip budgets, before any is
+        derived; past one, ``skip_rate`` (naming nobody: no session is lost, and the
+        author's relays retry later). Author first: a key past its own budget spends
+        nothing of its network's. The author is unauthenticated in a letter that does not
+        open, but only the two sides of a session know its id, so it charges itself."""
+        if not (
+            self._skips_by_key.allow(sender_key, now, keys)
+            and self._skips_by_network.allow(origin, now, keys)
+            and self._skips_by_wide_network.allow(wide_network_of(origin), now, keys)
+        ):
+            raise SessionError("skip_rate")
 
     # ------------------------------------------------------------------ upkeep
 
