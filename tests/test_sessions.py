@@ -614,6 +614,35 @@ def test_a_flood_of_fresh_keys_does_not_evict_the_peers_we_write_to(
     assert friend.key in book.peers and len(book.peers) == 4
 
 
+def test_a_flood_of_fresh_keys_does_not_evict_a_contact_who_only_writes_to_us(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docs/PROTOCOL.md, "7.1", "Sessions per peer": a contact's session is the last to
+    go, even one we never wrote in (it wrote to us first and we have not answered); a
+    stranger we wrote to goes before it once only strangers and contacts are left."""
+    monkeypatch.setattr(sessions_module, "SESSION_PEERS_MAX", 4)
+    me = Identity.generate()
+    book = SessionBook(me, PrekeyStore(me.key, T0))
+    contact = Identity.generate()
+    book.contacts = frozenset({contact.key})
+    theirs = SessionBook(contact, PrekeyStore(contact.key, T0))
+    (sealed,) = theirs.seal_text(me.public, [bytes(LETTER_BYTES)], None, T0)
+    opened = book.open(sealed, T0, NET)
+    book.commit(opened.author, [opened.token], T0, sent_ms=0, handshake=False)
+    written = Identity.generate().public  # a stranger we wrote to
+    book.seal_text(written, [bytes(LETTER_BYTES)], None, T0)
+    for i in range(10):  # strangers, each with one text to us
+        stranger = Identity.generate()
+        strangers = SessionBook(stranger, PrekeyStore(stranger.key, T0))
+        (sealed,) = strangers.seal_text(me.public, [bytes(LETTER_BYTES)], None, T0 + 1 + i)
+        opened = book.open(sealed, T0 + 1 + i, NET)
+        book.commit(opened.author, [opened.token], T0 + 1 + i, sent_ms=0, handshake=False)
+    assert contact.key in book.peers and written.key in book.peers and len(book.peers) == 4
+    book.contacts = frozenset()  # no longer a contact: it goes first now
+    book.seal_text(Identity.generate().public, [bytes(LETTER_BYTES)], None, T0 + 20)
+    assert contact.key not in book.peers and written.key in book.peers
+
+
 _GENUINE: dict[str, object] = {}
 
 

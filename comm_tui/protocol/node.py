@@ -1875,7 +1875,8 @@ class Node:
     # ------------------------------------------------------------------ hole punching
 
     def set_contacts(self, keys: Iterable[bytes], now: float) -> None:
-        """The keys the user has as contacts: only they may make us punch a hole.
+        """The keys the user has as contacts: only they may make us punch a hole, and
+        their sessions are the last to go when a flood of strangers' fills the book.
 
         docs/PROTOCOL.md, "12.6 Hole punching": an introduction shows each side the
         other's IP address, which is acceptable between contacts and never to strangers;
@@ -1883,7 +1884,9 @@ class Node:
         service at start and whenever the contacts change; a former contact's punched
         pair and attempts end at once.
         """
-        self._punch.set_contacts(keys)
+        contacts = frozenset(keys)
+        self._punch.set_contacts(contacts)
+        self._sessions.contacts = contacts
         self._punch_tick(now)
 
     def punched_peers(self) -> dict[bytes, Endpoint]:

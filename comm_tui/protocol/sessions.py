@@ -181,6 +181,8 @@ class SessionBook:
         self.prekeys = prekeys
         self._unsealer = SealedBox(identity.box_key)
         self.peers: OrderedDict[bytes, list[Session]] = OrderedDict()
+        # The user's contacts (``Node.set_contacts``): their sessions are the last to go.
+        self.contacts: frozenset[bytes] = frozenset()
         # Peers whose sessions changed since the node last took the changes (None: gone).
         self.changed: dict[bytes, bytes | None] = {}
         # Message keys peeked since the last state change, by (author, session id, header):
@@ -426,10 +428,15 @@ class SessionBook:
         self._touch(peer_key)
         while len(self.peers) > SESSION_PEERS_MAX:
             # Keys are free: a flood of texts from fresh keys must not evict the sessions
-            # of peers we write to, so peers we never wrote to go first (least recent).
+            # of our contacts (a contact who only writes to us lost its session, and its
+            # next texts waited for a rate-limited session reset, red5) nor of peers we
+            # write to. So strangers we never wrote to go first, then other strangers, the
+            # least recent first (docs/PROTOCOL.md, "7.1").
+            contacts = self.contacts
+            strangers = [k for k in self.peers if k not in contacts]
             gone = next(
-                (k for k, v in self.peers.items() if not any(_wrote_in(s) for s in v)),
-                next(iter(self.peers)),
+                (k for k in strangers if not any(_wrote_in(s) for s in self.peers[k])),
+                strangers[0] if strangers else next(iter(self.peers)),
             )
             del self.peers[gone]
             self.changed[gone] = None
