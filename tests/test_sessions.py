@@ -757,6 +757,40 @@ def test_the_node_wide_skipped_key_bound_takes_from_the_session_holding_the_most
         with pytest.raises(SessionError):
             receiver.open(letter, T0, NET)
     assert receiver.open(late[fat_id.key][10], T0, NET).author.key == fat_id.key
+    # The running count the bound reads is every session's, recounted.
+    held = sum(len(s.state.skipped) for v in receiver.peers.values() for s in v)
+    assert receiver._skipped_total == held == 100
+
+
+def test_the_skipped_key_count_follows_commits_expiry_eviction_and_restore(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The node-wide count of skipped keys is kept as sessions change, not summed at
+    every commit (O(sessions) a text received): after skipping, a peer evicted, a restore
+    and an expiry it is still every session's, recounted."""
+    monkeypatch.setattr(sessions_module, "SESSION_PEERS_MAX", 2)
+    receiver_id = Identity.generate()
+    receiver = _book(receiver_id)
+
+    def recount() -> int:
+        return sum(len(s.state.skipped) for v in receiver.peers.values() for s in v)
+
+    authors = [Identity.generate() for _ in range(3)]
+    for i, author in enumerate(authors):
+        book = _book(author)
+        letters = [
+            book.seal_text(receiver_id.public, [bytes(LETTER_BYTES)], None, T0)[0]
+            for _ in range(5 + i)
+        ]
+        opened = receiver.open(letters[-1], T0 + i, NET)
+        receiver.commit(opened.author, [opened.token], T0 + i, sent_ms=0, handshake=False)
+        assert receiver._skipped_total == recount()
+    assert len(receiver.peers) == 2 and receiver._skipped_total == 5 + 6  # the first went
+    blob = sessions_module.serialize_sessions(receiver.peers[authors[1].key])
+    receiver.restore(authors[1].key, blob)
+    assert receiver._skipped_total == recount() == 11
+    receiver.expire(T0 + 400 * 86400)  # long past every skipped key's life
+    assert receiver._skipped_total == recount() == 0
 
 
 def test_a_commit_skips_a_header_that_no_longer_applies_and_commits_the_rest() -> None:

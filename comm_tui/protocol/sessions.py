@@ -183,6 +183,10 @@ class SessionBook:
         self.peers: OrderedDict[bytes, list[Session]] = OrderedDict()
         # The user's contacts (``Node.set_contacts``): their sessions are the last to go.
         self.contacts: frozenset[bytes] = frozenset()
+        # Skipped keys held, by peer and in all, kept as the sessions change (``_recount``):
+        # summing every session's at every commit cost O(sessions) a text received.
+        self._skipped: dict[bytes, int] = {}
+        self._skipped_total = 0
         # Peers whose sessions changed since the node last took the changes (None: gone).
         self.changed: dict[bytes, bytes | None] = {}
         # Message keys peeked since the last state change, by (author, session id, header):
@@ -404,11 +408,13 @@ class SessionBook:
             if any([s.state.expire(now) for s in sessions]):
                 self._peeked.clear()
                 self.changed[key] = serialize_sessions(sessions)
+                self._recount(key)
 
     def restore(self, peer_key: bytes, blob: bytes) -> None:
         """Load one peer's persisted sessions (raises RatchetError if damaged)."""
         self._peeked.clear()
         self.peers[peer_key] = deserialize_sessions(blob)[:SESSIONS_PER_PEER]
+        self._recount(peer_key)
 
     def take_changes(self) -> dict[bytes, bytes | None]:
         changed, self.changed = self.changed, {}
@@ -432,23 +438,33 @@ class SessionBook:
             # next texts waited for a rate-limited session reset, red5) nor of peers we
             # write to. So strangers we never wrote to go first, then other strangers, the
             # least recent first (docs/PROTOCOL.md, "7.1").
-            contacts = self.contacts
-            strangers = [k for k in self.peers if k not in contacts]
+            peers, contacts = self.peers, self.contacts
             gone = next(
-                (k for k in strangers if not any(_wrote_in(s) for s in self.peers[k])),
-                strangers[0] if strangers else next(iter(self.peers)),
+                (k for k, v in peers.items() if k not in contacts and not _wrote_in_any(v)),
+                None,
             )
-            del self.peers[gone]
+            if gone is None:
+                gone = next((k for k in peers if k not in contacts), next(iter(peers)))
+            del peers[gone]
             self.changed[gone] = None
+            self._recount(gone)
 
     def _touch(self, peer_key: bytes) -> None:
         self._peeked.clear()
         self.peers.move_to_end(peer_key)
         self.changed[peer_key] = serialize_sessions(self.peers[peer_key])
+        self._recount(peer_key)
+
+    def _recount(self, peer_key: bytes) -> None:
+        """Take the skipped keys of ``peer_key``'s sessions (none if gone) into the totals."""
+        held = sum(len(s.state.skipped) for s in self.peers.get(peer_key, ()))
+        self._skipped_total += held - self._skipped.pop(peer_key, 0)
+        if held:
+            self._skipped[peer_key] = held
 
     def _bound_skipped(self) -> None:
         """The node-wide bound: the session holding the most skipped keys gives up its oldest."""
-        total = sum(len(s.state.skipped) for v in self.peers.values() for s in v)
+        total = self._skipped_total
         while total > SKIPPED_KEYS_MAX:
             key, fattest = max(
                 ((k, s) for k, v in self.peers.items() for s in v),
@@ -460,12 +476,12 @@ class SessionBook:
                 fattest.state.drop_oldest_skipped()
             total -= excess
             self.changed[key] = serialize_sessions(self.peers[key])
+            self._recount(key)
 
 
-def _wrote_in(session: Session) -> bool:
-    """Did we seal anything in this session (we started it, or sent in it)?"""
-    state = session.state
-    return session.pending_init is not None or state.ns > 0 or state.pn > 0
+def _wrote_in_any(sessions: list[Session]) -> bool:
+    """Did we seal anything in one of these sessions (we started it, or sent in it)?"""
+    return any(s.pending_init is not None or s.state.ns > 0 or s.state.pn > 0 for s in sessions)
 
 
 def _ad(recipient_key: bytes, head: bytes) -> bytes:
