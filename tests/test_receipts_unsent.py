@@ -19,6 +19,8 @@ from comm_tui.protocol.receipts import (
     RECEIPT_PEERS_MAX,
     RECEIPT_TIMEOUT_MAX_S,
     TIMED_OUT_PAIRS_MAX,
+    TIMED_OUT_PAIRS_PER_NETWORK,
+    TIMED_OUT_PAIRS_PER_WIDE_NETWORK,
     ReceiptWaits,
 )
 from comm_tui.protocol.relay_store import Kind
@@ -243,3 +245,26 @@ def test_peers_never_measured_cannot_push_out_a_measured_wait() -> None:
     assert waits.timeout(slow) == measured
     assert len(waits._backed_off) == RECEIPT_PEERS_MAX
     assert waits.timeout((RECEIPT_PEERS_MAX).to_bytes(20, "big")) == 2 * RECEIPT_TIMEOUT_S
+
+
+def test_the_48s_of_one_32_cannot_flush_the_late_receipts_of_others() -> None:
+    """Validated pairs are cheap in IPv6 /48s: 17 of one /32 at their 256 timed-out pairs
+    each passed the 4,096 in all, and every honest late receipt was forgotten. A wide
+    network keeps its last ``TIMED_OUT_PAIRS_PER_WIDE_NETWORK``."""
+    waits = ReceiptWaits()
+    waits.sent(A, K1, T0, None, ("198.51.100.7", 4000))
+    assert waits.overdue(T0 + RECEIPT_TIMEOUT_S) == [A]
+    per_48 = TIMED_OUT_PAIRS_PER_NETWORK
+    count = TIMED_OUT_PAIRS_MAX + per_48
+    for i in range(count):
+        peer = b"x" * 16 + i.to_bytes(4, "big")
+        endpoint = (f"2001:db8:{i // per_48:x}::1", 4000)
+        waits.sent(peer, i.to_bytes(33, "big"), T0 + 5, None, endpoint)
+    assert len(waits.overdue(T0 + 5 + RECEIPT_TIMEOUT_MAX_S)) == count
+    assert waits.received(A, K1, T0 + 100)  # late, and still counted
+    kept = [
+        i
+        for i in range(count)
+        if waits.received(b"x" * 16 + i.to_bytes(4, "big"), i.to_bytes(33, "big"), T0 + 100)
+    ]
+    assert kept == list(range(count - TIMED_OUT_PAIRS_PER_WIDE_NETWORK, count))

@@ -44,6 +44,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from comm_tui.protocol.admission import wide_network
 from comm_tui.protocol.routing import Endpoint, origin_network
 
 # docs/PROTOCOL.md, "4. Frames": the receipts owed to one peer in one pump go as one
@@ -85,10 +86,13 @@ RECEIPT_TIMEOUT_MAX_S = 60.0
 # network forgotten first): keys are free, and one network whose nodes never answer
 # (targets of items it made us store, say) would otherwise flush every honest peer's
 # late receipt, whose item then went to it again. All of it only for validated pairs
-# (``ReceiptWaits.sent``, ``tracked``): a forged source is free.
+# (``ReceiptWaits.sent``, ``tracked``): a forged source is free. And at most
+# TIMED_OUT_PAIRS_PER_WIDE_NETWORK per wide network (admission.wide_network): validated
+# pairs are cheap in /48s, and 17 of one IPv6 /32 held 256 each, past the 4,096 in all.
 RECEIPT_PEERS_MAX = 4096
 TIMED_OUT_PAIRS_MAX = 4096
 TIMED_OUT_PAIRS_PER_NETWORK = 256
+TIMED_OUT_PAIRS_PER_WIDE_NETWORK = 1024
 # RFC 6298, section 2: the gains of the smoothed delay and of its variation, and K.
 _ALPHA = 1 / 8
 _BETA = 1 / 4
@@ -108,6 +112,9 @@ class Receipt(NamedTuple):
 
 
 _NONE: tuple[Receipt, ...] = ()
+# Wide networks' names in ``ReceiptWaits._timed_out_by_net``, apart from networks' (on
+# loopback both are the host and port).
+_WIDE = "wide "
 
 
 @dataclass(slots=True)
@@ -280,8 +287,9 @@ class ReceiptWaits:
         self._peers: OrderedDict[bytes, _Peer] = OrderedDict()
         # The wait of validated peers never measured, doubled by waits that ran out.
         self._backed_off: OrderedDict[bytes, float] = OrderedDict()
-        # Timed-out pairs, oldest first, with the network each went to; and per network.
-        self._timed_out: OrderedDict[tuple[bytes, bytes], str] = OrderedDict()
+        # Timed-out pairs, oldest first, with the network and wide network each went to;
+        # and per network and per wide network (``_WIDE`` before its name).
+        self._timed_out: OrderedDict[tuple[bytes, bytes], tuple[str, str]] = OrderedDict()
         self._timed_out_by_net: dict[str, OrderedDict[tuple[bytes, bytes], None]] = {}
 
     def __len__(self) -> int:
@@ -428,21 +436,30 @@ class ReceiptWaits:
         return late
 
     def _remember_timed_out(self, pair: tuple[bytes, bytes], endpoint: Endpoint | None) -> None:
-        """Keep ``pair``, whose wait ran out, within the bounds per network and in all."""
-        network = "" if endpoint is None else origin_network(endpoint)
-        self._timed_out[pair] = network
-        of_network = self._timed_out_by_net.setdefault(network, OrderedDict())
-        of_network[pair] = None
-        if len(of_network) > TIMED_OUT_PAIRS_PER_NETWORK:
-            self._forget_timed_out(next(iter(of_network)))
+        """Keep ``pair``, whose wait ran out, within the bounds per network, per wide
+        network and in all."""
+        if endpoint is None:
+            network, wide = "", _WIDE
+        else:
+            network, wide = origin_network(endpoint), _WIDE + wide_network(endpoint)
+        self._timed_out[pair] = (network, wide)
+        for name, bound in (
+            (network, TIMED_OUT_PAIRS_PER_NETWORK),
+            (wide, TIMED_OUT_PAIRS_PER_WIDE_NETWORK),
+        ):
+            of_network = self._timed_out_by_net.setdefault(name, OrderedDict())
+            of_network[pair] = None
+            if len(of_network) > bound:
+                self._forget_timed_out(next(iter(of_network)))
         if len(self._timed_out) > TIMED_OUT_PAIRS_MAX:
             self._forget_timed_out(next(iter(self._timed_out)))
 
     def _forget_timed_out(self, pair: tuple[bytes, bytes]) -> None:
-        network = self._timed_out.pop(pair, None)
-        if network is None:
+        names = self._timed_out.pop(pair, None)
+        if names is None:
             return
-        of_network = self._timed_out_by_net[network]
-        del of_network[pair]
-        if not of_network:
-            del self._timed_out_by_net[network]
+        for name in names:
+            of_network = self._timed_out_by_net[name]
+            del of_network[pair]
+            if not of_network:
+                del self._timed_out_by_net[name]
