@@ -376,9 +376,11 @@ class ReceiptWaits:
 
     def received(self, address: bytes, key: bytes, now: float) -> bool:
         """``address`` sent a receipt naming ``key``: stop waiting, and measure the delay
-        if the item went to it once. True if we sent it that item: its wait is open, or
-        ran out lately (a late receipt, the pair among the ``TIMED_OUT_PAIRS_MAX`` last
-        remembered, and its network's ``TIMED_OUT_PAIRS_PER_NETWORK``). False for an
+        if the item went to it once, at a validated pair (``tracked``). True if we sent
+        it that item: its wait is open, or ran out lately (a late receipt, the pair
+        among the ``TIMED_OUT_PAIRS_MAX`` last remembered, its network's
+        ``TIMED_OUT_PAIRS_PER_NETWORK`` and its wide network's
+        ``TIMED_OUT_PAIRS_PER_WIDE_NETWORK``; never for an untracked wait). False for an
         item we never sent it, or whose wait was forgotten: such a receipt must not make
         the peer a holder (docs/PROTOCOL.md, "7.2", "Receipt wait"), else Sybils told an
         item's id by one colluder could claim to hold it and stop its replication. One
