@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from comm_tui.crypto.ack import sign_ack
 from comm_tui.crypto.identity import Identity
 from comm_tui.crypto.seal import message_id
+from comm_tui.protocol import node as node_module
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.admission import CHALLENGE_BYTES
 from comm_tui.protocol.codec import Codec
@@ -322,6 +325,44 @@ def test_a_pong_from_another_endpoint_than_the_one_pinged_is_refused() -> None:
     a.receive_datagram(pong, elsewhere, T0 + 1)
     assert a.stats.rejected["wrong_endpoint"] == 1
     assert not a._addresses.is_validated(b.identity.key, elsewhere)
+
+
+def test_liveness_pings_go_one_per_peer_bounded_and_only_to_peers_not_heard_lately(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docs/PROTOCOL.md, "7.2", "A wait that runs out is no failure": the ping after a
+    wait that ran out goes once per peer while it is out, not to a peer heard from
+    within ``ALIVE_HEARD_S``, nor to one we do not route to, and at most
+    ``ALIVE_CHECKS_MAX`` at once (junk addressed to every node we know must not fill
+    the query table that lookups need)."""
+    monkeypatch.setattr(node_module, "ALIVE_CHECKS_MAX", 4)
+    wire = Wire()
+    relay = wire.add(1)
+    peers = [wire.add(seed) for seed in range(10, 20)]
+    for peer in peers:
+        wire.connect(peer, relay)
+    wire.pump(T0)
+    known = [p for p in peers if p.address in relay._table]
+    assert len(known) > 5
+    relay._queries.clear()
+
+    def pings() -> int:
+        return sum(1 for q in relay._queries.values() if q.kind == "ping")
+
+    heard = max(entry.last_seen for entry in relay._table)
+    relay._check_alive(known[0].address, heard + node_module.ALIVE_HEARD_S / 2)
+    assert pings() == 0  # heard from lately
+    now = heard + node_module.ALIVE_HEARD_S
+    relay._check_alive(Identity.generate().address, now)
+    assert pings() == 0  # nobody we route to
+    relay._check_alive(known[0].address, now)
+    relay._check_alive(known[0].address, now + 0.1)
+    assert pings() == 1  # one per peer while it is out
+    for peer in known[1:]:
+        relay._check_alive(peer.address, now + 0.2)
+    assert pings() == 4  # ALIVE_CHECKS_MAX
+    relay._check_alive(known[0].address, now + node_module.QUERY_TIMEOUT_S)
+    assert pings() == 5  # its first one timed out (as far as the checks know): again
 
 
 def test_an_item_relayed_without_a_receipt_counts_only_an_unanswered_ping_against_the_peer() -> (

@@ -178,6 +178,10 @@ RESTORE_GRACE_S = 5.0
 SLEEP_GAP_S = 30.0
 # Our own queries (lookups, liveness pings) outstanding at most.
 PENDING_QUERIES_MAX = 1024
+# Liveness pings out at once, at most: a quarter of our query table, so that junk
+# addressed to every node we know (each ping is one peer's) never leaves lookups without
+# a slot. A wait that runs out while it is full checks nothing; the next one will.
+ALIVE_CHECKS_MAX = PENDING_QUERIES_MAX // 4
 # Requests held until their sender's address is validated: pairs (one per key, the
 # oldest forgotten first), and requests per pair. Validation itself needs no state.
 DEFERRED_PAIRS_MAX = 256
@@ -456,8 +460,8 @@ class Node:
         # every endpoint where they answered (a Sybil may relay for them at one of them).
         self._direct: OrderedDict[bytes, dict[Endpoint, NodeEntry]] = OrderedDict()
         # Liveness pings after a receipt wait ran out (``_check_alive``), by address, until
-        # their deadline: one at a time per peer. Only peers we route to (the table, a
-        # punched pair, a recipient met in person) are pinged, so it is bounded by them.
+        # their deadline: one at a time per peer, ALIVE_CHECKS_MAX in all, and only to
+        # peers we route to (the table, a punched pair, a recipient met in person).
         self._alive_checks: OrderedDict[bytes, float] = OrderedDict()
         # Nodes entries as parsed (by their fields) and as written (by node and endpoint).
         self._candidates: dict[tuple[bytes, bytes, int], Candidate | None] = {}
@@ -2431,7 +2435,7 @@ class Node:
             if deadline > now:
                 break
             del checks[first]
-        if address in checks:
+        if address in checks or len(checks) >= ALIVE_CHECKS_MAX:
             return
         known = self._table.get(address)
         if known is not None and now - known.last_seen < ALIVE_HEARD_S:
