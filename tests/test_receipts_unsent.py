@@ -15,7 +15,14 @@ from comm_tui.crypto.identity import Identity
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import Codec
 from comm_tui.protocol.node import RECEIPT_TIMEOUT_S, SEALED_BYTES, Node, NodeConfig
-from comm_tui.protocol.receipts import RECEIPT_TIMEOUT_MAX_S, TIMED_OUT_PAIRS_MAX, ReceiptWaits
+from comm_tui.protocol.receipts import (
+    RECEIPT_PEERS_MAX,
+    RECEIPT_TIMEOUT_MAX_S,
+    TIMED_OUT_PAIRS_MAX,
+    TIMED_OUT_PAIRS_PER_NETWORK,
+    TIMED_OUT_PAIRS_PER_WIDE_NETWORK,
+    ReceiptWaits,
+)
 from comm_tui.protocol.relay_store import Kind
 from comm_tui.protocol.routing import Endpoint
 from comm_tui.sim.internals import forged_expiry_ms
@@ -139,7 +146,8 @@ def test_a_receipt_from_a_peer_never_sent_our_text_does_not_make_it_sent() -> No
 
 
 def test_a_late_receipt_for_an_item_sent_still_counts() -> None:
-    """The wait ran out (one failure), the receipt comes after: the peer holds it."""
+    """The wait ran out (no failure: a liveness ping, docs/PROTOCOL.md, "7.2"), the
+    receipt comes after: the peer holds it."""
     wire, a, b = _two_nodes()
     wire.drop = lambda source, dest, data: dest == wire.endpoint(a)
     text_id = a.send_text(Identity.generate().public, "late but held", T0)
@@ -147,7 +155,8 @@ def test_a_late_receipt_for_an_item_sent_still_counts() -> None:
     (part,) = [e for e in a._store if e.kind is Kind.MESSAGE]
     a.handle_timer(T0 + RECEIPT_TIMEOUT_S + 0.1)  # the wait runs out
     entry = a._table.get(b.address)
-    assert entry is not None and entry.failures == 1
+    assert entry is not None and entry.failures == 0
+    assert [q.kind for q in a._queries.values()] == ["ping"]
     late = T0 + RECEIPT_TIMEOUT_S + 0.5
     a.receive_datagram(_receipt(b, a, [part.key], late), wire.endpoint(b), late)
     assert part.holders == {b.address} and "receipt_unsent" not in a.stats.rejected
@@ -202,3 +211,60 @@ def test_a_receipt_for_an_item_sent_again_after_its_wait_ran_out_counts_once() -
     waits.sent(A, K1, T0 + 5, None, endpoint)
     assert waits.received(A, K1, T0 + 5.1)
     assert not waits.received(A, K1, T0 + 5.2)
+
+
+def test_an_untracked_wait_makes_a_holder_and_leaves_nothing_behind() -> None:
+    """docs/PROTOCOL.md, "7.2", "Receipt wait": an item sent to a pair not validated (an
+    ack answering a copy from any source) is awaited, and its receipt counts while the
+    wait is open; but it measures nothing, and when it runs out it doubles no wait,
+    files no timed-out pair and is no peer's to check (red5, finding 7)."""
+    waits = ReceiptWaits()
+    endpoint: Endpoint = ("203.0.113.9", 6000)
+    waits.sent(A, K1, T0, None, endpoint, tracked=False)
+    assert waits.received(A, K1, T0 + 1.5)  # open: a holder
+    assert waits.timeout(A) == RECEIPT_TIMEOUT_S  # but no measurement
+    waits.sent(A, K2, T0, None, endpoint, tracked=False)
+    assert waits.overdue(T0 + RECEIPT_TIMEOUT_S) == []  # nothing to check
+    assert waits.timeout(A) == RECEIPT_TIMEOUT_S  # no backoff
+    assert not waits.received(A, K2, T0 + 5)  # no timed-out pair
+    assert len(waits) == 0 and not waits._peers and not waits._backed_off
+
+
+def test_peers_never_measured_cannot_push_out_a_measured_wait() -> None:
+    """The backoff of validated peers whose waits ran out without any receipt is kept
+    apart from measured delays: filling it needs no receipt, so it must not evict
+    what an honest peer's receipts taught us."""
+    waits = ReceiptWaits()
+    slow = b"s" * 20
+    waits.sent(slow, K1, T0, None, ("192.0.2.7", 4000))
+    waits.received(slow, K1, T0 + 6.0)
+    measured = waits.timeout(slow)
+    for i in range(RECEIPT_PEERS_MAX + 1):
+        waits.sent(i.to_bytes(20, "big"), K2, T0 + 10, None, ("198.51.100.1", 1000 + i))
+    assert len(waits.overdue(T0 + 10 + RECEIPT_TIMEOUT_S)) == RECEIPT_PEERS_MAX + 1
+    assert waits.timeout(slow) == measured
+    assert len(waits._backed_off) == RECEIPT_PEERS_MAX
+    assert waits.timeout((RECEIPT_PEERS_MAX).to_bytes(20, "big")) == 2 * RECEIPT_TIMEOUT_S
+
+
+def test_the_48s_of_one_32_cannot_flush_the_late_receipts_of_others() -> None:
+    """Validated pairs are cheap in IPv6 /48s: 17 of one /32 at their 256 timed-out pairs
+    each passed the 4,096 in all, and every honest late receipt was forgotten. A wide
+    network keeps its last ``TIMED_OUT_PAIRS_PER_WIDE_NETWORK``."""
+    waits = ReceiptWaits()
+    waits.sent(A, K1, T0, None, ("198.51.100.7", 4000))
+    assert waits.overdue(T0 + RECEIPT_TIMEOUT_S) == [A]
+    per_48 = TIMED_OUT_PAIRS_PER_NETWORK
+    count = TIMED_OUT_PAIRS_MAX + per_48
+    for i in range(count):
+        peer = b"x" * 16 + i.to_bytes(4, "big")
+        endpoint = (f"2001:db8:{i // per_48:x}::1", 4000)
+        waits.sent(peer, i.to_bytes(33, "big"), T0 + 5, None, endpoint)
+    assert len(waits.overdue(T0 + 5 + RECEIPT_TIMEOUT_MAX_S)) == count
+    assert waits.received(A, K1, T0 + 100)  # late, and still counted
+    kept = [
+        i
+        for i in range(count)
+        if waits.received(b"x" * 16 + i.to_bytes(4, "big"), i.to_bytes(33, "big"), T0 + 100)
+    ]
+    assert kept == list(range(count - TIMED_OUT_PAIRS_PER_WIDE_NETWORK, count))

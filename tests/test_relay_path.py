@@ -214,7 +214,9 @@ def test_a_slow_peers_late_receipt_is_no_failure_and_no_second_copy() -> None:
     assert all(b.address in e.holders for e in a._store if e.kind is Kind.MESSAGE)
 
 
-def test_a_peer_that_never_sends_receipts_still_fails_and_is_sent_again() -> None:
+def test_a_peer_that_never_sends_receipts_is_pinged_and_is_sent_again() -> None:
+    """docs/PROTOCOL.md, "7.2", "Receipt wait": a wait that runs out counts no failure;
+    the peer is pinged, and only an unanswered ping would count. b answers it."""
     wire = Wire()
     slow_retries = NodeConfig(backoff_base_s=600.0, backoff_max_s=600.0)
     a, b = wire.add(1, slow_retries), wire.add(2, slow_retries)
@@ -224,8 +226,11 @@ def test_a_peer_that_never_sends_receipts_still_fails_and_is_sent_again() -> Non
     wire.pump(T0)
     entry = a._table.get(b.address)
     assert entry is not None
+    sent_pings = a.stats.sent_by_kind["ping"]
     wire.tick(T0 + RECEIPT_TIMEOUT_S + 0.1)
-    assert entry.failures == 1
+    assert a.stats.sent_by_kind["ping"] == sent_pings + 1
+    wire.tick(T0 + RECEIPT_TIMEOUT_S + 0.2)
+    assert entry.failures == 0 and not a._queries  # the pong came
     # With its wait over, the next attempt sends it again (and waits twice as long).
     wire.tick(T0 + 600.1)
     assert a.stats.sent_by_kind["message"] == 2

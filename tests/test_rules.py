@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from comm_tui.crypto.ack import sign_ack
 from comm_tui.crypto.identity import Identity
 from comm_tui.crypto.seal import message_id
+from comm_tui.protocol import node as node_module
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.admission import CHALLENGE_BYTES
 from comm_tui.protocol.codec import Codec
@@ -324,9 +327,50 @@ def test_a_pong_from_another_endpoint_than_the_one_pinged_is_refused() -> None:
     assert not a._addresses.is_validated(b.identity.key, elsewhere)
 
 
-def test_an_item_relayed_without_a_receipt_counts_a_failure_against_the_peer() -> None:
-    """docs/PROTOCOL.md, "Receipts": no receipt within RECEIPT_TIMEOUT_S is a failure (three
-    evict the peer for a replacement: tests/test_service.py shows it, and PeersChanged)."""
+def test_liveness_pings_go_one_per_peer_bounded_and_only_to_peers_not_heard_lately(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docs/PROTOCOL.md, "7.2", "A wait that runs out is no failure": the ping after a
+    wait that ran out goes once per peer while it is out, not to a peer heard from
+    within ``ALIVE_HEARD_S``, nor to one we do not route to, and at most
+    ``ALIVE_CHECKS_MAX`` at once (junk addressed to every node we know must not fill
+    the query table that lookups need)."""
+    monkeypatch.setattr(node_module, "ALIVE_CHECKS_MAX", 4)
+    wire = Wire()
+    relay = wire.add(1)
+    peers = [wire.add(seed) for seed in range(10, 20)]
+    for peer in peers:
+        wire.connect(peer, relay)
+    wire.pump(T0)
+    known = [p for p in peers if p.address in relay._table]
+    assert len(known) > 5
+    relay._queries.clear()
+
+    def pings() -> int:
+        return sum(1 for q in relay._queries.values() if q.kind == "ping")
+
+    heard = max(entry.last_seen for entry in relay._table)
+    relay._check_alive(known[0].address, heard + node_module.ALIVE_HEARD_S / 2)
+    assert pings() == 0  # heard from lately
+    now = heard + node_module.ALIVE_HEARD_S
+    relay._check_alive(Identity.generate().address, now)
+    assert pings() == 0  # nobody we route to
+    relay._check_alive(known[0].address, now)
+    relay._check_alive(known[0].address, now + 0.1)
+    assert pings() == 1  # one per peer while it is out
+    for peer in known[1:]:
+        relay._check_alive(peer.address, now + 0.2)
+    assert pings() == 4  # ALIVE_CHECKS_MAX
+    relay._check_alive(known[0].address, now + node_module.QUERY_TIMEOUT_S)
+    assert pings() == 5  # its first one timed out (as far as the checks know): again
+
+
+def test_an_item_relayed_without_a_receipt_counts_only_an_unanswered_ping_against_the_peer() -> (
+    None
+):
+    """docs/PROTOCOL.md, "7.2", "Receipt wait": no receipt within RECEIPT_TIMEOUT_S is no
+    failure (a node refuses junk without one), but makes us ping the peer; only the
+    ping's timeout counts (three evict the peer for a replacement)."""
     wire = Wire()
     # Retries far off, so only the first relay's deadline falls in the window watched.
     slow = NodeConfig(backoff_base_s=600.0, backoff_max_s=600.0)
@@ -335,13 +379,14 @@ def test_an_item_relayed_without_a_receipt_counts_a_failure_against_the_peer() -
     a_end, b_end = wire.endpoint(a), wire.endpoint(b)
     reader = Codec(a.identity)  # reads what B sends A, with a replay window of its own
     kinds: list[str] = []
+    silent = False
 
     def receipts_lost(source: Endpoint, dest: Endpoint, data: bytes) -> bool:
         if (source, dest) != (b_end, a_end):
             return False
         frame = reader.decode(data, T0).frame
         kinds.append(frame.WhichOneof("body") if frame is not None else "?")
-        return kinds[-1] == "receipt"
+        return silent or kinds[-1] == "receipt"
 
     wire.drop = receipts_lost
     entry = a._table.get(b.address)
@@ -350,13 +395,40 @@ def test_an_item_relayed_without_a_receipt_counts_a_failure_against_the_peer() -
     wire.settle(T0)  # B's receipt goes RECEIPT_DELAY_S later
     assert "receipt" in kinds  # B took the item and answered; the answer was lost
     wire.tick(T0 + RECEIPT_TIMEOUT_S - 0.1)
-    assert entry.failures == 0
+    pings = a.stats.sent_by_kind["ping"]
     wire.tick(T0 + RECEIPT_TIMEOUT_S + 0.1)
-    assert entry.failures == 1
+    assert a.stats.sent_by_kind["ping"] == pings + 1 and "pong" in kinds
+    wire.tick(T0 + 2 * RECEIPT_TIMEOUT_S + 0.2)
+    assert entry.failures == 0  # B answered the ping: alive
 
-    # The same with the receipt arriving: no failure.
+    # B goes silent: a stranger's message that A relays to B (its only peer) draws no
+    # receipt; its wait running out pings B, and the ping's timeout counts.
+    silent = True
+    now = T0 + 15
+    expires_ms = (int(now * 1000) + 24 * 3_600_000) // EXPIRY_UNIT_MS * EXPIRY_UNIT_MS
+    msg = pb.Message(
+        recipient=Identity.generate().address,
+        expires_ms=expires_ms,
+        sealed=random.randbytes(SEALED_BYTES),
+    )
+    data = Codec(Identity.generate()).encode_frame(a.identity.key, pb.Frame(message=msg), now)
+    a.receive_datagram(data, ("198.18.5.5", 7000), now)
+    wire.settle(now)
+    wait = a._receipt_waits.timeout(b.address)  # 4 s: doubled by the first one
+    wire.tick(now + wait + 0.1)
+    (ping,) = [q for q in a._queries.values() if q.kind == "ping"]
+    assert ping.peer_key == b.identity.key
+    failures = entry.failures
+    wire.tick(now + wait + RECEIPT_TIMEOUT_S + 0.2)
+    assert ping not in a._queries.values() and entry.failures == failures + 1
+
+    # The same with the receipt arriving: no ping, no failure.
+    silent = False
     wire.drop = None
-    a.send_text(Identity.generate().public, "confirmed", T0 + 10)
-    wire.settle(T0 + 10)
-    wire.tick(T0 + 10 + RECEIPT_TIMEOUT_S + 0.1)
-    assert entry.failures == 0
+    b_seen = entry.last_seen
+    a.send_text(Identity.generate().public, "confirmed", T0 + 20)
+    wire.settle(T0 + 20)
+    pings = a.stats.sent_by_kind["ping"]
+    wire.tick(T0 + 20 + RECEIPT_TIMEOUT_S + 0.1)
+    assert entry.failures == 0 and entry.last_seen > b_seen
+    assert a.stats.sent_by_kind["ping"] == pings

@@ -166,6 +166,10 @@ EXPIRY_JITTER_UNITS = 1
 # with this probability, else relays it normally (docs/PROTOCOL.md, "7.2"; bench/origin.py).
 STEM_FORWARD = 0.5
 QUERY_TIMEOUT_S = 2.0
+# A peer whose receipt wait ran out is pinged to learn whether it is alive, unless it
+# was heard from this lately (docs/PROTOCOL.md, "7.2", "Receipt wait"): a datagram of its
+# own within a query's timeout shows as much as the pong would.
+ALIVE_HEARD_S = QUERY_TIMEOUT_S
 HOUSEKEEPING_INTERVAL_S = 30.0
 REBOOTSTRAP_INTERVAL_S = 5.0
 # Restored relay items wait this long after a restart before their next relay.
@@ -174,6 +178,10 @@ RESTORE_GRACE_S = 5.0
 SLEEP_GAP_S = 30.0
 # Our own queries (lookups, liveness pings) outstanding at most.
 PENDING_QUERIES_MAX = 1024
+# Liveness pings out at once, at most: a quarter of our query table, so that junk
+# addressed to every node we know (each ping is one peer's) never leaves lookups without
+# a slot. A wait that runs out while it is full checks nothing; the next one will.
+ALIVE_CHECKS_MAX = PENDING_QUERIES_MAX // 4
 # Requests held until their sender's address is validated: pairs (one per key, the
 # oldest forgotten first), and requests per pair. Validation itself needs no state.
 DEFERRED_PAIRS_MAX = 256
@@ -463,6 +471,10 @@ class Node:
         # Recipients met by a lookup ``until_found`` but not in the table, by address: at
         # every endpoint where they answered (a Sybil may relay for them at one of them).
         self._direct: OrderedDict[bytes, dict[Endpoint, NodeEntry]] = OrderedDict()
+        # Liveness pings after a receipt wait ran out (``_check_alive``), by address, until
+        # their deadline: one at a time per peer, ALIVE_CHECKS_MAX in all, and only to
+        # peers we route to (the table, a punched pair, a recipient met in person).
+        self._alive_checks: OrderedDict[bytes, float] = OrderedDict()
         # Nodes entries as parsed (by their fields) and as written (by node and endpoint).
         self._candidates: dict[tuple[bytes, bytes, int], Candidate | None] = {}
         self._node_infos: dict[tuple[bytes, Endpoint], bytes] = {}
@@ -2007,7 +2019,8 @@ class Node:
         if punched:
             # Our text to a contact we punched a hole to goes straight there, and to no
             # relay (docs/PROTOCOL.md, "12.6"): the recipient knows us anyway. If the
-            # hole closed, the missing receipt drops the pair and the retry takes the stem.
+            # hole closed, the ping after the missing receipt goes unanswered, which drops
+            # the pair (``_check_alive``), and the next retry takes the stem.
             for node in self._with_target([], entry, skip_holders=False):
                 self._send_item(entry, node.key, node.endpoint, now, budgeted=True)
         elif stem_peer is not None:
@@ -2246,7 +2259,10 @@ class Node:
         self._send_encoded(key, endpoint, body, plaintext, now)
         self._punch.used(address, now)
         if ours:
-            self._receipt_waits.sent(address, entry.key, now, entry, endpoint)
+            # Per-peer memory only for a proven pair: an answer to a copy from a forged
+            # source must not evict what honest peers' receipts taught us (receipts.py).
+            tracked = self._is_validated(key, endpoint, address)
+            self._receipt_waits.sent(address, entry.key, now, entry, endpoint, tracked=tracked)
 
     def _item_frame(self, entry: Entry, stem: bool) -> tuple[str, bytes]:
         """The kind and serialized ``Frame`` carrying ``entry`` (a message with ``stem``
@@ -2442,10 +2458,43 @@ class Node:
                 break
             del self._hellos[challenge]
         for address in self._receipt_waits.overdue(now):
-            self._peer_failed(address, now)
+            self._check_alive(address, now)
+
+    def _check_alive(self, address: bytes, now: float) -> None:
+        """A receipt wait of ``address`` ran out: ping it where we route to it, and let
+        only the ping's timeout count (docs/PROTOCOL.md, "7.2", "Receipt wait").
+
+        A wait that runs out is about the item: a node refuses junk, and honest items
+        over its caps, without a receipt (spec 8.1), so counting it as a failure made
+        any node "bad" at a relay handed three junk messages addressed to it, and out
+        of the relay's table. The item's own retries go on as before. No ping while one
+        to the peer is out or the peer was heard from lately, and none to a peer we do
+        not route to (the origin of a message we send the ack back to): nothing counts
+        against it anyway."""
+        checks = self._alive_checks
+        while checks:
+            first, deadline = next(iter(checks.items()))
+            if deadline > now:
+                break
+            del checks[first]
+        if address in checks or len(checks) >= ALIVE_CHECKS_MAX:
+            return
+        known = self._table.get(address)
+        if known is not None and now - known.last_seen < ALIVE_HEARD_S:
+            return
+        at = self._punch.hop(address)
+        if at is None and known is not None:
+            at = (known.key, known.endpoint)
+        if at is None:
+            for met in self._direct.get(address, {}).values():
+                at = (met.key, met.endpoint)
+                break
+        if at is not None and not self._own_queries_full():
+            checks[address] = now + QUERY_TIMEOUT_S
+            self._ping(at[0], at[1], now)
 
     def _peer_failed(self, address: bytes, now: float) -> None:
-        """A query or item went unanswered: count it; the table may drop the node."""
+        """A query went unanswered: count it; the table may drop the node."""
         self._direct.pop(address, None)
         self._punch.drop(address)
         removed = self._table.record_failure(address, now)

@@ -431,7 +431,8 @@ class Punching:
         return None if pair is None else (pair.key, pair.endpoint)
 
     def drop(self, address: bytes) -> None:
-        """A text sent over the pair got no receipt: the hole closed, use relays again."""
+        """The contact did not answer a ping after a text sent over the pair got no
+        receipt (``Node._check_alive``): the hole closed, use relays again."""
         if self.pairs.pop(address, None) is not None:
             self._changed()
 

@@ -7,10 +7,13 @@ the first has waited ``RECEIPT_DELAY_S`` for a busy one, at once when the next i
 not fit (``RECEIPT_IDS_BYTES``) or more than ``RECEIPT_PAIRS_MAX`` pairs are owed one.
 
 **Awaited.** docs/PROTOCOL.md, "7.2 Message ids and relaying", "Receipt wait". Every item we send a
-peer awaits that peer's ``Receipt``; a wait that runs out counts one failure against the
-peer (three in a row evict it for a replacement, ``RoutingTable.record_failure``), and
-while a wait runs, the item is not sent to that peer again: a copy sent before the
-receipt could have come back is a duplicate, not a retry.
+peer awaits that peer's ``Receipt``, and while a wait runs, the item is not sent to that
+peer again: a copy sent before the receipt could have come back is a duplicate, not a
+retry. A wait that runs out is a signal about the item, not the peer's liveness: a node
+refuses junk and items over its caps without a receipt (spec 8.1), so counting it as a
+failure let anyone make a node "bad" at its relays by handing them junk addressed to it.
+The node only checks the peer's liveness with a ping (``Node._check_alive``), whose own
+timeout counts.
 
 The wait is the peer's own retransmission timeout, computed as TCP computes it (RFC
 6298, section 2) from the delays of its receipts: at least ``RECEIPT_TIMEOUT_S``, which
@@ -22,7 +25,14 @@ which fed the overload that made it late (the retry storm of bench/RESULTS.md, "
 item sent to the peer more than once says nothing about which copy it answers, and is
 not measured; instead every wait that runs out doubles the peer's next waits (section
 5.5) until a receipt is measured again. A peer that never sends a receipt gives no
-sample: it fails at 2 s, then 4 s, 8 s, ... after each item, and is routed around.
+sample: its waits run out at 2 s, then 4 s, 8 s, ... after each item.
+
+Per-peer state is kept only for items sent to validated (key, endpoint) pairs
+(``tracked``): an answer to a copy from a source nobody proved (a forger writes any, with
+fresh keys) is awaited, and its receipt makes a holder, but it measures nothing and its
+running out leaves nothing behind, so that forged copies cannot flush what honest peers'
+receipts taught us. Measured delays and the backoff of peers never measured are kept in
+separate tables, so that the second cannot push the first out.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from comm_tui.protocol.admission import wide_network
 from comm_tui.protocol.routing import Endpoint, origin_network
 
 # docs/PROTOCOL.md, "4. Frames": the receipts owed to one peer in one pump go as one
@@ -65,16 +76,23 @@ RECEIPT_TIMEOUT_S = 2.0
 # RFC 6298 (2.4) asks for a maximum of at least 60 s.
 RECEIPT_TIMEOUT_MAX_S = 60.0
 # Peers whose receipt delays we remember (least recently measured forgotten first), and
-# (peer, item) pairs whose wait ran out, remembered so that a copy sent again is known
+# as many validated peers never measured whose waits ran out (their doubled wait, in a
+# table of their own: validated pairs cost a real address each, but as no receipt is
+# needed to fill it, it must not evict a measured peer); and (peer, item) pairs whose
+# wait ran out, remembered so that a copy sent again is known
 # to be a second one (Karn's rule) after the first wait was forgotten, and so that a
 # late receipt still counts (docs/PROTOCOL.md, "7.2"). At most TIMED_OUT_PAIRS_PER_NETWORK
 # of them per network of origin of the endpoint the item went to (the oldest of that
 # network forgotten first): keys are free, and one network whose nodes never answer
 # (targets of items it made us store, say) would otherwise flush every honest peer's
-# late receipt, whose item then went to it again.
+# late receipt, whose item then went to it again. All of it only for validated pairs
+# (``ReceiptWaits.sent``, ``tracked``): a forged source is free. And at most
+# TIMED_OUT_PAIRS_PER_WIDE_NETWORK per wide network (admission.wide_network): validated
+# pairs are cheap in /48s, and 17 of one IPv6 /32 held 256 each, past the 4,096 in all.
 RECEIPT_PEERS_MAX = 4096
 TIMED_OUT_PAIRS_MAX = 4096
 TIMED_OUT_PAIRS_PER_NETWORK = 256
+TIMED_OUT_PAIRS_PER_WIDE_NETWORK = 1024
 # RFC 6298, section 2: the gains of the smoothed delay and of its variation, and K.
 _ALPHA = 1 / 8
 _BETA = 1 / 4
@@ -94,6 +112,9 @@ class Receipt(NamedTuple):
 
 
 _NONE: tuple[Receipt, ...] = ()
+# Wide networks' names in ``ReceiptWaits._timed_out_by_net``, apart from networks' (on
+# loopback both are the host and port).
+_WIDE = "wide "
 
 
 @dataclass(slots=True)
@@ -253,6 +274,7 @@ class _Wait:
     timeout: float  # the peer's wait when it was sent
     item: object  # what was sent: a newer item under the same key is not awaited
     endpoint: Endpoint | None  # where: a recipient met at several endpoints gets it at each
+    tracked: bool  # sent to a validated pair: measured, and remembered when it runs out
 
 
 class ReceiptWaits:
@@ -263,8 +285,11 @@ class ReceiptWaits:
         # (deadline, address, key), with stale entries left in until they reach the top.
         self._deadlines: list[tuple[float, bytes, bytes]] = []
         self._peers: OrderedDict[bytes, _Peer] = OrderedDict()
-        # Timed-out pairs, oldest first, with the network each went to; and per network.
-        self._timed_out: OrderedDict[tuple[bytes, bytes], str] = OrderedDict()
+        # The wait of validated peers never measured, doubled by waits that ran out.
+        self._backed_off: OrderedDict[bytes, float] = OrderedDict()
+        # Timed-out pairs, oldest first, with the network and wide network each went to;
+        # and per network and per wide network (``_WIDE`` before its name).
+        self._timed_out: OrderedDict[tuple[bytes, bytes], tuple[str, str]] = OrderedDict()
         self._timed_out_by_net: dict[str, OrderedDict[tuple[bytes, bytes], None]] = {}
 
     def __len__(self) -> int:
@@ -273,14 +298,35 @@ class ReceiptWaits:
     def timeout(self, address: bytes) -> float:
         """How long a receipt from ``address`` is awaited (RFC 6298's RTO, clamped)."""
         peer = self._peers.get(address)
-        return RECEIPT_TIMEOUT_S if peer is None else peer.rto
+        if peer is not None:
+            return peer.rto
+        return self._backed_off.get(address, RECEIPT_TIMEOUT_S)
 
-    def _peer(self, address: bytes) -> _Peer:
-        peer = self._peers.pop(address, None) or _Peer()
+    def _measured(self, address: bytes) -> _Peer:
+        """``address``'s state, made the most recent; a first measurement ends the backoff
+        of a peer never measured before (its sample sets the wait)."""
+        peer = self._peers.pop(address, None)
+        if peer is None:
+            self._backed_off.pop(address, None)
+            peer = _Peer()
         self._peers[address] = peer
         if len(self._peers) > RECEIPT_PEERS_MAX:
             self._peers.popitem(last=False)
         return peer
+
+    def _back_off(self, address: bytes, timeout: float) -> None:
+        """A tracked wait of ``timeout`` for ``address`` ran out: double its wait, once
+        per wait in force (RFC 6298, 5.5)."""
+        peer = self._peers.get(address)
+        if peer is not None:
+            if timeout >= peer.rto:
+                peer.rto = min(RECEIPT_TIMEOUT_MAX_S, 2 * peer.rto)
+            return
+        backed_off = self._backed_off
+        rto = backed_off.pop(address, RECEIPT_TIMEOUT_S)
+        backed_off[address] = min(RECEIPT_TIMEOUT_MAX_S, 2 * rto) if timeout >= rto else rto
+        if len(backed_off) > RECEIPT_PEERS_MAX:
+            backed_off.popitem(last=False)
 
     def awaiting(
         self,
@@ -309,15 +355,19 @@ class ReceiptWaits:
         now: float,
         item: object = None,
         endpoint: Endpoint | None = None,
+        *,
+        tracked: bool = True,
     ) -> None:
         """``item``, stored under ``key``, went to ``address`` at ``endpoint``: await its
-        receipt (again)."""
+        receipt (again). ``tracked``: ``endpoint`` is a validated pair of the peer's, so
+        the wait may measure its delay and leave a backoff and a timed-out pair when it
+        runs out; an untracked wait only makes a holder of a receipt while it is open."""
         pair = (address, key)
         resent = pair in self._waits or pair in self._timed_out
         self._forget_timed_out(pair)
         timeout = self.timeout(address)
         deadline = now + timeout
-        self._waits[pair] = _Wait(now, deadline, resent, timeout, item, endpoint)
+        self._waits[pair] = _Wait(now, deadline, resent, timeout, item, endpoint, tracked)
         heapq.heappush(self._deadlines, (deadline, address, key))
         if len(self._deadlines) > 2 * len(self._waits) + 64:
             # Mostly stale (answered or re-armed): rebuilt from what is awaited.
@@ -326,9 +376,11 @@ class ReceiptWaits:
 
     def received(self, address: bytes, key: bytes, now: float) -> bool:
         """``address`` sent a receipt naming ``key``: stop waiting, and measure the delay
-        if the item went to it once. True if we sent it that item: its wait is open, or
-        ran out lately (a late receipt, the pair among the ``TIMED_OUT_PAIRS_MAX`` last
-        remembered, and its network's ``TIMED_OUT_PAIRS_PER_NETWORK``). False for an
+        if the item went to it once, at a validated pair (``tracked``). True if we sent
+        it that item: its wait is open, or ran out lately (a late receipt, the pair
+        among the ``TIMED_OUT_PAIRS_MAX`` last remembered, its network's
+        ``TIMED_OUT_PAIRS_PER_NETWORK`` and its wide network's
+        ``TIMED_OUT_PAIRS_PER_WIDE_NETWORK``; never for an untracked wait). False for an
         item we never sent it, or whose wait was forgotten: such a receipt must not make
         the peer a holder (docs/PROTOCOL.md, "7.2", "Receipt wait"), else Sybils told an
         item's id by one colluder could claim to hold it and stop its replication. One
@@ -337,10 +389,10 @@ class ReceiptWaits:
         wait = self._waits.pop(pair, None)
         if wait is None:
             return pair in self._timed_out
-        if wait.resent:
+        if wait.resent or not wait.tracked:
             return True
         sample = max(0.0, now - wait.sent_at)
-        peer = self._peer(address)
+        peer = self._measured(address)
         if peer.srtt is None:  # RFC 6298 (2.2): the first measurement
             peer.srtt, peer.rttvar = sample, sample / 2
         else:  # (2.3)
@@ -369,37 +421,47 @@ class ReceiptWaits:
         return None
 
     def overdue(self, now: float) -> list[bytes]:
-        """The waits that ran out by ``now``, forgotten; one peer address per wait.
+        """The tracked waits that ran out by ``now``, forgotten; one peer address per wait
+        (untracked ones are only forgotten).
 
         Each doubles the peer's wait (RFC 6298, 5.5) until a receipt is measured; once
         per wait in force, so a burst of items to a dead peer doubles it once."""
-        failed: list[bytes] = []
+        late: list[bytes] = []
         while (deadline := self.next_deadline()) is not None and deadline <= now:
             _, address, key = heapq.heappop(self._deadlines)
             wait = self._waits.pop((address, key))
+            if not wait.tracked:
+                continue
             self._remember_timed_out((address, key), wait.endpoint)
-            peer = self._peer(address)
-            if wait.timeout >= peer.rto:
-                peer.rto = min(RECEIPT_TIMEOUT_MAX_S, 2 * peer.rto)
-            failed.append(address)
-        return failed
+            self._back_off(address, wait.timeout)
+            late.append(address)
+        return late
 
     def _remember_timed_out(self, pair: tuple[bytes, bytes], endpoint: Endpoint | None) -> None:
-        """Keep ``pair``, whose wait ran out, within the bounds per network and in all."""
-        network = "" if endpoint is None else origin_network(endpoint)
-        self._timed_out[pair] = network
-        of_network = self._timed_out_by_net.setdefault(network, OrderedDict())
-        of_network[pair] = None
-        if len(of_network) > TIMED_OUT_PAIRS_PER_NETWORK:
-            self._forget_timed_out(next(iter(of_network)))
+        """Keep ``pair``, whose wait ran out, within the bounds per network, per wide
+        network and in all."""
+        if endpoint is None:
+            network, wide = "", _WIDE
+        else:
+            network, wide = origin_network(endpoint), _WIDE + wide_network(endpoint)
+        self._timed_out[pair] = (network, wide)
+        for name, bound in (
+            (network, TIMED_OUT_PAIRS_PER_NETWORK),
+            (wide, TIMED_OUT_PAIRS_PER_WIDE_NETWORK),
+        ):
+            of_network = self._timed_out_by_net.setdefault(name, OrderedDict())
+            of_network[pair] = None
+            if len(of_network) > bound:
+                self._forget_timed_out(next(iter(of_network)))
         if len(self._timed_out) > TIMED_OUT_PAIRS_MAX:
             self._forget_timed_out(next(iter(self._timed_out)))
 
     def _forget_timed_out(self, pair: tuple[bytes, bytes]) -> None:
-        network = self._timed_out.pop(pair, None)
-        if network is None:
+        names = self._timed_out.pop(pair, None)
+        if names is None:
             return
-        of_network = self._timed_out_by_net[network]
-        del of_network[pair]
-        if not of_network:
-            del self._timed_out_by_net[network]
+        for name in names:
+            of_network = self._timed_out_by_net[name]
+            del of_network[pair]
+            if not of_network:
+                del self._timed_out_by_net[name]
