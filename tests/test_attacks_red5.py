@@ -49,12 +49,6 @@ def _sent_to(node: Node, endpoint: Endpoint) -> int:
 # ------------------------------------------- 1. the 3x credit is per endpoint, not per pair
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red5: a validated peer's own traffic is credit for answers to forged requests "
-    "from fresh keys at its endpoint (admission.AddressValidator.received counts every "
-    "datagram, per endpoint): a 120-byte FindNode draws 558 bytes at the victim",
-)
 def test_a_peers_own_traffic_is_no_credit_for_a_forgers_requests() -> None:
     """Spec 5.1: to an endpoint not validated for the key concerned, a node sends at most
     3x the bytes that arrived from that endpoint (RFC 9000 8.1). The credit is kept per

@@ -3,7 +3,7 @@
 
 Before, a FindNode from a pair not validated yet waited for a validation round trip
 (Ping, Pong, then Nodes): 4 datagrams and two round trips where Kademlia needs 2 and
-one. Now the answer goes at once when it fits the 3x credit of the source endpoint
+one. Now the answer goes at once when it fits the 3x credit of its (key, endpoint) pair
 (QUIC's rule, RFC 9000 section 8.1), which a FindNode padded to
 ``FIND_NODE_FIRST_CONTACT_BYTES`` always has. What the tests hold: the sizes that make
 this true, the answer at once, the fallback to validation when the answer does not

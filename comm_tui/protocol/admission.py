@@ -9,8 +9,9 @@ Two rules live here (docs/PROTOCOL.md, "Admission"):
   Nodes answer to our FindNode). The challenges peers make us send are stateless (a
   keyed hash of key, endpoint and time, like QUIC's retry tokens), so forged sources
   cannot fill a table of outstanding validations. Until validation, what we send to
-  the endpoint is limited to ``AMPLIFICATION_FACTOR`` times the bytes it sent us, as
-  QUIC limits a server before address validation (RFC 9000, section 8.1). The node
+  the pair is limited to ``AMPLIFICATION_FACTOR`` times the bytes that pair sent us, as
+  QUIC limits a server before address validation (RFC 9000, section 8.1, which counts
+  per connection: the pair here). The node
   additionally keeps answers larger than their request (pushes, fetched items) for
   validated pairs, but answers a FindNode at once when its Nodes answer fits that
   limit (a first contact), and inserts only validated pairs into its routing table.
@@ -41,8 +42,10 @@ from collections import OrderedDict
 from comm_tui.protocol.routing import IP_PREFIX_CACHE_HOSTS, Endpoint, origin_network
 
 AMPLIFICATION_FACTOR = 3
-# Unvalidated endpoints whose byte credit we remember, and the most credit one can hold.
-CREDIT_ENDPOINTS = 8192
+# Unvalidated (key, endpoint) pairs whose byte credit we remember (as many as there were
+# endpoints when credit was kept per endpoint: a first contact needs it for one round
+# trip), and the most credit one can hold.
+CREDIT_PAIRS = 8192
 MAX_CREDIT_BYTES = AMPLIFICATION_FACTOR * 64 * 1024
 # Validated (key, endpoint) pairs in all, per wide network and per network of origin
 # (docs/PROTOCOL.md, "5.1 Address validation"): a host owns 65,535 ports and any number
@@ -162,7 +165,7 @@ class _Wide:
 
 class AddressValidator:
     """Validated (key, endpoint) pairs, stateless challenges to validate more, and the
-    byte credit of endpoints not yet validated."""
+    byte credit of pairs not yet validated."""
 
     def __init__(self, now: float) -> None:
         # Pair -> its network of origin and wide network; per network, its pairs least
@@ -173,7 +176,7 @@ class AddressValidator:
         self._networks: dict[str, OrderedDict[tuple[bytes, Endpoint], None]] = {}
         self._wides: dict[str, _Wide] = {}
         self._wides_by_count = _ByCount()
-        self._credit: OrderedDict[Endpoint, int] = OrderedDict()
+        self._credit: OrderedDict[tuple[bytes, Endpoint], int] = OrderedDict()
         self._challenges = RotatingMac(CHALLENGE_ROTATE_S, CHALLENGE_BYTES, now)
 
     def challenge(self, key: bytes, endpoint: Endpoint, now: float) -> bytes:
@@ -187,11 +190,20 @@ class AddressValidator:
         self.validate(key, endpoint)
         return True
 
-    def received(self, endpoint: Endpoint, size: int) -> None:
-        """Count ``size`` bytes that arrived from ``endpoint`` toward what we may send back."""
-        credit = self._credit.pop(endpoint, 0)
-        self._credit[endpoint] = min(MAX_CREDIT_BYTES, credit + AMPLIFICATION_FACTOR * size)
-        if len(self._credit) > CREDIT_ENDPOINTS:
+    def received(self, key: bytes, endpoint: Endpoint, size: int) -> None:
+        """Count ``size`` bytes that ``key`` sent (or someone sent in its name) from
+        ``endpoint`` toward what we may send back to that pair before it is validated.
+
+        Per pair, not per endpoint (docs/PROTOCOL.md, "5.1"): anyone can write a
+        victim's endpoint as its source, so credit that a peer's own datagrams earned
+        there would pay for our answers to a forger's requests under another key
+        (red5, finding 8). The caller counts only datagrams of pairs not validated: a
+        validated pair spends no credit.
+        """
+        pair = (key, endpoint)
+        credit = self._credit.pop(pair, 0)
+        self._credit[pair] = min(MAX_CREDIT_BYTES, credit + AMPLIFICATION_FACTOR * size)
+        if len(self._credit) > CREDIT_PAIRS:
             self._credit.popitem(last=False)
 
     def is_validated(self, key: bytes, endpoint: Endpoint) -> bool:
@@ -250,15 +262,17 @@ class AddressValidator:
         if not wide.pairs:
             del self._wides[wide_name]
 
-    def spend(self, endpoint: Endpoint, size: int) -> bool:
-        """Take ``size`` bytes of credit for a datagram to an unvalidated endpoint.
+    def spend(self, key: bytes, endpoint: Endpoint, size: int) -> bool:
+        """Take ``size`` bytes of credit for a datagram to ``key`` at ``endpoint``, a pair
+        not validated.
 
-        False, taking nothing, when the endpoint has not sent us enough to cover it.
+        False, taking nothing, when the pair has not sent us enough to cover it.
         """
-        credit = self._credit.get(endpoint, 0)
+        pair = (key, endpoint)
+        credit = self._credit.get(pair, 0)
         if credit < size:
             return False
-        self._credit[endpoint] = credit - size
+        self._credit[pair] = credit - size
         return True
 
 

@@ -940,7 +940,6 @@ class Node:
         self._proven = None
         addr = normalize_endpoint(addr)
         self._now = now
-        self._addresses.received(addr, len(data))
         try:
             self._receive(data, addr, now)
         except Rejected as rejected:
@@ -1001,14 +1000,18 @@ class Node:
         trusted = (
             kind == "boxed" and peer is not None and self._is_validated(key, addr, peer.address)
         )
-        if not trusted and not self._datagram_limit.allow(addr, now):
-            raise Rejected("rate_limited")
+        if not trusted:
+            # The pair's 3x credit (docs/PROTOCOL.md, "5.1"), counted even if refused
+            # below; a validated pair needs none.
+            self._addresses.received(key, addr, len(data))
+            if not self._datagram_limit.allow(addr, now):
+                raise Rejected("rate_limited")
         if kind == "cookie_reply":
             assert packet is not None  # read_boxed reads boxed packets only
             self._on_cookie_reply(packet.cookie_reply, addr, now)
             return
         if peer is None and not self._established(key):
-            self._admit_new_key(cookie, data, addr, now)
+            self._admit_new_key(key, cookie, data, addr, now)
         if kind == "hello":
             assert packet is not None
             hello = codec.open(packet, now).hello
@@ -1028,7 +1031,7 @@ class Node:
         try:
             if body in _NEEDS_VALIDATION and not self._is_validated(sender.key, addr):
                 # The answer would be larger than the request: only for a proven address,
-                # or a FindNode whose answer fits the address's 3x credit (first contact).
+                # or a FindNode whose answer fits the pair's 3x credit (first contact).
                 answered_at_once = body == "find_node" and self._answer_first_contact(
                     sender, frame.find_node, addr, now
                 )
@@ -1047,8 +1050,10 @@ class Node:
             if sends:
                 self._send_all(sends, now)
 
-    def _admit_new_key(self, cookie: bytes, data: bytes, addr: Endpoint, now: float) -> None:
-        """May a packet from a key we have no box for cost us a key agreement?
+    def _admit_new_key(
+        self, key: bytes, cookie: bytes, data: bytes, addr: Endpoint, now: float
+    ) -> None:
+        """May a packet from ``key``, one we have no box for, cost us a key agreement?
 
         Yes while the node-wide budget lasts. Past it (a flood of first contacts), only
         with a cookie proving the source address, and then within a budget per network
@@ -1061,7 +1066,7 @@ class Node:
                 return
             raise Rejected("new_key_rate")
         reply = self._codec.encode_cookie_reply(self._cookie_jar.cookie(addr, now), echo_of(data))
-        if self._addresses.spend(addr, len(reply)):
+        if self._addresses.spend(key, addr, len(reply)):
             self._emit(reply, addr, now, remember=False)
         raise Rejected("cookie_required")
 
@@ -1296,12 +1301,13 @@ class Node:
         self, sender: PublicIdentity, find: pb.FindNode, addr: Endpoint, now: float
     ) -> bool:
         """Answer a FindNode from an unvalidated pair at once if the answer fits the
-        endpoint's credit (3x the bytes it sent us, QUIC's rule, RFC 9000 section 8.1);
+        pair's credit (3x the bytes it sent us, QUIC's rule, RFC 9000 section 8.1);
         False, having sent nothing, when it does not (docs/PROTOCOL.md, "5.1", "First
         contact"): the caller validates the address first, as for other requests.
 
-        The credit is per source endpoint and counts every byte that came from it, so
-        forged sources get at most 3x what their forger sent, each and in all. A FindNode
+        The credit is per (key, endpoint) pair and counts every byte that came from it,
+        so forged sources get at most 3x what their forger sent, each and in all, and
+        never what the endpoint's own traffic under another key earned. A FindNode
         padded to ``FIND_NODE_FIRST_CONTACT_BYTES`` covers the largest answer; the
         validation round trip it saves is most of what a lookup's first contacts cost.
         """
@@ -2513,7 +2519,7 @@ class Node:
         if (
             not probe
             and not self._is_validated(key, endpoint)
-            and not self._addresses.spend(endpoint, len(data))
+            and not self._addresses.spend(key, endpoint, len(data))
         ):
             self._stats.withheld += count_withheld
             return False
