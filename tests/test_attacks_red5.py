@@ -408,12 +408,6 @@ def test_copies_of_an_ack_from_fresh_keys_do_not_grow_its_entry_without_bound() 
 # --------------------------- 8. an attached client's allowance spent by forged datagrams
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red5: a validated pair outside the routing table (an attached client) is "
-    "rate limited by source address once its box left the 4,096-key cache (Node._receive, "
-    "trusted needs a cached box): forged datagrams from its endpoint spend its allowance",
-)
 def test_forged_datagrams_cannot_spend_an_attached_clients_allowance() -> None:
     """Spec 5.4: "junk forged 'from' a peer must not spend that peer's allowance, which
     is why a known key at its validated endpoint is not limited by its address" (by
@@ -449,6 +443,31 @@ def test_forged_datagrams_cannot_spend_an_attached_clients_allowance() -> None:
     keepalive = pb.Frame(attach=pb.Attach(challenge=b"k" * 16, interval_s=60), client=True)
     relay.receive_datagram(client.encode_frame(relay.identity.key, keepalive, now), at, now)
     assert relay.stats.rejected["rate_limited"] == refused
+
+
+def test_fresh_keys_cannot_make_an_attached_client_wait_for_the_new_key_budget() -> None:
+    """Finding 6, the other half: trusted by its validated pair, the client's datagrams
+    skip its endpoint's bucket, but a box pushed out of the cache by 4,097 fresh keys
+    must be agreed again, within the new-key budget the flood spent: past it the
+    client's keep-alive got a cookie reply, not its answer. Its boxes are pinned while
+    it is attached, as a table peer's are (spec 5.3, 12.4)."""
+    relay = _node(1)
+    now = T0
+    client = Codec(Identity.from_seed(b"c" * 32))
+    at = ("198.51.100.20", 40000)
+    _attach(client, relay, at, now)
+    for i in range(4097):
+        now += 0.0006
+        fresh = Codec(Identity.from_seed(b"f" + i.to_bytes(31, "big")))
+        data = fresh.encode_frame(relay.identity.key, pb.Frame(receipt=pb.Receipt()), now)
+        relay.receive_datagram(data, (f"203.0.{i // 256}.{i % 256}", 6000), now)
+    relay.datagrams_to_send()
+    relay._new_keys.tokens = 0  # the flood goes on: no budget left
+    relay._new_keys.rate_per_s = 0
+    keepalive = pb.Frame(attach=pb.Attach(challenge=b"k" * 16, interval_s=60), client=True)
+    relay.receive_datagram(client.encode_frame(relay.identity.key, keepalive, now), at, now)
+    answers = _frames_to(client, relay.datagrams_to_send(), at)
+    assert [f.pong.challenge for f in answers if f.HasField("pong")] == [b"k" * 16]
 
 
 # ------------------------------------- 9. Nodes entries aimed at our own machine or LAN

@@ -86,6 +86,7 @@ from comm_tui.protocol.admission import (
 from comm_tui.protocol.codec import (
     CLIENT_FLAG,
     MAX_CLOCK_SKEW_S,
+    PIN_ATTACHED,
     Codec,
     Rejected,
     receipt_frame,
@@ -512,6 +513,8 @@ class Node:
                 lookup=self.lookup,
                 push_waiting=self._push_waiting,
                 attach_query=self._attach_query,
+                pin_client=lambda key: self._codec.pin(key, PIN_ATTACHED),
+                unpin_client=lambda key, now: self._codec.unpin(key, now, PIN_ATTACHED),
                 no_helpers_retry_s=REBOOTSTRAP_INTERVAL_S,
             ),
             now,
@@ -993,12 +996,14 @@ class Node:
         peer = codec.peer(key)  # nothing below changes it before the box is opened
         # The rate limit counts what a sender can be held to. A source address is not:
         # junk forged "from" a peer would spend the peer's allowance and silence it. So
-        # a known key at its validated address is limited by key alone, once its datagram
-        # has proved to be its own (opening a box with a cached key is cheap); everything
-        # else by source address, before it costs us anything more than a parse, and by
-        # key too once opened (below).
-        trusted = (
-            kind == "boxed" and peer is not None and self._is_validated(key, addr, peer.address)
+        # a key at its validated address is limited by key alone, once its datagram has
+        # proved to be its own (opening a box is cheap: the boxes of table peers and
+        # attached clients are pinned); everything else by source address, before it
+        # costs us anything more than a parse, and by key too once opened (below). Not
+        # "a key whose box is cached": fresh keys push any box out of the cache (red5,
+        # finding 6).
+        trusted = kind == "boxed" and self._is_validated(
+            key, addr, None if peer is None else peer.address
         )
         if not trusted:
             # The pair's 3x credit (docs/PROTOCOL.md, "5.1"), counted even if refused

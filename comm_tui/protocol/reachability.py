@@ -21,7 +21,7 @@ from __future__ import annotations
 import heapq
 import ipaddress
 from collections import Counter, OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -514,9 +514,13 @@ class AttachTable:
     Bounded per key (one entry per address), per network of origin and in all. Past a
     bound the least recently refreshed client of the network holding the most entries
     gives way, so a flood from one network only ever evicts its own.
+
+    ``left(key, now)`` is told of every client that leaves (evicted or expired): the
+    node pins an attached client's boxes while it is attached (docs/PROTOCOL.md, "5.3").
     """
 
-    def __init__(self) -> None:
+    def __init__(self, left: Callable[[bytes, float], None] | None = None) -> None:
+        self._left = left
         self._clients: OrderedDict[bytes, AttachedClient] = OrderedDict()
         self._per_network: dict[str, int] = {}
         self._echoes: list[tuple[float, bytes]] = []  # (due, address), lazily pruned
@@ -550,23 +554,25 @@ class AttachTable:
         self._clients[address] = entry
         self._per_network[network] = self._per_network.get(network, 0) + 1
         if self._per_network[network] > ATTACH_PER_NETWORK:
-            self._evict_from(network)
+            self._evict_from(network, now)
         while len(self._clients) > ATTACH_MAX:
             fullest = max(self._per_network.items(), key=lambda item: item[1])[0]
-            self._evict_from(fullest)
+            self._evict_from(fullest, now)
         return old is None or old.endpoint != endpoint or old.key != key
 
-    def _evict_from(self, network: str) -> None:
+    def _evict_from(self, network: str, now: float) -> None:
         """Forget the least recently refreshed client of ``network``."""
         address = next(a for a, c in self._clients.items() if c.network == network)
-        self._remove(address)
+        self._remove(address, now)
         self.evicted += 1
 
-    def _remove(self, address: bytes) -> None:
+    def _remove(self, address: bytes, now: float) -> None:
         entry = self._clients.pop(address)
         self._per_network[entry.network] -= 1
         if not self._per_network[entry.network]:
             del self._per_network[entry.network]
+        if self._left is not None:
+            self._left(entry.key, now)
 
     def get(self, address: bytes, now: float) -> AttachedClient | None:
         entry = self._clients.get(address)
@@ -607,7 +613,7 @@ class AttachTable:
 
     def expire(self, now: float) -> None:
         for address in [a for a, c in self._clients.items() if c.expires_at <= now]:
-            self._remove(address)
+            self._remove(address, now)
 
 
 # docs/PROTOCOL.md, "12.2": dial-back probes. Helpers asked per round, how long each
