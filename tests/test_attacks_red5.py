@@ -177,12 +177,6 @@ def _attach(peer: Codec, relay: Node, at: Endpoint, now: float) -> None:
     relay.datagrams_to_send()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red5: the attached-clients table has no bound per wide network: 1,040 clients "
-    "from the /48s of one IPv6 /32 evict every honest attached client (reachability."
-    "AttachTable.attach, max over networks of one entry each picks the oldest network)",
-)
 def test_the_48s_of_one_32_cannot_evict_every_honest_attached_client() -> None:
     """Spec 12.4: at most 16 attached clients per network of origin and 1,024 in all; past
     either bound the least recently refreshed of the network holding the most is

@@ -12,8 +12,8 @@ results in:
   of dial-back probes.
 - ``IntervalLearner``: the keep-alive interval, learned from delayed echoes (grow on
   success, shrink on loss, between a floor and a ceiling).
-- ``AttachTable``: a relay's attached clients, bounded per key, per network of origin and
-  in all.
+- ``AttachTable``: a relay's attached clients, bounded per key, per network of origin, per
+  wide network and in all.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
+from comm_tui.protocol.admission import OriginBound, wide_network
 from comm_tui.protocol.routing import Endpoint
 
 ReachabilityKind = Literal["unknown", "public", "cone", "symmetric", "firewalled"]
@@ -65,10 +66,13 @@ ECHO_MAX_DELAY_S = KEEPALIVE_CEILING_S * 1.5
 
 # docs/PROTOCOL.md, "12.4": a relay's attached clients. An entry lives 3 of its client's
 # keep-alive intervals (clamped to floor and ceiling); one per key; per network of
-# origin (a household behind one NAT shares it) and in all, the least recently
-# refreshed of the fullest network gives way.
+# origin (a household behind one NAT shares it), per wide network (16 full networks of
+# one provider, a quarter of the table: one provider's /48s, 65,536 to a /32, evicted
+# every other client) and in all, the least recently refreshed of the fullest network
+# of the fullest wide network gives way.
 ATTACH_LIFETIME_INTERVALS = 3
 ATTACH_PER_NETWORK = 16
+ATTACH_PER_WIDE_NETWORK = 256
 ATTACH_MAX = 1024
 
 
@@ -511,9 +515,11 @@ class AttachedClient:
 class AttachTable:
     """A relay's attached clients, by address (docs/PROTOCOL.md, "12.4").
 
-    Bounded per key (one entry per address), per network of origin and in all. Past a
-    bound the least recently refreshed client of the network holding the most entries
-    gives way, so a flood from one network only ever evicts its own.
+    Bounded per key (one entry per address), per network of origin, per wide network and
+    in all (``OriginBound``): past a bound the least recently refreshed client of the
+    network holding the most entries, within the wide network holding the most, gives
+    way, so a flood from one network, or from the many networks of one provider, only
+    ever evicts its own.
 
     ``left(key, now)`` is told of every client that leaves (evicted or expired): the
     node pins an attached client's boxes while it is attached (docs/PROTOCOL.md, "5.3").
@@ -521,8 +527,10 @@ class AttachTable:
 
     def __init__(self, left: Callable[[bytes, float], None] | None = None) -> None:
         self._left = left
-        self._clients: OrderedDict[bytes, AttachedClient] = OrderedDict()
-        self._per_network: dict[str, int] = {}
+        self._clients: dict[bytes, AttachedClient] = {}
+        self._filed: OriginBound[bytes] = OriginBound(
+            ATTACH_PER_NETWORK, ATTACH_PER_WIDE_NETWORK, ATTACH_MAX
+        )
         self._echoes: list[tuple[float, bytes]] = []  # (due, address), lazily pruned
         self.evicted = 0
 
@@ -530,7 +538,7 @@ class AttachTable:
         return len(self._clients)
 
     def per_network(self, network: str) -> int:
-        return self._per_network.get(network, 0)
+        return self._filed.in_network(network)
 
     def attach(
         self,
@@ -541,36 +549,22 @@ class AttachTable:
         interval_s: float,
         now: float,
     ) -> bool:
-        """Attach or refresh a client; True when it is new or moved to another endpoint
-        (the caller then pushes what waits for it)."""
-        old = self._clients.pop(address, None)
-        if old is not None:
-            self._per_network[old.network] -= 1
-            if not self._per_network[old.network]:
-                del self._per_network[old.network]
+        """Attach or refresh a client (``network``: its endpoint's network of origin);
+        True when it is new or moved to another endpoint (the caller then pushes what
+        waits for it)."""
+        old = self._clients.get(address)
         entry = AttachedClient(key, endpoint, network, now + attach_lifetime(interval_s))
         if old is not None and old.key == key and old.echo_challenge:
             entry.echo_challenge, entry.echo_due = old.echo_challenge, old.echo_due
         self._clients[address] = entry
-        self._per_network[network] = self._per_network.get(network, 0) + 1
-        if self._per_network[network] > ATTACH_PER_NETWORK:
-            self._evict_from(network, now)
-        while len(self._clients) > ATTACH_MAX:
-            fullest = max(self._per_network.items(), key=lambda item: item[1])[0]
-            self._evict_from(fullest, now)
+        for evicted in self._filed.add(address, network, wide_network(endpoint)):
+            self._left_table(evicted, now)
+            self.evicted += 1
         return old is None or old.endpoint != endpoint or old.key != key
 
-    def _evict_from(self, network: str, now: float) -> None:
-        """Forget the least recently refreshed client of ``network``."""
-        address = next(a for a, c in self._clients.items() if c.network == network)
-        self._remove(address, now)
-        self.evicted += 1
-
-    def _remove(self, address: bytes, now: float) -> None:
+    def _left_table(self, address: bytes, now: float) -> None:
+        """``address`` is no longer filed: forget its entry, and tell ``left``."""
         entry = self._clients.pop(address)
-        self._per_network[entry.network] -= 1
-        if not self._per_network[entry.network]:
-            del self._per_network[entry.network]
         if self._left is not None:
             self._left(entry.key, now)
 
@@ -613,7 +607,8 @@ class AttachTable:
 
     def expire(self, now: float) -> None:
         for address in [a for a, c in self._clients.items() if c.expires_at <= now]:
-            self._remove(address, now)
+            self._filed.remove(address)
+            self._left_table(address, now)
 
 
 # docs/PROTOCOL.md, "12.2": dial-back probes. Helpers asked per round, how long each
