@@ -467,12 +467,6 @@ def test_fresh_keys_cannot_make_an_attached_client_wait_for_the_new_key_budget()
 # ------------------------------------- 9. Nodes entries aimed at our own machine or LAN
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red5: a Nodes answer from a peer on a global address may name loopback and "
-    "LAN endpoints (parse_node_info checks only lengths and port 0): the lookup sends "
-    "its FindNodes to 127.0.0.1:11211, 10.0.0.1:161, ...",
-)
 def test_a_global_peer_cannot_aim_our_lookups_at_our_own_machine_or_lan() -> None:
     """Spec 12.2: a dial-back target is "of the asker's own scope ... A stranger on the
     internet can thus never aim probes at Q's own machine or LAN"; spec 12.6 holds a
@@ -511,6 +505,36 @@ def test_a_global_peer_cannot_aim_our_lookups_at_our_own_machine_or_lan() -> Non
         node.receive_datagram(peer.encode_frame(node.identity.key, answer, now), peer_at, now)
     sent_to = {dest for _, dest in node.datagrams_to_send()}
     assert not sent_to & set(aimed)
+
+
+def test_nodes_entries_are_kept_within_the_answerers_scope() -> None:
+    """Finding 10, what stays: entries of the answerer's scope or farther out are
+    candidates as before (an internet peer names internet peers, a LAN peer LAN and
+    internet peers, a loopback one any); nearer to us, or multicast, they are dropped
+    (spec 4, Nodes)."""
+    node = _node(1)
+    named = {
+        "loopback": ("127.0.0.1", 4000),
+        "lan": ("192.168.1.20", 4000),
+        "global": ("93.184.216.40", 4000),
+        "multicast": ("224.0.0.251", 5353),
+    }
+    infos = [
+        pb.NodeInfo(
+            key=Identity.from_seed(bytes([60 + i]) * 32).key,
+            ip=bytes(int(part) for part in host.split(".")),
+            port=port,
+        )
+        for i, (host, port) in enumerate(named.values())
+    ]
+    answer = pb.Nodes(query_id=b"q" * 16, nodes=infos)
+    for answerer, kept in (
+        (("127.0.0.1", 5000), ["loopback", "lan", "global"]),
+        (("192.168.1.2", 5000), ["lan", "global"]),
+        (("93.184.216.34", 4000), ["global"]),
+    ):
+        found = node._parse_nodes(answer, answerer)
+        assert [c.endpoint for c in found] == [named[scope] for scope in kept]
 
 
 # --------------------------------- 10. the acks a node signs for a stranger's texts

@@ -245,7 +245,8 @@ def test_the_parsed_nodes_memo_is_bounded_and_parses_as_before(
     for _ in range(3):  # 40 entries a round, through a memo of 16
         for start in range(1, 41, 8):
             infos = [pb.NodeInfo(key=key, ip=ip, port=p) for p in range(start, start + 8)]
-            found = relay._parse_nodes(pb.Nodes(query_id=QUERY_ID, nodes=[*infos, own, junk]))
+            answer = pb.Nodes(query_id=QUERY_ID, nodes=[*infos, own, junk])
+            found = relay._parse_nodes(answer, ("10.0.0.2", 4000))  # a LAN answerer
             assert found == [parse_node_info(i) for i in infos]
             assert len(relay._candidates) <= 16
 

@@ -120,7 +120,7 @@ from comm_tui.protocol.lookup import FIND_NODE_PADDING, LOOKUP_MAX_QUERIES, Cand
 from comm_tui.protocol.outbox import Outbox, OutboxState
 from comm_tui.protocol.punch import Punching, Send
 from comm_tui.protocol.ratelimit import RateLimiter, TokenBucket
-from comm_tui.protocol.reachability import Reachability
+from comm_tui.protocol.reachability import Reachability, named_endpoint_allowed
 from comm_tui.protocol.reachability_agent import (
     ReachabilityAgent,
     ReachabilityHost,
@@ -1364,13 +1364,18 @@ class Node:
             query.lookup.on_timeout(query.path, query.candidate)
             self._advance_lookup(query.lookup, now)
             raise Rejected("malformed")
-        found = self._parse_nodes(nodes)
+        found = self._parse_nodes(nodes, addr)
         query.lookup.on_response(query.path, query.candidate, found)
         self._advance_lookup(query.lookup, now)
 
-    def _parse_nodes(self, nodes: pb.Nodes) -> list[Candidate]:
+    def _parse_nodes(self, nodes: pb.Nodes, answerer: Endpoint) -> list[Candidate]:
         """The well-formed entries of a Nodes answer but ourselves (``parse_node_info``),
-        memoized by their fields: the same nodes come back in answer after answer."""
+        memoized by their fields: the same nodes come back in answer after answer.
+
+        Only entries of the answerer's scope or farther out (``named_endpoint_allowed``):
+        a lookup sends each a FindNode, so a peer on the internet must not aim them at
+        our own machine or LAN; a LAN peer still names LAN and internet peers, a loopback
+        peer any (docs/PROTOCOL.md, "4", Nodes)."""
         memo, own_key = self._candidates, self.identity.key
         found: list[Candidate] = []
         for info in nodes.nodes:
@@ -1380,7 +1385,11 @@ class Node:
                 if len(memo) >= NODE_INFO_MEMO:
                     memo.clear()
                 candidate = memo[fields] = parse_node_info(info)
-            if candidate is not None and candidate.key != own_key:
+            if (
+                candidate is not None
+                and candidate.key != own_key
+                and named_endpoint_allowed(candidate.endpoint, answerer)
+            ):
                 found.append(candidate)
         return found
 

@@ -129,15 +129,45 @@ def probe_target_allowed(target: Endpoint, asker: Endpoint) -> bool:
     for a peer on such an address. A stranger on the internet must never aim our
     datagrams at our own machine or our LAN (docs/PROTOCOL.md, "12.2").
     """
+    scope = _unicast_scope(target)
+    return scope is not None and scope == _scope_of(asker[0])
+
+
+# Scopes from our own machine outward: a peer may name endpoints of its own scope or
+# farther out, never nearer to us than itself.
+_SCOPE_DISTANCE = {"loopback": 0, "local": 1, "global": 2}
+
+
+def named_endpoint_allowed(target: Endpoint, namer: Endpoint) -> bool:
+    """May a peer speaking from ``namer`` make us send to ``target`` by naming it (an
+    entry of its ``Nodes`` answer, which a lookup sends a FindNode)?
+
+    Only a unicast address of its own scope or farther out: a peer on the internet names
+    internet endpoints, a LAN peer LAN and internet ones, a loopback peer any. So a
+    stranger on the internet never aims our lookups at our own machine or LAN, nor a
+    LAN host at our machine (docs/PROTOCOL.md, "4"), while a LAN peer that knows the
+    internet still brings us there. Looser than ``probe_target_allowed``: a probe
+    tests the asker's own endpoint, a lookup asks whoever the answer names.
+    """
+    scope = _unicast_scope(target)
+    if scope is None:
+        return False
+    namer_scope = _scope_of(namer[0])
+    return namer_scope is not None and _SCOPE_DISTANCE[scope] >= _SCOPE_DISTANCE[namer_scope]
+
+
+def _unicast_scope(target: Endpoint) -> str | None:
+    """The scope of ``target``, or None when it is no unicast IP endpoint (multicast,
+    unspecified, broadcast, port 0)."""
     try:
         ip = ipaddress.ip_address(canonical_host(target[0]))
     except ValueError:
-        return False
+        return None
     if not 0 < target[1] < 65536:
-        return False
+        return None
     if ip.is_multicast or ip.is_unspecified or (ip.version == 4 and ip == _BROADCAST):
-        return False
-    return _scope(ip) == _scope_of(asker[0])
+        return None
+    return _scope(ip)
 
 
 def _scope(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
