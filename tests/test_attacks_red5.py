@@ -22,7 +22,7 @@ from comm_tui.crypto.ack import sign_ack
 from comm_tui.crypto.identity import Identity, PublicIdentity
 from comm_tui.crypto.seal import message_id
 from comm_tui.protocol import wire_pb2 as pb
-from comm_tui.protocol.admission import AMPLIFICATION_FACTOR
+from comm_tui.protocol.admission import AMPLIFICATION_FACTOR, CREDIT_PAIRS
 from comm_tui.protocol.codec import Codec
 from comm_tui.protocol.node import EXPIRY_UNIT_MS, SEALED_BYTES, Node, NodeConfig
 from comm_tui.protocol.receipts import RECEIPT_PEERS_MAX, RECEIPT_TIMEOUT_S
@@ -462,6 +462,36 @@ def test_fresh_keys_cannot_make_an_attached_client_wait_for_the_new_key_budget()
     relay.receive_datagram(client.encode_frame(relay.identity.key, keepalive, now), at, now)
     answers = _frames_to(client, relay.datagrams_to_send(), at)
     assert [f.pong.challenge for f in answers if f.HasField("pong")] == [b"k" * 16]
+
+
+def test_a_validated_pair_whose_box_left_the_cache_still_gets_its_cookie_reply() -> None:
+    """Findings 6 and 8 together: a validated pair earns no 3x credit (it needs none)
+    and is not held to its endpoint's bucket, so when fresh keys pushed its box out of
+    the cache (and what it earned before its validation out of the credit table) and
+    spent the new-key budget, its datagram is answered with the cookie reply that lets
+    its retry in (spec 5.3), not dropped for want of credit."""
+    relay = _node(1)
+    peer = Codec(Identity.from_seed(b"v" * 32))
+    at = ("198.51.100.30", 4000)
+    ping = pb.Frame(ping=pb.Ping(challenge=b"p" * 16), client=True)  # a client: no table
+    relay.receive_datagram(peer.encode_frame(relay.identity.key, ping, T0), at, T0)
+    for frame in _frames_to(peer, relay.datagrams_to_send(), at):
+        if frame.HasField("ping"):
+            pong = pb.Frame(pong=pb.Pong(challenge=frame.ping.challenge), client=True)
+            relay.receive_datagram(peer.encode_frame(relay.identity.key, pong, T0), at, T0)
+    relay.datagrams_to_send()
+    now = T0
+    for i in range(CREDIT_PAIRS + 1):
+        now += 0.0006
+        fresh = Codec(Identity.from_seed(b"g" + i.to_bytes(31, "big")))
+        data = fresh.encode_frame(relay.identity.key, pb.Frame(receipt=pb.Receipt()), now)
+        relay.receive_datagram(data, (f"203.0.{i // 256}.{i % 256}", 6000), now)
+    relay.datagrams_to_send()
+    relay._new_keys.tokens = 0
+    relay._new_keys.rate_per_s = 0
+    relay.receive_datagram(peer.encode_frame(relay.identity.key, ping, now), at, now)
+    sent = [pb.Packet.FromString(data) for data, dest in relay.datagrams_to_send() if dest == at]
+    assert [packet.HasField("cookie_reply") for packet in sent] == [True]
 
 
 # ------------------------------------- 9. Nodes entries aimed at our own machine or LAN

@@ -1071,7 +1071,8 @@ class Node:
                 return
             raise Rejected("new_key_rate")
         reply = self._codec.encode_cookie_reply(self._cookie_jar.cookie(addr, now), echo_of(data))
-        if self._addresses.spend(key, addr, len(reply)):
+        # Smaller than its cause; a validated pair earns no credit and needs none.
+        if self._is_validated(key, addr) or self._addresses.spend(key, addr, len(reply)):
             self._emit(reply, addr, now, remember=False)
         raise Rejected("cookie_required")
 
