@@ -1,6 +1,6 @@
 """Admission before proof (``protocol/admission.py``, docs/PROTOCOL.md, "Admission").
 
-Address validation, the amplification credit of unvalidated endpoints and the cookies of
+Address validation, the amplification credit of unvalidated pairs and the cookies of
 a busy node are each a rule an attacker probes: a challenge or cookie that verifies for
 another key, endpoint or after its lifetime, credit beyond three times what arrived or
 beyond its cap, or tables without bound. The node tests reach these only through whole
@@ -19,7 +19,7 @@ from comm_tui.protocol.admission import (
     CHALLENGE_ROTATE_S,
     COOKIE_BYTES,
     COOKIE_ROTATE_S,
-    CREDIT_ENDPOINTS,
+    CREDIT_PAIRS,
     ECHO_BYTES,
     MAX_CREDIT_BYTES,
     VALIDATED_PAIRS,
@@ -105,43 +105,58 @@ def test_a_challenge_expires_within_two_rotations() -> None:
     assert not validator.is_validated(KEY, HERE)
 
 
-def test_an_unvalidated_endpoint_gets_three_times_what_it_sent() -> None:
+def test_an_unvalidated_pair_gets_three_times_what_it_sent() -> None:
     validator = AddressValidator(0.0)
-    assert not validator.spend(HERE, 1)  # nothing arrived: nothing goes back
-    validator.received(HERE, 100)
-    assert not validator.spend(HERE, 301)  # refused, and it takes nothing
-    assert validator.spend(HERE, 300)  # all the credit may be spent
-    assert not validator.spend(HERE, 1)
-    validator.received(HERE, 10)
-    assert validator.spend(HERE, 20)
-    assert validator.spend(HERE, 10)
-    assert not validator.spend(HERE, 1)
-    assert not validator.spend(("192.0.2.9", 4000), 1)  # credit is per endpoint
+    assert not validator.spend(KEY, HERE, 1)  # nothing arrived: nothing goes back
+    validator.received(KEY, HERE, 100)
+    assert not validator.spend(KEY, HERE, 301)  # refused, and it takes nothing
+    assert validator.spend(KEY, HERE, 300)  # all the credit may be spent
+    assert not validator.spend(KEY, HERE, 1)
+    validator.received(KEY, HERE, 10)
+    assert validator.spend(KEY, HERE, 20)
+    assert validator.spend(KEY, HERE, 10)
+    assert not validator.spend(KEY, HERE, 1)
+    validator.received(KEY, HERE, 10)
+    assert not validator.spend(KEY, ("192.0.2.9", 4000), 1)  # credit is per pair
+    assert not validator.spend(OTHER_KEY, HERE, 1)
+
+
+def test_what_one_key_sent_from_an_endpoint_pays_nothing_to_another_key_there() -> None:
+    """docs/PROTOCOL.md, "5.1" (red5, finding 8): anyone can write a peer's endpoint as
+    its source, so what the peer's own datagrams earned there is no credit for answers
+    to a forger's requests under another key, and the forger's spending leaves the
+    peer's credit whole."""
+    validator = AddressValidator(0.0)
+    validator.received(KEY, HERE, 1000)
+    validator.received(OTHER_KEY, HERE, 40)
+    assert not validator.spend(OTHER_KEY, HERE, 121)
+    assert validator.spend(OTHER_KEY, HERE, 120)
+    assert validator.spend(KEY, HERE, 3000)
 
 
 def test_credit_is_capped() -> None:
     validator = AddressValidator(0.0)
     for _ in range(100):
-        validator.received(HERE, 1400)  # 3 x 140,000 bytes, over the cap
-    assert not validator.spend(HERE, MAX_CREDIT_BYTES + 1)
-    assert validator.spend(HERE, MAX_CREDIT_BYTES)
+        validator.received(KEY, HERE, 1400)  # 3 x 140,000 bytes, over the cap
+    assert not validator.spend(KEY, HERE, MAX_CREDIT_BYTES + 1)
+    assert validator.spend(KEY, HERE, MAX_CREDIT_BYTES)
 
 
-def test_credit_is_kept_for_a_bounded_number_of_endpoints_least_recent_first() -> None:
+def test_credit_is_kept_for_a_bounded_number_of_pairs_least_recent_first() -> None:
     validator = AddressValidator(0.0)
-    first, second = ("198.51.100.1", 1), ("198.51.100.2", 1)
-    validator.received(first, 10)
-    validator.received(second, 10)
-    validator.received(first, 10)  # first is now the more recent of the two
-    for port in range(CREDIT_ENDPOINTS - 2):
-        validator.received(("203.0.113.1", port), 1)
-    assert validator.spend(second, 30)  # at the bound, the oldest is still kept
-    validator.received(("203.0.113.2", 1), 1)  # one more: "second" goes, not "first"
-    assert validator.spend(first, 1)
-    validator.received(("203.0.113.2", 2), 1)  # and one more: now "first" goes
-    assert not validator.spend(first, 1)
-    assert validator.spend(("203.0.113.1", 0), 3)
-    assert validator.spend(("203.0.113.2", 2), 3)
+    first, second = (KEY, ("198.51.100.1", 1)), (KEY, ("198.51.100.2", 1))
+    validator.received(*first, 10)
+    validator.received(*second, 10)
+    validator.received(*first, 10)  # first is now the more recent of the two
+    for port in range(CREDIT_PAIRS - 2):
+        validator.received(KEY, ("203.0.113.1", port), 1)
+    assert validator.spend(*second, 30)  # at the bound, the oldest is still kept
+    validator.received(OTHER_KEY, ("203.0.113.1", 1), 1)  # one more: "second" goes
+    assert validator.spend(*first, 1)
+    validator.received(OTHER_KEY, ("203.0.113.1", 2), 1)  # and one more: now "first"
+    assert not validator.spend(*first, 1)
+    assert validator.spend(KEY, ("203.0.113.1", 0), 3)
+    assert validator.spend(OTHER_KEY, ("203.0.113.1", 2), 3)
 
 
 def test_validated_pairs_are_bounded_per_network_least_recent_first() -> None:

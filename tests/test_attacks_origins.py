@@ -447,7 +447,7 @@ def test_fresh_keys_from_one_host_cannot_push_out_a_first_contacts_request() -> 
     honest = Codec(Identity.generate())
     now = T0
     # A GetRecord, held until the address is proven (a FindNode is answered at once when
-    # its answer fits the endpoint's credit: docs/PROTOCOL.md, "5.1", "First contact").
+    # its answer fits the pair's credit: docs/PROTOCOL.md, "5.1", "First contact").
     find = pb.Frame(get_record=pb.GetRecord(query_id=b"q" * CHALLENGE_BYTES, address=bytes(20)))
     relay.receive_datagram(honest.encode_frame(relay.identity.key, find, now), HONEST, now)
     challenges = [

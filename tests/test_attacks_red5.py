@@ -23,7 +23,7 @@ from comm_tui.crypto.identity import Identity, PublicIdentity
 from comm_tui.crypto.seal import message_id
 from comm_tui.protocol import node as node_module
 from comm_tui.protocol import wire_pb2 as pb
-from comm_tui.protocol.admission import AMPLIFICATION_FACTOR
+from comm_tui.protocol.admission import AMPLIFICATION_FACTOR, CREDIT_PAIRS
 from comm_tui.protocol.codec import Codec
 from comm_tui.protocol.node import EXPIRY_UNIT_MS, SEALED_BYTES, Node, NodeConfig
 from comm_tui.protocol.receipts import RECEIPT_PEERS_MAX, RECEIPT_TIMEOUT_S
@@ -50,12 +50,6 @@ def _sent_to(node: Node, endpoint: Endpoint) -> int:
 # ------------------------------------------- 1. the 3x credit is per endpoint, not per pair
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red5: a validated peer's own traffic is credit for answers to forged requests "
-    "from fresh keys at its endpoint (admission.AddressValidator.received counts every "
-    "datagram, per endpoint): a 120-byte FindNode draws 558 bytes at the victim",
-)
 def test_a_peers_own_traffic_is_no_credit_for_a_forgers_requests() -> None:
     """Spec 5.1: to an endpoint not validated for the key concerned, a node sends at most
     3x the bytes that arrived from that endpoint (RFC 9000 8.1). The credit is kept per
@@ -178,12 +172,6 @@ def _attach(peer: Codec, relay: Node, at: Endpoint, now: float) -> None:
     relay.datagrams_to_send()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red5: the attached-clients table has no bound per wide network: 1,040 clients "
-    "from the /48s of one IPv6 /32 evict every honest attached client (reachability."
-    "AttachTable.attach, max over networks of one entry each picks the oldest network)",
-)
 def test_the_48s_of_one_32_cannot_evict_every_honest_attached_client() -> None:
     """Spec 12.4: at most 16 attached clients per network of origin and 1,024 in all; past
     either bound the least recently refreshed of the network holding the most is
@@ -431,12 +419,6 @@ def test_copies_of_an_ack_from_fresh_keys_do_not_grow_its_entry_without_bound() 
 # --------------------------- 8. an attached client's allowance spent by forged datagrams
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red5: a validated pair outside the routing table (an attached client) is "
-    "rate limited by source address once its box left the 4,096-key cache (Node._receive, "
-    "trusted needs a cached box): forged datagrams from its endpoint spend its allowance",
-)
 def test_forged_datagrams_cannot_spend_an_attached_clients_allowance() -> None:
     """Spec 5.4: "junk forged 'from' a peer must not spend that peer's allowance, which
     is why a known key at its validated endpoint is not limited by its address" (by
@@ -474,15 +456,64 @@ def test_forged_datagrams_cannot_spend_an_attached_clients_allowance() -> None:
     assert relay.stats.rejected["rate_limited"] == refused
 
 
+def test_fresh_keys_cannot_make_an_attached_client_wait_for_the_new_key_budget() -> None:
+    """Finding 6, the other half: trusted by its validated pair, the client's datagrams
+    skip its endpoint's bucket, but a box pushed out of the cache by 4,097 fresh keys
+    must be agreed again, within the new-key budget the flood spent: past it the
+    client's keep-alive got a cookie reply, not its answer. Its boxes are pinned while
+    it is attached, as a table peer's are (spec 5.3, 12.4)."""
+    relay = _node(1)
+    now = T0
+    client = Codec(Identity.from_seed(b"c" * 32))
+    at = ("198.51.100.20", 40000)
+    _attach(client, relay, at, now)
+    for i in range(4097):
+        now += 0.0006
+        fresh = Codec(Identity.from_seed(b"f" + i.to_bytes(31, "big")))
+        data = fresh.encode_frame(relay.identity.key, pb.Frame(receipt=pb.Receipt()), now)
+        relay.receive_datagram(data, (f"203.0.{i // 256}.{i % 256}", 6000), now)
+    relay.datagrams_to_send()
+    relay._new_keys.tokens = 0  # the flood goes on: no budget left
+    relay._new_keys.rate_per_s = 0
+    keepalive = pb.Frame(attach=pb.Attach(challenge=b"k" * 16, interval_s=60), client=True)
+    relay.receive_datagram(client.encode_frame(relay.identity.key, keepalive, now), at, now)
+    answers = _frames_to(client, relay.datagrams_to_send(), at)
+    assert [f.pong.challenge for f in answers if f.HasField("pong")] == [b"k" * 16]
+
+
+def test_a_validated_pair_whose_box_left_the_cache_still_gets_its_cookie_reply() -> None:
+    """Findings 6 and 8 together: a validated pair earns no 3x credit (it needs none)
+    and is not held to its endpoint's bucket, so when fresh keys pushed its box out of
+    the cache (and what it earned before its validation out of the credit table) and
+    spent the new-key budget, its datagram is answered with the cookie reply that lets
+    its retry in (spec 5.3), not dropped for want of credit."""
+    relay = _node(1)
+    peer = Codec(Identity.from_seed(b"v" * 32))
+    at = ("198.51.100.30", 4000)
+    ping = pb.Frame(ping=pb.Ping(challenge=b"p" * 16), client=True)  # a client: no table
+    relay.receive_datagram(peer.encode_frame(relay.identity.key, ping, T0), at, T0)
+    for frame in _frames_to(peer, relay.datagrams_to_send(), at):
+        if frame.HasField("ping"):
+            pong = pb.Frame(pong=pb.Pong(challenge=frame.ping.challenge), client=True)
+            relay.receive_datagram(peer.encode_frame(relay.identity.key, pong, T0), at, T0)
+    relay.datagrams_to_send()
+    now = T0
+    for i in range(CREDIT_PAIRS + 1):
+        now += 0.0006
+        fresh = Codec(Identity.from_seed(b"g" + i.to_bytes(31, "big")))
+        data = fresh.encode_frame(relay.identity.key, pb.Frame(receipt=pb.Receipt()), now)
+        relay.receive_datagram(data, (f"203.0.{i // 256}.{i % 256}", 6000), now)
+    relay.datagrams_to_send()
+    relay._new_keys.tokens = 0
+    relay._new_keys.rate_per_s = 0
+    relay.receive_datagram(peer.encode_frame(relay.identity.key, ping, now), at, now)
+    sent = [pb.Packet.FromString(data) for data, dest in relay.datagrams_to_send() if dest == at]
+    assert [packet.HasField("cookie_reply") for packet in sent] == [True]
+
+
 # ------------------------------------- 9. Nodes entries aimed at our own machine or LAN
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red5: a Nodes answer from a peer on a global address may name loopback and "
-    "LAN endpoints (parse_node_info checks only lengths and port 0): the lookup sends "
-    "its FindNodes to 127.0.0.1:11211, 10.0.0.1:161, ...",
-)
 def test_a_global_peer_cannot_aim_our_lookups_at_our_own_machine_or_lan() -> None:
     """Spec 12.2: a dial-back target is "of the asker's own scope ... A stranger on the
     internet can thus never aim probes at Q's own machine or LAN"; spec 12.6 holds a
@@ -521,6 +552,36 @@ def test_a_global_peer_cannot_aim_our_lookups_at_our_own_machine_or_lan() -> Non
         node.receive_datagram(peer.encode_frame(node.identity.key, answer, now), peer_at, now)
     sent_to = {dest for _, dest in node.datagrams_to_send()}
     assert not sent_to & set(aimed)
+
+
+def test_nodes_entries_are_kept_within_the_answerers_scope() -> None:
+    """Finding 10, what stays: entries of the answerer's scope or farther out are
+    candidates as before (an internet peer names internet peers, a LAN peer LAN and
+    internet peers, a loopback one any); nearer to us, or multicast, they are dropped
+    (spec 4, Nodes)."""
+    node = _node(1)
+    named = {
+        "loopback": ("127.0.0.1", 4000),
+        "lan": ("192.168.1.20", 4000),
+        "global": ("93.184.216.40", 4000),
+        "multicast": ("224.0.0.251", 5353),
+    }
+    infos = [
+        pb.NodeInfo(
+            key=Identity.from_seed(bytes([60 + i]) * 32).key,
+            ip=bytes(int(part) for part in host.split(".")),
+            port=port,
+        )
+        for i, (host, port) in enumerate(named.values())
+    ]
+    answer = pb.Nodes(query_id=b"q" * 16, nodes=infos)
+    for answerer, kept in (
+        (("127.0.0.1", 5000), ["loopback", "lan", "global"]),
+        (("192.168.1.2", 5000), ["lan", "global"]),
+        (("93.184.216.34", 4000), ["global"]),
+    ):
+        found = node._parse_nodes(answer, answerer)
+        assert [c.endpoint for c in found] == [named[scope] for scope in kept]
 
 
 # --------------------------------- 10. the acks a node signs for a stranger's texts

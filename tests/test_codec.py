@@ -19,6 +19,7 @@ from comm_tui.protocol.codec import (
     MAX_CLOCK_SKEW_S,
     MAX_DATAGRAM_BYTES,
     NONCE_BYTES,
+    PIN_ATTACHED,
     PROTOCOL_VERSION,
     REPLAY_MAX_NONCES,
     REPLAY_MAX_WINDOWS,
@@ -347,6 +348,31 @@ def test_a_pinned_peers_boxes_outlast_a_flood_of_new_keys(alice: Codec, bob: Cod
     bob.box(codec(4).identity.key)
     assert bob.peer(alice.identity.key) is None
     assert all(bob.peer(key) is not None for key in flood[1:])
+
+
+def test_a_peer_pinned_by_the_table_and_as_an_attached_client_stays_pinned_until_both_let_go(
+    alice: Codec, bob: Codec
+) -> None:
+    """Two holders pin boxes (docs/PROTOCOL.md, "5.3"): the routing table and a relay's
+    attached clients. A client that was a table peer attaches (pinned as a client), then
+    leaves the table (its client flag): its boxes stay pinned until it leaves the attach
+    table too; each holder's pin and unpin count once, however often they are called."""
+    bob.decode(alice.encode_frame(bob.identity.key, ping_frame(), NOW), NOW)
+    key = alice.identity.key
+    bob.pin(key)
+    bob.pin(key, PIN_ATTACHED)
+    bob.pin(key, PIN_ATTACHED)
+    bob.unpin(key, NOW)  # it left the table
+    bob.unpin(key, NOW)
+    for i in range(BOX_CACHE_PEERS):
+        bob.box(Identity.from_seed(i.to_bytes(32, "big")).key)
+    assert bob.peer(key) is not None
+    bob.unpin(key, NOW, PIN_ATTACHED)  # and its attachment ended
+    bob.box(Identity.from_seed(b"n" * 32).key)
+    assert bob.peer(key) is not None  # the most recently used of the cache
+    for i in range(BOX_CACHE_PEERS):
+        bob.box(Identity.from_seed(b"m" + i.to_bytes(31, "big")).key)
+    assert bob.peer(key) is None
 
 
 def test_pinned_replay_windows_are_outside_the_global_bound_and_rejoin_it_unpinned() -> None:

@@ -3,7 +3,7 @@
 
 Before, a FindNode from a pair not validated yet waited for a validation round trip
 (Ping, Pong, then Nodes): 4 datagrams and two round trips where Kademlia needs 2 and
-one. Now the answer goes at once when it fits the 3x credit of the source endpoint
+one. Now the answer goes at once when it fits the 3x credit of its (key, endpoint) pair
 (QUIC's rule, RFC 9000 section 8.1), which a FindNode padded to
 ``FIND_NODE_FIRST_CONTACT_BYTES`` always has. What the tests hold: the sizes that make
 this true, the answer at once, the fallback to validation when the answer does not
@@ -245,7 +245,8 @@ def test_the_parsed_nodes_memo_is_bounded_and_parses_as_before(
     for _ in range(3):  # 40 entries a round, through a memo of 16
         for start in range(1, 41, 8):
             infos = [pb.NodeInfo(key=key, ip=ip, port=p) for p in range(start, start + 8)]
-            found = relay._parse_nodes(pb.Nodes(query_id=QUERY_ID, nodes=[*infos, own, junk]))
+            answer = pb.Nodes(query_id=QUERY_ID, nodes=[*infos, own, junk])
+            found = relay._parse_nodes(answer, ("10.0.0.2", 4000))  # a LAN answerer
             assert found == [parse_node_info(i) for i in infos]
             assert len(relay._candidates) <= 16
 

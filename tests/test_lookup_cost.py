@@ -157,7 +157,7 @@ def test_a_nodes_answer_entry_is_parsed_once_whether_well_formed_or_not(
         ],
     )
     for _ in range(3):
-        found = node._parse_nodes(answer)
+        found = node._parse_nodes(answer, ("127.0.0.1", 5000))  # a loopback answerer
         assert [(c.key, c.endpoint) for c in found] == [(good, ("127.0.0.1", 4000))]
     assert sorted(parsed) == sorted([good, bad, node.identity.key])
 

@@ -26,6 +26,7 @@ from comm_tui.protocol.node import SEALED_BYTES, Node
 from comm_tui.protocol.reachability import (
     ATTACH_MAX,
     ATTACH_PER_NETWORK,
+    ATTACH_PER_WIDE_NETWORK,
     KEEPALIVE_CEILING_S,
     KEEPALIVE_FLOOR_S,
     KEEPALIVE_START_S,
@@ -313,10 +314,37 @@ def test_attach_table_bounds_each_network_and_the_whole() -> None:
     assert table.get((0).to_bytes(20, "big"), T0 + 30) is None  # its oldest went first
     honest = b"\xff" * 20
     table.attach(honest, b"h", ("198.19.0.1", 1), "honest", 20, T0)
-    for i in range(ATTACH_MAX):
-        table.attach((1000 + i).to_bytes(20, "big"), b"k", ("x", i + 1), f"n{i % 64}", 20, T0)
+    for i in range(ATTACH_MAX):  # 64 networks of 64 wide networks
+        at = (f"10.{i % 64}.0.1", i + 1)
+        table.attach((1000 + i).to_bytes(20, "big"), b"k", at, f"n{i % 64}", 20, T0)
     assert len(table) == ATTACH_MAX
     assert table.get(honest, T0 + 1) is not None  # the fullest networks gave way
+
+
+def test_attach_table_bounds_each_wide_network_and_evicts_from_its_fullest() -> None:
+    """docs/PROTOCOL.md, "12.4" (red5, finding 5): a wide network holds at most
+    ``ATTACH_PER_WIDE_NETWORK`` clients, past it the least recent of its fullest network
+    gives way; past the bound in all, the fullest network of the fullest wide network
+    does, so the /48s of one /32 (each holding fewer clients than an honest household)
+    evict only their own."""
+    table = AttachTable()
+    household = [bytes([0xF0 + i]) * 20 for i in range(2)]
+    for i, address in enumerate(household):
+        table.attach(address, b"h", ("198.19.0.1", i + 1), "198.19.0.0/24", 20, T0)
+    others = [bytes([0xE0 + i]) * 20 for i in range(12)]
+    for i, address in enumerate(others):  # one each of 12 networks of 12 wide networks
+        table.attach(address, b"o", (f"10.{i}.0.1", 1), f"10.{i}.0.0/24", 20, T0)
+    for i in range(ATTACH_PER_WIDE_NETWORK + 1):  # the /48s of one /32
+        at = (f"2001:db8:{i:x}::1", 4000)
+        table.attach(i.to_bytes(20, "big"), b"k", at, f"2001:db8:{i:x}::/48", 20, T0)
+    assert len(table) == 2 + 12 + ATTACH_PER_WIDE_NETWORK
+    assert table.get((0).to_bytes(20, "big"), T0 + 1) is None  # the oldest of the /32 went
+    for i in range(ATTACH_MAX):  # 16 wide networks, each holding 64 /24s of one client
+        at = (f"100.{64 + i % 16}.{i // 16}.1", 4000)
+        network = f"100.{64 + i % 16}.{i // 16}.0/24"
+        table.attach((5000 + i).to_bytes(20, "big"), b"k", at, network, 20, T0)
+    assert len(table) == ATTACH_MAX
+    assert all(table.get(a, T0 + 1) is not None for a in household + others)
 
 
 def test_delayed_echoes_come_due_once() -> None:

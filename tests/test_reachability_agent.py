@@ -12,6 +12,7 @@ from comm_tui.crypto.identity import Identity
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import Rejected
 from comm_tui.protocol.reachability import (
+    ATTACH_PER_NETWORK,
     DIAL_BACK_BURST,
     ECHO_MAX_DELAY_S,
     PROBE_REQUEST_BURST,
@@ -45,6 +46,7 @@ class Recorder:
     attaches: list[tuple[bytes, Endpoint, pb.Frame]] = field(default_factory=list)  # queries
     lookups: list[tuple[bytes, float]] = field(default_factory=list)
     own: list[bool] = field(default_factory=list)  # each frame's ``probe``: our own request
+    pinned: set[bytes] = field(default_factory=set)  # attached clients' keys pinned
     stats: NodeStats = field(default_factory=NodeStats)
 
     def send_frame(
@@ -70,6 +72,8 @@ def agent_with(recorder: Recorder, table: RoutingTable | None = None) -> Reachab
         attach_query=lambda challenge, key, endpoint, frame, now: recorder.attaches.append(
             (key, endpoint, frame)
         ),
+        pin_client=recorder.pinned.add,
+        unpin_client=lambda key, now: recorder.pinned.discard(key),
         no_helpers_retry_s=5.0,
     )
     return ReachabilityAgent(host, T0, relaying=True)
@@ -84,6 +88,28 @@ def test_an_attach_is_answered_now_and_its_mail_pushed() -> None:
     assert (key, endpoint, frame.pong.challenge) == (client.key, CLIENT_AT, b"c" * 16)
     assert recorder.pushed == [client.address]
     assert agent.attached_client(client.address, T0 + 1) == (client.key, CLIENT_AT)
+
+
+def test_an_attached_clients_boxes_are_pinned_until_it_leaves() -> None:
+    """docs/PROTOCOL.md, "5.3", "12.4" (red5, finding 6): while a client is attached its
+    boxes are pinned, as a table peer's are, so fresh keys cannot push them out of the
+    cache and make its datagrams wait for the new-key budget; they go back to the cache
+    when it leaves, expired or evicted (the pins are bounded by the table's bound)."""
+    recorder = Recorder()
+    agent = agent_with(recorder)
+    first = Identity.from_seed(b"\x02" * 32).public
+    attach = pb.Attach(challenge=b"c" * 16, interval_s=20)
+    agent.on_attach(first, attach, CLIENT_AT, T0)
+    assert recorder.pinned == {first.key}
+    agent.attached.expire(T0 + 3 * 20)
+    assert recorder.pinned == set()
+    later = T0 + 100
+    agent.on_attach(first, attach, CLIENT_AT, later)
+    others = [Identity.from_seed(bytes([10 + i]) * 32).public for i in range(ATTACH_PER_NETWORK)]
+    for i, client in enumerate(others):  # the last evicts the first, of the same network
+        agent.on_attach(client, attach, (CLIENT_AT[0], CLIENT_AT[1] + 1 + i), later + 1)
+    assert agent.attached_client(first.address, later + 1) is None
+    assert recorder.pinned == {client.key for client in others}
 
 
 def test_a_delayed_echo_waits_for_its_time_and_no_longer_than_the_cap() -> None:

@@ -26,6 +26,7 @@ from comm_tui.protocol.reachability import (
     PROBE_TIMEOUT_S,
     AttachTable,
     Prober,
+    named_endpoint_allowed,
     probe_target_allowed,
     tally_network,
 )
@@ -104,6 +105,33 @@ def test_probe_targets_stay_in_the_askers_scope(
     target: tuple[str, int], asker: tuple[str, int], allowed: bool
 ) -> None:
     assert probe_target_allowed(target, asker) is allowed
+
+
+@pytest.mark.parametrize(
+    ("target", "namer", "allowed"),
+    [
+        (("8.8.8.8", 4000), ("1.1.1.1", 5000), True),
+        (("10.0.0.5", 4000), ("1.1.1.1", 5000), False),  # an internet peer naming our LAN
+        (("fd00::5", 4000), ("2606:4700::1", 5000), False),
+        (("127.0.0.1", 11211), ("1.1.1.1", 5000), False),  # ... or our own machine
+        (("::1", 53), ("2606:4700::1", 5000), False),
+        (("127.0.0.1", 4000), ("192.168.1.2", 5000), False),  # a LAN host: not our machine
+        (("192.168.1.9", 4000), ("192.168.1.2", 5000), True),  # LAN peers name LAN peers
+        (("8.8.8.8", 4000), ("192.168.1.2", 5000), True),  # ... and internet ones
+        (("127.0.0.1", 4000), ("127.0.0.1", 5000), True),  # the tests' loopback networks
+        (("8.8.8.8", 4000), ("127.0.0.1", 5000), True),
+        (("::ffff:10.0.0.5", 4000), ("::ffff:1.1.1.1", 5000), False),  # mapped is IPv4
+        (("224.0.0.251", 5353), ("192.168.1.2", 5000), False),
+        (("255.255.255.255", 4000), ("127.0.0.1", 5000), False),
+        (("8.8.8.8", 0), ("1.1.1.1", 5000), False),
+    ],
+)
+def test_nodes_entries_name_endpoints_no_nearer_to_us_than_the_answerer(
+    target: tuple[str, int], namer: tuple[str, int], allowed: bool
+) -> None:
+    """docs/PROTOCOL.md, "4" (red5, finding 10): a lookup sends every entry of a Nodes
+    answer a FindNode, so an entry may not be nearer to us than the peer naming it."""
+    assert named_endpoint_allowed(target, namer) is allowed
 
 
 def test_a_relay_cannot_aim_our_punching_pings_at_our_lan() -> None:

@@ -161,7 +161,7 @@ def test_past_the_bound_of_pairs_the_oldest_pairs_receipt_goes_at_once(
     key = Identity.from_seed(b"\x08" * 32).key
     endpoints = [(f"10.9.{i // 250}.{i % 250 + 1}", 4000) for i in range(RECEIPT_PAIRS_MAX + 1)]
     for endpoint in endpoints:
-        node._addresses.received(endpoint, 1000)  # credit for the answer (3x what it sent)
+        node._addresses.received(key, endpoint, 1000)  # credit for the answer (3x what it sent)
     later = T0 + 0.01
     for i, endpoint in enumerate(endpoints[:-1]):  # the first pair 10 ms before the rest
         node._owe_receipt(key, endpoint, bytes([i % 256, i // 256]) * 16, later if i else T0)

@@ -9,8 +9,9 @@ Two rules live here (docs/PROTOCOL.md, "Admission"):
   Nodes answer to our FindNode). The challenges peers make us send are stateless (a
   keyed hash of key, endpoint and time, like QUIC's retry tokens), so forged sources
   cannot fill a table of outstanding validations. Until validation, what we send to
-  the endpoint is limited to ``AMPLIFICATION_FACTOR`` times the bytes it sent us, as
-  QUIC limits a server before address validation (RFC 9000, section 8.1). The node
+  the pair is limited to ``AMPLIFICATION_FACTOR`` times the bytes that pair sent us, as
+  QUIC limits a server before address validation (RFC 9000, section 8.1, which counts
+  per connection: the pair here). The node
   additionally keeps answers larger than their request (pushes, fetched items) for
   validated pairs, but answers a FindNode at once when its Nodes answer fits that
   limit (a first contact), and inserts only validated pairs into its routing table.
@@ -27,7 +28,8 @@ make an honest peer prove its address once more (one round trip), never admit an
 Validated pairs are bounded per network of origin and per wide network too, and a full
 table forgets a pair of the network holding the most within the wide network holding the
 most: pairs are as cheap as the source ports and keys of one host, networks as cheap as
-the /48s of one /32, and neither must make us forget everyone else's proofs.
+the /48s of one /32, and neither must make us forget everyone else's proofs. The rule is
+``OriginBound``'s; a relay's attached clients follow it too (docs/PROTOCOL.md, "12.4").
 """
 
 from __future__ import annotations
@@ -37,12 +39,15 @@ import hashlib
 import ipaddress
 import os
 from collections import OrderedDict
+from typing import Generic, TypeVar
 
 from comm_tui.protocol.routing import IP_PREFIX_CACHE_HOSTS, Endpoint, origin_network
 
 AMPLIFICATION_FACTOR = 3
-# Unvalidated endpoints whose byte credit we remember, and the most credit one can hold.
-CREDIT_ENDPOINTS = 8192
+# Unvalidated (key, endpoint) pairs whose byte credit we remember (as many as there were
+# endpoints when credit was kept per endpoint: a first contact needs it for one round
+# trip), and the most credit one can hold.
+CREDIT_PAIRS = 8192
 MAX_CREDIT_BYTES = AMPLIFICATION_FACTOR * 64 * 1024
 # Validated (key, endpoint) pairs in all, per wide network and per network of origin
 # (docs/PROTOCOL.md, "5.1 Address validation"): a host owns 65,535 ports and any number
@@ -61,6 +66,8 @@ CHALLENGE_BYTES = 16
 # Cookies and validation challenges are good for one to two rotations of their secret.
 COOKIE_ROTATE_S = 120.0
 CHALLENGE_ROTATE_S = 10.0
+
+M = TypeVar("M")
 
 
 @functools.lru_cache(maxsize=IP_PREFIX_CACHE_HOSTS)
@@ -128,7 +135,7 @@ class RotatingMac:
 
 
 class _ByCount:
-    """Names filed by how many pairs each holds, so that the one holding the most (of
+    """Names filed by how many members each holds, so that the one holding the most (of
     several, the one that reached that count first) is found without a scan."""
 
     def __init__(self) -> None:
@@ -136,7 +143,7 @@ class _ByCount:
         self._largest = 0
 
     def moved(self, name: str, before: int, after: int) -> None:
-        """``name`` went from ``before`` pairs to ``after``: file it anew."""
+        """``name`` went from ``before`` members to ``after``: file it anew."""
         if before:
             names = self._names[before]
             del names[name]
@@ -153,27 +160,109 @@ class _ByCount:
 
 
 class _Wide:
-    """The pairs of one wide network: how many, and its networks of origin by count."""
+    """The members of one wide network: how many, and its networks of origin by count."""
 
     def __init__(self) -> None:
-        self.pairs = 0
+        self.members = 0
         self.networks = _ByCount()
+
+
+class OriginBound(Generic[M]):
+    """A table's members (validated pairs, attached clients) filed by network of origin
+    and wide network (docs/PROTOCOL.md, "5.2"), least recent first in each network, and
+    bounded: past ``per_network`` in a network its least recent member is forgotten;
+    past ``per_wide`` in a wide network, the least recent of that wide network's network
+    holding the most; past ``total`` in all, that of the network holding the most within
+    the wide network holding the most (of several, the one that reached its count
+    first), each found without a scan.
+
+    The one rule of every table that hostile networks could fill: members are as cheap
+    as the ports and keys of one host, networks as cheap as the /48s of one /32, and
+    neither must make the table forget everyone else's; an honest member goes only once
+    every wide network holds as many as its own.
+    """
+
+    def __init__(self, per_network: int, per_wide: int, total: int) -> None:
+        self._per_network = per_network
+        self._per_wide = per_wide
+        self._total = total
+        # Member -> its network of origin and wide network (read directly on hot paths).
+        self.members: dict[M, tuple[str, str]] = {}
+        self._networks: dict[str, OrderedDict[M, None]] = {}
+        self._wides: dict[str, _Wide] = {}
+        self._wides_by_count = _ByCount()
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def in_network(self, network: str) -> int:
+        """How many members ``network`` holds."""
+        members = self._networks.get(network)
+        return 0 if members is None else len(members)
+
+    def add(self, member: M, network: str, wide: str) -> list[M]:
+        """File ``member`` of ``network`` (in ``wide``) as the most recent of its network,
+        or refresh it if it is filed there already (moved, if it was filed elsewhere);
+        the members forgotten to keep the bounds, in the order the class states."""
+        known = self.members.get(member)
+        if known is not None:
+            if known == (network, wide):
+                self._networks[network].move_to_end(member)
+                return []
+            self.remove(member)
+        members = self._networks.setdefault(network, OrderedDict())
+        members[member] = None
+        self.members[member] = (network, wide)
+        filed = self._wides.get(wide)
+        if filed is None:
+            filed = self._wides[wide] = _Wide()
+        self._counted(network, wide, +1)
+        forgotten: list[M] = []
+        if len(members) > self._per_network:
+            forgotten.append(self._forget_one(network))
+        elif filed.members > self._per_wide:
+            forgotten.append(self._forget_one(filed.networks.largest()))
+        if len(self.members) > self._total:
+            largest = self._wides[self._wides_by_count.largest()]
+            forgotten.append(self._forget_one(largest.networks.largest()))
+        return forgotten
+
+    def remove(self, member: M) -> None:
+        """Forget ``member`` (filed)."""
+        network, wide = self.members.pop(member)
+        del self._networks[network][member]
+        self._counted(network, wide, -1)
+
+    def _forget_one(self, network: str) -> M:
+        """Forget the least recent member of ``network``, and name it."""
+        member = next(iter(self._networks[network]))
+        self.remove(member)
+        return member
+
+    def _counted(self, network: str, wide: str, change: int) -> None:
+        """``network`` (of ``wide``) gained or lost a member, already in or out of its
+        own table: file both anew, and drop what holds nothing."""
+        after = len(self._networks[network])
+        filed = self._wides[wide]
+        filed.networks.moved(network, after - change, after)
+        filed.members += change
+        self._wides_by_count.moved(wide, filed.members - change, filed.members)
+        if not after:
+            del self._networks[network]
+        if not filed.members:
+            del self._wides[wide]
 
 
 class AddressValidator:
     """Validated (key, endpoint) pairs, stateless challenges to validate more, and the
-    byte credit of endpoints not yet validated."""
+    byte credit of pairs not yet validated."""
 
     def __init__(self, now: float) -> None:
-        # Pair -> its network of origin and wide network; per network, its pairs least
-        # recent first; per wide network, its count and its networks by count; and the
-        # wide networks by count (a full table forgets a pair of the network holding the
-        # most of the wide network holding the most, found without a scan).
-        self._validated: dict[tuple[bytes, Endpoint], tuple[str, str]] = {}
-        self._networks: dict[str, OrderedDict[tuple[bytes, Endpoint], None]] = {}
-        self._wides: dict[str, _Wide] = {}
-        self._wides_by_count = _ByCount()
-        self._credit: OrderedDict[Endpoint, int] = OrderedDict()
+        self._pairs: OriginBound[tuple[bytes, Endpoint]] = OriginBound(
+            VALIDATED_PER_NETWORK, VALIDATED_PER_WIDE_NETWORK, VALIDATED_PAIRS
+        )
+        self._validated = self._pairs.members  # looked up per datagram
+        self._credit: OrderedDict[tuple[bytes, Endpoint], int] = OrderedDict()
         self._challenges = RotatingMac(CHALLENGE_ROTATE_S, CHALLENGE_BYTES, now)
 
     def challenge(self, key: bytes, endpoint: Endpoint, now: float) -> bytes:
@@ -187,11 +276,20 @@ class AddressValidator:
         self.validate(key, endpoint)
         return True
 
-    def received(self, endpoint: Endpoint, size: int) -> None:
-        """Count ``size`` bytes that arrived from ``endpoint`` toward what we may send back."""
-        credit = self._credit.pop(endpoint, 0)
-        self._credit[endpoint] = min(MAX_CREDIT_BYTES, credit + AMPLIFICATION_FACTOR * size)
-        if len(self._credit) > CREDIT_ENDPOINTS:
+    def received(self, key: bytes, endpoint: Endpoint, size: int) -> None:
+        """Count ``size`` bytes that ``key`` sent (or someone sent in its name) from
+        ``endpoint`` toward what we may send back to that pair before it is validated.
+
+        Per pair, not per endpoint (docs/PROTOCOL.md, "5.1"): anyone can write a
+        victim's endpoint as its source, so credit that a peer's own datagrams earned
+        there would pay for our answers to a forger's requests under another key
+        (red5, finding 8). The caller counts only datagrams of pairs not validated: a
+        validated pair spends no credit.
+        """
+        pair = (key, endpoint)
+        credit = self._credit.pop(pair, 0)
+        self._credit[pair] = min(MAX_CREDIT_BYTES, credit + AMPLIFICATION_FACTOR * size)
+        if len(self._credit) > CREDIT_PAIRS:
             self._credit.popitem(last=False)
 
     def is_validated(self, key: bytes, endpoint: Endpoint) -> bool:
@@ -200,65 +298,26 @@ class AddressValidator:
     def validate(self, key: bytes, endpoint: Endpoint) -> None:
         """``key`` answered a challenge we sent to ``endpoint``: it receives there.
 
-        At most ``VALIDATED_PER_NETWORK`` pairs per network of origin (its least recent
-        forgotten); past ``VALIDATED_PER_WIDE_NETWORK`` in a wide network, the least
-        recent pair of its network holding the most is forgotten; past
-        ``VALIDATED_PAIRS`` in all, that of the network holding the most within the wide
-        network holding the most (docs/PROTOCOL.md, "5.1 Address validation"). A flood
-        of pairs from one network, or from the many networks of one provider, only
-        evicts its own, and an honest peer's proof lasts while any wide network holds
-        more than its own.
+        At most ``VALIDATED_PER_NETWORK`` pairs per network of origin,
+        ``VALIDATED_PER_WIDE_NETWORK`` per wide network and ``VALIDATED_PAIRS`` in all,
+        the least recently validated forgotten as ``OriginBound`` rules
+        (docs/PROTOCOL.md, "5.1 Address validation"). A flood of pairs from one network,
+        or from the many networks of one provider, only evicts its own, and an honest
+        peer's proof lasts while any wide network holds more than its own.
+        """
+        self._pairs.add((key, endpoint), origin_network(endpoint), wide_network(endpoint))
+
+    def spend(self, key: bytes, endpoint: Endpoint, size: int) -> bool:
+        """Take ``size`` bytes of credit for a datagram to ``key`` at ``endpoint``, a pair
+        not validated.
+
+        False, taking nothing, when the pair has not sent us enough to cover it.
         """
         pair = (key, endpoint)
-        known = self._validated.get(pair)
-        if known is not None:
-            self._networks[known[0]].move_to_end(pair)
-            return
-        network, wide_name = origin_network(endpoint), wide_network(endpoint)
-        pairs = self._networks.setdefault(network, OrderedDict())
-        pairs[pair] = None
-        self._validated[pair] = (network, wide_name)
-        wide = self._wides.get(wide_name)
-        if wide is None:
-            wide = self._wides[wide_name] = _Wide()
-        self._counted(network, wide_name, +1)
-        if len(pairs) > VALIDATED_PER_NETWORK:
-            self._forget_one(network)
-        elif wide.pairs > VALIDATED_PER_WIDE_NETWORK:
-            self._forget_one(wide.networks.largest())
-        if len(self._validated) > VALIDATED_PAIRS:
-            largest = self._wides[self._wides_by_count.largest()]
-            self._forget_one(largest.networks.largest())
-
-    def _forget_one(self, network: str) -> None:
-        """Forget the least recently validated pair of ``network``."""
-        pairs = self._networks[network]
-        pair, _ = pairs.popitem(last=False)
-        _, wide_name = self._validated.pop(pair)
-        self._counted(network, wide_name, -1)
-
-    def _counted(self, network: str, wide_name: str, change: int) -> None:
-        """``network`` (of ``wide_name``) gained or lost a pair, already in or out of
-        its own table: file both anew, and drop what holds nothing."""
-        after = len(self._networks[network])
-        wide = self._wides[wide_name]
-        wide.networks.moved(network, after - change, after)
-        wide.pairs += change
-        self._wides_by_count.moved(wide_name, wide.pairs - change, wide.pairs)
-        if not after:
-            del self._networks[network]
-        if not wide.pairs:
-            del self._wides[wide_name]
-
-    def spend(self, endpoint: Endpoint, size: int) -> bool:
-        """Take ``size`` bytes of credit for a datagram to an unvalidated endpoint.
-
-        False, taking nothing, when the endpoint has not sent us enough to cover it.
-        """
-        credit = self._credit.get(endpoint, 0)
+        credit = self._credit.get(pair, 0)
         if credit < size:
             return False
-        self._credit[endpoint] = credit - size
+        self._credit[pair] = credit - size
         return True
 
 

@@ -67,6 +67,11 @@ REPLAY_MAX_WINDOWS = 4096
 # peer's old datagrams acceptable again.
 REPLAY_FLOOR_SLOTS = 65536
 BOX_CACHE_PEERS = 4096
+# Who pins a peer's boxes and replay window out of that cache (docs/PROTOCOL.md, "5.3"):
+# the routing table, or the relay's attached clients (12.4), each within its own bound.
+# Bits of one int per key: a peer leaves the pinned tier when neither holds it.
+PIN_TABLE = 1
+PIN_ATTACHED = 2
 # Binds both Ed25519 keys and the direction into each link key; see directional_boxes.
 _LINK_KEY_DOMAIN = b"comm-tui link key v2\x00"
 # The random part of a nonce, and how much of the CSPRNG's output is read at once.
@@ -300,9 +305,10 @@ class ReplayGuard:
 class Codec:
     """Encodes and decodes datagrams for one identity, caching per-peer state.
 
-    The box cache has two tiers: pinned peers (the routing table's, set by the node)
-    are never evicted, so a flood of first contacts from fresh keys cannot make an
-    established peer pay for, and be refused by, the new-key budget again.
+    The box cache has two tiers: pinned peers (the routing table's and the attached
+    clients', set by the node) are never evicted, so a flood of first contacts from
+    fresh keys cannot make an established peer pay for, and be refused by, the new-key
+    budget again.
     """
 
     def __init__(self, identity: Identity) -> None:
@@ -310,6 +316,7 @@ class Codec:
         self._own_key = identity.key  # read per datagram: not through two properties
         self._boxes: OrderedDict[bytes, LinkBoxes] = OrderedDict()
         self._pinned: dict[bytes, LinkBoxes] = {}
+        self._pinned_by: dict[bytes, int] = {}  # key -> its PIN_* holders
         self.replay = ReplayGuard()
         # Packet fields 1 and 2 (version, sender key), the same in every boxed packet,
         # and the tag of field 4 (boxed), whose length and bytes follow.
@@ -340,17 +347,32 @@ class Codec:
         if len(self._boxes) > BOX_CACHE_PEERS:
             self._boxes.popitem(last=False)
 
-    def pin(self, key: bytes) -> None:
-        """Keep this peer's boxes and replay window whatever newcomers arrive."""
+    def pin(self, key: bytes, holder: int = PIN_TABLE) -> None:
+        """Keep this peer's boxes and replay window whatever newcomers arrive, for
+        ``holder`` (``PIN_TABLE`` or ``PIN_ATTACHED``) until it unpins them. Called once a
+        datagram of the peer opened (its boxes and window exist), for every datagram of
+        a table peer: once pinned by ``holder``, it costs one lookup."""
+        held = self._pinned_by.get(key, 0)
+        if held & holder:
+            return
+        self._pinned_by[key] = held | holder
         box = self._boxes.pop(key, None)
         if box is not None:
             self._pinned[key] = box
         self.replay.pin(key)
 
-    def unpin(self, key: bytes, now: float) -> None:
-        """A newcomer again: the most recently used of the cache, whose bound still holds
-        (the cache may be full of the peers that came while it was pinned), and so of
-        the replay windows (``ReplayGuard.unpin``)."""
+    def unpin(self, key: bytes, now: float, holder: int = PIN_TABLE) -> None:
+        """``holder`` lets this peer go. Unless another holds it, a newcomer again: the
+        most recently used of the cache, whose bound still holds (the cache may be full
+        of the peers that came while it was pinned), and so of the replay windows
+        (``ReplayGuard.unpin``)."""
+        held = self._pinned_by.get(key, 0)
+        if not held & holder:
+            return
+        if held != holder:
+            self._pinned_by[key] = held & ~holder
+            return
+        del self._pinned_by[key]
         box = self._pinned.pop(key, None)
         if box is not None:
             self._cache(key, box)

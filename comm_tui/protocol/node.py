@@ -86,6 +86,7 @@ from comm_tui.protocol.admission import (
 from comm_tui.protocol.codec import (
     CLIENT_FLAG,
     MAX_CLOCK_SKEW_S,
+    PIN_ATTACHED,
     Codec,
     Rejected,
     receipt_frame,
@@ -119,7 +120,7 @@ from comm_tui.protocol.lookup import FIND_NODE_PADDING, LOOKUP_MAX_QUERIES, Cand
 from comm_tui.protocol.outbox import Outbox, OutboxState
 from comm_tui.protocol.punch import Punching, Send
 from comm_tui.protocol.ratelimit import RateLimiter, TokenBucket
-from comm_tui.protocol.reachability import Reachability
+from comm_tui.protocol.reachability import Reachability, named_endpoint_allowed
 from comm_tui.protocol.reachability_agent import (
     ReachabilityAgent,
     ReachabilityHost,
@@ -537,6 +538,8 @@ class Node:
                 lookup=self.lookup,
                 push_waiting=self._push_waiting,
                 attach_query=self._attach_query,
+                pin_client=lambda key: self._codec.pin(key, PIN_ATTACHED),
+                unpin_client=lambda key, now: self._codec.unpin(key, now, PIN_ATTACHED),
                 no_helpers_retry_s=REBOOTSTRAP_INTERVAL_S,
             ),
             now,
@@ -965,7 +968,6 @@ class Node:
         self._proven = None
         addr = normalize_endpoint(addr)
         self._now = now
-        self._addresses.received(addr, len(data))
         try:
             self._receive(data, addr, now)
         except Rejected as rejected:
@@ -1019,21 +1021,27 @@ class Node:
         peer = codec.peer(key)  # nothing below changes it before the box is opened
         # The rate limit counts what a sender can be held to. A source address is not:
         # junk forged "from" a peer would spend the peer's allowance and silence it. So
-        # a known key at its validated address is limited by key alone, once its datagram
-        # has proved to be its own (opening a box with a cached key is cheap); everything
-        # else by source address, before it costs us anything more than a parse, and by
-        # key too once opened (below).
-        trusted = (
-            kind == "boxed" and peer is not None and self._is_validated(key, addr, peer.address)
+        # a key at its validated address is limited by key alone, once its datagram has
+        # proved to be its own (opening a box is cheap: the boxes of table peers and
+        # attached clients are pinned); everything else by source address, before it
+        # costs us anything more than a parse, and by key too once opened (below). Not
+        # "a key whose box is cached": fresh keys push any box out of the cache (red5,
+        # finding 6).
+        trusted = kind == "boxed" and self._is_validated(
+            key, addr, None if peer is None else peer.address
         )
-        if not trusted and not self._datagram_limit.allow(addr, now):
-            raise Rejected("rate_limited")
+        if not trusted:
+            # The pair's 3x credit (docs/PROTOCOL.md, "5.1"), counted even if refused
+            # below; a validated pair needs none.
+            self._addresses.received(key, addr, len(data))
+            if not self._datagram_limit.allow(addr, now):
+                raise Rejected("rate_limited")
         if kind == "cookie_reply":
             assert packet is not None  # read_boxed reads boxed packets only
             self._on_cookie_reply(packet.cookie_reply, addr, now)
             return
         if peer is None and not self._established(key):
-            self._admit_new_key(cookie, data, addr, now)
+            self._admit_new_key(key, cookie, data, addr, now)
         if kind == "hello":
             assert packet is not None
             hello = codec.open(packet, now).hello
@@ -1053,7 +1061,7 @@ class Node:
         try:
             if body in _NEEDS_VALIDATION and not self._is_validated(sender.key, addr):
                 # The answer would be larger than the request: only for a proven address,
-                # or a FindNode whose answer fits the address's 3x credit (first contact).
+                # or a FindNode whose answer fits the pair's 3x credit (first contact).
                 answered_at_once = body == "find_node" and self._answer_first_contact(
                     sender, frame.find_node, addr, now
                 )
@@ -1072,8 +1080,10 @@ class Node:
             if sends:
                 self._send_all(sends, now)
 
-    def _admit_new_key(self, cookie: bytes, data: bytes, addr: Endpoint, now: float) -> None:
-        """May a packet from a key we have no box for cost us a key agreement?
+    def _admit_new_key(
+        self, key: bytes, cookie: bytes, data: bytes, addr: Endpoint, now: float
+    ) -> None:
+        """May a packet from ``key``, one we have no box for, cost us a key agreement?
 
         Yes while the node-wide budget lasts. Past it (a flood of first contacts), only
         with a cookie proving the source address, and then within a budget per network
@@ -1086,7 +1096,8 @@ class Node:
                 return
             raise Rejected("new_key_rate")
         reply = self._codec.encode_cookie_reply(self._cookie_jar.cookie(addr, now), echo_of(data))
-        if self._addresses.spend(addr, len(reply)):
+        # Smaller than its cause; a validated pair earns no credit and needs none.
+        if self._is_validated(key, addr) or self._addresses.spend(key, addr, len(reply)):
             self._emit(reply, addr, now, remember=False)
         raise Rejected("cookie_required")
 
@@ -1321,12 +1332,13 @@ class Node:
         self, sender: PublicIdentity, find: pb.FindNode, addr: Endpoint, now: float
     ) -> bool:
         """Answer a FindNode from an unvalidated pair at once if the answer fits the
-        endpoint's credit (3x the bytes it sent us, QUIC's rule, RFC 9000 section 8.1);
+        pair's credit (3x the bytes it sent us, QUIC's rule, RFC 9000 section 8.1);
         False, having sent nothing, when it does not (docs/PROTOCOL.md, "5.1", "First
         contact"): the caller validates the address first, as for other requests.
 
-        The credit is per source endpoint and counts every byte that came from it, so
-        forged sources get at most 3x what their forger sent, each and in all. A FindNode
+        The credit is per (key, endpoint) pair and counts every byte that came from it,
+        so forged sources get at most 3x what their forger sent, each and in all, and
+        never what the endpoint's own traffic under another key earned. A FindNode
         padded to ``FIND_NODE_FIRST_CONTACT_BYTES`` covers the largest answer; the
         validation round trip it saves is most of what a lookup's first contacts cost.
         """
@@ -1378,13 +1390,18 @@ class Node:
             query.lookup.on_timeout(query.path, query.candidate)
             self._advance_lookup(query.lookup, now)
             raise Rejected("malformed")
-        found = self._parse_nodes(nodes)
+        found = self._parse_nodes(nodes, addr)
         query.lookup.on_response(query.path, query.candidate, found)
         self._advance_lookup(query.lookup, now)
 
-    def _parse_nodes(self, nodes: pb.Nodes) -> list[Candidate]:
+    def _parse_nodes(self, nodes: pb.Nodes, answerer: Endpoint) -> list[Candidate]:
         """The well-formed entries of a Nodes answer but ourselves (``parse_node_info``),
-        memoized by their fields: the same nodes come back in answer after answer."""
+        memoized by their fields: the same nodes come back in answer after answer.
+
+        Only entries of the answerer's scope or farther out (``named_endpoint_allowed``):
+        a lookup sends each a FindNode, so a peer on the internet must not aim them at
+        our own machine or LAN; a LAN peer still names LAN and internet peers, a loopback
+        peer any (docs/PROTOCOL.md, "4", Nodes)."""
         memo, own_key = self._candidates, self.identity.key
         found: list[Candidate] = []
         for info in nodes.nodes:
@@ -1394,7 +1411,11 @@ class Node:
                 if len(memo) >= NODE_INFO_MEMO:
                     memo.clear()
                 candidate = memo[fields] = parse_node_info(info)
-            if candidate is not None and candidate.key != own_key:
+            if (
+                candidate is not None
+                and candidate.key != own_key
+                and named_endpoint_allowed(candidate.endpoint, answerer)
+            ):
                 found.append(candidate)
         return found
 
@@ -2604,7 +2625,7 @@ class Node:
         if (
             not probe
             and not self._is_validated(key, endpoint)
-            and not self._addresses.spend(endpoint, len(data))
+            and not self._addresses.spend(key, endpoint, len(data))
         ):
             self._stats.withheld += count_withheld
             return False

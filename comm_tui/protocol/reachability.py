@@ -12,8 +12,8 @@ results in:
   of dial-back probes.
 - ``IntervalLearner``: the keep-alive interval, learned from delayed echoes (grow on
   success, shrink on loss, between a floor and a ceiling).
-- ``AttachTable``: a relay's attached clients, bounded per key, per network of origin and
-  in all.
+- ``AttachTable``: a relay's attached clients, bounded per key, per network of origin, per
+  wide network and in all.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ from __future__ import annotations
 import heapq
 import ipaddress
 from collections import Counter, OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
+from comm_tui.protocol.admission import OriginBound, wide_network
 from comm_tui.protocol.routing import Endpoint
 
 ReachabilityKind = Literal["unknown", "public", "cone", "symmetric", "firewalled"]
@@ -65,10 +66,13 @@ ECHO_MAX_DELAY_S = KEEPALIVE_CEILING_S * 1.5
 
 # docs/PROTOCOL.md, "12.4": a relay's attached clients. An entry lives 3 of its client's
 # keep-alive intervals (clamped to floor and ceiling); one per key; per network of
-# origin (a household behind one NAT shares it) and in all, the least recently
-# refreshed of the fullest network gives way.
+# origin (a household behind one NAT shares it), per wide network (16 full networks of
+# one provider, a quarter of the table: one provider's /48s, 65,536 to a /32, evicted
+# every other client) and in all, the least recently refreshed of the fullest network
+# of the fullest wide network gives way.
 ATTACH_LIFETIME_INTERVALS = 3
 ATTACH_PER_NETWORK = 16
+ATTACH_PER_WIDE_NETWORK = 256
 ATTACH_MAX = 1024
 
 
@@ -125,15 +129,45 @@ def probe_target_allowed(target: Endpoint, asker: Endpoint) -> bool:
     for a peer on such an address. A stranger on the internet must never aim our
     datagrams at our own machine or our LAN (docs/PROTOCOL.md, "12.2").
     """
+    scope = _unicast_scope(target)
+    return scope is not None and scope == _scope_of(asker[0])
+
+
+# Scopes from our own machine outward: a peer may name endpoints of its own scope or
+# farther out, never nearer to us than itself.
+_SCOPE_DISTANCE = {"loopback": 0, "local": 1, "global": 2}
+
+
+def named_endpoint_allowed(target: Endpoint, namer: Endpoint) -> bool:
+    """May a peer speaking from ``namer`` make us send to ``target`` by naming it (an
+    entry of its ``Nodes`` answer, which a lookup sends a FindNode)?
+
+    Only a unicast address of its own scope or farther out: a peer on the internet names
+    internet endpoints, a LAN peer LAN and internet ones, a loopback peer any. So a
+    stranger on the internet never aims our lookups at our own machine or LAN, nor a
+    LAN host at our machine (docs/PROTOCOL.md, "4"), while a LAN peer that knows the
+    internet still brings us there. Looser than ``probe_target_allowed``: a probe
+    tests the asker's own endpoint, a lookup asks whoever the answer names.
+    """
+    scope = _unicast_scope(target)
+    if scope is None:
+        return False
+    namer_scope = _scope_of(namer[0])
+    return namer_scope is not None and _SCOPE_DISTANCE[scope] >= _SCOPE_DISTANCE[namer_scope]
+
+
+def _unicast_scope(target: Endpoint) -> str | None:
+    """The scope of ``target``, or None when it is no unicast IP endpoint (multicast,
+    unspecified, broadcast, port 0)."""
     try:
         ip = ipaddress.ip_address(canonical_host(target[0]))
     except ValueError:
-        return False
+        return None
     if not 0 < target[1] < 65536:
-        return False
+        return None
     if ip.is_multicast or ip.is_unspecified or (ip.version == 4 and ip == _BROADCAST):
-        return False
-    return _scope(ip) == _scope_of(asker[0])
+        return None
+    return _scope(ip)
 
 
 def _scope(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
@@ -511,14 +545,22 @@ class AttachedClient:
 class AttachTable:
     """A relay's attached clients, by address (docs/PROTOCOL.md, "12.4").
 
-    Bounded per key (one entry per address), per network of origin and in all. Past a
-    bound the least recently refreshed client of the network holding the most entries
-    gives way, so a flood from one network only ever evicts its own.
+    Bounded per key (one entry per address), per network of origin, per wide network and
+    in all (``OriginBound``): past a bound the least recently refreshed client of the
+    network holding the most entries, within the wide network holding the most, gives
+    way, so a flood from one network, or from the many networks of one provider, only
+    ever evicts its own.
+
+    ``left(key, now)`` is told of every client that leaves (evicted or expired): the
+    node pins an attached client's boxes while it is attached (docs/PROTOCOL.md, "5.3").
     """
 
-    def __init__(self) -> None:
-        self._clients: OrderedDict[bytes, AttachedClient] = OrderedDict()
-        self._per_network: dict[str, int] = {}
+    def __init__(self, left: Callable[[bytes, float], None] | None = None) -> None:
+        self._left = left
+        self._clients: dict[bytes, AttachedClient] = {}
+        self._filed: OriginBound[bytes] = OriginBound(
+            ATTACH_PER_NETWORK, ATTACH_PER_WIDE_NETWORK, ATTACH_MAX
+        )
         self._echoes: list[tuple[float, bytes]] = []  # (due, address), lazily pruned
         self.evicted = 0
 
@@ -526,7 +568,7 @@ class AttachTable:
         return len(self._clients)
 
     def per_network(self, network: str) -> int:
-        return self._per_network.get(network, 0)
+        return self._filed.in_network(network)
 
     def attach(
         self,
@@ -537,36 +579,24 @@ class AttachTable:
         interval_s: float,
         now: float,
     ) -> bool:
-        """Attach or refresh a client; True when it is new or moved to another endpoint
-        (the caller then pushes what waits for it)."""
-        old = self._clients.pop(address, None)
-        if old is not None:
-            self._per_network[old.network] -= 1
-            if not self._per_network[old.network]:
-                del self._per_network[old.network]
+        """Attach or refresh a client (``network``: its endpoint's network of origin);
+        True when it is new or moved to another endpoint (the caller then pushes what
+        waits for it)."""
+        old = self._clients.get(address)
         entry = AttachedClient(key, endpoint, network, now + attach_lifetime(interval_s))
         if old is not None and old.key == key and old.echo_challenge:
             entry.echo_challenge, entry.echo_due = old.echo_challenge, old.echo_due
         self._clients[address] = entry
-        self._per_network[network] = self._per_network.get(network, 0) + 1
-        if self._per_network[network] > ATTACH_PER_NETWORK:
-            self._evict_from(network)
-        while len(self._clients) > ATTACH_MAX:
-            fullest = max(self._per_network.items(), key=lambda item: item[1])[0]
-            self._evict_from(fullest)
+        for evicted in self._filed.add(address, network, wide_network(endpoint)):
+            self._left_table(evicted, now)
+            self.evicted += 1
         return old is None or old.endpoint != endpoint or old.key != key
 
-    def _evict_from(self, network: str) -> None:
-        """Forget the least recently refreshed client of ``network``."""
-        address = next(a for a, c in self._clients.items() if c.network == network)
-        self._remove(address)
-        self.evicted += 1
-
-    def _remove(self, address: bytes) -> None:
+    def _left_table(self, address: bytes, now: float) -> None:
+        """``address`` is no longer filed: forget its entry, and tell ``left``."""
         entry = self._clients.pop(address)
-        self._per_network[entry.network] -= 1
-        if not self._per_network[entry.network]:
-            del self._per_network[entry.network]
+        if self._left is not None:
+            self._left(entry.key, now)
 
     def get(self, address: bytes, now: float) -> AttachedClient | None:
         entry = self._clients.get(address)
@@ -607,7 +637,8 @@ class AttachTable:
 
     def expire(self, now: float) -> None:
         for address in [a for a, c in self._clients.items() if c.expires_at <= now]:
-            self._remove(address)
+            self._filed.remove(address)
+            self._left_table(address, now)
 
 
 # docs/PROTOCOL.md, "12.2": dial-back probes. Helpers asked per round, how long each

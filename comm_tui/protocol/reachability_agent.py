@@ -118,6 +118,10 @@ class ReachabilityHost:
     push_waiting: Callable[[bytes, bytes, Endpoint, float], None]
     # Send an Attach as our own query, answered by a Pong (bounded by the query table).
     attach_query: Callable[[bytes, bytes, Endpoint, pb.Frame, float], None]
+    # Pin an attached client's boxes while it is attached, and let them go when it
+    # leaves (docs/PROTOCOL.md, "5.3"): fresh keys must not push them out of the cache.
+    pin_client: Callable[[bytes], None]
+    unpin_client: Callable[[bytes, float], None]
     # Probe rounds with no helper to ask wait this long (the node's rebootstrap tick).
     no_helpers_retry_s: float
 
@@ -148,7 +152,7 @@ class ReachabilityAgent:
         self._reannounced_at = float("-inf")
         self._sent_to: OrderedDict[str, float] = OrderedDict()
         # As a relay: attached clients, and what we serve of probes.
-        self.attached = AttachTable()
+        self.attached = AttachTable(left=host.unpin_client)
         self._probe_requests = RateLimiter(PROBE_REQUEST_RATE_PER_S, PROBE_REQUEST_BURST)
         self._probes_served = TokenBucket(
             PROBE_SERVE_RATE_PER_S, PROBE_SERVE_BURST, PROBE_SERVE_BURST, now
@@ -419,6 +423,7 @@ class ReachabilityAgent:
         self._host.stats.attach_evicted += self.attached.evicted - evicted
         if self.attached.get(sender.address, now) is None:
             return  # evicted at once: its network is full of fresher clients
+        self._host.pin_client(sender.key)
         if attach.echo_after_s:
             delay = min(float(attach.echo_after_s), ECHO_MAX_DELAY_S)
             self.attached.owe_echo(sender.address, attach.challenge, now + delay)
