@@ -1721,10 +1721,14 @@ class Node:
         existing = self._store.by_key(key)
         if existing is not None:
             # A copy counts no more than a receipt: its sender becomes a holder only if
-            # the ack is owed to it, which ends our sends to it; anyone else's copy joined
-            # a set without bound, rewritten with our own acks at every commit
-            # (docs/PROTOCOL.md, "7.3 Acks").
-            if sender.address in self._ack_owed(existing):
+            # the ack is owed to it (which ends our sends to it) or we sent it the message
+            # (its receipt for the message, if late, then draws no ack it holds); anyone
+            # else's copy joined a set without bound, rewritten with our own acks at
+            # every commit (docs/PROTOCOL.md, "7.3 Acks").
+            message_key = entry_key(Kind.MESSAGE, ack.message_id)
+            if sender.address in self._ack_owed(existing) or (
+                self._receipt_waits.item_sent(sender.address, message_key) is not None
+            ):
                 self._receipt_waits.received(sender.address, key, now)
                 self._add_holder(existing, sender.address, now)
             self._owe_receipt(sender.key, addr, key, now)
