@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 
 import pytest
 
@@ -249,3 +250,53 @@ def test_after_a_restart_the_oldest_ack_we_signed_still_goes_first(
     restarted._bound_signed_acks()  # what the next texts received do
     kept = {e.key for e in restarted._store if e.kind is Kind.ACK}
     assert kept == {e.key for e in own[10:]}
+
+
+# ------------------ 5. Nodes entries at our own machine's and LAN's global IPv6 addresses
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red6: named_endpoint_allowed judges scope by the address alone: an internet "
+    "peer names our own global IPv6 address and our /64 (LAN hosts), and we send there",
+)
+def test_a_global_peer_cannot_aim_our_lookups_at_our_own_global_ipv6_address_or_64() -> None:
+    """Spec 4 (Nodes, red5 finding 10's fix): "a stranger on the internet never aims our
+    lookups at our own machine or LAN". Scope is read from the address alone
+    (``named_endpoint_allowed``: loopback, local, global), but on IPv6 our machine and
+    every host of our LAN have global addresses: our own (the peer knows it: it talks
+    to us there, and its Pong told us so) and our /64's (the router at ``::1``, SLAAC
+    hosts), which the home router's firewall shields from the internet but not from
+    us. A peer on the internet answers our self-lookup with entries at our own address
+    (memcached's port) and at our /64's ``::1`` (DNS): the lookup sends each a padded
+    FindNode from inside the firewall."""
+    node = _node(1)
+    now = T0
+    peer = Codec(Identity.from_seed(b"b" * 32))
+    peer_at = ("2001:4860:4860::8888", 4000)  # a global address
+    ours = "2a02:1234:5678:9abc::10"  # where the peer sees us: our machine
+    node.add_known_peer(peer.identity.key, peer_at, now)
+    seen = pb.SeenEndpoint(ip=socket.inet_pton(socket.AF_INET6, ours), port=4000)
+    for frame in _frames_to(peer, node.datagrams_to_send(), peer_at):
+        if frame.HasField("ping"):
+            pong = pb.Frame(pong=pb.Pong(challenge=frame.ping.challenge, observed=seen))
+            node.receive_datagram(peer.encode_frame(node.identity.key, pong, now), peer_at, now)
+    assert node.peer_count == 1
+    finds = [
+        f for f in _frames_to(peer, node.datagrams_to_send(), peer_at) if f.HasField("find_node")
+    ]
+    assert finds  # joining: a self-lookup
+    aimed = [(ours, 11211), ("2a02:1234:5678:9abc::1", 53)]
+    infos = [
+        pb.NodeInfo(
+            key=Identity.from_seed(bytes([50 + i]) * 32).key,
+            ip=socket.inet_pton(socket.AF_INET6, host),
+            port=port,
+        )
+        for i, (host, port) in enumerate(aimed)
+    ]
+    for find in finds:
+        answer = pb.Frame(nodes=pb.Nodes(query_id=find.find_node.query_id, nodes=infos))
+        node.receive_datagram(peer.encode_frame(node.identity.key, answer, now), peer_at, now)
+    sent_to = {dest for _, dest in node.datagrams_to_send()}
+    assert not sent_to & set(aimed)
