@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import random
 import socket
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 import pytest
 
@@ -29,6 +31,7 @@ from comm_tui.protocol.sessions import SessionBook
 from tests.wire import T0, Wire
 
 DAY_MS = 24 * 3600 * 1000
+T = TypeVar("T")
 
 
 def _node(seed: int, config: NodeConfig | None = None) -> Node:
@@ -300,3 +303,60 @@ def test_a_global_peer_cannot_aim_our_lookups_at_our_own_global_ipv6_address_or_
         node.receive_datagram(peer.encode_frame(node.identity.key, answer, now), peer_at, now)
     sent_to = {dest for _, dest in node.datagrams_to_send()}
     assert not sent_to & set(aimed)
+
+
+# -------------------- 6. every commit past the skipped-key bound walks every session
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red6: SessionBook._bound_skipped finds the fattest session by a scan of every "
+    "session, at every commit while the total is over SKIPPED_KEYS_MAX",
+)
+def test_a_text_that_skips_a_key_at_the_bound_does_not_walk_every_session(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Red5's suspected list: ``_bound_skipped`` summed every session's skipped keys at
+    every commit; today's fix keeps the total as sessions change (``_recount``), but
+    once it is over SKIPPED_KEYS_MAX (50,000) the fattest session is still found by
+    ``max`` over every session of every peer (up to 4,096 peers x 4 = 16,384: 2.9 ms in
+    CPython). A stranger that holds the book at its bound (its own sessions' skipped
+    keys, within its skip budgets) makes every text of its that skips one key pay it:
+    texts that open, in sessions it has (no X3DH), ~5x the 0.65 ms a text costs, within
+    the skip budgets of each network it writes from (1,000 keys a second). Here: 300
+    peers with a session, the bound lowered to 5, then 20 texts of one of them, each
+    skipping one key: each commit visits every session."""
+    from comm_tui.protocol import sessions as sessions_module
+
+    monkeypatch.setattr(sessions_module, "SKIPPED_KEYS_MAX", 5)
+    now = T0 + 1
+    me = Identity.from_seed(b"m" * 32)
+    book = SessionBook(me, PrekeyStore(me.key, T0))
+    me_pub = PublicIdentity(me.key)
+    strangers = []
+    for i in range(300):
+        ident = Identity.from_seed(b"s" + i.to_bytes(31, "big"))
+        theirs = SessionBook(ident, PrekeyStore(ident.key, T0))
+        letter = encode_letter(os.urandom(16), 0, 1, int(now * 1000), b"hi")
+        (sealed,) = theirs.seal_text(me_pub, [letter], None, now)
+        opened = book.open(sealed, now, "203.0.113.0/24")
+        book.commit(opened.author, [opened.token], now, sent_ms=0, handshake=False)
+        strangers.append(theirs)
+    visited = 0
+
+    def counting_max(iterable: Iterable[T], key: Callable[[T], int]) -> T:
+        nonlocal visited
+        items = list(iterable)
+        visited += len(items)
+        return max(items, key=key)
+
+    monkeypatch.setattr(sessions_module, "max", counting_max, raising=False)
+    attacker = strangers[0]
+    for _ in range(20):
+        attacker.active(me.key).state.encrypt_step()  # a key it never sends: we skip it
+        letter = encode_letter(os.urandom(16), 0, 1, int(now * 1000), b"x")
+        (sealed,) = attacker.seal_text(me_pub, [letter], None, now)
+        opened = book.open(sealed, now, "203.0.113.0/24")
+        book.commit(opened.author, [opened.token], now, sent_ms=0, handshake=False)
+        now += 0.2
+    assert visited <= 20 * 16  # not every session at every commit
