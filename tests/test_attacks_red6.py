@@ -121,11 +121,6 @@ def test_junk_for_us_through_our_relay_does_not_refuse_honest_texts_it_brings() 
 # ------------------------------------------- 2. Attach walks what we hold, unlimited
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red6: every Attach walks everything held for its sender (_push_waiting), "
-    "outside FETCH_RATE_PER_S",
-)
 def test_a_node_attaching_fast_makes_us_walk_what_we_hold_for_it_once_a_second() -> None:
     """Spec 7.2 and the caps table: "Fetches served: 1/s per sender address (burst 4)",
     because a served Fetch walks everything held for its sender (0.15-0.3 ms for 1,400

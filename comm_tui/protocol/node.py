@@ -215,11 +215,11 @@ FIND_RECIPIENT_ON_ATTEMPTS = frozenset({2, 6})
 # waiting for it (a 64 KiB text has 74 parts): meeting it hands it all of them.
 FIND_RECIPIENT_INTERVAL_S = 60.0
 FETCH_ITEMS_MAX = 512
-# Fetches served per sender address: a second apart, 4 in a burst. A served Fetch walks
-# everything held for the sender (~0.15-0.3 ms for 1,400 items) and mostly finds it
-# awaited (a receipt wait is at least RECEIPT_TIMEOUT_S); at the sender's 500 datagrams a
-# second that walk was its cheapest way to spend our CPU (docs/PROTOCOL.md, "7.2"). A node
-# fetches on waking and attaching, far below this.
+# Fetches and Attaches served per sender address (their pushes of what we hold for it): a
+# second apart, 4 in a burst. Each walks everything held for the sender (~0.15-0.3 ms for
+# 1,400 items) and mostly finds it awaited (a receipt wait is at least RECEIPT_TIMEOUT_S);
+# at the sender's 500 datagrams a second that walk was its cheapest way to spend our CPU
+# (docs/PROTOCOL.md, "7.2"). A node fetches on waking, and attaches every 10 s or more.
 FETCH_RATE_PER_S = 1.0
 FETCH_BURST = 4
 # The acks we sign, kept at most (with our record: what the store holds addressed to us).
@@ -536,7 +536,7 @@ class Node:
                 pong=lambda challenge, addr: self._pong(challenge, addr),
                 ping=self._ping,
                 lookup=self.lookup,
-                push_waiting=self._push_waiting,
+                push_waiting=self._push_asked,
                 attach_query=self._attach_query,
                 pin_client=lambda key: self._codec.pin(key, PIN_ATTACHED),
                 unpin_client=lambda key, now: self._codec.unpin(key, now, PIN_ATTACHED),
@@ -1509,11 +1509,15 @@ class Node:
     def _on_fetch(
         self, sender: PublicIdentity, fetch: pb.Fetch, addr: Endpoint, now: float
     ) -> None:
-        """Push what we hold for the sender, within its FETCH_RATE_PER_S."""
-        if not self._fetch_limit.allow(sender.address, now):
+        self._push_asked(sender.address, sender.key, addr, now)
+
+    def _push_asked(self, address: bytes, key: bytes, endpoint: Endpoint, now: float) -> None:
+        """A node asked for what we hold for it (a Fetch, an Attach): pushed within its
+        address's FETCH_RATE_PER_S (docs/PROTOCOL.md, "7.2")."""
+        if not self._fetch_limit.allow(address, now):
             self._stats.fetches_too_soon += 1
             return
-        self._push_waiting(sender.address, sender.key, addr, now)
+        self._push_waiting(address, key, endpoint, now)
 
     # ------------------------------------------------------------------ messages
 

@@ -21,7 +21,7 @@ class NodeStats:
     acks_answered: int = 0  # copies of acknowledged messages answered with the ack
     expired: int = 0
     pushed_on_join: int = 0
-    fetches_too_soon: int = 0  # Fetches past their sender's FETCH_RATE_PER_S, not served
+    fetches_too_soon: int = 0  # Fetch/Attach pushes past the sender's FETCH_RATE_PER_S
     texts_received: int = 0
     texts_delivered: int = 0
     stem_forwards: int = 0  # items we sent on in the stem (docs/PROTOCOL.md, "7.2")
