@@ -82,11 +82,6 @@ def _hand(hop: Codec, to: Node, at: Endpoint, msg: pb.Message, now: float) -> No
 # --------------------------- 1. junk addressed to us spends an honest relay's store rate
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red6: the store rate on parts for us is the hop's, charged before opening: "
-    "junk for us handed to our relay spends the relay's allowance, honest texts refused",
-)
 def test_junk_for_us_through_our_relay_does_not_refuse_honest_texts_it_brings() -> None:
     """Spec 5.4 (red5 finding 4's fix): "a part for us is a new item too: its hop's store
     rate, before the cost of opening it" (``_on_message_for_me``). The hop is the relay

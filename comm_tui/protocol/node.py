@@ -1607,11 +1607,6 @@ class Node:
     def _on_message_for_me(
         self, sender: PublicIdentity, msg: pb.Message, item_id: bytes, addr: Endpoint, now: float
     ) -> None:
-        # A part for us is a new item too (the ack we sign for it is stored to its
-        # expiry): its hop's store rate, before the cost of opening it (docs/PROTOCOL.md,
-        # "5.4").
-        if not self._store_limit.allow(sender.address, now):
-            raise Rejected("store_rate")
         try:
             opened = self._sessions.open(msg.sealed, now, self._origin(sender.key, addr))
         except SessionError as exc:
@@ -1625,6 +1620,12 @@ class Node:
         except LetterError as exc:
             raise Rejected("bad_letter") from exc
         author = opened.author
+        # A part for us is a new item too (the ack we sign for it is stored to its
+        # expiry): its author's store rate, once it opened, so junk that does not open
+        # spends no one's, and the relays that bring our texts none of theirs
+        # (docs/PROTOCOL.md, "5.4"; red6).
+        if not self._store_limit.allow(author.address, now):
+            raise Rejected("store_rate")
         self._punch.used(sender.address, now)
         tag = _PartTag(item_id, msg.expires_ms, sender.key, addr, opened.token)
         if opened.handshake:
