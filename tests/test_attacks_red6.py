@@ -298,11 +298,6 @@ def test_a_global_peer_cannot_aim_our_lookups_at_our_own_global_ipv6_address_or_
 # -------------------- 6. every commit past the skipped-key bound walks every session
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red6: SessionBook._bound_skipped finds the fattest session by a scan of every "
-    "session, at every commit while the total is over SKIPPED_KEYS_MAX",
-)
 def test_a_text_that_skips_a_key_at_the_bound_does_not_walk_every_session(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -30,6 +30,7 @@ signature, which is what rules out key-compromise impersonation (``crypto/x3dh.p
 
 from __future__ import annotations
 
+import heapq
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -72,6 +73,10 @@ _AD_DOMAIN = b"comm-tui letter v2\x00"
 SESSIONS_PER_PEER = 4
 SESSION_PEERS_MAX = 4096
 SKIPPED_KEYS_MAX = 50_000
+# Past SKIPPED_KEYS_MAX, keys are given up until this far below it (1/64 of it): the peer
+# giving them up then rewrites its sessions (up to ~150 KB) once per that many new
+# skipped keys, not at every text that skips one (red6).
+SKIPPED_KEYS_SLACK_DIVISOR = 64
 # Peeked message keys remembered (for the other parts of the same texts).
 _PEEKED_MAX = 256
 # Skip budgets (docs/PROTOCOL.md, "Letters and sealing"): the keys a letter's header makes
@@ -187,6 +192,10 @@ class SessionBook:
         # summing every session's at every commit cost O(sessions) a text received.
         self._skipped: dict[bytes, int] = {}
         self._skipped_total = 0
+        # (-skipped keys held, peer) at each recount: a lazy max-heap, whose entries are
+        # current when they match ``_skipped`` (``_fattest_peer``); rebuilt when stale
+        # ones outnumber the rest, so the peer holding the most is found without a scan.
+        self._by_skipped: list[tuple[int, bytes]] = []
         # Peers whose sessions changed since the node last took the changes (None: gone).
         self.changed: dict[bytes, bytes | None] = {}
         # Message keys peeked since the last state change, by (author, session id, header):
@@ -461,20 +470,32 @@ class SessionBook:
         self._skipped_total += held - self._skipped.pop(peer_key, 0)
         if held:
             self._skipped[peer_key] = held
+            heapq.heappush(self._by_skipped, (-held, peer_key))
+            if len(self._by_skipped) > 2 * len(self._skipped) + 64:
+                self._by_skipped = [(-n, key) for key, n in self._skipped.items()]
+                heapq.heapify(self._by_skipped)
+
+    def _fattest_peer(self) -> bytes:
+        """The peer whose sessions hold the most skipped keys (some must hold any)."""
+        heap = self._by_skipped
+        while -heap[0][0] != self._skipped.get(heap[0][1]):
+            heapq.heappop(heap)  # stale: that peer's count changed since
+        return heap[0][1]
 
     def _bound_skipped(self) -> None:
-        """The node-wide bound: the session holding the most skipped keys gives up its oldest."""
-        total = self._skipped_total
-        while total > SKIPPED_KEYS_MAX:
-            key, fattest = max(
-                ((k, s) for k, v in self.peers.items() for s in v),
-                key=lambda pair: len(pair[1].state.skipped),
-            )
-            excess = min(total - SKIPPED_KEYS_MAX, len(fattest.state.skipped))
+        """The node-wide bound: past SKIPPED_KEYS_MAX, the peer holding the most skipped
+        keys gives up the oldest of its session holding the most, down to a slack below
+        the bound, then the next (docs/PROTOCOL.md, "7.1")."""
+        if self._skipped_total <= SKIPPED_KEYS_MAX:
+            return
+        target = SKIPPED_KEYS_MAX - SKIPPED_KEYS_MAX // SKIPPED_KEYS_SLACK_DIVISOR
+        while self._skipped_total > target:
+            key = self._fattest_peer()
+            fattest = max(self.peers[key], key=lambda session: len(session.state.skipped))
+            excess = min(self._skipped_total - target, len(fattest.state.skipped))
             self._peeked.clear()
             for _ in range(excess):
                 fattest.state.drop_oldest_skipped()
-            total -= excess
             self.changed[key] = serialize_sessions(self.peers[key])
             self._recount(key)
 
