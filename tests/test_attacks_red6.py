@@ -205,11 +205,6 @@ def test_a_strangers_texts_cannot_make_a_copy_of_a_contacts_text_reset_its_sessi
 # ------------------------------- 4. a restart forgets which acks we signed are the oldest
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red6: restored in key order (load_relay_items ORDER BY key), the acks we "
-    "signed lose their age: past SIGNED_ACKS_MAX a random one goes, not the oldest",
-)
 def test_after_a_restart_the_oldest_ack_we_signed_still_goes_first(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

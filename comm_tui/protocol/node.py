@@ -720,14 +720,19 @@ class Node:
         """Load persisted relay-store entries; returns how many were damaged and skipped."""
         damaged = 0
         now_ms = _ms(now)
+        entries: list[Entry] = []
         for blob in blobs:
             try:
                 entry = Entry.deserialize(blob)
             except ValueError:
                 damaged += 1
                 continue
-            if entry.expires_ms <= now_ms:
-                continue
+            if entry.expires_ms > now_ms:
+                entries.append(entry)
+        # In the order they were stored, as the store keeps them: "the oldest" of its
+        # bounds (the acks we sign, _bound_signed_acks) is then the oldest again.
+        entries.sort(key=lambda entry: entry.stored_at)
+        for entry in entries:
             self._store.add(entry, enforce_quota=False)
             if entry.own_text_id:
                 self._outgoing.add_part(entry.own_text_id, entry.target, entry.item_id)
