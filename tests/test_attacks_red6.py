@@ -157,11 +157,6 @@ def test_a_node_attaching_fast_makes_us_walk_what_we_hold_for_it_once_a_second()
 # ----------------------------- 3. the acks we sign evicted: a later copy resets a session
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red6: past SIGNED_ACKS_MAX a contact's ack goes; a later copy of its text "
-    "no longer opens and resets the contact's session, unanswered",
-)
 def test_a_strangers_texts_cannot_make_a_copy_of_a_contacts_text_reset_its_session(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -227,6 +227,10 @@ FETCH_BURST = 4
 # stranger's text costs it a datagram, so past this the oldest goes (docs/PROTOCOL.md,
 # "8. Relay store"). ~2 KB each: 32 MiB.
 SIGNED_ACKS_MAX = 16384
+# The ids (and expiries) of the texts whose acks went past SIGNED_ACKS_MAX, kept at most:
+# a late copy of one is acknowledged again (~120 bytes an id: 7.5 MiB), the oldest
+# forgotten first. Past it a late copy does not open, as any letter whose keys are spent.
+ACKED_IDS_MAX = 65536
 # Lost sessions (docs/PROTOCOL.md, "Session reset"): a peer whose letters no session opens
 # gets one handshake letter in this long, and the node sends at most HANDSHAKE_BURST of
 # them (refilled at HANDSHAKE_RATE_PER_S), whatever claims to be the sender.
@@ -483,6 +487,7 @@ class Node:
         self._finding: OrderedDict[bytes, float] = OrderedDict()
         self._stemmed: OrderedDict[bytes, None] = OrderedDict()  # store keys
         self._fetch_limit = RateLimiter(FETCH_RATE_PER_S, FETCH_BURST)  # by address
+        self._acked: OrderedDict[bytes, int] = OrderedDict()  # part id -> expires_ms
         self._datagram_limit = RateLimiter(
             self.config.datagram_rate_per_s, self.config.datagram_burst
         )
@@ -1545,6 +1550,12 @@ class Node:
             self._send_item(ack_entry, sender.key, addr, now)
             return
         if recipient == self.address:
+            if self._acked.get(item_id) == expires_ms:
+                # A late copy of a text whose ack went (_bound_signed_acks): acknowledged
+                # again, not opened (its keys are spent: a lost session, else).
+                self._stats.acks_answered += 1
+                self._acknowledge(item_id, expires_ms, sender.key, addr, now)
+                return
             self._on_message_for_me(sender, msg, item_id, addr, now)
             return
         existing = store.by_key(_MESSAGE_KEY_PREFIX + item_id)
@@ -1687,31 +1698,41 @@ class Node:
             self._events.append(SessionReset(author.key))
         for tag_object in part_tags:
             part_id, expires_ms, peer_key, peer_addr, _ = astuple(tag_object)
-            ack = sign_ack(self.identity, part_id, expires_ms)
-            # The ack goes back to the node that handed us the part, retried until it
-            # holds it; later copies from anyone are answered with it (_on_message).
-            entry = Entry(
-                Kind.ACK,
-                part_id + self.address,
-                self.address,
-                expires_ms,
-                ack,
-                stored_at=now,
-                origin_key=peer_key,
-                origin_endpoint=peer_addr,
-            )
-            self._store.add(entry, enforce_quota=False)
-            self._relay(entry, now)
+            self._acknowledge(part_id, expires_ms, peer_key, peer_addr, now)
+
+    def _acknowledge(
+        self, part_id: bytes, expires_ms: int, peer_key: bytes, peer_addr: Endpoint, now: float
+    ) -> None:
+        """Sign the ack of a part of a text to us and send it back to the node that handed
+        us the part, retried until it holds it; later copies from anyone are answered with
+        it (_on_message), and once it went (``_bound_signed_acks``) with a new one."""
+        self._acked.pop(part_id, None)
+        entry = Entry(
+            Kind.ACK,
+            part_id + self.address,
+            self.address,
+            expires_ms,
+            sign_ack(self.identity, part_id, expires_ms),
+            stored_at=now,
+            origin_key=peer_key,
+            origin_endpoint=peer_addr,
+        )
+        self._store.add(entry, enforce_quota=False)
+        self._relay(entry, now)
         self._bound_signed_acks()
 
     def _bound_signed_acks(self) -> None:
         """Past ``SIGNED_ACKS_MAX``, drop the oldest acks we signed (docs/PROTOCOL.md, "8.
-        Relay store"). A copy of its text that comes later no longer meets the ack: it
-        does not open either (its keys are spent), as any letter that does not open."""
+        Relay store"), keeping their ids (``ACKED_IDS_MAX``): a copy of its text that
+        comes later is answered with the ack signed again, where it would not open (its
+        keys are spent) and would count as a lost session."""
         while self._store.count_for(self.address) > SIGNED_ACKS_MAX:
             oldest = self._store.oldest_for(self.address, Kind.ACK)
             if oldest is None:
                 return
+            self._acked[oldest.item_id[:-ADDRESS_BYTES]] = oldest.expires_ms
+            if len(self._acked) > ACKED_IDS_MAX:
+                self._acked.popitem(last=False)
             self._store.remove(oldest)  # its schedule entry is skipped when due
 
     # ------------------------------------------------------------------ acks
