@@ -481,12 +481,15 @@ def test_fresh_keys_cannot_make_an_attached_client_wait_for_the_new_key_budget()
     assert [f.pong.challenge for f in answers if f.HasField("pong")] == [b"k" * 16]
 
 
-def test_a_validated_pair_whose_box_left_the_cache_still_gets_its_cookie_reply() -> None:
-    """Findings 6 and 8 together: a validated pair earns no 3x credit (it needs none)
-    and is not held to its endpoint's bucket, so when fresh keys pushed its box out of
+def test_a_validated_pair_whose_box_left_the_cache_is_served_without_the_new_key_budget() -> None:
+    """Findings 6 and 8 together, and red6: a validated pair earns no 3x credit (it needs
+    none) and is not held to its endpoint's bucket. When fresh keys pushed its box out of
     the cache (and what it earned before its validation out of the credit table) and
-    spent the new-key budget, its datagram is answered with the cookie reply that lets
-    its retry in (spec 5.3), not dropped for want of credit."""
+    spent the new-key budget, its datagram is still served: a validated pair is
+    established, its box costs one key agreement and is cached again, and the new-key
+    budget is not charged for it. Charged, forged junk under its key from its endpoint
+    (which no endpoint bucket limits) spent the budget at line rate and drew a cookie
+    reply to it each."""
     relay = _node(1)
     peer = Codec(Identity.from_seed(b"v" * 32))
     at = ("198.51.100.30", 4000)
@@ -504,11 +507,18 @@ def test_a_validated_pair_whose_box_left_the_cache_still_gets_its_cookie_reply()
         data = fresh.encode_frame(relay.identity.key, pb.Frame(receipt=pb.Receipt()), now)
         relay.receive_datagram(data, (f"203.0.{i // 256}.{i % 256}", 6000), now)
     relay.datagrams_to_send()
-    relay._new_keys.tokens = 0
+    relay._new_keys.tokens = 3
     relay._new_keys.rate_per_s = 0
-    relay.receive_datagram(peer.encode_frame(relay.identity.key, ping, now), at, now)
+    for i in range(10):  # forged junk under the pair's key, from its endpoint
+        junk = bytearray(peer.encode_frame(relay.identity.key, ping, now + i / 1000))
+        junk[-3] ^= 1
+        relay.receive_datagram(bytes(junk), at, now + i / 1000)
     sent = [pb.Packet.FromString(data) for data, dest in relay.datagrams_to_send() if dest == at]
-    assert [packet.HasField("cookie_reply") for packet in sent] == [True]
+    assert not any(packet.HasField("cookie_reply") for packet in sent)
+    assert relay._new_keys.tokens == 3  # the budget is the first contacts'
+    relay.receive_datagram(peer.encode_frame(relay.identity.key, ping, now + 1), at, now + 1)
+    frames = _frames_to(peer, relay.datagrams_to_send(), at)
+    assert [frame.HasField("pong") for frame in frames] == [True]
 
 
 # ------------------------------------- 9. Nodes entries aimed at our own machine or LAN

@@ -365,6 +365,30 @@ def test_liveness_pings_go_one_per_peer_bounded_and_only_to_peers_not_heard_late
     assert pings() == 5  # its first one timed out (as far as the checks know): again
 
 
+def test_an_answered_liveness_ping_frees_its_place_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """red6: a liveness check answered frees its place among the ``ALIVE_CHECKS_MAX``
+    when its Pong comes, not at its deadline; junk addressed to many live peers held
+    every place for the query timeout, and a dead peer's run-out wait then checked
+    nothing."""
+    monkeypatch.setattr(node_module, "ALIVE_CHECKS_MAX", 1)
+    wire = Wire()
+    relay = wire.add(1)
+    peers = [wire.add(seed) for seed in range(10, 14)]
+    for peer in peers:
+        wire.connect(peer, relay)
+    now = wire.settle(T0) + 2 * node_module.ALIVE_HEARD_S
+    known = [p for p in peers if p.address in relay._table]
+    relay._check_alive(known[0].address, now)
+    assert list(relay._alive_checks) == [known[0].address]
+    wire.pump(now)  # the ping goes, its Pong comes back
+    assert not relay._alive_checks
+    now += 2 * node_module.ALIVE_HEARD_S
+    relay._check_alive(known[1].address, now)
+    assert list(relay._alive_checks) == [known[1].address]
+
+
 def test_an_item_relayed_without_a_receipt_counts_only_an_unanswered_ping_against_the_peer() -> (
     None
 ):

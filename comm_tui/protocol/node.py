@@ -1050,7 +1050,11 @@ class Node:
             assert packet is not None  # read_boxed reads boxed packets only
             self._on_cookie_reply(packet.cookie_reply, addr, now)
             return
-        if peer is None and not self._established(key):
+        # A validated pair is established too: its box costs one key agreement and is
+        # cached. Charged to the new-key budget, forged junk under its key from its
+        # endpoint (limited by key, not endpoint, as above) spent the budget at line rate
+        # and drew a cookie reply to it each (red6).
+        if peer is None and not trusted and not self._established(key):
             self._admit_new_key(key, cookie, data, addr, now)
         if kind == "hello":
             assert packet is not None
@@ -1330,6 +1334,9 @@ class Node:
         if query.endpoint != addr:
             raise Rejected("wrong_endpoint")
         self._validate_pair(sender.key, addr)
+        # A liveness check answered frees its place at once, not at its deadline: junk
+        # for many peers could else hold every place (``_check_alive``; red6).
+        self._alive_checks.pop(sender.address, None)
         relay = sender.address if query.kind == "attach" else None
         self._reachability.note_observed(pong, addr, now, relay=relay)
 
