@@ -171,9 +171,37 @@ def _unicast_scope(target: Endpoint) -> str | None:
 
 
 def _scope(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """Loopback, local or global; an IPv6 address that carries an IPv4 one (6to4, NAT64,
+    the IPv4-compatible and -translated forms) is no farther out than that IPv4 address:
+    Python calls ``::127.0.0.1`` or ``64:ff9b::a00:1`` global, and a host that routes
+    them may deliver to its own machine or LAN (red6)."""
     if ip.is_loopback:
         return "loopback"
-    return "global" if ip.is_global else "local"
+    scope = "global" if ip.is_global else "local"
+    if ip.version == 6:
+        inner = _embedded_ipv4(ip)
+        if inner is not None:
+            nearer = _scope(inner)
+            if _SCOPE_DISTANCE[nearer] < _SCOPE_DISTANCE[scope]:
+                return nearer
+    return scope
+
+
+_NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries, if any."""
+    value = int(ip)
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _NAT64_PREFIX or value >> 32 == 0xFFFF0000:  # NAT64; IPv4-translated
+        return ipaddress.IPv4Address(value & 0xFFFFFFFF)
+    if value >> 32 == 0 and value > 1:  # IPv4-compatible (deprecated, still routed by some)
+        return ipaddress.IPv4Address(value)
+    return None
 
 
 def _scope_of(host: str) -> str | None:
