@@ -238,11 +238,6 @@ def test_after_a_restart_the_oldest_ack_we_signed_still_goes_first(
 # ------------------ 5. Nodes entries at our own machine's and LAN's global IPv6 addresses
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red6: named_endpoint_allowed judges scope by the address alone: an internet "
-    "peer names our own global IPv6 address and our /64 (LAN hosts), and we send there",
-)
 def test_a_global_peer_cannot_aim_our_lookups_at_our_own_global_ipv6_address_or_64() -> None:
     """Spec 4 (Nodes, red5 finding 10's fix): "a stranger on the internet never aims our
     lookups at our own machine or LAN". Scope is read from the address alone
@@ -258,6 +253,7 @@ def test_a_global_peer_cannot_aim_our_lookups_at_our_own_global_ipv6_address_or_
     peer = Codec(Identity.from_seed(b"b" * 32))
     peer_at = ("2001:4860:4860::8888", 4000)  # a global address
     ours = "2a02:1234:5678:9abc::10"  # where the peer sees us: our machine
+    node.set_local_endpoints({(ours, 4000)}, now)  # as the service tells it: bound there
     node.add_known_peer(peer.identity.key, peer_at, now)
     seen = pb.SeenEndpoint(ip=socket.inet_pton(socket.AF_INET6, ours), port=4000)
     for frame in _frames_to(peer, node.datagrams_to_send(), peer_at):

@@ -124,6 +124,7 @@ from comm_tui.protocol.reachability import Reachability, named_endpoint_allowed
 from comm_tui.protocol.reachability_agent import (
     ReachabilityAgent,
     ReachabilityHost,
+    ipv6_prefix,
     seen_endpoint,
 )
 from comm_tui.protocol.reachability_agent import packed_ip as _packed_ip
@@ -1418,8 +1419,12 @@ class Node:
         Only entries of the answerer's scope or farther out (``named_endpoint_allowed``):
         a lookup sends each a FindNode, so a peer on the internet must not aim them at
         our own machine or LAN; a LAN peer still names LAN and internet peers, a loopback
-        peer any (docs/PROTOCOL.md, "4", Nodes)."""
+        peer any (docs/PROTOCOL.md, "4", Nodes). Nor in the /64 of one of our own IPv6
+        endpoints, unless the answerer is in it too: our machine and LAN have global IPv6
+        addresses that scopes cannot tell apart (red6)."""
         memo, own_key = self._candidates, self.identity.key
+        own = self._reachability.own_prefixes
+        shared = ipv6_prefix(answerer[0]) if own else None
         found: list[Candidate] = []
         for info in nodes.nodes:
             fields = (info.key, info.ip, info.port)
@@ -1432,6 +1437,7 @@ class Node:
                 candidate is not None
                 and candidate.key != own_key
                 and named_endpoint_allowed(candidate.endpoint, answerer)
+                and (not own or info.ip[:8] not in own or info.ip[:8] == shared)
             ):
                 found.append(candidate)
         return found

@@ -83,6 +83,12 @@ def _unpacked_ip(ip: bytes) -> str | None:
     return socket.inet_ntop(socket.AF_INET if len(ip) == 4 else socket.AF_INET6, ip)
 
 
+def ipv6_prefix(host: str) -> bytes | None:
+    """The first 8 bytes (the /64) of an IPv6 host, or None for anything else."""
+    ip = packed_ip(host)
+    return ip[:8] if ip is not None and len(ip) == 16 else None
+
+
 def seen_endpoint(endpoint: Endpoint) -> pb.SeenEndpoint | None:
     """An endpoint as ``Pong.observed`` carries it, or None for a host that is no IP."""
     packed = packed_ip(canonical(endpoint)[0])
@@ -138,6 +144,9 @@ class ReachabilityAgent:
         self.tally = FamilyTallies()
         self._inbound_checked_at = float("-inf")  # last look for an unsolicited arrival
         self._local: frozenset[Endpoint] = frozenset()
+        # The /64s of our own IPv6 endpoints, as 8 raw bytes: our machine and our LAN,
+        # global addresses that only scope rules cannot tell apart (``Node._parse_nodes``).
+        self.own_prefixes: frozenset[bytes] = frozenset()
         self._mapping: Endpoint | None = None
         self.prober = Prober()
         # The keys asked in the last round: the next round asks others first, so one
@@ -179,6 +188,9 @@ class ReachabilityAgent:
         local = frozenset(canonical(e) for e in endpoints)
         if local != self._local:
             self._local = local
+            self.own_prefixes = frozenset(
+                prefix for prefix in map(ipv6_prefix, (host for host, _ in local)) if prefix
+            )
             self.prober.reset(now)
             self._reclassify(now)
 
