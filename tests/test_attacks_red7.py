@@ -21,6 +21,7 @@ from comm_tui.protocol import node as node_module
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import Codec
 from comm_tui.protocol.node import Node, NodeConfig
+from comm_tui.protocol.reachability import named_endpoint_allowed
 from comm_tui.protocol.relay_store import Kind
 from comm_tui.protocol.routing import Endpoint
 from comm_tui.protocol.sessions import serialize_sessions
@@ -234,3 +235,75 @@ def test_junk_under_validated_pairs_cannot_cost_key_agreements_past_the_budget(
     assert victim.stats.rejected.get("internal_error", 0) == 0
     assert victim.stats.rejected["bad_auth"] == 400
     assert agreements <= 4 + 2, agreements  # the budget's burst and refill
+
+
+# --------- 4. the tombstones are a count too: a stranger's texts flush a contact's id
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red7: the ack tombstones are bounded by count (ACKED_IDS_MAX) and filled by "
+    "anyone's texts: SIGNED_ACKS_MAX + ACKED_IDS_MAX stranger texts bring back red6 "
+    "finding 2 (a late copy resets the contact's session)",
+)
+def test_a_strangers_texts_cannot_flush_a_contacts_ack_tombstone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Spec 8 (red6 finding 2's fix): a late copy of a text whose ack went past the
+    bound "is acknowledged again". Its id is kept among ACKED_IDS_MAX (65,536), the
+    oldest out first, whoever's it is, and every ack a stranger's text costs us pushes
+    one id in: since the store rate moved to the author (fresh keys are free), one
+    validated hop key hands us its 500 datagrams a second of texts from fresh authors,
+    so 16,384 + 65,536 of them (under 3 minutes) and the contact's id is gone; its late
+    copy (a replication copy pushed when we attach, a relay's retry) is a lost session
+    again. With the bounds at 20 and 10: a contact's text, 35 texts of a stranger, the
+    copy."""
+    monkeypatch.setattr(node_module, "SIGNED_ACKS_MAX", 20)
+    monkeypatch.setattr(node_module, "ACKED_IDS_MAX", 10)
+    wire = Wire()
+    contact, stranger, victim = wire.add(1), wire.add(3), wire.add(2)
+    wire.connect(contact, victim)
+    wire.connect(stranger, victim)
+    now = T0 + 1
+    victim_id = PublicIdentity(victim.identity.key)
+    contact.send_text(victim_id, "hello", now)
+    (copy,) = [e.wire for e in contact._store if e.kind is Kind.MESSAGE]
+    now = wire.settle(now)
+    for i in range(35):
+        stranger.send_text(victim_id, f"text {i}", now)
+        now = wire.settle(now) + 0.1
+    handshakes = victim.stats.handshakes_sent
+    hop = Codec(Identity.from_seed(b"h" * 32))
+    hop_at = ("198.51.100.9", 4000)
+    now += 60
+    _validate(hop, victim, hop_at, now)
+    victim.receive_datagram(
+        hop.encode_frame(victim.identity.key, pb.Frame(message=copy), now), hop_at, now
+    )
+    victim.drain_events()
+    answered = _frames_to(hop, victim.datagrams_to_send(), hop_at)
+    assert victim.stats.handshakes_sent == handshakes  # no session reset
+    assert any(f.HasField("ack") or f.HasField("receipt") for f in answered)
+
+
+# ------------- 5. the local-use NAT64 prefix (RFC 8215) carries a LAN address, unseen
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red7: _embedded_ipv4 knows 64:ff9b::/96 but not the local-use NAT64 prefix "
+    "64:ff9b:1::/48, which Python 3.11 calls global",
+)
+def test_an_internet_peer_cannot_name_a_lan_address_through_local_use_nat64() -> None:
+    """Spec 4 (red6's suspected list, fixed in 90a6b9e): "an IPv6 address that carries an
+    IPv4 one (6to4, NAT64, ...) is no farther out than it". ``_embedded_ipv4`` reads
+    the well-known NAT64 prefix 64:ff9b::/96 only. RFC 8215 reserves 64:ff9b:1::/48
+    for local-use NAT64, the one a site running its own translator uses, whose
+    addresses map to the site's (often private) IPv4 space; Python 3.11.7 calls them
+    global, so a Nodes entry 64:ff9b:1::a00:1 (10.0.0.1 with the /96 form) from an
+    internet peer passes, and a lookup sends a FindNode through the translator into
+    our LAN. (The ISATAP interface ids ::5efe:a.b.c.d and ::200:5efe:a.b.c.d under a
+    global prefix pass as well.)"""
+    internet = ("203.0.113.5", 4000)
+    assert not named_endpoint_allowed(("64:ff9b::a00:1", 4000), internet)  # the fix
+    assert not named_endpoint_allowed(("64:ff9b:1::a00:1", 4000), internet)
