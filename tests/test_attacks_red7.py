@@ -304,6 +304,6 @@ def test_an_internet_peer_cannot_name_a_lan_address_through_local_use_nat64() ->
     internet peer passes, and a lookup sends a FindNode through the translator into
     our LAN. (The ISATAP interface ids ::5efe:a.b.c.d and ::200:5efe:a.b.c.d under a
     global prefix pass as well.)"""
-    internet = ("203.0.113.5", 4000)
+    internet = ("8.8.4.4", 4000)  # a global address (the documentation ranges are not)
     assert not named_endpoint_allowed(("64:ff9b::a00:1", 4000), internet)  # the fix
     assert not named_endpoint_allowed(("64:ff9b:1::a00:1", 4000), internet)
