@@ -500,6 +500,14 @@ class Node:
             self.config.new_key_burst,
             now,
         )
+        # Key agreements for validated pairs whose box left the cache (_receive): as many
+        # as for first contacts, apart from theirs (red7).
+        self._validated_keys = TokenBucket(
+            self.config.new_key_rate_per_s,
+            self.config.new_key_burst,
+            self.config.new_key_burst,
+            now,
+        )
         self._new_keys_by_net = RateLimiter(
             self.config.new_key_net_rate_per_s, self.config.new_key_net_burst
         )
@@ -1051,12 +1059,17 @@ class Node:
             assert packet is not None  # read_boxed reads boxed packets only
             self._on_cookie_reply(packet.cookie_reply, addr, now)
             return
-        # A validated pair is established too: its box costs one key agreement and is
-        # cached. Charged to the new-key budget, forged junk under its key from its
-        # endpoint (limited by key, not endpoint, as above) spent the budget at line rate
-        # and drew a cookie reply to it each (red6).
-        if peer is None and not trusted and not self._established(key):
-            self._admit_new_key(key, cookie, data, addr, now)
+        if peer is None and not self._established(key):
+            if not trusted:
+                self._admit_new_key(key, cookie, data, addr, now)
+            elif not self._validated_keys.take(now):
+                # A validated pair's box costs one key agreement and is cached again. Not
+                # from the new-key budget: forged junk under its key from its endpoint
+                # (limited by key, not endpoint, as above) spent that at line rate and
+                # drew a cookie reply each (red6); from a budget of its own, since junk
+                # cycled through more validated pairs than the cache holds cost an
+                # agreement each (red7). Past it, dropped: the pair's retry comes in.
+                raise Rejected("new_key_rate")
         if kind == "hello":
             assert packet is not None
             hello = codec.open(packet, now).hello
@@ -1564,10 +1577,19 @@ class Node:
             return
         if recipient == self.address:
             if self._acked.get(item_id) == expires_ms:
-                # A late copy of a text whose ack went (_bound_signed_acks): acknowledged
-                # again, not opened (its keys are spent: a lost session, else).
+                # A late copy of a text whose ack went (_bound_signed_acks): answered with
+                # the ack signed again, not opened (its keys are spent: a lost session,
+                # else). Within its hop's store rate, and not stored: copies of many old
+                # texts cycled past the bound made us sign and evict at line rate (red7).
+                if not self._store_limit.allow(sender.address, now):
+                    raise Rejected("store_rate")
                 self._stats.acks_answered += 1
-                self._acknowledge(item_id, expires_ms, sender.key, addr, now)
+                self._send_item(
+                    self._ack_entry(item_id, expires_ms, sender.key, addr, now),
+                    sender.key,
+                    addr,
+                    now,
+                )
                 return
             self._on_message_for_me(sender, msg, item_id, addr, now)
             return
@@ -1718,9 +1740,17 @@ class Node:
     ) -> None:
         """Sign the ack of a part of a text to us and send it back to the node that handed
         us the part, retried until it holds it; later copies from anyone are answered with
-        it (_on_message), and once it went (``_bound_signed_acks``) with a new one."""
-        self._acked.pop(part_id, None)
-        entry = Entry(
+        it (_on_message), and once it went (``_bound_signed_acks``) with it signed again."""
+        entry = self._ack_entry(part_id, expires_ms, peer_key, peer_addr, now)
+        self._store.add(entry, enforce_quota=False)
+        self._relay(entry, now)
+        self._bound_signed_acks()
+
+    def _ack_entry(
+        self, part_id: bytes, expires_ms: int, peer_key: bytes, peer_addr: Endpoint, now: float
+    ) -> Entry:
+        """The ack we sign for a part of a text to us, going back to ``peer_key``."""
+        return Entry(
             Kind.ACK,
             part_id + self.address,
             self.address,
@@ -1730,9 +1760,6 @@ class Node:
             origin_key=peer_key,
             origin_endpoint=peer_addr,
         )
-        self._store.add(entry, enforce_quota=False)
-        self._relay(entry, now)
-        self._bound_signed_acks()
 
     def _bound_signed_acks(self) -> None:
         """Past ``SIGNED_ACKS_MAX``, drop the oldest acks we signed (docs/PROTOCOL.md, "8.

@@ -187,7 +187,9 @@ def _scope(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     return scope
 
 
-_NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
+# NAT64's well-known prefix (RFC 6052) and its local-use one (RFC 8215), which carries
+# the IPv4 address in its last 32 bits too as the usual /96 of it.
+_NAT64_PREFIXES = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -197,7 +199,8 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
         return ip.ipv4_mapped
     if ip.sixtofour is not None:
         return ip.sixtofour
-    if ip in _NAT64_PREFIX or value >> 32 == 0xFFFF0000:  # NAT64; IPv4-translated
+    if any(ip in prefix for prefix in _NAT64_PREFIXES) or value >> 32 == 0xFFFF0000:
+        # NAT64 (the /96 form, which local-use /48 prefixes use too); IPv4-translated
         return ipaddress.IPv4Address(value & 0xFFFFFFFF)
     if value >> 32 == 0 and value > 1:  # IPv4-compatible (deprecated, still routed by some)
         return ipaddress.IPv4Address(value)
