@@ -13,7 +13,6 @@ over by hand from the source addresses the attacker really owns.
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Callable
 
 import pytest
@@ -28,7 +27,6 @@ from comm_tui.protocol.node import (
     DEFERRED_PAIRS_MAX,
     DEFERRED_PER_NETWORK,
     Node,
-    NodeConfig,
 )
 from comm_tui.protocol.punch import (
     INTRODUCE_PADDING,
@@ -39,25 +37,11 @@ from comm_tui.protocol.punch import (
 from comm_tui.protocol.reachability import FamilyTallies, Judgement, judge
 from comm_tui.protocol.reachability_agent import seen_endpoint
 from comm_tui.protocol.routing import Endpoint
+from tests.attack_helpers import frames_to, node
 from tests.wire import T0, peer_addresses
 
 HONEST: Endpoint = ("198.51.100.10", 4000)
 ATTACKER_HOST = "203.0.113.7"
-
-
-def node(seed: int, config: NodeConfig | None = None) -> Node:
-    return Node(Identity.from_seed(bytes([seed]) * 32), T0, config=config, rng=random.Random(seed))
-
-
-def frames_to(codec: Codec, sent: list[tuple[bytes, Endpoint]], dest: Endpoint) -> list[pb.Frame]:
-    """The frames among ``sent`` that went to ``dest``, opened by ``codec``."""
-    frames = []
-    for data, to in sent:
-        if to == dest:
-            frame = codec.decode(data, T0).frame
-            if frame is not None:
-                frames.append(frame)
-    return frames
 
 
 def prove(peer: Codec, relay: Node, at: Endpoint, now: float, *, client: bool) -> int:

@@ -25,22 +25,15 @@ from comm_tui.protocol import node as node_module
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.admission import AMPLIFICATION_FACTOR, CREDIT_PAIRS
 from comm_tui.protocol.codec import Codec
-from comm_tui.protocol.node import EXPIRY_UNIT_MS, SEALED_BYTES, Node, NodeConfig
+from comm_tui.protocol.node import SEALED_BYTES, Node, NodeConfig
 from comm_tui.protocol.receipts import RECEIPT_PEERS_MAX, RECEIPT_TIMEOUT_S
 from comm_tui.protocol.relay_store import Kind
 from comm_tui.protocol.routing import Endpoint
 from comm_tui.protocol.sessions import ENVELOPE_BYTES, ENVELOPE_VERSION, SIGNATURE_BYTES
+from tests.attack_helpers import expiry as _expiry
+from tests.attack_helpers import frames_to as _frames_to
+from tests.attack_helpers import node as _node
 from tests.wire import T0, Wire
-
-DAY_MS = 24 * 3600 * 1000
-
-
-def _node(seed: int, config: NodeConfig | None = None) -> Node:
-    return Node(Identity.from_seed(bytes([seed]) * 32), T0, config=config, rng=random.Random(seed))
-
-
-def _expiry(now: float) -> int:
-    return (int(now * 1000) + DAY_MS) // EXPIRY_UNIT_MS * EXPIRY_UNIT_MS
 
 
 def _sent_to(node: Node, endpoint: Endpoint) -> int:
@@ -145,17 +138,6 @@ def test_forged_copies_cannot_flush_an_honest_peers_receipt_wait_and_late_receip
 
 
 # ------------------------------------------------ 3. the attached clients of one /32
-
-
-def _frames_to(codec: Codec, sent: list[tuple[bytes, Endpoint]], dest: Endpoint) -> list[pb.Frame]:
-    """The frames among ``sent`` that went to ``dest``, opened by ``codec``."""
-    frames = []
-    for data, to in sent:
-        if to == dest:
-            frame = codec.decode(data, T0).frame
-            if frame is not None:
-                frames.append(frame)
-    return frames
 
 
 def _attach(peer: Codec, relay: Node, at: Endpoint, now: float) -> None:

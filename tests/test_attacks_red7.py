@@ -11,8 +11,6 @@ the finding is fixed. The findings, their cost and the fix suggested are in
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 from comm_tui.crypto.identity import Identity, PublicIdentity
@@ -25,34 +23,10 @@ from comm_tui.protocol.reachability import named_endpoint_allowed
 from comm_tui.protocol.relay_store import Kind
 from comm_tui.protocol.routing import Endpoint
 from comm_tui.protocol.sessions import serialize_sessions
+from tests.attack_helpers import contact_text_then_strangers, late_copy_answered
+from tests.attack_helpers import node as _node
+from tests.attack_helpers import validate as _validate
 from tests.wire import T0, Wire
-
-
-def _node(seed: int, config: NodeConfig | None = None) -> Node:
-    return Node(Identity.from_seed(bytes([seed]) * 32), T0, config=config, rng=random.Random(seed))
-
-
-def _frames_to(codec: Codec, sent: list[tuple[bytes, Endpoint]], dest: Endpoint) -> list[pb.Frame]:
-    frames = []
-    for data, to in sent:
-        if to == dest:
-            frame = codec.decode(data, T0).frame
-            if frame is not None:
-                frames.append(frame)
-    return frames
-
-
-def _validate(peer: Codec, node: Node, at: Endpoint, now: float, *, client: bool = False) -> None:
-    """``peer`` proves to ``node`` that it receives at ``at`` (a ping, then the pong to
-    the node's challenge); ``client``: in client mode (it never enters the table)."""
-    ping = pb.Frame(ping=pb.Ping(challenge=b"p" * 16), client=client)
-    node.receive_datagram(peer.encode_frame(node.identity.key, ping, now), at, now)
-    for frame in _frames_to(peer, node.datagrams_to_send(), at):
-        if frame.HasField("ping"):
-            pong = pb.Frame(pong=pb.Pong(challenge=frame.ping.challenge), client=client)
-            node.receive_datagram(peer.encode_frame(node.identity.key, pong, now), at, now)
-    node.datagrams_to_send()
-    assert node._is_validated(peer.identity.key, at)
 
 
 def _texts_from_stranger(
@@ -139,18 +113,7 @@ def test_after_a_restart_a_late_copy_of_a_text_whose_ack_went_does_not_reset(
     (days), restarts come daily: red6's test 3 with a restart between the stranger's
     texts and the late copy, sessions and store restored, resets the session."""
     monkeypatch.setattr(node_module, "SIGNED_ACKS_MAX", 20)
-    wire = Wire()
-    contact, stranger, victim = wire.add(1), wire.add(3), wire.add(2)
-    wire.connect(contact, victim)
-    wire.connect(stranger, victim)
-    now = T0 + 1
-    victim_id = PublicIdentity(victim.identity.key)
-    contact.send_text(victim_id, "hello", now)
-    (copy,) = [e.wire for e in contact._store if e.kind is Kind.MESSAGE]
-    now = wire.settle(now)
-    for i in range(25):
-        stranger.send_text(victim_id, f"text {i}", now)
-        now = wire.settle(now) + 0.1
+    victim, copy, now = contact_text_then_strangers(25)
     assert victim._acked  # the contact's ack went, its id kept
     now += 60
     restarted = _node(2)
@@ -160,17 +123,7 @@ def test_after_a_restart_a_late_copy_of_a_text_whose_ack_went_does_not_reset(
     assert restarted.restore_sessions(victim._prekeys.serialize(), sessions, now) == 0
     restarted.drain_events()
     restarted.datagrams_to_send()
-    handshakes = restarted.stats.handshakes_sent
-    hop = Codec(Identity.from_seed(b"h" * 32))
-    hop_at = ("198.51.100.9", 4000)
-    _validate(hop, restarted, hop_at, now)
-    restarted.receive_datagram(
-        hop.encode_frame(restarted.identity.key, pb.Frame(message=copy), now), hop_at, now
-    )
-    restarted.drain_events()
-    answered = _frames_to(hop, restarted.datagrams_to_send(), hop_at)
-    assert restarted.stats.handshakes_sent == handshakes  # no session reset
-    assert any(f.HasField("ack") or f.HasField("receipt") for f in answered)
+    assert late_copy_answered(restarted, copy, now)  # no session reset, an answer
 
 
 # ------- 3. junk under validated pairs whose boxes left the cache: key agreements, no rate
@@ -250,30 +203,9 @@ def test_a_strangers_texts_cannot_flush_a_contacts_ack_tombstone(
     copy."""
     monkeypatch.setattr(node_module, "SIGNED_ACKS_MAX", 20)
     monkeypatch.setattr(node_module, "ACKED_IDS_MAX", 10)
-    wire = Wire()
-    contact, stranger, victim = wire.add(1), wire.add(3), wire.add(2)
-    wire.connect(contact, victim)
-    wire.connect(stranger, victim)
-    now = T0 + 1
-    victim_id = PublicIdentity(victim.identity.key)
-    contact.send_text(victim_id, "hello", now)
-    (copy,) = [e.wire for e in contact._store if e.kind is Kind.MESSAGE]
-    now = wire.settle(now)
-    for i in range(35):
-        stranger.send_text(victim_id, f"text {i}", now)
-        now = wire.settle(now) + 0.1
-    handshakes = victim.stats.handshakes_sent
-    hop = Codec(Identity.from_seed(b"h" * 32))
-    hop_at = ("198.51.100.9", 4000)
+    victim, copy, now = contact_text_then_strangers(35)
     now += 60
-    _validate(hop, victim, hop_at, now)
-    victim.receive_datagram(
-        hop.encode_frame(victim.identity.key, pb.Frame(message=copy), now), hop_at, now
-    )
-    victim.drain_events()
-    answered = _frames_to(hop, victim.datagrams_to_send(), hop_at)
-    assert victim.stats.handshakes_sent == handshakes  # no session reset
-    assert any(f.HasField("ack") or f.HasField("receipt") for f in answered)
+    assert late_copy_answered(victim, copy, now)  # no session reset, an answer
 
 
 # ------------- 5. the local-use NAT64 prefix (RFC 8215) carries a LAN address, unseen
