@@ -67,14 +67,16 @@ def late_copy_answered(victim: Node, copy: pb.Message, now: float) -> bool:
 
 
 def contact_text_then_strangers(texts: int) -> tuple[Node, pb.Message, float]:
-    """A contact writes the victim a text, then a stranger writes it ``texts`` more, each
-    delivered before the next: the victim, a copy of the contact's text (what a relay's
-    retry would hand over later) and the time after the last."""
+    """A contact (one of the victim's user's, as the service tells the node) writes the
+    victim a text, then a stranger writes it ``texts`` more, each delivered before the
+    next: the victim, a copy of the contact's text (what a relay's retry would hand over
+    later) and the time after the last."""
     wire = Wire()
     contact, stranger, victim = wire.add(1), wire.add(3), wire.add(2)
     wire.connect(contact, victim)
     wire.connect(stranger, victim)
     now = T0 + 1
+    victim.set_contacts([contact.identity.key], now)
     victim_id = PublicIdentity(victim.identity.key)
     contact.send_text(victim_id, "hello", now)
     (copy,) = [e.wire for e in contact._store if e.kind is Kind.MESSAGE]

@@ -19,12 +19,13 @@ import pytest
 
 from comm_tui.crypto.identity import Identity, PublicIdentity
 from comm_tui.crypto.prekeys import PrekeyStore
+from comm_tui.crypto.seal import message_id
 from comm_tui.protocol import node as node_module
 from comm_tui.protocol import wire_pb2 as pb
 from comm_tui.protocol.codec import Codec
 from comm_tui.protocol.letters import encode_letter
 from comm_tui.protocol.node import SEALED_BYTES, Node
-from comm_tui.protocol.relay_store import Kind
+from comm_tui.protocol.relay_store import Kind, entry_key
 from comm_tui.protocol.routing import Endpoint
 from comm_tui.protocol.sessions import SessionBook
 from tests.attack_helpers import contact_text_then_strangers, late_copy_answered
@@ -143,8 +144,39 @@ def test_a_strangers_texts_cannot_make_a_copy_of_a_contacts_text_reset_its_sessi
     relay's retry, or a replication copy arriving late)."""
     monkeypatch.setattr(node_module, "SIGNED_ACKS_MAX", 20)
     victim, copy, now = contact_text_then_strangers(25)
+    assert copy.recipient == victim.address
+    assert any(e.kind is Kind.ACK for e in victim._store if not e.for_others)
     now += 60
     assert late_copy_answered(victim, copy, now)  # no session reset, an answer
+
+
+def test_a_late_copy_of_a_text_whose_ack_went_is_answered_with_the_ack_signed_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Spec 8: past SIGNED_ACKS_MAX the oldest ack we signed for a stranger goes, its id
+    kept; a copy of its text that comes later is answered with the ack signed again
+    (not stored), never opened: its keys are spent, and a letter that does not open
+    counts as a lost session. With the bound at 20: a stranger's text, 25 more of its
+    texts, then a copy of the first."""
+    monkeypatch.setattr(node_module, "SIGNED_ACKS_MAX", 20)
+    wire = Wire()
+    stranger, victim = wire.add(3), wire.add(2)
+    wire.connect(stranger, victim)
+    now = T0 + 1
+    victim_id = PublicIdentity(victim.identity.key)
+    stranger.send_text(victim_id, "first", now)
+    (copy,) = [e.wire for e in stranger._store if e.kind is Kind.MESSAGE]
+    now = wire.settle(now)
+    for i in range(25):
+        stranger.send_text(victim_id, f"text {i}", now)
+        now = wire.settle(now) + 0.1
+    first = message_id(copy.recipient, copy.expires_ms, copy.sealed)
+    assert victim._store.by_key(entry_key(Kind.ACK, first + victim.address)) is None
+    assert first in victim._acked  # the first ack went; its id is kept
+    signed = sum(1 for e in victim._store if e.kind is Kind.ACK and not e.for_others)
+    now += 60
+    assert late_copy_answered(victim, copy, now)  # no session reset, the ack again
+    assert sum(1 for e in victim._store if e.kind is Kind.ACK and not e.for_others) == signed
 
 
 # ------------------------------- 4. a restart forgets which acks we signed are the oldest

@@ -99,11 +99,6 @@ def test_copies_of_old_texts_cannot_make_us_sign_acks_at_line_rate(
 # ------------ 2. a restart forgets the tombstones: a late copy resets the session again
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red7: _acked is not persisted; after a restart a late copy of a text whose "
-    "ack went is a lost session again (red6 finding 2)",
-)
 def test_after_a_restart_a_late_copy_of_a_text_whose_ack_went_does_not_reset(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -183,12 +178,6 @@ def test_junk_under_validated_pairs_cannot_cost_key_agreements_past_the_budget(
 # --------- 4. the tombstones are a count too: a stranger's texts flush a contact's id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red7: the ack tombstones are bounded by count (ACKED_IDS_MAX) and filled by "
-    "anyone's texts: SIGNED_ACKS_MAX + ACKED_IDS_MAX stranger texts bring back red6 "
-    "finding 2 (a late copy resets the contact's session)",
-)
 def test_a_strangers_texts_cannot_flush_a_contacts_ack_tombstone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -489,6 +489,9 @@ class Node:
         self._stemmed: OrderedDict[bytes, None] = OrderedDict()  # store keys
         self._fetch_limit = RateLimiter(FETCH_RATE_PER_S, FETCH_BURST)  # by address
         self._acked: OrderedDict[bytes, int] = OrderedDict()  # part id -> expires_ms
+        # Store keys of the acks we signed for texts of strangers (not contacts), oldest
+        # first: the first to go past SIGNED_ACKS_MAX (_bound_signed_acks).
+        self._stranger_acks: OrderedDict[bytes, None] = OrderedDict()
         self._datagram_limit = RateLimiter(
             self.config.datagram_rate_per_s, self.config.datagram_burst
         )
@@ -1731,18 +1734,34 @@ class Node:
         tokens = [t.commit for t in part_tags]
         if self._sessions.commit(author, tokens, now, sent_ms=sent_ms, handshake=handshake):
             self._events.append(SessionReset(author.key))
+        stranger = author.key not in self._sessions.contacts
         for tag_object in part_tags:
             part_id, expires_ms, peer_key, peer_addr, _ = astuple(tag_object)
-            self._acknowledge(part_id, expires_ms, peer_key, peer_addr, now)
+            self._acknowledge(part_id, expires_ms, peer_key, peer_addr, now, stranger=stranger)
 
     def _acknowledge(
-        self, part_id: bytes, expires_ms: int, peer_key: bytes, peer_addr: Endpoint, now: float
+        self,
+        part_id: bytes,
+        expires_ms: int,
+        peer_key: bytes,
+        peer_addr: Endpoint,
+        now: float,
+        *,
+        stranger: bool,
     ) -> None:
         """Sign the ack of a part of a text to us and send it back to the node that handed
         us the part, retried until it holds it; later copies from anyone are answered with
-        it (_on_message), and once it went (``_bound_signed_acks``) with it signed again."""
+        it (_on_message), and once it went (``_bound_signed_acks``) with it signed again.
+        ``stranger``: its author is not one of the user's contacts; such acks go first."""
         entry = self._ack_entry(part_id, expires_ms, peer_key, peer_addr, now)
         self._store.add(entry, enforce_quota=False)
+        if stranger:
+            self._stranger_acks[entry.key] = None
+            if len(self._stranger_acks) > 2 * SIGNED_ACKS_MAX:  # keys of acks gone since
+                held = self._store.by_key
+                self._stranger_acks = OrderedDict.fromkeys(
+                    key for key in self._stranger_acks if held(key) is not None
+                )
         self._relay(entry, now)
         self._bound_signed_acks()
 
@@ -1762,18 +1781,31 @@ class Node:
         )
 
     def _bound_signed_acks(self) -> None:
-        """Past ``SIGNED_ACKS_MAX``, drop the oldest acks we signed (docs/PROTOCOL.md, "8.
-        Relay store"), keeping their ids (``ACKED_IDS_MAX``): a copy of its text that
-        comes later is answered with the ack signed again, where it would not open (its
-        keys are spent) and would count as a lost session."""
+        """Past ``SIGNED_ACKS_MAX``, drop the oldest acks we signed for strangers' texts,
+        and only when none is left the oldest of all (docs/PROTOCOL.md, "8. Relay store"):
+        anyone can write us texts, so their acks must not push out our contacts' (red7).
+        Their ids are kept (``ACKED_IDS_MAX``): a copy of its text that comes later is
+        answered with the ack signed again, where it would not open (its keys are spent)
+        and would count as a lost session."""
         while self._store.count_for(self.address) > SIGNED_ACKS_MAX:
-            oldest = self._store.oldest_for(self.address, Kind.ACK)
+            oldest = self._oldest_stranger_ack() or self._store.oldest_for(self.address, Kind.ACK)
             if oldest is None:
                 return
+            self._stranger_acks.pop(oldest.key, None)
             self._acked[oldest.item_id[:-ADDRESS_BYTES]] = oldest.expires_ms
             if len(self._acked) > ACKED_IDS_MAX:
                 self._acked.popitem(last=False)
             self._store.remove(oldest)  # its schedule entry is skipped when due
+
+    def _oldest_stranger_ack(self) -> Entry | None:
+        """The oldest ack we signed for a stranger's text that we still hold, if any."""
+        while self._stranger_acks:
+            key = next(iter(self._stranger_acks))
+            entry = self._store.by_key(key)
+            if entry is not None:
+                return entry
+            del self._stranger_acks[key]  # expired meanwhile
+        return None
 
     # ------------------------------------------------------------------ acks
 
