@@ -66,20 +66,26 @@ def late_copy_answered(victim: Node, copy: pb.Message, now: float) -> bool:
     )
 
 
-def contact_text_then_strangers(texts: int) -> tuple[Node, pb.Message, float]:
+def contact_text_then_strangers(
+    texts: int, *, contact: bool = True
+) -> tuple[Node, pb.Message, float]:
     """A contact (one of the victim's user's, as the service tells the node) writes the
     victim a text, then a stranger writes it ``texts`` more, each delivered before the
-    next: the victim, a copy of the contact's text (what a relay's retry would hand over
-    later) and the time after the last."""
+    next: the victim, a copy of the first text (what a relay's retry would hand over
+    later) and the time after the last. ``contact=False``: the first text is the
+    stranger's too."""
     wire = Wire()
-    contact, stranger, victim = wire.add(1), wire.add(3), wire.add(2)
-    wire.connect(contact, victim)
+    first, stranger, victim = wire.add(1), wire.add(3), wire.add(2)
+    if not contact:
+        first = stranger
+    wire.connect(first, victim)
     wire.connect(stranger, victim)
     now = T0 + 1
-    victim.set_contacts([contact.identity.key], now)
+    if contact:
+        victim.set_contacts([first.identity.key], now)
     victim_id = PublicIdentity(victim.identity.key)
-    contact.send_text(victim_id, "hello", now)
-    (copy,) = [e.wire for e in contact._store if e.kind is Kind.MESSAGE]
+    first.send_text(victim_id, "hello", now)
+    (copy,) = [e.wire for e in first._store if e.kind is Kind.MESSAGE]
     now = wire.settle(now)
     assert len(wire.texts(victim)) == 1
     for i in range(texts):

@@ -159,17 +159,7 @@ def test_a_late_copy_of_a_text_whose_ack_went_is_answered_with_the_ack_signed_ag
     counts as a lost session. With the bound at 20: a stranger's text, 25 more of its
     texts, then a copy of the first."""
     monkeypatch.setattr(node_module, "SIGNED_ACKS_MAX", 20)
-    wire = Wire()
-    stranger, victim = wire.add(3), wire.add(2)
-    wire.connect(stranger, victim)
-    now = T0 + 1
-    victim_id = PublicIdentity(victim.identity.key)
-    stranger.send_text(victim_id, "first", now)
-    (copy,) = [e.wire for e in stranger._store if e.kind is Kind.MESSAGE]
-    now = wire.settle(now)
-    for i in range(25):
-        stranger.send_text(victim_id, f"text {i}", now)
-        now = wire.settle(now) + 0.1
+    victim, copy, now = contact_text_then_strangers(25, contact=False)
     first = message_id(copy.recipient, copy.expires_ms, copy.sealed)
     assert victim._store.by_key(entry_key(Kind.ACK, first + victim.address)) is None
     assert first in victim._acked  # the first ack went; its id is kept
