@@ -194,9 +194,7 @@ _NAT64_PREFIXES = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network(
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     """The IPv4 address an IPv6 one carries, if any."""
-    value = int(ip)
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
+    value = int(ip)  # IPv4-mapped ones never get here: canonical_host made them IPv4
     if ip.sixtofour is not None:
         return ip.sixtofour
     if any(ip in prefix for prefix in _NAT64_PREFIXES) or value >> 32 == 0xFFFF0000:
