@@ -220,6 +220,17 @@ def test_flushing_the_replay_state_makes_no_datagram_dated_ahead_acceptable_agai
 # ------------------------------------------ 5. junk addressed to a node makes it "fail"
 
 
+def _hand_junk_for(victim: Node, relay: Node, now: float) -> None:
+    """A fresh key hands ``relay`` three messages for ``victim`` that will never open."""
+    attacker = Codec(Identity.generate())
+    for _ in range(3):
+        junk = pb.Message(
+            recipient=victim.address, expires_ms=_expiry(now), sealed=random.randbytes(SEALED_BYTES)
+        )
+        data = attacker.encode_frame(relay.identity.key, pb.Frame(message=junk), now)
+        relay.receive_datagram(data, ("198.18.5.5", 7000), now)
+
+
 def test_three_junk_messages_addressed_to_a_node_do_not_make_it_bad_at_its_relay() -> None:
     """Spec 1: the protocol must make it hard to deafen anyone; spec 7.2: a receipt wait
     that runs out counts one failure against the peer, three in a row (no datagram from
@@ -245,13 +256,7 @@ def test_three_junk_messages_addressed_to_a_node_do_not_make_it_bad_at_its_relay
     now = T0 + 6
     entry = relay._table.get(victim.address)
     assert entry is not None and entry.failures == 0
-    attacker = Codec(Identity.generate())
-    for _ in range(3):
-        junk = pb.Message(
-            recipient=victim.address, expires_ms=_expiry(now), sealed=random.randbytes(SEALED_BYTES)
-        )
-        data = attacker.encode_frame(relay.identity.key, pb.Frame(message=junk), now)
-        relay.receive_datagram(data, ("198.18.5.5", 7000), now)
+    _hand_junk_for(victim, relay, now)
     wire.pump(now)
     assert victim.stats.rejected["bad_seal"] >= 3  # from the relay, and the others it told
     for later in (now + 1, now + RECEIPT_TIMEOUT_S + 0.1):
@@ -659,13 +664,7 @@ def test_three_junk_messages_addressed_to_a_node_do_not_evict_it_from_a_full_buc
     full = next(b for b in relay._table._buckets if len(b.nodes) == 8 and b.replacements)
     victim = next(n for n in nodes if n.address in full.nodes)
     now = T0 + 1
-    attacker = Codec(Identity.generate())
-    for _ in range(3):
-        junk = pb.Message(
-            recipient=victim.address, expires_ms=_expiry(now), sealed=random.randbytes(SEALED_BYTES)
-        )
-        data = attacker.encode_frame(relay.identity.key, pb.Frame(message=junk), now)
-        relay.receive_datagram(data, ("198.18.5.5", 7000), now)
+    _hand_junk_for(victim, relay, now)
     wire.pump(now)
     assert victim.stats.rejected["bad_seal"] >= 3
     for later in (now + 1, now + RECEIPT_TIMEOUT_S + 0.1):
